@@ -1,0 +1,275 @@
+//! Keys of blobs: per-account input key, per-blob payload key and commitment, and the
+//! incremental sealer and opener that run the STREAM loop over a blob's chunks.
+
+use crate::crypto::kdf::{self, LABEL_BLOB_INPUT, LABEL_BLOB_KEYS};
+use crate::crypto::stream::{PayloadCipher, CHUNK_SIZE, MAX_CHUNKS, SEALED_CHUNK_SIZE};
+use crate::crypto::{commitments_equal, AccountKey, Key32, RandomSource};
+use crate::error::{Error, Result};
+use crate::format::blob::{BlobHeader, BlobKind, BlobLayout, HEADER_LEN};
+use crate::format::BlobPin;
+use crate::ids::{AccountId, BlobId, DeploymentId};
+
+/// Chunks sealed or opened per batch: the unit of parallel work, and what bounds the
+/// plaintext buffered by a streaming writer or reader (1 MiB).
+pub(crate) const BATCH_CHUNKS: usize = 16;
+
+/// The blob keys of one account epoch: derives each blob's payload key from
+/// `(deployment, account, blob id, kind)` and the blob's salt, and checks commitments.
+///
+/// This is the synchronous core of [`crate::blob`]; it also offers one-shot
+/// [`seal`](Self::seal) and [`open`](Self::open) over in-memory buffers.
+pub struct BlobCipher {
+    deployment: DeploymentId,
+    account: AccountId,
+    epoch: u32,
+    input: Key32,
+}
+
+impl BlobCipher {
+    /// The blob keys of `account` under `key`.
+    pub fn new(deployment: DeploymentId, account: AccountId, key: &AccountKey) -> Self {
+        let input = kdf::derive_key(
+            key.master(),
+            LABEL_BLOB_INPUT,
+            &[deployment.as_bytes(), account.as_bytes()],
+        );
+        Self {
+            deployment,
+            account,
+            epoch: key.epoch(),
+            input,
+        }
+    }
+
+    /// The account these keys belong to.
+    pub fn account(&self) -> AccountId {
+        self.account
+    }
+
+    fn derive(&self, id: &BlobId, header: &BlobHeader) -> (Key32, [u8; 32]) {
+        let mut context = [0u8; 49];
+        context[..16].copy_from_slice(self.deployment.as_bytes());
+        context[16..32].copy_from_slice(self.account.as_bytes());
+        context[32..48].copy_from_slice(id.as_bytes());
+        context[48] = header.kind.to_byte();
+        kdf::derive_key_and_commitment(
+            &self.input,
+            LABEL_BLOB_KEYS,
+            &[&header.committed_prefix(), &context],
+        )
+    }
+
+    /// A fresh header (random salt) and the payload cipher of a new blob.
+    pub(crate) fn new_blob(
+        &self,
+        rng: &RandomSource,
+        id: &BlobId,
+        kind: BlobKind,
+    ) -> (BlobHeader, PayloadCipher) {
+        let mut header = BlobHeader {
+            kind,
+            epoch: self.epoch,
+            salt: rng.bytes32(),
+            commitment: [0; 32],
+        };
+        let (key, commitment) = self.derive(id, &header);
+        header.commitment = commitment;
+        (header, PayloadCipher::new(&key))
+    }
+
+    /// The payload cipher of an existing blob, after checking the header's commitment in
+    /// constant time: a blob moved to another id, account, kind or deployment, or a header
+    /// altered in any byte, fails here before any chunk is opened.
+    pub(crate) fn payload_cipher(&self, id: &BlobId, header: &BlobHeader) -> Result<PayloadCipher> {
+        if header.epoch != self.epoch {
+            return Err(Error::EpochUnavailable {
+                epoch: header.epoch,
+            });
+        }
+        let (key, commitment) = self.derive(id, header);
+        if !commitments_equal(&commitment, &header.commitment) {
+            return Err(Error::Tampered);
+        }
+        Ok(PayloadCipher::new(&key))
+    }
+
+    /// Seals `plaintext` as blob `id` in one call. Returns its pin and the bytes to store.
+    pub fn seal(
+        &self,
+        rng: &RandomSource,
+        id: BlobId,
+        kind: BlobKind,
+        plaintext: &[u8],
+    ) -> Result<(BlobPin, Vec<u8>)> {
+        let layout = BlobLayout::for_plaintext(plaintext.len() as u64)?;
+        let (header, cipher) = self.new_blob(rng, &id, kind);
+        let mut out = Vec::with_capacity(layout.ciphertext_len() as usize);
+        out.extend_from_slice(&header.to_bytes());
+        cipher.seal(0, plaintext, true, &mut out);
+        Ok((BlobPin::new(id, header, layout), out))
+    }
+
+    /// Opens a whole stored blob against its pin.
+    ///
+    /// # Errors
+    /// [`Error::Tampered`] if `stored` is not exactly the blob the pin describes.
+    pub fn open(&self, pin: &BlobPin, stored: &[u8]) -> Result<Vec<u8>> {
+        let cipher = self.payload_cipher(&pin.id, &pin.header)?;
+        if stored.len() as u64 != pin.stored_len() || stored[..HEADER_LEN] != pin.header.to_bytes()
+        {
+            return Err(Error::Tampered);
+        }
+        let mut out = Vec::with_capacity(pin.len() as usize);
+        cipher
+            .open(
+                0,
+                pin.layout().final_chunk(),
+                &stored[HEADER_LEN..],
+                &mut out,
+            )
+            .map_err(|_| Error::Tampered)?;
+        Ok(out)
+    }
+
+    /// Opens a stored blob without a pin, trusting only its id (for data that has no
+    /// index entry yet). Returns the pin it should have and the plaintext.
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedVersion`] for an unknown format; [`Error::Tampered`] for
+    /// anything that does not authenticate as blob `id` of this account.
+    pub fn open_unpinned(&self, id: BlobId, stored: &[u8]) -> Result<(BlobPin, Vec<u8>)> {
+        let header = BlobHeader::parse(stored)?;
+        let layout = BlobLayout::for_ciphertext(stored.len() as u64)?;
+        let pin = BlobPin::new(id, header, layout);
+        let plaintext = self.open(&pin, stored)?;
+        Ok((pin, plaintext))
+    }
+}
+
+/// Incremental sealing of one blob's plaintext into chunks.
+pub(crate) struct Sealer {
+    cipher: PayloadCipher,
+    next_index: u64,
+    pending: Vec<u8>,
+    plaintext_len: u64,
+}
+
+const BATCH_BYTES: usize = BATCH_CHUNKS * CHUNK_SIZE;
+
+impl Sealer {
+    pub(crate) fn new(cipher: PayloadCipher) -> Self {
+        Self {
+            cipher,
+            next_index: 0,
+            pending: Vec::with_capacity(BATCH_BYTES),
+            plaintext_len: 0,
+        }
+    }
+
+    fn seal_full(&mut self, plaintext: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        let chunks = (plaintext.len() / CHUNK_SIZE) as u64;
+        if self.next_index + chunks >= MAX_CHUNKS {
+            return Err(Error::invalid("blob larger than 2^32 chunks"));
+        }
+        self.cipher.seal(self.next_index, plaintext, false, out);
+        self.next_index += chunks;
+        Ok(())
+    }
+
+    /// Adds plaintext; appends to `out` the chunks that became complete.
+    pub(crate) fn push(&mut self, mut data: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        self.plaintext_len += data.len() as u64;
+        if !self.pending.is_empty() {
+            let take = (BATCH_BYTES - self.pending.len()).min(data.len());
+            self.pending.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.pending.len() < BATCH_BYTES {
+                return Ok(());
+            }
+            let batch = std::mem::take(&mut self.pending);
+            self.seal_full(&batch, out)?;
+            self.pending = batch;
+            self.pending.clear();
+        }
+        let direct = data.len() / BATCH_BYTES * BATCH_BYTES;
+        if direct > 0 {
+            self.seal_full(&data[..direct], out)?;
+        }
+        self.pending.extend_from_slice(&data[direct..]);
+        Ok(())
+    }
+
+    /// Seals what remains as full chunks and the final, strictly shorter chunk. Returns
+    /// the blob's layout.
+    pub(crate) fn finish(&mut self, out: &mut Vec<u8>) -> Result<BlobLayout> {
+        let layout = BlobLayout::for_plaintext(self.plaintext_len)?;
+        self.cipher.seal(self.next_index, &self.pending, true, out);
+        self.pending.clear();
+        Ok(layout)
+    }
+}
+
+/// Incremental opening of one blob's chunks (everything after the header), knowing from
+/// the pin where the payload ends.
+pub(crate) struct Opener {
+    cipher: PayloadCipher,
+    next_index: u64,
+    layout: BlobLayout,
+    pending: Vec<u8>,
+    received: u64,
+}
+
+impl Opener {
+    pub(crate) fn new(cipher: PayloadCipher, layout: BlobLayout) -> Self {
+        Self {
+            cipher,
+            next_index: 0,
+            layout,
+            pending: Vec::new(),
+            received: 0,
+        }
+    }
+
+    /// Adds stored bytes; appends to `out` the plaintext of every chunk that is complete
+    /// and authenticated (in batches, so `out` may stay empty for a while).
+    pub(crate) fn push(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        self.received += data.len() as u64;
+        if self.received > self.layout.ciphertext_len() - HEADER_LEN as u64 {
+            return Err(Error::Tampered);
+        }
+        self.pending.extend_from_slice(data);
+        let complete = (self.pending.len() / SEALED_CHUNK_SIZE) as u64;
+        let openable = complete.min(self.layout.final_chunk() - self.next_index);
+        if openable as usize >= BATCH_CHUNKS {
+            let bytes = openable as usize * SEALED_CHUNK_SIZE;
+            self.cipher
+                .open(
+                    self.next_index,
+                    self.layout.final_chunk(),
+                    &self.pending[..bytes],
+                    out,
+                )
+                .map_err(|_| Error::Tampered)?;
+            self.pending.drain(..bytes);
+            self.next_index += openable;
+        }
+        Ok(())
+    }
+
+    /// Opens the remaining chunks, which must end exactly with the final chunk.
+    pub(crate) fn finish(mut self, out: &mut Vec<u8>) -> Result<()> {
+        if self.received != self.layout.ciphertext_len() - HEADER_LEN as u64 {
+            return Err(Error::Tampered);
+        }
+        self.cipher
+            .open(
+                self.next_index,
+                self.layout.final_chunk(),
+                &self.pending,
+                out,
+            )
+            .map_err(|_| Error::Tampered)?;
+        self.pending.clear();
+        Ok(())
+    }
+}

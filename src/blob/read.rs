@@ -1,0 +1,92 @@
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use object_store::ObjectStoreExt;
+
+use super::cipher::{BlobCipher, Opener};
+use super::BlobStream;
+use crate::error::{Error, Result};
+use crate::format::blob::HEADER_LEN;
+use crate::format::BlobPin;
+use crate::ids::AccountId;
+use crate::storage::{naming, DynStore};
+
+struct ReadState {
+    source: BoxStream<'static, object_store::Result<Bytes>>,
+    header: Vec<u8>,
+    expected_header: [u8; HEADER_LEN],
+    opener: Option<Opener>,
+}
+
+impl ReadState {
+    /// Feeds one piece of the stored object; returns plaintext that became available.
+    fn feed(&mut self, mut data: &[u8]) -> Result<Vec<u8>> {
+        if self.header.len() < HEADER_LEN {
+            let take = (HEADER_LEN - self.header.len()).min(data.len());
+            self.header.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.header.len() == HEADER_LEN && self.header[..] != self.expected_header[..] {
+                return Err(Error::Tampered);
+            }
+        }
+        let mut out = Vec::new();
+        if !data.is_empty() {
+            let opener = self.opener.as_mut().ok_or(Error::Tampered)?;
+            opener.push(data, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    fn finish(&mut self) -> Result<Vec<u8>> {
+        if self.header.len() < HEADER_LEN {
+            return Err(Error::Tampered);
+        }
+        let mut out = Vec::new();
+        self.opener
+            .take()
+            .ok_or(Error::Tampered)?
+            .finish(&mut out)?;
+        Ok(out)
+    }
+}
+
+/// One GET of the whole object, opened chunk batch by chunk batch.
+pub(super) async fn stream(
+    store: &DynStore,
+    account: &AccountId,
+    cipher: &BlobCipher,
+    pin: &BlobPin,
+) -> Result<BlobStream> {
+    let payload = cipher.payload_cipher(&pin.id, &pin.header)?;
+    let result = store.get(&naming::blob_path(account, &pin.id)).await?;
+    if result.meta.size != pin.stored_len() {
+        return Err(Error::Tampered);
+    }
+    let state = ReadState {
+        source: result.into_stream(),
+        header: Vec::with_capacity(HEADER_LEN),
+        expected_header: pin.header.to_bytes(),
+        opener: Some(Opener::new(payload, pin.layout())),
+    };
+    let stream = futures::stream::try_unfold(Some(state), |state| async move {
+        let Some(mut state) = state else {
+            return Ok(None);
+        };
+        loop {
+            match state.source.next().await {
+                Some(piece) => {
+                    let plain = state.feed(&piece?)?;
+                    if !plain.is_empty() {
+                        return Ok(Some((Bytes::from(plain), Some(state))));
+                    }
+                }
+                None => {
+                    let plain = state.finish()?;
+                    return Ok(Some((Bytes::from(plain), None)));
+                }
+            }
+        }
+    })
+    .filter(|piece| futures::future::ready(!matches!(piece, Ok(bytes) if bytes.is_empty())));
+    Ok(stream.boxed())
+}

@@ -1,0 +1,57 @@
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use super::RandomSource;
+
+/// A 256-bit secret, zeroized on drop. No `Debug`, no `Clone` outside the crate's control.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub(crate) struct Key32(Box<[u8; 32]>);
+
+impl Key32 {
+    pub(crate) fn from_bytes(bytes: [u8; 32]) -> Self {
+        let mut boxed = Box::new([0u8; 32]);
+        boxed.copy_from_slice(&bytes);
+        let mut bytes = bytes;
+        bytes.zeroize();
+        Self(boxed)
+    }
+
+    pub(crate) fn random(rng: &RandomSource) -> Self {
+        let mut boxed = Box::new([0u8; 32]);
+        rng.fill(&mut boxed[..]);
+        Self(boxed)
+    }
+
+    pub(crate) fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+/// The master key of one account epoch.
+///
+/// Blob and index keys are derived from it with HKDF under versioned labels; it is never
+/// used directly by a cipher. Zeroized on drop; deliberately not `Debug` and not
+/// `Clone`. Keyrings and slots that store it wrapped arrive with the `keys` layer; for
+/// now an account key is created from random bytes.
+pub struct AccountKey {
+    epoch: u32,
+    master: Key32,
+}
+
+impl AccountKey {
+    /// A new random key for `epoch`.
+    pub fn generate(epoch: u32, rng: &RandomSource) -> Self {
+        Self {
+            epoch,
+            master: Key32::random(rng),
+        }
+    }
+
+    /// The key epoch, recorded in every object sealed under this key.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    pub(crate) fn master(&self) -> &Key32 {
+        &self.master
+    }
+}

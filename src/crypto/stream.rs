@@ -1,0 +1,231 @@
+//! The STREAM chunk loop (Hoang, Reyhanitabar, Rogaway, Vizár 2015) over
+//! ChaCha20-Poly1305, as age uses it.
+//!
+//! A payload is cut into chunks of exactly [`CHUNK_SIZE`] plaintext bytes, except the
+//! final chunk, which is **strictly shorter** (possibly empty). Chunk `j` is sealed with
+//! the nonce `BE88(j) ‖ flag`, where `flag` is `0x01` for the final chunk and `0x00`
+//! otherwise. The final chunk is therefore marked twice (by its length and by its nonce),
+//! which gives one valid parse per ciphertext length and detects truncation, reordering
+//! and extension. Each payload has its own derived key, so counters never repeat under a
+//! key.
+//!
+//! Several chunks are sealed or opened on all cores at once (rayon) when a call covers
+//! more than one chunk.
+
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Nonce, Tag};
+use rayon::prelude::*;
+
+use super::Key32;
+
+/// Plaintext bytes per chunk.
+pub(crate) const CHUNK_SIZE: usize = 64 * 1024;
+/// Authentication tag bytes per chunk.
+pub(crate) const TAG_LEN: usize = 16;
+/// Ciphertext bytes of a full chunk.
+pub(crate) const SEALED_CHUNK_SIZE: usize = CHUNK_SIZE + TAG_LEN;
+/// Largest chunk index: the counter is capped at 2^32 chunks (256 TiB), as in age.
+pub(crate) const MAX_CHUNKS: u64 = 1 << 32;
+
+/// A chunk failed to authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ChunkError;
+
+/// The AEAD of one payload.
+pub(crate) struct PayloadCipher(ChaCha20Poly1305);
+
+fn nonce(index: u64, last: bool) -> Nonce {
+    let mut n = [0u8; 12];
+    n[3..11].copy_from_slice(&index.to_be_bytes());
+    n[11] = u8::from(last);
+    Nonce::from(n)
+}
+
+impl PayloadCipher {
+    pub(crate) fn new(key: &Key32) -> Self {
+        Self(ChaCha20Poly1305::new(key.expose().into()))
+    }
+
+    /// Seals one chunk in place: `chunk` holds the plaintext followed by [`TAG_LEN`] spare
+    /// bytes, and on return the ciphertext followed by its tag.
+    fn seal_in_place(&self, index: u64, last: bool, chunk: &mut [u8]) {
+        let (body, tag_out) = chunk.split_at_mut(chunk.len() - TAG_LEN);
+        let tag = self
+            .0
+            .encrypt_in_place_detached(&nonce(index, last), b"", body)
+            .expect("chunks are far below the ChaCha20-Poly1305 length limit");
+        tag_out.copy_from_slice(&tag);
+    }
+
+    fn open_in_place(&self, index: u64, last: bool, chunk: &mut [u8]) -> Result<usize, ChunkError> {
+        if chunk.len() < TAG_LEN {
+            return Err(ChunkError);
+        }
+        let body_len = chunk.len() - TAG_LEN;
+        let (body, tag) = chunk.split_at_mut(body_len);
+        let tag = Tag::clone_from_slice(tag);
+        self.0
+            .decrypt_in_place_detached(&nonce(index, last), b"", body, &tag)
+            .map_err(|_| ChunkError)?;
+        Ok(body_len)
+    }
+
+    /// Appends the sealed form of `plaintext` to `out`. `plaintext` is cut into chunks
+    /// numbered from `first_index`; when `ends_payload` is set, its last piece is the
+    /// payload's final chunk and must be strictly shorter than [`CHUNK_SIZE`] (an empty
+    /// final chunk is added when `plaintext` is a whole number of chunks). Otherwise
+    /// `plaintext` must be a whole number of full chunks.
+    pub(crate) fn seal(
+        &self,
+        first_index: u64,
+        plaintext: &[u8],
+        ends_payload: bool,
+        out: &mut Vec<u8>,
+    ) {
+        let full = plaintext.len() / CHUNK_SIZE;
+        let tail = plaintext.len() % CHUNK_SIZE;
+        assert!(
+            ends_payload || tail == 0,
+            "only the final chunk may be short"
+        );
+        let pieces = full + usize::from(ends_payload);
+        let start = out.len();
+        out.reserve(plaintext.len() + pieces * TAG_LEN);
+        for k in 0..pieces {
+            let from = k * CHUNK_SIZE;
+            let to = (from + CHUNK_SIZE).min(plaintext.len());
+            out.extend_from_slice(&plaintext[from..to]);
+            out.extend_from_slice(&[0u8; TAG_LEN]);
+        }
+        let sealed = &mut out[start..];
+        let work = |(k, chunk): (usize, &mut [u8])| {
+            let last = ends_payload && k == pieces - 1;
+            self.seal_in_place(first_index + k as u64, last, chunk);
+        };
+        if pieces > 1 {
+            sealed
+                .par_chunks_mut(SEALED_CHUNK_SIZE)
+                .enumerate()
+                .for_each(work);
+        } else {
+            sealed
+                .chunks_mut(SEALED_CHUNK_SIZE)
+                .enumerate()
+                .for_each(work);
+        }
+    }
+
+    /// Opens consecutive sealed chunks numbered from `first_index` and appends their
+    /// plaintext to `out`. `final_index` is the index of the payload's final chunk: the
+    /// chunk with that index is opened with the final flag, and only it may be short.
+    ///
+    /// Nothing is appended unless every chunk authenticates.
+    pub(crate) fn open(
+        &self,
+        first_index: u64,
+        final_index: u64,
+        sealed: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), ChunkError> {
+        let pieces = sealed.len().div_ceil(SEALED_CHUNK_SIZE);
+        if pieces == 0 {
+            return Err(ChunkError);
+        }
+        let last_piece_index = first_index.saturating_add(pieces as u64 - 1);
+        let last_len = sealed.len() - (pieces - 1) * SEALED_CHUNK_SIZE;
+        // Shape check: only the payload's final chunk may be short, and it must be.
+        let shape_ok = last_piece_index <= final_index
+            && if last_piece_index == final_index {
+                last_len < SEALED_CHUNK_SIZE && last_len >= TAG_LEN
+            } else {
+                last_len == SEALED_CHUNK_SIZE
+            };
+        if !shape_ok {
+            return Err(ChunkError);
+        }
+        let start = out.len();
+        out.extend_from_slice(sealed);
+        let work = |(k, chunk): (usize, &mut [u8])| {
+            let index = first_index + k as u64;
+            self.open_in_place(index, index == final_index, chunk)
+                .map(|_| ())
+        };
+        let opened = &mut out[start..];
+        let result = if pieces > 1 {
+            opened
+                .par_chunks_mut(SEALED_CHUNK_SIZE)
+                .enumerate()
+                .try_for_each(work)
+        } else {
+            opened
+                .chunks_mut(SEALED_CHUNK_SIZE)
+                .enumerate()
+                .try_for_each(work)
+        };
+        if result.is_err() {
+            use zeroize::Zeroize;
+            out[start..].zeroize();
+            out.truncate(start);
+            return Err(ChunkError);
+        }
+        // Squeeze the tags out: move each chunk's plaintext down over the previous tags.
+        let mut write = start;
+        for k in 0..pieces {
+            let read = start + k * SEALED_CHUNK_SIZE;
+            let len = if k + 1 == pieces {
+                last_len
+            } else {
+                SEALED_CHUNK_SIZE
+            } - TAG_LEN;
+            out.copy_within(read..read + len, write);
+            write += len;
+        }
+        out.truncate(write);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cipher() -> PayloadCipher {
+        PayloadCipher::new(&Key32::from_bytes([3u8; 32]))
+    }
+
+    #[test]
+    fn seal_open_round_trip_multi_chunk() {
+        let c = cipher();
+        for len in [
+            0,
+            1,
+            CHUNK_SIZE - 1,
+            CHUNK_SIZE,
+            CHUNK_SIZE + 1,
+            3 * CHUNK_SIZE,
+        ] {
+            let plain: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut sealed = Vec::new();
+            c.seal(0, &plain, true, &mut sealed);
+            let final_index = (len / CHUNK_SIZE) as u64;
+            let mut opened = Vec::new();
+            c.open(0, final_index, &sealed, &mut opened).unwrap();
+            assert_eq!(opened, plain, "len {len}");
+        }
+    }
+
+    #[test]
+    fn final_flag_is_authenticated() {
+        let c = cipher();
+        let mut sealed = Vec::new();
+        c.seal(0, &[1u8; CHUNK_SIZE], false, &mut sealed);
+        let mut out = Vec::new();
+        // A full chunk presented as the final one fails on its shape.
+        assert_eq!(c.open(0, 0, &sealed, &mut out), Err(ChunkError));
+        // A short chunk sealed as final does not open as non-final.
+        let mut short = Vec::new();
+        c.seal(0, &[1u8; 10], true, &mut short);
+        assert_eq!(c.open(0, 1, &short, &mut out), Err(ChunkError));
+        assert!(out.is_empty());
+    }
+}

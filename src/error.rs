@@ -1,0 +1,76 @@
+//! The crate's one error type.
+
+use std::fmt;
+
+/// What went wrong, in terms a mail server can act on.
+///
+/// Decryption and integrity failures are deliberately opaque: every way a stored object
+/// can fail to authenticate (flipped bit, truncation, swapped chunk, object moved to
+/// another name or account, stale pin) is reported as [`Error::Tampered`], so that an
+/// attacker who controls the storage learns nothing from the error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The object does not exist in the backend.
+    #[error("object not found: {path}")]
+    NotFound {
+        /// Backend path of the missing object.
+        path: String,
+    },
+    /// A conditional write lost: the object already exists or changed meanwhile.
+    #[error("conflict: {path} already exists or changed")]
+    Conflict {
+        /// Backend path of the contested object.
+        path: String,
+    },
+    /// A stored object failed authentication or is malformed.
+    #[error("stored data failed authentication")]
+    Tampered,
+    /// A stored object uses a format version this build does not know.
+    #[error("unsupported {object} format version {version}")]
+    UnsupportedVersion {
+        /// Which kind of object carried the version.
+        object: &'static str,
+        /// The version byte found.
+        version: u8,
+    },
+    /// The data needs a key epoch that the caller did not provide.
+    #[error("no key for epoch {epoch}")]
+    EpochUnavailable {
+        /// The epoch recorded in the object.
+        epoch: u32,
+    },
+    /// The caller passed an argument that cannot be honoured (range out of bounds...).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A store URL or configuration could not be used.
+    #[error("configuration error: {0}")]
+    Config(String),
+    /// The storage backend failed.
+    #[error("storage backend error")]
+    Backend {
+        /// The backend's own error.
+        #[source]
+        source: object_store::Error,
+    },
+}
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<object_store::Error> for Error {
+    fn from(source: object_store::Error) -> Self {
+        match source {
+            object_store::Error::NotFound { path, .. } => Error::NotFound { path },
+            object_store::Error::AlreadyExists { path, .. }
+            | object_store::Error::Precondition { path, .. } => Error::Conflict { path },
+            source => Error::Backend { source },
+        }
+    }
+}
+
+impl Error {
+    pub(crate) fn invalid(reason: impl fmt::Display) -> Self {
+        Error::InvalidArgument(reason.to_string())
+    }
+}

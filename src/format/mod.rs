@@ -1,0 +1,11 @@
+//! Layer 2: byte layouts of every stored object, parsers split from writers.
+//!
+//! Every parser here takes untrusted bytes: it checks lengths before reading, never
+//! panics, and is fuzzed (`fuzz/`). The layouts are described byte by byte in
+//! `docs/design.md`.
+
+pub mod blob;
+pub mod pin;
+
+pub use blob::{BlobHeader, BlobKind, BlobLayout};
+pub use pin::BlobPin;

@@ -1,0 +1,27 @@
+//! Layer 3: the glue to `object_store`.
+//!
+//! - [`open_store`]: a store from a URL (`memory://`, a local directory, `s3://bucket`);
+//!   local directories are opened with fsync on, so an acknowledged write survives a
+//!   crash.
+//! - [`naming`]: every object name the crate writes, in one place.
+//! - [`probe_capabilities`]: finds out whether a backend really honours conditional
+//!   writes, because some (Garage 2.5) accept the headers and ignore them.
+//! - Test decorators that implement [`ObjectStore`] themselves: [`CountingStore`],
+//!   [`FaultyStore`] and [`NoCasStore`].
+
+mod counting;
+mod faulty;
+pub mod naming;
+mod nocas;
+mod open;
+mod probe;
+
+pub use counting::{CountingStore, Request, RequestKind};
+pub use faulty::{Fault, FaultMode, FaultyStore};
+pub use nocas::NoCasStore;
+pub use object_store::ObjectStore;
+pub use open::{open_store, StoreConfig};
+pub use probe::{probe_capabilities, Capabilities};
+
+/// The store handle the crate passes around.
+pub type DynStore = std::sync::Arc<dyn ObjectStore>;
