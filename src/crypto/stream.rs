@@ -136,7 +136,7 @@ impl PayloadCipher {
         // Shape check: only the payload's final chunk may be short, and it must be.
         let shape_ok = last_piece_index <= final_index
             && if last_piece_index == final_index {
-                last_len < SEALED_CHUNK_SIZE && last_len >= TAG_LEN
+                (TAG_LEN..SEALED_CHUNK_SIZE).contains(&last_len)
             } else {
                 last_len == SEALED_CHUNK_SIZE
             };

@@ -1,0 +1,239 @@
+//! The conformance suite: every behaviour the crate relies on from a backend, and every
+//! guarantee it gives on top, checked against one store. Run by one short test per
+//! backend and per decorator (`tests/suite/backends.rs`).
+//!
+//! Each check works under a fresh random account and deletes what it wrote, so the suite
+//! can run against a shared bucket.
+
+use futures::TryStreamExt;
+use object_store::{ObjectStoreExt, PutPayload};
+
+use super::{collect_stream, pattern, scan_for_markers};
+use crate::blob::{AccountBlobs, BlobConfig, BlobStore};
+use crate::crypto::stream::CHUNK_SIZE;
+use crate::crypto::{AccountKey, RandomSource};
+use crate::error::Error;
+use crate::format::{BlobKind, BlobPin};
+use crate::ids::{AccountId, BlobId, DeploymentId};
+use crate::storage::{naming, probe_capabilities, Capabilities, DynStore};
+
+/// Runs the whole suite against `store`, which is expected to have `capabilities`.
+///
+/// # Panics
+/// On the first behaviour that does not hold, with a message naming it.
+pub async fn run(store: DynStore, capabilities: Capabilities) {
+    probe(&store, capabilities).await;
+    round_trips(&store).await;
+    multipart(&store).await;
+    tampering(&store).await;
+    moved_blob(&store).await;
+    delete(&store).await;
+    no_plaintext(&store).await;
+}
+
+/// A fresh account with its own keys, on `store`.
+pub fn fresh_account(store: &DynStore, config: BlobConfig) -> AccountBlobs {
+    let rng = RandomSource::os();
+    BlobStore::new(store.clone(), DeploymentId::random(&rng))
+        .with_config(config)
+        .account(AccountId::random(&rng), &AccountKey::generate(1, &rng))
+}
+
+/// Deletes every object of `account`.
+pub async fn cleanup(store: &DynStore, account: &AccountId) {
+    let prefix = naming::account_prefix(account);
+    let paths: Vec<_> = store
+        .list(Some(&prefix))
+        .map_ok(|meta| meta.location)
+        .try_collect()
+        .await
+        .expect("list account objects");
+    for path in paths {
+        store.delete(&path).await.expect("delete account object");
+    }
+}
+
+/// The probe reports what the backend really does.
+pub async fn probe(store: &DynStore, expected: Capabilities) {
+    let found = probe_capabilities(store.as_ref())
+        .await
+        .expect("capability probe");
+    assert_eq!(found, expected, "capability probe on {store}");
+}
+
+async fn check_reads(account: &AccountBlobs, pin: &BlobPin, plain: &[u8]) {
+    assert_eq!(pin.len(), plain.len() as u64);
+    assert_eq!(&account.read(pin).await.expect("read")[..], plain, "read");
+    let streamed = collect_stream(account.get(pin).await.expect("get"))
+        .await
+        .expect("stream");
+    assert_eq!(streamed, plain, "streamed read");
+    let len = plain.len() as u64;
+    let c = CHUNK_SIZE as u64;
+    let mut ranges = vec![
+        0..len,
+        0..len.min(1),
+        len.saturating_sub(1)..len,
+        len / 3..len / 2,
+    ];
+    if len > c {
+        ranges.extend([c - 1..c + 1, c..len, 1..c]);
+    }
+    for range in ranges {
+        let got = account.get_range(pin, range.clone()).await.expect("range");
+        assert_eq!(
+            &got[..],
+            &plain[range.start as usize..range.end as usize],
+            "range {range:?}"
+        );
+    }
+    assert!(matches!(
+        account.get_range(pin, 0..len + 1).await,
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+/// Blobs of every edge length round-trip through put, get, read and ranges.
+pub async fn round_trips(store: &DynStore) {
+    let account = fresh_account(store, BlobConfig::default());
+    let c = CHUNK_SIZE;
+    for (i, len) in [0, 1, c - 1, c, c + 1, 3 * c, 3 * c + 7]
+        .into_iter()
+        .enumerate()
+    {
+        let plain = pattern(i as u64, len);
+        let pin = account.put(BlobKind::Message, &plain).await.expect("put");
+        check_reads(&account, &pin, &plain).await;
+    }
+    cleanup(store, &account.account()).await;
+}
+
+/// A blob above the multipart threshold goes up in parts and reads back.
+pub async fn multipart(store: &DynStore) {
+    let config = BlobConfig {
+        multipart_threshold: 5 << 20,
+        part_size: 5 << 20,
+        parts_in_flight: 2,
+    };
+    let account = fresh_account(store, config);
+    let plain = pattern(99, (12 << 20) + 3);
+    let mut writer = account.writer(BlobKind::Attachment);
+    for piece in plain.chunks(1 << 20) {
+        writer.write(piece).await.expect("write");
+    }
+    let pin = writer.finish().await.expect("finish multipart");
+    check_reads(&account, &pin, &plain).await;
+    cleanup(store, &account.account()).await;
+}
+
+/// A stored blob altered in place (bit flip, truncation) fails to read, with `Tampered`.
+pub async fn tampering(store: &DynStore) {
+    let account = fresh_account(store, BlobConfig::default());
+    let plain = pattern(5, 2 * CHUNK_SIZE + 100);
+    let pin = account.put(BlobKind::Message, &plain).await.expect("put");
+    let path = naming::blob_path(&account.account(), &pin.id);
+    let original = store.get(&path).await.unwrap().bytes().await.unwrap();
+    for position in [5usize, 50, 80, CHUNK_SIZE + 90, original.len() - 1] {
+        let mut bad = original.to_vec();
+        bad[position] ^= 0x20;
+        store.put(&path, PutPayload::from(bad)).await.unwrap();
+        assert!(
+            matches!(account.read(&pin).await, Err(Error::Tampered)),
+            "flip at {position}"
+        );
+        let streamed = collect_stream(account.get(&pin).await.unwrap()).await;
+        assert!(
+            matches!(streamed, Err(Error::Tampered)),
+            "streamed flip at {position}"
+        );
+    }
+    let truncated = original.slice(..original.len() - 1);
+    store.put(&path, PutPayload::from(truncated)).await.unwrap();
+    assert!(matches!(account.read(&pin).await, Err(Error::Tampered)));
+    assert!(matches!(
+        account.get(&pin).await.map(|_| ()),
+        Err(Error::Tampered)
+    ));
+    // The last chunk's range now ends short.
+    let last = pin.len() - 10..pin.len();
+    assert!(matches!(
+        account.get_range(&pin, last).await,
+        Err(Error::Tampered)
+    ));
+    cleanup(store, &account.account()).await;
+}
+
+/// A blob copied under another id fails its commitment.
+pub async fn moved_blob(store: &DynStore) {
+    let account = fresh_account(store, BlobConfig::default());
+    let pin = account.put(BlobKind::Message, b"moved").await.expect("put");
+    let other = BlobId::random(&RandomSource::os());
+    let bytes = store
+        .get(&naming::blob_path(&account.account(), &pin.id))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    store
+        .put(
+            &naming::blob_path(&account.account(), &other),
+            PutPayload::from(bytes),
+        )
+        .await
+        .unwrap();
+    let moved = BlobPin::parse(&{
+        let mut raw = pin.to_bytes();
+        raw[1..17].copy_from_slice(other.as_bytes());
+        raw
+    })
+    .unwrap();
+    assert!(matches!(account.read(&moved).await, Err(Error::Tampered)));
+    assert!(matches!(
+        account.get_range(&moved, 0..2).await,
+        Err(Error::Tampered)
+    ));
+    cleanup(store, &account.account()).await;
+}
+
+/// Deleted blobs are gone (`NotFound`); deleting twice succeeds.
+pub async fn delete(store: &DynStore) {
+    let account = fresh_account(store, BlobConfig::default());
+    let pin = account
+        .put(BlobKind::Message, b"to delete")
+        .await
+        .expect("put");
+    account.delete(&pin.id).await.expect("delete");
+    assert!(matches!(
+        account.read(&pin).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        account.get_range(&pin, 0..2).await,
+        Err(Error::NotFound { .. })
+    ));
+    account.delete(&pin.id).await.expect("second delete");
+}
+
+/// Nothing the account stored (names or bytes) contains its plaintext markers.
+pub async fn no_plaintext(store: &DynStore) {
+    let account = fresh_account(store, BlobConfig::default());
+    let markers: [&[u8]; 3] = [
+        b"MARKER-SUBJECT-7f3a",
+        b"alice@example.org",
+        b"MARKER-BODY-19c2",
+    ];
+    let mut body = Vec::new();
+    for i in 0..2000 {
+        body.extend_from_slice(markers[i % 3]);
+        body.push(b' ');
+    }
+    for _ in 0..3 {
+        account.put(BlobKind::Message, &body).await.expect("put");
+    }
+    let prefix = naming::account_prefix(&account.account());
+    let (hits, objects) = scan_for_markers(store, Some(&prefix), &markers).await;
+    assert_eq!(objects, 3, "the scan read every stored blob");
+    assert!(hits.is_empty(), "plaintext found in the store: {hits:?}");
+    cleanup(store, &account.account()).await;
+}

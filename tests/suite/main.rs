@@ -1,0 +1,66 @@
+//! The integration suite: one binary, one module per concern. Build and run with
+//! `cargo test --release --all-features` (the `testkit` feature is required); the
+//! S3 backends join when `scripts/s3-servers.sh` has exported their settings.
+
+mod attacks;
+mod backends;
+mod requests;
+mod roundtrip;
+mod storage;
+mod vectors;
+
+use mailvault::blob::{AccountBlobs, BlobCipher, BlobConfig, BlobStore};
+use mailvault::crypto::{AccountKey, RandomSource};
+use mailvault::ids::{AccountId, DeploymentId};
+use mailvault::storage::DynStore;
+
+/// Plaintext bytes per chunk of the blob format.
+pub const C: usize = 64 * 1024;
+/// Stored bytes per full chunk.
+pub const SEALED: usize = C + 16;
+/// Blob header length.
+pub const HEADER: usize = 76;
+
+/// One deployment and account with keys, for tests that need the parts separately.
+pub struct Fixture {
+    pub deployment: DeploymentId,
+    pub account: AccountId,
+    pub key: AccountKey,
+    pub rng: RandomSource,
+}
+
+impl Default for Fixture {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        let rng = RandomSource::os();
+        Self {
+            deployment: DeploymentId::random(&rng),
+            account: AccountId::random(&rng),
+            key: AccountKey::generate(1, &rng),
+            rng,
+        }
+    }
+
+    pub fn cipher(&self) -> BlobCipher {
+        BlobCipher::new(self.deployment, self.account, &self.key)
+    }
+
+    pub fn blobs(&self, store: &DynStore) -> AccountBlobs {
+        self.blobs_with(store, BlobConfig::default())
+    }
+
+    pub fn blobs_with(&self, store: &DynStore, config: BlobConfig) -> AccountBlobs {
+        BlobStore::new(store.clone(), self.deployment)
+            .with_config(config)
+            .account(self.account, &self.key)
+    }
+}
+
+pub fn memory() -> DynStore {
+    mailvault::storage::open_store("memory://").unwrap()
+}
