@@ -21,12 +21,15 @@
 #   MAILVAULT_GARAGE_S3_PORT / _RPC_PORT / _ADMIN_PORT   (default: 3900 / 3901 / 3903)
 #   MAILVAULT_MOTO_PORT                                  (default: 5000)
 #   MAILVAULT_S3_START_TIMEOUT  seconds to wait for each server (default: 60)
+#   MAILVAULT_GARAGE_BUILD_TIMEOUT / MAILVAULT_PIP_TIMEOUT  install bounds (default: 3600 / 900 s)
 #   PYTHON                 interpreter used for pip and boto3 (default: python3)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${MAILVAULT_CACHE:-${HOME:-/root}/.cache/mailvault}"
 STATE="${MAILVAULT_S3_STATE:-$REPO/.s3-servers}"
+mkdir -p "$STATE"
+STATE="$(cd "$STATE" && pwd)"
 BUCKET="${MAILVAULT_S3_BUCKET:-mailvault-test}"
 GARAGE_VERSION=2.5.0
 GARAGE_ROOT="$CACHE/garage-$GARAGE_VERSION"
