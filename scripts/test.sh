@@ -177,6 +177,17 @@ if have_fuzz && ! cargo fuzz --version >/dev/null 2>&1; then
     echo "test.sh: installing cargo-fuzz $CARGO_FUZZ_VERSION in the background (pid $FUZZ_INSTALL_PID)" >&2
 fi
 
+# strace: the durability test traces the fsyncs of a local write (a small Debian package).
+if ! command -v strace >/dev/null 2>&1; then
+    say "installing strace (apt)"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace; } \
+        </dev/null >"$LOGS/strace-install.log" 2>&1; then
+        echo "test.sh: installing strace failed; end of $LOGS/strace-install.log:" >&2
+        tail -n 20 "$LOGS/strace-install.log" >&2
+        exit 1
+    fi
+fi
+
 # wait_bg PID LOG WHAT: wait for a background install; on failure show its log's end.
 wait_bg() {
     local rc=0
