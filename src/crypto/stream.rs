@@ -9,8 +9,8 @@
 //! and extension. Each payload has its own derived key, so counters never repeat under a
 //! key.
 //!
-//! Several chunks are sealed or opened on all cores at once (rayon) when a call covers
-//! more than one chunk.
+//! Chunks are sealed or opened on all cores at once (rayon) when a call covers at least
+//! two full chunks; below that, handing work to another thread costs more than it saves.
 
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce, Tag};
@@ -55,19 +55,6 @@ impl PayloadCipher {
             .encrypt_in_place_detached(&nonce(index, last), b"", body)
             .expect("chunks are far below the ChaCha20-Poly1305 length limit");
         tag_out.copy_from_slice(&tag);
-    }
-
-    fn open_in_place(&self, index: u64, last: bool, chunk: &mut [u8]) -> Result<usize, ChunkError> {
-        if chunk.len() < TAG_LEN {
-            return Err(ChunkError);
-        }
-        let body_len = chunk.len() - TAG_LEN;
-        let (body, tag) = chunk.split_at_mut(body_len);
-        let tag = Tag::clone_from_slice(tag);
-        self.0
-            .decrypt_in_place_detached(&nonce(index, last), b"", body, &tag)
-            .map_err(|_| ChunkError)?;
-        Ok(body_len)
     }
 
     /// Appends the sealed form of `plaintext` to `out`. `plaintext` is cut into chunks
@@ -143,44 +130,48 @@ impl PayloadCipher {
         if !shape_ok {
             return Err(ChunkError);
         }
+        // Copy each chunk's ciphertext to where its plaintext goes, then decrypt in place
+        // with the tag read from `sealed`: one copy, no second pass to squeeze tags out.
         let start = out.len();
-        out.extend_from_slice(sealed);
-        let work = |(k, chunk): (usize, &mut [u8])| {
+        out.reserve(sealed.len() - pieces * TAG_LEN);
+        for piece in sealed.chunks(SEALED_CHUNK_SIZE) {
+            out.extend_from_slice(&piece[..piece.len() - TAG_LEN]);
+        }
+        let open_one = |k: usize, body: &mut [u8]| -> Result<(), ChunkError> {
             let index = first_index + k as u64;
-            self.open_in_place(index, index == final_index, chunk)
-                .map(|_| ())
+            let tag_at = k * SEALED_CHUNK_SIZE + body.len();
+            let tag = Tag::from_slice(&sealed[tag_at..tag_at + TAG_LEN]);
+            self.0
+                .decrypt_in_place_detached(&nonce(index, index == final_index), b"", body, tag)
+                .map_err(|_| ChunkError)
         };
         let opened = &mut out[start..];
-        let result = if pieces > 1 {
+        // `chunks_mut` yields no piece for an empty final chunk: open that one apart.
+        let empty_final = last_len == TAG_LEN;
+        let result = if sealed.len() >= 2 * SEALED_CHUNK_SIZE {
             opened
-                .par_chunks_mut(SEALED_CHUNK_SIZE)
+                .par_chunks_mut(CHUNK_SIZE)
                 .enumerate()
-                .try_for_each(work)
+                .try_for_each(|(k, body)| open_one(k, body))
         } else {
             opened
-                .chunks_mut(SEALED_CHUNK_SIZE)
+                .chunks_mut(CHUNK_SIZE)
                 .enumerate()
-                .try_for_each(work)
-        };
+                .try_for_each(|(k, body)| open_one(k, body))
+        }
+        .and_then(|()| {
+            if empty_final {
+                open_one(pieces - 1, &mut [])
+            } else {
+                Ok(())
+            }
+        });
         if result.is_err() {
             use zeroize::Zeroize;
             out[start..].zeroize();
             out.truncate(start);
             return Err(ChunkError);
         }
-        // Squeeze the tags out: move each chunk's plaintext down over the previous tags.
-        let mut write = start;
-        for k in 0..pieces {
-            let read = start + k * SEALED_CHUNK_SIZE;
-            let len = if k + 1 == pieces {
-                last_len
-            } else {
-                SEALED_CHUNK_SIZE
-            } - TAG_LEN;
-            out.copy_within(read..read + len, write);
-            write += len;
-        }
-        out.truncate(write);
         Ok(())
     }
 }
