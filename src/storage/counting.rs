@@ -1,4 +1,3 @@
-use std::fmt;
 use std::ops::Range;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -132,17 +131,7 @@ impl CountingStore {
     }
 }
 
-impl fmt::Debug for CountingStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CountingStore({:?})", self.inner)
-    }
-}
-
-impl fmt::Display for CountingStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CountingStore({})", self.inner)
-    }
-}
+decorator_fmt!(CountingStore);
 
 #[derive(Debug)]
 struct CountingUpload {

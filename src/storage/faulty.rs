@@ -1,4 +1,3 @@
-use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -146,17 +145,7 @@ impl FaultyStore {
     }
 }
 
-impl fmt::Debug for FaultyStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "FaultyStore({:?}, {:?})", self.inner, self.state.fault)
-    }
-}
-
-impl fmt::Display for FaultyStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "FaultyStore({})", self.inner)
-    }
-}
+decorator_fmt!(FaultyStore);
 
 /// Runs `op` under the verdict of the next operation number.
 async fn guarded<T, F>(state: &State, class: OpClass, what: &str, op: F) -> object_store::Result<T>

@@ -9,6 +9,23 @@
 //! - Test decorators that implement [`ObjectStore`] themselves: [`CountingStore`],
 //!   [`FaultyStore`] and [`NoCasStore`].
 
+/// `Debug` and `Display` of a decorator: its name around the inner store's.
+macro_rules! decorator_fmt {
+    ($decorator:ident) => {
+        impl std::fmt::Debug for $decorator {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, concat!(stringify!($decorator), "({:?})"), self.inner)
+            }
+        }
+
+        impl std::fmt::Display for $decorator {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, concat!(stringify!($decorator), "({})"), self.inner)
+            }
+        }
+    };
+}
+
 mod counting;
 mod faulty;
 pub mod naming;

@@ -1,5 +1,3 @@
-use std::fmt;
-
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use object_store::path::Path;
@@ -26,17 +24,7 @@ impl NoCasStore {
     }
 }
 
-impl fmt::Debug for NoCasStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "NoCasStore({:?})", self.inner)
-    }
-}
-
-impl fmt::Display for NoCasStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "NoCasStore({})", self.inner)
-    }
-}
+decorator_fmt!(NoCasStore);
 
 #[async_trait]
 impl ObjectStore for NoCasStore {

@@ -49,69 +49,51 @@ async fn probe_reports_what_each_backend_does() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
-#[tokio::test]
-async fn each_fault_mode_does_what_it_says() {
+/// The content of `path` in `store`, or `None` if reading fails.
+async fn content(
+    store: &dyn object_store::ObjectStore,
+    path: &object_store::path::Path,
+) -> Option<Vec<u8>> {
+    let result = store.get(path).await.ok()?;
+    Some(result.bytes().await.ok()?.to_vec())
+}
+
+/// Puts "a" then "b" to one path through a store whose operation 1 (the second put)
+/// fails in `mode`; returns the store, after checking that the second put reported
+/// failure.
+async fn second_put_fails(mode: FaultMode) -> (FaultyStore, object_store::path::Path) {
     let path = object_store::path::Path::from("x");
-    let fault = |mode| Some(Fault { at: 1, mode });
-    // Fail: operation 1 has no effect, later ones work.
-    let store = FaultyStore::new(super::memory(), fault(FaultMode::Fail));
+    let store = FaultyStore::new(super::memory(), Some(Fault { at: 1, mode }));
     store
         .put(&path, PutPayload::from_static(b"a"))
         .await
         .unwrap();
-    assert!(store
-        .put(&path, PutPayload::from_static(b"b"))
-        .await
-        .is_err());
-    assert_eq!(
-        &store
-            .inner()
-            .get(&path)
+    assert!(
+        store
+            .put(&path, PutPayload::from_static(b"b"))
             .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap()[..],
-        b"a"
-    );
-    assert!(store.get(&path).await.is_ok());
-    // Crash: operation 1 and everything after fail, without effect.
-    let store = FaultyStore::new(super::memory(), fault(FaultMode::Crash));
-    store
-        .put(&path, PutPayload::from_static(b"a"))
-        .await
-        .unwrap();
-    assert!(store
-        .put(&path, PutPayload::from_static(b"b"))
-        .await
-        .is_err());
-    assert!(store.get(&path).await.is_err());
-    assert_eq!(
-        &store
-            .inner()
-            .get(&path)
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap()[..],
-        b"a"
-    );
-    // ApplyAndFail: operation 1 takes effect but reports failure.
-    let store = FaultyStore::new(super::memory(), fault(FaultMode::ApplyAndFail));
-    store
-        .put(&path, PutPayload::from_static(b"a"))
-        .await
-        .unwrap();
-    assert!(store
-        .put(&path, PutPayload::from_static(b"b"))
-        .await
-        .is_err());
-    assert_eq!(
-        &store.get(&path).await.unwrap().bytes().await.unwrap()[..],
-        b"b"
+            .is_err(),
+        "{mode:?}"
     );
     assert!(store.fired());
+    (store, path)
+}
+
+#[tokio::test]
+async fn each_fault_mode_does_what_it_says() {
+    // Fail: operation 1 has no effect, later ones work.
+    let (store, path) = second_put_fails(FaultMode::Fail).await;
+    assert_eq!(content(&store, &path).await.as_deref(), Some(&b"a"[..]));
+    // Crash: operation 1 and everything after fail, without effect.
+    let (store, path) = second_put_fails(FaultMode::Crash).await;
+    assert_eq!(content(&store, &path).await, None);
+    assert_eq!(
+        content(store.inner().as_ref(), &path).await.as_deref(),
+        Some(&b"a"[..])
+    );
+    // ApplyAndFail: operation 1 takes effect but reports failure; later ones work.
+    let (store, path) = second_put_fails(FaultMode::ApplyAndFail).await;
+    assert_eq!(content(&store, &path).await.as_deref(), Some(&b"b"[..]));
 }
 
 /// What a blob write leaves behind when the store fails at operation `at` in `mode`.
