@@ -40,6 +40,16 @@ pub enum Error {
         /// The epoch recorded in the object.
         epoch: u32,
     },
+    /// The store offered an older generation of a versioned record than one already seen
+    /// (by this session, or by any session, as recorded in the trusted directory): a
+    /// replayed or withheld object.
+    #[error("rollback: generation {found} is older than generation {seen} already seen")]
+    Rollback {
+        /// The newest generation seen before.
+        seen: u64,
+        /// The newest generation the store offers now.
+        found: u64,
+    },
     /// The caller passed an argument that cannot be honoured (range out of bounds...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -74,6 +74,16 @@ id_type!(
     /// One stored blob. Random per write, so a name says nothing about the content.
     BlobId
 );
+id_type!(
+    /// One writer of an index collection (a session or process), random per handle: it
+    /// makes manifest names unique on backends without compare-and-swap and breaks ties
+    /// between concurrent commits.
+    WriterId
+);
+id_type!(
+    /// One immutable index segment. Random per write.
+    SegmentId
+);
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";

@@ -45,7 +45,9 @@
 //! | [`crypto`] | HKDF key separation, the STREAM chunk loop, key commitment, zeroizing keys |
 //! | [`format`] | byte layouts of stored objects; parsers of untrusted bytes |
 //! | [`storage`] | opening stores, object names, capability probe, test decorators |
+//! | [`directory`] | what the server trusts: high-water marks against rollback |
 //! | [`blob`] | encrypted bodies: streaming write, streaming read, range read |
+//! | [`index`] | encrypted ordered key/value collections on the commit protocol |
 //!
 //! The byte-level formats are in `docs/design.md`.
 #![forbid(unsafe_code)]
@@ -53,9 +55,11 @@
 
 pub mod blob;
 pub mod crypto;
+pub mod directory;
 mod error;
 pub mod format;
 pub mod ids;
+pub mod index;
 pub mod storage;
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -16,6 +16,13 @@ pub(crate) const LABEL_BLOB_INPUT: &[u8] = b"mailvault/v1/blob/input";
 /// Per-blob payload key and key commitment.
 pub(crate) const LABEL_BLOB_KEYS: &[u8] = b"mailvault/v1/blob/keys";
 
+/// Input key of an account's index (pages and manifests of every collection).
+pub(crate) const LABEL_INDEX_INPUT: &[u8] = b"mailvault/v1/index/input";
+/// Per-collection record key.
+pub(crate) const LABEL_INDEX_COLLECTION: &[u8] = b"mailvault/v1/index/collection";
+/// Opaque name (tag) of a collection: a keyed hash of its name.
+pub(crate) const LABEL_INDEX_NAME: &[u8] = b"mailvault/v1/index/name";
+
 /// HKDF-Expand of `prk` with a labelled, length-prefixed `info`.
 pub(crate) fn expand(prk: &Key32, label: &[u8], fields: &[&[u8]], out: &mut [u8]) {
     let mut info =

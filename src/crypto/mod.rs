@@ -7,6 +7,7 @@
 
 pub(crate) mod kdf;
 mod keys;
+pub(crate) mod record;
 mod rng;
 pub(crate) mod stream;
 

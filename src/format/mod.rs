@@ -5,6 +5,7 @@
 //! `docs/design.md`.
 
 pub mod blob;
+pub mod index;
 pub mod pin;
 
 pub use blob::{BlobHeader, BlobKind, BlobLayout};

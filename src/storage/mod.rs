@@ -26,6 +26,7 @@ macro_rules! decorator_fmt {
     };
 }
 
+pub mod commit;
 mod counting;
 mod faulty;
 pub mod naming;
@@ -33,6 +34,7 @@ mod nocas;
 mod open;
 mod probe;
 
+pub use commit::{CommitMode, VersionName, VersionedObjects};
 pub use counting::{CountingStore, Request, RequestKind};
 pub use faulty::{Fault, FaultMode, FaultyStore};
 pub use nocas::NoCasStore;

@@ -4,6 +4,7 @@
 
 mod attacks;
 mod backends;
+mod index;
 mod requests;
 mod roundtrip;
 mod storage;

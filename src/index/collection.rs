@@ -1,0 +1,971 @@
+//! One open collection: its in-memory view, and the commit, refresh, compaction and
+//! garbage-collection protocols.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Bound;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectStoreExt;
+
+use super::sealed::{CollectionKeys, NewSegment};
+use super::{Batch, IndexConfig, IndexStore};
+use crate::crypto::{AccountKey, RandomSource};
+use crate::directory::Directory;
+use crate::error::{Error, Result};
+use crate::format::index::{
+    ManifestBody, ManifestHeader, Record, SegmentEntry, SegmentKind, Stamp, MAX_KEY_LEN,
+};
+use crate::ids::{AccountId, SegmentId, WriterId};
+use crate::storage::commit::{Backoff, Published, VersionName, VersionedObjects};
+use crate::storage::{naming, CommitMode, DynStore};
+
+/// The newest version of one key, as merged from every live segment.
+#[derive(Debug, Clone)]
+struct Entry {
+    generation: u64,
+    writer: u32,
+    value: Option<Bytes>,
+}
+
+/// One change reported by [`Collection::changes_since`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The key.
+    pub key: Bytes,
+    /// Its value now, or `None` if it was deleted.
+    pub value: Option<Bytes>,
+    /// Generation of the commit that made the change.
+    pub generation: u64,
+}
+
+/// What a commit did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitInfo {
+    /// The collection's generation after the commit.
+    pub generation: u64,
+    /// Whether something was written (an empty batch writes nothing).
+    pub committed: bool,
+    /// Attempts made (more than one after compare-and-swap conflicts).
+    pub attempts: u32,
+    /// Concurrent heads merged by this commit (backends without compare-and-swap): each
+    /// is a conflict that was resolved by merging.
+    pub merged_heads: usize,
+}
+
+/// What [`Collection::collect_garbage`] removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GcReport {
+    /// Superseded manifests deleted.
+    pub manifests: usize,
+    /// Unreferenced segments deleted (superseded by compaction, or orphans of failed
+    /// commits).
+    pub segments: usize,
+}
+
+/// One collection of one account, open. Reads are served from memory; writes go
+/// through [`commit`](Self::commit) or [`update`](Self::update).
+pub struct Collection {
+    store: DynStore,
+    directory: Arc<dyn Directory>,
+    rng: RandomSource,
+    config: IndexConfig,
+    account: AccountId,
+    keys: CollectionKeys,
+    tag: String,
+    record: String,
+    objects: VersionedObjects,
+    writer: WriterId,
+    generation: u64,
+    heads: Vec<Stamp>,
+    purged_through: u64,
+    /// Manifests known (writer-unique mode): their parents, to tell heads apart.
+    manifests: HashMap<VersionName, (ManifestHeader, ManifestBody)>,
+    live: Vec<SegmentEntry>,
+    loaded: HashSet<SegmentId>,
+    view: BTreeMap<Bytes, Entry>,
+    present: usize,
+    writers: Vec<WriterId>,
+    writer_slots: HashMap<WriterId, u32>,
+}
+
+impl std::fmt::Debug for Collection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collection")
+            .field("account", &self.account)
+            .field("generation", &self.generation)
+            .field("records", &self.present)
+            .finish_non_exhaustive()
+    }
+}
+
+fn tier(records: u32) -> u32 {
+    let mut tier = 0;
+    let mut size = u64::from(records);
+    while size > 0 {
+        size /= 4;
+        tier += 1;
+    }
+    tier
+}
+
+/// The segments that are live given every listed entry: one entry per id, minus those a
+/// live compaction replaced, in stamp order.
+fn merge_live(entries: impl IntoIterator<Item = SegmentEntry>) -> Vec<SegmentEntry> {
+    let mut by_id: HashMap<SegmentId, SegmentEntry> = HashMap::new();
+    for entry in entries {
+        by_id.entry(entry.id).or_insert(entry);
+    }
+    let covered: HashSet<SegmentId> = by_id
+        .values()
+        .flat_map(|e| e.covers.iter().copied())
+        .collect();
+    let mut live: Vec<SegmentEntry> = by_id
+        .into_values()
+        .filter(|e| !covered.contains(&e.id))
+        .collect();
+    live.sort_by(|a, b| a.stamp.cmp(&b.stamp).then(a.id.cmp(&b.id)));
+    live
+}
+
+impl Collection {
+    pub(super) async fn open(
+        index: &IndexStore,
+        account: AccountId,
+        key: &AccountKey,
+        name: &[u8],
+    ) -> Result<Self> {
+        let keys = CollectionKeys::new(index.deployment, account, key, name);
+        let tag = keys.tag_hex();
+        let writer = WriterId::random(&index.rng);
+        let objects = VersionedObjects::new(
+            index.store.clone(),
+            naming::manifest_prefix(&account, &tag),
+            index.mode,
+            writer,
+        );
+        let mut collection = Self {
+            store: index.store.clone(),
+            directory: index.directory.clone(),
+            rng: index.rng.clone(),
+            config: index.config,
+            account,
+            keys,
+            record: format!("i-{tag}"),
+            tag,
+            objects,
+            writer,
+            generation: 0,
+            heads: Vec::new(),
+            purged_through: 0,
+            manifests: HashMap::new(),
+            live: Vec::new(),
+            loaded: HashSet::new(),
+            view: BTreeMap::new(),
+            present: 0,
+            writers: Vec::new(),
+            writer_slots: HashMap::new(),
+        };
+        let mark = collection
+            .directory
+            .high_water_mark(&account, &collection.record)
+            .await?;
+        match index.mode {
+            CommitMode::CompareAndSwap => collection.bootstrap_cas(mark).await?,
+            CommitMode::WriterUnique => {
+                collection.generation = mark;
+                collection.refresh_writer_unique().await?;
+            }
+        }
+        Ok(collection)
+    }
+
+    // ------------------------------------------------------------------ reads
+
+    /// The value of `key`.
+    pub fn get(&self, key: &[u8]) -> Option<&Bytes> {
+        self.view.get(key).and_then(|e| e.value.as_ref())
+    }
+
+    /// The records with keys between `start` and `end`, in key order.
+    pub fn range<'a>(
+        &'a self,
+        start: Bound<&'a [u8]>,
+        end: Bound<&'a [u8]>,
+    ) -> impl Iterator<Item = (&'a Bytes, &'a Bytes)> + 'a {
+        self.view
+            .range::<[u8], _>((start, end))
+            .filter_map(|(k, e)| e.value.as_ref().map(|v| (k, v)))
+    }
+
+    /// Every record, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &Bytes)> {
+        self.view
+            .iter()
+            .filter_map(|(k, e)| e.value.as_ref().map(|v| (k, v)))
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.present
+    }
+
+    /// Whether the collection holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.present == 0
+    }
+
+    /// The newest generation this handle has loaded.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The number of live segments (what opening reads, besides the manifest).
+    pub fn live_segments(&self) -> usize {
+        self.live.len()
+    }
+
+    /// The changes committed after `generation`, from memory; `None` when `generation`
+    /// is so old that deletions since then were purged by a compaction (the caller must
+    /// then resynchronise from [`iter`](Self::iter)).
+    pub fn changes_since(&self, generation: u64) -> Option<Vec<Change>> {
+        if generation < self.purged_through {
+            return None;
+        }
+        Some(
+            self.view
+                .iter()
+                .filter(|(_, e)| e.generation > generation)
+                .map(|(k, e)| Change {
+                    key: k.clone(),
+                    value: e.value.clone(),
+                    generation: e.generation,
+                })
+                .collect(),
+        )
+    }
+
+    /// Whether the store holds a newer generation than `generation`: one small request on
+    /// backends with compare-and-swap (a probe of the next generation), one listing
+    /// otherwise. For change notification (IDLE, push) without reloading.
+    ///
+    /// # Errors
+    /// A backend failure.
+    pub async fn changed_since(&self, generation: u64) -> Result<bool> {
+        match self.objects.mode() {
+            CommitMode::CompareAndSwap => {
+                let next = self.objects.path(&self.objects.own_name(generation + 1));
+                match self.store.head(&next).await {
+                    Ok(_) => Ok(true),
+                    Err(object_store::Error::NotFound { .. }) => Ok(false),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            CommitMode::WriterUnique => Ok(self
+                .objects
+                .list()
+                .await?
+                .iter()
+                .any(|n| n.generation > generation)),
+        }
+    }
+
+    // ------------------------------------------------------------------ loading
+
+    fn writer_slot(&mut self, writer: WriterId) -> u32 {
+        if let Some(&slot) = self.writer_slots.get(&writer) {
+            return slot;
+        }
+        let slot = self.writers.len() as u32;
+        self.writers.push(writer);
+        self.writer_slots.insert(writer, slot);
+        slot
+    }
+
+    /// Merges one record version into the view: the greater stamp wins.
+    fn merge_record(&mut self, key: Bytes, stamp: Stamp, value: Option<Bytes>) {
+        let slot = self.writer_slot(stamp.writer);
+        let newer = |e: &Entry, writers: &[WriterId]| {
+            (stamp.generation, stamp.writer) > (e.generation, writers[e.writer as usize])
+        };
+        match self.view.get_mut(&key) {
+            Some(entry) => {
+                if newer(entry, &self.writers) {
+                    let was = entry.value.is_some();
+                    let is = value.is_some();
+                    *entry = Entry {
+                        generation: stamp.generation,
+                        writer: slot,
+                        value,
+                    };
+                    self.present = self.present + usize::from(is) - usize::from(was);
+                }
+            }
+            None => {
+                self.present += usize::from(value.is_some());
+                self.view.insert(
+                    key,
+                    Entry {
+                        generation: stamp.generation,
+                        writer: slot,
+                        value,
+                    },
+                );
+            }
+        }
+    }
+
+    fn apply_segment(&mut self, entry: &SegmentEntry, records: Vec<Record>) {
+        for record in records {
+            let stamp = record.stamp.unwrap_or(entry.stamp);
+            self.merge_record(record.key, stamp, record.value);
+        }
+        self.loaded.insert(entry.id);
+    }
+
+    async fn fetch_segment(&self, entry: &SegmentEntry) -> Result<Vec<Record>> {
+        let path = naming::segment_path(&self.account, &self.tag, &entry.id);
+        let stored = self.store.get(&path).await?.bytes().await?;
+        self.keys.open_segment(entry, &stored)
+    }
+
+    /// Fetches and opens segments, several at once, in the given order.
+    async fn fetch_segments(
+        &self,
+        entries: Vec<SegmentEntry>,
+    ) -> Result<Vec<(SegmentEntry, Vec<Record>)>> {
+        let this = self;
+        futures::stream::iter(entries)
+            .map(|entry| async move {
+                let records = this.fetch_segment(&entry).await?;
+                Ok::<_, Error>((entry, records))
+            })
+            .buffered(self.config.fetch_concurrency)
+            .try_collect()
+            .await
+    }
+
+    /// Makes `live` the set of live segments: loads the new ones, or rebuilds the view
+    /// when some loaded segment is no longer live (a compaction replaced it).
+    async fn install(
+        &mut self,
+        heads: Vec<Stamp>,
+        live: Vec<SegmentEntry>,
+        purged_through: u64,
+    ) -> Result<()> {
+        let live_ids: HashSet<SegmentId> = live.iter().map(|e| e.id).collect();
+        if !self.loaded.iter().all(|id| live_ids.contains(id)) {
+            self.view.clear();
+            self.loaded.clear();
+            self.present = 0;
+        }
+        let missing: Vec<SegmentEntry> = live
+            .iter()
+            .filter(|e| !self.loaded.contains(&e.id))
+            .cloned()
+            .collect();
+        let fetched = self.fetch_segments(missing).await?;
+        for (entry, records) in fetched {
+            self.apply_segment(&entry, records);
+        }
+        self.live = live;
+        self.heads = heads;
+        self.purged_through = purged_through;
+        Ok(())
+    }
+
+    fn open_manifest(
+        &self,
+        name: &VersionName,
+        stored: &[u8],
+    ) -> Result<(ManifestHeader, ManifestBody)> {
+        let (header, body) = self.keys.open_manifest(stored)?;
+        // The name must match the authenticated header: a manifest copied to another
+        // generation or writer name is refused.
+        if header.generation != name.generation || name.writer.is_some_and(|w| w != header.writer) {
+            return Err(Error::Tampered);
+        }
+        Ok((header, body))
+    }
+
+    async fn raise_mark(&self) -> Result<()> {
+        self.directory
+            .raise_high_water_mark(&self.account, &self.record, self.generation)
+            .await
+    }
+
+    /// First load with compare-and-swap: start from the directory's mark (or a listing
+    /// when there is none), then probe upwards.
+    async fn bootstrap_cas(&mut self, mark: u64) -> Result<()> {
+        let mut start = mark;
+        let present = if mark > 0 {
+            self.objects.fetch(&self.objects.own_name(mark)).await?
+        } else {
+            None
+        };
+        if present.is_none() {
+            let newest = self
+                .objects
+                .list()
+                .await?
+                .iter()
+                .map(|n| n.generation)
+                .max()
+                .unwrap_or(0);
+            if newest < mark {
+                return Err(Error::Rollback {
+                    seen: mark,
+                    found: newest,
+                });
+            }
+            start = newest;
+        }
+        if start > 0 {
+            self.generation = start - 1;
+        }
+        self.refresh_cas().await?;
+        if self.generation < mark {
+            return Err(Error::Rollback {
+                seen: mark,
+                found: self.generation,
+            });
+        }
+        Ok(())
+    }
+
+    async fn refresh_cas(&mut self) -> Result<bool> {
+        let mut newest = None;
+        loop {
+            let name = self.objects.own_name(self.generation + 1);
+            match self.objects.fetch(&name).await? {
+                Some(stored) => {
+                    newest = Some(self.open_manifest(&name, &stored)?);
+                    self.generation += 1;
+                }
+                None => break,
+            }
+        }
+        if newest.is_none() && self.generation > 0 && self.heads.is_empty() {
+            // Bootstrap at a known generation: load it.
+            let name = self.objects.own_name(self.generation);
+            if let Some(stored) = self.objects.fetch(&name).await? {
+                newest = Some(self.open_manifest(&name, &stored)?);
+            }
+        }
+        if newest.is_none() && self.generation > 0 {
+            // Nothing newer, unless our own generation was garbage-collected meanwhile (a
+            // handle idle for longer than the grace period): then jump by listing.
+            let current = self.objects.path(&self.objects.own_name(self.generation));
+            if let Err(object_store::Error::NotFound { .. }) = self.store.head(&current).await {
+                let newest_listed = self
+                    .objects
+                    .list()
+                    .await?
+                    .iter()
+                    .map(|n| n.generation)
+                    .max()
+                    .unwrap_or(0);
+                if newest_listed <= self.generation {
+                    return Err(Error::Rollback {
+                        seen: self.generation,
+                        found: newest_listed,
+                    });
+                }
+                self.generation = newest_listed - 1;
+                return Box::pin(self.refresh_cas()).await;
+            }
+        }
+        let Some((header, body)) = newest else {
+            return Ok(false);
+        };
+        let stamp = Stamp {
+            generation: header.generation,
+            writer: header.writer,
+        };
+        let live = merge_live(body.segments);
+        self.install(vec![stamp], live, body.purged_through).await?;
+        self.raise_mark().await?;
+        Ok(true)
+    }
+
+    async fn refresh_writer_unique(&mut self) -> Result<bool> {
+        let names: HashSet<VersionName> = self.objects.list().await?.into_iter().collect();
+        self.manifests.retain(|name, _| names.contains(name));
+        let unknown: Vec<VersionName> = names
+            .iter()
+            .filter(|n| !self.manifests.contains_key(n))
+            .copied()
+            .collect();
+        let objects = &self.objects;
+        let fetched: Vec<(VersionName, Option<Bytes>)> = futures::stream::iter(unknown)
+            .map(|name| async move { Ok::<_, Error>((name, objects.fetch(&name).await?)) })
+            .buffered(self.config.fetch_concurrency)
+            .try_collect()
+            .await?;
+        for (name, stored) in fetched {
+            if let Some(stored) = stored {
+                let opened = self.open_manifest(&name, &stored)?;
+                self.manifests.insert(name, opened);
+            }
+        }
+        let superseded: HashSet<Stamp> = self
+            .manifests
+            .values()
+            .flat_map(|(_, b)| b.parents.iter().copied())
+            .collect();
+        let mut heads: Vec<Stamp> = self
+            .manifests
+            .values()
+            .map(|(h, _)| Stamp {
+                generation: h.generation,
+                writer: h.writer,
+            })
+            .filter(|s| !superseded.contains(s))
+            .collect();
+        heads.sort();
+        heads.dedup();
+        let newest = heads.iter().map(|s| s.generation).max().unwrap_or(0);
+        if newest < self.generation {
+            return Err(Error::Rollback {
+                seen: self.generation,
+                found: newest,
+            });
+        }
+        if heads == self.heads && !self.heads.is_empty() {
+            return Ok(false);
+        }
+        let head_set: HashSet<Stamp> = heads.iter().copied().collect();
+        let mut entries = Vec::new();
+        let mut purged_through = 0;
+        for (header, body) in self.manifests.values() {
+            if head_set.contains(&Stamp {
+                generation: header.generation,
+                writer: header.writer,
+            }) {
+                entries.extend(body.segments.iter().cloned());
+                purged_through = purged_through.max(body.purged_through);
+            }
+        }
+        self.generation = newest;
+        self.install(heads, merge_live(entries), purged_through)
+            .await?;
+        self.raise_mark().await?;
+        Ok(true)
+    }
+
+    /// Loads what other writers committed since this handle last looked. Returns whether
+    /// anything changed.
+    ///
+    /// # Errors
+    /// As [`IndexStore::open`].
+    pub async fn refresh(&mut self) -> Result<bool> {
+        match self.objects.mode() {
+            CommitMode::CompareAndSwap => self.refresh_cas().await,
+            CommitMode::WriterUnique => self.refresh_writer_unique().await,
+        }
+    }
+
+    // ------------------------------------------------------------------ writes
+
+    /// Commits `batch` atomically. On a compare-and-swap conflict the batch is rebased on
+    /// the newer state and retried.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a key longer than 65 535 bytes or a value of 4 GiB
+    /// or more; [`Error::Conflict`] after too many lost races; backend errors (the batch
+    /// is then not acknowledged: it may or may not be visible after a reload).
+    pub async fn commit(&mut self, batch: Batch) -> Result<CommitInfo> {
+        self.update(move |_| batch.clone()).await
+    }
+
+    /// Computes a batch from the current state and commits it; on a conflict the state is
+    /// reloaded and `make_batch` runs again, so read-modify-write updates (allocating the
+    /// next UID) are linearizable on backends with compare-and-swap.
+    ///
+    /// # Errors
+    /// As [`commit`](Self::commit).
+    pub async fn update<F>(&mut self, mut make_batch: F) -> Result<CommitInfo>
+    where
+        F: FnMut(&Collection) -> Batch,
+    {
+        let mut backoff = Backoff::new(self.config.max_attempts);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            self.refresh().await?;
+            let batch = make_batch(self);
+            if batch.is_empty() {
+                return Ok(CommitInfo {
+                    generation: self.generation,
+                    committed: false,
+                    attempts,
+                    merged_heads: 0,
+                });
+            }
+            check_batch(&batch)?;
+            let records: Vec<Record> = batch
+                .ops
+                .iter()
+                .map(|(key, value)| Record {
+                    key: key.clone(),
+                    stamp: None,
+                    value: value.clone(),
+                })
+                .collect();
+            let mut segments: Vec<SegmentEntry> = self.live.clone();
+            match self
+                .publish(
+                    SegmentKind::Batch,
+                    &records,
+                    Vec::new(),
+                    &mut segments,
+                    self.purged_through,
+                )
+                .await?
+            {
+                Some(info) => {
+                    let entry = segments.last().cloned().expect("the new segment is listed");
+                    let merged_heads = self.heads.len().saturating_sub(1);
+                    self.after_publish(info, segments, self.purged_through);
+                    let stamp = entry.stamp;
+                    for record in records {
+                        self.merge_record(record.key, stamp, record.value);
+                    }
+                    self.loaded.insert(entry.id);
+                    self.raise_mark().await?;
+                    self.compact_tiers().await?;
+                    return Ok(CommitInfo {
+                        generation: self.generation,
+                        committed: true,
+                        attempts,
+                        merged_heads,
+                    });
+                }
+                None => {
+                    backoff
+                        .wait(
+                            &self.rng,
+                            &self
+                                .objects
+                                .path(&self.objects.own_name(self.generation + 1)),
+                        )
+                        .await?
+                }
+            }
+        }
+    }
+
+    /// Writes a segment of `records` and publishes the next manifest listing `segments`
+    /// plus that segment (appended to `segments`). Returns the new manifest's stamp, or
+    /// `None` when another writer won the generation (compare-and-swap).
+    async fn publish(
+        &mut self,
+        kind: SegmentKind,
+        records: &[Record],
+        covers: Vec<SegmentId>,
+        segments: &mut Vec<SegmentEntry>,
+        purged_through: u64,
+    ) -> Result<Option<Stamp>> {
+        let generation = self.generation + 1;
+        let stamp = Stamp {
+            generation,
+            writer: self.writer,
+        };
+        let id = SegmentId::random(&self.rng);
+        let spec = NewSegment {
+            id,
+            kind,
+            stamp,
+            covers,
+        };
+        let (stored, entry) =
+            self.keys
+                .seal_segment(&self.rng, spec, records, self.config.page_size);
+        let path = naming::segment_path(&self.account, &self.tag, &id);
+        self.store
+            .put_opts(&path, stored.into(), object_store::PutMode::Create.into())
+            .await?;
+        segments.push(entry);
+        let header = ManifestHeader {
+            generation,
+            writer: self.writer,
+        };
+        let body = ManifestBody {
+            parents: self.heads.clone(),
+            purged_through,
+            segments: segments.clone(),
+        };
+        let sealed = self.keys.seal_manifest(&self.rng, &header, &body);
+        let published = match self.objects.publish(generation, sealed).await {
+            Ok(published) => published,
+            Err(e) => {
+                // The write may have landed (a lost response). Look before reporting.
+                if self.landed(&header).await {
+                    Published::Done
+                } else {
+                    return Err(e);
+                }
+            }
+        };
+        match published {
+            Published::Done => {
+                if self.objects.mode() == CommitMode::WriterUnique {
+                    self.manifests
+                        .insert(self.objects.own_name(generation), (header, body));
+                }
+                Ok(Some(stamp))
+            }
+            Published::Conflict => {
+                if self.landed(&header).await {
+                    // Our own earlier attempt of this very manifest (a retried request).
+                    return Ok(Some(stamp));
+                }
+                let _ = self.store.delete(&path).await;
+                segments.pop();
+                Ok(None)
+            }
+        }
+    }
+
+    /// Whether the manifest with `header` is stored (authenticated and ours).
+    async fn landed(&self, header: &ManifestHeader) -> bool {
+        let name = self.objects.own_name(header.generation);
+        match self.objects.fetch(&name).await {
+            Ok(Some(stored)) => {
+                matches!(self.keys.open_manifest(&stored), Ok((h, _)) if h == *header)
+            }
+            _ => false,
+        }
+    }
+
+    fn after_publish(&mut self, stamp: Stamp, live: Vec<SegmentEntry>, purged_through: u64) {
+        self.generation = stamp.generation;
+        self.heads = vec![stamp];
+        self.live = merge_live(live);
+        self.purged_through = purged_through;
+    }
+
+    /// Merges size tiers that have filled up: whenever `fanout` live segments share a
+    /// tier (a power of four of their record count), they and every smaller segment are
+    /// merged into one. Keeps the number of objects an open reads logarithmic, and the
+    /// bytes rewritten per update amortised.
+    async fn compact_tiers(&mut self) -> Result<()> {
+        let mut per_tier: BTreeMap<u32, usize> = BTreeMap::new();
+        for entry in &self.live {
+            *per_tier.entry(tier(entry.records)).or_default() += 1;
+        }
+        let Some((&full_tier, _)) = per_tier.iter().find(|(_, &n)| n >= self.config.fanout) else {
+            return Ok(());
+        };
+        let inputs: Vec<SegmentEntry> = self
+            .live
+            .iter()
+            .filter(|e| tier(e.records) <= full_tier)
+            .cloned()
+            .collect();
+        self.compact_segments(inputs).await.map(|_| ())
+    }
+
+    /// Merges every live segment into one (dropping deletions where that is safe) and
+    /// commits it.
+    ///
+    /// # Errors
+    /// As [`commit`](Self::commit).
+    pub async fn compact(&mut self) -> Result<CommitInfo> {
+        self.refresh().await?;
+        let inputs = self.live.clone();
+        self.compact_segments(inputs).await
+    }
+
+    async fn compact_segments(&mut self, mut inputs: Vec<SegmentEntry>) -> Result<CommitInfo> {
+        let mut backoff = Backoff::new(self.config.max_attempts);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            if inputs.len() < 2
+                && !(inputs.len() == 1 && self.view.values().any(|e| e.value.is_none()))
+            {
+                return Ok(CommitInfo {
+                    generation: self.generation,
+                    committed: false,
+                    attempts,
+                    merged_heads: 0,
+                });
+            }
+            let input_ids: HashSet<SegmentId> = inputs.iter().map(|e| e.id).collect();
+            let full = self.live.iter().all(|e| input_ids.contains(&e.id));
+            // Deletions can be forgotten only when nothing older can reappear: a full
+            // compaction of the single chain of a compare-and-swap backend.
+            let purge = full && self.objects.mode() == CommitMode::CompareAndSwap;
+            let records = if full {
+                self.view_records(purge)
+            } else {
+                self.merge_inputs(&inputs).await?
+            };
+            let mut segments: Vec<SegmentEntry> = self
+                .live
+                .iter()
+                .filter(|e| !input_ids.contains(&e.id))
+                .cloned()
+                .collect();
+            let covers: Vec<SegmentId> = inputs.iter().map(|e| e.id).collect();
+            let purged_through = if purge {
+                self.generation
+            } else {
+                self.purged_through
+            };
+            match self
+                .publish(
+                    SegmentKind::Compacted,
+                    &records,
+                    covers,
+                    &mut segments,
+                    purged_through,
+                )
+                .await?
+            {
+                Some(stamp) => {
+                    let entry = segments
+                        .last()
+                        .cloned()
+                        .expect("the compacted segment is listed");
+                    self.after_publish(stamp, segments, purged_through);
+                    if purge {
+                        self.view.retain(|_, e| e.value.is_some());
+                    }
+                    self.loaded.retain(|id| !input_ids.contains(id));
+                    self.loaded.insert(entry.id);
+                    self.raise_mark().await?;
+                    return Ok(CommitInfo {
+                        generation: self.generation,
+                        committed: true,
+                        attempts,
+                        merged_heads: 0,
+                    });
+                }
+                None => {
+                    backoff
+                        .wait(
+                            &self.rng,
+                            &self
+                                .objects
+                                .path(&self.objects.own_name(self.generation + 1)),
+                        )
+                        .await?;
+                    self.refresh().await?;
+                    let live_ids: HashSet<SegmentId> = self.live.iter().map(|e| e.id).collect();
+                    inputs.retain(|e| live_ids.contains(&e.id));
+                }
+            }
+        }
+    }
+
+    /// Every version in the view, with its stamp, as records of a compacted segment.
+    fn view_records(&self, drop_deletions: bool) -> Vec<Record> {
+        self.view
+            .iter()
+            .filter(|(_, e)| !drop_deletions || e.value.is_some())
+            .map(|(k, e)| Record {
+                key: k.clone(),
+                stamp: Some(Stamp {
+                    generation: e.generation,
+                    writer: self.writers[e.writer as usize],
+                }),
+                value: e.value.clone(),
+            })
+            .collect()
+    }
+
+    /// The newest version of each key among `inputs` only, re-read from the store.
+    async fn merge_inputs(&self, inputs: &[SegmentEntry]) -> Result<Vec<Record>> {
+        let fetched = self.fetch_segments(inputs.to_vec()).await?;
+        let mut merged: BTreeMap<Bytes, (Stamp, Option<Bytes>)> = BTreeMap::new();
+        for (entry, records) in fetched {
+            for record in records {
+                let stamp = record.stamp.unwrap_or(entry.stamp);
+                match merged.get(&record.key) {
+                    Some((existing, _)) if *existing >= stamp => {}
+                    _ => {
+                        merged.insert(record.key, (stamp, record.value));
+                    }
+                }
+            }
+        }
+        Ok(merged
+            .into_iter()
+            .map(|(key, (stamp, value))| Record {
+                key,
+                stamp: Some(stamp),
+                value,
+            })
+            .collect())
+    }
+
+    /// Deletes what no head references any more and is older than `grace`: superseded
+    /// manifests, segments replaced by compactions, orphans of failed commits. Objects
+    /// younger than `grace` are kept, so a reader that has just loaded a manifest can
+    /// still fetch its segments.
+    ///
+    /// # Errors
+    /// A backend failure (what was deleted before it stays deleted).
+    pub async fn collect_garbage(&mut self, grace: Duration) -> Result<GcReport> {
+        self.refresh().await?;
+        let cutoff = chrono_now_minus(grace);
+        let prefix = naming::collection_prefix(&self.account, &self.tag);
+        let metas: Vec<object_store::ObjectMeta> =
+            self.store.list(Some(&prefix)).try_collect().await?;
+        let live_ids: HashSet<String> = self.live.iter().map(|e| e.id.to_hex()).collect();
+        let heads: HashSet<Stamp> = self.heads.iter().copied().collect();
+        let mut report = GcReport::default();
+        for meta in metas {
+            if meta.last_modified > cutoff {
+                continue;
+            }
+            let Some(file) = meta.location.filename() else {
+                continue;
+            };
+            let in_manifests = meta.location.as_ref().contains("/m/");
+            if in_manifests {
+                let Some(name) = VersionName::parse(file) else {
+                    continue;
+                };
+                let is_head = match name.writer {
+                    Some(w) => heads.contains(&Stamp {
+                        generation: name.generation,
+                        writer: w,
+                    }),
+                    None => name.generation >= self.generation,
+                };
+                if !is_head {
+                    self.objects.delete(&name).await?;
+                    self.manifests.remove(&name);
+                    report.manifests += 1;
+                }
+            } else if !live_ids.contains(file) {
+                match self.store.delete(&meta.location).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => report.segments += 1,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+fn chrono_now_minus(grace: Duration) -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now() - chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX)
+}
+
+fn check_batch(batch: &Batch) -> Result<()> {
+    for (key, value) in batch.iter() {
+        if key.len() > MAX_KEY_LEN {
+            return Err(Error::invalid("index keys are at most 65535 bytes"));
+        }
+        if value.is_some_and(|v| u32::try_from(v.len()).is_err()) {
+            return Err(Error::invalid("index values are under 4 GiB"));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,202 @@
+//! Layer 6: the encrypted index: per-account ordered key/value collections.
+//!
+//! A collection is written in batches. Each commit writes one immutable, encrypted
+//! **segment** (its records sealed in pages of about 32 KiB, not one AEAD call per
+//! record) and one encrypted **manifest** that lists the live segments, published with
+//! the commit protocol of [`crate::storage::commit`]:
+//!
+//! - on backends with compare-and-swap, generation N+1 is created with `PutMode::Create`;
+//!   a writer that loses reloads, recomputes its batch on the new state
+//!   ([`Collection::update`]) and retries with jittered backoff, so updates are
+//!   linearizable;
+//! - on backends without it (Garage), each writer publishes under its own name, readers
+//!   merge every head, and concurrent writes of one key resolve deterministically (the
+//!   greater stamp, generation then writer id, wins): no acknowledged write is lost and
+//!   every reader converges.
+//!
+//! Segments are merged in size tiers (compaction), so a collection stays a bounded,
+//! logarithmic number of objects; superseded objects are deleted after a grace period
+//! ([`Collection::collect_garbage`]). Every object is bound to its deployment, account,
+//! collection and generation; the newest generation seen is kept in the trusted
+//! [`Directory`], and an older one is refused ([`Error::Rollback`]).
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> mailvault::Result<()> {
+//! use std::sync::Arc;
+//! use mailvault::crypto::{AccountKey, RandomSource};
+//! use mailvault::directory::MemoryDirectory;
+//! use mailvault::ids::{AccountId, DeploymentId};
+//! use mailvault::index::{Batch, IndexStore};
+//!
+//! let rng = RandomSource::os();
+//! let store = mailvault::storage::open_store("memory://")?;
+//! let index = IndexStore::new(store, DeploymentId::random(&rng), Arc::new(MemoryDirectory::new())).await?;
+//! let key = AccountKey::generate(1, &rng);
+//! let mut flags = index.open(AccountId::random(&rng), &key, b"flags").await?;
+//!
+//! let mut batch = Batch::new();
+//! batch.put(&b"uid:1"[..], &b"\\Seen"[..]).put(&b"uid:2"[..], &b""[..]);
+//! flags.commit(batch).await?;
+//! assert_eq!(flags.get(b"uid:1").map(|v| &v[..]), Some(&b"\\Seen"[..]));
+//! # Ok(())
+//! # }
+//! ```
+
+mod collection;
+mod sealed;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+pub use collection::{Change, Collection, CommitInfo, GcReport};
+
+use crate::crypto::{AccountKey, RandomSource};
+use crate::directory::Directory;
+use crate::error::Result;
+use crate::ids::{AccountId, DeploymentId};
+use crate::storage::{probe_capabilities, CommitMode, DynStore};
+
+/// Tuning of the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexConfig {
+    /// Plaintext bytes per sealed page.
+    pub page_size: usize,
+    /// Segments of one size tier that trigger their merge into the next tier.
+    pub fanout: usize,
+    /// Commit attempts before giving up with [`crate::Error::Conflict`].
+    pub max_attempts: u32,
+    /// Segments fetched at once when loading.
+    pub fetch_concurrency: usize,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        Self {
+            page_size: 32 * 1024,
+            fanout: 4,
+            max_attempts: 500,
+            fetch_concurrency: 8,
+        }
+    }
+}
+
+/// The encrypted index of one deployment on one object store.
+#[derive(Debug, Clone)]
+pub struct IndexStore {
+    store: DynStore,
+    deployment: DeploymentId,
+    directory: Arc<dyn Directory>,
+    mode: CommitMode,
+    rng: RandomSource,
+    config: IndexConfig,
+}
+
+impl IndexStore {
+    /// The index on `store`, with the commit mode its capability probe calls for.
+    ///
+    /// # Errors
+    /// A backend failure during the probe.
+    pub async fn new(
+        store: DynStore,
+        deployment: DeploymentId,
+        directory: Arc<dyn Directory>,
+    ) -> Result<Self> {
+        let mode = CommitMode::for_capabilities(probe_capabilities(store.as_ref()).await?);
+        Ok(Self::with_mode(store, deployment, directory, mode))
+    }
+
+    /// The index on `store` in a given commit mode (when the capabilities are known).
+    pub fn with_mode(
+        store: DynStore,
+        deployment: DeploymentId,
+        directory: Arc<dyn Directory>,
+        mode: CommitMode,
+    ) -> Self {
+        Self {
+            store,
+            deployment,
+            directory,
+            mode,
+            rng: RandomSource::os(),
+            config: IndexConfig::default(),
+        }
+    }
+
+    /// Uses `rng` for ids, nonces and backoff.
+    pub fn with_rng(mut self, rng: RandomSource) -> Self {
+        self.rng = rng;
+        self
+    }
+
+    /// Uses `config`.
+    pub fn with_config(mut self, config: IndexConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The commit mode in use.
+    pub fn mode(&self) -> CommitMode {
+        self.mode
+    }
+
+    /// Opens (or creates, when empty) the collection `name` of `account`. The name never
+    /// reaches the store: objects are named after a keyed hash of it.
+    ///
+    /// # Errors
+    /// [`crate::Error::Rollback`] if the store offers an older generation than the
+    /// directory has recorded; [`crate::Error::Tampered`] for objects that fail
+    /// authentication; [`crate::Error::NotFound`] for a segment that a manifest lists
+    /// but the store lost; backend errors.
+    pub async fn open(
+        &self,
+        account: AccountId,
+        key: &AccountKey,
+        name: &[u8],
+    ) -> Result<Collection> {
+        Collection::open(self, account, key, name).await
+    }
+}
+
+/// A set of changes to one collection, committed atomically. Later changes to a key in
+/// the same batch replace earlier ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    ops: BTreeMap<Bytes, Option<Bytes>>,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets `key` to `value`.
+    pub fn put(&mut self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> &mut Self {
+        self.ops.insert(key.into(), Some(value.into()));
+        self
+    }
+
+    /// Deletes `key`.
+    pub fn delete(&mut self, key: impl Into<Bytes>) -> &mut Self {
+        self.ops.insert(key.into(), None);
+        self
+    }
+
+    /// Whether the batch changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Number of keys changed.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// The changes, by key (`None`: deletion).
+    pub fn iter(&self) -> impl Iterator<Item = (&Bytes, Option<&Bytes>)> {
+        self.ops.iter().map(|(k, v)| (k, v.as_ref()))
+    }
+}

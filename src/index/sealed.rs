@@ -1,0 +1,207 @@
+//! Keys of one collection, and sealing/opening of its segments and manifests.
+
+use bytes::Bytes;
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+
+use crate::crypto::kdf::{self, LABEL_INDEX_COLLECTION, LABEL_INDEX_INPUT, LABEL_INDEX_NAME};
+use crate::crypto::record::RecordCipher;
+use crate::crypto::{AccountKey, RandomSource};
+use crate::error::{Error, Result};
+use crate::format::index::{
+    encode_record, parse_page, ManifestBody, ManifestHeader, Record, SegmentEntry, SegmentHeader,
+    SegmentKind, Stamp, SEGMENT_HEADER_LEN,
+};
+use crate::ids::{AccountId, DeploymentId, SegmentId};
+
+const AD_PAGE: &[u8] = b"mailvault/v1/index/page";
+const AD_MANIFEST: &[u8] = b"mailvault/v1/index/manifest";
+
+/// What identifies a segment about to be sealed.
+pub(crate) struct NewSegment {
+    pub(crate) id: SegmentId,
+    pub(crate) kind: SegmentKind,
+    /// The stamp of the commit that adds it.
+    pub(crate) stamp: Stamp,
+    /// For a compaction, the segments it replaces.
+    pub(crate) covers: Vec<SegmentId>,
+}
+
+/// The keys of one collection of one account.
+pub(crate) struct CollectionKeys {
+    deployment: DeploymentId,
+    account: AccountId,
+    tag: [u8; 16],
+    cipher: RecordCipher,
+}
+
+impl CollectionKeys {
+    pub(crate) fn new(
+        deployment: DeploymentId,
+        account: AccountId,
+        key: &AccountKey,
+        name: &[u8],
+    ) -> Self {
+        let input = kdf::derive_key(
+            key.master(),
+            LABEL_INDEX_INPUT,
+            &[deployment.as_bytes(), account.as_bytes()],
+        );
+        let mut tag = [0u8; 16];
+        kdf::expand(&input, LABEL_INDEX_NAME, &[name], &mut tag);
+        let collection = kdf::derive_key(&input, LABEL_INDEX_COLLECTION, &[&tag]);
+        Self {
+            deployment,
+            account,
+            tag,
+            cipher: RecordCipher::new(&collection),
+        }
+    }
+
+    /// The collection's opaque tag, as used in object names and directory records.
+    pub(crate) fn tag_hex(&self) -> String {
+        crate::ids::hex(&self.tag)
+    }
+
+    fn ad(&self, label: &[u8], header: &[u8], page: Option<u32>) -> Vec<u8> {
+        let mut ad = Vec::with_capacity(label.len() + 48 + header.len() + 4);
+        ad.extend_from_slice(label);
+        ad.extend_from_slice(self.deployment.as_bytes());
+        ad.extend_from_slice(self.account.as_bytes());
+        ad.extend_from_slice(&self.tag);
+        ad.extend_from_slice(header);
+        if let Some(page) = page {
+            ad.extend_from_slice(&page.to_be_bytes());
+        }
+        ad
+    }
+
+    /// Seals `records` (sorted by key, strictly increasing) as a segment of pages of about
+    /// `page_size` plaintext bytes. Returns the stored bytes and the manifest entry
+    /// (without stamp: the caller sets it).
+    pub(crate) fn seal_segment(
+        &self,
+        rng: &RandomSource,
+        spec: NewSegment,
+        records: &[Record],
+        page_size: usize,
+    ) -> (Vec<u8>, SegmentEntry) {
+        let NewSegment {
+            id,
+            kind,
+            stamp,
+            covers,
+        } = spec;
+        let mut pages: Vec<Vec<u8>> = Vec::new();
+        let mut current = Vec::new();
+        for record in records {
+            encode_record(kind, record, &mut current);
+            if current.len() >= page_size {
+                pages.push(std::mem::take(&mut current));
+            }
+        }
+        if !current.is_empty() || pages.is_empty() {
+            pages.push(current);
+        }
+        let header = SegmentHeader {
+            kind,
+            id,
+            pages: u32::try_from(pages.len()).expect("fewer than 2^32 pages"),
+        }
+        .to_bytes();
+        let sealed: Vec<Vec<u8>> = pages
+            .par_iter()
+            .enumerate()
+            .map(|(i, page)| {
+                let mut out = Vec::with_capacity(page.len() + 44);
+                self.cipher.seal(
+                    rng,
+                    &self.ad(AD_PAGE, &header, Some(i as u32)),
+                    page,
+                    &mut out,
+                );
+                out
+            })
+            .collect();
+        let mut stored = Vec::with_capacity(
+            SEGMENT_HEADER_LEN + sealed.iter().map(|p| p.len() + 4).sum::<usize>(),
+        );
+        stored.extend_from_slice(&header);
+        for page in &sealed {
+            stored.extend_from_slice(&(page.len() as u32).to_be_bytes());
+            stored.extend_from_slice(page);
+        }
+        let entry = SegmentEntry {
+            id,
+            stamp,
+            kind,
+            stored_len: stored.len() as u64,
+            digest: Sha256::digest(&stored).into(),
+            records: u32::try_from(records.len()).expect("fewer than 2^32 records per segment"),
+            covers,
+        };
+        (stored, entry)
+    }
+
+    /// Opens a stored segment that `entry` pins (length and SHA-256 first, then every
+    /// page). Records keep slices of the opened pages.
+    pub(crate) fn open_segment(&self, entry: &SegmentEntry, stored: &[u8]) -> Result<Vec<Record>> {
+        if stored.len() as u64 != entry.stored_len
+            || Sha256::digest(stored).as_slice() != entry.digest
+        {
+            return Err(Error::Tampered);
+        }
+        let (header, pages) = SegmentHeader::parse(stored)?;
+        if header.id != entry.id || header.kind != entry.kind {
+            return Err(Error::Tampered);
+        }
+        let header_bytes = header.to_bytes();
+        let opened: Vec<Bytes> = pages
+            .par_iter()
+            .enumerate()
+            .map(|(i, sealed)| {
+                self.cipher
+                    .open(&self.ad(AD_PAGE, &header_bytes, Some(i as u32)), sealed)
+                    .map(Bytes::from)
+                    .ok_or(Error::Tampered)
+            })
+            .collect::<Result<_>>()?;
+        let mut records = Vec::with_capacity(entry.records as usize);
+        for page in &opened {
+            let after = records.last().map(|r: &Record| r.key.clone());
+            parse_page(header.kind, page, after.as_deref(), &mut records)?;
+        }
+        if records.len() != entry.records as usize {
+            return Err(Error::Tampered);
+        }
+        Ok(records)
+    }
+
+    pub(crate) fn seal_manifest(
+        &self,
+        rng: &RandomSource,
+        header: &ManifestHeader,
+        body: &ManifestBody,
+    ) -> Vec<u8> {
+        let header_bytes = header.to_bytes();
+        let plain = body.to_bytes();
+        let mut out = Vec::with_capacity(header_bytes.len() + plain.len() + 40);
+        out.extend_from_slice(&header_bytes);
+        self.cipher.seal(
+            rng,
+            &self.ad(AD_MANIFEST, &header_bytes, None),
+            &plain,
+            &mut out,
+        );
+        out
+    }
+
+    pub(crate) fn open_manifest(&self, stored: &[u8]) -> Result<(ManifestHeader, ManifestBody)> {
+        let (header, sealed) = ManifestHeader::parse(stored)?;
+        let plain = self
+            .cipher
+            .open(&self.ad(AD_MANIFEST, &header.to_bytes(), None), sealed)
+            .ok_or(Error::Tampered)?;
+        Ok((header, ManifestBody::parse(&plain)?))
+    }
+}
