@@ -605,8 +605,7 @@ async fn segments_swapped_between_accounts_or_generations_deleted_or_flipped_are
     let newest = objects_under(&store, "/m/")
         .await
         .into_iter()
-        .filter(|p| p.as_ref().starts_with(&prefix_a))
-        .next_back()
+        .rfind(|p| p.as_ref().starts_with(&prefix_a))
         .unwrap();
     let mut m = bytes_of(&store, &newest).await.to_vec();
     let n = m.len();
