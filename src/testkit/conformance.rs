@@ -15,7 +15,7 @@ use crate::crypto::{AccountKey, RandomSource};
 use crate::error::Error;
 use crate::format::{BlobKind, BlobPin};
 use crate::ids::{AccountId, BlobId, DeploymentId};
-use crate::storage::{naming, probe_capabilities, Capabilities, DynStore};
+use crate::storage::{naming, probe_capabilities, Capabilities, CommitMode, DynStore};
 
 /// Runs the whole suite against `store`, which is expected to have `capabilities`.
 ///
@@ -29,6 +29,7 @@ pub async fn run(store: DynStore, capabilities: Capabilities) {
     moved_blob(&store).await;
     delete(&store).await;
     no_plaintext(&store).await;
+    index_flows(&store, capabilities).await;
 }
 
 /// A fresh account with its own keys, on `store`.
@@ -236,4 +237,87 @@ pub async fn no_plaintext(store: &DynStore) {
     assert_eq!(objects, 3, "the scan read every stored blob");
     assert!(hits.is_empty(), "plaintext found in the store: {hits:?}");
     cleanup(store, &account.account()).await;
+}
+
+/// The index on this backend: the commit mode the probe calls for, commits and deletions
+/// read back after a reopen and a compaction, change detection between two handles, and
+/// a withheld newest manifest refused as a rollback.
+pub async fn index_flows(store: &DynStore, expected: Capabilities) {
+    use crate::directory::MemoryDirectory;
+    use crate::index::{Batch, IndexStore};
+    let rng = RandomSource::os();
+    let directory = std::sync::Arc::new(MemoryDirectory::new());
+    let index = IndexStore::new(store.clone(), DeploymentId::random(&rng), directory)
+        .await
+        .expect("index store");
+    assert_eq!(
+        index.mode(),
+        CommitMode::for_capabilities(expected),
+        "commit mode on {store}"
+    );
+    let account = AccountId::random(&rng);
+    let key = AccountKey::generate(1, &rng);
+    let mut c = index
+        .open(account, &key, b"conformance")
+        .await
+        .expect("open");
+    for i in 0..6u32 {
+        let mut batch = Batch::new();
+        batch.put(format!("k{i}").into_bytes(), format!("v{i}").into_bytes());
+        if i >= 2 {
+            batch.delete(format!("k{}", i - 2).into_bytes());
+        }
+        c.commit(batch).await.expect("commit");
+    }
+    c.compact().await.expect("compact");
+    let reopened = index
+        .open(account, &key, b"conformance")
+        .await
+        .expect("reopen");
+    let keys: Vec<_> = reopened
+        .iter()
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            (b"k4".to_vec(), b"v4".to_vec()),
+            (b"k5".to_vec(), b"v5".to_vec())
+        ]
+    );
+
+    // A second handle sees the first one's commit through the cheap check.
+    let mut other = index
+        .open(account, &key, b"conformance")
+        .await
+        .expect("second handle");
+    let seen = other.generation();
+    assert!(!other.changed_since(seen).await.expect("changed_since"));
+    let mut batch = Batch::new();
+    batch.put(&b"k9"[..], &b"v9"[..]);
+    c.commit(batch).await.expect("commit");
+    assert!(other.changed_since(seen).await.expect("changed_since"));
+    assert!(other.refresh().await.expect("refresh"));
+    assert_eq!(other.get(b"k9").map(|v| v.to_vec()), Some(b"v9".to_vec()));
+
+    // Withholding the newest manifest is caught against the directory's mark.
+    let prefix = naming::account_prefix(&account);
+    let mut manifests: Vec<_> = store
+        .list(Some(&prefix))
+        .map_ok(|meta| meta.location)
+        .try_filter(|p| futures::future::ready(p.as_ref().contains("/m/")))
+        .try_collect()
+        .await
+        .expect("list manifests");
+    manifests.sort();
+    let newest = manifests.pop().expect("a manifest");
+    store.delete(&newest).await.expect("delete newest manifest");
+    assert!(
+        matches!(
+            index.open(account, &key, b"conformance").await,
+            Err(Error::Rollback { .. })
+        ),
+        "a withheld manifest must be refused"
+    );
+    cleanup(store, &account).await;
 }
