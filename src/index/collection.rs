@@ -318,9 +318,37 @@ impl Collection {
     }
 
     fn apply_segment(&mut self, entry: &SegmentEntry, records: Vec<Record>) {
-        for record in records {
-            let stamp = record.stamp.unwrap_or(entry.stamp);
-            self.merge_record(record.key, stamp, record.value);
+        if self.view.is_empty() {
+            // First segment into an empty view (every open): records are sorted and
+            // unique, so the map is bulk-built in one pass instead of key by key.
+            let mut last: Option<(WriterId, u32)> = None;
+            let mut entries = Vec::with_capacity(records.len());
+            for record in records {
+                let stamp = record.stamp.unwrap_or(entry.stamp);
+                let slot = match last {
+                    Some((writer, slot)) if writer == stamp.writer => slot,
+                    _ => {
+                        let slot = self.writer_slot(stamp.writer);
+                        last = Some((stamp.writer, slot));
+                        slot
+                    }
+                };
+                self.present += usize::from(record.value.is_some());
+                entries.push((
+                    record.key,
+                    Entry {
+                        generation: stamp.generation,
+                        writer: slot,
+                        value: record.value,
+                    },
+                ));
+            }
+            self.view = entries.into_iter().collect();
+        } else {
+            for record in records {
+                let stamp = record.stamp.unwrap_or(entry.stamp);
+                self.merge_record(record.key, stamp, record.value);
+            }
         }
         self.loaded.insert(entry.id);
     }
@@ -366,7 +394,9 @@ impl Collection {
             .filter(|e| !self.loaded.contains(&e.id))
             .cloned()
             .collect();
-        let fetched = self.fetch_segments(missing).await?;
+        let mut fetched = self.fetch_segments(missing).await?;
+        // The largest first: it is the one bulk-built into an empty view.
+        fetched.sort_by_key(|(entry, _)| std::cmp::Reverse(entry.records));
         for (entry, records) in fetched {
             self.apply_segment(&entry, records);
         }
