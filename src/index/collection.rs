@@ -426,41 +426,26 @@ impl Collection {
             .await
     }
 
-    /// First load with compare-and-swap: start from the directory's mark (or a listing
-    /// when there is none), then probe upwards.
+    /// First load with compare-and-swap: probe upwards from the directory's mark, or
+    /// from the newest listed generation when there is no mark or its manifest is gone.
     async fn bootstrap_cas(&mut self, mark: u64) -> Result<()> {
-        let mut start = mark;
-        let present = if mark > 0 {
-            self.objects.fetch(&self.objects.own_name(mark)).await?
-        } else {
-            None
-        };
-        if present.is_none() {
-            let newest = self
-                .objects
-                .list()
-                .await?
-                .iter()
-                .map(|n| n.generation)
-                .max()
-                .unwrap_or(0);
-            if newest < mark {
-                return Err(Error::Rollback {
-                    seen: mark,
-                    found: newest,
-                });
+        if mark > 0 {
+            self.generation = mark - 1;
+            self.refresh_cas().await?;
+            if !self.heads.is_empty() {
+                return Ok(());
             }
-            start = newest;
         }
-        if start > 0 {
-            self.generation = start - 1;
-        }
-        self.refresh_cas().await?;
-        if self.generation < mark {
+        let newest = self.objects.newest_listed().await?;
+        if newest < mark {
             return Err(Error::Rollback {
                 seen: mark,
-                found: self.generation,
+                found: newest,
             });
+        }
+        if newest > 0 {
+            self.generation = newest - 1;
+            self.refresh_cas().await?;
         }
         Ok(())
     }
@@ -477,33 +462,20 @@ impl Collection {
                 None => break,
             }
         }
-        if newest.is_none() && self.generation > 0 && self.heads.is_empty() {
-            // Bootstrap at a known generation: load it.
-            let name = self.objects.own_name(self.generation);
-            if let Some(stored) = self.objects.fetch(&name).await? {
-                newest = Some(self.open_manifest(&name, &stored)?);
-            }
-        }
-        if newest.is_none() && self.generation > 0 {
-            // Nothing newer, unless our own generation was garbage-collected meanwhile (a
-            // handle idle for longer than the grace period): then jump by listing.
+        if newest.is_none() && !self.heads.is_empty() {
+            // Nothing newer, unless our own generation is gone: withheld, or deleted by
+            // the garbage collector while this handle was idle for longer than the grace
+            // period. Jump forward by listing; refuse to go back.
             let current = self.objects.path(&self.objects.own_name(self.generation));
             if let Err(object_store::Error::NotFound { .. }) = self.store.head(&current).await {
-                let newest_listed = self
-                    .objects
-                    .list()
-                    .await?
-                    .iter()
-                    .map(|n| n.generation)
-                    .max()
-                    .unwrap_or(0);
-                if newest_listed <= self.generation {
+                let listed = self.objects.newest_listed().await?;
+                if listed <= self.generation {
                     return Err(Error::Rollback {
                         seen: self.generation,
-                        found: newest_listed,
+                        found: listed,
                     });
                 }
-                self.generation = newest_listed - 1;
+                self.generation = listed - 1;
                 return Box::pin(self.refresh_cas()).await;
             }
         }

@@ -169,6 +169,20 @@ impl VersionedObjects {
             .collect())
     }
 
+    /// The newest generation present (0 if none).
+    ///
+    /// # Errors
+    /// A backend failure.
+    pub async fn newest_listed(&self) -> Result<u64> {
+        Ok(self
+            .list()
+            .await?
+            .iter()
+            .map(|n| n.generation)
+            .max()
+            .unwrap_or(0))
+    }
+
     /// Deletes a version (already gone is fine).
     ///
     /// # Errors
