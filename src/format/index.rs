@@ -55,6 +55,9 @@ pub const MANIFEST_HEADER_LEN: usize = 32;
 pub const SEGMENT_ENTRY_LEN: usize = 87;
 /// Longest key a record may have.
 pub const MAX_KEY_LEN: usize = u16::MAX as usize;
+/// Generations are below 2^40 (a trillion commits): readers refuse larger ones, so that
+/// a stamp packs into one word in memory.
+pub const MAX_GENERATION: u64 = 1 << 40;
 
 /// When and by whom a record was committed. Orders concurrent writes: the greater stamp
 /// wins (generation first, then writer id).
@@ -141,8 +144,12 @@ impl<'a> Reader<'a> {
     }
 
     fn stamp(&mut self) -> Result<Stamp> {
+        let generation = self.u64()?;
+        if generation >= MAX_GENERATION {
+            return Err(Error::Tampered);
+        }
         Ok(Stamp {
-            generation: self.u64()?,
+            generation,
             writer: WriterId::from_bytes(self.array()?),
         })
     }
@@ -247,20 +254,19 @@ pub fn parse_page(
     records: &mut Vec<Record>,
 ) -> Result<()> {
     let mut r = Reader { bytes: page };
-    let mut previous: Option<Bytes> = after.map(Bytes::copy_from_slice);
+    let mut previous: Option<&[u8]> = after;
     while !r.is_empty() {
         let flags = r.u8()?;
         if flags > 1 {
             return Err(Error::Tampered);
         }
         let key_len = r.u16()? as usize;
-        let key = page.slice_ref(r.take(key_len)?);
-        if previous
-            .as_ref()
-            .is_some_and(|p| p.as_ref() >= key.as_ref())
-        {
+        let key_bytes = r.take(key_len)?;
+        if previous.is_some_and(|p| p >= key_bytes) {
             return Err(Error::Tampered);
         }
+        previous = Some(key_bytes);
+        let key = page.slice_ref(key_bytes);
         let stamp = match kind {
             SegmentKind::Compacted => Some(r.stamp()?),
             SegmentKind::Batch => None,
@@ -271,7 +277,6 @@ pub fn parse_page(
             let len = r.u32()? as usize;
             Some(page.slice_ref(r.take(len)?))
         };
-        previous = Some(key.clone());
         records.push(Record { key, stamp, value });
     }
     Ok(())
@@ -311,6 +316,9 @@ impl ManifestHeader {
             return Err(Error::Tampered);
         }
         let generation = r.u64()?;
+        if generation >= MAX_GENERATION {
+            return Err(Error::Tampered);
+        }
         let writer = WriterId::from_bytes(r.array()?);
         Ok((Self { generation, writer }, r.bytes))
     }

@@ -1,7 +1,7 @@
 //! One open collection: its in-memory view, and the commit, refresh, compaction and
 //! garbage-collection protocols.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,24 +10,86 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
 
-use super::sealed::{CollectionKeys, NewSegment};
+use super::sealed::{CollectionKeys, Loaded, NewSegment};
 use super::{Batch, IndexConfig, IndexStore};
 use crate::crypto::{AccountKey, RandomSource};
 use crate::directory::Directory;
 use crate::error::{Error, Result};
 use crate::format::index::{
-    ManifestBody, ManifestHeader, Record, SegmentEntry, SegmentKind, Stamp, MAX_KEY_LEN,
+    ManifestBody, ManifestHeader, Record, SegmentEntry, SegmentKind, Stamp, MAX_GENERATION,
+    MAX_KEY_LEN,
 };
 use crate::ids::{AccountId, SegmentId, WriterId};
 use crate::storage::commit::{Backoff, Published, VersionName, VersionedObjects};
 use crate::storage::{naming, CommitMode, DynStore};
 
-/// The newest version of one key, as merged from every live segment.
+/// Bits of a packed stamp that hold the writer slot; the generation takes the rest.
+const SLOT_BITS: u32 = 24;
+
+/// The newest version of one key, as merged from every live segment: key and value in one
+/// slice (`key ‖ value`), its stamp packed in one word (generation in the high 40 bits,
+/// writer slot in the low 24) and whether it is a deletion. 48 bytes besides the record's
+/// own bytes. Ordered and compared by key only, so the view is a set of versions.
 #[derive(Debug, Clone)]
-struct Entry {
-    generation: u64,
-    writer: u32,
-    value: Option<Bytes>,
+struct Version {
+    bytes: Bytes,
+    key_len: u32,
+    deleted: bool,
+    stamp: u64,
+}
+
+impl Version {
+    fn new(bytes: Bytes, key_len: usize, deleted: bool, generation: u64, writer: u32) -> Self {
+        debug_assert!(generation < MAX_GENERATION && writer < (1 << SLOT_BITS));
+        Self {
+            bytes,
+            key_len: key_len as u32,
+            deleted,
+            stamp: (generation << SLOT_BITS) | u64::from(writer),
+        }
+    }
+
+    fn key(&self) -> &[u8] {
+        &self.bytes[..self.key_len as usize]
+    }
+
+    fn value(&self) -> Option<&[u8]> {
+        (!self.deleted).then(|| &self.bytes[self.key_len as usize..])
+    }
+
+    fn generation(&self) -> u64 {
+        self.stamp >> SLOT_BITS
+    }
+
+    fn writer(&self) -> u32 {
+        (self.stamp & ((1 << SLOT_BITS) - 1)) as u32
+    }
+}
+
+impl PartialEq for Version {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Version {}
+
+impl PartialOrd for Version {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Version {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(other.key())
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for Version {
+    fn borrow(&self) -> &[u8] {
+        self.key()
+    }
 }
 
 /// One change reported by [`Collection::changes_since`].
@@ -85,7 +147,7 @@ pub struct Collection {
     manifests: HashMap<VersionName, (ManifestHeader, ManifestBody)>,
     live: Vec<SegmentEntry>,
     loaded: HashSet<SegmentId>,
-    view: BTreeMap<Bytes, Entry>,
+    view: BTreeSet<Version>,
     present: usize,
     writers: Vec<WriterId>,
     writer_slots: HashMap<WriterId, u32>,
@@ -163,7 +225,7 @@ impl Collection {
             manifests: HashMap::new(),
             live: Vec::new(),
             loaded: HashSet::new(),
-            view: BTreeMap::new(),
+            view: BTreeSet::new(),
             present: 0,
             writers: Vec::new(),
             writer_slots: HashMap::new(),
@@ -185,8 +247,8 @@ impl Collection {
     // ------------------------------------------------------------------ reads
 
     /// The value of `key`.
-    pub fn get(&self, key: &[u8]) -> Option<&Bytes> {
-        self.view.get(key).and_then(|e| e.value.as_ref())
+    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        self.view.get(key).and_then(Version::value)
     }
 
     /// The records with keys between `start` and `end`, in key order.
@@ -194,17 +256,17 @@ impl Collection {
         &'a self,
         start: Bound<&'a [u8]>,
         end: Bound<&'a [u8]>,
-    ) -> impl Iterator<Item = (&'a Bytes, &'a Bytes)> + 'a {
+    ) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
         self.view
             .range::<[u8], _>((start, end))
-            .filter_map(|(k, e)| e.value.as_ref().map(|v| (k, v)))
+            .filter_map(|v| v.value().map(|value| (v.key(), value)))
     }
 
     /// Every record, in key order.
-    pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &Bytes)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.view
             .iter()
-            .filter_map(|(k, e)| e.value.as_ref().map(|v| (k, v)))
+            .filter_map(|v| v.value().map(|value| (v.key(), value)))
     }
 
     /// Number of records.
@@ -237,11 +299,11 @@ impl Collection {
         Some(
             self.view
                 .iter()
-                .filter(|(_, e)| e.generation > generation)
-                .map(|(k, e)| Change {
-                    key: k.clone(),
-                    value: e.value.clone(),
-                    generation: e.generation,
+                .filter(|v| v.generation() > generation)
+                .map(|v| Change {
+                    key: v.bytes.slice(..v.key_len as usize),
+                    value: (!v.deleted).then(|| v.bytes.slice(v.key_len as usize..)),
+                    generation: v.generation(),
                 })
                 .collect(),
         )
@@ -284,45 +346,46 @@ impl Collection {
         slot
     }
 
-    /// Merges one record version into the view: the greater stamp wins.
-    fn merge_record(&mut self, key: Bytes, stamp: Stamp, value: Option<Bytes>) {
+    /// Merges one record version (`bytes` = key ‖ value) into the view: the greater
+    /// stamp wins.
+    fn merge_version(&mut self, bytes: Bytes, key_len: usize, deleted: bool, stamp: Stamp) {
         let slot = self.writer_slot(stamp.writer);
-        let newer = |e: &Entry, writers: &[WriterId]| {
-            (stamp.generation, stamp.writer) > (e.generation, writers[e.writer as usize])
-        };
-        match self.view.get_mut(&key) {
-            Some(entry) => {
-                if newer(entry, &self.writers) {
-                    let was = entry.value.is_some();
-                    let is = value.is_some();
-                    *entry = Entry {
-                        generation: stamp.generation,
-                        writer: slot,
-                        value,
-                    };
-                    self.present = self.present + usize::from(is) - usize::from(was);
+        let version = Version::new(bytes, key_len, deleted, stamp.generation, slot);
+        match self.view.get(version.key()) {
+            Some(existing) => {
+                let theirs = (
+                    existing.generation(),
+                    self.writers[existing.writer() as usize],
+                );
+                if (stamp.generation, stamp.writer) > theirs {
+                    let was = !existing.deleted;
+                    self.present = self.present + usize::from(!deleted) - usize::from(was);
+                    self.view.replace(version);
                 }
             }
             None => {
-                self.present += usize::from(value.is_some());
-                self.view.insert(
-                    key,
-                    Entry {
-                        generation: stamp.generation,
-                        writer: slot,
-                        value,
-                    },
-                );
+                self.present += usize::from(!deleted);
+                self.view.insert(version);
             }
         }
     }
 
-    fn apply_segment(&mut self, entry: &SegmentEntry, records: Vec<Record>) {
+    /// Merges a record committed by this handle (key and value apart) into the view.
+    fn merge_record(&mut self, key: &[u8], stamp: Stamp, value: Option<&Bytes>) {
+        let mut bytes = Vec::with_capacity(key.len() + value.map_or(0, Bytes::len));
+        bytes.extend_from_slice(key);
+        if let Some(value) = value {
+            bytes.extend_from_slice(value);
+        }
+        self.merge_version(Bytes::from(bytes), key.len(), value.is_none(), stamp);
+    }
+
+    fn apply_segment(&mut self, entry: &SegmentEntry, records: Vec<Loaded>) {
         if self.view.is_empty() {
             // First segment into an empty view (every open): records are sorted and
-            // unique, so the map is bulk-built in one pass instead of key by key.
+            // unique, so the set is bulk-built in one pass instead of key by key.
             let mut last: Option<(WriterId, u32)> = None;
-            let mut entries = Vec::with_capacity(records.len());
+            let mut versions = Vec::with_capacity(records.len());
             for record in records {
                 let stamp = record.stamp.unwrap_or(entry.stamp);
                 let slot = match last {
@@ -333,27 +396,26 @@ impl Collection {
                         slot
                     }
                 };
-                self.present += usize::from(record.value.is_some());
-                entries.push((
-                    record.key,
-                    Entry {
-                        generation: stamp.generation,
-                        writer: slot,
-                        value: record.value,
-                    },
+                self.present += usize::from(!record.deleted);
+                versions.push(Version::new(
+                    record.bytes,
+                    record.key_len,
+                    record.deleted,
+                    stamp.generation,
+                    slot,
                 ));
             }
-            self.view = entries.into_iter().collect();
+            self.view = versions.into_iter().collect();
         } else {
             for record in records {
                 let stamp = record.stamp.unwrap_or(entry.stamp);
-                self.merge_record(record.key, stamp, record.value);
+                self.merge_version(record.bytes, record.key_len, record.deleted, stamp);
             }
         }
         self.loaded.insert(entry.id);
     }
 
-    async fn fetch_segment(&self, entry: &SegmentEntry) -> Result<Vec<Record>> {
+    async fn fetch_segment(&self, entry: &SegmentEntry) -> Result<Vec<Loaded>> {
         let path = naming::segment_path(&self.account, &self.tag, &entry.id);
         let stored = self.store.get(&path).await?.bytes().await?;
         self.keys.open_segment(entry, &stored)
@@ -363,7 +425,7 @@ impl Collection {
     async fn fetch_segments(
         &self,
         entries: Vec<SegmentEntry>,
-    ) -> Result<Vec<(SegmentEntry, Vec<Record>)>> {
+    ) -> Result<Vec<(SegmentEntry, Vec<Loaded>)>> {
         let this = self;
         futures::stream::iter(entries)
             .map(|entry| async move {
@@ -632,8 +694,8 @@ impl Collection {
                     let merged_heads = self.heads.len().saturating_sub(1);
                     self.after_publish(info, segments, self.purged_through);
                     let stamp = entry.stamp;
-                    for record in records {
-                        self.merge_record(record.key, stamp, record.value);
+                    for record in &records {
+                        self.merge_record(&record.key, stamp, record.value.as_ref());
                     }
                     self.loaded.insert(entry.id);
                     self.raise_mark().await?;
@@ -786,9 +848,7 @@ impl Collection {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            if inputs.len() < 2
-                && !(inputs.len() == 1 && self.view.values().any(|e| e.value.is_none()))
-            {
+            if inputs.len() < 2 && !(inputs.len() == 1 && self.view.iter().any(|v| v.deleted)) {
                 return Ok(CommitInfo {
                     generation: self.generation,
                     committed: false,
@@ -835,7 +895,7 @@ impl Collection {
                         .expect("the compacted segment is listed");
                     self.after_publish(stamp, segments, purged_through);
                     if purge {
-                        self.view.retain(|_, e| e.value.is_some());
+                        self.view.retain(|v| !v.deleted);
                     }
                     self.loaded.retain(|id| !input_ids.contains(id));
                     self.loaded.insert(entry.id);
@@ -868,14 +928,14 @@ impl Collection {
     fn view_records(&self, drop_deletions: bool) -> Vec<Record> {
         self.view
             .iter()
-            .filter(|(_, e)| !drop_deletions || e.value.is_some())
-            .map(|(k, e)| Record {
-                key: k.clone(),
+            .filter(|v| !drop_deletions || !v.deleted)
+            .map(|v| Record {
+                key: v.bytes.slice(..v.key_len as usize),
                 stamp: Some(Stamp {
-                    generation: e.generation,
-                    writer: self.writers[e.writer as usize],
+                    generation: v.generation(),
+                    writer: self.writers[v.writer() as usize],
                 }),
-                value: e.value.clone(),
+                value: (!v.deleted).then(|| v.bytes.slice(v.key_len as usize..)),
             })
             .collect()
     }
@@ -883,26 +943,19 @@ impl Collection {
     /// The newest version of each key among `inputs` only, re-read from the store.
     async fn merge_inputs(&self, inputs: &[SegmentEntry]) -> Result<Vec<Record>> {
         let fetched = self.fetch_segments(inputs.to_vec()).await?;
-        let mut merged: BTreeMap<Bytes, (Stamp, Option<Bytes>)> = BTreeMap::new();
+        let mut merged: BTreeMap<Bytes, Record> = BTreeMap::new();
         for (entry, records) in fetched {
-            for record in records {
-                let stamp = record.stamp.unwrap_or(entry.stamp);
+            for loaded in records {
+                let record = loaded.into_record(entry.stamp);
                 match merged.get(&record.key) {
-                    Some((existing, _)) if *existing >= stamp => {}
+                    Some(existing) if existing.stamp >= record.stamp => {}
                     _ => {
-                        merged.insert(record.key, (stamp, record.value));
+                        merged.insert(record.key.clone(), record);
                     }
                 }
             }
         }
-        Ok(merged
-            .into_iter()
-            .map(|(key, (stamp, value))| Record {
-                key,
-                stamp: Some(stamp),
-                value,
-            })
-            .collect())
+        Ok(merged.into_values().collect())
     }
 
     /// Deletes what no head references any more and is older than `grace`: superseded

@@ -145,7 +145,7 @@ impl CollectionKeys {
 
     /// Opens a stored segment that `entry` pins (length and SHA-256 first, then every
     /// page). Records keep slices of the opened pages.
-    pub(crate) fn open_segment(&self, entry: &SegmentEntry, stored: &[u8]) -> Result<Vec<Record>> {
+    pub(crate) fn open_segment(&self, entry: &SegmentEntry, stored: &[u8]) -> Result<Vec<Loaded>> {
         if stored.len() as u64 != entry.stored_len
             || Sha256::digest(stored).as_slice() != entry.digest
         {
@@ -166,10 +166,13 @@ impl CollectionKeys {
                     .ok_or(Error::Tampered)
             })
             .collect::<Result<_>>()?;
-        let mut records = Vec::with_capacity(entry.records as usize);
-        for page in &opened {
-            let after = records.last().map(|r: &Record| r.key.clone());
-            parse_page(header.kind, page, after.as_deref(), &mut records)?;
+        let mut records: Vec<Loaded> = Vec::with_capacity(entry.records as usize);
+        let mut page_records = Vec::new();
+        for page in opened {
+            let after = records.last().map(|r| Bytes::copy_from_slice(r.key()));
+            parse_page(header.kind, &page, after.as_deref(), &mut page_records)?;
+            drop(page);
+            compact(&mut page_records, &mut records);
         }
         if records.len() != entry.records as usize {
             return Err(Error::Tampered);
@@ -203,5 +206,60 @@ impl CollectionKeys {
             .open(&self.ad(AD_MANIFEST, &header.to_bytes(), None), sealed)
             .ok_or(Error::Tampered)?;
         Ok((header, ManifestBody::parse(&plain)?))
+    }
+}
+
+/// One record as loaded from a segment: its key and value in one slice of a buffer that
+/// holds only record bytes (not the decrypted page with its stamps, lengths and flags).
+#[derive(Debug, Clone)]
+pub(crate) struct Loaded {
+    /// `key ‖ value`.
+    pub(crate) bytes: Bytes,
+    pub(crate) key_len: usize,
+    /// Its own stamp (compacted segments).
+    pub(crate) stamp: Option<Stamp>,
+    pub(crate) deleted: bool,
+}
+
+impl Loaded {
+    pub(crate) fn key(&self) -> &[u8] {
+        &self.bytes[..self.key_len]
+    }
+
+    /// Back to the format's record (for a compaction's output).
+    pub(crate) fn into_record(self, stamp: Stamp) -> Record {
+        Record {
+            key: self.bytes.slice(..self.key_len),
+            stamp: Some(self.stamp.unwrap_or(stamp)),
+            value: (!self.deleted).then(|| self.bytes.slice(self.key_len..)),
+        }
+    }
+}
+
+/// Moves the keys and values of one page's records into one buffer of just those bytes
+/// and appends them to `out`.
+fn compact(records: &mut Vec<Record>, out: &mut Vec<Loaded>) {
+    let size = records
+        .iter()
+        .map(|r| r.key.len() + r.value.as_ref().map_or(0, Bytes::len))
+        .sum();
+    let mut buffer = Vec::with_capacity(size);
+    let mut spans = Vec::with_capacity(records.len());
+    for r in records.iter() {
+        let start = buffer.len();
+        buffer.extend_from_slice(&r.key);
+        if let Some(value) = &r.value {
+            buffer.extend_from_slice(value);
+        }
+        spans.push(start..buffer.len());
+    }
+    let buffer = Bytes::from(buffer);
+    for (r, span) in records.drain(..).zip(spans) {
+        out.push(Loaded {
+            bytes: buffer.slice(span),
+            key_len: r.key.len(),
+            stamp: r.stamp,
+            deleted: r.value.is_none(),
+        });
     }
 }

@@ -116,9 +116,9 @@ async fn commit_reopen_and_read() {
                 std::ops::Bound::Included(&b"b"[..]),
                 std::ops::Bound::Unbounded,
             )
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| k.to_vec())
             .collect();
-        assert_eq!(keys, vec![Bytes::from_static(b"c")]);
+        assert_eq!(keys, vec![b"c".to_vec()]);
         // Another collection of the same account is separate.
         assert!(setup.open(b"other").await.unwrap().is_empty());
         // Changes since generation 1: the deletion of b.
