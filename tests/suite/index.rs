@@ -109,7 +109,7 @@ async fn commit_reopen_and_read() {
         let reopened = setup.open(b"flags").await.unwrap();
         assert_eq!(reopened.generation(), 2);
         assert_eq!(reopened.len(), 2);
-        assert_eq!(reopened.get(b"a").unwrap().as_ref(), b"1");
+        assert_eq!(reopened.get(b"a").unwrap(), b"1");
         assert!(reopened.get(b"b").is_none());
         let keys: Vec<_> = reopened
             .range(
@@ -280,7 +280,7 @@ pub async fn concurrent_writers(setup: &Setup, writers: usize, updates: usize) -
             let value = a
                 .get(format!("w{w}-{i:05}").as_bytes())
                 .expect("update present");
-            assert_eq!(value.as_ref(), format!("{w}:{i}").as_bytes());
+            assert_eq!(value, format!("{w}:{i}").as_bytes());
         }
         let last = a.get(format!("last-{w}").as_bytes()).unwrap_or_else(|| {
             let keys: Vec<_> = a
@@ -295,7 +295,7 @@ pub async fn concurrent_writers(setup: &Setup, writers: usize, updates: usize) -
             )
         });
         assert_eq!(
-            last.as_ref(),
+            last,
             (updates - 1).to_string().as_bytes(),
             "each writer's batches in order"
         );
@@ -370,7 +370,7 @@ async fn read_modify_write_is_linearizable_with_cas() {
         task.await.unwrap();
     }
     let c = setup.open(b"counter").await.unwrap();
-    assert_eq!(c.get(b"n").unwrap().as_ref(), b"100");
+    assert_eq!(c.get(b"n").unwrap(), b"100");
 }
 
 async fn filled(setup: &Setup, name: &[u8], records: usize) -> Collection {
