@@ -50,6 +50,21 @@ pub enum Error {
         /// The newest generation the store offers now.
         found: u64,
     },
+    /// The credential (password, recovery code, device key, officer key) does not open
+    /// this slot.
+    #[error("wrong credential")]
+    WrongCredential,
+    /// Stored key-derivation costs exceed the deployment's limits: refused before any
+    /// memory is allocated.
+    #[error("key derivation costs above the limits (m = {m_kib} KiB, t = {t}, p = {p})")]
+    ExcessiveWork {
+        /// Memory cost asked for, KiB.
+        m_kib: u32,
+        /// Passes asked for.
+        t: u32,
+        /// Lanes asked for.
+        p: u32,
+    },
     /// The caller passed an argument that cannot be honoured (range out of bounds...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -45,6 +45,7 @@
 //! | [`crypto`] | HKDF key separation, the STREAM chunk loop, key commitment, zeroizing keys |
 //! | [`format`] | byte layouts of stored objects; parsers of untrusted bytes |
 //! | [`storage`] | opening stores, object names, capability probe, test decorators |
+//! | [`keys`] | unlockers and key slots (password, recovery code, device key, officer) |
 //! | [`directory`] | what the server trusts: high-water marks against rollback |
 //! | [`blob`] | encrypted bodies: streaming write, streaming read, range read |
 //! | [`index`] | encrypted ordered key/value collections on the commit protocol |
@@ -60,6 +61,7 @@ mod error;
 pub mod format;
 pub mod ids;
 pub mod index;
+pub mod keys;
 pub mod storage;
 #[cfg(feature = "testkit")]
 pub mod testkit;

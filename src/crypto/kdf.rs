@@ -40,6 +40,20 @@ pub(crate) fn expand(prk: &Key32, label: &[u8], fields: &[&[u8]], out: &mut [u8]
         .expect("outputs of at most 64 bytes are within HKDF-SHA256 limits");
 }
 
+/// HKDF-Extract: a uniform PRK from non-uniform input key material (Argon2 outputs,
+/// X25519 shared secrets, codes) and a salt.
+pub(crate) fn extract(salt: &[u8], ikm: &[u8]) -> Key32 {
+    let (prk, _) = Hkdf::<Sha256>::extract(Some(salt), ikm);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(&prk);
+    Key32::from_bytes(out)
+}
+
+/// [`expand`] into `out`, from a PRK made by [`extract`].
+pub(crate) fn expand_from_extract(prk: &Key32, label: &[u8], fields: &[&[u8]], out: &mut [u8]) {
+    expand(prk, label, fields, out)
+}
+
 /// A 32-byte key derived with [`expand`].
 pub(crate) fn derive_key(prk: &Key32, label: &[u8], fields: &[&[u8]]) -> Key32 {
     let mut out = [0u8; 32];

@@ -49,6 +49,13 @@ impl RandomSource {
         }
     }
 
+    /// 32 random bytes (for tests that need a secret of their own, such as a
+    /// directory's account secret).
+    #[cfg(feature = "testkit")]
+    pub fn bytes32_for_tests(&self) -> [u8; 32] {
+        self.bytes32()
+    }
+
     /// 32 random bytes.
     pub(crate) fn bytes32(&self) -> [u8; 32] {
         let mut out = [0u8; 32];

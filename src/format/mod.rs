@@ -6,7 +6,9 @@
 
 pub mod blob;
 pub mod index;
+pub mod keyring;
 pub mod pin;
+pub mod slot;
 
 pub use blob::{BlobHeader, BlobKind, BlobLayout};
 pub use pin::BlobPin;

@@ -5,6 +5,7 @@
 mod attacks;
 mod backends;
 mod index;
+mod keys;
 mod requests;
 mod roundtrip;
 mod storage;

@@ -149,11 +149,8 @@ impl IndexFixture {
     pub fn check_opened(&self, collection: &Collection) {
         assert_eq!(collection.generation(), 1);
         assert_eq!(collection.len(), 2);
-        assert_eq!(
-            collection.get(b"uid:1").map(|v| &v[..]),
-            Some(&b"\\Seen"[..])
-        );
-        assert_eq!(collection.get(b"uid:2").map(|v| &v[..]), Some(&b""[..]));
+        assert_eq!(collection.get(b"uid:1"), Some(&b"\\Seen"[..]));
+        assert_eq!(collection.get(b"uid:2"), Some(&b""[..]));
         assert_eq!(collection.get(b"uid:3"), None);
     }
 }

@@ -1,0 +1,111 @@
+//! Password stretching: Argon2id with parameters bounded **before** any memory is
+//! allocated, and a semaphore so that a login storm cannot exhaust memory.
+
+use std::sync::Arc;
+
+use argon2::{Algorithm, Argon2, Params, Version};
+use tokio::sync::Semaphore;
+
+use crate::crypto::Key32;
+use crate::error::{Error, Result};
+use crate::format::slot::KdfParams;
+
+/// The default cost of new password slots: OWASP's minimum for Argon2id (19 MiB, two
+/// passes, one lane), about 20 to 40 ms on these machines.
+pub const DEFAULT_KDF: KdfParams = KdfParams {
+    m_kib: 19 * 1024,
+    t: 2,
+    p: 1,
+};
+
+/// The largest costs a deployment accepts from storage. A slot asking for more is refused
+/// with [`Error::ExcessiveWork`] before anything is allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KdfLimits {
+    /// Largest memory cost, KiB.
+    pub max_m_kib: u32,
+    /// Largest number of passes.
+    pub max_t: u32,
+    /// Largest number of lanes.
+    pub max_p: u32,
+}
+
+impl Default for KdfLimits {
+    fn default() -> Self {
+        Self {
+            max_m_kib: 256 * 1024,
+            max_t: 16,
+            max_p: 8,
+        }
+    }
+}
+
+impl KdfLimits {
+    /// Checks `params` against these limits and Argon2's own minimums.
+    ///
+    /// # Errors
+    /// [`Error::ExcessiveWork`] above a limit; [`Error::Tampered`] below Argon2's minimums
+    /// (which no writer of this crate produces).
+    pub fn check(&self, params: &KdfParams) -> Result<()> {
+        if params.m_kib > self.max_m_kib || params.t > self.max_t || params.p > self.max_p {
+            return Err(Error::ExcessiveWork {
+                m_kib: params.m_kib,
+                t: params.t,
+                p: params.p,
+            });
+        }
+        if params.t == 0 || params.p == 0 || params.m_kib < 8 * params.p {
+            return Err(Error::Tampered);
+        }
+        Ok(())
+    }
+}
+
+/// Runs Argon2id: `password` and `salt` to 32 bytes. The caller has checked `params`.
+pub(crate) fn argon2id(password: &[u8], salt: &[u8; 32], params: &KdfParams) -> Result<Key32> {
+    let params =
+        Params::new(params.m_kib, params.t, params.p, Some(32)).map_err(|_| Error::Tampered)?;
+    let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+    let mut out = zeroize::Zeroizing::new([0u8; 32]);
+    argon
+        .hash_password_into(password, salt, &mut out[..])
+        .map_err(|_| Error::Tampered)?;
+    Ok(Key32::from_bytes(*out))
+}
+
+/// Bounds how many key derivations run at once (default: the number of cores), so memory
+/// stays under `permits × one derivation`.
+#[derive(Debug, Clone)]
+pub struct KdfGate {
+    permits: Arc<Semaphore>,
+}
+
+impl KdfGate {
+    /// A gate letting `concurrent` derivations run at once.
+    pub fn new(concurrent: usize) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(concurrent.max(1))),
+        }
+    }
+
+    /// Runs the derivation `work` on a blocking thread once a permit is free.
+    pub(crate) async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| Error::Config("key derivation gate closed".into()))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| Error::Config(format!("key derivation task: {e}")))
+    }
+}
+
+impl Default for KdfGate {
+    fn default() -> Self {
+        Self::new(std::thread::available_parallelism().map_or(2, usize::from))
+    }
+}
