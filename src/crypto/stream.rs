@@ -89,7 +89,7 @@ impl PayloadCipher {
             let last = ends_payload && k == pieces - 1;
             self.seal_in_place(first_index + k as u64, last, chunk);
         };
-        if pieces > 1 {
+        if plaintext.len() >= 2 * CHUNK_SIZE {
             sealed
                 .par_chunks_mut(SEALED_CHUNK_SIZE)
                 .enumerate()
