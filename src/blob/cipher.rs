@@ -103,9 +103,11 @@ impl BlobCipher {
     ) -> Result<(BlobPin, Vec<u8>)> {
         let layout = BlobLayout::for_plaintext(plaintext.len() as u64)?;
         let (header, cipher) = self.new_blob(rng, &id, kind);
-        let mut out = Vec::with_capacity(layout.ciphertext_len() as usize);
-        out.extend_from_slice(&header.to_bytes());
-        cipher.seal(0, plaintext, true, &mut out);
+        // Zeroed by the allocator (lazily, for large buffers), then filled chunk by chunk
+        // on all cores.
+        let mut out = vec![0u8; layout.ciphertext_len() as usize];
+        out[..HEADER_LEN].copy_from_slice(&header.to_bytes());
+        cipher.seal_into(0, plaintext, true, &mut out[HEADER_LEN..]);
         Ok((BlobPin::new(id, header, layout), out))
     }
 

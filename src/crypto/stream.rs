@@ -27,6 +27,13 @@ pub(crate) const SEALED_CHUNK_SIZE: usize = CHUNK_SIZE + TAG_LEN;
 /// Largest chunk index: the counter is capped at 2^32 chunks (256 TiB), as in age.
 pub(crate) const MAX_CHUNKS: u64 = 1 << 32;
 
+/// Sealed length of `plaintext_len` bytes: one tag per chunk, plus the empty final chunk
+/// when the payload ends on a chunk boundary.
+pub(crate) fn sealed_len(plaintext_len: usize, ends_payload: bool) -> usize {
+    let pieces = plaintext_len / CHUNK_SIZE + usize::from(ends_payload);
+    plaintext_len + pieces * TAG_LEN
+}
+
 /// A chunk failed to authenticate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ChunkError;
@@ -69,36 +76,45 @@ impl PayloadCipher {
         ends_payload: bool,
         out: &mut Vec<u8>,
     ) {
-        let full = plaintext.len() / CHUNK_SIZE;
+        let start = out.len();
+        out.resize(start + sealed_len(plaintext.len(), ends_payload), 0);
+        self.seal_into(first_index, plaintext, ends_payload, &mut out[start..]);
+    }
+
+    /// Seals `plaintext` into `out`, which is exactly [`sealed_len`] long. Each chunk is
+    /// copied into its place and sealed there by the same task, so for large payloads both
+    /// the copy and the cipher run on all cores.
+    pub(crate) fn seal_into(
+        &self,
+        first_index: u64,
+        plaintext: &[u8],
+        ends_payload: bool,
+        out: &mut [u8],
+    ) {
         let tail = plaintext.len() % CHUNK_SIZE;
         assert!(
             ends_payload || tail == 0,
             "only the final chunk may be short"
         );
-        let pieces = full + usize::from(ends_payload);
-        let start = out.len();
-        out.reserve(plaintext.len() + pieces * TAG_LEN);
-        for k in 0..pieces {
-            let from = k * CHUNK_SIZE;
-            let to = (from + CHUNK_SIZE).min(plaintext.len());
-            out.extend_from_slice(&plaintext[from..to]);
-            out.extend_from_slice(&[0u8; TAG_LEN]);
-        }
-        let sealed = &mut out[start..];
+        assert_eq!(
+            out.len(),
+            sealed_len(plaintext.len(), ends_payload),
+            "output sized by sealed_len"
+        );
+        let pieces = out.len().div_ceil(SEALED_CHUNK_SIZE);
         let work = |(k, chunk): (usize, &mut [u8])| {
+            let from = k * CHUNK_SIZE;
+            let len = chunk.len() - TAG_LEN;
+            chunk[..len].copy_from_slice(&plaintext[from..from + len]);
             let last = ends_payload && k == pieces - 1;
             self.seal_in_place(first_index + k as u64, last, chunk);
         };
         if plaintext.len() >= 2 * CHUNK_SIZE {
-            sealed
-                .par_chunks_mut(SEALED_CHUNK_SIZE)
+            out.par_chunks_mut(SEALED_CHUNK_SIZE)
                 .enumerate()
                 .for_each(work);
         } else {
-            sealed
-                .chunks_mut(SEALED_CHUNK_SIZE)
-                .enumerate()
-                .for_each(work);
+            out.chunks_mut(SEALED_CHUNK_SIZE).enumerate().for_each(work);
         }
     }
 
@@ -115,7 +131,30 @@ impl PayloadCipher {
         out: &mut Vec<u8>,
     ) -> Result<(), ChunkError> {
         let pieces = sealed.len().div_ceil(SEALED_CHUNK_SIZE);
-        if pieces == 0 {
+        let start = out.len();
+        out.resize(start + sealed.len().saturating_sub(pieces * TAG_LEN), 0);
+        if self
+            .open_into(first_index, final_index, sealed, &mut out[start..])
+            .is_err()
+        {
+            out.truncate(start);
+            return Err(ChunkError);
+        }
+        Ok(())
+    }
+
+    /// Opens `sealed` (consecutive chunks from `first_index`) into `out`, which is exactly
+    /// the plaintext length. Each chunk's ciphertext is copied into its place and opened there
+    /// by the same task, with its tag read from `sealed`. On failure `out` is zeroed.
+    pub(crate) fn open_into(
+        &self,
+        first_index: u64,
+        final_index: u64,
+        sealed: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), ChunkError> {
+        let pieces = sealed.len().div_ceil(SEALED_CHUNK_SIZE);
+        if pieces == 0 || out.len() + pieces * TAG_LEN != sealed.len() {
             return Err(ChunkError);
         }
         let last_piece_index = first_index.saturating_add(pieces as u64 - 1);
@@ -130,32 +169,23 @@ impl PayloadCipher {
         if !shape_ok {
             return Err(ChunkError);
         }
-        // Copy each chunk's ciphertext to where its plaintext goes, then decrypt in place
-        // with the tag read from `sealed`: one copy, no second pass to squeeze tags out.
-        let start = out.len();
-        out.reserve(sealed.len() - pieces * TAG_LEN);
-        for piece in sealed.chunks(SEALED_CHUNK_SIZE) {
-            out.extend_from_slice(&piece[..piece.len() - TAG_LEN]);
-        }
         let open_one = |k: usize, body: &mut [u8]| -> Result<(), ChunkError> {
             let index = first_index + k as u64;
-            let tag_at = k * SEALED_CHUNK_SIZE + body.len();
-            let tag = Tag::from_slice(&sealed[tag_at..tag_at + TAG_LEN]);
+            let at = k * SEALED_CHUNK_SIZE;
+            body.copy_from_slice(&sealed[at..at + body.len()]);
+            let tag = Tag::from_slice(&sealed[at + body.len()..at + body.len() + TAG_LEN]);
             self.0
                 .decrypt_in_place_detached(&nonce(index, index == final_index), b"", body, tag)
                 .map_err(|_| ChunkError)
         };
-        let opened = &mut out[start..];
         // `chunks_mut` yields no piece for an empty final chunk: open that one apart.
-        let empty_final = last_len == TAG_LEN;
+        let empty_final = sealed.len() - (pieces - 1) * SEALED_CHUNK_SIZE == TAG_LEN;
         let result = if sealed.len() >= 2 * SEALED_CHUNK_SIZE {
-            opened
-                .par_chunks_mut(CHUNK_SIZE)
+            out.par_chunks_mut(CHUNK_SIZE)
                 .enumerate()
                 .try_for_each(|(k, body)| open_one(k, body))
         } else {
-            opened
-                .chunks_mut(CHUNK_SIZE)
+            out.chunks_mut(CHUNK_SIZE)
                 .enumerate()
                 .try_for_each(|(k, body)| open_one(k, body))
         }
@@ -168,11 +198,9 @@ impl PayloadCipher {
         });
         if result.is_err() {
             use zeroize::Zeroize;
-            out[start..].zeroize();
-            out.truncate(start);
-            return Err(ChunkError);
+            out.zeroize();
         }
-        Ok(())
+        result
     }
 }
 
