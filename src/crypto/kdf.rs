@@ -23,6 +23,9 @@ pub(crate) const LABEL_INDEX_COLLECTION: &[u8] = b"mailvault/v1/index/collection
 /// Opaque name (tag) of a collection: a keyed hash of its name.
 pub(crate) const LABEL_INDEX_NAME: &[u8] = b"mailvault/v1/index/name";
 
+/// Key sealing a keyring's body, from the account root key.
+pub(crate) const LABEL_KEYRING: &[u8] = b"mailvault/v1/keyring";
+
 /// HKDF-Expand of `prk` with a labelled, length-prefixed `info`.
 pub(crate) fn expand(prk: &Key32, label: &[u8], fields: &[&[u8]], out: &mut [u8]) {
     let mut info =

@@ -51,6 +51,11 @@ impl AccountKey {
         self.epoch
     }
 
+    /// The key of `epoch` from its stored master key (the keyring's body).
+    pub(crate) fn from_parts(epoch: u32, master: Key32) -> Self {
+        Self { epoch, master }
+    }
+
     pub(crate) fn master(&self) -> &Key32 {
         &self.master
     }

@@ -1,16 +1,18 @@
-//! Layer 5: key management. This first part holds the unlockers and the key slots that
-//! wrap an account's root key under each of them (password, recovery code, device key,
-//! officer), with bounded password stretching. The keyring that stores slots and epochs
-//! on the commit protocol, the five key models and the `Provider`/`Session` roles build
-//! on it.
+//! Layer 5: key management. The unlockers, the key slots that wrap an account's root
+//! key under each of them (password, recovery code, device key, officer) with bounded
+//! password stretching, and the keyring that stores slots and epochs on the commit
+//! protocol ([`KeyringStore`]). The five key models and the `Provider`/`Session` roles
+//! build on it.
 
 mod kdf;
+mod keyring;
 mod slot;
 
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
 pub use kdf::{KdfGate, KdfLimits, DEFAULT_KDF};
+pub use keyring::{KeyringStore, SlotInfo, UnlockedKeyring};
 pub use slot::{Credential, SlotBinding, SlotLock};
 
 use crate::crypto::{Key32, RandomSource};

@@ -57,6 +57,7 @@ pub enum SlotLock<'a> {
 }
 
 /// A credential that opens a slot.
+#[derive(Clone, Copy)]
 pub enum Credential<'a> {
     /// A password.
     Password(&'a str),

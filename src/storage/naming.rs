@@ -5,6 +5,7 @@
 //! a/<account id hex>/b/<blob id hex>                 blobs
 //! a/<account id hex>/i/<collection tag>/m/<version>  index manifests (see `storage::commit`)
 //! a/<account id hex>/i/<collection tag>/s/<seg hex>  index segments
+//! a/<account id hex>/k/<version>                     keyrings (see `storage::commit`)
 //! _probe/<random hex>                    capability probe scratch objects (deleted after)
 //! ```
 
@@ -44,4 +45,9 @@ pub fn segment_path(account: &AccountId, tag: &str, segment: &SegmentId) -> Path
         account.to_hex(),
         segment.to_hex()
     ))
+}
+
+/// The prefix under which an account's keyring is versioned.
+pub fn keyring_prefix(account: &AccountId) -> Path {
+    Path::from(format!("a/{}/k", account.to_hex()))
 }

@@ -153,3 +153,241 @@ fn slot_and_keyring_parsers_refuse_malformed_input() {
     assert_eq!(KeyringBody::parse(&encoded).unwrap(), body);
     assert!(KeyringBody::parse(&encoded[..encoded.len() - 1]).is_err());
 }
+
+mod keyring {
+    use std::sync::Arc;
+
+    use mailvault::crypto::RandomSource;
+    use mailvault::directory::MemoryDirectory;
+    use mailvault::format::slot::{KdfParams, SlotKind};
+    use mailvault::ids::{AccountId, DeploymentId};
+    use mailvault::keys::{
+        Credential, DeviceKey, KeyringStore, RecoveryCode, SlotBinding, SlotLock,
+    };
+    use mailvault::storage::{CommitMode, CountingStore, DynStore, RequestKind};
+    use mailvault::Error;
+    use object_store::{ObjectStoreExt, PutPayload};
+
+    const CHEAP: KdfParams = KdfParams {
+        m_kib: 256,
+        t: 1,
+        p: 1,
+    };
+
+    struct Account {
+        store: DynStore,
+        keyrings: KeyringStore,
+        account: AccountId,
+        deployment: DeploymentId,
+        secret: [u8; 32],
+    }
+
+    impl Account {
+        fn new(store: DynStore, mode: CommitMode) -> Self {
+            let rng = RandomSource::os();
+            let deployment = DeploymentId::random(&rng);
+            Self {
+                keyrings: KeyringStore::new(
+                    store.clone(),
+                    deployment,
+                    Arc::new(MemoryDirectory::new()),
+                    mode,
+                ),
+                store,
+                account: AccountId::random(&rng),
+                deployment,
+                secret: rng.bytes32_for_tests(),
+            }
+        }
+
+        fn binding(&self) -> SlotBinding {
+            SlotBinding::new(self.deployment, self.account, self.secret, None)
+        }
+    }
+
+    #[tokio::test]
+    async fn password_change_rewrites_one_slot_and_the_old_password_stops_working() {
+        for mode in [CommitMode::CompareAndSwap, CommitMode::WriterUnique] {
+            let counting = CountingStore::new(crate::memory());
+            let a = Account::new(Arc::new(counting.clone()), mode);
+            let rng = RandomSource::os();
+            let code = RecoveryCode::generate(&rng);
+            let device = DeviceKey::generate(&rng);
+            let mut keyring = a
+                .keyrings
+                .create(
+                    a.account,
+                    a.binding(),
+                    vec![
+                        SlotLock::Password("old password", CHEAP),
+                        SlotLock::RecoveryCode(&code),
+                        SlotLock::DeviceKey(&device),
+                    ],
+                )
+                .await
+                .unwrap();
+            let key_before = keyring.current_key().unwrap().epoch();
+            counting.reset();
+            keyring
+                .change_password("new password", CHEAP)
+                .await
+                .unwrap();
+            // Only keyring objects were written: nothing re-encrypted.
+            let written = counting.names_written();
+            assert_eq!(written.len(), 1, "{written:?}");
+            assert!(written[0].starts_with(&format!("a/{}/k/", a.account.to_hex())));
+            assert_eq!(
+                counting.count(RequestKind::Delete),
+                1,
+                "the superseded keyring deleted at once"
+            );
+            let unlocked = a
+                .keyrings
+                .unlock(a.account, a.binding(), Credential::Password("new password"))
+                .await
+                .unwrap();
+            assert!(unlocked.same_root_as(&keyring));
+            assert_eq!(unlocked.current_key().unwrap().epoch(), key_before);
+            let old = a
+                .keyrings
+                .unlock(a.account, a.binding(), Credential::Password("old password"))
+                .await;
+            assert!(matches!(old, Err(Error::WrongCredential)), "{mode:?}");
+            // Other slots still open the account.
+            for credential in [
+                Credential::RecoveryCode(code.as_str()),
+                Credential::DeviceKey(&device),
+            ] {
+                let other = a
+                    .keyrings
+                    .unlock(a.account, a.binding(), credential)
+                    .await
+                    .unwrap();
+                assert!(other.same_root_as(&keyring));
+            }
+            // A scan of every stored object finds no slot the old password opens.
+            let objects: Vec<_> = futures::TryStreamExt::try_collect::<Vec<_>>(a.store.list(None))
+                .await
+                .unwrap();
+            assert_eq!(objects.len(), 1, "only the newest keyring remains");
+            let kinds: Vec<_> = unlocked.slots().iter().map(|s| s.kind).collect();
+            assert_eq!(
+                kinds.iter().filter(|k| **k == SlotKind::Password).count(),
+                1
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_older_keyring_replayed_is_refused_and_a_tampered_one_detected() {
+        let a = Account::new(crate::memory(), CommitMode::CompareAndSwap);
+        let mut keyring = a
+            .keyrings
+            .create(
+                a.account,
+                a.binding(),
+                vec![SlotLock::Password("one", CHEAP)],
+            )
+            .await
+            .unwrap();
+        let prefix = format!("a/{}/k/", a.account.to_hex());
+        let list = |store: DynStore| async move {
+            let metas: Vec<_> = futures::TryStreamExt::try_collect::<Vec<_>>(store.list(None))
+                .await
+                .unwrap();
+            metas.into_iter().map(|m| m.location).collect::<Vec<_>>()
+        };
+        let first = list(a.store.clone()).await.remove(0);
+        assert!(first.as_ref().starts_with(&prefix));
+        let old_bytes = a.store.get(&first).await.unwrap().bytes().await.unwrap();
+        keyring.change_password("two", CHEAP).await.unwrap();
+        // Replay: the old generation put back, the new one withheld.
+        let newest = list(a.store.clone()).await.remove(0);
+        let new_bytes = a.store.get(&newest).await.unwrap().bytes().await.unwrap();
+        a.store.delete(&newest).await.unwrap();
+        a.store
+            .put(&first, PutPayload::from(old_bytes))
+            .await
+            .unwrap();
+        let replayed = a
+            .keyrings
+            .unlock(a.account, a.binding(), Credential::Password("one"))
+            .await;
+        assert!(
+            matches!(replayed, Err(Error::Rollback { seen: 2, found: 1 })),
+            "{replayed:?}"
+        );
+        // Restored, then one byte of the sealed body flipped: the password still opens
+        // its slot, and the body fails.
+        a.store.delete(&first).await.unwrap();
+        let mut flipped = new_bytes.to_vec();
+        let n = flipped.len();
+        flipped[n - 3] ^= 1;
+        a.store
+            .put(&newest, PutPayload::from(flipped))
+            .await
+            .unwrap();
+        let tampered = a
+            .keyrings
+            .unlock(a.account, a.binding(), Credential::Password("two"))
+            .await;
+        assert!(matches!(tampered, Err(Error::Tampered)), "{tampered:?}");
+        // Truncated, and an unknown version.
+        a.store
+            .put(&newest, PutPayload::from(new_bytes.slice(..100)))
+            .await
+            .unwrap();
+        let truncated = a
+            .keyrings
+            .unlock(a.account, a.binding(), Credential::Password("two"))
+            .await;
+        assert!(matches!(truncated, Err(Error::Tampered)));
+        let mut v9 = new_bytes.to_vec();
+        v9[4] = 9;
+        a.store.put(&newest, PutPayload::from(v9)).await.unwrap();
+        let unknown = a
+            .keyrings
+            .unlock(a.account, a.binding(), Credential::Password("two"))
+            .await;
+        assert!(matches!(
+            unknown,
+            Err(Error::UnsupportedVersion { version: 9, .. })
+        ));
+        a.store
+            .put(&newest, PutPayload::from(new_bytes))
+            .await
+            .unwrap();
+        a.keyrings
+            .unlock(a.account, a.binding(), Credential::Password("two"))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn erasing_the_account_secret_makes_every_copy_useless() {
+        let a = Account::new(crate::memory(), CommitMode::CompareAndSwap);
+        let rng = RandomSource::os();
+        let device = DeviceKey::generate(&rng);
+        a.keyrings
+            .create(
+                a.account,
+                a.binding(),
+                vec![
+                    SlotLock::Password("pw", CHEAP),
+                    SlotLock::DeviceKey(&device),
+                ],
+            )
+            .await
+            .unwrap();
+        // The directory secret is gone (a new one, or none): nothing opens, whatever the
+        // copy of the bucket.
+        let erased = SlotBinding::new(a.deployment, a.account, rng.bytes32_for_tests(), None);
+        for credential in [Credential::Password("pw"), Credential::DeviceKey(&device)] {
+            let result = a
+                .keyrings
+                .unlock(a.account, erased.clone(), credential)
+                .await;
+            assert!(matches!(result, Err(Error::WrongCredential)));
+        }
+    }
+}

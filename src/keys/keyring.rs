@@ -1,0 +1,406 @@
+//! The keyring of an account on the commit protocol: its slots and, sealed under a key
+//! derived from the root key, its epochs. Every change publishes a new generation (the
+//! generation is in the associated data; the newest generation seen is kept in the
+//! trusted directory) and deletes the superseded ones at once, so an old slot does not
+//! outlive a password change in the bucket (backups and object versioning are another
+//! matter: see `docs/design.md`).
+
+use std::sync::Arc;
+
+use zeroize::Zeroizing;
+
+use super::{Credential, KdfGate, KdfLimits, RootKey, SlotBinding, SlotLock};
+use crate::crypto::kdf::{self, LABEL_KEYRING};
+use crate::crypto::record::RecordCipher;
+use crate::crypto::{AccountKey, Key32, RandomSource};
+use crate::directory::Directory;
+use crate::error::{Error, Result};
+use crate::format::keyring::{write_bound, EpochSecrets, KeyringBody, KeyringObject, MAX_SLOTS};
+use crate::format::slot::{KdfParams, KeySlot, SlotKind};
+use crate::ids::{AccountId, DeploymentId, WriterId};
+use crate::storage::commit::{Published, VersionName, VersionedObjects};
+use crate::storage::{naming, CommitMode, DynStore};
+
+/// The directory record name of keyrings.
+const RECORD: &str = "keyring";
+
+/// Where keyrings are stored, and how slots are opened.
+#[derive(Debug, Clone)]
+pub struct KeyringStore {
+    store: DynStore,
+    deployment: DeploymentId,
+    directory: Arc<dyn Directory>,
+    mode: CommitMode,
+    rng: RandomSource,
+    limits: KdfLimits,
+    gate: KdfGate,
+}
+
+/// A slot as listed to its owner: never a secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotInfo {
+    /// What unlocks it.
+    pub kind: SlotKind,
+    /// Its id.
+    pub id: [u8; 16],
+    /// Creation time, seconds since the Unix epoch.
+    pub created: u64,
+}
+
+/// An unlocked keyring: the root key and the epochs, in memory, zeroized on drop.
+pub struct UnlockedKeyring {
+    store: KeyringStore,
+    account: AccountId,
+    binding: SlotBinding,
+    generation: u64,
+    slots: Vec<KeySlot>,
+    root: RootKey,
+    body: KeyringBody,
+}
+
+impl std::fmt::Debug for UnlockedKeyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnlockedKeyring")
+            .field("account", &self.account)
+            .field("generation", &self.generation)
+            .field("slots", &self.slots.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl KeyringStore {
+    /// Keyrings on `store` for `deployment`, published in `mode`, with the default KDF
+    /// limits and gate.
+    pub fn new(
+        store: DynStore,
+        deployment: DeploymentId,
+        directory: Arc<dyn Directory>,
+        mode: CommitMode,
+    ) -> Self {
+        Self {
+            store,
+            deployment,
+            directory,
+            mode,
+            rng: RandomSource::os(),
+            limits: KdfLimits::default(),
+            gate: KdfGate::default(),
+        }
+    }
+
+    /// Uses `limits` for stored KDF costs and `gate` for concurrent derivations.
+    pub fn with_kdf(mut self, limits: KdfLimits, gate: KdfGate) -> Self {
+        self.limits = limits;
+        self.gate = gate;
+        self
+    }
+
+    fn objects(&self, account: &AccountId) -> VersionedObjects {
+        VersionedObjects::new(
+            self.store.clone(),
+            naming::keyring_prefix(account),
+            self.mode,
+            WriterId::random(&self.rng),
+        )
+    }
+
+    /// Creates the keyring of a new account: a fresh root key, epoch 1 (master key and
+    /// X25519 key pair), and one slot per lock.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] if the account already has a keyring; backend errors.
+    pub async fn create(
+        &self,
+        account: AccountId,
+        binding: SlotBinding,
+        locks: Vec<SlotLock<'_>>,
+    ) -> Result<UnlockedKeyring> {
+        if locks.len() > MAX_SLOTS {
+            return Err(Error::invalid("at most 16 slots"));
+        }
+        let root = RootKey::generate(&self.rng);
+        let mut slots = Vec::with_capacity(locks.len());
+        for lock in locks {
+            slots.push(binding.seal(lock, &root, &self.rng, now())?);
+        }
+        let body = KeyringBody {
+            epochs: vec![EpochSecrets {
+                epoch: 1,
+                master: self.rng.bytes32(),
+                x25519: self.rng.bytes32(),
+            }],
+            records: Vec::new(),
+        };
+        let mut keyring = UnlockedKeyring {
+            store: self.clone(),
+            account,
+            binding,
+            generation: 0,
+            slots,
+            root,
+            body,
+        };
+        keyring.publish().await?;
+        Ok(keyring)
+    }
+
+    /// Loads the newest keyring of `account` and unlocks it with `credential`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] without a keyring; [`Error::Rollback`] if the store offers an
+    /// older generation than the directory recorded; [`Error::WrongCredential`] if no
+    /// slot opens; [`Error::ExcessiveWork`] for hostile stored costs; [`Error::Tampered`]
+    /// for altered data.
+    pub async fn unlock(
+        &self,
+        account: AccountId,
+        binding: SlotBinding,
+        credential: Credential<'_>,
+    ) -> Result<UnlockedKeyring> {
+        let objects = self.objects(&account);
+        let names = objects.list().await?;
+        let newest = names
+            .iter()
+            .max_by_key(|n| (n.generation, n.writer))
+            .copied()
+            .ok_or_else(|| Error::NotFound {
+                path: naming::keyring_prefix(&account).to_string(),
+            })?;
+        let mark = self.directory.high_water_mark(&account, RECORD).await?;
+        if newest.generation < mark {
+            return Err(Error::Rollback {
+                seen: mark,
+                found: newest.generation,
+            });
+        }
+        let stored = objects.fetch(&newest).await?.ok_or(Error::NotFound {
+            path: objects.path(&newest).to_string(),
+        })?;
+        let parsed = KeyringObject::parse(&stored)?;
+        if parsed.generation != newest.generation
+            || newest.writer.is_some_and(|w| w != parsed.writer)
+        {
+            return Err(Error::Tampered);
+        }
+        let mut root = None;
+        let mut last_error = Error::WrongCredential;
+        for slot in &parsed.slots {
+            let matches = matches!(
+                (&credential, slot.kind),
+                (Credential::Password(_), SlotKind::Password)
+                    | (Credential::RecoveryCode(_), SlotKind::RecoveryCode)
+                    | (Credential::DeviceKey(_), SlotKind::DeviceKey)
+                    | (Credential::Officer(_), SlotKind::Officer)
+            );
+            if !matches {
+                continue;
+            }
+            match binding
+                .open(slot, credential, &self.limits, &self.gate)
+                .await
+            {
+                Ok(key) => {
+                    root = Some(key);
+                    break;
+                }
+                Err(Error::WrongCredential) => {}
+                Err(e) => last_error = e,
+            }
+        }
+        let root = root.ok_or(last_error)?;
+        let body = open_body(
+            &self.deployment,
+            &account,
+            &root,
+            parsed.bound,
+            parsed.sealed_body,
+        )?;
+        self.directory
+            .raise_high_water_mark(&account, RECORD, parsed.generation)
+            .await?;
+        Ok(UnlockedKeyring {
+            store: self.clone(),
+            account,
+            binding,
+            generation: parsed.generation,
+            slots: parsed.slots,
+            root,
+            body,
+        })
+    }
+}
+
+fn ring_cipher(deployment: &DeploymentId, account: &AccountId, root: &RootKey) -> RecordCipher {
+    let key: Key32 = kdf::derive_key(
+        &root.0,
+        LABEL_KEYRING,
+        &[deployment.as_bytes(), account.as_bytes()],
+    );
+    RecordCipher::new(&key)
+}
+
+fn body_ad(deployment: &DeploymentId, account: &AccountId, bound: &[u8]) -> Vec<u8> {
+    let mut ad = Vec::with_capacity(LABEL_KEYRING.len() + 32 + bound.len());
+    ad.extend_from_slice(LABEL_KEYRING);
+    ad.extend_from_slice(deployment.as_bytes());
+    ad.extend_from_slice(account.as_bytes());
+    ad.extend_from_slice(bound);
+    ad
+}
+
+fn open_body(
+    deployment: &DeploymentId,
+    account: &AccountId,
+    root: &RootKey,
+    bound: &[u8],
+    sealed: &[u8],
+) -> Result<KeyringBody> {
+    let plain = ring_cipher(deployment, account, root)
+        .open(&body_ad(deployment, account, bound), sealed)
+        .ok_or(Error::Tampered)?;
+    let plain = Zeroizing::new(plain);
+    KeyringBody::parse(&plain)
+}
+
+impl UnlockedKeyring {
+    /// The account.
+    pub fn account(&self) -> AccountId {
+        self.account
+    }
+
+    /// The keyring's generation.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The slots, without secrets.
+    pub fn slots(&self) -> Vec<SlotInfo> {
+        self.slots
+            .iter()
+            .map(|s| SlotInfo {
+                kind: s.kind,
+                id: s.id,
+                created: s.created,
+            })
+            .collect()
+    }
+
+    /// The account key of the newest epoch (for blobs and the index).
+    ///
+    /// # Errors
+    /// [`Error::Tampered`] for a keyring without epochs.
+    pub fn current_key(&self) -> Result<AccountKey> {
+        let newest = self
+            .body
+            .epochs
+            .iter()
+            .max_by_key(|e| e.epoch)
+            .ok_or(Error::Tampered)?;
+        Ok(AccountKey::from_parts(
+            newest.epoch,
+            Key32::from_bytes(newest.master),
+        ))
+    }
+
+    /// Whether `other` holds the same root key (constant time): two unlocks of one
+    /// account through different slots agree.
+    pub fn same_root_as(&self, other: &UnlockedKeyring) -> bool {
+        self.root.same_as(&other.root)
+    }
+
+    /// Replaces every password slot by one for `password`: one slot rewritten, nothing
+    /// re-encrypted; the superseded keyring generations are deleted at once.
+    ///
+    /// # Errors
+    /// As publishing: [`Error::Conflict`] if another writer changed the keyring meanwhile;
+    /// backend errors.
+    pub async fn change_password(&mut self, password: &str, params: KdfParams) -> Result<()> {
+        let slot = self.binding.seal(
+            SlotLock::Password(password, params),
+            &self.root,
+            &self.store.rng,
+            now(),
+        )?;
+        self.slots.retain(|s| s.kind != SlotKind::Password);
+        self.slots.push(slot);
+        self.publish().await
+    }
+
+    /// Adds a slot.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] beyond 16 slots; as [`change_password`](Self::change_password).
+    pub async fn add_slot(&mut self, lock: SlotLock<'_>) -> Result<()> {
+        if self.slots.len() >= MAX_SLOTS {
+            return Err(Error::invalid("at most 16 slots"));
+        }
+        let slot = self
+            .binding
+            .seal(lock, &self.root, &self.store.rng, now())?;
+        self.slots.push(slot);
+        self.publish().await
+    }
+
+    /// Removes the slot with `id`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an unknown id or the last slot; as
+    /// [`change_password`](Self::change_password).
+    pub async fn remove_slot(&mut self, id: [u8; 16]) -> Result<()> {
+        let before = self.slots.len();
+        self.slots.retain(|s| s.id != id);
+        if self.slots.len() == before {
+            return Err(Error::invalid("no such slot"));
+        }
+        self.publish().await
+    }
+
+    /// Publishes the next generation and deletes the older ones.
+    async fn publish(&mut self) -> Result<()> {
+        let store = &self.store;
+        let objects = store.objects(&self.account);
+        let generation = self.generation + 1;
+        let writer = match objects.own_name(generation).writer {
+            Some(w) => w,
+            None => WriterId::random(&store.rng),
+        };
+        let bound = write_bound(generation, &writer, &self.slots);
+        let mut bytes = bound.clone();
+        let body = self.body.to_bytes();
+        ring_cipher(&store.deployment, &self.account, &self.root).seal(
+            &store.rng,
+            &body_ad(&store.deployment, &self.account, &bound),
+            &body,
+            &mut bytes,
+        );
+        match objects.publish(generation, bytes).await? {
+            Published::Done => {}
+            Published::Conflict => {
+                return Err(Error::Conflict {
+                    path: objects.path(&objects.own_name(generation)).to_string(),
+                })
+            }
+        }
+        self.generation = generation;
+        store
+            .directory
+            .raise_high_water_mark(&self.account, RECORD, generation)
+            .await?;
+        let superseded: Vec<VersionName> = objects
+            .list()
+            .await?
+            .into_iter()
+            .filter(|n| n.generation < generation)
+            .collect();
+        for name in superseded {
+            objects.delete(&name).await?;
+        }
+        Ok(())
+    }
+}
