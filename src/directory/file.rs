@@ -4,13 +4,14 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use tokio::sync::Mutex;
 
-use super::{Directory, RecordName};
+use super::{AccountRecord, Directory, KeyModel, OfficerKeyEntry, OfficerPublicKey, RecordName};
 use crate::error::{Error, Result};
 use crate::ids::AccountId;
 
 /// A [`Directory`] in a local directory: one file per mark, `<account>/<record>`, holding
-/// the generation in decimal. Each raise writes a temporary file, fsyncs it, renames it
-/// into place and fsyncs the directory, so a raised mark survives a crash.
+/// the generation in decimal; the account record in `<account>/account.rec`; the officer
+/// keys in `officers.rec`. Every write goes to a temporary file, is fsynced, renamed into
+/// place and the directory fsynced, so it survives a crash.
 #[derive(Debug)]
 pub struct FileDirectory {
     root: PathBuf,
@@ -63,14 +64,17 @@ fn read_mark(path: &Path) -> Result<u64> {
 }
 
 fn write_mark(path: &Path, generation: u64) -> Result<()> {
-    let dir = path
-        .parent()
-        .expect("mark files live in an account directory");
+    write_atomic(path, generation.to_string().as_bytes())
+}
+
+/// Writes `bytes` to a temporary file, fsyncs it, renames it over `path` and fsyncs the
+/// folder.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().expect("directory files live in a folder");
     std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
     let tmp = path.with_extension("tmp");
     let mut file = std::fs::File::create(&tmp).map_err(|e| io_error(&tmp, e))?;
-    file.write_all(generation.to_string().as_bytes())
-        .map_err(|e| io_error(&tmp, e))?;
+    file.write_all(bytes).map_err(|e| io_error(&tmp, e))?;
     file.sync_all().map_err(|e| io_error(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))?;
     std::fs::File::open(dir)
@@ -78,14 +82,70 @@ fn write_mark(path: &Path, generation: u64) -> Result<()> {
         .map_err(|e| io_error(dir, e))
 }
 
+fn corrupt(path: &Path) -> Error {
+    Error::Config(format!("directory file {} is corrupt", path.display()))
+}
+
+fn unhex32(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in text.as_bytes().chunks_exact(2).enumerate() {
+        out[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// `model <n>`, `secret <hex>`, then `epoch <n> <hex public key>` lines.
+fn encode_record(record: &AccountRecord) -> zeroize::Zeroizing<String> {
+    let mut out = format!(
+        "model {}\nsecret {}\n",
+        record.model.number(),
+        crate::ids::hex(record.secret())
+    );
+    for (epoch, key) in &record.public_keys {
+        out.push_str(&format!("epoch {epoch} {}\n", crate::ids::hex(key)));
+    }
+    zeroize::Zeroizing::new(out)
+}
+
+fn decode_record(path: &Path, text: &str) -> Result<AccountRecord> {
+    let mut model = None;
+    let mut secret = None;
+    let mut keys = Vec::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            ["model", n] => model = n.parse().ok().and_then(KeyModel::from_number),
+            ["secret", hex] => secret = unhex32(hex),
+            ["epoch", n, hex] => keys.push((
+                n.parse().map_err(|_| corrupt(path))?,
+                unhex32(hex).ok_or_else(|| corrupt(path))?,
+            )),
+            _ => return Err(corrupt(path)),
+        }
+    }
+    match (model, secret) {
+        (Some(model), Some(secret)) => Ok(AccountRecord::new(model, keys, secret)),
+        _ => Err(corrupt(path)),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Config(format!("directory task: {e}")))?
+}
+
 #[async_trait]
 impl Directory for FileDirectory {
     async fn high_water_mark(&self, account: &AccountId, record: &RecordName) -> Result<u64> {
         let path = self.path(account, record)?;
         let _guard = self.lock.lock().await;
-        tokio::task::spawn_blocking(move || read_mark(&path))
-            .await
-            .map_err(|e| Error::Config(format!("directory task: {e}")))?
+        blocking(move || read_mark(&path)).await
     }
 
     async fn raise_high_water_mark(
@@ -96,14 +156,98 @@ impl Directory for FileDirectory {
     ) -> Result<()> {
         let path = self.path(account, record)?;
         let _guard = self.lock.lock().await;
-        tokio::task::spawn_blocking(move || {
+        blocking(move || {
             if read_mark(&path)? < generation {
                 write_mark(&path, generation)?;
             }
             Ok(())
         })
         .await
-        .map_err(|e| Error::Config(format!("directory task: {e}")))?
+    }
+
+    async fn account_record(&self, account: &AccountId) -> Result<Option<AccountRecord>> {
+        let path = self.root.join(account.to_hex()).join("account.rec");
+        let _guard = self.lock.lock().await;
+        blocking(move || match std::fs::read_to_string(&path) {
+            Ok(text) => decode_record(&path, &text).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error(&path, e)),
+        })
+        .await
+    }
+
+    async fn set_account_record(&self, account: &AccountId, record: AccountRecord) -> Result<()> {
+        let path = self.root.join(account.to_hex()).join("account.rec");
+        let _guard = self.lock.lock().await;
+        blocking(move || write_atomic(&path, encode_record(&record).as_bytes())).await
+    }
+
+    async fn erase_account(&self, account: &AccountId) -> Result<()> {
+        let dir = self.root.join(account.to_hex());
+        let root = self.root.clone();
+        let _guard = self.lock.lock().await;
+        blocking(move || {
+            // The secret first, durably; then the marks.
+            let record = dir.join("account.rec");
+            match std::fs::remove_file(&record) {
+                Ok(()) => std::fs::File::open(&dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| io_error(&dir, e))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error(&record, e)),
+            }
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error(&dir, e)),
+            }
+            std::fs::File::open(&root)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io_error(&root, e))
+        })
+        .await
+    }
+
+    async fn officer_keys(&self) -> Result<Vec<OfficerKeyEntry>> {
+        let path = self.root.join("officers.rec");
+        let _guard = self.lock.lock().await;
+        blocking(move || {
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(io_error(&path, e)),
+            };
+            text.lines()
+                .map(
+                    |line| match line.split_whitespace().collect::<Vec<_>>().as_slice() {
+                        [hex, state @ ("current" | "retired")] => Ok(OfficerKeyEntry {
+                            key: OfficerPublicKey::from_bytes(
+                                unhex32(hex).ok_or_else(|| corrupt(&path))?,
+                            ),
+                            current: *state == "current",
+                        }),
+                        _ => Err(corrupt(&path)),
+                    },
+                )
+                .collect()
+        })
+        .await
+    }
+
+    async fn set_officer_keys(&self, keys: Vec<OfficerKeyEntry>) -> Result<()> {
+        let path = self.root.join("officers.rec");
+        let _guard = self.lock.lock().await;
+        let text: String = keys
+            .iter()
+            .map(|k| {
+                format!(
+                    "{} {}\n",
+                    crate::ids::hex(&k.key.to_bytes()),
+                    if k.current { "current" } else { "retired" }
+                )
+            })
+            .collect();
+        blocking(move || write_atomic(&path, text.as_bytes())).await
     }
 }
 
@@ -134,5 +278,54 @@ mod tests {
             5
         );
         assert!(reopened.high_water_mark(&account, "../x").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn account_records_and_officer_keys_survive_reopening_and_erase_forgets() {
+        let dir = tempfile::tempdir().unwrap();
+        let account = AccountId::from_bytes([2; 16]);
+        let directory = FileDirectory::open(dir.path()).unwrap();
+        let record = AccountRecord::new(
+            KeyModel::ServerManaged,
+            vec![(1, [7; 32]), (2, [8; 32])],
+            [9; 32],
+        );
+        directory
+            .set_account_record(&account, record)
+            .await
+            .unwrap();
+        directory
+            .raise_high_water_mark(&account, "keyring", 3)
+            .await
+            .unwrap();
+        let officers = vec![
+            OfficerKeyEntry {
+                key: OfficerPublicKey::from_bytes([1; 32]),
+                current: true,
+            },
+            OfficerKeyEntry {
+                key: OfficerPublicKey::from_bytes([2; 32]),
+                current: false,
+            },
+        ];
+        directory.set_officer_keys(officers.clone()).await.unwrap();
+        let reopened = FileDirectory::open(dir.path()).unwrap();
+        let back = reopened.account_record(&account).await.unwrap().unwrap();
+        assert_eq!(
+            (back.model, back.public_keys.clone(), *back.secret()),
+            (
+                KeyModel::ServerManaged,
+                vec![(1, [7; 32]), (2, [8; 32])],
+                [9; 32]
+            )
+        );
+        assert_eq!(reopened.officer_keys().await.unwrap(), officers);
+        reopened.erase_account(&account).await.unwrap();
+        assert!(reopened.account_record(&account).await.unwrap().is_none());
+        assert_eq!(
+            reopened.high_water_mark(&account, "keyring").await.unwrap(),
+            0
+        );
+        assert!(!dir.path().join(account.to_hex()).exists());
     }
 }

@@ -3,14 +3,22 @@ use std::sync::{Mutex, PoisonError};
 
 use async_trait::async_trait;
 
-use super::{Directory, RecordName};
+use super::{AccountRecord, Directory, OfficerKeyEntry, RecordName};
 use crate::error::Result;
 use crate::ids::AccountId;
 
 /// A [`Directory`] in process memory, for tests and examples.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct MemoryDirectory {
     marks: Mutex<HashMap<(AccountId, String), u64>>,
+    accounts: Mutex<HashMap<AccountId, AccountRecord>>,
+    officers: Mutex<Vec<OfficerKeyEntry>>,
+}
+
+impl std::fmt::Debug for MemoryDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryDirectory").finish_non_exhaustive()
+    }
 }
 
 impl MemoryDirectory {
@@ -39,6 +47,48 @@ impl Directory for MemoryDirectory {
         let mut marks = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
         let mark = marks.entry((*account, record.to_string())).or_insert(0);
         *mark = (*mark).max(generation);
+        Ok(())
+    }
+
+    async fn account_record(&self, account: &AccountId) -> Result<Option<AccountRecord>> {
+        Ok(self
+            .accounts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(account)
+            .cloned())
+    }
+
+    async fn set_account_record(&self, account: &AccountId, record: AccountRecord) -> Result<()> {
+        self.accounts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(*account, record);
+        Ok(())
+    }
+
+    async fn erase_account(&self, account: &AccountId) -> Result<()> {
+        self.accounts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(account);
+        self.marks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(a, _), _| a != account);
+        Ok(())
+    }
+
+    async fn officer_keys(&self) -> Result<Vec<OfficerKeyEntry>> {
+        Ok(self
+            .officers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone())
+    }
+
+    async fn set_officer_keys(&self, keys: Vec<OfficerKeyEntry>) -> Result<()> {
+        *self.officers.lock().unwrap_or_else(PoisonError::into_inner) = keys;
         Ok(())
     }
 }

@@ -11,6 +11,7 @@ mod slot;
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
+pub use crate::directory::OfficerPublicKey;
 pub use kdf::{KdfGate, KdfLimits, DEFAULT_KDF};
 pub use keyring::{KeyringStore, SlotInfo, UnlockedKeyring};
 pub use slot::{Credential, SlotBinding, SlotLock};
@@ -125,22 +126,6 @@ impl RecoveryCode {
     }
 }
 
-/// An officer's X25519 public key, published in the trusted directory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct OfficerPublicKey([u8; 32]);
-
-impl OfficerPublicKey {
-    /// The key from its bytes.
-    pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self(bytes)
-    }
-
-    /// Its bytes.
-    pub fn to_bytes(&self) -> [u8; 32] {
-        self.0
-    }
-}
-
 /// An officer's X25519 secret key, kept offline. Zeroized on drop; no `Debug`.
 pub struct OfficerSecret {
     secret: StaticSecret,
@@ -168,7 +153,7 @@ impl OfficerSecret {
 
     /// The public key to publish.
     pub fn public(&self) -> OfficerPublicKey {
-        OfficerPublicKey(PublicKey::from(&self.secret).to_bytes())
+        OfficerPublicKey::from_bytes(PublicKey::from(&self.secret).to_bytes())
     }
 
     pub(crate) fn secret(&self) -> &StaticSecret {
