@@ -48,6 +48,7 @@
 //! | [`keys`] | unlockers and key slots (password, recovery code, device key, officer) |
 //! | [`directory`] | what the server trusts: high-water marks against rollback |
 //! | [`blob`] | encrypted bodies: streaming write, streaming read, range read |
+//! | [`engine`] | `Provider` (accounts, login, officer tools, erase) and `Session` |
 //! | [`index`] | encrypted ordered key/value collections on the commit protocol |
 //!
 //! The byte-level formats are in `docs/design.md`.
@@ -57,6 +58,7 @@
 pub mod blob;
 pub mod crypto;
 pub mod directory;
+pub mod engine;
 mod error;
 pub mod format;
 pub mod ids;

@@ -314,6 +314,47 @@ impl UnlockedKeyring {
         self.root.same_as(&other.root)
     }
 
+    /// The X25519 public key of each live epoch (what the trusted directory must list).
+    pub fn epoch_public_keys(&self) -> Vec<(u32, [u8; 32])> {
+        self.body
+            .epochs
+            .iter()
+            .map(|e| {
+                let secret = x25519_dalek::StaticSecret::from(e.x25519);
+                (e.epoch, x25519_dalek::PublicKey::from(&secret).to_bytes())
+            })
+            .collect()
+    }
+
+    /// The costs of the password slot, if there is one.
+    pub fn password_costs(&self) -> Option<KdfParams> {
+        self.slots
+            .iter()
+            .find(|s| s.kind == SlotKind::Password)
+            .map(|s| s.kdf)
+    }
+
+    /// Officer actions recorded in the keyring, oldest first: what the user can see.
+    pub fn officer_records(&self) -> &[crate::format::keyring::OfficerRecord] {
+        &self.body.records
+    }
+
+    /// Records an officer action (1 opened, 2 reset the password, 3 audited) and publishes
+    /// it.
+    ///
+    /// # Errors
+    /// As [`change_password`](Self::change_password).
+    pub async fn record_officer_action(&mut self, kind: u8, officer: [u8; 32]) -> Result<()> {
+        self.body
+            .records
+            .push(crate::format::keyring::OfficerRecord {
+                kind,
+                time: now(),
+                officer,
+            });
+        self.publish().await
+    }
+
     /// Replaces every password slot by one for `password`: one slot rewritten, nothing
     /// re-encrypted; the superseded keyring generations are deleted at once.
     ///

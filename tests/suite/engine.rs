@@ -1,0 +1,270 @@
+//! The transparent flavor end to end (key model 5): account creation, login, password
+//! change, officer open/reset/audit with records the user sees, parameter upgrade, a
+//! login storm through the gate, and crypto-erase against a copy of the bucket.
+
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use mailvault::crypto::RandomSource;
+use mailvault::directory::{AccountRecord, Directory, KeyModel, MemoryDirectory, OfficerKeyEntry};
+use mailvault::engine::{officer_action, Provider, ProviderConfig};
+use mailvault::format::slot::{KdfParams, SlotKind};
+use mailvault::format::BlobKind;
+use mailvault::ids::DeploymentId;
+use mailvault::index::Batch;
+use mailvault::keys::{KdfGate, KdfLimits, OfficerSecret};
+use mailvault::storage::DynStore;
+use mailvault::Error;
+use object_store::{ObjectStoreExt, PutPayload};
+
+const CHEAP: KdfParams = KdfParams {
+    m_kib: 256,
+    t: 1,
+    p: 1,
+};
+
+struct Deployment {
+    store: DynStore,
+    directory: Arc<MemoryDirectory>,
+    officer: OfficerSecret,
+    deployment: DeploymentId,
+}
+
+impl Deployment {
+    async fn new() -> Self {
+        let rng = RandomSource::os();
+        let directory = Arc::new(MemoryDirectory::new());
+        let officer = OfficerSecret::generate(&rng);
+        directory
+            .set_officer_keys(vec![OfficerKeyEntry {
+                key: officer.public(),
+                current: true,
+            }])
+            .await
+            .unwrap();
+        Self {
+            store: super::memory(),
+            directory,
+            officer,
+            deployment: DeploymentId::random(&rng),
+        }
+    }
+
+    async fn provider(&self, kdf: KdfParams) -> Provider {
+        self.provider_on(self.store.clone(), kdf).await
+    }
+
+    async fn provider_on(&self, store: DynStore, kdf: KdfParams) -> Provider {
+        let config = ProviderConfig {
+            pepper: Some([5; 32]),
+            kdf,
+            limits: KdfLimits::default(),
+            gate: KdfGate::new(2),
+        };
+        Provider::new(store, self.deployment, self.directory.clone(), config)
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_5_login_password_change_and_officer_tools() {
+    let d = Deployment::new().await;
+    let provider = d.provider(CHEAP).await;
+    let alice = provider.create_account("first password").await.unwrap();
+    let record = d.directory.account_record(&alice).await.unwrap().unwrap();
+    assert_eq!(record.model, KeyModel::ServerManaged);
+    assert_eq!(record.public_keys.len(), 1);
+
+    let mut session = provider.unlock(alice, "first password").await.unwrap();
+    let kinds: Vec<_> = session.slots().iter().map(|s| s.kind).collect();
+    assert_eq!(kinds, vec![SlotKind::Password, SlotKind::Officer]);
+    let pin = session
+        .blobs()
+        .put(BlobKind::Message, b"Subject: hello")
+        .await
+        .unwrap();
+    let mut flags = session.collection(b"flags").await.unwrap();
+    let mut batch = Batch::new();
+    batch.put(&b"uid:1"[..], &b"\\Seen"[..]);
+    flags.commit(batch).await.unwrap();
+    assert!(matches!(
+        provider.unlock(alice, "wrong").await,
+        Err(Error::WrongCredential)
+    ));
+
+    session.change_password("second password").await.unwrap();
+    assert!(matches!(
+        provider.unlock(alice, "first password").await,
+        Err(Error::WrongCredential)
+    ));
+    let again = provider.unlock(alice, "second password").await.unwrap();
+    assert_eq!(
+        &again.blobs().read(&pin).await.unwrap()[..],
+        b"Subject: hello"
+    );
+    assert_eq!(
+        again.collection(b"flags").await.unwrap().get(b"uid:1"),
+        Some(&b"\\Seen"[..])
+    );
+    assert!(again.officer_records().is_empty());
+
+    // The officer opens the account, resets the password and audits it; the user sees it all.
+    let officer_session = provider.officer_open(alice, &d.officer).await.unwrap();
+    assert_eq!(
+        &officer_session.blobs().read(&pin).await.unwrap()[..],
+        b"Subject: hello"
+    );
+    provider
+        .officer_reset_password(alice, &d.officer, "reset by officer")
+        .await
+        .unwrap();
+    assert!(matches!(
+        provider.unlock(alice, "second password").await,
+        Err(Error::WrongCredential)
+    ));
+    let report = provider.officer_audit(alice, &d.officer).await.unwrap();
+    assert!(report.consistent);
+    assert_eq!(report.matching_epochs, vec![1]);
+    let user = provider.unlock(alice, "reset by officer").await.unwrap();
+    let actions: Vec<u8> = user.officer_records().iter().map(|r| r.kind).collect();
+    assert_eq!(
+        actions,
+        vec![
+            officer_action::OPENED,
+            officer_action::RESET_PASSWORD,
+            officer_action::AUDITED
+        ]
+    );
+    assert!(user
+        .officer_records()
+        .iter()
+        .all(|r| r.officer == d.officer.public().to_bytes()));
+    // Another officer key opens nothing.
+    let stranger = OfficerSecret::generate(&RandomSource::os());
+    assert!(matches!(
+        provider.officer_open(alice, &stranger).await,
+        Err(Error::WrongCredential)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weaker_stored_costs_are_raised_at_the_next_login() {
+    let d = Deployment::new().await;
+    let alice = d.provider(CHEAP).await.create_account("pw").await.unwrap();
+    let stronger = KdfParams {
+        m_kib: 1024,
+        t: 2,
+        p: 1,
+    };
+    let provider = d.provider(stronger).await;
+    provider.unlock(alice, "pw").await.unwrap();
+    let objects: Vec<_> = d.store.list(None).try_collect().await.unwrap();
+    let keyring = objects
+        .iter()
+        .find(|m| m.location.as_ref().contains("/k/"))
+        .unwrap();
+    let bytes = d
+        .store
+        .get(&keyring.location)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let parsed = mailvault::format::keyring::KeyringObject::parse(&bytes).unwrap();
+    let password = parsed
+        .slots
+        .iter()
+        .find(|s| s.kind == SlotKind::Password)
+        .unwrap();
+    assert_eq!(password.kdf, stronger);
+    provider.unlock(alice, "pw").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_storm_goes_through_the_gate() {
+    let d = Deployment::new().await;
+    let provider = Arc::new(d.provider(CHEAP).await);
+    let alice = provider.create_account("pw").await.unwrap();
+    let mut logins = Vec::new();
+    for i in 0..24 {
+        let provider = provider.clone();
+        logins.push(tokio::spawn(async move {
+            let password = if i % 3 == 0 { "nope" } else { "pw" };
+            provider.unlock(alice, password).await.map(|_| ())
+        }));
+    }
+    let mut ok = 0;
+    for (i, login) in logins.into_iter().enumerate() {
+        match login.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(Error::WrongCredential) => assert_eq!(i % 3, 0),
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(ok, 16);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erase_leaves_nothing_openable_even_in_a_copy_of_the_bucket() {
+    let d = Deployment::new().await;
+    let provider = d.provider(CHEAP).await;
+    let alice = provider.create_account("pw").await.unwrap();
+    let session = provider.unlock(alice, "pw").await.unwrap();
+    session
+        .blobs()
+        .put(BlobKind::Message, b"secret mail")
+        .await
+        .unwrap();
+    // A backup of the bucket taken before the erase.
+    let backup = super::memory();
+    let objects: Vec<_> = d.store.list(None).try_collect().await.unwrap();
+    for meta in &objects {
+        let bytes = d
+            .store
+            .get(&meta.location)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        backup
+            .put(&meta.location, PutPayload::from(bytes))
+            .await
+            .unwrap();
+    }
+    let record_before = d.directory.account_record(&alice).await.unwrap().unwrap();
+    provider.erase_account(alice).await.unwrap();
+    let left: Vec<_> = d.store.list(None).try_collect().await.unwrap();
+    assert!(
+        left.iter()
+            .all(|m| !m.location.as_ref().contains(&alice.to_hex())),
+        "{left:?}"
+    );
+    assert!(matches!(
+        provider.unlock(alice, "pw").await,
+        Err(Error::NotFound { .. })
+    ));
+    // On the backup, with the account record restored from an old copy of the directory
+    // minus its secret (which erase destroyed): neither the password nor the officer
+    // opens anything.
+    let on_backup = d.provider_on(backup, CHEAP).await;
+    let guessed = AccountRecord::new(
+        record_before.model,
+        record_before.public_keys.clone(),
+        [0; 32],
+    );
+    d.directory
+        .set_account_record(&alice, guessed)
+        .await
+        .unwrap();
+    assert!(matches!(
+        on_backup.unlock(alice, "pw").await,
+        Err(Error::WrongCredential)
+    ));
+    assert!(matches!(
+        on_backup.officer_open(alice, &d.officer).await,
+        Err(Error::WrongCredential)
+    ));
+}
