@@ -44,8 +44,8 @@ use crate::format::slot::KdfParams;
 use crate::ids::{AccountId, DeploymentId};
 use crate::index::{Collection, IndexStore};
 use crate::keys::{
-    Credential, KdfGate, KdfLimits, KeyringStore, OfficerSecret, SlotBinding, SlotInfo, SlotLock,
-    UnlockedKeyring, DEFAULT_KDF,
+    Credential, DeviceKey, KdfGate, KdfLimits, KeyringStore, OfficerSecret, RecoveryCode,
+    SlotBinding, SlotInfo, SlotLock, UnlockedKeyring, DEFAULT_KDF,
 };
 use crate::storage::{naming, probe_capabilities, CommitMode, DynStore};
 
@@ -228,6 +228,24 @@ impl Provider {
         self.session(keyring)
     }
 
+    /// Unlocks an account with any credential its keyring has a slot for: a recovery
+    /// code, or a device key (on a companion).
+    ///
+    /// # Errors
+    /// As [`unlock`](Self::unlock).
+    pub async fn unlock_with(
+        &self,
+        account: AccountId,
+        credential: Credential<'_>,
+    ) -> Result<Session> {
+        let record = self.record(account).await?;
+        let keyring = self
+            .keyrings
+            .unlock(account, self.binding(account, &record), credential)
+            .await?;
+        self.session(keyring)
+    }
+
     fn session(&self, keyring: UnlockedKeyring) -> Result<Session> {
         let key = keyring.current_key()?;
         Ok(Session {
@@ -236,6 +254,8 @@ impl Provider {
             key,
             keyring,
             provider_kdf: self.config.kdf,
+            rng: self.rng.clone(),
+            directory: self.directory.clone(),
         })
     }
 
@@ -355,6 +375,8 @@ pub struct Session {
     blobs: AccountBlobs,
     index: IndexStore,
     provider_kdf: KdfParams,
+    rng: RandomSource,
+    directory: Arc<dyn Directory>,
 }
 
 impl std::fmt::Debug for Session {
@@ -395,6 +417,61 @@ impl Session {
         self.keyring
             .change_password(new_password, self.provider_kdf)
             .await
+    }
+
+    /// Adds a recovery-code slot and returns the code, to show the user once.
+    ///
+    /// # Errors
+    /// As [`UnlockedKeyring::add_slot`].
+    pub async fn add_recovery_code(&mut self) -> Result<RecoveryCode> {
+        let code = RecoveryCode::generate(&self.rng);
+        self.keyring.add_slot(SlotLock::RecoveryCode(&code)).await?;
+        Ok(code)
+    }
+
+    /// Adds a device-key slot and returns the key, to store on the device only.
+    ///
+    /// # Errors
+    /// As [`UnlockedKeyring::add_slot`].
+    pub async fn add_device_key(&mut self) -> Result<DeviceKey> {
+        let key = DeviceKey::generate(&self.rng);
+        self.keyring.add_slot(SlotLock::DeviceKey(&key)).await?;
+        Ok(key)
+    }
+
+    /// Removes a slot. Under a model that requires an officer slot, the last slot for a
+    /// current officer key cannot be removed.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an unknown slot, the last slot, or the required
+    /// officer slot; as [`UnlockedKeyring::remove_slot`].
+    pub async fn remove_slot(&mut self, id: [u8; 16]) -> Result<()> {
+        let record = self.directory.account_record(&self.account()).await?;
+        if record.is_some_and(|r| r.model.requires_officer()) {
+            let current: Vec<[u8; 32]> = self
+                .directory
+                .officer_keys()
+                .await?
+                .iter()
+                .filter(|k| k.current)
+                .map(|k| k.key.to_bytes())
+                .collect();
+            let remaining_officer = self
+                .keyring
+                .officer_slot_keys()
+                .into_iter()
+                .filter(|(slot, key)| *slot != id && current.contains(key))
+                .count();
+            if remaining_officer == 0 {
+                return Err(Error::invalid(
+                    "this key model requires a slot for a current officer key",
+                ));
+            }
+        }
+        if self.keyring.slots().len() <= 1 {
+            return Err(Error::invalid("the last slot cannot be removed"));
+        }
+        self.keyring.remove_slot(id).await
     }
 
     /// The account's slots (kinds and creation times, never secrets).

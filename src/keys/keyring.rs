@@ -326,6 +326,15 @@ impl UnlockedKeyring {
             .collect()
     }
 
+    /// The officer slots: each slot's id and the officer public key it is sealed to.
+    pub fn officer_slot_keys(&self) -> Vec<([u8; 16], [u8; 32])> {
+        self.slots
+            .iter()
+            .filter(|s| s.kind == SlotKind::Officer)
+            .map(|s| (s.id, s.officer))
+            .collect()
+    }
+
     /// The costs of the password slot, if there is one.
     pub fn password_costs(&self) -> Option<KdfParams> {
         self.slots

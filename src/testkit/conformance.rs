@@ -30,6 +30,7 @@ pub async fn run(store: DynStore, capabilities: Capabilities) {
     delete(&store).await;
     no_plaintext(&store).await;
     index_flows(&store, capabilities).await;
+    key_flows(&store).await;
 }
 
 /// A fresh account with its own keys, on `store`.
@@ -320,4 +321,78 @@ pub async fn index_flows(store: &DynStore, expected: Capabilities) {
         "a withheld manifest must be refused"
     );
     cleanup(store, &account).await;
+}
+
+/// The key layer on this backend (key model 5): create an account, log in, change the
+/// password (the old one stops working), officer recovery, and crypto-erase.
+pub async fn key_flows(store: &DynStore) {
+    use crate::directory::{Directory, MemoryDirectory, OfficerKeyEntry};
+    use crate::engine::{Provider, ProviderConfig};
+    use crate::format::slot::KdfParams;
+    use crate::keys::{KdfGate, KdfLimits, OfficerSecret};
+    let rng = RandomSource::os();
+    let directory = std::sync::Arc::new(MemoryDirectory::new());
+    let officer = OfficerSecret::generate(&rng);
+    directory
+        .set_officer_keys(vec![OfficerKeyEntry {
+            key: officer.public(),
+            current: true,
+        }])
+        .await
+        .expect("officer keys");
+    let config = ProviderConfig {
+        pepper: None,
+        kdf: KdfParams {
+            m_kib: 1024,
+            t: 1,
+            p: 1,
+        },
+        limits: KdfLimits::default(),
+        gate: KdfGate::new(2),
+    };
+    let provider = Provider::new(store.clone(), DeploymentId::random(&rng), directory, config)
+        .await
+        .expect("provider");
+    let account = provider
+        .create_account("first")
+        .await
+        .expect("create account");
+    let mut session = provider.unlock(account, "first").await.expect("login");
+    let pin = session
+        .blobs()
+        .put(BlobKind::Message, b"kept across password changes")
+        .await
+        .expect("put");
+    session
+        .change_password("second")
+        .await
+        .expect("change password");
+    assert!(matches!(
+        provider.unlock(account, "first").await,
+        Err(Error::WrongCredential)
+    ));
+    let again = provider
+        .unlock(account, "second")
+        .await
+        .expect("login with the new password");
+    assert_eq!(
+        &again.blobs().read(&pin).await.expect("read")[..],
+        b"kept across password changes"
+    );
+    let recovered = provider
+        .officer_open(account, &officer)
+        .await
+        .expect("officer open");
+    assert_eq!(
+        &recovered.blobs().read(&pin).await.expect("read")[..],
+        b"kept across password changes"
+    );
+    provider.erase_account(account).await.expect("erase");
+    assert!(provider.unlock(account, "second").await.is_err());
+    let left: Vec<_> = store
+        .list(Some(&naming::account_prefix(&account)))
+        .try_collect()
+        .await
+        .expect("list");
+    assert!(left.is_empty(), "erase leaves nothing: {left:?}");
 }

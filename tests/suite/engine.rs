@@ -268,3 +268,58 @@ async fn erase_leaves_nothing_openable_even_in_a_copy_of_the_bucket() {
         Err(Error::WrongCredential)
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slot_management_on_a_session() {
+    use mailvault::keys::Credential;
+    let d = Deployment::new().await;
+    let provider = d.provider(CHEAP).await;
+    let alice = provider.create_account("pw").await.unwrap();
+    let mut session = provider.unlock(alice, "pw").await.unwrap();
+    let code = session.add_recovery_code().await.unwrap();
+    let device = session.add_device_key().await.unwrap();
+    let kinds: Vec<_> = session.slots().iter().map(|s| s.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            SlotKind::Password,
+            SlotKind::Officer,
+            SlotKind::RecoveryCode,
+            SlotKind::DeviceKey
+        ]
+    );
+    provider
+        .unlock_with(alice, Credential::RecoveryCode(code.as_str()))
+        .await
+        .unwrap();
+    let file = device.to_file_string();
+    let from_file = mailvault::keys::DeviceKey::from_file_string(&file).unwrap();
+    provider
+        .unlock_with(alice, Credential::DeviceKey(&from_file))
+        .await
+        .unwrap();
+    // Model 5 keeps its officer slot.
+    let officer_slot = session
+        .slots()
+        .iter()
+        .find(|s| s.kind == SlotKind::Officer)
+        .unwrap()
+        .id;
+    assert!(matches!(
+        session.remove_slot(officer_slot).await,
+        Err(Error::InvalidArgument(_))
+    ));
+    // Removing the recovery slot makes the code useless at once.
+    let recovery_slot = session
+        .slots()
+        .iter()
+        .find(|s| s.kind == SlotKind::RecoveryCode)
+        .unwrap()
+        .id;
+    session.remove_slot(recovery_slot).await.unwrap();
+    let gone = provider
+        .unlock_with(alice, Credential::RecoveryCode(code.as_str()))
+        .await;
+    assert!(matches!(gone, Err(Error::WrongCredential)));
+    provider.unlock(alice, "pw").await.unwrap();
+}
