@@ -163,31 +163,8 @@ impl KeyringStore {
         binding: SlotBinding,
         credential: Credential<'_>,
     ) -> Result<UnlockedKeyring> {
-        let objects = self.objects(&account);
-        let names = objects.list().await?;
-        let newest = names
-            .iter()
-            .max_by_key(|n| (n.generation, n.writer))
-            .copied()
-            .ok_or_else(|| Error::NotFound {
-                path: naming::keyring_prefix(&account).to_string(),
-            })?;
-        let mark = self.directory.high_water_mark(&account, RECORD).await?;
-        if newest.generation < mark {
-            return Err(Error::Rollback {
-                seen: mark,
-                found: newest.generation,
-            });
-        }
-        let stored = objects.fetch(&newest).await?.ok_or(Error::NotFound {
-            path: objects.path(&newest).to_string(),
-        })?;
+        let stored = self.fetch_newest(&account).await?;
         let parsed = KeyringObject::parse(&stored)?;
-        if parsed.generation != newest.generation
-            || newest.writer.is_some_and(|w| w != parsed.writer)
-        {
-            return Err(Error::Tampered);
-        }
         let mut root = None;
         let mut last_error = Error::WrongCredential;
         for slot in &parsed.slots {
@@ -214,6 +191,49 @@ impl KeyringStore {
             }
         }
         let root = root.ok_or(last_error)?;
+        self.finish_unlock(account, binding, parsed, root).await
+    }
+}
+
+impl KeyringStore {
+    /// The newest keyring object of `account`, after checking it against the directory's
+    /// high-water mark and its name.
+    async fn fetch_newest(&self, account: &AccountId) -> Result<bytes::Bytes> {
+        let objects = self.objects(account);
+        let newest = objects
+            .list()
+            .await?
+            .into_iter()
+            .max_by_key(|n| (n.generation, n.writer))
+            .ok_or_else(|| Error::NotFound {
+                path: naming::keyring_prefix(account).to_string(),
+            })?;
+        let mark = self.directory.high_water_mark(account, RECORD).await?;
+        if newest.generation < mark {
+            return Err(Error::Rollback {
+                seen: mark,
+                found: newest.generation,
+            });
+        }
+        let stored = objects.fetch(&newest).await?.ok_or(Error::NotFound {
+            path: objects.path(&newest).to_string(),
+        })?;
+        let parsed = KeyringObject::parse(&stored)?;
+        if parsed.generation != newest.generation
+            || newest.writer.is_some_and(|w| w != parsed.writer)
+        {
+            return Err(Error::Tampered);
+        }
+        Ok(stored)
+    }
+
+    async fn finish_unlock(
+        &self,
+        account: AccountId,
+        binding: SlotBinding,
+        parsed: KeyringObject<'_>,
+        root: RootKey,
+    ) -> Result<UnlockedKeyring> {
         let body = open_body(
             &self.deployment,
             &account,
@@ -233,6 +253,42 @@ impl KeyringStore {
             root,
             body,
         })
+    }
+
+    /// Imports an export file on another device: opens its root key with `passphrase` and
+    /// the account's newest keyring with it. `binding` is used for slots added later.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a file of another deployment; as
+    /// [`KeyExport::open`](super::KeyExport) and [`unlock_with_root`](Self::unlock_with_root).
+    pub async fn import(
+        &self,
+        export: &super::KeyExport,
+        passphrase: &str,
+        binding: SlotBinding,
+    ) -> Result<UnlockedKeyring> {
+        if export.deployment != self.deployment {
+            return Err(Error::invalid("the export belongs to another deployment"));
+        }
+        let root = export.open(passphrase, &self.limits, &self.gate).await?;
+        self.unlock_with_root(export.account, binding, root).await
+    }
+
+    /// Loads the newest keyring of `account` and opens it with its root key (from an
+    /// export file, or kept on the user's device in key models 1 and 2).
+    ///
+    /// # Errors
+    /// [`Error::Tampered`] if `root` is not this account's root key; otherwise as
+    /// [`unlock`](Self::unlock).
+    pub async fn unlock_with_root(
+        &self,
+        account: AccountId,
+        binding: SlotBinding,
+        root: RootKey,
+    ) -> Result<UnlockedKeyring> {
+        let stored = self.fetch_newest(&account).await?;
+        let parsed = KeyringObject::parse(&stored)?;
+        self.finish_unlock(account, binding, parsed, root).await
     }
 }
 
@@ -324,6 +380,23 @@ impl UnlockedKeyring {
                 (e.epoch, x25519_dalek::PublicKey::from(&secret).to_bytes())
             })
             .collect()
+    }
+
+    /// Exports the root key as armored text protected by `passphrase` (Argon2id with
+    /// [`EXPORT_KDF`](super::EXPORT_KDF), stronger than server slots): key model 2.
+    ///
+    /// # Errors
+    /// Only if the key derivation itself fails.
+    pub fn export(&self, passphrase: &str) -> Result<String> {
+        let export = super::KeyExport::seal(
+            self.store.deployment,
+            self.account,
+            &self.root,
+            passphrase,
+            &self.store.rng,
+            now(),
+        )?;
+        Ok(export.to_armored())
     }
 
     /// The officer slots: each slot's id and the officer public key it is sealed to.

@@ -4,6 +4,7 @@
 //! protocol ([`KeyringStore`]). The five key models and the `Provider`/`Session` roles
 //! build on it.
 
+mod export;
 mod kdf;
 mod keyring;
 mod slot;
@@ -12,6 +13,7 @@ use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
 pub use crate::directory::OfficerPublicKey;
+pub use export::{KeyExport, EXPORT_KDF};
 pub use kdf::{KdfGate, KdfLimits, DEFAULT_KDF};
 pub use keyring::{KeyringStore, SlotInfo, UnlockedKeyring};
 pub use slot::{Credential, SlotBinding, SlotLock};

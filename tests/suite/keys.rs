@@ -391,3 +391,100 @@ mod keyring {
         }
     }
 }
+
+mod export {
+    use std::sync::Arc;
+
+    use mailvault::crypto::RandomSource;
+    use mailvault::directory::MemoryDirectory;
+    use mailvault::ids::{AccountId, DeploymentId};
+    use mailvault::keys::{KeyExport, KeyringStore, SlotBinding, EXPORT_KDF};
+    use mailvault::storage::CommitMode;
+    use mailvault::Error;
+
+    /// Key models 1 and 2: no slot on the server at all; the root key travels in a
+    /// passphrase-protected export file to a second device, which opens the account.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_device_only_keyring_moves_to_a_second_device_by_export() {
+        let rng = RandomSource::os();
+        let store = crate::memory();
+        let deployment = DeploymentId::random(&rng);
+        let account = AccountId::random(&rng);
+        let binding = SlotBinding::new(deployment, account, [0; 32], None);
+        let first = KeyringStore::new(
+            store.clone(),
+            deployment,
+            Arc::new(MemoryDirectory::new()),
+            CommitMode::CompareAndSwap,
+        );
+        let keyring = first
+            .create(account, binding.clone(), Vec::new())
+            .await
+            .unwrap();
+        assert!(keyring.slots().is_empty(), "nothing on the server opens it");
+        let text = keyring.export("a long passphrase").unwrap();
+        assert!(text.starts_with("-----BEGIN MAILVAULT KEY EXPORT-----"));
+        let export = KeyExport::parse(&text).unwrap();
+        assert_eq!(export.account, account);
+
+        // The second device has its own directory state.
+        let second = KeyringStore::new(
+            store.clone(),
+            deployment,
+            Arc::new(MemoryDirectory::new()),
+            CommitMode::CompareAndSwap,
+        );
+        let imported = second
+            .import(&export, "a long passphrase", binding.clone())
+            .await
+            .unwrap();
+        assert!(imported.same_root_as(&keyring));
+        assert_eq!(
+            imported.current_key().unwrap().epoch(),
+            keyring.current_key().unwrap().epoch()
+        );
+        let wrong = second
+            .import(&export, "another passphrase", binding.clone())
+            .await;
+        assert!(matches!(wrong, Err(Error::WrongCredential)));
+
+        // Stronger costs than server slots, recorded in the file.
+        let hex_costs = format!(
+            "{:08x}{:08x}{:08x}",
+            EXPORT_KDF.m_kib, EXPORT_KDF.t, EXPORT_KDF.p
+        );
+        let flat: String = text
+            .lines()
+            .skip(1)
+            .take_while(|l| !l.starts_with("-----"))
+            .collect();
+        assert_eq!(&flat[2 * (40 + 32)..2 * (40 + 44)], hex_costs);
+
+        // An altered file, a file of another deployment, and garbage.
+        let mut altered: Vec<char> = text.chars().collect();
+        let at = text.find('\n').unwrap() + 1 + 2 * (40 + 150);
+        altered[at] = if altered[at] == '0' { '1' } else { '0' };
+        let altered: String = altered.into_iter().collect();
+        let tampered = second
+            .import(
+                &KeyExport::parse(&altered).unwrap(),
+                "a long passphrase",
+                binding.clone(),
+            )
+            .await;
+        assert!(matches!(tampered, Err(Error::Tampered)), "{tampered:?}");
+        let elsewhere = KeyringStore::new(
+            store,
+            DeploymentId::random(&rng),
+            Arc::new(MemoryDirectory::new()),
+            CommitMode::CompareAndSwap,
+        );
+        assert!(matches!(
+            elsewhere
+                .import(&export, "a long passphrase", binding)
+                .await,
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(KeyExport::parse("hello").is_err());
+    }
+}

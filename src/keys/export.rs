@@ -1,0 +1,153 @@
+//! Key export files: an account's root key wrapped under a passphrase, with stronger
+//! Argon2id costs than server slots, as armored text to carry to another device (key
+//! model 2). The wrap is a password [`KeySlot`] bound to the deployment and account (and
+//! to no directory secret: the file must open away from the server).
+//!
+//! ```text
+//! -----BEGIN MAILVAULT KEY EXPORT-----
+//! hex, 64 characters a line, of:
+//!    0   4  magic "MVX1"
+//!    4   1  version (1)
+//!    5   3  reserved, zero
+//!    8  16  deployment id
+//!   24  16  account id
+//!   40 244  a password key slot (see `format::slot`)
+//! -----END MAILVAULT KEY EXPORT-----
+//! ```
+
+use zeroize::Zeroizing;
+
+use super::{Credential, KdfGate, KdfLimits, RootKey, SlotBinding, SlotLock};
+use crate::crypto::RandomSource;
+use crate::error::{Error, Result};
+use crate::format::slot::{KdfParams, KeySlot, SlotKind, SLOT_LEN};
+use crate::ids::{AccountId, DeploymentId};
+
+/// Argon2id costs of export files: RFC 9106's second recommendation in memory and
+/// passes (64 MiB, three passes), one lane.
+pub const EXPORT_KDF: KdfParams = KdfParams {
+    m_kib: 64 * 1024,
+    t: 3,
+    p: 1,
+};
+
+const BEGIN: &str = "-----BEGIN MAILVAULT KEY EXPORT-----";
+const END: &str = "-----END MAILVAULT KEY EXPORT-----";
+const MAGIC: [u8; 4] = *b"MVX1";
+const LEN: usize = 40 + SLOT_LEN;
+
+/// A parsed export file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyExport {
+    /// The deployment the account belongs to.
+    pub deployment: DeploymentId,
+    /// The account.
+    pub account: AccountId,
+    slot: KeySlot,
+}
+
+fn binding(deployment: DeploymentId, account: AccountId) -> SlotBinding {
+    SlotBinding::new(deployment, account, [0; 32], None)
+}
+
+impl KeyExport {
+    /// Wraps `root` under `passphrase` (runs Argon2id with [`EXPORT_KDF`]).
+    pub(crate) fn seal(
+        deployment: DeploymentId,
+        account: AccountId,
+        root: &RootKey,
+        passphrase: &str,
+        rng: &RandomSource,
+        now: u64,
+    ) -> Result<Self> {
+        let slot = binding(deployment, account).seal(
+            SlotLock::Password(passphrase, EXPORT_KDF),
+            root,
+            rng,
+            now,
+        )?;
+        Ok(Self {
+            deployment,
+            account,
+            slot,
+        })
+    }
+
+    /// The armored text.
+    pub fn to_armored(&self) -> String {
+        let mut bytes = Vec::with_capacity(LEN);
+        bytes.extend_from_slice(&MAGIC);
+        bytes.extend_from_slice(&[1, 0, 0, 0]);
+        bytes.extend_from_slice(self.deployment.as_bytes());
+        bytes.extend_from_slice(self.account.as_bytes());
+        bytes.extend_from_slice(&self.slot.to_bytes());
+        let hex = crate::ids::hex(&bytes);
+        let mut out = String::from(BEGIN);
+        out.push('\n');
+        for line in hex.as_bytes().chunks(64) {
+            out.push_str(std::str::from_utf8(line).expect("hex is ASCII"));
+            out.push('\n');
+        }
+        out.push_str(END);
+        out.push('\n');
+        out
+    }
+
+    /// Parses armored text.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if it is not an export file; [`Error::UnsupportedVersion`]
+    /// for another version; [`Error::Tampered`] for a malformed slot.
+    pub fn parse(text: &str) -> Result<Self> {
+        let body = text
+            .trim()
+            .strip_prefix(BEGIN)
+            .and_then(|t| t.strip_suffix(END))
+            .ok_or_else(|| Error::invalid("not a mailvault key export"))?;
+        let hex: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+        if hex.len() != 2 * LEN || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::invalid("a key export holds 284 bytes of hex"));
+        }
+        let bytes: Vec<u8> = (0..LEN)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("checked hex"))
+            .collect();
+        if bytes[0..4] != MAGIC {
+            return Err(Error::invalid("not a mailvault key export"));
+        }
+        if bytes[4] != 1 {
+            return Err(Error::UnsupportedVersion {
+                object: "key export",
+                version: bytes[4],
+            });
+        }
+        if bytes[5..8] != [0, 0, 0] {
+            return Err(Error::Tampered);
+        }
+        let slot = KeySlot::parse(&bytes[40..])?;
+        if slot.kind != SlotKind::Password {
+            return Err(Error::Tampered);
+        }
+        Ok(Self {
+            deployment: DeploymentId::from_bytes(bytes[8..24].try_into().expect("16 bytes")),
+            account: AccountId::from_bytes(bytes[24..40].try_into().expect("16 bytes")),
+            slot,
+        })
+    }
+
+    /// Opens the root key with `passphrase`.
+    ///
+    /// # Errors
+    /// [`Error::WrongCredential`] for a wrong passphrase; [`Error::ExcessiveWork`] for
+    /// costs above `limits`; [`Error::Tampered`] for an altered file.
+    pub(crate) async fn open(
+        &self,
+        passphrase: &str,
+        limits: &KdfLimits,
+        gate: &KdfGate,
+    ) -> Result<RootKey> {
+        let passphrase = Zeroizing::new(passphrase.to_string());
+        binding(self.deployment, self.account)
+            .open(&self.slot, Credential::Password(&passphrase), limits, gate)
+            .await
+    }
+}
