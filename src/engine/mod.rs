@@ -107,6 +107,26 @@ pub struct Provider {
     rng: RandomSource,
 }
 
+/// An account enrolled for device-made keys: its id, model and the binding its slots
+/// must use.
+pub struct Enrollment {
+    /// The new account.
+    pub account: AccountId,
+    /// Its key model.
+    pub model: KeyModel,
+    /// What its slots are bound to (hand it to the device).
+    pub binding: SlotBinding,
+}
+
+impl std::fmt::Debug for Enrollment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enrollment")
+            .field("account", &self.account)
+            .field("model", &self.model)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What an officer's audit of an account found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditReport {
@@ -195,6 +215,94 @@ impl Provider {
         record.public_keys = keyring.epoch_public_keys();
         self.directory.set_account_record(&account, record).await?;
         Ok(account)
+    }
+
+    /// Enrolls an account whose keys are made on the user's device (key models 1 to 4):
+    /// creates its id and its directory record (with the per-account secret, which the
+    /// device needs to bind its slots and which the server hands over on its
+    /// authenticated channel). The device then creates the keyring
+    /// ([`KeyringStore::create`]) and the server accepts it ([`accept_keyring`](Self::accept_keyring)).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for model 5 (use [`create_account`](Self::create_account));
+    /// directory failures.
+    pub async fn enroll(&self, model: KeyModel) -> Result<Enrollment> {
+        if model == KeyModel::ServerManaged {
+            return Err(Error::invalid("model 5 accounts are created by the server"));
+        }
+        let account = AccountId::random(&self.rng);
+        let record = AccountRecord::new(model, Vec::new(), self.rng_secret());
+        self.directory
+            .set_account_record(&account, record.clone())
+            .await?;
+        Ok(Enrollment {
+            account,
+            model,
+            binding: self.binding(account, &record),
+        })
+    }
+
+    /// Checks the keyring a device uploaded against the account's policy and records the
+    /// epoch public keys the device reports. Model 1 and 2 keyrings hold no slot; model 3
+    /// holds no officer slot requirement; model 4 must hold a slot for a current officer
+    /// key (otherwise the upload is refused, and incoming mail could not be recovered).
+    /// Whether that slot really opens the account is what [`officer_audit`](Self::officer_audit)
+    /// verifies.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a keyring that breaks the policy; [`Error::NotFound`]
+    /// without a keyring.
+    pub async fn accept_keyring(
+        &self,
+        account: AccountId,
+        public_keys: Vec<(u32, [u8; 32])>,
+    ) -> Result<()> {
+        let mut record = self.record(account).await?;
+        let slots = self.keyrings.stored_slots(&account).await?;
+        let officers: Vec<[u8; 32]> = self
+            .directory
+            .officer_keys()
+            .await?
+            .iter()
+            .filter(|k| k.current)
+            .map(|k| k.key.to_bytes())
+            .collect();
+        match record.model {
+            KeyModel::DeviceOnly | KeyModel::DeviceWithExport if !slots.is_empty() => {
+                return Err(Error::invalid(
+                    "key models 1 and 2 keep no slot on the server",
+                ));
+            }
+            KeyModel::DevicePasswordWithOfficer | KeyModel::ServerManaged
+                if !slots.iter().any(|s| {
+                    s.kind == crate::format::slot::SlotKind::Officer
+                        && officers.contains(&s.officer)
+                }) =>
+            {
+                return Err(Error::invalid(
+                    "this key model requires a slot for a current officer key",
+                ));
+            }
+            _ => {}
+        }
+        if public_keys.is_empty() {
+            return Err(Error::invalid("at least one epoch public key"));
+        }
+        record.public_keys = public_keys;
+        self.directory.set_account_record(&account, record).await
+    }
+
+    /// A session for a keyring unlocked elsewhere (a companion on the user's device).
+    ///
+    /// # Errors
+    /// [`Error::Tampered`] for a keyring without epochs.
+    pub fn companion_session(&self, keyring: UnlockedKeyring) -> Result<Session> {
+        self.session(keyring)
+    }
+
+    /// The keyring store, for companions that create or unlock keyrings on the device.
+    pub fn keyrings(&self) -> &KeyringStore {
+        &self.keyrings
     }
 
     fn rng_secret(&self) -> [u8; 32] {

@@ -227,6 +227,16 @@ impl KeyringStore {
         Ok(stored)
     }
 
+    /// The slots of the newest keyring as stored (public: a server checks them against
+    /// policy without any secret).
+    ///
+    /// # Errors
+    /// As [`unlock`](Self::unlock), before any slot is opened.
+    pub async fn stored_slots(&self, account: &AccountId) -> Result<Vec<KeySlot>> {
+        let stored = self.fetch_newest(account).await?;
+        Ok(KeyringObject::parse(&stored)?.slots)
+    }
+
     async fn finish_unlock(
         &self,
         account: AccountId,

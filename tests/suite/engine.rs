@@ -323,3 +323,134 @@ async fn slot_management_on_a_session() {
     assert!(matches!(gone, Err(Error::WrongCredential)));
     provider.unlock(alice, "pw").await.unwrap();
 }
+
+/// Each of the five key models end to end, on InMemory and on LocalFileSystem: who makes
+/// the keys, what the server stores, who opens the mail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_five_key_models_end_to_end() {
+    use mailvault::keys::{Credential, KeyExport, SlotLock};
+    let dir = tempfile::tempdir().unwrap();
+    let local = mailvault::storage::open_store(dir.path().to_str().unwrap()).unwrap();
+    for store in [super::memory(), local] {
+        let mut d = Deployment::new().await;
+        d.store = store;
+        let provider = d.provider(CHEAP).await;
+        for model in [
+            KeyModel::DeviceOnly,
+            KeyModel::DeviceWithExport,
+            KeyModel::DevicePassword,
+            KeyModel::DevicePasswordWithOfficer,
+            KeyModel::ServerManaged,
+        ] {
+            let (account, writer, reader) = match model {
+                KeyModel::ServerManaged => {
+                    let account = provider.create_account("pw").await.unwrap();
+                    let writer = provider.unlock(account, "pw").await.unwrap();
+                    let reader = provider.officer_open(account, &d.officer).await.unwrap();
+                    (account, writer, reader)
+                }
+                _ => {
+                    // On the device: keys made there, slots bound with the enrollment.
+                    let enrollment = provider.enroll(model).await.unwrap();
+                    let account = enrollment.account;
+                    let locks = match model {
+                        KeyModel::DevicePassword | KeyModel::DevicePasswordWithOfficer => {
+                            vec![SlotLock::Password("device password", CHEAP)]
+                        }
+                        _ => Vec::new(),
+                    };
+                    let mut keyring = provider
+                        .keyrings()
+                        .create(account, enrollment.binding.clone(), locks)
+                        .await
+                        .unwrap();
+                    let public_keys = keyring.epoch_public_keys();
+                    if model == KeyModel::DevicePasswordWithOfficer {
+                        // Without an officer slot the server refuses the keyring.
+                        let refused = provider.accept_keyring(account, public_keys.clone()).await;
+                        assert!(matches!(refused, Err(Error::InvalidArgument(_))));
+                        keyring
+                            .add_slot(SlotLock::Officer(&d.officer.public()))
+                            .await
+                            .unwrap();
+                    }
+                    provider
+                        .accept_keyring(account, public_keys.clone())
+                        .await
+                        .unwrap();
+                    let record = d.directory.account_record(&account).await.unwrap().unwrap();
+                    assert_eq!(
+                        record.public_keys, public_keys,
+                        "the directory holds the public keys"
+                    );
+                    let stored = provider.keyrings().stored_slots(&account).await.unwrap();
+                    match model {
+                        KeyModel::DeviceOnly | KeyModel::DeviceWithExport => {
+                            assert!(stored.is_empty())
+                        }
+                        KeyModel::DevicePassword => assert_eq!(stored.len(), 1),
+                        _ => assert_eq!(stored.len(), 2),
+                    }
+                    let reader = match model {
+                        KeyModel::DeviceOnly => provider.companion_session(
+                            provider
+                                .keyrings()
+                                .import(
+                                    &KeyExport::parse(
+                                        &keyring.export("same device backup").unwrap(),
+                                    )
+                                    .unwrap(),
+                                    "same device backup",
+                                    enrollment.binding.clone(),
+                                )
+                                .await
+                                .unwrap(),
+                        ),
+                        KeyModel::DeviceWithExport => {
+                            let file = keyring.export("to my laptop").unwrap();
+                            let second_device = provider
+                                .keyrings()
+                                .import(
+                                    &KeyExport::parse(&file).unwrap(),
+                                    "to my laptop",
+                                    enrollment.binding.clone(),
+                                )
+                                .await
+                                .unwrap();
+                            provider.companion_session(second_device)
+                        }
+                        KeyModel::DevicePassword => provider.companion_session(
+                            provider
+                                .keyrings()
+                                .unlock(
+                                    account,
+                                    enrollment.binding.clone(),
+                                    Credential::Password("device password"),
+                                )
+                                .await
+                                .unwrap(),
+                        ),
+                        _ => Ok(provider.officer_open(account, &d.officer).await.unwrap()),
+                    }
+                    .unwrap();
+                    (
+                        account,
+                        provider.companion_session(keyring).unwrap(),
+                        reader,
+                    )
+                }
+            };
+            let pin = writer
+                .blobs()
+                .put(BlobKind::Message, b"model test")
+                .await
+                .unwrap();
+            assert_eq!(
+                &reader.blobs().read(&pin).await.unwrap()[..],
+                b"model test",
+                "{model:?}"
+            );
+            let _ = account;
+        }
+    }
+}
