@@ -1,18 +1,25 @@
-//! The main job on an embedded default: store a message body encrypted in a local
-//! directory, show that the stored bytes are unreadable, and read it back whole and by
-//! range.
+//! The main job on an embedded default (a local directory): create an account, store a
+//! message for it, log in, find and read the message whole and by range, and show that
+//! the stored bytes are unreadable. Sealed delivery (mail arriving while the user is
+//! offline) joins this flow with the delivery layer.
 //!
 //! ```sh
 //! cargo run --release --example quickstart            # uses ./mailvault-data
 //! cargo run --release --example quickstart -- /some/dir
 //! ```
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use futures::TryStreamExt;
-use mailvault::blob::BlobStore;
-use mailvault::crypto::{AccountKey, RandomSource};
-use mailvault::format::BlobKind;
-use mailvault::ids::{AccountId, DeploymentId};
-use mailvault::storage::{naming, open_store};
+use mailvault::crypto::RandomSource;
+use mailvault::directory::{Directory, FileDirectory, OfficerKeyEntry};
+use mailvault::engine::{Provider, ProviderConfig};
+use mailvault::format::{BlobKind, BlobPin};
+use mailvault::ids::DeploymentId;
+use mailvault::index::Batch;
+use mailvault::keys::OfficerSecret;
+use mailvault::storage::open_store;
 use object_store::ObjectStoreExt;
 
 const MESSAGE: &str = "From: Bob <bob@example.org>\r\n\
@@ -25,47 +32,67 @@ Bob\r\n";
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "mailvault-data".to_string());
+    let root = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .unwrap_or_else(|| "mailvault-data".to_string()),
+    );
     let rng = RandomSource::os();
 
-    // A local directory store: every write is fsynced before it is acknowledged.
-    let store = open_store(&dir)?;
-    let deployment = DeploymentId::random(&rng);
-    let blobs = BlobStore::new(store.clone(), deployment);
+    // The server's pieces: a local store (fsynced) and the trusted directory (the
+    // server's own database; here small files). The security officer's key pair is made
+    // once; the secret half would be kept offline.
+    let store = open_store(root.join("store").to_str().expect("UTF-8 path"))?;
+    let directory = Arc::new(FileDirectory::open(root.join("directory"))?);
+    let officer = OfficerSecret::generate(&rng);
+    directory
+        .set_officer_keys(vec![OfficerKeyEntry {
+            key: officer.public(),
+            current: true,
+        }])
+        .await?;
+    let provider = Provider::new(
+        store.clone(),
+        DeploymentId::random(&rng),
+        directory,
+        ProviderConfig::default(),
+    )
+    .await?;
 
-    // One account with a fresh key (keyrings and password slots come with the `keys` layer).
-    let account = AccountId::random(&rng);
-    let key = AccountKey::generate(1, &rng);
-    let alice = blobs.account(account, &key);
+    // 1. Create an account (key model 5: keys made by the server, password + officer slot).
+    let alice = provider
+        .create_account("correct horse battery staple")
+        .await?;
+    println!("created account {alice}");
 
-    // Store the body, streamed in two pieces. Keep the pin: it is how the blob is read back.
-    let mut writer = alice.writer(BlobKind::Message);
-    let (head, body) = MESSAGE.split_at(MESSAGE.find("\r\n\r\n").unwrap() + 4);
-    writer.write(head.as_bytes()).await?;
-    writer.write(body.as_bytes()).await?;
-    let pin = writer.finish().await?;
-    println!(
-        "stored {} bytes of mail as blob {} ({} bytes on disk)",
-        pin.len(),
-        pin.id,
-        pin.stored_len()
-    );
-
-    // What the storage operator sees: a random name and unreadable bytes.
-    let path = naming::blob_path(&account, &pin.id);
-    let stored = store.get(&path).await?.bytes().await?;
-    println!("object name: {dir}/{path}");
-    println!("stored bytes (first 64): {}", hex(&stored[..64]));
-    for needle in ["Alice", "alice@example.org", "quarterly", "revenue"] {
-        let found = stored.windows(needle.len()).any(|w| w == needle.as_bytes());
-        assert!(!found, "plaintext {needle:?} leaked into storage");
-        println!("  {needle:>18}: not in the stored bytes");
+    // 2. Store a message for it: the body as an encrypted blob, its pin in the encrypted index.
+    {
+        let session = provider
+            .unlock(alice, "correct horse battery staple")
+            .await?;
+        let mut writer = session.blobs().writer(BlobKind::Message);
+        writer.write(MESSAGE.as_bytes()).await?;
+        let pin = writer.finish().await?;
+        let mut inbox = session.collection(b"INBOX").await?;
+        let mut batch = Batch::new();
+        batch.put(&b"uid:1"[..], pin.to_bytes().to_vec());
+        inbox.commit(batch).await?;
+        println!(
+            "stored {} bytes of mail as blob {} ({} bytes stored)",
+            pin.len(),
+            pin.id,
+            pin.stored_len()
+        );
     }
 
-    // Read it back whole (a stream of authenticated pieces)...
-    let whole: Vec<u8> = alice
+    // 3. Log in (one Argon2id derivation), find the message, read it whole and by range.
+    let session = provider
+        .unlock(alice, "correct horse battery staple")
+        .await?;
+    let inbox = session.collection(b"INBOX").await?;
+    let pin = BlobPin::parse(inbox.get(b"uid:1").expect("message 1 is in INBOX"))?;
+    let whole: Vec<u8> = session
+        .blobs()
         .get(&pin)
         .await?
         .try_fold(Vec::new(), |mut all, piece| async move {
@@ -74,33 +101,55 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .await?;
     assert_eq!(whole, MESSAGE.as_bytes());
-    println!("read back whole: {} bytes, identical", whole.len());
-
-    // ...and by range: one ranged GET over the chunk that holds it.
-    let start = MESSAGE.find("revenue").unwrap() as u64;
-    let range = alice.get_range(&pin, start..start + 25).await?;
+    println!(
+        "logged in and read message 1 whole: {} bytes, identical",
+        whole.len()
+    );
+    let start = MESSAGE.find("revenue").expect("marker") as u64;
+    let range = session.blobs().get_range(&pin, start..start + 25).await?;
+    assert_eq!(
+        &range[..],
+        &MESSAGE.as_bytes()[start as usize..start as usize + 25]
+    );
     println!(
         "read by range {}..{}: {:?}",
         start,
         start + 25,
         String::from_utf8_lossy(&range)
     );
-    assert_eq!(
-        &range[..],
-        &MESSAGE.as_bytes()[start as usize..start as usize + 25]
-    );
 
-    // A wrong key cannot read it, and says so without detail.
-    let mallory = blobs.account(account, &AccountKey::generate(1, &rng));
-    match mallory.read(&pin).await {
-        Err(mailvault::Error::Tampered) => {
-            println!("a different key is refused: stored data failed authentication")
+    // 4. What the storage operator sees: random names and unreadable bytes.
+    let objects: Vec<_> = store.list(None).try_collect().await?;
+    let mut scanned = 0;
+    for meta in &objects {
+        let bytes = store.get(&meta.location).await?.bytes().await?;
+        for needle in [
+            "Alice",
+            "alice@example.org",
+            "quarterly",
+            "revenue",
+            "INBOX",
+            "Seen",
+        ] {
+            let leaked = bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+                || meta.location.as_ref().contains(needle);
+            assert!(
+                !leaked,
+                "plaintext {needle:?} leaked into {}",
+                meta.location
+            );
         }
-        other => panic!("a different key must be refused, got {other:?}"),
+        scanned += 1;
+    }
+    println!("scanned {scanned} stored objects under {}: no name, address, subject or mailbox in names or bytes", root.display());
+    for meta in objects.iter().take(3) {
+        println!("  {}", meta.location);
+    }
+
+    // 5. A wrong password is refused, with the same derivation cost as a right one.
+    match provider.unlock(alice, "Tr0ub4dor&3").await {
+        Err(mailvault::Error::WrongCredential) => println!("a wrong password is refused"),
+        other => panic!("a wrong password must be refused, got {other:?}"),
     }
     Ok(())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
