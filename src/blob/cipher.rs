@@ -46,6 +46,11 @@ impl BlobCipher {
         self.account
     }
 
+    /// The key epoch.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
     fn derive(&self, id: &BlobId, header: &BlobHeader) -> (Key32, [u8; 32]) {
         let mut context = [0u8; 49];
         context[..16].copy_from_slice(self.deployment.as_bytes());

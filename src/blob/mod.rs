@@ -118,12 +118,33 @@ impl BlobStore {
         &self.store
     }
 
+    /// The blobs of `account` under several key epochs: new blobs are sealed under the
+    /// newest, and blobs of every listed epoch stay readable.
+    ///
+    /// # Panics
+    /// If `keys` is empty.
+    pub fn account_epochs(&self, account: AccountId, keys: &[AccountKey]) -> AccountBlobs {
+        assert!(!keys.is_empty(), "at least one key epoch");
+        let mut ciphers: Vec<BlobCipher> = keys
+            .iter()
+            .map(|k| BlobCipher::new(self.deployment, account, k))
+            .collect();
+        ciphers.sort_by_key(BlobCipher::epoch);
+        AccountBlobs {
+            store: self.store.clone(),
+            account,
+            ciphers: Arc::new(ciphers),
+            rng: self.rng.clone(),
+            config: self.config,
+        }
+    }
+
     /// The blobs of `account`, sealed and opened with `key`.
     pub fn account(&self, account: AccountId, key: &AccountKey) -> AccountBlobs {
         AccountBlobs {
             store: self.store.clone(),
             account,
-            cipher: Arc::new(BlobCipher::new(self.deployment, account, key)),
+            ciphers: Arc::new(vec![BlobCipher::new(self.deployment, account, key)]),
             rng: self.rng.clone(),
             config: self.config,
         }
@@ -135,7 +156,9 @@ impl BlobStore {
 pub struct AccountBlobs {
     store: DynStore,
     account: AccountId,
-    cipher: Arc<BlobCipher>,
+    /// One per key epoch, oldest first: new blobs use the last (current) one, reads pick
+    /// the one of the blob's epoch.
+    ciphers: Arc<Vec<BlobCipher>>,
     rng: RandomSource,
     config: BlobConfig,
 }
@@ -149,6 +172,19 @@ impl std::fmt::Debug for AccountBlobs {
 }
 
 impl AccountBlobs {
+    fn current(&self) -> &BlobCipher {
+        self.ciphers
+            .last()
+            .expect("an account has at least one key epoch")
+    }
+
+    fn for_epoch(&self, epoch: u32) -> Result<&BlobCipher> {
+        self.ciphers
+            .iter()
+            .find(|c| c.epoch() == epoch)
+            .ok_or(Error::EpochUnavailable { epoch })
+    }
+
     /// The account.
     pub fn account(&self) -> AccountId {
         self.account
@@ -168,7 +204,7 @@ impl AccountBlobs {
     }
 
     fn writer_with_id(&self, id: BlobId, kind: BlobKind) -> BlobWriter {
-        let (header, cipher) = self.cipher.new_blob(&self.rng, &id, kind);
+        let (header, cipher) = self.current().new_blob(&self.rng, &id, kind);
         BlobWriter::new(
             self.store.clone(),
             naming::blob_path(&self.account, &id),
@@ -197,7 +233,13 @@ impl AccountBlobs {
     /// [`Error::NotFound`] if the object is gone; [`Error::Tampered`] if the pin does not
     /// belong to these keys; the stream yields [`Error::Tampered`] for altered data.
     pub async fn get(&self, pin: &BlobPin) -> Result<BlobStream> {
-        read::stream(&self.store, &self.account, &self.cipher, pin).await
+        read::stream(
+            &self.store,
+            &self.account,
+            self.for_epoch(pin.header.epoch)?,
+            pin,
+        )
+        .await
     }
 
     /// Reads a whole blob into memory, opening its chunks on all cores.
@@ -207,7 +249,9 @@ impl AccountBlobs {
     pub async fn read(&self, pin: &BlobPin) -> Result<Bytes> {
         let path = naming::blob_path(&self.account, &pin.id);
         let stored = self.store.get(&path).await?.bytes().await?;
-        Ok(Bytes::from(self.cipher.open(pin, &stored)?))
+        Ok(Bytes::from(
+            self.for_epoch(pin.header.epoch)?.open(pin, &stored)?,
+        ))
     }
 
     /// Reads the plaintext bytes `range` of a blob: exactly one ranged GET over the chunks
@@ -222,7 +266,9 @@ impl AccountBlobs {
         }
         let layout = pin.layout();
         let span = layout.chunk_span(&range)?;
-        let cipher = self.cipher.payload_cipher(&pin.id, &pin.header)?;
+        let cipher = self
+            .for_epoch(pin.header.epoch)?
+            .payload_cipher(&pin.id, &pin.header)?;
         let path = naming::blob_path(&self.account, &pin.id);
         let stored = self.store.get_range(&path, span.stored.clone()).await?;
         if stored.len() as u64 != span.stored.end - span.stored.start {

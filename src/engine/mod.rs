@@ -355,9 +355,12 @@ impl Provider {
     }
 
     fn session(&self, keyring: UnlockedKeyring) -> Result<Session> {
-        let key = keyring.current_key()?;
+        let key = keyring.index_key()?;
         Ok(Session {
-            blobs: self.blobs.account(keyring.account(), &key),
+            blobs: self
+                .blobs
+                .account_epochs(keyring.account(), &keyring.epoch_keys()),
+            blob_store: self.blobs.clone(),
             index: self.index.clone(),
             key,
             keyring,
@@ -479,8 +482,10 @@ fn weaker(slot: &KdfParams, wanted: &KdfParams) -> bool {
 /// One unlocked account: its keys in memory (zeroized on drop) and everything it can do.
 pub struct Session {
     keyring: UnlockedKeyring,
+    /// The index key (oldest live epoch).
     key: AccountKey,
     blobs: AccountBlobs,
+    blob_store: BlobStore,
     index: IndexStore,
     provider_kdf: KdfParams,
     rng: RandomSource,
@@ -580,6 +585,24 @@ impl Session {
             return Err(Error::invalid("the last slot cannot be removed"));
         }
         self.keyring.remove_slot(id).await
+    }
+
+    /// Adds a key epoch: new blobs are sealed under it, older ones stay readable, the
+    /// directory lists its public key (so deliveries seal to it). Returns the new epoch.
+    ///
+    /// # Errors
+    /// As [`UnlockedKeyring::add_epoch`]; directory failures.
+    pub async fn add_epoch(&mut self) -> Result<u32> {
+        let epoch = self.keyring.add_epoch().await?;
+        let account = self.account();
+        if let Some(mut record) = self.directory.account_record(&account).await? {
+            record.public_keys = self.keyring.epoch_public_keys();
+            self.directory.set_account_record(&account, record).await?;
+        }
+        self.blobs = self
+            .blob_store
+            .account_epochs(account, &self.keyring.epoch_keys());
+        Ok(epoch)
     }
 
     /// The account's slots (kinds and creation times, never secrets).

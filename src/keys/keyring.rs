@@ -380,6 +380,41 @@ impl UnlockedKeyring {
         self.root.same_as(&other.root)
     }
 
+    /// The account key of every live epoch, oldest first.
+    pub fn epoch_keys(&self) -> Vec<AccountKey> {
+        let mut epochs: Vec<&EpochSecrets> = self.body.epochs.iter().collect();
+        epochs.sort_by_key(|e| e.epoch);
+        epochs
+            .into_iter()
+            .map(|e| AccountKey::from_parts(e.epoch, Key32::from_bytes(e.master)))
+            .collect()
+    }
+
+    /// The account key of the oldest live epoch: the index stays under it until the
+    /// re-encryption job moves it.
+    ///
+    /// # Errors
+    /// [`Error::Tampered`] for a keyring without epochs.
+    pub fn index_key(&self) -> Result<AccountKey> {
+        self.epoch_keys().into_iter().next().ok_or(Error::Tampered)
+    }
+
+    /// Adds an epoch (a new master key and X25519 key pair): new blobs are sealed under
+    /// it, older data stays readable. No password is needed. Returns the new epoch.
+    ///
+    /// # Errors
+    /// As [`change_password`](Self::change_password).
+    pub async fn add_epoch(&mut self) -> Result<u32> {
+        let epoch = self.body.epochs.iter().map(|e| e.epoch).max().unwrap_or(0) + 1;
+        self.body.epochs.push(EpochSecrets {
+            epoch,
+            master: self.store.rng.bytes32(),
+            x25519: self.store.rng.bytes32(),
+        });
+        self.publish().await?;
+        Ok(epoch)
+    }
+
     /// The X25519 public key of each live epoch (what the trusted directory must list).
     pub fn epoch_public_keys(&self) -> Vec<(u32, [u8; 32])> {
         self.body

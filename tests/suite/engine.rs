@@ -454,3 +454,49 @@ async fn the_five_key_models_end_to_end() {
         }
     }
 }
+
+/// A new epoch: no password needed, new blobs sealed under it, old blobs and the index
+/// still readable (also after a fresh login), the directory lists both public keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adding_an_epoch_keeps_older_data_readable() {
+    let d = Deployment::new().await;
+    let provider = d.provider(CHEAP).await;
+    let alice = provider.create_account("pw").await.unwrap();
+    let mut session = provider.unlock(alice, "pw").await.unwrap();
+    let old = session
+        .blobs()
+        .put(BlobKind::Message, b"before")
+        .await
+        .unwrap();
+    let mut inbox = session.collection(b"INBOX").await.unwrap();
+    let mut batch = Batch::new();
+    batch.put(&b"uid:1"[..], &b"x"[..]);
+    inbox.commit(batch).await.unwrap();
+    assert_eq!(session.add_epoch().await.unwrap(), 2);
+    let new = session
+        .blobs()
+        .put(BlobKind::Message, b"after")
+        .await
+        .unwrap();
+    assert_eq!((old.header.epoch, new.header.epoch), (1, 2));
+    let record = d.directory.account_record(&alice).await.unwrap().unwrap();
+    assert_eq!(
+        record
+            .public_keys
+            .iter()
+            .map(|(e, _)| *e)
+            .collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    let fresh = provider.unlock(alice, "pw").await.unwrap();
+    assert_eq!(&fresh.blobs().read(&old).await.unwrap()[..], b"before");
+    assert_eq!(&fresh.blobs().read(&new).await.unwrap()[..], b"after");
+    assert_eq!(
+        fresh.collection(b"INBOX").await.unwrap().get(b"uid:1"),
+        Some(&b"x"[..])
+    );
+    // The officer's audit reproduces both epochs.
+    let report = provider.officer_audit(alice, &d.officer).await.unwrap();
+    assert!(report.consistent);
+    assert_eq!(report.matching_epochs, vec![1, 2]);
+}
