@@ -422,14 +422,17 @@ impl Provider {
     }
 
     /// An officer checks that the account's officer slot really opens its current keys:
-    /// the recovered root key must reproduce every epoch public key the directory lists.
+    /// the recovered root key must open the keyring, reproduce every epoch public key the
+    /// directory lists, and open each named index collection (its current manifest).
     ///
     /// # Errors
-    /// As [`officer_open`](Self::officer_open).
+    /// [`Error::Tampered`] when the officer slot wraps another key than the keyring's (a
+    /// dishonest device) or a collection does not open; as [`officer_open`](Self::officer_open).
     pub async fn officer_audit(
         &self,
         account: AccountId,
         officer: &OfficerSecret,
+        collections: &[&[u8]],
     ) -> Result<AuditReport> {
         let record = self.record(account).await?;
         let mut keyring = self.officer_keyring(account, officer).await?;
@@ -442,6 +445,10 @@ impl Provider {
             .filter(|k| listed.contains(k))
             .map(|(e, _)| *e)
             .collect();
+        let index_key = keyring.index_key()?;
+        for name in collections {
+            self.index.open(account, &index_key, name).await?;
+        }
         keyring
             .record_officer_action(officer_action::AUDITED, officer.public().to_bytes())
             .await?;

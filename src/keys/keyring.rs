@@ -515,6 +515,20 @@ impl UnlockedKeyring {
         self.publish().await
     }
 
+    /// Adds a slot sealed elsewhere, as is (the test kit uses it to plant a slot that
+    /// wraps another key, as a dishonest device could).
+    ///
+    /// # Errors
+    /// As [`add_slot`](Self::add_slot).
+    #[cfg(feature = "testkit")]
+    pub async fn add_sealed_slot(&mut self, slot: KeySlot) -> Result<()> {
+        if self.slots.len() >= MAX_SLOTS {
+            return Err(Error::invalid("at most 16 slots"));
+        }
+        self.slots.push(slot);
+        self.publish().await
+    }
+
     /// Removes the slot with `id`.
     ///
     /// # Errors

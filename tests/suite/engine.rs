@@ -123,7 +123,10 @@ async fn model_5_login_password_change_and_officer_tools() {
         provider.unlock(alice, "second password").await,
         Err(Error::WrongCredential)
     ));
-    let report = provider.officer_audit(alice, &d.officer).await.unwrap();
+    let report = provider
+        .officer_audit(alice, &d.officer, &[])
+        .await
+        .unwrap();
     assert!(report.consistent);
     assert_eq!(report.matching_epochs, vec![1]);
     let user = provider.unlock(alice, "reset by officer").await.unwrap();
@@ -496,7 +499,79 @@ async fn adding_an_epoch_keeps_older_data_readable() {
         Some(&b"x"[..])
     );
     // The officer's audit reproduces both epochs.
-    let report = provider.officer_audit(alice, &d.officer).await.unwrap();
+    let report = provider
+        .officer_audit(alice, &d.officer, &[b"INBOX"])
+        .await
+        .unwrap();
     assert!(report.consistent);
     assert_eq!(report.matching_epochs, vec![1, 2]);
+}
+
+/// Model 4 with a dishonest device: its officer slot names the current officer key (so
+/// the server accepts the keyring) but wraps another root key. The officer's audit fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_of_an_officer_slot_wrapping_another_key_fails() {
+    use mailvault::keys::{RootKey, SlotLock};
+    let d = Deployment::new().await;
+    let provider = d.provider(CHEAP).await;
+    let enrollment = provider
+        .enroll(KeyModel::DevicePasswordWithOfficer)
+        .await
+        .unwrap();
+    let mut keyring = provider
+        .keyrings()
+        .create(
+            enrollment.account,
+            enrollment.binding.clone(),
+            vec![SlotLock::Password("pw", CHEAP)],
+        )
+        .await
+        .unwrap();
+    let rng = RandomSource::os();
+    let decoy = enrollment
+        .binding
+        .seal(
+            SlotLock::Officer(&d.officer.public()),
+            &RootKey::generate(&rng),
+            &rng,
+            0,
+        )
+        .unwrap();
+    keyring.add_sealed_slot(decoy).await.unwrap();
+    provider
+        .accept_keyring(enrollment.account, keyring.epoch_public_keys())
+        .await
+        .unwrap();
+    let audit = provider
+        .officer_audit(enrollment.account, &d.officer, &[])
+        .await;
+    assert!(matches!(audit, Err(Error::Tampered)), "{audit:?}");
+    // An honest officer slot passes.
+    let honest = provider
+        .enroll(KeyModel::DevicePasswordWithOfficer)
+        .await
+        .unwrap();
+    let keyring = provider
+        .keyrings()
+        .create(
+            honest.account,
+            honest.binding.clone(),
+            vec![
+                SlotLock::Password("pw", CHEAP),
+                SlotLock::Officer(&d.officer.public()),
+            ],
+        )
+        .await
+        .unwrap();
+    provider
+        .accept_keyring(honest.account, keyring.epoch_public_keys())
+        .await
+        .unwrap();
+    assert!(
+        provider
+            .officer_audit(honest.account, &d.officer, &[])
+            .await
+            .unwrap()
+            .consistent
+    );
 }
