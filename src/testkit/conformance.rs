@@ -389,10 +389,71 @@ pub async fn key_flows(store: &DynStore) {
     );
     provider.erase_account(account).await.expect("erase");
     assert!(provider.unlock(account, "second").await.is_err());
+    device_models(&provider, &officer).await;
     let left: Vec<_> = store
         .list(Some(&naming::account_prefix(&account)))
         .try_collect()
         .await
         .expect("list");
     assert!(left.is_empty(), "erase leaves nothing: {left:?}");
+}
+
+/// Key models 1 to 4 on this backend: keys made on the device, the keyring checked
+/// against policy by the provider, and the mail opened by whoever the model allows.
+async fn device_models(provider: &crate::engine::Provider, officer: &crate::keys::OfficerSecret) {
+    use crate::directory::KeyModel;
+    use crate::format::slot::KdfParams;
+    use crate::keys::{Credential, KeyExport, SlotLock};
+    let cheap = KdfParams { m_kib: 1024, t: 1, p: 1 };
+    for model in [
+        KeyModel::DeviceOnly,
+        KeyModel::DeviceWithExport,
+        KeyModel::DevicePassword,
+        KeyModel::DevicePasswordWithOfficer,
+    ] {
+        let enrollment = provider.enroll(model).await.expect("enroll");
+        let account = enrollment.account;
+        let mut locks = Vec::new();
+        if matches!(model, KeyModel::DevicePassword | KeyModel::DevicePasswordWithOfficer) {
+            locks.push(SlotLock::Password("on the device", cheap));
+        }
+        let officer_key = officer.public();
+        if model == KeyModel::DevicePasswordWithOfficer {
+            locks.push(SlotLock::Officer(&officer_key));
+        }
+        let keyring = provider
+            .keyrings()
+            .create(account, enrollment.binding.clone(), locks)
+            .await
+            .expect("keyring made on the device");
+        provider
+            .accept_keyring(account, keyring.epoch_public_keys())
+            .await
+            .expect("keyring accepted");
+        let export = keyring.export("carry me").expect("export");
+        let writer = provider.companion_session(keyring).expect("device session");
+        let pin = writer.blobs().put(BlobKind::Message, b"device mail").await.expect("put");
+        let reader = match model {
+            KeyModel::DeviceOnly | KeyModel::DeviceWithExport => {
+                let export = KeyExport::parse(&export).expect("parse export");
+                let keyring = provider
+                    .keyrings()
+                    .import(&export, "carry me", enrollment.binding.clone())
+                    .await
+                    .expect("import on a second device");
+                provider.companion_session(keyring).expect("second device session")
+            }
+            KeyModel::DevicePassword => {
+                let keyring = provider
+                    .keyrings()
+                    .unlock(account, enrollment.binding.clone(), Credential::Password("on the device"))
+                    .await
+                    .expect("device login");
+                provider.companion_session(keyring).expect("session")
+            }
+            _ => provider.officer_open(account, officer).await.expect("officer recovery"),
+        };
+        assert_eq!(&reader.blobs().read(&pin).await.expect("read")[..], b"device mail", "{model:?}");
+        provider.erase_account(account).await.expect("erase");
+    }
 }
