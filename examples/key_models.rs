@@ -84,7 +84,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 slots.len(),
                 slots.iter().map(|s| s.kind).collect::<Vec<_>>()
             );
-            let export = keyring.export("export passphrase")?;
+            let export = keyring.export("export passphrase").await?;
             let writer = provider.companion_session(keyring)?;
             let (reader, who) = match model {
                 KeyModel::DeviceOnly | KeyModel::DeviceWithExport => {

@@ -52,20 +52,24 @@ fn binding(deployment: DeploymentId, account: AccountId) -> SlotBinding {
 
 impl KeyExport {
     /// Wraps `root` under `passphrase` (runs Argon2id with [`EXPORT_KDF`]).
-    pub(crate) fn seal(
+    pub(crate) async fn seal(
         deployment: DeploymentId,
         account: AccountId,
         root: &RootKey,
         passphrase: &str,
         rng: &RandomSource,
         now: u64,
+        gate: &KdfGate,
     ) -> Result<Self> {
-        let slot = binding(deployment, account).seal(
-            SlotLock::Password(passphrase, EXPORT_KDF),
-            root,
-            rng,
-            now,
-        )?;
+        let slot = binding(deployment, account)
+            .seal(
+                SlotLock::Password(passphrase, EXPORT_KDF),
+                root,
+                rng,
+                now,
+                gate,
+            )
+            .await?;
         Ok(Self {
             deployment,
             account,

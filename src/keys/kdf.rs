@@ -3,8 +3,11 @@
 
 use std::sync::Arc;
 
-use argon2::{Algorithm, Argon2, Params, Version};
+use std::sync::{Mutex, PoisonError};
+
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::Semaphore;
+use zeroize::Zeroize;
 
 use crate::crypto::Key32;
 use crate::error::{Error, Result};
@@ -61,23 +64,41 @@ impl KdfLimits {
     }
 }
 
-/// Runs Argon2id: `password` and `salt` to 32 bytes. The caller has checked `params`.
-pub(crate) fn argon2id(password: &[u8], salt: &[u8; 32], params: &KdfParams) -> Result<Key32> {
+/// Working memory of Argon2id, kept by the [`KdfGate`] and reused from one derivation to
+/// the next.
+pub(crate) type KdfMemory = Vec<Block>;
+
+/// Runs Argon2id in `memory` (grown as needed): `password` and `salt` to 32 bytes. The
+/// caller has checked `params`.
+pub(crate) fn argon2id(
+    password: &[u8],
+    salt: &[u8; 32],
+    params: &KdfParams,
+    memory: &mut KdfMemory,
+) -> Result<Key32> {
     let params =
         Params::new(params.m_kib, params.t, params.p, Some(32)).map_err(|_| Error::Tampered)?;
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::default());
+    }
     let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
     let mut out = zeroize::Zeroizing::new([0u8; 32]);
     argon
-        .hash_password_into(password, salt, &mut out[..])
+        .hash_password_into_with_memory(password, salt, &mut out[..], &mut memory[..blocks])
         .map_err(|_| Error::Tampered)?;
     Ok(Key32::from_bytes(*out))
 }
 
-/// Bounds how many key derivations run at once (default: the number of cores), so memory
-/// stays under `permits × one derivation`.
+/// Bounds how many key derivations run at once (default: the number of cores), and owns
+/// their working memory: one Argon2 buffer per permit, reused and wiped after each use, so
+/// memory stays at `permits × one derivation` whatever the number of logins (allocating
+/// 19 MiB per login instead fragments the allocator's per-thread heaps until a login
+/// storm holds hundreds of MiB).
 #[derive(Debug, Clone)]
 pub struct KdfGate {
     permits: Arc<Semaphore>,
+    memory: Arc<Mutex<Vec<KdfMemory>>>,
 }
 
 impl KdfGate {
@@ -85,22 +106,39 @@ impl KdfGate {
     pub fn new(concurrent: usize) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(concurrent.max(1))),
+            memory: Arc::default(),
         }
     }
 
-    /// Runs the derivation `work` on a blocking thread once a permit is free.
+    /// Runs the derivation `work` on a blocking thread once a permit is free, lending it
+    /// the permit's working memory (wiped afterwards).
     pub(crate) async fn run<T: Send + 'static>(
         &self,
-        work: impl FnOnce() -> T + Send + 'static,
+        work: impl FnOnce(&mut KdfMemory) -> T + Send + 'static,
     ) -> Result<T> {
         let _permit = self
             .permits
             .acquire()
             .await
             .map_err(|_| Error::Config("key derivation gate closed".into()))?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| Error::Config(format!("key derivation task: {e}")))
+        let mut memory = self
+            .memory
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+            .unwrap_or_default();
+        let (result, memory) = tokio::task::spawn_blocking(move || {
+            let result = work(&mut memory);
+            memory.iter_mut().for_each(Zeroize::zeroize);
+            (result, memory)
+        })
+        .await
+        .map_err(|e| Error::Config(format!("key derivation task: {e}")))?;
+        self.memory
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(memory);
+        Ok(result)
     }
 }
 

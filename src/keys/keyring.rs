@@ -127,7 +127,11 @@ impl KeyringStore {
         let root = RootKey::generate(&self.rng);
         let mut slots = Vec::with_capacity(locks.len());
         for lock in locks {
-            slots.push(binding.seal(lock, &root, &self.rng, now())?);
+            slots.push(
+                binding
+                    .seal(lock, &root, &self.rng, now(), &self.gate)
+                    .await?,
+            );
         }
         let body = KeyringBody {
             epochs: vec![EpochSecrets {
@@ -432,7 +436,7 @@ impl UnlockedKeyring {
     ///
     /// # Errors
     /// Only if the key derivation itself fails.
-    pub fn export(&self, passphrase: &str) -> Result<String> {
+    pub async fn export(&self, passphrase: &str) -> Result<String> {
         let export = super::KeyExport::seal(
             self.store.deployment,
             self.account,
@@ -440,7 +444,9 @@ impl UnlockedKeyring {
             passphrase,
             &self.store.rng,
             now(),
-        )?;
+            &self.store.gate,
+        )
+        .await?;
         Ok(export.to_armored())
     }
 
@@ -489,12 +495,16 @@ impl UnlockedKeyring {
     /// As publishing: [`Error::Conflict`] if another writer changed the keyring meanwhile;
     /// backend errors.
     pub async fn change_password(&mut self, password: &str, params: KdfParams) -> Result<()> {
-        let slot = self.binding.seal(
-            SlotLock::Password(password, params),
-            &self.root,
-            &self.store.rng,
-            now(),
-        )?;
+        let slot = self
+            .binding
+            .seal(
+                SlotLock::Password(password, params),
+                &self.root,
+                &self.store.rng,
+                now(),
+                &self.store.gate,
+            )
+            .await?;
         self.slots.retain(|s| s.kind != SlotKind::Password);
         self.slots.push(slot);
         self.publish().await
@@ -510,7 +520,8 @@ impl UnlockedKeyring {
         }
         let slot = self
             .binding
-            .seal(lock, &self.root, &self.store.rng, now())?;
+            .seal(lock, &self.root, &self.store.rng, now(), &self.store.gate)
+            .await?;
         self.slots.push(slot);
         self.publish().await
     }

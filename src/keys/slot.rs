@@ -21,7 +21,7 @@
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
-use super::kdf::{argon2id, KdfLimits};
+use super::kdf::{argon2id, KdfLimits, KdfMemory};
 use super::{DeviceKey, KdfGate, OfficerPublicKey, OfficerSecret, RecoveryCode, RootKey};
 use crate::crypto::kdf::{self, expand_from_extract};
 use crate::crypto::record::RecordCipher;
@@ -89,18 +89,36 @@ impl SlotBinding {
     }
 
     /// Seals `root` into a new slot created at `now` (seconds since the Unix epoch).
-    /// Password slots run Argon2id here: call this inside a [`KdfGate`] in a server.
+    /// Password slots run Argon2id under `gate`, on a blocking thread.
     ///
     /// # Errors
     /// [`Error::Tampered`] for an officer public key of low order.
-    pub fn seal(
+    pub async fn seal(
         &self,
         lock: SlotLock<'_>,
         root: &RootKey,
         rng: &RandomSource,
         now: u64,
+        gate: &KdfGate,
     ) -> Result<KeySlot> {
-        seal_slot(lock, self, &root.0, rng, now)
+        if let SlotLock::Password(password, params) = lock {
+            let password = Zeroizing::new(password.to_string());
+            let root = Key32::from_bytes(*root.0.expose());
+            let (binding, rng) = (self.clone(), rng.clone());
+            return gate
+                .run(move |memory| {
+                    seal_slot(
+                        SlotLock::Password(&password, params),
+                        &binding,
+                        &root,
+                        &rng,
+                        now,
+                        memory,
+                    )
+                })
+                .await?;
+        }
+        seal_slot(lock, self, &root.0, rng, now, &mut KdfMemory::new())
     }
 
     /// Opens `slot` with `credential` under `gate` (password derivations wait for a
@@ -126,11 +144,19 @@ impl SlotBinding {
             let password = Zeroizing::new(password.to_string());
             let (slot, binding, limits) = (slot.clone(), self.clone(), *limits);
             let opened = gate
-                .run(move || open_slot(&slot, &Credential::Password(&password), &binding, &limits))
+                .run(move |memory| {
+                    open_slot(
+                        &slot,
+                        &Credential::Password(&password),
+                        &binding,
+                        &limits,
+                        memory,
+                    )
+                })
                 .await?;
             return opened.map(RootKey);
         }
-        open_slot(slot, &credential, self, limits).map(RootKey)
+        open_slot(slot, &credential, self, limits, &mut KdfMemory::new()).map(RootKey)
     }
 
     fn ad(&self, slot: &KeySlot) -> Vec<u8> {
@@ -179,6 +205,7 @@ fn seal_slot(
     root: &Key32,
     rng: &RandomSource,
     now: u64,
+    memory: &mut KdfMemory,
 ) -> Result<KeySlot> {
     let mut slot = KeySlot {
         kind: SlotKind::Password,
@@ -200,7 +227,7 @@ fn seal_slot(
     let (secret, peppered): (Zeroizing<Vec<u8>>, bool) = match lock {
         SlotLock::Password(password, params) => {
             slot.kdf = params;
-            let stretched = argon2id(password.as_bytes(), &slot.salt, &params)?;
+            let stretched = argon2id(password.as_bytes(), &slot.salt, &params, memory)?;
             (Zeroizing::new(stretched.expose().to_vec()), true)
         }
         SlotLock::RecoveryCode(code) => {
@@ -236,11 +263,12 @@ fn open_slot(
     key: &Credential<'_>,
     binding: &SlotBinding,
     limits: &KdfLimits,
+    memory: &mut KdfMemory,
 ) -> Result<Key32> {
     let (secret, peppered): (Zeroizing<Vec<u8>>, bool) = match (key, slot.kind) {
         (Credential::Password(password), SlotKind::Password) => {
             limits.check(&slot.kdf)?;
-            let stretched = argon2id(password.as_bytes(), &slot.salt, &slot.kdf)?;
+            let stretched = argon2id(password.as_bytes(), &slot.salt, &slot.kdf, memory)?;
             (Zeroizing::new(stretched.expose().to_vec()), true)
         }
         (Credential::RecoveryCode(code), SlotKind::RecoveryCode) => (
@@ -295,7 +323,7 @@ mod tests {
     }
 
     fn open(slot: &KeySlot, key: &Credential<'_>, b: &SlotBinding) -> Result<[u8; 32]> {
-        open_slot(slot, key, b, &KdfLimits::default()).map(|k| *k.expose())
+        open_slot(slot, key, b, &KdfLimits::default(), &mut Vec::new()).map(|k| *k.expose())
     }
 
     #[test]
@@ -331,7 +359,7 @@ mod tests {
             ),
         ];
         for (lock, right, wrong) in locks {
-            let slot = seal_slot(lock, &b, &root, &rng, 1_700_000_000).unwrap();
+            let slot = seal_slot(lock, &b, &root, &rng, 1_700_000_000, &mut Vec::new()).unwrap();
             let bytes = slot.to_bytes();
             assert_eq!(KeySlot::parse(&bytes).unwrap(), slot);
             assert_eq!(open(&slot, &right, &b).unwrap(), *root.expose());
@@ -342,7 +370,15 @@ mod tests {
             );
         }
         // The recovery code is forgiving about case, spaces and dashes.
-        let slot = seal_slot(SlotLock::RecoveryCode(&code), &b, &root, &rng, 0).unwrap();
+        let slot = seal_slot(
+            SlotLock::RecoveryCode(&code),
+            &b,
+            &root,
+            &rng,
+            0,
+            &mut Vec::new(),
+        )
+        .unwrap();
         let typed = code.as_str().to_lowercase().replace('-', " ");
         assert_eq!(
             open(&slot, &Credential::RecoveryCode(&typed), &b).unwrap(),
@@ -355,7 +391,15 @@ mod tests {
         let rng = RandomSource::os();
         let b = binding(&rng);
         let root = Key32::random(&rng);
-        let slot = seal_slot(SlotLock::Password("pw", CHEAP), &b, &root, &rng, 0).unwrap();
+        let slot = seal_slot(
+            SlotLock::Password("pw", CHEAP),
+            &b,
+            &root,
+            &rng,
+            0,
+            &mut Vec::new(),
+        )
+        .unwrap();
         let key = Credential::Password("pw");
         let bytes = slot.to_bytes();
         for at in 0..bytes.len() {
@@ -382,7 +426,15 @@ mod tests {
         let rng = RandomSource::os();
         let b = binding(&rng);
         let root = Key32::random(&rng);
-        let slot = seal_slot(SlotLock::Password("pw", CHEAP), &b, &root, &rng, 0).unwrap();
+        let slot = seal_slot(
+            SlotLock::Password("pw", CHEAP),
+            &b,
+            &root,
+            &rng,
+            0,
+            &mut Vec::new(),
+        )
+        .unwrap();
         let key = Credential::Password("pw");
         let mut other = b.clone();
         other.account = AccountId::random(&rng);
@@ -409,7 +461,15 @@ mod tests {
         let rng = RandomSource::os();
         let b = binding(&rng);
         let root = Key32::random(&rng);
-        let mut slot = seal_slot(SlotLock::Password("pw", CHEAP), &b, &root, &rng, 0).unwrap();
+        let mut slot = seal_slot(
+            SlotLock::Password("pw", CHEAP),
+            &b,
+            &root,
+            &rng,
+            0,
+            &mut Vec::new(),
+        )
+        .unwrap();
         slot.kdf = KdfParams {
             m_kib: u32::MAX,
             t: 1,
@@ -450,7 +510,15 @@ mod tests {
         let rng = RandomSource::os();
         let b = binding(&rng);
         let root = Key32::random(&rng);
-        let slot = seal_slot(SlotLock::Password("pw", DEFAULT_KDF), &b, &root, &rng, 0).unwrap();
+        let slot = seal_slot(
+            SlotLock::Password("pw", DEFAULT_KDF),
+            &b,
+            &root,
+            &rng,
+            0,
+            &mut Vec::new(),
+        )
+        .unwrap();
         assert_eq!(slot.kdf, DEFAULT_KDF);
         assert_eq!(
             open(&slot, &Credential::Password("pw"), &b).unwrap(),

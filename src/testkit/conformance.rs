@@ -404,7 +404,11 @@ async fn device_models(provider: &crate::engine::Provider, officer: &crate::keys
     use crate::directory::KeyModel;
     use crate::format::slot::KdfParams;
     use crate::keys::{Credential, KeyExport, SlotLock};
-    let cheap = KdfParams { m_kib: 1024, t: 1, p: 1 };
+    let cheap = KdfParams {
+        m_kib: 1024,
+        t: 1,
+        p: 1,
+    };
     for model in [
         KeyModel::DeviceOnly,
         KeyModel::DeviceWithExport,
@@ -414,7 +418,10 @@ async fn device_models(provider: &crate::engine::Provider, officer: &crate::keys
         let enrollment = provider.enroll(model).await.expect("enroll");
         let account = enrollment.account;
         let mut locks = Vec::new();
-        if matches!(model, KeyModel::DevicePassword | KeyModel::DevicePasswordWithOfficer) {
+        if matches!(
+            model,
+            KeyModel::DevicePassword | KeyModel::DevicePasswordWithOfficer
+        ) {
             locks.push(SlotLock::Password("on the device", cheap));
         }
         let officer_key = officer.public();
@@ -430,9 +437,13 @@ async fn device_models(provider: &crate::engine::Provider, officer: &crate::keys
             .accept_keyring(account, keyring.epoch_public_keys())
             .await
             .expect("keyring accepted");
-        let export = keyring.export("carry me").expect("export");
+        let export = keyring.export("carry me").await.expect("export");
         let writer = provider.companion_session(keyring).expect("device session");
-        let pin = writer.blobs().put(BlobKind::Message, b"device mail").await.expect("put");
+        let pin = writer
+            .blobs()
+            .put(BlobKind::Message, b"device mail")
+            .await
+            .expect("put");
         let reader = match model {
             KeyModel::DeviceOnly | KeyModel::DeviceWithExport => {
                 let export = KeyExport::parse(&export).expect("parse export");
@@ -441,19 +452,32 @@ async fn device_models(provider: &crate::engine::Provider, officer: &crate::keys
                     .import(&export, "carry me", enrollment.binding.clone())
                     .await
                     .expect("import on a second device");
-                provider.companion_session(keyring).expect("second device session")
+                provider
+                    .companion_session(keyring)
+                    .expect("second device session")
             }
             KeyModel::DevicePassword => {
                 let keyring = provider
                     .keyrings()
-                    .unlock(account, enrollment.binding.clone(), Credential::Password("on the device"))
+                    .unlock(
+                        account,
+                        enrollment.binding.clone(),
+                        Credential::Password("on the device"),
+                    )
                     .await
                     .expect("device login");
                 provider.companion_session(keyring).expect("session")
             }
-            _ => provider.officer_open(account, officer).await.expect("officer recovery"),
+            _ => provider
+                .officer_open(account, officer)
+                .await
+                .expect("officer recovery"),
         };
-        assert_eq!(&reader.blobs().read(&pin).await.expect("read")[..], b"device mail", "{model:?}");
+        assert_eq!(
+            &reader.blobs().read(&pin).await.expect("read")[..],
+            b"device mail",
+            "{model:?}"
+        );
         provider.erase_account(account).await.expect("erase");
     }
 }

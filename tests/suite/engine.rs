@@ -400,7 +400,7 @@ async fn the_five_key_models_end_to_end() {
                                 .keyrings()
                                 .import(
                                     &KeyExport::parse(
-                                        &keyring.export("same device backup").unwrap(),
+                                        &keyring.export("same device backup").await.unwrap(),
                                     )
                                     .unwrap(),
                                     "same device backup",
@@ -410,7 +410,7 @@ async fn the_five_key_models_end_to_end() {
                                 .unwrap(),
                         ),
                         KeyModel::DeviceWithExport => {
-                            let file = keyring.export("to my laptop").unwrap();
+                            let file = keyring.export("to my laptop").await.unwrap();
                             let second_device = provider
                                 .keyrings()
                                 .import(
@@ -535,7 +535,9 @@ async fn an_audit_of_an_officer_slot_wrapping_another_key_fails() {
             &RootKey::generate(&rng),
             &rng,
             0,
+            &mailvault::keys::KdfGate::new(1),
         )
+        .await
         .unwrap();
     keyring.add_sealed_slot(decoy).await.unwrap();
     provider

@@ -31,16 +31,44 @@ async fn every_credential_opens_its_slot_through_the_gate() {
     let device = DeviceKey::generate(&rng);
     let officer = OfficerSecret::generate(&rng);
     let password = b
-        .seal(SlotLock::Password("hunter2", DEFAULT_KDF), &root, &rng, 1)
+        .seal(
+            SlotLock::Password("hunter2", DEFAULT_KDF),
+            &root,
+            &rng,
+            1,
+            &KdfGate::new(1),
+        )
+        .await
         .unwrap();
     let recovery = b
-        .seal(SlotLock::RecoveryCode(&code), &root, &rng, 1)
+        .seal(
+            SlotLock::RecoveryCode(&code),
+            &root,
+            &rng,
+            1,
+            &KdfGate::new(1),
+        )
+        .await
         .unwrap();
     let on_device = b
-        .seal(SlotLock::DeviceKey(&device), &root, &rng, 1)
+        .seal(
+            SlotLock::DeviceKey(&device),
+            &root,
+            &rng,
+            1,
+            &KdfGate::new(1),
+        )
+        .await
         .unwrap();
     let officer_slot = b
-        .seal(SlotLock::Officer(&officer.public()), &root, &rng, 1)
+        .seal(
+            SlotLock::Officer(&officer.public()),
+            &root,
+            &rng,
+            1,
+            &KdfGate::new(1),
+        )
+        .await
         .unwrap();
     for (slot, credential) in [
         (&password, Credential::Password("hunter2")),
@@ -78,7 +106,14 @@ async fn hostile_costs_in_storage_are_refused_before_allocation() {
         p: 1,
     };
     let slot = b
-        .seal(SlotLock::Password("pw", cheap), &root, &rng, 1)
+        .seal(
+            SlotLock::Password("pw", cheap),
+            &root,
+            &rng,
+            1,
+            &KdfGate::new(1),
+        )
+        .await
         .unwrap();
     let mut bytes = slot.to_bytes();
     bytes[32..36].copy_from_slice(&(4u32 << 20).to_be_bytes()); // 4 GiB
@@ -94,8 +129,8 @@ async fn hostile_costs_in_storage_are_refused_before_allocation() {
     assert!(matches!(result, Err(Error::ExcessiveWork { m_kib, .. }) if m_kib == 4 << 20));
 }
 
-#[test]
-fn slot_and_keyring_parsers_refuse_malformed_input() {
+#[tokio::test]
+async fn slot_and_keyring_parsers_refuse_malformed_input() {
     let rng = RandomSource::os();
     let b = binding(&rng);
     let root = RootKey::generate(&rng);
@@ -105,7 +140,9 @@ fn slot_and_keyring_parsers_refuse_malformed_input() {
             &root,
             &rng,
             1,
+            &KdfGate::new(1),
         )
+        .await
         .unwrap();
     let bytes = slot.to_bytes();
     assert!(matches!(
@@ -422,7 +459,7 @@ mod export {
             .await
             .unwrap();
         assert!(keyring.slots().is_empty(), "nothing on the server opens it");
-        let text = keyring.export("a long passphrase").unwrap();
+        let text = keyring.export("a long passphrase").await.unwrap();
         assert!(text.starts_with("-----BEGIN MAILVAULT KEY EXPORT-----"));
         let export = KeyExport::parse(&text).unwrap();
         assert_eq!(export.account, account);
