@@ -559,6 +559,27 @@ impl Session {
         Ok(key)
     }
 
+    /// Adds a slot for the deployment's current officer key: how an account is re-sealed
+    /// after the officer key was rotated (retired keys keep opening their old slots until
+    /// those are removed). Returns the new slot's id.
+    ///
+    /// # Errors
+    /// [`Error::Config`] without a current officer key; as [`UnlockedKeyring::add_slot`].
+    pub async fn add_officer_slot(&mut self) -> Result<[u8; 16]> {
+        let current = self
+            .directory
+            .officer_keys()
+            .await?
+            .into_iter()
+            .find(|k| k.current)
+            .ok_or_else(|| Error::Config("no current officer key in the directory".into()))?;
+        self.keyring
+            .add_slot(SlotLock::Officer(&current.key))
+            .await?;
+        let added = self.keyring.slots().last().map(|s| s.id);
+        added.ok_or(Error::Tampered)
+    }
+
     /// Removes a slot. Under a model that requires an officer slot, the last slot for a
     /// current officer key cannot be removed.
     ///

@@ -577,3 +577,53 @@ async fn an_audit_of_an_officer_slot_wrapping_another_key_fails() {
             .consistent
     );
 }
+
+/// Officer key rotation: the retired key keeps opening the old slot until the account is
+/// re-sealed to the new current key, after which the old slot can go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn officer_key_rotation_and_re_sealing() {
+    let d = Deployment::new().await;
+    let provider = d.provider(CHEAP).await;
+    let alice = provider.create_account("pw").await.unwrap();
+    let new_officer = OfficerSecret::generate(&RandomSource::os());
+    d.directory
+        .set_officer_keys(vec![
+            OfficerKeyEntry {
+                key: d.officer.public(),
+                current: false,
+            },
+            OfficerKeyEntry {
+                key: new_officer.public(),
+                current: true,
+            },
+        ])
+        .await
+        .unwrap();
+    // The retired key still opens the slot sealed to it; the new one opens nothing yet.
+    provider.officer_open(alice, &d.officer).await.unwrap();
+    assert!(matches!(
+        provider.officer_open(alice, &new_officer).await,
+        Err(Error::WrongCredential)
+    ));
+    let mut session = provider.unlock(alice, "pw").await.unwrap();
+    let old_slot = session
+        .slots()
+        .iter()
+        .find(|s| s.kind == SlotKind::Officer)
+        .unwrap()
+        .id;
+    // Removing the only officer slot while the old key is retired: refused (model 5
+    // needs a slot for a current officer key, and this one is not current any more, so
+    // re-seal first).
+    assert!(matches!(
+        session.remove_slot(old_slot).await,
+        Err(Error::InvalidArgument(_))
+    ));
+    session.add_officer_slot().await.unwrap();
+    session.remove_slot(old_slot).await.unwrap();
+    provider.officer_open(alice, &new_officer).await.unwrap();
+    assert!(matches!(
+        provider.officer_open(alice, &d.officer).await,
+        Err(Error::WrongCredential)
+    ));
+}
