@@ -259,14 +259,7 @@ impl Provider {
     ) -> Result<()> {
         let mut record = self.record(account).await?;
         let slots = self.keyrings.stored_slots(&account).await?;
-        let officers: Vec<[u8; 32]> = self
-            .directory
-            .officer_keys()
-            .await?
-            .iter()
-            .filter(|k| k.current)
-            .map(|k| k.key.to_bytes())
-            .collect();
+        let officers: Vec<[u8; 32]> = current_officer_keys(self.directory.as_ref()).await?;
         match record.model {
             KeyModel::DeviceOnly | KeyModel::DeviceWithExport if !slots.is_empty() => {
                 return Err(Error::invalid(
@@ -482,6 +475,17 @@ impl Provider {
     }
 }
 
+/// The deployment's current officer keys (those new slots must be sealed to), as bytes.
+async fn current_officer_keys(directory: &dyn Directory) -> Result<Vec<[u8; 32]>> {
+    Ok(directory
+        .officer_keys()
+        .await?
+        .iter()
+        .filter(|k| k.current)
+        .map(|k| k.key.to_bytes())
+        .collect())
+}
+
 fn weaker(slot: &KdfParams, wanted: &KdfParams) -> bool {
     slot.m_kib < wanted.m_kib || slot.t < wanted.t
 }
@@ -589,14 +593,7 @@ impl Session {
     pub async fn remove_slot(&mut self, id: [u8; 16]) -> Result<()> {
         let record = self.directory.account_record(&self.account()).await?;
         if record.is_some_and(|r| r.model.requires_officer()) {
-            let current: Vec<[u8; 32]> = self
-                .directory
-                .officer_keys()
-                .await?
-                .iter()
-                .filter(|k| k.current)
-                .map(|k| k.key.to_bytes())
-                .collect();
+            let current: Vec<[u8; 32]> = current_officer_keys(self.directory.as_ref()).await?;
             let remaining_officer = self
                 .keyring
                 .officer_slot_keys()

@@ -707,16 +707,7 @@ impl Collection {
                         merged_heads,
                     });
                 }
-                None => {
-                    backoff
-                        .wait(
-                            &self.rng,
-                            &self
-                                .objects
-                                .path(&self.objects.own_name(self.generation + 1)),
-                        )
-                        .await?
-                }
+                None => backoff.wait(&self.rng, &self.next_manifest_path()).await?,
             }
         }
     }
@@ -791,6 +782,12 @@ impl Collection {
                 Ok(None)
             }
         }
+    }
+
+    /// Where the next generation's manifest of this writer goes.
+    fn next_manifest_path(&self) -> object_store::path::Path {
+        self.objects
+            .path(&self.objects.own_name(self.generation + 1))
     }
 
     /// Whether the manifest with `header` is stored (authenticated and ours).
@@ -908,14 +905,7 @@ impl Collection {
                     });
                 }
                 None => {
-                    backoff
-                        .wait(
-                            &self.rng,
-                            &self
-                                .objects
-                                .path(&self.objects.own_name(self.generation + 1)),
-                        )
-                        .await?;
+                    backoff.wait(&self.rng, &self.next_manifest_path()).await?;
                     self.refresh().await?;
                     let live_ids: HashSet<SegmentId> = self.live.iter().map(|e| e.id).collect();
                     inputs.retain(|e| live_ids.contains(&e.id));
