@@ -36,15 +36,7 @@ const SIZES: [(usize, &str); 4] = [
 
 /// Deterministic, incompressible-enough plaintext.
 fn data(len: usize) -> Vec<u8> {
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
+    mailvault::testkit::pattern(0, len)
 }
 
 /// Modest settings so that the whole file runs in a few minutes on a small machine.

@@ -74,15 +74,7 @@ fn record_key(i: usize) -> Vec<u8> {
 
 /// Deterministic value of `VALUE_LEN` bytes for record `i`, version `version`.
 fn value(i: usize, version: u64) -> Vec<u8> {
-    let mut state = (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ version;
-    (0..VALUE_LEN)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
+    mailvault::testkit::pattern(i as u64 ^ (version << 40), VALUE_LEN)
 }
 
 /// One collection of `records` records in its steady state, on one backend.

@@ -118,15 +118,7 @@ mod run {
     }
 
     fn value(i: usize, len: usize) -> Vec<u8> {
-        let mut state = (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect()
+        mailvault::testkit::pattern(i as u64, len)
     }
 
     /// A snapshot of the heap and the resident set (after trimming).

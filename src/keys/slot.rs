@@ -322,6 +322,19 @@ mod tests {
         )
     }
 
+    /// A cheap password slot for "pw".
+    fn password_slot(b: &SlotBinding, root: &Key32, rng: &RandomSource) -> KeySlot {
+        seal_slot(
+            SlotLock::Password("pw", CHEAP),
+            b,
+            root,
+            rng,
+            0,
+            &mut Vec::new(),
+        )
+        .unwrap()
+    }
+
     fn open(slot: &KeySlot, key: &Credential<'_>, b: &SlotBinding) -> Result<[u8; 32]> {
         open_slot(slot, key, b, &KdfLimits::default(), &mut Vec::new()).map(|k| *k.expose())
     }
@@ -391,15 +404,7 @@ mod tests {
         let rng = RandomSource::os();
         let b = binding(&rng);
         let root = Key32::random(&rng);
-        let slot = seal_slot(
-            SlotLock::Password("pw", CHEAP),
-            &b,
-            &root,
-            &rng,
-            0,
-            &mut Vec::new(),
-        )
-        .unwrap();
+        let slot = password_slot(&b, &root, &rng);
         let key = Credential::Password("pw");
         let bytes = slot.to_bytes();
         for at in 0..bytes.len() {
@@ -426,15 +431,7 @@ mod tests {
         let rng = RandomSource::os();
         let b = binding(&rng);
         let root = Key32::random(&rng);
-        let slot = seal_slot(
-            SlotLock::Password("pw", CHEAP),
-            &b,
-            &root,
-            &rng,
-            0,
-            &mut Vec::new(),
-        )
-        .unwrap();
+        let slot = password_slot(&b, &root, &rng);
         let key = Credential::Password("pw");
         let mut other = b.clone();
         other.account = AccountId::random(&rng);
@@ -461,15 +458,7 @@ mod tests {
         let rng = RandomSource::os();
         let b = binding(&rng);
         let root = Key32::random(&rng);
-        let mut slot = seal_slot(
-            SlotLock::Password("pw", CHEAP),
-            &b,
-            &root,
-            &rng,
-            0,
-            &mut Vec::new(),
-        )
-        .unwrap();
+        let mut slot = password_slot(&b, &root, &rng);
         slot.kdf = KdfParams {
             m_kib: u32::MAX,
             t: 1,
