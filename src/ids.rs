@@ -85,6 +85,20 @@ id_type!(
     SegmentId
 );
 
+id_type!(
+    /// One mailbox of an account: stable across renames (the JMAP `Mailbox` id).
+    MailboxId
+);
+id_type!(
+    /// One email: a body and its metadata, shared by every copy of the message (the
+    /// RFC 8474 EMAILID and JMAP `Email` id).
+    EmailId
+);
+id_type!(
+    /// One thread of emails (the RFC 8474 THREADID and JMAP `Thread` id).
+    ThreadId
+);
+
 pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);

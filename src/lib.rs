@@ -50,6 +50,7 @@
 //! | [`blob`] | encrypted bodies: streaming write, streaming read, range read |
 //! | [`engine`] | `Provider` (accounts, login, officer tools, erase) and `Session` |
 //! | [`index`] | encrypted ordered key/value collections on the commit protocol |
+//! | [`mail`] | the mailbox model: mailboxes, UIDs, flags, modseqs, MIME parts, changes |
 //!
 //! The byte-level formats are in `docs/design.md`.
 #![forbid(unsafe_code)]
@@ -64,6 +65,7 @@ pub mod format;
 pub mod ids;
 pub mod index;
 pub mod keys;
+pub mod mail;
 pub mod storage;
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -49,6 +49,13 @@ impl RandomSource {
         }
     }
 
+    /// `N` random bytes.
+    pub(crate) fn array<const N: usize>(&self) -> [u8; N] {
+        let mut out = [0u8; N];
+        self.fill(&mut out);
+        out
+    }
+
     /// 32 random bytes (for tests that need a secret of their own, such as a
     /// directory's account secret).
     #[cfg(feature = "testkit")]

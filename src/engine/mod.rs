@@ -47,6 +47,7 @@ use crate::keys::{
     Credential, DeviceKey, KdfGate, KdfLimits, KeyringStore, OfficerSecret, RecoveryCode,
     SlotBinding, SlotInfo, SlotLock, UnlockedKeyring, DEFAULT_KDF,
 };
+use crate::mail::Mailstore;
 use crate::storage::{naming, probe_capabilities, CommitMode, DynStore};
 
 /// Officer action kinds recorded in the keyring.
@@ -530,6 +531,14 @@ impl Session {
         self.index
             .open(self.keyring.account(), &self.key, name)
             .await
+    }
+
+    /// Opens the account's mail: mailboxes, messages, flags, bodies.
+    ///
+    /// # Errors
+    /// As [`Mailstore::open`].
+    pub async fn mailstore(&self) -> Result<Mailstore> {
+        Mailstore::open(&self.index, self.blobs.clone(), &self.key).await
     }
 
     /// Changes the password: one slot rewritten, nothing re-encrypted; the old password

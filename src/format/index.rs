@@ -38,6 +38,7 @@
 
 use bytes::Bytes;
 
+use super::reader::Reader;
 use crate::error::{Error, Result};
 use crate::ids::{SegmentId, WriterId};
 
@@ -106,57 +107,15 @@ pub struct Record {
     pub value: Option<Bytes>,
 }
 
-/// A cursor over untrusted bytes: every read is length-checked.
-struct Reader<'a> {
-    bytes: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        if self.bytes.len() < n {
-            return Err(Error::Tampered);
-        }
-        let (head, rest) = self.bytes.split_at(n);
-        self.bytes = rest;
-        Ok(head)
+fn read_stamp(r: &mut Reader<'_>) -> Result<Stamp> {
+    let generation = r.u64()?;
+    if generation >= MAX_GENERATION {
+        return Err(Error::Tampered);
     }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N)?);
-        Ok(out)
-    }
-
-    fn u8(&mut self) -> Result<u8> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u16(&mut self) -> Result<u16> {
-        Ok(u16::from_be_bytes(self.array()?))
-    }
-
-    fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_be_bytes(self.array()?))
-    }
-
-    fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_be_bytes(self.array()?))
-    }
-
-    fn stamp(&mut self) -> Result<Stamp> {
-        let generation = self.u64()?;
-        if generation >= MAX_GENERATION {
-            return Err(Error::Tampered);
-        }
-        Ok(Stamp {
-            generation,
-            writer: WriterId::from_bytes(self.array()?),
-        })
-    }
-
-    fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
-    }
+    Ok(Stamp {
+        generation,
+        writer: WriterId::from_bytes(r.array()?),
+    })
 }
 
 fn check_version(version: u8, object: &'static str) -> Result<()> {
@@ -196,7 +155,7 @@ impl SegmentHeader {
     /// [`Error::UnsupportedVersion`] for another version; [`Error::Tampered`] for any
     /// malformed byte or length.
     pub fn parse(bytes: &[u8]) -> Result<(Self, Vec<&[u8]>)> {
-        let mut r = Reader { bytes };
+        let mut r = Reader::new(bytes);
         if r.take(4)? != SEGMENT_MAGIC {
             return Err(Error::Tampered);
         }
@@ -208,7 +167,7 @@ impl SegmentHeader {
         let id = SegmentId::from_bytes(r.array()?);
         let pages = r.u32()?;
         // Each page needs at least its length prefix: bound the count before allocating.
-        if pages as usize > r.bytes.len() / 4 {
+        if pages as usize > r.remaining().len() / 4 {
             return Err(Error::Tampered);
         }
         let mut sealed = Vec::with_capacity(pages as usize);
@@ -253,7 +212,7 @@ pub fn parse_page(
     after: Option<&[u8]>,
     records: &mut Vec<Record>,
 ) -> Result<()> {
-    let mut r = Reader { bytes: page };
+    let mut r = Reader::new(page);
     let mut previous: Option<&[u8]> = after;
     while !r.is_empty() {
         let flags = r.u8()?;
@@ -268,7 +227,7 @@ pub fn parse_page(
         previous = Some(key_bytes);
         let key = page.slice_ref(key_bytes);
         let stamp = match kind {
-            SegmentKind::Compacted => Some(r.stamp()?),
+            SegmentKind::Compacted => Some(read_stamp(&mut r)?),
             SegmentKind::Batch => None,
         };
         let value = if flags == 1 {
@@ -307,7 +266,7 @@ impl ManifestHeader {
     /// # Errors
     /// [`Error::UnsupportedVersion`] for another version; [`Error::Tampered`] otherwise.
     pub fn parse(bytes: &[u8]) -> Result<(Self, &[u8])> {
-        let mut r = Reader { bytes };
+        let mut r = Reader::new(bytes);
         if r.take(4)? != MANIFEST_MAGIC {
             return Err(Error::Tampered);
         }
@@ -320,7 +279,7 @@ impl ManifestHeader {
             return Err(Error::Tampered);
         }
         let writer = WriterId::from_bytes(r.array()?);
-        Ok((Self { generation, writer }, r.bytes))
+        Ok((Self { generation, writer }, r.remaining()))
     }
 }
 
@@ -394,29 +353,29 @@ impl ManifestBody {
     /// # Errors
     /// [`Error::Tampered`] for any malformed byte or length.
     pub fn parse(bytes: &[u8]) -> Result<Self> {
-        let mut r = Reader { bytes };
+        let mut r = Reader::new(bytes);
         let parents = r.u16()? as usize;
-        if parents > r.bytes.len() / 24 {
+        if parents > r.remaining().len() / 24 {
             return Err(Error::Tampered);
         }
         let parents = (0..parents)
-            .map(|_| r.stamp())
+            .map(|_| read_stamp(&mut r))
             .collect::<Result<Vec<_>>>()?;
         let purged_through = r.u64()?;
         let count = r.u32()? as usize;
-        if count > r.bytes.len() / SEGMENT_ENTRY_LEN {
+        if count > r.remaining().len() / SEGMENT_ENTRY_LEN {
             return Err(Error::Tampered);
         }
         let mut segments = Vec::with_capacity(count);
         for _ in 0..count {
             let id = SegmentId::from_bytes(r.array()?);
-            let stamp = r.stamp()?;
+            let stamp = read_stamp(&mut r)?;
             let kind = SegmentKind::from_byte(r.u8()?)?;
             let stored_len = r.u64()?;
             let digest = r.array()?;
             let records = r.u32()?;
             let covered = r.u16()? as usize;
-            if covered > r.bytes.len() / 16 || (kind == SegmentKind::Batch && covered != 0) {
+            if covered > r.remaining().len() / 16 || (kind == SegmentKind::Batch && covered != 0) {
                 return Err(Error::Tampered);
             }
             let covers = (0..covered)

@@ -7,7 +7,9 @@
 pub mod blob;
 pub mod index;
 pub mod keyring;
+pub mod mail;
 pub mod pin;
+mod reader;
 pub mod slot;
 
 pub use blob::{BlobHeader, BlobKind, BlobLayout};

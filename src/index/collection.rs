@@ -256,9 +256,34 @@ impl Collection {
         &'a self,
         start: Bound<&'a [u8]>,
         end: Bound<&'a [u8]>,
-    ) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
+    ) -> impl DoubleEndedIterator<Item = (&'a [u8], &'a [u8])> + 'a {
         self.view
             .range::<[u8], _>((start, end))
+            .filter_map(|v| v.value().map(|value| (v.key(), value)))
+    }
+
+    /// The records whose key starts with `prefix`, in key order.
+    pub fn prefix<'a>(
+        &'a self,
+        prefix: &[u8],
+    ) -> impl DoubleEndedIterator<Item = (&'a [u8], &'a [u8])> + 'a {
+        let mut end = prefix.to_vec();
+        let end = loop {
+            match end.pop() {
+                Some(u8::MAX) => continue,
+                Some(last) => {
+                    end.push(last + 1);
+                    break Bound::Excluded(end);
+                }
+                None => break Bound::Unbounded,
+            }
+        };
+        let end_ref = match &end {
+            Bound::Excluded(e) => Bound::Excluded(e.as_slice()),
+            _ => Bound::Unbounded,
+        };
+        self.view
+            .range::<[u8], _>((Bound::Included(prefix), end_ref))
             .filter_map(|v| v.value().map(|value| (v.key(), value)))
     }
 
@@ -282,6 +307,18 @@ impl Collection {
     /// The newest generation this handle has loaded.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// The commit mode in use.
+    pub fn mode(&self) -> CommitMode {
+        self.objects.mode()
+    }
+
+    /// How many heads the loaded state merges: more than one when writers committed
+    /// concurrently on a backend without compare-and-swap and nobody has committed on top
+    /// of all of them yet.
+    pub fn concurrent_heads(&self) -> usize {
+        self.heads.len()
     }
 
     /// The number of live segments (what opening reads, besides the manifest).

@@ -185,6 +185,12 @@ impl Batch {
         self
     }
 
+    /// What the batch does to `key`: `Some(Some(value))` sets it, `Some(None)` deletes
+    /// it, `None` leaves it alone.
+    pub fn get(&self, key: &[u8]) -> Option<Option<&Bytes>> {
+        self.ops.get(key).map(Option::as_ref)
+    }
+
     /// Whether the batch changes nothing.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()

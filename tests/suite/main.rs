@@ -7,6 +7,7 @@ mod backends;
 mod engine;
 mod index;
 mod keys;
+mod mail;
 mod requests;
 mod roundtrip;
 mod storage;

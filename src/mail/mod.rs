@@ -1,0 +1,1468 @@
+//! Layer 7: the mailbox model on the encrypted index, what an IMAP4rev2 (RFC 9051) server
+//! with CONDSTORE/QRESYNC (RFC 7162) and OBJECTID (RFC 8474), or a JMAP Mail (RFC 8621)
+//! server needs: mailboxes, UIDs, flags, modseqs, envelopes, MIME structure, copy and move
+//! by reference, expunge, changes since a modseq, and a cheap change check for IDLE/push.
+//!
+//! All of an account's mail metadata lives in one encrypted index collection (`mail`), so
+//! every operation (an append with its UID, a move between mailboxes, an expunge and the
+//! release of the body) is one atomic commit. Bodies are encrypted blobs, written once;
+//! copies and moves only add records that point at the same body.
+//!
+//! **Modseqs** are the index generations of the commits that made the changes: they grow
+//! with every commit of the account, which RFC 7162 allows (a modseq needs only grow within
+//! a mailbox).
+//!
+//! **UIDs** per backend:
+//! - with compare-and-swap, an append computes UIDNEXT from the state it commits on; a
+//!   concurrent commit makes it lose, reload and recompute, so UIDs are assigned
+//!   linearizably and UIDVALIDITY never changes;
+//! - without it (Garage), two servers appending at once may pick one UID. Both messages
+//!   are kept (keys carry a random instance), the conflict is detected as soon as a
+//!   server sees both, and that server renumbers the mailbox deterministically under
+//!   UIDVALIDITY + 1 (the documented way for IMAP to say "UIDs were reassigned"). Without
+//!   a conflict UIDVALIDITY never changes.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> mailvault::Result<()> {
+//! use std::sync::Arc;
+//! use mailvault::blob::BlobStore;
+//! use mailvault::crypto::{AccountKey, RandomSource};
+//! use mailvault::directory::MemoryDirectory;
+//! use mailvault::ids::{AccountId, DeploymentId};
+//! use mailvault::index::IndexStore;
+//! use mailvault::mail::{AppendOptions, FlagChange, Flags, Mailstore, INBOX};
+//!
+//! let rng = RandomSource::os();
+//! let store = mailvault::storage::open_store("memory://")?;
+//! let deployment = DeploymentId::random(&rng);
+//! let index = IndexStore::new(store.clone(), deployment, Arc::new(MemoryDirectory::new())).await?;
+//! let (account, key) = (AccountId::random(&rng), AccountKey::generate(1, &rng));
+//! let blobs = BlobStore::new(store, deployment).account(account, &key);
+//! let mut mail = Mailstore::open(&index, blobs, &key).await?;
+//!
+//! let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
+//! let appended = mail
+//!     .append(inbox, b"Subject: Lunch?\r\n\r\nAt noon.", AppendOptions::default())
+//!     .await?;
+//! mail.store_flags(inbox, &[appended.uid], FlagChange::Add(Flags::from_names(["\\Seen"])?), None)
+//!     .await?;
+//! let view = mail.select(inbox).await?;
+//! assert_eq!(view.status.messages, 1);
+//! assert!(view.messages[0].flags.contains(Flags::SEEN));
+//! # Ok(())
+//! # }
+//! ```
+
+mod keys;
+mod mime;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ops::Range;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+
+pub use crate::format::mail::{
+    Address, EmailRecord, Envelope, Flags, MailboxRecord, MessageRecord, MimePart, Provenance,
+    SpecialUse,
+};
+
+use self::keys::Instance;
+use crate::blob::{AccountBlobs, BlobStream};
+use crate::crypto::{AccountKey, RandomSource};
+use crate::error::{Error, Result};
+use crate::format::mail::{
+    parse_release, parse_thread, parse_vanished, release_to_bytes, thread_to_bytes,
+    vanished_to_bytes,
+};
+use crate::format::BlobKind;
+use crate::ids::{AccountId, EmailId, MailboxId, ThreadId};
+use crate::index::{Batch, Collection, IndexStore};
+use crate::storage::CommitMode;
+
+/// Name of the inbox. It always exists, cannot be deleted or renamed, and its name is
+/// matched case-insensitively (RFC 9051 §5.1).
+pub const INBOX: &str = "INBOX";
+
+/// The inbox's id: the same in every account, so that two servers creating it at once
+/// create one mailbox.
+pub const INBOX_ID: MailboxId = MailboxId::from_bytes([0; 16]);
+
+/// Name of the index collection that holds the mail records.
+const COLLECTION: &[u8] = b"mail";
+
+/// Tuning of the mailbox model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailConfig {
+    /// Messages up to this size are parsed whole at append (envelope and MIME structure);
+    /// larger ones are parsed for their header only and read whole. mail-parser needs the
+    /// whole message in memory, so this bounds the memory of an append.
+    pub max_parse_len: usize,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        Self {
+            max_parse_len: 64 << 20,
+        }
+    }
+}
+
+/// One mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mailbox {
+    /// Stable id (survives renames).
+    pub id: MailboxId,
+    /// Full name, `/` as hierarchy separator.
+    pub name: String,
+    /// Whether the user subscribed to it.
+    pub subscribed: bool,
+    /// Special use.
+    pub special_use: Option<SpecialUse>,
+    /// UIDVALIDITY.
+    pub uid_validity: u32,
+}
+
+/// What IMAP `STATUS`/`SELECT` and JMAP `Mailbox/get` report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MailboxStatus {
+    /// UIDVALIDITY.
+    pub uid_validity: u32,
+    /// The UID the next message will get (at least).
+    pub uid_next: u32,
+    /// The greatest modseq of any change in the mailbox.
+    pub highest_modseq: u64,
+    /// Messages.
+    pub messages: u32,
+    /// Messages without `\Seen`.
+    pub unseen: u32,
+    /// Total size of the messages in bytes.
+    pub size: u64,
+}
+
+/// Per-account quota usage (RFC 9208 `STORAGE` and `MESSAGE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QuotaUsage {
+    /// Sum of the sizes of every message in every mailbox (copies count), bytes.
+    pub bytes: u64,
+    /// Messages in every mailbox.
+    pub messages: u64,
+}
+
+/// One message of a mailbox, as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageSummary {
+    /// UID.
+    pub uid: u32,
+    /// EMAILID: shared by copies of the message.
+    pub email: EmailId,
+    /// Flags and keywords.
+    pub flags: Flags,
+    /// Modseq of the last change.
+    pub modseq: u64,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A selected mailbox: its status and its messages in UID order (message sequence number
+/// `n` is `messages[n - 1]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxView {
+    /// The mailbox.
+    pub mailbox: Mailbox,
+    /// Its status.
+    pub status: MailboxStatus,
+    /// Its messages, by UID.
+    pub messages: Vec<MessageSummary>,
+}
+
+impl MailboxView {
+    /// The message sequence number of `uid`.
+    pub fn sequence_of(&self, uid: u32) -> Option<u32> {
+        self.messages
+            .binary_search_by_key(&uid, |m| m.uid)
+            .ok()
+            .map(|i| i as u32 + 1)
+    }
+}
+
+/// Options of an append.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppendOptions {
+    /// Initial flags.
+    pub flags: Flags,
+    /// Internal date (Unix seconds); now when `None`.
+    pub internal_date: Option<i64>,
+    /// Who wrote the message (the key holder unless imported from a sealed delivery).
+    pub provenance: Option<Provenance>,
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// UIDVALIDITY of the mailbox (for IMAP `APPENDUID`).
+    pub uid_validity: u32,
+    /// The message's UID.
+    pub uid: u32,
+    /// Its EMAILID.
+    pub email: EmailId,
+    /// Its THREADID.
+    pub thread: ThreadId,
+    /// Modseq of the append.
+    pub modseq: u64,
+}
+
+/// How [`Mailstore::store_flags`] changes flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlagChange {
+    /// Adds these flags (`+FLAGS`).
+    Add(Flags),
+    /// Removes these flags (`-FLAGS`).
+    Remove(Flags),
+    /// Sets exactly these flags (`FLAGS`).
+    Replace(Flags),
+}
+
+impl FlagChange {
+    fn apply(&self, flags: &Flags) -> Flags {
+        match self {
+            FlagChange::Add(f) => flags.union(f),
+            FlagChange::Remove(f) => flags.difference(f),
+            FlagChange::Replace(f) => f.clone(),
+        }
+    }
+}
+
+/// What [`Mailstore::store_flags`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlagsStored {
+    /// Modseq of the change (every updated message has it).
+    pub modseq: u64,
+    /// UIDs whose flags changed.
+    pub updated: Vec<u32>,
+    /// UIDs left alone because they changed after `unchanged_since` (RFC 7162 `MODIFIED`).
+    pub modified: Vec<u32>,
+}
+
+/// UIDs assigned by a copy or move (IMAP `COPYUID`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Copied {
+    /// UIDVALIDITY of the target mailbox.
+    pub uid_validity: u32,
+    /// Source UID → target UID, in source UID order.
+    pub uids: Vec<(u32, u32)>,
+    /// Modseq of the change.
+    pub modseq: u64,
+}
+
+/// Changes of one mailbox since a modseq (IMAP `CHANGEDSINCE` and `VANISHED`, JMAP
+/// `Email/changes` restricted to a mailbox).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MailboxChanges {
+    /// Messages added or changed since, by UID.
+    pub changed: Vec<MessageSummary>,
+    /// UIDs expunged since, ascending.
+    pub vanished: Vec<u32>,
+    /// The mailbox's highest modseq now.
+    pub highest_modseq: u64,
+}
+
+/// What [`Mailstore::collect_garbage`] removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MailGcReport {
+    /// Bodies deleted (emails no message referenced any more).
+    pub bodies: usize,
+    /// Index objects deleted.
+    pub index: crate::index::GcReport,
+}
+
+/// Which part of a MIME part to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartSection {
+    /// The part's header and body.
+    Whole,
+    /// The part's MIME header (IMAP `BODY[1.MIME]`, or `BODY[HEADER]` of the root).
+    Header,
+    /// The part's body (IMAP `BODY[1.2]`, JMAP blob download).
+    Body,
+}
+
+/// The mail of one account, open: mailboxes and messages from the encrypted index,
+/// bodies from encrypted blobs. Reads are served from memory (after
+/// [`refresh`](Self::refresh)); every write is one atomic commit.
+pub struct Mailstore {
+    index: Collection,
+    blobs: AccountBlobs,
+    rng: RandomSource,
+    config: MailConfig,
+    uid_validity_changes: u64,
+}
+
+impl std::fmt::Debug for Mailstore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailstore")
+            .field("account", &self.blobs.account())
+            .field("modseq", &self.index.generation())
+            .finish_non_exhaustive()
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn mailbox_of(id: MailboxId, record: MailboxRecord) -> Mailbox {
+    Mailbox {
+        id,
+        name: record.name,
+        subscribed: record.subscribed,
+        special_use: record.special_use,
+        uid_validity: record.uid_validity,
+    }
+}
+
+fn same_name(a: &str, b: &str) -> bool {
+    if a.eq_ignore_ascii_case(INBOX) {
+        b.eq_ignore_ascii_case(INBOX)
+    } else {
+        a == b
+    }
+}
+
+fn check_name(name: &str) -> Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 1024
+        && !name.starts_with('/')
+        && !name.ends_with('/')
+        && !name.contains("//")
+        && !name.chars().any(char::is_control);
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "not a valid mailbox name: {name:?}"
+        )))
+    }
+}
+
+/// The messages of `mailbox` in the state `c`: (UID, instance, record), in UID order.
+fn messages(c: &Collection, mailbox: &MailboxId) -> Result<Vec<(u32, Instance, MessageRecord)>> {
+    c.prefix(&keys::messages_of(mailbox))
+        .map(|(k, v)| {
+            let (_, uid, instance) = keys::parse_message(k).ok_or(Error::Tampered)?;
+            Ok((uid, instance, MessageRecord::parse(v)?))
+        })
+        .collect()
+}
+
+fn mailbox_record(c: &Collection, id: &MailboxId) -> Result<Option<MailboxRecord>> {
+    c.get(&keys::mailbox(id))
+        .map(MailboxRecord::parse)
+        .transpose()
+}
+
+fn require_mailbox(c: &Collection, id: &MailboxId) -> Result<MailboxRecord> {
+    mailbox_record(c, id)?.ok_or_else(|| Error::invalid(format!("no mailbox {id}")))
+}
+
+fn all_mailboxes(c: &Collection) -> Result<Vec<(MailboxId, MailboxRecord)>> {
+    c.prefix(&[keys::MAILBOX])
+        .map(|(k, v)| {
+            let id: [u8; 16] = k[1..].try_into().map_err(|_| Error::Tampered)?;
+            Ok((MailboxId::from_bytes(id), MailboxRecord::parse(v)?))
+        })
+        .collect()
+}
+
+/// The UID the next message of `mailbox` gets: above every UID present or expunged.
+fn uid_next(c: &Collection, mailbox: &MailboxId) -> Result<u32> {
+    let last_present = c
+        .prefix(&keys::messages_of(mailbox))
+        .next_back()
+        .and_then(|(k, _)| keys::parse_message(k))
+        .map_or(0, |(_, uid, _)| uid);
+    let last_vanished = c
+        .prefix(&keys::vanished_of(mailbox))
+        .next_back()
+        .and_then(|(k, _)| keys::parse_vanished_uid(k))
+        .unwrap_or(0);
+    last_present
+        .max(last_vanished)
+        .checked_add(1)
+        .ok_or_else(|| Error::invalid("UIDs of this mailbox are exhausted"))
+}
+
+/// The messages with these UIDs (every instance, for a UID given twice by a conflict).
+fn select_uids(
+    c: &Collection,
+    mailbox: &MailboxId,
+    uids: &[u32],
+) -> Result<Vec<(u32, Instance, MessageRecord)>> {
+    let wanted: BTreeSet<u32> = uids.iter().copied().collect();
+    let mut out = Vec::new();
+    for uid in wanted {
+        for (k, v) in c.prefix(&keys::message_uid(mailbox, uid)) {
+            let (_, uid, instance) = keys::parse_message(k).ok_or(Error::Tampered)?;
+            out.push((uid, instance, MessageRecord::parse(v)?));
+        }
+    }
+    Ok(out)
+}
+
+/// A batch being planned, with what it does to message references (to tell which emails
+/// it leaves unreferenced).
+struct Plan {
+    batch: Batch,
+    dropped: HashMap<EmailId, usize>,
+}
+
+impl Plan {
+    fn new() -> Self {
+        Self {
+            batch: Batch::new(),
+            dropped: HashMap::new(),
+        }
+    }
+
+    fn add_message(
+        &mut self,
+        mailbox: &MailboxId,
+        uid: u32,
+        instance: &Instance,
+        record: &MessageRecord,
+    ) {
+        self.batch
+            .put(keys::message(mailbox, uid, instance), record.to_bytes());
+        self.batch.put(
+            keys::reference(&record.email, instance),
+            mailbox.as_bytes().to_vec(),
+        );
+    }
+
+    /// Removes a message: its record goes, its UID is recorded as vanished.
+    fn remove_message(
+        &mut self,
+        mailbox: &MailboxId,
+        uid: u32,
+        instance: &Instance,
+        email: &EmailId,
+        modseq: u64,
+    ) {
+        self.batch.delete(keys::message(mailbox, uid, instance));
+        self.batch.put(
+            keys::vanished(mailbox, uid),
+            vanished_to_bytes(modseq).to_vec(),
+        );
+        self.batch.delete(keys::reference(email, instance));
+        *self.dropped.entry(*email).or_default() += 1;
+    }
+
+    /// Emails that no message references after this batch: with compare-and-swap their
+    /// records go now (the bodies are deleted after the commit); without it they are
+    /// marked for deletion after a grace period, as a concurrent copy may still refer to
+    /// them.
+    fn release(&mut self, c: &Collection, mode: CommitMode) -> Vec<EmailRecord> {
+        let mut released = Vec::new();
+        let dropped = std::mem::take(&mut self.dropped);
+        for (email, _) in dropped {
+            let remaining = c
+                .prefix(&keys::references_of(&email))
+                .filter(|(k, _)| !matches!(self.batch.get(k), Some(None)))
+                .count();
+            let added = self
+                .batch
+                .iter()
+                .filter(|(k, v)| {
+                    k.starts_with(&keys::references_of(&email)) && v.is_some() && c.get(k).is_none()
+                })
+                .count();
+            if remaining + added > 0 {
+                continue;
+            }
+            match mode {
+                CommitMode::CompareAndSwap => {
+                    if let Some(Ok(record)) = c.get(&keys::email(&email)).map(EmailRecord::parse) {
+                        released.push(record);
+                    }
+                    self.batch.delete(keys::email(&email));
+                }
+                CommitMode::WriterUnique => {
+                    self.batch.put(
+                        keys::release(&email),
+                        release_to_bytes(now().max(0) as u64).to_vec(),
+                    );
+                }
+            }
+        }
+        released
+    }
+}
+
+impl Mailstore {
+    /// Opens the mail of the account that `blobs` belongs to, creating the inbox on first
+    /// use.
+    ///
+    /// # Errors
+    /// As [`IndexStore::open`]; [`Error::Tampered`] for a record that does not parse.
+    pub async fn open(index: &IndexStore, blobs: AccountBlobs, key: &AccountKey) -> Result<Self> {
+        Self::open_with(index, blobs, key, MailConfig::default()).await
+    }
+
+    /// As [`open`](Self::open), with a configuration.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub async fn open_with(
+        index: &IndexStore,
+        blobs: AccountBlobs,
+        key: &AccountKey,
+        config: MailConfig,
+    ) -> Result<Self> {
+        let collection = index.open(blobs.account(), key, COLLECTION).await?;
+        let mut mail = Self {
+            index: collection,
+            blobs,
+            rng: RandomSource::os(),
+            config,
+            uid_validity_changes: 0,
+        };
+        if mail.index.get(&keys::mailbox(&INBOX_ID)).is_none() {
+            mail.write(|c, _| {
+                let mut plan = Plan::new();
+                if c.get(&keys::mailbox(&INBOX_ID)).is_some() {
+                    return Ok((plan, ()));
+                }
+                // The same record from every server that creates it.
+                plan.batch.put(
+                    keys::mailbox(&INBOX_ID),
+                    MailboxRecord {
+                        name: INBOX.into(),
+                        subscribed: true,
+                        special_use: None,
+                        uid_validity: 1,
+                        modseq: 1,
+                    }
+                    .to_bytes(),
+                );
+                Ok((plan, ()))
+            })
+            .await?;
+        }
+        mail.settle().await?;
+        Ok(mail)
+    }
+
+    /// The account.
+    pub fn account(&self) -> AccountId {
+        self.blobs.account()
+    }
+
+    /// The account's highest modseq (the newest change seen, in any mailbox).
+    pub fn modseq(&self) -> u64 {
+        self.index.generation()
+    }
+
+    /// How many times this handle renumbered a mailbox after a UID conflict (backends
+    /// without compare-and-swap only).
+    pub fn uid_validity_changes(&self) -> u64 {
+        self.uid_validity_changes
+    }
+
+    /// Loads what other servers committed. Returns whether anything changed.
+    ///
+    /// # Errors
+    /// As [`IndexStore::open`].
+    pub async fn refresh(&mut self) -> Result<bool> {
+        let changed = self.index.refresh().await?;
+        if changed {
+            self.settle().await?;
+        }
+        Ok(changed)
+    }
+
+    /// Whether anything changed in the store since `modseq`, with one small request and
+    /// without loading it: the check an IDLE or push connection polls.
+    ///
+    /// # Errors
+    /// A backend failure.
+    pub async fn changed_since(&self, modseq: u64) -> Result<bool> {
+        self.index.changed_since(modseq).await
+    }
+
+    /// Waits until something changes after `modseq`, polling every `interval`, for at
+    /// most `timeout`; then loads the changes. Returns whether anything changed.
+    ///
+    /// # Errors
+    /// As [`refresh`](Self::refresh).
+    pub async fn wait_for_change(
+        &mut self,
+        modseq: u64,
+        interval: Duration,
+        timeout: Duration,
+    ) -> Result<bool> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.index.generation() > modseq || self.changed_since(modseq).await? {
+                self.refresh().await?;
+                return Ok(self.index.generation() > modseq);
+            }
+            if tokio::time::Instant::now() + interval > deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+
+    // ------------------------------------------------------------------ mailboxes
+
+    /// Every mailbox, by name.
+    ///
+    /// # Errors
+    /// [`Error::Tampered`] for a record that does not parse.
+    pub fn mailboxes(&self) -> Result<Vec<Mailbox>> {
+        let mut list: Vec<Mailbox> = all_mailboxes(&self.index)?
+            .into_iter()
+            .map(|(id, r)| mailbox_of(id, r))
+            .collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(list)
+    }
+
+    /// The mailbox named `name` (`INBOX` in any case).
+    pub fn mailbox_by_name(&self, name: &str) -> Option<Mailbox> {
+        self.mailboxes()
+            .ok()?
+            .into_iter()
+            .find(|m| same_name(&m.name, name))
+    }
+
+    /// Creates a mailbox.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an invalid name or one already taken; backend
+    /// errors.
+    pub async fn create_mailbox(
+        &mut self,
+        name: &str,
+        special_use: Option<SpecialUse>,
+    ) -> Result<Mailbox> {
+        check_name(name)?;
+        let id = MailboxId::random(&self.rng);
+        let name = name.to_owned();
+        self.write(move |c, modseq| {
+            if all_mailboxes(c)?
+                .iter()
+                .any(|(_, r)| same_name(&r.name, &name))
+            {
+                return Err(Error::invalid(format!("mailbox {name:?} exists")));
+            }
+            let record = MailboxRecord {
+                name: name.clone(),
+                subscribed: false,
+                special_use,
+                // Above any UIDVALIDITY an earlier mailbox of this name had.
+                uid_validity: u32::try_from(modseq).unwrap_or(u32::MAX),
+                modseq,
+            };
+            let mut plan = Plan::new();
+            plan.batch.put(keys::mailbox(&id), record.to_bytes());
+            Ok((plan, mailbox_of(id, record)))
+        })
+        .await
+    }
+
+    /// Renames a mailbox and the mailboxes below it (`a/b` follows `a`). Ids, UIDs and
+    /// UIDVALIDITY stay.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for the inbox, an unknown mailbox, an invalid name or
+    /// one already taken; backend errors.
+    pub async fn rename_mailbox(&mut self, id: MailboxId, new_name: &str) -> Result<()> {
+        check_name(new_name)?;
+        if id == INBOX_ID || new_name.eq_ignore_ascii_case(INBOX) {
+            return Err(Error::invalid("the inbox cannot be renamed"));
+        }
+        let new_name = new_name.to_owned();
+        self.write(move |c, modseq| {
+            let old = require_mailbox(c, &id)?.name;
+            let all = all_mailboxes(c)?;
+            if all.iter().any(|(_, r)| same_name(&r.name, &new_name)) {
+                return Err(Error::invalid(format!("mailbox {new_name:?} exists")));
+            }
+            let mut plan = Plan::new();
+            for (other, mut record) in all {
+                let renamed = if other == id {
+                    new_name.clone()
+                } else if let Some(rest) = record.name.strip_prefix(&format!("{old}/")) {
+                    format!("{new_name}/{rest}")
+                } else {
+                    continue;
+                };
+                record.name = renamed;
+                record.modseq = modseq;
+                plan.batch.put(keys::mailbox(&other), record.to_bytes());
+            }
+            Ok((plan, ()))
+        })
+        .await
+    }
+
+    /// Subscribes to a mailbox or unsubscribes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an unknown mailbox; backend errors.
+    pub async fn subscribe(&mut self, id: MailboxId, subscribed: bool) -> Result<()> {
+        self.write(move |c, modseq| {
+            let mut record = require_mailbox(c, &id)?;
+            let mut plan = Plan::new();
+            if record.subscribed != subscribed {
+                record.subscribed = subscribed;
+                record.modseq = modseq;
+                plan.batch.put(keys::mailbox(&id), record.to_bytes());
+            }
+            Ok((plan, ()))
+        })
+        .await
+    }
+
+    /// Deletes a mailbox and its messages (bodies no other mailbox shows are deleted).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for the inbox or an unknown mailbox; backend errors.
+    pub async fn delete_mailbox(&mut self, id: MailboxId) -> Result<()> {
+        if id == INBOX_ID {
+            return Err(Error::invalid("the inbox cannot be deleted"));
+        }
+        let mode = self.index.mode();
+        let released = self
+            .write(move |c, modseq| {
+                require_mailbox(c, &id)?;
+                let mut plan = Plan::new();
+                for (uid, instance, record) in messages(c, &id)? {
+                    plan.remove_message(&id, uid, &instance, &record.email, modseq);
+                }
+                let vanished: Vec<Vec<u8>> = c
+                    .prefix(&keys::vanished_of(&id))
+                    .map(|(k, _)| k.to_vec())
+                    .collect();
+                for key in vanished {
+                    plan.batch.delete(key);
+                }
+                // The records `remove_message` added for this mailbox go with it.
+                let added: Vec<Bytes> = plan
+                    .batch
+                    .iter()
+                    .filter(|(k, v)| v.is_some() && k.starts_with(&keys::vanished_of(&id)))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for key in added {
+                    plan.batch.delete(key);
+                }
+                plan.batch.delete(keys::mailbox(&id));
+                let released = plan.release(c, mode);
+                Ok((plan, released))
+            })
+            .await?;
+        self.delete_bodies(released).await;
+        Ok(())
+    }
+
+    /// Status of a mailbox.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an unknown mailbox; [`Error::Tampered`] for a record
+    /// that does not parse.
+    pub fn status(&self, id: MailboxId) -> Result<MailboxStatus> {
+        let record = require_mailbox(&self.index, &id)?;
+        let list = messages(&self.index, &id)?;
+        Ok(self.status_of(&id, &record, &list))
+    }
+
+    fn status_of(
+        &self,
+        id: &MailboxId,
+        record: &MailboxRecord,
+        list: &[(u32, Instance, MessageRecord)],
+    ) -> MailboxStatus {
+        let mut status = MailboxStatus {
+            uid_validity: record.uid_validity,
+            uid_next: uid_next(&self.index, id).unwrap_or(u32::MAX),
+            highest_modseq: record.modseq,
+            ..MailboxStatus::default()
+        };
+        for (_, _, m) in list {
+            status.messages += 1;
+            status.unseen += u32::from(!m.flags.contains(Flags::SEEN));
+            status.size += m.size;
+            status.highest_modseq = status.highest_modseq.max(m.modseq);
+        }
+        for (_, v) in self.index.prefix(&keys::vanished_of(id)) {
+            if let Ok(modseq) = parse_vanished(v) {
+                status.highest_modseq = status.highest_modseq.max(modseq);
+            }
+        }
+        status
+    }
+
+    /// Quota usage of the account.
+    ///
+    /// # Errors
+    /// [`Error::Tampered`] for a record that does not parse.
+    pub fn quota(&self) -> Result<QuotaUsage> {
+        let mut usage = QuotaUsage::default();
+        for (_, v) in self.index.prefix(&[keys::MESSAGE]) {
+            usage.messages += 1;
+            usage.bytes += MessageRecord::parse(v)?.size;
+        }
+        Ok(usage)
+    }
+
+    // ------------------------------------------------------------------ messages
+
+    /// Selects a mailbox: loads what changed, and lists its status and messages.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an unknown mailbox; as [`refresh`](Self::refresh).
+    pub async fn select(&mut self, id: MailboxId) -> Result<MailboxView> {
+        self.refresh().await?;
+        if self.index.mode() == CommitMode::WriterUnique && conflicted(&self.index, &id)? {
+            self.settle_now().await?;
+        }
+        self.view(id)
+    }
+
+    /// The mailbox as loaded, without looking at the store.
+    ///
+    /// # Errors
+    /// As [`select`](Self::select).
+    pub fn view(&self, id: MailboxId) -> Result<MailboxView> {
+        let record = require_mailbox(&self.index, &id)?;
+        let list = messages(&self.index, &id)?;
+        let status = self.status_of(&id, &record, &list);
+        Ok(MailboxView {
+            mailbox: mailbox_of(id, record),
+            status,
+            messages: list
+                .into_iter()
+                .map(|(uid, _, m)| MessageSummary {
+                    uid,
+                    email: m.email,
+                    flags: m.flags,
+                    modseq: m.modseq,
+                    size: m.size,
+                })
+                .collect(),
+        })
+    }
+
+    /// The email (body pin, envelope, MIME structure) of message `uid`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an unknown mailbox or UID; [`Error::Tampered`] for
+    /// a record that does not parse.
+    pub fn email(&self, mailbox: MailboxId, uid: u32) -> Result<EmailRecord> {
+        let (_, _, message) = select_uids(&self.index, &mailbox, &[uid])?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::invalid(format!("no message with UID {uid}")))?;
+        self.email_by_id(message.email)
+    }
+
+    /// An email by its EMAILID.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an unknown email; [`Error::Tampered`] for a record
+    /// that does not parse.
+    pub fn email_by_id(&self, email: EmailId) -> Result<EmailRecord> {
+        let bytes = self
+            .index
+            .get(&keys::email(&email))
+            .ok_or_else(|| Error::invalid(format!("no email {email}")))?;
+        EmailRecord::parse(bytes)
+    }
+
+    /// Reads a whole message body.
+    ///
+    /// # Errors
+    /// As [`AccountBlobs::read`].
+    pub async fn read(&self, email: &EmailRecord) -> Result<Bytes> {
+        self.blobs.read(&email.pin).await
+    }
+
+    /// Streams a whole message body.
+    ///
+    /// # Errors
+    /// As [`AccountBlobs::get`].
+    pub async fn read_stream(&self, email: &EmailRecord) -> Result<BlobStream> {
+        self.blobs.get(&email.pin).await
+    }
+
+    /// Reads bytes `range` of a message body (IMAP partial fetch): one ranged GET.
+    ///
+    /// # Errors
+    /// As [`AccountBlobs::get_range`].
+    pub async fn read_range(&self, email: &EmailRecord, range: Range<u64>) -> Result<Bytes> {
+        self.blobs.get_range(&email.pin, range).await
+    }
+
+    /// Reads MIME part `part` (an index into [`EmailRecord::parts`]): one ranged GET of
+    /// the part and at most the two chunks around it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an unknown part; as [`AccountBlobs::get_range`].
+    pub async fn read_part(
+        &self,
+        email: &EmailRecord,
+        part: usize,
+        section: PartSection,
+    ) -> Result<Bytes> {
+        let p = email
+            .parts
+            .get(part)
+            .ok_or_else(|| Error::invalid(format!("no MIME part {part}")))?;
+        let range = match section {
+            PartSection::Whole => p.header_offset..p.end_offset,
+            PartSection::Header => p.header_offset..p.body_offset,
+            PartSection::Body => p.body_offset..p.end_offset,
+        };
+        self.blobs.get_range(&email.pin, range).await
+    }
+
+    /// The part an IMAP section number names (`[1, 2]` for `BODY[1.2]`), as an index
+    /// into [`EmailRecord::parts`].
+    pub fn imap_section(email: &EmailRecord, path: &[u32]) -> Option<usize> {
+        mime::imap_section(&email.parts, path)
+    }
+
+    /// Appends a message to a mailbox.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an unknown mailbox; backend errors (the append is
+    /// then not acknowledged).
+    pub async fn append(
+        &mut self,
+        mailbox: MailboxId,
+        body: &[u8],
+        options: AppendOptions,
+    ) -> Result<Appended> {
+        let chunks = futures::stream::iter([Ok(Bytes::copy_from_slice(body))]);
+        self.append_stream(mailbox, chunks, options).await
+    }
+
+    /// Appends a message streamed in pieces: the body is encrypted and uploaded as it
+    /// arrives (multipart for large ones), and parsed at the end (messages above
+    /// [`MailConfig::max_parse_len`] for their header only). Returns once the body and its
+    /// records are durable.
+    ///
+    /// # Errors
+    /// As [`append`](Self::append), and any error the stream yields.
+    pub async fn append_stream<S>(
+        &mut self,
+        mailbox: MailboxId,
+        body: S,
+        options: AppendOptions,
+    ) -> Result<Appended>
+    where
+        S: Stream<Item = Result<Bytes>> + Unpin,
+    {
+        require_mailbox(&self.index, &mailbox)?;
+        let mut body = body;
+        let mut writer = self.blobs.writer(BlobKind::Message);
+        let mut parse_buffer: Vec<u8> = Vec::new();
+        let mut too_large = false;
+        while let Some(piece) = body.next().await {
+            let piece = match piece {
+                Ok(piece) => piece,
+                Err(e) => {
+                    let _ = writer.abort().await;
+                    return Err(e);
+                }
+            };
+            writer.write(&piece).await?;
+            if !too_large {
+                if parse_buffer.len() + piece.len() > self.config.max_parse_len {
+                    too_large = true;
+                } else {
+                    parse_buffer.extend_from_slice(&piece);
+                }
+            }
+        }
+        let pin = writer.finish().await?;
+        let (envelope, parts) = if too_large {
+            (mime::analyze_header(&parse_buffer), Vec::new())
+        } else {
+            mime::analyze(&parse_buffer)
+        };
+        drop(parse_buffer);
+        let email_id = EmailId::random(&self.rng);
+        let new_thread = ThreadId::random(&self.rng);
+        let instance: Instance = self.rng.array();
+        let size = pin.len();
+        let internal_date = options.internal_date.unwrap_or_else(now);
+        let provenance = options.provenance.unwrap_or(Provenance::KeyHolder);
+        let flags = options.flags;
+        let outcome = self
+            .write(move |c, modseq| {
+                let record = require_mailbox(c, &mailbox)?;
+                let uid = uid_next(c, &mailbox)?;
+                let related = envelope
+                    .in_reply_to
+                    .iter()
+                    .chain(envelope.references.iter())
+                    .chain(envelope.message_id.iter());
+                let thread = related
+                    .filter_map(|id| c.get(&keys::thread(id)))
+                    .find_map(|v| parse_thread(v).ok())
+                    .unwrap_or(new_thread);
+                let email = EmailRecord {
+                    pin,
+                    internal_date,
+                    size,
+                    thread,
+                    provenance,
+                    envelope: envelope.clone(),
+                    parts: parts.clone(),
+                };
+                let message = MessageRecord {
+                    email: email_id,
+                    modseq,
+                    size,
+                    flags: flags.clone(),
+                };
+                let mut plan = Plan::new();
+                plan.batch.put(keys::email(&email_id), email.to_bytes());
+                plan.add_message(&mailbox, uid, &instance, &message);
+                if let Some(id) = &envelope.message_id {
+                    if c.get(&keys::thread(id)).is_none() {
+                        plan.batch
+                            .put(keys::thread(id), thread_to_bytes(&thread).to_vec());
+                    }
+                }
+                Ok((
+                    plan,
+                    Appended {
+                        uid_validity: record.uid_validity,
+                        uid,
+                        email: email_id,
+                        thread,
+                        modseq,
+                    },
+                ))
+            })
+            .await;
+        if let Err(Error::InvalidArgument(_)) = &outcome {
+            // Refused before anything was committed (the mailbox went away): the body is
+            // nobody's.
+            let _ = self.blobs.delete(&pin.id).await;
+        }
+        outcome
+    }
+
+    /// Changes the flags of messages (IMAP `STORE`, JMAP `Email/set` keywords). With
+    /// `unchanged_since` (RFC 7162 `UNCHANGEDSINCE`), messages changed after that modseq
+    /// are left alone and reported. Messages whose flags would not change keep their
+    /// modseq.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an unknown mailbox; backend errors.
+    pub async fn store_flags(
+        &mut self,
+        mailbox: MailboxId,
+        uids: &[u32],
+        change: FlagChange,
+        unchanged_since: Option<u64>,
+    ) -> Result<FlagsStored> {
+        let uids = uids.to_vec();
+        self.write(move |c, modseq| {
+            require_mailbox(c, &mailbox)?;
+            let mut plan = Plan::new();
+            let mut stored = FlagsStored {
+                modseq,
+                ..FlagsStored::default()
+            };
+            for (uid, instance, mut message) in select_uids(c, &mailbox, &uids)? {
+                if unchanged_since.is_some_and(|since| message.modseq > since) {
+                    stored.modified.push(uid);
+                    continue;
+                }
+                let flags = change.apply(&message.flags);
+                if flags == message.flags {
+                    continue;
+                }
+                message.flags = flags;
+                message.modseq = modseq;
+                plan.batch
+                    .put(keys::message(&mailbox, uid, &instance), message.to_bytes());
+                stored.updated.push(uid);
+            }
+            Ok((plan, stored))
+        })
+        .await
+    }
+
+    /// Copies messages to another mailbox (or the same): new UIDs, same bodies (nothing
+    /// copied but records), flags kept.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an unknown mailbox; backend errors.
+    pub async fn copy(&mut self, from: MailboxId, uids: &[u32], to: MailboxId) -> Result<Copied> {
+        self.transfer(from, uids, to, false).await
+    }
+
+    /// Moves messages to another mailbox (IMAP `MOVE`): as [`copy`](Self::copy), and the
+    /// sources are expunged, in one commit.
+    ///
+    /// # Errors
+    /// As [`copy`](Self::copy).
+    pub async fn move_messages(
+        &mut self,
+        from: MailboxId,
+        uids: &[u32],
+        to: MailboxId,
+    ) -> Result<Copied> {
+        self.transfer(from, uids, to, true).await
+    }
+
+    async fn transfer(
+        &mut self,
+        from: MailboxId,
+        uids: &[u32],
+        to: MailboxId,
+        remove: bool,
+    ) -> Result<Copied> {
+        let uids = uids.to_vec();
+        let instances: Vec<Instance> = (0..uids.len() * 2).map(|_| self.rng.array()).collect();
+        self.write(move |c, modseq| {
+            require_mailbox(c, &from)?;
+            let target = require_mailbox(c, &to)?;
+            let mut next = uid_next(c, &to)?;
+            let mut plan = Plan::new();
+            let mut copied = Copied {
+                uid_validity: target.uid_validity,
+                uids: Vec::new(),
+                modseq,
+            };
+            for (i, (uid, instance, message)) in
+                select_uids(c, &from, &uids)?.into_iter().enumerate()
+            {
+                let new_instance = instances
+                    .get(i)
+                    .copied()
+                    .ok_or_else(|| Error::invalid("conflicting UIDs"))?;
+                let copy = MessageRecord {
+                    modseq,
+                    ..message.clone()
+                };
+                plan.add_message(&to, next, &new_instance, &copy);
+                copied.uids.push((uid, next));
+                next = next
+                    .checked_add(1)
+                    .ok_or_else(|| Error::invalid("UIDs of this mailbox are exhausted"))?;
+                if remove {
+                    plan.remove_message(&from, uid, &instance, &message.email, modseq);
+                }
+            }
+            Ok((plan, copied))
+        })
+        .await
+    }
+
+    /// Expunges the messages flagged `\Deleted` (all of them, or those among `uids`: IMAP
+    /// `UID EXPUNGE`). Bodies no message shows any more are deleted. Returns the UIDs
+    /// expunged.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an unknown mailbox; backend errors.
+    pub async fn expunge(&mut self, mailbox: MailboxId, uids: Option<&[u32]>) -> Result<Vec<u32>> {
+        let within: Option<BTreeSet<u32>> = uids.map(|u| u.iter().copied().collect());
+        self.remove_where(mailbox, move |uid, m| {
+            m.flags.contains(Flags::DELETED) && within.as_ref().is_none_or(|w| w.contains(&uid))
+        })
+        .await
+    }
+
+    /// Removes messages whatever their flags (JMAP `Email/set` destroy). Returns the UIDs
+    /// removed.
+    ///
+    /// # Errors
+    /// As [`expunge`](Self::expunge).
+    pub async fn remove(&mut self, mailbox: MailboxId, uids: &[u32]) -> Result<Vec<u32>> {
+        let set: BTreeSet<u32> = uids.iter().copied().collect();
+        self.remove_where(mailbox, move |uid, _| set.contains(&uid))
+            .await
+    }
+
+    async fn remove_where(
+        &mut self,
+        mailbox: MailboxId,
+        which: impl Fn(u32, &MessageRecord) -> bool,
+    ) -> Result<Vec<u32>> {
+        let mode = self.index.mode();
+        let (removed, released) = self
+            .write(move |c, modseq| {
+                require_mailbox(c, &mailbox)?;
+                let mut plan = Plan::new();
+                let mut removed = Vec::new();
+                for (uid, instance, message) in messages(c, &mailbox)? {
+                    if which(uid, &message) {
+                        plan.remove_message(&mailbox, uid, &instance, &message.email, modseq);
+                        removed.push(uid);
+                    }
+                }
+                let released = plan.release(c, mode);
+                removed.dedup();
+                Ok((plan, (removed, released)))
+            })
+            .await?;
+        self.delete_bodies(released).await;
+        Ok(removed)
+    }
+
+    /// Changes of a mailbox since `modseq`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an unknown mailbox; [`Error::Tampered`] for a record
+    /// that does not parse.
+    pub fn changes_since(&self, mailbox: MailboxId, modseq: u64) -> Result<MailboxChanges> {
+        let view = self.view(mailbox)?;
+        let mut vanished = Vec::new();
+        for (k, v) in self.index.prefix(&keys::vanished_of(&mailbox)) {
+            if parse_vanished(v)? > modseq {
+                vanished.push(keys::parse_vanished_uid(k).ok_or(Error::Tampered)?);
+            }
+        }
+        Ok(MailboxChanges {
+            changed: view
+                .messages
+                .into_iter()
+                .filter(|m| m.modseq > modseq)
+                .collect(),
+            vanished,
+            highest_modseq: view.status.highest_modseq,
+        })
+    }
+
+    /// Merges the index's segments into one (see [`Collection::compact`]): maintenance
+    /// for a quiet moment; the index also compacts by itself, in size tiers.
+    ///
+    /// # Errors
+    /// As [`Collection::compact`].
+    pub async fn compact(&mut self) -> Result<()> {
+        self.index.compact().await.map(|_| ())
+    }
+
+    /// Deletes bodies released after a grace period (backends without compare-and-swap
+    /// mark them instead of deleting them at once, since a concurrent copy may still
+    /// refer to them), then collects the index's garbage.
+    ///
+    /// # Errors
+    /// As [`Collection::collect_garbage`].
+    pub async fn collect_garbage(&mut self, grace: Duration) -> Result<MailGcReport> {
+        self.refresh().await?;
+        let cutoff = (now().max(0) as u64).saturating_sub(grace.as_secs());
+        let released = self
+            .write(move |c, _| {
+                let mut plan = Plan::new();
+                let mut bodies = Vec::new();
+                for (k, v) in c.prefix(&[keys::RELEASE]) {
+                    let email = keys::parse_release(k).ok_or(Error::Tampered)?;
+                    if parse_release(v)? > cutoff {
+                        continue;
+                    }
+                    plan.batch.delete(k.to_vec());
+                    if c.prefix(&keys::references_of(&email)).next().is_some() {
+                        continue; // referenced again (a concurrent copy): keep it
+                    }
+                    if let Some(record) = c.get(&keys::email(&email)) {
+                        bodies.push(EmailRecord::parse(record)?);
+                    }
+                    plan.batch.delete(keys::email(&email));
+                }
+                Ok((plan, bodies))
+            })
+            .await?;
+        let bodies = released.len();
+        self.delete_bodies(released).await;
+        let index = self.index.collect_garbage(grace).await?;
+        Ok(MailGcReport { bodies, index })
+    }
+
+    // ------------------------------------------------------------------ internals
+
+    /// Commits what `plan` computes from the current state (`modseq` is the modseq the
+    /// commit will have); on a compare-and-swap conflict, `plan` runs again on the newer
+    /// state. An error from `plan` commits nothing.
+    async fn write<T>(
+        &mut self,
+        mut plan: impl FnMut(&Collection, u64) -> Result<(Plan, T)>,
+    ) -> Result<T> {
+        let mut outcome: Option<Result<T>> = None;
+        let info = self
+            .index
+            .update(|c| match plan(c, c.generation() + 1) {
+                Ok((plan, value)) => {
+                    outcome = Some(Ok(value));
+                    plan.batch
+                }
+                Err(e) => {
+                    outcome = Some(Err(e));
+                    Batch::new()
+                }
+            })
+            .await?;
+        let value = outcome.expect("update runs the closure at least once")?;
+        if info.merged_heads > 0 {
+            self.settle().await?;
+        }
+        Ok(value)
+    }
+
+    /// Deletes the bodies of released emails, after the commit that released them. A
+    /// failure leaves an unreferenced body behind, never a message without one.
+    async fn delete_bodies(&self, released: Vec<EmailRecord>) {
+        for email in released {
+            if let Err(e) = self.blobs.delete(&email.pin.id).await {
+                tracing::warn!(error = %e, "could not delete a released message body");
+            }
+        }
+    }
+
+    /// Without compare-and-swap: when the loaded state merges concurrent writers, repairs
+    /// what they did at once (UIDs given twice, a name taken twice, messages appended to a
+    /// mailbox deleted meanwhile).
+    async fn settle(&mut self) -> Result<()> {
+        if self.index.mode() == CommitMode::WriterUnique && self.index.concurrent_heads() > 1 {
+            self.settle_now().await?;
+        }
+        Ok(())
+    }
+
+    async fn settle_now(&mut self) -> Result<()> {
+        // Repairs are deterministic: servers that repair the same state at once write the
+        // same records. A repair that raced with more changes is checked again.
+        for _ in 0..8 {
+            let mut renumbered = 0;
+            let info = self
+                .index
+                .update(|c| match repair(c, c.generation() + 1) {
+                    Ok((batch, mailboxes)) => {
+                        renumbered = mailboxes;
+                        batch
+                    }
+                    Err(_) => Batch::new(),
+                })
+                .await?;
+            if !info.committed {
+                return Ok(());
+            }
+            self.uid_validity_changes += renumbered;
+        }
+        Ok(())
+    }
+}
+
+/// Whether UIDs of `mailbox` conflict: one UID on two messages, one message on two UIDs,
+/// or a UID both present and expunged.
+fn conflicted(c: &Collection, mailbox: &MailboxId) -> Result<bool> {
+    let mut last: Option<u32> = None;
+    let mut instances = HashSet::new();
+    for (k, _) in c.prefix(&keys::messages_of(mailbox)) {
+        let (_, uid, instance) = keys::parse_message(k).ok_or(Error::Tampered)?;
+        if last == Some(uid)
+            || !instances.insert(instance)
+            || c.get(&keys::vanished(mailbox, uid)).is_some()
+        {
+            return Ok(true);
+        }
+        last = Some(uid);
+    }
+    Ok(false)
+}
+
+/// The repair of a merged state: the batch, and the number of mailboxes renumbered
+/// (an empty batch when nothing needs repair).
+fn repair(c: &Collection, modseq: u64) -> Result<(Batch, u64)> {
+    let mut batch = Batch::new();
+    let mut renumbered = 0;
+    let mailboxes = all_mailboxes(c)?;
+    let known: HashSet<MailboxId> = mailboxes.iter().map(|(id, _)| *id).collect();
+    // A name taken twice: the mailbox with the greater id gets a distinct name.
+    let mut by_name: BTreeMap<String, Vec<MailboxId>> = BTreeMap::new();
+    for (id, record) in &mailboxes {
+        let name = if same_name(&record.name, INBOX) {
+            INBOX.to_owned()
+        } else {
+            record.name.clone()
+        };
+        by_name.entry(name).or_default().push(*id);
+    }
+    for (name, ids) in by_name {
+        for id in ids.iter().skip(1) {
+            if let Some((_, record)) = mailboxes.iter().find(|(m, _)| m == id) {
+                let mut record = record.clone();
+                record.name = format!("{name} ({})", &id.to_hex()[..8]);
+                record.modseq = modseq;
+                batch.put(keys::mailbox(id), record.to_bytes());
+            }
+        }
+    }
+    // Messages in a mailbox deleted meanwhile: the mailbox comes back, named for it.
+    let mut orphans = BTreeSet::new();
+    for (k, _) in c.prefix(&[keys::MESSAGE]) {
+        let (mailbox, _, _) = keys::parse_message(k).ok_or(Error::Tampered)?;
+        if !known.contains(&mailbox) {
+            orphans.insert(mailbox);
+        }
+    }
+    for id in &orphans {
+        let record = MailboxRecord {
+            name: format!("Recovered/{}", &id.to_hex()[..8]),
+            subscribed: false,
+            special_use: None,
+            uid_validity: u32::try_from(modseq).unwrap_or(u32::MAX),
+            modseq,
+        };
+        batch.put(keys::mailbox(id), record.to_bytes());
+    }
+    // UIDs given twice: renumber under UIDVALIDITY + 1, in order of each message's
+    // lowest UID. A message listed under two UIDs (two repairs at once) keeps its newest
+    // record. Modseqs stay: clients resynchronise on the UIDVALIDITY change anyway, and a
+    // flag change made concurrently keeps its place.
+    for (id, record) in &mailboxes {
+        if !conflicted(c, id)? {
+            continue;
+        }
+        renumbered += 1;
+        let mut newest: HashMap<Instance, (u32, MessageRecord)> = HashMap::new();
+        for (old_uid, instance, message) in messages(c, id)? {
+            batch.delete(keys::message(id, old_uid, &instance));
+            match newest.get_mut(&instance) {
+                Some((_, kept)) if kept.modseq >= message.modseq => {}
+                Some((_, kept)) => *kept = message,
+                None => {
+                    newest.insert(instance, (old_uid, message));
+                }
+            }
+        }
+        let mut order: Vec<(u32, Instance, MessageRecord)> = newest
+            .into_iter()
+            .map(|(instance, (uid, message))| (uid, instance, message))
+            .collect();
+        order.sort_by_key(|(uid, instance, _)| (*uid, *instance));
+        for (uid, (_, instance, message)) in (1u32..).zip(order) {
+            batch.put(keys::message(id, uid, &instance), message.to_bytes());
+        }
+        for (k, _) in c.prefix(&keys::vanished_of(id)) {
+            batch.delete(k.to_vec());
+        }
+        let mut record = record.clone();
+        record.uid_validity = record.uid_validity.saturating_add(1);
+        record.modseq = modseq;
+        batch.put(keys::mailbox(id), record.to_bytes());
+    }
+    Ok((batch, renumbered))
+}
