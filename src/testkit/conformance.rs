@@ -30,7 +30,75 @@ pub async fn run(store: DynStore, capabilities: Capabilities) {
     delete(&store).await;
     no_plaintext(&store).await;
     index_flows(&store, capabilities).await;
+    mail_flows(&store).await;
     key_flows(&store).await;
+}
+
+/// The mailbox model end to end: create, append, select, read whole and by MIME part,
+/// flag, copy, move, expunge (body deleted once unreferenced: at once with
+/// compare-and-swap, after the grace period without), changes since a modseq, reopen.
+pub async fn mail_flows(store: &DynStore) {
+    use crate::directory::MemoryDirectory;
+    use crate::index::IndexStore;
+    use crate::mail::{AppendOptions, FlagChange, Flags, Mailstore, PartSection, INBOX};
+    let rng = RandomSource::os();
+    let deployment = DeploymentId::random(&rng);
+    let directory = std::sync::Arc::new(MemoryDirectory::new());
+    let index = IndexStore::new(store.clone(), deployment, directory)
+        .await
+        .expect("index store");
+    let account = AccountId::random(&rng);
+    let key = AccountKey::generate(1, &rng);
+    let blobs = BlobStore::new(store.clone(), deployment).account(account, &key);
+    let mut mail = Mailstore::open(&index, blobs.clone(), &key)
+        .await
+        .expect("open mail");
+    let inbox = mail.mailbox_by_name(INBOX).expect("INBOX").id;
+    let work = mail.create_mailbox("Work", None).await.expect("create");
+    let raw = b"From: a@example.org\r\nSubject: conformance\r\nMIME-Version: 1.0\r\n\
+        Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n\
+        first\r\n--b\r\nContent-Type: text/plain\r\n\r\nsecond\r\n--b--\r\n";
+    let a = mail
+        .append(inbox, raw, AppendOptions::default())
+        .await
+        .expect("append");
+    assert_eq!((a.uid, a.uid_validity), (1, 1), "first UID on {store}");
+    let email = mail.email(inbox, 1).expect("email");
+    assert_eq!(&mail.read(&email).await.expect("read")[..], &raw[..]);
+    let second = Mailstore::imap_section(&email, &[2]).expect("BODY[2]");
+    let body = mail
+        .read_part(&email, second, PartSection::Body)
+        .await
+        .expect("part");
+    assert_eq!(&body[..], b"second");
+    let since = mail.modseq();
+    let seen = Flags::from_names([Flags::SEEN]).expect("flag");
+    mail.store_flags(inbox, &[1], FlagChange::Add(seen), None)
+        .await
+        .expect("flag");
+    mail.copy(inbox, &[1], work.id).await.expect("copy");
+    mail.move_messages(inbox, &[1], work.id)
+        .await
+        .expect("move");
+    let changes = mail.changes_since(inbox, since).expect("changes");
+    assert_eq!(changes.vanished, [1], "VANISHED on {store}");
+    let view = mail.select(work.id).await.expect("select");
+    assert_eq!(view.messages.len(), 2);
+    assert!(view.messages.iter().all(|m| m.flags.contains(Flags::SEEN)));
+    let mut reopened = Mailstore::open(&index, blobs.clone(), &key)
+        .await
+        .expect("reopen");
+    assert_eq!(reopened.select(work.id).await.expect("select"), view);
+    reopened.remove(work.id, &[1, 2]).await.expect("remove");
+    reopened
+        .collect_garbage(std::time::Duration::ZERO)
+        .await
+        .expect("collect garbage");
+    assert!(
+        matches!(blobs.read(&email.pin).await, Err(Error::NotFound { .. })),
+        "body deleted once unreferenced on {store}"
+    );
+    cleanup(store, &account).await;
 }
 
 /// A fresh account with its own keys, on `store`.
