@@ -1,13 +1,13 @@
 //! Parsers of the mail records kept in the encrypted index (mailbox, message, email with
-//! its envelope and MIME parts, vanished, thread, release). Each must refuse or
+//! its envelope and MIME parts, vanished, thread, number). Each must refuse or
 //! round-trip exactly, never panic.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use mailvault::format::mail::{
-    parse_release, parse_thread, parse_vanished, release_to_bytes, thread_to_bytes,
-    vanished_to_bytes, EmailRecord, MailboxRecord, MessageRecord,
+    number_to_bytes, parse_number, parse_thread, thread_to_bytes, EmailRecord, MailboxRecord,
+    MessageRecord, VanishedRecord,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -21,11 +21,11 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(record.to_bytes(), data);
         assert!(record.parts.iter().all(|p| p.end_offset <= record.size));
     }
-    if let Ok(modseq) = parse_vanished(data) {
-        assert_eq!(&vanished_to_bytes(modseq)[..], data);
+    if let Ok(record) = VanishedRecord::parse(data) {
+        assert_eq!(&record.to_bytes()[..], data);
     }
-    if let Ok(time) = parse_release(data) {
-        assert_eq!(&release_to_bytes(time)[..], data);
+    if let Ok(value) = parse_number(data) {
+        assert_eq!(&number_to_bytes(value)[..], data);
     }
     if let Ok(thread) = parse_thread(data) {
         assert_eq!(&thread_to_bytes(&thread)[..], data);

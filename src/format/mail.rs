@@ -20,9 +20,10 @@
 //!           name ‖ value) ‖ transfer encoding (option string) ‖ disposition (option)
 //!           ‖ filename (option) ‖ content id (option) ‖ header, body, end offsets (u64)
 //!           ‖ lines (u32)
-//! vanished  version ‖ modseq of the expunge (u64)
+//! vanished  version ‖ modseq of the expunge (u64) ‖ email id (16)
 //! thread    version ‖ thread id (16)
-//! release   version ‖ Unix time the email became unreferenced (u64)
+//! number    version ‖ u64: a release (Unix time the email became unreferenced) or a
+//!           deleted mailbox (modseq of the deletion)
 //! ```
 
 use crate::error::{Error, Result};
@@ -606,23 +607,39 @@ impl EmailRecord {
     }
 }
 
-/// Serialized record of an expunged UID: the modseq of the expunge.
-pub fn vanished_to_bytes(modseq: u64) -> [u8; 9] {
-    let mut out = [0u8; 9];
-    out[0] = MAIL_RECORD_VERSION;
-    out[1..].copy_from_slice(&modseq.to_be_bytes());
-    out
+/// An expunged UID: when, and which email it showed (for QRESYNC `VANISHED` and JMAP
+/// `/changes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VanishedRecord {
+    /// Modseq of the expunge.
+    pub modseq: u64,
+    /// The email the message showed.
+    pub email: EmailId,
 }
 
-/// Parses an expunged-UID record.
-///
-/// # Errors
-/// [`Error::UnsupportedVersion`] or [`Error::Tampered`].
-pub fn parse_vanished(bytes: &[u8]) -> Result<u64> {
-    let mut r = start("vanished record", bytes)?;
-    let modseq = r.u64()?;
-    r.finish()?;
-    Ok(modseq)
+impl VanishedRecord {
+    /// Serialized form.
+    pub fn to_bytes(&self) -> [u8; 25] {
+        let mut out = [0u8; 25];
+        out[0] = MAIL_RECORD_VERSION;
+        out[1..9].copy_from_slice(&self.modseq.to_be_bytes());
+        out[9..].copy_from_slice(self.email.as_bytes());
+        out
+    }
+
+    /// Parses a vanished record.
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedVersion`] or [`Error::Tampered`].
+    pub fn parse(bytes: &[u8]) -> Result<Self> {
+        let mut r = start("vanished record", bytes)?;
+        let record = Self {
+            modseq: r.u64()?,
+            email: EmailId::from_bytes(r.array()?),
+        };
+        r.finish()?;
+        Ok(record)
+    }
 }
 
 /// Serialized thread record.
@@ -644,18 +661,24 @@ pub fn parse_thread(bytes: &[u8]) -> Result<ThreadId> {
     Ok(thread)
 }
 
-/// Serialized release record (an email no message references any more, to delete
-/// after a grace period).
-pub fn release_to_bytes(unix_seconds: u64) -> [u8; 9] {
-    vanished_to_bytes(unix_seconds)
+/// Serialized one-number record: a release (the Unix time an email became unreferenced,
+/// to delete it after a grace period) or a deleted mailbox (the modseq of the deletion).
+pub fn number_to_bytes(value: u64) -> [u8; 9] {
+    let mut out = [0u8; 9];
+    out[0] = MAIL_RECORD_VERSION;
+    out[1..].copy_from_slice(&value.to_be_bytes());
+    out
 }
 
-/// Parses a release record.
+/// Parses a one-number record.
 ///
 /// # Errors
 /// [`Error::UnsupportedVersion`] or [`Error::Tampered`].
-pub fn parse_release(bytes: &[u8]) -> Result<u64> {
-    parse_vanished(bytes)
+pub fn parse_number(bytes: &[u8]) -> Result<u64> {
+    let mut r = start("number record", bytes)?;
+    let value = r.u64()?;
+    r.finish()?;
+    Ok(value)
 }
 
 #[cfg(test)]

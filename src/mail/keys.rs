@@ -8,7 +8,8 @@
 //! E ‖ email (16)                          → email record     (body pin, envelope, MIME)
 //! R ‖ email (16) ‖ inst (8)               → mailbox (16)     (one per message showing it)
 //! T ‖ SHA-256(Message-ID)[..16]           → thread record
-//! G ‖ email (16)                          → release record   (unreferenced, to delete)
+//! G ‖ email (16)                          → number record    (release: unreferenced since)
+//! X ‖ mailbox (16)                        → number record    (deleted mailbox: modseq)
 //! ```
 //!
 //! `inst` is random per message instance: on a backend without compare-and-swap two
@@ -25,12 +26,17 @@ pub(crate) const EMAIL: u8 = b'E';
 pub(crate) const REFERENCE: u8 = b'R';
 pub(crate) const THREAD: u8 = b'T';
 pub(crate) const RELEASE: u8 = b'G';
+pub(crate) const DELETED_MAILBOX: u8 = b'X';
 
 /// Random per message instance.
 pub(crate) type Instance = [u8; 8];
 
 pub(crate) fn mailbox(id: &MailboxId) -> Vec<u8> {
     [&[MAILBOX][..], id.as_bytes()].concat()
+}
+
+pub(crate) fn deleted_mailbox(id: &MailboxId) -> Vec<u8> {
+    [&[DELETED_MAILBOX][..], id.as_bytes()].concat()
 }
 
 pub(crate) fn messages_of(id: &MailboxId) -> Vec<u8> {

@@ -74,8 +74,7 @@ use crate::blob::{AccountBlobs, BlobStream};
 use crate::crypto::{AccountKey, RandomSource};
 use crate::error::{Error, Result};
 use crate::format::mail::{
-    parse_release, parse_thread, parse_vanished, release_to_bytes, thread_to_bytes,
-    vanished_to_bytes,
+    number_to_bytes, parse_number, parse_thread, thread_to_bytes, VanishedRecord,
 };
 use crate::format::BlobKind;
 use crate::ids::{AccountId, EmailId, MailboxId, ThreadId};
@@ -269,6 +268,22 @@ pub struct MailboxChanges {
     pub highest_modseq: u64,
 }
 
+/// Changes of a whole account since a modseq (JMAP `Email/changes` and
+/// `Mailbox/changes`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountChanges {
+    /// Emails created, or changed (flags, mailboxes), since.
+    pub emails_changed: Vec<EmailId>,
+    /// Emails gone since (no mailbox shows them any more).
+    pub emails_destroyed: Vec<EmailId>,
+    /// Mailboxes created or changed (name, subscription, UIDVALIDITY) since.
+    pub mailboxes_changed: Vec<MailboxId>,
+    /// Mailboxes deleted since.
+    pub mailboxes_destroyed: Vec<MailboxId>,
+    /// The account's modseq now (the next `since`).
+    pub modseq: u64,
+}
+
 /// What [`Mailstore::collect_garbage`] removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MailGcReport {
@@ -455,7 +470,12 @@ impl Plan {
         self.batch.delete(keys::message(mailbox, uid, instance));
         self.batch.put(
             keys::vanished(mailbox, uid),
-            vanished_to_bytes(modseq).to_vec(),
+            VanishedRecord {
+                modseq,
+                email: *email,
+            }
+            .to_bytes()
+            .to_vec(),
         );
         self.batch.delete(keys::reference(email, instance));
         *self.dropped.entry(*email).or_default() += 1;
@@ -493,7 +513,7 @@ impl Plan {
                 CommitMode::WriterUnique => {
                     self.batch.put(
                         keys::release(&email),
-                        release_to_bytes(now().max(0) as u64).to_vec(),
+                        number_to_bytes(now().max(0) as u64).to_vec(),
                     );
                 }
             }
@@ -745,23 +765,10 @@ impl Mailstore {
                 for (uid, instance, record) in messages(c, &id)? {
                     plan.remove_message(&id, uid, &instance, &record.email, modseq);
                 }
-                let vanished: Vec<Vec<u8>> = c
-                    .prefix(&keys::vanished_of(&id))
-                    .map(|(k, _)| k.to_vec())
-                    .collect();
-                for key in vanished {
-                    plan.batch.delete(key);
-                }
-                // The records `remove_message` added for this mailbox go with it.
-                let added: Vec<Bytes> = plan
-                    .batch
-                    .iter()
-                    .filter(|(k, v)| v.is_some() && k.starts_with(&keys::vanished_of(&id)))
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                for key in added {
-                    plan.batch.delete(key);
-                }
+                // Its vanished records stay (they tell `account_changes_since` which
+                // emails went); a tombstone tells that the mailbox went.
+                plan.batch
+                    .put(keys::deleted_mailbox(&id), number_to_bytes(modseq).to_vec());
                 plan.batch.delete(keys::mailbox(&id));
                 let released = plan.release(c, mode);
                 Ok((plan, released))
@@ -801,8 +808,8 @@ impl Mailstore {
             status.highest_modseq = status.highest_modseq.max(m.modseq);
         }
         for (_, v) in self.index.prefix(&keys::vanished_of(id)) {
-            if let Ok(modseq) = parse_vanished(v) {
-                status.highest_modseq = status.highest_modseq.max(modseq);
+            if let Ok(vanished) = VanishedRecord::parse(v) {
+                status.highest_modseq = status.highest_modseq.max(vanished.modseq);
             }
         }
         status
@@ -1231,7 +1238,7 @@ impl Mailstore {
         let view = self.view(mailbox)?;
         let mut vanished = Vec::new();
         for (k, v) in self.index.prefix(&keys::vanished_of(&mailbox)) {
-            if parse_vanished(v)? > modseq {
+            if VanishedRecord::parse(v)?.modseq > modseq {
                 vanished.push(keys::parse_vanished_uid(k).ok_or(Error::Tampered)?);
             }
         }
@@ -1244,6 +1251,61 @@ impl Mailstore {
             vanished,
             highest_modseq: view.status.highest_modseq,
         })
+    }
+
+    /// Changes of the whole account since `modseq`, by EMAILID and mailbox id, from the
+    /// records themselves (modseqs of message and mailbox records, vanished records,
+    /// mailbox tombstones): exact however old `modseq` is.
+    ///
+    /// # Errors
+    /// [`Error::Tampered`] for a record that does not parse.
+    pub fn account_changes_since(&self, modseq: u64) -> Result<AccountChanges> {
+        let c = &self.index;
+        let mut changed = BTreeSet::new();
+        let mut destroyed = BTreeSet::new();
+        for (_, v) in c.prefix(&[keys::MESSAGE]) {
+            let message = MessageRecord::parse(v)?;
+            if message.modseq > modseq {
+                changed.insert(message.email);
+            }
+        }
+        for (_, v) in c.prefix(&[keys::VANISHED]) {
+            let vanished = VanishedRecord::parse(v)?;
+            if vanished.modseq <= modseq {
+                continue;
+            }
+            let email = vanished.email;
+            let gone = c.get(&keys::email(&email)).is_none()
+                || c.prefix(&keys::references_of(&email)).next().is_none();
+            if gone {
+                destroyed.insert(email);
+            } else {
+                // Left one mailbox, still in another.
+                changed.insert(email);
+            }
+        }
+        let mut out = AccountChanges {
+            modseq: c.generation(),
+            ..AccountChanges::default()
+        };
+        for (id, record) in all_mailboxes(c)? {
+            if record.modseq > modseq {
+                out.mailboxes_changed.push(id);
+            }
+        }
+        for (k, v) in c.prefix(&[keys::DELETED_MAILBOX]) {
+            let id: [u8; 16] = k
+                .get(1..17)
+                .and_then(|b| b.try_into().ok())
+                .ok_or(Error::Tampered)?;
+            let id = MailboxId::from_bytes(id);
+            if parse_number(v)? > modseq && c.get(&keys::mailbox(&id)).is_none() {
+                out.mailboxes_destroyed.push(id);
+            }
+        }
+        out.emails_changed = changed.difference(&destroyed).copied().collect();
+        out.emails_destroyed = destroyed.into_iter().collect();
+        Ok(out)
     }
 
     /// Merges the index's segments into one (see [`Collection::compact`]): maintenance
@@ -1270,7 +1332,7 @@ impl Mailstore {
                 let mut bodies = Vec::new();
                 for (k, v) in c.prefix(&[keys::RELEASE]) {
                     let email = keys::parse_release(k).ok_or(Error::Tampered)?;
-                    if parse_release(v)? > cutoff {
+                    if parse_number(v)? > cutoff {
                         continue;
                     }
                     plan.batch.delete(k.to_vec());

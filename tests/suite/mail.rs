@@ -209,6 +209,16 @@ async fn mailboxes_messages_flags_copy_move_expunge_and_changes() {
     let changes = mail.changes_since(inbox, before).unwrap();
     assert_eq!(changes.vanished, [2], "the move shows as VANISHED");
 
+    // The account-wide feed (JMAP /changes) names the emails by EMAILID.
+    let account = mail.account_changes_since(before).unwrap();
+    assert_eq!(
+        account.emails_changed.iter().collect::<BTreeSet<_>>(),
+        [&first.email, &second.email].into_iter().collect(),
+    );
+    assert!(account.emails_destroyed.is_empty());
+    assert_eq!(account.mailboxes_changed, Vec::<MailboxId>::new());
+    let before_expunge = mail.modseq();
+
     // Expunge: the body goes when no message shows it any more.
     let body_of_first = mail.email(inbox, 1).unwrap().pin;
     mail.store_flags(inbox, &[1], FlagChange::Add(flags(&["\\Deleted"])), None)
@@ -228,6 +238,9 @@ async fn mailboxes_messages_flags_copy_move_expunge_and_changes() {
         blobs.read(&body_of_first).await,
         Err(mailvault::Error::NotFound { .. })
     ));
+    let account = mail.account_changes_since(before_expunge).unwrap();
+    assert_eq!(account.emails_destroyed, [first.email]);
+    assert_eq!(account.modseq, mail.modseq());
     // UIDs are never reused after an expunge.
     let third = mail
         .append(inbox, &message(3, "x"), AppendOptions::default())
@@ -236,7 +249,10 @@ async fn mailboxes_messages_flags_copy_move_expunge_and_changes() {
     assert_eq!(third.uid, 3);
 
     // Deleting a mailbox removes its messages; the one shown elsewhere stays.
+    let before_delete = mail.modseq();
     mail.delete_mailbox(child.id).await.unwrap();
+    let account = mail.account_changes_since(before_delete).unwrap();
+    assert_eq!(account.mailboxes_destroyed, [child.id]);
     assert!(mail.mailbox_by_name("Old/2026").is_none());
     assert!(mail.email_by_id(second.email).is_ok());
 
