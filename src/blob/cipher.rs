@@ -1,11 +1,15 @@
 //! Keys of blobs: per-account input key, per-blob payload key and commitment, and the
 //! incremental sealer and opener that run the STREAM loop over a blob's chunks.
 
-use crate::crypto::kdf::{self, LABEL_BLOB_INPUT, LABEL_BLOB_KEYS};
+use crate::crypto::kdf::{
+    self, LABEL_BLOB_INPUT, LABEL_BLOB_KEYS, LABEL_PIN_WRAP, LABEL_SEALED_KEYS,
+};
+use crate::crypto::record::RecordCipher;
 use crate::crypto::stream::{PayloadCipher, CHUNK_SIZE, MAX_CHUNKS, SEALED_CHUNK_SIZE};
 use crate::crypto::{commitments_equal, AccountKey, Key32, RandomSource};
 use crate::error::{Error, Result};
-use crate::format::blob::{BlobHeader, BlobKind, BlobLayout, HEADER_LEN};
+use crate::format::blob::{BlobHeader, BlobKind, BlobLayout, SealedHeader, HEADER_LEN};
+use crate::format::pin::{SealedKey, REWRAPPED_KEY_LEN};
 use crate::format::BlobPin;
 use crate::ids::{AccountId, BlobId, DeploymentId};
 
@@ -23,6 +27,57 @@ pub struct BlobCipher {
     account: AccountId,
     epoch: u32,
     input: Key32,
+    /// Wraps sealed blobs' file keys into pins.
+    rewrap: Key32,
+}
+
+/// The context every blob key derivation binds: deployment, account, blob id, kind.
+fn blob_context(
+    deployment: &DeploymentId,
+    account: &AccountId,
+    id: &BlobId,
+    kind: BlobKind,
+) -> [u8; 49] {
+    let mut context = [0u8; 49];
+    context[..16].copy_from_slice(deployment.as_bytes());
+    context[16..32].copy_from_slice(account.as_bytes());
+    context[32..48].copy_from_slice(id.as_bytes());
+    context[48] = kind.to_byte();
+    context
+}
+
+/// Payload key and commitment of a sealed blob, from its file key.
+pub(crate) fn sealed_keys(
+    file_key: &Key32,
+    deployment: &DeploymentId,
+    account: &AccountId,
+    id: &BlobId,
+    header: &SealedHeader,
+) -> (Key32, [u8; 32]) {
+    kdf::derive_key_and_commitment(
+        file_key,
+        LABEL_SEALED_KEYS,
+        &[
+            &header.committed_prefix(),
+            &blob_context(deployment, account, id, header.kind),
+        ],
+    )
+}
+
+/// What a sealed blob's wraps bind: deployment, account, blob id and the recipient's
+/// place (0 the account, 1 the officer).
+pub(crate) fn wrap_context(
+    deployment: &DeploymentId,
+    account: &AccountId,
+    id: &BlobId,
+    recipient: u8,
+) -> [u8; 49] {
+    let mut context = [0u8; 49];
+    context[..16].copy_from_slice(deployment.as_bytes());
+    context[16..32].copy_from_slice(account.as_bytes());
+    context[32..48].copy_from_slice(id.as_bytes());
+    context[48] = recipient;
+    context
 }
 
 impl BlobCipher {
@@ -33,12 +88,87 @@ impl BlobCipher {
             LABEL_BLOB_INPUT,
             &[deployment.as_bytes(), account.as_bytes()],
         );
+        let rewrap = kdf::derive_key(
+            key.master(),
+            LABEL_PIN_WRAP,
+            &[deployment.as_bytes(), account.as_bytes()],
+        );
         Self {
             deployment,
             account,
             epoch: key.epoch(),
             input,
+            rewrap,
         }
+    }
+
+    /// The pin of a sealed blob whose file key the caller unwrapped: the key is
+    /// re-wrapped under this epoch's key, so reads need no X25519.
+    ///
+    /// # Errors
+    /// [`Error::Tampered`] if `file_key` does not match the header's commitment.
+    pub(crate) fn pin_sealed(
+        &self,
+        rng: &RandomSource,
+        id: BlobId,
+        header: SealedHeader,
+        layout: BlobLayout,
+        file_key: &Key32,
+    ) -> Result<BlobPin> {
+        let (_, commitment) = sealed_keys(file_key, &self.deployment, &self.account, &id, &header);
+        if !commitments_equal(&commitment, &header.commitment) || header.epoch != self.epoch {
+            return Err(Error::Tampered);
+        }
+        let mut sealed = Vec::with_capacity(REWRAPPED_KEY_LEN);
+        RecordCipher::new(&self.rewrap).seal(
+            rng,
+            &rewrap_ad(&id, &header),
+            file_key.expose(),
+            &mut sealed,
+        );
+        let mut wrapped_key = [0u8; REWRAPPED_KEY_LEN];
+        wrapped_key.copy_from_slice(&sealed);
+        Ok(BlobPin::sealed(
+            id,
+            SealedKey {
+                header,
+                wrapped_key,
+            },
+            layout,
+        ))
+    }
+
+    /// The payload cipher of the blob a pin describes (symmetric or sealed), after
+    /// checking its commitment.
+    ///
+    /// # Errors
+    /// As [`payload_cipher`](Self::payload_cipher).
+    pub(crate) fn payload_for(&self, pin: &BlobPin) -> Result<PayloadCipher> {
+        let Some(sealed) = pin.sealed_key() else {
+            return self.payload_cipher(&pin.id, &pin.header);
+        };
+        if sealed.header.epoch != self.epoch {
+            return Err(Error::EpochUnavailable {
+                epoch: sealed.header.epoch,
+            });
+        }
+        let plain = zeroize::Zeroizing::new(
+            RecordCipher::new(&self.rewrap)
+                .open(&rewrap_ad(&pin.id, &sealed.header), &sealed.wrapped_key)
+                .ok_or(Error::Tampered)?,
+        );
+        let file_key = Key32::from_bytes(plain[..].try_into().map_err(|_| Error::Tampered)?);
+        let (key, commitment) = sealed_keys(
+            &file_key,
+            &self.deployment,
+            &self.account,
+            &pin.id,
+            &sealed.header,
+        );
+        if !commitments_equal(&commitment, &sealed.header.commitment) {
+            return Err(Error::Tampered);
+        }
+        Ok(PayloadCipher::new(&key))
     }
 
     /// The account these keys belong to.
@@ -52,11 +182,7 @@ impl BlobCipher {
     }
 
     fn derive(&self, id: &BlobId, header: &BlobHeader) -> (Key32, [u8; 32]) {
-        let mut context = [0u8; 49];
-        context[..16].copy_from_slice(self.deployment.as_bytes());
-        context[16..32].copy_from_slice(self.account.as_bytes());
-        context[32..48].copy_from_slice(id.as_bytes());
-        context[48] = header.kind.to_byte();
+        let context = blob_context(&self.deployment, &self.account, id, header.kind);
         kdf::derive_key_and_commitment(
             &self.input,
             LABEL_BLOB_KEYS,
@@ -121,8 +247,9 @@ impl BlobCipher {
     /// # Errors
     /// [`Error::Tampered`] if `stored` is not exactly the blob the pin describes.
     pub fn open(&self, pin: &BlobPin, stored: &[u8]) -> Result<Vec<u8>> {
-        let cipher = self.payload_cipher(&pin.id, &pin.header)?;
-        if stored.len() as u64 != pin.stored_len() || stored[..HEADER_LEN] != pin.header.to_bytes()
+        let cipher = self.payload_for(pin)?;
+        let header_len = pin.layout().header_len() as usize;
+        if stored.len() as u64 != pin.stored_len() || stored[..header_len] != pin.header_bytes()[..]
         {
             return Err(Error::Tampered);
         }
@@ -131,7 +258,7 @@ impl BlobCipher {
             .open(
                 0,
                 pin.layout().final_chunk(),
-                &stored[HEADER_LEN..],
+                &stored[header_len..],
                 &mut out,
             )
             .map_err(|_| Error::Tampered)?;
@@ -156,6 +283,7 @@ impl BlobCipher {
 /// Incremental sealing of one blob's plaintext into chunks.
 pub(crate) struct Sealer {
     cipher: PayloadCipher,
+    header_len: usize,
     next_index: u64,
     pending: Vec<u8>,
     plaintext_len: u64,
@@ -164,9 +292,10 @@ pub(crate) struct Sealer {
 const BATCH_BYTES: usize = BATCH_CHUNKS * CHUNK_SIZE;
 
 impl Sealer {
-    pub(crate) fn new(cipher: PayloadCipher) -> Self {
+    pub(crate) fn new(cipher: PayloadCipher, header_len: usize) -> Self {
         Self {
             cipher,
+            header_len,
             next_index: 0,
             pending: Vec::with_capacity(BATCH_BYTES),
             plaintext_len: 0,
@@ -209,7 +338,7 @@ impl Sealer {
     /// Seals what remains as full chunks and the final, strictly shorter chunk. Returns
     /// the blob's layout.
     pub(crate) fn finish(&mut self, out: &mut Vec<u8>) -> Result<BlobLayout> {
-        let layout = BlobLayout::for_plaintext(self.plaintext_len)?;
+        let layout = BlobLayout::with_header(self.header_len, self.plaintext_len)?;
         self.cipher.seal(self.next_index, &self.pending, true, out);
         self.pending.clear();
         Ok(layout)
@@ -241,7 +370,7 @@ impl Opener {
     /// and authenticated (in batches, so `out` may stay empty for a while).
     pub(crate) fn push(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<()> {
         self.received += data.len() as u64;
-        if self.received > self.layout.ciphertext_len() - HEADER_LEN as u64 {
+        if self.received > self.layout.ciphertext_len() - self.layout.header_len() {
             return Err(Error::Tampered);
         }
         self.pending.extend_from_slice(data);
@@ -265,7 +394,7 @@ impl Opener {
 
     /// Opens the remaining chunks, which must end exactly with the final chunk.
     pub(crate) fn finish(mut self, out: &mut Vec<u8>) -> Result<()> {
-        if self.received != self.layout.ciphertext_len() - HEADER_LEN as u64 {
+        if self.received != self.layout.ciphertext_len() - self.layout.header_len() {
             return Err(Error::Tampered);
         }
         self.cipher
@@ -279,4 +408,8 @@ impl Opener {
         self.pending.clear();
         Ok(())
     }
+}
+
+fn rewrap_ad(id: &BlobId, header: &SealedHeader) -> Vec<u8> {
+    [&id.as_bytes()[..], &header.to_bytes()[..]].concat()
 }

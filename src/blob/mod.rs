@@ -30,6 +30,7 @@
 
 mod cipher;
 mod read;
+mod sealed;
 mod write;
 
 use std::ops::Range;
@@ -40,7 +41,9 @@ use futures::stream::BoxStream;
 use object_store::ObjectStoreExt;
 
 pub use cipher::BlobCipher;
+pub use sealed::{SealedBlob, SealedBlobWriter, SealedRecipients};
 pub use write::BlobWriter;
+use write::WrittenHeader;
 
 use crate::crypto::{AccountKey, RandomSource};
 use crate::error::{Error, Result};
@@ -118,6 +121,45 @@ impl BlobStore {
         &self.store
     }
 
+    /// Reads a whole sealed blob (a delivery) of `account` with an officer's secret key,
+    /// from the blob alone (no pin, no keyring): how an officer recovers incoming mail
+    /// under key models 4 and 5, even after the user removed the officer's key slot.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if the blob is gone; [`Error::Tampered`] if it has no wrap for
+    /// this officer or fails authentication.
+    pub async fn open_sealed_as_officer(
+        &self,
+        account: AccountId,
+        id: BlobId,
+        officer: &crate::keys::OfficerSecret,
+    ) -> Result<Vec<u8>> {
+        sealed::open_as_officer(
+            &self.store,
+            &self.deployment,
+            &account,
+            &id,
+            officer.secret(),
+        )
+        .await
+    }
+
+    /// Starts a blob sealed to `to`'s public keys: what a deliverer, which holds no
+    /// account key, writes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a public key of low order.
+    pub fn sealed_writer(&self, to: &SealedRecipients, kind: BlobKind) -> Result<SealedBlobWriter> {
+        SealedBlobWriter::new(
+            self.store.clone(),
+            self.deployment,
+            to,
+            kind,
+            &self.rng,
+            self.config,
+        )
+    }
+
     /// The blobs of `account` under several key epochs: new blobs are sealed under the
     /// newest, and blobs of every listed epoch stay readable.
     ///
@@ -132,6 +174,7 @@ impl BlobStore {
         ciphers.sort_by_key(BlobCipher::epoch);
         AccountBlobs {
             store: self.store.clone(),
+            deployment: self.deployment,
             account,
             ciphers: Arc::new(ciphers),
             rng: self.rng.clone(),
@@ -143,6 +186,7 @@ impl BlobStore {
     pub fn account(&self, account: AccountId, key: &AccountKey) -> AccountBlobs {
         AccountBlobs {
             store: self.store.clone(),
+            deployment: self.deployment,
             account,
             ciphers: Arc::new(vec![BlobCipher::new(self.deployment, account, key)]),
             rng: self.rng.clone(),
@@ -155,6 +199,7 @@ impl BlobStore {
 #[derive(Clone)]
 pub struct AccountBlobs {
     store: DynStore,
+    deployment: DeploymentId,
     account: AccountId,
     /// One per key epoch, oldest first: new blobs use the last (current) one, reads pick
     /// the one of the blob's epoch.
@@ -209,7 +254,7 @@ impl AccountBlobs {
             self.store.clone(),
             naming::blob_path(&self.account, &id),
             id,
-            header,
+            WrittenHeader::Symmetric(header),
             cipher,
             self.config,
         )
@@ -266,9 +311,7 @@ impl AccountBlobs {
         }
         let layout = pin.layout();
         let span = layout.chunk_span(&range)?;
-        let cipher = self
-            .for_epoch(pin.header.epoch)?
-            .payload_cipher(&pin.id, &pin.header)?;
+        let cipher = self.for_epoch(pin.header.epoch)?.payload_for(pin)?;
         let path = naming::blob_path(&self.account, &pin.id);
         let stored = self.store.get_range(&path, span.stored.clone()).await?;
         if stored.len() as u64 != span.stored.end - span.stored.start {

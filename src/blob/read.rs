@@ -6,7 +6,6 @@ use object_store::ObjectStoreExt;
 use super::cipher::{BlobCipher, Opener};
 use super::BlobStream;
 use crate::error::{Error, Result};
-use crate::format::blob::HEADER_LEN;
 use crate::format::BlobPin;
 use crate::ids::AccountId;
 use crate::storage::{naming, DynStore};
@@ -14,18 +13,19 @@ use crate::storage::{naming, DynStore};
 struct ReadState {
     source: BoxStream<'static, object_store::Result<Bytes>>,
     header: Vec<u8>,
-    expected_header: [u8; HEADER_LEN],
+    expected_header: Vec<u8>,
     opener: Option<Opener>,
 }
 
 impl ReadState {
     /// Feeds one piece of the stored object; returns plaintext that became available.
     fn feed(&mut self, mut data: &[u8]) -> Result<Vec<u8>> {
-        if self.header.len() < HEADER_LEN {
-            let take = (HEADER_LEN - self.header.len()).min(data.len());
+        let header_len = self.expected_header.len();
+        if self.header.len() < header_len {
+            let take = (header_len - self.header.len()).min(data.len());
             self.header.extend_from_slice(&data[..take]);
             data = &data[take..];
-            if self.header.len() == HEADER_LEN && self.header[..] != self.expected_header[..] {
+            if self.header.len() == header_len && self.header[..] != self.expected_header[..] {
                 return Err(Error::Tampered);
             }
         }
@@ -38,7 +38,7 @@ impl ReadState {
     }
 
     fn finish(&mut self) -> Result<Vec<u8>> {
-        if self.header.len() < HEADER_LEN {
+        if self.header.len() < self.expected_header.len() {
             return Err(Error::Tampered);
         }
         let mut out = Vec::new();
@@ -57,15 +57,15 @@ pub(super) async fn stream(
     cipher: &BlobCipher,
     pin: &BlobPin,
 ) -> Result<BlobStream> {
-    let payload = cipher.payload_cipher(&pin.id, &pin.header)?;
+    let payload = cipher.payload_for(pin)?;
     let result = store.get(&naming::blob_path(account, &pin.id)).await?;
     if result.meta.size != pin.stored_len() {
         return Err(Error::Tampered);
     }
     let state = ReadState {
         source: result.into_stream(),
-        header: Vec::with_capacity(HEADER_LEN),
-        expected_header: pin.header.to_bytes(),
+        header: Vec::new(),
+        expected_header: pin.header_bytes(),
         opener: Some(Opener::new(payload, pin.layout())),
     };
     let stream = futures::stream::try_unfold(Some(state), |state| async move {

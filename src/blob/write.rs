@@ -6,6 +6,7 @@ use super::cipher::Sealer;
 use super::BlobConfig;
 use crate::crypto::stream::PayloadCipher;
 use crate::error::{Error, Result};
+use crate::format::blob::{BlobLayout, SealedHeader, HEADER_LEN, SEALED_HEADER_LEN};
 use crate::format::{BlobHeader, BlobPin};
 use crate::ids::BlobId;
 use crate::storage::DynStore;
@@ -24,7 +25,7 @@ pub struct BlobWriter {
     store: DynStore,
     path: Path,
     id: BlobId,
-    header: BlobHeader,
+    header: WrittenHeader,
     sealer: Sealer,
     out: Vec<u8>,
     upload: Option<WriteMultipart>,
@@ -40,23 +41,49 @@ impl std::fmt::Debug for BlobWriter {
     }
 }
 
+/// The header a writer puts in front of the chunks.
+#[derive(Debug, Clone)]
+pub(crate) enum WrittenHeader {
+    /// A blob under the account's key.
+    Symmetric(BlobHeader),
+    /// A blob sealed to public keys (a delivery).
+    Sealed(Box<SealedHeader>),
+}
+
+impl WrittenHeader {
+    fn bytes(&self) -> Vec<u8> {
+        match self {
+            WrittenHeader::Symmetric(h) => h.to_bytes().to_vec(),
+            WrittenHeader::Sealed(h) => h.to_bytes().to_vec(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            WrittenHeader::Symmetric(_) => HEADER_LEN,
+            WrittenHeader::Sealed(_) => SEALED_HEADER_LEN,
+        }
+    }
+}
+
 impl BlobWriter {
     pub(crate) fn new(
         store: DynStore,
         path: Path,
         id: BlobId,
-        header: BlobHeader,
+        header: WrittenHeader,
         cipher: PayloadCipher,
         config: BlobConfig,
     ) -> Self {
         let mut out = Vec::with_capacity(config.multipart_threshold.min(1 << 20));
-        out.extend_from_slice(&header.to_bytes());
+        out.extend_from_slice(&header.bytes());
+        let header_len = header.len();
         Self {
             store,
             path,
             id,
             header,
-            sealer: Sealer::new(cipher),
+            sealer: Sealer::new(cipher, header_len),
             out,
             upload: None,
             config,
@@ -112,7 +139,20 @@ impl BlobWriter {
     ///
     /// # Errors
     /// [`Error::Backend`] if the upload fails; a started multipart upload is then aborted.
-    pub async fn finish(mut self) -> Result<BlobPin> {
+    pub async fn finish(self) -> Result<BlobPin> {
+        let (id, header) = (self.id, self.header.clone());
+        let layout = self.finish_layout().await?;
+        match header {
+            WrittenHeader::Symmetric(header) => Ok(BlobPin::new(id, header, layout)),
+            // Only the deliverer writes sealed blobs, through `finish_layout`.
+            WrittenHeader::Sealed(_) => {
+                Err(Error::invalid("a sealed blob has no pin until imported"))
+            }
+        }
+    }
+
+    /// As [`finish`](Self::finish), returning the blob's layout.
+    pub(crate) async fn finish_layout(mut self) -> Result<BlobLayout> {
         if self.failed {
             self.abort().await?;
             return Err(Error::invalid("finish after a failed write"));
@@ -125,7 +165,6 @@ impl BlobWriter {
                 return Err(e);
             }
         };
-        let pin = BlobPin::new(self.id, self.header, layout);
         match self.upload.take() {
             None => {
                 debug_assert_eq!(out.len() as u64, layout.ciphertext_len());
@@ -141,7 +180,7 @@ impl BlobWriter {
                 upload.finish().await?;
             }
         }
-        Ok(pin)
+        Ok(layout)
     }
 
     /// Abandons the blob, aborting a started multipart upload.

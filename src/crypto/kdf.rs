@@ -23,6 +23,16 @@ pub(crate) const LABEL_INDEX_COLLECTION: &[u8] = b"mailvault/v1/index/collection
 /// Opaque name (tag) of a collection: a keyed hash of its name.
 pub(crate) const LABEL_INDEX_NAME: &[u8] = b"mailvault/v1/index/name";
 
+/// Wrap key of a sealed blob's file key, from an X25519 shared secret.
+pub(crate) const LABEL_SEALED_WRAP: &[u8] = b"mailvault/v1/sealed/wrap";
+/// Payload key and key commitment of a sealed blob, from its file key.
+pub(crate) const LABEL_SEALED_KEYS: &[u8] = b"mailvault/v1/sealed/keys";
+/// Key that re-wraps sealed blobs' file keys into pins, from an epoch's master key.
+pub(crate) const LABEL_PIN_WRAP: &[u8] = b"mailvault/v1/pin/wrap";
+
+/// X25519 secret of a key generated with `AccountKey::generate`, from its master key.
+pub(crate) const LABEL_EPOCH_X25519: &[u8] = b"mailvault/v1/epoch/x25519";
+
 /// Key sealing a keyring's body, from the account root key.
 pub(crate) const LABEL_KEYRING: &[u8] = b"mailvault/v1/keyring";
 

@@ -35,15 +35,32 @@ impl Key32 {
 pub struct AccountKey {
     epoch: u32,
     master: Key32,
+    /// The epoch's X25519 secret key: deliveries are sealed to its public half.
+    x25519: Key32,
 }
 
 impl AccountKey {
     /// A new random key for `epoch`.
     pub fn generate(epoch: u32, rng: &RandomSource) -> Self {
+        let master = Key32::random(rng);
+        // Derived, so that a generated key draws 32 bytes as it always did (the test
+        // vectors depend on it); keyrings store a random X25519 secret of their own.
+        let x25519 = super::kdf::derive_key(&master, super::kdf::LABEL_EPOCH_X25519, &[]);
         Self {
             epoch,
-            master: Key32::random(rng),
+            master,
+            x25519,
         }
+    }
+
+    /// The epoch's X25519 public key: what a deliverer seals incoming mail to (published
+    /// in the trusted directory).
+    pub fn public_key(&self) -> [u8; 32] {
+        x25519_dalek::PublicKey::from(&self.x25519_secret()).to_bytes()
+    }
+
+    pub(crate) fn x25519_secret(&self) -> x25519_dalek::StaticSecret {
+        x25519_dalek::StaticSecret::from(*self.x25519.expose())
     }
 
     /// The key epoch, recorded in every object sealed under this key.
@@ -52,8 +69,12 @@ impl AccountKey {
     }
 
     /// The key of `epoch` from its stored master key (the keyring's body).
-    pub(crate) fn from_parts(epoch: u32, master: Key32) -> Self {
-        Self { epoch, master }
+    pub(crate) fn from_parts(epoch: u32, master: Key32, x25519: Key32) -> Self {
+        Self {
+            epoch,
+            master,
+            x25519,
+        }
     }
 
     pub(crate) fn master(&self) -> &Key32 {

@@ -9,6 +9,7 @@ pub(crate) mod kdf;
 mod keys;
 pub(crate) mod record;
 mod rng;
+pub(crate) mod sealing;
 pub(crate) mod stream;
 
 pub use keys::AccountKey;

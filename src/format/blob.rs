@@ -12,6 +12,23 @@
 //!     44  32  key commitment
 //!     76   …  chunks: ⌊n/C⌋ full chunks of C+16 bytes, then a final chunk of 16..C+15
 //! ```
+//!
+//! A **sealed** blob (envelope 2, written by a deliverer that holds only public keys) has
+//! a 240-byte header: the same first 44 bytes, then the file key wrapped for each
+//! recipient (X25519, one ephemeral key per recipient), then the commitment; its
+//! payload key and commitment derive from the random file key instead of the account key.
+//!
+//! ```text
+//!      0  44  as above, envelope = 2; epoch = the recipient account's key epoch
+//!     44   1  recipients: 1 (the account) or 2 (the account and an officer)
+//!     45   3  reserved, zero
+//!     48  32  ephemeral public key for the account
+//!     80  48  file key wrapped for the account (ChaCha20-Poly1305, zero nonce)
+//!    128  32  ephemeral public key for the officer   (random bytes when absent)
+//!    160  48  file key wrapped for the officer       (random bytes when absent)
+//!    208  32  key commitment
+//!    240   …  chunks, as above
+//! ```
 
 use std::ops::Range;
 
@@ -26,8 +43,16 @@ pub const VERSION: u8 = 1;
 pub const ENVELOPE_SYMMETRIC: u8 = 1;
 /// `log2` of the chunk size, the only one version 1 accepts.
 pub const CHUNK_LOG2: u8 = 16;
+/// Envelope byte of a blob sealed to X25519 public keys (a delivery).
+pub const ENVELOPE_SEALED: u8 = 2;
 /// Header length of a version-1 symmetric blob.
 pub const HEADER_LEN: usize = 76;
+/// Header length of a version-1 sealed blob.
+pub const SEALED_HEADER_LEN: usize = 240;
+/// Bytes of a sealed header covered by its commitment's derivation (all before it).
+pub const SEALED_COMMITTED_PREFIX_LEN: usize = 208;
+/// Length of one wrapped file key (32-byte key and 16-byte tag).
+pub const WRAPPED_KEY_LEN: usize = 48;
 /// Bytes of the header covered by the key commitment's derivation (all before it).
 pub const COMMITTED_PREFIX_LEN: usize = 44;
 
@@ -93,15 +118,7 @@ impl BlobHeader {
 
     /// The header bytes before the commitment, which the commitment's derivation covers.
     pub fn committed_prefix(&self) -> [u8; COMMITTED_PREFIX_LEN] {
-        let mut out = [0u8; COMMITTED_PREFIX_LEN];
-        out[0..4].copy_from_slice(&MAGIC);
-        out[4] = VERSION;
-        out[5] = ENVELOPE_SYMMETRIC;
-        out[6] = CHUNK_LOG2;
-        out[7] = self.kind.to_byte();
-        out[8..12].copy_from_slice(&self.epoch.to_be_bytes());
-        out[12..44].copy_from_slice(&self.salt);
-        out
+        common_prefix(ENVELOPE_SYMMETRIC, self.kind, self.epoch, &self.salt)
     }
 
     /// Parses the header at the start of `bytes` (which may continue with chunks).
@@ -111,35 +128,172 @@ impl BlobHeader {
     /// [`Error::Tampered`] for anything else that is not a well-formed header.
     pub fn parse(bytes: &[u8]) -> Result<Self> {
         let head = bytes.get(..HEADER_LEN).ok_or(Error::Tampered)?;
-        if head[0..4] != MAGIC {
-            return Err(Error::Tampered);
-        }
-        if head[4] != VERSION {
-            return Err(Error::UnsupportedVersion {
-                object: "blob",
-                version: head[4],
-            });
-        }
-        if head[5] != ENVELOPE_SYMMETRIC {
-            return Err(Error::UnsupportedVersion {
-                object: "blob envelope",
-                version: head[5],
-            });
-        }
-        if head[6] != CHUNK_LOG2 {
-            return Err(Error::Tampered);
-        }
-        let kind = BlobKind::from_byte(head[7]).ok_or(Error::Tampered)?;
-        let mut epoch = [0u8; 4];
-        epoch.copy_from_slice(&head[8..12]);
-        let mut salt = [0u8; 32];
-        salt.copy_from_slice(&head[12..44]);
+        check_prefix(head, ENVELOPE_SYMMETRIC)?;
+        let (kind, epoch, salt) = common_fields(head)?;
         let mut commitment = [0u8; 32];
         commitment.copy_from_slice(&head[44..76]);
         Ok(Self {
             kind,
-            epoch: u32::from_be_bytes(epoch),
+            epoch,
             salt,
+            commitment,
+        })
+    }
+}
+
+/// The first 8 bytes of every blob header: magic, version, `envelope`, chunk size.
+fn check_prefix(head: &[u8], envelope: u8) -> Result<()> {
+    if head[0..4] != MAGIC {
+        return Err(Error::Tampered);
+    }
+    if head[4] != VERSION {
+        return Err(Error::UnsupportedVersion {
+            object: "blob",
+            version: head[4],
+        });
+    }
+    if head[5] != envelope {
+        return Err(
+            if head[5] == ENVELOPE_SYMMETRIC || head[5] == ENVELOPE_SEALED {
+                Error::Tampered
+            } else {
+                Error::UnsupportedVersion {
+                    object: "blob envelope",
+                    version: head[5],
+                }
+            },
+        );
+    }
+    if head[6] != CHUNK_LOG2 {
+        return Err(Error::Tampered);
+    }
+    Ok(())
+}
+
+/// Kind, epoch and salt (bytes 7..44 of every blob header).
+fn common_fields(head: &[u8]) -> Result<(BlobKind, u32, [u8; 32])> {
+    let kind = BlobKind::from_byte(head[7]).ok_or(Error::Tampered)?;
+    let mut epoch = [0u8; 4];
+    epoch.copy_from_slice(&head[8..12]);
+    let mut salt = [0u8; 32];
+    salt.copy_from_slice(&head[12..44]);
+    Ok((kind, u32::from_be_bytes(epoch), salt))
+}
+
+fn common_prefix(envelope: u8, kind: BlobKind, epoch: u32, salt: &[u8; 32]) -> [u8; 44] {
+    let mut out = [0u8; 44];
+    out[0..4].copy_from_slice(&MAGIC);
+    out[4] = VERSION;
+    out[5] = envelope;
+    out[6] = CHUNK_LOG2;
+    out[7] = kind.to_byte();
+    out[8..12].copy_from_slice(&epoch.to_be_bytes());
+    out[12..44].copy_from_slice(salt);
+    out
+}
+
+/// The file key of a sealed blob, wrapped for one recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Stanza {
+    /// Ephemeral X25519 public key of this wrap.
+    pub ephemeral: [u8; 32],
+    /// The file key sealed under the key agreed with the recipient.
+    pub wrapped: [u8; WRAPPED_KEY_LEN],
+}
+
+/// The header of a sealed blob (envelope 2). Public data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SealedHeader {
+    /// What the blob holds.
+    pub kind: BlobKind,
+    /// Key epoch of the recipient account.
+    pub epoch: u32,
+    /// Random per-blob salt.
+    pub salt: [u8; 32],
+    /// The wrap for the account.
+    pub account: Stanza,
+    /// The wrap for an officer, when the account's key model asks for one. When absent,
+    /// its 80 bytes are random (`filler`), so headers do not tell models apart.
+    pub officer: Option<Stanza>,
+    /// What fills the officer's place when there is no officer wrap.
+    pub filler: Stanza,
+    /// Key commitment (derived from the file key).
+    pub commitment: [u8; 32],
+}
+
+impl SealedHeader {
+    /// The header bytes before the commitment, which the commitment's derivation covers.
+    pub fn committed_prefix(&self) -> [u8; SEALED_COMMITTED_PREFIX_LEN] {
+        let mut out = [0u8; SEALED_COMMITTED_PREFIX_LEN];
+        out[..44].copy_from_slice(&common_prefix(
+            ENVELOPE_SEALED,
+            self.kind,
+            self.epoch,
+            &self.salt,
+        ));
+        out[44] = if self.officer.is_some() { 2 } else { 1 };
+        let officer = self.officer.unwrap_or(self.filler);
+        for (at, stanza) in [(48, &self.account), (128, &officer)] {
+            out[at..at + 32].copy_from_slice(&stanza.ephemeral);
+            out[at + 32..at + 80].copy_from_slice(&stanza.wrapped);
+        }
+        out
+    }
+
+    /// The bytes a wrap's AEAD binds as associated data: the header up to the stanzas.
+    pub fn wrap_context(&self) -> [u8; 48] {
+        let mut out = [0u8; 48];
+        out.copy_from_slice(&self.committed_prefix()[..48]);
+        out
+    }
+
+    /// The serialized header.
+    pub fn to_bytes(&self) -> [u8; SEALED_HEADER_LEN] {
+        let mut out = [0u8; SEALED_HEADER_LEN];
+        out[..SEALED_COMMITTED_PREFIX_LEN].copy_from_slice(&self.committed_prefix());
+        out[SEALED_COMMITTED_PREFIX_LEN..].copy_from_slice(&self.commitment);
+        out
+    }
+
+    /// Parses the sealed header at the start of `bytes`.
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedVersion`] for a version or envelope this build does not know;
+    /// [`Error::Tampered`] for anything else that is not a well-formed sealed header.
+    pub fn parse(bytes: &[u8]) -> Result<Self> {
+        let head = bytes.get(..SEALED_HEADER_LEN).ok_or(Error::Tampered)?;
+        check_prefix(head, ENVELOPE_SEALED)?;
+        let (kind, epoch, salt) = common_fields(head)?;
+        if head[45..48] != [0, 0, 0] {
+            return Err(Error::Tampered);
+        }
+        let stanza = |at: usize| {
+            let mut ephemeral = [0u8; 32];
+            ephemeral.copy_from_slice(&head[at..at + 32]);
+            let mut wrapped = [0u8; WRAPPED_KEY_LEN];
+            wrapped.copy_from_slice(&head[at + 32..at + 80]);
+            Stanza { ephemeral, wrapped }
+        };
+        let (officer, filler) = match head[44] {
+            1 => (None, stanza(128)),
+            2 => (
+                Some(stanza(128)),
+                Stanza {
+                    ephemeral: [0; 32],
+                    wrapped: [0; WRAPPED_KEY_LEN],
+                },
+            ),
+            _ => return Err(Error::Tampered),
+        };
+        let mut commitment = [0u8; 32];
+        commitment.copy_from_slice(&head[208..240]);
+        Ok(Self {
+            kind,
+            epoch,
+            salt,
+            account: stanza(48),
+            officer,
+            filler,
             commitment,
         })
     }
@@ -150,6 +304,7 @@ impl BlobHeader {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BlobLayout {
     plaintext_len: u64,
+    header_len: u64,
 }
 
 impl BlobLayout {
@@ -158,10 +313,22 @@ impl BlobLayout {
     /// # Errors
     /// [`Error::InvalidArgument`] beyond the format's limit of 2^32 chunks.
     pub fn for_plaintext(plaintext_len: u64) -> Result<Self> {
+        Self::with_header(HEADER_LEN, plaintext_len)
+    }
+
+    /// The layout of a blob holding `plaintext_len` bytes after a header of `header_len`
+    /// bytes ([`HEADER_LEN`] or [`SEALED_HEADER_LEN`]).
+    ///
+    /// # Errors
+    /// As [`for_plaintext`](Self::for_plaintext).
+    pub fn with_header(header_len: usize, plaintext_len: u64) -> Result<Self> {
         if plaintext_len / CHUNK_SIZE as u64 >= MAX_CHUNKS {
             return Err(Error::invalid("blob larger than 2^32 chunks"));
         }
-        Ok(Self { plaintext_len })
+        Ok(Self {
+            plaintext_len,
+            header_len: header_len as u64,
+        })
     }
 
     /// The layout of a blob whose whole stored object is `ciphertext_len` bytes.
@@ -169,8 +336,16 @@ impl BlobLayout {
     /// # Errors
     /// [`Error::Tampered`] if no plaintext length produces that ciphertext length.
     pub fn for_ciphertext(ciphertext_len: u64) -> Result<Self> {
+        Self::for_ciphertext_with_header(HEADER_LEN, ciphertext_len)
+    }
+
+    /// As [`for_ciphertext`](Self::for_ciphertext), after a header of `header_len` bytes.
+    ///
+    /// # Errors
+    /// As [`for_ciphertext`](Self::for_ciphertext).
+    pub fn for_ciphertext_with_header(header_len: usize, ciphertext_len: u64) -> Result<Self> {
         let body = ciphertext_len
-            .checked_sub(HEADER_LEN as u64)
+            .checked_sub(header_len as u64)
             .ok_or(Error::Tampered)?;
         let full = body / SEALED_CHUNK_SIZE as u64;
         let rest = body % SEALED_CHUNK_SIZE as u64;
@@ -179,6 +354,7 @@ impl BlobLayout {
         }
         Ok(Self {
             plaintext_len: full * CHUNK_SIZE as u64 + (rest - TAG_LEN as u64),
+            header_len: header_len as u64,
         })
     }
 
@@ -189,7 +365,12 @@ impl BlobLayout {
 
     /// Length of the whole stored object.
     pub fn ciphertext_len(&self) -> u64 {
-        HEADER_LEN as u64 + self.plaintext_len + (self.final_chunk() + 1) * TAG_LEN as u64
+        self.header_len + self.plaintext_len + (self.final_chunk() + 1) * TAG_LEN as u64
+    }
+
+    /// Length of the header before the chunks.
+    pub fn header_len(&self) -> u64 {
+        self.header_len
     }
 
     /// Index of the final (short, possibly empty) chunk.
@@ -212,9 +393,9 @@ impl BlobLayout {
         }
         let first = range.start / CHUNK_SIZE as u64;
         let last = (range.end - 1) / CHUNK_SIZE as u64;
-        let start = HEADER_LEN as u64 + first * SEALED_CHUNK_SIZE as u64;
+        let start = self.header_len + first * SEALED_CHUNK_SIZE as u64;
         let end =
-            (HEADER_LEN as u64 + (last + 1) * SEALED_CHUNK_SIZE as u64).min(self.ciphertext_len());
+            (self.header_len + (last + 1) * SEALED_CHUNK_SIZE as u64).min(self.ciphertext_len());
         Ok(ChunkSpan {
             first,
             last,

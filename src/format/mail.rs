@@ -11,7 +11,7 @@
 //!           ‖ modseq of the last change to the record (u64)
 //! message   version ‖ email id (16) ‖ modseq (u64) ‖ size (u64) ‖ system flags (u8)
 //!           ‖ keywords (list of strings)
-//! email     version ‖ pin (101) ‖ internal date (i64, Unix seconds) ‖ size (u64)
+//! email     version ‖ pin (101, or 337 for a sealed blob) ‖ internal date (i64, Unix seconds) ‖ size (u64)
 //!           ‖ thread id (16) ‖ provenance (u8) ‖ envelope ‖ MIME parts (list)
 //! envelope  date (option i64) ‖ subject (option string) ‖ from, sender, reply-to, to, cc,
 //!           bcc (lists of addresses: option name ‖ email) ‖ message-id (option string)
@@ -27,7 +27,7 @@
 //! ```
 
 use crate::error::{Error, Result};
-use crate::format::pin::{BlobPin, PIN_LEN};
+use crate::format::pin::BlobPin;
 use crate::format::reader::{put_bytes, put_list, put_option, Reader};
 use crate::ids::{EmailId, ThreadId};
 
@@ -572,7 +572,8 @@ impl EmailRecord {
     /// [`Error::UnsupportedVersion`] or [`Error::Tampered`].
     pub fn parse(bytes: &[u8]) -> Result<Self> {
         let mut r = start("email record", bytes)?;
-        let pin = BlobPin::parse(r.take(PIN_LEN)?)?;
+        let pin_len = BlobPin::serialized_len(r.remaining())?;
+        let pin = BlobPin::parse(r.take(pin_len)?)?;
         let internal_date = r.u64()? as i64;
         let size = r.u64()?;
         if size != pin.len() {

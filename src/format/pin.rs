@@ -12,29 +12,93 @@
 //!     25  76  blob header (see `format::blob`)
 //!    101      end
 //! ```
+//!
+//! The pin of a sealed blob (a delivery, after import) is version 2: it keeps the whole
+//! sealed header and the blob's file key re-wrapped under the account's key, so that a
+//! read needs no X25519.
+//!
+//! ```text
+//!      0   1  pin version (2)
+//!      1  16  blob id
+//!     17   8  stored object length, u64 big-endian
+//!     25 240  sealed blob header (see `format::blob`)
+//!    265  72  file key wrapped under the account: 24-byte nonce ‖ 32-byte ciphertext ‖ tag
+//!    337      end
+//! ```
 
 use crate::error::{Error, Result};
-use crate::format::blob::{BlobHeader, BlobLayout, HEADER_LEN};
+use crate::format::blob::{BlobHeader, BlobLayout, SealedHeader, HEADER_LEN, SEALED_HEADER_LEN};
 use crate::ids::BlobId;
 
 /// Version byte of the serialized pin.
 pub const PIN_VERSION: u8 = 1;
 /// Length of a serialized pin.
 pub const PIN_LEN: usize = 1 + 16 + 8 + HEADER_LEN;
+/// Version byte of the pin of a sealed blob.
+pub const SEALED_PIN_VERSION: u8 = 2;
+/// Length of a file key wrapped under the account's key.
+pub const REWRAPPED_KEY_LEN: usize = 24 + 32 + 16;
+/// Length of a serialized sealed pin.
+pub const SEALED_PIN_LEN: usize = 1 + 16 + 8 + SEALED_HEADER_LEN + REWRAPPED_KEY_LEN;
+
+/// What a sealed blob's pin adds: its sealed header, and its file key re-wrapped under
+/// the account's key at import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SealedKey {
+    /// The header as stored.
+    pub header: SealedHeader,
+    /// The file key, wrapped under the account's key.
+    pub wrapped_key: [u8; REWRAPPED_KEY_LEN],
+}
 
 /// Everything needed to read one blob back and to know it is the right one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BlobPin {
     /// The blob's id (its object name within the account).
     pub id: BlobId,
-    /// The blob's header as written.
+    /// The blob's header as written (for a sealed blob: its kind, epoch, salt and
+    /// commitment).
     pub header: BlobHeader,
     layout: BlobLayout,
+    sealed: Option<SealedKey>,
 }
 
 impl BlobPin {
     pub(crate) fn new(id: BlobId, header: BlobHeader, layout: BlobLayout) -> Self {
-        Self { id, header, layout }
+        Self {
+            id,
+            header,
+            layout,
+            sealed: None,
+        }
+    }
+
+    pub(crate) fn sealed(id: BlobId, key: SealedKey, layout: BlobLayout) -> Self {
+        let header = BlobHeader {
+            kind: key.header.kind,
+            epoch: key.header.epoch,
+            salt: key.header.salt,
+            commitment: key.header.commitment,
+        };
+        Self {
+            id,
+            header,
+            layout,
+            sealed: Some(key),
+        }
+    }
+
+    /// For a sealed blob (a delivery), its sealed header and re-wrapped file key.
+    pub fn sealed_key(&self) -> Option<&SealedKey> {
+        self.sealed.as_ref()
+    }
+
+    /// The header bytes as stored at the start of the blob.
+    pub fn header_bytes(&self) -> Vec<u8> {
+        match &self.sealed {
+            None => self.header.to_bytes().to_vec(),
+            Some(key) => key.header.to_bytes().to_vec(),
+        }
     }
 
     /// Plaintext length of the blob.
@@ -57,13 +121,20 @@ impl BlobPin {
         self.layout
     }
 
-    /// Serialized form, [`PIN_LEN`] bytes.
-    pub fn to_bytes(&self) -> [u8; PIN_LEN] {
-        let mut out = [0u8; PIN_LEN];
-        out[0] = PIN_VERSION;
-        out[1..17].copy_from_slice(self.id.as_bytes());
-        out[17..25].copy_from_slice(&self.layout.ciphertext_len().to_be_bytes());
-        out[25..].copy_from_slice(&self.header.to_bytes());
+    /// Serialized form: [`PIN_LEN`] bytes, or [`SEALED_PIN_LEN`] for a sealed blob.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(SEALED_PIN_LEN);
+        out.push(if self.sealed.is_some() {
+            SEALED_PIN_VERSION
+        } else {
+            PIN_VERSION
+        });
+        out.extend_from_slice(self.id.as_bytes());
+        out.extend_from_slice(&self.layout.ciphertext_len().to_be_bytes());
+        out.extend_from_slice(&self.header_bytes());
+        if let Some(key) = &self.sealed {
+            out.extend_from_slice(&key.wrapped_key);
+        }
         out
     }
 
@@ -74,21 +145,58 @@ impl BlobPin {
     /// [`Error::Tampered`] for a wrong length, an impossible stored length or a malformed
     /// header.
     pub fn parse(bytes: &[u8]) -> Result<Self> {
-        if bytes.len() != PIN_LEN {
+        let version = *bytes.first().ok_or(Error::Tampered)?;
+        let expected = match version {
+            PIN_VERSION => PIN_LEN,
+            SEALED_PIN_VERSION => SEALED_PIN_LEN,
+            version => {
+                return Err(Error::UnsupportedVersion {
+                    object: "blob pin",
+                    version,
+                })
+            }
+        };
+        if bytes.len() != expected {
             return Err(Error::Tampered);
-        }
-        if bytes[0] != PIN_VERSION {
-            return Err(Error::UnsupportedVersion {
-                object: "blob pin",
-                version: bytes[0],
-            });
         }
         let mut id = [0u8; 16];
         id.copy_from_slice(&bytes[1..17]);
+        let id = BlobId::from_bytes(id);
         let mut len = [0u8; 8];
         len.copy_from_slice(&bytes[17..25]);
-        let layout = BlobLayout::for_ciphertext(u64::from_be_bytes(len))?;
-        let header = BlobHeader::parse(&bytes[25..])?;
-        Ok(Self::new(BlobId::from_bytes(id), header, layout))
+        let len = u64::from_be_bytes(len);
+        if version == PIN_VERSION {
+            let layout = BlobLayout::for_ciphertext(len)?;
+            let header = BlobHeader::parse(&bytes[25..])?;
+            return Ok(Self::new(id, header, layout));
+        }
+        let layout = BlobLayout::for_ciphertext_with_header(SEALED_HEADER_LEN, len)?;
+        let header = SealedHeader::parse(&bytes[25..25 + SEALED_HEADER_LEN])?;
+        let mut wrapped_key = [0u8; REWRAPPED_KEY_LEN];
+        wrapped_key.copy_from_slice(&bytes[25 + SEALED_HEADER_LEN..]);
+        Ok(Self::sealed(
+            id,
+            SealedKey {
+                header,
+                wrapped_key,
+            },
+            layout,
+        ))
+    }
+
+    /// The length of the serialized pin at the start of `bytes` (from its version byte).
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedVersion`] for an unknown version; [`Error::Tampered`] for none.
+    pub fn serialized_len(bytes: &[u8]) -> Result<usize> {
+        match bytes.first() {
+            Some(&PIN_VERSION) => Ok(PIN_LEN),
+            Some(&SEALED_PIN_VERSION) => Ok(SEALED_PIN_LEN),
+            Some(&version) => Err(Error::UnsupportedVersion {
+                object: "blob pin",
+                version,
+            }),
+            None => Err(Error::Tampered),
+        }
     }
 }

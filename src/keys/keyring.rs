@@ -375,6 +375,7 @@ impl UnlockedKeyring {
         Ok(AccountKey::from_parts(
             newest.epoch,
             Key32::from_bytes(newest.master),
+            Key32::from_bytes(newest.x25519),
         ))
     }
 
@@ -390,7 +391,13 @@ impl UnlockedKeyring {
         epochs.sort_by_key(|e| e.epoch);
         epochs
             .into_iter()
-            .map(|e| AccountKey::from_parts(e.epoch, Key32::from_bytes(e.master)))
+            .map(|e| {
+                AccountKey::from_parts(
+                    e.epoch,
+                    Key32::from_bytes(e.master),
+                    Key32::from_bytes(e.x25519),
+                )
+            })
             .collect()
     }
 

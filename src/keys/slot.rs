@@ -191,11 +191,7 @@ impl SlotBinding {
 }
 
 fn officer_shared(secret: &StaticSecret, public: &[u8; 32]) -> Result<Zeroizing<[u8; 32]>> {
-    let shared = secret.diffie_hellman(&PublicKey::from(*public));
-    if !shared.was_contributory() {
-        return Err(Error::Tampered);
-    }
-    Ok(Zeroizing::new(shared.to_bytes()))
+    crate::crypto::sealing::agree(secret, public).ok_or(Error::Tampered)
 }
 
 /// Seals `root` into a new slot.

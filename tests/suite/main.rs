@@ -10,6 +10,7 @@ mod keys;
 mod mail;
 mod requests;
 mod roundtrip;
+mod sealed;
 mod storage;
 mod vectors;
 

@@ -1,0 +1,242 @@
+//! Sealed blobs: written with public keys only (a deliverer), opened by the key holder.
+//!
+//! The writer draws a random file key, wraps it for the account's X25519 public key (and
+//! an officer's, where the key model asks for it), and streams the body through the same
+//! STREAM loop as every blob, under a payload key and commitment derived from the file
+//! key. The key holder unwraps the file key once, at import, and re-wraps it into the
+//! blob's pin (`BlobCipher::pin_sealed`): later reads are ordinary symmetric reads.
+
+use object_store::ObjectStoreExt;
+
+use super::cipher::{sealed_keys, wrap_context, BlobCipher, Opener};
+use super::write::WrittenHeader;
+use super::{AccountBlobs, BlobConfig, BlobWriter};
+use crate::crypto::sealing;
+use crate::crypto::stream::PayloadCipher;
+use crate::crypto::{commitments_equal, AccountKey, Key32, RandomSource};
+use crate::error::{Error, Result};
+use crate::format::blob::{
+    BlobKind, BlobLayout, SealedHeader, Stanza, SEALED_HEADER_LEN, WRAPPED_KEY_LEN,
+};
+use crate::format::BlobPin;
+use crate::ids::{AccountId, BlobId, DeploymentId};
+use crate::storage::{naming, DynStore};
+
+/// Where a sealed blob goes and who can open it: public data only.
+#[derive(Debug, Clone)]
+pub struct SealedRecipients {
+    /// The recipient account.
+    pub account: AccountId,
+    /// Its current key epoch.
+    pub epoch: u32,
+    /// The epoch's X25519 public key.
+    pub public_key: [u8; 32],
+    /// An officer's X25519 public key, when the account's key model requires one.
+    pub officer: Option<[u8; 32]>,
+}
+
+/// A sealed blob as written: what its pin needs once the key holder imports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SealedBlob {
+    /// Its id within the account.
+    pub id: BlobId,
+    /// Its header as stored.
+    pub header: SealedHeader,
+    /// Its length arithmetic.
+    pub layout: BlobLayout,
+}
+
+impl SealedBlob {
+    /// Plaintext length.
+    pub fn len(&self) -> u64 {
+        self.layout.plaintext_len()
+    }
+
+    /// Whether the body is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A sealed blob being written (see [`BlobWriter`] for memory and visibility).
+pub struct SealedBlobWriter {
+    inner: BlobWriter,
+    header: SealedHeader,
+}
+
+impl std::fmt::Debug for SealedBlobWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedBlobWriter")
+            .field("id", &self.inner.id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SealedBlobWriter {
+    /// Starts a sealed blob for `to` on `store`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a public key of low order (all-zero shared secret).
+    pub(crate) fn new(
+        store: DynStore,
+        deployment: DeploymentId,
+        to: &SealedRecipients,
+        kind: BlobKind,
+        rng: &RandomSource,
+        config: BlobConfig,
+    ) -> Result<Self> {
+        let id = BlobId::random(rng);
+        let file_key = Key32::random(rng);
+        let random_stanza = || {
+            let mut stanza = Stanza {
+                ephemeral: [0; 32],
+                wrapped: [0; WRAPPED_KEY_LEN],
+            };
+            rng.fill(&mut stanza.ephemeral);
+            rng.fill(&mut stanza.wrapped);
+            stanza
+        };
+        let mut header = SealedHeader {
+            kind,
+            epoch: to.epoch,
+            salt: rng.bytes32(),
+            account: random_stanza(),
+            officer: to.officer.map(|_| random_stanza()),
+            filler: random_stanza(),
+            commitment: [0; 32],
+        };
+        if header.officer.is_some() {
+            header.filler = Stanza {
+                ephemeral: [0; 32],
+                wrapped: [0; WRAPPED_KEY_LEN],
+            };
+        }
+        // The wraps bind everything before the stanzas (kind, epoch, salt, recipients).
+        let ad = header.wrap_context();
+        header.account = sealing::wrap(
+            rng,
+            &file_key,
+            &to.public_key,
+            &[&wrap_context(&deployment, &to.account, &id, 0)],
+            &ad,
+        )?;
+        if let Some(officer) = &to.officer {
+            header.officer = Some(sealing::wrap(
+                rng,
+                &file_key,
+                officer,
+                &[&wrap_context(&deployment, &to.account, &id, 1)],
+                &ad,
+            )?);
+        }
+        let (payload, commitment) = sealed_keys(&file_key, &deployment, &to.account, &id, &header);
+        header.commitment = commitment;
+        let inner = BlobWriter::new(
+            store,
+            naming::blob_path(&to.account, &id),
+            id,
+            WrittenHeader::Sealed(Box::new(header)),
+            PayloadCipher::new(&payload),
+            config,
+        );
+        Ok(Self { inner, header })
+    }
+
+    /// The id the blob will have.
+    pub fn id(&self) -> BlobId {
+        self.inner.id()
+    }
+
+    /// Appends plaintext.
+    ///
+    /// # Errors
+    /// As [`BlobWriter::write`].
+    pub async fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.inner.write(data).await
+    }
+
+    /// Seals the final chunk and completes the upload: durable once this returns.
+    ///
+    /// # Errors
+    /// As [`BlobWriter::finish`].
+    pub async fn finish(self) -> Result<SealedBlob> {
+        let id = self.inner.id();
+        let layout = self.inner.finish_layout().await?;
+        Ok(SealedBlob {
+            id,
+            header: self.header,
+            layout,
+        })
+    }
+
+    /// Abandons the blob.
+    ///
+    /// # Errors
+    /// As [`BlobWriter::abort`].
+    pub async fn abort(self) -> Result<()> {
+        self.inner.abort().await
+    }
+}
+
+impl AccountBlobs {
+    /// The pin of a sealed blob written for this account: its file key is unwrapped with
+    /// the epoch's X25519 secret (`key`), checked against the commitment, and re-wrapped
+    /// under the epoch's key. Nothing is read from the store.
+    ///
+    /// # Errors
+    /// [`Error::EpochUnavailable`] if `key` is not the blob's epoch; [`Error::Tampered`]
+    /// if the account's wrap does not open or the commitment does not match.
+    pub fn pin_sealed(&self, blob: &SealedBlob, key: &AccountKey) -> Result<BlobPin> {
+        if key.epoch() != blob.header.epoch {
+            return Err(Error::EpochUnavailable {
+                epoch: blob.header.epoch,
+            });
+        }
+        let file_key = sealing::unwrap(
+            &key.x25519_secret(),
+            &blob.header.account,
+            &[&wrap_context(&self.deployment, &self.account, &blob.id, 0)],
+            &blob.header.wrap_context(),
+        )?;
+        let cipher: &BlobCipher = self.for_epoch(blob.header.epoch)?;
+        cipher.pin_sealed(&self.rng, blob.id, blob.header, blob.layout, &file_key)
+    }
+}
+
+/// Reads a whole sealed blob with an officer's X25519 secret, from the blob alone (no
+/// pin, no keyring): how an officer recovers a delivery under key models 4 and 5.
+///
+/// # Errors
+/// [`Error::NotFound`] if the blob is gone; [`Error::Tampered`] if it has no officer wrap
+/// for this secret or fails authentication.
+pub(crate) async fn open_as_officer(
+    store: &DynStore,
+    deployment: &DeploymentId,
+    account: &AccountId,
+    id: &BlobId,
+    officer: &x25519_dalek::StaticSecret,
+) -> Result<Vec<u8>> {
+    let stored = store
+        .get(&naming::blob_path(account, id))
+        .await?
+        .bytes()
+        .await?;
+    let header = SealedHeader::parse(&stored)?;
+    let stanza = header.officer.as_ref().ok_or(Error::Tampered)?;
+    let file_key = sealing::unwrap(
+        officer,
+        stanza,
+        &[&wrap_context(deployment, account, id, 1)],
+        &header.wrap_context(),
+    )?;
+    let (payload, commitment) = sealed_keys(&file_key, deployment, account, id, &header);
+    if !commitments_equal(&commitment, &header.commitment) {
+        return Err(Error::Tampered);
+    }
+    let layout = BlobLayout::for_ciphertext_with_header(SEALED_HEADER_LEN, stored.len() as u64)?;
+    let mut opener = Opener::new(PayloadCipher::new(&payload), layout);
+    let mut out = Vec::with_capacity(layout.plaintext_len() as usize);
+    opener.push(&stored[SEALED_HEADER_LEN..], &mut out)?;
+    opener.finish(&mut out)?;
+    Ok(out)
+}

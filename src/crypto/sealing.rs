@@ -1,0 +1,139 @@
+//! Sealing a file key to an X25519 public key, as age's X25519 recipient stanza does, with
+//! the stanza bound to its context: one ephemeral key per wrap, HKDF-SHA256 over the shared
+//! secret with both public keys as salt, ChaCha20-Poly1305 under a zero nonce (safe: the
+//! wrap key is unique per ephemeral key) with associated data. A shared secret of low
+//! order (all zeros) is refused on both sides.
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Nonce};
+use x25519_dalek::{PublicKey, StaticSecret};
+use zeroize::Zeroizing;
+
+use super::kdf::{self, LABEL_SEALED_WRAP};
+use super::{Key32, RandomSource};
+use crate::error::{Error, Result};
+use crate::format::blob::{Stanza, WRAPPED_KEY_LEN};
+
+/// The X25519 shared secret of `secret` and `public`; `None` when it is not contributory
+/// (a low-order public key makes it all zeros, whatever the secret).
+pub(crate) fn agree(secret: &StaticSecret, public: &[u8; 32]) -> Option<Zeroizing<[u8; 32]>> {
+    let shared = secret.diffie_hellman(&PublicKey::from(*public));
+    shared
+        .was_contributory()
+        .then(|| Zeroizing::new(shared.to_bytes()))
+}
+
+fn wrap_cipher(
+    shared: &[u8; 32],
+    ephemeral: &[u8; 32],
+    recipient: &[u8; 32],
+    context: &[&[u8]],
+) -> ChaCha20Poly1305 {
+    let mut salt = [0u8; 64];
+    salt[..32].copy_from_slice(ephemeral);
+    salt[32..].copy_from_slice(recipient);
+    let prk = kdf::extract(&salt, shared);
+    let key = kdf::derive_key(&prk, LABEL_SEALED_WRAP, context);
+    ChaCha20Poly1305::new(key.expose().into())
+}
+
+/// Wraps `file_key` for `recipient`.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] if `recipient` is a low-order point (the shared secret
+/// would be all zeros and anyone could unwrap).
+pub(crate) fn wrap(
+    rng: &RandomSource,
+    file_key: &Key32,
+    recipient: &[u8; 32],
+    context: &[&[u8]],
+    ad: &[u8],
+) -> Result<Stanza> {
+    let ephemeral_secret = StaticSecret::from(rng.bytes32());
+    let ephemeral = PublicKey::from(&ephemeral_secret).to_bytes();
+    let shared = agree(&ephemeral_secret, recipient)
+        .ok_or_else(|| Error::invalid("recipient public key of low order"))?;
+    let sealed = wrap_cipher(&shared, &ephemeral, recipient, context)
+        .encrypt(
+            Nonce::from_slice(&[0; 12]),
+            Payload {
+                msg: file_key.expose(),
+                aad: ad,
+            },
+        )
+        .expect("a 32-byte key is far below the ChaCha20-Poly1305 limit");
+    let mut wrapped = [0u8; WRAPPED_KEY_LEN];
+    wrapped.copy_from_slice(&sealed);
+    Ok(Stanza { ephemeral, wrapped })
+}
+
+/// Unwraps a stanza with the recipient's secret key.
+///
+/// # Errors
+/// [`Error::Tampered`] for a low-order ephemeral key or a wrap that does not authenticate
+/// (another recipient, another context, altered bytes).
+pub(crate) fn unwrap(
+    secret: &StaticSecret,
+    stanza: &Stanza,
+    context: &[&[u8]],
+    ad: &[u8],
+) -> Result<Key32> {
+    let recipient = PublicKey::from(secret).to_bytes();
+    let shared = agree(secret, &stanza.ephemeral).ok_or(Error::Tampered)?;
+    let plain = Zeroizing::new(
+        wrap_cipher(&shared, &stanza.ephemeral, &recipient, context)
+            .decrypt(
+                Nonce::from_slice(&[0; 12]),
+                Payload {
+                    msg: &stanza.wrapped,
+                    aad: ad,
+                },
+            )
+            .map_err(|_| Error::Tampered)?,
+    );
+    let mut key = [0u8; 32];
+    key.copy_from_slice(&plain);
+    Ok(Key32::from_bytes(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrap_unwrap_and_refusals() {
+        let rng = RandomSource::os();
+        let secret = StaticSecret::from(rng.bytes32());
+        let public = PublicKey::from(&secret).to_bytes();
+        let key = Key32::random(&rng);
+        let stanza = wrap(&rng, &key, &public, &[b"ctx"], b"ad").unwrap();
+        assert_eq!(
+            unwrap(&secret, &stanza, &[b"ctx"], b"ad").unwrap().expose(),
+            key.expose()
+        );
+        assert!(unwrap(&secret, &stanza, &[b"other"], b"ad").is_err());
+        assert!(unwrap(&secret, &stanza, &[b"ctx"], b"other").is_err());
+        let other = StaticSecret::from(rng.bytes32());
+        assert!(unwrap(&other, &stanza, &[b"ctx"], b"ad").is_err());
+        // Low-order points: the identity (all zeros) and a point of order 8.
+        let order8: [u8; 32] = [
+            0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f,
+            0xc4, 0x6a, 0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16,
+            0x5f, 0x49, 0xb8, 0x00,
+        ];
+        for bad in [[0u8; 32], order8] {
+            assert!(matches!(
+                wrap(&rng, &key, &bad, &[b"ctx"], b"ad"),
+                Err(Error::InvalidArgument(_))
+            ));
+            let forged = Stanza {
+                ephemeral: bad,
+                wrapped: stanza.wrapped,
+            };
+            assert!(matches!(
+                unwrap(&secret, &forged, &[b"ctx"], b"ad"),
+                Err(Error::Tampered)
+            ));
+        }
+    }
+}
