@@ -86,6 +86,11 @@ id_type!(
 );
 
 id_type!(
+    /// One delivery: names its envelope object, and is recorded at import so that a
+    /// replayed delivery is refused.
+    DeliveryId
+);
+id_type!(
     /// One mailbox of an account: stable across renames (the JMAP `Mailbox` id).
     MailboxId
 );

@@ -48,6 +48,7 @@
 //! | [`keys`] | unlockers and key slots (password, recovery code, device key, officer) |
 //! | [`directory`] | what the server trusts: high-water marks against rollback |
 //! | [`blob`] | encrypted bodies: streaming write, streaming read, range read |
+//! | [`delivery`] | sealed, signed ingest by a deliverer that holds no secret |
 //! | [`engine`] | `Provider` (accounts, login, officer tools, erase) and `Session` |
 //! | [`index`] | encrypted ordered key/value collections on the commit protocol |
 //! | [`mail`] | the mailbox model: mailboxes, UIDs, flags, modseqs, MIME parts, changes |
@@ -58,6 +59,7 @@
 
 pub mod blob;
 pub mod crypto;
+pub mod delivery;
 pub mod directory;
 pub mod engine;
 mod error;

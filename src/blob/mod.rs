@@ -121,6 +121,11 @@ impl BlobStore {
         &self.store
     }
 
+    /// The deployment.
+    pub fn deployment(&self) -> DeploymentId {
+        self.deployment
+    }
+
     /// Reads a whole sealed blob (a delivery) of `account` with an officer's secret key,
     /// from the blob alone (no pin, no keyring): how an officer recovers incoming mail
     /// under key models 4 and 5, even after the user removed the officer's key slot.
@@ -324,6 +329,57 @@ impl AccountBlobs {
         let skip = span.skip as usize;
         let len = (range.end - range.start) as usize;
         Ok(Bytes::from(plain).slice(skip..skip + len))
+    }
+
+    /// Checks that the blob ends where its pin says: one ranged GET of the final chunk,
+    /// opened with the final flag. A truncated or extended body fails here.
+    ///
+    /// # Errors
+    /// [`Error::Tampered`] if the final chunk is not where the pin puts it or does not
+    /// authenticate; [`Error::NotFound`] if the blob is gone.
+    pub async fn verify_end(&self, pin: &BlobPin) -> Result<()> {
+        let layout = pin.layout();
+        let start = layout.header_len()
+            + layout.final_chunk() * crate::crypto::stream::SEALED_CHUNK_SIZE as u64;
+        let cipher = self.for_epoch(pin.header.epoch)?.payload_for(pin)?;
+        let path = naming::blob_path(&self.account, &pin.id);
+        let stored = match self
+            .store
+            .get_range(&path, start..layout.ciphertext_len())
+            .await
+        {
+            Ok(stored) => stored,
+            Err(object_store::Error::NotFound { path, .. }) => {
+                return Err(Error::NotFound { path })
+            }
+            // A range beyond the end of a truncated object fails; a backend failure too.
+            Err(e) => {
+                return match self.store.head(&path).await {
+                    Ok(meta) if meta.size != layout.ciphertext_len() => Err(Error::Tampered),
+                    _ => Err(e.into()),
+                }
+            }
+        };
+        if stored.len() as u64 != layout.ciphertext_len() - start {
+            return Err(Error::Tampered);
+        }
+        let mut plain = Vec::new();
+        cipher
+            .open(
+                layout.final_chunk(),
+                layout.final_chunk(),
+                &stored,
+                &mut plain,
+            )
+            .map_err(|_| Error::Tampered)
+    }
+
+    pub(crate) fn store(&self) -> &DynStore {
+        &self.store
+    }
+
+    pub(crate) fn deployment(&self) -> DeploymentId {
+        self.deployment
     }
 
     /// Deletes a blob. Deleting a blob that is already gone succeeds.

@@ -249,6 +249,24 @@ impl Directory for FileDirectory {
             .collect();
         blocking(move || write_atomic(&path, text.as_bytes())).await
     }
+
+    async fn delivery_key(&self) -> Result<Option<[u8; 32]>> {
+        let path = self.root.join("delivery.rec");
+        let _guard = self.lock.lock().await;
+        blocking(move || match std::fs::read_to_string(&path) {
+            Ok(text) => unhex32(text.trim()).map(Some).ok_or_else(|| corrupt(&path)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error(&path, e)),
+        })
+        .await
+    }
+
+    async fn set_delivery_key(&self, key: [u8; 32]) -> Result<()> {
+        let path = self.root.join("delivery.rec");
+        let _guard = self.lock.lock().await;
+        let text = format!("{}\n", crate::ids::hex(&key));
+        blocking(move || write_atomic(&path, text.as_bytes())).await
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ pub struct MemoryDirectory {
     marks: Mutex<HashMap<(AccountId, String), u64>>,
     accounts: Mutex<HashMap<AccountId, AccountRecord>>,
     officers: Mutex<Vec<OfficerKeyEntry>>,
+    delivery_key: Mutex<Option<[u8; 32]>>,
 }
 
 impl std::fmt::Debug for MemoryDirectory {
@@ -89,6 +90,21 @@ impl Directory for MemoryDirectory {
 
     async fn set_officer_keys(&self, keys: Vec<OfficerKeyEntry>) -> Result<()> {
         *self.officers.lock().unwrap_or_else(PoisonError::into_inner) = keys;
+        Ok(())
+    }
+
+    async fn delivery_key(&self) -> Result<Option<[u8; 32]>> {
+        Ok(*self
+            .delivery_key
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner))
+    }
+
+    async fn set_delivery_key(&self, key: [u8; 32]) -> Result<()> {
+        *self
+            .delivery_key
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(key);
         Ok(())
     }
 }

@@ -193,4 +193,17 @@ pub trait Directory: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// The directory's own storage failed.
     async fn set_officer_keys(&self, keys: Vec<OfficerKeyEntry>) -> Result<()>;
+
+    /// The provider's delivery verification key (Ed25519 public key): imports accept
+    /// only deliveries it signed.
+    ///
+    /// # Errors
+    /// The directory's own storage failed.
+    async fn delivery_key(&self) -> Result<Option<[u8; 32]>>;
+
+    /// Sets the provider's delivery verification key.
+    ///
+    /// # Errors
+    /// The directory's own storage failed.
+    async fn set_delivery_key(&self, key: [u8; 32]) -> Result<()>;
 }

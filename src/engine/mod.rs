@@ -47,7 +47,7 @@ use crate::keys::{
     Credential, DeviceKey, KdfGate, KdfLimits, KeyringStore, OfficerSecret, RecoveryCode,
     SlotBinding, SlotInfo, SlotLock, UnlockedKeyring, DEFAULT_KDF,
 };
-use crate::mail::Mailstore;
+use crate::mail::{ImportReport, Mailstore};
 use crate::storage::{naming, probe_capabilities, CommitMode, DynStore};
 
 /// Officer action kinds recorded in the keyring.
@@ -292,6 +292,26 @@ impl Provider {
     /// [`Error::Tampered`] for a keyring without epochs.
     pub fn companion_session(&self, keyring: UnlockedKeyring) -> Result<Session> {
         self.session(keyring)
+    }
+
+    /// The deployment.
+    pub fn deployment(&self) -> DeploymentId {
+        self.deployment
+    }
+
+    /// A deliverer for this deployment (public keys from the directory, `signing` to sign
+    /// deliveries). Its verification key must be in the directory for imports to accept
+    /// what it writes.
+    pub fn deliverer(
+        &self,
+        signing: crate::delivery::DeliverySigningKey,
+    ) -> crate::delivery::Deliverer {
+        crate::delivery::Deliverer::new(
+            self.store.clone(),
+            self.deployment,
+            self.directory.clone(),
+            signing,
+        )
     }
 
     /// The keyring store, for companions that create or unlock keyrings on the device.
@@ -539,6 +559,22 @@ impl Session {
     /// As [`Mailstore::open`].
     pub async fn mailstore(&self) -> Result<Mailstore> {
         Mailstore::open(&self.index, self.blobs.clone(), &self.key).await
+    }
+
+    /// Imports the account's pending sealed deliveries into `mail` (see
+    /// [`Mailstore::import_deliveries`]), with every epoch key of the keyring and the
+    /// provider's verification key from the directory.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the directory has no delivery verification key; as
+    /// [`Mailstore::import_deliveries`].
+    pub async fn import_deliveries(&self, mail: &mut Mailstore) -> Result<ImportReport> {
+        let verifying =
+            self.directory.delivery_key().await?.ok_or_else(|| {
+                Error::Config("no delivery verification key in the directory".into())
+            })?;
+        mail.import_deliveries(&self.keyring.epoch_keys(), &verifying)
+            .await
     }
 
     /// Changes the password: one slot rewritten, nothing re-encrypted; the old password

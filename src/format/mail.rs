@@ -12,7 +12,7 @@
 //! message   version ‖ email id (16) ‖ modseq (u64) ‖ size (u64) ‖ system flags (u8)
 //!           ‖ keywords (list of strings)
 //! email     version ‖ pin (101, or 337 for a sealed blob) ‖ internal date (i64, Unix seconds) ‖ size (u64)
-//!           ‖ thread id (16) ‖ provenance (u8) ‖ envelope ‖ MIME parts (list)
+//!           ‖ thread id (16) ‖ provenance (u8) ‖ analyzed (u8) ‖ envelope ‖ MIME parts (list)
 //! envelope  date (option i64) ‖ subject (option string) ‖ from, sender, reply-to, to, cc,
 //!           bcc (lists of addresses: option name ‖ email) ‖ message-id (option string)
 //!           ‖ in-reply-to, references (lists of strings)
@@ -542,6 +542,9 @@ pub struct EmailRecord {
     pub thread: ThreadId,
     /// Who wrote it.
     pub provenance: Provenance,
+    /// Whether the envelope and MIME parts were computed from the body (a sealed
+    /// delivery is imported without reading its body: they are computed on first read).
+    pub analyzed: bool,
     /// Header fields for listing and sorting.
     pub envelope: Envelope,
     /// MIME parts in depth-first order (empty when the structure was not computed).
@@ -561,6 +564,7 @@ impl EmailRecord {
             Provenance::KeyHolder => 1,
             Provenance::SealedDelivery => 2,
         });
+        out.push(u8::from(self.analyzed));
         self.envelope.put(&mut out);
         put_list(&mut out, &self.parts, |out, p| p.put(out));
         out
@@ -585,6 +589,11 @@ impl EmailRecord {
             2 => Provenance::SealedDelivery,
             _ => return Err(Error::Tampered),
         };
+        let analyzed = match r.u8()? {
+            0 => false,
+            1 => true,
+            _ => return Err(Error::Tampered),
+        };
         let envelope = Envelope::read(&mut r)?;
         let mut index = 0;
         let parts = r.list(48, |r| {
@@ -602,6 +611,7 @@ impl EmailRecord {
             size,
             thread,
             provenance,
+            analyzed,
             envelope,
             parts,
         })

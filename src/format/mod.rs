@@ -5,6 +5,7 @@
 //! `docs/design.md`.
 
 pub mod blob;
+pub mod delivery;
 pub mod index;
 pub mod keyring;
 pub mod mail;

@@ -10,6 +10,8 @@
 //! T ‖ SHA-256(Message-ID)[..16]           → thread record
 //! G ‖ email (16)                          → number record    (release: unreferenced since)
 //! X ‖ mailbox (16)                        → number record    (deleted mailbox: modseq)
+//! W ‖ delivery (16)                       → number record    (imported: modseq; refuses replays)
+//! Q ‖ delivery (16)                       → version ‖ reason (quarantined delivery)
 //! ```
 //!
 //! `inst` is random per message instance: on a backend without compare-and-swap two
@@ -17,7 +19,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::ids::{EmailId, MailboxId};
+use crate::ids::{DeliveryId, EmailId, MailboxId};
 
 pub(crate) const MAILBOX: u8 = b'M';
 pub(crate) const MESSAGE: u8 = b'H';
@@ -27,12 +29,22 @@ pub(crate) const REFERENCE: u8 = b'R';
 pub(crate) const THREAD: u8 = b'T';
 pub(crate) const RELEASE: u8 = b'G';
 pub(crate) const DELETED_MAILBOX: u8 = b'X';
+pub(crate) const IMPORTED: u8 = b'W';
+pub(crate) const QUARANTINE: u8 = b'Q';
 
 /// Random per message instance.
 pub(crate) type Instance = [u8; 8];
 
 pub(crate) fn mailbox(id: &MailboxId) -> Vec<u8> {
     [&[MAILBOX][..], id.as_bytes()].concat()
+}
+
+pub(crate) fn imported(id: &DeliveryId) -> Vec<u8> {
+    [&[IMPORTED][..], id.as_bytes()].concat()
+}
+
+pub(crate) fn quarantined(id: &DeliveryId) -> Vec<u8> {
+    [&[QUARANTINE][..], id.as_bytes()].concat()
 }
 
 pub(crate) fn deleted_mailbox(id: &MailboxId) -> Vec<u8> {

@@ -54,8 +54,11 @@
 //! # }
 //! ```
 
+mod import;
 mod keys;
 mod mime;
+
+pub use import::ImportReport;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Range;
@@ -1031,6 +1034,7 @@ impl Mailstore {
                     size,
                     thread,
                     provenance,
+                    analyzed: true,
                     envelope: envelope.clone(),
                     parts: parts.clone(),
                 };

@@ -6,12 +6,13 @@
 //! a/<account id hex>/i/<collection tag>/m/<version>  index manifests (see `storage::commit`)
 //! a/<account id hex>/i/<collection tag>/s/<seg hex>  index segments
 //! a/<account id hex>/k/<version>                     keyrings (see `storage::commit`)
+//! a/<account id hex>/d/<delivery id hex>             pending deliveries (envelopes)
 //! _probe/<random hex>                    capability probe scratch objects (deleted after)
 //! ```
 
 use object_store::path::Path;
 
-use crate::ids::{AccountId, BlobId, SegmentId};
+use crate::ids::{AccountId, BlobId, DeliveryId, SegmentId};
 
 /// The prefix holding everything of one account.
 pub fn account_prefix(account: &AccountId) -> Path {
@@ -21,6 +22,16 @@ pub fn account_prefix(account: &AccountId) -> Path {
 /// The object holding one blob.
 pub fn blob_path(account: &AccountId, blob: &BlobId) -> Path {
     Path::from(format!("a/{}/b/{}", account.to_hex(), blob.to_hex()))
+}
+
+/// The prefix of an account's pending deliveries.
+pub fn delivery_prefix(account: &AccountId) -> Path {
+    Path::from(format!("a/{}/d", account.to_hex()))
+}
+
+/// The envelope of one pending delivery.
+pub fn delivery_path(account: &AccountId, delivery: &DeliveryId) -> Path {
+    Path::from(format!("a/{}/d/{}", account.to_hex(), delivery.to_hex()))
 }
 
 /// A scratch object of the capability probe.

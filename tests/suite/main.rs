@@ -4,6 +4,7 @@
 
 mod attacks;
 mod backends;
+mod delivery;
 mod engine;
 mod index;
 mod keys;

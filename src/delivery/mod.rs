@@ -1,0 +1,461 @@
+//! Layer 6: sealed, signed ingest. Mail arrives while its owner is offline, so the
+//! receiving server (LMTP) seals it to the account's public key: a [`Deliverer`] holds
+//! the store, the trusted directory's public data and the provider's Ed25519 signing key,
+//! and nothing that opens mail.
+//!
+//! A delivery is two objects: the body as a sealed blob (`format::blob`, envelope 2: file
+//! key wrapped for the account and, where the key model names one, for the officer) and
+//! a signed envelope (`format::delivery`) sealed to the account, naming the blob, its
+//! header and length, the target mailbox, the internal date and initial flags. The key
+//! holder imports deliveries into mailboxes (`Mailstore::import_deliveries`): it verifies
+//! the signature against the provider's key in the directory, opens the envelope, checks
+//! the body's length with one ranged GET of its final chunk, pins the body (file key
+//! re-wrapped; the body is neither downloaded nor re-uploaded) and records the delivery id
+//! so that a replay is refused.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> mailvault::Result<()> {
+//! use std::sync::Arc;
+//! use mailvault::crypto::{AccountKey, RandomSource};
+//! use mailvault::delivery::{Deliverer, DeliveryOptions, DeliverySigningKey};
+//! use mailvault::directory::{AccountRecord, Directory, KeyModel, MemoryDirectory};
+//! use mailvault::ids::{AccountId, DeploymentId};
+//!
+//! let rng = RandomSource::os();
+//! let store = mailvault::storage::open_store("memory://")?;
+//! let directory = Arc::new(MemoryDirectory::new());
+//! let signing = DeliverySigningKey::generate(&rng);
+//! directory.set_delivery_key(signing.verifying_key()).await?;
+//! // The account as the directory knows it: its key model and public key.
+//! let (account, key) = (AccountId::random(&rng), AccountKey::generate(1, &rng));
+//! directory
+//!     .set_account_record(&account, AccountRecord::new(KeyModel::DeviceOnly, vec![(1, key.public_key())], [7; 32]))
+//!     .await?;
+//!
+//! let deliverer = Deliverer::new(store, DeploymentId::random(&rng), directory, signing);
+//! let receipt = deliverer
+//!     .deliver_bytes(account, b"Subject: hi\r\n\r\nhello", DeliveryOptions::default())
+//!     .await?;
+//! assert_eq!(receipt.size, 20);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
+use futures::{Stream, StreamExt};
+use object_store::{PutMode, PutOptions};
+use zeroize::Zeroizing;
+
+use crate::blob::{BlobStore, SealedBlob, SealedRecipients};
+use crate::crypto::record::RecordCipher;
+use crate::crypto::{sealing, AccountKey, Key32, RandomSource};
+use crate::directory::Directory;
+use crate::error::{Error, Result};
+use crate::format::blob::{BlobKind, BlobLayout, SEALED_HEADER_LEN};
+use crate::format::delivery::{DeliveryEnvelope, EnvelopeObject, SIGNATURE_DOMAIN, SIGNATURE_LEN};
+use crate::ids::{AccountId, BlobId, DeliveryId, DeploymentId};
+use crate::storage::{naming, DynStore};
+
+/// The provider's delivery signing key (Ed25519). Its public half goes in the trusted
+/// directory ([`Directory::set_delivery_key`]). It signs deliveries; it opens nothing.
+/// Zeroized on drop; no `Debug`.
+pub struct DeliverySigningKey(SigningKey);
+
+impl DeliverySigningKey {
+    /// A new random key.
+    pub fn generate(rng: &RandomSource) -> Self {
+        Self(SigningKey::from_bytes(&rng.bytes32()))
+    }
+
+    /// The key from its 32 secret bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(SigningKey::from_bytes(&bytes))
+    }
+
+    /// The 32 secret bytes, to keep.
+    pub fn to_bytes(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.0.to_bytes())
+    }
+
+    /// The public verification key, for the directory.
+    pub fn verifying_key(&self) -> [u8; 32] {
+        self.0.verifying_key().to_bytes()
+    }
+}
+
+/// Types a [`Deliverer`] may hold: none of them can open mail. Implemented only for the
+/// deliverer's own parts; a key that opens mail does not implement it, so a deliverer
+/// holding one does not compile:
+///
+/// ```compile_fail
+/// fn holds_no_mail_secret<T: mailvault::delivery::NoMailSecret>() {}
+/// holds_no_mail_secret::<mailvault::crypto::AccountKey>();
+/// ```
+pub trait NoMailSecret: private::Sealed {}
+
+mod private {
+    pub trait Sealed {}
+}
+
+macro_rules! no_mail_secret {
+    ($($t:ty),*) => { $(impl private::Sealed for $t {} impl NoMailSecret for $t {})* };
+}
+
+no_mail_secret!(BlobStore, PublicDirectory, DeliverySigningKey, RandomSource);
+
+/// The trusted directory seen through what a deliverer may read: public keys, key
+/// models, officer public keys. (The per-account secrets it also holds are not reachable
+/// through this type.)
+#[derive(Debug, Clone)]
+pub struct PublicDirectory(Arc<dyn Directory>);
+
+impl PublicDirectory {
+    /// Where mail for `account` is sealed to: its newest epoch's public key, and the
+    /// current officer key when its key model requires officer sealing.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an account the directory does not know (or that was
+    /// erased); [`Error::Config`] when the model requires an officer and the directory
+    /// has no current officer key.
+    pub async fn recipients(&self, account: AccountId) -> Result<SealedRecipients> {
+        let record = self
+            .0
+            .account_record(&account)
+            .await?
+            .ok_or_else(|| Error::invalid(format!("unknown account {account}")))?;
+        let (epoch, public_key) = record
+            .public_keys
+            .iter()
+            .max_by_key(|(epoch, _)| *epoch)
+            .copied()
+            .ok_or_else(|| Error::Config(format!("account {account} has no public key")))?;
+        let officer = if record.model.requires_officer() {
+            let current = self
+                .0
+                .officer_keys()
+                .await?
+                .into_iter()
+                .find(|k| k.current)
+                .ok_or_else(|| Error::Config("the key model requires an officer key".into()))?;
+            Some(current.key.to_bytes())
+        } else {
+            None
+        };
+        Ok(SealedRecipients {
+            account,
+            epoch,
+            public_key,
+            officer,
+        })
+    }
+}
+
+/// How a delivery lands.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryOptions {
+    /// Target mailbox name (`INBOX` when empty or missing at import).
+    pub mailbox: String,
+    /// Internal date (Unix seconds); the time of delivery when `None`.
+    pub internal_date: Option<i64>,
+    /// Initial flags (IMAP names, as `Flags::from_names` takes them).
+    pub flags: Vec<String>,
+}
+
+/// What [`Deliverer::deliver`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryReceipt {
+    /// The delivery (its envelope's name).
+    pub delivery: DeliveryId,
+    /// The sealed body.
+    pub blob: BlobId,
+    /// Body size in bytes.
+    pub size: u64,
+}
+
+/// Writes sealed, signed deliveries. Holds public data and the signing key only.
+pub struct Deliverer {
+    blobs: BlobStore,
+    directory: PublicDirectory,
+    signing: DeliverySigningKey,
+    rng: RandomSource,
+}
+
+impl std::fmt::Debug for Deliverer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deliverer").finish_non_exhaustive()
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The bytes a delivery signature covers.
+fn signed_message(deployment: &DeploymentId, account: &AccountId, signed: &[u8]) -> Vec<u8> {
+    [
+        SIGNATURE_DOMAIN,
+        deployment.as_bytes(),
+        account.as_bytes(),
+        signed,
+    ]
+    .concat()
+}
+
+fn envelope_context(
+    deployment: &DeploymentId,
+    account: &AccountId,
+    delivery: &DeliveryId,
+) -> [u8; 49] {
+    let mut context = [0u8; 49];
+    context[..16].copy_from_slice(deployment.as_bytes());
+    context[16..32].copy_from_slice(account.as_bytes());
+    context[32..48].copy_from_slice(delivery.as_bytes());
+    context[48] = 2;
+    context
+}
+
+impl Deliverer {
+    /// A deliverer writing to `store` for `deployment`, reading public keys and policy from
+    /// `directory`, signing with `signing`.
+    pub fn new(
+        store: DynStore,
+        deployment: DeploymentId,
+        directory: Arc<dyn Directory>,
+        signing: DeliverySigningKey,
+    ) -> Self {
+        // Every part holds no mail secret (checked at compile time).
+        fn assert_parts<A: NoMailSecret, B: NoMailSecret, C: NoMailSecret, D: NoMailSecret>() {}
+        assert_parts::<BlobStore, PublicDirectory, DeliverySigningKey, RandomSource>();
+        Self {
+            blobs: BlobStore::new(store, deployment),
+            directory: PublicDirectory(directory),
+            signing,
+            rng: RandomSource::os(),
+        }
+    }
+
+    /// Uses `config` for body uploads (multipart threshold, part size).
+    pub fn with_blob_config(mut self, config: crate::blob::BlobConfig) -> Self {
+        self.blobs = self.blobs.with_config(config);
+        self
+    }
+
+    /// Delivers one message held in memory. See [`deliver`](Self::deliver).
+    ///
+    /// # Errors
+    /// As [`deliver`](Self::deliver).
+    pub async fn deliver_bytes(
+        &self,
+        account: AccountId,
+        body: &[u8],
+        options: DeliveryOptions,
+    ) -> Result<DeliveryReceipt> {
+        let body = Bytes::copy_from_slice(body);
+        self.deliver(account, futures::stream::iter([Ok(body)]), options)
+            .await
+    }
+
+    /// Delivers one message to several accounts: sealed once per recipient (each with
+    /// its own file key). Stops at the first failure; earlier recipients keep theirs.
+    ///
+    /// # Errors
+    /// As [`deliver`](Self::deliver).
+    pub async fn deliver_to_many(
+        &self,
+        accounts: &[AccountId],
+        body: &[u8],
+        options: DeliveryOptions,
+    ) -> Result<Vec<DeliveryReceipt>> {
+        let mut receipts = Vec::with_capacity(accounts.len());
+        for account in accounts {
+            receipts.push(self.deliver_bytes(*account, body, options.clone()).await?);
+        }
+        Ok(receipts)
+    }
+
+    /// Seals a message streamed in pieces for `account` and writes its signed envelope.
+    /// Returns once both are durable; memory stays bounded whatever the size.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an unknown account or a public key of low order;
+    /// [`Error::Config`] when the directory lacks a key the policy needs; backend errors
+    /// (the delivery is then not acknowledged; a body written without its envelope is
+    /// never imported).
+    pub async fn deliver<S>(
+        &self,
+        account: AccountId,
+        body: S,
+        options: DeliveryOptions,
+    ) -> Result<DeliveryReceipt>
+    where
+        S: Stream<Item = Result<Bytes>> + Unpin,
+    {
+        let to = self.directory.recipients(account).await?;
+        let mut writer = self.blobs.sealed_writer(&to, BlobKind::Message)?;
+        let mut body = body;
+        while let Some(piece) = body.next().await {
+            match piece {
+                Ok(piece) => writer.write(&piece).await?,
+                Err(e) => {
+                    let _ = writer.abort().await;
+                    return Err(e);
+                }
+            }
+        }
+        let blob = writer.finish().await?;
+        let delivery = DeliveryId::random(&self.rng);
+        let envelope = DeliveryEnvelope {
+            blob: blob.id,
+            stored_len: blob.layout.ciphertext_len(),
+            header: blob.header,
+            mailbox: options.mailbox,
+            internal_date: options.internal_date.unwrap_or(now() as i64),
+            flags: options.flags,
+            delivered_at: now(),
+        };
+        let object = self.seal_envelope(&to, &delivery, &envelope)?;
+        self.blobs
+            .store()
+            .put_opts(
+                &naming::delivery_path(&account, &delivery),
+                object.into(),
+                PutOptions::from(PutMode::Create),
+            )
+            .await?;
+        Ok(DeliveryReceipt {
+            delivery,
+            blob: blob.id,
+            size: blob.len(),
+        })
+    }
+
+    fn seal_envelope(
+        &self,
+        to: &SealedRecipients,
+        delivery: &DeliveryId,
+        envelope: &DeliveryEnvelope,
+    ) -> Result<Vec<u8>> {
+        let deployment = self.blobs.deployment();
+        let key = Key32::random(&self.rng);
+        let body = envelope.to_bytes();
+        let sealed_len = body.len() + 24 + 16;
+        // The wrap's associated data is the prefix without the stanza (unknown yet); the
+        // body's is the whole prefix.
+        let placeholder = crate::format::blob::Stanza {
+            ephemeral: [0; 32],
+            wrapped: [0; 48],
+        };
+        let bare = EnvelopeObject::prefix(delivery, to.epoch, &placeholder, sealed_len);
+        let stanza = sealing::wrap(
+            &self.rng,
+            &key,
+            &to.public_key,
+            &[&envelope_context(&deployment, &to.account, delivery)],
+            &bare[..28],
+        )?;
+        let prefix = EnvelopeObject::prefix(delivery, to.epoch, &stanza, sealed_len);
+        let mut out = Vec::with_capacity(prefix.len() + sealed_len + SIGNATURE_LEN);
+        out.extend_from_slice(&prefix);
+        RecordCipher::new(&key).seal(&self.rng, &prefix[..108], &body, &mut out);
+        let signature = self
+            .signing
+            .0
+            .sign(&signed_message(&deployment, &to.account, &out));
+        out.extend_from_slice(&signature.to_bytes());
+        Ok(out)
+    }
+}
+
+/// Why a delivery was not imported. Quarantined deliveries stay in the store, listed with
+/// their reason; they are never imported silently and never deleted by an import.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// The envelope does not parse.
+    Malformed,
+    /// The signature does not verify against the provider's key (forged, or moved from
+    /// another account or deployment).
+    BadSignature,
+    /// The envelope does not open with the account's key.
+    Unreadable,
+    /// The body is missing, truncated, extended or altered.
+    BadBody,
+}
+
+impl Rejection {
+    /// A short reason, as recorded in quarantine.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejection::Malformed => "malformed envelope",
+            Rejection::BadSignature => "signature does not verify",
+            Rejection::Unreadable => "envelope does not open with the account key",
+            Rejection::BadBody => "body missing, truncated or altered",
+        }
+    }
+}
+
+/// An envelope verified and opened.
+#[derive(Debug, Clone)]
+pub(crate) struct OpenedDelivery {
+    pub(crate) envelope: DeliveryEnvelope,
+}
+
+/// Verifies and opens an envelope object found under `account`'s deliveries with id
+/// `named` (its object name).
+pub(crate) fn open_envelope(
+    bytes: &[u8],
+    named: &DeliveryId,
+    deployment: &DeploymentId,
+    account: &AccountId,
+    verifying_key: &[u8; 32],
+    keys: &[AccountKey],
+) -> std::result::Result<OpenedDelivery, Rejection> {
+    let object = EnvelopeObject::parse(bytes).map_err(|_| Rejection::Malformed)?;
+    if object.delivery != *named {
+        return Err(Rejection::BadSignature);
+    }
+    let verifying = VerifyingKey::from_bytes(verifying_key).map_err(|_| Rejection::BadSignature)?;
+    verifying
+        .verify(
+            &signed_message(deployment, account, object.signed),
+            &ed25519_dalek::Signature::from_bytes(&object.signature),
+        )
+        .map_err(|_| Rejection::BadSignature)?;
+    let key = keys
+        .iter()
+        .find(|k| k.epoch() == object.epoch)
+        .ok_or(Rejection::Unreadable)?;
+    let envelope_key = sealing::unwrap(
+        &key.x25519_secret(),
+        &object.stanza,
+        &[&envelope_context(deployment, account, &object.delivery)],
+        &object.signed[..28],
+    )
+    .map_err(|_| Rejection::Unreadable)?;
+    let body = Zeroizing::new(
+        RecordCipher::new(&envelope_key)
+            .open(object.sealing_ad(), object.sealed_body)
+            .ok_or(Rejection::Unreadable)?,
+    );
+    let envelope = DeliveryEnvelope::parse(&body).map_err(|_| Rejection::Malformed)?;
+    Ok(OpenedDelivery { envelope })
+}
+
+/// The sealed blob an opened envelope describes.
+pub(crate) fn sealed_blob_of(
+    envelope: &DeliveryEnvelope,
+) -> std::result::Result<SealedBlob, Rejection> {
+    let layout = BlobLayout::for_ciphertext_with_header(SEALED_HEADER_LEN, envelope.stored_len)
+        .map_err(|_| Rejection::BadBody)?;
+    Ok(SealedBlob {
+        id: envelope.blob,
+        header: envelope.header,
+        layout,
+    })
+}

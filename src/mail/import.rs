@@ -1,0 +1,263 @@
+//! Import of sealed deliveries into mailboxes, by the key holder.
+
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+
+use super::{keys, mailbox_of, same_name, uid_next, Mailstore, Plan, INBOX_ID};
+use crate::crypto::AccountKey;
+use crate::delivery::{open_envelope, sealed_blob_of, Rejection};
+use crate::error::{Error, Result};
+use crate::format::mail::{
+    number_to_bytes, EmailRecord, Envelope, Flags, MessageRecord, Provenance,
+};
+use crate::ids::{DeliveryId, EmailId, MailboxId, ThreadId};
+use crate::storage::naming;
+
+/// What [`Mailstore::import_deliveries`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    /// Deliveries imported: (delivery, mailbox, UID).
+    pub imported: Vec<(DeliveryId, MailboxId, u32)>,
+    /// Deliveries refused now, with the reason (they stay in the store, quarantined).
+    pub quarantined: Vec<(DeliveryId, Rejection)>,
+    /// Envelopes of deliveries imported before (a replay, or a crash after the import),
+    /// removed.
+    pub already_imported: usize,
+}
+
+fn parse_quarantine(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes.get(1..).unwrap_or_default()).into_owned()
+}
+
+impl Mailstore {
+    /// Imports every pending delivery of the account: for each envelope, the provider's
+    /// signature is verified (`verifying_key`, from the trusted directory), the envelope
+    /// opened with the account's keys, the body's final chunk checked with one ranged
+    /// GET, and the message added to its mailbox (INBOX if the mailbox does not exist)
+    /// with a pin that needs no X25519 to read, together with the delivery id, so that a
+    /// replay is refused. The body is neither downloaded nor re-uploaded; its envelope
+    /// fields and MIME structure are computed on first read ([`Mailstore::analyze`]).
+    ///
+    /// Idempotent: after a crash at any point, running it again imports each delivery
+    /// exactly once. A delivery that fails a check is quarantined with the reason and left
+    /// in the store.
+    ///
+    /// # Errors
+    /// Backend failures (the import stops; what was imported stays imported).
+    pub async fn import_deliveries(
+        &mut self,
+        keys: &[AccountKey],
+        verifying_key: &[u8; 32],
+    ) -> Result<ImportReport> {
+        self.refresh().await?;
+        let account = self.account();
+        let deployment = self.blobs.deployment();
+        let store = self.blobs.store().clone();
+        let mut pending: Vec<(DeliveryId, object_store::path::Path)> = store
+            .list(Some(&naming::delivery_prefix(&account)))
+            .map_ok(|meta| meta.location)
+            .try_collect::<Vec<_>>()
+            .await?
+            .into_iter()
+            .filter_map(|path| {
+                let id = DeliveryId::from_hex(path.filename()?).ok()?;
+                Some((id, path))
+            })
+            .collect();
+        pending.sort_by_key(|(id, _)| *id);
+        let mut report = ImportReport::default();
+        for (delivery, path) in pending {
+            if self.index.get(&keys::imported(&delivery)).is_some() {
+                let _ = store.delete(&path).await;
+                report.already_imported += 1;
+                continue;
+            }
+            if self.index.get(&keys::quarantined(&delivery)).is_some() {
+                continue;
+            }
+            let bytes = match store.get(&path).await {
+                Ok(result) => result.bytes().await?,
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            match self
+                .import_one(&delivery, &bytes, keys, verifying_key, &deployment)
+                .await?
+            {
+                Ok((mailbox, uid)) => {
+                    let _ = store.delete(&path).await;
+                    report.imported.push((delivery, mailbox, uid));
+                }
+                Err(rejection) => {
+                    self.quarantine(&delivery, &rejection).await?;
+                    report.quarantined.push((delivery, rejection));
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Imports one verified delivery. The outer error is a backend failure; the inner
+    /// one a rejection.
+    async fn import_one(
+        &mut self,
+        delivery: &DeliveryId,
+        bytes: &[u8],
+        keys: &[AccountKey],
+        verifying_key: &[u8; 32],
+        deployment: &crate::ids::DeploymentId,
+    ) -> Result<std::result::Result<(MailboxId, u32), Rejection>> {
+        let account = self.account();
+        let opened = match open_envelope(bytes, delivery, deployment, &account, verifying_key, keys)
+        {
+            Ok(opened) => opened,
+            Err(rejection) => return Ok(Err(rejection)),
+        };
+        let envelope = opened.envelope;
+        let blob = match sealed_blob_of(&envelope) {
+            Ok(blob) => blob,
+            Err(rejection) => return Ok(Err(rejection)),
+        };
+        let Some(key) = keys.iter().find(|k| k.epoch() == blob.header.epoch) else {
+            return Ok(Err(Rejection::Unreadable));
+        };
+        let pin = match self.blobs.pin_sealed(&blob, key) {
+            Ok(pin) => pin,
+            Err(_) => return Ok(Err(Rejection::BadBody)),
+        };
+        match self.blobs.verify_end(&pin).await {
+            Ok(()) => {}
+            Err(Error::Tampered | Error::NotFound { .. }) => return Ok(Err(Rejection::BadBody)),
+            Err(e) => return Err(e),
+        }
+        // Deterministic ids: two importers of one delivery write the same records.
+        let email = EmailId::from_bytes(*delivery.as_bytes());
+        let mut instance = [0u8; 8];
+        instance.copy_from_slice(&delivery.as_bytes()[..8]);
+        let thread = ThreadId::from_bytes(*delivery.as_bytes());
+        let flags =
+            Flags::from_names(envelope.flags.iter().map(String::as_str)).unwrap_or_default();
+        let target = envelope.mailbox.clone();
+        let delivery = *delivery;
+        let outcome = self
+            .write(move |c, modseq| {
+                let mut plan = Plan::new();
+                if c.get(&keys::imported(&delivery)).is_some() {
+                    return Ok((plan, None));
+                }
+                let mailbox = super::all_mailboxes(c)?
+                    .into_iter()
+                    .map(|(id, r)| mailbox_of(id, r))
+                    .find(|m| !target.is_empty() && same_name(&m.name, &target))
+                    .map_or(INBOX_ID, |m| m.id);
+                let uid = uid_next(c, &mailbox)?;
+                let record = EmailRecord {
+                    pin,
+                    internal_date: envelope.internal_date,
+                    size: pin.len(),
+                    thread,
+                    provenance: Provenance::SealedDelivery,
+                    analyzed: false,
+                    envelope: Envelope::default(),
+                    parts: Vec::new(),
+                };
+                plan.batch.put(keys::email(&email), record.to_bytes());
+                plan.add_message(
+                    &mailbox,
+                    uid,
+                    &instance,
+                    &MessageRecord {
+                        email,
+                        modseq,
+                        size: pin.len(),
+                        flags: flags.clone(),
+                    },
+                );
+                plan.batch
+                    .put(keys::imported(&delivery), number_to_bytes(modseq).to_vec());
+                Ok((plan, Some((mailbox, uid))))
+            })
+            .await?;
+        Ok(Ok(outcome.unwrap_or((INBOX_ID, 0))))
+    }
+
+    async fn quarantine(&mut self, delivery: &DeliveryId, rejection: &Rejection) -> Result<()> {
+        let delivery = *delivery;
+        let reason = rejection.reason();
+        self.write(move |_, _| {
+            let mut plan = Plan::new();
+            let mut value = vec![crate::format::mail::MAIL_RECORD_VERSION];
+            value.extend_from_slice(reason.as_bytes());
+            plan.batch.put(keys::quarantined(&delivery), value);
+            Ok((plan, ()))
+        })
+        .await
+    }
+
+    /// Deliveries refused at import, with the reason. Their envelopes and bodies stay in
+    /// the store for inspection.
+    pub fn quarantined(&self) -> Vec<(DeliveryId, String)> {
+        self.index
+            .prefix(&[keys::QUARANTINE])
+            .filter_map(|(k, v)| {
+                let id: [u8; 16] = k.get(1..17)?.try_into().ok()?;
+                Some((DeliveryId::from_bytes(id), parse_quarantine(v)))
+            })
+            .collect()
+    }
+
+    /// The email of message `uid`, with its envelope fields and MIME structure computed
+    /// from the body if they were not yet (a sealed delivery imported without reading
+    /// it): one full read, then one commit; later calls read nothing.
+    ///
+    /// # Errors
+    /// As [`Mailstore::email`] and [`Mailstore::read`].
+    pub async fn analyze(&mut self, mailbox: MailboxId, uid: u32) -> Result<EmailRecord> {
+        let email = self.email(mailbox, uid)?;
+        if email.analyzed {
+            return Ok(email);
+        }
+        let body = self.read(&email).await?;
+        let (envelope, parts) = if body.len() > self.config.max_parse_len {
+            (
+                super::mime::analyze_header(&body[..self.config.max_parse_len]),
+                Vec::new(),
+            )
+        } else {
+            super::mime::analyze(&body)
+        };
+        let id = self.email_id_of(mailbox, uid)?;
+        let updated = EmailRecord {
+            analyzed: true,
+            envelope,
+            parts,
+            ..email
+        };
+        let record = updated.clone();
+        self.write(move |c, _| {
+            let mut plan = Plan::new();
+            if c.get(&keys::email(&id)).is_some() {
+                plan.batch.put(keys::email(&id), record.to_bytes());
+                if let Some(message_id) = &record.envelope.message_id {
+                    if c.get(&keys::thread(message_id)).is_none() {
+                        plan.batch.put(
+                            keys::thread(message_id),
+                            crate::format::mail::thread_to_bytes(&record.thread).to_vec(),
+                        );
+                    }
+                }
+            }
+            Ok((plan, ()))
+        })
+        .await?;
+        Ok(updated)
+    }
+
+    fn email_id_of(&self, mailbox: MailboxId, uid: u32) -> Result<EmailId> {
+        super::select_uids(&self.index, &mailbox, &[uid])?
+            .into_iter()
+            .next()
+            .map(|(_, _, m)| m.email)
+            .ok_or_else(|| Error::invalid(format!("no message with UID {uid}")))
+    }
+}

@@ -1,0 +1,517 @@
+//! Sealed, signed delivery and import: the transparent flow end to end, replays,
+//! forgeries, deliveries moved between accounts, truncated bodies (quarantined, nothing
+//! lost), officer recovery under model 4, and crashes at every backend operation of a
+//! delivery and of an import.
+
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use mailvault::crypto::{AccountKey, RandomSource};
+use mailvault::delivery::{Deliverer, DeliveryOptions, DeliverySigningKey, Rejection};
+use mailvault::directory::{AccountRecord, Directory, KeyModel, MemoryDirectory, OfficerKeyEntry};
+use mailvault::engine::{Provider, ProviderConfig};
+use mailvault::format::slot::KdfParams;
+use mailvault::ids::{AccountId, DeploymentId};
+use mailvault::index::IndexStore;
+use mailvault::keys::{KdfGate, KdfLimits, OfficerSecret};
+use mailvault::mail::{Mailstore, Provenance, INBOX};
+use mailvault::storage::{naming, CommitMode, DynStore, Fault, FaultMode, FaultyStore};
+use object_store::ObjectStoreExt;
+
+const MESSAGE: &[u8] = b"From: Bob <bob@example.org>\r\nTo: alice@example.org\r\n\
+Subject: Delivered\r\nMessage-ID: <d1@example.org>\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\nContent-Type: text/plain\r\n\r\n\
+hello\r\n--x\r\nContent-Type: text/plain\r\n\r\nsecond part\r\n--x--\r\n";
+
+/// A deployment with a directory that knows an account by its public key only.
+struct World {
+    store: DynStore,
+    deployment: DeploymentId,
+    directory: Arc<MemoryDirectory>,
+    signing_bytes: [u8; 32],
+    account: AccountId,
+    key: AccountKey,
+    officer: OfficerSecret,
+}
+
+impl World {
+    async fn new(model: KeyModel) -> Self {
+        let rng = RandomSource::os();
+        let directory = Arc::new(MemoryDirectory::new());
+        let signing = DeliverySigningKey::generate(&rng);
+        directory
+            .set_delivery_key(signing.verifying_key())
+            .await
+            .unwrap();
+        let officer = OfficerSecret::generate(&rng);
+        directory
+            .set_officer_keys(vec![OfficerKeyEntry {
+                key: officer.public(),
+                current: true,
+            }])
+            .await
+            .unwrap();
+        let account = AccountId::random(&rng);
+        let key = AccountKey::generate(1, &rng);
+        directory
+            .set_account_record(
+                &account,
+                AccountRecord::new(model, vec![(1, key.public_key())], [9; 32]),
+            )
+            .await
+            .unwrap();
+        Self {
+            store: super::memory(),
+            deployment: DeploymentId::random(&rng),
+            directory,
+            signing_bytes: *signing.to_bytes(),
+            account,
+            key,
+            officer,
+        }
+    }
+
+    fn deliverer_on(&self, store: DynStore) -> Deliverer {
+        Deliverer::new(
+            store,
+            self.deployment,
+            self.directory.clone(),
+            DeliverySigningKey::from_bytes(self.signing_bytes),
+        )
+    }
+
+    fn deliverer(&self) -> Deliverer {
+        self.deliverer_on(self.store.clone())
+    }
+
+    async fn mail_on(&self, store: DynStore) -> mailvault::Result<Mailstore> {
+        let index = IndexStore::with_mode(
+            store.clone(),
+            self.deployment,
+            self.directory.clone(),
+            CommitMode::CompareAndSwap,
+        );
+        let blobs = mailvault::blob::BlobStore::new(store, self.deployment)
+            .account(self.account, &self.key);
+        Mailstore::open(&index, blobs, &self.key).await
+    }
+
+    async fn mail(&self) -> Mailstore {
+        self.mail_on(self.store.clone()).await.unwrap()
+    }
+
+    async fn import_on(&self, store: DynStore) -> mailvault::Result<mailvault::mail::ImportReport> {
+        let mut mail = self.mail_on(store).await?;
+        let verifying = self.directory.delivery_key().await.unwrap().unwrap();
+        mail.import_deliveries(std::slice::from_ref(&self.key), &verifying)
+            .await
+    }
+
+    async fn import(&self) -> mailvault::mail::ImportReport {
+        self.import_on(self.store.clone()).await.unwrap()
+    }
+
+    async fn inbox_count(&self) -> usize {
+        let mut mail = self.mail().await;
+        let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
+        mail.select(inbox).await.unwrap().messages.len()
+    }
+
+    async fn envelopes(&self) -> Vec<object_store::path::Path> {
+        self.store
+            .list(Some(&naming::delivery_prefix(&self.account)))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transparent_flow_deliver_login_import_read() {
+    let rng = RandomSource::os();
+    let store = super::memory();
+    let directory = Arc::new(MemoryDirectory::new());
+    let officer = OfficerSecret::generate(&rng);
+    directory
+        .set_officer_keys(vec![OfficerKeyEntry {
+            key: officer.public(),
+            current: true,
+        }])
+        .await
+        .unwrap();
+    let signing = DeliverySigningKey::generate(&rng);
+    directory
+        .set_delivery_key(signing.verifying_key())
+        .await
+        .unwrap();
+    let config = ProviderConfig {
+        pepper: None,
+        kdf: KdfParams {
+            m_kib: 256,
+            t: 1,
+            p: 1,
+        },
+        limits: KdfLimits::default(),
+        gate: KdfGate::new(2),
+    };
+    let provider = Provider::new(store.clone(), DeploymentId::random(&rng), directory, config)
+        .await
+        .unwrap();
+    let alice = provider.create_account("pw").await.unwrap();
+    let deliverer = provider.deliverer(signing);
+    let receipt = deliverer
+        .deliver_bytes(
+            alice,
+            MESSAGE,
+            DeliveryOptions {
+                mailbox: "INBOX".into(),
+                internal_date: Some(1_800_000_000),
+                flags: vec!["$Incoming".into()],
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(receipt.size, MESSAGE.len() as u64);
+    // Model 5 names the officer: the body is also wrapped for the officer.
+    let recovered = mailvault::blob::BlobStore::new(store.clone(), provider_deployment(&provider))
+        .open_sealed_as_officer(alice, receipt.blob, &officer)
+        .await;
+    assert_eq!(recovered.unwrap(), MESSAGE);
+
+    let session = provider.unlock(alice, "pw").await.unwrap();
+    let mut mail = session.mailstore().await.unwrap();
+    let report = session.import_deliveries(&mut mail).await.unwrap();
+    assert_eq!(report.imported.len(), 1);
+    let (_, inbox, uid) = report.imported[0];
+    let view = mail.select(inbox).await.unwrap();
+    assert_eq!(view.messages.len(), 1);
+    assert!(view.messages[0].flags.contains("$Incoming"));
+    let email = mail.email(inbox, uid).unwrap();
+    assert_eq!(email.provenance, Provenance::SealedDelivery);
+    assert_eq!(email.internal_date, 1_800_000_000);
+    assert!(!email.analyzed, "imported without reading the body");
+    let email = mail.analyze(inbox, uid).await.unwrap();
+    assert_eq!(email.envelope.subject.as_deref(), Some("Delivered"));
+    assert_eq!(email.parts.len(), 3);
+    assert_eq!(&mail.read(&email).await.unwrap()[..], MESSAGE);
+    let part = Mailstore::imap_section(&email, &[2]).unwrap();
+    let second = mail
+        .read_part(&email, part, mailvault::mail::PartSection::Body)
+        .await
+        .unwrap();
+    assert_eq!(&second[..], b"second part");
+    // Analysed once: a fresh handle sees the structure.
+    let again = session.mailstore().await.unwrap();
+    assert!(again.email(inbox, uid).unwrap().analyzed);
+    // Nothing pending any more; a second import does nothing.
+    let report = session.import_deliveries(&mut mail).await.unwrap();
+    assert_eq!(report, Default::default());
+}
+
+fn provider_deployment(provider: &Provider) -> DeploymentId {
+    provider.deployment()
+}
+
+#[tokio::test]
+async fn a_replayed_delivery_is_refused() {
+    let w = World::new(KeyModel::DeviceOnly).await;
+    w.deliverer()
+        .deliver_bytes(w.account, MESSAGE, DeliveryOptions::default())
+        .await
+        .unwrap();
+    let path = w.envelopes().await.remove(0);
+    let envelope = w.store.get(&path).await.unwrap().bytes().await.unwrap();
+    assert_eq!(w.import().await.imported.len(), 1);
+    assert!(
+        w.envelopes().await.is_empty(),
+        "imported envelopes are removed"
+    );
+    // The storage operator puts the old envelope back.
+    w.store.put(&path, envelope.into()).await.unwrap();
+    let report = w.import().await;
+    assert!(report.imported.is_empty());
+    assert_eq!(report.already_imported, 1);
+    assert_eq!(w.inbox_count().await, 1, "not imported twice");
+}
+
+#[tokio::test]
+async fn forged_moved_and_truncated_deliveries_are_quarantined_and_kept() {
+    let w = World::new(KeyModel::DeviceOnly).await;
+    let rng = RandomSource::os();
+
+    // Forged: the right public keys, another signing key.
+    let forger = Deliverer::new(
+        w.store.clone(),
+        w.deployment,
+        w.directory.clone(),
+        DeliverySigningKey::generate(&rng),
+    );
+    let forged = forger
+        .deliver_bytes(w.account, MESSAGE, DeliveryOptions::default())
+        .await
+        .unwrap();
+
+    // Moved: a genuine delivery for another account, copied under this one.
+    let other = World::new(KeyModel::DeviceOnly).await;
+    let bob = AccountId::random(&rng);
+    w.directory
+        .set_account_record(
+            &bob,
+            AccountRecord::new(
+                KeyModel::DeviceOnly,
+                vec![(1, other.key.public_key())],
+                [1; 32],
+            ),
+        )
+        .await
+        .unwrap();
+    let to_bob = w
+        .deliverer()
+        .deliver_bytes(bob, MESSAGE, DeliveryOptions::default())
+        .await
+        .unwrap();
+    let bob_envelope = naming::delivery_path(&bob, &to_bob.delivery);
+    let bytes = w
+        .store
+        .get(&bob_envelope)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let moved_path = naming::delivery_path(&w.account, &to_bob.delivery);
+    w.store.put(&moved_path, bytes.into()).await.unwrap();
+
+    // Truncated: a genuine delivery whose body lost its last bytes.
+    let cut = w
+        .deliverer()
+        .deliver_bytes(w.account, MESSAGE, DeliveryOptions::default())
+        .await
+        .unwrap();
+    let body = naming::blob_path(&w.account, &cut.blob);
+    let stored = w.store.get(&body).await.unwrap().bytes().await.unwrap();
+    w.store
+        .put(&body, stored.slice(..stored.len() - 7).into())
+        .await
+        .unwrap();
+
+    // And one good delivery among them.
+    let good = w
+        .deliverer()
+        .deliver_bytes(w.account, MESSAGE, DeliveryOptions::default())
+        .await
+        .unwrap();
+
+    let report = w.import().await;
+    assert_eq!(report.imported.len(), 1);
+    assert_eq!(report.imported[0].0, good.delivery);
+    let mut quarantined = report.quarantined.clone();
+    quarantined.sort_by_key(|(id, _)| *id);
+    let mut expected = vec![
+        (forged.delivery, Rejection::BadSignature),
+        (to_bob.delivery, Rejection::BadSignature),
+        (cut.delivery, Rejection::BadBody),
+    ];
+    expected.sort_by_key(|(id, _)| *id);
+    assert_eq!(quarantined, expected);
+    // Nothing lost: the envelopes stay, listed with their reasons; a rerun changes nothing.
+    assert_eq!(w.envelopes().await.len(), 3);
+    assert_eq!(w.mail().await.quarantined().len(), 3);
+    let rerun = w.import().await;
+    assert!(rerun.imported.is_empty() && rerun.quarantined.is_empty());
+    assert_eq!(w.inbox_count().await, 1);
+}
+
+#[tokio::test]
+async fn the_officer_recovers_a_model_4_delivery_without_any_keyring_slot() {
+    let w = World::new(KeyModel::DevicePasswordWithOfficer).await;
+    let receipt = w
+        .deliverer()
+        .deliver_bytes(w.account, MESSAGE, DeliveryOptions::default())
+        .await
+        .unwrap();
+    // Recovery reads the blob alone: whatever the user did to the keyring (here there is
+    // none at all), the officer's wrap in the body's header opens it.
+    let blobs = mailvault::blob::BlobStore::new(w.store.clone(), w.deployment);
+    let body = blobs
+        .open_sealed_as_officer(w.account, receipt.blob, &w.officer)
+        .await
+        .unwrap();
+    assert_eq!(body, MESSAGE);
+    // Model 1 names no officer: the officer cannot open its deliveries.
+    let device_only = World::new(KeyModel::DeviceOnly).await;
+    let receipt = device_only
+        .deliverer()
+        .deliver_bytes(device_only.account, MESSAGE, DeliveryOptions::default())
+        .await
+        .unwrap();
+    let blobs = mailvault::blob::BlobStore::new(device_only.store.clone(), device_only.deployment);
+    assert!(blobs
+        .open_sealed_as_officer(device_only.account, receipt.blob, &device_only.officer)
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn one_message_to_many_recipients_is_sealed_once_per_recipient() {
+    let w = World::new(KeyModel::DeviceOnly).await;
+    let rng = RandomSource::os();
+    let second_key = AccountKey::generate(1, &rng);
+    let second = AccountId::random(&rng);
+    w.directory
+        .set_account_record(
+            &second,
+            AccountRecord::new(
+                KeyModel::DeviceOnly,
+                vec![(1, second_key.public_key())],
+                [2; 32],
+            ),
+        )
+        .await
+        .unwrap();
+    let receipts = w
+        .deliverer()
+        .deliver_to_many(&[w.account, second], MESSAGE, DeliveryOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(receipts.len(), 2);
+    assert_ne!(receipts[0].blob, receipts[1].blob);
+    assert_eq!(w.import().await.imported.len(), 1);
+    // An unknown account is refused before anything is written.
+    let stranger = AccountId::random(&rng);
+    assert!(matches!(
+        w.deliverer()
+            .deliver_bytes(stranger, MESSAGE, DeliveryOptions::default())
+            .await,
+        Err(mailvault::Error::InvalidArgument(_))
+    ));
+}
+
+/// Kill the delivery after each backend operation, then the import after each: every
+/// acknowledged delivery ends imported exactly once, and nothing unacknowledged is half
+/// visible (no message without a readable body, no quarantine of a delivery that never
+/// completed).
+#[tokio::test]
+async fn crashes_in_delivery_and_import_lose_nothing_and_duplicate_nothing() {
+    let (mut failed_deliveries, mut failed_imports) = (0, 0);
+    for mode in [FaultMode::Fail, FaultMode::Crash, FaultMode::ApplyAndFail] {
+        for at in 0..8u64 {
+            let w = World::new(KeyModel::DeviceOnly).await;
+            let faulty: DynStore =
+                Arc::new(FaultyStore::new(w.store.clone(), Some(Fault { at, mode })));
+            let delivered = w
+                .deliverer_on(faulty)
+                .deliver_bytes(w.account, MESSAGE, DeliveryOptions::default())
+                .await
+                .is_ok();
+            failed_deliveries += usize::from(!delivered);
+            let report = w.import().await;
+            assert!(
+                report.quarantined.is_empty(),
+                "{mode:?} at {at}: {report:?}"
+            );
+            let count = w.inbox_count().await;
+            if delivered {
+                assert_eq!(count, 1, "{mode:?} at {at}: acknowledged delivery lost");
+            } else {
+                assert!(count <= 1, "{mode:?} at {at}");
+            }
+        }
+    }
+    for mode in [FaultMode::Fail, FaultMode::Crash, FaultMode::ApplyAndFail] {
+        for at in 0..16u64 {
+            let w = World::new(KeyModel::DeviceOnly).await;
+            w.deliverer()
+                .deliver_bytes(w.account, MESSAGE, DeliveryOptions::default())
+                .await
+                .unwrap();
+            w.deliverer()
+                .deliver_bytes(w.account, MESSAGE, DeliveryOptions::default())
+                .await
+                .unwrap();
+            let faulty: DynStore =
+                Arc::new(FaultyStore::new(w.store.clone(), Some(Fault { at, mode })));
+            failed_imports += usize::from(w.import_on(faulty).await.is_err());
+            let report = w.import().await;
+            assert!(
+                report.quarantined.is_empty(),
+                "{mode:?} at {at}: {report:?}"
+            );
+            assert_eq!(
+                w.inbox_count().await,
+                2,
+                "{mode:?} at {at}: each delivery exactly once"
+            );
+            assert!(w.envelopes().await.is_empty(), "{mode:?} at {at}");
+            let mut mail = w.mail().await;
+            let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
+            for m in mail.select(inbox).await.unwrap().messages {
+                let email = mail.analyze(inbox, m.uid).await.unwrap();
+                assert_eq!(&mail.read(&email).await.unwrap()[..], MESSAGE);
+            }
+        }
+    }
+    // The faults hit: deliveries and imports did fail part-way.
+    assert!(
+        failed_deliveries >= 6 && failed_imports >= 12,
+        "{failed_deliveries} {failed_imports}"
+    );
+}
+
+/// Two importers at once neither duplicate nor lose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_importers_at_once() {
+    let w = Arc::new(World::new(KeyModel::DeviceOnly).await);
+    for _ in 0..6 {
+        w.deliverer()
+            .deliver_bytes(w.account, MESSAGE, DeliveryOptions::default())
+            .await
+            .unwrap();
+    }
+    let a = tokio::spawn({
+        let w = w.clone();
+        async move { w.import().await }
+    });
+    let b = tokio::spawn({
+        let w = w.clone();
+        async move { w.import().await }
+    });
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    assert!(a.imported.len() + b.imported.len() >= 6);
+    assert_eq!(w.inbox_count().await, 6);
+}
+
+#[tokio::test]
+async fn nothing_readable_after_delivery() {
+    let w = World::new(KeyModel::DevicePasswordWithOfficer).await;
+    let marker = b"DeliveredMarkerBody";
+    let mut body = b"Subject: MarkerSubject\r\nFrom: marker@example.org\r\n\r\n".to_vec();
+    body.extend_from_slice(marker);
+    w.deliverer()
+        .deliver_bytes(
+            w.account,
+            &body,
+            DeliveryOptions {
+                mailbox: "MarkerFolder".into(),
+                internal_date: None,
+                flags: vec!["$MarkerFlag".into()],
+            },
+        )
+        .await
+        .unwrap();
+    let (hits, objects) = mailvault::testkit::scan_for_markers(
+        &w.store,
+        None,
+        &[
+            &marker[..],
+            b"MarkerSubject",
+            b"marker@example.org",
+            b"MarkerFolder",
+            b"$MarkerFlag",
+        ],
+    )
+    .await;
+    assert_eq!(objects, 2, "a body and an envelope");
+    assert!(hits.is_empty(), "{hits:?}");
+}
