@@ -1,8 +1,9 @@
-//! The main job on an embedded default (a local directory): create an account, put a
-//! message in its INBOX, log in, create a mailbox, list INBOX, read the message whole and
-//! one MIME part by range, flag it, move it, ask what changed since a modseq, and show
-//! that the stored bytes are unreadable. Sealed delivery (mail arriving while the user is
-//! offline) joins this flow with the delivery layer.
+//! The main job on an embedded default (a local directory), the transparent flavor: create
+//! an account (key model 5), deliver a message while its owner is offline (sealed to her
+//! public key, signed by the provider), log in with the password, import the delivery,
+//! create a mailbox, list INBOX, read the message whole and one MIME part by range, flag
+//! it, move it, ask what changed since a modseq, and show that the stored bytes are
+//! unreadable.
 //!
 //! ```sh
 //! cargo run --release --example quickstart            # uses ./mailvault-data
@@ -12,15 +13,17 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use futures::TryStreamExt;
 use mailvault::crypto::RandomSource;
+use mailvault::delivery::{DeliveryOptions, DeliverySigningKey};
 use mailvault::directory::{Directory, FileDirectory, OfficerKeyEntry};
 use mailvault::engine::{Provider, ProviderConfig};
 use mailvault::ids::DeploymentId;
 use mailvault::keys::OfficerSecret;
-use mailvault::mail::{AppendOptions, FlagChange, Flags, Mailstore, PartSection, INBOX};
+use mailvault::mail::{FlagChange, Flags, Mailstore, PartSection, INBOX};
 use mailvault::storage::open_store;
-use object_store::ObjectStoreExt;
+
+#[path = "common/scan.rs"]
+mod scan;
 
 const MESSAGE: &str = "From: Bob <bob@example.org>\r\n\
 To: Alice <alice@example.org>\r\n\
@@ -58,6 +61,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = open_store(root.join("store").to_str().expect("UTF-8 path"))?;
     let directory = Arc::new(FileDirectory::open(root.join("directory"))?);
     let officer = OfficerSecret::generate(&rng);
+    // The provider's delivery signing key; its public half goes in the directory.
+    let signing = DeliverySigningKey::generate(&rng);
+    directory.set_delivery_key(signing.verifying_key()).await?;
     directory
         .set_officer_keys(vec![OfficerKeyEntry {
             key: officer.public(),
@@ -78,40 +84,46 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     println!("created account {alice}");
 
-    // 2. Put a message in its INBOX (written by the key holder, as IMAP APPEND does;
-    //    mail arriving while the user is offline comes through sealed delivery).
-    {
-        let session = provider
-            .unlock(alice, "correct horse battery staple")
-            .await?;
-        let mut mail = session.mailstore().await?;
-        let inbox = mail.mailbox_by_name(INBOX).expect("INBOX always exists").id;
-        let appended = mail
-            .append(inbox, MESSAGE.as_bytes(), AppendOptions::default())
-            .await?;
-        println!(
-            "appended {} bytes to INBOX: UID {} (UIDVALIDITY {}), EMAILID {}",
-            MESSAGE.len(),
-            appended.uid,
-            appended.uid_validity,
-            appended.email
-        );
-    }
+    // 2. Mail arrives while Alice is offline: the receiving server (LMTP) holds only
+    //    public data and the provider's signing key, and seals the message to her key.
+    let deliverer = provider.deliverer(signing);
+    let receipt = deliverer
+        .deliver_bytes(
+            alice,
+            MESSAGE.as_bytes(),
+            DeliveryOptions {
+                mailbox: INBOX.into(),
+                ..DeliveryOptions::default()
+            },
+        )
+        .await?;
+    println!(
+        "delivered {} bytes, sealed and signed: delivery {}",
+        receipt.size, receipt.delivery
+    );
 
-    // 3. Log in (one Argon2id derivation), create a mailbox, list INBOX.
+    // 3. Log in (one Argon2id derivation), import what was delivered (signature checked,
+    //    body pinned where it is), create a mailbox, list INBOX.
     let session = provider
         .unlock(alice, "correct horse battery staple")
         .await?;
     let mut mail = session.mailstore().await?;
+    let report = session.import_deliveries(&mut mail).await?;
+    println!(
+        "logged in; imported {} delivery(ies), {} quarantined",
+        report.imported.len(),
+        report.quarantined.len()
+    );
     let projects = mail.create_mailbox("Projects", None).await?;
     let inbox = mail.mailbox_by_name(INBOX).expect("INBOX").id;
     let view = mail.select(inbox).await?;
     println!(
-        "logged in; INBOX: {} message(s), {} unseen, UIDNEXT {}, HIGHESTMODSEQ {}",
+        "INBOX: {} message(s), {} unseen, UIDNEXT {}, HIGHESTMODSEQ {}",
         view.status.messages, view.status.unseen, view.status.uid_next, view.status.highest_modseq
     );
     let uid = view.messages[0].uid;
-    let email = mail.email(inbox, uid)?;
+    // A delivery's envelope and MIME structure are computed on its first read.
+    let email = mail.analyze(inbox, uid).await?;
     println!(
         "  UID {uid}: from {:?}, subject {:?}, {} MIME parts",
         email.envelope.from[0].email,
@@ -160,11 +172,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // 6. What the storage operator sees: random names and unreadable bytes.
-    let objects: Vec<_> = store.list(None).try_collect().await?;
-    let mut scanned = 0;
-    for meta in &objects {
-        let bytes = store.get(&meta.location).await?.bytes().await?;
-        for needle in [
+    let names = scan::assert_unreadable(
+        &store,
+        &[
             "Alice",
             "alice@example.org",
             "quarterly",
@@ -174,23 +184,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "Projects",
             "Seen",
             "$Numbers",
-        ] {
-            let leaked = bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
-                || meta.location.as_ref().contains(needle);
-            assert!(
-                !leaked,
-                "plaintext {needle:?} leaked into {}",
-                meta.location
-            );
-        }
-        scanned += 1;
-    }
+        ],
+    )
+    .await?;
     println!(
-        "scanned {scanned} stored objects under {}: no name, address, subject, mailbox or flag in names or bytes",
+        "scanned {} stored objects under {}: no name, address, subject, mailbox or flag in names or bytes",
+        names.len(),
         root.display()
     );
-    for meta in objects.iter().take(3) {
-        println!("  {}", meta.location);
+    for name in names.iter().take(3) {
+        println!("  {name}");
     }
 
     // 7. A wrong password is refused, with the same derivation cost as a right one.

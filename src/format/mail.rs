@@ -333,6 +333,17 @@ impl MessageRecord {
         out
     }
 
+    /// The modseq of a stored message record, without parsing the rest (a change scan
+    /// looks at every record and parses only the changed ones).
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedVersion`] or [`Error::Tampered`].
+    pub fn peek_modseq(bytes: &[u8]) -> Result<u64> {
+        let mut r = start("message record", bytes)?;
+        r.take(16)?;
+        r.u64()
+    }
+
     /// Parses a stored message record.
     ///
     /// # Errors

@@ -233,24 +233,38 @@ impl Mailstore {
             parts,
             ..email
         };
-        let record = updated.clone();
-        self.write(move |c, _| {
-            let mut plan = Plan::new();
-            if c.get(&keys::email(&id)).is_some() {
-                plan.batch.put(keys::email(&id), record.to_bytes());
-                if let Some(message_id) = &record.envelope.message_id {
-                    if c.get(&keys::thread(message_id)).is_none() {
-                        plan.batch.put(
-                            keys::thread(message_id),
-                            crate::format::mail::thread_to_bytes(&record.thread).to_vec(),
-                        );
+        let outcome = self
+            .write(move |c, _| {
+                let mut plan = Plan::new();
+                let mut record = updated.clone();
+                // A delivery joins the thread of the messages it answers, now that its
+                // references are known.
+                let related = record
+                    .envelope
+                    .in_reply_to
+                    .iter()
+                    .chain(record.envelope.references.iter());
+                if let Some(thread) = related
+                    .filter_map(|id| c.get(&keys::thread(id)))
+                    .find_map(|v| crate::format::mail::parse_thread(v).ok())
+                {
+                    record.thread = thread;
+                }
+                if c.get(&keys::email(&id)).is_some() {
+                    plan.batch.put(keys::email(&id), record.to_bytes());
+                    if let Some(message_id) = &record.envelope.message_id {
+                        if c.get(&keys::thread(message_id)).is_none() {
+                            plan.batch.put(
+                                keys::thread(message_id),
+                                crate::format::mail::thread_to_bytes(&record.thread).to_vec(),
+                            );
+                        }
                     }
                 }
-            }
-            Ok((plan, ()))
-        })
-        .await?;
-        Ok(updated)
+                Ok((plan, record))
+            })
+            .await?;
+        Ok(outcome)
     }
 
     fn email_id_of(&self, mailbox: MailboxId, uid: u32) -> Result<EmailId> {

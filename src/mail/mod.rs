@@ -1190,7 +1190,7 @@ impl Mailstore {
     /// [`Error::InvalidArgument`] for an unknown mailbox; backend errors.
     pub async fn expunge(&mut self, mailbox: MailboxId, uids: Option<&[u32]>) -> Result<Vec<u32>> {
         let within: Option<BTreeSet<u32>> = uids.map(|u| u.iter().copied().collect());
-        self.remove_where(mailbox, move |uid, m| {
+        self.remove_where(mailbox, None, move |uid, m| {
             m.flags.contains(Flags::DELETED) && within.as_ref().is_none_or(|w| w.contains(&uid))
         })
         .await
@@ -1202,14 +1202,16 @@ impl Mailstore {
     /// # Errors
     /// As [`expunge`](Self::expunge).
     pub async fn remove(&mut self, mailbox: MailboxId, uids: &[u32]) -> Result<Vec<u32>> {
-        let set: BTreeSet<u32> = uids.iter().copied().collect();
-        self.remove_where(mailbox, move |uid, _| set.contains(&uid))
+        self.remove_where(mailbox, Some(uids.to_vec()), |_, _| true)
             .await
     }
 
+    /// Removes, in one commit, the messages among `among` (every message when `None`)
+    /// that `which` selects.
     async fn remove_where(
         &mut self,
         mailbox: MailboxId,
+        among: Option<Vec<u32>>,
         which: impl Fn(u32, &MessageRecord) -> bool,
     ) -> Result<Vec<u32>> {
         let mode = self.index.mode();
@@ -1218,7 +1220,11 @@ impl Mailstore {
                 require_mailbox(c, &mailbox)?;
                 let mut plan = Plan::new();
                 let mut removed = Vec::new();
-                for (uid, instance, message) in messages(c, &mailbox)? {
+                let candidates = match &among {
+                    Some(uids) => select_uids(c, &mailbox, uids)?,
+                    None => messages(c, &mailbox)?,
+                };
+                for (uid, instance, message) in candidates {
                     if which(uid, &message) {
                         plan.remove_message(&mailbox, uid, &instance, &message.email, modseq);
                         removed.push(uid);
@@ -1239,21 +1245,36 @@ impl Mailstore {
     /// [`Error::InvalidArgument`] for an unknown mailbox; [`Error::Tampered`] for a record
     /// that does not parse.
     pub fn changes_since(&self, mailbox: MailboxId, modseq: u64) -> Result<MailboxChanges> {
-        let view = self.view(mailbox)?;
+        let record = require_mailbox(&self.index, &mailbox)?;
+        let mut highest_modseq = record.modseq;
+        let mut changed = Vec::new();
+        for (k, v) in self.index.prefix(&keys::messages_of(&mailbox)) {
+            let m = MessageRecord::peek_modseq(v)?;
+            highest_modseq = highest_modseq.max(m);
+            if m > modseq {
+                let (_, uid, _) = keys::parse_message(k).ok_or(Error::Tampered)?;
+                let message = MessageRecord::parse(v)?;
+                changed.push(MessageSummary {
+                    uid,
+                    email: message.email,
+                    flags: message.flags,
+                    modseq: message.modseq,
+                    size: message.size,
+                });
+            }
+        }
         let mut vanished = Vec::new();
         for (k, v) in self.index.prefix(&keys::vanished_of(&mailbox)) {
-            if VanishedRecord::parse(v)?.modseq > modseq {
+            let expunged = VanishedRecord::parse(v)?.modseq;
+            highest_modseq = highest_modseq.max(expunged);
+            if expunged > modseq {
                 vanished.push(keys::parse_vanished_uid(k).ok_or(Error::Tampered)?);
             }
         }
         Ok(MailboxChanges {
-            changed: view
-                .messages
-                .into_iter()
-                .filter(|m| m.modseq > modseq)
-                .collect(),
+            changed,
             vanished,
-            highest_modseq: view.status.highest_modseq,
+            highest_modseq,
         })
     }
 
