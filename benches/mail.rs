@@ -34,8 +34,9 @@
 //! After criterion's groups, custom measurements:
 //! - open + select against the reference with medians of our own (interleaved runs: 10 at
 //!   100k, more for smaller sizes), the split between open and select, and the ratio
-//!   (target at 100k: ≤ 1.5); measured right after the `open` group, and again after the
-//!   update groups, whose expunged UIDs stay behind as vanished records;
+//!   (target at 100k: ≤ 1.5); measured right after the `open` group, again after the
+//!   update groups, whose expunged UIDs stay behind as vanished records, and once more
+//!   after a full compaction ([`Mailstore::compact`], the state after maintenance);
 //! - requests and bytes per flag update and per append (averaged over 50 operations,
 //!   through a [`CountingStore`] over the same backend, measured right after the setup
 //!   and before the criterion groups, on a second handle), per size;
@@ -1181,6 +1182,15 @@ fn main() {
         "after the update groups (flag updates, appends and their removals)",
         &churned,
     );
+    // The maintenance state: every segment merged into one (`Mailstore::compact`).
+    for fixture in bench.fixtures.iter_mut() {
+        let mail = &mut fixture.mail;
+        bench
+            .rt
+            .block_on(async { mail.compact().await.expect("compact") });
+    }
+    let compacted = measure_open(&bench, &references);
+    open_report("after a full compaction (Mailstore::compact)", &compacted);
     cost_report(&bench);
     mime_report(&bench);
 }

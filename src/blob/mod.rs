@@ -235,6 +235,11 @@ impl AccountBlobs {
             .ok_or(Error::EpochUnavailable { epoch })
     }
 
+    /// The epoch new blobs are sealed under (the newest).
+    pub fn current_epoch(&self) -> u32 {
+        self.current().epoch()
+    }
+
     /// The account.
     pub fn account(&self) -> AccountId {
         self.account

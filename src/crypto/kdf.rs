@@ -33,6 +33,9 @@ pub(crate) const LABEL_PIN_WRAP: &[u8] = b"mailvault/v1/pin/wrap";
 /// X25519 secret of a key generated with `AccountKey::generate`, from its master key.
 pub(crate) const LABEL_EPOCH_X25519: &[u8] = b"mailvault/v1/epoch/x25519";
 
+/// The account's index key (epoch-independent), from the account root key.
+pub(crate) const LABEL_INDEX_ROOT: &[u8] = b"mailvault/v1/index/root";
+
 /// Key sealing a keyring's body, from the account root key.
 pub(crate) const LABEL_KEYRING: &[u8] = b"mailvault/v1/keyring";
 

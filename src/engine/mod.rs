@@ -675,6 +675,52 @@ impl Session {
         Ok(epoch)
     }
 
+    /// The epoch re-encryption job: moves every body off key epoch `old` and then drops
+    /// the epoch from the keyring and its public key from the directory. Pending
+    /// deliveries are imported first (so that they become bodies like any other), and
+    /// again before the drop. Resumable: killed at any point, every message stays
+    /// readable and running it again finishes the work. `progress` is called after every
+    /// body. Returns the bodies rewritten by this run.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for the current epoch or an unknown one; read, write and
+    /// backend errors (run it again).
+    pub async fn reencrypt_epoch(
+        &mut self,
+        old: u32,
+        progress: impl FnMut(crate::mail::EpochProgress),
+    ) -> Result<usize> {
+        if !self.keyring.epoch_keys().iter().any(|k| k.epoch() == old) {
+            // Dropped already (by an earlier run that completed): nothing to do.
+            return Ok(0);
+        }
+        let mut mail = self.mailstore().await?;
+        let has_delivery_key = self.directory.delivery_key().await?.is_some();
+        if has_delivery_key {
+            self.import_deliveries(&mut mail).await?;
+        }
+        let done = mail.rewrite_epoch(old, progress).await?;
+        if has_delivery_key {
+            self.import_deliveries(&mut mail).await?;
+            mail.rewrite_epoch(old, |_| {}).await?;
+        }
+        if mail.bodies_under_epoch(old) > 0 {
+            return Err(Error::Conflict {
+                path: format!("bodies still under epoch {old}"),
+            });
+        }
+        self.keyring.remove_epoch(old).await?;
+        let account = self.account();
+        if let Some(mut record) = self.directory.account_record(&account).await? {
+            record.public_keys = self.keyring.epoch_public_keys();
+            self.directory.set_account_record(&account, record).await?;
+        }
+        self.blobs = self
+            .blob_store
+            .account_epochs(account, &self.keyring.epoch_keys());
+        Ok(done)
+    }
+
     /// The account's slots (kinds and creation times, never secrets).
     pub fn slots(&self) -> Vec<SlotInfo> {
         self.keyring.slots()

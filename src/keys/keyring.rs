@@ -401,13 +401,37 @@ impl UnlockedKeyring {
             .collect()
     }
 
-    /// The account key of the oldest live epoch: the index stays under it until the
-    /// re-encryption job moves it.
+    /// The key of the account's encrypted index. It derives from the root key, not from
+    /// an epoch, so that epochs (which protect bodies and deliveries) can be added and
+    /// dropped without re-keying the index; erasing the root key erases it too.
     ///
     /// # Errors
-    /// [`Error::Tampered`] for a keyring without epochs.
+    /// None today; kept fallible for keyrings that hold their index key elsewhere.
     pub fn index_key(&self) -> Result<AccountKey> {
-        self.epoch_keys().into_iter().next().ok_or(Error::Tampered)
+        let master = kdf::derive_key(
+            &self.root.0,
+            crate::crypto::kdf::LABEL_INDEX_ROOT,
+            &[self.store.deployment.as_bytes(), self.account.as_bytes()],
+        );
+        let x25519 = kdf::derive_key(&master, crate::crypto::kdf::LABEL_EPOCH_X25519, &[]);
+        Ok(AccountKey::from_parts(0, master, x25519))
+    }
+
+    /// Drops an epoch from the keyring (after the re-encryption job moved every body
+    /// off it): its keys are gone, and nothing sealed under it opens any more.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an unknown epoch or the newest one; as
+    /// [`change_password`](Self::change_password).
+    pub async fn remove_epoch(&mut self, epoch: u32) -> Result<()> {
+        let newest = self.body.epochs.iter().map(|e| e.epoch).max().unwrap_or(0);
+        if epoch == newest || !self.body.epochs.iter().any(|e| e.epoch == epoch) {
+            return Err(Error::invalid(
+                "only an existing epoch older than the newest can be dropped",
+            ));
+        }
+        self.body.epochs.retain(|e| e.epoch != epoch);
+        self.publish().await
     }
 
     /// Adds an epoch (a new master key and X25519 key pair): new blobs are sealed under

@@ -12,6 +12,7 @@
 //! X ‖ mailbox (16)                        → number record    (deleted mailbox: modseq)
 //! W ‖ delivery (16)                       → number record    (imported: modseq; refuses replays)
 //! Q ‖ delivery (16)                       → version ‖ reason (quarantined delivery)
+//! J ‖ blob (16)                           → empty            (body unlinked by an epoch rewrite, to delete)
 //! ```
 //!
 //! `inst` is random per message instance: on a backend without compare-and-swap two
@@ -19,7 +20,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::ids::{DeliveryId, EmailId, MailboxId};
+use crate::ids::{BlobId, DeliveryId, EmailId, MailboxId};
 
 pub(crate) const MAILBOX: u8 = b'M';
 pub(crate) const MESSAGE: u8 = b'H';
@@ -31,12 +32,17 @@ pub(crate) const RELEASE: u8 = b'G';
 pub(crate) const DELETED_MAILBOX: u8 = b'X';
 pub(crate) const IMPORTED: u8 = b'W';
 pub(crate) const QUARANTINE: u8 = b'Q';
+pub(crate) const RETIRED: u8 = b'J';
 
 /// Random per message instance.
 pub(crate) type Instance = [u8; 8];
 
 pub(crate) fn mailbox(id: &MailboxId) -> Vec<u8> {
     [&[MAILBOX][..], id.as_bytes()].concat()
+}
+
+pub(crate) fn retired(id: &BlobId) -> Vec<u8> {
+    [&[RETIRED][..], id.as_bytes()].concat()
 }
 
 pub(crate) fn imported(id: &DeliveryId) -> Vec<u8> {

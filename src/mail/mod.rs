@@ -57,8 +57,10 @@
 mod import;
 mod keys;
 mod mime;
+mod reencrypt;
 
 pub use import::ImportReport;
+pub use reencrypt::EpochProgress;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Range;

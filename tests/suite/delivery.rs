@@ -515,3 +515,183 @@ async fn nothing_readable_after_delivery() {
     assert_eq!(objects, 2, "a body and an envelope");
     assert!(hits.is_empty(), "{hits:?}");
 }
+
+/// Every body's epoch, read from the headers in the store (bytes 8..12 of every blob).
+async fn stored_epochs(store: &DynStore, account: &AccountId) -> Vec<u32> {
+    let prefix = naming::account_prefix(account);
+    let objects: Vec<_> = store
+        .list(Some(&prefix))
+        .map_ok(|m| m.location)
+        .try_collect()
+        .await
+        .unwrap();
+    let mut epochs = Vec::new();
+    for path in objects {
+        if path.as_ref().contains("/b/") {
+            let head = store.get_range(&path, 8..12).await.unwrap();
+            epochs.push(u32::from_be_bytes(head[..].try_into().unwrap()));
+        }
+    }
+    epochs
+}
+
+/// Every message of every mailbox, read whole.
+async fn read_all(session: &mailvault::engine::Session) -> Vec<Vec<u8>> {
+    let mut mail = session.mailstore().await.unwrap();
+    let mut bodies = Vec::new();
+    for mailbox in mail.mailboxes().unwrap() {
+        for m in mail.select(mailbox.id).await.unwrap().messages {
+            let email = mail.email(mailbox.id, m.uid).unwrap();
+            bodies.push(mail.read(&email).await.unwrap().to_vec());
+        }
+    }
+    bodies.sort();
+    bodies
+}
+
+/// The epoch re-encryption job, killed at many points and resumed: every message stays
+/// readable throughout, and at the end no body of the old epoch is left and the epoch is
+/// gone from the keyring and the directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn epoch_reencryption_killed_and_resumed() {
+    let rng = RandomSource::os();
+    let store = super::memory();
+    let directory = Arc::new(MemoryDirectory::new());
+    let officer = OfficerSecret::generate(&rng);
+    directory
+        .set_officer_keys(vec![OfficerKeyEntry {
+            key: officer.public(),
+            current: true,
+        }])
+        .await
+        .unwrap();
+    let signing = DeliverySigningKey::generate(&rng);
+    directory
+        .set_delivery_key(signing.verifying_key())
+        .await
+        .unwrap();
+    let deployment = DeploymentId::random(&rng);
+    let config = || ProviderConfig {
+        pepper: None,
+        kdf: KdfParams {
+            m_kib: 256,
+            t: 1,
+            p: 1,
+        },
+        limits: KdfLimits::default(),
+        gate: KdfGate::new(2),
+    };
+    let provider = Provider::new(store.clone(), deployment, directory.clone(), config())
+        .await
+        .unwrap();
+    let alice = provider.create_account("pw").await.unwrap();
+    let mut session = provider.unlock(alice, "pw").await.unwrap();
+    {
+        let mut mail = session.mailstore().await.unwrap();
+        let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
+        for i in 0..5u8 {
+            let body = format!("Subject: old {i}\r\n\r\nbody {i}");
+            mail.append(inbox, body.as_bytes(), Default::default())
+                .await
+                .unwrap();
+        }
+        let deliverer = provider.deliverer(DeliverySigningKey::from_bytes(*signing.to_bytes()));
+        deliverer
+            .deliver_bytes(alice, MESSAGE, DeliveryOptions::default())
+            .await
+            .unwrap();
+        session.import_deliveries(&mut mail).await.unwrap();
+        // One delivery still pending under epoch 1 when the job starts.
+        deliverer
+            .deliver_bytes(
+                alice,
+                b"Subject: pending\r\n\r\nlate",
+                DeliveryOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(session.add_epoch().await.unwrap(), 2);
+    {
+        let mut mail = session.mailstore().await.unwrap();
+        let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
+        mail.append(
+            inbox,
+            b"Subject: new\r\n\r\nunder epoch 2",
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let mut expected = read_all(&session).await;
+    expected.push(b"Subject: pending\r\n\r\nlate".to_vec());
+    expected.sort();
+    assert!(stored_epochs(&store, &alice).await.contains(&1));
+
+    // Killed runs: a provider whose store fails at the n-th operation.
+    let mut kills = 0;
+    for at in (20..400u64).step_by(23) {
+        let faulty: DynStore = Arc::new(FaultyStore::new(
+            store.clone(),
+            Some(Fault {
+                at,
+                mode: FaultMode::Crash,
+            }),
+        ));
+        let crashing = Provider::new(faulty, deployment, directory.clone(), config()).await;
+        let Ok(crashing) = crashing else { continue };
+        let Ok(mut killed) = crashing.unlock(alice, "pw").await else {
+            continue;
+        };
+        let mut reported = 0;
+        if killed
+            .reencrypt_epoch(1, |p| reported = p.done)
+            .await
+            .is_err()
+        {
+            kills += 1;
+        } else {
+            break;
+        }
+        // Whatever the kill left, every message reads (epoch 1 is still in the keyring).
+        let reader = provider.unlock(alice, "pw").await.unwrap();
+        let mut now = read_all(&reader).await;
+        let pending = directory.delivery_key().await.unwrap().is_some();
+        if now.len() < expected.len() && pending {
+            now.push(b"Subject: pending\r\n\r\nlate".to_vec());
+            now.sort();
+        }
+        assert_eq!(now, expected, "after a kill at operation {at}");
+    }
+    assert!(kills >= 3, "the job was killed part-way ({kills} kills)");
+
+    // Resumed to the end.
+    let mut session = provider.unlock(alice, "pw").await.unwrap();
+    let mut seen = Vec::new();
+    session.reencrypt_epoch(1, |p| seen.push(p)).await.unwrap();
+    assert!(
+        seen.windows(2).all(|w| w[0].done < w[1].done),
+        "progress grows"
+    );
+    assert_eq!(read_all(&session).await, expected);
+    assert!(
+        stored_epochs(&store, &alice).await.iter().all(|&e| e == 2),
+        "no body of the old epoch left"
+    );
+    let record = directory.account_record(&alice).await.unwrap().unwrap();
+    assert_eq!(
+        record
+            .public_keys
+            .iter()
+            .map(|(e, _)| *e)
+            .collect::<Vec<_>>(),
+        [2]
+    );
+    let fresh = provider.unlock(alice, "pw").await.unwrap();
+    assert_eq!(
+        read_all(&fresh).await,
+        expected,
+        "readable with epoch 1 gone"
+    );
+    assert!(matches!(fresh.blobs().current_epoch(), 2));
+}

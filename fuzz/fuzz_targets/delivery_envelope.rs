@@ -1,0 +1,31 @@
+//! Parsers of a pending delivery: the envelope object (header, stanza, sealed body,
+//! signature) and the opened envelope body (blob, sealed header, mailbox, date, flags).
+//! Neither may panic; what parses must describe its input exactly.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use mailvault::format::delivery::{
+    DeliveryEnvelope, EnvelopeObject, ENVELOPE_PREFIX_LEN, SIGNATURE_LEN,
+};
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(object) = EnvelopeObject::parse(data) {
+        assert_eq!(
+            object.signed.len() + SIGNATURE_LEN,
+            data.len(),
+            "the signature is the last 64 bytes"
+        );
+        assert_eq!(object.sealed_body.len() + ENVELOPE_PREFIX_LEN, object.signed.len());
+        let prefix = EnvelopeObject::prefix(
+            &object.delivery,
+            object.epoch,
+            &object.stanza,
+            object.sealed_body.len(),
+        );
+        assert_eq!(&prefix[..], &data[..ENVELOPE_PREFIX_LEN]);
+    }
+    if let Ok(envelope) = DeliveryEnvelope::parse(data) {
+        assert_eq!(envelope.to_bytes(), data);
+    }
+});
