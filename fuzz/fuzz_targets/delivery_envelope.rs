@@ -1,5 +1,6 @@
-//! Parsers of a pending delivery: the envelope object (header, stanza, sealed body,
-//! signature) and the opened envelope body (blob, sealed header, mailbox, date, flags).
+//! Parsers of a pending delivery: the envelope object (delivery and blob ids, the body's
+//! sealed header, sealed body, signature) and the opened envelope body (stored length,
+//! mailbox, date, flags).
 //! Neither may panic; what parses must describe its input exactly.
 
 #![no_main]
@@ -19,8 +20,8 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(object.sealed_body.len() + ENVELOPE_PREFIX_LEN, object.signed.len());
         let prefix = EnvelopeObject::prefix(
             &object.delivery,
-            object.epoch,
-            &object.stanza,
+            &object.blob,
+            &object.header,
             object.sealed_body.len(),
         );
         assert_eq!(&prefix[..], &data[..ENVELOPE_PREFIX_LEN]);

@@ -62,6 +62,7 @@ impl SealedBlob {
 pub struct SealedBlobWriter {
     inner: BlobWriter,
     header: SealedHeader,
+    file_key: Key32,
 }
 
 impl std::fmt::Debug for SealedBlobWriter {
@@ -139,7 +140,11 @@ impl SealedBlobWriter {
             PayloadCipher::new(&payload),
             config,
         );
-        Ok(Self { inner, header })
+        Ok(Self {
+            inner,
+            header,
+            file_key,
+        })
     }
 
     /// The id the blob will have.
@@ -160,13 +165,20 @@ impl SealedBlobWriter {
     /// # Errors
     /// As [`BlobWriter::finish`].
     pub async fn finish(self) -> Result<SealedBlob> {
+        self.finish_with_key().await.map(|(blob, _)| blob)
+    }
+
+    /// As [`finish`](Self::finish), with the blob's file key (the deliverer derives the
+    /// envelope's key from it).
+    pub(crate) async fn finish_with_key(self) -> Result<(SealedBlob, Key32)> {
         let id = self.inner.id();
         let layout = self.inner.finish_layout().await?;
-        Ok(SealedBlob {
+        let blob = SealedBlob {
             id,
             header: self.header,
             layout,
-        })
+        };
+        Ok((blob, self.file_key))
     }
 
     /// Abandons the blob.
@@ -187,19 +199,31 @@ impl AccountBlobs {
     /// [`Error::EpochUnavailable`] if `key` is not the blob's epoch; [`Error::Tampered`]
     /// if the account's wrap does not open or the commitment does not match.
     pub fn pin_sealed(&self, blob: &SealedBlob, key: &AccountKey) -> Result<BlobPin> {
+        let file_key = self.unwrap_sealed(blob, key)?;
+        self.pin_sealed_with(blob, &file_key)
+    }
+
+    /// The file key of a sealed blob of this account, unwrapped with the epoch's X25519
+    /// secret.
+    pub(crate) fn unwrap_sealed(&self, blob: &SealedBlob, key: &AccountKey) -> Result<Key32> {
         if key.epoch() != blob.header.epoch {
             return Err(Error::EpochUnavailable {
                 epoch: blob.header.epoch,
             });
         }
-        let file_key = sealing::unwrap(
+        sealing::unwrap(
             &key.x25519_secret(),
             &blob.header.account,
             &[&wrap_context(&self.deployment, &self.account, &blob.id, 0)],
             &blob.header.wrap_context(),
-        )?;
+        )
+    }
+
+    /// The pin of a sealed blob whose file key is known (checked against the
+    /// commitment).
+    pub(crate) fn pin_sealed_with(&self, blob: &SealedBlob, file_key: &Key32) -> Result<BlobPin> {
         let cipher: &BlobCipher = self.for_epoch(blob.header.epoch)?;
-        cipher.pin_sealed(&self.rng, blob.id, blob.header, blob.layout, &file_key)
+        cipher.pin_sealed(&self.rng, blob.id, blob.header, blob.layout, file_key)
     }
 }
 

@@ -27,6 +27,8 @@ pub(crate) const LABEL_INDEX_NAME: &[u8] = b"mailvault/v1/index/name";
 pub(crate) const LABEL_SEALED_WRAP: &[u8] = b"mailvault/v1/sealed/wrap";
 /// Payload key and key commitment of a sealed blob, from its file key.
 pub(crate) const LABEL_SEALED_KEYS: &[u8] = b"mailvault/v1/sealed/keys";
+/// Key sealing a delivery's envelope, from the body's file key.
+pub(crate) const LABEL_DELIVERY_ENVELOPE: &[u8] = b"mailvault/v1/delivery/envelope";
 /// Key that re-wraps sealed blobs' file keys into pins, from an epoch's master key.
 pub(crate) const LABEL_PIN_WRAP: &[u8] = b"mailvault/v1/pin/wrap";
 

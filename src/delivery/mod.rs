@@ -51,9 +51,10 @@ use futures::{Stream, StreamExt};
 use object_store::{PutMode, PutOptions};
 use zeroize::Zeroizing;
 
-use crate::blob::{BlobStore, SealedBlob, SealedRecipients};
+use crate::blob::{AccountBlobs, BlobStore, SealedBlob, SealedRecipients};
+use crate::crypto::kdf;
 use crate::crypto::record::RecordCipher;
-use crate::crypto::{sealing, AccountKey, Key32, RandomSource};
+use crate::crypto::{AccountKey, Key32, RandomSource};
 use crate::directory::Directory;
 use crate::error::{Error, Result};
 use crate::format::blob::{BlobKind, BlobLayout, SEALED_HEADER_LEN};
@@ -208,17 +209,22 @@ fn signed_message(deployment: &DeploymentId, account: &AccountId, signed: &[u8])
     .concat()
 }
 
-fn envelope_context(
+/// The key sealing an envelope's body, from the delivery's file key.
+fn envelope_key(
+    file_key: &Key32,
     deployment: &DeploymentId,
     account: &AccountId,
     delivery: &DeliveryId,
-) -> [u8; 49] {
-    let mut context = [0u8; 49];
-    context[..16].copy_from_slice(deployment.as_bytes());
-    context[16..32].copy_from_slice(account.as_bytes());
-    context[32..48].copy_from_slice(delivery.as_bytes());
-    context[48] = 2;
-    context
+) -> Key32 {
+    kdf::derive_key(
+        file_key,
+        kdf::LABEL_DELIVERY_ENVELOPE,
+        &[
+            deployment.as_bytes(),
+            account.as_bytes(),
+            delivery.as_bytes(),
+        ],
+    )
 }
 
 impl Deliverer {
@@ -309,18 +315,16 @@ impl Deliverer {
                 }
             }
         }
-        let blob = writer.finish().await?;
+        let (blob, file_key) = writer.finish_with_key().await?;
         let delivery = DeliveryId::random(&self.rng);
         let envelope = DeliveryEnvelope {
-            blob: blob.id,
             stored_len: blob.layout.ciphertext_len(),
-            header: blob.header,
             mailbox: options.mailbox,
             internal_date: options.internal_date.unwrap_or(now() as i64),
             flags: options.flags,
             delivered_at: now(),
         };
-        let object = self.seal_envelope(&to, &delivery, &envelope)?;
+        let object = self.seal_envelope(&to.account, &delivery, &blob, &file_key, &envelope);
         self.blobs
             .store()
             .put_opts(
@@ -338,38 +342,26 @@ impl Deliverer {
 
     fn seal_envelope(
         &self,
-        to: &SealedRecipients,
+        account: &AccountId,
         delivery: &DeliveryId,
+        blob: &SealedBlob,
+        file_key: &Key32,
         envelope: &DeliveryEnvelope,
-    ) -> Result<Vec<u8>> {
+    ) -> Vec<u8> {
         let deployment = self.blobs.deployment();
-        let key = Key32::random(&self.rng);
         let body = envelope.to_bytes();
         let sealed_len = body.len() + 24 + 16;
-        // The wrap's associated data is the prefix without the stanza (unknown yet); the
-        // body's is the whole prefix.
-        let placeholder = crate::format::blob::Stanza {
-            ephemeral: [0; 32],
-            wrapped: [0; 48],
-        };
-        let bare = EnvelopeObject::prefix(delivery, to.epoch, &placeholder, sealed_len);
-        let stanza = sealing::wrap(
-            &self.rng,
-            &key,
-            &to.public_key,
-            &[&envelope_context(&deployment, &to.account, delivery)],
-            &bare[..28],
-        )?;
-        let prefix = EnvelopeObject::prefix(delivery, to.epoch, &stanza, sealed_len);
+        let prefix = EnvelopeObject::prefix(delivery, &blob.id, &blob.header, sealed_len);
         let mut out = Vec::with_capacity(prefix.len() + sealed_len + SIGNATURE_LEN);
         out.extend_from_slice(&prefix);
-        RecordCipher::new(&key).seal(&self.rng, &prefix[..108], &body, &mut out);
+        RecordCipher::new(&envelope_key(file_key, &deployment, account, delivery))
+            .seal(&self.rng, &prefix, &body, &mut out);
         let signature = self
             .signing
             .0
-            .sign(&signed_message(&deployment, &to.account, &out));
+            .sign(&signed_message(&deployment, account, &out));
         out.extend_from_slice(&signature.to_bytes());
-        Ok(out)
+        out
     }
 }
 
@@ -401,21 +393,22 @@ impl Rejection {
 }
 
 /// An envelope verified and opened.
-#[derive(Debug, Clone)]
 pub(crate) struct OpenedDelivery {
     pub(crate) envelope: DeliveryEnvelope,
+    pub(crate) blob: SealedBlob,
+    pub(crate) file_key: Key32,
 }
 
-/// Verifies and opens an envelope object found under `account`'s deliveries with id
-/// `named` (its object name).
+/// Verifies and opens an envelope object found under the account's deliveries with id
+/// `named` (its object name), with the account's `blobs` and epoch `keys`.
 pub(crate) fn open_envelope(
     bytes: &[u8],
     named: &DeliveryId,
-    deployment: &DeploymentId,
-    account: &AccountId,
+    blobs: &AccountBlobs,
     verifying_key: &[u8; 32],
     keys: &[AccountKey],
 ) -> std::result::Result<OpenedDelivery, Rejection> {
+    let (deployment, account) = (blobs.deployment(), blobs.account());
     let object = EnvelopeObject::parse(bytes).map_err(|_| Rejection::Malformed)?;
     if object.delivery != *named {
         return Err(Rejection::BadSignature);
@@ -423,39 +416,39 @@ pub(crate) fn open_envelope(
     let verifying = VerifyingKey::from_bytes(verifying_key).map_err(|_| Rejection::BadSignature)?;
     verifying
         .verify(
-            &signed_message(deployment, account, object.signed),
+            &signed_message(&deployment, &account, object.signed),
             &ed25519_dalek::Signature::from_bytes(&object.signature),
         )
         .map_err(|_| Rejection::BadSignature)?;
     let key = keys
         .iter()
-        .find(|k| k.epoch() == object.epoch)
+        .find(|k| k.epoch() == object.header.epoch)
         .ok_or(Rejection::Unreadable)?;
-    let envelope_key = sealing::unwrap(
-        &key.x25519_secret(),
-        &object.stanza,
-        &[&envelope_context(deployment, account, &object.delivery)],
-        &object.signed[..28],
-    )
-    .map_err(|_| Rejection::Unreadable)?;
+    // The length comes from the envelope; the body itself is checked at import.
+    let mut blob = SealedBlob {
+        id: object.blob,
+        header: object.header,
+        layout: BlobLayout::with_header(SEALED_HEADER_LEN, 0).map_err(|_| Rejection::Malformed)?,
+    };
+    let file_key = blobs
+        .unwrap_sealed(&blob, key)
+        .map_err(|_| Rejection::Unreadable)?;
     let body = Zeroizing::new(
-        RecordCipher::new(&envelope_key)
-            .open(object.sealing_ad(), object.sealed_body)
-            .ok_or(Rejection::Unreadable)?,
+        RecordCipher::new(&envelope_key(
+            &file_key,
+            &deployment,
+            &account,
+            &object.delivery,
+        ))
+        .open(object.sealing_ad(), object.sealed_body)
+        .ok_or(Rejection::Unreadable)?,
     );
     let envelope = DeliveryEnvelope::parse(&body).map_err(|_| Rejection::Malformed)?;
-    Ok(OpenedDelivery { envelope })
-}
-
-/// The sealed blob an opened envelope describes.
-pub(crate) fn sealed_blob_of(
-    envelope: &DeliveryEnvelope,
-) -> std::result::Result<SealedBlob, Rejection> {
-    let layout = BlobLayout::for_ciphertext_with_header(SEALED_HEADER_LEN, envelope.stored_len)
+    blob.layout = BlobLayout::for_ciphertext_with_header(SEALED_HEADER_LEN, envelope.stored_len)
         .map_err(|_| Rejection::BadBody)?;
-    Ok(SealedBlob {
-        id: envelope.blob,
-        header: envelope.header,
-        layout,
+    Ok(OpenedDelivery {
+        envelope,
+        blob,
+        file_key,
     })
 }

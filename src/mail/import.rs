@@ -5,7 +5,7 @@ use object_store::ObjectStoreExt;
 
 use super::{keys, mailbox_of, same_name, uid_next, Mailstore, Plan, INBOX_ID};
 use crate::crypto::AccountKey;
-use crate::delivery::{open_envelope, sealed_blob_of, Rejection};
+use crate::delivery::{open_envelope, Rejection};
 use crate::error::{Error, Result};
 use crate::format::mail::{
     number_to_bytes, EmailRecord, Envelope, Flags, MessageRecord, Provenance,
@@ -51,7 +51,6 @@ impl Mailstore {
     ) -> Result<ImportReport> {
         self.refresh().await?;
         let account = self.account();
-        let deployment = self.blobs.deployment();
         let store = self.blobs.store().clone();
         let mut pending: Vec<(DeliveryId, object_store::path::Path)> = store
             .list(Some(&naming::delivery_prefix(&account)))
@@ -81,7 +80,7 @@ impl Mailstore {
                 Err(e) => return Err(e.into()),
             };
             match self
-                .import_one(&delivery, &bytes, keys, verifying_key, &deployment)
+                .import_one(&delivery, &bytes, keys, verifying_key)
                 .await?
             {
                 Ok((mailbox, uid)) => {
@@ -105,23 +104,13 @@ impl Mailstore {
         bytes: &[u8],
         keys: &[AccountKey],
         verifying_key: &[u8; 32],
-        deployment: &crate::ids::DeploymentId,
     ) -> Result<std::result::Result<(MailboxId, u32), Rejection>> {
-        let account = self.account();
-        let opened = match open_envelope(bytes, delivery, deployment, &account, verifying_key, keys)
-        {
+        let opened = match open_envelope(bytes, delivery, &self.blobs, verifying_key, keys) {
             Ok(opened) => opened,
             Err(rejection) => return Ok(Err(rejection)),
         };
         let envelope = opened.envelope;
-        let blob = match sealed_blob_of(&envelope) {
-            Ok(blob) => blob,
-            Err(rejection) => return Ok(Err(rejection)),
-        };
-        let Some(key) = keys.iter().find(|k| k.epoch() == blob.header.epoch) else {
-            return Ok(Err(Rejection::Unreadable));
-        };
-        let pin = match self.blobs.pin_sealed(&blob, key) {
+        let pin = match self.blobs.pin_sealed_with(&opened.blob, &opened.file_key) {
             Ok(pin) => pin,
             Err(_) => return Ok(Err(Rejection::BadBody)),
         };
