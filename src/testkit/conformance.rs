@@ -31,7 +31,110 @@ pub async fn run(store: DynStore, capabilities: Capabilities) {
     no_plaintext(&store).await;
     index_flows(&store, capabilities).await;
     mail_flows(&store).await;
+    delivery_flows(&store).await;
     key_flows(&store).await;
+}
+
+/// Sealed delivery and import: two deliveries (one under a model with an officer), a
+/// forged one quarantined, import, read, a replayed envelope refused, the officer's
+/// recovery from the blob alone.
+pub async fn delivery_flows(store: &DynStore) {
+    use crate::delivery::{Deliverer, DeliveryOptions, DeliverySigningKey};
+    use crate::directory::{AccountRecord, Directory, KeyModel, MemoryDirectory, OfficerKeyEntry};
+    use crate::index::IndexStore;
+    use crate::keys::OfficerSecret;
+    use crate::mail::{Mailstore, INBOX};
+    let rng = RandomSource::os();
+    let deployment = DeploymentId::random(&rng);
+    let directory = std::sync::Arc::new(MemoryDirectory::new());
+    let signing = DeliverySigningKey::generate(&rng);
+    directory
+        .set_delivery_key(signing.verifying_key())
+        .await
+        .expect("directory");
+    let officer = OfficerSecret::generate(&rng);
+    directory
+        .set_officer_keys(vec![OfficerKeyEntry {
+            key: officer.public(),
+            current: true,
+        }])
+        .await
+        .expect("directory");
+    let account = AccountId::random(&rng);
+    let key = AccountKey::generate(1, &rng);
+    directory
+        .set_account_record(
+            &account,
+            AccountRecord::new(
+                KeyModel::DevicePasswordWithOfficer,
+                vec![(1, key.public_key())],
+                [3; 32],
+            ),
+        )
+        .await
+        .expect("directory");
+    let deliverer = Deliverer::new(store.clone(), deployment, directory.clone(), signing);
+    let body = b"Subject: conformance delivery\r\n\r\nsealed body".to_vec();
+    let receipt = deliverer
+        .deliver_bytes(account, &body, DeliveryOptions::default())
+        .await
+        .expect("deliver");
+    let forger = Deliverer::new(
+        store.clone(),
+        deployment,
+        directory.clone(),
+        DeliverySigningKey::generate(&rng),
+    );
+    forger
+        .deliver_bytes(account, &body, DeliveryOptions::default())
+        .await
+        .expect("forged delivery written");
+    let recovered = BlobStore::new(store.clone(), deployment)
+        .open_sealed_as_officer(account, receipt.blob, &officer)
+        .await
+        .expect("officer recovery");
+    assert_eq!(recovered, body, "officer recovery on {store}");
+    let index = IndexStore::new(store.clone(), deployment, directory.clone())
+        .await
+        .expect("index store");
+    let blobs = BlobStore::new(store.clone(), deployment).account(account, &key);
+    let mut mail = Mailstore::open(&index, blobs, &key)
+        .await
+        .expect("open mail");
+    let verifying = directory.delivery_key().await.expect("key").expect("key");
+    let envelope = naming::delivery_path(&account, &receipt.delivery);
+    let saved = store
+        .get(&envelope)
+        .await
+        .expect("envelope")
+        .bytes()
+        .await
+        .expect("envelope");
+    let report = mail
+        .import_deliveries(std::slice::from_ref(&key), &verifying)
+        .await
+        .expect("import");
+    assert_eq!(report.imported.len(), 1, "import on {store}");
+    assert_eq!(
+        report.quarantined.len(),
+        1,
+        "forgery quarantined on {store}"
+    );
+    let inbox = mail.mailbox_by_name(INBOX).expect("INBOX").id;
+    let (_, _, uid) = report.imported[0];
+    let email = mail.analyze(inbox, uid).await.expect("analyze");
+    assert_eq!(&mail.read(&email).await.expect("read")[..], &body[..]);
+    store.put(&envelope, saved.into()).await.expect("replay");
+    let replay = mail
+        .import_deliveries(std::slice::from_ref(&key), &verifying)
+        .await
+        .expect("import");
+    assert!(
+        replay.imported.is_empty() && replay.already_imported == 1,
+        "replay on {store}"
+    );
+    assert_eq!(mail.select(inbox).await.expect("select").messages.len(), 1);
+    cleanup(store, &account).await;
 }
 
 /// The mailbox model end to end: create, append, select, read whole and by MIME part,
