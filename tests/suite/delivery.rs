@@ -695,3 +695,55 @@ async fn epoch_reencryption_killed_and_resumed() {
     );
     assert!(matches!(fresh.blobs().current_epoch(), 2));
 }
+
+/// A large delivery (multipart body) torn in the middle of its upload: not acknowledged,
+/// nothing visible, nothing quarantined; the same delivery retried lands exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_multipart_delivery_is_invisible() {
+    let config = mailvault::blob::BlobConfig {
+        multipart_threshold: 256 << 10,
+        part_size: 256 << 10,
+        parts_in_flight: 2,
+    };
+    let mut body = b"Subject: big\r\n\r\n".to_vec();
+    body.extend(mailvault::testkit::pattern(7, 2 << 20));
+    let mut torn = 0;
+    for at in 0..12u64 {
+        let w = World::new(KeyModel::DeviceOnly).await;
+        let faulty: DynStore = Arc::new(FaultyStore::new(
+            w.store.clone(),
+            Some(Fault {
+                at,
+                mode: FaultMode::TearMultipart,
+            }),
+        ));
+        let outcome = w
+            .deliverer_on(faulty)
+            .with_blob_config(config)
+            .deliver_bytes(w.account, &body, DeliveryOptions::default())
+            .await;
+        let report = w.import().await;
+        assert!(report.quarantined.is_empty(), "at {at}: {report:?}");
+        if outcome.is_ok() {
+            assert_eq!(w.inbox_count().await, 1, "at {at}");
+            continue;
+        }
+        torn += 1;
+        assert_eq!(
+            w.inbox_count().await,
+            0,
+            "at {at}: a torn delivery is invisible"
+        );
+        w.deliverer()
+            .with_blob_config(config)
+            .deliver_bytes(w.account, &body, DeliveryOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(w.import().await.imported.len(), 1);
+        let mut mail = w.mail().await;
+        let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
+        let email = mail.email(inbox, 1).unwrap();
+        assert_eq!(&mail.read(&email).await.unwrap()[..], &body[..]);
+    }
+    assert!(torn >= 4, "uploads were torn ({torn})");
+}
