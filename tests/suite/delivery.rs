@@ -740,7 +740,7 @@ async fn a_torn_multipart_delivery_is_invisible() {
             .await
             .unwrap();
         assert_eq!(w.import().await.imported.len(), 1);
-        let mut mail = w.mail().await;
+        let mail = w.mail().await;
         let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
         let email = mail.email(inbox, 1).unwrap();
         assert_eq!(&mail.read(&email).await.unwrap()[..], &body[..]);
