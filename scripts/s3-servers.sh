@@ -264,8 +264,16 @@ start_moto() {
     t0="$(now)"
     check_port_free moto_server "$MOTO_PORT"
     log "starting moto_server $MOTO_VERSION on 127.0.0.1:$MOTO_PORT (log: $STATE/moto.log)"
-    # shellcheck disable=SC2046 # moto_cmd may be "python3 -m moto.server"
-    $(moto_cmd) -H 127.0.0.1 -p "$MOTO_PORT" </dev/null >"$STATE/moto.log" 2>&1 &
+    # moto_server's own entry point serves requests on threads, and moto 5.2.1 checks
+    # If-None-Match and then writes without a lock: two concurrent conditional creates
+    # can both succeed, so a commit acknowledged under compare-and-swap could be
+    # overwritten (seen in the mail concurrency test). Real S3 makes the check atomic.
+    # Serving one request at a time makes moto's check-then-write atomic too.
+    MOTO_PORT="$MOTO_PORT" "$PY" -c 'import sys
+from werkzeug.serving import run_simple
+from moto.server import DomainDispatcherApplication, create_backend_app
+run_simple(sys.argv[1], int(sys.argv[2]), DomainDispatcherApplication(create_backend_app), threaded=False)' \
+        127.0.0.1 "$MOTO_PORT" </dev/null >"$STATE/moto.log" 2>&1 &
     echo $! >"$STATE/moto.pid"
     for ((i = 0; ; i++)); do
         live_pid "$STATE/moto.pid" moto >/dev/null || {
