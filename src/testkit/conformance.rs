@@ -222,7 +222,19 @@ pub async fn cleanup(store: &DynStore, account: &AccountId) {
         .await
         .expect("list account objects");
     for path in paths {
-        store.delete(&path).await.expect("delete account object");
+        // Garage on SQLite answers "database is locked" under load now and then: retry.
+        let mut attempt = 0;
+        loop {
+            match store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => break,
+                Err(e) if attempt >= 8 => panic!("delete account object: {e:?}"),
+                Err(_) => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100 << attempt.min(4)))
+                        .await;
+                }
+            }
+        }
     }
 }
 
