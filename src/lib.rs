@@ -73,3 +73,11 @@ pub mod storage;
 pub mod testkit;
 
 pub use error::{Error, Result};
+
+/// Seconds since the Unix epoch (0 if the clock is before it): slot creation times,
+/// delivery dates, grace periods.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

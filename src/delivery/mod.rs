@@ -43,7 +43,6 @@
 //! ```
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
@@ -192,12 +191,6 @@ impl std::fmt::Debug for Deliverer {
     }
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// The bytes a delivery signature covers.
 fn signed_message(deployment: &DeploymentId, account: &AccountId, signed: &[u8]) -> Vec<u8> {
     [
@@ -320,9 +313,9 @@ impl Deliverer {
         let envelope = DeliveryEnvelope {
             stored_len: blob.layout.ciphertext_len(),
             mailbox: options.mailbox,
-            internal_date: options.internal_date.unwrap_or(now() as i64),
+            internal_date: options.internal_date.unwrap_or(crate::unix_now() as i64),
             flags: options.flags,
-            delivered_at: now(),
+            delivered_at: crate::unix_now(),
         };
         let object = self.seal_envelope(&to.account, &delivery, &blob, &file_key, &envelope);
         self.blobs

@@ -68,12 +68,6 @@ impl std::fmt::Debug for UnlockedKeyring {
     }
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 impl KeyringStore {
     /// Keyrings on `store` for `deployment`, published in `mode`, with the default KDF
     /// limits and gate.
@@ -129,7 +123,7 @@ impl KeyringStore {
         for lock in locks {
             slots.push(
                 binding
-                    .seal(lock, &root, &self.rng, now(), &self.gate)
+                    .seal(lock, &root, &self.rng, crate::unix_now(), &self.gate)
                     .await?,
             );
         }
@@ -474,7 +468,7 @@ impl UnlockedKeyring {
             &self.root,
             passphrase,
             &self.store.rng,
-            now(),
+            crate::unix_now(),
             &self.store.gate,
         )
         .await?;
@@ -513,7 +507,7 @@ impl UnlockedKeyring {
             .records
             .push(crate::format::keyring::OfficerRecord {
                 kind,
-                time: now(),
+                time: crate::unix_now(),
                 officer,
             });
         self.publish().await
@@ -532,7 +526,7 @@ impl UnlockedKeyring {
                 SlotLock::Password(password, params),
                 &self.root,
                 &self.store.rng,
-                now(),
+                crate::unix_now(),
                 &self.store.gate,
             )
             .await?;
@@ -551,7 +545,13 @@ impl UnlockedKeyring {
         }
         let slot = self
             .binding
-            .seal(lock, &self.root, &self.store.rng, now(), &self.store.gate)
+            .seal(
+                lock,
+                &self.root,
+                &self.store.rng,
+                crate::unix_now(),
+                &self.store.gate,
+            )
             .await?;
         self.slots.push(slot);
         self.publish().await

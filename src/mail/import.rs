@@ -189,7 +189,7 @@ impl Mailstore {
         self.index
             .prefix(&[keys::QUARANTINE])
             .filter_map(|(k, v)| {
-                let id: [u8; 16] = k.get(1..17)?.try_into().ok()?;
+                let id = keys::tagged_id(k)?;
                 Some((DeliveryId::from_bytes(id), parse_quarantine(v)))
             })
             .collect()

@@ -37,6 +37,11 @@ pub(crate) const RETIRED: u8 = b'J';
 /// Random per message instance.
 pub(crate) type Instance = [u8; 8];
 
+/// The 16-byte id after the one-byte tag of a key (`M`, `E`, `G`, `X`, `W`, `Q`, `J`).
+pub(crate) fn tagged_id(key: &[u8]) -> Option<[u8; 16]> {
+    key.get(1..17)?.try_into().ok()
+}
+
 pub(crate) fn mailbox(id: &MailboxId) -> Vec<u8> {
     [&[MAILBOX][..], id.as_bytes()].concat()
 }
@@ -114,6 +119,8 @@ pub(crate) fn release(id: &EmailId) -> Vec<u8> {
 }
 
 pub(crate) fn parse_release(key: &[u8]) -> Option<EmailId> {
-    (key.len() == 17 && key[0] == RELEASE)
-        .then(|| EmailId::from_bytes(key[1..17].try_into().expect("16 bytes")))
+    if key.len() != 17 || key[0] != RELEASE {
+        return None;
+    }
+    tagged_id(key).map(EmailId::from_bytes)
 }

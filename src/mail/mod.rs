@@ -64,7 +64,7 @@ pub use reencrypt::EpochProgress;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Range;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -329,12 +329,6 @@ impl std::fmt::Debug for Mailstore {
     }
 }
 
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 fn mailbox_of(id: MailboxId, record: MailboxRecord) -> Mailbox {
     Mailbox {
         id,
@@ -392,7 +386,7 @@ fn require_mailbox(c: &Collection, id: &MailboxId) -> Result<MailboxRecord> {
 fn all_mailboxes(c: &Collection) -> Result<Vec<(MailboxId, MailboxRecord)>> {
     c.prefix(&[keys::MAILBOX])
         .map(|(k, v)| {
-            let id: [u8; 16] = k[1..].try_into().map_err(|_| Error::Tampered)?;
+            let id = keys::tagged_id(k).ok_or(Error::Tampered)?;
             Ok((MailboxId::from_bytes(id), MailboxRecord::parse(v)?))
         })
         .collect()
@@ -518,7 +512,7 @@ impl Plan {
                 CommitMode::WriterUnique => {
                     self.batch.put(
                         keys::release(&email),
-                        number_to_bytes(now().max(0) as u64).to_vec(),
+                        number_to_bytes(crate::unix_now()).to_vec(),
                     );
                 }
             }
@@ -1014,7 +1008,7 @@ impl Mailstore {
         let new_thread = ThreadId::random(&self.rng);
         let instance: Instance = self.rng.array();
         let size = pin.len();
-        let internal_date = options.internal_date.unwrap_or_else(now);
+        let internal_date = options.internal_date.unwrap_or(crate::unix_now() as i64);
         let provenance = options.provenance.unwrap_or(Provenance::KeyHolder);
         let flags = options.flags;
         let outcome = self
@@ -1321,11 +1315,7 @@ impl Mailstore {
             }
         }
         for (k, v) in c.prefix(&[keys::DELETED_MAILBOX]) {
-            let id: [u8; 16] = k
-                .get(1..17)
-                .and_then(|b| b.try_into().ok())
-                .ok_or(Error::Tampered)?;
-            let id = MailboxId::from_bytes(id);
+            let id = MailboxId::from_bytes(keys::tagged_id(k).ok_or(Error::Tampered)?);
             if parse_number(v)? > modseq && c.get(&keys::mailbox(&id)).is_none() {
                 out.mailboxes_destroyed.push(id);
             }
@@ -1352,7 +1342,7 @@ impl Mailstore {
     /// As [`Collection::collect_garbage`].
     pub async fn collect_garbage(&mut self, grace: Duration) -> Result<MailGcReport> {
         self.refresh().await?;
-        let cutoff = (now().max(0) as u64).saturating_sub(grace.as_secs());
+        let cutoff = crate::unix_now().saturating_sub(grace.as_secs());
         let released = self
             .write(move |c, _| {
                 let mut plan = Plan::new();

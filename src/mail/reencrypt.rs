@@ -43,7 +43,7 @@ impl Mailstore {
             .prefix(&[keys::EMAIL])
             .filter_map(|(k, v)| {
                 let record = EmailRecord::parse(v).ok()?;
-                let id: [u8; 16] = k.get(1..17)?.try_into().ok()?;
+                let id = keys::tagged_id(k)?;
                 (record.pin.header.epoch == old).then(|| EmailId::from_bytes(id))
             })
             .collect();
@@ -102,7 +102,7 @@ impl Mailstore {
         let retired: Vec<BlobId> = self
             .index
             .prefix(&[keys::RETIRED])
-            .filter_map(|(k, _)| Some(BlobId::from_bytes(k.get(1..17)?.try_into().ok()?)))
+            .filter_map(|(k, _)| keys::tagged_id(k).map(BlobId::from_bytes))
             .collect();
         if retired.is_empty() {
             return Ok(());
