@@ -8,7 +8,7 @@ use std::sync::Arc;
 use futures::TryStreamExt;
 use mailvault::crypto::{AccountKey, RandomSource};
 use mailvault::delivery::{Deliverer, DeliveryOptions, DeliverySigningKey, Rejection};
-use mailvault::directory::{AccountRecord, Directory, KeyModel, MemoryDirectory, OfficerKeyEntry};
+use mailvault::directory::{AccountRecord, Directory, KeyModel, MemoryDirectory};
 use mailvault::engine::{Provider, ProviderConfig};
 use mailvault::format::slot::KdfParams;
 use mailvault::ids::{AccountId, DeploymentId};
@@ -37,18 +37,10 @@ struct World {
 impl World {
     async fn new(model: KeyModel) -> Self {
         let rng = RandomSource::os();
-        let directory = Arc::new(MemoryDirectory::new());
+        let (directory, officer) = super::directory_with_officer(&rng).await;
         let signing = DeliverySigningKey::generate(&rng);
         directory
             .set_delivery_key(signing.verifying_key())
-            .await
-            .unwrap();
-        let officer = OfficerSecret::generate(&rng);
-        directory
-            .set_officer_keys(vec![OfficerKeyEntry {
-                key: officer.public(),
-                current: true,
-            }])
             .await
             .unwrap();
         let account = AccountId::random(&rng);
@@ -131,15 +123,7 @@ impl World {
 async fn transparent_flow_deliver_login_import_read() {
     let rng = RandomSource::os();
     let store = super::memory();
-    let directory = Arc::new(MemoryDirectory::new());
-    let officer = OfficerSecret::generate(&rng);
-    directory
-        .set_officer_keys(vec![OfficerKeyEntry {
-            key: officer.public(),
-            current: true,
-        }])
-        .await
-        .unwrap();
+    let (directory, officer) = super::directory_with_officer(&rng).await;
     let signing = DeliverySigningKey::generate(&rng);
     directory
         .set_delivery_key(signing.verifying_key())
@@ -556,15 +540,7 @@ async fn read_all(session: &mailvault::engine::Session) -> Vec<Vec<u8>> {
 async fn epoch_reencryption_killed_and_resumed() {
     let rng = RandomSource::os();
     let store = super::memory();
-    let directory = Arc::new(MemoryDirectory::new());
-    let officer = OfficerSecret::generate(&rng);
-    directory
-        .set_officer_keys(vec![OfficerKeyEntry {
-            key: officer.public(),
-            current: true,
-        }])
-        .await
-        .unwrap();
+    let (directory, _officer) = super::directory_with_officer(&rng).await;
     let signing = DeliverySigningKey::generate(&rng);
     directory
         .set_delivery_key(signing.verifying_key())

@@ -33,15 +33,7 @@ struct Deployment {
 impl Deployment {
     async fn new() -> Self {
         let rng = RandomSource::os();
-        let directory = Arc::new(MemoryDirectory::new());
-        let officer = OfficerSecret::generate(&rng);
-        directory
-            .set_officer_keys(vec![OfficerKeyEntry {
-                key: officer.public(),
-                current: true,
-            }])
-            .await
-            .unwrap();
+        let (directory, officer) = super::directory_with_officer(&rng).await;
         Self {
             store: super::memory(),
             directory,

@@ -70,3 +70,23 @@ impl Fixture {
 pub fn memory() -> DynStore {
     mailvault::storage::open_store("memory://").unwrap()
 }
+
+/// A trusted directory with one current officer key, and that officer's secret.
+pub async fn directory_with_officer(
+    rng: &RandomSource,
+) -> (
+    std::sync::Arc<mailvault::directory::MemoryDirectory>,
+    mailvault::keys::OfficerSecret,
+) {
+    use mailvault::directory::{Directory, MemoryDirectory, OfficerKeyEntry};
+    let directory = std::sync::Arc::new(MemoryDirectory::new());
+    let officer = mailvault::keys::OfficerSecret::generate(rng);
+    directory
+        .set_officer_keys(vec![OfficerKeyEntry {
+            key: officer.public(),
+            current: true,
+        }])
+        .await
+        .unwrap();
+    (directory, officer)
+}
