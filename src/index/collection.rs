@@ -417,37 +417,94 @@ impl Collection {
         self.merge_version(Bytes::from(bytes), key.len(), value.is_none(), stamp);
     }
 
+    /// The versions of one segment's records (sorted and unique, as stored), with
+    /// writer slots assigned.
+    fn versions_of(&mut self, entry: &SegmentEntry, records: Vec<Loaded>) -> Vec<Version> {
+        let mut last: Option<(WriterId, u32)> = None;
+        let mut versions = Vec::with_capacity(records.len());
+        for record in records {
+            let stamp = record.stamp.unwrap_or(entry.stamp);
+            let slot = match last {
+                Some((writer, slot)) if writer == stamp.writer => slot,
+                _ => {
+                    let slot = self.writer_slot(stamp.writer);
+                    last = Some((stamp.writer, slot));
+                    slot
+                }
+            };
+            versions.push(Version::new(
+                record.bytes,
+                record.key_len,
+                record.deleted,
+                stamp.generation,
+                slot,
+            ));
+        }
+        versions
+    }
+
+    /// Whether `a` was written after `b` (the greater stamp wins a merge).
+    fn newer(&self, a: &Version, b: &Version) -> bool {
+        (a.generation(), self.writers[a.writer() as usize])
+            > (b.generation(), self.writers[b.writer() as usize])
+    }
+
+    /// Merges two sorted, unique runs of versions into one; of two versions of a key the
+    /// newer is kept.
+    fn merge_runs(&self, a: Vec<Version>, b: Vec<Version>) -> Vec<Version> {
+        if a.is_empty() {
+            return b;
+        }
+        let mut out = Vec::with_capacity(a.len() + b.len());
+        let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+        loop {
+            let order = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) => x.key().cmp(y.key()),
+                (Some(_), None) => {
+                    out.extend(a);
+                    break;
+                }
+                (None, _) => {
+                    out.extend(b);
+                    break;
+                }
+            };
+            match order {
+                std::cmp::Ordering::Less => out.extend(a.next()),
+                std::cmp::Ordering::Greater => out.extend(b.next()),
+                std::cmp::Ordering::Equal => {
+                    let (x, y) = (a.next().expect("peeked"), b.next().expect("peeked"));
+                    out.push(if self.newer(&y, &x) { y } else { x });
+                }
+            }
+        }
+        out
+    }
+
+    /// Builds an empty view from segments at once (every open, and every rebuild after a
+    /// compaction): their sorted runs are merged, smallest first, and the set is
+    /// bulk-built from the result instead of key by key.
+    fn build_view(&mut self, fetched: Vec<(SegmentEntry, Vec<Loaded>)>) {
+        debug_assert!(self.view.is_empty());
+        let mut runs = Vec::with_capacity(fetched.len());
+        for (entry, records) in fetched {
+            runs.push(self.versions_of(&entry, records));
+            self.loaded.insert(entry.id);
+        }
+        runs.sort_by_key(Vec::len);
+        let mut merged = Vec::new();
+        for run in runs {
+            merged = self.merge_runs(merged, run);
+        }
+        self.present = merged.iter().filter(|v| !v.deleted).count();
+        self.view = merged.into_iter().collect();
+    }
+
+    /// Merges one more segment into a loaded view, key by key.
     fn apply_segment(&mut self, entry: &SegmentEntry, records: Vec<Loaded>) {
-        if self.view.is_empty() {
-            // First segment into an empty view (every open): records are sorted and
-            // unique, so the set is bulk-built in one pass instead of key by key.
-            let mut last: Option<(WriterId, u32)> = None;
-            let mut versions = Vec::with_capacity(records.len());
-            for record in records {
-                let stamp = record.stamp.unwrap_or(entry.stamp);
-                let slot = match last {
-                    Some((writer, slot)) if writer == stamp.writer => slot,
-                    _ => {
-                        let slot = self.writer_slot(stamp.writer);
-                        last = Some((stamp.writer, slot));
-                        slot
-                    }
-                };
-                self.present += usize::from(!record.deleted);
-                versions.push(Version::new(
-                    record.bytes,
-                    record.key_len,
-                    record.deleted,
-                    stamp.generation,
-                    slot,
-                ));
-            }
-            self.view = versions.into_iter().collect();
-        } else {
-            for record in records {
-                let stamp = record.stamp.unwrap_or(entry.stamp);
-                self.merge_version(record.bytes, record.key_len, record.deleted, stamp);
-            }
+        for record in records {
+            let stamp = record.stamp.unwrap_or(entry.stamp);
+            self.merge_version(record.bytes, record.key_len, record.deleted, stamp);
         }
         self.loaded.insert(entry.id);
     }
@@ -493,11 +550,13 @@ impl Collection {
             .filter(|e| !self.loaded.contains(&e.id))
             .cloned()
             .collect();
-        let mut fetched = self.fetch_segments(missing).await?;
-        // The largest first: it is the one bulk-built into an empty view.
-        fetched.sort_by_key(|(entry, _)| std::cmp::Reverse(entry.records));
-        for (entry, records) in fetched {
-            self.apply_segment(&entry, records);
+        let fetched = self.fetch_segments(missing).await?;
+        if self.view.is_empty() {
+            self.build_view(fetched);
+        } else {
+            for (entry, records) in fetched {
+                self.apply_segment(&entry, records);
+            }
         }
         self.live = live;
         self.heads = heads;

@@ -143,12 +143,12 @@ impl CollectionKeys {
         (stored, entry)
     }
 
-    /// Opens a stored segment that `entry` pins (length and SHA-256 first, then every
-    /// page). Records keep slices of the opened pages.
+    /// Opens a stored segment that `entry` pins: its length, its SHA-256 and every page.
+    /// The digest is computed while the pages are opened, parsed and compacted on the
+    /// other cores; nothing is returned unless both hold. Records keep slices of buffers
+    /// that hold only record bytes.
     pub(crate) fn open_segment(&self, entry: &SegmentEntry, stored: &[u8]) -> Result<Vec<Loaded>> {
-        if stored.len() as u64 != entry.stored_len
-            || Sha256::digest(stored).as_slice() != entry.digest
-        {
+        if stored.len() as u64 != entry.stored_len {
             return Err(Error::Tampered);
         }
         let (header, pages) = SegmentHeader::parse(stored)?;
@@ -156,23 +156,39 @@ impl CollectionKeys {
             return Err(Error::Tampered);
         }
         let header_bytes = header.to_bytes();
-        let opened: Vec<Bytes> = pages
-            .par_iter()
-            .enumerate()
-            .map(|(i, sealed)| {
-                self.cipher
-                    .open(&self.ad(AD_PAGE, &header_bytes, Some(i as u32)), sealed)
-                    .map(Bytes::from)
-                    .ok_or(Error::Tampered)
-            })
-            .collect::<Result<_>>()?;
+        let (digest_ok, opened) = rayon::join(
+            || Sha256::digest(stored).as_slice() == entry.digest,
+            || {
+                pages
+                    .par_iter()
+                    .enumerate()
+                    .map(|(i, sealed)| {
+                        let page = self
+                            .cipher
+                            .open(&self.ad(AD_PAGE, &header_bytes, Some(i as u32)), sealed)
+                            .map(Bytes::from)
+                            .ok_or(Error::Tampered)?;
+                        let mut records = Vec::new();
+                        parse_page(header.kind, &page, None, &mut records)?;
+                        let mut loaded = Vec::with_capacity(records.len());
+                        compact(&mut records, &mut loaded);
+                        Ok(loaded)
+                    })
+                    .collect::<Result<Vec<Vec<Loaded>>>>()
+            },
+        );
+        if !digest_ok {
+            return Err(Error::Tampered);
+        }
         let mut records: Vec<Loaded> = Vec::with_capacity(entry.records as usize);
-        let mut page_records = Vec::new();
-        for page in opened {
-            let after = records.last().map(|r| Bytes::copy_from_slice(r.key()));
-            parse_page(header.kind, &page, after.as_deref(), &mut page_records)?;
-            drop(page);
-            compact(&mut page_records, &mut records);
+        for page in opened? {
+            // Keys grow strictly within a page (checked by the parser) and across pages.
+            if let (Some(last), Some(first)) = (records.last(), page.first()) {
+                if last.key() >= first.key() {
+                    return Err(Error::Tampered);
+                }
+            }
+            records.extend(page);
         }
         if records.len() != entry.records as usize {
             return Err(Error::Tampered);
