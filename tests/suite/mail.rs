@@ -641,19 +641,32 @@ pub async fn concurrent_appends(setup: &MailSetup, writers: usize, appends: usiz
             "acknowledged append present exactly once"
         );
     }
-    if setup.mode == CommitMode::CompareAndSwap {
-        for email in &all_flagged {
-            let m = view.messages.iter().find(|m| m.email == *email).unwrap();
-            assert!(
-                m.flags.contains(Flags::FLAGGED),
-                "acknowledged flag change kept"
-            );
-        }
+    for email in &all_flagged {
+        let m = view.messages.iter().find(|m| m.email == *email).unwrap();
+        assert!(
+            m.flags.contains(Flags::FLAGGED),
+            "{:?}: acknowledged flag change kept",
+            setup.mode
+        );
     }
+    // A real conflict is two acknowledged appends given one UID under one UIDVALIDITY.
+    // The final view has every message under unique UIDs, so each such conflict must have
+    // been repaired under a new UIDVALIDITY; without one, UIDVALIDITY never changes.
+    let mut given: BTreeMap<(u32, u32), usize> = BTreeMap::new();
+    for (validity, uid, _) in &all_acks {
+        *given.entry((*validity, *uid)).or_default() += 1;
+    }
+    let conflicts = given.values().filter(|&&n| n > 1).count();
     let changes = view.mailbox.uid_validity - 1;
     eprintln!(
-        "{:?}: {writers} writers x {appends} appends: {changes} UIDVALIDITY changes ({repairs} repairs)",
+        "{:?}: {writers} writers x {appends} appends: {conflicts} UIDs acknowledged twice, \
+         {changes} UIDVALIDITY changes ({repairs} repairs by the writers)",
         setup.mode
+    );
+    assert_eq!(
+        changes == 0,
+        conflicts == 0,
+        "UIDVALIDITY changes if and only if writers really conflicted"
     );
     changes
 }
@@ -932,6 +945,31 @@ async fn imap_section_numbers_and_a_part_fetch_reads_at_most_two_extra_chunks() 
     assert!(
         gets[0].bytes <= bound,
         "{} bytes read for a {}-byte part",
+        gets[0].bytes,
+        body.len()
+    );
+    // The 10 MiB attachment (BODY[2]): a part of many chunks that starts and ends
+    // inside chunks, and whose sealed span is all that is read, tags included.
+    let attachment = Mailstore::imap_section(&email, &[2]).unwrap();
+    let part = &email.parts[attachment];
+    assert!(part.body_offset % (64 * 1024) != 0 && part.end_offset % (64 * 1024) != 0);
+    counting.reset();
+    let body = mail
+        .read_part(&email, attachment, PartSection::Body)
+        .await
+        .unwrap();
+    assert_eq!(
+        &body[..],
+        &raw[part.body_offset as usize..part.end_offset as usize]
+    );
+    assert!(body.len() > 10 << 20, "the base64 body of 10 MiB");
+    let gets: Vec<_> = counting.requests();
+    assert_eq!(gets.len(), 1, "one request: {gets:?}");
+    let chunks = body.len() as u64 / (64 * 1024) + 2;
+    let bound = body.len() as u64 + (chunks + 1) * 16 + 2 * (64 * 1024 + 16);
+    assert!(
+        gets[0].bytes <= bound,
+        "{} bytes read for a {}-byte part (bound {bound})",
         gets[0].bytes,
         body.len()
     );
