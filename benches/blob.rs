@@ -3,6 +3,8 @@
 //! Groups (each for 4 KiB, 64 KiB, 1 MiB and 16 MiB, with byte throughput):
 //! - `raw_aead/{seal,open}`: one ChaCha20-Poly1305 call over the whole buffer on one
 //!   core, no framing, no allocation: the ceiling of a single core;
+//!   `raw_aead/seal_all_cores`: the same cipher over 64 KiB pieces of the buffer in
+//!   place on every core (rayon): the ceiling of any parallel chunked format here;
 //! - `mailvault/{seal,open}`: [`BlobCipher::seal`] / [`BlobCipher::open`] in memory
 //!   (64 KiB chunks on all cores, key derivation and commitment check included);
 //! - `age/{encrypt,decrypt}`: the `age` crate to one X25519 recipient, in memory (the same
@@ -26,6 +28,7 @@ use mailvault::crypto::{AccountKey, RandomSource};
 use mailvault::format::BlobKind;
 use mailvault::ids::{AccountId, BlobId, DeploymentId};
 use object_store::memory::InMemory;
+use rayon::prelude::*;
 
 const SIZES: [(usize, &str); 4] = [
     (4 << 10, "4KiB"),
@@ -63,6 +66,21 @@ fn raw_aead(c: &mut Criterion) {
                 cipher
                     .encrypt_in_place_detached(nonce, b"", black_box(&mut buf[..]))
                     .expect("seal")
+            })
+        });
+
+        // The same cipher on every core: 64 KiB pieces of the buffer sealed in place in
+        // parallel (no framing, no allocation, no copy), the ceiling of any parallel
+        // chunked format on this machine.
+        group.bench_function(BenchmarkId::new("seal_all_cores", label), |b| {
+            b.iter(|| {
+                buf.par_chunks_mut(64 << 10).for_each(|piece| {
+                    black_box(
+                        cipher
+                            .encrypt_in_place_detached(nonce, b"", piece)
+                            .expect("seal"),
+                    );
+                })
             })
         });
 

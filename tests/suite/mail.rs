@@ -31,6 +31,7 @@ pub struct MailSetup {
     pub account: AccountId,
     key: Arc<AccountKey>,
     directory: Arc<MemoryDirectory>,
+    blob_config: mailvault::blob::BlobConfig,
 }
 
 impl MailSetup {
@@ -43,7 +44,19 @@ impl MailSetup {
             account: AccountId::random(&rng),
             key: Arc::new(AccountKey::generate(1, &rng)),
             directory: Arc::new(MemoryDirectory::new()),
+            blob_config: mailvault::blob::BlobConfig::default(),
         }
+    }
+
+    /// Bodies above 512 stored bytes go up as multipart uploads of 256-byte parts, so
+    /// that small test messages exercise torn uploads too.
+    pub fn with_small_parts(mut self) -> Self {
+        self.blob_config = mailvault::blob::BlobConfig {
+            multipart_threshold: 512,
+            part_size: 256,
+            parts_in_flight: 2,
+        };
+        self
     }
 
     pub async fn open_on(&self, store: DynStore) -> mailvault::Result<Mailstore> {
@@ -53,7 +66,9 @@ impl MailSetup {
             self.directory.clone(),
             self.mode,
         );
-        let blobs = BlobStore::new(store, self.deployment).account(self.account, &self.key);
+        let blobs = BlobStore::new(store, self.deployment)
+            .with_config(self.blob_config)
+            .account(self.account, &self.key);
         Mailstore::open(&index, blobs, &self.key).await
     }
 
@@ -329,6 +344,7 @@ fn op() -> impl Strategy<Value = Op> {
         Just(FaultMode::Fail),
         Just(FaultMode::Crash),
         Just(FaultMode::ApplyAndFail),
+        Just(FaultMode::TearMultipart),
     ];
     prop_oneof![
         10 => plain_op(),
@@ -538,23 +554,26 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
     fn mail_model_in_memory(ops in proptest::collection::vec(op(), 1..30)) {
-        runtime().block_on(run_model(MailSetup::new(memory(), CommitMode::CompareAndSwap), ops))?;
+        let setup = MailSetup::new(memory(), CommitMode::CompareAndSwap).with_small_parts();
+        runtime().block_on(run_model(setup, ops))?;
     }
 
     #[test]
     fn mail_model_local_filesystem(ops in proptest::collection::vec(op(), 1..20)) {
         let dir = tempfile::tempdir().unwrap();
         let store = mailvault::storage::open_store(dir.path().to_str().unwrap()).unwrap();
-        runtime().block_on(run_model(MailSetup::new(store, CommitMode::CompareAndSwap), ops))?;
+        let setup = MailSetup::new(store, CommitMode::CompareAndSwap).with_small_parts();
+        runtime().block_on(run_model(setup, ops))?;
     }
 
     #[test]
     fn mail_model_without_compare_and_swap(ops in proptest::collection::vec(op(), 1..30)) {
-        runtime().block_on(run_model(MailSetup::new(no_cas(), CommitMode::WriterUnique), ops))?;
+        let setup = MailSetup::new(no_cas(), CommitMode::WriterUnique).with_small_parts();
+        runtime().block_on(run_model(setup, ops))?;
     }
 }
 
