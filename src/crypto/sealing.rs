@@ -136,4 +136,62 @@ mod tests {
             ));
         }
     }
+
+    /// The opening side's low-order check is what refuses a stanza forged without any
+    /// secret: with a low-order ephemeral key the shared secret is all zeros whatever the
+    /// recipient's secret, so anyone can compute the wrap key and seal a file key of their
+    /// choice that the AEAD accepts. Only `agree` stands in the way.
+    #[test]
+    fn a_stanza_forged_under_the_all_zero_shared_secret_is_refused() {
+        let rng = RandomSource::os();
+        let secret = StaticSecret::from(rng.bytes32());
+        let recipient = PublicKey::from(&secret).to_bytes();
+        let chosen = Key32::random(&rng);
+        let order8: [u8; 32] = [
+            0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f,
+            0xc4, 0x6a, 0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16,
+            0x5f, 0x49, 0xb8, 0x00,
+        ];
+        for bad in [[0u8; 32], order8] {
+            // The raw X25519 output for this point is all zeros, for this secret as for
+            // any other: no secret is needed to know it.
+            let raw = secret.diffie_hellman(&PublicKey::from(bad));
+            assert_eq!(raw.to_bytes(), [0u8; 32]);
+            assert!(!raw.was_contributory());
+            assert!(agree(&secret, &bad).is_none());
+            // The forger seals a file key of its choice under the all-zero secret...
+            let cipher = wrap_cipher(&[0u8; 32], &bad, &recipient, &[b"ctx"]);
+            let sealed = cipher
+                .encrypt(
+                    Nonce::from_slice(&[0; 12]),
+                    Payload {
+                        msg: chosen.expose(),
+                        aad: b"ad",
+                    },
+                )
+                .unwrap();
+            let mut wrapped = [0u8; WRAPPED_KEY_LEN];
+            wrapped.copy_from_slice(&sealed);
+            let forged = Stanza {
+                ephemeral: bad,
+                wrapped,
+            };
+            // ...which the AEAD alone would accept, yielding the forger's key...
+            let opened = wrap_cipher(&raw.to_bytes(), &forged.ephemeral, &recipient, &[b"ctx"])
+                .decrypt(
+                    Nonce::from_slice(&[0; 12]),
+                    Payload {
+                        msg: &forged.wrapped,
+                        aad: b"ad",
+                    },
+                )
+                .unwrap();
+            assert_eq!(&opened[..], chosen.expose());
+            // ...and `unwrap` refuses, because the shared secret is not contributory.
+            assert!(matches!(
+                unwrap(&secret, &forged, &[b"ctx"], b"ad"),
+                Err(Error::Tampered)
+            ));
+        }
+    }
 }
