@@ -88,14 +88,47 @@ impl DeliverySigningKey {
     }
 }
 
-/// Types a [`Deliverer`] may hold: none of them can open mail. Implemented only for the
-/// deliverer's own parts; a key that opens mail does not implement it, so a deliverer
-/// holding one does not compile:
+/// Types a [`Deliverer`] may hold: none of them can open mail. Sealed, and implemented
+/// only for the deliverer's own parts; a key that opens mail (an [`AccountKey`], an
+/// [`OfficerSecret`](crate::keys::OfficerSecret), a root or file key, an X25519
+/// `StaticSecret`) does not implement it. Every field of [`Deliverer`] must (see
+/// `Deliverer::holds_no_mail_secret`), so a deliverer holding such a key does not
+/// compile.
+///
+/// The deliverer's parts pass the bound:
+///
+/// ```
+/// fn holds_no_mail_secret<T: mailvault::delivery::NoMailSecret>() {}
+/// holds_no_mail_secret::<mailvault::delivery::DeliverySigningKey>();
+/// holds_no_mail_secret::<mailvault::delivery::PublicDirectory>();
+/// holds_no_mail_secret::<mailvault::blob::BlobStore>();
+/// holds_no_mail_secret::<mailvault::crypto::RandomSource>();
+/// // The secret types below exist under these paths (so the failures below are the bound's).
+/// let _ = mailvault::crypto::AccountKey::generate(1, &mailvault::crypto::RandomSource::os());
+/// let _ = mailvault::keys::OfficerSecret::from_bytes([1; 32]);
+/// let _ = x25519_dalek::StaticSecret::from([1; 32]);
+/// ```
+///
+/// and the same line with a key that opens mail does not compile:
 ///
 /// ```compile_fail
 /// fn holds_no_mail_secret<T: mailvault::delivery::NoMailSecret>() {}
 /// holds_no_mail_secret::<mailvault::crypto::AccountKey>();
 /// ```
+///
+/// ```compile_fail
+/// fn holds_no_mail_secret<T: mailvault::delivery::NoMailSecret>() {}
+/// holds_no_mail_secret::<mailvault::keys::OfficerSecret>();
+/// ```
+///
+/// ```compile_fail
+/// fn holds_no_mail_secret<T: mailvault::delivery::NoMailSecret>() {}
+/// holds_no_mail_secret::<x25519_dalek::StaticSecret>();
+/// ```
+///
+/// (Stable rustdoc does not check a `compile_fail` block's error code; the compiling block
+/// above is the control that the only error left is the unmet bound. The unit tests of
+/// this module check the crate-private secret types as well.)
 pub trait NoMailSecret: private::Sealed {}
 
 mod private {
@@ -185,6 +218,28 @@ pub struct Deliverer {
     rng: RandomSource,
 }
 
+impl Deliverer {
+    /// The compile-time proof that a deliverer holds no mail secret: the pattern names
+    /// every field (no `..`), so adding a field to [`Deliverer`] fails to compile until it
+    /// is listed here, and each field's type must implement [`NoMailSecret`], which no
+    /// key that opens mail implements. Never called: checked where it is referenced below.
+    const fn holds_no_mail_secret(&self) {
+        const fn part<T: NoMailSecret>(_: &T) {}
+        let Self {
+            blobs,
+            directory,
+            signing,
+            rng,
+        } = self;
+        part(blobs);
+        part(directory);
+        part(signing);
+        part(rng);
+    }
+}
+
+const _: fn(&Deliverer) = Deliverer::holds_no_mail_secret;
+
 impl std::fmt::Debug for Deliverer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Deliverer").finish_non_exhaustive()
@@ -229,9 +284,6 @@ impl Deliverer {
         directory: Arc<dyn Directory>,
         signing: DeliverySigningKey,
     ) -> Self {
-        // Every part holds no mail secret (checked at compile time).
-        fn assert_parts<A: NoMailSecret, B: NoMailSecret, C: NoMailSecret, D: NoMailSecret>() {}
-        assert_parts::<BlobStore, PublicDirectory, DeliverySigningKey, RandomSource>();
         Self {
             blobs: BlobStore::new(store, deployment),
             directory: PublicDirectory(directory),
@@ -444,4 +496,57 @@ pub(crate) fn open_envelope(
         blob,
         file_key,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::marker::PhantomData;
+
+    use super::*;
+
+    /// `implements_no_mail_secret!(T)`: whether `T` implements [`NoMailSecret`], as a
+    /// constant. An inherent associated constant (only for `T: NoMailSecret`) takes
+    /// precedence over the trait's default, so this works on stable for concrete types.
+    struct Probe<T: ?Sized>(PhantomData<T>);
+    trait NotNoMailSecret {
+        const IMPLEMENTS: bool = false;
+    }
+    impl<T: ?Sized> NotNoMailSecret for Probe<T> {}
+    impl<T: ?Sized + NoMailSecret> Probe<T> {
+        const IMPLEMENTS: bool = true;
+    }
+    macro_rules! implements_no_mail_secret {
+        ($t:ty) => {
+            Probe::<$t>::IMPLEMENTS
+        };
+    }
+
+    /// Checked at compile time (const blocks): this test fails to build, not to run.
+    #[test]
+    fn the_parts_of_a_deliverer_hold_no_mail_secret_and_secrets_are_refused() {
+        // What a deliverer is made of passes the bound.
+        const { assert!(implements_no_mail_secret!(BlobStore)) };
+        const { assert!(implements_no_mail_secret!(PublicDirectory)) };
+        const { assert!(implements_no_mail_secret!(DeliverySigningKey)) };
+        const { assert!(implements_no_mail_secret!(RandomSource)) };
+        // Anything that opens mail (or leads to a key that does) does not, crate-private
+        // types included.
+        const { assert!(!implements_no_mail_secret!(AccountKey)) };
+        const { assert!(!implements_no_mail_secret!(Key32)) };
+        const { assert!(!implements_no_mail_secret!(crate::keys::RootKey)) };
+        const { assert!(!implements_no_mail_secret!(crate::keys::OfficerSecret)) };
+        const { assert!(!implements_no_mail_secret!(crate::keys::DeviceKey)) };
+        const { assert!(!implements_no_mail_secret!(crate::keys::RecoveryCode)) };
+        const { assert!(!implements_no_mail_secret!(crate::keys::UnlockedKeyring)) };
+        const { assert!(!implements_no_mail_secret!(x25519_dalek::StaticSecret)) };
+        const { assert!(!implements_no_mail_secret!(AccountBlobs)) };
+        const { assert!(!implements_no_mail_secret!(crate::engine::Session)) };
+        // The whole directory holds per-account secrets; only its public view passes.
+        const { assert!(!implements_no_mail_secret!(Arc<dyn Directory>)) };
+        const {
+            assert!(!implements_no_mail_secret!(
+                crate::directory::MemoryDirectory
+            ))
+        };
+    }
 }
