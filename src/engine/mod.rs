@@ -664,15 +664,29 @@ impl Session {
     /// As [`UnlockedKeyring::add_epoch`]; directory failures.
     pub async fn add_epoch(&mut self) -> Result<u32> {
         let epoch = self.keyring.add_epoch().await?;
+        self.publish_epochs().await?;
+        Ok(epoch)
+    }
+
+    /// Makes the directory list the public key of every live epoch of the keyring, and
+    /// no other (deliveries are sealed to the newest one listed), and reads blobs with
+    /// the keyring's epochs.
+    ///
+    /// # Errors
+    /// Directory failures.
+    async fn publish_epochs(&mut self) -> Result<()> {
         let account = self.account();
+        let live = self.keyring.epoch_public_keys();
         if let Some(mut record) = self.directory.account_record(&account).await? {
-            record.public_keys = self.keyring.epoch_public_keys();
-            self.directory.set_account_record(&account, record).await?;
+            if record.public_keys != live {
+                record.public_keys = live;
+                self.directory.set_account_record(&account, record).await?;
+            }
         }
         self.blobs = self
             .blob_store
             .account_epochs(account, &self.keyring.epoch_keys());
-        Ok(epoch)
+        Ok(())
     }
 
     /// The epoch re-encryption job: moves every body off key epoch `old` and then drops
@@ -691,7 +705,10 @@ impl Session {
         progress: impl FnMut(crate::mail::EpochProgress),
     ) -> Result<usize> {
         if !self.keyring.epoch_keys().iter().any(|k| k.epoch() == old) {
-            // Dropped already (by an earlier run that completed): nothing to do.
+            // Dropped already by an earlier run, which may have been killed between the
+            // keyring's publication and the directory's update: without this, deliveries
+            // would go on being sealed to a key that no longer exists.
+            self.publish_epochs().await?;
             return Ok(0);
         }
         let mut mail = self.mailstore().await?;
@@ -710,14 +727,7 @@ impl Session {
             });
         }
         self.keyring.remove_epoch(old).await?;
-        let account = self.account();
-        if let Some(mut record) = self.directory.account_record(&account).await? {
-            record.public_keys = self.keyring.epoch_public_keys();
-            self.directory.set_account_record(&account, record).await?;
-        }
-        self.blobs = self
-            .blob_store
-            .account_epochs(account, &self.keyring.epoch_keys());
+        self.publish_epochs().await?;
         Ok(done)
     }
 
