@@ -6,14 +6,16 @@
 use std::sync::Arc;
 
 use futures::TryStreamExt;
+use mailvault::blob::SealedBlob;
 use mailvault::crypto::{AccountKey, RandomSource};
 use mailvault::delivery::{Deliverer, DeliveryOptions, DeliverySigningKey, Rejection};
 use mailvault::directory::{AccountRecord, Directory, KeyModel, MemoryDirectory};
 use mailvault::engine::{Provider, ProviderConfig};
-use mailvault::format::slot::KdfParams;
+use mailvault::format::blob::{BlobLayout, SealedHeader, SEALED_HEADER_LEN};
+use mailvault::format::slot::{KdfParams, SlotKind};
 use mailvault::ids::{AccountId, DeploymentId};
 use mailvault::index::IndexStore;
-use mailvault::keys::{KdfGate, KdfLimits, OfficerSecret};
+use mailvault::keys::{Credential, KdfGate, KdfLimits, OfficerSecret, SlotLock};
 use mailvault::mail::{Mailstore, Provenance, INBOX};
 use mailvault::storage::{naming, CommitMode, DynStore, Fault, FaultMode, FaultyStore};
 use object_store::ObjectStoreExt;
@@ -26,6 +28,7 @@ hello\r\n--x\r\nContent-Type: text/plain\r\n\r\nsecond part\r\n--x--\r\n";
 /// A deployment with a directory that knows an account by its public key only.
 struct World {
     store: DynStore,
+    mode: CommitMode,
     deployment: DeploymentId,
     directory: Arc<MemoryDirectory>,
     signing_bytes: [u8; 32],
@@ -36,6 +39,11 @@ struct World {
 
 impl World {
     async fn new(model: KeyModel) -> Self {
+        Self::on(model, super::memory(), CommitMode::CompareAndSwap).await
+    }
+
+    /// As [`new`](Self::new), on `store` with index commits in `mode`.
+    async fn on(model: KeyModel, store: DynStore, mode: CommitMode) -> Self {
         let rng = RandomSource::os();
         let (directory, officer) = super::directory_with_officer(&rng).await;
         let signing = DeliverySigningKey::generate(&rng);
@@ -53,7 +61,8 @@ impl World {
             .await
             .unwrap();
         Self {
-            store: super::memory(),
+            store,
+            mode,
             deployment: DeploymentId::random(&rng),
             directory,
             signing_bytes: *signing.to_bytes(),
@@ -77,15 +86,28 @@ impl World {
     }
 
     async fn mail_on(&self, store: DynStore) -> mailvault::Result<Mailstore> {
+        self.mail_as(store, self.account, &self.key).await
+    }
+
+    /// The mail of any `account` of this deployment, opened with its `key`.
+    async fn mail_as(
+        &self,
+        store: DynStore,
+        account: AccountId,
+        key: &AccountKey,
+    ) -> mailvault::Result<Mailstore> {
         let index = IndexStore::with_mode(
             store.clone(),
             self.deployment,
             self.directory.clone(),
-            CommitMode::CompareAndSwap,
+            self.mode,
         );
-        let blobs = mailvault::blob::BlobStore::new(store, self.deployment)
-            .account(self.account, &self.key);
-        Mailstore::open(&index, blobs, &self.key).await
+        let blobs = mailvault::blob::BlobStore::new(store, self.deployment).account(account, key);
+        Mailstore::open(&index, blobs, key).await
+    }
+
+    async fn verifying_key(&self) -> [u8; 32] {
+        self.directory.delivery_key().await.unwrap().unwrap()
     }
 
     async fn mail(&self) -> Mailstore {
@@ -94,8 +116,7 @@ impl World {
 
     async fn import_on(&self, store: DynStore) -> mailvault::Result<mailvault::mail::ImportReport> {
         let mut mail = self.mail_on(store).await?;
-        let verifying = self.directory.delivery_key().await.unwrap().unwrap();
-        mail.import_deliveries(std::slice::from_ref(&self.key), &verifying)
+        mail.import_deliveries(std::slice::from_ref(&self.key), &self.verifying_key().await)
             .await
     }
 
@@ -129,19 +150,14 @@ async fn transparent_flow_deliver_login_import_read() {
         .set_delivery_key(signing.verifying_key())
         .await
         .unwrap();
-    let config = ProviderConfig {
-        pepper: None,
-        kdf: KdfParams {
-            m_kib: 256,
-            t: 1,
-            p: 1,
-        },
-        limits: KdfLimits::default(),
-        gate: KdfGate::new(2),
-    };
-    let provider = Provider::new(store.clone(), DeploymentId::random(&rng), directory, config)
-        .await
-        .unwrap();
+    let provider = Provider::new(
+        store.clone(),
+        DeploymentId::random(&rng),
+        directory,
+        cheap_config(),
+    )
+    .await
+    .unwrap();
     let alice = provider.create_account("pw").await.unwrap();
     let deliverer = provider.deliverer(signing);
     let receipt = deliverer
@@ -195,6 +211,22 @@ async fn transparent_flow_deliver_login_import_read() {
 
 fn provider_deployment(provider: &Provider) -> DeploymentId {
     provider.deployment()
+}
+
+/// Password stretching cheap enough for tests.
+const CHEAP: KdfParams = KdfParams {
+    m_kib: 256,
+    t: 1,
+    p: 1,
+};
+
+fn cheap_config() -> ProviderConfig {
+    ProviderConfig {
+        pepper: None,
+        kdf: CHEAP,
+        limits: KdfLimits::default(),
+        gate: KdfGate::new(2),
+    }
 }
 
 #[tokio::test]
@@ -307,22 +339,122 @@ async fn forged_moved_and_truncated_deliveries_are_quarantined_and_kept() {
     assert_eq!(w.inbox_count().await, 1);
 }
 
-#[tokio::test]
-async fn the_officer_recovers_a_model_4_delivery_without_any_keyring_slot() {
-    let w = World::new(KeyModel::DevicePasswordWithOfficer).await;
-    let receipt = w
-        .deliverer()
-        .deliver_bytes(w.account, MESSAGE, DeliveryOptions::default())
+/// Model 4: the device makes the keys, with a password slot and a slot for the current
+/// officer key (the server accepts nothing less). After a delivery, the user's device
+/// replaces the keyring by one without the officer slot. The officer can no longer open
+/// the keyring, yet recovers the delivered message from its blob alone, before and after
+/// the user imported it. Under model 1 the officer recovers nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_officer_recovers_a_model_4_delivery_after_the_officer_slot_is_gone() {
+    let rng = RandomSource::os();
+    let store = super::memory();
+    let (directory, officer) = super::directory_with_officer(&rng).await;
+    let signing = DeliverySigningKey::generate(&rng);
+    directory
+        .set_delivery_key(signing.verifying_key())
         .await
         .unwrap();
-    // Recovery reads the blob alone: whatever the user did to the keyring (here there is
-    // none at all), the officer's wrap in the body's header opens it.
-    let blobs = mailvault::blob::BlobStore::new(w.store.clone(), w.deployment);
-    let body = blobs
-        .open_sealed_as_officer(w.account, receipt.blob, &w.officer)
+    let deployment = DeploymentId::random(&rng);
+    let provider = Provider::new(store.clone(), deployment, directory.clone(), cheap_config())
         .await
         .unwrap();
-    assert_eq!(body, MESSAGE);
+    let enrollment = provider
+        .enroll(KeyModel::DevicePasswordWithOfficer)
+        .await
+        .unwrap();
+    let account = enrollment.account;
+    let unlock = || {
+        provider.keyrings().unlock(
+            account,
+            enrollment.binding.clone(),
+            Credential::Password("device password"),
+        )
+    };
+    let keyring = provider
+        .keyrings()
+        .create(
+            account,
+            enrollment.binding.clone(),
+            vec![
+                SlotLock::Password("device password", CHEAP),
+                SlotLock::Officer(&officer.public()),
+            ],
+        )
+        .await
+        .unwrap();
+    provider
+        .accept_keyring(account, keyring.epoch_public_keys())
+        .await
+        .unwrap();
+    drop(keyring);
+    // The officer slot is real: the officer opens the account.
+    provider.officer_open(account, &officer).await.unwrap();
+
+    let receipt = provider
+        .deliverer(DeliverySigningKey::from_bytes(*signing.to_bytes()))
+        .deliver_bytes(account, MESSAGE, DeliveryOptions::default())
+        .await
+        .unwrap();
+
+    // The user removes the officer slot. Through the session the policy refuses...
+    let mut session = provider.companion_session(unlock().await.unwrap()).unwrap();
+    let officer_slot = session
+        .slots()
+        .iter()
+        .find(|s| s.kind == SlotKind::Officer)
+        .unwrap()
+        .id;
+    assert!(matches!(
+        session.remove_slot(officer_slot).await,
+        Err(mailvault::Error::InvalidArgument(_))
+    ));
+    drop(session);
+    // ...so a dishonest device goes below it: the keyring API itself republishes the
+    // keyring without the slot (a new generation; the superseded ones are deleted).
+    let mut device = unlock().await.unwrap();
+    device.remove_slot(officer_slot).await.unwrap();
+    let stored = provider.keyrings().stored_slots(&account).await.unwrap();
+    assert_eq!(
+        stored.iter().map(|s| s.kind).collect::<Vec<_>>(),
+        [SlotKind::Password],
+        "the keyring in the store has no officer slot any more"
+    );
+    // The server would refuse such a keyring if asked to accept it; it is in the store
+    // all the same.
+    assert!(matches!(
+        provider
+            .accept_keyring(account, device.epoch_public_keys())
+            .await,
+        Err(mailvault::Error::InvalidArgument(_))
+    ));
+
+    // The officer cannot open the keyring...
+    assert!(matches!(
+        provider.officer_open(account, &officer).await,
+        Err(mailvault::Error::WrongCredential)
+    ));
+    // ...but recovers the delivery from the officer's wrap in the body's header.
+    let blobs = mailvault::blob::BlobStore::new(store.clone(), deployment);
+    let recovered = blobs
+        .open_sealed_as_officer(account, receipt.blob, &officer)
+        .await
+        .unwrap();
+    assert_eq!(recovered, MESSAGE);
+    // The user imports and reads it; the import keeps the body as delivered, so the
+    // officer still recovers it afterwards.
+    let session = provider.companion_session(device).unwrap();
+    let mut mail = session.mailstore().await.unwrap();
+    let report = session.import_deliveries(&mut mail).await.unwrap();
+    assert_eq!(report.imported.len(), 1);
+    let (_, inbox, uid) = report.imported[0];
+    let email = mail.email(inbox, uid).unwrap();
+    assert_eq!(&mail.read(&email).await.unwrap()[..], MESSAGE);
+    let recovered = blobs
+        .open_sealed_as_officer(account, receipt.blob, &officer)
+        .await
+        .unwrap();
+    assert_eq!(recovered, MESSAGE);
+
     // Model 1 names no officer: the officer cannot open its deliveries.
     let device_only = World::new(KeyModel::DeviceOnly).await;
     let receipt = device_only
@@ -331,12 +463,17 @@ async fn the_officer_recovers_a_model_4_delivery_without_any_keyring_slot() {
         .await
         .unwrap();
     let blobs = mailvault::blob::BlobStore::new(device_only.store.clone(), device_only.deployment);
-    assert!(blobs
-        .open_sealed_as_officer(device_only.account, receipt.blob, &device_only.officer)
-        .await
-        .is_err());
+    assert!(matches!(
+        blobs
+            .open_sealed_as_officer(device_only.account, receipt.blob, &device_only.officer)
+            .await,
+        Err(mailvault::Error::Tampered)
+    ));
 }
 
+/// One message to two accounts: two bodies, each sealed to its own recipient. Each
+/// recipient imports and reads its copy; the first recipient's key opens nothing of the
+/// second's (the same opaque error as for altered bytes).
 #[tokio::test]
 async fn one_message_to_many_recipients_is_sealed_once_per_recipient() {
     let w = World::new(KeyModel::DeviceOnly).await;
@@ -361,7 +498,55 @@ async fn one_message_to_many_recipients_is_sealed_once_per_recipient() {
         .unwrap();
     assert_eq!(receipts.len(), 2);
     assert_ne!(receipts[0].blob, receipts[1].blob);
-    assert_eq!(w.import().await.imported.len(), 1);
+
+    // The first recipient's key does not open the second's body, whichever account the
+    // attempt is made for.
+    let stored = w
+        .store
+        .get(&naming::blob_path(&second, &receipts[1].blob))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let blob = SealedBlob {
+        id: receipts[1].blob,
+        header: SealedHeader::parse(&stored).unwrap(),
+        layout: BlobLayout::for_ciphertext_with_header(SEALED_HEADER_LEN, stored.len() as u64)
+            .unwrap(),
+    };
+    let blobs = mailvault::blob::BlobStore::new(w.store.clone(), w.deployment);
+    for account in [second, w.account] {
+        assert!(matches!(
+            blobs.account(account, &w.key).pin_sealed(&blob, &w.key),
+            Err(mailvault::Error::Tampered)
+        ));
+    }
+    // Its own key does (the same header, parsed from the store).
+    blobs
+        .account(second, &second_key)
+        .pin_sealed(&blob, &second_key)
+        .unwrap();
+
+    // Each recipient imports and reads its own copy.
+    for (account, key, receipt) in [
+        (w.account, &w.key, &receipts[0]),
+        (second, &second_key, &receipts[1]),
+    ] {
+        let mut mail = w.mail_as(w.store.clone(), account, key).await.unwrap();
+        let report = mail
+            .import_deliveries(std::slice::from_ref(key), &w.verifying_key().await)
+            .await
+            .unwrap();
+        assert!(report.quarantined.is_empty(), "{report:?}");
+        assert_eq!(report.imported.len(), 1);
+        let (delivery, inbox, uid) = report.imported[0];
+        assert_eq!(delivery, receipt.delivery);
+        let email = mail.email(inbox, uid).unwrap();
+        assert_eq!(email.pin.id, receipt.blob);
+        assert_eq!(&mail.read(&email).await.unwrap()[..], MESSAGE);
+    }
+
     // An unknown account is refused before anything is written.
     let stranger = AccountId::random(&rng);
     assert!(matches!(
@@ -370,6 +555,13 @@ async fn one_message_to_many_recipients_is_sealed_once_per_recipient() {
             .await,
         Err(mailvault::Error::InvalidArgument(_))
     ));
+    assert!(w
+        .store
+        .list(Some(&naming::account_prefix(&stranger)))
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 /// Kill the delivery after each backend operation, then the import after each: every
