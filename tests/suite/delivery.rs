@@ -3,6 +3,7 @@
 //! lost), officer recovery under model 4, and crashes at every backend operation of a
 //! delivery and of an import.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use futures::TryStreamExt;
@@ -17,7 +18,7 @@ use mailvault::ids::{AccountId, DeploymentId};
 use mailvault::index::IndexStore;
 use mailvault::keys::{Credential, KdfGate, KdfLimits, OfficerSecret, SlotLock};
 use mailvault::mail::{Mailstore, Provenance, INBOX};
-use mailvault::storage::{naming, CommitMode, DynStore, Fault, FaultMode, FaultyStore};
+use mailvault::storage::{naming, CommitMode, DynStore, Fault, FaultMode, FaultyStore, NoCasStore};
 use object_store::ObjectStoreExt;
 
 const MESSAGE: &[u8] = b"From: Bob <bob@example.org>\r\nTo: alice@example.org\r\n\
@@ -635,27 +636,77 @@ async fn crashes_in_delivery_and_import_lose_nothing_and_duplicate_nothing() {
     );
 }
 
-/// Two importers at once neither duplicate nor lose.
+/// Two importers at once neither duplicate nor lose: both open the mailstore, wait for
+/// each other at a barrier, then import the same pending deliveries, in three rounds; on a
+/// compare-and-swap store and on one without it (commits in writer-unique mode).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_importers_at_once() {
-    let w = Arc::new(World::new(KeyModel::DeviceOnly).await);
-    for _ in 0..6 {
-        w.deliverer()
-            .deliver_bytes(w.account, MESSAGE, DeliveryOptions::default())
-            .await
-            .unwrap();
+    let no_cas: DynStore = Arc::new(NoCasStore::new(super::memory()));
+    for (store, mode) in [
+        (super::memory(), CommitMode::CompareAndSwap),
+        (no_cas, CommitMode::WriterUnique),
+    ] {
+        let w = Arc::new(World::on(KeyModel::DeviceOnly, store, mode).await);
+        let mut bodies = Vec::new();
+        for round in 0..3 {
+            let mut delivered = BTreeSet::new();
+            for i in 0..6 {
+                let body = format!("Subject: round {round} delivery {i}\r\n\r\nbody {round}.{i}");
+                let receipt = w
+                    .deliverer()
+                    .deliver_bytes(w.account, body.as_bytes(), DeliveryOptions::default())
+                    .await
+                    .unwrap();
+                delivered.insert(receipt.delivery);
+                bodies.push(body.into_bytes());
+            }
+            let barrier = Arc::new(tokio::sync::Barrier::new(2));
+            let importer = || {
+                let (w, barrier) = (w.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    let mut mail = w.mail().await;
+                    barrier.wait().await;
+                    mail.import_deliveries(std::slice::from_ref(&w.key), &w.verifying_key().await)
+                        .await
+                        .unwrap()
+                })
+            };
+            let (a, b) = (importer(), importer());
+            let (a, b) = (a.await.unwrap(), b.await.unwrap());
+            assert!(
+                a.quarantined.is_empty() && b.quarantined.is_empty(),
+                "{mode:?}: {a:?} {b:?}"
+            );
+            assert!(a.imported.len() + b.imported.len() >= 6);
+            let reported: BTreeSet<_> = a
+                .imported
+                .iter()
+                .chain(&b.imported)
+                .map(|(d, _, _)| *d)
+                .collect();
+            assert_eq!(
+                reported, delivered,
+                "{mode:?} round {round}: each reported imported"
+            );
+            // No loss: nothing left pending, and every body so far in the inbox exactly once.
+            assert!(w.envelopes().await.is_empty(), "{mode:?} round {round}");
+            let mut mail = w.mail().await;
+            let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
+            let mut found = Vec::new();
+            for m in mail.select(inbox).await.unwrap().messages {
+                let email = mail.email(inbox, m.uid).unwrap();
+                found.push(mail.read(&email).await.unwrap().to_vec());
+            }
+            found.sort();
+            let mut expected = bodies.clone();
+            expected.sort();
+            assert_eq!(
+                found, expected,
+                "{mode:?} round {round}: each delivery exactly once"
+            );
+        }
+        assert_eq!(w.inbox_count().await, 18);
     }
-    let a = tokio::spawn({
-        let w = w.clone();
-        async move { w.import().await }
-    });
-    let b = tokio::spawn({
-        let w = w.clone();
-        async move { w.import().await }
-    });
-    let (a, b) = (a.await.unwrap(), b.await.unwrap());
-    assert!(a.imported.len() + b.imported.len() >= 6);
-    assert_eq!(w.inbox_count().await, 6);
 }
 
 #[tokio::test]
