@@ -1,7 +1,10 @@
 //! Sealed, signed delivery and import: the transparent flow end to end, replays,
 //! forgeries, deliveries moved between accounts, truncated bodies (quarantined, nothing
-//! lost), officer recovery under model 4, and crashes at every backend operation of a
-//! delivery and of an import.
+//! lost), officer recovery under model 4 after the device dropped the keyring's officer
+//! slot, one message to several recipients (each reads only its own copy), crashes at
+//! every backend operation of a delivery and of an import, two importers at once (with
+//! and without compare-and-swap), and the epoch re-encryption job killed in every fault
+//! mode at fixed and seeded points and resumed.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -16,8 +19,8 @@ use mailvault::format::blob::{BlobLayout, SealedHeader, SEALED_HEADER_LEN};
 use mailvault::format::slot::{KdfParams, SlotKind};
 use mailvault::ids::{AccountId, DeploymentId};
 use mailvault::index::IndexStore;
-use mailvault::keys::{Credential, KdfGate, KdfLimits, OfficerSecret, SlotLock};
-use mailvault::mail::{Mailstore, Provenance, INBOX};
+use mailvault::keys::{Credential, KdfGate, KdfLimits, OfficerSecret, SlotBinding, SlotLock};
+use mailvault::mail::{EpochProgress, Mailstore, Provenance, INBOX};
 use mailvault::storage::{naming, CommitMode, DynStore, Fault, FaultMode, FaultyStore, NoCasStore};
 use object_store::ObjectStoreExt;
 
@@ -776,62 +779,62 @@ async fn read_all(session: &mailvault::engine::Session) -> Vec<Vec<u8>> {
     bodies
 }
 
-/// The epoch re-encryption job, killed at many points and resumed: every message stays
-/// readable throughout, and at the end no body of the old epoch is left and the epoch is
-/// gone from the keyring and the directory.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn epoch_reencryption_killed_and_resumed() {
-    let rng = RandomSource::os();
-    let store = super::memory();
-    let (directory, _officer) = super::directory_with_officer(&rng).await;
-    let signing = DeliverySigningKey::generate(&rng);
-    directory
-        .set_delivery_key(signing.verifying_key())
-        .await
-        .unwrap();
-    let deployment = DeploymentId::random(&rng);
-    let config = || ProviderConfig {
-        pepper: None,
-        kdf: KdfParams {
-            m_kib: 256,
-            t: 1,
-            p: 1,
-        },
-        limits: KdfLimits::default(),
-        gate: KdfGate::new(2),
-    };
-    let provider = Provider::new(store.clone(), deployment, directory.clone(), config())
-        .await
-        .unwrap();
-    let alice = provider.create_account("pw").await.unwrap();
-    let mut session = provider.unlock(alice, "pw").await.unwrap();
-    {
-        let mut mail = session.mailstore().await.unwrap();
-        let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
-        for i in 0..5u8 {
-            let body = format!("Subject: old {i}\r\n\r\nbody {i}");
-            mail.append(inbox, body.as_bytes(), Default::default())
-                .await
-                .unwrap();
+/// The body of the delivery still pending when the re-encryption job starts.
+const PENDING: &[u8] = b"Subject: pending\r\n\r\nlate";
+
+/// An account for the epoch re-encryption job: `appended` bodies and one imported
+/// delivery under epoch 1, one delivery still pending (sealed to epoch 1), then epoch 2
+/// added and one body appended under it. Password `pw`.
+struct EpochWorld {
+    store: DynStore,
+    deployment: DeploymentId,
+    directory: Arc<MemoryDirectory>,
+    signing_bytes: [u8; 32],
+    provider: Provider,
+    alice: AccountId,
+    /// Every body of the account, sorted, the pending delivery's included.
+    expected: Vec<Vec<u8>>,
+}
+
+impl EpochWorld {
+    async fn new(appended: u8) -> Self {
+        let rng = RandomSource::os();
+        let store = super::memory();
+        let (directory, _officer) = super::directory_with_officer(&rng).await;
+        let signing = DeliverySigningKey::generate(&rng);
+        directory
+            .set_delivery_key(signing.verifying_key())
+            .await
+            .unwrap();
+        let deployment = DeploymentId::random(&rng);
+        let provider = Provider::new(store.clone(), deployment, directory.clone(), cheap_config())
+            .await
+            .unwrap();
+        let alice = provider.create_account("pw").await.unwrap();
+        let mut session = provider.unlock(alice, "pw").await.unwrap();
+        let w = Self {
+            store,
+            deployment,
+            directory,
+            signing_bytes: *signing.to_bytes(),
+            provider,
+            alice,
+            expected: Vec::new(),
+        };
+        {
+            let mut mail = session.mailstore().await.unwrap();
+            let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
+            for i in 0..appended {
+                let body = format!("Subject: old {i}\r\n\r\nbody {i}");
+                mail.append(inbox, body.as_bytes(), Default::default())
+                    .await
+                    .unwrap();
+            }
+            w.deliver(MESSAGE).await;
+            session.import_deliveries(&mut mail).await.unwrap();
+            w.deliver(PENDING).await;
         }
-        let deliverer = provider.deliverer(DeliverySigningKey::from_bytes(*signing.to_bytes()));
-        deliverer
-            .deliver_bytes(alice, MESSAGE, DeliveryOptions::default())
-            .await
-            .unwrap();
-        session.import_deliveries(&mut mail).await.unwrap();
-        // One delivery still pending under epoch 1 when the job starts.
-        deliverer
-            .deliver_bytes(
-                alice,
-                b"Subject: pending\r\n\r\nlate",
-                DeliveryOptions::default(),
-            )
-            .await
-            .unwrap();
-    }
-    assert_eq!(session.add_epoch().await.unwrap(), 2);
-    {
+        assert_eq!(session.add_epoch().await.unwrap(), 2);
         let mut mail = session.mailstore().await.unwrap();
         let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
         mail.append(
@@ -841,78 +844,232 @@ async fn epoch_reencryption_killed_and_resumed() {
         )
         .await
         .unwrap();
+        let mut expected = read_all(&session).await;
+        expected.push(PENDING.to_vec());
+        expected.sort();
+        assert!(stored_epochs(&w.store, &alice).await.contains(&1));
+        assert_eq!(w.pending_envelopes().await, 1);
+        Self { expected, ..w }
     }
-    let mut expected = read_all(&session).await;
-    expected.push(b"Subject: pending\r\n\r\nlate".to_vec());
-    expected.sort();
-    assert!(stored_epochs(&store, &alice).await.contains(&1));
 
-    // Killed runs: a provider whose store fails at the n-th operation.
-    let mut kills = 0;
-    for at in (20..400u64).step_by(23) {
-        let faulty: DynStore = Arc::new(FaultyStore::new(
-            store.clone(),
-            Some(Fault {
-                at,
-                mode: FaultMode::Crash,
-            }),
-        ));
-        let crashing = Provider::new(faulty, deployment, directory.clone(), config()).await;
-        let Ok(crashing) = crashing else { continue };
-        let Ok(mut killed) = crashing.unlock(alice, "pw").await else {
-            continue;
-        };
-        let mut reported = 0;
-        if killed
-            .reencrypt_epoch(1, |p| reported = p.done)
+    async fn deliver(&self, body: &[u8]) {
+        self.provider
+            .deliverer(DeliverySigningKey::from_bytes(self.signing_bytes))
+            .deliver_bytes(self.alice, body, DeliveryOptions::default())
             .await
-            .is_err()
-        {
-            kills += 1;
-        } else {
-            break;
-        }
-        // Whatever the kill left, every message reads (epoch 1 is still in the keyring).
-        let reader = provider.unlock(alice, "pw").await.unwrap();
+            .unwrap();
+    }
+
+    /// A provider of this deployment on `store` (a faulty view of the same bucket).
+    async fn provider_on(&self, store: DynStore) -> mailvault::Result<Provider> {
+        Provider::new(
+            store,
+            self.deployment,
+            self.directory.clone(),
+            cheap_config(),
+        )
+        .await
+    }
+
+    /// Envelopes still in the store, not yet imported and removed.
+    async fn pending_envelopes(&self) -> usize {
+        self.store
+            .list(Some(&naming::delivery_prefix(&self.alice)))
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap()
+            .len()
+    }
+
+    /// The epochs the account's keyring holds, read by unlocking it.
+    async fn keyring_epochs(&self) -> (Vec<u32>, Vec<(u32, [u8; 32])>) {
+        let record = self
+            .directory
+            .account_record(&self.alice)
+            .await
+            .unwrap()
+            .unwrap();
+        let binding = SlotBinding::new(self.deployment, self.alice, *record.secret(), None);
+        let keyring = self
+            .provider
+            .keyrings()
+            .unlock(self.alice, binding, Credential::Password("pw"))
+            .await
+            .unwrap();
+        let epochs = keyring.epoch_keys().iter().map(|k| k.epoch()).collect();
+        (epochs, keyring.epoch_public_keys())
+    }
+
+    /// After a killed run: every message reads, and the pending delivery is in a mailbox
+    /// at most once or still an envelope (both when the import's clean-up failed): never
+    /// lost, never doubled. Returns whether it is still to be imported.
+    async fn check_after_kill(&self, context: &str) -> bool {
+        let reader = self.provider.unlock(self.alice, "pw").await.unwrap();
         let mut now = read_all(&reader).await;
-        let pending = directory.delivery_key().await.unwrap().is_some();
-        if now.len() < expected.len() && pending {
-            now.push(b"Subject: pending\r\n\r\nlate".to_vec());
+        assert!(
+            reader.mailstore().await.unwrap().quarantined().is_empty(),
+            "{context}"
+        );
+        let imported = now.iter().filter(|b| b[..] == *PENDING).count();
+        let envelope = self.pending_envelopes().await;
+        assert!(imported <= 1 && envelope <= 1, "{context}: doubled");
+        assert!(
+            imported == 1 || envelope == 1,
+            "{context}: pending delivery lost"
+        );
+        if imported == 0 {
+            now.push(PENDING.to_vec());
             now.sort();
         }
-        assert_eq!(now, expected, "after a kill at operation {at}");
+        assert_eq!(now, self.expected, "{context}");
+        imported == 0
     }
-    assert!(kills >= 3, "the job was killed part-way ({kills} kills)");
 
-    // Resumed to the end.
-    let mut session = provider.unlock(alice, "pw").await.unwrap();
+    /// Bodies under epoch 1 in the index now (what a run starting now has to rewrite,
+    /// besides a pending delivery).
+    async fn bodies_under_epoch_1(&self) -> usize {
+        let reader = self.provider.unlock(self.alice, "pw").await.unwrap();
+        reader.mailstore().await.unwrap().bodies_under_epoch(1)
+    }
+
+    /// Runs the job to the end (no fault) and checks its progress reports: one per body,
+    /// growing by one up to `total`, the bodies under epoch 1 when it started. Then
+    /// checks the end state: nothing of epoch 1 left in the store, the keyring or the
+    /// directory, every message readable, and a new delivery sealed to epoch 2.
+    async fn finish_and_check(&self, total: usize, context: &str) {
+        let mut session = self.provider.unlock(self.alice, "pw").await.unwrap();
+        let mut seen = Vec::new();
+        let done = session.reencrypt_epoch(1, |p| seen.push(p)).await.unwrap();
+        assert_eq!(done, total, "{context}");
+        let exact: Vec<EpochProgress> = (1..=total)
+            .map(|done| EpochProgress { done, total })
+            .collect();
+        assert_eq!(seen, exact, "{context}: progress");
+        assert_eq!(read_all(&session).await, self.expected, "{context}");
+        assert_eq!(self.pending_envelopes().await, 0, "{context}");
+        assert!(
+            stored_epochs(&self.store, &self.alice)
+                .await
+                .iter()
+                .all(|&e| e == 2),
+            "{context}: no body of the old epoch left"
+        );
+        let record = self
+            .directory
+            .account_record(&self.alice)
+            .await
+            .unwrap()
+            .unwrap();
+        let (epochs, public_keys) = self.keyring_epochs().await;
+        assert_eq!(epochs, [2], "{context}: epoch 1 gone from the keyring");
+        assert_eq!(
+            record.public_keys, public_keys,
+            "{context}: and from the directory"
+        );
+        let fresh = self.provider.unlock(self.alice, "pw").await.unwrap();
+        assert_eq!(
+            read_all(&fresh).await,
+            self.expected,
+            "{context}: readable with epoch 1 gone"
+        );
+        assert_eq!(fresh.blobs().current_epoch(), 2);
+        // Mail delivered after the job is sealed to a live epoch and imports.
+        self.deliver(b"Subject: after\r\n\r\nthe job").await;
+        let mut mail = fresh.mailstore().await.unwrap();
+        let report = fresh.import_deliveries(&mut mail).await.unwrap();
+        assert!(
+            report.quarantined.is_empty() && report.imported.len() == 1,
+            "{context}: {report:?}"
+        );
+    }
+}
+
+/// The epoch re-encryption job. Uninterrupted, it reports progress after every body up
+/// to its total. Killed at fixed and at seeded pseudo-random backend operations, in every
+/// fault mode, twice in a row: every message stays readable after each kill (the pending
+/// delivery in a mailbox or still an envelope, never lost nor doubled), and the resumed
+/// run rewrites exactly what was left, after which no body of the old epoch is left and
+/// the epoch is gone from the keyring and the directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn epoch_reencryption_killed_and_resumed() {
+    use rand::{Rng, SeedableRng};
+    const APPENDED: u8 = 5;
+    // Uninterrupted: the appended bodies, the imported delivery and the pending one
+    // (imported by the job first) are rewritten, one progress report each. The same run
+    // counts the backend operations of a job (from the provider's start).
+    let w = EpochWorld::new(APPENDED).await;
+    let counting = FaultyStore::new(w.store.clone(), None);
+    let provider = w.provider_on(Arc::new(counting.clone())).await.unwrap();
+    let started = counting.ops();
+    let mut session = provider.unlock(w.alice, "pw").await.unwrap();
     let mut seen = Vec::new();
-    session.reencrypt_epoch(1, |p| seen.push(p)).await.unwrap();
+    let done = session.reencrypt_epoch(1, |p| seen.push(p)).await.unwrap();
+    let total = usize::from(APPENDED) + 2;
+    assert_eq!(done, total);
+    assert_eq!(seen.len(), total, "one report per body");
     assert!(
-        seen.windows(2).all(|w| w[0].done < w[1].done),
+        seen.windows(2).all(|p| p[1].done == p[0].done + 1),
         "progress grows"
     );
-    assert_eq!(read_all(&session).await, expected);
+    assert_eq!(seen.last().unwrap().done, total, "and ends at its total");
+    assert!(seen.iter().all(|p| p.total == total), "{seen:?}");
+    let ops = counting.ops();
+    assert!(ops > started + 50, "{started}..{ops}");
+    // The next run finds nothing to do.
+    w.finish_and_check(0, "after an uninterrupted run").await;
+
+    // Kill points, counted from the provider's start: a few fixed ones across the job
+    // and seeded pseudo-random ones (the seed is in every message). The provider's probe
+    // of the store comes first and is never hit, so every provider commits as the bucket
+    // allows.
+    let seed: u64 = 0x6d61_696c_7661_756c;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let span = ops - started;
+    let mut points: Vec<u64> = vec![span / 10, span / 3, span / 2, 3 * span / 4, span - 2];
+    points.extend((0..15).map(|_| rng.gen_range(0..span)));
+    let modes = [FaultMode::Crash, FaultMode::ApplyAndFail, FaultMode::Fail];
+    let (mut scenarios, mut kills, mut resumed_with_work) = (0, 0, 0);
+    for (i, &first) in points.iter().enumerate() {
+        for (j, first_mode) in modes.into_iter().enumerate() {
+            // Killed, then the run resuming it killed too (another point and mode).
+            let second = (rng.gen_range(0..span), modes[(i + j + 1) % modes.len()]);
+            let w = EpochWorld::new(APPENDED).await;
+            let (mut context, mut to_import) = (String::new(), false);
+            for (offset, mode) in [(first, first_mode), second] {
+                context.push_str(&format!("{mode:?} at {offset} of {span}; "));
+                let fault = Fault {
+                    at: started + offset,
+                    mode,
+                };
+                let faulty: DynStore = Arc::new(FaultyStore::new(w.store.clone(), Some(fault)));
+                let provider = w.provider_on(faulty).await.unwrap();
+                let run = match provider.unlock(w.alice, "pw").await {
+                    Ok(mut killed) => killed.reencrypt_epoch(1, |_| {}).await.map(|_| ()),
+                    Err(e) => Err(e),
+                };
+                kills += usize::from(run.is_err());
+                to_import = w
+                    .check_after_kill(&format!("seed {seed:#x}: {context}"))
+                    .await;
+            }
+            // Resumed to the end: it rewrites exactly what the kills left.
+            let left = w.bodies_under_epoch_1().await + usize::from(to_import);
+            resumed_with_work += usize::from(left >= 3);
+            w.finish_and_check(left, &format!("seed {seed:#x}: {context}resumed"))
+                .await;
+            scenarios += 1;
+        }
+    }
+    eprintln!("{scenarios} scenarios, {kills} killed runs, {resumed_with_work} resumed with 3 bodies or more left");
     assert!(
-        stored_epochs(&store, &alice).await.iter().all(|&e| e == 2),
-        "no body of the old epoch left"
+        kills >= scenarios,
+        "the job was killed part-way ({kills} of {} runs)",
+        2 * scenarios
     );
-    let record = directory.account_record(&alice).await.unwrap().unwrap();
-    assert_eq!(
-        record
-            .public_keys
-            .iter()
-            .map(|(e, _)| *e)
-            .collect::<Vec<_>>(),
-        [2]
+    assert!(
+        resumed_with_work >= scenarios / 4,
+        "{resumed_with_work} of {scenarios} resumed runs had real work"
     );
-    let fresh = provider.unlock(alice, "pw").await.unwrap();
-    assert_eq!(
-        read_all(&fresh).await,
-        expected,
-        "readable with epoch 1 gone"
-    );
-    assert!(matches!(fresh.blobs().current_epoch(), 2));
 }
 
 /// A large delivery (multipart body) torn in the middle of its upload: not acknowledged,
