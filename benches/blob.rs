@@ -6,7 +6,10 @@
 //!   `raw_aead/seal_all_cores`: the same cipher over 64 KiB pieces of the buffer in
 //!   place on every core (rayon): the ceiling of any parallel chunked format here;
 //! - `mailvault/{seal,open}`: [`BlobCipher::seal`] / [`BlobCipher::open`] in memory
-//!   (64 KiB chunks on all cores, key derivation and commitment check included);
+//!   (64 KiB chunks on all cores, key derivation and commitment check included), into
+//!   one buffer; `mailvault/{seal,open}_parts`: [`BlobCipher::seal_parts`] /
+//!   [`BlobCipher::open_parts`], the same work into one buffer per chunk (what
+//!   `AccountBlobs::put` uploads);
 //! - `age/{encrypt,decrypt}`: the `age` crate to one X25519 recipient, in memory (the same
 //!   STREAM construction, single core, plus the X25519 header);
 //! - `range/{4k_of_64m,full_64m}`: a 4 KiB range read against a whole read of a 64 MiB
@@ -141,6 +144,36 @@ fn mailvault_cipher(c: &mut Criterion) {
         assert_eq!(cipher.open(&pin, &stored).expect("open"), plain);
         group.bench_function(BenchmarkId::new("open", label), |b| {
             b.iter(|| cipher.open(&pin, black_box(&stored)).expect("open"))
+        });
+
+        // The same bytes as upload parts (header, then one buffer per chunk), as
+        // `AccountBlobs::put` stores them, and opened into one buffer per chunk.
+        let (parts_pin, parts) = cipher
+            .seal_parts(&rng, id, BlobKind::Message, &plain)
+            .expect("seal_parts");
+        let joined: Vec<u8> = parts.iter().flat_map(|part| part.iter().copied()).collect();
+        assert_eq!(joined.len(), stored.len());
+        assert_eq!(cipher.open(&parts_pin, &joined).expect("open parts"), plain);
+        group.bench_function(BenchmarkId::new("seal_parts", label), |b| {
+            b.iter(|| {
+                cipher
+                    .seal_parts(&rng, id, BlobKind::Message, black_box(&plain))
+                    .expect("seal_parts")
+            })
+        });
+        assert_eq!(
+            cipher
+                .open_parts(&pin, &stored)
+                .expect("open_parts")
+                .concat(),
+            plain
+        );
+        group.bench_function(BenchmarkId::new("open_parts", label), |b| {
+            b.iter(|| {
+                cipher
+                    .open_parts(&pin, black_box(&stored))
+                    .expect("open_parts")
+            })
         });
     }
     group.finish();

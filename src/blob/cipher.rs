@@ -1,6 +1,9 @@
 //! Keys of blobs: per-account input key, per-blob payload key and commitment, and the
 //! incremental sealer and opener that run the STREAM loop over a blob's chunks.
 
+use bytes::Bytes;
+use object_store::PutPayload;
+
 use crate::crypto::kdf::{
     self, LABEL_BLOB_INPUT, LABEL_BLOB_KEYS, LABEL_PIN_WRAP, LABEL_SEALED_KEYS,
 };
@@ -242,17 +245,60 @@ impl BlobCipher {
         Ok((BlobPin::new(id, header, layout), out))
     }
 
+    /// Seals `plaintext` as blob `id` in one call, straight into upload parts: the
+    /// header, then one buffer per chunk, each filled and sealed by the core that seals
+    /// it (the plaintext is copied once, nothing is zero-filled). The bytes are those
+    /// [`seal`](Self::seal) returns in one buffer; [`AccountBlobs::put`](super::AccountBlobs::put)
+    /// uploads them as they are.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a plaintext beyond the format's limit.
+    pub fn seal_parts(
+        &self,
+        rng: &RandomSource,
+        id: BlobId,
+        kind: BlobKind,
+        plaintext: &[u8],
+    ) -> Result<(BlobPin, PutPayload)> {
+        let layout = BlobLayout::for_plaintext(plaintext.len() as u64)?;
+        let (header, cipher) = self.new_blob(rng, &id, kind);
+        let header_part = Bytes::copy_from_slice(&header.to_bytes());
+        let parts = std::iter::once(header_part).chain(cipher.seal_chunks(plaintext));
+        Ok((BlobPin::new(id, header, layout), parts.collect()))
+    }
+
+    /// Opens a whole stored blob against its pin into its chunks' plaintext, in order:
+    /// one buffer per chunk, each filled and opened by the core that opens it, for a
+    /// caller that writes them out one by one (no buffer of the whole plaintext).
+    ///
+    /// # Errors
+    /// [`Error::Tampered`] if `stored` is not exactly the blob the pin describes.
+    pub fn open_parts(&self, pin: &BlobPin, stored: &[u8]) -> Result<Vec<Bytes>> {
+        let cipher = self.payload_for(pin)?;
+        let header_len = self.check_stored(pin, stored)?;
+        cipher
+            .open_chunks(&stored[header_len..])
+            .map_err(|_| Error::Tampered)
+    }
+
+    /// The header length of a stored blob that has the length and header its pin
+    /// records.
+    fn check_stored(&self, pin: &BlobPin, stored: &[u8]) -> Result<usize> {
+        let header_len = pin.layout().header_len() as usize;
+        if stored.len() as u64 != pin.stored_len() || stored[..header_len] != pin.header_bytes()[..]
+        {
+            return Err(Error::Tampered);
+        }
+        Ok(header_len)
+    }
+
     /// Opens a whole stored blob against its pin.
     ///
     /// # Errors
     /// [`Error::Tampered`] if `stored` is not exactly the blob the pin describes.
     pub fn open(&self, pin: &BlobPin, stored: &[u8]) -> Result<Vec<u8>> {
         let cipher = self.payload_for(pin)?;
-        let header_len = pin.layout().header_len() as usize;
-        if stored.len() as u64 != pin.stored_len() || stored[..header_len] != pin.header_bytes()[..]
-        {
-            return Err(Error::Tampered);
-        }
+        let header_len = self.check_stored(pin, stored)?;
         let mut out = Vec::with_capacity(pin.len() as usize);
         cipher
             .open(

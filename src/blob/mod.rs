@@ -38,7 +38,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
-use object_store::ObjectStoreExt;
+use object_store::{ObjectStoreExt, PutMode, PutOptions};
 
 pub use cipher::BlobCipher;
 pub use sealed::{SealedBlob, SealedBlobWriter, SealedRecipients};
@@ -47,6 +47,7 @@ use write::WrittenHeader;
 
 use crate::crypto::{AccountKey, RandomSource};
 use crate::error::{Error, Result};
+use crate::format::blob::BlobLayout;
 use crate::format::{BlobKind, BlobPin};
 use crate::ids::{AccountId, BlobId, DeploymentId};
 use crate::storage::{naming, DynStore};
@@ -275,9 +276,20 @@ impl AccountBlobs {
     /// # Errors
     /// [`Error::Backend`] if the upload fails (nothing is then visible under the pin).
     pub async fn put(&self, kind: BlobKind, data: &[u8]) -> Result<BlobPin> {
-        let mut writer = self.writer(kind);
-        writer.write(data).await?;
-        writer.finish().await
+        let stored_len = BlobLayout::for_plaintext(data.len() as u64)?.ciphertext_len();
+        if stored_len > self.config.multipart_threshold as u64 {
+            let mut writer = self.writer(kind);
+            writer.write(data).await?;
+            return writer.finish().await;
+        }
+        // One conditional PUT of the chunks as sealed, each in its own buffer.
+        let id = BlobId::random(&self.rng);
+        let (pin, parts) = self.current().seal_parts(&self.rng, id, kind, data)?;
+        let opts = PutOptions::from(PutMode::Create);
+        self.store
+            .put_opts(&naming::blob_path(&self.account, &id), parts, opts)
+            .await?;
+        Ok(pin)
     }
 
     /// Reads a whole blob as a stream of authenticated plaintext, with one GET and memory

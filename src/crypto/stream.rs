@@ -12,6 +12,7 @@
 //! Chunks are sealed or opened on all cores at once (rayon) when a call covers at least
 //! two full chunks; below that, handing work to another thread costs more than it saves.
 
+use bytes::Bytes;
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce, Tag};
 use rayon::prelude::*;
@@ -116,6 +117,68 @@ impl PayloadCipher {
         } else {
             out.chunks_mut(SEALED_CHUNK_SIZE).enumerate().for_each(work);
         }
+    }
+
+    /// Seals a whole payload (chunks numbered from 0, the last one final) into one buffer
+    /// per chunk. Each buffer is allocated, filled and sealed by the core that seals it:
+    /// the plaintext is copied once and nothing is zero-filled, which is the form an
+    /// upload takes as a list of parts.
+    pub(crate) fn seal_chunks(&self, plaintext: &[u8]) -> Vec<Bytes> {
+        let pieces = plaintext.len() / CHUNK_SIZE + 1;
+        let seal_one = |k: usize| {
+            let from = k * CHUNK_SIZE;
+            let to = (from + CHUNK_SIZE).min(plaintext.len());
+            let mut chunk = Vec::with_capacity(to - from + TAG_LEN);
+            chunk.extend_from_slice(&plaintext[from..to]);
+            chunk.extend_from_slice(&[0; TAG_LEN]);
+            self.seal_in_place(k as u64, k == pieces - 1, &mut chunk);
+            Bytes::from(chunk)
+        };
+        if pieces > 2 {
+            (0..pieces).into_par_iter().map(seal_one).collect()
+        } else {
+            (0..pieces).map(seal_one).collect()
+        }
+    }
+
+    /// Opens a whole sealed payload (every chunk from 0 to the final one) into one
+    /// buffer per chunk, in order, each allocated, filled and opened by the core that
+    /// opens it. Nothing is returned unless every chunk authenticates (and the chunks
+    /// opened meanwhile are wiped).
+    pub(crate) fn open_chunks(&self, sealed: &[u8]) -> Result<Vec<Bytes>, ChunkError> {
+        // The final chunk is strictly shorter than a full one, and holds at least a tag.
+        if sealed.len() % SEALED_CHUNK_SIZE < TAG_LEN {
+            return Err(ChunkError);
+        }
+        let pieces = sealed.len() / SEALED_CHUNK_SIZE + 1;
+        let open_one = |k: usize| -> Result<Vec<u8>, ChunkError> {
+            let at = k * SEALED_CHUNK_SIZE;
+            let end = (at + SEALED_CHUNK_SIZE).min(sealed.len());
+            let (body, tag) = sealed[at..end].split_at(end - at - TAG_LEN);
+            let mut chunk = body.to_vec();
+            self.0
+                .decrypt_in_place_detached(
+                    &nonce(k as u64, k == pieces - 1),
+                    b"",
+                    &mut chunk,
+                    Tag::from_slice(tag),
+                )
+                .map_err(|_| ChunkError)?;
+            Ok(chunk)
+        };
+        let opened: Vec<Result<Vec<u8>, ChunkError>> = if pieces > 2 {
+            (0..pieces).into_par_iter().map(open_one).collect()
+        } else {
+            (0..pieces).map(open_one).collect()
+        };
+        if opened.iter().any(Result::is_err) {
+            use zeroize::Zeroize;
+            for mut chunk in opened.into_iter().flatten() {
+                chunk.zeroize();
+            }
+            return Err(ChunkError);
+        }
+        Ok(opened.into_iter().flatten().map(Bytes::from).collect())
     }
 
     /// Opens consecutive sealed chunks numbered from `first_index` and appends their
@@ -230,6 +293,41 @@ mod tests {
             let mut opened = Vec::new();
             c.open(0, final_index, &sealed, &mut opened).unwrap();
             assert_eq!(opened, plain, "len {len}");
+        }
+    }
+
+    #[test]
+    fn chunks_are_the_same_bytes_as_one_buffer() {
+        let c = cipher();
+        for len in [
+            0,
+            1,
+            CHUNK_SIZE - 1,
+            CHUNK_SIZE,
+            CHUNK_SIZE + 1,
+            3 * CHUNK_SIZE,
+            3 * CHUNK_SIZE + 7,
+        ] {
+            let plain: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut sealed = Vec::new();
+            c.seal(0, &plain, true, &mut sealed);
+            let chunks = c.seal_chunks(&plain);
+            assert_eq!(chunks.len(), len / CHUNK_SIZE + 1, "len {len}");
+            assert_eq!(chunks.concat(), sealed, "len {len}");
+            let opened = c.open_chunks(&sealed).unwrap();
+            assert_eq!(opened.concat(), plain, "len {len}");
+            // Any flipped byte, and any cut, refuses the whole payload.
+            for at in [0, sealed.len() / 2, sealed.len() - 1] {
+                let mut bad = sealed.clone();
+                bad[at] ^= 1;
+                assert_eq!(c.open_chunks(&bad), Err(ChunkError), "len {len} flip {at}");
+            }
+            for cut in [1, TAG_LEN, SEALED_CHUNK_SIZE] {
+                if cut <= sealed.len() {
+                    let short = &sealed[..sealed.len() - cut];
+                    assert_eq!(c.open_chunks(short), Err(ChunkError), "len {len} cut {cut}");
+                }
+            }
         }
     }
 
