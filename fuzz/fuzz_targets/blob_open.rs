@@ -1,11 +1,12 @@
 //! Opening arbitrary and mutated stored blobs.
 //!
 //! 1. The whole input is taken as a stored object and opened without a pin
-//!    (`open_unpinned`) as a fixed blob id of a fixed account: it must never panic, and
-//!    may only succeed for a blob this account really sealed under that id.
+//!    (`open_unpinned`, then `open` and `open_parts` with the pin found) as a fixed blob
+//!    id of a fixed account: it must never panic, and may only succeed for a blob this
+//!    account really sealed under that id.
 //! 2. The input also drives mutations (XOR, truncation, extension, splice, chunk swap) of
 //!    blobs sealed once by the target itself (a one-chunk blob and a three-chunk blob),
-//!    which are then opened with their real pins: anything but the unchanged bytes must
+//!    which are then opened with their real pins (`open`, `open_parts`): anything but the unchanged bytes must
 //!    fail, and the unchanged bytes must open to the original plaintext.
 //!
 //! Input layout for the mutations: byte 0 picks the blob (bit 7) and the operation (low
@@ -167,6 +168,8 @@ fuzz_target!(|data: &[u8]| {
         // Only a blob this account sealed under this id may open.
         assert_eq!(pin.stored_len(), data.len() as u64);
         assert_eq!(pin.len(), plain.len() as u64);
+        let parts = fixture.cipher.open_parts(&pin, data).map(|p| p.concat());
+        assert_eq!(parts.ok().as_ref(), Some(&plain));
         assert_eq!(fixture.cipher.open(&pin, data).ok(), Some(plain));
     }
 
@@ -175,14 +178,17 @@ fuzz_target!(|data: &[u8]| {
     let blob = &fixture.blobs[which];
     let mutated = mutate(&blob.stored, data);
     let opened = fixture.cipher.open(&blob.pin, &mutated);
+    let parts = fixture.cipher.open_parts(&blob.pin, &mutated);
     let unpinned = fixture.cipher.open_unpinned(blob.pin.id, &mutated);
     if mutated == blob.stored {
         assert_eq!(opened.ok().as_ref(), Some(&blob.plaintext));
+        assert_eq!(parts.ok().map(|p| p.concat()).as_ref(), Some(&blob.plaintext));
         let (pin, plain) = unpinned.expect("an unchanged blob opens without its pin");
         assert_eq!(pin, blob.pin);
         assert_eq!(plain, blob.plaintext);
     } else {
         assert!(opened.is_err(), "a mutated blob opened with its pin");
+        assert!(parts.is_err(), "a mutated blob opened into parts with its pin");
         assert!(unpinned.is_err(), "a mutated blob opened without its pin");
     }
 });

@@ -31,6 +31,15 @@ fn assert_tampered(result: mailvault::Result<impl Sized>, what: &str) {
     }
 }
 
+/// Both one-call read paths (one buffer, one buffer per chunk) refuse `stored`.
+fn assert_opens_tampered(cipher: &BlobCipher, pin: &BlobPin, stored: &[u8], what: &str) {
+    assert_tampered(cipher.open(pin, stored), what);
+    assert_tampered(
+        cipher.open_parts(pin, stored),
+        &format!("{what} (open_parts)"),
+    );
+}
+
 fn chunk(stored: &[u8], j: usize) -> &[u8] {
     let start = HEADER + j * SEALED;
     &stored[start..(start + SEALED).min(stored.len())]
@@ -51,7 +60,7 @@ fn every_flipped_bit_class_is_detected() {
         for bit in [0x01, 0x80] {
             let mut bad = stored.clone();
             bad[position] ^= bit;
-            assert_tampered(cipher.open(&pin, &bad), &format!("pinned, byte {position}"));
+            assert_opens_tampered(&cipher, &pin, &bad, &format!("pinned, byte {position}"));
             // Without a pin, a flipped version byte reads as an unknown version and a
             // flipped epoch as an epoch without a key; either way it is refused.
             let unpinned = cipher.open_unpinned(pin.id, &bad);
@@ -88,7 +97,7 @@ fn truncation_at_every_boundary_and_inside_chunks_is_detected() {
     cuts.extend([HEADER + SEALED / 2, HEADER + SEALED + 12345]);
     for cut in cuts {
         let short = &stored[..cut];
-        assert_tampered(cipher.open(&pin, short), &format!("pinned cut at {cut}"));
+        assert_opens_tampered(&cipher, &pin, short, &format!("pinned cut at {cut}"));
         assert!(
             cipher.open_unpinned(pin.id, short).is_err(),
             "unpinned cut at {cut}"
@@ -119,7 +128,7 @@ fn swapped_duplicated_and_appended_chunks_are_detected() {
     ];
     for (what, order) in cases {
         let forged = assemble(&order);
-        assert_tampered(cipher.open(&pin, &forged), what);
+        assert_opens_tampered(&cipher, &pin, &forged, what);
         assert!(
             cipher.open_unpinned(pin.id, &forged).is_err(),
             "unpinned: {what}"
@@ -128,7 +137,7 @@ fn swapped_duplicated_and_appended_chunks_are_detected() {
     // Appending bytes after the final chunk.
     let mut longer = stored.clone();
     longer.extend_from_slice(&[0u8; 16]);
-    assert_tampered(cipher.open(&pin, &longer), "trailing bytes");
+    assert_opens_tampered(&cipher, &pin, &longer, "trailing bytes");
     assert!(cipher.open_unpinned(pin.id, &longer).is_err());
 }
 
@@ -144,21 +153,21 @@ fn a_blob_moved_to_another_id_account_or_deployment_fails_its_commitment() {
     );
     // Another account sharing the very same account key: the context still differs.
     let other_account = BlobCipher::new(f.deployment, AccountId::random(&f.rng), &f.key);
-    assert_tampered(other_account.open(&pin, &stored), "other account, pinned");
+    assert_opens_tampered(&other_account, &pin, &stored, "other account, pinned");
     assert_tampered(
         other_account.open_unpinned(pin.id, &stored).map(|_| ()),
         "other account",
     );
     // Another deployment.
     let other_deployment = BlobCipher::new(DeploymentId::random(&f.rng), f.account, &f.key);
-    assert_tampered(other_deployment.open(&pin, &stored), "other deployment");
+    assert_opens_tampered(&other_deployment, &pin, &stored, "other deployment");
     // Another key of the same epoch (a different account's key).
     let stranger = BlobCipher::new(
         f.deployment,
         f.account,
         &AccountKey::generate(1, &RandomSource::os()),
     );
-    assert_tampered(stranger.open(&pin, &stored), "other key");
+    assert_opens_tampered(&stranger, &pin, &stored, "other key");
     // A key of another epoch is reported as such.
     let later = BlobCipher::new(f.deployment, f.account, &AccountKey::generate(2, &f.rng));
     assert!(matches!(
@@ -176,7 +185,7 @@ fn a_relabelled_kind_fails_its_commitment() {
     let relabelled = BlobPin::parse(&raw).unwrap();
     let mut restamped = stored.clone();
     restamped[7] = BlobKind::Attachment.to_byte();
-    assert_tampered(cipher.open(&relabelled, &restamped), "kind relabelled");
+    assert_opens_tampered(&cipher, &relabelled, &restamped, "kind relabelled");
 }
 
 /// A blob rewritten in place under the same id (a replay of another version): the pin of
