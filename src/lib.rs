@@ -38,6 +38,59 @@
 //! # }
 //! ```
 //!
+//! ## The whole flow
+//!
+//! A mail server holds a [`engine::Provider`]; its LMTP side delivers through a
+//! [`delivery::Deliverer`], which holds public keys and a signing key only; a login
+//! opens a [`engine::Session`], whose [`mail::Mailstore`] is what IMAP and JMAP call.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> mailvault::Result<()> {
+//! use std::sync::Arc;
+//! use mailvault::crypto::RandomSource;
+//! use mailvault::delivery::{DeliveryOptions, DeliverySigningKey};
+//! use mailvault::directory::{Directory, MemoryDirectory, OfficerKeyEntry};
+//! use mailvault::engine::{Provider, ProviderConfig};
+//! use mailvault::ids::DeploymentId;
+//! use mailvault::keys::OfficerSecret;
+//! use mailvault::mail::{FlagChange, Flags, PartSection, INBOX};
+//!
+//! let rng = RandomSource::os();
+//! let store = mailvault::storage::open_store("memory://")?;
+//! // Your user database implements `Directory`; it holds what the server trusts.
+//! let directory = Arc::new(MemoryDirectory::new());
+//! let officer = OfficerSecret::generate(&rng); // kept offline by the security officer
+//! directory
+//!     .set_officer_keys(vec![OfficerKeyEntry { key: officer.public(), current: true }])
+//!     .await?;
+//! let signing = DeliverySigningKey::generate(&rng);
+//! directory.set_delivery_key(signing.verifying_key()).await?;
+//! let provider =
+//!     Provider::new(store, DeploymentId::random(&rng), directory, ProviderConfig::default())
+//!         .await?;
+//!
+//! let alice = provider.create_account("correct horse battery staple").await?;
+//! // Mail arrives while Alice is offline: sealed to her public key, signed.
+//! provider
+//!     .deliverer(signing)
+//!     .deliver_bytes(alice, b"Subject: hi\r\n\r\nhello", DeliveryOptions::default())
+//!     .await?;
+//!
+//! // She logs in; the session imports what arrived and reads it.
+//! let session = provider.unlock(alice, "correct horse battery staple").await?;
+//! let mut mail = session.mailstore().await?;
+//! session.import_deliveries(&mut mail).await?;
+//! let inbox = mail.mailbox_by_name(INBOX).expect("INBOX exists").id;
+//! let view = mail.select(inbox).await?;
+//! let email = mail.analyze(inbox, view.messages[0].uid).await?;
+//! assert_eq!(&mail.read_part(&email, 0, PartSection::Body).await?[..], b"hello");
+//! let seen = FlagChange::Add(Flags::from_names([Flags::SEEN])?);
+//! mail.store_flags(inbox, &[view.messages[0].uid], seen, None).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ## Layers
 //!
 //! | module | what |
