@@ -275,29 +275,10 @@ mod tests {
         PayloadCipher::new(&Key32::from_bytes([3u8; 32]))
     }
 
+    /// One buffer and one buffer per chunk: the same bytes, both round trips, and any
+    /// flipped byte or cut refuses the whole payload.
     #[test]
-    fn seal_open_round_trip_multi_chunk() {
-        let c = cipher();
-        for len in [
-            0,
-            1,
-            CHUNK_SIZE - 1,
-            CHUNK_SIZE,
-            CHUNK_SIZE + 1,
-            3 * CHUNK_SIZE,
-        ] {
-            let plain: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-            let mut sealed = Vec::new();
-            c.seal(0, &plain, true, &mut sealed);
-            let final_index = (len / CHUNK_SIZE) as u64;
-            let mut opened = Vec::new();
-            c.open(0, final_index, &sealed, &mut opened).unwrap();
-            assert_eq!(opened, plain, "len {len}");
-        }
-    }
-
-    #[test]
-    fn chunks_are_the_same_bytes_as_one_buffer() {
+    fn seal_open_round_trip_on_both_paths() {
         let c = cipher();
         for len in [
             0,
@@ -311,16 +292,21 @@ mod tests {
             let plain: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let mut sealed = Vec::new();
             c.seal(0, &plain, true, &mut sealed);
+            let final_index = (len / CHUNK_SIZE) as u64;
+            let mut opened = Vec::new();
+            c.open(0, final_index, &sealed, &mut opened).unwrap();
+            assert_eq!(opened, plain, "len {len}");
             let chunks = c.seal_chunks(&plain);
             assert_eq!(chunks.len(), len / CHUNK_SIZE + 1, "len {len}");
             assert_eq!(chunks.concat(), sealed, "len {len}");
-            let opened = c.open_chunks(&sealed).unwrap();
-            assert_eq!(opened.concat(), plain, "len {len}");
-            // Any flipped byte, and any cut, refuses the whole payload.
+            assert_eq!(c.open_chunks(&sealed).unwrap().concat(), plain, "len {len}");
             for at in [0, sealed.len() / 2, sealed.len() - 1] {
                 let mut bad = sealed.clone();
                 bad[at] ^= 1;
                 assert_eq!(c.open_chunks(&bad), Err(ChunkError), "len {len} flip {at}");
+                let mut out = Vec::new();
+                let refused = c.open(0, final_index, &bad, &mut out);
+                assert!(refused.is_err() && out.is_empty(), "len {len} flip {at}");
             }
             for cut in [1, TAG_LEN, SEALED_CHUNK_SIZE] {
                 if cut <= sealed.len() {

@@ -49,12 +49,7 @@ impl World {
     /// As [`new`](Self::new), on `store` with index commits in `mode`.
     async fn on(model: KeyModel, store: DynStore, mode: CommitMode) -> Self {
         let rng = RandomSource::os();
-        let (directory, officer) = super::directory_with_officer(&rng).await;
-        let signing = DeliverySigningKey::generate(&rng);
-        directory
-            .set_delivery_key(signing.verifying_key())
-            .await
-            .unwrap();
+        let (directory, officer, signing) = super::directory_with_officer_and_signer(&rng).await;
         let account = AccountId::random(&rng);
         let key = AccountKey::generate(1, &rng);
         directory
@@ -148,12 +143,7 @@ impl World {
 async fn transparent_flow_deliver_login_import_read() {
     let rng = RandomSource::os();
     let store = super::memory();
-    let (directory, officer) = super::directory_with_officer(&rng).await;
-    let signing = DeliverySigningKey::generate(&rng);
-    directory
-        .set_delivery_key(signing.verifying_key())
-        .await
-        .unwrap();
+    let (directory, officer, signing) = super::directory_with_officer_and_signer(&rng).await;
     let provider = Provider::new(
         store.clone(),
         DeploymentId::random(&rng),
@@ -352,12 +342,7 @@ async fn forged_moved_and_truncated_deliveries_are_quarantined_and_kept() {
 async fn the_officer_recovers_a_model_4_delivery_after_the_officer_slot_is_gone() {
     let rng = RandomSource::os();
     let store = super::memory();
-    let (directory, officer) = super::directory_with_officer(&rng).await;
-    let signing = DeliverySigningKey::generate(&rng);
-    directory
-        .set_delivery_key(signing.verifying_key())
-        .await
-        .unwrap();
+    let (directory, officer, signing) = super::directory_with_officer_and_signer(&rng).await;
     let deployment = DeploymentId::random(&rng);
     let provider = Provider::new(store.clone(), deployment, directory.clone(), cheap_config())
         .await
@@ -800,12 +785,7 @@ impl EpochWorld {
     async fn new(appended: u8) -> Self {
         let rng = RandomSource::os();
         let store = super::memory();
-        let (directory, _officer) = super::directory_with_officer(&rng).await;
-        let signing = DeliverySigningKey::generate(&rng);
-        directory
-            .set_delivery_key(signing.verifying_key())
-            .await
-            .unwrap();
+        let (directory, _officer, signing) = super::directory_with_officer_and_signer(&rng).await;
         let deployment = DeploymentId::random(&rng);
         let provider = Provider::new(store.clone(), deployment, directory.clone(), cheap_config())
             .await

@@ -71,6 +71,25 @@ pub fn memory() -> DynStore {
     mailvault::storage::open_store("memory://").unwrap()
 }
 
+/// A trusted directory with one current officer key and the provider's delivery
+/// verification key, with that officer's secret and the delivery signing key.
+pub async fn directory_with_officer_and_signer(
+    rng: &RandomSource,
+) -> (
+    std::sync::Arc<mailvault::directory::MemoryDirectory>,
+    mailvault::keys::OfficerSecret,
+    mailvault::delivery::DeliverySigningKey,
+) {
+    use mailvault::directory::Directory;
+    let (directory, officer) = directory_with_officer(rng).await;
+    let signing = mailvault::delivery::DeliverySigningKey::generate(rng);
+    directory
+        .set_delivery_key(signing.verifying_key())
+        .await
+        .unwrap();
+    (directory, officer, signing)
+}
+
 /// A trusted directory with one current officer key, and that officer's secret.
 pub async fn directory_with_officer(
     rng: &RandomSource,
