@@ -634,6 +634,17 @@ async fn segments_swapped_between_accounts_or_generations_deleted_or_flipped_are
     assert_err(alice.open(b"x").await, "flipped segment byte", |e| {
         matches!(e, Error::Tampered)
     });
+    // A flipped version byte: the bytes are not the pinned ones, so this is tampering,
+    // not an unknown version (found by the index_segment fuzz target).
+    let mut relabelled = original.to_vec();
+    relabelled[4] ^= 0x20;
+    store
+        .put(&segs_a[0], PutPayload::from(relabelled))
+        .await
+        .unwrap();
+    assert_err(alice.open(b"x").await, "segment version byte", |e| {
+        matches!(e, Error::Tampered)
+    });
     // Deleted.
     store.delete(&segs_a[0]).await.unwrap();
     assert_err(alice.open(b"x").await, "deleted segment", |e| {
