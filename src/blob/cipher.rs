@@ -227,7 +227,12 @@ impl BlobCipher {
         Ok(PayloadCipher::new(&key))
     }
 
-    /// Seals `plaintext` as blob `id` in one call. Returns its pin and the bytes to store.
+    /// Seals `plaintext` as blob `id` in one call. Returns its pin and the bytes to store,
+    /// in one buffer. To upload them, [`seal_parts`](Self::seal_parts) is faster for
+    /// large blobs: it needs no buffer of the whole blob, which costs a pass on one core.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a plaintext beyond the format's limit.
     pub fn seal(
         &self,
         rng: &RandomSource,
@@ -292,7 +297,8 @@ impl BlobCipher {
         Ok(header_len)
     }
 
-    /// Opens a whole stored blob against its pin.
+    /// Opens a whole stored blob against its pin, into one buffer (see
+    /// [`open_parts`](Self::open_parts) for one buffer per chunk).
     ///
     /// # Errors
     /// [`Error::Tampered`] if `stored` is not exactly the blob the pin describes.

@@ -387,12 +387,7 @@ async fn the_officer_recovers_a_model_4_delivery_after_the_officer_slot_is_gone(
 
     // The user removes the officer slot. Through the session the policy refuses...
     let mut session = provider.companion_session(unlock().await.unwrap()).unwrap();
-    let officer_slot = session
-        .slots()
-        .iter()
-        .find(|s| s.kind == SlotKind::Officer)
-        .unwrap()
-        .id;
+    let officer_slot = super::officer_slot(&session);
     assert!(matches!(
         session.remove_slot(officer_slot).await,
         Err(mailvault::Error::InvalidArgument(_))

@@ -294,12 +294,7 @@ async fn slot_management_on_a_session() {
         .await
         .unwrap();
     // Model 5 keeps its officer slot.
-    let officer_slot = session
-        .slots()
-        .iter()
-        .find(|s| s.kind == SlotKind::Officer)
-        .unwrap()
-        .id;
+    let officer_slot = super::officer_slot(&session);
     assert!(matches!(
         session.remove_slot(officer_slot).await,
         Err(Error::InvalidArgument(_))
@@ -598,12 +593,7 @@ async fn officer_key_rotation_and_re_sealing() {
         Err(Error::WrongCredential)
     ));
     let mut session = provider.unlock(alice, "pw").await.unwrap();
-    let old_slot = session
-        .slots()
-        .iter()
-        .find(|s| s.kind == SlotKind::Officer)
-        .unwrap()
-        .id;
+    let old_slot = super::officer_slot(&session);
     // Removing the only officer slot while the old key is retired: refused (model 5
     // needs a slot for a current officer key, and this one is not current any more, so
     // re-seal first).

@@ -109,3 +109,13 @@ pub async fn directory_with_officer(
         .unwrap();
     (directory, officer)
 }
+
+/// The id of the session's officer slot (the first, if there are several).
+pub fn officer_slot(session: &mailvault::engine::Session) -> [u8; 16] {
+    session
+        .slots()
+        .iter()
+        .find(|s| s.kind == mailvault::format::slot::SlotKind::Officer)
+        .expect("the keyring has an officer slot")
+        .id
+}
