@@ -280,21 +280,10 @@ impl BlobCipher {
     /// [`Error::Tampered`] if `stored` is not exactly the blob the pin describes.
     pub fn open_parts(&self, pin: &BlobPin, stored: &[u8]) -> Result<Vec<Bytes>> {
         let cipher = self.payload_for(pin)?;
-        let header_len = self.check_stored(pin, stored)?;
+        let header_len = check_stored(pin, stored)?;
         cipher
             .open_chunks(&stored[header_len..])
             .map_err(|_| Error::Tampered)
-    }
-
-    /// The header length of a stored blob that has the length and header its pin
-    /// records.
-    fn check_stored(&self, pin: &BlobPin, stored: &[u8]) -> Result<usize> {
-        let header_len = pin.layout().header_len() as usize;
-        if stored.len() as u64 != pin.stored_len() || stored[..header_len] != pin.header_bytes()[..]
-        {
-            return Err(Error::Tampered);
-        }
-        Ok(header_len)
     }
 
     /// Opens a whole stored blob against its pin, into one buffer (see
@@ -304,7 +293,7 @@ impl BlobCipher {
     /// [`Error::Tampered`] if `stored` is not exactly the blob the pin describes.
     pub fn open(&self, pin: &BlobPin, stored: &[u8]) -> Result<Vec<u8>> {
         let cipher = self.payload_for(pin)?;
-        let header_len = self.check_stored(pin, stored)?;
+        let header_len = check_stored(pin, stored)?;
         let mut out = Vec::with_capacity(pin.len() as usize);
         cipher
             .open(
@@ -460,6 +449,15 @@ impl Opener {
         self.pending.clear();
         Ok(())
     }
+}
+
+/// The header length of a stored blob that has the length and header its pin records.
+fn check_stored(pin: &BlobPin, stored: &[u8]) -> Result<usize> {
+    let header_len = pin.layout().header_len() as usize;
+    if stored.len() as u64 != pin.stored_len() || stored[..header_len] != pin.header_bytes()[..] {
+        return Err(Error::Tampered);
+    }
+    Ok(header_len)
 }
 
 fn rewrap_ad(id: &BlobId, header: &SealedHeader) -> Vec<u8> {

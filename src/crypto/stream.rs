@@ -39,6 +39,16 @@ pub(crate) fn sealed_len(plaintext_len: usize, ends_payload: bool) -> usize {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ChunkError;
 
+/// `work` for each of `pieces` chunks, in order: on all cores from two full chunks up (the
+/// final chunk makes a third piece), on this thread below that.
+fn per_chunk<T: Send>(pieces: usize, work: impl Fn(usize) -> T + Sync + Send) -> Vec<T> {
+    if pieces > 2 {
+        (0..pieces).into_par_iter().map(work).collect()
+    } else {
+        (0..pieces).map(work).collect()
+    }
+}
+
 /// The AEAD of one payload.
 pub(crate) struct PayloadCipher(ChaCha20Poly1305);
 
@@ -134,11 +144,7 @@ impl PayloadCipher {
             self.seal_in_place(k as u64, k == pieces - 1, &mut chunk);
             Bytes::from(chunk)
         };
-        if pieces > 2 {
-            (0..pieces).into_par_iter().map(seal_one).collect()
-        } else {
-            (0..pieces).map(seal_one).collect()
-        }
+        per_chunk(pieces, seal_one)
     }
 
     /// Opens a whole sealed payload (every chunk from 0 to the final one) into one
@@ -166,11 +172,7 @@ impl PayloadCipher {
                 .map_err(|_| ChunkError)?;
             Ok(chunk)
         };
-        let opened: Vec<Result<Vec<u8>, ChunkError>> = if pieces > 2 {
-            (0..pieces).into_par_iter().map(open_one).collect()
-        } else {
-            (0..pieces).map(open_one).collect()
-        };
+        let opened = per_chunk(pieces, open_one);
         if opened.iter().any(Result::is_err) {
             use zeroize::Zeroize;
             for mut chunk in opened.into_iter().flatten() {

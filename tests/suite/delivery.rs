@@ -856,14 +856,18 @@ impl EpochWorld {
             .len()
     }
 
-    /// The epochs the account's keyring holds, read by unlocking it.
-    async fn keyring_epochs(&self) -> (Vec<u32>, Vec<(u32, [u8; 32])>) {
-        let record = self
-            .directory
+    /// The account's directory record.
+    async fn record(&self) -> AccountRecord {
+        self.directory
             .account_record(&self.alice)
             .await
             .unwrap()
-            .unwrap();
+            .expect("the account has a directory record")
+    }
+
+    /// The epochs the account's keyring holds, read by unlocking it.
+    async fn keyring_epochs(&self) -> (Vec<u32>, Vec<(u32, [u8; 32])>) {
+        let record = self.record().await;
         let binding = SlotBinding::new(self.deployment, self.alice, *record.secret(), None);
         let keyring = self
             .provider
@@ -929,12 +933,7 @@ impl EpochWorld {
                 .all(|&e| e == 2),
             "{context}: no body of the old epoch left"
         );
-        let record = self
-            .directory
-            .account_record(&self.alice)
-            .await
-            .unwrap()
-            .unwrap();
+        let record = self.record().await;
         let (epochs, public_keys) = self.keyring_epochs().await;
         assert_eq!(epochs, [2], "{context}: epoch 1 gone from the keyring");
         assert_eq!(
