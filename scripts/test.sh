@@ -188,6 +188,17 @@ if ! command -v strace >/dev/null 2>&1; then
     fi
 fi
 
+# /usr/bin/time (GNU time): the bounded-read test measures a child's peak RSS with `time -v`.
+if [[ ! -x /usr/bin/time ]]; then
+    say "installing time (apt)"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time; } \
+        </dev/null >"$LOGS/time-install.log" 2>&1; then
+        echo "test.sh: installing time failed; end of $LOGS/time-install.log:" >&2
+        tail -n 20 "$LOGS/time-install.log" >&2
+        exit 1
+    fi
+fi
+
 # wait_bg PID LOG WHAT: wait for a background install; on failure show its log's end.
 wait_bg() {
     local rc=0

@@ -65,6 +65,18 @@ pub enum Error {
         /// Lanes asked for.
         p: u32,
     },
+    /// A stored object is larger than any valid object of its kind: refused before its
+    /// bytes were read (see [`crate::storage::get_bounded`]).
+    #[error("stored object {path} has {size} bytes, above the bound of {limit}")]
+    TooLarge {
+        /// Backend path of the object.
+        path: String,
+        /// Its size as announced by the store, or the bytes received when the store sent
+        /// more than it announced.
+        size: u64,
+        /// The largest size accepted for an object of its kind.
+        limit: u64,
+    },
     /// The caller passed an argument that cannot be honoured (range out of bounds...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

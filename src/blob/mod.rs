@@ -50,7 +50,7 @@ use crate::error::{Error, Result};
 use crate::format::blob::BlobLayout;
 use crate::format::{BlobKind, BlobPin};
 use crate::ids::{AccountId, BlobId, DeploymentId};
-use crate::storage::{naming, DynStore};
+use crate::storage::{self, naming, DynStore};
 
 /// A stream of authenticated plaintext pieces of one blob.
 pub type BlobStream = BoxStream<'static, Result<Bytes>>;
@@ -315,7 +315,7 @@ impl AccountBlobs {
     /// As [`get`](Self::get).
     pub async fn read(&self, pin: &BlobPin) -> Result<Bytes> {
         let path = naming::blob_path(&self.account, &pin.id);
-        let stored = self.store.get(&path).await?.bytes().await?;
+        let stored = storage::get_exact(self.store.as_ref(), &path, pin.stored_len()).await?;
         Ok(Bytes::from(
             self.for_epoch(pin.header.epoch)?.open(pin, &stored)?,
         ))
@@ -335,7 +335,7 @@ impl AccountBlobs {
         let span = layout.chunk_span(&range)?;
         let cipher = self.for_epoch(pin.header.epoch)?.payload_for(pin)?;
         let path = naming::blob_path(&self.account, &pin.id);
-        let stored = self.store.get_range(&path, span.stored.clone()).await?;
+        let stored = storage::get_range(self.store.as_ref(), &path, span.stored.clone()).await?;
         if stored.len() as u64 != span.stored.end - span.stored.start {
             return Err(Error::Tampered);
         }
@@ -360,20 +360,14 @@ impl AccountBlobs {
             + layout.final_chunk() * crate::crypto::stream::SEALED_CHUNK_SIZE as u64;
         let cipher = self.for_epoch(pin.header.epoch)?.payload_for(pin)?;
         let path = naming::blob_path(&self.account, &pin.id);
-        let stored = match self
-            .store
-            .get_range(&path, start..layout.ciphertext_len())
-            .await
-        {
+        let stored = match storage::get_range(self.store.as_ref(), &path, start..layout.ciphertext_len()).await {
             Ok(stored) => stored,
-            Err(object_store::Error::NotFound { path, .. }) => {
-                return Err(Error::NotFound { path })
-            }
+            Err(Error::NotFound { path }) => return Err(Error::NotFound { path }),
             // A range beyond the end of a truncated object fails; a backend failure too.
             Err(e) => {
                 return match self.store.head(&path).await {
                     Ok(meta) if meta.size != layout.ciphertext_len() => Err(Error::Tampered),
-                    _ => Err(e.into()),
+                    _ => Err(e),
                 }
             }
         };

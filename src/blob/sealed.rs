@@ -6,7 +6,6 @@
 //! key. The key holder unwraps the file key once, at import, and re-wraps it into the
 //! blob's pin (`BlobCipher::pin_sealed`): later reads are ordinary symmetric reads.
 
-use object_store::ObjectStoreExt;
 
 use super::cipher::{sealed_keys, wrap_context, BlobCipher, Opener};
 use super::write::WrittenHeader;
@@ -21,6 +20,10 @@ use crate::format::blob::{
 use crate::format::BlobPin;
 use crate::ids::{AccountId, BlobId, DeploymentId};
 use crate::storage::{naming, DynStore};
+
+/// The largest sealed blob an officer reads whole without a pin (see
+/// [`crate::storage::get_bounded`]): larger objects are refused before they are read.
+pub const MAX_OFFICER_READ_LEN: u64 = 256 << 20;
 
 /// Where a sealed blob goes and who can open it: public data only.
 #[derive(Debug, Clone)]
@@ -240,11 +243,8 @@ pub(crate) async fn open_as_officer(
     id: &BlobId,
     officer: &x25519_dalek::StaticSecret,
 ) -> Result<Vec<u8>> {
-    let stored = store
-        .get(&naming::blob_path(account, id))
-        .await?
-        .bytes()
-        .await?;
+    let stored =
+        crate::storage::get_bounded(store.as_ref(), &naming::blob_path(account, id), MAX_OFFICER_READ_LEN).await?;
     let header = SealedHeader::parse(&stored)?;
     let stanza = header.officer.as_ref().ok_or(Error::Tampered)?;
     let file_key = sealing::unwrap(

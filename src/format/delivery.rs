@@ -40,6 +40,11 @@ pub const ENVELOPE_VERSION: u8 = 1;
 pub const ENVELOPE_PREFIX_LEN: usize = 284;
 /// Length of the provider's signature.
 pub const SIGNATURE_LEN: usize = 64;
+/// The largest envelope object an import reads, checked before its bytes are read.
+pub const MAX_ENVELOPE_LEN: usize = 1 << 20;
+/// The most bytes a delivery's target mailbox and flags may take together (a deliverer
+/// refuses more), so that every envelope it writes stays below [`MAX_ENVELOPE_LEN`].
+pub const MAX_ENVELOPE_OPTIONS_LEN: usize = 512 << 10;
 /// Domain separation of delivery signatures.
 pub const SIGNATURE_DOMAIN: &[u8] = b"mailvault/v1/delivery";
 

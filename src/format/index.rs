@@ -50,6 +50,10 @@ pub const MANIFEST_MAGIC: [u8; 4] = *b"MVM1";
 pub const INDEX_VERSION: u8 = 1;
 /// Length of a segment header.
 pub const SEGMENT_HEADER_LEN: usize = 28;
+/// The largest manifest a reader accepts, checked before its bytes are read; writers
+/// never publish a larger one. A manifest lists the live segments (a number logarithmic
+/// in the collection's size) and the heads it merges, so real ones stay far below it.
+pub const MAX_MANIFEST_LEN: usize = 16 << 20;
 /// Length of a manifest header.
 pub const MANIFEST_HEADER_LEN: usize = 32;
 /// Length of one segment entry in a manifest body, without its covered ids.

@@ -35,6 +35,14 @@ pub const KEYRING_HEADER_LEN: usize = 32;
 pub const EPOCH_LEN: usize = 68;
 /// Length of one officer record in the body.
 pub const RECORD_LEN: usize = 41;
+/// The largest keyring a reader accepts, checked before its bytes are read: above the
+/// largest this version can express (16 slots, 65 535 epochs and 65 535 officer records,
+/// about 7 MiB).
+pub const MAX_KEYRING_LEN: usize = 16 << 20;
+const _: () = assert!(
+    KEYRING_HEADER_LEN + MAX_SLOTS * SLOT_LEN + 24 + 2 + 65_535 * EPOCH_LEN + 2 + 65_535 * RECORD_LEN + 16
+        <= MAX_KEYRING_LEN
+);
 
 /// A parsed keyring object: header fields, slots, and the still-sealed body.
 #[derive(Debug, Clone, PartialEq, Eq)]

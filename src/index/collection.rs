@@ -17,11 +17,11 @@ use crate::directory::Directory;
 use crate::error::{Error, Result};
 use crate::format::index::{
     ManifestBody, ManifestHeader, Record, SegmentEntry, SegmentKind, Stamp, MAX_GENERATION,
-    MAX_KEY_LEN,
+    MAX_KEY_LEN, MAX_MANIFEST_LEN,
 };
 use crate::ids::{AccountId, SegmentId, WriterId};
 use crate::storage::commit::{Backoff, Published, VersionName, VersionedObjects};
-use crate::storage::{naming, CommitMode, DynStore};
+use crate::storage::{self, naming, CommitMode, DynStore};
 
 /// Bits of a packed stamp that hold the writer slot; the generation takes the rest.
 const SLOT_BITS: u32 = 24;
@@ -207,7 +207,8 @@ impl Collection {
             naming::manifest_prefix(&account, &tag),
             index.mode,
             writer,
-        );
+        )
+        .with_max_len(MAX_MANIFEST_LEN as u64);
         let mut collection = Self {
             store: index.store.clone(),
             directory: index.directory.clone(),
@@ -511,7 +512,7 @@ impl Collection {
 
     async fn fetch_segment(&self, entry: &SegmentEntry) -> Result<Vec<Loaded>> {
         let path = naming::segment_path(&self.account, &self.tag, &entry.id);
-        let stored = self.store.get(&path).await?.bytes().await?;
+        let stored = storage::get_exact(self.store.as_ref(), &path, entry.stored_len).await?;
         self.keys.open_segment(entry, &stored)
     }
 
@@ -849,6 +850,12 @@ impl Collection {
             segments: segments.clone(),
         };
         let sealed = self.keys.seal_manifest(&self.rng, &header, &body);
+        if sealed.len() > MAX_MANIFEST_LEN {
+            let _ = self.store.delete(&path).await;
+            return Err(Error::invalid(
+                "the manifest would exceed the size readers accept",
+            ));
+        }
         let published = match self.objects.publish(generation, sealed).await {
             Ok(published) => published,
             Err(e) => {

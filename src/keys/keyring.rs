@@ -102,6 +102,7 @@ impl KeyringStore {
             self.mode,
             WriterId::random(&self.rng),
         )
+        .with_max_len(crate::format::keyring::MAX_KEYRING_LEN as u64)
     }
 
     /// Creates the keyring of a new account: a fresh root key, epoch 1 (master key and

@@ -74,10 +74,12 @@ impl Mailstore {
             if self.index.get(&keys::quarantined(&delivery)).is_some() {
                 continue;
             }
-            let bytes = match store.get(&path).await {
-                Ok(result) => result.bytes().await?,
-                Err(object_store::Error::NotFound { .. }) => continue,
-                Err(e) => return Err(e.into()),
+            let bytes = match crate::storage::get_bounded(store.as_ref(), &path, crate::format::delivery::MAX_ENVELOPE_LEN as u64).await {
+                Ok(bytes) => bytes,
+                Err(Error::NotFound { .. }) => continue,
+                // Quarantined below as malformed, like any envelope that does not parse.
+                Err(Error::TooLarge { .. }) => bytes::Bytes::new(),
+                Err(e) => return Err(e),
             };
             match self
                 .import_one(&delivery, &bytes, keys, verifying_key)

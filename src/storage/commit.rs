@@ -19,7 +19,7 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
-use super::{Capabilities, DynStore};
+use super::{get_bounded, Capabilities, DynStore};
 use crate::crypto::RandomSource;
 use crate::error::{Error, Result};
 use crate::ids::WriterId;
@@ -87,6 +87,10 @@ pub enum Published {
     Conflict,
 }
 
+/// The largest version [`VersionedObjects::fetch`] reads unless
+/// [`VersionedObjects::with_max_len`] sets the bound of the record's own format.
+pub const DEFAULT_MAX_VERSION_LEN: u64 = 16 << 20;
+
 /// The versions of one record under one prefix, written by one writer.
 #[derive(Debug, Clone)]
 pub struct VersionedObjects {
@@ -94,6 +98,7 @@ pub struct VersionedObjects {
     prefix: Path,
     mode: CommitMode,
     writer: WriterId,
+    max_len: u64,
 }
 
 impl VersionedObjects {
@@ -104,7 +109,15 @@ impl VersionedObjects {
             prefix,
             mode,
             writer,
+            max_len: DEFAULT_MAX_VERSION_LEN,
         }
+    }
+
+    /// Reads no version larger than `max_len` bytes (the largest valid object of the
+    /// record's format): a larger one is refused before its bytes are read.
+    pub fn with_max_len(mut self, max_len: u64) -> Self {
+        self.max_len = max_len;
+        self
     }
 
     /// The commit mode.
@@ -147,12 +160,13 @@ impl VersionedObjects {
     /// The bytes of one version, or `None` if it does not exist.
     ///
     /// # Errors
-    /// A backend failure other than "not found".
+    /// [`Error::TooLarge`] for a version above the bound (see
+    /// [`with_max_len`](Self::with_max_len)); a backend failure other than "not found".
     pub async fn fetch(&self, name: &VersionName) -> Result<Option<Bytes>> {
-        match self.store.get(&self.path(name)).await {
-            Ok(result) => Ok(Some(result.bytes().await?)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
+        match get_bounded(self.store.as_ref(), &self.path(name), self.max_len).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 

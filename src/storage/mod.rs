@@ -4,6 +4,8 @@
 //!   local directories are opened with fsync on, so an acknowledged write survives a
 //!   crash.
 //! - [`naming`]: every object name the crate writes, in one place.
+//! - [`get_bounded`], [`get_exact`], [`get_range`]: every read of a stored object, with a
+//!   size bound known before the bytes arrive.
 //! - [`probe_capabilities`]: finds out whether a backend really honours conditional
 //!   writes, because some (Garage 2.5) accept the headers and ignore them.
 //! - Test decorators that implement [`ObjectStore`] themselves: [`CountingStore`],
@@ -26,6 +28,7 @@ macro_rules! decorator_fmt {
     };
 }
 
+mod bounded;
 pub mod commit;
 mod counting;
 mod faulty;
@@ -34,6 +37,7 @@ mod nocas;
 mod open;
 mod probe;
 
+pub use bounded::{get_bounded, get_exact, get_range};
 pub use commit::{CommitMode, VersionName, VersionedObjects};
 pub use counting::{CountingStore, Request, RequestKind};
 pub use faulty::{Fault, FaultMode, FaultyStore};

@@ -39,7 +39,7 @@ pub async fn probe_capabilities(store: &dyn ObjectStore) -> Result<Capabilities>
     {
         Err(object_store::Error::AlreadyExists { .. }) => {
             // A backend that refuses must also have kept the first write.
-            store.get(&create_path).await?.bytes().await?.as_ref() == b"first"
+            super::get_bounded(store, &create_path, 16).await?.as_ref() == b"first"
         }
         Ok(_) => false,
         Err(e) => {
@@ -70,7 +70,7 @@ pub async fn probe_capabilities(store: &dyn ObjectStore) -> Result<Capabilities>
     {
         Err(object_store::Error::Precondition { .. })
         | Err(object_store::Error::AlreadyExists { .. }) => {
-            store.get(&update_path).await?.bytes().await?.as_ref() == b"second"
+            super::get_bounded(store, &update_path, 16).await?.as_ref() == b"second"
         }
         // Stale update accepted, or not implemented at all (LocalFileSystem).
         Ok(_)
