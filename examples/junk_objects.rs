@@ -122,9 +122,7 @@ pub async fn run(root: &Path) -> Result<bool, Box<dyn std::error::Error>> {
         mailbox: INBOX.into(),
         ..DeliveryOptions::default()
     };
-    deliverer
-        .deliver_bytes(account, message, options())
-        .await?;
+    deliverer.deliver_bytes(account, message, options()).await?;
     let session = provider.unlock(account, "password").await?;
     let mut mail = session.mailstore().await?;
     session.import_deliveries(&mut mail).await?;

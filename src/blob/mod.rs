@@ -360,17 +360,20 @@ impl AccountBlobs {
             + layout.final_chunk() * crate::crypto::stream::SEALED_CHUNK_SIZE as u64;
         let cipher = self.for_epoch(pin.header.epoch)?.payload_for(pin)?;
         let path = naming::blob_path(&self.account, &pin.id);
-        let stored = match storage::get_range(self.store.as_ref(), &path, start..layout.ciphertext_len()).await {
-            Ok(stored) => stored,
-            Err(Error::NotFound { path }) => return Err(Error::NotFound { path }),
-            // A range beyond the end of a truncated object fails; a backend failure too.
-            Err(e) => {
-                return match self.store.head(&path).await {
-                    Ok(meta) if meta.size != layout.ciphertext_len() => Err(Error::Tampered),
-                    _ => Err(e),
+        let stored =
+            match storage::get_range(self.store.as_ref(), &path, start..layout.ciphertext_len())
+                .await
+            {
+                Ok(stored) => stored,
+                Err(Error::NotFound { path }) => return Err(Error::NotFound { path }),
+                // A range beyond the end of a truncated object fails; a backend failure too.
+                Err(e) => {
+                    return match self.store.head(&path).await {
+                        Ok(meta) if meta.size != layout.ciphertext_len() => Err(Error::Tampered),
+                        _ => Err(e),
+                    }
                 }
-            }
-        };
+            };
         if stored.len() as u64 != layout.ciphertext_len() - start {
             return Err(Error::Tampered);
         }

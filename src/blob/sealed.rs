@@ -6,7 +6,6 @@
 //! key. The key holder unwraps the file key once, at import, and re-wraps it into the
 //! blob's pin (`BlobCipher::pin_sealed`): later reads are ordinary symmetric reads.
 
-
 use super::cipher::{sealed_keys, wrap_context, BlobCipher, Opener};
 use super::write::WrittenHeader;
 use super::{AccountBlobs, BlobConfig, BlobWriter};
@@ -243,8 +242,12 @@ pub(crate) async fn open_as_officer(
     id: &BlobId,
     officer: &x25519_dalek::StaticSecret,
 ) -> Result<Vec<u8>> {
-    let stored =
-        crate::storage::get_bounded(store.as_ref(), &naming::blob_path(account, id), MAX_OFFICER_READ_LEN).await?;
+    let stored = crate::storage::get_bounded(
+        store.as_ref(),
+        &naming::blob_path(account, id),
+        MAX_OFFICER_READ_LEN,
+    )
+    .await?;
     let header = SealedHeader::parse(&stored)?;
     let stanza = header.officer.as_ref().ok_or(Error::Tampered)?;
     let file_key = sealing::unwrap(

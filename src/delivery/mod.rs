@@ -348,8 +348,12 @@ impl Deliverer {
     where
         S: Stream<Item = Result<Bytes>> + Unpin,
     {
-        if options.mailbox.len() + options.flags.iter().map(|f| f.len() + 4).sum::<usize>() > crate::format::delivery::MAX_ENVELOPE_OPTIONS_LEN {
-            return Err(Error::invalid("a delivery's mailbox and flags take at most 512 KiB"));
+        if options.mailbox.len() + options.flags.iter().map(|f| f.len() + 4).sum::<usize>()
+            > crate::format::delivery::MAX_ENVELOPE_OPTIONS_LEN
+        {
+            return Err(Error::invalid(
+                "a delivery's mailbox and flags take at most 512 KiB",
+            ));
         }
         let to = self.directory.recipients(account).await?;
         let mut writer = self.blobs.sealed_writer(&to, BlobKind::Message)?;

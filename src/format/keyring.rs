@@ -40,7 +40,14 @@ pub const RECORD_LEN: usize = 41;
 /// about 7 MiB).
 pub const MAX_KEYRING_LEN: usize = 16 << 20;
 const _: () = assert!(
-    KEYRING_HEADER_LEN + MAX_SLOTS * SLOT_LEN + 24 + 2 + 65_535 * EPOCH_LEN + 2 + 65_535 * RECORD_LEN + 16
+    KEYRING_HEADER_LEN
+        + MAX_SLOTS * SLOT_LEN
+        + 24
+        + 2
+        + 65_535 * EPOCH_LEN
+        + 2
+        + 65_535 * RECORD_LEN
+        + 16
         <= MAX_KEYRING_LEN
 );
 

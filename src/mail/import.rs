@@ -74,7 +74,13 @@ impl Mailstore {
             if self.index.get(&keys::quarantined(&delivery)).is_some() {
                 continue;
             }
-            let bytes = match crate::storage::get_bounded(store.as_ref(), &path, crate::format::delivery::MAX_ENVELOPE_LEN as u64).await {
+            let bytes = match crate::storage::get_bounded(
+                store.as_ref(),
+                &path,
+                crate::format::delivery::MAX_ENVELOPE_LEN as u64,
+            )
+            .await
+            {
                 Ok(bytes) => bytes,
                 Err(Error::NotFound { .. }) => continue,
                 // Quarantined below as malformed, like any envelope that does not parse.

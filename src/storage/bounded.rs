@@ -120,7 +120,10 @@ mod tests {
                 Err(Error::Tampered)
             ));
         }
-        assert_eq!(&get_range(&store, &path, 10..20).await.unwrap()[..], &[7u8; 10]);
+        assert_eq!(
+            &get_range(&store, &path, 10..20).await.unwrap()[..],
+            &[7u8; 10]
+        );
         assert!(matches!(
             get_bounded(&store, &Path::from("missing"), 10).await,
             Err(Error::NotFound { .. })

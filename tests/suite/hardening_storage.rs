@@ -48,7 +48,10 @@ fn item_10_junk_objects_are_refused_in_bounded_memory() {
     assert!(stdout.contains("every junk object refused"), "{stdout}");
     let peak_kib: u64 = stderr
         .lines()
-        .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes): "))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no peak RSS in the output of time -v:\n{stderr}"));
     eprintln!("peak RSS of the junk-object run: {peak_kib} KiB");
