@@ -1,22 +1,35 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use tokio::sync::Mutex;
 
-use super::{AccountRecord, Directory, KeyModel, OfficerKeyEntry, OfficerPublicKey, RecordName};
+use super::{
+    AccountRecord, Directory, KeyModel, Mark, OfficerKeyEntry, OfficerPublicKey, RecordName,
+};
 use crate::error::{Error, Result};
 use crate::ids::AccountId;
 
-/// A [`Directory`] in a local directory: one file per mark, `<account>/<record>`, holding
-/// the generation in decimal; the account record in `<account>/account.rec`; the officer
-/// keys in `officers.rec`. Every write goes to a temporary file, is fsynced, renamed into
-/// place and the directory fsynced, so it survives a crash.
+/// A [`Directory`] in a local directory, shareable by several processes: one file per
+/// mark, `<account>/<record>`, holding `<generation> <digest hex>` (or a bare generation,
+/// as older versions wrote); the account record in `<account>/account.rec`; the officer
+/// keys in `officers.rec`.
+///
+/// Every change runs under an exclusive lock of `<root>/.lock` (`flock`, through std's
+/// `File::lock`), taken after an in-process mutex, so a compare-and-set is atomic across
+/// threads and processes. Every write goes to a temporary file whose name is unique to the
+/// process and the write (`.tmp-<pid>-<n>-<name>`), is fsynced, renamed into place and the
+/// folder fsynced, so it survives a crash and readers (which take no lock) see the old or
+/// the new content, never a mix.
 #[derive(Debug)]
 pub struct FileDirectory {
     root: PathBuf,
     lock: Mutex<()>,
 }
+
+/// The file every process locks before changing anything.
+const LOCK_FILE: &str = ".lock";
 
 impl FileDirectory {
     /// A directory rooted at `root` (created if missing).
@@ -31,6 +44,30 @@ impl FileDirectory {
             root,
             lock: Mutex::new(()),
         })
+    }
+
+    /// Runs `work` on a blocking thread holding the directory's lock: the in-process
+    /// mutex, then an exclusive lock of [`LOCK_FILE`] shared with other processes.
+    async fn exclusive<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let _guard = self.lock.lock().await;
+        let lock_path = self.root.join(LOCK_FILE);
+        blocking(move || {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .map_err(|e| io_error(&lock_path, e))?;
+            file.lock().map_err(|e| io_error(&lock_path, e))?;
+            let out = work();
+            // Closing the file releases the lock as well; unlock first to say so.
+            let _ = file.unlock();
+            out
+        })
+        .await
     }
 
     fn path(&self, account: &AccountId, record: &RecordName) -> Result<PathBuf> {
@@ -52,31 +89,59 @@ fn io_error(path: &Path, e: std::io::Error) -> Error {
     Error::Config(format!("directory file {}: {e}", path.display()))
 }
 
-fn read_mark(path: &Path) -> Result<u64> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .map_err(|_| Error::Config(format!("directory file {} is corrupt", path.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(io_error(path, e)),
+/// `<generation>` or `<generation> <digest hex>`; a missing file is [`Mark::NONE`].
+fn read_mark(path: &Path) -> Result<Mark> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Mark::NONE),
+        Err(e) => return Err(io_error(path, e)),
+    };
+    let mut fields = text.split_whitespace();
+    let generation = fields
+        .next()
+        .and_then(|g| g.parse().ok())
+        .ok_or_else(|| corrupt(path))?;
+    let digest = match fields.next() {
+        None => [0; 32],
+        Some(hex) => unhex32(hex).ok_or_else(|| corrupt(path))?,
+    };
+    if fields.next().is_some() {
+        return Err(corrupt(path));
     }
+    Ok(Mark::new(generation, digest))
 }
 
-fn write_mark(path: &Path, generation: u64) -> Result<()> {
-    write_atomic(path, generation.to_string().as_bytes())
+fn write_mark(path: &Path, mark: Mark) -> Result<()> {
+    let text = format!("{} {}\n", mark.generation, crate::ids::hex(&mark.digest));
+    write_atomic(path, text.as_bytes())
 }
 
-/// Writes `bytes` to a temporary file, fsyncs it, renames it over `path` and fsyncs the
-/// folder.
+/// Writes `bytes` to a temporary file of a name no other write uses (process id and a
+/// counter), fsyncs it, renames it over `path` and fsyncs the folder.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    static WRITES: AtomicU64 = AtomicU64::new(0);
     let dir = path.parent().expect("directory files live in a folder");
     std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&tmp).map_err(|e| io_error(&tmp, e))?;
-    file.write_all(bytes).map_err(|e| io_error(&tmp, e))?;
-    file.sync_all().map_err(|e| io_error(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("directory file names are ASCII");
+    // A leading dot: no record, account or directory file name starts with one.
+    let tmp = dir.join(format!(
+        ".tmp-{}-{}-{name}",
+        std::process::id(),
+        WRITES.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = (|| {
+        let mut file = std::fs::File::create(&tmp).map_err(|e| io_error(&tmp, e))?;
+        file.write_all(bytes).map_err(|e| io_error(&tmp, e))?;
+        file.sync_all().map_err(|e| io_error(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| io_error(dir, e))
@@ -142,32 +207,34 @@ async fn blocking<T: Send + 'static>(
 
 #[async_trait]
 impl Directory for FileDirectory {
-    async fn high_water_mark(&self, account: &AccountId, record: &RecordName) -> Result<u64> {
+    async fn mark(&self, account: &AccountId, record: &RecordName) -> Result<Mark> {
         let path = self.path(account, record)?;
-        let _guard = self.lock.lock().await;
         blocking(move || read_mark(&path)).await
     }
 
-    async fn raise_high_water_mark(
+    async fn compare_and_set_mark(
         &self,
         account: &AccountId,
         record: &RecordName,
-        generation: u64,
-    ) -> Result<()> {
+        expected: Mark,
+        new: Mark,
+    ) -> Result<bool> {
         let path = self.path(account, record)?;
-        let _guard = self.lock.lock().await;
-        blocking(move || {
-            if read_mark(&path)? < generation {
-                write_mark(&path, generation)?;
+        if new.generation < expected.generation {
+            return Ok(false);
+        }
+        self.exclusive(move || {
+            if read_mark(&path)? != expected {
+                return Ok(false);
             }
-            Ok(())
+            write_mark(&path, new)?;
+            Ok(true)
         })
         .await
     }
 
     async fn account_record(&self, account: &AccountId) -> Result<Option<AccountRecord>> {
         let path = self.root.join(account.to_hex()).join("account.rec");
-        let _guard = self.lock.lock().await;
         blocking(move || match std::fs::read_to_string(&path) {
             Ok(text) => decode_record(&path, &text).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -178,15 +245,14 @@ impl Directory for FileDirectory {
 
     async fn set_account_record(&self, account: &AccountId, record: AccountRecord) -> Result<()> {
         let path = self.root.join(account.to_hex()).join("account.rec");
-        let _guard = self.lock.lock().await;
-        blocking(move || write_atomic(&path, encode_record(&record).as_bytes())).await
+        self.exclusive(move || write_atomic(&path, encode_record(&record).as_bytes()))
+            .await
     }
 
     async fn erase_account(&self, account: &AccountId) -> Result<()> {
         let dir = self.root.join(account.to_hex());
         let root = self.root.clone();
-        let _guard = self.lock.lock().await;
-        blocking(move || {
+        self.exclusive(move || {
             // The secret first, durably; then the marks.
             let record = dir.join("account.rec");
             match std::fs::remove_file(&record) {
@@ -210,7 +276,6 @@ impl Directory for FileDirectory {
 
     async fn officer_keys(&self) -> Result<Vec<OfficerKeyEntry>> {
         let path = self.root.join("officers.rec");
-        let _guard = self.lock.lock().await;
         blocking(move || {
             let text = match std::fs::read_to_string(&path) {
                 Ok(text) => text,
@@ -236,7 +301,6 @@ impl Directory for FileDirectory {
 
     async fn set_officer_keys(&self, keys: Vec<OfficerKeyEntry>) -> Result<()> {
         let path = self.root.join("officers.rec");
-        let _guard = self.lock.lock().await;
         let text: String = keys
             .iter()
             .map(|k| {
@@ -247,12 +311,12 @@ impl Directory for FileDirectory {
                 )
             })
             .collect();
-        blocking(move || write_atomic(&path, text.as_bytes())).await
+        self.exclusive(move || write_atomic(&path, text.as_bytes()))
+            .await
     }
 
     async fn delivery_key(&self) -> Result<Option<[u8; 32]>> {
         let path = self.root.join("delivery.rec");
-        let _guard = self.lock.lock().await;
         blocking(move || match std::fs::read_to_string(&path) {
             Ok(text) => unhex32(text.trim()).map(Some).ok_or_else(|| corrupt(&path)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -263,9 +327,9 @@ impl Directory for FileDirectory {
 
     async fn set_delivery_key(&self, key: [u8; 32]) -> Result<()> {
         let path = self.root.join("delivery.rec");
-        let _guard = self.lock.lock().await;
         let text = format!("{}\n", crate::ids::hex(&key));
-        blocking(move || write_atomic(&path, text.as_bytes())).await
+        self.exclusive(move || write_atomic(&path, text.as_bytes()))
+            .await
     }
 }
 
@@ -296,6 +360,42 @@ mod tests {
             5
         );
         assert!(reopened.high_water_mark(&account, "../x").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn compare_and_set_replaces_only_the_expected_mark_and_reads_older_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let account = AccountId::from_bytes([3; 16]);
+        let directory = FileDirectory::open(dir.path()).unwrap();
+        let first = Mark::new(1, [1; 32]);
+        assert!(directory
+            .compare_and_set_mark(&account, "keyring", Mark::NONE, first)
+            .await
+            .unwrap());
+        assert!(!directory
+            .compare_and_set_mark(&account, "keyring", Mark::NONE, Mark::new(1, [2; 32]))
+            .await
+            .unwrap());
+        assert!(!directory
+            .compare_and_set_mark(&account, "keyring", first, Mark::new(0, [2; 32]))
+            .await
+            .unwrap());
+        let reopened = FileDirectory::open(dir.path()).unwrap();
+        assert_eq!(reopened.mark(&account, "keyring").await.unwrap(), first);
+        // A mark file of an older version: a bare generation.
+        std::fs::write(dir.path().join(account.to_hex()).join("i-old"), "42").unwrap();
+        assert_eq!(
+            reopened.mark(&account, "i-old").await.unwrap(),
+            Mark::generation_only(42)
+        );
+        std::fs::write(dir.path().join(account.to_hex()).join("i-bad"), "4 zz").unwrap();
+        assert!(reopened.mark(&account, "i-bad").await.is_err());
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join(account.to_hex()))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 
     #[tokio::test]

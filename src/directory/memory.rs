@@ -3,14 +3,14 @@ use std::sync::{Mutex, PoisonError};
 
 use async_trait::async_trait;
 
-use super::{AccountRecord, Directory, OfficerKeyEntry, RecordName};
+use super::{AccountRecord, Directory, Mark, OfficerKeyEntry, RecordName};
 use crate::error::Result;
 use crate::ids::AccountId;
 
 /// A [`Directory`] in process memory, for tests and examples.
 #[derive(Default)]
 pub struct MemoryDirectory {
-    marks: Mutex<HashMap<(AccountId, String), u64>>,
+    marks: Mutex<HashMap<(AccountId, String), Mark>>,
     accounts: Mutex<HashMap<AccountId, AccountRecord>>,
     officers: Mutex<Vec<OfficerKeyEntry>>,
     delivery_key: Mutex<Option<[u8; 32]>>,
@@ -31,24 +31,33 @@ impl MemoryDirectory {
 
 #[async_trait]
 impl Directory for MemoryDirectory {
-    async fn high_water_mark(&self, account: &AccountId, record: &RecordName) -> Result<u64> {
+    async fn mark(&self, account: &AccountId, record: &RecordName) -> Result<Mark> {
         let marks = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(marks
             .get(&(*account, record.to_string()))
             .copied()
-            .unwrap_or(0))
+            .unwrap_or(Mark::NONE))
     }
 
-    async fn raise_high_water_mark(
+    async fn compare_and_set_mark(
         &self,
         account: &AccountId,
         record: &RecordName,
-        generation: u64,
-    ) -> Result<()> {
+        expected: Mark,
+        new: Mark,
+    ) -> Result<bool> {
+        if new.generation < expected.generation {
+            return Ok(false);
+        }
         let mut marks = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
-        let mark = marks.entry((*account, record.to_string())).or_insert(0);
-        *mark = (*mark).max(generation);
-        Ok(())
+        let mark = marks
+            .entry((*account, record.to_string()))
+            .or_insert(Mark::NONE);
+        if *mark != expected {
+            return Ok(false);
+        }
+        *mark = new;
+        Ok(true)
     }
 
     async fn account_record(&self, account: &AccountId) -> Result<Option<AccountRecord>> {

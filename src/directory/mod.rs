@@ -3,9 +3,13 @@
 //! The object store is not trusted: it can withhold or replay objects. What must not be
 //! rolled back lives here, in the server's own database, behind the [`Directory`] trait.
 //! That is:
-//! - the **high-water marks**: for each account and each versioned record (an index
-//!   collection, the keyring), the newest generation any session has seen; a session
-//!   refuses to load anything older ([`crate::Error::Rollback`]);
+//! - the **high-water marks** ([`Mark`]): for each account and each versioned record (an
+//!   index collection, the keyring), the newest generation accepted and the digest of
+//!   what was accepted at it, changed only by compare-and-set
+//!   ([`Directory::compare_and_set_mark`]); a session refuses to load anything older
+//!   ([`crate::Error::Rollback`]), and the keyring commits through it (the directory is
+//!   the commit point of keyring changes, whatever the object store does with
+//!   conditional writes);
 //! - each account's [`AccountRecord`]: its key model, the X25519 public key of each live
 //!   epoch (delivery reads public keys only from here, never from the bucket), and its
 //!   per-account secret, mixed into every key slot, whose deletion is crypto-erase;
@@ -144,16 +148,85 @@ impl AccountRecord {
 /// index derives it from a keyed hash), printable ASCII.
 pub type RecordName = str;
 
+/// The high-water mark of one versioned record: the newest generation accepted, and the
+/// SHA-256 digest of what was accepted at that generation (the record type says of what:
+/// the stored keyring object for keyrings). An all-zero digest means "not recorded": a
+/// mark raised by generation only ([`Directory::raise_high_water_mark`], the index
+/// today), or written by an older version of the crate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Mark {
+    /// The newest generation accepted (0: nothing yet).
+    pub generation: u64,
+    /// SHA-256 of what was accepted at `generation`, or all zero when not recorded.
+    pub digest: [u8; 32],
+}
+
+impl Mark {
+    /// No mark: nothing accepted yet.
+    pub const NONE: Mark = Mark {
+        generation: 0,
+        digest: [0; 32],
+    };
+
+    /// A mark of `generation` naming what was accepted by its `digest`.
+    pub fn new(generation: u64, digest: [u8; 32]) -> Self {
+        Self { generation, digest }
+    }
+
+    /// A mark of `generation` without a digest.
+    pub fn generation_only(generation: u64) -> Self {
+        Self {
+            generation,
+            digest: [0; 32],
+        }
+    }
+
+    /// Whether the mark records what was accepted (its digest is not all zero).
+    pub fn has_digest(&self) -> bool {
+        self.digest != [0; 32]
+    }
+}
+
 /// Trusted state of the embedding server.
 #[async_trait]
 pub trait Directory: Send + Sync + std::fmt::Debug {
+    /// The mark of `record` of `account` ([`Mark::NONE`] if none).
+    ///
+    /// # Errors
+    /// The directory's own storage failed.
+    async fn mark(&self, account: &AccountId, record: &RecordName) -> Result<Mark>;
+
+    /// Replaces the mark of `record` of `account` by `new` if, and only if, it is
+    /// `expected` now, atomically with respect to every other call on the same directory
+    /// (other processes included). Returns whether it was replaced. A `new` mark of a
+    /// lower generation than `expected` is refused (`false`): marks never go back.
+    ///
+    /// This is the commit point of records committed through the directory: of several
+    /// writers that read the same mark, exactly one replaces it. A real user database
+    /// implements it as `UPDATE … SET generation = ?, digest = ? WHERE generation = ? AND
+    /// digest = ?` (or an insert for [`Mark::NONE`]) and looks at the row count.
+    ///
+    /// # Errors
+    /// The directory's own storage failed; the mark may then have been replaced or not
+    /// (read it to find out).
+    async fn compare_and_set_mark(
+        &self,
+        account: &AccountId,
+        record: &RecordName,
+        expected: Mark,
+        new: Mark,
+    ) -> Result<bool>;
+
     /// The newest generation seen of `record` of `account` (0 if none).
     ///
     /// # Errors
     /// The directory's own storage failed.
-    async fn high_water_mark(&self, account: &AccountId, record: &RecordName) -> Result<u64>;
+    async fn high_water_mark(&self, account: &AccountId, record: &RecordName) -> Result<u64> {
+        Ok(self.mark(account, record).await?.generation)
+    }
 
-    /// Raises the mark to `generation` if it is higher; never lowers it.
+    /// Raises the mark to `generation` if it is higher (with no digest); never lowers it.
+    /// A compare-and-set loop over [`compare_and_set_mark`](Self::compare_and_set_mark).
     ///
     /// # Errors
     /// The directory's own storage failed; the mark must then be treated as not raised.
@@ -162,7 +235,21 @@ pub trait Directory: Send + Sync + std::fmt::Debug {
         account: &AccountId,
         record: &RecordName,
         generation: u64,
-    ) -> Result<()>;
+    ) -> Result<()> {
+        loop {
+            let current = self.mark(account, record).await?;
+            if current.generation >= generation {
+                return Ok(());
+            }
+            let new = Mark::generation_only(generation);
+            if self
+                .compare_and_set_mark(account, record, current, new)
+                .await?
+            {
+                return Ok(());
+            }
+        }
+    }
 
     /// The record of `account`, if it exists (and was not erased).
     ///

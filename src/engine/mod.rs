@@ -588,6 +588,20 @@ impl Session {
             .await
     }
 
+    /// Reloads the account's keyring as the trusted directory names it now: what to do
+    /// after a keyring change failed with [`Error::Conflict`] (another session of the
+    /// account changed the keyring first) before trying the change again.
+    ///
+    /// # Errors
+    /// As [`UnlockedKeyring::reload`].
+    pub async fn reload_keyring(&mut self) -> Result<()> {
+        self.keyring.reload().await?;
+        self.blobs = self
+            .blob_store
+            .account_epochs(self.account(), &self.keyring.epoch_keys());
+        Ok(())
+    }
+
     /// Adds a recovery-code slot and returns the code, to show the user once.
     ///
     /// # Errors
@@ -729,6 +743,12 @@ impl Session {
         self.keyring.remove_epoch(old).await?;
         self.publish_epochs().await?;
         Ok(done)
+    }
+
+    /// The generation of the keyring this session holds (each committed keyring change
+    /// has its own: the order of commits).
+    pub fn keyring_generation(&self) -> u64 {
+        self.keyring.generation()
     }
 
     /// The account's slots (kinds and creation times, never secrets).

@@ -1,9 +1,14 @@
-//! The keyring of an account on the commit protocol: its slots and, sealed under a key
-//! derived from the root key, its epochs. Every change publishes a new generation (the
-//! generation is in the associated data; the newest generation seen is kept in the
-//! trusted directory) and deletes the superseded ones at once, so an old slot does not
-//! outlive a password change in the bucket (backups and object versioning are another
-//! matter: see `docs/design.md`).
+//! The keyring of an account: its slots and, sealed under a key derived from the root key,
+//! its epochs. Every change publishes a new generation (the generation is in the
+//! associated data) under a name of its own, then **commits** it by a compare-and-set of
+//! the account's `keyring` mark in the trusted directory, from the mark it was based on to
+//! `(generation, SHA-256 of the object)`. Of concurrent changes made from one generation
+//! exactly one commits; the others fail with [`Error::Conflict`] and delete what they
+//! published. This holds on every backend, with or without conditional writes (Garage),
+//! and a reader opens only the object the mark names: a store that withholds it, or offers
+//! an unaccepted sibling of the same generation, is refused. A commit deletes the
+//! superseded generations at once, so an old slot does not outlive a password change in
+//! the bucket (backups and object versioning are another matter: see `docs/design.md`).
 
 use std::sync::Arc;
 
@@ -13,13 +18,14 @@ use super::{Credential, KdfGate, KdfLimits, RootKey, SlotBinding, SlotLock};
 use crate::crypto::kdf::{self, LABEL_KEYRING};
 use crate::crypto::record::RecordCipher;
 use crate::crypto::{AccountKey, Key32, RandomSource};
-use crate::directory::Directory;
+use crate::directory::{Directory, Mark};
 use crate::error::{Error, Result};
 use crate::format::keyring::{write_bound, EpochSecrets, KeyringBody, KeyringObject, MAX_SLOTS};
 use crate::format::slot::{KdfParams, KeySlot, SlotKind};
 use crate::ids::{AccountId, DeploymentId, WriterId};
 use crate::storage::commit::{Published, VersionName, VersionedObjects};
 use crate::storage::{naming, CommitMode, DynStore};
+use sha2::{Digest, Sha256};
 
 /// The directory record name of keyrings.
 const RECORD: &str = "keyring";
@@ -30,7 +36,6 @@ pub struct KeyringStore {
     store: DynStore,
     deployment: DeploymentId,
     directory: Arc<dyn Directory>,
-    mode: CommitMode,
     rng: RandomSource,
     limits: KdfLimits,
     gate: KdfGate,
@@ -53,6 +58,9 @@ pub struct UnlockedKeyring {
     account: AccountId,
     binding: SlotBinding,
     generation: u64,
+    /// The directory's mark this keyring was loaded at or committed: the next commit
+    /// replaces exactly this mark, or fails with a conflict.
+    mark: Mark,
     slots: Vec<KeySlot>,
     root: RootKey,
     body: KeyringBody,
@@ -69,19 +77,20 @@ impl std::fmt::Debug for UnlockedKeyring {
 }
 
 impl KeyringStore {
-    /// Keyrings on `store` for `deployment`, published in `mode`, with the default KDF
-    /// limits and gate.
+    /// Keyrings on `store` for `deployment`, with the default KDF limits and gate.
+    /// Keyrings commit through `directory` (see the module documentation) whatever the
+    /// backend's `mode`: each version is written under a name of its own writer.
     pub fn new(
         store: DynStore,
         deployment: DeploymentId,
         directory: Arc<dyn Directory>,
         mode: CommitMode,
     ) -> Self {
+        let _ = mode;
         Self {
             store,
             deployment,
             directory,
-            mode,
             rng: RandomSource::os(),
             limits: KdfLimits::default(),
             gate: KdfGate::default(),
@@ -95,12 +104,14 @@ impl KeyringStore {
         self
     }
 
-    fn objects(&self, account: &AccountId) -> VersionedObjects {
+    /// The keyring versions of `account`, as published by `writer` (writer-unique names
+    /// on every backend: the directory, not the store, decides which version holds).
+    fn objects(&self, account: &AccountId, writer: WriterId) -> VersionedObjects {
         VersionedObjects::new(
             self.store.clone(),
             naming::keyring_prefix(account),
-            self.mode,
-            WriterId::random(&self.rng),
+            CommitMode::WriterUnique,
+            writer,
         )
         .with_max_len(crate::format::keyring::MAX_KEYRING_LEN as u64)
     }
@@ -141,11 +152,12 @@ impl KeyringStore {
             account,
             binding,
             generation: 0,
-            slots,
+            mark: Mark::NONE,
+            slots: Vec::new(),
             root,
-            body,
+            body: KeyringBody::default(),
         };
-        keyring.publish().await?;
+        keyring.publish(slots, body).await?;
         Ok(keyring)
     }
 
@@ -162,7 +174,7 @@ impl KeyringStore {
         binding: SlotBinding,
         credential: Credential<'_>,
     ) -> Result<UnlockedKeyring> {
-        let stored = self.fetch_newest(&account).await?;
+        let (stored, mark) = self.fetch_accepted(&account).await?;
         let parsed = KeyringObject::parse(&stored)?;
         let mut root = None;
         let mut last_error = Error::WrongCredential;
@@ -190,40 +202,83 @@ impl KeyringStore {
             }
         }
         let root = root.ok_or(last_error)?;
-        self.finish_unlock(account, binding, parsed, root).await
+        self.finish_unlock(account, binding, &stored, mark, root)
+            .await
     }
 }
 
 impl KeyringStore {
-    /// The newest keyring object of `account`, after checking it against the directory's
-    /// high-water mark and its name.
-    async fn fetch_newest(&self, account: &AccountId) -> Result<bytes::Bytes> {
-        let objects = self.objects(account);
-        let newest = objects
-            .list()
-            .await?
-            .into_iter()
-            .max_by_key(|n| (n.generation, n.writer))
-            .ok_or_else(|| Error::NotFound {
-                path: naming::keyring_prefix(account).to_string(),
-            })?;
-        let mark = self.directory.high_water_mark(account, RECORD).await?;
-        if newest.generation < mark {
-            return Err(Error::Rollback {
-                seen: mark,
-                found: newest.generation,
+    /// The keyring object of `account` that the directory's mark names, and that mark.
+    ///
+    /// With a digest in the mark, only the object of the mark's generation whose SHA-256
+    /// is the digest is accepted: objects of higher generations are uncommitted (a writer
+    /// in flight, or one that lost or crashed before its compare-and-set), others of the
+    /// same generation are losers. Without the accepted object: [`Error::Tampered`] if
+    /// something else stands at its generation, [`Error::Rollback`] if nothing does. A mark without a digest (written by an older version)
+    /// accepts the newest object at or above its generation, as that version did.
+    async fn fetch_accepted(&self, account: &AccountId) -> Result<(bytes::Bytes, Mark)> {
+        let objects = self.objects(account, WriterId::from_bytes([0; 16]));
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mark = self.directory.mark(account, RECORD).await?;
+            let names = objects.list().await?;
+            let mut candidates: Vec<VersionName> = if mark.has_digest() {
+                names
+                    .iter()
+                    .filter(|n| n.generation == mark.generation)
+                    .copied()
+                    .collect()
+            } else {
+                names
+                    .iter()
+                    .max_by_key(|n| (n.generation, n.writer))
+                    .filter(|n| n.generation >= mark.generation)
+                    .into_iter()
+                    .copied()
+                    .collect()
+            };
+            candidates.sort();
+            let mut other = None;
+            for name in candidates {
+                let Some(stored) = objects.fetch(&name).await? else {
+                    continue;
+                };
+                if mark.has_digest() && Sha256::digest(&stored)[..] != mark.digest {
+                    other = Some(stored);
+                    continue;
+                }
+                let parsed = KeyringObject::parse(&stored)?;
+                if parsed.generation != name.generation
+                    || name.writer.is_some_and(|w| w != parsed.writer)
+                {
+                    return Err(Error::Tampered);
+                }
+                return Ok((stored, mark));
+            }
+            // Not found: a concurrent commit may have moved the mark and deleted what the
+            // old one named. Look again while the mark moves.
+            let moved = self.directory.mark(account, RECORD).await? != mark;
+            if moved && attempts < 8 {
+                continue;
+            }
+            if let Some(other) = other {
+                // Something else stands at the accepted generation (an altered object, or
+                // an unaccepted sibling with the accepted one withheld).
+                KeyringObject::parse(&other)?;
+                return Err(Error::Tampered);
+            }
+            let newest = names.iter().map(|n| n.generation).max();
+            return Err(match newest {
+                None if mark.generation == 0 => Error::NotFound {
+                    path: naming::keyring_prefix(account).to_string(),
+                },
+                found => Error::Rollback {
+                    seen: mark.generation,
+                    found: found.unwrap_or(0),
+                },
             });
         }
-        let stored = objects.fetch(&newest).await?.ok_or(Error::NotFound {
-            path: objects.path(&newest).to_string(),
-        })?;
-        let parsed = KeyringObject::parse(&stored)?;
-        if parsed.generation != newest.generation
-            || newest.writer.is_some_and(|w| w != parsed.writer)
-        {
-            return Err(Error::Tampered);
-        }
-        Ok(stored)
     }
 
     /// The slots of the newest keyring as stored (public: a server checks them against
@@ -232,7 +287,7 @@ impl KeyringStore {
     /// # Errors
     /// As [`unlock`](Self::unlock), before any slot is opened.
     pub async fn stored_slots(&self, account: &AccountId) -> Result<Vec<KeySlot>> {
-        let stored = self.fetch_newest(account).await?;
+        let (stored, _) = self.fetch_accepted(account).await?;
         Ok(KeyringObject::parse(&stored)?.slots)
     }
 
@@ -240,9 +295,11 @@ impl KeyringStore {
         &self,
         account: AccountId,
         binding: SlotBinding,
-        parsed: KeyringObject<'_>,
+        stored: &[u8],
+        mark: Mark,
         root: RootKey,
     ) -> Result<UnlockedKeyring> {
+        let parsed = KeyringObject::parse(stored)?;
         let body = open_body(
             &self.deployment,
             &account,
@@ -250,14 +307,26 @@ impl KeyringStore {
             parsed.bound,
             parsed.sealed_body,
         )?;
-        self.directory
-            .raise_high_water_mark(&account, RECORD, parsed.generation)
-            .await?;
+        let mut mark = mark;
+        if !mark.has_digest() {
+            // A mark of an older version: pin what was accepted. Losing this race only
+            // means another session moved the mark first (the next commit of this one
+            // then conflicts, as it should).
+            let pinned = Mark::new(parsed.generation, Sha256::digest(stored).into());
+            if self
+                .directory
+                .compare_and_set_mark(&account, RECORD, mark, pinned)
+                .await?
+            {
+                mark = pinned;
+            }
+        }
         Ok(UnlockedKeyring {
             store: self.clone(),
             account,
             binding,
             generation: parsed.generation,
+            mark,
             slots: parsed.slots,
             root,
             body,
@@ -295,9 +364,9 @@ impl KeyringStore {
         binding: SlotBinding,
         root: RootKey,
     ) -> Result<UnlockedKeyring> {
-        let stored = self.fetch_newest(&account).await?;
-        let parsed = KeyringObject::parse(&stored)?;
-        self.finish_unlock(account, binding, parsed, root).await
+        let (stored, mark) = self.fetch_accepted(&account).await?;
+        self.finish_unlock(account, binding, &stored, mark, root)
+            .await
     }
 }
 
@@ -425,8 +494,9 @@ impl UnlockedKeyring {
                 "only an existing epoch older than the newest can be dropped",
             ));
         }
-        self.body.epochs.retain(|e| e.epoch != epoch);
-        self.publish().await
+        let mut body = self.body.clone();
+        body.epochs.retain(|e| e.epoch != epoch);
+        self.publish(self.slots.clone(), body).await
     }
 
     /// Adds an epoch (a new master key and X25519 key pair): new blobs are sealed under
@@ -436,12 +506,13 @@ impl UnlockedKeyring {
     /// As [`change_password`](Self::change_password).
     pub async fn add_epoch(&mut self) -> Result<u32> {
         let epoch = self.body.epochs.iter().map(|e| e.epoch).max().unwrap_or(0) + 1;
-        self.body.epochs.push(EpochSecrets {
+        let mut body = self.body.clone();
+        body.epochs.push(EpochSecrets {
             epoch,
             master: self.store.rng.bytes32(),
             x25519: self.store.rng.bytes32(),
         });
-        self.publish().await?;
+        self.publish(self.slots.clone(), body).await?;
         Ok(epoch)
     }
 
@@ -504,14 +575,13 @@ impl UnlockedKeyring {
     /// # Errors
     /// As [`change_password`](Self::change_password).
     pub async fn record_officer_action(&mut self, kind: u8, officer: [u8; 32]) -> Result<()> {
-        self.body
-            .records
-            .push(crate::format::keyring::OfficerRecord {
-                kind,
-                time: crate::unix_now(),
-                officer,
-            });
-        self.publish().await
+        let mut body = self.body.clone();
+        body.records.push(crate::format::keyring::OfficerRecord {
+            kind,
+            time: crate::unix_now(),
+            officer,
+        });
+        self.publish(self.slots.clone(), body).await
     }
 
     /// Replaces every password slot by one for `password`: one slot rewritten, nothing
@@ -531,9 +601,10 @@ impl UnlockedKeyring {
                 &self.store.gate,
             )
             .await?;
-        self.slots.retain(|s| s.kind != SlotKind::Password);
-        self.slots.push(slot);
-        self.publish().await
+        let mut slots = self.slots.clone();
+        slots.retain(|s| s.kind != SlotKind::Password);
+        slots.push(slot);
+        self.publish(slots, self.body.clone()).await
     }
 
     /// Adds a slot.
@@ -554,8 +625,9 @@ impl UnlockedKeyring {
                 &self.store.gate,
             )
             .await?;
-        self.slots.push(slot);
-        self.publish().await
+        let mut slots = self.slots.clone();
+        slots.push(slot);
+        self.publish(slots, self.body.clone()).await
     }
 
     /// Adds a slot sealed elsewhere, as is (the test kit uses it to plant a slot that
@@ -568,8 +640,9 @@ impl UnlockedKeyring {
         if self.slots.len() >= MAX_SLOTS {
             return Err(Error::invalid("at most 16 slots"));
         }
-        self.slots.push(slot);
-        self.publish().await
+        let mut slots = self.slots.clone();
+        slots.push(slot);
+        self.publish(slots, self.body.clone()).await
     }
 
     /// Removes the slot with `id`.
@@ -578,53 +651,101 @@ impl UnlockedKeyring {
     /// [`Error::InvalidArgument`] for an unknown id or the last slot; as
     /// [`change_password`](Self::change_password).
     pub async fn remove_slot(&mut self, id: [u8; 16]) -> Result<()> {
-        let before = self.slots.len();
-        self.slots.retain(|s| s.id != id);
-        if self.slots.len() == before {
+        let mut slots = self.slots.clone();
+        slots.retain(|s| s.id != id);
+        if slots.len() == self.slots.len() {
             return Err(Error::invalid("no such slot"));
         }
-        self.publish().await
+        self.publish(slots, self.body.clone()).await
     }
 
-    /// Publishes the next generation and deletes the older ones.
-    async fn publish(&mut self) -> Result<()> {
+    /// Loads the account's keyring as the directory names it now, with the root key held
+    /// in memory: what a session does after a [`Error::Conflict`] before trying its change
+    /// again.
+    ///
+    /// # Errors
+    /// As [`KeyringStore::unlock_with_root`].
+    pub async fn reload(&mut self) -> Result<()> {
+        let (stored, mark) = self.store.fetch_accepted(&self.account).await?;
+        let parsed = KeyringObject::parse(&stored)?;
+        let body = open_body(
+            &self.store.deployment,
+            &self.account,
+            &self.root,
+            parsed.bound,
+            parsed.sealed_body,
+        )?;
+        self.generation = parsed.generation;
+        self.mark = mark;
+        self.slots = parsed.slots;
+        self.body = body;
+        Ok(())
+    }
+
+    /// Publishes `slots` and `body` as the next generation and commits it by a
+    /// compare-and-set of the directory's mark from the one this keyring is based on; then
+    /// deletes every other version up to that generation (older ones, and losers of the
+    /// same generation). The keyring in memory changes only once the commit holds.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] if another change committed first (nothing of this one stays
+    /// in the store; [`reload`](Self::reload) and try again); backend and directory
+    /// errors (the change is then not committed, unless a directory failure hid a
+    /// successful compare-and-set: reload to find out).
+    async fn publish(&mut self, slots: Vec<KeySlot>, body: KeyringBody) -> Result<()> {
         let store = &self.store;
-        let objects = store.objects(&self.account);
+        let writer = WriterId::random(&store.rng);
+        let objects = store.objects(&self.account, writer);
         let generation = self.generation + 1;
-        let writer = match objects.own_name(generation).writer {
-            Some(w) => w,
-            None => WriterId::random(&store.rng),
-        };
-        let bound = write_bound(generation, &writer, &self.slots);
+        let name = objects.own_name(generation);
+        let bound = write_bound(generation, &writer, &slots);
         let mut bytes = bound.clone();
-        let body = self.body.to_bytes();
         ring_cipher(&store.deployment, &self.account, &self.root).seal(
             &store.rng,
             &body_ad(&store.deployment, &self.account, &bound),
-            &body,
+            &body.to_bytes(),
             &mut bytes,
         );
-        match objects.publish(generation, bytes).await? {
-            Published::Done => {}
-            Published::Conflict => {
-                return Err(Error::Conflict {
-                    path: objects.path(&objects.own_name(generation)).to_string(),
-                })
+        let committed = Mark::new(generation, Sha256::digest(&bytes).into());
+        match objects.publish(generation, bytes).await {
+            Ok(Published::Done) => {}
+            // A name of a fresh writer id is never taken: only a hostile store says so.
+            Ok(Published::Conflict) => return Err(Error::Tampered),
+            Err(e) => {
+                let _ = objects.delete(&name).await;
+                return Err(e);
             }
         }
-        self.generation = generation;
-        store
+        let swapped = match store
             .directory
-            .raise_high_water_mark(&self.account, RECORD, generation)
-            .await?;
+            .compare_and_set_mark(&self.account, RECORD, self.mark, committed)
+            .await
+        {
+            Ok(swapped) => swapped,
+            // The outcome is unknown: look before reporting.
+            Err(e) => match store.directory.mark(&self.account, RECORD).await {
+                Ok(mark) if mark == committed => true,
+                _ => return Err(e),
+            },
+        };
+        if !swapped {
+            let _ = objects.delete(&name).await;
+            return Err(Error::Conflict {
+                path: objects.path(&name).to_string(),
+            });
+        }
+        self.generation = generation;
+        self.mark = committed;
+        self.slots = slots;
+        self.body = body;
         let superseded: Vec<VersionName> = objects
             .list()
             .await?
             .into_iter()
-            .filter(|n| n.generation < generation)
+            .filter(|n| n.generation <= generation && *n != name)
             .collect();
-        for name in superseded {
-            objects.delete(&name).await?;
+        for old in superseded {
+            objects.delete(&old).await?;
         }
         Ok(())
     }

@@ -6,6 +6,7 @@ mod attacks;
 mod backends;
 mod delivery;
 mod engine;
+mod hardening_directory;
 mod hardening_storage;
 mod index;
 mod keys;
