@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -151,6 +151,8 @@ pub struct Collection {
     present: usize,
     writers: Vec<WriterId>,
     writer_slots: HashMap<WriterId, u32>,
+    /// When the state this handle builds on was loaded (the start of the last refresh).
+    loaded_at: Instant,
 }
 
 impl std::fmt::Debug for Collection {
@@ -230,6 +232,7 @@ impl Collection {
             present: 0,
             writers: Vec::new(),
             writer_slots: HashMap::new(),
+            loaded_at: Instant::now(),
         };
         let mark = collection
             .directory
@@ -722,6 +725,7 @@ impl Collection {
     /// # Errors
     /// As [`IndexStore::open`].
     pub async fn refresh(&mut self) -> Result<bool> {
+        self.loaded_at = Instant::now();
         match self.objects.mode() {
             CommitMode::CompareAndSwap => self.refresh_cas().await,
             CommitMode::WriterUnique => self.refresh_writer_unique().await,
@@ -836,8 +840,13 @@ impl Collection {
             self.keys
                 .seal_segment(&self.rng, spec, records, self.config.page_size);
         let path = naming::segment_path(&self.account, &self.tag, &id);
+        let stored = Bytes::from(stored);
         self.store
-            .put_opts(&path, stored.into(), object_store::PutMode::Create.into())
+            .put_opts(
+                &path,
+                stored.clone().into(),
+                object_store::PutMode::Create.into(),
+            )
             .await?;
         segments.push(entry);
         let header = ManifestHeader {
@@ -867,23 +876,92 @@ impl Collection {
                 }
             }
         };
-        match published {
-            Published::Done => {
-                if self.objects.mode() == CommitMode::WriterUnique {
-                    self.manifests
-                        .insert(self.objects.own_name(generation), (header, body));
-                }
-                Ok(Some(stamp))
+        // On a conflict, the manifest may be our own earlier attempt (a retried request).
+        if published == Published::Conflict && !self.landed(&header).await {
+            let _ = self.store.delete(&path).await;
+            segments.pop();
+            return Ok(None);
+        }
+        if self.loaded_at.elapsed() >= self.config.verify_after
+            && !self.still_valid(&stamp, &path, &stored, segments).await?
+        {
+            // Built on a state that garbage collection removed while this commit stalled:
+            // withdraw it, unacknowledged, and retry on the newest state.
+            self.objects.delete(&self.objects.own_name(generation)).await?;
+            let _ = self.store.delete(&path).await;
+            segments.pop();
+            return Ok(None);
+        }
+        if self.objects.mode() == CommitMode::WriterUnique {
+            self.manifests
+                .insert(self.objects.own_name(generation), (header, body));
+        }
+        Ok(Some(stamp))
+    }
+
+    /// Whether the manifest this handle has just published (`stamp`, listing `segments`,
+    /// the last of which it wrote itself at `path` with the bytes `stored`) can be
+    /// acknowledged after a stall: its own segment is stored (stored again, same bytes
+    /// and so same pin, if the garbage collector removed it as an orphan meanwhile), and
+    /// it is not a stale head: with compare-and-swap, no other manifest took the next
+    /// generation on top of another one (ours then re-created a generation that had been
+    /// collected); without, every segment it inherited is still stored.
+    async fn still_valid(
+        &self,
+        stamp: &Stamp,
+        path: &object_store::path::Path,
+        stored: &Bytes,
+        segments: &[SegmentEntry],
+    ) -> Result<bool> {
+        if !self.stored(path).await? {
+            match self
+                .store
+                .put_opts(
+                    path,
+                    stored.clone().into(),
+                    object_store::PutMode::Create.into(),
+                )
+                .await
+            {
+                Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e.into()),
             }
-            Published::Conflict => {
-                if self.landed(&header).await {
-                    // Our own earlier attempt of this very manifest (a retried request).
-                    return Ok(Some(stamp));
+        }
+        match self.objects.mode() {
+            CommitMode::CompareAndSwap => {
+                if self.objects.newest_listed().await? <= stamp.generation {
+                    return Ok(true);
                 }
-                let _ = self.store.delete(&path).await;
-                segments.pop();
-                Ok(None)
+                // Newer generations exist: ours is on the chain only if the next one was
+                // built on it.
+                let next = self.objects.own_name(stamp.generation + 1);
+                match self.objects.fetch(&next).await? {
+                    None => Ok(false),
+                    Some(bytes) => Ok(self
+                        .open_manifest(&next, &bytes)?
+                        .1
+                        .parents
+                        .contains(stamp)),
+                }
             }
+            CommitMode::WriterUnique => {
+                for entry in &segments[..segments.len().saturating_sub(1)] {
+                    let inherited = naming::segment_path(&self.account, &self.tag, &entry.id);
+                    if !self.stored(&inherited).await? {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    /// Whether an object exists (one HEAD).
+    async fn stored(&self, path: &object_store::path::Path) -> Result<bool> {
+        match self.store.head(path).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -972,7 +1050,7 @@ impl Collection {
                 .filter(|e| !input_ids.contains(&e.id))
                 .cloned()
                 .collect();
-            let covers: Vec<SegmentId> = inputs.iter().map(|e| e.id).collect();
+            let covers = self.covers_of(&inputs);
             let purged_through = if purge {
                 self.generation
             } else {
@@ -1017,6 +1095,30 @@ impl Collection {
         }
     }
 
+    /// What a compaction of `inputs` covers: the inputs and, without compare-and-swap,
+    /// what they covered themselves that a manifest in the store still lists. Coverage
+    /// is thus transitive: a head published late (by a writer that stalled across two
+    /// compactions) that lists segments replaced twice over does not bring them back.
+    /// (With compare-and-swap, readers follow one chain and never meet such a head.)
+    fn covers_of(&self, inputs: &[SegmentEntry]) -> Vec<SegmentId> {
+        let mut covers: Vec<SegmentId> = inputs.iter().map(|e| e.id).collect();
+        if self.objects.mode() == CommitMode::WriterUnique {
+            let listed: HashSet<SegmentId> = self
+                .manifests
+                .values()
+                .flat_map(|(_, body)| body.segments.iter().map(|e| e.id))
+                .collect();
+            let mut seen: HashSet<SegmentId> = covers.iter().copied().collect();
+            for id in inputs.iter().flat_map(|e| e.covers.iter()) {
+                if listed.contains(id) && seen.insert(*id) {
+                    covers.push(*id);
+                }
+            }
+            covers.truncate(usize::from(u16::MAX));
+        }
+        covers
+    }
+
     /// Every version in the view, with its stamp, as records of a compacted segment.
     fn view_records(&self, drop_deletions: bool) -> Vec<Record> {
         self.view
@@ -1051,51 +1153,116 @@ impl Collection {
         Ok(merged.into_values().collect())
     }
 
-    /// Deletes what no head references any more and is older than `grace`: superseded
-    /// manifests, segments replaced by compactions, orphans of failed commits. Objects
-    /// younger than `grace` are kept, so a reader that has just loaded a manifest can
-    /// still fetch its segments.
+    /// Deletes what no reader can need any more: manifests superseded for longer than
+    /// `grace`, and segments that no remaining manifest lists and that were last listed
+    /// (or, for orphans of failed commits, written) longer than `grace` ago. The grace
+    /// period runs from **supersession**, not creation: a reader that loaded a manifest
+    /// just before a compaction replaced it can still fetch its segments, however old
+    /// they are. Heads, and everything they list, are never deleted.
+    ///
+    /// Concurrent commits are safe when `grace` is at least
+    /// [`IndexConfig::verify_after`](super::IndexConfig::verify_after): a commit that
+    /// stalls longer checks its manifest before acknowledging it.
     ///
     /// # Errors
     /// A backend failure (what was deleted before it stays deleted).
     pub async fn collect_garbage(&mut self, grace: Duration) -> Result<GcReport> {
-        self.refresh().await?;
-        let cutoff = chrono_now_minus(grace);
+        // List first, then load: every manifest listed is then known, with its parents.
         let prefix = naming::collection_prefix(&self.account, &self.tag);
         let metas: Vec<object_store::ObjectMeta> =
             self.store.list(Some(&prefix)).try_collect().await?;
-        let live_ids: HashSet<String> = self.live.iter().map(|e| e.id.to_hex()).collect();
-        let heads: HashSet<Stamp> = self.heads.iter().copied().collect();
-        let mut report = GcReport::default();
+        self.refresh().await?;
+        let cutoff = chrono_now_minus(grace);
+        let now = chrono::Utc::now();
+        let mut manifest_times: BTreeMap<VersionName, chrono::DateTime<chrono::Utc>> =
+            BTreeMap::new();
+        let mut segment_metas = Vec::new();
         for meta in metas {
-            if meta.last_modified > cutoff {
-                continue;
-            }
             let Some(file) = meta.location.filename() else {
                 continue;
             };
-            let in_manifests = meta.location.as_ref().contains("/m/");
-            if in_manifests {
-                let Some(name) = VersionName::parse(file) else {
-                    continue;
-                };
-                let is_head = match name.writer {
-                    Some(w) => heads.contains(&Stamp {
+            if meta.location.as_ref().contains("/m/") {
+                if let Some(name) = VersionName::parse(file) {
+                    manifest_times.insert(name, meta.last_modified);
+                }
+            } else {
+                segment_metas.push(meta);
+            }
+        }
+        // When each manifest was superseded: when the first manifest naming it as a
+        // parent (with compare-and-swap, the next generation) was written.
+        let heads: HashSet<Stamp> = self.heads.iter().copied().collect();
+        let mut superseded_at: HashMap<VersionName, chrono::DateTime<chrono::Utc>> =
+            HashMap::new();
+        match self.objects.mode() {
+            CommitMode::CompareAndSwap => {
+                let mut later: Option<chrono::DateTime<chrono::Utc>> = None;
+                for (name, time) in manifest_times.iter().rev() {
+                    if name.generation < self.generation {
+                        superseded_at.insert(*name, later.unwrap_or(now));
+                    }
+                    later = Some(*time);
+                }
+            }
+            CommitMode::WriterUnique => {
+                for (name, (_, body)) in &self.manifests {
+                    let written = manifest_times.get(name).copied().unwrap_or(now);
+                    for parent in &body.parents {
+                        let parent = VersionName {
+                            generation: parent.generation,
+                            writer: Some(parent.writer),
+                        };
+                        let at = superseded_at.entry(parent).or_insert(written);
+                        *at = (*at).min(written);
+                    }
+                }
+                // A manifest that is not a head but whose successor is unknown (collected
+                // already) was superseded long ago.
+                for name in manifest_times.keys() {
+                    let stamp = name.writer.map(|writer| Stamp {
                         generation: name.generation,
-                        writer: w,
-                    }),
-                    None => name.generation >= self.generation,
-                };
-                if !is_head {
-                    self.objects.delete(&name).await?;
-                    self.manifests.remove(&name);
-                    report.manifests += 1;
+                        writer,
+                    });
+                    if stamp.is_some_and(|s| !heads.contains(&s)) {
+                        superseded_at.entry(*name).or_insert(cutoff);
+                    }
                 }
-            } else if !live_ids.contains(file) {
-                match self.store.delete(&meta.location).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => report.segments += 1,
-                    Err(e) => return Err(e.into()),
-                }
+            }
+        }
+        let doomed: Vec<VersionName> = superseded_at
+            .iter()
+            .filter(|(_, at)| **at <= cutoff)
+            .map(|(name, _)| *name)
+            .collect();
+        // Segments any remaining manifest lists stay, and so do those younger than the
+        // grace period (a commit in flight may be about to list them).
+        let mut kept: HashSet<String> = self.live.iter().map(|e| e.id.to_hex()).collect();
+        let doomed_set: HashSet<VersionName> = doomed.iter().copied().collect();
+        for name in manifest_times.keys().filter(|n| !doomed_set.contains(n)) {
+            let segments = match self.manifests.get(name) {
+                Some((_, body)) => body.segments.clone(),
+                None if name.generation >= self.generation => continue,
+                None => match self.objects.fetch(name).await? {
+                    Some(stored) => self.open_manifest(name, &stored)?.1.segments,
+                    None => continue,
+                },
+            };
+            kept.extend(segments.iter().map(|e| e.id.to_hex()));
+        }
+        let mut report = GcReport::default();
+        for name in &doomed {
+            self.objects.delete(name).await?;
+            self.manifests.remove(name);
+            report.manifests += 1;
+        }
+        for meta in segment_metas {
+            let file = meta.location.filename().unwrap_or_default();
+            if meta.last_modified > cutoff || kept.contains(file) {
+                continue;
+            }
+            match self.store.delete(&meta.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => report.segments += 1,
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(report)

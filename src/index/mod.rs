@@ -70,6 +70,12 @@ pub struct IndexConfig {
     pub max_attempts: u32,
     /// Segments fetched at once when loading.
     pub fetch_concurrency: usize,
+    /// A commit that takes longer than this, from the load of the state it builds on to
+    /// the acknowledgement of its manifest, checks before it is acknowledged that what its
+    /// manifest lists is still stored and still on the newest chain (a garbage collection
+    /// may have run while it stalled). Garbage collection must run with a grace period at
+    /// least this long for such commits to be safe ([`Collection::collect_garbage`]).
+    pub verify_after: std::time::Duration,
 }
 
 impl Default for IndexConfig {
@@ -79,6 +85,7 @@ impl Default for IndexConfig {
             fanout: 4,
             max_attempts: 500,
             fetch_concurrency: 8,
+            verify_after: std::time::Duration::from_secs(1),
         }
     }
 }
