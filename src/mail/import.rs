@@ -8,7 +8,7 @@ use crate::crypto::AccountKey;
 use crate::delivery::{open_envelope, Rejection};
 use crate::error::{Error, Result};
 use crate::format::mail::{
-    number_to_bytes, EmailRecord, Envelope, Flags, MessageRecord, Provenance,
+    number_to_bytes, EmailAnalysis, EmailRecord, Envelope, Flags, MessageRecord, Provenance,
 };
 use crate::ids::{DeliveryId, EmailId, MailboxId, ThreadId};
 use crate::storage::naming;
@@ -199,8 +199,14 @@ impl Mailstore {
     /// from the body if they were not yet (a sealed delivery imported without reading
     /// it): one full read, then one commit; later calls read nothing.
     ///
+    /// The analysis is its own record beside the email record, written only if the email
+    /// is still there and not analyzed meanwhile: a concurrent rewrite of the body (the
+    /// epoch job, which changes the email record's pin) and the analysis both hold,
+    /// whichever commits first, with or without compare-and-swap.
+    ///
     /// # Errors
-    /// As [`Mailstore::email`] and [`Mailstore::read`].
+    /// As [`Mailstore::email`] and [`Mailstore::read`]; [`Error::InvalidArgument`] if the
+    /// message was removed meanwhile.
     pub async fn analyze(&mut self, mailbox: MailboxId, uid: u32) -> Result<EmailRecord> {
         let email = self.email(mailbox, uid)?;
         if email.analyzed {
@@ -216,44 +222,42 @@ impl Mailstore {
             super::mime::analyze(&body)
         };
         let id = self.email_id_of(mailbox, uid)?;
-        let updated = EmailRecord {
-            analyzed: true,
-            envelope,
-            parts,
-            ..email
-        };
-        let outcome = self
-            .write(move |c, _| {
-                let mut plan = Plan::new();
-                let mut record = updated.clone();
-                // A delivery joins the thread of the messages it answers, now that its
-                // references are known.
-                let related = record
-                    .envelope
-                    .in_reply_to
-                    .iter()
-                    .chain(record.envelope.references.iter());
-                if let Some(thread) = related
-                    .filter_map(|id| c.get(&keys::thread(id)))
-                    .find_map(|v| crate::format::mail::parse_thread(v).ok())
-                {
-                    record.thread = thread;
+        self.write(move |c, _| {
+            let mut plan = Plan::new();
+            // Read again inside the commit: the record may have changed since the body
+            // was read (a rewritten body, an analysis by another server, an expunge).
+            let current = super::email_record(c, &id)?
+                .ok_or_else(|| Error::invalid(format!("no email {id}")))?;
+            if current.analyzed {
+                return Ok((plan, current));
+            }
+            // A delivery joins the thread of the messages it answers, now that its
+            // references are known.
+            let related = envelope
+                .in_reply_to
+                .iter()
+                .chain(envelope.references.iter());
+            let thread = related
+                .filter_map(|id| c.get(&keys::thread(id)))
+                .find_map(|v| crate::format::mail::parse_thread(v).ok())
+                .unwrap_or(current.thread);
+            if let Some(message_id) = &envelope.message_id {
+                if c.get(&keys::thread(message_id)).is_none() {
+                    plan.batch.put(
+                        keys::thread(message_id),
+                        crate::format::mail::thread_to_bytes(&thread).to_vec(),
+                    );
                 }
-                if c.get(&keys::email(&id)).is_some() {
-                    plan.batch.put(keys::email(&id), record.to_bytes());
-                    if let Some(message_id) = &record.envelope.message_id {
-                        if c.get(&keys::thread(message_id)).is_none() {
-                            plan.batch.put(
-                                keys::thread(message_id),
-                                crate::format::mail::thread_to_bytes(&record.thread).to_vec(),
-                            );
-                        }
-                    }
-                }
-                Ok((plan, record))
-            })
-            .await?;
-        Ok(outcome)
+            }
+            let analysis = EmailAnalysis {
+                thread,
+                envelope: envelope.clone(),
+                parts: parts.clone(),
+            };
+            plan.batch.put(keys::analysis(&id), analysis.to_bytes());
+            Ok((plan, current.with_analysis(analysis)?))
+        })
+        .await
     }
 
     fn email_id_of(&self, mailbox: MailboxId, uid: u32) -> Result<EmailId> {

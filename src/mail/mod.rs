@@ -70,8 +70,8 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
 pub use crate::format::mail::{
-    Address, EmailRecord, Envelope, Flags, MailboxRecord, MessageRecord, MimePart, Provenance,
-    SpecialUse,
+    Address, EmailAnalysis, EmailRecord, Envelope, Flags, MailboxRecord, MessageRecord, MimePart,
+    Provenance, SpecialUse,
 };
 
 use self::keys::Instance;
@@ -373,6 +373,21 @@ fn messages(c: &Collection, mailbox: &MailboxId) -> Result<Vec<(u32, Instance, M
         .collect()
 }
 
+/// The email `id` in the state `c`: its record, with its analysis when it was analyzed
+/// after an import (the analysis record, `A`, is kept apart from the email record, `E`).
+fn email_record(c: &Collection, id: &EmailId) -> Result<Option<EmailRecord>> {
+    let Some(bytes) = c.get(&keys::email(id)) else {
+        return Ok(None);
+    };
+    let record = EmailRecord::parse(bytes)?;
+    match c.get(&keys::analysis(id)) {
+        Some(analysis) => record
+            .with_analysis(EmailAnalysis::parse(analysis)?)
+            .map(Some),
+        None => Ok(Some(record)),
+    }
+}
+
 fn mailbox_record(c: &Collection, id: &MailboxId) -> Result<Option<MailboxRecord>> {
     c.get(&keys::mailbox(id))
         .map(MailboxRecord::parse)
@@ -457,6 +472,12 @@ impl Plan {
         );
     }
 
+    /// Deletes an email's records (its body is deleted after the commit).
+    fn delete_email(&mut self, email: &EmailId) {
+        self.batch.delete(keys::email(email));
+        self.batch.delete(keys::analysis(email));
+    }
+
     /// Removes a message: its record goes, its UID is recorded as vanished.
     fn remove_message(
         &mut self,
@@ -507,7 +528,7 @@ impl Plan {
                     if let Some(Ok(record)) = c.get(&keys::email(&email)).map(EmailRecord::parse) {
                         released.push(record);
                     }
-                    self.batch.delete(keys::email(&email));
+                    self.delete_email(&email);
                 }
                 CommitMode::WriterUnique => {
                     self.batch.put(
@@ -884,11 +905,8 @@ impl Mailstore {
     /// [`Error::InvalidArgument`] for an unknown email; [`Error::Tampered`] for a record
     /// that does not parse.
     pub fn email_by_id(&self, email: EmailId) -> Result<EmailRecord> {
-        let bytes = self
-            .index
-            .get(&keys::email(&email))
-            .ok_or_else(|| Error::invalid(format!("no email {email}")))?;
-        EmailRecord::parse(bytes)
+        email_record(&self.index, &email)?
+            .ok_or_else(|| Error::invalid(format!("no email {email}")))
     }
 
     /// Reads a whole message body.
@@ -1359,7 +1377,15 @@ impl Mailstore {
                     if let Some(record) = c.get(&keys::email(&email)) {
                         bodies.push(EmailRecord::parse(record)?);
                     }
-                    plan.batch.delete(keys::email(&email));
+                    plan.delete_email(&email);
+                }
+                // An analysis committed beside the deletion of its email (without
+                // compare-and-swap) outlived it.
+                for (k, _) in c.prefix(&[keys::ANALYSIS]) {
+                    let email = EmailId::from_bytes(keys::tagged_id(k).ok_or(Error::Tampered)?);
+                    if c.get(&keys::email(&email)).is_none() {
+                        plan.batch.delete(k.to_vec());
+                    }
                 }
                 Ok((plan, bodies))
             })

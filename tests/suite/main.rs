@@ -6,6 +6,7 @@ mod attacks;
 mod backends;
 mod delivery;
 mod engine;
+mod hardening_mail;
 mod index;
 mod keys;
 mod mail;
