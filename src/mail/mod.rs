@@ -719,8 +719,9 @@ impl Mailstore {
     /// UIDVALIDITY stay.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for the inbox, an unknown mailbox, an invalid name or
-    /// one already taken; backend errors.
+    /// [`Error::InvalidArgument`] for the inbox, an unknown mailbox, an invalid name, or
+    /// a new name (of the mailbox or of one below it: `a/x` becoming `b/x`) already
+    /// taken by a mailbox that does not move; nothing is changed then. Backend errors.
     pub async fn rename_mailbox(&mut self, id: MailboxId, new_name: &str) -> Result<()> {
         check_name(new_name)?;
         if id == INBOX_ID || new_name.eq_ignore_ascii_case(INBOX) {
@@ -729,19 +730,26 @@ impl Mailstore {
         let new_name = new_name.to_owned();
         self.write(move |c, modseq| {
             let old = require_mailbox(c, &id)?.name;
+            let below = format!("{old}/");
             let all = all_mailboxes(c)?;
             if all.iter().any(|(_, r)| same_name(&r.name, &new_name)) {
                 return Err(Error::invalid(format!("mailbox {new_name:?} exists")));
             }
+            let (moving, staying): (Vec<_>, Vec<_>) = all
+                .into_iter()
+                .partition(|(other, record)| *other == id || record.name.starts_with(&below));
+            // Every new name, the mailbox's and those of the mailboxes below it, must be
+            // valid and free among the mailboxes that stay where they are.
             let mut plan = Plan::new();
-            for (other, mut record) in all {
-                let renamed = if other == id {
-                    new_name.clone()
-                } else if let Some(rest) = record.name.strip_prefix(&format!("{old}/")) {
-                    format!("{new_name}/{rest}")
-                } else {
-                    continue;
+            for (other, mut record) in moving {
+                let renamed = match record.name.strip_prefix(&below) {
+                    Some(rest) if other != id => format!("{new_name}/{rest}"),
+                    _ => new_name.clone(),
                 };
+                check_name(&renamed)?;
+                if staying.iter().any(|(_, r)| same_name(&r.name, &renamed)) {
+                    return Err(Error::invalid(format!("mailbox {renamed:?} exists")));
+                }
                 record.name = renamed;
                 record.modseq = modseq;
                 plan.batch.put(keys::mailbox(&other), record.to_bytes());

@@ -16,14 +16,17 @@ use mailvault::delivery::{Deliverer, DeliveryOptions, DeliverySigningKey};
 use mailvault::directory::{AccountRecord, Directory, KeyModel, MemoryDirectory};
 use mailvault::ids::{AccountId, DeploymentId, MailboxId};
 use mailvault::index::IndexStore;
-use mailvault::mail::{MailConfig, Mailstore};
+use mailvault::mail::{MailConfig, Mailstore, INBOX};
 use mailvault::storage::{naming, CommitMode, DynStore, NoCasStore};
+use mailvault::Error;
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
     ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 use tokio::sync::oneshot;
+
+use super::mail::MailSetup;
 
 const DELIVERED: &[u8] = b"From: Bob <bob@example.org>\r\nTo: alice@example.org\r\n\
 Subject: Delivered\r\nMessage-ID: <d1@example.org>\r\nMIME-Version: 1.0\r\n\
@@ -356,5 +359,58 @@ async fn item_01_analyze_against_the_epoch_rewrite() {
             .await
             .unwrap();
         analyze_during_a_rewrite(store, CommitMode::for_capabilities(capabilities)).await;
+    }
+}
+
+// ---------------------------------------------------------------- item 15
+
+fn inbox(mail: &Mailstore) -> MailboxId {
+    mail.mailbox_by_name(INBOX).unwrap().id
+}
+
+/// Both commit modes, each on its store.
+fn both_modes() -> [(DynStore, CommitMode); 2] {
+    [
+        (memory(), CommitMode::CompareAndSwap),
+        (
+            Arc::new(NoCasStore::new(memory())),
+            CommitMode::WriterUnique,
+        ),
+    ]
+}
+
+/// Renaming `a` to `b` when `a/x` and `b/x` both exist would give two mailboxes the
+/// name `b/x`: refused with a typed error, nothing changed (no commit at all).
+#[tokio::test]
+async fn item_15a_rename_onto_a_name_taken_below() {
+    for (store, mode) in both_modes() {
+        let setup = MailSetup::new(store, mode);
+        let mut mail = setup.open().await;
+        let a = mail.create_mailbox("a", None).await.unwrap();
+        mail.create_mailbox("a/x", None).await.unwrap();
+        mail.create_mailbox("b/x", None).await.unwrap();
+        let before = mail.mailboxes().unwrap();
+        let modseq = mail.modseq();
+        let renamed = mail.rename_mailbox(a.id, "b").await;
+        assert!(
+            matches!(&renamed, Err(Error::InvalidArgument(m)) if m.contains("b/x")),
+            "{mode:?}: renaming a to b while a/x and b/x exist must fail, got {renamed:?}"
+        );
+        assert_eq!(mail.modseq(), modseq, "{mode:?}: nothing committed");
+        let fresh = setup.open().await;
+        assert_eq!(
+            fresh.mailboxes().unwrap(),
+            before,
+            "{mode:?}: nothing changed"
+        );
+        // Renaming within the subtree stays possible: `a` to `a2` moves `a/x` to `a2/x`.
+        mail.rename_mailbox(a.id, "a2").await.unwrap();
+        let names: Vec<String> = mail
+            .mailboxes()
+            .unwrap()
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        assert_eq!(names, ["INBOX", "a2", "a2/x", "b/x"], "{mode:?}");
     }
 }
