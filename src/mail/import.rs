@@ -212,14 +212,14 @@ impl Mailstore {
         if email.analyzed {
             return Ok(email);
         }
-        let body = self.read(&email).await?;
-        let (envelope, parts) = if body.len() > self.config.max_parse_len {
-            (
-                super::mime::analyze_header(&body[..self.config.max_parse_len]),
-                Vec::new(),
-            )
+        // As at append, a body above the parse limit is parsed for its header only: only
+        // that much of it is read.
+        let limit = self.config.max_parse_len;
+        let (envelope, parts) = if email.size > limit as u64 {
+            let prefix = self.read_range(&email, 0..limit as u64).await?;
+            (super::mime::analyze_header(&prefix), Vec::new())
         } else {
-            super::mime::analyze(&body)
+            super::mime::analyze(&self.read(&email).await?)
         };
         let id = self.email_id_of(mailbox, uid)?;
         self.write(move |c, _| {
@@ -231,24 +231,9 @@ impl Mailstore {
             if current.analyzed {
                 return Ok((plan, current));
             }
-            // A delivery joins the thread of the messages it answers, now that its
-            // references are known.
-            let related = envelope
-                .in_reply_to
-                .iter()
-                .chain(envelope.references.iter());
-            let thread = related
-                .filter_map(|id| c.get(&keys::thread(id)))
-                .find_map(|v| crate::format::mail::parse_thread(v).ok())
-                .unwrap_or(current.thread);
-            if let Some(message_id) = &envelope.message_id {
-                if c.get(&keys::thread(message_id)).is_none() {
-                    plan.batch.put(
-                        keys::thread(message_id),
-                        crate::format::mail::thread_to_bytes(&thread).to_vec(),
-                    );
-                }
-            }
+            // A delivery joins the thread of the messages it answers or that answer it,
+            // now that its references are known.
+            let thread = super::join_thread(c, &envelope, current.thread, &mut plan.batch);
             let analysis = EmailAnalysis {
                 thread,
                 envelope: envelope.clone(),

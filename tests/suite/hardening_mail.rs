@@ -16,8 +16,8 @@ use mailvault::delivery::{Deliverer, DeliveryOptions, DeliverySigningKey};
 use mailvault::directory::{AccountRecord, Directory, KeyModel, MemoryDirectory};
 use mailvault::ids::{AccountId, DeploymentId, MailboxId};
 use mailvault::index::IndexStore;
-use mailvault::mail::{MailConfig, Mailstore, INBOX};
-use mailvault::storage::{naming, CommitMode, DynStore, NoCasStore};
+use mailvault::mail::{AppendOptions, FlagChange, Flags, MailConfig, Mailstore, INBOX};
+use mailvault::storage::{naming, CommitMode, CountingStore, DynStore, NoCasStore, RequestKind};
 use mailvault::Error;
 use object_store::path::Path;
 use object_store::{
@@ -413,4 +413,177 @@ async fn item_15a_rename_onto_a_name_taken_below() {
             .collect();
         assert_eq!(names, ["INBOX", "a2", "a2/x", "b/x"], "{mode:?}");
     }
+}
+
+/// A flag change that changes nothing, a copy of UIDs that do not exist and a
+/// conditional store whose messages all changed since commit nothing, so they report
+/// no new modseq: the modseq they return is one the account already had, and the next
+/// real change gets a greater one.
+#[tokio::test]
+async fn item_15b_no_modseq_for_a_change_never_committed() {
+    for (store, mode) in both_modes() {
+        let setup = MailSetup::new(store, mode);
+        let mut mail = setup.open().await;
+        let inbox = inbox(&mail);
+        let other = mail.create_mailbox("other", None).await.unwrap().id;
+        let seen = Flags::from_names([Flags::SEEN]).unwrap();
+        let appended = mail
+            .append(
+                inbox,
+                b"Subject: s\r\n\r\nbody",
+                AppendOptions {
+                    flags: seen.clone(),
+                    ..AppendOptions::default()
+                },
+            )
+            .await
+            .unwrap();
+        let before = mail.modseq();
+        let stored = mail
+            .store_flags(inbox, &[appended.uid], FlagChange::Add(seen.clone()), None)
+            .await
+            .unwrap();
+        assert!(stored.updated.is_empty(), "{mode:?}");
+        assert_eq!(mail.modseq(), before, "{mode:?}: nothing committed");
+        assert!(
+            stored.modseq <= before,
+            "{mode:?}: store_flags reported modseq {} for a change never committed (the \
+             account is at {before})",
+            stored.modseq
+        );
+        let conditional = mail
+            .store_flags(
+                inbox,
+                &[appended.uid],
+                FlagChange::Remove(seen.clone()),
+                Some(appended.modseq - 1),
+            )
+            .await
+            .unwrap();
+        assert_eq!(conditional.modified, [appended.uid], "{mode:?}");
+        assert!(conditional.modseq <= before, "{mode:?}: conditional store");
+        let copied = mail.copy(inbox, &[appended.uid + 7], other).await.unwrap();
+        assert!(copied.uids.is_empty(), "{mode:?}");
+        assert!(copied.modseq <= before, "{mode:?}: copy of nothing");
+        assert_eq!(mail.modseq(), before, "{mode:?}: still nothing committed");
+        let real = mail
+            .store_flags(inbox, &[appended.uid], FlagChange::Remove(seen), None)
+            .await
+            .unwrap();
+        assert_eq!(real.updated, [appended.uid], "{mode:?}");
+        assert!(
+            real.modseq > stored.modseq && real.modseq > before,
+            "{mode:?}: a real change gets a new modseq"
+        );
+        let changes = mail.changes_since(inbox, stored.modseq).unwrap();
+        assert_eq!(
+            changes.changed.len(),
+            1,
+            "{mode:?}: the real change is seen"
+        );
+    }
+}
+
+const PARENT: &[u8] = b"From: a@example.org\r\nMessage-ID: <parent@example.org>\r\n\
+Subject: plan\r\n\r\nShall we?\r\n";
+const REPLY: &[u8] = b"From: b@example.org\r\nMessage-ID: <reply@example.org>\r\n\
+In-Reply-To: <parent@example.org>\r\nReferences: <parent@example.org>\r\n\
+Subject: Re: plan\r\n\r\nYes.\r\n";
+const FOLLOW_UP: &[u8] = b"From: a@example.org\r\nMessage-ID: <follow@example.org>\r\n\
+In-Reply-To: <parent@example.org>\r\nSubject: Re: plan\r\n\r\nWhen?\r\n";
+
+/// A reply arrives before the message it answers: the parent joins the reply's thread
+/// (appended, and delivered then analyzed), and so does a later answer to the parent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_15c_a_parent_arriving_after_its_reply_joins_its_thread() {
+    for (store, mode) in both_modes() {
+        let setup = MailSetup::new(store, mode);
+        let mut mail = setup.open().await;
+        let inbox = inbox(&mail);
+        let reply = mail
+            .append(inbox, REPLY, AppendOptions::default())
+            .await
+            .unwrap();
+        let parent = mail
+            .append(inbox, PARENT, AppendOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            parent.thread, reply.thread,
+            "{mode:?}: the parent appended after its reply is in another thread"
+        );
+        let follow = mail
+            .append(inbox, FOLLOW_UP, AppendOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(follow.thread, reply.thread, "{mode:?}");
+    }
+    // The parent is a delivery, imported unread and analyzed after the reply came.
+    let w = World::new(CommitMode::CompareAndSwap).await;
+    let store = memory();
+    let mut mail = w.mail(&store, w.epoch_1(), MailConfig::default()).await;
+    let reply = mail
+        .append(inbox(&mail), REPLY, AppendOptions::default())
+        .await
+        .unwrap();
+    let (mailbox, uid) = w.deliver_and_import(&store, PARENT).await;
+    mail.refresh().await.unwrap();
+    let parent = mail.analyze(mailbox, uid).await.unwrap();
+    assert_eq!(
+        parent.thread, reply.thread,
+        "the delivered parent, analyzed after its reply, is in another thread"
+    );
+    let fresh = w.mail(&store, w.epoch_1(), MailConfig::default()).await;
+    assert_eq!(fresh.email(mailbox, uid).unwrap().thread, reply.thread);
+}
+
+/// `analyze` of a body above `max_parse_len` fetches at most that much of it (and the
+/// chunks around), like an append: its memory is bounded by the limit, not by the body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_15d_analyze_reads_at_most_max_parse_len() {
+    const LIMIT: usize = 64 << 10;
+    let w = World::new(CommitMode::CompareAndSwap).await;
+    let counting = CountingStore::new(memory());
+    let store: DynStore = Arc::new(counting.clone());
+    let mut big =
+        b"From: a@example.org\r\nSubject: big\r\nMessage-ID: <big@example.org>\r\n\r\n".to_vec();
+    big.extend(mailvault::testkit::pattern(3, 2 << 20));
+    let (mailbox, uid) = w.deliver_and_import(&store, &big).await;
+    let mut mail = w
+        .mail(
+            &store,
+            w.epoch_1(),
+            MailConfig {
+                max_parse_len: LIMIT,
+            },
+        )
+        .await;
+    counting.reset();
+    let email = mail.analyze(mailbox, uid).await.unwrap();
+    assert_eq!(email.envelope.subject.as_deref(), Some("big"));
+    assert!(email.parts.is_empty(), "parsed for its header only");
+    let blobs = format!("{}/b/", naming::account_prefix(&w.account));
+    let fetched: u64 = counting
+        .requests()
+        .iter()
+        .filter(|r| r.kind == RequestKind::Get && r.path.starts_with(&blobs))
+        .map(|r| r.bytes)
+        .sum();
+    let bound = (LIMIT + 2 * super::SEALED + 512) as u64;
+    assert!(
+        fetched <= bound,
+        "analyze fetched {fetched} bytes of a {} byte body above the {LIMIT} byte parse \
+         limit (bound {bound})",
+        big.len()
+    );
+    let again = w.mail(&store, w.epoch_1(), MailConfig::default()).await;
+    assert_eq!(
+        again
+            .email(mailbox, uid)
+            .unwrap()
+            .envelope
+            .subject
+            .as_deref(),
+        Some("big")
+    );
 }
