@@ -13,6 +13,9 @@
 //!           ‖ keywords (list of strings)
 //! email     version ‖ pin (101, or 337 for a sealed blob) ‖ internal date (i64, Unix seconds) ‖ size (u64)
 //!           ‖ thread id (16) ‖ provenance (u8) ‖ analyzed (u8) ‖ envelope ‖ MIME parts (list)
+//! analysis  version ‖ thread id (16) ‖ envelope ‖ MIME parts (list): what `analyze`
+//!           computed from the body of an email imported unread, kept apart from its email
+//!           record
 //! envelope  date (option i64) ‖ subject (option string) ‖ from, sender, reply-to, to, cc,
 //!           bcc (lists of addresses: option name ‖ email) ‖ message-id (option string)
 //!           ‖ in-reply-to, references (lists of strings)
@@ -577,7 +580,7 @@ impl EmailRecord {
         });
         out.push(u8::from(self.analyzed));
         self.envelope.put(&mut out);
-        put_list(&mut out, &self.parts, |out, p| p.put(out));
+        put_parts(&mut out, &self.parts);
         out
     }
 
@@ -606,15 +609,8 @@ impl EmailRecord {
             _ => return Err(Error::Tampered),
         };
         let envelope = Envelope::read(&mut r)?;
-        let mut index = 0;
-        let parts = r.list(48, |r| {
-            let part = MimePart::read(r, index);
-            index += 1;
-            part
-        })?;
-        if parts.iter().any(|p| p.end_offset > size) {
-            return Err(Error::Tampered);
-        }
+        let parts = read_parts(&mut r)?;
+        check_parts(&parts, size)?;
         r.finish()?;
         Ok(Self {
             pin,
@@ -623,6 +619,86 @@ impl EmailRecord {
             thread,
             provenance,
             analyzed,
+            envelope,
+            parts,
+        })
+    }
+
+    /// This email with `analysis` (computed from its body after an import) in place of
+    /// its own thread, envelope and parts.
+    ///
+    /// # Errors
+    /// [`Error::Tampered`] if a part of the analysis ends beyond the body.
+    pub fn with_analysis(self, analysis: EmailAnalysis) -> Result<Self> {
+        check_parts(&analysis.parts, self.size)?;
+        Ok(Self {
+            thread: analysis.thread,
+            analyzed: true,
+            envelope: analysis.envelope,
+            parts: analysis.parts,
+            ..self
+        })
+    }
+}
+
+fn put_parts(out: &mut Vec<u8>, parts: &[MimePart]) {
+    put_list(out, parts, |out, p| p.put(out));
+}
+
+fn read_parts(r: &mut Reader<'_>) -> Result<Vec<MimePart>> {
+    let mut index = 0;
+    r.list(48, |r| {
+        let part = MimePart::read(r, index);
+        index += 1;
+        part
+    })
+}
+
+fn check_parts(parts: &[MimePart], size: u64) -> Result<()> {
+    if parts.iter().any(|p| p.end_offset > size) {
+        return Err(Error::Tampered);
+    }
+    Ok(())
+}
+
+/// What [`Mailstore::analyze`](crate::mail::Mailstore::analyze) computed from the body of
+/// an email imported without reading it. It is kept apart from the [`EmailRecord`], so
+/// that the analysis and a rewrite of the body (which changes the record's pin) never
+/// write the same record: both hold whichever commits first, on every backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailAnalysis {
+    /// The thread the email joined once its references were known.
+    pub thread: ThreadId,
+    /// Header fields for listing and sorting.
+    pub envelope: Envelope,
+    /// MIME parts in depth-first order (empty for a body above the parse limit).
+    pub parts: Vec<MimePart>,
+}
+
+impl EmailAnalysis {
+    /// Serialized form.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128 + 64 * self.parts.len());
+        out.push(MAIL_RECORD_VERSION);
+        out.extend_from_slice(self.thread.as_bytes());
+        self.envelope.put(&mut out);
+        put_parts(&mut out, &self.parts);
+        out
+    }
+
+    /// Parses a stored analysis record. Its offsets are checked against the body's size
+    /// by [`EmailRecord::with_analysis`].
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedVersion`] or [`Error::Tampered`].
+    pub fn parse(bytes: &[u8]) -> Result<Self> {
+        let mut r = start("analysis record", bytes)?;
+        let thread = ThreadId::from_bytes(r.array()?);
+        let envelope = Envelope::read(&mut r)?;
+        let parts = read_parts(&mut r)?;
+        r.finish()?;
+        Ok(Self {
+            thread,
             envelope,
             parts,
         })
@@ -725,6 +801,66 @@ mod tests {
             flags,
         };
         assert_eq!(MessageRecord::parse(&record.to_bytes()).unwrap(), record);
+    }
+
+    #[test]
+    fn analysis_round_trip_and_offsets_checked_against_the_body() {
+        let seed = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fuzz/corpus/mail_records/analysis"
+        ))
+        .unwrap();
+        let analysis = EmailAnalysis::parse(&seed).unwrap();
+        assert_eq!(analysis.envelope.subject.as_deref(), Some("Hi"));
+        assert_eq!(analysis.to_bytes(), seed);
+        for cut in 0..seed.len() {
+            assert!(EmailAnalysis::parse(&seed[..cut]).is_err());
+        }
+        let part = MimePart {
+            parent: None,
+            content_type: "text".into(),
+            subtype: "plain".into(),
+            params: Vec::new(),
+            transfer_encoding: None,
+            disposition: None,
+            filename: None,
+            content_id: None,
+            header_offset: 0,
+            body_offset: 10,
+            end_offset: 100,
+            lines: 1,
+        };
+        let analysis = EmailAnalysis {
+            parts: vec![part],
+            ..analysis
+        };
+        assert_eq!(
+            EmailAnalysis::parse(&analysis.to_bytes()).unwrap(),
+            analysis
+        );
+        let email = |size: u64| EmailRecord {
+            pin: crate::format::pin::BlobPin::parse(
+                &std::fs::read(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/fuzz/corpus/mail_records/email0"
+                ))
+                .unwrap()[1..102],
+            )
+            .unwrap(),
+            internal_date: 0,
+            size,
+            thread: ThreadId::from_bytes([0; 16]),
+            provenance: Provenance::SealedDelivery,
+            analyzed: false,
+            envelope: Envelope::default(),
+            parts: Vec::new(),
+        };
+        let analyzed = email(100).with_analysis(analysis.clone()).unwrap();
+        assert!(analyzed.analyzed && analyzed.parts == analysis.parts);
+        assert!(matches!(
+            email(99).with_analysis(analysis),
+            Err(Error::Tampered)
+        ));
     }
 
     #[test]

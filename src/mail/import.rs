@@ -8,7 +8,7 @@ use crate::crypto::AccountKey;
 use crate::delivery::{open_envelope, Rejection};
 use crate::error::{Error, Result};
 use crate::format::mail::{
-    number_to_bytes, EmailRecord, Envelope, Flags, MessageRecord, Provenance,
+    number_to_bytes, EmailAnalysis, EmailRecord, Envelope, Flags, MessageRecord, Provenance,
 };
 use crate::ids::{DeliveryId, EmailId, MailboxId, ThreadId};
 use crate::storage::naming;
@@ -207,61 +207,50 @@ impl Mailstore {
     /// from the body if they were not yet (a sealed delivery imported without reading
     /// it): one full read, then one commit; later calls read nothing.
     ///
+    /// The analysis is its own record beside the email record, written only if the email
+    /// is still there and not analyzed meanwhile: a concurrent rewrite of the body (the
+    /// epoch job, which changes the email record's pin) and the analysis both hold,
+    /// whichever commits first, with or without compare-and-swap.
+    ///
     /// # Errors
-    /// As [`Mailstore::email`] and [`Mailstore::read`].
+    /// As [`Mailstore::email`] and [`Mailstore::read`]; [`Error::InvalidArgument`] if the
+    /// message was removed meanwhile.
     pub async fn analyze(&mut self, mailbox: MailboxId, uid: u32) -> Result<EmailRecord> {
         let email = self.email(mailbox, uid)?;
         if email.analyzed {
             return Ok(email);
         }
-        let body = self.read(&email).await?;
-        let (envelope, parts) = if body.len() > self.config.max_parse_len {
-            (
-                super::mime::analyze_header(&body[..self.config.max_parse_len]),
-                Vec::new(),
-            )
+        // As at append, a body above the parse limit is parsed for its header only: only
+        // that much of it is read.
+        let limit = self.config.max_parse_len;
+        let (envelope, parts) = if email.size > limit as u64 {
+            let prefix = self.read_range(&email, 0..limit as u64).await?;
+            (super::mime::analyze_header(&prefix), Vec::new())
         } else {
-            super::mime::analyze(&body)
+            super::mime::analyze(&self.read(&email).await?)
         };
         let id = self.email_id_of(mailbox, uid)?;
-        let updated = EmailRecord {
-            analyzed: true,
-            envelope,
-            parts,
-            ..email
-        };
-        let outcome = self
-            .write(move |c, _| {
-                let mut plan = Plan::new();
-                let mut record = updated.clone();
-                // A delivery joins the thread of the messages it answers, now that its
-                // references are known.
-                let related = record
-                    .envelope
-                    .in_reply_to
-                    .iter()
-                    .chain(record.envelope.references.iter());
-                if let Some(thread) = related
-                    .filter_map(|id| c.get(&keys::thread(id)))
-                    .find_map(|v| crate::format::mail::parse_thread(v).ok())
-                {
-                    record.thread = thread;
-                }
-                if c.get(&keys::email(&id)).is_some() {
-                    plan.batch.put(keys::email(&id), record.to_bytes());
-                    if let Some(message_id) = &record.envelope.message_id {
-                        if c.get(&keys::thread(message_id)).is_none() {
-                            plan.batch.put(
-                                keys::thread(message_id),
-                                crate::format::mail::thread_to_bytes(&record.thread).to_vec(),
-                            );
-                        }
-                    }
-                }
-                Ok((plan, record))
-            })
-            .await?;
-        Ok(outcome)
+        self.write(move |c, _| {
+            let mut plan = Plan::new();
+            // Read again inside the commit: the record may have changed since the body
+            // was read (a rewritten body, an analysis by another server, an expunge).
+            let current = super::email_record(c, &id)?
+                .ok_or_else(|| Error::invalid(format!("no email {id}")))?;
+            if current.analyzed {
+                return Ok((plan, current));
+            }
+            // A delivery joins the thread of the messages it answers or that answer it,
+            // now that its references are known.
+            let thread = super::join_thread(c, &envelope, current.thread, &mut plan.batch);
+            let analysis = EmailAnalysis {
+                thread,
+                envelope: envelope.clone(),
+                parts: parts.clone(),
+            };
+            plan.batch.put(keys::analysis(&id), analysis.to_bytes());
+            Ok((plan, current.with_analysis(analysis)?))
+        })
+        .await
     }
 
     fn email_id_of(&self, mailbox: MailboxId, uid: u32) -> Result<EmailId> {

@@ -6,6 +6,7 @@
 //! H ‖ mailbox (16) ‖ UID (u32) ‖ inst (8) → message record   (UID order within a mailbox)
 //! V ‖ mailbox (16) ‖ UID (u32)            → vanished record  (expunged UIDs, for QRESYNC)
 //! E ‖ email (16)                          → email record     (body pin, envelope, MIME)
+//! A ‖ email (16)                          → analysis record  (envelope, MIME, thread of an email imported unread)
 //! R ‖ email (16) ‖ inst (8)               → mailbox (16)     (one per message showing it)
 //! T ‖ SHA-256(Message-ID)[..16]           → thread record
 //! G ‖ email (16)                          → number record    (release: unreferenced since)
@@ -26,6 +27,7 @@ pub(crate) const MAILBOX: u8 = b'M';
 pub(crate) const MESSAGE: u8 = b'H';
 pub(crate) const VANISHED: u8 = b'V';
 pub(crate) const EMAIL: u8 = b'E';
+pub(crate) const ANALYSIS: u8 = b'A';
 pub(crate) const REFERENCE: u8 = b'R';
 pub(crate) const THREAD: u8 = b'T';
 pub(crate) const RELEASE: u8 = b'G';
@@ -37,7 +39,7 @@ pub(crate) const RETIRED: u8 = b'J';
 /// Random per message instance.
 pub(crate) type Instance = [u8; 8];
 
-/// The 16-byte id after the one-byte tag of a key (`M`, `E`, `G`, `X`, `W`, `Q`, `J`).
+/// The 16-byte id after the one-byte tag of a key (`M`, `E`, `A`, `G`, `X`, `W`, `Q`, `J`).
 pub(crate) fn tagged_id(key: &[u8]) -> Option<[u8; 16]> {
     key.get(1..17)?.try_into().ok()
 }
@@ -99,6 +101,10 @@ pub(crate) fn parse_vanished_uid(key: &[u8]) -> Option<u32> {
 
 pub(crate) fn email(id: &EmailId) -> Vec<u8> {
     [&[EMAIL][..], id.as_bytes()].concat()
+}
+
+pub(crate) fn analysis(id: &EmailId) -> Vec<u8> {
+    [&[ANALYSIS][..], id.as_bytes()].concat()
 }
 
 pub(crate) fn references_of(id: &EmailId) -> Vec<u8> {

@@ -70,8 +70,8 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
 pub use crate::format::mail::{
-    Address, EmailRecord, Envelope, Flags, MailboxRecord, MessageRecord, MimePart, Provenance,
-    SpecialUse,
+    Address, EmailAnalysis, EmailRecord, Envelope, Flags, MailboxRecord, MessageRecord, MimePart,
+    Provenance, SpecialUse,
 };
 
 use self::keys::Instance;
@@ -242,7 +242,9 @@ impl FlagChange {
 /// What [`Mailstore::store_flags`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FlagsStored {
-    /// Modseq of the change (every updated message has it).
+    /// Modseq of the change (every updated message has it). When no flag changed,
+    /// nothing was committed and this is the account's modseq as it was: a modseq that
+    /// no later change can have.
     pub modseq: u64,
     /// UIDs whose flags changed.
     pub updated: Vec<u32>,
@@ -257,7 +259,8 @@ pub struct Copied {
     pub uid_validity: u32,
     /// Source UID → target UID, in source UID order.
     pub uids: Vec<(u32, u32)>,
-    /// Modseq of the change.
+    /// Modseq of the change; the account's modseq as it was when nothing was copied
+    /// (nothing committed).
     pub modseq: u64,
 }
 
@@ -373,6 +376,46 @@ fn messages(c: &Collection, mailbox: &MailboxId) -> Result<Vec<(u32, Instance, M
         .collect()
 }
 
+/// The email `id` in the state `c`: its record, with its analysis when it was analyzed
+/// after an import (the analysis record, `A`, is kept apart from the email record, `E`).
+fn email_record(c: &Collection, id: &EmailId) -> Result<Option<EmailRecord>> {
+    let Some(bytes) = c.get(&keys::email(id)) else {
+        return Ok(None);
+    };
+    let record = EmailRecord::parse(bytes)?;
+    match c.get(&keys::analysis(id)) {
+        Some(analysis) => record
+            .with_analysis(EmailAnalysis::parse(analysis)?)
+            .map(Some),
+        None => Ok(Some(record)),
+    }
+}
+
+/// The thread a message with `envelope` belongs to in the state `c`: that of the first
+/// message it answers, is answered by or shares its Message-ID with (`own` when none is
+/// known). Every one of those ids without a thread record gets one naming this thread,
+/// so that a message arriving later (a parent after its reply) finds it.
+fn join_thread(c: &Collection, envelope: &Envelope, own: ThreadId, batch: &mut Batch) -> ThreadId {
+    let related: Vec<&String> = envelope
+        .in_reply_to
+        .iter()
+        .chain(envelope.references.iter())
+        .chain(envelope.message_id.iter())
+        .collect();
+    let thread = related
+        .iter()
+        .filter_map(|id| c.get(&keys::thread(id)))
+        .find_map(|v| parse_thread(v).ok())
+        .unwrap_or(own);
+    for id in related {
+        let key = keys::thread(id);
+        if c.get(&key).is_none() {
+            batch.put(key, thread_to_bytes(&thread).to_vec());
+        }
+    }
+    thread
+}
+
 fn mailbox_record(c: &Collection, id: &MailboxId) -> Result<Option<MailboxRecord>> {
     c.get(&keys::mailbox(id))
         .map(MailboxRecord::parse)
@@ -457,6 +500,12 @@ impl Plan {
         );
     }
 
+    /// Deletes an email's records (its body is deleted after the commit).
+    fn delete_email(&mut self, email: &EmailId) {
+        self.batch.delete(keys::email(email));
+        self.batch.delete(keys::analysis(email));
+    }
+
     /// Removes a message: its record goes, its UID is recorded as vanished.
     fn remove_message(
         &mut self,
@@ -507,7 +556,7 @@ impl Plan {
                     if let Some(Ok(record)) = c.get(&keys::email(&email)).map(EmailRecord::parse) {
                         released.push(record);
                     }
-                    self.batch.delete(keys::email(&email));
+                    self.delete_email(&email);
                 }
                 CommitMode::WriterUnique => {
                     self.batch.put(
@@ -698,8 +747,9 @@ impl Mailstore {
     /// UIDVALIDITY stay.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for the inbox, an unknown mailbox, an invalid name or
-    /// one already taken; backend errors.
+    /// [`Error::InvalidArgument`] for the inbox, an unknown mailbox, an invalid name, or
+    /// a new name (of the mailbox or of one below it: `a/x` becoming `b/x`) already
+    /// taken by a mailbox that does not move; nothing is changed then. Backend errors.
     pub async fn rename_mailbox(&mut self, id: MailboxId, new_name: &str) -> Result<()> {
         check_name(new_name)?;
         if id == INBOX_ID || new_name.eq_ignore_ascii_case(INBOX) {
@@ -708,19 +758,26 @@ impl Mailstore {
         let new_name = new_name.to_owned();
         self.write(move |c, modseq| {
             let old = require_mailbox(c, &id)?.name;
+            let below = format!("{old}/");
             let all = all_mailboxes(c)?;
             if all.iter().any(|(_, r)| same_name(&r.name, &new_name)) {
                 return Err(Error::invalid(format!("mailbox {new_name:?} exists")));
             }
+            let (moving, staying): (Vec<_>, Vec<_>) = all
+                .into_iter()
+                .partition(|(other, record)| *other == id || record.name.starts_with(&below));
+            // Every new name, the mailbox's and those of the mailboxes below it, must be
+            // valid and free among the mailboxes that stay where they are.
             let mut plan = Plan::new();
-            for (other, mut record) in all {
-                let renamed = if other == id {
-                    new_name.clone()
-                } else if let Some(rest) = record.name.strip_prefix(&format!("{old}/")) {
-                    format!("{new_name}/{rest}")
-                } else {
-                    continue;
+            for (other, mut record) in moving {
+                let renamed = match record.name.strip_prefix(&below) {
+                    Some(rest) if other != id => format!("{new_name}/{rest}"),
+                    _ => new_name.clone(),
                 };
+                check_name(&renamed)?;
+                if staying.iter().any(|(_, r)| same_name(&r.name, &renamed)) {
+                    return Err(Error::invalid(format!("mailbox {renamed:?} exists")));
+                }
                 record.name = renamed;
                 record.modseq = modseq;
                 plan.batch.put(keys::mailbox(&other), record.to_bytes());
@@ -884,11 +941,8 @@ impl Mailstore {
     /// [`Error::InvalidArgument`] for an unknown email; [`Error::Tampered`] for a record
     /// that does not parse.
     pub fn email_by_id(&self, email: EmailId) -> Result<EmailRecord> {
-        let bytes = self
-            .index
-            .get(&keys::email(&email))
-            .ok_or_else(|| Error::invalid(format!("no email {email}")))?;
-        EmailRecord::parse(bytes)
+        email_record(&self.index, &email)?
+            .ok_or_else(|| Error::invalid(format!("no email {email}")))
     }
 
     /// Reads a whole message body.
@@ -1015,15 +1069,8 @@ impl Mailstore {
             .write(move |c, modseq| {
                 let record = require_mailbox(c, &mailbox)?;
                 let uid = uid_next(c, &mailbox)?;
-                let related = envelope
-                    .in_reply_to
-                    .iter()
-                    .chain(envelope.references.iter())
-                    .chain(envelope.message_id.iter());
-                let thread = related
-                    .filter_map(|id| c.get(&keys::thread(id)))
-                    .find_map(|v| parse_thread(v).ok())
-                    .unwrap_or(new_thread);
+                let mut plan = Plan::new();
+                let thread = join_thread(c, &envelope, new_thread, &mut plan.batch);
                 let email = EmailRecord {
                     pin,
                     internal_date,
@@ -1040,15 +1087,8 @@ impl Mailstore {
                     size,
                     flags: flags.clone(),
                 };
-                let mut plan = Plan::new();
                 plan.batch.put(keys::email(&email_id), email.to_bytes());
                 plan.add_message(&mailbox, uid, &instance, &message);
-                if let Some(id) = &envelope.message_id {
-                    if c.get(&keys::thread(id)).is_none() {
-                        plan.batch
-                            .put(keys::thread(id), thread_to_bytes(&thread).to_vec());
-                    }
-                }
                 Ok((
                     plan,
                     Appended {
@@ -1084,31 +1124,34 @@ impl Mailstore {
         unchanged_since: Option<u64>,
     ) -> Result<FlagsStored> {
         let uids = uids.to_vec();
-        self.write(move |c, modseq| {
-            require_mailbox(c, &mailbox)?;
-            let mut plan = Plan::new();
-            let mut stored = FlagsStored {
-                modseq,
-                ..FlagsStored::default()
-            };
-            for (uid, instance, mut message) in select_uids(c, &mailbox, &uids)? {
-                if unchanged_since.is_some_and(|since| message.modseq > since) {
-                    stored.modified.push(uid);
-                    continue;
+        let (mut stored, info) = self
+            .write_with_info(move |c, modseq| {
+                require_mailbox(c, &mailbox)?;
+                let mut plan = Plan::new();
+                let mut stored = FlagsStored {
+                    modseq,
+                    ..FlagsStored::default()
+                };
+                for (uid, instance, mut message) in select_uids(c, &mailbox, &uids)? {
+                    if unchanged_since.is_some_and(|since| message.modseq > since) {
+                        stored.modified.push(uid);
+                        continue;
+                    }
+                    let flags = change.apply(&message.flags);
+                    if flags == message.flags {
+                        continue;
+                    }
+                    message.flags = flags;
+                    message.modseq = modseq;
+                    plan.batch
+                        .put(keys::message(&mailbox, uid, &instance), message.to_bytes());
+                    stored.updated.push(uid);
                 }
-                let flags = change.apply(&message.flags);
-                if flags == message.flags {
-                    continue;
-                }
-                message.flags = flags;
-                message.modseq = modseq;
-                plan.batch
-                    .put(keys::message(&mailbox, uid, &instance), message.to_bytes());
-                stored.updated.push(uid);
-            }
-            Ok((plan, stored))
-        })
-        .await
+                Ok((plan, stored))
+            })
+            .await?;
+        stored.modseq = reported_modseq(&info, stored.modseq);
+        Ok(stored)
     }
 
     /// Copies messages to another mailbox (or the same): new UIDs, same bodies (nothing
@@ -1143,39 +1186,42 @@ impl Mailstore {
     ) -> Result<Copied> {
         let uids = uids.to_vec();
         let instances: Vec<Instance> = (0..uids.len() * 2).map(|_| self.rng.array()).collect();
-        self.write(move |c, modseq| {
-            require_mailbox(c, &from)?;
-            let target = require_mailbox(c, &to)?;
-            let mut next = uid_next(c, &to)?;
-            let mut plan = Plan::new();
-            let mut copied = Copied {
-                uid_validity: target.uid_validity,
-                uids: Vec::new(),
-                modseq,
-            };
-            for (i, (uid, instance, message)) in
-                select_uids(c, &from, &uids)?.into_iter().enumerate()
-            {
-                let new_instance = instances
-                    .get(i)
-                    .copied()
-                    .ok_or_else(|| Error::invalid("conflicting UIDs"))?;
-                let copy = MessageRecord {
+        let (mut copied, info) = self
+            .write_with_info(move |c, modseq| {
+                require_mailbox(c, &from)?;
+                let target = require_mailbox(c, &to)?;
+                let mut next = uid_next(c, &to)?;
+                let mut plan = Plan::new();
+                let mut copied = Copied {
+                    uid_validity: target.uid_validity,
+                    uids: Vec::new(),
                     modseq,
-                    ..message.clone()
                 };
-                plan.add_message(&to, next, &new_instance, &copy);
-                copied.uids.push((uid, next));
-                next = next
-                    .checked_add(1)
-                    .ok_or_else(|| Error::invalid("UIDs of this mailbox are exhausted"))?;
-                if remove {
-                    plan.remove_message(&from, uid, &instance, &message.email, modseq);
+                for (i, (uid, instance, message)) in
+                    select_uids(c, &from, &uids)?.into_iter().enumerate()
+                {
+                    let new_instance = instances
+                        .get(i)
+                        .copied()
+                        .ok_or_else(|| Error::invalid("conflicting UIDs"))?;
+                    let copy = MessageRecord {
+                        modseq,
+                        ..message.clone()
+                    };
+                    plan.add_message(&to, next, &new_instance, &copy);
+                    copied.uids.push((uid, next));
+                    next = next
+                        .checked_add(1)
+                        .ok_or_else(|| Error::invalid("UIDs of this mailbox are exhausted"))?;
+                    if remove {
+                        plan.remove_message(&from, uid, &instance, &message.email, modseq);
+                    }
                 }
-            }
-            Ok((plan, copied))
-        })
-        .await
+                Ok((plan, copied))
+            })
+            .await?;
+        copied.modseq = reported_modseq(&info, copied.modseq);
+        Ok(copied)
     }
 
     /// Expunges the messages flagged `\Deleted` (all of them, or those among `uids`: IMAP
@@ -1359,7 +1405,15 @@ impl Mailstore {
                     if let Some(record) = c.get(&keys::email(&email)) {
                         bodies.push(EmailRecord::parse(record)?);
                     }
-                    plan.batch.delete(keys::email(&email));
+                    plan.delete_email(&email);
+                }
+                // An analysis committed beside the deletion of its email (without
+                // compare-and-swap) outlived it.
+                for (k, _) in c.prefix(&[keys::ANALYSIS]) {
+                    let email = EmailId::from_bytes(keys::tagged_id(k).ok_or(Error::Tampered)?);
+                    if c.get(&keys::email(&email)).is_none() {
+                        plan.batch.delete(k.to_vec());
+                    }
                 }
                 Ok((plan, bodies))
             })
@@ -1377,8 +1431,16 @@ impl Mailstore {
     /// state. An error from `plan` commits nothing.
     async fn write<T>(
         &mut self,
-        mut plan: impl FnMut(&Collection, u64) -> Result<(Plan, T)>,
+        plan: impl FnMut(&Collection, u64) -> Result<(Plan, T)>,
     ) -> Result<T> {
+        self.write_with_info(plan).await.map(|(value, _)| value)
+    }
+
+    /// As [`write`](Self::write), with what the commit did.
+    async fn write_with_info<T>(
+        &mut self,
+        mut plan: impl FnMut(&Collection, u64) -> Result<(Plan, T)>,
+    ) -> Result<(T, crate::index::CommitInfo)> {
         let mut outcome: Option<Result<T>> = None;
         let info = self
             .index
@@ -1397,7 +1459,7 @@ impl Mailstore {
         if info.merged_heads > 0 {
             self.settle().await?;
         }
-        Ok(value)
+        Ok((value, info))
     }
 
     /// Deletes the bodies of released emails, after the commit that released them. A
@@ -1441,6 +1503,17 @@ impl Mailstore {
             self.uid_validity_changes += renumbered;
         }
         Ok(())
+    }
+}
+
+/// The modseq an operation reports for its change: the one its commit got (`planned`),
+/// or, when there was nothing to change and nothing was committed, the account's modseq
+/// as it was, never one that the next real change will get.
+fn reported_modseq(info: &crate::index::CommitInfo, planned: u64) -> u64 {
+    if info.committed {
+        planned
+    } else {
+        info.generation
     }
 }
 

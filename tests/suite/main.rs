@@ -7,6 +7,7 @@ mod backends;
 mod delivery;
 mod engine;
 mod hardening_directory;
+mod hardening_mail;
 mod hardening_storage;
 mod index;
 mod keys;
