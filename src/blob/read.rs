@@ -1,7 +1,8 @@
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use object_store::ObjectStoreExt;
+use object_store::path::Path;
+use object_store::{GetOptions, ObjectStoreExt};
 
 use super::cipher::{BlobCipher, Opener};
 use super::BlobStream;
@@ -48,6 +49,43 @@ impl ReadState {
             .finish(&mut out)?;
         Ok(out)
     }
+}
+
+/// The bytes `range` of the object at `path`, which must be `size` bytes long: one
+/// ranged GET, whose answer carries the object's whole size (S3 from `Content-Range`).
+///
+/// # Errors
+/// [`Error::Tampered`] if the object has another size or the answer another length;
+/// [`Error::NotFound`] if it is gone; backend errors.
+pub(super) async fn get_exact(
+    store: &DynStore,
+    path: &Path,
+    range: std::ops::Range<u64>,
+    size: u64,
+) -> Result<Bytes> {
+    let options = GetOptions {
+        range: Some(range.clone().into()),
+        ..Default::default()
+    };
+    let result = match store.get_opts(path, options).await {
+        Ok(result) => result,
+        Err(object_store::Error::NotFound { path, .. }) => return Err(Error::NotFound { path }),
+        // A range beyond the end of a truncated object fails; a backend failure too.
+        Err(e) => {
+            return match store.head(path).await {
+                Ok(meta) if meta.size != size => Err(Error::Tampered),
+                _ => Err(e.into()),
+            }
+        }
+    };
+    if result.meta.size != size {
+        return Err(Error::Tampered);
+    }
+    let bytes = result.bytes().await?;
+    if bytes.len() as u64 != range.end - range.start {
+        return Err(Error::Tampered);
+    }
+    Ok(bytes)
 }
 
 /// One GET of the whole object, opened chunk batch by chunk batch.

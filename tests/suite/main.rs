@@ -6,6 +6,7 @@ mod attacks;
 mod backends;
 mod delivery;
 mod engine;
+mod hardening_delivery;
 mod index;
 mod keys;
 mod mail;
