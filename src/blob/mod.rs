@@ -348,33 +348,39 @@ impl AccountBlobs {
         Ok(Bytes::from(plain).slice(skip..skip + len))
     }
 
-    /// Checks that the blob ends where its pin says: one ranged GET of the final chunk,
-    /// opened with the final flag. A truncated or extended body fails here.
+    /// Checks, short of reading it, that the stored object is the one its pin describes:
+    /// its length (the object's size as the store reports it), its header bytes and its
+    /// final chunk, opened with the final flag. One ranged GET of header and final chunk
+    /// for a blob of one chunk, two (at once) otherwise. A truncated, extended or
+    /// re-headed body fails here; what this cannot see is a full chunk swapped for
+    /// another sealed under the same key (for a sealed blob, the digest its pin may carry
+    /// catches that on a full read).
     ///
     /// # Errors
-    /// [`Error::Tampered`] if the final chunk is not where the pin puts it or does not
-    /// authenticate; [`Error::NotFound`] if the blob is gone.
-    pub async fn verify_end(&self, pin: &BlobPin) -> Result<()> {
+    /// [`Error::Tampered`] if the length, the header or the final chunk differ from the
+    /// pin's; [`Error::NotFound`] if the blob is gone; backend errors.
+    pub async fn verify_stored(&self, pin: &BlobPin) -> Result<()> {
         let layout = pin.layout();
-        let start = layout.header_len()
-            + layout.final_chunk() * crate::crypto::stream::SEALED_CHUNK_SIZE as u64;
+        let header = pin.header_bytes();
+        let header_len = layout.header_len();
+        let final_start =
+            header_len + layout.final_chunk() * crate::crypto::stream::SEALED_CHUNK_SIZE as u64;
+        let end = layout.ciphertext_len();
         let cipher = self.for_epoch(pin.header.epoch)?.payload_for(pin)?;
         let path = naming::blob_path(&self.account, &pin.id);
-        let stored =
-            match storage::get_range(self.store.as_ref(), &path, start..layout.ciphertext_len())
-                .await
-            {
-                Ok(stored) => stored,
-                Err(Error::NotFound { path }) => return Err(Error::NotFound { path }),
-                // A range beyond the end of a truncated object fails; a backend failure too.
-                Err(e) => {
-                    return match self.store.head(&path).await {
-                        Ok(meta) if meta.size != layout.ciphertext_len() => Err(Error::Tampered),
-                        _ => Err(e),
-                    }
-                }
-            };
-        if stored.len() as u64 != layout.ciphertext_len() - start {
+        let (head, last) = if final_start == header_len {
+            let all = storage::get_range_of(self.store.as_ref(), &path, 0..end, end).await?;
+            (
+                all.slice(..header_len as usize),
+                all.slice(header_len as usize..),
+            )
+        } else {
+            futures::try_join!(
+                storage::get_range_of(self.store.as_ref(), &path, 0..header_len, end),
+                storage::get_range_of(self.store.as_ref(), &path, final_start..end, end),
+            )?
+        };
+        if head[..] != header[..] {
             return Err(Error::Tampered);
         }
         let mut plain = Vec::new();
@@ -382,7 +388,7 @@ impl AccountBlobs {
             .open(
                 layout.final_chunk(),
                 layout.final_chunk(),
-                &stored,
+                &last,
                 &mut plain,
             )
             .map_err(|_| Error::Tampered)

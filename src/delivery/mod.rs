@@ -9,7 +9,7 @@
 //! header and length, the target mailbox, the internal date and initial flags. The key
 //! holder imports deliveries into mailboxes (`Mailstore::import_deliveries`): it verifies
 //! the signature against the provider's key in the directory, opens the envelope, checks
-//! the body's length with one ranged GET of its final chunk, pins the body (file key
+//! the stored body's size, header bytes and final chunk with ranged GETs, pins the body (file key
 //! re-wrapped; the body is neither downloaded nor re-uploaded) and records the delivery id
 //! so that a replay is refused.
 //!

@@ -32,8 +32,10 @@ fn parse_quarantine(bytes: &[u8]) -> String {
 impl Mailstore {
     /// Imports every pending delivery of the account: for each envelope, the provider's
     /// signature is verified (`verifying_key`, from the trusted directory), the envelope
-    /// opened with the account's keys, the body's final chunk checked with one ranged
-    /// GET, and the message added to its mailbox (INBOX if the mailbox does not exist)
+    /// opened with the account's keys, the stored body checked against the envelope
+    /// without reading it (its size, its header bytes, its final chunk: one or two ranged
+    /// GETs, [`AccountBlobs::verify_stored`](crate::blob::AccountBlobs::verify_stored)),
+    /// and the message added to its mailbox (INBOX if the mailbox does not exist)
     /// with a pin that needs no X25519 to read, together with the delivery id, so that a
     /// replay is refused. The body is neither downloaded nor re-uploaded; its envelope
     /// fields and MIME structure are computed on first read ([`Mailstore::analyze`]).
@@ -122,7 +124,7 @@ impl Mailstore {
             Ok(pin) => pin,
             Err(_) => return Ok(Err(Rejection::BadBody)),
         };
-        match self.blobs.verify_end(&pin).await {
+        match self.blobs.verify_stored(&pin).await {
             Ok(()) => {}
             Err(Error::Tampered | Error::NotFound { .. }) => return Ok(Err(Rejection::BadBody)),
             Err(e) => return Err(e),

@@ -15,7 +15,7 @@ use std::ops::Range;
 use bytes::Bytes;
 use futures::StreamExt;
 use object_store::path::Path;
-use object_store::{GetOptions, GetResult, GetResultPayload, ObjectStore};
+use object_store::{GetOptions, GetResult, GetResultPayload, ObjectStore, ObjectStoreExt};
 
 use crate::error::{Error, Result};
 
@@ -63,6 +63,45 @@ pub async fn get_range(store: &dyn ObjectStore, path: &Path, range: Range<u64>) 
     }
 }
 
+/// Reads the bytes `range` of the object at `path`, which trusted data (a pin) says is
+/// exactly `size` bytes long: one ranged GET, whose answer carries the object's whole size
+/// (S3 from `Content-Range`), and at most `range.end - range.start` bytes read.
+///
+/// # Errors
+/// [`Error::Tampered`] if the object has another size or the answer another length;
+/// [`Error::NotFound`] if it is gone; a backend failure.
+pub async fn get_range_of(
+    store: &dyn ObjectStore,
+    path: &Path,
+    range: Range<u64>,
+    size: u64,
+) -> Result<Bytes> {
+    let limit = range.end.saturating_sub(range.start);
+    let options = GetOptions {
+        range: Some(range.into()),
+        ..GetOptions::default()
+    };
+    let result = match store.get_opts(path, options).await {
+        Ok(result) => result,
+        Err(object_store::Error::NotFound { path, .. }) => return Err(Error::NotFound { path }),
+        // A range beyond the end of a truncated object fails; a backend failure too.
+        Err(e) => {
+            return match store.head(path).await {
+                Ok(meta) if meta.size != size => Err(Error::Tampered),
+                _ => Err(e.into()),
+            }
+        }
+    };
+    if result.meta.size != size {
+        return Err(Error::Tampered);
+    }
+    match collect(result, path, limit).await {
+        Ok(bytes) if bytes.len() as u64 == limit => Ok(bytes),
+        Ok(_) | Err(Error::TooLarge { .. }) => Err(Error::Tampered),
+        Err(e) => Err(e),
+    }
+}
+
 /// Collects the body of `result`, refusing more than `limit` bytes: first by what the
 /// store announces, then by what it sends.
 async fn collect(result: GetResult, path: &Path, limit: u64) -> Result<Bytes> {
@@ -97,7 +136,6 @@ async fn collect(result: GetResult, path: &Path, limit: u64) -> Result<Bytes> {
 mod tests {
     use super::*;
     use object_store::memory::InMemory;
-    use object_store::ObjectStoreExt;
 
     #[tokio::test]
     async fn bounds_are_checked_before_reading() {

@@ -37,7 +37,7 @@ mod nocas;
 mod open;
 mod probe;
 
-pub use bounded::{get_bounded, get_exact, get_range};
+pub use bounded::{get_bounded, get_exact, get_range, get_range_of};
 pub use commit::{CommitMode, VersionName, VersionedObjects};
 pub use counting::{CountingStore, Request, RequestKind};
 pub use faulty::{Fault, FaultMode, FaultyStore};

@@ -6,6 +6,7 @@ mod attacks;
 mod backends;
 mod delivery;
 mod engine;
+mod hardening_delivery;
 mod hardening_directory;
 mod hardening_mail;
 mod hardening_storage;
