@@ -6,6 +6,7 @@ mod attacks;
 mod backends;
 mod delivery;
 mod engine;
+mod hardening_keys;
 mod index;
 mod keys;
 mod mail;
