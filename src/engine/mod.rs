@@ -65,11 +65,15 @@ pub mod officer_action {
 pub struct ProviderConfig {
     /// The deployment pepper, held outside the bucket (mixed into password slots).
     pub pepper: Option<[u8; 32]>,
-    /// Argon2id costs of new password slots; slots with lower costs are upgraded at the
-    /// next login.
+    /// Argon2id costs of new password slots; a slot at other costs is rewritten at these
+    /// at its next login.
     pub kdf: KdfParams,
-    /// The largest costs accepted from storage.
-    pub limits: KdfLimits,
+    /// The largest costs accepted from storage: what a store attacker can make one login
+    /// derivation cost. `None` (the default): the deployment's own costs, `kdf`, and
+    /// nothing above. Set it only while lowering `kdf`, to the former costs, so that slots
+    /// written at those still open until their next login rewrites them. `kdf` is always
+    /// admitted.
+    pub limits: Option<KdfLimits>,
     /// Logins deriving keys at once (default: the number of cores).
     pub gate: KdfGate,
 }
@@ -79,7 +83,7 @@ impl Default for ProviderConfig {
         Self {
             pepper: None,
             kdf: DEFAULT_KDF,
-            limits: KdfLimits::default(),
+            limits: None,
             gate: KdfGate::default(),
         }
     }
@@ -149,8 +153,12 @@ impl Provider {
         config: ProviderConfig,
     ) -> Result<Self> {
         let mode = CommitMode::for_capabilities(probe_capabilities(store.as_ref()).await?);
+        let limits = config
+            .limits
+            .unwrap_or_else(|| KdfLimits::of(&config.kdf))
+            .admitting(&config.kdf);
         let keyrings = KeyringStore::new(store.clone(), deployment, directory.clone(), mode)
-            .with_kdf(config.limits, config.gate.clone());
+            .with_kdf(limits, config.gate.clone());
         Ok(Self {
             blobs: BlobStore::new(store.clone(), deployment),
             index: IndexStore::with_mode(store.clone(), deployment, directory.clone(), mode),
@@ -325,8 +333,9 @@ impl Provider {
         secret
     }
 
-    /// Logs in (transparent flavor): one Argon2id derivation under the login gate (two
-    /// when the slot's costs are below the deployment's and get upgraded).
+    /// Logs in (transparent flavor): one Argon2id derivation under the login gate, at no
+    /// more than the deployment's costs whatever the store holds (two when the slot's
+    /// costs differ from the deployment's and the slot is rewritten at them).
     ///
     /// # Errors
     /// [`Error::WrongCredential`] for a wrong password; [`Error::NotFound`] for an
@@ -343,7 +352,7 @@ impl Provider {
             .await?;
         if keyring
             .password_costs()
-            .is_some_and(|c| weaker(&c, &self.config.kdf))
+            .is_some_and(|c| c != self.config.kdf)
         {
             keyring.change_password(password, self.config.kdf).await?;
         }
@@ -505,10 +514,6 @@ async fn current_officer_keys(directory: &dyn Directory) -> Result<Vec<[u8; 32]>
         .filter(|k| k.current)
         .map(|k| k.key.to_bytes())
         .collect())
-}
-
-fn weaker(slot: &KdfParams, wanted: &KdfParams) -> bool {
-    slot.m_kib < wanted.m_kib || slot.t < wanted.t
 }
 
 /// One unlocked account: its keys in memory (zeroized on drop) and everything it can do.

@@ -1,9 +1,8 @@
 //! Password stretching: Argon2id with parameters bounded **before** any memory is
 //! allocated, and a semaphore so that a login storm cannot exhaust memory.
 
-use std::sync::Arc;
-
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::Semaphore;
@@ -22,7 +21,10 @@ pub const DEFAULT_KDF: KdfParams = KdfParams {
 };
 
 /// The largest costs a deployment accepts from storage. A slot asking for more is refused
-/// with [`Error::ExcessiveWork`] before anything is allocated.
+/// with [`Error::ExcessiveWork`] before anything is allocated, so these limits are what a
+/// store attacker can make one derivation cost. By default they are the deployment's own
+/// costs ([`KdfLimits::of`]): no slot in the store can make a login dearer than a login on
+/// a slot the deployment wrote itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KdfLimits {
     /// Largest memory cost, KiB.
@@ -34,16 +36,32 @@ pub struct KdfLimits {
 }
 
 impl Default for KdfLimits {
+    /// The costs of [`DEFAULT_KDF`], and nothing above.
     fn default() -> Self {
-        Self {
-            max_m_kib: 256 * 1024,
-            max_t: 16,
-            max_p: 8,
-        }
+        Self::of(&DEFAULT_KDF)
     }
 }
 
 impl KdfLimits {
+    /// Limits that admit exactly `costs` and anything cheaper.
+    pub const fn of(costs: &KdfParams) -> Self {
+        Self {
+            max_m_kib: costs.m_kib,
+            max_t: costs.t,
+            max_p: costs.p,
+        }
+    }
+
+    /// These limits, raised where needed to admit `costs` as well.
+    #[must_use]
+    pub fn admitting(self, costs: &KdfParams) -> Self {
+        Self {
+            max_m_kib: self.max_m_kib.max(costs.m_kib),
+            max_t: self.max_t.max(costs.t),
+            max_p: self.max_p.max(costs.p),
+        }
+    }
+
     /// Checks `params` against these limits and Argon2's own minimums.
     ///
     /// # Errors
@@ -99,6 +117,7 @@ pub(crate) fn argon2id(
 pub struct KdfGate {
     permits: Arc<Semaphore>,
     memory: Arc<Mutex<Vec<KdfMemory>>>,
+    derivations: Arc<AtomicU64>,
 }
 
 impl KdfGate {
@@ -107,7 +126,14 @@ impl KdfGate {
         Self {
             permits: Arc::new(Semaphore::new(concurrent.max(1))),
             memory: Arc::default(),
+            derivations: Arc::default(),
         }
+    }
+
+    /// How many derivations this gate (and its clones) has run: what a login cost, as an
+    /// operator (or a test) can count it.
+    pub fn derivations(&self) -> u64 {
+        self.derivations.load(Ordering::Relaxed)
     }
 
     /// Runs the derivation `work` on a blocking thread once a permit is free, lending it
@@ -127,6 +153,7 @@ impl KdfGate {
             .unwrap_or_else(PoisonError::into_inner)
             .pop()
             .unwrap_or_default();
+        self.derivations.fetch_add(1, Ordering::Relaxed);
         let (result, memory) = tokio::task::spawn_blocking(move || {
             let result = work(&mut memory);
             memory.iter_mut().for_each(Zeroize::zeroize);

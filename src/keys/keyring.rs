@@ -130,6 +130,14 @@ impl KeyringStore {
         if locks.len() > MAX_SLOTS {
             return Err(Error::invalid("at most 16 slots"));
         }
+        if locks
+            .iter()
+            .filter(|l| matches!(l, SlotLock::Password(..)))
+            .count()
+            > 1
+        {
+            return Err(Error::invalid("at most one password slot"));
+        }
         let root = RootKey::generate(&self.rng);
         let mut slots = Vec::with_capacity(locks.len());
         for lock in locks {
@@ -163,11 +171,15 @@ impl KeyringStore {
 
     /// Loads the newest keyring of `account` and unlocks it with `credential`.
     ///
+    /// The work is bounded before any derivation: a keyring holds at most one password
+    /// slot, so a password login runs at most one Argon2id derivation, at costs within
+    /// the limits; a keyring offering several password slots is refused unopened.
+    ///
     /// # Errors
     /// [`Error::NotFound`] without a keyring; [`Error::Rollback`] if the store offers an
     /// older generation than the directory recorded; [`Error::WrongCredential`] if no
     /// slot opens; [`Error::ExcessiveWork`] for hostile stored costs; [`Error::Tampered`]
-    /// for altered data.
+    /// for altered data (several password slots included).
     pub async fn unlock(
         &self,
         account: AccountId,
@@ -176,19 +188,18 @@ impl KeyringStore {
     ) -> Result<UnlockedKeyring> {
         let (stored, mark) = self.fetch_accepted(&account).await?;
         let parsed = KeyringObject::parse(&stored)?;
+        let candidates: Vec<&KeySlot> = parsed
+            .slots
+            .iter()
+            .filter(|slot| opens_kind(&credential, slot.kind))
+            .collect();
+        if matches!(credential, Credential::Password(_)) && candidates.len() > 1 {
+            // No writer of this crate stores two: the store planted them.
+            return Err(Error::Tampered);
+        }
         let mut root = None;
         let mut last_error = Error::WrongCredential;
-        for slot in &parsed.slots {
-            let matches = matches!(
-                (&credential, slot.kind),
-                (Credential::Password(_), SlotKind::Password)
-                    | (Credential::RecoveryCode(_), SlotKind::RecoveryCode)
-                    | (Credential::DeviceKey(_), SlotKind::DeviceKey)
-                    | (Credential::Officer(_), SlotKind::Officer)
-            );
-            if !matches {
-                continue;
-            }
+        for slot in candidates {
             match binding
                 .open(slot, credential, &self.limits, &self.gate)
                 .await
@@ -205,6 +216,17 @@ impl KeyringStore {
         self.finish_unlock(account, binding, &stored, mark, root)
             .await
     }
+}
+
+/// Whether `credential` is the kind of unlocker a slot of `kind` wraps under.
+fn opens_kind(credential: &Credential<'_>, kind: SlotKind) -> bool {
+    matches!(
+        (credential, kind),
+        (Credential::Password(_), SlotKind::Password)
+            | (Credential::RecoveryCode(_), SlotKind::RecoveryCode)
+            | (Credential::DeviceKey(_), SlotKind::DeviceKey)
+            | (Credential::Officer(_), SlotKind::Officer)
+    )
 }
 
 impl KeyringStore {
@@ -348,7 +370,9 @@ impl KeyringStore {
         if export.deployment != self.deployment {
             return Err(Error::invalid("the export belongs to another deployment"));
         }
-        let root = export.open(passphrase, &self.limits, &self.gate).await?;
+        // Export files are written at EXPORT_KDF, above server slots' costs.
+        let limits = self.limits.admitting(&super::EXPORT_KDF);
+        let root = export.open(passphrase, &limits, &self.gate).await?;
         self.unlock_with_root(export.account, binding, root).await
     }
 
@@ -610,10 +634,20 @@ impl UnlockedKeyring {
     /// Adds a slot.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] beyond 16 slots; as [`change_password`](Self::change_password).
+    /// [`Error::InvalidArgument`] beyond 16 slots, or for a second password slot (a
+    /// keyring holds at most one, so that a login derives at most once: use
+    /// [`change_password`](Self::change_password)); as
+    /// [`change_password`](Self::change_password).
     pub async fn add_slot(&mut self, lock: SlotLock<'_>) -> Result<()> {
         if self.slots.len() >= MAX_SLOTS {
             return Err(Error::invalid("at most 16 slots"));
+        }
+        if matches!(lock, SlotLock::Password(..))
+            && self.slots.iter().any(|s| s.kind == SlotKind::Password)
+        {
+            return Err(Error::invalid(
+                "at most one password slot: change the password instead",
+            ));
         }
         let slot = self
             .binding

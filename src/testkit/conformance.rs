@@ -512,7 +512,7 @@ pub async fn key_flows(store: &DynStore) {
     use crate::directory::{Directory, MemoryDirectory, OfficerKeyEntry};
     use crate::engine::{Provider, ProviderConfig};
     use crate::format::slot::KdfParams;
-    use crate::keys::{KdfGate, KdfLimits, OfficerSecret};
+    use crate::keys::{KdfGate, OfficerSecret};
     let rng = RandomSource::os();
     let directory = std::sync::Arc::new(MemoryDirectory::new());
     let officer = OfficerSecret::generate(&rng);
@@ -530,7 +530,7 @@ pub async fn key_flows(store: &DynStore) {
             t: 1,
             p: 1,
         },
-        limits: KdfLimits::default(),
+        limits: None,
         gate: KdfGate::new(2),
     };
     let provider = Provider::new(store.clone(), DeploymentId::random(&rng), directory, config)

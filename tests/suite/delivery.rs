@@ -19,7 +19,7 @@ use mailvault::format::blob::{BlobLayout, SealedHeader, SEALED_HEADER_LEN};
 use mailvault::format::slot::{KdfParams, SlotKind};
 use mailvault::ids::{AccountId, DeploymentId};
 use mailvault::index::IndexStore;
-use mailvault::keys::{Credential, KdfGate, KdfLimits, OfficerSecret, SlotBinding, SlotLock};
+use mailvault::keys::{Credential, KdfGate, OfficerSecret, SlotBinding, SlotLock};
 use mailvault::mail::{EpochProgress, Mailstore, Provenance, INBOX};
 use mailvault::storage::{naming, CommitMode, DynStore, Fault, FaultMode, FaultyStore, NoCasStore};
 use object_store::ObjectStoreExt;
@@ -218,7 +218,7 @@ fn cheap_config() -> ProviderConfig {
     ProviderConfig {
         pepper: None,
         kdf: CHEAP,
-        limits: KdfLimits::default(),
+        limits: None,
         gate: KdfGate::new(2),
     }
 }

@@ -12,7 +12,7 @@ use mailvault::format::slot::{KdfParams, SlotKind};
 use mailvault::format::BlobKind;
 use mailvault::ids::DeploymentId;
 use mailvault::index::Batch;
-use mailvault::keys::{KdfGate, KdfLimits, OfficerSecret};
+use mailvault::keys::{KdfGate, OfficerSecret};
 use mailvault::storage::DynStore;
 use mailvault::Error;
 use object_store::{ObjectStoreExt, PutPayload};
@@ -50,7 +50,7 @@ impl Deployment {
         let config = ProviderConfig {
             pepper: Some([5; 32]),
             kdf,
-            limits: KdfLimits::default(),
+            limits: None,
             gate: KdfGate::new(2),
         };
         Provider::new(store, self.deployment, self.directory.clone(), config)
