@@ -19,7 +19,7 @@ use mailvault::directory::{Directory, FileDirectory, MemoryDirectory};
 use mailvault::engine::{Provider, ProviderConfig};
 use mailvault::format::slot::KdfParams;
 use mailvault::ids::{AccountId, DeploymentId};
-use mailvault::keys::{Credential, KdfGate, KdfLimits};
+use mailvault::keys::{Credential, KdfGate};
 use mailvault::storage::{naming, DynStore, NoCasStore};
 use mailvault::Error;
 use object_store::{ObjectStoreExt, PutPayload};
@@ -37,7 +37,7 @@ fn config() -> ProviderConfig {
     ProviderConfig {
         pepper: Some([3; 32]),
         kdf: CHEAP,
-        limits: KdfLimits::default(),
+        limits: None,
         gate: KdfGate::new(2),
     }
 }
