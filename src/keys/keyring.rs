@@ -236,8 +236,9 @@ impl KeyringStore {
     /// is the digest is accepted: objects of higher generations are uncommitted (a writer
     /// in flight, or one that lost or crashed before its compare-and-set), others of the
     /// same generation are losers. Without the accepted object: [`Error::Tampered`] if
-    /// something else stands at its generation, [`Error::Rollback`] if nothing does. A mark without a digest (written by an older version)
-    /// accepts the newest object at or above its generation, as that version did.
+    /// something else stands at its generation, [`Error::Rollback`] if nothing does.
+    /// A mark without a digest (written by an older version) accepts the newest object
+    /// at or above its generation, as that version did.
     async fn fetch_accepted(&self, account: &AccountId) -> Result<(bytes::Bytes, Mark)> {
         let objects = self.objects(account, WriterId::from_bytes([0; 16]));
         let mut attempts = 0;

@@ -1,4 +1,5 @@
-//! The storage side of the one commit protocol (index manifests now, keyrings later).
+//! The storage side of the one commit protocol: index manifests, and the writer-unique
+//! names of keyrings (which commit through the trusted directory: `keys::keyring`).
 //!
 //! A versioned record is a series of immutable objects, one per generation, under one
 //! prefix. How a new generation is published depends on what the backend really does

@@ -6,6 +6,7 @@
 //! environment variables (see [`s3_from_env`]); their tests print why they skip when the
 //! variables are absent, and fail instead when `MAILVAULT_REQUIRE_S3=1`.
 
+pub mod churn;
 pub mod conformance;
 
 use crate::storage::DynStore;

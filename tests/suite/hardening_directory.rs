@@ -21,6 +21,7 @@ use mailvault::format::slot::KdfParams;
 use mailvault::ids::{AccountId, DeploymentId};
 use mailvault::keys::{Credential, KdfGate};
 use mailvault::storage::{naming, DynStore, NoCasStore};
+use mailvault::testkit::churn;
 use mailvault::Error;
 use object_store::{ObjectStoreExt, PutPayload};
 
@@ -317,4 +318,81 @@ fn child_raise_marks() {
             );
         }
     });
+}
+
+/// Item 2's acceptance: 4 processes, each with its own `Provider`, change the password and
+/// add and remove slots of one account at once (10 s by default,
+/// `MAILVAULT_CHURN_SECONDS` to change it), on a local directory wrapped as a store
+/// without compare-and-swap, and on Garage when it is configured; afterwards every
+/// acknowledged change holds and the last password change in commit order opens the
+/// account (`testkit::churn::check`).
+#[test]
+fn item_02_four_processes_churning_one_keyring_lose_no_acknowledged_change() {
+    let seconds: f64 = std::env::var("MAILVAULT_CHURN_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10.0);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut specs = vec![None];
+    if mailvault::testkit::s3_from_env("GARAGE").is_some() {
+        specs.push(Some("s3:GARAGE".to_string()));
+    }
+    for spec in specs {
+        let root = tempfile::tempdir().unwrap();
+        let spec = spec.unwrap_or_else(|| format!("dir:{}", root.path().join("store").display()));
+        let run = runtime
+            .block_on(churn::drive(
+                &spec,
+                root.path(),
+                4,
+                std::time::Duration::from_secs_f64(seconds),
+                |args| {
+                    let mut command = Command::new(std::env::current_exe().unwrap());
+                    command
+                        .args([
+                            "--ignored",
+                            "--exact",
+                            "hardening_directory::child_churn_worker",
+                            "--test-threads=1",
+                            "--nocapture",
+                        ])
+                        .env(CHILD, args.join("\n"));
+                    command
+                },
+            ))
+            .unwrap_or_else(|e| panic!("{spec}: {e}"));
+        let conflicts: u64 = run.workers.iter().map(|w| w.conflicts).sum();
+        eprintln!(
+            "{spec}: {} acknowledged changes in {:.1} s, {conflicts} conflicts, final generation {}",
+            run.report.acknowledged,
+            run.elapsed.as_secs_f64(),
+            run.report.final_generation
+        );
+        assert!(
+            run.workers.iter().all(|w| w.acknowledged > 0),
+            "{spec}: a worker never committed: {:?}",
+            run.workers
+        );
+        assert!(run.report.password_changes > 0 && run.report.slots_removed > 0);
+    }
+}
+
+/// Child of the churn (run only by it): one worker process.
+#[test]
+#[ignore = "run by item_02 in a child process"]
+fn child_churn_worker() {
+    let spec = std::env::var(CHILD).expect("run by item_02 only");
+    let args: Vec<String> = spec.split('\n').map(str::to_string).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime
+        .block_on(churn::worker_main(&args))
+        .unwrap_or_else(|e| panic!("churn worker: {e}"));
 }
