@@ -3,7 +3,7 @@
 
 use futures::TryStreamExt;
 use mailvault::crypto::RandomSource;
-use mailvault::directory::KeyModel;
+use mailvault::directory::{Directory, KeyModel, Mark, MemoryDirectory};
 use mailvault::engine::{Provider, ProviderConfig};
 use mailvault::format::keyring::{write_bound, KeyringObject};
 use mailvault::format::slot::{KdfParams, KeySlot, SlotKind};
@@ -24,6 +24,7 @@ const CHEAP: KdfParams = KdfParams {
 /// costs `kdf` and every other setting at its default.
 struct World {
     store: DynStore,
+    directory: std::sync::Arc<MemoryDirectory>,
     gate: KdfGate,
     provider: Provider,
 }
@@ -39,11 +40,17 @@ impl World {
             gate: gate.clone(),
             ..ProviderConfig::default()
         };
-        let provider = Provider::new(store.clone(), DeploymentId::random(&rng), directory, config)
-            .await
-            .unwrap();
+        let provider = Provider::new(
+            store.clone(),
+            DeploymentId::random(&rng),
+            directory.clone(),
+            config,
+        )
+        .await
+        .unwrap();
         Self {
             store,
+            directory,
             gate,
             provider,
         }
@@ -51,6 +58,11 @@ impl World {
 
     /// Rewrites the slots of `account`'s newest keyring in place, as the storage operator
     /// can: same name, same generation, the sealed body left as it was.
+    ///
+    /// Since item 3 the directory pins the accepted keyring by digest, so such a rewrite
+    /// is `Tampered` before any slot is looked at. To test the login bound by itself, the
+    /// mark is then set to the generation alone, as versions before item 3 wrote it (a
+    /// reader accepts such a mark by generation and pins the digest at the next unlock).
     async fn rewrite_slots(&self, account: AccountId, edit: impl FnOnce(&mut Vec<KeySlot>)) {
         let prefix = naming::keyring_prefix(&account);
         let newest = self
@@ -80,6 +92,18 @@ impl World {
             .put(&newest, PutPayload::from(forged))
             .await
             .unwrap();
+        let mark = self.directory.mark(&account, "keyring").await.unwrap();
+        assert_eq!(mark.generation, parsed.generation);
+        assert!(self
+            .directory
+            .compare_and_set_mark(
+                &account,
+                "keyring",
+                mark,
+                Mark::generation_only(parsed.generation)
+            )
+            .await
+            .unwrap());
     }
 
     /// Derivations the login gate ran while `login` ran, and its result.
