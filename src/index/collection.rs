@@ -887,7 +887,9 @@ impl Collection {
         {
             // Built on a state that garbage collection removed while this commit stalled:
             // withdraw it, unacknowledged, and retry on the newest state.
-            self.objects.delete(&self.objects.own_name(generation)).await?;
+            self.objects
+                .delete(&self.objects.own_name(generation))
+                .await?;
             let _ = self.store.delete(&path).await;
             segments.pop();
             return Ok(None);
@@ -937,11 +939,7 @@ impl Collection {
                 let next = self.objects.own_name(stamp.generation + 1);
                 match self.objects.fetch(&next).await? {
                     None => Ok(false),
-                    Some(bytes) => Ok(self
-                        .open_manifest(&next, &bytes)?
-                        .1
-                        .parents
-                        .contains(stamp)),
+                    Some(bytes) => Ok(self.open_manifest(&next, &bytes)?.1.parents.contains(stamp)),
                 }
             }
             CommitMode::WriterUnique => {
@@ -1192,8 +1190,7 @@ impl Collection {
         // When each manifest was superseded: when the first manifest naming it as a
         // parent (with compare-and-swap, the next generation) was written.
         let heads: HashSet<Stamp> = self.heads.iter().copied().collect();
-        let mut superseded_at: HashMap<VersionName, chrono::DateTime<chrono::Utc>> =
-            HashMap::new();
+        let mut superseded_at: HashMap<VersionName, chrono::DateTime<chrono::Utc>> = HashMap::new();
         match self.objects.mode() {
             CommitMode::CompareAndSwap => {
                 let mut later: Option<chrono::DateTime<chrono::Utc>> = None;
@@ -1231,7 +1228,7 @@ impl Collection {
         }
         let doomed: Vec<VersionName> = superseded_at
             .iter()
-            .filter(|(_, at)| **at <= cutoff)
+            .filter(|(name, at)| **at <= cutoff && manifest_times.contains_key(name))
             .map(|(name, _)| *name)
             .collect();
         // Segments any remaining manifest lists stay, and so do those younger than the

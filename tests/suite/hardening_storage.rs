@@ -335,12 +335,8 @@ async fn item_07a_grace_runs_from_supersession() {
             gate: gate.clone(),
         });
         let reader = {
-            let index = IndexStore::with_mode(
-                store,
-                world.deployment,
-                world.directory.clone(),
-                world.mode,
-            );
+            let index =
+                IndexStore::with_mode(store, world.deployment, world.directory.clone(), world.mode);
             let (account, key) = (world.account, world.key.clone());
             tokio::spawn(async move { index.open(account, &key, b"gc").await })
         };
