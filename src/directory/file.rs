@@ -4,14 +4,19 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use tokio::sync::Mutex;
 
-use super::{AccountRecord, Directory, KeyModel, OfficerKeyEntry, OfficerPublicKey, RecordName};
+use super::{
+    AccountRecord, Directory, KeyModel, OfficerAction, OfficerKeyEntry, OfficerLogEntry,
+    OfficerPublicKey, RecordName,
+};
 use crate::error::{Error, Result};
 use crate::ids::AccountId;
 
 /// A [`Directory`] in a local directory: one file per mark, `<account>/<record>`, holding
 /// the generation in decimal; the account record in `<account>/account.rec`; the officer
-/// keys in `officers.rec`. Every write goes to a temporary file, is fsynced, renamed into
-/// place and the directory fsynced, so it survives a crash.
+/// keys in `officers.rec`; the officer log in `officer.log`, one entry a line (`<account
+/// hex> <action> <officer key hex> <time>`), extended by rewriting the whole file with one
+/// line more. Every write goes to a temporary file, is fsynced, renamed into place and
+/// the directory fsynced, so it survives a crash.
 #[derive(Debug)]
 pub struct FileDirectory {
     root: PathBuf,
@@ -130,6 +135,45 @@ fn decode_record(path: &Path, text: &str) -> Result<AccountRecord> {
         (Some(model), Some(secret)) => Ok(AccountRecord::new(model, keys, secret)),
         _ => Err(corrupt(path)),
     }
+}
+
+/// The officer log's entries, oldest first (an absent file is an empty log).
+fn read_officer_log(path: &Path) -> Result<Vec<OfficerLogEntry>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_error(path, e)),
+    };
+    text.lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [account, action, officer, time] = fields.as_slice() else {
+                return Err(corrupt(path));
+            };
+            Ok(OfficerLogEntry {
+                account: AccountId::from_hex(account).map_err(|_| corrupt(path))?,
+                action: action
+                    .parse()
+                    .ok()
+                    .and_then(OfficerAction::from_byte)
+                    .ok_or_else(|| corrupt(path))?,
+                officer: OfficerPublicKey::from_bytes(
+                    unhex32(officer).ok_or_else(|| corrupt(path))?,
+                ),
+                time: time.parse().map_err(|_| corrupt(path))?,
+            })
+        })
+        .collect()
+}
+
+fn encode_officer_log_entry(entry: &OfficerLogEntry) -> String {
+    format!(
+        "{} {} {} {}\n",
+        entry.account.to_hex(),
+        entry.action.to_byte(),
+        crate::ids::hex(&entry.officer.to_bytes()),
+        entry.time
+    )
 }
 
 async fn blocking<T: Send + 'static>(
@@ -267,6 +311,43 @@ impl Directory for FileDirectory {
         let text = format!("{}\n", crate::ids::hex(&key));
         blocking(move || write_atomic(&path, text.as_bytes())).await
     }
+
+    async fn append_officer_log(&self, entry: &OfficerLogEntry) -> Result<u64> {
+        let path = self.root.join("officer.log");
+        let line = encode_officer_log_entry(entry);
+        let _guard = self.lock.lock().await;
+        blocking(move || {
+            // A log that does not parse is never extended (nor silently buried).
+            let count = read_officer_log(&path)?.len() as u64;
+            let mut text = match std::fs::read(&path) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(io_error(&path, e)),
+            };
+            text.extend_from_slice(line.as_bytes());
+            write_atomic(&path, &text)?;
+            Ok(count)
+        })
+        .await
+    }
+
+    async fn officer_log(
+        &self,
+        account: Option<&AccountId>,
+    ) -> Result<Vec<(u64, OfficerLogEntry)>> {
+        let path = self.root.join("officer.log");
+        let account = account.copied();
+        let _guard = self.lock.lock().await;
+        blocking(move || {
+            Ok(read_officer_log(&path)?
+                .into_iter()
+                .enumerate()
+                .filter(|(_, e)| account.is_none_or(|a| e.account == a))
+                .map(|(i, e)| (i as u64, e))
+                .collect())
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -345,5 +426,43 @@ mod tests {
             0
         );
         assert!(!dir.path().join(account.to_hex()).exists());
+    }
+
+    #[tokio::test]
+    async fn the_officer_log_only_grows_survives_reopening_and_erase() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            AccountId::from_bytes([3; 16]),
+            AccountId::from_bytes([4; 16]),
+        );
+        let directory = FileDirectory::open(dir.path()).unwrap();
+        let entry = |account, action, time| OfficerLogEntry {
+            account,
+            action,
+            officer: OfficerPublicKey::from_bytes([5; 32]),
+            time,
+        };
+        let entries = [
+            entry(a, OfficerAction::Open, 10),
+            entry(b, OfficerAction::Audit, 11),
+            entry(a, OfficerAction::ResetPassword, 12),
+        ];
+        for (i, e) in entries.iter().enumerate() {
+            assert_eq!(directory.append_officer_log(e).await.unwrap(), i as u64);
+        }
+        directory.erase_account(&a).await.unwrap();
+        let reopened = FileDirectory::open(dir.path()).unwrap();
+        assert_eq!(
+            reopened.officer_log(None).await.unwrap(),
+            vec![(0, entries[0]), (1, entries[1]), (2, entries[2])]
+        );
+        assert_eq!(
+            reopened.officer_log(Some(&a)).await.unwrap(),
+            vec![(0, entries[0]), (2, entries[2])]
+        );
+        // A damaged log is refused, never extended.
+        std::fs::write(dir.path().join("officer.log"), "garbage\n").unwrap();
+        assert!(reopened.officer_log(None).await.is_err());
+        assert!(reopened.append_officer_log(&entries[0]).await.is_err());
     }
 }
