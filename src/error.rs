@@ -77,6 +77,11 @@ pub enum Error {
         /// The largest size accepted for an object of its kind.
         limit: u64,
     },
+    /// The account's keyring breaks its key model's policy (a slot the model requires is
+    /// missing, or one it forbids is there): the server does not open it, and the
+    /// keyring sweep lists it.
+    #[error("keyring breaks the account's key model: {0}")]
+    PolicyViolation(String),
     /// The caller passed an argument that cannot be honoured (range out of bounds...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

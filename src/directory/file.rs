@@ -6,7 +6,8 @@ use async_trait::async_trait;
 use tokio::sync::Mutex;
 
 use super::{
-    AccountRecord, Directory, KeyModel, Mark, OfficerKeyEntry, OfficerPublicKey, RecordName,
+    AccountRecord, Directory, KeyModel, Mark, OfficerAction, OfficerKeyEntry, OfficerLogEntry,
+    OfficerPublicKey, RecordName,
 };
 use crate::error::{Error, Result};
 use crate::ids::AccountId;
@@ -14,7 +15,9 @@ use crate::ids::AccountId;
 /// A [`Directory`] in a local directory, shareable by several processes: one file per
 /// mark, `<account>/<record>`, holding `<generation> <digest hex>` (or a bare generation,
 /// as older versions wrote); the account record in `<account>/account.rec`; the officer
-/// keys in `officers.rec`.
+/// keys in `officers.rec`; the officer log in `officer.log`, one entry a line (`<account
+/// hex> <action> <officer key hex> <time>`), extended by rewriting the whole file with one
+/// line more.
 ///
 /// Every change runs under an exclusive lock of `<root>/.lock` (`flock`, through std's
 /// `File::lock`), taken after an in-process mutex, so a compare-and-set is atomic across
@@ -197,6 +200,45 @@ fn decode_record(path: &Path, text: &str) -> Result<AccountRecord> {
     }
 }
 
+/// The officer log's entries, oldest first (an absent file is an empty log).
+fn read_officer_log(path: &Path) -> Result<Vec<OfficerLogEntry>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_error(path, e)),
+    };
+    text.lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [account, action, officer, time] = fields.as_slice() else {
+                return Err(corrupt(path));
+            };
+            Ok(OfficerLogEntry {
+                account: AccountId::from_hex(account).map_err(|_| corrupt(path))?,
+                action: action
+                    .parse()
+                    .ok()
+                    .and_then(OfficerAction::from_byte)
+                    .ok_or_else(|| corrupt(path))?,
+                officer: OfficerPublicKey::from_bytes(
+                    unhex32(officer).ok_or_else(|| corrupt(path))?,
+                ),
+                time: time.parse().map_err(|_| corrupt(path))?,
+            })
+        })
+        .collect()
+}
+
+fn encode_officer_log_entry(entry: &OfficerLogEntry) -> String {
+    format!(
+        "{} {} {} {}\n",
+        entry.account.to_hex(),
+        entry.action.to_byte(),
+        crate::ids::hex(&entry.officer.to_bytes()),
+        entry.time
+    )
+}
+
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
@@ -331,6 +373,42 @@ impl Directory for FileDirectory {
         self.exclusive(move || write_atomic(&path, text.as_bytes()))
             .await
     }
+
+    async fn append_officer_log(&self, entry: &OfficerLogEntry) -> Result<u64> {
+        let path = self.root.join("officer.log");
+        let line = encode_officer_log_entry(entry);
+        self.exclusive(move || {
+            // A log that does not parse is never extended (nor silently buried).
+            let count = read_officer_log(&path)?.len() as u64;
+            let mut text = match std::fs::read(&path) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(io_error(&path, e)),
+            };
+            text.extend_from_slice(line.as_bytes());
+            write_atomic(&path, &text)?;
+            Ok(count)
+        })
+        .await
+    }
+
+    async fn officer_log(
+        &self,
+        account: Option<&AccountId>,
+    ) -> Result<Vec<(u64, OfficerLogEntry)>> {
+        let path = self.root.join("officer.log");
+        let account = account.copied();
+        let _guard = self.lock.lock().await;
+        blocking(move || {
+            Ok(read_officer_log(&path)?
+                .into_iter()
+                .enumerate()
+                .filter(|(_, e)| account.is_none_or(|a| e.account == a))
+                .map(|(i, e)| (i as u64, e))
+                .collect())
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -445,5 +523,43 @@ mod tests {
             0
         );
         assert!(!dir.path().join(account.to_hex()).exists());
+    }
+
+    #[tokio::test]
+    async fn the_officer_log_only_grows_survives_reopening_and_erase() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            AccountId::from_bytes([3; 16]),
+            AccountId::from_bytes([4; 16]),
+        );
+        let directory = FileDirectory::open(dir.path()).unwrap();
+        let entry = |account, action, time| OfficerLogEntry {
+            account,
+            action,
+            officer: OfficerPublicKey::from_bytes([5; 32]),
+            time,
+        };
+        let entries = [
+            entry(a, OfficerAction::Open, 10),
+            entry(b, OfficerAction::Audit, 11),
+            entry(a, OfficerAction::ResetPassword, 12),
+        ];
+        for (i, e) in entries.iter().enumerate() {
+            assert_eq!(directory.append_officer_log(e).await.unwrap(), i as u64);
+        }
+        directory.erase_account(&a).await.unwrap();
+        let reopened = FileDirectory::open(dir.path()).unwrap();
+        assert_eq!(
+            reopened.officer_log(None).await.unwrap(),
+            vec![(0, entries[0]), (1, entries[1]), (2, entries[2])]
+        );
+        assert_eq!(
+            reopened.officer_log(Some(&a)).await.unwrap(),
+            vec![(0, entries[0]), (2, entries[2])]
+        );
+        // A damaged log is refused, never extended.
+        std::fs::write(dir.path().join("officer.log"), "garbage\n").unwrap();
+        assert!(reopened.officer_log(None).await.is_err());
+        assert!(reopened.append_officer_log(&entries[0]).await.is_err());
     }
 }

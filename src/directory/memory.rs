@@ -3,7 +3,7 @@ use std::sync::{Mutex, PoisonError};
 
 use async_trait::async_trait;
 
-use super::{AccountRecord, Directory, Mark, OfficerKeyEntry, RecordName};
+use super::{AccountRecord, Directory, Mark, OfficerKeyEntry, OfficerLogEntry, RecordName};
 use crate::error::Result;
 use crate::ids::AccountId;
 
@@ -14,6 +14,7 @@ pub struct MemoryDirectory {
     accounts: Mutex<HashMap<AccountId, AccountRecord>>,
     officers: Mutex<Vec<OfficerKeyEntry>>,
     delivery_key: Mutex<Option<[u8; 32]>>,
+    officer_log: Mutex<Vec<OfficerLogEntry>>,
 }
 
 impl std::fmt::Debug for MemoryDirectory {
@@ -115,5 +116,29 @@ impl Directory for MemoryDirectory {
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(key);
         Ok(())
+    }
+
+    async fn append_officer_log(&self, entry: &OfficerLogEntry) -> Result<u64> {
+        let mut log = self
+            .officer_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        log.push(*entry);
+        Ok(log.len() as u64 - 1)
+    }
+
+    async fn officer_log(
+        &self,
+        account: Option<&AccountId>,
+    ) -> Result<Vec<(u64, OfficerLogEntry)>> {
+        Ok(self
+            .officer_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| account.is_none_or(|a| e.account == *a))
+            .map(|(i, e)| (i as u64, *e))
+            .collect())
     }
 }

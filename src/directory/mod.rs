@@ -14,7 +14,10 @@
 //!   epoch (delivery reads public keys only from here, never from the bucket), and its
 //!   per-account secret, mixed into every key slot, whose deletion is crypto-erase;
 //! - the deployment's officer key set ([`OfficerKeyEntry`]), rotatable: retired keys keep
-//!   opening the slots sealed to them until those are re-sealed.
+//!   opening the slots sealed to them until those are re-sealed;
+//! - the **officer log** ([`OfficerLogEntry`]): append-only, written by every path that
+//!   opens an account with an officer key *before* any key is derived. The officer holds
+//!   keys, not the directory, so cannot rewrite it.
 //!
 //! Two implementations ship: [`MemoryDirectory`] (tests, examples) and
 //! [`FileDirectory`] (small fsynced files in a local directory).
@@ -107,6 +110,52 @@ pub struct OfficerKeyEntry {
     pub key: OfficerPublicKey,
     /// Whether new slots must be sealed to it (retired keys only open old slots).
     pub current: bool,
+}
+
+/// What an officer did to an account, as the officer log records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OfficerAction {
+    /// Opened the account (a session on its keys).
+    Open,
+    /// Replaced its password slot.
+    ResetPassword,
+    /// Audited its slots.
+    Audit,
+}
+
+impl OfficerAction {
+    /// The action's byte (1 open, 2 password reset, 3 audit: as in the keyring's records).
+    pub fn to_byte(self) -> u8 {
+        match self {
+            OfficerAction::Open => 1,
+            OfficerAction::ResetPassword => 2,
+            OfficerAction::Audit => 3,
+        }
+    }
+
+    /// The action of byte `b`.
+    pub fn from_byte(b: u8) -> Option<Self> {
+        Some(match b {
+            1 => OfficerAction::Open,
+            2 => OfficerAction::ResetPassword,
+            3 => OfficerAction::Audit,
+            _ => return None,
+        })
+    }
+}
+
+/// One entry of the officer log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OfficerLogEntry {
+    /// The account acted on.
+    pub account: AccountId,
+    /// What the officer did.
+    pub action: OfficerAction,
+    /// The officer key used.
+    pub officer: OfficerPublicKey,
+    /// When, seconds since the Unix epoch.
+    pub time: u64,
 }
 
 /// What the server trusts about one account's keys.
@@ -293,4 +342,22 @@ pub trait Directory: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// The directory's own storage failed.
     async fn set_delivery_key(&self, key: [u8; 32]) -> Result<()>;
+
+    /// Appends `entry` to the deployment's officer log, durably, and returns its position
+    /// (0 for the first entry). The log is append-only: no method changes or removes an
+    /// entry, and erasing an account keeps the entries about it. Every path that opens an
+    /// account with an officer key appends here before deriving any key, and opens
+    /// nothing when this fails.
+    ///
+    /// # Errors
+    /// The directory's own storage failed: the entry must then be treated as not written.
+    async fn append_officer_log(&self, entry: &OfficerLogEntry) -> Result<u64>;
+
+    /// The officer log, oldest first, each entry with its position: every entry, or only
+    /// those about `account`.
+    ///
+    /// # Errors
+    /// The directory's own storage failed.
+    async fn officer_log(&self, account: Option<&AccountId>)
+        -> Result<Vec<(u64, OfficerLogEntry)>>;
 }

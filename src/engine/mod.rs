@@ -37,15 +37,15 @@ use object_store::ObjectStoreExt;
 
 use crate::blob::{AccountBlobs, BlobStore};
 use crate::crypto::{AccountKey, RandomSource};
-use crate::directory::{AccountRecord, Directory, KeyModel};
+use crate::directory::{AccountRecord, Directory, KeyModel, OfficerAction, OfficerLogEntry};
 use crate::error::{Error, Result};
 use crate::format::keyring::OfficerRecord;
 use crate::format::slot::KdfParams;
 use crate::ids::{AccountId, DeploymentId};
 use crate::index::{Collection, IndexStore};
 use crate::keys::{
-    Credential, DeviceKey, KdfGate, KdfLimits, KeyringStore, OfficerSecret, RecoveryCode,
-    SlotBinding, SlotInfo, SlotLock, UnlockedKeyring, DEFAULT_KDF,
+    check_slot_policy, Credential, DeviceKey, KdfGate, KdfLimits, KeyringStore, OfficerSecret,
+    RecoveryCode, SlotBinding, SlotInfo, SlotLock, SlotPolicy, UnlockedKeyring, DEFAULT_KDF,
 };
 use crate::mail::{ImportReport, Mailstore};
 use crate::storage::{naming, probe_capabilities, CommitMode, DynStore};
@@ -130,6 +130,19 @@ impl std::fmt::Debug for Enrollment {
             .field("model", &self.model)
             .finish_non_exhaustive()
     }
+}
+
+/// What [`Provider::sweep_keyrings`] found.
+#[derive(Debug, Default)]
+pub struct KeyringSweep {
+    /// Accounts whose keyring follows their key model.
+    pub holding: usize,
+    /// Accounts (models 4 and 5) whose officer slots are all sealed to retired officer
+    /// keys: to re-seal.
+    pub retired_officer_only: Vec<AccountId>,
+    /// Accounts whose keyring breaks the model ([`Error::PolicyViolation`]) or could not
+    /// be checked (rolled back, tampered, missing, backend error).
+    pub failures: Vec<(AccountId, Error)>,
 }
 
 /// What an officer's audit of an account found.
@@ -268,24 +281,16 @@ impl Provider {
     ) -> Result<()> {
         let mut record = self.record(account).await?;
         let slots = self.keyrings.stored_slots(&account).await?;
-        let officers: Vec<[u8; 32]> = current_officer_keys(self.directory.as_ref()).await?;
-        match record.model {
-            KeyModel::DeviceOnly | KeyModel::DeviceWithExport if !slots.is_empty() => {
-                return Err(Error::invalid(
-                    "key models 1 and 2 keep no slot on the server",
-                ));
-            }
-            KeyModel::DevicePasswordWithOfficer | KeyModel::ServerManaged
-                if !slots.iter().any(|s| {
-                    s.kind == crate::format::slot::SlotKind::Officer
-                        && officers.contains(&s.officer)
-                }) =>
-            {
+        let officers = self.directory.officer_keys().await?;
+        match check_slot_policy(record.model, &slots, &officers) {
+            Ok(SlotPolicy::Holds) => {}
+            Ok(_) => {
                 return Err(Error::invalid(
                     "this key model requires a slot for a current officer key",
-                ));
+                ))
             }
-            _ => {}
+            Err(Error::PolicyViolation(reason)) => return Err(Error::InvalidArgument(reason)),
+            Err(e) => return Err(e),
         }
         if public_keys.is_empty() {
             return Err(Error::invalid("at least one epoch public key"));
@@ -350,6 +355,7 @@ impl Provider {
                 Credential::Password(password),
             )
             .await?;
+        self.check_policy(&record, &keyring).await?;
         if keyring
             .password_costs()
             .is_some_and(|c| c != self.config.kdf)
@@ -374,7 +380,58 @@ impl Provider {
             .keyrings
             .unlock(account, self.binding(account, &record), credential)
             .await?;
+        self.check_policy(&record, &keyring).await?;
         self.session(keyring)
+    }
+
+    /// Checks a keyring the server has just read against the account's key model (see
+    /// [`check_slot_policy`]).
+    async fn check_policy(
+        &self,
+        record: &AccountRecord,
+        keyring: &UnlockedKeyring,
+    ) -> Result<SlotPolicy> {
+        let officers = self.directory.officer_keys().await?;
+        check_slot_policy(record.model, keyring.key_slots(), &officers)
+    }
+
+    /// The operator's sweep: reads the newest keyring of each of `accounts` (the server's
+    /// own list of users) and checks it against the account's key model, without any
+    /// secret. A keyring that a companion (or anyone holding the root key) published
+    /// after enrollment is caught here at the latest: the server enforces the model on
+    /// incoming mail (co-sealed to the officer at delivery), and audits the rest.
+    /// `progress` is called after each account.
+    ///
+    /// # Errors
+    /// None of its own: what fails for an account (a policy violation, a rollback, a
+    /// tampered or missing keyring, a backend error) is reported in the result.
+    pub async fn sweep_keyrings(
+        &self,
+        accounts: impl IntoIterator<Item = AccountId>,
+        mut progress: impl FnMut(AccountId),
+    ) -> KeyringSweep {
+        let mut sweep = KeyringSweep::default();
+        for account in accounts {
+            match self.check_stored_keyring(account).await {
+                Ok(SlotPolicy::Holds) => sweep.holding += 1,
+                Ok(_) => sweep.retired_officer_only.push(account),
+                Err(e) => sweep.failures.push((account, e)),
+            }
+            progress(account);
+        }
+        sweep
+    }
+
+    /// [`sweep_keyrings`](Self::sweep_keyrings) for one account.
+    ///
+    /// # Errors
+    /// [`Error::PolicyViolation`] when the keyring breaks the model; [`Error::NotFound`]
+    /// without a directory record or keyring; as [`KeyringStore::stored_slots`].
+    pub async fn check_stored_keyring(&self, account: AccountId) -> Result<SlotPolicy> {
+        let record = self.record(account).await?;
+        let slots = self.keyrings.stored_slots(&account).await?;
+        let officers = self.directory.officer_keys().await?;
+        check_slot_policy(record.model, &slots, &officers)
     }
 
     fn session(&self, keyring: UnlockedKeyring) -> Result<Session> {
@@ -393,32 +450,36 @@ impl Provider {
         })
     }
 
+    /// The keyring opened with an officer key, after `action` was written to the
+    /// directory's officer log.
     async fn officer_keyring(
         &self,
         account: AccountId,
         officer: &OfficerSecret,
+        action: OfficerAction,
     ) -> Result<UnlockedKeyring> {
         let record = self.record(account).await?;
         self.keyrings
-            .unlock(
-                account,
-                self.binding(account, &record),
-                Credential::Officer(officer),
-            )
+            .unlock_as_officer(account, self.binding(account, &record), officer, action)
             .await
     }
 
-    /// An officer opens an account with an officer secret key. The action is recorded in
-    /// the account's keyring, where the user's session lists it.
+    /// An officer opens an account with an officer secret key. The action is appended to
+    /// the directory's officer log before any key is derived (and nothing is opened if
+    /// that fails), then recorded in the account's keyring too; the user's session lists
+    /// both.
     ///
     /// # Errors
-    /// [`Error::WrongCredential`] if no slot of the account is sealed to that officer key.
+    /// [`Error::WrongCredential`] if no slot of the account is sealed to that officer key;
+    /// directory failures (nothing is opened).
     pub async fn officer_open(
         &self,
         account: AccountId,
         officer: &OfficerSecret,
     ) -> Result<Session> {
-        let mut keyring = self.officer_keyring(account, officer).await?;
+        let mut keyring = self
+            .officer_keyring(account, officer, OfficerAction::Open)
+            .await?;
         keyring
             .record_officer_action(officer_action::OPENED, officer.public().to_bytes())
             .await?;
@@ -435,7 +496,9 @@ impl Provider {
         officer: &OfficerSecret,
         new_password: &str,
     ) -> Result<()> {
-        let mut keyring = self.officer_keyring(account, officer).await?;
+        let mut keyring = self
+            .officer_keyring(account, officer, OfficerAction::ResetPassword)
+            .await?;
         keyring
             .change_password(new_password, self.config.kdf)
             .await?;
@@ -458,7 +521,9 @@ impl Provider {
         collections: &[&[u8]],
     ) -> Result<AuditReport> {
         let record = self.record(account).await?;
-        let mut keyring = self.officer_keyring(account, officer).await?;
+        let mut keyring = self
+            .officer_keyring(account, officer, OfficerAction::Audit)
+            .await?;
         let mut recovered = keyring.epoch_public_keys();
         recovered.sort();
         let mut listed = record.public_keys.clone();
@@ -761,8 +826,19 @@ impl Session {
         self.keyring.slots()
     }
 
-    /// Officer actions on this account, oldest first.
+    /// Officer actions on this account, oldest first, as recorded in the keyring (which
+    /// whoever holds the root key can rewrite).
     pub fn officer_records(&self) -> &[OfficerRecord] {
         self.keyring.officer_records()
+    }
+
+    /// Officer actions on this account, oldest first, as the directory's append-only
+    /// officer log holds them (each with its position in the deployment's log): the
+    /// record the officer cannot rewrite.
+    ///
+    /// # Errors
+    /// Directory failures.
+    pub async fn officer_log(&self) -> Result<Vec<(u64, OfficerLogEntry)>> {
+        self.directory.officer_log(Some(&self.account())).await
     }
 }

@@ -14,11 +14,13 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
-use super::{Credential, KdfGate, KdfLimits, RootKey, SlotBinding, SlotLock};
+use super::{Credential, KdfGate, KdfLimits, OfficerSecret, RootKey, SlotBinding, SlotLock};
 use crate::crypto::kdf::{self, LABEL_KEYRING};
 use crate::crypto::record::RecordCipher;
 use crate::crypto::{AccountKey, Key32, RandomSource};
-use crate::directory::{Directory, Mark};
+use crate::directory::{
+    Directory, KeyModel, Mark, OfficerAction, OfficerKeyEntry, OfficerLogEntry,
+};
 use crate::error::{Error, Result};
 use crate::format::keyring::{write_bound, EpochSecrets, KeyringBody, KeyringObject, MAX_SLOTS};
 use crate::format::slot::{KdfParams, KeySlot, SlotKind};
@@ -39,6 +41,67 @@ pub struct KeyringStore {
     rng: RandomSource,
     limits: KdfLimits,
     gate: KdfGate,
+}
+
+/// How a keyring's slots stand against the account's key model, as checked by
+/// [`check_slot_policy`] when the keyring breaks nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SlotPolicy {
+    /// The slots follow the model.
+    Holds,
+    /// Models 4 and 5: the only officer slots are sealed to retired officer keys.
+    /// Recovery still works with a retired key; the account should be re-sealed to the
+    /// current one (`Session::add_officer_slot`).
+    RetiredOfficerOnly,
+}
+
+/// Checks `slots` (public: no secret is needed) against `model` and the deployment's
+/// officer key set: models 1 and 2 keep no slot on the server; models 4 and 5 keep a slot
+/// sealed to an officer key of the set; no keyring holds two password slots. Whether an
+/// officer slot really wraps the account's root key only an officer can tell
+/// (`Provider::officer_audit`).
+///
+/// # Errors
+/// [`Error::PolicyViolation`] naming what breaks the model.
+pub fn check_slot_policy(
+    model: KeyModel,
+    slots: &[KeySlot],
+    officers: &[OfficerKeyEntry],
+) -> Result<SlotPolicy> {
+    if slots
+        .iter()
+        .filter(|s| s.kind == SlotKind::Password)
+        .count()
+        > 1
+    {
+        return Err(Error::PolicyViolation("more than one password slot".into()));
+    }
+    match model {
+        KeyModel::DeviceOnly | KeyModel::DeviceWithExport if !slots.is_empty() => Err(
+            Error::PolicyViolation("key models 1 and 2 keep no slot on the server".into()),
+        ),
+        model if model.requires_officer() => {
+            let sealed_to = |current_only: bool| {
+                slots.iter().any(|s| {
+                    s.kind == SlotKind::Officer
+                        && officers
+                            .iter()
+                            .any(|o| o.key.to_bytes() == s.officer && (o.current || !current_only))
+                })
+            };
+            if sealed_to(true) {
+                Ok(SlotPolicy::Holds)
+            } else if sealed_to(false) {
+                Ok(SlotPolicy::RetiredOfficerOnly)
+            } else {
+                Err(Error::PolicyViolation(
+                    "this key model requires a slot for an officer key".into(),
+                ))
+            }
+        }
+        _ => Ok(SlotPolicy::Holds),
+    }
 }
 
 /// A slot as listed to its owner: never a secret.
@@ -186,6 +249,11 @@ impl KeyringStore {
         binding: SlotBinding,
         credential: Credential<'_>,
     ) -> Result<UnlockedKeyring> {
+        if let Credential::Officer(officer) = credential {
+            return self
+                .unlock_as_officer(account, binding, officer, OfficerAction::Open)
+                .await;
+        }
         let (stored, mark) = self.fetch_accepted(&account).await?;
         let parsed = KeyringObject::parse(&stored)?;
         let candidates: Vec<&KeySlot> = parsed
@@ -197,24 +265,72 @@ impl KeyringStore {
             // No writer of this crate stores two: the store planted them.
             return Err(Error::Tampered);
         }
-        let mut root = None;
+        let root = self.open_first(&candidates, credential, &binding).await?;
+        self.finish_unlock(account, binding, &stored, mark, root)
+            .await
+    }
+
+    /// Opens the account with an officer key for `action`. Before any key is derived,
+    /// the action is appended to the directory's officer log (which the officer cannot
+    /// rewrite); if that fails, nothing is opened. Every path that opens an account with
+    /// an officer key comes here.
+    ///
+    /// # Errors
+    /// [`Error::WrongCredential`] when no slot is sealed to that officer key (nothing is
+    /// logged: nothing could be opened); directory failures (nothing opened); as
+    /// [`unlock`](Self::unlock).
+    pub async fn unlock_as_officer(
+        &self,
+        account: AccountId,
+        binding: SlotBinding,
+        officer: &OfficerSecret,
+        action: OfficerAction,
+    ) -> Result<UnlockedKeyring> {
+        let (stored, mark) = self.fetch_accepted(&account).await?;
+        let parsed = KeyringObject::parse(&stored)?;
+        let public = officer.public();
+        let candidates: Vec<&KeySlot> = parsed
+            .slots
+            .iter()
+            .filter(|s| s.kind == SlotKind::Officer && s.officer == public.to_bytes())
+            .collect();
+        if candidates.is_empty() {
+            return Err(Error::WrongCredential);
+        }
+        self.directory
+            .append_officer_log(&OfficerLogEntry {
+                account,
+                action,
+                officer: public,
+                time: crate::unix_now(),
+            })
+            .await?;
+        let root = self
+            .open_first(&candidates, Credential::Officer(officer), &binding)
+            .await?;
+        self.finish_unlock(account, binding, &stored, mark, root)
+            .await
+    }
+
+    /// The root key from the first of `candidates` that `credential` opens.
+    async fn open_first(
+        &self,
+        candidates: &[&KeySlot],
+        credential: Credential<'_>,
+        binding: &SlotBinding,
+    ) -> Result<RootKey> {
         let mut last_error = Error::WrongCredential;
         for slot in candidates {
             match binding
-                .open(slot, credential, &self.limits, &self.gate)
+                .open_unlogged(slot, credential, &self.limits, &self.gate)
                 .await
             {
-                Ok(key) => {
-                    root = Some(key);
-                    break;
-                }
+                Ok(key) => return Ok(key),
                 Err(Error::WrongCredential) => {}
                 Err(e) => last_error = e,
             }
         }
-        let root = root.ok_or(last_error)?;
-        self.finish_unlock(account, binding, &stored, mark, root)
-            .await
+        Err(last_error)
     }
 }
 
@@ -570,6 +686,11 @@ impl UnlockedKeyring {
         )
         .await?;
         Ok(export.to_armored())
+    }
+
+    /// The slots as stored (public parts only matter: for policy checks).
+    pub(crate) fn key_slots(&self) -> &[KeySlot] {
+        &self.slots
     }
 
     /// The officer slots: each slot's id and the officer public key it is sealed to.

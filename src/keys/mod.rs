@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 pub use crate::directory::OfficerPublicKey;
 pub use export::{KeyExport, EXPORT_KDF};
 pub use kdf::{KdfGate, KdfLimits, DEFAULT_KDF};
-pub use keyring::{KeyringStore, SlotInfo, UnlockedKeyring};
+pub use keyring::{check_slot_policy, KeyringStore, SlotInfo, SlotPolicy, UnlockedKeyring};
 pub use slot::{Credential, SlotBinding, SlotLock};
 
 use crate::crypto::{Key32, RandomSource};

@@ -123,13 +123,33 @@ impl SlotBinding {
 
     /// Opens `slot` with `credential` under `gate` (password derivations wait for a
     /// permit and run on a blocking thread). A wrong password costs the same derivation
-    /// as the right one.
+    /// as the right one. Officer slots do not open here: only through
+    /// [`KeyringStore::unlock_as_officer`](super::KeyringStore::unlock_as_officer), which
+    /// writes the directory's officer log first.
     ///
     /// # Errors
     /// [`Error::ExcessiveWork`] for stored costs above `limits` (refused before any
     /// allocation); [`Error::WrongCredential`] when the commitment does not match;
-    /// [`Error::Tampered`] when it matches but the wrap does not open.
+    /// [`Error::Tampered`] when it matches but the wrap does not open;
+    /// [`Error::InvalidArgument`] for an officer key.
     pub async fn open(
+        &self,
+        slot: &KeySlot,
+        credential: Credential<'_>,
+        limits: &KdfLimits,
+        gate: &KdfGate,
+    ) -> Result<RootKey> {
+        if matches!(credential, Credential::Officer(_)) {
+            return Err(Error::invalid(
+                "officer slots open through KeyringStore::unlock_as_officer, which logs first",
+            ));
+        }
+        self.open_unlogged(slot, credential, limits, gate).await
+    }
+
+    /// [`open`](Self::open) for every credential, officer keys included: the caller has
+    /// written the officer log.
+    pub(crate) async fn open_unlogged(
         &self,
         slot: &KeySlot,
         credential: Credential<'_>,

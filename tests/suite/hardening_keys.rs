@@ -1,14 +1,20 @@
 //! Issue 10, key layer: what a hostile store can make a login cost (item 14), and the
 //! officer's accountability and the key models' policy after enrollment (item 8).
 
+use std::sync::Arc;
+
 use futures::TryStreamExt;
 use mailvault::crypto::RandomSource;
-use mailvault::directory::{Directory, KeyModel, Mark, MemoryDirectory};
+use mailvault::directory::{
+    Directory, FileDirectory, KeyModel, Mark, MemoryDirectory, OfficerAction, OfficerKeyEntry,
+};
 use mailvault::engine::{Provider, ProviderConfig};
 use mailvault::format::keyring::{write_bound, KeyringObject};
 use mailvault::format::slot::{KdfParams, KeySlot, SlotKind};
 use mailvault::ids::{AccountId, DeploymentId};
-use mailvault::keys::{KdfGate, SlotLock, DEFAULT_KDF};
+use mailvault::keys::{
+    Credential, KdfGate, KdfLimits, OfficerSecret, SlotBinding, SlotLock, SlotPolicy, DEFAULT_KDF,
+};
 use mailvault::storage::{naming, DynStore};
 use mailvault::Error;
 use object_store::{ObjectStoreExt, PutPayload};
@@ -223,4 +229,312 @@ async fn item_14_login_work_is_bounded_under_a_hostile_store() {
         keyring.add_slot(SlotLock::Password("b", CHEAP)).await,
         Err(Error::InvalidArgument(_))
     ));
+}
+
+/// A model 5 provider on a memory store over a [`FileDirectory`] (whose officer log can be
+/// damaged, so that appending to it fails), with one current officer key.
+struct OfficerWorld {
+    _dir: tempfile::TempDir,
+    root: std::path::PathBuf,
+    directory: Arc<FileDirectory>,
+    officer: OfficerSecret,
+    deployment: DeploymentId,
+    provider: Provider,
+}
+
+impl OfficerWorld {
+    async fn new() -> Self {
+        let rng = RandomSource::os();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let directory = Arc::new(FileDirectory::open(&root).unwrap());
+        let officer = OfficerSecret::generate(&rng);
+        directory
+            .set_officer_keys(vec![OfficerKeyEntry {
+                key: officer.public(),
+                current: true,
+            }])
+            .await
+            .unwrap();
+        let deployment = DeploymentId::random(&rng);
+        let config = ProviderConfig {
+            kdf: CHEAP,
+            gate: KdfGate::new(2),
+            ..ProviderConfig::default()
+        };
+        let provider = Provider::new(super::memory(), deployment, directory.clone(), config)
+            .await
+            .unwrap();
+        Self {
+            _dir: dir,
+            root,
+            directory,
+            officer,
+            deployment,
+            provider,
+        }
+    }
+
+    async fn binding(&self, account: AccountId) -> SlotBinding {
+        let record = self
+            .directory
+            .account_record(&account)
+            .await
+            .unwrap()
+            .unwrap();
+        SlotBinding::new(self.deployment, account, *record.secret(), None)
+    }
+
+    async fn log(&self, account: AccountId) -> Vec<OfficerAction> {
+        self.directory
+            .officer_log(Some(&account))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, e)| {
+                assert_eq!(e.officer, self.officer.public());
+                e.action
+            })
+            .collect()
+    }
+}
+
+/// Item 8, the officer's side. Every public path that opens an account with an officer
+/// key appends to the directory's officer log first, and opens nothing when it cannot.
+/// Before the fix the officer's actions went only into the keyring (written after the
+/// keys were out, and rewritable by whoever holds the root key, the officer included),
+/// and `KeyringStore::unlock` with an officer key left no record at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_08_officer_unlocks_are_logged_in_the_directory_first() {
+    let w = OfficerWorld::new().await;
+    let alice = w.provider.create_account("alice's").await.unwrap();
+    w.provider.officer_open(alice, &w.officer).await.unwrap();
+    assert_eq!(
+        w.log(alice).await,
+        [OfficerAction::Open],
+        "officer_open must leave an entry in the directory's officer log"
+    );
+    w.provider
+        .officer_reset_password(alice, &w.officer, "reset")
+        .await
+        .unwrap();
+    w.provider
+        .officer_audit(alice, &w.officer, &[])
+        .await
+        .unwrap();
+    // The lower public paths record too.
+    w.provider
+        .keyrings()
+        .unlock(
+            alice,
+            w.binding(alice).await,
+            Credential::Officer(&w.officer),
+        )
+        .await
+        .unwrap();
+    w.provider
+        .unlock_with(alice, Credential::Officer(&w.officer))
+        .await
+        .unwrap();
+    // The slot layer itself does not open an officer slot (it could not log).
+    let slots = w.provider.keyrings().stored_slots(&alice).await.unwrap();
+    let officer_slot = slots.iter().find(|s| s.kind == SlotKind::Officer).unwrap();
+    let direct = w
+        .binding(alice)
+        .await
+        .open(
+            officer_slot,
+            Credential::Officer(&w.officer),
+            &KdfLimits::of(&CHEAP),
+            &KdfGate::new(1),
+        )
+        .await;
+    assert!(matches!(direct, Err(Error::InvalidArgument(_))));
+    // A stranger's key opens nothing and writes nothing.
+    let stranger = OfficerSecret::generate(&RandomSource::os());
+    assert!(matches!(
+        w.provider.officer_open(alice, &stranger).await,
+        Err(Error::WrongCredential)
+    ));
+    let expected = [
+        OfficerAction::Open,
+        OfficerAction::ResetPassword,
+        OfficerAction::Audit,
+        OfficerAction::Open,
+        OfficerAction::Open,
+    ];
+    assert_eq!(w.log(alice).await, expected);
+    // The user sees the log, whatever the keyring's own records say.
+    let user = w.provider.unlock(alice, "reset").await.unwrap();
+    let seen: Vec<OfficerAction> = user
+        .officer_log()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e.action)
+        .collect();
+    assert_eq!(seen, expected);
+
+    // With the log unwritable, no officer path opens anything, and the password stays.
+    std::fs::write(w.root.join("officer.log"), "damaged\n").unwrap();
+    assert!(w.provider.officer_open(alice, &w.officer).await.is_err());
+    assert!(w
+        .provider
+        .officer_reset_password(alice, &w.officer, "taken over")
+        .await
+        .is_err());
+    assert!(w
+        .provider
+        .officer_audit(alice, &w.officer, &[])
+        .await
+        .is_err());
+    assert!(w
+        .provider
+        .keyrings()
+        .unlock(
+            alice,
+            w.binding(alice).await,
+            Credential::Officer(&w.officer)
+        )
+        .await
+        .is_err());
+    assert!(w
+        .provider
+        .unlock_with(alice, Credential::Officer(&w.officer))
+        .await
+        .is_err());
+    w.provider.unlock(alice, "reset").await.unwrap();
+}
+
+/// Item 8, the policy's side. A keyring published after enrollment through the public
+/// keyring API (a companion's, or anyone's with the root key) is checked again against
+/// the account's key model whenever the server reads it: a server-side unlock refuses a
+/// keyring that breaks the model, and the operator's sweep lists it. Before the fix only
+/// `accept_keyring` checked: a model 4 keyring stripped of its officer slot, a model 1
+/// keyring given a slot, or a model 5 keyring stripped of its officer slot went on
+/// opening on the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_08_keyring_policy_is_checked_after_enrollment() {
+    let w = OfficerWorld::new().await;
+    let p = &w.provider;
+    let current = w.officer.public();
+
+    // Model 4: a device drops the officer slot with the public keyring API.
+    let enrollment = p.enroll(KeyModel::DevicePasswordWithOfficer).await.unwrap();
+    let model_4 = enrollment.account;
+    let keyring = p
+        .keyrings()
+        .create(
+            model_4,
+            enrollment.binding.clone(),
+            vec![SlotLock::Password("pw", CHEAP), SlotLock::Officer(&current)],
+        )
+        .await
+        .unwrap();
+    p.accept_keyring(model_4, keyring.epoch_public_keys())
+        .await
+        .unwrap();
+    p.unlock_with(model_4, Credential::Password("pw"))
+        .await
+        .unwrap();
+    let mut device = p
+        .keyrings()
+        .unlock(model_4, enrollment.binding, Credential::Password("pw"))
+        .await
+        .unwrap();
+    let (officer_slot, _) = device.officer_slot_keys()[0];
+    device.remove_slot(officer_slot).await.unwrap();
+    let result = p.unlock_with(model_4, Credential::Password("pw")).await;
+    assert!(
+        matches!(result, Err(Error::PolicyViolation(_))),
+        "a model 4 keyring without an officer slot opened on the server: {:?}",
+        result.map(|_| ())
+    );
+
+    // Model 1: a device adds a slot, which the server must never hold.
+    let enrollment = p.enroll(KeyModel::DeviceOnly).await.unwrap();
+    let model_1 = enrollment.account;
+    let mut keyring = p
+        .keyrings()
+        .create(model_1, enrollment.binding, Vec::new())
+        .await
+        .unwrap();
+    p.accept_keyring(model_1, keyring.epoch_public_keys())
+        .await
+        .unwrap();
+    let device_key = mailvault::keys::DeviceKey::generate(&RandomSource::os());
+    keyring
+        .add_slot(SlotLock::DeviceKey(&device_key))
+        .await
+        .unwrap();
+    let result = p
+        .unlock_with(model_1, Credential::DeviceKey(&device_key))
+        .await;
+    assert!(
+        matches!(result, Err(Error::PolicyViolation(_))),
+        "a model 1 keyring holding a slot opened on the server: {:?}",
+        result.map(|_| ())
+    );
+
+    // Model 5: whoever holds the password and the account secret drops the officer slot.
+    let model_5 = p.create_account("pw").await.unwrap();
+    let mut keyring = p
+        .keyrings()
+        .unlock(
+            model_5,
+            w.binding(model_5).await,
+            Credential::Password("pw"),
+        )
+        .await
+        .unwrap();
+    let (officer_slot, _) = keyring.officer_slot_keys()[0];
+    keyring.remove_slot(officer_slot).await.unwrap();
+    assert!(
+        matches!(
+            p.unlock(model_5, "pw").await,
+            Err(Error::PolicyViolation(_))
+        ),
+        "a model 5 keyring without an officer slot opened on the server"
+    );
+
+    // After an officer key rotation, slots sealed to the retired key still satisfy the
+    // model (recovery works with the retired key) and the sweep lists them to re-seal.
+    let honest = p.create_account("pw").await.unwrap();
+    let successor = OfficerSecret::generate(&RandomSource::os());
+    w.directory
+        .set_officer_keys(vec![
+            OfficerKeyEntry {
+                key: successor.public(),
+                current: true,
+            },
+            OfficerKeyEntry {
+                key: current,
+                current: false,
+            },
+        ])
+        .await
+        .unwrap();
+    p.unlock(honest, "pw").await.unwrap();
+
+    // The operator's sweep, over the server's own list of accounts.
+    let mut seen = Vec::new();
+    let sweep = p
+        .sweep_keyrings([model_4, model_1, model_5, honest], |a| seen.push(a))
+        .await;
+    assert_eq!(seen, [model_4, model_1, model_5, honest]);
+    assert_eq!(sweep.holding, 0);
+    assert_eq!(sweep.retired_officer_only, [honest]);
+    let failed: Vec<AccountId> = sweep.failures.iter().map(|(a, _)| *a).collect();
+    assert_eq!(failed, [model_4, model_1, model_5]);
+    assert!(sweep
+        .failures
+        .iter()
+        .all(|(_, e)| matches!(e, Error::PolicyViolation(_))));
+    // Re-sealed to the current key, the account holds.
+    let mut session = p.unlock(honest, "pw").await.unwrap();
+    session.add_officer_slot().await.unwrap();
+    assert_eq!(
+        p.check_stored_keyring(honest).await.unwrap(),
+        SlotPolicy::Holds
+    );
 }

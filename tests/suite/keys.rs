@@ -74,11 +74,16 @@ async fn every_credential_opens_its_slot_through_the_gate() {
         (&password, Credential::Password("hunter2")),
         (&recovery, Credential::RecoveryCode(code.as_str())),
         (&on_device, Credential::DeviceKey(&device)),
-        (&officer_slot, Credential::Officer(&officer)),
     ] {
         let opened = b.open(slot, credential, &limits, &gate).await.unwrap();
         assert!(opened.same_as(&root));
     }
+    // An officer slot opens only through the keyring store, which writes the officer
+    // log first (see hardening_keys::item_08_officer_unlocks_are_logged_in_the_directory_first).
+    let officer_open = b
+        .open(&officer_slot, Credential::Officer(&officer), &limits, &gate)
+        .await;
+    assert!(matches!(officer_open, Err(Error::InvalidArgument(_))));
     let wrong = b
         .open(&password, Credential::Password("hunter3"), &limits, &gate)
         .await;
