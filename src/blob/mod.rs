@@ -150,6 +150,30 @@ impl BlobStore {
         .await
     }
 
+    /// Test kit: a sealed body of `account` re-sealed by an officer around `plaintext`
+    /// with the file key of its officer wrap (see the attack tests of item 9).
+    ///
+    /// # Errors
+    /// As [`open_sealed_as_officer`](Self::open_sealed_as_officer).
+    #[cfg(feature = "testkit")]
+    pub async fn forge_sealed_as_officer(
+        &self,
+        account: AccountId,
+        id: BlobId,
+        officer: &crate::keys::OfficerSecret,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>> {
+        sealed::forge_as_officer(
+            &self.store,
+            &self.deployment,
+            &account,
+            &id,
+            officer.secret(),
+            plaintext,
+        )
+        .await
+    }
+
     /// Starts a blob sealed to `to`'s public keys: what a deliverer, which holds no
     /// account key, writes.
     ///
@@ -294,7 +318,8 @@ impl AccountBlobs {
 
     /// Reads a whole blob as a stream of authenticated plaintext, with one GET and memory
     /// bounded by a few chunks. The stream ends with an error (never a short clean end)
-    /// if the stored object is truncated or altered.
+    /// if the stored object is truncated or altered, or, for a sealed blob, if its SHA-256
+    /// is not the digest its pin keeps (checked after the last chunk).
     ///
     /// # Errors
     /// [`Error::NotFound`] if the object is gone; [`Error::Tampered`] if the pin does not

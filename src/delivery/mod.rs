@@ -364,6 +364,7 @@ impl Deliverer {
         let delivery = DeliveryId::random(&self.rng);
         let envelope = DeliveryEnvelope {
             stored_len: blob.layout.ciphertext_len(),
+            body_digest: blob.digest,
             mailbox: options.mailbox,
             internal_date: options.internal_date.unwrap_or(crate::unix_now() as i64),
             flags: options.flags,
@@ -474,6 +475,7 @@ pub(crate) fn open_envelope(
         id: object.blob,
         header: object.header,
         layout: BlobLayout::with_header(SEALED_HEADER_LEN, 0).map_err(|_| Rejection::Malformed)?,
+        digest: [0; 32],
     };
     let file_key = blobs
         .unwrap_sealed(&blob, key)
@@ -491,6 +493,7 @@ pub(crate) fn open_envelope(
     let envelope = DeliveryEnvelope::parse(&body).map_err(|_| Rejection::Malformed)?;
     blob.layout = BlobLayout::for_ciphertext_with_header(SEALED_HEADER_LEN, envelope.stored_len)
         .map_err(|_| Rejection::BadBody)?;
+    blob.digest = envelope.body_digest;
     Ok(OpenedDelivery {
         envelope,
         blob,

@@ -23,6 +23,7 @@ use mailvault::keys::{Credential, KdfGate, KdfLimits, OfficerSecret, SlotBinding
 use mailvault::mail::{EpochProgress, Mailstore, Provenance, INBOX};
 use mailvault::storage::{naming, CommitMode, DynStore, Fault, FaultMode, FaultyStore, NoCasStore};
 use object_store::ObjectStoreExt;
+use sha2::Digest;
 
 const MESSAGE: &[u8] = b"From: Bob <bob@example.org>\r\nTo: alice@example.org\r\n\
 Subject: Delivered\r\nMessage-ID: <d1@example.org>\r\nMIME-Version: 1.0\r\n\
@@ -498,6 +499,7 @@ async fn one_message_to_many_recipients_is_sealed_once_per_recipient() {
         header: SealedHeader::parse(&stored).unwrap(),
         layout: BlobLayout::for_ciphertext_with_header(SEALED_HEADER_LEN, stored.len() as u64)
             .unwrap(),
+        digest: sha2::Sha256::digest(&stored).into(),
     };
     let blobs = mailvault::blob::BlobStore::new(w.store.clone(), w.deployment);
     for account in [second, w.account] {

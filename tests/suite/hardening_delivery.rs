@@ -11,7 +11,8 @@ use mailvault::delivery::{
 use mailvault::directory::{AccountRecord, Directory, KeyModel, MemoryDirectory};
 use mailvault::ids::{AccountId, DeploymentId};
 use mailvault::index::IndexStore;
-use mailvault::mail::{ImportReport, Mailstore};
+use mailvault::keys::OfficerSecret;
+use mailvault::mail::{ImportReport, Mailstore, INBOX};
 use mailvault::storage::{naming, DynStore};
 use object_store::ObjectStoreExt;
 
@@ -26,12 +27,17 @@ struct World {
     signing: [u8; 32],
     account: AccountId,
     key: AccountKey,
+    officer: OfficerSecret,
 }
 
 impl World {
+    async fn new(model: KeyModel) -> Self {
+        Self::on(model, super::memory()).await
+    }
+
     async fn on(model: KeyModel, store: DynStore) -> Self {
         let rng = RandomSource::os();
-        let (directory, _officer, signing) = super::directory_with_officer_and_signer(&rng).await;
+        let (directory, officer, signing) = super::directory_with_officer_and_signer(&rng).await;
         let account = AccountId::random(&rng);
         let key = AccountKey::generate(1, &rng);
         directory
@@ -48,6 +54,7 @@ impl World {
             signing: *signing.to_bytes(),
             account,
             key,
+            officer,
         }
     }
 
@@ -152,3 +159,110 @@ async fn item_12_cases(backend: &str, store: &DynStore, len: usize, flips: std::
         assert!(w.store.head(&envelope).await.is_ok(), "{case}");
     }
 }
+
+/// Item 9: under key model 4 the officer knows every delivered body's file key. With
+/// write access to the bucket it swaps a delivered body for another of the same length
+/// sealed under that key, before or after the import. The import cannot see it (it
+/// reads no body), but the first full read does: the envelope signs the digest of the
+/// stored body, which the pin keeps. `analyze`, a whole read and a streamed read all
+/// fail; the untouched delivery next to it reads.
+#[tokio::test]
+async fn item_09_a_body_swapped_under_the_same_file_key_fails_its_first_full_read() {
+    for before_import in [true, false] {
+        let w = World::new(KeyModel::DevicePasswordWithOfficer).await;
+        let genuine = b"Subject: genuine\r\n\r\npay invoice 1 to account A".to_vec();
+        let forged = b"Subject: FORGED!\r\n\r\npay invoice 1 to account B".to_vec();
+        assert_eq!(genuine.len(), forged.len());
+        let target = w.deliver(&genuine).await;
+        let control = w.deliver(&genuine).await;
+        let blobs = mailvault::blob::BlobStore::new(w.store.clone(), w.deployment);
+        let swap = || async {
+            let bytes = blobs
+                .forge_sealed_as_officer(w.account, target.blob, &w.officer, &forged)
+                .await
+                .unwrap();
+            let path = naming::blob_path(&w.account, &target.blob);
+            w.store.put(&path, bytes.into()).await.unwrap();
+        };
+        if before_import {
+            swap().await;
+        }
+        let report = w.import().await;
+        assert_eq!(report.imported.len(), 2, "{report:?}");
+        if !before_import {
+            swap().await;
+        }
+        let mut mail = w.mail().await;
+        let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
+        let uid_of = |delivery| {
+            report
+                .imported
+                .iter()
+                .find(|(d, _, _)| *d == delivery)
+                .unwrap()
+                .2
+        };
+        let (swapped, kept) = (uid_of(target.delivery), uid_of(control.delivery));
+        let case = if before_import {
+            "swapped before the import"
+        } else {
+            "swapped after"
+        };
+        let email = mail.email(inbox, swapped).unwrap();
+        let streamed =
+            async { mailvault::testkit::collect_stream(mail.read_stream(&email).await?).await };
+        assert!(
+            matches!(streamed.await, Err(mailvault::Error::Tampered)),
+            "{case}: a streamed read of the swapped body"
+        );
+        let read = mail.read(&email).await;
+        assert!(
+            matches!(read, Err(mailvault::Error::Tampered)),
+            "{case}: the swapped body read as {:?}",
+            read.map(|b| String::from_utf8_lossy(&b).into_owned())
+        );
+        let analyzed = mail.analyze(inbox, swapped).await;
+        assert!(
+            matches!(analyzed, Err(mailvault::Error::Tampered)),
+            "{case}: analyze gave {:?}",
+            analyzed.map(|e| e.envelope.subject)
+        );
+        let email = mail.analyze(inbox, kept).await.unwrap();
+        assert_eq!(email.envelope.subject.as_deref(), Some("genuine"));
+        assert_eq!(&mail.read(&email).await.unwrap()[..], &genuine[..]);
+    }
+}
+
+/// Item 9: every sealed header has the same shape, whether or not the key model names
+/// an officer: the same stanza count, and in the officer's place an X25519 public key as
+/// a real wrap has (never random bytes, half of which no X25519 public key can be: their
+/// top bit is set). The store cannot tell which bodies an officer can open.
+#[tokio::test]
+async fn item_09_every_sealed_header_has_the_same_shape() {
+    let with = World::new(KeyModel::DevicePasswordWithOfficer).await;
+    let without = World::new(KeyModel::DeviceOnly).await;
+    let mut headers = Vec::new();
+    for w in [&with, &without] {
+        for _ in 0..32 {
+            let receipt = w.deliver(b"Subject: x\r\n\r\nbody").await;
+            let stored = w
+                .stored(&naming::blob_path(&w.account, &receipt.blob))
+                .await;
+            headers.push((w.account == with.account, stored[..240].to_vec()));
+        }
+    }
+    let shape = |h: &[u8]| h[44..48].to_vec();
+    let first = shape(&headers[0].1);
+    for (officer, header) in &headers {
+        assert_eq!(
+            shape(header),
+            first,
+            "officer {officer}: the recipients bytes differ"
+        );
+        // Both stanzas' ephemeral keys look like X25519 public keys (top bit clear).
+        for at in [48 + 31, 128 + 31] {
+            assert_eq!(header[at] & 0x80, 0, "officer {officer}: byte {at}");
+        }
+    }
+}
+
