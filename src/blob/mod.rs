@@ -41,7 +41,7 @@ use futures::stream::BoxStream;
 use object_store::{ObjectStoreExt, PutMode, PutOptions};
 
 pub use cipher::BlobCipher;
-pub use sealed::{SealedBlob, SealedBlobWriter, SealedRecipients};
+pub use sealed::{officer_binding, SealedBlob, SealedBlobWriter, SealedOfficer, SealedRecipients};
 pub use write::BlobWriter;
 use write::WrittenHeader;
 
@@ -130,15 +130,19 @@ impl BlobStore {
     /// Reads a whole sealed blob (a delivery) of `account` with an officer's secret key,
     /// from the blob alone (no pin, no keyring): how an officer recovers incoming mail
     /// under key models 4 and 5, even after the user removed the officer's key slot.
+    /// `record` is the account's record in the trusted directory: the officer's wrap is
+    /// bound to its secret ([`officer_binding`]), so once the account is erased no officer
+    /// key opens any copy of its bodies.
     ///
     /// # Errors
     /// [`Error::NotFound`] if the blob is gone; [`Error::Tampered`] if it has no wrap for
-    /// this officer or fails authentication.
+    /// this officer and this record, or fails authentication.
     pub async fn open_sealed_as_officer(
         &self,
         account: AccountId,
         id: BlobId,
         officer: &crate::keys::OfficerSecret,
+        record: &crate::directory::AccountRecord,
     ) -> Result<Vec<u8>> {
         sealed::open_as_officer(
             &self.store,
@@ -146,6 +150,7 @@ impl BlobStore {
             &account,
             &id,
             officer.secret(),
+            &officer_binding(record, &self.deployment, &account),
         )
         .await
     }
@@ -161,6 +166,7 @@ impl BlobStore {
         account: AccountId,
         id: BlobId,
         officer: &crate::keys::OfficerSecret,
+        record: &crate::directory::AccountRecord,
         plaintext: &[u8],
     ) -> Result<Vec<u8>> {
         sealed::forge_as_officer(
@@ -169,6 +175,7 @@ impl BlobStore {
             &account,
             &id,
             officer.secret(),
+            &officer_binding(record, &self.deployment, &account),
             plaintext,
         )
         .await

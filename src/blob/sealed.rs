@@ -31,8 +31,46 @@ pub struct SealedRecipients {
     pub epoch: u32,
     /// The epoch's X25519 public key.
     pub public_key: [u8; 32],
-    /// An officer's X25519 public key, when the account's key model requires one.
-    pub officer: Option<[u8; 32]>,
+    /// The officer to seal to, when the account's key model requires one.
+    pub officer: Option<SealedOfficer>,
+}
+
+/// The officer a sealed blob is also wrapped for: its public key, and the account's
+/// officer binding ([`officer_binding`]), mixed into the wrap so that erasing the
+/// account's directory secret makes the officer's wrap unopenable, backups included.
+#[derive(Clone)]
+pub struct SealedOfficer {
+    /// The officer's X25519 public key.
+    pub public_key: [u8; 32],
+    /// The account's officer binding.
+    pub binding: [u8; 32],
+}
+
+impl std::fmt::Debug for SealedOfficer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedOfficer")
+            .field("public_key", &self.public_key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The officer binding of `account`: HKDF-Expand(account's directory secret,
+/// "mailvault/v1/sealed/officer-binding", deployment ‖ account). Mixed into the officer's
+/// wrap of every body delivered to the account. It opens nothing alone (a deliverer may
+/// hold it); without it an officer key opens no body, so erasing the directory record
+/// (crypto-erase) reaches the officer's copy of delivered mail.
+pub fn officer_binding(
+    record: &crate::directory::AccountRecord,
+    deployment: &DeploymentId,
+    account: &AccountId,
+) -> [u8; 32] {
+    let key = Key32::from_bytes(*record.secret());
+    *crate::crypto::kdf::derive_key(
+        &key,
+        crate::crypto::kdf::LABEL_SEALED_OFFICER_BINDING,
+        &[deployment.as_bytes(), account.as_bytes()],
+    )
+    .expose()
 }
 
 /// A sealed blob as written: what its pin needs once the key holder imports it.
@@ -115,6 +153,7 @@ impl SealedBlobWriter {
             rng,
             &file_key,
             &to.public_key,
+            b"",
             &[&wrap_context(&deployment, &to.account, &id, 0)],
             &ad,
         )?;
@@ -122,7 +161,8 @@ impl SealedBlobWriter {
             header.officer = sealing::wrap(
                 rng,
                 &file_key,
-                officer,
+                &officer.public_key,
+                &officer.binding,
                 &[&wrap_context(&deployment, &to.account, &id, 1)],
                 &ad,
             )?;
@@ -213,6 +253,7 @@ impl AccountBlobs {
         sealing::unwrap(
             &key.x25519_secret(),
             &blob.header.account,
+            b"",
             &[&wrap_context(&self.deployment, &self.account, &blob.id, 0)],
             &blob.header.wrap_context(),
         )
@@ -238,6 +279,7 @@ pub(crate) async fn open_as_officer(
     account: &AccountId,
     id: &BlobId,
     officer: &x25519_dalek::StaticSecret,
+    binding: &[u8; 32],
 ) -> Result<Vec<u8>> {
     let stored = store
         .get(&naming::blob_path(account, id))
@@ -248,6 +290,7 @@ pub(crate) async fn open_as_officer(
     let file_key = sealing::unwrap(
         officer,
         &header.officer,
+        binding,
         &[&wrap_context(deployment, account, id, 1)],
         &header.wrap_context(),
     )?;
@@ -274,6 +317,7 @@ pub(crate) async fn forge_as_officer(
     account: &AccountId,
     id: &BlobId,
     officer: &x25519_dalek::StaticSecret,
+    binding: &[u8; 32],
     plaintext: &[u8],
 ) -> Result<Vec<u8>> {
     let stored = store
@@ -285,6 +329,7 @@ pub(crate) async fn forge_as_officer(
     let file_key = sealing::unwrap(
         officer,
         &header.officer,
+        binding,
         &[&wrap_context(deployment, account, id, 1)],
         &header.wrap_context(),
     )?;

@@ -50,7 +50,9 @@ use futures::{Stream, StreamExt};
 use object_store::{PutMode, PutOptions};
 use zeroize::Zeroizing;
 
-use crate::blob::{AccountBlobs, BlobStore, SealedBlob, SealedRecipients};
+use crate::blob::{
+    officer_binding, AccountBlobs, BlobStore, SealedBlob, SealedOfficer, SealedRecipients,
+};
 use crate::crypto::kdf;
 use crate::crypto::record::RecordCipher;
 use crate::crypto::{AccountKey, Key32, RandomSource};
@@ -148,14 +150,19 @@ no_mail_secret!(BlobStore, PublicDirectory, DeliverySigningKey, RandomSource);
 pub struct PublicDirectory(Arc<dyn Directory>);
 
 impl PublicDirectory {
-    /// Where mail for `account` is sealed to: its newest epoch's public key, and the
-    /// current officer key when its key model requires officer sealing.
+    /// Where mail for `account` of `deployment` is sealed to: its newest epoch's public
+    /// key, and the current officer key with the account's officer binding (derived from
+    /// its directory secret) when its key model requires officer sealing.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for an account the directory does not know (or that was
     /// erased); [`Error::Config`] when the model requires an officer and the directory
     /// has no current officer key.
-    pub async fn recipients(&self, account: AccountId) -> Result<SealedRecipients> {
+    pub async fn recipients(
+        &self,
+        deployment: &DeploymentId,
+        account: AccountId,
+    ) -> Result<SealedRecipients> {
         let record = self
             .0
             .account_record(&account)
@@ -175,7 +182,10 @@ impl PublicDirectory {
                 .into_iter()
                 .find(|k| k.current)
                 .ok_or_else(|| Error::Config("the key model requires an officer key".into()))?;
-            Some(current.key.to_bytes())
+            Some(SealedOfficer {
+                public_key: current.key.to_bytes(),
+                binding: officer_binding(&record, deployment, &account),
+            })
         } else {
             None
         };
@@ -348,7 +358,10 @@ impl Deliverer {
     where
         S: Stream<Item = Result<Bytes>> + Unpin,
     {
-        let to = self.directory.recipients(account).await?;
+        let to = self
+            .directory
+            .recipients(&self.blobs.deployment(), account)
+            .await?;
         let mut writer = self.blobs.sealed_writer(&to, BlobKind::Message)?;
         let mut body = body;
         while let Some(piece) = body.next().await {

@@ -148,12 +148,13 @@ async fn transparent_flow_deliver_login_import_read() {
     let provider = Provider::new(
         store.clone(),
         DeploymentId::random(&rng),
-        directory,
+        directory.clone(),
         cheap_config(),
     )
     .await
     .unwrap();
     let alice = provider.create_account("pw").await.unwrap();
+    let alice_record = directory.account_record(&alice).await.unwrap().unwrap();
     let deliverer = provider.deliverer(signing);
     let receipt = deliverer
         .deliver_bytes(
@@ -170,7 +171,7 @@ async fn transparent_flow_deliver_login_import_read() {
     assert_eq!(receipt.size, MESSAGE.len() as u64);
     // Model 5 names the officer: the body is also wrapped for the officer.
     let recovered = mailvault::blob::BlobStore::new(store.clone(), provider_deployment(&provider))
-        .open_sealed_as_officer(alice, receipt.blob, &officer)
+        .open_sealed_as_officer(alice, receipt.blob, &officer, &alice_record)
         .await;
     assert_eq!(recovered.unwrap(), MESSAGE);
 
@@ -418,10 +419,12 @@ async fn the_officer_recovers_a_model_4_delivery_after_the_officer_slot_is_gone(
         provider.officer_open(account, &officer).await,
         Err(mailvault::Error::WrongCredential)
     ));
-    // ...but recovers the delivery from the officer's wrap in the body's header.
+    // ...but recovers the delivery from the officer's wrap in the body's header (with
+    // the account's directory record, which its wrap is bound to).
+    let record = directory.account_record(&account).await.unwrap().unwrap();
     let blobs = mailvault::blob::BlobStore::new(store.clone(), deployment);
     let recovered = blobs
-        .open_sealed_as_officer(account, receipt.blob, &officer)
+        .open_sealed_as_officer(account, receipt.blob, &officer, &record)
         .await
         .unwrap();
     assert_eq!(recovered, MESSAGE);
@@ -435,7 +438,7 @@ async fn the_officer_recovers_a_model_4_delivery_after_the_officer_slot_is_gone(
     let email = mail.email(inbox, uid).unwrap();
     assert_eq!(&mail.read(&email).await.unwrap()[..], MESSAGE);
     let recovered = blobs
-        .open_sealed_as_officer(account, receipt.blob, &officer)
+        .open_sealed_as_officer(account, receipt.blob, &officer, &record)
         .await
         .unwrap();
     assert_eq!(recovered, MESSAGE);
@@ -450,7 +453,17 @@ async fn the_officer_recovers_a_model_4_delivery_after_the_officer_slot_is_gone(
     let blobs = mailvault::blob::BlobStore::new(device_only.store.clone(), device_only.deployment);
     assert!(matches!(
         blobs
-            .open_sealed_as_officer(device_only.account, receipt.blob, &device_only.officer)
+            .open_sealed_as_officer(
+                device_only.account,
+                receipt.blob,
+                &device_only.officer,
+                &device_only
+                    .directory
+                    .account_record(&device_only.account)
+                    .await
+                    .unwrap()
+                    .unwrap()
+            )
             .await,
         Err(mailvault::Error::Tampered)
     ));

@@ -93,6 +93,15 @@ impl World {
             .unwrap()
     }
 
+    /// The account's record in the trusted directory.
+    async fn record(&self) -> AccountRecord {
+        self.directory
+            .account_record(&self.account)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
     async fn stored(&self, path: &object_store::path::Path) -> Vec<u8> {
         self.store
             .get(path)
@@ -178,7 +187,13 @@ async fn item_09_a_body_swapped_under_the_same_file_key_fails_its_first_full_rea
         let blobs = mailvault::blob::BlobStore::new(w.store.clone(), w.deployment);
         let swap = || async {
             let bytes = blobs
-                .forge_sealed_as_officer(w.account, target.blob, &w.officer, &forged)
+                .forge_sealed_as_officer(
+                    w.account,
+                    target.blob,
+                    &w.officer,
+                    &w.record().await,
+                    &forged,
+                )
                 .await
                 .unwrap();
             let path = naming::blob_path(&w.account, &target.blob);
@@ -266,3 +281,92 @@ async fn item_09_every_sealed_header_has_the_same_shape() {
     }
 }
 
+/// Every object of `from`, copied into a new in-memory store: a backup of the bucket.
+async fn backup_of(from: &DynStore) -> DynStore {
+    use futures::TryStreamExt;
+    let to = super::memory();
+    let objects: Vec<_> = from.list(None).try_collect().await.unwrap();
+    for meta in objects {
+        let bytes = from
+            .get(&meta.location)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        to.put(&meta.location, bytes.into()).await.unwrap();
+    }
+    to
+}
+
+/// Item 5: crypto-erase reaches the officer's copy of delivered mail. Under key model 4
+/// bodies are delivered while officer key A is current, then after A was retired for B;
+/// one is imported, one still pending. Before the erase, each officer key opens the
+/// bodies sealed to it from a copy of the bucket. After `erase_account`, that pre-erase
+/// copy and every officer secret, retired included, open no body.
+#[tokio::test]
+async fn item_05_after_erase_no_officer_key_opens_a_delivered_body_of_a_backup() {
+    use mailvault::directory::OfficerKeyEntry;
+    let w = World::new(KeyModel::DevicePasswordWithOfficer).await;
+    let retired = OfficerSecret::from_bytes(*w.officer.to_bytes());
+    let first = w.deliver(b"Subject: one\r\n\r\nunder officer key A").await;
+    let current = OfficerSecret::generate(&RandomSource::os());
+    w.directory
+        .set_officer_keys(vec![
+            OfficerKeyEntry {
+                key: retired.public(),
+                current: false,
+            },
+            OfficerKeyEntry {
+                key: current.public(),
+                current: true,
+            },
+        ])
+        .await
+        .unwrap();
+    let second = w.deliver(b"Subject: two\r\n\r\nunder officer key B").await;
+    assert_eq!(w.import().await.imported.len(), 2);
+    let third = w.deliver(b"Subject: three\r\n\r\npending").await;
+    let deliveries = [(&first, &retired), (&second, &current), (&third, &current)];
+
+    let backup = backup_of(&w.store).await;
+    let blobs = mailvault::blob::BlobStore::new(backup.clone(), w.deployment);
+    // Before the erase, each body opens with the officer key it was sealed to and the
+    // account's directory record.
+    let record = w.record().await;
+    for (receipt, officer) in deliveries {
+        let body = blobs
+            .open_sealed_as_officer(w.account, receipt.blob, officer, &record)
+            .await
+            .unwrap();
+        assert_eq!(body.len() as u64, receipt.size);
+    }
+    drop(record);
+
+    w.directory.erase_account(&w.account).await.unwrap();
+    assert!(w
+        .directory
+        .account_record(&w.account)
+        .await
+        .unwrap()
+        .is_none());
+    // What is left to try: the record is gone, so any stand-in for its secret.
+    let stand_ins = [[0u8; 32], rand::random()]
+        .map(|secret| AccountRecord::new(KeyModel::DevicePasswordWithOfficer, Vec::new(), secret));
+    for (i, officer) in [&retired, &current].into_iter().enumerate() {
+        for ((receipt, _), record) in deliveries
+            .iter()
+            .flat_map(|d| stand_ins.iter().map(move |r| (*d, r)))
+        {
+            let opened = blobs
+                .open_sealed_as_officer(w.account, receipt.blob, officer, record)
+                .await;
+            assert!(
+                matches!(opened, Err(mailvault::Error::Tampered)),
+                "officer key {i} opened body {} of the pre-erase backup after the erase: {:?}",
+                receipt.blob,
+                opened.map(|b| String::from_utf8_lossy(&b).into_owned())
+            );
+        }
+    }
+}
