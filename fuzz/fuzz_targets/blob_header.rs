@@ -1,5 +1,5 @@
 //! Parsers of untrusted bytes: the blob header (symmetric and sealed) and the blob pin
-//! (versions 1 and 2).
+//! (versions 1 and 3).
 //!
 //! Neither may panic, and whatever parses must serialise back to the very bytes it was
 //! parsed from (the header from the first 76 bytes of its input, the pin from all of it):

@@ -1,6 +1,6 @@
 //! Parsers of a pending delivery: the envelope object (delivery and blob ids, the body's
-//! sealed header, sealed body, signature) and the opened envelope body (stored length,
-//! mailbox, date, flags).
+//! sealed header, sealed body, signature) and the opened envelope body (stored length and
+//! digest, mailbox, date, flags).
 //! Neither may panic; what parses must describe its input exactly.
 
 #![no_main]

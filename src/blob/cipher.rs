@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use object_store::PutPayload;
+use sha2::Digest;
 
 use crate::crypto::kdf::{
     self, LABEL_BLOB_INPUT, LABEL_BLOB_KEYS, LABEL_PIN_WRAP, LABEL_SEALED_KEYS,
@@ -113,11 +114,10 @@ impl BlobCipher {
     pub(crate) fn pin_sealed(
         &self,
         rng: &RandomSource,
-        id: BlobId,
-        header: SealedHeader,
-        layout: BlobLayout,
+        blob: &super::SealedBlob,
         file_key: &Key32,
     ) -> Result<BlobPin> {
+        let (id, header) = (blob.id, blob.header);
         let (_, commitment) = sealed_keys(file_key, &self.deployment, &self.account, &id, &header);
         if !commitments_equal(&commitment, &header.commitment) || header.epoch != self.epoch {
             return Err(Error::Tampered);
@@ -136,8 +136,9 @@ impl BlobCipher {
             SealedKey {
                 header,
                 wrapped_key,
+                digest: blob.digest,
             },
-            layout,
+            blob.layout,
         ))
     }
 
@@ -452,10 +453,17 @@ impl Opener {
 }
 
 /// The header length of a stored blob that has the length and header its pin records.
+/// For a sealed blob, also that its SHA-256 is the one the deliverer signed.
 fn check_stored(pin: &BlobPin, stored: &[u8]) -> Result<usize> {
     let header_len = pin.layout().header_len() as usize;
     if stored.len() as u64 != pin.stored_len() || stored[..header_len] != pin.header_bytes()[..] {
         return Err(Error::Tampered);
+    }
+    if let Some(sealed) = pin.sealed_key() {
+        let digest: [u8; 32] = sha2::Sha256::digest(stored).into();
+        if !commitments_equal(&digest, &sealed.digest) {
+            return Err(Error::Tampered);
+        }
     }
     Ok(header_len)
 }

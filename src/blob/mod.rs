@@ -41,7 +41,7 @@ use futures::stream::BoxStream;
 use object_store::{ObjectStoreExt, PutMode, PutOptions};
 
 pub use cipher::BlobCipher;
-pub use sealed::{SealedBlob, SealedBlobWriter, SealedRecipients};
+pub use sealed::{officer_binding, SealedBlob, SealedBlobWriter, SealedOfficer, SealedRecipients};
 pub use write::BlobWriter;
 use write::WrittenHeader;
 
@@ -130,15 +130,19 @@ impl BlobStore {
     /// Reads a whole sealed blob (a delivery) of `account` with an officer's secret key,
     /// from the blob alone (no pin, no keyring): how an officer recovers incoming mail
     /// under key models 4 and 5, even after the user removed the officer's key slot.
+    /// `record` is the account's record in the trusted directory: the officer's wrap is
+    /// bound to its secret ([`officer_binding`]), so once the account is erased no officer
+    /// key opens any copy of its bodies.
     ///
     /// # Errors
     /// [`Error::NotFound`] if the blob is gone; [`Error::Tampered`] if it has no wrap for
-    /// this officer or fails authentication.
+    /// this officer and this record, or fails authentication.
     pub async fn open_sealed_as_officer(
         &self,
         account: AccountId,
         id: BlobId,
         officer: &crate::keys::OfficerSecret,
+        record: &crate::directory::AccountRecord,
     ) -> Result<Vec<u8>> {
         sealed::open_as_officer(
             &self.store,
@@ -146,6 +150,33 @@ impl BlobStore {
             &account,
             &id,
             officer.secret(),
+            &officer_binding(record, &self.deployment, &account),
+        )
+        .await
+    }
+
+    /// Test kit: a sealed body of `account` re-sealed by an officer around `plaintext`
+    /// with the file key of its officer wrap (see the attack tests of item 9).
+    ///
+    /// # Errors
+    /// As [`open_sealed_as_officer`](Self::open_sealed_as_officer).
+    #[cfg(feature = "testkit")]
+    pub async fn forge_sealed_as_officer(
+        &self,
+        account: AccountId,
+        id: BlobId,
+        officer: &crate::keys::OfficerSecret,
+        record: &crate::directory::AccountRecord,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>> {
+        sealed::forge_as_officer(
+            &self.store,
+            &self.deployment,
+            &account,
+            &id,
+            officer.secret(),
+            &officer_binding(record, &self.deployment, &account),
+            plaintext,
         )
         .await
     }
@@ -294,7 +325,8 @@ impl AccountBlobs {
 
     /// Reads a whole blob as a stream of authenticated plaintext, with one GET and memory
     /// bounded by a few chunks. The stream ends with an error (never a short clean end)
-    /// if the stored object is truncated or altered.
+    /// if the stored object is truncated or altered, or, for a sealed blob, if its SHA-256
+    /// is not the digest its pin keeps (checked after the last chunk).
     ///
     /// # Errors
     /// [`Error::NotFound`] if the object is gone; [`Error::Tampered`] if the pin does not

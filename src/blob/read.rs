@@ -2,6 +2,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
+use sha2::{Digest, Sha256};
 
 use super::cipher::{BlobCipher, Opener};
 use super::BlobStream;
@@ -15,11 +16,16 @@ struct ReadState {
     header: Vec<u8>,
     expected_header: Vec<u8>,
     opener: Option<Opener>,
+    /// For a sealed blob: the SHA-256 of what arrived so far, and the signed one.
+    digest: Option<(Sha256, [u8; 32])>,
 }
 
 impl ReadState {
     /// Feeds one piece of the stored object; returns plaintext that became available.
     fn feed(&mut self, mut data: &[u8]) -> Result<Vec<u8>> {
+        if let Some((digest, _)) = &mut self.digest {
+            digest.update(data);
+        }
         let header_len = self.expected_header.len();
         if self.header.len() < header_len {
             let take = (header_len - self.header.len()).min(data.len());
@@ -46,6 +52,12 @@ impl ReadState {
             .take()
             .ok_or(Error::Tampered)?
             .finish(&mut out)?;
+        if let Some((digest, expected)) = self.digest.take() {
+            let digest: [u8; 32] = digest.finalize().into();
+            if !crate::crypto::commitments_equal(&digest, &expected) {
+                return Err(Error::Tampered);
+            }
+        }
         Ok(out)
     }
 }
@@ -67,6 +79,7 @@ pub(super) async fn stream(
         header: Vec::new(),
         expected_header: pin.header_bytes(),
         opener: Some(Opener::new(payload, pin.layout())),
+        digest: pin.sealed_key().map(|s| (Sha256::new(), s.digest)),
     };
     let stream = futures::stream::try_unfold(Some(state), |state| async move {
         let Some(mut state) = state else {

@@ -33,8 +33,46 @@ pub struct SealedRecipients {
     pub epoch: u32,
     /// The epoch's X25519 public key.
     pub public_key: [u8; 32],
-    /// An officer's X25519 public key, when the account's key model requires one.
-    pub officer: Option<[u8; 32]>,
+    /// The officer to seal to, when the account's key model requires one.
+    pub officer: Option<SealedOfficer>,
+}
+
+/// The officer a sealed blob is also wrapped for: its public key, and the account's
+/// officer binding ([`officer_binding`]), mixed into the wrap so that erasing the
+/// account's directory secret makes the officer's wrap unopenable, backups included.
+#[derive(Clone)]
+pub struct SealedOfficer {
+    /// The officer's X25519 public key.
+    pub public_key: [u8; 32],
+    /// The account's officer binding.
+    pub binding: [u8; 32],
+}
+
+impl std::fmt::Debug for SealedOfficer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedOfficer")
+            .field("public_key", &self.public_key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The officer binding of `account`: HKDF-Expand(account's directory secret,
+/// "mailvault/v1/sealed/officer-binding", deployment ‖ account). Mixed into the officer's
+/// wrap of every body delivered to the account. It opens nothing alone (a deliverer may
+/// hold it); without it an officer key opens no body, so erasing the directory record
+/// (crypto-erase) reaches the officer's copy of delivered mail.
+pub fn officer_binding(
+    record: &crate::directory::AccountRecord,
+    deployment: &DeploymentId,
+    account: &AccountId,
+) -> [u8; 32] {
+    let key = Key32::from_bytes(*record.secret());
+    *crate::crypto::kdf::derive_key(
+        &key,
+        crate::crypto::kdf::LABEL_SEALED_OFFICER_BINDING,
+        &[deployment.as_bytes(), account.as_bytes()],
+    )
+    .expose()
 }
 
 /// A sealed blob as written: what its pin needs once the key holder imports it.
@@ -46,6 +84,9 @@ pub struct SealedBlob {
     pub header: SealedHeader,
     /// Its length arithmetic.
     pub layout: BlobLayout,
+    /// SHA-256 of the whole stored object (header and chunks) as the deliverer wrote it:
+    /// signed in the envelope, kept in the pin, checked on every whole read.
+    pub digest: [u8; 32],
 }
 
 impl SealedBlob {
@@ -90,47 +131,43 @@ impl SealedBlobWriter {
     ) -> Result<Self> {
         let id = BlobId::random(rng);
         let file_key = Key32::random(rng);
-        let random_stanza = || {
-            let mut stanza = Stanza {
-                ephemeral: [0; 32],
-                wrapped: [0; WRAPPED_KEY_LEN],
-            };
-            rng.fill(&mut stanza.ephemeral);
-            rng.fill(&mut stanza.wrapped);
-            stanza
+        // In the officer's place when the model names none: a decoy of the same shape
+        // as a wrap (a fresh X25519 public key, and random bytes as the AEAD output).
+        let mut decoy = Stanza {
+            ephemeral: x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(
+                rng.bytes32(),
+            ))
+            .to_bytes(),
+            wrapped: [0; WRAPPED_KEY_LEN],
         };
+        rng.fill(&mut decoy.wrapped);
         let mut header = SealedHeader {
             kind,
             epoch: to.epoch,
             salt: rng.bytes32(),
-            account: random_stanza(),
-            officer: to.officer.map(|_| random_stanza()),
-            filler: random_stanza(),
+            account: decoy,
+            officer: decoy,
             commitment: [0; 32],
         };
-        if header.officer.is_some() {
-            header.filler = Stanza {
-                ephemeral: [0; 32],
-                wrapped: [0; WRAPPED_KEY_LEN],
-            };
-        }
-        // The wraps bind everything before the stanzas (kind, epoch, salt, recipients).
+        // The wraps bind everything before the stanzas (kind, epoch, salt, stanza count).
         let ad = header.wrap_context();
         header.account = sealing::wrap(
             rng,
             &file_key,
             &to.public_key,
+            b"",
             &[&wrap_context(&deployment, &to.account, &id, 0)],
             &ad,
         )?;
         if let Some(officer) = &to.officer {
-            header.officer = Some(sealing::wrap(
+            header.officer = sealing::wrap(
                 rng,
                 &file_key,
-                officer,
+                &officer.public_key,
+                &officer.binding,
                 &[&wrap_context(&deployment, &to.account, &id, 1)],
                 &ad,
-            )?);
+            )?;
         }
         let (payload, commitment) = sealed_keys(&file_key, &deployment, &to.account, &id, &header);
         header.commitment = commitment;
@@ -141,7 +178,8 @@ impl SealedBlobWriter {
             WrittenHeader::Sealed(Box::new(header)),
             PayloadCipher::new(&payload),
             config,
-        );
+        )
+        .with_digest();
         Ok(Self {
             inner,
             header,
@@ -174,11 +212,12 @@ impl SealedBlobWriter {
     /// envelope's key from it).
     pub(crate) async fn finish_with_key(self) -> Result<(SealedBlob, Key32)> {
         let id = self.inner.id();
-        let layout = self.inner.finish_layout().await?;
+        let (layout, digest) = self.inner.finish_layout().await?;
         let blob = SealedBlob {
             id,
             header: self.header,
             layout,
+            digest: digest.expect("a sealed writer computes the digest"),
         };
         Ok((blob, self.file_key))
     }
@@ -216,6 +255,7 @@ impl AccountBlobs {
         sealing::unwrap(
             &key.x25519_secret(),
             &blob.header.account,
+            b"",
             &[&wrap_context(&self.deployment, &self.account, &blob.id, 0)],
             &blob.header.wrap_context(),
         )
@@ -225,7 +265,7 @@ impl AccountBlobs {
     /// commitment).
     pub(crate) fn pin_sealed_with(&self, blob: &SealedBlob, file_key: &Key32) -> Result<BlobPin> {
         let cipher: &BlobCipher = self.for_epoch(blob.header.epoch)?;
-        cipher.pin_sealed(&self.rng, blob.id, blob.header, blob.layout, file_key)
+        cipher.pin_sealed(&self.rng, blob, file_key)
     }
 }
 
@@ -241,6 +281,7 @@ pub(crate) async fn open_as_officer(
     account: &AccountId,
     id: &BlobId,
     officer: &x25519_dalek::StaticSecret,
+    binding: &[u8; 32],
 ) -> Result<Vec<u8>> {
     let stored = crate::storage::get_bounded(
         store.as_ref(),
@@ -249,10 +290,10 @@ pub(crate) async fn open_as_officer(
     )
     .await?;
     let header = SealedHeader::parse(&stored)?;
-    let stanza = header.officer.as_ref().ok_or(Error::Tampered)?;
     let file_key = sealing::unwrap(
         officer,
-        stanza,
+        &header.officer,
+        binding,
         &[&wrap_context(deployment, account, id, 1)],
         &header.wrap_context(),
     )?;
@@ -265,5 +306,39 @@ pub(crate) async fn open_as_officer(
     let mut out = Vec::with_capacity(layout.plaintext_len() as usize);
     opener.push(&stored[SEALED_HEADER_LEN..], &mut out)?;
     opener.finish(&mut out)?;
+    Ok(out)
+}
+
+/// Test kit: what an officer who can also write to the bucket can do to a sealed body
+/// under key models 4 and 5. It unwraps the file key from its own wrap and seals
+/// `plaintext` under it behind the stored header, as the deliverer would have. Returns
+/// the forged object (the caller puts it in place of the body).
+#[cfg(feature = "testkit")]
+pub(crate) async fn forge_as_officer(
+    store: &DynStore,
+    deployment: &DeploymentId,
+    account: &AccountId,
+    id: &BlobId,
+    officer: &x25519_dalek::StaticSecret,
+    binding: &[u8; 32],
+    plaintext: &[u8],
+) -> Result<Vec<u8>> {
+    let stored = crate::storage::get_bounded(
+        store.as_ref(),
+        &naming::blob_path(account, id),
+        MAX_OFFICER_READ_LEN,
+    )
+    .await?;
+    let header = SealedHeader::parse(&stored)?;
+    let file_key = sealing::unwrap(
+        officer,
+        &header.officer,
+        binding,
+        &[&wrap_context(deployment, account, id, 1)],
+        &header.wrap_context(),
+    )?;
+    let (payload, _) = sealed_keys(&file_key, deployment, account, id, &header);
+    let mut out = stored[..SEALED_HEADER_LEN].to_vec();
+    PayloadCipher::new(&payload).seal(0, plaintext, true, &mut out);
     Ok(out)
 }

@@ -1,6 +1,7 @@
 use bytes::Bytes;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
+use sha2::{Digest, Sha256};
 
 use super::cipher::Sealer;
 use super::BlobConfig;
@@ -31,6 +32,9 @@ pub struct BlobWriter {
     upload: Option<WriteMultipart>,
     config: BlobConfig,
     failed: bool,
+    /// SHA-256 of every stored byte handed to the store so far (sealed blobs: the
+    /// deliverer signs it).
+    digest: Option<Sha256>,
 }
 
 impl std::fmt::Debug for BlobWriter {
@@ -88,7 +92,15 @@ impl BlobWriter {
             upload: None,
             config,
             failed: false,
+            digest: None,
         }
+    }
+
+    /// Also computes the SHA-256 of the whole stored object, returned by
+    /// [`finish_layout`](Self::finish_layout).
+    pub(crate) fn with_digest(mut self) -> Self {
+        self.digest = Some(Sha256::new());
+        self
     }
 
     /// The id the blob will have.
@@ -127,6 +139,9 @@ impl BlobWriter {
             ));
         }
         let upload = self.upload.as_mut().expect("the upload was just started");
+        if let Some(digest) = &mut self.digest {
+            digest.update(&self.out);
+        }
         upload.put(Bytes::from(std::mem::take(&mut self.out)));
         upload
             .wait_for_capacity(self.config.parts_in_flight)
@@ -141,7 +156,7 @@ impl BlobWriter {
     /// [`Error::Backend`] if the upload fails; a started multipart upload is then aborted.
     pub async fn finish(self) -> Result<BlobPin> {
         let (id, header) = (self.id, self.header.clone());
-        let layout = self.finish_layout().await?;
+        let (layout, _) = self.finish_layout().await?;
         match header {
             WrittenHeader::Symmetric(header) => Ok(BlobPin::new(id, header, layout)),
             // Only the deliverer writes sealed blobs, through `finish_layout`.
@@ -151,8 +166,9 @@ impl BlobWriter {
         }
     }
 
-    /// As [`finish`](Self::finish), returning the blob's layout.
-    pub(crate) async fn finish_layout(mut self) -> Result<BlobLayout> {
+    /// As [`finish`](Self::finish), returning the blob's layout and, when the writer was
+    /// made [`with_digest`](Self::with_digest), the SHA-256 of the stored object.
+    pub(crate) async fn finish_layout(mut self) -> Result<(BlobLayout, Option<[u8; 32]>)> {
         if self.failed {
             self.abort().await?;
             return Err(Error::invalid("finish after a failed write"));
@@ -165,6 +181,10 @@ impl BlobWriter {
                 return Err(e);
             }
         };
+        let digest = self.digest.take().map(|mut digest| {
+            digest.update(&out);
+            <[u8; 32]>::from(digest.finalize())
+        });
         match self.upload.take() {
             None => {
                 debug_assert_eq!(out.len() as u64, layout.ciphertext_len());
@@ -180,7 +200,7 @@ impl BlobWriter {
                 upload.finish().await?;
             }
         }
-        Ok(layout)
+        Ok((layout, digest))
     }
 
     /// Abandons the blob, aborting a started multipart upload.

@@ -26,6 +26,8 @@ pub(crate) const LABEL_INDEX_NAME: &[u8] = b"mailvault/v1/index/name";
 /// Wrap key of a sealed blob's file key, from an X25519 shared secret.
 pub(crate) const LABEL_SEALED_WRAP: &[u8] = b"mailvault/v1/sealed/wrap";
 /// Payload key and key commitment of a sealed blob, from its file key.
+pub(crate) const LABEL_SEALED_OFFICER_BINDING: &[u8] = b"mailvault/v1/sealed/officer-binding";
+/// Payload key and commitment of a sealed blob, from its file key.
 pub(crate) const LABEL_SEALED_KEYS: &[u8] = b"mailvault/v1/sealed/keys";
 /// Key sealing a delivery's envelope, from the body's file key.
 pub(crate) const LABEL_DELIVERY_ENVELOPE: &[u8] = b"mailvault/v1/delivery/envelope";

@@ -25,6 +25,7 @@ pub(crate) fn agree(secret: &StaticSecret, public: &[u8; 32]) -> Option<Zeroizin
 
 fn wrap_cipher(
     shared: &[u8; 32],
+    binding: &[u8],
     ephemeral: &[u8; 32],
     recipient: &[u8; 32],
     context: &[&[u8]],
@@ -32,12 +33,14 @@ fn wrap_cipher(
     let mut salt = [0u8; 64];
     salt[..32].copy_from_slice(ephemeral);
     salt[32..].copy_from_slice(recipient);
-    let prk = kdf::extract(&salt, shared);
+    let ikm = Zeroizing::new([&shared[..], binding].concat());
+    let prk = kdf::extract(&salt, &ikm);
     let key = kdf::derive_key(&prk, LABEL_SEALED_WRAP, context);
     ChaCha20Poly1305::new(key.expose().into())
 }
 
-/// Wraps `file_key` for `recipient`.
+/// Wraps `file_key` for `recipient`. `binding` (empty, or a secret the opener must also
+/// hold) is mixed with the shared secret into the wrap key.
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] if `recipient` is a low-order point (the shared secret
@@ -46,6 +49,7 @@ pub(crate) fn wrap(
     rng: &RandomSource,
     file_key: &Key32,
     recipient: &[u8; 32],
+    binding: &[u8],
     context: &[&[u8]],
     ad: &[u8],
 ) -> Result<Stanza> {
@@ -53,7 +57,7 @@ pub(crate) fn wrap(
     let ephemeral = PublicKey::from(&ephemeral_secret).to_bytes();
     let shared = agree(&ephemeral_secret, recipient)
         .ok_or_else(|| Error::invalid("recipient public key of low order"))?;
-    let sealed = wrap_cipher(&shared, &ephemeral, recipient, context)
+    let sealed = wrap_cipher(&shared, binding, &ephemeral, recipient, context)
         .encrypt(
             Nonce::from_slice(&[0; 12]),
             Payload {
@@ -67,7 +71,7 @@ pub(crate) fn wrap(
     Ok(Stanza { ephemeral, wrapped })
 }
 
-/// Unwraps a stanza with the recipient's secret key.
+/// Unwraps a stanza with the recipient's secret key and the `binding` it was wrapped with.
 ///
 /// # Errors
 /// [`Error::Tampered`] for a low-order ephemeral key or a wrap that does not authenticate
@@ -75,13 +79,14 @@ pub(crate) fn wrap(
 pub(crate) fn unwrap(
     secret: &StaticSecret,
     stanza: &Stanza,
+    binding: &[u8],
     context: &[&[u8]],
     ad: &[u8],
 ) -> Result<Key32> {
     let recipient = PublicKey::from(secret).to_bytes();
     let shared = agree(secret, &stanza.ephemeral).ok_or(Error::Tampered)?;
     let plain = Zeroizing::new(
-        wrap_cipher(&shared, &stanza.ephemeral, &recipient, context)
+        wrap_cipher(&shared, binding, &stanza.ephemeral, &recipient, context)
             .decrypt(
                 Nonce::from_slice(&[0; 12]),
                 Payload {
@@ -106,15 +111,27 @@ mod tests {
         let secret = StaticSecret::from(rng.bytes32());
         let public = PublicKey::from(&secret).to_bytes();
         let key = Key32::random(&rng);
-        let stanza = wrap(&rng, &key, &public, &[b"ctx"], b"ad").unwrap();
+        let stanza = wrap(&rng, &key, &public, b"", &[b"ctx"], b"ad").unwrap();
         assert_eq!(
-            unwrap(&secret, &stanza, &[b"ctx"], b"ad").unwrap().expose(),
+            unwrap(&secret, &stanza, b"", &[b"ctx"], b"ad")
+                .unwrap()
+                .expose(),
             key.expose()
         );
-        assert!(unwrap(&secret, &stanza, &[b"other"], b"ad").is_err());
-        assert!(unwrap(&secret, &stanza, &[b"ctx"], b"other").is_err());
+        assert!(unwrap(&secret, &stanza, b"", &[b"other"], b"ad").is_err());
+        assert!(unwrap(&secret, &stanza, b"", &[b"ctx"], b"other").is_err());
         let other = StaticSecret::from(rng.bytes32());
-        assert!(unwrap(&other, &stanza, &[b"ctx"], b"ad").is_err());
+        assert!(unwrap(&other, &stanza, b"", &[b"ctx"], b"ad").is_err());
+        // A binding: needed to unwrap, besides the secret key.
+        let bound = wrap(&rng, &key, &public, &[7; 32], &[b"ctx"], b"ad").unwrap();
+        assert_eq!(
+            unwrap(&secret, &bound, &[7; 32], &[b"ctx"], b"ad")
+                .unwrap()
+                .expose(),
+            key.expose()
+        );
+        assert!(unwrap(&secret, &bound, b"", &[b"ctx"], b"ad").is_err());
+        assert!(unwrap(&secret, &bound, &[8; 32], &[b"ctx"], b"ad").is_err());
         // Low-order points: the identity (all zeros) and a point of order 8.
         let order8: [u8; 32] = [
             0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f,
@@ -123,7 +140,7 @@ mod tests {
         ];
         for bad in [[0u8; 32], order8] {
             assert!(matches!(
-                wrap(&rng, &key, &bad, &[b"ctx"], b"ad"),
+                wrap(&rng, &key, &bad, b"", &[b"ctx"], b"ad"),
                 Err(Error::InvalidArgument(_))
             ));
             let forged = Stanza {
@@ -131,7 +148,7 @@ mod tests {
                 wrapped: stanza.wrapped,
             };
             assert!(matches!(
-                unwrap(&secret, &forged, &[b"ctx"], b"ad"),
+                unwrap(&secret, &forged, b"", &[b"ctx"], b"ad"),
                 Err(Error::Tampered)
             ));
         }
@@ -160,7 +177,7 @@ mod tests {
             assert!(!raw.was_contributory());
             assert!(agree(&secret, &bad).is_none());
             // The forger seals a file key of its choice under the all-zero secret...
-            let cipher = wrap_cipher(&[0u8; 32], &bad, &recipient, &[b"ctx"]);
+            let cipher = wrap_cipher(&[0u8; 32], b"", &bad, &recipient, &[b"ctx"]);
             let sealed = cipher
                 .encrypt(
                     Nonce::from_slice(&[0; 12]),
@@ -177,19 +194,25 @@ mod tests {
                 wrapped,
             };
             // ...which the AEAD alone would accept, yielding the forger's key...
-            let opened = wrap_cipher(&raw.to_bytes(), &forged.ephemeral, &recipient, &[b"ctx"])
-                .decrypt(
-                    Nonce::from_slice(&[0; 12]),
-                    Payload {
-                        msg: &forged.wrapped,
-                        aad: b"ad",
-                    },
-                )
-                .unwrap();
+            let opened = wrap_cipher(
+                &raw.to_bytes(),
+                b"",
+                &forged.ephemeral,
+                &recipient,
+                &[b"ctx"],
+            )
+            .decrypt(
+                Nonce::from_slice(&[0; 12]),
+                Payload {
+                    msg: &forged.wrapped,
+                    aad: b"ad",
+                },
+            )
+            .unwrap();
             assert_eq!(&opened[..], chosen.expose());
             // ...and `unwrap` refuses, because the shared secret is not contributory.
             assert!(matches!(
-                unwrap(&secret, &forged, &[b"ctx"], b"ad"),
+                unwrap(&secret, &forged, b"", &[b"ctx"], b"ad"),
                 Err(Error::Tampered)
             ));
         }

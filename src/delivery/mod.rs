@@ -50,7 +50,9 @@ use futures::{Stream, StreamExt};
 use object_store::{PutMode, PutOptions};
 use zeroize::Zeroizing;
 
-use crate::blob::{AccountBlobs, BlobStore, SealedBlob, SealedRecipients};
+use crate::blob::{
+    officer_binding, AccountBlobs, BlobStore, SealedBlob, SealedOfficer, SealedRecipients,
+};
 use crate::crypto::kdf;
 use crate::crypto::record::RecordCipher;
 use crate::crypto::{AccountKey, Key32, RandomSource};
@@ -148,14 +150,19 @@ no_mail_secret!(BlobStore, PublicDirectory, DeliverySigningKey, RandomSource);
 pub struct PublicDirectory(Arc<dyn Directory>);
 
 impl PublicDirectory {
-    /// Where mail for `account` is sealed to: its newest epoch's public key, and the
-    /// current officer key when its key model requires officer sealing.
+    /// Where mail for `account` of `deployment` is sealed to: its newest epoch's public
+    /// key, and the current officer key with the account's officer binding (derived from
+    /// its directory secret) when its key model requires officer sealing.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for an account the directory does not know (or that was
     /// erased); [`Error::Config`] when the model requires an officer and the directory
     /// has no current officer key.
-    pub async fn recipients(&self, account: AccountId) -> Result<SealedRecipients> {
+    pub async fn recipients(
+        &self,
+        deployment: &DeploymentId,
+        account: AccountId,
+    ) -> Result<SealedRecipients> {
         let record = self
             .0
             .account_record(&account)
@@ -175,7 +182,10 @@ impl PublicDirectory {
                 .into_iter()
                 .find(|k| k.current)
                 .ok_or_else(|| Error::Config("the key model requires an officer key".into()))?;
-            Some(current.key.to_bytes())
+            Some(SealedOfficer {
+                public_key: current.key.to_bytes(),
+                binding: officer_binding(&record, deployment, &account),
+            })
         } else {
             None
         };
@@ -355,7 +365,10 @@ impl Deliverer {
                 "a delivery's mailbox and flags take at most 512 KiB",
             ));
         }
-        let to = self.directory.recipients(account).await?;
+        let to = self
+            .directory
+            .recipients(&self.blobs.deployment(), account)
+            .await?;
         let mut writer = self.blobs.sealed_writer(&to, BlobKind::Message)?;
         let mut body = body;
         while let Some(piece) = body.next().await {
@@ -371,6 +384,7 @@ impl Deliverer {
         let delivery = DeliveryId::random(&self.rng);
         let envelope = DeliveryEnvelope {
             stored_len: blob.layout.ciphertext_len(),
+            body_digest: blob.digest,
             mailbox: options.mailbox,
             internal_date: options.internal_date.unwrap_or(crate::unix_now() as i64),
             flags: options.flags,
@@ -481,6 +495,7 @@ pub(crate) fn open_envelope(
         id: object.blob,
         header: object.header,
         layout: BlobLayout::with_header(SEALED_HEADER_LEN, 0).map_err(|_| Rejection::Malformed)?,
+        digest: [0; 32],
     };
     let file_key = blobs
         .unwrap_sealed(&blob, key)
@@ -498,6 +513,7 @@ pub(crate) fn open_envelope(
     let envelope = DeliveryEnvelope::parse(&body).map_err(|_| Rejection::Malformed)?;
     blob.layout = BlobLayout::for_ciphertext_with_header(SEALED_HEADER_LEN, envelope.stored_len)
         .map_err(|_| Rejection::BadBody)?;
+    blob.digest = envelope.body_digest;
     Ok(OpenedDelivery {
         envelope,
         blob,

@@ -17,15 +17,18 @@
 //! a 240-byte header: the same first 44 bytes, then the file key wrapped for each
 //! recipient (X25519, one ephemeral key per recipient), then the commitment; its
 //! payload key and commitment derive from the random file key instead of the account key.
+//! Every sealed header has the same shape: two stanzas, the second the officer's wrap or,
+//! when the key model names no officer, a decoy (a fresh X25519 public key and random
+//! bytes), so the store cannot tell which bodies an officer can open.
 //!
 //! ```text
 //!      0  44  as above, envelope = 2; epoch = the recipient account's key epoch
-//!     44   1  recipients: 1 (the account) or 2 (the account and an officer)
+//!     44   1  stanzas: 2 (always)
 //!     45   3  reserved, zero
 //!     48  32  ephemeral public key for the account
 //!     80  48  file key wrapped for the account (ChaCha20-Poly1305, zero nonce)
-//!    128  32  ephemeral public key for the officer   (random bytes when absent)
-//!    160  48  file key wrapped for the officer       (random bytes when absent)
+//!    128  32  ephemeral public key for the officer   (a decoy's when there is none)
+//!    160  48  file key wrapped for the officer       (random bytes when there is none)
 //!    208  32  key commitment
 //!    240   …  chunks, as above
 //! ```
@@ -51,6 +54,8 @@ pub const HEADER_LEN: usize = 76;
 pub const SEALED_HEADER_LEN: usize = 240;
 /// Bytes of a sealed header covered by its commitment's derivation (all before it).
 pub const SEALED_COMMITTED_PREFIX_LEN: usize = 208;
+/// Stanzas of every sealed header (byte 44): the account's and the officer's (or a decoy).
+pub const SEALED_STANZAS: u8 = 2;
 /// Length of one wrapped file key (32-byte key and 16-byte tag).
 pub const WRAPPED_KEY_LEN: usize = 48;
 /// Bytes of the header covered by the key commitment's derivation (all before it).
@@ -212,11 +217,9 @@ pub struct SealedHeader {
     pub salt: [u8; 32],
     /// The wrap for the account.
     pub account: Stanza,
-    /// The wrap for an officer, when the account's key model asks for one. When absent,
-    /// its 80 bytes are random (`filler`), so headers do not tell models apart.
-    pub officer: Option<Stanza>,
-    /// What fills the officer's place when there is no officer wrap.
-    pub filler: Stanza,
+    /// The wrap for an officer when the account's key model asks for one, else a decoy
+    /// of the same shape: only an officer's key tells the two apart (by opening it).
+    pub officer: Stanza,
     /// Key commitment (derived from the file key).
     pub commitment: [u8; 32],
 }
@@ -231,9 +234,8 @@ impl SealedHeader {
             self.epoch,
             &self.salt,
         ));
-        out[44] = if self.officer.is_some() { 2 } else { 1 };
-        let officer = self.officer.unwrap_or(self.filler);
-        for (at, stanza) in [(48, &self.account), (128, &officer)] {
+        out[44] = SEALED_STANZAS;
+        for (at, stanza) in [(48, &self.account), (128, &self.officer)] {
             out[at..at + 32].copy_from_slice(&stanza.ephemeral);
             out[at + 32..at + 80].copy_from_slice(&stanza.wrapped);
         }
@@ -264,7 +266,7 @@ impl SealedHeader {
         let head = bytes.get(..SEALED_HEADER_LEN).ok_or(Error::Tampered)?;
         check_prefix(head, ENVELOPE_SEALED)?;
         let (kind, epoch, salt) = common_fields(head)?;
-        if head[45..48] != [0, 0, 0] {
+        if head[44] != SEALED_STANZAS || head[45..48] != [0, 0, 0] {
             return Err(Error::Tampered);
         }
         let stanza = |at: usize| {
@@ -274,17 +276,6 @@ impl SealedHeader {
             wrapped.copy_from_slice(&head[at + 32..at + 80]);
             Stanza { ephemeral, wrapped }
         };
-        let (officer, filler) = match head[44] {
-            1 => (None, stanza(128)),
-            2 => (
-                Some(stanza(128)),
-                Stanza {
-                    ephemeral: [0; 32],
-                    wrapped: [0; WRAPPED_KEY_LEN],
-                },
-            ),
-            _ => return Err(Error::Tampered),
-        };
         let mut commitment = [0u8; 32];
         commitment.copy_from_slice(&head[208..240]);
         Ok(Self {
@@ -292,8 +283,7 @@ impl SealedHeader {
             epoch,
             salt,
             account: stanza(48),
-            officer,
-            filler,
+            officer: stanza(128),
             commitment,
         })
     }

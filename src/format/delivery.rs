@@ -4,7 +4,7 @@
 //! ```text
 //! envelope object
 //!      0   4  magic "MVE1"
-//!      4   1  version (1)
+//!      4   1  version (2; 1, without the body's digest, is refused)
 //!      5   3  reserved, zero
 //!      8  16  delivery id
 //!     24  16  blob id of the body
@@ -17,15 +17,17 @@
 //!             "mailvault/v1/delivery" ‖ deployment id ‖ account id ‖ bytes 0..284+n
 //!
 //! envelope body (plaintext)
-//!     version (1) ‖ stored blob length (u64) ‖ target mailbox name (string)
+//!     version (2) ‖ stored blob length (u64) ‖ SHA-256 of the stored blob (32)
+//!     ‖ target mailbox name (string)
 //!     ‖ internal date (i64) ‖ flags (list of strings) ‖ delivered at (u64, Unix seconds)
 //! ```
 //!
 //! One key agreement per delivery: the envelope is sealed under a key derived from the
 //! body's file key, which the body header already wraps for the account. The signature
-//! covers the body header (and so its commitment) and the sealed envelope: a delivery
-//! forged with the account's public key alone, or moved to another account or
-//! deployment, fails verification.
+//! covers the body header (and so its commitment), and the sealed envelope with the
+//! stored body's length and SHA-256: a delivery forged with the account's public key
+//! alone, or moved to another account or deployment, fails verification, and a body
+//! swapped by someone else who knows its file key (an officer) fails its first whole read.
 
 use crate::error::{Error, Result};
 use crate::format::blob::{SealedHeader, SEALED_HEADER_LEN};
@@ -35,7 +37,7 @@ use crate::ids::{BlobId, DeliveryId};
 /// Magic bytes of an envelope object.
 pub const ENVELOPE_MAGIC: [u8; 4] = *b"MVE1";
 /// Envelope format version.
-pub const ENVELOPE_VERSION: u8 = 1;
+pub const ENVELOPE_VERSION: u8 = 2;
 /// Bytes before the sealed body.
 pub const ENVELOPE_PREFIX_LEN: usize = 284;
 /// Length of the provider's signature.
@@ -133,6 +135,8 @@ impl<'a> EnvelopeObject<'a> {
 pub struct DeliveryEnvelope {
     /// The body's stored length.
     pub stored_len: u64,
+    /// SHA-256 of the body's whole stored object.
+    pub body_digest: [u8; 32],
     /// The mailbox to deliver to (INBOX when it does not exist at import).
     pub mailbox: String,
     /// Internal date (Unix seconds).
@@ -148,6 +152,7 @@ impl DeliveryEnvelope {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = vec![ENVELOPE_VERSION];
         out.extend_from_slice(&self.stored_len.to_be_bytes());
+        out.extend_from_slice(&self.body_digest);
         put_bytes(&mut out, self.mailbox.as_bytes());
         out.extend_from_slice(&self.internal_date.to_be_bytes());
         put_list(&mut out, &self.flags, |out, f| put_bytes(out, f.as_bytes()));
@@ -170,6 +175,7 @@ impl DeliveryEnvelope {
         }
         let envelope = Self {
             stored_len: r.u64()?,
+            body_digest: r.array()?,
             mailbox: r.string()?,
             internal_date: r.u64()? as i64,
             flags: r.list(4, Reader::string)?,

@@ -13,17 +13,20 @@
 //!    101      end
 //! ```
 //!
-//! The pin of a sealed blob (a delivery, after import) is version 2: it keeps the whole
+//! The pin of a sealed blob (a delivery, after import) is version 3: it keeps the whole
 //! sealed header and the blob's file key re-wrapped under the account's key, so that a
-//! read needs no X25519.
+//! read needs no X25519, and the SHA-256 of the stored object that the deliverer signed,
+//! checked on every whole read (whoever else knows the file key, an officer, cannot swap
+//! the body for another sealed under it). Version 2 (without the digest) is refused.
 //!
 //! ```text
-//!      0   1  pin version (2)
+//!      0   1  pin version (3)
 //!      1  16  blob id
 //!     17   8  stored object length, u64 big-endian
 //!     25 240  sealed blob header (see `format::blob`)
 //!    265  72  file key wrapped under the account: 24-byte nonce ‖ 32-byte ciphertext ‖ tag
-//!    337      end
+//!    337  32  SHA-256 of the whole stored object, as signed in the delivery's envelope
+//!    369      end
 //! ```
 
 use crate::error::{Error, Result};
@@ -35,11 +38,11 @@ pub const PIN_VERSION: u8 = 1;
 /// Length of a serialized pin.
 pub const PIN_LEN: usize = 1 + 16 + 8 + HEADER_LEN;
 /// Version byte of the pin of a sealed blob.
-pub const SEALED_PIN_VERSION: u8 = 2;
+pub const SEALED_PIN_VERSION: u8 = 3;
 /// Length of a file key wrapped under the account's key.
 pub const REWRAPPED_KEY_LEN: usize = 24 + 32 + 16;
 /// Length of a serialized sealed pin.
-pub const SEALED_PIN_LEN: usize = 1 + 16 + 8 + SEALED_HEADER_LEN + REWRAPPED_KEY_LEN;
+pub const SEALED_PIN_LEN: usize = 1 + 16 + 8 + SEALED_HEADER_LEN + REWRAPPED_KEY_LEN + 32;
 
 /// What a sealed blob's pin adds: its sealed header, and its file key re-wrapped under
 /// the account's key at import.
@@ -49,6 +52,8 @@ pub struct SealedKey {
     pub header: SealedHeader,
     /// The file key, wrapped under the account's key.
     pub wrapped_key: [u8; REWRAPPED_KEY_LEN],
+    /// SHA-256 of the whole stored object, as the deliverer signed it.
+    pub digest: [u8; 32],
 }
 
 /// Everything needed to read one blob back and to know it is the right one.
@@ -134,6 +139,7 @@ impl BlobPin {
         out.extend_from_slice(&self.header_bytes());
         if let Some(key) = &self.sealed {
             out.extend_from_slice(&key.wrapped_key);
+            out.extend_from_slice(&key.digest);
         }
         out
     }
@@ -172,13 +178,17 @@ impl BlobPin {
         }
         let layout = BlobLayout::for_ciphertext_with_header(SEALED_HEADER_LEN, len)?;
         let header = SealedHeader::parse(&bytes[25..25 + SEALED_HEADER_LEN])?;
+        let at = 25 + SEALED_HEADER_LEN;
         let mut wrapped_key = [0u8; REWRAPPED_KEY_LEN];
-        wrapped_key.copy_from_slice(&bytes[25 + SEALED_HEADER_LEN..]);
+        wrapped_key.copy_from_slice(&bytes[at..at + REWRAPPED_KEY_LEN]);
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(&bytes[at + REWRAPPED_KEY_LEN..]);
         Ok(Self::sealed(
             id,
             SealedKey {
                 header,
                 wrapped_key,
+                digest,
             },
             layout,
         ))

@@ -90,7 +90,16 @@ pub async fn delivery_flows(store: &DynStore) {
         .await
         .expect("forged delivery written");
     let recovered = BlobStore::new(store.clone(), deployment)
-        .open_sealed_as_officer(account, receipt.blob, &officer)
+        .open_sealed_as_officer(
+            account,
+            receipt.blob,
+            &officer,
+            &directory
+                .account_record(&account)
+                .await
+                .expect("directory")
+                .expect("record"),
+        )
         .await
         .expect("officer recovery");
     assert_eq!(recovered, body, "officer recovery on {store}");

@@ -23,6 +23,7 @@ use mailvault::keys::{Credential, KdfGate, OfficerSecret, SlotBinding, SlotLock}
 use mailvault::mail::{EpochProgress, Mailstore, Provenance, INBOX};
 use mailvault::storage::{naming, CommitMode, DynStore, Fault, FaultMode, FaultyStore, NoCasStore};
 use object_store::ObjectStoreExt;
+use sha2::Digest;
 
 const MESSAGE: &[u8] = b"From: Bob <bob@example.org>\r\nTo: alice@example.org\r\n\
 Subject: Delivered\r\nMessage-ID: <d1@example.org>\r\nMIME-Version: 1.0\r\n\
@@ -147,12 +148,13 @@ async fn transparent_flow_deliver_login_import_read() {
     let provider = Provider::new(
         store.clone(),
         DeploymentId::random(&rng),
-        directory,
+        directory.clone(),
         cheap_config(),
     )
     .await
     .unwrap();
     let alice = provider.create_account("pw").await.unwrap();
+    let alice_record = directory.account_record(&alice).await.unwrap().unwrap();
     let deliverer = provider.deliverer(signing);
     let receipt = deliverer
         .deliver_bytes(
@@ -169,7 +171,7 @@ async fn transparent_flow_deliver_login_import_read() {
     assert_eq!(receipt.size, MESSAGE.len() as u64);
     // Model 5 names the officer: the body is also wrapped for the officer.
     let recovered = mailvault::blob::BlobStore::new(store.clone(), provider_deployment(&provider))
-        .open_sealed_as_officer(alice, receipt.blob, &officer)
+        .open_sealed_as_officer(alice, receipt.blob, &officer, &alice_record)
         .await;
     assert_eq!(recovered.unwrap(), MESSAGE);
 
@@ -417,10 +419,12 @@ async fn the_officer_recovers_a_model_4_delivery_after_the_officer_slot_is_gone(
         provider.officer_open(account, &officer).await,
         Err(mailvault::Error::WrongCredential)
     ));
-    // ...but recovers the delivery from the officer's wrap in the body's header.
+    // ...but recovers the delivery from the officer's wrap in the body's header (with
+    // the account's directory record, which its wrap is bound to).
+    let record = directory.account_record(&account).await.unwrap().unwrap();
     let blobs = mailvault::blob::BlobStore::new(store.clone(), deployment);
     let recovered = blobs
-        .open_sealed_as_officer(account, receipt.blob, &officer)
+        .open_sealed_as_officer(account, receipt.blob, &officer, &record)
         .await
         .unwrap();
     assert_eq!(recovered, MESSAGE);
@@ -434,7 +438,7 @@ async fn the_officer_recovers_a_model_4_delivery_after_the_officer_slot_is_gone(
     let email = mail.email(inbox, uid).unwrap();
     assert_eq!(&mail.read(&email).await.unwrap()[..], MESSAGE);
     let recovered = blobs
-        .open_sealed_as_officer(account, receipt.blob, &officer)
+        .open_sealed_as_officer(account, receipt.blob, &officer, &record)
         .await
         .unwrap();
     assert_eq!(recovered, MESSAGE);
@@ -449,7 +453,17 @@ async fn the_officer_recovers_a_model_4_delivery_after_the_officer_slot_is_gone(
     let blobs = mailvault::blob::BlobStore::new(device_only.store.clone(), device_only.deployment);
     assert!(matches!(
         blobs
-            .open_sealed_as_officer(device_only.account, receipt.blob, &device_only.officer)
+            .open_sealed_as_officer(
+                device_only.account,
+                receipt.blob,
+                &device_only.officer,
+                &device_only
+                    .directory
+                    .account_record(&device_only.account)
+                    .await
+                    .unwrap()
+                    .unwrap()
+            )
             .await,
         Err(mailvault::Error::Tampered)
     ));
@@ -498,6 +512,7 @@ async fn one_message_to_many_recipients_is_sealed_once_per_recipient() {
         header: SealedHeader::parse(&stored).unwrap(),
         layout: BlobLayout::for_ciphertext_with_header(SEALED_HEADER_LEN, stored.len() as u64)
             .unwrap(),
+        digest: sha2::Sha256::digest(&stored).into(),
     };
     let blobs = mailvault::blob::BlobStore::new(w.store.clone(), w.deployment);
     for account in [second, w.account] {

@@ -2,8 +2,9 @@
 //! (file key re-wrapped, no X25519 on later reads), recovered by an officer from the blob
 //! alone; attacks on headers, pins and recipients.
 
-use mailvault::blob::{BlobStore, SealedRecipients};
+use mailvault::blob::{officer_binding, BlobStore, SealedOfficer, SealedRecipients};
 use mailvault::crypto::{AccountKey, RandomSource};
+use mailvault::directory::{AccountRecord, KeyModel};
 use mailvault::format::blob::SEALED_HEADER_LEN;
 use mailvault::format::{BlobKind, BlobPin};
 use mailvault::ids::{AccountId, DeploymentId};
@@ -20,6 +21,8 @@ struct World {
     account: AccountId,
     key: AccountKey,
     officer: OfficerSecret,
+    /// The account's directory record (its secret binds the officer's wraps).
+    record: AccountRecord,
 }
 
 fn world() -> World {
@@ -31,6 +34,7 @@ fn world() -> World {
         account: AccountId::random(&rng),
         key: AccountKey::generate(1, &rng),
         officer: OfficerSecret::generate(&rng),
+        record: AccountRecord::new(KeyModel::DevicePasswordWithOfficer, Vec::new(), [5; 32]),
     }
 }
 
@@ -40,7 +44,10 @@ impl World {
             account: self.account,
             epoch: self.key.epoch(),
             public_key: self.key.public_key(),
-            officer: officer.then(|| self.officer.public().to_bytes()),
+            officer: officer.then(|| SealedOfficer {
+                public_key: self.officer.public().to_bytes(),
+                binding: officer_binding(&self.record, &self.blobs.deployment(), &self.account),
+            }),
         }
     }
 
@@ -87,21 +94,21 @@ async fn the_officer_recovers_from_the_blob_alone_and_only_when_wrapped_for() {
     let with = w.seal(&body, true).await;
     let recovered = w
         .blobs
-        .open_sealed_as_officer(w.account, with.id, &w.officer)
+        .open_sealed_as_officer(w.account, with.id, &w.officer, &w.record)
         .await
         .unwrap();
     assert_eq!(recovered, body);
     let without = w.seal(&body, false).await;
     assert!(matches!(
         w.blobs
-            .open_sealed_as_officer(w.account, without.id, &w.officer)
+            .open_sealed_as_officer(w.account, without.id, &w.officer, &w.record)
             .await,
         Err(Error::Tampered)
     ));
     let other = OfficerSecret::generate(&RandomSource::os());
     assert!(matches!(
         w.blobs
-            .open_sealed_as_officer(w.account, with.id, &other)
+            .open_sealed_as_officer(w.account, with.id, &other, &w.record)
             .await,
         Err(Error::Tampered)
     ));
