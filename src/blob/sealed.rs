@@ -269,20 +269,17 @@ impl AccountBlobs {
     }
 }
 
-/// Reads a whole sealed blob with an officer's X25519 secret, from the blob alone (no
-/// pin, no keyring): how an officer recovers a delivery under key models 4 and 5.
-///
-/// # Errors
-/// [`Error::NotFound`] if the blob is gone; [`Error::Tampered`] if it has no officer wrap
-/// for this secret or fails authentication.
-pub(crate) async fn open_as_officer(
+/// A sealed blob read whole (within [`MAX_OFFICER_READ_LEN`]) and its file key unwrapped
+/// from the officer's stanza: the blob, its header, its payload key and the commitment
+/// that key implies.
+async fn officer_keys(
     store: &DynStore,
     deployment: &DeploymentId,
     account: &AccountId,
     id: &BlobId,
     officer: &x25519_dalek::StaticSecret,
     binding: &[u8; 32],
-) -> Result<Vec<u8>> {
+) -> Result<(bytes::Bytes, SealedHeader, Key32, [u8; 32])> {
     let stored = crate::storage::get_bounded(
         store.as_ref(),
         &naming::blob_path(account, id),
@@ -298,6 +295,25 @@ pub(crate) async fn open_as_officer(
         &header.wrap_context(),
     )?;
     let (payload, commitment) = sealed_keys(&file_key, deployment, account, id, &header);
+    Ok((stored, header, payload, commitment))
+}
+
+/// Reads a whole sealed blob with an officer's X25519 secret, from the blob alone (no
+/// pin, no keyring): how an officer recovers a delivery under key models 4 and 5.
+///
+/// # Errors
+/// [`Error::NotFound`] if the blob is gone; [`Error::Tampered`] if it has no officer wrap
+/// for this secret or fails authentication.
+pub(crate) async fn open_as_officer(
+    store: &DynStore,
+    deployment: &DeploymentId,
+    account: &AccountId,
+    id: &BlobId,
+    officer: &x25519_dalek::StaticSecret,
+    binding: &[u8; 32],
+) -> Result<Vec<u8>> {
+    let (stored, header, payload, commitment) =
+        officer_keys(store, deployment, account, id, officer, binding).await?;
     if !commitments_equal(&commitment, &header.commitment) {
         return Err(Error::Tampered);
     }
@@ -323,21 +339,8 @@ pub(crate) async fn forge_as_officer(
     binding: &[u8; 32],
     plaintext: &[u8],
 ) -> Result<Vec<u8>> {
-    let stored = crate::storage::get_bounded(
-        store.as_ref(),
-        &naming::blob_path(account, id),
-        MAX_OFFICER_READ_LEN,
-    )
-    .await?;
-    let header = SealedHeader::parse(&stored)?;
-    let file_key = sealing::unwrap(
-        officer,
-        &header.officer,
-        binding,
-        &[&wrap_context(deployment, account, id, 1)],
-        &header.wrap_context(),
-    )?;
-    let (payload, _) = sealed_keys(&file_key, deployment, account, id, &header);
+    let (stored, _, payload, _) =
+        officer_keys(store, deployment, account, id, officer, binding).await?;
     let mut out = stored[..SEALED_HEADER_LEN].to_vec();
     PayloadCipher::new(&payload).seal(0, plaintext, true, &mut out);
     Ok(out)
