@@ -259,24 +259,7 @@ impl ObjectStore for HoldingStore {
 }
 
 /// Copies every object of `from` whose name starts with `prefix` and that `to` lacks.
-async fn copy_objects(from: &DynStore, to: &DynStore, prefix: &str) {
-    use futures::TryStreamExt;
-    use object_store::ObjectStoreExt;
-    let objects: Vec<_> = from.list(None).try_collect().await.unwrap();
-    for meta in objects {
-        if !meta.location.as_ref().starts_with(prefix) || to.head(&meta.location).await.is_ok() {
-            continue;
-        }
-        let bytes = from
-            .get(&meta.location)
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        to.put(&meta.location, bytes.into()).await.unwrap();
-    }
-}
+use super::mail::copy_objects;
 
 // ---------------------------------------------------------------- item 1
 

@@ -728,7 +728,7 @@ async fn a_real_uid_conflict_changes_uidvalidity_and_loses_nothing() {
     let inbox = inbox(&one);
     // `two` works on a partitioned copy of the bucket: it cannot see `one`'s append.
     let partition = memory();
-    copy_objects(&setup.store, &partition).await;
+    copy_objects(&setup.store, &partition, "").await;
     let mut two = setup
         .open_on(Arc::new(NoCasStore::new(partition.clone())))
         .await
@@ -743,7 +743,7 @@ async fn a_real_uid_conflict_changes_uidvalidity_and_loses_nothing() {
         .unwrap();
     assert_eq!((a.uid, b.uid), (1, 1), "the same UID twice");
     // The partition heals.
-    copy_objects(&partition, &setup.store).await;
+    copy_objects(&partition, &setup.store, "").await;
     let view = setup.open().await.select(inbox).await.unwrap();
     assert_eq!(view.mailbox.uid_validity, 2);
     let emails: BTreeSet<EmailId> = view.messages.iter().map(|m| m.email).collect();
@@ -755,21 +755,24 @@ async fn a_real_uid_conflict_changes_uidvalidity_and_loses_nothing() {
 }
 
 /// Copies every object of `from` that `to` lacks.
-async fn copy_objects(from: &DynStore, to: &DynStore) {
+/// Copies into `to` every object of `from` under `prefix` (a string prefix of the path;
+/// "" for all) that `to` does not have yet.
+pub async fn copy_objects(from: &DynStore, to: &DynStore, prefix: &str) {
     use futures::TryStreamExt;
     use object_store::ObjectStoreExt;
     let objects: Vec<_> = from.list(None).try_collect().await.unwrap();
     for meta in objects {
-        if to.head(&meta.location).await.is_err() {
-            let bytes = from
-                .get(&meta.location)
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap();
-            to.put(&meta.location, bytes.into()).await.unwrap();
+        if !meta.location.as_ref().starts_with(prefix) || to.head(&meta.location).await.is_ok() {
+            continue;
         }
+        let bytes = from
+            .get(&meta.location)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        to.put(&meta.location, bytes.into()).await.unwrap();
     }
 }
 
