@@ -9,7 +9,7 @@
 //! - [`probe_capabilities`]: finds out whether a backend really honours conditional
 //!   writes, because some (Garage 2.5) accept the headers and ignore them.
 //! - Test decorators that implement [`ObjectStore`] themselves: [`CountingStore`],
-//!   [`FaultyStore`] and [`NoCasStore`].
+//!   [`FaultyStore`], [`GateStore`] and [`NoCasStore`].
 
 /// `Debug` and `Display` of a decorator: its name around the inner store's.
 macro_rules! decorator_fmt {
@@ -32,6 +32,7 @@ mod bounded;
 pub mod commit;
 mod counting;
 mod faulty;
+mod gate;
 pub mod naming;
 mod nocas;
 mod open;
@@ -41,6 +42,7 @@ pub use bounded::{get_bounded, get_exact, get_range, get_range_of};
 pub use commit::{CommitMode, VersionName, VersionedObjects};
 pub use counting::{CountingStore, Request, RequestKind};
 pub use faulty::{Fault, FaultMode, FaultyStore};
+pub use gate::{Gate, GateStore, Hold};
 pub use nocas::NoCasStore;
 pub use object_store::ObjectStore;
 pub use open::{open_store, StoreConfig};

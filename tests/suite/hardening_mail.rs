@@ -5,11 +5,8 @@
 //! change never committed, a thread split by a parent arriving after its reply, an
 //! analysis that read a whole body above `max_parse_len`).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use async_trait::async_trait;
-use futures::stream::BoxStream;
-use futures::StreamExt;
 use mailvault::blob::BlobStore;
 use mailvault::crypto::{AccountKey, RandomSource};
 use mailvault::delivery::{Deliverer, DeliveryOptions, DeliverySigningKey};
@@ -17,14 +14,10 @@ use mailvault::directory::{AccountRecord, Directory, KeyModel, MemoryDirectory};
 use mailvault::ids::{AccountId, DeploymentId, MailboxId};
 use mailvault::index::IndexStore;
 use mailvault::mail::{AppendOptions, FlagChange, Flags, MailConfig, Mailstore, INBOX};
-use mailvault::storage::{naming, CommitMode, CountingStore, DynStore, NoCasStore, RequestKind};
-use mailvault::Error;
-use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
-    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+use mailvault::storage::{
+    naming, CommitMode, CountingStore, DynStore, GateStore, Hold, NoCasStore, RequestKind,
 };
-use tokio::sync::oneshot;
+use mailvault::Error;
 
 use super::mail::MailSetup;
 
@@ -154,110 +147,6 @@ fn memory() -> DynStore {
     super::memory()
 }
 
-/// A decorator that holds back the body of one GET under `prefix`, once armed: the
-/// object's bytes are taken when the GET is made, and handed over only when the test
-/// releases them. What happens in between races the reader's long read.
-#[derive(Debug)]
-struct HoldingStore {
-    inner: DynStore,
-    prefix: String,
-    armed: Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>,
-}
-
-impl HoldingStore {
-    fn new(inner: DynStore, prefix: String) -> Self {
-        Self {
-            inner,
-            prefix,
-            armed: Mutex::new(None),
-        }
-    }
-
-    /// Holds the next matching GET: `reached` fires when it was made, and its bytes flow
-    /// once `release` fires.
-    fn arm(&self, reached: oneshot::Sender<()>, release: oneshot::Receiver<()>) {
-        *self.armed.lock().unwrap() = Some((reached, release));
-    }
-}
-
-impl std::fmt::Display for HoldingStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "HoldingStore({})", self.inner)
-    }
-}
-
-#[async_trait]
-impl ObjectStore for HoldingStore {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        let mut result = self.inner.get_opts(location, options).await?;
-        if !location.as_ref().starts_with(&self.prefix) {
-            return Ok(result);
-        }
-        let Some((reached, release)) = self.armed.lock().unwrap().take() else {
-            return Ok(result);
-        };
-        if let GetResultPayload::Stream(bytes) = std::mem::replace(
-            &mut result.payload,
-            GetResultPayload::Stream(futures::stream::empty().boxed()),
-        ) {
-            let _ = reached.send(());
-            let held = futures::stream::once(async move {
-                let _ = release.await;
-                futures::stream::empty()
-            })
-            .flatten()
-            .chain(bytes);
-            result.payload = GetResultPayload::Stream(held.boxed());
-        }
-        Ok(result)
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
-}
-
 /// Copies every object of `from` whose name starts with `prefix` and that `to` lacks.
 use super::mail::copy_objects;
 
@@ -271,17 +160,16 @@ async fn analyze_during_a_rewrite(store: DynStore, mode: CommitMode) {
     let w = World::new(mode).await;
     let (mailbox, uid) = w.deliver_and_import(&store, DELIVERED).await;
     let blobs_prefix = format!("{}/b/", naming::account_prefix(&w.account));
-    let holding = Arc::new(HoldingStore::new(store.clone(), blobs_prefix));
-    let held: DynStore = holding.clone();
+    let holding = GateStore::new(store.clone());
+    let gate = holding.gate();
+    let held: DynStore = Arc::new(holding);
     let mut analyzer = w.mail(&held, &w.keys, MailConfig::default()).await;
     let mut rewriter = w.mail(&store, &w.keys, MailConfig::default()).await;
-    let (reached_tx, reached_rx) = oneshot::channel();
-    let (release_tx, release_rx) = oneshot::channel();
-    holding.arm(reached_tx, release_rx);
+    gate.arm(Hold::GetBody, blobs_prefix);
     let (analyzed, rewritten) = tokio::join!(analyzer.analyze(mailbox, uid), async {
-        reached_rx.await.unwrap();
+        gate.reached().await;
         let rewritten = rewriter.rewrite_epoch(1, |_| {}).await;
-        release_tx.send(()).unwrap();
+        gate.open();
         rewritten
     });
     assert_eq!(

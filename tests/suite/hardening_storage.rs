@@ -79,164 +79,14 @@ fn junk_objects_child() {
 
 // ------------------------------------------------------------------ item 7: garbage collection
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use futures::stream::BoxStream;
 use mailvault::crypto::{AccountKey, RandomSource};
 use mailvault::directory::MemoryDirectory;
 use mailvault::ids::{AccountId, DeploymentId};
 use mailvault::index::{Batch, Collection, IndexConfig, IndexStore};
-use mailvault::storage::{CommitMode, DynStore, NoCasStore};
-use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
-};
-use tokio::sync::{Notify, Semaphore};
-
-/// Which request a [`GateStore`] holds back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
-    Put,
-    Get,
-}
-
-/// Holds back the first request of a kind whose path contains a given part, until
-/// released: a process stalled at that point (a reader between its manifest and its
-/// segments, a writer between its segment and its manifest).
-struct Gate {
-    armed: Mutex<Option<(Op, &'static str)>>,
-    reached: Notify,
-    release: Semaphore,
-}
-
-impl Default for Gate {
-    fn default() -> Self {
-        Self {
-            armed: Mutex::new(None),
-            reached: Notify::new(),
-            release: Semaphore::new(0),
-        }
-    }
-}
-
-impl Gate {
-    fn arm(&self, op: Op, part: &'static str) {
-        *self.armed.lock().unwrap() = Some((op, part));
-    }
-
-    async fn pass(&self, op: Op, path: &Path) {
-        let hit = {
-            let mut armed = self.armed.lock().unwrap();
-            match *armed {
-                Some((o, part)) if o == op && path.as_ref().contains(part) => {
-                    *armed = None;
-                    true
-                }
-                _ => false,
-            }
-        };
-        if hit {
-            self.reached.notify_one();
-            self.release.acquire().await.unwrap().forget();
-        }
-    }
-
-    fn open(&self) {
-        self.release.add_permits(1);
-    }
-}
-
-#[derive(Clone)]
-struct GateStore {
-    inner: DynStore,
-    gate: Arc<Gate>,
-}
-
-impl std::fmt::Debug for GateStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "GateStore({:?})", self.inner)
-    }
-}
-
-impl std::fmt::Display for GateStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "GateStore({})", self.inner)
-    }
-}
-
-#[async_trait]
-impl ObjectStore for GateStore {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.gate.pass(Op::Put, location).await;
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        self.gate.pass(Op::Get, location).await;
-        self.inner.get_opts(location, options).await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    fn list_with_offset(
-        &self,
-        prefix: Option<&Path>,
-        offset: &Path,
-    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list_with_offset(prefix, offset)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
-
-    async fn rename_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: RenameOptions,
-    ) -> object_store::Result<()> {
-        self.inner.rename_opts(from, to, options).await
-    }
-}
+use mailvault::storage::{CommitMode, DynStore, Gate, GateStore, Hold, NoCasStore};
 
 /// One account's index on one store, seen by several handles.
 struct World {
@@ -292,14 +142,11 @@ impl World {
     }
 
     /// A handle whose first request of kind `op` on a path containing `part` stalls.
-    async fn gated(&self, op: Op, part: &'static str) -> (Collection, Arc<Gate>) {
-        let gate = Arc::new(Gate::default());
-        let store: DynStore = Arc::new(GateStore {
-            inner: self.store.clone(),
-            gate: gate.clone(),
-        });
-        let handle = self.open_on(store).await.unwrap();
-        gate.arm(op, part);
+    async fn gated(&self, hold: Hold, part: &'static str) -> (Collection, Arc<Gate>) {
+        let store = GateStore::new(self.store.clone());
+        let gate = store.gate();
+        let handle = self.open_on(Arc::new(store)).await.unwrap();
+        gate.arm(hold, part);
         (handle, gate)
     }
 }
@@ -328,19 +175,17 @@ async fn item_07a_grace_runs_from_supersession() {
         }
         // The segments are older than the grace period; nothing has replaced them yet.
         tokio::time::sleep(STALL).await;
-        let gate = Arc::new(Gate::default());
-        gate.arm(Op::Get, "/s/");
-        let store: DynStore = Arc::new(GateStore {
-            inner: world.store.clone(),
-            gate: gate.clone(),
-        });
+        let store = GateStore::new(world.store.clone());
+        let gate = store.gate();
+        gate.arm(Hold::Get, "/s/");
+        let store: DynStore = Arc::new(store);
         let reader = {
             let index =
                 IndexStore::with_mode(store, world.deployment, world.directory.clone(), world.mode);
             let (account, key) = (world.account, world.key.clone());
             tokio::spawn(async move { index.open(account, &key, b"gc").await })
         };
-        gate.reached.notified().await;
+        gate.reached().await;
         // The reader has its manifest and is about to fetch a segment: a compaction
         // replaces the segments, and garbage collection runs at once.
         writer.compact().await.unwrap();
@@ -370,9 +215,9 @@ async fn item_07a_grace_runs_from_supersession() {
 async fn item_07b_a_stalled_commit_is_never_acknowledged_without_its_segment() {
     for world in World::both() {
         let mut collector = world.open().await.unwrap();
-        let (mut writer, gate) = world.gated(Op::Put, "/m/").await;
+        let (mut writer, gate) = world.gated(Hold::Put, "/m/").await;
         let commit = tokio::spawn(async move { writer.commit(put("late")).await });
-        gate.reached.notified().await;
+        gate.reached().await;
         tokio::time::sleep(STALL).await;
         let report = collector.collect_garbage(GRACE).await.unwrap();
         assert_eq!(report.segments, 1, "the orphan is collected: {report:?}");
@@ -402,9 +247,9 @@ async fn item_07c_a_stale_head_after_two_compactions_resurrects_nothing() {
             a.commit(put(&format!("k{i}"))).await.unwrap();
         }
         // The stale writer loads the state and stalls before writing its segment.
-        let (mut stale, gate) = world.gated(Op::Put, "/s/").await;
+        let (mut stale, gate) = world.gated(Hold::Put, "/s/").await;
         let commit = tokio::spawn(async move { stale.commit(put("stale")).await });
-        gate.reached.notified().await;
+        gate.reached().await;
         // The fourth segment of a tier triggers a first compaction; then a full one.
         for i in 3..7 {
             a.commit(put(&format!("k{i}"))).await.unwrap();
