@@ -133,7 +133,7 @@ impl Backend {
             .ciphertext_len();
         let in_parts = stored_len > self.config.multipart_threshold as u64;
         let mid = (len as u64 / 2).min(len as u64 - RANGE);
-        let encrypted_first = round % 2 == 0;
+        let encrypted_first = round.is_multiple_of(2);
 
         // put
         let mut pin = None;
