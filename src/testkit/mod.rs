@@ -14,6 +14,9 @@ use crate::storage::DynStore;
 /// Opens the S3 server configured by `MAILVAULT_S3_<NAME>_{ENDPOINT, REGION, BUCKET,
 /// ACCESS_KEY_ID, SECRET_ACCESS_KEY}` (as written by `scripts/s3-servers.sh`), with
 /// HTTP allowed and conditional puts requested (the probe decides what really holds).
+/// `MAILVAULT_S3_<NAME>_POOL_MAX_IDLE`, when set, is the number of idle connections
+/// kept per host (`0`: a fresh connection per request, which avoids Garage's 40 ms
+/// stall on small responses; `benches/store.rs` measures both).
 ///
 /// Returns `Ok(None)` when `MAILVAULT_S3_<NAME>_ENDPOINT` is unset, after printing why the
 /// caller will skip.
@@ -43,7 +46,16 @@ pub fn s3_from_env(name: &str) -> Option<DynStore> {
         .with_bucket_name(need("BUCKET"))
         .with_access_key_id(need("ACCESS_KEY_ID"))
         .with_secret_access_key(need("SECRET_ACCESS_KEY"))
-        .with_conditional_put(S3ConditionalPut::ETagMatch)
+        .with_conditional_put(S3ConditionalPut::ETagMatch);
+    let store = match var("POOL_MAX_IDLE") {
+        Some(max) => store.with_client_options(
+            object_store::ClientOptions::new()
+                .with_allow_http(true)
+                .with_pool_max_idle_per_host(max.parse().expect("a number of connections")),
+        ),
+        None => store,
+    };
+    let store = store
         .build()
         .expect("S3 configuration from the environment");
     Some(std::sync::Arc::new(store))
