@@ -408,30 +408,54 @@ impl Opener {
         }
     }
 
-    /// Adds stored bytes; appends to `out` the plaintext of every chunk that is complete
-    /// and authenticated (in batches, so `out` may stay empty for a while).
-    pub(crate) fn push(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    /// Adds stored bytes; appends to `out` the plaintext of every chunk before the final
+    /// one that is complete and authenticated. Whole chunks are opened where they lie in
+    /// `data` (on all cores); only a chunk split between two calls is copied.
+    pub(crate) fn push(&mut self, mut data: &[u8], out: &mut Vec<u8>) -> Result<()> {
         self.received += data.len() as u64;
         if self.received > self.layout.ciphertext_len() - self.layout.header_len() {
             return Err(Error::Tampered);
         }
-        self.pending.extend_from_slice(data);
-        let complete = (self.pending.len() / SEALED_CHUNK_SIZE) as u64;
-        let openable = complete.min(self.layout.final_chunk() - self.next_index);
-        if openable as usize >= BATCH_CHUNKS {
-            let bytes = openable as usize * SEALED_CHUNK_SIZE;
-            self.cipher
-                .open(
-                    self.next_index,
-                    self.layout.final_chunk(),
-                    &self.pending[..bytes],
-                    out,
-                )
-                .map_err(|_| Error::Tampered)?;
-            self.pending.drain(..bytes);
-            self.next_index += openable;
+        if !self.pending.is_empty() {
+            // Complete the chunk an earlier call began.
+            let take = SEALED_CHUNK_SIZE
+                .saturating_sub(self.pending.len())
+                .min(data.len());
+            self.pending.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            let pending = std::mem::take(&mut self.pending);
+            let used = self.open_whole(&pending, out);
+            self.pending = pending;
+            self.pending.drain(..used?);
+            if !self.pending.is_empty() {
+                self.pending.extend_from_slice(data);
+                return Ok(());
+            }
         }
+        let used = self.open_whole(data, out)?;
+        self.pending.extend_from_slice(&data[used..]);
         Ok(())
+    }
+
+    /// Opens the whole chunks at the start of `sealed` that come before the final chunk;
+    /// returns how many bytes they took.
+    fn open_whole(&mut self, sealed: &[u8], out: &mut Vec<u8>) -> Result<usize> {
+        let complete = (sealed.len() / SEALED_CHUNK_SIZE) as u64;
+        let openable = complete.min(self.layout.final_chunk() - self.next_index);
+        if openable == 0 {
+            return Ok(0);
+        }
+        let bytes = openable as usize * SEALED_CHUNK_SIZE;
+        self.cipher
+            .open(
+                self.next_index,
+                self.layout.final_chunk(),
+                &sealed[..bytes],
+                out,
+            )
+            .map_err(|_| Error::Tampered)?;
+        self.next_index += openable;
+        Ok(bytes)
     }
 
     /// Opens the remaining chunks, which must end exactly with the final chunk.

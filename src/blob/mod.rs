@@ -38,6 +38,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
+use futures::StreamExt;
 use object_store::{ObjectStoreExt, PutMode, PutOptions};
 
 pub use cipher::BlobCipher;
@@ -341,16 +342,26 @@ impl AccountBlobs {
         .await
     }
 
-    /// Reads a whole blob into memory, opening its chunks on all cores.
+    /// Reads a whole blob into memory: the stream of [`get`](Self::get), collected (one
+    /// code path for both, so they cannot drift apart).
     ///
     /// # Errors
-    /// As [`get`](Self::get).
+    /// As [`get`](Self::get), and whatever error the stream yields.
     pub async fn read(&self, pin: &BlobPin) -> Result<Bytes> {
-        let path = naming::blob_path(&self.account, &pin.id);
-        let stored = storage::get_exact(self.store.as_ref(), &path, pin.stored_len()).await?;
-        Ok(Bytes::from(
-            self.for_epoch(pin.header.epoch)?.open(pin, &stored)?,
-        ))
+        let mut stream = self.get(pin).await?;
+        let Some(first) = stream.next().await.transpose()? else {
+            return Ok(Bytes::new());
+        };
+        let Some(second) = stream.next().await.transpose()? else {
+            return Ok(first);
+        };
+        let mut whole = Vec::with_capacity(pin.len() as usize);
+        whole.extend_from_slice(&first);
+        whole.extend_from_slice(&second);
+        while let Some(piece) = stream.next().await.transpose()? {
+            whole.extend_from_slice(&piece);
+        }
+        Ok(Bytes::from(whole))
     }
 
     /// Reads the plaintext bytes `range` of a blob: exactly one ranged GET over the chunks

@@ -1,18 +1,34 @@
-use bytes::Bytes;
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use object_store::ObjectStoreExt;
+use object_store::{GetResultPayload, ObjectStoreExt};
 use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
 
-use super::cipher::{BlobCipher, Opener};
+use super::cipher::{BlobCipher, Opener, BATCH_CHUNKS};
 use super::BlobStream;
+use crate::crypto::stream::SEALED_CHUNK_SIZE;
 use crate::error::{Error, Result};
 use crate::format::BlobPin;
 use crate::ids::AccountId;
 use crate::storage::{naming, DynStore};
 
+/// Stored bytes are handed to the opener in pieces of about one batch of chunks (1 MiB),
+/// whatever size the backend delivers them in (object_store streams a local file in
+/// 8 KiB reads).
+const PIECE: usize = BATCH_CHUNKS * SEALED_CHUNK_SIZE;
+
+/// Pieces read ahead while one is being opened: the read of the next piece overlaps the
+/// cipher on the current one, and memory stays bounded by a few pieces.
+const READ_AHEAD: usize = 1;
+
+/// Pieces at least this large are opened on the blocking pool (the chunks on all cores),
+/// so that the runtime's workers keep reading meanwhile; smaller ones inline.
+const OFFLOAD: usize = 256 << 10;
+
 struct ReadState {
-    source: BoxStream<'static, object_store::Result<Bytes>>,
     header: Vec<u8>,
     expected_header: Vec<u8>,
     opener: Option<Opener>,
@@ -23,9 +39,7 @@ struct ReadState {
 impl ReadState {
     /// Feeds one piece of the stored object; returns plaintext that became available.
     fn feed(&mut self, mut data: &[u8]) -> Result<Vec<u8>> {
-        if let Some((digest, _)) = &mut self.digest {
-            digest.update(data);
-        }
+        let whole = data;
         let header_len = self.expected_header.len();
         if self.header.len() < header_len {
             let take = (header_len - self.header.len()).min(data.len());
@@ -36,9 +50,20 @@ impl ReadState {
             }
         }
         let mut out = Vec::new();
-        if !data.is_empty() {
-            let opener = self.opener.as_mut().ok_or(Error::Tampered)?;
-            opener.push(data, &mut out)?;
+        let opener = self.opener.as_mut().ok_or(Error::Tampered)?;
+        match &mut self.digest {
+            // The digest of a sealed blob runs beside the cipher, on another core.
+            Some((digest, _)) if whole.len() >= OFFLOAD => {
+                let (_, opened) =
+                    rayon::join(|| digest.update(whole), || opener.push(data, &mut out));
+                opened?;
+            }
+            digest => {
+                if let Some((digest, _)) = digest {
+                    digest.update(whole);
+                }
+                opener.push(data, &mut out)?;
+            }
         }
         Ok(out)
     }
@@ -62,7 +87,9 @@ impl ReadState {
     }
 }
 
-/// One GET of the whole object, opened chunk batch by chunk batch.
+/// One GET of the whole object, opened batch by batch while the next piece is read.
+/// [`AccountBlobs::read`](super::AccountBlobs::read) collects the same stream, so the
+/// two reads cannot drift apart.
 pub(super) async fn stream(
     store: &DynStore,
     account: &AccountId,
@@ -75,22 +102,34 @@ pub(super) async fn stream(
         return Err(Error::Tampered);
     }
     let state = ReadState {
-        source: result.into_stream(),
         header: Vec::new(),
         expected_header: pin.header_bytes(),
         opener: Some(Opener::new(payload, pin.layout())),
         digest: pin.sealed_key().map(|s| (Sha256::new(), s.digest)),
     };
-    let stream = futures::stream::try_unfold(Some(state), |state| async move {
-        let Some(mut state) = state else {
+    let pieces = read_ahead(result.payload, result.range);
+    let stream = futures::stream::try_unfold(Some((state, pieces)), |state| async move {
+        let Some((mut state, mut pieces)) = state else {
             return Ok(None);
         };
         loop {
-            match state.source.next().await {
+            match pieces.recv().await {
                 Some(piece) => {
-                    let plain = state.feed(&piece?)?;
+                    let piece = piece?;
+                    let plain = if piece.len() >= OFFLOAD {
+                        let (back, plain) = tokio::task::spawn_blocking(move || {
+                            let plain = state.feed(&piece);
+                            (state, plain)
+                        })
+                        .await
+                        .map_err(|e| Error::invalid(format!("opening task failed: {e}")))?;
+                        state = back;
+                        plain?
+                    } else {
+                        state.feed(&piece)?
+                    };
                     if !plain.is_empty() {
-                        return Ok(Some((Bytes::from(plain), Some(state))));
+                        return Ok(Some((Bytes::from(plain), Some((state, pieces)))));
                     }
                 }
                 None => {
@@ -102,4 +141,109 @@ pub(super) async fn stream(
     })
     .filter(|piece| futures::future::ready(!matches!(piece, Ok(bytes) if bytes.is_empty())));
     Ok(stream.boxed())
+}
+
+/// Reads the object's bytes in a task of its own, in pieces of about [`PIECE`] bytes,
+/// at most [`READ_AHEAD`] of them ahead of the reader. The task ends when the reader
+/// drops the receiver.
+fn read_ahead(payload: GetResultPayload, range: Range<u64>) -> mpsc::Receiver<Result<Bytes>> {
+    let (tx, rx) = mpsc::channel(READ_AHEAD);
+    match payload {
+        GetResultPayload::File(file, _) => {
+            tokio::spawn(file_pieces(file, range, tx));
+        }
+        GetResultPayload::Stream(source) => {
+            tokio::spawn(coalesce(source, tx));
+        }
+    }
+    rx
+}
+
+/// A local file read directly in large pieces on the blocking pool.
+async fn file_pieces(mut file: std::fs::File, range: Range<u64>, tx: mpsc::Sender<Result<Bytes>>) {
+    let mut at = range.start;
+    while at < range.end {
+        let want = (range.end - at).min(PIECE as u64);
+        let read = tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut buf = Vec::with_capacity(want as usize);
+            let read = file
+                .seek(SeekFrom::Start(at))
+                .and_then(|_| (&mut file).take(want).read_to_end(&mut buf));
+            (file, read.map(|_| buf))
+        })
+        .await;
+        let piece = match read {
+            Ok((back, Ok(buf))) => {
+                file = back;
+                buf
+            }
+            Ok((_, Err(e))) => {
+                let _ = tx.send(Err(io_error(e))).await;
+                return;
+            }
+            Err(e) => {
+                let _ = tx
+                    .send(Err(Error::invalid(format!("reading task failed: {e}"))))
+                    .await;
+                return;
+            }
+        };
+        let short = (piece.len() as u64) < want;
+        at += piece.len() as u64;
+        if tx.send(Ok(Bytes::from(piece))).await.is_err() || short {
+            // The reader is gone, or the file ended early (the opener refuses the
+            // short object).
+            return;
+        }
+    }
+}
+
+fn io_error(e: std::io::Error) -> Error {
+    Error::from(object_store::Error::Generic {
+        store: "LocalFileSystem",
+        source: Box::new(e),
+    })
+}
+
+/// A backend's stream regrouped into pieces of at least [`PIECE`] bytes (the last may
+/// be shorter). A piece that arrived whole is passed on without a copy.
+async fn coalesce(
+    mut source: BoxStream<'static, object_store::Result<Bytes>>,
+    tx: mpsc::Sender<Result<Bytes>>,
+) {
+    let mut held: Vec<Bytes> = Vec::new();
+    let mut held_len = 0;
+    while let Some(piece) = source.next().await {
+        let piece = match piece {
+            Ok(piece) => piece,
+            Err(e) => {
+                let _ = tx.send(Err(e.into())).await;
+                return;
+            }
+        };
+        held_len += piece.len();
+        held.push(piece);
+        if held_len >= PIECE && tx.send(Ok(join(&mut held))).await.is_err() {
+            return;
+        }
+        if held.is_empty() {
+            held_len = 0;
+        }
+    }
+    if !held.is_empty() {
+        let _ = tx.send(Ok(join(&mut held))).await;
+    }
+}
+
+/// The held pieces as one, copied only if there are several.
+fn join(held: &mut Vec<Bytes>) -> Bytes {
+    if held.len() == 1 {
+        return held.pop().unwrap_or_default();
+    }
+    let mut joined = BytesMut::with_capacity(held.iter().map(Bytes::len).sum());
+    for piece in held.drain(..) {
+        joined.extend_from_slice(&piece);
+    }
+    joined.freeze()
 }
