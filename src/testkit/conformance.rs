@@ -341,6 +341,40 @@ pub async fn tampering(store: &DynStore) {
             "streamed flip at {position}"
         );
     }
+    // A blob read in several pieces (reads are opened about 1 MiB at a time): a flip in
+    // the chunk split between two pieces, in a later piece, and in the final chunk.
+    let long_plain = pattern(6, 17 * CHUNK_SIZE + 5);
+    let long = account
+        .put(BlobKind::Message, &long_plain)
+        .await
+        .expect("put");
+    let long_path = naming::blob_path(&account.account(), &long.id);
+    let long_original = store.get(&long_path).await.unwrap().bytes().await.unwrap();
+    let piece = 16 * crate::crypto::stream::SEALED_CHUNK_SIZE;
+    for position in [
+        piece - 3,
+        piece + 3,
+        piece + CHUNK_SIZE,
+        long_original.len() - 2,
+    ] {
+        let mut bad = long_original.to_vec();
+        bad[position] ^= 0x01;
+        store.put(&long_path, PutPayload::from(bad)).await.unwrap();
+        assert!(
+            matches!(account.read(&long).await, Err(Error::Tampered)),
+            "flip at {position} of a long blob"
+        );
+        let streamed = collect_stream(account.get(&long).await.unwrap()).await;
+        assert!(
+            matches!(streamed, Err(Error::Tampered)),
+            "streamed flip at {position} of a long blob"
+        );
+    }
+    store
+        .put(&long_path, PutPayload::from(long_original))
+        .await
+        .unwrap();
+    check_reads(&account, &long, &long_plain).await;
     let truncated = original.slice(..original.len() - 1);
     store.put(&path, PutPayload::from(truncated)).await.unwrap();
     assert!(matches!(account.read(&pin).await, Err(Error::Tampered)));
