@@ -38,8 +38,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
-use futures::StreamExt;
-use object_store::{ObjectStoreExt, PutMode, PutOptions};
+use futures::{StreamExt, TryStreamExt};
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 pub use cipher::BlobCipher;
 pub use sealed::{officer_binding, SealedBlob, SealedBlobWriter, SealedOfficer, SealedRecipients};
@@ -48,7 +48,6 @@ use write::WrittenHeader;
 
 use crate::crypto::{AccountKey, RandomSource};
 use crate::error::{Error, Result};
-use crate::format::blob::BlobLayout;
 use crate::format::{BlobKind, BlobPin};
 use crate::ids::{AccountId, BlobId, DeploymentId};
 use crate::storage::{self, naming, DynStore};
@@ -303,25 +302,66 @@ impl AccountBlobs {
         )
     }
 
-    /// Stores `data` as a new blob in one call and returns its pin.
+    /// Stores `data` as a new blob in one call and returns its pin. The sealed copy of
+    /// the whole blob is held until the upload ends (one PUT up to the multipart
+    /// threshold, parts above it); for a blob too large to hold twice, stream it through
+    /// [`writer`](Self::writer), whose memory is bounded.
     ///
     /// # Errors
     /// [`Error::Backend`] if the upload fails (nothing is then visible under the pin).
     pub async fn put(&self, kind: BlobKind, data: &[u8]) -> Result<BlobPin> {
-        let stored_len = BlobLayout::for_plaintext(data.len() as u64)?.ciphertext_len();
-        if stored_len > self.config.multipart_threshold as u64 {
-            let mut writer = self.writer(kind);
-            writer.write(data).await?;
-            return writer.finish().await;
-        }
-        // One conditional PUT of the chunks as sealed, each in its own buffer.
+        // Sealed on all cores straight into one buffer per chunk, uploaded as they are.
         let id = BlobId::random(&self.rng);
-        let (pin, parts) = self.current().seal_parts(&self.rng, id, kind, data)?;
-        let opts = PutOptions::from(PutMode::Create);
-        self.store
-            .put_opts(&naming::blob_path(&self.account, &id), parts, opts)
-            .await?;
+        let (pin, sealed) = self.current().seal_parts(&self.rng, id, kind, data)?;
+        let path = naming::blob_path(&self.account, &id);
+        if pin.stored_len() > self.config.multipart_threshold as u64 {
+            self.put_in_parts(&path, sealed).await?;
+        } else {
+            // One conditional PUT.
+            let opts = PutOptions::from(PutMode::Create);
+            self.store.put_opts(&path, sealed, opts).await?;
+        }
         Ok(pin)
+    }
+
+    /// A multipart upload of chunks already sealed: parts of at least `part_size` bytes
+    /// made of the chunks' buffers (no copy), `parts_in_flight` at once. On failure the
+    /// upload is aborted and nothing becomes visible.
+    async fn put_in_parts(
+        &self,
+        path: &object_store::path::Path,
+        sealed: PutPayload,
+    ) -> Result<()> {
+        let mut parts = Vec::new();
+        let (mut part, mut part_len) = (Vec::new(), 0);
+        for piece in sealed {
+            part_len += piece.len();
+            part.push(piece);
+            if part_len >= self.config.part_size {
+                parts.push(PutPayload::from_iter(std::mem::take(&mut part)));
+                part_len = 0;
+            }
+        }
+        if !part.is_empty() {
+            parts.push(PutPayload::from_iter(part));
+        }
+        let mut upload = self.store.put_multipart(path).await?;
+        let uploaded: object_store::Result<Vec<()>> =
+            futures::stream::iter(parts.into_iter().map(|part| upload.put_part(part)))
+                .buffered(self.config.parts_in_flight)
+                .try_collect()
+                .await;
+        let completed = match uploaded {
+            Ok(_) => upload.complete().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = completed {
+            // The parts stay invisible; if the abort fails too, the backend's cleanup of
+            // incomplete uploads removes them.
+            let _ = upload.abort().await;
+            return Err(e.into());
+        }
+        Ok(())
     }
 
     /// Reads a whole blob as a stream of authenticated plaintext, with one GET and memory
