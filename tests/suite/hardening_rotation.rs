@@ -350,3 +350,284 @@ async fn item_04_root_rotation_revokes_a_former_key_holder() {
         }
     }
 }
+
+/// A copy of every object of the store (a backup, or a thief's copy of the bucket).
+async fn copy_of(store: &DynStore) -> DynStore {
+    let copy = super::memory();
+    super::mail::copy_objects(store, &copy, "").await;
+    copy
+}
+
+/// Every message body of the account's inbox, sorted, and the `notes` collection.
+async fn state(session: &Session) -> (Vec<String>, Option<Vec<u8>>) {
+    let mut mail = session.mailstore().await.unwrap();
+    let mut bodies: Vec<String> = inbox(&mut mail).await.into_iter().map(|(t, _)| t).collect();
+    bodies.sort();
+    let notes = session.collection(b"notes").await.unwrap();
+    (bodies, notes.get(b"k").map(<[u8]>::to_vec))
+}
+
+/// Item 4, on demand: a password leaks together with a backup of the bucket; the user
+/// changes the password (one slot rewritten: the backup's slot still opens the old root)
+/// and rotates the root. The rotation is killed at fixed and seeded backend operations
+/// in every fault mode, then resumed: after each kill every message and collection
+/// reads; the resumed run finishes; afterwards the backup and the leaked password open
+/// nothing new, and modseqs carry on above those seen before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_04_rotation_on_demand_killed_and_resumed() {
+    use mailvault::storage::{Fault, FaultMode, FaultyStore};
+    use rand::{Rng, SeedableRng};
+
+    type Before = (Vec<String>, Option<Vec<u8>>);
+    async fn prepared(cas: bool) -> (World, DynStore, Before, u64) {
+        let w = if cas {
+            World::on(super::memory(), CommitMode::CompareAndSwap).await
+        } else {
+            World::on(
+                Arc::new(NoCasStore::new(super::memory())),
+                CommitMode::WriterUnique,
+            )
+            .await
+        };
+        let mut session = w.provider.unlock(w.alice, "pw").await.unwrap();
+        append(&session, "Subject: one\r\n\r\nbefore").await;
+        append(&session, "Subject: two\r\n\r\nbefore").await;
+        let mut notes = session.collection(b"notes").await.unwrap();
+        let mut batch = mailvault::index::Batch::new();
+        batch.put(&b"k"[..], &b"kept across the rotation"[..]);
+        notes.commit(batch).await.unwrap();
+        let backup = copy_of(&w.store).await;
+        session.change_password("pw2").await.unwrap();
+        let modseq = session.mailstore().await.unwrap().modseq();
+        let before = state(&session).await;
+        (w, backup, before, modseq)
+    }
+
+    async fn provider_on(w: &World, store: FaultyStore) -> Provider {
+        Provider::new(Arc::new(store), w.deployment, w.directory.clone(), config())
+            .await
+            .unwrap()
+    }
+
+    // Uninterrupted, counting the backend operations of a rotation.
+    let (w, backup, before, modseq) = prepared(true).await;
+    let counting = FaultyStore::new(w.store.clone(), None);
+    let provider = provider_on(&w, counting.clone()).await;
+    let started = counting.ops();
+    let mut session = provider.unlock(w.alice, "pw2").await.unwrap();
+    let mut seen = Vec::new();
+    let done = session
+        .rotate_root(&[b"notes"], |p| seen.push(p))
+        .await
+        .unwrap();
+    assert_eq!(done, 2, "mail and notes");
+    assert_eq!(
+        seen.iter().map(|p| (p.done, p.total)).collect::<Vec<_>>(),
+        [(1, 2), (2, 2)],
+        "progress after each collection"
+    );
+    let span = counting.ops() - started;
+    check_rotated(&w, &backup, &before, modseq, "uninterrupted").await;
+
+    let seed: u64 = 0x726f_7461_7465;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut points: Vec<u64> = vec![span / 5, span / 2, 4 * span / 5, span - 1];
+    points.extend((0..3).map(|_| rng.gen_range(0..span)));
+    let mut kills = 0;
+    let runs = points
+        .iter()
+        .map(|&at| (true, at))
+        .chain(points[..4].iter().map(|&at| (false, at)));
+    for (cas, at) in runs {
+        for mode in [FaultMode::Crash, FaultMode::ApplyAndFail, FaultMode::Fail] {
+            let ctx = format!("seed {seed:#x}: {mode:?} at {at} of {span}, compare-and-swap {cas}");
+            let (w, backup, before, modseq) = prepared(cas).await;
+            let fault = Fault {
+                at: started + at,
+                mode,
+            };
+            let provider = provider_on(&w, FaultyStore::new(w.store.clone(), Some(fault))).await;
+            let run = match provider.unlock(w.alice, "pw2").await {
+                Ok(mut killed) => killed.rotate_root(&[b"notes"], |_| {}).await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            kills += usize::from(run.is_err());
+            // After the kill: everything reads (a session opened now uses whichever
+            // index key the keyring says is current for each collection).
+            let reader = w.provider.unlock(w.alice, "pw2").await.unwrap();
+            assert_eq!(state(&reader).await, before, "{ctx}: after the kill");
+            drop(reader);
+            // Resumed to the end.
+            let mut session = w.provider.unlock(w.alice, "pw2").await.unwrap();
+            session.rotate_root(&[b"notes"], |_| {}).await.unwrap();
+            check_rotated(&w, &backup, &before, modseq, &ctx).await;
+        }
+    }
+    assert!(
+        kills >= (points.len() + 4) * 2,
+        "the rotation was killed part-way ({kills} runs)"
+    );
+}
+
+/// After a rotation: the user reads everything and modseqs go on rising; the backup
+/// opened with the leaked password yields keys that read nothing written afterwards.
+async fn check_rotated(
+    w: &World,
+    backup: &DynStore,
+    before: &(Vec<String>, Option<Vec<u8>>),
+    modseq: u64,
+    ctx: &str,
+) {
+    let session = w.provider.unlock(w.alice, "pw2").await.unwrap();
+    assert_eq!(&state(&session).await, before, "{ctx}");
+    let after = append(&session, "Subject: three\r\n\r\nnew secret").await;
+    let mail = session.mailstore().await.unwrap();
+    assert!(mail.modseq() > modseq, "{ctx}: modseqs carry on");
+    // The former key holder: the backup's keyring and the leaked password.
+    let old = mailvault::keys::KeyringStore::new(
+        backup.clone(),
+        w.deployment,
+        Arc::new(MemoryDirectory::new()),
+        CommitMode::CompareAndSwap,
+    )
+    .unlock(w.alice, w.binding().await, Credential::Password("pw"))
+    .await
+    .unwrap();
+    let former = Former::copy(&old).await;
+    let blobs = BlobStore::new(w.store.clone(), w.deployment).account_epochs(w.alice, &former.epochs);
+    assert!(
+        blobs.read(&after.pin).await.is_err(),
+        "{ctx}: the backup's keys read a body written after the rotation"
+    );
+    if let Some(mut mail) = w.mail_with(&former.index, &former.epochs).await {
+        assert!(
+            inbox(&mut mail).await.is_empty(),
+            "{ctx}: the backup's index key opens the live index"
+        );
+    }
+    let export = KeyExport::parse(&former.export).unwrap();
+    assert!(
+        w.provider
+            .keyrings()
+            .import(&export, "former passphrase", w.binding().await)
+            .await
+            .is_err(),
+        "{ctx}: the backup's root opens the current keyring"
+    );
+}
+
+/// Item 4 against a concurrent keyring writer: a rotation (on demand, and by removing a
+/// slot) and a slot addition made from the same keyring generation by two sessions (two
+/// servers). Each either holds or fails with `Conflict`, nothing acknowledged is lost,
+/// and the session that lost follows the rotation on reload (through its own slot) and
+/// succeeds on retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_04_rotation_against_a_concurrent_keyring_writer() {
+    use mailvault::Error;
+    for (name, store, mode) in backends() {
+        let w = World::on(store, mode).await;
+        let mut rotator = w.provider.unlock(w.alice, "pw").await.unwrap();
+        let device = rotator.add_device_key().await.unwrap();
+        let device_slot = rotator.slots().last().unwrap().id;
+        append(&rotator, "Subject: before\r\n\r\nold news").await;
+        let mut writer = w
+            .provider
+            .unlock_with(w.alice, Credential::DeviceKey(&device))
+            .await
+            .unwrap();
+        let old = Former::copy_from_session(&w, &device).await;
+
+        // Both from the same generation, concurrently.
+        let (rotated, added) = tokio::join!(
+            rotator.rotate_root(&[], |_| {}),
+            writer.add_recovery_code()
+        );
+        rotated.unwrap_or_else(|e| panic!("{name}: the on-demand rotation retries: {e}"));
+        let code = match added {
+            Ok(code) => code,
+            Err(Error::Conflict { .. }) => {
+                writer.reload_keyring().await.unwrap();
+                writer.add_recovery_code().await.unwrap()
+            }
+            Err(e) => panic!("{name}: unexpected {e}"),
+        };
+        // Both hold: the code opens the rotated account, and the old root does not.
+        let by_code = w
+            .provider
+            .unlock_with(w.alice, Credential::RecoveryCode(code.as_str()))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: the acknowledged recovery code was lost: {e}"));
+        let export = KeyExport::parse(&old.export).unwrap();
+        assert!(
+            w.provider
+                .keyrings()
+                .import(&export, "former passphrase", w.binding().await)
+                .await
+                .is_err(),
+            "{name}: the rotation was reverted by the concurrent writer"
+        );
+        drop(by_code);
+
+        // A removal (which rotates) against a password change from the same generation.
+        let mut remover = w.provider.unlock(w.alice, "pw").await.unwrap();
+        let mut changer = w
+            .provider
+            .unlock_with(w.alice, Credential::RecoveryCode(code.as_str()))
+            .await
+            .unwrap();
+        let (removed, changed) = tokio::join!(
+            remover.remove_slot(device_slot),
+            changer.change_password("pw3")
+        );
+        match (&removed, &changed) {
+            (Ok(()), Ok(())) => {}
+            (Ok(()), Err(Error::Conflict { .. })) => {
+                changer.reload_keyring().await.unwrap();
+                changer.change_password("pw3").await.unwrap();
+            }
+            (Err(Error::Conflict { .. }), Ok(())) => {
+                remover = w.provider.unlock(w.alice, "pw3").await.unwrap();
+                remover.remove_slot(device_slot).await.unwrap();
+            }
+            _ => panic!("{name}: removal {removed:?}, password {changed:?}"),
+        }
+        assert!(
+            w.provider
+                .unlock_with(w.alice, Credential::DeviceKey(&device))
+                .await
+                .is_err(),
+            "{name}: the removed device slot came back"
+        );
+        let session = w.provider.unlock(w.alice, "pw3").await.unwrap_or_else(|e| {
+            panic!("{name}: the acknowledged password change was reverted: {e}")
+        });
+        assert!(w.provider.unlock(w.alice, "pw").await.is_err());
+        // The revoked device's session can no longer follow the keyring.
+        let reloaded = writer.reload_keyring().await;
+        assert!(
+            matches!(reloaded, Err(Error::WrongCredential)),
+            "{name}: the revoked device's session followed the rotation: {reloaded:?}"
+        );
+        let after = append(&session, "Subject: after\r\n\r\nnew secret").await;
+        let before = {
+            let mut mail = session.mailstore().await.unwrap();
+            let id = mail.mailbox_by_name(INBOX).unwrap().id;
+            let first = mail.select(id).await.unwrap().messages[0].uid;
+            mail.email(id, first).unwrap()
+        };
+        old.check(&w, &before, &[after], name).await;
+    }
+}
+
+impl Former {
+    /// What the holder of `device` copies from the keyring it opens.
+    async fn copy_from_session(w: &World, device: &mailvault::keys::DeviceKey) -> Self {
+        let keyring = w
+            .provider
+            .keyrings()
+            .unlock(w.alice, w.binding().await, Credential::DeviceKey(device))
+            .await
+            .unwrap();
+        Self::copy(&keyring).await
+    }
+}
