@@ -360,7 +360,13 @@ impl KeyringStore {
                 .await
             {
                 Ok(secret) => {
-                    let root = open_root(&self.deployment, &account, slot, &parsed.stanzas[i], &secret)?;
+                    let root = open_root(
+                        &self.deployment,
+                        &account,
+                        slot,
+                        &parsed.stanzas[i],
+                        &secret,
+                    )?;
                     return Ok((root, (slot.id, secret)));
                 }
                 Err(Error::WrongCredential) => {}

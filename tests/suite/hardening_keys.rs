@@ -96,18 +96,14 @@ impl World {
         let stanzas: Vec<RootStanza> = slots
             .iter()
             .map(|slot| {
-                parsed
-                    .slots
-                    .iter()
-                    .position(|s| s.id == slot.id)
-                    .map_or(
-                        RootStanza {
-                            public: [9; 32],
-                            ephemeral: [9; 32],
-                            wrapped: [9; 48],
-                        },
-                        |i| parsed.stanzas[i],
-                    )
+                parsed.slots.iter().position(|s| s.id == slot.id).map_or(
+                    RootStanza {
+                        public: [9; 32],
+                        ephemeral: [9; 32],
+                        wrapped: [9; 48],
+                    },
+                    |i| parsed.stanzas[i],
+                )
             })
             .collect();
         let mut forged = write_bound(parsed.generation, &parsed.writer, &slots, &stanzas);

@@ -170,7 +170,8 @@ impl Former {
     /// Asserts that this holder reads `before` (the past) and none of `after`, neither
     /// through the index nor the bodies nor the current keyring.
     async fn check(&self, w: &World, before: &EmailRecord, after: &[EmailRecord], ctx: &str) {
-        let blobs = BlobStore::new(w.store.clone(), w.deployment).account_epochs(w.alice, &self.epochs);
+        let blobs =
+            BlobStore::new(w.store.clone(), w.deployment).account_epochs(w.alice, &self.epochs);
         for email in after {
             assert!(
                 blobs.read(&email.pin).await.is_err(),
@@ -494,7 +495,8 @@ async fn check_rotated(
     .await
     .unwrap();
     let former = Former::copy(&old).await;
-    let blobs = BlobStore::new(w.store.clone(), w.deployment).account_epochs(w.alice, &former.epochs);
+    let blobs =
+        BlobStore::new(w.store.clone(), w.deployment).account_epochs(w.alice, &former.epochs);
     assert!(
         blobs.read(&after.pin).await.is_err(),
         "{ctx}: the backup's keys read a body written after the rotation"
@@ -538,10 +540,8 @@ async fn item_04_rotation_against_a_concurrent_keyring_writer() {
         let old = Former::copy_from_session(&w, &device).await;
 
         // Both from the same generation, concurrently.
-        let (rotated, added) = tokio::join!(
-            rotator.rotate_root(&[], |_| {}),
-            writer.add_recovery_code()
-        );
+        let (rotated, added) =
+            tokio::join!(rotator.rotate_root(&[], |_| {}), writer.add_recovery_code());
         rotated.unwrap_or_else(|e| panic!("{name}: the on-demand rotation retries: {e}"));
         let code = match added {
             Ok(code) => code,

@@ -73,7 +73,10 @@ impl Collection {
                     if attempts >= self.config.max_attempts {
                         // A writer with the previous key keeps committing to the source.
                         return Err(Error::Conflict {
-                            path: format!("collection {} still written under its old key", self.tag),
+                            path: format!(
+                                "collection {} still written under its old key",
+                                self.tag
+                            ),
                         });
                     }
                 }
