@@ -13,7 +13,12 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(&slot.to_bytes()[..], data);
     }
     if let Ok(keyring) = KeyringObject::parse(data) {
-        let bound = write_bound(keyring.generation, &keyring.writer, &keyring.slots);
+        let bound = write_bound(
+            keyring.generation,
+            &keyring.writer,
+            &keyring.slots,
+            &keyring.stanzas,
+        );
         assert_eq!(&bound[..], keyring.bound);
         assert_eq!(keyring.bound.len() + keyring.sealed_body.len(), data.len());
     }

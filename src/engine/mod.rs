@@ -447,6 +447,7 @@ impl Provider {
             provider_kdf: self.config.kdf,
             rng: self.rng.clone(),
             directory: self.directory.clone(),
+            collections: Default::default(),
         })
     }
 
@@ -584,7 +585,8 @@ async fn current_officer_keys(directory: &dyn Directory) -> Result<Vec<[u8; 32]>
 /// One unlocked account: its keys in memory (zeroized on drop) and everything it can do.
 pub struct Session {
     keyring: UnlockedKeyring,
-    /// The index key (oldest live epoch).
+    /// The index key (derived from the root key; during a root rotation, collections
+    /// not copied yet are still under the previous root's).
     key: AccountKey,
     blobs: AccountBlobs,
     blob_store: BlobStore,
@@ -592,6 +594,18 @@ pub struct Session {
     provider_kdf: KdfParams,
     rng: RandomSource,
     directory: Arc<dyn Directory>,
+    /// Names of the collections opened through [`Session::collection`]: a root rotation
+    /// re-keys them with the mail.
+    collections: std::sync::Mutex<std::collections::BTreeSet<Vec<u8>>>,
+}
+
+/// Progress of a root rotation's re-keying of the index, reported after each collection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RotationProgress {
+    /// Collections re-keyed so far by this run.
+    pub done: usize,
+    /// Collections to re-key.
+    pub total: usize,
 }
 
 impl std::fmt::Debug for Session {
@@ -618,9 +632,30 @@ impl Session {
     /// # Errors
     /// As [`IndexStore::open`].
     pub async fn collection(&self, name: &[u8]) -> Result<Collection> {
-        self.index
-            .open(self.keyring.account(), &self.key, name)
-            .await
+        self.collections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name.to_vec());
+        match self.retiring_key_for(name).await? {
+            Some(old) => self.index.open(self.account(), &old, name).await,
+            None => self.index.open(self.account(), &self.key, name).await,
+        }
+    }
+
+    /// While a root rotation is under way, the previous root's index key when the
+    /// collection `name` is still under it (not copied under the new key yet); `None`
+    /// when the collection is under the current key.
+    async fn retiring_key_for(&self, name: &[u8]) -> Result<Option<AccountKey>> {
+        let Some(old) = self.keyring.retiring_index_key() else {
+            return Ok(None);
+        };
+        let copied = self
+            .index
+            .open(self.account(), &self.key, name)
+            .await?
+            .generation()
+            > 0;
+        Ok((!copied).then_some(old))
     }
 
     /// Opens the account's mail: mailboxes, messages, flags, bodies.
@@ -628,7 +663,11 @@ impl Session {
     /// # Errors
     /// As [`Mailstore::open`].
     pub async fn mailstore(&self) -> Result<Mailstore> {
-        Mailstore::open(&self.index, self.blobs.clone(), &self.key).await
+        let name = crate::mail::COLLECTION;
+        match self.retiring_key_for(name).await? {
+            Some(old) => Mailstore::open(&self.index, self.blobs.clone(), &old).await,
+            None => Mailstore::open(&self.index, self.blobs.clone(), &self.key).await,
+        }
     }
 
     /// Imports the account's pending sealed deliveries into `mail` (see
@@ -660,12 +699,16 @@ impl Session {
 
     /// Reloads the account's keyring as the trusted directory names it now: what to do
     /// after a keyring change failed with [`Error::Conflict`] (another session of the
-    /// account changed the keyring first) before trying the change again.
+    /// account changed the keyring first) before trying the change again. A root
+    /// rotation made by another session is followed through the slot this session was
+    /// unlocked with, if it remains (the index key and epochs change with it).
     ///
     /// # Errors
-    /// As [`UnlockedKeyring::reload`].
+    /// As [`UnlockedKeyring::reload`]: [`Error::WrongCredential`] once the slot this
+    /// session was unlocked with was removed and the root rotated (revoked).
     pub async fn reload_keyring(&mut self) -> Result<()> {
         self.keyring.reload().await?;
+        self.key = self.keyring.index_key()?;
         self.blobs = self
             .blob_store
             .account_epochs(self.account(), &self.keyring.epoch_keys());
@@ -713,12 +756,18 @@ impl Session {
         added.ok_or(Error::Tampered)
     }
 
-    /// Removes a slot. Under a model that requires an officer slot, the last slot for a
-    /// current officer key cannot be removed.
+    /// Removes a slot and rotates the root key (see [`rotate_root`](Self::rotate_root)):
+    /// whoever held the slot's unlocker, or the root key it opened, reads nothing written
+    /// from then on. The index re-keyed is the mail and every collection opened through
+    /// this session; an application that keeps other collections calls
+    /// [`rotate_root`](Self::rotate_root) with their names instead. Under a model that
+    /// requires an officer slot, the last slot for a current officer key cannot be
+    /// removed.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for an unknown slot, the last slot, or the required
-    /// officer slot; as [`UnlockedKeyring::remove_slot`].
+    /// officer slot; as [`rotate_root`](Self::rotate_root): the slot is gone once the
+    /// rotation has begun, and calling `rotate_root` finishes it.
     pub async fn remove_slot(&mut self, id: [u8; 16]) -> Result<()> {
         let record = self.directory.account_record(&self.account()).await?;
         if record.is_some_and(|r| r.model.requires_officer()) {
@@ -738,7 +787,120 @@ impl Session {
         if self.keyring.slots().len() <= 1 {
             return Err(Error::invalid("the last slot cannot be removed"));
         }
-        self.keyring.remove_slot(id).await
+        if !self.keyring.slots().iter().any(|s| s.id == id) {
+            return Err(Error::invalid("no such slot"));
+        }
+        // An interrupted rotation is finished first: its index is half re-keyed.
+        self.rekey_index(&[], |_| {}).await?;
+        self.keyring.begin_rotation(Some(id)).await?;
+        self.rekey_index(&[], |_| {}).await.map(|_| ())
+    }
+
+    /// Begins a root rotation unless one is under way, reloading the keyring after a
+    /// concurrent change committed first (the rotation then begins on top of it, so
+    /// that change holds).
+    async fn begin_rotation(&mut self) -> Result<()> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            if self.keyring.rotating() {
+                return Ok(());
+            }
+            match self.keyring.begin_rotation(None).await {
+                Err(Error::Conflict { .. }) if attempts < 16 => self.reload_keyring().await?,
+                done => return done,
+            }
+        }
+    }
+
+    /// Rotates the account's root key: a new root sealed to every remaining slot (their
+    /// unlockers are not needed: each slot's root stanza is sealed to its public key), a
+    /// new key epoch that the directory lists (deliveries and new bodies are sealed under
+    /// it), the epoch secrets re-sealed under the new root, and the index re-keyed: the
+    /// mail, every collection opened through this session and those named in
+    /// `collections`, each copied under the new root's index key (records, stamps and
+    /// generation kept, so modseqs carry on) and then deleted under the old one.
+    ///
+    /// Afterwards a former key holder (a removed slot's unlocker, a copy of the old root
+    /// key, an export file or a keyring copied before) reads nothing new: no keyring
+    /// generation, index data or body written from then on. What it can still read is
+    /// the past it could reach: bodies under the epochs it knew, as long as the store
+    /// keeps them ([`reencrypt_epoch`](Self::reencrypt_epoch) moves them to the new
+    /// epoch and deletes them), and whatever it copied or backups kept
+    /// (`docs/design.md` §10.5).
+    ///
+    /// Resumable like the epoch re-encryption job: the keyring records the rotation (the
+    /// previous root stays in its sealed body until the index is re-keyed), a run killed
+    /// at any point leaves every message readable, and running it again (or any
+    /// [`remove_slot`](Self::remove_slot)) finishes the work. `progress` is called after
+    /// every collection. Returns the collections re-keyed by this run.
+    ///
+    /// Sessions of the account opened before the rotation hold the previous keys: they
+    /// must be reopened (their writes to a collection after it was copied are not
+    /// carried over, and they fail once it is deleted).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a keyring without slots (key models 1 and 2: the
+    /// root key is the device's own credential); [`Error::Conflict`] after repeated
+    /// losses to concurrent keyring changes (each loss reloads the keyring, so those
+    /// changes hold); [`Error::WrongCredential`] when the slot this session was unlocked
+    /// with was removed meanwhile; read, write and backend errors (run it again).
+    pub async fn rotate_root(
+        &mut self,
+        collections: &[&[u8]],
+        progress: impl FnMut(RotationProgress),
+    ) -> Result<usize> {
+        self.begin_rotation().await?;
+        self.rekey_index(collections, progress).await
+    }
+
+    /// The index side of a root rotation under way (nothing when none is): the
+    /// directory lists the new epoch, each collection is copied under the new root's
+    /// index key and deleted under the previous one, and the keyring forgets the
+    /// previous root.
+    async fn rekey_index(
+        &mut self,
+        collections: &[&[u8]],
+        mut progress: impl FnMut(RotationProgress),
+    ) -> Result<usize> {
+        let Some(old_key) = self.keyring.retiring_index_key() else {
+            return Ok(0);
+        };
+        self.publish_epochs().await?;
+        // The root changed when the rotation began: collections copied from now on are
+        // read under the new root's key.
+        self.key = self.keyring.index_key()?;
+        let new_key = self.keyring.index_key()?;
+        let account = self.account();
+        let mut names = self
+            .collections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        names.insert(crate::mail::COLLECTION.to_vec());
+        names.extend(collections.iter().map(|n| n.to_vec()));
+        let total = names.len();
+        for (done, name) in names.iter().enumerate() {
+            let mut target = self.index.open(account, &new_key, name).await?;
+            match self.index.open(account, &old_key, name).await {
+                Ok(mut source) => {
+                    target.copy_from(&mut source).await?;
+                }
+                // Copied and then (partly) deleted by an earlier run.
+                Err(Error::Rollback { .. } | Error::NotFound { .. }) if target.generation() > 0 => {
+                }
+                Err(e) => return Err(e),
+            }
+            self.index
+                .delete_collection(account, &old_key, name)
+                .await?;
+            progress(RotationProgress {
+                done: done + 1,
+                total,
+            });
+        }
+        self.keyring.finish_rotation().await?;
+        Ok(total)
     }
 
     /// Adds a key epoch: new blobs are sealed under it, older ones stay readable, the
@@ -819,6 +981,13 @@ impl Session {
     /// has its own: the order of commits).
     pub fn keyring_generation(&self) -> u64 {
         self.keyring.generation()
+    }
+
+    /// The generation of the last keyring change this session committed itself (0 when
+    /// none): for a slot removal, which commits twice (the removal with the rotation's
+    /// beginning, then its end), the last of its own commits.
+    pub fn committed_generation(&self) -> u64 {
+        self.keyring.committed_generation()
     }
 
     /// The account's slots (kinds and creation times, never secrets).

@@ -10,6 +10,8 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
 
+mod rekey;
+
 use super::sealed::{CollectionKeys, Loaded, NewSegment};
 use super::{Batch, IndexConfig, IndexStore};
 use crate::crypto::{AccountKey, RandomSource};

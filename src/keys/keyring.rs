@@ -9,6 +9,12 @@
 //! an unaccepted sibling of the same generation, is refused. A commit deletes the
 //! superseded generations at once, so an old slot does not outlive a password change in
 //! the bucket (backups and object versioning are another matter: see `docs/design.md`).
+//!
+//! Each slot wraps a secret of its own, and the slot's root stanza seals the root key to
+//! that secret's X25519 public key: whoever holds the root can seal a new one to every
+//! slot without their unlockers, which is how a root rotation
+//! ([`UnlockedKeyring::begin_rotation`]) revokes a former key holder (`docs/design.md`
+//! §10.2 and §10.5). A rotation commits through the directory like any change.
 
 use std::sync::Arc;
 
@@ -22,7 +28,9 @@ use crate::directory::{
     Directory, KeyModel, Mark, OfficerAction, OfficerKeyEntry, OfficerLogEntry,
 };
 use crate::error::{Error, Result};
-use crate::format::keyring::{write_bound, EpochSecrets, KeyringBody, KeyringObject, MAX_SLOTS};
+use crate::format::keyring::{
+    write_bound, EpochSecrets, KeyringBody, KeyringObject, RootStanza, MAX_SLOTS,
+};
 use crate::format::slot::{KdfParams, KeySlot, SlotKind};
 use crate::ids::{AccountId, DeploymentId, WriterId};
 use crate::storage::commit::{Published, VersionName, VersionedObjects};
@@ -31,6 +39,9 @@ use sha2::{Digest, Sha256};
 
 /// The directory record name of keyrings.
 const RECORD: &str = "keyring";
+
+/// First field of the context of a root stanza's wrap.
+const LABEL_ROOT_STANZA: &[u8] = b"mailvault/v1/keyring/root";
 
 /// Where keyrings are stored, and how slots are opened.
 #[derive(Debug, Clone)]
@@ -125,8 +136,16 @@ pub struct UnlockedKeyring {
     /// replaces exactly this mark, or fails with a conflict.
     mark: Mark,
     slots: Vec<KeySlot>,
+    /// The root stanza of each slot, in slot order.
+    stanzas: Vec<RootStanza>,
     root: RootKey,
     body: KeyringBody,
+    /// The slot this keyring was unlocked through and the secret it wraps (none when
+    /// unlocked with the root key itself): what lets [`reload`](Self::reload) follow a
+    /// root rotation committed by another session, as long as that slot remains.
+    unlocked_by: Option<([u8; 16], RootKey)>,
+    /// The generation of the last change this keyring committed itself (0: none).
+    committed: u64,
 }
 
 impl std::fmt::Debug for UnlockedKeyring {
@@ -203,12 +222,11 @@ impl KeyringStore {
         }
         let root = RootKey::generate(&self.rng);
         let mut slots = Vec::with_capacity(locks.len());
+        let mut stanzas = Vec::with_capacity(locks.len());
         for lock in locks {
-            slots.push(
-                binding
-                    .seal(lock, &root, &self.rng, crate::unix_now(), &self.gate)
-                    .await?,
-            );
+            let (slot, stanza, _) = self.seal_slot(&account, &binding, lock, &root).await?;
+            slots.push(slot);
+            stanzas.push(stanza);
         }
         let body = KeyringBody {
             epochs: vec![EpochSecrets {
@@ -217,6 +235,7 @@ impl KeyringStore {
                 x25519: self.rng.bytes32(),
             }],
             records: Vec::new(),
+            retiring: None,
         };
         let mut keyring = UnlockedKeyring {
             store: self.clone(),
@@ -225,10 +244,13 @@ impl KeyringStore {
             generation: 0,
             mark: Mark::NONE,
             slots: Vec::new(),
+            stanzas: Vec::new(),
             root,
             body: KeyringBody::default(),
+            unlocked_by: None,
+            committed: 0,
         };
-        keyring.publish(slots, body).await?;
+        keyring.publish(slots, stanzas, body).await?;
         Ok(keyring)
     }
 
@@ -256,17 +278,17 @@ impl KeyringStore {
         }
         let (stored, mark) = self.fetch_accepted(&account).await?;
         let parsed = KeyringObject::parse(&stored)?;
-        let candidates: Vec<&KeySlot> = parsed
-            .slots
-            .iter()
-            .filter(|slot| opens_kind(&credential, slot.kind))
+        let candidates: Vec<usize> = (0..parsed.slots.len())
+            .filter(|&i| opens_kind(&credential, parsed.slots[i].kind))
             .collect();
         if matches!(credential, Credential::Password(_)) && candidates.len() > 1 {
             // No writer of this crate stores two: the store planted them.
             return Err(Error::Tampered);
         }
-        let root = self.open_first(&candidates, credential, &binding).await?;
-        self.finish_unlock(account, binding, &stored, mark, root)
+        let (root, unlocked_by) = self
+            .open_first(account, &parsed, &candidates, credential, &binding)
+            .await?;
+        self.finish_unlock(account, binding, &stored, mark, root, Some(unlocked_by))
             .await
     }
 
@@ -289,10 +311,11 @@ impl KeyringStore {
         let (stored, mark) = self.fetch_accepted(&account).await?;
         let parsed = KeyringObject::parse(&stored)?;
         let public = officer.public();
-        let candidates: Vec<&KeySlot> = parsed
-            .slots
-            .iter()
-            .filter(|s| s.kind == SlotKind::Officer && s.officer == public.to_bytes())
+        let candidates: Vec<usize> = (0..parsed.slots.len())
+            .filter(|&i| {
+                let s = &parsed.slots[i];
+                s.kind == SlotKind::Officer && s.officer == public.to_bytes()
+            })
             .collect();
         if candidates.is_empty() {
             return Err(Error::WrongCredential);
@@ -305,33 +328,139 @@ impl KeyringStore {
                 time: crate::unix_now(),
             })
             .await?;
-        let root = self
-            .open_first(&candidates, Credential::Officer(officer), &binding)
+        let (root, unlocked_by) = self
+            .open_first(
+                account,
+                &parsed,
+                &candidates,
+                Credential::Officer(officer),
+                &binding,
+            )
             .await?;
-        self.finish_unlock(account, binding, &stored, mark, root)
+        self.finish_unlock(account, binding, &stored, mark, root, Some(unlocked_by))
             .await
     }
 
-    /// The root key from the first of `candidates` that `credential` opens.
+    /// The root key from the first of the slots of `parsed` at `candidates` that
+    /// `credential` opens (the slot wraps a secret, whose root stanza yields the root),
+    /// with that slot's id and secret.
     async fn open_first(
         &self,
-        candidates: &[&KeySlot],
+        account: AccountId,
+        parsed: &KeyringObject<'_>,
+        candidates: &[usize],
         credential: Credential<'_>,
         binding: &SlotBinding,
-    ) -> Result<RootKey> {
+    ) -> Result<(RootKey, ([u8; 16], RootKey))> {
         let mut last_error = Error::WrongCredential;
-        for slot in candidates {
+        for &i in candidates {
+            let slot = &parsed.slots[i];
             match binding
                 .open_unlogged(slot, credential, &self.limits, &self.gate)
                 .await
             {
-                Ok(key) => return Ok(key),
+                Ok(secret) => {
+                    let root = open_root(
+                        &self.deployment,
+                        &account,
+                        slot,
+                        &parsed.stanzas[i],
+                        &secret,
+                    )?;
+                    return Ok((root, (slot.id, secret)));
+                }
                 Err(Error::WrongCredential) => {}
                 Err(e) => last_error = e,
             }
         }
         Err(last_error)
     }
+
+    /// Seals a new slot for `lock`: the slot wraps a fresh secret, and the root stanza
+    /// seals `root` to that secret's X25519 public key. Returns the secret too.
+    async fn seal_slot(
+        &self,
+        account: &AccountId,
+        binding: &SlotBinding,
+        lock: SlotLock<'_>,
+        root: &RootKey,
+    ) -> Result<(KeySlot, RootStanza, RootKey)> {
+        let secret = RootKey::generate(&self.rng);
+        let slot = binding
+            .seal(lock, &secret, &self.rng, crate::unix_now(), &self.gate)
+            .await?;
+        let stanza = self.seal_root(account, root, &slot, slot_public(&secret))?;
+        Ok((slot, stanza, secret))
+    }
+
+    /// Seals `root` to `slot`, whose secret's X25519 public key is `public`.
+    fn seal_root(
+        &self,
+        account: &AccountId,
+        root: &RootKey,
+        slot: &KeySlot,
+        public: [u8; 32],
+    ) -> Result<RootStanza> {
+        let wrap = crate::crypto::sealing::wrap(
+            &self.rng,
+            &root.0,
+            &public,
+            &[],
+            &stanza_context(&self.deployment, account, slot),
+            &slot.to_bytes(),
+        )?;
+        Ok(RootStanza {
+            public,
+            ephemeral: wrap.ephemeral,
+            wrapped: wrap.wrapped,
+        })
+    }
+}
+
+/// The X25519 public key of a slot's secret.
+fn slot_public(secret: &RootKey) -> [u8; 32] {
+    let secret = x25519_dalek::StaticSecret::from(*secret.0.expose());
+    x25519_dalek::PublicKey::from(&secret).to_bytes()
+}
+
+fn stanza_context<'a>(
+    deployment: &'a DeploymentId,
+    account: &'a AccountId,
+    slot: &'a KeySlot,
+) -> [&'a [u8]; 4] {
+    [
+        LABEL_ROOT_STANZA,
+        deployment.as_bytes(),
+        account.as_bytes(),
+        &slot.id,
+    ]
+}
+
+/// Opens the root stanza of `slot` with the secret the slot wrapped. A stanza sealed to
+/// another key than that secret's (a planted slot) is [`Error::Tampered`].
+fn open_root(
+    deployment: &DeploymentId,
+    account: &AccountId,
+    slot: &KeySlot,
+    stanza: &RootStanza,
+    slot_secret: &RootKey,
+) -> Result<RootKey> {
+    if slot_public(slot_secret) != stanza.public {
+        return Err(Error::Tampered);
+    }
+    let secret = x25519_dalek::StaticSecret::from(*slot_secret.0.expose());
+    let wrap = crate::format::blob::Stanza {
+        ephemeral: stanza.ephemeral,
+        wrapped: stanza.wrapped,
+    };
+    crate::crypto::sealing::unwrap(
+        &secret,
+        &wrap,
+        &[],
+        &stanza_context(deployment, account, slot),
+        &slot.to_bytes(),
+    )
+    .map(RootKey)
 }
 
 /// Whether `credential` is the kind of unlocker a slot of `kind` wraps under.
@@ -437,6 +566,7 @@ impl KeyringStore {
         stored: &[u8],
         mark: Mark,
         root: RootKey,
+        unlocked_by: Option<([u8; 16], RootKey)>,
     ) -> Result<UnlockedKeyring> {
         let parsed = KeyringObject::parse(stored)?;
         let body = open_body(
@@ -467,8 +597,11 @@ impl KeyringStore {
             generation: parsed.generation,
             mark,
             slots: parsed.slots,
+            stanzas: parsed.stanzas,
             root,
             body,
+            unlocked_by,
+            committed: 0,
         })
     }
 
@@ -506,7 +639,7 @@ impl KeyringStore {
         root: RootKey,
     ) -> Result<UnlockedKeyring> {
         let (stored, mark) = self.fetch_accepted(&account).await?;
-        self.finish_unlock(account, binding, &stored, mark, root)
+        self.finish_unlock(account, binding, &stored, mark, root, None)
             .await
     }
 }
@@ -552,6 +685,12 @@ impl UnlockedKeyring {
     /// The keyring's generation.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// The generation of the last change this keyring committed itself (0 when none):
+    /// after a change that took several commits (a root rotation), its last one.
+    pub fn committed_generation(&self) -> u64 {
+        self.committed
     }
 
     /// The slots, without secrets.
@@ -613,13 +752,123 @@ impl UnlockedKeyring {
     /// # Errors
     /// None today; kept fallible for keyrings that hold their index key elsewhere.
     pub fn index_key(&self) -> Result<AccountKey> {
+        Ok(self.index_key_of(&self.root))
+    }
+
+    fn index_key_of(&self, root: &RootKey) -> AccountKey {
         let master = kdf::derive_key(
-            &self.root.0,
+            &root.0,
             crate::crypto::kdf::LABEL_INDEX_ROOT,
             &[self.store.deployment.as_bytes(), self.account.as_bytes()],
         );
         let x25519 = kdf::derive_key(&master, crate::crypto::kdf::LABEL_EPOCH_X25519, &[]);
-        Ok(AccountKey::from_parts(0, master, x25519))
+        AccountKey::from_parts(0, master, x25519)
+    }
+
+    /// While a root rotation is under way: the index key of the previous root, under
+    /// which the index stays until the rotation has re-keyed it.
+    pub fn retiring_index_key(&self) -> Option<AccountKey> {
+        self.body
+            .retiring
+            .as_ref()
+            .map(|root| self.index_key_of(&RootKey(Key32::from_bytes(**root))))
+    }
+
+    /// Whether a root rotation is under way (begun, not finished).
+    pub fn rotating(&self) -> bool {
+        self.body.retiring.is_some()
+    }
+
+    /// Begins a root rotation, removing the slot `remove` (if any) in the same
+    /// publication: a new random root key, sealed to the public key of every remaining
+    /// slot's root stanza (no unlocker is needed), a new epoch (bodies and deliveries
+    /// from now on are sealed under keys no earlier root opened), and the body, epoch
+    /// secrets included, sealed under the new root, keeping the previous root until
+    /// [`finish_rotation`](Self::finish_rotation) (the index is re-keyed in between). It
+    /// commits through the directory like any change: of this and a concurrent change
+    /// made from the same generation, one gets [`Error::Conflict`]. A holder of the
+    /// previous root, or of a removed slot, opens no keyring from this generation on.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when a rotation is already under way (finish it
+    /// first), for an unknown slot, or when no slot would remain (a keyring without
+    /// slots is opened by its root key itself, which nothing would hand over); as
+    /// [`change_password`](Self::change_password) (the keyring is then unchanged).
+    pub async fn begin_rotation(&mut self, remove: Option<[u8; 16]>) -> Result<()> {
+        if self.rotating() {
+            return Err(Error::invalid(
+                "a root rotation is already under way: finish it first",
+            ));
+        }
+        if remove.is_some_and(|id| !self.slots.iter().any(|s| s.id == id)) {
+            return Err(Error::invalid("no such slot"));
+        }
+        let (slots, stanzas): (Vec<KeySlot>, Vec<RootStanza>) = self
+            .slots
+            .iter()
+            .cloned()
+            .zip(self.stanzas.iter().copied())
+            .filter(|(slot, _)| Some(slot.id) != remove)
+            .unzip();
+        if slots.is_empty() {
+            return Err(Error::invalid(
+                "a root rotation needs a slot to seal the new root to",
+            ));
+        }
+        let new_root = RootKey::generate(&self.store.rng);
+        let stanzas = slots
+            .iter()
+            .zip(&stanzas)
+            .map(|(slot, stanza)| {
+                self.store
+                    .seal_root(&self.account, &new_root, slot, stanza.public)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut body = self.body.clone();
+        body.retiring = Some(Zeroizing::new(*self.root.0.expose()));
+        let epoch = body.epochs.iter().map(|e| e.epoch).max().unwrap_or(0) + 1;
+        body.epochs.push(EpochSecrets {
+            epoch,
+            master: self.store.rng.bytes32(),
+            x25519: self.store.rng.bytes32(),
+        });
+        self.commit(slots, stanzas, body, Some(new_root)).await
+    }
+
+    /// Ends the root rotation under way once the index is re-keyed: the keyring forgets
+    /// the previous root. A concurrent change committed first is not reverted: the
+    /// keyring is reloaded and the rotation finished on top of it (nothing to do when
+    /// another session finished it, or when what is under way is another rotation, begun
+    /// since: its own run finishes it). Does nothing when no rotation is under way.
+    ///
+    /// # Errors
+    /// As [`change_password`](Self::change_password), [`Error::Conflict`] only after
+    /// repeated losses (the rotation is then still under way).
+    pub async fn finish_rotation(&mut self) -> Result<()> {
+        let Some(retiring) = self.body.retiring.clone() else {
+            return Ok(());
+        };
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match &self.body.retiring {
+                Some(now) if crate::crypto::commitments_equal(now, &retiring) => {}
+                _ => return Ok(()),
+            }
+            let mut body = self.body.clone();
+            body.retiring = None;
+            match self
+                .publish(self.slots.clone(), self.stanzas.clone(), body)
+                .await
+            {
+                Err(Error::Conflict { .. }) if attempts < 64 => {
+                    let pause = 1 + u64::from(self.store.rng.bytes32()[0] % 16);
+                    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                    self.reload().await?;
+                }
+                done => return done,
+            }
+        }
     }
 
     /// Drops an epoch from the keyring (after the re-encryption job moved every body
@@ -637,7 +886,8 @@ impl UnlockedKeyring {
         }
         let mut body = self.body.clone();
         body.epochs.retain(|e| e.epoch != epoch);
-        self.publish(self.slots.clone(), body).await
+        self.publish(self.slots.clone(), self.stanzas.clone(), body)
+            .await
     }
 
     /// Adds an epoch (a new master key and X25519 key pair): new blobs are sealed under
@@ -653,7 +903,8 @@ impl UnlockedKeyring {
             master: self.store.rng.bytes32(),
             x25519: self.store.rng.bytes32(),
         });
-        self.publish(self.slots.clone(), body).await?;
+        self.publish(self.slots.clone(), self.stanzas.clone(), body)
+            .await?;
         Ok(epoch)
     }
 
@@ -727,7 +978,8 @@ impl UnlockedKeyring {
             time: crate::unix_now(),
             officer,
         });
-        self.publish(self.slots.clone(), body).await
+        self.publish(self.slots.clone(), self.stanzas.clone(), body)
+            .await
     }
 
     /// Replaces every password slot by one for `password`: one slot rewritten, nothing
@@ -737,20 +989,36 @@ impl UnlockedKeyring {
     /// As publishing: [`Error::Conflict`] if another writer changed the keyring meanwhile;
     /// backend errors.
     pub async fn change_password(&mut self, password: &str, params: KdfParams) -> Result<()> {
-        let slot = self
-            .binding
-            .seal(
+        let (slot, stanza, secret) = self
+            .store
+            .seal_slot(
+                &self.account,
+                &self.binding,
                 SlotLock::Password(password, params),
                 &self.root,
-                &self.store.rng,
-                crate::unix_now(),
-                &self.store.gate,
             )
             .await?;
-        let mut slots = self.slots.clone();
-        slots.retain(|s| s.kind != SlotKind::Password);
+        let id = slot.id;
+        let (mut slots, mut stanzas) = self.slots_where(|s| s.kind != SlotKind::Password);
         slots.push(slot);
-        self.publish(slots, self.body.clone()).await
+        stanzas.push(stanza);
+        self.publish(slots, stanzas, self.body.clone()).await?;
+        if self.unlocked_by.is_none() {
+            // The new password slot is one this keyring knows the secret of: reloads
+            // follow root rotations through it.
+            self.unlocked_by = Some((id, secret));
+        }
+        Ok(())
+    }
+
+    /// Copies of the slots (and their root stanzas) for which `keep` holds.
+    fn slots_where(&self, keep: impl Fn(&KeySlot) -> bool) -> (Vec<KeySlot>, Vec<RootStanza>) {
+        self.slots
+            .iter()
+            .cloned()
+            .zip(self.stanzas.iter().copied())
+            .filter(|(slot, _)| keep(slot))
+            .unzip()
     }
 
     /// Adds a slot.
@@ -771,23 +1039,19 @@ impl UnlockedKeyring {
                 "at most one password slot: change the password instead",
             ));
         }
-        let slot = self
-            .binding
-            .seal(
-                lock,
-                &self.root,
-                &self.store.rng,
-                crate::unix_now(),
-                &self.store.gate,
-            )
+        let (slot, stanza, _) = self
+            .store
+            .seal_slot(&self.account, &self.binding, lock, &self.root)
             .await?;
-        let mut slots = self.slots.clone();
+        let (mut slots, mut stanzas) = (self.slots.clone(), self.stanzas.clone());
         slots.push(slot);
-        self.publish(slots, self.body.clone()).await
+        stanzas.push(stanza);
+        self.publish(slots, stanzas, self.body.clone()).await
     }
 
     /// Adds a slot sealed elsewhere, as is (the test kit uses it to plant a slot that
-    /// wraps another key, as a dishonest device could).
+    /// wraps another key, as a dishonest device could). Its root stanza is sealed to a
+    /// fresh key that nobody keeps, so what the slot wraps opens no root.
     ///
     /// # Errors
     /// As [`add_slot`](Self::add_slot).
@@ -796,45 +1060,88 @@ impl UnlockedKeyring {
         if self.slots.len() >= MAX_SLOTS {
             return Err(Error::invalid("at most 16 slots"));
         }
-        let mut slots = self.slots.clone();
+        let nobody = slot_public(&RootKey::generate(&self.store.rng));
+        let stanza = self
+            .store
+            .seal_root(&self.account, &self.root, &slot, nobody)?;
+        let (mut slots, mut stanzas) = (self.slots.clone(), self.stanzas.clone());
         slots.push(slot);
-        self.publish(slots, self.body.clone()).await
+        stanzas.push(stanza);
+        self.publish(slots, stanzas, self.body.clone()).await
     }
 
-    /// Removes the slot with `id`.
+    /// Removes the slot with `id`, without rotating the root key: whoever held the slot
+    /// and kept the root it opened still opens every later keyring.
+    /// [`begin_rotation`](Self::begin_rotation)`(Some(id))` removes a slot and revokes
+    /// it (`Session::remove_slot` does that, and re-keys the index).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for an unknown id or the last slot; as
     /// [`change_password`](Self::change_password).
     pub async fn remove_slot(&mut self, id: [u8; 16]) -> Result<()> {
-        let mut slots = self.slots.clone();
-        slots.retain(|s| s.id != id);
+        let (slots, stanzas) = self.slots_where(|s| s.id != id);
         if slots.len() == self.slots.len() {
             return Err(Error::invalid("no such slot"));
         }
-        self.publish(slots, self.body.clone()).await
+        self.publish(slots, stanzas, self.body.clone()).await
     }
 
     /// Loads the account's keyring as the directory names it now, with the root key held
     /// in memory: what a session does after a [`Error::Conflict`] before trying its change
-    /// again.
+    /// again. When another session rotated the root meanwhile, the new root is opened
+    /// through the slot this keyring was unlocked with (its secret is kept), as long as
+    /// that slot remains.
     ///
     /// # Errors
-    /// As [`KeyringStore::unlock_with_root`].
+    /// [`Error::WrongCredential`] when the root was rotated and the slot this keyring
+    /// was unlocked with is gone (revoked); [`Error::Tampered`] when the root was
+    /// rotated and this keyring was opened with the root key itself (open it again with
+    /// a credential), or for altered data; as [`KeyringStore::unlock_with_root`].
     pub async fn reload(&mut self) -> Result<()> {
-        let (stored, mark) = self.store.fetch_accepted(&self.account).await?;
+        let store = &self.store;
+        let (stored, mark) = store.fetch_accepted(&self.account).await?;
         let parsed = KeyringObject::parse(&stored)?;
-        let body = open_body(
-            &self.store.deployment,
+        let opened = open_body(
+            &store.deployment,
             &self.account,
             &self.root,
             parsed.bound,
             parsed.sealed_body,
-        )?;
+        );
+        let (body, rotated) = match (opened, &self.unlocked_by) {
+            (Ok(body), _) => (body, None),
+            (Err(Error::Tampered), Some((id, secret))) => {
+                let i = parsed
+                    .slots
+                    .iter()
+                    .position(|s| s.id == *id)
+                    .ok_or(Error::WrongCredential)?;
+                let root = open_root(
+                    &store.deployment,
+                    &self.account,
+                    &parsed.slots[i],
+                    &parsed.stanzas[i],
+                    secret,
+                )?;
+                let body = open_body(
+                    &store.deployment,
+                    &self.account,
+                    &root,
+                    parsed.bound,
+                    parsed.sealed_body,
+                )?;
+                (body, Some(root))
+            }
+            (Err(e), _) => return Err(e),
+        };
         self.generation = parsed.generation;
         self.mark = mark;
         self.slots = parsed.slots;
+        self.stanzas = parsed.stanzas;
         self.body = body;
+        if let Some(root) = rotated {
+            self.root = root;
+        }
         Ok(())
     }
 
@@ -848,15 +1155,33 @@ impl UnlockedKeyring {
     /// in the store; [`reload`](Self::reload) and try again); backend and directory
     /// errors (the change is then not committed, unless a directory failure hid a
     /// successful compare-and-set: reload to find out).
-    async fn publish(&mut self, slots: Vec<KeySlot>, body: KeyringBody) -> Result<()> {
+    async fn publish(
+        &mut self,
+        slots: Vec<KeySlot>,
+        stanzas: Vec<RootStanza>,
+        body: KeyringBody,
+    ) -> Result<()> {
+        self.commit(slots, stanzas, body, None).await
+    }
+
+    /// [`publish`](Self::publish), with the body sealed under `new_root` when given (a
+    /// root rotation), which this keyring holds from then on if the commit holds.
+    async fn commit(
+        &mut self,
+        slots: Vec<KeySlot>,
+        stanzas: Vec<RootStanza>,
+        body: KeyringBody,
+        new_root: Option<RootKey>,
+    ) -> Result<()> {
         let store = &self.store;
         let writer = WriterId::random(&store.rng);
         let objects = store.objects(&self.account, writer);
         let generation = self.generation + 1;
         let name = objects.own_name(generation);
-        let bound = write_bound(generation, &writer, &slots);
+        let bound = write_bound(generation, &writer, &slots, &stanzas);
         let mut bytes = bound.clone();
-        ring_cipher(&store.deployment, &self.account, &self.root).seal(
+        let root = new_root.as_ref().unwrap_or(&self.root);
+        ring_cipher(&store.deployment, &self.account, root).seal(
             &store.rng,
             &body_ad(&store.deployment, &self.account, &bound),
             &body.to_bytes(),
@@ -891,9 +1216,19 @@ impl UnlockedKeyring {
             });
         }
         self.generation = generation;
+        self.committed = generation;
         self.mark = committed;
         self.slots = slots;
+        self.stanzas = stanzas;
         self.body = body;
+        if let Some(root) = new_root {
+            self.root = root;
+        }
+        if let Some((id, _)) = &self.unlocked_by {
+            if !self.slots.iter().any(|s| s.id == *id) {
+                self.unlocked_by = None;
+            }
+        }
         let superseded: Vec<VersionName> = objects
             .list()
             .await?

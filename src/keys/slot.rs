@@ -1,4 +1,6 @@
-//! Sealing and opening key slots: the account root key wrapped under one unlocker.
+//! Sealing and opening key slots: a 32-byte key wrapped under one unlocker (in a keyring,
+//! the slot's own secret, to whose public key the keyring seals the root key; in an export
+//! file, the root key itself).
 //!
 //! ```text
 //! ikm        = password:      Argon2id(password, salt, m, t, p)        ‖ pepper ‖ account secret
@@ -8,7 +10,7 @@
 //! PRK        = HKDF-Extract(salt = "mailvault/v1/slot" ‖ deployment ‖ account ‖ slot id, ikm)
 //! wrap key   = HKDF-Expand(PRK, "mailvault/v1/slot/wrap"   ‖ 0x00 ‖ LP(slot[0..140]), 32)
 //! commitment = HKDF-Expand(PRK, "mailvault/v1/slot/commit" ‖ 0x00 ‖ LP(slot[0..140]), 32)
-//! wrapped    = XChaCha20-Poly1305(wrap key, nonce, root key, AD = slot[0..140] ‖ deployment ‖ account)
+//! wrapped    = XChaCha20-Poly1305(wrap key, nonce, key, AD = slot[0..140] ‖ deployment ‖ account)
 //! ```
 //!
 //! Opening checks the cost parameters against the deployment's limits first (nothing is

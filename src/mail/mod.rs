@@ -95,7 +95,7 @@ pub const INBOX: &str = "INBOX";
 pub const INBOX_ID: MailboxId = MailboxId::from_bytes([0; 16]);
 
 /// Name of the index collection that holds the mail records.
-const COLLECTION: &[u8] = b"mail";
+pub(crate) const COLLECTION: &[u8] = b"mail";
 
 /// Tuning of the mailbox model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -246,7 +246,9 @@ pub async fn work(
             Ok(line) => {
                 failures_in_a_row = 0;
                 stats.acknowledged += 1;
-                let line = line.replacen("{}", &session.keyring_generation().to_string(), 1);
+                // The generation this worker's change committed (its last own commit: a
+                // removal also ends the root rotation it began).
+                let line = line.replacen("{}", &session.committed_generation().to_string(), 1);
                 writeln!(log, "{line}").map_err(|e| Error::Config(format!("log: {e}")))?;
             }
             Err(e) => {

@@ -9,7 +9,7 @@ use mailvault::directory::{
     Directory, FileDirectory, KeyModel, Mark, MemoryDirectory, OfficerAction, OfficerKeyEntry,
 };
 use mailvault::engine::{Provider, ProviderConfig};
-use mailvault::format::keyring::{write_bound, KeyringObject};
+use mailvault::format::keyring::{write_bound, KeyringObject, RootStanza};
 use mailvault::format::slot::{KdfParams, KeySlot, SlotKind};
 use mailvault::ids::{AccountId, DeploymentId};
 use mailvault::keys::{
@@ -92,7 +92,21 @@ impl World {
         let parsed = KeyringObject::parse(&bytes).unwrap();
         let mut slots = parsed.slots.clone();
         edit(&mut slots);
-        let mut forged = write_bound(parsed.generation, &parsed.writer, &slots);
+        // Each slot kept keeps its root stanza; a planted one gets a stanza of nobody's.
+        let stanzas: Vec<RootStanza> = slots
+            .iter()
+            .map(|slot| {
+                parsed.slots.iter().position(|s| s.id == slot.id).map_or(
+                    RootStanza {
+                        public: [9; 32],
+                        ephemeral: [9; 32],
+                        wrapped: [9; 48],
+                    },
+                    |i| parsed.stanzas[i],
+                )
+            })
+            .collect();
+        let mut forged = write_bound(parsed.generation, &parsed.writer, &slots, &stanzas);
         forged.extend_from_slice(parsed.sealed_body);
         self.store
             .put(&newest, PutPayload::from(forged))

@@ -2,7 +2,9 @@
 //! and keyring/slot parsers on edge input.
 
 use mailvault::crypto::RandomSource;
-use mailvault::format::keyring::{write_bound, KeyringBody, KeyringObject, OfficerRecord};
+use mailvault::format::keyring::{
+    write_bound, KeyringBody, KeyringObject, OfficerRecord, RootStanza,
+};
 use mailvault::format::slot::{KdfParams, KeySlot, SLOT_LEN};
 use mailvault::ids::{AccountId, DeploymentId, WriterId};
 use mailvault::keys::{
@@ -165,13 +167,19 @@ async fn slot_and_keyring_parsers_refuse_malformed_input() {
     assert!(matches!(KeySlot::parse(&kind), Err(Error::Tampered)));
 
     let writer = WriterId::random(&rng);
-    let mut keyring = write_bound(7, &writer, &[slot.clone(), slot.clone()]);
+    let stanza = RootStanza {
+        public: [1; 32],
+        ephemeral: [2; 32],
+        wrapped: [3; 48],
+    };
+    let mut keyring = write_bound(7, &writer, &[slot.clone(), slot.clone()], &[stanza; 2]);
     keyring.extend_from_slice(&[0u8; 40]);
     let parsed = KeyringObject::parse(&keyring).unwrap();
     assert_eq!(
         (parsed.generation, parsed.writer, parsed.slots.len()),
         (7, writer, 2)
     );
+    assert_eq!(parsed.stanzas, [stanza; 2]);
     assert_eq!(parsed.sealed_body.len(), 40);
     assert!(matches!(
         KeyringObject::parse(&keyring[..100]),
@@ -190,10 +198,22 @@ async fn slot_and_keyring_parsers_refuse_malformed_input() {
             time: 5,
             officer: [3; 32],
         }],
+        retiring: None,
     };
     let encoded = body.to_bytes();
     assert_eq!(KeyringBody::parse(&encoded).unwrap(), body);
     assert!(KeyringBody::parse(&encoded[..encoded.len() - 1]).is_err());
+    let rotating = KeyringBody {
+        retiring: Some(zeroize::Zeroizing::new([4; 32])),
+        ..KeyringBody::default()
+    };
+    let encoded = rotating.to_bytes();
+    assert_eq!(KeyringBody::parse(&encoded).unwrap(), rotating);
+    assert!(KeyringBody::parse(&encoded[..encoded.len() - 1]).is_err());
+    assert!(
+        !format!("{rotating:?}").contains("4, 4"),
+        "no secret in Debug"
+    );
 }
 
 mod keyring {

@@ -10,6 +10,7 @@ mod hardening_delivery;
 mod hardening_directory;
 mod hardening_keys;
 mod hardening_mail;
+mod hardening_rotation;
 mod hardening_storage;
 mod index;
 mod keys;

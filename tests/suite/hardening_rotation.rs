@@ -1,0 +1,633 @@
+//! Issue 10, item 4: revocation by root rotation. A former key holder (a removed device
+//! key, recovery code or officer slot; an old password with a backup of the bucket; an
+//! export file made before) reads the past it could reach, as far as the store keeps it,
+//! and nothing new: no body appended, no delivery, no index commit, no keyring made after
+//! the rotation.
+
+use std::sync::Arc;
+
+use mailvault::blob::BlobStore;
+use mailvault::crypto::{AccountKey, RandomSource};
+use mailvault::delivery::{DeliveryOptions, DeliverySigningKey};
+use mailvault::directory::{Directory, MemoryDirectory, OfficerKeyEntry};
+use mailvault::engine::{Provider, ProviderConfig, Session};
+use mailvault::format::slot::{KdfParams, SlotKind};
+use mailvault::ids::{AccountId, DeploymentId};
+use mailvault::index::IndexStore;
+use mailvault::keys::{
+    Credential, KdfGate, KeyExport, OfficerSecret, SlotBinding, UnlockedKeyring,
+};
+use mailvault::mail::{EmailRecord, Mailstore, INBOX};
+use mailvault::storage::{CommitMode, DynStore, NoCasStore};
+
+const CHEAP: KdfParams = KdfParams {
+    m_kib: 256,
+    t: 1,
+    p: 1,
+};
+
+fn config() -> ProviderConfig {
+    ProviderConfig {
+        pepper: None,
+        kdf: CHEAP,
+        limits: None,
+        gate: KdfGate::new(2),
+    }
+}
+
+/// The backends: InMemory with compare-and-swap, the same without (as Garage), and
+/// Garage and moto when their settings are exported.
+fn backends() -> Vec<(&'static str, DynStore, CommitMode)> {
+    let mut out: Vec<(&'static str, DynStore, CommitMode)> = vec![
+        ("memory", super::memory(), CommitMode::CompareAndSwap),
+        (
+            "no-cas",
+            Arc::new(NoCasStore::new(super::memory())),
+            CommitMode::WriterUnique,
+        ),
+    ];
+    for (name, mode) in [
+        ("GARAGE", CommitMode::WriterUnique),
+        ("MOTO", CommitMode::CompareAndSwap),
+    ] {
+        if let Some(store) = mailvault::testkit::s3_from_env(name) {
+            out.push((name, store, mode));
+        }
+    }
+    out
+}
+
+/// A model-5 account (password and officer slot) with a delivery key in the directory.
+struct World {
+    store: DynStore,
+    mode: CommitMode,
+    deployment: DeploymentId,
+    directory: Arc<MemoryDirectory>,
+    officer: OfficerSecret,
+    signing: [u8; 32],
+    provider: Provider,
+    alice: AccountId,
+}
+
+impl World {
+    async fn on(store: DynStore, mode: CommitMode) -> Self {
+        let rng = RandomSource::os();
+        let (directory, officer, signing) = super::directory_with_officer_and_signer(&rng).await;
+        let deployment = DeploymentId::random(&rng);
+        let provider = Provider::new(store.clone(), deployment, directory.clone(), config())
+            .await
+            .unwrap();
+        let alice = provider.create_account("pw").await.unwrap();
+        Self {
+            store,
+            mode,
+            deployment,
+            directory,
+            officer,
+            signing: *signing.to_bytes(),
+            provider,
+            alice,
+        }
+    }
+
+    async fn binding(&self) -> SlotBinding {
+        let record = self
+            .directory
+            .account_record(&self.alice)
+            .await
+            .unwrap()
+            .unwrap();
+        SlotBinding::new(self.deployment, self.alice, *record.secret(), None)
+    }
+
+    async fn deliver(&self, body: &[u8]) {
+        self.provider
+            .deliverer(DeliverySigningKey::from_bytes(self.signing))
+            .deliver_bytes(self.alice, body, DeliveryOptions::default())
+            .await
+            .unwrap();
+    }
+
+    /// The account's mail opened with `index_key` and `epochs` by someone who has the
+    /// bucket but not the server's directory (a fresh one: no high-water marks).
+    async fn mail_with(&self, index_key: &AccountKey, epochs: &[AccountKey]) -> Option<Mailstore> {
+        let index = IndexStore::with_mode(
+            self.store.clone(),
+            self.deployment,
+            Arc::new(MemoryDirectory::new()),
+            self.mode,
+        );
+        let blobs =
+            BlobStore::new(self.store.clone(), self.deployment).account_epochs(self.alice, epochs);
+        Mailstore::open(&index, blobs, index_key).await.ok()
+    }
+}
+
+/// The text of every message in the inbox of `mail`, with whether its body reads.
+async fn inbox(mail: &mut Mailstore) -> Vec<(String, bool)> {
+    let id = mail.mailbox_by_name(INBOX).unwrap().id;
+    let view = mail.select(id).await.unwrap();
+    let mut out = Vec::new();
+    for m in view.messages {
+        let email = mail.email(id, m.uid).unwrap();
+        let body = mail.read(&email).await;
+        let text = body
+            .as_ref()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default();
+        out.push((text, body.is_ok()));
+    }
+    out
+}
+
+async fn append(session: &Session, text: &str) -> EmailRecord {
+    let mut mail = session.mailstore().await.unwrap();
+    let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
+    let appended = mail
+        .append(inbox, text.as_bytes(), Default::default())
+        .await
+        .unwrap();
+    mail.email(inbox, appended.uid).unwrap()
+}
+
+/// What a former key holder kept from a keyring it opened: the root key (as an export
+/// file), the epoch keys and the index key (as a device keeps them in memory).
+struct Former {
+    export: String,
+    epochs: Vec<AccountKey>,
+    index: AccountKey,
+}
+
+impl Former {
+    async fn copy(keyring: &UnlockedKeyring) -> Self {
+        Self {
+            export: keyring.export("former passphrase").await.unwrap(),
+            epochs: keyring.epoch_keys(),
+            index: keyring.index_key().unwrap(),
+        }
+    }
+
+    /// Asserts that this holder reads `before` (the past) and none of `after`, neither
+    /// through the index nor the bodies nor the current keyring.
+    async fn check(&self, w: &World, before: &EmailRecord, after: &[EmailRecord], ctx: &str) {
+        let blobs =
+            BlobStore::new(w.store.clone(), w.deployment).account_epochs(w.alice, &self.epochs);
+        for email in after {
+            assert!(
+                blobs.read(&email.pin).await.is_err(),
+                "{ctx}: a former key holder read a body stored after the rotation"
+            );
+        }
+        // The past, as far as the store keeps it: the body stored before is still under
+        // an epoch it knew.
+        assert!(
+            blobs.read(&before.pin).await.is_ok(),
+            "{ctx}: the past is gone (the test shows nothing)"
+        );
+        if let Some(mut mail) = w.mail_with(&self.index, &self.epochs).await {
+            let seen = inbox(&mut mail).await;
+            assert!(
+                seen.iter().all(|(text, _)| !text.contains("new secret")) && seen.len() <= 1,
+                "{ctx}: a former key holder read index data committed after the rotation: {seen:?}"
+            );
+        }
+        let export = KeyExport::parse(&self.export).unwrap();
+        assert!(
+            w.provider
+                .keyrings()
+                .import(&export, "former passphrase", w.binding().await)
+                .await
+                .is_err(),
+            "{ctx}: a former key holder's copy of the root key opens the current keyring"
+        );
+    }
+}
+
+/// Which unlocker the former key holder held.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Device,
+    RecoveryCode,
+    Officer,
+}
+
+/// Item 4 on one backend, for one kind of slot: the holder of a slot copies what it can
+/// (root key, epoch keys, index key), then its slot is removed (an officer slot after its
+/// key was retired). Everything stored afterwards (an appended message, a delivery, the
+/// index commits of both) is out of its reach; what it could read before stays readable.
+async fn former_holder_reads_nothing_new(store: DynStore, mode: CommitMode, kind: Kind) {
+    let ctx = format!("{kind:?} on {mode:?}");
+    let w = World::on(store, mode).await;
+    let mut session = w.provider.unlock(w.alice, "pw").await.unwrap();
+    let before = append(&session, "Subject: before\r\n\r\nold news").await;
+    let binding = w.binding().await;
+    let keyrings = w.provider.keyrings();
+    let (former, removed, device, code) = match kind {
+        Kind::Device => {
+            let device = session.add_device_key().await.unwrap();
+            let keyring = keyrings
+                .unlock(w.alice, binding, Credential::DeviceKey(&device))
+                .await
+                .unwrap();
+            let slot = session.slots().last().unwrap().id;
+            (Former::copy(&keyring).await, slot, Some(device), None)
+        }
+        Kind::RecoveryCode => {
+            let code = session.add_recovery_code().await.unwrap();
+            let keyring = keyrings
+                .unlock(w.alice, binding, Credential::RecoveryCode(code.as_str()))
+                .await
+                .unwrap();
+            let slot = session.slots().last().unwrap().id;
+            (Former::copy(&keyring).await, slot, None, Some(code))
+        }
+        Kind::Officer => {
+            // The officer key is retired, the account re-sealed to the new one, and the
+            // old officer slot removed.
+            let keyring = keyrings
+                .unlock(w.alice, binding, Credential::Officer(&w.officer))
+                .await
+                .unwrap();
+            let former = Former::copy(&keyring).await;
+            let next = OfficerSecret::generate(&RandomSource::os());
+            w.directory
+                .set_officer_keys(vec![
+                    OfficerKeyEntry {
+                        key: w.officer.public(),
+                        current: false,
+                    },
+                    OfficerKeyEntry {
+                        key: next.public(),
+                        current: true,
+                    },
+                ])
+                .await
+                .unwrap();
+            session.reload_keyring().await.unwrap();
+            let slot = super::officer_slot(&session);
+            session.add_officer_slot().await.unwrap();
+            (former, slot, None, None)
+        }
+    };
+    {
+        let mut mail = w.mail_with(&former.index, &former.epochs).await.unwrap();
+        assert_eq!(
+            inbox(&mut mail).await,
+            [("Subject: before\r\n\r\nold news".to_string(), true)],
+            "{ctx}: the holder reads the mail while it holds a slot"
+        );
+    }
+
+    // Revocation.
+    session.remove_slot(removed).await.unwrap();
+    assert!(
+        !session.slots().iter().any(|s| s.id == removed),
+        "{ctx}: the slot is gone"
+    );
+    if let Some(device) = &device {
+        assert!(w
+            .provider
+            .unlock_with(w.alice, Credential::DeviceKey(device))
+            .await
+            .is_err());
+    }
+    if let Some(code) = &code {
+        assert!(w
+            .provider
+            .unlock_with(w.alice, Credential::RecoveryCode(code.as_str()))
+            .await
+            .is_err());
+    }
+
+    // New mail: appended, then delivered and imported (two index commits).
+    let after = append(&session, "Subject: after\r\n\r\nnew secret").await;
+    w.deliver(b"Subject: delivered\r\n\r\nnew secret too").await;
+    let mut mail = session.mailstore().await.unwrap();
+    let report = session.import_deliveries(&mut mail).await.unwrap();
+    assert_eq!(report.imported.len(), 1, "{ctx}: {report:?}");
+    let inbox_id = mail.mailbox_by_name(INBOX).unwrap().id;
+    let third = mail.select(inbox_id).await.unwrap().messages[2].uid;
+    let delivered = mail.email(inbox_id, third).unwrap();
+    let user_view = inbox(&mut mail).await;
+    assert_eq!(user_view.len(), 3, "{ctx}: {user_view:?}");
+    assert!(
+        user_view.iter().all(|(_, ok)| *ok),
+        "{ctx}: the user reads everything"
+    );
+
+    former
+        .check(&w, &before, &[after, delivered.clone()], &ctx)
+        .await;
+    if let Kind::Officer = kind {
+        // The retired officer key opens no delivery made after the rotation either,
+        // even with the account's directory record.
+        let record = w.directory.account_record(&w.alice).await.unwrap().unwrap();
+        assert!(
+            BlobStore::new(w.store.clone(), w.deployment)
+                .open_sealed_as_officer(w.alice, delivered.pin.id, &w.officer, &record)
+                .await
+                .is_err(),
+            "{ctx}: the removed officer opened a delivery made after the rotation"
+        );
+    }
+    // The user still reads everything, in a fresh login too.
+    let fresh = w.provider.unlock(w.alice, "pw").await.unwrap();
+    let mut mail = fresh.mailstore().await.unwrap();
+    assert_eq!(inbox(&mut mail).await, user_view, "{ctx}");
+    let _ = SlotKind::Password;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_04_root_rotation_revokes_a_former_key_holder() {
+    for (name, store, mode) in backends() {
+        let kinds: &[Kind] = if name == "memory" || name == "no-cas" {
+            &[Kind::Device, Kind::RecoveryCode, Kind::Officer]
+        } else {
+            &[Kind::Device]
+        };
+        for &kind in kinds {
+            // A fresh prefix per account is not needed: each world has its own account.
+            former_holder_reads_nothing_new(store.clone(), mode, kind).await;
+        }
+    }
+}
+
+/// A copy of every object of the store (a backup, or a thief's copy of the bucket).
+async fn copy_of(store: &DynStore) -> DynStore {
+    let copy = super::memory();
+    super::mail::copy_objects(store, &copy, "").await;
+    copy
+}
+
+/// Every message body of the account's inbox, sorted, and the `notes` collection.
+async fn state(session: &Session) -> (Vec<String>, Option<Vec<u8>>) {
+    let mut mail = session.mailstore().await.unwrap();
+    let mut bodies: Vec<String> = inbox(&mut mail).await.into_iter().map(|(t, _)| t).collect();
+    bodies.sort();
+    let notes = session.collection(b"notes").await.unwrap();
+    (bodies, notes.get(b"k").map(<[u8]>::to_vec))
+}
+
+/// Item 4, on demand: a password leaks together with a backup of the bucket; the user
+/// changes the password (one slot rewritten: the backup's slot still opens the old root)
+/// and rotates the root. The rotation is killed at fixed and seeded backend operations
+/// in every fault mode, then resumed: after each kill every message and collection
+/// reads; the resumed run finishes; afterwards the backup and the leaked password open
+/// nothing new, and modseqs carry on above those seen before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_04_rotation_on_demand_killed_and_resumed() {
+    use mailvault::storage::{Fault, FaultMode, FaultyStore};
+    use rand::{Rng, SeedableRng};
+
+    type Before = (Vec<String>, Option<Vec<u8>>);
+    async fn prepared(cas: bool) -> (World, DynStore, Before, u64) {
+        let w = if cas {
+            World::on(super::memory(), CommitMode::CompareAndSwap).await
+        } else {
+            World::on(
+                Arc::new(NoCasStore::new(super::memory())),
+                CommitMode::WriterUnique,
+            )
+            .await
+        };
+        let mut session = w.provider.unlock(w.alice, "pw").await.unwrap();
+        append(&session, "Subject: one\r\n\r\nbefore").await;
+        append(&session, "Subject: two\r\n\r\nbefore").await;
+        let mut notes = session.collection(b"notes").await.unwrap();
+        let mut batch = mailvault::index::Batch::new();
+        batch.put(&b"k"[..], &b"kept across the rotation"[..]);
+        notes.commit(batch).await.unwrap();
+        let backup = copy_of(&w.store).await;
+        session.change_password("pw2").await.unwrap();
+        let modseq = session.mailstore().await.unwrap().modseq();
+        let before = state(&session).await;
+        (w, backup, before, modseq)
+    }
+
+    async fn provider_on(w: &World, store: FaultyStore) -> Provider {
+        Provider::new(Arc::new(store), w.deployment, w.directory.clone(), config())
+            .await
+            .unwrap()
+    }
+
+    // Uninterrupted, counting the backend operations of a rotation.
+    let (w, backup, before, modseq) = prepared(true).await;
+    let counting = FaultyStore::new(w.store.clone(), None);
+    let provider = provider_on(&w, counting.clone()).await;
+    let started = counting.ops();
+    let mut session = provider.unlock(w.alice, "pw2").await.unwrap();
+    let mut seen = Vec::new();
+    let done = session
+        .rotate_root(&[b"notes"], |p| seen.push(p))
+        .await
+        .unwrap();
+    assert_eq!(done, 2, "mail and notes");
+    assert_eq!(
+        seen.iter().map(|p| (p.done, p.total)).collect::<Vec<_>>(),
+        [(1, 2), (2, 2)],
+        "progress after each collection"
+    );
+    let span = counting.ops() - started;
+    check_rotated(&w, &backup, &before, modseq, "uninterrupted").await;
+
+    let seed: u64 = 0x726f_7461_7465;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut points: Vec<u64> = vec![span / 5, span / 2, 4 * span / 5, span - 1];
+    points.extend((0..3).map(|_| rng.gen_range(0..span)));
+    let mut kills = 0;
+    let runs = points
+        .iter()
+        .map(|&at| (true, at))
+        .chain(points[..4].iter().map(|&at| (false, at)));
+    for (cas, at) in runs {
+        for mode in [FaultMode::Crash, FaultMode::ApplyAndFail, FaultMode::Fail] {
+            let ctx = format!("seed {seed:#x}: {mode:?} at {at} of {span}, compare-and-swap {cas}");
+            let (w, backup, before, modseq) = prepared(cas).await;
+            let fault = Fault {
+                at: started + at,
+                mode,
+            };
+            let provider = provider_on(&w, FaultyStore::new(w.store.clone(), Some(fault))).await;
+            let run = match provider.unlock(w.alice, "pw2").await {
+                Ok(mut killed) => killed.rotate_root(&[b"notes"], |_| {}).await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            kills += usize::from(run.is_err());
+            // After the kill: everything reads (a session opened now uses whichever
+            // index key the keyring says is current for each collection).
+            let reader = w.provider.unlock(w.alice, "pw2").await.unwrap();
+            assert_eq!(state(&reader).await, before, "{ctx}: after the kill");
+            drop(reader);
+            // Resumed to the end.
+            let mut session = w.provider.unlock(w.alice, "pw2").await.unwrap();
+            session.rotate_root(&[b"notes"], |_| {}).await.unwrap();
+            check_rotated(&w, &backup, &before, modseq, &ctx).await;
+        }
+    }
+    assert!(
+        kills >= (points.len() + 4) * 2,
+        "the rotation was killed part-way ({kills} runs)"
+    );
+}
+
+/// After a rotation: the user reads everything and modseqs go on rising; the backup
+/// opened with the leaked password yields keys that read nothing written afterwards.
+async fn check_rotated(
+    w: &World,
+    backup: &DynStore,
+    before: &(Vec<String>, Option<Vec<u8>>),
+    modseq: u64,
+    ctx: &str,
+) {
+    let session = w.provider.unlock(w.alice, "pw2").await.unwrap();
+    assert_eq!(&state(&session).await, before, "{ctx}");
+    let after = append(&session, "Subject: three\r\n\r\nnew secret").await;
+    let mail = session.mailstore().await.unwrap();
+    assert!(mail.modseq() > modseq, "{ctx}: modseqs carry on");
+    // The former key holder: the backup's keyring and the leaked password.
+    let old = mailvault::keys::KeyringStore::new(
+        backup.clone(),
+        w.deployment,
+        Arc::new(MemoryDirectory::new()),
+        CommitMode::CompareAndSwap,
+    )
+    .unlock(w.alice, w.binding().await, Credential::Password("pw"))
+    .await
+    .unwrap();
+    let former = Former::copy(&old).await;
+    let blobs =
+        BlobStore::new(w.store.clone(), w.deployment).account_epochs(w.alice, &former.epochs);
+    assert!(
+        blobs.read(&after.pin).await.is_err(),
+        "{ctx}: the backup's keys read a body written after the rotation"
+    );
+    if let Some(mut mail) = w.mail_with(&former.index, &former.epochs).await {
+        assert!(
+            inbox(&mut mail).await.is_empty(),
+            "{ctx}: the backup's index key opens the live index"
+        );
+    }
+    let export = KeyExport::parse(&former.export).unwrap();
+    assert!(
+        w.provider
+            .keyrings()
+            .import(&export, "former passphrase", w.binding().await)
+            .await
+            .is_err(),
+        "{ctx}: the backup's root opens the current keyring"
+    );
+}
+
+/// Item 4 against a concurrent keyring writer: a rotation (on demand, and by removing a
+/// slot) and a slot addition made from the same keyring generation by two sessions (two
+/// servers). Each either holds or fails with `Conflict`, nothing acknowledged is lost,
+/// and the session that lost follows the rotation on reload (through its own slot) and
+/// succeeds on retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_04_rotation_against_a_concurrent_keyring_writer() {
+    use mailvault::Error;
+    for (name, store, mode) in backends() {
+        let w = World::on(store, mode).await;
+        let mut rotator = w.provider.unlock(w.alice, "pw").await.unwrap();
+        let device = rotator.add_device_key().await.unwrap();
+        let device_slot = rotator.slots().last().unwrap().id;
+        append(&rotator, "Subject: before\r\n\r\nold news").await;
+        let mut writer = w
+            .provider
+            .unlock_with(w.alice, Credential::DeviceKey(&device))
+            .await
+            .unwrap();
+        let old = Former::copy_from_session(&w, &device).await;
+
+        // Both from the same generation, concurrently.
+        let (rotated, added) =
+            tokio::join!(rotator.rotate_root(&[], |_| {}), writer.add_recovery_code());
+        rotated.unwrap_or_else(|e| panic!("{name}: the on-demand rotation retries: {e}"));
+        let code = match added {
+            Ok(code) => code,
+            Err(Error::Conflict { .. }) => {
+                writer.reload_keyring().await.unwrap();
+                writer.add_recovery_code().await.unwrap()
+            }
+            Err(e) => panic!("{name}: unexpected {e}"),
+        };
+        // Both hold: the code opens the rotated account, and the old root does not.
+        let by_code = w
+            .provider
+            .unlock_with(w.alice, Credential::RecoveryCode(code.as_str()))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: the acknowledged recovery code was lost: {e}"));
+        let export = KeyExport::parse(&old.export).unwrap();
+        assert!(
+            w.provider
+                .keyrings()
+                .import(&export, "former passphrase", w.binding().await)
+                .await
+                .is_err(),
+            "{name}: the rotation was reverted by the concurrent writer"
+        );
+        drop(by_code);
+
+        // A removal (which rotates) against a password change from the same generation.
+        let mut remover = w.provider.unlock(w.alice, "pw").await.unwrap();
+        let mut changer = w
+            .provider
+            .unlock_with(w.alice, Credential::RecoveryCode(code.as_str()))
+            .await
+            .unwrap();
+        let (removed, changed) = tokio::join!(
+            remover.remove_slot(device_slot),
+            changer.change_password("pw3")
+        );
+        match (&removed, &changed) {
+            (Ok(()), Ok(())) => {}
+            (Ok(()), Err(Error::Conflict { .. })) => {
+                changer.reload_keyring().await.unwrap();
+                changer.change_password("pw3").await.unwrap();
+            }
+            (Err(Error::Conflict { .. }), Ok(())) => {
+                remover = w.provider.unlock(w.alice, "pw3").await.unwrap();
+                remover.remove_slot(device_slot).await.unwrap();
+            }
+            _ => panic!("{name}: removal {removed:?}, password {changed:?}"),
+        }
+        assert!(
+            w.provider
+                .unlock_with(w.alice, Credential::DeviceKey(&device))
+                .await
+                .is_err(),
+            "{name}: the removed device slot came back"
+        );
+        let session = w.provider.unlock(w.alice, "pw3").await.unwrap_or_else(|e| {
+            panic!("{name}: the acknowledged password change was reverted: {e}")
+        });
+        assert!(w.provider.unlock(w.alice, "pw").await.is_err());
+        // The revoked device's session can no longer follow the keyring.
+        let reloaded = writer.reload_keyring().await;
+        assert!(
+            matches!(reloaded, Err(Error::WrongCredential)),
+            "{name}: the revoked device's session followed the rotation: {reloaded:?}"
+        );
+        let after = append(&session, "Subject: after\r\n\r\nnew secret").await;
+        let before = {
+            let mut mail = session.mailstore().await.unwrap();
+            let id = mail.mailbox_by_name(INBOX).unwrap().id;
+            let first = mail.select(id).await.unwrap().messages[0].uid;
+            mail.email(id, first).unwrap()
+        };
+        old.check(&w, &before, &[after], name).await;
+    }
+}
+
+impl Former {
+    /// What the holder of `device` copies from the keyring it opens.
+    async fn copy_from_session(w: &World, device: &mailvault::keys::DeviceKey) -> Self {
+        let keyring = w
+            .provider
+            .keyrings()
+            .unlock(w.alice, w.binding().await, Credential::DeviceKey(device))
+            .await
+            .unwrap();
+        Self::copy(&keyring).await
+    }
+}
