@@ -442,17 +442,28 @@ pub enum Rejection {
     BadSignature,
     /// The envelope does not open with the account's key.
     Unreadable,
+    /// The delivery is sealed to a key epoch that the keys given to the import do not
+    /// hold (a session opened before another one added the epoch): retryable, with keys
+    /// reloaded from the keyring.
+    UnknownEpoch,
     /// The body is missing, truncated, extended or altered.
     BadBody,
 }
 
 impl Rejection {
+    /// Whether reloading the keys may cure it (an unknown epoch): an import that can
+    /// reload defers such a delivery instead of quarantining it.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Rejection::UnknownEpoch)
+    }
+
     /// A short reason, as recorded in quarantine.
     pub fn reason(&self) -> &'static str {
         match self {
             Rejection::Malformed => "malformed envelope",
             Rejection::BadSignature => "signature does not verify",
             Rejection::Unreadable => "envelope does not open with the account key",
+            Rejection::UnknownEpoch => "sealed to a key epoch the keyring does not hold",
             Rejection::BadBody => "body missing, truncated or altered",
         }
     }
@@ -466,12 +477,13 @@ pub(crate) struct OpenedDelivery {
 }
 
 /// Verifies and opens an envelope object found under the account's deliveries with id
-/// `named` (its object name), with the account's `blobs` and epoch `keys`.
+/// `named` (its object name), with the account's `blobs` and epoch `keys`. The signature
+/// must verify under one of `verifying_keys` (the directory's delivery key set).
 pub(crate) fn open_envelope(
     bytes: &[u8],
     named: &DeliveryId,
     blobs: &AccountBlobs,
-    verifying_key: &[u8; 32],
+    verifying_keys: &[[u8; 32]],
     keys: &[AccountKey],
 ) -> std::result::Result<OpenedDelivery, Rejection> {
     let (deployment, account) = (blobs.deployment(), blobs.account());
@@ -479,17 +491,18 @@ pub(crate) fn open_envelope(
     if object.delivery != *named {
         return Err(Rejection::BadSignature);
     }
-    let verifying = VerifyingKey::from_bytes(verifying_key).map_err(|_| Rejection::BadSignature)?;
-    verifying
-        .verify(
-            &signed_message(&deployment, &account, object.signed),
-            &ed25519_dalek::Signature::from_bytes(&object.signature),
-        )
-        .map_err(|_| Rejection::BadSignature)?;
+    let message = signed_message(&deployment, &account, object.signed);
+    let signature = ed25519_dalek::Signature::from_bytes(&object.signature);
+    let verified = verifying_keys.iter().any(|key| {
+        VerifyingKey::from_bytes(key).is_ok_and(|key| key.verify(&message, &signature).is_ok())
+    });
+    if !verified {
+        return Err(Rejection::BadSignature);
+    }
     let key = keys
         .iter()
         .find(|k| k.epoch() == object.header.epoch)
-        .ok_or(Rejection::Unreadable)?;
+        .ok_or(Rejection::UnknownEpoch)?;
     // The length comes from the envelope; the body itself is checked at import.
     let mut blob = SealedBlob {
         id: object.blob,

@@ -23,6 +23,31 @@ pub struct ImportReport {
     /// Envelopes of deliveries imported before (a replay, or a crash after the import),
     /// removed.
     pub already_imported: usize,
+    /// Deliveries left pending, not quarantined, because they are sealed to a key epoch
+    /// the import's keys lack ([`Mailstore::import_pending`]): to import again with keys
+    /// reloaded from the keyring.
+    pub deferred: Vec<DeliveryId>,
+}
+
+impl ImportReport {
+    /// Adds what a later pass over the same deliveries did: its imports, quarantines and
+    /// replays; its deferred deliveries replace this one's (the later pass tried them).
+    pub fn absorb(&mut self, later: ImportReport) {
+        self.imported.extend(later.imported);
+        self.quarantined.extend(later.quarantined);
+        self.already_imported += later.already_imported;
+        self.deferred = later.deferred;
+    }
+}
+
+/// Which deliveries an import pass tries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Pending ones, skipping quarantined ones; with `defer`, a retryable rejection
+    /// leaves the delivery pending instead of quarantining it.
+    Pending { defer: bool },
+    /// Pending and quarantined ones.
+    Recheck,
 }
 
 fn parse_quarantine(bytes: &[u8]) -> String {
@@ -42,7 +67,9 @@ impl Mailstore {
     ///
     /// Idempotent: after a crash at any point, running it again imports each delivery
     /// exactly once. A delivery that fails a check is quarantined with the reason and left
-    /// in the store.
+    /// in the store ([`recheck_quarantined`](Self::recheck_quarantined) tries it again).
+    /// `keys` are taken as final: a delivery sealed to an epoch they lack is quarantined
+    /// too (see [`import_pending`](Self::import_pending) to defer it instead).
     ///
     /// # Errors
     /// Backend failures (the import stops; what was imported stays imported).
@@ -50,6 +77,56 @@ impl Mailstore {
         &mut self,
         keys: &[AccountKey],
         verifying_key: &[u8; 32],
+    ) -> Result<ImportReport> {
+        self.import_pass(keys, &[*verifying_key], Pass::Pending { defer: false })
+            .await
+    }
+
+    /// As [`import_deliveries`](Self::import_deliveries), accepting deliveries signed by
+    /// any of `verifying_keys` (the directory's delivery key set, retired keys included);
+    /// with `defer_unknown_epochs`, a delivery sealed to an epoch that `keys` lack is left
+    /// pending, listed in [`ImportReport::deferred`], instead of being quarantined: the
+    /// caller reloads its keys (the keyring changed since they were read) and imports
+    /// again with `defer_unknown_epochs` false.
+    ///
+    /// # Errors
+    /// As [`import_deliveries`](Self::import_deliveries).
+    pub async fn import_pending(
+        &mut self,
+        keys: &[AccountKey],
+        verifying_keys: &[[u8; 32]],
+        defer_unknown_epochs: bool,
+    ) -> Result<ImportReport> {
+        let pass = Pass::Pending {
+            defer: defer_unknown_epochs,
+        };
+        self.import_pass(keys, verifying_keys, pass).await
+    }
+
+    /// Checks every quarantined delivery whose envelope is still in the store again, as
+    /// an import would (and imports every pending one on the way): those that pass now
+    /// (the keys or the directory's key set were missing something when they were
+    /// quarantined) are imported and leave the quarantine; the others stay quarantined,
+    /// with their reason of now, and are listed in the report's `quarantined`.
+    ///
+    /// # Errors
+    /// As [`import_deliveries`](Self::import_deliveries).
+    pub async fn recheck_quarantined(
+        &mut self,
+        keys: &[AccountKey],
+        verifying_keys: &[[u8; 32]],
+    ) -> Result<ImportReport> {
+        self.import_pass(keys, verifying_keys, Pass::Recheck).await
+    }
+
+    /// The one import loop of [`import_deliveries`](Self::import_deliveries),
+    /// [`import_pending`](Self::import_pending) and
+    /// [`recheck_quarantined`](Self::recheck_quarantined).
+    async fn import_pass(
+        &mut self,
+        keys: &[AccountKey],
+        verifying_keys: &[[u8; 32]],
+        pass: Pass,
     ) -> Result<ImportReport> {
         self.refresh().await?;
         let account = self.account();
@@ -73,7 +150,7 @@ impl Mailstore {
                 report.already_imported += 1;
                 continue;
             }
-            if self.index.get(&keys::quarantined(&delivery)).is_some() {
+            if pass != Pass::Recheck && self.index.get(&keys::quarantined(&delivery)).is_some() {
                 continue;
             }
             let bytes = match crate::storage::get_bounded(
@@ -90,12 +167,17 @@ impl Mailstore {
                 Err(e) => return Err(e),
             };
             match self
-                .import_one(&delivery, &bytes, keys, verifying_key)
+                .import_one(&delivery, &bytes, keys, verifying_keys)
                 .await?
             {
                 Ok((mailbox, uid)) => {
                     let _ = store.delete(&path).await;
                     report.imported.push((delivery, mailbox, uid));
+                }
+                Err(rejection)
+                    if rejection.is_retryable() && pass == (Pass::Pending { defer: true }) =>
+                {
+                    report.deferred.push(delivery);
                 }
                 Err(rejection) => {
                     self.quarantine(&delivery, &rejection).await?;
@@ -113,9 +195,9 @@ impl Mailstore {
         delivery: &DeliveryId,
         bytes: &[u8],
         keys: &[AccountKey],
-        verifying_key: &[u8; 32],
+        verifying_keys: &[[u8; 32]],
     ) -> Result<std::result::Result<(MailboxId, u32), Rejection>> {
-        let opened = match open_envelope(bytes, delivery, &self.blobs, verifying_key, keys) {
+        let opened = match open_envelope(bytes, delivery, &self.blobs, verifying_keys, keys) {
             Ok(opened) => opened,
             Err(rejection) => return Ok(Err(rejection)),
         };
@@ -174,6 +256,10 @@ impl Mailstore {
                 );
                 plan.batch
                     .put(keys::imported(&delivery), number_to_bytes(modseq).to_vec());
+                // Imported on a re-check: out of quarantine.
+                if c.get(&keys::quarantined(&delivery)).is_some() {
+                    plan.batch.delete(keys::quarantined(&delivery));
+                }
                 Ok((plan, Some((mailbox, uid))))
             })
             .await?;

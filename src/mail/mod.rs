@@ -629,6 +629,21 @@ impl Mailstore {
         self.blobs.account()
     }
 
+    /// Reads and writes bodies with `blobs` from now on: the account's blobs with the
+    /// epochs of a keyring reloaded since this handle opened (a body or a delivery sealed
+    /// to an epoch added meanwhile).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `blobs` belongs to another account or deployment.
+    pub fn use_blobs(&mut self, blobs: AccountBlobs) -> Result<()> {
+        if blobs.account() != self.blobs.account() || blobs.deployment() != self.blobs.deployment()
+        {
+            return Err(Error::invalid("blobs of another account"));
+        }
+        self.blobs = blobs;
+        Ok(())
+    }
+
     /// The account's highest modseq (the newest change seen, in any mailbox).
     pub fn modseq(&self) -> u64 {
         self.index.generation()
