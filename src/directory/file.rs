@@ -315,6 +315,17 @@ impl Directory for FileDirectory {
         .await
     }
 
+    async fn issue_delivery_number(&self, account: &AccountId) -> Result<u64> {
+        // One read-and-raise under the lock (no compare-and-set retries under contention).
+        let path = self.path(account, super::DELIVERY_COUNTER_RECORD)?;
+        self.exclusive(move || {
+            let next = read_mark(&path)?.generation + 1;
+            write_mark(&path, Mark::generation_only(next))?;
+            Ok(next)
+        })
+        .await
+    }
+
     async fn account_record(&self, account: &AccountId) -> Result<Option<AccountRecord>> {
         let path = self.root.join(account.to_hex()).join("account.rec");
         blocking(move || match std::fs::read_to_string(&path) {

@@ -63,6 +63,15 @@ impl Directory for MemoryDirectory {
         Ok(true)
     }
 
+    async fn issue_delivery_number(&self, account: &AccountId) -> Result<u64> {
+        let mut marks = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
+        let mark = marks
+            .entry((*account, super::DELIVERY_COUNTER_RECORD.to_string()))
+            .or_insert(Mark::NONE);
+        *mark = Mark::generation_only(mark.generation + 1);
+        Ok(mark.generation)
+    }
+
     async fn account_record(&self, account: &AccountId) -> Result<Option<AccountRecord>> {
         Ok(self
             .accounts

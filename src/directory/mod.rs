@@ -148,6 +148,10 @@ pub(crate) fn rotated_delivery_keys(
     out
 }
 
+/// The record name of an account's delivery counter: a [`Mark`] whose generation is the
+/// last delivery number issued (index records are named `i-…`, the keyring `keyring`).
+pub const DELIVERY_COUNTER_RECORD: &RecordName = "deliveries";
+
 /// What an officer did to an account, as the officer log records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -332,6 +336,40 @@ pub trait Directory: Send + Sync + std::fmt::Debug {
                 .await?
             {
                 return Ok(());
+            }
+        }
+    }
+
+    /// The last delivery number issued for `account` (0 if none): every number from 1 to
+    /// it was handed to a deliverer ([`issue_delivery_number`](Self::issue_delivery_number)).
+    ///
+    /// # Errors
+    /// The directory's own storage failed.
+    async fn delivery_counter(&self, account: &AccountId) -> Result<u64> {
+        Ok(self
+            .mark(account, DELIVERY_COUNTER_RECORD)
+            .await?
+            .generation)
+    }
+
+    /// Raises the delivery counter of `account` by one and returns the new value: the
+    /// number of one delivery, signed into its envelope. Atomic: concurrent callers (other
+    /// processes included) never get the same number. The default is a compare-and-set
+    /// loop over the mark [`DELIVERY_COUNTER_RECORD`]; a database may override it with
+    /// one `UPDATE … SET n = n + 1 … RETURNING n`.
+    ///
+    /// # Errors
+    /// The directory's own storage failed; the number must then be treated as not issued
+    /// (it may have been: an import then reports it missing).
+    async fn issue_delivery_number(&self, account: &AccountId) -> Result<u64> {
+        loop {
+            let current = self.mark(account, DELIVERY_COUNTER_RECORD).await?;
+            let next = Mark::generation_only(current.generation + 1);
+            if self
+                .compare_and_set_mark(account, DELIVERY_COUNTER_RECORD, current, next)
+                .await?
+            {
+                return Ok(next.generation);
             }
         }
     }

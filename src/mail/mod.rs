@@ -318,6 +318,8 @@ pub enum PartSection {
 pub struct Mailstore {
     index: Collection,
     blobs: AccountBlobs,
+    /// The trusted directory (the account's delivery counter, for imports).
+    directory: std::sync::Arc<dyn crate::directory::Directory>,
     rng: RandomSource,
     config: MailConfig,
     uid_validity_changes: u64,
@@ -594,6 +596,7 @@ impl Mailstore {
         let mut mail = Self {
             index: collection,
             blobs,
+            directory: index.directory().clone(),
             rng: RandomSource::os(),
             config,
             uid_validity_changes: 0,
