@@ -74,7 +74,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // 3. The companion on the device, holding the keys, imports and reads.
-    let companion = provider.companion_session(device_keyring)?;
+    let mut companion = provider.companion_session(device_keyring)?;
     let mut mail = companion.mailstore().await?;
     let report = companion.import_deliveries(&mut mail).await?;
     println!(

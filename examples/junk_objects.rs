@@ -123,7 +123,7 @@ pub async fn run(root: &Path) -> Result<bool, Box<dyn std::error::Error>> {
         ..DeliveryOptions::default()
     };
     deliverer.deliver_bytes(account, message, options()).await?;
-    let session = provider.unlock(account, "password").await?;
+    let mut session = provider.unlock(account, "password").await?;
     let mut mail = session.mailstore().await?;
     session.import_deliveries(&mut mail).await?;
     let inbox = mail.mailbox_by_name(INBOX).expect("INBOX").id;

@@ -104,7 +104,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // 3. Log in (one Argon2id derivation), import what was delivered (signature checked,
     //    body pinned where it is), create a mailbox, list INBOX.
-    let session = provider
+    let mut session = provider
         .unlock(alice, "correct horse battery staple")
         .await?;
     let mut mail = session.mailstore().await?;

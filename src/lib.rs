@@ -78,7 +78,7 @@
 //!     .await?;
 //!
 //! // She logs in; the session imports what arrived and reads it.
-//! let session = provider.unlock(alice, "correct horse battery staple").await?;
+//! let mut session = provider.unlock(alice, "correct horse battery staple").await?;
 //! let mut mail = session.mailstore().await?;
 //! session.import_deliveries(&mut mail).await?;
 //! let inbox = mail.mailbox_by_name(INBOX).expect("INBOX exists").id;

@@ -1,5 +1,5 @@
 //! Parsers of a pending delivery: the envelope object (delivery and blob ids, the body's
-//! sealed header, sealed body, signature) and the opened envelope body (stored length and
+//! sealed header, delivery number, sealed body, signature) and the opened envelope body (stored length and
 //! digest, mailbox, date, flags).
 //! Neither may panic; what parses must describe its input exactly.
 
@@ -22,9 +22,11 @@ fuzz_target!(|data: &[u8]| {
             &object.delivery,
             &object.blob,
             &object.header,
+            object.number,
             object.sealed_body.len(),
         );
         assert_eq!(&prefix[..], &data[..ENVELOPE_PREFIX_LEN]);
+        assert_eq!(object.number.to_be_bytes(), data[280..288], "the delivery number");
     }
     if let Ok(envelope) = DeliveryEnvelope::parse(data) {
         assert_eq!(envelope.to_bytes(), data);

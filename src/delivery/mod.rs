@@ -198,6 +198,17 @@ impl PublicDirectory {
     }
 }
 
+impl PublicDirectory {
+    /// The number of a new delivery to `account`: its delivery counter in the directory,
+    /// raised by one atomically ([`Directory::issue_delivery_number`]).
+    ///
+    /// # Errors
+    /// Directory failures.
+    pub async fn issue_delivery_number(&self, account: &AccountId) -> Result<u64> {
+        self.0.issue_delivery_number(account).await
+    }
+}
+
 /// How a delivery lands.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeliveryOptions {
@@ -382,6 +393,10 @@ impl Deliverer {
         }
         let (blob, file_key) = writer.finish_with_key().await?;
         let delivery = DeliveryId::random(&self.rng);
+        // Taken once the body is durable, just before the envelope: a number is lost (and
+        // reported missing at import) only if this delivery fails between the two, and
+        // then it is not acknowledged.
+        let number = self.directory.issue_delivery_number(&account).await?;
         let envelope = DeliveryEnvelope {
             stored_len: blob.layout.ciphertext_len(),
             body_digest: blob.digest,
@@ -390,7 +405,8 @@ impl Deliverer {
             flags: options.flags,
             delivered_at: crate::unix_now(),
         };
-        let object = self.seal_envelope(&to.account, &delivery, &blob, &file_key, &envelope);
+        let object =
+            self.seal_envelope(&to.account, &delivery, number, &blob, &file_key, &envelope);
         self.blobs
             .store()
             .put_opts(
@@ -410,6 +426,7 @@ impl Deliverer {
         &self,
         account: &AccountId,
         delivery: &DeliveryId,
+        number: u64,
         blob: &SealedBlob,
         file_key: &Key32,
         envelope: &DeliveryEnvelope,
@@ -417,7 +434,7 @@ impl Deliverer {
         let deployment = self.blobs.deployment();
         let body = envelope.to_bytes();
         let sealed_len = body.len() + 24 + 16;
-        let prefix = EnvelopeObject::prefix(delivery, &blob.id, &blob.header, sealed_len);
+        let prefix = EnvelopeObject::prefix(delivery, &blob.id, &blob.header, number, sealed_len);
         let mut out = Vec::with_capacity(prefix.len() + sealed_len + SIGNATURE_LEN);
         out.extend_from_slice(&prefix);
         RecordCipher::new(&envelope_key(file_key, &deployment, account, delivery))
@@ -442,17 +459,28 @@ pub enum Rejection {
     BadSignature,
     /// The envelope does not open with the account's key.
     Unreadable,
+    /// The delivery is sealed to a key epoch that the keys given to the import do not
+    /// hold (a session opened before another one added the epoch): retryable, with keys
+    /// reloaded from the keyring.
+    UnknownEpoch,
     /// The body is missing, truncated, extended or altered.
     BadBody,
 }
 
 impl Rejection {
+    /// Whether reloading the keys may cure it (an unknown epoch): an import that can
+    /// reload defers such a delivery instead of quarantining it.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Rejection::UnknownEpoch)
+    }
+
     /// A short reason, as recorded in quarantine.
     pub fn reason(&self) -> &'static str {
         match self {
             Rejection::Malformed => "malformed envelope",
             Rejection::BadSignature => "signature does not verify",
             Rejection::Unreadable => "envelope does not open with the account key",
+            Rejection::UnknownEpoch => "sealed to a key epoch the keyring does not hold",
             Rejection::BadBody => "body missing, truncated or altered",
         }
     }
@@ -465,31 +493,48 @@ pub(crate) struct OpenedDelivery {
     pub(crate) file_key: Key32,
 }
 
-/// Verifies and opens an envelope object found under the account's deliveries with id
-/// `named` (its object name), with the account's `blobs` and epoch `keys`.
-pub(crate) fn open_envelope(
-    bytes: &[u8],
+/// The delivery number an envelope claims, before any check (to order pending
+/// deliveries; the import verifies it with the rest): `None` if it does not parse.
+pub(crate) fn claimed_number(bytes: &[u8]) -> Option<u64> {
+    EnvelopeObject::parse(bytes).ok().map(|o| o.number)
+}
+
+/// Parses an envelope object found under the account's deliveries with id `named` (its
+/// object name) and verifies its signature under one of `verifying_keys` (the directory's
+/// delivery key set), for the account of `blobs`.
+pub(crate) fn verify_envelope<'a>(
+    bytes: &'a [u8],
     named: &DeliveryId,
     blobs: &AccountBlobs,
-    verifying_key: &[u8; 32],
-    keys: &[AccountKey],
-) -> std::result::Result<OpenedDelivery, Rejection> {
+    verifying_keys: &[[u8; 32]],
+) -> std::result::Result<EnvelopeObject<'a>, Rejection> {
     let (deployment, account) = (blobs.deployment(), blobs.account());
     let object = EnvelopeObject::parse(bytes).map_err(|_| Rejection::Malformed)?;
     if object.delivery != *named {
         return Err(Rejection::BadSignature);
     }
-    let verifying = VerifyingKey::from_bytes(verifying_key).map_err(|_| Rejection::BadSignature)?;
-    verifying
-        .verify(
-            &signed_message(&deployment, &account, object.signed),
-            &ed25519_dalek::Signature::from_bytes(&object.signature),
-        )
-        .map_err(|_| Rejection::BadSignature)?;
+    let message = signed_message(&deployment, &account, object.signed);
+    let signature = ed25519_dalek::Signature::from_bytes(&object.signature);
+    let verified = verifying_keys.iter().any(|key| {
+        VerifyingKey::from_bytes(key).is_ok_and(|key| key.verify(&message, &signature).is_ok())
+    });
+    if !verified {
+        return Err(Rejection::BadSignature);
+    }
+    Ok(object)
+}
+
+/// Opens a verified envelope `object` with the account's `blobs` and epoch `keys`.
+pub(crate) fn open_envelope(
+    object: &EnvelopeObject<'_>,
+    blobs: &AccountBlobs,
+    keys: &[AccountKey],
+) -> std::result::Result<OpenedDelivery, Rejection> {
+    let (deployment, account) = (blobs.deployment(), blobs.account());
     let key = keys
         .iter()
         .find(|k| k.epoch() == object.header.epoch)
-        .ok_or(Rejection::Unreadable)?;
+        .ok_or(Rejection::UnknownEpoch)?;
     // The length comes from the envelope; the body itself is checked at import.
     let mut blob = SealedBlob {
         id: object.blob,

@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use tokio::sync::Mutex;
 
 use super::{
-    AccountRecord, Directory, KeyModel, Mark, OfficerAction, OfficerKeyEntry, OfficerLogEntry,
-    OfficerPublicKey, RecordName,
+    AccountRecord, DeliveryKeyEntry, Directory, KeyModel, Mark, OfficerAction, OfficerKeyEntry,
+    OfficerLogEntry, OfficerPublicKey, RecordName,
 };
 use crate::error::{Error, Result};
 use crate::ids::AccountId;
@@ -239,6 +239,46 @@ fn encode_officer_log_entry(entry: &OfficerLogEntry) -> String {
     )
 }
 
+/// The delivery verification key set: one key a line, `<hex> current|retired`.
+const DELIVERY_KEYS_FILE: &str = "delivery.rec";
+
+/// Reads [`DELIVERY_KEYS_FILE`]; a line of a bare key (as older versions wrote the one
+/// key) reads as the current key; a missing file as no key.
+fn read_delivery_keys(path: &Path) -> Result<Vec<DeliveryKeyEntry>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_error(path, e)),
+    };
+    text.lines()
+        .map(
+            |line| match line.split_whitespace().collect::<Vec<_>>().as_slice() {
+                [hex] => Ok(DeliveryKeyEntry {
+                    key: unhex32(hex).ok_or_else(|| corrupt(path))?,
+                    current: true,
+                }),
+                [hex, state @ ("current" | "retired")] => Ok(DeliveryKeyEntry {
+                    key: unhex32(hex).ok_or_else(|| corrupt(path))?,
+                    current: *state == "current",
+                }),
+                _ => Err(corrupt(path)),
+            },
+        )
+        .collect()
+}
+
+fn encode_delivery_keys(keys: &[DeliveryKeyEntry]) -> String {
+    keys.iter()
+        .map(|k| {
+            format!(
+                "{} {}\n",
+                crate::ids::hex(&k.key),
+                if k.current { "current" } else { "retired" }
+            )
+        })
+        .collect()
+}
+
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
@@ -271,6 +311,17 @@ impl Directory for FileDirectory {
             }
             write_mark(&path, new)?;
             Ok(true)
+        })
+        .await
+    }
+
+    async fn issue_delivery_number(&self, account: &AccountId) -> Result<u64> {
+        // One read-and-raise under the lock (no compare-and-set retries under contention).
+        let path = self.path(account, super::DELIVERY_COUNTER_RECORD)?;
+        self.exclusive(move || {
+            let next = read_mark(&path)?.generation + 1;
+            write_mark(&path, Mark::generation_only(next))?;
+            Ok(next)
         })
         .await
     }
@@ -358,18 +409,31 @@ impl Directory for FileDirectory {
     }
 
     async fn delivery_key(&self) -> Result<Option<[u8; 32]>> {
-        let path = self.root.join("delivery.rec");
-        blocking(move || match std::fs::read_to_string(&path) {
-            Ok(text) => unhex32(text.trim()).map(Some).ok_or_else(|| corrupt(&path)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_error(&path, e)),
+        Ok(self
+            .delivery_keys()
+            .await?
+            .into_iter()
+            .find(|k| k.current)
+            .map(|k| k.key))
+    }
+
+    async fn set_delivery_key(&self, key: [u8; 32]) -> Result<()> {
+        let path = self.root.join(DELIVERY_KEYS_FILE);
+        self.exclusive(move || {
+            let keys = super::rotated_delivery_keys(&read_delivery_keys(&path)?, key);
+            write_atomic(&path, encode_delivery_keys(&keys).as_bytes())
         })
         .await
     }
 
-    async fn set_delivery_key(&self, key: [u8; 32]) -> Result<()> {
-        let path = self.root.join("delivery.rec");
-        let text = format!("{}\n", crate::ids::hex(&key));
+    async fn delivery_keys(&self) -> Result<Vec<DeliveryKeyEntry>> {
+        let path = self.root.join(DELIVERY_KEYS_FILE);
+        blocking(move || read_delivery_keys(&path)).await
+    }
+
+    async fn set_delivery_keys(&self, keys: Vec<DeliveryKeyEntry>) -> Result<()> {
+        let path = self.root.join(DELIVERY_KEYS_FILE);
+        let text = encode_delivery_keys(&keys);
         self.exclusive(move || write_atomic(&path, text.as_bytes()))
             .await
     }
@@ -474,6 +538,41 @@ mod tests {
             .filter(|n| n.starts_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[tokio::test]
+    async fn delivery_keys_rotate_keep_retired_keys_and_read_the_older_single_key_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // As older versions wrote it: one bare key, read as the current key.
+        std::fs::write(
+            dir.path().join(DELIVERY_KEYS_FILE),
+            format!("{}\n", crate::ids::hex(&[1; 32])),
+        )
+        .unwrap();
+        let directory = FileDirectory::open(dir.path()).unwrap();
+        assert_eq!(directory.delivery_key().await.unwrap(), Some([1; 32]));
+        directory.set_delivery_key([2; 32]).await.unwrap();
+        let rotated = vec![
+            DeliveryKeyEntry {
+                key: [1; 32],
+                current: false,
+            },
+            DeliveryKeyEntry {
+                key: [2; 32],
+                current: true,
+            },
+        ];
+        let reopened = FileDirectory::open(dir.path()).unwrap();
+        assert_eq!(reopened.delivery_keys().await.unwrap(), rotated);
+        assert_eq!(reopened.delivery_key().await.unwrap(), Some([2; 32]));
+        // Removing the retired key.
+        reopened
+            .set_delivery_keys(rotated[1..].to_vec())
+            .await
+            .unwrap();
+        assert_eq!(directory.delivery_keys().await.unwrap(), rotated[1..]);
+        std::fs::write(dir.path().join(DELIVERY_KEYS_FILE), "zz current\n").unwrap();
+        assert!(directory.delivery_keys().await.is_err());
     }
 
     #[tokio::test]

@@ -3,7 +3,9 @@ use std::sync::{Mutex, PoisonError};
 
 use async_trait::async_trait;
 
-use super::{AccountRecord, Directory, Mark, OfficerKeyEntry, OfficerLogEntry, RecordName};
+use super::{
+    AccountRecord, DeliveryKeyEntry, Directory, Mark, OfficerKeyEntry, OfficerLogEntry, RecordName,
+};
 use crate::error::Result;
 use crate::ids::AccountId;
 
@@ -13,7 +15,7 @@ pub struct MemoryDirectory {
     marks: Mutex<HashMap<(AccountId, String), Mark>>,
     accounts: Mutex<HashMap<AccountId, AccountRecord>>,
     officers: Mutex<Vec<OfficerKeyEntry>>,
-    delivery_key: Mutex<Option<[u8; 32]>>,
+    delivery_keys: Mutex<Vec<DeliveryKeyEntry>>,
     officer_log: Mutex<Vec<OfficerLogEntry>>,
 }
 
@@ -61,6 +63,15 @@ impl Directory for MemoryDirectory {
         Ok(true)
     }
 
+    async fn issue_delivery_number(&self, account: &AccountId) -> Result<u64> {
+        let mut marks = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
+        let mark = marks
+            .entry((*account, super::DELIVERY_COUNTER_RECORD.to_string()))
+            .or_insert(Mark::NONE);
+        *mark = Mark::generation_only(mark.generation + 1);
+        Ok(mark.generation)
+    }
+
     async fn account_record(&self, account: &AccountId) -> Result<Option<AccountRecord>> {
         Ok(self
             .accounts
@@ -104,17 +115,37 @@ impl Directory for MemoryDirectory {
     }
 
     async fn delivery_key(&self) -> Result<Option<[u8; 32]>> {
-        Ok(*self
-            .delivery_key
+        Ok(self
+            .delivery_keys
             .lock()
-            .unwrap_or_else(PoisonError::into_inner))
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|k| k.current)
+            .map(|k| k.key))
     }
 
     async fn set_delivery_key(&self, key: [u8; 32]) -> Result<()> {
-        *self
-            .delivery_key
+        let mut keys = self
+            .delivery_keys
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(key);
+            .unwrap_or_else(PoisonError::into_inner);
+        *keys = super::rotated_delivery_keys(&keys, key);
+        Ok(())
+    }
+
+    async fn delivery_keys(&self) -> Result<Vec<DeliveryKeyEntry>> {
+        Ok(self
+            .delivery_keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone())
+    }
+
+    async fn set_delivery_keys(&self, keys: Vec<DeliveryKeyEntry>) -> Result<()> {
+        *self
+            .delivery_keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = keys;
         Ok(())
     }
 

@@ -112,6 +112,46 @@ pub struct OfficerKeyEntry {
     pub current: bool,
 }
 
+/// One key of the provider's delivery verification key set (Ed25519 public keys).
+///
+/// Deliveries are signed with the current key; an import accepts a delivery signed by
+/// any key of the set, current or retired, so that rotating the signing key does not
+/// strand the deliveries signed before the rotation and still pending. Retiring a key
+/// (`current: false`) stops nothing: a retired key still verifies. *Removing* a key from
+/// the set is what revokes it: a pending delivery it signed is then refused (quarantined
+/// with [`Rejection::BadSignature`](crate::delivery::Rejection::BadSignature)). Remove a
+/// retired key once every account has imported what was delivered before the rotation,
+/// or at once if its secret leaked (whoever holds it can sign deliveries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DeliveryKeyEntry {
+    /// The Ed25519 public key.
+    pub key: [u8; 32],
+    /// Whether deliverers sign with it now (one key of a set is current).
+    pub current: bool,
+}
+
+/// The set after a rotation to `key`: `key` current, every other key of `keys` retired
+/// (kept, so that it still verifies what it signed).
+pub(crate) fn rotated_delivery_keys(
+    keys: &[DeliveryKeyEntry],
+    key: [u8; 32],
+) -> Vec<DeliveryKeyEntry> {
+    let mut out: Vec<DeliveryKeyEntry> = keys
+        .iter()
+        .filter(|k| k.key != key)
+        .map(|k| DeliveryKeyEntry {
+            key: k.key,
+            current: false,
+        })
+        .collect();
+    out.push(DeliveryKeyEntry { key, current: true });
+    out
+}
+
+/// The record name of an account's delivery counter: a [`Mark`] whose generation is the
+/// last delivery number issued (index records are named `i-…`, the keyring `keyring`).
+pub const DELIVERY_COUNTER_RECORD: &RecordName = "deliveries";
+
 /// What an officer did to an account, as the officer log records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -300,6 +340,40 @@ pub trait Directory: Send + Sync + std::fmt::Debug {
         }
     }
 
+    /// The last delivery number issued for `account` (0 if none): every number from 1 to
+    /// it was handed to a deliverer ([`issue_delivery_number`](Self::issue_delivery_number)).
+    ///
+    /// # Errors
+    /// The directory's own storage failed.
+    async fn delivery_counter(&self, account: &AccountId) -> Result<u64> {
+        Ok(self
+            .mark(account, DELIVERY_COUNTER_RECORD)
+            .await?
+            .generation)
+    }
+
+    /// Raises the delivery counter of `account` by one and returns the new value: the
+    /// number of one delivery, signed into its envelope. Atomic: concurrent callers (other
+    /// processes included) never get the same number. The default is a compare-and-set
+    /// loop over the mark [`DELIVERY_COUNTER_RECORD`]; a database may override it with
+    /// one `UPDATE … SET n = n + 1 … RETURNING n`.
+    ///
+    /// # Errors
+    /// The directory's own storage failed; the number must then be treated as not issued
+    /// (it may have been: an import then reports it missing).
+    async fn issue_delivery_number(&self, account: &AccountId) -> Result<u64> {
+        loop {
+            let current = self.mark(account, DELIVERY_COUNTER_RECORD).await?;
+            let next = Mark::generation_only(current.generation + 1);
+            if self
+                .compare_and_set_mark(account, DELIVERY_COUNTER_RECORD, current, next)
+                .await?
+            {
+                return Ok(next.generation);
+            }
+        }
+    }
+
     /// The record of `account`, if it exists (and was not erased).
     ///
     /// # Errors
@@ -330,18 +404,34 @@ pub trait Directory: Send + Sync + std::fmt::Debug {
     /// The directory's own storage failed.
     async fn set_officer_keys(&self, keys: Vec<OfficerKeyEntry>) -> Result<()>;
 
-    /// The provider's delivery verification key (Ed25519 public key): imports accept
-    /// only deliveries it signed.
+    /// The provider's current delivery verification key (Ed25519 public key), the one
+    /// deliverers sign with now (see [`delivery_keys`](Self::delivery_keys) for the set
+    /// imports accept).
     ///
     /// # Errors
     /// The directory's own storage failed.
     async fn delivery_key(&self) -> Result<Option<[u8; 32]>>;
 
-    /// Sets the provider's delivery verification key.
+    /// Rotates the provider's delivery verification key to `key`: it becomes the current
+    /// key and every other key of the set is kept, retired (it still verifies the
+    /// deliveries it signed). Atomic with respect to other changes of the set.
     ///
     /// # Errors
     /// The directory's own storage failed.
     async fn set_delivery_key(&self, key: [u8; 32]) -> Result<()>;
+
+    /// The provider's delivery verification key set: imports accept a delivery signed
+    /// by any of them (see [`DeliveryKeyEntry`] for retiring and removing keys).
+    ///
+    /// # Errors
+    /// The directory's own storage failed.
+    async fn delivery_keys(&self) -> Result<Vec<DeliveryKeyEntry>>;
+
+    /// Replaces the provider's delivery verification key set (to remove a key).
+    ///
+    /// # Errors
+    /// The directory's own storage failed.
+    async fn set_delivery_keys(&self, keys: Vec<DeliveryKeyEntry>) -> Result<()>;
 
     /// Appends `entry` to the deployment's officer log, durably, and returns its position
     /// (0 for the first entry). The log is append-only: no method changes or removes an

@@ -671,19 +671,63 @@ impl Session {
     }
 
     /// Imports the account's pending sealed deliveries into `mail` (see
-    /// [`Mailstore::import_deliveries`]), with every epoch key of the keyring and the
-    /// provider's verification key from the directory.
+    /// [`Mailstore::import_deliveries`]), with every epoch key of the keyring, accepting
+    /// deliveries signed by any key of the directory's delivery key set (read now, so a
+    /// rotation is seen at once; retired keys still verify what they signed). A delivery
+    /// sealed to an epoch this session's keyring lacks (another session added it since
+    /// this one opened) is not quarantined: the keyring is reloaded and the delivery tried
+    /// again; only what still fails then is quarantined.
     ///
     /// # Errors
     /// [`Error::Config`] when the directory has no delivery verification key; as
-    /// [`Mailstore::import_deliveries`].
-    pub async fn import_deliveries(&self, mail: &mut Mailstore) -> Result<ImportReport> {
-        let verifying =
-            self.directory.delivery_key().await?.ok_or_else(|| {
-                Error::Config("no delivery verification key in the directory".into())
-            })?;
-        mail.import_deliveries(&self.keyring.epoch_keys(), &verifying)
+    /// [`Mailstore::import_deliveries`] and [`reload_keyring`](Self::reload_keyring).
+    pub async fn import_deliveries(&mut self, mail: &mut Mailstore) -> Result<ImportReport> {
+        let verifying = self.delivery_verifying_keys().await?;
+        let mut report = mail
+            .import_pending(&self.keyring.epoch_keys(), &verifying, true)
+            .await?;
+        if !report.deferred.is_empty() {
+            self.reload_keyring().await?;
+            mail.use_blobs(self.blobs.clone())?;
+            let again = mail
+                .import_pending(&self.keyring.epoch_keys(), &verifying, false)
+                .await?;
+            report.absorb(again);
+        }
+        Ok(report)
+    }
+
+    /// Tries the quarantined deliveries of the account again (and imports the pending
+    /// ones), with the keyring reloaded and the directory's delivery key set as it is
+    /// now (see [`Mailstore::recheck_quarantined`]): what was quarantined for a cause since
+    /// fixed (an epoch the session did not know, a signing key missing from the directory)
+    /// is imported; what is still refused stays quarantined and is listed in the report.
+    ///
+    /// # Errors
+    /// As [`import_deliveries`](Self::import_deliveries).
+    pub async fn recheck_quarantined(&mut self, mail: &mut Mailstore) -> Result<ImportReport> {
+        let verifying = self.delivery_verifying_keys().await?;
+        self.reload_keyring().await?;
+        mail.use_blobs(self.blobs.clone())?;
+        mail.recheck_quarantined(&self.keyring.epoch_keys(), &verifying)
             .await
+    }
+
+    /// The directory's delivery verification key set (current and retired keys).
+    async fn delivery_verifying_keys(&self) -> Result<Vec<[u8; 32]>> {
+        let keys: Vec<[u8; 32]> = self
+            .directory
+            .delivery_keys()
+            .await?
+            .into_iter()
+            .map(|k| k.key)
+            .collect();
+        if keys.is_empty() {
+            return Err(Error::Config(
+                "no delivery verification key in the directory".into(),
+            ));
+        }
+        Ok(keys)
     }
 
     /// Changes the password: one slot rewritten, nothing re-encrypted; the old password

@@ -4,20 +4,22 @@
 //! ```text
 //! envelope object
 //!      0   4  magic "MVE1"
-//!      4   1  version (2; 1, without the body's digest, is refused)
+//!      4   1  version (3; 1 and 2, without the delivery number, are refused)
 //!      5   3  reserved, zero
 //!      8  16  delivery id
 //!     24  16  blob id of the body
 //!     40 240  the body's sealed header, as stored (its account stanza wraps the file key)
-//!    280   4  sealed body length n (u32)
-//!    284   n  sealed body: 24-byte nonce ‖ ciphertext ‖ tag (XChaCha20-Poly1305 under
+//!    280   8  delivery number (u64): the account's delivery counter in the trusted
+//!             directory, as the deliverer raised it for this delivery (1, 2, 3, …)
+//!    288   4  sealed body length n (u32)
+//!    292   n  sealed body: 24-byte nonce ‖ ciphertext ‖ tag (XChaCha20-Poly1305 under
 //!             HKDF(file key, "mailvault/v1/delivery/envelope", deployment ‖ account
-//!             ‖ delivery id), AD = bytes 0..284)
-//!  284+n  64  Ed25519 signature by the provider over
-//!             "mailvault/v1/delivery" ‖ deployment id ‖ account id ‖ bytes 0..284+n
+//!             ‖ delivery id), AD = bytes 0..292)
+//!  292+n  64  Ed25519 signature by the provider over
+//!             "mailvault/v1/delivery" ‖ deployment id ‖ account id ‖ bytes 0..292+n
 //!
 //! envelope body (plaintext)
-//!     version (2) ‖ stored blob length (u64) ‖ SHA-256 of the stored blob (32)
+//!     version (3) ‖ stored blob length (u64) ‖ SHA-256 of the stored blob (32)
 //!     ‖ target mailbox name (string)
 //!     ‖ internal date (i64) ‖ flags (list of strings) ‖ delivered at (u64, Unix seconds)
 //! ```
@@ -37,9 +39,9 @@ use crate::ids::{BlobId, DeliveryId};
 /// Magic bytes of an envelope object.
 pub const ENVELOPE_MAGIC: [u8; 4] = *b"MVE1";
 /// Envelope format version.
-pub const ENVELOPE_VERSION: u8 = 2;
+pub const ENVELOPE_VERSION: u8 = 3;
 /// Bytes before the sealed body.
-pub const ENVELOPE_PREFIX_LEN: usize = 284;
+pub const ENVELOPE_PREFIX_LEN: usize = 292;
 /// Length of the provider's signature.
 pub const SIGNATURE_LEN: usize = 64;
 /// The largest envelope object an import reads, checked before its bytes are read.
@@ -59,6 +61,8 @@ pub struct EnvelopeObject<'a> {
     pub blob: BlobId,
     /// The body's sealed header.
     pub header: SealedHeader,
+    /// The delivery number (the account's delivery counter in the directory).
+    pub number: u64,
     /// The sealed envelope body.
     pub sealed_body: &'a [u8],
     /// Everything the signature covers after the domain, deployment and account.
@@ -73,6 +77,7 @@ impl<'a> EnvelopeObject<'a> {
         delivery: &DeliveryId,
         blob: &BlobId,
         header: &SealedHeader,
+        number: u64,
         body_len: usize,
     ) -> [u8; ENVELOPE_PREFIX_LEN] {
         let mut out = [0u8; ENVELOPE_PREFIX_LEN];
@@ -81,11 +86,12 @@ impl<'a> EnvelopeObject<'a> {
         out[8..24].copy_from_slice(delivery.as_bytes());
         out[24..40].copy_from_slice(blob.as_bytes());
         out[40..280].copy_from_slice(&header.to_bytes());
-        out[280..284].copy_from_slice(&(body_len as u32).to_be_bytes());
+        out[280..288].copy_from_slice(&number.to_be_bytes());
+        out[288..292].copy_from_slice(&(body_len as u32).to_be_bytes());
         out
     }
 
-    /// The associated data of the sealed body (bytes 0..284).
+    /// The associated data of the sealed body (bytes 0..292).
     pub fn sealing_ad(&self) -> &'a [u8] {
         &self.signed[..ENVELOPE_PREFIX_LEN]
     }
@@ -112,6 +118,7 @@ impl<'a> EnvelopeObject<'a> {
         let delivery = DeliveryId::from_bytes(r.array()?);
         let blob = BlobId::from_bytes(r.array()?);
         let header = SealedHeader::parse(r.take(SEALED_HEADER_LEN)?)?;
+        let number = r.u64()?;
         let body_len = r.u32()? as usize;
         if bytes.len() != ENVELOPE_PREFIX_LEN + body_len + SIGNATURE_LEN {
             return Err(Error::Tampered);
@@ -123,6 +130,7 @@ impl<'a> EnvelopeObject<'a> {
             delivery,
             blob,
             header,
+            number,
             sealed_body: &bytes[ENVELOPE_PREFIX_LEN..signed_len],
             signed: &bytes[..signed_len],
             signature,

@@ -102,6 +102,11 @@ pub struct IndexStore {
 }
 
 impl IndexStore {
+    /// The trusted directory this index commits through.
+    pub(crate) fn directory(&self) -> &Arc<dyn Directory> {
+        &self.directory
+    }
+
     /// The index on `store`, with the commit mode its capability probe calls for.
     ///
     /// # Errors

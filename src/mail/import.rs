@@ -5,8 +5,9 @@ use object_store::ObjectStoreExt;
 
 use super::{keys, mailbox_of, same_name, uid_next, Mailstore, Plan, INBOX_ID};
 use crate::crypto::AccountKey;
-use crate::delivery::{open_envelope, Rejection};
+use crate::delivery::{open_envelope, verify_envelope, Rejection};
 use crate::error::{Error, Result};
+use crate::format::delivery::EnvelopeObject;
 use crate::format::mail::{
     number_to_bytes, EmailAnalysis, EmailRecord, Envelope, Flags, MessageRecord, Provenance,
 };
@@ -23,6 +24,79 @@ pub struct ImportReport {
     /// Envelopes of deliveries imported before (a replay, or a crash after the import),
     /// removed.
     pub already_imported: usize,
+    /// Deliveries left pending, not quarantined, because they are sealed to a key epoch
+    /// the import's keys lack ([`Mailstore::import_pending`]): to import again with keys
+    /// reloaded from the keyring.
+    pub deferred: Vec<DeliveryId>,
+    /// Delivery numbers found missing by this import, oldest first: the directory
+    /// counted a delivery (its deliverer took the number) and no envelope of it was ever
+    /// found. The store withheld or deleted it, or its deliverer failed before writing
+    /// it (and did not acknowledge the message), or it is still being written. Reported
+    /// once; [`Mailstore::missing_deliveries`] lists those still missing, and a delivery
+    /// arriving late is imported as usual and leaves that list.
+    pub missing: Vec<u64>,
+}
+
+impl ImportReport {
+    /// Adds what a later pass over the same deliveries did: its imports, quarantines and
+    /// replays; its deferred deliveries replace this one's (the later pass tried them).
+    pub fn absorb(&mut self, later: ImportReport) {
+        self.imported.extend(later.imported);
+        self.quarantined.extend(later.quarantined);
+        self.already_imported += later.already_imported;
+        self.deferred = later.deferred;
+        self.missing.extend(later.missing);
+    }
+}
+
+/// Which deliveries an import pass tries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Pending ones, skipping quarantined ones; with `defer`, a retryable rejection
+    /// leaves the delivery pending instead of quarantining it.
+    Pending { defer: bool },
+    /// Pending and quarantined ones.
+    Recheck,
+}
+
+/// The most bytes of pending envelopes an import holds in memory while it orders them by
+/// number; envelopes beyond it are read again in turn.
+const MAX_HELD_ENVELOPES: usize = 8 << 20;
+
+/// Reads a pending envelope, bounded: `None` if it is gone; an empty envelope (quarantined
+/// as malformed) if it is larger than any envelope a deliverer writes.
+async fn read_envelope(
+    store: &crate::storage::DynStore,
+    path: &object_store::path::Path,
+) -> Result<Option<bytes::Bytes>> {
+    match crate::storage::get_bounded(
+        store.as_ref(),
+        path,
+        crate::format::delivery::MAX_ENVELOPE_LEN as u64,
+    )
+    .await
+    {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(Error::NotFound { .. }) => Ok(None),
+        Err(Error::TooLarge { .. }) => Ok(Some(bytes::Bytes::new())),
+        Err(e) => Err(e),
+    }
+}
+
+/// The highest delivery number checked (`K` record; 0 if none).
+fn checked_through(c: &crate::index::Collection) -> u64 {
+    c.get(keys::DELIVERIES_CHECKED)
+        .and_then(|v| crate::format::mail::parse_number(v).ok())
+        .unwrap_or(0)
+}
+
+/// The value of an `N` record: version ‖ delivery id.
+fn number_record(delivery: &DeliveryId) -> Vec<u8> {
+    [
+        &[crate::format::mail::MAIL_RECORD_VERSION][..],
+        delivery.as_bytes(),
+    ]
+    .concat()
 }
 
 fn parse_quarantine(bytes: &[u8]) -> String {
@@ -42,7 +116,9 @@ impl Mailstore {
     ///
     /// Idempotent: after a crash at any point, running it again imports each delivery
     /// exactly once. A delivery that fails a check is quarantined with the reason and left
-    /// in the store.
+    /// in the store ([`recheck_quarantined`](Self::recheck_quarantined) tries it again).
+    /// `keys` are taken as final: a delivery sealed to an epoch they lack is quarantined
+    /// too (see [`import_pending`](Self::import_pending) to defer it instead).
     ///
     /// # Errors
     /// Backend failures (the import stops; what was imported stays imported).
@@ -51,10 +127,66 @@ impl Mailstore {
         keys: &[AccountKey],
         verifying_key: &[u8; 32],
     ) -> Result<ImportReport> {
+        self.import_pass(keys, &[*verifying_key], Pass::Pending { defer: false })
+            .await
+    }
+
+    /// As [`import_deliveries`](Self::import_deliveries), accepting deliveries signed by
+    /// any of `verifying_keys` (the directory's delivery key set, retired keys included);
+    /// with `defer_unknown_epochs`, a delivery sealed to an epoch that `keys` lack is left
+    /// pending, listed in [`ImportReport::deferred`], instead of being quarantined: the
+    /// caller reloads its keys (the keyring changed since they were read) and imports
+    /// again with `defer_unknown_epochs` false.
+    ///
+    /// # Errors
+    /// As [`import_deliveries`](Self::import_deliveries).
+    pub async fn import_pending(
+        &mut self,
+        keys: &[AccountKey],
+        verifying_keys: &[[u8; 32]],
+        defer_unknown_epochs: bool,
+    ) -> Result<ImportReport> {
+        let pass = Pass::Pending {
+            defer: defer_unknown_epochs,
+        };
+        self.import_pass(keys, verifying_keys, pass).await
+    }
+
+    /// Checks every quarantined delivery whose envelope is still in the store again, as
+    /// an import would (and imports every pending one on the way): those that pass now
+    /// (the keys or the directory's key set were missing something when they were
+    /// quarantined) are imported and leave the quarantine; the others stay quarantined,
+    /// with their reason of now, and are listed in the report's `quarantined`.
+    ///
+    /// # Errors
+    /// As [`import_deliveries`](Self::import_deliveries).
+    pub async fn recheck_quarantined(
+        &mut self,
+        keys: &[AccountKey],
+        verifying_keys: &[[u8; 32]],
+    ) -> Result<ImportReport> {
+        self.import_pass(keys, verifying_keys, Pass::Recheck).await
+    }
+
+    /// The one import loop of [`import_deliveries`](Self::import_deliveries),
+    /// [`import_pending`](Self::import_pending) and
+    /// [`recheck_quarantined`](Self::recheck_quarantined): envelopes are read (those of
+    /// deliveries imported before are deleted unread), imported in the order of their
+    /// delivery numbers, then the numbers the directory issued and no envelope accounts
+    /// for are recorded and reported missing.
+    async fn import_pass(
+        &mut self,
+        keys: &[AccountKey],
+        verifying_keys: &[[u8; 32]],
+        pass: Pass,
+    ) -> Result<ImportReport> {
         self.refresh().await?;
         let account = self.account();
+        // Read before listing: every number up to it was issued before the listing, so
+        // its envelope is listed unless withheld (or still being written).
+        let issued = self.directory.delivery_counter(&account).await?;
         let store = self.blobs.store().clone();
-        let mut pending: Vec<(DeliveryId, object_store::path::Path)> = store
+        let listed: Vec<(DeliveryId, object_store::path::Path)> = store
             .list(Some(&naming::delivery_prefix(&account)))
             .map_ok(|meta| meta.location)
             .try_collect::<Vec<_>>()
@@ -65,57 +197,144 @@ impl Mailstore {
                 Some((id, path))
             })
             .collect();
-        pending.sort_by_key(|(id, _)| *id);
         let mut report = ImportReport::default();
-        for (delivery, path) in pending {
+        let mut pending = Vec::new();
+        let mut held = 0usize;
+        for (delivery, path) in listed {
             if self.index.get(&keys::imported(&delivery)).is_some() {
                 let _ = store.delete(&path).await;
                 report.already_imported += 1;
                 continue;
             }
-            if self.index.get(&keys::quarantined(&delivery)).is_some() {
+            if pass != Pass::Recheck && self.index.get(&keys::quarantined(&delivery)).is_some() {
                 continue;
             }
-            let bytes = match crate::storage::get_bounded(
-                store.as_ref(),
-                &path,
-                crate::format::delivery::MAX_ENVELOPE_LEN as u64,
-            )
-            .await
-            {
-                Ok(bytes) => bytes,
-                Err(Error::NotFound { .. }) => continue,
-                // Quarantined below as malformed, like any envelope that does not parse.
-                Err(Error::TooLarge { .. }) => bytes::Bytes::new(),
-                Err(e) => return Err(e),
+            let Some(bytes) = read_envelope(&store, &path).await? else {
+                continue;
             };
-            match self
-                .import_one(&delivery, &bytes, keys, verifying_key)
-                .await?
-            {
+            // Unverified: only the order. Envelopes that do not parse go last.
+            let number = crate::delivery::claimed_number(&bytes).unwrap_or(u64::MAX);
+            // Held in memory up to a bound, read again in turn above it.
+            held += bytes.len();
+            let bytes = (held <= MAX_HELD_ENVELOPES).then_some(bytes);
+            pending.push((number, delivery, path, bytes));
+        }
+        pending.sort_by_key(|(number, delivery, ..)| (*number, *delivery));
+        // Verified numbers of the envelopes found (imported, quarantined or deferred).
+        let mut found = std::collections::BTreeSet::new();
+        for (_, delivery, path, bytes) in pending {
+            let bytes = match bytes {
+                Some(bytes) => bytes,
+                None => match read_envelope(&store, &path).await? {
+                    Some(bytes) => bytes,
+                    None => continue,
+                },
+            };
+            let (number, outcome) = self
+                .import_one(&delivery, &bytes, keys, verifying_keys)
+                .await?;
+            found.extend(number);
+            match outcome {
                 Ok((mailbox, uid)) => {
                     let _ = store.delete(&path).await;
                     report.imported.push((delivery, mailbox, uid));
                 }
+                Err(rejection)
+                    if rejection.is_retryable() && pass == (Pass::Pending { defer: true }) =>
+                {
+                    report.deferred.push(delivery);
+                }
                 Err(rejection) => {
-                    self.quarantine(&delivery, &rejection).await?;
+                    self.quarantine(&delivery, number, &rejection).await?;
                     report.quarantined.push((delivery, rejection));
                 }
             }
         }
+        report.missing = self.record_missing(issued, &found).await?;
         Ok(report)
     }
 
-    /// Imports one verified delivery. The outer error is a backend failure; the inner
-    /// one a rejection.
+    /// Records as missing every delivery number up to `issued` (and up to the highest of
+    /// `found`) above the highest checked before that no envelope accounts for: none in
+    /// `found`, none imported or quarantined before (`N` record), not already missing
+    /// (`O` record). Returns the numbers newly missing.
+    async fn record_missing(
+        &mut self,
+        issued: u64,
+        found: &std::collections::BTreeSet<u64>,
+    ) -> Result<Vec<u64>> {
+        let top = found.last().copied().unwrap_or(0).max(issued);
+        if top <= checked_through(&self.index) {
+            return Ok(Vec::new());
+        }
+        let found = found.clone();
+        self.write(move |c, _| {
+            let mut plan = Plan::new();
+            let mut missing = Vec::new();
+            let from = checked_through(c);
+            for number in from.saturating_add(1)..=top {
+                if found.contains(&number)
+                    || c.get(&keys::delivery_number(number)).is_some()
+                    || c.get(&keys::missing(number)).is_some()
+                {
+                    continue;
+                }
+                plan.batch.put(
+                    keys::missing(number),
+                    vec![crate::format::mail::MAIL_RECORD_VERSION],
+                );
+                missing.push(number);
+            }
+            if top > from {
+                plan.batch
+                    .put(keys::DELIVERIES_CHECKED, number_to_bytes(top).to_vec());
+            }
+            Ok((plan, missing))
+        })
+        .await
+    }
+
+    /// Delivery numbers the directory issued whose envelope was never found (withheld or
+    /// deleted by the store, or lost by a deliverer that failed after taking its number
+    /// and so did not acknowledge the message), oldest first. A number leaves the list
+    /// when its delivery arrives late and is imported (or quarantined).
+    pub fn missing_deliveries(&self) -> Vec<u64> {
+        self.index
+            .prefix(&[keys::MISSING])
+            .filter_map(|(k, _)| keys::parse_number_key(k))
+            .filter(|n| self.index.get(&keys::delivery_number(*n)).is_none())
+            .collect()
+    }
+
+    /// Imports one delivery. The outer error is a backend failure; the inner one a
+    /// rejection. Returns the delivery's number as well once its signature verified.
     async fn import_one(
         &mut self,
         delivery: &DeliveryId,
         bytes: &[u8],
         keys: &[AccountKey],
-        verifying_key: &[u8; 32],
+        verifying_keys: &[[u8; 32]],
+    ) -> Result<(
+        Option<u64>,
+        std::result::Result<(MailboxId, u32), Rejection>,
+    )> {
+        let object = match verify_envelope(bytes, delivery, &self.blobs, verifying_keys) {
+            Ok(object) => object,
+            Err(rejection) => return Ok((None, Err(rejection))),
+        };
+        let outcome = self.import_verified(delivery, &object, keys).await?;
+        Ok((Some(object.number), outcome))
+    }
+
+    /// Imports one delivery whose envelope `object` verified.
+    async fn import_verified(
+        &mut self,
+        delivery: &DeliveryId,
+        object: &EnvelopeObject<'_>,
+        keys: &[AccountKey],
     ) -> Result<std::result::Result<(MailboxId, u32), Rejection>> {
-        let opened = match open_envelope(bytes, delivery, &self.blobs, verifying_key, keys) {
+        let number = object.number;
+        let opened = match open_envelope(object, &self.blobs, keys) {
             Ok(opened) => opened,
             Err(rejection) => return Ok(Err(rejection)),
         };
@@ -174,20 +393,44 @@ impl Mailstore {
                 );
                 plan.batch
                     .put(keys::imported(&delivery), number_to_bytes(modseq).to_vec());
+                // Imported on a re-check: out of quarantine.
+                if c.get(&keys::quarantined(&delivery)).is_some() {
+                    plan.batch.delete(keys::quarantined(&delivery));
+                }
+                // Its number accounted for; if it was reported missing, it arrived late.
+                plan.batch
+                    .put(keys::delivery_number(number), number_record(&delivery));
+                if c.get(&keys::missing(number)).is_some() {
+                    plan.batch.delete(keys::missing(number));
+                }
                 Ok((plan, Some((mailbox, uid))))
             })
             .await?;
         Ok(Ok(outcome.unwrap_or((INBOX_ID, 0))))
     }
 
-    async fn quarantine(&mut self, delivery: &DeliveryId, rejection: &Rejection) -> Result<()> {
+    /// Quarantines `delivery`, and accounts for its `number` if its signature verified
+    /// (its envelope is there: the number is not missing).
+    async fn quarantine(
+        &mut self,
+        delivery: &DeliveryId,
+        number: Option<u64>,
+        rejection: &Rejection,
+    ) -> Result<()> {
         let delivery = *delivery;
         let reason = rejection.reason();
-        self.write(move |_, _| {
+        self.write(move |c, _| {
             let mut plan = Plan::new();
             let mut value = vec![crate::format::mail::MAIL_RECORD_VERSION];
             value.extend_from_slice(reason.as_bytes());
             plan.batch.put(keys::quarantined(&delivery), value);
+            if let Some(number) = number {
+                plan.batch
+                    .put(keys::delivery_number(number), number_record(&delivery));
+                if c.get(&keys::missing(number)).is_some() {
+                    plan.batch.delete(keys::missing(number));
+                }
+            }
             Ok((plan, ()))
         })
         .await

@@ -13,6 +13,9 @@
 //! X ‖ mailbox (16)                        → number record    (deleted mailbox: modseq)
 //! W ‖ delivery (16)                       → number record    (imported: modseq; refuses replays)
 //! Q ‖ delivery (16)                       → version ‖ reason (quarantined delivery)
+//! N ‖ delivery number (u64)               → version ‖ delivery (16) (number accounted for: imported or quarantined)
+//! O ‖ delivery number (u64)               → version  (number issued, no envelope found: missing)
+//! K                                       → number record (every delivery number up to it checked)
 //! J ‖ blob (16)                           → empty            (body unlinked by an epoch rewrite, to delete)
 //! ```
 //!
@@ -35,6 +38,10 @@ pub(crate) const DELETED_MAILBOX: u8 = b'X';
 pub(crate) const IMPORTED: u8 = b'W';
 pub(crate) const QUARANTINE: u8 = b'Q';
 pub(crate) const RETIRED: u8 = b'J';
+pub(crate) const DELIVERY_NUMBER: u8 = b'N';
+pub(crate) const MISSING: u8 = b'O';
+/// The highest delivery number checked (every number up to it accounted for or missing).
+pub(crate) const DELIVERIES_CHECKED: &[u8] = b"K";
 
 /// Random per message instance.
 pub(crate) type Instance = [u8; 8];
@@ -54,6 +61,19 @@ pub(crate) fn retired(id: &BlobId) -> Vec<u8> {
 
 pub(crate) fn imported(id: &DeliveryId) -> Vec<u8> {
     [&[IMPORTED][..], id.as_bytes()].concat()
+}
+
+pub(crate) fn delivery_number(number: u64) -> Vec<u8> {
+    [&[DELIVERY_NUMBER][..], &number.to_be_bytes()].concat()
+}
+
+pub(crate) fn missing(number: u64) -> Vec<u8> {
+    [&[MISSING][..], &number.to_be_bytes()].concat()
+}
+
+/// The number of an `N` or `O` key (`None` if the key is not one).
+pub(crate) fn parse_number_key(key: &[u8]) -> Option<u64> {
+    (key.len() == 9).then(|| u64::from_be_bytes(key[1..9].try_into().expect("8 bytes")))
 }
 
 pub(crate) fn quarantined(id: &DeliveryId) -> Vec<u8> {

@@ -318,6 +318,8 @@ pub enum PartSection {
 pub struct Mailstore {
     index: Collection,
     blobs: AccountBlobs,
+    /// The trusted directory (the account's delivery counter, for imports).
+    directory: std::sync::Arc<dyn crate::directory::Directory>,
     rng: RandomSource,
     config: MailConfig,
     uid_validity_changes: u64,
@@ -594,6 +596,7 @@ impl Mailstore {
         let mut mail = Self {
             index: collection,
             blobs,
+            directory: index.directory().clone(),
             rng: RandomSource::os(),
             config,
             uid_validity_changes: 0,
@@ -627,6 +630,21 @@ impl Mailstore {
     /// The account.
     pub fn account(&self) -> AccountId {
         self.blobs.account()
+    }
+
+    /// Reads and writes bodies with `blobs` from now on: the account's blobs with the
+    /// epochs of a keyring reloaded since this handle opened (a body or a delivery sealed
+    /// to an epoch added meanwhile).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `blobs` belongs to another account or deployment.
+    pub fn use_blobs(&mut self, blobs: AccountBlobs) -> Result<()> {
+        if blobs.account() != self.blobs.account() || blobs.deployment() != self.blobs.deployment()
+        {
+            return Err(Error::invalid("blobs of another account"));
+        }
+        self.blobs = blobs;
+        Ok(())
     }
 
     /// The account's highest modseq (the newest change seen, in any mailbox).

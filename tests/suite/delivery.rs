@@ -175,7 +175,7 @@ async fn transparent_flow_deliver_login_import_read() {
         .await;
     assert_eq!(recovered.unwrap(), MESSAGE);
 
-    let session = provider.unlock(alice, "pw").await.unwrap();
+    let mut session = provider.unlock(alice, "pw").await.unwrap();
     let mut mail = session.mailstore().await.unwrap();
     let report = session.import_deliveries(&mut mail).await.unwrap();
     assert_eq!(report.imported.len(), 1);
@@ -430,7 +430,7 @@ async fn the_officer_recovers_a_model_4_delivery_after_the_officer_slot_is_gone(
     assert_eq!(recovered, MESSAGE);
     // The user imports and reads it; the import keeps the body as delivered, so the
     // officer still recovers it afterwards.
-    let session = provider.companion_session(device).unwrap();
+    let mut session = provider.companion_session(device).unwrap();
     let mut mail = session.mailstore().await.unwrap();
     let report = session.import_deliveries(&mut mail).await.unwrap();
     assert_eq!(report.imported.len(), 1);
@@ -955,7 +955,7 @@ impl EpochWorld {
             record.public_keys, public_keys,
             "{context}: and from the directory"
         );
-        let fresh = self.provider.unlock(self.alice, "pw").await.unwrap();
+        let mut fresh = self.provider.unlock(self.alice, "pw").await.unwrap();
         assert_eq!(
             read_all(&fresh).await,
             self.expected,
