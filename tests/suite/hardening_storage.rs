@@ -98,7 +98,7 @@ use tokio::sync::{Notify, Semaphore};
 
 /// Which request a [`GateStore`] holds back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
+pub enum Op {
     Put,
     Get,
 }
@@ -106,9 +106,9 @@ enum Op {
 /// Holds back the first request of a kind whose path contains a given part, until
 /// released: a process stalled at that point (a reader between its manifest and its
 /// segments, a writer between its segment and its manifest).
-struct Gate {
+pub struct Gate {
     armed: Mutex<Option<(Op, &'static str)>>,
-    reached: Notify,
+    pub reached: Notify,
     release: Semaphore,
 }
 
@@ -123,7 +123,7 @@ impl Default for Gate {
 }
 
 impl Gate {
-    fn arm(&self, op: Op, part: &'static str) {
+    pub fn arm(&self, op: Op, part: &'static str) {
         *self.armed.lock().unwrap() = Some((op, part));
     }
 
@@ -144,15 +144,15 @@ impl Gate {
         }
     }
 
-    fn open(&self) {
+    pub fn open(&self) {
         self.release.add_permits(1);
     }
 }
 
 #[derive(Clone)]
-struct GateStore {
-    inner: DynStore,
-    gate: Arc<Gate>,
+pub struct GateStore {
+    pub inner: DynStore,
+    pub gate: Arc<Gate>,
 }
 
 impl std::fmt::Debug for GateStore {

@@ -8,6 +8,7 @@ mod delivery;
 mod engine;
 mod hardening_delivery;
 mod hardening_directory;
+mod hardening_index;
 mod hardening_keys;
 mod hardening_mail;
 mod hardening_storage;
