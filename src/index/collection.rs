@@ -111,10 +111,12 @@ pub struct CommitInfo {
     pub generation: u64,
     /// Whether something was written (an empty batch writes nothing).
     pub committed: bool,
-    /// Attempts made (more than one after compare-and-swap conflicts).
+    /// Attempts made (more than one after lost races: compare-and-swap conflicts, or the
+    /// directory's compare-and-set lost without compare-and-swap).
     pub attempts: u32,
-    /// Concurrent heads merged by this commit (backends without compare-and-swap): each
-    /// is a conflict that was resolved by merging.
+    /// Concurrent heads merged by this commit: only the first commit of a collection of
+    /// the older writer-unique scheme (a mark without digest) merges any; each is a
+    /// conflict that was resolved by merging.
     pub merged_heads: usize,
 }
 
@@ -327,9 +329,10 @@ impl Collection {
         self.objects.mode()
     }
 
-    /// How many heads the loaded state merges: more than one when writers committed
-    /// concurrently on a backend without compare-and-swap and nobody has committed on top
-    /// of all of them yet.
+    /// How many heads the loaded state merges: one (or none when empty), except in a
+    /// collection of the older writer-unique scheme where writers committed concurrently
+    /// on a backend without compare-and-swap and nobody has committed on top of all of
+    /// them yet.
     pub fn concurrent_heads(&self) -> usize {
         self.heads.len()
     }
@@ -847,8 +850,9 @@ impl Collection {
 
     // ------------------------------------------------------------------ writes
 
-    /// Commits `batch` atomically. On a compare-and-swap conflict the batch is rebased on
-    /// the newer state and retried.
+    /// Commits `batch` atomically. On a lost race (a compare-and-swap conflict, or
+    /// without compare-and-swap a lost compare-and-set of the directory's mark) the batch
+    /// is rebased on the newer state and retried.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a key longer than 65 535 bytes or a value of 4 GiB
@@ -860,7 +864,7 @@ impl Collection {
 
     /// Computes a batch from the current state and commits it; on a conflict the state is
     /// reloaded and `make_batch` runs again, so read-modify-write updates (allocating the
-    /// next UID) are linearizable on backends with compare-and-swap.
+    /// next UID) are linearizable on every backend.
     ///
     /// # Errors
     /// As [`commit`](Self::commit).
