@@ -6,9 +6,10 @@
 //!   flock, a read, a fsynced write to a temporary file, a rename and a fsync of the
 //!   folder);
 //! - a one-key index commit on a local directory, with compare-and-swap
-//!   (LocalFileSystem) and without (wrapped in `NoCasStore`, as Garage), the marks in a
-//!   `FileDirectory` (each commit already writes its mark there) and in a
-//!   `MemoryDirectory` (the difference is what the directory costs);
+//!   (LocalFileSystem) and without (wrapped in `NoCasStore`, as Garage: the commit is
+//!   the compare-and-set of the collection's mark in the directory), the marks in a
+//!   `FileDirectory` (each commit writes its mark there) and in a `MemoryDirectory` (the
+//!   difference is what the directory costs);
 //! - a keyring commit (an officer record appended: no key derivation) on the same
 //!   stores: a PUT, the directory's compare-and-set, a LIST and the DELETE of the
 //!   superseded generation.
@@ -154,7 +155,7 @@ async fn main() {
     .await;
     let local = tempfile::tempdir().unwrap();
     commits(
-        "local as no-CAS (writer-unique)",
+        "local as no-CAS (through the directory)",
         Arc::new(NoCasStore::new(
             open_store(local.path().to_str().unwrap()).unwrap(),
         )),
@@ -164,7 +165,7 @@ async fn main() {
     .await;
     if let Some(garage) = mailvault::testkit::s3_from_env("GARAGE") {
         commits(
-            "Garage (writer-unique)",
+            "Garage (no CAS, through the directory)",
             garage,
             CommitMode::WriterUnique,
             rounds / 3,

@@ -9,7 +9,7 @@
 //!   ([`Directory::compare_and_set_mark`]); a session refuses to load anything older
 //!   ([`crate::Error::Rollback`]), and the keyring commits through it (the directory is
 //!   the commit point of keyring changes, whatever the object store does with
-//!   conditional writes);
+//!   conditional writes), as does the index on a store without conditional writes;
 //! - each account's [`AccountRecord`]: its key model, the X25519 public key of each live
 //!   epoch (delivery reads public keys only from here, never from the bucket), and its
 //!   per-account secret, mixed into every key slot, whose deletion is crypto-erase;
@@ -239,9 +239,10 @@ pub type RecordName = str;
 
 /// The high-water mark of one versioned record: the newest generation accepted, and the
 /// SHA-256 digest of what was accepted at that generation (the record type says of what:
-/// the stored keyring object for keyrings). An all-zero digest means "not recorded": a
-/// mark raised by generation only ([`Directory::raise_high_water_mark`], the index
-/// today), or written by an older version of the crate.
+/// the stored keyring object for keyrings, the accepted manifest for an index
+/// collection without compare-and-swap). An all-zero digest means "not recorded": a
+/// mark raised by generation only ([`Directory::raise_high_water_mark`], the index with
+/// compare-and-swap), or written by an older version of the crate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Mark {
     /// The newest generation accepted (0: nothing yet).

@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
+use sha2::{Digest, Sha256};
 
 mod rekey;
 
 use super::sealed::{CollectionKeys, Loaded, NewSegment};
 use super::{Batch, IndexConfig, IndexStore};
 use crate::crypto::{AccountKey, RandomSource};
-use crate::directory::Directory;
+use crate::directory::{Directory, Mark};
 use crate::error::{Error, Result};
 use crate::format::index::{
     ManifestBody, ManifestHeader, Record, SegmentEntry, SegmentKind, Stamp, MAX_GENERATION,
@@ -112,10 +113,12 @@ pub struct CommitInfo {
     pub generation: u64,
     /// Whether something was written (an empty batch writes nothing).
     pub committed: bool,
-    /// Attempts made (more than one after compare-and-swap conflicts).
+    /// Attempts made (more than one after lost races: compare-and-swap conflicts, or the
+    /// directory's compare-and-set lost without compare-and-swap).
     pub attempts: u32,
-    /// Concurrent heads merged by this commit (backends without compare-and-swap): each
-    /// is a conflict that was resolved by merging.
+    /// Concurrent heads merged by this commit: only the first commit of a collection of
+    /// the older writer-unique scheme (a mark without digest) merges any; each is a
+    /// conflict that was resolved by merging.
     pub merged_heads: usize,
 }
 
@@ -145,7 +148,13 @@ pub struct Collection {
     generation: u64,
     heads: Vec<Stamp>,
     purged_through: u64,
-    /// Manifests known (writer-unique mode): their parents, to tell heads apart.
+    /// Without compare-and-swap: the directory's mark that the loaded state is (the
+    /// accepted manifest's generation and digest; without a digest, a mark of the older
+    /// writer-unique scheme), and so what this handle's next commit compare-and-sets
+    /// from. `None` before the first load.
+    accepted: Option<Mark>,
+    /// Manifests known (legacy writer-unique state, and garbage collection): their
+    /// parents, to tell heads apart.
     manifests: HashMap<VersionName, (ManifestHeader, ManifestBody)>,
     live: Vec<SegmentEntry>,
     loaded: HashSet<SegmentId>,
@@ -227,6 +236,7 @@ impl Collection {
             generation: 0,
             heads: Vec::new(),
             purged_through: 0,
+            accepted: None,
             manifests: HashMap::new(),
             live: Vec::new(),
             loaded: HashSet::new(),
@@ -236,15 +246,16 @@ impl Collection {
             writer_slots: HashMap::new(),
             loaded_at: Instant::now(),
         };
-        let mark = collection
-            .directory
-            .high_water_mark(&account, &collection.record)
-            .await?;
         match index.mode {
-            CommitMode::CompareAndSwap => collection.bootstrap_cas(mark).await?,
+            CommitMode::CompareAndSwap => {
+                let mark = collection
+                    .directory
+                    .high_water_mark(&account, &collection.record)
+                    .await?;
+                collection.bootstrap_cas(mark).await?;
+            }
             CommitMode::WriterUnique => {
-                collection.generation = mark;
-                collection.refresh_writer_unique().await?;
+                collection.refresh_directory().await?;
             }
         }
         Ok(collection)
@@ -320,9 +331,10 @@ impl Collection {
         self.objects.mode()
     }
 
-    /// How many heads the loaded state merges: more than one when writers committed
-    /// concurrently on a backend without compare-and-swap and nobody has committed on top
-    /// of all of them yet.
+    /// How many heads the loaded state merges: one (or none when empty), except in a
+    /// collection of the older writer-unique scheme where writers committed concurrently
+    /// on a backend without compare-and-swap and nobody has committed on top of all of
+    /// them yet.
     pub fn concurrent_heads(&self) -> usize {
         self.heads.len()
     }
@@ -352,9 +364,10 @@ impl Collection {
         )
     }
 
-    /// Whether the store holds a newer generation than `generation`: one small request on
-    /// backends with compare-and-swap (a probe of the next generation), one listing
-    /// otherwise. For change notification (IDLE, push) without reloading.
+    /// Whether a newer generation than `generation` was committed: one small request on
+    /// backends with compare-and-swap (a probe of the next generation), one read of the
+    /// directory's mark otherwise (the commit point there). For change notification
+    /// (IDLE, push) without reloading.
     ///
     /// # Errors
     /// A backend failure.
@@ -369,11 +382,10 @@ impl Collection {
                 }
             }
             CommitMode::WriterUnique => Ok(self
-                .objects
-                .list()
+                .directory
+                .high_water_mark(&self.account, &self.record)
                 .await?
-                .iter()
-                .any(|n| n.generation > generation)),
+                > generation),
         }
     }
 
@@ -584,10 +596,50 @@ impl Collection {
         Ok((header, body))
     }
 
+    /// Raises the directory's mark to the loaded generation (compare-and-swap: the
+    /// store's conditional create is the commit point, the mark only guards against
+    /// rollback). Without compare-and-swap the mark is the commit point and moves only by
+    /// the compare-and-set of a commit ([`commit_mark`](Self::commit_mark)).
     async fn raise_mark(&self) -> Result<()> {
+        if self.objects.mode() == CommitMode::WriterUnique {
+            return Ok(());
+        }
         self.directory
             .raise_high_water_mark(&self.account, &self.record, self.generation)
             .await
+    }
+
+    /// Whether the loaded state is one chain of accepted manifests (nothing older can be
+    /// merged back): with compare-and-swap, and without it once the directory's mark
+    /// names the accepted manifest.
+    fn linear(&self) -> bool {
+        self.objects.mode() == CommitMode::CompareAndSwap
+            || self.accepted.is_some_and(|m| m.has_digest())
+    }
+
+    /// The commit point without compare-and-swap: compare-and-sets the directory's mark
+    /// from the one the loaded state is to `committed`. Returns whether this commit won.
+    ///
+    /// # Errors
+    /// A directory failure that hides the outcome (the mark is then read: if it is
+    /// `committed`, the commit won).
+    async fn commit_mark(&mut self, committed: Mark) -> Result<bool> {
+        let expected = self.accepted.unwrap_or(Mark::NONE);
+        let swapped = match self
+            .directory
+            .compare_and_set_mark(&self.account, &self.record, expected, committed)
+            .await
+        {
+            Ok(swapped) => swapped,
+            Err(e) => match self.directory.mark(&self.account, &self.record).await {
+                Ok(mark) if mark == committed => true,
+                _ => return Err(e),
+            },
+        };
+        if swapped {
+            self.accepted = Some(committed);
+        }
+        Ok(swapped)
     }
 
     /// First load with compare-and-swap: probe upwards from the directory's mark, or
@@ -656,26 +708,89 @@ impl Collection {
         Ok(true)
     }
 
-    async fn refresh_writer_unique(&mut self) -> Result<bool> {
-        let names: HashSet<VersionName> = self.objects.list().await?.into_iter().collect();
-        self.manifests.retain(|name, _| names.contains(name));
-        let unknown: Vec<VersionName> = names
-            .iter()
-            .filter(|n| !self.manifests.contains_key(n))
-            .copied()
-            .collect();
-        let objects = &self.objects;
-        let fetched: Vec<(VersionName, Option<Bytes>)> = futures::stream::iter(unknown)
-            .map(|name| async move { Ok::<_, Error>((name, objects.fetch(&name).await?)) })
-            .buffered(self.config.fetch_concurrency)
-            .try_collect()
-            .await?;
-        for (name, stored) in fetched {
-            if let Some(stored) = stored {
-                let opened = self.open_manifest(&name, &stored)?;
-                self.manifests.insert(name, opened);
+    /// Refresh without compare-and-swap: the directory's mark is the commit point. With a
+    /// digest, the live state is the one manifest of the mark's generation whose SHA-256
+    /// is the digest (manifests of other writers at that generation lost, or are in
+    /// flight above it): one read of the mark when nothing changed, otherwise one listing
+    /// and one manifest. Without a digest (a collection written by the older writer-unique
+    /// scheme, not committed through the directory since), the heads are merged as that
+    /// scheme did, until the next commit pins the merged state.
+    async fn refresh_directory(&mut self) -> Result<bool> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mark = self.directory.mark(&self.account, &self.record).await?;
+            if self.accepted == Some(mark) {
+                return Ok(false);
             }
+            if mark == Mark::NONE {
+                // Nothing committed yet: manifests present are commits in flight, or
+                // losers and crashes that never committed.
+                self.accepted = Some(mark);
+                return Ok(false);
+            }
+            if !mark.has_digest() {
+                return self.refresh_legacy(mark).await;
+            }
+            let names = self.objects.list().await?;
+            let mut candidates: Vec<VersionName> = names
+                .iter()
+                .filter(|n| n.generation == mark.generation)
+                .copied()
+                .collect();
+            candidates.sort();
+            for name in candidates {
+                let Some(stored) = self.objects.fetch(&name).await? else {
+                    continue;
+                };
+                if Sha256::digest(&stored)[..] != mark.digest {
+                    continue;
+                }
+                let (header, body) = self.open_manifest(&name, &stored)?;
+                let stamp = Stamp {
+                    generation: header.generation,
+                    writer: header.writer,
+                };
+                self.manifests.clear();
+                self.generation = header.generation;
+                self.install(vec![stamp], merge_live(body.segments), body.purged_through)
+                    .await?;
+                self.accepted = Some(mark);
+                return Ok(true);
+            }
+            // Not there: a newer commit may have moved the mark and the garbage collector
+            // removed what the old one named. Look again while the mark moves.
+            let moved = self.directory.mark(&self.account, &self.record).await? != mark;
+            if moved && attempts < 8 {
+                continue;
+            }
+            // The accepted manifest is withheld (whatever else stands beside or below it).
+            return Err(Error::Rollback {
+                seen: mark.generation,
+                found: names
+                    .iter()
+                    .map(|n| n.generation)
+                    .filter(|g| *g < mark.generation)
+                    .max()
+                    .unwrap_or(0),
+            });
         }
+    }
+
+    /// Loads a collection whose mark has no digest (written by the older writer-unique
+    /// scheme): the heads among the manifests up to the mark's generation, merged. Those
+    /// above it were never acknowledged by that scheme (a commit raised the mark before
+    /// it was acknowledged), and may be commits of this scheme in flight: ignored.
+    async fn refresh_legacy(&mut self, mark: Mark) -> Result<bool> {
+        let names: HashSet<VersionName> = self
+            .objects
+            .list()
+            .await?
+            .into_iter()
+            .filter(|n| n.generation <= mark.generation)
+            .collect();
+        self.manifests.retain(|name, _| names.contains(name));
+        self.load_manifests(names.iter()).await?;
         let superseded: HashSet<Stamp> = self
             .manifests
             .values()
@@ -693,13 +808,14 @@ impl Collection {
         heads.sort();
         heads.dedup();
         let newest = heads.iter().map(|s| s.generation).max().unwrap_or(0);
-        if newest < self.generation {
+        if newest < mark.generation.max(self.generation) {
             return Err(Error::Rollback {
-                seen: self.generation,
+                seen: mark.generation.max(self.generation),
                 found: newest,
             });
         }
         if heads == self.heads && !self.heads.is_empty() {
+            self.accepted = Some(mark);
             return Ok(false);
         }
         let head_set: HashSet<Stamp> = heads.iter().copied().collect();
@@ -717,7 +833,7 @@ impl Collection {
         self.generation = newest;
         self.install(heads, merge_live(entries), purged_through)
             .await?;
-        self.raise_mark().await?;
+        self.accepted = Some(mark);
         Ok(true)
     }
 
@@ -730,14 +846,15 @@ impl Collection {
         self.loaded_at = Instant::now();
         match self.objects.mode() {
             CommitMode::CompareAndSwap => self.refresh_cas().await,
-            CommitMode::WriterUnique => self.refresh_writer_unique().await,
+            CommitMode::WriterUnique => self.refresh_directory().await,
         }
     }
 
     // ------------------------------------------------------------------ writes
 
-    /// Commits `batch` atomically. On a compare-and-swap conflict the batch is rebased on
-    /// the newer state and retried.
+    /// Commits `batch` atomically. On a lost race (a compare-and-swap conflict, or
+    /// without compare-and-swap a lost compare-and-set of the directory's mark) the batch
+    /// is rebased on the newer state and retried.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a key longer than 65 535 bytes or a value of 4 GiB
@@ -749,7 +866,7 @@ impl Collection {
 
     /// Computes a batch from the current state and commits it; on a conflict the state is
     /// reloaded and `make_batch` runs again, so read-modify-write updates (allocating the
-    /// next UID) are linearizable on backends with compare-and-swap.
+    /// next UID) are linearizable on every backend.
     ///
     /// # Errors
     /// As [`commit`](Self::commit).
@@ -867,7 +984,9 @@ impl Collection {
                 "the manifest would exceed the size readers accept",
             ));
         }
-        let published = match self.objects.publish(generation, sealed).await {
+        let committed = Mark::new(generation, Sha256::digest(&sealed).into());
+        let sealed = Bytes::from(sealed);
+        let published = match self.objects.publish(generation, sealed.to_vec()).await {
             Ok(published) => published,
             Err(e) => {
                 // The write may have landed (a lost response). Look before reporting.
@@ -884,6 +1003,7 @@ impl Collection {
             segments.pop();
             return Ok(None);
         }
+        let manifest_path = self.objects.path(&self.objects.own_name(generation));
         if self.loaded_at.elapsed() >= self.config.verify_after
             && !self.still_valid(&stamp, &path, &stored, segments).await?
         {
@@ -896,11 +1016,50 @@ impl Collection {
             segments.pop();
             return Ok(None);
         }
-        if self.objects.mode() == CommitMode::WriterUnique {
-            self.manifests
-                .insert(self.objects.own_name(generation), (header, body));
+        match self.objects.mode() {
+            CommitMode::CompareAndSwap => {}
+            CommitMode::WriterUnique => {
+                if !self.commit_mark(committed).await? {
+                    // Another writer committed first: remove what this attempt wrote
+                    // (nobody reads it: the mark never named it) and retry.
+                    let _ = self
+                        .objects
+                        .delete(&self.objects.own_name(generation))
+                        .await;
+                    let _ = self.store.delete(&path).await;
+                    segments.pop();
+                    return Ok(None);
+                }
+                if self.loaded_at.elapsed() >= self.config.verify_after {
+                    // A garbage collection may have taken the manifest (in flight for
+                    // longer than the grace period) or the segment while this commit
+                    // stalled: the same bytes again make the accepted state whole.
+                    self.restore(&manifest_path, &sealed).await?;
+                    self.restore(&path, &stored).await?;
+                }
+            }
         }
         Ok(Some(stamp))
+    }
+
+    /// Stores `bytes` at `path` again if the object is gone (same bytes, so the pins and
+    /// digests that name it still hold).
+    async fn restore(&self, path: &object_store::path::Path, bytes: &Bytes) -> Result<()> {
+        if self.stored(path).await? {
+            return Ok(());
+        }
+        match self
+            .store
+            .put_opts(
+                path,
+                bytes.clone().into(),
+                object_store::PutMode::Create.into(),
+            )
+            .await
+        {
+            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Whether the manifest this handle has just published (`stamp`, listing `segments`,
@@ -917,20 +1076,7 @@ impl Collection {
         stored: &Bytes,
         segments: &[SegmentEntry],
     ) -> Result<bool> {
-        if !self.stored(path).await? {
-            match self
-                .store
-                .put_opts(
-                    path,
-                    stored.clone().into(),
-                    object_store::PutMode::Create.into(),
-                )
-                .await
-            {
-                Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        self.restore(path, stored).await?;
         match self.objects.mode() {
             CommitMode::CompareAndSwap => {
                 if self.objects.newest_listed().await? <= stamp.generation {
@@ -944,6 +1090,10 @@ impl Collection {
                     Some(bytes) => Ok(self.open_manifest(&next, &bytes)?.1.parents.contains(stamp)),
                 }
             }
+            // Built on the accepted manifest: the compare-and-set of the mark decides
+            // whether it still is, and the garbage collector never removes what the
+            // accepted manifest lists.
+            CommitMode::WriterUnique if self.linear() => Ok(true),
             CommitMode::WriterUnique => {
                 for entry in &segments[..segments.len().saturating_sub(1)] {
                     let inherited = naming::segment_path(&self.account, &self.tag, &entry.id);
@@ -1037,8 +1187,9 @@ impl Collection {
             let input_ids: HashSet<SegmentId> = inputs.iter().map(|e| e.id).collect();
             let full = self.live.iter().all(|e| input_ids.contains(&e.id));
             // Deletions can be forgotten only when nothing older can reappear: a full
-            // compaction of the single chain of a compare-and-swap backend.
-            let purge = full && self.objects.mode() == CommitMode::CompareAndSwap;
+            // compaction of a single chain of accepted manifests (compare-and-swap, or the
+            // directory's mark naming the accepted manifest).
+            let purge = full && self.linear();
             let records = if full {
                 self.view_records(purge)
             } else {
@@ -1095,14 +1246,15 @@ impl Collection {
         }
     }
 
-    /// What a compaction of `inputs` covers: the inputs and, without compare-and-swap,
-    /// what they covered themselves that a manifest in the store still lists. Coverage
-    /// is thus transitive: a head published late (by a writer that stalled across two
-    /// compactions) that lists segments replaced twice over does not bring them back.
-    /// (With compare-and-swap, readers follow one chain and never meet such a head.)
+    /// What a compaction of `inputs` covers: the inputs and, while heads are merged (a
+    /// collection of the older writer-unique scheme not yet committed through the
+    /// directory), what they covered themselves that a manifest in the store still lists.
+    /// Coverage is thus transitive: a head published late (by a writer that stalled
+    /// across two compactions) that lists segments replaced twice over does not bring
+    /// them back. (On one chain of accepted manifests readers never meet such a head.)
     fn covers_of(&self, inputs: &[SegmentEntry]) -> Vec<SegmentId> {
         let mut covers: Vec<SegmentId> = inputs.iter().map(|e| e.id).collect();
-        if self.objects.mode() == CommitMode::WriterUnique {
+        if !self.linear() {
             let listed: HashSet<SegmentId> = self
                 .manifests
                 .values()
@@ -1204,7 +1356,28 @@ impl Collection {
                 }
             }
             CommitMode::WriterUnique => {
-                for (name, (_, body)) in &self.manifests {
+                self.load_manifests(manifest_times.keys()).await?;
+                // The committed manifests: the heads (the accepted manifest; several for
+                // a collection of the older scheme) and their ancestors. A manifest is
+                // superseded when the first committed manifest naming it as a parent
+                // was written.
+                let mut committed: HashSet<VersionName> = HashSet::new();
+                let mut todo: Vec<Stamp> = self.heads.clone();
+                while let Some(stamp) = todo.pop() {
+                    let name = VersionName {
+                        generation: stamp.generation,
+                        writer: Some(stamp.writer),
+                    };
+                    if committed.insert(name) {
+                        if let Some((_, body)) = self.manifests.get(&name) {
+                            todo.extend(body.parents.iter().copied());
+                        }
+                    }
+                }
+                for name in &committed {
+                    let Some((_, body)) = self.manifests.get(name) else {
+                        continue;
+                    };
                     let written = manifest_times.get(name).copied().unwrap_or(now);
                     for parent in &body.parents {
                         let parent = VersionName {
@@ -1215,14 +1388,24 @@ impl Collection {
                         *at = (*at).min(written);
                     }
                 }
-                // A manifest that is not a head but whose successor is unknown (collected
-                // already) was superseded long ago.
-                for name in manifest_times.keys() {
+                for (name, written) in &manifest_times {
                     let stamp = name.writer.map(|writer| Stamp {
                         generation: name.generation,
                         writer,
                     });
-                    if stamp.is_some_and(|s| !heads.contains(&s)) {
+                    if stamp.is_none_or(|s| heads.contains(&s)) {
+                        continue;
+                    }
+                    if name.generation > self.generation {
+                        // Above the accepted generation: a commit in flight (its
+                        // compare-and-set not made yet), or one that crashed before it.
+                        // Kept for the grace period from its writing; a commit that
+                        // stalls longer stores it again once accepted.
+                        superseded_at.entry(*name).or_insert(*written);
+                    } else {
+                        // Not committed and never to be (the mark is past its
+                        // generation: a loser left behind), or superseded so long ago
+                        // that its successor was collected.
                         superseded_at.entry(*name).or_insert(cutoff);
                     }
                 }
@@ -1254,6 +1437,11 @@ impl Collection {
             self.manifests.remove(name);
             report.manifests += 1;
         }
+        if self.linear() {
+            // Only garbage collection needs every manifest: on one chain of accepted
+            // manifests a refresh reads the accepted one only.
+            self.manifests.clear();
+        }
         for meta in segment_metas {
             let file = meta.location.filename().unwrap_or_default();
             if meta.last_modified > cutoff || kept.contains(file) {
@@ -1265,6 +1453,30 @@ impl Collection {
             }
         }
         Ok(report)
+    }
+}
+
+impl Collection {
+    /// Loads into `self.manifests` those of `names` not known yet (gone ones are
+    /// skipped).
+    async fn load_manifests(&mut self, names: impl Iterator<Item = &VersionName>) -> Result<()> {
+        let unknown: Vec<VersionName> = names
+            .filter(|n| !self.manifests.contains_key(n))
+            .copied()
+            .collect();
+        let objects = &self.objects;
+        let fetched: Vec<(VersionName, Option<Bytes>)> = futures::stream::iter(unknown)
+            .map(|name| async move { Ok::<_, Error>((name, objects.fetch(&name).await?)) })
+            .buffered(self.config.fetch_concurrency)
+            .try_collect()
+            .await?;
+        for (name, stored) in fetched {
+            if let Some(stored) = stored {
+                let opened = self.open_manifest(&name, &stored)?;
+                self.manifests.insert(name, opened);
+            }
+        }
+        Ok(())
     }
 }
 

@@ -9,16 +9,20 @@
 //!   a writer that loses reloads, recomputes its batch on the new state
 //!   ([`Collection::update`]) and retries with jittered backoff, so updates are
 //!   linearizable;
-//! - on backends without it (Garage), each writer publishes under its own name, readers
-//!   merge every head, and concurrent writes of one key resolve deterministically (the
-//!   greater stamp, generation then writer id, wins): no acknowledged write is lost and
-//!   every reader converges.
+//! - on backends without it (Garage), each writer publishes under its own name and the
+//!   trusted [`Directory`] is the commit point: the commit compare-and-sets the
+//!   collection's mark from (N, digest of the accepted manifest N) to (N+1, digest of its
+//!   own manifest); a writer that loses deletes what it wrote, reloads and retries, so
+//!   updates are linearizable there too, and readers load the one manifest the mark
+//!   names. Collections written by the older scheme (heads merged by readers, the
+//!   greater stamp of a key winning) still open, and their first commit pins them.
 //!
 //! Segments are merged in size tiers (compaction), so a collection stays a bounded,
 //! logarithmic number of objects; superseded objects are deleted after a grace period
 //! ([`Collection::collect_garbage`]). Every object is bound to its deployment, account,
-//! collection and generation; the newest generation seen is kept in the trusted
-//! [`Directory`], and an older one is refused ([`Error::Rollback`]).
+//! collection and generation; the newest generation seen (and, without compare-and-swap,
+//! the digest of the manifest accepted at it) is kept in the trusted [`Directory`], and
+//! an older or withheld state is refused ([`Error::Rollback`]).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]

@@ -1,5 +1,6 @@
 //! The storage side of the one commit protocol: index manifests, and the writer-unique
-//! names of keyrings (which commit through the trusted directory: `keys::keyring`).
+//! names of keyrings (which commit through the trusted directory: `keys::keyring`; so do
+//! index manifests without compare-and-swap: `index`).
 //!
 //! A versioned record is a series of immutable objects, one per generation, under one
 //! prefix. How a new generation is published depends on what the backend really does
@@ -10,8 +11,8 @@
 //!   finds the newest generation by probing N+1 directly (no listing).
 //! - [`CommitMode::WriterUnique`] (Garage 2.5, [`NoCasStore`](super::NoCasStore)): each
 //!   writer publishes at `<prefix>/<N+1>-<writer id>`, so no write can overwrite another.
-//!   Concurrent writers leave several *heads*; readers list the prefix and merge every
-//!   head (the record's own format says which ones a version supersedes).
+//!   The commit point is then the trusted directory's compare-and-set of the record's
+//!   mark, which names the one accepted version by its digest.
 
 use std::time::Duration;
 

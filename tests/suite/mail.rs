@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use mailvault::blob::BlobStore;
 use mailvault::crypto::{AccountKey, RandomSource};
-use mailvault::directory::MemoryDirectory;
+use mailvault::directory::{Directory, FileDirectory, MemoryDirectory};
 use mailvault::ids::{AccountId, DeploymentId, EmailId, MailboxId};
 use mailvault::index::IndexStore;
 use mailvault::mail::{
@@ -60,12 +60,15 @@ impl MailSetup {
     }
 
     pub async fn open_on(&self, store: DynStore) -> mailvault::Result<Mailstore> {
-        let index = IndexStore::with_mode(
-            store.clone(),
-            self.deployment,
-            self.directory.clone(),
-            self.mode,
-        );
+        self.open_with(store, self.directory.clone()).await
+    }
+
+    pub async fn open_with(
+        &self,
+        store: DynStore,
+        directory: Arc<dyn Directory>,
+    ) -> mailvault::Result<Mailstore> {
+        let index = IndexStore::with_mode(store.clone(), self.deployment, directory, self.mode);
         let blobs = BlobStore::new(store, self.deployment)
             .with_config(self.blob_config)
             .account(self.account, &self.key);
@@ -719,18 +722,30 @@ async fn no_uidvalidity_change_without_a_conflict() {
     assert_eq!(view.messages.len(), 20);
 }
 
-/// Two servers without compare-and-swap append at once: both messages are kept, the
-/// conflict is repaired under a new UIDVALIDITY, and nothing else changes.
+/// Two servers without compare-and-swap append at once to a collection of the older
+/// writer-unique scheme (its marks without digest: two heads merged by readers; with the
+/// directory as the commit point this cannot happen any more, issue 10 item 3): both
+/// messages are kept, the conflict is repaired under a new UIDVALIDITY, nothing else
+/// changes, and the first commit through the directory pins the merged state.
 #[tokio::test]
-async fn a_real_uid_conflict_changes_uidvalidity_and_loses_nothing() {
+async fn a_real_uid_conflict_of_the_older_scheme_changes_uidvalidity_and_loses_nothing() {
     let setup = MailSetup::new(no_cas(), CommitMode::WriterUnique);
-    let mut one = setup.open().await;
+    let marks = tempfile::tempdir().unwrap();
+    let directory: Arc<dyn Directory> = Arc::new(FileDirectory::open(marks.path()).unwrap());
+    let mut one = setup
+        .open_with(setup.store.clone(), directory.clone())
+        .await
+        .unwrap();
     let inbox = inbox(&one);
-    // `two` works on a partitioned copy of the bucket: it cannot see `one`'s append.
-    let partition = memory();
-    copy_objects(&setup.store, &partition, "").await;
+    // `two` works on a copy of the directory (as if each server decided alone, as the
+    // older scheme did): it does not see `one`'s append.
+    let copied = tempfile::tempdir().unwrap();
+    copy_dir(marks.path(), copied.path());
     let mut two = setup
-        .open_on(Arc::new(NoCasStore::new(partition.clone())))
+        .open_with(
+            setup.store.clone(),
+            Arc::new(FileDirectory::open(copied.path()).unwrap()),
+        )
         .await
         .unwrap();
     let a = one
@@ -742,9 +757,13 @@ async fn a_real_uid_conflict_changes_uidvalidity_and_loses_nothing() {
         .await
         .unwrap();
     assert_eq!((a.uid, b.uid), (1, 1), "the same UID twice");
-    // The partition heals.
-    copy_objects(&partition, &setup.store, "").await;
-    let view = setup.open().await.select(inbox).await.unwrap();
+    // What the older scheme left: two heads, and marks of generations only.
+    downgrade_marks(marks.path());
+    let mut reader = setup
+        .open_with(setup.store.clone(), directory.clone())
+        .await
+        .unwrap();
+    let view = reader.select(inbox).await.unwrap();
     assert_eq!(view.mailbox.uid_validity, 2);
     let emails: BTreeSet<EmailId> = view.messages.iter().map(|m| m.email).collect();
     assert_eq!(emails, [a.email, b.email].into_iter().collect());
@@ -752,6 +771,51 @@ async fn a_real_uid_conflict_changes_uidvalidity_and_loses_nothing() {
         view.messages.iter().map(|m| m.uid).collect::<Vec<_>>(),
         [1, 2]
     );
+    // The repair was committed through the directory: the mark now names one manifest.
+    let fresh = setup
+        .open_with(setup.store.clone(), directory)
+        .await
+        .unwrap();
+    assert_eq!(fresh.view(inbox).unwrap(), view);
+}
+
+/// Copies the files of a `FileDirectory` (one level of folders).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+/// Rewrites every index mark of a `FileDirectory` as the bare generation older versions
+/// wrote (no digest).
+fn downgrade_marks(root: &std::path::Path) {
+    for account in std::fs::read_dir(root).unwrap() {
+        let account = account.unwrap().path();
+        if !account.is_dir() {
+            continue;
+        }
+        for mark in std::fs::read_dir(&account).unwrap() {
+            let mark = mark.unwrap().path();
+            if mark
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("i-")
+            {
+                let text = std::fs::read_to_string(&mark).unwrap();
+                let generation = text.split_whitespace().next().unwrap().to_string();
+                std::fs::write(&mark, format!("{generation}\n")).unwrap();
+            }
+        }
+    }
 }
 
 /// Copies every object of `from` that `to` lacks.

@@ -9,6 +9,7 @@ mod engine;
 mod hardening_delivery;
 mod hardening_directory;
 mod hardening_inbox;
+mod hardening_index;
 mod hardening_keys;
 mod hardening_mail;
 mod hardening_rotation;
