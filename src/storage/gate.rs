@@ -85,10 +85,13 @@ impl Gate {
 /// A decorator that stalls one request at a point the test chooses (see [`Gate`]), to
 /// run a race deterministically: a reader between its manifest and its segments, a
 /// writer between its segment and its manifest, a body read racing a rewrite.
+/// [`keeping_deleted`](Self::keeping_deleted) also makes it a hostile store that
+/// acknowledges deletes and keeps the objects, to offer them later.
 #[derive(Clone)]
 pub struct GateStore {
     inner: DynStore,
     gate: Arc<Gate>,
+    keep_deleted: bool,
 }
 
 decorator_fmt!(GateStore);
@@ -99,7 +102,15 @@ impl GateStore {
         Self {
             inner,
             gate: Arc::default(),
+            keep_deleted: false,
         }
+    }
+
+    /// Deletes are acknowledged and not applied: what a writer deletes (after losing a
+    /// race, say) stays in the store.
+    pub fn keeping_deleted(mut self) -> Self {
+        self.keep_deleted = true;
+        self
     }
 
     /// The gate, to arm, await and open.
@@ -161,6 +172,9 @@ impl ObjectStore for GateStore {
         &self,
         locations: BoxStream<'static, object_store::Result<Path>>,
     ) -> BoxStream<'static, object_store::Result<Path>> {
+        if self.keep_deleted {
+            return locations;
+        }
         self.inner.delete_stream(locations)
     }
 

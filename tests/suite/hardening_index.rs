@@ -16,9 +16,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use futures::stream::BoxStream;
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use mailvault::blob::BlobStore;
 use mailvault::crypto::{AccountKey, RandomSource};
 use mailvault::directory::{Directory, FileDirectory, MemoryDirectory};
@@ -28,97 +26,12 @@ use mailvault::mail::{AppendOptions, Mailstore, INBOX};
 use mailvault::storage::{naming, CommitMode, DynStore, GateStore, Hold, NoCasStore};
 use mailvault::Error;
 use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
-};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
 use super::mail::{concurrent_appends, MailSetup};
 
 /// What a child process does, in its environment.
 const CHILD: &str = "MAILVAULT_HARDENING_INDEX_CHILD";
-
-/// A hostile store that acknowledges deletes and keeps the objects (so that it can offer
-/// them later): what a writer deletes after losing a race stays available to the store.
-#[derive(Debug)]
-struct KeepsDeleted {
-    inner: DynStore,
-}
-
-impl std::fmt::Display for KeepsDeleted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "KeepsDeleted({})", self.inner)
-    }
-}
-
-#[async_trait]
-impl ObjectStore for KeepsDeleted {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        self.inner.get_opts(location, options).await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        locations.boxed()
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    fn list_with_offset(
-        &self,
-        prefix: Option<&Path>,
-        offset: &Path,
-    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list_with_offset(prefix, offset)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
-
-    async fn rename_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: RenameOptions,
-    ) -> object_store::Result<()> {
-        self.inner.rename_opts(from, to, options).await
-    }
-}
 
 /// One account's index on one store without compare-and-swap.
 struct World {
@@ -203,9 +116,9 @@ fn generation_of(path: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item_03_withheld_accepted_head_behind_a_sibling_is_rollback() {
     let bucket = super::memory();
-    let world = World::new(Arc::new(NoCasStore::new(Arc::new(KeepsDeleted {
-        inner: bucket.clone(),
-    }))));
+    let world = World::new(Arc::new(NoCasStore::new(Arc::new(
+        GateStore::new(bucket.clone()).keeping_deleted(),
+    ))));
     let mut first = world.open().await.unwrap();
     first.commit(put("k0")).await.unwrap();
     let mut a = world.open().await.unwrap();

@@ -111,10 +111,13 @@ impl World {
     /// The account's mail opened with `index_key` and `epochs` by someone who has the
     /// bucket but not the server's directory (a fresh one: no high-water marks).
     async fn mail_with(&self, index_key: &AccountKey, epochs: &[AccountKey]) -> Option<Mailstore> {
+        // The holder also reads the trusted directory (its marks are no secret): the
+        // strongest position, and without it a store without conditional writes shows
+        // it no collection at all (the directory names the accepted manifests).
         let index = IndexStore::with_mode(
             self.store.clone(),
             self.deployment,
-            Arc::new(MemoryDirectory::new()),
+            self.directory.clone(),
             self.mode,
         );
         let blobs =
