@@ -891,20 +891,25 @@ impl Session {
         for (done, name) in names.iter().enumerate() {
             let mut target = self.index.open(account, &new_key, name).await?;
             let moved = match self.index.open_to_move(account, &old_key, name).await {
-                Ok(mut source) => target.copy_from(&mut source).await.map(|_| ()),
+                Ok(mut source) => target.copy_from(&mut source).await.map(|_| source),
                 Err(e) => Err(e),
             };
             match moved {
-                Ok(()) => {}
+                // The old collection is deleted but for its tombstone (§10.5).
+                Ok(source) => {
+                    source.delete_moved().await?;
+                }
                 // Copied and then (partly) deleted by an earlier or concurrent run: a run
                 // deletes only after its final copy (§10.5).
-                Err(Error::Rollback { .. } | Error::NotFound { .. }) if target.generation() > 0 => {
+                Err(e @ (Error::Rollback { .. } | Error::NotFound { .. })) => {
+                    // (The handle on the new collection may predate that run's copy.)
+                    target.refresh().await?;
+                    if target.generation() == 0 {
+                        return Err(e);
+                    }
                 }
                 Err(e) => return Err(e),
             }
-            self.index
-                .delete_collection(account, &old_key, name)
-                .await?;
             progress(RotationProgress {
                 done: done + 1,
                 total,

@@ -641,6 +641,9 @@ enum Race {
     /// The append read the old collection before the rotation closed it, and its
     /// manifest lands while the rotation is held at that deletion.
     ManifestInFlight,
+    /// The append read the old collection before the rotation closed it, and its
+    /// manifest lands once the rotation has finished (the old collection deleted).
+    StalledAcrossTheRotation,
 }
 
 /// Item 4, the window of §10.5's former "Limits": a session opened before a rotation
@@ -715,6 +718,22 @@ async fn stale_session_against_a_rotation(store: DynStore, mode: CommitMode, rac
             rotator = r;
             outcome
         }
+        Race::StalledAcrossTheRotation => {
+            stale_gate.arm(Hold::Put, "/m/");
+            let append = tokio::spawn(async move {
+                let outcome = stale_mail
+                    .append(inbox_id, text.as_bytes(), Default::default())
+                    .await;
+                (stale_mail, outcome)
+            });
+            stale_gate.reached().await;
+            rotator_gate.arm(Hold::Delete, "never matched");
+            rotator.rotate_root(&[], |_| {}).await.unwrap();
+            stale_gate.open();
+            let (m, outcome) = append.await.unwrap();
+            stale_mail = m;
+            outcome
+        }
     };
     drop(stale_mail);
     let ok = outcome.is_ok();
@@ -763,7 +782,11 @@ async fn item_04_a_stale_session_never_loses_an_acknowledged_write_to_a_rotation
         if name != "memory" && name != "no-cas" && std::env::var("ITEM_04_S3").is_err() {
             continue;
         }
-        for race in [Race::AfterTheLastLook, Race::ManifestInFlight] {
+        for race in [
+            Race::AfterTheLastLook,
+            Race::ManifestInFlight,
+            Race::StalledAcrossTheRotation,
+        ] {
             stale_session_against_a_rotation(store.clone(), mode, race).await;
         }
     }

@@ -8,13 +8,13 @@ use object_store::ObjectStoreExt;
 use super::Collection;
 use crate::crypto::AccountKey;
 use crate::error::{Error, Result};
-use crate::format::index::{SegmentEntry, SegmentKind};
+use crate::format::index::{SegmentEntry, SegmentKind, Stamp};
 use crate::ids::AccountId;
 use crate::index::sealed::CollectionKeys;
 use crate::index::Batch;
 use crate::index::CommitInfo;
 use crate::index::IndexStore;
-use crate::storage::commit::Backoff;
+use crate::storage::commit::{Backoff, VersionName};
 use crate::storage::{naming, CommitMode};
 
 /// The reserved record key of the moved marker: committed to a collection by the root
@@ -134,6 +134,55 @@ impl Collection {
                 }
             }
         }
+    }
+}
+
+impl Collection {
+    /// Deletes every object of this collection, closed by [`copy_from`](Self::copy_from),
+    /// but the moved marker's manifest and its segment, manifests first. Those two stay
+    /// as a tombstone: a writer that stalled from before the marker until after this
+    /// deletion then publishes beside the marker (it loses the generation, or merges the
+    /// marker as a head) instead of into an empty collection, and gets an error instead
+    /// of an acknowledgement. Returns the objects deleted.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a collection not closed; backend failures (what was
+    /// deleted stays deleted; run it again).
+    pub(crate) async fn delete_moved(&self) -> Result<usize> {
+        let Some(marker) = self.view.get(MOVED) else {
+            return Err(Error::invalid("the collection is not closed"));
+        };
+        let stamp = Stamp {
+            generation: marker.generation(),
+            writer: self.writers[marker.writer() as usize],
+        };
+        let manifest = self.objects.path(&VersionName {
+            generation: stamp.generation,
+            writer: (self.objects.mode() == CommitMode::WriterUnique).then_some(stamp.writer),
+        });
+        let mut keep = vec![manifest];
+        keep.extend(
+            self.live
+                .iter()
+                .filter(|e| e.stamp == stamp)
+                .map(|e| naming::segment_path(&self.account, &self.tag, &e.id)),
+        );
+        let prefix = naming::collection_prefix(&self.account, &self.tag);
+        let mut paths: Vec<object_store::path::Path> = self
+            .store
+            .list(Some(&prefix))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await?;
+        paths.retain(|p| !keep.contains(p));
+        paths.sort_by_key(|p| !p.as_ref().contains("/m/"));
+        for path in &paths {
+            match self.store.delete(path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(paths.len())
     }
 }
 
