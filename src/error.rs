@@ -50,6 +50,14 @@ pub enum Error {
         /// The newest generation the store offers now.
         found: u64,
     },
+    /// The index collection was moved under another key by a root rotation
+    /// (`docs/design.md` §10.5): it takes no more commits, and this handle holds keys the
+    /// account no longer uses. Reload the keyring ([`crate::engine::Session::reload_keyring`]
+    /// follows the rotation), open the collection again and retry. A commit that fails
+    /// with it is not acknowledged: on a backend without compare-and-swap it may have
+    /// been carried over by the rotation, as after a lost response.
+    #[error("collection moved by a root rotation: reload the keyring")]
+    Moved,
     /// The credential (password, recovery code, device key, officer key) does not open
     /// this slot.
     #[error("wrong credential")]

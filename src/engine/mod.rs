@@ -834,8 +834,14 @@ impl Session {
         if !self.keyring.slots().iter().any(|s| s.id == id) {
             return Err(Error::invalid("no such slot"));
         }
-        // An interrupted rotation is finished first: its index is half re-keyed.
-        self.rekey_index(&[], |_| {}).await?;
+        // An interrupted rotation is finished first: its index is half re-keyed. Finishing
+        // it may reload a newer one, begun meanwhile by another session: finished too.
+        for _ in 0..16 {
+            self.rekey_index(&[], |_| {}).await?;
+            if !self.keyring.rotating() {
+                break;
+            }
+        }
         self.keyring.begin_rotation(Some(id)).await?;
         self.rekey_index(&[], |_| {}).await.map(|_| ())
     }
@@ -879,9 +885,11 @@ impl Session {
     /// [`remove_slot`](Self::remove_slot)) finishes the work. `progress` is called after
     /// every collection. Returns the collections re-keyed by this run.
     ///
-    /// Sessions of the account opened before the rotation hold the previous keys: they
-    /// must be reopened (their writes to a collection after it was copied are not
-    /// carried over, and they fail once it is deleted).
+    /// Sessions of the account opened before the rotation hold the previous keys: each
+    /// collection is closed (a moved marker committed to it) before its final copy, so
+    /// their writes acknowledged before are carried over, and those after fail with
+    /// [`Error::Moved`]: they reload their keyring
+    /// ([`reload_keyring`](Self::reload_keyring)), open the collection again and retry.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a keyring without slots (key models 1 and 2: the
@@ -926,18 +934,26 @@ impl Session {
         let total = names.len();
         for (done, name) in names.iter().enumerate() {
             let mut target = self.index.open(account, &new_key, name).await?;
-            match self.index.open(account, &old_key, name).await {
-                Ok(mut source) => {
-                    target.copy_from(&mut source).await?;
+            let moved = match self.index.open_to_move(account, &old_key, name).await {
+                Ok(mut source) => target.copy_from(&mut source).await.map(|_| source),
+                Err(e) => Err(e),
+            };
+            match moved {
+                // The old collection is deleted but for its tombstone (§10.5).
+                Ok(source) => {
+                    source.delete_moved().await?;
                 }
-                // Copied and then (partly) deleted by an earlier run.
-                Err(Error::Rollback { .. } | Error::NotFound { .. }) if target.generation() > 0 => {
+                // Copied and then (partly) deleted by an earlier or concurrent run: a run
+                // deletes only after its final copy (§10.5).
+                Err(e @ (Error::Rollback { .. } | Error::NotFound { .. })) => {
+                    // (The handle on the new collection may predate that run's copy.)
+                    target.refresh().await?;
+                    if target.generation() == 0 {
+                        return Err(e);
+                    }
                 }
                 Err(e) => return Err(e),
             }
-            self.index
-                .delete_collection(account, &old_key, name)
-                .await?;
             progress(RotationProgress {
                 done: done + 1,
                 total,

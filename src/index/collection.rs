@@ -841,8 +841,17 @@ impl Collection {
     /// anything changed.
     ///
     /// # Errors
-    /// As [`IndexStore::open`].
+    /// As [`IndexStore::open`];
+    /// [`Error::Moved`] once a root rotation moved the collection under another key.
     pub async fn refresh(&mut self) -> Result<bool> {
+        let changed = self.load_newer().await?;
+        self.refuse_moved()?;
+        Ok(changed)
+    }
+
+    /// [`refresh`](Self::refresh), a moved collection included (what the rotation moving
+    /// it reads).
+    async fn load_newer(&mut self) -> Result<bool> {
         self.loaded_at = Instant::now();
         match self.objects.mode() {
             CommitMode::CompareAndSwap => self.refresh_cas().await,
@@ -870,7 +879,18 @@ impl Collection {
     ///
     /// # Errors
     /// As [`commit`](Self::commit).
-    pub async fn update<F>(&mut self, mut make_batch: F) -> Result<CommitInfo>
+    pub async fn update<F>(&mut self, make_batch: F) -> Result<CommitInfo>
+    where
+        F: FnMut(&Collection) -> Batch,
+    {
+        self.update_or_close(make_batch, false).await
+    }
+
+    /// [`update`](Self::update), or with `closing` the commit of the moved marker (see
+    /// `rekey.rs`): refused by no check, and a no-op once the marker is there. Every
+    /// other commit fails with [`Error::Moved`] on a state that holds the marker, so the
+    /// marker is linearized with every writer like any commit.
+    async fn update_or_close<F>(&mut self, mut make_batch: F, closing: bool) -> Result<CommitInfo>
     where
         F: FnMut(&Collection) -> Batch,
     {
@@ -878,7 +898,16 @@ impl Collection {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            self.refresh().await?;
+            self.load_newer().await?;
+            if closing && self.moved() {
+                return Ok(CommitInfo {
+                    generation: self.generation,
+                    committed: false,
+                    attempts,
+                    merged_heads: 0,
+                });
+            }
+            self.refuse_moved()?;
             let batch = make_batch(self);
             if batch.is_empty() {
                 return Ok(CommitInfo {
@@ -888,7 +917,9 @@ impl Collection {
                     merged_heads: 0,
                 });
             }
-            check_batch(&batch)?;
+            if !closing {
+                check_batch(&batch)?;
+            }
             let records: Vec<Record> = batch
                 .ops
                 .iter()
@@ -919,6 +950,21 @@ impl Collection {
                     }
                     self.loaded.insert(entry.id);
                     self.raise_mark().await?;
+                    if closing {
+                        return Ok(CommitInfo {
+                            generation: self.generation,
+                            committed: true,
+                            attempts,
+                            merged_heads,
+                        });
+                    }
+                    if self.heads_merged() {
+                        // Concurrent commits are merged, not ordered: a rotation may have
+                        // closed the collection beside this commit, and copied it without
+                        // it. Not acknowledged then.
+                        self.load_newer().await?;
+                        self.refuse_moved()?;
+                    }
                     self.compact_tiers().await?;
                     return Ok(CommitInfo {
                         generation: self.generation,
@@ -1486,6 +1532,9 @@ fn chrono_now_minus(grace: Duration) -> chrono::DateTime<chrono::Utc> {
 
 fn check_batch(batch: &Batch) -> Result<()> {
     for (key, value) in batch.iter() {
+        if key == rekey::MOVED {
+            return Err(Error::invalid("this index key is reserved"));
+        }
         if key.len() > MAX_KEY_LEN {
             return Err(Error::invalid("index keys are at most 65535 bytes"));
         }

@@ -165,14 +165,17 @@ impl IndexStore {
     /// [`crate::Error::Rollback`] if the store offers an older generation than the
     /// directory has recorded; [`crate::Error::Tampered`] for objects that fail
     /// authentication; [`crate::Error::NotFound`] for a segment that a manifest lists
-    /// but the store lost; backend errors.
+    /// but the store lost; [`crate::Error::Moved`] for a collection a root rotation moved
+    /// under another key; backend errors.
     pub async fn open(
         &self,
         account: AccountId,
         key: &AccountKey,
         name: &[u8],
     ) -> Result<Collection> {
-        Collection::open(self, account, key, name).await
+        let collection = Collection::open(self, account, key, name).await?;
+        collection.refuse_moved()?;
+        Ok(collection)
     }
 }
 

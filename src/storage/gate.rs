@@ -22,6 +22,9 @@ pub enum Hold {
     /// A GET reaches the store at once (it gets the object as it is then) and its bytes
     /// flow only once released: a long read racing whatever happens meanwhile.
     GetBody,
+    /// A DELETE waits before it reaches the store: a deleter stalled before that delete
+    /// (and every later one of the same batch).
+    Delete,
 }
 
 /// Holds back the first request of one kind whose path contains a given part, until the
@@ -172,10 +175,22 @@ impl ObjectStore for GateStore {
         &self,
         locations: BoxStream<'static, object_store::Result<Path>>,
     ) -> BoxStream<'static, object_store::Result<Path>> {
+        let gate = self.gate.clone();
+        let held = locations.then(move |location| {
+            let gate = gate.clone();
+            async move {
+                if let Ok(path) = &location {
+                    if gate.hit(Hold::Delete, path) {
+                        gate.wait().await;
+                    }
+                }
+                location
+            }
+        });
         if self.keep_deleted {
-            return locations;
+            return held.boxed();
         }
-        self.inner.delete_stream(locations)
+        self.inner.delete_stream(held.boxed())
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {

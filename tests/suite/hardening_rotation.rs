@@ -634,3 +634,160 @@ impl Former {
         Self::copy(&keyring).await
     }
 }
+
+/// When the stale session's append runs against the rotation.
+#[derive(Debug, Clone, Copy)]
+enum Race {
+    /// The append starts while the rotation is held at its first deletion of the old
+    /// collection (after its last look at it).
+    AfterTheLastLook,
+    /// The append read the old collection before the rotation closed it, and its
+    /// manifest lands while the rotation is held at that deletion.
+    ManifestInFlight,
+    /// The append read the old collection before the rotation closed it, and its
+    /// manifest lands once the rotation has finished (the old collection deleted).
+    StalledAcrossTheRotation,
+}
+
+/// Item 4, the window of §10.5's former "Limits": a session opened before a rotation
+/// (a second server of the account: an LMTP importer, another IMAP instance) still holds
+/// the previous keys and appends to the mail collection while the rotation moves it. The
+/// rotation is held (a `GateStore` on its store) at its first deletion of the old
+/// collection, after every look it takes at it; the stale append runs then, or its
+/// manifest lands then. Every append acknowledged must be in the rotated collection (read
+/// with the new keys); one that is not must have failed with `Error::Moved`, after which
+/// the stale session reloads its keyring (following the rotation) and appends again.
+async fn stale_session_against_a_rotation(store: DynStore, mode: CommitMode, race: Race) {
+    use mailvault::storage::{GateStore, Hold};
+
+    let ctx = format!("{race:?} on {mode:?}");
+    let w = World::on(store.clone(), mode).await;
+    let on = |gated: &GateStore| {
+        let store: DynStore = Arc::new(gated.clone());
+        Provider::new(store, w.deployment, w.directory.clone(), config())
+    };
+    let rotator_store = GateStore::new(store.clone());
+    let stale_store = GateStore::new(store.clone());
+    let rotator_gate = rotator_store.gate();
+    let stale_gate = stale_store.gate();
+    let rotator_provider = on(&rotator_store).await.unwrap();
+    let stale_provider = on(&stale_store).await.unwrap();
+
+    let mut rotator = rotator_provider.unlock(w.alice, "pw").await.unwrap();
+    append(&rotator, "Subject: before\r\n\r\nbefore the rotation").await;
+    let mut stale = stale_provider.unlock(w.alice, "pw").await.unwrap();
+    let mut stale_mail = stale.mailstore().await.unwrap();
+    let inbox_id = stale_mail.mailbox_by_name(INBOX).unwrap().id;
+
+    // The rotation stops before its first deletion of an old index manifest.
+    rotator_gate.arm(Hold::Delete, "/m/");
+    let text = "Subject: stale\r\n\r\nwritten with the previous keys";
+    let outcome = match race {
+        Race::AfterTheLastLook => {
+            let rotation = tokio::spawn(async move {
+                let result = rotator.rotate_root(&[], |_| {}).await.map(|_| ());
+                (rotator, result)
+            });
+            rotator_gate.reached().await;
+            let outcome = stale_mail
+                .append(inbox_id, text.as_bytes(), Default::default())
+                .await;
+            rotator_gate.open();
+            let (r, result) = rotation.await.unwrap();
+            result.unwrap();
+            rotator = r;
+            outcome
+        }
+        Race::ManifestInFlight => {
+            stale_gate.arm(Hold::Put, "/m/");
+            let append = tokio::spawn(async move {
+                let outcome = stale_mail
+                    .append(inbox_id, text.as_bytes(), Default::default())
+                    .await;
+                (stale_mail, outcome)
+            });
+            stale_gate.reached().await;
+            let rotation = tokio::spawn(async move {
+                let result = rotator.rotate_root(&[], |_| {}).await.map(|_| ());
+                (rotator, result)
+            });
+            rotator_gate.reached().await;
+            stale_gate.open();
+            let (m, outcome) = append.await.unwrap();
+            stale_mail = m;
+            rotator_gate.open();
+            let (r, result) = rotation.await.unwrap();
+            result.unwrap();
+            rotator = r;
+            outcome
+        }
+        Race::StalledAcrossTheRotation => {
+            stale_gate.arm(Hold::Put, "/m/");
+            let append = tokio::spawn(async move {
+                let outcome = stale_mail
+                    .append(inbox_id, text.as_bytes(), Default::default())
+                    .await;
+                (stale_mail, outcome)
+            });
+            stale_gate.reached().await;
+            rotator_gate.arm(Hold::Delete, "never matched");
+            rotator.rotate_root(&[], |_| {}).await.unwrap();
+            stale_gate.open();
+            let (m, outcome) = append.await.unwrap();
+            stale_mail = m;
+            outcome
+        }
+    };
+    drop(stale_mail);
+    let ok = outcome.is_ok();
+
+    let texts = |mail: Vec<(String, bool)>| mail.into_iter().map(|(t, _)| t).collect::<Vec<_>>();
+    let mut mail = rotator.mailstore().await.unwrap();
+    let after = texts(inbox(&mut mail).await);
+    let carried = after.iter().any(|t| t == text);
+    assert!(
+        !ok || carried,
+        "{ctx}: an acknowledged append is lost by the rotation: {after:?}"
+    );
+    if let Err(e) = &outcome {
+        assert!(
+            matches!(e, mailvault::Error::Moved),
+            "{ctx}: the append not acknowledged failed with {e:?}, not Error::Moved"
+        );
+        // The stale session follows the rotation and writes to the moved collection.
+        stale.reload_keyring().await.unwrap();
+        let mut mail = stale.mailstore().await.unwrap();
+        mail.append(
+            inbox_id,
+            b"Subject: retried\r\n\r\nafter reloading",
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let fresh = w.provider.unlock(w.alice, "pw").await.unwrap();
+    let mut mail = fresh.mailstore().await.unwrap();
+    let now = texts(inbox(&mut mail).await);
+    assert!(
+        now.iter().any(|t| t.contains("before the rotation")),
+        "{ctx}: {now:?}"
+    );
+    assert_eq!(
+        now.iter().any(|t| t.contains("after reloading")),
+        !ok,
+        "{ctx}: the retry after reloading is in the rotated collection: {now:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_04_a_stale_session_never_loses_an_acknowledged_write_to_a_rotation() {
+    for (_, store, mode) in backends() {
+        for race in [
+            Race::AfterTheLastLook,
+            Race::ManifestInFlight,
+            Race::StalledAcrossTheRotation,
+        ] {
+            stale_session_against_a_rotation(store.clone(), mode, race).await;
+        }
+    }
+}

@@ -8,34 +8,80 @@ use object_store::ObjectStoreExt;
 use super::Collection;
 use crate::crypto::AccountKey;
 use crate::error::{Error, Result};
-use crate::format::index::{SegmentEntry, SegmentKind};
+use crate::format::index::{SegmentEntry, SegmentKind, Stamp};
 use crate::ids::AccountId;
 use crate::index::sealed::CollectionKeys;
+use crate::index::Batch;
 use crate::index::CommitInfo;
 use crate::index::IndexStore;
-use crate::storage::commit::Backoff;
-use crate::storage::naming;
+use crate::storage::commit::{Backoff, VersionName};
+use crate::storage::{naming, CommitMode};
+
+/// The reserved record key of the moved marker: committed to a collection by the root
+/// rotation that moves it, through the ordinary commit protocol, before its final copy.
+/// Every commit on a state holding it fails with [`Error::Moved`], so every commit
+/// acknowledged before it is in the final copy and none is acknowledged after it.
+/// Callers cannot commit it (`InvalidArgument`); it is never copied.
+pub(super) const MOVED: &[u8] = b"\x00mailvault/v1/moved";
 
 impl Collection {
-    /// Makes this collection hold exactly the view of `source` (the same collection under
-    /// the previous key): every record and deletion with its stamp, in one compacted
-    /// segment that covers whatever this collection held, published at a generation no
-    /// lower than `source`'s, so that modseqs and `changes_since` carry on where the
-    /// source left them. After a copy the source is looked at again, and copied again
-    /// if a writer still holding the previous key committed to it meanwhile.
-    /// Idempotent: a collection that already holds the source's view at its generation
-    /// or above commits nothing, so a killed re-keying run can simply run again.
+    /// Whether a root rotation closed this collection (the loaded state holds the moved
+    /// marker).
+    pub(super) fn moved(&self) -> bool {
+        self.get(MOVED).is_some()
+    }
+
+    /// [`Error::Moved`] when the loaded state holds the moved marker.
+    pub(crate) fn refuse_moved(&self) -> Result<()> {
+        if self.moved() {
+            return Err(Error::Moved);
+        }
+        Ok(())
+    }
+
+    /// Whether concurrent commits are merged as heads instead of ordered (a collection
+    /// of the older scheme without compare-and-swap, whose mark names no manifest): a
+    /// commit there may stand beside the moved marker instead of before or after it, and
+    /// looks again once published. Through the directory's compare-and-set, or with
+    /// compare-and-swap, commits are ordered.
+    pub(super) fn heads_merged(&self) -> bool {
+        !self.linear()
+    }
+
+    /// Moves `source` (the same collection under the previous key) here: this collection
+    /// is made to hold exactly the source's view (every record and deletion with its
+    /// stamp, in one compacted segment that covers whatever this collection held,
+    /// published at a generation no lower than the source's, so that modseqs and
+    /// `changes_since` carry on where the source left them); then the source is closed
+    /// by committing the moved marker to it ([`MOVED`]: from then on its writers and
+    /// readers get [`Error::Moved`]); then its final state (every commit acknowledged
+    /// before the marker) is copied again. Deleting the source afterwards loses no
+    /// acknowledged write. Idempotent: a collection that already holds the source's view
+    /// at its generation or above commits nothing, and a closed source is not closed
+    /// again, so a killed re-keying run can simply run again.
     ///
     /// # Errors
     /// As [`commit`](Self::commit) and [`refresh`](Self::refresh) of either collection.
     pub async fn copy_from(&mut self, source: &mut Collection) -> Result<CommitInfo> {
+        // First copy: the collection exists under the new key before the source closes,
+        // so sessions of the new keyring open it here from then on.
+        self.copy_view(source).await?;
+        source.update_or_close(|_| closing_batch(), true).await?;
+        self.copy_view(source).await
+    }
+
+    /// Makes this collection hold exactly the view of `source` (the moved marker left
+    /// out), looking at the source again after each copy and copying again if a writer
+    /// still holding the previous key committed to it meanwhile.
+    async fn copy_view(&mut self, source: &mut Collection) -> Result<CommitInfo> {
         let mut backoff = Backoff::new(self.config.max_attempts);
         let mut attempts = 0;
         let mut committed = false;
         loop {
             attempts += 1;
-            source.refresh().await?;
-            let records = source.view_records(false);
+            source.load_newer().await?;
+            let mut records = source.view_records(false);
+            records.retain(|r| r.key.as_ref() != MOVED);
             let purged_through = source.purged_through;
             self.refresh().await?;
             if self.generation >= source.generation && self.view_records(false) == records {
@@ -93,7 +139,77 @@ impl Collection {
     }
 }
 
+impl Collection {
+    /// Deletes every object of this collection, closed by [`copy_from`](Self::copy_from),
+    /// but the moved marker's manifest and its segment, manifests first. Those two stay
+    /// as a tombstone: a writer that stalled from before the marker until after this
+    /// deletion then publishes beside the marker (it loses the generation, or merges the
+    /// marker as a head) instead of into an empty collection, and gets an error instead
+    /// of an acknowledgement. Returns the objects deleted.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a collection not closed; backend failures (what was
+    /// deleted stays deleted; run it again).
+    pub(crate) async fn delete_moved(&self) -> Result<usize> {
+        let Some(marker) = self.view.get(MOVED) else {
+            return Err(Error::invalid("the collection is not closed"));
+        };
+        let stamp = Stamp {
+            generation: marker.generation(),
+            writer: self.writers[marker.writer() as usize],
+        };
+        let manifest = self.objects.path(&VersionName {
+            generation: stamp.generation,
+            writer: (self.objects.mode() == CommitMode::WriterUnique).then_some(stamp.writer),
+        });
+        let mut keep = vec![manifest];
+        keep.extend(
+            self.live
+                .iter()
+                .filter(|e| e.stamp == stamp)
+                .map(|e| naming::segment_path(&self.account, &self.tag, &e.id)),
+        );
+        let prefix = naming::collection_prefix(&self.account, &self.tag);
+        let mut paths: Vec<object_store::path::Path> = self
+            .store
+            .list(Some(&prefix))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await?;
+        paths.retain(|p| !keep.contains(p));
+        paths.sort_by_key(|p| !p.as_ref().contains("/m/"));
+        for path in &paths {
+            match self.store.delete(path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(paths.len())
+    }
+}
+
+/// The batch that closes a collection: the moved marker.
+fn closing_batch() -> Batch {
+    let mut batch = Batch::new();
+    batch.put(MOVED, &b""[..]);
+    batch
+}
+
 impl IndexStore {
+    /// [`open`](Self::open), a collection closed by a root rotation included: what the
+    /// rotation moving it (and a run resuming it) reads.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open), without [`Error::Moved`].
+    pub(crate) async fn open_to_move(
+        &self,
+        account: AccountId,
+        key: &AccountKey,
+        name: &[u8],
+    ) -> Result<Collection> {
+        Collection::open(self, account, key, name).await
+    }
+
     /// Deletes every object of the collection `name` of `account` under `key`,
     /// manifests first (a handle still open on it then fails to refresh instead of
     /// reading a half-deleted collection), then segments, without opening it: what a
