@@ -269,20 +269,30 @@ start_moto() {
     # can both succeed, so a commit acknowledged under compare-and-swap could be
     # overwritten (seen in the mail concurrency test). Real S3 makes the check atomic.
     # Serving one request at a time makes moto's check-then-write atomic too.
-    MOTO_PORT="$MOTO_PORT" "$PY" -c 'import sys
+    # Started at most twice: a start that exits at once (seen once on a loaded machine,
+    # with an empty log) is retried before giving up.
+    local attempt
+    for attempt in 1 2; do
+        MOTO_PORT="$MOTO_PORT" "$PY" -c 'import sys
 from werkzeug.serving import run_simple
 from moto.server import DomainDispatcherApplication, create_backend_app
 run_simple(sys.argv[1], int(sys.argv[2]), DomainDispatcherApplication(create_backend_app), threaded=False)' \
-        127.0.0.1 "$MOTO_PORT" </dev/null >"$STATE/moto.log" 2>&1 &
-    echo $! >"$STATE/moto.pid"
-    for ((i = 0; ; i++)); do
-        live_pid "$STATE/moto.pid" moto >/dev/null || {
-            tail -n 30 "$STATE/moto.log" >&2 || true
-            die "moto_server exited during startup (log: $STATE/moto.log)"
-        }
-        port_busy "$MOTO_PORT" && break
-        ((i < TIMEOUT * 4)) || die "moto_server did not listen on port $MOTO_PORT within ${TIMEOUT}s (log: $STATE/moto.log)"
-        sleep 0.25
+            127.0.0.1 "$MOTO_PORT" </dev/null >"$STATE/moto.log" 2>&1 &
+        echo $! >"$STATE/moto.pid"
+        for ((i = 0; ; i++)); do
+            live_pid "$STATE/moto.pid" moto >/dev/null || {
+                tail -n 30 "$STATE/moto.log" >&2 || true
+                if ((attempt < 2)); then
+                    log "moto_server exited during startup; starting it once more"
+                    continue 2
+                fi
+                die "moto_server exited during startup (log: $STATE/moto.log)"
+            }
+            port_busy "$MOTO_PORT" && break
+            ((i < TIMEOUT * 4)) || die "moto_server did not listen on port $MOTO_PORT within ${TIMEOUT}s (log: $STATE/moto.log)"
+            sleep 0.25
+        done
+        break
     done
     wait_s3 moto_server "http://127.0.0.1:$MOTO_PORT" "$MOTO_REGION" "$MOTO_KEY" "$MOTO_SECRET" yes
     log "moto_server ready in $(since "$t0") s"
