@@ -61,6 +61,33 @@ pub fn s3_from_env(name: &str) -> Option<DynStore> {
     Some(std::sync::Arc::new(store))
 }
 
+/// Flips the bits `mask` of byte `at` of the stored object `path`: the storage
+/// operator's simplest attack.
+///
+/// # Panics
+/// If the object cannot be read or written, or is shorter than `at + 1` bytes.
+pub async fn flip_stored_byte(
+    store: &DynStore,
+    path: &object_store::path::Path,
+    at: usize,
+    mask: u8,
+) {
+    use object_store::ObjectStoreExt;
+    let mut bytes = store
+        .get(path)
+        .await
+        .expect("get the object to flip")
+        .bytes()
+        .await
+        .expect("read the object to flip")
+        .to_vec();
+    bytes[at] ^= mask;
+    store
+        .put(path, bytes.into())
+        .await
+        .expect("put the flipped object");
+}
+
 /// Where a marker was found by [`scan_for_markers`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MarkerHit {

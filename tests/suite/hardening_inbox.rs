@@ -111,17 +111,7 @@ impl World {
     /// Flips one byte of the envelope of `delivery`.
     async fn flip_envelope(&self, delivery: &DeliveryReceipt, at: usize) {
         let path = naming::delivery_path(&self.alice, &delivery.delivery);
-        let mut bytes = self
-            .store
-            .get(&path)
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap()
-            .to_vec();
-        bytes[at] ^= 0x20;
-        self.store.put(&path, bytes.into()).await.unwrap();
+        mailvault::testkit::flip_stored_byte(&self.store, &path, at, 0x20).await;
     }
 }
 

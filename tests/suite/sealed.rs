@@ -164,18 +164,8 @@ async fn wrong_keys_altered_headers_and_low_order_recipients_are_refused() {
 
     // The stored body flipped: the read fails.
     let path = naming::blob_path(&w.account, &sealed.id);
-    let mut stored = w
-        .store
-        .get(&path)
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap()
-        .to_vec();
-    let last = stored.len() - 1;
-    stored[last] ^= 1;
-    w.store.put(&path, stored.into()).await.unwrap();
+    let last = w.store.head(&path).await.unwrap().size as usize - 1;
+    mailvault::testkit::flip_stored_byte(&w.store, &path, last, 1).await;
     assert!(matches!(account.read(&pin).await, Err(Error::Tampered)));
 
     // Low-order public keys are refused by the writer.
