@@ -752,6 +752,12 @@ impl Session {
     /// session was unlocked with was removed and the root rotated (revoked).
     pub async fn reload_keyring(&mut self) -> Result<()> {
         self.keyring.reload().await?;
+        self.follow_keyring()
+    }
+
+    /// Derives the session's index key and epoch keys from the keyring as it is now
+    /// (after a reload or a rotation).
+    fn follow_keyring(&mut self) -> Result<()> {
         self.key = self.keyring.index_key()?;
         self.blobs = self
             .blob_store
@@ -806,13 +812,35 @@ impl Session {
     /// this session; an application that keeps other collections calls
     /// [`rotate_root`](Self::rotate_root) with their names instead. Under a model that
     /// requires an officer slot, the last slot for a current officer key cannot be
-    /// removed.
+    /// removed. A keyring change or rotation by another session meanwhile is not an
+    /// error: the removal goes on top of it, and once committed it is acknowledged even
+    /// when another session finished its re-keying.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for an unknown slot, the last slot, or the required
     /// officer slot; as [`rotate_root`](Self::rotate_root): the slot is gone once the
     /// rotation has begun, and calling `rotate_root` finishes it.
     pub async fn remove_slot(&mut self, id: [u8; 16]) -> Result<()> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            // An interrupted rotation is finished first: its index is half re-keyed.
+            self.finish_rotations(&[], |_| {}).await?;
+            self.check_removable(id).await?;
+            match self.keyring.begin_rotation(Some(id)).await {
+                Ok(()) => break,
+                // Another change committed first: the removal goes on top of it.
+                Err(Error::Conflict { .. }) if attempts < 16 => self.reload_keyring().await?,
+                Err(e) => return Err(e),
+            }
+        }
+        // The removal holds from here on, whatever happens to the re-keying: finished
+        // here, or by any session that rotates after.
+        self.finish_rotations(&[], |_| {}).await.map(|_| ())
+    }
+
+    /// Whether the keyring as this session holds it lets slot `id` go.
+    async fn check_removable(&self, id: [u8; 16]) -> Result<()> {
         let record = self.directory.account_record(&self.account()).await?;
         if record.is_some_and(|r| r.model.requires_officer()) {
             let current: Vec<[u8; 32]> = current_officer_keys(self.directory.as_ref()).await?;
@@ -834,16 +862,7 @@ impl Session {
         if !self.keyring.slots().iter().any(|s| s.id == id) {
             return Err(Error::invalid("no such slot"));
         }
-        // An interrupted rotation is finished first: its index is half re-keyed. Finishing
-        // it may reload a newer one, begun meanwhile by another session: finished too.
-        for _ in 0..16 {
-            self.rekey_index(&[], |_| {}).await?;
-            if !self.keyring.rotating() {
-                break;
-            }
-        }
-        self.keyring.begin_rotation(Some(id)).await?;
-        self.rekey_index(&[], |_| {}).await.map(|_| ())
+        Ok(())
     }
 
     /// Begins a root rotation unless one is under way, reloading the keyring after a
@@ -903,7 +922,48 @@ impl Session {
         progress: impl FnMut(RotationProgress),
     ) -> Result<usize> {
         self.begin_rotation().await?;
-        self.rekey_index(collections, progress).await
+        self.finish_rotations(collections, progress).await
+    }
+
+    /// Re-keys the index for the rotation under way (see [`rekey_index`](Self::rekey_index))
+    /// until none is. Another session may finish that rotation meanwhile and begin a
+    /// newer one, which moves the collections on from under this run: the copy then
+    /// fails (`Error::Moved`, `Error::Conflict`, or a collection gone under it:
+    /// `Error::NotFound`, `Error::Rollback`). When the keyring has moved on since, it is
+    /// reloaded (following the new root) and the rotation under way finished from there;
+    /// otherwise the error stands. Returns the collections re-keyed.
+    async fn finish_rotations(
+        &mut self,
+        collections: &[&[u8]],
+        mut progress: impl FnMut(RotationProgress),
+    ) -> Result<usize> {
+        let mut total = 0;
+        for _ in 0..16 {
+            let generation = self.keyring.generation();
+            match self.rekey_index(collections, &mut progress).await {
+                Ok(done) => {
+                    total += done;
+                    if !self.keyring.rotating() {
+                        return Ok(total);
+                    }
+                }
+                Err(
+                    e @ (Error::Moved
+                    | Error::Conflict { .. }
+                    | Error::NotFound { .. }
+                    | Error::Rollback { .. }),
+                ) => {
+                    self.reload_keyring().await?;
+                    if self.keyring.generation() == generation {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Conflict {
+            path: "the root rotation: other sessions keep rotating".into(),
+        })
     }
 
     /// The index side of a root rotation under way (nothing when none is): the
@@ -921,7 +981,7 @@ impl Session {
         self.publish_epochs().await?;
         // The root changed when the rotation began: collections copied from now on are
         // read under the new root's key.
-        self.key = self.keyring.index_key()?;
+        self.follow_keyring()?;
         let new_key = self.keyring.index_key()?;
         let account = self.account();
         let mut names = self
@@ -959,8 +1019,10 @@ impl Session {
                 total,
             });
         }
-        self.keyring.finish_rotation().await?;
-        Ok(total)
+        let finished = self.keyring.finish_rotation().await;
+        // Finishing may have reloaded a keyring rotated meanwhile: the session follows it.
+        self.follow_keyring()?;
+        finished.map(|()| total)
     }
 
     /// Adds a key epoch: new blobs are sealed under it, older ones stay readable, the
@@ -989,10 +1051,7 @@ impl Session {
                 self.directory.set_account_record(&account, record).await?;
             }
         }
-        self.blobs = self
-            .blob_store
-            .account_epochs(account, &self.keyring.epoch_keys());
-        Ok(())
+        self.follow_keyring()
     }
 
     /// The epoch re-encryption job: moves every body off key epoch `old` and then drops

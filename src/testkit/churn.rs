@@ -252,6 +252,7 @@ pub async fn work(
                 writeln!(log, "{line}").map_err(|e| Error::Config(format!("log: {e}")))?;
             }
             Err(e) => {
+                eprintln!("churn worker {worker}: change {n} (op {op}) failed: {e}");
                 if matches!(e, Error::Conflict { .. }) {
                     stats.conflicts += 1;
                 } else {
@@ -459,6 +460,7 @@ pub async fn drive(
         children.push(child);
     }
     let mut stats = Vec::with_capacity(workers);
+    let mut failures = String::new();
     for child in children {
         let out = tokio::task::spawn_blocking(move || child.wait_with_output())
             .await
@@ -470,7 +472,10 @@ pub async fn drive(
             .lines()
             .find_map(|l| l.split_once("churn-stats ").map(|(_, stats)| stats.trim()));
         match (out.status.success(), line.and_then(parse_stats)) {
-            (true, Some(s)) => stats.push(s),
+            (true, Some(s)) => {
+                stats.push(s);
+                failures.push_str(&String::from_utf8_lossy(&out.stderr));
+            }
             _ => {
                 return Err(Error::Config(format!(
                     "a churn worker failed ({}):\n{stdout}\n{}",
@@ -485,7 +490,15 @@ pub async fn drive(
     for worker in 0..workers {
         logs.push(std::fs::read_to_string(root.join(format!("worker-{worker}.log"))).map_err(io)?);
     }
-    let report = check(store, directory, &plan, &logs).await?;
+    // A violation comes with the changes that failed, as the workers reported them.
+    let report = check(store, directory, &plan, &logs)
+        .await
+        .map_err(|e| match e {
+            Error::Conflict { path } => Error::Conflict {
+                path: format!("{path}\nfailed changes:\n{failures}"),
+            },
+            e => e,
+        })?;
     Ok(ChurnRun {
         report,
         workers: stats,

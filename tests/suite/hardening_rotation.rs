@@ -791,3 +791,74 @@ async fn item_04_a_stale_session_never_loses_an_acknowledged_write_to_a_rotation
         }
     }
 }
+
+/// Item 4 under churn (the four-process keyring churn found it): a slot removal commits
+/// its keyring change and then re-keys the index; another session finishes that rotation
+/// and begins one of its own before the remover's copy lands. The removal was committed,
+/// so `remove_slot` must acknowledge it (it used to fail with `Error::Moved`, and the
+/// caller believed the slot still there); the remover's session follows the keyring and
+/// goes on working, and the removed key opens nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_04_a_removal_overtaken_by_another_rotation_is_acknowledged() {
+    use mailvault::storage::{GateStore, Hold};
+    for (name, store, mode) in backends() {
+        let w = World::on(store.clone(), mode).await;
+        let gated = GateStore::new(store.clone());
+        let gate = gated.gate();
+        let remover_provider = Provider::new(
+            Arc::new(gated.clone()),
+            w.deployment,
+            w.directory.clone(),
+            config(),
+        )
+        .await
+        .unwrap();
+        let mut remover = remover_provider.unlock(w.alice, "pw").await.unwrap();
+        append(&remover, "Subject: before\r\n\r\nbefore the removal").await;
+        let removed_key = remover.add_device_key().await.unwrap();
+        let removed = remover.slots().last().unwrap().id;
+        let others_key = remover.add_device_key().await.unwrap();
+        let mut other = w
+            .provider
+            .unlock_with(w.alice, Credential::DeviceKey(&others_key))
+            .await
+            .unwrap();
+
+        // The remover stops at its first index write, after its keyring commit.
+        gate.arm(Hold::Put, "/i/");
+        let removal = tokio::spawn(async move {
+            let result = remover.remove_slot(removed).await;
+            (remover, result)
+        });
+        gate.reached().await;
+        other.reload_keyring().await.unwrap();
+        assert!(
+            !other.slots().iter().any(|s| s.id == removed),
+            "{name}: the removal was not committed before its index copy"
+        );
+        // Finishes the remover's rotation, then rotates again.
+        other.rotate_root(&[], |_| {}).await.unwrap();
+        other.rotate_root(&[], |_| {}).await.unwrap();
+        gate.open();
+        let (remover, result) = removal.await.unwrap();
+        result.unwrap_or_else(|e| {
+            panic!("{name}: the committed removal was reported as failed: {e}")
+        });
+        assert!(
+            w.provider
+                .unlock_with(w.alice, Credential::DeviceKey(&removed_key))
+                .await
+                .is_err(),
+            "{name}: the removed key still opens the account"
+        );
+        append(&remover, "Subject: after\r\n\r\nafter the removal").await;
+        let mut session = w.provider.unlock(w.alice, "pw").await.unwrap();
+        let mut mail = session.mailstore().await.unwrap();
+        let messages = inbox(&mut mail).await;
+        assert!(
+            messages.len() == 2 && messages.iter().all(|(_, read)| *read),
+            "{name}: {messages:?}"
+        );
+        session.rotate_root(&[], |_| {}).await.unwrap();
+    }
+}
