@@ -96,7 +96,18 @@ impl Backend {
         let counting = CountingStore::new(inner);
         let store: DynStore = Arc::new(counting.clone());
         let rng = RandomSource::os();
-        let config = BlobConfig::default();
+        let mut config = BlobConfig::default();
+        let kib = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+        };
+        if let Some(k) = kib("MAILVAULT_STORE_THRESHOLD_KIB") {
+            config.multipart_threshold = k << 10;
+        }
+        if let Some(k) = kib("MAILVAULT_STORE_PART_KIB") {
+            config.part_size = k << 10;
+        }
         let blobs = BlobStore::new(store.clone(), DeploymentId::random(&rng))
             .with_config(config)
             .account(AccountId::random(&rng), &AccountKey::generate(1, &rng));

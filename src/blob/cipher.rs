@@ -266,11 +266,25 @@ impl BlobCipher {
         kind: BlobKind,
         plaintext: &[u8],
     ) -> Result<(BlobPin, PutPayload)> {
-        let layout = BlobLayout::for_plaintext(plaintext.len() as u64)?;
+        let (pin, header, cipher) = self.begin_parts(rng, id, kind, plaintext.len())?;
+        let parts = std::iter::once(header).chain(cipher.seal_chunks(plaintext));
+        Ok((pin, parts.collect()))
+    }
+
+    /// The start of [`seal_parts`](Self::seal_parts) for a caller that seals the chunks
+    /// part by part (`PayloadCipher::seal_chunk_range`): the pin of a blob of `len`
+    /// plaintext bytes, its stored header and the payload's cipher.
+    pub(crate) fn begin_parts(
+        &self,
+        rng: &RandomSource,
+        id: BlobId,
+        kind: BlobKind,
+        len: usize,
+    ) -> Result<(BlobPin, Bytes, PayloadCipher)> {
+        let layout = BlobLayout::for_plaintext(len as u64)?;
         let (header, cipher) = self.new_blob(rng, &id, kind);
         let header_part = Bytes::copy_from_slice(&header.to_bytes());
-        let parts = std::iter::once(header_part).chain(cipher.seal_chunks(plaintext));
-        Ok((BlobPin::new(id, header, layout), parts.collect()))
+        Ok((BlobPin::new(id, header, layout), header_part, cipher))
     }
 
     /// Opens a whole stored blob against its pin into its chunks' plaintext, in order:

@@ -38,7 +38,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 pub use cipher::BlobCipher;
@@ -59,7 +59,10 @@ pub type BlobStream = BoxStream<'static, Result<Bytes>>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlobConfig {
     /// Stored sizes up to this are written with one conditional PUT; larger blobs use a
-    /// multipart upload. Also the most ciphertext a writer holds before uploading.
+    /// multipart upload. Also the most ciphertext a writer holds before uploading. The
+    /// default, 20 MiB, keeps messages of up to 16 MiB and more in one PUT: on moto_server
+    /// a multipart upload of 16 MiB takes about twice a single PUT, on Garage the same,
+    /// and S3 accepts single PUTs of up to 5 GB (`BENCHMARKS.md`, "Storage path").
     pub multipart_threshold: usize,
     /// Size of each multipart part (S3 requires at least 5 MiB except for the last).
     pub part_size: usize,
@@ -70,7 +73,7 @@ pub struct BlobConfig {
 impl Default for BlobConfig {
     fn default() -> Self {
         Self {
-            multipart_threshold: 8 << 20,
+            multipart_threshold: 20 << 20,
             part_size: 6 << 20,
             parts_in_flight: 2,
         }
@@ -302,66 +305,86 @@ impl AccountBlobs {
         )
     }
 
-    /// Stores `data` as a new blob in one call and returns its pin. The sealed copy of
-    /// the whole blob is held until the upload ends (one PUT up to the multipart
-    /// threshold, parts above it); for a blob too large to hold twice, stream it through
-    /// [`writer`](Self::writer), whose memory is bounded.
+    /// Stores `data` as a new blob in one call and returns its pin: one conditional PUT
+    /// up to the multipart threshold, sealed on all cores straight into one buffer per
+    /// chunk; above it, a multipart upload whose parts are sealed one after the other
+    /// while the parts before are on their way (sealing overlaps the upload). Memory
+    /// holds the sealed copy of what is in flight; for a blob too large to hold at all,
+    /// stream it through [`writer`](Self::writer).
     ///
     /// # Errors
     /// [`Error::Backend`] if the upload fails (nothing is then visible under the pin).
     pub async fn put(&self, kind: BlobKind, data: &[u8]) -> Result<BlobPin> {
-        // Sealed on all cores straight into one buffer per chunk, uploaded as they are.
         let id = BlobId::random(&self.rng);
-        let (pin, sealed) = self.current().seal_parts(&self.rng, id, kind, data)?;
         let path = naming::blob_path(&self.account, &id);
+        let (pin, header, cipher) = self
+            .current()
+            .begin_parts(&self.rng, id, kind, data.len())?;
         if pin.stored_len() > self.config.multipart_threshold as u64 {
-            self.put_in_parts(&path, sealed).await?;
+            self.put_in_parts(&path, header, &cipher, data).await?;
         } else {
-            // One conditional PUT.
+            let sealed: PutPayload = std::iter::once(header)
+                .chain(cipher.seal_chunks(data))
+                .collect();
             let opts = PutOptions::from(PutMode::Create);
             self.store.put_opts(&path, sealed, opts).await?;
         }
         Ok(pin)
     }
 
-    /// A multipart upload of chunks already sealed: parts of at least `part_size` bytes
-    /// made of the chunks' buffers (no copy), `parts_in_flight` at once. On failure the
-    /// upload is aborted and nothing becomes visible.
+    /// A multipart upload of `data` in parts of about `part_size` stored bytes (whole
+    /// chunks; the first part also holds `header`), each part sealed on all cores and
+    /// then sent off as a task of its own while the next one is sealed, at most
+    /// `parts_in_flight` at once. On failure the upload is aborted and nothing becomes
+    /// visible.
     async fn put_in_parts(
         &self,
         path: &object_store::path::Path,
-        sealed: PutPayload,
+        header: Bytes,
+        cipher: &crate::crypto::stream::PayloadCipher,
+        data: &[u8],
     ) -> Result<()> {
-        let mut parts = Vec::new();
-        let (mut part, mut part_len) = (Vec::new(), 0);
-        for piece in sealed {
-            part_len += piece.len();
-            part.push(piece);
-            if part_len >= self.config.part_size {
-                parts.push(PutPayload::from_iter(std::mem::take(&mut part)));
-                part_len = 0;
-            }
-        }
-        if !part.is_empty() {
-            parts.push(PutPayload::from_iter(part));
-        }
+        use crate::crypto::stream::SEALED_CHUNK_SIZE;
+        let chunks = crate::crypto::stream::chunk_count(data.len());
+        let per_part = (self.config.part_size / SEALED_CHUNK_SIZE).max(1);
         let mut upload = self.store.put_multipart(path).await?;
-        let uploaded: object_store::Result<Vec<()>> =
-            futures::stream::iter(parts.into_iter().map(|part| upload.put_part(part)))
-                .buffered(self.config.parts_in_flight)
-                .try_collect()
-                .await;
-        let completed = match uploaded {
-            Ok(_) => upload.complete().await.map(|_| ()),
-            Err(e) => Err(e),
+        let mut in_flight = std::collections::VecDeque::new();
+        let settle = |handle: tokio::task::JoinHandle<object_store::Result<()>>| async move {
+            match handle.await {
+                Ok(done) => done.map_err(Error::from),
+                Err(e) => Err(Error::Backend {
+                    source: object_store::Error::JoinError { source: e },
+                }),
+            }
         };
-        if let Err(e) = completed {
+        let uploaded: Result<()> = async {
+            let mut header = Some(header);
+            for first in (0..chunks).step_by(per_part) {
+                let mut part: Vec<Bytes> = header.take().into_iter().collect();
+                part.extend(cipher.seal_chunk_range(data, first..(first + per_part).min(chunks)));
+                in_flight.push_back(tokio::spawn(upload.put_part(PutPayload::from_iter(part))));
+                while in_flight.len() >= self.config.parts_in_flight.max(1) {
+                    if let Some(handle) = in_flight.pop_front() {
+                        settle(handle).await?;
+                    }
+                }
+            }
+            while let Some(handle) = in_flight.pop_front() {
+                settle(handle).await?;
+            }
+            upload.complete().await?;
+            Ok(())
+        }
+        .await;
+        if uploaded.is_err() {
             // The parts stay invisible; if the abort fails too, the backend's cleanup of
             // incomplete uploads removes them.
+            for handle in in_flight {
+                handle.abort();
+            }
             let _ = upload.abort().await;
-            return Err(e.into());
         }
-        Ok(())
+        uploaded
     }
 
     /// Reads a whole blob as a stream of authenticated plaintext, with one GET and memory

@@ -107,7 +107,24 @@ pub(super) async fn stream(
         opener: Some(Opener::new(payload, pin.layout())),
         digest: pin.sealed_key().map(|s| (Sha256::new(), s.digest)),
     };
-    let pieces = read_ahead(result.payload, result.range);
+    let pieces = match result.payload {
+        // A local file: read and opened on the blocking pool, the next piece read while
+        // the current one is opened, with no hand-over between tasks per piece.
+        GetResultPayload::File(file, _) => {
+            let (tx, rx) = mpsc::channel(READ_AHEAD);
+            let range = result.range;
+            tokio::task::spawn_blocking(move || open_file(file, range, state, &tx));
+            return Ok(futures::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|piece| (piece, rx))
+            })
+            .boxed());
+        }
+        GetResultPayload::Stream(source) => {
+            let (tx, rx) = mpsc::channel(READ_AHEAD);
+            tokio::spawn(coalesce(source, tx));
+            rx
+        }
+    };
     let stream = futures::stream::try_unfold(Some((state, pieces)), |state| async move {
         let Some((mut state, mut pieces)) = state else {
             return Ok(None);
@@ -143,59 +160,73 @@ pub(super) async fn stream(
     Ok(stream.boxed())
 }
 
-/// Reads the object's bytes in a task of its own, in pieces of about [`PIECE`] bytes,
-/// at most [`READ_AHEAD`] of them ahead of the reader. The task ends when the reader
-/// drops the receiver.
-fn read_ahead(payload: GetResultPayload, range: Range<u64>) -> mpsc::Receiver<Result<Bytes>> {
-    let (tx, rx) = mpsc::channel(READ_AHEAD);
-    match payload {
-        GetResultPayload::File(file, _) => {
-            tokio::spawn(file_pieces(file, range, tx));
-        }
-        GetResultPayload::Stream(source) => {
-            tokio::spawn(coalesce(source, tx));
-        }
+/// The whole read of a local file, on a blocking thread: each piece of about [`PIECE`]
+/// bytes is opened (on all cores) while the next one is read, and its plaintext sent to
+/// the reader, at most [`READ_AHEAD`] pieces ahead. Ends when the reader drops the
+/// receiver, or with the first error.
+fn open_file(
+    mut file: std::fs::File,
+    range: Range<u64>,
+    mut state: ReadState,
+    tx: &mpsc::Sender<Result<Bytes>>,
+) {
+    use std::io::{Read, Seek, SeekFrom};
+    if let Err(e) = file.seek(SeekFrom::Start(range.start)) {
+        let _ = tx.blocking_send(Err(io_error(e)));
+        return;
     }
-    rx
-}
-
-/// A local file read directly in large pieces on the blocking pool.
-async fn file_pieces(mut file: std::fs::File, range: Range<u64>, tx: mpsc::Sender<Result<Bytes>>) {
-    let mut at = range.start;
-    while at < range.end {
-        let want = (range.end - at).min(PIECE as u64);
-        let read = tokio::task::spawn_blocking(move || {
-            use std::io::{Read, Seek, SeekFrom};
-            let mut buf = Vec::with_capacity(want as usize);
-            let read = file
-                .seek(SeekFrom::Start(at))
-                .and_then(|_| (&mut file).take(want).read_to_end(&mut buf));
-            (file, read.map(|_| buf))
-        })
-        .await;
-        let piece = match read {
-            Ok((back, Ok(buf))) => {
-                file = back;
-                buf
-            }
-            Ok((_, Err(e))) => {
-                let _ = tx.send(Err(io_error(e))).await;
-                return;
-            }
+    let mut left = range.end - range.start;
+    let mut read_piece = |left: &mut u64| -> Result<Vec<u8>> {
+        let want = (*left).min(PIECE as u64);
+        let mut buf = Vec::with_capacity(want as usize);
+        (&mut file)
+            .take(want)
+            .read_to_end(&mut buf)
+            .map_err(io_error)?;
+        // A file shorter than it was: the opener refuses the short object.
+        *left = if (buf.len() as u64) < want {
+            0
+        } else {
+            *left - want
+        };
+        Ok(buf)
+    };
+    let mut current = match read_piece(&mut left) {
+        Ok(piece) => piece,
+        Err(e) => {
+            let _ = tx.blocking_send(Err(e));
+            return;
+        }
+    };
+    loop {
+        let more = left > 0;
+        let (next, plain) = rayon::join(
+            || more.then(|| read_piece(&mut left)),
+            || state.feed(&current),
+        );
+        let sent = match plain {
+            Ok(plain) if plain.is_empty() => true,
+            Ok(plain) => tx.blocking_send(Ok(Bytes::from(plain))).is_ok(),
             Err(e) => {
-                let _ = tx
-                    .send(Err(Error::invalid(format!("reading task failed: {e}"))))
-                    .await;
+                let _ = tx.blocking_send(Err(e));
                 return;
             }
         };
-        let short = (piece.len() as u64) < want;
-        at += piece.len() as u64;
-        if tx.send(Ok(Bytes::from(piece))).await.is_err() || short {
-            // The reader is gone, or the file ended early (the opener refuses the
-            // short object).
+        if !sent {
             return;
         }
+        match next {
+            Some(Ok(piece)) => current = piece,
+            Some(Err(e)) => {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+            None => break,
+        }
+    }
+    let last = state.finish().map(Bytes::from);
+    if !matches!(&last, Ok(b) if b.is_empty()) {
+        let _ = tx.blocking_send(last);
     }
 }
 

@@ -41,12 +41,21 @@ pub(crate) struct ChunkError;
 
 /// `work` for each of `pieces` chunks, in order: on all cores from two full chunks up (the
 /// final chunk makes a third piece), on this thread below that.
-fn per_chunk<T: Send>(pieces: usize, work: impl Fn(usize) -> T + Sync + Send) -> Vec<T> {
-    if pieces > 2 {
-        (0..pieces).into_par_iter().map(work).collect()
+fn per_chunk<T: Send>(
+    pieces: std::ops::Range<usize>,
+    work: impl Fn(usize) -> T + Sync + Send,
+) -> Vec<T> {
+    if pieces.len() > 2 {
+        pieces.into_par_iter().map(work).collect()
     } else {
-        (0..pieces).map(work).collect()
+        pieces.map(work).collect()
     }
+}
+
+/// The chunks of a whole payload of `len` plaintext bytes (the final one is short, and
+/// empty when `len` is a whole number of chunks).
+pub(crate) fn chunk_count(len: usize) -> usize {
+    len / CHUNK_SIZE + 1
 }
 
 /// The AEAD of one payload.
@@ -134,7 +143,18 @@ impl PayloadCipher {
     /// the plaintext is copied once and nothing is zero-filled, which is the form an
     /// upload takes as a list of parts.
     pub(crate) fn seal_chunks(&self, plaintext: &[u8]) -> Vec<Bytes> {
-        let pieces = plaintext.len() / CHUNK_SIZE + 1;
+        self.seal_chunk_range(plaintext, 0..chunk_count(plaintext.len()))
+    }
+
+    /// The chunks `range` of [`seal_chunks`](Self::seal_chunks) of `plaintext` (the whole
+    /// payload), sealed alone: one part of an upload sealed while the part before it is
+    /// on its way.
+    pub(crate) fn seal_chunk_range(
+        &self,
+        plaintext: &[u8],
+        range: std::ops::Range<usize>,
+    ) -> Vec<Bytes> {
+        let pieces = chunk_count(plaintext.len());
         let seal_one = |k: usize| {
             let from = k * CHUNK_SIZE;
             let to = (from + CHUNK_SIZE).min(plaintext.len());
@@ -144,7 +164,7 @@ impl PayloadCipher {
             self.seal_in_place(k as u64, k == pieces - 1, &mut chunk);
             Bytes::from(chunk)
         };
-        per_chunk(pieces, seal_one)
+        per_chunk(range, seal_one)
     }
 
     /// Opens a whole sealed payload (every chunk from 0 to the final one) into one
@@ -172,7 +192,7 @@ impl PayloadCipher {
                 .map_err(|_| ChunkError)?;
             Ok(chunk)
         };
-        let opened = per_chunk(pieces, open_one);
+        let opened = per_chunk(0..pieces, open_one);
         if opened.iter().any(Result::is_err) {
             use zeroize::Zeroize;
             for mut chunk in opened.into_iter().flatten() {
