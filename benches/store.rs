@@ -19,7 +19,13 @@
 //!
 //! Reported per backend and size: the median of each operation, encrypted and plain,
 //! the ratio plain time ÷ encrypted time (1.0 = as fast as plaintext; a throughput
-//! ratio), and the requests each made (through a [`CountingStore`]).
+//! ratio), and the requests each made (through a [`CountingStore`]). For put, read and
+//! stream also the cipher alone on the same bytes in memory, timed in the same rounds
+//! ([`BlobCipher::seal_parts`] / [`BlobCipher::open_parts`], on all cores), and the two
+//! ratios it bounds: plain ÷ (plain + cipher), what a path that does its cipher work
+//! after or before its I/O reaches, and plain ÷ max(plain, cipher), what a perfect
+//! overlap of the two reaches (the cipher uses every core, so this one is reachable only
+//! where the plain operation leaves the cores idle).
 //!
 //! Run with `cargo bench --bench store --features testkit`. Environment:
 //! `MAILVAULT_STORE_ROUNDS` (default 15), `MAILVAULT_STORE_SIZES` (KiB, comma-separated),
@@ -31,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use mailvault::blob::{AccountBlobs, BlobConfig, BlobStore};
+use mailvault::blob::{AccountBlobs, BlobCipher, BlobConfig, BlobStore};
 use mailvault::crypto::{AccountKey, RandomSource};
 use mailvault::format::{BlobKind, BlobLayout};
 use mailvault::ids::{AccountId, DeploymentId};
@@ -89,6 +95,8 @@ struct Backend {
     store: DynStore,
     blobs: AccountBlobs,
     config: BlobConfig,
+    /// The cipher alone, in memory, on the same bytes: the reference for the bounds.
+    cipher: BlobCipher,
 }
 
 impl Backend {
@@ -108,15 +116,19 @@ impl Backend {
         if let Some(k) = kib("MAILVAULT_STORE_PART_KIB") {
             config.part_size = k << 10;
         }
-        let blobs = BlobStore::new(store.clone(), DeploymentId::random(&rng))
+        let (deployment, account) = (DeploymentId::random(&rng), AccountId::random(&rng));
+        let key = AccountKey::generate(1, &rng);
+        let blobs = BlobStore::new(store.clone(), deployment)
             .with_config(config)
-            .account(AccountId::random(&rng), &AccountKey::generate(1, &rng));
+            .account(account, &key);
+        let cipher = BlobCipher::new(deployment, account, &key);
         Self {
             name: name.to_string(),
             counting,
             store,
             blobs,
             config,
+            cipher,
         }
     }
 
@@ -135,8 +147,32 @@ impl Backend {
         (out, took, requests)
     }
 
-    async fn round(&self, len: usize, base: &[u8], round: u64, enc: &mut Side, plain: &mut Side) {
+    async fn round(
+        &self,
+        len: usize,
+        base: &[u8],
+        round: u64,
+        sides: (&mut Side, &mut Side, &mut Side),
+    ) {
+        let (enc, plain, cipher) = sides;
         let data = fresh(base, round);
+        // The cipher alone on the same bytes, in memory (what `put` seals, what `read`
+        // opens): the reference for the bounds.
+        {
+            let rng = RandomSource::os();
+            let id = mailvault::ids::BlobId::random(&rng);
+            let started = Instant::now();
+            let (pin, sealed) = self
+                .cipher
+                .seal_parts(&rng, id, BlobKind::Message, &data)
+                .expect("seal");
+            cipher.record("seal", started.elapsed(), 0);
+            let stored: Vec<u8> = sealed.iter().flat_map(|b| b.iter().copied()).collect();
+            let started = Instant::now();
+            let opened = self.cipher.open_parts(&pin, &stored).expect("open");
+            cipher.record("open", started.elapsed(), 0);
+            assert_eq!(opened.iter().map(Bytes::len).sum::<usize>(), len);
+        }
         let path = Path::from(format!("plain/{round}-{len}"));
         let parts_path = Path::from(format!("plain/{round}-{len}-parts"));
         let stored_len = BlobLayout::for_plaintext(len as u64)
@@ -316,21 +352,30 @@ fn main() {
     for backend in &backends {
         println!("\n## {}\n", backend.name);
         println!(
-            "| size | operation | encrypted | plain | ratio | requests enc / plain |\n|---|---|---|---|---|---|"
+            "| size | operation | encrypted | plain | ratio | cipher alone | bound serial / overlapped | requests enc / plain |\n|---|---|---|---|---|---|---|---|"
         );
         for &len in &sizes {
             let base = mailvault::testkit::pattern(len as u64, len);
-            let (mut enc, mut plain) = (Side::default(), Side::default());
+            let (mut enc, mut plain, mut cipher) =
+                (Side::default(), Side::default(), Side::default());
             // One warm-up round, untimed (connections, page cache of the directory).
             rt.block_on(backend.round(
                 len,
                 &base,
                 u64::MAX,
-                &mut Side::default(),
-                &mut Side::default(),
+                (
+                    &mut Side::default(),
+                    &mut Side::default(),
+                    &mut Side::default(),
+                ),
             ));
             for round in 0..rounds {
-                rt.block_on(backend.round(len, &base, round, &mut enc, &mut plain));
+                rt.block_on(backend.round(
+                    len,
+                    &base,
+                    round,
+                    (&mut enc, &mut plain, &mut cipher),
+                ));
             }
             for op in OPS {
                 let (e, p) = (enc.times.get(op), plain.times.get(op));
@@ -361,8 +406,30 @@ fn main() {
                 } else {
                     e_req
                 };
+                // The bounds: the plain operation plus the cipher on the same bytes done
+                // after it (serial), or hidden behind it (overlapped).
+                let work = match op {
+                    "put" | "put (parts)" => cipher.times.get("seal"),
+                    "read" | "get stream" => cipher.times.get("open"),
+                    _ => None,
+                };
+                let bounds = match (work, p) {
+                    (Some(c), Some(p)) => {
+                        let (c, p) = (
+                            median(c.clone()).as_secs_f64(),
+                            median(p.clone()).as_secs_f64(),
+                        );
+                        format!(
+                            "{:.2?} | {:.2} / {:.2}",
+                            Duration::from_secs_f64(c),
+                            p / (p + c),
+                            p / p.max(c)
+                        )
+                    }
+                    _ => " | ".to_string(),
+                };
                 println!(
-                    "| {} | {op} | {enc_shown} | {} | {ratio} | {} / {} |",
+                    "| {} | {op} | {enc_shown} | {} | {ratio} | {bounds} | {} / {} |",
                     label(len),
                     show(p),
                     e_req.map_or("".into(), |n| n.to_string()),
