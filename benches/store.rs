@@ -370,12 +370,7 @@ fn main() {
                 ),
             ));
             for round in 0..rounds {
-                rt.block_on(backend.round(
-                    len,
-                    &base,
-                    round,
-                    (&mut enc, &mut plain, &mut cipher),
-                ));
+                rt.block_on(backend.round(len, &base, round, (&mut enc, &mut plain, &mut cipher)));
             }
             for op in OPS {
                 let (e, p) = (enc.times.get(op), plain.times.get(op));
