@@ -93,6 +93,30 @@ pub enum Error {
     /// The caller passed an argument that cannot be honoured (range out of bounds...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// No mailbox with this id or name (IMAP `NO [TRYCREATE]` for an APPEND, COPY or
+    /// MOVE target, `NO [NONEXISTENT]` otherwise; JMAP `notFound`).
+    #[error("no such mailbox: {mailbox}")]
+    NoSuchMailbox {
+        /// The mailbox as the caller named it (id or name).
+        mailbox: String,
+    },
+    /// A mailbox of this name exists already (IMAP `NO [ALREADYEXISTS]`; JMAP
+    /// `alreadyExists`).
+    #[error("mailbox {name:?} exists")]
+    MailboxExists {
+        /// The name asked for.
+        name: String,
+    },
+    /// No such message, email or MIME part (IMAP `NO [NONEXISTENT]`; JMAP `notFound`).
+    #[error("no such message: {what}")]
+    NoSuchMessage {
+        /// What was asked for (a UID, an email id, a part).
+        what: String,
+    },
+    /// A hard limit of the mail model was reached (a mailbox's UIDs are exhausted): the
+    /// operation cannot succeed until something changes (IMAP `NO [LIMIT]`).
+    #[error("limit reached: {0}")]
+    LimitReached(String),
     /// A store URL or configuration could not be used.
     #[error("configuration error: {0}")]
     Config(String),
@@ -120,6 +144,18 @@ impl From<object_store::Error> for Error {
 }
 
 impl Error {
+    /// Whether trying the same operation again, as it is, may succeed: a backend failure
+    /// (network, server error, timeout), a lost race ([`Error::Conflict`]) or a collection
+    /// moved by a root rotation ([`Error::Moved`], after reloading the keyring). Every
+    /// other error is a property of the data, the request or the credential: retrying
+    /// gives it again.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Backend { .. } | Error::Conflict { .. } | Error::Moved
+        )
+    }
+
     pub(crate) fn invalid(reason: impl fmt::Display) -> Self {
         Error::InvalidArgument(reason.to_string())
     }

@@ -479,8 +479,9 @@ impl Mailstore {
             let mut plan = Plan::new();
             // Read again inside the commit: the record may have changed since the body
             // was read (a rewritten body, an analysis by another server, an expunge).
-            let current = super::email_record(c, &id)?
-                .ok_or_else(|| Error::invalid(format!("no email {id}")))?;
+            let current = super::email_record(c, &id)?.ok_or_else(|| Error::NoSuchMessage {
+                what: format!("email {id}"),
+            })?;
             if current.analyzed {
                 return Ok((plan, current));
             }
@@ -503,6 +504,8 @@ impl Mailstore {
             .into_iter()
             .next()
             .map(|(_, _, m)| m.email)
-            .ok_or_else(|| Error::invalid(format!("no message with UID {uid}")))
+            .ok_or_else(|| Error::NoSuchMessage {
+                what: format!("UID {uid}"),
+            })
     }
 }

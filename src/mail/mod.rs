@@ -425,7 +425,9 @@ fn mailbox_record(c: &Collection, id: &MailboxId) -> Result<Option<MailboxRecord
 }
 
 fn require_mailbox(c: &Collection, id: &MailboxId) -> Result<MailboxRecord> {
-    mailbox_record(c, id)?.ok_or_else(|| Error::invalid(format!("no mailbox {id}")))
+    mailbox_record(c, id)?.ok_or_else(|| Error::NoSuchMailbox {
+        mailbox: id.to_string(),
+    })
 }
 
 fn all_mailboxes(c: &Collection) -> Result<Vec<(MailboxId, MailboxRecord)>> {
@@ -452,7 +454,7 @@ fn uid_next(c: &Collection, mailbox: &MailboxId) -> Result<u32> {
     last_present
         .max(last_vanished)
         .checked_add(1)
-        .ok_or_else(|| Error::invalid("UIDs of this mailbox are exhausted"))
+        .ok_or_else(|| Error::LimitReached("the UIDs of this mailbox are exhausted".into()))
 }
 
 /// The messages with these UIDs (every instance, for a UID given twice by a conflict).
@@ -744,7 +746,9 @@ impl Mailstore {
                 .iter()
                 .any(|(_, r)| same_name(&r.name, &name))
             {
-                return Err(Error::invalid(format!("mailbox {name:?} exists")));
+                return Err(Error::MailboxExists {
+                    name: name.to_string(),
+                });
             }
             let record = MailboxRecord {
                 name: name.clone(),
@@ -779,7 +783,9 @@ impl Mailstore {
             let below = format!("{old}/");
             let all = all_mailboxes(c)?;
             if all.iter().any(|(_, r)| same_name(&r.name, &new_name)) {
-                return Err(Error::invalid(format!("mailbox {new_name:?} exists")));
+                return Err(Error::MailboxExists {
+                    name: new_name.to_string(),
+                });
             }
             let (moving, staying): (Vec<_>, Vec<_>) = all
                 .into_iter()
@@ -794,7 +800,9 @@ impl Mailstore {
                 };
                 check_name(&renamed)?;
                 if staying.iter().any(|(_, r)| same_name(&r.name, &renamed)) {
-                    return Err(Error::invalid(format!("mailbox {renamed:?} exists")));
+                    return Err(Error::MailboxExists {
+                        name: renamed.to_string(),
+                    });
                 }
                 record.name = renamed;
                 record.modseq = modseq;
@@ -949,7 +957,9 @@ impl Mailstore {
         let (_, _, message) = select_uids(&self.index, &mailbox, &[uid])?
             .into_iter()
             .next()
-            .ok_or_else(|| Error::invalid(format!("no message with UID {uid}")))?;
+            .ok_or_else(|| Error::NoSuchMessage {
+                what: format!("UID {uid}"),
+            })?;
         self.email_by_id(message.email)
     }
 
@@ -959,8 +969,9 @@ impl Mailstore {
     /// [`Error::InvalidArgument`] for an unknown email; [`Error::Tampered`] for a record
     /// that does not parse.
     pub fn email_by_id(&self, email: EmailId) -> Result<EmailRecord> {
-        email_record(&self.index, &email)?
-            .ok_or_else(|| Error::invalid(format!("no email {email}")))
+        email_record(&self.index, &email)?.ok_or_else(|| Error::NoSuchMessage {
+            what: format!("email {email}"),
+        })
     }
 
     /// Reads a whole message body.
@@ -998,10 +1009,9 @@ impl Mailstore {
         part: usize,
         section: PartSection,
     ) -> Result<Bytes> {
-        let p = email
-            .parts
-            .get(part)
-            .ok_or_else(|| Error::invalid(format!("no MIME part {part}")))?;
+        let p = email.parts.get(part).ok_or_else(|| Error::NoSuchMessage {
+            what: format!("MIME part {part}"),
+        })?;
         let range = match section {
             PartSection::Whole => p.header_offset..p.end_offset,
             PartSection::Header => p.header_offset..p.body_offset,
@@ -1228,9 +1238,9 @@ impl Mailstore {
                     };
                     plan.add_message(&to, next, &new_instance, &copy);
                     copied.uids.push((uid, next));
-                    next = next
-                        .checked_add(1)
-                        .ok_or_else(|| Error::invalid("UIDs of this mailbox are exhausted"))?;
+                    next = next.checked_add(1).ok_or_else(|| {
+                        Error::LimitReached("the UIDs of this mailbox are exhausted".into())
+                    })?;
                     if remove {
                         plan.remove_message(&from, uid, &instance, &message.email, modseq);
                     }

@@ -17,6 +17,7 @@ mod hardening_storage;
 mod index;
 mod keys;
 mod mail;
+mod mail_api;
 mod requests;
 mod roundtrip;
 mod sealed;
