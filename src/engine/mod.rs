@@ -50,6 +50,9 @@ use crate::keys::{
 use crate::mail::{ImportReport, Mailstore};
 use crate::storage::{naming, probe_capabilities, CommitMode, DynStore};
 
+mod shared;
+pub use shared::{AccountRegistry, MailRead, MailWrite, ShareConfig, SharedAccount};
+
 /// Officer action kinds recorded in the keyring.
 pub mod officer_action {
     /// The officer opened the account.

@@ -294,6 +294,19 @@ impl Mailstore {
         .await
     }
 
+    /// Whether deliveries may be waiting for import: the directory issued a delivery
+    /// number above the highest an import has checked, or a number checked before is
+    /// still missing (its envelope may arrive late). One read of the trusted directory and
+    /// no store request: what a poller checks at every interval
+    /// ([`SharedAccount`](crate::engine::SharedAccount) does).
+    ///
+    /// # Errors
+    /// A directory failure.
+    pub async fn deliveries_pending(&self) -> Result<bool> {
+        let issued = self.directory.delivery_counter(&self.account()).await?;
+        Ok(issued > checked_through(&self.index) || !self.missing_deliveries().is_empty())
+    }
+
     /// Delivery numbers the directory issued whose envelope was never found (withheld or
     /// deleted by the store, or lost by a deliverer that failed after taking its number
     /// and so did not acknowledge the message), oldest first. A number leaves the list

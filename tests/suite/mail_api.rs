@@ -99,3 +99,211 @@ fn item_05_transient_errors_are_those_a_retry_can_cure() {
         assert!(!permanent.is_transient(), "{permanent:?}");
     }
 }
+
+mod shared {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use mailvault::crypto::RandomSource;
+    use mailvault::delivery::{DeliveryOptions, DeliverySigningKey};
+    use mailvault::directory::{Directory, FileDirectory, OfficerKeyEntry};
+    use mailvault::engine::{AccountRegistry, Provider, ProviderConfig, ShareConfig};
+    use mailvault::format::slot::KdfParams;
+    use mailvault::ids::{AccountId, DeploymentId};
+    use mailvault::keys::{KdfGate, OfficerSecret};
+    use mailvault::mail::{AppendOptions, INBOX};
+    use mailvault::storage::DynStore;
+
+    fn config() -> ProviderConfig {
+        ProviderConfig {
+            pepper: None,
+            kdf: KdfParams {
+                m_kib: 256,
+                t: 1,
+                p: 1,
+            },
+            limits: None,
+            gate: KdfGate::new(2),
+        }
+    }
+
+    /// An account on `store` with a `FileDirectory` under `root` (officer key and the
+    /// provider's delivery key set), and the signing key of the deliverer.
+    async fn world(store: DynStore, root: &std::path::Path) -> (Provider, AccountId, [u8; 32]) {
+        let rng = RandomSource::os();
+        let directory = Arc::new(FileDirectory::open(root).unwrap());
+        directory
+            .set_officer_keys(vec![OfficerKeyEntry {
+                key: OfficerSecret::generate(&rng).public(),
+                current: true,
+            }])
+            .await
+            .unwrap();
+        let signing = DeliverySigningKey::generate(&rng);
+        directory
+            .set_delivery_key(signing.verifying_key())
+            .await
+            .unwrap();
+        let provider = Provider::new(store, DeploymentId::random(&rng), directory, config())
+            .await
+            .unwrap();
+        let account = provider.create_account("pw").await.unwrap();
+        (provider, account, *signing.to_bytes())
+    }
+
+    /// Item 1: the connections of one account share one handle, opened once (100 logins
+    /// at once), whose writes every connection sees at once and whose subscribers hear
+    /// of; the account closes with its last connection.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn item_01_connections_share_one_account_handle() {
+        let root = tempfile::tempdir().unwrap();
+        let (provider, account, _) = world(super::super::memory(), root.path()).await;
+        let provider = Arc::new(provider);
+        let registry = Arc::new(AccountRegistry::new());
+        let unlocks = Arc::new(AtomicUsize::new(0));
+        let mut logins = Vec::new();
+        for _ in 0..100 {
+            let (registry, provider, unlocks) =
+                (registry.clone(), provider.clone(), unlocks.clone());
+            logins.push(tokio::spawn(async move {
+                registry
+                    .get_or_open(account, ShareConfig::default(), || async move {
+                        unlocks.fetch_add(1, Ordering::SeqCst);
+                        provider.unlock(account, "pw").await
+                    })
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut connections = Vec::new();
+        for login in logins {
+            connections.push(login.await.unwrap());
+        }
+        assert_eq!(
+            unlocks.load(Ordering::SeqCst),
+            1,
+            "the account was opened more than once"
+        );
+        assert!(connections.iter().all(|c| c.same(&connections[0])));
+        assert_eq!(registry.open_accounts(), 1);
+
+        // A write through one connection: the others see it at once, and hear of it.
+        let mut listener = connections[99].subscribe();
+        let before = *listener.borrow_and_update();
+        let inbox = connections[0]
+            .read()
+            .await
+            .mailbox_by_name(INBOX)
+            .unwrap()
+            .id;
+        let appended = connections[0]
+            .write()
+            .await
+            .append(inbox, super::MESSAGE, AppendOptions::default())
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(1), listener.changed())
+            .await
+            .expect("the subscriber was not told of the write")
+            .unwrap();
+        assert_eq!(*listener.borrow(), appended.modseq);
+        assert!(appended.modseq > before);
+        let seen = connections[42].read().await.email(inbox, appended.uid);
+        assert!(seen.is_ok(), "{seen:?}");
+
+        // The last connection gone, the account is closed.
+        drop(listener);
+        connections.clear();
+        assert_eq!(registry.open_accounts(), 0);
+        assert!(registry.get(&account).is_none());
+    }
+
+    /// Item 2: a delivery made elsewhere (another provider on its own connection to the
+    /// same bucket and directory, as another process) is imported by the handle's poller
+    /// and heard of by its subscribers within a poll interval, in delivery order.
+    async fn delivery_wakes_subscribers(name: &str, mine: DynStore, theirs: DynStore) {
+        let root = tempfile::tempdir().unwrap();
+        let (provider, account, signing) = world(mine, root.path()).await;
+        let interval = Duration::from_millis(250);
+        let handle = mailvault::engine::SharedAccount::open(
+            provider.unlock(account, "pw").await.unwrap(),
+            ShareConfig {
+                poll_interval: interval,
+                import_deliveries: true,
+            },
+        )
+        .await
+        .unwrap();
+        let mut listener = handle.subscribe();
+        listener.borrow_and_update();
+
+        // The other side: its own store handle and its own directory handle.
+        let directory = Arc::new(FileDirectory::open(root.path()).unwrap());
+        let deployment = provider.deployment();
+        let other = Provider::new(theirs, deployment, directory, config())
+            .await
+            .unwrap();
+        let deliverer = other.deliverer(DeliverySigningKey::from_bytes(signing));
+        let mut delays = Vec::new();
+        for n in 0..3 {
+            let body = format!(
+                "From: bob@example.org\r\nTo: alice@example.org\r\nSubject: delivery {n}\r\n\r\nhello {n}\r\n"
+            );
+            deliverer
+                .deliver_bytes(account, body.as_bytes(), DeliveryOptions::default())
+                .await
+                .unwrap();
+            let delivered = Instant::now();
+            tokio::time::timeout(interval + Duration::from_secs(2), listener.changed())
+                .await
+                .unwrap_or_else(|_| panic!("{name}: delivery {n} was not heard of"))
+                .unwrap();
+            delays.push(delivered.elapsed());
+        }
+        eprintln!("{name}: delivery to notification {delays:?} (poll interval {interval:?})");
+        assert!(
+            delays
+                .iter()
+                .all(|d| *d <= interval + Duration::from_secs(1)),
+            "{name}: {delays:?}"
+        );
+        let mail = handle.read().await;
+        let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
+        let view = mail.view(inbox).unwrap();
+        let mut bodies = Vec::new();
+        for m in &view.messages {
+            let email = mail.email(inbox, m.uid).unwrap();
+            let body = mail.read(&email).await.unwrap();
+            bodies.push(
+                String::from_utf8_lossy(&body)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+                    .to_string(),
+            );
+        }
+        assert_eq!(
+            bodies,
+            ["hello 0", "hello 1", "hello 2"],
+            "{name}: UIDs follow delivery order"
+        );
+        assert!(handle.last_poll_error().is_none(), "{name}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn item_02_a_delivery_elsewhere_wakes_subscribers_within_a_poll_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_str().unwrap().to_string();
+        let open = || mailvault::storage::open_store(&path).unwrap();
+        delivery_wakes_subscribers("local", open(), open()).await;
+        for name in ["GARAGE", "MOTO"] {
+            if let (Some(mine), Some(theirs)) = (
+                mailvault::testkit::s3_from_env(name),
+                mailvault::testkit::s3_from_env(name),
+            ) {
+                delivery_wakes_subscribers(name, mine, theirs).await;
+            }
+        }
+    }
+}

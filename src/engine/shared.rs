@@ -1,0 +1,343 @@
+//! One handle per account per process, shared by every connection of that account
+//! (issue 12, items 1 and 2).
+//!
+//! A server keeps an [`AccountRegistry`]; each connection that logs in gets the account's
+//! [`SharedAccount`] from it (opened by the first, found by the others). The handle holds
+//! the account's one [`Session`] and one [`Mailstore`]: the account is loaded once,
+//! whatever the number of connections. Readers share the mail state
+//! ([`read`](SharedAccount::read)); writes are serialized inside
+//! ([`write`](SharedAccount::write)). One poller per handle looks, every
+//! [`ShareConfig::poll_interval`], for what other processes did (index commits of other
+//! servers, deliveries waiting for import), loads it, imports pending deliveries in the
+//! order of their delivery numbers, and tells every subscriber
+//! ([`subscribe`](SharedAccount::subscribe)) the account's new modseq. When the last
+//! clone of the handle is dropped, its poller stops and the registry forgets it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use tokio::sync::{watch, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use super::Session;
+use crate::error::Result;
+use crate::ids::AccountId;
+use crate::mail::{ImportReport, Mailstore};
+
+/// How a [`SharedAccount`] follows other processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShareConfig {
+    /// How often the poller checks for changes made by other processes: one small request
+    /// to the store (or one read of the directory's mark) and one read of the directory's
+    /// delivery counter per interval, whatever the number of connections.
+    pub poll_interval: Duration,
+    /// Whether the poller imports deliveries as they arrive (a handle whose session holds
+    /// the account's keys: the provider in the transparent flavor, the companion in the
+    /// hardened one).
+    pub import_deliveries: bool,
+}
+
+impl Default for ShareConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_secs(1),
+            import_deliveries: true,
+        }
+    }
+}
+
+struct State {
+    session: Session,
+    mail: Mailstore,
+}
+
+struct Inner {
+    account: AccountId,
+    config: ShareConfig,
+    state: RwLock<State>,
+    changes: watch::Sender<u64>,
+    /// The last error the poller met (it goes on polling), for the operator.
+    last_poll_error: Mutex<Option<String>>,
+    poller: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(poller) = self
+            .poller
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            poller.abort();
+        }
+    }
+}
+
+/// The mail of one account, shared by every connection of this process (see the
+/// [module documentation](self)). Cheap to clone; `Send + Sync`.
+#[derive(Clone)]
+pub struct SharedAccount {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SharedAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedAccount")
+            .field("account", &self.inner.account)
+            .field("modseq", &*self.inner.changes.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Shared read access to the account's mail (see [`SharedAccount::read`]).
+pub type MailRead<'a> = tokio::sync::RwLockReadGuard<'a, Mailstore>;
+
+/// Exclusive access to the account's mail for a write (see [`SharedAccount::write`]);
+/// subscribers are told the new modseq when it is dropped.
+pub struct MailWrite<'a> {
+    guard: RwLockWriteGuard<'a, State>,
+    changes: &'a watch::Sender<u64>,
+}
+
+impl std::ops::Deref for MailWrite<'_> {
+    type Target = Mailstore;
+    fn deref(&self) -> &Mailstore {
+        &self.guard.mail
+    }
+}
+
+impl std::ops::DerefMut for MailWrite<'_> {
+    fn deref_mut(&mut self) -> &mut Mailstore {
+        &mut self.guard.mail
+    }
+}
+
+impl Drop for MailWrite<'_> {
+    fn drop(&mut self) {
+        publish(self.changes, self.guard.mail.modseq());
+    }
+}
+
+/// Tells subscribers `modseq` if it is newer than what they were told.
+fn publish(changes: &watch::Sender<u64>, modseq: u64) {
+    changes.send_if_modified(|seen| {
+        let newer = modseq > *seen;
+        if newer {
+            *seen = modseq;
+        }
+        newer
+    });
+}
+
+impl SharedAccount {
+    /// Opens the account's mail through `session`, imports what was delivered meanwhile
+    /// (when `config` says so) and starts the poller. Most servers get handles through
+    /// an [`AccountRegistry`] instead, so that connections share them.
+    ///
+    /// # Errors
+    /// As [`Session::mailstore`] and [`Session::import_deliveries`].
+    pub async fn open(mut session: Session, config: ShareConfig) -> Result<Self> {
+        let mut mail = session.mailstore().await?;
+        if config.import_deliveries {
+            session.import_deliveries(&mut mail).await?;
+        }
+        let account = mail.account();
+        let (changes, _) = watch::channel(mail.modseq());
+        let inner = Arc::new(Inner {
+            account,
+            config,
+            state: RwLock::new(State { session, mail }),
+            changes,
+            last_poll_error: Mutex::new(None),
+            poller: Mutex::new(None),
+        });
+        let poller = tokio::spawn(poll(Arc::downgrade(&inner), config));
+        *inner.poller.lock().unwrap_or_else(PoisonError::into_inner) = Some(poller);
+        Ok(Self { inner })
+    }
+
+    /// The account.
+    pub fn account(&self) -> AccountId {
+        self.inner.account
+    }
+
+    /// Whether `self` and `other` are the same handle (clones of one another).
+    pub fn same(&self, other: &SharedAccount) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// The account's modseq as the handle knows it.
+    pub fn modseq(&self) -> u64 {
+        *self.inner.changes.borrow()
+    }
+
+    /// A watch of the account's modseq: it changes after every write through this handle
+    /// and whenever the poller loaded a change made elsewhere (another server, a
+    /// delivery imported). What an IDLE connection waits on.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.changes.subscribe()
+    }
+
+    /// Shared access to the mail, for reads: many connections read at once; a write
+    /// waits until they are done. Keep it for one command (a connection that needs its
+    /// view across commands keeps the `MailboxView` it got, which is a value).
+    pub async fn read(&self) -> MailRead<'_> {
+        RwLockReadGuard::map(self.inner.state.read().await, |s| &s.mail)
+    }
+
+    /// Exclusive access to the mail, for a write: writes are serialized here, each
+    /// one atomic in the store. Subscribers are told the new modseq when the guard goes.
+    pub async fn write(&self) -> MailWrite<'_> {
+        MailWrite {
+            guard: self.inner.state.write().await,
+            changes: &self.inner.changes,
+        }
+    }
+
+    /// Does at once what the poller does at every interval: loads what other processes
+    /// committed and imports pending deliveries (when [`ShareConfig::import_deliveries`]
+    /// says so). Returns the import's report.
+    ///
+    /// # Errors
+    /// As [`Mailstore::refresh`] and [`Session::import_deliveries`].
+    pub async fn sync(&self) -> Result<ImportReport> {
+        sync(&self.inner, self.inner.config.import_deliveries).await
+    }
+
+    /// The last error the poller met, if its last poll failed (it keeps polling).
+    pub fn last_poll_error(&self) -> Option<String> {
+        self.inner
+            .last_poll_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// One poll: refresh and import when something changed, then tell subscribers.
+async fn sync(inner: &Inner, import: bool) -> Result<ImportReport> {
+    let mut state = inner.state.write().await;
+    let State { session, mail } = &mut *state;
+    mail.refresh().await?;
+    let report = if import {
+        session.import_deliveries(mail).await?
+    } else {
+        ImportReport::default()
+    };
+    publish(&inner.changes, mail.modseq());
+    Ok(report)
+}
+
+/// The poller of one handle: holds it only while it polls, so that the handle goes
+/// when its last connection does.
+async fn poll(handle: Weak<Inner>, config: ShareConfig) {
+    loop {
+        tokio::time::sleep(config.poll_interval).await;
+        let Some(inner) = handle.upgrade() else {
+            return;
+        };
+        let outcome: Result<()> = async {
+            let (changed, delivered) = {
+                let state = inner.state.read().await;
+                let modseq = state.mail.modseq();
+                (
+                    state.mail.changed_since(modseq).await?,
+                    config.import_deliveries && state.mail.deliveries_pending().await?,
+                )
+            };
+            if changed || delivered {
+                sync(&inner, delivered).await?;
+            }
+            Result::Ok(())
+        }
+        .await;
+        let mut last = inner
+            .last_poll_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match outcome {
+            Ok(()) => *last = None,
+            Err(e) => {
+                tracing::warn!(account = %inner.account, error = %e, "account poll failed");
+                *last = Some(e.to_string());
+            }
+        }
+    }
+}
+
+/// The open accounts of one process: a connection that logs in gets the handle the
+/// account's other connections use, or opens it. Handles are held weakly: an account
+/// whose last connection ended is closed.
+#[derive(Default)]
+pub struct AccountRegistry {
+    open: Mutex<HashMap<AccountId, Weak<Inner>>>,
+    /// Serializes openings, so that two logins at once open one handle.
+    opening: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for AccountRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountRegistry")
+            .field("open", &self.open_accounts())
+            .finish()
+    }
+}
+
+impl AccountRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The handle of `account` if one is open in this process.
+    pub fn get(&self, account: &AccountId) -> Option<SharedAccount> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        match open.get(account).and_then(Weak::upgrade) {
+            Some(inner) => Some(SharedAccount { inner }),
+            None => {
+                open.remove(account);
+                None
+            }
+        }
+    }
+
+    /// The handle of `account`: the open one, or one opened with the session that
+    /// `unlock` gives (called only when none is open; a login still checks its
+    /// credential before it asks, so `unlock` is where that check belongs when the
+    /// handle is open already: see [`Self::get`]).
+    ///
+    /// # Errors
+    /// What `unlock` returns; as [`SharedAccount::open`].
+    pub async fn get_or_open<F, Fut>(
+        &self,
+        account: AccountId,
+        config: ShareConfig,
+        unlock: F,
+    ) -> Result<SharedAccount>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Session>>,
+    {
+        if let Some(handle) = self.get(&account) {
+            return Ok(handle);
+        }
+        let _opening = self.opening.lock().await;
+        if let Some(handle) = self.get(&account) {
+            return Ok(handle);
+        }
+        let handle = SharedAccount::open(unlock().await?, config).await?;
+        self.open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(account, Arc::downgrade(&handle.inner));
+        Ok(handle)
+    }
+
+    /// How many accounts have a handle open.
+    pub fn open_accounts(&self) -> usize {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        open.retain(|_, inner| inner.strong_count() > 0);
+        open.len()
+    }
+}
