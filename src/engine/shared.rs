@@ -21,8 +21,8 @@ use tokio::sync::{watch, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::Session;
 use crate::error::Result;
-use crate::ids::AccountId;
-use crate::mail::{ImportReport, Mailstore};
+use crate::ids::{AccountId, MailboxId};
+use crate::mail::{ImportReport, MailboxView, Mailstore};
 
 /// How a [`SharedAccount`] follows other processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +58,8 @@ struct Inner {
     changes: watch::Sender<u64>,
     /// The last error the poller met (it goes on polling), for the operator.
     last_poll_error: Mutex<Option<String>>,
+    /// Each mailbox's view as of a modseq, shared by the connections that select it.
+    views: Mutex<HashMap<MailboxId, (u64, Arc<MailboxView>)>>,
     poller: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -150,6 +152,7 @@ impl SharedAccount {
             state: RwLock::new(State { session, mail }),
             changes,
             last_poll_error: Mutex::new(None),
+            views: Mutex::new(HashMap::new()),
             poller: Mutex::new(None),
         });
         let poller = tokio::spawn(poll(Arc::downgrade(&inner), config));
@@ -184,6 +187,40 @@ impl SharedAccount {
     /// view across commands keeps the `MailboxView` it got, which is a value).
     pub async fn read(&self) -> MailRead<'_> {
         RwLockReadGuard::map(self.inner.state.read().await, |s| &s.mail)
+    }
+
+    /// The mailbox's messages and status as of the account's current modseq: what a
+    /// connection keeps from `SELECT` on (its sequence numbers). One view per mailbox
+    /// and modseq is computed and shared: the connections that select the same mailbox
+    /// between two changes hold the same view, so a hundred connections cost the memory
+    /// of one.
+    ///
+    /// # Errors
+    /// As [`Mailstore::view`].
+    pub async fn view(&self, mailbox: MailboxId) -> Result<Arc<MailboxView>> {
+        let mail = self.read().await;
+        let modseq = mail.modseq();
+        let cached = |views: &HashMap<MailboxId, (u64, Arc<MailboxView>)>| {
+            views
+                .get(&mailbox)
+                .filter(|(at, _)| *at == modseq)
+                .map(|(_, view)| view.clone())
+        };
+        if let Some(view) = cached(&self.views()) {
+            return Ok(view);
+        }
+        let view = Arc::new(mail.view(mailbox)?);
+        let mut views = self.views();
+        // Views of an older modseq are of no use to anyone who asks from now on.
+        views.retain(|_, (at, _)| *at == modseq);
+        Ok(views.entry(mailbox).or_insert((modseq, view)).1.clone())
+    }
+
+    fn views(&self) -> std::sync::MutexGuard<'_, HashMap<MailboxId, (u64, Arc<MailboxView>)>> {
+        self.inner
+            .views
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Exclusive access to the mail, for a write: writes are serialized here, each

@@ -731,8 +731,8 @@ impl Mailstore {
     /// Creates a mailbox.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for an invalid name or one already taken; backend
-    /// errors.
+    /// [`Error::InvalidArgument`] for an invalid name, [`Error::MailboxExists`] for one
+    /// already taken; backend errors.
     pub async fn create_mailbox(
         &mut self,
         name: &str,
@@ -769,9 +769,10 @@ impl Mailstore {
     /// UIDVALIDITY stay.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for the inbox, an unknown mailbox, an invalid name, or
-    /// a new name (of the mailbox or of one below it: `a/x` becoming `b/x`) already
-    /// taken by a mailbox that does not move; nothing is changed then. Backend errors.
+    /// [`Error::InvalidArgument`] for the inbox or an invalid name,
+    /// [`Error::NoSuchMailbox`] for an unknown mailbox, [`Error::MailboxExists`] for a new
+    /// name (of the mailbox or of one below it: `a/x` becoming `b/x`) already taken by a
+    /// mailbox that does not move; nothing is changed then. Backend errors.
     pub async fn rename_mailbox(&mut self, id: MailboxId, new_name: &str) -> Result<()> {
         check_name(new_name)?;
         if id == INBOX_ID || new_name.eq_ignore_ascii_case(INBOX) {
@@ -816,7 +817,7 @@ impl Mailstore {
     /// Subscribes to a mailbox or unsubscribes.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for an unknown mailbox; backend errors.
+    /// [`Error::NoSuchMailbox`] for an unknown mailbox; backend errors.
     pub async fn subscribe(&mut self, id: MailboxId, subscribed: bool) -> Result<()> {
         self.write(move |c, modseq| {
             let mut record = require_mailbox(c, &id)?;
@@ -834,7 +835,8 @@ impl Mailstore {
     /// Deletes a mailbox and its messages (bodies no other mailbox shows are deleted).
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for the inbox or an unknown mailbox; backend errors.
+    /// [`Error::InvalidArgument`] for the inbox, [`Error::NoSuchMailbox`] for an unknown
+    /// mailbox; backend errors.
     pub async fn delete_mailbox(&mut self, id: MailboxId) -> Result<()> {
         if id == INBOX_ID {
             return Err(Error::invalid("the inbox cannot be deleted"));
@@ -863,7 +865,7 @@ impl Mailstore {
     /// Status of a mailbox.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for an unknown mailbox; [`Error::Tampered`] for a record
+    /// [`Error::NoSuchMailbox`] for an unknown mailbox; [`Error::Tampered`] for a record
     /// that does not parse.
     pub fn status(&self, id: MailboxId) -> Result<MailboxStatus> {
         let record = require_mailbox(&self.index, &id)?;
@@ -915,7 +917,7 @@ impl Mailstore {
     /// Selects a mailbox: loads what changed, and lists its status and messages.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for an unknown mailbox; as [`refresh`](Self::refresh).
+    /// [`Error::NoSuchMailbox`] for an unknown mailbox; as [`refresh`](Self::refresh).
     pub async fn select(&mut self, id: MailboxId) -> Result<MailboxView> {
         self.refresh().await?;
         if self.index.mode() == CommitMode::WriterUnique && conflicted(&self.index, &id)? {
@@ -951,7 +953,7 @@ impl Mailstore {
     /// The email (body pin, envelope, MIME structure) of message `uid`.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for an unknown mailbox or UID; [`Error::Tampered`] for
+    /// [`Error::NoSuchMailbox`] for an unknown mailbox, [`Error::NoSuchMessage`] for an unknown UID; [`Error::Tampered`] for
     /// a record that does not parse.
     pub fn email(&self, mailbox: MailboxId, uid: u32) -> Result<EmailRecord> {
         let (_, _, message) = select_uids(&self.index, &mailbox, &[uid])?
@@ -966,7 +968,7 @@ impl Mailstore {
     /// An email by its EMAILID.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for an unknown email; [`Error::Tampered`] for a record
+    /// [`Error::NoSuchMessage`] for an unknown email; [`Error::Tampered`] for a record
     /// that does not parse.
     pub fn email_by_id(&self, email: EmailId) -> Result<EmailRecord> {
         email_record(&self.index, &email)?.ok_or_else(|| Error::NoSuchMessage {
@@ -1002,7 +1004,7 @@ impl Mailstore {
     /// the part and at most the two chunks around it.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for an unknown part; as [`AccountBlobs::get_range`].
+    /// [`Error::NoSuchMessage`] for an unknown part; as [`AccountBlobs::get_range`].
     pub async fn read_part(
         &self,
         email: &EmailRecord,
@@ -1029,7 +1031,7 @@ impl Mailstore {
     /// Appends a message to a mailbox.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for an unknown mailbox; backend errors (the append is
+    /// [`Error::NoSuchMailbox`] for an unknown mailbox; backend errors (the append is
     /// then not acknowledged).
     pub async fn append(
         &mut self,
@@ -1129,9 +1131,12 @@ impl Mailstore {
                 ))
             })
             .await;
-        if let Err(Error::InvalidArgument(_)) = &outcome {
-            // Refused before anything was committed (the mailbox went away): the body is
-            // nobody's.
+        if let Err(
+            Error::InvalidArgument(_) | Error::NoSuchMailbox { .. } | Error::LimitReached(_),
+        ) = &outcome
+        {
+            // Refused before anything was committed (the mailbox went away, its UIDs ran
+            // out): the body is nobody's.
             let _ = self.blobs.delete(&pin.id).await;
         }
         outcome
@@ -1143,7 +1148,7 @@ impl Mailstore {
     /// modseq.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for an unknown mailbox; backend errors.
+    /// [`Error::NoSuchMailbox`] for an unknown mailbox; backend errors.
     pub async fn store_flags(
         &mut self,
         mailbox: MailboxId,
@@ -1186,7 +1191,7 @@ impl Mailstore {
     /// copied but records), flags kept.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for an unknown mailbox; backend errors.
+    /// [`Error::NoSuchMailbox`] for an unknown mailbox; backend errors.
     pub async fn copy(&mut self, from: MailboxId, uids: &[u32], to: MailboxId) -> Result<Copied> {
         self.transfer(from, uids, to, false).await
     }
@@ -1257,7 +1262,7 @@ impl Mailstore {
     /// expunged.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for an unknown mailbox; backend errors.
+    /// [`Error::NoSuchMailbox`] for an unknown mailbox; backend errors.
     pub async fn expunge(&mut self, mailbox: MailboxId, uids: Option<&[u32]>) -> Result<Vec<u32>> {
         let within: Option<BTreeSet<u32>> = uids.map(|u| u.iter().copied().collect());
         self.remove_where(mailbox, None, move |uid, m| {
@@ -1312,7 +1317,7 @@ impl Mailstore {
     /// Changes of a mailbox since `modseq`.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for an unknown mailbox; [`Error::Tampered`] for a record
+    /// [`Error::NoSuchMailbox`] for an unknown mailbox; [`Error::Tampered`] for a record
     /// that does not parse.
     pub fn changes_since(&self, mailbox: MailboxId, modseq: u64) -> Result<MailboxChanges> {
         let record = require_mailbox(&self.index, &mailbox)?;

@@ -73,6 +73,51 @@ async fn item_05_mailbox_and_message_errors_are_typed() {
     }
 }
 
+/// The typed error must not change what a refused append cleans up: a mailbox deleted
+/// while the append's body was uploading leaves no body behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_05_an_append_refused_with_no_such_mailbox_leaves_no_body() {
+    use futures::TryStreamExt;
+    use mailvault::storage::{GateStore, Hold};
+    let setup = MailSetup::new(super::memory(), CommitMode::CompareAndSwap);
+    let gated = GateStore::new(setup.store.clone());
+    let gate = gated.gate();
+    let mut appender = setup.open_on(std::sync::Arc::new(gated)).await.unwrap();
+    let mut other = setup.open().await;
+    let work = other.create_mailbox("Work", None).await.unwrap();
+    appender.refresh().await.unwrap();
+    let prefix = object_store::path::Path::from(format!("a/{}/b", setup.account.to_hex()));
+    let bodies = || async {
+        setup
+            .store
+            .list(Some(&prefix))
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap()
+            .len()
+    };
+    let stored = bodies().await;
+    gate.arm(Hold::Put, "/b/");
+    let append = tokio::spawn(async move {
+        appender
+            .append(work.id, MESSAGE, AppendOptions::default())
+            .await
+    });
+    gate.reached().await;
+    other.delete_mailbox(work.id).await.unwrap();
+    gate.open();
+    let refused = append.await.unwrap();
+    assert!(
+        matches!(refused, Err(Error::NoSuchMailbox { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        bodies().await,
+        stored,
+        "the refused append left its body behind"
+    );
+}
+
 #[test]
 fn item_05_transient_errors_are_those_a_retry_can_cure() {
     let backend = Error::from(object_store::Error::Generic {
@@ -188,6 +233,20 @@ mod shared {
         assert!(connections.iter().all(|c| c.same(&connections[0])));
         assert_eq!(registry.open_accounts(), 1);
 
+        // Connections that select the same mailbox between two changes share one view.
+        let inbox = connections[0]
+            .read()
+            .await
+            .mailbox_by_name(INBOX)
+            .unwrap()
+            .id;
+        let first = connections[1].view(inbox).await.unwrap();
+        let second = connections[2].view(inbox).await.unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &second),
+            "two SELECTs computed two views"
+        );
+
         // A write through one connection: the others see it at once, and hear of it.
         let mut listener = connections[99].subscribe();
         let before = *listener.borrow_and_update();
@@ -211,6 +270,13 @@ mod shared {
         assert!(appended.modseq > before);
         let seen = connections[42].read().await.email(inbox, appended.uid);
         assert!(seen.is_ok(), "{seen:?}");
+        let after = connections[3].view(inbox).await.unwrap();
+        assert_eq!(after.messages.len(), first.messages.len() + 1);
+        assert_eq!(
+            first.messages.len(),
+            second.messages.len(),
+            "a kept view changed"
+        );
 
         // The last connection gone, the account is closed.
         drop(listener);
