@@ -250,12 +250,6 @@ mod shared {
         // A write through one connection: the others see it at once, and hear of it.
         let mut listener = connections[99].subscribe();
         let before = *listener.borrow_and_update();
-        let inbox = connections[0]
-            .read()
-            .await
-            .mailbox_by_name(INBOX)
-            .unwrap()
-            .id;
         let appended = connections[0]
             .write()
             .await
