@@ -1,0 +1,159 @@
+//! End to end: the `mailvault` binary cargo built, started on free local ports over a
+//! local-directory store, driven by Python's own `smtplib.LMTP` and `imaplib`
+//! (`tests/e2e_clients.py`): deliveries, an unknown recipient, byte-exact fetches,
+//! flags, APPEND, EXPUNGE, malformed commands.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mailvault");
+
+/// Kills the server when the test ends, however it ends.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free port")
+        .local_addr()
+        .expect("local address")
+        .port()
+}
+
+fn run(args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run mailvault");
+    assert!(
+        out.status.success(),
+        "mailvault {args:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+fn wait_for_port(port: u16, server: &mut Server, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = server.0.try_wait() {
+            panic!(
+                "the server exited ({status}) before listening on {port}:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn python() -> Option<&'static str> {
+    Command::new("python3")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|_| "python3")
+}
+
+#[test]
+fn imap_and_lmtp_with_python_clients() {
+    let Some(python) = python() else {
+        eprintln!("SKIPPED: python3 is not installed (the end-to-end clients are Python's)");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (imap_port, lmtp_port) = (free_port(), free_port());
+    let config = dir.path().join("mailvault.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "store = \"store\"\n\
+             directory = \"directory\"\n\
+             imap_listen = \"127.0.0.1:{imap_port}\"\n\
+             lmtp_listen = \"127.0.0.1:{lmtp_port}\"\n\
+             max_message_size = 1048576\n\
+             [kdf]\nm_kib = 1024\nt = 1\np = 1\n"
+        ),
+    )
+    .expect("write the config");
+    let config = config.to_str().expect("UTF-8 path");
+    let init = run(&["init", "--config", config]);
+    assert!(init.contains("deployment"), "init said: {init}");
+    // A second init refuses to overwrite the deployment.
+    let again = Command::new(BIN)
+        .args(["init", "--config", config])
+        .output()
+        .expect("run mailvault");
+    assert!(!again.status.success(), "a second init must refuse");
+
+    let password_file = dir.path().join("password");
+    std::fs::write(&password_file, "correct horse battery staple\n").expect("password file");
+    let password_file = password_file.to_str().expect("UTF-8 path");
+    let account = run(&[
+        "account",
+        "create",
+        "--config",
+        config,
+        "--name",
+        "alice@example.org",
+        "--password-file",
+        password_file,
+    ]);
+    assert_eq!(
+        account.trim().len(),
+        32,
+        "an account id in hex: {account:?}"
+    );
+
+    let log = dir.path().join("server.log");
+    let mut server = Server(
+        Command::new(BIN)
+            .args(["serve", "--config", config])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start the server"),
+    );
+    wait_for_port(imap_port, &mut server, &log);
+    wait_for_port(lmtp_port, &mut server, &log);
+
+    let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/corpus/mail-parser/rfc");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/e2e_clients.py");
+    let out = Command::new(python)
+        .arg(&script)
+        .arg(imap_port.to_string())
+        .arg(lmtp_port.to_string())
+        .arg("alice@example.org")
+        .arg("correct horse battery staple")
+        .arg(corpus.join("000.eml"))
+        .arg(corpus.join("008.eml"))
+        .arg(corpus.join("002.eml"))
+        .output()
+        .expect("run python3");
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    let alive = server.0.try_wait().expect("server status").is_none();
+    if !out.status.success() || !alive {
+        eprintln!(
+            "server log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    assert!(
+        out.status.success(),
+        "the Python clients failed: {}",
+        out.status
+    );
+    assert!(alive, "the server must survive the session");
+}
