@@ -306,6 +306,23 @@ impl Conn<'_> {
                 ));
             }
             CommandBody::Fetch {
+                ref sequence_set,
+                uid: false,
+                ..
+            }
+            | CommandBody::Store {
+                ref sequence_set,
+                uid: false,
+                ..
+            }
+            | CommandBody::Copy {
+                ref sequence_set,
+                uid: false,
+                ..
+            } if self.beyond_last(sequence_set) => {
+                server.enqueue_status(bad(Some(tag), "no such message sequence number"));
+            }
+            CommandBody::Fetch {
                 sequence_set,
                 macro_or_item_names,
                 uid,
@@ -659,6 +676,19 @@ impl Conn<'_> {
         Ok(())
     }
 
+    /// Whether a message sequence set names a number above the last message (RFC 9051
+    /// 6.4.4: a BAD; `*` always names the last).
+    fn beyond_last(&self, set: &SequenceSet) -> bool {
+        let count = self.selected.as_ref().map_or(0, |s| s.view.messages.len());
+        set.0.as_ref().iter().any(|sequence| {
+            let over = |s: &SeqOrUid| matches!(s, SeqOrUid::Value(v) if v.get() as usize > count);
+            match sequence {
+                Sequence::Single(s) => over(s),
+                Sequence::Range(a, b) => over(a) || over(b),
+            }
+        })
+    }
+
     /// Indices into the selected view of the messages `set` names.
     fn resolve_indices(&self, set: &SequenceSet, uid: bool) -> Vec<usize> {
         let Some(selected) = self.selected.as_ref() else {
@@ -787,10 +817,7 @@ impl Conn<'_> {
                     .store_flags(id, &unseen, FlagChange::Add(seen), None)
                     .await?;
                 seen_set.extend(stored.updated);
-                let view = self.mail().view(id)?;
-                if let Some(s) = self.selected.as_mut() {
-                    s.view = view;
-                }
+                self.refresh_known()?;
             }
         }
         let needs_body = names.iter().any(|n| {
@@ -932,10 +959,8 @@ impl Conn<'_> {
             indices.iter().map(|&i| view.messages[i].uid).collect()
         };
         self.mail().store_flags(id, &uids, change, None).await?;
-        let view = self.mail().view(id)?;
-        let selected = self.selected.as_mut().expect("selected");
-        // Messages stay where they were: the view is only re-read (no expunge here).
-        selected.view = view;
+        self.refresh_known()?;
+        let selected = self.selected.as_ref().expect("selected");
         if matches!(response, StoreResponse::Answer) {
             for &i in &indices {
                 let Some(m) = selected.view.messages.get(i) else {
@@ -974,18 +999,29 @@ impl Conn<'_> {
             .await?
             .into_iter()
             .collect();
-        let view = self.mail().view(id)?;
         let selected = self.selected.as_mut().expect("selected");
         for (i, m) in selected.view.messages.iter().enumerate().rev() {
             if removed.contains(&m.uid) {
                 server.enqueue_data(Data::Expunge(seq(i)));
             }
         }
-        // Other changes (new mail) are reported at the next NOOP.
-        let known: BTreeSet<u32> = selected.view.messages.iter().map(|m| m.uid).collect();
-        let mut next = view;
-        next.messages.retain(|m| known.contains(&m.uid));
-        selected.view = next;
+        selected.view.messages.retain(|m| !removed.contains(&m.uid));
+        Ok(())
+    }
+
+    /// Re-reads the flags of the messages the client knows, keeping its sequence
+    /// numbers: new and vanished messages are reported at the next NOOP, CHECK or
+    /// SELECT (`sync`), never in between.
+    fn refresh_known(&mut self) -> Result<(), mailvault::Error> {
+        let id = self.selected_id();
+        let now = self.mail().view(id)?;
+        let selected = self.selected.as_mut().expect("selected");
+        for m in &mut selected.view.messages {
+            if let Ok(i) = now.messages.binary_search_by_key(&m.uid, |n| n.uid) {
+                m.flags = now.messages[i].flags.clone();
+                m.modseq = now.messages[i].modseq;
+            }
+        }
         Ok(())
     }
 }

@@ -99,21 +99,40 @@ fn imap_and_lmtp_with_python_clients() {
     let password_file = dir.path().join("password");
     std::fs::write(&password_file, "correct horse battery staple\n").expect("password file");
     let password_file = password_file.to_str().expect("UTF-8 path");
-    let account = run(&[
-        "account",
-        "create",
-        "--config",
-        config,
-        "--name",
-        "alice@example.org",
-        "--password-file",
-        password_file,
-    ]);
-    assert_eq!(
-        account.trim().len(),
-        32,
-        "an account id in hex: {account:?}"
-    );
+    let mut ids = Vec::new();
+    for name in ["alice@example.org", "Bob@Example.org"] {
+        let account = run(&[
+            "account",
+            "create",
+            "--config",
+            config,
+            "--name",
+            name,
+            "--password-file",
+            password_file,
+        ]);
+        assert_eq!(
+            account.trim().len(),
+            32,
+            "an account id in hex: {account:?}"
+        );
+        ids.push(account);
+    }
+    assert_ne!(ids[0], ids[1], "two accounts");
+    // A name is taken once, whatever its case.
+    let taken = Command::new(BIN)
+        .args([
+            "account",
+            "create",
+            "--config",
+            config,
+            "--name",
+            "ALICE@example.org",
+        ])
+        .args(["--password-file", password_file])
+        .output()
+        .expect("run mailvault");
+    assert!(!taken.status.success(), "a taken name must be refused");
 
     let log = dir.path().join("server.log");
     let mut server = Server(
@@ -135,6 +154,8 @@ fn imap_and_lmtp_with_python_clients() {
         .arg(imap_port.to_string())
         .arg(lmtp_port.to_string())
         .arg("alice@example.org")
+        .arg("correct horse battery staple")
+        .arg("bob@example.org")
         .arg("correct horse battery staple")
         .arg(corpus.join("000.eml"))
         .arg(corpus.join("008.eml"))

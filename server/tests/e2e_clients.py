@@ -1,17 +1,20 @@
 #!/usr/bin/env python3
 """End-to-end check of a running `mailvault serve` with Python's own clients.
 
-Usage: e2e_clients.py IMAP_PORT LMTP_PORT USER PASSWORD MESSAGE.eml...
+Usage: e2e_clients.py IMAP_PORT LMTP_PORT USER PASSWORD USER2 PASSWORD2 MESSAGE.eml...
 
 Delivers the messages over LMTP (smtplib.LMTP), one of them with an unknown second
 recipient; then with imaplib: LOGIN, LIST, SELECT INBOX (EXISTS = number delivered),
 FETCH BODY.PEEK[] of each compared byte for byte with what was sent, FLAGS, RFC822.SIZE,
 STORE \\Seen, APPEND and fetch back, EXPUNGE, LOGOUT; then malformed commands on a raw
-socket (answered BAD, connection and server alive). Standard library only. Exit status 0
+socket (answered BAD, connection and server alive); last, one pipelined LMTP transaction
+to both users and an unknown one (one reply per accepted recipient after DATA), read back
+by each. Standard library only. Exit status 0
 when every check holds.
 """
 
 import imaplib
+import os
 import re
 import smtplib
 import socket
@@ -19,6 +22,8 @@ import sys
 import time
 
 HOST = "127.0.0.1"
+if os.environ.get("E2E_DEBUG"):
+    imaplib.Debug = 4  # print the IMAP exchange
 
 
 def crlf(data: bytes) -> bytes:
@@ -129,6 +134,11 @@ def imap_session(port, user, password, messages):
     data = fetch_one(imap, count, "(FLAGS INTERNALDATE)")
     check(b"\\Flagged" in data[0], f"appended message keeps \\Flagged: {data[0]!r}")
     check(b"01-Mar-2024" in data[0], f"appended message keeps its INTERNALDATE: {data[0]!r}")
+    try:
+        imap.fetch("99", "(FLAGS)")
+        check(False, "FETCH of a sequence number beyond the last is refused")
+    except imaplib.IMAP4.error as e:
+        check("BAD" in str(e) or "sequence" in str(e), f"FETCH 99 refused: {e}")
     # EXPUNGE message 2.
     typ, _ = imap.store("2", "+FLAGS.SILENT", "(\\Deleted)")
     check(typ == "OK", "STORE +FLAGS.SILENT \\Deleted OK")
@@ -176,9 +186,51 @@ def raw_exchange(port):
     sock.close()
 
 
+def lmtp_two_recipients(port, user, user2, message):
+    """One pipelined transaction to two accounts and an unknown address, on a raw socket
+    (smtplib.LMTP reads a single reply after DATA)."""
+    sock = socket.create_connection((HOST, port), timeout=30)
+    reader = sock.makefile("rb")
+
+    def reply():
+        lines = []
+        while True:
+            line = reader.readline()
+            if not line:
+                raise AssertionError(f"LMTP connection closed; got {lines!r}")
+            lines.append(line)
+            if line[3:4] == b" ":
+                return lines
+
+    check(reply()[0].startswith(b"220"), "LMTP greeting 220")
+    sock.sendall(
+        b"LHLO client.example.org\r\n"
+        b"MAIL FROM:<sender@example.net>\r\n"
+        + f"RCPT TO:<{user}>\r\nRCPT TO:<nobody@example.org>\r\nRCPT TO:<{user2}>\r\n".encode()
+        + b"DATA\r\n"
+    )
+    codes = [reply()[-1][:3] for _ in range(6)]
+    check(codes == [b"250", b"250", b"250", b"550", b"250", b"354"], f"pipelined replies {codes!r}")
+    stuffed = re.sub(rb"(?m)^\.", b"..", message)
+    sock.sendall(stuffed + b".\r\n")
+    after = [reply()[-1] for _ in range(2)]
+    check(
+        after[0].startswith(b"250") and user.encode() in after[0]
+        and after[1].startswith(b"250") and user2.encode() in after[1],
+        f"one reply per accepted recipient after DATA, in RCPT order: {after!r}",
+    )
+    sock.sendall(b"MAIL FROM:<sender@example.net>\r\nRCPT TO:<nobody@example.org>\r\nDATA\r\n")
+    codes = [reply()[-1][:3] for _ in range(3)]
+    check(codes == [b"250", b"550", b"503"], f"DATA without a valid recipient answered 503: {codes!r}")
+    sock.sendall(b"QUIT\r\n")
+    check(reply()[-1].startswith(b"221"), "QUIT answered 221")
+    sock.close()
+
+
 def main():
-    imap_port, lmtp_port, user, password = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-    messages = [crlf(open(p, "rb").read()) for p in sys.argv[5:]]
+    imap_port, lmtp_port = int(sys.argv[1]), int(sys.argv[2])
+    user, password, user2, password2 = sys.argv[3:7]
+    messages = [crlf(open(p, "rb").read()) for p in sys.argv[7:]]
     # Dot-stuffing both ways: lines starting with a dot, and a line that is a lone dot.
     messages[-1] += b".leading dot\r\n.\r\n..\r\nlast line\r\n"
     lmtp_deliver(lmtp_port, user, messages)
@@ -188,7 +240,19 @@ def main():
     imap = imaplib.IMAP4(HOST, imap_port)
     typ, _ = imap.login(user, password)
     check(typ == "OK", "server alive: a new connection logs in")
+    typ, data = imap.select("INBOX")
+    before = int(data[0])
     imap.logout()
+    shared = messages[0]
+    lmtp_two_recipients(lmtp_port, user, user2, shared)
+    for who, secret, count in ((user, password, before + 1), (user2, password2, 1)):
+        imap = imaplib.IMAP4(HOST, imap_port)
+        imap.login(who, secret)
+        typ, data = imap.select("INBOX")
+        check(int(data[0]) == count, f"{who}: EXISTS {data[0]!r} = {count}")
+        got = body_of(fetch_one(imap, count, "(BODY.PEEK[])"))
+        check(got == shared, f"{who}: the message to both recipients is byte-exact")
+        imap.logout()
     print("e2e: all checks passed")
 
 
