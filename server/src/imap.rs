@@ -34,6 +34,9 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::Accounts;
 
+/// A connection silent this long is closed (RFC 9051 5.4: at least 30 minutes).
+const AUTOLOGOUT: Duration = Duration::from_secs(30 * 60);
+
 /// What every IMAP connection shares.
 pub struct Imap {
     /// Accounts, login.
@@ -140,7 +143,12 @@ async fn connection(stream: TcpStream, state: &Imap) {
     };
     let mut closing = None;
     loop {
-        let event = match stream.next(&mut server).await {
+        let next = tokio::time::timeout(AUTOLOGOUT, stream.next(&mut server)).await;
+        let Ok(next) = next else {
+            tracing::debug!("IMAP connection idle too long: closed");
+            return;
+        };
+        let event = match next {
             Ok(event) => event,
             Err(StreamError::State(e)) => {
                 match e {

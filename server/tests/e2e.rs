@@ -177,4 +177,37 @@ fn imap_and_lmtp_with_python_clients() {
         out.status
     );
     assert!(alive, "the server must survive the session");
+
+    // What reached the store is sealed: no subject, address or body line of the
+    // delivered messages in any stored byte.
+    let mut files = Vec::new();
+    collect_files(&dir.path().join("store"), &mut files);
+    assert!(!files.is_empty(), "the store holds objects");
+    for needle in [
+        &b"alice@example.org"[..],
+        b"bob@example.org",
+        b"A multipart example",
+        b".leading dot",
+    ] {
+        for file in &files {
+            let bytes = std::fs::read(file).expect("read a stored object");
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{} holds {:?} in clear",
+                file.display(),
+                String::from_utf8_lossy(needle)
+            );
+        }
+    }
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read a store folder") {
+        let path = entry.expect("a folder entry").path();
+        if path.is_dir() {
+            collect_files(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
 }
