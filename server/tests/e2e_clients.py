@@ -222,6 +222,24 @@ def lmtp_two_recipients(port, user, user2, message):
     sock.sendall(b"MAIL FROM:<sender@example.net>\r\nRCPT TO:<nobody@example.org>\r\nDATA\r\n")
     codes = [reply()[-1][:3] for _ in range(3)]
     check(codes == [b"250", b"550", b"503"], f"DATA without a valid recipient answered 503: {codes!r}")
+    # Size limit (the test server's max_message_size is 1 MiB): announced, then actual.
+    sock.sendall(b"MAIL FROM:<sender@example.net>\r\n")
+    code = reply()[-1][:3]
+    check(code == b"503", f"a second MAIL within a transaction answered 503 (got {code!r})")
+    sock.sendall(b"RSET\r\n")
+    check(reply()[-1].startswith(b"250"), "RSET ends the transaction")
+    sock.sendall(b"MAIL FROM:<sender@example.net> SIZE=2000000\r\n")
+    code = reply()[-1][:3]
+    check(code == b"552", f"MAIL FROM with SIZE above the limit answered 552 (got {code!r})")
+    sock.sendall(b"MAIL FROM:<sender@example.net>\r\n" + f"RCPT TO:<{user}>\r\n".encode() + b"DATA\r\n")
+    codes = [reply()[-1][:3] for _ in range(3)]
+    check(codes == [b"250", b"250", b"354"], f"transaction for a large message {codes!r}")
+    big = b"Subject: too big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 1100
+    sock.sendall(big + b".\r\n")
+    last = reply()[-1]
+    check(last.startswith(b"552"), f"a message above the limit answered 552: {last!r}")
+    sock.sendall(b"NOOP\r\n")
+    check(reply()[-1].startswith(b"250"), "the LMTP connection goes on after a refused message")
     sock.sendall(b"QUIT\r\n")
     check(reply()[-1].startswith(b"221"), "QUIT answered 221")
     sock.close()
