@@ -1,5 +1,6 @@
 //! End to end: the `mailvault` binary cargo built, started on free local ports over a
-//! local-directory store, driven by Python's own `smtplib.LMTP` and `imaplib`
+//! local-directory store (and over Garage and moto_server when scripts/s3-servers.sh
+//! started them), driven by Python's own `smtplib.LMTP` and `imaplib`
 //! (`tests/e2e_clients.py`): deliveries, an unknown recipient, byte-exact fetches,
 //! flags, APPEND, EXPUNGE, malformed commands.
 
@@ -28,9 +29,13 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn run(args: &[&str]) -> String {
+/// Environment of every `mailvault` command of one test (the S3 settings).
+type Env = Vec<(String, String)>;
+
+fn run(env: &Env, args: &[&str]) -> String {
     let out = Command::new(BIN)
         .args(args)
+        .envs(env.iter().cloned())
         .output()
         .expect("run mailvault");
     assert!(
@@ -67,6 +72,61 @@ fn python() -> Option<&'static str> {
 
 #[test]
 fn imap_and_lmtp_with_python_clients() {
+    e2e("store", Vec::new());
+}
+
+#[test]
+fn imap_and_lmtp_with_python_clients_on_garage() {
+    if let Some(env) = s3_env("GARAGE") {
+        e2e("s3://", env);
+    }
+}
+
+#[test]
+fn imap_and_lmtp_with_python_clients_on_moto() {
+    if let Some(env) = s3_env("MOTO") {
+        e2e("s3://", env);
+    }
+}
+
+/// The server's S3 settings (`AWS_*`, as `open_store("s3://bucket")` reads them) from the
+/// `MAILVAULT_S3_<NAME>_*` variables of scripts/s3-servers.sh; `None` (skip) when unset,
+/// a failure when `MAILVAULT_REQUIRE_S3=1`.
+fn s3_env(name: &str) -> Option<Env> {
+    let var = |field: &str| std::env::var(format!("MAILVAULT_S3_{name}_{field}")).ok();
+    let Some(endpoint) = var("ENDPOINT") else {
+        assert!(
+            std::env::var("MAILVAULT_REQUIRE_S3").as_deref() != Ok("1"),
+            "MAILVAULT_REQUIRE_S3=1 but MAILVAULT_S3_{name}_ENDPOINT is not set"
+        );
+        eprintln!("SKIPPED {name}: MAILVAULT_S3_{name}_ENDPOINT is not set");
+        return None;
+    };
+    let need = |field: &str| var(field).unwrap_or_else(|| panic!("MAILVAULT_S3_{name}_{field}"));
+    Some(vec![
+        ("AWS_ENDPOINT".into(), endpoint),
+        ("AWS_ALLOW_HTTP".into(), "true".into()),
+        ("AWS_REGION".into(), need("REGION")),
+        ("AWS_ACCESS_KEY_ID".into(), need("ACCESS_KEY_ID")),
+        ("AWS_SECRET_ACCESS_KEY".into(), need("SECRET_ACCESS_KEY")),
+        ("MAILVAULT_E2E_BUCKET".into(), need("BUCKET")),
+    ])
+}
+
+/// The whole exchange on a store: `store` is a path relative to the test's folder, or
+/// `s3://` for the bucket in `env`.
+fn e2e(store: &str, env: Env) {
+    let store = match store {
+        "s3://" => {
+            let bucket = env
+                .iter()
+                .find(|(k, _)| k == "MAILVAULT_E2E_BUCKET")
+                .map(|(_, v)| v.clone())
+                .expect("a bucket");
+            format!("s3://{bucket}")
+        }
+        local => local.to_string(),
+    };
     let Some(python) = python() else {
         eprintln!("SKIPPED: python3 is not installed (the end-to-end clients are Python's)");
         return;
@@ -77,7 +137,7 @@ fn imap_and_lmtp_with_python_clients() {
     std::fs::write(
         &config,
         format!(
-            "store = \"store\"\n\
+            "store = \"{store}\"\n\
              directory = \"directory\"\n\
              imap_listen = \"127.0.0.1:{imap_port}\"\n\
              lmtp_listen = \"127.0.0.1:{lmtp_port}\"\n\
@@ -87,11 +147,12 @@ fn imap_and_lmtp_with_python_clients() {
     )
     .expect("write the config");
     let config = config.to_str().expect("UTF-8 path");
-    let init = run(&["init", "--config", config]);
+    let init = run(&env, &["init", "--config", config]);
     assert!(init.contains("deployment"), "init said: {init}");
     // A second init refuses to overwrite the deployment.
     let again = Command::new(BIN)
         .args(["init", "--config", config])
+        .envs(env.iter().cloned())
         .output()
         .expect("run mailvault");
     assert!(!again.status.success(), "a second init must refuse");
@@ -101,16 +162,19 @@ fn imap_and_lmtp_with_python_clients() {
     let password_file = password_file.to_str().expect("UTF-8 path");
     let mut ids = Vec::new();
     for name in ["alice@example.org", "Bob@Example.org"] {
-        let account = run(&[
-            "account",
-            "create",
-            "--config",
-            config,
-            "--name",
-            name,
-            "--password-file",
-            password_file,
-        ]);
+        let account = run(
+            &env,
+            &[
+                "account",
+                "create",
+                "--config",
+                config,
+                "--name",
+                name,
+                "--password-file",
+                password_file,
+            ],
+        );
         assert_eq!(
             account.trim().len(),
             32,
@@ -130,6 +194,7 @@ fn imap_and_lmtp_with_python_clients() {
             "ALICE@example.org",
         ])
         .args(["--password-file", password_file])
+        .envs(env.iter().cloned())
         .output()
         .expect("run mailvault");
     assert!(!taken.status.success(), "a taken name must be refused");
@@ -139,6 +204,7 @@ fn imap_and_lmtp_with_python_clients() {
         Command::new(BIN)
             .args(["serve", "--config", config])
             .env("RUST_LOG", "info")
+            .envs(env.iter().cloned())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
@@ -178,6 +244,9 @@ fn imap_and_lmtp_with_python_clients() {
     );
     assert!(alive, "the server must survive the session");
 
+    if !env.is_empty() {
+        return;
+    }
     // What reached the store is sealed: no subject, address or body line of the
     // delivered messages in any stored byte.
     let mut files = Vec::new();
