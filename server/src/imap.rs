@@ -154,14 +154,19 @@ async fn connection(stream: TcpStream, state: &Imap) {
                 match e {
                     // imap-next answered it (tagged BAD) and discarded the literal.
                     ServerError::LiteralTooLong { .. } => {}
-                    ServerError::MalformedMessage { .. } => {
-                        server.enqueue_status(bad(None, "malformed command"));
+                    // Answered with the command's tag when one can be read, so that
+                    // the client does not wait for a completion forever.
+                    ServerError::MalformedMessage { discarded_bytes } => {
+                        let tag = tag_of(discarded_bytes.declassify());
+                        server.enqueue_status(bad(tag, "malformed command"));
                     }
-                    ServerError::ExpectedCrlfGotLf { .. } => {
-                        server.enqueue_status(bad(None, "lines end with CRLF"));
+                    ServerError::ExpectedCrlfGotLf { discarded_bytes } => {
+                        let tag = tag_of(discarded_bytes.declassify());
+                        server.enqueue_status(bad(tag, "lines end with CRLF"));
                     }
-                    ServerError::CommandTooLong { .. } => {
-                        server.enqueue_status(bad(None, "command too long"));
+                    ServerError::CommandTooLong { discarded_bytes } => {
+                        let tag = tag_of(discarded_bytes.declassify());
+                        server.enqueue_status(bad(tag, "command too long"));
                     }
                 }
                 continue;
@@ -327,6 +332,11 @@ impl Conn<'_> {
                 ref sequence_set,
                 uid: false,
                 ..
+            }
+            | CommandBody::Move {
+                ref sequence_set,
+                uid: false,
+                ..
             } if self.beyond_last(sequence_set) => {
                 server.enqueue_status(bad(Some(tag), "no such message sequence number"));
             }
@@ -369,6 +379,26 @@ impl Conn<'_> {
                     let from = self.selected_id();
                     self.mail().copy(from, &uids, to).await?;
                     server.enqueue_status(ok(tag, None, "COPY completed"));
+                }
+                None => {
+                    server.enqueue_status(no(tag, Some(Code::TryCreate), "no such mailbox"));
+                }
+            },
+            CommandBody::Move {
+                sequence_set,
+                mailbox,
+                uid,
+            } => match self.mailbox_id(&mailbox) {
+                Some(_) if self.selected.as_ref().is_some_and(|s| s.read_only) => {
+                    server.enqueue_status(no(tag, None, "the mailbox is read-only"));
+                }
+                Some(to) => {
+                    let uids = self.resolve(&sequence_set, uid);
+                    let from = self.selected_id();
+                    let moved = self.mail().move_messages(from, &uids, to).await?;
+                    let gone: BTreeSet<u32> = moved.uids.iter().map(|(from, _)| *from).collect();
+                    self.announce_expunged(server, &gone);
+                    server.enqueue_status(ok(tag, None, "MOVE completed"));
                 }
                 None => {
                     server.enqueue_status(no(tag, Some(Code::TryCreate), "no such mailbox"));
@@ -1007,6 +1037,13 @@ impl Conn<'_> {
             .await?
             .into_iter()
             .collect();
+        self.announce_expunged(server, &removed);
+        Ok(())
+    }
+
+    /// Sends EXPUNGE for the messages of `removed` the client knows, highest sequence
+    /// number first (each number is then valid when sent), and drops them from the view.
+    fn announce_expunged(&mut self, server: &mut Server, removed: &BTreeSet<u32>) {
         let selected = self.selected.as_mut().expect("selected");
         for (i, m) in selected.view.messages.iter().enumerate().rev() {
             if removed.contains(&m.uid) {
@@ -1014,7 +1051,6 @@ impl Conn<'_> {
             }
         }
         selected.view.messages.retain(|m| !removed.contains(&m.uid));
-        Ok(())
     }
 
     /// Re-reads the flags of the messages the client knows, keeping its sequence
@@ -1034,9 +1070,21 @@ impl Conn<'_> {
     }
 }
 
+/// The tag a discarded command line starts with, if it is a valid one.
+fn tag_of(line: &[u8]) -> Option<Tag<'static>> {
+    let end = line
+        .iter()
+        .position(|&b| b == b' ' || b == b'\r' || b == b'\n')?;
+    Tag::try_from(line[..end].to_vec()).ok()
+}
+
 fn capabilities() -> Vec1<Capability<'static>> {
-    Vec1::try_from(vec![Capability::Imap4Rev1, Capability::LiteralPlus])
-        .unwrap_or_else(|_| Vec1::from(Capability::Imap4Rev1))
+    Vec1::try_from(vec![
+        Capability::Imap4Rev1,
+        Capability::LiteralPlus,
+        Capability::Move,
+    ])
+    .unwrap_or_else(|_| Vec1::from(Capability::Imap4Rev1))
 }
 
 /// Message sequence number of index `i`.
@@ -1160,6 +1208,14 @@ fn header_fields(header: &[u8], names: &[AString<'_>], include: bool) -> Vec<u8>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tags_of_malformed_lines() {
+        assert_eq!(tag_of(b"a1 FETCH (((\r\n"), Tag::try_from("a1").ok());
+        assert_eq!(tag_of(b"a1"), None);
+        assert_eq!(tag_of(b"a{ FETCH\r\n"), None);
+        assert_eq!(tag_of(b" FETCH\r\n"), None);
+    }
 
     #[test]
     fn list_patterns() {

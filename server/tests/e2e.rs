@@ -215,7 +215,8 @@ fn e2e(store: &str, env: Env) {
 
     let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/corpus/mail-parser/rfc");
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/e2e_clients.py");
-    let out = Command::new(python)
+    let (client_out, client_err) = (dir.path().join("client.out"), dir.path().join("client.err"));
+    let mut client = Command::new(python)
         .arg(&script)
         .arg(imap_port.to_string())
         .arg(lmtp_port.to_string())
@@ -226,21 +227,42 @@ fn e2e(store: &str, env: Env) {
         .arg(corpus.join("000.eml"))
         .arg(corpus.join("008.eml"))
         .arg(corpus.join("002.eml"))
-        .output()
+        .stdout(std::fs::File::create(&client_out).expect("client output file"))
+        .stderr(std::fs::File::create(&client_err).expect("client error file"))
+        .spawn()
         .expect("run python3");
-    println!("{}", String::from_utf8_lossy(&out.stdout));
-    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    // The script bounds each reply (60 s); this bounds the whole run.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let status = loop {
+        if let Some(status) = client.try_wait().expect("client status") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = client.kill();
+            let _ = client.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    println!(
+        "{}",
+        std::fs::read_to_string(&client_out).unwrap_or_default()
+    );
+    eprintln!(
+        "{}",
+        std::fs::read_to_string(&client_err).unwrap_or_default()
+    );
     let alive = server.0.try_wait().expect("server status").is_none();
-    if !out.status.success() || !alive {
+    let passed = status.is_some_and(|s| s.success());
+    if !passed || !alive {
         eprintln!(
             "server log:\n{}",
             std::fs::read_to_string(&log).unwrap_or_default()
         );
     }
     assert!(
-        out.status.success(),
-        "the Python clients failed: {}",
-        out.status
+        passed,
+        "the Python clients failed: {status:?} (None: timed out)"
     );
     assert!(alive, "the server must survive the session");
 
