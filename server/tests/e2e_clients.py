@@ -112,6 +112,16 @@ def imap_session(port, user, password, messages):
     data = fetch_one(imap, 1, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
     header = body_of(data)
     check(header.lower().startswith(b"subject:") and header.endswith(b"\r\n\r\n"), f"BODY.PEEK[HEADER.FIELDS (SUBJECT)] {header!r}")
+    # MIME parts of the first message (RFC 2046's multipart example): BODY[1] is the
+    # text of its first part (between the blank line after the boundary and the next
+    # boundary's CRLF), BODY[2.MIME] the header of the second, BODY[]<0.9> a partial.
+    part1 = body_of(fetch_one(imap, 1, "(BODY.PEEK[1])"))
+    check(part1.startswith(b"... Some text appears here ...") and part1.endswith(b"next part.]\r\n"), f"BODY.PEEK[1] {part1[:40]!r}..{part1[-20:]!r}")
+    check(b"--unique-boundary-1\r\n\r\n" + part1 + b"\r\n--unique-boundary-1" in messages[0], "BODY.PEEK[1] is the first part, byte-exact")
+    mime2 = body_of(fetch_one(imap, 1, "(BODY.PEEK[2.MIME])"))
+    check(mime2.lower().startswith(b"content-type: text/plain"), f"BODY.PEEK[2.MIME] {mime2!r}")
+    partial = fetch_one(imap, 1, "(BODY.PEEK[]<0.9>)")
+    check(body_of(partial) == messages[0][:9] and b"BODY[]<0>" in partial[0][0], f"BODY.PEEK[]<0.9> {partial!r}")
     # STORE \Seen.
     typ, data = imap.store("1", "+FLAGS", "(\\Seen)")
     check(typ == "OK" and b"\\Seen" in data[0], f"STORE +FLAGS \\Seen answered {data!r}")
