@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # mailvault's whole test run, from a fresh machine: installs what it needs (Garage 2.5.0,
 # moto_server 5.2.1, cargo-fuzz), then formatting, clippy, the release build, the whole test
-# suite against real S3 servers (MAILVAULT_REQUIRE_S3=1: no S3 test may skip), every fuzz
-# target for a while, and a build of the benchmarks. CI runs exactly this (.ci/run).
+# suite of the workspace (the library and the server crate, server/) against real S3
+# servers (MAILVAULT_REQUIRE_S3=1: no S3 test may skip), every fuzz target for a while, and
+# a build of the benchmarks. CI runs exactly this (.ci/run).
 #
 # Usage: scripts/test.sh
 # Settings (environment):
@@ -214,8 +215,8 @@ wait_bg() {
 # ------------------------------------------------------------ steps
 
 step "cargo fmt --check" cargo fmt --all -- --check
-step "cargo clippy" cargo clippy --all-targets --all-features -- -D warnings
-step "cargo build --release" cargo build --release --all-features --tests
+step "cargo clippy" cargo clippy --workspace --all-targets --all-features -- -D warnings
+step "cargo build --release" cargo build --workspace --release --all-features --tests
 
 step_here "wait: Garage + moto install" wait_bg "$S3_INSTALL_PID" "$LOGS/s3-install.log" "installing Garage and moto_server"
 
@@ -228,7 +229,7 @@ run_tests() {
     # shellcheck disable=SC1090
     source "$env_file"
     export MAILVAULT_REQUIRE_S3=1
-    cargo test --release --all-features --no-fail-fast 2>&1 | tee "$LOGS/cargo-test.log"
+    cargo test --workspace --release --all-features --no-fail-fast 2>&1 | tee "$LOGS/cargo-test.log"
 }
 step "cargo test --release" run_tests
 step "stop S3 servers" bash scripts/s3-servers.sh stop

@@ -1,0 +1,232 @@
+//! The configuration file, the server's own state files in the directory root, and the
+//! accounts table (login name / recipient address → account id).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use mailvault::delivery::DeliverySigningKey;
+use mailvault::directory::FileDirectory;
+use mailvault::engine::{Provider, ProviderConfig};
+use mailvault::format::slot::KdfParams;
+use mailvault::ids::{AccountId, DeploymentId};
+use mailvault::storage::open_store;
+use serde::{Deserialize, Serialize};
+
+/// A boxed error for the command line and the setup code.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The deployment id (hex), written by `mailvault init` in the directory root.
+pub const DEPLOYMENT_FILE: &str = "server-deployment";
+/// The delivery signing key (hex, mode 0600), written by `mailvault init`.
+pub const SIGNING_KEY_FILE: &str = "server-delivery.key";
+/// The officer secret key (hex, mode 0600), written by `mailvault init`: move it offline.
+pub const OFFICER_KEY_FILE: &str = "server-officer.key";
+/// The accounts table (TOML), written by `mailvault account create`.
+pub const ACCOUNTS_FILE: &str = "server-accounts.toml";
+
+/// `mailvault.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where mail is stored, as `mailvault::storage::open_store` takes it: a local
+    /// directory, `memory://`, or `s3://bucket`.
+    pub store: String,
+    /// Root of the trusted directory (`FileDirectory`); the server's own files live there
+    /// too.
+    pub directory: PathBuf,
+    /// IMAP listener (plain TCP), e.g. `127.0.0.1:1143`. No IMAP when missing.
+    pub imap_listen: Option<SocketAddr>,
+    /// LMTP listener (TCP), e.g. `127.0.0.1:2424`. No LMTP when missing.
+    pub lmtp_listen: Option<SocketAddr>,
+    /// Argon2id costs of password slots (default: the library's `DEFAULT_KDF`).
+    #[serde(default)]
+    pub kdf: Option<KdfConfig>,
+    /// Largest message accepted over LMTP or IMAP APPEND, bytes (default 64 MiB).
+    #[serde(default = "default_max_message")]
+    pub max_message_size: u32,
+}
+
+fn default_max_message() -> u32 {
+    64 << 20
+}
+
+/// Argon2id costs.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KdfConfig {
+    /// Memory in KiB.
+    pub m_kib: u32,
+    /// Passes.
+    pub t: u32,
+    /// Lanes.
+    pub p: u32,
+}
+
+impl Config {
+    /// Reads and parses `path`; a relative `store` or `directory` is taken relative to the
+    /// config file's folder.
+    pub fn load(path: &Path) -> Result<Self, BoxError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut config: Config =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        if config.directory.is_relative() {
+            config.directory = base.join(&config.directory);
+        }
+        if !config.store.contains("://") && Path::new(&config.store).is_relative() {
+            config.store = base.join(&config.store).to_string_lossy().into_owned();
+        }
+        Ok(config)
+    }
+
+    /// The provider settings this config asks for.
+    pub fn provider_config(&self) -> ProviderConfig {
+        let mut config = ProviderConfig::default();
+        if let Some(k) = self.kdf {
+            config.kdf = KdfParams {
+                m_kib: k.m_kib,
+                t: k.t,
+                p: k.p,
+            };
+        }
+        config
+    }
+
+    /// The file directory.
+    pub fn open_directory(&self) -> Result<Arc<FileDirectory>, BoxError> {
+        Ok(Arc::new(FileDirectory::open(&self.directory)?))
+    }
+
+    /// The provider on the configured store and directory (after `mailvault init`).
+    pub async fn provider(&self) -> Result<Provider, BoxError> {
+        let deployment = read_deployment(&self.directory)?;
+        let store = open_store(&self.store)?;
+        let directory = self.open_directory()?;
+        Ok(Provider::new(store, deployment, directory, self.provider_config()).await?)
+    }
+
+    /// The delivery signing key written by `mailvault init`.
+    pub fn signing_key(&self) -> Result<DeliverySigningKey, BoxError> {
+        let bytes = read_hex32(&self.directory.join(SIGNING_KEY_FILE))?;
+        Ok(DeliverySigningKey::from_bytes(bytes))
+    }
+
+    /// The accounts table.
+    pub fn accounts(&self) -> Accounts {
+        Accounts {
+            path: self.directory.join(ACCOUNTS_FILE),
+        }
+    }
+}
+
+/// The deployment id written by `mailvault init`.
+pub fn read_deployment(root: &Path) -> Result<DeploymentId, BoxError> {
+    let path = root.join(DEPLOYMENT_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        format!(
+            "cannot read {} ({e}): run `mailvault init` first",
+            path.display()
+        )
+    })?;
+    Ok(DeploymentId::from_hex(text.trim())?)
+}
+
+/// 32 bytes written in hex in a file.
+pub fn read_hex32(path: &Path) -> Result<[u8; 32], BoxError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = text.trim();
+    if text.len() != 64 || !text.is_ascii() {
+        return Err(format!("{}: expected 64 hex digits", path.display()).into());
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16)
+            .map_err(|_| format!("{}: expected 64 hex digits", path.display()))?;
+    }
+    Ok(out)
+}
+
+/// Writes `text` to a new file readable by its owner only; refuses to overwrite.
+pub fn write_new_private(path: &Path, text: &str) -> Result<(), BoxError> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The accounts table: `[accounts]` with `"name" = "account id in hex"`. Names are
+/// login names and recipient addresses, compared case-insensitively (stored lower-case).
+/// Read on every lookup, so accounts created while the server runs are served at once.
+#[derive(Debug, Clone)]
+pub struct Accounts {
+    path: PathBuf,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct AccountsFile {
+    #[serde(default)]
+    accounts: BTreeMap<String, String>,
+}
+
+impl Accounts {
+    fn read(&self) -> Result<AccountsFile, BoxError> {
+        match std::fs::read_to_string(&self.path) {
+            Ok(text) => {
+                Ok(toml::from_str(&text).map_err(|e| format!("{}: {e}", self.path.display()))?)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(AccountsFile::default()),
+            Err(e) => Err(format!("cannot read {}: {e}", self.path.display()).into()),
+        }
+    }
+
+    /// The account of `name`, if any.
+    pub fn lookup(&self, name: &str) -> Result<Option<AccountId>, BoxError> {
+        let file = self.read()?;
+        match file.accounts.get(&name.to_lowercase()) {
+            Some(hex) => Ok(Some(AccountId::from_hex(hex)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Adds `name` → `account` (refuses a name already taken). Written to a temporary
+    /// file, fsynced and renamed into place.
+    pub fn insert(&self, name: &str, account: AccountId) -> Result<(), BoxError> {
+        let mut file = self.read()?;
+        let name = name.to_lowercase();
+        if file.accounts.contains_key(&name) {
+            return Err(format!("account name {name} is taken").into());
+        }
+        file.accounts.insert(name, account.to_hex());
+        let text = toml::to_string(&file)?;
+        let tmp = self
+            .path
+            .with_extension(format!("tmp-{}", std::process::id()));
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &self.path)?;
+        Ok(())
+    }
+}

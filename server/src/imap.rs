@@ -1,0 +1,1243 @@
+//! IMAP4rev1 on plain TCP (no TLS yet): `imap-next` frames commands (literals,
+//! continuation requests, size limits) and `imap-codec` parses and writes them; each
+//! command maps onto the library's `Session` and `Mailstore`.
+//!
+//! One connection holds one `Session` and one `Mailstore` (the library has no shared
+//! account handle yet: issue 12, item 1). Deliveries are imported at LOGIN, SELECT,
+//! EXAMINE, NOOP and CHECK.
+
+use std::collections::BTreeSet;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use imap_next::imap_types::command::{Command, CommandBody};
+use imap_next::imap_types::core::{
+    AString, Atom, IString, Literal, NString, QuotedChar, Tag, Text, Vec1,
+};
+use imap_next::imap_types::datetime::DateTime;
+use imap_next::imap_types::extensions::binary::LiteralOrLiteral8;
+use imap_next::imap_types::fetch::{
+    MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Section,
+};
+use imap_next::imap_types::flag::{Flag, FlagFetch, FlagPerm, StoreResponse, StoreType};
+use imap_next::imap_types::mailbox::{ListMailbox, Mailbox as ImapMailbox};
+use imap_next::imap_types::response::{Capability, Code, Data, Greeting, Status};
+use imap_next::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
+use imap_next::imap_types::status::{StatusDataItem, StatusDataItemName};
+use imap_next::server::{Error as ServerError, Event, Options, Server};
+use imap_next::stream::{Error as StreamError, Stream};
+use mailvault::engine::{Provider, Session};
+use mailvault::ids::MailboxId;
+use mailvault::mail::{AppendOptions, FlagChange, Flags, MailboxView, Mailstore, PartSection};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::config::Accounts;
+
+/// A connection silent this long is closed (RFC 9051 5.4: at least 30 minutes).
+const AUTOLOGOUT: Duration = Duration::from_secs(30 * 60);
+
+/// What every IMAP connection shares.
+pub struct Imap {
+    /// Accounts, login.
+    pub provider: Provider,
+    /// Login name → account.
+    pub accounts: Accounts,
+    /// Largest literal (APPEND) accepted, bytes.
+    pub max_message_size: u32,
+}
+
+/// Accepts connections until the task is aborted.
+pub async fn accept_loop(listener: TcpListener, state: Arc<Imap>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let state = state.clone();
+                tokio::spawn(async move {
+                    tracing::debug!(%peer, "IMAP connection");
+                    connection(stream, &state).await;
+                    tracing::debug!(%peer, "IMAP connection closed");
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "IMAP accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// A response text: printable, one line, never empty.
+fn text(s: impl Into<String>) -> Text<'static> {
+    let s: String = s
+        .into()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let s = if s.trim().is_empty() {
+        "-".to_string()
+    } else {
+        s
+    };
+    Text::try_from(s).unwrap_or_else(|_| Text::unvalidated("-"))
+}
+
+fn never<T>(r: Result<T, std::convert::Infallible>) -> T {
+    match r {
+        Ok(t) => t,
+        Err(e) => match e {},
+    }
+}
+
+fn ok(tag: Tag<'static>, code: Option<Code<'static>>, t: impl Into<String>) -> Status<'static> {
+    never(Status::ok(Some(tag), code, text(t)))
+}
+
+fn no(tag: Tag<'static>, code: Option<Code<'static>>, t: impl Into<String>) -> Status<'static> {
+    never(Status::no(Some(tag), code, text(t)))
+}
+
+fn bad(tag: Option<Tag<'static>>, t: impl Into<String>) -> Status<'static> {
+    never(Status::bad(tag, None, text(t)))
+}
+
+fn untagged_ok(code: Code<'static>, t: &str) -> Status<'static> {
+    never(Status::ok(None, Some(code), text(t)))
+}
+
+/// The connection's account, once logged in.
+struct Account {
+    session: Session,
+    mail: Mailstore,
+}
+
+/// The selected mailbox.
+struct Selected {
+    id: MailboxId,
+    view: MailboxView,
+    read_only: bool,
+}
+
+/// What a command handler tells the loop.
+enum Outcome {
+    /// Go on.
+    Continue,
+    /// LOGOUT: send what is queued, then close.
+    Close,
+}
+
+async fn connection(stream: TcpStream, state: &Imap) {
+    let mut stream = Stream::insecure(stream);
+    let mut options = Options::default();
+    options.max_literal_size = state.max_message_size;
+    options.max_command_size = state.max_message_size.saturating_add(64 * 1024);
+    let greeting = match Greeting::ok(None, "mailvault IMAP4rev1 ready") {
+        Ok(g) => g,
+        Err(_) => return,
+    };
+    let mut server = Server::new(options, greeting);
+    let mut conn = Conn {
+        state,
+        account: None,
+        selected: None,
+    };
+    let mut closing = None;
+    loop {
+        let next = tokio::time::timeout(AUTOLOGOUT, stream.next(&mut server)).await;
+        let Ok(next) = next else {
+            tracing::debug!("IMAP connection idle too long: closed");
+            return;
+        };
+        let event = match next {
+            Ok(event) => event,
+            Err(StreamError::State(e)) => {
+                match e {
+                    // imap-next answered it (tagged BAD) and discarded the literal.
+                    ServerError::LiteralTooLong { .. } => {}
+                    // Answered with the command's tag when one can be read, so that
+                    // the client does not wait for a completion forever.
+                    ServerError::MalformedMessage { discarded_bytes } => {
+                        let tag = tag_of(discarded_bytes.declassify());
+                        server.enqueue_status(bad(tag, "malformed command"));
+                    }
+                    ServerError::ExpectedCrlfGotLf { discarded_bytes } => {
+                        let tag = tag_of(discarded_bytes.declassify());
+                        server.enqueue_status(bad(tag, "lines end with CRLF"));
+                    }
+                    ServerError::CommandTooLong { discarded_bytes } => {
+                        let tag = tag_of(discarded_bytes.declassify());
+                        server.enqueue_status(bad(tag, "command too long"));
+                    }
+                }
+                continue;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "IMAP connection ends");
+                return;
+            }
+        };
+        match event {
+            Event::CommandReceived { command } => {
+                let tag = command.tag.clone();
+                let name = command.body.name();
+                match conn.command(&mut server, command).await {
+                    Ok(Outcome::Continue) => {}
+                    Ok(Outcome::Close) => {
+                        closing = Some(server.enqueue_status(ok(tag, None, "LOGOUT completed")));
+                    }
+                    Err(e) => {
+                        tracing::warn!(command = name, error = %e, "IMAP command failed");
+                        server.enqueue_status(no(tag, None, format!("{name} failed: {e}")));
+                    }
+                }
+            }
+            Event::CommandAuthenticateReceived {
+                command_authenticate,
+            } => {
+                let _ = server.authenticate_finish(no(
+                    command_authenticate.tag,
+                    None,
+                    "AUTHENTICATE is not supported: use LOGIN",
+                ));
+            }
+            Event::AuthenticateDataReceived { .. } => {
+                let _ = server.authenticate_finish(bad(None, "authentication aborted"));
+            }
+            Event::IdleCommandReceived { tag } => {
+                let _ = server.idle_reject(bad(Some(tag), "IDLE is not supported yet"));
+            }
+            Event::ResponseSent { handle, .. } if closing == Some(handle) => return,
+            _ => {}
+        }
+    }
+}
+
+struct Conn<'a> {
+    state: &'a Imap,
+    account: Option<Account>,
+    selected: Option<Selected>,
+}
+
+/// An error a command reports with NO.
+type CmdResult = Result<Outcome, mailvault::Error>;
+
+impl Conn<'_> {
+    async fn command(&mut self, server: &mut Server, command: Command<'static>) -> CmdResult {
+        let tag = command.tag;
+        match command.body {
+            CommandBody::Capability => {
+                server.enqueue_data(Data::Capability(capabilities()));
+                server.enqueue_status(ok(tag, None, "CAPABILITY completed"));
+            }
+            CommandBody::Noop | CommandBody::Check => {
+                self.sync(server).await?;
+                server.enqueue_status(ok(tag, None, "completed"));
+            }
+            CommandBody::Logout => {
+                server.enqueue_status(never(Status::bye(None, text("logging out"))));
+                return Ok(Outcome::Close);
+            }
+            CommandBody::Login { username, password } => {
+                self.login(server, tag, &username, password.declassify())
+                    .await?;
+            }
+            body if self.account.is_none() => {
+                server.enqueue_status(bad(Some(tag), format!("{}: log in first", body.name())));
+            }
+            CommandBody::Select { mailbox, .. } => {
+                self.select(server, tag, &mailbox, false).await?;
+            }
+            CommandBody::Examine { mailbox, .. } => {
+                self.select(server, tag, &mailbox, true).await?;
+            }
+            CommandBody::List {
+                reference,
+                mailbox_wildcard,
+            } => self.list(server, tag, &reference, &mailbox_wildcard, false)?,
+            CommandBody::Lsub {
+                reference,
+                mailbox_wildcard,
+            } => self.list(server, tag, &reference, &mailbox_wildcard, true)?,
+            CommandBody::Status {
+                mailbox,
+                item_names,
+            } => self.status(server, tag, &mailbox, &item_names)?,
+            CommandBody::Create { mailbox } => {
+                let name = mailbox_name(&mailbox);
+                self.mail().create_mailbox(&name, None).await?;
+                server.enqueue_status(ok(tag, None, "CREATE completed"));
+            }
+            CommandBody::Delete { mailbox } => match self.mailbox_id(&mailbox) {
+                Some(id) => {
+                    if self.selected.as_ref().is_some_and(|s| s.id == id) {
+                        self.selected = None;
+                    }
+                    self.mail().delete_mailbox(id).await?;
+                    server.enqueue_status(ok(tag, None, "DELETE completed"));
+                }
+                None => {
+                    server.enqueue_status(no(tag, None, "no such mailbox"));
+                }
+            },
+            CommandBody::Rename { from, to } => match self.mailbox_id(&from) {
+                Some(id) => {
+                    self.mail().rename_mailbox(id, &mailbox_name(&to)).await?;
+                    server.enqueue_status(ok(tag, None, "RENAME completed"));
+                }
+                None => {
+                    server.enqueue_status(no(tag, None, "no such mailbox"));
+                }
+            },
+            CommandBody::Subscribe { mailbox } | CommandBody::Unsubscribe { mailbox }
+                if self.mailbox_id(&mailbox).is_none() =>
+            {
+                server.enqueue_status(no(tag, None, "no such mailbox"));
+            }
+            CommandBody::Subscribe { mailbox } => {
+                let id = self.mailbox_id(&mailbox).expect("checked above");
+                self.mail().subscribe(id, true).await?;
+                server.enqueue_status(ok(tag, None, "SUBSCRIBE completed"));
+            }
+            CommandBody::Unsubscribe { mailbox } => {
+                let id = self.mailbox_id(&mailbox).expect("checked above");
+                self.mail().subscribe(id, false).await?;
+                server.enqueue_status(ok(tag, None, "UNSUBSCRIBE completed"));
+            }
+            CommandBody::Append {
+                mailbox,
+                flags,
+                date,
+                message,
+            } => {
+                self.append(server, tag, &mailbox, &flags, date, message)
+                    .await?
+            }
+            body if self.selected.is_none() => {
+                server.enqueue_status(bad(
+                    Some(tag),
+                    format!("{}: select a mailbox first", body.name()),
+                ));
+            }
+            CommandBody::Fetch {
+                ref sequence_set,
+                uid: false,
+                ..
+            }
+            | CommandBody::Store {
+                ref sequence_set,
+                uid: false,
+                ..
+            }
+            | CommandBody::Copy {
+                ref sequence_set,
+                uid: false,
+                ..
+            }
+            | CommandBody::Move {
+                ref sequence_set,
+                uid: false,
+                ..
+            } if self.beyond_last(sequence_set) => {
+                server.enqueue_status(bad(Some(tag), "no such message sequence number"));
+            }
+            CommandBody::Fetch {
+                sequence_set,
+                macro_or_item_names,
+                uid,
+                ..
+            } => {
+                self.fetch(server, tag, &sequence_set, macro_or_item_names, uid)
+                    .await?
+            }
+            CommandBody::Store {
+                sequence_set,
+                kind,
+                response,
+                flags,
+                uid,
+                ..
+            } => {
+                self.store(server, tag, &sequence_set, kind, response, &flags, uid)
+                    .await?
+            }
+            CommandBody::Expunge => {
+                self.expunge(server, None).await?;
+                server.enqueue_status(ok(tag, None, "EXPUNGE completed"));
+            }
+            CommandBody::ExpungeUid { sequence_set } => {
+                let uids = self.resolve(&sequence_set, true);
+                self.expunge(server, Some(uids)).await?;
+                server.enqueue_status(ok(tag, None, "UID EXPUNGE completed"));
+            }
+            CommandBody::Copy {
+                sequence_set,
+                mailbox,
+                uid,
+            } => match self.mailbox_id(&mailbox) {
+                Some(to) => {
+                    let uids = self.resolve(&sequence_set, uid);
+                    let from = self.selected_id();
+                    self.mail().copy(from, &uids, to).await?;
+                    server.enqueue_status(ok(tag, None, "COPY completed"));
+                }
+                None => {
+                    server.enqueue_status(no(tag, Some(Code::TryCreate), "no such mailbox"));
+                }
+            },
+            CommandBody::Move {
+                sequence_set,
+                mailbox,
+                uid,
+            } => match self.mailbox_id(&mailbox) {
+                Some(_) if self.selected.as_ref().is_some_and(|s| s.read_only) => {
+                    server.enqueue_status(no(tag, None, "the mailbox is read-only"));
+                }
+                Some(to) => {
+                    let uids = self.resolve(&sequence_set, uid);
+                    let from = self.selected_id();
+                    let moved = self.mail().move_messages(from, &uids, to).await?;
+                    let gone: BTreeSet<u32> = moved.uids.iter().map(|(from, _)| *from).collect();
+                    self.announce_expunged(server, &gone);
+                    server.enqueue_status(ok(tag, None, "MOVE completed"));
+                }
+                None => {
+                    server.enqueue_status(no(tag, Some(Code::TryCreate), "no such mailbox"));
+                }
+            },
+            CommandBody::Close => {
+                if let Some(selected) = self.selected.take() {
+                    if !selected.read_only {
+                        self.mail().expunge(selected.id, None).await?;
+                    }
+                }
+                server.enqueue_status(ok(tag, None, "CLOSE completed"));
+            }
+            CommandBody::Unselect => {
+                self.selected = None;
+                server.enqueue_status(ok(tag, None, "UNSELECT completed"));
+            }
+            body => {
+                server.enqueue_status(bad(Some(tag), format!("{} is not supported", body.name())));
+            }
+        }
+        Ok(Outcome::Continue)
+    }
+
+    fn mail(&mut self) -> &mut Mailstore {
+        &mut self.account.as_mut().expect("logged in").mail
+    }
+
+    fn selected_id(&self) -> MailboxId {
+        self.selected.as_ref().expect("selected").id
+    }
+
+    fn mailbox_id(&mut self, mailbox: &ImapMailbox<'_>) -> Option<MailboxId> {
+        let name = mailbox_name(mailbox);
+        self.mail().mailbox_by_name(&name).map(|m| m.id)
+    }
+
+    async fn login(
+        &mut self,
+        server: &mut Server,
+        tag: Tag<'static>,
+        username: &AString<'_>,
+        password: &AString<'_>,
+    ) -> Result<(), mailvault::Error> {
+        if self.account.is_some() {
+            server.enqueue_status(bad(Some(tag), "already logged in"));
+            return Ok(());
+        }
+        let (Ok(user), Ok(password)) = (
+            std::str::from_utf8(username.as_ref()),
+            std::str::from_utf8(password.as_ref()),
+        ) else {
+            server.enqueue_status(no(tag, None, "authentication failed"));
+            return Ok(());
+        };
+        let account = match self.state.accounts.lookup(user) {
+            Ok(Some(account)) => account,
+            Ok(None) => {
+                server.enqueue_status(no(tag, None, "authentication failed"));
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "accounts table");
+                server.enqueue_status(no(tag, None, "temporary failure"));
+                return Ok(());
+            }
+        };
+        let mut session = match self.state.provider.unlock(account, password).await {
+            Ok(session) => session,
+            Err(mailvault::Error::WrongCredential) => {
+                server.enqueue_status(no(tag, None, "authentication failed"));
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let mut mail = session.mailstore().await?;
+        let report = session.import_deliveries(&mut mail).await?;
+        tracing::info!(
+            %account,
+            imported = report.imported.len(),
+            quarantined = report.quarantined.len(),
+            "IMAP login"
+        );
+        self.account = Some(Account { session, mail });
+        server.enqueue_status(ok(
+            tag,
+            Some(Code::Capability(capabilities())),
+            "LOGIN completed",
+        ));
+        Ok(())
+    }
+
+    /// Reloads the account, imports pending deliveries and reports what changed in the
+    /// selected mailbox (EXPUNGE, EXISTS, FETCH FLAGS).
+    async fn sync(&mut self, server: &mut Server) -> Result<(), mailvault::Error> {
+        let Some(account) = self.account.as_mut() else {
+            return Ok(());
+        };
+        account.mail.refresh().await?;
+        account.session.import_deliveries(&mut account.mail).await?;
+        let Some(selected) = self.selected.as_mut() else {
+            return Ok(());
+        };
+        let new = account.mail.view(selected.id)?;
+        let kept: BTreeSet<u32> = new.messages.iter().map(|m| m.uid).collect();
+        let old = &selected.view.messages;
+        for (i, m) in old.iter().enumerate().rev() {
+            if !kept.contains(&m.uid) {
+                server.enqueue_data(Data::Expunge(seq(i)));
+            }
+        }
+        let remaining = old.iter().filter(|m| kept.contains(&m.uid)).count();
+        if new.messages.len() != remaining {
+            server.enqueue_data(Data::Exists(new.messages.len() as u32));
+        }
+        for (i, m) in new.messages.iter().enumerate() {
+            if let Some(before) = old.iter().find(|o| o.uid == m.uid) {
+                if before.flags != m.flags {
+                    server.enqueue_data(Data::Fetch {
+                        seq: seq(i),
+                        items: Vec1::from(MessageDataItem::Flags(fetch_flags(&m.flags))),
+                    });
+                }
+            }
+        }
+        selected.view = new;
+        Ok(())
+    }
+
+    async fn select(
+        &mut self,
+        server: &mut Server,
+        tag: Tag<'static>,
+        mailbox: &ImapMailbox<'_>,
+        read_only: bool,
+    ) -> Result<(), mailvault::Error> {
+        self.selected = None;
+        {
+            let account = self.account.as_mut().expect("logged in");
+            account.mail.refresh().await?;
+            account.session.import_deliveries(&mut account.mail).await?;
+        }
+        let Some(id) = self.mailbox_id(mailbox) else {
+            server.enqueue_status(no(tag, None, "no such mailbox"));
+            return Ok(());
+        };
+        let view = self.mail().select(id).await?;
+        server.enqueue_data(Data::Flags(system_flags()));
+        server.enqueue_data(Data::Exists(view.messages.len() as u32));
+        server.enqueue_data(Data::Recent(0));
+        if let Some(v) = NonZeroU32::new(view.status.uid_validity) {
+            server.enqueue_status(untagged_ok(Code::UidValidity(v), "UIDs valid"));
+        }
+        if let Some(n) = NonZeroU32::new(view.status.uid_next) {
+            server.enqueue_status(untagged_ok(Code::UidNext(n), "predicted next UID"));
+        }
+        let mut permanent: Vec<FlagPerm<'static>> =
+            system_flags().into_iter().map(FlagPerm::Flag).collect();
+        permanent.push(FlagPerm::Asterisk);
+        server.enqueue_status(untagged_ok(Code::PermanentFlags(permanent), "flags"));
+        self.selected = Some(Selected {
+            id,
+            view,
+            read_only,
+        });
+        let (code, done) = if read_only {
+            (Code::ReadOnly, "EXAMINE completed")
+        } else {
+            (Code::ReadWrite, "SELECT completed")
+        };
+        server.enqueue_status(ok(tag, Some(code), done));
+        Ok(())
+    }
+
+    fn list(
+        &mut self,
+        server: &mut Server,
+        tag: Tag<'static>,
+        reference: &ImapMailbox<'_>,
+        wildcard: &ListMailbox<'_>,
+        subscribed_only: bool,
+    ) -> Result<(), mailvault::Error> {
+        let pattern: &[u8] = match wildcard {
+            ListMailbox::Token(t) => t.as_ref(),
+            ListMailbox::String(s) => s.as_ref(),
+        };
+        let pattern = String::from_utf8_lossy(pattern).into_owned();
+        let delimiter = QuotedChar::try_from('/').ok();
+        if pattern.is_empty() {
+            // The hierarchy delimiter and root name.
+            if let Ok(root) = ImapMailbox::try_from("") {
+                server.enqueue_data(Data::List {
+                    items: vec![imap_next::imap_types::flag::FlagNameAttribute::Noselect],
+                    delimiter,
+                    mailbox: root,
+                });
+            }
+        } else {
+            let reference = match reference {
+                ImapMailbox::Inbox => "INBOX".to_string(),
+                other => mailbox_name(other),
+            };
+            let pattern = format!("{reference}{pattern}");
+            for m in self.mail().mailboxes()? {
+                if subscribed_only && !m.subscribed {
+                    continue;
+                }
+                if !matches_pattern(&pattern, &m.name) {
+                    continue;
+                }
+                let Ok(mailbox) = ImapMailbox::try_from(m.name.clone()) else {
+                    continue;
+                };
+                let data = if subscribed_only {
+                    Data::Lsub {
+                        items: vec![],
+                        delimiter,
+                        mailbox,
+                    }
+                } else {
+                    Data::List {
+                        items: vec![],
+                        delimiter,
+                        mailbox,
+                    }
+                };
+                server.enqueue_data(data);
+            }
+        }
+        server.enqueue_status(ok(tag, None, "LIST completed"));
+        Ok(())
+    }
+
+    fn status(
+        &mut self,
+        server: &mut Server,
+        tag: Tag<'static>,
+        mailbox: &ImapMailbox<'static>,
+        names: &[StatusDataItemName],
+    ) -> Result<(), mailvault::Error> {
+        let Some(id) = self.mailbox_id(mailbox) else {
+            server.enqueue_status(no(tag, None, "no such mailbox"));
+            return Ok(());
+        };
+        let status = self.mail().status(id)?;
+        let mut items = Vec::new();
+        for name in names {
+            match name {
+                StatusDataItemName::Messages => {
+                    items.push(StatusDataItem::Messages(status.messages))
+                }
+                StatusDataItemName::Recent => items.push(StatusDataItem::Recent(0)),
+                StatusDataItemName::Unseen => items.push(StatusDataItem::Unseen(status.unseen)),
+                StatusDataItemName::UidNext => {
+                    if let Some(n) = NonZeroU32::new(status.uid_next) {
+                        items.push(StatusDataItem::UidNext(n));
+                    }
+                }
+                StatusDataItemName::UidValidity => {
+                    if let Some(n) = NonZeroU32::new(status.uid_validity) {
+                        items.push(StatusDataItem::UidValidity(n));
+                    }
+                }
+                _ => {}
+            }
+        }
+        server.enqueue_data(Data::Status {
+            mailbox: mailbox.clone(),
+            items: items.into(),
+        });
+        server.enqueue_status(ok(tag, None, "STATUS completed"));
+        Ok(())
+    }
+
+    async fn append(
+        &mut self,
+        server: &mut Server,
+        tag: Tag<'static>,
+        mailbox: &ImapMailbox<'_>,
+        flags: &[Flag<'_>],
+        date: Option<DateTime>,
+        message: LiteralOrLiteral8<'_>,
+    ) -> Result<(), mailvault::Error> {
+        let Some(id) = self.mailbox_id(mailbox) else {
+            server.enqueue_status(no(tag, Some(Code::TryCreate), "no such mailbox"));
+            return Ok(());
+        };
+        let names: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+        let flags = match Flags::from_names(names.iter().map(String::as_str)) {
+            Ok(flags) => flags,
+            Err(e) => {
+                server.enqueue_status(bad(Some(tag), format!("invalid flag: {e}")));
+                return Ok(());
+            }
+        };
+        let body: &[u8] = match &message {
+            LiteralOrLiteral8::Literal(l) => l.data(),
+            LiteralOrLiteral8::Literal8(l) => &l.data,
+        };
+        let options = AppendOptions {
+            flags,
+            internal_date: date.map(|d| d.as_ref().timestamp()),
+            provenance: None,
+        };
+        let appended = self.mail().append(id, body, options).await?;
+        if self.selected.as_ref().is_some_and(|s| s.id == id) {
+            self.sync(server).await?;
+        }
+        let code = NonZeroU32::new(appended.uid_validity)
+            .zip(NonZeroU32::new(appended.uid))
+            .map(|(uid_validity, uid)| Code::AppendUid { uid_validity, uid });
+        server.enqueue_status(ok(tag, code, "APPEND completed"));
+        Ok(())
+    }
+
+    /// Whether a message sequence set names a number above the last message (RFC 9051
+    /// 6.4.4: a BAD; `*` always names the last).
+    fn beyond_last(&self, set: &SequenceSet) -> bool {
+        let count = self.selected.as_ref().map_or(0, |s| s.view.messages.len());
+        set.0.as_ref().iter().any(|sequence| {
+            let over = |s: &SeqOrUid| matches!(s, SeqOrUid::Value(v) if v.get() as usize > count);
+            match sequence {
+                Sequence::Single(s) => over(s),
+                Sequence::Range(a, b) => over(a) || over(b),
+            }
+        })
+    }
+
+    /// Indices into the selected view of the messages `set` names.
+    fn resolve_indices(&self, set: &SequenceSet, uid: bool) -> Vec<usize> {
+        let Some(selected) = self.selected.as_ref() else {
+            return Vec::new();
+        };
+        let messages = &selected.view.messages;
+        let mut out = BTreeSet::new();
+        if messages.is_empty() {
+            return Vec::new();
+        }
+        let star = if uid {
+            messages[messages.len() - 1].uid
+        } else {
+            messages.len() as u32
+        };
+        let value = |s: &SeqOrUid| match s {
+            SeqOrUid::Value(v) => v.get(),
+            SeqOrUid::Asterisk => star,
+        };
+        for sequence in set.0.as_ref() {
+            let (a, b) = match sequence {
+                Sequence::Single(s) => (value(s), value(s)),
+                Sequence::Range(a, b) => (value(a), value(b)),
+            };
+            let (lo, hi) = (a.min(b), a.max(b));
+            if uid {
+                for (i, m) in messages.iter().enumerate() {
+                    if m.uid >= lo && m.uid <= hi {
+                        out.insert(i);
+                    }
+                }
+            } else {
+                for n in lo..=hi.min(messages.len() as u32) {
+                    out.insert(n as usize - 1);
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// The UIDs `set` names.
+    fn resolve(&self, set: &SequenceSet, uid: bool) -> Vec<u32> {
+        let Some(selected) = self.selected.as_ref() else {
+            return Vec::new();
+        };
+        self.resolve_indices(set, uid)
+            .into_iter()
+            .map(|i| selected.view.messages[i].uid)
+            .collect()
+    }
+
+    async fn fetch(
+        &mut self,
+        server: &mut Server,
+        tag: Tag<'static>,
+        set: &SequenceSet,
+        names: MacroOrMessageDataItemNames<'static>,
+        uid: bool,
+    ) -> Result<(), mailvault::Error> {
+        let mut names: Vec<MessageDataItemName<'static>> = match names {
+            MacroOrMessageDataItemNames::Macro(m) => m
+                .expand()
+                .into_iter()
+                .map(|n| imap_next::imap_types::ToStatic::to_static(&n))
+                .collect(),
+            MacroOrMessageDataItemNames::MessageDataItemNames(names) => names,
+        };
+        if uid && !names.contains(&MessageDataItemName::Uid) {
+            names.insert(0, MessageDataItemName::Uid);
+        }
+        for name in &names {
+            let supported = match name {
+                MessageDataItemName::BodyExt { section, .. } => match section {
+                    None
+                    | Some(Section::Header(None))
+                    | Some(Section::Text(None))
+                    | Some(Section::HeaderFields(None, _))
+                    | Some(Section::HeaderFieldsNot(None, _))
+                    | Some(Section::Part(_))
+                    | Some(Section::Mime(_)) => true,
+                    Some(_) => false,
+                },
+                MessageDataItemName::Uid
+                | MessageDataItemName::Flags
+                | MessageDataItemName::InternalDate
+                | MessageDataItemName::Rfc822
+                | MessageDataItemName::Rfc822Header
+                | MessageDataItemName::Rfc822Size
+                | MessageDataItemName::Rfc822Text => true,
+                _ => false,
+            };
+            if !supported {
+                server.enqueue_status(no(
+                    tag,
+                    None,
+                    format!("FETCH {name:?} is not supported yet"),
+                ));
+                return Ok(());
+            }
+        }
+        let indices = self.resolve_indices(set, uid);
+        let selected = self.selected.as_ref().expect("selected");
+        let id = selected.id;
+        // Reading a body without PEEK sets \Seen (RFC 3501 6.4.5).
+        let sets_seen = !selected.read_only
+            && names.iter().any(|n| {
+                matches!(
+                    n,
+                    MessageDataItemName::BodyExt { peek: false, .. }
+                        | MessageDataItemName::Rfc822
+                        | MessageDataItemName::Rfc822Text
+                )
+            });
+        let mut seen_set = BTreeSet::new();
+        if sets_seen {
+            let unseen: Vec<u32> = indices
+                .iter()
+                .map(|&i| &selected.view.messages[i])
+                .filter(|m| !m.flags.contains(Flags::SEEN))
+                .map(|m| m.uid)
+                .collect();
+            if !unseen.is_empty() {
+                let seen = Flags::from_names([Flags::SEEN])?;
+                let stored = self
+                    .mail()
+                    .store_flags(id, &unseen, FlagChange::Add(seen), None)
+                    .await?;
+                seen_set.extend(stored.updated);
+                self.refresh_known()?;
+            }
+        }
+        let needs_body = names.iter().any(|n| {
+            matches!(
+                n,
+                MessageDataItemName::BodyExt { .. }
+                    | MessageDataItemName::Rfc822
+                    | MessageDataItemName::Rfc822Header
+                    | MessageDataItemName::Rfc822Text
+            )
+        });
+        for i in indices {
+            let summary = self.selected.as_ref().expect("selected").view.messages[i].clone();
+            let mut email = self.mail().email(id, summary.uid)?;
+            let body = if needs_body {
+                Some(self.mail().read(&email).await?)
+            } else {
+                None
+            };
+            let body_bytes: &[u8] = body.as_deref().unwrap_or(&[]);
+            let mut items = Vec::with_capacity(names.len() + 1);
+            for name in &names {
+                let item = match name {
+                    MessageDataItemName::Uid => match NonZeroU32::new(summary.uid) {
+                        Some(u) => MessageDataItem::Uid(u),
+                        None => continue,
+                    },
+                    MessageDataItemName::Flags => {
+                        MessageDataItem::Flags(fetch_flags(&summary.flags))
+                    }
+                    MessageDataItemName::Rfc822Size => {
+                        MessageDataItem::Rfc822Size(u32::try_from(summary.size).unwrap_or(u32::MAX))
+                    }
+                    MessageDataItemName::InternalDate => {
+                        MessageDataItem::InternalDate(internal_date(email.internal_date))
+                    }
+                    MessageDataItemName::Rfc822 => MessageDataItem::Rfc822(nstring(body_bytes)),
+                    MessageDataItemName::Rfc822Header => {
+                        MessageDataItem::Rfc822Header(nstring(split_header(body_bytes).0))
+                    }
+                    MessageDataItemName::Rfc822Text => {
+                        MessageDataItem::Rfc822Text(nstring(split_header(body_bytes).1))
+                    }
+                    MessageDataItemName::BodyExt {
+                        section, partial, ..
+                    } => {
+                        let whole: Vec<u8> = match section {
+                            None => body_bytes.to_vec(),
+                            Some(Section::Header(None)) => split_header(body_bytes).0.to_vec(),
+                            Some(Section::Text(None)) => split_header(body_bytes).1.to_vec(),
+                            Some(Section::HeaderFields(None, fields)) => {
+                                header_fields(split_header(body_bytes).0, fields.as_ref(), true)
+                            }
+                            Some(Section::HeaderFieldsNot(None, fields)) => {
+                                header_fields(split_header(body_bytes).0, fields.as_ref(), false)
+                            }
+                            Some(Section::Part(part)) | Some(Section::Mime(part)) => {
+                                if !email.analyzed {
+                                    email = self.mail().analyze(id, summary.uid).await?;
+                                }
+                                let path: Vec<u32> =
+                                    part.0.as_ref().iter().map(|n| n.get()).collect();
+                                let which = if matches!(section, Some(Section::Mime(_))) {
+                                    PartSection::Header
+                                } else {
+                                    PartSection::Body
+                                };
+                                match Mailstore::imap_section(&email, &path) {
+                                    Some(p) => {
+                                        self.mail().read_part(&email, p, which).await?.to_vec()
+                                    }
+                                    None => Vec::new(),
+                                }
+                            }
+                            Some(_) => Vec::new(),
+                        };
+                        let (origin, data) = match partial {
+                            None => (None, whole),
+                            Some((start, len)) => {
+                                let (start, len) = (*start, *len);
+                                let start = (start as usize).min(whole.len());
+                                let end = start.saturating_add(len.get() as usize).min(whole.len());
+                                (Some(start as u32), whole[start..end].to_vec())
+                            }
+                        };
+                        MessageDataItem::BodyExt {
+                            section: section.clone(),
+                            origin,
+                            data: nstring(&data),
+                        }
+                    }
+                    _ => continue,
+                };
+                items.push(item);
+            }
+            if seen_set.contains(&summary.uid) && !names.contains(&MessageDataItemName::Flags) {
+                items.push(MessageDataItem::Flags(fetch_flags(&summary.flags)));
+            }
+            if let Ok(items) = Vec1::try_from(items) {
+                server.enqueue_data(Data::Fetch { seq: seq(i), items });
+            }
+        }
+        server.enqueue_status(ok(tag, None, "FETCH completed"));
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn store(
+        &mut self,
+        server: &mut Server,
+        tag: Tag<'static>,
+        set: &SequenceSet,
+        kind: StoreType,
+        response: StoreResponse,
+        flags: &[Flag<'_>],
+        uid: bool,
+    ) -> Result<(), mailvault::Error> {
+        if self.selected.as_ref().is_some_and(|s| s.read_only) {
+            server.enqueue_status(no(tag, None, "the mailbox is read-only"));
+            return Ok(());
+        }
+        let names: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+        let flags = match Flags::from_names(names.iter().map(String::as_str)) {
+            Ok(flags) => flags,
+            Err(e) => {
+                server.enqueue_status(bad(Some(tag), format!("invalid flag: {e}")));
+                return Ok(());
+            }
+        };
+        let change = match kind {
+            StoreType::Add => FlagChange::Add(flags),
+            StoreType::Remove => FlagChange::Remove(flags),
+            StoreType::Replace => FlagChange::Replace(flags),
+        };
+        let indices = self.resolve_indices(set, uid);
+        let id = self.selected_id();
+        let uids: Vec<u32> = {
+            let view = &self.selected.as_ref().expect("selected").view;
+            indices.iter().map(|&i| view.messages[i].uid).collect()
+        };
+        self.mail().store_flags(id, &uids, change, None).await?;
+        self.refresh_known()?;
+        let selected = self.selected.as_ref().expect("selected");
+        if matches!(response, StoreResponse::Answer) {
+            for &i in &indices {
+                let Some(m) = selected.view.messages.get(i) else {
+                    continue;
+                };
+                let mut items = vec![MessageDataItem::Flags(fetch_flags(&m.flags))];
+                if uid {
+                    if let Some(u) = NonZeroU32::new(m.uid) {
+                        items.insert(0, MessageDataItem::Uid(u));
+                    }
+                }
+                if let Ok(items) = Vec1::try_from(items) {
+                    server.enqueue_data(Data::Fetch { seq: seq(i), items });
+                }
+            }
+        }
+        server.enqueue_status(ok(tag, None, "STORE completed"));
+        Ok(())
+    }
+
+    /// Expunges (all `\Deleted` messages, or those among `uids`) and sends EXPUNGE for
+    /// each, highest sequence number first so that each number is valid when sent.
+    async fn expunge(
+        &mut self,
+        server: &mut Server,
+        uids: Option<Vec<u32>>,
+    ) -> Result<(), mailvault::Error> {
+        let selected = self.selected.as_ref().expect("selected");
+        if selected.read_only {
+            return Ok(());
+        }
+        let id = selected.id;
+        let removed: BTreeSet<u32> = self
+            .mail()
+            .expunge(id, uids.as_deref())
+            .await?
+            .into_iter()
+            .collect();
+        self.announce_expunged(server, &removed);
+        Ok(())
+    }
+
+    /// Sends EXPUNGE for the messages of `removed` the client knows, highest sequence
+    /// number first (each number is then valid when sent), and drops them from the view.
+    fn announce_expunged(&mut self, server: &mut Server, removed: &BTreeSet<u32>) {
+        let selected = self.selected.as_mut().expect("selected");
+        for (i, m) in selected.view.messages.iter().enumerate().rev() {
+            if removed.contains(&m.uid) {
+                server.enqueue_data(Data::Expunge(seq(i)));
+            }
+        }
+        selected.view.messages.retain(|m| !removed.contains(&m.uid));
+    }
+
+    /// Re-reads the flags of the messages the client knows, keeping its sequence
+    /// numbers: new and vanished messages are reported at the next NOOP, CHECK or
+    /// SELECT (`sync`), never in between.
+    fn refresh_known(&mut self) -> Result<(), mailvault::Error> {
+        let id = self.selected_id();
+        let now = self.mail().view(id)?;
+        let selected = self.selected.as_mut().expect("selected");
+        for m in &mut selected.view.messages {
+            if let Ok(i) = now.messages.binary_search_by_key(&m.uid, |n| n.uid) {
+                m.flags = now.messages[i].flags.clone();
+                m.modseq = now.messages[i].modseq;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The tag a discarded command line starts with, if it is a valid one.
+fn tag_of(line: &[u8]) -> Option<Tag<'static>> {
+    let end = line
+        .iter()
+        .position(|&b| b == b' ' || b == b'\r' || b == b'\n')?;
+    Tag::try_from(line[..end].to_vec()).ok()
+}
+
+fn capabilities() -> Vec1<Capability<'static>> {
+    Vec1::try_from(vec![
+        Capability::Imap4Rev1,
+        Capability::LiteralPlus,
+        Capability::Move,
+    ])
+    .unwrap_or_else(|_| Vec1::from(Capability::Imap4Rev1))
+}
+
+/// Message sequence number of index `i`.
+fn seq(i: usize) -> NonZeroU32 {
+    NonZeroU32::new(u32::try_from(i + 1).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN)
+}
+
+fn system_flags() -> Vec<Flag<'static>> {
+    vec![
+        Flag::Answered,
+        Flag::Flagged,
+        Flag::Deleted,
+        Flag::Seen,
+        Flag::Draft,
+    ]
+}
+
+/// The library's flag names as IMAP flags.
+fn fetch_flags(flags: &Flags) -> Vec<FlagFetch<'static>> {
+    flags
+        .names()
+        .filter_map(|name| {
+            let flag = match name.to_ascii_lowercase().as_str() {
+                "\\seen" => Flag::Seen,
+                "\\answered" => Flag::Answered,
+                "\\flagged" => Flag::Flagged,
+                "\\deleted" => Flag::Deleted,
+                "\\draft" => Flag::Draft,
+                _ => match name.strip_prefix('\\') {
+                    Some(system) => Flag::system(Atom::try_from(system.to_string()).ok()?),
+                    None => Flag::Keyword(Atom::try_from(name.to_string()).ok()?),
+                },
+            };
+            Some(FlagFetch::Flag(flag))
+        })
+        .collect()
+}
+
+fn internal_date(secs: i64) -> DateTime {
+    let utc = chrono::DateTime::from_timestamp(secs, 0).unwrap_or_default();
+    DateTime::unvalidated(utc.fixed_offset())
+}
+
+fn nstring(bytes: &[u8]) -> NString<'static> {
+    NString(Some(IString::Literal(Literal::unvalidated(bytes.to_vec()))))
+}
+
+/// The name of an IMAP mailbox as the library stores it (`/` as separator). Modified
+/// UTF-7 is not decoded yet.
+fn mailbox_name(mailbox: &ImapMailbox<'_>) -> String {
+    match mailbox {
+        ImapMailbox::Inbox => mailvault::mail::INBOX.to_string(),
+        ImapMailbox::Other(other) => String::from_utf8_lossy(other.as_ref()).into_owned(),
+    }
+}
+
+/// LIST pattern matching: `*` matches anything, `%` anything but the delimiter; INBOX
+/// case-insensitively.
+fn matches_pattern(pattern: &str, name: &str) -> bool {
+    fn go(p: &[char], n: &[char]) -> bool {
+        match p.split_first() {
+            None => n.is_empty(),
+            Some(('*', rest)) => (0..=n.len()).any(|k| go(rest, &n[k..])),
+            Some(('%', rest)) => (0..=n.len())
+                .take_while(|&k| k == 0 || n[k - 1] != '/')
+                .any(|k| go(rest, &n[k..])),
+            Some((c, rest)) => n.first() == Some(c) && go(rest, &n[1..]),
+        }
+    }
+    let fold = |s: &str| -> Vec<char> {
+        if s.len() >= 5 && s[..5].eq_ignore_ascii_case("INBOX") {
+            format!("INBOX{}", &s[5..]).chars().collect()
+        } else {
+            s.chars().collect()
+        }
+    };
+    go(&fold(pattern), &fold(name))
+}
+
+/// The header block (with its blank line) and the text of a message.
+fn split_header(message: &[u8]) -> (&[u8], &[u8]) {
+    if let Some(pos) = message.windows(4).position(|w| w == b"\r\n\r\n") {
+        return message.split_at(pos + 4);
+    }
+    if let Some(pos) = message.windows(2).position(|w| w == b"\n\n") {
+        return message.split_at(pos + 2);
+    }
+    (message, &[])
+}
+
+/// The fields of `header` named in `names` (or not named, when `include` is false),
+/// followed by a blank line (RFC 3501 BODY[HEADER.FIELDS]).
+fn header_fields(header: &[u8], names: &[AString<'_>], include: bool) -> Vec<u8> {
+    let wanted: Vec<Vec<u8>> = names
+        .iter()
+        .map(|n| n.as_ref().to_ascii_lowercase())
+        .collect();
+    let mut out = Vec::new();
+    let mut keep = false;
+    for line in header.split_inclusive(|&b| b == b'\n') {
+        if line == b"\r\n" || line == b"\n" {
+            break;
+        }
+        if !matches!(line.first(), Some(b' ' | b'\t')) {
+            let name = line
+                .split(|&b| b == b':')
+                .next()
+                .unwrap_or(&[])
+                .trim_ascii()
+                .to_ascii_lowercase();
+            keep = wanted.contains(&name) == include;
+        }
+        if keep {
+            out.extend_from_slice(line);
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_of_malformed_lines() {
+        assert_eq!(tag_of(b"a1 FETCH (((\r\n"), Tag::try_from("a1").ok());
+        assert_eq!(tag_of(b"a1"), None);
+        assert_eq!(tag_of(b"a{ FETCH\r\n"), None);
+        assert_eq!(tag_of(b" FETCH\r\n"), None);
+    }
+
+    #[test]
+    fn list_patterns() {
+        assert!(matches_pattern("*", "INBOX"));
+        assert!(matches_pattern("%", "Projects"));
+        assert!(!matches_pattern("%", "Projects/2026"));
+        assert!(matches_pattern("Projects/%", "Projects/2026"));
+        assert!(matches_pattern("inbox", "INBOX"));
+        assert!(!matches_pattern("Sent", "INBOX"));
+    }
+
+    #[test]
+    fn header_field_selection() {
+        let header = b"Subject: hi\r\nFrom: a@b\r\nX-Long: one\r\n two\r\n\r\n";
+        let subject = AString::try_from("SUBJECT").expect("atom");
+        assert_eq!(
+            header_fields(header, std::slice::from_ref(&subject), true),
+            b"Subject: hi\r\n\r\n"
+        );
+        assert_eq!(
+            header_fields(header, std::slice::from_ref(&subject), false),
+            b"From: a@b\r\nX-Long: one\r\n two\r\n\r\n"
+        );
+    }
+}

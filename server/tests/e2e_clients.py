@@ -1,0 +1,316 @@
+#!/usr/bin/env python3
+"""End-to-end check of a running `mailvault serve` with Python's own clients.
+
+Usage: e2e_clients.py IMAP_PORT LMTP_PORT USER PASSWORD USER2 PASSWORD2 MESSAGE.eml...
+
+Delivers the messages over LMTP (smtplib.LMTP), one of them with an unknown second
+recipient; then with imaplib: LOGIN, LIST, SELECT INBOX (EXISTS = number delivered),
+FETCH BODY.PEEK[] of each compared byte for byte with what was sent, FLAGS, RFC822.SIZE,
+STORE \\Seen, APPEND and fetch back, EXPUNGE, LOGOUT; then malformed commands on a raw
+socket (answered BAD, connection and server alive); last, one pipelined LMTP transaction
+to both users and an unknown one (one reply per accepted recipient after DATA), read back
+by each. Standard library only. Exit status 0
+when every check holds.
+"""
+
+import imaplib
+import os
+import re
+import smtplib
+import socket
+import sys
+import time
+
+HOST = "127.0.0.1"
+# Seconds any reply may take: a server that does not answer fails the run, never hangs it.
+TIMEOUT = 60
+if os.environ.get("E2E_DEBUG"):
+    imaplib.Debug = 4  # print the IMAP exchange
+
+
+def crlf(data: bytes) -> bytes:
+    """The message as it travels over LMTP: CRLF line ends, ending with CRLF."""
+    data = re.sub(rb"\r\n|\r|\n", b"\r\n", data)
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return data
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+    print("ok:", what)
+
+
+def lmtp_deliver(port, user, messages):
+    lmtp = smtplib.LMTP(HOST, port, timeout=TIMEOUT)
+    code, _ = lmtp.ehlo("client.example.org")  # LMTP.ehlo sends LHLO
+    check(code == 250, f"LHLO answered 250 (got {code})")
+    code, _ = lmtp.docmd("GARBAGE")
+    check(code == 500, f"unknown LMTP command answered 500 (got {code})")
+    code, _ = lmtp.docmd("RCPT TO:<x@example.org>")
+    check(code == 503, f"RCPT before MAIL answered 503 (got {code})")
+    for i, message in enumerate(messages):
+        code, _ = lmtp.mail("sender@example.net")
+        check(code == 250, f"message {i}: MAIL FROM answered 250")
+        code, _ = lmtp.rcpt(user)
+        check(code == 250, f"message {i}: RCPT TO known user answered 250")
+        if i == 1:
+            code, _ = lmtp.rcpt("nobody@example.org")
+            check(code == 550, f"message {i}: RCPT TO unknown user answered 550 (got {code})")
+        # One reply per accepted recipient after DATA: one here.
+        code, reply = lmtp.data(message)
+        check(code == 250, f"message {i}: DATA answered 250 for {user} ({reply!r})")
+    code, _ = lmtp.docmd("RSET")
+    check(code == 250, "RSET answered 250")
+    lmtp.quit()
+
+
+def fetch_one(imap, seq, item):
+    typ, data = imap.fetch(str(seq), item)
+    check(typ == "OK", f"FETCH {seq} {item} OK")
+    return data
+
+
+def body_of(data):
+    for part in data:
+        if isinstance(part, tuple):
+            return part[1]
+    raise AssertionError(f"no literal in {data!r}")
+
+
+def imap_session(port, user, password, messages):
+    imap = imaplib.IMAP4(HOST, port, timeout=TIMEOUT)
+    typ, caps = imap.capability()
+    check(typ == "OK" and b"IMAP4REV1" in caps[0].upper(), "CAPABILITY lists IMAP4rev1")
+    try:
+        imap.login(user, "not the password")
+        check(False, "a wrong password is refused")
+    except imaplib.IMAP4.error:
+        print("ok: a wrong password is refused")
+    typ, _ = imap.login(user, password)
+    check(typ == "OK", "LOGIN OK")
+    typ, boxes = imap.list()
+    check(typ == "OK" and any(b'"INBOX"' in b or b" INBOX" in b for b in boxes), f"LIST shows INBOX: {boxes!r}")
+    typ, data = imap.select("INBOX")
+    check(typ == "OK" and int(data[0]) == len(messages), f"SELECT INBOX: EXISTS {data[0]!r} = {len(messages)}")
+    typ, uidvalidity = imap.response("UIDVALIDITY")
+    check(uidvalidity[0] is not None, f"SELECT sent UIDVALIDITY {uidvalidity!r}")
+    for seq, sent in enumerate(messages, start=1):
+        got = body_of(fetch_one(imap, seq, "(BODY.PEEK[])"))
+        check(got == sent, f"message {seq}: BODY.PEEK[] byte-exact ({len(got)} bytes)")
+        data = fetch_one(imap, seq, "(UID FLAGS RFC822.SIZE INTERNALDATE)")
+        meta = data[0].decode()
+        check(f"RFC822.SIZE {len(sent)}" in meta, f"message {seq}: RFC822.SIZE {len(sent)} in {meta}")
+        check("\\Seen" not in meta, f"message {seq}: not \\Seen after PEEK")
+    # UID FETCH of the whole message through RFC822.
+    typ, data = imap.uid("FETCH", "1:*", "(RFC822)")
+    check(typ == "OK", "UID FETCH 1:* RFC822 OK")
+    bodies = [part[1] for part in data if isinstance(part, tuple)]
+    check(bodies == messages, "UID FETCH RFC822 byte-exact for every message")
+    # Header fields of the first message.
+    data = fetch_one(imap, 1, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    header = body_of(data)
+    check(header.lower().startswith(b"subject:") and header.endswith(b"\r\n\r\n"), f"BODY.PEEK[HEADER.FIELDS (SUBJECT)] {header!r}")
+    # MIME parts of the first message (RFC 2046's multipart example): BODY[1] is the
+    # text of its first part (between the blank line after the boundary and the next
+    # boundary's CRLF), BODY[2.MIME] the header of the second, BODY[]<0.9> a partial.
+    part1 = body_of(fetch_one(imap, 1, "(BODY.PEEK[1])"))
+    check(part1.startswith(b"... Some text appears here ...") and part1.endswith(b"next part.]\r\n"), f"BODY.PEEK[1] {part1[:40]!r}..{part1[-20:]!r}")
+    check(b"--unique-boundary-1\r\n\r\n" + part1 + b"\r\n--unique-boundary-1" in messages[0], "BODY.PEEK[1] is the first part, byte-exact")
+    mime2 = body_of(fetch_one(imap, 1, "(BODY.PEEK[2.MIME])"))
+    check(mime2.lower().startswith(b"content-type: text/plain"), f"BODY.PEEK[2.MIME] {mime2!r}")
+    partial = fetch_one(imap, 1, "(BODY.PEEK[]<0.9>)")
+    check(body_of(partial) == messages[0][:9] and b"BODY[]<0>" in partial[0][0], f"BODY.PEEK[]<0.9> {partial!r}")
+    # STORE \Seen.
+    typ, data = imap.store("1", "+FLAGS", "(\\Seen)")
+    check(typ == "OK" and b"\\Seen" in data[0], f"STORE +FLAGS \\Seen answered {data!r}")
+    data = fetch_one(imap, 1, "(FLAGS)")
+    check(b"\\Seen" in data[0], "FLAGS show \\Seen after STORE")
+    # A non-peek fetch sets \Seen.
+    body_of(fetch_one(imap, 2, "(BODY[])"))
+    data = fetch_one(imap, 2, "(FLAGS)")
+    check(b"\\Seen" in data[0], "BODY[] without PEEK set \\Seen")
+    # APPEND and fetch it back.
+    appended = crlf(b"From: alice@example.org\nTo: bob@example.org\nSubject: appended\n\n.a line with a dot\nbye\n")
+    date = imaplib.Time2Internaldate(time.mktime((2024, 3, 1, 12, 30, 0, 0, 0, -1)))
+    typ, data = imap.append("INBOX", "(\\Flagged)", date, appended)
+    check(typ == "OK", f"APPEND OK {data!r}")
+    typ, data = imap.noop()
+    check(typ == "OK", "NOOP OK")
+    typ, data = imap.select("INBOX")
+    count = int(data[0])
+    check(count == len(messages) + 1, f"EXISTS {count} after APPEND")
+    got = body_of(fetch_one(imap, count, "(BODY.PEEK[])"))
+    check(got == appended, "appended message byte-exact")
+    data = fetch_one(imap, count, "(FLAGS INTERNALDATE)")
+    check(b"\\Flagged" in data[0], f"appended message keeps \\Flagged: {data[0]!r}")
+    check(b"01-Mar-2024" in data[0], f"appended message keeps its INTERNALDATE: {data[0]!r}")
+    try:
+        imap.fetch("99", "(FLAGS)")
+        check(False, "FETCH of a sequence number beyond the last is refused")
+    except imaplib.IMAP4.error as e:
+        check("BAD" in str(e) or "sequence" in str(e), f"FETCH 99 refused: {e}")
+    # EXPUNGE message 2.
+    typ, _ = imap.store("2", "+FLAGS.SILENT", "(\\Deleted)")
+    check(typ == "OK", "STORE +FLAGS.SILENT \\Deleted OK")
+    typ, data = imap.expunge()
+    check(typ == "OK" and data == [b"2"], f"EXPUNGE reported message 2: {data!r}")
+    typ, data = imap.select("INBOX")
+    check(int(data[0]) == count - 1, f"EXISTS {data[0]!r} after EXPUNGE")
+    remaining = [messages[0]] + messages[2:] + [appended]
+    for seq, sent in enumerate(remaining, start=1):
+        got = body_of(fetch_one(imap, seq, "(BODY.PEEK[])"))
+        check(got == sent, f"after EXPUNGE, message {seq} byte-exact")
+    # CREATE, COPY, MOVE, LIST, STATUS.
+    typ, _ = imap.create("Archive")
+    check(typ == "OK", "CREATE Archive")
+    typ, boxes = imap.list('""', "*")
+    check(any(b"Archive" in b for b in boxes), f"LIST shows Archive: {boxes!r}")
+    typ, _ = imap.copy("1", "Archive")
+    check(typ == "OK", "COPY 1 Archive")
+    typ, data = imap._simple_command("MOVE", "2", "Archive")
+    check(typ == "OK", f"MOVE 2 Archive: {data!r}")
+    typ, data = imap.response("EXPUNGE")
+    check(data == [b"2"], f"MOVE reported EXPUNGE 2: {data!r}")
+    typ, data = imap.status("Archive", "(MESSAGES UIDNEXT)")
+    check(typ == "OK" and b"MESSAGES 2" in data[0], f"STATUS Archive: {data!r}")
+    typ, data = imap.select("INBOX")
+    check(int(data[0]) == count - 2, f"INBOX EXISTS {data[0]!r} after EXPUNGE and MOVE")
+    typ, data = imap.select("Archive", readonly=True)
+    check(typ == "OK" and int(data[0]) == 2, f"EXAMINE Archive: EXISTS {data[0]!r}")
+    archived = [body_of(fetch_one(imap, n, "(BODY.PEEK[])")) for n in (1, 2)]
+    check(archived == [remaining[0], remaining[1]], "copied and moved messages byte-exact in Archive")
+    # imaplib refuses STORE itself in EXAMINE: make it ask the server.
+    imap.is_readonly = False
+    imap.untagged_responses.pop("READ-ONLY", None)
+    typ, data = imap.store("1", "+FLAGS", "(\\Flagged)")
+    check(typ == "NO" and b"read-only" in data[0], f"STORE in an EXAMINEd mailbox answered NO: {typ} {data!r}")
+    typ, _ = imap.logout()
+    check(typ == "BYE", "LOGOUT")
+
+
+def raw_exchange(port):
+    sock = socket.create_connection((HOST, port), timeout=TIMEOUT)
+    reader = sock.makefile("rb")
+    greeting = reader.readline()
+    check(greeting.startswith(b"* OK"), f"greeting {greeting!r}")
+
+    def send(line: bytes, tag: bytes):
+        sock.sendall(line)
+        lines = []
+        while True:
+            got = reader.readline()
+            if not got:
+                raise AssertionError(f"connection closed after {line!r}; got {lines!r}")
+            lines.append(got)
+            if got.startswith(tag + b" ") or (tag == b"*" and got.startswith(b"* BAD")):
+                return lines
+
+    lines = send(b"a1 FETCH (((\r\n", b"a1")
+    check(lines[-1].startswith(b"a1 BAD"), f"malformed FETCH answered BAD: {lines!r}")
+    lines = send(b"a2 APPEND INBOX {999999999}\r\n", b"a2")
+    check(lines[-1].startswith(b"a2 BAD"), f"huge literal announcement answered BAD: {lines!r}")
+    lines = send(b"a3 FETCH 1 " + b"(" * 500 + b"\r\n", b"a3")
+    check(lines[-1].startswith(b"a3 BAD"), f"deep parentheses answered BAD: {lines!r}")
+    lines = send(b"a4 LOGIN \xff\xfe \x80\r\n", b"a4")
+    check(lines[-1].startswith(b"a4 BAD"), f"invalid UTF-8 answered BAD: {lines!r}")
+    lines = send(b"(( FETCH\r\n", b"*")
+    check(lines[-1].startswith(b"* BAD"), f"a line without a tag answered with an untagged BAD: {lines!r}")
+    lines = send(b"a5 SELECT INBOX\r\n", b"a5")
+    check(lines[-1].startswith(b"a5 BAD"), f"SELECT before LOGIN answered BAD: {lines!r}")
+    lines = send(b"a6 NOOP\r\n", b"a6")
+    check(lines[-1].startswith(b"a6 OK"), f"connection alive after malformed input: {lines!r}")
+    sock.close()
+
+
+def lmtp_two_recipients(port, user, user2, message):
+    """One pipelined transaction to two accounts and an unknown address, on a raw socket
+    (smtplib.LMTP reads a single reply after DATA)."""
+    sock = socket.create_connection((HOST, port), timeout=TIMEOUT)
+    reader = sock.makefile("rb")
+
+    def reply():
+        lines = []
+        while True:
+            line = reader.readline()
+            if not line:
+                raise AssertionError(f"LMTP connection closed; got {lines!r}")
+            lines.append(line)
+            if line[3:4] == b" ":
+                return lines
+
+    check(reply()[0].startswith(b"220"), "LMTP greeting 220")
+    sock.sendall(
+        b"LHLO client.example.org\r\n"
+        b"MAIL FROM:<sender@example.net>\r\n"
+        + f"RCPT TO:<{user}>\r\nRCPT TO:<nobody@example.org>\r\nRCPT TO:<{user2}>\r\n".encode()
+        + b"DATA\r\n"
+    )
+    codes = [reply()[-1][:3] for _ in range(6)]
+    check(codes == [b"250", b"250", b"250", b"550", b"250", b"354"], f"pipelined replies {codes!r}")
+    stuffed = re.sub(rb"(?m)^\.", b"..", message)
+    sock.sendall(stuffed + b".\r\n")
+    after = [reply()[-1] for _ in range(2)]
+    check(
+        after[0].startswith(b"250") and user.encode() in after[0]
+        and after[1].startswith(b"250") and user2.encode() in after[1],
+        f"one reply per accepted recipient after DATA, in RCPT order: {after!r}",
+    )
+    sock.sendall(b"MAIL FROM:<sender@example.net>\r\nRCPT TO:<nobody@example.org>\r\nDATA\r\n")
+    codes = [reply()[-1][:3] for _ in range(3)]
+    check(codes == [b"250", b"550", b"503"], f"DATA without a valid recipient answered 503: {codes!r}")
+    # Size limit (the test server's max_message_size is 1 MiB): announced, then actual.
+    sock.sendall(b"MAIL FROM:<sender@example.net>\r\n")
+    code = reply()[-1][:3]
+    check(code == b"503", f"a second MAIL within a transaction answered 503 (got {code!r})")
+    sock.sendall(b"RSET\r\n")
+    check(reply()[-1].startswith(b"250"), "RSET ends the transaction")
+    sock.sendall(b"MAIL FROM:<sender@example.net> SIZE=2000000\r\n")
+    code = reply()[-1][:3]
+    check(code == b"552", f"MAIL FROM with SIZE above the limit answered 552 (got {code!r})")
+    sock.sendall(b"MAIL FROM:<sender@example.net>\r\n" + f"RCPT TO:<{user}>\r\n".encode() + b"DATA\r\n")
+    codes = [reply()[-1][:3] for _ in range(3)]
+    check(codes == [b"250", b"250", b"354"], f"transaction for a large message {codes!r}")
+    big = b"Subject: too big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 1100
+    sock.sendall(big + b".\r\n")
+    last = reply()[-1]
+    check(last.startswith(b"552"), f"a message above the limit answered 552: {last!r}")
+    sock.sendall(b"NOOP\r\n")
+    check(reply()[-1].startswith(b"250"), "the LMTP connection goes on after a refused message")
+    sock.sendall(b"QUIT\r\n")
+    check(reply()[-1].startswith(b"221"), "QUIT answered 221")
+    sock.close()
+
+
+def main():
+    imap_port, lmtp_port = int(sys.argv[1]), int(sys.argv[2])
+    user, password, user2, password2 = sys.argv[3:7]
+    messages = [crlf(open(p, "rb").read()) for p in sys.argv[7:]]
+    # Dot-stuffing both ways: lines starting with a dot, and a line that is a lone dot.
+    messages[-1] += b".leading dot\r\n.\r\n..\r\nlast line\r\n"
+    lmtp_deliver(lmtp_port, user, messages)
+    imap_session(imap_port, user, password, messages)
+    raw_exchange(imap_port)
+    # The server survived all of it: a new connection logs in.
+    imap = imaplib.IMAP4(HOST, imap_port, timeout=TIMEOUT)
+    typ, _ = imap.login(user, password)
+    check(typ == "OK", "server alive: a new connection logs in")
+    typ, data = imap.select("INBOX")
+    before = int(data[0])
+    imap.logout()
+    shared = messages[0]
+    lmtp_two_recipients(lmtp_port, user, user2, shared)
+    for who, secret, count in ((user, password, before + 1), (user2, password2, 1)):
+        imap = imaplib.IMAP4(HOST, imap_port, timeout=TIMEOUT)
+        imap.login(who, secret)
+        typ, data = imap.select("INBOX")
+        check(int(data[0]) == count, f"{who}: EXISTS {data[0]!r} = {count}")
+        got = body_of(fetch_one(imap, count, "(BODY.PEEK[])"))
+        check(got == shared, f"{who}: the message to both recipients is byte-exact")
+        imap.logout()
+    print("e2e: all checks passed")
+
+
+if __name__ == "__main__":
+    main()
