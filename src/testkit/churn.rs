@@ -18,9 +18,8 @@ use crate::crypto::RandomSource;
 use crate::directory::{Directory, OfficerKeyEntry};
 use crate::engine::{Provider, ProviderConfig, Session};
 use crate::error::{Error, Result};
-use crate::format::slot::KdfParams;
 use crate::ids::{hex, AccountId, DeploymentId};
-use crate::keys::{Credential, DeviceKey, KdfGate, OfficerSecret};
+use crate::keys::{Credential, DeviceKey, OfficerSecret};
 use crate::storage::{DynStore, NoCasStore};
 
 /// The account's password before any change.
@@ -30,21 +29,10 @@ pub const INITIAL_PASSWORD: &str = "churn-initial";
 /// officer, one device key per worker and these, for up to 4 workers).
 const EXTRA_SLOTS: usize = 2;
 
-/// Cheap password slots: the churn measures commits, not Argon2id.
-const CHURN_KDF: KdfParams = KdfParams {
-    m_kib: 256,
-    t: 1,
-    p: 1,
-};
-
-/// The provider settings every process of the churn uses.
+/// The provider settings every process of the churn uses: cheap password slots (the
+/// churn measures commits, not Argon2id).
 pub fn config() -> ProviderConfig {
-    ProviderConfig {
-        pepper: None,
-        kdf: CHURN_KDF,
-        limits: None,
-        gate: KdfGate::new(2),
-    }
+    super::cheap_provider_config()
 }
 
 /// The store a churn process opens from `spec`: `dir:<path>` (a local directory wrapped

@@ -146,6 +146,21 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// Provider settings for tests: password stretching cheap enough to run hundreds of
+/// logins (Argon2id with 256 KiB, one pass, one lane), no pepper, no limits.
+pub fn cheap_provider_config() -> crate::engine::ProviderConfig {
+    crate::engine::ProviderConfig {
+        pepper: None,
+        kdf: crate::format::slot::KdfParams {
+            m_kib: 256,
+            t: 1,
+            p: 1,
+        },
+        limits: None,
+        gate: crate::keys::KdfGate::new(2),
+    }
+}
+
 /// Deterministic test bytes: `len` bytes of a pattern that depends on `seed`, with no
 /// run long enough to hide a misplaced chunk.
 pub fn pattern(seed: u64, len: usize) -> Vec<u8> {

@@ -9,26 +9,13 @@ use mailvault::crypto::{AccountKey, RandomSource};
 use mailvault::delivery::{DeliveryOptions, DeliveryReceipt, DeliverySigningKey, Rejection};
 use mailvault::directory::{DeliveryKeyEntry, Directory, MemoryDirectory};
 use mailvault::engine::{Provider, ProviderConfig};
-use mailvault::format::slot::KdfParams;
 use mailvault::ids::{AccountId, DeploymentId};
-use mailvault::keys::{Credential, KdfGate, SlotBinding};
+use mailvault::keys::{Credential, SlotBinding};
 use mailvault::storage::{naming, DynStore};
 use object_store::ObjectStoreExt;
 
-/// Password stretching cheap enough for tests.
-const CHEAP: KdfParams = KdfParams {
-    m_kib: 256,
-    t: 1,
-    p: 1,
-};
-
 fn config() -> ProviderConfig {
-    ProviderConfig {
-        pepper: None,
-        kdf: CHEAP,
-        limits: None,
-        gate: KdfGate::new(2),
-    }
+    mailvault::testkit::cheap_provider_config()
 }
 
 /// A provider with one account (password "pw") and the deployment's delivery signing key.

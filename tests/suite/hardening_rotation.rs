@@ -11,28 +11,15 @@ use mailvault::crypto::{AccountKey, RandomSource};
 use mailvault::delivery::{DeliveryOptions, DeliverySigningKey};
 use mailvault::directory::{Directory, MemoryDirectory, OfficerKeyEntry};
 use mailvault::engine::{Provider, ProviderConfig, Session};
-use mailvault::format::slot::{KdfParams, SlotKind};
+use mailvault::format::slot::SlotKind;
 use mailvault::ids::{AccountId, DeploymentId};
 use mailvault::index::IndexStore;
-use mailvault::keys::{
-    Credential, KdfGate, KeyExport, OfficerSecret, SlotBinding, UnlockedKeyring,
-};
+use mailvault::keys::{Credential, KeyExport, OfficerSecret, SlotBinding, UnlockedKeyring};
 use mailvault::mail::{EmailRecord, Mailstore, INBOX};
 use mailvault::storage::{CommitMode, DynStore, NoCasStore};
 
-const CHEAP: KdfParams = KdfParams {
-    m_kib: 256,
-    t: 1,
-    p: 1,
-};
-
 fn config() -> ProviderConfig {
-    ProviderConfig {
-        pepper: None,
-        kdf: CHEAP,
-        limits: None,
-        gate: KdfGate::new(2),
-    }
+    mailvault::testkit::cheap_provider_config()
 }
 
 /// The backends: InMemory with compare-and-swap, the same without (as Garage), and

@@ -154,23 +154,13 @@ mod shared {
     use mailvault::delivery::{DeliveryOptions, DeliverySigningKey};
     use mailvault::directory::{Directory, FileDirectory, OfficerKeyEntry};
     use mailvault::engine::{AccountRegistry, Provider, ProviderConfig, ShareConfig};
-    use mailvault::format::slot::KdfParams;
     use mailvault::ids::{AccountId, DeploymentId};
-    use mailvault::keys::{KdfGate, OfficerSecret};
+    use mailvault::keys::OfficerSecret;
     use mailvault::mail::{AppendOptions, INBOX};
     use mailvault::storage::DynStore;
 
     fn config() -> ProviderConfig {
-        ProviderConfig {
-            pepper: None,
-            kdf: KdfParams {
-                m_kib: 256,
-                t: 1,
-                p: 1,
-            },
-            limits: None,
-            gate: KdfGate::new(2),
-        }
+        mailvault::testkit::cheap_provider_config()
     }
 
     /// An account on `store` with a `FileDirectory` under `root` (officer key and the
