@@ -1,0 +1,58 @@
+//! Maintenance: compaction and garbage collection of released bodies.
+
+use super::*;
+
+impl Mailstore {
+    /// Merges the index's segments into one (see [`Collection::compact`]): maintenance
+    /// for a quiet moment; the index also compacts by itself, in size tiers.
+    ///
+    /// # Errors
+    /// As [`Collection::compact`].
+    pub async fn compact(&mut self) -> Result<()> {
+        self.index.compact().await.map(|_| ())
+    }
+
+    /// Deletes bodies released after a grace period (backends without compare-and-swap
+    /// mark them instead of deleting them at once, since a concurrent copy may still
+    /// refer to them), then collects the index's garbage.
+    ///
+    /// # Errors
+    /// As [`Collection::collect_garbage`].
+    pub async fn collect_garbage(&mut self, grace: Duration) -> Result<MailGcReport> {
+        self.refresh().await?;
+        let cutoff = crate::unix_now().saturating_sub(grace.as_secs());
+        let released = self
+            .write(move |c, _| {
+                let mut plan = Plan::new();
+                let mut bodies = Vec::new();
+                for (k, v) in c.prefix(&[keys::RELEASE]) {
+                    let email = keys::parse_release(k).ok_or(Error::Tampered)?;
+                    if parse_number(v)? > cutoff {
+                        continue;
+                    }
+                    plan.batch.delete(k.to_vec());
+                    if c.prefix(&keys::references_of(&email)).next().is_some() {
+                        continue; // referenced again (a concurrent copy): keep it
+                    }
+                    if let Some(record) = c.get(&keys::email(&email)) {
+                        bodies.push(EmailRecord::parse(record)?);
+                    }
+                    plan.delete_email(&email);
+                }
+                // An analysis committed beside the deletion of its email (without
+                // compare-and-swap) outlived it.
+                for (k, _) in c.prefix(&[keys::ANALYSIS]) {
+                    let email = EmailId::from_bytes(keys::tagged_id(k).ok_or(Error::Tampered)?);
+                    if c.get(&keys::email(&email)).is_none() {
+                        plan.batch.delete(k.to_vec());
+                    }
+                }
+                Ok((plan, bodies))
+            })
+            .await?;
+        let bodies = released.len();
+        self.delete_bodies(released).await;
+        let index = self.index.collect_garbage(grace).await?;
+        Ok(MailGcReport { bodies, index })
+    }
+}
