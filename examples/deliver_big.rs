@@ -259,6 +259,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 mailbox: "INBOX".into(),
                 internal_date: None,
                 flags: vec!["$Incoming".into()],
+                id: None,
             },
         )
         .await?;

@@ -117,6 +117,13 @@ pub enum Error {
     /// operation cannot succeed until something changes (IMAP `NO [LIMIT]`).
     #[error("limit reached: {0}")]
     LimitReached(String),
+    /// The message is larger than the limit in force (IMAP `NO [TOOBIG]`, LMTP `552`,
+    /// JMAP `tooLarge`).
+    #[error("message larger than the limit of {limit} bytes")]
+    TooBig {
+        /// The limit, bytes.
+        limit: u64,
+    },
     /// A store URL or configuration could not be used.
     #[error("configuration error: {0}")]
     Config(String),

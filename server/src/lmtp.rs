@@ -6,9 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mailvault::delivery::{Deliverer, DeliveryOptions};
+use mailvault::delivery::{Deliverer, DeliveryOptions, Recipient};
 use mailvault::ids::AccountId;
 use mailvault::mail::INBOX;
+use sha2::{Digest, Sha256};
 use smtp_proto::request::receiver::DataReceiver;
 use smtp_proto::Request;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -220,17 +221,19 @@ async fn connection(stream: TcpStream, state: &Lmtp) -> std::io::Result<()> {
                         None => return Ok(()),
                         Some(body) => body,
                     };
-                    let mut replies = String::new();
-                    for (address, account) in std::mem::take(&mut tx).recipients {
-                        replies.push_str(&match &body {
-                            Err(()) => format!(
-                                "552 5.3.4 <{address}> message exceeds {} bytes\r\n",
-                                state.max_message_size
-                            ),
-                            Ok(body) => deliver(state, &address, account, body).await,
-                        });
+                    let recipients = std::mem::take(&mut tx).recipients;
+                    match &body {
+                        Err(()) => recipients
+                            .iter()
+                            .map(|(address, _)| {
+                                format!(
+                                    "552 5.3.4 <{address}> message exceeds {} bytes\r\n",
+                                    state.max_message_size
+                                )
+                            })
+                            .collect(),
+                        Ok(body) => deliver(state, &recipients, body).await,
                     }
-                    replies
                 }
             }
             Request::Rset => {
@@ -248,35 +251,65 @@ async fn connection(stream: TcpStream, state: &Lmtp) -> std::io::Result<()> {
     }
 }
 
-/// Delivers to one recipient; the reply line for it.
-async fn deliver(state: &Lmtp, address: &str, account: AccountId, body: &[u8]) -> String {
-    let options = DeliveryOptions {
-        mailbox: INBOX.into(),
-        ..DeliveryOptions::default()
-    };
-    match state.deliverer.deliver_bytes(account, body, options).await {
-        Ok(receipt) => {
-            tracing::info!(%account, delivery = %receipt.delivery, size = receipt.size, "delivered");
-            format!("250 2.0.0 <{address}> delivered\r\n")
-        }
+/// Delivers the message to every recipient at once; one reply line per recipient, in
+/// order (RFC 2033 §4.2). Each recipient's delivery id is derived from a digest of the
+/// message as received, so that a client's retry of a message whose replies it lost
+/// (a dropped connection, a killed server) stores it once.
+async fn deliver(state: &Lmtp, recipients: &[(String, AccountId)], body: &[u8]) -> String {
+    let digest = Sha256::digest(body);
+    let targets: Vec<Recipient> = recipients
+        .iter()
+        .map(|(_, account)| Recipient {
+            account: *account,
+            options: DeliveryOptions {
+                mailbox: INBOX.into(),
+                id: Some(state.deliverer.delivery_id_for(account, &digest)),
+                ..DeliveryOptions::default()
+            },
+        })
+        .collect();
+    let results = match state.deliverer.deliver_to_many(&targets, body).await {
+        Ok(results) => results,
         Err(e) => {
-            tracing::warn!(%account, error = %e, "delivery failed");
-            if transient(&e) {
-                format!("451 4.3.0 <{address}> temporary failure, try again later\r\n")
-            } else {
-                format!("554 5.3.0 <{address}> delivery failed\r\n")
-            }
+            tracing::warn!(error = %e, "delivery failed");
+            let reply = reply_for_error(&e);
+            return recipients
+                .iter()
+                .map(|(address, _)| reply.replace("{address}", address))
+                .collect();
         }
-    }
+    };
+    recipients
+        .iter()
+        .zip(results)
+        .map(|((address, account), result)| match result {
+            Ok(receipt) => {
+                tracing::info!(
+                    %account,
+                    delivery = %receipt.delivery,
+                    size = receipt.size,
+                    duplicate = receipt.duplicate,
+                    "delivered"
+                );
+                format!("250 2.0.0 <{address}> delivered\r\n")
+            }
+            Err(e) => {
+                tracing::warn!(%account, error = %e, "delivery failed");
+                reply_for_error(&e).replace("{address}", address)
+            }
+        })
+        .collect()
 }
 
-/// Whether a delivery failure may pass on retry (the library has no
-/// `Error::is_transient` yet: issue 12, item 5).
-fn transient(e: &mailvault::Error) -> bool {
-    !matches!(
-        e,
-        mailvault::Error::InvalidArgument(_)
-            | mailvault::Error::PolicyViolation(_)
-            | mailvault::Error::TooLarge { .. }
-    )
+/// The reply line for a delivery that failed, with `{address}` for the recipient.
+fn reply_for_error(e: &mailvault::Error) -> String {
+    match e {
+        mailvault::Error::TooBig { limit } => {
+            format!("552 5.3.4 <{{address}}> message exceeds {limit} bytes\r\n")
+        }
+        e if e.is_transient() => {
+            "451 4.3.0 <{address}> temporary failure, try again later\r\n".into()
+        }
+        _ => "554 5.3.0 <{address}> delivery failed\r\n".into(),
+    }
 }

@@ -31,6 +31,8 @@ pub(crate) const LABEL_SEALED_OFFICER_BINDING: &[u8] = b"mailvault/v1/sealed/off
 pub(crate) const LABEL_SEALED_KEYS: &[u8] = b"mailvault/v1/sealed/keys";
 /// Key sealing a delivery's envelope, from the body's file key.
 pub(crate) const LABEL_DELIVERY_ENVELOPE: &[u8] = b"mailvault/v1/delivery/envelope";
+/// A delivery id chosen for an idempotency key, from the provider's signing key.
+pub(crate) const LABEL_DELIVERY_ID: &[u8] = b"mailvault/v1/delivery/id";
 /// Key that re-wraps sealed blobs' file keys into pins, from an epoch's master key.
 pub(crate) const LABEL_PIN_WRAP: &[u8] = b"mailvault/v1/pin/wrap";
 

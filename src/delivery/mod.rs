@@ -47,11 +47,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
 use futures::{Stream, StreamExt};
-use object_store::{PutMode, PutOptions};
+use object_store::{ObjectStoreExt, PutMode, PutOptions};
+use sha2::Digest;
 use zeroize::Zeroizing;
 
 use crate::blob::{
-    officer_binding, AccountBlobs, BlobStore, SealedBlob, SealedOfficer, SealedRecipients,
+    officer_binding, AccountBlobs, BlobStore, SealedBlob, SealedBlobWriter, SealedOfficer,
+    SealedRecipients,
 };
 use crate::crypto::kdf;
 use crate::crypto::record::RecordCipher;
@@ -218,6 +220,32 @@ pub struct DeliveryOptions {
     pub internal_date: Option<i64>,
     /// Initial flags (IMAP names, as `Flags::from_names` takes them).
     pub flags: Vec<String>,
+    /// The delivery's id, chosen by the caller to make a retry idempotent (see
+    /// [`Deliverer::delivery_id_for`]); a random one when `None`. A delivery whose id
+    /// was delivered before is stored once: the deliverer writes nothing while the
+    /// first envelope waits for import, and the import drops a second envelope of an id
+    /// it imported.
+    pub id: Option<DeliveryId>,
+}
+
+/// One recipient of [`Deliverer::deliver_each`]: an account and how the message lands
+/// in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    /// The account.
+    pub account: AccountId,
+    /// Mailbox, date, flags and delivery id for this account.
+    pub options: DeliveryOptions,
+}
+
+impl Recipient {
+    /// `account`, with default options (the inbox, now, no flags, a random id).
+    pub fn new(account: AccountId) -> Self {
+        Self {
+            account,
+            options: DeliveryOptions::default(),
+        }
+    }
 }
 
 /// What [`Deliverer::deliver`] wrote.
@@ -229,6 +257,15 @@ pub struct DeliveryReceipt {
     pub blob: BlobId,
     /// Body size in bytes.
     pub size: u64,
+    /// The delivery's id was delivered before and its envelope is still waiting for
+    /// import: nothing was written (`blob` is the earlier delivery's body).
+    pub duplicate: bool,
+}
+
+/// A recipient's delivery once checked: its sealed body begun, or done before.
+enum Started {
+    Writing(SealedRecipients, Box<SealedBlobWriter>),
+    Duplicate(DeliveryReceipt),
 }
 
 /// Writes sealed, signed deliveries. Holds public data and the signing key only.
@@ -334,22 +371,41 @@ impl Deliverer {
             .await
     }
 
-    /// Delivers one message to several accounts: sealed once per recipient (each with
-    /// its own file key). Stops at the first failure; earlier recipients keep theirs.
+    /// The delivery id for an idempotency `key` chosen by the caller (an LMTP server
+    /// uses a digest of the message as received: a retry by the client carries the same
+    /// bytes). Keyed by the provider's signing key, so the store, which sees delivery ids
+    /// as object names, cannot test a guess of what an account received; the same for
+    /// every deliverer of the deployment that holds the same signing key.
+    pub fn delivery_id_for(&self, account: &AccountId, key: &[u8]) -> DeliveryId {
+        let digest: [u8; 32] = sha2::Sha256::digest(key).into();
+        let derived = kdf::derive_key(
+            &Key32::from_bytes(*self.signing.to_bytes()),
+            kdf::LABEL_DELIVERY_ID,
+            &[
+                self.blobs.deployment().as_bytes(),
+                account.as_bytes(),
+                &digest,
+            ],
+        );
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&derived.expose()[..16]);
+        DeliveryId::from_bytes(id)
+    }
+
+    /// Delivers one message to several accounts, sealed once per recipient (each with its
+    /// own file key), from the message held in memory. See
+    /// [`deliver_each`](Self::deliver_each).
     ///
     /// # Errors
-    /// As [`deliver`](Self::deliver).
+    /// As [`deliver_each`](Self::deliver_each).
     pub async fn deliver_to_many(
         &self,
-        accounts: &[AccountId],
+        recipients: &[Recipient],
         body: &[u8],
-        options: DeliveryOptions,
-    ) -> Result<Vec<DeliveryReceipt>> {
-        let mut receipts = Vec::with_capacity(accounts.len());
-        for account in accounts {
-            receipts.push(self.deliver_bytes(*account, body, options.clone()).await?);
-        }
-        Ok(receipts)
+    ) -> Result<Vec<Result<DeliveryReceipt>>> {
+        let body = Bytes::copy_from_slice(body);
+        self.deliver_each(recipients, futures::stream::iter([Ok(body)]), None)
+            .await
     }
 
     /// Seals a message streamed in pieces for `account` and writes its signed envelope.
@@ -369,6 +425,114 @@ impl Deliverer {
     where
         S: Stream<Item = Result<Bytes>> + Unpin,
     {
+        let mut results = self
+            .deliver_each(&[Recipient { account, options }], body, None)
+            .await?;
+        results.pop().expect("one result per recipient")
+    }
+
+    /// Delivers one message, read once from `body`, to every recipient: each gets its own
+    /// sealed copy and envelope, written side by side while the message streams in, and
+    /// its own result, so that one recipient's failure (an unknown account, a quota, a
+    /// backend error on its writes) leaves the others' deliveries acknowledged, as LMTP
+    /// replies per recipient (RFC 2033 §4.2). A recipient's `Ok` means its body and
+    /// envelope are durable.
+    ///
+    /// With `max_size`, a message that grows beyond it is refused while it streams
+    /// ([`Error::TooBig`]) and nothing of it stays stored.
+    ///
+    /// # Errors
+    /// The outer error is for the message as a whole, and then no recipient got it:
+    /// [`Error::TooBig`], or the error `body` yielded. Per recipient: as
+    /// [`deliver`](Self::deliver).
+    pub async fn deliver_each<S>(
+        &self,
+        recipients: &[Recipient],
+        body: S,
+        max_size: Option<u64>,
+    ) -> Result<Vec<Result<DeliveryReceipt>>>
+    where
+        S: Stream<Item = Result<Bytes>> + Unpin,
+    {
+        let mut results: Vec<Option<Result<DeliveryReceipt>>> = Vec::new();
+        let mut writers: Vec<Option<(SealedRecipients, SealedBlobWriter)>> = Vec::new();
+        for recipient in recipients {
+            match self.start(recipient).await {
+                Ok(Started::Writing(to, writer)) => {
+                    results.push(None);
+                    writers.push(Some((to, *writer)));
+                }
+                Ok(Started::Duplicate(receipt)) => {
+                    results.push(Some(Ok(receipt)));
+                    writers.push(None);
+                }
+                Err(e) => {
+                    results.push(Some(Err(e)));
+                    writers.push(None);
+                }
+            }
+        }
+        let mut body = body;
+        let mut size = 0u64;
+        let failure = loop {
+            let piece = match body.next().await {
+                None => break None,
+                Some(Err(e)) => break Some(e),
+                Some(Ok(piece)) => piece,
+            };
+            size += piece.len() as u64;
+            if let Some(limit) = max_size.filter(|limit| size > *limit) {
+                break Some(Error::TooBig { limit });
+            }
+            let writes = writers.iter_mut().map(|slot| {
+                let piece = &piece;
+                async move {
+                    match slot {
+                        Some((_, writer)) => Some(writer.write(piece).await),
+                        None => None,
+                    }
+                }
+            });
+            let outcomes = futures::future::join_all(writes).await;
+            for (i, outcome) in outcomes.into_iter().enumerate() {
+                if let Some(Err(e)) = outcome {
+                    if let Some((_, writer)) = writers[i].take() {
+                        let _ = writer.abort().await;
+                    }
+                    results[i] = Some(Err(e));
+                }
+            }
+        };
+        if let Some(e) = failure {
+            for (_, writer) in writers.into_iter().flatten() {
+                let _ = writer.abort().await;
+            }
+            return Err(e);
+        }
+        let finishing = writers
+            .into_iter()
+            .zip(recipients)
+            .map(|(slot, recipient)| async move {
+                match slot {
+                    Some((to, writer)) => Some(self.finish(recipient, &to, writer).await),
+                    None => None,
+                }
+            });
+        let finished = futures::future::join_all(finishing).await;
+        Ok(results
+            .into_iter()
+            .zip(finished)
+            .map(|(early, finished)| {
+                early
+                    .or(finished)
+                    .expect("a recipient either failed early or was written")
+            })
+            .collect())
+    }
+
+    /// Checks a recipient and begins its sealed body, or finds its delivery done.
+    async fn start(&self, recipient: &Recipient) -> Result<Started> {
+        let options = &recipient.options;
         if options.mailbox.len() + options.flags.iter().map(|f| f.len() + 4).sum::<usize>()
             > crate::format::delivery::MAX_ENVELOPE_OPTIONS_LEN
         {
@@ -376,23 +540,65 @@ impl Deliverer {
                 "a delivery's mailbox and flags take at most 512 KiB",
             ));
         }
-        let to = self
-            .directory
-            .recipients(&self.blobs.deployment(), account)
-            .await?;
-        let mut writer = self.blobs.sealed_writer(&to, BlobKind::Message)?;
-        let mut body = body;
-        while let Some(piece) = body.next().await {
-            match piece {
-                Ok(piece) => writer.write(&piece).await?,
-                Err(e) => {
-                    let _ = writer.abort().await;
-                    return Err(e);
-                }
+        if let Some(id) = &options.id {
+            if let Some(receipt) = self.delivered_before(&recipient.account, id).await? {
+                return Ok(Started::Duplicate(receipt));
             }
         }
+        let to = self
+            .directory
+            .recipients(&self.blobs.deployment(), recipient.account)
+            .await?;
+        let writer = self.blobs.sealed_writer(&to, BlobKind::Message)?;
+        Ok(Started::Writing(to, Box::new(writer)))
+    }
+
+    /// The receipt of delivery `id` to `account` if its envelope is in the store (waiting
+    /// for import).
+    async fn delivered_before(
+        &self,
+        account: &AccountId,
+        id: &DeliveryId,
+    ) -> Result<Option<DeliveryReceipt>> {
+        let path = naming::delivery_path(account, id);
+        let bytes = match crate::storage::get_bounded(
+            self.blobs.store().as_ref(),
+            &path,
+            crate::format::delivery::MAX_ENVELOPE_LEN as u64,
+        )
+        .await
+        {
+            Ok(bytes) => bytes,
+            Err(Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        // What another writer put under this name: taken as delivered only when it is
+        // signed by this deployment's key (a planted object is not an acknowledgment).
+        let object = EnvelopeObject::parse(&bytes).map_err(|_| Error::Tampered)?;
+        let message = signed_message(&self.blobs.deployment(), account, object.signed);
+        let signature = ed25519_dalek::Signature::from_bytes(&object.signature);
+        if object.delivery != *id || self.signing.0.verify(&message, &signature).is_err() {
+            return Err(Error::Tampered);
+        }
+        Ok(Some(DeliveryReceipt {
+            delivery: *id,
+            blob: object.blob,
+            size: 0,
+            duplicate: true,
+        }))
+    }
+
+    /// Completes a recipient's body and writes its envelope.
+    async fn finish(
+        &self,
+        recipient: &Recipient,
+        to: &SealedRecipients,
+        writer: SealedBlobWriter,
+    ) -> Result<DeliveryReceipt> {
+        let account = recipient.account;
+        let options = recipient.options.clone();
         let (blob, file_key) = writer.finish_with_key().await?;
-        let delivery = DeliveryId::random(&self.rng);
+        let delivery = options.id.unwrap_or_else(|| DeliveryId::random(&self.rng));
         // Taken once the body is durable, just before the envelope: a number is lost (and
         // reported missing at import) only if this delivery fails between the two, and
         // then it is not acknowledged.
@@ -407,19 +613,39 @@ impl Deliverer {
         };
         let object =
             self.seal_envelope(&to.account, &delivery, number, &blob, &file_key, &envelope);
-        self.blobs
+        let written = self
+            .blobs
             .store()
             .put_opts(
                 &naming::delivery_path(&account, &delivery),
                 object.into(),
                 PutOptions::from(PutMode::Create),
             )
-            .await?;
-        Ok(DeliveryReceipt {
-            delivery,
-            blob: blob.id,
-            size: blob.len(),
-        })
+            .await;
+        match written.map_err(Error::from) {
+            Ok(_) => Ok(DeliveryReceipt {
+                delivery,
+                blob: blob.id,
+                size: blob.len(),
+                duplicate: false,
+            }),
+            // A concurrent attempt of the same delivery id won: its envelope stands, this
+            // body is not needed.
+            Err(Error::Conflict { .. }) if recipient.options.id.is_some() => {
+                let _ = self
+                    .blobs
+                    .store()
+                    .delete(&naming::blob_path(&account, &blob.id))
+                    .await;
+                match self.delivered_before(&account, &delivery).await? {
+                    Some(receipt) => Ok(receipt),
+                    None => Err(Error::Conflict {
+                        path: naming::delivery_path(&account, &delivery).to_string(),
+                    }),
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn seal_envelope(

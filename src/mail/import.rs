@@ -21,7 +21,8 @@ pub struct ImportReport {
     pub imported: Vec<(DeliveryId, MailboxId, u32)>,
     /// Deliveries refused now, with the reason (they stay in the store, quarantined).
     pub quarantined: Vec<(DeliveryId, Rejection)>,
-    /// Envelopes of deliveries imported before (a replay, or a crash after the import),
+    /// Envelopes of deliveries imported before (a replay, a retry of the same delivery
+    /// id, or a crash after the import),
     /// removed.
     pub already_imported: usize,
     /// Deliveries left pending, not quarantined, because they are sealed to a key epoch
@@ -200,8 +201,20 @@ impl Mailstore {
         let mut report = ImportReport::default();
         let mut pending = Vec::new();
         let mut held = 0usize;
+        // Verified numbers of the envelopes found (imported, quarantined or deferred, or
+        // a second envelope of a delivery imported before).
+        let mut found = std::collections::BTreeSet::new();
         for (delivery, path) in listed {
             if self.index.get(&keys::imported(&delivery)).is_some() {
+                // A retry of a delivery imported before (same delivery id): it took a
+                // number of its own, which its envelope accounts for (not missing).
+                if let Some(bytes) = read_envelope(&store, &path).await? {
+                    if let Ok(object) =
+                        verify_envelope(&bytes, &delivery, &self.blobs, verifying_keys)
+                    {
+                        found.insert(object.number);
+                    }
+                }
                 let _ = store.delete(&path).await;
                 report.already_imported += 1;
                 continue;
@@ -220,8 +233,6 @@ impl Mailstore {
             pending.push((number, delivery, path, bytes));
         }
         pending.sort_by_key(|(number, delivery, ..)| (*number, *delivery));
-        // Verified numbers of the envelopes found (imported, quarantined or deferred).
-        let mut found = std::collections::BTreeSet::new();
         for (_, delivery, path, bytes) in pending {
             let bytes = match bytes {
                 Some(bytes) => bytes,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use futures::TryStreamExt;
 use mailvault::blob::SealedBlob;
 use mailvault::crypto::{AccountKey, RandomSource};
-use mailvault::delivery::{Deliverer, DeliveryOptions, DeliverySigningKey, Rejection};
+use mailvault::delivery::{Deliverer, DeliveryOptions, DeliverySigningKey, Recipient, Rejection};
 use mailvault::directory::{AccountRecord, Directory, KeyModel, MemoryDirectory};
 use mailvault::engine::{Provider, ProviderConfig};
 use mailvault::format::blob::{BlobLayout, SealedHeader, SEALED_HEADER_LEN};
@@ -164,6 +164,7 @@ async fn transparent_flow_deliver_login_import_read() {
                 mailbox: "INBOX".into(),
                 internal_date: Some(1_800_000_000),
                 flags: vec!["$Incoming".into()],
+                id: None,
             },
         )
         .await
@@ -491,8 +492,14 @@ async fn one_message_to_many_recipients_is_sealed_once_per_recipient() {
         .unwrap();
     let receipts = w
         .deliverer()
-        .deliver_to_many(&[w.account, second], MESSAGE, DeliveryOptions::default())
+        .deliver_to_many(
+            &[Recipient::new(w.account), Recipient::new(second)],
+            MESSAGE,
+        )
         .await
+        .unwrap()
+        .into_iter()
+        .collect::<mailvault::Result<Vec<_>>>()
         .unwrap();
     assert_eq!(receipts.len(), 2);
     assert_ne!(receipts[0].blob, receipts[1].blob);
@@ -721,6 +728,7 @@ async fn nothing_readable_after_delivery() {
                 mailbox: "MarkerFolder".into(),
                 internal_date: None,
                 flags: vec!["$MarkerFlag".into()],
+                id: None,
             },
         )
         .await
@@ -1111,4 +1119,276 @@ async fn a_torn_multipart_delivery_is_invisible() {
         assert_eq!(&mail.read(&email).await.unwrap()[..], &body[..]);
     }
     assert!(torn >= 4, "uploads were torn ({torn})");
+}
+
+// ---------------------------------------------------------------- issue 12, item 8
+// An LMTP-shaped delivery API: one stream to many recipients with a result each, a size
+// limit while streaming, and caller-chosen delivery ids that make retries store once.
+
+/// Every object under `account`'s prefix whose path contains `part` (`/b/` for bodies,
+/// `/d/` for delivery envelopes).
+async fn objects_of(store: &DynStore, account: &AccountId, part: &str) -> usize {
+    store
+        .list(Some(&naming::account_prefix(account)))
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.location.as_ref().contains(part))
+        .count()
+}
+
+/// A message in `n` pieces of `len` bytes (a header, then filler), with a counter of the
+/// pieces pulled from it.
+fn pieces(
+    n: usize,
+    len: usize,
+    pulled: Arc<std::sync::atomic::AtomicUsize>,
+) -> impl futures::Stream<Item = mailvault::Result<bytes::Bytes>> + Unpin {
+    futures::stream::iter((0..n).map(move |i| {
+        pulled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut piece = vec![b'x'; len];
+        if i == 0 {
+            piece[..MESSAGE.len()].copy_from_slice(MESSAGE);
+        }
+        Ok(bytes::Bytes::from(piece))
+    }))
+}
+
+#[tokio::test]
+async fn item_08_one_stream_to_many_recipients_gives_each_its_own_result() {
+    let w = World::new(KeyModel::DeviceOnly).await;
+    let rng = RandomSource::os();
+    let (second, second_key) = (AccountId::random(&rng), AccountKey::generate(1, &rng));
+    w.directory
+        .set_account_record(
+            &second,
+            AccountRecord::new(
+                KeyModel::DeviceOnly,
+                vec![(1, second_key.public_key())],
+                [2; 32],
+            ),
+        )
+        .await
+        .unwrap();
+    let stranger = AccountId::random(&rng);
+    let pulled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let results = w
+        .deliverer()
+        .deliver_each(
+            &[
+                Recipient::new(w.account),
+                Recipient::new(stranger),
+                Recipient {
+                    account: second,
+                    options: DeliveryOptions {
+                        mailbox: "Lists".into(),
+                        ..DeliveryOptions::default()
+                    },
+                },
+            ],
+            pieces(3, 40_000, pulled.clone()),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 3);
+    assert!(
+        matches!(results[1], Err(mailvault::Error::InvalidArgument(_))),
+        "the unknown recipient fails alone: {:?}",
+        results[1]
+    );
+    let (first, third) = (results[0].as_ref().unwrap(), results[2].as_ref().unwrap());
+    assert_eq!((first.size, third.size), (120_000, 120_000));
+    assert!(!first.duplicate && !third.duplicate);
+    assert_eq!(
+        pulled.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "read once"
+    );
+    assert_eq!(objects_of(&w.store, &stranger, "").await, 0);
+
+    // Each recipient imports its own copy, byte for byte.
+    let mut expected = vec![b'x'; 120_000];
+    expected[..MESSAGE.len()].copy_from_slice(MESSAGE);
+    for (account, key) in [(w.account, &w.key), (second, &second_key)] {
+        let mut mail = w.mail_as(w.store.clone(), account, key).await.unwrap();
+        let report = mail
+            .import_deliveries(std::slice::from_ref(key), &w.verifying_key().await)
+            .await
+            .unwrap();
+        assert_eq!(report.imported.len(), 1);
+        let (_, mailbox, uid) = report.imported[0];
+        let email = mail.email(mailbox, uid).unwrap();
+        assert_eq!(&mail.read(&email).await.unwrap()[..], &expected[..]);
+    }
+}
+
+#[tokio::test]
+async fn item_08_a_message_above_the_limit_is_refused_while_streaming_and_nothing_stays() {
+    let w = World::new(KeyModel::DeviceOnly).await;
+    // Small parts, so that the refused message had begun a multipart upload.
+    let deliverer = w.deliverer().with_blob_config(mailvault::blob::BlobConfig {
+        multipart_threshold: 64 << 10,
+        part_size: 64 << 10,
+        ..mailvault::blob::BlobConfig::default()
+    });
+    let pulled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let refused = deliverer
+        .deliver_each(
+            &[Recipient::new(w.account)],
+            pieces(100, 50_000, pulled.clone()),
+            Some(300_000),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(mailvault::Error::TooBig { limit: 300_000 })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        pulled.load(std::sync::atomic::Ordering::SeqCst),
+        7,
+        "the stream is not read past the piece that crossed the limit"
+    );
+    assert_eq!(objects_of(&w.store, &w.account, "").await, 0);
+    assert!(w.import().await.imported.is_empty());
+    // At the limit exactly, it is accepted.
+    let accepted = deliverer
+        .deliver_each(
+            &[Recipient::new(w.account)],
+            pieces(6, 50_000, Arc::default()),
+            Some(300_000),
+        )
+        .await
+        .unwrap();
+    assert_eq!(accepted[0].as_ref().unwrap().size, 300_000);
+}
+
+#[tokio::test]
+async fn item_08_delivery_ids_are_keyed_by_the_signing_key() {
+    let w = World::new(KeyModel::DeviceOnly).await;
+    let rng = RandomSource::os();
+    let other = AccountId::random(&rng);
+    let digest = sha2::Sha256::digest(MESSAGE);
+    let id = w.deliverer().delivery_id_for(&w.account, &digest);
+    assert_eq!(id, w.deliverer().delivery_id_for(&w.account, &digest));
+    assert_ne!(id, w.deliverer().delivery_id_for(&other, &digest));
+    assert_ne!(
+        id,
+        w.deliverer()
+            .delivery_id_for(&w.account, b"another message")
+    );
+    let stranger = Deliverer::new(
+        w.store.clone(),
+        w.deployment,
+        w.directory.clone(),
+        DeliverySigningKey::generate(&rng),
+    );
+    assert_ne!(id, stranger.delivery_id_for(&w.account, &digest));
+}
+
+/// The same delivery id delivered again, before its import and after it, on every
+/// backend: stored once, and the retry's delivery number is not reported missing.
+async fn retries_store_once(w: &World, label: &str) {
+    let deliverer = w.deliverer();
+    let options = DeliveryOptions {
+        id: Some(deliverer.delivery_id_for(&w.account, &sha2::Sha256::digest(MESSAGE))),
+        ..DeliveryOptions::default()
+    };
+    let first = deliverer
+        .deliver_bytes(w.account, MESSAGE, options.clone())
+        .await
+        .unwrap();
+    assert!(!first.duplicate);
+    // Before the import: nothing is written.
+    let again = deliverer
+        .deliver_bytes(w.account, MESSAGE, options.clone())
+        .await
+        .unwrap();
+    assert!(again.duplicate, "{label}");
+    assert_eq!((again.delivery, again.blob), (first.delivery, first.blob));
+    assert_eq!(objects_of(&w.store, &w.account, "/b/").await, 1, "{label}");
+    assert_eq!(objects_of(&w.store, &w.account, "/d/").await, 1, "{label}");
+    let report = w.import().await;
+    assert_eq!(report.imported.len(), 1, "{label}");
+    // After the import (the envelope is gone): written again, dropped by the import.
+    let late = deliverer
+        .deliver_bytes(w.account, MESSAGE, options.clone())
+        .await
+        .unwrap();
+    assert!(!late.duplicate, "{label}");
+    let report = w.import().await;
+    assert!(report.imported.is_empty(), "{label}: {report:?}");
+    assert_eq!(report.already_imported, 1, "{label}");
+    assert!(report.missing.is_empty(), "{label}: {report:?}");
+    assert!(w.mail().await.missing_deliveries().is_empty(), "{label}");
+    assert_eq!(w.inbox_count().await, 1, "{label}");
+    assert!(w.envelopes().await.is_empty(), "{label}");
+}
+
+#[tokio::test]
+async fn item_08_a_retry_after_a_complete_delivery_stores_the_message_once() {
+    retries_store_once(&World::new(KeyModel::DeviceOnly).await, "memory").await;
+    retries_store_once(
+        &World::on(
+            KeyModel::DeviceOnly,
+            Arc::new(NoCasStore::new(super::memory())),
+            CommitMode::WriterUnique,
+        )
+        .await,
+        "no compare-and-swap",
+    )
+    .await;
+    for (name, mode) in [
+        ("GARAGE", CommitMode::WriterUnique),
+        ("MOTO", CommitMode::CompareAndSwap),
+    ] {
+        if let Some(store) = mailvault::testkit::s3_from_env(name) {
+            retries_store_once(&World::on(KeyModel::DeviceOnly, store, mode).await, name).await;
+        }
+    }
+}
+
+/// A delivery killed after each backend operation, then retried with the same id: the
+/// message is in the mailbox exactly once, whatever the operation and the failure.
+#[tokio::test]
+async fn item_08_a_retry_after_a_crash_at_any_point_stores_the_message_once() {
+    let mut failed = 0;
+    for mode in [FaultMode::Fail, FaultMode::Crash, FaultMode::ApplyAndFail] {
+        for at in 0..8u64 {
+            let w = World::new(KeyModel::DeviceOnly).await;
+            let options = DeliveryOptions {
+                id: Some(w.deliverer().delivery_id_for(&w.account, b"queue id 4711")),
+                ..DeliveryOptions::default()
+            };
+            let faulty: DynStore =
+                Arc::new(FaultyStore::new(w.store.clone(), Some(Fault { at, mode })));
+            let crashed = w
+                .deliverer_on(faulty)
+                .deliver_bytes(w.account, MESSAGE, options.clone())
+                .await;
+            failed += usize::from(crashed.is_err());
+            let retried = w
+                .deliverer()
+                .deliver_bytes(w.account, MESSAGE, options)
+                .await
+                .unwrap();
+            assert_eq!(
+                retried.duplicate,
+                crashed.is_ok() || mode == FaultMode::ApplyAndFail && at >= 2,
+                "{mode:?} at {at}: {crashed:?}"
+            );
+            let report = w.import().await;
+            assert!(
+                report.quarantined.is_empty(),
+                "{mode:?} at {at}: {report:?}"
+            );
+            assert_eq!(w.inbox_count().await, 1, "{mode:?} at {at}: {report:?}");
+            let mut mail = w.mail().await;
+            let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
+            let email = mail.analyze(inbox, 1).await.unwrap();
+            assert_eq!(&mail.read(&email).await.unwrap()[..], MESSAGE);
+        }
+    }
+    assert!(failed >= 8, "the faults hit: {failed}");
 }
