@@ -124,6 +124,15 @@ pub enum Error {
         /// The limit, bytes.
         limit: u64,
     },
+    /// The account's storage quota does not leave room for this (IMAP `NO [OVERQUOTA]`,
+    /// LMTP `552 5.2.2`, JMAP `overQuota`).
+    #[error("over quota: {used} of {limit} bytes used")]
+    OverQuota {
+        /// The quota, bytes.
+        limit: u64,
+        /// Bytes used, or that would be used with this message.
+        used: u64,
+    },
     /// A store URL or configuration could not be used.
     #[error("configuration error: {0}")]
     Config(String),

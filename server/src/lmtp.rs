@@ -307,6 +307,9 @@ fn reply_for_error(e: &mailvault::Error) -> String {
         mailvault::Error::TooBig { limit } => {
             format!("552 5.3.4 <{{address}}> message exceeds {limit} bytes\r\n")
         }
+        mailvault::Error::OverQuota { .. } => {
+            "552 5.2.2 <{address}> mailbox full: over quota\r\n".into()
+        }
         e if e.is_transient() => {
             "451 4.3.0 <{address}> temporary failure, try again later\r\n".into()
         }

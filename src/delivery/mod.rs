@@ -58,7 +58,7 @@ use crate::blob::{
 use crate::crypto::kdf;
 use crate::crypto::record::RecordCipher;
 use crate::crypto::{AccountKey, Key32, RandomSource};
-use crate::directory::Directory;
+use crate::directory::{AccountLimits, Directory};
 use crate::error::{Error, Result};
 use crate::format::blob::{BlobKind, BlobLayout, SEALED_HEADER_LEN};
 use crate::format::delivery::{DeliveryEnvelope, EnvelopeObject, SIGNATURE_DOMAIN, SIGNATURE_LEN};
@@ -165,6 +165,15 @@ impl PublicDirectory {
         deployment: &DeploymentId,
         account: AccountId,
     ) -> Result<SealedRecipients> {
+        Ok(self.recipients_and_limits(deployment, account).await?.0)
+    }
+
+    /// As [`recipients`](Self::recipients), with the account's limits.
+    async fn recipients_and_limits(
+        &self,
+        deployment: &DeploymentId,
+        account: AccountId,
+    ) -> Result<(SealedRecipients, AccountLimits)> {
         let record = self
             .0
             .account_record(&account)
@@ -191,12 +200,50 @@ impl PublicDirectory {
         } else {
             None
         };
-        Ok(SealedRecipients {
-            account,
-            epoch,
-            public_key,
-            officer,
-        })
+        Ok((
+            SealedRecipients {
+                account,
+                epoch,
+                public_key,
+                officer,
+            },
+            record.limits,
+        ))
+    }
+
+    /// The bytes `account` uses as far as a deliverer can tell: what its sessions last
+    /// published as stored, plus the deliveries acknowledged since that the published
+    /// state had not imported yet.
+    ///
+    /// # Errors
+    /// Directory failures.
+    pub async fn estimated_usage(&self, account: &AccountId) -> Result<u64> {
+        let published = crate::directory::published_usage(self.0.as_ref(), account).await?;
+        let delivered = self
+            .0
+            .mark(account, crate::directory::DELIVERED_BYTES_RECORD)
+            .await?
+            .generation;
+        Ok(published
+            .stored
+            .saturating_add(delivered.saturating_sub(published.imported)))
+    }
+
+    /// Refuses `adding` bytes (or, with 0, any more) for `account` over `limit`.
+    async fn check_quota(
+        &self,
+        account: &AccountId,
+        limit: Option<u64>,
+        adding: u64,
+    ) -> Result<()> {
+        let Some(limit) = limit else {
+            return Ok(());
+        };
+        let used = self.estimated_usage(account).await?.saturating_add(adding);
+        if used > limit || (adding == 0 && used >= limit) {
+            return Err(Error::OverQuota { limit, used });
+        }
+        Ok(())
     }
 }
 
@@ -264,7 +311,7 @@ pub struct DeliveryReceipt {
 
 /// A recipient's delivery once checked: its sealed body begun, or done before.
 enum Started {
-    Writing(SealedRecipients, Box<SealedBlobWriter>),
+    Writing(SealedRecipients, AccountLimits, Box<SealedBlobWriter>),
     Duplicate(DeliveryReceipt),
 }
 
@@ -455,12 +502,13 @@ impl Deliverer {
         S: Stream<Item = Result<Bytes>> + Unpin,
     {
         let mut results: Vec<Option<Result<DeliveryReceipt>>> = Vec::new();
-        let mut writers: Vec<Option<(SealedRecipients, SealedBlobWriter)>> = Vec::new();
+        let mut writers: Vec<Option<(SealedRecipients, AccountLimits, SealedBlobWriter)>> =
+            Vec::new();
         for recipient in recipients {
             match self.start(recipient).await {
-                Ok(Started::Writing(to, writer)) => {
+                Ok(Started::Writing(to, limits, writer)) => {
                     results.push(None);
-                    writers.push(Some((to, *writer)));
+                    writers.push(Some((to, limits, *writer)));
                 }
                 Ok(Started::Duplicate(receipt)) => {
                     results.push(Some(Ok(receipt)));
@@ -484,11 +532,24 @@ impl Deliverer {
             if let Some(limit) = max_size.filter(|limit| size > *limit) {
                 break Some(Error::TooBig { limit });
             }
+            // A recipient's own size limit refuses it alone.
+            for i in 0..writers.len() {
+                let over = writers[i]
+                    .as_ref()
+                    .and_then(|(_, limits, _)| limits.message_size)
+                    .filter(|limit| size > *limit);
+                if let Some(limit) = over {
+                    if let Some((_, _, writer)) = writers[i].take() {
+                        let _ = writer.abort().await;
+                    }
+                    results[i] = Some(Err(Error::TooBig { limit }));
+                }
+            }
             let writes = writers.iter_mut().map(|slot| {
                 let piece = &piece;
                 async move {
                     match slot {
-                        Some((_, writer)) => Some(writer.write(piece).await),
+                        Some((_, _, writer)) => Some(writer.write(piece).await),
                         None => None,
                     }
                 }
@@ -496,7 +557,7 @@ impl Deliverer {
             let outcomes = futures::future::join_all(writes).await;
             for (i, outcome) in outcomes.into_iter().enumerate() {
                 if let Some(Err(e)) = outcome {
-                    if let Some((_, writer)) = writers[i].take() {
+                    if let Some((_, _, writer)) = writers[i].take() {
                         let _ = writer.abort().await;
                     }
                     results[i] = Some(Err(e));
@@ -504,7 +565,7 @@ impl Deliverer {
             }
         };
         if let Some(e) = failure {
-            for (_, writer) in writers.into_iter().flatten() {
+            for (_, _, writer) in writers.into_iter().flatten() {
                 let _ = writer.abort().await;
             }
             return Err(e);
@@ -514,7 +575,9 @@ impl Deliverer {
             .zip(recipients)
             .map(|(slot, recipient)| async move {
                 match slot {
-                    Some((to, writer)) => Some(self.finish(recipient, &to, writer).await),
+                    Some((to, limits, writer)) => {
+                        Some(self.finish(recipient, &to, limits, writer).await)
+                    }
                     None => None,
                 }
             });
@@ -545,12 +608,16 @@ impl Deliverer {
                 return Ok(Started::Duplicate(receipt));
             }
         }
-        let to = self
+        let (to, limits) = self
             .directory
-            .recipients(&self.blobs.deployment(), recipient.account)
+            .recipients_and_limits(&self.blobs.deployment(), recipient.account)
+            .await?;
+        // Full already: refused before anything is written.
+        self.directory
+            .check_quota(&recipient.account, limits.storage, 0)
             .await?;
         let writer = self.blobs.sealed_writer(&to, BlobKind::Message)?;
-        Ok(Started::Writing(to, Box::new(writer)))
+        Ok(Started::Writing(to, limits, Box::new(writer)))
     }
 
     /// The receipt of delivery `id` to `account` if its envelope is in the store (waiting
@@ -593,11 +660,25 @@ impl Deliverer {
         &self,
         recipient: &Recipient,
         to: &SealedRecipients,
+        limits: AccountLimits,
         writer: SealedBlobWriter,
     ) -> Result<DeliveryReceipt> {
         let account = recipient.account;
         let options = recipient.options.clone();
         let (blob, file_key) = writer.finish_with_key().await?;
+        // The quota with this message's size, before it counts as delivered.
+        if let Err(e) = self
+            .directory
+            .check_quota(&account, limits.storage, blob.len())
+            .await
+        {
+            let _ = self
+                .blobs
+                .store()
+                .delete(&naming::blob_path(&account, &blob.id))
+                .await;
+            return Err(e);
+        }
         let delivery = options.id.unwrap_or_else(|| DeliveryId::random(&self.rng));
         // Taken once the body is durable, just before the envelope: a number is lost (and
         // reported missing at import) only if this delivery fails between the two, and
@@ -623,12 +704,26 @@ impl Deliverer {
             )
             .await;
         match written.map_err(Error::from) {
-            Ok(_) => Ok(DeliveryReceipt {
-                delivery,
-                blob: blob.id,
-                size: blob.len(),
-                duplicate: false,
-            }),
+            Ok(_) => {
+                // Counted for quotas until an import accounts for it. A failure here
+                // leaves the delivery acknowledged and uncounted (the estimate is low
+                // until the import).
+                if let Err(e) = crate::directory::add_delivered_bytes(
+                    self.directory.0.as_ref(),
+                    &account,
+                    blob.len(),
+                )
+                .await
+                {
+                    tracing::warn!(error = %e, "could not count delivered bytes");
+                }
+                Ok(DeliveryReceipt {
+                    delivery,
+                    blob: blob.id,
+                    size: blob.len(),
+                    duplicate: false,
+                })
+            }
             // A concurrent attempt of the same delivery id won: its envelope stands, this
             // body is not needed.
             Err(Error::Conflict { .. }) if recipient.options.id.is_some() => {

@@ -165,7 +165,8 @@ fn unhex32(text: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// `model <n>`, `secret <hex>`, then `epoch <n> <hex public key>` lines.
+/// `model <n>`, `secret <hex>`, then `epoch <n> <hex public key>` lines, then
+/// `storage-limit <bytes>` and `message-limit <bytes>` when set.
 fn encode_record(record: &AccountRecord) -> zeroize::Zeroizing<String> {
     let mut out = format!(
         "model {}\nsecret {}\n",
@@ -175,6 +176,12 @@ fn encode_record(record: &AccountRecord) -> zeroize::Zeroizing<String> {
     for (epoch, key) in &record.public_keys {
         out.push_str(&format!("epoch {epoch} {}\n", crate::ids::hex(key)));
     }
+    if let Some(bytes) = record.limits.storage {
+        out.push_str(&format!("storage-limit {bytes}\n"));
+    }
+    if let Some(bytes) = record.limits.message_size {
+        out.push_str(&format!("message-limit {bytes}\n"));
+    }
     zeroize::Zeroizing::new(out)
 }
 
@@ -182,6 +189,7 @@ fn decode_record(path: &Path, text: &str) -> Result<AccountRecord> {
     let mut model = None;
     let mut secret = None;
     let mut keys = Vec::new();
+    let mut limits = super::AccountLimits::default();
     for line in text.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
         match fields.as_slice() {
@@ -191,11 +199,19 @@ fn decode_record(path: &Path, text: &str) -> Result<AccountRecord> {
                 n.parse().map_err(|_| corrupt(path))?,
                 unhex32(hex).ok_or_else(|| corrupt(path))?,
             )),
+            ["storage-limit", n] => limits.storage = Some(n.parse().map_err(|_| corrupt(path))?),
+            ["message-limit", n] => {
+                limits.message_size = Some(n.parse().map_err(|_| corrupt(path))?)
+            }
             _ => return Err(corrupt(path)),
         }
     }
     match (model, secret) {
-        (Some(model), Some(secret)) => Ok(AccountRecord::new(model, keys, secret)),
+        (Some(model), Some(secret)) => {
+            let mut record = AccountRecord::new(model, keys, secret);
+            record.limits = limits;
+            Ok(record)
+        }
         _ => Err(corrupt(path)),
     }
 }

@@ -152,6 +152,108 @@ pub(crate) fn rotated_delivery_keys(
 /// last delivery number issued (index records are named `i-…`, the keyring `keyring`).
 pub const DELIVERY_COUNTER_RECORD: &RecordName = "deliveries";
 
+/// The mark of the bytes delivered to an account, ever: its generation is the sum of the
+/// sizes of every delivery acknowledged (raised by the deliverer after each envelope is
+/// written; [`add_delivered_bytes`]). With the imported bytes of [`USAGE_RECORD`], what
+/// waits for import.
+pub const DELIVERED_BYTES_RECORD: &RecordName = "delivered-bytes";
+
+/// The mark of an account's usage as its sessions last published it
+/// ([`publish_usage`]): generation = the index modseq of the state it describes (a
+/// publication of an older state never replaces a newer one); digest bytes 0..8 = the
+/// bytes stored (u64 BE), 8..16 = the bytes of imported deliveries (u64 BE), 16..32 zero.
+pub const USAGE_RECORD: &RecordName = "usage";
+
+/// An account's usage as a session published it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublishedUsage {
+    /// The index modseq of the state it describes (0: never published).
+    pub modseq: u64,
+    /// Bytes stored (every message in every mailbox, copies count).
+    pub stored: u64,
+    /// Bytes of the deliveries imported, ever.
+    pub imported: u64,
+}
+
+impl PublishedUsage {
+    fn to_mark(self) -> Mark {
+        let mut digest = [0u8; 32];
+        digest[..8].copy_from_slice(&self.stored.to_be_bytes());
+        digest[8..16].copy_from_slice(&self.imported.to_be_bytes());
+        Mark::new(self.modseq, digest)
+    }
+
+    fn from_mark(mark: Mark) -> Self {
+        let number = |range: std::ops::Range<usize>| {
+            u64::from_be_bytes(mark.digest[range].try_into().expect("8 bytes"))
+        };
+        Self {
+            modseq: mark.generation,
+            stored: number(0..8),
+            imported: number(8..16),
+        }
+    }
+}
+
+/// Publishes `usage` of `account` unless a publication of a state at least as new is
+/// there. A compare-and-set loop over [`USAGE_RECORD`].
+///
+/// # Errors
+/// The directory's own storage failed.
+pub async fn publish_usage(
+    directory: &dyn Directory,
+    account: &AccountId,
+    usage: PublishedUsage,
+) -> Result<()> {
+    loop {
+        let current = directory.mark(account, USAGE_RECORD).await?;
+        if current.generation >= usage.modseq {
+            return Ok(());
+        }
+        if directory
+            .compare_and_set_mark(account, USAGE_RECORD, current, usage.to_mark())
+            .await?
+        {
+            return Ok(());
+        }
+    }
+}
+
+/// The usage last published for `account`.
+///
+/// # Errors
+/// The directory's own storage failed.
+pub async fn published_usage(
+    directory: &dyn Directory,
+    account: &AccountId,
+) -> Result<PublishedUsage> {
+    Ok(PublishedUsage::from_mark(
+        directory.mark(account, USAGE_RECORD).await?,
+    ))
+}
+
+/// Adds `bytes` to the bytes delivered to `account` ([`DELIVERED_BYTES_RECORD`]); returns
+/// the new total. A compare-and-set loop.
+///
+/// # Errors
+/// The directory's own storage failed.
+pub async fn add_delivered_bytes(
+    directory: &dyn Directory,
+    account: &AccountId,
+    bytes: u64,
+) -> Result<u64> {
+    loop {
+        let current = directory.mark(account, DELIVERED_BYTES_RECORD).await?;
+        let next = Mark::generation_only(current.generation.saturating_add(bytes));
+        if directory
+            .compare_and_set_mark(account, DELIVERED_BYTES_RECORD, current, next)
+            .await?
+        {
+            return Ok(next.generation);
+        }
+    }
+}
+
 /// What an officer did to an account, as the officer log records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -198,13 +300,26 @@ pub struct OfficerLogEntry {
     pub time: u64,
 }
 
-/// What the server trusts about one account's keys.
+/// The operator's limits on one account (none by default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AccountLimits {
+    /// Storage quota, bytes: the sum of the sizes of every message in every mailbox
+    /// (copies count), with deliveries waiting for import (IMAP QUOTA `STORAGE`, RFC 9208,
+    /// in bytes rather than KiB).
+    pub storage: Option<u64>,
+    /// Largest message accepted, bytes (IMAP `APPENDLIMIT`, LMTP `SIZE`).
+    pub message_size: Option<u64>,
+}
+
+/// What the server trusts about one account's keys, and its limits.
 #[derive(Clone)]
 pub struct AccountRecord {
     /// The account's key model.
     pub model: KeyModel,
     /// The X25519 public key of each live epoch.
     pub public_keys: Vec<(u32, [u8; 32])>,
+    /// Quota and message size limit.
+    pub limits: AccountLimits,
     secret: Zeroizing<[u8; 32]>,
 }
 
@@ -213,6 +328,7 @@ impl std::fmt::Debug for AccountRecord {
         f.debug_struct("AccountRecord")
             .field("model", &self.model)
             .field("public_keys", &self.public_keys.len())
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -223,6 +339,7 @@ impl AccountRecord {
         Self {
             model,
             public_keys,
+            limits: AccountLimits::default(),
             secret: Zeroizing::new(secret),
         }
     }

@@ -269,6 +269,7 @@ async fn sync(inner: &Inner, import: bool) -> Result<ImportReport> {
 /// The poller of one handle: holds it only while it polls, so that the handle goes
 /// when its last connection does.
 async fn poll(handle: Weak<Inner>, config: ShareConfig) {
+    let mut published = 0u64;
     loop {
         tokio::time::sleep(config.poll_interval).await;
         let Some(inner) = handle.upgrade() else {
@@ -285,6 +286,11 @@ async fn poll(handle: Weak<Inner>, config: ShareConfig) {
             };
             if changed || delivered {
                 sync(&inner, delivered).await?;
+            }
+            // Usage for the deliverers of an account with a quota, once per change.
+            let state = inner.state.read().await;
+            if state.mail.limits().storage.is_some() && state.mail.modseq() > published {
+                published = state.mail.publish_usage().await?.modseq;
             }
             Result::Ok(())
         }

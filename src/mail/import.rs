@@ -91,13 +91,23 @@ fn checked_through(c: &crate::index::Collection) -> u64 {
         .unwrap_or(0)
 }
 
-/// The value of an `N` record: version ‖ delivery id.
-fn number_record(delivery: &DeliveryId) -> Vec<u8> {
+/// The value of an `N` record: version ‖ delivery id ‖ bytes imported (u64 BE; 0 for a
+/// quarantined delivery; absent in records written before quotas, read as 0).
+fn number_record(delivery: &DeliveryId, size: u64) -> Vec<u8> {
     [
         &[crate::format::mail::MAIL_RECORD_VERSION][..],
         delivery.as_bytes(),
+        &size.to_be_bytes(),
     ]
     .concat()
+}
+
+/// The bytes imported that an `N` record counts.
+pub(super) fn number_record_size(value: &[u8]) -> u64 {
+    value
+        .get(17..25)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_be_bytes)
 }
 
 fn parse_quarantine(bytes: &[u8]) -> String {
@@ -422,8 +432,10 @@ impl Mailstore {
                     plan.batch.delete(keys::quarantined(&delivery));
                 }
                 // Its number accounted for; if it was reported missing, it arrived late.
-                plan.batch
-                    .put(keys::delivery_number(number), number_record(&delivery));
+                plan.batch.put(
+                    keys::delivery_number(number),
+                    number_record(&delivery, pin.len()),
+                );
                 if c.get(&keys::missing(number)).is_some() {
                     plan.batch.delete(keys::missing(number));
                 }
@@ -450,7 +462,7 @@ impl Mailstore {
             plan.batch.put(keys::quarantined(&delivery), value);
             if let Some(number) = number {
                 plan.batch
-                    .put(keys::delivery_number(number), number_record(&delivery));
+                    .put(keys::delivery_number(number), number_record(&delivery, 0));
                 if c.get(&keys::missing(number)).is_some() {
                     plan.batch.delete(keys::missing(number));
                 }

@@ -208,6 +208,45 @@ impl Mailstore {
         Ok(usage)
     }
 
+    /// The account's limits (quota, message size), as the directory's account record had
+    /// them when this handle opened or last [`reload_limits`](Self::reload_limits).
+    pub fn limits(&self) -> crate::directory::AccountLimits {
+        self.limits
+    }
+
+    /// Reads the account's limits from the directory again.
+    ///
+    /// # Errors
+    /// A directory failure.
+    pub async fn reload_limits(&mut self) -> Result<crate::directory::AccountLimits> {
+        if let Some(record) = self.directory.account_record(&self.account()).await? {
+            self.limits = record.limits;
+        }
+        Ok(self.limits)
+    }
+
+    /// Publishes the account's usage in the directory, for deliverers (which hold no key)
+    /// to refuse mail over quota: the bytes stored and the bytes of the deliveries
+    /// imported, as of this handle's modseq. A publication of an older state than one
+    /// already there is dropped.
+    ///
+    /// # Errors
+    /// [`Error::Tampered`] for a record that does not parse; a directory failure.
+    pub async fn publish_usage(&self) -> Result<crate::directory::PublishedUsage> {
+        let imported = self
+            .index
+            .prefix(&[keys::DELIVERY_NUMBER])
+            .map(|(_, v)| super::import::number_record_size(v))
+            .fold(0u64, u64::saturating_add);
+        let usage = crate::directory::PublishedUsage {
+            modseq: self.index.generation(),
+            stored: stored_bytes(&self.index, &self.usage_memo)?,
+            imported,
+        };
+        crate::directory::publish_usage(self.directory.as_ref(), &self.account(), usage).await?;
+        Ok(usage)
+    }
+
     /// Selects a mailbox: loads what changed, and lists its status and messages.
     ///
     /// # Errors

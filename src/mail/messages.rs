@@ -113,10 +113,14 @@ impl Mailstore {
         S: Stream<Item = Result<Bytes>> + Unpin,
     {
         require_mailbox(&self.index, &mailbox)?;
+        // Full already: refused before the body is uploaded.
+        let (quota, memo) = (self.limits.storage, self.usage_memo.clone());
+        check_quota(&self.index, quota, 1, &memo)?;
         let mut body = body;
         let mut writer = self.blobs.writer(BlobKind::Message);
         let mut parse_buffer: Vec<u8> = Vec::new();
         let mut too_large = false;
+        let mut received = 0u64;
         while let Some(piece) = body.next().await {
             let piece = match piece {
                 Ok(piece) => piece,
@@ -125,6 +129,11 @@ impl Mailstore {
                     return Err(e);
                 }
             };
+            received += piece.len() as u64;
+            if let Some(limit) = self.limits.message_size.filter(|l| received > *l) {
+                let _ = writer.abort().await;
+                return Err(Error::TooBig { limit });
+            }
             writer.write(&piece).await?;
             if !too_large {
                 if parse_buffer.len() + piece.len() > self.config.max_parse_len {
@@ -152,6 +161,7 @@ impl Mailstore {
             .write(move |c, modseq| {
                 let record = require_mailbox(c, &mailbox)?;
                 let uid = uid_next(c, &mailbox)?;
+                check_quota(c, quota, size, &memo)?;
                 let mut plan = Plan::new();
                 let thread = join_thread(c, &envelope, new_thread, &mut plan.batch);
                 let email = EmailRecord {
@@ -185,11 +195,14 @@ impl Mailstore {
             })
             .await;
         if let Err(
-            Error::InvalidArgument(_) | Error::NoSuchMailbox { .. } | Error::LimitReached(_),
+            Error::InvalidArgument(_)
+            | Error::NoSuchMailbox { .. }
+            | Error::LimitReached(_)
+            | Error::OverQuota { .. },
         ) = &outcome
         {
             // Refused before anything was committed (the mailbox went away, its UIDs ran
-            // out): the body is nobody's.
+            // out, the quota is used up): the body is nobody's.
             let _ = self.blobs.delete(&pin.id).await;
         }
         outcome
@@ -272,11 +285,20 @@ impl Mailstore {
     ) -> Result<Copied> {
         let uids = uids.to_vec();
         let instances: Vec<Instance> = (0..uids.len() * 2).map(|_| self.rng.array()).collect();
+        let (quota, memo) = (self.limits.storage, self.usage_memo.clone());
         let (mut copied, info) = self
             .write_with_info(move |c, modseq| {
                 require_mailbox(c, &from)?;
                 let target = require_mailbox(c, &to)?;
                 let mut next = uid_next(c, &to)?;
+                if !remove {
+                    // Copies count: a copy adds its size to the usage.
+                    let adding = select_uids(c, &from, &uids)?
+                        .iter()
+                        .map(|(_, _, m)| m.size)
+                        .sum();
+                    check_quota(c, quota, adding, &memo)?;
+                }
                 let mut plan = Plan::new();
                 let mut copied = Copied {
                     uid_validity: target.uid_validity,

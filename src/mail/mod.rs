@@ -327,6 +327,10 @@ pub struct Mailstore {
     rng: RandomSource,
     config: MailConfig,
     uid_validity_changes: u64,
+    /// The account's limits, from the directory's account record at open.
+    limits: crate::directory::AccountLimits,
+    /// Bytes stored as of an index generation (the last one counted).
+    usage_memo: std::sync::Arc<std::sync::Mutex<Option<(u64, u64)>>>,
 }
 
 impl std::fmt::Debug for Mailstore {
@@ -380,6 +384,43 @@ fn messages(c: &Collection, mailbox: &MailboxId) -> Result<Vec<(u32, Instance, M
             Ok((uid, instance, MessageRecord::parse(v)?))
         })
         .collect()
+}
+
+/// Bytes stored in the state `c` (every message record's size: copies count), counted
+/// once per generation (`memo`).
+fn stored_bytes(c: &Collection, memo: &std::sync::Mutex<Option<(u64, u64)>>) -> Result<u64> {
+    let mut memo = memo
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((generation, bytes)) = *memo {
+        if generation == c.generation() {
+            return Ok(bytes);
+        }
+    }
+    let mut bytes = 0u64;
+    for (_, v) in c.prefix(&[keys::MESSAGE]) {
+        bytes = bytes.saturating_add(MessageRecord::parse(v)?.size);
+    }
+    *memo = Some((c.generation(), bytes));
+    Ok(bytes)
+}
+
+/// Refuses `adding` bytes to the state `c` beyond the storage quota `limit` (checked
+/// inside the commit: with compare-and-swap, two writers cannot both pass on one state).
+fn check_quota(
+    c: &Collection,
+    limit: Option<u64>,
+    adding: u64,
+    memo: &std::sync::Mutex<Option<(u64, u64)>>,
+) -> Result<()> {
+    let Some(limit) = limit else {
+        return Ok(());
+    };
+    let used = stored_bytes(c, memo)?.saturating_add(adding);
+    if adding > 0 && used > limit {
+        return Err(Error::OverQuota { limit, used });
+    }
+    Ok(())
 }
 
 /// The email `id` in the state `c`: its record, with its analysis when it was analyzed
@@ -606,7 +647,12 @@ impl Mailstore {
             rng: RandomSource::os(),
             config,
             uid_validity_changes: 0,
+            limits: crate::directory::AccountLimits::default(),
+            usage_memo: Default::default(),
         };
+        if let Some(record) = mail.directory.account_record(&mail.account()).await? {
+            mail.limits = record.limits;
+        }
         if mail.index.get(&keys::mailbox(&INBOX_ID)).is_none() {
             mail.write(|c, _| {
                 let mut plan = Plan::new();

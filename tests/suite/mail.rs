@@ -30,7 +30,7 @@ pub struct MailSetup {
     deployment: DeploymentId,
     pub account: AccountId,
     key: Arc<AccountKey>,
-    directory: Arc<MemoryDirectory>,
+    pub directory: Arc<MemoryDirectory>,
     blob_config: mailvault::blob::BlobConfig,
 }
 

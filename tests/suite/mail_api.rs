@@ -357,3 +357,303 @@ mod shared {
         }
     }
 }
+
+/// Item 7: quotas and limits, checked inside the commit for sessions, and by the
+/// deliverer (which holds no key) from the usage sessions publish in the directory, with
+/// the deliveries still waiting for import counted.
+mod quota {
+    use futures::TryStreamExt;
+    use mailvault::crypto::RandomSource;
+    use mailvault::delivery::{DeliveryOptions, Recipient};
+    use mailvault::directory::{AccountLimits, AccountRecord, Directory, KeyModel};
+    use mailvault::engine::Provider;
+    use mailvault::ids::{AccountId, DeploymentId};
+    use mailvault::mail::{AppendOptions, FlagChange, Flags, INBOX};
+    use mailvault::storage::{naming, CommitMode, DynStore};
+    use mailvault::Error;
+
+    use super::super::mail::MailSetup;
+
+    /// A message of exactly `len` bytes.
+    fn message(len: usize) -> Vec<u8> {
+        let mut m = b"Subject: sized\r\n\r\n".to_vec();
+        m.resize(len, b'x');
+        m
+    }
+
+    async fn bodies(store: &DynStore, account: &AccountId) -> usize {
+        store
+            .list(Some(&naming::account_prefix(account)))
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|m| m.location.as_ref().contains("/b/"))
+            .count()
+    }
+
+    async fn limit(setup: &MailSetup, limits: AccountLimits) {
+        let mut record = AccountRecord::new(KeyModel::DeviceOnly, Vec::new(), [1; 32]);
+        record.limits = limits;
+        setup
+            .directory
+            .set_account_record(&setup.account, record)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn item_07_appends_and_copies_beyond_the_quota_are_refused_and_leave_nothing() {
+        let setup = MailSetup::new(super::super::memory(), CommitMode::CompareAndSwap);
+        limit(
+            &setup,
+            AccountLimits {
+                storage: Some(1000),
+                message_size: Some(700),
+            },
+        )
+        .await;
+        let mut mail = setup.open().await;
+        assert_eq!(mail.limits().storage, Some(1000));
+        let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
+        let archive = mail.create_mailbox("Archive", None).await.unwrap().id;
+        let first = mail
+            .append(inbox, &message(600), AppendOptions::default())
+            .await
+            .unwrap();
+        let refused = mail
+            .append(inbox, &message(600), AppendOptions::default())
+            .await;
+        assert!(
+            matches!(
+                refused,
+                Err(Error::OverQuota {
+                    limit: 1000,
+                    used: 1200
+                })
+            ),
+            "{refused:?}"
+        );
+        assert_eq!(
+            bodies(&setup.store, &setup.account).await,
+            1,
+            "no orphan body"
+        );
+        let copy = mail.copy(inbox, &[first.uid], archive).await;
+        assert!(matches!(copy, Err(Error::OverQuota { .. })), "{copy:?}");
+        // A move adds nothing: allowed at the limit.
+        mail.move_messages(inbox, &[first.uid], archive)
+            .await
+            .unwrap();
+        let big = mail
+            .append(inbox, &message(800), AppendOptions::default())
+            .await;
+        assert!(matches!(big, Err(Error::TooBig { limit: 700 })), "{big:?}");
+        assert_eq!(bodies(&setup.store, &setup.account).await, 1);
+        assert!(!Error::OverQuota { limit: 1, used: 2 }.is_transient());
+        // Room again once something is expunged.
+        mail.store_flags(
+            archive,
+            &[1],
+            FlagChange::Add(Flags::from_names(["\\Deleted"]).unwrap()),
+            None,
+        )
+        .await
+        .unwrap();
+        mail.expunge(archive, None).await.unwrap();
+        mail.append(inbox, &message(600), AppendOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(mail.quota().unwrap().bytes, 600);
+    }
+
+    /// With compare-and-swap the check is inside the commit: of two appends that each fit
+    /// alone but not together, one is refused, however they interleave.
+    async fn concurrent_appends_cannot_both_pass(store: DynStore, label: &str) {
+        let setup = MailSetup::new(store, CommitMode::CompareAndSwap);
+        limit(
+            &setup,
+            AccountLimits {
+                storage: Some(1000),
+                message_size: None,
+            },
+        )
+        .await;
+        let mut a = setup.open().await;
+        let mut b = setup.open().await;
+        let inbox = a.mailbox_by_name(INBOX).unwrap().id;
+        let body = message(600);
+        let (ra, rb) = tokio::join!(
+            a.append(inbox, &body, AppendOptions::default()),
+            b.append(inbox, &body, AppendOptions::default())
+        );
+        let refused = [&ra, &rb]
+            .iter()
+            .filter(|r| matches!(r, Err(Error::OverQuota { .. })))
+            .count();
+        assert_eq!(refused, 1, "{label}: {ra:?} {rb:?}");
+        let mut fresh = setup.open().await;
+        fresh.refresh().await.unwrap();
+        assert_eq!(fresh.quota().unwrap().bytes, 600, "{label}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn item_07_two_writers_cannot_both_pass_the_quota_with_compare_and_swap() {
+        for _ in 0..10 {
+            concurrent_appends_cannot_both_pass(super::super::memory(), "memory").await;
+        }
+        if let Some(store) = mailvault::testkit::s3_from_env("MOTO") {
+            concurrent_appends_cannot_both_pass(store, "moto").await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn item_07_the_deliverer_refuses_over_quota_counting_pending_deliveries() {
+        let rng = RandomSource::os();
+        let store = super::super::memory();
+        let (directory, _officer, signing) =
+            super::super::directory_with_officer_and_signer(&rng).await;
+        let provider = Provider::new(
+            store.clone(),
+            DeploymentId::random(&rng),
+            directory.clone(),
+            mailvault::testkit::cheap_provider_config(),
+        )
+        .await
+        .unwrap();
+        let alice = provider.create_account("pw").await.unwrap();
+        let bob = provider.create_account("pw").await.unwrap();
+        let mut record = directory.account_record(&alice).await.unwrap().unwrap();
+        record.limits = AccountLimits {
+            storage: Some(10_000),
+            message_size: Some(5_000),
+        };
+        directory.set_account_record(&alice, record).await.unwrap();
+        let deliverer = provider.deliverer(signing);
+        let to_alice = || DeliveryOptions {
+            mailbox: INBOX.into(),
+            ..DeliveryOptions::default()
+        };
+
+        // Three pending deliveries (nothing imported, nothing published) count.
+        for _ in 0..3 {
+            deliverer
+                .deliver_bytes(alice, &message(3000), to_alice())
+                .await
+                .unwrap();
+        }
+        let refused = deliverer
+            .deliver_bytes(alice, &message(3000), to_alice())
+            .await;
+        assert!(
+            matches!(
+                refused,
+                Err(Error::OverQuota {
+                    limit: 10_000,
+                    used: 12_000
+                })
+            ),
+            "{refused:?}"
+        );
+        assert_eq!(
+            bodies(&store, &alice).await,
+            3,
+            "the refused body is deleted"
+        );
+
+        // One message to both: too big for Alice's limit, fine for Bob, who gets it.
+        let results = deliverer
+            .deliver_to_many(
+                &[Recipient::new(alice), Recipient::new(bob)],
+                &message(6000),
+            )
+            .await
+            .unwrap();
+        assert!(
+            matches!(results[0], Err(Error::TooBig { limit: 5_000 })),
+            "{:?}",
+            results[0]
+        );
+        assert_eq!(results[1].as_ref().unwrap().size, 6000);
+
+        // Imported, then two expunged, the usage published: room for two more.
+        let mut session = provider.unlock(alice, "pw").await.unwrap();
+        let mut mail = session.mailstore().await.unwrap();
+        assert_eq!(
+            session
+                .import_deliveries(&mut mail)
+                .await
+                .unwrap()
+                .imported
+                .len(),
+            3
+        );
+        let published = mail.publish_usage().await.unwrap();
+        assert_eq!((published.stored, published.imported), (9000, 9000));
+        let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
+        mail.store_flags(
+            inbox,
+            &[1, 2],
+            FlagChange::Add(Flags::from_names(["\\Deleted"]).unwrap()),
+            None,
+        )
+        .await
+        .unwrap();
+        mail.expunge(inbox, None).await.unwrap();
+        // Not yet published: the deliverer still counts 9000.
+        assert!(deliverer
+            .deliver_bytes(alice, &message(3000), to_alice())
+            .await
+            .is_err());
+        mail.publish_usage().await.unwrap();
+        for _ in 0..2 {
+            deliverer
+                .deliver_bytes(alice, &message(3000), to_alice())
+                .await
+                .unwrap();
+        }
+        let refused = deliverer
+            .deliver_bytes(alice, &message(3000), to_alice())
+            .await;
+        assert!(
+            matches!(refused, Err(Error::OverQuota { .. })),
+            "{refused:?}"
+        );
+        // Acknowledged deliveries are imported even beyond the quota (never lost).
+        assert_eq!(
+            session
+                .import_deliveries(&mut mail)
+                .await
+                .unwrap()
+                .imported
+                .len(),
+            2
+        );
+        assert_eq!(mail.quota().unwrap().bytes, 9000);
+    }
+
+    #[tokio::test]
+    async fn item_07_limits_persist_in_a_file_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let account = AccountId::random(&RandomSource::os());
+        let mut record = AccountRecord::new(KeyModel::ServerManaged, vec![(1, [3; 32])], [4; 32]);
+        record.limits = AccountLimits {
+            storage: Some(5 << 30),
+            message_size: Some(50 << 20),
+        };
+        mailvault::directory::FileDirectory::open(root.path())
+            .unwrap()
+            .set_account_record(&account, record)
+            .await
+            .unwrap();
+        let read = mailvault::directory::FileDirectory::open(root.path())
+            .unwrap()
+            .account_record(&account)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(read.limits.storage, Some(5 << 30));
+        assert_eq!(read.limits.message_size, Some(50 << 20));
+        assert_eq!(read.public_keys, vec![(1, [3; 32])]);
+    }
+}
