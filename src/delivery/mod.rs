@@ -143,7 +143,14 @@ macro_rules! no_mail_secret {
     ($($t:ty),*) => { $(impl private::Sealed for $t {} impl NoMailSecret for $t {})* };
 }
 
-no_mail_secret!(BlobStore, PublicDirectory, DeliverySigningKey, RandomSource);
+no_mail_secret!(
+    BlobStore,
+    PublicDirectory,
+    DeliverySigningKey,
+    RandomSource,
+    usize,
+    bool
+);
 
 /// The trusted directory seen through what a deliverer may read: public keys, key
 /// models, officer public keys. (The per-account secrets it also holds are not reachable
@@ -309,6 +316,37 @@ pub struct DeliveryReceipt {
     pub duplicate: bool,
 }
 
+/// The most of a message kept for its header when the message is above the parse limit.
+const MAX_HEADER_PARSE: usize = 1 << 20;
+
+/// The analysis sealed into the envelopes of a message (`plaintext` whole, or its start
+/// when `header_only`), off the async executor's threads: an
+/// [`EmailAnalysis`](crate::format::mail::EmailAnalysis) record with a zero thread (the
+/// import chooses it), or `None` when it is larger than an envelope carries.
+async fn analyze(plaintext: Vec<u8>, header_only: bool) -> Option<Vec<u8>> {
+    let work = move || {
+        let (envelope, parts) = if header_only {
+            (crate::mail::analyze_header(&plaintext), Vec::new())
+        } else {
+            crate::mail::analyze(&plaintext)
+        };
+        crate::format::mail::EmailAnalysis {
+            thread: crate::ids::ThreadId::from_bytes([0; 16]),
+            envelope,
+            parts,
+        }
+        .to_bytes()
+    };
+    let bytes = match tokio::task::spawn_blocking(work).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::warn!(error = %e, "message analysis failed");
+            return None;
+        }
+    };
+    (bytes.len() <= crate::format::delivery::MAX_ENVELOPE_ANALYSIS_LEN).then_some(bytes)
+}
+
 /// A recipient's delivery once checked: its sealed body begun, or done before.
 enum Started {
     Writing(SealedRecipients, AccountLimits, Box<SealedBlobWriter>),
@@ -321,6 +359,8 @@ pub struct Deliverer {
     directory: PublicDirectory,
     signing: DeliverySigningKey,
     rng: RandomSource,
+    max_parse_len: usize,
+    analyze: bool,
 }
 
 impl Deliverer {
@@ -335,11 +375,15 @@ impl Deliverer {
             directory,
             signing,
             rng,
+            max_parse_len,
+            analyze,
         } = self;
         part(blobs);
         part(directory);
         part(signing);
         part(rng);
+        part(max_parse_len);
+        part(analyze);
     }
 }
 
@@ -394,7 +438,26 @@ impl Deliverer {
             directory: PublicDirectory(directory),
             signing,
             rng: RandomSource::os(),
+            max_parse_len: crate::mail::MailConfig::default().max_parse_len,
+            analyze: true,
         }
+    }
+
+    /// Whether to analyse messages at delivery (the default): their envelope fields, MIME
+    /// structure and thread references are sealed into the envelope, so the import needs
+    /// no body read. Without, messages are analysed at their first read
+    /// ([`Mailstore::analyze`](crate::mail::Mailstore::analyze)).
+    pub fn with_analysis(mut self, analyze: bool) -> Self {
+        self.analyze = analyze;
+        self
+    }
+
+    /// Analyses messages up to `max_parse_len` bytes whole (as
+    /// [`MailConfig::max_parse_len`](crate::mail::MailConfig::max_parse_len)); larger ones
+    /// for their header only (one part).
+    pub fn with_max_parse_len(mut self, max_parse_len: usize) -> Self {
+        self.max_parse_len = max_parse_len;
+        self
     }
 
     /// Uses `config` for body uploads (multipart threshold, part size).
@@ -522,6 +585,9 @@ impl Deliverer {
         }
         let mut body = body;
         let mut size = 0u64;
+        // The plaintext for the analysis, up to the parse limit (the header only above).
+        let mut parse_buffer: Vec<u8> = Vec::new();
+        let mut too_large = false;
         let failure = loop {
             let piece = match body.next().await {
                 None => break None,
@@ -529,6 +595,18 @@ impl Deliverer {
                 Some(Ok(piece)) => piece,
             };
             size += piece.len() as u64;
+            if self.analyze && !too_large {
+                if parse_buffer.len() + piece.len() > self.max_parse_len {
+                    too_large = true;
+                    // Above the limit only the header is analysed: keep its first MiB.
+                    parse_buffer.truncate(MAX_HEADER_PARSE);
+                    let room = MAX_HEADER_PARSE.saturating_sub(parse_buffer.len());
+                    parse_buffer.extend_from_slice(&piece[..piece.len().min(room)]);
+                    parse_buffer.shrink_to_fit();
+                } else {
+                    parse_buffer.extend_from_slice(&piece);
+                }
+            }
             if let Some(limit) = max_size.filter(|limit| size > *limit) {
                 break Some(Error::TooBig { limit });
             }
@@ -570,13 +648,19 @@ impl Deliverer {
             }
             return Err(e);
         }
+        let analysis = if self.analyze && writers.iter().any(Option::is_some) {
+            analyze(parse_buffer, too_large).await
+        } else {
+            None
+        };
+        let analysis = analysis.as_deref();
         let finishing = writers
             .into_iter()
             .zip(recipients)
             .map(|(slot, recipient)| async move {
                 match slot {
                     Some((to, limits, writer)) => {
-                        Some(self.finish(recipient, &to, limits, writer).await)
+                        Some(self.finish(recipient, &to, limits, writer, analysis).await)
                     }
                     None => None,
                 }
@@ -662,6 +746,7 @@ impl Deliverer {
         to: &SealedRecipients,
         limits: AccountLimits,
         writer: SealedBlobWriter,
+        analysis: Option<&[u8]>,
     ) -> Result<DeliveryReceipt> {
         let account = recipient.account;
         let options = recipient.options.clone();
@@ -691,6 +776,7 @@ impl Deliverer {
             internal_date: options.internal_date.unwrap_or(crate::unix_now() as i64),
             flags: options.flags,
             delivered_at: crate::unix_now(),
+            analysis: analysis.map(<[u8]>::to_vec),
         };
         let object =
             self.seal_envelope(&to.account, &delivery, number, &blob, &file_key, &envelope);

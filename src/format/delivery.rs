@@ -40,6 +40,12 @@ use crate::ids::{BlobId, DeliveryId};
 pub const ENVELOPE_MAGIC: [u8; 4] = *b"MVE1";
 /// Envelope format version.
 pub const ENVELOPE_VERSION: u8 = 3;
+/// Version of an envelope's sealed body: 4 adds the message's analysis. Bodies of
+/// version 3 (without it) are still read.
+pub const ENVELOPE_BODY_VERSION: u8 = 4;
+/// The largest analysis a deliverer seals into an envelope; a larger one (a message of
+/// thousands of parts) is left out and computed at the first read instead.
+pub const MAX_ENVELOPE_ANALYSIS_LEN: usize = 256 << 10;
 /// Bytes before the sealed body.
 pub const ENVELOPE_PREFIX_LEN: usize = 292;
 /// Length of the provider's signature.
@@ -153,18 +159,29 @@ pub struct DeliveryEnvelope {
     pub flags: Vec<String>,
     /// When the deliverer wrote it (Unix seconds).
     pub delivered_at: u64,
+    /// The message's analysis as the deliverer computed it from the plaintext: an
+    /// [`EmailAnalysis`](crate::format::mail::EmailAnalysis) record (its thread is
+    /// chosen at import); `None` from a version-3 body or when it was too large.
+    pub analysis: Option<Vec<u8>>,
 }
 
 impl DeliveryEnvelope {
     /// Serialized body.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = vec![ENVELOPE_VERSION];
+        let mut out = vec![ENVELOPE_BODY_VERSION];
         out.extend_from_slice(&self.stored_len.to_be_bytes());
         out.extend_from_slice(&self.body_digest);
         put_bytes(&mut out, self.mailbox.as_bytes());
         out.extend_from_slice(&self.internal_date.to_be_bytes());
         put_list(&mut out, &self.flags, |out, f| put_bytes(out, f.as_bytes()));
         out.extend_from_slice(&self.delivered_at.to_be_bytes());
+        match &self.analysis {
+            Some(analysis) => {
+                out.push(1);
+                put_bytes(&mut out, analysis);
+            }
+            None => out.push(0),
+        }
         out
     }
 
@@ -175,20 +192,34 @@ impl DeliveryEnvelope {
     pub fn parse(bytes: &[u8]) -> Result<Self> {
         let mut r = Reader::new(bytes);
         let version = r.u8()?;
-        if version != ENVELOPE_VERSION {
+        if version != ENVELOPE_VERSION && version != ENVELOPE_BODY_VERSION {
             return Err(Error::UnsupportedVersion {
                 object: "delivery envelope body",
                 version,
             });
         }
-        let envelope = Self {
+        let mut envelope = Self {
             stored_len: r.u64()?,
             body_digest: r.array()?,
             mailbox: r.string()?,
             internal_date: r.u64()? as i64,
             flags: r.list(4, Reader::string)?,
             delivered_at: r.u64()?,
+            analysis: None,
         };
+        if version == ENVELOPE_BODY_VERSION {
+            envelope.analysis = match r.u8()? {
+                0 => None,
+                1 => {
+                    let analysis = r.bytes()?;
+                    if analysis.len() > MAX_ENVELOPE_ANALYSIS_LEN {
+                        return Err(Error::Tampered);
+                    }
+                    Some(analysis.to_vec())
+                }
+                _ => return Err(Error::Tampered),
+            };
+        }
         r.finish()?;
         Ok(envelope)
     }

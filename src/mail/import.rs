@@ -391,6 +391,13 @@ impl Mailstore {
             Flags::from_names(envelope.flags.iter().map(String::as_str)).unwrap_or_default();
         let target = envelope.mailbox.clone();
         let delivery = *delivery;
+        // The analysis the deliverer computed from the plaintext: the message is imported
+        // analyzed, with no body read. One whose parts do not fit the body is left out
+        // (computed at the first read instead).
+        let analysis = envelope
+            .analysis
+            .as_deref()
+            .and_then(|bytes| EmailAnalysis::parse(bytes).ok());
         let outcome = self
             .write(move |c, modseq| {
                 let mut plan = Plan::new();
@@ -403,7 +410,7 @@ impl Mailstore {
                     .find(|m| !target.is_empty() && same_name(&m.name, &target))
                     .map_or(INBOX_ID, |m| m.id);
                 let uid = uid_next(c, &mailbox)?;
-                let record = EmailRecord {
+                let unanalyzed = EmailRecord {
                     pin,
                     internal_date: envelope.internal_date,
                     size: pin.len(),
@@ -412,6 +419,17 @@ impl Mailstore {
                     analyzed: false,
                     envelope: Envelope::default(),
                     parts: Vec::new(),
+                };
+                let record = match analysis
+                    .clone()
+                    .and_then(|a| unanalyzed.clone().with_analysis(a).ok())
+                {
+                    Some(mut analyzed) => {
+                        analyzed.thread =
+                            super::join_thread(c, &analyzed.envelope, thread, &mut plan.batch);
+                        analyzed
+                    }
+                    None => unanalyzed,
                 };
                 plan.batch.put(keys::email(&email), record.to_bytes());
                 plan.add_message(

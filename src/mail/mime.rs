@@ -112,6 +112,27 @@ fn walk(
         }
         None => ("text".into(), "plain".into(), Vec::new()),
     };
+    // A type without a subtype (`Content-Type: text; charset=us-ascii`) is not valid
+    // (RFC 2045 §5.1): the defaults of §5.2 apply, `text/plain`, as Python's `email`
+    // does. The parameters are kept.
+    let (content_type, subtype) = if subtype.is_empty() {
+        ("text".to_string(), "plain".to_string())
+    } else {
+        (content_type, subtype)
+    };
+    // A delimiter line repeated (`--B` twice) ends an empty preamble of the part, not a
+    // line of its header: the part's header starts after the last one.
+    let boundary = parent.and_then(|p| {
+        out.get(p as usize)?
+            .params
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("boundary"))
+            .map(|(_, value)| value.clone())
+    });
+    let header = match &boundary {
+        Some(boundary) => skip_delimiters(raw, header, body, boundary.as_bytes()),
+        None => header,
+    };
     let index = out.len() as u32;
     out.push(MimePart {
         parent,
@@ -142,6 +163,28 @@ fn walk(
             walk(nested, 0, Some(index), total, raw, out);
         }
         _ => {}
+    }
+}
+
+/// The offset after every delimiter line `--boundary` (with optional trailing white
+/// space) at `from`, not beyond `limit`.
+fn skip_delimiters(raw: &[u8], mut from: usize, limit: usize, boundary: &[u8]) -> usize {
+    loop {
+        let rest = &raw[from..limit];
+        let Some(line_end) = rest.iter().position(|&b| b == b'\n') else {
+            return from;
+        };
+        let line = &rest[..line_end];
+        let is_delimiter = line.len() >= 2 + boundary.len()
+            && line.starts_with(b"--")
+            && &line[2..2 + boundary.len()] == boundary
+            && line[2 + boundary.len()..]
+                .iter()
+                .all(|b| matches!(b, b' ' | b'\t' | b'\r'));
+        if !is_delimiter {
+            return from;
+        }
+        from += line_end + 1;
     }
 }
 

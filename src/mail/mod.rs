@@ -64,6 +64,7 @@ mod mime;
 mod reencrypt;
 
 pub use import::ImportReport;
+pub(crate) use mime::{analyze, analyze_header};
 pub use reencrypt::EpochProgress;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};

@@ -187,7 +187,10 @@ async fn transparent_flow_deliver_login_import_read() {
     let email = mail.email(inbox, uid).unwrap();
     assert_eq!(email.provenance, Provenance::SealedDelivery);
     assert_eq!(email.internal_date, 1_800_000_000);
-    assert!(!email.analyzed, "imported without reading the body");
+    // Analysed by the deliverer, from the plaintext it sealed: imported analyzed,
+    // without reading the body.
+    assert!(email.analyzed, "imported analyzed");
+    assert_eq!(email.envelope.subject.as_deref(), Some("Delivered"));
     let email = mail.analyze(inbox, uid).await.unwrap();
     assert_eq!(email.envelope.subject.as_deref(), Some("Delivered"));
     assert_eq!(email.parts.len(), 3);
@@ -1391,4 +1394,59 @@ async fn item_08_a_retry_after_a_crash_at_any_point_stores_the_message_once() {
         }
     }
     assert!(failed >= 8, "the faults hit: {failed}");
+}
+
+// ---------------------------------------------------------------- issue 12, item 3
+// Metadata computed once, at delivery, from the plaintext the deliverer sees.
+
+/// Every message of the real-mail corpus, delivered and imported: imported analyzed
+/// (envelope, MIME structure, thread) without a body read, and its analysis equals the
+/// one computed from a full read of the stored message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_03_the_analysis_made_at_delivery_equals_a_full_read_on_the_corpus() {
+    let w = World::new(KeyModel::DeviceOnly).await;
+    let corpus = super::mail::corpus();
+    assert!(corpus.len() >= 100, "corpus present: {}", corpus.len());
+    for (_, message) in &corpus {
+        w.deliverer()
+            .deliver_bytes(w.account, message, DeliveryOptions::default())
+            .await
+            .unwrap();
+    }
+    // The import reads no whole body: only envelopes, and ranged GETs of the bodies'
+    // header and final chunk.
+    let counting = mailvault::storage::CountingStore::new(w.store.clone());
+    let mut mail = w.mail_on(Arc::new(counting.clone())).await.unwrap();
+    let report = mail
+        .import_deliveries(std::slice::from_ref(&w.key), &w.verifying_key().await)
+        .await
+        .unwrap();
+    assert_eq!(report.imported.len(), corpus.len());
+    let whole_body_reads: Vec<_> = counting
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.kind == mailvault::storage::RequestKind::Get
+                && r.path.contains("/b/")
+                && r.range.is_none()
+        })
+        .collect();
+    assert!(whole_body_reads.is_empty(), "{whole_body_reads:?}");
+    let reread = mail.create_mailbox("Reread", None).await.unwrap().id;
+    let mut differences = Vec::new();
+    for ((path, message), (_, mailbox, uid)) in corpus.iter().zip(&report.imported) {
+        let delivered = mail.email(*mailbox, *uid).unwrap();
+        assert!(delivered.analyzed, "{path}: imported analyzed");
+        let stored = mail.read(&delivered).await.unwrap();
+        assert_eq!(&stored[..], &message[..], "{path}");
+        let appended = mail
+            .append(reread, &stored, mailvault::mail::AppendOptions::default())
+            .await
+            .unwrap();
+        let full = mail.email(reread, appended.uid).unwrap();
+        if delivered.envelope != full.envelope || delivered.parts != full.parts {
+            differences.push(path.clone());
+        }
+    }
+    assert!(differences.is_empty(), "analysis differs: {differences:?}");
 }

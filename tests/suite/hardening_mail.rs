@@ -87,14 +87,27 @@ impl World {
         &self.keys[1..]
     }
 
-    /// Delivers `body` and imports it (not analyzed yet): its mailbox and UID.
+    /// Delivers `body` without analysis at delivery and imports it (not analyzed yet):
+    /// its mailbox and UID.
     async fn deliver_and_import(&self, store: &DynStore, body: &[u8]) -> (MailboxId, u32) {
+        self.deliver_and_import_with(store, body, false).await
+    }
+
+    /// As [`deliver_and_import`](Self::deliver_and_import), analysed at delivery when
+    /// `analyze`.
+    async fn deliver_and_import_with(
+        &self,
+        store: &DynStore,
+        body: &[u8],
+        analyze: bool,
+    ) -> (MailboxId, u32) {
         Deliverer::new(
             store.clone(),
             self.deployment,
             self.directory.clone(),
             DeliverySigningKey::from_bytes(self.signing),
         )
+        .with_analysis(analyze)
         .deliver_bytes(self.account, body, DeliveryOptions::default())
         .await
         .unwrap();
@@ -108,7 +121,7 @@ impl World {
             .unwrap();
         assert_eq!(report.imported.len(), 1, "{report:?}");
         let (_, mailbox, uid) = report.imported[0];
-        assert!(!mail.email(mailbox, uid).unwrap().analyzed);
+        assert_eq!(mail.email(mailbox, uid).unwrap().analyzed, analyze);
         (mailbox, uid)
     }
 
@@ -415,6 +428,17 @@ async fn item_15c_a_parent_arriving_after_its_reply_joins_its_thread() {
     );
     let fresh = w.mail(&store, w.epoch_1(), MailConfig::default()).await;
     assert_eq!(fresh.email(mailbox, uid).unwrap().thread, reply.thread);
+    // Analysed at delivery (issue 12 item 3): in the reply's thread from its import on.
+    let w = World::new(CommitMode::CompareAndSwap).await;
+    let store = memory();
+    let mut mail = w.mail(&store, w.epoch_1(), MailConfig::default()).await;
+    let reply = mail
+        .append(inbox(&mail), REPLY, AppendOptions::default())
+        .await
+        .unwrap();
+    let (mailbox, uid) = w.deliver_and_import_with(&store, PARENT, true).await;
+    mail.refresh().await.unwrap();
+    assert_eq!(mail.email(mailbox, uid).unwrap().thread, reply.thread);
 }
 
 /// `analyze` of a body above `max_parse_len` fetches at most that much of it (and the

@@ -766,3 +766,51 @@ async fn commit_under_every_fault_at_every_operation() {
         );
     }
 }
+
+/// A commit whose batch is published is acknowledged, even when the tier compaction that
+/// follows it fails: compaction is maintenance (a later commit or `compact` does it), and
+/// reporting the durable commit as failed makes its caller believe it lost (found on
+/// moto, where four writers kept a compaction losing until its attempts ran out and
+/// `commit` returned `Conflict` for a batch already committed).
+#[tokio::test]
+async fn a_commit_is_acknowledged_when_the_compaction_after_it_fails() {
+    /// Three commits (one below the fanout of 4), then the fourth through `store`.
+    async fn fourth_commit(setup: &Setup, store: DynStore) -> mailvault::Result<()> {
+        let mut c = setup.open(b"tiers").await.unwrap();
+        for i in 0..3 {
+            let mut batch = Batch::new();
+            batch.put(format!("k{i}").into_bytes(), b"v".to_vec());
+            c.commit(batch).await.unwrap();
+        }
+        let mut c = setup
+            .index_on(store)
+            .open(setup.account, &setup.key, b"tiers")
+            .await?;
+        let mut batch = Batch::new();
+        batch.put(b"k3".to_vec(), b"v".to_vec());
+        c.commit(batch).await.map(|_| ())
+    }
+    let mut failed_compactions = 0;
+    for at in 0..24u64 {
+        let setup = Setup::new(memory(), CommitMode::CompareAndSwap);
+        let faulty = FaultyStore::new(
+            setup.store.clone(),
+            Some(Fault {
+                at,
+                mode: FaultMode::Fail,
+            }),
+        );
+        let outcome = fourth_commit(&setup, Arc::new(faulty.clone())).await;
+        let durable = setup.open(b"tiers").await.unwrap().get(b"k3").is_some();
+        // A fault without effect: an error means nothing was committed.
+        assert!(
+            outcome.is_ok() || !durable,
+            "fault at {at}: the committed batch was reported failed: {outcome:?}"
+        );
+        failed_compactions += usize::from(outcome.is_ok() && faulty.fired());
+    }
+    assert!(
+        failed_compactions > 0,
+        "a fault hit a compaction after a commit"
+    );
+}

@@ -876,7 +876,7 @@ async fn concurrent_appends_on_garage() {
 
 // ---------------------------------------------------------------- real mail
 
-fn corpus() -> Vec<(String, Vec<u8>)> {
+pub fn corpus() -> Vec<(String, Vec<u8>)> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/mail-parser");
     let mut out = Vec::new();
     for dir in std::fs::read_dir(&root).unwrap() {

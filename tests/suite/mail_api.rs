@@ -657,3 +657,76 @@ mod quota {
         assert_eq!(read.public_keys, vec![(1, [3; 32])]);
     }
 }
+
+/// Item 3: two divergences from an independent parser (Python's `email`) on real mail.
+mod analysis {
+    use mailvault::mail::{AppendOptions, Mailstore, PartSection, INBOX};
+    use mailvault::storage::CommitMode;
+
+    use super::super::mail::MailSetup;
+
+    #[tokio::test]
+    async fn item_03_a_content_type_without_subtype_is_text_plain() {
+        let setup = MailSetup::new(super::super::memory(), CommitMode::CompareAndSwap);
+        let mut mail = setup.open().await;
+        let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
+        let appended = mail
+            .append(
+                inbox,
+                b"From: a@example.org\r\nMIME-Version: 1.0\r\n\
+Content-Type: text; charset=us-ascii\r\n\r\nhello\r\n",
+                AppendOptions::default(),
+            )
+            .await
+            .unwrap();
+        let email = mail.email(inbox, appended.uid).unwrap();
+        let root = &email.parts[0];
+        // Python: get_content_type() == 'text/plain', charset us-ascii.
+        assert_eq!(
+            (root.content_type.as_str(), root.subtype.as_str()),
+            ("text", "plain")
+        );
+        assert!(root
+            .params
+            .iter()
+            .any(|(k, v)| k == "charset" && v == "us-ascii"));
+    }
+
+    #[tokio::test]
+    async fn item_03_repeated_delimiter_lines_are_not_part_of_the_next_header() {
+        let setup = MailSetup::new(super::super::memory(), CommitMode::CompareAndSwap);
+        let mut mail = setup.open().await;
+        let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
+        let message = b"From: a@example.org\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=B\r\n\r\npreamble\r\n--B\r\n--B\r\n\
+Content-Type: text/plain\r\n\r\nfirst\r\n--B\r\nContent-Type: text/html\r\n\r\n\
+<p>second</p>\r\n--B--\r\n";
+        let appended = mail
+            .append(inbox, message, AppendOptions::default())
+            .await
+            .unwrap();
+        let email = mail.email(inbox, appended.uid).unwrap();
+        // Python: multipart/mixed, text/plain 'first', text/html '<p>second</p>'.
+        let types: Vec<String> = email
+            .parts
+            .iter()
+            .map(|p| format!("{}/{}", p.content_type, p.subtype))
+            .collect();
+        assert_eq!(types, ["multipart/mixed", "text/plain", "text/html"]);
+        let first = Mailstore::imap_section(&email, &[1]).unwrap();
+        let header = mail
+            .read_part(&email, first, PartSection::Header)
+            .await
+            .unwrap();
+        assert_eq!(
+            &header[..],
+            b"Content-Type: text/plain\r\n\r\n",
+            "BODY[1.MIME]"
+        );
+        let body = mail
+            .read_part(&email, first, PartSection::Body)
+            .await
+            .unwrap();
+        assert_eq!(&body[..], b"first");
+    }
+}
