@@ -1,10 +1,15 @@
 //! IMAP4rev1 on plain TCP (no TLS yet): `imap-next` frames commands (literals,
 //! continuation requests, size limits) and `imap-codec` parses and writes them; each
-//! command maps onto the library's `Session` and `Mailstore`.
+//! command maps onto the library's `SharedAccount` (reads) and its `Mailstore` (writes).
 //!
-//! One connection holds one `Session` and one `Mailstore` (the library has no shared
-//! account handle yet: issue 12, item 1). Deliveries are imported at LOGIN, SELECT,
-//! EXAMINE, NOOP and CHECK.
+//! The connections of one account share one handle (`AccountRegistry`): the account is
+//! loaded once per process, and the handle's poller loads what other processes commit
+//! and imports deliveries as they arrive. A connection keeps its own snapshot of the
+//! selected mailbox (`Selected::view`): its message sequence numbers. Changes made by
+//! anyone (this connection, another one, another process, a delivery) reach the
+//! client only at NOOP, CHECK, IDLE and after commands that may announce them
+//! (EXPUNGE, MOVE, COPY, APPEND), as EXPUNGE (highest number first), EXISTS and FETCH
+//! FLAGS: never during FETCH, STORE or SEARCH (RFC 9051 7.5.1).
 
 use std::collections::BTreeSet;
 use std::num::NonZeroU32;
@@ -17,6 +22,7 @@ use imap_next::imap_types::core::{
 };
 use imap_next::imap_types::datetime::DateTime;
 use imap_next::imap_types::extensions::binary::LiteralOrLiteral8;
+use imap_next::imap_types::extensions::uidplus::{UidElement, UidSet};
 use imap_next::imap_types::fetch::{
     MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Section,
 };
@@ -27,9 +33,11 @@ use imap_next::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 use imap_next::imap_types::status::{StatusDataItem, StatusDataItemName};
 use imap_next::server::{Error as ServerError, Event, Options, Server};
 use imap_next::stream::{Error as StreamError, Stream};
-use mailvault::engine::{Provider, Session};
+use mailvault::engine::{AccountRegistry, Provider, ShareConfig, SharedAccount};
 use mailvault::ids::MailboxId;
-use mailvault::mail::{AppendOptions, FlagChange, Flags, MailboxView, Mailstore, PartSection};
+use mailvault::mail::{
+    AppendOptions, FlagChange, Flags, MailboxView, Mailstore, MessageSummary, PartSection,
+};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::Accounts;
@@ -45,6 +53,8 @@ pub struct Imap {
     pub accounts: Accounts,
     /// Largest literal (APPEND) accepted, bytes.
     pub max_message_size: u32,
+    /// The open accounts: one handle per account, shared by its connections.
+    pub registry: AccountRegistry,
 }
 
 /// Accepts connections until the task is aborted.
@@ -105,16 +115,14 @@ fn untagged_ok(code: Code<'static>, t: &str) -> Status<'static> {
     never(Status::ok(None, Some(code), text(t)))
 }
 
-/// The connection's account, once logged in.
-struct Account {
-    session: Session,
-    mail: Mailstore,
-}
-
 /// The selected mailbox.
 struct Selected {
     id: MailboxId,
-    view: MailboxView,
+    /// The mailbox as the client knows it: message sequence number `n` is
+    /// `view.messages[n - 1]`. Replaced (and the differences announced) only at the
+    /// points where RFC 9051 lets the numbers change (`Conn::sync`); flags are read from
+    /// the account's current view.
+    view: Arc<MailboxView>,
     read_only: bool,
 }
 
@@ -214,7 +222,8 @@ async fn connection(stream: TcpStream, state: &Imap) {
 
 struct Conn<'a> {
     state: &'a Imap,
-    account: Option<Account>,
+    /// The account's handle, shared with its other connections, once logged in.
+    account: Option<SharedAccount>,
     selected: Option<Selected>,
 }
 
@@ -253,55 +262,60 @@ impl Conn<'_> {
             CommandBody::List {
                 reference,
                 mailbox_wildcard,
-            } => self.list(server, tag, &reference, &mailbox_wildcard, false)?,
+            } => {
+                self.list(server, tag, &reference, &mailbox_wildcard, false)
+                    .await?
+            }
             CommandBody::Lsub {
                 reference,
                 mailbox_wildcard,
-            } => self.list(server, tag, &reference, &mailbox_wildcard, true)?,
+            } => {
+                self.list(server, tag, &reference, &mailbox_wildcard, true)
+                    .await?
+            }
             CommandBody::Status {
                 mailbox,
                 item_names,
-            } => self.status(server, tag, &mailbox, &item_names)?,
+            } => self.status(server, tag, &mailbox, &item_names).await?,
             CommandBody::Create { mailbox } => {
                 let name = mailbox_name(&mailbox);
-                self.mail().create_mailbox(&name, None).await?;
+                self.account()
+                    .write()
+                    .await
+                    .create_mailbox(&name, None)
+                    .await?;
                 server.enqueue_status(ok(tag, None, "CREATE completed"));
             }
-            CommandBody::Delete { mailbox } => match self.mailbox_id(&mailbox) {
+            CommandBody::Delete { mailbox } => match self.mailbox_id(&mailbox).await {
                 Some(id) => {
                     if self.selected.as_ref().is_some_and(|s| s.id == id) {
                         self.selected = None;
                     }
-                    self.mail().delete_mailbox(id).await?;
+                    self.account().write().await.delete_mailbox(id).await?;
                     server.enqueue_status(ok(tag, None, "DELETE completed"));
                 }
                 None => {
                     server.enqueue_status(no(tag, None, "no such mailbox"));
                 }
             },
-            CommandBody::Rename { from, to } => match self.mailbox_id(&from) {
+            CommandBody::Rename { from, to } => match self.mailbox_id(&from).await {
                 Some(id) => {
-                    self.mail().rename_mailbox(id, &mailbox_name(&to)).await?;
+                    self.account()
+                        .write()
+                        .await
+                        .rename_mailbox(id, &mailbox_name(&to))
+                        .await?;
                     server.enqueue_status(ok(tag, None, "RENAME completed"));
                 }
                 None => {
                     server.enqueue_status(no(tag, None, "no such mailbox"));
                 }
             },
-            CommandBody::Subscribe { mailbox } | CommandBody::Unsubscribe { mailbox }
-                if self.mailbox_id(&mailbox).is_none() =>
-            {
-                server.enqueue_status(no(tag, None, "no such mailbox"));
-            }
             CommandBody::Subscribe { mailbox } => {
-                let id = self.mailbox_id(&mailbox).expect("checked above");
-                self.mail().subscribe(id, true).await?;
-                server.enqueue_status(ok(tag, None, "SUBSCRIBE completed"));
+                self.subscribe(server, tag, &mailbox, true).await?
             }
             CommandBody::Unsubscribe { mailbox } => {
-                let id = self.mailbox_id(&mailbox).expect("checked above");
-                self.mail().subscribe(id, false).await?;
-                server.enqueue_status(ok(tag, None, "UNSUBSCRIBE completed"));
+                self.subscribe(server, tag, &mailbox, false).await?
             }
             CommandBody::Append {
                 mailbox,
@@ -361,24 +375,27 @@ impl Conn<'_> {
                     .await?
             }
             CommandBody::Expunge => {
-                self.expunge(server, None).await?;
+                self.expunge(None).await?;
+                self.sync(server).await?;
                 server.enqueue_status(ok(tag, None, "EXPUNGE completed"));
             }
             CommandBody::ExpungeUid { sequence_set } => {
                 let uids = self.resolve(&sequence_set, true);
-                self.expunge(server, Some(uids)).await?;
+                self.expunge(Some(uids)).await?;
+                self.sync(server).await?;
                 server.enqueue_status(ok(tag, None, "UID EXPUNGE completed"));
             }
             CommandBody::Copy {
                 sequence_set,
                 mailbox,
                 uid,
-            } => match self.mailbox_id(&mailbox) {
+            } => match self.mailbox_id(&mailbox).await {
                 Some(to) => {
                     let uids = self.resolve(&sequence_set, uid);
                     let from = self.selected_id();
-                    self.mail().copy(from, &uids, to).await?;
-                    server.enqueue_status(ok(tag, None, "COPY completed"));
+                    let copied = self.account().write().await.copy(from, &uids, to).await?;
+                    self.sync(server).await?;
+                    server.enqueue_status(ok(tag, copy_uid(&copied), "COPY completed"));
                 }
                 None => {
                     server.enqueue_status(no(tag, Some(Code::TryCreate), "no such mailbox"));
@@ -388,16 +405,24 @@ impl Conn<'_> {
                 sequence_set,
                 mailbox,
                 uid,
-            } => match self.mailbox_id(&mailbox) {
+            } => match self.mailbox_id(&mailbox).await {
                 Some(_) if self.selected.as_ref().is_some_and(|s| s.read_only) => {
                     server.enqueue_status(no(tag, None, "the mailbox is read-only"));
                 }
                 Some(to) => {
                     let uids = self.resolve(&sequence_set, uid);
                     let from = self.selected_id();
-                    let moved = self.mail().move_messages(from, &uids, to).await?;
-                    let gone: BTreeSet<u32> = moved.uids.iter().map(|(from, _)| *from).collect();
-                    self.announce_expunged(server, &gone);
+                    let moved = self
+                        .account()
+                        .write()
+                        .await
+                        .move_messages(from, &uids, to)
+                        .await?;
+                    // RFC 6851 3.3: COPYUID in an untagged OK before the expunges.
+                    if let Some(code) = copy_uid(&moved) {
+                        server.enqueue_status(untagged_ok(code, "moved"));
+                    }
+                    self.sync(server).await?;
                     server.enqueue_status(ok(tag, None, "MOVE completed"));
                 }
                 None => {
@@ -407,7 +432,11 @@ impl Conn<'_> {
             CommandBody::Close => {
                 if let Some(selected) = self.selected.take() {
                     if !selected.read_only {
-                        self.mail().expunge(selected.id, None).await?;
+                        self.account()
+                            .write()
+                            .await
+                            .expunge(selected.id, None)
+                            .await?;
                     }
                 }
                 server.enqueue_status(ok(tag, None, "CLOSE completed"));
@@ -423,17 +452,46 @@ impl Conn<'_> {
         Ok(Outcome::Continue)
     }
 
-    fn mail(&mut self) -> &mut Mailstore {
-        &mut self.account.as_mut().expect("logged in").mail
+    fn account(&self) -> &SharedAccount {
+        self.account.as_ref().expect("logged in")
     }
 
     fn selected_id(&self) -> MailboxId {
         self.selected.as_ref().expect("selected").id
     }
 
-    fn mailbox_id(&mut self, mailbox: &ImapMailbox<'_>) -> Option<MailboxId> {
+    async fn mailbox_id(&self, mailbox: &ImapMailbox<'_>) -> Option<MailboxId> {
         let name = mailbox_name(mailbox);
-        self.mail().mailbox_by_name(&name).map(|m| m.id)
+        self.account()
+            .read()
+            .await
+            .mailbox_by_name(&name)
+            .map(|m| m.id)
+    }
+
+    async fn subscribe(
+        &mut self,
+        server: &mut Server,
+        tag: Tag<'static>,
+        mailbox: &ImapMailbox<'_>,
+        subscribed: bool,
+    ) -> Result<(), mailvault::Error> {
+        let Some(id) = self.mailbox_id(mailbox).await else {
+            server.enqueue_status(no(tag, None, "no such mailbox"));
+            return Ok(());
+        };
+        self.account()
+            .write()
+            .await
+            .subscribe(id, subscribed)
+            .await?;
+        let done = if subscribed {
+            "SUBSCRIBE completed"
+        } else {
+            "UNSUBSCRIBE completed"
+        };
+        server.enqueue_status(ok(tag, None, done));
+        Ok(())
     }
 
     async fn login(
@@ -466,7 +524,10 @@ impl Conn<'_> {
                 return Ok(());
             }
         };
-        let mut session = match self.state.provider.unlock(account, password).await {
+        // The password is checked on every login (unlocking the account's keyring), also
+        // when the account's handle is open already: the session is then dropped and the
+        // open handle shared.
+        let session = match self.state.provider.unlock(account, password).await {
             Ok(session) => session,
             Err(mailvault::Error::WrongCredential) => {
                 server.enqueue_status(no(tag, None, "authentication failed"));
@@ -474,15 +535,13 @@ impl Conn<'_> {
             }
             Err(e) => return Err(e),
         };
-        let mut mail = session.mailstore().await?;
-        let report = session.import_deliveries(&mut mail).await?;
-        tracing::info!(
-            %account,
-            imported = report.imported.len(),
-            quarantined = report.quarantined.len(),
-            "IMAP login"
-        );
-        self.account = Some(Account { session, mail });
+        let registry = &self.state.registry;
+        let shared = registry.get(&account).is_some();
+        let handle = registry
+            .get_or_open(account, ShareConfig::default(), || async { Ok(session) })
+            .await?;
+        tracing::info!(%account, shared, open_accounts = registry.open_accounts(), "IMAP login");
+        self.account = Some(handle);
         server.enqueue_status(ok(
             tag,
             Some(Code::Capability(capabilities())),
@@ -491,40 +550,31 @@ impl Conn<'_> {
         Ok(())
     }
 
-    /// Reloads the account, imports pending deliveries and reports what changed in the
-    /// selected mailbox (EXPUNGE, EXISTS, FETCH FLAGS).
+    /// Brings the client's snapshot of the selected mailbox up to the account's current
+    /// state, announcing the differences: EXPUNGE for each vanished message (highest
+    /// sequence number first, so that each number is valid when sent), EXISTS when the
+    /// count changed, FETCH FLAGS for each message whose flags changed.
     async fn sync(&mut self, server: &mut Server) -> Result<(), mailvault::Error> {
-        let Some(account) = self.account.as_mut() else {
+        let Some(selected) = self.selected.as_ref() else {
             return Ok(());
         };
-        account.mail.refresh().await?;
-        account.session.import_deliveries(&mut account.mail).await?;
-        let Some(selected) = self.selected.as_mut() else {
-            return Ok(());
-        };
-        let new = account.mail.view(selected.id)?;
-        let kept: BTreeSet<u32> = new.messages.iter().map(|m| m.uid).collect();
-        let old = &selected.view.messages;
-        for (i, m) in old.iter().enumerate().rev() {
-            if !kept.contains(&m.uid) {
-                server.enqueue_data(Data::Expunge(seq(i)));
-            }
-        }
-        let remaining = old.iter().filter(|m| kept.contains(&m.uid)).count();
-        if new.messages.len() != remaining {
-            server.enqueue_data(Data::Exists(new.messages.len() as u32));
-        }
-        for (i, m) in new.messages.iter().enumerate() {
-            if let Some(before) = old.iter().find(|o| o.uid == m.uid) {
-                if before.flags != m.flags {
-                    server.enqueue_data(Data::Fetch {
-                        seq: seq(i),
-                        items: Vec1::from(MessageDataItem::Flags(fetch_flags(&m.flags))),
-                    });
+        let current = match self.account().view(selected.id).await {
+            Ok(view) => view,
+            // Deleted by another connection: every message is gone.
+            Err(mailvault::Error::NoSuchMailbox { .. }) => {
+                for i in (0..selected.view.messages.len()).rev() {
+                    server.enqueue_data(Data::Expunge(seq(i)));
                 }
+                self.selected = None;
+                return Ok(());
             }
+            Err(e) => return Err(e),
+        };
+        let selected = self.selected.as_mut().expect("selected");
+        if !Arc::ptr_eq(&current, &selected.view) {
+            announce_changes(server, &selected.view, &current);
+            selected.view = current;
         }
-        selected.view = new;
         Ok(())
     }
 
@@ -536,16 +586,11 @@ impl Conn<'_> {
         read_only: bool,
     ) -> Result<(), mailvault::Error> {
         self.selected = None;
-        {
-            let account = self.account.as_mut().expect("logged in");
-            account.mail.refresh().await?;
-            account.session.import_deliveries(&mut account.mail).await?;
-        }
-        let Some(id) = self.mailbox_id(mailbox) else {
+        let Some(id) = self.mailbox_id(mailbox).await else {
             server.enqueue_status(no(tag, None, "no such mailbox"));
             return Ok(());
         };
-        let view = self.mail().select(id).await?;
+        let view = self.account().view(id).await?;
         server.enqueue_data(Data::Flags(system_flags()));
         server.enqueue_data(Data::Exists(view.messages.len() as u32));
         server.enqueue_data(Data::Recent(0));
@@ -573,7 +618,7 @@ impl Conn<'_> {
         Ok(())
     }
 
-    fn list(
+    async fn list(
         &mut self,
         server: &mut Server,
         tag: Tag<'static>,
@@ -602,7 +647,8 @@ impl Conn<'_> {
                 other => mailbox_name(other),
             };
             let pattern = format!("{reference}{pattern}");
-            for m in self.mail().mailboxes()? {
+            let mailboxes = self.account().read().await.mailboxes()?;
+            for m in mailboxes {
                 if subscribed_only && !m.subscribed {
                     continue;
                 }
@@ -632,18 +678,18 @@ impl Conn<'_> {
         Ok(())
     }
 
-    fn status(
+    async fn status(
         &mut self,
         server: &mut Server,
         tag: Tag<'static>,
         mailbox: &ImapMailbox<'static>,
         names: &[StatusDataItemName],
     ) -> Result<(), mailvault::Error> {
-        let Some(id) = self.mailbox_id(mailbox) else {
+        let Some(id) = self.mailbox_id(mailbox).await else {
             server.enqueue_status(no(tag, None, "no such mailbox"));
             return Ok(());
         };
-        let status = self.mail().status(id)?;
+        let status = self.account().read().await.status(id)?;
         let mut items = Vec::new();
         for name in names {
             match name {
@@ -682,7 +728,7 @@ impl Conn<'_> {
         date: Option<DateTime>,
         message: LiteralOrLiteral8<'_>,
     ) -> Result<(), mailvault::Error> {
-        let Some(id) = self.mailbox_id(mailbox) else {
+        let Some(id) = self.mailbox_id(mailbox).await else {
             server.enqueue_status(no(tag, Some(Code::TryCreate), "no such mailbox"));
             return Ok(());
         };
@@ -703,10 +749,13 @@ impl Conn<'_> {
             internal_date: date.map(|d| d.as_ref().timestamp()),
             provenance: None,
         };
-        let appended = self.mail().append(id, body, options).await?;
-        if self.selected.as_ref().is_some_and(|s| s.id == id) {
-            self.sync(server).await?;
-        }
+        let appended = self
+            .account()
+            .write()
+            .await
+            .append(id, body, options)
+            .await?;
+        self.sync(server).await?;
         let code = NonZeroU32::new(appended.uid_validity)
             .zip(NonZeroU32::new(appended.uid))
             .map(|(uid_validity, uid)| Code::AppendUid { uid_validity, uid });
@@ -727,44 +776,12 @@ impl Conn<'_> {
         })
     }
 
-    /// Indices into the selected view of the messages `set` names.
+    /// Indices into the client's snapshot of the messages `set` names.
     fn resolve_indices(&self, set: &SequenceSet, uid: bool) -> Vec<usize> {
         let Some(selected) = self.selected.as_ref() else {
             return Vec::new();
         };
-        let messages = &selected.view.messages;
-        let mut out = BTreeSet::new();
-        if messages.is_empty() {
-            return Vec::new();
-        }
-        let star = if uid {
-            messages[messages.len() - 1].uid
-        } else {
-            messages.len() as u32
-        };
-        let value = |s: &SeqOrUid| match s {
-            SeqOrUid::Value(v) => v.get(),
-            SeqOrUid::Asterisk => star,
-        };
-        for sequence in set.0.as_ref() {
-            let (a, b) = match sequence {
-                Sequence::Single(s) => (value(s), value(s)),
-                Sequence::Range(a, b) => (value(a), value(b)),
-            };
-            let (lo, hi) = (a.min(b), a.max(b));
-            if uid {
-                for (i, m) in messages.iter().enumerate() {
-                    if m.uid >= lo && m.uid <= hi {
-                        out.insert(i);
-                    }
-                }
-            } else {
-                for n in lo..=hi.min(messages.len() as u32) {
-                    out.insert(n as usize - 1);
-                }
-            }
-        }
-        out.into_iter().collect()
+        sequence_indices(&selected.view.messages, set, uid)
     }
 
     /// The UIDs `set` names.
@@ -776,6 +793,12 @@ impl Conn<'_> {
             .into_iter()
             .map(|i| selected.view.messages[i].uid)
             .collect()
+    }
+
+    /// The selected mailbox as it is now (flags of the messages the client knows are
+    /// read from it; its sequence numbers are not the client's).
+    async fn current(&self) -> Result<Arc<MailboxView>, mailvault::Error> {
+        self.account().view(self.selected_id()).await
     }
 
     async fn fetch(
@@ -828,10 +851,13 @@ impl Conn<'_> {
             }
         }
         let indices = self.resolve_indices(set, uid);
-        let selected = self.selected.as_ref().expect("selected");
-        let id = selected.id;
+        let (id, read_only) = {
+            let selected = self.selected.as_ref().expect("selected");
+            (selected.id, selected.read_only)
+        };
+        let mut current = self.current().await?;
         // Reading a body without PEEK sets \Seen (RFC 3501 6.4.5).
-        let sets_seen = !selected.read_only
+        let sets_seen = !read_only
             && names.iter().any(|n| {
                 matches!(
                     n,
@@ -844,18 +870,20 @@ impl Conn<'_> {
         if sets_seen {
             let unseen: Vec<u32> = indices
                 .iter()
-                .map(|&i| &selected.view.messages[i])
+                .filter_map(|&i| now_of(&current, self.snapshot_uid(i)))
                 .filter(|m| !m.flags.contains(Flags::SEEN))
                 .map(|m| m.uid)
                 .collect();
             if !unseen.is_empty() {
                 let seen = Flags::from_names([Flags::SEEN])?;
                 let stored = self
-                    .mail()
+                    .account()
+                    .write()
+                    .await
                     .store_flags(id, &unseen, FlagChange::Add(seen), None)
                     .await?;
                 seen_set.extend(stored.updated);
-                self.refresh_known()?;
+                current = self.current().await?;
             }
         }
         let needs_body = names.iter().any(|n| {
@@ -868,10 +896,20 @@ impl Conn<'_> {
             )
         });
         for i in indices {
-            let summary = self.selected.as_ref().expect("selected").view.messages[i].clone();
-            let mut email = self.mail().email(id, summary.uid)?;
+            // A message expunged by someone else is still numbered for this client until
+            // the EXPUNGE is announced; there is nothing left to send of it.
+            let Some(summary) = now_of(&current, self.snapshot_uid(i)).cloned() else {
+                continue;
+            };
+            let email = self.account().read().await.email(id, summary.uid);
+            let mut email = match email {
+                Ok(email) => email,
+                Err(mailvault::Error::NoSuchMessage { .. }) => continue,
+                Err(e) => return Err(e),
+            };
             let body = if needs_body {
-                Some(self.mail().read(&email).await?)
+                let mail = self.account().read().await;
+                Some(mail.read(&email).await?)
             } else {
                 None
             };
@@ -914,7 +952,12 @@ impl Conn<'_> {
                             }
                             Some(Section::Part(part)) | Some(Section::Mime(part)) => {
                                 if !email.analyzed {
-                                    email = self.mail().analyze(id, summary.uid).await?;
+                                    email = self
+                                        .account()
+                                        .write()
+                                        .await
+                                        .analyze(id, summary.uid)
+                                        .await?;
                                 }
                                 let path: Vec<u32> =
                                     part.0.as_ref().iter().map(|n| n.get()).collect();
@@ -925,7 +968,8 @@ impl Conn<'_> {
                                 };
                                 match Mailstore::imap_section(&email, &path) {
                                     Some(p) => {
-                                        self.mail().read_part(&email, p, which).await?.to_vec()
+                                        let mail = self.account().read().await;
+                                        mail.read_part(&email, p, which).await?.to_vec()
                                     }
                                     None => Vec::new(),
                                 }
@@ -962,6 +1006,11 @@ impl Conn<'_> {
         Ok(())
     }
 
+    /// The UID of the client's message at index `i` of its snapshot.
+    fn snapshot_uid(&self, i: usize) -> u32 {
+        self.selected.as_ref().expect("selected").view.messages[i].uid
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn store(
         &mut self,
@@ -992,16 +1041,16 @@ impl Conn<'_> {
         };
         let indices = self.resolve_indices(set, uid);
         let id = self.selected_id();
-        let uids: Vec<u32> = {
-            let view = &self.selected.as_ref().expect("selected").view;
-            indices.iter().map(|&i| view.messages[i].uid).collect()
-        };
-        self.mail().store_flags(id, &uids, change, None).await?;
-        self.refresh_known()?;
-        let selected = self.selected.as_ref().expect("selected");
+        let uids: Vec<u32> = indices.iter().map(|&i| self.snapshot_uid(i)).collect();
+        self.account()
+            .write()
+            .await
+            .store_flags(id, &uids, change, None)
+            .await?;
         if matches!(response, StoreResponse::Answer) {
+            let current = self.current().await?;
             for &i in &indices {
-                let Some(m) = selected.view.messages.get(i) else {
+                let Some(m) = now_of(&current, self.snapshot_uid(i)) else {
                     continue;
                 };
                 let mut items = vec![MessageDataItem::Flags(fetch_flags(&m.flags))];
@@ -1019,55 +1068,113 @@ impl Conn<'_> {
         Ok(())
     }
 
-    /// Expunges (all `\Deleted` messages, or those among `uids`) and sends EXPUNGE for
-    /// each, highest sequence number first so that each number is valid when sent.
-    async fn expunge(
-        &mut self,
-        server: &mut Server,
-        uids: Option<Vec<u32>>,
-    ) -> Result<(), mailvault::Error> {
+    /// Expunges (all `\Deleted` messages, or those among `uids`); the caller announces
+    /// them (`sync`).
+    async fn expunge(&mut self, uids: Option<Vec<u32>>) -> Result<(), mailvault::Error> {
         let selected = self.selected.as_ref().expect("selected");
         if selected.read_only {
             return Ok(());
         }
         let id = selected.id;
-        let removed: BTreeSet<u32> = self
-            .mail()
+        self.account()
+            .write()
+            .await
             .expunge(id, uids.as_deref())
-            .await?
+            .await?;
+        Ok(())
+    }
+}
+
+/// The message `uid` as it is now in `current`, if it is still there.
+fn now_of(current: &MailboxView, uid: u32) -> Option<&MessageSummary> {
+    current
+        .messages
+        .binary_search_by_key(&uid, |m| m.uid)
+        .ok()
+        .map(|i| &current.messages[i])
+}
+
+/// Announces what changed from the client's snapshot `old` to `new`: EXPUNGE for the
+/// messages gone, highest sequence number first (each number is then valid when sent),
+/// EXISTS when the count differs from what remains, FETCH FLAGS for the messages whose
+/// flags changed (at their sequence numbers in `new`).
+fn announce_changes(server: &mut Server, old: &MailboxView, new: &MailboxView) {
+    for (i, m) in old.messages.iter().enumerate().rev() {
+        if now_of(new, m.uid).is_none() {
+            server.enqueue_data(Data::Expunge(seq(i)));
+        }
+    }
+    let remaining = old
+        .messages
+        .iter()
+        .filter(|m| now_of(new, m.uid).is_some())
+        .count();
+    if new.messages.len() != remaining {
+        server.enqueue_data(Data::Exists(new.messages.len() as u32));
+    }
+    for (i, m) in new.messages.iter().enumerate() {
+        if let Ok(j) = old.messages.binary_search_by_key(&m.uid, |o| o.uid) {
+            if old.messages[j].flags != m.flags {
+                server.enqueue_data(Data::Fetch {
+                    seq: seq(i),
+                    items: Vec1::from(MessageDataItem::Flags(fetch_flags(&m.flags))),
+                });
+            }
+        }
+    }
+}
+
+/// Indices into `messages` (in UID order) of the messages `set` names: by UID, or by
+/// message sequence number (`n` is index `n - 1`).
+fn sequence_indices(messages: &[MessageSummary], set: &SequenceSet, uid: bool) -> Vec<usize> {
+    let mut out = BTreeSet::new();
+    if messages.is_empty() {
+        return Vec::new();
+    }
+    let star = if uid {
+        messages[messages.len() - 1].uid
+    } else {
+        messages.len() as u32
+    };
+    let value = |s: &SeqOrUid| match s {
+        SeqOrUid::Value(v) => v.get(),
+        SeqOrUid::Asterisk => star,
+    };
+    for sequence in set.0.as_ref() {
+        let (a, b) = match sequence {
+            Sequence::Single(s) => (value(s), value(s)),
+            Sequence::Range(a, b) => (value(a), value(b)),
+        };
+        let (lo, hi) = (a.min(b), a.max(b));
+        if uid {
+            let start = messages.partition_point(|m| m.uid < lo);
+            let end = messages.partition_point(|m| m.uid <= hi);
+            out.extend(start..end);
+        } else {
+            for n in lo..=hi.min(messages.len() as u32) {
+                out.insert(n as usize - 1);
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// The COPYUID code of a copy or move (RFC 4315), when something was copied.
+fn copy_uid(copied: &mailvault::mail::Copied) -> Option<Code<'static>> {
+    let uid_validity = NonZeroU32::new(copied.uid_validity)?;
+    let set = |uids: Vec<u32>| -> Option<UidSet> {
+        let elements: Vec<UidElement> = uids
             .into_iter()
+            .filter_map(NonZeroU32::new)
+            .map(UidElement::Single)
             .collect();
-        self.announce_expunged(server, &removed);
-        Ok(())
-    }
-
-    /// Sends EXPUNGE for the messages of `removed` the client knows, highest sequence
-    /// number first (each number is then valid when sent), and drops them from the view.
-    fn announce_expunged(&mut self, server: &mut Server, removed: &BTreeSet<u32>) {
-        let selected = self.selected.as_mut().expect("selected");
-        for (i, m) in selected.view.messages.iter().enumerate().rev() {
-            if removed.contains(&m.uid) {
-                server.enqueue_data(Data::Expunge(seq(i)));
-            }
-        }
-        selected.view.messages.retain(|m| !removed.contains(&m.uid));
-    }
-
-    /// Re-reads the flags of the messages the client knows, keeping its sequence
-    /// numbers: new and vanished messages are reported at the next NOOP, CHECK or
-    /// SELECT (`sync`), never in between.
-    fn refresh_known(&mut self) -> Result<(), mailvault::Error> {
-        let id = self.selected_id();
-        let now = self.mail().view(id)?;
-        let selected = self.selected.as_mut().expect("selected");
-        for m in &mut selected.view.messages {
-            if let Ok(i) = now.messages.binary_search_by_key(&m.uid, |n| n.uid) {
-                m.flags = now.messages[i].flags.clone();
-                m.modseq = now.messages[i].modseq;
-            }
-        }
-        Ok(())
-    }
+        Vec1::try_from(elements).ok().map(UidSet)
+    };
+    Some(Code::CopyUid {
+        uid_validity,
+        source: set(copied.uids.iter().map(|(from, _)| *from).collect())?,
+        destination: set(copied.uids.iter().map(|(_, to)| *to).collect())?,
+    })
 }
 
 /// The tag a discarded command line starts with, if it is a valid one.
@@ -1083,6 +1190,8 @@ fn capabilities() -> Vec1<Capability<'static>> {
         Capability::Imap4Rev1,
         Capability::LiteralPlus,
         Capability::Move,
+        Capability::UidPlus,
+        Capability::Unselect,
     ])
     .unwrap_or_else(|_| Vec1::from(Capability::Imap4Rev1))
 }

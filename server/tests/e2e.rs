@@ -265,6 +265,15 @@ fn e2e(store: &str, env: Env) {
         "the Python clients failed: {status:?} (None: timed out)"
     );
     assert!(alive, "the server must survive the session");
+    // Connections of one account share the account's one handle: a login while another
+    // connection of the account is open finds it open.
+    let log_text = strip_ansi(&std::fs::read_to_string(&log).unwrap_or_default());
+    assert!(
+        log_text
+            .lines()
+            .any(|l| l.contains("IMAP login") && l.contains("shared=true")),
+        "no login shared an open account handle:\n{log_text}"
+    );
 
     if !env.is_empty() {
         return;
@@ -290,6 +299,24 @@ fn e2e(store: &str, env: Env) {
             );
         }
     }
+}
+
+/// The log without its colour escapes (`ESC [ ... m`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -283,6 +283,90 @@ def lmtp_two_recipients(port, user, user2, message):
     sock.close()
 
 
+def untagged(imap, name):
+    """Takes the untagged responses `name` imaplib kept (and forgets them)."""
+    _, data = imap.response(name)
+    return [d for d in data if d is not None]
+
+
+def uid_of(imap, seq):
+    typ, data = imap.fetch(str(seq), "(UID)")
+    check(typ == "OK", f"FETCH {seq} (UID) OK")
+    m = re.search(rb"UID (\d+)", data[0] or b"")
+    return int(m.group(1)) if m else None
+
+
+def wait_exists(imap, count, within=3.0):
+    """NOOPs until the server announced EXISTS `count` (the account's poller imports a
+    delivery within its interval, 1 s); returns the seconds it took."""
+    start = time.monotonic()
+    while True:
+        imap.noop()
+        if str(count).encode() in untagged(imap, "EXISTS"):
+            return time.monotonic() - start
+        if time.monotonic() - start > within:
+            raise AssertionError(f"no EXISTS {count} within {within} s")
+        time.sleep(0.1)
+
+
+def lmtp_send(port, user, message):
+    lmtp = smtplib.LMTP(HOST, port, timeout=TIMEOUT)
+    lmtp.ehlo("client.example.org")
+    lmtp.mail("sender@example.net")
+    code, _ = lmtp.rcpt(user)
+    check(code == 250, f"RCPT {user} 250")
+    code, reply = lmtp.data(message)
+    check(code == 250, f"DATA 250 ({reply!r})")
+    lmtp.quit()
+
+
+def shared_handle(imap_port, lmtp_port, user, password):
+    """Two connections of one account (one handle in the server): each sees what the other
+    did, at the points RFC 9051 allows (NOOP), and keeps its own sequence numbers until
+    then."""
+    a = imaplib.IMAP4(HOST, imap_port, timeout=TIMEOUT)
+    a.login(user, password)
+    b = imaplib.IMAP4(HOST, imap_port, timeout=TIMEOUT)
+    b.login(user, password)
+    for i in range(2):
+        typ, _ = a.append("INBOX", None, None, crlf(b"Subject: shared %d\n\nbody\n" % i))
+        check(typ == "OK", f"A: APPEND {i}")
+    typ, data = a.select("INBOX")
+    n = int(data[0])
+    typ, data = b.select("INBOX")
+    check(int(data[0]) == n, f"B sees A's appends at SELECT: EXISTS {data[0]!r} = {n}")
+    uids = [uid_of(b, s) for s in range(1, n + 1)]
+    # A flags message n: B hears of it at its NOOP, as an untagged FETCH FLAGS.
+    untagged(b, "FETCH")
+    a.store(str(n), "+FLAGS", "(\\Flagged)")
+    b.noop()
+    fetches = untagged(b, "FETCH")
+    check(any(f.startswith(f"{n} (FLAGS".encode()) and b"\\Flagged" in f for f in fetches), f"B: * {n} FETCH (FLAGS (\\Flagged)) at NOOP: {fetches!r}")
+    # A expunges message n-1: B's sequence numbers stay until B's NOOP, and no EXPUNGE
+    # reaches B during its FETCH (RFC 9051 7.5.1).
+    a.store(str(n - 1), "+FLAGS.SILENT", "(\\Deleted)")
+    typ, data = a.expunge()
+    check(data == [str(n - 1).encode()], f"A: EXPUNGE {n - 1}: {data!r}")
+    untagged(b, "EXPUNGE")
+    check(uid_of(b, n) == uids[n - 1], f"B: message {n} keeps its UID until B's NOOP")
+    check(untagged(b, "EXPUNGE") == [], "B: no EXPUNGE during FETCH")
+    b.noop()
+    check(untagged(b, "EXPUNGE") == [str(n - 1).encode()], f"B: * {n - 1} EXPUNGE at NOOP")
+    check(uid_of(b, n - 1) == uids[n - 1], f"B: after the EXPUNGE, message {n - 1} is the former {n}")
+    # A appends: B hears EXISTS at NOOP.
+    a.append("INBOX", None, None, crlf(b"Subject: shared 3\n\nbody\n"))
+    untagged(b, "EXISTS")
+    b.noop()
+    check(untagged(b, "EXISTS") == [str(n).encode()], f"B: * {n} EXISTS at NOOP after A's APPEND")
+    # A delivery while both are logged in: the handle's poller imports it; both hear it.
+    lmtp_send(lmtp_port, user, crlf(b"Subject: delivered while logged in\n\nhello\n"))
+    took = wait_exists(b, n + 1)
+    check(took < 2.5, f"B: the delivery announced within {took:.2f} s")
+    wait_exists(a, n + 1)
+    for imap in (a, b):
+        imap.logout()
+
+
 def main():
     imap_port, lmtp_port = int(sys.argv[1]), int(sys.argv[2])
     user, password, user2, password2 = sys.argv[3:7]
@@ -305,10 +389,15 @@ def main():
         imap = imaplib.IMAP4(HOST, imap_port, timeout=TIMEOUT)
         imap.login(who, secret)
         typ, data = imap.select("INBOX")
-        check(int(data[0]) == count, f"{who}: EXISTS {data[0]!r} = {count}")
+        if int(data[0]) != count:
+            # The account's handle was still open (the last connection had just gone):
+            # its poller imports the delivery within its interval.
+            wait_exists(imap, count)
+        print(f"ok: {who}: EXISTS {count}")
         got = body_of(fetch_one(imap, count, "(BODY.PEEK[])"))
         check(got == shared, f"{who}: the message to both recipients is byte-exact")
         imap.logout()
+    shared_handle(imap_port, lmtp_port, user, password)
     print("e2e: all checks passed")
 
 
