@@ -22,13 +22,17 @@ use imap_next::imap_types::core::{
 };
 use imap_next::imap_types::datetime::DateTime;
 use imap_next::imap_types::extensions::binary::LiteralOrLiteral8;
+use imap_next::imap_types::extensions::namespace::Namespace;
 use imap_next::imap_types::extensions::uidplus::{UidElement, UidSet};
 use imap_next::imap_types::fetch::{
     MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Section,
 };
+use imap_next::imap_types::flag::FlagNameAttribute;
 use imap_next::imap_types::flag::{Flag, FlagFetch, FlagPerm, StoreResponse, StoreType};
 use imap_next::imap_types::mailbox::{ListMailbox, Mailbox as ImapMailbox};
-use imap_next::imap_types::response::{Capability, Code, Data, Greeting, Status};
+use imap_next::imap_types::response::{
+    Capability, Code, CommandContinuationRequest, Data, Greeting, Status,
+};
 use imap_next::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 use imap_next::imap_types::status::{StatusDataItem, StatusDataItemName};
 use imap_next::server::{Error as ServerError, Event, Options, Server};
@@ -39,6 +43,7 @@ use mailvault::mail::{
     AppendOptions, FlagChange, Flags, MailboxView, Mailstore, MessageSummary, PartSection,
 };
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 use crate::config::Accounts;
 
@@ -150,8 +155,31 @@ async fn connection(stream: TcpStream, state: &Imap) {
         selected: None,
     };
     let mut closing = None;
+    // While the client idles: its IDLE tag and the account's modseq watch.
+    let mut idle: Option<(Tag<'static>, watch::Receiver<u64>)> = None;
     loop {
-        let next = tokio::time::timeout(AUTOLOGOUT, stream.next(&mut server)).await;
+        let next = match idle.as_mut() {
+            None => tokio::time::timeout(AUTOLOGOUT, stream.next(&mut server)).await,
+            Some((_, changes)) => {
+                tokio::select! {
+                    next = tokio::time::timeout(AUTOLOGOUT, stream.next(&mut server)) => next,
+                    changed = changes.changed() => {
+                        if changed.is_err() {
+                            // The handle is gone (it cannot be while this connection
+                            // holds it): nothing more will wake this IDLE.
+                            tracing::warn!("IDLE: the account's change watch closed");
+                            if let Some((_, changes)) = idle.as_mut() {
+                                *changes = watch::channel(0).1;
+                            }
+                        } else if let Err(e) = conn.sync(&mut server).await {
+                            tracing::warn!(error = %e, "IDLE: announcing changes failed");
+                        }
+                        // The announcements go out with the next turn of the stream.
+                        continue;
+                    }
+                }
+            }
+        };
         let Ok(next) = next else {
             tracing::debug!("IMAP connection idle too long: closed");
             return;
@@ -212,7 +240,32 @@ async fn connection(stream: TcpStream, state: &Imap) {
                 let _ = server.authenticate_finish(bad(None, "authentication aborted"));
             }
             Event::IdleCommandReceived { tag } => {
-                let _ = server.idle_reject(bad(Some(tag), "IDLE is not supported yet"));
+                let Some(account) = conn.account.as_ref() else {
+                    let _ = server.idle_reject(bad(Some(tag), "IDLE: log in first"));
+                    continue;
+                };
+                // Subscribed before the changes so far are announced: a change made in
+                // between wakes the IDLE rather than being missed.
+                let changes = account.subscribe();
+                if let Err(e) = conn.sync(&mut server).await {
+                    let _ = server.idle_reject(no(tag, None, format!("IDLE failed: {e}")));
+                    continue;
+                }
+                let accept = CommandContinuationRequest::basic(None, "idling, waiting for DONE");
+                match accept {
+                    Ok(accept) => {
+                        let _ = server.idle_accept(accept);
+                        idle = Some((tag, changes));
+                    }
+                    Err(_) => {
+                        let _ = server.idle_reject(no(tag, None, "IDLE failed"));
+                    }
+                }
+            }
+            Event::IdleDoneReceived => {
+                if let Some((tag, _)) = idle.take() {
+                    server.enqueue_status(ok(tag, None, "IDLE terminated"));
+                }
             }
             Event::ResponseSent { handle, .. } if closing == Some(handle) => return,
             _ => {}
@@ -250,8 +303,43 @@ impl Conn<'_> {
                 self.login(server, tag, &username, password.declassify())
                     .await?;
             }
+            CommandBody::Id { .. } => {
+                // RFC 2971: the server's own identification, whatever the client sent.
+                let field = |s: &str| IString::try_from(s.to_string()).ok();
+                let parameters = [
+                    ("name", "mailvault"),
+                    ("version", env!("CARGO_PKG_VERSION")),
+                ]
+                .into_iter()
+                .filter_map(|(k, v)| Some((field(k)?, NString(field(v)))))
+                .collect();
+                server.enqueue_data(Data::Id {
+                    parameters: Some(parameters),
+                });
+                server.enqueue_status(ok(tag, None, "ID completed"));
+            }
             body if self.account.is_none() => {
                 server.enqueue_status(bad(Some(tag), format!("{}: log in first", body.name())));
+            }
+            CommandBody::Enable { .. } => {
+                // RFC 5161: none of the extensions that need enabling is offered; the
+                // ENABLED response lists nothing.
+                server.enqueue_data(Data::Enabled {
+                    capabilities: Vec::new(),
+                });
+                server.enqueue_status(ok(tag, None, "ENABLE completed"));
+            }
+            CommandBody::Namespace => {
+                // RFC 2342: one personal namespace, no prefix, `/` as delimiter.
+                let personal = IString::try_from(String::new())
+                    .ok()
+                    .map(|prefix| vec![Namespace::new(prefix, QuotedChar::try_from('/').ok())]);
+                server.enqueue_data(Data::Namespace {
+                    personal: personal.unwrap_or_default(),
+                    other: Vec::new(),
+                    shared: Vec::new(),
+                });
+                server.enqueue_status(ok(tag, None, "NAMESPACE completed"));
             }
             CommandBody::Select { mailbox, .. } => {
                 self.select(server, tag, &mailbox, false).await?;
@@ -658,15 +746,16 @@ impl Conn<'_> {
                 let Ok(mailbox) = ImapMailbox::try_from(m.name.clone()) else {
                     continue;
                 };
+                let items = special_use_attributes(m.special_use);
                 let data = if subscribed_only {
                     Data::Lsub {
-                        items: vec![],
+                        items,
                         delimiter,
                         mailbox,
                     }
                 } else {
                     Data::List {
-                        items: vec![],
+                        items,
                         delimiter,
                         mailbox,
                     }
@@ -1185,15 +1274,37 @@ fn tag_of(line: &[u8]) -> Option<Tag<'static>> {
     Tag::try_from(line[..end].to_vec()).ok()
 }
 
+/// What the server advertises: exactly what it implements.
 fn capabilities() -> Vec1<Capability<'static>> {
-    Vec1::try_from(vec![
+    let mut caps = vec![
         Capability::Imap4Rev1,
+        Capability::Idle,
         Capability::LiteralPlus,
-        Capability::Move,
         Capability::UidPlus,
+        Capability::Move,
         Capability::Unselect,
-    ])
-    .unwrap_or_else(|_| Vec1::from(Capability::Imap4Rev1))
+        Capability::Namespace,
+        Capability::Id,
+        Capability::Enable,
+    ];
+    // RFC 6154: LIST shows each mailbox's special use.
+    if let Ok(atom) = Atom::try_from("SPECIAL-USE") {
+        caps.push(Capability::from(atom));
+    }
+    Vec1::try_from(caps).unwrap_or_else(|_| Vec1::from(Capability::Imap4Rev1))
+}
+
+/// The LIST attributes of a mailbox's special use (RFC 6154: `\Sent`...).
+fn special_use_attributes(
+    special_use: Option<mailvault::mail::SpecialUse>,
+) -> Vec<FlagNameAttribute<'static>> {
+    special_use
+        .and_then(|u| {
+            let name = u.imap_attribute().trim_start_matches('\\');
+            Atom::try_from(name.to_string()).ok()
+        })
+        .map(|atom| vec![FlagNameAttribute::from(atom)])
+        .unwrap_or_default()
 }
 
 /// Message sequence number of index `i`.

@@ -212,6 +212,37 @@ fn e2e(store: &str, env: Env) {
     );
     wait_for_port(imap_port, &mut server, &log);
     wait_for_port(lmtp_port, &mut server, &log);
+    // A second server process on the same store and directory, LMTP only: what it
+    // delivers reaches the first one's IDLE connections through the store.
+    let lmtp_port_b = free_port();
+    let config_b = dir.path().join("mailvault-b.toml");
+    std::fs::write(
+        &config_b,
+        std::fs::read_to_string(config)
+            .expect("read the config")
+            .lines()
+            .filter(|l| !l.starts_with("imap_listen") && !l.starts_with("lmtp_listen"))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+            .replacen(
+                "\n",
+                &format!("\nlmtp_listen = \"127.0.0.1:{lmtp_port_b}\"\n"),
+                1,
+            ),
+    )
+    .expect("write the second config");
+    let log_b = dir.path().join("server-b.log");
+    let mut server_b = Server(
+        Command::new(BIN)
+            .args(["serve", "--config", config_b.to_str().expect("UTF-8 path")])
+            .env("RUST_LOG", "info")
+            .envs(env.iter().cloned())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_b).expect("log file"))
+            .spawn()
+            .expect("start the second server"),
+    );
+    wait_for_port(lmtp_port_b, &mut server_b, &log_b);
 
     let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/corpus/mail-parser/rfc");
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/e2e_clients.py");
@@ -227,6 +258,7 @@ fn e2e(store: &str, env: Env) {
         .arg(corpus.join("000.eml"))
         .arg(corpus.join("008.eml"))
         .arg(corpus.join("002.eml"))
+        .env("E2E_LMTP_PORT_B", lmtp_port_b.to_string())
         .stdout(std::fs::File::create(&client_out).expect("client output file"))
         .stderr(std::fs::File::create(&client_err).expect("client error file"))
         .spawn()

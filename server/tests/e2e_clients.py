@@ -9,8 +9,11 @@ FETCH BODY.PEEK[] of each compared byte for byte with what was sent, FLAGS, RFC8
 STORE \\Seen, APPEND and fetch back, EXPUNGE, LOGOUT; then malformed commands on a raw
 socket (answered BAD, connection and server alive); last, one pipelined LMTP transaction
 to both users and an unknown one (one reply per accepted recipient after DATA), read back
-by each. Standard library only. Exit status 0
-when every check holds.
+by each; two connections of one account (each sees the other's changes at NOOP, keeps
+its sequence numbers until then); CAPABILITY, ID, NAMESPACE, ENABLE; IDLE woken by a
+delivery to this process and to a second one on the same store (E2E_LMTP_PORT_B), by
+another connection's STORE and EXPUNGE. Standard library only. Exit status 0 when every
+check holds.
 """
 
 import imaplib
@@ -367,6 +370,108 @@ def shared_handle(imap_port, lmtp_port, user, password):
         imap.logout()
 
 
+class RawImap:
+    """An IMAP connection on a raw socket, for IDLE (imaplib has no IDLE before 3.14)."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection((HOST, port), timeout=TIMEOUT)
+        self.reader = self.sock.makefile("rb")
+        check(self.reader.readline().startswith(b"* OK"), "raw IMAP greeting")
+
+    def command(self, tag, line):
+        self.sock.sendall(tag + b" " + line + b"\r\n")
+        lines = []
+        while True:
+            got = self.reader.readline()
+            if not got:
+                raise AssertionError(f"connection closed after {line!r}; got {lines!r}")
+            lines.append(got)
+            if got.startswith(tag + b" "):
+                return lines
+
+    def wait_for(self, wanted, within):
+        """Reads untagged lines until one matches the regex `wanted`, for at most
+        `within` seconds; returns it and the seconds it took."""
+        start = time.monotonic()
+        seen = []
+        while True:
+            left = within - (time.monotonic() - start)
+            if left <= 0:
+                raise AssertionError(f"no {wanted!r} within {within} s; got {seen!r}")
+            self.sock.settimeout(left)
+            try:
+                line = self.reader.readline()
+            except (socket.timeout, TimeoutError):
+                raise AssertionError(f"no {wanted!r} within {within} s; got {seen!r}")
+            finally:
+                self.sock.settimeout(TIMEOUT)
+            if not line:
+                raise AssertionError(f"connection closed while idling; got {seen!r}")
+            seen.append(line)
+            if re.match(wanted, line):
+                return line, time.monotonic() - start
+
+    def close(self):
+        self.sock.close()
+
+
+def extensions(imap_port, user, password):
+    """CAPABILITY lists what works; ID, NAMESPACE and ENABLE answer."""
+    imap = imaplib.IMAP4(HOST, imap_port, timeout=TIMEOUT)
+    caps = set(imap.capabilities)
+    for cap in ("IMAP4REV1", "IDLE", "LITERAL+", "UIDPLUS", "MOVE", "UNSELECT", "NAMESPACE", "ID", "ENABLE", "SPECIAL-USE"):
+        check(cap in caps, f"CAPABILITY lists {cap}: {sorted(caps)}")
+    imaplib.Commands.setdefault("ID", ("NONAUTH", "AUTH", "SELECTED", "LOGOUT"))
+    typ, data = imap._simple_command("ID", '("name" "e2e_clients.py")')
+    _, ident = imap.response("ID")
+    check(typ == "OK" and b'"name" "mailvault"' in ident[0], f"ID answered {ident!r}")
+    imap.login(user, password)
+    typ, data = imap.namespace()
+    check(typ == "OK" and data[0] == b'(("" "/")) NIL NIL', f"NAMESPACE {data!r}")
+    typ, data = imap._simple_command("ENABLE", "CONDSTORE")
+    _, enabled = imap.response("ENABLED")
+    check(typ == "OK" and enabled in ([b""], [None]), f"ENABLE of an unoffered extension enables nothing: {enabled!r}")
+    imap.logout()
+
+
+def idle(imap_port, lmtp_port, lmtp_port_b, user, password):
+    """IDLE wakes for a delivery to this server process and to a second process on the
+    same store and directory (within 2 s), for a flag change and an expunge made by
+    another connection; DONE ends it."""
+    raw = RawImap(imap_port)
+    quoted = lambda s: b'"' + s.encode() + b'"'
+    check(raw.command(b"i1", b"LOGIN " + quoted(user) + b" " + quoted(password))[-1].startswith(b"i1 OK"), "raw LOGIN")
+    lines = raw.command(b"i2", b"SELECT INBOX")
+    n = next(int(l.split()[1]) for l in lines if l.endswith(b" EXISTS\r\n"))
+    raw.sock.sendall(b"i3 IDLE\r\n")
+    check(raw.reader.readline().startswith(b"+ "), "IDLE answered with a continuation request")
+    for name, port in (("this process", lmtp_port), ("a second process", lmtp_port_b)):
+        if port is None:
+            print(f"SKIPPED: IDLE for a delivery to {name} (no second process)")
+            continue
+        lmtp_send(port, user, crlf(b"Subject: idle %s\n\nwake up\n" % name.encode()))
+        n += 1
+        line, took = raw.wait_for(rb"\* %d EXISTS\r\n" % n, 2.0)
+        check(took < 2.0, f"IDLE: {line!r} {took:.2f} s after a delivery to {name}")
+    other = imaplib.IMAP4(HOST, imap_port, timeout=TIMEOUT)
+    other.login(user, password)
+    other.select("INBOX")
+    other.store(str(n), "+FLAGS", "(\\Answered)")
+    line, took = raw.wait_for(rb"\* %d FETCH \(FLAGS \(.*\\Answered" % n, 2.0)
+    check(True, f"IDLE: {line!r} {took:.2f} s after another connection's STORE")
+    other.store(str(n), "+FLAGS.SILENT", "(\\Deleted)")
+    other.expunge()
+    line, took = raw.wait_for(rb"\* %d EXPUNGE\r\n" % n, 2.0)
+    check(True, f"IDLE: {line!r} {took:.2f} s after another connection's EXPUNGE")
+    other.logout()
+    raw.sock.sendall(b"DONE\r\n")
+    line, _ = raw.wait_for(rb"i3 ", 5.0)
+    check(line.startswith(b"i3 OK"), f"DONE ends IDLE: {line!r}")
+    check(raw.command(b"i4", b"NOOP")[-1].startswith(b"i4 OK"), "commands go on after IDLE")
+    raw.command(b"i5", b"LOGOUT")
+    raw.close()
+
+
 def main():
     imap_port, lmtp_port = int(sys.argv[1]), int(sys.argv[2])
     user, password, user2, password2 = sys.argv[3:7]
@@ -398,6 +503,9 @@ def main():
         check(got == shared, f"{who}: the message to both recipients is byte-exact")
         imap.logout()
     shared_handle(imap_port, lmtp_port, user, password)
+    extensions(imap_port, user, password)
+    lmtp_port_b = os.environ.get("E2E_LMTP_PORT_B")
+    idle(imap_port, lmtp_port, int(lmtp_port_b) if lmtp_port_b else None, user, password)
     print("e2e: all checks passed")
 
 
