@@ -16,9 +16,10 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::Datelike;
 use imap_next::imap_types::command::{Command, CommandBody};
 use imap_next::imap_types::core::{
-    AString, Atom, IString, Literal, NString, QuotedChar, Tag, Text, Vec1,
+    AString, Atom, Charset, IString, Literal, NString, QuotedChar, Tag, Text, Vec1,
 };
 use imap_next::imap_types::datetime::DateTime;
 use imap_next::imap_types::extensions::binary::LiteralOrLiteral8;
@@ -33,6 +34,7 @@ use imap_next::imap_types::mailbox::{ListMailbox, Mailbox as ImapMailbox};
 use imap_next::imap_types::response::{
     Capability, Code, CommandContinuationRequest, Data, Greeting, Status,
 };
+use imap_next::imap_types::search::SearchKey as ImapSearchKey;
 use imap_next::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 use imap_next::imap_types::status::{StatusDataItem, StatusDataItemName};
 use imap_next::server::{Error as ServerError, Event, Options, Server};
@@ -40,7 +42,8 @@ use imap_next::stream::{Error as StreamError, Stream};
 use mailvault::engine::{AccountRegistry, Provider, ShareConfig, SharedAccount};
 use mailvault::ids::MailboxId;
 use mailvault::mail::{
-    AppendOptions, FlagChange, Flags, MailboxView, Mailstore, MessageSummary, PartSection,
+    AppendOptions, FlagChange, Flags, HeaderField, MailboxView, Mailstore, MessageSummary,
+    PartSection, SearchKey,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -462,6 +465,11 @@ impl Conn<'_> {
                 self.store(server, tag, &sequence_set, kind, response, &flags, uid)
                     .await?
             }
+            CommandBody::Search {
+                charset,
+                criteria,
+                uid,
+            } => self.search(server, tag, charset, criteria, uid).await?,
             CommandBody::Expunge => {
                 self.expunge(None).await?;
                 self.sync(server).await?;
@@ -1095,6 +1103,122 @@ impl Conn<'_> {
         Ok(())
     }
 
+    /// SEARCH and UID SEARCH: the library evaluates every key over metadata, against the
+    /// client's snapshot (its sequence numbers) with the flags as they are now; BODY,
+    /// TEXT and HEADER of a field the envelope does not keep are evaluated here first,
+    /// by reading each message (slow, until the text-search issue), and passed in as UID
+    /// sets.
+    async fn search(
+        &mut self,
+        server: &mut Server,
+        tag: Tag<'static>,
+        charset: Option<Charset<'_>>,
+        criteria: Vec1<ImapSearchKey<'_>>,
+        uid: bool,
+    ) -> Result<(), mailvault::Error> {
+        if let Some(charset) = charset {
+            let name = match &charset {
+                Charset::Atom(a) => a.as_ref().to_string(),
+                Charset::Quoted(q) => q.as_ref().to_string(),
+            };
+            if !["us-ascii", "utf-8"].contains(&name.to_ascii_lowercase().as_str()) {
+                let allowed = ["US-ASCII", "UTF-8"]
+                    .into_iter()
+                    .filter_map(|c| Atom::try_from(c).ok().map(Charset::from))
+                    .collect();
+                server.enqueue_status(no(
+                    tag,
+                    Some(Code::BadCharset { allowed }),
+                    format!("charset {name} is not supported"),
+                ));
+                return Ok(());
+            }
+        }
+        let id = self.selected_id();
+        let current = self.current().await?;
+        // The client's numbering, today's flags: what SEARCH compares.
+        let view = {
+            let snapshot = &self.selected.as_ref().expect("selected").view;
+            MailboxView {
+                mailbox: current.mailbox.clone(),
+                status: current.status,
+                messages: snapshot
+                    .messages
+                    .iter()
+                    .map(|m| now_of(&current, m.uid).unwrap_or(m).clone())
+                    .collect(),
+            }
+        };
+        let criteria = ImapSearchKey::And(criteria);
+        let mut texts = Vec::new();
+        text_keys(&criteria, &mut texts);
+        let matched = self.scan_texts(id, &view, &texts).await?;
+        let mut matched = matched.into_iter();
+        let key = search_key(&criteria, &view, &mut matched);
+        if key.needs_envelope() {
+            // Deliveries imported without reading them have no envelope yet.
+            for m in &view.messages {
+                let analyzed = match self.account().read().await.email(id, m.uid) {
+                    Ok(email) => email.analyzed,
+                    Err(_) => true,
+                };
+                if !analyzed {
+                    self.account().write().await.analyze(id, m.uid).await?;
+                }
+            }
+        }
+        let uids = self.account().read().await.search_view(&view, &key)?;
+        let numbers: Vec<NonZeroU32> = uids
+            .iter()
+            .filter_map(|&u| {
+                if uid {
+                    NonZeroU32::new(u)
+                } else {
+                    view.sequence_of(u).and_then(NonZeroU32::new)
+                }
+            })
+            .collect();
+        server.enqueue_data(Data::Search(numbers));
+        let done = if uid {
+            "UID SEARCH completed"
+        } else {
+            "SEARCH completed"
+        };
+        server.enqueue_status(ok(tag, None, done));
+        Ok(())
+    }
+
+    /// For each text key (in `text_keys` order), the UIDs of the messages of `view` that
+    /// match it, by reading each message once.
+    async fn scan_texts(
+        &self,
+        id: MailboxId,
+        view: &MailboxView,
+        texts: &[TextKey],
+    ) -> Result<Vec<Vec<(u32, u32)>>, mailvault::Error> {
+        let mut matched = vec![Vec::new(); texts.len()];
+        if texts.is_empty() {
+            return Ok(matched);
+        }
+        for m in &view.messages {
+            let body = {
+                let mail = self.account().read().await;
+                match mail.email(id, m.uid) {
+                    Ok(email) => mail.read(&email).await?,
+                    // Expunged meanwhile: nothing to read, nothing matches.
+                    Err(mailvault::Error::NoSuchMessage { .. }) => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+            for (key, uids) in texts.iter().zip(matched.iter_mut()) {
+                if key.matches(&body) {
+                    uids.push((m.uid, m.uid));
+                }
+            }
+        }
+        Ok(matched)
+    }
+
     /// The UID of the client's message at index `i` of its snapshot.
     fn snapshot_uid(&self, i: usize) -> u32 {
         self.selected.as_ref().expect("selected").view.messages[i].uid
@@ -1246,6 +1370,173 @@ fn sequence_indices(messages: &[MessageSummary], set: &SequenceSet, uid: bool) -
         }
     }
     out.into_iter().collect()
+}
+
+/// A SEARCH key that needs the message text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TextKey {
+    /// `BODY s`: the text after the header.
+    Body(String),
+    /// `TEXT s`: header and body.
+    Text(String),
+    /// `HEADER field s` of a field the envelope does not keep.
+    Header(String, String),
+}
+
+impl TextKey {
+    /// Whether `message` matches: a case-insensitive substring of the raw text (no MIME
+    /// decoding: a word inside base64 or quoted-printable is not found).
+    fn matches(&self, message: &[u8]) -> bool {
+        let contains = |hay: &[u8], needle: &str| {
+            needle.is_empty()
+                || String::from_utf8_lossy(hay)
+                    .to_lowercase()
+                    .contains(&needle.to_lowercase())
+        };
+        let (header, body) = split_header(message);
+        match self {
+            TextKey::Body(s) => contains(body, s),
+            TextKey::Text(s) => contains(message, s),
+            TextKey::Header(field, s) => header_values(header, field)
+                .iter()
+                .any(|value| contains(value.as_bytes(), s)),
+        }
+    }
+}
+
+/// The unfolded values of the fields named `name` in a header block.
+fn header_values(header: &[u8], name: &str) -> Vec<String> {
+    let mut values: Vec<String> = Vec::new();
+    let mut current: Option<String> = None;
+    for line in header.split_inclusive(|&b| b == b'\n') {
+        let text = String::from_utf8_lossy(line);
+        let text = text.trim_end_matches(['\r', '\n']);
+        if text.is_empty() {
+            break;
+        }
+        if text.starts_with([' ', '\t']) {
+            if let Some(value) = current.as_mut() {
+                value.push_str(text);
+            }
+            continue;
+        }
+        values.extend(current.take());
+        if let Some((field, value)) = text.split_once(':') {
+            if field.trim().eq_ignore_ascii_case(name) {
+                current = Some(value.trim_start().to_string());
+            }
+        }
+    }
+    values.extend(current);
+    values
+}
+
+fn astring(s: &AString<'_>) -> String {
+    String::from_utf8_lossy(s.as_ref()).into_owned()
+}
+
+/// The text keys of `key`, depth first (the order `search_key` consumes them in).
+fn text_keys(key: &ImapSearchKey<'_>, out: &mut Vec<TextKey>) {
+    match key {
+        ImapSearchKey::Body(s) => out.push(TextKey::Body(astring(s))),
+        ImapSearchKey::Text(s) => out.push(TextKey::Text(astring(s))),
+        ImapSearchKey::Header(field, s) if HeaderField::from_name(&astring(field)).is_none() => {
+            out.push(TextKey::Header(astring(field), astring(s)))
+        }
+        ImapSearchKey::And(keys) => keys.as_ref().iter().for_each(|k| text_keys(k, out)),
+        ImapSearchKey::Not(k) => text_keys(k, out),
+        ImapSearchKey::Or(a, b) => {
+            text_keys(a, out);
+            text_keys(b, out);
+        }
+        _ => {}
+    }
+}
+
+/// The library's key for an IMAP SEARCH key: sequence numbers and `*` resolved against
+/// `view`, text keys replaced by the UID sets `texts` yields (in `text_keys` order).
+fn search_key(
+    key: &ImapSearchKey<'_>,
+    view: &MailboxView,
+    texts: &mut impl Iterator<Item = Vec<(u32, u32)>>,
+) -> SearchKey {
+    use ImapSearchKey as K;
+    let flag = |name: &str| SearchKey::Flag(name.to_string());
+    let no_flag = |name: &str| SearchKey::NoFlag(name.to_string());
+    let day = |d: &imap_next::imap_types::datetime::NaiveDate| {
+        let d = d.as_ref();
+        mailvault::mail::SearchDay::from_ymd(d.year(), d.month(), d.day())
+            .unwrap_or(mailvault::mail::SearchDay::of_timestamp(0))
+    };
+    let header = |field: HeaderField, s: &AString<'_>| SearchKey::Header(field, astring(s));
+    let last_uid = view.messages.last().map_or(0, |m| m.uid);
+    let last_seq = view.messages.len() as u32;
+    match key {
+        K::And(keys) => SearchKey::And(
+            keys.as_ref()
+                .iter()
+                .map(|k| search_key(k, view, texts))
+                .collect(),
+        ),
+        K::SequenceSet(set) => SearchKey::Sequence(ranges(set, last_seq)),
+        K::Uid(set) => SearchKey::Uid(ranges(set, last_uid)),
+        K::All => SearchKey::All,
+        K::Answered => flag(Flags::ANSWERED),
+        K::Deleted => flag(Flags::DELETED),
+        K::Draft => flag(Flags::DRAFT),
+        K::Flagged => flag(Flags::FLAGGED),
+        K::Seen => flag(Flags::SEEN),
+        K::Unanswered => no_flag(Flags::ANSWERED),
+        K::Undeleted => no_flag(Flags::DELETED),
+        K::Undraft => no_flag(Flags::DRAFT),
+        K::Unflagged => no_flag(Flags::FLAGGED),
+        K::Unseen => no_flag(Flags::SEEN),
+        K::Keyword(k) => flag(k.as_ref()),
+        K::Unkeyword(k) => no_flag(k.as_ref()),
+        K::New => SearchKey::New,
+        K::Old => SearchKey::Old,
+        K::Recent => SearchKey::Recent,
+        K::Before(d) => SearchKey::Before(day(d)),
+        K::On(d) => SearchKey::On(day(d)),
+        K::Since(d) => SearchKey::Since(day(d)),
+        K::SentBefore(d) => SearchKey::SentBefore(day(d)),
+        K::SentOn(d) => SearchKey::SentOn(day(d)),
+        K::SentSince(d) => SearchKey::SentSince(day(d)),
+        K::Larger(n) => SearchKey::Larger(u64::from(*n)),
+        K::Smaller(n) => SearchKey::Smaller(u64::from(*n)),
+        K::From(s) => header(HeaderField::From, s),
+        K::To(s) => header(HeaderField::To, s),
+        K::Cc(s) => header(HeaderField::Cc, s),
+        K::Bcc(s) => header(HeaderField::Bcc, s),
+        K::Subject(s) => header(HeaderField::Subject, s),
+        K::Header(field, s) => match HeaderField::from_name(&astring(field)) {
+            Some(field) => header(field, s),
+            None => SearchKey::Uid(texts.next().unwrap_or_default()),
+        },
+        K::Body(_) | K::Text(_) => SearchKey::Uid(texts.next().unwrap_or_default()),
+        K::Not(k) => SearchKey::Not(Box::new(search_key(k, view, texts))),
+        K::Or(a, b) => {
+            let a = search_key(a, view, texts);
+            let b = search_key(b, view, texts);
+            SearchKey::Or(Box::new(a), Box::new(b))
+        }
+    }
+}
+
+/// The inclusive ranges of a sequence set, `*` being `last`.
+fn ranges(set: &SequenceSet, last: u32) -> Vec<(u32, u32)> {
+    let value = |s: &SeqOrUid| match s {
+        SeqOrUid::Value(v) => v.get(),
+        SeqOrUid::Asterisk => last,
+    };
+    set.0
+        .as_ref()
+        .iter()
+        .map(|sequence| match sequence {
+            Sequence::Single(s) => (value(s), value(s)),
+            Sequence::Range(a, b) => (value(a), value(b)),
+        })
+        .collect()
 }
 
 /// The COPYUID code of a copy or move (RFC 4315), when something was copied.
@@ -1445,6 +1736,35 @@ mod tests {
         assert!(matches_pattern("Projects/%", "Projects/2026"));
         assert!(matches_pattern("inbox", "INBOX"));
         assert!(!matches_pattern("Sent", "INBOX"));
+    }
+
+    #[test]
+    fn text_search_keys() {
+        let message = b"Subject: hi\r\nX-Tag: one\r\n two\r\nX-Tag: three\r\n\r\nBody Text\r\n";
+        let key = |k: TextKey| k.matches(message);
+        assert!(key(TextKey::Body("body text".into())));
+        assert!(
+            !key(TextKey::Body("subject".into())),
+            "BODY skips the header"
+        );
+        assert!(key(TextKey::Text("SUBJECT: HI".into())));
+        assert!(
+            key(TextKey::Header("x-tag".into(), "one two".into())),
+            "unfolded"
+        );
+        assert!(
+            key(TextKey::Header("X-Tag".into(), "three".into())),
+            "second field"
+        );
+        assert!(
+            key(TextKey::Header("X-Tag".into(), String::new())),
+            "present"
+        );
+        assert!(
+            !key(TextKey::Header("X-Other".into(), String::new())),
+            "absent"
+        );
+        assert!(!key(TextKey::Header("X-Tag".into(), "body".into())));
     }
 
     #[test]

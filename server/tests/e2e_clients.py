@@ -472,6 +472,79 @@ def idle(imap_port, lmtp_port, lmtp_port_b, user, password):
     raw.close()
 
 
+SEARCH_MESSAGES = [
+    (b"From: Alice Example <alice@example.org>\nTo: bob@example.org\nSubject: Lunch\n"
+     b"Date: Fri, 1 Mar 2024 09:00:00 +0000\nX-Priority: 1\n\nmeet at noon\n",
+     '"01-Mar-2024 12:00:00 +0000"', "(\\Seen)"),
+    (b"From: bob@example.org\nTo: Carol <carol@example.net>\nCc: dave@example.com\n"
+     b"Subject: Re: Lunch\nDate: Sat, 2 Mar 2024 11:00:00 +0000\n\n" + b"sounds good\n" * 100,
+     '"02-Mar-2024 12:00:00 +0000"', "(\\Flagged $Work)"),
+    (b"Subject: draft\n\nthe secret word is xyzzy\n",
+     '"03-Mar-2024 12:00:00 +0000"', "(\\Draft \\Deleted)"),
+]
+
+SEARCHES = [
+    ("ALL", "1 2 3"), ("SEEN", "1"), ("UNSEEN", "2 3"), ("FLAGGED", "2"), ("UNFLAGGED", "1 3"),
+    ("KEYWORD $Work", "2"), ("UNKEYWORD $Work", "1 3"), ("DELETED", "3"), ("UNDELETED", "1 2"),
+    ("DRAFT", "3"), ("UNDRAFT", "1 2"), ("ANSWERED", ""), ("UNANSWERED", "1 2 3"),
+    ("NEW", ""), ("OLD", "1 2 3"), ("RECENT", ""),
+    ("BEFORE 2-Mar-2024", "1"), ("ON 2-Mar-2024", "2"), ("SINCE 2-Mar-2024", "2 3"),
+    ("SENTBEFORE 2-Mar-2024", "1"), ("SENTON 2-Mar-2024", "2"), ("SENTSINCE 1-Mar-2024", "1 2"),
+    ("LARGER 1000", "2"), ("SMALLER 1000", "1 3"),
+    ("FROM alice", "1"), ('FROM "alice example"', "1"), ("TO carol", "2"), ("CC dave", "2"),
+    ("BCC example", ""), ("SUBJECT lunch", "1 2"), ("HEADER Subject draft", "3"),
+    ("HEADER X-Priority 1", "1"), ('HEADER X-Priority ""', "1"), ("HEADER X-Missing x", ""),
+    ("BODY xyzzy", "3"), ("BODY lunch", ""), ("TEXT lunch", "1 2"), ('TEXT "SOUNDS GOOD"', "2"),
+    ("NOT SEEN", "2 3"), ("OR DRAFT SEEN", "1 3"), ("SUBJECT lunch UNSEEN", "2"),
+    ("(SUBJECT lunch) (OR SEEN DRAFT)", "1"), ("2:3", "2 3"), ("2:*", "2 3"), ("1,3", "1 3"),
+    ("UID 1,3", "1 3"), ("UID 2:*", "2 3"), ("NOT OR FROM alice FROM bob", "3"),
+    ("OR BODY xyzzy FROM alice", "1 3"), ("NOT BODY xyzzy", "1 2"),
+]
+
+
+def search(imap_port, user, password):
+    """SEARCH and UID SEARCH with every key on three appended messages (text keys by
+    reading the messages), against the connection's own sequence numbers."""
+    imap = imaplib.IMAP4(HOST, imap_port, timeout=TIMEOUT)
+    imap.login(user, password)
+    imap.create("Search")
+    for body, date, flags in SEARCH_MESSAGES:
+        typ, _ = imap.append("Search", flags, date, crlf(body))
+        check(typ == "OK", f"APPEND to Search {flags}")
+    imap.select("Search")
+    uids = {seq: uid_of(imap, seq) for seq in (1, 2, 3)}
+    for criteria, expected in SEARCHES:
+        typ, data = imap.search(None, criteria)
+        check(typ == "OK" and data[0].decode() == expected, f"SEARCH {criteria}: {data!r} = {expected!r}")
+        typ, data = imap.uid("SEARCH", criteria)
+        want = " ".join(str(uids[int(n)]) for n in expected.split())
+        check(typ == "OK" and data[0].decode() == want, f"UID SEARCH {criteria}: {data!r} = {want!r}")
+    typ, data = imap.search("UTF-8", "SUBJECT", "lunch")
+    check(typ == "OK" and data[0] == b"1 2", f"SEARCH CHARSET UTF-8: {data!r}")
+    typ, data = imap.search("KOI8-R", "SUBJECT", "lunch")
+    check(typ == "NO" and b"BADCHARSET" in data[0], f"SEARCH CHARSET KOI8-R: NO [BADCHARSET]: {typ} {data!r}")
+    # Another connection expunges message 3: this one keeps its numbers until NOOP.
+    other = imaplib.IMAP4(HOST, imap_port, timeout=TIMEOUT)
+    other.login(user, password)
+    other.select("Search")
+    other.expunge()
+    other.logout()
+    untagged(imap, "EXPUNGE")
+    typ, data = imap.search(None, "3")
+    check(data == [b"3"] and untagged(imap, "EXPUNGE") == [], f"SEARCH 3 still names the client's message 3, no EXPUNGE during SEARCH: {data!r}")
+    imap.noop()
+    check(untagged(imap, "EXPUNGE") == [b"3"], "NOOP announces EXPUNGE 3")
+    typ, data = imap.search(None, "ALL")
+    check(data == [b"1 2"], f"SEARCH ALL after the EXPUNGE: {data!r}")
+    # Delivered messages (imported without reading them) are found by their header too.
+    imap.select("INBOX")
+    typ, data = imap.search(None, 'SUBJECT "delivered while logged in"')
+    check(typ == "OK" and len(data[0].split()) == 1, f"SEARCH SUBJECT of a delivered message: {data!r}")
+    header = body_of(fetch_one(imap, int(data[0]), "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])"))
+    check(b"delivered while logged in" in header, f"the message found: {header!r}")
+    imap.logout()
+
+
 def main():
     imap_port, lmtp_port = int(sys.argv[1]), int(sys.argv[2])
     user, password, user2, password2 = sys.argv[3:7]
@@ -506,6 +579,7 @@ def main():
     extensions(imap_port, user, password)
     lmtp_port_b = os.environ.get("E2E_LMTP_PORT_B")
     idle(imap_port, lmtp_port, int(lmtp_port_b) if lmtp_port_b else None, user, password)
+    search(imap_port, user, password)
     print("e2e: all checks passed")
 
 

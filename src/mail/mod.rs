@@ -62,9 +62,11 @@ mod maintenance;
 mod messages;
 mod mime;
 mod reencrypt;
+mod search;
 
 pub use import::ImportReport;
 pub use reencrypt::EpochProgress;
+pub use search::{HeaderField, SearchDay, SearchKey};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Range;
