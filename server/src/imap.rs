@@ -11,17 +11,22 @@
 //! (EXPUNGE, MOVE, COPY, APPEND), as EXPUNGE (highest number first), EXISTS and FETCH
 //! FLAGS: never during FETCH, STORE or SEARCH (RFC 9051 7.5.1).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Datelike;
+use imap_next::imap_types::body::{
+    BasicFields, Body, BodyStructure, Disposition, MultiPartExtensionData, SinglePartExtensionData,
+    SpecificFields,
+};
 use imap_next::imap_types::command::{Command, CommandBody};
 use imap_next::imap_types::core::{
     AString, Atom, Charset, IString, Literal, NString, QuotedChar, Tag, Text, Vec1,
 };
 use imap_next::imap_types::datetime::DateTime;
+use imap_next::imap_types::envelope::{Address as ImapAddress, Envelope as ImapEnvelope};
 use imap_next::imap_types::extensions::binary::LiteralOrLiteral8;
 use imap_next::imap_types::extensions::namespace::Namespace;
 use imap_next::imap_types::extensions::uidplus::{UidElement, UidSet};
@@ -42,8 +47,8 @@ use imap_next::stream::{Error as StreamError, Stream};
 use mailvault::engine::{AccountRegistry, Provider, ShareConfig, SharedAccount};
 use mailvault::ids::MailboxId;
 use mailvault::mail::{
-    AppendOptions, FlagChange, Flags, HeaderField, MailboxView, Mailstore, MessageSummary,
-    PartSection, SearchKey,
+    AppendOptions, EmailRecord, FlagChange, Flags, HeaderField, MailboxView, Mailstore,
+    MessageSummary, MimePart, PartSection, SearchKey,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -935,7 +940,10 @@ impl Conn<'_> {
                 | MessageDataItemName::Rfc822
                 | MessageDataItemName::Rfc822Header
                 | MessageDataItemName::Rfc822Size
-                | MessageDataItemName::Rfc822Text => true,
+                | MessageDataItemName::Rfc822Text
+                | MessageDataItemName::Envelope
+                | MessageDataItemName::Body
+                | MessageDataItemName::BodyStructure => true,
                 _ => false,
             };
             if !supported {
@@ -992,6 +1000,14 @@ impl Conn<'_> {
                     | MessageDataItemName::Rfc822Text
             )
         });
+        let needs_analysis = names.iter().any(|n| {
+            matches!(
+                n,
+                MessageDataItemName::Envelope
+                    | MessageDataItemName::Body
+                    | MessageDataItemName::BodyStructure
+            )
+        });
         for i in indices {
             // A message expunged by someone else is still numbered for this client until
             // the EXPUNGE is announced; there is nothing left to send of it.
@@ -1010,6 +1026,19 @@ impl Conn<'_> {
             } else {
                 None
             };
+            if needs_analysis && !email.analyzed {
+                email = self
+                    .account()
+                    .write()
+                    .await
+                    .analyze(id, summary.uid)
+                    .await?;
+            }
+            let nested = if needs_analysis {
+                self.nested_envelopes(&email).await?
+            } else {
+                HashMap::new()
+            };
             let body_bytes: &[u8] = body.as_deref().unwrap_or(&[]);
             let mut items = Vec::with_capacity(names.len() + 1);
             for name in &names {
@@ -1026,6 +1055,15 @@ impl Conn<'_> {
                     }
                     MessageDataItemName::InternalDate => {
                         MessageDataItem::InternalDate(internal_date(email.internal_date))
+                    }
+                    MessageDataItemName::Envelope => {
+                        MessageDataItem::Envelope(imap_envelope(&email.envelope))
+                    }
+                    MessageDataItemName::BodyStructure => {
+                        MessageDataItem::BodyStructure(body_structure(&email, 0, &nested, true))
+                    }
+                    MessageDataItemName::Body => {
+                        MessageDataItem::Body(body_structure(&email, 0, &nested, false))
                     }
                     MessageDataItemName::Rfc822 => MessageDataItem::Rfc822(nstring(body_bytes)),
                     MessageDataItemName::Rfc822Header => {
@@ -1219,6 +1257,30 @@ impl Conn<'_> {
         Ok(matched)
     }
 
+    /// The envelopes of the messages nested in `message/rfc822` parts of `email`, by the
+    /// index of the nested message's root part: each one's header read (one ranged GET)
+    /// and parsed, as the analysis does not keep them.
+    async fn nested_envelopes(
+        &self,
+        email: &EmailRecord,
+    ) -> Result<HashMap<usize, mailvault::mail::Envelope>, mailvault::Error> {
+        let mut out = HashMap::new();
+        for (i, part) in email.parts.iter().enumerate() {
+            if !is_message_rfc822(part) {
+                continue;
+            }
+            let Some(root) = children(&email.parts, i).first().copied() else {
+                continue;
+            };
+            let header = {
+                let mail = self.account().read().await;
+                mail.read_part(email, root, PartSection::Header).await?
+            };
+            out.insert(root, Mailstore::header_envelope(&header));
+        }
+        Ok(out)
+    }
+
     /// The UID of the client's message at index `i` of its snapshot.
     fn snapshot_uid(&self, i: usize) -> u32 {
         self.selected.as_ref().expect("selected").view.messages[i].uid
@@ -1370,6 +1432,230 @@ fn sequence_indices(messages: &[MessageSummary], set: &SequenceSet, uid: bool) -
         }
     }
     out.into_iter().collect()
+}
+
+// ---------------------------------------------------------------- ENVELOPE, BODYSTRUCTURE
+//
+// One function per item, from the analysis stored at append or import (`EmailRecord`):
+// `imap_envelope` (ENVELOPE), `imap_address` (its addresses), `body_structure` (BODY and
+// BODYSTRUCTURE). What the analysis does not keep is NIL: the Date header as written
+// (its Unix seconds are given in UTC), encoded words (names and subject are given
+// decoded), group syntax, Content-Description, Content-MD5, Content-Language,
+// Content-Location, disposition parameters other than the file name.
+
+fn nstr(s: Option<&str>) -> NString<'static> {
+    NString(s.and_then(|s| IString::try_from(s.to_string()).ok()))
+}
+
+fn istr(s: &str) -> IString<'static> {
+    IString::try_from(s.to_string())
+        .unwrap_or_else(|_| IString::Literal(Literal::unvalidated(s.as_bytes().to_vec())))
+}
+
+/// ENVELOPE (RFC 9051 7.5.2) from the stored envelope.
+fn imap_envelope(e: &mailvault::mail::Envelope) -> ImapEnvelope<'static> {
+    let date = e
+        .date
+        .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
+        .map(|d| d.format("%a, %d %b %Y %H:%M:%S +0000").to_string());
+    let addresses = |list: &[mailvault::mail::Address]| list.iter().map(imap_address).collect();
+    let from: Vec<ImapAddress<'static>> = addresses(&e.from);
+    // RFC 9051: Sender and Reply-To default to From.
+    let or_from = |list: &[mailvault::mail::Address]| {
+        if list.is_empty() {
+            from.clone()
+        } else {
+            addresses(list)
+        }
+    };
+    let ids = |list: &[String]| {
+        (!list.is_empty()).then(|| {
+            list.iter()
+                .map(|id| format!("<{id}>"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+    };
+    ImapEnvelope {
+        date: nstr(date.as_deref()),
+        subject: nstr(e.subject.as_deref()),
+        sender: or_from(&e.sender),
+        reply_to: or_from(&e.reply_to),
+        from,
+        to: addresses(&e.to),
+        cc: addresses(&e.cc),
+        bcc: addresses(&e.bcc),
+        in_reply_to: nstr(ids(&e.in_reply_to).as_deref()),
+        message_id: nstr(e.message_id.as_ref().map(|id| format!("<{id}>")).as_deref()),
+    }
+}
+
+/// One address of an ENVELOPE: the mailbox and host parts of `local@domain`.
+fn imap_address(a: &mailvault::mail::Address) -> ImapAddress<'static> {
+    let (mailbox, host) = match a.email.rsplit_once('@') {
+        Some((local, domain)) => (local, Some(domain)),
+        None => (a.email.as_str(), None),
+    };
+    ImapAddress {
+        name: nstr(a.name.as_deref()),
+        adl: NString(None),
+        mailbox: nstr(Some(mailbox)),
+        host: nstr(host),
+    }
+}
+
+fn is_message_rfc822(part: &MimePart) -> bool {
+    part.content_type.eq_ignore_ascii_case("message") && part.subtype.eq_ignore_ascii_case("rfc822")
+}
+
+/// Indices of the parts whose parent is `of`, in order.
+fn children(parts: &[MimePart], of: usize) -> Vec<usize> {
+    (0..parts.len())
+        .filter(|&i| parts[i].parent == Some(of as u32))
+        .collect()
+}
+
+/// BODYSTRUCTURE (`extended`) or BODY of part `index` of `email` (RFC 9051 7.5.2);
+/// `nested` holds the envelopes of messages nested in `message/rfc822` parts, by the
+/// index of their root part.
+fn body_structure(
+    email: &EmailRecord,
+    index: usize,
+    nested: &HashMap<usize, mailvault::mail::Envelope>,
+    extended: bool,
+) -> BodyStructure<'static> {
+    let params = |list: &[(String, String)]| -> Vec<(IString<'static>, IString<'static>)> {
+        list.iter()
+            .map(|(k, v)| (istr(&k.to_ascii_uppercase()), istr(v)))
+            .collect()
+    };
+    let Some(part) = email.parts.get(index) else {
+        // Not analyzed (too large to parse): one text part, the whole message.
+        return plain_text(email.size, 0, extended);
+    };
+    let disposition = || Disposition {
+        disposition: part.disposition.as_ref().map(|d| {
+            let mut list = Vec::new();
+            if let Some(name) = &part.filename {
+                let in_type = part
+                    .params
+                    .iter()
+                    .any(|(k, v)| k.eq_ignore_ascii_case("name") && v == name);
+                if !in_type {
+                    list.push((istr("FILENAME"), istr(name)));
+                }
+            }
+            (istr(&d.to_ascii_uppercase()), list)
+        }),
+        tail: None,
+    };
+    let kids = children(&email.parts, index);
+    if part.content_type.eq_ignore_ascii_case("multipart") {
+        let bodies: Vec<BodyStructure<'static>> = kids
+            .iter()
+            .map(|&k| body_structure(email, k, nested, extended))
+            .collect();
+        if let Ok(bodies) = Vec1::try_from(bodies) {
+            return BodyStructure::Multi {
+                bodies,
+                subtype: istr(&part.subtype.to_ascii_uppercase()),
+                extension_data: extended.then(|| MultiPartExtensionData {
+                    parameter_list: params(&part.params),
+                    tail: Some(disposition()),
+                }),
+            };
+        }
+    }
+    let mut parameter_list = params(&part.params);
+    let is_text = part.content_type.eq_ignore_ascii_case("text");
+    if is_text
+        && !part
+            .params
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("charset"))
+    {
+        // RFC 2045 5.2: the default.
+        parameter_list.insert(0, (istr("CHARSET"), istr("US-ASCII")));
+    }
+    let size = part.end_offset - part.body_offset;
+    let basic = BasicFields {
+        parameter_list,
+        id: nstr(
+            part.content_id
+                .as_ref()
+                .map(|id| format!("<{id}>"))
+                .as_deref(),
+        ),
+        description: NString(None),
+        content_transfer_encoding: istr(
+            &part
+                .transfer_encoding
+                .as_deref()
+                .unwrap_or("7bit")
+                .to_ascii_uppercase(),
+        ),
+        size: u32::try_from(size).unwrap_or(u32::MAX),
+    };
+    let specific = match kids.first() {
+        Some(&root) if is_message_rfc822(part) => SpecificFields::Message {
+            envelope: Box::new(imap_envelope(
+                nested
+                    .get(&root)
+                    .unwrap_or(&mailvault::mail::Envelope::default()),
+            )),
+            body_structure: Box::new(body_structure(email, root, nested, extended)),
+            number_of_lines: part.lines,
+        },
+        // A message/rfc822 part in a transfer encoding (which RFC 2046 forbids) is not
+        // parsed in place: a message without header fields, its body one text part.
+        None if is_message_rfc822(part) => SpecificFields::Message {
+            envelope: Box::new(imap_envelope(&mailvault::mail::Envelope::default())),
+            body_structure: Box::new(plain_text(size, part.lines, extended)),
+            number_of_lines: part.lines,
+        },
+        _ if is_text => SpecificFields::Text {
+            subtype: istr(&part.subtype.to_ascii_uppercase()),
+            number_of_lines: part.lines,
+        },
+        _ => SpecificFields::Basic {
+            r#type: istr(&part.content_type.to_ascii_uppercase()),
+            subtype: istr(&part.subtype.to_ascii_uppercase()),
+        },
+    };
+    BodyStructure::Single {
+        body: Body { basic, specific },
+        extension_data: extended.then(|| SinglePartExtensionData {
+            md5: NString(None),
+            tail: Some(disposition()),
+        }),
+    }
+}
+
+/// The structure of a body of `size` bytes and `lines` lines read as one US-ASCII text
+/// part (RFC 2045's defaults).
+fn plain_text(size: u64, lines: u32, extended: bool) -> BodyStructure<'static> {
+    BodyStructure::Single {
+        body: Body {
+            basic: BasicFields {
+                parameter_list: vec![(istr("CHARSET"), istr("US-ASCII"))],
+                id: NString(None),
+                description: NString(None),
+                content_transfer_encoding: istr("7BIT"),
+                size: u32::try_from(size).unwrap_or(u32::MAX),
+            },
+            specific: SpecificFields::Text {
+                subtype: istr("PLAIN"),
+                number_of_lines: lines,
+            },
+        },
+        extension_data: extended.then(|| SinglePartExtensionData {
+            md5: NString(None),
+            tail: Some(Disposition {
+                disposition: None,
+                tail: None,
+            }),
+        }),
+    }
 }
 
 /// A SEARCH key that needs the message text.
