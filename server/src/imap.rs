@@ -1648,7 +1648,7 @@ fn plain_text(size: u64, lines: u32, extended: bool) -> BodyStructure<'static> {
                 number_of_lines: lines,
             },
         },
-        extension_data: extended.then(|| SinglePartExtensionData {
+        extension_data: extended.then_some(SinglePartExtensionData {
             md5: NString(None),
             tail: Some(Disposition {
                 disposition: None,

@@ -323,11 +323,8 @@ async fn item_04_search_a_callers_view() {
     mail.expunge(inbox, Some(&[1])).await.unwrap();
     let now = mail.view(inbox).unwrap();
     assert_eq!(
-        mail.search_view(
-            &snapshot,
-            &SearchKey::Sequence(vec![2, 3].iter().map(|&n| (n, n)).collect())
-        )
-        .unwrap(),
+        mail.search_view(&snapshot, &SearchKey::Sequence(vec![(2, 2), (3, 3)]))
+            .unwrap(),
         vec![2, 3],
         "the snapshot's numbers"
     );
