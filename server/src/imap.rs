@@ -1,36 +1,57 @@
 //! IMAP4rev1 on plain TCP (no TLS yet): `imap-next` frames commands (literals,
 //! continuation requests, size limits) and `imap-codec` parses and writes them; each
-//! command maps onto the library's `Session` and `Mailstore`.
+//! command maps onto the library's `SharedAccount` (reads) and its `Mailstore` (writes).
 //!
-//! One connection holds one `Session` and one `Mailstore` (the library has no shared
-//! account handle yet: issue 12, item 1). Deliveries are imported at LOGIN, SELECT,
-//! EXAMINE, NOOP and CHECK.
+//! The connections of one account share one handle (`AccountRegistry`): the account is
+//! loaded once per process, and the handle's poller loads what other processes commit
+//! and imports deliveries as they arrive. A connection keeps its own snapshot of the
+//! selected mailbox (`Selected::view`): its message sequence numbers. Changes made by
+//! anyone (this connection, another one, another process, a delivery) reach the
+//! client only at NOOP, CHECK, IDLE and after commands that may announce them
+//! (EXPUNGE, MOVE, COPY, APPEND), as EXPUNGE (highest number first), EXISTS and FETCH
+//! FLAGS: never during FETCH, STORE or SEARCH (RFC 9051 7.5.1).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::Datelike;
+use imap_next::imap_types::body::{
+    BasicFields, Body, BodyStructure, Disposition, MultiPartExtensionData, SinglePartExtensionData,
+    SpecificFields,
+};
 use imap_next::imap_types::command::{Command, CommandBody};
 use imap_next::imap_types::core::{
-    AString, Atom, IString, Literal, NString, QuotedChar, Tag, Text, Vec1,
+    AString, Atom, Charset, IString, Literal, NString, QuotedChar, Tag, Text, Vec1,
 };
 use imap_next::imap_types::datetime::DateTime;
+use imap_next::imap_types::envelope::{Address as ImapAddress, Envelope as ImapEnvelope};
 use imap_next::imap_types::extensions::binary::LiteralOrLiteral8;
+use imap_next::imap_types::extensions::namespace::Namespace;
+use imap_next::imap_types::extensions::uidplus::{UidElement, UidSet};
 use imap_next::imap_types::fetch::{
     MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Section,
 };
+use imap_next::imap_types::flag::FlagNameAttribute;
 use imap_next::imap_types::flag::{Flag, FlagFetch, FlagPerm, StoreResponse, StoreType};
 use imap_next::imap_types::mailbox::{ListMailbox, Mailbox as ImapMailbox};
-use imap_next::imap_types::response::{Capability, Code, Data, Greeting, Status};
+use imap_next::imap_types::response::{
+    Capability, Code, CommandContinuationRequest, Data, Greeting, Status,
+};
+use imap_next::imap_types::search::SearchKey as ImapSearchKey;
 use imap_next::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 use imap_next::imap_types::status::{StatusDataItem, StatusDataItemName};
 use imap_next::server::{Error as ServerError, Event, Options, Server};
 use imap_next::stream::{Error as StreamError, Stream};
-use mailvault::engine::{Provider, Session};
+use mailvault::engine::{AccountRegistry, Provider, ShareConfig, SharedAccount};
 use mailvault::ids::MailboxId;
-use mailvault::mail::{AppendOptions, FlagChange, Flags, MailboxView, Mailstore, PartSection};
+use mailvault::mail::{
+    AppendOptions, EmailRecord, FlagChange, Flags, HeaderField, MailboxView, Mailstore,
+    MessageSummary, MimePart, PartSection, SearchKey,
+};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 use crate::config::Accounts;
 
@@ -45,6 +66,8 @@ pub struct Imap {
     pub accounts: Accounts,
     /// Largest literal (APPEND) accepted, bytes.
     pub max_message_size: u32,
+    /// The open accounts: one handle per account, shared by its connections.
+    pub registry: AccountRegistry,
 }
 
 /// Accepts connections until the task is aborted.
@@ -105,16 +128,14 @@ fn untagged_ok(code: Code<'static>, t: &str) -> Status<'static> {
     never(Status::ok(None, Some(code), text(t)))
 }
 
-/// The connection's account, once logged in.
-struct Account {
-    session: Session,
-    mail: Mailstore,
-}
-
 /// The selected mailbox.
 struct Selected {
     id: MailboxId,
-    view: MailboxView,
+    /// The mailbox as the client knows it: message sequence number `n` is
+    /// `view.messages[n - 1]`. Replaced (and the differences announced) only at the
+    /// points where RFC 9051 lets the numbers change (`Conn::sync`); flags are read from
+    /// the account's current view.
+    view: Arc<MailboxView>,
     read_only: bool,
 }
 
@@ -142,8 +163,31 @@ async fn connection(stream: TcpStream, state: &Imap) {
         selected: None,
     };
     let mut closing = None;
+    // While the client idles: its IDLE tag and the account's modseq watch.
+    let mut idle: Option<(Tag<'static>, watch::Receiver<u64>)> = None;
     loop {
-        let next = tokio::time::timeout(AUTOLOGOUT, stream.next(&mut server)).await;
+        let next = match idle.as_mut() {
+            None => tokio::time::timeout(AUTOLOGOUT, stream.next(&mut server)).await,
+            Some((_, changes)) => {
+                tokio::select! {
+                    next = tokio::time::timeout(AUTOLOGOUT, stream.next(&mut server)) => next,
+                    changed = changes.changed() => {
+                        if changed.is_err() {
+                            // The handle is gone (it cannot be while this connection
+                            // holds it): nothing more will wake this IDLE.
+                            tracing::warn!("IDLE: the account's change watch closed");
+                            if let Some((_, changes)) = idle.as_mut() {
+                                *changes = watch::channel(0).1;
+                            }
+                        } else if let Err(e) = conn.sync(&mut server).await {
+                            tracing::warn!(error = %e, "IDLE: announcing changes failed");
+                        }
+                        // The announcements go out with the next turn of the stream.
+                        continue;
+                    }
+                }
+            }
+        };
         let Ok(next) = next else {
             tracing::debug!("IMAP connection idle too long: closed");
             return;
@@ -204,7 +248,32 @@ async fn connection(stream: TcpStream, state: &Imap) {
                 let _ = server.authenticate_finish(bad(None, "authentication aborted"));
             }
             Event::IdleCommandReceived { tag } => {
-                let _ = server.idle_reject(bad(Some(tag), "IDLE is not supported yet"));
+                let Some(account) = conn.account.as_ref() else {
+                    let _ = server.idle_reject(bad(Some(tag), "IDLE: log in first"));
+                    continue;
+                };
+                // Subscribed before the changes so far are announced: a change made in
+                // between wakes the IDLE rather than being missed.
+                let changes = account.subscribe();
+                if let Err(e) = conn.sync(&mut server).await {
+                    let _ = server.idle_reject(no(tag, None, format!("IDLE failed: {e}")));
+                    continue;
+                }
+                let accept = CommandContinuationRequest::basic(None, "idling, waiting for DONE");
+                match accept {
+                    Ok(accept) => {
+                        let _ = server.idle_accept(accept);
+                        idle = Some((tag, changes));
+                    }
+                    Err(_) => {
+                        let _ = server.idle_reject(no(tag, None, "IDLE failed"));
+                    }
+                }
+            }
+            Event::IdleDoneReceived => {
+                if let Some((tag, _)) = idle.take() {
+                    server.enqueue_status(ok(tag, None, "IDLE terminated"));
+                }
             }
             Event::ResponseSent { handle, .. } if closing == Some(handle) => return,
             _ => {}
@@ -214,7 +283,8 @@ async fn connection(stream: TcpStream, state: &Imap) {
 
 struct Conn<'a> {
     state: &'a Imap,
-    account: Option<Account>,
+    /// The account's handle, shared with its other connections, once logged in.
+    account: Option<SharedAccount>,
     selected: Option<Selected>,
 }
 
@@ -241,8 +311,43 @@ impl Conn<'_> {
                 self.login(server, tag, &username, password.declassify())
                     .await?;
             }
+            CommandBody::Id { .. } => {
+                // RFC 2971: the server's own identification, whatever the client sent.
+                let field = |s: &str| IString::try_from(s.to_string()).ok();
+                let parameters = [
+                    ("name", "mailvault"),
+                    ("version", env!("CARGO_PKG_VERSION")),
+                ]
+                .into_iter()
+                .filter_map(|(k, v)| Some((field(k)?, NString(field(v)))))
+                .collect();
+                server.enqueue_data(Data::Id {
+                    parameters: Some(parameters),
+                });
+                server.enqueue_status(ok(tag, None, "ID completed"));
+            }
             body if self.account.is_none() => {
                 server.enqueue_status(bad(Some(tag), format!("{}: log in first", body.name())));
+            }
+            CommandBody::Enable { .. } => {
+                // RFC 5161: none of the extensions that need enabling is offered; the
+                // ENABLED response lists nothing.
+                server.enqueue_data(Data::Enabled {
+                    capabilities: Vec::new(),
+                });
+                server.enqueue_status(ok(tag, None, "ENABLE completed"));
+            }
+            CommandBody::Namespace => {
+                // RFC 2342: one personal namespace, no prefix, `/` as delimiter.
+                let personal = IString::try_from(String::new())
+                    .ok()
+                    .map(|prefix| vec![Namespace::new(prefix, QuotedChar::try_from('/').ok())]);
+                server.enqueue_data(Data::Namespace {
+                    personal: personal.unwrap_or_default(),
+                    other: Vec::new(),
+                    shared: Vec::new(),
+                });
+                server.enqueue_status(ok(tag, None, "NAMESPACE completed"));
             }
             CommandBody::Select { mailbox, .. } => {
                 self.select(server, tag, &mailbox, false).await?;
@@ -253,55 +358,60 @@ impl Conn<'_> {
             CommandBody::List {
                 reference,
                 mailbox_wildcard,
-            } => self.list(server, tag, &reference, &mailbox_wildcard, false)?,
+            } => {
+                self.list(server, tag, &reference, &mailbox_wildcard, false)
+                    .await?
+            }
             CommandBody::Lsub {
                 reference,
                 mailbox_wildcard,
-            } => self.list(server, tag, &reference, &mailbox_wildcard, true)?,
+            } => {
+                self.list(server, tag, &reference, &mailbox_wildcard, true)
+                    .await?
+            }
             CommandBody::Status {
                 mailbox,
                 item_names,
-            } => self.status(server, tag, &mailbox, &item_names)?,
+            } => self.status(server, tag, &mailbox, &item_names).await?,
             CommandBody::Create { mailbox } => {
                 let name = mailbox_name(&mailbox);
-                self.mail().create_mailbox(&name, None).await?;
+                self.account()
+                    .write()
+                    .await
+                    .create_mailbox(&name, None)
+                    .await?;
                 server.enqueue_status(ok(tag, None, "CREATE completed"));
             }
-            CommandBody::Delete { mailbox } => match self.mailbox_id(&mailbox) {
+            CommandBody::Delete { mailbox } => match self.mailbox_id(&mailbox).await {
                 Some(id) => {
                     if self.selected.as_ref().is_some_and(|s| s.id == id) {
                         self.selected = None;
                     }
-                    self.mail().delete_mailbox(id).await?;
+                    self.account().write().await.delete_mailbox(id).await?;
                     server.enqueue_status(ok(tag, None, "DELETE completed"));
                 }
                 None => {
                     server.enqueue_status(no(tag, None, "no such mailbox"));
                 }
             },
-            CommandBody::Rename { from, to } => match self.mailbox_id(&from) {
+            CommandBody::Rename { from, to } => match self.mailbox_id(&from).await {
                 Some(id) => {
-                    self.mail().rename_mailbox(id, &mailbox_name(&to)).await?;
+                    self.account()
+                        .write()
+                        .await
+                        .rename_mailbox(id, &mailbox_name(&to))
+                        .await?;
                     server.enqueue_status(ok(tag, None, "RENAME completed"));
                 }
                 None => {
                     server.enqueue_status(no(tag, None, "no such mailbox"));
                 }
             },
-            CommandBody::Subscribe { mailbox } | CommandBody::Unsubscribe { mailbox }
-                if self.mailbox_id(&mailbox).is_none() =>
-            {
-                server.enqueue_status(no(tag, None, "no such mailbox"));
-            }
             CommandBody::Subscribe { mailbox } => {
-                let id = self.mailbox_id(&mailbox).expect("checked above");
-                self.mail().subscribe(id, true).await?;
-                server.enqueue_status(ok(tag, None, "SUBSCRIBE completed"));
+                self.subscribe(server, tag, &mailbox, true).await?
             }
             CommandBody::Unsubscribe { mailbox } => {
-                let id = self.mailbox_id(&mailbox).expect("checked above");
-                self.mail().subscribe(id, false).await?;
-                server.enqueue_status(ok(tag, None, "UNSUBSCRIBE completed"));
+                self.subscribe(server, tag, &mailbox, false).await?
             }
             CommandBody::Append {
                 mailbox,
@@ -360,25 +470,33 @@ impl Conn<'_> {
                 self.store(server, tag, &sequence_set, kind, response, &flags, uid)
                     .await?
             }
+            CommandBody::Search {
+                charset,
+                criteria,
+                uid,
+            } => self.search(server, tag, charset, criteria, uid).await?,
             CommandBody::Expunge => {
-                self.expunge(server, None).await?;
+                self.expunge(None).await?;
+                self.sync(server).await?;
                 server.enqueue_status(ok(tag, None, "EXPUNGE completed"));
             }
             CommandBody::ExpungeUid { sequence_set } => {
                 let uids = self.resolve(&sequence_set, true);
-                self.expunge(server, Some(uids)).await?;
+                self.expunge(Some(uids)).await?;
+                self.sync(server).await?;
                 server.enqueue_status(ok(tag, None, "UID EXPUNGE completed"));
             }
             CommandBody::Copy {
                 sequence_set,
                 mailbox,
                 uid,
-            } => match self.mailbox_id(&mailbox) {
+            } => match self.mailbox_id(&mailbox).await {
                 Some(to) => {
                     let uids = self.resolve(&sequence_set, uid);
                     let from = self.selected_id();
-                    self.mail().copy(from, &uids, to).await?;
-                    server.enqueue_status(ok(tag, None, "COPY completed"));
+                    let copied = self.account().write().await.copy(from, &uids, to).await?;
+                    self.sync(server).await?;
+                    server.enqueue_status(ok(tag, copy_uid(&copied), "COPY completed"));
                 }
                 None => {
                     server.enqueue_status(no(tag, Some(Code::TryCreate), "no such mailbox"));
@@ -388,16 +506,24 @@ impl Conn<'_> {
                 sequence_set,
                 mailbox,
                 uid,
-            } => match self.mailbox_id(&mailbox) {
+            } => match self.mailbox_id(&mailbox).await {
                 Some(_) if self.selected.as_ref().is_some_and(|s| s.read_only) => {
                     server.enqueue_status(no(tag, None, "the mailbox is read-only"));
                 }
                 Some(to) => {
                     let uids = self.resolve(&sequence_set, uid);
                     let from = self.selected_id();
-                    let moved = self.mail().move_messages(from, &uids, to).await?;
-                    let gone: BTreeSet<u32> = moved.uids.iter().map(|(from, _)| *from).collect();
-                    self.announce_expunged(server, &gone);
+                    let moved = self
+                        .account()
+                        .write()
+                        .await
+                        .move_messages(from, &uids, to)
+                        .await?;
+                    // RFC 6851 3.3: COPYUID in an untagged OK before the expunges.
+                    if let Some(code) = copy_uid(&moved) {
+                        server.enqueue_status(untagged_ok(code, "moved"));
+                    }
+                    self.sync(server).await?;
                     server.enqueue_status(ok(tag, None, "MOVE completed"));
                 }
                 None => {
@@ -407,7 +533,11 @@ impl Conn<'_> {
             CommandBody::Close => {
                 if let Some(selected) = self.selected.take() {
                     if !selected.read_only {
-                        self.mail().expunge(selected.id, None).await?;
+                        self.account()
+                            .write()
+                            .await
+                            .expunge(selected.id, None)
+                            .await?;
                     }
                 }
                 server.enqueue_status(ok(tag, None, "CLOSE completed"));
@@ -423,17 +553,46 @@ impl Conn<'_> {
         Ok(Outcome::Continue)
     }
 
-    fn mail(&mut self) -> &mut Mailstore {
-        &mut self.account.as_mut().expect("logged in").mail
+    fn account(&self) -> &SharedAccount {
+        self.account.as_ref().expect("logged in")
     }
 
     fn selected_id(&self) -> MailboxId {
         self.selected.as_ref().expect("selected").id
     }
 
-    fn mailbox_id(&mut self, mailbox: &ImapMailbox<'_>) -> Option<MailboxId> {
+    async fn mailbox_id(&self, mailbox: &ImapMailbox<'_>) -> Option<MailboxId> {
         let name = mailbox_name(mailbox);
-        self.mail().mailbox_by_name(&name).map(|m| m.id)
+        self.account()
+            .read()
+            .await
+            .mailbox_by_name(&name)
+            .map(|m| m.id)
+    }
+
+    async fn subscribe(
+        &mut self,
+        server: &mut Server,
+        tag: Tag<'static>,
+        mailbox: &ImapMailbox<'_>,
+        subscribed: bool,
+    ) -> Result<(), mailvault::Error> {
+        let Some(id) = self.mailbox_id(mailbox).await else {
+            server.enqueue_status(no(tag, None, "no such mailbox"));
+            return Ok(());
+        };
+        self.account()
+            .write()
+            .await
+            .subscribe(id, subscribed)
+            .await?;
+        let done = if subscribed {
+            "SUBSCRIBE completed"
+        } else {
+            "UNSUBSCRIBE completed"
+        };
+        server.enqueue_status(ok(tag, None, done));
+        Ok(())
     }
 
     async fn login(
@@ -466,7 +625,10 @@ impl Conn<'_> {
                 return Ok(());
             }
         };
-        let mut session = match self.state.provider.unlock(account, password).await {
+        // The password is checked on every login (unlocking the account's keyring), also
+        // when the account's handle is open already: the session is then dropped and the
+        // open handle shared.
+        let session = match self.state.provider.unlock(account, password).await {
             Ok(session) => session,
             Err(mailvault::Error::WrongCredential) => {
                 server.enqueue_status(no(tag, None, "authentication failed"));
@@ -474,15 +636,13 @@ impl Conn<'_> {
             }
             Err(e) => return Err(e),
         };
-        let mut mail = session.mailstore().await?;
-        let report = session.import_deliveries(&mut mail).await?;
-        tracing::info!(
-            %account,
-            imported = report.imported.len(),
-            quarantined = report.quarantined.len(),
-            "IMAP login"
-        );
-        self.account = Some(Account { session, mail });
+        let registry = &self.state.registry;
+        let shared = registry.get(&account).is_some();
+        let handle = registry
+            .get_or_open(account, ShareConfig::default(), || async { Ok(session) })
+            .await?;
+        tracing::info!(%account, shared, open_accounts = registry.open_accounts(), "IMAP login");
+        self.account = Some(handle);
         server.enqueue_status(ok(
             tag,
             Some(Code::Capability(capabilities())),
@@ -491,40 +651,31 @@ impl Conn<'_> {
         Ok(())
     }
 
-    /// Reloads the account, imports pending deliveries and reports what changed in the
-    /// selected mailbox (EXPUNGE, EXISTS, FETCH FLAGS).
+    /// Brings the client's snapshot of the selected mailbox up to the account's current
+    /// state, announcing the differences: EXPUNGE for each vanished message (highest
+    /// sequence number first, so that each number is valid when sent), EXISTS when the
+    /// count changed, FETCH FLAGS for each message whose flags changed.
     async fn sync(&mut self, server: &mut Server) -> Result<(), mailvault::Error> {
-        let Some(account) = self.account.as_mut() else {
+        let Some(selected) = self.selected.as_ref() else {
             return Ok(());
         };
-        account.mail.refresh().await?;
-        account.session.import_deliveries(&mut account.mail).await?;
-        let Some(selected) = self.selected.as_mut() else {
-            return Ok(());
-        };
-        let new = account.mail.view(selected.id)?;
-        let kept: BTreeSet<u32> = new.messages.iter().map(|m| m.uid).collect();
-        let old = &selected.view.messages;
-        for (i, m) in old.iter().enumerate().rev() {
-            if !kept.contains(&m.uid) {
-                server.enqueue_data(Data::Expunge(seq(i)));
-            }
-        }
-        let remaining = old.iter().filter(|m| kept.contains(&m.uid)).count();
-        if new.messages.len() != remaining {
-            server.enqueue_data(Data::Exists(new.messages.len() as u32));
-        }
-        for (i, m) in new.messages.iter().enumerate() {
-            if let Some(before) = old.iter().find(|o| o.uid == m.uid) {
-                if before.flags != m.flags {
-                    server.enqueue_data(Data::Fetch {
-                        seq: seq(i),
-                        items: Vec1::from(MessageDataItem::Flags(fetch_flags(&m.flags))),
-                    });
+        let current = match self.account().view(selected.id).await {
+            Ok(view) => view,
+            // Deleted by another connection: every message is gone.
+            Err(mailvault::Error::NoSuchMailbox { .. }) => {
+                for i in (0..selected.view.messages.len()).rev() {
+                    server.enqueue_data(Data::Expunge(seq(i)));
                 }
+                self.selected = None;
+                return Ok(());
             }
+            Err(e) => return Err(e),
+        };
+        let selected = self.selected.as_mut().expect("selected");
+        if !Arc::ptr_eq(&current, &selected.view) {
+            announce_changes(server, &selected.view, &current);
+            selected.view = current;
         }
-        selected.view = new;
         Ok(())
     }
 
@@ -536,16 +687,11 @@ impl Conn<'_> {
         read_only: bool,
     ) -> Result<(), mailvault::Error> {
         self.selected = None;
-        {
-            let account = self.account.as_mut().expect("logged in");
-            account.mail.refresh().await?;
-            account.session.import_deliveries(&mut account.mail).await?;
-        }
-        let Some(id) = self.mailbox_id(mailbox) else {
+        let Some(id) = self.mailbox_id(mailbox).await else {
             server.enqueue_status(no(tag, None, "no such mailbox"));
             return Ok(());
         };
-        let view = self.mail().select(id).await?;
+        let view = self.account().view(id).await?;
         server.enqueue_data(Data::Flags(system_flags()));
         server.enqueue_data(Data::Exists(view.messages.len() as u32));
         server.enqueue_data(Data::Recent(0));
@@ -573,7 +719,7 @@ impl Conn<'_> {
         Ok(())
     }
 
-    fn list(
+    async fn list(
         &mut self,
         server: &mut Server,
         tag: Tag<'static>,
@@ -602,7 +748,8 @@ impl Conn<'_> {
                 other => mailbox_name(other),
             };
             let pattern = format!("{reference}{pattern}");
-            for m in self.mail().mailboxes()? {
+            let mailboxes = self.account().read().await.mailboxes()?;
+            for m in mailboxes {
                 if subscribed_only && !m.subscribed {
                     continue;
                 }
@@ -612,15 +759,16 @@ impl Conn<'_> {
                 let Ok(mailbox) = ImapMailbox::try_from(m.name.clone()) else {
                     continue;
                 };
+                let items = special_use_attributes(m.special_use);
                 let data = if subscribed_only {
                     Data::Lsub {
-                        items: vec![],
+                        items,
                         delimiter,
                         mailbox,
                     }
                 } else {
                     Data::List {
-                        items: vec![],
+                        items,
                         delimiter,
                         mailbox,
                     }
@@ -632,18 +780,18 @@ impl Conn<'_> {
         Ok(())
     }
 
-    fn status(
+    async fn status(
         &mut self,
         server: &mut Server,
         tag: Tag<'static>,
         mailbox: &ImapMailbox<'static>,
         names: &[StatusDataItemName],
     ) -> Result<(), mailvault::Error> {
-        let Some(id) = self.mailbox_id(mailbox) else {
+        let Some(id) = self.mailbox_id(mailbox).await else {
             server.enqueue_status(no(tag, None, "no such mailbox"));
             return Ok(());
         };
-        let status = self.mail().status(id)?;
+        let status = self.account().read().await.status(id)?;
         let mut items = Vec::new();
         for name in names {
             match name {
@@ -682,7 +830,7 @@ impl Conn<'_> {
         date: Option<DateTime>,
         message: LiteralOrLiteral8<'_>,
     ) -> Result<(), mailvault::Error> {
-        let Some(id) = self.mailbox_id(mailbox) else {
+        let Some(id) = self.mailbox_id(mailbox).await else {
             server.enqueue_status(no(tag, Some(Code::TryCreate), "no such mailbox"));
             return Ok(());
         };
@@ -703,10 +851,13 @@ impl Conn<'_> {
             internal_date: date.map(|d| d.as_ref().timestamp()),
             provenance: None,
         };
-        let appended = self.mail().append(id, body, options).await?;
-        if self.selected.as_ref().is_some_and(|s| s.id == id) {
-            self.sync(server).await?;
-        }
+        let appended = self
+            .account()
+            .write()
+            .await
+            .append(id, body, options)
+            .await?;
+        self.sync(server).await?;
         let code = NonZeroU32::new(appended.uid_validity)
             .zip(NonZeroU32::new(appended.uid))
             .map(|(uid_validity, uid)| Code::AppendUid { uid_validity, uid });
@@ -727,44 +878,12 @@ impl Conn<'_> {
         })
     }
 
-    /// Indices into the selected view of the messages `set` names.
+    /// Indices into the client's snapshot of the messages `set` names.
     fn resolve_indices(&self, set: &SequenceSet, uid: bool) -> Vec<usize> {
         let Some(selected) = self.selected.as_ref() else {
             return Vec::new();
         };
-        let messages = &selected.view.messages;
-        let mut out = BTreeSet::new();
-        if messages.is_empty() {
-            return Vec::new();
-        }
-        let star = if uid {
-            messages[messages.len() - 1].uid
-        } else {
-            messages.len() as u32
-        };
-        let value = |s: &SeqOrUid| match s {
-            SeqOrUid::Value(v) => v.get(),
-            SeqOrUid::Asterisk => star,
-        };
-        for sequence in set.0.as_ref() {
-            let (a, b) = match sequence {
-                Sequence::Single(s) => (value(s), value(s)),
-                Sequence::Range(a, b) => (value(a), value(b)),
-            };
-            let (lo, hi) = (a.min(b), a.max(b));
-            if uid {
-                for (i, m) in messages.iter().enumerate() {
-                    if m.uid >= lo && m.uid <= hi {
-                        out.insert(i);
-                    }
-                }
-            } else {
-                for n in lo..=hi.min(messages.len() as u32) {
-                    out.insert(n as usize - 1);
-                }
-            }
-        }
-        out.into_iter().collect()
+        sequence_indices(&selected.view.messages, set, uid)
     }
 
     /// The UIDs `set` names.
@@ -776,6 +895,12 @@ impl Conn<'_> {
             .into_iter()
             .map(|i| selected.view.messages[i].uid)
             .collect()
+    }
+
+    /// The selected mailbox as it is now (flags of the messages the client knows are
+    /// read from it; its sequence numbers are not the client's).
+    async fn current(&self) -> Result<Arc<MailboxView>, mailvault::Error> {
+        self.account().view(self.selected_id()).await
     }
 
     async fn fetch(
@@ -815,7 +940,10 @@ impl Conn<'_> {
                 | MessageDataItemName::Rfc822
                 | MessageDataItemName::Rfc822Header
                 | MessageDataItemName::Rfc822Size
-                | MessageDataItemName::Rfc822Text => true,
+                | MessageDataItemName::Rfc822Text
+                | MessageDataItemName::Envelope
+                | MessageDataItemName::Body
+                | MessageDataItemName::BodyStructure => true,
                 _ => false,
             };
             if !supported {
@@ -828,10 +956,13 @@ impl Conn<'_> {
             }
         }
         let indices = self.resolve_indices(set, uid);
-        let selected = self.selected.as_ref().expect("selected");
-        let id = selected.id;
+        let (id, read_only) = {
+            let selected = self.selected.as_ref().expect("selected");
+            (selected.id, selected.read_only)
+        };
+        let mut current = self.current().await?;
         // Reading a body without PEEK sets \Seen (RFC 3501 6.4.5).
-        let sets_seen = !selected.read_only
+        let sets_seen = !read_only
             && names.iter().any(|n| {
                 matches!(
                     n,
@@ -844,18 +975,20 @@ impl Conn<'_> {
         if sets_seen {
             let unseen: Vec<u32> = indices
                 .iter()
-                .map(|&i| &selected.view.messages[i])
+                .filter_map(|&i| now_of(&current, self.snapshot_uid(i)))
                 .filter(|m| !m.flags.contains(Flags::SEEN))
                 .map(|m| m.uid)
                 .collect();
             if !unseen.is_empty() {
                 let seen = Flags::from_names([Flags::SEEN])?;
                 let stored = self
-                    .mail()
+                    .account()
+                    .write()
+                    .await
                     .store_flags(id, &unseen, FlagChange::Add(seen), None)
                     .await?;
                 seen_set.extend(stored.updated);
-                self.refresh_known()?;
+                current = self.current().await?;
             }
         }
         let needs_body = names.iter().any(|n| {
@@ -867,13 +1000,44 @@ impl Conn<'_> {
                     | MessageDataItemName::Rfc822Text
             )
         });
+        let needs_analysis = names.iter().any(|n| {
+            matches!(
+                n,
+                MessageDataItemName::Envelope
+                    | MessageDataItemName::Body
+                    | MessageDataItemName::BodyStructure
+            )
+        });
         for i in indices {
-            let summary = self.selected.as_ref().expect("selected").view.messages[i].clone();
-            let mut email = self.mail().email(id, summary.uid)?;
+            // A message expunged by someone else is still numbered for this client until
+            // the EXPUNGE is announced; there is nothing left to send of it.
+            let Some(summary) = now_of(&current, self.snapshot_uid(i)).cloned() else {
+                continue;
+            };
+            let email = self.account().read().await.email(id, summary.uid);
+            let mut email = match email {
+                Ok(email) => email,
+                Err(mailvault::Error::NoSuchMessage { .. }) => continue,
+                Err(e) => return Err(e),
+            };
             let body = if needs_body {
-                Some(self.mail().read(&email).await?)
+                let mail = self.account().read().await;
+                Some(mail.read(&email).await?)
             } else {
                 None
+            };
+            if needs_analysis && !email.analyzed {
+                email = self
+                    .account()
+                    .write()
+                    .await
+                    .analyze(id, summary.uid)
+                    .await?;
+            }
+            let nested = if needs_analysis {
+                self.nested_envelopes(&email).await?
+            } else {
+                HashMap::new()
             };
             let body_bytes: &[u8] = body.as_deref().unwrap_or(&[]);
             let mut items = Vec::with_capacity(names.len() + 1);
@@ -891,6 +1055,15 @@ impl Conn<'_> {
                     }
                     MessageDataItemName::InternalDate => {
                         MessageDataItem::InternalDate(internal_date(email.internal_date))
+                    }
+                    MessageDataItemName::Envelope => {
+                        MessageDataItem::Envelope(imap_envelope(&email.envelope))
+                    }
+                    MessageDataItemName::BodyStructure => {
+                        MessageDataItem::BodyStructure(body_structure(&email, 0, &nested, true))
+                    }
+                    MessageDataItemName::Body => {
+                        MessageDataItem::Body(body_structure(&email, 0, &nested, false))
                     }
                     MessageDataItemName::Rfc822 => MessageDataItem::Rfc822(nstring(body_bytes)),
                     MessageDataItemName::Rfc822Header => {
@@ -914,7 +1087,12 @@ impl Conn<'_> {
                             }
                             Some(Section::Part(part)) | Some(Section::Mime(part)) => {
                                 if !email.analyzed {
-                                    email = self.mail().analyze(id, summary.uid).await?;
+                                    email = self
+                                        .account()
+                                        .write()
+                                        .await
+                                        .analyze(id, summary.uid)
+                                        .await?;
                                 }
                                 let path: Vec<u32> =
                                     part.0.as_ref().iter().map(|n| n.get()).collect();
@@ -925,7 +1103,8 @@ impl Conn<'_> {
                                 };
                                 match Mailstore::imap_section(&email, &path) {
                                     Some(p) => {
-                                        self.mail().read_part(&email, p, which).await?.to_vec()
+                                        let mail = self.account().read().await;
+                                        mail.read_part(&email, p, which).await?.to_vec()
                                     }
                                     None => Vec::new(),
                                 }
@@ -962,6 +1141,151 @@ impl Conn<'_> {
         Ok(())
     }
 
+    /// SEARCH and UID SEARCH: the library evaluates every key over metadata, against the
+    /// client's snapshot (its sequence numbers) with the flags as they are now; BODY,
+    /// TEXT and HEADER of a field the envelope does not keep are evaluated here first,
+    /// by reading each message (slow, until the text-search issue), and passed in as UID
+    /// sets.
+    async fn search(
+        &mut self,
+        server: &mut Server,
+        tag: Tag<'static>,
+        charset: Option<Charset<'_>>,
+        criteria: Vec1<ImapSearchKey<'_>>,
+        uid: bool,
+    ) -> Result<(), mailvault::Error> {
+        if let Some(charset) = charset {
+            let name = match &charset {
+                Charset::Atom(a) => a.as_ref().to_string(),
+                Charset::Quoted(q) => q.as_ref().to_string(),
+            };
+            if !["us-ascii", "utf-8"].contains(&name.to_ascii_lowercase().as_str()) {
+                let allowed = ["US-ASCII", "UTF-8"]
+                    .into_iter()
+                    .filter_map(|c| Atom::try_from(c).ok().map(Charset::from))
+                    .collect();
+                server.enqueue_status(no(
+                    tag,
+                    Some(Code::BadCharset { allowed }),
+                    format!("charset {name} is not supported"),
+                ));
+                return Ok(());
+            }
+        }
+        let id = self.selected_id();
+        let current = self.current().await?;
+        // The client's numbering, today's flags: what SEARCH compares.
+        let view = {
+            let snapshot = &self.selected.as_ref().expect("selected").view;
+            MailboxView {
+                mailbox: current.mailbox.clone(),
+                status: current.status,
+                messages: snapshot
+                    .messages
+                    .iter()
+                    .map(|m| now_of(&current, m.uid).unwrap_or(m).clone())
+                    .collect(),
+            }
+        };
+        let criteria = ImapSearchKey::And(criteria);
+        let mut texts = Vec::new();
+        text_keys(&criteria, &mut texts);
+        let matched = self.scan_texts(id, &view, &texts).await?;
+        let mut matched = matched.into_iter();
+        let key = search_key(&criteria, &view, &mut matched);
+        if key.needs_envelope() {
+            // Deliveries imported without reading them have no envelope yet.
+            for m in &view.messages {
+                let analyzed = match self.account().read().await.email(id, m.uid) {
+                    Ok(email) => email.analyzed,
+                    Err(_) => true,
+                };
+                if !analyzed {
+                    self.account().write().await.analyze(id, m.uid).await?;
+                }
+            }
+        }
+        let uids = self.account().read().await.search_view(&view, &key)?;
+        let numbers: Vec<NonZeroU32> = uids
+            .iter()
+            .filter_map(|&u| {
+                if uid {
+                    NonZeroU32::new(u)
+                } else {
+                    view.sequence_of(u).and_then(NonZeroU32::new)
+                }
+            })
+            .collect();
+        server.enqueue_data(Data::Search(numbers));
+        let done = if uid {
+            "UID SEARCH completed"
+        } else {
+            "SEARCH completed"
+        };
+        server.enqueue_status(ok(tag, None, done));
+        Ok(())
+    }
+
+    /// For each text key (in `text_keys` order), the UIDs of the messages of `view` that
+    /// match it, by reading each message once.
+    async fn scan_texts(
+        &self,
+        id: MailboxId,
+        view: &MailboxView,
+        texts: &[TextKey],
+    ) -> Result<Vec<Vec<(u32, u32)>>, mailvault::Error> {
+        let mut matched = vec![Vec::new(); texts.len()];
+        if texts.is_empty() {
+            return Ok(matched);
+        }
+        for m in &view.messages {
+            let body = {
+                let mail = self.account().read().await;
+                match mail.email(id, m.uid) {
+                    Ok(email) => mail.read(&email).await?,
+                    // Expunged meanwhile: nothing to read, nothing matches.
+                    Err(mailvault::Error::NoSuchMessage { .. }) => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+            for (key, uids) in texts.iter().zip(matched.iter_mut()) {
+                if key.matches(&body) {
+                    uids.push((m.uid, m.uid));
+                }
+            }
+        }
+        Ok(matched)
+    }
+
+    /// The envelopes of the messages nested in `message/rfc822` parts of `email`, by the
+    /// index of the nested message's root part: each one's header read (one ranged GET)
+    /// and parsed, as the analysis does not keep them.
+    async fn nested_envelopes(
+        &self,
+        email: &EmailRecord,
+    ) -> Result<HashMap<usize, mailvault::mail::Envelope>, mailvault::Error> {
+        let mut out = HashMap::new();
+        for (i, part) in email.parts.iter().enumerate() {
+            if !is_message_rfc822(part) {
+                continue;
+            }
+            let Some(root) = children(&email.parts, i).first().copied() else {
+                continue;
+            };
+            let header = {
+                let mail = self.account().read().await;
+                mail.read_part(email, root, PartSection::Header).await?
+            };
+            out.insert(root, Mailstore::header_envelope(&header));
+        }
+        Ok(out)
+    }
+
+    /// The UID of the client's message at index `i` of its snapshot.
+    fn snapshot_uid(&self, i: usize) -> u32 {
+        self.selected.as_ref().expect("selected").view.messages[i].uid
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn store(
         &mut self,
@@ -992,16 +1316,16 @@ impl Conn<'_> {
         };
         let indices = self.resolve_indices(set, uid);
         let id = self.selected_id();
-        let uids: Vec<u32> = {
-            let view = &self.selected.as_ref().expect("selected").view;
-            indices.iter().map(|&i| view.messages[i].uid).collect()
-        };
-        self.mail().store_flags(id, &uids, change, None).await?;
-        self.refresh_known()?;
-        let selected = self.selected.as_ref().expect("selected");
+        let uids: Vec<u32> = indices.iter().map(|&i| self.snapshot_uid(i)).collect();
+        self.account()
+            .write()
+            .await
+            .store_flags(id, &uids, change, None)
+            .await?;
         if matches!(response, StoreResponse::Answer) {
+            let current = self.current().await?;
             for &i in &indices {
-                let Some(m) = selected.view.messages.get(i) else {
+                let Some(m) = now_of(&current, self.snapshot_uid(i)) else {
                     continue;
                 };
                 let mut items = vec![MessageDataItem::Flags(fetch_flags(&m.flags))];
@@ -1019,55 +1343,504 @@ impl Conn<'_> {
         Ok(())
     }
 
-    /// Expunges (all `\Deleted` messages, or those among `uids`) and sends EXPUNGE for
-    /// each, highest sequence number first so that each number is valid when sent.
-    async fn expunge(
-        &mut self,
-        server: &mut Server,
-        uids: Option<Vec<u32>>,
-    ) -> Result<(), mailvault::Error> {
+    /// Expunges (all `\Deleted` messages, or those among `uids`); the caller announces
+    /// them (`sync`).
+    async fn expunge(&mut self, uids: Option<Vec<u32>>) -> Result<(), mailvault::Error> {
         let selected = self.selected.as_ref().expect("selected");
         if selected.read_only {
             return Ok(());
         }
         let id = selected.id;
-        let removed: BTreeSet<u32> = self
-            .mail()
+        self.account()
+            .write()
+            .await
             .expunge(id, uids.as_deref())
-            .await?
-            .into_iter()
+            .await?;
+        Ok(())
+    }
+}
+
+/// The message `uid` as it is now in `current`, if it is still there.
+fn now_of(current: &MailboxView, uid: u32) -> Option<&MessageSummary> {
+    current
+        .messages
+        .binary_search_by_key(&uid, |m| m.uid)
+        .ok()
+        .map(|i| &current.messages[i])
+}
+
+/// Announces what changed from the client's snapshot `old` to `new`: EXPUNGE for the
+/// messages gone, highest sequence number first (each number is then valid when sent),
+/// EXISTS when the count differs from what remains, FETCH FLAGS for the messages whose
+/// flags changed (at their sequence numbers in `new`).
+fn announce_changes(server: &mut Server, old: &MailboxView, new: &MailboxView) {
+    for (i, m) in old.messages.iter().enumerate().rev() {
+        if now_of(new, m.uid).is_none() {
+            server.enqueue_data(Data::Expunge(seq(i)));
+        }
+    }
+    let remaining = old
+        .messages
+        .iter()
+        .filter(|m| now_of(new, m.uid).is_some())
+        .count();
+    if new.messages.len() != remaining {
+        server.enqueue_data(Data::Exists(new.messages.len() as u32));
+    }
+    for (i, m) in new.messages.iter().enumerate() {
+        if let Ok(j) = old.messages.binary_search_by_key(&m.uid, |o| o.uid) {
+            if old.messages[j].flags != m.flags {
+                server.enqueue_data(Data::Fetch {
+                    seq: seq(i),
+                    items: Vec1::from(MessageDataItem::Flags(fetch_flags(&m.flags))),
+                });
+            }
+        }
+    }
+}
+
+/// Indices into `messages` (in UID order) of the messages `set` names: by UID, or by
+/// message sequence number (`n` is index `n - 1`).
+fn sequence_indices(messages: &[MessageSummary], set: &SequenceSet, uid: bool) -> Vec<usize> {
+    let mut out = BTreeSet::new();
+    if messages.is_empty() {
+        return Vec::new();
+    }
+    let star = if uid {
+        messages[messages.len() - 1].uid
+    } else {
+        messages.len() as u32
+    };
+    let value = |s: &SeqOrUid| match s {
+        SeqOrUid::Value(v) => v.get(),
+        SeqOrUid::Asterisk => star,
+    };
+    for sequence in set.0.as_ref() {
+        let (a, b) = match sequence {
+            Sequence::Single(s) => (value(s), value(s)),
+            Sequence::Range(a, b) => (value(a), value(b)),
+        };
+        let (lo, hi) = (a.min(b), a.max(b));
+        if uid {
+            let start = messages.partition_point(|m| m.uid < lo);
+            let end = messages.partition_point(|m| m.uid <= hi);
+            out.extend(start..end);
+        } else {
+            for n in lo..=hi.min(messages.len() as u32) {
+                out.insert(n as usize - 1);
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+// ---------------------------------------------------------------- ENVELOPE, BODYSTRUCTURE
+//
+// One function per item, from the analysis stored at append or import (`EmailRecord`):
+// `imap_envelope` (ENVELOPE), `imap_address` (its addresses), `body_structure` (BODY and
+// BODYSTRUCTURE). What the analysis does not keep is NIL: the Date header as written
+// (its Unix seconds are given in UTC), encoded words (names and subject are given
+// decoded), group syntax, Content-Description, Content-MD5, Content-Language,
+// Content-Location, disposition parameters other than the file name.
+
+fn nstr(s: Option<&str>) -> NString<'static> {
+    NString(s.and_then(|s| IString::try_from(s.to_string()).ok()))
+}
+
+fn istr(s: &str) -> IString<'static> {
+    IString::try_from(s.to_string())
+        .unwrap_or_else(|_| IString::Literal(Literal::unvalidated(s.as_bytes().to_vec())))
+}
+
+/// ENVELOPE (RFC 9051 7.5.2) from the stored envelope.
+fn imap_envelope(e: &mailvault::mail::Envelope) -> ImapEnvelope<'static> {
+    let date = e
+        .date
+        .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
+        .map(|d| d.format("%a, %d %b %Y %H:%M:%S +0000").to_string());
+    let addresses = |list: &[mailvault::mail::Address]| list.iter().map(imap_address).collect();
+    let from: Vec<ImapAddress<'static>> = addresses(&e.from);
+    // RFC 9051: Sender and Reply-To default to From.
+    let or_from = |list: &[mailvault::mail::Address]| {
+        if list.is_empty() {
+            from.clone()
+        } else {
+            addresses(list)
+        }
+    };
+    let ids = |list: &[String]| {
+        (!list.is_empty()).then(|| {
+            list.iter()
+                .map(|id| format!("<{id}>"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+    };
+    ImapEnvelope {
+        date: nstr(date.as_deref()),
+        subject: nstr(e.subject.as_deref()),
+        sender: or_from(&e.sender),
+        reply_to: or_from(&e.reply_to),
+        from,
+        to: addresses(&e.to),
+        cc: addresses(&e.cc),
+        bcc: addresses(&e.bcc),
+        in_reply_to: nstr(ids(&e.in_reply_to).as_deref()),
+        message_id: nstr(e.message_id.as_ref().map(|id| format!("<{id}>")).as_deref()),
+    }
+}
+
+/// One address of an ENVELOPE: the mailbox and host parts of `local@domain`.
+fn imap_address(a: &mailvault::mail::Address) -> ImapAddress<'static> {
+    let (mailbox, host) = match a.email.rsplit_once('@') {
+        Some((local, domain)) => (local, Some(domain)),
+        None => (a.email.as_str(), None),
+    };
+    ImapAddress {
+        name: nstr(a.name.as_deref()),
+        adl: NString(None),
+        mailbox: nstr(Some(mailbox)),
+        host: nstr(host),
+    }
+}
+
+fn is_message_rfc822(part: &MimePart) -> bool {
+    part.content_type.eq_ignore_ascii_case("message") && part.subtype.eq_ignore_ascii_case("rfc822")
+}
+
+/// Indices of the parts whose parent is `of`, in order.
+fn children(parts: &[MimePart], of: usize) -> Vec<usize> {
+    (0..parts.len())
+        .filter(|&i| parts[i].parent == Some(of as u32))
+        .collect()
+}
+
+/// BODYSTRUCTURE (`extended`) or BODY of part `index` of `email` (RFC 9051 7.5.2);
+/// `nested` holds the envelopes of messages nested in `message/rfc822` parts, by the
+/// index of their root part.
+fn body_structure(
+    email: &EmailRecord,
+    index: usize,
+    nested: &HashMap<usize, mailvault::mail::Envelope>,
+    extended: bool,
+) -> BodyStructure<'static> {
+    let params = |list: &[(String, String)]| -> Vec<(IString<'static>, IString<'static>)> {
+        list.iter()
+            .map(|(k, v)| (istr(&k.to_ascii_uppercase()), istr(v)))
+            .collect()
+    };
+    let Some(part) = email.parts.get(index) else {
+        // Not analyzed (too large to parse): one text part, the whole message.
+        return plain_text(email.size, 0, extended);
+    };
+    let disposition = || Disposition {
+        disposition: part.disposition.as_ref().map(|d| {
+            let mut list = Vec::new();
+            if let Some(name) = &part.filename {
+                let in_type = part
+                    .params
+                    .iter()
+                    .any(|(k, v)| k.eq_ignore_ascii_case("name") && v == name);
+                if !in_type {
+                    list.push((istr("FILENAME"), istr(name)));
+                }
+            }
+            (istr(&d.to_ascii_uppercase()), list)
+        }),
+        tail: None,
+    };
+    let kids = children(&email.parts, index);
+    if part.content_type.eq_ignore_ascii_case("multipart") {
+        let bodies: Vec<BodyStructure<'static>> = kids
+            .iter()
+            .map(|&k| body_structure(email, k, nested, extended))
             .collect();
-        self.announce_expunged(server, &removed);
-        Ok(())
+        if let Ok(bodies) = Vec1::try_from(bodies) {
+            return BodyStructure::Multi {
+                bodies,
+                subtype: istr(&part.subtype.to_ascii_uppercase()),
+                extension_data: extended.then(|| MultiPartExtensionData {
+                    parameter_list: params(&part.params),
+                    tail: Some(disposition()),
+                }),
+            };
+        }
     }
+    let mut parameter_list = params(&part.params);
+    let is_text = part.content_type.eq_ignore_ascii_case("text");
+    if is_text
+        && !part
+            .params
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("charset"))
+    {
+        // RFC 2045 5.2: the default.
+        parameter_list.insert(0, (istr("CHARSET"), istr("US-ASCII")));
+    }
+    let size = part.end_offset - part.body_offset;
+    let basic = BasicFields {
+        parameter_list,
+        id: nstr(
+            part.content_id
+                .as_ref()
+                .map(|id| format!("<{id}>"))
+                .as_deref(),
+        ),
+        description: NString(None),
+        content_transfer_encoding: istr(
+            &part
+                .transfer_encoding
+                .as_deref()
+                .unwrap_or("7bit")
+                .to_ascii_uppercase(),
+        ),
+        size: u32::try_from(size).unwrap_or(u32::MAX),
+    };
+    let specific = match kids.first() {
+        Some(&root) if is_message_rfc822(part) => SpecificFields::Message {
+            envelope: Box::new(imap_envelope(
+                nested
+                    .get(&root)
+                    .unwrap_or(&mailvault::mail::Envelope::default()),
+            )),
+            body_structure: Box::new(body_structure(email, root, nested, extended)),
+            number_of_lines: part.lines,
+        },
+        // A message/rfc822 part in a transfer encoding (which RFC 2046 forbids) is not
+        // parsed in place: a message without header fields, its body one text part.
+        None if is_message_rfc822(part) => SpecificFields::Message {
+            envelope: Box::new(imap_envelope(&mailvault::mail::Envelope::default())),
+            body_structure: Box::new(plain_text(size, part.lines, extended)),
+            number_of_lines: part.lines,
+        },
+        _ if is_text => SpecificFields::Text {
+            subtype: istr(&part.subtype.to_ascii_uppercase()),
+            number_of_lines: part.lines,
+        },
+        _ => SpecificFields::Basic {
+            r#type: istr(&part.content_type.to_ascii_uppercase()),
+            subtype: istr(&part.subtype.to_ascii_uppercase()),
+        },
+    };
+    BodyStructure::Single {
+        body: Body { basic, specific },
+        extension_data: extended.then(|| SinglePartExtensionData {
+            md5: NString(None),
+            tail: Some(disposition()),
+        }),
+    }
+}
 
-    /// Sends EXPUNGE for the messages of `removed` the client knows, highest sequence
-    /// number first (each number is then valid when sent), and drops them from the view.
-    fn announce_expunged(&mut self, server: &mut Server, removed: &BTreeSet<u32>) {
-        let selected = self.selected.as_mut().expect("selected");
-        for (i, m) in selected.view.messages.iter().enumerate().rev() {
-            if removed.contains(&m.uid) {
-                server.enqueue_data(Data::Expunge(seq(i)));
+/// The structure of a body of `size` bytes and `lines` lines read as one US-ASCII text
+/// part (RFC 2045's defaults).
+fn plain_text(size: u64, lines: u32, extended: bool) -> BodyStructure<'static> {
+    BodyStructure::Single {
+        body: Body {
+            basic: BasicFields {
+                parameter_list: vec![(istr("CHARSET"), istr("US-ASCII"))],
+                id: NString(None),
+                description: NString(None),
+                content_transfer_encoding: istr("7BIT"),
+                size: u32::try_from(size).unwrap_or(u32::MAX),
+            },
+            specific: SpecificFields::Text {
+                subtype: istr("PLAIN"),
+                number_of_lines: lines,
+            },
+        },
+        extension_data: extended.then_some(SinglePartExtensionData {
+            md5: NString(None),
+            tail: Some(Disposition {
+                disposition: None,
+                tail: None,
+            }),
+        }),
+    }
+}
+
+/// A SEARCH key that needs the message text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TextKey {
+    /// `BODY s`: the text after the header.
+    Body(String),
+    /// `TEXT s`: header and body.
+    Text(String),
+    /// `HEADER field s` of a field the envelope does not keep.
+    Header(String, String),
+}
+
+impl TextKey {
+    /// Whether `message` matches: a case-insensitive substring of the raw text (no MIME
+    /// decoding: a word inside base64 or quoted-printable is not found).
+    fn matches(&self, message: &[u8]) -> bool {
+        let contains = |hay: &[u8], needle: &str| {
+            needle.is_empty()
+                || String::from_utf8_lossy(hay)
+                    .to_lowercase()
+                    .contains(&needle.to_lowercase())
+        };
+        let (header, body) = split_header(message);
+        match self {
+            TextKey::Body(s) => contains(body, s),
+            TextKey::Text(s) => contains(message, s),
+            TextKey::Header(field, s) => header_values(header, field)
+                .iter()
+                .any(|value| contains(value.as_bytes(), s)),
+        }
+    }
+}
+
+/// The unfolded values of the fields named `name` in a header block.
+fn header_values(header: &[u8], name: &str) -> Vec<String> {
+    let mut values: Vec<String> = Vec::new();
+    let mut current: Option<String> = None;
+    for line in header.split_inclusive(|&b| b == b'\n') {
+        let text = String::from_utf8_lossy(line);
+        let text = text.trim_end_matches(['\r', '\n']);
+        if text.is_empty() {
+            break;
+        }
+        if text.starts_with([' ', '\t']) {
+            if let Some(value) = current.as_mut() {
+                value.push_str(text);
+            }
+            continue;
+        }
+        values.extend(current.take());
+        if let Some((field, value)) = text.split_once(':') {
+            if field.trim().eq_ignore_ascii_case(name) {
+                current = Some(value.trim_start().to_string());
             }
         }
-        selected.view.messages.retain(|m| !removed.contains(&m.uid));
     }
+    values.extend(current);
+    values
+}
 
-    /// Re-reads the flags of the messages the client knows, keeping its sequence
-    /// numbers: new and vanished messages are reported at the next NOOP, CHECK or
-    /// SELECT (`sync`), never in between.
-    fn refresh_known(&mut self) -> Result<(), mailvault::Error> {
-        let id = self.selected_id();
-        let now = self.mail().view(id)?;
-        let selected = self.selected.as_mut().expect("selected");
-        for m in &mut selected.view.messages {
-            if let Ok(i) = now.messages.binary_search_by_key(&m.uid, |n| n.uid) {
-                m.flags = now.messages[i].flags.clone();
-                m.modseq = now.messages[i].modseq;
-            }
+fn astring(s: &AString<'_>) -> String {
+    String::from_utf8_lossy(s.as_ref()).into_owned()
+}
+
+/// The text keys of `key`, depth first (the order `search_key` consumes them in).
+fn text_keys(key: &ImapSearchKey<'_>, out: &mut Vec<TextKey>) {
+    match key {
+        ImapSearchKey::Body(s) => out.push(TextKey::Body(astring(s))),
+        ImapSearchKey::Text(s) => out.push(TextKey::Text(astring(s))),
+        ImapSearchKey::Header(field, s) if HeaderField::from_name(&astring(field)).is_none() => {
+            out.push(TextKey::Header(astring(field), astring(s)))
         }
-        Ok(())
+        ImapSearchKey::And(keys) => keys.as_ref().iter().for_each(|k| text_keys(k, out)),
+        ImapSearchKey::Not(k) => text_keys(k, out),
+        ImapSearchKey::Or(a, b) => {
+            text_keys(a, out);
+            text_keys(b, out);
+        }
+        _ => {}
     }
+}
+
+/// The library's key for an IMAP SEARCH key: sequence numbers and `*` resolved against
+/// `view`, text keys replaced by the UID sets `texts` yields (in `text_keys` order).
+fn search_key(
+    key: &ImapSearchKey<'_>,
+    view: &MailboxView,
+    texts: &mut impl Iterator<Item = Vec<(u32, u32)>>,
+) -> SearchKey {
+    use ImapSearchKey as K;
+    let flag = |name: &str| SearchKey::Flag(name.to_string());
+    let no_flag = |name: &str| SearchKey::NoFlag(name.to_string());
+    let day = |d: &imap_next::imap_types::datetime::NaiveDate| {
+        let d = d.as_ref();
+        mailvault::mail::SearchDay::from_ymd(d.year(), d.month(), d.day())
+            .unwrap_or(mailvault::mail::SearchDay::of_timestamp(0))
+    };
+    let header = |field: HeaderField, s: &AString<'_>| SearchKey::Header(field, astring(s));
+    let last_uid = view.messages.last().map_or(0, |m| m.uid);
+    let last_seq = view.messages.len() as u32;
+    match key {
+        K::And(keys) => SearchKey::And(
+            keys.as_ref()
+                .iter()
+                .map(|k| search_key(k, view, texts))
+                .collect(),
+        ),
+        K::SequenceSet(set) => SearchKey::Sequence(ranges(set, last_seq)),
+        K::Uid(set) => SearchKey::Uid(ranges(set, last_uid)),
+        K::All => SearchKey::All,
+        K::Answered => flag(Flags::ANSWERED),
+        K::Deleted => flag(Flags::DELETED),
+        K::Draft => flag(Flags::DRAFT),
+        K::Flagged => flag(Flags::FLAGGED),
+        K::Seen => flag(Flags::SEEN),
+        K::Unanswered => no_flag(Flags::ANSWERED),
+        K::Undeleted => no_flag(Flags::DELETED),
+        K::Undraft => no_flag(Flags::DRAFT),
+        K::Unflagged => no_flag(Flags::FLAGGED),
+        K::Unseen => no_flag(Flags::SEEN),
+        K::Keyword(k) => flag(k.as_ref()),
+        K::Unkeyword(k) => no_flag(k.as_ref()),
+        K::New => SearchKey::New,
+        K::Old => SearchKey::Old,
+        K::Recent => SearchKey::Recent,
+        K::Before(d) => SearchKey::Before(day(d)),
+        K::On(d) => SearchKey::On(day(d)),
+        K::Since(d) => SearchKey::Since(day(d)),
+        K::SentBefore(d) => SearchKey::SentBefore(day(d)),
+        K::SentOn(d) => SearchKey::SentOn(day(d)),
+        K::SentSince(d) => SearchKey::SentSince(day(d)),
+        K::Larger(n) => SearchKey::Larger(u64::from(*n)),
+        K::Smaller(n) => SearchKey::Smaller(u64::from(*n)),
+        K::From(s) => header(HeaderField::From, s),
+        K::To(s) => header(HeaderField::To, s),
+        K::Cc(s) => header(HeaderField::Cc, s),
+        K::Bcc(s) => header(HeaderField::Bcc, s),
+        K::Subject(s) => header(HeaderField::Subject, s),
+        K::Header(field, s) => match HeaderField::from_name(&astring(field)) {
+            Some(field) => header(field, s),
+            None => SearchKey::Uid(texts.next().unwrap_or_default()),
+        },
+        K::Body(_) | K::Text(_) => SearchKey::Uid(texts.next().unwrap_or_default()),
+        K::Not(k) => SearchKey::Not(Box::new(search_key(k, view, texts))),
+        K::Or(a, b) => {
+            let a = search_key(a, view, texts);
+            let b = search_key(b, view, texts);
+            SearchKey::Or(Box::new(a), Box::new(b))
+        }
+    }
+}
+
+/// The inclusive ranges of a sequence set, `*` being `last`.
+fn ranges(set: &SequenceSet, last: u32) -> Vec<(u32, u32)> {
+    let value = |s: &SeqOrUid| match s {
+        SeqOrUid::Value(v) => v.get(),
+        SeqOrUid::Asterisk => last,
+    };
+    set.0
+        .as_ref()
+        .iter()
+        .map(|sequence| match sequence {
+            Sequence::Single(s) => (value(s), value(s)),
+            Sequence::Range(a, b) => (value(a), value(b)),
+        })
+        .collect()
+}
+
+/// The COPYUID code of a copy or move (RFC 4315), when something was copied.
+fn copy_uid(copied: &mailvault::mail::Copied) -> Option<Code<'static>> {
+    let uid_validity = NonZeroU32::new(copied.uid_validity)?;
+    let set = |uids: Vec<u32>| -> Option<UidSet> {
+        let elements: Vec<UidElement> = uids
+            .into_iter()
+            .filter_map(NonZeroU32::new)
+            .map(UidElement::Single)
+            .collect();
+        Vec1::try_from(elements).ok().map(UidSet)
+    };
+    Some(Code::CopyUid {
+        uid_validity,
+        source: set(copied.uids.iter().map(|(from, _)| *from).collect())?,
+        destination: set(copied.uids.iter().map(|(_, to)| *to).collect())?,
+    })
 }
 
 /// The tag a discarded command line starts with, if it is a valid one.
@@ -1078,13 +1851,37 @@ fn tag_of(line: &[u8]) -> Option<Tag<'static>> {
     Tag::try_from(line[..end].to_vec()).ok()
 }
 
+/// What the server advertises: exactly what it implements.
 fn capabilities() -> Vec1<Capability<'static>> {
-    Vec1::try_from(vec![
+    let mut caps = vec![
         Capability::Imap4Rev1,
+        Capability::Idle,
         Capability::LiteralPlus,
+        Capability::UidPlus,
         Capability::Move,
-    ])
-    .unwrap_or_else(|_| Vec1::from(Capability::Imap4Rev1))
+        Capability::Unselect,
+        Capability::Namespace,
+        Capability::Id,
+        Capability::Enable,
+    ];
+    // RFC 6154: LIST shows each mailbox's special use.
+    if let Ok(atom) = Atom::try_from("SPECIAL-USE") {
+        caps.push(Capability::from(atom));
+    }
+    Vec1::try_from(caps).unwrap_or_else(|_| Vec1::from(Capability::Imap4Rev1))
+}
+
+/// The LIST attributes of a mailbox's special use (RFC 6154: `\Sent`...).
+fn special_use_attributes(
+    special_use: Option<mailvault::mail::SpecialUse>,
+) -> Vec<FlagNameAttribute<'static>> {
+    special_use
+        .and_then(|u| {
+            let name = u.imap_attribute().trim_start_matches('\\');
+            Atom::try_from(name.to_string()).ok()
+        })
+        .map(|atom| vec![FlagNameAttribute::from(atom)])
+        .unwrap_or_default()
 }
 
 /// Message sequence number of index `i`.
@@ -1225,6 +2022,35 @@ mod tests {
         assert!(matches_pattern("Projects/%", "Projects/2026"));
         assert!(matches_pattern("inbox", "INBOX"));
         assert!(!matches_pattern("Sent", "INBOX"));
+    }
+
+    #[test]
+    fn text_search_keys() {
+        let message = b"Subject: hi\r\nX-Tag: one\r\n two\r\nX-Tag: three\r\n\r\nBody Text\r\n";
+        let key = |k: TextKey| k.matches(message);
+        assert!(key(TextKey::Body("body text".into())));
+        assert!(
+            !key(TextKey::Body("subject".into())),
+            "BODY skips the header"
+        );
+        assert!(key(TextKey::Text("SUBJECT: HI".into())));
+        assert!(
+            key(TextKey::Header("x-tag".into(), "one two".into())),
+            "unfolded"
+        );
+        assert!(
+            key(TextKey::Header("X-Tag".into(), "three".into())),
+            "second field"
+        );
+        assert!(
+            key(TextKey::Header("X-Tag".into(), String::new())),
+            "present"
+        );
+        assert!(
+            !key(TextKey::Header("X-Other".into(), String::new())),
+            "absent"
+        );
+        assert!(!key(TextKey::Header("X-Tag".into(), "body".into())));
     }
 
     #[test]

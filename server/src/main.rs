@@ -199,6 +199,7 @@ async fn serve(config: Config) -> Result<(), BoxError> {
             provider: provider.clone(),
             accounts: accounts.clone(),
             max_message_size: config.max_message_size,
+            registry: Default::default(),
         });
         tasks.spawn(imap::accept_loop(listener, state));
     }

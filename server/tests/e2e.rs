@@ -212,6 +212,37 @@ fn e2e(store: &str, env: Env) {
     );
     wait_for_port(imap_port, &mut server, &log);
     wait_for_port(lmtp_port, &mut server, &log);
+    // A second server process on the same store and directory, LMTP only: what it
+    // delivers reaches the first one's IDLE connections through the store.
+    let lmtp_port_b = free_port();
+    let config_b = dir.path().join("mailvault-b.toml");
+    std::fs::write(
+        &config_b,
+        std::fs::read_to_string(config)
+            .expect("read the config")
+            .lines()
+            .filter(|l| !l.starts_with("imap_listen") && !l.starts_with("lmtp_listen"))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+            .replacen(
+                "\n",
+                &format!("\nlmtp_listen = \"127.0.0.1:{lmtp_port_b}\"\n"),
+                1,
+            ),
+    )
+    .expect("write the second config");
+    let log_b = dir.path().join("server-b.log");
+    let mut server_b = Server(
+        Command::new(BIN)
+            .args(["serve", "--config", config_b.to_str().expect("UTF-8 path")])
+            .env("RUST_LOG", "info")
+            .envs(env.iter().cloned())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_b).expect("log file"))
+            .spawn()
+            .expect("start the second server"),
+    );
+    wait_for_port(lmtp_port_b, &mut server_b, &log_b);
 
     let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/corpus/mail-parser/rfc");
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/e2e_clients.py");
@@ -227,6 +258,7 @@ fn e2e(store: &str, env: Env) {
         .arg(corpus.join("000.eml"))
         .arg(corpus.join("008.eml"))
         .arg(corpus.join("002.eml"))
+        .env("E2E_LMTP_PORT_B", lmtp_port_b.to_string())
         .stdout(std::fs::File::create(&client_out).expect("client output file"))
         .stderr(std::fs::File::create(&client_err).expect("client error file"))
         .spawn()
@@ -265,6 +297,15 @@ fn e2e(store: &str, env: Env) {
         "the Python clients failed: {status:?} (None: timed out)"
     );
     assert!(alive, "the server must survive the session");
+    // Connections of one account share the account's one handle: a login while another
+    // connection of the account is open finds it open.
+    let log_text = strip_ansi(&std::fs::read_to_string(&log).unwrap_or_default());
+    assert!(
+        log_text
+            .lines()
+            .any(|l| l.contains("IMAP login") && l.contains("shared=true")),
+        "no login shared an open account handle:\n{log_text}"
+    );
 
     if !env.is_empty() {
         return;
@@ -290,6 +331,24 @@ fn e2e(store: &str, env: Env) {
             );
         }
     }
+}
+
+/// The log without its colour escapes (`ESC [ ... m`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -75,6 +75,14 @@ impl Mailstore {
         self.blobs.get_range(&email.pin, range).await
     }
 
+    /// The envelope of a header block (`From:` ... up to the blank line), parsed as at
+    /// append: what a server computes for a message nested in a `message/rfc822` part
+    /// (its header read with [`read_part`](Self::read_part)), whose envelope the
+    /// analysis does not keep.
+    pub fn header_envelope(header: &[u8]) -> Envelope {
+        mime::analyze_header(header)
+    }
+
     /// The part an IMAP section number names (`[1, 2]` for `BODY[1.2]`), as an index
     /// into [`EmailRecord::parts`].
     pub fn imap_section(email: &EmailRecord, path: &[u32]) -> Option<usize> {

@@ -62,10 +62,12 @@ mod maintenance;
 mod messages;
 mod mime;
 mod reencrypt;
+mod search;
 
 pub use import::ImportReport;
 pub(crate) use mime::{analyze, analyze_header};
 pub use reencrypt::EpochProgress;
+pub use search::{HeaderField, SearchDay, SearchKey};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Range;

@@ -18,6 +18,8 @@ mod index;
 mod keys;
 mod mail;
 mod mail_api;
+mod mail_fetch;
+mod mail_search;
 mod requests;
 mod roundtrip;
 mod sealed;
