@@ -90,6 +90,17 @@ pub async fn accept_loop(listener: TcpListener, state: Arc<Imap>) {
     }
 }
 
+/// The response code of a command that failed with `e` (RFC 9051 §7.1, RFC 9208 §4.3),
+/// from the library's typed errors.
+fn response_code(e: &mailvault::Error) -> Option<Code<'static>> {
+    match e {
+        mailvault::Error::OverQuota { .. } => Some(Code::OverQuota),
+        mailvault::Error::TooBig { .. } => Some(Code::TooBig),
+        mailvault::Error::NoSuchMailbox { .. } => Some(Code::TryCreate),
+        _ => None,
+    }
+}
+
 /// A response text: printable, one line, never empty.
 fn text(s: impl Into<String>) -> Text<'static> {
     let s: String = s
@@ -231,7 +242,8 @@ async fn connection(stream: TcpStream, state: &Imap) {
                     }
                     Err(e) => {
                         tracing::warn!(command = name, error = %e, "IMAP command failed");
-                        server.enqueue_status(no(tag, None, format!("{name} failed: {e}")));
+                        let code = response_code(&e);
+                        server.enqueue_status(no(tag, code, format!("{name} failed: {e}")));
                     }
                 }
             }
