@@ -72,6 +72,12 @@ enum AccountCommand {
         /// A file holding the password (one trailing newline is ignored).
         #[arg(long)]
         password_file: PathBuf,
+        /// Storage quota in bytes (IMAP `[OVERQUOTA]`, LMTP `552 5.2.2` beyond it).
+        #[arg(long)]
+        storage_limit: Option<u64>,
+        /// Largest message accepted for this account, bytes.
+        #[arg(long)]
+        message_limit: Option<u64>,
     },
 }
 
@@ -112,6 +118,8 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                     config,
                     name,
                     password_file,
+                    storage_limit,
+                    message_limit,
                 },
         } => {
             let config = Config::load(&config)?;
@@ -130,6 +138,18 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             }
             let provider = config.provider().await?;
             let account = provider.create_account(password).await?;
+            if storage_limit.is_some() || message_limit.is_some() {
+                let directory = config.open_directory()?;
+                let mut record = directory
+                    .account_record(&account)
+                    .await?
+                    .ok_or("the account record vanished")?;
+                record.limits = mailvault::directory::AccountLimits {
+                    storage: storage_limit,
+                    message_size: message_limit,
+                };
+                directory.set_account_record(&account, record).await?;
+            }
             accounts.insert(&name, account)?;
             println!("{account}");
             Ok(())

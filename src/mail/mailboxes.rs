@@ -225,6 +225,24 @@ impl Mailstore {
         Ok(self.limits)
     }
 
+    /// What an append or a copy checks its quota against: the limit, and (for an account
+    /// with a quota) the bytes delivered to it ever, from the directory.
+    pub(super) async fn quota_check(&self) -> Result<QuotaCheck> {
+        let delivered = match self.limits.storage {
+            Some(_) => {
+                self.directory
+                    .mark(&self.account(), crate::directory::DELIVERED_BYTES_RECORD)
+                    .await?
+                    .generation
+            }
+            None => 0,
+        };
+        Ok(QuotaCheck {
+            limit: self.limits.storage,
+            delivered,
+        })
+    }
+
     /// Publishes the account's usage in the directory, for deliverers (which hold no key)
     /// to refuse mail over quota: the bytes stored and the bytes of the deliveries
     /// imported, as of this handle's modseq. A publication of an older state than one
@@ -233,14 +251,10 @@ impl Mailstore {
     /// # Errors
     /// [`Error::Tampered`] for a record that does not parse; a directory failure.
     pub async fn publish_usage(&self) -> Result<crate::directory::PublishedUsage> {
-        let imported = self
-            .index
-            .prefix(&[keys::DELIVERY_NUMBER])
-            .map(|(_, v)| super::import::number_record_size(v))
-            .fold(0u64, u64::saturating_add);
+        let (stored, imported) = usage_of(&self.index, &self.usage_memo)?;
         let usage = crate::directory::PublishedUsage {
             modseq: self.index.generation(),
-            stored: stored_bytes(&self.index, &self.usage_memo)?,
+            stored,
             imported,
         };
         crate::directory::publish_usage(self.directory.as_ref(), &self.account(), usage).await?;

@@ -122,7 +122,7 @@ impl Mailstore {
     {
         require_mailbox(&self.index, &mailbox)?;
         // Full already: refused before the body is uploaded.
-        let (quota, memo) = (self.limits.storage, self.usage_memo.clone());
+        let (quota, memo) = (self.quota_check().await?, self.usage_memo.clone());
         check_quota(&self.index, quota, 1, &memo)?;
         let mut body = body;
         let mut writer = self.blobs.writer(BlobKind::Message);
@@ -293,7 +293,7 @@ impl Mailstore {
     ) -> Result<Copied> {
         let uids = uids.to_vec();
         let instances: Vec<Instance> = (0..uids.len() * 2).map(|_| self.rng.array()).collect();
-        let (quota, memo) = (self.limits.storage, self.usage_memo.clone());
+        let (quota, memo) = (self.quota_check().await?, self.usage_memo.clone());
         let (mut copied, info) = self
             .write_with_info(move |c, modseq| {
                 require_mailbox(c, &from)?;

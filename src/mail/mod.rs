@@ -332,8 +332,8 @@ pub struct Mailstore {
     uid_validity_changes: u64,
     /// The account's limits, from the directory's account record at open.
     limits: crate::directory::AccountLimits,
-    /// Bytes stored as of an index generation (the last one counted).
-    usage_memo: std::sync::Arc<std::sync::Mutex<Option<(u64, u64)>>>,
+    /// Usage as of an index generation (the last one counted).
+    usage_memo: std::sync::Arc<UsageMemo>,
 }
 
 impl std::fmt::Debug for Mailstore {
@@ -389,37 +389,53 @@ fn messages(c: &Collection, mailbox: &MailboxId) -> Result<Vec<(u32, Instance, M
         .collect()
 }
 
-/// Bytes stored in the state `c` (every message record's size: copies count), counted
-/// once per generation (`memo`).
-fn stored_bytes(c: &Collection, memo: &std::sync::Mutex<Option<(u64, u64)>>) -> Result<u64> {
+/// Usage of the state `c`: bytes stored (every message record's size: copies count) and
+/// bytes of the deliveries imported ever (the sizes in the `N` records), counted once per
+/// generation (`memo`).
+fn usage_of(c: &Collection, memo: &UsageMemo) -> Result<(u64, u64)> {
     let mut memo = memo
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some((generation, bytes)) = *memo {
+    if let Some((generation, usage)) = *memo {
         if generation == c.generation() {
-            return Ok(bytes);
+            return Ok(usage);
         }
     }
-    let mut bytes = 0u64;
+    let mut stored = 0u64;
     for (_, v) in c.prefix(&[keys::MESSAGE]) {
-        bytes = bytes.saturating_add(MessageRecord::parse(v)?.size);
+        stored = stored.saturating_add(MessageRecord::parse(v)?.size);
     }
-    *memo = Some((c.generation(), bytes));
-    Ok(bytes)
+    let imported = c
+        .prefix(&[keys::DELIVERY_NUMBER])
+        .map(|(_, v)| import::number_record_size(v))
+        .fold(0u64, u64::saturating_add);
+    *memo = Some((c.generation(), (stored, imported)));
+    Ok((stored, imported))
 }
 
-/// Refuses `adding` bytes to the state `c` beyond the storage quota `limit` (checked
-/// inside the commit: with compare-and-swap, two writers cannot both pass on one state).
-fn check_quota(
-    c: &Collection,
+/// The memo of [`usage_of`]: (generation, (stored, imported)).
+type UsageMemo = std::sync::Mutex<Option<(u64, (u64, u64))>>;
+
+/// What a quota check needs besides the state: the limit, and the bytes delivered to
+/// the account ever (the directory's `delivered-bytes` mark, read before the commit), so
+/// that deliveries not yet imported count.
+#[derive(Debug, Clone, Copy)]
+struct QuotaCheck {
     limit: Option<u64>,
-    adding: u64,
-    memo: &std::sync::Mutex<Option<(u64, u64)>>,
-) -> Result<()> {
-    let Some(limit) = limit else {
+    delivered: u64,
+}
+
+/// Refuses `adding` bytes to the state `c` beyond the storage quota (checked inside the
+/// commit: with compare-and-swap, two writers cannot both pass on one state). Pending
+/// deliveries count: the bytes delivered that the state has not imported.
+fn check_quota(c: &Collection, quota: QuotaCheck, adding: u64, memo: &UsageMemo) -> Result<()> {
+    let Some(limit) = quota.limit else {
         return Ok(());
     };
-    let used = stored_bytes(c, memo)?.saturating_add(adding);
+    let (stored, imported) = usage_of(c, memo)?;
+    let used = stored
+        .saturating_add(quota.delivered.saturating_sub(imported))
+        .saturating_add(adding);
     if adding > 0 && used > limit {
         return Err(Error::OverQuota { limit, used });
     }

@@ -579,6 +579,21 @@ mod quota {
         // Imported, then two expunged, the usage published: room for two more.
         let mut session = provider.unlock(alice, "pw").await.unwrap();
         let mut mail = session.mailstore().await.unwrap();
+        // A session counts the pending deliveries too.
+        let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
+        let appended = mail
+            .append(inbox, &message(2000), AppendOptions::default())
+            .await;
+        assert!(
+            matches!(
+                appended,
+                Err(Error::OverQuota {
+                    limit: 10_000,
+                    used: 11_000
+                })
+            ),
+            "{appended:?}"
+        );
         assert_eq!(
             session
                 .import_deliveries(&mut mail)
@@ -590,7 +605,6 @@ mod quota {
         );
         let published = mail.publish_usage().await.unwrap();
         assert_eq!((published.stored, published.imported), (9000, 9000));
-        let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
         mail.store_flags(
             inbox,
             &[1, 2],
