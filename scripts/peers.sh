@@ -28,6 +28,7 @@
 #   MAILVAULT_PEERS_STATE    config, mail, logs           (default: <repo>/.peers)
 #   MAILVAULT_DOVECOT_IMAP_PORT / MAILVAULT_DOVECOT_LMTP_PORT   (default: 1143 / 2424)
 #   MAILVAULT_PEERS_START_TIMEOUT  seconds to wait for Dovecot (default: 30)
+#   MAILVAULT_DOVECOT_CRYPT=0      a plain Maildir instance, without mail_crypt (benchmarks)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -38,6 +39,7 @@ STATE="$(cd "$STATE" && pwd)"
 IMAP_PORT="${MAILVAULT_DOVECOT_IMAP_PORT:-1143}"
 LMTP_PORT="${MAILVAULT_DOVECOT_LMTP_PORT:-2424}"
 TIMEOUT="${MAILVAULT_PEERS_START_TIMEOUT:-30}"
+CRYPT="${MAILVAULT_DOVECOT_CRYPT:-1}"
 IMAPCLIENT_VERSION=4.1.0
 VENV="$CACHE/peers-venv-imapclient-$IMAPCLIENT_VERSION"
 PACKAGES=(dovecot-imapd dovecot-lmtpd isync swaks postfix curl openssl)
@@ -202,7 +204,7 @@ write_config() {
     openssl ecparam -name prime256v1 -genkey 2>/dev/null | openssl pkey -out "$D/ecprivkey.pem"
     openssl pkey -in "$D/ecprivkey.pem" -pubout -out "$D/ecpubkey.pem"
     cat >"$D/dovecot.conf" <<EOF
-instance_name = mailvault-peer
+instance_name = mailvault-peer-$IMAP_PORT
 base_dir = $D/run
 state_dir = $D/state
 log_path = $D/dovecot.log
@@ -246,6 +248,10 @@ service lmtp {
   }
 }
 
+EOF
+    if [[ "$CRYPT" == 1 ]]; then
+        cat >>"$D/dovecot.conf" <<EOF
+
 mail_plugins = \$mail_plugins mail_crypt
 plugin {
   mail_crypt_global_private_key = <$D/ecprivkey.pem
@@ -253,6 +259,7 @@ plugin {
   mail_crypt_save_version = 2
 }
 EOF
+    fi
     doveconf -c "$D/dovecot.conf" -n >/dev/null || die "doveconf rejects $D/dovecot.conf"
 }
 
@@ -285,7 +292,7 @@ cmd_start() {
         port_busy "$i" && die "port $i on 127.0.0.1 is in use: $(ss -ltnpH "sport = :$i" 2>/dev/null | head -n 2) (set MAILVAULT_DOVECOT_IMAP_PORT / _LMTP_PORT)"
     done
     write_config
-    log "starting Dovecot $(dovecot --version | cut -d' ' -f1) with mail_crypt on 127.0.0.1:$IMAP_PORT (IMAP), :$LMTP_PORT (LMTP); log: $D/dovecot.log"
+    log "starting Dovecot $(dovecot --version | cut -d' ' -f1) $( ((CRYPT)) && echo with || echo without) mail_crypt on 127.0.0.1:$IMAP_PORT (IMAP), :$LMTP_PORT (LMTP); log: $D/dovecot.log"
     # -F: in the foreground, so $! is the master; it stays in the caller's process group.
     dovecot -c "$D/dovecot.conf" -F </dev/null >"$D/stdout" 2>&1 &
     pid=$!
