@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # mailvault's whole test run, from a fresh machine: installs what it needs (Garage 2.5.0,
 # moto_server 5.2.1, cargo-fuzz, and with scripts/peers.sh Dovecot 2.3 + mail_crypt and the
-# real mail clients: mbsync, swaks, smtp-source, curl, imapclient), then formatting, clippy, the release build, the whole test
-# suite of the workspace (the library and the server crate, server/) against real S3
-# servers (MAILVAULT_REQUIRE_S3=1: no S3 test may skip) and the peer server and clients
-# (MAILVAULT_REQUIRE_PEERS=1: no client test may skip), every fuzz target for a while, and
-# a build of the benchmarks. CI runs exactly this (.ci/run).
+# real mail clients: mbsync, swaks, smtp-source, curl, imapclient), then formatting,
+# clippy, the release build, the whole test suite of the workspace (the library and the
+# server crate, server/) against real S3 servers (MAILVAULT_REQUIRE_S3=1: no S3 test may
+# skip) and with the peer server and clients (MAILVAULT_REQUIRE_PEERS=1: no client test
+# may skip), every fuzz target for a while, and a build of the benchmarks. CI runs exactly this (.ci/run).
 #
 # Usage: scripts/test.sh
 # Settings (environment):
