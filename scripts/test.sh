@@ -5,7 +5,8 @@
 # clippy, the release build, the whole test suite of the workspace (the library and the
 # server crate, server/) against real S3 servers (MAILVAULT_REQUIRE_S3=1: no S3 test may
 # skip) and with the peer server and clients (MAILVAULT_REQUIRE_PEERS=1: no client test
-# may skip), every fuzz target for a while, and a build of the benchmarks. CI runs exactly this (.ci/run).
+# may skip), every fuzz target for a while, and a build of the benchmarks. CI runs exactly
+# this (.ci/run).
 #
 # Usage: scripts/test.sh
 # Settings (environment):
