@@ -1,21 +1,26 @@
 #!/usr/bin/env bash
 # mailvault's whole test run, from a fresh machine: installs what it needs (Garage 2.5.0,
-# moto_server 5.2.1, cargo-fuzz), then formatting, clippy, the release build, the whole test
-# suite of the workspace (the library and the server crate, server/) against real S3
-# servers (MAILVAULT_REQUIRE_S3=1: no S3 test may skip), every fuzz target for a while, and
-# a build of the benchmarks. CI runs exactly this (.ci/run).
+# moto_server 5.2.1, cargo-fuzz, and with scripts/peers.sh Dovecot 2.3 + mail_crypt and the
+# real mail clients: mbsync, swaks, smtp-source, curl, imapclient), then formatting,
+# clippy, the release build, the whole test suite of the workspace (the library and the
+# server crate, server/) against real S3 servers (MAILVAULT_REQUIRE_S3=1: no S3 test may
+# skip) and with the peer server and clients (MAILVAULT_REQUIRE_PEERS=1: no client test
+# may skip), every fuzz target for a while, and a build of the benchmarks. CI runs exactly
+# this (.ci/run).
 #
 # Usage: scripts/test.sh
 # Settings (environment):
 #   MAILVAULT_FUZZ_SECONDS  seconds per fuzz target (default: 30; 0 skips the fuzz runs)
 #   MAILVAULT_KEEP_GOING=1  go on after a failed step (default: stop at the first failure)
-#   and those of scripts/s3-servers.sh (MAILVAULT_CACHE, MAILVAULT_S3_STATE, ports...)
+#   and those of scripts/s3-servers.sh (MAILVAULT_CACHE, MAILVAULT_S3_STATE, ports...) and
+#   scripts/peers.sh (MAILVAULT_PEERS_STATE, MAILVAULT_DOVECOT_*_PORT)
 # Logs of the background installs and of the test run: target/test-logs/.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 export MAILVAULT_S3_STATE="${MAILVAULT_S3_STATE:-$REPO/.s3-servers}"
+export MAILVAULT_PEERS_STATE="${MAILVAULT_PEERS_STATE:-$REPO/.peers}"
 FUZZ_SECONDS="${MAILVAULT_FUZZ_SECONDS:-30}"
 KEEP_GOING="${MAILVAULT_KEEP_GOING:-0}"
 CARGO_FUZZ_VERSION=0.13.2
@@ -33,8 +38,10 @@ SUMMARY=()
 FAILED=()
 S3_INSTALL_PID=""
 FUZZ_INSTALL_PID=""
+PEERS_INSTALL_PID=""
 STEP_PID=""
 SERVERS_STARTED=0
+PEERS_STARTED=0
 
 # Every descendant of process $1.
 descendants() {
@@ -89,7 +96,7 @@ cleanup() {
     local rc=$? pid
     trap - EXIT INT TERM HUP
     set +e
-    for pid in $STEP_PID $S3_INSTALL_PID $FUZZ_INSTALL_PID; do
+    for pid in $STEP_PID $S3_INSTALL_PID $FUZZ_INSTALL_PID $PEERS_INSTALL_PID; do
         if kill -0 "$pid" 2>/dev/null; then
             echo "test.sh: stopping unfinished work (pid $pid and its children)" >&2
             kill_tree "$pid"
@@ -97,6 +104,9 @@ cleanup() {
     done
     if ((SERVERS_STARTED)); then
         bash scripts/s3-servers.sh stop
+    fi
+    if ((PEERS_STARTED)); then
+        bash scripts/peers.sh stop
     fi
     if ((rc == 0 && ${#FAILED[@]} > 0)); then rc=1; fi
     echo >&2
@@ -200,6 +210,12 @@ if [[ ! -x /usr/bin/time ]]; then
     fi
 fi
 
+# Dovecot + mail_crypt and the real mail clients (apt-get, a venv): after the apt-get calls
+# above, in the background during the builds.
+bash scripts/peers.sh install </dev/null >"$LOGS/peers-install.log" 2>&1 &
+PEERS_INSTALL_PID=$!
+echo "test.sh: installing Dovecot and the mail clients in the background (pid $PEERS_INSTALL_PID)" >&2
+
 # wait_bg PID LOG WHAT: wait for a background install; on failure show its log's end.
 wait_bg() {
     local rc=0
@@ -220,20 +236,30 @@ step "cargo build --release" cargo build --workspace --release --all-features --
 
 step_here "wait: Garage + moto install" wait_bg "$S3_INSTALL_PID" "$LOGS/s3-install.log" "installing Garage and moto_server"
 
+step_here "wait: Dovecot + clients install" wait_bg "$PEERS_INSTALL_PID" "$LOGS/peers-install.log" "installing Dovecot and the mail clients"
+PEERS_INSTALL_PID=""
+
 SERVERS_STARTED=1
 step "start S3 servers" bash scripts/s3-servers.sh start
+PEERS_STARTED=1
+step "start Dovecot (peers)" bash scripts/peers.sh start
 
 run_tests() {
     local env_file
     env_file="$(bash scripts/s3-servers.sh env)"
     # shellcheck disable=SC1090
     source "$env_file"
-    export MAILVAULT_REQUIRE_S3=1
+    env_file="$(bash scripts/peers.sh env)"
+    # shellcheck disable=SC1090
+    source "$env_file"
+    export MAILVAULT_REQUIRE_S3=1 MAILVAULT_REQUIRE_PEERS=1
     cargo test --workspace --release --all-features --no-fail-fast 2>&1 | tee "$LOGS/cargo-test.log"
 }
 step "cargo test --release" run_tests
 step "stop S3 servers" bash scripts/s3-servers.sh stop
 SERVERS_STARTED=0
+step "stop Dovecot (peers)" bash scripts/peers.sh stop
+PEERS_STARTED=0
 
 run_fuzz() {
     export RUSTC_BOOTSTRAP=1

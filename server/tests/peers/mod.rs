@@ -1,0 +1,333 @@
+//! What the real-client tests (`clients.rs`, `lmtp_load.rs`) share: the external programs
+//! scripts/peers.sh installs (found through its env file's variables, else on the PATH),
+//! the `mailvault` binary started as a child process on free local ports over a local
+//! directory or an S3 server of scripts/s3-servers.sh, and the test corpus.
+//!
+//! A missing program or S3 server skips a test with a printed reason, and fails it when
+//! `MAILVAULT_REQUIRE_PEERS=1` / `MAILVAULT_REQUIRE_S3=1` (scripts/test.sh sets both).
+#![allow(dead_code)] // each test binary uses a part
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The server binary cargo built for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_mailvault");
+/// The password of every test account.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Environment of every `mailvault` command of one server (the S3 settings).
+pub type Env = Vec<(String, String)>;
+
+/// `name`'s path: `$MAILVAULT_PEER_<NAME>` (written by scripts/peers.sh), else `name` on
+/// the PATH (`python` stands for `python3`).
+fn find_tool(name: &str) -> Option<PathBuf> {
+    let var = format!("MAILVAULT_PEER_{}", name.to_uppercase().replace('-', "_"));
+    if let Ok(path) = std::env::var(&var) {
+        let path = PathBuf::from(path);
+        return path.is_file().then_some(path);
+    }
+    let exe = if name == "python" { "python3" } else { name };
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(["/usr/sbin".into(), "/sbin".into()]);
+    dirs.into_iter().map(|d| d.join(exe)).find(|p| p.is_file())
+}
+
+/// The paths of `names` (e.g. `["swaks", "curl"]`), or `None` after printing why the test
+/// skips; panics instead when `MAILVAULT_REQUIRE_PEERS=1`.
+pub fn tools(test: &str, names: &[&str]) -> Option<Vec<PathBuf>> {
+    let found: Vec<Option<PathBuf>> = names.iter().map(|n| find_tool(n)).collect();
+    let missing: Vec<&str> = names
+        .iter()
+        .zip(&found)
+        .filter(|(_, f)| f.is_none())
+        .map(|(n, _)| *n)
+        .collect();
+    if missing.is_empty() {
+        return Some(found.into_iter().flatten().collect());
+    }
+    let why = format!(
+        "{test}: {missing:?} not installed (run `bash scripts/peers.sh install` and source \
+         the file `bash scripts/peers.sh env` prints)"
+    );
+    assert!(
+        std::env::var("MAILVAULT_REQUIRE_PEERS").as_deref() != Ok("1"),
+        "MAILVAULT_REQUIRE_PEERS=1 but {why}"
+    );
+    eprintln!("SKIPPED {why}");
+    None
+}
+
+/// Where a server stores mail.
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    /// A local directory.
+    Local,
+    /// Garage (scripts/s3-servers.sh).
+    Garage,
+    /// moto_server (scripts/s3-servers.sh).
+    Moto,
+}
+
+impl Backend {
+    /// The store URL and the server's environment, or `None` (skip, printed) when the S3
+    /// server is not configured; panics instead when `MAILVAULT_REQUIRE_S3=1`.
+    fn store(self, test: &str) -> Option<(String, Env)> {
+        let name = match self {
+            Backend::Local => return Some(("store".into(), Vec::new())),
+            Backend::Garage => "GARAGE",
+            Backend::Moto => "MOTO",
+        };
+        let var = |field: &str| std::env::var(format!("MAILVAULT_S3_{name}_{field}")).ok();
+        let Some(endpoint) = var("ENDPOINT") else {
+            assert!(
+                std::env::var("MAILVAULT_REQUIRE_S3").as_deref() != Ok("1"),
+                "MAILVAULT_REQUIRE_S3=1 but MAILVAULT_S3_{name}_ENDPOINT is not set"
+            );
+            eprintln!("SKIPPED {test} on {name}: MAILVAULT_S3_{name}_ENDPOINT is not set");
+            return None;
+        };
+        let need =
+            |field: &str| var(field).unwrap_or_else(|| panic!("MAILVAULT_S3_{name}_{field}"));
+        let store = format!("s3://{}", need("BUCKET"));
+        Some((
+            store,
+            vec![
+                ("AWS_ENDPOINT".into(), endpoint),
+                ("AWS_ALLOW_HTTP".into(), "true".into()),
+                ("AWS_REGION".into(), need("REGION")),
+                ("AWS_ACCESS_KEY_ID".into(), need("ACCESS_KEY_ID")),
+                ("AWS_SECRET_ACCESS_KEY".into(), need("SECRET_ACCESS_KEY")),
+            ],
+        ))
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; the server binds it right after).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free port")
+        .local_addr()
+        .expect("local address")
+        .port()
+}
+
+/// Runs `cmd`, panicking with its output unless it succeeds; its stdout.
+pub fn run_ok(cmd: &mut Command) -> Vec<u8> {
+    let out = output(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Runs `cmd` (stdin closed) and collects its output.
+pub fn output(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// One `mailvault serve` process with its folder, config and accounts; killed on drop.
+pub struct MailServer {
+    /// The test's folder (config, directory, local store, logs).
+    pub dir: tempfile::TempDir,
+    /// IMAP port on 127.0.0.1.
+    pub imap: u16,
+    /// LMTP port on 127.0.0.1.
+    pub lmtp: u16,
+    config: PathBuf,
+    env: Env,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl MailServer {
+    /// A deployment on `backend` with `accounts` (password [`PASSWORD`]), not started; `None`
+    /// (skip) when the backend is not configured.
+    pub fn create(test: &str, backend: Backend, accounts: &[&str]) -> Option<Self> {
+        let (store, env) = backend.store(test)?;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (imap, lmtp) = (free_port(), free_port());
+        let config = dir.path().join("mailvault.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "store = \"{store}\"\n\
+                 directory = \"directory\"\n\
+                 imap_listen = \"127.0.0.1:{imap}\"\n\
+                 lmtp_listen = \"127.0.0.1:{lmtp}\"\n\
+                 [kdf]\nm_kib = 1024\nt = 1\np = 1\n"
+            ),
+        )
+        .expect("write the config");
+        let server = MailServer {
+            dir,
+            imap,
+            lmtp,
+            config,
+            env,
+            child: None,
+            starts: 0,
+        };
+        server.command(&["init"]);
+        let password = server.dir.path().join("password");
+        std::fs::write(&password, format!("{PASSWORD}\n")).expect("password file");
+        for name in accounts {
+            let mut cmd = Command::new(BIN);
+            cmd.args(["account", "create", "--config"])
+                .arg(&server.config)
+                .args(["--name", name, "--password-file"])
+                .arg(&password)
+                .envs(server.env.iter().cloned());
+            run_ok(&mut cmd);
+        }
+        Some(server)
+    }
+
+    fn command(&self, args: &[&str]) {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .envs(self.env.iter().cloned());
+        run_ok(&mut cmd);
+    }
+
+    /// The log file of start number `n` (1-based).
+    pub fn log_path(&self, n: u32) -> PathBuf {
+        self.dir.path().join(format!("server-{n}.log"))
+    }
+
+    /// Every log of this server so far, for a failure message.
+    pub fn logs(&self) -> String {
+        (1..=self.starts)
+            .map(|n| {
+                format!(
+                    "--- server log {n} ---\n{}",
+                    std::fs::read_to_string(self.log_path(n)).unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+
+    /// Starts `mailvault serve` and waits until both ports accept connections.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "already started");
+        self.starts += 1;
+        let log = self.log_path(self.starts);
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .env(
+                "RUST_LOG",
+                std::env::var("MAILVAULT_SERVER_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .envs(self.env.iter().cloned())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start the server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for port in [self.imap, self.lmtp] {
+            while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                if let Ok(Some(status)) = self.child.as_mut().expect("child").try_wait() {
+                    panic!(
+                        "the server exited ({status}) before listening on {port}:\n{}",
+                        self.logs()
+                    );
+                }
+                assert!(Instant::now() < deadline, "nothing listens on {port}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// SIGKILL (no shutdown of any kind) and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether the process still runs.
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+}
+
+impl Drop for MailServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The real-mail corpus of the library's tests (`tests/corpus/mail-parser/*/*.eml`), as
+/// (name, bytes), sorted by name.
+pub fn corpus() -> Vec<(String, Vec<u8>)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/corpus/mail-parser");
+    let mut out = Vec::new();
+    for group in std::fs::read_dir(&root).expect("the corpus folder") {
+        let group = group.expect("corpus entry").path();
+        if !group.is_dir() {
+            continue;
+        }
+        for file in std::fs::read_dir(&group).expect("a corpus group") {
+            let file = file.expect("corpus file").path();
+            if file.extension().is_some_and(|e| e == "eml") {
+                let name = format!(
+                    "{}/{}",
+                    group.file_name().expect("name").to_string_lossy(),
+                    file.file_name().expect("name").to_string_lossy()
+                );
+                out.push((name, std::fs::read(&file).expect("read a corpus file")));
+            }
+        }
+    }
+    out.sort();
+    assert!(out.len() >= 100, "the corpus has {} messages", out.len());
+    out
+}
+
+/// `bytes` with every line ending CRLF (a lone LF becomes CRLF) and a final CRLF: what an
+/// SMTP/LMTP client sends and what IMAP returns.
+pub fn crlf(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 20);
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'\n' && (i == 0 || bytes[i - 1] != b'\r') {
+            out.push(b'\r');
+        }
+        out.push(b);
+    }
+    if !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// `bytes` with CRLF line endings turned into LF (how a Maildir holds a message).
+pub fn lf(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\r' && bytes.get(i + 1) == Some(&b'\n') {
+            i += 1;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    out
+}
