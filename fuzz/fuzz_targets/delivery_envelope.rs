@@ -1,13 +1,13 @@
 //! Parsers of a pending delivery: the envelope object (delivery and blob ids, the body's
 //! sealed header, delivery number, sealed body, signature) and the opened envelope body (stored length and
-//! digest, mailbox, date, flags).
+//! digest, mailbox, date, flags, and from version 4 the message's analysis).
 //! Neither may panic; what parses must describe its input exactly.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use mailvault::format::delivery::{
-    DeliveryEnvelope, EnvelopeObject, ENVELOPE_PREFIX_LEN, SIGNATURE_LEN,
+    DeliveryEnvelope, EnvelopeObject, ENVELOPE_BODY_VERSION, ENVELOPE_PREFIX_LEN, SIGNATURE_LEN,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -29,6 +29,15 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(object.number.to_be_bytes(), data[280..288], "the delivery number");
     }
     if let Ok(envelope) = DeliveryEnvelope::parse(data) {
-        assert_eq!(envelope.to_bytes(), data);
+        let written = envelope.to_bytes();
+        if data[0] == ENVELOPE_BODY_VERSION {
+            assert_eq!(written, data);
+        } else {
+            // A version-3 body (no analysis) is written as version 4 without one.
+            assert_eq!(envelope.analysis, None);
+            assert_eq!(written[0], ENVELOPE_BODY_VERSION);
+            assert_eq!(&written[1..written.len() - 1], &data[1..]);
+            assert_eq!(written.last(), Some(&0));
+        }
     }
 });

@@ -85,6 +85,21 @@ impl World {
         self.deliverer_on(self.store.clone())
     }
 
+    /// Another account of this deployment (key model 1), known to the directory by its
+    /// public key: its id and key.
+    async fn another_account(&self) -> (AccountId, AccountKey) {
+        let rng = RandomSource::os();
+        let (account, key) = (AccountId::random(&rng), AccountKey::generate(1, &rng));
+        self.directory
+            .set_account_record(
+                &account,
+                AccountRecord::new(KeyModel::DeviceOnly, vec![(1, key.public_key())], [2; 32]),
+            )
+            .await
+            .unwrap();
+        (account, key)
+    }
+
     async fn mail_on(&self, store: DynStore) -> mailvault::Result<Mailstore> {
         self.mail_as(store, self.account, &self.key).await
     }
@@ -479,20 +494,7 @@ async fn the_officer_recovers_a_model_4_delivery_after_the_officer_slot_is_gone(
 #[tokio::test]
 async fn one_message_to_many_recipients_is_sealed_once_per_recipient() {
     let w = World::new(KeyModel::DeviceOnly).await;
-    let rng = RandomSource::os();
-    let second_key = AccountKey::generate(1, &rng);
-    let second = AccountId::random(&rng);
-    w.directory
-        .set_account_record(
-            &second,
-            AccountRecord::new(
-                KeyModel::DeviceOnly,
-                vec![(1, second_key.public_key())],
-                [2; 32],
-            ),
-        )
-        .await
-        .unwrap();
+    let (second, second_key) = w.another_account().await;
     let receipts = w
         .deliverer()
         .deliver_to_many(
@@ -557,7 +559,7 @@ async fn one_message_to_many_recipients_is_sealed_once_per_recipient() {
     }
 
     // An unknown account is refused before anything is written.
-    let stranger = AccountId::random(&rng);
+    let stranger = AccountId::random(&RandomSource::os());
     assert!(matches!(
         w.deliverer()
             .deliver_bytes(stranger, MESSAGE, DeliveryOptions::default())
@@ -1161,20 +1163,8 @@ fn pieces(
 #[tokio::test]
 async fn item_08_one_stream_to_many_recipients_gives_each_its_own_result() {
     let w = World::new(KeyModel::DeviceOnly).await;
-    let rng = RandomSource::os();
-    let (second, second_key) = (AccountId::random(&rng), AccountKey::generate(1, &rng));
-    w.directory
-        .set_account_record(
-            &second,
-            AccountRecord::new(
-                KeyModel::DeviceOnly,
-                vec![(1, second_key.public_key())],
-                [2; 32],
-            ),
-        )
-        .await
-        .unwrap();
-    let stranger = AccountId::random(&rng);
+    let (second, second_key) = w.another_account().await;
+    let stranger = AccountId::random(&RandomSource::os());
     let pulled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let results = w
         .deliverer()

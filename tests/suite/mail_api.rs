@@ -535,16 +535,23 @@ mod quota {
             ..DeliveryOptions::default()
         };
 
+        // `n` deliveries of 3000 bytes accepted, then the next one's outcome.
+        let fill = |n: usize| {
+            let deliverer = &deliverer;
+            async move {
+                for _ in 0..n {
+                    deliverer
+                        .deliver_bytes(alice, &message(3000), to_alice())
+                        .await
+                        .unwrap();
+                }
+                deliverer
+                    .deliver_bytes(alice, &message(3000), to_alice())
+                    .await
+            }
+        };
         // Three pending deliveries (nothing imported, nothing published) count.
-        for _ in 0..3 {
-            deliverer
-                .deliver_bytes(alice, &message(3000), to_alice())
-                .await
-                .unwrap();
-        }
-        let refused = deliverer
-            .deliver_bytes(alice, &message(3000), to_alice())
-            .await;
+        let refused = fill(3).await;
         assert!(
             matches!(
                 refused,
@@ -620,15 +627,7 @@ mod quota {
             .await
             .is_err());
         mail.publish_usage().await.unwrap();
-        for _ in 0..2 {
-            deliverer
-                .deliver_bytes(alice, &message(3000), to_alice())
-                .await
-                .unwrap();
-        }
-        let refused = deliverer
-            .deliver_bytes(alice, &message(3000), to_alice())
-            .await;
+        let refused = fill(2).await;
         assert!(
             matches!(refused, Err(Error::OverQuota { .. })),
             "{refused:?}"
