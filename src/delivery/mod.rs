@@ -726,9 +726,10 @@ impl Deliverer {
         // What another writer put under this name: taken as delivered only when it is
         // signed by this deployment's key (a planted object is not an acknowledgment).
         let object = EnvelopeObject::parse(&bytes).map_err(|_| Error::Tampered)?;
-        let message = signed_message(&self.blobs.deployment(), account, object.signed);
-        let signature = ed25519_dalek::Signature::from_bytes(&object.signature);
-        if object.delivery != *id || self.signing.0.verify(&message, &signature).is_err() {
+        let own_key = self.signing.verifying_key();
+        if object.delivery != *id
+            || !signed_by_any(&object, &self.blobs.deployment(), account, &[own_key])
+        {
             return Err(Error::Tampered);
         }
         Ok(Some(DeliveryReceipt {
@@ -920,15 +921,25 @@ pub(crate) fn verify_envelope<'a>(
     if object.delivery != *named {
         return Err(Rejection::BadSignature);
     }
-    let message = signed_message(&deployment, &account, object.signed);
-    let signature = ed25519_dalek::Signature::from_bytes(&object.signature);
-    let verified = verifying_keys.iter().any(|key| {
-        VerifyingKey::from_bytes(key).is_ok_and(|key| key.verify(&message, &signature).is_ok())
-    });
-    if !verified {
+    if !signed_by_any(&object, &deployment, &account, verifying_keys) {
         return Err(Rejection::BadSignature);
     }
     Ok(object)
+}
+
+/// Whether the envelope `object` of `account` in `deployment` is signed by one of
+/// `verifying_keys`.
+fn signed_by_any(
+    object: &EnvelopeObject<'_>,
+    deployment: &DeploymentId,
+    account: &AccountId,
+    verifying_keys: &[[u8; 32]],
+) -> bool {
+    let message = signed_message(deployment, account, object.signed);
+    let signature = ed25519_dalek::Signature::from_bytes(&object.signature);
+    verifying_keys.iter().any(|key| {
+        VerifyingKey::from_bytes(key).is_ok_and(|key| key.verify(&message, &signature).is_ok())
+    })
 }
 
 /// Opens a verified envelope `object` with the account's `blobs` and epoch `keys`.
