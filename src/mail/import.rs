@@ -1,16 +1,16 @@
 //! Import of sealed deliveries into mailboxes, by the key holder.
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
 
 use super::{keys, mailbox_of, same_name, uid_next, Mailstore, Plan, INBOX_ID};
 use crate::crypto::AccountKey;
 use crate::delivery::{open_envelope, verify_envelope, Rejection};
 use crate::error::{Error, Result};
-use crate::format::delivery::EnvelopeObject;
 use crate::format::mail::{
     number_to_bytes, EmailAnalysis, EmailRecord, Envelope, Flags, MessageRecord, Provenance,
 };
+use crate::format::BlobPin;
 use crate::ids::{DeliveryId, EmailId, MailboxId, ThreadId};
 use crate::storage::naming;
 
@@ -63,6 +63,34 @@ enum Pass {
 /// The most bytes of pending envelopes an import holds in memory while it orders them by
 /// number; envelopes beyond it are read again in turn.
 const MAX_HELD_ENVELOPES: usize = 8 << 20;
+
+/// The most deliveries one import commit adds: a login after a thousand deliveries
+/// imports them in a few commits instead of a thousand.
+const IMPORT_BATCH: usize = 512;
+
+/// Deliveries of a batch checked at once (each one or two ranged GETs of its body).
+const CHECK_CONCURRENCY: usize = 16;
+
+/// A delivery checked for import: what its records need.
+struct Deliverable {
+    delivery: DeliveryId,
+    number: u64,
+    /// Its envelope, deleted once it is imported.
+    path: object_store::path::Path,
+    pin: BlobPin,
+    internal_date: i64,
+    flags: Flags,
+    mailbox: String,
+    analysis: Option<EmailAnalysis>,
+}
+
+/// One delivery checked for import: its id, its number once its signature verified, and
+/// what its import needs or why it is refused.
+type Checked = (
+    DeliveryId,
+    Option<u64>,
+    std::result::Result<Deliverable, Rejection>,
+);
 
 /// Reads a pending envelope, bounded: `None` if it is gone; an empty envelope (quarantined
 /// as malformed) if it is larger than any envelope a deliverer writes.
@@ -214,11 +242,31 @@ impl Mailstore {
         // Verified numbers of the envelopes found (imported, quarantined or deferred, or
         // a second envelope of a delivery imported before).
         let mut found = std::collections::BTreeSet::new();
-        for (delivery, path) in listed {
-            if self.index.get(&keys::imported(&delivery)).is_some() {
+        // Envelopes are read a few at a time (a login after many deliveries reads them
+        // all), and taken in the order listed.
+        let pass_skips = |delivery: &DeliveryId| {
+            pass != Pass::Recheck && self.index.get(&keys::quarantined(delivery)).is_some()
+        };
+        let mut reads = futures::stream::iter(listed)
+            .map(|(delivery, path)| {
+                let store = &store;
+                let imported = self.index.get(&keys::imported(&delivery)).is_some();
+                let skip = !imported && pass_skips(&delivery);
+                async move {
+                    let bytes = if skip {
+                        None
+                    } else {
+                        read_envelope(store, &path).await?
+                    };
+                    Ok::<_, Error>((delivery, path, imported, skip, bytes))
+                }
+            })
+            .buffered(CHECK_CONCURRENCY);
+        while let Some((delivery, path, imported, skip, bytes)) = reads.try_next().await? {
+            if imported {
                 // A retry of a delivery imported before (same delivery id): it took a
                 // number of its own, which its envelope accounts for (not missing).
-                if let Some(bytes) = read_envelope(&store, &path).await? {
+                if let Some(bytes) = bytes {
                     if let Ok(object) =
                         verify_envelope(&bytes, &delivery, &self.blobs, verifying_keys)
                     {
@@ -229,10 +277,7 @@ impl Mailstore {
                 report.already_imported += 1;
                 continue;
             }
-            if pass != Pass::Recheck && self.index.get(&keys::quarantined(&delivery)).is_some() {
-                continue;
-            }
-            let Some(bytes) = read_envelope(&store, &path).await? else {
+            let Some(bytes) = bytes.filter(|_| !skip) else {
                 continue;
             };
             // Unverified: only the order. Envelopes that do not parse go last.
@@ -242,34 +287,54 @@ impl Mailstore {
             let bytes = (held <= MAX_HELD_ENVELOPES).then_some(bytes);
             pending.push((number, delivery, path, bytes));
         }
+        drop(reads);
         pending.sort_by_key(|(number, delivery, ..)| (*number, *delivery));
-        for (_, delivery, path, bytes) in pending {
-            let bytes = match bytes {
-                Some(bytes) => bytes,
-                None => match read_envelope(&store, &path).await? {
-                    Some(bytes) => bytes,
-                    None => continue,
-                },
-            };
-            let (number, outcome) = self
-                .import_one(&delivery, &bytes, keys, verifying_keys)
+        let mut pending = pending.into_iter().peekable();
+        while pending.peek().is_some() {
+            // One batch: checked concurrently (a few ranged GETs each), imported in one
+            // commit, in the order of the delivery numbers.
+            let batch: Vec<_> = pending.by_ref().take(IMPORT_BATCH).collect();
+            let checked: Vec<_> = futures::stream::iter(batch)
+                .map(|(_, delivery, path, bytes)| {
+                    self.check_delivery(delivery, path, bytes, keys, verifying_keys)
+                })
+                .buffered(CHECK_CONCURRENCY)
+                .try_collect()
                 .await?;
-            found.extend(number);
-            match outcome {
-                Ok((mailbox, uid)) => {
-                    let _ = store.delete(&path).await;
-                    report.imported.push((delivery, mailbox, uid));
-                }
-                Err(rejection)
-                    if rejection.is_retryable() && pass == (Pass::Pending { defer: true }) =>
-                {
-                    report.deferred.push(delivery);
-                }
-                Err(rejection) => {
-                    self.quarantine(&delivery, number, &rejection).await?;
-                    report.quarantined.push((delivery, rejection));
+            let mut ready = Vec::new();
+            for (delivery, number, outcome) in checked.into_iter().flatten() {
+                found.extend(number);
+                match outcome {
+                    Ok(delivery) => ready.push(delivery),
+                    Err(rejection)
+                        if rejection.is_retryable() && pass == (Pass::Pending { defer: true }) =>
+                    {
+                        report.deferred.push(delivery);
+                    }
+                    Err(rejection) => {
+                        self.quarantine(&delivery, number, &rejection).await?;
+                        report.quarantined.push((delivery, rejection));
+                    }
                 }
             }
+            let placed = self.import_checked(&ready).await?;
+            for (delivery, placed) in ready.iter().zip(placed) {
+                match placed {
+                    Some((mailbox, uid)) => report.imported.push((delivery.delivery, mailbox, uid)),
+                    // Imported by another importer meanwhile.
+                    None => report.already_imported += 1,
+                }
+            }
+            // The envelopes go once their deliveries are imported (a failed delete leaves
+            // one that the next import removes unread).
+            futures::stream::iter(&ready)
+                .for_each_concurrent(CHECK_CONCURRENCY, |delivery| {
+                    let store = &store;
+                    async move {
+                        let _ = store.delete(&delivery.path).await;
+                    }
+                })
+                .await;
         }
         report.missing = self.record_missing(issued, &found).await?;
         Ok(report)
@@ -340,87 +405,121 @@ impl Mailstore {
             .collect()
     }
 
-    /// Imports one delivery. The outer error is a backend failure; the inner one a
-    /// rejection. Returns the delivery's number as well once its signature verified.
-    async fn import_one(
-        &mut self,
-        delivery: &DeliveryId,
-        bytes: &[u8],
+    /// Checks one pending delivery for import: its envelope (read again if it was not
+    /// held) verified and opened, its body checked in the store. `None` if the envelope
+    /// is gone; otherwise the delivery, its number once its signature verified, and
+    /// either what its import needs or why it is refused. The error is a backend failure.
+    async fn check_delivery(
+        &self,
+        delivery: DeliveryId,
+        path: object_store::path::Path,
+        bytes: Option<bytes::Bytes>,
         keys: &[AccountKey],
         verifying_keys: &[[u8; 32]],
-    ) -> Result<(
-        Option<u64>,
-        std::result::Result<(MailboxId, u32), Rejection>,
-    )> {
-        let object = match verify_envelope(bytes, delivery, &self.blobs, verifying_keys) {
+    ) -> Result<Option<Checked>> {
+        let bytes = match bytes {
+            Some(bytes) => bytes,
+            None => match read_envelope(self.blobs.store(), &path).await? {
+                Some(bytes) => bytes,
+                None => return Ok(None),
+            },
+        };
+        let object = match verify_envelope(&bytes, &delivery, &self.blobs, verifying_keys) {
             Ok(object) => object,
-            Err(rejection) => return Ok((None, Err(rejection))),
+            Err(rejection) => return Ok(Some((delivery, None, Err(rejection)))),
         };
-        let outcome = self.import_verified(delivery, &object, keys).await?;
-        Ok((Some(object.number), outcome))
-    }
-
-    /// Imports one delivery whose envelope `object` verified.
-    async fn import_verified(
-        &mut self,
-        delivery: &DeliveryId,
-        object: &EnvelopeObject<'_>,
-        keys: &[AccountKey],
-    ) -> Result<std::result::Result<(MailboxId, u32), Rejection>> {
         let number = object.number;
-        let opened = match open_envelope(object, &self.blobs, keys) {
+        let opened = match open_envelope(&object, &self.blobs, keys) {
             Ok(opened) => opened,
-            Err(rejection) => return Ok(Err(rejection)),
+            Err(rejection) => return Ok(Some((delivery, Some(number), Err(rejection)))),
         };
-        let envelope = opened.envelope;
-        let pin = match self.blobs.pin_sealed_with(&opened.blob, &opened.file_key) {
-            Ok(pin) => pin,
-            Err(_) => return Ok(Err(Rejection::BadBody)),
+        let refused = |rejection| Ok(Some((delivery, Some(number), Err(rejection))));
+        let Ok(pin) = self.blobs.pin_sealed_with(&opened.blob, &opened.file_key) else {
+            return refused(Rejection::BadBody);
         };
         match self.blobs.verify_stored(&pin).await {
             Ok(()) => {}
-            Err(Error::Tampered | Error::NotFound { .. }) => return Ok(Err(Rejection::BadBody)),
+            Err(Error::Tampered | Error::NotFound { .. }) => return refused(Rejection::BadBody),
             Err(e) => return Err(e),
         }
-        // Deterministic ids: two importers of one delivery write the same records.
-        let email = EmailId::from_bytes(*delivery.as_bytes());
-        let mut instance = [0u8; 8];
-        instance.copy_from_slice(&delivery.as_bytes()[..8]);
-        let thread = ThreadId::from_bytes(*delivery.as_bytes());
-        let flags =
-            Flags::from_names(envelope.flags.iter().map(String::as_str)).unwrap_or_default();
-        let target = envelope.mailbox.clone();
-        let delivery = *delivery;
-        // The analysis the deliverer computed from the plaintext: the message is imported
-        // analyzed, with no body read. One whose parts do not fit the body is left out
-        // (computed at the first read instead).
-        let analysis = envelope
-            .analysis
-            .as_deref()
-            .and_then(|bytes| EmailAnalysis::parse(bytes).ok());
-        let outcome = self
-            .write(move |c, modseq| {
-                let mut plan = Plan::new();
-                if c.get(&keys::imported(&delivery)).is_some() {
-                    return Ok((plan, None));
+        let envelope = opened.envelope;
+        Ok(Some((
+            delivery,
+            Some(number),
+            Ok(Deliverable {
+                delivery,
+                number,
+                path,
+                pin,
+                internal_date: envelope.internal_date,
+                flags: Flags::from_names(envelope.flags.iter().map(String::as_str))
+                    .unwrap_or_default(),
+                // The analysis the deliverer computed from the plaintext: the message is
+                // imported analyzed, with no body read. One that does not parse is left
+                // out (computed at the first read instead).
+                analysis: envelope
+                    .analysis
+                    .as_deref()
+                    .and_then(|bytes| EmailAnalysis::parse(bytes).ok()),
+                mailbox: envelope.mailbox,
+            }),
+        )))
+    }
+
+    /// Imports checked deliveries in one commit, in their order: each gets the next UID
+    /// of its mailbox (INBOX if it names none that exists). Returns where each went, or
+    /// `None` for one another importer imported meanwhile.
+    async fn import_checked(
+        &mut self,
+        ready: &[Deliverable],
+    ) -> Result<Vec<Option<(MailboxId, u32)>>> {
+        if ready.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(|c, modseq| {
+            let mut plan = Plan::new();
+            let mailboxes: Vec<_> = super::all_mailboxes(c)?
+                .into_iter()
+                .map(|(id, r)| mailbox_of(id, r))
+                .collect();
+            // The next UID of each mailbox this commit adds to.
+            let mut next: std::collections::HashMap<MailboxId, u32> = Default::default();
+            let mut placed = Vec::with_capacity(ready.len());
+            for d in ready {
+                let imported = keys::imported(&d.delivery);
+                if c.get(&imported).is_some() || plan.batch.get(&imported).is_some() {
+                    placed.push(None);
+                    continue;
                 }
-                let mailbox = super::all_mailboxes(c)?
-                    .into_iter()
-                    .map(|(id, r)| mailbox_of(id, r))
-                    .find(|m| !target.is_empty() && same_name(&m.name, &target))
+                let mailbox = mailboxes
+                    .iter()
+                    .find(|m| !d.mailbox.is_empty() && same_name(&m.name, &d.mailbox))
                     .map_or(INBOX_ID, |m| m.id);
-                let uid = uid_next(c, &mailbox)?;
+                let uid = match next.get(&mailbox) {
+                    Some(&uid) => uid,
+                    None => uid_next(c, &mailbox)?,
+                };
+                let after = uid.checked_add(1).ok_or_else(|| {
+                    Error::LimitReached("the UIDs of this mailbox are exhausted".into())
+                })?;
+                next.insert(mailbox, after);
+                // Deterministic ids: two importers of one delivery write the same records.
+                let email = EmailId::from_bytes(*d.delivery.as_bytes());
+                let mut instance = [0u8; 8];
+                instance.copy_from_slice(&d.delivery.as_bytes()[..8]);
+                let thread = ThreadId::from_bytes(*d.delivery.as_bytes());
                 let unanalyzed = EmailRecord {
-                    pin,
-                    internal_date: envelope.internal_date,
-                    size: pin.len(),
+                    pin: d.pin,
+                    internal_date: d.internal_date,
+                    size: d.pin.len(),
                     thread,
                     provenance: Provenance::SealedDelivery,
                     analyzed: false,
                     envelope: Envelope::default(),
                     parts: Vec::new(),
                 };
-                let record = match analysis
+                let record = match d
+                    .analysis
                     .clone()
                     .and_then(|a| unanalyzed.clone().with_analysis(a).ok())
                 {
@@ -439,28 +538,28 @@ impl Mailstore {
                     &MessageRecord {
                         email,
                         modseq,
-                        size: pin.len(),
-                        flags: flags.clone(),
+                        size: d.pin.len(),
+                        flags: d.flags.clone(),
                     },
                 );
-                plan.batch
-                    .put(keys::imported(&delivery), number_to_bytes(modseq).to_vec());
+                plan.batch.put(imported, number_to_bytes(modseq).to_vec());
                 // Imported on a re-check: out of quarantine.
-                if c.get(&keys::quarantined(&delivery)).is_some() {
-                    plan.batch.delete(keys::quarantined(&delivery));
+                if c.get(&keys::quarantined(&d.delivery)).is_some() {
+                    plan.batch.delete(keys::quarantined(&d.delivery));
                 }
                 // Its number accounted for; if it was reported missing, it arrived late.
                 plan.batch.put(
-                    keys::delivery_number(number),
-                    number_record(&delivery, pin.len()),
+                    keys::delivery_number(d.number),
+                    number_record(&d.delivery, d.pin.len()),
                 );
-                if c.get(&keys::missing(number)).is_some() {
-                    plan.batch.delete(keys::missing(number));
+                if c.get(&keys::missing(d.number)).is_some() {
+                    plan.batch.delete(keys::missing(d.number));
                 }
-                Ok((plan, Some((mailbox, uid))))
-            })
-            .await?;
-        Ok(Ok(outcome.unwrap_or((INBOX_ID, 0))))
+                placed.push(Some((mailbox, uid)));
+            }
+            Ok((plan, placed))
+        })
+        .await
     }
 
     /// Quarantines `delivery`, and accounts for its `number` if its signature verified

@@ -468,16 +468,24 @@ fn join_thread(c: &Collection, envelope: &Envelope, own: ThreadId, batch: &mut B
         .chain(envelope.references.iter())
         .chain(envelope.message_id.iter())
         .collect();
+    // What this commit wrote before (an import of many deliveries in one commit) comes
+    // first: a reply and its parent imported together join one thread.
+    let known = |key: &[u8]| match batch.get(key) {
+        Some(written) => written.map(|v| v.to_vec()),
+        None => c.get(key).map(<[u8]>::to_vec),
+    };
     let thread = related
         .iter()
-        .filter_map(|id| c.get(&keys::thread(id)))
-        .find_map(|v| parse_thread(v).ok())
+        .filter_map(|id| known(&keys::thread(id)))
+        .find_map(|v| parse_thread(&v).ok())
         .unwrap_or(own);
-    for id in related {
-        let key = keys::thread(id);
-        if c.get(&key).is_none() {
-            batch.put(key, thread_to_bytes(&thread).to_vec());
-        }
+    let unknown: Vec<Vec<u8>> = related
+        .into_iter()
+        .map(|id| keys::thread(id))
+        .filter(|key| known(key).is_none())
+        .collect();
+    for key in unknown {
+        batch.put(key, thread_to_bytes(&thread).to_vec());
     }
     thread
 }

@@ -1126,6 +1126,104 @@ async fn a_torn_multipart_delivery_is_invisible() {
     assert!(torn >= 4, "uploads were torn ({torn})");
 }
 
+// ---------------------------------------------------------------- issue 13, import at login
+// Many pending deliveries are imported in few commits (one per batch, not one per
+// delivery), with the same UIDs, order and threads as one at a time.
+
+/// A message with these ids (`in_reply_to` empty for none).
+fn threaded(message_id: &str, in_reply_to: &str) -> Vec<u8> {
+    let reply = if in_reply_to.is_empty() {
+        String::new()
+    } else {
+        format!("In-Reply-To: <{in_reply_to}>\r\nReferences: <{in_reply_to}>\r\n")
+    };
+    format!(
+        "From: a@example.org\r\nTo: b@example.org\r\nSubject: thread\r\n\
+         Message-ID: <{message_id}>\r\n{reply}\r\nbody of {message_id}\r\n"
+    )
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_of_many_deliveries_takes_few_commits_and_keeps_their_order() {
+    const DELIVERIES: usize = 300;
+    let w = World::new(KeyModel::DeviceOnly).await;
+    let mut ids = Vec::new();
+    for i in 0..DELIVERIES {
+        let receipt = w
+            .deliverer()
+            .deliver_bytes(w.account, &threaded(&format!("m{i}@x"), ""), DeliveryOptions::default())
+            .await
+            .unwrap();
+        ids.push(receipt.delivery);
+    }
+    let counting = mailvault::storage::CountingStore::new(w.store.clone());
+    let mut mail = w.mail_on(Arc::new(counting.clone())).await.unwrap();
+    counting.reset();
+    let report = mail
+        .import_deliveries(std::slice::from_ref(&w.key), &w.verifying_key().await)
+        .await
+        .unwrap();
+    // In delivery order, with UIDs 1..=N in that order.
+    let imported: Vec<_> = report.imported.iter().map(|(d, _, _)| *d).collect();
+    assert_eq!(imported, ids);
+    let uids: Vec<u32> = report.imported.iter().map(|(_, _, uid)| *uid).collect();
+    assert_eq!(uids, (1..=DELIVERIES as u32).collect::<Vec<_>>());
+    let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
+    assert_eq!(mail.view(inbox).unwrap().messages.len(), DELIVERIES);
+    // Index writes: a commit is a segment and a manifest; one per delivery would be 600.
+    let index_writes = counting
+        .requests()
+        .into_iter()
+        .filter(|r| r.kind == mailvault::storage::RequestKind::Put && r.path.contains("/i/"))
+        .count();
+    assert!(index_writes <= 20, "{index_writes} index writes for {DELIVERIES} deliveries");
+    // Each body still reads back through its record.
+    for (i, (_, mailbox, uid)) in report.imported.iter().enumerate().step_by(37) {
+        let email = mail.email(*mailbox, *uid).unwrap();
+        assert_eq!(
+            &mail.read(&email).await.unwrap()[..],
+            &threaded(&format!("m{i}@x"), "")[..]
+        );
+    }
+}
+
+/// A reply and the message it answers, imported by one pass (in one commit), share a
+/// thread whichever was delivered first; an unrelated message does not join it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_threads_a_reply_and_its_parent_imported_together() {
+    for reply_first in [false, true] {
+        let w = World::new(KeyModel::DeviceOnly).await;
+        let parent = threaded("parent@x", "");
+        let reply = threaded("reply@x", "parent@x");
+        let other = threaded("other@x", "");
+        let order: Vec<&[u8]> = if reply_first {
+            vec![&reply, &other, &parent]
+        } else {
+            vec![&parent, &other, &reply]
+        };
+        for message in &order {
+            w.deliverer()
+                .deliver_bytes(w.account, message, DeliveryOptions::default())
+                .await
+                .unwrap();
+        }
+        let mut mail = w.mail().await;
+        let report = mail
+            .import_deliveries(std::slice::from_ref(&w.key), &w.verifying_key().await)
+            .await
+            .unwrap();
+        assert_eq!(report.imported.len(), 3);
+        let threads: Vec<_> = report
+            .imported
+            .iter()
+            .map(|(_, mailbox, uid)| mail.email(*mailbox, *uid).unwrap().thread)
+            .collect();
+        assert_eq!(threads[0], threads[2], "reply first: {reply_first}");
+        assert_ne!(threads[0], threads[1], "reply first: {reply_first}");
+    }
+}
+
 // ---------------------------------------------------------------- issue 12, item 8
 // An LMTP-shaped delivery API: one stream to many recipients with a result each, a size
 // limit while streaming, and caller-chosen delivery ids that make retries store once.
