@@ -257,9 +257,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             futures::stream::iter(pieces),
             DeliveryOptions {
                 mailbox: "INBOX".into(),
-                internal_date: None,
                 flags: vec!["$Incoming".into()],
-                id: None,
+                ..DeliveryOptions::default()
             },
         )
         .await?;

@@ -40,6 +40,10 @@ pub struct Config {
     pub imap_listen: Option<SocketAddr>,
     /// LMTP listener (TCP), e.g. `127.0.0.1:2424`. No LMTP when missing.
     pub lmtp_listen: Option<SocketAddr>,
+    /// LMTP on a unix socket at this path (created at start, a stale one replaced), e.g.
+    /// for Postfix's `lmtp:unix:` transport. No socket when missing.
+    #[serde(default)]
+    pub lmtp_socket: Option<PathBuf>,
     /// Argon2id costs of password slots (default: the library's `DEFAULT_KDF`).
     #[serde(default)]
     pub kdf: Option<KdfConfig>,
@@ -75,6 +79,9 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         if config.directory.is_relative() {
             config.directory = base.join(&config.directory);
+        }
+        if let Some(socket) = config.lmtp_socket.as_mut().filter(|p| p.is_relative()) {
+            *socket = base.join(&*socket);
         }
         if !config.store.contains("://") && Path::new(&config.store).is_relative() {
             config.store = base.join(&config.store).to_string_lossy().into_owned();

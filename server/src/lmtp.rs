@@ -1,19 +1,24 @@
-//! LMTP (RFC 2033) on TCP: commands parsed by `smtp-proto`, messages delivered through
-//! the library's `Deliverer` (sealed to each recipient's public key, signed). A
-//! recipient's 250 after DATA is sent only once its delivery call returned Ok, that is
-//! once the sealed body and its envelope are durable.
+//! LMTP (RFC 2033) on TCP and on a unix socket: commands parsed by `smtp-proto`,
+//! messages streamed into the library's `Deliverer` as they arrive (sealed to each
+//! recipient's public key, signed), after DATA (dot-stuffed) or in BDAT chunks (RFC 3030
+//! CHUNKING). A recipient's 250 is sent only once its delivery call returned Ok, that is
+//! once the sealed body and its envelope are durable. Each delivery's id is derived from
+//! the message's content, so a client's resend of a message whose replies it lost is
+//! stored once.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use mailvault::delivery::{Deliverer, DeliveryOptions, Recipient};
 use mailvault::ids::AccountId;
 use mailvault::mail::INBOX;
-use sha2::{Digest, Sha256};
 use smtp_proto::request::receiver::DataReceiver;
 use smtp_proto::Request;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::config::Accounts;
 
@@ -21,6 +26,8 @@ use crate::config::Accounts;
 const MAX_LINE: usize = 4096;
 /// A connection idle this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Pieces of a message in flight between the connection and the deliverer.
+const PIECES_IN_FLIGHT: usize = 16;
 
 /// What every LMTP connection shares.
 pub struct Lmtp {
@@ -32,7 +39,7 @@ pub struct Lmtp {
     pub max_message_size: usize,
 }
 
-/// Accepts connections until the task is aborted.
+/// Accepts TCP connections until the task is aborted.
 pub async fn accept_loop(listener: TcpListener, state: Arc<Lmtp>) {
     loop {
         match listener.accept().await {
@@ -40,7 +47,7 @@ pub async fn accept_loop(listener: TcpListener, state: Arc<Lmtp>) {
                 let state = state.clone();
                 tokio::spawn(async move {
                     tracing::debug!(%peer, "LMTP connection");
-                    if let Err(e) = connection(stream, &state).await {
+                    if let Err(e) = connection(stream, state).await {
                         tracing::debug!(%peer, error = %e, "LMTP connection ended");
                     }
                 });
@@ -53,13 +60,58 @@ pub async fn accept_loop(listener: TcpListener, state: Arc<Lmtp>) {
     }
 }
 
+/// Accepts connections on a unix socket (how an MTA on the same machine usually
+/// reaches LMTP) until the task is aborted.
+pub async fn accept_unix(listener: UnixListener, state: Arc<Lmtp>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let state = state.clone();
+                tokio::spawn(async move {
+                    tracing::debug!("LMTP connection on the unix socket");
+                    if let Err(e) = connection(stream, state).await {
+                        tracing::debug!(error = %e, "LMTP connection ended");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "LMTP accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 /// The input side of a connection: bytes read but not yet consumed.
-struct Input {
-    stream: tokio::net::tcp::OwnedReadHalf,
+struct Input<R> {
+    stream: R,
     pending: Vec<u8>,
 }
 
-impl Input {
+/// Where the pieces of a message go: the deliverer's stream, until it stops taking them
+/// (it refused the message: too big, or every recipient failed).
+struct Pieces(Option<mpsc::Sender<mailvault::Result<Bytes>>>);
+
+impl Pieces {
+    async fn send(&mut self, piece: Vec<u8>) {
+        if let Some(sender) = &self.0 {
+            if sender.send(Ok(Bytes::from(piece))).await.is_err() {
+                self.0 = None;
+            }
+        }
+    }
+
+    /// Ends the message as incomplete: the deliverer stores none of it.
+    async fn abort(&mut self, why: &str) {
+        if let Some(sender) = self.0.take() {
+            let _ = sender
+                .send(Err(mailvault::Error::InvalidArgument(why.into())))
+                .await;
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> Input<R> {
     /// Reads more bytes into `pending`; false at the end of the stream.
     async fn fill(&mut self) -> std::io::Result<bool> {
         let mut chunk = [0u8; 16 * 1024];
@@ -93,36 +145,88 @@ impl Input {
         }
     }
 
-    /// The message after DATA, dot-unstuffed, without the final `.` line; `Err` when it
-    /// exceeded `max` bytes (consumed to its end all the same); `None` at the end of the
-    /// stream.
-    async fn data(&mut self, max: usize) -> std::io::Result<Option<Result<Vec<u8>, ()>>> {
+    /// Streams the message after DATA, dot-unstuffed, without the final `.` line, into
+    /// `pieces`; false when the stream ended before the final dot (the message is then
+    /// aborted).
+    async fn data(&mut self, pieces: &mut Pieces) -> std::io::Result<bool> {
         let mut receiver = DataReceiver::new();
         let mut body = Vec::new();
         // The receiver recognises a dot (stuffed or final) after a CRLF only: start it as
         // if a line had just ended, so the first line is handled like the others.
         receiver.ingest(&mut b"\r\n".iter(), &mut body);
         body.clear();
-        let mut too_large = false;
         loop {
             if !self.pending.is_empty() {
                 let mut it = self.pending.iter();
                 let done = receiver.ingest(&mut it, &mut body);
-                let rest = it.as_slice().len();
-                let consumed = self.pending.len() - rest;
+                let consumed = self.pending.len() - it.as_slice().len();
                 self.pending.drain(..consumed);
-                if body.len() > max {
-                    too_large = true;
-                    body.clear();
+                if !body.is_empty() {
+                    pieces.send(std::mem::take(&mut body)).await;
                 }
                 if done {
-                    return Ok(Some(if too_large { Err(()) } else { Ok(body) }));
+                    return Ok(true);
                 }
             }
             if !self.fill().await? {
-                return Ok(None);
+                pieces.abort("the connection ended inside DATA").await;
+                return Ok(false);
             }
         }
+    }
+
+    /// Streams the next `size` bytes (a BDAT chunk) into `pieces`; false when the stream
+    /// ended first (the message is then aborted).
+    async fn chunk(&mut self, mut size: usize, pieces: &mut Pieces) -> std::io::Result<bool> {
+        while size > 0 {
+            if self.pending.is_empty() && !self.fill().await? {
+                pieces
+                    .abort("the connection ended inside a BDAT chunk")
+                    .await;
+                return Ok(false);
+            }
+            let take = size.min(self.pending.len());
+            let piece: Vec<u8> = self.pending.drain(..take).collect();
+            size -= take;
+            pieces.send(piece).await;
+        }
+        Ok(true)
+    }
+}
+
+/// A message being delivered while it streams in: where its pieces go, and the task
+/// that delivers them and gives the reply lines.
+struct Streaming {
+    pieces: Pieces,
+    task: JoinHandle<String>,
+}
+
+impl Streaming {
+    /// Starts delivering to `recipients` a message whose pieces are sent to `pieces`.
+    fn start(state: &Arc<Lmtp>, recipients: Vec<(String, AccountId)>) -> Self {
+        let (sender, mut receiver) = mpsc::channel(PIECES_IN_FLIGHT);
+        let stream = futures::stream::poll_fn(move |cx| receiver.poll_recv(cx));
+        let state = state.clone();
+        let task = tokio::spawn(async move { deliver(&state, &recipients, stream).await });
+        Self {
+            pieces: Pieces(Some(sender)),
+            task,
+        }
+    }
+
+    /// The message is complete: its reply lines, one per recipient.
+    async fn finish(self) -> String {
+        drop(self.pieces);
+        self.task.await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "delivery task failed");
+            "451 4.3.0 temporary failure, try again later\r\n".into()
+        })
+    }
+
+    /// The message is abandoned (RSET, the connection ended): nothing of it is stored.
+    async fn abort(mut self, why: &str) {
+        self.pieces.abort(why).await;
+        let _ = self.task.await;
     }
 }
 
@@ -130,19 +234,51 @@ impl Input {
 struct Transaction {
     from: Option<String>,
     recipients: Vec<(String, AccountId)>,
+    /// A message arriving in BDAT chunks: delivered as they come.
+    chunks: Option<Streaming>,
+    /// A BDAT chunk was refused: the rest of the message is read and dropped.
+    chunks_refused: bool,
 }
 
-async fn connection(stream: TcpStream, state: &Lmtp) -> std::io::Result<()> {
-    let (read, mut write) = stream.into_split();
+impl Transaction {
+    /// Ends the transaction, dropping a message still arriving in chunks.
+    async fn reset(&mut self) {
+        if let Some(streaming) = std::mem::take(self).chunks {
+            streaming.abort("the transaction was reset").await;
+        }
+    }
+}
+
+async fn connection<S>(stream: S, state: Arc<Lmtp>) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (read, mut write) = tokio::io::split(stream);
     let mut input = Input {
         stream: read,
         pending: Vec::new(),
     };
+    let mut tx = Transaction::default();
+    let outcome = session(&mut input, &mut write, &state, &mut tx).await;
+    // A message still arriving in chunks when the connection ends is not stored.
+    tx.reset().await;
+    outcome
+}
+
+async fn session<R, W>(
+    input: &mut Input<R>,
+    write: &mut W,
+    state: &Arc<Lmtp>,
+    tx: &mut Transaction,
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     write
         .write_all(b"220 mailvault LMTP service ready\r\n")
         .await?;
     let mut greeted = false;
-    let mut tx = Transaction::default();
     loop {
         let line = match input.line().await? {
             None => return Ok(()),
@@ -167,10 +303,10 @@ async fn connection(stream: TcpStream, state: &Lmtp) -> std::io::Result<()> {
         let reply: String = match request {
             Request::Lhlo { .. } => {
                 greeted = true;
-                tx = Transaction::default();
+                tx.reset().await;
                 format!(
                     "250-mailvault\r\n250-PIPELINING\r\n250-ENHANCEDSTATUSCODES\r\n\
-                     250-8BITMIME\r\n250 SIZE {}\r\n",
+                     250-8BITMIME\r\n250-CHUNKING\r\n250 SIZE {}\r\n",
                     state.max_message_size
                 )
             }
@@ -195,6 +331,8 @@ async fn connection(stream: TcpStream, state: &Lmtp) -> std::io::Result<()> {
             Request::Rcpt { to } => {
                 if tx.from.is_none() {
                     "503 5.5.1 MAIL first\r\n".into()
+                } else if tx.chunks.is_some() {
+                    "503 5.5.1 RCPT inside BDAT\r\n".into()
                 } else {
                     let address = to.address.into_owned();
                     match state.accounts.lookup(&address) {
@@ -211,33 +349,66 @@ async fn connection(stream: TcpStream, state: &Lmtp) -> std::io::Result<()> {
                 }
             }
             Request::Data => {
-                if tx.from.is_none() || tx.recipients.is_empty() {
+                if tx.from.is_none() || tx.recipients.is_empty() || tx.chunks.is_some() {
                     "503 5.5.1 no valid recipient\r\n".into()
                 } else {
                     write
                         .write_all(b"354 send the message, end with <CRLF>.<CRLF>\r\n")
                         .await?;
-                    let body = match input.data(state.max_message_size).await? {
-                        None => return Ok(()),
-                        Some(body) => body,
-                    };
-                    let recipients = std::mem::take(&mut tx).recipients;
-                    match &body {
-                        Err(()) => recipients
-                            .iter()
-                            .map(|(address, _)| {
-                                format!(
-                                    "552 5.3.4 <{address}> message exceeds {} bytes\r\n",
-                                    state.max_message_size
-                                )
-                            })
-                            .collect(),
-                        Ok(body) => deliver(state, &recipients, body).await,
+                    let recipients = std::mem::take(&mut tx.recipients);
+                    tx.reset().await;
+                    let mut streaming = Streaming::start(state, recipients);
+                    if !input.data(&mut streaming.pieces).await? {
+                        streaming.abort("the connection ended inside DATA").await;
+                        return Ok(());
+                    }
+                    streaming.finish().await
+                }
+            }
+            Request::Bdat {
+                chunk_size,
+                is_last,
+            } => {
+                // RFC 3030 §2: the chunk is read whatever the reply, so that the next
+                // command is found.
+                let refused = if tx.chunks_refused {
+                    Some("503 5.5.1 the message was refused already\r\n")
+                } else if tx.from.is_none() || tx.recipients.is_empty() {
+                    Some("503 5.5.1 no valid recipient\r\n")
+                } else {
+                    None
+                };
+                if let Some(refusal) = refused {
+                    let mut nowhere = Pieces(None);
+                    if !input.chunk(chunk_size, &mut nowhere).await? {
+                        return Ok(());
+                    }
+                    if is_last {
+                        tx.reset().await;
+                    } else {
+                        tx.chunks_refused = true;
+                    }
+                    refusal.into()
+                } else {
+                    if tx.chunks.is_none() {
+                        let recipients = tx.recipients.clone();
+                        tx.chunks = Some(Streaming::start(state, recipients));
+                    }
+                    let streaming = tx.chunks.as_mut().expect("started above");
+                    if !input.chunk(chunk_size, &mut streaming.pieces).await? {
+                        return Ok(());
+                    }
+                    if is_last {
+                        let streaming = tx.chunks.take().expect("started above");
+                        tx.reset().await;
+                        streaming.finish().await
+                    } else {
+                        format!("250 2.0.0 {chunk_size} octets received\r\n")
                     }
                 }
             }
             Request::Rset => {
-                tx = Transaction::default();
+                tx.reset().await;
                 "250 2.0.0 reset\r\n".into()
             }
             Request::Noop { .. } => "250 2.0.0 OK\r\n".into(),
@@ -251,24 +422,27 @@ async fn connection(stream: TcpStream, state: &Lmtp) -> std::io::Result<()> {
     }
 }
 
-/// Delivers the message to every recipient at once; one reply line per recipient, in
-/// order (RFC 2033 §4.2). Each recipient's delivery id is derived from a digest of the
-/// message as received, so that a client's retry of a message whose replies it lost
-/// (a dropped connection, a killed server) stores it once.
-async fn deliver(state: &Lmtp, recipients: &[(String, AccountId)], body: &[u8]) -> String {
-    let digest = Sha256::digest(body);
+/// Delivers the message streamed in `body` to every recipient at once; one reply line
+/// per recipient, in order (RFC 2033 §4.2). Each recipient's delivery id is derived from
+/// the message as received (`id_from_content`), so that a client's retry of a message
+/// whose replies it lost (a dropped connection, a killed server) stores it once.
+async fn deliver<S>(state: &Lmtp, recipients: &[(String, AccountId)], body: S) -> String
+where
+    S: futures::Stream<Item = mailvault::Result<Bytes>> + Unpin,
+{
     let targets: Vec<Recipient> = recipients
         .iter()
         .map(|(_, account)| Recipient {
             account: *account,
             options: DeliveryOptions {
                 mailbox: INBOX.into(),
-                id: Some(state.deliverer.delivery_id_for(account, &digest)),
+                id_from_content: true,
                 ..DeliveryOptions::default()
             },
         })
         .collect();
-    let results = match state.deliverer.deliver_to_many(&targets, body).await {
+    let limit = Some(state.max_message_size as u64);
+    let results = match state.deliverer.deliver_each(&targets, body, limit).await {
         Ok(results) => results,
         Err(e) => {
             tracing::warn!(error = %e, "delivery failed");

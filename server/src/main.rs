@@ -198,17 +198,29 @@ async fn serve(config: Config) -> Result<(), BoxError> {
     let deliverer = Arc::new(provider.deliverer(config.signing_key()?));
     let accounts = config.accounts();
     let mut tasks = tokio::task::JoinSet::new();
+    let lmtp_state = Arc::new(lmtp::Lmtp {
+        deliverer: deliverer.clone(),
+        accounts: accounts.clone(),
+        max_message_size: config.max_message_size as usize,
+    });
     if let Some(addr) = config.lmtp_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| format!("LMTP: cannot listen on {addr}: {e}"))?;
         tracing::info!(%addr, "LMTP listening");
-        let state = Arc::new(lmtp::Lmtp {
-            deliverer: deliverer.clone(),
-            accounts: accounts.clone(),
-            max_message_size: config.max_message_size as usize,
-        });
-        tasks.spawn(lmtp::accept_loop(listener, state));
+        tasks.spawn(lmtp::accept_loop(listener, lmtp_state.clone()));
+    }
+    if let Some(path) = &config.lmtp_socket {
+        // A socket left by a killed server is replaced; any other file is not.
+        if std::fs::symlink_metadata(path)
+            .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+        {
+            std::fs::remove_file(path)?;
+        }
+        let listener = tokio::net::UnixListener::bind(path)
+            .map_err(|e| format!("LMTP: cannot listen on {}: {e}", path.display()))?;
+        tracing::info!(path = %path.display(), "LMTP listening on a unix socket");
+        tasks.spawn(lmtp::accept_unix(listener, lmtp_state.clone()));
     }
     if let Some(addr) = config.imap_listen {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -224,7 +236,7 @@ async fn serve(config: Config) -> Result<(), BoxError> {
         tasks.spawn(imap::accept_loop(listener, state));
     }
     if tasks.is_empty() {
-        return Err("no listener configured (imap_listen, lmtp_listen)".into());
+        return Err("no listener configured (imap_listen, lmtp_listen, lmtp_socket)".into());
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

@@ -51,7 +51,15 @@ fn smtp_source_load_local() {
     smtp_source_load(
         Backend::Local,
         setting("MAILVAULT_LMTP_LOAD_MESSAGES", 10_000),
+        false,
     );
+}
+
+/// The same over the server's unix socket (`lmtp_socket`; smtp-source's `unix:` target),
+/// how an MTA on the same machine reaches LMTP.
+#[test]
+fn smtp_source_load_unix_socket() {
+    smtp_source_load(Backend::Local, 300, true);
 }
 
 #[test]
@@ -59,10 +67,11 @@ fn smtp_source_load_garage() {
     smtp_source_load(
         Backend::Garage,
         setting("MAILVAULT_LMTP_LOAD_MESSAGES_S3", 500),
+        false,
     );
 }
 
-fn smtp_source_load(backend: Backend, messages: usize) {
+fn smtp_source_load(backend: Backend, messages: usize, unix_socket: bool) {
     let test = format!("smtp_source_load on {backend:?}");
     let Some(paths) = tools(&test, &["smtp-source", "python"]) else {
         return;
@@ -83,7 +92,11 @@ fn smtp_source_load(backend: Backend, messages: usize) {
             .args(["-m", &messages.to_string()])
             .args(["-f", "loader@example.net", "-t", "u@example.org"])
             .args(["-S", "smtp-source load"])
-            .arg(format!("127.0.0.1:{}", server.lmtp)),
+            .arg(if unix_socket {
+                format!("unix:{}", server.lmtp_socket.display())
+            } else {
+                format!("127.0.0.1:{}", server.lmtp)
+            }),
     );
     let sent = t0.elapsed();
     assert!(
@@ -131,7 +144,7 @@ fn smtp_source_load(backend: Backend, messages: usize) {
         }
     });
     eprintln!(
-        "{test}: {messages} messages x 10 recipients over 10 sessions delivered in {:.1} s \
+        "{test} (unix socket: {unix_socket}): {messages} messages x 10 recipients over 10 sessions delivered in {:.1} s \
          ({:.0} deliveries/s); STATUS of the 10 accounts (first login: imports) in {:.1} s",
         sent.as_secs_f64(),
         (messages * 10) as f64 / sent.as_secs_f64(),
@@ -247,5 +260,45 @@ fn replies_hold_across_sigkill(backend: Backend, messages: usize) {
         String::from_utf8_lossy(&out.stderr),
         server.logs()
     );
+    assert!(server.alive(), "the server survives:\n{}", server.logs());
+}
+
+/// BDAT (RFC 3030 CHUNKING) and streamed DATA, on the unix socket and on TCP, by a raw
+/// socket client (`tests/lmtp_chunking.py`; no standard client speaks BDAT): chunks cut
+/// anywhere read back byte for byte, a resend is stored once, refusals keep the
+/// connection usable, and a message reset or cut off by a closed connection leaves
+/// nothing.
+#[test]
+fn bdat_chunks_and_streamed_data() {
+    let test = "bdat_chunks_and_streamed_data";
+    let Some(paths) = tools(test, &["python"]) else {
+        return;
+    };
+    let users = ["chunks@example.org", "chunks2@example.org"];
+    let Some(mut server) = MailServer::create(test, Backend::Local, &users) else {
+        return;
+    };
+    server.start();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/lmtp_chunking.py");
+    for endpoint in [
+        format!("unix:{}", server.lmtp_socket.display()),
+        format!("tcp:{}", server.lmtp),
+    ] {
+        let out = peers::output(
+            Command::new(&paths[0])
+                .arg(&script)
+                .arg(&endpoint)
+                .arg(server.imap.to_string())
+                .args([users[0], PASSWORD, users[1], PASSWORD]),
+        );
+        assert!(
+            out.status.success(),
+            "lmtp_chunking.py on {endpoint} failed: {}\n{}\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            server.logs()
+        );
+    }
     assert!(server.alive(), "the server survives:\n{}", server.logs());
 }

@@ -280,6 +280,13 @@ pub struct DeliveryOptions {
     /// first envelope waits for import, and the import drops a second envelope of an id
     /// it imported.
     pub id: Option<DeliveryId>,
+    /// With no `id`: derive the delivery's id from the message itself,
+    /// [`Deliverer::delivery_id_for`] of the SHA-256 of the plaintext as it streamed, so
+    /// that a client's resend of the same bytes (an LMTP client that lost the replies to
+    /// a dropped connection or a killed server) is stored once, without the caller
+    /// holding the message to hash it first. A different message, or the same one to
+    /// another account, gets another id.
+    pub id_from_content: bool,
 }
 
 /// One recipient of [`Deliverer::deliver_each`]: an account and how the message lands
@@ -585,6 +592,10 @@ impl Deliverer {
         }
         let mut body = body;
         let mut size = 0u64;
+        let mut content = recipients
+            .iter()
+            .any(|r| r.options.id.is_none() && r.options.id_from_content)
+            .then(sha2::Sha256::new);
         // The plaintext for the analysis, up to the parse limit (the header only above).
         let mut parse_buffer: Vec<u8> = Vec::new();
         let mut too_large = false;
@@ -595,6 +606,9 @@ impl Deliverer {
                 Some(Ok(piece)) => piece,
             };
             size += piece.len() as u64;
+            if let Some(hasher) = content.as_mut() {
+                hasher.update(&piece);
+            }
             if self.analyze && !too_large {
                 if parse_buffer.len() + piece.len() > self.max_parse_len {
                     too_large = true;
@@ -654,13 +668,16 @@ impl Deliverer {
             None
         };
         let analysis = analysis.as_deref();
+        let content: Option<[u8; 32]> = content.map(|hasher| hasher.finalize().into());
+        let content = content.as_ref();
         let finishing = writers
             .into_iter()
             .zip(recipients)
             .map(|(slot, recipient)| async move {
                 match slot {
                     Some((to, limits, writer)) => {
-                        Some(self.finish(recipient, &to, limits, writer, analysis).await)
+                        let finish = self.finish(recipient, &to, limits, writer, analysis, content);
+                        Some(finish.await)
                     }
                     None => None,
                 }
@@ -748,6 +765,7 @@ impl Deliverer {
         limits: AccountLimits,
         writer: SealedBlobWriter,
         analysis: Option<&[u8]>,
+        content: Option<&[u8; 32]>,
     ) -> Result<DeliveryReceipt> {
         let account = recipient.account;
         let options = recipient.options.clone();
@@ -765,7 +783,13 @@ impl Deliverer {
                 .await;
             return Err(e);
         }
-        let delivery = options.id.unwrap_or_else(|| DeliveryId::random(&self.rng));
+        // Chosen by the caller, or from the content: a retry of it is stored once.
+        let chosen = options.id.or_else(|| {
+            content
+                .filter(|_| options.id_from_content)
+                .map(|digest| self.delivery_id_for(&account, digest))
+        });
+        let delivery = chosen.unwrap_or_else(|| DeliveryId::random(&self.rng));
         // Taken once the body is durable, just before the envelope: a number is lost (and
         // reported missing at import) only if this delivery fails between the two, and
         // then it is not acknowledged.
@@ -813,7 +837,7 @@ impl Deliverer {
             }
             // A concurrent attempt of the same delivery id won: its envelope stands, this
             // body is not needed.
-            Err(Error::Conflict { .. }) if recipient.options.id.is_some() => {
+            Err(Error::Conflict { .. }) if chosen.is_some() => {
                 let _ = self
                     .blobs
                     .store()

@@ -179,7 +179,7 @@ async fn transparent_flow_deliver_login_import_read() {
                 mailbox: "INBOX".into(),
                 internal_date: Some(1_800_000_000),
                 flags: vec!["$Incoming".into()],
-                id: None,
+                ..DeliveryOptions::default()
             },
         )
         .await
@@ -733,7 +733,7 @@ async fn nothing_readable_after_delivery() {
                 mailbox: "MarkerFolder".into(),
                 internal_date: None,
                 flags: vec!["$MarkerFlag".into()],
-                id: None,
+                ..DeliveryOptions::default()
             },
         )
         .await
@@ -1152,7 +1152,11 @@ async fn import_of_many_deliveries_takes_few_commits_and_keeps_their_order() {
     for i in 0..DELIVERIES {
         let receipt = w
             .deliverer()
-            .deliver_bytes(w.account, &threaded(&format!("m{i}@x"), ""), DeliveryOptions::default())
+            .deliver_bytes(
+                w.account,
+                &threaded(&format!("m{i}@x"), ""),
+                DeliveryOptions::default(),
+            )
             .await
             .unwrap();
         ids.push(receipt.delivery);
@@ -1177,7 +1181,10 @@ async fn import_of_many_deliveries_takes_few_commits_and_keeps_their_order() {
         .into_iter()
         .filter(|r| r.kind == mailvault::storage::RequestKind::Put && r.path.contains("/i/"))
         .count();
-    assert!(index_writes <= 20, "{index_writes} index writes for {DELIVERIES} deliveries");
+    assert!(
+        index_writes <= 20,
+        "{index_writes} index writes for {DELIVERIES} deliveries"
+    );
     // Each body still reads back through its record.
     for (i, (_, mailbox, uid)) in report.imported.iter().enumerate().step_by(37) {
         let email = mail.email(*mailbox, *uid).unwrap();
@@ -1438,6 +1445,67 @@ async fn item_08_a_retry_after_a_complete_delivery_stores_the_message_once() {
             retries_store_once(&World::on(KeyModel::DeviceOnly, store, mode).await, name).await;
         }
     }
+}
+
+/// With `id_from_content`, the deliverer derives the id from the message as it streams
+/// (what an LMTP server that does not hold the message needs): a resend of the same
+/// bytes is stored once, before its import and after it; other bytes are another
+/// delivery.
+#[tokio::test]
+async fn item_08_an_id_from_the_content_stores_a_resend_once() {
+    let w = World::new(KeyModel::DeviceOnly).await;
+    let deliverer = w.deliverer();
+    let options = DeliveryOptions {
+        id_from_content: true,
+        ..DeliveryOptions::default()
+    };
+    let stream = |bytes: &'static [u8]| {
+        // In pieces, as a network stream arrives.
+        futures::stream::iter(
+            bytes
+                .chunks(7)
+                .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let first = deliverer
+        .deliver(w.account, stream(MESSAGE), options.clone())
+        .await
+        .unwrap();
+    assert!(!first.duplicate);
+    assert_eq!(
+        first.delivery,
+        deliverer.delivery_id_for(&w.account, &sha2::Sha256::digest(MESSAGE))
+    );
+    let again = deliverer
+        .deliver(w.account, stream(MESSAGE), options.clone())
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!((again.delivery, again.blob), (first.delivery, first.blob));
+    // The resend's own body was removed when its envelope lost.
+    assert_eq!(objects_of(&w.store, &w.account, "/b/").await, 1);
+    let other = deliverer
+        .deliver(
+            w.account,
+            stream(b"Subject: other\r\n\r\nanother message\r\n"),
+            options.clone(),
+        )
+        .await
+        .unwrap();
+    assert!(!other.duplicate);
+    assert_ne!(other.delivery, first.delivery);
+    let report = w.import().await;
+    assert_eq!(report.imported.len(), 2, "{report:?}");
+    let late = deliverer
+        .deliver(w.account, stream(MESSAGE), options)
+        .await
+        .unwrap();
+    assert_eq!(late.delivery, first.delivery);
+    let report = w.import().await;
+    assert!(report.imported.is_empty(), "{report:?}");
+    assert_eq!(report.already_imported, 1);
+    assert_eq!(w.inbox_count().await, 2);
 }
 
 /// A delivery killed after each backend operation, then retried with the same id: the

@@ -143,6 +143,8 @@ pub struct MailServer {
     pub imap: u16,
     /// LMTP port on 127.0.0.1.
     pub lmtp: u16,
+    /// LMTP on a unix socket (in the test's folder).
+    pub lmtp_socket: PathBuf,
     config: PathBuf,
     env: Env,
     child: Option<Child>,
@@ -157,6 +159,7 @@ impl MailServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let (imap, lmtp) = (free_port(), free_port());
         let config = dir.path().join("mailvault.toml");
+        let lmtp_socket = dir.path().join("lmtp.sock");
         std::fs::write(
             &config,
             format!(
@@ -164,6 +167,7 @@ impl MailServer {
                  directory = \"directory\"\n\
                  imap_listen = \"127.0.0.1:{imap}\"\n\
                  lmtp_listen = \"127.0.0.1:{lmtp}\"\n\
+                 lmtp_socket = \"lmtp.sock\"\n\
                  [kdf]\nm_kib = 1024\nt = 1\np = 1\n"
             ),
         )
@@ -172,6 +176,7 @@ impl MailServer {
             dir,
             imap,
             lmtp,
+            lmtp_socket,
             config,
             env,
             child: None,
