@@ -97,8 +97,23 @@ fn response_code(e: &mailvault::Error) -> Option<Code<'static>> {
         mailvault::Error::OverQuota { .. } => Some(Code::OverQuota),
         mailvault::Error::TooBig { .. } => Some(Code::TooBig),
         mailvault::Error::NoSuchMailbox { .. } => Some(Code::TryCreate),
+        // RFC 5530 3: "ALREADYEXISTS ... the destination mailbox name already exists".
+        mailvault::Error::MailboxExists { .. } => Some(other_code("ALREADYEXISTS")),
         _ => None,
     }
+}
+
+/// A response code imap-types has no variant for (RFC 5530's, QRESYNC's `CLOSED`).
+fn other_code(name: &'static str) -> Code<'static> {
+    Code::Other(imap_next::imap_types::response::CodeOther::unvalidated(
+        name.as_bytes(),
+    ))
+}
+
+/// RFC 5530 3: "NONEXISTENT: The operation attempts to delete something that does not
+/// exist", also the code of SELECT, STATUS, RENAME... of a mailbox that does not exist.
+fn nonexistent() -> Code<'static> {
+    other_code("NONEXISTENT")
 }
 
 /// A response text: printable, one line, never empty.
@@ -148,6 +163,9 @@ struct Selected {
     /// the account's current view.
     view: Arc<MailboxView>,
     read_only: bool,
+    /// The flags last announced in a FLAGS response (system flags and keywords): a
+    /// keyword that appears later is announced (FLAGS, PERMANENTFLAGS) at `sync`.
+    flags: Vec<Flag<'static>>,
 }
 
 /// What a command handler tells the loop.
@@ -403,7 +421,7 @@ impl Conn<'_> {
                     server.enqueue_status(ok(tag, None, "DELETE completed"));
                 }
                 None => {
-                    server.enqueue_status(no(tag, None, "no such mailbox"));
+                    server.enqueue_status(no(tag, Some(nonexistent()), "no such mailbox"));
                 }
             },
             CommandBody::Rename { from, to } => match self.mailbox_id(&from).await {
@@ -416,7 +434,7 @@ impl Conn<'_> {
                     server.enqueue_status(ok(tag, None, "RENAME completed"));
                 }
                 None => {
-                    server.enqueue_status(no(tag, None, "no such mailbox"));
+                    server.enqueue_status(no(tag, Some(nonexistent()), "no such mailbox"));
                 }
             },
             CommandBody::Subscribe { mailbox } => {
@@ -590,7 +608,7 @@ impl Conn<'_> {
         subscribed: bool,
     ) -> Result<(), mailvault::Error> {
         let Some(id) = self.mailbox_id(mailbox).await else {
-            server.enqueue_status(no(tag, None, "no such mailbox"));
+            server.enqueue_status(no(tag, Some(nonexistent()), "no such mailbox"));
             return Ok(());
         };
         self.account()
@@ -685,10 +703,33 @@ impl Conn<'_> {
         };
         let selected = self.selected.as_mut().expect("selected");
         if !Arc::ptr_eq(&current, &selected.view) {
+            announce_keywords(server, selected, &current);
             announce_changes(server, &selected.view, &current);
             selected.view = current;
         }
         Ok(())
+    }
+
+    /// Records in the client's snapshot that it was told (or, after `.SILENT`, knows)
+    /// the flags the messages `uids` have in `current`: `sync` does not announce them
+    /// again.
+    fn told_flags(&mut self, uids: &[u32], current: &MailboxView) {
+        let Some(selected) = self.selected.as_mut() else {
+            return;
+        };
+        if uids.is_empty() {
+            return;
+        }
+        let mut view = (*selected.view).clone();
+        for m in &mut view.messages {
+            if uids.binary_search(&m.uid).is_ok() {
+                if let Some(now) = now_of(current, m.uid) {
+                    m.flags = now.flags.clone();
+                    m.modseq = now.modseq;
+                }
+            }
+        }
+        selected.view = Arc::new(view);
     }
 
     async fn select(
@@ -698,29 +739,43 @@ impl Conn<'_> {
         mailbox: &ImapMailbox<'_>,
         read_only: bool,
     ) -> Result<(), mailvault::Error> {
-        self.selected = None;
+        if self.selected.take().is_some() {
+            // RFC 7162 3.2.11 (RFC 9051 6.3.2): the responses that follow are the new
+            // mailbox's.
+            server.enqueue_status(untagged_ok(other_code("CLOSED"), "previous mailbox closed"));
+        }
         let Some(id) = self.mailbox_id(mailbox).await else {
-            server.enqueue_status(no(tag, None, "no such mailbox"));
+            server.enqueue_status(no(tag, Some(nonexistent()), "no such mailbox"));
             return Ok(());
         };
         let view = self.account().view(id).await?;
-        server.enqueue_data(Data::Flags(system_flags()));
+        let flags = mailbox_flags(&view);
+        server.enqueue_data(Data::Flags(flags.clone()));
         server.enqueue_data(Data::Exists(view.messages.len() as u32));
         server.enqueue_data(Data::Recent(0));
+        // RFC 3501 6.3.1: the sequence number of the first message without \Seen.
+        if let Some(i) = view
+            .messages
+            .iter()
+            .position(|m| !m.flags.contains(Flags::SEEN))
+        {
+            server.enqueue_status(untagged_ok(Code::Unseen(seq(i)), "first unseen"));
+        }
         if let Some(v) = NonZeroU32::new(view.status.uid_validity) {
             server.enqueue_status(untagged_ok(Code::UidValidity(v), "UIDs valid"));
         }
         if let Some(n) = NonZeroU32::new(view.status.uid_next) {
             server.enqueue_status(untagged_ok(Code::UidNext(n), "predicted next UID"));
         }
-        let mut permanent: Vec<FlagPerm<'static>> =
-            system_flags().into_iter().map(FlagPerm::Flag).collect();
-        permanent.push(FlagPerm::Asterisk);
-        server.enqueue_status(untagged_ok(Code::PermanentFlags(permanent), "flags"));
+        server.enqueue_status(untagged_ok(
+            Code::PermanentFlags(permanent_flags(&flags, read_only)),
+            "flags",
+        ));
         self.selected = Some(Selected {
             id,
             view,
             read_only,
+            flags,
         });
         let (code, done) = if read_only {
             (Code::ReadOnly, "EXAMINE completed")
@@ -761,7 +816,7 @@ impl Conn<'_> {
             };
             let pattern = format!("{reference}{pattern}");
             let mailboxes = self.account().read().await.mailboxes()?;
-            for m in mailboxes {
+            for m in &mailboxes {
                 if subscribed_only && !m.subscribed {
                     continue;
                 }
@@ -771,7 +826,17 @@ impl Conn<'_> {
                 let Ok(mailbox) = ImapMailbox::try_from(m.name.clone()) else {
                     continue;
                 };
-                let items = special_use_attributes(m.special_use);
+                let mut items = special_use_attributes(m.special_use);
+                // RFC 9051 7.3.1 (RFC 3348): whether the mailbox has child mailboxes.
+                let below = format!("{}/", m.name);
+                let has_children = mailboxes.iter().any(|o| o.name.starts_with(&below));
+                if !subscribed_only {
+                    items.push(if has_children {
+                        FlagNameAttribute::from(Atom::unvalidated("HasChildren"))
+                    } else {
+                        FlagNameAttribute::from(Atom::unvalidated("HasNoChildren"))
+                    });
+                }
                 let data = if subscribed_only {
                     Data::Lsub {
                         items,
@@ -800,7 +865,7 @@ impl Conn<'_> {
         names: &[StatusDataItemName],
     ) -> Result<(), mailvault::Error> {
         let Some(id) = self.mailbox_id(mailbox).await else {
-            server.enqueue_status(no(tag, None, "no such mailbox"));
+            server.enqueue_status(no(tag, Some(nonexistent()), "no such mailbox"));
             return Ok(());
         };
         let status = self.account().read().await.status(id)?;
@@ -1149,6 +1214,9 @@ impl Conn<'_> {
                 server.enqueue_data(Data::Fetch { seq: seq(i), items });
             }
         }
+        // The FETCH responses above carried the \Seen they set.
+        let told: Vec<u32> = seen_set.into_iter().collect();
+        self.told_flags(&told, &current);
         server.enqueue_status(ok(tag, None, "FETCH completed"));
         Ok(())
     }
@@ -1334,8 +1402,11 @@ impl Conn<'_> {
             .await
             .store_flags(id, &uids, change, None)
             .await?;
+        let current = self.current().await?;
+        if let Some(selected) = self.selected.as_mut() {
+            announce_keywords(server, selected, &current);
+        }
         if matches!(response, StoreResponse::Answer) {
-            let current = self.current().await?;
             for &i in &indices {
                 let Some(m) = now_of(&current, self.snapshot_uid(i)) else {
                     continue;
@@ -1351,6 +1422,10 @@ impl Conn<'_> {
                 }
             }
         }
+        // Told by the FETCH responses above, or knows after .SILENT (RFC 9051 6.4.6).
+        let mut told = uids;
+        told.sort_unstable();
+        self.told_flags(&told, &current);
         server.enqueue_status(ok(tag, None, "STORE completed"));
         Ok(())
     }
@@ -1379,6 +1454,27 @@ fn now_of(current: &MailboxView, uid: u32) -> Option<&MessageSummary> {
         .binary_search_by_key(&uid, |m| m.uid)
         .ok()
         .map(|i| &current.messages[i])
+}
+
+/// Announces the keywords of `current` the client was not told of yet (FLAGS, and
+/// PERMANENTFLAGS when it may change flags), as Dovecot does: RFC 9051 7.3.5 "The update
+/// from the FLAGS response MUST be recorded by the client".
+fn announce_keywords(server: &mut Server, selected: &mut Selected, current: &MailboxView) {
+    let now = mailbox_flags(current);
+    let new: Vec<&Flag<'static>> = now.iter().filter(|f| !selected.flags.contains(f)).collect();
+    if new.is_empty() {
+        return;
+    }
+    let mut flags = selected.flags.clone();
+    flags.extend(new.into_iter().cloned());
+    server.enqueue_data(Data::Flags(flags.clone()));
+    if !selected.read_only {
+        server.enqueue_status(untagged_ok(
+            Code::PermanentFlags(permanent_flags(&flags, false)),
+            "flags",
+        ));
+    }
+    selected.flags = flags;
 }
 
 /// Announces what changed from the client's snapshot `old` to `new`: EXPUNGE for the
@@ -1547,15 +1643,12 @@ fn body_structure(
     };
     let disposition = || Disposition {
         disposition: part.disposition.as_ref().map(|d| {
+            // The analysis keeps one file name (the disposition's `filename`, else the
+            // type's `name`): given as the disposition's, as a disposition that names a
+            // file mostly does (the other disposition parameters are not kept).
             let mut list = Vec::new();
             if let Some(name) = &part.filename {
-                let in_type = part
-                    .params
-                    .iter()
-                    .any(|(k, v)| k.eq_ignore_ascii_case("name") && v == name);
-                if !in_type {
-                    list.push((istr("FILENAME"), istr(name)));
-                }
+                list.push((istr("FILENAME"), istr(name)));
             }
             (istr(&d.to_ascii_uppercase()), list)
         }),
@@ -1580,14 +1673,10 @@ fn body_structure(
     }
     let mut parameter_list = params(&part.params);
     let is_text = part.content_type.eq_ignore_ascii_case("text");
-    if is_text
-        && !part
-            .params
-            .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case("charset"))
-    {
-        // RFC 2045 5.2: the default.
-        parameter_list.insert(0, (istr("CHARSET"), istr("US-ASCII")));
+    if is_text && part.params.is_empty() {
+        // RFC 2045 5.2: the default, given (as Dovecot does) for a text part without
+        // any parameter.
+        parameter_list.push((istr("CHARSET"), istr("us-ascii")));
     }
     let size = part.end_offset - part.body_offset;
     let basic = BasicFields {
@@ -1649,7 +1738,7 @@ fn plain_text(size: u64, lines: u32, extended: bool) -> BodyStructure<'static> {
     BodyStructure::Single {
         body: Body {
             basic: BasicFields {
-                parameter_list: vec![(istr("CHARSET"), istr("US-ASCII"))],
+                parameter_list: vec![(istr("CHARSET"), istr("us-ascii"))],
                 id: NString(None),
                 description: NString(None),
                 content_transfer_encoding: istr("7BIT"),
@@ -1733,12 +1822,25 @@ fn astring(s: &AString<'_>) -> String {
     String::from_utf8_lossy(s.as_ref()).into_owned()
 }
 
+/// The envelope field the library's search matches `HEADER name` against, for the fields
+/// whose envelope text is the header's (addresses, subject). Message-ID, In-Reply-To and
+/// References are kept without their angle brackets: `HEADER Message-ID "<"` must match
+/// the header as written (RFC 9051 6.4.4), so those are scanned like any other field.
+fn envelope_field(name: &str) -> Option<HeaderField> {
+    HeaderField::from_name(name).filter(|f| {
+        !matches!(
+            f,
+            HeaderField::MessageId | HeaderField::InReplyTo | HeaderField::References
+        )
+    })
+}
+
 /// The text keys of `key`, depth first (the order `search_key` consumes them in).
 fn text_keys(key: &ImapSearchKey<'_>, out: &mut Vec<TextKey>) {
     match key {
         ImapSearchKey::Body(s) => out.push(TextKey::Body(astring(s))),
         ImapSearchKey::Text(s) => out.push(TextKey::Text(astring(s))),
-        ImapSearchKey::Header(field, s) if HeaderField::from_name(&astring(field)).is_none() => {
+        ImapSearchKey::Header(field, s) if envelope_field(&astring(field)).is_none() => {
             out.push(TextKey::Header(astring(field), astring(s)))
         }
         ImapSearchKey::And(keys) => keys.as_ref().iter().for_each(|k| text_keys(k, out)),
@@ -1807,7 +1909,7 @@ fn search_key(
         K::Cc(s) => header(HeaderField::Cc, s),
         K::Bcc(s) => header(HeaderField::Bcc, s),
         K::Subject(s) => header(HeaderField::Subject, s),
-        K::Header(field, s) => match HeaderField::from_name(&astring(field)) {
+        K::Header(field, s) => match envelope_field(&astring(field)) {
             Some(field) => header(field, s),
             None => SearchKey::Uid(texts.next().unwrap_or_default()),
         },
@@ -1909,6 +2011,36 @@ fn system_flags() -> Vec<Flag<'static>> {
         Flag::Seen,
         Flag::Draft,
     ]
+}
+
+/// PERMANENTFLAGS: `flags` and `\*` (any new keyword), none in a mailbox selected
+/// read-only (RFC 9051 7.1: "the flags that the client can change permanently").
+fn permanent_flags(flags: &[Flag<'static>], read_only: bool) -> Vec<FlagPerm<'static>> {
+    if read_only {
+        return Vec::new();
+    }
+    let mut permanent: Vec<FlagPerm<'static>> =
+        flags.iter().cloned().map(FlagPerm::Flag).collect();
+    permanent.push(FlagPerm::Asterisk);
+    permanent
+}
+
+/// The flags of a mailbox (SELECT's FLAGS response, RFC 9051 7.3.5): the system flags,
+/// then the keywords its messages carry, sorted.
+fn mailbox_flags(view: &MailboxView) -> Vec<Flag<'static>> {
+    let keywords: BTreeSet<&str> = view
+        .messages
+        .iter()
+        .flat_map(|m| m.flags.names())
+        .filter(|name| !name.starts_with('\\'))
+        .collect();
+    let mut flags = system_flags();
+    flags.extend(
+        keywords
+            .into_iter()
+            .filter_map(|k| Atom::try_from(k.to_string()).ok().map(Flag::Keyword)),
+    );
+    flags
 }
 
 /// The library's flag names as IMAP flags.

@@ -1,0 +1,962 @@
+#!/usr/bin/env python3
+"""Differential test: one set of scripted IMAP sessions against Dovecot and mailvault.
+
+Usage: differential.py DOVECOT_PORT DOVECOT_USER DOVECOT_PASSWORD DOVECOT_HOME
+                       MAILVAULT_PORT MAILVAULT_USER MAILVAULT_PASSWORD
+                       OUT_DIR CORPUS_DIR
+
+DOVECOT_HOME is the Dovecot user's mail folder (removed first, so that the user starts
+with an empty INBOX whose UIDs start at 1; `-` to keep it). The same sessions (APPEND of
+every corpus message, FETCH of every item, SEARCH with every key, STORE, COPY, MOVE,
+EXPUNGE, their UID forms, LIST, LSUB, STATUS, SELECT, EXAMINE...) run against both
+servers with imaplib's connection (LOGIN through imaplib, then every command written and
+every response read raw, so that each byte of each answer is compared). The responses
+are parsed into values (a quoted string and a literal of the same bytes are one value)
+and normalized by the rules of NORMALIZATIONS; then compared command by command (FETCH
+message by message and item by item, ENVELOPE field by field). Every difference fails
+the run unless KNOWN lists it, each entry with the RFC text that allows it or a pointer
+to a library finding; an entry of KNOWN that no longer occurs fails it too (the list is
+kept tight). Transcripts and the report are written to OUT_DIR. Standard library only.
+Exit status 0 when the servers agree up to KNOWN.
+"""
+
+import imaplib
+import json
+import os
+import re
+import shutil
+import sys
+import time
+
+HOST = "127.0.0.1"
+TIMEOUT = 60
+
+
+# ---------------------------------------------------------------- wire
+
+
+class Lit:
+    """A literal argument of a command."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+
+class Session:
+    """One IMAP connection: imaplib connects and logs in, then commands are written and
+    their responses read raw (literals kept apart)."""
+
+    def __init__(self, port, user, password):
+        self.imap = imaplib.IMAP4(HOST, port, timeout=TIMEOUT)
+        self.imap.login(user, password)
+        self.n = 0
+
+    def _line(self):
+        line = self.imap.readline()
+        if not line:
+            raise ConnectionError("connection closed by the server")
+        return line
+
+    def _response(self, first):
+        """One response starting with line `first`: a list of chunks, bytes of text and
+        `Lit` for each literal."""
+        chunks = []
+        line = first
+        while True:
+            m = re.search(rb"~?\{(\d+)\+?\}\r\n$", line)
+            if not m:
+                chunks.append(line.rstrip(b"\r\n"))
+                return chunks
+            chunks.append(line[: m.start()])
+            chunks.append(Lit(self.imap.read(int(m.group(1)))))
+            line = self._line()
+
+    def command(self, *parts):
+        """Sends a command (bytes/str parts joined by spaces, `Lit` parts as synchronizing
+        literals) and returns its responses, each a list of chunks, the tagged one last."""
+        self.n += 1
+        tag = b"T%d" % self.n
+        out = [tag]
+        responses = []
+        pending = b""
+        items = [p.encode() if isinstance(p, str) else p for p in parts]
+        buf = tag
+        for p in items:
+            if isinstance(p, Lit):
+                buf += b" {%d}\r\n" % len(p.data)
+                self.imap.send(buf)
+                # Wait for the continuation request (untagged data may come first).
+                while True:
+                    line = self._line()
+                    if line.startswith(b"+"):
+                        break
+                    resp = self._response(line)
+                    responses.append(resp)
+                    if line.startswith(tag + b" "):
+                        return responses  # refused before the literal
+                buf = p.data
+            else:
+                buf += b" " + p
+        self.imap.send(buf + b"\r\n")
+        del out, pending
+        while True:
+            line = self._line()
+            if line.startswith(b"+"):
+                continue
+            resp = self._response(line)
+            responses.append(resp)
+            if line.startswith(tag + b" "):
+                return responses
+
+    def close(self):
+        try:
+            self.command("LOGOUT")
+        except Exception:
+            pass
+        try:
+            self.imap.shutdown()
+        except Exception:
+            pass
+
+
+# ---------------------------------------------------------------- parsing
+
+
+class Str(bytes):
+    """An IMAP string (quoted or literal: RFC 9051 4.3, the same value either way)."""
+
+    def __repr__(self):
+        return "Str(%s)" % bytes.__repr__(self)
+
+
+class Parser:
+    def __init__(self, chunks):
+        self.chunks = chunks
+        self.ci = 0
+        self.pos = 0
+
+    def _text(self):
+        while self.ci < len(self.chunks):
+            c = self.chunks[self.ci]
+            if isinstance(c, Lit):
+                return None
+            if self.pos < len(c):
+                return c
+            self.ci += 1
+            self.pos = 0
+        return b""
+
+    def peek(self):
+        t = self._text()
+        if t is None:
+            return "LIT"
+        if self.pos >= len(t):
+            return ""
+        return chr(t[self.pos])
+
+    def at_end(self):
+        return self.peek() == ""
+
+    def skip_space(self):
+        while self.peek() == " ":
+            self.pos += 1
+
+    def rest(self):
+        """The remaining text (literals as their bytes)."""
+        out = b""
+        while self.ci < len(self.chunks):
+            c = self.chunks[self.ci]
+            out += c.data if isinstance(c, Lit) else c[self.pos:]
+            self.ci += 1
+            self.pos = 0
+        return out
+
+    def value(self):
+        self.skip_space()
+        ch = self.peek()
+        if ch == "LIT":
+            lit = self.chunks[self.ci]
+            self.ci += 1
+            self.pos = 0
+            return Str(lit.data)
+        t = self._text()
+        if ch == "(":
+            self.pos += 1
+            out = []
+            while True:
+                self.skip_space()
+                if self.peek() == ")":
+                    self.pos += 1
+                    return out
+                if self.peek() == "":
+                    return out
+                out.append(self.value())
+        if ch == '"':
+            self.pos += 1
+            s = b""
+            while self.pos < len(t) and t[self.pos : self.pos + 1] != b'"':
+                if t[self.pos : self.pos + 1] == b"\\":
+                    self.pos += 1
+                s += t[self.pos : self.pos + 1]
+                self.pos += 1
+            self.pos += 1
+            return Str(s)
+        # An atom; brackets (BODY[HEADER.FIELDS (A B)], codes) belong to it.
+        start = self.pos
+        depth = 0
+        while self.pos < len(t):
+            c = t[self.pos : self.pos + 1]
+            if c == b"[":
+                depth += 1
+            elif c == b"]":
+                if depth == 0:
+                    break
+                depth -= 1
+            elif depth == 0 and c in b" ()":
+                break
+            self.pos += 1
+        atom = t[start : self.pos].decode("latin-1")
+        if atom.upper() == "NIL":
+            return None
+        return atom
+
+
+STATUS = {"OK", "NO", "BAD", "BYE", "PREAUTH"}
+
+
+def parse_response(chunks):
+    """A response as a dict: kind ('tagged', 'status', 'data'), and its fields."""
+    p = Parser(chunks)
+    first = p.value()
+    if first == "+":
+        return {"kind": "continue"}
+    word = p.value()
+    if isinstance(word, str) and word.upper() in STATUS:
+        p.skip_space()
+        code = None
+        if p.peek() == "[":
+            p.pos += 1
+            code_words = []
+            while True:
+                p.skip_space()
+                if p.peek() in ("]", ""):
+                    p.pos += 1
+                    break
+                code_words.append(p.value())
+            code = code_words
+        text = p.rest()
+        return {
+            "kind": "tagged" if first != "*" else "status",
+            "status": word.upper(),
+            "code": code,
+            "text": text.decode("utf-8", "replace"),
+        }
+    values = [word]
+    while not p.at_end():
+        values.append(p.value())
+    return {"kind": "data", "values": values}
+
+
+# ---------------------------------------------------------------- normalization
+
+
+def upper(v):
+    return v.upper() if isinstance(v, str) else v
+
+
+def fold(v):
+    """Case-folds the strings RFC 2045 5.1 makes case-insensitive."""
+    if isinstance(v, Str):
+        return Str(bytes(v).lower())
+    if isinstance(v, str):
+        return v.lower()
+    return v
+
+
+def flag_set(flags):
+    out = []
+    for f in flags or []:
+        f = str(f)
+        out.append(f.capitalize() if f.startswith("\\") else f)
+    return sorted(set(out))
+
+
+def uid_set(s):
+    """A uid-set (RFC 4315 4: `uid-set = (uniqueid / uid-range) *("," uid-set)`) as the
+    list of its UIDs in order: "1:3" and "1,2,3" are one set."""
+    out = []
+    for part in str(s).split(","):
+        a, _, b = part.partition(":")
+        if b:
+            lo, hi = int(a), int(b)
+            step = 1 if hi >= lo else -1
+            out.extend(range(lo, hi + step, step))
+        else:
+            out.append(int(a))
+    return out
+
+
+def norm_params(params):
+    if not isinstance(params, list):
+        return params
+    out = []
+    for i in range(0, len(params) - 1, 2):
+        out.append([fold(params[i]), params[i + 1]])
+    return out
+
+
+def norm_disposition(d):
+    if not isinstance(d, list) or not d:
+        return d
+    return [fold(d[0]), norm_params(d[1]) if len(d) > 1 else None]
+
+
+def norm_body(b):
+    """BODY/BODYSTRUCTURE with type, subtype, parameter names, encoding and disposition
+    type case-folded (RFC 2045 5.1: "The type, subtype, and parameter names are not case
+    sensitive"; 6.1: the encoding "Content-Transfer-Encoding values are not case
+    sensitive")."""
+    if not isinstance(b, list) or not b:
+        return b
+    if isinstance(b[0], list):  # multipart
+        i = 0
+        parts = []
+        while i < len(b) and isinstance(b[i], list):
+            parts.append(norm_body(b[i]))
+            i += 1
+        out = {"parts": parts, "subtype": fold(b[i]) if i < len(b) else None}
+        ext = b[i + 1 :]
+        out["params"] = norm_params(ext[0]) if ext else None
+        out["disposition"] = norm_disposition(ext[1]) if len(ext) > 1 else None
+        out["language"] = ext[2] if len(ext) > 2 else None
+        out["location"] = ext[3] if len(ext) > 3 else None
+        return out
+    out = {
+        "type": fold(b[0]),
+        "subtype": fold(b[1]) if len(b) > 1 else None,
+        "params": norm_params(b[2]) if len(b) > 2 else None,
+        "id": b[3] if len(b) > 3 else None,
+        "description": b[4] if len(b) > 4 else None,
+        "encoding": fold(b[5]) if len(b) > 5 else None,
+        "size": b[6] if len(b) > 6 else None,
+    }
+    rest = b[7:]
+    t = out["type"]
+    if t in (b"message", "message") and out["subtype"] in (b"rfc822", "rfc822") and len(rest) >= 3:
+        out["envelope"] = norm_envelope(rest[0])
+        out["body"] = norm_body(rest[1])
+        out["lines"] = rest[2]
+        rest = rest[3:]
+    elif t in (b"text", "text") and rest:
+        out["lines"] = rest[0]
+        rest = rest[1:]
+    # Extension data a server leaves out is NIL (RFC 9051 7.5.2: "Extension data, if
+    # present, MUST be in the defined order"; none of it is required).
+    out["md5"] = rest[0] if rest else None
+    out["disposition"] = norm_disposition(rest[1]) if len(rest) > 1 else None
+    out["language"] = rest[2] if len(rest) > 2 else None
+    out["location"] = rest[3] if len(rest) > 3 else None
+    return out
+
+
+ENVELOPE_FIELDS = ["date", "subject", "from", "sender", "reply-to", "to", "cc", "bcc", "in-reply-to", "message-id"]
+
+
+def norm_envelope(e):
+    if not isinstance(e, list):
+        return e
+    return dict(zip(ENVELOPE_FIELDS, e))
+
+
+class Norm:
+    """Per-server normalization state: UIDVALIDITY values → V1, V2... in order of first
+    appearance; the hierarchy delimiter → '/'."""
+
+    def __init__(self):
+        self.validity = {}
+        self.delimiter = "/"
+
+    def uidvalidity(self, v):
+        v = str(v)
+        if v not in self.validity:
+            self.validity[v] = "V%d" % (len(self.validity) + 1)
+        return self.validity[v]
+
+    def mailbox(self, name):
+        if isinstance(name, (Str, str)):
+            s = bytes(name).decode("utf-8", "replace") if isinstance(name, Str) else name
+            if self.delimiter != "/":
+                s = s.replace(self.delimiter, "/")
+            return s
+        return name
+
+    def code(self, code):
+        if not code:
+            return None
+        name = upper(code[0])
+        args = code[1:]
+        if name == "UIDVALIDITY":
+            args = [self.uidvalidity(args[0])]
+        elif name in ("APPENDUID", "COPYUID"):
+            args = [self.uidvalidity(args[0])] + [uid_set(a) for a in args[1:]]
+        elif name == "PERMANENTFLAGS":
+            args = [flag_set(args[0])]
+        elif name == "CAPABILITY":
+            args = sorted(upper(a) for a in args)
+        return [name] + args
+
+    def fetch_items(self, values):
+        items = {}
+        for i in range(0, len(values) - 1, 2):
+            key = re.sub(r"\s+", " ", str(values[i]).upper())
+            key = key.replace("BODY.PEEK[", "BODY[")
+            v = values[i + 1]
+            if key == "FLAGS":
+                v = flag_set(v)
+            elif key in ("BODYSTRUCTURE", "BODY"):
+                v = norm_body(v)
+            elif key == "ENVELOPE":
+                v = norm_envelope(v)
+            items[key] = v
+        return items
+
+    def response(self, r):
+        kind = r["kind"]
+        if kind in ("tagged", "status"):
+            out = {"kind": kind, "status": r["status"], "code": self.code(r["code"])}
+            return out
+        if kind != "data":
+            return r
+        values = r["values"]
+        head = upper(values[0])
+        if len(values) > 1 and isinstance(values[0], str) and values[0].isdigit():
+            what = upper(values[1])
+            if what == "FETCH":
+                return {"kind": "fetch", "seq": int(values[0]), "items": self.fetch_items(values[2] if len(values) > 2 else [])}
+            return {"kind": what.lower(), "n": int(values[0])}
+        if head in ("LIST", "LSUB"):
+            attrs = sorted(a.capitalize() if a.startswith("\\") else a for a in map(str, values[1]))
+            return {"kind": head.lower(), "attributes": attrs, "mailbox": self.mailbox(values[3])}
+        if head == "STATUS":
+            items = {}
+            lst = values[2]
+            for i in range(0, len(lst) - 1, 2):
+                k = upper(lst[i])
+                v = lst[i + 1]
+                if k == "UIDVALIDITY":
+                    v = self.uidvalidity(v)
+                items[k] = v
+            return {"kind": "status-data", "mailbox": self.mailbox(values[1]), "items": items}
+        if head == "FLAGS":
+            return {"kind": "flags", "flags": flag_set(values[1])}
+        if head == "SEARCH":
+            return {"kind": "search", "numbers": sorted(int(v) for v in values[1:])}
+        if head == "CAPABILITY":
+            return {"kind": "capability", "names": sorted(upper(v) for v in values[1:])}
+        return {"kind": "data", "values": values}
+
+
+# ---------------------------------------------------------------- the sessions
+
+
+def crlf(data: bytes) -> bytes:
+    """Every lone LF made CRLF, a final CRLF (what the other tests send too)."""
+    data = re.sub(rb"(?<!\r)\n", b"\r\n", data)
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return data
+
+
+def quote(s):
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+FETCH_ITEMS = [
+    "FLAGS",
+    "UID",
+    "INTERNALDATE",
+    "RFC822.SIZE",
+    "ENVELOPE",
+    "BODYSTRUCTURE",
+    "BODY",
+    "BODY.PEEK[]",
+    "BODY.PEEK[HEADER]",
+    "BODY.PEEK[TEXT]",
+    "BODY.PEEK[1]",
+    "BODY.PEEK[1.MIME]",
+    "BODY.PEEK[2]",
+    "BODY.PEEK[2.MIME]",
+    "BODY.PEEK[1.1]",
+    "BODY.PEEK[1.2]",
+    "BODY.PEEK[2.1]",
+    "BODY.PEEK[HEADER.FIELDS (From Subject Message-ID)]",
+    "BODY.PEEK[HEADER.FIELDS.NOT (From Subject Received)]",
+    "BODY.PEEK[]<0.100>",
+    "BODY.PEEK[TEXT]<10.50>",
+    "BODY.PEEK[1]<0.20>",
+    "BODY.PEEK[HEADER]<5.1000000>",
+    "RFC822.HEADER",
+    "(UID RFC822.SIZE FLAGS)",
+    "FAST",
+    "ALL",
+    "FULL",
+]
+
+
+class Script:
+    """The sessions, run against one server; `log` collects (label, responses)."""
+
+    def __init__(self, name, port, user, password, corpus):
+        self.name = name
+        self.port = port
+        self.user = user
+        self.password = password
+        self.corpus = corpus
+        self.log = []
+        self.norm = Norm()
+        self.session = None
+
+    def connect(self):
+        if self.session:
+            self.session.close()
+        self.session = Session(self.port, self.user, self.password)
+
+    def run(self, label, *parts, context=None):
+        responses = [parse_response(r) for r in self.session.command(*parts)]
+        self.log.append({"label": label, "responses": responses, "context": context})
+        return responses
+
+    def setup(self, *parts):
+        """A command whose answer is not compared."""
+        return self.session.command(*parts)
+
+    def box(self, name):
+        return quote(name.replace("/", self.norm.delimiter))
+
+    def sessions(self):
+        c = self.corpus
+        # Session 1: mailboxes, APPEND, the first SELECT.
+        self.connect()
+        self.run("CAPABILITY", "CAPABILITY")
+        r = self.run("LIST \"\" \"\"", "LIST", '""', '""')
+        for x in r:
+            if x["kind"] == "data" and upper(x["values"][0]) == "LIST" and isinstance(x["values"][2], Str):
+                self.norm.delimiter = bytes(x["values"][2]).decode()
+        self.run("LIST \"\" *", "LIST", '""', '"*"')
+        self.run("LSUB \"\" *", "LSUB", '""', '"*"')
+        for name in ["Corpus", "Archive", "Work/Projects", "Work/Projects", "INBOX"]:
+            self.run("CREATE " + name, "CREATE", self.box(name))
+        self.run("CREATE Work", "CREATE", self.box("Work"))
+        self.run("LIST \"\" *", "LIST", '""', '"*"')
+        self.run("LIST \"\" %", "LIST", '""', '"%"')
+        self.run("LIST \"\" Work/%", "LIST", '""', self.box("Work/%"))
+        self.run("LIST Work/ %", "LIST", self.box("Work/"), '"%"')
+        self.run("LIST \"\" nomatch*", "LIST", '""', '"nomatch*"')
+        self.run("LIST \"\" inbox", "LIST", '""', '"inbox"')
+        self.run("SUBSCRIBE Corpus", "SUBSCRIBE", self.box("Corpus"))
+        self.run("SUBSCRIBE Work/Projects", "SUBSCRIBE", self.box("Work/Projects"))
+        self.run("LSUB \"\" *", "LSUB", '""', '"*"')
+        self.run("UNSUBSCRIBE Work/Projects", "UNSUBSCRIBE", self.box("Work/Projects"))
+        self.run("LSUB \"\" * again", "LSUB", '""', '"*"')
+        self.run("STATUS Corpus empty", "STATUS", self.box("Corpus"), "(MESSAGES RECENT UIDNEXT UNSEEN)")
+        self.run("APPEND to a missing mailbox", "APPEND", self.box("Nowhere"), Lit(crlf(c[0][1])))
+        for i, (name, message) in enumerate(c):
+            flags = ["()", "(\\Seen)", "(\\Flagged \\Seen)", "(\\Answered $Label1)", "(\\Draft)"][i % 5]
+            date = '"%02d-%s-2024 %02d:%02d:00 +0000"' % (1 + i % 28, ["Jan", "Feb", "Mar", "Jun"][i % 4], i % 24, i % 60)
+            self.run("APPEND " + name, "APPEND", self.box("Corpus"), flags, date, Lit(message), context=name)
+        self.run("APPEND INBOX", "APPEND", "INBOX", "(\\Seen)", '"05-Dec-2026 10:00:00 +0100"', Lit(crlf(c[0][1])))
+        self.run("STATUS Corpus", "STATUS", self.box("Corpus"), "(MESSAGES UIDNEXT UIDVALIDITY UNSEEN)")
+        self.run("STATUS INBOX", "STATUS", "INBOX", "(MESSAGES UIDNEXT UNSEEN)")
+        self.run("SELECT Corpus (first)", "SELECT", self.box("Corpus"))
+        self.session.close()
+        self.session = None
+
+        # Session 2: reading and changing.
+        self.connect()
+        self.run("EXAMINE INBOX", "EXAMINE", "INBOX")
+        self.run("FETCH INBOX 1 (FLAGS INTERNALDATE RFC822.SIZE)", "FETCH", "1", "(FLAGS INTERNALDATE RFC822.SIZE)")
+        self.run("SELECT Corpus", "SELECT", self.box("Corpus"))
+        n = len(c)
+        for item in FETCH_ITEMS:
+            self.run("FETCH 1:* " + item, "FETCH", "1:*", item)
+        self.run("UID FETCH 1:* (FLAGS)", "UID", "FETCH", "1:*", "(FLAGS)")
+        self.run("UID FETCH 3,5:7 (RFC822.SIZE)", "UID", "FETCH", "3,5:7", "(RFC822.SIZE)")
+        self.run("UID FETCH 9999 (FLAGS)", "UID", "FETCH", "9999", "(FLAGS)")
+        self.run("FETCH beyond the last", "FETCH", str(n + 5), "(FLAGS)")
+        self.run("FETCH *:1 UID", "FETCH", "*:%d" % (n - 3), "(UID)")
+        # Searches: every key of RFC 9051 6.4.4 (and RFC 3501's NEW, OLD, RECENT).
+        searches = [
+            "ALL", "ANSWERED", "DELETED", "DRAFT", "FLAGGED", "SEEN", "NEW", "OLD", "RECENT",
+            "UNANSWERED", "UNDELETED", "UNDRAFT", "UNFLAGGED", "UNSEEN",
+            "KEYWORD $Label1", "UNKEYWORD $Label1",
+            "BEFORE 1-Feb-2024", "ON 2-Feb-2024", "SINCE 10-Mar-2024",
+            "SENTBEFORE 1-Jan-2000", "SENTON 21-Nov-1997", "SENTSINCE 1-Jan-2010",
+            "LARGER 10000", "SMALLER 1000",
+            "FROM example", "FROM \"John\"", "TO example.com", "CC example", "BCC example",
+            "SUBJECT test", "SUBJECT \"\"",
+            "HEADER Message-ID \"<\"", "HEADER X-Mailer \"\"", "HEADER Content-Type multipart",
+            "BODY the", "BODY \"Hello\"", "TEXT Content-Type", "TEXT \"unique-boundary\"",
+            "1:10", "2,4,6:8", "*", "UID 1:5", "UID 3,7:*",
+            "NOT SEEN", "OR SEEN FLAGGED", "OR (FROM a) (TO b)", "(SEEN FLAGGED)", "NOT (OR DRAFT ANSWERED)",
+            "LARGER 2000 SMALLER 5000 UNSEEN",
+            "CHARSET UTF-8 SUBJECT test", "CHARSET US-ASCII BODY the",
+        ]
+        for key in searches:
+            self.run("SEARCH " + key, "SEARCH", key)
+        self.run("UID SEARCH ALL", "UID", "SEARCH", "ALL")
+        self.run("UID SEARCH FLAGGED UID 1:20", "UID", "SEARCH", "FLAGGED UID 1:20")
+        self.run("SEARCH CHARSET unknown", "SEARCH", "CHARSET X-UNKNOWN ALL")
+        # Reading without PEEK sets \Seen.
+        self.run("FETCH 1 BODY[TEXT]", "FETCH", "1", "BODY[TEXT]")
+        self.run("FETCH 6 RFC822.TEXT", "FETCH", "6", "RFC822.TEXT")
+        self.run("FETCH 11 RFC822", "FETCH", "11", "RFC822")
+        self.run("FETCH 1,6,11 FLAGS", "FETCH", "1,6,11", "FLAGS")
+        # STORE.
+        self.run("STORE 1:4 +FLAGS (\\Flagged)", "STORE", "1:4", "+FLAGS", "(\\Flagged)")
+        self.run("STORE 2:3 -FLAGS (\\Seen \\Flagged)", "STORE", "2:3", "-FLAGS", "(\\Seen \\Flagged)")
+        self.run("STORE 5 FLAGS (\\Answered $Work)", "STORE", "5", "FLAGS", "(\\Answered $Work)")
+        self.run("STORE 6:8 +FLAGS.SILENT (\\Deleted)", "STORE", "6:8", "+FLAGS.SILENT", "(\\Deleted)")
+        self.run("STORE 8 -FLAGS.SILENT (\\Deleted)", "STORE", "8", "-FLAGS.SILENT", "(\\Deleted)")
+        self.run("STORE 9 FLAGS.SILENT ()", "STORE", "9", "FLAGS.SILENT", "()")
+        self.run("UID STORE 10:12 +FLAGS ($Label2)", "UID", "STORE", "10:12", "+FLAGS", "($Label2)")
+        self.run("UID STORE 13 FLAGS.SILENT (\\Seen)", "UID", "STORE", "13", "FLAGS.SILENT", "(\\Seen)")
+        self.run("STORE \\Recent", "STORE", "14", "+FLAGS", "(\\Recent)")
+        self.run("FETCH 1:15 FLAGS after STORE", "FETCH", "1:15", "FLAGS")
+        self.run("SEARCH DELETED after STORE", "SEARCH", "DELETED")
+        self.run("SEARCH KEYWORD $Label2", "SEARCH", "KEYWORD $Label2")
+        # COPY, MOVE, EXPUNGE.
+        self.run("COPY 1:3 Archive", "COPY", "1:3", self.box("Archive"))
+        self.run("UID COPY 4,5 Archive", "UID", "COPY", "4,5", self.box("Archive"))
+        self.run("COPY to a missing mailbox", "COPY", "1", self.box("Nowhere"))
+        self.run("MOVE 20 Archive", "MOVE", "20", self.box("Archive"))
+        self.run("UID MOVE 30:32 Archive", "UID", "MOVE", "30:32", self.box("Archive"))
+        self.run("NOOP", "NOOP")
+        self.run("EXPUNGE", "EXPUNGE")
+        self.run("STORE 1,2 +FLAGS.SILENT (\\Deleted)", "STORE", "1,2", "+FLAGS.SILENT", "(\\Deleted)")
+        self.run("UID EXPUNGE 1", "UID", "EXPUNGE", "1")
+        self.run("FETCH 1:3 (UID FLAGS)", "FETCH", "1:3", "(UID FLAGS)")
+        self.run("SEARCH ALL after EXPUNGE", "SEARCH", "ALL")
+        self.run("STATUS Archive", "STATUS", self.box("Archive"), "(MESSAGES UIDNEXT UNSEEN)")
+        self.run("SEARCH KEYWORD $Nothing", "SEARCH", "KEYWORD $Nothing")
+        self.run("CHECK", "CHECK")
+        self.run("CLOSE", "CLOSE")
+        self.run("FETCH after CLOSE", "FETCH", "1", "FLAGS")
+        self.run("STATUS Corpus after CLOSE", "STATUS", self.box("Corpus"), "(MESSAGES UIDNEXT UNSEEN)")
+        self.run("EXAMINE Archive", "EXAMINE", self.box("Archive"))
+        self.run("FETCH Archive 1:* (UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE)", "FETCH", "1:*", "(UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE)")
+        self.run("STORE in EXAMINE", "STORE", "1", "+FLAGS", "(\\Flagged)")
+        self.run("FETCH Archive 1 BODY[] in EXAMINE", "FETCH", "1", "BODY[]<0.10>")
+        self.run("FETCH Archive 1 FLAGS in EXAMINE", "FETCH", "1", "FLAGS")
+        self.run("UNSELECT", "UNSELECT")
+        self.run("RENAME Work/Projects Work/Done", "RENAME", self.box("Work/Projects"), self.box("Work/Done"))
+        self.run("RENAME a missing mailbox", "RENAME", self.box("Nowhere"), self.box("Elsewhere"))
+        self.run("LIST \"\" * after RENAME", "LIST", '""', '"*"')
+        self.run("DELETE Work/Done", "DELETE", self.box("Work/Done"))
+        self.run("DELETE a missing mailbox", "DELETE", self.box("Nowhere"))
+        self.run("LIST \"\" * after DELETE", "LIST", '""', '"*"')
+        for box in ["INBOX", "Corpus", "Archive"]:
+            self.run("STATUS " + box + " all", "STATUS", self.box(box) if box != "INBOX" else "INBOX", "(MESSAGES RECENT UIDNEXT UNSEEN)")
+        self.session.close()
+        self.session = None
+
+
+# ---------------------------------------------------------------- comparison
+
+
+def jsonable(v):
+    if isinstance(v, Str):
+        return {"str": bytes(v).decode("latin-1")}
+    if isinstance(v, (bytes, bytearray)):
+        return bytes(v).decode("latin-1")
+    if isinstance(v, dict):
+        return {k: jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [jsonable(x) for x in v]
+    return v
+
+
+def show(v, limit=400):
+    s = json.dumps(jsonable(v), ensure_ascii=False)
+    return s if len(s) <= limit else s[:limit] + "..."
+
+
+class Difference:
+    def __init__(self, label, what, dovecot, mailvault, message=None, item=None):
+        self.label = label
+        self.what = what
+        self.dovecot = dovecot
+        self.mailvault = mailvault
+        self.message = message
+        self.item = item
+
+    def paths(self):
+        """Where the two values differ (paths into them), at most a few."""
+        out = []
+
+        def walk(a, b, path):
+            if len(out) >= 6 or a == b:
+                return
+            if isinstance(a, dict) and isinstance(b, dict):
+                for k in list(a) + [k for k in b if k not in a]:
+                    walk(a.get(k), b.get(k), path + [str(k)])
+            elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+                for i, (x, y) in enumerate(zip(a, b)):
+                    walk(x, y, path + [str(i)])
+            else:
+                out.append("/".join(path) + ": %s vs %s" % (show(a, 120), show(b, 120)))
+
+        walk(self.dovecot, self.mailvault, [])
+        return out
+
+    def __str__(self):
+        where = self.label
+        if self.message:
+            where += " [%s]" % self.message
+        if self.item:
+            where += " " + self.item
+        text = "%s: %s\n    dovecot:   %s\n    mailvault: %s" % (where, self.what, show(self.dovecot), show(self.mailvault))
+        if isinstance(self.dovecot, (dict, list)) and isinstance(self.mailvault, (dict, list)):
+            text += "".join("\n    at " + p for p in self.paths())
+        return text
+
+
+def normalized(script):
+    """Each command's responses, normalized."""
+    out = []
+    for entry in script.log:
+        rs = [script.norm.response(r) for r in entry["responses"]]
+        out.append({"label": entry["label"], "responses": rs, "context": entry["context"]})
+    return out
+
+
+def sort_key(r):
+    return json.dumps(jsonable(r), sort_keys=True)
+
+
+def compare(dov, mv, names, apply_rules):
+    """Differences between the two normalized logs."""
+    diffs = []
+    assert [e["label"] for e in dov] == [e["label"] for e in mv]
+    for d, m in zip(dov, mv):
+        label = d["label"]
+        dr, mr = apply_rules(label, d["responses"], m["responses"])
+        # The tagged completion.
+        dt = [r for r in dr if r["kind"] == "tagged"]
+        mt = [r for r in mr if r["kind"] == "tagged"]
+        if dt != mt:
+            diffs.append(Difference(label, "completion", dt, mt, d["context"]))
+        # FETCH responses: message by message, item by item.
+        df = {}
+        mf = {}
+        for rs, into in ((dr, df), (mr, mf)):
+            for r in rs:
+                if r["kind"] == "fetch":
+                    into.setdefault(r["seq"], {}).update(r["items"])
+        for seq in sorted(set(df) | set(mf)):
+            a, b = df.get(seq), mf.get(seq)
+            msg = names.get(label, {}).get(seq) if isinstance(names.get(label), dict) else None
+            if a is None or b is None:
+                diffs.append(Difference(label, "FETCH response of message %d" % seq, a, b, msg))
+                continue
+            for key in sorted(set(a) | set(b)):
+                x, y = a.get(key), b.get(key)
+                if x == y:
+                    continue
+                if key == "ENVELOPE" and isinstance(x, dict) and isinstance(y, dict):
+                    for field in ENVELOPE_FIELDS:
+                        if x.get(field) != y.get(field):
+                            diffs.append(Difference(label, "", x.get(field), y.get(field), msg, "ENVELOPE." + field))
+                    continue
+                diffs.append(Difference(label, "", x, y, msg, key))
+        # EXPUNGE responses in order; everything else as a multiset.
+        de = [r for r in dr if r["kind"] == "expunge"]
+        me = [r for r in mr if r["kind"] == "expunge"]
+        if de != me:
+            diffs.append(Difference(label, "EXPUNGE responses", de, me, d["context"]))
+        # Other untagged responses: by kind (a status response by its code), as multisets.
+        def groups(rs):
+            out = {}
+            for r in rs:
+                if r["kind"] in ("tagged", "fetch", "expunge", "continue"):
+                    continue
+                key = r["kind"]
+                if key == "status":
+                    key = "OK [%s]" % (r["code"][0] if r["code"] else "")
+                out.setdefault(key, []).append(r)
+            return {k: sorted(v, key=sort_key) for k, v in out.items()}
+
+        dg, mg = groups(dr), groups(mr)
+        for key in sorted(set(dg) | set(mg)):
+            if dg.get(key) != mg.get(key):
+                diffs.append(Difference(label, "", dg.get(key), mg.get(key), d["context"], key))
+    return diffs
+
+
+# ---------------------------------------------------------------- what may differ
+#
+# NORMALIZATIONS are applied to both sides before comparing; each is a difference the
+# RFCs allow, quoted. KNOWN lists the differences that remain, each with its reason.
+
+NORMALIZATIONS = [
+    (
+        "tags and response text",
+        'RFC 9051 7.1: "The human-readable text ... is not intended to be parsed" '
+        "(resp-text: the text after a status response and its code is the server's own)",
+    ),
+    (
+        "UIDVALIDITY values (mapped to V1, V2... in order of appearance)",
+        'RFC 9051 2.3.1.1: "the unique identifier validity value ... MUST be a 32-bit value" '
+        "chosen by the server; only its equality over time is meaningful",
+    ),
+    (
+        "a string sent quoted or as a literal",
+        'RFC 9051 4.3: "A string is in one of two forms: synchronizing literal ... or quoted string"',
+    ),
+    (
+        "order of FETCH data items, of flags in a list, of the untagged responses of a command "
+        "(EXPUNGE responses keep their order)",
+        'RFC 9051 7.5.2: "The data are pairs of data item names and their values"; '
+        "msg-att = \"(\" (msg-att-dynamic / msg-att-static) *(SP (msg-att-dynamic / msg-att-static)) \")\"; "
+        'flags are a set (2.3.2: "A message has a list of zero or more named tokens, known as flags")',
+    ),
+    (
+        "case of MIME type, subtype, parameter names, transfer encoding, disposition type in BODYSTRUCTURE",
+        'RFC 2045 5.1: "The type, subtype, and parameter names are not case sensitive"; '
+        '6.1: "Content-Transfer-Encoding values are not case sensitive"',
+    ),
+    (
+        "uid-set representation in APPENDUID and COPYUID (1:3 or 1,2,3)",
+        'RFC 4315 4: uid-set = (uniqueid / uid-range) *("," uid-set); uid-range = (uniqueid ":" uniqueid)',
+    ),
+    (
+        "\\Recent flags and RECENT counts (Dovecot keeps them; mailvault, an IMAP4rev2 design, "
+        "reports none)",
+        'RFC 9051 Appendix E: "The \\Recent flag ... RECENT response, and RECENT STATUS item were '
+        'deprecated" (IMAP4rev2 has no recent messages; RFC 3501 2.3.2 defines \\Recent for rev1); '
+        "SEARCH RECENT and NEW are compared (nothing is recent in Dovecot's second session either)",
+    ),
+    (
+        "the hierarchy delimiter (Dovecot's Maildir++ uses '.', mailvault '/')",
+        'RFC 9051 6.3.9: "The returned mailbox names MUST match the supplied pattern ... '
+        'hierarchy delimiter ... chosen by the server"; mailbox names are built with each '
+        "server's own delimiter (LIST \"\" \"\")",
+    ),
+]
+
+
+def capability_rule(label, dr, mr):
+    """CAPABILITY lists what each server implements (RFC 9051 7.2.2: "lists the
+    capabilities the server supports"): mailvault's list must be one Dovecot also
+    offers, less what it does not implement."""
+    return dr, mr
+
+
+def apply_rules(label, dr, mr):
+    dr = [dict(r) for r in dr]
+    mr = [dict(r) for r in mr]
+    for rs in (dr, mr):
+        for r in rs:
+            if r["kind"] == "capability":
+                # Checked apart (see check_capabilities).
+                r["names"] = ["..."]
+            if r["kind"] in ("tagged", "status") and r["code"] and r["code"][0] == "CAPABILITY":
+                r["code"] = ["CAPABILITY", "..."]
+            # \Recent: see NORMALIZATIONS.
+            if r["kind"] == "recent":
+                r["n"] = "-"
+            if r["kind"] == "fetch" and "FLAGS" in r["items"]:
+                r["items"] = dict(r["items"])
+                r["items"]["FLAGS"] = [f for f in r["items"]["FLAGS"] if f != "\\recent"]
+            if r["kind"] == "status-data" and "RECENT" in r["items"]:
+                r["items"] = dict(r["items"], RECENT="-")
+    return dr, mr
+
+
+class Known:
+    """A difference that remains, and why it may: matches the differences whose command
+    label and item (regular expressions, matched whole) and message (one of `messages`,
+    any when None) fit. An entry that matches nothing fails the run: fixed differences
+    leave the list."""
+
+    def __init__(self, why, label=".*", item=None, messages=None):
+        self.why = why
+        self.label = re.compile(label)
+        self.item = re.compile(item) if item is not None else None
+        self.messages = set(messages) if messages is not None else None
+        self.hits = 0
+
+    def matches(self, d):
+        if not self.label.fullmatch(d.label):
+            return False
+        if self.item is not None and not self.item.fullmatch(d.item or ""):
+            return False
+        if self.messages is not None and d.message not in self.messages:
+            return False
+        return True
+
+
+KNOWN = []
+
+
+def main():
+    args = sys.argv[1:]
+    d_port, d_user, d_pass, d_home, m_port, m_user, m_pass, out_dir, root = args
+    files = sorted(
+        os.path.join(root, group, f)
+        for group in os.listdir(root)
+        if os.path.isdir(os.path.join(root, group))
+        for f in os.listdir(os.path.join(root, group))
+        if f.endswith(".eml")
+    )
+    corpus = []
+    for path in files:
+        data = open(path, "rb").read()
+        name = "/".join(path.split("/")[-2:])
+        if b"\0" in data:
+            # A NUL needs BINARY's literal8 (RFC 3516); CHAR8 excludes it (RFC 9051 4.3).
+            continue
+        corpus.append((name, crlf(data)))
+    if d_home != "-" and os.path.exists(d_home):
+        shutil.rmtree(d_home)
+    os.makedirs(out_dir, exist_ok=True)
+    scripts = []
+    for name, port, user, password in (("dovecot", d_port, d_user, d_pass), ("mailvault", m_port, m_user, m_pass)):
+        t0 = time.time()
+        s = Script(name, int(port), user, password, corpus)
+        s.sessions()
+        print("%s: %d commands in %.1f s" % (name, len(s.log), time.time() - t0))
+        scripts.append(s)
+    dov, mv = (normalized(s) for s in scripts)
+    for s, log in zip(scripts, (dov, mv)):
+        with open(os.path.join(out_dir, s.name + ".json"), "w") as f:
+            json.dump(jsonable(log), f, indent=1, ensure_ascii=False)
+    # FETCH 1:* of Corpus: sequence number n is corpus message n until the first STORE.
+    names = {}
+    for e in dov:
+        if e["label"].startswith("FETCH 1:* ") or e["label"].startswith("UID FETCH"):
+            names[e["label"]] = {i + 1: corpus[i][0] for i in range(len(corpus))}
+    diffs = compare(dov, mv, names, apply_rules)
+    unexplained = []
+    with open(os.path.join(out_dir, "differences.txt"), "w") as f:
+        for d in diffs:
+            known = next((k for k in KNOWN if k.matches(d)), None)
+            f.write(("KNOWN (%s) " % known.why[:60] if known else "") + str(d) + "\n")
+            if known:
+                known.hits += 1
+            else:
+                unexplained.append(d)
+    compared = sum(len(e["responses"]) for e in dov)
+    print("compared %d commands (%d responses from Dovecot); %d differences, %d listed as known"
+          % (len(dov), compared, len(diffs), len(diffs) - len(unexplained)))
+    for k in KNOWN:
+        print("  known, %4d times: %s" % (k.hits, k.why.splitlines()[0][:150]))
+    stale = [k for k in KNOWN if k.hits == 0]
+    for d in unexplained:
+        print("DIFFERENCE " + str(d))
+    for k in stale:
+        print("STALE known difference (no longer occurs: remove it): " + k.why.splitlines()[0])
+    return 1 if unexplained or stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
