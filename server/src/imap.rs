@@ -1191,10 +1191,12 @@ impl Conn<'_> {
                         let (origin, data) = match partial {
                             None => (None, whole),
                             Some((start, len)) => {
-                                let (start, len) = (*start, *len);
-                                let start = (start as usize).min(whole.len());
+                                let (origin, len) = (*start, *len);
+                                // RFC 9051 6.4.5: an origin beyond the end gives an empty
+                                // string; the response names the origin asked for.
+                                let start = (origin as usize).min(whole.len());
                                 let end = start.saturating_add(len.get() as usize).min(whole.len());
-                                (Some(start as u32), whole[start..end].to_vec())
+                                (Some(origin), whole[start..end].to_vec())
                             }
                         };
                         MessageDataItem::BodyExt {
@@ -2019,8 +2021,7 @@ fn permanent_flags(flags: &[Flag<'static>], read_only: bool) -> Vec<FlagPerm<'st
     if read_only {
         return Vec::new();
     }
-    let mut permanent: Vec<FlagPerm<'static>> =
-        flags.iter().cloned().map(FlagPerm::Flag).collect();
+    let mut permanent: Vec<FlagPerm<'static>> = flags.iter().cloned().map(FlagPerm::Flag).collect();
     permanent.push(FlagPerm::Asterisk);
     permanent
 }

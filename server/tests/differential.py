@@ -643,7 +643,10 @@ class Script:
         self.run("FETCH after CLOSE", "FETCH", "1", "FLAGS")
         self.run("STATUS Corpus after CLOSE", "STATUS", self.box("Corpus"), "(MESSAGES UIDNEXT UNSEEN)")
         self.run("EXAMINE Archive", "EXAMINE", self.box("Archive"))
-        self.run("FETCH Archive 1:* (UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE)", "FETCH", "1:*", "(UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE)")
+        self.run(
+            "FETCH Archive 1:* (UID FLAGS RFC822.SIZE INTERNALDATE BODY[HEADER.FIELDS (MESSAGE-ID)])",
+            "FETCH", "1:*", "(UID FLAGS RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])",
+        )
         self.run("STORE in EXAMINE", "STORE", "1", "+FLAGS", "(\\Flagged)")
         self.run("FETCH Archive 1 BODY[] in EXAMINE", "FETCH", "1", "BODY[]<0.10>")
         self.run("FETCH Archive 1 FLAGS in EXAMINE", "FETCH", "1", "FLAGS")
@@ -878,8 +881,9 @@ class Known:
     any when None) fit. An entry that matches nothing fails the run: fixed differences
     leave the list."""
 
-    def __init__(self, why, label=".*", item=None, messages=None):
+    def __init__(self, why, label=".*", item=None, messages=None, check=None):
         self.why = why
+        self.check = check
         self.label = re.compile(label)
         self.item = re.compile(item) if item is not None else None
         self.messages = set(messages) if messages is not None else None
@@ -892,10 +896,161 @@ class Known:
             return False
         if self.messages is not None and d.message not in self.messages:
             return False
+        if self.check is not None and not self.check(d, DOVECOT_ITEMS):
+            return False
         return True
 
 
-KNOWN = []
+# Dovecot's FETCH items of each corpus message (by name), for the checks of KNOWN.
+DOVECOT_ITEMS = {}
+
+
+def lenient_subpart(d, dovecot):
+    """Dovecot answers BODY[n.1] of a part n that is neither multipart nor a message with
+    part n itself; mailvault with an empty string."""
+    m = re.fullmatch(r"BODY\[(\d+)\.1\]", d.item or "")
+    return bool(m) and d.mailvault == Str(b"") and d.dovecot == dovecot.get(d.message, {}).get("BODY[%s]" % m.group(1))
+
+
+def messages(*names):
+    return set(names)
+
+
+# Messages whose MIME structure mail-parser (the library's analysis, src/mail/mime.rs)
+# reads otherwise than Dovecot: malformed boundaries, headers without a blank line,
+# nested messages without a body.
+MIME_STRUCTURE = messages(
+    "malformed/000.eml", "malformed/001.eml", "malformed/002.eml", "malformed/004.eml",
+    "malformed/007.eml", "malformed/008.eml", "malformed/009.eml", "malformed/011.eml",
+    "malformed/012.eml", "malformed/013.eml", "malformed/014.eml", "malformed/015.eml",
+    "malformed/017.eml", "malformed/019.eml", "malformed/020.eml", "malformed/021.eml",
+    "malformed/022.eml", "rfc/008.eml", "thirdparty/011.eml", "thirdparty/015.eml",
+)
+
+KNOWN = [
+    Known(
+        "legacy/049.eml holds CR CR LF line ends: Dovecot (Maildir stores LF ends) drops the "
+        "lone CR, mailvault keeps the bytes it was given (RFC 5322 2.3: \"CR and LF MUST only "
+        "occur together as CRLF; they MUST NOT appear independently in the body\": the "
+        "message is invalid and servers differ on it)",
+        label="FETCH .*", messages=["legacy/049.eml"],
+    ),
+    Known(
+        "BODY[n.1] of a part n that is neither multipart nor message/rfc822: Dovecot returns "
+        "part n, mailvault an empty string (RFC 9051 6.4.5: \"Every message has at least one "
+        "part number. Messages that do not use MIME, and MIME messages that are not multipart "
+        "and have no encapsulated message within them, only have a part 1\": a text part "
+        "inside a multipart has no part 1 below it)",
+        label="FETCH 1:\\* .*", item=r"BODY\[\d+\.1\]", check=lenient_subpart,
+    ),
+    Known(
+        "library: see findings (F1, MIME structure of malformed messages)",
+        label="FETCH 1:\\* .*", item=r"BODY|BODYSTRUCTURE|BODY\[.*", messages=MIME_STRUCTURE,
+    ),
+    Known(
+        "library: see findings (F2, ENVELOPE date: the analysis keeps Unix seconds, the "
+        "server writes them in UTC; RFC 9051 7.5.2 wants the Date header as written)",
+        label="FETCH 1:\\* (ENVELOPE|ALL|FULL)", item="ENVELOPE.date",
+        messages=[
+        "legacy/000.eml", "legacy/001.eml", "legacy/002.eml", "legacy/003.eml",
+        "legacy/004.eml", "legacy/005.eml", "legacy/006.eml", "legacy/007.eml",
+        "legacy/008.eml", "legacy/009.eml", "legacy/010.eml", "legacy/011.eml",
+        "legacy/012.eml", "legacy/013.eml", "legacy/014.eml", "legacy/015.eml",
+        "legacy/016.eml", "legacy/017.eml", "legacy/018.eml", "legacy/019.eml",
+        "legacy/020.eml", "legacy/021.eml", "legacy/022.eml", "legacy/023.eml",
+        "legacy/024.eml", "legacy/025.eml", "legacy/026.eml", "legacy/027.eml",
+        "legacy/028.eml", "legacy/029.eml", "legacy/030.eml", "legacy/031.eml",
+        "legacy/032.eml", "legacy/033.eml", "legacy/034.eml", "legacy/035.eml",
+        "legacy/036.eml", "legacy/037.eml", "legacy/038.eml", "legacy/039.eml",
+        "legacy/040.eml", "legacy/041.eml", "legacy/042.eml", "legacy/043.eml",
+        "legacy/044.eml", "legacy/045.eml", "legacy/046.eml", "legacy/047.eml",
+        "legacy/048.eml", "legacy/050.eml", "legacy/051.eml", "legacy/052.eml",
+        "legacy/053.eml", "malformed/015.eml", "malformed/019.eml", "malformed/020.eml",
+        "malformed/021.eml", "rfc/000.eml", "rfc/001.eml", "rfc/003.eml", "rfc/004.eml",
+        "rfc/005.eml", "rfc/009.eml", "thirdparty/008.eml", "thirdparty/011.eml",
+        "thirdparty/012.eml", "thirdparty/014.eml", "thirdparty/015.eml", "thirdparty/016.eml",
+        "thirdparty/017.eml", "thirdparty/018.eml", "thirdparty/019.eml",
+        ],
+    ),
+    Known(
+        "library: see findings (F3, ENVELOPE subject and display names decoded; RFC 9051 "
+        "7.5.2 wants them as written, encoded words and all)",
+        label="FETCH 1:\\* (ENVELOPE|ALL|FULL)", item="ENVELOPE.(subject|to|from|sender|reply-to|cc|bcc)",
+        messages=[
+        "legacy/001.eml", "legacy/002.eml", "legacy/003.eml", "legacy/005.eml",
+        "legacy/007.eml", "legacy/008.eml", "legacy/009.eml", "legacy/010.eml",
+        "legacy/011.eml", "legacy/012.eml", "legacy/013.eml", "legacy/015.eml",
+        "legacy/016.eml", "legacy/017.eml", "legacy/018.eml", "legacy/020.eml",
+        "legacy/022.eml", "legacy/023.eml", "legacy/024.eml", "legacy/025.eml",
+        "legacy/026.eml", "legacy/027.eml", "legacy/035.eml", "legacy/036.eml",
+        "legacy/039.eml", "legacy/040.eml", "legacy/041.eml", "legacy/043.eml",
+        "legacy/045.eml", "legacy/046.eml", "legacy/050.eml", "legacy/051.eml",
+        "legacy/052.eml", "legacy/053.eml", "rfc/001.eml", "rfc/004.eml", "thirdparty/007.eml",
+        "thirdparty/010.eml",
+        ],
+    ),
+    Known(
+        "library: see findings (F4, BODYSTRUCTURE fields the analysis does not keep: "
+        "Content-Description, Content-Language, disposition parameters; parameters decoded "
+        "(RFC 2231, encoded words); envelopes of nested messages)",
+        label="FETCH 1:\\* (BODY|BODYSTRUCTURE|FULL)", item="BODY|BODYSTRUCTURE",
+        messages=[
+            "legacy/016.eml", "legacy/023.eml", "legacy/026.eml", "legacy/031.eml", "legacy/041.eml",
+            "legacy/045.eml", "legacy/047.eml", "rfc/001.eml", "rfc/002.eml", "rfc/004.eml",
+            "rfc/009.eml", "thirdparty/004.eml", "thirdparty/007.eml", "thirdparty/008.eml",
+            "thirdparty/010.eml", "thirdparty/012.eml", "thirdparty/016.eml", "thirdparty/017.eml",
+            "thirdparty/018.eml", "thirdparty/019.eml",
+        ],
+    ),
+    Known(
+        "a new account's INBOX is subscribed in mailvault (the library creates it so), not in "
+        "Dovecot: RFC 9051 6.3.7 (SUBSCRIBE) leaves the initial subscriptions to the server",
+        label="LSUB .*", item="lsub",
+    ),
+    Known(
+        "SENTBEFORE / SENTSINCE of a message without a Date header Dovecot can read: Dovecot "
+        "compares 1 Jan 1970, mailvault matches nothing (RFC 9051 6.4.4 defines these keys "
+        "only by \"the message's [RFC5322] Date: header\"); and malformed/019.eml, whose Date "
+        "Dovecot does not use for SENTSINCE",
+        label="SEARCH SENT(BEFORE 1-Jan-2000|SINCE 1-Jan-2010)", item="search",
+    ),
+    Known(
+        "library: see findings (F5, addresses without a domain or in group syntax are dropped "
+        "by the analysis: rfc/001.eml, rfc/004.eml; FROM/TO do not match them)",
+        label=r"SEARCH OR \(FROM a\) \(TO b\)", item="search",
+    ),
+    Known(
+        "BODY scans the raw text of the message until the text-search issue lands (no MIME "
+        "decoding: a word inside base64 matches case-insensitively, one in quoted-printable "
+        "or another charset may not); Dovecot decodes (RFC 9051 6.4.4: \"Messages that "
+        "contain the specified string in the body of the message\")",
+        label="SEARCH (CHARSET US-ASCII )?BODY the", item="search",
+    ),
+    Known(
+        "BADCHARSET: mailvault lists the charsets it supports, Dovecot none (RFC 9051 7.1: "
+        "\"Optionally followed by a parenthesized list of charsets\")",
+        label="SEARCH CHARSET unknown", item=None,
+    ),
+    Known(
+        "STORE +FLAGS of a message that had the flag already: mailvault sends its FETCH FLAGS "
+        "as for the others, Dovecot none (RFC 9051 6.4.6: \"the server SHOULD send an "
+        "untagged FETCH response\" for the messages of the set)",
+        label=r"STORE 1:4 \+FLAGS \(\\Flagged\)",
+    ),
+    Known(
+        "Dovecot defines a keyword named in SEARCH KEYWORD and announces it (FLAGS, "
+        "PERMANENTFLAGS); mailvault announces the keywords messages carry (RFC 9051 7.3.5: "
+        "\"Flags other than the system flags can also exist, depending on server "
+        "implementation\")",
+        label=r"SEARCH KEYWORD \$Nothing", item="flags|OK \\[PERMANENTFLAGS\\]",
+    ),
+    Known(
+        "STORE in a mailbox selected with EXAMINE: Dovecot answers OK and changes nothing, "
+        "mailvault NO (RFC 9051 6.3.3: \"no changes to the permanent state of the mailbox, "
+        "including per-user state, are permitted\"; the answer is not specified)",
+        label="STORE in EXAMINE",
+    ),
+]
 
 
 def main():
@@ -935,6 +1090,24 @@ def main():
     for e in dov:
         if e["label"].startswith("FETCH 1:* ") or e["label"].startswith("UID FETCH"):
             names[e["label"]] = {i + 1: corpus[i][0] for i in range(len(corpus))}
+    # CAPABILITY: each server lists what it implements (RFC 9051 7.2.2: "the capability
+    # listing contains a space-separated listing of capability names that the server
+    # supports"): mailvault's must be among Dovecot's, but SPECIAL-USE (RFC 6154; this
+    # Dovecot has no special-use mailboxes configured).
+    caps = []
+    for log in (dov, mv):
+        names_ = [r["names"] for e in log if e["label"] == "CAPABILITY" for r in e["responses"] if r["kind"] == "capability"]
+        caps.append(set(names_[0]) if names_ else set())
+    extra = caps[1] - caps[0] - {"SPECIAL-USE"}
+    print("capabilities: Dovecot %d, mailvault %s" % (len(caps[0]), " ".join(sorted(caps[1]))))
+    if "IMAP4REV1" not in caps[1] or extra:
+        print("DIFFERENCE CAPABILITY: mailvault advertises what Dovecot does not: %s" % sorted(extra))
+        return 1
+    for e in dov:
+        if e["label"] in names:
+            for r in e["responses"]:
+                if r["kind"] == "fetch" and r["seq"] in names[e["label"]]:
+                    DOVECOT_ITEMS.setdefault(names[e["label"]][r["seq"]], {}).update(r["items"])
     diffs = compare(dov, mv, names, apply_rules)
     unexplained = []
     with open(os.path.join(out_dir, "differences.txt"), "w") as f:
