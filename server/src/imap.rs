@@ -1675,9 +1675,14 @@ fn body_structure(
     }
     let mut parameter_list = params(&part.params);
     let is_text = part.content_type.eq_ignore_ascii_case("text");
-    if is_text && part.params.is_empty() {
-        // RFC 2045 5.2: the default, given (as Dovecot does) for a text part without
-        // any parameter.
+    if is_text
+        && !part
+            .params
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("charset"))
+    {
+        // RFC 2045 5.2: the default, after the part's own parameters (as Dovecot gives
+        // it).
         parameter_list.push((istr("CHARSET"), istr("us-ascii")));
     }
     let size = part.end_offset - part.body_offset;

@@ -1,15 +1,17 @@
 //! Differential test against Dovecot (issue 13, "Differential against Dovecot"): one set of
-//! scripted IMAP sessions (`differential.py`, Python's imaplib) runs against the Dovecot 2.3
-//! + mail_crypt instance of scripts/peers.sh and against `mailvault serve` on a local
-//! directory, on the same messages (the real-mail corpus, APPENDed to both): APPEND,
-//! FETCH of every item, SEARCH with every key, STORE, COPY, MOVE, EXPUNGE and their UID
-//! forms, LIST, LSUB, STATUS, SELECT, EXAMINE. The normalized responses must be equal;
-//! each difference that remains is listed in the script (`KNOWN`) with the RFC text that
-//! allows it, or as a library finding (`/work/helpers/library-findings.md` at the time of
-//! writing, see the script's comments).
+//! scripted IMAP sessions (`differential.py`, Python's imaplib) runs against the Dovecot
+//! 2.3 instance with mail_crypt of scripts/peers.sh and against `mailvault serve` on a
+//! local directory, on the same messages (the real-mail corpus, APPENDed to both):
+//! APPEND, FETCH of every item, SEARCH with every key, STORE, COPY, MOVE, EXPUNGE and
+//! their UID forms, LIST, LSUB, STATUS, SELECT, EXAMINE. The normalized responses must be
+//! equal; each difference that remains is listed in the script (`KNOWN`) with the RFC
+//! text that allows it, or marked `library: see findings` when its cause is the
+//! library's analysis of the message (to be fixed there, then removed from the list: an
+//! entry that no longer matches fails the test).
 //!
 //! Skipped (with a printed reason) when the peers are not installed and started, failed
-//! instead when `MAILVAULT_REQUIRE_PEERS=1`.
+//! instead when `MAILVAULT_REQUIRE_PEERS=1`. `MAILVAULT_DIFF_OUT=<dir>` keeps the
+//! normalized transcripts and the list of differences.
 
 mod peers;
 
