@@ -12,7 +12,7 @@
 //! FLAGS: never during FETCH, STORE or SEARCH (RFC 9051 7.5.1).
 
 use std::collections::{BTreeSet, HashMap};
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +21,9 @@ use imap_next::imap_types::body::{
     BasicFields, Body, BodyStructure, Disposition, MultiPartExtensionData, SinglePartExtensionData,
     SpecificFields,
 };
-use imap_next::imap_types::command::{Command, CommandBody};
+use imap_next::imap_types::command::{
+    Command, CommandBody, FetchModifier, SelectParameter, StoreModifier,
+};
 use imap_next::imap_types::core::{
     AString, Atom, Charset, IString, Literal, NString, QuotedChar, Tag, Text, Vec1,
 };
@@ -190,6 +192,8 @@ async fn connection(stream: TcpStream, state: &Imap) {
         state,
         account: None,
         selected: None,
+        condstore: false,
+        qresync: false,
     };
     let mut closing = None;
     // While the client idles: its IDLE tag and the account's modseq watch.
@@ -316,6 +320,11 @@ struct Conn<'a> {
     /// The account's handle, shared with its other connections, once logged in.
     account: Option<SharedAccount>,
     selected: Option<Selected>,
+    /// CONDSTORE enabled (RFC 7162 3.1: by ENABLE or a CONDSTORE-enabling command):
+    /// FETCH responses carry MODSEQ.
+    condstore: bool,
+    /// QRESYNC enabled (ENABLE QRESYNC): expunges are announced with VANISHED.
+    qresync: bool,
 }
 
 /// An error a command reports with NO.
@@ -359,11 +368,23 @@ impl Conn<'_> {
             body if self.account.is_none() => {
                 server.enqueue_status(bad(Some(tag), format!("{}: log in first", body.name())));
             }
-            CommandBody::Enable { .. } => {
-                // RFC 5161: none of the extensions that need enabling is offered; the
-                // ENABLED response lists nothing.
+            CommandBody::Enable { capabilities } => {
+                // RFC 5161: CONDSTORE and QRESYNC (which implies CONDSTORE, RFC 7162
+                // 3.2.3); the ENABLED response lists those newly enabled.
+                let mut enabled = Vec::new();
+                for capability in capabilities.into_inner() {
+                    let name = capability.to_string().to_ascii_uppercase();
+                    if name == "CONDSTORE" && !self.condstore {
+                        self.condstore = true;
+                        enabled.push(capability);
+                    } else if name == "QRESYNC" && !self.qresync {
+                        self.qresync = true;
+                        self.condstore = true;
+                        enabled.push(capability);
+                    }
+                }
                 server.enqueue_data(Data::Enabled {
-                    capabilities: Vec::new(),
+                    capabilities: enabled,
                 });
                 server.enqueue_status(ok(tag, None, "ENABLE completed"));
             }
@@ -379,11 +400,19 @@ impl Conn<'_> {
                 });
                 server.enqueue_status(ok(tag, None, "NAMESPACE completed"));
             }
-            CommandBody::Select { mailbox, .. } => {
-                self.select(server, tag, &mailbox, false).await?;
+            CommandBody::Select {
+                mailbox,
+                parameters,
+            } => {
+                self.select(server, tag, &mailbox, false, &parameters)
+                    .await?;
             }
-            CommandBody::Examine { mailbox, .. } => {
-                self.select(server, tag, &mailbox, true).await?;
+            CommandBody::Examine {
+                mailbox,
+                parameters,
+            } => {
+                self.select(server, tag, &mailbox, true, &parameters)
+                    .await?;
             }
             CommandBody::List {
                 reference,
@@ -484,10 +513,17 @@ impl Conn<'_> {
                 sequence_set,
                 macro_or_item_names,
                 uid,
-                ..
+                modifiers,
             } => {
-                self.fetch(server, tag, &sequence_set, macro_or_item_names, uid)
-                    .await?
+                self.fetch(
+                    server,
+                    tag,
+                    &sequence_set,
+                    macro_or_item_names,
+                    uid,
+                    &modifiers,
+                )
+                .await?
             }
             CommandBody::Store {
                 sequence_set,
@@ -495,10 +531,21 @@ impl Conn<'_> {
                 response,
                 flags,
                 uid,
-                ..
+                modifiers,
             } => {
-                self.store(server, tag, &sequence_set, kind, response, &flags, uid)
-                    .await?
+                let unchanged_since = modifiers.iter().find_map(|m| match m {
+                    StoreModifier::UnchangedSince(n) => Some(*n),
+                });
+                self.store(
+                    server,
+                    tag,
+                    &sequence_set,
+                    (kind, response),
+                    &flags,
+                    uid,
+                    unchanged_since,
+                )
+                .await?
             }
             CommandBody::Search {
                 charset,
@@ -508,13 +555,15 @@ impl Conn<'_> {
             CommandBody::Expunge => {
                 self.expunge(None).await?;
                 self.sync(server).await?;
-                server.enqueue_status(ok(tag, None, "EXPUNGE completed"));
+                let code = self.expunge_code().await?;
+                server.enqueue_status(ok(tag, code, "EXPUNGE completed"));
             }
             CommandBody::ExpungeUid { sequence_set } => {
                 let uids = self.resolve(&sequence_set, true);
                 self.expunge(Some(uids)).await?;
                 self.sync(server).await?;
-                server.enqueue_status(ok(tag, None, "UID EXPUNGE completed"));
+                let code = self.expunge_code().await?;
+                server.enqueue_status(ok(tag, code, "UID EXPUNGE completed"));
             }
             CommandBody::Copy {
                 sequence_set,
@@ -581,6 +630,16 @@ impl Conn<'_> {
             }
         }
         Ok(Outcome::Continue)
+    }
+
+    /// The code of EXPUNGE's completion: the mailbox's HIGHESTMODSEQ once QRESYNC is on
+    /// (RFC 7162 3.2.7: the client's new resynchronization point).
+    async fn expunge_code(&self) -> Result<Option<Code<'static>>, mailvault::Error> {
+        if !self.qresync {
+            return Ok(None);
+        }
+        let current = self.current().await?;
+        Ok(NonZeroU64::new(current.status.highest_modseq).map(Code::HighestModSeq))
     }
 
     fn account(&self) -> &SharedAccount {
@@ -704,7 +763,12 @@ impl Conn<'_> {
         let selected = self.selected.as_mut().expect("selected");
         if !Arc::ptr_eq(&current, &selected.view) {
             announce_keywords(server, selected, &current);
-            announce_changes(server, &selected.view, &current);
+            announce_changes(
+                server,
+                &selected.view,
+                &current,
+                (self.condstore, self.qresync),
+            );
             selected.view = current;
         }
         Ok(())
@@ -738,7 +802,31 @@ impl Conn<'_> {
         tag: Tag<'static>,
         mailbox: &ImapMailbox<'_>,
         read_only: bool,
+        parameters: &[SelectParameter],
     ) -> Result<(), mailvault::Error> {
+        let mut resync = None;
+        for parameter in parameters {
+            match parameter {
+                SelectParameter::CondStore => self.condstore = true,
+                SelectParameter::QResync {
+                    uid_validity,
+                    mod_sequence_value,
+                    known_uids,
+                    ..
+                } => {
+                    if !self.qresync {
+                        // RFC 7162 3.2.5: QRESYNC must be enabled first.
+                        server.enqueue_status(bad(Some(tag), "QRESYNC is not enabled"));
+                        return Ok(());
+                    }
+                    resync = Some((
+                        uid_validity.get(),
+                        mod_sequence_value.get(),
+                        known_uids.clone(),
+                    ));
+                }
+            }
+        }
         if self.selected.take().is_some() {
             // RFC 7162 3.2.11 (RFC 9051 6.3.2): the responses that follow are the new
             // mailbox's.
@@ -766,6 +854,55 @@ impl Conn<'_> {
         }
         if let Some(n) = NonZeroU32::new(view.status.uid_next) {
             server.enqueue_status(untagged_ok(Code::UidNext(n), "predicted next UID"));
+        }
+        // RFC 7162 3.1.2.1: HIGHESTMODSEQ, once CONDSTORE is on (as Dovecot: a client
+        // that never asked for modseqs is not sent any).
+        if self.condstore {
+            if let Some(n) = NonZeroU64::new(view.status.highest_modseq) {
+                server.enqueue_status(untagged_ok(Code::HighestModSeq(n), "highest"));
+            }
+        }
+        // RFC 7162 3.2.5.1: what changed since the client's modseq, when its UIDVALIDITY
+        // is still the mailbox's.
+        if let Some((uid_validity, modseq, known)) = resync {
+            if uid_validity == view.status.uid_validity {
+                let changes = self.account().read().await.changes_since(id, modseq)?;
+                let last = view.messages.last().map_or(0, |m| m.uid);
+                let known = known.map(|k| ranges(&k, last));
+                let vanished: Vec<u32> = changes
+                    .vanished
+                    .into_iter()
+                    .filter(|u| known.as_ref().is_none_or(|k| in_ranges(k, *u)))
+                    .collect();
+                if let Some(set) = uid_sequence_set(&vanished) {
+                    server.enqueue_data(Data::Vanished {
+                        earlier: true,
+                        known_uids: set,
+                    });
+                }
+                for m in &changes.changed {
+                    if known.as_ref().is_some_and(|k| !in_ranges(k, m.uid)) {
+                        continue;
+                    }
+                    let Some(n) = view.sequence_of(m.uid) else {
+                        continue;
+                    };
+                    let mut items = vec![MessageDataItem::Flags(fetch_flags(&m.flags))];
+                    items.insert(
+                        0,
+                        MessageDataItem::Uid(NonZeroU32::new(m.uid).unwrap_or(NonZeroU32::MIN)),
+                    );
+                    if let Some(modseq) = NonZeroU64::new(m.modseq) {
+                        items.push(MessageDataItem::ModSeq(modseq));
+                    }
+                    if let Ok(items) = Vec1::try_from(items) {
+                        server.enqueue_data(Data::Fetch {
+                            seq: seq(n as usize - 1),
+                            items,
+                        });
+                    }
+                }
+            }
         }
         server.enqueue_status(untagged_ok(
             Code::PermanentFlags(permanent_flags(&flags, read_only)),
@@ -887,6 +1024,11 @@ impl Conn<'_> {
                         items.push(StatusDataItem::UidValidity(n));
                     }
                 }
+                StatusDataItemName::HighestModSeq => {
+                    // A CONDSTORE-enabling command (RFC 7162 3.1).
+                    self.condstore = true;
+                    items.push(StatusDataItem::HighestModSeq(status.highest_modseq));
+                }
                 _ => {}
             }
         }
@@ -987,7 +1129,24 @@ impl Conn<'_> {
         set: &SequenceSet,
         names: MacroOrMessageDataItemNames<'static>,
         uid: bool,
+        modifiers: &[FetchModifier],
     ) -> Result<(), mailvault::Error> {
+        let mut changed_since = None;
+        let mut vanished = false;
+        for modifier in modifiers {
+            match modifier {
+                FetchModifier::ChangedSince(n) => changed_since = Some(n.get()),
+                FetchModifier::Vanished => vanished = true,
+            }
+        }
+        // RFC 7162 3.2.6: VANISHED only in UID FETCH with CHANGEDSINCE, QRESYNC enabled.
+        if vanished && !(uid && self.qresync && changed_since.is_some()) {
+            server.enqueue_status(bad(
+                Some(tag),
+                "VANISHED needs UID FETCH, CHANGEDSINCE and QRESYNC enabled",
+            ));
+            return Ok(());
+        }
         let mut names: Vec<MessageDataItemName<'static>> = match names {
             MacroOrMessageDataItemNames::Macro(m) => m
                 .expand()
@@ -998,6 +1157,13 @@ impl Conn<'_> {
         };
         if uid && !names.contains(&MessageDataItemName::Uid) {
             names.insert(0, MessageDataItemName::Uid);
+        }
+        // CHANGEDSINCE implies MODSEQ (RFC 7162 3.1.4.1); both enable CONDSTORE.
+        if changed_since.is_some() && !names.contains(&MessageDataItemName::ModSeq) {
+            names.push(MessageDataItemName::ModSeq);
+        }
+        if names.contains(&MessageDataItemName::ModSeq) {
+            self.condstore = true;
         }
         for name in &names {
             let supported = match name {
@@ -1020,7 +1186,8 @@ impl Conn<'_> {
                 | MessageDataItemName::Rfc822Text
                 | MessageDataItemName::Envelope
                 | MessageDataItemName::Body
-                | MessageDataItemName::BodyStructure => true,
+                | MessageDataItemName::BodyStructure
+                | MessageDataItemName::ModSeq => true,
                 _ => false,
             };
             if !supported {
@@ -1032,12 +1199,32 @@ impl Conn<'_> {
                 return Ok(());
             }
         }
-        let indices = self.resolve_indices(set, uid);
+        let mut indices = self.resolve_indices(set, uid);
         let (id, read_only) = {
             let selected = self.selected.as_ref().expect("selected");
             (selected.id, selected.read_only)
         };
         let mut current = self.current().await?;
+        if let Some(since) = changed_since {
+            if vanished {
+                let changes = self.account().read().await.changes_since(id, since)?;
+                let asked = ranges(set, u32::MAX);
+                let gone: Vec<u32> = changes
+                    .vanished
+                    .into_iter()
+                    .filter(|u| in_ranges(&asked, *u))
+                    .collect();
+                if let Some(set) = uid_sequence_set(&gone) {
+                    server.enqueue_data(Data::Vanished {
+                        earlier: true,
+                        known_uids: set,
+                    });
+                }
+            }
+            indices.retain(|&i| {
+                now_of(&current, self.snapshot_uid(i)).is_some_and(|m| m.modseq > since)
+            });
+        }
         // Reading a body without PEEK sets \Seen (RFC 3501 6.4.5).
         let sets_seen = !read_only
             && names.iter().any(|n| {
@@ -1127,6 +1314,10 @@ impl Conn<'_> {
                     MessageDataItemName::Flags => {
                         MessageDataItem::Flags(fetch_flags(&summary.flags))
                     }
+                    MessageDataItemName::ModSeq => match NonZeroU64::new(summary.modseq) {
+                        Some(m) => MessageDataItem::ModSeq(m),
+                        None => continue,
+                    },
                     MessageDataItemName::Rfc822Size => {
                         MessageDataItem::Rfc822Size(u32::try_from(summary.size).unwrap_or(u32::MAX))
                     }
@@ -1209,8 +1400,16 @@ impl Conn<'_> {
                 };
                 items.push(item);
             }
-            if seen_set.contains(&summary.uid) && !names.contains(&MessageDataItemName::Flags) {
-                items.push(MessageDataItem::Flags(fetch_flags(&summary.flags)));
+            if seen_set.contains(&summary.uid) {
+                if !names.contains(&MessageDataItemName::Flags) {
+                    items.push(MessageDataItem::Flags(fetch_flags(&summary.flags)));
+                }
+                // RFC 7162 3.2.4: a flag change reported with its MODSEQ.
+                if self.condstore && !names.contains(&MessageDataItemName::ModSeq) {
+                    if let Some(m) = NonZeroU64::new(summary.modseq) {
+                        items.push(MessageDataItem::ModSeq(m));
+                    }
+                }
             }
             if let Ok(items) = Vec1::try_from(items) {
                 server.enqueue_data(Data::Fetch { seq: seq(i), items });
@@ -1298,7 +1497,18 @@ impl Conn<'_> {
                 }
             })
             .collect();
-        server.enqueue_data(Data::Search(numbers));
+        // RFC 7162 3.1.5: a SEARCH with MODSEQ (a CONDSTORE-enabling command) gives the
+        // highest modseq of the messages found.
+        let modseq = if has_modseq_key(&criteria) {
+            self.condstore = true;
+            uids.iter()
+                .filter_map(|&u| now_of(&view, u).map(|m| m.modseq))
+                .max()
+                .and_then(NonZeroU64::new)
+        } else {
+            None
+        };
+        server.enqueue_data(Data::Search(numbers, modseq));
         let done = if uid {
             "UID SEARCH completed"
         } else {
@@ -1374,11 +1584,15 @@ impl Conn<'_> {
         server: &mut Server,
         tag: Tag<'static>,
         set: &SequenceSet,
-        kind: StoreType,
-        response: StoreResponse,
+        (kind, response): (StoreType, StoreResponse),
         flags: &[Flag<'_>],
         uid: bool,
+        unchanged_since: Option<u64>,
     ) -> Result<(), mailvault::Error> {
+        if unchanged_since.is_some() {
+            // A CONDSTORE-enabling command (RFC 7162 3.1).
+            self.condstore = true;
+        }
         if self.selected.as_ref().is_some_and(|s| s.read_only) {
             server.enqueue_status(no(tag, None, "the mailbox is read-only"));
             return Ok(());
@@ -1399,36 +1613,66 @@ impl Conn<'_> {
         let indices = self.resolve_indices(set, uid);
         let id = self.selected_id();
         let uids: Vec<u32> = indices.iter().map(|&i| self.snapshot_uid(i)).collect();
-        self.account()
+        let stored = self
+            .account()
             .write()
             .await
-            .store_flags(id, &uids, change, None)
+            .store_flags(id, &uids, change, unchanged_since)
             .await?;
         let current = self.current().await?;
         if let Some(selected) = self.selected.as_mut() {
             announce_keywords(server, selected, &current);
         }
-        if matches!(response, StoreResponse::Answer) {
-            for &i in &indices {
-                let Some(m) = now_of(&current, self.snapshot_uid(i)) else {
-                    continue;
-                };
-                let mut items = vec![MessageDataItem::Flags(fetch_flags(&m.flags))];
-                if uid {
-                    if let Some(u) = NonZeroU32::new(m.uid) {
-                        items.insert(0, MessageDataItem::Uid(u));
-                    }
+        let silent = !matches!(response, StoreResponse::Answer);
+        for &i in &indices {
+            let Some(m) = now_of(&current, self.snapshot_uid(i)) else {
+                continue;
+            };
+            // RFC 7162 3.1.3: the messages that failed UNCHANGEDSINCE are not updated;
+            // with CONDSTORE on, each updated message's new MODSEQ is sent even after
+            // .SILENT.
+            if stored.modified.contains(&m.uid) {
+                continue;
+            }
+            let mut items = Vec::new();
+            if !silent {
+                items.push(MessageDataItem::Flags(fetch_flags(&m.flags)));
+            }
+            if self.condstore && stored.updated.contains(&m.uid) {
+                if let Some(modseq) = NonZeroU64::new(m.modseq) {
+                    items.push(MessageDataItem::ModSeq(modseq));
                 }
-                if let Ok(items) = Vec1::try_from(items) {
-                    server.enqueue_data(Data::Fetch { seq: seq(i), items });
+            }
+            if items.is_empty() {
+                continue;
+            }
+            if uid || self.qresync {
+                if let Some(u) = NonZeroU32::new(m.uid) {
+                    items.insert(0, MessageDataItem::Uid(u));
                 }
+            }
+            if let Ok(items) = Vec1::try_from(items) {
+                server.enqueue_data(Data::Fetch { seq: seq(i), items });
             }
         }
         // Told by the FETCH responses above, or knows after .SILENT (RFC 9051 6.4.6).
         let mut told = uids;
+        told.retain(|u| !stored.modified.contains(u));
         told.sort_unstable();
         self.told_flags(&told, &current);
-        server.enqueue_status(ok(tag, None, "STORE completed"));
+        // RFC 7162 3.1.3: MODIFIED lists the messages that failed UNCHANGEDSINCE (UIDs
+        // for UID STORE, sequence numbers otherwise).
+        let modified: Vec<u32> = if uid {
+            stored.modified.clone()
+        } else {
+            indices
+                .iter()
+                .filter(|&&i| stored.modified.contains(&self.snapshot_uid(i)))
+                .map(|&i| i as u32 + 1)
+                .collect()
+        };
+        let code = uid_sequence_set(&modified).map(Code::Modified);
+        server.enqueue_status(ok(tag, code, "STORE completed"));
         Ok(())
     }
 
@@ -1483,10 +1727,31 @@ fn announce_keywords(server: &mut Server, selected: &mut Selected, current: &Mai
 /// messages gone, highest sequence number first (each number is then valid when sent),
 /// EXISTS when the count differs from what remains, FETCH FLAGS for the messages whose
 /// flags changed (at their sequence numbers in `new`).
-fn announce_changes(server: &mut Server, old: &MailboxView, new: &MailboxView) {
-    for (i, m) in old.messages.iter().enumerate().rev() {
-        if now_of(new, m.uid).is_none() {
-            server.enqueue_data(Data::Expunge(seq(i)));
+fn announce_changes(
+    server: &mut Server,
+    old: &MailboxView,
+    new: &MailboxView,
+    (condstore, qresync): (bool, bool),
+) {
+    if qresync {
+        // RFC 7162 3.2.10: VANISHED (UIDs) instead of EXPUNGE once QRESYNC is enabled.
+        let gone: Vec<u32> = old
+            .messages
+            .iter()
+            .filter(|m| now_of(new, m.uid).is_none())
+            .map(|m| m.uid)
+            .collect();
+        if let Some(set) = uid_sequence_set(&gone) {
+            server.enqueue_data(Data::Vanished {
+                earlier: false,
+                known_uids: set,
+            });
+        }
+    } else {
+        for (i, m) in old.messages.iter().enumerate().rev() {
+            if now_of(new, m.uid).is_none() {
+                server.enqueue_data(Data::Expunge(seq(i)));
+            }
         }
     }
     let remaining = old
@@ -1500,10 +1765,22 @@ fn announce_changes(server: &mut Server, old: &MailboxView, new: &MailboxView) {
     for (i, m) in new.messages.iter().enumerate() {
         if let Ok(j) = old.messages.binary_search_by_key(&m.uid, |o| o.uid) {
             if old.messages[j].flags != m.flags {
-                server.enqueue_data(Data::Fetch {
-                    seq: seq(i),
-                    items: Vec1::from(MessageDataItem::Flags(fetch_flags(&m.flags))),
-                });
+                let mut items = vec![MessageDataItem::Flags(fetch_flags(&m.flags))];
+                // RFC 7162 3.2.4 (MODSEQ once CONDSTORE is on), 3.2.10 (UID once QRESYNC
+                // is on).
+                if condstore {
+                    if let Some(modseq) = NonZeroU64::new(m.modseq) {
+                        items.push(MessageDataItem::ModSeq(modseq));
+                    }
+                }
+                if qresync {
+                    if let Some(u) = NonZeroU32::new(m.uid) {
+                        items.insert(0, MessageDataItem::Uid(u));
+                    }
+                }
+                if let Ok(items) = Vec1::try_from(items) {
+                    server.enqueue_data(Data::Fetch { seq: seq(i), items });
+                }
             }
         }
     }
@@ -1683,7 +1960,7 @@ fn body_structure(
     {
         // RFC 2045 5.2: the default, after the part's own parameters (as Dovecot gives
         // it).
-        parameter_list.push((istr("CHARSET"), istr("us-ascii")));
+        parameter_list.push((istr("CHARSET"), istr("US-ASCII")));
     }
     let size = part.end_offset - part.body_offset;
     let basic = BasicFields {
@@ -1745,7 +2022,7 @@ fn plain_text(size: u64, lines: u32, extended: bool) -> BodyStructure<'static> {
     BodyStructure::Single {
         body: Body {
             basic: BasicFields {
-                parameter_list: vec![(istr("CHARSET"), istr("us-ascii"))],
+                parameter_list: vec![(istr("CHARSET"), istr("US-ASCII"))],
                 id: NString(None),
                 description: NString(None),
                 content_transfer_encoding: istr("7BIT"),
@@ -1922,11 +2199,23 @@ fn search_key(
         },
         K::Body(_) | K::Text(_) => SearchKey::Uid(texts.next().unwrap_or_default()),
         K::Not(k) => SearchKey::Not(Box::new(search_key(k, view, texts))),
+        K::ModSequence { modseq, .. } => SearchKey::ModSeq(*modseq),
         K::Or(a, b) => {
             let a = search_key(a, view, texts);
             let b = search_key(b, view, texts);
             SearchKey::Or(Box::new(a), Box::new(b))
         }
+    }
+}
+
+/// Whether `key` holds a MODSEQ key.
+fn has_modseq_key(key: &ImapSearchKey<'_>) -> bool {
+    match key {
+        ImapSearchKey::ModSequence { .. } => true,
+        ImapSearchKey::And(keys) => keys.as_ref().iter().any(has_modseq_key),
+        ImapSearchKey::Not(k) => has_modseq_key(k),
+        ImapSearchKey::Or(a, b) => has_modseq_key(a) || has_modseq_key(b),
+        _ => false,
     }
 }
 
@@ -1944,6 +2233,42 @@ fn ranges(set: &SequenceSet, last: u32) -> Vec<(u32, u32)> {
             Sequence::Range(a, b) => (value(a), value(b)),
         })
         .collect()
+}
+
+/// Whether `n` is in one of the inclusive `ranges` (either bound first).
+fn in_ranges(ranges: &[(u32, u32)], n: u32) -> bool {
+    ranges.iter().any(|&(a, b)| a.min(b) <= n && n <= a.max(b))
+}
+
+/// `numbers` (ascending) as a sequence set of ranges, `None` when empty.
+fn uid_sequence_set(numbers: &[u32]) -> Option<SequenceSet> {
+    let mut out: Vec<Sequence> = Vec::new();
+    let mut run: Option<(u32, u32)> = None;
+    let value = |n: u32| NonZeroU32::new(n).map(SeqOrUid::Value);
+    let flush = |run: (u32, u32), out: &mut Vec<Sequence>| {
+        let (Some(a), Some(b)) = (value(run.0), value(run.1)) else {
+            return;
+        };
+        out.push(if run.0 == run.1 {
+            Sequence::Single(a)
+        } else {
+            Sequence::Range(a, b)
+        });
+    };
+    for &n in numbers {
+        run = match run {
+            Some((a, b)) if n == b.saturating_add(1) => Some((a, n)),
+            Some(r) => {
+                flush(r, &mut out);
+                Some((n, n))
+            }
+            None => Some((n, n)),
+        };
+    }
+    if let Some(r) = run {
+        flush(r, &mut out);
+    }
+    Vec1::try_from(out).ok().map(SequenceSet)
 }
 
 /// The COPYUID code of a copy or move (RFC 4315), when something was copied.
@@ -1984,6 +2309,8 @@ fn capabilities() -> Vec1<Capability<'static>> {
         Capability::Namespace,
         Capability::Id,
         Capability::Enable,
+        Capability::CondStore,
+        Capability::QResync,
     ];
     // RFC 6154: LIST shows each mailbox's special use.
     if let Ok(atom) = Atom::try_from("SPECIAL-USE") {

@@ -296,11 +296,17 @@ def uid_set(s):
 
 
 def norm_params(params):
+    """Parameter names case-folded, and the charset's value (RFC 2046 4.1.2: "the values
+    of the charset parameter are NOT case sensitive")."""
     if not isinstance(params, list):
         return params
     out = []
     for i in range(0, len(params) - 1, 2):
-        out.append([fold(params[i]), params[i + 1]])
+        name = fold(params[i])
+        value = params[i + 1]
+        if name in ("charset", Str(b"charset")):
+            value = fold(value)
+        out.append([name, value])
     return out
 
 
@@ -402,6 +408,10 @@ class Norm:
             args = [flag_set(args[0])]
         elif name == "CAPABILITY":
             args = sorted(upper(a) for a in args)
+        elif name == "HIGHESTMODSEQ":
+            args = ["M"]
+        elif name == "MODIFIED":
+            args = [uid_set(args[0])]
         return [name] + args
 
     def fetch_items(self, values):
@@ -416,6 +426,8 @@ class Norm:
                 v = norm_body(v)
             elif key == "ENVELOPE":
                 v = norm_envelope(v)
+            elif key == "MODSEQ":
+                v = "M"
             items[key] = v
         return items
 
@@ -444,12 +456,20 @@ class Norm:
                 v = lst[i + 1]
                 if k == "UIDVALIDITY":
                     v = self.uidvalidity(v)
+                if k == "HIGHESTMODSEQ":
+                    v = "M"
                 items[k] = v
             return {"kind": "status-data", "mailbox": self.mailbox(values[1]), "items": items}
         if head == "FLAGS":
             return {"kind": "flags", "flags": flag_set(values[1])}
         if head == "SEARCH":
-            return {"kind": "search", "numbers": sorted(int(v) for v in values[1:])}
+            out = {"kind": "search", "numbers": sorted(int(v) for v in values[1:] if isinstance(v, str))}
+            if any(isinstance(v, list) for v in values[1:]):
+                out["modseq"] = "M"
+            return out
+        if head == "VANISHED":
+            earlier = isinstance(values[1], list)
+            return {"kind": "vanished", "earlier": earlier, "uids": uid_set(values[2] if earlier else values[1])}
         if head == "CAPABILITY":
             return {"kind": "capability", "names": sorted(upper(v) for v in values[1:])}
         return {"kind": "data", "values": values}
@@ -464,6 +484,14 @@ def crlf(data: bytes) -> bytes:
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
     return data
+
+
+def code_value(responses, name):
+    """The argument of response code `name` in `responses` (raw, as the server sent it)."""
+    for r in responses:
+        if r["kind"] in ("status", "tagged") and r["code"] and upper(r["code"][0]) == name:
+            return r["code"][1]
+    raise AssertionError("no %s code in %r" % (name, responses))
 
 
 def quote(s):
@@ -661,6 +689,49 @@ class Script:
         self.session.close()
         self.session = None
 
+        # Session 3: CONDSTORE (RFC 7162 3.1). Modseqs are each server's own: the
+        # commands use the values the same server gave, the comparison their effect.
+        self.connect()
+        self.run("ENABLE CONDSTORE", "ENABLE", "CONDSTORE")
+        r = self.run("SELECT Corpus (CONDSTORE)", "SELECT", self.box("Corpus"), "(CONDSTORE)")
+        h0 = code_value(r, "HIGHESTMODSEQ")
+        validity = code_value(r, "UIDVALIDITY")
+        self.run("FETCH 1:5 (UID MODSEQ)", "FETCH", "1:5", "(UID MODSEQ)")
+        self.run("STORE 1:3 +FLAGS (\\Answered)", "STORE", "1:3", "+FLAGS", "(\\Answered)")
+        self.run("FETCH 1:* (UID FLAGS) (CHANGEDSINCE h0)", "FETCH", "1:*", "(UID FLAGS)", "(CHANGEDSINCE %s)" % h0)
+        self.run("STORE 4 (UNCHANGEDSINCE 1) +FLAGS (\\Seen)", "STORE", "4", "(UNCHANGEDSINCE 1)", "+FLAGS", "(\\Seen)")
+        # The modseq of a change made in this session: every earlier change is below it
+        # on both servers (Dovecot numbers the messages it had from the first CONDSTORE
+        # command on).
+        r = self.run("FETCH 1 (MODSEQ)", "FETCH", "1", "(MODSEQ)")
+        m1 = [x for x in r if x["kind"] == "data"][0]["values"][2][1][0]
+        self.run("STORE 5 (UNCHANGEDSINCE m1) +FLAGS.SILENT ($Resync)", "STORE", "5", "(UNCHANGEDSINCE %s)" % m1, "+FLAGS.SILENT", "($Resync)")
+        self.run("UID STORE 1:* (UNCHANGEDSINCE m1) -FLAGS.SILENT (\\Answered)", "UID", "STORE", "1:*", "(UNCHANGEDSINCE %s)" % m1, "-FLAGS.SILENT", "(\\Answered)")
+        # MODSEQ n matches modseqs >= n; h0 + 1 is "changed since SELECT" on both (Dovecot
+        # gives every message the mailbox's modseq when modseqs are first asked for).
+        self.run("SEARCH MODSEQ h0+1", "SEARCH", "MODSEQ %d" % (int(h0) + 1))
+        self.run("UID SEARCH MODSEQ h0+1 FLAGGED", "UID", "SEARCH", "MODSEQ %d FLAGGED" % (int(h0) + 1))
+        self.run("SEARCH MODSEQ h0+1 after nothing matches", "SEARCH", "MODSEQ %d UNFLAGGED SEEN DRAFT" % (int(h0) + 1))
+        self.run("STATUS Archive (MESSAGES HIGHESTMODSEQ)", "STATUS", self.box("Archive"), "(MESSAGES HIGHESTMODSEQ)")
+        self.run("STORE 6 +FLAGS.SILENT (\\Deleted)", "STORE", "6", "+FLAGS.SILENT", "(\\Deleted)")
+        self.run("EXPUNGE (CONDSTORE)", "EXPUNGE")
+        self.session.close()
+        self.session = None
+
+        # Session 4: QRESYNC (RFC 7162 3.2): resynchronization from h0.
+        self.connect()
+        self.run("SELECT (QRESYNC) before ENABLE", "SELECT", self.box("Corpus"), "(QRESYNC (%s %s))" % (validity, h0))
+        self.run("ENABLE QRESYNC", "ENABLE", "QRESYNC")
+        self.run("SELECT Corpus (QRESYNC (V h0))", "SELECT", self.box("Corpus"), "(QRESYNC (%s %s))" % (validity, h0))
+        self.run("UID FETCH 1:* (FLAGS) (CHANGEDSINCE h0 VANISHED)", "UID", "FETCH", "1:*", "(FLAGS)", "(CHANGEDSINCE %s VANISHED)" % h0)
+        self.run("FETCH VANISHED without UID", "FETCH", "1:*", "(FLAGS)", "(CHANGEDSINCE %s VANISHED)" % h0)
+        self.run("STORE 1 +FLAGS (\\Deleted) (QRESYNC)", "STORE", "1", "+FLAGS", "(\\Deleted)")
+        self.run("EXPUNGE (QRESYNC)", "EXPUNGE")
+        self.run("SELECT Corpus (QRESYNC (V h0 known))", "SELECT", self.box("Corpus"), "(QRESYNC (%s %s 1:20))" % (validity, h0))
+        self.run("SELECT Corpus (QRESYNC (other UIDVALIDITY))", "SELECT", self.box("Corpus"), "(QRESYNC (1 %s))" % h0)
+        self.session.close()
+        self.session = None
+
 
 # ---------------------------------------------------------------- comparison
 
@@ -822,13 +893,21 @@ NORMALIZATIONS = [
         'flags are a set (2.3.2: "A message has a list of zero or more named tokens, known as flags")',
     ),
     (
-        "case of MIME type, subtype, parameter names, transfer encoding, disposition type in BODYSTRUCTURE",
+        "case of MIME type, subtype, parameter names, charset values, transfer encoding, "
+        "disposition type in BODYSTRUCTURE",
         'RFC 2045 5.1: "The type, subtype, and parameter names are not case sensitive"; '
-        '6.1: "Content-Transfer-Encoding values are not case sensitive"',
+        '6.1: "Content-Transfer-Encoding values are not case sensitive"; RFC 2046 4.1.2: '
+        '"the values of the charset parameter are NOT case sensitive"',
     ),
     (
         "uid-set representation in APPENDUID and COPYUID (1:3 or 1,2,3)",
         'RFC 4315 4: uid-set = (uniqueid / uid-range) *("," uid-set); uid-range = (uniqueid ":" uniqueid)',
+    ),
+    (
+        "modseq values (HIGHESTMODSEQ, MODSEQ, SEARCH's (MODSEQ n)): each server's own",
+        'RFC 7162 3.1.1: "mod-sequence ... is a 63-bit unsigned integer ... assigned by the server"; '
+        "only their order within one server means something: the sessions use each server's "
+        "own values (CHANGEDSINCE, UNCHANGEDSINCE, SEARCH MODSEQ, QRESYNC) and compare what they select",
     ),
     (
         "\\Recent flags and RECENT counts (Dovecot keeps them; mailvault, an IMAP4rev2 design, "
@@ -1027,7 +1106,7 @@ KNOWN = [
         "STORE +FLAGS of a message that had the flag already: mailvault sends its FETCH FLAGS "
         "as for the others, Dovecot none (RFC 9051 6.4.6: \"the server SHOULD send an "
         "untagged FETCH response\" for the messages of the set)",
-        label=r"STORE 1:4 \+FLAGS \(\\Flagged\)",
+        label=r"STORE 1:(4 \+FLAGS \(\\Flagged|3 \+FLAGS \(\\Answered)\)",
     ),
     Known(
         "Dovecot defines a keyword named in SEARCH KEYWORD and announces it (FLAGS, "

@@ -652,7 +652,8 @@ def py_bodystructure(part):
     maintype, subtype = part.get_content_maintype().upper(), part.get_content_subtype().upper()
     params = (part.get_params() or [])[1:]
     if maintype == "TEXT" and not any(k.lower() == "charset" for k, _ in params):
-        params = [("charset", "US-ASCII")] + params
+        # RFC 2045 5.2's default, after the part's own parameters (as Dovecot gives it).
+        params = params + [("charset", "US-ASCII")]
     fields = [maintype, subtype, py_params(params), part.get("Content-ID"),
               part.get("Content-Description"),
               part.get("Content-Transfer-Encoding", "7bit").upper()]
