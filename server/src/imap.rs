@@ -533,9 +533,12 @@ impl Conn<'_> {
                 uid,
                 modifiers,
             } => {
-                let unchanged_since = modifiers.iter().find_map(|m| match m {
-                    StoreModifier::UnchangedSince(n) => Some(*n),
-                });
+                let unchanged_since = modifiers
+                    .iter()
+                    .map(|m| match m {
+                        StoreModifier::UnchangedSince(n) => *n,
+                    })
+                    .next();
                 self.store(
                     server,
                     tag,

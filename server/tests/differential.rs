@@ -3,8 +3,9 @@
 //! 2.3 instance with mail_crypt of scripts/peers.sh and against `mailvault serve` on a
 //! local directory, on the same messages (the real-mail corpus, APPENDed to both):
 //! APPEND, FETCH of every item, SEARCH with every key, STORE, COPY, MOVE, EXPUNGE and
-//! their UID forms, LIST, LSUB, STATUS, SELECT, EXAMINE. The normalized responses must be
-//! equal; each difference that remains is listed in the script (`KNOWN`) with the RFC
+//! their UID forms, LIST, LSUB, STATUS, SELECT, EXAMINE, then a CONDSTORE session and a
+//! QRESYNC resynchronization (each server given the modseqs it gave). The normalized
+//! responses must be equal; each difference that remains is listed in the script (`KNOWN`) with the RFC
 //! text that allows it, or marked `library: see findings` when its cause is the
 //! library's analysis of the message (to be fixed there, then removed from the list: an
 //! entry that no longer matches fails the test).
