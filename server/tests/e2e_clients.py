@@ -421,7 +421,7 @@ def extensions(imap_port, user, password):
     """CAPABILITY lists what works; ID, NAMESPACE and ENABLE answer."""
     imap = imaplib.IMAP4(HOST, imap_port, timeout=TIMEOUT)
     caps = set(imap.capabilities)
-    for cap in ("IMAP4REV1", "IDLE", "LITERAL+", "UIDPLUS", "MOVE", "UNSELECT", "NAMESPACE", "ID", "ENABLE", "SPECIAL-USE"):
+    for cap in ("IMAP4REV1", "IDLE", "LITERAL+", "UIDPLUS", "MOVE", "UNSELECT", "NAMESPACE", "ID", "ENABLE", "CONDSTORE", "QRESYNC", "SPECIAL-USE"):
         check(cap in caps, f"CAPABILITY lists {cap}: {sorted(caps)}")
     imaplib.Commands.setdefault("ID", ("NONAUTH", "AUTH", "SELECTED", "LOGOUT"))
     typ, data = imap._simple_command("ID", '("name" "e2e_clients.py")')
@@ -430,9 +430,12 @@ def extensions(imap_port, user, password):
     imap.login(user, password)
     typ, data = imap.namespace()
     check(typ == "OK" and data[0] == b'(("" "/")) NIL NIL', f"NAMESPACE {data!r}")
-    typ, data = imap._simple_command("ENABLE", "CONDSTORE")
+    typ, data = imap._simple_command("ENABLE", "X-UNKNOWN")
     _, enabled = imap.response("ENABLED")
     check(typ == "OK" and enabled in ([b""], [None]), f"ENABLE of an unoffered extension enables nothing: {enabled!r}")
+    typ, data = imap._simple_command("ENABLE", "CONDSTORE")
+    _, enabled = imap.response("ENABLED")
+    check(typ == "OK" and enabled == [b"CONDSTORE"], f"ENABLE CONDSTORE enables it: {enabled!r}")
     imap.logout()
 
 
