@@ -679,6 +679,7 @@ NOT_KEPT = {
     "language": "Content-Language is not in the analysis",
     "location": "Content-Location is not in the analysis",
     "disposition parameters": "only the file name of Content-Disposition is kept",
+    "file name origin": "the one file name kept may be the type's name, given as the disposition's filename",
     "date": "the Date header is kept as Unix seconds: given in UTC, not as written",
     "nested size": "not compared: Python keeps no raw bytes of a nested message",
 }
@@ -714,13 +715,18 @@ def compare_body(g, w, path, diffs):
         if gv != wv:
             diffs.append((f"{path}.{name}", gv, wv, reason if gv is None else None))
 
-    def extension(gext, wext):
+    def extension(gext, wext, type_name=None):
         gd, wd = gext[0], wext[0]
         if (gd or [None])[0] != (wd or [None])[0]:
             diffs.append((f"{path}.disposition", gd, wd, None))
         elif gd and params(gd[1]) != params(wd[1]):
             kept = all(params(wd[1]).get(k) == v for k, v in params(gd[1]).items())
-            diffs.append((f"{path}.disposition parameters", gd[1], wd[1], NOT_KEPT["disposition parameters"] if kept else None))
+            reason = NOT_KEPT["disposition parameters"] if kept else None
+            # The analysis keeps one file name, the disposition's or else the type's
+            # `name`, not which: it is given as the disposition's.
+            if not kept and params(gd[1]) == {"FILENAME": type_name} and "FILENAME" not in params(wd[1]):
+                reason = NOT_KEPT["file name origin"]
+            diffs.append((f"{path}.disposition parameters", gd[1], wd[1], reason))
         same("language", gext[1], wext[1], NOT_KEPT["language"])
         same("location", gext[2], wext[2], NOT_KEPT["location"])
 
@@ -765,7 +771,7 @@ def compare_body(g, w, path, diffs):
     else:
         rest_g, rest_w = g[7:], w[7:]
     same("md5", at(rest_g, 0), rest_w[0], NOT_KEPT["md5"])
-    extension([at(rest_g, 1), at(rest_g, 2), at(rest_g, 3)], rest_w[1:])
+    extension([at(rest_g, 1), at(rest_g, 2), at(rest_g, 3)], rest_w[1:], params(w[2]).get("NAME"))
 
 
 def structures(imap_port, user, password, messages, first):
