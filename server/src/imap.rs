@@ -12,7 +12,7 @@
 //! FLAGS: never during FETCH, STORE or SEARCH (RFC 9051 7.5.1).
 
 use std::collections::{BTreeSet, HashMap};
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +21,9 @@ use imap_next::imap_types::body::{
     BasicFields, Body, BodyStructure, Disposition, MultiPartExtensionData, SinglePartExtensionData,
     SpecificFields,
 };
-use imap_next::imap_types::command::{Command, CommandBody};
+use imap_next::imap_types::command::{
+    Command, CommandBody, FetchModifier, SelectParameter, StoreModifier,
+};
 use imap_next::imap_types::core::{
     AString, Atom, Charset, IString, Literal, NString, QuotedChar, Tag, Text, Vec1,
 };
@@ -97,8 +99,23 @@ fn response_code(e: &mailvault::Error) -> Option<Code<'static>> {
         mailvault::Error::OverQuota { .. } => Some(Code::OverQuota),
         mailvault::Error::TooBig { .. } => Some(Code::TooBig),
         mailvault::Error::NoSuchMailbox { .. } => Some(Code::TryCreate),
+        // RFC 5530 3: "ALREADYEXISTS ... the destination mailbox name already exists".
+        mailvault::Error::MailboxExists { .. } => Some(other_code("ALREADYEXISTS")),
         _ => None,
     }
+}
+
+/// A response code imap-types has no variant for (RFC 5530's, QRESYNC's `CLOSED`).
+fn other_code(name: &'static str) -> Code<'static> {
+    Code::Other(imap_next::imap_types::response::CodeOther::unvalidated(
+        name.as_bytes(),
+    ))
+}
+
+/// RFC 5530 3: "NONEXISTENT: The operation attempts to delete something that does not
+/// exist", also the code of SELECT, STATUS, RENAME... of a mailbox that does not exist.
+fn nonexistent() -> Code<'static> {
+    other_code("NONEXISTENT")
 }
 
 /// A response text: printable, one line, never empty.
@@ -148,6 +165,9 @@ struct Selected {
     /// the account's current view.
     view: Arc<MailboxView>,
     read_only: bool,
+    /// The flags last announced in a FLAGS response (system flags and keywords): a
+    /// keyword that appears later is announced (FLAGS, PERMANENTFLAGS) at `sync`.
+    flags: Vec<Flag<'static>>,
 }
 
 /// What a command handler tells the loop.
@@ -172,6 +192,8 @@ async fn connection(stream: TcpStream, state: &Imap) {
         state,
         account: None,
         selected: None,
+        condstore: false,
+        qresync: false,
     };
     let mut closing = None;
     // While the client idles: its IDLE tag and the account's modseq watch.
@@ -298,6 +320,11 @@ struct Conn<'a> {
     /// The account's handle, shared with its other connections, once logged in.
     account: Option<SharedAccount>,
     selected: Option<Selected>,
+    /// CONDSTORE enabled (RFC 7162 3.1: by ENABLE or a CONDSTORE-enabling command):
+    /// FETCH responses carry MODSEQ.
+    condstore: bool,
+    /// QRESYNC enabled (ENABLE QRESYNC): expunges are announced with VANISHED.
+    qresync: bool,
 }
 
 /// An error a command reports with NO.
@@ -341,11 +368,23 @@ impl Conn<'_> {
             body if self.account.is_none() => {
                 server.enqueue_status(bad(Some(tag), format!("{}: log in first", body.name())));
             }
-            CommandBody::Enable { .. } => {
-                // RFC 5161: none of the extensions that need enabling is offered; the
-                // ENABLED response lists nothing.
+            CommandBody::Enable { capabilities } => {
+                // RFC 5161: CONDSTORE and QRESYNC (which implies CONDSTORE, RFC 7162
+                // 3.2.3); the ENABLED response lists those newly enabled.
+                let mut enabled = Vec::new();
+                for capability in capabilities.into_inner() {
+                    let name = capability.to_string().to_ascii_uppercase();
+                    if name == "CONDSTORE" && !self.condstore {
+                        self.condstore = true;
+                        enabled.push(capability);
+                    } else if name == "QRESYNC" && !self.qresync {
+                        self.qresync = true;
+                        self.condstore = true;
+                        enabled.push(capability);
+                    }
+                }
                 server.enqueue_data(Data::Enabled {
-                    capabilities: Vec::new(),
+                    capabilities: enabled,
                 });
                 server.enqueue_status(ok(tag, None, "ENABLE completed"));
             }
@@ -361,11 +400,19 @@ impl Conn<'_> {
                 });
                 server.enqueue_status(ok(tag, None, "NAMESPACE completed"));
             }
-            CommandBody::Select { mailbox, .. } => {
-                self.select(server, tag, &mailbox, false).await?;
+            CommandBody::Select {
+                mailbox,
+                parameters,
+            } => {
+                self.select(server, tag, &mailbox, false, &parameters)
+                    .await?;
             }
-            CommandBody::Examine { mailbox, .. } => {
-                self.select(server, tag, &mailbox, true).await?;
+            CommandBody::Examine {
+                mailbox,
+                parameters,
+            } => {
+                self.select(server, tag, &mailbox, true, &parameters)
+                    .await?;
             }
             CommandBody::List {
                 reference,
@@ -403,7 +450,7 @@ impl Conn<'_> {
                     server.enqueue_status(ok(tag, None, "DELETE completed"));
                 }
                 None => {
-                    server.enqueue_status(no(tag, None, "no such mailbox"));
+                    server.enqueue_status(no(tag, Some(nonexistent()), "no such mailbox"));
                 }
             },
             CommandBody::Rename { from, to } => match self.mailbox_id(&from).await {
@@ -416,7 +463,7 @@ impl Conn<'_> {
                     server.enqueue_status(ok(tag, None, "RENAME completed"));
                 }
                 None => {
-                    server.enqueue_status(no(tag, None, "no such mailbox"));
+                    server.enqueue_status(no(tag, Some(nonexistent()), "no such mailbox"));
                 }
             },
             CommandBody::Subscribe { mailbox } => {
@@ -466,10 +513,17 @@ impl Conn<'_> {
                 sequence_set,
                 macro_or_item_names,
                 uid,
-                ..
+                modifiers,
             } => {
-                self.fetch(server, tag, &sequence_set, macro_or_item_names, uid)
-                    .await?
+                self.fetch(
+                    server,
+                    tag,
+                    &sequence_set,
+                    macro_or_item_names,
+                    uid,
+                    &modifiers,
+                )
+                .await?
             }
             CommandBody::Store {
                 sequence_set,
@@ -477,10 +531,24 @@ impl Conn<'_> {
                 response,
                 flags,
                 uid,
-                ..
+                modifiers,
             } => {
-                self.store(server, tag, &sequence_set, kind, response, &flags, uid)
-                    .await?
+                let unchanged_since = modifiers
+                    .iter()
+                    .map(|m| match m {
+                        StoreModifier::UnchangedSince(n) => *n,
+                    })
+                    .next();
+                self.store(
+                    server,
+                    tag,
+                    &sequence_set,
+                    (kind, response),
+                    &flags,
+                    uid,
+                    unchanged_since,
+                )
+                .await?
             }
             CommandBody::Search {
                 charset,
@@ -490,13 +558,15 @@ impl Conn<'_> {
             CommandBody::Expunge => {
                 self.expunge(None).await?;
                 self.sync(server).await?;
-                server.enqueue_status(ok(tag, None, "EXPUNGE completed"));
+                let code = self.expunge_code().await?;
+                server.enqueue_status(ok(tag, code, "EXPUNGE completed"));
             }
             CommandBody::ExpungeUid { sequence_set } => {
                 let uids = self.resolve(&sequence_set, true);
                 self.expunge(Some(uids)).await?;
                 self.sync(server).await?;
-                server.enqueue_status(ok(tag, None, "UID EXPUNGE completed"));
+                let code = self.expunge_code().await?;
+                server.enqueue_status(ok(tag, code, "UID EXPUNGE completed"));
             }
             CommandBody::Copy {
                 sequence_set,
@@ -565,6 +635,16 @@ impl Conn<'_> {
         Ok(Outcome::Continue)
     }
 
+    /// The code of EXPUNGE's completion: the mailbox's HIGHESTMODSEQ once QRESYNC is on
+    /// (RFC 7162 3.2.7: the client's new resynchronization point).
+    async fn expunge_code(&self) -> Result<Option<Code<'static>>, mailvault::Error> {
+        if !self.qresync {
+            return Ok(None);
+        }
+        let current = self.current().await?;
+        Ok(NonZeroU64::new(current.status.highest_modseq).map(Code::HighestModSeq))
+    }
+
     fn account(&self) -> &SharedAccount {
         self.account.as_ref().expect("logged in")
     }
@@ -590,7 +670,7 @@ impl Conn<'_> {
         subscribed: bool,
     ) -> Result<(), mailvault::Error> {
         let Some(id) = self.mailbox_id(mailbox).await else {
-            server.enqueue_status(no(tag, None, "no such mailbox"));
+            server.enqueue_status(no(tag, Some(nonexistent()), "no such mailbox"));
             return Ok(());
         };
         self.account()
@@ -685,10 +765,38 @@ impl Conn<'_> {
         };
         let selected = self.selected.as_mut().expect("selected");
         if !Arc::ptr_eq(&current, &selected.view) {
-            announce_changes(server, &selected.view, &current);
+            announce_keywords(server, selected, &current);
+            announce_changes(
+                server,
+                &selected.view,
+                &current,
+                (self.condstore, self.qresync),
+            );
             selected.view = current;
         }
         Ok(())
+    }
+
+    /// Records in the client's snapshot that it was told (or, after `.SILENT`, knows)
+    /// the flags the messages `uids` have in `current`: `sync` does not announce them
+    /// again.
+    fn told_flags(&mut self, uids: &[u32], current: &MailboxView) {
+        let Some(selected) = self.selected.as_mut() else {
+            return;
+        };
+        if uids.is_empty() {
+            return;
+        }
+        let mut view = (*selected.view).clone();
+        for m in &mut view.messages {
+            if uids.binary_search(&m.uid).is_ok() {
+                if let Some(now) = now_of(current, m.uid) {
+                    m.flags = now.flags.clone();
+                    m.modseq = now.modseq;
+                }
+            }
+        }
+        selected.view = Arc::new(view);
     }
 
     async fn select(
@@ -697,30 +805,117 @@ impl Conn<'_> {
         tag: Tag<'static>,
         mailbox: &ImapMailbox<'_>,
         read_only: bool,
+        parameters: &[SelectParameter],
     ) -> Result<(), mailvault::Error> {
-        self.selected = None;
+        let mut resync = None;
+        for parameter in parameters {
+            match parameter {
+                SelectParameter::CondStore => self.condstore = true,
+                SelectParameter::QResync {
+                    uid_validity,
+                    mod_sequence_value,
+                    known_uids,
+                    ..
+                } => {
+                    if !self.qresync {
+                        // RFC 7162 3.2.5: QRESYNC must be enabled first.
+                        server.enqueue_status(bad(Some(tag), "QRESYNC is not enabled"));
+                        return Ok(());
+                    }
+                    resync = Some((
+                        uid_validity.get(),
+                        mod_sequence_value.get(),
+                        known_uids.clone(),
+                    ));
+                }
+            }
+        }
+        if self.selected.take().is_some() {
+            // RFC 7162 3.2.11 (RFC 9051 6.3.2): the responses that follow are the new
+            // mailbox's.
+            server.enqueue_status(untagged_ok(other_code("CLOSED"), "previous mailbox closed"));
+        }
         let Some(id) = self.mailbox_id(mailbox).await else {
-            server.enqueue_status(no(tag, None, "no such mailbox"));
+            server.enqueue_status(no(tag, Some(nonexistent()), "no such mailbox"));
             return Ok(());
         };
         let view = self.account().view(id).await?;
-        server.enqueue_data(Data::Flags(system_flags()));
+        let flags = mailbox_flags(&view);
+        server.enqueue_data(Data::Flags(flags.clone()));
         server.enqueue_data(Data::Exists(view.messages.len() as u32));
         server.enqueue_data(Data::Recent(0));
+        // RFC 3501 6.3.1: the sequence number of the first message without \Seen.
+        if let Some(i) = view
+            .messages
+            .iter()
+            .position(|m| !m.flags.contains(Flags::SEEN))
+        {
+            server.enqueue_status(untagged_ok(Code::Unseen(seq(i)), "first unseen"));
+        }
         if let Some(v) = NonZeroU32::new(view.status.uid_validity) {
             server.enqueue_status(untagged_ok(Code::UidValidity(v), "UIDs valid"));
         }
         if let Some(n) = NonZeroU32::new(view.status.uid_next) {
             server.enqueue_status(untagged_ok(Code::UidNext(n), "predicted next UID"));
         }
-        let mut permanent: Vec<FlagPerm<'static>> =
-            system_flags().into_iter().map(FlagPerm::Flag).collect();
-        permanent.push(FlagPerm::Asterisk);
-        server.enqueue_status(untagged_ok(Code::PermanentFlags(permanent), "flags"));
+        // RFC 7162 3.1.2.1: HIGHESTMODSEQ, once CONDSTORE is on (as Dovecot: a client
+        // that never asked for modseqs is not sent any).
+        if self.condstore {
+            if let Some(n) = NonZeroU64::new(view.status.highest_modseq) {
+                server.enqueue_status(untagged_ok(Code::HighestModSeq(n), "highest"));
+            }
+        }
+        // RFC 7162 3.2.5.1: what changed since the client's modseq, when its UIDVALIDITY
+        // is still the mailbox's.
+        if let Some((uid_validity, modseq, known)) = resync {
+            if uid_validity == view.status.uid_validity {
+                let changes = self.account().read().await.changes_since(id, modseq)?;
+                let last = view.messages.last().map_or(0, |m| m.uid);
+                let known = known.map(|k| ranges(&k, last));
+                let vanished: Vec<u32> = changes
+                    .vanished
+                    .into_iter()
+                    .filter(|u| known.as_ref().is_none_or(|k| in_ranges(k, *u)))
+                    .collect();
+                if let Some(set) = uid_sequence_set(&vanished) {
+                    server.enqueue_data(Data::Vanished {
+                        earlier: true,
+                        known_uids: set,
+                    });
+                }
+                for m in &changes.changed {
+                    if known.as_ref().is_some_and(|k| !in_ranges(k, m.uid)) {
+                        continue;
+                    }
+                    let Some(n) = view.sequence_of(m.uid) else {
+                        continue;
+                    };
+                    let mut items = vec![MessageDataItem::Flags(fetch_flags(&m.flags))];
+                    items.insert(
+                        0,
+                        MessageDataItem::Uid(NonZeroU32::new(m.uid).unwrap_or(NonZeroU32::MIN)),
+                    );
+                    if let Some(modseq) = NonZeroU64::new(m.modseq) {
+                        items.push(MessageDataItem::ModSeq(modseq));
+                    }
+                    if let Ok(items) = Vec1::try_from(items) {
+                        server.enqueue_data(Data::Fetch {
+                            seq: seq(n as usize - 1),
+                            items,
+                        });
+                    }
+                }
+            }
+        }
+        server.enqueue_status(untagged_ok(
+            Code::PermanentFlags(permanent_flags(&flags, read_only)),
+            "flags",
+        ));
         self.selected = Some(Selected {
             id,
             view,
             read_only,
+            flags,
         });
         let (code, done) = if read_only {
             (Code::ReadOnly, "EXAMINE completed")
@@ -761,7 +956,7 @@ impl Conn<'_> {
             };
             let pattern = format!("{reference}{pattern}");
             let mailboxes = self.account().read().await.mailboxes()?;
-            for m in mailboxes {
+            for m in &mailboxes {
                 if subscribed_only && !m.subscribed {
                     continue;
                 }
@@ -771,7 +966,17 @@ impl Conn<'_> {
                 let Ok(mailbox) = ImapMailbox::try_from(m.name.clone()) else {
                     continue;
                 };
-                let items = special_use_attributes(m.special_use);
+                let mut items = special_use_attributes(m.special_use);
+                // RFC 9051 7.3.1 (RFC 3348): whether the mailbox has child mailboxes.
+                let below = format!("{}/", m.name);
+                let has_children = mailboxes.iter().any(|o| o.name.starts_with(&below));
+                if !subscribed_only {
+                    items.push(if has_children {
+                        FlagNameAttribute::from(Atom::unvalidated("HasChildren"))
+                    } else {
+                        FlagNameAttribute::from(Atom::unvalidated("HasNoChildren"))
+                    });
+                }
                 let data = if subscribed_only {
                     Data::Lsub {
                         items,
@@ -800,7 +1005,7 @@ impl Conn<'_> {
         names: &[StatusDataItemName],
     ) -> Result<(), mailvault::Error> {
         let Some(id) = self.mailbox_id(mailbox).await else {
-            server.enqueue_status(no(tag, None, "no such mailbox"));
+            server.enqueue_status(no(tag, Some(nonexistent()), "no such mailbox"));
             return Ok(());
         };
         let status = self.account().read().await.status(id)?;
@@ -821,6 +1026,11 @@ impl Conn<'_> {
                     if let Some(n) = NonZeroU32::new(status.uid_validity) {
                         items.push(StatusDataItem::UidValidity(n));
                     }
+                }
+                StatusDataItemName::HighestModSeq => {
+                    // A CONDSTORE-enabling command (RFC 7162 3.1).
+                    self.condstore = true;
+                    items.push(StatusDataItem::HighestModSeq(status.highest_modseq));
                 }
                 _ => {}
             }
@@ -922,7 +1132,24 @@ impl Conn<'_> {
         set: &SequenceSet,
         names: MacroOrMessageDataItemNames<'static>,
         uid: bool,
+        modifiers: &[FetchModifier],
     ) -> Result<(), mailvault::Error> {
+        let mut changed_since = None;
+        let mut vanished = false;
+        for modifier in modifiers {
+            match modifier {
+                FetchModifier::ChangedSince(n) => changed_since = Some(n.get()),
+                FetchModifier::Vanished => vanished = true,
+            }
+        }
+        // RFC 7162 3.2.6: VANISHED only in UID FETCH with CHANGEDSINCE, QRESYNC enabled.
+        if vanished && !(uid && self.qresync && changed_since.is_some()) {
+            server.enqueue_status(bad(
+                Some(tag),
+                "VANISHED needs UID FETCH, CHANGEDSINCE and QRESYNC enabled",
+            ));
+            return Ok(());
+        }
         let mut names: Vec<MessageDataItemName<'static>> = match names {
             MacroOrMessageDataItemNames::Macro(m) => m
                 .expand()
@@ -933,6 +1160,13 @@ impl Conn<'_> {
         };
         if uid && !names.contains(&MessageDataItemName::Uid) {
             names.insert(0, MessageDataItemName::Uid);
+        }
+        // CHANGEDSINCE implies MODSEQ (RFC 7162 3.1.4.1); both enable CONDSTORE.
+        if changed_since.is_some() && !names.contains(&MessageDataItemName::ModSeq) {
+            names.push(MessageDataItemName::ModSeq);
+        }
+        if names.contains(&MessageDataItemName::ModSeq) {
+            self.condstore = true;
         }
         for name in &names {
             let supported = match name {
@@ -955,7 +1189,8 @@ impl Conn<'_> {
                 | MessageDataItemName::Rfc822Text
                 | MessageDataItemName::Envelope
                 | MessageDataItemName::Body
-                | MessageDataItemName::BodyStructure => true,
+                | MessageDataItemName::BodyStructure
+                | MessageDataItemName::ModSeq => true,
                 _ => false,
             };
             if !supported {
@@ -967,12 +1202,32 @@ impl Conn<'_> {
                 return Ok(());
             }
         }
-        let indices = self.resolve_indices(set, uid);
+        let mut indices = self.resolve_indices(set, uid);
         let (id, read_only) = {
             let selected = self.selected.as_ref().expect("selected");
             (selected.id, selected.read_only)
         };
         let mut current = self.current().await?;
+        if let Some(since) = changed_since {
+            if vanished {
+                let changes = self.account().read().await.changes_since(id, since)?;
+                let asked = ranges(set, u32::MAX);
+                let gone: Vec<u32> = changes
+                    .vanished
+                    .into_iter()
+                    .filter(|u| in_ranges(&asked, *u))
+                    .collect();
+                if let Some(set) = uid_sequence_set(&gone) {
+                    server.enqueue_data(Data::Vanished {
+                        earlier: true,
+                        known_uids: set,
+                    });
+                }
+            }
+            indices.retain(|&i| {
+                now_of(&current, self.snapshot_uid(i)).is_some_and(|m| m.modseq > since)
+            });
+        }
         // Reading a body without PEEK sets \Seen (RFC 3501 6.4.5).
         let sets_seen = !read_only
             && names.iter().any(|n| {
@@ -1062,6 +1317,10 @@ impl Conn<'_> {
                     MessageDataItemName::Flags => {
                         MessageDataItem::Flags(fetch_flags(&summary.flags))
                     }
+                    MessageDataItemName::ModSeq => match NonZeroU64::new(summary.modseq) {
+                        Some(m) => MessageDataItem::ModSeq(m),
+                        None => continue,
+                    },
                     MessageDataItemName::Rfc822Size => {
                         MessageDataItem::Rfc822Size(u32::try_from(summary.size).unwrap_or(u32::MAX))
                     }
@@ -1126,10 +1385,12 @@ impl Conn<'_> {
                         let (origin, data) = match partial {
                             None => (None, whole),
                             Some((start, len)) => {
-                                let (start, len) = (*start, *len);
-                                let start = (start as usize).min(whole.len());
+                                let (origin, len) = (*start, *len);
+                                // RFC 9051 6.4.5: an origin beyond the end gives an empty
+                                // string; the response names the origin asked for.
+                                let start = (origin as usize).min(whole.len());
                                 let end = start.saturating_add(len.get() as usize).min(whole.len());
-                                (Some(start as u32), whole[start..end].to_vec())
+                                (Some(origin), whole[start..end].to_vec())
                             }
                         };
                         MessageDataItem::BodyExt {
@@ -1142,13 +1403,24 @@ impl Conn<'_> {
                 };
                 items.push(item);
             }
-            if seen_set.contains(&summary.uid) && !names.contains(&MessageDataItemName::Flags) {
-                items.push(MessageDataItem::Flags(fetch_flags(&summary.flags)));
+            if seen_set.contains(&summary.uid) {
+                if !names.contains(&MessageDataItemName::Flags) {
+                    items.push(MessageDataItem::Flags(fetch_flags(&summary.flags)));
+                }
+                // RFC 7162 3.2.4: a flag change reported with its MODSEQ.
+                if self.condstore && !names.contains(&MessageDataItemName::ModSeq) {
+                    if let Some(m) = NonZeroU64::new(summary.modseq) {
+                        items.push(MessageDataItem::ModSeq(m));
+                    }
+                }
             }
             if let Ok(items) = Vec1::try_from(items) {
                 server.enqueue_data(Data::Fetch { seq: seq(i), items });
             }
         }
+        // The FETCH responses above carried the \Seen they set.
+        let told: Vec<u32> = seen_set.into_iter().collect();
+        self.told_flags(&told, &current);
         server.enqueue_status(ok(tag, None, "FETCH completed"));
         Ok(())
     }
@@ -1228,7 +1500,18 @@ impl Conn<'_> {
                 }
             })
             .collect();
-        server.enqueue_data(Data::Search(numbers));
+        // RFC 7162 3.1.5: a SEARCH with MODSEQ (a CONDSTORE-enabling command) gives the
+        // highest modseq of the messages found.
+        let modseq = if has_modseq_key(&criteria) {
+            self.condstore = true;
+            uids.iter()
+                .filter_map(|&u| now_of(&view, u).map(|m| m.modseq))
+                .max()
+                .and_then(NonZeroU64::new)
+        } else {
+            None
+        };
+        server.enqueue_data(Data::Search(numbers, modseq));
         let done = if uid {
             "UID SEARCH completed"
         } else {
@@ -1304,11 +1587,15 @@ impl Conn<'_> {
         server: &mut Server,
         tag: Tag<'static>,
         set: &SequenceSet,
-        kind: StoreType,
-        response: StoreResponse,
+        (kind, response): (StoreType, StoreResponse),
         flags: &[Flag<'_>],
         uid: bool,
+        unchanged_since: Option<u64>,
     ) -> Result<(), mailvault::Error> {
+        if unchanged_since.is_some() {
+            // A CONDSTORE-enabling command (RFC 7162 3.1).
+            self.condstore = true;
+        }
         if self.selected.as_ref().is_some_and(|s| s.read_only) {
             server.enqueue_status(no(tag, None, "the mailbox is read-only"));
             return Ok(());
@@ -1329,29 +1616,66 @@ impl Conn<'_> {
         let indices = self.resolve_indices(set, uid);
         let id = self.selected_id();
         let uids: Vec<u32> = indices.iter().map(|&i| self.snapshot_uid(i)).collect();
-        self.account()
+        let stored = self
+            .account()
             .write()
             .await
-            .store_flags(id, &uids, change, None)
+            .store_flags(id, &uids, change, unchanged_since)
             .await?;
-        if matches!(response, StoreResponse::Answer) {
-            let current = self.current().await?;
-            for &i in &indices {
-                let Some(m) = now_of(&current, self.snapshot_uid(i)) else {
-                    continue;
-                };
-                let mut items = vec![MessageDataItem::Flags(fetch_flags(&m.flags))];
-                if uid {
-                    if let Some(u) = NonZeroU32::new(m.uid) {
-                        items.insert(0, MessageDataItem::Uid(u));
-                    }
-                }
-                if let Ok(items) = Vec1::try_from(items) {
-                    server.enqueue_data(Data::Fetch { seq: seq(i), items });
+        let current = self.current().await?;
+        if let Some(selected) = self.selected.as_mut() {
+            announce_keywords(server, selected, &current);
+        }
+        let silent = !matches!(response, StoreResponse::Answer);
+        for &i in &indices {
+            let Some(m) = now_of(&current, self.snapshot_uid(i)) else {
+                continue;
+            };
+            // RFC 7162 3.1.3: the messages that failed UNCHANGEDSINCE are not updated;
+            // with CONDSTORE on, each updated message's new MODSEQ is sent even after
+            // .SILENT.
+            if stored.modified.contains(&m.uid) {
+                continue;
+            }
+            let mut items = Vec::new();
+            if !silent {
+                items.push(MessageDataItem::Flags(fetch_flags(&m.flags)));
+            }
+            if self.condstore && stored.updated.contains(&m.uid) {
+                if let Some(modseq) = NonZeroU64::new(m.modseq) {
+                    items.push(MessageDataItem::ModSeq(modseq));
                 }
             }
+            if items.is_empty() {
+                continue;
+            }
+            if uid || self.qresync {
+                if let Some(u) = NonZeroU32::new(m.uid) {
+                    items.insert(0, MessageDataItem::Uid(u));
+                }
+            }
+            if let Ok(items) = Vec1::try_from(items) {
+                server.enqueue_data(Data::Fetch { seq: seq(i), items });
+            }
         }
-        server.enqueue_status(ok(tag, None, "STORE completed"));
+        // Told by the FETCH responses above, or knows after .SILENT (RFC 9051 6.4.6).
+        let mut told = uids;
+        told.retain(|u| !stored.modified.contains(u));
+        told.sort_unstable();
+        self.told_flags(&told, &current);
+        // RFC 7162 3.1.3: MODIFIED lists the messages that failed UNCHANGEDSINCE (UIDs
+        // for UID STORE, sequence numbers otherwise).
+        let modified: Vec<u32> = if uid {
+            stored.modified.clone()
+        } else {
+            indices
+                .iter()
+                .filter(|&&i| stored.modified.contains(&self.snapshot_uid(i)))
+                .map(|&i| i as u32 + 1)
+                .collect()
+        };
+        let code = uid_sequence_set(&modified).map(Code::Modified);
+        server.enqueue_status(ok(tag, code, "STORE completed"));
         Ok(())
     }
 
@@ -1381,14 +1705,56 @@ fn now_of(current: &MailboxView, uid: u32) -> Option<&MessageSummary> {
         .map(|i| &current.messages[i])
 }
 
+/// Announces the keywords of `current` the client was not told of yet (FLAGS, and
+/// PERMANENTFLAGS when it may change flags), as Dovecot does: RFC 9051 7.3.5 "The update
+/// from the FLAGS response MUST be recorded by the client".
+fn announce_keywords(server: &mut Server, selected: &mut Selected, current: &MailboxView) {
+    let now = mailbox_flags(current);
+    let new: Vec<&Flag<'static>> = now.iter().filter(|f| !selected.flags.contains(f)).collect();
+    if new.is_empty() {
+        return;
+    }
+    let mut flags = selected.flags.clone();
+    flags.extend(new.into_iter().cloned());
+    server.enqueue_data(Data::Flags(flags.clone()));
+    if !selected.read_only {
+        server.enqueue_status(untagged_ok(
+            Code::PermanentFlags(permanent_flags(&flags, false)),
+            "flags",
+        ));
+    }
+    selected.flags = flags;
+}
+
 /// Announces what changed from the client's snapshot `old` to `new`: EXPUNGE for the
 /// messages gone, highest sequence number first (each number is then valid when sent),
 /// EXISTS when the count differs from what remains, FETCH FLAGS for the messages whose
 /// flags changed (at their sequence numbers in `new`).
-fn announce_changes(server: &mut Server, old: &MailboxView, new: &MailboxView) {
-    for (i, m) in old.messages.iter().enumerate().rev() {
-        if now_of(new, m.uid).is_none() {
-            server.enqueue_data(Data::Expunge(seq(i)));
+fn announce_changes(
+    server: &mut Server,
+    old: &MailboxView,
+    new: &MailboxView,
+    (condstore, qresync): (bool, bool),
+) {
+    if qresync {
+        // RFC 7162 3.2.10: VANISHED (UIDs) instead of EXPUNGE once QRESYNC is enabled.
+        let gone: Vec<u32> = old
+            .messages
+            .iter()
+            .filter(|m| now_of(new, m.uid).is_none())
+            .map(|m| m.uid)
+            .collect();
+        if let Some(set) = uid_sequence_set(&gone) {
+            server.enqueue_data(Data::Vanished {
+                earlier: false,
+                known_uids: set,
+            });
+        }
+    } else {
+        for (i, m) in old.messages.iter().enumerate().rev() {
+            if now_of(new, m.uid).is_none() {
+                server.enqueue_data(Data::Expunge(seq(i)));
+            }
         }
     }
     let remaining = old
@@ -1402,10 +1768,22 @@ fn announce_changes(server: &mut Server, old: &MailboxView, new: &MailboxView) {
     for (i, m) in new.messages.iter().enumerate() {
         if let Ok(j) = old.messages.binary_search_by_key(&m.uid, |o| o.uid) {
             if old.messages[j].flags != m.flags {
-                server.enqueue_data(Data::Fetch {
-                    seq: seq(i),
-                    items: Vec1::from(MessageDataItem::Flags(fetch_flags(&m.flags))),
-                });
+                let mut items = vec![MessageDataItem::Flags(fetch_flags(&m.flags))];
+                // RFC 7162 3.2.4 (MODSEQ once CONDSTORE is on), 3.2.10 (UID once QRESYNC
+                // is on).
+                if condstore {
+                    if let Some(modseq) = NonZeroU64::new(m.modseq) {
+                        items.push(MessageDataItem::ModSeq(modseq));
+                    }
+                }
+                if qresync {
+                    if let Some(u) = NonZeroU32::new(m.uid) {
+                        items.insert(0, MessageDataItem::Uid(u));
+                    }
+                }
+                if let Ok(items) = Vec1::try_from(items) {
+                    server.enqueue_data(Data::Fetch { seq: seq(i), items });
+                }
             }
         }
     }
@@ -1547,15 +1925,12 @@ fn body_structure(
     };
     let disposition = || Disposition {
         disposition: part.disposition.as_ref().map(|d| {
+            // The analysis keeps one file name (the disposition's `filename`, else the
+            // type's `name`): given as the disposition's, as a disposition that names a
+            // file mostly does (the other disposition parameters are not kept).
             let mut list = Vec::new();
             if let Some(name) = &part.filename {
-                let in_type = part
-                    .params
-                    .iter()
-                    .any(|(k, v)| k.eq_ignore_ascii_case("name") && v == name);
-                if !in_type {
-                    list.push((istr("FILENAME"), istr(name)));
-                }
+                list.push((istr("FILENAME"), istr(name)));
             }
             (istr(&d.to_ascii_uppercase()), list)
         }),
@@ -1586,8 +1961,9 @@ fn body_structure(
             .iter()
             .any(|(k, _)| k.eq_ignore_ascii_case("charset"))
     {
-        // RFC 2045 5.2: the default.
-        parameter_list.insert(0, (istr("CHARSET"), istr("US-ASCII")));
+        // RFC 2045 5.2: the default, after the part's own parameters (as Dovecot gives
+        // it).
+        parameter_list.push((istr("CHARSET"), istr("US-ASCII")));
     }
     let size = part.end_offset - part.body_offset;
     let basic = BasicFields {
@@ -1733,12 +2109,25 @@ fn astring(s: &AString<'_>) -> String {
     String::from_utf8_lossy(s.as_ref()).into_owned()
 }
 
+/// The envelope field the library's search matches `HEADER name` against, for the fields
+/// whose envelope text is the header's (addresses, subject). Message-ID, In-Reply-To and
+/// References are kept without their angle brackets: `HEADER Message-ID "<"` must match
+/// the header as written (RFC 9051 6.4.4), so those are scanned like any other field.
+fn envelope_field(name: &str) -> Option<HeaderField> {
+    HeaderField::from_name(name).filter(|f| {
+        !matches!(
+            f,
+            HeaderField::MessageId | HeaderField::InReplyTo | HeaderField::References
+        )
+    })
+}
+
 /// The text keys of `key`, depth first (the order `search_key` consumes them in).
 fn text_keys(key: &ImapSearchKey<'_>, out: &mut Vec<TextKey>) {
     match key {
         ImapSearchKey::Body(s) => out.push(TextKey::Body(astring(s))),
         ImapSearchKey::Text(s) => out.push(TextKey::Text(astring(s))),
-        ImapSearchKey::Header(field, s) if HeaderField::from_name(&astring(field)).is_none() => {
+        ImapSearchKey::Header(field, s) if envelope_field(&astring(field)).is_none() => {
             out.push(TextKey::Header(astring(field), astring(s)))
         }
         ImapSearchKey::And(keys) => keys.as_ref().iter().for_each(|k| text_keys(k, out)),
@@ -1807,17 +2196,29 @@ fn search_key(
         K::Cc(s) => header(HeaderField::Cc, s),
         K::Bcc(s) => header(HeaderField::Bcc, s),
         K::Subject(s) => header(HeaderField::Subject, s),
-        K::Header(field, s) => match HeaderField::from_name(&astring(field)) {
+        K::Header(field, s) => match envelope_field(&astring(field)) {
             Some(field) => header(field, s),
             None => SearchKey::Uid(texts.next().unwrap_or_default()),
         },
         K::Body(_) | K::Text(_) => SearchKey::Uid(texts.next().unwrap_or_default()),
         K::Not(k) => SearchKey::Not(Box::new(search_key(k, view, texts))),
+        K::ModSequence { modseq, .. } => SearchKey::ModSeq(*modseq),
         K::Or(a, b) => {
             let a = search_key(a, view, texts);
             let b = search_key(b, view, texts);
             SearchKey::Or(Box::new(a), Box::new(b))
         }
+    }
+}
+
+/// Whether `key` holds a MODSEQ key.
+fn has_modseq_key(key: &ImapSearchKey<'_>) -> bool {
+    match key {
+        ImapSearchKey::ModSequence { .. } => true,
+        ImapSearchKey::And(keys) => keys.as_ref().iter().any(has_modseq_key),
+        ImapSearchKey::Not(k) => has_modseq_key(k),
+        ImapSearchKey::Or(a, b) => has_modseq_key(a) || has_modseq_key(b),
+        _ => false,
     }
 }
 
@@ -1835,6 +2236,42 @@ fn ranges(set: &SequenceSet, last: u32) -> Vec<(u32, u32)> {
             Sequence::Range(a, b) => (value(a), value(b)),
         })
         .collect()
+}
+
+/// Whether `n` is in one of the inclusive `ranges` (either bound first).
+fn in_ranges(ranges: &[(u32, u32)], n: u32) -> bool {
+    ranges.iter().any(|&(a, b)| a.min(b) <= n && n <= a.max(b))
+}
+
+/// `numbers` (ascending) as a sequence set of ranges, `None` when empty.
+fn uid_sequence_set(numbers: &[u32]) -> Option<SequenceSet> {
+    let mut out: Vec<Sequence> = Vec::new();
+    let mut run: Option<(u32, u32)> = None;
+    let value = |n: u32| NonZeroU32::new(n).map(SeqOrUid::Value);
+    let flush = |run: (u32, u32), out: &mut Vec<Sequence>| {
+        let (Some(a), Some(b)) = (value(run.0), value(run.1)) else {
+            return;
+        };
+        out.push(if run.0 == run.1 {
+            Sequence::Single(a)
+        } else {
+            Sequence::Range(a, b)
+        });
+    };
+    for &n in numbers {
+        run = match run {
+            Some((a, b)) if n == b.saturating_add(1) => Some((a, n)),
+            Some(r) => {
+                flush(r, &mut out);
+                Some((n, n))
+            }
+            None => Some((n, n)),
+        };
+    }
+    if let Some(r) = run {
+        flush(r, &mut out);
+    }
+    Vec1::try_from(out).ok().map(SequenceSet)
 }
 
 /// The COPYUID code of a copy or move (RFC 4315), when something was copied.
@@ -1875,6 +2312,8 @@ fn capabilities() -> Vec1<Capability<'static>> {
         Capability::Namespace,
         Capability::Id,
         Capability::Enable,
+        Capability::CondStore,
+        Capability::QResync,
     ];
     // RFC 6154: LIST shows each mailbox's special use.
     if let Ok(atom) = Atom::try_from("SPECIAL-USE") {
@@ -1909,6 +2348,35 @@ fn system_flags() -> Vec<Flag<'static>> {
         Flag::Seen,
         Flag::Draft,
     ]
+}
+
+/// PERMANENTFLAGS: `flags` and `\*` (any new keyword), none in a mailbox selected
+/// read-only (RFC 9051 7.1: "the flags that the client can change permanently").
+fn permanent_flags(flags: &[Flag<'static>], read_only: bool) -> Vec<FlagPerm<'static>> {
+    if read_only {
+        return Vec::new();
+    }
+    let mut permanent: Vec<FlagPerm<'static>> = flags.iter().cloned().map(FlagPerm::Flag).collect();
+    permanent.push(FlagPerm::Asterisk);
+    permanent
+}
+
+/// The flags of a mailbox (SELECT's FLAGS response, RFC 9051 7.3.5): the system flags,
+/// then the keywords its messages carry, sorted.
+fn mailbox_flags(view: &MailboxView) -> Vec<Flag<'static>> {
+    let keywords: BTreeSet<&str> = view
+        .messages
+        .iter()
+        .flat_map(|m| m.flags.names())
+        .filter(|name| !name.starts_with('\\'))
+        .collect();
+    let mut flags = system_flags();
+    flags.extend(
+        keywords
+            .into_iter()
+            .filter_map(|k| Atom::try_from(k.to_string()).ok().map(Flag::Keyword)),
+    );
+    flags
 }
 
 /// The library's flag names as IMAP flags.

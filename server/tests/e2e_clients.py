@@ -421,7 +421,7 @@ def extensions(imap_port, user, password):
     """CAPABILITY lists what works; ID, NAMESPACE and ENABLE answer."""
     imap = imaplib.IMAP4(HOST, imap_port, timeout=TIMEOUT)
     caps = set(imap.capabilities)
-    for cap in ("IMAP4REV1", "IDLE", "LITERAL+", "UIDPLUS", "MOVE", "UNSELECT", "NAMESPACE", "ID", "ENABLE", "SPECIAL-USE"):
+    for cap in ("IMAP4REV1", "IDLE", "LITERAL+", "UIDPLUS", "MOVE", "UNSELECT", "NAMESPACE", "ID", "ENABLE", "CONDSTORE", "QRESYNC", "SPECIAL-USE"):
         check(cap in caps, f"CAPABILITY lists {cap}: {sorted(caps)}")
     imaplib.Commands.setdefault("ID", ("NONAUTH", "AUTH", "SELECTED", "LOGOUT"))
     typ, data = imap._simple_command("ID", '("name" "e2e_clients.py")')
@@ -430,9 +430,12 @@ def extensions(imap_port, user, password):
     imap.login(user, password)
     typ, data = imap.namespace()
     check(typ == "OK" and data[0] == b'(("" "/")) NIL NIL', f"NAMESPACE {data!r}")
-    typ, data = imap._simple_command("ENABLE", "CONDSTORE")
+    typ, data = imap._simple_command("ENABLE", "X-UNKNOWN")
     _, enabled = imap.response("ENABLED")
     check(typ == "OK" and enabled in ([b""], [None]), f"ENABLE of an unoffered extension enables nothing: {enabled!r}")
+    typ, data = imap._simple_command("ENABLE", "CONDSTORE")
+    _, enabled = imap.response("ENABLED")
+    check(typ == "OK" and enabled == [b"CONDSTORE"], f"ENABLE CONDSTORE enables it: {enabled!r}")
     imap.logout()
 
 
@@ -652,7 +655,8 @@ def py_bodystructure(part):
     maintype, subtype = part.get_content_maintype().upper(), part.get_content_subtype().upper()
     params = (part.get_params() or [])[1:]
     if maintype == "TEXT" and not any(k.lower() == "charset" for k, _ in params):
-        params = [("charset", "US-ASCII")] + params
+        # RFC 2045 5.2's default, after the part's own parameters (as Dovecot gives it).
+        params = params + [("charset", "US-ASCII")]
     fields = [maintype, subtype, py_params(params), part.get("Content-ID"),
               part.get("Content-Description"),
               part.get("Content-Transfer-Encoding", "7bit").upper()]
@@ -675,6 +679,7 @@ NOT_KEPT = {
     "language": "Content-Language is not in the analysis",
     "location": "Content-Location is not in the analysis",
     "disposition parameters": "only the file name of Content-Disposition is kept",
+    "file name origin": "the one file name kept may be the type's name, given as the disposition's filename",
     "date": "the Date header is kept as Unix seconds: given in UTC, not as written",
     "nested size": "not compared: Python keeps no raw bytes of a nested message",
 }
@@ -710,13 +715,18 @@ def compare_body(g, w, path, diffs):
         if gv != wv:
             diffs.append((f"{path}.{name}", gv, wv, reason if gv is None else None))
 
-    def extension(gext, wext):
+    def extension(gext, wext, type_name=None):
         gd, wd = gext[0], wext[0]
         if (gd or [None])[0] != (wd or [None])[0]:
             diffs.append((f"{path}.disposition", gd, wd, None))
         elif gd and params(gd[1]) != params(wd[1]):
             kept = all(params(wd[1]).get(k) == v for k, v in params(gd[1]).items())
-            diffs.append((f"{path}.disposition parameters", gd[1], wd[1], NOT_KEPT["disposition parameters"] if kept else None))
+            reason = NOT_KEPT["disposition parameters"] if kept else None
+            # The analysis keeps one file name, the disposition's or else the type's
+            # `name`, not which: it is given as the disposition's.
+            if not kept and params(gd[1]) == {"FILENAME": type_name} and "FILENAME" not in params(wd[1]):
+                reason = NOT_KEPT["file name origin"]
+            diffs.append((f"{path}.disposition parameters", gd[1], wd[1], reason))
         same("language", gext[1], wext[1], NOT_KEPT["language"])
         same("location", gext[2], wext[2], NOT_KEPT["location"])
 
@@ -761,7 +771,7 @@ def compare_body(g, w, path, diffs):
     else:
         rest_g, rest_w = g[7:], w[7:]
     same("md5", at(rest_g, 0), rest_w[0], NOT_KEPT["md5"])
-    extension([at(rest_g, 1), at(rest_g, 2), at(rest_g, 3)], rest_w[1:])
+    extension([at(rest_g, 1), at(rest_g, 2), at(rest_g, 3)], rest_w[1:], params(w[2]).get("NAME"))
 
 
 def structures(imap_port, user, password, messages, first):
