@@ -68,6 +68,7 @@ async fn main() -> mailvault::Result<()> {
         },
         limits: None,
         gate: KdfGate::new(2),
+        ..ProviderConfig::default()
     };
     let rng = mailvault::crypto::RandomSource::os();
     let directory = Arc::new(MemoryDirectory::new());

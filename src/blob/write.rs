@@ -185,6 +185,15 @@ impl BlobWriter {
             digest.update(&out);
             <[u8; 32]>::from(digest.finalize())
         });
+        // What the sealer held back until the end may carry the blob over the threshold:
+        // then it goes as a multipart upload too, as `BlobConfig` says.
+        if self.upload.is_none() && out.len() > self.config.multipart_threshold {
+            let upload = self.store.put_multipart(&self.path).await?;
+            self.upload = Some(WriteMultipart::new_with_chunk_size(
+                upload,
+                self.config.part_size,
+            ));
+        }
         match self.upload.take() {
             None => {
                 debug_assert_eq!(out.len() as u64, layout.ciphertext_len());

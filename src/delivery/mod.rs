@@ -323,9 +323,6 @@ pub struct DeliveryReceipt {
     pub duplicate: bool,
 }
 
-/// The most of a message kept for its header when the message is above the parse limit.
-const MAX_HEADER_PARSE: usize = 1 << 20;
-
 /// The analysis sealed into the envelopes of a message (`plaintext` whole, or its start
 /// when `header_only`), off the async executor's threads: an
 /// [`EmailAnalysis`](crate::format::mail::EmailAnalysis) record with a zero thread (the
@@ -597,8 +594,7 @@ impl Deliverer {
             .any(|r| r.options.id.is_none() && r.options.id_from_content)
             .then(sha2::Sha256::new);
         // The plaintext for the analysis, up to the parse limit (the header only above).
-        let mut parse_buffer: Vec<u8> = Vec::new();
-        let mut too_large = false;
+        let mut parse = crate::mail::ParseBuffer::new(self.max_parse_len);
         let failure = loop {
             let piece = match body.next().await {
                 None => break None,
@@ -609,17 +605,8 @@ impl Deliverer {
             if let Some(hasher) = content.as_mut() {
                 hasher.update(&piece);
             }
-            if self.analyze && !too_large {
-                if parse_buffer.len() + piece.len() > self.max_parse_len {
-                    too_large = true;
-                    // Above the limit only the header is analysed: keep its first MiB.
-                    parse_buffer.truncate(MAX_HEADER_PARSE);
-                    let room = MAX_HEADER_PARSE.saturating_sub(parse_buffer.len());
-                    parse_buffer.extend_from_slice(&piece[..piece.len().min(room)]);
-                    parse_buffer.shrink_to_fit();
-                } else {
-                    parse_buffer.extend_from_slice(&piece);
-                }
+            if self.analyze {
+                parse.push(&piece);
             }
             if let Some(limit) = max_size.filter(|limit| size > *limit) {
                 break Some(Error::TooBig { limit });
@@ -663,6 +650,7 @@ impl Deliverer {
             return Err(e);
         }
         let analysis = if self.analyze && writers.iter().any(Option::is_some) {
+            let (parse_buffer, too_large) = parse.finish();
             analyze(parse_buffer, too_large).await
         } else {
             None

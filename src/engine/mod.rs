@@ -35,19 +35,19 @@ use std::sync::Arc;
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 
-use crate::blob::{AccountBlobs, BlobStore};
+use crate::blob::{AccountBlobs, BlobConfig, BlobStore};
 use crate::crypto::{AccountKey, RandomSource};
 use crate::directory::{AccountRecord, Directory, KeyModel, OfficerAction, OfficerLogEntry};
 use crate::error::{Error, Result};
 use crate::format::keyring::OfficerRecord;
 use crate::format::slot::KdfParams;
 use crate::ids::{AccountId, DeploymentId};
-use crate::index::{Collection, IndexStore};
+use crate::index::{Collection, IndexConfig, IndexStore};
 use crate::keys::{
     check_slot_policy, Credential, DeviceKey, KdfGate, KdfLimits, KeyringStore, OfficerSecret,
     RecoveryCode, SlotBinding, SlotInfo, SlotLock, SlotPolicy, UnlockedKeyring, DEFAULT_KDF,
 };
-use crate::mail::{ImportReport, Mailstore};
+use crate::mail::{ImportReport, MailConfig, Mailstore};
 use crate::storage::{naming, probe_capabilities, CommitMode, DynStore};
 
 mod shared;
@@ -79,6 +79,14 @@ pub struct ProviderConfig {
     pub limits: Option<KdfLimits>,
     /// Logins deriving keys at once (default: the number of cores).
     pub gate: KdfGate,
+    /// Tuning of every account's index (page size, merge fan-out, commit attempts,
+    /// fetch concurrency).
+    pub index: IndexConfig,
+    /// How blobs are uploaded (single PUT or multipart, part size, parts in flight).
+    pub blobs: BlobConfig,
+    /// Tuning of the mailbox model ([`Session::mailstore`]): how much of a message an
+    /// append parses.
+    pub mail: MailConfig,
 }
 
 impl Default for ProviderConfig {
@@ -88,6 +96,33 @@ impl Default for ProviderConfig {
             kdf: DEFAULT_KDF,
             limits: None,
             gate: KdfGate::default(),
+            index: IndexConfig::default(),
+            blobs: BlobConfig::default(),
+            mail: MailConfig::default(),
+        }
+    }
+}
+
+impl ProviderConfig {
+    /// Refuses settings the layers cannot run with (zero sizes or counts), so that a
+    /// configuration file's mistake is an error at start, not a panic or a hang later.
+    fn check(&self) -> Result<()> {
+        let zero = |what: &str| {
+            Err(Error::invalid(format!(
+                "ProviderConfig: {what} must not be 0"
+            )))
+        };
+        match (self.index, self.blobs, self.mail) {
+            (i, _, _) if i.page_size == 0 => zero("index.page_size"),
+            (i, _, _) if i.fanout < 2 => Err(Error::invalid(
+                "ProviderConfig: index.fanout must be at least 2",
+            )),
+            (i, _, _) if i.max_attempts == 0 => zero("index.max_attempts"),
+            (i, _, _) if i.fetch_concurrency == 0 => zero("index.fetch_concurrency"),
+            (_, b, _) if b.part_size == 0 => zero("blobs.part_size"),
+            (_, b, _) if b.parts_in_flight == 0 => zero("blobs.parts_in_flight"),
+            (_, _, m) if m.max_parse_len == 0 => zero("mail.max_parse_len"),
+            _ => Ok(()),
         }
     }
 }
@@ -98,6 +133,9 @@ impl std::fmt::Debug for ProviderConfig {
             .field("pepper", &self.pepper.map(|_| ".."))
             .field("kdf", &self.kdf)
             .field("limits", &self.limits)
+            .field("index", &self.index)
+            .field("blobs", &self.blobs)
+            .field("mail", &self.mail)
             .finish_non_exhaustive()
     }
 }
@@ -158,16 +196,19 @@ pub struct AuditReport {
 }
 
 impl Provider {
-    /// A provider on `store`, probing its capabilities once.
+    /// A provider on `store`, probing its capabilities once, with `config`'s settings for
+    /// every layer.
     ///
     /// # Errors
-    /// A backend failure during the probe.
+    /// [`Error::InvalidArgument`] for a setting of `config` that is zero where it cannot
+    /// be; a backend failure during the probe.
     pub async fn new(
         store: DynStore,
         deployment: DeploymentId,
         directory: Arc<dyn Directory>,
         config: ProviderConfig,
     ) -> Result<Self> {
+        config.check()?;
         let mode = CommitMode::for_capabilities(probe_capabilities(store.as_ref()).await?);
         let limits = config
             .limits
@@ -176,8 +217,9 @@ impl Provider {
         let keyrings = KeyringStore::new(store.clone(), deployment, directory.clone(), mode)
             .with_kdf(limits, config.gate.clone());
         Ok(Self {
-            blobs: BlobStore::new(store.clone(), deployment),
-            index: IndexStore::with_mode(store.clone(), deployment, directory.clone(), mode),
+            blobs: BlobStore::new(store.clone(), deployment).with_config(config.blobs),
+            index: IndexStore::with_mode(store.clone(), deployment, directory.clone(), mode)
+                .with_config(config.index),
             store,
             deployment,
             directory,
@@ -448,6 +490,7 @@ impl Provider {
             key,
             keyring,
             provider_kdf: self.config.kdf,
+            mail_config: self.config.mail,
             rng: self.rng.clone(),
             directory: self.directory.clone(),
             collections: Default::default(),
@@ -595,6 +638,7 @@ pub struct Session {
     blob_store: BlobStore,
     index: IndexStore,
     provider_kdf: KdfParams,
+    mail_config: MailConfig,
     rng: RandomSource,
     directory: Arc<dyn Directory>,
     /// Names of the collections opened through [`Session::collection`]: a root rotation
@@ -668,8 +712,13 @@ impl Session {
     pub async fn mailstore(&self) -> Result<Mailstore> {
         let name = crate::mail::COLLECTION;
         match self.retiring_key_for(name).await? {
-            Some(old) => Mailstore::open(&self.index, self.blobs.clone(), &old).await,
-            None => Mailstore::open(&self.index, self.blobs.clone(), &self.key).await,
+            Some(old) => {
+                Mailstore::open_with(&self.index, self.blobs.clone(), &old, self.mail_config).await
+            }
+            None => {
+                Mailstore::open_with(&self.index, self.blobs.clone(), &self.key, self.mail_config)
+                    .await
+            }
         }
     }
 

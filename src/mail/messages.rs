@@ -126,8 +126,7 @@ impl Mailstore {
         check_quota(&self.index, quota, 1, &memo)?;
         let mut body = body;
         let mut writer = self.blobs.writer(BlobKind::Message);
-        let mut parse_buffer: Vec<u8> = Vec::new();
-        let mut too_large = false;
+        let mut parse = super::ParseBuffer::new(self.config.max_parse_len);
         let mut received = 0u64;
         while let Some(piece) = body.next().await {
             let piece = match piece {
@@ -143,14 +142,9 @@ impl Mailstore {
                 return Err(Error::TooBig { limit });
             }
             writer.write(&piece).await?;
-            if !too_large {
-                if parse_buffer.len() + piece.len() > self.config.max_parse_len {
-                    too_large = true;
-                } else {
-                    parse_buffer.extend_from_slice(&piece);
-                }
-            }
+            parse.push(&piece);
         }
+        let (parse_buffer, too_large) = parse.finish();
         let pin = writer.finish().await?;
         let (envelope, parts) = if too_large {
             (mime::analyze_header(&parse_buffer), Vec::new())

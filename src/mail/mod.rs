@@ -61,11 +61,13 @@ mod mailboxes;
 mod maintenance;
 mod messages;
 mod mime;
+mod parse_buffer;
 mod reencrypt;
 mod search;
 
 pub use import::ImportReport;
 pub(crate) use mime::{analyze, analyze_header};
+pub(crate) use parse_buffer::ParseBuffer;
 pub use reencrypt::EpochProgress;
 pub use search::{HeaderField, SearchDay, SearchKey};
 

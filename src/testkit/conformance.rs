@@ -575,6 +575,7 @@ pub async fn key_flows(store: &DynStore) {
         },
         limits: None,
         gate: KdfGate::new(2),
+        ..ProviderConfig::default()
     };
     let provider = Provider::new(store.clone(), DeploymentId::random(&rng), directory, config)
         .await

@@ -158,6 +158,7 @@ pub fn cheap_provider_config() -> crate::engine::ProviderConfig {
         },
         limits: None,
         gate: crate::keys::KdfGate::new(2),
+        ..Default::default()
     }
 }
 

@@ -241,6 +241,7 @@ fn cheap_config() -> ProviderConfig {
         kdf: CHEAP,
         limits: None,
         gate: KdfGate::new(2),
+        ..ProviderConfig::default()
     }
 }
 

@@ -52,6 +52,7 @@ impl Deployment {
             kdf,
             limits: None,
             gate: KdfGate::new(2),
+            ..ProviderConfig::default()
         };
         Provider::new(store, self.deployment, self.directory.clone(), config)
             .await
@@ -608,4 +609,86 @@ async fn officer_key_rotation_and_re_sealing() {
         provider.officer_open(alice, &d.officer).await,
         Err(Error::WrongCredential)
     ));
+}
+
+/// Issue 12 item 9: the provider's settings reach the layers under it: the blob upload
+/// settings (a small multipart threshold makes an append a multipart upload), the mail
+/// settings (a small parse limit makes an append parse the header only); settings that
+/// cannot work are refused with a typed error, not a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_09_provider_config_reaches_blobs_index_and_mail() {
+    let d = Deployment::new().await;
+    let message = |body_len: usize| {
+        let mut m = b"From: a@example.org\r\nSubject: big\r\nContent-Type: multipart/mixed; \
+boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n"
+            .to_vec();
+        m.extend(std::iter::repeat_n(b'x', body_len));
+        m.extend_from_slice(b"\r\n--b--\r\n");
+        m
+    };
+    let big = message(300 << 10);
+    for tuned in [false, true] {
+        let counting = mailvault::storage::CountingStore::new(d.store.clone());
+        let mut config = ProviderConfig {
+            kdf: CHEAP,
+            gate: KdfGate::new(2),
+            ..ProviderConfig::default()
+        };
+        if tuned {
+            config.blobs.multipart_threshold = 64 << 10;
+            config.blobs.part_size = 64 << 10;
+            config.mail.max_parse_len = 1024;
+            config.index.page_size = 512;
+        }
+        let provider = Provider::new(
+            Arc::new(counting.clone()),
+            d.deployment,
+            d.directory.clone(),
+            config,
+        )
+        .await
+        .unwrap();
+        let account = provider.create_account("pw").await.unwrap();
+        let session = provider.unlock(account, "pw").await.unwrap();
+        let mut mail = session.mailstore().await.unwrap();
+        let inbox = mail.mailbox_by_name(mailvault::mail::INBOX).unwrap().id;
+        counting.reset();
+        let appended = mail
+            .append(inbox, &big, mailvault::mail::AppendOptions::default())
+            .await
+            .unwrap();
+        let parts = counting.count(mailvault::storage::RequestKind::MultipartPart);
+        let email = mail.email(inbox, appended.uid).unwrap();
+        if tuned {
+            assert!(parts >= 4, "300 KiB in 64 KiB parts: {parts} parts");
+            assert!(
+                email.parts.len() <= 1,
+                "header only: {:?}",
+                email.parts.len()
+            );
+        } else {
+            assert_eq!(parts, 0, "one PUT under the default threshold");
+            assert!(
+                email.parts.len() >= 2,
+                "parsed whole: {:?}",
+                email.parts.len()
+            );
+        }
+        assert_eq!(&mail.read(&email).await.unwrap()[..], &big[..]);
+        assert_eq!(email.envelope.subject.as_deref(), Some("big"));
+    }
+    for broken in [
+        |c: &mut ProviderConfig| c.blobs.part_size = 0,
+        |c: &mut ProviderConfig| c.blobs.parts_in_flight = 0,
+        |c: &mut ProviderConfig| c.index.page_size = 0,
+        |c: &mut ProviderConfig| c.index.fanout = 1,
+        |c: &mut ProviderConfig| c.mail.max_parse_len = 0,
+    ] {
+        let mut config = ProviderConfig::default();
+        broken(&mut config);
+        let refused = Provider::new(d.store.clone(), d.deployment, d.directory.clone(), config)
+            .await
+            .unwrap_err();
+        assert!(matches!(refused, Error::InvalidArgument(_)), "{refused:?}");
+    }
 }

@@ -40,6 +40,7 @@ fn config() -> ProviderConfig {
         kdf: CHEAP,
         limits: None,
         gate: KdfGate::new(2),
+        ..ProviderConfig::default()
     }
 }
 
