@@ -195,6 +195,8 @@ async fn init(config: &Config) -> Result<(), BoxError> {
 }
 
 async fn serve(config: Config) -> Result<(), BoxError> {
+    // Checked before anything starts: bad TLS files stop the server with their error.
+    let tls = config.tls()?;
     let provider = config.provider().await?;
     let deliverer = Arc::new(provider.deliverer(config.signing_key()?));
     let accounts = config.accounts();
@@ -223,8 +225,6 @@ async fn serve(config: Config) -> Result<(), BoxError> {
         tracing::info!(path = %path.display(), "LMTP listening on a unix socket");
         tasks.spawn(lmtp::accept_unix(listener, lmtp_state.clone()));
     }
-    // Checked before any listener starts: bad TLS files stop the server with their error.
-    let tls = config.tls()?;
     let imap_state = Arc::new(imap::Imap {
         provider: provider.clone(),
         accounts: accounts.clone(),
