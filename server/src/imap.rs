@@ -945,7 +945,7 @@ impl Conn<'_> {
         else {
             return bad(Some(tag), "AUTHENTICATE PLAIN: malformed response");
         };
-        if !authzid.is_empty() && authzid.to_ascii_lowercase() != authcid.to_ascii_lowercase() {
+        if !authzid.is_empty() && !authzid.eq_ignore_ascii_case(authcid) {
             return no(
                 tag,
                 Some(other_code("AUTHORIZATIONFAILED")),
