@@ -331,28 +331,31 @@ async fn session(stream: &mut Stream, server: &mut Server, conn: &mut Conn<'_>) 
         let event = match next {
             Ok(event) => event,
             Err(StreamError::State(e)) => {
-                match e {
+                // Answered with the command's tag when one can be read, so that the client
+                // does not wait for a completion forever. A bad response to AUTHENTICATE
+                // ends the exchange with AUTHENTICATE's tag (`authenticate_finish`:
+                // imap-next expects a command again).
+                let (why, discarded_bytes) = match e {
                     // imap-next answered it (tagged BAD) and discarded the literal.
-                    ServerError::LiteralTooLong { .. } => {}
-                    // Answered with the command's tag when one can be read, so that
-                    // the client does not wait for a completion forever.
+                    ServerError::LiteralTooLong { .. } => continue,
                     ServerError::MalformedMessage { discarded_bytes } => {
-                        let tag = tag_of(discarded_bytes.declassify());
-                        // An unparsable response to AUTHENTICATE ends the exchange
-                        // (imap-next expects the next command).
-                        let status = match authenticating.take() {
-                            Some(tag) => bad(Some(tag), "AUTHENTICATE: malformed response"),
-                            None => bad(tag, "malformed command"),
-                        };
-                        server.enqueue_status(status);
+                        ("malformed command", discarded_bytes)
                     }
                     ServerError::ExpectedCrlfGotLf { discarded_bytes } => {
-                        let tag = tag_of(discarded_bytes.declassify());
-                        server.enqueue_status(bad(tag, "lines end with CRLF"));
+                        ("lines end with CRLF", discarded_bytes)
                     }
                     ServerError::CommandTooLong { discarded_bytes } => {
+                        ("command too long", discarded_bytes)
+                    }
+                };
+                match authenticating.take() {
+                    Some(tag) => {
+                        let status = bad(Some(tag), format!("AUTHENTICATE: {why}"));
+                        let _ = server.authenticate_finish(status);
+                    }
+                    None => {
                         let tag = tag_of(discarded_bytes.declassify());
-                        server.enqueue_status(bad(tag, "command too long"));
+                        server.enqueue_status(bad(tag, why));
                     }
                 }
                 continue;

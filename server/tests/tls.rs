@@ -108,7 +108,7 @@ fn tls_python_imaplib() {
     );
     eprint!("{stdout}");
     // Each part of the script reported (it stops at the first failure).
-    assert_eq!(stdout.lines().count(), 7, "{stdout}");
+    assert_eq!(stdout.lines().count(), 8, "{stdout}");
 }
 
 #[test]

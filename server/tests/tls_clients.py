@@ -148,3 +148,19 @@ while True:
 assert lines == [b"d OK completed\r\n"], lines
 t.close()
 print("STARTTLS injection: commands pipelined after STARTTLS were not executed")
+
+# --- AUTHENTICATE with a response that is not base64: BAD, and the connection takes
+# commands again (the exchange is over).
+t = ctx.wrap_socket(socket.create_connection((host, imaps_port)), server_hostname=host)
+tf = t.makefile("rb")
+assert tf.readline().startswith(b"* OK"), "greeting"
+t.sendall(b"a AUTHENTICATE PLAIN\r\n")
+assert tf.readline() == b"+ \r\n"
+t.sendall(b"!!! not base64\r\n")
+line = tf.readline()
+assert line.startswith(b"a BAD"), line
+t.sendall(b"b NOOP\r\n")
+line = tf.readline()
+assert line.startswith(b"b OK"), line
+t.close()
+print("AUTHENTICATE: a response that is not base64 is BAD, the connection goes on")
