@@ -490,6 +490,8 @@ async fn starttls_ok_sent(
         let next = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.next(&mut *server)).await;
         match next {
             Ok(Ok(Event::ResponseSent { handle: sent, .. })) if sent == handle => break,
+            // Responses queued before STARTTLS's OK.
+            Ok(Ok(Event::ResponseSent { .. })) => {}
             Ok(Ok(_)) | Ok(Err(StreamError::State(_))) => {
                 tracing::info!("IMAP: input after STARTTLS before the handshake, discarded");
             }
@@ -1013,7 +1015,7 @@ impl Conn<'_> {
         let handle = registry
             .get_or_open(account, ShareConfig::default(), || async { Ok(session) })
             .await?;
-        tracing::info!(%account, shared, tls = self.tls, open_accounts = registry.open_accounts(), "IMAP {command}");
+        tracing::info!(%account, shared, tls = self.tls, command, open_accounts = registry.open_accounts(), "IMAP login");
         self.account = Some(handle);
         Ok(ok(
             tag,
