@@ -147,7 +147,28 @@ while True:
         break
 assert lines == [b"d OK completed\r\n"], lines
 t.close()
-print("STARTTLS injection: commands pipelined after STARTTLS were not executed")
+
+# The same with the injected command in a second packet, before the client reads the OK:
+# whether the server reads it before the handshake (dropped) or as the handshake (which
+# then fails), it never runs.
+s = socket.create_connection((host, imap_port))
+f = s.makefile("rb")
+assert f.readline().startswith(b"* OK"), "greeting"
+s.sendall(b"a STARTTLS\r\n")
+s.sendall(b"b LOGIN x y\r\n")
+line = f.readline()
+assert line.startswith(b"a OK"), line
+try:
+    t = ctx.wrap_socket(s, server_hostname=host)
+    t.sendall(b"d NOOP\r\n")
+    tf = t.makefile("rb")
+    line = tf.readline()
+    assert line == b"d OK completed\r\n", line
+    t.close()
+    outcome = "dropped before the handshake"
+except (ssl.SSLError, ConnectionError) as e:
+    outcome = f"handshake failed ({type(e).__name__})"
+print(f"STARTTLS injection: commands pipelined after STARTTLS were not executed (second packet: {outcome})")
 
 # --- AUTHENTICATE with a response that is not base64: BAD, and the connection takes
 # commands again (the exchange is over).
