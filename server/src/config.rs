@@ -38,6 +38,18 @@ pub struct Config {
     pub directory: PathBuf,
     /// IMAP listener (plain TCP), e.g. `127.0.0.1:1143`. No IMAP when missing.
     pub imap_listen: Option<SocketAddr>,
+    /// IMAPS listener (implicit TLS, RFC 8314), e.g. `127.0.0.1:993`; needs `tls_cert`
+    /// and `tls_key`. No IMAPS when missing.
+    #[serde(default)]
+    pub imaps_listen: Option<SocketAddr>,
+    /// The server's certificate chain (PEM, leaf first). With `tls_key`: IMAPS on
+    /// `imaps_listen`, STARTTLS on `imap_listen`, and no password on `imap_listen` before
+    /// STARTTLS (LOGINDISABLED) except from the server's own address.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `tls_cert` (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
     /// LMTP listener (TCP), e.g. `127.0.0.1:2424`. No LMTP when missing.
     pub lmtp_listen: Option<SocketAddr>,
     /// LMTP on a unix socket at this path (created at start, a stale one replaced), e.g.
@@ -80,13 +92,33 @@ impl Config {
         if config.directory.is_relative() {
             config.directory = base.join(&config.directory);
         }
-        if let Some(socket) = config.lmtp_socket.as_mut().filter(|p| p.is_relative()) {
-            *socket = base.join(&*socket);
+        for path in [
+            &mut config.lmtp_socket,
+            &mut config.tls_cert,
+            &mut config.tls_key,
+        ] {
+            if let Some(path) = path.as_mut().filter(|p| p.is_relative()) {
+                *path = base.join(&*path);
+            }
         }
         if !config.store.contains("://") && Path::new(&config.store).is_relative() {
             config.store = base.join(&config.store).to_string_lossy().into_owned();
         }
         Ok(config)
+    }
+
+    /// The TLS acceptor of `tls_cert` and `tls_key`, `None` when neither is set; an error
+    /// when only one is, when `imaps_listen` is set without them, or when the files cannot
+    /// be used.
+    pub fn tls(&self) -> Result<Option<tokio_rustls::TlsAcceptor>, BoxError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(crate::tls::acceptor(cert, key)?)),
+            (None, None) if self.imaps_listen.is_some() => {
+                Err("imaps_listen needs tls_cert and tls_key".into())
+            }
+            (None, None) => Ok(None),
+            _ => Err("tls_cert and tls_key go together: set both or neither".into()),
+        }
     }
 
     /// The provider settings this config asks for.

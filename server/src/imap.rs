@@ -1,6 +1,15 @@
-//! IMAP4rev1 on plain TCP (no TLS yet): `imap-next` frames commands (literals,
-//! continuation requests, size limits) and `imap-codec` parses and writes them; each
-//! command maps onto the library's `SharedAccount` (reads) and its `Mailstore` (writes).
+//! IMAP4rev1 on TCP, with TLS (IMAPS and STARTTLS) when the config names a certificate:
+//! `imap-next` frames commands (literals, continuation requests, size limits) and
+//! `imap-codec` parses and writes them; each command maps onto the library's
+//! `SharedAccount` (reads) and its `Mailstore` (writes).
+//!
+//! Authentication is LOGIN or AUTHENTICATE PLAIN (RFC 4616, with SASL-IR, RFC 4959), one
+//! credential check for both. With TLS configured, a password is accepted on the plain
+//! port only after STARTTLS (LOGINDISABLED before it), except on a connection whose peer
+//! address is the server's own address (Dovecot's rule for `disable_plaintext_auth`: the
+//! bytes never leave the machine). STARTTLS discards whatever the client sent after it
+//! in the clear (the command injection of CVE-2011-0411): the session continues inside
+//! TLS on a fresh protocol state.
 //!
 //! The connections of one account share one handle (`AccountRegistry`): the account is
 //! loaded once per process, and the handle's poller loads what other processes commit
@@ -17,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Datelike;
+use imap_next::imap_types::auth::{AuthMechanism, AuthenticateData};
 use imap_next::imap_types::body::{
     BasicFields, Body, BodyStructure, Disposition, MultiPartExtensionData, SinglePartExtensionData,
     SpecificFields,
@@ -42,10 +52,12 @@ use imap_next::imap_types::response::{
     Capability, Code, CommandContinuationRequest, Data, Greeting, Status,
 };
 use imap_next::imap_types::search::SearchKey as ImapSearchKey;
+use imap_next::imap_types::secret::Secret;
 use imap_next::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 use imap_next::imap_types::status::{StatusDataItem, StatusDataItemName};
 use imap_next::server::{Error as ServerError, Event, Options, Server};
 use imap_next::stream::{Error as StreamError, Stream};
+use imap_next::{Interrupt, Io, State};
 use mailvault::engine::{AccountRegistry, Provider, ShareConfig, SharedAccount};
 use mailvault::ids::MailboxId;
 use mailvault::mail::{
@@ -54,11 +66,14 @@ use mailvault::mail::{
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_rustls::{TlsAcceptor, TlsStream};
 
 use crate::config::Accounts;
 
 /// A connection silent this long is closed (RFC 9051 5.4: at least 30 minutes).
 const AUTOLOGOUT: Duration = Duration::from_secs(30 * 60);
+/// A TLS handshake (IMAPS, or after STARTTLS) not done in this time closes the connection.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What every IMAP connection shares.
 pub struct Imap {
@@ -70,17 +85,21 @@ pub struct Imap {
     pub max_message_size: u32,
     /// The open accounts: one handle per account, shared by its connections.
     pub registry: AccountRegistry,
+    /// The server's certificate and key: IMAPS, STARTTLS on the plain port, and no
+    /// password in the clear. `None`: plain TCP only, passwords accepted.
+    pub tls: Option<TlsAcceptor>,
 }
 
-/// Accepts connections until the task is aborted.
-pub async fn accept_loop(listener: TcpListener, state: Arc<Imap>) {
+/// Accepts connections until the task is aborted; `implicit_tls`: IMAPS (RFC 8314), the
+/// TLS handshake before the greeting.
+pub async fn accept_loop(listener: TcpListener, state: Arc<Imap>, implicit_tls: bool) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let state = state.clone();
                 tokio::spawn(async move {
-                    tracing::debug!(%peer, "IMAP connection");
-                    connection(stream, &state).await;
+                    tracing::debug!(%peer, implicit_tls, "IMAP connection");
+                    connection(stream, &state, implicit_tls).await;
                     tracing::debug!(%peer, "IMAP connection closed");
                 });
             }
@@ -178,32 +197,116 @@ enum Outcome {
     Close,
 }
 
-async fn connection(stream: TcpStream, state: &Imap) {
-    let mut stream = Stream::insecure(stream);
+/// The TLS handshake on `tcp` as the server, bounded by [`HANDSHAKE_TIMEOUT`]; `None`
+/// (logged) when it fails.
+async fn handshake(acceptor: &TlsAcceptor, tcp: TcpStream) -> Option<Stream> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => Some(Stream::tls(TlsStream::Server(tls))),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "IMAP TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("IMAP TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// A protocol state that sends no greeting: the session after STARTTLS goes on without
+/// one (RFC 9051 6.2.1). imap-next always queues one, so it is taken out here, before any
+/// byte reaches the stream.
+fn server_without_greeting(options: Options, greeting: Greeting<'static>) -> Server {
+    let mut server = Server::new(options, greeting);
+    loop {
+        match server.next() {
+            // The greeting's bytes: dropped.
+            Err(Interrupt::Io(Io::Output(_))) => continue,
+            // Sent as far as the state knows; nothing else is queued.
+            Ok(_) | Err(Interrupt::Io(Io::NeedMoreInput)) | Err(Interrupt::Error(_)) => {
+                return server
+            }
+        }
+    }
+}
+
+async fn connection(tcp: TcpStream, state: &Imap, implicit_tls: bool) {
+    // Dovecot's rule: a connection from the server's own address is as private as TLS.
+    let local = matches!(
+        (tcp.peer_addr(), tcp.local_addr()),
+        (Ok(peer), Ok(local)) if peer.ip() == local.ip()
+    );
     let mut options = Options::default();
     options.max_literal_size = state.max_message_size;
     options.max_command_size = state.max_message_size.saturating_add(64 * 1024);
-    let greeting = match Greeting::ok(None, "mailvault IMAP4rev1 ready") {
-        Ok(g) => g,
-        Err(_) => return,
+    let Ok(greeting) = Greeting::ok(None, "mailvault IMAP4rev1 ready") else {
+        return;
     };
-    let mut server = Server::new(options, greeting);
+    let mut stream = if implicit_tls {
+        let Some(acceptor) = state.tls.as_ref() else {
+            return;
+        };
+        match handshake(acceptor, tcp).await {
+            Some(stream) => stream,
+            None => return,
+        }
+    } else {
+        Stream::insecure(tcp)
+    };
     let mut conn = Conn {
         state,
         account: None,
         selected: None,
         condstore: false,
         qresync: false,
+        tls: implicit_tls,
+        local,
     };
+    let mut server = Server::new(options.clone(), greeting.clone());
+    loop {
+        match session(&mut stream, &mut server, &mut conn).await {
+            Ended::Closed => return,
+            Ended::StartTls => {
+                let Some(acceptor) = state.tls.as_ref() else {
+                    return;
+                };
+                // The plain stream's buffers go with it: bytes the client sent after
+                // STARTTLS and before the handshake are never read as commands.
+                let tcp = TcpStream::from(stream);
+                stream = match handshake(acceptor, tcp).await {
+                    Some(stream) => stream,
+                    None => return,
+                };
+                conn.tls = true;
+                // A fresh protocol state: commands pipelined after STARTTLS and parsed
+                // or buffered by the old one are dropped with it.
+                server = server_without_greeting(options.clone(), greeting.clone());
+            }
+        }
+    }
+}
+
+/// How a session on one stream ended.
+enum Ended {
+    /// LOGOUT, the connection closed or failed, or the autologout timer.
+    Closed,
+    /// STARTTLS was accepted and its OK sent: the handshake comes next.
+    StartTls,
+}
+
+/// The commands of one connection on `stream` until it closes or STARTTLS.
+async fn session(stream: &mut Stream, server: &mut Server, conn: &mut Conn<'_>) -> Ended {
     let mut closing = None;
     // While the client idles: its IDLE tag and the account's modseq watch.
     let mut idle: Option<(Tag<'static>, watch::Receiver<u64>)> = None;
+    // An AUTHENTICATE waiting for the client's response: its tag.
+    let mut authenticating: Option<Tag<'static>> = None;
     loop {
         let next = match idle.as_mut() {
-            None => tokio::time::timeout(AUTOLOGOUT, stream.next(&mut server)).await,
+            None => tokio::time::timeout(AUTOLOGOUT, stream.next(&mut *server)).await,
             Some((_, changes)) => {
                 tokio::select! {
-                    next = tokio::time::timeout(AUTOLOGOUT, stream.next(&mut server)) => next,
+                    next = tokio::time::timeout(AUTOLOGOUT, stream.next(&mut *server)) => next,
                     changed = changes.changed() => {
                         if changed.is_err() {
                             // The handle is gone (it cannot be while this connection
@@ -212,7 +315,7 @@ async fn connection(stream: TcpStream, state: &Imap) {
                             if let Some((_, changes)) = idle.as_mut() {
                                 *changes = watch::channel(0).1;
                             }
-                        } else if let Err(e) = conn.sync(&mut server).await {
+                        } else if let Err(e) = conn.sync(server).await {
                             tracing::warn!(error = %e, "IDLE: announcing changes failed");
                         }
                         // The announcements go out with the next turn of the stream.
@@ -223,41 +326,64 @@ async fn connection(stream: TcpStream, state: &Imap) {
         };
         let Ok(next) = next else {
             tracing::debug!("IMAP connection idle too long: closed");
-            return;
+            return Ended::Closed;
         };
         let event = match next {
             Ok(event) => event,
             Err(StreamError::State(e)) => {
-                match e {
+                // Answered with the command's tag when one can be read, so that the client
+                // does not wait for a completion forever. A bad response to AUTHENTICATE
+                // ends the exchange with AUTHENTICATE's tag (`authenticate_finish`:
+                // imap-next expects a command again).
+                let (why, discarded_bytes) = match e {
                     // imap-next answered it (tagged BAD) and discarded the literal.
-                    ServerError::LiteralTooLong { .. } => {}
-                    // Answered with the command's tag when one can be read, so that
-                    // the client does not wait for a completion forever.
+                    ServerError::LiteralTooLong { .. } => continue,
                     ServerError::MalformedMessage { discarded_bytes } => {
-                        let tag = tag_of(discarded_bytes.declassify());
-                        server.enqueue_status(bad(tag, "malformed command"));
+                        ("malformed command", discarded_bytes)
                     }
                     ServerError::ExpectedCrlfGotLf { discarded_bytes } => {
-                        let tag = tag_of(discarded_bytes.declassify());
-                        server.enqueue_status(bad(tag, "lines end with CRLF"));
+                        ("lines end with CRLF", discarded_bytes)
                     }
                     ServerError::CommandTooLong { discarded_bytes } => {
+                        ("command too long", discarded_bytes)
+                    }
+                };
+                match authenticating.take() {
+                    Some(tag) => {
+                        let status = bad(Some(tag), format!("AUTHENTICATE: {why}"));
+                        let _ = server.authenticate_finish(status);
+                    }
+                    None => {
                         let tag = tag_of(discarded_bytes.declassify());
-                        server.enqueue_status(bad(tag, "command too long"));
+                        server.enqueue_status(bad(tag, why));
                     }
                 }
                 continue;
             }
             Err(e) => {
                 tracing::debug!(error = %e, "IMAP connection ends");
-                return;
+                return Ended::Closed;
             }
         };
         match event {
+            Event::CommandReceived { command } if command.body == CommandBody::StartTLS => {
+                let tag = command.tag;
+                if conn.tls {
+                    server.enqueue_status(bad(Some(tag), "STARTTLS: TLS is active already"));
+                } else if conn.state.tls.is_none() {
+                    server.enqueue_status(bad(Some(tag), "STARTTLS is not offered here"));
+                } else if conn.account.is_some() {
+                    // RFC 9051 6.2.1: STARTTLS is a Not Authenticated state command.
+                    server.enqueue_status(bad(Some(tag), "STARTTLS: logged in already"));
+                } else {
+                    let handle = server.enqueue_status(ok(tag, None, "begin TLS negotiation now"));
+                    return starttls_ok_sent(stream, server, handle).await;
+                }
+            }
             Event::CommandReceived { command } => {
                 let tag = command.tag.clone();
                 let name = command.body.name();
-                match conn.command(&mut server, command).await {
+                match conn.command(server, command).await {
                     Ok(Outcome::Continue) => {}
                     Ok(Outcome::Close) => {
                         closing = Some(server.enqueue_status(ok(tag, None, "LOGOUT completed")));
@@ -272,14 +398,51 @@ async fn connection(stream: TcpStream, state: &Imap) {
             Event::CommandAuthenticateReceived {
                 command_authenticate,
             } => {
-                let _ = server.authenticate_finish(no(
-                    command_authenticate.tag,
-                    None,
-                    "AUTHENTICATE is not supported: use LOGIN",
-                ));
+                let tag = command_authenticate.tag;
+                let refusal = if conn.account.is_some() {
+                    Some(bad(Some(tag.clone()), "already logged in"))
+                } else if !conn.password_allowed() {
+                    Some(privacy_required(tag.clone()))
+                } else if command_authenticate.mechanism != AuthMechanism::Plain {
+                    Some(no(
+                        tag.clone(),
+                        None,
+                        "unsupported authentication mechanism: PLAIN only",
+                    ))
+                } else {
+                    None
+                };
+                if let Some(status) = refusal {
+                    let _ = server.authenticate_finish(status);
+                    continue;
+                }
+                match command_authenticate.initial_response {
+                    // SASL-IR (RFC 4959): the response on the command line.
+                    Some(response) => {
+                        let status = conn.authenticate_plain(tag, response).await;
+                        let _ = server.authenticate_finish(status);
+                    }
+                    // RFC 4616: PLAIN's server sends an empty challenge.
+                    None => {
+                        let request = CommandContinuationRequest::base64(Vec::new());
+                        let _ = server.authenticate_continue(request);
+                        authenticating = Some(tag);
+                    }
+                }
             }
-            Event::AuthenticateDataReceived { .. } => {
-                let _ = server.authenticate_finish(bad(None, "authentication aborted"));
+            Event::AuthenticateDataReceived { authenticate_data } => {
+                let Some(tag) = authenticating.take() else {
+                    let _ = server.authenticate_finish(bad(None, "authentication aborted"));
+                    continue;
+                };
+                let status = match authenticate_data {
+                    AuthenticateData::Continue(response) => {
+                        conn.authenticate_plain(tag, response).await
+                    }
+                    // RFC 9051 6.2.2: "*" cancels; the server answers BAD.
+                    AuthenticateData::Cancel => bad(Some(tag), "AUTHENTICATE cancelled"),
+                };
+                let _ = server.authenticate_finish(status);
             }
             Event::IdleCommandReceived { tag } => {
                 let Some(account) = conn.account.as_ref() else {
@@ -289,7 +452,7 @@ async fn connection(stream: TcpStream, state: &Imap) {
                 // Subscribed before the changes so far are announced: a change made in
                 // between wakes the IDLE rather than being missed.
                 let changes = account.subscribe();
-                if let Err(e) = conn.sync(&mut server).await {
+                if let Err(e) = conn.sync(server).await {
                     let _ = server.idle_reject(no(tag, None, format!("IDLE failed: {e}")));
                     continue;
                 }
@@ -309,10 +472,54 @@ async fn connection(stream: TcpStream, state: &Imap) {
                     server.enqueue_status(ok(tag, None, "IDLE terminated"));
                 }
             }
-            Event::ResponseSent { handle, .. } if closing == Some(handle) => return,
+            Event::ResponseSent { handle, .. } if closing == Some(handle) => return Ended::Closed,
             _ => {}
         }
     }
+}
+
+/// Drives `stream` until STARTTLS's OK (`handle`) is written out: commands the client
+/// sent after STARTTLS without waiting for it are not executed (they are dropped with
+/// this protocol state).
+async fn starttls_ok_sent(
+    stream: &mut Stream,
+    server: &mut Server,
+    handle: imap_next::server::ResponseHandle,
+) -> Ended {
+    loop {
+        let next = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.next(&mut *server)).await;
+        match next {
+            Ok(Ok(Event::ResponseSent { handle: sent, .. })) if sent == handle => break,
+            // Responses queued before STARTTLS's OK.
+            Ok(Ok(Event::ResponseSent { .. })) => {}
+            Ok(Ok(_)) | Ok(Err(StreamError::State(_))) => {
+                tracing::info!("IMAP: input after STARTTLS before the handshake, discarded");
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "IMAP connection ends before the TLS handshake");
+                return Ended::Closed;
+            }
+            Err(_) => return Ended::Closed,
+        }
+    }
+    // The OK may still sit in the stream's write buffer.
+    match stream.flush().await {
+        Ok(()) => Ended::StartTls,
+        Err(e) => {
+            tracing::debug!(error = %e, "IMAP connection ends before the TLS handshake");
+            Ended::Closed
+        }
+    }
+}
+
+/// The refusal of a password on a connection that is neither TLS nor local (RFC 5530
+/// PRIVACYREQUIRED; Dovecot's words).
+fn privacy_required(tag: Tag<'static>) -> Status<'static> {
+    no(
+        tag,
+        Some(other_code("PRIVACYREQUIRED")),
+        "Plaintext authentication disallowed on non-secure (SSL/TLS) connections: use STARTTLS",
+    )
 }
 
 struct Conn<'a> {
@@ -325,6 +532,10 @@ struct Conn<'a> {
     condstore: bool,
     /// QRESYNC enabled (ENABLE QRESYNC): expunges are announced with VANISHED.
     qresync: bool,
+    /// The connection runs in TLS (IMAPS, or after STARTTLS).
+    tls: bool,
+    /// The peer's address is the server's own (the connection never leaves the machine).
+    local: bool,
 }
 
 /// An error a command reports with NO.
@@ -335,7 +546,7 @@ impl Conn<'_> {
         let tag = command.tag;
         match command.body {
             CommandBody::Capability => {
-                server.enqueue_data(Data::Capability(capabilities()));
+                server.enqueue_data(Data::Capability(self.capabilities()));
                 server.enqueue_status(ok(tag, None, "CAPABILITY completed"));
             }
             CommandBody::Noop | CommandBody::Check => {
@@ -347,8 +558,20 @@ impl Conn<'_> {
                 return Ok(Outcome::Close);
             }
             CommandBody::Login { username, password } => {
-                self.login(server, tag, &username, password.declassify())
-                    .await?;
+                let status = if self.account.is_some() {
+                    bad(Some(tag), "already logged in")
+                } else if !self.password_allowed() {
+                    privacy_required(tag)
+                } else {
+                    self.log_in(
+                        tag,
+                        username.as_ref(),
+                        password.declassify().as_ref(),
+                        "LOGIN",
+                    )
+                    .await?
+                };
+                server.enqueue_status(status);
             }
             CommandBody::Id { .. } => {
                 // RFC 2971: the server's own identification, whatever the client sent.
@@ -687,34 +910,96 @@ impl Conn<'_> {
         Ok(())
     }
 
-    async fn login(
-        &mut self,
-        server: &mut Server,
-        tag: Tag<'static>,
-        username: &AString<'_>,
-        password: &AString<'_>,
-    ) -> Result<(), mailvault::Error> {
-        if self.account.is_some() {
-            server.enqueue_status(bad(Some(tag), "already logged in"));
-            return Ok(());
+    /// Whether a password may be sent on this connection: no TLS configured, TLS active,
+    /// or a connection from the server's own address.
+    fn password_allowed(&self) -> bool {
+        self.state.tls.is_none() || self.tls || self.local
+    }
+
+    /// What CAPABILITY lists now: before login, how to log in (STARTTLS, LOGINDISABLED
+    /// or AUTH=PLAIN); after it, the extensions only.
+    fn capabilities(&self) -> Vec1<Capability<'static>> {
+        let mut caps = capabilities().into_inner();
+        if self.account.is_none() {
+            if self.state.tls.is_some() && !self.tls {
+                caps.push(Capability::StartTls);
+            }
+            if self.password_allowed() {
+                caps.push(Capability::Auth(AuthMechanism::Plain));
+                caps.push(Capability::SaslIr);
+            } else {
+                caps.push(Capability::LoginDisabled);
+            }
         }
-        let (Ok(user), Ok(password)) = (
-            std::str::from_utf8(username.as_ref()),
-            std::str::from_utf8(password.as_ref()),
-        ) else {
-            server.enqueue_status(no(tag, None, "authentication failed"));
-            return Ok(());
+        Vec1::try_from(caps).unwrap_or_else(|_| Vec1::from(Capability::Imap4Rev1))
+    }
+
+    /// AUTHENTICATE PLAIN (RFC 4616) with the client's response: `[authzid] NUL authcid
+    /// NUL passwd`. The authorization identity must be empty or the authentication
+    /// identity (no one logs in as someone else). Errors end as NO: AUTHENTICATE's
+    /// completion goes through imap-next's `authenticate_finish`.
+    async fn authenticate_plain(
+        &mut self,
+        tag: Tag<'static>,
+        response: Secret<std::borrow::Cow<'_, [u8]>>,
+    ) -> Status<'static> {
+        let message = response.declassify();
+        let mut fields = message.split(|&b| b == 0);
+        let (Some(authzid), Some(authcid), Some(password), None) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            return bad(Some(tag), "AUTHENTICATE PLAIN: malformed response");
+        };
+        if !authzid.is_empty() && !authzid.eq_ignore_ascii_case(authcid) {
+            return no(
+                tag,
+                Some(other_code("AUTHORIZATIONFAILED")),
+                "authorization identity differs from the authentication identity",
+            );
+        }
+        match self
+            .log_in(tag.clone(), authcid, password, "AUTHENTICATE")
+            .await
+        {
+            Ok(status) => status,
+            Err(e) => {
+                tracing::warn!(error = %e, "IMAP AUTHENTICATE failed");
+                no(tag, response_code(&e), format!("AUTHENTICATE failed: {e}"))
+            }
+        }
+    }
+
+    /// The credential check of LOGIN and AUTHENTICATE: `user`'s account, unlocked with
+    /// `password`, its shared handle opened. The status to answer with; `Err` for a
+    /// failure of the store.
+    async fn log_in(
+        &mut self,
+        tag: Tag<'static>,
+        user: &[u8],
+        password: &[u8],
+        command: &str,
+    ) -> Result<Status<'static>, mailvault::Error> {
+        let failed = |tag| {
+            no(
+                tag,
+                Some(other_code("AUTHENTICATIONFAILED")),
+                "authentication failed",
+            )
+        };
+        let (Ok(user), Ok(password)) = (std::str::from_utf8(user), std::str::from_utf8(password))
+        else {
+            return Ok(failed(tag));
         };
         let account = match self.state.accounts.lookup(user) {
             Ok(Some(account)) => account,
-            Ok(None) => {
-                server.enqueue_status(no(tag, None, "authentication failed"));
-                return Ok(());
-            }
+            Ok(None) => return Ok(failed(tag)),
             Err(e) => {
                 tracing::error!(error = %e, "accounts table");
-                server.enqueue_status(no(tag, None, "temporary failure"));
-                return Ok(());
+                return Ok(no(
+                    tag,
+                    Some(other_code("UNAVAILABLE")),
+                    "temporary failure",
+                ));
             }
         };
         // The password is checked on every login (unlocking the account's keyring), also
@@ -722,10 +1007,7 @@ impl Conn<'_> {
         // open handle shared.
         let session = match self.state.provider.unlock(account, password).await {
             Ok(session) => session,
-            Err(mailvault::Error::WrongCredential) => {
-                server.enqueue_status(no(tag, None, "authentication failed"));
-                return Ok(());
-            }
+            Err(mailvault::Error::WrongCredential) => return Ok(failed(tag)),
             Err(e) => return Err(e),
         };
         let registry = &self.state.registry;
@@ -733,14 +1015,13 @@ impl Conn<'_> {
         let handle = registry
             .get_or_open(account, ShareConfig::default(), || async { Ok(session) })
             .await?;
-        tracing::info!(%account, shared, open_accounts = registry.open_accounts(), "IMAP login");
+        tracing::info!(%account, shared, tls = self.tls, command, open_accounts = registry.open_accounts(), "IMAP login");
         self.account = Some(handle);
-        server.enqueue_status(ok(
+        Ok(ok(
             tag,
-            Some(Code::Capability(capabilities())),
-            "LOGIN completed",
-        ));
-        Ok(())
+            Some(Code::Capability(self.capabilities())),
+            format!("{command} completed"),
+        ))
     }
 
     /// Brings the client's snapshot of the selected mailbox up to the account's current

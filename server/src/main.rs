@@ -12,6 +12,7 @@
 mod config;
 mod imap;
 mod lmtp;
+mod tls;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -194,6 +195,8 @@ async fn init(config: &Config) -> Result<(), BoxError> {
 }
 
 async fn serve(config: Config) -> Result<(), BoxError> {
+    // Checked before anything starts: bad TLS files stop the server with their error.
+    let tls = config.tls()?;
     let provider = config.provider().await?;
     let deliverer = Arc::new(provider.deliverer(config.signing_key()?));
     let accounts = config.accounts();
@@ -222,21 +225,32 @@ async fn serve(config: Config) -> Result<(), BoxError> {
         tracing::info!(path = %path.display(), "LMTP listening on a unix socket");
         tasks.spawn(lmtp::accept_unix(listener, lmtp_state.clone()));
     }
+    let imap_state = Arc::new(imap::Imap {
+        provider: provider.clone(),
+        accounts: accounts.clone(),
+        max_message_size: config.max_message_size,
+        registry: Default::default(),
+        tls,
+    });
     if let Some(addr) = config.imap_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| format!("IMAP: cannot listen on {addr}: {e}"))?;
-        tracing::info!(%addr, "IMAP listening");
-        let state = Arc::new(imap::Imap {
-            provider: provider.clone(),
-            accounts: accounts.clone(),
-            max_message_size: config.max_message_size,
-            registry: Default::default(),
-        });
-        tasks.spawn(imap::accept_loop(listener, state));
+        let starttls = imap_state.tls.is_some();
+        tracing::info!(%addr, starttls, "IMAP listening");
+        tasks.spawn(imap::accept_loop(listener, imap_state.clone(), false));
+    }
+    if let Some(addr) = config.imaps_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("IMAPS: cannot listen on {addr}: {e}"))?;
+        tracing::info!(%addr, "IMAPS listening");
+        tasks.spawn(imap::accept_loop(listener, imap_state.clone(), true));
     }
     if tasks.is_empty() {
-        return Err("no listener configured (imap_listen, lmtp_listen, lmtp_socket)".into());
+        return Err(
+            "no listener configured (imap_listen, imaps_listen, lmtp_listen, lmtp_socket)".into(),
+        );
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

@@ -139,8 +139,15 @@ pub fn output(cmd: &mut Command) -> Output {
 pub struct MailServer {
     /// The test's folder (config, directory, local store, logs).
     pub dir: tempfile::TempDir,
-    /// IMAP port on 127.0.0.1.
+    /// IMAP port on [`MailServer::host`].
     pub imap: u16,
+    /// The IMAP listeners' address: 127.0.0.1, or 127.0.0.2 for a TLS server
+    /// ([`MailServer::create_tls`]).
+    pub host: &'static str,
+    /// IMAPS port on [`MailServer::host`] of a TLS server.
+    pub imaps: Option<u16>,
+    /// The self-signed certificate (PEM) of a TLS server, its clients' trust anchor.
+    pub cert: Option<PathBuf>,
     /// LMTP port on 127.0.0.1.
     pub lmtp: u16,
     /// LMTP on a unix socket (in the test's folder).
@@ -155,19 +162,68 @@ impl MailServer {
     /// A deployment on `backend` with `accounts` (password [`PASSWORD`]), not started; `None`
     /// (skip) when the backend is not configured.
     pub fn create(test: &str, backend: Backend, accounts: &[&str]) -> Option<Self> {
+        Self::create_with(test, backend, accounts, None)
+    }
+
+    /// Like [`MailServer::create`], with TLS: a throwaway self-signed certificate made by
+    /// `openssl` (`openssl`'s path given) for `localhost`, 127.0.0.1 and 127.0.0.2,
+    /// `tls_cert` / `tls_key` set, IMAP (STARTTLS) and IMAPS listening on 127.0.0.2: a
+    /// client on 127.0.0.1 is then not on the server's own address (no password before
+    /// STARTTLS), one bound to 127.0.0.2 is.
+    pub fn create_tls(
+        test: &str,
+        backend: Backend,
+        accounts: &[&str],
+        openssl: &Path,
+    ) -> Option<Self> {
+        Self::create_with(test, backend, accounts, Some(openssl))
+    }
+
+    fn create_with(
+        test: &str,
+        backend: Backend,
+        accounts: &[&str],
+        openssl: Option<&Path>,
+    ) -> Option<Self> {
         let (store, env) = backend.store(test)?;
         let dir = tempfile::tempdir().expect("temp dir");
         let (imap, lmtp) = (free_port(), free_port());
         let config = dir.path().join("mailvault.toml");
         let lmtp_socket = dir.path().join("lmtp.sock");
+        let (host, imaps, cert, tls) = match openssl {
+            None => ("127.0.0.1", None, None, String::new()),
+            Some(openssl) => {
+                let imaps = free_port();
+                run_ok(
+                    Command::new(openssl)
+                        .current_dir(dir.path())
+                        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+                        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+                        .args(["-keyout", "key.pem", "-out", "cert.pem", "-subj"])
+                        .args(["/CN=localhost", "-addext"])
+                        .arg("subjectAltName=DNS:localhost,IP:127.0.0.1,IP:127.0.0.2"),
+                );
+                (
+                    "127.0.0.2",
+                    Some(imaps),
+                    Some(dir.path().join("cert.pem")),
+                    format!(
+                        "imaps_listen = \"127.0.0.2:{imaps}\"\n\
+                         tls_cert = \"cert.pem\"\n\
+                         tls_key = \"key.pem\"\n"
+                    ),
+                )
+            }
+        };
         std::fs::write(
             &config,
             format!(
                 "store = \"{store}\"\n\
                  directory = \"directory\"\n\
-                 imap_listen = \"127.0.0.1:{imap}\"\n\
+                 imap_listen = \"{host}:{imap}\"\n\
                  lmtp_listen = \"127.0.0.1:{lmtp}\"\n\
                  lmtp_socket = \"lmtp.sock\"\n\
+                 {tls}\
                  [kdf]\nm_kib = 1024\nt = 1\np = 1\n"
             ),
         )
@@ -175,6 +231,9 @@ impl MailServer {
         let server = MailServer {
             dir,
             imap,
+            host,
+            imaps,
+            cert,
             lmtp,
             lmtp_socket,
             config,
@@ -223,7 +282,12 @@ impl MailServer {
             .collect()
     }
 
-    /// Starts `mailvault serve` and waits until both ports accept connections.
+    /// The configuration file.
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    /// Starts `mailvault serve` and waits until its TCP ports accept connections.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "already started");
         self.starts += 1;
@@ -243,8 +307,10 @@ impl MailServer {
             .expect("start the server");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
-        for port in [self.imap, self.lmtp] {
-            while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        let mut ports = vec![(self.host, self.imap), ("127.0.0.1", self.lmtp)];
+        ports.extend(self.imaps.map(|port| (self.host, port)));
+        for (host, port) in ports {
+            while TcpStream::connect((host, port)).is_err() {
                 if let Ok(Some(status)) = self.child.as_mut().expect("child").try_wait() {
                     panic!(
                         "the server exited ({status}) before listening on {port}:\n{}",
