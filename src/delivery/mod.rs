@@ -559,6 +559,7 @@ impl Deliverer {
     /// The outer error is for the message as a whole, and then no recipient got it:
     /// [`Error::TooBig`], or the error `body` yielded. Per recipient: as
     /// [`deliver`](Self::deliver).
+    #[tracing::instrument(level = "debug", skip_all, fields(recipients = recipients.len()))]
     pub async fn deliver_each<S>(
         &self,
         recipients: &[Recipient],

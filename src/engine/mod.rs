@@ -390,6 +390,7 @@ impl Provider {
     /// # Errors
     /// [`Error::WrongCredential`] for a wrong password; [`Error::NotFound`] for an
     /// unknown or erased account; as [`KeyringStore::unlock`].
+    #[tracing::instrument(level = "debug", skip_all, fields(%account))]
     pub async fn unlock(&self, account: AccountId, password: &str) -> Result<Session> {
         let record = self.record(account).await?;
         let mut keyring = self

@@ -139,6 +139,7 @@ impl SharedAccount {
     ///
     /// # Errors
     /// As [`Session::mailstore`] and [`Session::import_deliveries`].
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %session.account()))]
     pub async fn open(mut session: Session, config: ShareConfig) -> Result<Self> {
         let mut mail = session.mailstore().await?;
         if config.import_deliveries {

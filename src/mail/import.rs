@@ -213,6 +213,7 @@ impl Mailstore {
     /// deliveries imported before are deleted unread), imported in the order of their
     /// delivery numbers, then the numbers the directory issued and no envelope accounts
     /// for are recorded and reported missing.
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
     async fn import_pass(
         &mut self,
         keys: &[AccountKey],
@@ -613,6 +614,7 @@ impl Mailstore {
     /// # Errors
     /// As [`Mailstore::email`] and [`Mailstore::read`]; [`Error::InvalidArgument`] if the
     /// message was removed meanwhile.
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
     pub async fn analyze(&mut self, mailbox: MailboxId, uid: u32) -> Result<EmailRecord> {
         let email = self.email(mailbox, uid)?;
         if email.analyzed {

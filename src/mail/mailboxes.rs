@@ -29,6 +29,7 @@ impl Mailstore {
     /// # Errors
     /// [`Error::InvalidArgument`] for an invalid name, [`Error::MailboxExists`] for one
     /// already taken; backend errors.
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
     pub async fn create_mailbox(
         &mut self,
         name: &str,
@@ -69,6 +70,7 @@ impl Mailstore {
     /// [`Error::NoSuchMailbox`] for an unknown mailbox, [`Error::MailboxExists`] for a new
     /// name (of the mailbox or of one below it: `a/x` becoming `b/x`) already taken by a
     /// mailbox that does not move; nothing is changed then. Backend errors.
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
     pub async fn rename_mailbox(&mut self, id: MailboxId, new_name: &str) -> Result<()> {
         check_name(new_name)?;
         if id == INBOX_ID || new_name.eq_ignore_ascii_case(INBOX) {
@@ -114,6 +116,7 @@ impl Mailstore {
     ///
     /// # Errors
     /// [`Error::NoSuchMailbox`] for an unknown mailbox; backend errors.
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
     pub async fn subscribe(&mut self, id: MailboxId, subscribed: bool) -> Result<()> {
         self.write(move |c, modseq| {
             let mut record = require_mailbox(c, &id)?;
@@ -133,6 +136,7 @@ impl Mailstore {
     /// # Errors
     /// [`Error::InvalidArgument`] for the inbox, [`Error::NoSuchMailbox`] for an unknown
     /// mailbox; backend errors.
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
     pub async fn delete_mailbox(&mut self, id: MailboxId) -> Result<()> {
         if id == INBOX_ID {
             return Err(Error::invalid("the inbox cannot be deleted"));
@@ -250,6 +254,7 @@ impl Mailstore {
     ///
     /// # Errors
     /// [`Error::Tampered`] for a record that does not parse; a directory failure.
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
     pub async fn publish_usage(&self) -> Result<crate::directory::PublishedUsage> {
         let (stored, imported) = usage_of(&self.index, &self.usage_memo)?;
         let usage = crate::directory::PublishedUsage {
@@ -265,6 +270,7 @@ impl Mailstore {
     ///
     /// # Errors
     /// [`Error::NoSuchMailbox`] for an unknown mailbox; as [`refresh`](Self::refresh).
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
     pub async fn select(&mut self, id: MailboxId) -> Result<MailboxView> {
         self.refresh().await?;
         if self.index.mode() == CommitMode::WriterUnique && conflicted(&self.index, &id)? {

@@ -8,6 +8,7 @@ impl Mailstore {
     ///
     /// # Errors
     /// As [`Collection::compact`].
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
     pub async fn compact(&mut self) -> Result<()> {
         self.index.compact().await.map(|_| ())
     }
@@ -18,6 +19,7 @@ impl Mailstore {
     ///
     /// # Errors
     /// As [`Collection::collect_garbage`].
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
     pub async fn collect_garbage(&mut self, grace: Duration) -> Result<MailGcReport> {
         self.refresh().await?;
         let cutoff = crate::unix_now().saturating_sub(grace.as_secs());

@@ -33,6 +33,7 @@ impl Mailstore {
     ///
     /// # Errors
     /// As [`AccountBlobs::read`].
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
     pub async fn read(&self, email: &EmailRecord) -> Result<Bytes> {
         self.blobs.read(&email.pin).await
     }
@@ -41,6 +42,7 @@ impl Mailstore {
     ///
     /// # Errors
     /// As [`AccountBlobs::get`].
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
     pub async fn read_stream(&self, email: &EmailRecord) -> Result<BlobStream> {
         self.blobs.get(&email.pin).await
     }
@@ -49,6 +51,7 @@ impl Mailstore {
     ///
     /// # Errors
     /// As [`AccountBlobs::get_range`].
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
     pub async fn read_range(&self, email: &EmailRecord, range: Range<u64>) -> Result<Bytes> {
         self.blobs.get_range(&email.pin, range).await
     }
@@ -58,6 +61,7 @@ impl Mailstore {
     ///
     /// # Errors
     /// [`Error::NoSuchMessage`] for an unknown part; as [`AccountBlobs::get_range`].
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
     pub async fn read_part(
         &self,
         email: &EmailRecord,
@@ -111,6 +115,7 @@ impl Mailstore {
     ///
     /// # Errors
     /// As [`append`](Self::append), and any error the stream yields.
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
     pub async fn append_stream<S>(
         &mut self,
         mailbox: MailboxId,
@@ -217,6 +222,7 @@ impl Mailstore {
     ///
     /// # Errors
     /// [`Error::NoSuchMailbox`] for an unknown mailbox; backend errors.
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
     pub async fn store_flags(
         &mut self,
         mailbox: MailboxId,
@@ -260,6 +266,7 @@ impl Mailstore {
     ///
     /// # Errors
     /// [`Error::NoSuchMailbox`] for an unknown mailbox; backend errors.
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
     pub async fn copy(&mut self, from: MailboxId, uids: &[u32], to: MailboxId) -> Result<Copied> {
         self.transfer(from, uids, to, false).await
     }
@@ -269,6 +276,7 @@ impl Mailstore {
     ///
     /// # Errors
     /// As [`copy`](Self::copy).
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
     pub async fn move_messages(
         &mut self,
         from: MailboxId,
@@ -340,6 +348,7 @@ impl Mailstore {
     ///
     /// # Errors
     /// [`Error::NoSuchMailbox`] for an unknown mailbox; backend errors.
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
     pub async fn expunge(&mut self, mailbox: MailboxId, uids: Option<&[u32]>) -> Result<Vec<u32>> {
         let within: Option<BTreeSet<u32>> = uids.map(|u| u.iter().copied().collect());
         self.remove_where(mailbox, None, move |uid, m| {
@@ -353,6 +362,7 @@ impl Mailstore {
     ///
     /// # Errors
     /// As [`expunge`](Self::expunge).
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
     pub async fn remove(&mut self, mailbox: MailboxId, uids: &[u32]) -> Result<Vec<u32>> {
         self.remove_where(mailbox, Some(uids.to_vec()), |_, _| true)
             .await

@@ -743,6 +743,7 @@ impl Mailstore {
     ///
     /// # Errors
     /// As [`IndexStore::open`].
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
     pub async fn refresh(&mut self) -> Result<bool> {
         let changed = self.index.refresh().await?;
         if changed {
@@ -815,6 +816,13 @@ impl Mailstore {
                 }
             })
             .await?;
+        tracing::debug!(
+            generation = info.generation,
+            committed = info.committed,
+            attempts = info.attempts,
+            merged_heads = info.merged_heads,
+            "mail commit"
+        );
         let value = outcome.expect("update runs the closure at least once")?;
         if info.merged_heads > 0 {
             self.settle().await?;

@@ -246,6 +246,7 @@ impl Mailstore {
     /// # Errors
     /// [`Error::NoSuchMailbox`] for an unknown mailbox; [`Error::Tampered`] for a record
     /// that does not parse.
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
     pub fn search(&self, mailbox: MailboxId, criteria: &SearchKey) -> Result<Vec<u32>> {
         self.search_view(&self.view(mailbox)?, criteria)
     }

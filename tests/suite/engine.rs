@@ -692,3 +692,70 @@ boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n"
         assert!(matches!(refused, Error::InvalidArgument(_)), "{refused:?}");
     }
 }
+
+/// What a test subscriber saw: the names of the spans opened, with their field names, and
+/// the messages of the events with their field names.
+#[derive(Clone, Default)]
+struct Seen(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Seen {
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        _: &tracing::span::Id,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let fields: Vec<&str> = attrs.metadata().fields().iter().map(|f| f.name()).collect();
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("span {} {fields:?}", attrs.metadata().name()));
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let fields: Vec<&str> = event.metadata().fields().iter().map(|f| f.name()).collect();
+        self.0.lock().unwrap().push(format!("event {fields:?}"));
+    }
+}
+
+/// Issue 12 item 9: the public operations an operator follows open a span with the
+/// account, and every mail commit reports its attempts and merged heads.
+#[tokio::test(flavor = "current_thread")]
+async fn item_09_public_operations_open_spans_with_the_account() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let seen = Seen::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(seen.clone()));
+    let d = Deployment::new().await;
+    let provider = d.provider(CHEAP).await;
+    let account = provider.create_account("pw").await.unwrap();
+    let session = provider.unlock(account, "pw").await.unwrap();
+    let mut mail = session.mailstore().await.unwrap();
+    let inbox = mail.mailbox_by_name(mailvault::mail::INBOX).unwrap().id;
+    let appended = mail
+        .append(
+            inbox,
+            b"Subject: traced\r\n\r\nhi\r\n",
+            mailvault::mail::AppendOptions::default(),
+        )
+        .await
+        .unwrap();
+    let email = mail.email(inbox, appended.uid).unwrap();
+    mail.read(&email).await.unwrap();
+    mail.expunge(inbox, None).await.unwrap();
+    let seen = seen.0.lock().unwrap().clone();
+    for name in ["unlock", "append_stream", "read", "expunge"] {
+        let prefix = format!("span {name} ");
+        assert!(
+            seen.iter()
+                .any(|s| s.starts_with(&prefix) && s.contains("\"account\"")),
+            "no span {name} with the account: {seen:#?}"
+        );
+    }
+    assert!(
+        seen.iter().any(|s| s.starts_with("event")
+            && s.contains("\"attempts\"")
+            && s.contains("\"merged_heads\"")),
+        "no commit event: {seen:#?}"
+    );
+}
