@@ -33,6 +33,9 @@ def raw(msg, name):
 def out(key, value):
     if value is None:
         return
+    value = str(value)
+    if any(c in value for c in "\t\r\n"):
+        value = "?"  # a line break left in a parameter: not comparable line by line
     print(f"{key}\t{value}")
 
 
@@ -67,7 +70,10 @@ def groups(data):
 
 
 def decoded_size(part):
-    cte = (part.get("Content-Transfer-Encoding") or "7bit").strip().lower()
+    written = str(part.get("Content-Transfer-Encoding", "7bit"))
+    cte = written.strip().lower()
+    if written.lower() != cte:
+        return "?"  # get_payload does not trim the encoding's name: it would not decode
     payload = part.get_payload(decode=True)
     if payload is None:
         return "?"
@@ -80,8 +86,18 @@ def decoded_size(part):
     return "?"
 
 
+def body_parts(part):
+    """Depth first, without descending into attached messages (RFC 8621 §4.1.4: the
+    text body of a message is not looked for in the messages it attaches)."""
+    if part.is_multipart() and part.get_content_maintype() != "message":
+        for sub in part.get_payload():
+            yield from body_parts(sub)
+    else:
+        yield part
+
+
 def preview(msg):
-    for part in msg.walk():
+    for part in body_parts(msg):
         if part.is_multipart() or part.get_content_type() != "text/plain":
             continue
         if part.get_content_disposition() == "attachment":
