@@ -95,11 +95,21 @@ fn addresses(
     value: Option<&ParsedAddress<'_>>,
     groups: &mut Vec<AddressGroup>,
 ) -> Vec<Address> {
-    let mailbox = |a: &mail_parser::Addr<'_>| {
-        Some(Address {
-            name: a.name.as_ref().map(|n| n.to_string()),
-            email: a.address.as_ref()?.to_string(),
-        })
+    let mailbox = |a: &mail_parser::Addr<'_>| match (&a.address, &a.name) {
+        (Some(address), name) => Some(Address {
+            name: name.as_ref().map(|n| n.to_string()),
+            email: address.to_string(),
+        }),
+        // A lone word (`From: Moderator-Address`): a local part without a domain, as
+        // RFC 822 allowed and IMAP servers and Python's `email` read it; mail-parser
+        // takes it for a display name.
+        (None, Some(word)) if !word.is_empty() && !word.contains(char::is_whitespace) => {
+            Some(Address {
+                name: None,
+                email: word.to_string(),
+            })
+        }
+        (None, _) => None,
     };
     match value {
         None => Vec::new(),

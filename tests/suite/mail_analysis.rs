@@ -534,3 +534,31 @@ async fn item_03_sent_dates_are_the_days_as_written() {
         .is_empty());
     assert_eq!(mail.search(inbox, &SearchKey::SentBefore(day(10))).unwrap(), [1]);
 }
+
+/// An address without a domain (`From: Moderator-Address`, RFC 822's local recipients)
+/// is kept as a mailbox, as Dovecot and Python's `email` read it: IMAP's ENVELOPE lists it
+/// and SEARCH FROM finds it (library finding F5 of the Dovecot differential test).
+#[tokio::test]
+async fn item_03_an_address_without_a_domain_is_kept() {
+    let (mail, email) = appended(
+        b"From: Moderator-Address\r\nTo: Recipient-List, b@example.org\r\n\
+Subject: local\r\n\r\nbody\r\n",
+    )
+    .await;
+    let e = &email.envelope;
+    assert_eq!(e.from.len(), 1, "{e:?}");
+    assert_eq!(e.from[0].email, "Moderator-Address");
+    assert_eq!(e.from[0].name, None);
+    let to: Vec<&str> = e.to.iter().map(|a| a.email.as_str()).collect();
+    assert_eq!(to, ["Recipient-List", "b@example.org"]);
+    let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
+    use mailvault::mail::{HeaderField, SearchKey};
+    assert_eq!(
+        mail.search(
+            inbox,
+            &SearchKey::Header(HeaderField::From, "moderator".into())
+        )
+        .unwrap(),
+        [1]
+    );
+}
