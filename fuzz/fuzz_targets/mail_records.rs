@@ -8,8 +8,7 @@
 use libfuzzer_sys::fuzz_target;
 use mailvault::format::mail::{
     number_to_bytes, parse_number, parse_thread, thread_to_bytes, AddressField, AddressItem,
-    EmailAnalysis, EmailRecord, MailboxRecord, MessageRecord, VanishedRecord,
-    EMAIL_RECORD_VERSION,
+    EmailAnalysis, EmailRecord, MailboxRecord, MessageRecord, VanishedRecord, EMAIL_RECORD_VERSION,
 };
 
 fuzz_target!(|data: &[u8]| {

@@ -331,9 +331,7 @@ const MAX_HEADER_PARSE: usize = 1 << 20;
 /// [`EmailAnalysis`](crate::format::mail::EmailAnalysis) record with a zero thread (the
 /// import chooses it), or `None` when it is larger than an envelope carries.
 async fn analyze(plaintext: Vec<u8>, header_only: bool) -> Option<Vec<u8>> {
-    let work = move || {
-        crate::mail::analyze(&plaintext, header_only).to_bytes()
-    };
+    let work = move || crate::mail::analyze(&plaintext, header_only).to_bytes();
     let bytes = match tokio::task::spawn_blocking(work).await {
         Ok(bytes) => bytes,
         Err(e) => {

@@ -1309,7 +1309,11 @@ mod tests {
         EmailAnalysis {
             thread: ThreadId::from_bytes([3; 16]),
             envelope,
-            parts: vec![part(None, "multipart", "mixed", (0, 90, 400)), leaf, message],
+            parts: vec![
+                part(None, "multipart", "mixed", (0, 90, 400)),
+                leaf,
+                message,
+            ],
             header_block: Some(b"From: A <a@example.org>\r\n\r\n".to_vec()),
             preview: Some("hello world".into()),
         }

@@ -642,8 +642,7 @@ impl Mailstore {
             }
             // A delivery joins the thread of the messages it answers or that answer it,
             // now that its references are known.
-            let thread =
-                super::join_thread(c, &analysis.envelope, current.thread, &mut plan.batch);
+            let thread = super::join_thread(c, &analysis.envelope, current.thread, &mut plan.batch);
             let analysis = EmailAnalysis {
                 thread,
                 ..analysis.clone()

@@ -5,13 +5,12 @@
 
 use mail_parser::decoders::html::html_to_text;
 use mail_parser::{
-    Address as ParsedAddress, Header, HeaderValue, Message, MessageParser,
-    MimeHeaders, PartType,
+    Address as ParsedAddress, Header, HeaderValue, Message, MessageParser, MimeHeaders, PartType,
 };
 
 use crate::format::mail::{
-    Address, AddressField, AddressGroup, EmailAnalysis, Envelope, MimePart,
-    MAX_HEADER_BLOCK_LEN, MAX_PREVIEW_CHARS,
+    Address, AddressField, AddressGroup, EmailAnalysis, Envelope, MimePart, MAX_HEADER_BLOCK_LEN,
+    MAX_PREVIEW_CHARS,
 };
 use crate::ids::ThreadId;
 
@@ -27,11 +26,7 @@ pub(crate) fn analyze(raw: &[u8], header_only: bool) -> EmailAnalysis {
         header_block: None,
         preview: None,
     };
-    let message = if header_only {
-        None
-    } else {
-        MessageParser::default().parse(raw)
-    };
+    let message = if header_only { None } else { parse(raw) };
     let Some(message) = message else {
         let end = header_end(raw);
         analysis.envelope = analyze_header(&raw[..end]);
@@ -46,6 +41,15 @@ pub(crate) fn analyze(raw: &[u8], header_only: bool) -> EmailAnalysis {
     };
     analysis.preview = preview(&message);
     analysis
+}
+
+/// `raw` parsed by mail-parser, `None` if it cannot be. mail-parser asserts (in builds
+/// with debug assertions) on some malformed multiparts (fuzz target `mail_analysis`):
+/// a panic in the parser of untrusted mail is taken as "cannot parse", never passed on.
+fn parse(raw: &[u8]) -> Option<Message<'_>> {
+    std::panic::catch_unwind(|| MessageParser::default().parse(raw))
+        .ok()
+        .flatten()
 }
 
 /// Parses only the header block of `prefix` (the start of a message too large to parse
@@ -365,9 +369,8 @@ fn walk(
             .iter()
             .map(|a| (a.name.to_string(), a.value.to_string()))
             .collect(),
-        decoded_size: (!matches!(part.body, PartType::Multipart(_))).then(|| {
-            decoded_size(part.content_transfer_encoding(), &raw[body..end])
-        }),
+        decoded_size: (!matches!(part.body, PartType::Multipart(_)))
+            .then(|| decoded_size(part.content_transfer_encoding(), &raw[body..end])),
         envelope: match &part.body {
             PartType::Message(nested) => Some(Box::new(envelope(nested))),
             _ => None,
@@ -447,4 +450,36 @@ pub(crate) fn imap_section(parts: &[MimePart], path: &[u32]) -> Option<usize> {
         };
     }
     Some(current)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Inputs the fuzz target `mail_analysis` found (kept in `fuzz/corpus/mail_analysis`):
+    /// analysed without a panic, whatever the build.
+    #[test]
+    fn fuzz_findings_are_analysed_without_a_panic() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/mail_analysis");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if !path
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("crash-")
+            {
+                continue;
+            }
+            let raw = std::fs::read(&path).unwrap();
+            let analysis = analyze(&raw, false);
+            assert!(analysis
+                .parts
+                .iter()
+                .all(|p| p.end_offset <= raw.len() as u64));
+            seen += 1;
+        }
+        assert!(seen >= 1, "the fuzz findings are kept");
+    }
 }

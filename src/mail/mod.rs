@@ -77,8 +77,8 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
 pub use crate::format::mail::{
-    Address, AddressField, AddressGroup, AddressItem, EmailAnalysis, EmailRecord, Envelope,
-    Flags, MailboxRecord, MessageRecord, MimePart, Provenance, SpecialUse, MAX_HEADER_BLOCK_LEN,
+    Address, AddressField, AddressGroup, AddressItem, EmailAnalysis, EmailRecord, Envelope, Flags,
+    MailboxRecord, MessageRecord, MimePart, Provenance, SpecialUse, MAX_HEADER_BLOCK_LEN,
     MAX_PREVIEW_CHARS,
 };
 

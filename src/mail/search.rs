@@ -209,7 +209,8 @@ impl SearchKey {
         let sent = || {
             let e = &email?.envelope;
             let zone = i64::from(e.date_zone.unwrap_or(0)) * 60;
-            e.date.map(|d| SearchDay::of_timestamp(d.saturating_add(zone)))
+            e.date
+                .map(|d| SearchDay::of_timestamp(d.saturating_add(zone)))
         };
         match self {
             Self::All | Self::Old => true,

@@ -1623,10 +1623,8 @@ async fn item_03_the_analysis_made_at_delivery_equals_a_full_read_on_the_corpus(
         .unwrap();
     assert_eq!(report.imported.len(), corpus.len());
     let mut analysed = 0;
-    for (((path, message), (_, mailbox, uid)), delivered) in corpus
-        .iter()
-        .zip(&report.imported)
-        .zip(&delivered_records)
+    for (((path, message), (_, mailbox, uid)), delivered) in
+        corpus.iter().zip(&report.imported).zip(&delivered_records)
     {
         assert!(!mail.email(*mailbox, *uid).unwrap().analyzed, "{path}");
         let full = mail.analyze(*mailbox, *uid).await.unwrap();

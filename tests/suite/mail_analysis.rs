@@ -45,7 +45,11 @@ fn rendered(email: &EmailRecord) -> BTreeMap<String, String> {
     put("zone".into(), e.date_zone.map(|z| z.to_string()));
     put(
         "header".into(),
-        Some(email.header().map_or("none".into(), |h| h.len().to_string())),
+        Some(
+            email
+                .header()
+                .map_or("none".into(), |h| h.len().to_string()),
+        ),
     );
     for field in AddressField::ALL {
         let name = match field {
@@ -56,9 +60,15 @@ fn rendered(email: &EmailRecord) -> BTreeMap<String, String> {
             AddressField::Cc => "Cc",
             AddressField::Bcc => "Bcc",
         };
-        let groups = e.grouped(field).into_iter().filter_map(|(g, m)| Some((g?, m.len())));
+        let groups = e
+            .grouped(field)
+            .into_iter()
+            .filter_map(|(g, m)| Some((g?, m.len())));
         for (n, (group, members)) in groups.enumerate() {
-            put(format!("group.{name}.{n}"), Some(format!("{group}\t{members}")));
+            put(
+                format!("group.{name}.{n}"),
+                Some(format!("{group}\t{members}")),
+            );
         }
     }
     for (i, part) in email.parts.iter().enumerate() {
@@ -85,7 +95,10 @@ fn rendered(email: &EmailRecord) -> BTreeMap<String, String> {
         );
         if let Some(nested) = &part.envelope {
             put(format!("part.{i}.nested.date"), nested.date_raw.clone());
-            put(format!("part.{i}.nested.subject"), nested.subject_raw.clone());
+            put(
+                format!("part.{i}.nested.subject"),
+                nested.subject_raw.clone(),
+            );
             put(
                 format!("part.{i}.nested.message-id"),
                 nested.message_id_raw.clone(),
@@ -182,13 +195,21 @@ const KNOWN: &[(&str, &str, &str)] = &[
     // Malformed: a multipart without its boundary, or a delimiter glued to the end of a
     // line (`invalid--1--`). mail-parser ends the body at the broken delimiter, Python
     // keeps the line whole or the payload as one string.
-    ("malformed/003.eml", "part.1.size", "multipart without boundary"),
+    (
+        "malformed/003.eml",
+        "part.1.size",
+        "multipart without boundary",
+    ),
     ("malformed/003.eml", "part.2.size", "broken delimiter"),
     ("malformed/003.eml", "preview", "multipart without boundary"),
     ("malformed/006.eml", "part.2.size", "broken delimiter"),
     ("malformed/006.eml", "preview", "multipart without boundary"),
     ("malformed/008.eml", "part.3.size", "broken delimiter"),
-    ("thirdparty/005.eml", "part.5.size", "delimiter glued to a line"),
+    (
+        "thirdparty/005.eml",
+        "part.5.size",
+        "delimiter glued to a line",
+    ),
 ];
 
 /// Every message of the real-mail corpus: what mailvault's analysis says (header fields
@@ -221,7 +242,11 @@ async fn item_03_the_analysis_matches_python_email_on_the_corpus() {
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect()
         };
-        let name = path.rsplit("mail-parser/").next().unwrap_or(path).to_owned();
+        let name = path
+            .rsplit("mail-parser/")
+            .next()
+            .unwrap_or(path)
+            .to_owned();
         let same_tree = types(&ours) == types(theirs);
         if !same_tree {
             cut_differently.push(name.clone());
@@ -236,9 +261,7 @@ async fn item_03_the_analysis_matches_python_email_on_the_corpus() {
             if b.is_some_and(|v| v == "?") {
                 continue;
             }
-            let known = KNOWN
-                .iter()
-                .any(|(file, k, _)| name == *file && key == k);
+            let known = KNOWN.iter().any(|(file, k, _)| name == *file && key == k);
             if a != b && !known {
                 differences.push(format!("{name} {key}: ours {a:?}, python {b:?}"));
             }
@@ -253,10 +276,7 @@ async fn item_03_the_analysis_matches_python_email_on_the_corpus() {
         differences.join("\n")
     );
     assert_eq!(cut_differently, TREES_CUT_DIFFERENTLY);
-    assert!(
-        cut_differently.len() * 4 < corpus.len(),
-        "most trees agree"
-    );
+    assert!(cut_differently.len() * 4 < corpus.len(), "most trees agree");
 }
 
 /// Address groups (RFC 5322 §3.4), as IMAP's ENVELOPE lists them (a start marker with the
@@ -434,8 +454,10 @@ async fn item_03_nested_messages_and_bodystructure_extension_data() {
     assert_eq!(pdf.body_len(), 20);
     assert_eq!(email.parts[0].decoded_size, None, "multipart");
     assert_eq!(text.decoded_size, Some(text.body_len()));
-    assert!(email.parts.iter().all(|p| p.envelope.is_none()
-        || (p.content_type == "message" && p.subtype == "rfc822")));
+    assert!(email
+        .parts
+        .iter()
+        .all(|p| p.envelope.is_none() || (p.content_type == "message" && p.subtype == "rfc822")));
 }
 
 /// Decoded sizes of quoted-printable bodies: escapes count one byte, soft line breaks and
@@ -451,10 +473,7 @@ Gr=C3=BC=C3=9Fe, long =\r\nline  \r\n=3D end",
     // "Grüße, long line\r\n= end": 7 + 2 (ü, ß take 2 bytes each) ... counted by bytes.
     let decoded = "Grüße, long line\r\n= end".len() as u64;
     assert_eq!(email.parts[0].decoded_size, Some(decoded));
-    let body = mail
-        .read_part(&email, 0, PartSection::Body)
-        .await
-        .unwrap();
+    let body = mail.read_part(&email, 0, PartSection::Body).await.unwrap();
     assert!(body.len() as u64 > decoded);
 }
 
@@ -519,20 +538,25 @@ async fn item_03_the_preview() {
 #[tokio::test]
 async fn item_03_sent_dates_are_the_days_as_written() {
     use mailvault::mail::{SearchDay, SearchKey};
-    let (mail, email) = appended(
-        b"Date: Sat, 9 Mar 2024 22:30:00 -0500\r\nFrom: a@example.org\r\n\r\nlate\r\n",
-    )
-    .await;
+    let (mail, email) =
+        appended(b"Date: Sat, 9 Mar 2024 22:30:00 -0500\r\nFrom: a@example.org\r\n\r\nlate\r\n")
+            .await;
     assert_eq!(email.envelope.date_zone, Some(-300));
     let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
     let day = |d| SearchDay::from_ymd(2024, 3, d).unwrap();
     assert_eq!(mail.search(inbox, &SearchKey::SentOn(day(9))).unwrap(), [1]);
-    assert!(mail.search(inbox, &SearchKey::SentOn(day(10))).unwrap().is_empty());
+    assert!(mail
+        .search(inbox, &SearchKey::SentOn(day(10)))
+        .unwrap()
+        .is_empty());
     assert!(mail
         .search(inbox, &SearchKey::SentSince(day(10)))
         .unwrap()
         .is_empty());
-    assert_eq!(mail.search(inbox, &SearchKey::SentBefore(day(10))).unwrap(), [1]);
+    assert_eq!(
+        mail.search(inbox, &SearchKey::SentBefore(day(10))).unwrap(),
+        [1]
+    );
 }
 
 /// An address without a domain (`From: Moderator-Address`, RFC 822's local recipients)
