@@ -33,7 +33,7 @@ pub(crate) fn analyze(raw: &[u8], header_only: bool) -> EmailAnalysis {
         analysis.header_block = bounded(&raw[..end]);
         return analysis;
     };
-    walk(&message, 0, None, raw.len(), raw, &mut analysis.parts);
+    walk(&message, 0, None, 0, raw, &mut analysis.parts);
     analysis.envelope = envelope(&message);
     analysis.header_block = match analysis.parts.first() {
         Some(root) => bounded(&raw[..root.body_offset as usize]),
@@ -272,18 +272,27 @@ fn decoded_size(encoding: Option<&str>, body: &[u8]) -> u64 {
     }
 }
 
-/// Appends part `id` of `message` (and its sub-parts) to `out`, depth first.
+/// How deep parts nest at most (multiparts and messages in messages): deeper ones are
+/// not listed. Dovecot stops at 100 levels; real mail rarely goes beyond 5.
+const MAX_MIME_DEPTH: usize = 64;
+
+/// Appends part `id` of `message` (and its sub-parts) to `out`, depth first, `depth`
+/// levels below the root.
 fn walk(
     message: &Message<'_>,
     id: u32,
     parent: Option<u32>,
-    total: usize,
+    depth: usize,
     raw: &[u8],
     out: &mut Vec<MimePart>,
 ) {
+    let total = raw.len();
     let Some(part) = message.parts.get(id as usize) else {
         return;
     };
+    if depth > MAX_MIME_DEPTH {
+        return;
+    }
     let (header, body, end) = (
         part.offset_header as usize,
         part.offset_body as usize,
@@ -378,15 +387,17 @@ fn walk(
     });
     match &part.body {
         PartType::Multipart(children) => {
-            for child in children {
-                walk(message, *child, Some(index), total, raw, out);
+            // A child follows its parent in mail-parser's list; malformed mail can make
+            // one name an earlier part (a cycle, found by the fuzz target): not followed.
+            for child in children.iter().filter(|c| **c > id) {
+                walk(message, *child, Some(index), depth + 1, raw, out);
             }
         }
         // A nested message parsed in place shares the outer message's offsets (its
         // `raw_message` is the whole outer message); one parsed from decoded bytes does
         // not, and stays a leaf.
         PartType::Message(nested) if nested.raw_message.len() == total => {
-            walk(nested, 0, Some(index), total, raw, out);
+            walk(nested, 0, Some(index), depth + 1, raw, out);
         }
         _ => {}
     }
