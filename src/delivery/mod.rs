@@ -328,19 +328,7 @@ pub struct DeliveryReceipt {
 /// [`EmailAnalysis`](crate::format::mail::EmailAnalysis) record with a zero thread (the
 /// import chooses it), or `None` when it is larger than an envelope carries.
 async fn analyze(plaintext: Vec<u8>, header_only: bool) -> Option<Vec<u8>> {
-    let work = move || {
-        let (envelope, parts) = if header_only {
-            (crate::mail::analyze_header(&plaintext), Vec::new())
-        } else {
-            crate::mail::analyze(&plaintext)
-        };
-        crate::format::mail::EmailAnalysis {
-            thread: crate::ids::ThreadId::from_bytes([0; 16]),
-            envelope,
-            parts,
-        }
-        .to_bytes()
-    };
+    let work = move || crate::mail::analyze(&plaintext, header_only).to_bytes();
     let bytes = match tokio::task::spawn_blocking(work).await {
         Ok(bytes) => bytes,
         Err(e) => {

@@ -11,18 +11,28 @@
 //!           ‖ modseq of the last change to the record (u64)
 //! message   version ‖ email id (16) ‖ modseq (u64) ‖ size (u64) ‖ system flags (u8)
 //!           ‖ keywords (list of strings)
-//! email     version ‖ pin (101, or 337 for a sealed blob) ‖ internal date (i64, Unix seconds) ‖ size (u64)
-//!           ‖ thread id (16) ‖ provenance (u8) ‖ analyzed (u8) ‖ envelope ‖ MIME parts (list)
-//! analysis  version ‖ thread id (16) ‖ envelope ‖ MIME parts (list): what `analyze`
-//!           computed from the body of an email imported unread, kept apart from its email
-//!           record
+//! email     version (2) ‖ pin (101, or 337 for a sealed blob) ‖ internal date (i64, Unix
+//!           seconds) ‖ size (u64) ‖ thread id (16) ‖ provenance (u8) ‖ analyzed (u8)
+//!           ‖ envelope ‖ MIME parts (list) ‖ header block (option bytes) ‖ preview (option
+//!           string); version 1 ends after the parts, its envelope and parts without the
+//!           version-2 items
+//! analysis  version (2) ‖ thread id (16) ‖ envelope ‖ MIME parts (list) ‖ header block
+//!           (option bytes) ‖ preview (option string): what `analyze` computed from the
+//!           body of an email imported unread, kept apart from its email record
 //! envelope  date (option i64) ‖ subject (option string) ‖ from, sender, reply-to, to, cc,
 //!           bcc (lists of addresses: option name ‖ email) ‖ message-id (option string)
 //!           ‖ in-reply-to, references (lists of strings)
+//!           version 2 adds: date zone (option i16, minutes east of UTC) ‖ Date, Subject,
+//!           Message-ID, In-Reply-To as written (4 option strings) ‖ groups (list of:
+//!           field (u8, 0 From .. 5 Bcc) ‖ name ‖ first member (u32) ‖ members (u32))
 //! part      parent (u32, u32::MAX for the root) ‖ type ‖ subtype ‖ parameters (list of
 //!           name ‖ value) ‖ transfer encoding (option string) ‖ disposition (option)
 //!           ‖ filename (option) ‖ content id (option) ‖ header, body, end offsets (u64)
 //!           ‖ lines (u32)
+//!           version 2 adds: description (option) ‖ languages (list of strings)
+//!           ‖ location (option) ‖ MD5 (option) ‖ disposition parameters (list of name
+//!           ‖ value) ‖ decoded size (option u64) ‖ envelope of the message held by a
+//!           `message/*` part (option envelope)
 //! vanished  version ‖ modseq of the expunge (u64) ‖ email id (16)
 //! thread    version ‖ thread id (16)
 //! number    version ‖ u64: a release (Unix time the email became unreferenced) or a
@@ -34,19 +44,42 @@ use crate::format::pin::BlobPin;
 use crate::format::reader::{put_bytes, put_list, put_option, Reader};
 use crate::ids::{EmailId, ThreadId};
 
-/// Version byte of every mail record.
+/// Version byte of every mail record but the email and analysis records.
 pub const MAIL_RECORD_VERSION: u8 = 1;
 
+/// Version byte of the email and analysis records written today: 2 adds the faithful
+/// analysis (address groups, header fields as written, the header block, the preview,
+/// the full IMAP `BODYSTRUCTURE` data of every part). Version 1 is still read: its
+/// version-2 items read as absent.
+pub const EMAIL_RECORD_VERSION: u8 = 2;
+
+/// The largest header block an analysis keeps ([`EmailRecord::header`]): a larger one is
+/// read from the body (one ranged GET).
+pub const MAX_HEADER_BLOCK_LEN: usize = 16 << 10;
+
+/// The longest preview an analysis keeps, in characters (JMAP `preview`, RFC 8621 §4.1.4).
+pub const MAX_PREVIEW_CHARS: usize = 256;
+
 fn start<'a>(kind: &'static str, bytes: &'a [u8]) -> Result<Reader<'a>> {
+    let (r, _) = start_versioned(kind, bytes, MAIL_RECORD_VERSION)?;
+    Ok(r)
+}
+
+/// A reader after the version byte, which must be 1 up to `latest`.
+fn start_versioned<'a>(
+    kind: &'static str,
+    bytes: &'a [u8],
+    latest: u8,
+) -> Result<(Reader<'a>, u8)> {
     let mut r = Reader::new(bytes);
     let version = r.u8()?;
-    if version != MAIL_RECORD_VERSION {
+    if !(1..=latest).contains(&version) {
         return Err(Error::UnsupportedVersion {
             object: kind,
             version,
         });
     }
-    Ok(r)
+    Ok((r, version))
 }
 
 fn put_str(out: &mut Vec<u8>, s: &String) {
@@ -376,20 +409,90 @@ pub enum Provenance {
 /// An address of a header field.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Address {
-    /// Display name.
+    /// Display name, decoded.
     pub name: Option<String>,
-    /// The address (or group name for an empty group).
+    /// The address (`local@domain`).
     pub email: String,
 }
 
-/// The header fields a server lists and sorts by, decoded at append.
+/// The address fields of an [`Envelope`], in the order IMAP's ENVELOPE lists them after
+/// the subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AddressField {
+    /// `From:`
+    From,
+    /// `Sender:`
+    Sender,
+    /// `Reply-To:`
+    ReplyTo,
+    /// `To:`
+    To,
+    /// `Cc:`
+    Cc,
+    /// `Bcc:`
+    Bcc,
+}
+
+impl AddressField {
+    /// Every field, in order.
+    pub const ALL: [AddressField; 6] = [
+        AddressField::From,
+        AddressField::Sender,
+        AddressField::ReplyTo,
+        AddressField::To,
+        AddressField::Cc,
+        AddressField::Bcc,
+    ];
+
+    fn to_byte(self) -> u8 {
+        self as u8
+    }
+
+    fn from_byte(byte: u8) -> Result<Self> {
+        Self::ALL
+            .get(usize::from(byte))
+            .copied()
+            .ok_or(Error::Tampered)
+    }
+}
+
+/// A group of an address field (RFC 5322 §3.4 `display-name: mailbox-list;`, such as
+/// `undisclosed-recipients:;`): its members are
+/// `envelope.addresses(field)[first..first + members]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AddressGroup {
+    /// The field it is written in.
+    pub field: AddressField,
+    /// The group's display name, decoded.
+    pub name: String,
+    /// Index of its first member in the field's addresses.
+    pub first: u32,
+    /// Number of members (0 for an empty group).
+    pub members: u32,
+}
+
+/// One item of an address field as IMAP's ENVELOPE lists it (RFC 9051 §7.5.2): groups are
+/// a start marker (`(NIL NIL "name" NIL)`), their members, and an end marker
+/// (`(NIL NIL NIL NIL)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressItem<'a> {
+    /// A mailbox.
+    Mailbox(&'a Address),
+    /// The start of a group, with its display name.
+    GroupStart(&'a str),
+    /// The end of a group.
+    GroupEnd,
+}
+
+/// The header fields a server lists and sorts by, decoded at append; with the fields as
+/// written where IMAP's ENVELOPE wants them so.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Envelope {
     /// `Date:` as Unix seconds.
     pub date: Option<i64>,
     /// `Subject:`, decoded.
     pub subject: Option<String>,
-    /// `From:`
+    /// `From:`: every mailbox, members of groups included, in order (JMAP `asAddresses`).
     pub from: Vec<Address>,
     /// `Sender:`
     pub sender: Vec<Address>,
@@ -407,6 +510,21 @@ pub struct Envelope {
     pub in_reply_to: Vec<String>,
     /// `References:` ids.
     pub references: Vec<String>,
+    /// The zone of `Date:`, in minutes east of UTC (`-0500` is -300), as written: with
+    /// [`date`](Self::date), the local time of the sender (JMAP `sentAt`).
+    pub date_zone: Option<i16>,
+    /// `Date:` as written (unfolded, trimmed): IMAP's ENVELOPE date.
+    pub date_raw: Option<String>,
+    /// `Subject:` as written (unfolded, trimmed, encoded words kept): IMAP's ENVELOPE
+    /// subject.
+    pub subject_raw: Option<String>,
+    /// `Message-ID:` as written (unfolded, trimmed, with its angle brackets): IMAP's
+    /// ENVELOPE message-id.
+    pub message_id_raw: Option<String>,
+    /// `In-Reply-To:` as written (unfolded, trimmed): IMAP's ENVELOPE in-reply-to.
+    pub in_reply_to_raw: Option<String>,
+    /// The groups of the address fields, by field, then in the order written.
+    pub groups: Vec<AddressGroup>,
 }
 
 fn put_addresses(out: &mut Vec<u8>, list: &[Address]) {
@@ -425,29 +543,103 @@ fn read_addresses(r: &mut Reader<'_>) -> Result<Vec<Address>> {
     })
 }
 
+fn put_pairs(out: &mut Vec<u8>, pairs: &[(String, String)]) {
+    put_list(out, pairs, |out, (n, v)| {
+        put_str(out, n);
+        put_str(out, v);
+    });
+}
+
+fn read_pairs(r: &mut Reader<'_>) -> Result<Vec<(String, String)>> {
+    r.list(8, |r| Ok((r.string()?, r.string()?)))
+}
+
 impl Envelope {
+    /// The mailboxes of `field`, members of groups included, in order.
+    pub fn addresses(&self, field: AddressField) -> &[Address] {
+        match field {
+            AddressField::From => &self.from,
+            AddressField::Sender => &self.sender,
+            AddressField::ReplyTo => &self.reply_to,
+            AddressField::To => &self.to,
+            AddressField::Cc => &self.cc,
+            AddressField::Bcc => &self.bcc,
+        }
+    }
+
+    /// `field` as IMAP's ENVELOPE lists it: mailboxes, and groups as a start marker,
+    /// their members and an end marker.
+    pub fn address_items(&self, field: AddressField) -> Vec<AddressItem<'_>> {
+        let mut out = Vec::new();
+        for (group, members) in self.grouped(field) {
+            match group {
+                Some(name) => {
+                    out.push(AddressItem::GroupStart(name));
+                    out.extend(members.iter().map(AddressItem::Mailbox));
+                    out.push(AddressItem::GroupEnd);
+                }
+                None => out.extend(members.iter().map(AddressItem::Mailbox)),
+            }
+        }
+        out
+    }
+
+    /// `field` grouped as JMAP's `asGroupedAddresses` gives it (RFC 8621 §4.1.2.4): each
+    /// run of mailboxes outside any group under `None`, each group under its name.
+    pub fn grouped(&self, field: AddressField) -> Vec<(Option<&str>, &[Address])> {
+        let addresses = self.addresses(field);
+        let mut out = Vec::new();
+        let mut next = 0usize;
+        for group in self.groups.iter().filter(|g| g.field == field) {
+            let first = (group.first as usize).clamp(next, addresses.len());
+            let end = first
+                .saturating_add(group.members as usize)
+                .min(addresses.len());
+            if next < first {
+                out.push((None, &addresses[next..first]));
+            }
+            out.push((Some(group.name.as_str()), &addresses[first..end]));
+            next = end;
+        }
+        if next < addresses.len() {
+            out.push((None, &addresses[next..]));
+        }
+        out
+    }
+
     fn put(&self, out: &mut Vec<u8>) {
         put_option(out, self.date.as_ref(), |out, d| {
             out.extend_from_slice(&d.to_be_bytes())
         });
         put_option(out, self.subject.as_ref(), put_str);
-        for list in [
-            &self.from,
-            &self.sender,
-            &self.reply_to,
-            &self.to,
-            &self.cc,
-            &self.bcc,
-        ] {
-            put_addresses(out, list);
+        for field in AddressField::ALL {
+            put_addresses(out, self.addresses(field));
         }
         put_option(out, self.message_id.as_ref(), put_str);
         put_strings(out, &self.in_reply_to);
         put_strings(out, &self.references);
+        // Version 2.
+        put_option(out, self.date_zone.as_ref(), |out, z| {
+            out.extend_from_slice(&z.to_be_bytes())
+        });
+        for raw in [
+            &self.date_raw,
+            &self.subject_raw,
+            &self.message_id_raw,
+            &self.in_reply_to_raw,
+        ] {
+            put_option(out, raw.as_ref(), put_str);
+        }
+        put_list(out, &self.groups, |out, g| {
+            out.push(g.field.to_byte());
+            put_str(out, &g.name);
+            out.extend_from_slice(&g.first.to_be_bytes());
+            out.extend_from_slice(&g.members.to_be_bytes());
+        });
     }
 
-    fn read(r: &mut Reader<'_>) -> Result<Self> {
-        Ok(Self {
+    fn read(r: &mut Reader<'_>, version: u8) -> Result<Self> {
+        let mut envelope = Self {
             date: r.option(|r| r.u64().map(|d| d as i64))?,
             subject: r.option(Reader::string)?,
             from: read_addresses(r)?,
@@ -459,11 +651,41 @@ impl Envelope {
             message_id: r.option(Reader::string)?,
             in_reply_to: read_strings(r)?,
             references: read_strings(r)?,
-        })
+            ..Self::default()
+        };
+        if version < 2 {
+            return Ok(envelope);
+        }
+        envelope.date_zone = r.option(|r| r.u16().map(|z| z as i16))?;
+        envelope.date_raw = r.option(Reader::string)?;
+        envelope.subject_raw = r.option(Reader::string)?;
+        envelope.message_id_raw = r.option(Reader::string)?;
+        envelope.in_reply_to_raw = r.option(Reader::string)?;
+        envelope.groups = r.list(13, |r| {
+            Ok(AddressGroup {
+                field: AddressField::from_byte(r.u8()?)?,
+                name: r.string()?,
+                first: r.u32()?,
+                members: r.u32()?,
+            })
+        })?;
+        // Groups are in field order, then in the order written, apart, and within their
+        // field's addresses.
+        let mut end = (AddressField::From, 0u64);
+        for g in &envelope.groups {
+            let start = (g.field, u64::from(g.first));
+            let stop = u64::from(g.first) + u64::from(g.members);
+            if start < end || stop > envelope.addresses(g.field).len() as u64 {
+                return Err(Error::Tampered);
+            }
+            end = (g.field, stop);
+        }
+        Ok(envelope)
     }
 }
 
-/// One MIME part, with its byte offsets in the message (so a part is a range read).
+/// One MIME part, with its byte offsets in the message (so a part is a range read) and
+/// what IMAP's `BODYSTRUCTURE` (RFC 9051 §7.5.2) and JMAP's `EmailBodyPart` say of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MimePart {
     /// Index of the enclosing part in the list, `None` for the root.
@@ -490,17 +712,37 @@ pub struct MimePart {
     pub end_offset: u64,
     /// Lines in the body.
     pub lines: u32,
+    /// `Content-Description`, as written (unfolded, trimmed).
+    pub description: Option<String>,
+    /// `Content-Language` tags (RFC 3282), in order.
+    pub languages: Vec<String>,
+    /// `Content-Location` (RFC 2557), unfolded and trimmed.
+    pub location: Option<String>,
+    /// `Content-MD5` (RFC 1864), as written.
+    pub md5: Option<String>,
+    /// `Content-Disposition` parameters (`filename`, `size`...), RFC 2231 continuations
+    /// joined and values decoded.
+    pub disposition_params: Vec<(String, String)>,
+    /// Size of the body once its transfer encoding is removed (IMAP `BINARY.SIZE`, RFC
+    /// 3516); `None` for a multipart part, and for parts analysed by a version of the
+    /// crate that did not compute it.
+    pub decoded_size: Option<u64>,
+    /// For a `message/rfc822` (or `message/global`) part: the envelope of the message it
+    /// holds, as IMAP's `BODYSTRUCTURE` nests it.
+    pub envelope: Option<Box<Envelope>>,
 }
 
 impl MimePart {
+    /// Size of the body as stored (IMAP `BODYSTRUCTURE` body size).
+    pub fn body_len(&self) -> u64 {
+        self.end_offset - self.body_offset
+    }
+
     fn put(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.parent.unwrap_or(u32::MAX).to_be_bytes());
         put_str(out, &self.content_type);
         put_str(out, &self.subtype);
-        put_list(out, &self.params, |out, (n, v)| {
-            put_str(out, n);
-            put_str(out, v);
-        });
+        put_pairs(out, &self.params);
         for item in [
             &self.transfer_encoding,
             &self.disposition,
@@ -513,20 +755,30 @@ impl MimePart {
             out.extend_from_slice(&offset.to_be_bytes());
         }
         out.extend_from_slice(&self.lines.to_be_bytes());
+        // Version 2.
+        put_option(out, self.description.as_ref(), put_str);
+        put_strings(out, &self.languages);
+        put_option(out, self.location.as_ref(), put_str);
+        put_option(out, self.md5.as_ref(), put_str);
+        put_pairs(out, &self.disposition_params);
+        put_option(out, self.decoded_size.as_ref(), |out, s| {
+            out.extend_from_slice(&s.to_be_bytes())
+        });
+        put_option(out, self.envelope.as_deref(), |out, e| e.put(out));
     }
 
-    fn read(r: &mut Reader<'_>, index: usize) -> Result<Self> {
+    fn read(r: &mut Reader<'_>, index: usize, version: u8) -> Result<Self> {
         let parent = match r.u32()? {
             u32::MAX => None,
             // A parent always precedes its children.
             p if (p as usize) < index => Some(p),
             _ => return Err(Error::Tampered),
         };
-        let part = Self {
+        let mut part = Self {
             parent,
             content_type: r.string()?,
             subtype: r.string()?,
-            params: r.list(8, |r| Ok((r.string()?, r.string()?)))?,
+            params: read_pairs(r)?,
             transfer_encoding: r.option(Reader::string)?,
             disposition: r.option(Reader::string)?,
             filename: r.option(Reader::string)?,
@@ -535,9 +787,25 @@ impl MimePart {
             body_offset: r.u64()?,
             end_offset: r.u64()?,
             lines: r.u32()?,
+            description: None,
+            languages: Vec::new(),
+            location: None,
+            md5: None,
+            disposition_params: Vec::new(),
+            decoded_size: None,
+            envelope: None,
         };
         if !(part.header_offset <= part.body_offset && part.body_offset <= part.end_offset) {
             return Err(Error::Tampered);
+        }
+        if version >= 2 {
+            part.description = r.option(Reader::string)?;
+            part.languages = read_strings(r)?;
+            part.location = r.option(Reader::string)?;
+            part.md5 = r.option(Reader::string)?;
+            part.disposition_params = read_pairs(r)?;
+            part.decoded_size = r.option(Reader::u64)?;
+            part.envelope = r.option(|r| Envelope::read(r, version).map(Box::new))?;
         }
         Ok(part)
     }
@@ -563,13 +831,31 @@ pub struct EmailRecord {
     pub envelope: Envelope,
     /// MIME parts in depth-first order (empty when the structure was not computed).
     pub parts: Vec<MimePart>,
+    /// The header block as stored (`BODY[HEADER]`: from the first byte to the blank line
+    /// that ends it, included), when it is at most [`MAX_HEADER_BLOCK_LEN`] bytes; see
+    /// [`header`](Self::header).
+    pub header_block: Option<Vec<u8>>,
+    /// A plain-text fragment of the first text body part (JMAP `preview`): at most
+    /// [`MAX_PREVIEW_CHARS`] characters, white space collapsed to single spaces.
+    pub preview: Option<String>,
 }
 
 impl EmailRecord {
+    /// The message's header block (`BODY[HEADER]`, up to and including the blank line
+    /// that ends it) when the analysis kept it: a server answers `BODY[HEADER]`,
+    /// `BODY[HEADER.FIELDS (...)]` and JMAP `header:*` properties from it without reading
+    /// the body. `None` when the header is larger than [`MAX_HEADER_BLOCK_LEN`], the
+    /// email is not analyzed yet, or its analysis predates the header block: it is then
+    /// the range `parts[0].header_offset..parts[0].body_offset` of the body (or, without
+    /// parts, the body up to its first blank line).
+    pub fn header(&self) -> Option<&[u8]> {
+        self.header_block.as_deref()
+    }
+
     /// Serialized form.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(256 + 64 * self.parts.len());
-        out.push(MAIL_RECORD_VERSION);
+        out.push(EMAIL_RECORD_VERSION);
         out.extend_from_slice(&self.pin.to_bytes());
         out.extend_from_slice(&self.internal_date.to_be_bytes());
         out.extend_from_slice(&self.size.to_be_bytes());
@@ -581,15 +867,16 @@ impl EmailRecord {
         out.push(u8::from(self.analyzed));
         self.envelope.put(&mut out);
         put_parts(&mut out, &self.parts);
+        put_extras(&mut out, &self.header_block, &self.preview);
         out
     }
 
-    /// Parses a stored email record.
+    /// Parses a stored email record (version 1 or 2).
     ///
     /// # Errors
     /// [`Error::UnsupportedVersion`] or [`Error::Tampered`].
     pub fn parse(bytes: &[u8]) -> Result<Self> {
-        let mut r = start("email record", bytes)?;
+        let (mut r, version) = start_versioned("email record", bytes, EMAIL_RECORD_VERSION)?;
         let pin_len = BlobPin::serialized_len(r.remaining())?;
         let pin = BlobPin::parse(r.take(pin_len)?)?;
         let internal_date = r.u64()? as i64;
@@ -608,9 +895,10 @@ impl EmailRecord {
             1 => true,
             _ => return Err(Error::Tampered),
         };
-        let envelope = Envelope::read(&mut r)?;
-        let parts = read_parts(&mut r)?;
+        let envelope = Envelope::read(&mut r, version)?;
+        let parts = read_parts(&mut r, version)?;
         check_parts(&parts, size)?;
+        let (header_block, preview) = read_extras(&mut r, version)?;
         r.finish()?;
         Ok(Self {
             pin,
@@ -621,21 +909,32 @@ impl EmailRecord {
             analyzed,
             envelope,
             parts,
+            header_block,
+            preview,
         })
     }
 
     /// This email with `analysis` (computed from its body after an import) in place of
-    /// its own thread, envelope and parts.
+    /// its own thread, envelope, parts, header block and preview.
     ///
     /// # Errors
     /// [`Error::Tampered`] if a part of the analysis ends beyond the body.
     pub fn with_analysis(self, analysis: EmailAnalysis) -> Result<Self> {
         check_parts(&analysis.parts, self.size)?;
+        if analysis
+            .header_block
+            .as_ref()
+            .is_some_and(|h| h.len() as u64 > self.size)
+        {
+            return Err(Error::Tampered);
+        }
         Ok(Self {
             thread: analysis.thread,
             analyzed: true,
             envelope: analysis.envelope,
             parts: analysis.parts,
+            header_block: analysis.header_block,
+            preview: analysis.preview,
             ..self
         })
     }
@@ -645,13 +944,39 @@ fn put_parts(out: &mut Vec<u8>, parts: &[MimePart]) {
     put_list(out, parts, |out, p| p.put(out));
 }
 
-fn read_parts(r: &mut Reader<'_>) -> Result<Vec<MimePart>> {
+fn read_parts(r: &mut Reader<'_>, version: u8) -> Result<Vec<MimePart>> {
     let mut index = 0;
     r.list(48, |r| {
-        let part = MimePart::read(r, index);
+        let part = MimePart::read(r, index, version);
         index += 1;
         part
     })
+}
+
+fn put_extras(out: &mut Vec<u8>, header_block: &Option<Vec<u8>>, preview: &Option<String>) {
+    put_option(out, header_block.as_ref(), |out, h| put_bytes(out, h));
+    put_option(out, preview.as_ref(), put_str);
+}
+
+fn read_extras(r: &mut Reader<'_>, version: u8) -> Result<(Option<Vec<u8>>, Option<String>)> {
+    if version < 2 {
+        return Ok((None, None));
+    }
+    let header_block = r.option(|r| r.bytes().map(<[u8]>::to_vec))?;
+    if header_block
+        .as_ref()
+        .is_some_and(|h| h.len() > MAX_HEADER_BLOCK_LEN)
+    {
+        return Err(Error::Tampered);
+    }
+    let preview = r.option(Reader::string)?;
+    if preview
+        .as_ref()
+        .is_some_and(|p| p.chars().count() > MAX_PREVIEW_CHARS)
+    {
+        return Err(Error::Tampered);
+    }
+    Ok((header_block, preview))
 }
 
 fn check_parts(parts: &[MimePart], size: u64) -> Result<()> {
@@ -673,34 +998,42 @@ pub struct EmailAnalysis {
     pub envelope: Envelope,
     /// MIME parts in depth-first order (empty for a body above the parse limit).
     pub parts: Vec<MimePart>,
+    /// The header block, as [`EmailRecord::header_block`].
+    pub header_block: Option<Vec<u8>>,
+    /// The preview, as [`EmailRecord::preview`].
+    pub preview: Option<String>,
 }
 
 impl EmailAnalysis {
     /// Serialized form.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(128 + 64 * self.parts.len());
-        out.push(MAIL_RECORD_VERSION);
+        out.push(EMAIL_RECORD_VERSION);
         out.extend_from_slice(self.thread.as_bytes());
         self.envelope.put(&mut out);
         put_parts(&mut out, &self.parts);
+        put_extras(&mut out, &self.header_block, &self.preview);
         out
     }
 
-    /// Parses a stored analysis record. Its offsets are checked against the body's size
-    /// by [`EmailRecord::with_analysis`].
+    /// Parses a stored analysis record (version 1 or 2). Its offsets are checked against
+    /// the body's size by [`EmailRecord::with_analysis`].
     ///
     /// # Errors
     /// [`Error::UnsupportedVersion`] or [`Error::Tampered`].
     pub fn parse(bytes: &[u8]) -> Result<Self> {
-        let mut r = start("analysis record", bytes)?;
+        let (mut r, version) = start_versioned("analysis record", bytes, EMAIL_RECORD_VERSION)?;
         let thread = ThreadId::from_bytes(r.array()?);
-        let envelope = Envelope::read(&mut r)?;
-        let parts = read_parts(&mut r)?;
+        let envelope = Envelope::read(&mut r, version)?;
+        let parts = read_parts(&mut r, version)?;
+        let (header_block, preview) = read_extras(&mut r, version)?;
         r.finish()?;
         Ok(Self {
             thread,
             envelope,
             parts,
+            header_block,
+            preview,
         })
     }
 }
@@ -812,7 +1145,12 @@ mod tests {
         .unwrap();
         let analysis = EmailAnalysis::parse(&seed).unwrap();
         assert_eq!(analysis.envelope.subject.as_deref(), Some("Hi"));
-        assert_eq!(analysis.to_bytes(), seed);
+        // A version-1 record (written before the faithful analysis) is rewritten as
+        // version 2, with the same content.
+        assert_eq!(seed[0], 1);
+        let rewritten = analysis.to_bytes();
+        assert_eq!(rewritten[0], EMAIL_RECORD_VERSION);
+        assert_eq!(EmailAnalysis::parse(&rewritten).unwrap(), analysis);
         for cut in 0..seed.len() {
             assert!(EmailAnalysis::parse(&seed[..cut]).is_err());
         }
@@ -829,6 +1167,13 @@ mod tests {
             body_offset: 10,
             end_offset: 100,
             lines: 1,
+            description: None,
+            languages: Vec::new(),
+            location: None,
+            md5: None,
+            disposition_params: Vec::new(),
+            decoded_size: None,
+            envelope: None,
         };
         let analysis = EmailAnalysis {
             parts: vec![part],
@@ -854,6 +1199,8 @@ mod tests {
             analyzed: false,
             envelope: Envelope::default(),
             parts: Vec::new(),
+            header_block: None,
+            preview: None,
         };
         let analyzed = email(100).with_analysis(analysis.clone()).unwrap();
         assert!(analyzed.analyzed && analyzed.parts == analysis.parts);
@@ -861,6 +1208,197 @@ mod tests {
             email(99).with_analysis(analysis),
             Err(Error::Tampered)
         ));
+    }
+
+    /// Every email record seed of the fuzz corpus was written with version 1: each still
+    /// parses, and is rewritten as version 2 with the same content.
+    #[test]
+    fn version_1_email_records_still_read() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/mail_records");
+        let mut read = 0;
+        for name in ["email0", "email1", "email2", "email_sealed"] {
+            let seed = std::fs::read(format!("{dir}/{name}")).unwrap();
+            assert_eq!(seed[0], 1, "{name}");
+            let record = EmailRecord::parse(&seed).unwrap();
+            assert!(record.header_block.is_none() && record.preview.is_none());
+            assert!(record.parts.iter().all(|p| p.decoded_size.is_none()));
+            let rewritten = record.to_bytes();
+            assert_eq!(rewritten[0], 2);
+            assert_eq!(EmailRecord::parse(&rewritten).unwrap(), record, "{name}");
+            read += 1;
+        }
+        assert_eq!(read, 4);
+    }
+
+    fn faithful_analysis() -> EmailAnalysis {
+        let address = |name: Option<&str>, email: &str| Address {
+            name: name.map(str::to_owned),
+            email: email.to_owned(),
+        };
+        let nested = Envelope {
+            subject: Some("inner".into()),
+            from: vec![address(None, "c@example.org")],
+            date_raw: Some("Mon, 1 Jan 2024 10:00:00 +0100".into()),
+            date_zone: Some(60),
+            ..Envelope::default()
+        };
+        let envelope = Envelope {
+            date: Some(1_700_000_000),
+            date_zone: Some(-300),
+            date_raw: Some("Tue, 14 Nov 2023 17:13:20 -0500".into()),
+            subject: Some("Grüße".into()),
+            subject_raw: Some("=?utf-8?q?Gr=C3=BC=C3=9Fe?=".into()),
+            from: vec![address(Some("A"), "a@example.org")],
+            to: vec![
+                address(None, "x@example.org"),
+                address(Some("B"), "b@example.org"),
+            ],
+            cc: Vec::new(),
+            message_id: Some("id@example.org".into()),
+            message_id_raw: Some("<id@example.org>".into()),
+            in_reply_to: vec!["p@example.org".into()],
+            in_reply_to_raw: Some("<p@example.org> (parent)".into()),
+            groups: vec![
+                AddressGroup {
+                    field: AddressField::To,
+                    name: "Team".into(),
+                    first: 1,
+                    members: 1,
+                },
+                AddressGroup {
+                    field: AddressField::Cc,
+                    name: "undisclosed-recipients".into(),
+                    first: 0,
+                    members: 0,
+                },
+            ],
+            ..Envelope::default()
+        };
+        let part = |parent: Option<u32>, t: &str, s: &str, range: (u64, u64, u64)| MimePart {
+            parent,
+            content_type: t.into(),
+            subtype: s.into(),
+            params: Vec::new(),
+            transfer_encoding: None,
+            disposition: None,
+            filename: None,
+            content_id: None,
+            header_offset: range.0,
+            body_offset: range.1,
+            end_offset: range.2,
+            lines: 1,
+            description: None,
+            languages: Vec::new(),
+            location: None,
+            md5: None,
+            disposition_params: Vec::new(),
+            decoded_size: None,
+            envelope: None,
+        };
+        let mut leaf = part(Some(0), "application", "pdf", (100, 150, 250));
+        leaf.description = Some("a =?utf-8?q?file?=".into());
+        leaf.languages = vec!["en".into(), "fr".into()];
+        leaf.location = Some("http://example.org/a.pdf".into());
+        leaf.md5 = Some("Q2hlY2sgSW50ZWdyaXR5IQ==".into());
+        leaf.disposition = Some("attachment".into());
+        leaf.disposition_params = vec![("filename".into(), "a.pdf".into())];
+        leaf.decoded_size = Some(72);
+        let mut message = part(Some(0), "message", "rfc822", (250, 280, 400));
+        message.envelope = Some(Box::new(nested));
+        message.decoded_size = Some(120);
+        EmailAnalysis {
+            thread: ThreadId::from_bytes([3; 16]),
+            envelope,
+            parts: vec![
+                part(None, "multipart", "mixed", (0, 90, 400)),
+                leaf,
+                message,
+            ],
+            header_block: Some(b"From: A <a@example.org>\r\n\r\n".to_vec()),
+            preview: Some("hello world".into()),
+        }
+    }
+
+    #[test]
+    fn faithful_analysis_round_trip_truncation_and_groups() {
+        let analysis = faithful_analysis();
+        let bytes = analysis.to_bytes();
+        assert_eq!(EmailAnalysis::parse(&bytes).unwrap(), analysis);
+        for cut in 0..bytes.len() {
+            assert!(EmailAnalysis::parse(&bytes[..cut]).is_err(), "{cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(EmailAnalysis::parse(&longer).is_err());
+        let mut newer = bytes;
+        newer[0] = 3;
+        assert!(matches!(
+            EmailAnalysis::parse(&newer),
+            Err(Error::UnsupportedVersion { version: 3, .. })
+        ));
+        // IMAP's view of the To field: a mailbox, then the group with its member.
+        let e = &analysis.envelope;
+        assert_eq!(
+            e.address_items(AddressField::To),
+            [
+                AddressItem::Mailbox(&e.to[0]),
+                AddressItem::GroupStart("Team"),
+                AddressItem::Mailbox(&e.to[1]),
+                AddressItem::GroupEnd,
+            ]
+        );
+        assert_eq!(
+            e.address_items(AddressField::Cc),
+            [
+                AddressItem::GroupStart("undisclosed-recipients"),
+                AddressItem::GroupEnd
+            ]
+        );
+        assert_eq!(
+            e.grouped(AddressField::To),
+            [(None, &e.to[..1]), (Some("Team"), &e.to[1..])]
+        );
+        assert_eq!(e.grouped(AddressField::From), [(None, &e.from[..])]);
+        // Groups beyond their field's addresses, or out of order, are refused.
+        for groups in [
+            vec![AddressGroup {
+                field: AddressField::To,
+                name: "G".into(),
+                first: 1,
+                members: 2,
+            }],
+            vec![
+                AddressGroup {
+                    field: AddressField::To,
+                    name: "G".into(),
+                    first: 1,
+                    members: 1,
+                },
+                AddressGroup {
+                    field: AddressField::From,
+                    name: "H".into(),
+                    first: 0,
+                    members: 0,
+                },
+            ],
+        ] {
+            let mut bad = faithful_analysis();
+            bad.envelope.groups = groups;
+            assert!(matches!(
+                EmailAnalysis::parse(&bad.to_bytes()),
+                Err(Error::Tampered)
+            ));
+        }
+        // A header block above the bound, a preview above 256 characters: refused.
+        let mut bad = faithful_analysis();
+        bad.header_block = Some(vec![b'x'; MAX_HEADER_BLOCK_LEN + 1]);
+        assert!(EmailAnalysis::parse(&bad.to_bytes()).is_err());
+        let mut bad = faithful_analysis();
+        bad.preview = Some("é".repeat(MAX_PREVIEW_CHARS + 1));
+        assert!(EmailAnalysis::parse(&bad.to_bytes()).is_err());
+        let mut ok = faithful_analysis();
+        ok.preview = Some("é".repeat(MAX_PREVIEW_CHARS));
+        assert!(EmailAnalysis::parse(&ok.to_bytes()).is_ok());
     }
 
     #[test]

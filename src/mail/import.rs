@@ -518,6 +518,8 @@ impl Mailstore {
                     analyzed: false,
                     envelope: Envelope::default(),
                     parts: Vec::new(),
+                    header_block: None,
+                    preview: None,
                 };
                 let record = match d
                     .analysis
@@ -623,11 +625,11 @@ impl Mailstore {
         // As at append, a body above the parse limit is parsed for its header only: only
         // that much of it is read.
         let limit = self.config.max_parse_len;
-        let (envelope, parts) = if email.size > limit as u64 {
+        let analysis = if email.size > limit as u64 {
             let prefix = self.read_range(&email, 0..limit as u64).await?;
-            (super::mime::analyze_header(&prefix), Vec::new())
+            super::mime::analyze(&prefix, true)
         } else {
-            super::mime::analyze(&self.read(&email).await?)
+            super::mime::analyze(&self.read(&email).await?, false)
         };
         let id = self.email_id_of(mailbox, uid)?;
         self.write(move |c, _| {
@@ -642,11 +644,10 @@ impl Mailstore {
             }
             // A delivery joins the thread of the messages it answers or that answer it,
             // now that its references are known.
-            let thread = super::join_thread(c, &envelope, current.thread, &mut plan.batch);
+            let thread = super::join_thread(c, &analysis.envelope, current.thread, &mut plan.batch);
             let analysis = EmailAnalysis {
                 thread,
-                envelope: envelope.clone(),
-                parts: parts.clone(),
+                ..analysis.clone()
             };
             plan.batch.put(keys::analysis(&id), analysis.to_bytes());
             Ok((plan, current.with_analysis(analysis)?))

@@ -81,10 +81,20 @@ impl Mailstore {
 
     /// The envelope of a header block (`From:` ... up to the blank line), parsed as at
     /// append: what a server computes for a message nested in a `message/rfc822` part
-    /// (its header read with [`read_part`](Self::read_part)), whose envelope the
-    /// analysis does not keep.
+    /// (its header read with [`read_part`](Self::read_part)) when the part has no
+    /// [`MimePart::envelope`] (an analysis of an email record of version 1).
     pub fn header_envelope(header: &[u8]) -> Envelope {
-        mime::analyze_header(header)
+        mime::analyze(header, true).envelope
+    }
+
+    /// What an append computes from the message `raw` (JMAP `Email/parse`, a server's
+    /// check of a message before it stores it): envelope, MIME structure with the
+    /// `BODYSTRUCTURE` data of every part, header block and preview, with a zero thread.
+    /// Never fails: bytes that are not a message give an empty envelope and no parts.
+    /// Parses the whole of `raw`: a caller bounds it (an append parses at most
+    /// [`MailConfig::max_parse_len`] bytes, the header only above).
+    pub fn parse_message(raw: &[u8]) -> EmailAnalysis {
+        mime::analyze(raw, false)
     }
 
     /// The part an IMAP section number names (`[1, 2]` for `BODY[1.2]`), as an index
@@ -151,11 +161,7 @@ impl Mailstore {
         }
         let (parse_buffer, too_large) = parse.finish();
         let pin = writer.finish().await?;
-        let (envelope, parts) = if too_large {
-            (mime::analyze_header(&parse_buffer), Vec::new())
-        } else {
-            mime::analyze(&parse_buffer)
-        };
+        let analysis = mime::analyze(&parse_buffer, too_large);
         drop(parse_buffer);
         let email_id = EmailId::random(&self.rng);
         let new_thread = ThreadId::random(&self.rng);
@@ -170,7 +176,7 @@ impl Mailstore {
                 let uid = uid_next(c, &mailbox)?;
                 check_quota(c, quota, size, &memo)?;
                 let mut plan = Plan::new();
-                let thread = join_thread(c, &envelope, new_thread, &mut plan.batch);
+                let thread = join_thread(c, &analysis.envelope, new_thread, &mut plan.batch);
                 let email = EmailRecord {
                     pin,
                     internal_date,
@@ -178,8 +184,10 @@ impl Mailstore {
                     thread,
                     provenance,
                     analyzed: true,
-                    envelope: envelope.clone(),
-                    parts: parts.clone(),
+                    envelope: analysis.envelope.clone(),
+                    parts: analysis.parts.clone(),
+                    header_block: analysis.header_block.clone(),
+                    preview: analysis.preview.clone(),
                 };
                 let message = MessageRecord {
                     email: email_id,

@@ -1,52 +1,141 @@
-//! What is computed once from a message at append: the envelope fields and the MIME part
-//! tree with byte offsets, by the `mail-parser` crate.
+//! What is computed once from a message at append (or by the deliverer, from the
+//! plaintext): the envelope fields, the MIME part tree with byte offsets and the IMAP
+//! `BODYSTRUCTURE` data of every part, the header block and the JMAP preview, by the
+//! `mail-parser` crate.
 
+use mail_parser::decoders::html::html_to_text;
 use mail_parser::{
-    Address as ParsedAddress, HeaderValue, Message, MessageParser, MimeHeaders, PartType,
+    Address as ParsedAddress, Header, HeaderValue, Message, MessageParser, MimeHeaders, PartType,
 };
 
-use crate::format::mail::{Address, Envelope, MimePart};
+use crate::format::mail::{
+    Address, AddressField, AddressGroup, EmailAnalysis, Envelope, MimePart, MAX_HEADER_BLOCK_LEN,
+    MAX_PREVIEW_CHARS,
+};
+use crate::ids::ThreadId;
 
-/// Envelope and MIME structure of `raw` (an RFC 5322 message). Never fails: a message the
-/// parser cannot make sense of gets an empty envelope and no parts (it is then read
-/// whole).
-pub(crate) fn analyze(raw: &[u8]) -> (Envelope, Vec<MimePart>) {
-    let Some(message) = MessageParser::default().parse(raw) else {
-        return (Envelope::default(), Vec::new());
+/// The analysis of `raw` (an RFC 5322 message), with a zero thread (the caller chooses
+/// it): of its header only when `header_only` (the start of a message above the parse
+/// limit: no parts, no preview). Never fails: a message the parser cannot make sense of
+/// gets an empty envelope and no parts (it is then read whole).
+pub(crate) fn analyze(raw: &[u8], header_only: bool) -> EmailAnalysis {
+    let mut analysis = EmailAnalysis {
+        thread: ThreadId::from_bytes([0; 16]),
+        envelope: Envelope::default(),
+        parts: Vec::new(),
+        header_block: None,
+        preview: None,
     };
-    let mut parts = Vec::new();
-    walk(&message, 0, None, raw.len(), raw, &mut parts);
-    (envelope(&message), parts)
+    let message = if header_only { None } else { parse(raw) };
+    let Some(message) = message else {
+        let end = header_end(raw);
+        analysis.envelope = analyze_header(&raw[..end]);
+        analysis.header_block = bounded(&raw[..end]);
+        return analysis;
+    };
+    walk(&message, 0, None, 0, raw, &mut analysis.parts);
+    analysis.envelope = envelope(&message);
+    analysis.header_block = match analysis.parts.first() {
+        Some(root) => bounded(&raw[..root.body_offset as usize]),
+        None => bounded(&raw[..header_end(raw)]),
+    };
+    analysis.preview = preview(&message);
+    analysis
+}
+
+/// `raw` parsed by mail-parser, `None` if it cannot be. mail-parser asserts (in builds
+/// with debug assertions) on some malformed multiparts (fuzz target `mail_analysis`):
+/// a panic in the parser of untrusted mail is taken as "cannot parse", never passed on.
+fn parse(raw: &[u8]) -> Option<Message<'_>> {
+    std::panic::catch_unwind(|| MessageParser::default().parse(raw))
+        .ok()
+        .flatten()
 }
 
 /// Parses only the header block of `prefix` (the start of a message too large to parse
 /// whole): the envelope, no parts.
 pub(crate) fn analyze_header(prefix: &[u8]) -> Envelope {
-    let end = prefix
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|p| p + 4)
-        .or_else(|| prefix.windows(2).position(|w| w == b"\n\n").map(|p| p + 2))
-        .unwrap_or(prefix.len());
     MessageParser::default()
-        .parse_headers(&prefix[..end])
+        .parse_headers(&prefix[..header_end(prefix)])
         .map(|m| envelope(&m))
         .unwrap_or_default()
 }
 
-fn addresses(value: Option<&ParsedAddress<'_>>) -> Vec<Address> {
-    let Some(value) = value else {
-        return Vec::new();
-    };
-    value
+/// The end of the header block of `raw`: after its first blank line (CRLF or LF), or
+/// the whole of `raw` without one.
+fn header_end(raw: &[u8]) -> usize {
+    raw.windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
+        .or_else(|| raw.windows(2).position(|w| w == b"\n\n").map(|p| p + 2))
+        .unwrap_or(raw.len())
+}
+
+/// A header block as an analysis keeps it: up to [`MAX_HEADER_BLOCK_LEN`] bytes.
+fn bounded(header: &[u8]) -> Option<Vec<u8>> {
+    (header.len() <= MAX_HEADER_BLOCK_LEN).then(|| header.to_vec())
+}
+
+/// The value of the last header field `name` of `headers` as written: unfolded (line
+/// breaks removed, RFC 5322 §2.2.3), trimmed, bytes outside UTF-8 replaced.
+fn raw_value(headers: &[Header<'_>], raw: &[u8], name: &str) -> Option<String> {
+    let h = headers
         .iter()
-        .filter_map(|a| {
+        .rev()
+        .find(|h| h.name.as_str().eq_ignore_ascii_case(name))?;
+    let bytes = raw.get(h.offset_start as usize..h.offset_end as usize)?;
+    let unfolded: Vec<u8> = bytes
+        .iter()
+        .copied()
+        .filter(|b| !matches!(b, b'\r' | b'\n'))
+        .collect();
+    Some(String::from_utf8_lossy(&unfolded).trim().to_owned())
+}
+
+/// The mailboxes of an address field, members of groups included; its groups are
+/// added to `groups`.
+fn addresses(
+    field: AddressField,
+    value: Option<&ParsedAddress<'_>>,
+    groups: &mut Vec<AddressGroup>,
+) -> Vec<Address> {
+    let mailbox = |a: &mail_parser::Addr<'_>| match (&a.address, &a.name) {
+        (Some(address), name) => Some(Address {
+            name: name.as_ref().map(|n| n.to_string()),
+            email: address.to_string(),
+        }),
+        // A lone word (`From: Moderator-Address`): a local part without a domain, as
+        // RFC 822 allowed and IMAP servers and Python's `email` read it; mail-parser
+        // takes it for a display name.
+        (None, Some(word)) if !word.is_empty() && !word.contains(char::is_whitespace) => {
             Some(Address {
-                name: a.name.as_ref().map(|n| n.to_string()),
-                email: a.address.as_ref()?.to_string(),
+                name: None,
+                email: word.to_string(),
             })
-        })
-        .collect()
+        }
+        (None, _) => None,
+    };
+    match value {
+        None => Vec::new(),
+        Some(ParsedAddress::List(list)) => list.iter().filter_map(mailbox).collect(),
+        Some(ParsedAddress::Group(list)) => {
+            let mut out = Vec::new();
+            for group in list {
+                let first = out.len();
+                out.extend(group.addresses.iter().filter_map(mailbox));
+                // Mailboxes outside any group come as a group without a name.
+                if let Some(name) = &group.name {
+                    groups.push(AddressGroup {
+                        field,
+                        name: name.to_string(),
+                        first: first as u32,
+                        members: (out.len() - first) as u32,
+                    });
+                }
+            }
+            out
+        }
+    }
 }
 
 fn ids(value: &HeaderValue<'_>) -> Vec<String> {
@@ -57,33 +146,153 @@ fn ids(value: &HeaderValue<'_>) -> Vec<String> {
 }
 
 fn envelope(m: &Message<'_>) -> Envelope {
+    let headers = &m.root_part().headers;
+    let raw = |name: &str| raw_value(headers, &m.raw_message, name);
+    let mut groups = Vec::new();
+    let mut field = |field, value| addresses(field, value, &mut groups);
+    let (from, sender, reply_to) = (
+        field(AddressField::From, m.from()),
+        field(AddressField::Sender, m.sender()),
+        field(AddressField::ReplyTo, m.reply_to()),
+    );
+    let (to, cc, bcc) = (
+        field(AddressField::To, m.to()),
+        field(AddressField::Cc, m.cc()),
+        field(AddressField::Bcc, m.bcc()),
+    );
+    let date = m.date();
     Envelope {
-        date: m.date().map(|d| d.to_timestamp()),
+        date: date.map(|d| d.to_timestamp()),
         subject: m.subject().map(str::to_owned),
-        from: addresses(m.from()),
-        sender: addresses(m.sender()),
-        reply_to: addresses(m.reply_to()),
-        to: addresses(m.to()),
-        cc: addresses(m.cc()),
-        bcc: addresses(m.bcc()),
+        from,
+        sender,
+        reply_to,
+        to,
+        cc,
+        bcc,
         message_id: m.message_id().map(str::to_owned),
         in_reply_to: ids(m.in_reply_to()),
         references: ids(m.references()),
+        date_zone: date.map(|d| {
+            let minutes = i16::from(d.tz_hour) * 60 + i16::from(d.tz_minute);
+            if d.tz_before_gmt {
+                -minutes
+            } else {
+                minutes
+            }
+        }),
+        date_raw: raw("Date"),
+        subject_raw: raw("Subject"),
+        message_id_raw: raw("Message-ID"),
+        in_reply_to_raw: raw("In-Reply-To"),
+        groups,
     }
 }
 
-/// Appends part `id` of `message` (and its sub-parts) to `out`, depth first.
+/// The JMAP preview of `m`: the start of its first text body part (an HTML one as text),
+/// white space collapsed to single spaces, at most [`MAX_PREVIEW_CHARS`] characters.
+fn preview(m: &Message<'_>) -> Option<String> {
+    let text = match m.body_text(0) {
+        Some(text) => text.into_owned(),
+        None => {
+            let html = m.body_html(0)?;
+            // Enough of the HTML for a preview, whatever its size.
+            let mut end = html.len().min(256 << 10);
+            while !html.is_char_boundary(end) {
+                end -= 1;
+            }
+            html_to_text(&html[..end])
+        }
+    };
+    let mut out = String::new();
+    let mut count = 0;
+    let mut space = false;
+    for c in text.chars() {
+        if c.is_whitespace() {
+            space = count > 0;
+            continue;
+        }
+        if count + usize::from(space) + 1 > MAX_PREVIEW_CHARS {
+            break;
+        }
+        if space {
+            out.push(' ');
+            count += 1;
+            space = false;
+        }
+        out.push(c);
+        count += 1;
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// Size of `body` once its transfer `encoding` is removed (IMAP `BINARY.SIZE`): base64
+/// counts its alphabet up to the padding, quoted-printable its decoded bytes (soft line
+/// breaks and trailing white space removed, line breaks kept as written).
+fn decoded_size(encoding: Option<&str>, body: &[u8]) -> u64 {
+    let encoding = encoding.map(|e| e.trim().to_ascii_lowercase());
+    match encoding.as_deref() {
+        Some("base64") => {
+            let symbols = body
+                .iter()
+                .take_while(|&&b| b != b'=')
+                .filter(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/'))
+                .count() as u64;
+            symbols * 3 / 4
+        }
+        Some("quoted-printable") => {
+            let mut size = 0u64;
+            for line in body.split_inclusive(|&b| b == b'\n') {
+                let (content, eol) = match line {
+                    [rest @ .., b'\r', b'\n'] => (rest, 2),
+                    [rest @ .., b'\n'] => (rest, 1),
+                    rest => (rest, 0),
+                };
+                let mut end = content.len();
+                while end > 0 && matches!(content[end - 1], b' ' | b'\t') {
+                    end -= 1;
+                }
+                let (content, eol) = match content[..end].strip_suffix(b"=") {
+                    Some(soft) => (soft, 0),
+                    None => (&content[..end], eol),
+                };
+                let mut i = 0;
+                while i < content.len() {
+                    let escape = content[i] == b'='
+                        && content.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                        && content.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
+                    i += if escape { 3 } else { 1 };
+                    size += 1;
+                }
+                size += eol;
+            }
+            size
+        }
+        _ => body.len() as u64,
+    }
+}
+
+/// How deep parts nest at most (multiparts and messages in messages): deeper ones are
+/// not listed. Dovecot stops at 100 levels; real mail rarely goes beyond 5.
+const MAX_MIME_DEPTH: usize = 64;
+
+/// Appends part `id` of `message` (and its sub-parts) to `out`, depth first, `depth`
+/// levels below the root.
 fn walk(
     message: &Message<'_>,
     id: u32,
     parent: Option<u32>,
-    total: usize,
+    depth: usize,
     raw: &[u8],
     out: &mut Vec<MimePart>,
 ) {
+    let total = raw.len();
     let Some(part) = message.parts.get(id as usize) else {
         return;
     };
+    if depth > MAX_MIME_DEPTH {
+        return;
+    }
     let (header, body, end) = (
         part.offset_header as usize,
         part.offset_body as usize,
@@ -133,6 +342,7 @@ fn walk(
         Some(boundary) => skip_delimiters(raw, header, body, boundary.as_bytes()),
         None => header,
     };
+    let extra = |name: &str| raw_value(&part.headers, &message.raw_message, name);
     let index = out.len() as u32;
     out.push(MimePart {
         parent,
@@ -149,18 +359,45 @@ fn walk(
         body_offset: body as u64,
         end_offset: end as u64,
         lines: raw[body..end].iter().filter(|&&b| b == b'\n').count() as u32,
+        description: extra("Content-Description"),
+        languages: extra("Content-Language")
+            .map(|tags| {
+                tags.split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        location: extra("Content-Location"),
+        md5: extra("Content-MD5"),
+        disposition_params: part
+            .content_disposition()
+            .and_then(|d| d.attributes())
+            .unwrap_or_default()
+            .iter()
+            .map(|a| (a.name.to_string(), a.value.to_string()))
+            .collect(),
+        decoded_size: (!matches!(part.body, PartType::Multipart(_)))
+            .then(|| decoded_size(part.content_transfer_encoding(), &raw[body..end])),
+        envelope: match &part.body {
+            PartType::Message(nested) => Some(Box::new(envelope(nested))),
+            _ => None,
+        },
     });
     match &part.body {
         PartType::Multipart(children) => {
-            for child in children {
-                walk(message, *child, Some(index), total, raw, out);
+            // A child follows its parent in mail-parser's list; malformed mail can make
+            // one name an earlier part (a cycle, found by the fuzz target): not followed.
+            for child in children.iter().filter(|c| **c > id) {
+                walk(message, *child, Some(index), depth + 1, raw, out);
             }
         }
         // A nested message parsed in place shares the outer message's offsets (its
         // `raw_message` is the whole outer message); one parsed from decoded bytes does
         // not, and stays a leaf.
         PartType::Message(nested) if nested.raw_message.len() == total => {
-            walk(nested, 0, Some(index), total, raw, out);
+            walk(nested, 0, Some(index), depth + 1, raw, out);
         }
         _ => {}
     }
@@ -224,4 +461,36 @@ pub(crate) fn imap_section(parts: &[MimePart], path: &[u32]) -> Option<usize> {
         };
     }
     Some(current)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Inputs the fuzz target `mail_analysis` found (kept in `fuzz/corpus/mail_analysis`):
+    /// analysed without a panic, whatever the build.
+    #[test]
+    fn fuzz_findings_are_analysed_without_a_panic() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/mail_analysis");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if !path
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("crash-")
+            {
+                continue;
+            }
+            let raw = std::fs::read(&path).unwrap();
+            let analysis = analyze(&raw, false);
+            assert!(analysis
+                .parts
+                .iter()
+                .all(|p| p.end_offset <= raw.len() as u64));
+            seen += 1;
+        }
+        assert!(seen >= 1, "the fuzz findings are kept");
+    }
 }

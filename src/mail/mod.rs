@@ -66,7 +66,7 @@ mod reencrypt;
 mod search;
 
 pub use import::ImportReport;
-pub(crate) use mime::{analyze, analyze_header};
+pub(crate) use mime::analyze;
 pub(crate) use parse_buffer::ParseBuffer;
 pub use reencrypt::EpochProgress;
 pub use search::{HeaderField, SearchDay, SearchKey};
@@ -79,8 +79,9 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
 pub use crate::format::mail::{
-    Address, EmailAnalysis, EmailRecord, Envelope, Flags, MailboxRecord, MessageRecord, MimePart,
-    Provenance, SpecialUse,
+    Address, AddressField, AddressGroup, AddressItem, EmailAnalysis, EmailRecord, Envelope, Flags,
+    MailboxRecord, MessageRecord, MimePart, Provenance, SpecialUse, MAX_HEADER_BLOCK_LEN,
+    MAX_PREVIEW_CHARS,
 };
 
 use self::keys::Instance;

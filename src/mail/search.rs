@@ -9,10 +9,10 @@
 //! What the metadata cannot say exactly, documented where it applies:
 //! - `\Recent` is not tracked (RFC 9051 removed it): [`SearchKey::Recent`] and
 //!   [`SearchKey::New`] match nothing, [`SearchKey::Old`] everything;
-//! - dates are compared as UTC days: the internal date is stored as Unix seconds and the
-//!   envelope keeps the `Date:` header as Unix seconds, so "disregarding time and
-//!   timezone" is done on the UTC date, which differs from the date as written in the
-//!   header for messages written near midnight in another zone;
+//! - internal dates are compared as UTC days (they are stored as Unix seconds, without a
+//!   zone); sent dates as the day written in the `Date:` header (its Unix seconds moved
+//!   to its zone, [`Envelope::date_zone`]), "disregarding time and timezone" as RFC 9051
+//!   asks (UTC days for analyses older than the zone);
 //! - header keys match the envelope's decoded fields: addresses as `Name <address>`,
 //!   joined by `, `, group syntax and comments dropped.
 
@@ -206,7 +206,12 @@ impl SearchKey {
             m.flags.contains(name) || m.flags.names().any(|n| n.eq_ignore_ascii_case(name))
         };
         let internal = || email.map(|e| SearchDay::of_timestamp(e.internal_date));
-        let sent = || email.and_then(|e| e.envelope.date.map(SearchDay::of_timestamp));
+        let sent = || {
+            let e = &email?.envelope;
+            let zone = i64::from(e.date_zone.unwrap_or(0)) * 60;
+            e.date
+                .map(|d| SearchDay::of_timestamp(d.saturating_add(zone)))
+        };
         match self {
             Self::All | Self::Old => true,
             Self::New | Self::Recent => false,

@@ -1557,8 +1557,10 @@ async fn item_08_a_retry_after_a_crash_at_any_point_stores_the_message_once() {
 // Metadata computed once, at delivery, from the plaintext the deliverer sees.
 
 /// Every message of the real-mail corpus, delivered and imported: imported analyzed
-/// (envelope, MIME structure, thread) without a body read, and its analysis equals the
-/// one computed from a full read of the stored message.
+/// (envelope, MIME structure with its `BODYSTRUCTURE` data, header block, preview,
+/// thread) without a body read, and its analysis equals the one computed from a full read
+/// of the stored message: by an append of the stored bytes, and by `Mailstore::analyze`
+/// of the same message delivered without an analysis.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item_03_the_analysis_made_at_delivery_equals_a_full_read_on_the_corpus() {
     let w = World::new(KeyModel::DeviceOnly).await;
@@ -1591,8 +1593,10 @@ async fn item_03_the_analysis_made_at_delivery_equals_a_full_read_on_the_corpus(
     assert!(whole_body_reads.is_empty(), "{whole_body_reads:?}");
     let reread = mail.create_mailbox("Reread", None).await.unwrap().id;
     let mut differences = Vec::new();
+    let mut delivered_records = Vec::new();
     for ((path, message), (_, mailbox, uid)) in corpus.iter().zip(&report.imported) {
         let delivered = mail.email(*mailbox, *uid).unwrap();
+        delivered_records.push(delivered.clone());
         assert!(delivered.analyzed, "{path}: imported analyzed");
         let stored = mail.read(&delivered).await.unwrap();
         assert_eq!(&stored[..], &message[..], "{path}");
@@ -1601,9 +1605,60 @@ async fn item_03_the_analysis_made_at_delivery_equals_a_full_read_on_the_corpus(
             .await
             .unwrap();
         let full = mail.email(reread, appended.uid).unwrap();
-        if delivered.envelope != full.envelope || delivered.parts != full.parts {
+        if analysis_of(&delivered) != analysis_of(&full) {
             differences.push(path.clone());
         }
     }
     assert!(differences.is_empty(), "analysis differs: {differences:?}");
+    // The same messages delivered without an analysis, analysed by a full read.
+    for (_, message) in &corpus {
+        w.deliverer()
+            .with_analysis(false)
+            .deliver_bytes(w.account, message, DeliveryOptions::default())
+            .await
+            .unwrap();
+    }
+    let report = mail
+        .import_deliveries(std::slice::from_ref(&w.key), &w.verifying_key().await)
+        .await
+        .unwrap();
+    assert_eq!(report.imported.len(), corpus.len());
+    let mut analysed = 0;
+    for (((path, message), (_, mailbox, uid)), delivered) in
+        corpus.iter().zip(&report.imported).zip(&delivered_records)
+    {
+        assert!(!mail.email(*mailbox, *uid).unwrap().analyzed, "{path}");
+        let full = mail.analyze(*mailbox, *uid).await.unwrap();
+        assert_eq!(analysis_of(&full), analysis_of(delivered), "{path}");
+        let parsed = Mailstore::parse_message(message);
+        assert_eq!(
+            (
+                &parsed.envelope,
+                &parsed.parts,
+                &parsed.header_block,
+                &parsed.preview
+            ),
+            analysis_of(&full),
+            "{path}"
+        );
+        analysed += 1;
+    }
+    assert_eq!(analysed, corpus.len());
+}
+
+/// What an analysis computed of an email: envelope, parts, header block, preview.
+fn analysis_of(
+    email: &mailvault::mail::EmailRecord,
+) -> (
+    &mailvault::mail::Envelope,
+    &Vec<mailvault::mail::MimePart>,
+    &Option<Vec<u8>>,
+    &Option<String>,
+) {
+    (
+        &email.envelope,
+        &email.parts,
+        &email.header_block,
+        &email.preview,
+    )
 }

@@ -17,6 +17,7 @@ mod hardening_storage;
 mod index;
 mod keys;
 mod mail;
+mod mail_analysis;
 mod mail_api;
 mod mail_fetch;
 mod mail_search;
