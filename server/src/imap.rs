@@ -72,6 +72,8 @@ use crate::config::Accounts;
 
 /// A connection silent this long is closed (RFC 9051 5.4: at least 30 minutes).
 const AUTOLOGOUT: Duration = Duration::from_secs(30 * 60);
+/// The text of a refused literal above `max_message_size` (APPENDLIMIT).
+const TOOBIG_TEXT: &str = "message larger than APPENDLIMIT";
 /// A TLS handshake (IMAPS, or after STARTTLS) not done in this time closes the connection.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -239,6 +241,11 @@ async fn connection(tcp: TcpStream, state: &Imap, implicit_tls: bool) {
     let mut options = Options::default();
     options.max_literal_size = state.max_message_size;
     options.max_command_size = state.max_message_size.saturating_add(64 * 1024);
+    // A synchronizing literal above the limit is refused by imap-next, before the client
+    // sends it, with a tagged BAD and this text (imap-next puts no response code there).
+    if let Err(e) = options.set_literal_reject_text(TOOBIG_TEXT.to_owned()) {
+        tracing::warn!(error = %e, "IMAP: literal reject text refused");
+    }
     let Ok(greeting) = Greeting::ok(None, "mailvault IMAP4rev1 ready") else {
         return;
     };
@@ -354,8 +361,18 @@ async fn session(stream: &mut Stream, server: &mut Server, conn: &mut Conn<'_>) 
                         let _ = server.authenticate_finish(status);
                     }
                     None => {
-                        let tag = tag_of(discarded_bytes.declassify());
-                        server.enqueue_status(bad(tag, why));
+                        let discarded = discarded_bytes.declassify();
+                        let tag = tag_of(discarded);
+                        match tag {
+                            // A non-synchronizing literal above APPENDLIMIT, read and
+                            // dropped: NO [TOOBIG] (RFC 7889 2, RFC 4469 5).
+                            Some(tag) if discarded.len() > conn.state.max_message_size as usize => {
+                                server.enqueue_status(no(tag, Some(Code::TooBig), TOOBIG_TEXT));
+                            }
+                            tag => {
+                                server.enqueue_status(bad(tag, why));
+                            }
+                        }
                     }
                 }
                 continue;
@@ -919,7 +936,7 @@ impl Conn<'_> {
     /// What CAPABILITY lists now: before login, how to log in (STARTTLS, LOGINDISABLED
     /// or AUTH=PLAIN); after it, the extensions only.
     fn capabilities(&self) -> Vec1<Capability<'static>> {
-        let mut caps = capabilities().into_inner();
+        let mut caps = capabilities(self.state.max_message_size).into_inner();
         if self.account.is_none() {
             if self.state.tls.is_some() && !self.tls {
                 caps.push(Capability::StartTls);
@@ -2581,8 +2598,9 @@ fn tag_of(line: &[u8]) -> Option<Tag<'static>> {
     Tag::try_from(line[..end].to_vec()).ok()
 }
 
-/// What the server advertises: exactly what it implements.
-fn capabilities() -> Vec1<Capability<'static>> {
+/// What the server advertises: exactly what it implements. `max_message_size`: the
+/// largest APPEND accepted, in every mailbox (RFC 7889 `APPENDLIMIT=`).
+fn capabilities(max_message_size: u32) -> Vec1<Capability<'static>> {
     let mut caps = vec![
         Capability::Imap4Rev1,
         Capability::Idle,
@@ -2598,6 +2616,10 @@ fn capabilities() -> Vec1<Capability<'static>> {
     ];
     // RFC 6154: LIST shows each mailbox's special use.
     if let Ok(atom) = Atom::try_from("SPECIAL-USE") {
+        caps.push(Capability::from(atom));
+    }
+    // RFC 7889: one limit for every mailbox, the literal limit imap-next enforces.
+    if let Ok(atom) = Atom::try_from(format!("APPENDLIMIT={max_message_size}")) {
         caps.push(Capability::from(atom));
     }
     Vec1::try_from(caps).unwrap_or_else(|_| Vec1::from(Capability::Imap4Rev1))

@@ -229,6 +229,49 @@ def raw_exchange(port):
     sock.close()
 
 
+def append_limit(port, user, password):
+    """APPENDLIMIT (RFC 7889): the advertised limit is the one enforced, to the byte."""
+    sock = socket.create_connection((HOST, port), timeout=TIMEOUT)
+    reader = sock.makefile("rb")
+    reader.readline()
+
+    def send(data: bytes, tag: bytes):
+        sock.sendall(data)
+        lines = []
+        while True:
+            got = reader.readline()
+            if not got:
+                raise AssertionError(f"connection closed; got {lines!r}")
+            lines.append(got)
+            if got.startswith(tag + b" ") or got.startswith(b"+"):
+                return lines
+
+    lines = send(b'l1 LOGIN "%s" "%s"\r\n' % (user.encode(), password.encode()), b"l1")
+    check(lines[-1].startswith(b"l1 OK"), f"LOGIN: {lines[-1]!r}")
+    caps = send(b"l2 CAPABILITY\r\n", b"l2")
+    found = re.findall(rb" APPENDLIMIT=(\d+)", b"".join(caps))
+    check(len(found) == 1, f"CAPABILITY lists APPENDLIMIT=<n> once: {caps!r}")
+    limit = int(found[0])
+    check(limit == 1048576, f"APPENDLIMIT is the configured max_message_size: {limit}")
+    lines = send(b"l2 CREATE Limit\r\n", b"l2")
+    check(lines[-1].startswith(b"l2 OK"), f"CREATE Limit: {lines!r}")
+    header = b"Subject: exactly at the limit\r\n\r\n"
+    at_limit = header + b"x" * (limit - len(header))
+    lines = send(b"l3 APPEND Limit {%d}\r\n" % limit, b"l3")
+    check(lines[-1].startswith(b"+"), f"a literal of exactly APPENDLIMIT bytes is accepted: {lines!r}")
+    lines = send(at_limit + b"\r\n", b"l3")
+    check(lines[-1].startswith(b"l3 OK"), f"APPEND of exactly APPENDLIMIT bytes OK: {lines[-1]!r}")
+    lines = send(b"l4 APPEND Limit {%d}\r\n" % (limit + 1), b"l4")
+    check(lines[-1].startswith(b"l4 BAD") and b"APPENDLIMIT" in lines[-1],
+          f"a synchronizing literal one byte above APPENDLIMIT refused before it is sent: {lines!r}")
+    lines = send(b"l5 APPEND Limit {%d+}\r\n" % (limit + 1) + at_limit + b"y\r\n", b"l5")
+    check(lines[-1].startswith(b"l5 NO [TOOBIG]"),
+          f"a LITERAL+ one byte above APPENDLIMIT answered NO [TOOBIG]: {lines[-1]!r}")
+    lines = send(b"l6 NOOP\r\n", b"l6")
+    check(lines[-1].startswith(b"l6 OK"), f"connection alive after the refused APPENDs: {lines!r}")
+    sock.close()
+
+
 def lmtp_two_recipients(port, user, user2, message):
     """One pipelined transaction to two accounts and an unknown address, on a raw socket
     (smtplib.LMTP reads a single reply after DATA)."""
@@ -846,6 +889,7 @@ def main():
         imap.logout()
     shared_handle(imap_port, lmtp_port, user, password)
     extensions(imap_port, user, password)
+    append_limit(imap_port, user, password)
     lmtp_port_b = os.environ.get("E2E_LMTP_PORT_B")
     idle(imap_port, lmtp_port, int(lmtp_port_b) if lmtp_port_b else None, user, password)
     search(imap_port, user, password)
