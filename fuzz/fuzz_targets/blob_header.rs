@@ -34,7 +34,11 @@ fuzz_target!(|data: &[u8]| {
         // The stored length has exactly one parse, and it agrees with the plaintext
         // length both ways.
         let layout = pin.layout();
-        let header_len = if sealed { SEALED_HEADER_LEN } else { HEADER_LEN };
+        let header_len = if sealed {
+            SEALED_HEADER_LEN
+        } else {
+            HEADER_LEN
+        };
         assert_eq!(
             BlobLayout::with_header(header_len, pin.len()).ok(),
             Some(layout),

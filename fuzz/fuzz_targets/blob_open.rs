@@ -182,13 +182,19 @@ fuzz_target!(|data: &[u8]| {
     let unpinned = fixture.cipher.open_unpinned(blob.pin.id, &mutated);
     if mutated == blob.stored {
         assert_eq!(opened.ok().as_ref(), Some(&blob.plaintext));
-        assert_eq!(parts.ok().map(|p| p.concat()).as_ref(), Some(&blob.plaintext));
+        assert_eq!(
+            parts.ok().map(|p| p.concat()).as_ref(),
+            Some(&blob.plaintext)
+        );
         let (pin, plain) = unpinned.expect("an unchanged blob opens without its pin");
         assert_eq!(pin, blob.pin);
         assert_eq!(plain, blob.plaintext);
     } else {
         assert!(opened.is_err(), "a mutated blob opened with its pin");
-        assert!(parts.is_err(), "a mutated blob opened into parts with its pin");
+        assert!(
+            parts.is_err(),
+            "a mutated blob opened into parts with its pin"
+        );
         assert!(unpinned.is_err(), "a mutated blob opened without its pin");
     }
 });

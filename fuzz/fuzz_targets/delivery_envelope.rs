@@ -17,7 +17,10 @@ fuzz_target!(|data: &[u8]| {
             data.len(),
             "the signature is the last 64 bytes"
         );
-        assert_eq!(object.sealed_body.len() + ENVELOPE_PREFIX_LEN, object.signed.len());
+        assert_eq!(
+            object.sealed_body.len() + ENVELOPE_PREFIX_LEN,
+            object.signed.len()
+        );
         let prefix = EnvelopeObject::prefix(
             &object.delivery,
             &object.blob,
@@ -26,7 +29,11 @@ fuzz_target!(|data: &[u8]| {
             object.sealed_body.len(),
         );
         assert_eq!(&prefix[..], &data[..ENVELOPE_PREFIX_LEN]);
-        assert_eq!(object.number.to_be_bytes(), data[280..288], "the delivery number");
+        assert_eq!(
+            object.number.to_be_bytes(),
+            data[280..288],
+            "the delivery number"
+        );
     }
     if let Ok(envelope) = DeliveryEnvelope::parse(data) {
         let written = envelope.to_bytes();

@@ -2126,10 +2126,10 @@ fn sequence_indices(messages: &[MessageSummary], set: &SequenceSet, uid: bool) -
 //
 // One function per item, from the analysis stored at append or import (`EmailRecord`):
 // `imap_envelope` (ENVELOPE), `imap_address` (its addresses), `body_structure` (BODY and
-// BODYSTRUCTURE). What the analysis does not keep is NIL: the Date header as written
-// (its Unix seconds are given in UTC), encoded words (names and subject are given
-// decoded), group syntax, Content-Description, Content-MD5, Content-Language,
-// Content-Location, disposition parameters other than the file name.
+// BODYSTRUCTURE). ENVELOPE gives the fields as written where the analysis keeps them
+// (date, subject, ids, groups); display names are given decoded. BODYSTRUCTURE does not
+// yet use the analysis' Content-Description, Content-MD5, Content-Language,
+// Content-Location and disposition parameters (NIL or the file name only).
 
 fn nstr(s: Option<&str>) -> NString<'static> {
     NString(s.and_then(|s| IString::try_from(s.to_string()).ok()))
@@ -2140,20 +2140,32 @@ fn istr(s: &str) -> IString<'static> {
         .unwrap_or_else(|_| IString::Literal(Literal::unvalidated(s.as_bytes().to_vec())))
 }
 
-/// ENVELOPE (RFC 9051 7.5.2) from the stored envelope.
+/// ENVELOPE (RFC 9051 7.5.2) from the stored envelope: date, subject, Message-ID and
+/// In-Reply-To as written (records of version 1, which lack them, give the parsed values:
+/// the date in its zone, the ids in angle brackets), address groups as RFC 9051 lists
+/// them (a start marker with the group's name, its members, an end marker).
 fn imap_envelope(e: &mailvault::mail::Envelope) -> ImapEnvelope<'static> {
-    let date = e
-        .date
-        .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
-        .map(|d| d.format("%a, %d %b %Y %H:%M:%S +0000").to_string());
-    let addresses = |list: &[mailvault::mail::Address]| list.iter().map(imap_address).collect();
-    let from: Vec<ImapAddress<'static>> = addresses(&e.from);
+    use mailvault::mail::AddressField;
+    let date = e.date_raw.clone().or_else(|| {
+        let secs = e.date?;
+        let zone = chrono::FixedOffset::east_opt(i32::from(e.date_zone.unwrap_or(0)) * 60)?;
+        let date = chrono::DateTime::from_timestamp(secs, 0)?.with_timezone(&zone);
+        Some(date.format("%a, %d %b %Y %H:%M:%S %z").to_string())
+    });
+    let addresses = |field: AddressField| -> Vec<ImapAddress<'static>> {
+        e.address_items(field)
+            .iter()
+            .map(imap_address_item)
+            .collect()
+    };
+    let from = addresses(AddressField::From);
     // RFC 9051: Sender and Reply-To default to From.
-    let or_from = |list: &[mailvault::mail::Address]| {
+    let or_from = |field: AddressField| {
+        let list = addresses(field);
         if list.is_empty() {
             from.clone()
         } else {
-            addresses(list)
+            list
         }
     };
     let ids = |list: &[String]| {
@@ -2164,31 +2176,59 @@ fn imap_envelope(e: &mailvault::mail::Envelope) -> ImapEnvelope<'static> {
                 .join(" ")
         })
     };
+    let in_reply_to = e.in_reply_to_raw.clone().or_else(|| ids(&e.in_reply_to));
+    let message_id = e
+        .message_id_raw
+        .clone()
+        .or_else(|| e.message_id.as_ref().map(|id| format!("<{id}>")));
     ImapEnvelope {
         date: nstr(date.as_deref()),
-        subject: nstr(e.subject.as_deref()),
-        sender: or_from(&e.sender),
-        reply_to: or_from(&e.reply_to),
+        subject: nstr(e.subject_raw.as_deref().or(e.subject.as_deref())),
+        sender: or_from(AddressField::Sender),
+        reply_to: or_from(AddressField::ReplyTo),
         from,
-        to: addresses(&e.to),
-        cc: addresses(&e.cc),
-        bcc: addresses(&e.bcc),
-        in_reply_to: nstr(ids(&e.in_reply_to).as_deref()),
-        message_id: nstr(e.message_id.as_ref().map(|id| format!("<{id}>")).as_deref()),
+        to: addresses(AddressField::To),
+        cc: addresses(AddressField::Cc),
+        bcc: addresses(AddressField::Bcc),
+        in_reply_to: nstr(in_reply_to.as_deref()),
+        message_id: nstr(message_id.as_deref()),
     }
 }
 
-/// One address of an ENVELOPE: the mailbox and host parts of `local@domain`.
+/// One item of an ENVELOPE address list: a mailbox, or a group's start
+/// (`(NIL NIL "name" NIL)`) or end (`(NIL NIL NIL NIL)`), RFC 9051 7.5.2.
+fn imap_address_item(item: &mailvault::mail::AddressItem<'_>) -> ImapAddress<'static> {
+    use mailvault::mail::AddressItem;
+    match item {
+        AddressItem::Mailbox(a) => imap_address(a),
+        AddressItem::GroupStart(name) => ImapAddress {
+            name: NString(None),
+            adl: NString(None),
+            mailbox: nstr(Some(name)),
+            host: NString(None),
+        },
+        AddressItem::GroupEnd => ImapAddress {
+            name: NString(None),
+            adl: NString(None),
+            mailbox: NString(None),
+            host: NString(None),
+        },
+    }
+}
+
+/// One address of an ENVELOPE: the mailbox and host parts of `local@domain`; an address
+/// written without a domain gets the host `MISSING_DOMAIN`, as Dovecot gives it (RFC 9051
+/// has NIL host only for group markers).
 fn imap_address(a: &mailvault::mail::Address) -> ImapAddress<'static> {
     let (mailbox, host) = match a.email.rsplit_once('@') {
-        Some((local, domain)) => (local, Some(domain)),
-        None => (a.email.as_str(), None),
+        Some((local, domain)) => (local, domain),
+        None => (a.email.as_str(), "MISSING_DOMAIN"),
     };
     ImapAddress {
         name: nstr(a.name.as_deref()),
         adl: NString(None),
         mailbox: nstr(Some(mailbox)),
-        host: nstr(host),
+        host: nstr(Some(host)),
     }
 }
 

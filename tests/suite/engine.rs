@@ -693,10 +693,40 @@ boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n"
     }
 }
 
-/// What a test subscriber saw: the names of the spans opened, with their field names, and
-/// the messages of the events with their field names.
+/// What a test subscriber saw, on the threads that asked for it: the names of the spans
+/// opened, with their field names, and the field names of the events. Installed once as
+/// the global default of the test binary (a scoped default misses callsites whose
+/// interest another test's thread cached meanwhile), recording only on a thread that set
+/// [`RECORDING`].
 #[derive(Clone, Default)]
 struct Seen(Arc<std::sync::Mutex<Vec<String>>>);
+
+thread_local! {
+    static RECORDING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+impl Seen {
+    fn push(&self, line: String) {
+        if RECORDING.with(std::cell::Cell::get) {
+            self.0.lock().unwrap().push(line);
+        }
+    }
+
+    /// The global recorder, installed on first use.
+    fn global() -> Seen {
+        static SEEN: std::sync::OnceLock<Seen> = std::sync::OnceLock::new();
+        SEEN.get_or_init(|| {
+            use tracing_subscriber::layer::SubscriberExt;
+            let seen = Seen::default();
+            tracing::subscriber::set_global_default(
+                tracing_subscriber::registry().with(seen.clone()),
+            )
+            .expect("no other global subscriber in the test binary");
+            seen
+        })
+        .clone()
+    }
+}
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Seen {
     fn on_new_span(
@@ -706,15 +736,12 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Seen {
         _: tracing_subscriber::layer::Context<'_, S>,
     ) {
         let fields: Vec<&str> = attrs.metadata().fields().iter().map(|f| f.name()).collect();
-        self.0
-            .lock()
-            .unwrap()
-            .push(format!("span {} {fields:?}", attrs.metadata().name()));
+        self.push(format!("span {} {fields:?}", attrs.metadata().name()));
     }
 
     fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
         let fields: Vec<&str> = event.metadata().fields().iter().map(|f| f.name()).collect();
-        self.0.lock().unwrap().push(format!("event {fields:?}"));
+        self.push(format!("event {fields:?}"));
     }
 }
 
@@ -722,10 +749,8 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Seen {
 /// account, and every mail commit reports its attempts and merged heads.
 #[tokio::test(flavor = "current_thread")]
 async fn item_09_public_operations_open_spans_with_the_account() {
-    use tracing_subscriber::layer::SubscriberExt;
-    let seen = Seen::default();
-    let _guard =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(seen.clone()));
+    let seen = Seen::global();
+    RECORDING.with(|r| r.set(true));
     let d = Deployment::new().await;
     let provider = d.provider(CHEAP).await;
     let account = provider.create_account("pw").await.unwrap();
