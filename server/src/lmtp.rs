@@ -28,6 +28,9 @@ const MAX_LINE: usize = 4096;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Pieces of a message in flight between the connection and the deliverer.
 const PIECES_IN_FLIGHT: usize = 16;
+/// Recipients of one transaction (RFC 5321 4.5.3.1.8 asks a server to accept at least
+/// 100); each is a sealed writer while the message streams in.
+const MAX_RECIPIENTS: usize = 100;
 
 /// What every LMTP connection shares.
 pub struct Lmtp {
@@ -88,27 +91,59 @@ struct Input<R> {
     pending: Vec<u8>,
 }
 
+/// What the connection sends the deliverer: a piece of the message, or its end.
+enum Piece {
+    Data(Bytes),
+    End,
+}
+
 /// Where the pieces of a message go: the deliverer's stream, until it stops taking them
-/// (it refused the message: too big, or every recipient failed).
-struct Pieces(Option<mpsc::Sender<mailvault::Result<Bytes>>>);
+/// (it refused the message: too big, or every recipient failed). The message is complete
+/// only once [`end`](Self::end) says so: dropped before (an error, RSET, the connection
+/// gone, any early return), its stream ends with an error and nothing of it is stored.
+struct Pieces(Option<mpsc::Sender<Piece>>);
 
 impl Pieces {
     async fn send(&mut self, piece: Vec<u8>) {
         if let Some(sender) = &self.0 {
-            if sender.send(Ok(Bytes::from(piece))).await.is_err() {
+            if sender.send(Piece::Data(Bytes::from(piece))).await.is_err() {
                 self.0 = None;
             }
         }
     }
 
-    /// Ends the message as incomplete: the deliverer stores none of it.
-    async fn abort(&mut self, why: &str) {
+    /// The message is complete.
+    async fn end(&mut self) {
         if let Some(sender) = self.0.take() {
-            let _ = sender
-                .send(Err(mailvault::Error::InvalidArgument(why.into())))
-                .await;
+            let _ = sender.send(Piece::End).await;
         }
     }
+}
+
+/// The deliverer's side of [`Pieces`]: the message's bytes, then its end; an error if the
+/// sender went without saying the message ended.
+fn message_stream(
+    mut receiver: mpsc::Receiver<Piece>,
+) -> impl futures::Stream<Item = mailvault::Result<Bytes>> + Unpin {
+    let mut ended = false;
+    futures::stream::poll_fn(move |cx| {
+        if ended {
+            return std::task::Poll::Ready(None);
+        }
+        receiver.poll_recv(cx).map(|piece| match piece {
+            Some(Piece::Data(bytes)) => Some(Ok(bytes)),
+            Some(Piece::End) => {
+                ended = true;
+                None
+            }
+            None => {
+                ended = true;
+                Some(Err(mailvault::Error::InvalidArgument(
+                    "the message was abandoned before its end".into(),
+                )))
+            }
+        })
+    })
 }
 
 impl<R: AsyncRead + Unpin> Input<R> {
@@ -146,8 +181,8 @@ impl<R: AsyncRead + Unpin> Input<R> {
     }
 
     /// Streams the message after DATA, dot-unstuffed, without the final `.` line, into
-    /// `pieces`; false when the stream ended before the final dot (the message is then
-    /// aborted).
+    /// `pieces`; false when the stream ended before the final dot (the caller drops
+    /// `pieces`: the message is abandoned).
     async fn data(&mut self, pieces: &mut Pieces) -> std::io::Result<bool> {
         let mut receiver = DataReceiver::new();
         let mut body = Vec::new();
@@ -161,28 +196,29 @@ impl<R: AsyncRead + Unpin> Input<R> {
                 let done = receiver.ingest(&mut it, &mut body);
                 let consumed = self.pending.len() - it.as_slice().len();
                 self.pending.drain(..consumed);
-                if !body.is_empty() {
-                    pieces.send(std::mem::take(&mut body)).await;
-                }
                 if done {
+                    pieces.send(std::mem::take(&mut body)).await;
                     return Ok(true);
+                }
+                // A CR at the end may be the one of the final ".\r\n", which the receiver
+                // takes back from `body` when the LF comes: it stays until then.
+                let hold = usize::from(body.last() == Some(&b'\r'));
+                if body.len() > hold {
+                    let rest = body.split_off(body.len() - hold);
+                    pieces.send(std::mem::replace(&mut body, rest)).await;
                 }
             }
             if !self.fill().await? {
-                pieces.abort("the connection ended inside DATA").await;
                 return Ok(false);
             }
         }
     }
 
     /// Streams the next `size` bytes (a BDAT chunk) into `pieces`; false when the stream
-    /// ended first (the message is then aborted).
+    /// ended first (the caller drops `pieces`: the message is abandoned).
     async fn chunk(&mut self, mut size: usize, pieces: &mut Pieces) -> std::io::Result<bool> {
         while size > 0 {
             if self.pending.is_empty() && !self.fill().await? {
-                pieces
-                    .abort("the connection ended inside a BDAT chunk")
-                    .await;
                 return Ok(false);
             }
             let take = size.min(self.pending.len());
@@ -199,33 +235,38 @@ impl<R: AsyncRead + Unpin> Input<R> {
 struct Streaming {
     pieces: Pieces,
     task: JoinHandle<String>,
+    recipients: usize,
 }
 
 impl Streaming {
     /// Starts delivering to `recipients` a message whose pieces are sent to `pieces`.
     fn start(state: &Arc<Lmtp>, recipients: Vec<(String, AccountId)>) -> Self {
-        let (sender, mut receiver) = mpsc::channel(PIECES_IN_FLIGHT);
-        let stream = futures::stream::poll_fn(move |cx| receiver.poll_recv(cx));
+        let (sender, receiver) = mpsc::channel(PIECES_IN_FLIGHT);
         let state = state.clone();
-        let task = tokio::spawn(async move { deliver(&state, &recipients, stream).await });
+        let count = recipients.len();
+        let task =
+            tokio::spawn(
+                async move { deliver(&state, &recipients, message_stream(receiver)).await },
+            );
         Self {
             pieces: Pieces(Some(sender)),
             task,
+            recipients: count,
         }
     }
 
     /// The message is complete: its reply lines, one per recipient.
-    async fn finish(self) -> String {
-        drop(self.pieces);
+    async fn finish(mut self) -> String {
+        self.pieces.end().await;
         self.task.await.unwrap_or_else(|e| {
             tracing::error!(error = %e, "delivery task failed");
-            "451 4.3.0 temporary failure, try again later\r\n".into()
+            "451 4.3.0 temporary failure, try again later\r\n".repeat(self.recipients)
         })
     }
 
     /// The message is abandoned (RSET, the connection ended): nothing of it is stored.
-    async fn abort(mut self, why: &str) {
-        self.pieces.abort(why).await;
+    async fn abort(self) {
+        drop(self.pieces);
         let _ = self.task.await;
     }
 }
@@ -244,7 +285,7 @@ impl Transaction {
     /// Ends the transaction, dropping a message still arriving in chunks.
     async fn reset(&mut self) {
         if let Some(streaming) = std::mem::take(self).chunks {
-            streaming.abort("the transaction was reset").await;
+            streaming.abort().await;
         }
     }
 }
@@ -294,6 +335,15 @@ where
                 write.write_all(b"500 5.5.1 unknown command\r\n").await?;
                 continue;
             }
+            Err(e) if line.len() >= 5 && line[..5].eq_ignore_ascii_case(b"BDAT ") => {
+                // The chunk's bytes follow and their end is unknown: reading them as
+                // commands would run the message's content.
+                tracing::debug!(error = ?e, "LMTP BDAT without a readable size");
+                write
+                    .write_all(b"421 4.5.2 BDAT size unreadable, closing the connection\r\n")
+                    .await?;
+                return Ok(());
+            }
             Err(e) => {
                 tracing::debug!(error = ?e, "LMTP syntax error");
                 write.write_all(b"501 5.5.4 syntax error\r\n").await?;
@@ -333,6 +383,8 @@ where
                     "503 5.5.1 MAIL first\r\n".into()
                 } else if tx.chunks.is_some() {
                     "503 5.5.1 RCPT inside BDAT\r\n".into()
+                } else if tx.recipients.len() >= MAX_RECIPIENTS {
+                    format!("452 4.5.3 at most {MAX_RECIPIENTS} recipients per message\r\n")
                 } else {
                     let address = to.address.into_owned();
                     match state.accounts.lookup(&address) {
@@ -359,11 +411,34 @@ where
                     tx.reset().await;
                     let mut streaming = Streaming::start(state, recipients);
                     if !input.data(&mut streaming.pieces).await? {
-                        streaming.abort("the connection ended inside DATA").await;
+                        streaming.abort().await;
                         return Ok(());
                     }
                     streaming.finish().await
                 }
+            }
+            // smtp-proto reads a size of more digits than a usize holds as a wrong, small
+            // number: the chunk's end would be misplaced and its bytes read as commands.
+            Request::Bdat { chunk_size, .. } if bdat_size_as_written(&line) != Some(chunk_size) => {
+                write
+                    .write_all(b"421 4.5.2 BDAT size unreadable, closing the connection\r\n")
+                    .await?;
+                return Ok(());
+            }
+            // A chunk larger than any message accepted: its bytes are not worth reading,
+            // and the connection cannot go on without reading them.
+            Request::Bdat { chunk_size, .. } if chunk_size > state.max_message_size => {
+                write
+                    .write_all(
+                        format!(
+                            "552 5.3.4 a chunk above the limit of {} bytes, closing the \
+                             connection\r\n",
+                            state.max_message_size
+                        )
+                        .as_bytes(),
+                    )
+                    .await?;
+                return Ok(());
             }
             Request::Bdat {
                 chunk_size,
@@ -423,16 +498,24 @@ where
 }
 
 /// Delivers the message streamed in `body` to every recipient at once; one reply line
-/// per recipient, in order (RFC 2033 §4.2). Each recipient's delivery id is derived from
-/// the message as received (`id_from_content`), so that a client's retry of a message
-/// whose replies it lost (a dropped connection, a killed server) stores it once.
+/// per recipient, in order (RFC 2033 §4.2). An account named by several recipients (two
+/// addresses, or one twice) gets the message once, and each of them its reply. Each
+/// delivery's id is derived from the message as received (`id_from_content`), so that a
+/// client's retry of a message whose replies it lost (a dropped connection, a killed
+/// server) stores it once.
 async fn deliver<S>(state: &Lmtp, recipients: &[(String, AccountId)], body: S) -> String
 where
     S: futures::Stream<Item = mailvault::Result<Bytes>> + Unpin,
 {
-    let targets: Vec<Recipient> = recipients
+    let mut accounts: Vec<AccountId> = Vec::new();
+    for (_, account) in recipients {
+        if !accounts.contains(account) {
+            accounts.push(*account);
+        }
+    }
+    let targets: Vec<Recipient> = accounts
         .iter()
-        .map(|(_, account)| Recipient {
+        .map(|account| Recipient {
             account: *account,
             options: DeliveryOptions {
                 mailbox: INBOX.into(),
@@ -442,37 +525,55 @@ where
         })
         .collect();
     let limit = Some(state.max_message_size as u64);
-    let results = match state.deliverer.deliver_each(&targets, body, limit).await {
-        Ok(results) => results,
+    // One reply per account, with `{address}` for the recipient's address.
+    let replies: Vec<String> = match state.deliverer.deliver_each(&targets, body, limit).await {
+        Ok(results) => accounts
+            .iter()
+            .zip(results)
+            .map(|(account, result)| match result {
+                Ok(receipt) => {
+                    tracing::info!(
+                        %account,
+                        delivery = %receipt.delivery,
+                        size = receipt.size,
+                        duplicate = receipt.duplicate,
+                        "delivered"
+                    );
+                    "250 2.0.0 <{address}> delivered\r\n".to_string()
+                }
+                Err(e) => {
+                    tracing::warn!(%account, error = %e, "delivery failed");
+                    reply_for_error(&e)
+                }
+            })
+            .collect(),
         Err(e) => {
             tracing::warn!(error = %e, "delivery failed");
-            let reply = reply_for_error(&e);
-            return recipients
-                .iter()
-                .map(|(address, _)| reply.replace("{address}", address))
-                .collect();
+            vec![reply_for_error(&e); accounts.len()]
         }
     };
     recipients
         .iter()
-        .zip(results)
-        .map(|((address, account), result)| match result {
-            Ok(receipt) => {
-                tracing::info!(
-                    %account,
-                    delivery = %receipt.delivery,
-                    size = receipt.size,
-                    duplicate = receipt.duplicate,
-                    "delivered"
-                );
-                format!("250 2.0.0 <{address}> delivered\r\n")
-            }
-            Err(e) => {
-                tracing::warn!(%account, error = %e, "delivery failed");
-                reply_for_error(&e).replace("{address}", address)
-            }
+        .map(|(address, account)| {
+            let i = accounts
+                .iter()
+                .position(|a| a == account)
+                .expect("every recipient's account is listed");
+            replies[i].replace("{address}", address)
         })
         .collect()
+}
+
+/// The chunk size of a `BDAT` command line as written: its second word, all digits, if
+/// it fits a `usize`.
+fn bdat_size_as_written(line: &[u8]) -> Option<usize> {
+    let size = line
+        .split(|b| b.is_ascii_whitespace())
+        .find(|w| !w.is_empty() && !w.eq_ignore_ascii_case(b"BDAT"))?;
+    if size.is_empty() || !size.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(size).ok()?.parse().ok()
 }
 
 /// The reply line for a delivery that failed, with `{address}` for the recipient.

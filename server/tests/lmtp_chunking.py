@@ -15,6 +15,7 @@ store nothing. Standard library only. Exit status 0 when every check holds.
 
 import imaplib
 import socket
+import struct
 import sys
 import time
 
@@ -152,6 +153,40 @@ def main():
     found = search_subject(imap_port, user, password, subject.decode())
     check(len(found) == 1, f"the resent message is stored once ({len(found)})")
 
+    # DATA whose final ".\r\n" arrives split between the CR and the LF: nothing of the
+    # terminator is stored.
+    split = b"split dot " + tag.encode()
+    split_message = message_with(split, [b"the end is near"])
+    envelope(lmtp, [user])
+    check(lmtp.command(b"DATA")[-1].startswith(b"354"), "DATA 354")
+    lmtp.send(split_message + b".\r")
+    time.sleep(0.3)
+    lmtp.send(b"\n")
+    r = lmtp.reply()[-1]
+    check(r.startswith(b"250"), f"DATA with a split terminator 250: {r!r}")
+    found = wait_for(imap_port, user, password, split.decode(), 1)
+    check(len(found) == 1 and found[0][1] == split_message,
+          f"a terminator split between CR and LF adds nothing: {found[0][1][-20:] if found else None!r}")
+
+    # The same account named twice in one transaction: a reply each, stored once, and no
+    # delivery number is burnt (the import would report it missing).
+    twice = b"twice " + tag.encode()
+    envelope(lmtp, [user, user])
+    replies = bdat(lmtp, message_with(twice, [b"once"]), [], [user, user])
+    check(all(r.startswith(b"250") for r in replies), f"two replies 250 for one account named twice: {replies!r}")
+    check(len(wait_for(imap_port, user, password, twice.decode(), 1)) == 1, "stored once")
+
+    # At most 100 recipients a transaction (RFC 5321 4.5.3.1.8 asks for at least 100):
+    # the next is refused with 452, the transaction goes on.
+    check(lmtp.command(b"MAIL FROM:<sender@example.net>")[-1].startswith(b"250"), "MAIL 250")
+    for _ in range(100):
+        r = lmtp.command(b"RCPT TO:<" + user.encode() + b">")[-1]
+        if not r.startswith(b"250"):
+            raise AssertionError(f"a recipient within the limit refused: {r!r}")
+    r = lmtp.command(b"RCPT TO:<" + user.encode() + b">")[-1]
+    check(r.startswith(b"452"), f"the 101st recipient answered 452: {r!r}")
+    check(lmtp.command(b"RSET")[-1].startswith(b"250"), "RSET 250")
+
     # BDAT without a recipient: refused, its chunk skipped, the connection goes on.
     lmtp.send(b"BDAT 5 LAST\r\nhello")
     r = lmtp.reply()[-1]
@@ -173,6 +208,23 @@ def main():
     check(lmtp.command(b"QUIT")[-1].startswith(b"221"), "QUIT 221")
     lmtp.close()
 
+    # A BDAT chunk above the size limit, one too large for any integer (which smtp-proto
+    # 0.2.5 reads as a small number), and one whose size is not a number: the chunk's
+    # bytes are not read as commands; the server answers and closes the connection.
+    for command, code in [
+        (b"BDAT 99999999999999999999999 LAST", b"421"),
+        (b"BDAT 2000000000", b"552"),
+        (b"BDAT x LAST", b"421"),
+    ]:
+        lmtp = Lmtp(endpoint)
+        lmtp.command(b"LHLO client.example.org")
+        envelope(lmtp, [user])
+        lmtp.send(command + b"\r\nRSET\r\n")
+        r = lmtp.reply()[-1]
+        check(r.startswith(code), f"{command!r} answered {code!r}: {r!r}")
+        check(lmtp.reader.readline() == b"", "and the connection closed")
+        lmtp.close()
+
     # A connection that ends inside a BDAT chunk, and one inside DATA: nothing stored.
     cut = b"cut chunk " + tag.encode()
     lmtp = Lmtp(endpoint)
@@ -190,6 +242,17 @@ def main():
     lmtp.send(message_with(cut_data, [b"line"] * 50))
     time.sleep(0.2)
     lmtp.close()
+    # A connection reset (RST) inside DATA: the read fails instead of ending.
+    cut_rst = b"cut reset " + tag.encode()
+    lmtp = Lmtp(endpoint)
+    lmtp.command(b"LHLO client.example.org")
+    envelope(lmtp, [user])
+    check(lmtp.command(b"DATA")[-1].startswith(b"354"), "DATA 354")
+    lmtp.send(message_with(cut_rst, [b"line"] * 50))
+    time.sleep(0.2)
+    if endpoint.startswith("tcp:"):
+        lmtp.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    lmtp.close()
     time.sleep(1.0)
     barrier = b"second barrier " + tag.encode()
     lmtp = Lmtp(endpoint)
@@ -198,7 +261,7 @@ def main():
     bdat(lmtp, message_with(barrier, [b"after the cuts"]), [], [user])
     lmtp.close()
     check(len(wait_for(imap_port, user, password, barrier.decode(), 1)) == 1, "the second barrier arrived")
-    for subject in (reset, cut, cut_data):
+    for subject in (reset, cut, cut_data, cut_rst):
         found = search_subject(imap_port, user, password, subject.decode())
         check(not found, f"nothing stored of {subject.decode()!r}")
     print("all LMTP chunking checks passed on", endpoint)

@@ -767,6 +767,19 @@ impl Deliverer {
                 .map(|digest| self.delivery_id_for(&account, digest))
         });
         let delivery = chosen.unwrap_or_else(|| DeliveryId::random(&self.rng));
+        // An id known only now (from the content): a delivery of it waiting for import
+        // makes this one a duplicate before it takes a number (a number taken and never
+        // carried by an envelope is reported missing at import).
+        if chosen.is_some() && options.id.is_none() {
+            if let Some(receipt) = self.delivered_before(&account, &delivery).await? {
+                let _ = self
+                    .blobs
+                    .store()
+                    .delete(&naming::blob_path(&account, &blob.id))
+                    .await;
+                return Ok(receipt);
+            }
+        }
         // Taken once the body is durable, just before the envelope: a number is lost (and
         // reported missing at import) only if this delivery fails between the two, and
         // then it is not acknowledged.

@@ -1498,6 +1498,9 @@ async fn item_08_an_id_from_the_content_stores_a_resend_once() {
     assert_ne!(other.delivery, first.delivery);
     let report = w.import().await;
     assert_eq!(report.imported.len(), 2, "{report:?}");
+    // The resend took no delivery number: none is reported missing (which would be the
+    // alarm for a store that withheld a delivery).
+    assert!(report.missing.is_empty(), "{report:?}");
     let late = deliverer
         .deliver(w.account, stream(MESSAGE), options)
         .await
