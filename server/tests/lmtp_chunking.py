@@ -225,34 +225,27 @@ def main():
         check(lmtp.reader.readline() == b"", "and the connection closed")
         lmtp.close()
 
-    # A connection that ends inside a BDAT chunk, and one inside DATA: nothing stored.
-    cut = b"cut chunk " + tag.encode()
-    lmtp = Lmtp(endpoint)
-    lmtp.command(b"LHLO client.example.org")
-    envelope(lmtp, [user])
-    whole = message_with(cut, [b"line"] * 50)
-    lmtp.send(b"BDAT %d LAST\r\n" % len(whole) + whole[: len(whole) // 2])
-    time.sleep(0.2)
-    lmtp.close()
-    cut_data = b"cut data " + tag.encode()
-    lmtp = Lmtp(endpoint)
-    lmtp.command(b"LHLO client.example.org")
-    envelope(lmtp, [user])
-    check(lmtp.command(b"DATA")[-1].startswith(b"354"), "DATA 354")
-    lmtp.send(message_with(cut_data, [b"line"] * 50))
-    time.sleep(0.2)
-    lmtp.close()
-    # A connection reset (RST) inside DATA: the read fails instead of ending.
-    cut_rst = b"cut reset " + tag.encode()
-    lmtp = Lmtp(endpoint)
-    lmtp.command(b"LHLO client.example.org")
-    envelope(lmtp, [user])
-    check(lmtp.command(b"DATA")[-1].startswith(b"354"), "DATA 354")
-    lmtp.send(message_with(cut_rst, [b"line"] * 50))
-    time.sleep(0.2)
-    if endpoint.startswith("tcp:"):
-        lmtp.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    lmtp.close()
+    # A connection that ends inside a BDAT chunk, one inside DATA, and one reset (RST)
+    # inside DATA (the read fails instead of ending): nothing stored.
+    def abandon(subject, how):
+        lmtp = Lmtp(endpoint)
+        lmtp.command(b"LHLO client.example.org")
+        envelope(lmtp, [user])
+        whole = message_with(subject, [b"line"] * 50)
+        if how == "bdat":
+            lmtp.send(b"BDAT %d LAST\r\n" % len(whole) + whole[: len(whole) // 2])
+        else:
+            check(lmtp.command(b"DATA")[-1].startswith(b"354"), "DATA 354")
+            lmtp.send(whole)
+        time.sleep(0.2)
+        if how == "reset" and endpoint.startswith("tcp:"):
+            lmtp.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        lmtp.close()
+
+    cut, cut_data, cut_rst = (b"cut %s %s" % (how, tag.encode()) for how in (b"chunk", b"data", b"reset"))
+    abandon(cut, "bdat")
+    abandon(cut_data, "data")
+    abandon(cut_rst, "reset")
     time.sleep(1.0)
     barrier = b"second barrier " + tag.encode()
     lmtp = Lmtp(endpoint)
