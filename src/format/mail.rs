@@ -1319,23 +1319,33 @@ mod tests {
         }
     }
 
+    /// `bytes` parse back to `value`; every truncation and an extra byte are refused;
+    /// version byte `unknown` is refused as unsupported.
+    fn assert_strict<T: PartialEq + std::fmt::Debug>(
+        bytes: &[u8],
+        value: &T,
+        parse: impl Fn(&[u8]) -> Result<T>,
+        unknown: u8,
+    ) {
+        assert_eq!(&parse(bytes).unwrap(), value);
+        for cut in 0..bytes.len() {
+            assert!(parse(&bytes[..cut]).is_err(), "{cut}");
+        }
+        let mut longer = bytes.to_vec();
+        longer.push(0);
+        assert!(parse(&longer).is_err());
+        let mut newer = bytes.to_vec();
+        newer[0] = unknown;
+        assert!(matches!(
+            parse(&newer),
+            Err(Error::UnsupportedVersion { version, .. }) if version == unknown
+        ));
+    }
+
     #[test]
     fn faithful_analysis_round_trip_truncation_and_groups() {
         let analysis = faithful_analysis();
-        let bytes = analysis.to_bytes();
-        assert_eq!(EmailAnalysis::parse(&bytes).unwrap(), analysis);
-        for cut in 0..bytes.len() {
-            assert!(EmailAnalysis::parse(&bytes[..cut]).is_err(), "{cut}");
-        }
-        let mut longer = bytes.clone();
-        longer.push(0);
-        assert!(EmailAnalysis::parse(&longer).is_err());
-        let mut newer = bytes;
-        newer[0] = 3;
-        assert!(matches!(
-            EmailAnalysis::parse(&newer),
-            Err(Error::UnsupportedVersion { version: 3, .. })
-        ));
+        assert_strict(&analysis.to_bytes(), &analysis, EmailAnalysis::parse, 3);
         // IMAP's view of the To field: a mailbox, then the group with its member.
         let e = &analysis.envelope;
         assert_eq!(
@@ -1410,19 +1420,6 @@ mod tests {
             uid_validity: 42,
             modseq: 7,
         };
-        let bytes = record.to_bytes();
-        assert_eq!(MailboxRecord::parse(&bytes).unwrap(), record);
-        for cut in 0..bytes.len() {
-            assert!(MailboxRecord::parse(&bytes[..cut]).is_err());
-        }
-        let mut longer = bytes.clone();
-        longer.push(0);
-        assert!(MailboxRecord::parse(&longer).is_err());
-        let mut other = bytes;
-        other[0] = 2;
-        assert!(matches!(
-            MailboxRecord::parse(&other),
-            Err(Error::UnsupportedVersion { version: 2, .. })
-        ));
+        assert_strict(&record.to_bytes(), &record, MailboxRecord::parse, 2);
     }
 }
