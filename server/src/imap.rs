@@ -360,13 +360,23 @@ async fn session(stream: &mut Stream, server: &mut Server, conn: &mut Conn<'_>) 
                         let status = bad(Some(tag), format!("AUTHENTICATE: {why}"));
                         let _ = server.authenticate_finish(status);
                     }
+                    // A line other than DONE while idling is no command: its first word
+                    // is no tag. Untagged, and the IDLE goes on (imap-next waits for
+                    // DONE; RFC 9051 6.3.13 ends IDLE with DONE only).
+                    None if idle.is_some() => {
+                        server.enqueue_status(bad(None, format!("expected DONE: {why}")));
+                    }
                     None => {
                         let discarded = discarded_bytes.declassify();
                         let tag = tag_of(discarded);
                         match tag {
                             // A non-synchronizing literal above APPENDLIMIT, read and
-                            // dropped: NO [TOOBIG] (RFC 7889 2, RFC 4469 5).
-                            Some(tag) if discarded.len() > conn.state.max_message_size as usize => {
+                            // dropped: NO [TOOBIG] (RFC 7889 2, RFC 4469 5). A command
+                            // too long without a literal is only malformed (BAD).
+                            Some(tag)
+                                if discarded.len() > conn.state.max_message_size as usize
+                                    && announces_literal(discarded) =>
+                            {
                                 server.enqueue_status(no(tag, Some(Code::TooBig), TOOBIG_TEXT));
                             }
                             tag => {
@@ -2638,6 +2648,26 @@ fn tag_of(line: &[u8]) -> Option<Tag<'static>> {
     Tag::try_from(line[..end].to_vec()).ok()
 }
 
+/// Whether the first line of `command` ends with a literal announcement (`{n}`, `{n+}`,
+/// `~{n}`): what makes a command longer than a line.
+fn announces_literal(command: &[u8]) -> bool {
+    let line = match command.iter().position(|&b| b == b'\n') {
+        Some(end) => &command[..end],
+        None => command,
+    };
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let Some(inner) = line.strip_suffix(b"}") else {
+        return false;
+    };
+    let inner = inner.strip_suffix(b"+").unwrap_or(inner);
+    let digits = inner
+        .iter()
+        .rev()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    digits > 0 && inner[..inner.len() - digits].ends_with(b"{")
+}
+
 /// What the server advertises: exactly what it implements. `max_message_size`: the
 /// largest APPEND accepted, in every mailbox (RFC 7889 `APPENDLIMIT=`).
 fn capabilities(max_message_size: u32) -> Vec1<Capability<'static>> {
@@ -2835,6 +2865,17 @@ mod tests {
         assert_eq!(tag_of(b"a1"), None);
         assert_eq!(tag_of(b"a{ FETCH\r\n"), None);
         assert_eq!(tag_of(b" FETCH\r\n"), None);
+    }
+
+    #[test]
+    fn literal_announcements() {
+        assert!(announces_literal(b"a APPEND INBOX {12}\r\nxx"));
+        assert!(announces_literal(b"a APPEND INBOX {12+}\r\n"));
+        assert!(announces_literal(b"a APPEND INBOX ~{3}\n"));
+        assert!(!announces_literal(b"a NOOP xxxxxxxx"));
+        assert!(!announces_literal(b"a NOOP {}\r\n"));
+        assert!(!announces_literal(b"a NOOP {+}\r\n"));
+        assert!(!announces_literal(b"a NOOP 12}\r\n"));
     }
 
     #[test]

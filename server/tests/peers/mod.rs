@@ -331,6 +331,11 @@ impl MailServer {
         }
     }
 
+    /// The process id of the running server.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the process still runs.
     pub fn alive(&mut self) -> bool {
         self.child
