@@ -281,6 +281,9 @@ run_fuzz() {
         corpus=("fuzz/target/test-corpus/$t")
         mkdir -p "${corpus[0]}"
         [[ -d "fuzz/corpus/$t" ]] && corpus+=("fuzz/corpus/$t")
+        # The IMAP session also starts from the malformed-command corpus of the server's
+        # tests (server/tests/malformed.rs).
+        [[ "$t" == imap_session ]] && corpus+=("server/tests/imap_malformed")
         echo "test.sh: fuzzing $t for $FUZZ_SECONDS s" >&2
         cargo fuzz run "$t" "${corpus[@]}" -- -max_total_time="$FUZZ_SECONDS"
     done

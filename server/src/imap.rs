@@ -28,8 +28,8 @@ use std::time::Duration;
 use chrono::Datelike;
 use imap_next::imap_types::auth::{AuthMechanism, AuthenticateData};
 use imap_next::imap_types::body::{
-    BasicFields, Body, BodyStructure, Disposition, MultiPartExtensionData, SinglePartExtensionData,
-    SpecificFields,
+    BasicFields, Body, BodyStructure, Disposition, Language, Location, MultiPartExtensionData,
+    SinglePartExtensionData, SpecificFields,
 };
 use imap_next::imap_types::command::{
     Command, CommandBody, FetchModifier, SelectParameter, StoreModifier,
@@ -232,12 +232,9 @@ fn server_without_greeting(options: Options, greeting: Greeting<'static>) -> Ser
     }
 }
 
-async fn connection(tcp: TcpStream, state: &Imap, implicit_tls: bool) {
-    // Dovecot's rule: a connection from the server's own address is as private as TLS.
-    let local = matches!(
-        (tcp.peer_addr(), tcp.local_addr()),
-        (Ok(peer), Ok(local)) if peer.ip() == local.ip()
-    );
+/// The protocol settings of every connection: literals and commands bounded by
+/// `max_message_size` (APPENDLIMIT).
+fn protocol_options(state: &Imap) -> Options {
     let mut options = Options::default();
     options.max_literal_size = state.max_message_size;
     options.max_command_size = state.max_message_size.saturating_add(64 * 1024);
@@ -246,7 +243,126 @@ async fn connection(tcp: TcpStream, state: &Imap, implicit_tls: bool) {
     if let Err(e) = options.set_literal_reject_text(TOOBIG_TEXT.to_owned()) {
         tracing::warn!(error = %e, "IMAP: literal reject text refused");
     }
-    let Ok(greeting) = Greeting::ok(None, "mailvault IMAP4rev1 ready") else {
+    options
+}
+
+fn greeting() -> Option<Greeting<'static>> {
+    Greeting::ok(None, "mailvault IMAP4rev1 ready").ok()
+}
+
+/// The bytes of one connection as [`session`] reads and writes them: imap-next's
+/// [`Stream`] over TCP or TLS, or a [`ScriptedClient`] in memory.
+pub trait Transport {
+    /// Progresses `server` until its next event, reading input and writing output as
+    /// it needs ([`Stream::next`]).
+    fn next(
+        &mut self,
+        server: &mut Server,
+    ) -> impl std::future::Future<Output = Result<Event, StreamError<ServerError>>> + Send;
+
+    /// Writes out what is buffered.
+    fn flush(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<(), StreamError<std::convert::Infallible>>> + Send;
+}
+
+impl Transport for Stream {
+    async fn next(&mut self, server: &mut Server) -> Result<Event, StreamError<ServerError>> {
+        Stream::next(self, server).await
+    }
+
+    async fn flush(&mut self) -> Result<(), StreamError<std::convert::Infallible>> {
+        Stream::flush(self).await
+    }
+}
+
+/// A client in memory: its whole input given in advance, handed to the server
+/// `chunk` bytes at a time as it asks for more; the connection ends when the input
+/// does. What the server writes is kept (up to [`ScriptedClient::KEPT`] bytes) in
+/// `output`. The fuzz target `imap_session` drives sessions with it.
+pub struct ScriptedClient {
+    input: Vec<u8>,
+    at: usize,
+    chunk: usize,
+    /// The server's bytes, the first [`ScriptedClient::KEPT`] of them.
+    pub output: Vec<u8>,
+    /// How many bytes the server wrote in all.
+    pub written: usize,
+}
+
+impl ScriptedClient {
+    /// Output bytes kept in [`ScriptedClient::output`].
+    pub const KEPT: usize = 1 << 20;
+
+    /// A client that sends `input`, `chunk` bytes (at least one) at a time.
+    pub fn new(input: Vec<u8>, chunk: usize) -> Self {
+        Self {
+            input,
+            at: 0,
+            chunk: chunk.max(1),
+            output: Vec::new(),
+            written: 0,
+        }
+    }
+}
+
+impl Transport for ScriptedClient {
+    async fn next(&mut self, server: &mut Server) -> Result<Event, StreamError<ServerError>> {
+        loop {
+            match server.next() {
+                Ok(event) => return Ok(event),
+                Err(Interrupt::Error(e)) => return Err(StreamError::State(e)),
+                Err(Interrupt::Io(Io::Output(bytes))) => {
+                    self.written += bytes.len();
+                    let room = Self::KEPT.saturating_sub(self.output.len());
+                    self.output
+                        .extend_from_slice(&bytes[..bytes.len().min(room)]);
+                }
+                Err(Interrupt::Io(Io::NeedMoreInput)) => {
+                    let end = self.at.saturating_add(self.chunk).min(self.input.len());
+                    let Some(bytes) = self.input.get(self.at..end).filter(|b| !b.is_empty()) else {
+                        return Err(StreamError::Closed);
+                    };
+                    server.enqueue_input(bytes);
+                    self.at = end;
+                }
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), StreamError<std::convert::Infallible>> {
+        Ok(())
+    }
+}
+
+/// One connection of `client` on `state` from greeting to end (its input exhausted,
+/// LOGOUT, or STARTTLS: no TLS in memory). `local`: the client counts as on the
+/// server's own address (passwords accepted without TLS).
+pub async fn scripted_session(state: &Imap, client: &mut ScriptedClient, local: bool) {
+    let Some(greeting) = greeting() else {
+        return;
+    };
+    let mut conn = Conn {
+        state,
+        account: None,
+        selected: None,
+        condstore: false,
+        qresync: false,
+        tls: false,
+        local,
+    };
+    let mut server = Server::new(protocol_options(state), greeting);
+    session(client, &mut server, &mut conn).await;
+}
+
+async fn connection(tcp: TcpStream, state: &Imap, implicit_tls: bool) {
+    // Dovecot's rule: a connection from the server's own address is as private as TLS.
+    let local = matches!(
+        (tcp.peer_addr(), tcp.local_addr()),
+        (Ok(peer), Ok(local)) if peer.ip() == local.ip()
+    );
+    let options = protocol_options(state);
+    let Some(greeting) = greeting() else {
         return;
     };
     let mut stream = if implicit_tls {
@@ -302,7 +418,7 @@ enum Ended {
 }
 
 /// The commands of one connection on `stream` until it closes or STARTTLS.
-async fn session(stream: &mut Stream, server: &mut Server, conn: &mut Conn<'_>) -> Ended {
+async fn session<T: Transport>(stream: &mut T, server: &mut Server, conn: &mut Conn<'_>) -> Ended {
     let mut closing = None;
     // While the client idles: its IDLE tag and the account's modseq watch.
     let mut idle: Option<(Tag<'static>, watch::Receiver<u64>)> = None;
@@ -508,8 +624,8 @@ async fn session(stream: &mut Stream, server: &mut Server, conn: &mut Conn<'_>) 
 /// Drives `stream` until STARTTLS's OK (`handle`) is written out: commands the client
 /// sent after STARTTLS without waiting for it are not executed (they are dropped with
 /// this protocol state).
-async fn starttls_ok_sent(
-    stream: &mut Stream,
+async fn starttls_ok_sent<T: Transport>(
+    stream: &mut T,
     server: &mut Server,
     handle: imap_next::server::ResponseHandle,
 ) -> Ended {
@@ -1869,7 +1985,9 @@ impl Conn<'_> {
     ) -> Result<HashMap<usize, mailvault::mail::Envelope>, mailvault::Error> {
         let mut out = HashMap::new();
         for (i, part) in email.parts.iter().enumerate() {
-            if !is_message_rfc822(part) {
+            // The analysis keeps the nested envelope (`MimePart::envelope`); records
+            // analysed before it did are read here.
+            if !is_message_rfc822(part) || part.envelope.is_some() {
                 continue;
             }
             let Some(root) = children(&email.parts, i).first().copied() else {
@@ -2137,9 +2255,10 @@ fn sequence_indices(messages: &[MessageSummary], set: &SequenceSet, uid: bool) -
 // One function per item, from the analysis stored at append or import (`EmailRecord`):
 // `imap_envelope` (ENVELOPE), `imap_address` (its addresses), `body_structure` (BODY and
 // BODYSTRUCTURE). ENVELOPE gives the fields as written where the analysis keeps them
-// (date, subject, ids, groups); display names are given decoded. BODYSTRUCTURE does not
-// yet use the analysis' Content-Description, Content-MD5, Content-Language,
-// Content-Location and disposition parameters (NIL or the file name only).
+// (date, subject, ids, groups); display names are given decoded (`Address` keeps no
+// raw name). BODYSTRUCTURE gives each part's Content-Description, Content-MD5,
+// disposition parameters, Content-Language and Content-Location as the analysis kept
+// them, and a message/rfc822 part's envelope from the analysis (`MimePart::envelope`).
 
 fn nstr(s: Option<&str>) -> NString<'static> {
     NString(s.and_then(|s| IString::try_from(s.to_string()).ok()))
@@ -2271,18 +2390,33 @@ fn body_structure(
         // Not analyzed (too large to parse): one text part, the whole message.
         return plain_text(email.size, 0, extended);
     };
+    // RFC 9051 7.5.2: disposition (with its parameters), then language, then location;
+    // each present when a later one is.
     let disposition = || Disposition {
         disposition: part.disposition.as_ref().map(|d| {
-            // The analysis keeps one file name (the disposition's `filename`, else the
-            // type's `name`): given as the disposition's, as a disposition that names a
-            // file mostly does (the other disposition parameters are not kept).
-            let mut list = Vec::new();
-            if let Some(name) = &part.filename {
-                list.push((istr("FILENAME"), istr(name)));
-            }
+            let list = if !part.disposition_params.is_empty() {
+                params(&part.disposition_params)
+            } else if part.decoded_size.is_none()
+                && !part.content_type.eq_ignore_ascii_case("multipart")
+            {
+                // Analysed by a version that kept one file name only (the disposition's
+                // `filename`, else the type's `name`): given as the disposition's.
+                part.filename
+                    .iter()
+                    .map(|name| (istr("FILENAME"), istr(name)))
+                    .collect()
+            } else {
+                Vec::new()
+            };
             (istr(&d.to_ascii_uppercase()), list)
         }),
-        tail: None,
+        tail: Some(Language {
+            language: part.languages.iter().map(|l| istr(l)).collect(),
+            tail: Some(Location {
+                location: nstr(part.location.as_deref()),
+                extensions: Vec::new(),
+            }),
+        }),
     };
     let kids = children(&email.parts, index);
     if part.content_type.eq_ignore_ascii_case("multipart") {
@@ -2322,7 +2456,7 @@ fn body_structure(
                 .map(|id| format!("<{id}>"))
                 .as_deref(),
         ),
-        description: NString(None),
+        description: nstr(part.description.as_deref()),
         content_transfer_encoding: istr(
             &part
                 .transfer_encoding
@@ -2335,8 +2469,9 @@ fn body_structure(
     let specific = match kids.first() {
         Some(&root) if is_message_rfc822(part) => SpecificFields::Message {
             envelope: Box::new(imap_envelope(
-                nested
-                    .get(&root)
+                part.envelope
+                    .as_deref()
+                    .or_else(|| nested.get(&root))
                     .unwrap_or(&mailvault::mail::Envelope::default()),
             )),
             body_structure: Box::new(body_structure(email, root, nested, extended)),
@@ -2361,7 +2496,7 @@ fn body_structure(
     BodyStructure::Single {
         body: Body { basic, specific },
         extension_data: extended.then(|| SinglePartExtensionData {
-            md5: NString(None),
+            md5: nstr(part.md5.as_deref()),
             tail: Some(disposition()),
         }),
     }

@@ -9,10 +9,7 @@
 //! See `server/README.md` for the configuration file and what each command writes.
 #![forbid(unsafe_code)]
 
-mod config;
-mod imap;
-mod lmtp;
-mod tls;
+use mailvault_server::{config, imap, lmtp};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,7 +21,7 @@ use mailvault::directory::{Directory, OfficerKeyEntry};
 use mailvault::ids::DeploymentId;
 use mailvault::keys::OfficerSecret;
 
-use crate::config::{hex, write_new_private, BoxError, Config};
+use mailvault_server::config::{hex, write_new_private, BoxError, Config};
 
 #[derive(Parser)]
 #[command(

@@ -32,6 +32,24 @@ impl MemoryDirectory {
     }
 }
 
+/// A copy of the directory as it is now (accounts, marks, keys, log), independent of it
+/// afterwards: with `InMemory::fork` of the store, a deployment reset to a known state
+/// (the IMAP fuzz target starts each input from one).
+impl Clone for MemoryDirectory {
+    fn clone(&self) -> Self {
+        fn copy<T: Clone>(m: &Mutex<T>) -> Mutex<T> {
+            Mutex::new(m.lock().unwrap_or_else(PoisonError::into_inner).clone())
+        }
+        Self {
+            marks: copy(&self.marks),
+            accounts: copy(&self.accounts),
+            officers: copy(&self.officers),
+            delivery_keys: copy(&self.delivery_keys),
+            officer_log: copy(&self.officer_log),
+        }
+    }
+}
+
 #[async_trait]
 impl Directory for MemoryDirectory {
     async fn mark(&self, account: &AccountId, record: &RecordName) -> Result<Mark> {
