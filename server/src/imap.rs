@@ -35,11 +35,12 @@ use imap_next::imap_types::command::{
     Command, CommandBody, FetchModifier, SelectParameter, StoreModifier,
 };
 use imap_next::imap_types::core::{
-    AString, Atom, Charset, IString, Literal, NString, QuotedChar, Tag, Text, Vec1,
+    AString, Atom, Charset, IString, Literal, LiteralMode, NString, NString8, QuotedChar, Tag,
+    Text, Vec1,
 };
 use imap_next::imap_types::datetime::DateTime;
 use imap_next::imap_types::envelope::{Address as ImapAddress, Envelope as ImapEnvelope};
-use imap_next::imap_types::extensions::binary::LiteralOrLiteral8;
+use imap_next::imap_types::extensions::binary::{Literal8, LiteralOrLiteral8};
 use imap_next::imap_types::extensions::namespace::Namespace;
 use imap_next::imap_types::extensions::uidplus::{UidElement, UidSet};
 use imap_next::imap_types::fetch::{
@@ -1614,8 +1615,9 @@ impl Conn<'_> {
                 | MessageDataItemName::Envelope
                 | MessageDataItemName::Body
                 | MessageDataItemName::BodyStructure
-                | MessageDataItemName::ModSeq => true,
-                _ => false,
+                | MessageDataItemName::ModSeq
+                | MessageDataItemName::Binary { .. }
+                | MessageDataItemName::BinarySize { .. } => true,
             };
             if !supported {
                 server.enqueue_status(no(
@@ -1658,6 +1660,7 @@ impl Conn<'_> {
                 matches!(
                     n,
                     MessageDataItemName::BodyExt { peek: false, .. }
+                        | MessageDataItemName::Binary { peek: false, .. }
                         | MessageDataItemName::Rfc822
                         | MessageDataItemName::Rfc822Text
                 )
@@ -1686,6 +1689,8 @@ impl Conn<'_> {
             matches!(
                 n,
                 MessageDataItemName::BodyExt { .. }
+                    | MessageDataItemName::Binary { .. }
+                    | MessageDataItemName::BinarySize { .. }
                     | MessageDataItemName::Rfc822
                     | MessageDataItemName::Rfc822Header
                     | MessageDataItemName::Rfc822Text
@@ -1823,7 +1828,53 @@ impl Conn<'_> {
                             data: nstring(&data),
                         }
                     }
-                    _ => continue,
+                    // RFC 3516: the section's content with its transfer encoding removed.
+                    MessageDataItemName::Binary {
+                        section, partial, ..
+                    } => {
+                        let Some((whole, _)) = self
+                            .binary_section(&mut email, id, summary.uid, section, body_bytes)
+                            .await?
+                        else {
+                            server.enqueue_status(no(
+                                tag,
+                                Some(other_code("UNKNOWN-CTE")),
+                                "BINARY: unknown content transfer encoding",
+                            ));
+                            return Ok(());
+                        };
+                        // RFC 3516 4.2: a partial fetch is of the decoded bytes.
+                        let data = match partial {
+                            None => &whole[..],
+                            Some((origin, len)) => {
+                                let start = (*origin as usize).min(whole.len());
+                                let end = start.saturating_add(len.get() as usize).min(whole.len());
+                                &whole[start..end]
+                            }
+                        };
+                        MessageDataItem::Binary {
+                            section: section.clone(),
+                            value: nstring8(data),
+                        }
+                    }
+                    MessageDataItemName::BinarySize { section } => {
+                        let Some((whole, size)) = self
+                            .binary_section(&mut email, id, summary.uid, section, body_bytes)
+                            .await?
+                        else {
+                            server.enqueue_status(no(
+                                tag,
+                                Some(other_code("UNKNOWN-CTE")),
+                                "BINARY.SIZE: unknown content transfer encoding",
+                            ));
+                            return Ok(());
+                        };
+                        let size = size.unwrap_or(whole.len() as u64);
+                        MessageDataItem::BinarySize {
+                            section: section.clone(),
+                            size: u32::try_from(size).unwrap_or(u32::MAX),
+                        }
+                    }
                 };
                 items.push(item);
             }
@@ -2000,6 +2051,41 @@ impl Conn<'_> {
             out.insert(root, Mailstore::header_envelope(&header));
         }
         Ok(out)
+    }
+
+    /// What `BINARY[section]` names (RFC 3516): the whole message for an empty section
+    /// (no decoding), else the part's body with its transfer encoding removed, and the
+    /// decoded size the analysis recorded for it. `None`: an encoding the server cannot
+    /// remove (`UNKNOWN-CTE`). A section that names no part gives an empty string, as
+    /// `BODY[section]` does.
+    async fn binary_section(
+        &self,
+        email: &mut EmailRecord,
+        id: MailboxId,
+        uid: u32,
+        section: &[NonZeroU32],
+        whole: &[u8],
+    ) -> Result<Option<(Vec<u8>, Option<u64>)>, mailvault::Error> {
+        if section.is_empty() {
+            return Ok(Some((whole.to_vec(), None)));
+        }
+        if !email.analyzed {
+            *email = self.account().write().await.analyze(id, uid).await?;
+        }
+        let path: Vec<u32> = section.iter().map(|n| n.get()).collect();
+        let Some(p) = Mailstore::imap_section(email, &path) else {
+            return Ok(Some((Vec::new(), None)));
+        };
+        let body = {
+            let mail = self.account().read().await;
+            mail.read_part(email, p, PartSection::Body).await?
+        };
+        let part = &email.parts[p];
+        if part.content_type.eq_ignore_ascii_case("multipart") {
+            return Ok(Some((body.to_vec(), None)));
+        }
+        Ok(decode_transfer(part.transfer_encoding.as_deref(), &body)
+            .map(|decoded| (decoded, part.decoded_size)))
     }
 
     /// The UID of the client's message at index `i` of its snapshot.
@@ -2812,6 +2898,7 @@ fn capabilities(max_message_size: u32) -> Vec1<Capability<'static>> {
         Capability::LiteralPlus,
         Capability::UidPlus,
         Capability::Move,
+        Capability::Binary,
         Capability::Unselect,
         Capability::Namespace,
         Capability::Id,
@@ -2913,6 +3000,94 @@ fn internal_date(secs: i64) -> DateTime {
     DateTime::unvalidated(utc.fixed_offset())
 }
 
+/// A BINARY value: a literal8 when it holds a NUL (RFC 3516 4.2), else a literal.
+fn nstring8(bytes: &[u8]) -> NString8<'static> {
+    if bytes.contains(&0) {
+        NString8::Literal8(Literal8 {
+            data: bytes.to_vec().into(),
+            mode: LiteralMode::Sync,
+        })
+    } else {
+        NString8::NString(nstring(bytes))
+    }
+}
+
+/// `body` with its content transfer `encoding` removed, as the library counts
+/// `MimePart::decoded_size`: base64 decodes its alphabet up to the padding (other bytes
+/// skipped), quoted-printable its escapes (soft line breaks and trailing white space
+/// removed, line breaks kept as written, a malformed escape kept as it is); 7bit, 8bit
+/// and binary are the bytes themselves. `None` for any other encoding.
+fn decode_transfer(encoding: Option<&str>, body: &[u8]) -> Option<Vec<u8>> {
+    let encoding = encoding.map(|e| e.trim().to_ascii_lowercase());
+    match encoding.as_deref() {
+        None | Some("7bit" | "8bit" | "binary") => Some(body.to_vec()),
+        Some("base64") => {
+            let sextet = |b: u8| match b {
+                b'A'..=b'Z' => Some(b - b'A'),
+                b'a'..=b'z' => Some(b - b'a' + 26),
+                b'0'..=b'9' => Some(b - b'0' + 52),
+                b'+' => Some(62),
+                b'/' => Some(63),
+                _ => None,
+            };
+            let mut out = Vec::with_capacity(body.len() * 3 / 4);
+            let (mut acc, mut bits) = (0u32, 0u32);
+            for value in body
+                .iter()
+                .take_while(|&&b| b != b'=')
+                .filter_map(|&b| sextet(b))
+            {
+                acc = (acc << 6) | u32::from(value);
+                bits += 6;
+                if bits >= 8 {
+                    bits -= 8;
+                    out.push((acc >> bits) as u8);
+                    acc &= (1 << bits) - 1;
+                }
+            }
+            Some(out)
+        }
+        Some("quoted-printable") => {
+            let hex = |b: u8| (b as char).to_digit(16);
+            let mut out = Vec::with_capacity(body.len());
+            for line in body.split_inclusive(|&b| b == b'\n') {
+                let (content, eol): (&[u8], &[u8]) = match line {
+                    [rest @ .., b'\r', b'\n'] => (rest, b"\r\n"),
+                    [rest @ .., b'\n'] => (rest, b"\n"),
+                    rest => (rest, b""),
+                };
+                let mut end = content.len();
+                while end > 0 && matches!(content[end - 1], b' ' | b'\t') {
+                    end -= 1;
+                }
+                let (content, eol) = match content[..end].strip_suffix(b"=") {
+                    Some(soft) => (soft, &b""[..]),
+                    None => (&content[..end], eol),
+                };
+                let mut i = 0;
+                while i < content.len() {
+                    let escaped = (content[i] == b'=')
+                        .then(|| Some((hex(*content.get(i + 1)?)?, hex(*content.get(i + 2)?)?)))
+                        .flatten();
+                    match escaped {
+                        Some((hi, lo)) => {
+                            out.push((hi * 16 + lo) as u8);
+                            i += 3;
+                        }
+                        None => {
+                            out.push(content[i]);
+                            i += 1;
+                        }
+                    }
+                }
+                out.extend_from_slice(eol);
+            }
+            Some(out)
+        }
+        Some(_) => None,
+    }
+}
+
 fn nstring(bytes: &[u8]) -> NString<'static> {
     NString(Some(IString::Literal(Literal::unvalidated(bytes.to_vec()))))
 }
@@ -3000,6 +3175,40 @@ mod tests {
         assert_eq!(tag_of(b"a1"), None);
         assert_eq!(tag_of(b"a{ FETCH\r\n"), None);
         assert_eq!(tag_of(b" FETCH\r\n"), None);
+    }
+
+    #[test]
+    fn transfer_decoding_matches_the_analysis_sizes() {
+        assert_eq!(
+            decode_transfer(Some("BASE64"), b"aGVs\r\nbG8=\r\n"),
+            Some(b"hello".to_vec())
+        );
+        assert_eq!(
+            decode_transfer(Some("quoted-printable"), b"caf=C3=A9 =\r\nau lait  \r\n=ZZ"),
+            Some(b"caf\xc3\xa9 au lait\r\n=ZZ".to_vec())
+        );
+        assert_eq!(
+            decode_transfer(Some(" 8bit "), b"a\0b"),
+            Some(b"a\0b".to_vec())
+        );
+        assert_eq!(decode_transfer(None, b"x"), Some(b"x".to_vec()));
+        assert_eq!(decode_transfer(Some("x-uuencode"), b"x"), None);
+        // BINARY.SIZE (the analysis' count) is the length of what BINARY gives.
+        let message = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\
+            Content-Transfer-Encoding: base64\r\n\r\nAAECAwQFBgcICQ\r\n=\r\n--b\r\n\
+            Content-Transfer-Encoding: quoted-printable\r\n\r\nl=C3=A0 =\r\nbas=\r\n \t\r\nend\r\n--b--\r\n";
+        let analysis = Mailstore::parse_message(message);
+        let mut leaves = 0;
+        for part in &analysis.parts {
+            let Some(size) = part.decoded_size else {
+                continue;
+            };
+            let body = &message[part.body_offset as usize..part.end_offset as usize];
+            let decoded = decode_transfer(part.transfer_encoding.as_deref(), body).expect("known");
+            assert_eq!(decoded.len() as u64, size, "{part:?}");
+            leaves += 1;
+        }
+        assert_eq!(leaves, 2);
     }
 
     #[test]
