@@ -411,6 +411,17 @@ impl Provider {
         self.session(keyring)
     }
 
+    /// The answer to a login for a name the server does not know, in the time a wrong
+    /// password takes: one Argon2id derivation at the deployment's costs under the login
+    /// gate, then [`Error::WrongCredential`] (see [`KeyringStore::reject_unknown`]).
+    /// Returns the error to report.
+    #[tracing::instrument(level = "debug", skip_all)]
+    pub async fn reject_unknown_login(&self, password: &str) -> Error {
+        self.keyrings
+            .reject_unknown(password, self.config.kdf)
+            .await
+    }
+
     /// Unlocks an account with any credential its keyring has a slot for: a recovery
     /// code, or a device key (on a companion).
     ///
@@ -991,7 +1002,8 @@ impl Session {
         mut progress: impl FnMut(RotationProgress),
     ) -> Result<usize> {
         let mut total = 0;
-        for _ in 0..16 {
+        let mut backoff = crate::storage::commit::Backoff::new(16);
+        for _ in 0..32 {
             let generation = self.keyring.generation();
             match self.rekey_index(collections, &mut progress).await {
                 Ok(done) => {
@@ -1008,7 +1020,15 @@ impl Session {
                 ) => {
                     self.reload_keyring().await?;
                     if self.keyring.generation() == generation {
-                        return Err(e);
+                        // Nothing committed to the keyring meanwhile: another session
+                        // is re-keying the same collections (its copy or its close
+                        // landed first) and has not finished yet. Wait and run again:
+                        // the copy resumes where the collections stand, or follows
+                        // once that session has finished.
+                        let path = object_store::path::Path::from("root rotation");
+                        if backoff.wait(&self.rng, &path).await.is_err() {
+                            return Err(e);
+                        }
                     }
                 }
                 Err(e) => return Err(e),

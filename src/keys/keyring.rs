@@ -179,6 +179,25 @@ impl KeyringStore {
         }
     }
 
+    /// What a login for an account that does not exist costs: one Argon2id derivation of
+    /// `password` at `params` (with a random salt) under the gate, as a wrong password
+    /// costs, and then [`Error::WrongCredential`]. A server answers an unknown login name
+    /// with it, so that the time a failed login takes does not tell whether the account
+    /// exists (what remains is the directory and keyring reads, milliseconds against the
+    /// derivation's tenths of a second).
+    pub async fn reject_unknown(&self, password: &str, params: KdfParams) -> Error {
+        let password = zeroize::Zeroizing::new(password.as_bytes().to_vec());
+        let salt = self.rng.bytes32();
+        let derived = self
+            .gate
+            .run(move |memory| super::kdf::argon2id(&password, &salt, &params, memory).map(drop))
+            .await;
+        match derived {
+            Ok(_) => Error::WrongCredential,
+            Err(e) => e,
+        }
+    }
+
     /// Uses `limits` for stored KDF costs and `gate` for concurrent derivations.
     pub fn with_kdf(mut self, limits: KdfLimits, gate: KdfGate) -> Self {
         self.limits = limits;
@@ -1229,14 +1248,23 @@ impl UnlockedKeyring {
                 self.unlocked_by = None;
             }
         }
-        let superseded: Vec<VersionName> = objects
-            .list()
-            .await?
-            .into_iter()
-            .filter(|n| n.generation <= generation && *n != name)
-            .collect();
-        for old in superseded {
-            objects.delete(&old).await?;
+        // The change is committed: cleaning up is best effort (what a failure leaves,
+        // the next commit deletes), never a reason to report the change as failed.
+        match objects.list().await {
+            Ok(listed) => {
+                for old in listed
+                    .into_iter()
+                    .filter(|n| n.generation <= generation && *n != name)
+                {
+                    if let Err(e) = objects.delete(&old).await {
+                        tracing::warn!(error = %e, "superseded keyring version left in the store");
+                        break;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "superseded keyring versions not listed");
+            }
         }
         Ok(())
     }

@@ -241,6 +241,20 @@ pub async fn work(
             }
             Err(e) => {
                 eprintln!("churn worker {worker}: change {n} (op {op}) failed: {e}");
+                if op == 2 {
+                    // A failed removal must not have removed the slot: a removal that
+                    // committed is acknowledged (`Session::remove_slot`).
+                    let id = mine.get(usize::from(pick[1]) % mine.len()).copied();
+                    reload(&mut session, &mut mine).await?;
+                    if let Some(id) = id.filter(|id| !session.slots().iter().any(|s| s.id == *id)) {
+                        return Err(Error::Conflict {
+                            path: format!(
+                                "worker {worker}: the removal of slot {} failed ({e}) but the slot is gone",
+                                hex(&id)
+                            ),
+                        });
+                    }
+                }
                 if matches!(e, Error::Conflict { .. }) {
                     stats.conflicts += 1;
                 } else {
@@ -403,6 +417,8 @@ pub struct ChurnRun {
     pub workers: Vec<WorkerStats>,
     /// Wall time of the churn (from the first spawn to the last exit).
     pub elapsed: Duration,
+    /// The changes that failed, one line each as the workers reported them.
+    pub failures: String,
 }
 
 /// Runs the whole churn: [`setup`] on `store_spec` with a
@@ -491,6 +507,7 @@ pub async fn drive(
         report,
         workers: stats,
         elapsed,
+        failures,
     })
 }
 

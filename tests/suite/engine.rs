@@ -202,6 +202,35 @@ async fn a_login_storm_goes_through_the_gate() {
     assert_eq!(ok, 16);
 }
 
+/// A login for a name the server does not know costs what a wrong password costs (one
+/// derivation through the login gate, at the deployment's costs), so that the time of a
+/// failed login does not tell whether the account exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_login_costs_a_derivation_like_a_wrong_password() {
+    let d = Deployment::new().await;
+    let gate = KdfGate::new(1);
+    let config = ProviderConfig {
+        pepper: Some([5; 32]),
+        kdf: CHEAP,
+        limits: None,
+        gate: gate.clone(),
+        ..ProviderConfig::default()
+    };
+    let provider = Provider::new(d.store.clone(), d.deployment, d.directory.clone(), config)
+        .await
+        .unwrap();
+    let alice = provider.create_account("pw").await.unwrap();
+    let before = gate.derivations();
+    let wrong = provider.unlock(alice, "nope").await;
+    assert!(matches!(wrong, Err(Error::WrongCredential)), "{wrong:?}");
+    let for_a_wrong_password = gate.derivations() - before;
+    let before = gate.derivations();
+    let unknown = provider.reject_unknown_login("nope").await;
+    assert!(matches!(unknown, Error::WrongCredential), "{unknown:?}");
+    assert_eq!(for_a_wrong_password, 1);
+    assert_eq!(gate.derivations() - before, for_a_wrong_password);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn erase_leaves_nothing_openable_even_in_a_copy_of_the_bucket() {
     let d = Deployment::new().await;

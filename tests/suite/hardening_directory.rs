@@ -373,6 +373,19 @@ fn item_02_four_processes_churning_one_keyring_lose_no_acknowledged_change() {
             run.elapsed.as_secs_f64(),
             run.report.final_generation
         );
+        // What failed, by operation and kind of error.
+        let mut kinds = std::collections::BTreeMap::<String, usize>::new();
+        for line in run.failures.lines() {
+            let op = line
+                .split("(op ")
+                .nth(1)
+                .and_then(|s| s.get(..1))
+                .unwrap_or("?");
+            let error = line.split("failed: ").nth(1).unwrap_or(line);
+            let error = error.split(':').next().unwrap_or(error);
+            *kinds.entry(format!("op {op}: {error}")).or_default() += 1;
+        }
+        eprintln!("{spec}: failed changes: {kinds:?}");
         assert!(
             run.workers.iter().all(|w| w.acknowledged > 0),
             "{spec}: a worker never committed: {:?}",

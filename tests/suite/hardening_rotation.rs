@@ -442,7 +442,9 @@ async fn item_04_rotation_on_demand_killed_and_resumed() {
                 Ok(mut killed) => killed.rotate_root(&[b"notes"], |_| {}).await.map(|_| ()),
                 Err(e) => Err(e),
             };
-            kills += usize::from(run.is_err());
+            if mode == FaultMode::Crash {
+                kills += usize::from(run.is_err());
+            }
             // After the kill: everything reads (a session opened now uses whichever
             // index key the keyring says is current for each collection).
             let reader = w.provider.unlock(w.alice, "pw2").await.unwrap();
@@ -454,9 +456,13 @@ async fn item_04_rotation_on_demand_killed_and_resumed() {
             check_rotated(&w, &backup, &before, modseq, &ctx).await;
         }
     }
+    // A crash stops every later request: each run so killed fails, but for the crashes
+    // at the last request (`span - 1`, with and without compare-and-swap), which only
+    // cleans up a committed keyring. Lost responses and transient failures may be
+    // retried through (the re-keying waits and runs again when nothing committed).
     assert!(
-        kills >= (points.len() + 4) * 2,
-        "the rotation was killed part-way ({kills} runs)"
+        kills >= points.len() + 4 - 2,
+        "the rotation was killed part-way by a crash in only {kills} runs"
     );
 }
 
@@ -847,5 +853,81 @@ async fn item_04_a_removal_overtaken_by_another_rotation_is_acknowledged() {
             "{name}: {messages:?}"
         );
         session.rotate_root(&[], |_| {}).await.unwrap();
+    }
+}
+
+/// Item 4 under churn, the other order (the CI run of the four-process churn found it): a
+/// slot removal commits its keyring change and stops before its first index write;
+/// another session re-keys the same collections and stops just before finishing the
+/// rotation. The remover's index writes then lose to that session's while the keyring has
+/// not moved: the removal is committed, so `remove_slot` must wait for the collections to
+/// settle and acknowledge it, not fail with the conflict it lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_04_a_removal_racing_another_rekeying_of_its_rotation_is_acknowledged() {
+    use mailvault::storage::{GateStore, Hold};
+    for (name, store, mode) in backends() {
+        let w = World::on(store.clone(), mode).await;
+        let remover_store = GateStore::new(store.clone());
+        let other_store = GateStore::new(store.clone());
+        let (remover_gate, other_gate) = (remover_store.gate(), other_store.gate());
+        let provider = |gated: &GateStore| {
+            Provider::new(
+                Arc::new(gated.clone()),
+                w.deployment,
+                w.directory.clone(),
+                config(),
+            )
+        };
+        let remover_provider = provider(&remover_store).await.unwrap();
+        let other_provider = provider(&other_store).await.unwrap();
+        let mut remover = remover_provider.unlock(w.alice, "pw").await.unwrap();
+        append(&remover, "Subject: before\r\n\r\nbefore the removal").await;
+        let removed_key = remover.add_device_key().await.unwrap();
+        let removed = remover.slots().last().unwrap().id;
+        let others_key = remover.add_device_key().await.unwrap();
+        let mut other = other_provider
+            .unlock_with(w.alice, Credential::DeviceKey(&others_key))
+            .await
+            .unwrap();
+
+        // The remover stops at its first index write, after its keyring commit.
+        remover_gate.arm(Hold::Put, "/i/");
+        let removal = tokio::spawn(async move {
+            let result = remover.remove_slot(removed).await;
+            (remover, result)
+        });
+        remover_gate.reached().await;
+        other.reload_keyring().await.unwrap();
+        // The other session re-keys every collection and stops before its keyring commit
+        // that finishes the rotation.
+        other_gate.arm(Hold::Put, "/k/");
+        let rekeying = tokio::spawn(async move {
+            let result = other.rotate_root(&[], |_| {}).await.map(|_| ());
+            (other, result)
+        });
+        other_gate.reached().await;
+        remover_gate.open();
+        let (remover, result) = removal.await.unwrap();
+        other_gate.open();
+        let (_other, other_result) = rekeying.await.unwrap();
+        result.unwrap_or_else(|e| {
+            panic!("{name}: the committed removal was reported as failed: {e}")
+        });
+        other_result.unwrap_or_else(|e| panic!("{name}: the other rotation failed: {e}"));
+        assert!(
+            w.provider
+                .unlock_with(w.alice, Credential::DeviceKey(&removed_key))
+                .await
+                .is_err(),
+            "{name}: the removed key still opens the account"
+        );
+        append(&remover, "Subject: after\r\n\r\nafter the removal").await;
+        let session = w.provider.unlock(w.alice, "pw").await.unwrap();
+        let mut mail = session.mailstore().await.unwrap();
+        let messages = inbox(&mut mail).await;
+        assert!(
+            messages.len() == 2 && messages.iter().all(|(_, read)| *read),
+            "{name}: {messages:?}"
+        );
     }
 }
