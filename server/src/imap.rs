@@ -85,7 +85,7 @@ pub enum Login {
     /// registry, one handle per account shared by its connections.
     Provider {
         /// Accounts, login.
-        provider: Provider,
+        provider: Box<Provider>,
         /// Login name → account.
         accounts: Accounts,
         /// The open accounts.
