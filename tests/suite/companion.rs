@@ -29,11 +29,21 @@ fn config() -> CompanionConfig {
 /// The provider side (its own `FileDirectory` under `root`, an officer key and the
 /// delivery key set) and its delivery signing key.
 async fn provider(store: DynStore, root: &std::path::Path) -> (Provider, DeliverySigningKey) {
+    let (provider, signing, _) = provider_and_officer(store, root).await;
+    (provider, signing)
+}
+
+/// [`provider`], with the deployment's officer secret.
+async fn provider_and_officer(
+    store: DynStore,
+    root: &std::path::Path,
+) -> (Provider, DeliverySigningKey, OfficerSecret) {
     let rng = RandomSource::os();
     let directory = Arc::new(FileDirectory::open(root).unwrap());
+    let officer = OfficerSecret::generate(&rng);
     directory
         .set_officer_keys(vec![OfficerKeyEntry {
-            key: OfficerSecret::generate(&rng).public(),
+            key: officer.public(),
             current: true,
         }])
         .await
@@ -51,7 +61,7 @@ async fn provider(store: DynStore, root: &std::path::Path) -> (Provider, Deliver
     )
     .await
     .unwrap();
-    (provider, signing)
+    (provider, signing, officer)
 }
 
 /// The enrollment flow of key model 1: the provider enrolls, the device creates its
@@ -90,17 +100,24 @@ fn message(n: usize) -> String {
 async fn companion_flow(name: &str, provider_store: DynStore, device_store: DynStore) {
     let provider_root = tempfile::tempdir().unwrap();
     let local = tempfile::tempdir().unwrap();
-    let (provider, signing) = provider(provider_store, provider_root.path()).await;
+    let (provider, signing, officer) =
+        provider_and_officer(provider_store, provider_root.path()).await;
     let (account, device_key) = enroll(&provider, device_store.clone(), local.path()).await;
 
     // The provider holds the public keys only: no login, no officer, nothing opens.
+    let login = provider.unlock(account, "any password").await;
+    assert!(matches!(login, Err(Error::WrongCredential)), "{name}");
+    let officer_open = provider.officer_open(account, &officer).await;
     assert!(
-        matches!(
-            provider.unlock(account, "any password").await,
-            Err(Error::WrongCredential)
-        ),
+        matches!(officer_open, Err(Error::WrongCredential)),
         "{name}"
     );
+    assert!(provider
+        .keyrings()
+        .stored_slots(&account)
+        .await
+        .unwrap()
+        .is_empty());
 
     let counting = CountingStore::new(device_store);
     let companion = Companion::open(
