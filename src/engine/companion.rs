@@ -1,36 +1,5 @@
 //! The companion kit (issue 12, item 10): the hardened flavor's key holder, run on the
-//! user's device.
-//!
-//! In the hardened flavor the provider holds only an account's public keys: it delivers
-//! mail sealed to them and cannot read it. The device holds the keys and serves the
-//! user's mail client itself, over the same bucket. Its state on the device is a **local
-//! folder**: a [`FileDirectory`] with the device's own trusted marks (the keyring's, the
-//! index's, the account record with its public keys, the provider's delivery verification
-//! keys), and the **device key file** ([`DeviceKeyFile`], named [`Companion::KEY_FILE`]):
-//! the account's root key wrapped under the device key, which the device keeps apart
-//! (its own file, a keychain).
-//!
-//! Enrollment, key model 1 (keys only on the device):
-//! 1. the provider enrolls the account ([`Provider::device_enrollment`](super::Provider::device_enrollment))
-//!    and hands the device the [`DeviceEnrollment`] over its authenticated channel;
-//! 2. the device creates the keyring ([`Companion::create`]): a new root key and epoch,
-//!    the keyring published in the bucket (a keyring without slots), the local folder
-//!    and the key file written; it returns the epoch public keys;
-//! 3. the provider accepts the keyring with those public keys
-//!    ([`Provider::accept_keyring`](super::Provider::accept_keyring)): from then on its
-//!    deliverer seals the account's mail to them.
-//!
-//! Then [`Companion::open`] opens the account with the device key alone: it reads the key
-//! file, opens the keyring, and gives the account's [`SharedAccount`], whose poller
-//! imports deliveries as they arrive. It touches only the account's objects (the store is
-//! wrapped in an [`AccountScopedStore`]) and **writes nothing to probe the bucket**: the
-//! commit mode is the configuration's ([`CompanionConfig::mode`]; by default writer-unique
-//! names committed through the local directory, correct on every backend whatever its
-//! conditional writes).
-//!
-//! The provider's delivery counter lives in the provider's directory, which the device
-//! does not read: the companion's poller finds pending deliveries by listing the
-//! account's delivery prefix ([`PendingCheck::ListEnvelopes`]), one LIST per interval.
+//! user's device. See [`Companion`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -221,7 +190,38 @@ impl DeviceEnrollment {
     }
 }
 
-/// An account opened on the user's device (see the [module documentation](self)).
+/// An account opened on the user's device (issue 12, item 10).
+///
+/// In the hardened flavor the provider holds only an account's public keys: it delivers
+/// mail sealed to them and cannot read it. The device holds the keys and serves the
+/// user's mail client itself, over the same bucket. Its state on the device is a **local
+/// folder**: a [`FileDirectory`] with the device's own trusted marks (the keyring's, the
+/// index's, the account record with its public keys, the provider's delivery verification
+/// keys), and the **device key file** ([`DeviceKeyFile`], named [`Companion::KEY_FILE`](Self::KEY_FILE)):
+/// the account's root key wrapped under the device key, which the device keeps apart
+/// (its own file, a keychain).
+///
+/// Enrollment, key model 1 (keys only on the device):
+/// 1. the provider enrolls the account ([`Provider::device_enrollment`](super::Provider::device_enrollment))
+///    and hands the device the [`DeviceEnrollment`] over its authenticated channel;
+/// 2. the device creates the keyring ([`Companion::create`](Self::create)): a new root key and epoch,
+///    the keyring published in the bucket (a keyring without slots), the local folder
+///    and the key file written; it returns the epoch public keys;
+/// 3. the provider accepts the keyring with those public keys
+///    ([`Provider::accept_keyring`](super::Provider::accept_keyring)): from then on its
+///    deliverer seals the account's mail to them.
+///
+/// Then [`Companion::open`](Self::open) opens the account with the device key alone: it reads the key
+/// file, opens the keyring, and gives the account's [`SharedAccount`], whose poller
+/// imports deliveries as they arrive. It touches only the account's objects (the store is
+/// wrapped in an [`AccountScopedStore`]) and **writes nothing to probe the bucket**: the
+/// commit mode is the configuration's ([`CompanionConfig::mode`]; by default writer-unique
+/// names committed through the local directory, correct on every backend whatever its
+/// conditional writes).
+///
+/// The provider's delivery counter lives in the provider's directory, which the device
+/// does not read: the companion's poller finds pending deliveries by listing the
+/// account's delivery prefix ([`PendingCheck::ListEnvelopes`]), one LIST per interval.
 #[derive(Debug, Clone)]
 pub struct Companion {
     deployment: DeploymentId,

@@ -35,7 +35,11 @@ const MAGIC: [u8; 4] = *b"MVD1";
 const BODY_LEN: usize = 40 + SLOT_LEN;
 const LEN: usize = BODY_LEN + 32;
 
-/// A parsed device key file (see the [module documentation](self)).
+/// A parsed device key file: the account's root key wrapped in a device-key slot,
+/// bound to the deployment and account (not to the directory's secret or the pepper: it
+/// opens on the device alone), armored with a SHA-256 checksum (`MVD1`, docs/design.md
+/// §12.7). The checksum tells a damaged file ([`Error::Tampered`]) from another device key
+/// ([`Error::WrongCredential`], the slot's commitment).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceKeyFile {
     /// The deployment the account belongs to.

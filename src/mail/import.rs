@@ -394,9 +394,8 @@ impl Mailstore {
         Ok(issued > checked_through(&self.index) || !self.missing_deliveries().is_empty())
     }
 
-    /// Whether the store lists a pending envelope that no import has dealt with (neither
-    /// imported nor quarantined): one LIST of the account's delivery prefix, and index
-    /// lookups. What a companion polls, since its local directory does not hold the
+    /// Whether the store lists a pending envelope whose delivery is not quarantined: one
+    /// LIST of the account's delivery prefix, and index lookups. What a companion polls, since its local directory does not hold the
     /// provider's delivery counter that [`deliveries_pending`](Self::deliveries_pending)
     /// reads. An envelope of a delivery imported before (a retry) counts too, so that
     /// the import removes it.
