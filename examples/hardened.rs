@@ -1,8 +1,10 @@
 //! The hardened flavor end to end (key model 1, "device only"): the server never holds a
 //! key that opens mail. The account's keys are made on the user's device; the server
 //! keeps only the public key (in its directory). A deliverer with public data and the
-//! provider's signing key seals incoming mail; a companion on the device, holding the
-//! keys, imports and reads it.
+//! provider's signing key seals incoming mail; a companion on the device
+//! (`engine::Companion`: the root key in a key file sealed under the device key, a local
+//! directory of its own, a store scoped to the account), holding the keys, imports and
+//! reads it.
 //!
 //! ```sh
 //! cargo run --release --example hardened
@@ -13,8 +15,9 @@ use std::sync::Arc;
 use mailvault::crypto::RandomSource;
 use mailvault::delivery::{Deliverer, DeliveryOptions, DeliverySigningKey};
 use mailvault::directory::{Directory, KeyModel, MemoryDirectory};
-use mailvault::engine::{Provider, ProviderConfig};
+use mailvault::engine::{Companion, CompanionConfig, DeviceEnrollment, Provider, ProviderConfig};
 use mailvault::ids::DeploymentId;
+use mailvault::keys::DeviceKey;
 use mailvault::mail::{PartSection, INBOX};
 use mailvault::storage::open_store;
 
@@ -45,16 +48,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     )
     .await?;
 
-    // 1. Enrollment: the device makes the keys; the server accepts only the public key.
-    let enrollment = provider.enroll(KeyModel::DeviceOnly).await?;
-    let device_keyring = provider
-        .keyrings()
-        .create(enrollment.account, enrollment.binding.clone(), Vec::new())
-        .await?;
-    provider
-        .accept_keyring(enrollment.account, device_keyring.epoch_public_keys())
-        .await?;
-    let account = enrollment.account;
+    // 1. Enrollment: the provider enrolls and hands the device what it needs; the device
+    //    makes the keys (a key file sealed under its device key, a local directory); the
+    //    provider accepts only the public keys.
+    let enrollment = provider
+        .device_enrollment(KeyModel::DeviceOnly)
+        .await?
+        .to_armored();
+    let local = std::env::temp_dir().join(format!("mailvault-hardened-{}", std::process::id()));
+    let device_key = DeviceKey::generate(&rng);
+    let public_keys = Companion::create(
+        store.clone(),
+        &local,
+        &DeviceEnrollment::parse(&enrollment)?,
+        &device_key,
+        CompanionConfig::default(),
+    )
+    .await?;
+    let account = DeviceEnrollment::parse(&enrollment)?.account;
+    provider.accept_keyring(account, public_keys).await?;
     let slots = provider.keyrings().stored_slots(&account).await?;
     println!(
         "enrolled account {account} (device only): {} key slot(s) on the server",
@@ -73,14 +85,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
-    // 3. The companion on the device, holding the keys, imports and reads.
-    let mut companion = provider.companion_session(device_keyring)?;
-    let mut mail = companion.mailstore().await?;
-    let report = companion.import_deliveries(&mut mail).await?;
+    // 3. The companion on the device opens the account with the device key alone
+    //    (writing nothing to the bucket to do so), importing what was delivered; its
+    //    poller would import later deliveries within a second.
+    let companion = Companion::open(
+        store.clone(),
+        &local,
+        &device_key,
+        CompanionConfig::default(),
+    )
+    .await?;
+    let mut mail = companion.handle().write().await;
     println!(
-        "companion imported {} delivery(ies), {} quarantined",
-        report.imported.len(),
-        report.quarantined.len()
+        "companion opened: {} missing delivery number(s)",
+        mail.missing_deliveries().len()
     );
     let inbox = mail.mailbox_by_name(INBOX).expect("INBOX").id;
     let view = mail.select(inbox).await?;
@@ -118,5 +136,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         provider.keyrings().stored_slots(&account).await?.len(),
         names.len()
     );
+    drop(mail);
+    drop(companion);
+    std::fs::remove_dir_all(&local)?;
     Ok(())
 }

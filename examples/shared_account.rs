@@ -84,6 +84,7 @@ async fn main() -> mailvault::Result<()> {
     let share = ShareConfig {
         poll_interval: Duration::from_secs(3600),
         import_deliveries: false,
+        ..ShareConfig::default()
     };
     let handle = SharedAccount::open(provider.unlock(account, "pw").await?, share).await?;
     let inbox = handle

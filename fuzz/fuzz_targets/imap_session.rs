@@ -24,7 +24,7 @@ use mailvault::format::slot::KdfParams;
 use mailvault::ids::DeploymentId;
 use mailvault::keys::OfficerSecret;
 use mailvault_server::config::Config;
-use mailvault_server::imap::{scripted_session, Imap, ScriptedClient};
+use mailvault_server::imap::{scripted_session, Imap, Login, ScriptedClient};
 use object_store::memory::InMemory;
 
 const NAME: &str = "alice@example.org";
@@ -114,10 +114,12 @@ async fn fresh_state(f: &Fixture) -> Imap {
     .await
     .expect("a provider");
     Imap {
-        provider,
-        accounts: f.config.accounts(),
+        login: Login::Provider {
+            provider: Box::new(provider),
+            accounts: f.config.accounts(),
+            registry: Default::default(),
+        },
         max_message_size: MAX_MESSAGE,
-        registry: Default::default(),
         tls: None,
     }
 }

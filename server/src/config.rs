@@ -269,3 +269,120 @@ impl Accounts {
         Ok(())
     }
 }
+
+/// `companion.toml`: a companion on the user's device (`mailvault companion`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompanionFile {
+    /// The shared bucket, as `mailvault::storage::open_store` takes it (read and written
+    /// directly: the same store the provider delivers to).
+    pub store: String,
+    /// The device's local folder (a `FileDirectory`: the device's marks, the account
+    /// record, the provider's delivery keys; and the device key file,
+    /// `device-keyring.key`), made by `mailvault device init`.
+    pub local: PathBuf,
+    /// The device key file (`mailvault-device-key-v1:` and 64 hex digits, mode 0600).
+    pub device_key: PathBuf,
+    /// IMAP listener: a loopback address only (`127.0.0.1:1143`); any other is refused.
+    pub imap_listen: SocketAddr,
+    /// The login name the device's mail client uses.
+    pub login: String,
+    /// A file holding the password the device's mail client uses (one trailing newline
+    /// is ignored).
+    pub password_file: PathBuf,
+    /// How often the companion looks for new deliveries, milliseconds (default 1000).
+    #[serde(default = "default_poll_ms")]
+    pub poll_interval_ms: u64,
+    /// Largest message accepted over IMAP APPEND, bytes (default 64 MiB).
+    #[serde(default = "default_max_message")]
+    pub max_message_size: u32,
+}
+
+fn default_poll_ms() -> u64 {
+    1000
+}
+
+impl CompanionFile {
+    /// Reads and parses `path`; relative paths are taken relative to its folder. A
+    /// listener on anything but a loopback address is refused.
+    pub fn load(path: &Path) -> Result<Self, BoxError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut config: CompanionFile =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for path in [
+            &mut config.local,
+            &mut config.device_key,
+            &mut config.password_file,
+        ] {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        }
+        if !config.store.contains("://") && Path::new(&config.store).is_relative() {
+            config.store = base.join(&config.store).to_string_lossy().into_owned();
+        }
+        if !config.imap_listen.ip().is_loopback() {
+            return Err(format!(
+                "{}: imap_listen {} is not a loopback address: a companion serves the device only (127.0.0.1)",
+                path.display(),
+                config.imap_listen
+            )
+            .into());
+        }
+        if config.poll_interval_ms == 0 {
+            return Err(format!("{}: poll_interval_ms must not be 0", path.display()).into());
+        }
+        Ok(config)
+    }
+}
+
+/// A password file's content, one trailing newline (LF or CRLF) dropped; empty refused.
+pub fn read_password(path: &Path) -> Result<zeroize::Zeroizing<String>, BoxError> {
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+    );
+    let password = text
+        .strip_suffix('\n')
+        .map(|p| p.strip_suffix('\r').unwrap_or(p))
+        .unwrap_or(&text);
+    if password.is_empty() {
+        return Err(format!("{}: the password is empty", path.display()).into());
+    }
+    Ok(zeroize::Zeroizing::new(password.to_string()))
+}
+
+/// Epoch public keys as lines of `<epoch> <64 hex digits>`.
+pub fn format_public_keys(keys: &[(u32, [u8; 32])]) -> String {
+    keys.iter()
+        .map(|(epoch, key)| format!("{epoch} {}\n", hex(key)))
+        .collect()
+}
+
+/// Parses lines of `<epoch> <64 hex digits>` (blank lines ignored).
+pub fn parse_public_keys(text: &str) -> Result<Vec<(u32, [u8; 32])>, BoxError> {
+    let mut keys = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let (epoch, key) = line
+            .split_once(' ')
+            .ok_or_else(|| format!("public key line {line:?}: expected `<epoch> <hex>`"))?;
+        let epoch: u32 = epoch
+            .parse()
+            .map_err(|_| format!("public key line {line:?}: bad epoch"))?;
+        let key = key.trim();
+        if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("public key line {line:?}: expected 64 hex digits").into());
+        }
+        let mut bytes = [0u8; 32];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&key[2 * i..2 * i + 2], 16)?;
+        }
+        keys.push((epoch, bytes));
+    }
+    if keys.is_empty() {
+        return Err("no public key".into());
+    }
+    Ok(keys)
+}

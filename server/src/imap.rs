@@ -78,16 +78,38 @@ const TOOBIG_TEXT: &str = "message larger than APPENDLIMIT";
 /// A TLS handshake (IMAPS, or after STARTTLS) not done in this time closes the connection.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Who logs in, and to what.
+pub enum Login {
+    /// The provider (`mailvault serve`): a login name from the accounts table, its
+    /// password unlocking the account's keyring (key model 5); the open accounts in a
+    /// registry, one handle per account shared by its connections.
+    Provider {
+        /// Accounts, login.
+        provider: Box<Provider>,
+        /// Login name → account.
+        accounts: Accounts,
+        /// The open accounts.
+        registry: AccountRegistry,
+    },
+    /// The companion (`mailvault companion`): one account, opened at start with the
+    /// device key; the device's mail client logs in with the companion's own login and
+    /// password (nothing of the account's keys).
+    Companion {
+        /// The login name the client uses.
+        name: String,
+        /// The password the client uses.
+        password: zeroize::Zeroizing<String>,
+        /// The account's handle.
+        handle: SharedAccount,
+    },
+}
+
 /// What every IMAP connection shares.
 pub struct Imap {
-    /// Accounts, login.
-    pub provider: Provider,
-    /// Login name → account.
-    pub accounts: Accounts,
+    /// How clients log in.
+    pub login: Login,
     /// Largest literal (APPEND) accepted, bytes.
     pub max_message_size: u32,
-    /// The open accounts: one handle per account, shared by its connections.
-    pub registry: AccountRegistry,
     /// The server's certificate and key: IMAPS, STARTTLS on the plain port, and no
     /// password in the clear. `None`: plain TCP only, passwords accepted.
     pub tls: Option<TlsAcceptor>,
@@ -1134,7 +1156,33 @@ impl Conn<'_> {
         else {
             return Ok(failed(tag));
         };
-        let account = match self.state.accounts.lookup(user) {
+        let (provider, accounts, registry) = match &self.state.login {
+            Login::Provider {
+                provider,
+                accounts,
+                registry,
+            } => (provider, accounts, registry),
+            Login::Companion {
+                name,
+                password: expected,
+                handle,
+            } => {
+                // Both compared whole, in time independent of where they differ.
+                let name_ok = constant_time_eq(user.to_lowercase().as_bytes(), name.as_bytes());
+                let password_ok = constant_time_eq(password.as_bytes(), expected.as_bytes());
+                if !(name_ok & password_ok) {
+                    return Ok(failed(tag));
+                }
+                tracing::info!(account = %handle.account(), tls = self.tls, command, "IMAP login (companion)");
+                self.account = Some(handle.clone());
+                return Ok(ok(
+                    tag,
+                    Some(Code::Capability(self.capabilities())),
+                    format!("{command} completed"),
+                ));
+            }
+        };
+        let account = match accounts.lookup(user) {
             Ok(Some(account)) => account,
             Ok(None) => return Ok(failed(tag)),
             Err(e) => {
@@ -1148,13 +1196,14 @@ impl Conn<'_> {
         };
         // The password is checked on every login (unlocking the account's keyring), also
         // when the account's handle is open already: the session is then dropped and the
-        // open handle shared.
-        let session = match self.state.provider.unlock(account, password).await {
+        // open handle shared. An account whose keys are on a device (key models 1 to 4:
+        // no password slot here) fails here like a wrong password: this process has no
+        // key that opens it.
+        let session = match provider.unlock(account, password).await {
             Ok(session) => session,
             Err(mailvault::Error::WrongCredential) => return Ok(failed(tag)),
             Err(e) => return Err(e),
         };
-        let registry = &self.state.registry;
         let shared = registry.get(&account).is_some();
         let handle = registry
             .get_or_open(account, ShareConfig::default(), || async { Ok(session) })
@@ -2862,6 +2911,15 @@ fn copy_uid(copied: &mailvault::mail::Copied) -> Option<Code<'static>> {
 }
 
 /// The tag a discarded command line starts with, if it is a valid one.
+/// Whether `a` and `b` are equal, in time that depends on their lengths only.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = u8::from(a.len() != b.len());
+    for i in 0..a.len().max(b.len()) {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff);
+    }
+    diff == 0
+}
+
 fn tag_of(line: &[u8]) -> Option<Tag<'static>> {
     let end = line
         .iter()

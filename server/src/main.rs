@@ -4,6 +4,13 @@
 //! mailvault init --config mailvault.toml
 //! mailvault account create --config mailvault.toml --name alice@example.org --password-file pw
 //! mailvault serve --config mailvault.toml
+//!
+//! # the hardened flavor: keys on the user's device (key model 1)
+//! mailvault account enroll --config mailvault.toml --name bob@example.org --out bob.enrollment
+//! mailvault device init --store <bucket> --local device/ --enrollment bob.enrollment \
+//!     --device-key device.key > bob.public-keys                       # on the device
+//! mailvault account accept --config mailvault.toml --name bob@example.org --public-keys bob.public-keys
+//! mailvault companion --config companion.toml                         # on the device
 //! ```
 //!
 //! See `server/README.md` for the configuration file and what each command writes.
@@ -17,11 +24,13 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use mailvault::crypto::RandomSource;
 use mailvault::delivery::DeliverySigningKey;
-use mailvault::directory::{Directory, OfficerKeyEntry};
+use mailvault::directory::{Directory, FileDirectory, KeyModel, OfficerKeyEntry};
+use mailvault::engine::{Companion, CompanionConfig, DeviceEnrollment};
 use mailvault::ids::DeploymentId;
-use mailvault::keys::OfficerSecret;
+use mailvault::keys::{DeviceKey, DeviceKeyFile, OfficerSecret};
+use mailvault::storage::open_store;
 
-use mailvault_server::config::{hex, write_new_private, BoxError, Config};
+use mailvault_server::config::{hex, write_new_private, BoxError, CompanionFile, Config};
 
 #[derive(Parser)]
 #[command(
@@ -54,6 +63,47 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Commands run on the user's device (hardened flavor).
+    Device {
+        #[command(subcommand)]
+        command: DeviceCommand,
+    },
+    /// Runs a companion on the user's device: the account opened with the device key,
+    /// IMAP on a loopback address for the device's mail client, the shared bucket read and
+    /// written directly, deliveries imported as they arrive. Until SIGINT or SIGTERM.
+    Companion {
+        /// The companion's configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeviceCommand {
+    /// Sets up a device from the provider's enrollment file: makes the device key file
+    /// if it does not exist (mode 0600), creates the account's keyring in the bucket, the
+    /// local folder and the device key file; prints the epoch public keys (`<epoch>
+    /// <hex>` lines) for `mailvault account accept`.
+    Init {
+        /// The shared bucket (as `store` in the configuration).
+        #[arg(long)]
+        store: String,
+        /// The device's local folder (created).
+        #[arg(long)]
+        local: PathBuf,
+        /// The enrollment file from `mailvault account enroll` (delete it afterwards).
+        #[arg(long)]
+        enrollment: PathBuf,
+        /// The device key file (made when missing).
+        #[arg(long)]
+        device_key: PathBuf,
+    },
+    /// Prints the account's epoch public keys as the device's local folder holds them.
+    ShowKey {
+        /// The device's local folder.
+        #[arg(long)]
+        local: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -76,6 +126,45 @@ enum AccountCommand {
         /// Largest message accepted for this account, bytes.
         #[arg(long)]
         message_limit: Option<u64>,
+    },
+    /// Enrolls an account whose keys live on the user's device (key model 1: the provider
+    /// keeps only its public keys and delivers to it over LMTP; no IMAP here) under a login
+    /// name / recipient address; writes the enrollment file the device needs (mode 0600:
+    /// it holds the account's secret) and prints the account id.
+    Enroll {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Recipient address (and the name the device's companion is known by).
+        #[arg(long)]
+        name: String,
+        /// Where to write the enrollment file (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Accepts the keyring a device created for an enrolled account: records the epoch
+    /// public keys (`<epoch> <hex>` lines, as `mailvault device init` prints them), to
+    /// which deliveries are sealed from then on.
+    Accept {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The account's name.
+        #[arg(long)]
+        name: String,
+        /// A file of `<epoch> <hex>` lines.
+        #[arg(long)]
+        public_keys: PathBuf,
+    },
+    /// Prints an account's epoch public keys (`<epoch> <hex>` lines) and key model, as
+    /// the directory holds them.
+    ShowKey {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The account's name.
+        #[arg(long)]
+        name: String,
     },
 }
 
@@ -121,15 +210,8 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                 },
         } => {
             let config = Config::load(&config)?;
-            let password = std::fs::read_to_string(&password_file)
-                .map_err(|e| format!("cannot read {}: {e}", password_file.display()))?;
-            let password = password
-                .strip_suffix('\n')
-                .map(|p| p.strip_suffix('\r').unwrap_or(p))
-                .unwrap_or(&password);
-            if password.is_empty() {
-                return Err("the password is empty".into());
-            }
+            let password = config::read_password(&password_file)?;
+            let password: &str = &password;
             let accounts = config.accounts();
             if accounts.lookup(&name)?.is_some() {
                 return Err(format!("account name {name} is taken").into());
@@ -152,8 +234,164 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             println!("{account}");
             Ok(())
         }
+        Command::Account {
+            command: AccountCommand::Enroll { config, name, out },
+        } => {
+            let config = Config::load(&config)?;
+            let accounts = config.accounts();
+            if accounts.lookup(&name)?.is_some() {
+                return Err(format!("account name {name} is taken").into());
+            }
+            let provider = config.provider().await?;
+            let enrollment = provider.device_enrollment(KeyModel::DeviceOnly).await?;
+            write_new_private(&out, &enrollment.to_armored())?;
+            accounts.insert(&name, enrollment.account)?;
+            println!("{}", enrollment.account);
+            Ok(())
+        }
+        Command::Account {
+            command:
+                AccountCommand::Accept {
+                    config,
+                    name,
+                    public_keys,
+                },
+        } => {
+            let config = Config::load(&config)?;
+            let account = config
+                .accounts()
+                .lookup(&name)?
+                .ok_or_else(|| format!("no account named {name}"))?;
+            let text = std::fs::read_to_string(&public_keys)
+                .map_err(|e| format!("cannot read {}: {e}", public_keys.display()))?;
+            let keys = config::parse_public_keys(&text)?;
+            config
+                .provider()
+                .await?
+                .accept_keyring(account, keys)
+                .await?;
+            println!("{account} accepted");
+            Ok(())
+        }
+        Command::Account {
+            command: AccountCommand::ShowKey { config, name },
+        } => {
+            let config = Config::load(&config)?;
+            let account = config
+                .accounts()
+                .lookup(&name)?
+                .ok_or_else(|| format!("no account named {name}"))?;
+            let record = config
+                .open_directory()?
+                .account_record(&account)
+                .await?
+                .ok_or_else(|| format!("{account}: no record in the directory"))?;
+            eprintln!("{account}: key model {}", record.model.number());
+            print!("{}", config::format_public_keys(&record.public_keys));
+            Ok(())
+        }
+        Command::Device {
+            command:
+                DeviceCommand::Init {
+                    store,
+                    local,
+                    enrollment,
+                    device_key,
+                },
+        } => device_init(&store, &local, &enrollment, &device_key).await,
+        Command::Device {
+            command: DeviceCommand::ShowKey { local },
+        } => {
+            let text = std::fs::read_to_string(Companion::key_file_path(&local))
+                .map_err(|e| format!("{}: {e}", local.display()))?;
+            let account = DeviceKeyFile::parse(&text)?.account;
+            let record = FileDirectory::open(&local)?
+                .account_record(&account)
+                .await?
+                .ok_or_else(|| format!("{account}: no record in {}", local.display()))?;
+            print!("{}", config::format_public_keys(&record.public_keys));
+            Ok(())
+        }
         Command::Serve { config } => serve(Config::load(&config)?).await,
+        Command::Companion { config } => companion(CompanionFile::load(&config)?).await,
     }
+}
+
+/// `mailvault device init`.
+async fn device_init(
+    store: &str,
+    local: &std::path::Path,
+    enrollment: &std::path::Path,
+    device_key: &std::path::Path,
+) -> Result<(), BoxError> {
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(enrollment)
+            .map_err(|e| format!("cannot read {}: {e}", enrollment.display()))?,
+    );
+    let enrollment = DeviceEnrollment::parse(&text)?;
+    let key = if device_key.exists() {
+        read_device_key(device_key)?
+    } else {
+        let key = DeviceKey::generate(&RandomSource::os());
+        write_new_private(device_key, &key.to_file_string())?;
+        key
+    };
+    let public_keys = Companion::create(
+        open_store(store)?,
+        local,
+        &enrollment,
+        &key,
+        CompanionConfig::default(),
+    )
+    .await?;
+    eprintln!(
+        "account {} set up in {}; give the provider these public keys",
+        enrollment.account,
+        local.display()
+    );
+    print!("{}", config::format_public_keys(&public_keys));
+    Ok(())
+}
+
+fn read_device_key(path: &std::path::Path) -> Result<DeviceKey, BoxError> {
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+    );
+    Ok(DeviceKey::from_file_string(&text).map_err(|e| format!("{}: {e}", path.display()))?)
+}
+
+/// `mailvault companion`: the account opened with the device key, IMAP on loopback.
+async fn companion(config: CompanionFile) -> Result<(), BoxError> {
+    let key = read_device_key(&config.device_key)?;
+    let password = config::read_password(&config.password_file)?;
+    let mut settings = CompanionConfig::default();
+    settings.share.poll_interval = std::time::Duration::from_millis(config.poll_interval_ms);
+    let opened = Companion::open(open_store(&config.store)?, &config.local, &key, settings)
+        .await
+        .map_err(|e| format!("cannot open the account in {}: {e}", config.local.display()))?;
+    drop(key);
+    let listener = tokio::net::TcpListener::bind(config.imap_listen)
+        .await
+        .map_err(|e| format!("IMAP: cannot listen on {}: {e}", config.imap_listen))?;
+    tracing::info!(addr = %config.imap_listen, account = %opened.account(), "companion IMAP listening");
+    let state = Arc::new(imap::Imap {
+        login: imap::Login::Companion {
+            name: config.login.to_lowercase(),
+            password,
+            handle: opened.handle().clone(),
+        },
+        max_message_size: config.max_message_size,
+        tls: None,
+    });
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let listening = tokio::spawn(imap::accept_loop(listener, state, false));
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+    }
+    listening.abort();
+    Ok(())
 }
 
 async fn init(config: &Config) -> Result<(), BoxError> {
@@ -223,10 +461,12 @@ async fn serve(config: Config) -> Result<(), BoxError> {
         tasks.spawn(lmtp::accept_unix(listener, lmtp_state.clone()));
     }
     let imap_state = Arc::new(imap::Imap {
-        provider: provider.clone(),
-        accounts: accounts.clone(),
+        login: imap::Login::Provider {
+            provider: Box::new(provider.clone()),
+            accounts: accounts.clone(),
+            registry: Default::default(),
+        },
         max_message_size: config.max_message_size,
-        registry: Default::default(),
         tls,
     });
     if let Some(addr) = config.imap_listen {

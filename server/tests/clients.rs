@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use peers::{crlf, lf, run_ok, tools, Backend, MailServer, PASSWORD};
+use peers::{crlf, lf, run_ok, tools, Backend, CompanionProcess, MailServer, PASSWORD};
 
 const ALICE: &str = "alice@example.org";
 
@@ -369,12 +369,58 @@ fn mbsync(backend: Backend) {
     let Some(paths) = tools(&test, &["mbsync"]) else {
         return;
     };
-    let mbsync_bin = &paths[0];
     let Some(mut server) = MailServer::create(&test, backend, &[ALICE]) else {
         return;
     };
     server.start();
-    let root = server.dir.path().to_path_buf();
+    let logs = || server.logs();
+    mbsync_round(&paths[0], server.dir.path(), server.imap, ALICE, &logs);
+    assert!(server.alive(), "the server survives:\n{}", server.logs());
+}
+
+/// Two Maildirs synced with mbsync through an IMAP server, and how to sync them.
+struct Mbsync {
+    bin: PathBuf,
+    config: PathBuf,
+    /// The first Maildir (pushed from).
+    a: PathBuf,
+    /// The second Maildir (pulled into).
+    b: PathBuf,
+    /// The messages of the corpus, as pushed from `a` (LF line ends).
+    corpus: Vec<Vec<u8>>,
+}
+
+impl Mbsync {
+    /// Runs mbsync on `channel` ("a" or "b"); `logs` are the servers' logs, for a failure.
+    fn sync(&self, channel: &str, logs: &dyn Fn() -> String) {
+        let out = peers::output(
+            Command::new(&self.bin)
+                .arg("-c")
+                .arg(&self.config)
+                .arg(channel),
+        );
+        assert!(
+            out.status.success(),
+            "mbsync {channel} failed: {}\nstdout: {}\nstderr: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            logs()
+        );
+    }
+}
+
+/// The mbsync round of issue 13 through the IMAP server on 127.0.0.1:`port` (login
+/// `user`, password [`PASSWORD`]), in Maildirs under `root`: a Maildir of the corpus
+/// pushed and pulled into a second one, equal; then flags changed and messages moved on
+/// both sides, two more syncs, both sides equal again and holding what was done.
+fn mbsync_round(
+    mbsync_bin: &Path,
+    root: &Path,
+    port: u16,
+    user: &str,
+    logs: &dyn Fn() -> String,
+) -> Mbsync {
     let (a, b) = (root.join("maildir-a"), root.join("maildir-b"));
     // The corpus as a Maildir (LF line ends, as a Maildir holds mail), with some flags.
     for sub in ["cur", "new", "tmp"] {
@@ -414,10 +460,9 @@ fn mbsync(backend: Backend) {
 
     let config = root.join("mbsyncrc");
     let mut text = format!(
-        "IMAPAccount mv\nHost 127.0.0.1\nPort {}\nUser {ALICE}\nPass \"{PASSWORD}\"\n\
+        "IMAPAccount mv\nHost 127.0.0.1\nPort {port}\nUser {user}\nPass \"{PASSWORD}\"\n\
          SSLType None\nAuthMechs LOGIN\nTimeout 120\n\n\
-         IMAPStore mv-remote\nAccount mv\n\n",
-        server.imap
+         IMAPStore mv-remote\nAccount mv\n\n"
     );
     for side in ["a", "b"] {
         let path = root.join(format!("maildir-{side}"));
@@ -429,17 +474,14 @@ fn mbsync(backend: Backend) {
         ));
     }
     std::fs::write(&config, text).expect("write mbsyncrc");
-    let sync = |channel: &str| {
-        let out = peers::output(Command::new(mbsync_bin).arg("-c").arg(&config).arg(channel));
-        assert!(
-            out.status.success(),
-            "mbsync {channel} failed: {}\nstdout: {}\nstderr: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            server.logs()
-        );
+    let round = Mbsync {
+        bin: mbsync_bin.to_path_buf(),
+        config,
+        a: a.clone(),
+        b: b.clone(),
+        corpus: corpus.clone(),
     };
+    let sync = |channel: &str| round.sync(channel, logs);
 
     // Push a, pull into b: b equals a, and a is still the corpus.
     sync("a");
@@ -491,5 +533,180 @@ fn mbsync(backend: Backend) {
     assert_eq!(flags_of(&corpus[1]), "F");
     assert_eq!(flags_of(&corpus[3]), "S");
     assert_eq!(flags_of(&corpus[6]), "DS");
-    assert!(server.alive(), "the server survives:\n{}", server.logs());
+    round
+}
+
+// ------------------------------------------------------------------ hardened flavor
+
+/// The account whose keys live on the device (key model 1).
+const BOB: &str = "bob@example.org";
+
+#[test]
+fn hardened_end_to_end_local() {
+    hardened(Backend::Local);
+}
+
+#[test]
+fn hardened_end_to_end_garage() {
+    hardened(Backend::Garage);
+}
+
+/// Issue 13, "Hardened end to end": the provider (`mailvault serve`) delivers over LMTP to
+/// a key model 1 account it holds only public keys of, and refuses it IMAP; a companion
+/// (`mailvault companion`) on the same bucket, set up from the enrollment with the
+/// device's own key, serves the device's mbsync (the round of the mbsync test) and shows
+/// what swaks delivered to the provider; nothing of the provider's holds a key of it.
+fn hardened(backend: Backend) {
+    let test = format!("hardened end to end on {backend:?}");
+    let Some(paths) = tools(&test, &["swaks", "mbsync"]) else {
+        return;
+    };
+    let (swaks, mbsync_bin) = (&paths[0], &paths[1]);
+    let Some(mut server) = MailServer::create(&test, backend, &[ALICE]) else {
+        return;
+    };
+    let mut companion = CompanionProcess::enroll(&server, BOB);
+    // The provider shows the public keys the device made, and the device the same.
+    let shown = server.run(&["account", "show-key", "--name", BOB], &[]);
+    assert_eq!(String::from_utf8_lossy(&shown), companion.public_keys);
+    let on_device = run_ok(
+        Command::new(peers::BIN)
+            .args(["device", "show-key", "--local"])
+            .arg(companion.dir.path().join("local")),
+    );
+    assert_eq!(String::from_utf8_lossy(&on_device), companion.public_keys);
+    assert_eq!(companion.public_keys.lines().count(), 1, "one epoch");
+
+    // A companion serves the device only: any listener but a loopback one is refused.
+    let config = std::fs::read_to_string(companion.config_path()).expect("the config");
+    for address in ["0.0.0.0", "192.0.2.1", "[::]"] {
+        let open = companion.dir.path().join("open.toml");
+        let line = format!("imap_listen = \"{address}:{}\"", companion.imap);
+        std::fs::write(
+            &open,
+            config.replace(
+                &format!("imap_listen = \"127.0.0.1:{}\"", companion.imap),
+                &line,
+            ),
+        )
+        .expect("write a config");
+        let out = peers::output(
+            Command::new(peers::BIN)
+                .args(["companion", "--config"])
+                .arg(&open),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("not a loopback address"),
+            "{address}: {}\n{stderr}",
+            out.status
+        );
+    }
+
+    server.start();
+    companion.start();
+    let logs = || format!("{}{}", server.logs(), companion.logs());
+
+    // The provider cannot open bob's account: its IMAP refuses the login (alice's model 5
+    // account logs in there); the companion takes its client's password, and only it.
+    let at_provider = peers::imap_login(server.imap, BOB, PASSWORD);
+    assert!(at_provider.starts_with("a1 NO"), "{at_provider}");
+    let alice = peers::imap_login(server.imap, ALICE, PASSWORD);
+    assert!(alice.starts_with("a1 OK"), "{alice}");
+    let wrong = peers::imap_login(companion.imap, BOB, "not the password");
+    assert!(wrong.starts_with("a1 NO"), "{wrong}");
+
+    // The device's mail client through the companion: the whole mbsync round.
+    let round = mbsync_round(mbsync_bin, companion.dir.path(), companion.imap, BOB, &logs);
+
+    // Mail delivered to the provider over LMTP shows up through the companion.
+    let before = snapshot(&round.b)["INBOX"].len();
+    let delivered: Vec<Vec<u8>> = round.corpus[10..15]
+        .iter()
+        .enumerate()
+        .map(|(i, m)| [format!("X-Hardened: {i}\n").as_bytes(), m].concat())
+        .collect();
+    let data = server.dir.path().join("data");
+    for message in &delivered {
+        std::fs::write(&data, data_phase(message)).expect("write the DATA file");
+        let out = peers::output(
+            Command::new(swaks)
+                .args(["--protocol", "LMTP", "--server"])
+                .arg(format!("127.0.0.1:{}", server.lmtp))
+                .args(["--from", "sender@example.net", "--to", BOB])
+                .args(["--no-data-fixup", "--data"])
+                .arg(format!("@{}", data.display()))
+                .args(["--timeout", "60"]),
+        );
+        let transcript = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && transcript.lines().any(|l| l.starts_with("<-  250 2.0.0")),
+            "swaks could not deliver to {BOB}: {transcript}\n{}",
+            logs()
+        );
+    }
+    let sent = std::time::Instant::now();
+    let seen = loop {
+        round.sync("b", &logs);
+        let inbox: Vec<Vec<u8>> = snapshot(&round.b)["INBOX"]
+            .iter()
+            .map(|(c, _)| c.clone())
+            .collect();
+        if delivered.iter().all(|m| inbox.contains(m)) {
+            break sent.elapsed();
+        }
+        assert!(
+            sent.elapsed() < std::time::Duration::from_secs(20),
+            "the deliveries did not reach the companion's client\n{}",
+            logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    eprintln!("{test}: delivered over LMTP, pulled through the companion after {seen:?}");
+    assert_eq!(snapshot(&round.b)["INBOX"].len(), before + delivered.len());
+    round.sync("a", &logs);
+    let diff = differences(&snapshot(&round.a), &snapshot(&round.b));
+    assert!(diff.is_empty(), "after the deliveries: {diff:#?}");
+
+    // Nothing the provider keeps holds the device's key or a key file: its folder (config,
+    // directory, server files; the bucket too, for a local store) is searched for the
+    // device key's digits and any key file, and bob's keyring holds no slot to open.
+    let device_key =
+        std::fs::read_to_string(companion.dir.path().join("device.key")).expect("the device key");
+    let digits = device_key
+        .trim()
+        .rsplit(':')
+        .next()
+        .expect("the key's digits")
+        .to_string();
+    assert_eq!(digits.len(), 64);
+    let mut stack = vec![server.dir.path().to_path_buf()];
+    let mut searched = 0;
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read a folder") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            let text = String::from_utf8_lossy(&bytes).to_lowercase();
+            searched += 1;
+            assert!(
+                !text.contains(&digits)
+                    && !text.contains("mailvault-device-key")
+                    && !text.contains("mailvault device keyring")
+                    && !text.contains("mailvault device enrollment"),
+                "{} holds device key material",
+                path.display()
+            );
+        }
+    }
+    assert!(searched > 5, "{searched} files searched");
+    assert!(server.alive(), "the provider survives:\n{}", server.logs());
+    assert!(
+        companion.alive(),
+        "the companion survives:\n{}",
+        companion.logs()
+    );
 }

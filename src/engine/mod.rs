@@ -50,8 +50,10 @@ use crate::keys::{
 use crate::mail::{ImportReport, MailConfig, Mailstore};
 use crate::storage::{naming, probe_capabilities, CommitMode, DynStore};
 
+mod companion;
 mod shared;
-pub use shared::{AccountRegistry, MailRead, MailWrite, ShareConfig, SharedAccount};
+pub use companion::{Companion, CompanionConfig, DeviceEnrollment};
+pub use shared::{AccountRegistry, MailRead, MailWrite, PendingCheck, ShareConfig, SharedAccount};
 
 /// Officer action kinds recorded in the keyring.
 pub mod officer_action {
@@ -309,6 +311,32 @@ impl Provider {
         })
     }
 
+    /// Enrolls an account whose keys a companion makes on the user's device (see
+    /// [`Companion`]): [`enroll`](Self::enroll), plus what the device needs, in a
+    /// [`DeviceEnrollment`] to hand over on the provider's authenticated channel: the
+    /// account secret and the directory's delivery verification keys.
+    ///
+    /// # Errors
+    /// As [`enroll`](Self::enroll); [`Error::Config`] when the directory has no delivery
+    /// verification key (the device's imports could verify nothing).
+    pub async fn device_enrollment(&self, model: KeyModel) -> Result<DeviceEnrollment> {
+        let delivery_keys = self.directory.delivery_keys().await?;
+        if delivery_keys.is_empty() {
+            return Err(Error::Config(
+                "no delivery verification key in the directory".into(),
+            ));
+        }
+        let enrollment = self.enroll(model).await?;
+        let record = self.record(enrollment.account).await?;
+        Ok(DeviceEnrollment::new(
+            self.deployment,
+            enrollment.account,
+            model,
+            *record.secret(),
+            delivery_keys,
+        ))
+    }
+
     /// Checks the keyring a device uploaded against the account's policy and records the
     /// epoch public keys the device reports. Model 1 and 2 keyrings hold no slot; model 3
     /// holds no officer slot requirement; model 4 must hold a slot for a current officer
@@ -492,21 +520,14 @@ impl Provider {
     }
 
     fn session(&self, keyring: UnlockedKeyring) -> Result<Session> {
-        let key = keyring.index_key()?;
-        Ok(Session {
-            blobs: self
-                .blobs
-                .account_epochs(keyring.account(), &keyring.epoch_keys()),
-            blob_store: self.blobs.clone(),
-            index: self.index.clone(),
-            key,
+        Session::new(
             keyring,
-            provider_kdf: self.config.kdf,
-            mail_config: self.config.mail,
-            rng: self.rng.clone(),
-            directory: self.directory.clone(),
-            collections: Default::default(),
-        })
+            self.blobs.clone(),
+            self.index.clone(),
+            self.config.kdf,
+            self.config.mail,
+            self.directory.clone(),
+        )
     }
 
     /// The keyring opened with an officer key, after `action` was written to the
@@ -676,6 +697,30 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
+    /// A session over `keyring` with these layers (a provider's, or a companion's).
+    fn new(
+        keyring: UnlockedKeyring,
+        blob_store: BlobStore,
+        index: IndexStore,
+        kdf: KdfParams,
+        mail_config: MailConfig,
+        directory: Arc<dyn Directory>,
+    ) -> Result<Self> {
+        let key = keyring.index_key()?;
+        Ok(Session {
+            blobs: blob_store.account_epochs(keyring.account(), &keyring.epoch_keys()),
+            blob_store,
+            index,
+            key,
+            keyring,
+            provider_kdf: kdf,
+            mail_config,
+            rng: RandomSource::os(),
+            directory,
+            collections: Default::default(),
+        })
+    }
+
     /// The account.
     pub fn account(&self) -> AccountId {
         self.keyring.account()

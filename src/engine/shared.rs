@@ -35,6 +35,8 @@ pub struct ShareConfig {
     /// the account's keys: the provider in the transparent flavor, the companion in the
     /// hardened one).
     pub import_deliveries: bool,
+    /// How the poller finds that deliveries wait for import.
+    pub pending: PendingCheck,
 }
 
 impl Default for ShareConfig {
@@ -42,8 +44,24 @@ impl Default for ShareConfig {
         Self {
             poll_interval: Duration::from_secs(1),
             import_deliveries: true,
+            pending: PendingCheck::DeliveryCounter,
         }
     }
+}
+
+/// How a [`SharedAccount`]'s poller finds deliveries waiting for import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PendingCheck {
+    /// The directory's delivery counter against the highest number imported
+    /// ([`Mailstore::deliveries_pending`]): one read of the trusted directory, no store
+    /// request. For a handle whose directory is the one the deliverer raises (the
+    /// provider's).
+    DeliveryCounter,
+    /// The counter as above, and also one LIST of the account's pending envelopes
+    /// ([`Mailstore::envelopes_waiting`]): for a companion, whose local directory never
+    /// sees the provider's counter. The store can withhold an envelope from a listing; the
+    /// import still reports gaps in the numbers it sees (§12.4 of docs/design.md).
+    ListEnvelopes,
 }
 
 struct State {
@@ -280,10 +298,11 @@ async fn poll(handle: Weak<Inner>, config: ShareConfig) {
             let (changed, delivered) = {
                 let state = inner.state.read().await;
                 let modseq = state.mail.modseq();
-                (
-                    state.mail.changed_since(modseq).await?,
-                    config.import_deliveries && state.mail.deliveries_pending().await?,
-                )
+                let delivered = config.import_deliveries
+                    && (state.mail.deliveries_pending().await?
+                        || (config.pending == PendingCheck::ListEnvelopes
+                            && state.mail.envelopes_waiting().await?));
+                (state.mail.changed_since(modseq).await?, delivered)
             };
             if changed || delivered {
                 sync(&inner, delivered).await?;

@@ -958,6 +958,27 @@ impl UnlockedKeyring {
         Ok(export.to_armored())
     }
 
+    /// The root key wrapped under `device_key`, as the armored text of a device key file
+    /// ([`DeviceKeyFile`](super::DeviceKeyFile)): what a companion keeps on the device
+    /// (key models 1 and 2) to open the account again with the device key alone. After a
+    /// root rotation, write it again (the file holds the root it was made with).
+    ///
+    /// # Errors
+    /// Only if sealing fails.
+    pub async fn device_key_file(&self, device_key: &super::DeviceKey) -> Result<String> {
+        let file = super::DeviceKeyFile::seal(
+            self.store.deployment,
+            self.account,
+            &self.root,
+            device_key,
+            &self.store.rng,
+            crate::unix_now(),
+            &self.store.gate,
+        )
+        .await?;
+        Ok(file.to_armored())
+    }
+
     /// The slots as stored (public parts only matter: for policy checks).
     pub(crate) fn key_slots(&self) -> &[KeySlot] {
         &self.slots

@@ -4,6 +4,7 @@
 //! protocol ([`KeyringStore`]). The five key models and the `Provider`/`Session` roles
 //! build on it.
 
+mod device_file;
 mod export;
 mod kdf;
 mod keyring;
@@ -13,6 +14,7 @@ use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
 pub use crate::directory::OfficerPublicKey;
+pub use device_file::DeviceKeyFile;
 pub use export::{KeyExport, EXPORT_KDF};
 pub use kdf::{KdfGate, KdfLimits, DEFAULT_KDF};
 pub use keyring::{check_slot_policy, KeyringStore, SlotInfo, SlotPolicy, UnlockedKeyring};

@@ -394,6 +394,34 @@ impl Mailstore {
         Ok(issued > checked_through(&self.index) || !self.missing_deliveries().is_empty())
     }
 
+    /// Whether the store lists a pending envelope whose delivery is not quarantined: one
+    /// LIST of the account's delivery prefix, and index lookups. What a companion polls, since its local directory does not hold the
+    /// provider's delivery counter that [`deliveries_pending`](Self::deliveries_pending)
+    /// reads. An envelope of a delivery imported before (a retry) counts too, so that
+    /// the import removes it.
+    ///
+    /// # Errors
+    /// A backend failure.
+    pub async fn envelopes_waiting(&self) -> Result<bool> {
+        let mut listed = self
+            .blobs
+            .store()
+            .list(Some(&naming::delivery_prefix(&self.account())));
+        while let Some(meta) = listed.try_next().await? {
+            let Some(delivery) = meta
+                .location
+                .filename()
+                .and_then(|name| DeliveryId::from_hex(name).ok())
+            else {
+                continue;
+            };
+            if self.index.get(&keys::quarantined(&delivery)).is_none() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Delivery numbers the directory issued whose envelope was never found (withheld or
     /// deleted by the store, or lost by a deliverer that failed after taking its number
     /// and so did not acknowledge the message), oldest first. A number leaves the list

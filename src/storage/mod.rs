@@ -37,6 +37,7 @@ pub mod naming;
 mod nocas;
 mod open;
 mod probe;
+mod scoped;
 
 pub use bounded::{get_bounded, get_exact, get_range, get_range_of};
 pub use commit::{CommitMode, VersionName, VersionedObjects};
@@ -47,6 +48,7 @@ pub use nocas::NoCasStore;
 pub use object_store::ObjectStore;
 pub use open::{open_store, StoreConfig};
 pub use probe::{probe_capabilities, Capabilities};
+pub use scoped::AccountScopedStore;
 
 /// The store handle the crate passes around.
 pub type DynStore = std::sync::Arc<dyn ObjectStore>;

@@ -281,6 +281,7 @@ mod shared {
             ShareConfig {
                 poll_interval: interval,
                 import_deliveries: true,
+                ..ShareConfig::default()
             },
         )
         .await

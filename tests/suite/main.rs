@@ -4,6 +4,7 @@
 
 mod attacks;
 mod backends;
+mod companion;
 mod delivery;
 mod engine;
 mod hardening_delivery;

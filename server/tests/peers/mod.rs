@@ -152,6 +152,8 @@ pub struct MailServer {
     pub lmtp: u16,
     /// LMTP on a unix socket (in the test's folder).
     pub lmtp_socket: PathBuf,
+    /// The store, as the config names it (absolute for a local directory).
+    pub store: String,
     config: PathBuf,
     env: Env,
     child: Option<Child>,
@@ -228,7 +230,12 @@ impl MailServer {
             ),
         )
         .expect("write the config");
+        let store = match backend {
+            Backend::Local => dir.path().join(&store).to_string_lossy().into_owned(),
+            _ => store,
+        };
         let server = MailServer {
+            store,
             dir,
             imap,
             host,
@@ -257,12 +264,24 @@ impl MailServer {
     }
 
     fn command(&self, args: &[&str]) {
+        self.run(args, &[]);
+    }
+
+    /// Runs `mailvault <args> --config <config> <more>` with the server's environment;
+    /// its stdout (panics unless it succeeds).
+    pub fn run(&self, args: &[&str], more: &[&std::ffi::OsStr]) -> Vec<u8> {
         let mut cmd = Command::new(BIN);
         cmd.args(args)
             .arg("--config")
             .arg(&self.config)
+            .args(more)
             .envs(self.env.iter().cloned());
-        run_ok(&mut cmd);
+        run_ok(&mut cmd)
+    }
+
+    /// The environment of the server's commands (the S3 settings).
+    pub fn env(&self) -> &Env {
+        &self.env
     }
 
     /// The log file of start number `n` (1-based).
@@ -347,6 +366,161 @@ impl MailServer {
 impl Drop for MailServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A `mailvault companion` process on a device folder of its own: the account `name`
+/// enrolled at `server` in key model 1 (`account enroll`, `device init` on the device,
+/// `account accept` of the public keys it printed), IMAP on 127.0.0.1 for the device's
+/// mail client, the server's bucket read and written directly. Killed on drop.
+pub struct CompanionProcess {
+    /// The device's folder (key file, local directory, config, logs), apart from the
+    /// server's.
+    pub dir: tempfile::TempDir,
+    /// IMAP port on 127.0.0.1.
+    pub imap: u16,
+    /// The login of the device's mail client.
+    pub login: String,
+    /// The epoch public keys the device printed (`<epoch> <hex>` lines).
+    pub public_keys: String,
+    config: PathBuf,
+    env: Env,
+    child: Option<Child>,
+}
+
+impl CompanionProcess {
+    /// Enrolls `name` at `server` and sets up the device (not started). The client's
+    /// password is [`PASSWORD`].
+    pub fn enroll(server: &MailServer, name: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let enrollment = server.dir.path().join(format!("{name}.enrollment"));
+        server.run(
+            &["account", "enroll", "--name", name],
+            &["--out".as_ref(), enrollment.as_os_str()],
+        );
+        let public_keys = String::from_utf8(run_ok(
+            Command::new(BIN)
+                .args(["device", "init", "--store", &server.store, "--local"])
+                .arg(dir.path().join("local"))
+                .arg("--enrollment")
+                .arg(&enrollment)
+                .arg("--device-key")
+                .arg(dir.path().join("device.key"))
+                .envs(server.env().iter().cloned()),
+        ))
+        .expect("UTF-8 public keys");
+        // The enrollment holds the account secret: gone once the device is set up.
+        std::fs::remove_file(&enrollment).expect("remove the enrollment");
+        let keys_file = dir.path().join("public-keys");
+        std::fs::write(&keys_file, &public_keys).expect("write the public keys");
+        server.run(
+            &["account", "accept", "--name", name],
+            &["--public-keys".as_ref(), keys_file.as_os_str()],
+        );
+        let imap = free_port();
+        std::fs::write(dir.path().join("password"), format!("{PASSWORD}\n")).expect("password");
+        let config = dir.path().join("companion.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "store = \"{}\"\nlocal = \"local\"\ndevice_key = \"device.key\"\n\
+                 imap_listen = \"127.0.0.1:{imap}\"\nlogin = \"{name}\"\n\
+                 password_file = \"password\"\n",
+                server.store
+            ),
+        )
+        .expect("write the companion config");
+        CompanionProcess {
+            dir,
+            imap,
+            login: name.to_string(),
+            public_keys,
+            config,
+            env: server.env().clone(),
+            child: None,
+        }
+    }
+
+    /// The configuration file.
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("companion.log")
+    }
+
+    /// The companion's log, for a failure message.
+    pub fn logs(&self) -> String {
+        format!(
+            "--- companion log ---\n{}",
+            std::fs::read_to_string(self.log_path()).unwrap_or_default()
+        )
+    }
+
+    /// Starts `mailvault companion` and waits until its IMAP port accepts connections.
+    pub fn start(&mut self) {
+        let child = Command::new(BIN)
+            .args(["companion", "--config"])
+            .arg(&self.config)
+            .env(
+                "RUST_LOG",
+                std::env::var("MAILVAULT_SERVER_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .envs(self.env.iter().cloned())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.log_path()).expect("log file"))
+            .spawn()
+            .expect("start the companion");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", self.imap)).is_err() {
+            if let Ok(Some(status)) = self.child.as_mut().expect("child").try_wait() {
+                panic!("the companion exited ({status}):\n{}", self.logs());
+            }
+            assert!(Instant::now() < deadline, "the companion does not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the process still runs.
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+}
+
+impl Drop for CompanionProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// One IMAP LOGIN on `port` of 127.0.0.1 over a plain connection: the tagged reply line.
+pub fn imap_login(port: u16, user: &str, password: &str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to IMAP");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("greeting");
+    assert!(line.starts_with("* OK"), "greeting {line:?}");
+    (&stream)
+        .write_all(format!("a1 LOGIN \"{user}\" \"{password}\"\r\n").as_bytes())
+        .expect("send LOGIN");
+    loop {
+        line.clear();
+        reader.read_line(&mut line).expect("a reply");
+        if line.starts_with("a1 ") || line.is_empty() {
+            return line.trim_end().to_string();
+        }
     }
 }
 
