@@ -127,7 +127,7 @@ pub fn decode(name: &[u8]) -> Result<String, Error> {
             let Some(v) = ALPHABET.iter().position(|&a| a == c) else {
                 return Err(Error::BadBase64(start + 1 + k));
             };
-            acc = ((acc << 6) | v as u32) & 0xffff_ff;
+            acc = ((acc << 6) | v as u32) & 0x00ff_ffff;
             bits += 6;
             if bits >= 8 {
                 bits -= 8;
