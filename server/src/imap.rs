@@ -26,6 +26,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Datelike;
+
+use crate::mutf7;
 use imap_next::imap_types::auth::{AuthMechanism, AuthenticateData};
 use imap_next::imap_types::body::{
     BasicFields, Body, BodyStructure, Disposition, Language, Location, MultiPartExtensionData,
@@ -822,7 +824,13 @@ impl Conn<'_> {
                 item_names,
             } => self.status(server, tag, &mailbox, &item_names).await?,
             CommandBody::Create { mailbox } => {
-                let name = mailbox_name(&mailbox);
+                let name = match mailbox_name(&mailbox) {
+                    Ok(name) => name,
+                    Err(e) => {
+                        server.enqueue_status(bad_name(tag, e));
+                        return Ok(Outcome::Continue);
+                    }
+                };
                 self.account()
                     .write()
                     .await
@@ -844,11 +852,14 @@ impl Conn<'_> {
             },
             CommandBody::Rename { from, to } => match self.mailbox_id(&from).await {
                 Some(id) => {
-                    self.account()
-                        .write()
-                        .await
-                        .rename_mailbox(id, &mailbox_name(&to))
-                        .await?;
+                    let to = match mailbox_name(&to) {
+                        Ok(to) => to,
+                        Err(e) => {
+                            server.enqueue_status(bad_name(tag, e));
+                            return Ok(Outcome::Continue);
+                        }
+                    };
+                    self.account().write().await.rename_mailbox(id, &to).await?;
                     server.enqueue_status(ok(tag, None, "RENAME completed"));
                 }
                 None => {
@@ -1042,8 +1053,10 @@ impl Conn<'_> {
         self.selected.as_ref().expect("selected").id
     }
 
+    /// The mailbox a client names; `None` (answered NO [NONEXISTENT]) also for a name
+    /// that is not modified UTF-7, which no mailbox can have.
     async fn mailbox_id(&self, mailbox: &ImapMailbox<'_>) -> Option<MailboxId> {
-        let name = mailbox_name(mailbox);
+        let name = mailbox_name(mailbox).ok()?;
         self.account()
             .read()
             .await
@@ -1425,10 +1438,18 @@ impl Conn<'_> {
             }
         } else {
             let reference = match reference {
-                ImapMailbox::Inbox => "INBOX".to_string(),
+                ImapMailbox::Inbox => Ok("INBOX".to_string()),
                 other => mailbox_name(other),
             };
-            let pattern = format!("{reference}{pattern}");
+            // The pattern's wildcards are ASCII: it decodes like a name, and is matched
+            // against the stored (UTF-8) names.
+            let pattern = match (reference, mutf7::decode(pattern.as_bytes())) {
+                (Ok(reference), Ok(pattern)) => format!("{reference}{pattern}"),
+                (Err(e), _) | (_, Err(e)) => {
+                    server.enqueue_status(bad_name(tag, e));
+                    return Ok(());
+                }
+            };
             let mailboxes = self.account().read().await.mailboxes()?;
             for m in &mailboxes {
                 if subscribed_only && !m.subscribed {
@@ -1437,7 +1458,7 @@ impl Conn<'_> {
                 if !matches_pattern(&pattern, &m.name) {
                     continue;
                 }
-                let Ok(mailbox) = ImapMailbox::try_from(m.name.clone()) else {
+                let Ok(mailbox) = ImapMailbox::try_from(mutf7::encode(&m.name)) else {
                     continue;
                 };
                 let mut items = special_use_attributes(m.special_use);
@@ -1509,8 +1530,14 @@ impl Conn<'_> {
                 _ => {}
             }
         }
+        // The name as LIST gives it (an atom when it can be one, as Dovecot answers), not
+        // in the client's quoting.
+        let echoed = mailbox_name(mailbox)
+            .ok()
+            .and_then(|name| ImapMailbox::try_from(mutf7::encode(&name)).ok())
+            .unwrap_or_else(|| mailbox.clone());
         server.enqueue_data(Data::Status {
-            mailbox: mailbox.clone(),
+            mailbox: echoed,
             items: items.into(),
         });
         server.enqueue_status(ok(tag, None, "STATUS completed"));
@@ -3150,13 +3177,18 @@ fn nstring(bytes: &[u8]) -> NString<'static> {
     NString(Some(IString::Literal(Literal::unvalidated(bytes.to_vec()))))
 }
 
-/// The name of an IMAP mailbox as the library stores it (`/` as separator). Modified
-/// UTF-7 is not decoded yet.
-fn mailbox_name(mailbox: &ImapMailbox<'_>) -> String {
+/// The name of an IMAP mailbox as the library stores it (UTF-8, `/` as separator),
+/// decoded from the modified UTF-7 (RFC 3501 5.1.3) the client sends.
+fn mailbox_name(mailbox: &ImapMailbox<'_>) -> Result<String, mutf7::Error> {
     match mailbox {
-        ImapMailbox::Inbox => mailvault::mail::INBOX.to_string(),
-        ImapMailbox::Other(other) => String::from_utf8_lossy(other.as_ref()).into_owned(),
+        ImapMailbox::Inbox => Ok(mailvault::mail::INBOX.to_string()),
+        ImapMailbox::Other(other) => mutf7::decode(other.as_ref()),
     }
+}
+
+/// The answer to a mailbox name that is not modified UTF-7.
+fn bad_name(tag: Tag<'static>, error: mutf7::Error) -> Status<'static> {
+    bad(Some(tag), format!("mailbox name: {error}"))
 }
 
 /// LIST pattern matching: `*` matches anything, `%` anything but the delimiter; INBOX
@@ -3173,7 +3205,8 @@ fn matches_pattern(pattern: &str, name: &str) -> bool {
         }
     }
     let fold = |s: &str| -> Vec<char> {
-        if s.len() >= 5 && s[..5].eq_ignore_ascii_case("INBOX") {
+        // `get`: the fifth byte may be inside a multibyte character ("Entwürfe").
+        if s.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("INBOX")) {
             format!("INBOX{}", &s[5..]).chars().collect()
         } else {
             s.chars().collect()
@@ -3288,6 +3321,11 @@ mod tests {
         assert!(matches_pattern("Projects/%", "Projects/2026"));
         assert!(matches_pattern("inbox", "INBOX"));
         assert!(!matches_pattern("Sent", "INBOX"));
+        // Names whose fifth byte is inside a character (a panic before).
+        assert!(matches_pattern("*", "Entwürfe"));
+        assert!(matches_pattern("Entw*", "Entwürfe"));
+        assert!(matches_pattern("日本%", "日本語"));
+        assert!(!matches_pattern("inboü", "INBOX"));
     }
 
     #[test]

@@ -7,4 +7,5 @@
 pub mod config;
 pub mod imap;
 pub mod lmtp;
+pub mod mutf7;
 pub mod tls;
