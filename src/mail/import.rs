@@ -520,6 +520,7 @@ impl Mailstore {
                     parts: Vec::new(),
                     header_block: None,
                     preview: None,
+                    created_modseq: modseq,
                 };
                 let record = match d
                     .analysis

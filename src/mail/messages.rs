@@ -161,8 +161,13 @@ impl Mailstore {
         }
         let (parse_buffer, too_large) = parse.finish();
         let pin = writer.finish().await?;
-        let analysis = mime::analyze(&parse_buffer, too_large);
-        drop(parse_buffer);
+        let analysis = match mime::analyze_blocking(parse_buffer, too_large).await {
+            Ok(analysis) => analysis,
+            Err(e) => {
+                let _ = self.blobs.delete(&pin.id).await;
+                return Err(e);
+            }
+        };
         let email_id = EmailId::random(&self.rng);
         let new_thread = ThreadId::random(&self.rng);
         let instance: Instance = self.rng.array();
@@ -188,6 +193,7 @@ impl Mailstore {
                     parts: analysis.parts.clone(),
                     header_block: analysis.header_block.clone(),
                     preview: analysis.preview.clone(),
+                    created_modseq: modseq,
                 };
                 let message = MessageRecord {
                     email: email_id,

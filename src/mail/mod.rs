@@ -64,12 +64,14 @@ mod mime;
 mod parse_buffer;
 mod reencrypt;
 mod search;
+mod transaction;
 
 pub use import::ImportReport;
 pub(crate) use mime::analyze;
 pub(crate) use parse_buffer::ParseBuffer;
 pub use reencrypt::EpochProgress;
 pub use search::{HeaderField, SearchDay, SearchKey};
+pub use transaction::{Committed, CreatedEmail, Transaction};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Range;
@@ -290,8 +292,19 @@ pub struct MailboxChanges {
 /// `Mailbox/changes`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AccountChanges {
-    /// Emails created, or changed (flags, mailboxes), since.
+    /// Emails created, or changed (flags, mailboxes), since: [`emails_created`]
+    /// and [`emails_updated`] together.
+    ///
+    /// [`emails_created`]: Self::emails_created
+    /// [`emails_updated`]: Self::emails_updated
     pub emails_changed: Vec<EmailId>,
+    /// Emails created since (their creation modseq, [`EmailRecord::created_modseq`], is
+    /// above `since`), ascending (JMAP `created`).
+    pub emails_created: Vec<EmailId>,
+    /// Emails that existed at `since` and changed since (keywords, mailboxes), ascending
+    /// (JMAP `updated`). An email stored before creation modseqs were recorded (an email
+    /// record of version 2 or older) is reported here when it changes.
+    pub emails_updated: Vec<EmailId>,
     /// Emails gone since (no mailbox shows them any more).
     pub emails_destroyed: Vec<EmailId>,
     /// Mailboxes created or changed (name, subscription, UIDVALIDITY) since.
