@@ -70,7 +70,10 @@ pub use import::ImportReport;
 pub(crate) use mime::analyze;
 pub(crate) use parse_buffer::ParseBuffer;
 pub use reencrypt::EpochProgress;
-pub use search::{HeaderField, SearchDay, SearchKey};
+pub use search::{
+    EmailFilter, EmailQuery, EmailQueryResult, EmailSort, EmailSortProperty, HeaderField,
+    SearchDay, SearchKey,
+};
 pub use transaction::{Committed, CreatedEmail, Transaction};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};

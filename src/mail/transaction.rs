@@ -255,7 +255,7 @@ fn copies_of(
 }
 
 /// The keywords of an email with these copies: the union of their flags, `\Deleted` aside.
-fn keywords_of<'a>(copies: impl IntoIterator<Item = &'a MessageRecord>) -> Flags {
+pub(super) fn keywords_of<'a>(copies: impl IntoIterator<Item = &'a MessageRecord>) -> Flags {
     let deleted = deleted_flag();
     copies
         .into_iter()
