@@ -760,13 +760,16 @@ impl Mailstore {
     ///
     /// # Errors
     /// As [`IndexStore::open`].
-    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account(), requests = tracing::field::Empty, bytes_read = tracing::field::Empty, bytes_written = tracing::field::Empty))]
     pub async fn refresh(&mut self) -> Result<bool> {
-        let changed = self.index.refresh().await?;
-        if changed {
-            self.settle().await?;
-        }
-        Ok(changed)
+        metered(async move {
+            let changed = self.index.refresh().await?;
+            if changed {
+                self.settle().await?;
+            }
+            Ok(changed)
+        })
+        .await
     }
 
     /// Whether anything changed in the store since `modseq`, with one small request and
@@ -889,6 +892,19 @@ impl Mailstore {
         }
         Ok(())
     }
+}
+
+/// Runs the body of a public operation under a meter
+/// ([`storage::metered`](crate::storage::metered)) and records the requests and bytes it
+/// made the store serve on the current span (its `requests`, `bytes_read` and
+/// `bytes_written` fields).
+async fn metered<T>(body: impl std::future::Future<Output = T>) -> T {
+    let (out, usage) = crate::storage::metered::scope(body).await;
+    let span = tracing::Span::current();
+    span.record("requests", usage.requests);
+    span.record("bytes_read", usage.bytes_read);
+    span.record("bytes_written", usage.bytes_written);
+    out
 }
 
 /// The modseq an operation reports for its change: the one its commit got (`planned`),

@@ -29,9 +29,11 @@
 //!
 //! [`Transaction::if_in_state`] (JMAP `ifInState`) makes the commit fail with
 //! [`Error::StateMismatch`] when the account's modseq is not the one given: checked inside
-//! the commit, so on a backend with compare-and-swap no other commit can come between the
-//! check and the write. Without compare-and-swap (Garage) it is checked against the state
-//! this server loaded: a concurrent writer elsewhere is merged, not refused.
+//! the commit, on the state the commit is made on: no other commit can come between the
+//! check and the write (compare-and-swap of the store, or of the directory's mark on a
+//! backend without it, `docs/design.md` §9); a write by another server not loaded yet
+//! makes the commit reload and fail the check. Only a collection of the older
+//! writer-unique scheme, whose concurrent heads merge, cannot refuse a concurrent write.
 
 use super::*;
 
@@ -358,10 +360,13 @@ impl Mailstore {
     /// is not there; [`Error::InvalidArgument`] for an append to no mailbox or an email
     /// left in none; [`Error::TooBig`], [`Error::OverQuota`], [`Error::LimitReached`];
     /// backend errors. Nothing is committed on any of them.
-    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account(), ops = tx.ops.len()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account(), requests = tracing::field::Empty, bytes_read = tracing::field::Empty, bytes_written = tracing::field::Empty, ops = tx.ops.len()))]
     pub async fn commit(&mut self, tx: Transaction) -> Result<Committed> {
-        let prepared = self.prepare(tx).await?;
-        self.commit_prepared(prepared).await
+        metered(async move {
+            let prepared = self.prepare(tx).await?;
+            self.commit_prepared(prepared).await
+        })
+        .await
     }
 
     /// The first half of [`commit`](Self::commit): checks what can be checked before the

@@ -341,9 +341,9 @@ async fn item_06_keywords_per_email_and_flags_per_copy() {
 }
 
 /// Without compare-and-swap, two servers committing transactions at once both keep
-/// their emails (UIDs repaired as for single appends).
+/// their emails, under distinct UIDs (the loser plans again on the winner's state).
 #[tokio::test]
-async fn item_06_transactions_merge_without_compare_and_swap() {
+async fn item_06_concurrent_transactions_without_compare_and_swap() {
     let store: DynStore = Arc::new(NoCasStore::new(super::memory()));
     let setup = MailSetup::new(store, CommitMode::WriterUnique);
     let mut a = setup.open().await;
