@@ -234,14 +234,18 @@ impl SharedAccount {
     }
 
     /// Applies a transaction in one commit, as [`Mailstore::commit`] (JMAP `Email/set`,
-    /// IMAP `MULTIAPPEND`): the bodies are uploaded and analysed while other connections
-    /// keep reading; only the commit of the records takes the write access.
+    /// IMAP `MULTIAPPEND`): the bodies are uploaded and analysed without holding the
+    /// handle (other connections read and write meanwhile); only the commit of the
+    /// records takes the write access.
     /// Subscribers are told the new modseq.
     ///
     /// # Errors
     /// As [`Mailstore::commit`].
     pub async fn commit(&self, tx: Transaction) -> Result<Committed> {
-        let prepared = self.read().await.prepare(tx).await?;
+        // The checks under read access; the uploads under none (a writer waiting for the
+        // lock would hold every reader back behind a long upload).
+        let (quota, uploader) = self.read().await.check_transaction(&tx).await?;
+        let prepared = uploader.upload_all(tx, quota).await?;
         self.write().await.commit_prepared(prepared).await
     }
 

@@ -439,7 +439,7 @@ type UsageMemo = std::sync::Mutex<Option<(u64, (u64, u64))>>;
 /// the account ever (the directory's `delivered-bytes` mark, read before the commit), so
 /// that deliveries not yet imported count.
 #[derive(Debug, Clone, Copy)]
-struct QuotaCheck {
+pub(crate) struct QuotaCheck {
     limit: Option<u64>,
     delivered: u64,
 }

@@ -194,6 +194,72 @@ struct Upload {
     flags: Flags,
 }
 
+/// Uploads and analyses the bodies of a transaction's appends.
+pub(crate) struct Uploader {
+    blobs: AccountBlobs,
+    rng: RandomSource,
+    max_parse_len: usize,
+}
+
+impl Uploader {
+    /// Uploads every append's body (deleting those uploaded when one fails).
+    pub(crate) async fn upload_all(self, tx: Transaction, quota: QuotaCheck) -> Result<Prepared> {
+        let mut uploads: Vec<Upload> = Vec::with_capacity(tx.appends.len());
+        for append in tx.appends {
+            match self.upload(&append.body).await {
+                Ok((pin, analysis)) => uploads.push(Upload {
+                    instances: append.mailboxes.iter().map(|_| self.rng.array()).collect(),
+                    mailboxes: append.mailboxes,
+                    pin,
+                    analysis,
+                    email: EmailId::random(&self.rng),
+                    thread: ThreadId::random(&self.rng),
+                    internal_date: append
+                        .options
+                        .internal_date
+                        .unwrap_or(crate::unix_now() as i64),
+                    provenance: append.options.provenance.unwrap_or(Provenance::KeyHolder),
+                    flags: append.options.flags,
+                }),
+                Err(e) => {
+                    for upload in &uploads {
+                        let _ = self.blobs.delete(&upload.pin.id).await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let adds = tx.ops.iter().filter(|o| matches!(o, Op::AddTo(..))).count();
+        Ok(Prepared {
+            ops: tx.ops,
+            uploads,
+            instances: (0..adds).map(|_| self.rng.array()).collect(),
+            if_in_state: tx.if_in_state,
+            quota,
+        })
+    }
+
+    /// Uploads one body and analyses it (off the executor thread).
+    async fn upload(&self, body: &Bytes) -> Result<(crate::format::pin::BlobPin, EmailAnalysis)> {
+        let mut writer = self.blobs.writer(BlobKind::Message);
+        let mut parse = super::ParseBuffer::new(self.max_parse_len);
+        if let Err(e) = writer.write(body).await {
+            let _ = writer.abort().await;
+            return Err(e);
+        }
+        parse.push(body);
+        let pin = writer.finish().await?;
+        let (buffer, too_large) = parse.finish();
+        match mime::analyze_blocking(buffer, too_large).await {
+            Ok(analysis) => Ok((pin, analysis)),
+            Err(e) => {
+                let _ = self.blobs.delete(&pin.id).await;
+                Err(e)
+            }
+        }
+    }
+}
+
 /// One copy of an email (a message in a mailbox) as the transaction plans it.
 #[derive(Debug, Clone)]
 struct Copy {
@@ -372,6 +438,17 @@ impl Mailstore {
     /// The first half of [`commit`](Self::commit): checks what can be checked before the
     /// commit, uploads and analyses the bodies (needs no exclusive access).
     pub(crate) async fn prepare(&self, tx: Transaction) -> Result<Prepared> {
+        let (quota, uploader) = self.check_transaction(&tx).await?;
+        uploader.upload_all(tx, quota).await
+    }
+
+    /// What [`prepare`](Self::prepare) checks before any upload, and the uploader of the
+    /// bodies, which needs no access to the handle: a shared handle uploads without
+    /// holding its lock.
+    pub(crate) async fn check_transaction(
+        &self,
+        tx: &Transaction,
+    ) -> Result<(QuotaCheck, Uploader)> {
         let quota = self.quota_check().await?;
         let adding: u64 = tx
             .appends
@@ -394,57 +471,14 @@ impl Mailstore {
                 return Err(Error::TooBig { limit });
             }
         }
-        let mut uploads: Vec<Upload> = Vec::with_capacity(tx.appends.len());
-        for append in tx.appends {
-            match self.upload(&append.body).await {
-                Ok((pin, analysis)) => uploads.push(Upload {
-                    instances: append.mailboxes.iter().map(|_| self.rng.array()).collect(),
-                    mailboxes: append.mailboxes,
-                    pin,
-                    analysis,
-                    email: EmailId::random(&self.rng),
-                    thread: ThreadId::random(&self.rng),
-                    internal_date: append
-                        .options
-                        .internal_date
-                        .unwrap_or(crate::unix_now() as i64),
-                    provenance: append.options.provenance.unwrap_or(Provenance::KeyHolder),
-                    flags: append.options.flags,
-                }),
-                Err(e) => {
-                    self.delete_uploads(&uploads).await;
-                    return Err(e);
-                }
-            }
-        }
-        let adds = tx.ops.iter().filter(|o| matches!(o, Op::AddTo(..))).count();
-        Ok(Prepared {
-            ops: tx.ops,
-            uploads,
-            instances: (0..adds).map(|_| self.rng.array()).collect(),
-            if_in_state: tx.if_in_state,
+        Ok((
             quota,
-        })
-    }
-
-    /// Uploads one body and analyses it (off the executor thread).
-    async fn upload(&self, body: &Bytes) -> Result<(crate::format::pin::BlobPin, EmailAnalysis)> {
-        let mut writer = self.blobs.writer(BlobKind::Message);
-        let mut parse = super::ParseBuffer::new(self.config.max_parse_len);
-        if let Err(e) = writer.write(body).await {
-            let _ = writer.abort().await;
-            return Err(e);
-        }
-        parse.push(body);
-        let pin = writer.finish().await?;
-        let (buffer, too_large) = parse.finish();
-        match mime::analyze_blocking(buffer, too_large).await {
-            Ok(analysis) => Ok((pin, analysis)),
-            Err(e) => {
-                let _ = self.blobs.delete(&pin.id).await;
-                Err(e)
-            }
-        }
+            Uploader {
+                blobs: self.blobs.clone(),
+                rng: self.rng.clone(),
+                max_parse_len: self.config.max_parse_len,
+            },
+        ))
     }
 
     async fn delete_uploads(&self, uploads: &[Upload]) {

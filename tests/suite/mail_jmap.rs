@@ -404,10 +404,15 @@ async fn item_06_multiappend_through_the_shared_handle() {
 
 /// A provider on memory with one account (password `pw`).
 async fn world() -> (mailvault::engine::Provider, mailvault::ids::AccountId) {
+    world_on(super::memory()).await
+}
+
+/// A provider on `store` with one account (password `pw`).
+async fn world_on(store: DynStore) -> (mailvault::engine::Provider, mailvault::ids::AccountId) {
     let rng = mailvault::crypto::RandomSource::os();
     let (directory, _, _) = super::directory_with_officer_and_signer(&rng).await;
     let provider = mailvault::engine::Provider::new(
-        super::memory(),
+        store,
         mailvault::ids::DeploymentId::random(&rng),
         directory,
         mailvault::testkit::cheap_provider_config(),
@@ -416,6 +421,49 @@ async fn world() -> (mailvault::engine::Provider, mailvault::ids::AccountId) {
     .unwrap();
     let account = provider.create_account("pw").await.unwrap();
     (provider, account)
+}
+
+/// The shared handle uploads a transaction's bodies without holding the account: while
+/// the upload is stalled, another connection of the account writes and reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_06_a_shared_commit_uploads_without_holding_the_handle() {
+    use mailvault::storage::{GateStore, Hold};
+    let gated = GateStore::new(super::memory());
+    let gate = gated.gate();
+    let (provider, account) = world_on(Arc::new(gated)).await;
+    let handle = mailvault::engine::SharedAccount::open(
+        provider.unlock(account, "pw").await.unwrap(),
+        mailvault::engine::ShareConfig::default(),
+    )
+    .await
+    .unwrap();
+    let inbox = handle.read().await.mailbox_by_name(INBOX).unwrap().id;
+    let mut tx = Transaction::new();
+    tx.append([inbox], text("first"), AppendOptions::default());
+    let first = handle.commit(tx).await.unwrap();
+
+    gate.arm(Hold::Put, "/b/");
+    let other = handle.clone();
+    let stalled = tokio::spawn(async move {
+        let mut tx = Transaction::new();
+        tx.append([inbox], text("stalled"), AppendOptions::default());
+        other.commit(tx).await
+    });
+    gate.reached().await;
+    let flagged = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let uid = first.created[0].messages[0].uid;
+        let mut mail = handle.write().await;
+        mail.store_flags(inbox, &[uid], FlagChange::Add(flags(&["\\Seen"])), None)
+            .await
+    })
+    .await
+    .expect("the write waited for the stalled upload")
+    .unwrap();
+    assert_eq!(handle.view(inbox).await.unwrap().messages.len(), 1);
+    gate.open();
+    let done = stalled.await.unwrap().unwrap();
+    assert!(done.modseq > flagged.modseq);
+    assert_eq!(done.created[0].messages[0].uid, 2);
 }
 
 // ------------------------------------------------------------------ Email/query
