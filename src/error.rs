@@ -133,6 +133,18 @@ pub enum Error {
         /// Bytes used, or that would be used with this message.
         used: u64,
     },
+    /// A conditional write found the account in another state than the one it was made
+    /// for ([`Transaction::if_in_state`](crate::mail::Transaction::if_in_state), JMAP
+    /// `ifInState`): nothing was written. Distinct from [`Error::Conflict`], which is a
+    /// lost race inside the store that a retry may cure; this one is a client's stale view
+    /// (JMAP `stateMismatch`), not transient: the client reloads and decides again.
+    #[error("state mismatch: expected state {expected}, the account is at {actual}")]
+    StateMismatch {
+        /// The state (account modseq) the write was made for.
+        expected: u64,
+        /// The account's state when the write was checked.
+        actual: u64,
+    },
     /// A store URL or configuration could not be used.
     #[error("configuration error: {0}")]
     Config(String),

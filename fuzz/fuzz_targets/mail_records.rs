@@ -1,14 +1,16 @@
 //! Parsers of the mail records kept in the encrypted index (mailbox, message, email with
 //! its envelope and MIME parts, analysis, vanished, thread, number). Each must refuse or
-//! round-trip exactly, never panic. Email and analysis records of version 1 are rewritten
-//! as version 2: those round-trip through their rewritten form.
+//! round-trip exactly, never panic. Email records of versions 1 and 2 are rewritten as
+//! version 3 (with a creation modseq of 0), analysis records of version 1 as version 2:
+//! those round-trip through their rewritten form.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use mailvault::format::mail::{
     number_to_bytes, parse_number, parse_thread, thread_to_bytes, AddressField, AddressItem,
-    EmailAnalysis, EmailRecord, MailboxRecord, MessageRecord, VanishedRecord, EMAIL_RECORD_VERSION,
+    EmailAnalysis, EmailRecord, MailboxRecord, MessageRecord, VanishedRecord,
+    ANALYSIS_RECORD_VERSION, EMAIL_RECORD_VERSION,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -23,6 +25,7 @@ fuzz_target!(|data: &[u8]| {
         if data[0] == EMAIL_RECORD_VERSION {
             assert_eq!(bytes, data);
         } else {
+            assert_eq!(record.created_modseq, 0);
             assert_eq!(EmailRecord::parse(&bytes).unwrap(), record);
         }
         assert!(record.parts.iter().all(|p| p.end_offset <= record.size));
@@ -37,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(analysis) = EmailAnalysis::parse(data) {
         let bytes = analysis.to_bytes();
-        if data[0] == EMAIL_RECORD_VERSION {
+        if data[0] == ANALYSIS_RECORD_VERSION {
             assert_eq!(bytes, data);
         } else {
             assert_eq!(EmailAnalysis::parse(&bytes).unwrap(), analysis);

@@ -22,7 +22,7 @@ use tokio::sync::{watch, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use super::Session;
 use crate::error::Result;
 use crate::ids::{AccountId, MailboxId};
-use crate::mail::{ImportReport, MailboxView, Mailstore};
+use crate::mail::{Committed, ImportReport, MailboxView, Mailstore, Transaction};
 
 /// How a [`SharedAccount`] follows other processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,6 +249,22 @@ impl SharedAccount {
             guard: self.inner.state.write().await,
             changes: &self.inner.changes,
         }
+    }
+
+    /// Applies a transaction in one commit, as [`Mailstore::commit`] (JMAP `Email/set`,
+    /// IMAP `MULTIAPPEND`): the bodies are uploaded and analysed without holding the
+    /// handle (other connections read and write meanwhile); only the commit of the
+    /// records takes the write access.
+    /// Subscribers are told the new modseq.
+    ///
+    /// # Errors
+    /// As [`Mailstore::commit`].
+    pub async fn commit(&self, tx: Transaction) -> Result<Committed> {
+        // The checks under read access; the uploads under none (a writer waiting for the
+        // lock would hold every reader back behind a long upload).
+        let (quota, uploader) = self.read().await.check_transaction(&tx).await?;
+        let prepared = uploader.upload_all(tx, quota).await?;
+        self.write().await.commit_prepared(prepared).await
     }
 
     /// Does at once what the poller does at every interval: loads what other processes

@@ -14,8 +14,9 @@
 //! email     version (2) ‖ pin (101, or 337 for a sealed blob) ‖ internal date (i64, Unix
 //!           seconds) ‖ size (u64) ‖ thread id (16) ‖ provenance (u8) ‖ analyzed (u8)
 //!           ‖ envelope ‖ MIME parts (list) ‖ header block (option bytes) ‖ preview (option
-//!           string); version 1 ends after the parts, its envelope and parts without the
-//!           version-2 items
+//!           string) ‖ creation modseq (u64); version 2 ends after the preview (its creation
+//!           modseq reads as 0: unknown), version 1 after the parts, its envelope and parts
+//!           without the version-2 items
 //! analysis  version (2) ‖ thread id (16) ‖ envelope ‖ MIME parts (list) ‖ header block
 //!           (option bytes) ‖ preview (option string): what `analyze` computed from the
 //!           body of an email imported unread, kept apart from its email record
@@ -47,11 +48,16 @@ use crate::ids::{EmailId, ThreadId};
 /// Version byte of every mail record but the email and analysis records.
 pub const MAIL_RECORD_VERSION: u8 = 1;
 
-/// Version byte of the email and analysis records written today: 2 adds the faithful
-/// analysis (address groups, header fields as written, the header block, the preview,
-/// the full IMAP `BODYSTRUCTURE` data of every part). Version 1 is still read: its
-/// version-2 items read as absent.
-pub const EMAIL_RECORD_VERSION: u8 = 2;
+/// Version byte of the email records written today: 2 added the faithful analysis
+/// (address groups, header fields as written, the header block, the preview, the full
+/// IMAP `BODYSTRUCTURE` data of every part), 3 the creation modseq
+/// ([`EmailRecord::created_modseq`]). Versions 1 and 2 are still read: the items they
+/// lack read as absent (a creation modseq of 0).
+pub const EMAIL_RECORD_VERSION: u8 = 3;
+
+/// Version byte of the analysis records written today: 2, as the email record of version
+/// 2 (the analysis has no creation modseq). Version 1 is still read.
+pub const ANALYSIS_RECORD_VERSION: u8 = 2;
 
 /// The largest header block an analysis keeps ([`EmailRecord::header`]): a larger one is
 /// read from the body (one ranged GET).
@@ -838,6 +844,11 @@ pub struct EmailRecord {
     /// A plain-text fragment of the first text body part (JMAP `preview`): at most
     /// [`MAX_PREVIEW_CHARS`] characters, white space collapsed to single spaces.
     pub preview: Option<String>,
+    /// Modseq of the commit that created the email (its append or import): JMAP
+    /// `Email/changes` reports an email changed since `n` as created when this is above
+    /// `n`, as updated otherwise. 0 for a record written before version 3: unknown, such
+    /// an email is reported as updated.
+    pub created_modseq: u64,
 }
 
 impl EmailRecord {
@@ -868,10 +879,11 @@ impl EmailRecord {
         self.envelope.put(&mut out);
         put_parts(&mut out, &self.parts);
         put_extras(&mut out, &self.header_block, &self.preview);
+        out.extend_from_slice(&self.created_modseq.to_be_bytes());
         out
     }
 
-    /// Parses a stored email record (version 1 or 2).
+    /// Parses a stored email record (version 1, 2 or 3).
     ///
     /// # Errors
     /// [`Error::UnsupportedVersion`] or [`Error::Tampered`].
@@ -899,8 +911,10 @@ impl EmailRecord {
         let parts = read_parts(&mut r, version)?;
         check_parts(&parts, size)?;
         let (header_block, preview) = read_extras(&mut r, version)?;
+        let created_modseq = if version >= 3 { r.u64()? } else { 0 };
         r.finish()?;
         Ok(Self {
+            created_modseq,
             pin,
             internal_date,
             size,
@@ -1008,7 +1022,7 @@ impl EmailAnalysis {
     /// Serialized form.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(128 + 64 * self.parts.len());
-        out.push(EMAIL_RECORD_VERSION);
+        out.push(ANALYSIS_RECORD_VERSION);
         out.extend_from_slice(self.thread.as_bytes());
         self.envelope.put(&mut out);
         put_parts(&mut out, &self.parts);
@@ -1022,7 +1036,7 @@ impl EmailAnalysis {
     /// # Errors
     /// [`Error::UnsupportedVersion`] or [`Error::Tampered`].
     pub fn parse(bytes: &[u8]) -> Result<Self> {
-        let (mut r, version) = start_versioned("analysis record", bytes, EMAIL_RECORD_VERSION)?;
+        let (mut r, version) = start_versioned("analysis record", bytes, ANALYSIS_RECORD_VERSION)?;
         let thread = ThreadId::from_bytes(r.array()?);
         let envelope = Envelope::read(&mut r, version)?;
         let parts = read_parts(&mut r, version)?;
@@ -1149,7 +1163,7 @@ mod tests {
         // version 2, with the same content.
         assert_eq!(seed[0], 1);
         let rewritten = analysis.to_bytes();
-        assert_eq!(rewritten[0], EMAIL_RECORD_VERSION);
+        assert_eq!(rewritten[0], ANALYSIS_RECORD_VERSION);
         assert_eq!(EmailAnalysis::parse(&rewritten).unwrap(), analysis);
         for cut in 0..seed.len() {
             assert!(EmailAnalysis::parse(&seed[..cut]).is_err());
@@ -1201,6 +1215,7 @@ mod tests {
             parts: Vec::new(),
             header_block: None,
             preview: None,
+            created_modseq: 0,
         };
         let analyzed = email(100).with_analysis(analysis.clone()).unwrap();
         assert!(analyzed.analyzed && analyzed.parts == analysis.parts);
@@ -1211,7 +1226,8 @@ mod tests {
     }
 
     /// Every email record seed of the fuzz corpus was written with version 1: each still
-    /// parses, and is rewritten as version 2 with the same content.
+    /// parses (its creation modseq unknown: 0), and is rewritten as the current version
+    /// with the same content.
     #[test]
     fn version_1_email_records_still_read() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/mail_records");
@@ -1222,12 +1238,40 @@ mod tests {
             let record = EmailRecord::parse(&seed).unwrap();
             assert!(record.header_block.is_none() && record.preview.is_none());
             assert!(record.parts.iter().all(|p| p.decoded_size.is_none()));
+            assert_eq!(record.created_modseq, 0, "{name}");
             let rewritten = record.to_bytes();
-            assert_eq!(rewritten[0], 2);
+            assert_eq!(rewritten[0], EMAIL_RECORD_VERSION);
             assert_eq!(EmailRecord::parse(&rewritten).unwrap(), record, "{name}");
             read += 1;
         }
         assert_eq!(read, 4);
+    }
+
+    /// Version 3 adds the creation modseq at the end: it round-trips strictly, and the
+    /// same record without it, as version 2, reads with a creation modseq of 0.
+    #[test]
+    fn version_3_email_record_carries_the_creation_modseq() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/mail_records");
+        let seed = std::fs::read(format!("{dir}/email_v3")).unwrap();
+        assert_eq!(seed[0], 3);
+        let record = EmailRecord::parse(&seed).unwrap();
+        assert_eq!(record.created_modseq, 42);
+        assert_strict(&seed, &record, EmailRecord::parse, 4);
+        let mut v2 = seed[..seed.len() - 8].to_vec();
+        v2[0] = 2;
+        let old = EmailRecord::parse(&v2).unwrap();
+        assert_eq!(
+            old,
+            EmailRecord {
+                created_modseq: 0,
+                ..record.clone()
+            }
+        );
+        // A version-2 record with the creation modseq appended is refused (one byte too
+        // many for version 2).
+        let mut v2_long = seed.clone();
+        v2_long[0] = 2;
+        assert!(EmailRecord::parse(&v2_long).is_err());
     }
 
     fn faithful_analysis() -> EmailAnalysis {

@@ -89,6 +89,17 @@ impl Mailstore {
             }
         }
         out.emails_changed = changed.difference(&destroyed).copied().collect();
+        for email in &out.emails_changed {
+            let created = match c.get(&keys::email(email)) {
+                Some(bytes) => EmailRecord::parse(bytes)?.created_modseq,
+                None => 0,
+            };
+            if created > modseq {
+                out.emails_created.push(*email);
+            } else {
+                out.emails_updated.push(*email);
+            }
+        }
         out.emails_destroyed = destroyed.into_iter().collect();
         Ok(out)
     }

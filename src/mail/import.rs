@@ -213,13 +213,14 @@ impl Mailstore {
     /// deliveries imported before are deleted unread), imported in the order of their
     /// delivery numbers, then the numbers the directory issued and no envelope accounts
     /// for are recorded and reported missing.
-    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account(), requests = tracing::field::Empty, bytes_read = tracing::field::Empty, bytes_written = tracing::field::Empty))]
     async fn import_pass(
         &mut self,
         keys: &[AccountKey],
         verifying_keys: &[[u8; 32]],
         pass: Pass,
     ) -> Result<ImportReport> {
+        super::metered(async move {
         self.refresh().await?;
         let account = self.account();
         // Read before listing: every number up to it was issued before the listing, so
@@ -308,7 +309,8 @@ impl Mailstore {
                 match outcome {
                     Ok(delivery) => ready.push(delivery),
                     Err(rejection)
-                        if rejection.is_retryable() && pass == (Pass::Pending { defer: true }) =>
+                            if rejection.is_retryable()
+                                && pass == (Pass::Pending { defer: true }) =>
                     {
                         report.deferred.push(delivery);
                     }
@@ -321,7 +323,9 @@ impl Mailstore {
             let placed = self.import_checked(&ready).await?;
             for (delivery, placed) in ready.iter().zip(placed) {
                 match placed {
-                    Some((mailbox, uid)) => report.imported.push((delivery.delivery, mailbox, uid)),
+                        Some((mailbox, uid)) => {
+                            report.imported.push((delivery.delivery, mailbox, uid))
+                        }
                     // Imported by another importer meanwhile.
                     None => report.already_imported += 1,
                 }
@@ -339,6 +343,8 @@ impl Mailstore {
         }
         report.missing = self.record_missing(issued, &found).await?;
         Ok(report)
+        })
+        .await
     }
 
     /// Records as missing every delivery number up to `issued` (and up to the highest of
@@ -548,6 +554,7 @@ impl Mailstore {
                     parts: Vec::new(),
                     header_block: None,
                     preview: None,
+                    created_modseq: modseq,
                 };
                 let record = match d
                     .analysis
@@ -644,8 +651,9 @@ impl Mailstore {
     /// # Errors
     /// As [`Mailstore::email`] and [`Mailstore::read`]; [`Error::InvalidArgument`] if the
     /// message was removed meanwhile.
-    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account(), requests = tracing::field::Empty, bytes_read = tracing::field::Empty, bytes_written = tracing::field::Empty))]
     pub async fn analyze(&mut self, mailbox: MailboxId, uid: u32) -> Result<EmailRecord> {
+        super::metered(async move {
         let email = self.email(mailbox, uid)?;
         if email.analyzed {
             return Ok(email);
@@ -672,13 +680,16 @@ impl Mailstore {
             }
             // A delivery joins the thread of the messages it answers or that answer it,
             // now that its references are known.
-            let thread = super::join_thread(c, &analysis.envelope, current.thread, &mut plan.batch);
+                let thread =
+                    super::join_thread(c, &analysis.envelope, current.thread, &mut plan.batch);
             let analysis = EmailAnalysis {
                 thread,
                 ..analysis.clone()
             };
             plan.batch.put(keys::analysis(&id), analysis.to_bytes());
             Ok((plan, current.with_analysis(analysis)?))
+        })
+        .await
         })
         .await
     }

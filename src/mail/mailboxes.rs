@@ -29,35 +29,38 @@ impl Mailstore {
     /// # Errors
     /// [`Error::InvalidArgument`] for an invalid name, [`Error::MailboxExists`] for one
     /// already taken; backend errors.
-    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account(), requests = tracing::field::Empty, bytes_read = tracing::field::Empty, bytes_written = tracing::field::Empty))]
     pub async fn create_mailbox(
         &mut self,
         name: &str,
         special_use: Option<SpecialUse>,
     ) -> Result<Mailbox> {
-        check_name(name)?;
-        let id = MailboxId::random(&self.rng);
-        let name = name.to_owned();
-        self.write(move |c, modseq| {
-            if all_mailboxes(c)?
-                .iter()
-                .any(|(_, r)| same_name(&r.name, &name))
-            {
-                return Err(Error::MailboxExists {
-                    name: name.to_string(),
-                });
-            }
-            let record = MailboxRecord {
-                name: name.clone(),
-                subscribed: false,
-                special_use,
-                // Above any UIDVALIDITY an earlier mailbox of this name had.
-                uid_validity: u32::try_from(modseq).unwrap_or(u32::MAX),
-                modseq,
-            };
-            let mut plan = Plan::new();
-            plan.batch.put(keys::mailbox(&id), record.to_bytes());
-            Ok((plan, mailbox_of(id, record)))
+        metered(async move {
+            check_name(name)?;
+            let id = MailboxId::random(&self.rng);
+            let name = name.to_owned();
+            self.write(move |c, modseq| {
+                if all_mailboxes(c)?
+                    .iter()
+                    .any(|(_, r)| same_name(&r.name, &name))
+                {
+                    return Err(Error::MailboxExists {
+                        name: name.to_string(),
+                    });
+                }
+                let record = MailboxRecord {
+                    name: name.clone(),
+                    subscribed: false,
+                    special_use,
+                    // Above any UIDVALIDITY an earlier mailbox of this name had.
+                    uid_validity: u32::try_from(modseq).unwrap_or(u32::MAX),
+                    modseq,
+                };
+                let mut plan = Plan::new();
+                plan.batch.put(keys::mailbox(&id), record.to_bytes());
+                Ok((plan, mailbox_of(id, record)))
+            })
+            .await
         })
         .await
     }
@@ -70,44 +73,47 @@ impl Mailstore {
     /// [`Error::NoSuchMailbox`] for an unknown mailbox, [`Error::MailboxExists`] for a new
     /// name (of the mailbox or of one below it: `a/x` becoming `b/x`) already taken by a
     /// mailbox that does not move; nothing is changed then. Backend errors.
-    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account(), requests = tracing::field::Empty, bytes_read = tracing::field::Empty, bytes_written = tracing::field::Empty))]
     pub async fn rename_mailbox(&mut self, id: MailboxId, new_name: &str) -> Result<()> {
-        check_name(new_name)?;
-        if id == INBOX_ID || new_name.eq_ignore_ascii_case(INBOX) {
-            return Err(Error::invalid("the inbox cannot be renamed"));
-        }
-        let new_name = new_name.to_owned();
-        self.write(move |c, modseq| {
-            let old = require_mailbox(c, &id)?.name;
-            let below = format!("{old}/");
-            let all = all_mailboxes(c)?;
-            if all.iter().any(|(_, r)| same_name(&r.name, &new_name)) {
-                return Err(Error::MailboxExists {
-                    name: new_name.to_string(),
-                });
+        metered(async move {
+            check_name(new_name)?;
+            if id == INBOX_ID || new_name.eq_ignore_ascii_case(INBOX) {
+                return Err(Error::invalid("the inbox cannot be renamed"));
             }
-            let (moving, staying): (Vec<_>, Vec<_>) = all
-                .into_iter()
-                .partition(|(other, record)| *other == id || record.name.starts_with(&below));
-            // Every new name, the mailbox's and those of the mailboxes below it, must be
-            // valid and free among the mailboxes that stay where they are.
-            let mut plan = Plan::new();
-            for (other, mut record) in moving {
-                let renamed = match record.name.strip_prefix(&below) {
-                    Some(rest) if other != id => format!("{new_name}/{rest}"),
-                    _ => new_name.clone(),
-                };
-                check_name(&renamed)?;
-                if staying.iter().any(|(_, r)| same_name(&r.name, &renamed)) {
+            let new_name = new_name.to_owned();
+            self.write(move |c, modseq| {
+                let old = require_mailbox(c, &id)?.name;
+                let below = format!("{old}/");
+                let all = all_mailboxes(c)?;
+                if all.iter().any(|(_, r)| same_name(&r.name, &new_name)) {
                     return Err(Error::MailboxExists {
-                        name: renamed.to_string(),
+                        name: new_name.to_string(),
                     });
                 }
-                record.name = renamed;
-                record.modseq = modseq;
-                plan.batch.put(keys::mailbox(&other), record.to_bytes());
-            }
-            Ok((plan, ()))
+                let (moving, staying): (Vec<_>, Vec<_>) = all
+                    .into_iter()
+                    .partition(|(other, record)| *other == id || record.name.starts_with(&below));
+                // Every new name, the mailbox's and those of the mailboxes below it, must be
+                // valid and free among the mailboxes that stay where they are.
+                let mut plan = Plan::new();
+                for (other, mut record) in moving {
+                    let renamed = match record.name.strip_prefix(&below) {
+                        Some(rest) if other != id => format!("{new_name}/{rest}"),
+                        _ => new_name.clone(),
+                    };
+                    check_name(&renamed)?;
+                    if staying.iter().any(|(_, r)| same_name(&r.name, &renamed)) {
+                        return Err(Error::MailboxExists {
+                            name: renamed.to_string(),
+                        });
+                    }
+                    record.name = renamed;
+                    record.modseq = modseq;
+                    plan.batch.put(keys::mailbox(&other), record.to_bytes());
+                }
+                Ok((plan, ()))
+            })
+            .await
         })
         .await
     }
@@ -116,17 +122,20 @@ impl Mailstore {
     ///
     /// # Errors
     /// [`Error::NoSuchMailbox`] for an unknown mailbox; backend errors.
-    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account(), requests = tracing::field::Empty, bytes_read = tracing::field::Empty, bytes_written = tracing::field::Empty))]
     pub async fn subscribe(&mut self, id: MailboxId, subscribed: bool) -> Result<()> {
-        self.write(move |c, modseq| {
-            let mut record = require_mailbox(c, &id)?;
-            let mut plan = Plan::new();
-            if record.subscribed != subscribed {
-                record.subscribed = subscribed;
-                record.modseq = modseq;
-                plan.batch.put(keys::mailbox(&id), record.to_bytes());
-            }
-            Ok((plan, ()))
+        metered(async move {
+            self.write(move |c, modseq| {
+                let mut record = require_mailbox(c, &id)?;
+                let mut plan = Plan::new();
+                if record.subscribed != subscribed {
+                    record.subscribed = subscribed;
+                    record.modseq = modseq;
+                    plan.batch.put(keys::mailbox(&id), record.to_bytes());
+                }
+                Ok((plan, ()))
+            })
+            .await
         })
         .await
     }
@@ -136,30 +145,33 @@ impl Mailstore {
     /// # Errors
     /// [`Error::InvalidArgument`] for the inbox, [`Error::NoSuchMailbox`] for an unknown
     /// mailbox; backend errors.
-    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account(), requests = tracing::field::Empty, bytes_read = tracing::field::Empty, bytes_written = tracing::field::Empty))]
     pub async fn delete_mailbox(&mut self, id: MailboxId) -> Result<()> {
-        if id == INBOX_ID {
-            return Err(Error::invalid("the inbox cannot be deleted"));
-        }
-        let mode = self.index.mode();
-        let released = self
-            .write(move |c, modseq| {
-                require_mailbox(c, &id)?;
-                let mut plan = Plan::new();
-                for (uid, instance, record) in messages(c, &id)? {
-                    plan.remove_message(&id, uid, &instance, &record.email, modseq);
-                }
-                // Its vanished records stay (they tell `account_changes_since` which
-                // emails went); a tombstone tells that the mailbox went.
-                plan.batch
-                    .put(keys::deleted_mailbox(&id), number_to_bytes(modseq).to_vec());
-                plan.batch.delete(keys::mailbox(&id));
-                let released = plan.release(c, mode);
-                Ok((plan, released))
-            })
-            .await?;
-        self.delete_bodies(released).await;
-        Ok(())
+        metered(async move {
+            if id == INBOX_ID {
+                return Err(Error::invalid("the inbox cannot be deleted"));
+            }
+            let mode = self.index.mode();
+            let released = self
+                .write(move |c, modseq| {
+                    require_mailbox(c, &id)?;
+                    let mut plan = Plan::new();
+                    for (uid, instance, record) in messages(c, &id)? {
+                        plan.remove_message(&id, uid, &instance, &record.email, modseq);
+                    }
+                    // Its vanished records stay (they tell `account_changes_since` which
+                    // emails went); a tombstone tells that the mailbox went.
+                    plan.batch
+                        .put(keys::deleted_mailbox(&id), number_to_bytes(modseq).to_vec());
+                    plan.batch.delete(keys::mailbox(&id));
+                    let released = plan.release(c, mode);
+                    Ok((plan, released))
+                })
+                .await?;
+            self.delete_bodies(released).await;
+            Ok(())
+        })
+        .await
     }
 
     /// Status of a mailbox.
@@ -254,29 +266,36 @@ impl Mailstore {
     ///
     /// # Errors
     /// [`Error::Tampered`] for a record that does not parse; a directory failure.
-    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account(), requests = tracing::field::Empty, bytes_read = tracing::field::Empty, bytes_written = tracing::field::Empty))]
     pub async fn publish_usage(&self) -> Result<crate::directory::PublishedUsage> {
-        let (stored, imported) = usage_of(&self.index, &self.usage_memo)?;
-        let usage = crate::directory::PublishedUsage {
-            modseq: self.index.generation(),
-            stored,
-            imported,
-        };
-        crate::directory::publish_usage(self.directory.as_ref(), &self.account(), usage).await?;
-        Ok(usage)
+        metered(async move {
+            let (stored, imported) = usage_of(&self.index, &self.usage_memo)?;
+            let usage = crate::directory::PublishedUsage {
+                modseq: self.index.generation(),
+                stored,
+                imported,
+            };
+            crate::directory::publish_usage(self.directory.as_ref(), &self.account(), usage)
+                .await?;
+            Ok(usage)
+        })
+        .await
     }
 
     /// Selects a mailbox: loads what changed, and lists its status and messages.
     ///
     /// # Errors
     /// [`Error::NoSuchMailbox`] for an unknown mailbox; as [`refresh`](Self::refresh).
-    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account(), requests = tracing::field::Empty, bytes_read = tracing::field::Empty, bytes_written = tracing::field::Empty))]
     pub async fn select(&mut self, id: MailboxId) -> Result<MailboxView> {
-        self.refresh().await?;
-        if self.index.mode() == CommitMode::WriterUnique && conflicted(&self.index, &id)? {
-            self.settle_now().await?;
-        }
-        self.view(id)
+        metered(async move {
+            self.refresh().await?;
+            if self.index.mode() == CommitMode::WriterUnique && conflicted(&self.index, &id)? {
+                self.settle_now().await?;
+            }
+            self.view(id)
+        })
+        .await
     }
 
     /// The mailbox as loaded, without looking at the store.

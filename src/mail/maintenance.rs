@@ -8,9 +8,9 @@ impl Mailstore {
     ///
     /// # Errors
     /// As [`Collection::compact`].
-    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account(), requests = tracing::field::Empty, bytes_read = tracing::field::Empty, bytes_written = tracing::field::Empty))]
     pub async fn compact(&mut self) -> Result<()> {
-        self.index.compact().await.map(|_| ())
+        metered(async move { self.index.compact().await.map(|_| ()) }).await
     }
 
     /// Deletes bodies released after a grace period (backends without compare-and-swap
@@ -19,42 +19,45 @@ impl Mailstore {
     ///
     /// # Errors
     /// As [`Collection::collect_garbage`].
-    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account(), requests = tracing::field::Empty, bytes_read = tracing::field::Empty, bytes_written = tracing::field::Empty))]
     pub async fn collect_garbage(&mut self, grace: Duration) -> Result<MailGcReport> {
-        self.refresh().await?;
-        let cutoff = crate::unix_now().saturating_sub(grace.as_secs());
-        let released = self
-            .write(move |c, _| {
-                let mut plan = Plan::new();
-                let mut bodies = Vec::new();
-                for (k, v) in c.prefix(&[keys::RELEASE]) {
-                    let email = keys::parse_release(k).ok_or(Error::Tampered)?;
-                    if parse_number(v)? > cutoff {
-                        continue;
-                    }
-                    plan.batch.delete(k.to_vec());
-                    if c.prefix(&keys::references_of(&email)).next().is_some() {
-                        continue; // referenced again (a concurrent copy): keep it
-                    }
-                    if let Some(record) = c.get(&keys::email(&email)) {
-                        bodies.push(EmailRecord::parse(record)?);
-                    }
-                    plan.delete_email(&email);
-                }
-                // An analysis committed beside the deletion of its email (without
-                // compare-and-swap) outlived it.
-                for (k, _) in c.prefix(&[keys::ANALYSIS]) {
-                    let email = EmailId::from_bytes(keys::tagged_id(k).ok_or(Error::Tampered)?);
-                    if c.get(&keys::email(&email)).is_none() {
+        metered(async move {
+            self.refresh().await?;
+            let cutoff = crate::unix_now().saturating_sub(grace.as_secs());
+            let released = self
+                .write(move |c, _| {
+                    let mut plan = Plan::new();
+                    let mut bodies = Vec::new();
+                    for (k, v) in c.prefix(&[keys::RELEASE]) {
+                        let email = keys::parse_release(k).ok_or(Error::Tampered)?;
+                        if parse_number(v)? > cutoff {
+                            continue;
+                        }
                         plan.batch.delete(k.to_vec());
+                        if c.prefix(&keys::references_of(&email)).next().is_some() {
+                            continue; // referenced again (a concurrent copy): keep it
+                        }
+                        if let Some(record) = c.get(&keys::email(&email)) {
+                            bodies.push(EmailRecord::parse(record)?);
+                        }
+                        plan.delete_email(&email);
                     }
-                }
-                Ok((plan, bodies))
-            })
-            .await?;
-        let bodies = released.len();
-        self.delete_bodies(released).await;
-        let index = self.index.collect_garbage(grace).await?;
-        Ok(MailGcReport { bodies, index })
+                    // An analysis committed beside the deletion of its email (without
+                    // compare-and-swap) outlived it.
+                    for (k, _) in c.prefix(&[keys::ANALYSIS]) {
+                        let email = EmailId::from_bytes(keys::tagged_id(k).ok_or(Error::Tampered)?);
+                        if c.get(&keys::email(&email)).is_none() {
+                            plan.batch.delete(k.to_vec());
+                        }
+                    }
+                    Ok((plan, bodies))
+                })
+                .await?;
+            let bodies = released.len();
+            self.delete_bodies(released).await;
+            let index = self.index.collect_garbage(grace).await?;
+            Ok(MailGcReport { bodies, index })
+        })
+        .await
     }
 }

@@ -33,27 +33,27 @@ impl Mailstore {
     ///
     /// # Errors
     /// As [`AccountBlobs::read`].
-    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account(), requests = tracing::field::Empty, bytes_read = tracing::field::Empty, bytes_written = tracing::field::Empty))]
     pub async fn read(&self, email: &EmailRecord) -> Result<Bytes> {
-        self.blobs.read(&email.pin).await
+        metered(async move { self.blobs.read(&email.pin).await }).await
     }
 
     /// Streams a whole message body.
     ///
     /// # Errors
     /// As [`AccountBlobs::get`].
-    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account(), requests = tracing::field::Empty, bytes_read = tracing::field::Empty, bytes_written = tracing::field::Empty))]
     pub async fn read_stream(&self, email: &EmailRecord) -> Result<BlobStream> {
-        self.blobs.get(&email.pin).await
+        metered(async move { self.blobs.get(&email.pin).await }).await
     }
 
     /// Reads bytes `range` of a message body (IMAP partial fetch): one ranged GET.
     ///
     /// # Errors
     /// As [`AccountBlobs::get_range`].
-    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account(), requests = tracing::field::Empty, bytes_read = tracing::field::Empty, bytes_written = tracing::field::Empty))]
     pub async fn read_range(&self, email: &EmailRecord, range: Range<u64>) -> Result<Bytes> {
-        self.blobs.get_range(&email.pin, range).await
+        metered(async move { self.blobs.get_range(&email.pin, range).await }).await
     }
 
     /// Reads MIME part `part` (an index into [`EmailRecord::parts`]): one ranged GET of
@@ -61,22 +61,25 @@ impl Mailstore {
     ///
     /// # Errors
     /// [`Error::NoSuchMessage`] for an unknown part; as [`AccountBlobs::get_range`].
-    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account(), requests = tracing::field::Empty, bytes_read = tracing::field::Empty, bytes_written = tracing::field::Empty))]
     pub async fn read_part(
         &self,
         email: &EmailRecord,
         part: usize,
         section: PartSection,
     ) -> Result<Bytes> {
-        let p = email.parts.get(part).ok_or_else(|| Error::NoSuchMessage {
-            what: format!("MIME part {part}"),
-        })?;
-        let range = match section {
-            PartSection::Whole => p.header_offset..p.end_offset,
-            PartSection::Header => p.header_offset..p.body_offset,
-            PartSection::Body => p.body_offset..p.end_offset,
-        };
-        self.blobs.get_range(&email.pin, range).await
+        metered(async move {
+            let p = email.parts.get(part).ok_or_else(|| Error::NoSuchMessage {
+                what: format!("MIME part {part}"),
+            })?;
+            let range = match section {
+                PartSection::Whole => p.header_offset..p.end_offset,
+                PartSection::Header => p.header_offset..p.body_offset,
+                PartSection::Body => p.body_offset..p.end_offset,
+            };
+            self.blobs.get_range(&email.pin, range).await
+        })
+        .await
     }
 
     /// The envelope of a header block (`From:` ... up to the blank line), parsed as at
@@ -125,7 +128,7 @@ impl Mailstore {
     ///
     /// # Errors
     /// As [`append`](Self::append), and any error the stream yields.
-    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account(), requests = tracing::field::Empty, bytes_read = tracing::field::Empty, bytes_written = tracing::field::Empty))]
     pub async fn append_stream<S>(
         &mut self,
         mailbox: MailboxId,
@@ -135,92 +138,101 @@ impl Mailstore {
     where
         S: Stream<Item = Result<Bytes>> + Unpin,
     {
-        require_mailbox(&self.index, &mailbox)?;
-        // Full already: refused before the body is uploaded.
-        let (quota, memo) = (self.quota_check().await?, self.usage_memo.clone());
-        check_quota(&self.index, quota, 1, &memo)?;
-        let mut body = body;
-        let mut writer = self.blobs.writer(BlobKind::Message);
-        let mut parse = super::ParseBuffer::new(self.config.max_parse_len);
-        let mut received = 0u64;
-        while let Some(piece) = body.next().await {
-            let piece = match piece {
-                Ok(piece) => piece,
-                Err(e) => {
+        metered(async move {
+            require_mailbox(&self.index, &mailbox)?;
+            // Full already: refused before the body is uploaded.
+            let (quota, memo) = (self.quota_check().await?, self.usage_memo.clone());
+            check_quota(&self.index, quota, 1, &memo)?;
+            let mut body = body;
+            let mut writer = self.blobs.writer(BlobKind::Message);
+            let mut parse = super::ParseBuffer::new(self.config.max_parse_len);
+            let mut received = 0u64;
+            while let Some(piece) = body.next().await {
+                let piece = match piece {
+                    Ok(piece) => piece,
+                    Err(e) => {
+                        let _ = writer.abort().await;
+                        return Err(e);
+                    }
+                };
+                received += piece.len() as u64;
+                if let Some(limit) = self.limits.message_size.filter(|l| received > *l) {
                     let _ = writer.abort().await;
+                    return Err(Error::TooBig { limit });
+                }
+                writer.write(&piece).await?;
+                parse.push(&piece);
+            }
+            let (parse_buffer, too_large) = parse.finish();
+            let pin = writer.finish().await?;
+            let analysis = match mime::analyze_blocking(parse_buffer, too_large).await {
+                Ok(analysis) => analysis,
+                Err(e) => {
+                    let _ = self.blobs.delete(&pin.id).await;
                     return Err(e);
                 }
             };
-            received += piece.len() as u64;
-            if let Some(limit) = self.limits.message_size.filter(|l| received > *l) {
-                let _ = writer.abort().await;
-                return Err(Error::TooBig { limit });
-            }
-            writer.write(&piece).await?;
-            parse.push(&piece);
-        }
-        let (parse_buffer, too_large) = parse.finish();
-        let pin = writer.finish().await?;
-        let analysis = mime::analyze(&parse_buffer, too_large);
-        drop(parse_buffer);
-        let email_id = EmailId::random(&self.rng);
-        let new_thread = ThreadId::random(&self.rng);
-        let instance: Instance = self.rng.array();
-        let size = pin.len();
-        let internal_date = options.internal_date.unwrap_or(crate::unix_now() as i64);
-        let provenance = options.provenance.unwrap_or(Provenance::KeyHolder);
-        let flags = options.flags;
-        let outcome = self
-            .write(move |c, modseq| {
-                let record = require_mailbox(c, &mailbox)?;
-                let uid = uid_next(c, &mailbox)?;
-                check_quota(c, quota, size, &memo)?;
-                let mut plan = Plan::new();
-                let thread = join_thread(c, &analysis.envelope, new_thread, &mut plan.batch);
-                let email = EmailRecord {
-                    pin,
-                    internal_date,
-                    size,
-                    thread,
-                    provenance,
-                    analyzed: true,
-                    envelope: analysis.envelope.clone(),
-                    parts: analysis.parts.clone(),
-                    header_block: analysis.header_block.clone(),
-                    preview: analysis.preview.clone(),
-                };
-                let message = MessageRecord {
-                    email: email_id,
-                    modseq,
-                    size,
-                    flags: flags.clone(),
-                };
-                plan.batch.put(keys::email(&email_id), email.to_bytes());
-                plan.add_message(&mailbox, uid, &instance, &message);
-                Ok((
-                    plan,
-                    Appended {
-                        uid_validity: record.uid_validity,
-                        uid,
-                        email: email_id,
+            let email_id = EmailId::random(&self.rng);
+            let new_thread = ThreadId::random(&self.rng);
+            let instance: Instance = self.rng.array();
+            let size = pin.len();
+            let internal_date = options.internal_date.unwrap_or(crate::unix_now() as i64);
+            let provenance = options.provenance.unwrap_or(Provenance::KeyHolder);
+            let flags = options.flags;
+            let outcome = self
+                .write(move |c, modseq| {
+                    let record = require_mailbox(c, &mailbox)?;
+                    let uid = uid_next(c, &mailbox)?;
+                    check_quota(c, quota, size, &memo)?;
+                    let mut plan = Plan::new();
+                    let thread = join_thread(c, &analysis.envelope, new_thread, &mut plan.batch);
+                    let email = EmailRecord {
+                        pin,
+                        internal_date,
+                        size,
                         thread,
+                        provenance,
+                        analyzed: true,
+                        envelope: analysis.envelope.clone(),
+                        parts: analysis.parts.clone(),
+                        header_block: analysis.header_block.clone(),
+                        preview: analysis.preview.clone(),
+                        created_modseq: modseq,
+                    };
+                    let message = MessageRecord {
+                        email: email_id,
                         modseq,
-                    },
-                ))
-            })
-            .await;
-        if let Err(
-            Error::InvalidArgument(_)
-            | Error::NoSuchMailbox { .. }
-            | Error::LimitReached(_)
-            | Error::OverQuota { .. },
-        ) = &outcome
-        {
-            // Refused before anything was committed (the mailbox went away, its UIDs ran
-            // out, the quota is used up): the body is nobody's.
-            let _ = self.blobs.delete(&pin.id).await;
-        }
-        outcome
+                        size,
+                        flags: flags.clone(),
+                    };
+                    plan.batch.put(keys::email(&email_id), email.to_bytes());
+                    plan.add_message(&mailbox, uid, &instance, &message);
+                    Ok((
+                        plan,
+                        Appended {
+                            uid_validity: record.uid_validity,
+                            uid,
+                            email: email_id,
+                            thread,
+                            modseq,
+                        },
+                    ))
+                })
+                .await;
+            if let Err(
+                Error::InvalidArgument(_)
+                | Error::NoSuchMailbox { .. }
+                | Error::LimitReached(_)
+                | Error::OverQuota { .. },
+            ) = &outcome
+            {
+                // Refused before anything was committed (the mailbox went away, its UIDs ran
+                // out, the quota is used up): the body is nobody's.
+                let _ = self.blobs.delete(&pin.id).await;
+            }
+            outcome
+        })
+        .await
     }
 
     /// Changes the flags of messages (IMAP `STORE`, JMAP `Email/set` keywords). With
@@ -230,7 +242,7 @@ impl Mailstore {
     ///
     /// # Errors
     /// [`Error::NoSuchMailbox`] for an unknown mailbox; backend errors.
-    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account(), requests = tracing::field::Empty, bytes_read = tracing::field::Empty, bytes_written = tracing::field::Empty))]
     pub async fn store_flags(
         &mut self,
         mailbox: MailboxId,
@@ -238,35 +250,38 @@ impl Mailstore {
         change: FlagChange,
         unchanged_since: Option<u64>,
     ) -> Result<FlagsStored> {
-        let uids = uids.to_vec();
-        let (mut stored, info) = self
-            .write_with_info(move |c, modseq| {
-                require_mailbox(c, &mailbox)?;
-                let mut plan = Plan::new();
-                let mut stored = FlagsStored {
-                    modseq,
-                    ..FlagsStored::default()
-                };
-                for (uid, instance, mut message) in select_uids(c, &mailbox, &uids)? {
-                    if unchanged_since.is_some_and(|since| message.modseq > since) {
-                        stored.modified.push(uid);
-                        continue;
+        metered(async move {
+            let uids = uids.to_vec();
+            let (mut stored, info) = self
+                .write_with_info(move |c, modseq| {
+                    require_mailbox(c, &mailbox)?;
+                    let mut plan = Plan::new();
+                    let mut stored = FlagsStored {
+                        modseq,
+                        ..FlagsStored::default()
+                    };
+                    for (uid, instance, mut message) in select_uids(c, &mailbox, &uids)? {
+                        if unchanged_since.is_some_and(|since| message.modseq > since) {
+                            stored.modified.push(uid);
+                            continue;
+                        }
+                        let flags = change.apply(&message.flags);
+                        if flags == message.flags {
+                            continue;
+                        }
+                        message.flags = flags;
+                        message.modseq = modseq;
+                        plan.batch
+                            .put(keys::message(&mailbox, uid, &instance), message.to_bytes());
+                        stored.updated.push(uid);
                     }
-                    let flags = change.apply(&message.flags);
-                    if flags == message.flags {
-                        continue;
-                    }
-                    message.flags = flags;
-                    message.modseq = modseq;
-                    plan.batch
-                        .put(keys::message(&mailbox, uid, &instance), message.to_bytes());
-                    stored.updated.push(uid);
-                }
-                Ok((plan, stored))
-            })
-            .await?;
-        stored.modseq = reported_modseq(&info, stored.modseq);
-        Ok(stored)
+                    Ok((plan, stored))
+                })
+                .await?;
+            stored.modseq = reported_modseq(&info, stored.modseq);
+            Ok(stored)
+        })
+        .await
     }
 
     /// Copies messages to another mailbox (or the same): new UIDs, same bodies (nothing
@@ -274,9 +289,9 @@ impl Mailstore {
     ///
     /// # Errors
     /// [`Error::NoSuchMailbox`] for an unknown mailbox; backend errors.
-    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account(), requests = tracing::field::Empty, bytes_read = tracing::field::Empty, bytes_written = tracing::field::Empty))]
     pub async fn copy(&mut self, from: MailboxId, uids: &[u32], to: MailboxId) -> Result<Copied> {
-        self.transfer(from, uids, to, false).await
+        metered(async move { self.transfer(from, uids, to, false).await }).await
     }
 
     /// Moves messages to another mailbox (IMAP `MOVE`): as [`copy`](Self::copy), and the
@@ -284,14 +299,14 @@ impl Mailstore {
     ///
     /// # Errors
     /// As [`copy`](Self::copy).
-    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account(), requests = tracing::field::Empty, bytes_read = tracing::field::Empty, bytes_written = tracing::field::Empty))]
     pub async fn move_messages(
         &mut self,
         from: MailboxId,
         uids: &[u32],
         to: MailboxId,
     ) -> Result<Copied> {
-        self.transfer(from, uids, to, true).await
+        metered(async move { self.transfer(from, uids, to, true).await }).await
     }
 
     async fn transfer(
@@ -356,11 +371,14 @@ impl Mailstore {
     ///
     /// # Errors
     /// [`Error::NoSuchMailbox`] for an unknown mailbox; backend errors.
-    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account(), requests = tracing::field::Empty, bytes_read = tracing::field::Empty, bytes_written = tracing::field::Empty))]
     pub async fn expunge(&mut self, mailbox: MailboxId, uids: Option<&[u32]>) -> Result<Vec<u32>> {
-        let within: Option<BTreeSet<u32>> = uids.map(|u| u.iter().copied().collect());
-        self.remove_where(mailbox, None, move |uid, m| {
-            m.flags.contains(Flags::DELETED) && within.as_ref().is_none_or(|w| w.contains(&uid))
+        metered(async move {
+            let within: Option<BTreeSet<u32>> = uids.map(|u| u.iter().copied().collect());
+            self.remove_where(mailbox, None, move |uid, m| {
+                m.flags.contains(Flags::DELETED) && within.as_ref().is_none_or(|w| w.contains(&uid))
+            })
+            .await
         })
         .await
     }
@@ -370,10 +388,13 @@ impl Mailstore {
     ///
     /// # Errors
     /// As [`expunge`](Self::expunge).
-    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account(), requests = tracing::field::Empty, bytes_read = tracing::field::Empty, bytes_written = tracing::field::Empty))]
     pub async fn remove(&mut self, mailbox: MailboxId, uids: &[u32]) -> Result<Vec<u32>> {
-        self.remove_where(mailbox, Some(uids.to_vec()), |_, _| true)
-            .await
+        metered(async move {
+            self.remove_where(mailbox, Some(uids.to_vec()), |_, _| true)
+                .await
+        })
+        .await
     }
 
     /// Removes, in one commit, the messages among `among` (every message when `None`)

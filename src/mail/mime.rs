@@ -54,6 +54,21 @@ fn parse(raw: &[u8]) -> Option<Message<'_>> {
 
 /// Parses only the header block of `prefix` (the start of a message too large to parse
 /// whole): the envelope, no parts.
+/// [`analyze`], on a thread of the blocking pool: parsing a large message is CPU work
+/// that must not hold an executor thread (issue 12, item 9).
+///
+/// # Errors
+/// [`Error::InvalidArgument`] if the analysis task was cancelled (the runtime shutting
+/// down).
+pub(crate) async fn analyze_blocking(
+    raw: Vec<u8>,
+    header_only: bool,
+) -> crate::Result<EmailAnalysis> {
+    tokio::task::spawn_blocking(move || analyze(&raw, header_only))
+        .await
+        .map_err(|e| crate::Error::InvalidArgument(format!("message analysis did not finish: {e}")))
+}
+
 pub(crate) fn analyze_header(prefix: &[u8]) -> Envelope {
     MessageParser::default()
         .parse_headers(&prefix[..header_end(prefix)])

@@ -64,12 +64,17 @@ mod mime;
 mod parse_buffer;
 mod reencrypt;
 mod search;
+mod transaction;
 
 pub use import::ImportReport;
 pub(crate) use mime::analyze;
 pub(crate) use parse_buffer::ParseBuffer;
 pub use reencrypt::EpochProgress;
-pub use search::{HeaderField, SearchDay, SearchKey};
+pub use search::{
+    EmailFilter, EmailQuery, EmailQueryResult, EmailSort, EmailSortProperty, HeaderField,
+    SearchDay, SearchKey,
+};
+pub use transaction::{Committed, CreatedEmail, Transaction};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Range;
@@ -290,8 +295,19 @@ pub struct MailboxChanges {
 /// `Mailbox/changes`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AccountChanges {
-    /// Emails created, or changed (flags, mailboxes), since.
+    /// Emails created, or changed (flags, mailboxes), since: [`emails_created`]
+    /// and [`emails_updated`] together.
+    ///
+    /// [`emails_created`]: Self::emails_created
+    /// [`emails_updated`]: Self::emails_updated
     pub emails_changed: Vec<EmailId>,
+    /// Emails created since (their creation modseq, [`EmailRecord::created_modseq`], is
+    /// above `since`), ascending (JMAP `created`).
+    pub emails_created: Vec<EmailId>,
+    /// Emails that existed at `since` and changed since (keywords, mailboxes), ascending
+    /// (JMAP `updated`). An email stored before creation modseqs were recorded (an email
+    /// record of version 2 or older) is reported here when it changes.
+    pub emails_updated: Vec<EmailId>,
     /// Emails gone since (no mailbox shows them any more).
     pub emails_destroyed: Vec<EmailId>,
     /// Mailboxes created or changed (name, subscription, UIDVALIDITY) since.
@@ -423,7 +439,7 @@ type UsageMemo = std::sync::Mutex<Option<(u64, (u64, u64))>>;
 /// the account ever (the directory's `delivered-bytes` mark, read before the commit), so
 /// that deliveries not yet imported count.
 #[derive(Debug, Clone, Copy)]
-struct QuotaCheck {
+pub(crate) struct QuotaCheck {
     limit: Option<u64>,
     delivered: u64,
 }
@@ -744,13 +760,16 @@ impl Mailstore {
     ///
     /// # Errors
     /// As [`IndexStore::open`].
-    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account(), requests = tracing::field::Empty, bytes_read = tracing::field::Empty, bytes_written = tracing::field::Empty))]
     pub async fn refresh(&mut self) -> Result<bool> {
-        let changed = self.index.refresh().await?;
-        if changed {
-            self.settle().await?;
-        }
-        Ok(changed)
+        metered(async move {
+            let changed = self.index.refresh().await?;
+            if changed {
+                self.settle().await?;
+            }
+            Ok(changed)
+        })
+        .await
     }
 
     /// Whether anything changed in the store since `modseq`, with one small request and
@@ -873,6 +892,19 @@ impl Mailstore {
         }
         Ok(())
     }
+}
+
+/// Runs the body of a public operation under a meter
+/// ([`storage::metered`](crate::storage::metered)) and records the requests and bytes it
+/// made the store serve on the current span (its `requests`, `bytes_read` and
+/// `bytes_written` fields).
+async fn metered<T>(body: impl std::future::Future<Output = T>) -> T {
+    let (out, usage) = crate::storage::metered::scope(body).await;
+    let span = tracing::Span::current();
+    span.record("requests", usage.requests);
+    span.record("bytes_read", usage.bytes_read);
+    span.record("bytes_written", usage.bytes_written);
+    out
 }
 
 /// The modseq an operation reports for its change: the one its commit got (`planned`),

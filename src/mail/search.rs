@@ -281,3 +281,359 @@ impl Mailstore {
         Ok(found)
     }
 }
+
+// ---------------------------------------------------------------- JMAP Email/query
+
+/// A JMAP `Email/query` filter (RFC 8621 §4.4.1) over the whole account, by email. The
+/// metadata conditions are evaluated by [`SearchKey`] on each email as JMAP sees it: its
+/// keywords ([`Mailstore::keywords`]), its size, its envelope, its internal date
+/// (`receivedAt`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmailFilter {
+    /// In this mailbox (`inMailbox`).
+    InMailbox(MailboxId),
+    /// In a mailbox other than these (`inMailboxOtherThan`).
+    InMailboxOtherThan(Vec<MailboxId>),
+    /// `receivedAt` before this Unix time, seconds (`before`).
+    ReceivedBefore(i64),
+    /// `receivedAt` at or after this Unix time, seconds (`after`).
+    ReceivedAfter(i64),
+    /// Size at least this many bytes (`minSize`).
+    MinSize(u64),
+    /// Size below this many bytes (`maxSize`).
+    MaxSize(u64),
+    /// Every email of its thread has this keyword (`allInThreadHaveKeyword`).
+    AllInThreadHaveKeyword(String),
+    /// Some email of its thread has it (`someInThreadHaveKeyword`).
+    SomeInThreadHaveKeyword(String),
+    /// No email of its thread has it (`noneInThreadHaveKeyword`).
+    NoneInThreadHaveKeyword(String),
+    /// A metadata key: `hasKeyword` is [`SearchKey::Flag`], `notKeyword`
+    /// [`SearchKey::NoFlag`], `from`/`to`/`cc`/`bcc`/`subject` [`SearchKey::Header`],
+    /// and any other key but [`SearchKey::Uid`] and [`SearchKey::Sequence`] (which name
+    /// messages of a mailbox, not emails: refused with [`Error::InvalidArgument`]).
+    Key(SearchKey),
+    /// All of these (`operator: AND`).
+    And(Vec<EmailFilter>),
+    /// Any of these (`operator: OR`).
+    Or(Vec<EmailFilter>),
+    /// None of these (`operator: NOT`).
+    Not(Vec<EmailFilter>),
+}
+
+/// What an [`EmailSort`] compares (RFC 8621 §4.4.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmailSortProperty {
+    /// Internal date (`receivedAt`).
+    ReceivedAt,
+    /// `Date:` header (`sentAt`); emails without one sort first.
+    SentAt,
+    /// Size (`size`).
+    Size,
+    /// The first `From:` address: its name, or its address without one (`from`),
+    /// case-insensitively.
+    From,
+    /// The first `To:` address, as for `From` (`to`).
+    To,
+    /// The base subject (`subject`): `Re:`, `Fw:`, `Fwd:` prefixes and a `(fwd)`
+    /// trailer removed (RFC 5256 §2.1, without its `[blob]` rule), case-insensitively.
+    Subject,
+    /// Whether the email has this keyword (`hasKeyword`): without first.
+    HasKeyword(String),
+    /// Whether every email of its thread has it (`allInThreadHaveKeyword`).
+    AllInThreadHaveKeyword(String),
+    /// Whether some email of its thread has it (`someInThreadHaveKeyword`).
+    SomeInThreadHaveKeyword(String),
+}
+
+/// One sort criterion of an [`EmailQuery`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailSort {
+    /// What is compared.
+    pub property: EmailSortProperty,
+    /// Ascending (JMAP `isAscending`, true by default there).
+    pub ascending: bool,
+}
+
+/// A JMAP `Email/query` (RFC 8621 §4.4), evaluated by [`Mailstore::query_emails`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EmailQuery {
+    /// Which emails; every email when `None`.
+    pub filter: Option<EmailFilter>,
+    /// Sort criteria, first first; ties (and an empty list) by `receivedAt` newest
+    /// first, then by email id.
+    pub sort: Vec<EmailSort>,
+    /// Only the first email (in sort order) of each thread (`collapseThreads`).
+    pub collapse_threads: bool,
+    /// Index of the first id returned; negative counts from the end (`position`).
+    pub position: i64,
+    /// Start at this email instead of `position` (`anchor`).
+    pub anchor: Option<EmailId>,
+    /// Offset from the anchor (`anchorOffset`).
+    pub anchor_offset: i64,
+    /// At most this many ids (`limit`).
+    pub limit: Option<usize>,
+}
+
+/// What [`Mailstore::query_emails`] found.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EmailQueryResult {
+    /// The emails in the window, in order.
+    pub ids: Vec<EmailId>,
+    /// Index of the first of them in the whole result (`position`).
+    pub position: usize,
+    /// Size of the whole result (`total`).
+    pub total: usize,
+    /// The account's modseq the query saw (`queryState`).
+    pub modseq: u64,
+}
+
+/// One email as a query sees it.
+struct Entry {
+    id: EmailId,
+    /// Its keywords, size and highest modseq, for [`SearchKey::matches`].
+    summary: MessageSummary,
+    mailboxes: BTreeSet<MailboxId>,
+    email: EmailRecord,
+}
+
+impl SearchKey {
+    /// Whether the key names messages by UID or sequence number.
+    fn positional(&self) -> bool {
+        match self {
+            Self::Uid(_) | Self::Sequence(_) => true,
+            Self::Not(k) => k.positional(),
+            Self::Or(a, b) => a.positional() || b.positional(),
+            Self::And(keys) => keys.iter().any(Self::positional),
+            _ => false,
+        }
+    }
+}
+
+/// Keywords of every email of each thread.
+type Threads<'a> = HashMap<ThreadId, Vec<&'a Flags>>;
+
+fn has_keyword(flags: &Flags, keyword: &str) -> bool {
+    SearchKey::Flag(keyword.to_owned()).matches(
+        0,
+        &MessageSummary {
+            uid: 0,
+            email: EmailId::from_bytes([0; 16]),
+            flags: flags.clone(),
+            modseq: 0,
+            size: 0,
+        },
+        None,
+    )
+}
+
+fn in_thread(threads: &Threads<'_>, entry: &Entry, keyword: &str) -> (bool, bool) {
+    let flags = threads
+        .get(&entry.email.thread)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let all = flags.iter().all(|f| has_keyword(f, keyword));
+    let some = flags.iter().any(|f| has_keyword(f, keyword));
+    (all, some)
+}
+
+impl EmailFilter {
+    fn check(&self) -> Result<()> {
+        match self {
+            Self::Key(key) if key.positional() => Err(Error::invalid(
+                "UID and sequence keys name messages of a mailbox, not emails",
+            )),
+            Self::And(list) | Self::Or(list) | Self::Not(list) => {
+                list.iter().try_for_each(Self::check)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn matches(&self, entry: &Entry, threads: &Threads<'_>) -> bool {
+        let key = |k: SearchKey| k.matches(0, &entry.summary, Some(&entry.email));
+        match self {
+            Self::InMailbox(m) => entry.mailboxes.contains(m),
+            Self::InMailboxOtherThan(list) => entry.mailboxes.iter().any(|m| !list.contains(m)),
+            Self::ReceivedBefore(t) => entry.email.internal_date < *t,
+            Self::ReceivedAfter(t) => entry.email.internal_date >= *t,
+            Self::MinSize(n) => *n == 0 || key(SearchKey::Larger(n - 1)),
+            Self::MaxSize(n) => key(SearchKey::Smaller(*n)),
+            Self::AllInThreadHaveKeyword(k) => in_thread(threads, entry, k).0,
+            Self::SomeInThreadHaveKeyword(k) => in_thread(threads, entry, k).1,
+            Self::NoneInThreadHaveKeyword(k) => !in_thread(threads, entry, k).1,
+            Self::Key(k) => k.matches(0, &entry.summary, Some(&entry.email)),
+            Self::And(list) => list.iter().all(|f| f.matches(entry, threads)),
+            Self::Or(list) => list.iter().any(|f| f.matches(entry, threads)),
+            Self::Not(list) => !list.iter().any(|f| f.matches(entry, threads)),
+        }
+    }
+}
+
+/// The base subject of RFC 5256 §2.1, simplified: leading `re:`, `fw:`, `fwd:` (with
+/// white space) and a trailing `(fwd)` removed, lowercase.
+fn base_subject(subject: &str) -> String {
+    let mut s = subject.trim().to_lowercase();
+    loop {
+        let before = s.len();
+        while let Some(rest) = s.strip_suffix("(fwd)") {
+            s = rest.trim_end().to_owned();
+        }
+        for prefix in ["re:", "fwd:", "fw:"] {
+            if let Some(rest) = s.strip_prefix(prefix) {
+                s = rest.trim_start().to_owned();
+            }
+        }
+        if s.len() == before {
+            return s;
+        }
+    }
+}
+
+fn first_address(list: &[Address]) -> String {
+    list.first()
+        .map(|a| a.name.clone().unwrap_or_else(|| a.email.clone()))
+        .unwrap_or_default()
+        .to_lowercase()
+}
+
+fn compare(
+    property: &EmailSortProperty,
+    a: &Entry,
+    b: &Entry,
+    threads: &Threads<'_>,
+) -> std::cmp::Ordering {
+    use EmailSortProperty as P;
+    match property {
+        P::ReceivedAt => a.email.internal_date.cmp(&b.email.internal_date),
+        P::SentAt => a.email.envelope.date.cmp(&b.email.envelope.date),
+        P::Size => a.summary.size.cmp(&b.summary.size),
+        P::From => {
+            first_address(&a.email.envelope.from).cmp(&first_address(&b.email.envelope.from))
+        }
+        P::To => first_address(&a.email.envelope.to).cmp(&first_address(&b.email.envelope.to)),
+        P::Subject => {
+            let subject =
+                |e: &Entry| base_subject(e.email.envelope.subject.as_deref().unwrap_or(""));
+            subject(a).cmp(&subject(b))
+        }
+        P::HasKeyword(k) => has_keyword(&a.summary.flags, k).cmp(&has_keyword(&b.summary.flags, k)),
+        P::AllInThreadHaveKeyword(k) => in_thread(threads, a, k).0.cmp(&in_thread(threads, b, k).0),
+        P::SomeInThreadHaveKeyword(k) => {
+            in_thread(threads, a, k).1.cmp(&in_thread(threads, b, k).1)
+        }
+    }
+}
+
+impl Mailstore {
+    /// JMAP `Email/query` over the whole account: the emails `query.filter` selects,
+    /// sorted, one per thread with `collapse_threads`, the window `position`/`anchor` and
+    /// `limit` asks for. Reads every message and email record of the account (no body,
+    /// no request). An email imported and not yet analyzed has an empty envelope (see
+    /// [`SearchKey::needs_envelope`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a UID or sequence key; [`Error::NoSuchMessage`] for
+    /// an anchor not in the result (JMAP `anchorNotFound`); [`Error::Tampered`] for a
+    /// record that does not parse.
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
+    pub fn query_emails(&self, query: &EmailQuery) -> Result<EmailQueryResult> {
+        if let Some(filter) = &query.filter {
+            filter.check()?;
+        }
+        let c = &self.index;
+        let mut copies: BTreeMap<EmailId, (Vec<MessageRecord>, BTreeSet<MailboxId>)> =
+            BTreeMap::new();
+        for (k, v) in c.prefix(&[keys::MESSAGE]) {
+            let (mailbox, _, _) = keys::parse_message(k).ok_or(Error::Tampered)?;
+            let message = MessageRecord::parse(v)?;
+            let entry = copies.entry(message.email).or_default();
+            entry.1.insert(mailbox);
+            entry.0.push(message);
+        }
+        let mut entries = Vec::with_capacity(copies.len());
+        for (id, (messages, mailboxes)) in copies {
+            let Some(email) = email_record(c, &id)? else {
+                continue;
+            };
+            let summary = MessageSummary {
+                uid: 0,
+                email: id,
+                flags: transaction::keywords_of(messages.iter()),
+                modseq: messages.iter().map(|m| m.modseq).max().unwrap_or(0),
+                size: email.size,
+            };
+            entries.push(Entry {
+                id,
+                summary,
+                mailboxes,
+                email,
+            });
+        }
+        let mut threads: Threads<'_> = HashMap::new();
+        for entry in &entries {
+            threads
+                .entry(entry.email.thread)
+                .or_default()
+                .push(&entry.summary.flags);
+        }
+        let mut found: Vec<&Entry> = entries
+            .iter()
+            .filter(|e| query.filter.as_ref().is_none_or(|f| f.matches(e, &threads)))
+            .collect();
+        found.sort_by(|a, b| {
+            query
+                .sort
+                .iter()
+                .map(|s| {
+                    let order = compare(&s.property, a, b, &threads);
+                    if s.ascending {
+                        order
+                    } else {
+                        order.reverse()
+                    }
+                })
+                .find(|o| o.is_ne())
+                .unwrap_or_else(|| {
+                    b.email
+                        .internal_date
+                        .cmp(&a.email.internal_date)
+                        .then(a.id.cmp(&b.id))
+                })
+        });
+        if query.collapse_threads {
+            let mut seen = HashSet::new();
+            found.retain(|e| seen.insert(e.email.thread));
+        }
+        let total = found.len();
+        let start = match query.anchor {
+            Some(anchor) => {
+                let at = found.iter().position(|e| e.id == anchor).ok_or_else(|| {
+                    Error::NoSuchMessage {
+                        what: format!("anchor {anchor}"),
+                    }
+                })?;
+                let at = i64::try_from(at).unwrap_or(i64::MAX);
+                usize::try_from(at.saturating_add(query.anchor_offset).max(0)).unwrap_or(0)
+            }
+            None if query.position < 0 => {
+                let total = i64::try_from(total).unwrap_or(i64::MAX);
+                usize::try_from(total.saturating_add(query.position).max(0)).unwrap_or(0)
+            }
+            None => usize::try_from(query.position).unwrap_or(usize::MAX),
+        }
+        .min(total);
+        let ids = found
+            .iter()
+            .skip(start)
+            .take(query.limit.unwrap_or(usize::MAX))
+            .map(|e| e.id)
+            .collect();
+        Ok(EmailQueryResult {
+            ids,
+            position: start,
+            total,
+            modseq: c.generation(),
+        })
+    }
+}

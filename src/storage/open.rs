@@ -71,12 +71,18 @@ impl StoreConfig {
         })
     }
 
-    /// Opens the store.
+    /// Opens the store, wrapped in a [`MeteredStore`](super::MeteredStore) (the requests
+    /// and bytes of each public mail operation are recorded on its tracing span).
     ///
     /// # Errors
     /// [`Error::Config`] if the directory cannot be created or the S3 settings are
     /// incomplete.
     pub fn open(&self) -> Result<DynStore> {
+        let store = self.open_unmetered()?;
+        Ok(Arc::new(super::MeteredStore::new(store)))
+    }
+
+    fn open_unmetered(&self) -> Result<DynStore> {
         match self {
             StoreConfig::Memory => Ok(Arc::new(InMemory::new())),
             StoreConfig::Local { root } => {

@@ -757,7 +757,38 @@ impl Seen {
     }
 }
 
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Seen {
+/// A span's recorded values as `name=value` pairs.
+#[derive(Default)]
+struct Values(Vec<String>);
+
+impl tracing::field::Visit for Values {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push(format!("{}={value:?}", field.name()));
+    }
+}
+
+impl<S> tracing_subscriber::Layer<S> for Seen
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut recorded = Values::default();
+        values.record(&mut recorded);
+        if let Some(span) = ctx.span(id) {
+            self.push(format!(
+                "record {:?} {} {}",
+                std::thread::current().id(),
+                span.name(),
+                recorded.0.join(" ")
+            ));
+        }
+    }
+
     fn on_new_span(
         &self,
         attrs: &tracing::span::Attributes<'_>,
@@ -812,4 +843,80 @@ async fn item_09_public_operations_open_spans_with_the_account() {
             && s.contains("\"merged_heads\"")),
         "no commit event: {seen:#?}"
     );
+}
+
+/// The `requests`, `bytes_read` and `bytes_written` values last recorded on a span
+/// named `span` on this thread in `seen` (each recorded on its own).
+fn recorded(seen: &[String], span: &str) -> std::collections::HashMap<String, u64> {
+    let prefix = format!("record {:?} {span} ", std::thread::current().id());
+    let mut values = std::collections::HashMap::new();
+    for line in seen.iter().rev().filter(|s| s.starts_with(&prefix)) {
+        for (k, v) in line[prefix.len()..]
+            .split(' ')
+            .filter_map(|pair| pair.split_once('='))
+        {
+            values
+                .entry(k.to_owned())
+                .or_insert_with(|| v.parse().unwrap());
+        }
+        if values.len() == 3 {
+            return values;
+        }
+    }
+    panic!("no requests and bytes recorded on {span}: {seen:#?}")
+}
+
+/// Issue 12 item 9: the span of a public mail operation records the requests and bytes
+/// the operation made the store serve: exactly what a `CountingStore` under the metered
+/// store saw during it.
+#[tokio::test(flavor = "current_thread")]
+async fn item_09_operation_spans_record_requests_and_bytes() {
+    let seen = Seen::global();
+    RECORDING.with(|r| r.set(true));
+    let counting =
+        mailvault::storage::CountingStore::new(Arc::new(object_store::memory::InMemory::new()));
+    let store: DynStore = Arc::new(mailvault::storage::MeteredStore::new(Arc::new(
+        counting.clone(),
+    )));
+    let d = Deployment::new().await;
+    let provider = d.provider_on(store, CHEAP).await;
+    let account = provider.create_account("pw").await.unwrap();
+    let session = provider.unlock(account, "pw").await.unwrap();
+    let mut mail = session.mailstore().await.unwrap();
+    let inbox = mail.mailbox_by_name(mailvault::mail::INBOX).unwrap().id;
+    let body = format!("Subject: metered\r\n\r\n{}\r\n", "x".repeat(20_000));
+
+    counting.reset();
+    let appended = mail
+        .append(
+            inbox,
+            body.as_bytes(),
+            mailvault::mail::AppendOptions::default(),
+        )
+        .await
+        .unwrap();
+    let append = recorded(&seen.0.lock().unwrap(), "append_stream");
+    assert_eq!(append["requests"], counting.requests().len() as u64);
+    assert_eq!(append["bytes_written"], counting.bytes_written());
+    assert!(append["bytes_written"] > body.len() as u64, "{append:?}");
+
+    let email = mail.email(inbox, appended.uid).unwrap();
+    counting.reset();
+    mail.read(&email).await.unwrap();
+    let read = recorded(&seen.0.lock().unwrap(), "read");
+    let served: u64 = counting.requests().iter().map(|r| r.bytes).sum();
+    assert_eq!(read["requests"], counting.requests().len() as u64);
+    assert_eq!(read["bytes_read"], served);
+    assert!(read["bytes_read"] >= body.len() as u64, "{read:?}");
+    assert_eq!(read["bytes_written"], 0);
+
+    // A transaction's span too (two appends, one commit).
+    counting.reset();
+    let mut tx = mailvault::mail::Transaction::new();
+    tx.append([inbox], body.clone().into_bytes(), Default::default());
+    tx.append([inbox], body.clone().into_bytes(), Default::default());
+    mail.commit(tx).await.unwrap();
+    let commit = recorded(&seen.0.lock().unwrap(), "commit");
+    assert_eq!(commit["requests"], counting.requests().len() as u64);
+    assert_eq!(commit["bytes_written"], counting.bytes_written());
 }

@@ -21,6 +21,7 @@ mod mail;
 mod mail_analysis;
 mod mail_api;
 mod mail_fetch;
+mod mail_jmap;
 mod mail_search;
 mod requests;
 mod roundtrip;
