@@ -1197,7 +1197,11 @@ impl Conn<'_> {
         };
         let account = match accounts.lookup(user) {
             Ok(Some(account)) => account,
-            Ok(None) => return Ok(failed(tag)),
+            // As long as a wrong password takes: the time does not tell who exists.
+            Ok(None) => {
+                provider.reject_unknown_login(password).await;
+                return Ok(failed(tag));
+            }
             Err(e) => {
                 tracing::error!(error = %e, "accounts table");
                 return Ok(no(

@@ -221,128 +221,128 @@ impl Mailstore {
         pass: Pass,
     ) -> Result<ImportReport> {
         super::metered(async move {
-        self.refresh().await?;
-        let account = self.account();
-        // Read before listing: every number up to it was issued before the listing, so
-        // its envelope is listed unless withheld (or still being written).
-        let issued = self.directory.delivery_counter(&account).await?;
-        let store = self.blobs.store().clone();
-        let listed: Vec<(DeliveryId, object_store::path::Path)> = store
-            .list(Some(&naming::delivery_prefix(&account)))
-            .map_ok(|meta| meta.location)
-            .try_collect::<Vec<_>>()
-            .await?
-            .into_iter()
-            .filter_map(|path| {
-                let id = DeliveryId::from_hex(path.filename()?).ok()?;
-                Some((id, path))
-            })
-            .collect();
-        let mut report = ImportReport::default();
-        let mut pending = Vec::new();
-        let mut held = 0usize;
-        // Verified numbers of the envelopes found (imported, quarantined or deferred, or
-        // a second envelope of a delivery imported before).
-        let mut found = std::collections::BTreeSet::new();
-        // Envelopes are read a few at a time (a login after many deliveries reads them
-        // all), and taken in the order listed.
-        let pass_skips = |delivery: &DeliveryId| {
-            pass != Pass::Recheck && self.index.get(&keys::quarantined(delivery)).is_some()
-        };
-        let mut reads = futures::stream::iter(listed)
-            .map(|(delivery, path)| {
-                let store = &store;
-                let imported = self.index.get(&keys::imported(&delivery)).is_some();
-                let skip = !imported && pass_skips(&delivery);
-                async move {
-                    let bytes = if skip {
-                        None
-                    } else {
-                        read_envelope(store, &path).await?
-                    };
-                    Ok::<_, Error>((delivery, path, imported, skip, bytes))
-                }
-            })
-            .buffered(CHECK_CONCURRENCY);
-        while let Some((delivery, path, imported, skip, bytes)) = reads.try_next().await? {
-            if imported {
-                // A retry of a delivery imported before (same delivery id): it took a
-                // number of its own, which its envelope accounts for (not missing).
-                if let Some(bytes) = bytes {
-                    if let Ok(object) =
-                        verify_envelope(&bytes, &delivery, &self.blobs, verifying_keys)
-                    {
-                        found.insert(object.number);
-                    }
-                }
-                let _ = store.delete(&path).await;
-                report.already_imported += 1;
-                continue;
-            }
-            let Some(bytes) = bytes.filter(|_| !skip) else {
-                continue;
-            };
-            // Unverified: only the order. Envelopes that do not parse go last.
-            let number = crate::delivery::claimed_number(&bytes).unwrap_or(u64::MAX);
-            // Held in memory up to a bound, read again in turn above it.
-            held += bytes.len();
-            let bytes = (held <= MAX_HELD_ENVELOPES).then_some(bytes);
-            pending.push((number, delivery, path, bytes));
-        }
-        drop(reads);
-        pending.sort_by_key(|(number, delivery, ..)| (*number, *delivery));
-        let mut pending = pending.into_iter().peekable();
-        while pending.peek().is_some() {
-            // One batch: checked concurrently (a few ranged GETs each), imported in one
-            // commit, in the order of the delivery numbers.
-            let batch: Vec<_> = pending.by_ref().take(IMPORT_BATCH).collect();
-            let checked: Vec<_> = futures::stream::iter(batch)
-                .map(|(_, delivery, path, bytes)| {
-                    self.check_delivery(delivery, path, bytes, keys, verifying_keys)
+            self.refresh().await?;
+            let account = self.account();
+            // Read before listing: every number up to it was issued before the listing, so
+            // its envelope is listed unless withheld (or still being written).
+            let issued = self.directory.delivery_counter(&account).await?;
+            let store = self.blobs.store().clone();
+            let listed: Vec<(DeliveryId, object_store::path::Path)> = store
+                .list(Some(&naming::delivery_prefix(&account)))
+                .map_ok(|meta| meta.location)
+                .try_collect::<Vec<_>>()
+                .await?
+                .into_iter()
+                .filter_map(|path| {
+                    let id = DeliveryId::from_hex(path.filename()?).ok()?;
+                    Some((id, path))
                 })
-                .buffered(CHECK_CONCURRENCY)
-                .try_collect()
-                .await?;
-            let mut ready = Vec::new();
-            for (delivery, number, outcome) in checked.into_iter().flatten() {
-                found.extend(number);
-                match outcome {
-                    Ok(delivery) => ready.push(delivery),
-                    Err(rejection)
+                .collect();
+            let mut report = ImportReport::default();
+            let mut pending = Vec::new();
+            let mut held = 0usize;
+            // Verified numbers of the envelopes found (imported, quarantined or deferred, or
+            // a second envelope of a delivery imported before).
+            let mut found = std::collections::BTreeSet::new();
+            // Envelopes are read a few at a time (a login after many deliveries reads them
+            // all), and taken in the order listed.
+            let pass_skips = |delivery: &DeliveryId| {
+                pass != Pass::Recheck && self.index.get(&keys::quarantined(delivery)).is_some()
+            };
+            let mut reads = futures::stream::iter(listed)
+                .map(|(delivery, path)| {
+                    let store = &store;
+                    let imported = self.index.get(&keys::imported(&delivery)).is_some();
+                    let skip = !imported && pass_skips(&delivery);
+                    async move {
+                        let bytes = if skip {
+                            None
+                        } else {
+                            read_envelope(store, &path).await?
+                        };
+                        Ok::<_, Error>((delivery, path, imported, skip, bytes))
+                    }
+                })
+                .buffered(CHECK_CONCURRENCY);
+            while let Some((delivery, path, imported, skip, bytes)) = reads.try_next().await? {
+                if imported {
+                    // A retry of a delivery imported before (same delivery id): it took a
+                    // number of its own, which its envelope accounts for (not missing).
+                    if let Some(bytes) = bytes {
+                        if let Ok(object) =
+                            verify_envelope(&bytes, &delivery, &self.blobs, verifying_keys)
+                        {
+                            found.insert(object.number);
+                        }
+                    }
+                    let _ = store.delete(&path).await;
+                    report.already_imported += 1;
+                    continue;
+                }
+                let Some(bytes) = bytes.filter(|_| !skip) else {
+                    continue;
+                };
+                // Unverified: only the order. Envelopes that do not parse go last.
+                let number = crate::delivery::claimed_number(&bytes).unwrap_or(u64::MAX);
+                // Held in memory up to a bound, read again in turn above it.
+                held += bytes.len();
+                let bytes = (held <= MAX_HELD_ENVELOPES).then_some(bytes);
+                pending.push((number, delivery, path, bytes));
+            }
+            drop(reads);
+            pending.sort_by_key(|(number, delivery, ..)| (*number, *delivery));
+            let mut pending = pending.into_iter().peekable();
+            while pending.peek().is_some() {
+                // One batch: checked concurrently (a few ranged GETs each), imported in one
+                // commit, in the order of the delivery numbers.
+                let batch: Vec<_> = pending.by_ref().take(IMPORT_BATCH).collect();
+                let checked: Vec<_> = futures::stream::iter(batch)
+                    .map(|(_, delivery, path, bytes)| {
+                        self.check_delivery(delivery, path, bytes, keys, verifying_keys)
+                    })
+                    .buffered(CHECK_CONCURRENCY)
+                    .try_collect()
+                    .await?;
+                let mut ready = Vec::new();
+                for (delivery, number, outcome) in checked.into_iter().flatten() {
+                    found.extend(number);
+                    match outcome {
+                        Ok(delivery) => ready.push(delivery),
+                        Err(rejection)
                             if rejection.is_retryable()
                                 && pass == (Pass::Pending { defer: true }) =>
-                    {
-                        report.deferred.push(delivery);
-                    }
-                    Err(rejection) => {
-                        self.quarantine(&delivery, number, &rejection).await?;
-                        report.quarantined.push((delivery, rejection));
+                        {
+                            report.deferred.push(delivery);
+                        }
+                        Err(rejection) => {
+                            self.quarantine(&delivery, number, &rejection).await?;
+                            report.quarantined.push((delivery, rejection));
+                        }
                     }
                 }
-            }
-            let placed = self.import_checked(&ready).await?;
-            for (delivery, placed) in ready.iter().zip(placed) {
-                match placed {
+                let placed = self.import_checked(&ready).await?;
+                for (delivery, placed) in ready.iter().zip(placed) {
+                    match placed {
                         Some((mailbox, uid)) => {
                             report.imported.push((delivery.delivery, mailbox, uid))
                         }
-                    // Imported by another importer meanwhile.
-                    None => report.already_imported += 1,
-                }
-            }
-            // The envelopes go once their deliveries are imported (a failed delete leaves
-            // one that the next import removes unread).
-            futures::stream::iter(&ready)
-                .for_each_concurrent(CHECK_CONCURRENCY, |delivery| {
-                    let store = &store;
-                    async move {
-                        let _ = store.delete(&delivery.path).await;
+                        // Imported by another importer meanwhile.
+                        None => report.already_imported += 1,
                     }
-                })
-                .await;
-        }
-        report.missing = self.record_missing(issued, &found).await?;
-        Ok(report)
+                }
+                // The envelopes go once their deliveries are imported (a failed delete leaves
+                // one that the next import removes unread).
+                futures::stream::iter(&ready)
+                    .for_each_concurrent(CHECK_CONCURRENCY, |delivery| {
+                        let store = &store;
+                        async move {
+                            let _ = store.delete(&delivery.path).await;
+                        }
+                    })
+                    .await;
+            }
+            report.missing = self.record_missing(issued, &found).await?;
+            Ok(report)
         })
         .await
     }
@@ -654,42 +654,42 @@ impl Mailstore {
     #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account(), requests = tracing::field::Empty, bytes_read = tracing::field::Empty, bytes_written = tracing::field::Empty))]
     pub async fn analyze(&mut self, mailbox: MailboxId, uid: u32) -> Result<EmailRecord> {
         super::metered(async move {
-        let email = self.email(mailbox, uid)?;
-        if email.analyzed {
-            return Ok(email);
-        }
-        // As at append, a body above the parse limit is parsed for its header only: only
-        // that much of it is read.
-        let limit = self.config.max_parse_len;
-        let analysis = if email.size > limit as u64 {
-            let prefix = self.read_range(&email, 0..limit as u64).await?;
-            super::mime::analyze(&prefix, true)
-        } else {
-            super::mime::analyze(&self.read(&email).await?, false)
-        };
-        let id = self.email_id_of(mailbox, uid)?;
-        self.write(move |c, _| {
-            let mut plan = Plan::new();
-            // Read again inside the commit: the record may have changed since the body
-            // was read (a rewritten body, an analysis by another server, an expunge).
-            let current = super::email_record(c, &id)?.ok_or_else(|| Error::NoSuchMessage {
-                what: format!("email {id}"),
-            })?;
-            if current.analyzed {
-                return Ok((plan, current));
+            let email = self.email(mailbox, uid)?;
+            if email.analyzed {
+                return Ok(email);
             }
-            // A delivery joins the thread of the messages it answers or that answer it,
-            // now that its references are known.
+            // As at append, a body above the parse limit is parsed for its header only: only
+            // that much of it is read.
+            let limit = self.config.max_parse_len;
+            let analysis = if email.size > limit as u64 {
+                let prefix = self.read_range(&email, 0..limit as u64).await?;
+                super::mime::analyze(&prefix, true)
+            } else {
+                super::mime::analyze(&self.read(&email).await?, false)
+            };
+            let id = self.email_id_of(mailbox, uid)?;
+            self.write(move |c, _| {
+                let mut plan = Plan::new();
+                // Read again inside the commit: the record may have changed since the body
+                // was read (a rewritten body, an analysis by another server, an expunge).
+                let current = super::email_record(c, &id)?.ok_or_else(|| Error::NoSuchMessage {
+                    what: format!("email {id}"),
+                })?;
+                if current.analyzed {
+                    return Ok((plan, current));
+                }
+                // A delivery joins the thread of the messages it answers or that answer it,
+                // now that its references are known.
                 let thread =
                     super::join_thread(c, &analysis.envelope, current.thread, &mut plan.batch);
-            let analysis = EmailAnalysis {
-                thread,
-                ..analysis.clone()
-            };
-            plan.batch.put(keys::analysis(&id), analysis.to_bytes());
-            Ok((plan, current.with_analysis(analysis)?))
-        })
-        .await
+                let analysis = EmailAnalysis {
+                    thread,
+                    ..analysis.clone()
+                };
+                plan.batch.put(keys::analysis(&id), analysis.to_bytes());
+                Ok((plan, current.with_analysis(analysis)?))
+            })
+            .await
         })
         .await
     }
