@@ -117,16 +117,7 @@ impl DeviceEnrollment {
             bytes.extend_from_slice(&key.key);
             bytes.push(u8::from(key.current));
         }
-        let hex = Zeroizing::new(crate::ids::hex(&bytes));
-        let mut out = Zeroizing::new(String::from(ENROLLMENT_BEGIN));
-        out.push('\n');
-        for line in hex.as_bytes().chunks(64) {
-            out.push_str(std::str::from_utf8(line).expect("hex is ASCII"));
-            out.push('\n');
-        }
-        out.push_str(ENROLLMENT_END);
-        out.push('\n');
-        out
+        crate::format::armor::armor(ENROLLMENT_BEGIN, ENROLLMENT_END, &bytes)
     }
 
     /// Parses armored text.
@@ -136,22 +127,11 @@ impl DeviceEnrollment {
     /// [`Error::UnsupportedVersion`] for another version.
     pub fn parse(text: &str) -> Result<Self> {
         let malformed = || Error::invalid("malformed device enrollment");
-        let body = text
-            .trim()
-            .strip_prefix(ENROLLMENT_BEGIN)
-            .and_then(|t| t.strip_suffix(ENROLLMENT_END))
-            .ok_or_else(|| Error::invalid("not a mailvault device enrollment"))?;
-        let hex: Zeroizing<String> =
-            Zeroizing::new(body.chars().filter(|c| !c.is_whitespace()).collect());
-        if !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(malformed());
-        }
-        let bytes: Zeroizing<Vec<u8>> = Zeroizing::new(
-            (0..hex.len() / 2)
-                .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16))
-                .collect::<std::result::Result<_, _>>()
-                .map_err(|_| malformed())?,
-        );
+        use crate::format::armor::{unarmor, Unarmor};
+        let bytes = unarmor(text, ENROLLMENT_BEGIN, ENROLLMENT_END).map_err(|e| match e {
+            Unarmor::NotArmored => Error::invalid("not a mailvault device enrollment"),
+            Unarmor::Malformed => malformed(),
+        })?;
         if bytes.len() < 73 || bytes[0..4] != ENROLLMENT_MAGIC {
             return Err(malformed());
         }

@@ -4,6 +4,7 @@
 //! panics, and is fuzzed (`fuzz/`). The layouts are described byte by byte in
 //! `docs/design.md`.
 
+pub(crate) mod armor;
 pub mod blob;
 pub mod delivery;
 pub mod index;

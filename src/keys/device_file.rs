@@ -84,16 +84,7 @@ impl DeviceKeyFile {
         bytes.extend_from_slice(&self.slot.to_bytes());
         let checksum = Sha256::digest(&bytes);
         bytes.extend_from_slice(&checksum);
-        let hex = crate::ids::hex(&bytes);
-        let mut out = String::from(BEGIN);
-        out.push('\n');
-        for line in hex.as_bytes().chunks(64) {
-            out.push_str(std::str::from_utf8(line).expect("hex is ASCII"));
-            out.push('\n');
-        }
-        out.push_str(END);
-        out.push('\n');
-        out
+        crate::format::armor::armor(BEGIN, END, &bytes).to_string()
     }
 
     /// Parses armored text.
@@ -103,19 +94,14 @@ impl DeviceKeyFile {
     /// [`Error::UnsupportedVersion`] for another version; [`Error::Tampered`] for a file
     /// whose content is damaged (wrong length, checksum, magic or slot).
     pub fn parse(text: &str) -> Result<Self> {
-        let body = text
-            .trim()
-            .strip_prefix(BEGIN)
-            .and_then(|t| t.strip_suffix(END))
-            .ok_or_else(|| Error::invalid("not a mailvault device key file"))?;
-        let hex: String = body.chars().filter(|c| !c.is_whitespace()).collect();
-        if hex.len() != 2 * LEN || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(Error::Tampered);
-        }
-        let bytes: Vec<u8> = (0..LEN)
-            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|_| Error::Tampered)?;
+        use crate::format::armor::{unarmor, Unarmor};
+        let bytes = match unarmor(text, BEGIN, END) {
+            Err(Unarmor::NotArmored) => {
+                return Err(Error::invalid("not a mailvault device key file"))
+            }
+            Ok(bytes) if bytes.len() == LEN => bytes,
+            _ => return Err(Error::Tampered),
+        };
         let checksum = Sha256::digest(&bytes[..BODY_LEN]);
         if checksum[..] != bytes[BODY_LEN..] {
             return Err(Error::Tampered);

@@ -85,16 +85,7 @@ impl KeyExport {
         bytes.extend_from_slice(self.deployment.as_bytes());
         bytes.extend_from_slice(self.account.as_bytes());
         bytes.extend_from_slice(&self.slot.to_bytes());
-        let hex = crate::ids::hex(&bytes);
-        let mut out = String::from(BEGIN);
-        out.push('\n');
-        for line in hex.as_bytes().chunks(64) {
-            out.push_str(std::str::from_utf8(line).expect("hex is ASCII"));
-            out.push('\n');
-        }
-        out.push_str(END);
-        out.push('\n');
-        out
+        crate::format::armor::armor(BEGIN, END, &bytes).to_string()
     }
 
     /// Parses armored text.
@@ -103,18 +94,12 @@ impl KeyExport {
     /// [`Error::InvalidArgument`] if it is not an export file; [`Error::UnsupportedVersion`]
     /// for another version; [`Error::Tampered`] for a malformed slot.
     pub fn parse(text: &str) -> Result<Self> {
-        let body = text
-            .trim()
-            .strip_prefix(BEGIN)
-            .and_then(|t| t.strip_suffix(END))
-            .ok_or_else(|| Error::invalid("not a mailvault key export"))?;
-        let hex: String = body.chars().filter(|c| !c.is_whitespace()).collect();
-        if hex.len() != 2 * LEN || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(Error::invalid("a key export holds 284 bytes of hex"));
-        }
-        let bytes: Vec<u8> = (0..LEN)
-            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("checked hex"))
-            .collect();
+        use crate::format::armor::{unarmor, Unarmor};
+        let bytes = match unarmor(text, BEGIN, END) {
+            Err(Unarmor::NotArmored) => return Err(Error::invalid("not a mailvault key export")),
+            Ok(bytes) if bytes.len() == LEN => bytes,
+            _ => return Err(Error::invalid("a key export holds 284 bytes of hex")),
+        };
         if bytes[0..4] != MAGIC {
             return Err(Error::invalid("not a mailvault key export"));
         }
