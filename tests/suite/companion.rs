@@ -194,18 +194,7 @@ async fn companion_flow(name: &str, provider_store: DynStore, device_store: DynS
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item_10_a_companion_sees_deliveries_within_a_poll_interval() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().to_str().unwrap().to_string();
-    let open = || mailvault::storage::open_store(&path).unwrap();
-    companion_flow("local", open(), open()).await;
-    for name in ["GARAGE", "MOTO"] {
-        if let (Some(provider), Some(device)) = (
-            mailvault::testkit::s3_from_env(name),
-            mailvault::testkit::s3_from_env(name),
-        ) {
-            companion_flow(name, provider, device).await;
-        }
-    }
+    super::on_shared_backends(companion_flow).await;
 }
 
 /// A companion reopened later (a restart of the device) imports what was delivered

@@ -344,18 +344,7 @@ mod shared {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn item_02_a_delivery_elsewhere_wakes_subscribers_within_a_poll_interval() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().to_str().unwrap().to_string();
-        let open = || mailvault::storage::open_store(&path).unwrap();
-        delivery_wakes_subscribers("local", open(), open()).await;
-        for name in ["GARAGE", "MOTO"] {
-            if let (Some(mine), Some(theirs)) = (
-                mailvault::testkit::s3_from_env(name),
-                mailvault::testkit::s3_from_env(name),
-            ) {
-                delivery_wakes_subscribers(name, mine, theirs).await;
-            }
-        }
+        crate::on_shared_backends(delivery_wakes_subscribers).await;
     }
 }
 

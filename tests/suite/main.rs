@@ -81,6 +81,28 @@ impl Fixture {
     }
 }
 
+/// Runs `flow` with two handles on one store (as two processes would open it) on each
+/// backend that shares state between handles: a local directory, and Garage and moto when
+/// their settings are exported.
+pub async fn on_shared_backends<F, Fut>(flow: F)
+where
+    F: Fn(&'static str, DynStore, DynStore) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap().to_string();
+    let open = || mailvault::storage::open_store(&path).unwrap();
+    flow("local", open(), open()).await;
+    for name in ["GARAGE", "MOTO"] {
+        if let (Some(first), Some(second)) = (
+            mailvault::testkit::s3_from_env(name),
+            mailvault::testkit::s3_from_env(name),
+        ) {
+            flow(name, first, second).await;
+        }
+    }
+}
+
 pub fn memory() -> DynStore {
     mailvault::storage::open_store("memory://").unwrap()
 }
