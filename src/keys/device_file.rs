@@ -23,7 +23,8 @@
 
 use sha2::{Digest, Sha256};
 
-use super::{Credential, DeviceKey, KdfGate, KdfLimits, RootKey, SlotBinding, SlotLock};
+use super::export::binding;
+use super::{Credential, DeviceKey, KdfGate, KdfLimits, RootKey, SlotLock};
 use crate::crypto::RandomSource;
 use crate::error::{Error, Result};
 use crate::format::slot::{KeySlot, SlotKind, SLOT_LEN};
@@ -47,10 +48,6 @@ pub struct DeviceKeyFile {
     /// The account.
     pub account: AccountId,
     slot: KeySlot,
-}
-
-fn binding(deployment: DeploymentId, account: AccountId) -> SlotBinding {
-    SlotBinding::new(deployment, account, [0; 32], None)
 }
 
 impl DeviceKeyFile {

@@ -46,7 +46,9 @@ pub struct KeyExport {
     slot: KeySlot,
 }
 
-fn binding(deployment: DeploymentId, account: AccountId) -> SlotBinding {
+/// The binding of a slot carried outside the keyring (an export, a device key file): no
+/// account secret, no pepper, since the file must open on a machine that has neither.
+pub(super) fn binding(deployment: DeploymentId, account: AccountId) -> SlotBinding {
     SlotBinding::new(deployment, account, [0; 32], None)
 }
 
