@@ -138,6 +138,15 @@ pub(super) fn number_record_size(value: &[u8]) -> u64 {
         .map_or(0, u64::from_be_bytes)
 }
 
+/// A retry of a delivery imported before: its own number, body and size.
+#[derive(Clone)]
+struct Retry {
+    delivery: DeliveryId,
+    number: u64,
+    blob: crate::ids::BlobId,
+    size: u64,
+}
+
 fn parse_quarantine(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes.get(1..).unwrap_or_default()).into_owned()
 }
@@ -264,18 +273,24 @@ impl Mailstore {
                     }
                 })
                 .buffered(CHECK_CONCURRENCY);
+            // Retries of deliveries imported before, whose own bodies are to go.
+            let mut retries = Vec::new();
             while let Some((delivery, path, imported, skip, bytes)) = reads.try_next().await? {
                 if imported {
                     // A retry of a delivery imported before (same delivery id): it took a
                     // number of its own, which its envelope accounts for (not missing).
-                    if let Some(bytes) = bytes {
-                        if let Ok(object) =
-                            verify_envelope(&bytes, &delivery, &self.blobs, verifying_keys)
-                        {
-                            found.insert(object.number);
+                    let retry = bytes.as_deref().and_then(|bytes| {
+                        let object =
+                            verify_envelope(bytes, &delivery, &self.blobs, verifying_keys).ok()?;
+                        found.insert(object.number);
+                        self.retried_body(&delivery, &object, keys)
+                    });
+                    match retry {
+                        Some(retry) => retries.push((retry, path)),
+                        None => {
+                            let _ = store.delete(&path).await;
                         }
                     }
-                    let _ = store.delete(&path).await;
                     report.already_imported += 1;
                     continue;
                 }
@@ -290,6 +305,7 @@ impl Mailstore {
                 pending.push((number, delivery, path, bytes));
             }
             drop(reads);
+            self.drop_retries(retries).await?;
             pending.sort_by_key(|(number, delivery, ..)| (*number, *delivery));
             let mut pending = pending.into_iter().peekable();
             while pending.peek().is_some() {
@@ -345,6 +361,76 @@ impl Mailstore {
             Ok(report)
         })
         .await
+    }
+
+    /// The body a retry of the imported `delivery` stored on its own (a verified envelope
+    /// `object` naming another body than the imported message's), with its number and
+    /// size; `None` for the imported delivery's own envelope (its delete failed after the
+    /// import) or a body this handle cannot size (its epoch is not among `keys`: left for
+    /// a later pass, the envelope deleted as before).
+    fn retried_body(
+        &self,
+        delivery: &DeliveryId,
+        object: &crate::format::delivery::EnvelopeObject<'_>,
+        keys: &[AccountKey],
+    ) -> Option<Retry> {
+        let email = EmailId::from_bytes(*delivery.as_bytes());
+        let imported_body = super::email_record(&self.index, &email)
+            .ok()
+            .flatten()
+            .map(|record| record.pin.id);
+        if imported_body == Some(object.blob) {
+            return None;
+        }
+        let opened = open_envelope(object, &self.blobs, keys).ok()?;
+        Some(Retry {
+            delivery: *delivery,
+            number: object.number,
+            blob: object.blob,
+            size: opened.blob.len(),
+        })
+    }
+
+    /// Accounts for retries of imported deliveries (their numbers, with the bytes the
+    /// deliverer counted as delivered: so they no longer count as waiting for import),
+    /// then deletes their bodies and envelopes. A crash between the two leaves the
+    /// envelopes: the next pass finds the numbers accounted for and deletes them.
+    async fn drop_retries(
+        &mut self,
+        retries: Vec<(Retry, object_store::path::Path)>,
+    ) -> Result<()> {
+        if retries.is_empty() {
+            return Ok(());
+        }
+        let accounted: Vec<Retry> = retries.iter().map(|(r, _)| r.clone()).collect();
+        self.write(move |c, _| {
+            let mut plan = Plan::new();
+            for retry in &accounted {
+                if c.get(&keys::delivery_number(retry.number)).is_none() {
+                    plan.batch.put(
+                        keys::delivery_number(retry.number),
+                        number_record(&retry.delivery, retry.size),
+                    );
+                }
+                if c.get(&keys::missing(retry.number)).is_some() {
+                    plan.batch.delete(keys::missing(retry.number));
+                }
+            }
+            Ok((plan, ()))
+        })
+        .await?;
+        let (store, blobs) = (self.blobs.store().clone(), &self.blobs);
+        futures::stream::iter(retries)
+            .for_each_concurrent(CHECK_CONCURRENCY, |(retry, path)| {
+                let store = &store;
+                async move {
+                    if blobs.delete(&retry.blob).await.is_ok() {
+                        let _ = store.delete(&path).await;
+                    }
+                }
+            })
+            .await;
+        Ok(())
     }
 
     /// Records as missing every delivery number up to `issued` (and up to the highest of

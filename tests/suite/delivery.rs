@@ -1423,6 +1423,28 @@ async fn retries_store_once(w: &World, label: &str) {
     assert!(w.mail().await.missing_deliveries().is_empty(), "{label}");
     assert_eq!(w.inbox_count().await, 1, "{label}");
     assert!(w.envelopes().await.is_empty(), "{label}");
+    // The late copy's body went with its envelope (no orphan), and its bytes no longer
+    // count as waiting for import: the deliverer's estimate is what is stored.
+    assert_eq!(objects_of(&w.store, &w.account, "/b/").await, 1, "{label}");
+    let mail = w.mail().await;
+    let published = mail.publish_usage().await.unwrap();
+    assert_eq!(published.stored, first.size, "{label}");
+    // What a deliverer's quota check counts: the published usage, plus what was
+    // delivered and not imported.
+    let delivered = w
+        .directory
+        .mark(&w.account, mailvault::directory::DELIVERED_BYTES_RECORD)
+        .await
+        .unwrap()
+        .generation;
+    let published = mailvault::directory::published_usage(w.directory.as_ref(), &w.account)
+        .await
+        .unwrap();
+    assert_eq!(
+        published.stored + delivered.saturating_sub(published.imported),
+        first.size,
+        "{label}: a retry imported before counts as pending forever"
+    );
 }
 
 #[tokio::test]
