@@ -68,6 +68,11 @@ const MAX_HELD_ENVELOPES: usize = 8 << 20;
 /// imports them in a few commits instead of a thousand.
 const IMPORT_BATCH: usize = 512;
 
+/// The most envelope bytes one import commit takes (an envelope carries up to 768 KiB of
+/// options and analysis, most of which its records keep): 512 large envelopes would make
+/// one commit of hundreds of MiB.
+const IMPORT_BATCH_BYTES: usize = 8 << 20;
+
 /// Deliveries of a batch checked at once (each one or two ranged GETs of its body).
 const CHECK_CONCURRENCY: usize = 16;
 
@@ -300,9 +305,10 @@ impl Mailstore {
                 // Unverified: only the order. Envelopes that do not parse go last.
                 let number = crate::delivery::claimed_number(&bytes).unwrap_or(u64::MAX);
                 // Held in memory up to a bound, read again in turn above it.
-                held += bytes.len();
+                let len = bytes.len();
+                held += len;
                 let bytes = (held <= MAX_HELD_ENVELOPES).then_some(bytes);
-                pending.push((number, delivery, path, bytes));
+                pending.push((number, delivery, path, len, bytes));
             }
             drop(reads);
             self.drop_retries(retries).await?;
@@ -310,10 +316,22 @@ impl Mailstore {
             let mut pending = pending.into_iter().peekable();
             while pending.peek().is_some() {
                 // One batch: checked concurrently (a few ranged GETs each), imported in one
-                // commit, in the order of the delivery numbers.
-                let batch: Vec<_> = pending.by_ref().take(IMPORT_BATCH).collect();
+                // commit, in the order of the delivery numbers. Bounded in count and in
+                // envelope bytes (what it holds in memory and roughly what its segment
+                // carries), with at least one delivery.
+                let mut batch = Vec::new();
+                let mut batch_bytes = 0usize;
+                while let Some((.., len, _)) = pending.peek() {
+                    if batch.len() == IMPORT_BATCH
+                        || (!batch.is_empty() && batch_bytes + len > IMPORT_BATCH_BYTES)
+                    {
+                        break;
+                    }
+                    batch_bytes += len;
+                    batch.extend(pending.next());
+                }
                 let checked: Vec<_> = futures::stream::iter(batch)
-                    .map(|(_, delivery, path, bytes)| {
+                    .map(|(_, delivery, path, _, bytes)| {
                         self.check_delivery(delivery, path, bytes, keys, verifying_keys)
                     })
                     .buffered(CHECK_CONCURRENCY)

@@ -1196,6 +1196,77 @@ async fn import_of_many_deliveries_takes_few_commits_and_keeps_their_order() {
     }
 }
 
+/// A message of `parts` MIME parts with long parameters: its analysis (sealed in the
+/// envelope, then an email record) is large.
+fn many_parts(parts: usize, tag: usize) -> Vec<u8> {
+    let mut m = format!(
+        "From: a@example.org\r\nSubject: parts {tag}\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+    );
+    let name = "n".repeat(200);
+    for i in 0..parts {
+        m.push_str(&format!(
+            "--b\r\nContent-Type: text/plain; name=\"{name}{i}\"\r\n\
+             Content-Description: {name}\r\n\r\nx\r\n"
+        ));
+    }
+    m.push_str("--b--\r\n");
+    m.into_bytes()
+}
+
+/// An import batch is bounded by the bytes of its envelopes, not only by their count: a
+/// login after many deliveries with large analyses commits them in several segments of
+/// bounded size (memory and segment size stay bounded), all imported in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_batches_are_bounded_by_bytes() {
+    const DELIVERIES: usize = 300;
+    let w = World::new(KeyModel::DeviceOnly).await;
+    let mut ids = Vec::new();
+    for i in 0..DELIVERIES {
+        let receipt = w
+            .deliverer()
+            .deliver_bytes(w.account, &many_parts(200, i), DeliveryOptions::default())
+            .await
+            .unwrap();
+        ids.push(receipt.delivery);
+    }
+    let envelopes: u64 = {
+        let listed: Vec<_> = w
+            .store
+            .list(Some(&naming::delivery_prefix(&w.account)))
+            .try_collect()
+            .await
+            .unwrap();
+        listed.iter().map(|m| m.size).sum()
+    };
+    assert!(
+        envelopes > 20 << 20,
+        "envelopes of {envelopes} bytes: not large"
+    );
+    let counting = mailvault::storage::CountingStore::new(w.store.clone());
+    let mut mail = w.mail_on(Arc::new(counting.clone())).await.unwrap();
+    counting.reset();
+    let report = mail
+        .import_deliveries(std::slice::from_ref(&w.key), &w.verifying_key().await)
+        .await
+        .unwrap();
+    let imported: Vec<_> = report.imported.iter().map(|(d, _, _)| *d).collect();
+    assert_eq!(imported, ids);
+    // The index writes of the import, in order: the first is the first batch's segment
+    // (later ones may be compactions, which merge segments by design).
+    let writes: Vec<u64> = counting
+        .requests()
+        .into_iter()
+        .filter(|r| r.kind == mailvault::storage::RequestKind::Put && r.path.contains("/i/"))
+        .map(|r| r.bytes)
+        .collect();
+    let big: Vec<u64> = writes.iter().copied().filter(|b| *b > 1 << 20).collect();
+    assert!(
+        big.len() >= 4 && big[0] <= 12 << 20,
+        "index writes of {writes:?} bytes for {envelopes} bytes of envelopes"
+    );
+}
+
 /// A reply and the message it answers, imported by one pass (in one commit), share a
 /// thread whichever was delivered first; an unrelated message does not join it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
