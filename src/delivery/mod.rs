@@ -149,6 +149,7 @@ no_mail_secret!(
     DeliverySigningKey,
     RandomSource,
     usize,
+    u64,
     bool
 );
 
@@ -281,11 +282,15 @@ pub struct DeliveryOptions {
     /// it imported.
     pub id: Option<DeliveryId>,
     /// With no `id`: derive the delivery's id from the message itself,
-    /// [`Deliverer::delivery_id_for`] of the SHA-256 of the plaintext as it streamed, so
+    /// [`Deliverer::delivery_id_for`] of the SHA-256 of the plaintext as it streamed
+    /// followed by the number of the retry window it arrived in (Unix seconds divided by
+    /// the deliverer's [retry window](Deliverer::with_retry_window), u64 big-endian), so
     /// that a client's resend of the same bytes (an LMTP client that lost the replies to
     /// a dropped connection or a killed server) is stored once, without the caller
-    /// holding the message to hash it first. A different message, or the same one to
-    /// another account, gets another id.
+    /// holding the message to hash it first. A different message, the same one to
+    /// another account, or the same bytes again in a later window (a second message,
+    /// not a retry) get another id. A resend that crosses a window's end is stored
+    /// twice: a duplicate, never a loss.
     pub id_from_content: bool,
 }
 
@@ -353,7 +358,13 @@ pub struct Deliverer {
     rng: RandomSource,
     max_parse_len: usize,
     analyze: bool,
+    retry_window: u64,
 }
+
+/// How long a resend of the same bytes counts as a retry of a delivery made with
+/// [`DeliveryOptions::id_from_content`]: 7 days, above the time MTAs keep retrying
+/// (Postfix's `maximal_queue_lifetime` is 5 days).
+pub const DEFAULT_RETRY_WINDOW: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
 
 impl Deliverer {
     /// The compile-time proof that a deliverer holds no mail secret: the pattern names
@@ -369,6 +380,7 @@ impl Deliverer {
             rng,
             max_parse_len,
             analyze,
+            retry_window,
         } = self;
         part(blobs);
         part(directory);
@@ -376,6 +388,7 @@ impl Deliverer {
         part(rng);
         part(max_parse_len);
         part(analyze);
+        part(retry_window);
     }
 }
 
@@ -432,7 +445,17 @@ impl Deliverer {
             rng: RandomSource::os(),
             max_parse_len: crate::mail::MailConfig::default().max_parse_len,
             analyze: true,
+            retry_window: DEFAULT_RETRY_WINDOW.as_secs(),
         }
+    }
+
+    /// How long a resend of the same bytes is a retry for
+    /// [`DeliveryOptions::id_from_content`] ([`DEFAULT_RETRY_WINDOW`] by default; at
+    /// least one second): set it above the longest time the MTA in front keeps retrying
+    /// a message.
+    pub fn with_retry_window(mut self, window: std::time::Duration) -> Self {
+        self.retry_window = window.as_secs().max(1);
+        self
     }
 
     /// Whether to analyse messages at delivery (the default): their envelope fields, MIME
@@ -762,9 +785,10 @@ impl Deliverer {
         }
         // Chosen by the caller, or from the content: a retry of it is stored once.
         let chosen = options.id.or_else(|| {
-            content
-                .filter(|_| options.id_from_content)
-                .map(|digest| self.delivery_id_for(&account, digest))
+            content.filter(|_| options.id_from_content).map(|digest| {
+                let window = crate::unix_now() / self.retry_window;
+                self.delivery_id_for(&account, &[&digest[..], &window.to_be_bytes()].concat())
+            })
         });
         let delivery = chosen.unwrap_or_else(|| DeliveryId::random(&self.rng));
         // An id known only now (from the content): a delivery of it waiting for import

@@ -1567,9 +1567,22 @@ async fn item_08_an_id_from_the_content_stores_a_resend_once() {
         .await
         .unwrap();
     assert!(!first.duplicate);
-    assert_eq!(
-        first.delivery,
-        deliverer.delivery_id_for(&w.account, &sha2::Sha256::digest(MESSAGE))
+    // The digest of the plaintext and the retry window it arrived in.
+    let window = mailvault::delivery::DEFAULT_RETRY_WINDOW.as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let key = |at: u64| {
+        [
+            &sha2::Sha256::digest(MESSAGE)[..],
+            &(at / window).to_be_bytes(),
+        ]
+        .concat()
+    };
+    assert!(
+        first.delivery == deliverer.delivery_id_for(&w.account, &key(now))
+            || first.delivery == deliverer.delivery_id_for(&w.account, &key(now - 5))
     );
     let again = deliverer
         .deliver(w.account, stream(MESSAGE), options.clone())
@@ -1603,6 +1616,43 @@ async fn item_08_an_id_from_the_content_stores_a_resend_once() {
     assert!(report.imported.is_empty(), "{report:?}");
     assert_eq!(report.already_imported, 1);
     assert_eq!(w.inbox_count().await, 2);
+}
+
+/// A content id deduplicates resends within the deliverer's retry window (what an MTA
+/// takes to give up on a message: Postfix's `maximal_queue_lifetime` is 5 days), not
+/// forever: the same bytes delivered again after the window are another delivery (a second
+/// message the user receives), before and after the first one's import.
+#[tokio::test]
+async fn item_08_a_content_id_deduplicates_within_the_retry_window_only() {
+    let w = World::new(KeyModel::DeviceOnly).await;
+    let deliverer = w
+        .deliverer()
+        .with_retry_window(std::time::Duration::from_secs(1));
+    let options = DeliveryOptions {
+        id_from_content: true,
+        ..DeliveryOptions::default()
+    };
+    let first = deliverer
+        .deliver_bytes(w.account, MESSAGE, options.clone())
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let later = deliverer
+        .deliver_bytes(w.account, MESSAGE, options.clone())
+        .await
+        .unwrap();
+    assert!(!later.duplicate);
+    assert_ne!(later.delivery, first.delivery);
+    assert_eq!(w.import().await.imported.len(), 2);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let after_import = deliverer
+        .deliver_bytes(w.account, MESSAGE, options)
+        .await
+        .unwrap();
+    assert!(!after_import.duplicate);
+    let report = w.import().await;
+    assert_eq!(report.imported.len(), 1, "{report:?}");
+    assert_eq!(w.inbox_count().await, 3);
 }
 
 /// A delivery killed after each backend operation, then retried with the same id: the
