@@ -251,17 +251,26 @@ pub(crate) fn examine(input: &[u8]) -> IMAPResult<&[u8], CommandBody> {
 
 /// `list = "LIST" SP mailbox SP list-mailbox`
 pub(crate) fn list(input: &[u8]) -> IMAPResult<&[u8], CommandBody> {
-    let mut parser = tuple((tag_no_case(b"LIST "), mailbox, sp, list_mailbox));
+    // mailvault patch: the extended LIST of RFC 5258 (see `PATCHES.md`).
+    #[cfg(feature = "ext_list_extended")]
+    {
+        crate::extensions::list_extended::list(input)
+    }
 
-    let (remaining, (_, reference, _, mailbox_wildcard)) = parser(input)?;
+    #[cfg(not(feature = "ext_list_extended"))]
+    {
+        let mut parser = tuple((tag_no_case(b"LIST "), mailbox, sp, list_mailbox));
 
-    Ok((
-        remaining,
-        CommandBody::List {
-            reference,
-            mailbox_wildcard,
-        },
-    ))
+        let (remaining, (_, reference, _, mailbox_wildcard)) = parser(input)?;
+
+        Ok((
+            remaining,
+            CommandBody::List {
+                reference,
+                mailbox_wildcard,
+            },
+        ))
+    }
 }
 
 /// `lsub = "LSUB" SP mailbox SP list-mailbox`
@@ -798,6 +807,9 @@ pub(crate) fn uid(input: &[u8]) -> IMAPResult<&[u8], CommandBody> {
         | CommandBody::Search { ref mut uid, .. }
         | CommandBody::Store { ref mut uid, .. }
         | CommandBody::Move { ref mut uid, .. } => *uid = true,
+        // mailvault patch: `UID SEARCH RETURN (...)` (RFC 4731; see `PATCHES.md`).
+        #[cfg(feature = "ext_esearch")]
+        CommandBody::ESearch { ref mut uid, .. } => *uid = true,
         _ => unreachable!(),
     }
 

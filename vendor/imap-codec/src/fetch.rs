@@ -115,6 +115,9 @@ pub(crate) fn fetch_att(input: &[u8]) -> IMAPResult<&[u8], MessageDataItemName> 
         value(MessageDataItemName::Rfc822, tag_no_case(b"RFC822")),
         #[cfg(feature = "ext_condstore_qresync")]
         value(MessageDataItemName::ModSeq, tag_no_case(b"MODSEQ")),
+        // mailvault patch: EMAILID, THREADID (RFC 8474; see `PATCHES.md`).
+        #[cfg(feature = "ext_objectid")]
+        crate::extensions::objectid::fetch_att_objectid,
     ))(input)
 }
 
@@ -256,6 +259,9 @@ pub(crate) fn msg_att_static(input: &[u8]) -> IMAPResult<&[u8], MessageDataItem>
             tuple((tag_no_case(b"BINARY.SIZE"), section_binary, sp, number)),
             |(_, section, _, size)| MessageDataItem::BinarySize { section, size },
         ),
+        // mailvault patch: EMAILID, THREADID (RFC 8474; see `PATCHES.md`).
+        #[cfg(feature = "ext_objectid")]
+        crate::extensions::objectid::msg_att_objectid,
     ))(input)
 }
 

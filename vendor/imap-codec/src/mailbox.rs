@@ -89,6 +89,9 @@ pub(crate) fn mailbox(input: &[u8]) -> IMAPResult<&[u8], Mailbox> {
 pub(crate) fn mailbox_data(input: &[u8]) -> IMAPResult<&[u8], Data> {
     alt((
         map(preceded(tag_no_case(b"FLAGS "), flag_list), Data::Flags),
+        // mailvault patch: a LIST response with extended data (RFC 5258; see `PATCHES.md`).
+        #[cfg(feature = "ext_list_extended")]
+        crate::extensions::list_extended::list_extended_response,
         map(
             preceded(tag_no_case(b"LIST "), mailbox_list),
             |(items, delimiter, mailbox)| Data::List {
@@ -155,6 +158,9 @@ pub(crate) fn mailbox_data(input: &[u8]) -> IMAPResult<&[u8], Data> {
             |(_, nums, modseq)| Data::Sort(nums, modseq),
         ),
         thread_data,
+        // mailvault patch: `* ESEARCH` (RFC 4731; see `PATCHES.md`).
+        #[cfg(feature = "ext_esearch")]
+        crate::extensions::esearch::esearch_response,
         map(
             tuple((
                 tag_no_case(b"STATUS "),

@@ -214,6 +214,9 @@ pub(crate) fn resp_text_code(input: &[u8]) -> IMAPResult<&[u8], Code> {
             ),
             value(Code::Closed, tag_no_case(b"CLOSED")),
         )),
+        // mailvault patch: MAILBOXID (RFC 8474; see `PATCHES.md`).
+        #[cfg(feature = "ext_objectid")]
+        crate::extensions::objectid::resp_code_mailboxid,
     ))(input)
 }
 

@@ -34,6 +34,14 @@ use crate::{
 pub(crate) fn search(input: &[u8]) -> IMAPResult<&[u8], CommandBody> {
     let mut parser = tuple((
         tag_no_case(b"SEARCH"),
+        // mailvault patch: `[search-return-opts]` (RFC 4731, ESEARCH; see `PATCHES.md`).
+        #[cfg(feature = "ext_esearch")]
+        opt(nom::sequence::preceded(
+            sp,
+            crate::extensions::esearch::search_return_opts,
+        )),
+        #[cfg(not(feature = "ext_esearch"))]
+        nom::combinator::success(None::<()>),
         opt(map(
             tuple((sp, tag_no_case(b"CHARSET"), sp, charset)),
             |(_, _, _, charset)| charset,
@@ -42,16 +50,17 @@ pub(crate) fn search(input: &[u8]) -> IMAPResult<&[u8], CommandBody> {
         map(separated_list1(sp, search_key(9)), Vec1::unvalidated),
     ));
 
-    let (remaining, (_, charset, _, criteria)) = parser(input)?;
+    let (remaining, (_, _return_options, charset, _, criteria)) = parser(input)?;
 
-    Ok((
-        remaining,
-        CommandBody::Search {
-            charset,
-            criteria,
-            uid: false,
-        },
-    ))
+    let body = CommandBody::Search {
+        charset,
+        criteria,
+        uid: false,
+    };
+    #[cfg(feature = "ext_esearch")]
+    let body = crate::extensions::esearch::with_return_options(body, _return_options);
+
+    Ok((remaining, body))
 }
 
 /// ```abnf

@@ -41,6 +41,11 @@ pub(crate) fn status_att(input: &[u8]) -> IMAPResult<&[u8], StatusDataItemName> 
             StatusDataItemName::HighestModSeq,
             tag_no_case(b"HIGHESTMODSEQ"),
         ),
+        // mailvault patch: MAILBOXID (RFC 8474), APPENDLIMIT (RFC 7889); see `PATCHES.md`.
+        #[cfg(feature = "ext_objectid")]
+        crate::extensions::objectid::status_att_objectid,
+        #[cfg(feature = "ext_appendlimit")]
+        value(StatusDataItemName::AppendLimit, tag_no_case(b"APPENDLIMIT")),
     ))(input)
 }
 
@@ -100,6 +105,17 @@ fn status_att_val(input: &[u8]) -> IMAPResult<&[u8], StatusDataItem> {
         map(
             preceded(tag_no_case(b"HIGHESTMODSEQ "), mod_sequence_valzer),
             StatusDataItem::HighestModSeq,
+        ),
+        // mailvault patch: MAILBOXID (RFC 8474), APPENDLIMIT (RFC 7889); see `PATCHES.md`.
+        #[cfg(feature = "ext_objectid")]
+        crate::extensions::objectid::status_att_val_objectid,
+        #[cfg(feature = "ext_appendlimit")]
+        map(
+            preceded(
+                tag_no_case(b"APPENDLIMIT "),
+                alt((map(number, Some), value(None, crate::core::nil))),
+            ),
+            StatusDataItem::AppendLimit,
         ),
     ))(input)
 }
@@ -201,5 +217,54 @@ mod tests {
         for test in tests {
             known_answer_test_encode(test);
         }
+    }
+}
+
+// mailvault patch: STATUS APPENDLIMIT (RFC 7889; see `PATCHES.md`).
+#[cfg(all(test, feature = "ext_appendlimit"))]
+mod tests_appendlimit {
+    use alloc::vec;
+
+    use imap_types::{
+        command::{Command, CommandBody},
+        response::{Data, Response},
+        status::{StatusDataItem, StatusDataItemName},
+    };
+
+    use crate::testing::{kat_inverse_command, kat_inverse_response};
+
+    #[test]
+    fn test_kat_inverse_status_appendlimit() {
+        kat_inverse_command(&[(
+            b"A STATUS INBOX (APPENDLIMIT UIDNEXT)\r\n?".as_ref(),
+            b"?".as_ref(),
+            Command::new(
+                "A",
+                CommandBody::Status {
+                    mailbox: "INBOX".try_into().unwrap(),
+                    item_names: vec![StatusDataItemName::AppendLimit, StatusDataItemName::UidNext]
+                        .into(),
+                },
+            )
+            .unwrap(),
+        )]);
+        kat_inverse_response(&[
+            (
+                b"* STATUS INBOX (APPENDLIMIT 257890)\r\n???".as_ref(),
+                b"???".as_ref(),
+                Response::Data(Data::Status {
+                    mailbox: "INBOX".try_into().unwrap(),
+                    items: vec![StatusDataItem::AppendLimit(Some(257890))].into(),
+                }),
+            ),
+            (
+                b"* STATUS INBOX (APPENDLIMIT NIL)\r\n???".as_ref(),
+                b"???".as_ref(),
+                Response::Data(Data::Status {
+                    mailbox: "INBOX".try_into().unwrap(),
+                    items: vec![StatusDataItem::AppendLimit(None)].into(),
+                }),
+            ),
+        ]);
     }
 }

@@ -16,6 +16,10 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "ext_id")]
 use crate::core::{IString, NString};
+#[cfg(feature = "ext_esearch")]
+use crate::extensions::esearch::SearchReturnOption;
+#[cfg(feature = "ext_list_extended")]
+use crate::extensions::list_extended::{ListReturnOption, ListSelectOption};
 #[cfg(feature = "ext_metadata")]
 use crate::extensions::metadata::{Entry, EntryValue, GetMetadataOption};
 use crate::{
@@ -753,6 +757,25 @@ pub enum CommandBody<'a> {
         mailbox_wildcard: ListMailbox<'a>,
     },
 
+    /// Extended LIST command (RFC 5258, LIST-EXTENDED; RFC 5819, LIST-STATUS):
+    /// `LIST (selection options) reference (patterns) RETURN (return options)`.
+    ///
+    /// A `LIST` without selection options, with one pattern and without return
+    /// options is parsed as [`CommandBody::List`].
+    ///
+    /// mailvault patch (see `PATCHES.md`).
+    #[cfg(feature = "ext_list_extended")]
+    ListExtended {
+        /// Selection options (possibly empty, as in `LIST () "" *`).
+        selection_options: Vec<ListSelectOption>,
+        /// Reference.
+        reference: Mailbox<'a>,
+        /// Mailbox patterns.
+        patterns: Vec1<ListMailbox<'a>>,
+        /// Return options (possibly empty).
+        return_options: Vec<ListReturnOption>,
+    },
+
     /// ### 6.3.9.  LSUB Command
     ///
     /// * Arguments:
@@ -1062,6 +1085,22 @@ pub enum CommandBody<'a> {
     /// "XXXXXX" is a placeholder for what would be 6 octets of
     /// 8-bit data in an actual transaction.
     Search {
+        /// Charset.
+        charset: Option<Charset<'a>>,
+        /// Criteria.
+        criteria: Vec1<SearchKey<'a>>,
+        /// Use UID variant.
+        uid: bool,
+    },
+
+    /// SEARCH with return options (RFC 4731, ESEARCH): `SEARCH RETURN (...) ...`,
+    /// answered with an `ESEARCH` response.
+    ///
+    /// mailvault patch (see `PATCHES.md`).
+    #[cfg(feature = "ext_esearch")]
+    ESearch {
+        /// Return options; empty means `ALL` (RFC 4731, section 3.1).
+        return_options: Vec<SearchReturnOption>,
         /// Charset.
         charset: Option<Charset<'a>>,
         /// Criteria.
@@ -1822,6 +1861,8 @@ impl<'a> CommandBody<'a> {
             Self::Subscribe { .. } => "SUBSCRIBE",
             Self::Unsubscribe { .. } => "UNSUBSCRIBE",
             Self::List { .. } => "LIST",
+            #[cfg(feature = "ext_list_extended")]
+            Self::ListExtended { .. } => "LIST",
             Self::Lsub { .. } => "LSUB",
             Self::Status { .. } => "STATUS",
             Self::Append { .. } => "APPEND",
@@ -1830,6 +1871,8 @@ impl<'a> CommandBody<'a> {
             Self::Expunge => "EXPUNGE",
             Self::ExpungeUid { .. } => "EXPUNGE",
             Self::Search { .. } => "SEARCH",
+            #[cfg(feature = "ext_esearch")]
+            Self::ESearch { .. } => "SEARCH",
             Self::Fetch { .. } => "FETCH",
             Self::Store { .. } => "STORE",
             Self::Copy { .. } => "COPY",

@@ -8,6 +8,8 @@ use core::{
     num::NonZeroU32,
 };
 
+#[cfg(feature = "ext_objectid")]
+use crate::extensions::objectid::ObjectId;
 #[cfg(feature = "arbitrary")]
 use arbitrary::Arbitrary;
 use bounded_static_derive::ToStatic;
@@ -244,6 +246,14 @@ pub enum MessageDataItemName<'a> {
 
     #[cfg(feature = "ext_condstore_qresync")]
     ModSeq,
+
+    /// `EMAILID` (RFC 8474, section 5.1). mailvault patch (see `PATCHES.md`).
+    #[cfg(feature = "ext_objectid")]
+    EmailId,
+
+    /// `THREADID` (RFC 8474, section 5.2). mailvault patch (see `PATCHES.md`).
+    #[cfg(feature = "ext_objectid")]
+    ThreadId,
 }
 
 /// Message data item.
@@ -384,6 +394,15 @@ pub enum MessageDataItem<'a> {
 
     #[cfg(feature = "ext_condstore_qresync")]
     ModSeq(NonZeroU64),
+
+    /// `EMAILID (id)` (RFC 8474, section 5.1). mailvault patch (see `PATCHES.md`).
+    #[cfg(feature = "ext_objectid")]
+    EmailId(ObjectId),
+
+    /// `THREADID (id)` or `THREADID NIL` when the server does not thread the
+    /// message (RFC 8474, section 5.2). mailvault patch (see `PATCHES.md`).
+    #[cfg(feature = "ext_objectid")]
+    ThreadId(Option<ObjectId>),
 }
 
 /// A part specifier is either a part number or one of the following:

@@ -21,10 +21,16 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "ext_id")]
 use crate::core::{IString, NString};
+#[cfg(feature = "ext_esearch")]
+use crate::extensions::esearch::SearchReturnData;
+#[cfg(feature = "ext_list_extended")]
+use crate::extensions::list_extended::MboxListExtendedItem;
 #[cfg(feature = "ext_metadata")]
 use crate::extensions::metadata::{MetadataCode, MetadataResponse};
 #[cfg(feature = "ext_namespace")]
 use crate::extensions::namespace::Namespaces;
+#[cfg(feature = "ext_objectid")]
+use crate::extensions::objectid::ObjectId;
 #[cfg(feature = "ext_utf8")]
 use crate::extensions::utf8::Utf8Kind;
 #[cfg(feature = "ext_condstore_qresync")]
@@ -449,6 +455,35 @@ pub enum Data<'a> {
     ),
 
     Thread(Vec<Thread>),
+
+    /// `ESEARCH` response (RFC 4731): the answer to `SEARCH RETURN (...)`.
+    ///
+    /// mailvault patch (see `PATCHES.md`).
+    #[cfg(feature = "ext_esearch")]
+    ESearch {
+        /// The tag of the command this answers (`search-correlator`).
+        tag: Option<Tag<'a>>,
+        /// Whether the numbers are UIDs.
+        uid: bool,
+        /// The return data.
+        items: Vec<SearchReturnData>,
+    },
+
+    /// A `LIST` response with extended data items (RFC 5258, section 3.5),
+    /// e.g. `CHILDINFO`.
+    ///
+    /// mailvault patch (see `PATCHES.md`).
+    #[cfg(feature = "ext_list_extended")]
+    ListExtended {
+        /// Name attributes
+        items: Vec<FlagNameAttribute<'a>>,
+        /// Hierarchy delimiter
+        delimiter: Option<QuotedChar>,
+        /// Name
+        mailbox: Mailbox<'a>,
+        /// Extended data items (`mbox-list-extended`).
+        extended_items: Vec<MboxListExtendedItem<'a>>,
+    },
 
     /// ### 7.2.6.  FLAGS Response
     ///
@@ -955,6 +990,13 @@ pub enum Code<'a> {
     /// mailbox without opening a new one.
     #[cfg(feature = "ext_condstore_qresync")]
     Closed,
+
+    /// `MAILBOXID (id)` (RFC 8474, section 4.1): the mailbox's object id, on
+    /// SELECT, EXAMINE and CREATE.
+    ///
+    /// mailvault patch (see `PATCHES.md`).
+    #[cfg(feature = "ext_objectid")]
+    MailboxId(ObjectId),
 
     /// Additional response codes defined by particular client or server
     /// implementations SHOULD be prefixed with an "X" until they are

@@ -1,5 +1,7 @@
 use core::num::NonZeroU32;
 
+#[cfg(feature = "ext_objectid")]
+use crate::extensions::objectid::ObjectId;
 #[cfg(feature = "arbitrary")]
 use arbitrary::Arbitrary;
 use bounded_static_derive::ToStatic;
@@ -39,6 +41,14 @@ pub enum StatusDataItemName {
 
     #[cfg(feature = "ext_condstore_qresync")]
     HighestModSeq,
+
+    /// `MAILBOXID` (RFC 8474, section 4.2). mailvault patch (see `PATCHES.md`).
+    #[cfg(feature = "ext_objectid")]
+    MailboxId,
+
+    /// `APPENDLIMIT` (RFC 7889, section 4). mailvault patch (see `PATCHES.md`).
+    #[cfg(feature = "ext_appendlimit")]
+    AppendLimit,
 }
 
 /// Status data item.
@@ -84,4 +94,13 @@ pub enum StatusDataItem {
     /// If the server doesn't support the persistent storage of mod-sequences for the mailbox (see
     /// Section 3.1.2.2), the server MUST return 0 as the value of the HIGHESTMODSEQ status data item.
     HighestModSeq(u64),
+
+    /// `MAILBOXID (id)` (RFC 8474, section 4.2). mailvault patch (see `PATCHES.md`).
+    #[cfg(feature = "ext_objectid")]
+    MailboxId(ObjectId),
+
+    /// `APPENDLIMIT n`, or `APPENDLIMIT NIL` when there is no limit (RFC 7889,
+    /// section 4). mailvault patch (see `PATCHES.md`).
+    #[cfg(feature = "ext_appendlimit")]
+    AppendLimit(Option<u32>),
 }

@@ -399,6 +399,19 @@ impl EncodeIntoContext for CommandBody<'_> {
                 ctx.write_all(b" ")?;
                 mailbox_wildcard.encode_ctx(ctx)
             }
+            #[cfg(feature = "ext_list_extended")]
+            CommandBody::ListExtended {
+                selection_options,
+                reference,
+                patterns,
+                return_options,
+            } => crate::extensions::list_extended::encode_list_extended(
+                selection_options,
+                reference,
+                patterns,
+                return_options,
+                ctx,
+            ),
             CommandBody::Lsub {
                 reference,
                 mailbox_wildcard,
@@ -458,6 +471,27 @@ impl EncodeIntoContext for CommandBody<'_> {
                 } else {
                     ctx.write_all(b"SEARCH")?;
                 }
+                if let Some(charset) = charset {
+                    ctx.write_all(b" CHARSET ")?;
+                    charset.encode_ctx(ctx)?;
+                }
+                ctx.write_all(b" ")?;
+                join_serializable(criteria.as_ref(), b" ", ctx)
+            }
+            #[cfg(feature = "ext_esearch")]
+            CommandBody::ESearch {
+                return_options,
+                charset,
+                criteria,
+                uid,
+            } => {
+                if *uid {
+                    ctx.write_all(b"UID SEARCH RETURN (")?;
+                } else {
+                    ctx.write_all(b"SEARCH RETURN (")?;
+                }
+                join_serializable(return_options, b" ", ctx)?;
+                ctx.write_all(b")")?;
                 if let Some(charset) = charset {
                     ctx.write_all(b" CHARSET ")?;
                     charset.encode_ctx(ctx)?;
@@ -868,6 +902,10 @@ impl EncodeIntoContext for StatusDataItemName {
             Self::Size => ctx.write_all(b"SIZE"),
             #[cfg(feature = "ext_condstore_qresync")]
             Self::HighestModSeq => ctx.write_all(b"HIGHESTMODSEQ"),
+            #[cfg(feature = "ext_objectid")]
+            Self::MailboxId => ctx.write_all(b"MAILBOXID"),
+            #[cfg(feature = "ext_appendlimit")]
+            Self::AppendLimit => ctx.write_all(b"APPENDLIMIT"),
         }
     }
 }
@@ -1173,6 +1211,10 @@ impl EncodeIntoContext for MessageDataItemName<'_> {
             }
             #[cfg(feature = "ext_condstore_qresync")]
             MessageDataItemName::ModSeq => ctx.write_all(b"MODSEQ"),
+            #[cfg(feature = "ext_objectid")]
+            MessageDataItemName::EmailId => ctx.write_all(b"EMAILID"),
+            #[cfg(feature = "ext_objectid")]
+            MessageDataItemName::ThreadId => ctx.write_all(b"THREADID"),
         }
     }
 }
@@ -1394,6 +1436,8 @@ impl EncodeIntoContext for Code<'_> {
             }
             #[cfg(feature = "ext_condstore_qresync")]
             Code::Closed => ctx.write_all(b"CLOSED"),
+            #[cfg(feature = "ext_objectid")]
+            Code::MailboxId(id) => write!(ctx, "MAILBOXID ({id})"),
             Code::CompressionActive => ctx.write_all(b"COMPRESSIONACTIVE"),
             Code::OverQuota => ctx.write_all(b"OVERQUOTA"),
             Code::TooBig => ctx.write_all(b"TOOBIG"),
@@ -1542,6 +1586,45 @@ impl EncodeIntoContext for Data<'_> {
                     modseq.encode_ctx(ctx)?;
                     ctx.write_all(b")")?;
                 }
+            }
+            #[cfg(feature = "ext_esearch")]
+            Data::ESearch { tag, uid, items } => {
+                ctx.write_all(b"* ESEARCH")?;
+                if let Some(tag) = tag {
+                    // `tag-string = string`: a tag has no quoted-specials.
+                    write!(ctx, " (TAG \"{}\")", tag.inner())?;
+                }
+                if *uid {
+                    ctx.write_all(b" UID")?;
+                }
+                for item in items {
+                    ctx.write_all(b" ")?;
+                    item.encode_ctx(ctx)?;
+                }
+            }
+            #[cfg(feature = "ext_list_extended")]
+            Data::ListExtended {
+                items,
+                delimiter,
+                mailbox,
+                extended_items,
+            } => {
+                ctx.write_all(b"* LIST (")?;
+                join_serializable(items, b" ", ctx)?;
+                ctx.write_all(b") ")?;
+
+                if let Some(delimiter) = delimiter {
+                    ctx.write_all(b"\"")?;
+                    delimiter.encode_ctx(ctx)?;
+                    ctx.write_all(b"\"")?;
+                } else {
+                    ctx.write_all(b"NIL")?;
+                }
+                ctx.write_all(b" ")?;
+                mailbox.encode_ctx(ctx)?;
+                ctx.write_all(b" (")?;
+                join_serializable(extended_items, b" ", ctx)?;
+                ctx.write_all(b")")?;
             }
             Data::Thread(threads) => {
                 if threads.is_empty() {
@@ -1721,6 +1804,16 @@ impl EncodeIntoContext for StatusDataItem {
                 ctx.write_all(b"HIGHESTMODSEQ ")?;
                 value.encode_ctx(ctx)
             }
+            #[cfg(feature = "ext_objectid")]
+            Self::MailboxId(id) => {
+                ctx.write_all(b"MAILBOXID (")?;
+                id.encode_ctx(ctx)?;
+                ctx.write_all(b")")
+            }
+            #[cfg(feature = "ext_appendlimit")]
+            Self::AppendLimit(Some(limit)) => write!(ctx, "APPENDLIMIT {limit}"),
+            #[cfg(feature = "ext_appendlimit")]
+            Self::AppendLimit(None) => ctx.write_all(b"APPENDLIMIT NIL"),
         }
     }
 }
@@ -1794,6 +1887,12 @@ impl EncodeIntoContext for MessageDataItem<'_> {
             }
             #[cfg(feature = "ext_condstore_qresync")]
             Self::ModSeq(value) => write!(ctx, "MODSEQ ({value})"),
+            #[cfg(feature = "ext_objectid")]
+            Self::EmailId(id) => write!(ctx, "EMAILID ({id})"),
+            #[cfg(feature = "ext_objectid")]
+            Self::ThreadId(Some(id)) => write!(ctx, "THREADID ({id})"),
+            #[cfg(feature = "ext_objectid")]
+            Self::ThreadId(None) => ctx.write_all(b"THREADID NIL"),
         }
     }
 }

@@ -21,6 +21,7 @@ use crate::{
     core::{AString, Atom, Vec1, Vec2},
     extensions::list_extended::error::{MboxListExtendedItemTagError, OptionExtensionTagError},
     sequence::SequenceSet,
+    status::StatusDataItemName,
 };
 
 /// A generic extended data item value component.
@@ -316,6 +317,70 @@ impl<'a> TryFrom<AString<'a>> for MboxListExtendedItemTag<'a> {
 impl_arbitrary_try_from! { ListSelectBaseOptExtensionTag<'a>, Atom<'a> }
 #[cfg(feature = "arbitrary")]
 impl_arbitrary_try_from! { MboxListExtendedItemTag<'a>, AString<'a> }
+
+// mailvault patch (see `PATCHES.md` beside the vendored crates): the command side of
+// LIST-EXTENDED (RFC 5258), with SPECIAL-USE (RFC 6154) and LIST-STATUS (RFC 5819).
+
+/// A selection option of an extended `LIST` command (`list-select-opt`).
+///
+/// ```abnf
+/// list-select-base-opt        = "SUBSCRIBED"
+/// list-select-independent-opt = "REMOTE" / "SPECIAL-USE"   ; RFC 6154
+/// list-select-mod-opt         = "RECURSIVEMATCH"
+/// ```
+///
+/// Unknown `option-extension`s are not represented: RFC 5258 requires a server
+/// to reject what it does not know with BAD.
+///
+/// See [RFC 5258, section 3.1](https://www.rfc-editor.org/rfc/rfc5258#section-3.1).
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ToStatic)]
+pub enum ListSelectOption {
+    /// `SUBSCRIBED`: only subscribed mailboxes (a base option).
+    Subscribed,
+    /// `REMOTE`: remote mailboxes too (an independent option).
+    Remote,
+    /// `RECURSIVEMATCH`: also parents of matching mailboxes (a modifier: it
+    /// needs a base option).
+    RecursiveMatch,
+    /// `SPECIAL-USE` (RFC 6154): only mailboxes with a special-use attribute.
+    SpecialUse,
+}
+
+/// A return option of an extended `LIST` command (`return-option`).
+///
+/// ```abnf
+/// return-option = "SUBSCRIBED" / "CHILDREN" / "SPECIAL-USE" / status-option
+/// status-option = "STATUS" SP "(" status-att *(SP status-att) ")"  ; RFC 5819
+/// ```
+///
+/// See [RFC 5258, section 3.2](https://www.rfc-editor.org/rfc/rfc5258#section-3.2)
+/// and [RFC 5819](https://www.rfc-editor.org/rfc/rfc5819).
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+#[cfg_attr(feature = "serde", serde(tag = "type", content = "content"))]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, ToStatic)]
+pub enum ListReturnOption {
+    /// `SUBSCRIBED`: the `\Subscribed` attribute.
+    Subscribed,
+    /// `CHILDREN`: the `\HasChildren` / `\HasNoChildren` attributes.
+    Children,
+    /// `SPECIAL-USE` (RFC 6154): the special-use attributes.
+    SpecialUse,
+    /// `STATUS (...)` (RFC 5819, LIST-STATUS): a `STATUS` response per listed
+    /// selectable mailbox.
+    Status(Vec1<StatusDataItemName>),
+}
+
+impl ListSelectOption {
+    /// Whether the selection options are valid together: `RECURSIVEMATCH`
+    /// needs a base option (`SUBSCRIBED`), RFC 5258, section 3.1.
+    pub fn validate(options: &[ListSelectOption]) -> bool {
+        !options.contains(&ListSelectOption::RecursiveMatch)
+            || options.contains(&ListSelectOption::Subscribed)
+    }
+}
 
 /// Error-related types.
 pub mod error {
