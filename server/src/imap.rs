@@ -47,8 +47,8 @@ use imap_next::imap_types::extensions::esearch::{SearchReturnData, SearchReturnO
 use imap_next::imap_types::extensions::list_extended::{
     ListReturnOption, ListSelectBaseOpt, ListSelectOption, MboxListExtendedItem,
 };
-use imap_next::imap_types::extensions::objectid::ObjectId;
 use imap_next::imap_types::extensions::namespace::Namespace;
+use imap_next::imap_types::extensions::objectid::ObjectId;
 use imap_next::imap_types::extensions::uidplus::{UidElement, UidSet};
 use imap_next::imap_types::fetch::{
     MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Section,
@@ -268,8 +268,7 @@ impl ListRequest {
             select_special_use: selection.contains(&ListSelectOption::SpecialUse),
             recursive_match: selection.contains(&ListSelectOption::RecursiveMatch),
             // RFC 5258 3.1: the selection SUBSCRIBED implies the return option.
-            return_subscribed: select_subscribed
-                || returns.contains(&ListReturnOption::Subscribed),
+            return_subscribed: select_subscribed || returns.contains(&ListReturnOption::Subscribed),
             children: returns.contains(&ListReturnOption::Children),
             status,
         }
@@ -898,8 +897,7 @@ impl Conn<'_> {
                 patterns,
                 return_options,
             } => {
-                let request =
-                    ListRequest::extended(&selection_options, patterns, &return_options);
+                let request = ListRequest::extended(&selection_options, patterns, &return_options);
                 self.list(server, tag, &reference, request).await?
             }
             CommandBody::Lsub {
@@ -3239,7 +3237,11 @@ fn esearch_items(
     modseq: Option<NonZeroU64>,
 ) -> Vec<SearchReturnData> {
     let all = [SearchReturnOption::All];
-    let options = if options.is_empty() { &all[..] } else { options };
+    let options = if options.is_empty() {
+        &all[..]
+    } else {
+        options
+    };
     let mut items = Vec::new();
     for option in [
         SearchReturnOption::Min,
