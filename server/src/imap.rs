@@ -45,7 +45,8 @@ use imap_next::imap_types::envelope::{Address as ImapAddress, Envelope as ImapEn
 use imap_next::imap_types::extensions::binary::{Literal8, LiteralOrLiteral8};
 use imap_next::imap_types::extensions::esearch::{SearchReturnData, SearchReturnOption};
 use imap_next::imap_types::extensions::list_extended::{
-    ListReturnOption, ListSelectBaseOpt, ListSelectOption, MboxListExtendedItem,
+    ListReturnOption, ListSelectBaseOpt, ListSelectBaseOptExtension, ListSelectBaseOptExtensionTag,
+    ListSelectOption, MboxListExtendedItem,
 };
 use imap_next::imap_types::extensions::namespace::Namespace;
 use imap_next::imap_types::extensions::objectid::ObjectId;
@@ -217,7 +218,7 @@ struct ListRequest {
     select_subscribed: bool,
     /// Selection `SPECIAL-USE` (RFC 6154): mailboxes with a special use only.
     select_special_use: bool,
-    /// Selection `RECURSIVEMATCH`: CHILDINFO for subscribed mailboxes below.
+    /// Selection `RECURSIVEMATCH`: CHILDINFO for selected mailboxes below.
     recursive_match: bool,
     /// Return `SUBSCRIBED` (implied by the selection `SUBSCRIBED`): `\Subscribed`.
     return_subscribed: bool,
@@ -272,6 +273,32 @@ impl ListRequest {
             children: returns.contains(&ListReturnOption::Children),
             status,
         }
+    }
+
+    /// Whether the selection options select mailbox `m` (RFC 5258 3.1: every option
+    /// given must hold).
+    fn selects(&self, m: &mailvault::mail::Mailbox) -> bool {
+        (!self.select_subscribed || m.subscribed)
+            && (!self.select_special_use || m.special_use.is_some())
+    }
+
+    /// The base selection options given (CHILDINFO's list, RFC 5258 3.5).
+    fn base_options(&self) -> Vec<ListSelectBaseOpt<'static>> {
+        let mut options = Vec::new();
+        if self.select_subscribed {
+            options.push(ListSelectBaseOpt::Subscribed);
+        }
+        if self.select_special_use {
+            if let Ok(tag) =
+                ListSelectBaseOptExtensionTag::try_from(Atom::unvalidated("SPECIAL-USE"))
+            {
+                options.push(ListSelectBaseOpt::Extension(ListSelectBaseOptExtension {
+                    tag,
+                    value: None,
+                }));
+            }
+        }
+        options
     }
 }
 
@@ -1571,20 +1598,19 @@ impl Conn<'_> {
                     continue;
                 }
                 let below = format!("{}/", m.name);
-                let selected = (!request.select_subscribed || m.subscribed)
-                    && (!request.select_special_use || m.special_use.is_some());
-                // RFC 5258 3.1, RECURSIVEMATCH: a mailbox with a subscribed mailbox below
-                // it says so (CHILDINFO), and is listed for it when that one is not.
-                let subscribed_below: Vec<&str> = if request.recursive_match {
+                let selected = request.selects(m);
+                // RFC 5258 3.1, RECURSIVEMATCH: a mailbox with a selected mailbox below it
+                // says so (CHILDINFO), and is listed for it when that one is not.
+                let selected_below: Vec<&str> = if request.recursive_match {
                     mailboxes
                         .iter()
-                        .filter(|o| o.subscribed && o.name.starts_with(&below))
+                        .filter(|o| o.name.starts_with(&below) && request.selects(o))
                         .map(|o| o.name.as_str())
                         .collect()
                 } else {
                     Vec::new()
                 };
-                if !selected && subscribed_below.iter().all(|name| matches(name)) {
+                if !selected && selected_below.iter().all(|name| matches(name)) {
                     continue;
                 }
                 let Ok(mailbox) = ImapMailbox::try_from(mutf7::encode(&m.name)) else {
@@ -1609,14 +1635,15 @@ impl Conn<'_> {
                         delimiter,
                         mailbox: mailbox.clone(),
                     }
-                } else if !subscribed_below.is_empty() {
+                } else if let (false, Ok(options)) = (
+                    selected_below.is_empty(),
+                    Vec1::try_from(request.base_options()),
+                ) {
                     Data::ListExtended {
                         items,
                         delimiter,
                         mailbox: mailbox.clone(),
-                        extended_items: vec![MboxListExtendedItem::ChildInfo(Vec1::from(
-                            ListSelectBaseOpt::Subscribed,
-                        ))],
+                        extended_items: vec![MboxListExtendedItem::ChildInfo(options)],
                     }
                 } else {
                     Data::List {

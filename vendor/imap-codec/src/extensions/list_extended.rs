@@ -99,7 +99,7 @@ pub(crate) fn list(input: &[u8]) -> IMAPResult<&[u8], CommandBody> {
 
 /// `list-select-opts = "(" [list-select-opt *(SP list-select-opt)] ")"`
 ///
-/// `RECURSIVEMATCH` without a base option (`SUBSCRIBED`) is rejected (RFC 5258,
+/// `RECURSIVEMATCH` without a base option (`SUBSCRIBED`, `SPECIAL-USE`) is rejected (RFC 5258,
 /// section 3.1: "the server MUST return a tagged BAD response").
 pub(crate) fn list_select_opts(input: &[u8]) -> IMAPResult<&[u8], Vec<ListSelectOption>> {
     verify(
@@ -518,6 +518,14 @@ mod tests {
     }
 
     #[test]
+    fn test_parse_list_extended_recursivematch_with_special_use() {
+        let (_, cmd) = CommandCodec::default()
+            .decode(b"A LIST (SPECIAL-USE RECURSIVEMATCH) \"\" *\r\n")
+            .unwrap();
+        assert!(matches!(cmd.body, CommandBody::ListExtended { .. }));
+    }
+
+    #[test]
     fn test_parse_list_extended_forms() {
         // RETURN alone, and a parenthesized single pattern, make an extended LIST.
         let (_, cmd) = CommandCodec::default()
@@ -541,6 +549,7 @@ mod tests {
         for line in [
             // RECURSIVEMATCH needs a base option (RFC 5258, section 3.1).
             b"A LIST (RECURSIVEMATCH) \"\" *\r\n".as_ref(),
+            b"A LIST (REMOTE RECURSIVEMATCH) \"\" *\r\n",
             b"A LIST (FOO) \"\" *\r\n",
             b"A LIST (SUBSCRIBED \"\" *\r\n",
             b"A LIST \"\" () \r\n",

@@ -324,8 +324,8 @@ impl_arbitrary_try_from! { MboxListExtendedItemTag<'a>, AString<'a> }
 /// A selection option of an extended `LIST` command (`list-select-opt`).
 ///
 /// ```abnf
-/// list-select-base-opt        = "SUBSCRIBED"
-/// list-select-independent-opt = "REMOTE" / "SPECIAL-USE"   ; RFC 6154
+/// list-select-base-opt        = "SUBSCRIBED" / "SPECIAL-USE"   ; RFC 6154
+/// list-select-independent-opt = "REMOTE"
 /// list-select-mod-opt         = "RECURSIVEMATCH"
 /// ```
 ///
@@ -344,7 +344,8 @@ pub enum ListSelectOption {
     /// `RECURSIVEMATCH`: also parents of matching mailboxes (a modifier: it
     /// needs a base option).
     RecursiveMatch,
-    /// `SPECIAL-USE` (RFC 6154): only mailboxes with a special-use attribute.
+    /// `SPECIAL-USE` (RFC 6154): only mailboxes with a special-use attribute (a
+    /// base option, as `SUBSCRIBED`).
     SpecialUse,
 }
 
@@ -375,10 +376,11 @@ pub enum ListReturnOption {
 
 impl ListSelectOption {
     /// Whether the selection options are valid together: `RECURSIVEMATCH`
-    /// needs a base option (`SUBSCRIBED`), RFC 5258, section 3.1.
+    /// needs a base option (`SUBSCRIBED` or `SPECIAL-USE`), RFC 5258, section 3.1.
     pub fn validate(options: &[ListSelectOption]) -> bool {
         !options.contains(&ListSelectOption::RecursiveMatch)
             || options.contains(&ListSelectOption::Subscribed)
+            || options.contains(&ListSelectOption::SpecialUse)
     }
 }
 
