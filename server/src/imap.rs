@@ -43,7 +43,13 @@ use imap_next::imap_types::core::{
 use imap_next::imap_types::datetime::DateTime;
 use imap_next::imap_types::envelope::{Address as ImapAddress, Envelope as ImapEnvelope};
 use imap_next::imap_types::extensions::binary::{Literal8, LiteralOrLiteral8};
+use imap_next::imap_types::extensions::esearch::{SearchReturnData, SearchReturnOption};
+use imap_next::imap_types::extensions::list_extended::{
+    ListReturnOption, ListSelectBaseOpt, ListSelectBaseOptExtension, ListSelectBaseOptExtensionTag,
+    ListSelectOption, MboxListExtendedItem,
+};
 use imap_next::imap_types::extensions::namespace::Namespace;
+use imap_next::imap_types::extensions::objectid::ObjectId;
 use imap_next::imap_types::extensions::uidplus::{UidElement, UidSet};
 use imap_next::imap_types::fetch::{
     MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Section,
@@ -200,6 +206,106 @@ fn bad(tag: Option<Tag<'static>>, t: impl Into<String>) -> Status<'static> {
 
 fn untagged_ok(code: Code<'static>, t: &str) -> Status<'static> {
     never(Status::ok(None, Some(code), text(t)))
+}
+
+/// A LIST or LSUB, plain or extended (RFC 5258 LIST-EXTENDED, RFC 5819 LIST-STATUS).
+struct ListRequest {
+    /// The mailbox patterns: a mailbox matching any of them is a candidate.
+    patterns: Vec<ListMailbox<'static>>,
+    /// LSUB: LSUB responses, no child attributes.
+    lsub: bool,
+    /// Selection `SUBSCRIBED` (and LSUB): subscribed mailboxes only.
+    select_subscribed: bool,
+    /// Selection `SPECIAL-USE` (RFC 6154): mailboxes with a special use only.
+    select_special_use: bool,
+    /// Selection `RECURSIVEMATCH`: CHILDINFO for selected mailboxes below.
+    recursive_match: bool,
+    /// Return `SUBSCRIBED` (implied by the selection `SUBSCRIBED`): `\Subscribed`.
+    return_subscribed: bool,
+    /// `\HasChildren` / `\HasNoChildren`: always in a plain LIST (RFC 9051 7.3.1), on
+    /// `RETURN (CHILDREN)` in an extended one (RFC 5258 4, as Dovecot).
+    children: bool,
+    /// Return `STATUS (...)`: a STATUS response per listed mailbox.
+    status: Option<Vec<StatusDataItemName>>,
+}
+
+impl ListRequest {
+    /// `LIST reference pattern` / `LSUB reference pattern`.
+    fn plain(pattern: ListMailbox<'static>, lsub: bool) -> Self {
+        Self {
+            patterns: vec![pattern],
+            lsub,
+            select_subscribed: lsub,
+            select_special_use: false,
+            recursive_match: false,
+            return_subscribed: false,
+            children: !lsub,
+            status: None,
+        }
+    }
+
+    /// `LIST (selection) reference (patterns) RETURN (options)`. The return option
+    /// `SPECIAL-USE` asks for what every LIST response carries anyway (RFC 6154 allows
+    /// sending the attributes unasked); `REMOTE` selects nothing more (there are no
+    /// remote mailboxes).
+    fn extended(
+        selection: &[ListSelectOption],
+        patterns: Vec1<ListMailbox<'static>>,
+        returns: &[ListReturnOption],
+    ) -> Self {
+        let select_subscribed = selection.contains(&ListSelectOption::Subscribed);
+        let mut status: Option<Vec<StatusDataItemName>> = None;
+        for option in returns {
+            if let ListReturnOption::Status(names) = option {
+                status
+                    .get_or_insert_with(Vec::new)
+                    .extend(names.as_ref().iter().cloned());
+            }
+        }
+        Self {
+            patterns: patterns.into_inner(),
+            lsub: false,
+            select_subscribed,
+            select_special_use: selection.contains(&ListSelectOption::SpecialUse),
+            recursive_match: selection.contains(&ListSelectOption::RecursiveMatch),
+            // RFC 5258 3.1: the selection SUBSCRIBED implies the return option.
+            return_subscribed: select_subscribed || returns.contains(&ListReturnOption::Subscribed),
+            children: returns.contains(&ListReturnOption::Children),
+            status,
+        }
+    }
+
+    /// Whether the selection options select mailbox `m` (RFC 5258 3.1: every option
+    /// given must hold).
+    fn selects(&self, m: &mailvault::mail::Mailbox) -> bool {
+        (!self.select_subscribed || m.subscribed)
+            && (!self.select_special_use || m.special_use.is_some())
+    }
+
+    /// The base selection options given (CHILDINFO's list, RFC 5258 3.5).
+    fn base_options(&self) -> Vec<ListSelectBaseOpt<'static>> {
+        let mut options = Vec::new();
+        if self.select_subscribed {
+            options.push(ListSelectBaseOpt::Subscribed);
+        }
+        if self.select_special_use {
+            if let Ok(tag) =
+                ListSelectBaseOptExtensionTag::try_from(Atom::unvalidated("SPECIAL-USE"))
+            {
+                options.push(ListSelectBaseOpt::Extension(ListSelectBaseOptExtension {
+                    tag,
+                    value: None,
+                }));
+            }
+        }
+        options
+    }
+}
+
+/// An object id of RFC 8474 (EMAILID, THREADID, MAILBOXID) from a library id's
+/// hexadecimal form (always valid: 32 hexadecimal digits).
+fn object_id(hex: &str) -> Option<ObjectId> {
+    ObjectId::try_from(hex).ok()
 }
 
 /// The selected mailbox.
@@ -809,15 +915,24 @@ impl Conn<'_> {
                 reference,
                 mailbox_wildcard,
             } => {
-                self.list(server, tag, &reference, &mailbox_wildcard, false)
-                    .await?
+                let request = ListRequest::plain(mailbox_wildcard, false);
+                self.list(server, tag, &reference, request).await?
+            }
+            CommandBody::ListExtended {
+                selection_options,
+                reference,
+                patterns,
+                return_options,
+            } => {
+                let request = ListRequest::extended(&selection_options, patterns, &return_options);
+                self.list(server, tag, &reference, request).await?
             }
             CommandBody::Lsub {
                 reference,
                 mailbox_wildcard,
             } => {
-                self.list(server, tag, &reference, &mailbox_wildcard, true)
-                    .await?
+                let request = ListRequest::plain(mailbox_wildcard, true);
+                self.list(server, tag, &reference, request).await?
             }
             CommandBody::Status {
                 mailbox,
@@ -831,12 +946,15 @@ impl Conn<'_> {
                         return Ok(Outcome::Continue);
                     }
                 };
-                self.account()
+                let created = self
+                    .account()
                     .write()
                     .await
                     .create_mailbox(&name, None)
                     .await?;
-                server.enqueue_status(ok(tag, None, "CREATE completed"));
+                // RFC 8474 4.1: the new mailbox's MAILBOXID.
+                let code = object_id(&created.id.to_hex()).map(Code::MailboxId);
+                server.enqueue_status(ok(tag, code, "CREATE completed"));
             }
             CommandBody::Delete { mailbox } => match self.mailbox_id(&mailbox).await {
                 Some(id) => {
@@ -954,7 +1072,19 @@ impl Conn<'_> {
                 charset,
                 criteria,
                 uid,
-            } => self.search(server, tag, charset, criteria, uid).await?,
+            } => {
+                self.search(server, tag, charset, criteria, uid, None)
+                    .await?
+            }
+            CommandBody::ESearch {
+                return_options,
+                charset,
+                criteria,
+                uid,
+            } => {
+                self.search(server, tag, charset, criteria, uid, Some(return_options))
+                    .await?
+            }
             CommandBody::Expunge => {
                 self.expunge(None).await?;
                 self.sync(server).await?;
@@ -1349,6 +1479,10 @@ impl Conn<'_> {
         if let Some(n) = NonZeroU32::new(view.status.uid_next) {
             server.enqueue_status(untagged_ok(Code::UidNext(n), "predicted next UID"));
         }
+        // RFC 8474 4.1: the mailbox's MAILBOXID.
+        if let Some(mailbox_id) = object_id(&id.to_hex()) {
+            server.enqueue_status(untagged_ok(Code::MailboxId(mailbox_id), "Ok"));
+        }
         // RFC 7162 3.1.2.1: HIGHESTMODSEQ, once CONDSTORE is on (as Dovecot: a client
         // that never asked for modseqs is not sent any).
         if self.condstore {
@@ -1422,77 +1556,122 @@ impl Conn<'_> {
         server: &mut Server,
         tag: Tag<'static>,
         reference: &ImapMailbox<'_>,
-        wildcard: &ListMailbox<'_>,
-        subscribed_only: bool,
+        request: ListRequest,
     ) -> Result<(), mailvault::Error> {
-        let pattern: &[u8] = match wildcard {
-            ListMailbox::Token(t) => t.as_ref(),
-            ListMailbox::String(s) => s.as_ref(),
-        };
-        let pattern = String::from_utf8_lossy(pattern).into_owned();
         let delimiter = QuotedChar::try_from('/').ok();
-        if pattern.is_empty() {
-            // The hierarchy delimiter and root name.
-            if let Ok(root) = ImapMailbox::try_from("") {
-                server.enqueue_data(Data::List {
-                    items: vec![imap_next::imap_types::flag::FlagNameAttribute::Noselect],
-                    delimiter,
-                    mailbox: root,
-                });
+        let mut patterns = Vec::new();
+        for wildcard in &request.patterns {
+            let pattern: &[u8] = match wildcard {
+                ListMailbox::Token(t) => t.as_ref(),
+                ListMailbox::String(s) => s.as_ref(),
+            };
+            if pattern.is_empty() {
+                // The hierarchy delimiter and root name.
+                if let Ok(root) = ImapMailbox::try_from("") {
+                    server.enqueue_data(Data::List {
+                        items: vec![imap_next::imap_types::flag::FlagNameAttribute::Noselect],
+                        delimiter,
+                        mailbox: root,
+                    });
+                }
+                continue;
             }
-        } else {
             let reference = match reference {
                 ImapMailbox::Inbox => Ok("INBOX".to_string()),
                 other => mailbox_name(other),
             };
             // The pattern's wildcards are ASCII: it decodes like a name, and is matched
             // against the stored (UTF-8) names.
-            let pattern = match (reference, mutf7::decode(pattern.as_bytes())) {
-                (Ok(reference), Ok(pattern)) => format!("{reference}{pattern}"),
+            match (reference, mutf7::decode(pattern)) {
+                (Ok(reference), Ok(pattern)) => patterns.push(format!("{reference}{pattern}")),
                 (Err(e), _) | (_, Err(e)) => {
                     server.enqueue_status(bad_name(tag, e));
                     return Ok(());
                 }
-            };
+            }
+        }
+        if !patterns.is_empty() {
+            let matches = |name: &str| patterns.iter().any(|p| matches_pattern(p, name));
             let mailboxes = self.account().read().await.mailboxes()?;
             for m in &mailboxes {
-                if subscribed_only && !m.subscribed {
+                if !matches(&m.name) {
                     continue;
                 }
-                if !matches_pattern(&pattern, &m.name) {
+                let below = format!("{}/", m.name);
+                let selected = request.selects(m);
+                // RFC 5258 3.1, RECURSIVEMATCH: a mailbox with a selected mailbox below it
+                // says so (CHILDINFO), and is listed for it when that one is not.
+                let selected_below: Vec<&str> = if request.recursive_match {
+                    mailboxes
+                        .iter()
+                        .filter(|o| o.name.starts_with(&below) && request.selects(o))
+                        .map(|o| o.name.as_str())
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                if !selected && selected_below.iter().all(|name| matches(name)) {
                     continue;
                 }
                 let Ok(mailbox) = ImapMailbox::try_from(mutf7::encode(&m.name)) else {
                     continue;
                 };
                 let mut items = special_use_attributes(m.special_use);
+                if request.return_subscribed && m.subscribed {
+                    items.push(FlagNameAttribute::from(Atom::unvalidated("Subscribed")));
+                }
                 // RFC 9051 7.3.1 (RFC 3348): whether the mailbox has child mailboxes.
-                let below = format!("{}/", m.name);
                 let has_children = mailboxes.iter().any(|o| o.name.starts_with(&below));
-                if !subscribed_only {
+                if request.children {
                     items.push(if has_children {
                         FlagNameAttribute::from(Atom::unvalidated("HasChildren"))
                     } else {
                         FlagNameAttribute::from(Atom::unvalidated("HasNoChildren"))
                     });
                 }
-                let data = if subscribed_only {
+                let data = if request.lsub {
                     Data::Lsub {
                         items,
                         delimiter,
-                        mailbox,
+                        mailbox: mailbox.clone(),
+                    }
+                } else if let (false, Ok(options)) = (
+                    selected_below.is_empty(),
+                    Vec1::try_from(request.base_options()),
+                ) {
+                    Data::ListExtended {
+                        items,
+                        delimiter,
+                        mailbox: mailbox.clone(),
+                        extended_items: vec![MboxListExtendedItem::ChildInfo(options)],
                     }
                 } else {
                     Data::List {
                         items,
                         delimiter,
-                        mailbox,
+                        mailbox: mailbox.clone(),
                     }
                 };
                 server.enqueue_data(data);
+                // RFC 5819: the STATUS of each listed mailbox, after its LIST response
+                // (every mailbox here is selectable).
+                if let Some(names) = &request.status {
+                    if selected {
+                        let items = self.status_items(m.id, names).await?;
+                        server.enqueue_data(Data::Status {
+                            mailbox,
+                            items: items.into(),
+                        });
+                    }
+                }
             }
         }
-        server.enqueue_status(ok(tag, None, "LIST completed"));
+        let done = if request.lsub {
+            "LSUB completed"
+        } else {
+            "LIST completed"
+        };
+        server.enqueue_status(ok(tag, None, done));
         Ok(())
     }
 
@@ -1507,6 +1686,27 @@ impl Conn<'_> {
             server.enqueue_status(no(tag, Some(nonexistent()), "no such mailbox"));
             return Ok(());
         };
+        let items = self.status_items(id, names).await?;
+        // The name as LIST gives it (an atom when it can be one, as Dovecot answers), not
+        // in the client's quoting.
+        let echoed = mailbox_name(mailbox)
+            .ok()
+            .and_then(|name| ImapMailbox::try_from(mutf7::encode(&name)).ok())
+            .unwrap_or_else(|| mailbox.clone());
+        server.enqueue_data(Data::Status {
+            mailbox: echoed,
+            items: items.into(),
+        });
+        server.enqueue_status(ok(tag, None, "STATUS completed"));
+        Ok(())
+    }
+
+    /// The STATUS items `names` of mailbox `id` (STATUS, and LIST-STATUS).
+    async fn status_items(
+        &mut self,
+        id: MailboxId,
+        names: &[StatusDataItemName],
+    ) -> Result<Vec<StatusDataItem>, mailvault::Error> {
         let status = self.account().read().await.status(id)?;
         let mut items = Vec::new();
         for name in names {
@@ -1531,21 +1731,22 @@ impl Conn<'_> {
                     self.condstore = true;
                     items.push(StatusDataItem::HighestModSeq(status.highest_modseq));
                 }
+                StatusDataItemName::MailboxId => {
+                    // RFC 8474 4.2.
+                    if let Some(mailbox_id) = object_id(&id.to_hex()) {
+                        items.push(StatusDataItem::MailboxId(mailbox_id));
+                    }
+                }
+                StatusDataItemName::AppendLimit => {
+                    // RFC 7889 4: the one limit of every mailbox.
+                    items.push(StatusDataItem::AppendLimit(Some(
+                        self.state.max_message_size,
+                    )));
+                }
                 _ => {}
             }
         }
-        // The name as LIST gives it (an atom when it can be one, as Dovecot answers), not
-        // in the client's quoting.
-        let echoed = mailbox_name(mailbox)
-            .ok()
-            .and_then(|name| ImapMailbox::try_from(mutf7::encode(&name)).ok())
-            .unwrap_or_else(|| mailbox.clone());
-        server.enqueue_data(Data::Status {
-            mailbox: echoed,
-            items: items.into(),
-        });
-        server.enqueue_status(ok(tag, None, "STATUS completed"));
-        Ok(())
+        Ok(items)
     }
 
     async fn append(
@@ -1697,7 +1898,9 @@ impl Conn<'_> {
                 | MessageDataItemName::BodyStructure
                 | MessageDataItemName::ModSeq
                 | MessageDataItemName::Binary { .. }
-                | MessageDataItemName::BinarySize { .. } => true,
+                | MessageDataItemName::BinarySize { .. }
+                | MessageDataItemName::EmailId
+                | MessageDataItemName::ThreadId => true,
             };
             if !supported {
                 server.enqueue_status(no(
@@ -1830,6 +2033,15 @@ impl Conn<'_> {
                         Some(m) => MessageDataItem::ModSeq(m),
                         None => continue,
                     },
+                    // RFC 8474 5.1: shared by the copies of the message (COPY, MOVE).
+                    MessageDataItemName::EmailId => match object_id(&summary.email.to_hex()) {
+                        Some(id) => MessageDataItem::EmailId(id),
+                        None => continue,
+                    },
+                    // RFC 8474 5.2: every message is in a thread (its own at least).
+                    MessageDataItemName::ThreadId => {
+                        MessageDataItem::ThreadId(object_id(&email.thread.to_hex()))
+                    }
                     MessageDataItemName::Rfc822Size => {
                         MessageDataItem::Rfc822Size(u32::try_from(summary.size).unwrap_or(u32::MAX))
                     }
@@ -1992,6 +2204,7 @@ impl Conn<'_> {
         charset: Option<Charset<'_>>,
         criteria: Vec1<ImapSearchKey<'_>>,
         uid: bool,
+        return_options: Option<Vec<SearchReturnOption>>,
     ) -> Result<(), mailvault::Error> {
         if let Some(charset) = charset {
             let name = match &charset {
@@ -2066,7 +2279,19 @@ impl Conn<'_> {
         } else {
             None
         };
-        server.enqueue_data(Data::Search(numbers, modseq));
+        match return_options {
+            None => {
+                server.enqueue_data(Data::Search(numbers, modseq));
+            }
+            Some(options) => {
+                let items = esearch_items(&options, &numbers, modseq);
+                server.enqueue_data(Data::ESearch {
+                    tag: Some(tag.clone()),
+                    uid,
+                    items,
+                });
+            }
+        }
         let done = if uid {
             "UID SEARCH completed"
         } else {
@@ -2995,9 +3220,19 @@ fn capabilities(max_message_size: u32) -> Vec1<Capability<'static>> {
         Capability::CondStore,
         Capability::QResync,
     ];
-    // RFC 6154: LIST shows each mailbox's special use.
-    if let Ok(atom) = Atom::try_from("SPECIAL-USE") {
-        caps.push(Capability::from(atom));
+    // RFC 6154: LIST shows each mailbox's special use. RFC 4731 (SEARCH RETURN),
+    // RFC 8474 (EMAILID, THREADID, MAILBOXID), RFC 5258 and RFC 5819 (extended LIST,
+    // with STATUS): through the patched imap-codec (vendor/PATCHES.md).
+    for name in [
+        "SPECIAL-USE",
+        "ESEARCH",
+        "OBJECTID",
+        "LIST-EXTENDED",
+        "LIST-STATUS",
+    ] {
+        if let Ok(atom) = Atom::try_from(name) {
+            caps.push(Capability::from(atom));
+        }
     }
     // RFC 7889: one limit for every mailbox, the literal limit imap-next enforces.
     if let Ok(atom) = Atom::try_from(format!("APPENDLIMIT={max_message_size}")) {
@@ -3017,6 +3252,60 @@ fn special_use_attributes(
         })
         .map(|atom| vec![FlagNameAttribute::from(atom)])
         .unwrap_or_default()
+}
+
+/// The `* ESEARCH` return data (RFC 4731 3.1) of the message numbers or UIDs `numbers`
+/// (ascending) for the return options `options` (none: `ALL`): `MIN`, `MAX` and `ALL`
+/// only when something matched, `COUNT` always; `MODSEQ` (RFC 7162 3.1.5) when the
+/// search had a MODSEQ key.
+fn esearch_items(
+    options: &[SearchReturnOption],
+    numbers: &[NonZeroU32],
+    modseq: Option<NonZeroU64>,
+) -> Vec<SearchReturnData> {
+    let all = [SearchReturnOption::All];
+    let options = if options.is_empty() {
+        &all[..]
+    } else {
+        options
+    };
+    let mut items = Vec::new();
+    for option in [
+        SearchReturnOption::Min,
+        SearchReturnOption::Max,
+        SearchReturnOption::All,
+        SearchReturnOption::Count,
+    ] {
+        if !options.contains(&option) {
+            continue;
+        }
+        match option {
+            SearchReturnOption::Min => {
+                if let Some(n) = numbers.iter().min() {
+                    items.push(SearchReturnData::Min(*n));
+                }
+            }
+            SearchReturnOption::Max => {
+                if let Some(n) = numbers.iter().max() {
+                    items.push(SearchReturnData::Max(*n));
+                }
+            }
+            SearchReturnOption::All => {
+                let mut plain: Vec<u32> = numbers.iter().map(|n| n.get()).collect();
+                plain.sort_unstable();
+                if let Some(set) = uid_sequence_set(&plain) {
+                    items.push(SearchReturnData::All(set));
+                }
+            }
+            SearchReturnOption::Count => items.push(SearchReturnData::Count(
+                u32::try_from(numbers.len()).unwrap_or(u32::MAX),
+            )),
+        }
+    }
+    if let Some(modseq) = modseq {
+        items.push(SearchReturnData::ModSeq(modseq));
+    }
+    items
 }
 
 /// Message sequence number of index `i`.

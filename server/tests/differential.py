@@ -447,7 +447,28 @@ class Norm:
             return {"kind": what.lower(), "n": int(values[0])}
         if head in ("LIST", "LSUB"):
             attrs = sorted(a.capitalize() if a.startswith("\\") else a for a in map(str, values[1]))
-            return {"kind": head.lower(), "attributes": attrs, "mailbox": self.mailbox(values[3])}
+            out = {"kind": head.lower(), "attributes": attrs, "mailbox": self.mailbox(values[3])}
+            if len(values) > 4:
+                # RFC 5258 3.5: extended data items (CHILDINFO ("SUBSCRIBED")).
+                ext = values[4]
+                out["extended"] = {upper(ext[i]): [upper(v) for v in ext[i + 1]] if isinstance(ext[i + 1], list) else upper(ext[i + 1])
+                                   for i in range(0, len(ext) - 1, 2)}
+            return out
+        if head == "ESEARCH":
+            # RFC 4731 3.1: `ESEARCH [(TAG "t")] [UID] *(name value)`; the order of the
+            # return data is free, ALL is a sequence set ("1:3" and "1,2,3" are one).
+            out = {"kind": "esearch", "uid": False, "items": {}}
+            rest = values[1:]
+            if rest and isinstance(rest[0], list):
+                out["tag"] = [upper(v) for v in rest[0]]
+                rest = rest[1:]
+            if rest and upper(rest[0]) == "UID":
+                out["uid"] = True
+                rest = rest[1:]
+            for i in range(0, len(rest) - 1, 2):
+                k, v = upper(rest[i]), rest[i + 1]
+                out["items"][k] = uid_set(v) if k == "ALL" else ("M" if k == "MODSEQ" else int(str(v)))
+            return out
         if head == "STATUS":
             items = {}
             lst = values[2]
@@ -647,6 +668,19 @@ class Script:
         self.run("UID SEARCH ALL", "UID", "SEARCH", "ALL")
         self.run("UID SEARCH FLAGGED UID 1:20", "UID", "SEARCH", "FLAGGED UID 1:20")
         self.run("SEARCH CHARSET unknown", "SEARCH", "CHARSET X-UNKNOWN ALL")
+        # ESEARCH (RFC 4731): each return option, several, none (= ALL), an empty result
+        # (MIN, MAX and ALL left out, COUNT 0), the UID forms, malformed options.
+        for ret, key in [
+            ("MIN", "ALL"), ("MAX", "SEEN"), ("ALL", "FLAGGED"), ("COUNT", "UNSEEN"),
+            ("MIN MAX COUNT ALL", "OR DRAFT ANSWERED"), ("", "DRAFT"),
+            ("MIN MAX COUNT ALL", "LARGER 100000000"), ("ALL", "LARGER 100000000"),
+            ("COUNT", "LARGER 2000 SMALLER 5000"), ("ALL", "2,4,6:8"), ("MAX MIN", "1:5"),
+        ]:
+            self.run("SEARCH RETURN (%s) %s" % (ret, key), "SEARCH", "RETURN (%s) %s" % (ret, key))
+        for ret, key in [("MIN MAX ALL COUNT", "SEEN"), ("ALL", "UID 3:12"), ("COUNT", "DELETED"), ("MIN", "LARGER 100000000")]:
+            self.run("UID SEARCH RETURN (%s) %s" % (ret, key), "UID", "SEARCH", "RETURN (%s) %s" % (ret, key))
+        self.run("SEARCH RETURN (BOGUS)", "SEARCH", "RETURN (BOGUS) ALL")
+        self.run("SEARCH RETURN without criteria", "SEARCH", "RETURN (MIN)")
         # Reading without PEEK sets \Seen.
         self.run("FETCH 1 BODY[TEXT]", "FETCH", "1", "BODY[TEXT]")
         self.run("FETCH 6 RFC822.TEXT", "FETCH", "6", "RFC822.TEXT")
@@ -743,6 +777,33 @@ class Script:
         self.run("EXPUNGE (QRESYNC)", "EXPUNGE")
         self.run("SELECT Corpus (QRESYNC (V h0 known))", "SELECT", self.box("Corpus"), "(QRESYNC (%s %s 1:20))" % (validity, h0))
         self.run("SELECT Corpus (QRESYNC (other UIDVALIDITY))", "SELECT", self.box("Corpus"), "(QRESYNC (1 %s))" % h0)
+        self.session.close()
+        self.session = None
+
+        # Session 5: ESEARCH (RFC 4731), LIST-EXTENDED (RFC 5258), LIST-STATUS (RFC 5819).
+        self.connect()
+        # mailvault subscribes a new account's INBOX, Dovecot does not (see KNOWN): the
+        # same subscriptions on both from here on.
+        self.setup("UNSUBSCRIBE", "INBOX")
+        self.run("CREATE Work/Sub", "CREATE", self.box("Work/Sub"))
+        self.run("SUBSCRIBE Work/Sub", "SUBSCRIBE", self.box("Work/Sub"))
+        self.run("LIST \"\" * RETURN (CHILDREN)", "LIST", '""', '"*"', "RETURN (CHILDREN)")
+        self.run("LIST \"\" * RETURN (CHILDREN STATUS (MESSAGES UNSEEN))", "LIST", '""', '"*"', "RETURN (CHILDREN STATUS (MESSAGES UNSEEN))")
+        self.run("LIST \"\" % RETURN (STATUS (MESSAGES UIDNEXT UIDVALIDITY))", "LIST", '""', '"%"', "RETURN (STATUS (MESSAGES UIDNEXT UIDVALIDITY))")
+        self.run("LIST \"\" (Corpus Archive) RETURN (STATUS (MESSAGES))", "LIST", '""', "(%s %s)" % (self.box("Corpus"), self.box("Archive")), "RETURN (STATUS (MESSAGES))")
+        self.run("LIST \"\" * RETURN (SUBSCRIBED)", "LIST", '""', '"*"', "RETURN (SUBSCRIBED)")
+        self.run("LIST (SUBSCRIBED) \"\" *", "LIST", "(SUBSCRIBED)", '""', '"*"')
+        self.run("LIST (SUBSCRIBED) \"\" * RETURN (CHILDREN STATUS (MESSAGES))", "LIST", "(SUBSCRIBED)", '""', '"*"', "RETURN (CHILDREN STATUS (MESSAGES))")
+        self.run("LIST (SUBSCRIBED RECURSIVEMATCH) \"\" %", "LIST", "(SUBSCRIBED RECURSIVEMATCH)", '""', '"%"')
+        self.run("LIST (SUBSCRIBED RECURSIVEMATCH) \"\" *", "LIST", "(SUBSCRIBED RECURSIVEMATCH)", '""', '"*"')
+        self.run("LIST () \"\" %", "LIST", "()", '""', '"%"')
+        self.run("LIST (SPECIAL-USE) \"\" *", "LIST", "(SPECIAL-USE)", '""', '"*"')
+        self.run("LIST (SPECIAL-USE RECURSIVEMATCH) \"\" %", "LIST", "(SPECIAL-USE RECURSIVEMATCH)", '""', '"%"')
+        self.run("LIST (RECURSIVEMATCH) alone", "LIST", "(RECURSIVEMATCH)", '""', '"*"')
+        self.run("LIST (REMOTE RECURSIVEMATCH)", "LIST", "(REMOTE RECURSIVEMATCH)", '""', '"*"')
+        self.run("LIST (BOGUS)", "LIST", "(BOGUS)", '""', '"*"')
+        self.run("LIST RETURN (BOGUS)", "LIST", '""', '"*"', "RETURN (BOGUS)")
+        self.run("LIST RETURN (STATUS (BOGUS))", "LIST", '""', '"*"', "RETURN (STATUS (BOGUS))")
         self.session.close()
         self.session = None
 
@@ -936,6 +997,19 @@ NORMALIZATIONS = [
         'hierarchy delimiter ... chosen by the server"; mailbox names are built with each '
         "server's own delimiter (LIST \"\" \"\")",
     ),
+    (
+        "the MAILBOXID response code on SELECT, EXAMINE and CREATE (mailvault's alone: "
+        "Dovecot 2.3.19 has no OBJECTID; objectid_properties checks it)",
+        'RFC 8474 4.1: "The server MUST return a MAILBOXID response code in the OK response to '
+        'CREATE ... and in the untagged OK response to SELECT / EXAMINE" only for a server '
+        "that advertises OBJECTID",
+    ),
+    (
+        "the \\Marked / \\Unmarked LIST attributes (Dovecot's, not mailvault's)",
+        'RFC 3501 7.2.2: "\\Unmarked The mailbox does not contain any additional messages '
+        'since the last time the mailbox was selected" (RFC 9051 7.3.1 drops the attribute '
+        "from IMAP4rev2's list): a hint a server may give or not",
+    ),
 ]
 
 
@@ -957,6 +1031,12 @@ def apply_rules(label, dr, mr):
                 r["items"]["FLAGS"] = [f for f in r["items"]["FLAGS"] if f != "\\recent"]
             if r["kind"] == "status-data" and "RECENT" in r["items"]:
                 r["items"] = dict(r["items"], RECENT="-")
+            # MAILBOXID and \Unmarked: see NORMALIZATIONS.
+            if r["kind"] == "tagged" and r["code"] and upper(r["code"][0]) == "MAILBOXID":
+                r["code"] = None
+            if r["kind"] in ("list", "lsub"):
+                r["attributes"] = [a for a in r["attributes"] if a not in ("\\marked", "\\unmarked")]
+    mr = [r for r in mr if not (r["kind"] == "status" and r["code"] and upper(r["code"][0]) == "MAILBOXID")]
     return dr, mr
 
 
@@ -1146,6 +1226,131 @@ KNOWN = [
 ]
 
 
+OBJECTID_SHAPE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+
+THREAD_PARENT = (b"From: a@example.org\r\nTo: b@example.org\r\nSubject: parent\r\n"
+                 b"Message-ID: <objectid-parent@example.org>\r\n\r\nparent\r\n")
+THREAD_REPLY = (b"From: b@example.org\r\nTo: a@example.org\r\nSubject: Re: parent\r\n"
+                b"Message-ID: <objectid-reply@example.org>\r\n"
+                b"In-Reply-To: <objectid-parent@example.org>\r\n"
+                b"References: <objectid-parent@example.org>\r\n\r\nreply\r\n")
+THREAD_OTHER = (b"From: c@example.org\r\nTo: a@example.org\r\nSubject: unrelated\r\n"
+                b"Message-ID: <objectid-other@example.org>\r\n\r\nother\r\n")
+
+
+def copyuid_destination(responses):
+    """The destination uid-set of the COPYUID code (RFC 4315) in `responses`."""
+    for r in responses:
+        if r["kind"] in ("status", "tagged") and r["code"] and upper(r["code"][0]) == "COPYUID":
+            return r["code"][3]
+    raise AssertionError("no COPYUID code in %r" % (responses,))
+
+
+def objectid_properties(port, user, password, dovecot):
+    """OBJECTID (RFC 8474) and STATUS APPENDLIMIT (RFC 7889) on mailvault alone: Dovecot
+    2.3.19 implements neither (what it answers is printed, not compared). The ids are
+    each server's own, so their values are not compared but their shape
+    (`objectid = 1*255(ALPHA / DIGIT / "_" / "-")`) and the properties RFC 8474 gives
+    them: a MAILBOXID is the same in SELECT, CREATE and STATUS and survives RENAME (4.1:
+    "the server MUST keep the same MAILBOXID for the source and destination"); an
+    EMAILID is the same for a message and its copies, by COPY or MOVE (5.1: "the server
+    MUST return the same EMAILID for both the source and destination messages") and
+    differs between messages; a THREADID is the same within a thread (5.2) and differs
+    from an unrelated message's. Returns the failures."""
+    failures = []
+
+    def check(ok, what):
+        print(("ok   " if ok else "FAIL ") + what)
+        if not ok:
+            failures.append(what)
+
+    def parsed(session, *parts):
+        return [parse_response(r) for r in session.command(*parts)]
+
+    def datas(responses, head):
+        return [r["values"] for r in responses if r["kind"] == "data" and upper(r["values"][0]) == head]
+
+    def fetch_items(responses):
+        out = {}
+        for r in responses:
+            v = r.get("values", [])
+            if r["kind"] == "data" and len(v) > 2 and upper(v[1]) == "FETCH":
+                items = v[2]
+                out[int(v[0])] = {upper(items[i]): items[i + 1] for i in range(0, len(items) - 1, 2)}
+        return out
+
+    def one_id(v):
+        # `"(" objectid ")"` parses as a one-element list.
+        return str(v[0]) if isinstance(v, list) and len(v) == 1 else None
+
+    d = Session(*dovecot)
+    for parts in (("STATUS", "INBOX", "(MAILBOXID)"), ("STATUS", "INBOX", "(APPENDLIMIT)")):
+        r = parsed(d, *parts)
+        print("Dovecot: %s: %s %s" % (" ".join(parts), r[-1]["status"], r[-1]["text"][:60]))
+    d.close()
+
+    s = Session(port, user, password)
+    caps = [upper(str(v)) for v in datas(parsed(s, "CAPABILITY"), "CAPABILITY")[0][1:]]
+    check("OBJECTID" in caps, "CAPABILITY lists OBJECTID")
+    limit = [c.split("=", 1)[1] for c in caps if c.startswith("APPENDLIMIT=")]
+    r = parsed(s, "STATUS", "INBOX", "(APPENDLIMIT MESSAGES)")
+    st = datas(r, "STATUS")
+    items = st[0][2] if st else []
+    got = {upper(items[i]): items[i + 1] for i in range(0, len(items) - 1, 2)}
+    check(limit and str(got.get("APPENDLIMIT")) == limit[0],
+          "STATUS APPENDLIMIT %s is the APPENDLIMIT= of CAPABILITY %s" % (got.get("APPENDLIMIT"), limit))
+
+    # MAILBOXID: CREATE, SELECT, STATUS, RENAME.
+    r = parsed(s, "CREATE", "ObjectIds")
+    created = one_id(code_value(r, "MAILBOXID")) if r[-1]["status"] == "OK" else None
+    check(created is not None and OBJECTID_SHAPE.match(created) is not None,
+          "CREATE answers [MAILBOXID (id)] of the objectid shape: %r" % created)
+    r = parsed(s, "STATUS", "ObjectIds", "(MAILBOXID)")
+    st = datas(r, "STATUS")
+    status_id = one_id(st[0][2][1]) if st and len(st[0][2]) > 1 else None
+    check(status_id == created, "STATUS MAILBOXID %r = CREATE's %r" % (status_id, created))
+    parsed(s, "RENAME", "ObjectIds", "ObjectIds2")
+    r = parsed(s, "STATUS", "ObjectIds2", "(MAILBOXID)")
+    st = datas(r, "STATUS")
+    renamed = one_id(st[0][2][1]) if st and len(st[0][2]) > 1 else None
+    check(renamed == created, "MAILBOXID survives RENAME: %r = %r" % (renamed, created))
+    r = parsed(s, "STATUS", "INBOX", "(MAILBOXID)")
+    inbox = one_id(datas(r, "STATUS")[0][2][1])
+    check(inbox != created, "mailboxes have different MAILBOXIDs")
+
+    # EMAILID and THREADID.
+    for message in (THREAD_PARENT, THREAD_REPLY, THREAD_OTHER):
+        s.command("APPEND", "ObjectIds2", Lit(message))
+    r = parsed(s, "SELECT", "ObjectIds2")
+    selected = one_id(code_value(r, "MAILBOXID"))
+    check(selected == created, "SELECT answers [MAILBOXID (id)] = CREATE's: %r" % selected)
+    ids = fetch_items(parsed(s, "FETCH", "1:3", "(EMAILID THREADID)"))
+    email = {n: one_id(ids.get(n, {}).get("EMAILID")) for n in (1, 2, 3)}
+    thread = {n: one_id(ids.get(n, {}).get("THREADID")) for n in (1, 2, 3)}
+    check(all(v and OBJECTID_SHAPE.match(v) for v in list(email.values()) + list(thread.values())),
+          "FETCH EMAILID / THREADID have the objectid shape: %r %r" % (email, thread))
+    check(len(set(email.values())) == 3, "three messages, three EMAILIDs")
+    check(thread[1] == thread[2], "a reply is in its parent's THREADID: %r = %r" % (thread[1], thread[2]))
+    check(thread[3] != thread[1], "an unrelated message is in another thread")
+    r = parsed(s, "UID", "FETCH", "1:*", "(UID EMAILID)")
+    uid_fetch = fetch_items(r)
+    check(one_id(uid_fetch.get(1, {}).get("EMAILID")) == email[1], "UID FETCH EMAILID = FETCH EMAILID")
+    r = parsed(s, "COPY", "1", "INBOX")
+    copy_uid = str(copyuid_destination(r))
+    r = parsed(s, "MOVE", "3", "INBOX")
+    move_uid = str(copyuid_destination(r))
+    parsed(s, "SELECT", "INBOX")
+    ids = fetch_items(parsed(s, "UID", "FETCH", "%s,%s" % (copy_uid, move_uid), "(UID EMAILID THREADID)"))
+    by_uid = {str(v.get("UID")): v for v in ids.values()}
+    check(one_id(by_uid.get(copy_uid, {}).get("EMAILID")) == email[1],
+          "COPY keeps the EMAILID (RFC 8474 5.1): %r" % by_uid.get(copy_uid))
+    check(one_id(by_uid.get(move_uid, {}).get("EMAILID")) == email[3],
+          "MOVE keeps the EMAILID (RFC 8474 5.1): %r" % by_uid.get(move_uid))
+    check(one_id(by_uid.get(copy_uid, {}).get("THREADID")) == thread[1], "a copy keeps its THREADID")
+    s.close()
+    return failures
+
+
 def main():
     args = sys.argv[1:]
     d_port, d_user, d_pass, d_home, m_port, m_user, m_pass, out_dir, root = args
@@ -1193,7 +1398,10 @@ def main():
     for log in (dov, mv):
         names_ = [r["names"] for e in log if e["label"] == "CAPABILITY" for r in e["responses"] if r["kind"] == "capability"]
         caps.append(set(names_[0]) if names_ else set())
-    extra = {c for c in caps[1] - caps[0] - {"SPECIAL-USE"} if not c.startswith("APPENDLIMIT=")}
+    # OBJECTID (RFC 8474) neither: Dovecot 2.3.19 does not implement it (no capability,
+    # STATUS MAILBOXID and FETCH EMAILID answered BAD); its properties are checked on
+    # mailvault alone below (objectid_properties).
+    extra = {c for c in caps[1] - caps[0] - {"SPECIAL-USE", "OBJECTID"} if not c.startswith("APPENDLIMIT=")}
     print("capabilities: Dovecot %d, mailvault %s" % (len(caps[0]), " ".join(sorted(caps[1]))))
     if "IMAP4REV1" not in caps[1] or extra:
         print("DIFFERENCE CAPABILITY: mailvault advertises what Dovecot does not: %s" % sorted(extra))
@@ -1225,7 +1433,8 @@ def main():
     for k in stale:
         print("STALE known difference (no longer occurs: remove it): " + k.why.splitlines()[0]
               + (" (messages %s)" % ", ".join(k.stale_messages()) if k.hits else ""))
-    return 1 if unexplained or stale else 0
+    failures = objectid_properties(int(m_port), m_user, m_pass, (int(d_port), d_user, d_pass))
+    return 1 if unexplained or stale or failures else 0
 
 
 if __name__ == "__main__":

@@ -118,6 +118,30 @@ const CASES: &[(&str, &[&str])] = &[
     // A line other than DONE while idling is answered untagged (it has no tag: it is not
     // a command), and the IDLE goes on until DONE (RFC 9051 6.3.13).
     ("idle-garbage", &["+", "* BAD", "I OK", "Z OK"]),
+    // The syntax of the extensions parsed by the patched imap-codec (vendor/PATCHES.md):
+    // SEARCH RETURN (RFC 4731: an unterminated or unknown option, SAVE which is not
+    // supported, options without parentheses, no criteria, RETURN after CHARSET)...
+    (
+        "esearch-return",
+        &[
+            "A BAD", "B BAD", "C BAD", "D BAD", "E BAD", "F BAD", "G BAD", "H BAD", "Z OK",
+        ],
+    ),
+    // ... the extended LIST (RFC 5258 3.1: RECURSIVEMATCH alone, unknown options, an
+    // empty pattern list; RFC 5819: STATUS without items or with an unknown one)...
+    (
+        "list-extended",
+        &[
+            "A BAD", "B BAD", "C BAD", "D BAD", "E BAD", "F BAD", "G BAD", "H BAD", "I BAD",
+            "J BAD", "Z OK",
+        ],
+    ),
+    // ... and the OBJECTID items (RFC 8474) and STATUS APPENDLIMIT (RFC 7889) misspelt or
+    // misplaced.
+    (
+        "objectid",
+        &["A BAD", "B BAD", "C BAD", "D BAD", "E BAD", "F BAD", "Z OK"],
+    ),
 ];
 
 fn corpus_dir() -> &'static Path {
