@@ -1145,6 +1145,31 @@ fn threaded(message_id: &str, in_reply_to: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Imports the deliveries `ids` (all pending, in this order) through a counting store:
+/// the session, its report (checked to import exactly `ids` in their order) and the sizes
+/// of the index writes it made, in order.
+async fn import_counting_index_writes(
+    w: &World,
+    ids: &[mailvault::ids::DeliveryId],
+) -> (Mailstore, mailvault::mail::ImportReport, Vec<u64>) {
+    let counting = mailvault::storage::CountingStore::new(w.store.clone());
+    let mut mail = w.mail_on(Arc::new(counting.clone())).await.unwrap();
+    counting.reset();
+    let report = mail
+        .import_deliveries(std::slice::from_ref(&w.key), &w.verifying_key().await)
+        .await
+        .unwrap();
+    let imported: Vec<_> = report.imported.iter().map(|(d, _, _)| *d).collect();
+    assert_eq!(imported, ids, "imported in delivery order");
+    let writes = counting
+        .requests()
+        .into_iter()
+        .filter(|r| r.kind == mailvault::storage::RequestKind::Put && r.path.contains("/i/"))
+        .map(|r| r.bytes)
+        .collect();
+    (mail, report, writes)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_of_many_deliveries_takes_few_commits_and_keeps_their_order() {
     const DELIVERIES: usize = 300;
@@ -1162,26 +1187,14 @@ async fn import_of_many_deliveries_takes_few_commits_and_keeps_their_order() {
             .unwrap();
         ids.push(receipt.delivery);
     }
-    let counting = mailvault::storage::CountingStore::new(w.store.clone());
-    let mut mail = w.mail_on(Arc::new(counting.clone())).await.unwrap();
-    counting.reset();
-    let report = mail
-        .import_deliveries(std::slice::from_ref(&w.key), &w.verifying_key().await)
-        .await
-        .unwrap();
-    // In delivery order, with UIDs 1..=N in that order.
-    let imported: Vec<_> = report.imported.iter().map(|(d, _, _)| *d).collect();
-    assert_eq!(imported, ids);
+    let (mail, report, index_writes) = import_counting_index_writes(&w, &ids).await;
+    // UIDs 1..=N in delivery order.
     let uids: Vec<u32> = report.imported.iter().map(|(_, _, uid)| *uid).collect();
     assert_eq!(uids, (1..=DELIVERIES as u32).collect::<Vec<_>>());
     let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
     assert_eq!(mail.view(inbox).unwrap().messages.len(), DELIVERIES);
     // Index writes: a commit is a segment and a manifest; one per delivery would be 600.
-    let index_writes = counting
-        .requests()
-        .into_iter()
-        .filter(|r| r.kind == mailvault::storage::RequestKind::Put && r.path.contains("/i/"))
-        .count();
+    let index_writes = index_writes.len();
     assert!(
         index_writes <= 20,
         "{index_writes} index writes for {DELIVERIES} deliveries"
@@ -1243,23 +1256,9 @@ async fn import_batches_are_bounded_by_bytes() {
         envelopes > 20 << 20,
         "envelopes of {envelopes} bytes: not large"
     );
-    let counting = mailvault::storage::CountingStore::new(w.store.clone());
-    let mut mail = w.mail_on(Arc::new(counting.clone())).await.unwrap();
-    counting.reset();
-    let report = mail
-        .import_deliveries(std::slice::from_ref(&w.key), &w.verifying_key().await)
-        .await
-        .unwrap();
-    let imported: Vec<_> = report.imported.iter().map(|(d, _, _)| *d).collect();
-    assert_eq!(imported, ids);
     // The index writes of the import, in order: the first is the first batch's segment
     // (later ones may be compactions, which merge segments by design).
-    let writes: Vec<u64> = counting
-        .requests()
-        .into_iter()
-        .filter(|r| r.kind == mailvault::storage::RequestKind::Put && r.path.contains("/i/"))
-        .map(|r| r.bytes)
-        .collect();
+    let (_, _, writes) = import_counting_index_writes(&w, &ids).await;
     let big: Vec<u64> = writes.iter().copied().filter(|b| *b > 1 << 20).collect();
     assert!(
         big.len() >= 4 && big[0] <= 12 << 20,
