@@ -2,8 +2,13 @@
 # mailvault's server beside Dovecot 2.3, in one run, on this machine, with the same clients
 # and messages: LMTP deliveries per second (Postfix smtp-source, 10 sessions, 10 KB
 # messages), IMAP FETCH of whole messages per second (Python imaplib, one
-# `FETCH 1:N BODY.PEEK[]`), and an mbsync pull of all N messages into an empty Maildir
-# (`FSync no`: the client's fsyncs are not the server's cost), for
+# `FETCH 1:N BODY.PEEK[]`), FETCH of BODYSTRUCTURE per second (`FETCH 1:N BODYSTRUCTURE`),
+# the stored size of the N messages (`du` of mailvault's store folder, of Dovecot's user
+# folder: Maildir and its index files), an mbsync pull of all N messages into an empty
+# Maildir (`FSync no`: the client's fsyncs are not the server's cost), and, once after
+# the rounds, a header SEARCH over a mailbox of BENCH_SEARCH_MESSAGES messages (one of
+# them the match: `SEARCH HEADER Subject needle`; the first search, then the median of
+# BENCH_SEARCHES more) with the stored size of that mailbox, for
 #   mailvault      reference server, local-directory store (server/, release build)
 #   dovecot-crypt  Dovecot + mail_crypt (global keys) on a Maildir  (scripts/peers.sh)
 #   dovecot-plain  Dovecot on a Maildir, no encryption at all       (scripts/peers.sh)
@@ -17,6 +22,8 @@
 #   BENCH_MESSAGES   messages per round (default 1000)
 #   BENCH_ROUNDS     rounds per server (default 3)
 #   BENCH_SIZE       smtp-source payload bytes (default 10240)
+#   BENCH_SEARCH_MESSAGES  messages of the SEARCH mailbox (default 10000; 0: no SEARCH phase)
+#   BENCH_SEARCHES   timed searches after the first (default 5)
 #   BENCH_STATE      scratch folder (default <repo>/target/bench-servers; wiped)
 #   CARGO_TARGET_DIR where the release build goes (default <repo>/target)
 #   ports: 1150-1152 (IMAP) and 2450-2452 (LMTP) on 127.0.0.1
@@ -28,6 +35,8 @@ STATE="${BENCH_STATE:-$REPO/target/bench-servers}"
 MESSAGES="${BENCH_MESSAGES:-1000}"
 ROUNDS="${BENCH_ROUNDS:-3}"
 SIZE="${BENCH_SIZE:-10240}"
+SEARCH_MESSAGES="${BENCH_SEARCH_MESSAGES:-10000}"
+SEARCHES="${BENCH_SEARCHES:-5}"
 TARGET="${CARGO_TARGET_DIR:-$REPO/target}"
 BIN="$TARGET/release/mailvault"
 MV_PID=""
@@ -79,29 +88,51 @@ for _ in $(seq 300); do
 done
 
 log "$ROUNDS rounds of $MESSAGES messages of $SIZE bytes per server"
+log "load before: $(uptime)"
 BENCH_STATE_DIR="$STATE" BENCH_MESSAGES="$MESSAGES" BENCH_ROUNDS="$ROUNDS" BENCH_SIZE="$SIZE" \
+    BENCH_SEARCH_MESSAGES="$SEARCH_MESSAGES" BENCH_SEARCHES="$SEARCHES" \
     "$MAILVAULT_PEER_PYTHON" - <<'PYEOF'
-import imaplib, os, statistics, subprocess, sys, time
+import imaplib, os, smtplib, statistics, subprocess, sys, time
 
 state = os.environ["BENCH_STATE_DIR"]
 n = int(os.environ["BENCH_MESSAGES"])
 rounds = int(os.environ["BENCH_ROUNDS"])
 size = os.environ["BENCH_SIZE"]
+search_n = int(os.environ["BENCH_SEARCH_MESSAGES"])
+searches = int(os.environ["BENCH_SEARCHES"])
 servers = [
-    # name, imap port, lmtp port, login, password, recipient
-    ("mailvault", 1152, 2452, "alice@localhost", "alicepw", "alice@localhost"),
-    ("dovecot-crypt", 1150, 2450, "alice", "alicepw", "alice@localhost"),
-    ("dovecot-plain", 1151, 2451, "alice", "alicepw", "alice@localhost"),
+    # name, imap port, lmtp port, login, password, recipient, folder of the stored mail
+    ("mailvault", 1152, 2452, "alice@localhost", "alicepw", "alice@localhost",
+     os.path.join(state, "mailvault", "store")),
+    ("dovecot-crypt", 1150, 2450, "alice", "alicepw", "alice@localhost",
+     os.path.join(state, "crypt", "dovecot", "mail", "alice")),
+    ("dovecot-plain", 1151, 2451, "alice", "alicepw", "alice@localhost",
+     os.path.join(state, "plain", "dovecot", "mail", "alice")),
 ]
-results = {s[0]: {"lmtp": [], "login": [], "fetch": [], "pull": []} for s in servers}
+results = {s[0]: {"lmtp": [], "login": [], "fetch": [], "bodystructure": [], "size": [],
+                  "pull": [], "search_lmtp": [], "search_login": [], "search_first": [],
+                  "search": [], "search_size": [], "search_expunge": []} for s in servers}
 
 def run(cmd):
     subprocess.run(cmd, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
 
+def stored_kib(folder):
+    # Disk usage (blocks allocated, as `du -sk`) of everything under the folder.
+    out = subprocess.run(["du", "-sk", folder], check=True, capture_output=True, text=True)
+    return int(out.stdout.split()[0])
+
+def expunge_all(imap_port, user, pw):
+    c = imaplib.IMAP4("127.0.0.1", imap_port, timeout=600)
+    c.login(user, pw)
+    c.select("INBOX")
+    c.store("1:*", "+FLAGS.SILENT", "(\\Deleted)")
+    c.expunge()
+    c.logout()
+
 for r in range(rounds):
-    for name, imap_port, lmtp_port, user, pw, rcpt in servers:
+    for name, imap_port, lmtp_port, user, pw, rcpt, folder in servers:
         t = time.monotonic()
-        run(["smtp-source", "-L", "-s", "10", "-m", str(n), "-l", size,
+        run(["smtp-source", "-L", "-s", "10", "-m", str(n), "-l", size, "-S", "bench message",
              "-f", "sender@localhost", "-t", rcpt, "127.0.0.1:%d" % lmtp_port])
         results[name]["lmtp"].append(n / (time.monotonic() - t))
         t = time.monotonic()
@@ -115,7 +146,13 @@ for r in range(rounds):
         got = [p for p in data if isinstance(p, tuple)]
         results[name]["fetch"].append(len(got) / (time.monotonic() - t))
         assert len(got) == n and typ == "OK", (name, typ, len(got))
+        t = time.monotonic()
+        typ, data = c.fetch("1:%d" % n, "(BODYSTRUCTURE)")
+        results[name]["bodystructure"].append(n / (time.monotonic() - t))
+        assert typ == "OK" and sum(b"BODYSTRUCTURE" in (p if isinstance(p, bytes) else p[0])
+                                   for p in data) == n, (name, typ, data[:2])
         c.logout()
+        results[name]["size"].append(stored_kib(folder))
         local = os.path.join(state, "pull-%s-%d" % (name, r))
         os.makedirs(local)
         rc = os.path.join(state, "mbsyncrc-%s-%d" % (name, r))
@@ -133,15 +170,60 @@ for r in range(rounds):
         results[name]["pull"].append(time.monotonic() - t)
         pulled = sum(len(os.listdir(os.path.join(local, "INBOX", d))) for d in ("cur", "new"))
         assert pulled == n, (name, pulled)
-        c = imaplib.IMAP4("127.0.0.1", imap_port, timeout=600)
-        c.login(user, pw)
-        c.select("INBOX")
-        c.store("1:*", "+FLAGS.SILENT", "(\\Deleted)")
-        c.expunge()
-        c.logout()
-        print("round %d %-14s lmtp %6.0f/s  login %6.2f s  fetch %6.0f/s  pull %6.2f s"
+        expunge_all(imap_port, user, pw)
+        print("round %d %-14s lmtp %6.0f/s  login %6.2f s  fetch %6.0f/s  bodystructure %6.0f/s"
+              "  stored %7d KiB  pull %6.2f s"
               % (r + 1, name, results[name]["lmtp"][-1], results[name]["login"][-1],
-                 results[name]["fetch"][-1], results[name]["pull"][-1]), file=sys.stderr)
+                 results[name]["fetch"][-1], results[name]["bodystructure"][-1],
+                 results[name]["size"][-1], results[name]["pull"][-1]), file=sys.stderr)
+
+# The SEARCH phase: search_n messages (smtp-source's, and one needle delivered last), a
+# header search that matches the needle only.
+needle = ("From: sender@localhost\r\nTo: alice@localhost\r\nSubject: needle 42\r\n"
+          "Message-ID: <needle@bench>\r\n\r\nthe one message the search finds\r\n")
+for name, imap_port, lmtp_port, user, pw, rcpt, folder in (servers if search_n else []):
+    t = time.monotonic()
+    run(["smtp-source", "-L", "-s", "10", "-m", str(search_n - 1), "-l", size,
+         "-S", "bench message", "-f", "sender@localhost", "-t", rcpt,
+         "127.0.0.1:%d" % lmtp_port])
+    with smtplib.LMTP("127.0.0.1", lmtp_port) as lmtp:
+        lmtp.sendmail("sender@localhost", [rcpt], needle)
+    results[name]["search_lmtp"].append(search_n / (time.monotonic() - t))
+    t = time.monotonic()
+    c = imaplib.IMAP4("127.0.0.1", imap_port, timeout=600)
+    c.login(user, pw)
+    typ, data = c.select("INBOX")
+    results[name]["search_login"].append(time.monotonic() - t)
+    assert int(data[0]) == search_n, (name, data)
+    for i in range(searches + 1):
+        t = time.monotonic()
+        typ, data = c.search(None, "HEADER", "Subject", "needle")
+        took = time.monotonic() - t
+        # One match. Not necessarily the last number: Dovecot numbers the files of a
+        # Maildir's new/ in the order it reads them at the first SELECT.
+        assert typ == "OK" and len(data[0].split()) == 1, (name, typ, data)
+        results[name]["search_first" if i == 0 else "search"].append(took)
+    typ, got = c.fetch(data[0].split()[0].decode(), "(BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+    assert typ == "OK" and b"<needle@bench>" in got[0][1], (name, got)
+    c.logout()
+    results[name]["search_size"].append(stored_kib(folder))
+    if name == "mailvault":
+        # Where the bytes are: bodies (b), index segments and manifests (i), pending
+        # deliveries (d), keys (k) of each account folder a/<account>.
+        for account in os.listdir(os.path.join(folder, "a")):
+            parts = {sub: stored_kib(os.path.join(folder, "a", account, sub))
+                     for sub in sorted(os.listdir(os.path.join(folder, "a", account)))}
+            print("search %-14s store a/%s: %s" % (name, account[:8], "  ".join(
+                "%s %d KiB" % kv for kv in parts.items())), file=sys.stderr)
+    t = time.monotonic()
+    expunge_all(imap_port, user, pw)
+    results[name]["search_expunge"].append(time.monotonic() - t)
+    print("search %-14s lmtp %6.0f/s  login %6.2f s  first search %6.3f s  then %s s  stored %d KiB"
+          "  expunge %.2f s"
+          % (name, results[name]["search_lmtp"][-1], results[name]["search_login"][-1],
+             results[name]["search_first"][-1],
+             " ".join("%.3f" % x for x in results[name]["search"]),
+             results[name]["search_size"][-1], results[name]["search_expunge"][-1]), file=sys.stderr)
 
 def fmt(values, unit, digits):
     med = statistics.median(values)
@@ -150,7 +232,16 @@ def fmt(values, unit, digits):
 rows = [("LMTP deliveries/s (smtp-source -s 10, %s B)" % size, "lmtp", "/s", 0, True),
         ("first login + SELECT after %d deliveries" % n, "login", "s", 2, False),
         ("IMAP FETCH BODY.PEEK[] messages/s", "fetch", "/s", 0, True),
+        ("IMAP FETCH BODYSTRUCTURE messages/s", "bodystructure", "/s", 0, True),
+        ("stored size of %d messages (du)" % n, "size", "KiB", 0, False),
         ("mbsync pull of %d messages" % n, "pull", "s", 2, False)]
+if search_n:
+    rows += [("LMTP deliveries/s, %d messages" % search_n, "search_lmtp", "/s", 0, True),
+             ("first login + SELECT after %d deliveries" % search_n, "search_login", "s", 2, False),
+             ("first SEARCH HEADER Subject over %d" % search_n, "search_first", "s", 3, False),
+             ("SEARCH HEADER Subject over %d (median of %d)" % (search_n, searches), "search", "s", 3, False),
+             ("stored size of %d messages (du)" % search_n, "search_size", "KiB", 0, False),
+             ("STORE \\Deleted + EXPUNGE of %d (login included)" % search_n, "search_expunge", "s", 2, False)]
 print()
 print("| %s | mailvault (local dir) | Dovecot + mail_crypt | Dovecot plain | mailvault vs crypt | mailvault vs plain |" % "figure (median, range)")
 print("|---|---|---|---|---|---|")
@@ -168,3 +259,4 @@ for label, key, unit, digits, higher in rows:
         fmt(results["dovecot-plain"][key], unit, digits),
         ratio("dovecot-crypt"), ratio("dovecot-plain")))
 PYEOF
+log "load after: $(uptime)"

@@ -2,10 +2,10 @@
 # The peer mail server and the real mail clients of mailvault's tests, on 127.0.0.1 only:
 # Dovecot 2.3 with the mail_crypt plugin (global keys, Maildir; the anchor the reference
 # server is compared with), and the clients isync (mbsync), swaks, Postfix's smtp-source,
-# curl, getmail6, and a Python venv with imapclient. Recipe: ../shared/reference/peer-servers.md.
+# curl, getmail6, fetchmail, and a Python venv with imapclient. Recipe: ../shared/reference/peer-servers.md.
 #
 # Usage: scripts/peers.sh install|start|stop|env|status
-#   install  apt-get install dovecot-imapd dovecot-lmtpd isync swaks postfix curl getmail6 (Postfix and
+#   install  apt-get install dovecot-imapd dovecot-lmtpd isync swaks postfix curl getmail6 fetchmail (Postfix and
 #            the system Dovecot are stopped and disabled: only their programs are used), the
 #            system user vmail (Dovecot refuses to run mail processes as root), and the venv
 #            (imapclient); quick when everything is there. Starts no server.
@@ -18,7 +18,7 @@
 # env.sh exports:
 #   MAILVAULT_PEERS=1                       the tools below are installed
 #   MAILVAULT_PEER_PYTHON                   the venv's python (has imapclient)
-#   MAILVAULT_PEER_MBSYNC / _SWAKS / _SMTP_SOURCE / _CURL / _GETMAIL   the clients' paths
+#   MAILVAULT_PEER_MBSYNC / _SWAKS / _SMTP_SOURCE / _CURL / _GETMAIL / _FETCHMAIL   the clients' paths
 #   MAILVAULT_DOVECOT_IMAP_PORT / _LMTP_PORT / _LMTP_SOCKET  the instance's listeners
 #   MAILVAULT_DOVECOT_USERS                 "alice:alicepw bob:bobpw carol:carolpw"
 #   MAILVAULT_DOVECOT_DIR                   the instance's folder (config, log, mail)
@@ -42,7 +42,7 @@ TIMEOUT="${MAILVAULT_PEERS_START_TIMEOUT:-30}"
 CRYPT="${MAILVAULT_DOVECOT_CRYPT:-1}"
 IMAPCLIENT_VERSION=4.1.0
 VENV="$CACHE/peers-venv-imapclient-$IMAPCLIENT_VERSION"
-PACKAGES=(dovecot-imapd dovecot-lmtpd isync swaks postfix curl openssl getmail6)
+PACKAGES=(dovecot-imapd dovecot-lmtpd isync swaks postfix curl openssl getmail6 fetchmail)
 USERS=(alice:alicepw bob:bobpw carol:carolpw)
 D="$STATE/dovecot"
 
@@ -58,7 +58,8 @@ tools_present() {
         && [[ -x /usr/lib/dovecot/lmtp && -x /usr/lib/dovecot/imap ]] \
         && command -v mbsync >/dev/null 2>&1 && command -v swaks >/dev/null 2>&1 \
         && [[ -x /usr/sbin/smtp-source ]] && command -v curl >/dev/null 2>&1 \
-        && command -v openssl >/dev/null 2>&1 && command -v getmail >/dev/null 2>&1
+        && command -v openssl >/dev/null 2>&1 && command -v getmail >/dev/null 2>&1 \
+        && command -v fetchmail >/dev/null 2>&1
 }
 
 # Postfix and the system Dovecot come with init scripts; nothing of them may run.
@@ -97,7 +98,7 @@ install_packages() {
         || die "apt-get install ${PACKAGES[*]} failed"
     exec 7>&-
     quiet_system_services
-    tools_present || die "installed ${PACKAGES[*]}, but dovecot, mbsync, swaks, smtp-source, curl or getmail is still missing"
+    tools_present || die "installed ${PACKAGES[*]}, but dovecot, mbsync, swaks, smtp-source, curl, getmail or fetchmail is still missing"
     log "packages installed in $(since "$t0") s"
 }
 
@@ -138,7 +139,7 @@ install_venv() {
 
 versions() {
     local p
-    for p in dovecot-core dovecot-imapd dovecot-lmtpd isync swaks postfix curl getmail6; do
+    for p in dovecot-core dovecot-imapd dovecot-lmtpd isync swaks postfix curl getmail6 fetchmail; do
         printf '%s=%s ' "$p" "$(dpkg-query -W -f='${Version}' "$p" 2>/dev/null || echo '?')"
     done
     printf 'imapclient=%s\n' "$("$VENV/bin/python" -c 'import imapclient; print(imapclient.__version__)' 2>/dev/null || echo '?')"
@@ -275,6 +276,7 @@ write_env() {
             MAILVAULT_PEER_SMTP_SOURCE /usr/sbin/smtp-source \
             MAILVAULT_PEER_CURL "$(command -v curl)" \
             MAILVAULT_PEER_GETMAIL "$(command -v getmail)" \
+            MAILVAULT_PEER_FETCHMAIL "$(command -v fetchmail)" \
             MAILVAULT_DOVECOT_IMAP_PORT "$IMAP_PORT" \
             MAILVAULT_DOVECOT_LMTP_PORT "$LMTP_PORT" \
             MAILVAULT_DOVECOT_LMTP_SOCKET "$D/run/lmtp" \

@@ -71,7 +71,7 @@ use mailvault::engine::{AccountRegistry, Provider, ShareConfig, SharedAccount};
 use mailvault::ids::MailboxId;
 use mailvault::mail::{
     AppendOptions, EmailRecord, FlagChange, Flags, HeaderField, MailboxView, Mailstore,
-    MessageSummary, MimePart, PartSection, SearchKey,
+    MessageSummary, MimePart, PartSection, SearchKey, Transaction,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -1779,15 +1779,20 @@ impl Conn<'_> {
             internal_date: date.map(|d| d.as_ref().timestamp()),
             provenance: None,
         };
-        let appended = self
-            .account()
-            .write()
-            .await
-            .append(id, body, options)
-            .await?;
+        // One transaction (the library's commit path): the body is encrypted, uploaded and
+        // analysed without holding the account's write access, which only the commit of
+        // the records takes; other connections on the account go on meanwhile.
+        let mut tx = Transaction::new();
+        tx.append([id], body.to_vec(), options);
+        let committed = self.account().commit(tx).await?;
         self.sync(server).await?;
-        let code = NonZeroU32::new(appended.uid_validity)
-            .zip(NonZeroU32::new(appended.uid))
+        let code = committed
+            .created
+            .first()
+            .and_then(|created| created.messages.first())
+            .and_then(|appended| {
+                NonZeroU32::new(appended.uid_validity).zip(NonZeroU32::new(appended.uid))
+            })
             .map(|(uid_validity, uid)| Code::AppendUid { uid_validity, uid });
         server.enqueue_status(ok(tag, code, "APPEND completed"));
         Ok(())

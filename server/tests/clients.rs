@@ -1,6 +1,7 @@
 //! Real mail clients nobody here wrote, against the `mailvault` binary (issue 13,
 //! "Other clients" and "mbsync"): `swaks --protocol LMTP` delivers the real-mail corpus,
-//! `curl imap://` lists, fetches each message byte for byte and appends one; `mbsync`
+//! `curl imap://` lists, fetches each message byte for byte and appends one; `fetchmail`
+//! downloads every message byte for byte; `mbsync`
 //! (isync) pushes a Maildir of the corpus to the server and pulls it into a second
 //! Maildir, then flag changes and moves on both sides travel through two more syncs.
 //!
@@ -84,16 +85,14 @@ fn uids_and_sizes(listing: &[u8]) -> Vec<(u32, usize)> {
     out
 }
 
-fn swaks_and_curl(backend: Backend, groups: Option<&[&str]>) {
-    let test = format!("swaks_and_curl on {backend:?}");
-    let Some(paths) = tools(&test, &["swaks", "curl"]) else {
-        return;
-    };
-    let (swaks, curl_bin) = (&paths[0], &paths[1]);
-    let Some(mut server) = MailServer::create(&test, backend, &[ALICE]) else {
-        return;
-    };
-    server.start();
+/// Delivers the real-mail corpus (the groups given, or all of it) to alice with `swaks
+/// --protocol LMTP`, one session per message, each DATA phase given verbatim; returns the
+/// messages delivered, in order.
+fn deliver_corpus(
+    swaks: &Path,
+    server: &MailServer,
+    groups: Option<&[&str]>,
+) -> Vec<(String, Vec<u8>)> {
     let mut corpus: Vec<(String, Vec<u8>)> = peers::corpus()
         .into_iter()
         .filter(|(name, _)| groups.is_none_or(|g| g.iter().any(|p| name.starts_with(p))))
@@ -133,6 +132,20 @@ fn swaks_and_curl(backend: Backend, groups: Option<&[&str]>) {
             server.logs()
         );
     }
+    corpus
+}
+
+fn swaks_and_curl(backend: Backend, groups: Option<&[&str]>) {
+    let test = format!("swaks_and_curl on {backend:?}");
+    let Some(paths) = tools(&test, &["swaks", "curl"]) else {
+        return;
+    };
+    let (swaks, curl_bin) = (&paths[0], &paths[1]);
+    let Some(mut server) = MailServer::create(&test, backend, &[ALICE]) else {
+        return;
+    };
+    server.start();
+    let corpus = deliver_corpus(swaks, &server, groups);
 
     // LIST shows INBOX; a FETCH listing shows one message per delivery, each of the
     // delivered size.
@@ -191,6 +204,114 @@ fn swaks_and_curl(backend: Backend, groups: Option<&[&str]>) {
         curl(curl_bin, &server, &format!("INBOX;UID={uid}"), &[]) == appended,
         "the appended message reads back byte for byte"
     );
+    assert!(server.alive(), "the server survives:\n{}", server.logs());
+}
+
+// ------------------------------------------------------------------ fetchmail
+
+#[test]
+fn fetchmail_local() {
+    fetchmail(Backend::Local);
+}
+
+/// fetchmail downloads every message of the mailbox over IMAP, byte for byte what was
+/// delivered. Its options make it a plain copier, so nothing is normalised away in the
+/// comparison: `no stripcr` (with an MDA fetchmail strips the CR of each line end by
+/// default), `no rewrite` (no address rewriting), `no mimedecode`, `set invisible` (no
+/// Received line of its own), `keep` and `fetchall` (download every message, delete
+/// none). Each message goes to an MDA that writes its standard input raw to a numbered
+/// file, in the order fetchmail hands them over (ascending message numbers). fetchmail
+/// reads a message as `RFC822.HEADER` then `BODY.PEEK[TEXT]` (sizes by RFC822.SIZE): the
+/// server's section paths, not only `BODY[]`, are what is compared.
+fn fetchmail(backend: Backend) {
+    let test = format!("fetchmail on {backend:?}");
+    let Some(paths) = tools(&test, &["swaks", "fetchmail"]) else {
+        return;
+    };
+    let (swaks, fetchmail_bin) = (&paths[0], &paths[1]);
+    let Some(mut server) = MailServer::create(&test, backend, &[ALICE]) else {
+        return;
+    };
+    server.start();
+    let corpus = deliver_corpus(swaks, &server, None);
+
+    let root = server.dir.path().join("fetchmail");
+    let out = root.join("out");
+    std::fs::create_dir_all(&out).expect("make the download folder");
+    let count = root.join("count");
+    std::fs::write(&count, "0\n").expect("write the counter");
+    // The MDA, a file of its own: fetchmail expands `%` escapes in the `mda` string.
+    let mda = root.join("mda.sh");
+    std::fs::write(
+        &mda,
+        format!(
+            "n=$(($(cat '{count}') + 1)); echo $n > '{count}'; cat > '{out}/'$n\n",
+            count = count.display(),
+            out = out.display()
+        ),
+    )
+    .expect("write the MDA");
+    let rc = root.join("fetchmailrc");
+    std::fs::write(
+        &rc,
+        format!(
+            "set no bouncemail\nset invisible\n\
+             poll 127.0.0.1 service {port} protocol IMAP auth password\n  \
+             user \"{ALICE}\" password \"{PASSWORD}\"\n  \
+             options keep fetchall no rewrite no mimedecode no stripcr sslproto ''\n  \
+             mda \"/bin/sh {mda}\"\n",
+            port = server.imap,
+            mda = mda.display()
+        ),
+    )
+    .expect("write the fetchmailrc");
+    // fetchmail refuses a run control file others can read.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&rc, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+
+    let run = peers::output(
+        Command::new(fetchmail_bin)
+            .arg("-f")
+            .arg(&rc)
+            .arg("--idfile")
+            .arg(root.join("ids"))
+            .args(["--nosyslog", "--nodetach", "-v"])
+            // Its pid file and state, apart from any other fetchmail run.
+            .env("FETCHMAILHOME", &root),
+    );
+    let transcript = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        run.status.success(),
+        "fetchmail failed: {}\n{transcript}\n{}",
+        run.status,
+        server.logs()
+    );
+    let files = std::fs::read_dir(&out).expect("read the downloads").count();
+    assert_eq!(
+        files,
+        corpus.len(),
+        "one download per message:\n{transcript}"
+    );
+    for (i, (name, message)) in corpus.iter().enumerate() {
+        let expected = crlf(message);
+        let got = std::fs::read(out.join((i + 1).to_string())).expect("read a download");
+        assert!(
+            got == expected,
+            "fetchmail downloaded {name} (message {}) with other bytes: {} bytes, {} \
+             expected; first difference at byte {:?}",
+            i + 1,
+            got.len(),
+            expected.len(),
+            got.iter()
+                .zip(&expected)
+                .position(|(a, b)| a != b)
+                .or((got.len() != expected.len()).then_some(got.len().min(expected.len())))
+        );
+    }
     assert!(server.alive(), "the server survives:\n{}", server.logs());
 }
 

@@ -10,7 +10,7 @@ STORE \\Seen, APPEND and fetch back, EXPUNGE, LOGOUT; then malformed commands on
 socket (answered BAD, connection and server alive); last, one pipelined LMTP transaction
 to both users and an unknown one (one reply per accepted recipient after DATA), read back
 by each; two connections of one account (each sees the other's changes at NOOP, keeps
-its sequence numbers until then); CAPABILITY, ID, NAMESPACE, ENABLE; IDLE woken by a
+its sequence numbers until then); CAPABILITY, ID, NAMESPACE, ENABLE; APPENDLIMIT; a MULTIAPPEND refused whole; IDLE woken by a
 delivery to this process and to a second one on the same store (E2E_LMTP_PORT_B), by
 another connection's STORE and EXPUNGE. Standard library only. Exit status 0 when every
 check holds.
@@ -269,6 +269,49 @@ def append_limit(port, user, password):
           f"a LITERAL+ one byte above APPENDLIMIT answered NO [TOOBIG]: {lines[-1]!r}")
     lines = send(b"l6 NOOP\r\n", b"l6")
     check(lines[-1].startswith(b"l6 OK"), f"connection alive after the refused APPENDs: {lines!r}")
+    sock.close()
+
+
+def multiappend_refused(port, user, password):
+    """MULTIAPPEND (RFC 3502) is not offered: imap-codec parses one message per APPEND.
+    A client that sends one anyway (two LITERAL+ messages in one command) gets BAD, and
+    nothing of the first message is stored: the command is parsed whole before anything
+    is appended (each APPEND is one library transaction, all of it or nothing)."""
+    sock = socket.create_connection((HOST, port), timeout=TIMEOUT)
+    reader = sock.makefile("rb")
+    reader.readline()
+
+    def send(data: bytes, tag: bytes):
+        sock.sendall(data)
+        lines = []
+        while True:
+            got = reader.readline()
+            if not got:
+                raise AssertionError(f"connection closed; got {lines!r}")
+            lines.append(got)
+            if got.startswith(tag + b" "):
+                return lines
+
+    lines = send(b'm1 LOGIN "%s" "%s"\r\n' % (user.encode(), password.encode()), b"m1")
+    check(lines[-1].startswith(b"m1 OK"), f"LOGIN: {lines[-1]!r}")
+    caps = b"".join(send(b"m2 CAPABILITY\r\n", b"m2"))
+    check(b" MULTIAPPEND" not in caps, f"CAPABILITY does not list MULTIAPPEND: {caps!r}")
+    lines = send(b"m3 CREATE Multi\r\n", b"m3")
+    check(lines[-1].startswith(b"m3 OK"), f"CREATE Multi: {lines!r}")
+    first = b"Subject: first of two\r\n\r\none\r\n"
+    second = b"Subject: second of two\r\n\r\ntwo\r\n"
+    lines = send(b"m4 APPEND Multi (\\Seen) {%d+}\r\n%s (\\Flagged) {%d+}\r\n%s\r\n"
+                 % (len(first), first, len(second), second), b"m4")
+    check(lines[-1].startswith(b"m4 BAD"), f"a MULTIAPPEND of two messages answered BAD: {lines!r}")
+    lines = send(b"m5 STATUS Multi (MESSAGES)\r\n", b"m5")
+    check(lines[-1].startswith(b"m5 OK") and b"(MESSAGES 0)" in b"".join(lines),
+          f"nothing of the refused MULTIAPPEND is stored: {lines!r}")
+    lines = send(b"m6 APPEND Multi {%d+}\r\n%s\r\n" % (len(first), first), b"m6")
+    check(lines[-1].startswith(b"m6 OK [APPENDUID "), f"a single APPEND on the same connection: {lines!r}")
+    lines = send(b"m7 STATUS Multi (MESSAGES)\r\n", b"m7")
+    check(b"(MESSAGES 1)" in b"".join(lines), f"it is stored once: {lines!r}")
+    lines = send(b"m8 DELETE Multi\r\n", b"m8")
+    check(lines[-1].startswith(b"m8 OK"), f"DELETE Multi: {lines!r}")
     sock.close()
 
 
@@ -890,6 +933,7 @@ def main():
     shared_handle(imap_port, lmtp_port, user, password)
     extensions(imap_port, user, password)
     append_limit(imap_port, user, password)
+    multiappend_refused(imap_port, user, password)
     lmtp_port_b = os.environ.get("E2E_LMTP_PORT_B")
     idle(imap_port, lmtp_port, int(lmtp_port_b) if lmtp_port_b else None, user, password)
     search(imap_port, user, password)

@@ -51,6 +51,7 @@ mod collection;
 mod sealed;
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -223,5 +224,47 @@ impl Batch {
     /// The changes, by key (`None`: deletion).
     pub fn iter(&self) -> impl Iterator<Item = (&Bytes, Option<&Bytes>)> {
         self.ops.iter().map(|(k, v)| (k, v.as_ref()))
+    }
+
+    /// The changes to keys starting with `prefix`, by key (`None`: deletion): a range of
+    /// the batch, not a scan of it.
+    pub fn prefix<'a>(
+        &'a self,
+        prefix: &'a [u8],
+    ) -> impl Iterator<Item = (&'a Bytes, Option<&'a Bytes>)> + 'a {
+        self.ops
+            .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(move |(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k, v.as_ref()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_prefix_is_the_range_of_keys_with_the_prefix() {
+        let mut batch = Batch::new();
+        batch.put(&b"a\xff"[..], &b"1"[..]);
+        batch.put(&b"ab"[..], &b"2"[..]);
+        batch.delete(&b"abc"[..]);
+        batch.put(&b"ab\xff\xff"[..], &b"3"[..]);
+        batch.put(&b"ac"[..], &b"4"[..]);
+        batch.put(&b"b"[..], &b"5"[..]);
+        let got: Vec<(&[u8], Option<&[u8]>)> = batch
+            .prefix(b"ab")
+            .map(|(k, v)| (k.as_ref(), v.map(|v| v.as_ref())))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (&b"ab"[..], Some(&b"2"[..])),
+                (&b"abc"[..], None),
+                (&b"ab\xff\xff"[..], Some(&b"3"[..])),
+            ]
+        );
+        assert_eq!(batch.prefix(b"").count(), batch.len());
+        assert_eq!(batch.prefix(b"z").count(), 0);
     }
 }

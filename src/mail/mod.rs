@@ -636,12 +636,12 @@ impl Plan {
                 .prefix(&keys::references_of(&email))
                 .filter(|(k, _)| !matches!(self.batch.get(k), Some(None)))
                 .count();
+            // The batch's range of the email's references, not a scan of the whole batch:
+            // an expunge of n messages releases n emails from a batch of O(n) keys.
             let added = self
                 .batch
-                .iter()
-                .filter(|(k, v)| {
-                    k.starts_with(&keys::references_of(&email)) && v.is_some() && c.get(k).is_none()
-                })
+                .prefix(&keys::references_of(&email))
+                .filter(|(k, v)| v.is_some() && c.get(k).is_none())
                 .count();
             if remaining + added > 0 {
                 continue;
