@@ -2251,15 +2251,10 @@ impl Conn<'_> {
         let mut matched = matched.into_iter();
         let key = search_key(&criteria, &view, &mut matched);
         if key.needs_envelope() {
-            // Deliveries imported without reading them have no envelope yet.
-            for m in &view.messages {
-                let analyzed = match self.account().read().await.email(id, m.uid) {
-                    Ok(email) => email.analyzed,
-                    Err(_) => true,
-                };
-                if !analyzed {
-                    self.account().write().await.analyze(id, m.uid).await?;
-                }
+            // Deliveries imported without an analysis have no envelope yet.
+            let unanalyzed = self.account().read().await.unanalyzed(&view)?;
+            for uid in unanalyzed {
+                self.account().write().await.analyze(id, uid).await?;
             }
         }
         let uids = self.account().read().await.search_view(&view, &key)?;

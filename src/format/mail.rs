@@ -883,6 +883,25 @@ impl EmailRecord {
         out
     }
 
+    /// Whether the stored email record `bytes` is analyzed, read from its fixed-size
+    /// prefix without parsing the rest (what a search checks for every message before it
+    /// evaluates envelope keys). A record this returns `Ok` for may still fail
+    /// [`parse`](Self::parse).
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedVersion`] or [`Error::Tampered`].
+    pub fn is_analyzed(bytes: &[u8]) -> Result<bool> {
+        let (mut r, _) = start_versioned("email record", bytes, EMAIL_RECORD_VERSION)?;
+        let pin_len = BlobPin::serialized_len(r.remaining())?;
+        // Pin, internal date, size, thread id, provenance.
+        r.take(pin_len + 8 + 8 + 16 + 1)?;
+        match r.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(Error::Tampered),
+        }
+    }
+
     /// Parses a stored email record (version 1, 2 or 3).
     ///
     /// # Errors
@@ -1219,6 +1238,9 @@ mod tests {
         };
         let analyzed = email(100).with_analysis(analysis.clone()).unwrap();
         assert!(analyzed.analyzed && analyzed.parts == analysis.parts);
+        assert!(EmailRecord::is_analyzed(&analyzed.to_bytes()).unwrap());
+        assert!(!EmailRecord::is_analyzed(&email(100).to_bytes()).unwrap());
+        assert!(EmailRecord::is_analyzed(&analyzed.to_bytes()[..40]).is_err());
         assert!(matches!(
             email(99).with_analysis(analysis),
             Err(Error::Tampered)

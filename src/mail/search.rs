@@ -256,6 +256,26 @@ impl Mailstore {
         self.search_view(&self.view(mailbox)?, criteria)
     }
 
+    /// The UIDs of the messages of `view` whose email is not analyzed yet (imported
+    /// without an analysis from the deliverer): what [`analyze`](Self::analyze) must see
+    /// before a search with envelope keys ([`SearchKey::needs_envelope`]) answers for
+    /// them. Reads each record's fixed-size prefix only; a message whose email is gone is
+    /// left out.
+    ///
+    /// # Errors
+    /// [`Error::Tampered`] for a record that does not parse.
+    pub fn unanalyzed(&self, view: &MailboxView) -> Result<Vec<u32>> {
+        let mut found = Vec::new();
+        for m in &view.messages {
+            if let Some(bytes) = self.index.get(&super::keys::email(&m.email)) {
+                if !crate::format::mail::EmailRecord::is_analyzed(bytes)? {
+                    found.push(m.uid);
+                }
+            }
+        }
+        Ok(found)
+    }
+
     /// As [`search`](Self::search), over the messages of `view` as the caller knows them:
     /// an IMAP connection passes its own snapshot, so that sequence numbers are its own
     /// (message `n` is `view.messages[n - 1]`), with the flags it wants compared. A
