@@ -215,6 +215,60 @@ impl WriterTable {
     }
 }
 
+/// The parts of a collection that a merge of versions changes, borrowed together (from
+/// the collection, or from what it sent to the blocking pool).
+struct ViewParts<'a> {
+    view: &'a mut BTreeSet<Version>,
+    writers: &'a mut Vec<WriterId>,
+    writer_slots: &'a mut HashMap<WriterId, u32>,
+    present: &'a mut usize,
+}
+
+impl ViewParts<'_> {
+    fn writer_slot(&mut self, writer: WriterId) -> u32 {
+        if let Some(&slot) = self.writer_slots.get(&writer) {
+            return slot;
+        }
+        let slot = self.writers.len() as u32;
+        self.writers.push(writer);
+        self.writer_slots.insert(writer, slot);
+        slot
+    }
+
+    /// Merges one record version (`bytes` = key ‖ value): the greater stamp wins.
+    fn merge_version(&mut self, bytes: Bytes, key_len: usize, deleted: bool, stamp: Stamp) {
+        let slot = self.writer_slot(stamp.writer);
+        let version = Version::new(bytes, key_len, deleted, stamp.generation, slot);
+        match self.view.get(version.key()) {
+            Some(existing) => {
+                let theirs = (
+                    existing.generation(),
+                    self.writers[existing.writer() as usize],
+                );
+                if (stamp.generation, stamp.writer) > theirs {
+                    let was = !existing.deleted;
+                    *self.present = *self.present + usize::from(!deleted) - usize::from(was);
+                    self.view.replace(version);
+                }
+            }
+            None => {
+                *self.present += usize::from(!deleted);
+                self.view.insert(version);
+            }
+        }
+    }
+
+    /// Merges a record committed by this handle (key and value apart).
+    fn merge_record(&mut self, key: &[u8], stamp: Stamp, value: Option<&Bytes>) {
+        let mut bytes = Vec::with_capacity(key.len() + value.map_or(0, Bytes::len));
+        bytes.extend_from_slice(key);
+        if let Some(value) = value {
+            bytes.extend_from_slice(value);
+        }
+        self.merge_version(Bytes::from(bytes), key.len(), value.is_none(), stamp);
+    }
+}
+
 /// One collection of one account, open. Reads are served from memory; writes go
 /// through [`commit`](Self::commit) or [`update`](Self::update).
 pub struct Collection {
@@ -474,48 +528,66 @@ impl Collection {
 
     // ------------------------------------------------------------------ loading
 
-    fn writer_slot(&mut self, writer: WriterId) -> u32 {
-        if let Some(&slot) = self.writer_slots.get(&writer) {
-            return slot;
-        }
-        let slot = self.writers.len() as u32;
-        self.writers.push(writer);
-        self.writer_slots.insert(writer, slot);
-        slot
-    }
-
     /// Merges one record version (`bytes` = key ‖ value) into the view: the greater
     /// stamp wins.
     fn merge_version(&mut self, bytes: Bytes, key_len: usize, deleted: bool, stamp: Stamp) {
-        let slot = self.writer_slot(stamp.writer);
-        let version = Version::new(bytes, key_len, deleted, stamp.generation, slot);
-        match self.view.get(version.key()) {
-            Some(existing) => {
-                let theirs = (
-                    existing.generation(),
-                    self.writers[existing.writer() as usize],
-                );
-                if (stamp.generation, stamp.writer) > theirs {
-                    let was = !existing.deleted;
-                    self.present = self.present + usize::from(!deleted) - usize::from(was);
-                    self.view.replace(version);
-                }
+        let mut parts = ViewParts {
+            view: &mut self.view,
+            writers: &mut self.writers,
+            writer_slots: &mut self.writer_slots,
+            present: &mut self.present,
+        };
+        parts.merge_version(bytes, key_len, deleted, stamp);
+    }
+
+    /// Merges the records this handle committed (stamped `stamp`) into the view: in
+    /// place for a small batch, on the blocking pool for a large one (the view goes
+    /// along and comes back; while it is away the handle counts no segment as loaded,
+    /// so that a commit cancelled meanwhile leaves a handle whose next refresh rebuilds
+    /// its view from every live segment).
+    async fn merge_records(&mut self, records: Arc<Vec<Record>>, stamp: Stamp) -> Result<()> {
+        let bytes = records
+            .iter()
+            .map(|r| r.key.len() + r.value.as_ref().map_or(0, Bytes::len))
+            .sum();
+        if bytes < crate::cpu::IN_PLACE_BYTES {
+            for record in records.iter() {
+                self.merge_record(&record.key, stamp, record.value.as_ref());
             }
-            None => {
-                self.present += usize::from(!deleted);
-                self.view.insert(version);
-            }
+            return Ok(());
         }
+        let loaded = std::mem::take(&mut self.loaded);
+        let mut view = std::mem::take(&mut self.view);
+        let mut writers = std::mem::take(&mut self.writers);
+        let mut writer_slots = std::mem::take(&mut self.writer_slots);
+        let mut present = std::mem::take(&mut self.present);
+        let merged = crate::cpu::offload(bytes, move || {
+            let mut parts = ViewParts {
+                view: &mut view,
+                writers: &mut writers,
+                writer_slots: &mut writer_slots,
+                present: &mut present,
+            };
+            for record in records.iter() {
+                parts.merge_record(&record.key, stamp, record.value.as_ref());
+            }
+            (view, writers, writer_slots, present)
+        })
+        .await?;
+        (self.view, self.writers, self.writer_slots, self.present) = merged;
+        self.loaded = loaded;
+        Ok(())
     }
 
     /// Merges a record committed by this handle (key and value apart) into the view.
     fn merge_record(&mut self, key: &[u8], stamp: Stamp, value: Option<&Bytes>) {
-        let mut bytes = Vec::with_capacity(key.len() + value.map_or(0, Bytes::len));
-        bytes.extend_from_slice(key);
-        if let Some(value) = value {
-            bytes.extend_from_slice(value);
-        }
-        self.merge_version(Bytes::from(bytes), key.len(), value.is_none(), stamp);
+        let mut parts = ViewParts {
+            view: &mut self.view,
+            writers: &mut self.writers,
+            writer_slots: &mut self.writer_slots,
+            present: &mut self.present,
+        };
+        parts.merge_record(key, stamp, value);
     }
 
     /// Builds an empty view from segments at once (every open, and every rebuild after a
@@ -981,11 +1053,8 @@ impl Collection {
                 Some(info) => {
                     let entry = segments.last().cloned().expect("the new segment is listed");
                     let merged_heads = self.heads.len().saturating_sub(1);
+                    self.merge_records(records, entry.stamp).await?;
                     self.after_publish(info, segments, self.purged_through);
-                    let stamp = entry.stamp;
-                    for record in records.iter() {
-                        self.merge_record(&record.key, stamp, record.value.as_ref());
-                    }
                     self.loaded.insert(entry.id);
                     self.raise_mark().await?;
                     if closing {
