@@ -111,6 +111,7 @@
 #![deny(missing_docs)]
 
 pub mod blob;
+mod cpu;
 pub mod crypto;
 pub mod delivery;
 pub mod directory;

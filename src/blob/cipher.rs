@@ -368,6 +368,17 @@ impl Sealer {
         Ok(())
     }
 
+    /// Whether pushing `more` bytes seals anything (a batch of chunks fills up), as
+    /// opposed to only buffering them.
+    pub(crate) fn seals_with(&self, more: usize) -> bool {
+        self.pending.len() + more >= BATCH_BYTES
+    }
+
+    /// Plaintext held back, not sealed yet.
+    pub(crate) fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Adds plaintext; appends to `out` the chunks that became complete.
     pub(crate) fn push(&mut self, mut data: &[u8], out: &mut Vec<u8>) -> Result<()> {
         self.plaintext_len += data.len() as u64;

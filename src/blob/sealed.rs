@@ -200,6 +200,14 @@ impl SealedBlobWriter {
         self.inner.write(data).await
     }
 
+    /// Appends plaintext already in [`Bytes`], without a copy.
+    ///
+    /// # Errors
+    /// As [`BlobWriter::write_bytes`].
+    pub async fn write_bytes(&mut self, data: bytes::Bytes) -> Result<()> {
+        self.inner.write_bytes(data).await
+    }
+
     /// Seals the final chunk and completes the upload: durable once this returns.
     ///
     /// # Errors

@@ -27,15 +27,42 @@ pub struct BlobWriter {
     path: Path,
     id: BlobId,
     header: WrittenHeader,
-    sealer: Sealer,
-    out: Vec<u8>,
+    /// `None` only while a write seals on the blocking pool (and after such a write was
+    /// cancelled: the writer has then failed).
+    sealing: Option<Sealing>,
     upload: Option<WriteMultipart>,
     config: BlobConfig,
     failed: bool,
+}
+
+/// What sealing touches, moved to tokio's blocking pool and back when a write seals a
+/// batch of chunks (CPU work that must not hold the executor thread, issue 12 item 9).
+struct Sealing {
+    sealer: Sealer,
+    /// Stored bytes not handed to the store yet.
+    out: Vec<u8>,
     /// SHA-256 of every stored byte handed to the store so far (sealed blobs: the
     /// deliverer signs it).
     digest: Option<Sha256>,
 }
+
+impl Sealing {
+    /// Pushes `data` to the sealer; when that makes more than `limit` stored bytes
+    /// waiting, adds them to the digest (they are handed to the store next).
+    fn push(&mut self, data: &[u8], limit: usize) -> Result<()> {
+        self.sealer.push(data, &mut self.out)?;
+        if self.out.len() > limit {
+            if let Some(digest) = &mut self.digest {
+                digest.update(&self.out);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A large `write` from a slice is copied and sealed in pieces of this size: memory
+/// for the copy stays bounded, and the upload of one piece overlaps the next.
+const OFFLOAD_SLICE: usize = 4 << 20;
 
 impl std::fmt::Debug for BlobWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -87,19 +114,23 @@ impl BlobWriter {
             path,
             id,
             header,
-            sealer: Sealer::new(cipher, header_len),
-            out,
+            sealing: Some(Sealing {
+                sealer: Sealer::new(cipher, header_len),
+                out,
+                digest: None,
+            }),
             upload: None,
             config,
             failed: false,
-            digest: None,
         }
     }
 
     /// Also computes the SHA-256 of the whole stored object, returned by
     /// [`finish_layout`](Self::finish_layout).
     pub(crate) fn with_digest(mut self) -> Self {
-        self.digest = Some(Sha256::new());
+        if let Some(sealing) = &mut self.sealing {
+            sealing.digest = Some(Sha256::new());
+        }
         self
     }
 
@@ -109,28 +140,88 @@ impl BlobWriter {
     }
 
     /// Appends plaintext. May upload a part, and waits when too many are in flight.
+    /// Sealing a batch of chunks runs on tokio's blocking pool, not on the executor
+    /// thread; a large `data` is copied for that in pieces of a few MiB
+    /// ([`write_bytes`](Self::write_bytes) takes it without a copy).
     ///
     /// # Errors
     /// [`Error::Backend`] if an upload fails; the writer is then unusable.
     pub async fn write(&mut self, data: &[u8]) -> Result<()> {
-        if self.failed {
-            return Err(Error::invalid("write after a failed write"));
-        }
-        let result = self.write_inner(data).await;
+        self.begin_write()?;
+        let result = self.write_slice(data).await;
         self.failed = result.is_err();
         result
     }
 
-    async fn write_inner(&mut self, data: &[u8]) -> Result<()> {
-        self.sealer.push(data, &mut self.out)?;
-        let limit = if self.upload.is_some() {
-            self.config.part_size
+    /// As [`write`](Self::write), for plaintext already in [`Bytes`]: sealed on the
+    /// blocking pool without a copy.
+    ///
+    /// # Errors
+    /// As [`write`](Self::write).
+    pub async fn write_bytes(&mut self, data: Bytes) -> Result<()> {
+        self.begin_write()?;
+        let result = if self.sealing()?.sealer.seals_with(data.len()) {
+            self.seal_offloaded(data).await
         } else {
-            self.config.multipart_threshold
+            self.buffer(&data)
         };
-        if self.out.len() <= limit {
+        self.failed = result.is_err();
+        result
+    }
+
+    /// Refuses a write after a failed one. The writer counts as failed until the write
+    /// completes: one cancelled while it sealed on the blocking pool leaves it without
+    /// its sealing state.
+    fn begin_write(&mut self) -> Result<()> {
+        if self.failed {
+            return Err(Error::invalid("write after a failed write"));
+        }
+        self.failed = true;
+        Ok(())
+    }
+
+    fn sealing(&mut self) -> Result<&mut Sealing> {
+        self.sealing
+            .as_mut()
+            .ok_or_else(|| Error::invalid("the blob writer was interrupted"))
+    }
+
+    async fn write_slice(&mut self, data: &[u8]) -> Result<()> {
+        if !self.sealing()?.sealer.seals_with(data.len()) {
+            return self.buffer(data);
+        }
+        for piece in data.chunks(OFFLOAD_SLICE) {
+            self.seal_offloaded(Bytes::copy_from_slice(piece)).await?;
+        }
+        Ok(())
+    }
+
+    /// Buffers plaintext that fills no batch: nothing to seal, nothing to upload.
+    fn buffer(&mut self, data: &[u8]) -> Result<()> {
+        let sealing = self.sealing()?;
+        debug_assert!(!sealing.sealer.seals_with(data.len()));
+        sealing.sealer.push(data, &mut sealing.out)
+    }
+
+    /// Seals `data` on the blocking pool, then uploads what exceeds the limit.
+    async fn seal_offloaded(&mut self, data: Bytes) -> Result<()> {
+        let limit = self.limit();
+        let mut sealing = self
+            .sealing
+            .take()
+            .ok_or_else(|| Error::invalid("the blob writer was interrupted"))?;
+        let work = sealing.sealer.pending_len() + data.len();
+        let (sealing, pushed) = crate::cpu::offload(work, move || {
+            let pushed = sealing.push(&data, limit);
+            (sealing, pushed)
+        })
+        .await?;
+        let sealing = self.sealing.insert(sealing);
+        pushed?;
+        if sealing.out.len() <= limit {
             return Ok(());
         }
+        let out = Bytes::from(std::mem::take(&mut sealing.out));
         if self.upload.is_none() {
             let upload = self.store.put_multipart(&self.path).await?;
             self.upload = Some(WriteMultipart::new_with_chunk_size(
@@ -139,14 +230,20 @@ impl BlobWriter {
             ));
         }
         let upload = self.upload.as_mut().expect("the upload was just started");
-        if let Some(digest) = &mut self.digest {
-            digest.update(&self.out);
-        }
-        upload.put(Bytes::from(std::mem::take(&mut self.out)));
+        upload.put(out);
         upload
             .wait_for_capacity(self.config.parts_in_flight)
             .await?;
         Ok(())
+    }
+
+    /// Stored bytes held before they are handed to the store.
+    fn limit(&self) -> usize {
+        if self.upload.is_some() {
+            self.config.part_size
+        } else {
+            self.config.multipart_threshold
+        }
     }
 
     /// Seals the final chunk, completes the upload and returns the blob's pin. Only once
@@ -169,22 +266,37 @@ impl BlobWriter {
     /// As [`finish`](Self::finish), returning the blob's layout and, when the writer was
     /// made [`with_digest`](Self::with_digest), the SHA-256 of the stored object.
     pub(crate) async fn finish_layout(mut self) -> Result<(BlobLayout, Option<[u8; 32]>)> {
-        if self.failed {
-            self.abort().await?;
-            return Err(Error::invalid("finish after a failed write"));
-        }
-        let mut out = std::mem::take(&mut self.out);
-        let layout = match self.sealer.finish(&mut out) {
-            Ok(layout) => layout,
-            Err(e) => {
+        let sealing = match self.sealing.take() {
+            Some(sealing) if !self.failed => sealing,
+            _ => {
+                self.abort().await?;
+                return Err(Error::invalid("finish after a failed write"));
+            }
+        };
+        // The last batch and the digest of what is left: off the executor when large.
+        let bytes = sealing.sealer.pending_len() + sealing.out.len();
+        let finished = crate::cpu::offload(bytes, move || {
+            let Sealing {
+                mut sealer,
+                mut out,
+                digest,
+            } = sealing;
+            sealer.finish(&mut out).map(|layout| {
+                let digest = digest.map(|mut digest| {
+                    digest.update(&out);
+                    <[u8; 32]>::from(digest.finalize())
+                });
+                (layout, digest, out)
+            })
+        })
+        .await;
+        let (layout, digest, out) = match finished {
+            Ok(Ok(finished)) => finished,
+            Ok(Err(e)) | Err(e) => {
                 self.abort().await?;
                 return Err(e);
             }
         };
-        let digest = self.digest.take().map(|mut digest| {
-            digest.update(&out);
-            <[u8; 32]>::from(digest.finalize())
-        });
         // What the sealer held back until the end may carry the blob over the threshold:
         // then it goes as a multipart upload too, as `BlobConfig` says.
         if self.upload.is_none() && out.len() > self.config.multipart_threshold {

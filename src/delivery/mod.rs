@@ -640,7 +640,7 @@ impl Deliverer {
                 let piece = &piece;
                 async move {
                     match slot {
-                        Some((_, _, writer)) => Some(writer.write(piece).await),
+                        Some((_, _, writer)) => Some(writer.write_bytes(piece.clone()).await),
                         None => None,
                     }
                 }

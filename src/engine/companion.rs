@@ -8,11 +8,16 @@ use zeroize::Zeroizing;
 
 use super::{PendingCheck, Session, ShareConfig, SharedAccount};
 use crate::blob::{BlobConfig, BlobStore};
-use crate::directory::{AccountRecord, DeliveryKeyEntry, Directory, FileDirectory, KeyModel};
+use crate::directory::{
+    AccountLimits, AccountRecord, DeliveryKeyEntry, Directory, FileDirectory, KeyModel,
+    PublishedUsage,
+};
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, DeploymentId};
 use crate::index::{IndexConfig, IndexStore};
-use crate::keys::{DeviceKey, DeviceKeyFile, KeyringStore, SlotBinding, DEFAULT_KDF};
+use crate::keys::{
+    Credential, DeviceKey, DeviceKeyFile, KeyringStore, SlotBinding, SlotLock, DEFAULT_KDF,
+};
 use crate::mail::MailConfig;
 use crate::storage::{naming, AccountScopedStore, CommitMode, DynStore};
 
@@ -206,6 +211,8 @@ impl DeviceEnrollment {
 pub struct Companion {
     deployment: DeploymentId,
     handle: SharedAccount,
+    key_path: PathBuf,
+    directory: Arc<dyn Directory>,
 }
 
 impl Companion {
@@ -220,9 +227,7 @@ impl Companion {
     /// [`accept_keyring`](super::Provider::accept_keyring).
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for a key model other than 1 and 2, an enrollment
-    /// without a delivery verification key, or a key file already in `local`;
-    /// [`Error::Conflict`] if the account has a keyring already; backend and file errors.
+    /// As [`create_with_slots`](Self::create_with_slots) with no slot.
     pub async fn create(
         store: DynStore,
         local: &Path,
@@ -230,14 +235,33 @@ impl Companion {
         device_key: &DeviceKey,
         config: CompanionConfig,
     ) -> Result<Vec<(u32, [u8; 32])>> {
-        if !matches!(
-            enrollment.model,
-            KeyModel::DeviceOnly | KeyModel::DeviceWithExport
-        ) {
-            return Err(Error::invalid(
-                "a companion creates keyrings of key models 1 and 2 (device only)",
-            ));
-        }
+        Self::create_with_slots(store, local, enrollment, device_key, Vec::new(), config).await
+    }
+
+    /// [`create`](Self::create) for every key model a device makes: models 1 and 2 take
+    /// no slot; model 3 takes a password slot (its Argon2id runs here, the password never
+    /// leaves the device), model 4 a password and an officer slot (for a current officer
+    /// key of the deployment: the provider's `accept_keyring` refuses the keyring
+    /// otherwise), and in models 3 and 4 the device adds a slot of its own
+    /// ([`SlotLock::DeviceKey`] under `device_key`): with it the device follows a root
+    /// rotation (its key file then holds a root that no longer opens the keyring, and
+    /// [`open`](Self::open) rewrites it from that slot).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for key model 5 (the provider makes its keys), slots
+    /// that do not fit the model (any slot in models 1 and 2, no password slot in models
+    /// 3 and 4, no officer slot in model 4, a device-key slot given), an enrollment
+    /// without a delivery verification key, or a key file already in `local`;
+    /// [`Error::Conflict`] if the account has a keyring already; backend and file errors.
+    pub async fn create_with_slots(
+        store: DynStore,
+        local: &Path,
+        enrollment: &DeviceEnrollment,
+        device_key: &DeviceKey,
+        slots: Vec<SlotLock<'_>>,
+        config: CompanionConfig,
+    ) -> Result<Vec<(u32, [u8; 32])>> {
+        let slots = slots_for(enrollment.model, slots, device_key)?;
         if enrollment.delivery_keys.is_empty() {
             return Err(Error::invalid(
                 "the enrollment lists no delivery verification key",
@@ -278,7 +302,7 @@ impl Companion {
             .set_account_record(&account, record.clone())
             .await?;
         let binding = SlotBinding::new(enrollment.deployment, account, *enrollment.secret, None);
-        let keyring = keyrings.create(account, binding, Vec::new()).await?;
+        let keyring = keyrings.create(account, binding, slots).await?;
         let public_keys = keyring.epoch_public_keys();
         record.public_keys = public_keys.clone();
         directory.set_account_record(&account, record).await?;
@@ -287,7 +311,7 @@ impl Companion {
         session(keyring, store, enrollment.deployment, directory, &config)?
             .mailstore()
             .await?;
-        write_private(&key_path, &file)?;
+        write_private(&key_path, &file, false)?;
         Ok(public_keys)
     }
 
@@ -300,9 +324,16 @@ impl Companion {
     ///
     /// # Errors
     /// [`Error::NotFound`] without a key file, or without the account's record in the
-    /// local folder; [`Error::WrongCredential`] for another device key;
-    /// [`Error::Tampered`] for a damaged key file; as
+    /// local folder (a key file of another account); [`Error::WrongCredential`] for another device key,
+    /// and for a device whose slot was removed (models 3 and 4: it was revoked, the root
+    /// rotated; enroll it again); [`Error::Tampered`] for a damaged key file, and for a
+    /// key file older than a root rotation in models 1 and 2 (which do not rotate: a
+    /// keyring whose body the file's root does not open was altered); as
     /// [`KeyringStore::unlock_with_root`] and [`SharedAccount::open`].
+    ///
+    /// A key file made before a root rotation (models 3 and 4) still opens: the new root
+    /// comes from the device's own slot, and the file is rewritten with it, so that the
+    /// old root is needed no more.
     pub async fn open(
         store: DynStore,
         local: &Path,
@@ -327,15 +358,40 @@ impl Companion {
             .account_record(&account)
             .await?
             .ok_or_else(|| Error::NotFound {
-                path: format!("{}: the account's record", local.display()),
+                path: format!(
+                    "{}: no record of account {account} (a key file of another account?)",
+                    local.display()
+                ),
             })?;
         let binding = SlotBinding::new(deployment, account, *record.secret(), None);
         let store: DynStore = Arc::new(AccountScopedStore::new(store, &account));
         let keyrings = KeyringStore::new(store.clone(), deployment, directory.clone(), config.mode);
-        let keyring = keyrings.unlock_with_root(account, binding, root).await?;
-        let session = session(keyring, store, deployment, directory, &config)?;
+        let keyring = match keyrings
+            .unlock_with_root(account, binding.clone(), root)
+            .await
+        {
+            // The root was rotated since the file was written (the keyring's body does
+            // not open under it): a device with a slot of its own (models 3 and 4) opens
+            // the new root from that slot and rewrites its file.
+            Err(Error::Tampered) if has_device_slot(record.model) => {
+                let keyring = keyrings
+                    .unlock(account, binding, Credential::DeviceKey(device_key))
+                    .await?;
+                let text = keyring.device_key_file(device_key).await?;
+                write_private(&key_path, &text, true)?;
+                tracing::info!(%account, "device key file rewritten after a root rotation");
+                keyring
+            }
+            opened => opened?,
+        };
+        let session = session(keyring, store, deployment, directory.clone(), &config)?;
         let handle = SharedAccount::open(session, config.share).await?;
-        Ok(Self { deployment, handle })
+        Ok(Self {
+            deployment,
+            handle,
+            key_path,
+            directory,
+        })
     }
 
     /// The account.
@@ -358,6 +414,111 @@ impl Companion {
     pub fn key_file_path(local: &Path) -> PathBuf {
         local.join(Self::KEY_FILE)
     }
+
+    /// Rotates the account's root key (key models 3 and 4: docs/design.md §10.5): a new
+    /// root sealed to every slot, a new epoch, the index re-keyed, the handle's mail
+    /// opened again under the new key; then rewrites the device key file with the new
+    /// root (`device_key`: the key this companion was opened with). Returns the epoch
+    /// public keys, for the provider's
+    /// [`accept_keyring`](super::Provider::accept_keyring): until it has them, its
+    /// deliverer seals to the previous epoch (whose secret the keyring keeps).
+    ///
+    /// A crash between the rotation and the rewrite leaves the old file: the next
+    /// [`open`](Self::open) finds it stale and rewrites it from the device's slot.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] in key models 1 and 2 (no slot: the root key is the
+    /// device's own credential, it is not rotated); as
+    /// [`Session::rotate_root`]; file errors (the rotation holds, the file is rewritten
+    /// at the next open).
+    pub async fn rotate_root(&self, device_key: &DeviceKey) -> Result<Vec<(u32, [u8; 32])>> {
+        let (public_keys, file) = self.handle.rotate_root(device_key).await?;
+        write_private(&self.key_path, &file, true)?;
+        Ok(public_keys)
+    }
+
+    /// Sets the account's limits on the device (the provider decides them and hands them
+    /// over with the enrollment's channel): the storage quota and message size that the
+    /// device's own appends and copies are checked against, inside their commit
+    /// (docs/design.md §12.4b). Written to the local folder's account record; the
+    /// account's handle uses them at once, and its poller publishes the usage to the
+    /// local folder once per change ([`usage`](Self::usage)).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] without the account's record in the folder; file errors.
+    pub async fn set_limits(&self, limits: AccountLimits) -> Result<()> {
+        let mut mail = self.handle.write().await;
+        let account = self.account();
+        let mut record = self
+            .directory
+            .account_record(&account)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                path: format!("the account record of {account}"),
+            })?;
+        record.limits = limits;
+        self.directory.set_account_record(&account, record).await?;
+        mail.reload_limits().await?;
+        Ok(())
+    }
+
+    /// The account's usage as of the handle's state (bytes stored, bytes of deliveries
+    /// imported), also published to the local folder. The provider's deliverer holds no
+    /// key and the device's folder is not the provider's directory: for the deliverer to
+    /// refuse mail over quota, the device carries this to the provider, which records it
+    /// with [`Provider::accept_usage`](super::Provider::accept_usage).
+    ///
+    /// # Errors
+    /// [`Error::Tampered`] for a record that does not parse; a directory failure.
+    pub async fn usage(&self) -> Result<PublishedUsage> {
+        self.handle.read().await.publish_usage().await
+    }
+}
+
+/// Whether a device of `model` keeps a slot of its own in the keyring (models 3 and 4).
+fn has_device_slot(model: KeyModel) -> bool {
+    matches!(
+        model,
+        KeyModel::DevicePassword | KeyModel::DevicePasswordWithOfficer
+    )
+}
+
+/// The slots a device creates for `model`: `given`, checked against the model, and the
+/// device's own slot where the keyring holds slots.
+fn slots_for<'a>(
+    model: KeyModel,
+    mut given: Vec<SlotLock<'a>>,
+    device_key: &'a DeviceKey,
+) -> Result<Vec<SlotLock<'a>>> {
+    let count = |given: &[SlotLock<'_>], which: fn(&SlotLock<'_>) -> bool| {
+        given.iter().filter(|l| which(l)).count()
+    };
+    let passwords = count(&given, |l| matches!(l, SlotLock::Password(..)));
+    let officers = count(&given, |l| matches!(l, SlotLock::Officer(_)));
+    if count(&given, |l| matches!(l, SlotLock::DeviceKey(_))) > 0 {
+        return Err(Error::invalid(
+            "the device adds its own device-key slot: give none",
+        ));
+    }
+    match model {
+        KeyModel::DeviceOnly | KeyModel::DeviceWithExport if !given.is_empty() => Err(
+            Error::invalid("key models 1 and 2 keep no slot in the keyring"),
+        ),
+        KeyModel::DeviceOnly | KeyModel::DeviceWithExport => Ok(given),
+        KeyModel::DevicePassword | KeyModel::DevicePasswordWithOfficer if passwords != 1 => {
+            Err(Error::invalid("key models 3 and 4 need one password slot"))
+        }
+        KeyModel::DevicePasswordWithOfficer if officers == 0 => Err(Error::invalid(
+            "key model 4 needs a slot for a current officer key",
+        )),
+        KeyModel::DevicePassword | KeyModel::DevicePasswordWithOfficer => {
+            given.push(SlotLock::DeviceKey(device_key));
+            Ok(given)
+        }
+        _ => Err(Error::invalid(
+            "the provider makes the keys of this key model, not a device",
+        )),
+    }
 }
 
 /// A session of the device over `keyring`, with the local directory.
@@ -379,12 +540,14 @@ fn session(
     )
 }
 
-/// Writes `text` to `path` readable by its owner only: a temporary file, fsynced, renamed
-/// into place (never over an existing file: the caller checked), the folder fsynced.
-fn write_private(path: &Path, text: &str) -> Result<()> {
+/// Writes `text` to `path` readable by its owner only: a temporary file, fsynced, then
+/// linked into place (never over an existing file, unless `replace`: then renamed over
+/// it, atomically), the folder fsynced.
+fn write_private(path: &Path, text: &str, replace: bool) -> Result<()> {
     use std::io::Write;
     let io = |e: std::io::Error| Error::Config(format!("{}: {e}", path.display()));
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -396,8 +559,12 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
     file.write_all(text.as_bytes()).map_err(io)?;
     file.sync_all().map_err(io)?;
     drop(file);
-    std::fs::hard_link(&tmp, path).map_err(io)?;
-    let _ = std::fs::remove_file(&tmp);
+    if replace {
+        std::fs::rename(&tmp, path).map_err(io)?;
+    } else {
+        std::fs::hard_link(&tmp, path).map_err(io)?;
+        let _ = std::fs::remove_file(&tmp);
+    }
     if let Some(parent) = path.parent() {
         std::fs::File::open(parent)
             .and_then(|d| d.sync_all())

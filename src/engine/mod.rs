@@ -372,6 +372,25 @@ impl Provider {
         self.directory.set_account_record(&account, record).await
     }
 
+    /// Records the usage a companion reported for `account` (its
+    /// [`Companion::usage`], carried over the provider's authenticated channel), so that
+    /// the deliverer's quota estimate (docs/design.md §12.4b) counts what the device
+    /// stores: the device's index is not the provider's to count. A report of an older
+    /// state than the one recorded is dropped. The provider trusts the device for it:
+    /// a device that under-reports gets more mail delivered than its quota allows, which
+    /// only concerns its own account.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown account; a directory failure.
+    pub async fn accept_usage(
+        &self,
+        account: AccountId,
+        usage: crate::directory::PublishedUsage,
+    ) -> Result<()> {
+        self.record(account).await?;
+        crate::directory::publish_usage(self.directory.as_ref(), &account, usage).await
+    }
+
     /// A session for a keyring unlocked elsewhere (a companion on the user's device).
     ///
     /// # Errors
@@ -1212,6 +1231,11 @@ impl Session {
         self.keyring.remove_epoch(old).await?;
         self.publish_epochs().await?;
         Ok(done)
+    }
+
+    /// The keyring this session holds.
+    pub(crate) fn keyring(&self) -> &UnlockedKeyring {
+        &self.keyring
     }
 
     /// The generation of the keyring this session holds (each committed keyring change

@@ -184,6 +184,32 @@ impl SharedAccount {
         self.inner.account
     }
 
+    /// Rotates the account's root key through the handle's session
+    /// ([`Session::rotate_root`]), then opens the mail again under the new index key
+    /// (the old collection is closed and deleted by the rotation), all under the write
+    /// lock. Returns the new epoch public keys and the root key sealed under
+    /// `device_key` as a device key file's text (what a companion keeps).
+    pub(crate) async fn rotate_root(
+        &self,
+        device_key: &crate::keys::DeviceKey,
+    ) -> Result<(Vec<(u32, [u8; 32])>, String)> {
+        let mut state = self.inner.state.write().await;
+        let State { session, mail } = &mut *state;
+        session.rotate_root(&[], |_| {}).await?;
+        *mail = session.mailstore().await?;
+        publish(&self.inner.changes, mail.modseq());
+        self.inner
+            .views
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        let keyring = session.keyring();
+        Ok((
+            keyring.epoch_public_keys(),
+            keyring.device_key_file(device_key).await?,
+        ))
+    }
+
     /// Whether `self` and `other` are the same handle (clones of one another).
     pub fn same(&self, other: &SharedAccount) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)

@@ -132,6 +132,143 @@ pub struct GcReport {
     pub segments: usize,
 }
 
+/// The writers of a view's versions, by slot: what a bulk build of the view needs,
+/// taken from the collection to the blocking pool and back.
+struct WriterTable {
+    list: Vec<WriterId>,
+    slots: HashMap<WriterId, u32>,
+}
+
+impl WriterTable {
+    fn slot(&mut self, writer: WriterId) -> u32 {
+        if let Some(&slot) = self.slots.get(&writer) {
+            return slot;
+        }
+        let slot = self.list.len() as u32;
+        self.list.push(writer);
+        self.slots.insert(writer, slot);
+        slot
+    }
+
+    /// The versions of one segment's records (sorted and unique, as stored), with
+    /// writer slots assigned.
+    fn versions_of(&mut self, entry: &SegmentEntry, records: Vec<Loaded>) -> Vec<Version> {
+        let mut last: Option<(WriterId, u32)> = None;
+        let mut versions = Vec::with_capacity(records.len());
+        for record in records {
+            let stamp = record.stamp.unwrap_or(entry.stamp);
+            let slot = match last {
+                Some((writer, slot)) if writer == stamp.writer => slot,
+                _ => {
+                    let slot = self.slot(stamp.writer);
+                    last = Some((stamp.writer, slot));
+                    slot
+                }
+            };
+            versions.push(Version::new(
+                record.bytes,
+                record.key_len,
+                record.deleted,
+                stamp.generation,
+                slot,
+            ));
+        }
+        versions
+    }
+
+    /// Whether `a` was written after `b` (the greater stamp wins a merge).
+    fn newer(&self, a: &Version, b: &Version) -> bool {
+        (a.generation(), self.list[a.writer() as usize])
+            > (b.generation(), self.list[b.writer() as usize])
+    }
+
+    /// Merges two sorted, unique runs of versions into one; of two versions of a key the
+    /// newer is kept.
+    fn merge_runs(&self, a: Vec<Version>, b: Vec<Version>) -> Vec<Version> {
+        if a.is_empty() {
+            return b;
+        }
+        let mut out = Vec::with_capacity(a.len() + b.len());
+        let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+        loop {
+            let order = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) => x.key().cmp(y.key()),
+                (Some(_), None) => {
+                    out.extend(a);
+                    break;
+                }
+                (None, _) => {
+                    out.extend(b);
+                    break;
+                }
+            };
+            match order {
+                std::cmp::Ordering::Less => out.extend(a.next()),
+                std::cmp::Ordering::Greater => out.extend(b.next()),
+                std::cmp::Ordering::Equal => {
+                    let (x, y) = (a.next().expect("peeked"), b.next().expect("peeked"));
+                    out.push(if self.newer(&y, &x) { y } else { x });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The parts of a collection that a merge of versions changes, borrowed together (from
+/// the collection, or from what it sent to the blocking pool).
+struct ViewParts<'a> {
+    view: &'a mut BTreeSet<Version>,
+    writers: &'a mut Vec<WriterId>,
+    writer_slots: &'a mut HashMap<WriterId, u32>,
+    present: &'a mut usize,
+}
+
+impl ViewParts<'_> {
+    fn writer_slot(&mut self, writer: WriterId) -> u32 {
+        if let Some(&slot) = self.writer_slots.get(&writer) {
+            return slot;
+        }
+        let slot = self.writers.len() as u32;
+        self.writers.push(writer);
+        self.writer_slots.insert(writer, slot);
+        slot
+    }
+
+    /// Merges one record version (`bytes` = key ‖ value): the greater stamp wins.
+    fn merge_version(&mut self, bytes: Bytes, key_len: usize, deleted: bool, stamp: Stamp) {
+        let slot = self.writer_slot(stamp.writer);
+        let version = Version::new(bytes, key_len, deleted, stamp.generation, slot);
+        match self.view.get(version.key()) {
+            Some(existing) => {
+                let theirs = (
+                    existing.generation(),
+                    self.writers[existing.writer() as usize],
+                );
+                if (stamp.generation, stamp.writer) > theirs {
+                    let was = !existing.deleted;
+                    *self.present = *self.present + usize::from(!deleted) - usize::from(was);
+                    self.view.replace(version);
+                }
+            }
+            None => {
+                *self.present += usize::from(!deleted);
+                self.view.insert(version);
+            }
+        }
+    }
+
+    /// Merges a record committed by this handle (key and value apart).
+    fn merge_record(&mut self, key: &[u8], stamp: Stamp, value: Option<&Bytes>) {
+        let mut bytes = Vec::with_capacity(key.len() + value.map_or(0, Bytes::len));
+        bytes.extend_from_slice(key);
+        if let Some(value) = value {
+            bytes.extend_from_slice(value);
+        }
+        self.merge_version(Bytes::from(bytes), key.len(), value.is_none(), stamp);
+    }
+}
+
 /// One collection of one account, open. Reads are served from memory; writes go
 /// through [`commit`](Self::commit) or [`update`](Self::update).
 pub struct Collection {
@@ -140,7 +277,7 @@ pub struct Collection {
     rng: RandomSource,
     config: IndexConfig,
     account: AccountId,
-    keys: CollectionKeys,
+    keys: Arc<CollectionKeys>,
     tag: String,
     record: String,
     objects: VersionedObjects,
@@ -228,7 +365,7 @@ impl Collection {
             rng: index.rng.clone(),
             config: index.config,
             account,
-            keys,
+            keys: Arc::new(keys),
             record: format!("i-{tag}"),
             tag,
             objects,
@@ -391,131 +528,100 @@ impl Collection {
 
     // ------------------------------------------------------------------ loading
 
-    fn writer_slot(&mut self, writer: WriterId) -> u32 {
-        if let Some(&slot) = self.writer_slots.get(&writer) {
-            return slot;
-        }
-        let slot = self.writers.len() as u32;
-        self.writers.push(writer);
-        self.writer_slots.insert(writer, slot);
-        slot
-    }
-
     /// Merges one record version (`bytes` = key ‖ value) into the view: the greater
     /// stamp wins.
     fn merge_version(&mut self, bytes: Bytes, key_len: usize, deleted: bool, stamp: Stamp) {
-        let slot = self.writer_slot(stamp.writer);
-        let version = Version::new(bytes, key_len, deleted, stamp.generation, slot);
-        match self.view.get(version.key()) {
-            Some(existing) => {
-                let theirs = (
-                    existing.generation(),
-                    self.writers[existing.writer() as usize],
-                );
-                if (stamp.generation, stamp.writer) > theirs {
-                    let was = !existing.deleted;
-                    self.present = self.present + usize::from(!deleted) - usize::from(was);
-                    self.view.replace(version);
-                }
+        let mut parts = ViewParts {
+            view: &mut self.view,
+            writers: &mut self.writers,
+            writer_slots: &mut self.writer_slots,
+            present: &mut self.present,
+        };
+        parts.merge_version(bytes, key_len, deleted, stamp);
+    }
+
+    /// Merges the records this handle committed (stamped `stamp`) into the view: in
+    /// place for a small batch, on the blocking pool for a large one (the view goes
+    /// along and comes back; while it is away the handle counts no segment as loaded,
+    /// so that a commit cancelled meanwhile leaves a handle whose next refresh rebuilds
+    /// its view from every live segment).
+    async fn merge_records(&mut self, records: Arc<Vec<Record>>, stamp: Stamp) -> Result<()> {
+        let bytes = records
+            .iter()
+            .map(|r| r.key.len() + r.value.as_ref().map_or(0, Bytes::len))
+            .sum();
+        if bytes < crate::cpu::IN_PLACE_BYTES {
+            for record in records.iter() {
+                self.merge_record(&record.key, stamp, record.value.as_ref());
             }
-            None => {
-                self.present += usize::from(!deleted);
-                self.view.insert(version);
-            }
+            return Ok(());
         }
+        let loaded = std::mem::take(&mut self.loaded);
+        let mut view = std::mem::take(&mut self.view);
+        let mut writers = std::mem::take(&mut self.writers);
+        let mut writer_slots = std::mem::take(&mut self.writer_slots);
+        let mut present = std::mem::take(&mut self.present);
+        let merged = crate::cpu::offload(bytes, move || {
+            let mut parts = ViewParts {
+                view: &mut view,
+                writers: &mut writers,
+                writer_slots: &mut writer_slots,
+                present: &mut present,
+            };
+            for record in records.iter() {
+                parts.merge_record(&record.key, stamp, record.value.as_ref());
+            }
+            (view, writers, writer_slots, present)
+        })
+        .await?;
+        (self.view, self.writers, self.writer_slots, self.present) = merged;
+        self.loaded = loaded;
+        Ok(())
     }
 
     /// Merges a record committed by this handle (key and value apart) into the view.
     fn merge_record(&mut self, key: &[u8], stamp: Stamp, value: Option<&Bytes>) {
-        let mut bytes = Vec::with_capacity(key.len() + value.map_or(0, Bytes::len));
-        bytes.extend_from_slice(key);
-        if let Some(value) = value {
-            bytes.extend_from_slice(value);
-        }
-        self.merge_version(Bytes::from(bytes), key.len(), value.is_none(), stamp);
-    }
-
-    /// The versions of one segment's records (sorted and unique, as stored), with
-    /// writer slots assigned.
-    fn versions_of(&mut self, entry: &SegmentEntry, records: Vec<Loaded>) -> Vec<Version> {
-        let mut last: Option<(WriterId, u32)> = None;
-        let mut versions = Vec::with_capacity(records.len());
-        for record in records {
-            let stamp = record.stamp.unwrap_or(entry.stamp);
-            let slot = match last {
-                Some((writer, slot)) if writer == stamp.writer => slot,
-                _ => {
-                    let slot = self.writer_slot(stamp.writer);
-                    last = Some((stamp.writer, slot));
-                    slot
-                }
-            };
-            versions.push(Version::new(
-                record.bytes,
-                record.key_len,
-                record.deleted,
-                stamp.generation,
-                slot,
-            ));
-        }
-        versions
-    }
-
-    /// Whether `a` was written after `b` (the greater stamp wins a merge).
-    fn newer(&self, a: &Version, b: &Version) -> bool {
-        (a.generation(), self.writers[a.writer() as usize])
-            > (b.generation(), self.writers[b.writer() as usize])
-    }
-
-    /// Merges two sorted, unique runs of versions into one; of two versions of a key the
-    /// newer is kept.
-    fn merge_runs(&self, a: Vec<Version>, b: Vec<Version>) -> Vec<Version> {
-        if a.is_empty() {
-            return b;
-        }
-        let mut out = Vec::with_capacity(a.len() + b.len());
-        let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
-        loop {
-            let order = match (a.peek(), b.peek()) {
-                (Some(x), Some(y)) => x.key().cmp(y.key()),
-                (Some(_), None) => {
-                    out.extend(a);
-                    break;
-                }
-                (None, _) => {
-                    out.extend(b);
-                    break;
-                }
-            };
-            match order {
-                std::cmp::Ordering::Less => out.extend(a.next()),
-                std::cmp::Ordering::Greater => out.extend(b.next()),
-                std::cmp::Ordering::Equal => {
-                    let (x, y) = (a.next().expect("peeked"), b.next().expect("peeked"));
-                    out.push(if self.newer(&y, &x) { y } else { x });
-                }
-            }
-        }
-        out
+        let mut parts = ViewParts {
+            view: &mut self.view,
+            writers: &mut self.writers,
+            writer_slots: &mut self.writer_slots,
+            present: &mut self.present,
+        };
+        parts.merge_record(key, stamp, value);
     }
 
     /// Builds an empty view from segments at once (every open, and every rebuild after a
     /// compaction): their sorted runs are merged, smallest first, and the set is
-    /// bulk-built from the result instead of key by key.
-    fn build_view(&mut self, fetched: Vec<(SegmentEntry, Vec<Loaded>)>) {
+    /// bulk-built from the result instead of key by key. Off the executor thread when the
+    /// segments are large (the writer table goes along and comes back).
+    async fn build_view(&mut self, fetched: Vec<(SegmentEntry, Vec<Loaded>)>) -> Result<()> {
         debug_assert!(self.view.is_empty());
-        let mut runs = Vec::with_capacity(fetched.len());
-        for (entry, records) in fetched {
-            runs.push(self.versions_of(&entry, records));
-            self.loaded.insert(entry.id);
-        }
-        runs.sort_by_key(Vec::len);
-        let mut merged = Vec::new();
-        for run in runs {
-            merged = self.merge_runs(merged, run);
-        }
-        self.present = merged.iter().filter(|v| !v.deleted).count();
-        self.view = merged.into_iter().collect();
+        let bytes = fetched.iter().map(|(e, _)| e.stored_len as usize).sum();
+        let ids: Vec<SegmentId> = fetched.iter().map(|(e, _)| e.id).collect();
+        let mut writers = WriterTable {
+            list: std::mem::take(&mut self.writers),
+            slots: std::mem::take(&mut self.writer_slots),
+        };
+        let (writers, view, present) = crate::cpu::offload(bytes, move || {
+            let mut runs = Vec::with_capacity(fetched.len());
+            for (entry, records) in fetched {
+                runs.push(writers.versions_of(&entry, records));
+            }
+            runs.sort_by_key(Vec::len);
+            let mut merged = Vec::new();
+            for run in runs {
+                merged = writers.merge_runs(merged, run);
+            }
+            let present = merged.iter().filter(|v| !v.deleted).count();
+            (writers, merged.into_iter().collect(), present)
+        })
+        .await?;
+        self.writers = writers.list;
+        self.writer_slots = writers.slots;
+        self.view = view;
+        self.present = present;
+        self.loaded.extend(ids);
+        Ok(())
     }
 
     /// Merges one more segment into a loaded view, key by key.
@@ -527,10 +633,12 @@ impl Collection {
         self.loaded.insert(entry.id);
     }
 
+    /// Fetches a segment and opens it (off the executor thread when it is large).
     async fn fetch_segment(&self, entry: &SegmentEntry) -> Result<Vec<Loaded>> {
         let path = naming::segment_path(&self.account, &self.tag, &entry.id);
         let stored = storage::get_exact(self.store.as_ref(), &path, entry.stored_len).await?;
-        self.keys.open_segment(entry, &stored)
+        let (keys, entry) = (self.keys.clone(), entry.clone());
+        crate::cpu::offload(stored.len(), move || keys.open_segment(&entry, &stored)).await?
     }
 
     /// Fetches and opens segments, several at once, in the given order.
@@ -570,7 +678,7 @@ impl Collection {
             .collect();
         let fetched = self.fetch_segments(missing).await?;
         if self.view.is_empty() {
-            self.build_view(fetched);
+            self.build_view(fetched).await?;
         } else {
             for (entry, records) in fetched {
                 self.apply_segment(&entry, records);
@@ -920,20 +1028,22 @@ impl Collection {
             if !closing {
                 check_batch(&batch)?;
             }
-            let records: Vec<Record> = batch
-                .ops
-                .iter()
-                .map(|(key, value)| Record {
-                    key: key.clone(),
-                    stamp: None,
-                    value: value.clone(),
-                })
-                .collect();
+            let records: Arc<Vec<Record>> = Arc::new(
+                batch
+                    .ops
+                    .iter()
+                    .map(|(key, value)| Record {
+                        key: key.clone(),
+                        stamp: None,
+                        value: value.clone(),
+                    })
+                    .collect(),
+            );
             let mut segments: Vec<SegmentEntry> = self.live.clone();
             match self
                 .publish(
                     SegmentKind::Batch,
-                    &records,
+                    records.clone(),
                     Vec::new(),
                     &mut segments,
                     self.purged_through,
@@ -943,11 +1053,8 @@ impl Collection {
                 Some(info) => {
                     let entry = segments.last().cloned().expect("the new segment is listed");
                     let merged_heads = self.heads.len().saturating_sub(1);
+                    self.merge_records(records, entry.stamp).await?;
                     self.after_publish(info, segments, self.purged_through);
-                    let stamp = entry.stamp;
-                    for record in &records {
-                        self.merge_record(&record.key, stamp, record.value.as_ref());
-                    }
                     self.loaded.insert(entry.id);
                     self.raise_mark().await?;
                     if closing {
@@ -989,7 +1096,7 @@ impl Collection {
     async fn publish(
         &mut self,
         kind: SegmentKind,
-        records: &[Record],
+        records: Arc<Vec<Record>>,
         covers: Vec<SegmentId>,
         segments: &mut Vec<SegmentEntry>,
         purged_through: u64,
@@ -1006,9 +1113,17 @@ impl Collection {
             stamp,
             covers,
         };
-        let (stored, entry) =
-            self.keys
-                .seal_segment(&self.rng, spec, records, self.config.page_size);
+        // Encoding and sealing a large segment (a compaction) is CPU work: off the
+        // executor thread, over the same records (no copy of their bytes).
+        let bytes = records
+            .iter()
+            .map(|r| r.key.len() + r.value.as_ref().map_or(0, Bytes::len))
+            .sum();
+        let (keys, rng, page_size) = (self.keys.clone(), self.rng.clone(), self.config.page_size);
+        let (stored, entry) = crate::cpu::offload(bytes, move || {
+            keys.seal_segment(&rng, spec, &records, page_size)
+        })
+        .await?;
         let path = naming::segment_path(&self.account, &self.tag, &id);
         let stored = Bytes::from(stored);
         self.store
@@ -1241,11 +1356,11 @@ impl Collection {
             // compaction of a single chain of accepted manifests (compare-and-swap, or the
             // directory's mark naming the accepted manifest).
             let purge = full && self.linear();
-            let records = if full {
+            let records = Arc::new(if full {
                 self.view_records(purge)
             } else {
                 self.merge_inputs(&inputs).await?
-            };
+            });
             let mut segments: Vec<SegmentEntry> = self
                 .live
                 .iter()
@@ -1261,7 +1376,7 @@ impl Collection {
             match self
                 .publish(
                     SegmentKind::Compacted,
-                    &records,
+                    records,
                     covers,
                     &mut segments,
                     purged_through,
@@ -1339,21 +1454,26 @@ impl Collection {
     }
 
     /// The newest version of each key among `inputs` only, re-read from the store.
+    /// The merge runs off the executor thread when the inputs are large.
     async fn merge_inputs(&self, inputs: &[SegmentEntry]) -> Result<Vec<Record>> {
         let fetched = self.fetch_segments(inputs.to_vec()).await?;
-        let mut merged: BTreeMap<Bytes, Record> = BTreeMap::new();
-        for (entry, records) in fetched {
-            for loaded in records {
-                let record = loaded.into_record(entry.stamp);
-                match merged.get(&record.key) {
-                    Some(existing) if existing.stamp >= record.stamp => {}
-                    _ => {
-                        merged.insert(record.key.clone(), record);
+        let bytes = inputs.iter().map(|e| e.stored_len as usize).sum();
+        crate::cpu::offload(bytes, move || {
+            let mut merged: BTreeMap<Bytes, Record> = BTreeMap::new();
+            for (entry, records) in fetched {
+                for loaded in records {
+                    let record = loaded.into_record(entry.stamp);
+                    match merged.get(&record.key) {
+                        Some(existing) if existing.stamp >= record.stamp => {}
+                        _ => {
+                            merged.insert(record.key.clone(), record);
+                        }
                     }
                 }
             }
-        }
-        Ok(merged.into_values().collect())
+            merged.into_values().collect()
+        })
+        .await
     }
 
     /// Deletes what no reader can need any more: manifests superseded for longer than

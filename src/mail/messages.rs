@@ -160,7 +160,7 @@ impl Mailstore {
                     let _ = writer.abort().await;
                     return Err(Error::TooBig { limit });
                 }
-                writer.write(&piece).await?;
+                writer.write_bytes(piece.clone()).await?;
                 parse.push(&piece);
             }
             let (parse_buffer, too_large) = parse.finish();

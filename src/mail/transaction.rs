@@ -243,7 +243,7 @@ impl Uploader {
     async fn upload(&self, body: &Bytes) -> Result<(crate::format::pin::BlobPin, EmailAnalysis)> {
         let mut writer = self.blobs.writer(BlobKind::Message);
         let mut parse = super::ParseBuffer::new(self.max_parse_len);
-        if let Err(e) = writer.write(body).await {
+        if let Err(e) = writer.write_bytes(body.clone()).await {
             let _ = writer.abort().await;
             return Err(e);
         }

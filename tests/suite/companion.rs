@@ -394,3 +394,352 @@ async fn item_10_an_account_scoped_store_stays_in_its_account() {
         .iter()
         .all(|r| r.path.starts_with(naming::account_prefix(&mine).as_ref())));
 }
+
+/// Cheap password stretching for the slots a device makes in these tests.
+const CHEAP_KDF: mailvault::format::slot::KdfParams = mailvault::format::slot::KdfParams {
+    m_kib: 256,
+    t: 1,
+    p: 1,
+};
+
+/// Enrolls a device of `model` with `slots` (key models 3 and 4), as [`enroll`] does for
+/// model 1: returns the account, the device key and the epoch public keys accepted.
+async fn enroll_with_slots(
+    provider: &Provider,
+    model: KeyModel,
+    device_store: DynStore,
+    local: &std::path::Path,
+    slots: Vec<mailvault::keys::SlotLock<'_>>,
+) -> mailvault::Result<(AccountId, DeviceKey)> {
+    let enrollment = provider.device_enrollment(model).await?;
+    let carried = DeviceEnrollment::parse(&enrollment.to_armored())?;
+    let device_key = DeviceKey::generate(&RandomSource::os());
+    let public_keys =
+        Companion::create_with_slots(device_store, local, &carried, &device_key, slots, config())
+            .await?;
+    provider
+        .accept_keyring(carried.account, public_keys)
+        .await?;
+    Ok((carried.account, device_key))
+}
+
+/// The bodies of the companion's inbox, once it imported what was delivered.
+async fn inbox(companion: &Companion) -> Vec<String> {
+    companion.handle().sync().await.unwrap();
+    let mail = companion.handle().read().await;
+    let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
+    let view = mail.view(inbox).unwrap();
+    let mut bodies = Vec::new();
+    for m in &view.messages {
+        let email = mail.email(inbox, m.uid).unwrap();
+        bodies.push(String::from_utf8(mail.read(&email).await.unwrap().to_vec()).unwrap());
+    }
+    bodies
+}
+
+/// Key models 3 and 4 made on the device: the keyring holds the password slot (stretched
+/// on the device), in model 4 the officer slot the provider requires, and the device's
+/// own slot; the provider accepts it, and the device opens with its key file and imports
+/// deliveries. Slots that do not fit the model are refused with a typed error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_10_key_models_3_and_4_are_made_on_the_device() {
+    use mailvault::format::slot::SlotKind;
+    use mailvault::keys::SlotLock;
+    let store = super::memory();
+    let provider_root = tempfile::tempdir().unwrap();
+    let (provider, signing, officer) =
+        provider_and_officer(store.clone(), provider_root.path()).await;
+    let officer_key = officer.public();
+    let deliverer = provider.deliverer(signing);
+    for (model, with_officer) in [
+        (KeyModel::DevicePassword, false),
+        (KeyModel::DevicePasswordWithOfficer, true),
+    ] {
+        let local = tempfile::tempdir().unwrap();
+        let mut slots = vec![SlotLock::Password("correct horse", CHEAP_KDF)];
+        if with_officer {
+            slots.push(SlotLock::Officer(&officer_key));
+        }
+        let (account, device_key) =
+            enroll_with_slots(&provider, model, store.clone(), local.path(), slots)
+                .await
+                .unwrap();
+        let mut kinds: Vec<SlotKind> = provider
+            .keyrings()
+            .stored_slots(&account)
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.kind)
+            .collect();
+        kinds.sort_by_key(|k| format!("{k:?}"));
+        let mut expected = vec![SlotKind::Password, SlotKind::DeviceKey];
+        if with_officer {
+            expected.push(SlotKind::Officer);
+        }
+        expected.sort_by_key(|k| format!("{k:?}"));
+        assert_eq!(kinds, expected, "{model:?}");
+        // The password slot is real (bound to the account secret, made on the device): the
+        // password holder recovers the account with it, and only with it.
+        assert!(matches!(
+            provider.unlock(account, "wrong horse").await,
+            Err(Error::WrongCredential)
+        ));
+        assert!(provider.unlock(account, "correct horse").await.is_ok());
+        deliverer
+            .deliver_bytes(account, message(1).as_bytes(), DeliveryOptions::default())
+            .await
+            .unwrap();
+        let companion = Companion::open(store.clone(), local.path(), &device_key, config())
+            .await
+            .unwrap();
+        assert_eq!(inbox(&companion).await, [message(1)], "{model:?}");
+    }
+
+    // Slots that do not fit the model.
+    let password = || SlotLock::Password("pw", CHEAP_KDF);
+    for (model, slots) in [
+        (KeyModel::DeviceOnly, vec![password()]),
+        (KeyModel::DevicePassword, vec![]),
+        (KeyModel::DevicePasswordWithOfficer, vec![password()]),
+        (
+            KeyModel::DevicePasswordWithOfficer,
+            vec![SlotLock::Officer(&officer_key)],
+        ),
+        (KeyModel::ServerManaged, vec![password()]),
+    ] {
+        let local = tempfile::tempdir().unwrap();
+        let outcome = enroll_with_slots(&provider, model, store.clone(), local.path(), slots)
+            .await
+            .map(|(account, _)| account);
+        assert!(
+            matches!(outcome, Err(Error::InvalidArgument(_))),
+            "{model:?}: {outcome:?}"
+        );
+        assert!(!Companion::key_file_path(local.path()).exists());
+    }
+}
+
+/// A root rotation on the device rewrites its key file; a key file made before the
+/// rotation (a crash before the rewrite, a copy restored) still opens, from the device's
+/// own slot, and is rewritten, so the old root is needed no more. The provider accepts
+/// the new epoch, and what it delivers then is imported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_10_a_key_file_older_than_a_root_rotation_is_rewritten() {
+    use mailvault::keys::SlotLock;
+    let dir = tempfile::tempdir().unwrap();
+    let store = mailvault::storage::open_store(dir.path().to_str().unwrap()).unwrap();
+    let provider_root = tempfile::tempdir().unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let (provider, signing) = provider(store.clone(), provider_root.path()).await;
+    let deliverer = provider.deliverer(signing);
+    let (account, device_key) = enroll_with_slots(
+        &provider,
+        KeyModel::DevicePassword,
+        store.clone(),
+        local.path(),
+        vec![SlotLock::Password("pw", CHEAP_KDF)],
+    )
+    .await
+    .unwrap();
+    let key_path = Companion::key_file_path(local.path());
+    let before = std::fs::read_to_string(&key_path).unwrap();
+    deliverer
+        .deliver_bytes(account, message(1).as_bytes(), DeliveryOptions::default())
+        .await
+        .unwrap();
+    let companion = Companion::open(store.clone(), local.path(), &device_key, config())
+        .await
+        .unwrap();
+    assert_eq!(inbox(&companion).await, [message(1)]);
+    let public_keys = companion.rotate_root(&device_key).await.unwrap();
+    assert_eq!(public_keys.len(), 2, "a new epoch: {public_keys:?}");
+    let rotated = std::fs::read_to_string(&key_path).unwrap();
+    assert_ne!(
+        rotated, before,
+        "the key file is rewritten with the new root"
+    );
+    provider.accept_keyring(account, public_keys).await.unwrap();
+    // The handle goes on under the new keys.
+    deliverer
+        .deliver_bytes(account, message(2).as_bytes(), DeliveryOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(inbox(&companion).await, [message(1), message(2)]);
+    drop(companion);
+
+    // The file as it was before the rotation: it opens, and is rewritten.
+    std::fs::write(&key_path, &before).unwrap();
+    let companion = Companion::open(store.clone(), local.path(), &device_key, config())
+        .await
+        .unwrap();
+    let rewritten = std::fs::read_to_string(&key_path).unwrap();
+    assert_ne!(rewritten, before);
+    deliverer
+        .deliver_bytes(account, message(3).as_bytes(), DeliveryOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        inbox(&companion).await,
+        [message(1), message(2), message(3)]
+    );
+    drop(companion);
+    // The rewritten file opens with its own root: it is not rewritten again.
+    drop(
+        Companion::open(store.clone(), local.path(), &device_key, config())
+            .await
+            .unwrap(),
+    );
+    assert_eq!(std::fs::read_to_string(&key_path).unwrap(), rewritten);
+    // Another device key opens neither the file nor the device's slot.
+    let other = DeviceKey::generate(&RandomSource::os());
+    std::fs::write(&key_path, &before).unwrap();
+    assert!(matches!(
+        Companion::open(store.clone(), local.path(), &other, config()).await,
+        Err(Error::WrongCredential)
+    ));
+}
+
+/// Key models 1 and 2 do not rotate (the root key is the device's credential), and a
+/// key file of another account in the folder is a typed error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_10_model_1_does_not_rotate_and_a_foreign_key_file_is_refused() {
+    let store = super::memory();
+    let provider_root = tempfile::tempdir().unwrap();
+    let (provider, _) = provider(store.clone(), provider_root.path()).await;
+    let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_, first_key) = enroll(&provider, store.clone(), first.path()).await;
+    let (_, second_key) = enroll(&provider, store.clone(), second.path()).await;
+    let companion = Companion::open(store.clone(), first.path(), &first_key, config())
+        .await
+        .unwrap();
+    assert!(matches!(
+        companion.rotate_root(&first_key).await,
+        Err(Error::InvalidArgument(_))
+    ));
+    drop(companion);
+    std::fs::copy(
+        Companion::key_file_path(second.path()),
+        Companion::key_file_path(first.path()),
+    )
+    .unwrap();
+    assert!(matches!(
+        Companion::open(store.clone(), first.path(), &second_key, config()).await,
+        Err(Error::NotFound { .. })
+    ));
+}
+
+/// A storage quota for a companion account: the device checks its own appends against
+/// it, inside their commit; the provider's deliverer, which cannot count the device's
+/// index, counts every delivery ever until the device reports its usage
+/// (`Companion::usage`, recorded by `Provider::accept_usage`), and from then on refuses
+/// exactly what would pass the quota.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_10_a_companion_account_has_a_storage_quota() {
+    use mailvault::directory::AccountLimits;
+    use mailvault::mail::AppendOptions;
+    fn sized(len: usize) -> Vec<u8> {
+        let mut m = b"Subject: sized\r\n\r\n".to_vec();
+        m.resize(len, b'x');
+        m
+    }
+    let store = super::memory();
+    let provider_root = tempfile::tempdir().unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let (provider, signing) = provider(store.clone(), provider_root.path()).await;
+    let (account, device_key) = enroll(&provider, store.clone(), local.path()).await;
+    let limits = AccountLimits {
+        storage: Some(10_000),
+        message_size: None,
+    };
+    // The provider's limits, and the device's (handed over by the provider).
+    let directory = FileDirectory::open(provider_root.path()).unwrap();
+    let mut record = directory.account_record(&account).await.unwrap().unwrap();
+    record.limits = limits;
+    directory
+        .set_account_record(&account, record)
+        .await
+        .unwrap();
+    let companion = Companion::open(store.clone(), local.path(), &device_key, config())
+        .await
+        .unwrap();
+    companion.set_limits(limits).await.unwrap();
+    assert_eq!(companion.handle().read().await.limits(), limits);
+    let deliverer = provider.deliverer(signing);
+    let body = sized(3000);
+    let deliver = || deliverer.deliver_bytes(account, &body, DeliveryOptions::default());
+
+    // Three deliveries imported, then expunged on the device: nothing stored.
+    for _ in 0..3 {
+        deliver().await.unwrap();
+    }
+    assert_eq!(inbox(&companion).await.len(), 3);
+    {
+        let mut mail = companion.handle().write().await;
+        let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
+        let uids: Vec<u32> = mail
+            .view(inbox)
+            .unwrap()
+            .messages
+            .iter()
+            .map(|m| m.uid)
+            .collect();
+        mail.remove(inbox, &uids).await.unwrap();
+    }
+    // Unreported, the deliverer counts the 9000 bytes delivered ever.
+    assert!(matches!(deliver().await, Err(Error::OverQuota { .. })));
+    let usage = companion.usage().await.unwrap();
+    assert_eq!((usage.stored, usage.imported), (0, 9000));
+    provider.accept_usage(account, usage).await.unwrap();
+    deliver().await.unwrap();
+
+    // The device's own appends are checked on the device.
+    {
+        let mut mail = companion.handle().write().await;
+        let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
+        mail.append(inbox, &sized(6000), AppendOptions::default())
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        inbox(&companion).await.len(),
+        2,
+        "the delivery imported too"
+    );
+    {
+        let mut mail = companion.handle().write().await;
+        let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
+        let refused = mail
+            .append(inbox, &sized(2000), AppendOptions::default())
+            .await;
+        assert!(
+            matches!(
+                refused,
+                Err(Error::OverQuota {
+                    limit: 10_000,
+                    used: 11_000
+                })
+            ),
+            "{refused:?}"
+        );
+    }
+    // Reported again: 9000 stored, nothing waiting; 3000 more would pass the quota.
+    provider
+        .accept_usage(account, companion.usage().await.unwrap())
+        .await
+        .unwrap();
+    let refused = deliver().await;
+    assert!(
+        matches!(
+            refused,
+            Err(Error::OverQuota {
+                limit: 10_000,
+                used: 12_000
+            })
+        ),
+        "{refused:?}"
+    );
+    // An older report does not replace a newer one.
+    provider.accept_usage(account, usage).await.unwrap();
+    assert!(matches!(deliver().await, Err(Error::OverQuota { .. })));
+}

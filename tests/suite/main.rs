@@ -7,6 +7,7 @@ mod backends;
 mod companion;
 mod delivery;
 mod engine;
+mod executor;
 mod hardening_delivery;
 mod hardening_directory;
 mod hardening_inbox;

@@ -2,6 +2,8 @@
 //! collection of the same name under another key (the index side of a root rotation,
 //! `docs/design.md` §10.5).
 
+use std::sync::Arc;
+
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 
@@ -82,9 +84,10 @@ impl Collection {
             source.load_newer().await?;
             let mut records = source.view_records(false);
             records.retain(|r| r.key.as_ref() != MOVED);
+            let records = Arc::new(records);
             let purged_through = source.purged_through;
             self.refresh().await?;
-            if self.generation >= source.generation && self.view_records(false) == records {
+            if self.generation >= source.generation && self.view_records(false) == *records {
                 return Ok(CommitInfo {
                     generation: self.generation,
                     committed,
@@ -100,7 +103,7 @@ impl Collection {
             let published = self
                 .publish(
                     SegmentKind::Compacted,
-                    &records,
+                    records,
                     covers,
                     &mut segments,
                     purged_through,
