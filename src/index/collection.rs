@@ -301,6 +301,12 @@ pub struct Collection {
     writer_slots: HashMap<WriterId, u32>,
     /// When the state this handle builds on was loaded (the start of the last refresh).
     loaded_at: Instant,
+    /// The view (with its writer table) was taken off this handle for work on the
+    /// blocking pool, or an install began, and neither finished: the future was dropped
+    /// meanwhile. The next load forgets what is left and rebuilds the view from the
+    /// store (a dropped commit may have been committed: its records are in the store,
+    /// not in the view).
+    view_away: bool,
 }
 
 impl std::fmt::Debug for Collection {
@@ -382,6 +388,7 @@ impl Collection {
             writers: Vec::new(),
             writer_slots: HashMap::new(),
             loaded_at: Instant::now(),
+            view_away: false,
         };
         match index.mode {
             CommitMode::CompareAndSwap => {
@@ -556,6 +563,7 @@ impl Collection {
             }
             return Ok(());
         }
+        self.view_away = true;
         let loaded = std::mem::take(&mut self.loaded);
         let mut view = std::mem::take(&mut self.view);
         let mut writers = std::mem::take(&mut self.writers);
@@ -576,6 +584,7 @@ impl Collection {
         .await?;
         (self.view, self.writers, self.writer_slots, self.present) = merged;
         self.loaded = loaded;
+        self.view_away = false;
         Ok(())
     }
 
@@ -665,6 +674,7 @@ impl Collection {
         live: Vec<SegmentEntry>,
         purged_through: u64,
     ) -> Result<()> {
+        self.view_away = true;
         let live_ids: HashSet<SegmentId> = live.iter().map(|e| e.id).collect();
         if !self.loaded.iter().all(|id| live_ids.contains(id)) {
             self.view.clear();
@@ -687,6 +697,7 @@ impl Collection {
         self.live = live;
         self.heads = heads;
         self.purged_through = purged_through;
+        self.view_away = false;
         Ok(())
     }
 
@@ -961,10 +972,30 @@ impl Collection {
     /// it reads).
     async fn load_newer(&mut self) -> Result<bool> {
         self.loaded_at = Instant::now();
-        match self.objects.mode() {
-            CommitMode::CompareAndSwap => self.refresh_cas().await,
-            CommitMode::WriterUnique => self.refresh_directory().await,
+        if self.view_away {
+            self.forget_view();
         }
+        let changed = match self.objects.mode() {
+            CommitMode::CompareAndSwap => self.refresh_cas().await?,
+            CommitMode::WriterUnique => self.refresh_directory().await?,
+        };
+        self.view_away = false;
+        Ok(changed)
+    }
+
+    /// Forgets a view left incomplete by a dropped future (see `view_away`), so that
+    /// the next load installs the newest state whole: nothing counts as loaded, and the
+    /// state it was loaded from is read again (with compare-and-swap from the
+    /// generation below this handle's, without from the directory's mark).
+    fn forget_view(&mut self) {
+        self.view.clear();
+        self.loaded.clear();
+        self.present = 0;
+        self.writers.clear();
+        self.writer_slots.clear();
+        self.live.clear();
+        self.accepted = None;
+        self.generation = self.generation.saturating_sub(1);
     }
 
     // ------------------------------------------------------------------ writes

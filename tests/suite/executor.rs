@@ -63,8 +63,13 @@ fn own_time(origin: Instant) -> Duration {
 }
 
 /// Runs `operation` on this (current-thread) runtime next to a ticker task that notes
-/// every time it gets to run, on the thread's own timeline ([`own_time`]).
+/// every time it gets to run, on the thread's own timeline ([`own_time`]), after any
+/// other measurement of this process.
 async fn measure<F: Future>(operation: F) -> (F::Output, Stall) {
+    // One measured operation at a time in this process: the tests of this file would
+    // otherwise run side by side and take each other's cores (and blocking threads).
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
     let origin = Instant::now() - waited_for_a_core();
     let ticks = Arc::new(Mutex::new(Vec::<Duration>::new()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -210,4 +215,66 @@ async fn item_09_a_large_blob_write_leaves_the_executor_free() {
     let pin = pin.unwrap();
     stall.check("a write of a 48 MB blob");
     assert_eq!(blobs.read(&pin).await.unwrap(), body);
+}
+
+/// A commit whose future is dropped while its records merge into the view off the
+/// executor (the view is away on the blocking pool): the commit is in the store, and the
+/// handle's next refresh shows it with everything before it — on both commit modes
+/// (without compare-and-swap, the directory's mark already named the new state, so a
+/// refresh that trusted it would keep the emptied view for good). The drop is tried
+/// after a growing delay (1 ms steps) until one lands while the view is away.
+#[tokio::test]
+async fn item_09_a_commit_dropped_while_its_view_is_away_loses_nothing() {
+    use std::task::Poll;
+    for mode in [CommitMode::WriterUnique, CommitMode::CompareAndSwap] {
+        let mut hit = false;
+        for delay_ms in 0..300u64 {
+            let rng = RandomSource::os();
+            let store: mailvault::storage::DynStore = match mode {
+                CommitMode::WriterUnique => Arc::new(mailvault::storage::NoCasStore::new(memory())),
+                _ => memory(),
+            };
+            let index = IndexStore::with_mode(
+                store,
+                DeploymentId::random(&rng),
+                Arc::new(MemoryDirectory::new()),
+                mode,
+            );
+            let (account, key) = (AccountId::random(&rng), AccountKey::generate(1, &rng));
+            let mut c = index.open(account, &key, b"away").await.unwrap();
+            c.commit(batch(0, 10)).await.unwrap();
+            let mut commit = Box::pin(c.commit(batch(10, 20_000)));
+            let mut finished = false;
+            let deadline = Instant::now() + Duration::from_millis(delay_ms);
+            loop {
+                if let Poll::Ready(done) = futures::poll!(commit.as_mut()) {
+                    done.unwrap();
+                    finished = true;
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            drop(commit);
+            if finished {
+                // Too late: the whole commit ran; later tries cannot land either.
+                break;
+            }
+            if !c.is_empty() {
+                continue;
+            }
+            // Dropped while the view was away.
+            hit = true;
+            c.refresh().await.unwrap();
+            assert_eq!(c.len(), 20_010, "{mode:?}: the refreshed view");
+            c.commit(batch(30_000, 5)).await.unwrap();
+            let reopened = index.open(account, &key, b"away").await.unwrap();
+            assert_eq!(reopened.len(), 20_015, "{mode:?}: reopened");
+            assert_eq!(c.len(), 20_015, "{mode:?}: after another commit");
+            break;
+        }
+        assert!(hit, "{mode:?}: no drop landed while the view was away");
+    }
 }
