@@ -393,9 +393,10 @@ impl Mailstore {
         keys: &[AccountKey],
     ) -> Option<Retry> {
         let email = EmailId::from_bytes(*delivery.as_bytes());
+        // A record this handle cannot read (a newer version, damage) might name this very
+        // body: not a retry then, the body stays.
         let imported_body = super::email_record(&self.index, &email)
-            .ok()
-            .flatten()
+            .ok()?
             .map(|record| record.pin.id);
         if imported_body == Some(object.blob) {
             return None;

@@ -268,7 +268,9 @@ impl Mailstore {
         let mut found = Vec::new();
         for m in &view.messages {
             if let Some(bytes) = self.index.get(&super::keys::email(&m.email)) {
-                if !crate::format::mail::EmailRecord::is_analyzed(bytes)? {
+                // Analyzed after its import: the analysis is a record of its own.
+                let analyzed_later = self.index.get(&super::keys::analysis(&m.email)).is_some();
+                if !analyzed_later && !crate::format::mail::EmailRecord::is_analyzed(bytes)? {
                     found.push(m.uid);
                 }
             }

@@ -1807,3 +1807,32 @@ fn analysis_of(
         &email.preview,
     )
 }
+
+/// A delivery imported without an analysis is listed by `Mailstore::unanalyzed` (what a
+/// server analyzes before a search on envelope keys) until it is analyzed, then no more:
+/// the analysis made after the import is a record of its own.
+#[tokio::test]
+async fn unanalyzed_lists_a_delivery_until_it_is_analyzed() {
+    let w = World::new(KeyModel::DeviceOnly).await;
+    w.deliverer()
+        .with_analysis(false)
+        .deliver_bytes(w.account, MESSAGE, DeliveryOptions::default())
+        .await
+        .unwrap();
+    w.deliverer()
+        .deliver_bytes(
+            w.account,
+            &threaded("analyzed@x", ""),
+            DeliveryOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.import().await.imported.len(), 2);
+    let mut mail = w.mail().await;
+    let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
+    let view = mail.view(inbox).unwrap();
+    assert_eq!(mail.unanalyzed(&view).unwrap(), vec![1]);
+    mail.analyze(inbox, 1).await.unwrap();
+    let view = mail.view(inbox).unwrap();
+    assert!(mail.unanalyzed(&view).unwrap().is_empty());
+}
