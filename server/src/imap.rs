@@ -257,9 +257,14 @@ impl ListRequest {
         let mut status: Option<Vec<StatusDataItemName>> = None;
         for option in returns {
             if let ListReturnOption::Status(names) = option {
-                status
-                    .get_or_insert_with(Vec::new)
-                    .extend(names.as_ref().iter().cloned());
+                // Each item once, whatever the client repeats (the answer for every
+                // mailbox would repeat it).
+                let status = status.get_or_insert_with(Vec::new);
+                for name in names.as_ref() {
+                    if !status.contains(name) {
+                        status.push(name.clone());
+                    }
+                }
             }
         }
         Self {
@@ -3487,15 +3492,23 @@ fn bad_name(tag: Tag<'static>, error: mutf7::Error) -> Status<'static> {
 /// LIST pattern matching: `*` matches anything, `%` anything but the delimiter; INBOX
 /// case-insensitively.
 fn matches_pattern(pattern: &str, name: &str) -> bool {
+    // Whether `p` matches `n`, in time |p|·|n| (a backtracking matcher is exponential in
+    // the number of wildcards: `*a*a*a…b` against a long name of `a`s): row `i` says, for
+    // each `j`, whether `p[i..]` matches `n[j..]`; built from the end of the pattern.
     fn go(p: &[char], n: &[char]) -> bool {
-        match p.split_first() {
-            None => n.is_empty(),
-            Some(('*', rest)) => (0..=n.len()).any(|k| go(rest, &n[k..])),
-            Some(('%', rest)) => (0..=n.len())
-                .take_while(|&k| k == 0 || n[k - 1] != '/')
-                .any(|k| go(rest, &n[k..])),
-            Some((c, rest)) => n.first() == Some(c) && go(rest, &n[1..]),
+        let mut next: Vec<bool> = (0..=n.len()).map(|j| j == n.len()).collect();
+        let mut row = vec![false; n.len() + 1];
+        for &c in p.iter().rev() {
+            for j in (0..=n.len()).rev() {
+                row[j] = match c {
+                    '*' => next[j] || (j < n.len() && row[j + 1]),
+                    '%' => next[j] || (j < n.len() && n[j] != '/' && row[j + 1]),
+                    c => j < n.len() && n[j] == c && next[j + 1],
+                };
+            }
+            std::mem::swap(&mut next, &mut row);
         }
+        next[0]
     }
     let fold = |s: &str| -> Vec<char> {
         // `get`: the fifth byte may be inside a multibyte character ("Entwürfe").
@@ -3607,6 +3620,25 @@ mod tests {
     }
 
     #[test]
+    fn list_status_items_are_asked_once() {
+        let pattern = ListMailbox::String(IString::try_from("*").unwrap());
+        let repeated = vec![StatusDataItemName::Messages; 1000];
+        let returns = [
+            ListReturnOption::Status(Vec1::try_from(repeated).unwrap()),
+            ListReturnOption::Status(Vec1::from(StatusDataItemName::Messages)),
+            ListReturnOption::Status(Vec1::from(StatusDataItemName::UidNext)),
+        ];
+        let request = ListRequest::extended(&[], Vec1::from(pattern), &returns);
+        assert_eq!(
+            request.status,
+            Some(vec![
+                StatusDataItemName::Messages,
+                StatusDataItemName::UidNext
+            ])
+        );
+    }
+
+    #[test]
     fn list_patterns() {
         assert!(matches_pattern("*", "INBOX"));
         assert!(matches_pattern("%", "Projects"));
@@ -3619,6 +3651,20 @@ mod tests {
         assert!(matches_pattern("Entw*", "Entwürfe"));
         assert!(matches_pattern("日本%", "日本語"));
         assert!(!matches_pattern("inboü", "INBOX"));
+        assert!(matches_pattern("%/%", "a/b"));
+        assert!(!matches_pattern("a%b", "a/b"));
+        assert!(matches_pattern("a*b", "a/x/b"));
+        assert!(matches_pattern("*", ""));
+        assert!(matches_pattern("%", ""));
+        assert!(!matches_pattern("", "a"));
+        assert!(matches_pattern("*b*", "abc"));
+        assert!(!matches_pattern("*b*c", "abcb"));
+        // Many wildcards against a long name: a backtracking matcher never ends.
+        let name = "a".repeat(1024);
+        let pattern = format!("{}b", "*a".repeat(20));
+        assert!(!matches_pattern(&pattern, &name));
+        assert!(matches_pattern(&"*a".repeat(20), &name));
+        assert!(!matches_pattern(&format!("{}b", "%a".repeat(20)), &name));
     }
 
     #[test]
