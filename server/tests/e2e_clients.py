@@ -229,8 +229,10 @@ def raw_exchange(port):
     sock.close()
 
 
-def append_limit(port, user, password):
-    """APPENDLIMIT (RFC 7889): the advertised limit is the one enforced, to the byte."""
+def raw_imap(port, continuation):
+    """An IMAP connection on a raw socket (greeting read) and its `send(data, tag)`: sends
+    `data`, returns the lines up to the tagged reply (or, with `continuation`, up to a
+    continuation request too)."""
     sock = socket.create_connection((HOST, port), timeout=TIMEOUT)
     reader = sock.makefile("rb")
     reader.readline()
@@ -243,9 +245,15 @@ def append_limit(port, user, password):
             if not got:
                 raise AssertionError(f"connection closed; got {lines!r}")
             lines.append(got)
-            if got.startswith(tag + b" ") or got.startswith(b"+"):
+            if got.startswith(tag + b" ") or (continuation and got.startswith(b"+")):
                 return lines
 
+    return sock, send
+
+
+def append_limit(port, user, password):
+    """APPENDLIMIT (RFC 7889): the advertised limit is the one enforced, to the byte."""
+    sock, send = raw_imap(port, continuation=True)
     lines = send(b'l1 LOGIN "%s" "%s"\r\n' % (user.encode(), password.encode()), b"l1")
     check(lines[-1].startswith(b"l1 OK"), f"LOGIN: {lines[-1]!r}")
     caps = send(b"l2 CAPABILITY\r\n", b"l2")
@@ -277,21 +285,7 @@ def multiappend_refused(port, user, password):
     A client that sends one anyway (two LITERAL+ messages in one command) gets BAD, and
     nothing of the first message is stored: the command is parsed whole before anything
     is appended (each APPEND is one library transaction, all of it or nothing)."""
-    sock = socket.create_connection((HOST, port), timeout=TIMEOUT)
-    reader = sock.makefile("rb")
-    reader.readline()
-
-    def send(data: bytes, tag: bytes):
-        sock.sendall(data)
-        lines = []
-        while True:
-            got = reader.readline()
-            if not got:
-                raise AssertionError(f"connection closed; got {lines!r}")
-            lines.append(got)
-            if got.startswith(tag + b" "):
-                return lines
-
+    sock, send = raw_imap(port, continuation=False)
     lines = send(b'm1 LOGIN "%s" "%s"\r\n' % (user.encode(), password.encode()), b"m1")
     check(lines[-1].startswith(b"m1 OK"), f"LOGIN: {lines[-1]!r}")
     caps = b"".join(send(b"m2 CAPABILITY\r\n", b"m2"))
