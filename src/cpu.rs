@@ -17,9 +17,10 @@ pub(crate) const IN_PLACE_BYTES: usize = 64 * 1024;
 /// otherwise on tokio's blocking pool (the caller's task waits without holding its
 /// executor thread).
 ///
+/// A panic of `work` is the caller's, as it would be in place.
+///
 /// # Errors
-/// [`Error::InvalidArgument`] if the work did not finish (it panicked, or the runtime
-/// is shutting down).
+/// [`Error::InvalidArgument`] if the work was cancelled (the runtime is shutting down).
 pub(crate) async fn offload<T, F>(bytes: usize, work: F) -> Result<T>
 where
     F: FnOnce() -> T + Send + 'static,
@@ -28,7 +29,30 @@ where
     if bytes < IN_PLACE_BYTES {
         return Ok(work());
     }
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| Error::InvalidArgument(format!("work off the executor did not finish: {e}")))
+    match tokio::task::spawn_blocking(work).await {
+        Ok(done) => Ok(done),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(Error::InvalidArgument(format!(
+            "work off the executor did not finish: {e}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panic on the blocking pool reaches the caller's task as the panic it is (not
+    /// as an error that looks like a bad argument), as it would in place.
+    #[tokio::test]
+    async fn a_panic_off_the_executor_is_the_callers() {
+        for bytes in [0, IN_PLACE_BYTES] {
+            let task = tokio::spawn(offload(bytes, || -> u8 { panic!("boom") }));
+            let e = task.await.expect_err("the task panicked");
+            assert!(e.is_panic(), "{bytes}: {e}");
+            let payload = e.into_panic();
+            assert_eq!(payload.downcast_ref::<&str>(), Some(&"boom"), "{bytes}");
+        }
+        assert_eq!(offload(IN_PLACE_BYTES, || 7).await.unwrap(), 7);
+    }
 }
