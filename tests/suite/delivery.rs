@@ -1145,6 +1145,23 @@ fn threaded(message_id: &str, in_reply_to: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Delivers `messages` to the world's account one after the other: their delivery ids.
+async fn deliver_all(
+    w: &World,
+    messages: impl Iterator<Item = Vec<u8>>,
+) -> Vec<mailvault::ids::DeliveryId> {
+    let mut ids = Vec::new();
+    for message in messages {
+        let receipt = w
+            .deliverer()
+            .deliver_bytes(w.account, &message, DeliveryOptions::default())
+            .await
+            .unwrap();
+        ids.push(receipt.delivery);
+    }
+    ids
+}
+
 /// Imports the deliveries `ids` (all pending, in this order) through a counting store:
 /// the session, its report (checked to import exactly `ids` in their order) and the sizes
 /// of the index writes it made, in order.
@@ -1174,19 +1191,11 @@ async fn import_counting_index_writes(
 async fn import_of_many_deliveries_takes_few_commits_and_keeps_their_order() {
     const DELIVERIES: usize = 300;
     let w = World::new(KeyModel::DeviceOnly).await;
-    let mut ids = Vec::new();
-    for i in 0..DELIVERIES {
-        let receipt = w
-            .deliverer()
-            .deliver_bytes(
-                w.account,
-                &threaded(&format!("m{i}@x"), ""),
-                DeliveryOptions::default(),
-            )
-            .await
-            .unwrap();
-        ids.push(receipt.delivery);
-    }
+    let ids = deliver_all(
+        &w,
+        (0..DELIVERIES).map(|i| threaded(&format!("m{i}@x"), "")),
+    )
+    .await;
     let (mail, report, index_writes) = import_counting_index_writes(&w, &ids).await;
     // UIDs 1..=N in delivery order.
     let uids: Vec<u32> = report.imported.iter().map(|(_, _, uid)| *uid).collect();
@@ -1234,15 +1243,7 @@ fn many_parts(parts: usize, tag: usize) -> Vec<u8> {
 async fn import_batches_are_bounded_by_bytes() {
     const DELIVERIES: usize = 300;
     let w = World::new(KeyModel::DeviceOnly).await;
-    let mut ids = Vec::new();
-    for i in 0..DELIVERIES {
-        let receipt = w
-            .deliverer()
-            .deliver_bytes(w.account, &many_parts(200, i), DeliveryOptions::default())
-            .await
-            .unwrap();
-        ids.push(receipt.delivery);
-    }
+    let ids = deliver_all(&w, (0..DELIVERIES).map(|i| many_parts(200, i))).await;
     let envelopes: u64 = {
         let listed: Vec<_> = w
             .store
