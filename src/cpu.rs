@@ -13,6 +13,14 @@ use crate::error::{Error, Result};
 /// 50 µs here, the order of one poll that tokio's guidance allows.
 pub(crate) const IN_PLACE_BYTES: usize = 64 * 1024;
 
+/// Whether work on `bytes` bytes may spread over rayon's pool: only work that
+/// [`offload`] sends off the executor. Smaller work runs in place, possibly on an
+/// executor thread, and must not wait for that pool, which other accounts' large work
+/// (or a neighbour's parallel loop) may keep busy for a long time.
+pub(crate) fn parallel(bytes: usize) -> bool {
+    bytes >= IN_PLACE_BYTES
+}
+
 /// Runs `work`, which handles about `bytes` bytes: in place below [`IN_PLACE_BYTES`],
 /// otherwise on tokio's blocking pool (the caller's task waits without holding its
 /// executor thread).
@@ -35,6 +43,19 @@ where
         Err(e) => Err(Error::InvalidArgument(format!(
             "work off the executor did not finish: {e}"
         ))),
+    }
+}
+
+/// Drops `value`, which holds about `bytes` bytes in many allocations (a view of a
+/// large collection): below [`IN_PLACE_BYTES`] in place, otherwise on tokio's blocking
+/// pool, without waiting (freeing a hundred thousand records takes tens of
+/// milliseconds). In place outside a runtime.
+pub(crate) fn drop_off<T: Send + 'static>(value: T, bytes: usize) {
+    if bytes < IN_PLACE_BYTES {
+        return;
+    }
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn_blocking(move || drop(value));
     }
 }
 

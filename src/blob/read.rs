@@ -25,8 +25,9 @@ const PIECE: usize = BATCH_CHUNKS * SEALED_CHUNK_SIZE;
 const READ_AHEAD: usize = 1;
 
 /// Pieces at least this large are opened on the blocking pool (the chunks on all cores),
-/// so that the runtime's workers keep reading meanwhile; smaller ones inline.
-const OFFLOAD: usize = 256 << 10;
+/// so that the runtime's workers keep reading meanwhile; smaller ones inline, on one core
+/// (see [`crate::cpu::parallel`]).
+const OFFLOAD: usize = crate::cpu::IN_PLACE_BYTES;
 
 struct ReadState {
     header: Vec<u8>,
@@ -134,12 +135,11 @@ pub(super) async fn stream(
                 Some(piece) => {
                     let piece = piece?;
                     let plain = if piece.len() >= OFFLOAD {
-                        let (back, plain) = tokio::task::spawn_blocking(move || {
+                        let (back, plain) = crate::cpu::offload(piece.len(), move || {
                             let plain = state.feed(&piece);
                             (state, plain)
                         })
-                        .await
-                        .map_err(|e| Error::invalid(format!("opening task failed: {e}")))?;
+                        .await?;
                         state = back;
                         plain?
                     } else {

@@ -677,7 +677,7 @@ impl Collection {
         self.view_away = true;
         let live_ids: HashSet<SegmentId> = live.iter().map(|e| e.id).collect();
         if !self.loaded.iter().all(|id| live_ids.contains(id)) {
-            self.view.clear();
+            self.drop_view();
             self.loaded.clear();
             self.present = 0;
         }
@@ -983,12 +983,19 @@ impl Collection {
         Ok(changed)
     }
 
+    /// Empties the view; a large one is freed off the executor thread (its size counted
+    /// as the versions themselves: the records they point to are shared buffers).
+    fn drop_view(&mut self) {
+        let bytes = self.view.len() * std::mem::size_of::<Version>();
+        crate::cpu::drop_off(std::mem::take(&mut self.view), bytes);
+    }
+
     /// Forgets a view left incomplete by a dropped future (see `view_away`), so that
     /// the next load installs the newest state whole: nothing counts as loaded, and the
     /// state it was loaded from is read again (with compare-and-swap from the
     /// generation below this handle's, without from the directory's mark).
     fn forget_view(&mut self) {
-        self.view.clear();
+        self.drop_view();
         self.loaded.clear();
         self.present = 0;
         self.writers.clear();
@@ -1388,7 +1395,7 @@ impl Collection {
             // directory's mark naming the accepted manifest).
             let purge = full && self.linear();
             let records = Arc::new(if full {
-                self.view_records(purge)
+                self.view_records(purge).await?
             } else {
                 self.merge_inputs(&inputs).await?
             });
@@ -1468,20 +1475,42 @@ impl Collection {
         covers
     }
 
-    /// Every version in the view, with its stamp, as records of a compacted segment.
-    fn view_records(&self, drop_deletions: bool) -> Vec<Record> {
-        self.view
-            .iter()
-            .filter(|v| !drop_deletions || !v.deleted)
-            .map(|v| Record {
-                key: v.bytes.slice(..v.key_len as usize),
-                stamp: Some(Stamp {
-                    generation: v.generation(),
-                    writer: self.writers[v.writer() as usize],
-                }),
-                value: (!v.deleted).then(|| v.bytes.slice(v.key_len as usize..)),
-            })
-            .collect()
+    /// Every version in the view, with its stamp, as records of a compacted segment: off
+    /// the executor thread for a large view (which goes along and comes back, as in
+    /// [`Self::merge_records`]).
+    async fn view_records(&mut self, drop_deletions: bool) -> Result<Vec<Record>> {
+        let records_of = move |view: &BTreeSet<Version>, writers: &[WriterId]| -> Vec<Record> {
+            view.iter()
+                .filter(|v| !drop_deletions || !v.deleted)
+                .map(|v| Record {
+                    key: v.bytes.slice(..v.key_len as usize),
+                    stamp: Some(Stamp {
+                        generation: v.generation(),
+                        writer: writers[v.writer() as usize],
+                    }),
+                    value: (!v.deleted).then(|| v.bytes.slice(v.key_len as usize..)),
+                })
+                .collect()
+        };
+        let bytes = self.view.len() * std::mem::size_of::<Version>();
+        if bytes < crate::cpu::IN_PLACE_BYTES {
+            return Ok(records_of(&self.view, &self.writers));
+        }
+        self.view_away = true;
+        let loaded = std::mem::take(&mut self.loaded);
+        let view = std::mem::take(&mut self.view);
+        let present = std::mem::take(&mut self.present);
+        let writers = self.writers.clone();
+        let (view, records) = crate::cpu::offload(bytes, move || {
+            let records = records_of(&view, &writers);
+            (view, records)
+        })
+        .await?;
+        self.view = view;
+        self.present = present;
+        self.loaded = loaded;
+        self.view_away = false;
+        Ok(records)
     }
 
     /// The newest version of each key among `inputs` only, re-read from the store.

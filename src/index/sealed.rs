@@ -109,20 +109,22 @@ impl CollectionKeys {
             pages: u32::try_from(pages.len()).expect("fewer than 2^32 pages"),
         }
         .to_bytes();
-        let sealed: Vec<Vec<u8>> = pages
-            .par_iter()
-            .enumerate()
-            .map(|(i, page)| {
-                let mut out = Vec::with_capacity(page.len() + 44);
-                self.cipher.seal(
-                    rng,
-                    &self.ad(AD_PAGE, &header, Some(i as u32)),
-                    page,
-                    &mut out,
-                );
-                out
-            })
-            .collect();
+        let seal_page = |(i, page): (usize, &Vec<u8>)| {
+            let mut out = Vec::with_capacity(page.len() + 44);
+            self.cipher.seal(
+                rng,
+                &self.ad(AD_PAGE, &header, Some(i as u32)),
+                page,
+                &mut out,
+            );
+            out
+        };
+        let plain_len = pages.iter().map(Vec::len).sum();
+        let sealed: Vec<Vec<u8>> = if crate::cpu::parallel(plain_len) {
+            pages.par_iter().enumerate().map(seal_page).collect()
+        } else {
+            pages.iter().enumerate().map(seal_page).collect()
+        };
         let mut stored = Vec::with_capacity(
             SEGMENT_HEADER_LEN + sealed.iter().map(|p| p.len() + 4).sum::<usize>(),
         );
@@ -162,24 +164,34 @@ impl CollectionKeys {
             return Err(Error::Tampered);
         }
         let header_bytes = header.to_bytes();
-        let (digest_ok, opened) = rayon::join(digest_ok, || {
-            pages
-                .par_iter()
+        let open_page = |(i, sealed): (usize, &&[u8])| {
+            let page = self
+                .cipher
+                .open(&self.ad(AD_PAGE, &header_bytes, Some(i as u32)), sealed)
+                .map(Bytes::from)
+                .ok_or(Error::Tampered)?;
+            let mut records = Vec::new();
+            parse_page(header.kind, &page, None, &mut records)?;
+            let mut loaded = Vec::with_capacity(records.len());
+            compact(&mut records, &mut loaded);
+            Ok(loaded)
+        };
+        let (digest_ok, opened) = if crate::cpu::parallel(stored.len()) {
+            rayon::join(digest_ok, || {
+                pages
+                    .par_iter()
+                    .enumerate()
+                    .map(open_page)
+                    .collect::<Result<Vec<Vec<Loaded>>>>()
+            })
+        } else {
+            let opened = pages
+                .iter()
                 .enumerate()
-                .map(|(i, sealed)| {
-                    let page = self
-                        .cipher
-                        .open(&self.ad(AD_PAGE, &header_bytes, Some(i as u32)), sealed)
-                        .map(Bytes::from)
-                        .ok_or(Error::Tampered)?;
-                    let mut records = Vec::new();
-                    parse_page(header.kind, &page, None, &mut records)?;
-                    let mut loaded = Vec::with_capacity(records.len());
-                    compact(&mut records, &mut loaded);
-                    Ok(loaded)
-                })
-                .collect::<Result<Vec<Vec<Loaded>>>>()
-        });
+                .map(open_page)
+                .collect::<Result<Vec<Vec<Loaded>>>>();
+            (digest_ok(), opened)
+        };
         if !digest_ok {
             return Err(Error::Tampered);
         }

@@ -119,17 +119,30 @@ async fn collect(result: GetResult, path: &Path, limit: u64) -> Result<Bytes> {
         return Ok(result.bytes().await?);
     }
     let mut stream = result.into_stream();
-    // `announced <= limit`, and `limit` is a bound on what the caller accepts in memory.
-    let mut buffer = Vec::with_capacity(announced as usize);
+    // An answer in one piece (an in-memory store, a small object) is kept as it is; the
+    // pieces of a longer one are copied as they arrive (one piece per poll, never all
+    // of a large object in one stretch of the executor thread).
+    let mut first: Option<Bytes> = None;
+    let mut buffer = Vec::new();
     while let Some(piece) = stream.next().await {
         let piece = piece?;
-        let size = buffer.len() as u64 + piece.len() as u64;
+        let held = first.as_ref().map_or(buffer.len(), Bytes::len);
+        let size = held as u64 + piece.len() as u64;
         if size > limit {
             return Err(too_large(size));
         }
-        buffer.extend_from_slice(&piece);
+        if let Some(head) = first.take() {
+            // `announced <= limit`, a bound on what the caller accepts in memory.
+            buffer.reserve_exact((announced as usize).max(head.len() + piece.len()));
+            buffer.extend_from_slice(&head);
+            buffer.extend_from_slice(&piece);
+        } else if buffer.is_empty() {
+            first = Some(piece);
+        } else {
+            buffer.extend_from_slice(&piece);
+        }
     }
-    Ok(Bytes::from(buffer))
+    Ok(first.unwrap_or_else(|| Bytes::from(buffer)))
 }
 
 #[cfg(test)]
