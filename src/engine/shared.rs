@@ -10,19 +10,23 @@
 //! [`ShareConfig::poll_interval`], for what other processes did (index commits of other
 //! servers, deliveries waiting for import), loads it, imports pending deliveries in the
 //! order of their delivery numbers, and tells every subscriber
-//! ([`subscribe`](SharedAccount::subscribe)) the account's new modseq. When the last
-//! clone of the handle is dropped, its poller stops and the registry forgets it.
+//! ([`subscribe`](SharedAccount::subscribe)) the account's new modseq. The poller also
+//! collects the account's garbage ([`Mailstore::collect_garbage`]: index segments and
+//! manifests superseded by commits and compactions, bodies of expunged messages) at most
+//! once per [`ShareConfig::gc_interval`], and only while something changed recently
+//! enough that garbage may be left. When the last clone of the handle is dropped, its
+//! poller stops and the registry forgets it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::Session;
 use crate::error::Result;
 use crate::ids::{AccountId, MailboxId};
-use crate::mail::{Committed, ImportReport, MailboxView, Mailstore, Transaction};
+use crate::mail::{Committed, ImportReport, MailGcReport, MailboxView, Mailstore, Transaction};
 
 /// How a [`SharedAccount`] follows other processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +41,22 @@ pub struct ShareConfig {
     pub import_deliveries: bool,
     /// How the poller finds that deliveries wait for import.
     pub pending: PendingCheck,
+    /// How often, at most, the poller collects the account's garbage
+    /// ([`SharedAccount::collect_garbage`] with [`gc_grace`](Self::gc_grace)); `None`:
+    /// never (another process does the store's maintenance). A collection runs when this
+    /// long has passed since the previous one (or since the handle opened) and the account
+    /// changed (a commit of this process or of another) less than the grace period before
+    /// the previous collection started, or after it: what a change leaves behind is
+    /// collectable one grace period later, so a quiet account costs nothing. A collection
+    /// lists the account's index objects (one LIST) and holds the handle's write access
+    /// while it runs.
+    pub gc_interval: Option<Duration>,
+    /// The grace period of those collections: a manifest superseded, a segment unlisted
+    /// or a body released less than this long ago is kept, for the readers and writers
+    /// of other processes that may still need it (§8.6 of docs/design.md). Raised to
+    /// [`Mailstore::min_gc_grace`] (the index's `verify_after`) when shorter: a commit of
+    /// another process that stalls longer checks its manifest before acknowledging it.
+    pub gc_grace: Duration,
 }
 
 impl Default for ShareConfig {
@@ -45,6 +65,8 @@ impl Default for ShareConfig {
             poll_interval: Duration::from_secs(1),
             import_deliveries: true,
             pending: PendingCheck::DeliveryCounter,
+            gc_interval: Some(Duration::from_secs(60)),
+            gc_grace: Duration::from_secs(60),
         }
     }
 }
@@ -303,6 +325,20 @@ impl SharedAccount {
         sync(&self.inner, self.inner.config.import_deliveries).await
     }
 
+    /// Collects the account's garbage now, as [`Mailstore::collect_garbage`], under the
+    /// handle's write access; `grace` is raised to [`Mailstore::min_gc_grace`] when
+    /// shorter. What the poller does every [`ShareConfig::gc_interval`] when there may be
+    /// garbage. Subscribers are told the new modseq (deleting released emails is a
+    /// commit).
+    ///
+    /// # Errors
+    /// As [`Mailstore::collect_garbage`].
+    pub async fn collect_garbage(&self, grace: Duration) -> Result<MailGcReport> {
+        let mut mail = self.write().await;
+        let grace = grace.max(mail.min_gc_grace());
+        mail.collect_garbage(grace).await
+    }
+
     /// The last error the poller met, if its last poll failed (it keeps polling).
     pub fn last_poll_error(&self) -> Option<String> {
         self.inner
@@ -331,6 +367,7 @@ async fn sync(inner: &Inner, import: bool) -> Result<ImportReport> {
 /// when its last connection does.
 async fn poll(handle: Weak<Inner>, config: ShareConfig) {
     let mut published = 0u64;
+    let mut gc = GcSchedule::new(&config);
     loop {
         tokio::time::sleep(config.poll_interval).await;
         let Some(inner) = handle.upgrade() else {
@@ -354,6 +391,29 @@ async fn poll(handle: Weak<Inner>, config: ShareConfig) {
             if state.mail.limits().storage.is_some() && state.mail.modseq() > published {
                 published = state.mail.publish_usage().await?.modseq;
             }
+            let due = gc
+                .due(state.mail.modseq())
+                .map(|grace| grace.max(state.mail.min_gc_grace()));
+            drop(state);
+            if let Some(grace) = due {
+                let started = Instant::now();
+                // A failed collection waits for the next interval too.
+                gc.last_run = started;
+                let report = SharedAccount {
+                    inner: inner.clone(),
+                }
+                .collect_garbage(grace)
+                .await?;
+                let modseq = inner.state.read().await.mail.modseq();
+                gc.ran(started, modseq, grace);
+                tracing::debug!(
+                    account = %inner.account,
+                    bodies = report.bodies,
+                    manifests = report.index.manifests,
+                    segments = report.index.segments,
+                    "garbage collected"
+                );
+            }
             Result::Ok(())
         }
         .await;
@@ -368,6 +428,63 @@ async fn poll(handle: Weak<Inner>, config: ShareConfig) {
                 *last = Some(e.to_string());
             }
         }
+    }
+}
+
+/// When the poller collects garbage (see [`ShareConfig::gc_interval`]).
+struct GcSchedule {
+    interval: Option<Duration>,
+    grace: Duration,
+    /// When the previous collection started (the handle's opening before the first).
+    last_run: Instant,
+    /// Whether a change may have left garbage that the previous collection could not
+    /// take yet (younger than the grace period when it started). True at first: the
+    /// account may hold garbage from before the handle opened.
+    pending: bool,
+    /// When the newest change was seen, and its modseq.
+    last_change: Instant,
+    modseq: Option<u64>,
+}
+
+impl GcSchedule {
+    fn new(config: &ShareConfig) -> Self {
+        let now = Instant::now();
+        Self {
+            interval: config.gc_interval,
+            grace: config.gc_grace,
+            last_run: now,
+            pending: true,
+            last_change: now,
+            modseq: None,
+        }
+    }
+
+    /// Notes the account's `modseq`; the grace period to collect with if a collection
+    /// is due.
+    fn due(&mut self, modseq: u64) -> Option<Duration> {
+        let interval = self.interval?;
+        if self.modseq != Some(modseq) {
+            if self.modseq.is_some() {
+                self.last_change = Instant::now();
+                self.pending = true;
+            }
+            self.modseq = Some(modseq);
+        }
+        (self.pending && self.last_run.elapsed() >= interval).then_some(self.grace)
+    }
+
+    /// A collection started at `started` with `grace` succeeded; the account's modseq
+    /// after it.
+    fn ran(&mut self, started: Instant, modseq: u64, grace: Duration) {
+        if self.modseq != Some(modseq) {
+            // The collection committed (released emails deleted): its own garbage.
+            self.last_change = Instant::now();
+            self.modseq = Some(modseq);
+        }
+        self.last_run = started;
+        // Garbage of changes younger than the grace period at the start stays for the
+        // next collection.
+        self.pending = self.last_change + grace > started;
     }
 }
 

@@ -13,6 +13,14 @@ impl Mailstore {
         metered(async move { self.index.compact().await.map(|_| ()) }).await
     }
 
+    /// The shortest grace period [`collect_garbage`](Self::collect_garbage) may be given
+    /// while other handles or processes commit to the account: the index's
+    /// [`IndexConfig::verify_after`](crate::index::IndexConfig::verify_after) (§8.6 of
+    /// docs/design.md).
+    pub fn min_gc_grace(&self) -> Duration {
+        self.index.config().verify_after
+    }
+
     /// Deletes bodies released after a grace period (backends without compare-and-swap
     /// mark them instead of deleting them at once, since a concurrent copy may still
     /// refer to them), then collects the index's garbage.
