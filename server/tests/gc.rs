@@ -59,7 +59,10 @@ fn start_second(server: &MailServer, gc: &str) -> (Second, u16, std::path::PathB
     let second = Second(child);
     let deadline = Instant::now() + Duration::from_secs(60);
     while std::net::TcpStream::connect(("127.0.0.1", imap)).is_err() {
-        assert!(Instant::now() < deadline, "the second server does not listen");
+        assert!(
+            Instant::now() < deadline,
+            "the second server does not listen"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     (second, imap, log)
@@ -84,8 +87,7 @@ fn churn(test: &str, gc: &str, settle_secs: u32) -> Option<HashMap<String, u64>>
     config.push_str(gc);
     std::fs::write(server.config_path(), config).expect("config");
     server.start();
-    let (_second, reader_port, second_log) =
-        start_second(&server, "[gc]\ninterval_secs = 0\n");
+    let (_second, reader_port, second_log) = start_second(&server, "[gc]\ninterval_secs = 0\n");
     // The account's folder exists once something is stored: a first login imports.
     assert!(peers::imap_login(server.imap, USER, PASSWORD).contains("OK"));
     let account = account_dir(Path::new(&server.store));
@@ -159,5 +161,8 @@ fn without_collection_the_garbage_stays() {
     };
     // (Bodies go at once on this store, which has compare-and-swap: 30 either way.)
     assert!(report["churned_index"] >= 300, "{report:?}");
-    assert!(report["after_index"] >= report["churned_index"], "{report:?}");
+    assert!(
+        report["after_index"] >= report["churned_index"],
+        "{report:?}"
+    );
 }

@@ -563,3 +563,68 @@ impl AccountRegistry {
         open.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schedule(interval: u64, grace: u64) -> GcSchedule {
+        GcSchedule::new(&ShareConfig {
+            gc_interval: Some(Duration::from_secs(interval)),
+            gc_grace: Duration::from_secs(grace),
+            ..ShareConfig::default()
+        })
+    }
+
+    /// Moves the schedule's clock back by `secs` (as if that much time had passed).
+    fn age(gc: &mut GcSchedule, secs: u64) {
+        let d = Duration::from_secs(secs);
+        gc.last_run -= d;
+        gc.last_change -= d;
+    }
+
+    #[test]
+    fn collects_once_per_interval_and_only_while_garbage_may_be_left() {
+        let grace = Duration::from_secs(60);
+        let mut gc = schedule(60, 60);
+        // Not before the interval, even with garbage possibly left from before the open.
+        assert_eq!(gc.due(5), None);
+        age(&mut gc, 61);
+        assert_eq!(gc.due(5), Some(grace));
+        let started = Instant::now();
+        gc.ran(started, 5, grace);
+        // Nothing changed for longer than the grace period before it started: quiet.
+        age(&mut gc, 121);
+        assert_eq!(gc.due(5), None);
+        // A change: due again one interval after the previous run.
+        assert_eq!(gc.due(6), Some(grace));
+        gc.ran(Instant::now(), 6, grace);
+        // That change was younger than the grace period when the collection started:
+        // its garbage waits for the next one, one interval later.
+        assert_eq!(gc.due(6), None);
+        age(&mut gc, 61);
+        assert_eq!(gc.due(6), Some(grace));
+        gc.ran(Instant::now(), 6, grace);
+        assert_eq!(gc.due(6), None);
+        age(&mut gc, 121);
+        assert_eq!(gc.due(6), None, "a quiet account costs nothing");
+        // A collection that committed (released emails deleted) left its own garbage.
+        age(&mut gc, 61);
+        gc.pending = true;
+        assert_eq!(gc.due(6), Some(grace));
+        gc.ran(Instant::now(), 7, grace);
+        age(&mut gc, 61);
+        assert_eq!(gc.due(7), Some(grace));
+    }
+
+    #[test]
+    fn never_without_an_interval() {
+        let mut gc = GcSchedule::new(&ShareConfig {
+            gc_interval: None,
+            ..ShareConfig::default()
+        });
+        age(&mut gc, 121);
+        assert_eq!(gc.due(1), None);
+        assert_eq!(gc.due(2), None);
+    }
+}
