@@ -9,8 +9,8 @@ segments replaced by compactions, released bodies). Meanwhile the reader, on B, 
 afresh again and again (each login loads the account from the store, the segments a
 collection may delete), sets \\Seen on a kept message (a commit of another process while
 A collects) and fetches every kept message it sees, byte-exact. After the churn the
-writer keeps its connection open (the account's handle, and so its collector, lives
-while a connection does) until the store shrinks or a deadline passes.
+writer logs out and only short sessions follow (login, 1.5 s, logout: a handle each),
+until the store shrinks or a deadline passes.
 
 Prints `key value` lines: the object counts during and after, the reader's rounds and
 errors, and the final check of the kept messages from a fresh login on B.
@@ -131,17 +131,26 @@ churned = counts()
 time.sleep(3)
 done.set()
 thread.join()
+w.logout()
+# Short sessions only from now on (each opens the account's handle, which lives as long
+# as a connection does): the collection still happens, at the first poll of a handle
+# when the account was last collected longer than an interval ago.
 start = time.monotonic()
 after = counts()
+sessions = 0
 while time.monotonic() - start < settle_deadline:
-    typ, _ = w.noop()
+    s = connect(writer_port)
+    typ, _ = s.select("INBOX")
     assert typ == "OK"
+    time.sleep(1.5)
+    typ, _ = s.noop()
+    assert typ == "OK"
+    s.logout()
+    sessions += 1
     after = counts()
     if after["bodies"] == MESSAGES // 3 and after["index"] <= 12:
         break
-    time.sleep(0.5)
 settled = time.monotonic() - start
-w.logout()
 
 # A fresh login on B: every kept message, byte-exact, flags as set.
 c = connect(reader_port)
@@ -156,7 +165,7 @@ c.logout()
 report = {
     "churned_index": churned["index"], "churned_bodies": churned["bodies"],
     "after_index": after["index"], "after_bodies": after["bodies"],
-    "settled_secs": round(settled, 1), "reader_rounds": rounds[0],
+    "settled_secs": round(settled, 1), "settle_sessions": sessions, "reader_rounds": rounds[0],
     "reader_verified": verified[0], "reader_errors": len(errors),
     "final_ok": int(final == [i for i in range(MESSAGES) if kept(i)] and bodies_ok),
 }

@@ -47,9 +47,11 @@ pub struct ShareConfig {
     /// long has passed since the previous one (or since the handle opened) and the account
     /// changed (a commit of this process or of another) less than the grace period before
     /// the previous collection started, or after it: what a change leaves behind is
-    /// collectable one grace period later, so a quiet account costs nothing. A collection
-    /// lists the account's index objects (one LIST) and holds the handle's write access
-    /// while it runs.
+    /// collectable one grace period later, so a quiet account costs nothing. The interval
+    /// runs across the handles of one [`AccountRegistry`]: a handle opened when the
+    /// account was last collected longer ago (or never) collects at its first poll, so
+    /// short sessions get their garbage collected too. A collection lists the account's
+    /// index objects (one LIST) and holds the handle's write access while it runs.
     pub gc_interval: Option<Duration>,
     /// The grace period of those collections: a manifest superseded, a segment unlisted
     /// or a body released less than this long ago is kept, for the readers and writers
@@ -180,7 +182,19 @@ impl SharedAccount {
     /// # Errors
     /// As [`Session::mailstore`] and [`Session::import_deliveries`].
     #[tracing::instrument(level = "debug", skip_all, fields(account = %session.account()))]
-    pub async fn open(mut session: Session, config: ShareConfig) -> Result<Self> {
+    pub async fn open(session: Session, config: ShareConfig) -> Result<Self> {
+        Self::open_with(session, config, None).await
+    }
+
+    /// As [`open`](Self::open); `collected`: when this process last collected the
+    /// account's garbage, shared with the handles of the account opened before and after
+    /// this one (the registry's), so that a client that connects for a few seconds at a
+    /// time still gets its garbage collected, at most once per interval.
+    async fn open_with(
+        mut session: Session,
+        config: ShareConfig,
+        collected: Option<Arc<Mutex<Option<Instant>>>>,
+    ) -> Result<Self> {
         let mut mail = session.mailstore().await?;
         if config.import_deliveries {
             session.import_deliveries(&mut mail).await?;
@@ -196,7 +210,11 @@ impl SharedAccount {
             views: Mutex::new(HashMap::new()),
             poller: Mutex::new(None),
         });
-        let poller = tokio::spawn(poll(Arc::downgrade(&inner), config));
+        let poller = tokio::spawn(poll(
+            Arc::downgrade(&inner),
+            config,
+            collected.unwrap_or_default(),
+        ));
         *inner.poller.lock().unwrap_or_else(PoisonError::into_inner) = Some(poller);
         Ok(Self { inner })
     }
@@ -365,9 +383,10 @@ async fn sync(inner: &Inner, import: bool) -> Result<ImportReport> {
 
 /// The poller of one handle: holds it only while it polls, so that the handle goes
 /// when its last connection does.
-async fn poll(handle: Weak<Inner>, config: ShareConfig) {
+async fn poll(handle: Weak<Inner>, config: ShareConfig, collected: Arc<Mutex<Option<Instant>>>) {
     let mut published = 0u64;
-    let mut gc = GcSchedule::new(&config);
+    let last = *collected.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut gc = GcSchedule::new(&config, last);
     loop {
         tokio::time::sleep(config.poll_interval).await;
         let Some(inner) = handle.upgrade() else {
@@ -399,6 +418,7 @@ async fn poll(handle: Weak<Inner>, config: ShareConfig) {
                 let started = Instant::now();
                 // A failed collection waits for the next interval too.
                 gc.last_run = started;
+                *collected.lock().unwrap_or_else(PoisonError::into_inner) = Some(started);
                 let report = SharedAccount {
                     inner: inner.clone(),
                 }
@@ -435,7 +455,7 @@ async fn poll(handle: Weak<Inner>, config: ShareConfig) {
 struct GcSchedule {
     interval: Option<Duration>,
     grace: Duration,
-    /// When the previous collection started (the handle's opening before the first).
+    /// When the previous collection started.
     last_run: Instant,
     /// Whether a change may have left garbage that the previous collection could not
     /// take yet (younger than the grace period when it started). True at first: the
@@ -447,12 +467,17 @@ struct GcSchedule {
 }
 
 impl GcSchedule {
-    fn new(config: &ShareConfig) -> Self {
+    /// `last_run`: when this process last collected the account, if it did: the first
+    /// collection of a handle is due one interval after it, or at once.
+    fn new(config: &ShareConfig, last_run: Option<Instant>) -> Self {
         let now = Instant::now();
+        let interval = config.gc_interval.unwrap_or_default();
         Self {
             interval: config.gc_interval,
             grace: config.gc_grace,
-            last_run: now,
+            last_run: last_run
+                .or_else(|| now.checked_sub(interval))
+                .unwrap_or(now),
             pending: true,
             last_change: now,
             modseq: None,
@@ -494,6 +519,8 @@ impl GcSchedule {
 #[derive(Default)]
 pub struct AccountRegistry {
     open: Mutex<HashMap<AccountId, Weak<Inner>>>,
+    /// When each account's garbage was last collected by a handle of this registry.
+    collected: Mutex<HashMap<AccountId, Arc<Mutex<Option<Instant>>>>>,
     /// Serializes openings, so that two logins at once open one handle.
     opening: tokio::sync::Mutex<()>,
 }
@@ -548,7 +575,14 @@ impl AccountRegistry {
         if let Some(handle) = self.get(&account) {
             return Ok(handle);
         }
-        let handle = SharedAccount::open(unlock().await?, config).await?;
+        let collected = self
+            .collected
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(account)
+            .or_default()
+            .clone();
+        let handle = SharedAccount::open_with(unlock().await?, config, Some(collected)).await?;
         self.open
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -568,12 +602,15 @@ impl AccountRegistry {
 mod tests {
     use super::*;
 
-    fn schedule(interval: u64, grace: u64) -> GcSchedule {
-        GcSchedule::new(&ShareConfig {
-            gc_interval: Some(Duration::from_secs(interval)),
-            gc_grace: Duration::from_secs(grace),
-            ..ShareConfig::default()
-        })
+    fn schedule(interval: u64, grace: u64, last_run: Option<Instant>) -> GcSchedule {
+        GcSchedule::new(
+            &ShareConfig {
+                gc_interval: Some(Duration::from_secs(interval)),
+                gc_grace: Duration::from_secs(grace),
+                ..ShareConfig::default()
+            },
+            last_run,
+        )
     }
 
     /// Moves the schedule's clock back by `secs` (as if that much time had passed).
@@ -586,11 +623,17 @@ mod tests {
     #[test]
     fn collects_once_per_interval_and_only_while_garbage_may_be_left() {
         let grace = Duration::from_secs(60);
-        let mut gc = schedule(60, 60);
-        // Not before the interval, even with garbage possibly left from before the open.
+        // A handle of an account this process collected 10 s ago (another handle, closed
+        // since): not before the interval.
+        let mut gc = schedule(60, 60, Instant::now().checked_sub(Duration::from_secs(10)));
         assert_eq!(gc.due(5), None);
-        age(&mut gc, 61);
+        age(&mut gc, 51);
         assert_eq!(gc.due(5), Some(grace));
+        // Never collected by this process: at the first poll (garbage may be left from
+        // before the handle opened).
+        let mut gc = schedule(60, 60, None);
+        assert_eq!(gc.due(5), Some(grace));
+        age(&mut gc, 61);
         let started = Instant::now();
         gc.ran(started, 5, grace);
         // Nothing changed for longer than the grace period before it started: quiet.
@@ -619,10 +662,13 @@ mod tests {
 
     #[test]
     fn never_without_an_interval() {
-        let mut gc = GcSchedule::new(&ShareConfig {
-            gc_interval: None,
-            ..ShareConfig::default()
-        });
+        let mut gc = GcSchedule::new(
+            &ShareConfig {
+                gc_interval: None,
+                ..ShareConfig::default()
+            },
+            None,
+        );
         age(&mut gc, 121);
         assert_eq!(gc.due(1), None);
         assert_eq!(gc.due(2), None);
