@@ -24,6 +24,14 @@
 #   BENCH_SIZE       smtp-source payload bytes (default 10240)
 #   BENCH_SEARCH_MESSAGES  messages of the SEARCH mailbox (default 10000; 0: no SEARCH phase)
 #   BENCH_SEARCHES   timed searches after the first (default 5)
+#   BENCH_SERVERS    which servers, comma-separated (default mailvault,dovecot-crypt,dovecot-plain;
+#                    e.g. BENCH_SERVERS=mailvault BENCH_ROUNDS=1 BENCH_MESSAGES=100 for the
+#                    stored size of the search phase only: about 2 minutes)
+#   BENCH_GC_SECS    mailvault's garbage collection interval and grace, seconds (default 5:
+#                    `[gc]` in its config; the server's default is 60). After the search
+#                    phase's size, the size once collected is measured too: a connection
+#                    stays open (the account's handle collects while one does) until the
+#                    size stops changing
 #   BENCH_STATE      scratch folder (default <repo>/target/bench-servers; wiped)
 #   CARGO_TARGET_DIR where the release build goes (default <repo>/target)
 #   ports: 1150-1152 (IMAP) and 2450-2452 (LMTP) on 127.0.0.1
@@ -37,6 +45,8 @@ ROUNDS="${BENCH_ROUNDS:-3}"
 SIZE="${BENCH_SIZE:-10240}"
 SEARCH_MESSAGES="${BENCH_SEARCH_MESSAGES:-10000}"
 SEARCHES="${BENCH_SEARCHES:-5}"
+SERVERS="${BENCH_SERVERS:-mailvault,dovecot-crypt,dovecot-plain}"
+GC_SECS="${BENCH_GC_SECS:-5}"
 TARGET="${CARGO_TARGET_DIR:-$REPO/target}"
 BIN="$TARGET/release/mailvault"
 MV_PID=""
@@ -61,12 +71,22 @@ rm -rf -- "$STATE"
 mkdir -p "$STATE"
 chmod 755 "$STATE"
 
-MAILVAULT_PEERS_STATE="$STATE/crypt" MAILVAULT_DOVECOT_IMAP_PORT=1150 MAILVAULT_DOVECOT_LMTP_PORT=2450 \
-    bash scripts/peers.sh start
-MAILVAULT_PEERS_STATE="$STATE/plain" MAILVAULT_DOVECOT_IMAP_PORT=1151 MAILVAULT_DOVECOT_LMTP_PORT=2451 \
-    MAILVAULT_DOVECOT_CRYPT=0 bash scripts/peers.sh start
-# shellcheck disable=SC1091
-source "$STATE/crypt/env.sh"
+if [[ ",$SERVERS," == *,dovecot-crypt,* ]]; then
+    MAILVAULT_PEERS_STATE="$STATE/crypt" MAILVAULT_DOVECOT_IMAP_PORT=1150 MAILVAULT_DOVECOT_LMTP_PORT=2450 \
+        bash scripts/peers.sh start
+fi
+if [[ ",$SERVERS," == *,dovecot-plain,* ]]; then
+    MAILVAULT_PEERS_STATE="$STATE/plain" MAILVAULT_DOVECOT_IMAP_PORT=1151 MAILVAULT_DOVECOT_LMTP_PORT=2451 \
+        MAILVAULT_DOVECOT_CRYPT=0 bash scripts/peers.sh start
+fi
+# The peers' tools (smtp-source, mbsync, Python), from the env file of a Dovecot started
+# above; without one (BENCH_SERVERS=mailvault), from the caller's environment (source the
+# file `bash scripts/peers.sh env` prints).
+for env in "$STATE/crypt/env.sh" "$STATE/plain/env.sh"; do
+    # shellcheck disable=SC1090
+    [[ -f "$env" ]] && { source "$env"; break; }
+done
+: "${MAILVAULT_PEER_PYTHON:?source the env file of scripts/peers.sh first}"
 
 # mailvault: a local directory, the library's default KDF (a login costs one Argon2id).
 MV="$STATE/mailvault"
@@ -76,6 +96,9 @@ store = "store"
 directory = "directory"
 imap_listen = "127.0.0.1:1152"
 lmtp_listen = "127.0.0.1:2452"
+[gc]
+interval_secs = $GC_SECS
+grace_secs = $GC_SECS
 EOF
 "$BIN" init --config "$MV/mailvault.toml" >/dev/null
 printf 'alicepw\n' >"$MV/pw"
@@ -89,7 +112,8 @@ done
 
 log "$ROUNDS rounds of $MESSAGES messages of $SIZE bytes per server"
 log "load before: $(uptime)"
-BENCH_STATE_DIR="$STATE" BENCH_MESSAGES="$MESSAGES" BENCH_ROUNDS="$ROUNDS" BENCH_SIZE="$SIZE" \
+BENCH_SERVERS="$SERVERS" BENCH_GC_SECS="$GC_SECS" \
+    BENCH_STATE_DIR="$STATE" BENCH_MESSAGES="$MESSAGES" BENCH_ROUNDS="$ROUNDS" BENCH_SIZE="$SIZE" \
     BENCH_SEARCH_MESSAGES="$SEARCH_MESSAGES" BENCH_SEARCHES="$SEARCHES" \
     "$MAILVAULT_PEER_PYTHON" - <<'PYEOF'
 import imaplib, os, smtplib, statistics, subprocess, sys, time
@@ -109,9 +133,12 @@ servers = [
     ("dovecot-plain", 1151, 2451, "alice", "alicepw", "alice@localhost",
      os.path.join(state, "plain", "dovecot", "mail", "alice")),
 ]
+servers = [s for s in servers if s[0] in os.environ["BENCH_SERVERS"].split(",")]
+gc_secs = int(os.environ["BENCH_GC_SECS"])
 results = {s[0]: {"lmtp": [], "login": [], "fetch": [], "bodystructure": [], "size": [],
                   "pull": [], "search_lmtp": [], "search_login": [], "search_first": [],
-                  "search": [], "search_size": [], "search_expunge": []} for s in servers}
+                  "search": [], "search_size": [], "search_settled": [],
+                  "search_expunge": []} for s in servers}
 
 def run(cmd):
     subprocess.run(cmd, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
@@ -120,6 +147,34 @@ def stored_kib(folder):
     # Disk usage (blocks allocated, as `du -sk`) of everything under the folder.
     out = subprocess.run(["du", "-sk", folder], check=True, capture_output=True, text=True)
     return int(out.stdout.split()[0])
+
+def tree(folder):
+    # Files, their bytes, and folders under `folder`.
+    files = size = dirs = 0
+    for _root, ds, fs in os.walk(folder):
+        dirs += len(ds)
+        files += len(fs)
+        size += sum(os.path.getsize(os.path.join(_root, f)) for f in fs)
+    return files, size, dirs
+
+def breakdown(name, folder, when):
+    # Where mailvault's bytes are: bodies (b), index manifests (i/*/m) and segments
+    # (i/*/s), pending deliveries (d), keys (k) of each account folder a/<account>:
+    # files, their bytes, folders, and du (4 KiB blocks, folders included).
+    for account in os.listdir(os.path.join(folder, "a")):
+        top = os.path.join(folder, "a", account)
+        parts = []
+        for sub in sorted(os.listdir(top)):
+            f, b, d = tree(os.path.join(top, sub))
+            parts.append("%s: %d files %d KiB in %d folders, du %d KiB"
+                         % (sub, f, b // 1024, d, stored_kib(os.path.join(top, sub))))
+            if sub == "i":
+                for coll in os.listdir(os.path.join(top, sub)):
+                    for kind in ("m", "s"):
+                        f, b, _ = tree(os.path.join(top, sub, coll, kind))
+                        parts.append("  i/%s: %d files %d KiB" % (kind, f, b // 1024))
+        print("%s %-9s store a/%s (%s):\n    %s" % (when, name, account[:8], stored_kib(folder),
+                                                  "\n    ".join(parts)), file=sys.stderr)
 
 def expunge_all(imap_port, user, pw):
     c = imaplib.IMAP4("127.0.0.1", imap_port, timeout=600)
@@ -208,13 +263,27 @@ for name, imap_port, lmtp_port, user, pw, rcpt, folder in (servers if search_n e
     c.logout()
     results[name]["search_size"].append(stored_kib(folder))
     if name == "mailvault":
-        # Where the bytes are: bodies (b), index segments and manifests (i), pending
-        # deliveries (d), keys (k) of each account folder a/<account>.
-        for account in os.listdir(os.path.join(folder, "a")):
-            parts = {sub: stored_kib(os.path.join(folder, "a", account, sub))
-                     for sub in sorted(os.listdir(os.path.join(folder, "a", account)))}
-            print("search %-14s store a/%s: %s" % (name, account[:8], "  ".join(
-                "%s %d KiB" % kv for kv in parts.items())), file=sys.stderr)
+        breakdown(name, folder, "search")
+        # Once collected: a connection keeps the account's handle open (its poller
+        # collects every gc_secs, with a grace of gc_secs) until the size stayed the same
+        # for three intervals (at most 5 minutes).
+        c = imaplib.IMAP4("127.0.0.1", imap_port, timeout=600)
+        c.login(user, pw)
+        c.select("INBOX")
+        sizes = [stored_kib(folder)]
+        t = time.monotonic()
+        while time.monotonic() - t < 300:
+            time.sleep(1)
+            c.noop()
+            sizes.append(stored_kib(folder))
+            window = sizes[-(3 * gc_secs + 1):]
+            if len(sizes) > 3 * gc_secs and min(window) == max(window):
+                break
+        c.logout()
+        results[name]["search_settled"].append(sizes[-1])
+        breakdown(name, folder, "settled after %.0f s" % (time.monotonic() - t))
+    else:
+        results[name]["search_settled"].append(results[name]["search_size"][-1])
     t = time.monotonic()
     expunge_all(imap_port, user, pw)
     results[name]["search_expunge"].append(time.monotonic() - t)
@@ -241,6 +310,7 @@ if search_n:
              ("first SEARCH HEADER Subject over %d" % search_n, "search_first", "s", 3, False),
              ("SEARCH HEADER Subject over %d (median of %d)" % (search_n, searches), "search", "s", 3, False),
              ("stored size of %d messages (du)" % search_n, "search_size", "KiB", 0, False),
+             ("stored size of %d messages once collected (du)" % search_n, "search_settled", "KiB", 0, False),
              ("STORE \\Deleted + EXPUNGE of %d (login included)" % search_n, "search_expunge", "s", 2, False)]
 print()
 print("| %s | mailvault (local dir) | Dovecot + mail_crypt | Dovecot plain | mailvault vs crypt | mailvault vs plain |" % "figure (median, range)")
@@ -249,14 +319,16 @@ for label, key, unit, digits, higher in rows:
     med = {s: statistics.median(results[s][key]) for s in results}
     def ratio(other):
         # > 1: mailvault better.
+        if "mailvault" not in med or other not in med:
+            return "-"
         x = med["mailvault"] / med[other] if higher else med[other] / med["mailvault"]
         if x >= 1:
             return "%.2fx better" % x
         return "%.2fx (%.1f times worse)" % (x, 1 / x)
+    def cell(server):
+        return fmt(results[server][key], unit, digits) if server in results else "-"
     print("| %s | %s | %s | %s | %s | %s |" % (
-        label, fmt(results["mailvault"][key], unit, digits),
-        fmt(results["dovecot-crypt"][key], unit, digits),
-        fmt(results["dovecot-plain"][key], unit, digits),
+        label, cell("mailvault"), cell("dovecot-crypt"), cell("dovecot-plain"),
         ratio("dovecot-crypt"), ratio("dovecot-plain")))
 PYEOF
 log "load after: $(uptime)"

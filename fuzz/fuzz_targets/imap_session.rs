@@ -19,7 +19,7 @@ use imap_codec::{GreetingCodec, ResponseCodec};
 use libfuzzer_sys::fuzz_target;
 use mailvault::crypto::RandomSource;
 use mailvault::directory::{Directory, MemoryDirectory, OfficerKeyEntry};
-use mailvault::engine::{Provider, ProviderConfig};
+use mailvault::engine::{Provider, ProviderConfig, ShareConfig};
 use mailvault::format::slot::KdfParams;
 use mailvault::ids::DeploymentId;
 use mailvault::keys::OfficerSecret;
@@ -118,6 +118,7 @@ async fn fresh_state(f: &Fixture) -> Imap {
             provider: Box::new(provider),
             accounts: f.config.accounts(),
             registry: Default::default(),
+            share: ShareConfig::default(),
         },
         max_message_size: MAX_MESSAGE,
         tls: None,

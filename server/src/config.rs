@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use mailvault::delivery::DeliverySigningKey;
 use mailvault::directory::FileDirectory;
-use mailvault::engine::{Provider, ProviderConfig};
+use mailvault::engine::{Provider, ProviderConfig, ShareConfig};
 use mailvault::format::slot::KdfParams;
 use mailvault::ids::{AccountId, DeploymentId};
 use mailvault::storage::open_store;
@@ -62,10 +63,53 @@ pub struct Config {
     /// Largest message accepted over LMTP or IMAP APPEND, bytes (default 64 MiB).
     #[serde(default = "default_max_message")]
     pub max_message_size: u32,
+    /// Garbage collection of the open accounts (index segments and manifests superseded,
+    /// bodies of expunged messages).
+    #[serde(default)]
+    pub gc: GcConfig,
 }
 
 fn default_max_message() -> u32 {
     64 << 20
+}
+
+/// `[gc]`: garbage collection of each open account, by its handle's poller (the
+/// library's `ShareConfig::gc_interval` and `gc_grace`).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcConfig {
+    /// Seconds between two collections of an account, at most one per interval and
+    /// only while it changed recently (default 60); 0: never (another process collects).
+    #[serde(default = "default_gc_secs")]
+    pub interval_secs: u64,
+    /// Seconds a superseded index object or a released body is kept for the readers and
+    /// writers of other processes (default 60; at least the index's `verify_after`, 1 s,
+    /// whatever is set).
+    #[serde(default = "default_gc_secs")]
+    pub grace_secs: u64,
+}
+
+fn default_gc_secs() -> u64 {
+    60
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        Self {
+            interval_secs: default_gc_secs(),
+            grace_secs: default_gc_secs(),
+        }
+    }
+}
+
+impl GcConfig {
+    /// `share` with this schedule.
+    pub fn apply(&self, mut share: ShareConfig) -> ShareConfig {
+        share.gc_interval =
+            (self.interval_secs > 0).then(|| Duration::from_secs(self.interval_secs));
+        share.gc_grace = Duration::from_secs(self.grace_secs);
+        share
+    }
 }
 
 /// Argon2id costs.
@@ -296,6 +340,9 @@ pub struct CompanionFile {
     /// Largest message accepted over IMAP APPEND, bytes (default 64 MiB).
     #[serde(default = "default_max_message")]
     pub max_message_size: u32,
+    /// Garbage collection of the account, as in the server's config.
+    #[serde(default)]
+    pub gc: GcConfig,
 }
 
 fn default_poll_ms() -> u64 {

@@ -98,6 +98,8 @@ pub enum Login {
         accounts: Accounts,
         /// The open accounts.
         registry: AccountRegistry,
+        /// How each open account follows other processes and collects its garbage.
+        share: ShareConfig,
     },
     /// The companion (`mailvault companion`): one account, opened at start with the
     /// device key; the device's mail client logs in with the companion's own login and
@@ -1304,12 +1306,13 @@ impl Conn<'_> {
         else {
             return Ok(failed(tag));
         };
-        let (provider, accounts, registry) = match &self.state.login {
+        let (provider, accounts, registry, share) = match &self.state.login {
             Login::Provider {
                 provider,
                 accounts,
                 registry,
-            } => (provider, accounts, registry),
+                share,
+            } => (provider, accounts, registry, *share),
             Login::Companion {
                 name,
                 password: expected,
@@ -1358,7 +1361,7 @@ impl Conn<'_> {
         };
         let shared = registry.get(&account).is_some();
         let handle = registry
-            .get_or_open(account, ShareConfig::default(), || async { Ok(session) })
+            .get_or_open(account, share, || async { Ok(session) })
             .await?;
         tracing::info!(%account, shared, tls = self.tls, command, open_accounts = registry.open_accounts(), "IMAP login");
         self.account = Some(handle);

@@ -10,19 +10,23 @@
 //! [`ShareConfig::poll_interval`], for what other processes did (index commits of other
 //! servers, deliveries waiting for import), loads it, imports pending deliveries in the
 //! order of their delivery numbers, and tells every subscriber
-//! ([`subscribe`](SharedAccount::subscribe)) the account's new modseq. When the last
-//! clone of the handle is dropped, its poller stops and the registry forgets it.
+//! ([`subscribe`](SharedAccount::subscribe)) the account's new modseq. The poller also
+//! collects the account's garbage ([`Mailstore::collect_garbage`]: index segments and
+//! manifests superseded by commits and compactions, bodies of expunged messages) at most
+//! once per [`ShareConfig::gc_interval`], and only while something changed recently
+//! enough that garbage may be left. When the last clone of the handle is dropped, its
+//! poller stops and the registry forgets it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::Session;
 use crate::error::Result;
 use crate::ids::{AccountId, MailboxId};
-use crate::mail::{Committed, ImportReport, MailboxView, Mailstore, Transaction};
+use crate::mail::{Committed, ImportReport, MailGcReport, MailboxView, Mailstore, Transaction};
 
 /// How a [`SharedAccount`] follows other processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +41,24 @@ pub struct ShareConfig {
     pub import_deliveries: bool,
     /// How the poller finds that deliveries wait for import.
     pub pending: PendingCheck,
+    /// How often, at most, the poller collects the account's garbage
+    /// ([`SharedAccount::collect_garbage`] with [`gc_grace`](Self::gc_grace)); `None`:
+    /// never (another process does the store's maintenance). A collection runs when this
+    /// long has passed since the previous one (or since the handle opened) and the account
+    /// changed (a commit of this process or of another) less than the grace period before
+    /// the previous collection started, or after it: what a change leaves behind is
+    /// collectable one grace period later, so a quiet account costs nothing. The interval
+    /// runs across the handles of one [`AccountRegistry`]: a handle opened when the
+    /// account was last collected longer ago (or never) collects at its first poll, so
+    /// short sessions get their garbage collected too. A collection lists the account's
+    /// index objects (one LIST) and holds the handle's write access while it runs.
+    pub gc_interval: Option<Duration>,
+    /// The grace period of those collections: a manifest superseded, a segment unlisted
+    /// or a body released less than this long ago is kept, for the readers and writers
+    /// of other processes that may still need it (§8.6 of docs/design.md). Raised to
+    /// [`Mailstore::min_gc_grace`] (the index's `verify_after`) when shorter: a commit of
+    /// another process that stalls longer checks its manifest before acknowledging it.
+    pub gc_grace: Duration,
 }
 
 impl Default for ShareConfig {
@@ -45,6 +67,8 @@ impl Default for ShareConfig {
             poll_interval: Duration::from_secs(1),
             import_deliveries: true,
             pending: PendingCheck::DeliveryCounter,
+            gc_interval: Some(Duration::from_secs(60)),
+            gc_grace: Duration::from_secs(60),
         }
     }
 }
@@ -158,7 +182,19 @@ impl SharedAccount {
     /// # Errors
     /// As [`Session::mailstore`] and [`Session::import_deliveries`].
     #[tracing::instrument(level = "debug", skip_all, fields(account = %session.account()))]
-    pub async fn open(mut session: Session, config: ShareConfig) -> Result<Self> {
+    pub async fn open(session: Session, config: ShareConfig) -> Result<Self> {
+        Self::open_with(session, config, None).await
+    }
+
+    /// As [`open`](Self::open); `collected`: when this process last collected the
+    /// account's garbage, shared with the handles of the account opened before and after
+    /// this one (the registry's), so that a client that connects for a few seconds at a
+    /// time still gets its garbage collected, at most once per interval.
+    async fn open_with(
+        mut session: Session,
+        config: ShareConfig,
+        collected: Option<Arc<Mutex<Option<Instant>>>>,
+    ) -> Result<Self> {
         let mut mail = session.mailstore().await?;
         if config.import_deliveries {
             session.import_deliveries(&mut mail).await?;
@@ -174,7 +210,11 @@ impl SharedAccount {
             views: Mutex::new(HashMap::new()),
             poller: Mutex::new(None),
         });
-        let poller = tokio::spawn(poll(Arc::downgrade(&inner), config));
+        let poller = tokio::spawn(poll(
+            Arc::downgrade(&inner),
+            config,
+            collected.unwrap_or_default(),
+        ));
         *inner.poller.lock().unwrap_or_else(PoisonError::into_inner) = Some(poller);
         Ok(Self { inner })
     }
@@ -303,6 +343,20 @@ impl SharedAccount {
         sync(&self.inner, self.inner.config.import_deliveries).await
     }
 
+    /// Collects the account's garbage now, as [`Mailstore::collect_garbage`], under the
+    /// handle's write access; `grace` is raised to [`Mailstore::min_gc_grace`] when
+    /// shorter. What the poller does every [`ShareConfig::gc_interval`] when there may be
+    /// garbage. Subscribers are told the new modseq (deleting released emails is a
+    /// commit).
+    ///
+    /// # Errors
+    /// As [`Mailstore::collect_garbage`].
+    pub async fn collect_garbage(&self, grace: Duration) -> Result<MailGcReport> {
+        let mut mail = self.write().await;
+        let grace = grace.max(mail.min_gc_grace());
+        mail.collect_garbage(grace).await
+    }
+
     /// The last error the poller met, if its last poll failed (it keeps polling).
     pub fn last_poll_error(&self) -> Option<String> {
         self.inner
@@ -329,8 +383,10 @@ async fn sync(inner: &Inner, import: bool) -> Result<ImportReport> {
 
 /// The poller of one handle: holds it only while it polls, so that the handle goes
 /// when its last connection does.
-async fn poll(handle: Weak<Inner>, config: ShareConfig) {
+async fn poll(handle: Weak<Inner>, config: ShareConfig, collected: Arc<Mutex<Option<Instant>>>) {
     let mut published = 0u64;
+    let last = *collected.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut gc = GcSchedule::new(&config, last);
     loop {
         tokio::time::sleep(config.poll_interval).await;
         let Some(inner) = handle.upgrade() else {
@@ -354,6 +410,30 @@ async fn poll(handle: Weak<Inner>, config: ShareConfig) {
             if state.mail.limits().storage.is_some() && state.mail.modseq() > published {
                 published = state.mail.publish_usage().await?.modseq;
             }
+            let due = gc
+                .due(state.mail.modseq())
+                .map(|grace| grace.max(state.mail.min_gc_grace()));
+            drop(state);
+            if let Some(grace) = due {
+                let started = Instant::now();
+                // A failed collection waits for the next interval too.
+                gc.last_run = started;
+                *collected.lock().unwrap_or_else(PoisonError::into_inner) = Some(started);
+                let report = SharedAccount {
+                    inner: inner.clone(),
+                }
+                .collect_garbage(grace)
+                .await?;
+                let modseq = inner.state.read().await.mail.modseq();
+                gc.ran(started, modseq, grace);
+                tracing::debug!(
+                    account = %inner.account,
+                    bodies = report.bodies,
+                    manifests = report.index.manifests,
+                    segments = report.index.segments,
+                    "garbage collected"
+                );
+            }
             Result::Ok(())
         }
         .await;
@@ -371,12 +451,76 @@ async fn poll(handle: Weak<Inner>, config: ShareConfig) {
     }
 }
 
+/// When the poller collects garbage (see [`ShareConfig::gc_interval`]).
+struct GcSchedule {
+    interval: Option<Duration>,
+    grace: Duration,
+    /// When the previous collection started.
+    last_run: Instant,
+    /// Whether a change may have left garbage that the previous collection could not
+    /// take yet (younger than the grace period when it started). True at first: the
+    /// account may hold garbage from before the handle opened.
+    pending: bool,
+    /// When the newest change was seen, and its modseq.
+    last_change: Instant,
+    modseq: Option<u64>,
+}
+
+impl GcSchedule {
+    /// `last_run`: when this process last collected the account, if it did: the first
+    /// collection of a handle is due one interval after it, or at once.
+    fn new(config: &ShareConfig, last_run: Option<Instant>) -> Self {
+        let now = Instant::now();
+        let interval = config.gc_interval.unwrap_or_default();
+        Self {
+            interval: config.gc_interval,
+            grace: config.gc_grace,
+            last_run: last_run
+                .or_else(|| now.checked_sub(interval))
+                .unwrap_or(now),
+            pending: true,
+            last_change: now,
+            modseq: None,
+        }
+    }
+
+    /// Notes the account's `modseq`; the grace period to collect with if a collection
+    /// is due.
+    fn due(&mut self, modseq: u64) -> Option<Duration> {
+        let interval = self.interval?;
+        if self.modseq != Some(modseq) {
+            if self.modseq.is_some() {
+                self.last_change = Instant::now();
+                self.pending = true;
+            }
+            self.modseq = Some(modseq);
+        }
+        (self.pending && self.last_run.elapsed() >= interval).then_some(self.grace)
+    }
+
+    /// A collection started at `started` with `grace` succeeded; the account's modseq
+    /// after it.
+    fn ran(&mut self, started: Instant, modseq: u64, grace: Duration) {
+        if self.modseq != Some(modseq) {
+            // The collection committed (released emails deleted): its own garbage.
+            self.last_change = Instant::now();
+            self.modseq = Some(modseq);
+        }
+        self.last_run = started;
+        // Garbage of changes younger than the grace period at the start stays for the
+        // next collection.
+        self.pending = self.last_change + grace > started;
+    }
+}
+
 /// The open accounts of one process: a connection that logs in gets the handle the
 /// account's other connections use, or opens it. Handles are held weakly: an account
 /// whose last connection ended is closed.
 #[derive(Default)]
 pub struct AccountRegistry {
     open: Mutex<HashMap<AccountId, Weak<Inner>>>,
+    /// When each account's garbage was last collected by a handle of this registry.
+    collected: Mutex<HashMap<AccountId, Arc<Mutex<Option<Instant>>>>>,
     /// Serializes openings, so that two logins at once open one handle.
     opening: tokio::sync::Mutex<()>,
 }
@@ -431,7 +575,14 @@ impl AccountRegistry {
         if let Some(handle) = self.get(&account) {
             return Ok(handle);
         }
-        let handle = SharedAccount::open(unlock().await?, config).await?;
+        let collected = self
+            .collected
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(account)
+            .or_default()
+            .clone();
+        let handle = SharedAccount::open_with(unlock().await?, config, Some(collected)).await?;
         self.open
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -444,5 +595,82 @@ impl AccountRegistry {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         open.retain(|_, inner| inner.strong_count() > 0);
         open.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schedule(interval: u64, grace: u64, last_run: Option<Instant>) -> GcSchedule {
+        GcSchedule::new(
+            &ShareConfig {
+                gc_interval: Some(Duration::from_secs(interval)),
+                gc_grace: Duration::from_secs(grace),
+                ..ShareConfig::default()
+            },
+            last_run,
+        )
+    }
+
+    /// Moves the schedule's clock back by `secs` (as if that much time had passed).
+    fn age(gc: &mut GcSchedule, secs: u64) {
+        let d = Duration::from_secs(secs);
+        gc.last_run -= d;
+        gc.last_change -= d;
+    }
+
+    #[test]
+    fn collects_once_per_interval_and_only_while_garbage_may_be_left() {
+        let grace = Duration::from_secs(60);
+        // A handle of an account this process collected 10 s ago (another handle, closed
+        // since): not before the interval.
+        let mut gc = schedule(60, 60, Instant::now().checked_sub(Duration::from_secs(10)));
+        assert_eq!(gc.due(5), None);
+        age(&mut gc, 51);
+        assert_eq!(gc.due(5), Some(grace));
+        // Never collected by this process: at the first poll (garbage may be left from
+        // before the handle opened).
+        let mut gc = schedule(60, 60, None);
+        assert_eq!(gc.due(5), Some(grace));
+        age(&mut gc, 61);
+        let started = Instant::now();
+        gc.ran(started, 5, grace);
+        // Nothing changed for longer than the grace period before it started: quiet.
+        age(&mut gc, 121);
+        assert_eq!(gc.due(5), None);
+        // A change: due again one interval after the previous run.
+        assert_eq!(gc.due(6), Some(grace));
+        gc.ran(Instant::now(), 6, grace);
+        // That change was younger than the grace period when the collection started:
+        // its garbage waits for the next one, one interval later.
+        assert_eq!(gc.due(6), None);
+        age(&mut gc, 61);
+        assert_eq!(gc.due(6), Some(grace));
+        gc.ran(Instant::now(), 6, grace);
+        assert_eq!(gc.due(6), None);
+        age(&mut gc, 121);
+        assert_eq!(gc.due(6), None, "a quiet account costs nothing");
+        // A collection that committed (released emails deleted) left its own garbage.
+        age(&mut gc, 61);
+        gc.pending = true;
+        assert_eq!(gc.due(6), Some(grace));
+        gc.ran(Instant::now(), 7, grace);
+        age(&mut gc, 61);
+        assert_eq!(gc.due(7), Some(grace));
+    }
+
+    #[test]
+    fn never_without_an_interval() {
+        let mut gc = GcSchedule::new(
+            &ShareConfig {
+                gc_interval: None,
+                ..ShareConfig::default()
+            },
+            None,
+        );
+        age(&mut gc, 121);
+        assert_eq!(gc.due(1), None);
+        assert_eq!(gc.due(2), None);
     }
 }

@@ -1536,6 +1536,11 @@ impl Collection {
         .await
     }
 
+    /// The tuning this collection was opened with.
+    pub fn config(&self) -> &IndexConfig {
+        &self.config
+    }
+
     /// Deletes what no reader can need any more: manifests superseded for longer than
     /// `grace`, and segments that no remaining manifest lists and that were last listed
     /// (or, for orphans of failed commits, written) longer than `grace` ago. The grace

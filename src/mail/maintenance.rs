@@ -13,6 +13,36 @@ impl Mailstore {
         metered(async move { self.index.compact().await.map(|_| ()) }).await
     }
 
+    /// The live records of the account's index by kind, in key order: what the index's
+    /// size is made of, before the framing, sealing and stamps of its segments (§8.2 of
+    /// docs/design.md). Tombstones are not counted. For operators and benchmarks.
+    pub fn index_usage(&self) -> Vec<IndexUsage> {
+        let mut usage: Vec<IndexUsage> = Vec::new();
+        for (key, value) in self.index.iter() {
+            let kind = key.first().copied().unwrap_or(0);
+            if usage.last().is_none_or(|u| u.kind != kind) {
+                usage.push(IndexUsage {
+                    kind,
+                    ..IndexUsage::default()
+                });
+            }
+            if let Some(u) = usage.last_mut() {
+                u.records += 1;
+                u.key_bytes += key.len() as u64;
+                u.value_bytes += value.len() as u64;
+            }
+        }
+        usage
+    }
+
+    /// The shortest grace period [`collect_garbage`](Self::collect_garbage) may be given
+    /// while other handles or processes commit to the account: the index's
+    /// [`IndexConfig::verify_after`](crate::index::IndexConfig::verify_after) (§8.6 of
+    /// docs/design.md).
+    pub fn min_gc_grace(&self) -> Duration {
+        self.index.config().verify_after
+    }
+
     /// Deletes bodies released after a grace period (backends without compare-and-swap
     /// mark them instead of deleting them at once, since a concurrent copy may still
     /// refer to them), then collects the index's garbage.

@@ -327,6 +327,21 @@ pub struct MailGcReport {
     pub index: crate::index::GcReport,
 }
 
+/// The live records of one kind in the account's index (see
+/// [`Mailstore::index_usage`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IndexUsage {
+    /// The kind: the first byte of the keys (`b'E'` email records, `b'H'` message
+    /// records... §11.1 of docs/design.md).
+    pub kind: u8,
+    /// Records of that kind.
+    pub records: usize,
+    /// Bytes of their keys.
+    pub key_bytes: u64,
+    /// Bytes of their values.
+    pub value_bytes: u64,
+}
+
 /// Which part of a MIME part to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PartSection {
