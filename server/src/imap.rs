@@ -1,4 +1,4 @@
-//! IMAP4rev1 on TCP, with TLS (IMAPS and STARTTLS) when the config names a certificate:
+//! IMAP4rev1 and IMAP4rev2 on TCP, with TLS (IMAPS and STARTTLS) when the config names a certificate:
 //! `imap-next` frames commands (literals, continuation requests, size limits) and
 //! `imap-codec` parses and writes them; each command maps onto the library's
 //! `SharedAccount` (reads) and its `Mailstore` (writes).
@@ -19,6 +19,33 @@
 //! client only at NOOP, CHECK, IDLE and after commands that may announce them
 //! (EXPUNGE, MOVE, COPY, APPEND), as EXPUNGE (highest number first), EXISTS and FETCH
 //! FLAGS: never during FETCH, STORE or SEARCH (RFC 9051 7.5.1).
+//!
+//! # IMAP4rev1 and IMAP4rev2
+//!
+//! Both are advertised; a session speaks IMAP4rev1 (RFC 3501) until the client sends
+//! `ENABLE IMAP4rev2` (RFC 9051 6.3.1), and then follows RFC 9051 where it differs
+//! (its Appendix E; `tests/rev2.py` checks each point):
+//! - mailbox names in UTF-8 both ways, `quoted` strings with UTF-8 (5.1, 4.3), instead
+//!   of modified UTF-7 (an IMAP4rev1 session keeps modified UTF-7);
+//! - SEARCH and UID SEARCH answered with ESEARCH and the TAG correlator, as
+//!   `RETURN (ALL)` (6.4.4);
+//! - no RECENT response and no UNSEEN code in SELECT/EXAMINE, which return a LIST
+//!   response of the mailbox instead (6.3.2); the STATUS item RECENT and the SEARCH
+//!   keys NEW, OLD and RECENT, gone from the syntax, are answered BAD;
+//! - `\HasChildren`/`\HasNoChildren` on every LIST response (7.3.1), and a level of
+//!   hierarchy that is no mailbox returned `\NonExistent` for a `%` pattern (6.3.9).
+//!
+//! The same for both versions, since they are extensions of IMAP4rev1 that RFC 9051
+//! folded in: ENABLE, IDLE, NAMESPACE, UNSELECT, UIDPLUS, MOVE, ESEARCH, LIST-EXTENDED,
+//! LIST-STATUS, SPECIAL-USE attributes, BINARY, SASL-IR, LITERAL+ (more than RFC 9051's
+//! LITERAL-), STATUS SIZE and DELETED, the `[CLOSED]` code, never `\Recent` in FLAGS.
+//!
+//! Not done: `SEARCH RETURN (SAVE)` and the `$` result variable (SEARCHRES, RFC 9051
+//! 6.4.4.1) are answered BAD: imap-codec parses neither, and `$` would be a new
+//! element of every sequence set (`vendor/PATCHES.md`). Messages are served as stored:
+//! RFC 9051 lets UTF-8 headers reach an IMAP4rev2 client, and an IMAP4rev1 client gets
+//! them too, as before. `UTF8=ACCEPT` (RFC 6855) is not advertised: it also needs the
+//! `UTF8 (...)` APPEND data extension (RFC 6855 4), which imap-codec does not parse.
 
 use std::collections::{BTreeSet, HashMap};
 use std::num::{NonZeroU32, NonZeroU64};
@@ -51,12 +78,13 @@ use imap_next::imap_types::extensions::list_extended::{
 use imap_next::imap_types::extensions::namespace::Namespace;
 use imap_next::imap_types::extensions::objectid::ObjectId;
 use imap_next::imap_types::extensions::uidplus::{UidElement, UidSet};
+use imap_next::imap_types::extensions::utf8::QuotedUtf8;
 use imap_next::imap_types::fetch::{
     MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Section,
 };
 use imap_next::imap_types::flag::FlagNameAttribute;
 use imap_next::imap_types::flag::{Flag, FlagFetch, FlagPerm, StoreResponse, StoreType};
-use imap_next::imap_types::mailbox::{ListMailbox, Mailbox as ImapMailbox};
+use imap_next::imap_types::mailbox::{ListMailbox, Mailbox as ImapMailbox, MailboxOther};
 use imap_next::imap_types::response::{
     Capability, Code, CommandContinuationRequest, Data, Greeting, Status,
 };
@@ -79,6 +107,10 @@ use tokio_rustls::{TlsAcceptor, TlsStream};
 
 use crate::config::Accounts;
 
+/// The answer to RECENT (STATUS item, SEARCH key) once IMAP4rev2 is enabled: RFC 9051
+/// dropped `\Recent` (Appendix E), and its syntax (section 9: `status-att`,
+/// `search-key`) has no RECENT, NEW or OLD.
+const REV2_NO_RECENT: &str = "RECENT, NEW and OLD are not IMAP4rev2 syntax (RFC 9051 9)";
 /// A connection silent this long is closed (RFC 9051 5.4: at least 30 minutes).
 const AUTOLOGOUT: Duration = Duration::from_secs(30 * 60);
 /// The text of a refused literal above `max_message_size` (APPENDLIMIT).
@@ -278,6 +310,11 @@ impl ListRequest {
             children: returns.contains(&ListReturnOption::Children),
             status,
         }
+    }
+
+    /// Whether no selection option narrows the listing.
+    fn selects_all(&self) -> bool {
+        !self.select_subscribed && !self.select_special_use
     }
 
     /// Whether the selection options select mailbox `m` (RFC 5258 3.1: every option
@@ -484,6 +521,7 @@ pub async fn scripted_session(state: &Imap, client: &mut ScriptedClient, local: 
         selected: None,
         condstore: false,
         qresync: false,
+        rev2: false,
         tls: false,
         local,
     };
@@ -518,6 +556,7 @@ async fn connection(tcp: TcpStream, state: &Imap, implicit_tls: bool) {
         selected: None,
         condstore: false,
         qresync: false,
+        rev2: false,
         tls: implicit_tls,
         local,
     };
@@ -811,6 +850,9 @@ struct Conn<'a> {
     condstore: bool,
     /// QRESYNC enabled (ENABLE QRESYNC): expunges are announced with VANISHED.
     qresync: bool,
+    /// IMAP4rev2 enabled (ENABLE IMAP4rev2, RFC 9051 6.3.1): the session follows RFC 9051
+    /// where it differs from RFC 3501 (the module documentation lists how).
+    rev2: bool,
     /// The connection runs in TLS (IMAPS, or after STARTTLS).
     tls: bool,
     /// The peer's address is the server's own (the connection never leaves the machine).
@@ -871,12 +913,16 @@ impl Conn<'_> {
                 server.enqueue_status(bad(Some(tag), format!("{}: log in first", body.name())));
             }
             CommandBody::Enable { capabilities } => {
-                // RFC 5161: CONDSTORE and QRESYNC (which implies CONDSTORE, RFC 7162
-                // 3.2.3); the ENABLED response lists those newly enabled.
+                // RFC 5161: CONDSTORE, QRESYNC (which implies CONDSTORE, RFC 7162
+                // 3.2.3) and IMAP4rev2 (RFC 9051 6.3.1); the ENABLED response lists
+                // those newly enabled.
                 let mut enabled = Vec::new();
                 for capability in capabilities.into_inner() {
                     let name = capability.to_string().to_ascii_uppercase();
-                    if name == "CONDSTORE" && !self.condstore {
+                    if name == "IMAP4REV2" && !self.rev2 {
+                        self.rev2 = true;
+                        enabled.push(capability);
+                    } else if name == "CONDSTORE" && !self.condstore {
                         self.condstore = true;
                         enabled.push(capability);
                     } else if name == "QRESYNC" && !self.qresync {
@@ -944,7 +990,7 @@ impl Conn<'_> {
                 item_names,
             } => self.status(server, tag, &mailbox, &item_names).await?,
             CommandBody::Create { mailbox } => {
-                let name = match mailbox_name(&mailbox) {
+                let name = match self.names().mailbox(&mailbox) {
                     Ok(name) => name,
                     Err(e) => {
                         server.enqueue_status(bad_name(tag, e));
@@ -975,7 +1021,7 @@ impl Conn<'_> {
             },
             CommandBody::Rename { from, to } => match self.mailbox_id(&from).await {
                 Some(id) => {
-                    let to = match mailbox_name(&to) {
+                    let to = match self.names().mailbox(&to) {
                         Ok(to) => to,
                         Err(e) => {
                             server.enqueue_status(bad_name(tag, e));
@@ -1188,10 +1234,19 @@ impl Conn<'_> {
         self.selected.as_ref().expect("selected").id
     }
 
+    /// How this connection's mailbox names travel.
+    fn names(&self) -> Names {
+        if self.rev2 {
+            Names::Utf8
+        } else {
+            Names::Mutf7
+        }
+    }
+
     /// The mailbox a client names; `None` (answered NO [NONEXISTENT]) also for a name
-    /// that is not modified UTF-7, which no mailbox can have.
+    /// that [`Names::decode`] refuses, which no mailbox can have.
     async fn mailbox_id(&self, mailbox: &ImapMailbox<'_>) -> Option<MailboxId> {
-        let name = mailbox_name(mailbox).ok()?;
+        let name = self.names().mailbox(mailbox).ok()?;
         self.account()
             .read()
             .await
@@ -1469,14 +1524,31 @@ impl Conn<'_> {
         let flags = mailbox_flags(&view);
         server.enqueue_data(Data::Flags(flags.clone()));
         server.enqueue_data(Data::Exists(view.messages.len() as u32));
-        server.enqueue_data(Data::Recent(0));
-        // RFC 3501 6.3.1: the sequence number of the first message without \Seen.
-        if let Some(i) = view
-            .messages
-            .iter()
-            .position(|m| !m.flags.contains(Flags::SEEN))
-        {
-            server.enqueue_status(untagged_ok(Code::Unseen(seq(i)), "first unseen"));
+        if self.rev2 {
+            // RFC 9051 6.3.2: a LIST response with the mailbox's name and accurate
+            // attributes; no RECENT, no UNSEEN code (both gone from IMAP4rev2).
+            let mailboxes = self.account().read().await.mailboxes()?;
+            if let Some(m) = mailboxes.iter().find(|m| m.id == id) {
+                if let Some(name) = self.names().encode(&m.name) {
+                    let mut items = special_use_attributes(m.special_use);
+                    items.push(children_attribute(&m.name, &mailboxes));
+                    server.enqueue_data(Data::List {
+                        items,
+                        delimiter: QuotedChar::try_from('/').ok(),
+                        mailbox: name,
+                    });
+                }
+            }
+        } else {
+            server.enqueue_data(Data::Recent(0));
+            // RFC 3501 6.3.1: the sequence number of the first message without \Seen.
+            if let Some(i) = view
+                .messages
+                .iter()
+                .position(|m| !m.flags.contains(Flags::SEEN))
+            {
+                server.enqueue_status(untagged_ok(Code::Unseen(seq(i)), "first unseen"));
+            }
         }
         if let Some(v) = NonZeroU32::new(view.status.uid_validity) {
             server.enqueue_status(untagged_ok(Code::UidValidity(v), "UIDs valid"));
@@ -1564,6 +1636,16 @@ impl Conn<'_> {
         request: ListRequest,
     ) -> Result<(), mailvault::Error> {
         let delimiter = QuotedChar::try_from('/').ok();
+        let names = self.names();
+        if self.rev2
+            && request
+                .status
+                .as_ref()
+                .is_some_and(|s| s.contains(&StatusDataItemName::Recent))
+        {
+            server.enqueue_status(bad(Some(tag), REV2_NO_RECENT));
+            return Ok(());
+        }
         let mut patterns = Vec::new();
         for wildcard in &request.patterns {
             let pattern: &[u8] = match wildcard {
@@ -1583,11 +1665,11 @@ impl Conn<'_> {
             }
             let reference = match reference {
                 ImapMailbox::Inbox => Ok("INBOX".to_string()),
-                other => mailbox_name(other),
+                other => names.mailbox(other),
             };
             // The pattern's wildcards are ASCII: it decodes like a name, and is matched
             // against the stored (UTF-8) names.
-            match (reference, mutf7::decode(pattern)) {
+            match (reference, names.decode(pattern)) {
                 (Ok(reference), Ok(pattern)) => patterns.push(format!("{reference}{pattern}")),
                 (Err(e), _) | (_, Err(e)) => {
                     server.enqueue_status(bad_name(tag, e));
@@ -1598,6 +1680,29 @@ impl Conn<'_> {
         if !patterns.is_empty() {
             let matches = |name: &str| patterns.iter().any(|p| matches_pattern(p, name));
             let mailboxes = self.account().read().await.mailboxes()?;
+            if self.rev2 && !request.lsub && request.selects_all() {
+                // RFC 9051 6.3.9: a `%` at the end of a pattern also matches levels of
+                // hierarchy; one that is no mailbox (`a` of `a/b` when `a` was never
+                // created, or deleted) is returned \NonExistent (7.3.1: implies
+                // \Noselect). IMAP4rev1 sessions list only mailboxes, as before.
+                let ends_in_percent: Vec<&String> =
+                    patterns.iter().filter(|p| p.ends_with('%')).collect();
+                for hole in hierarchy_holes(&mailboxes) {
+                    if !ends_in_percent.iter().any(|p| matches_pattern(p, &hole)) {
+                        continue;
+                    }
+                    if let Some(mailbox) = names.encode(&hole) {
+                        server.enqueue_data(Data::List {
+                            items: vec![
+                                FlagNameAttribute::from(Atom::unvalidated("NonExistent")),
+                                FlagNameAttribute::from(Atom::unvalidated("HasChildren")),
+                            ],
+                            delimiter,
+                            mailbox,
+                        });
+                    }
+                }
+            }
             for m in &mailboxes {
                 if !matches(&m.name) {
                     continue;
@@ -1618,21 +1723,19 @@ impl Conn<'_> {
                 if !selected && selected_below.iter().all(|name| matches(name)) {
                     continue;
                 }
-                let Ok(mailbox) = ImapMailbox::try_from(mutf7::encode(&m.name)) else {
+                let Some(mailbox) = names.encode(&m.name) else {
                     continue;
                 };
                 let mut items = special_use_attributes(m.special_use);
                 if request.return_subscribed && m.subscribed {
                     items.push(FlagNameAttribute::from(Atom::unvalidated("Subscribed")));
                 }
-                // RFC 9051 7.3.1 (RFC 3348): whether the mailbox has child mailboxes.
-                let has_children = mailboxes.iter().any(|o| o.name.starts_with(&below));
-                if request.children {
-                    items.push(if has_children {
-                        FlagNameAttribute::from(Atom::unvalidated("HasChildren"))
-                    } else {
-                        FlagNameAttribute::from(Atom::unvalidated("HasNoChildren"))
-                    });
+                // RFC 9051 7.3.1 (RFC 3348): whether the mailbox has child mailboxes;
+                // to an IMAP4rev2 client on every LIST (RFC 5258 4 lets the server send
+                // them unasked), so that they agree with the LIST of SELECT (RFC 9051
+                // 6.3.2: "the list of mailbox attributes MUST be accurate").
+                if request.children || (self.rev2 && !request.lsub) {
+                    items.push(children_attribute(&m.name, &mailboxes));
                 }
                 let data = if request.lsub {
                     Data::Lsub {
@@ -1687,6 +1790,10 @@ impl Conn<'_> {
         mailbox: &ImapMailbox<'static>,
         names: &[StatusDataItemName],
     ) -> Result<(), mailvault::Error> {
+        if self.rev2 && names.contains(&StatusDataItemName::Recent) {
+            server.enqueue_status(bad(Some(tag), REV2_NO_RECENT));
+            return Ok(());
+        }
         let Some(id) = self.mailbox_id(mailbox).await else {
             server.enqueue_status(no(tag, Some(nonexistent()), "no such mailbox"));
             return Ok(());
@@ -1694,9 +1801,11 @@ impl Conn<'_> {
         let items = self.status_items(id, names).await?;
         // The name as LIST gives it (an atom when it can be one, as Dovecot answers), not
         // in the client's quoting.
-        let echoed = mailbox_name(mailbox)
+        let names = self.names();
+        let echoed = names
+            .mailbox(mailbox)
             .ok()
-            .and_then(|name| ImapMailbox::try_from(mutf7::encode(&name)).ok())
+            .and_then(|name| names.encode(&name))
             .unwrap_or_else(|| mailbox.clone());
         server.enqueue_data(Data::Status {
             mailbox: echoed,
@@ -1721,6 +1830,20 @@ impl Conn<'_> {
                 }
                 StatusDataItemName::Recent => items.push(StatusDataItem::Recent(0)),
                 StatusDataItemName::Unseen => items.push(StatusDataItem::Unseen(status.unseen)),
+                // RFC 9051 6.3.11: messages with \Deleted.
+                StatusDataItemName::Deleted => {
+                    let view = self.account().view(id).await?;
+                    let deleted = view
+                        .messages
+                        .iter()
+                        .filter(|m| m.flags.contains(Flags::DELETED))
+                        .count();
+                    items.push(StatusDataItem::Deleted(
+                        u32::try_from(deleted).unwrap_or(u32::MAX),
+                    ));
+                }
+                // RFC 9051 6.3.11 (RFC 8438): the mailbox's size in octets.
+                StatusDataItemName::Size => items.push(StatusDataItem::Size(status.size)),
                 StatusDataItemName::UidNext => {
                     if let Some(n) = NonZeroU32::new(status.uid_next) {
                         items.push(StatusDataItem::UidNext(n));
@@ -2234,6 +2357,17 @@ impl Conn<'_> {
                 return Ok(());
             }
         }
+        let criteria = ImapSearchKey::And(criteria);
+        if self.rev2 && has_recent_key(&criteria) {
+            server.enqueue_status(bad(Some(tag), REV2_NO_RECENT));
+            return Ok(());
+        }
+        // RFC 9051 6.4.4: an IMAP4rev2 server answers SEARCH with ESEARCH, as if
+        // `RETURN (ALL)` (the empty list) had been given.
+        let return_options = match return_options {
+            None if self.rev2 => Some(Vec::new()),
+            options => options,
+        };
         let id = self.selected_id();
         let current = self.current().await?;
         // The client's numbering, today's flags: what SEARCH compares.
@@ -2249,7 +2383,6 @@ impl Conn<'_> {
                     .collect(),
             }
         };
-        let criteria = ImapSearchKey::And(criteria);
         let mut texts = Vec::new();
         text_keys(&criteria, &mut texts);
         let matched = self.scan_texts(id, &view, &texts).await?;
@@ -3092,13 +3225,29 @@ fn search_key(
 
 /// Whether `key` holds a MODSEQ key.
 fn has_modseq_key(key: &ImapSearchKey<'_>) -> bool {
-    match key {
-        ImapSearchKey::ModSequence { .. } => true,
-        ImapSearchKey::And(keys) => keys.as_ref().iter().any(has_modseq_key),
-        ImapSearchKey::Not(k) => has_modseq_key(k),
-        ImapSearchKey::Or(a, b) => has_modseq_key(a) || has_modseq_key(b),
-        _ => false,
-    }
+    has_key(key, &|k| matches!(k, ImapSearchKey::ModSequence { .. }))
+}
+
+/// Whether `key` has a key about `\Recent` (NEW, OLD, RECENT: not in RFC 9051's
+/// `search-key`).
+fn has_recent_key(key: &ImapSearchKey<'_>) -> bool {
+    has_key(key, &|k| {
+        matches!(
+            k,
+            ImapSearchKey::New | ImapSearchKey::Old | ImapSearchKey::Recent
+        )
+    })
+}
+
+/// Whether `key` or a key in it (AND, OR, NOT) is one `wanted` says.
+fn has_key(key: &ImapSearchKey<'_>, wanted: &dyn Fn(&ImapSearchKey<'_>) -> bool) -> bool {
+    wanted(key)
+        || match key {
+            ImapSearchKey::And(keys) => keys.as_ref().iter().any(|k| has_key(k, wanted)),
+            ImapSearchKey::Not(k) => has_key(k, wanted),
+            ImapSearchKey::Or(a, b) => has_key(a, wanted) || has_key(b, wanted),
+            _ => false,
+        }
 }
 
 /// The inclusive ranges of a sequence set, `*` being `last`.
@@ -3213,6 +3362,8 @@ fn announces_literal(command: &[u8]) -> bool {
 fn capabilities(max_message_size: u32) -> Vec1<Capability<'static>> {
     let mut caps = vec![
         Capability::Imap4Rev1,
+        // RFC 9051 (the session switches on ENABLE IMAP4rev2).
+        Capability::from(Atom::unvalidated("IMAP4rev2")),
         Capability::Idle,
         Capability::LiteralPlus,
         Capability::UidPlus,
@@ -3224,6 +3375,8 @@ fn capabilities(max_message_size: u32) -> Vec1<Capability<'static>> {
         Capability::Enable,
         Capability::CondStore,
         Capability::QResync,
+        // RFC 8438 (STATUS SIZE, part of RFC 9051).
+        Capability::StatusSize,
     ];
     // RFC 6154: LIST shows each mailbox's special use. RFC 4731 (SEARCH RETURN),
     // RFC 8474 (EMAILID, THREADID, MAILBOXID), RFC 5258 and RFC 5819 (extended LIST,
@@ -3244,6 +3397,37 @@ fn capabilities(max_message_size: u32) -> Vec1<Capability<'static>> {
         caps.push(Capability::from(atom));
     }
     Vec1::try_from(caps).unwrap_or_else(|_| Vec1::from(Capability::Imap4Rev1))
+}
+
+/// `\HasChildren` or `\HasNoChildren` (RFC 9051 7.3.1, RFC 3348): whether a mailbox
+/// of `mailboxes` is below the one named `name`.
+fn children_attribute(
+    name: &str,
+    mailboxes: &[mailvault::mail::Mailbox],
+) -> FlagNameAttribute<'static> {
+    let below = format!("{name}/");
+    if mailboxes.iter().any(|o| o.name.starts_with(&below)) {
+        FlagNameAttribute::from(Atom::unvalidated("HasChildren"))
+    } else {
+        FlagNameAttribute::from(Atom::unvalidated("HasNoChildren"))
+    }
+}
+
+/// The levels of hierarchy above `mailboxes` that are no mailbox themselves (`a` and
+/// `a/b` of a lone `a/b/c`), sorted: the library creates no parents and a deleted
+/// parent leaves its children.
+fn hierarchy_holes(mailboxes: &[mailvault::mail::Mailbox]) -> Vec<String> {
+    let existing: BTreeSet<&str> = mailboxes.iter().map(|m| m.name.as_str()).collect();
+    let mut holes = BTreeSet::new();
+    for m in mailboxes {
+        for (at, _) in m.name.match_indices('/') {
+            let parent = &m.name[..at];
+            if !parent.is_empty() && !existing.contains(parent) {
+                holes.insert(parent.to_owned());
+            }
+        }
+    }
+    holes.into_iter().collect()
 }
 
 /// The LIST attributes of a mailbox's special use (RFC 6154: `\Sent`...).
@@ -3475,17 +3659,86 @@ fn nstring(bytes: &[u8]) -> NString<'static> {
     NString(Some(IString::Literal(Literal::unvalidated(bytes.to_vec()))))
 }
 
-/// The name of an IMAP mailbox as the library stores it (UTF-8, `/` as separator),
-/// decoded from the modified UTF-7 (RFC 3501 5.1.3) the client sends.
-fn mailbox_name(mailbox: &ImapMailbox<'_>) -> Result<String, mutf7::Error> {
-    match mailbox {
-        ImapMailbox::Inbox => Ok(mailvault::mail::INBOX.to_string()),
-        ImapMailbox::Other(other) => mutf7::decode(other.as_ref()),
+/// How mailbox names travel on a connection. The library stores them as UTF-8 with `/`
+/// as separator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Names {
+    /// Modified UTF-7 (RFC 3501 5.1.3): an IMAP4rev1 client.
+    Mutf7,
+    /// UTF-8 (RFC 9051 5.1): a client that enabled IMAP4rev2. `&` is a character like
+    /// any other: nothing is decoded.
+    Utf8,
+}
+
+/// Why a mailbox name (or LIST pattern) a client sent cannot name a mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BadName {
+    /// Not modified UTF-7 (IMAP4rev1).
+    Mutf7(mutf7::Error),
+    /// Not UTF-8 (IMAP4rev2; a literal can carry any byte).
+    NotUtf8,
+    /// A character RFC 9051 5.1 forbids in names (control characters, U+2028, U+2029),
+    /// at this byte offset.
+    Forbidden(usize),
+}
+
+impl std::fmt::Display for BadName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BadName::Mutf7(e) => e.fmt(f),
+            BadName::NotUtf8 => f.write_str("not UTF-8"),
+            BadName::Forbidden(at) => write!(f, "the character at byte {at} is not allowed"),
+        }
     }
 }
 
-/// The answer to a mailbox name that is not modified UTF-7.
-fn bad_name(tag: Tag<'static>, error: mutf7::Error) -> Status<'static> {
+impl Names {
+    /// The stored name of what the client sent (a name, or a LIST pattern: its
+    /// wildcards are ASCII and decode as themselves).
+    fn decode(self, bytes: &[u8]) -> Result<String, BadName> {
+        match self {
+            Names::Mutf7 => mutf7::decode(bytes).map_err(BadName::Mutf7),
+            Names::Utf8 => {
+                let name = std::str::from_utf8(bytes).map_err(|_| BadName::NotUtf8)?;
+                // RFC 9051 5.1: Net-Unicode (RFC 5198), without control characters
+                // (U+0000-U+001F, U+007F-U+009F), U+2028 or U+2029.
+                match name
+                    .char_indices()
+                    .find(|(_, c)| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
+                {
+                    Some((at, _)) => Err(BadName::Forbidden(at)),
+                    None => Ok(name.to_owned()),
+                }
+            }
+        }
+    }
+
+    /// The stored name of `mailbox`.
+    fn mailbox(self, mailbox: &ImapMailbox<'_>) -> Result<String, BadName> {
+        match mailbox {
+            ImapMailbox::Inbox => Ok(mailvault::mail::INBOX.to_string()),
+            ImapMailbox::Other(other) => self.decode(other.as_ref()),
+        }
+    }
+
+    /// Stored name `name` as the client reads it: an atom when it can be one (as
+    /// Dovecot answers), else a quoted string (UTF-8 ones under IMAP4rev2, RFC 9051
+    /// `quoted`), else a literal. `None` only for a name no IMAP string can carry.
+    fn encode(self, name: &str) -> Option<ImapMailbox<'static>> {
+        match self {
+            Names::Mutf7 => ImapMailbox::try_from(mutf7::encode(name)).ok(),
+            Names::Utf8 if name.is_ascii() => ImapMailbox::try_from(name.to_owned()).ok(),
+            Names::Utf8 => QuotedUtf8::try_from(name.to_owned())
+                .ok()
+                .and_then(|q| MailboxOther::try_from(AString::String(IString::QuotedUtf8(q))).ok())
+                .map(ImapMailbox::Other)
+                .or_else(|| ImapMailbox::try_from(name.to_owned()).ok()),
+        }
+    }
+}
+
+/// The answer to a mailbox name that [`Names::decode`] refuses.
+fn bad_name(tag: Tag<'static>, error: BadName) -> Status<'static> {
     bad(Some(tag), format!("mailbox name: {error}"))
 }
 
