@@ -101,9 +101,10 @@ use mailvault::mail::{
     AppendOptions, EmailRecord, FlagChange, Flags, HeaderField, MailboxView, Mailstore,
     MessageSummary, MimePart, PartSection, SearchKey, Transaction,
 };
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio_rustls::{TlsAcceptor, TlsStream};
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::Accounts;
 
@@ -374,9 +375,9 @@ enum Outcome {
 
 /// The TLS handshake on `tcp` as the server, bounded by [`HANDSHAKE_TIMEOUT`]; `None`
 /// (logged) when it fails.
-async fn handshake(acceptor: &TlsAcceptor, tcp: TcpStream) -> Option<Stream> {
+async fn handshake(acceptor: &TlsAcceptor, tcp: TcpStream) -> Option<TlsWire> {
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => Some(Stream::tls(TlsStream::Server(tls))),
+        Ok(Ok(tls)) => Some(TlsWire::new(tls)),
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "IMAP TLS handshake failed");
             None
@@ -446,6 +447,106 @@ impl Transport for Stream {
 
     async fn flush(&mut self) -> Result<(), StreamError<std::convert::Infallible>> {
         Stream::flush(self).await
+    }
+}
+
+/// A TLS connection as [`session`] reads and writes it: imap-next's [`Stream`] does TLS
+/// too, but keeps the rustls state to itself, so that nothing can send the TLS
+/// `close_notify` alert (RFC 8446 6.1: "Each party MUST send a close_notify alert before
+/// closing its write side of the connection"); without it, a client cannot tell the end
+/// of the session from a truncation (OpenSSL 3 reports "unexpected eof while reading").
+/// The same I/O as imap-next's stream (read while writing, so that a client that
+/// pipelines while the server writes cannot deadlock either), on tokio-rustls; [`close`]
+/// sends the alert.
+///
+/// [`close`]: TlsWire::close
+pub struct TlsWire {
+    reader: tokio::io::ReadHalf<tokio_rustls::server::TlsStream<TcpStream>>,
+    writer: tokio::io::WriteHalf<tokio_rustls::server::TlsStream<TcpStream>>,
+    /// Output imap-next produced and the TLS stream has not taken yet.
+    out: Vec<u8>,
+    /// Output taken by the TLS stream that may still sit in its buffers (unflushed).
+    unflushed: bool,
+}
+
+/// How long [`TlsWire::close`] waits for the peer to take the last bytes and the alert.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl TlsWire {
+    fn new(tls: tokio_rustls::server::TlsStream<TcpStream>) -> Self {
+        let (reader, writer) = tokio::io::split(tls);
+        Self {
+            reader,
+            writer,
+            out: Vec::new(),
+            unflushed: false,
+        }
+    }
+
+    /// Writes out what is queued, then sends `close_notify` and closes the write side
+    /// (`shutdown`), bounded by [`CLOSE_TIMEOUT`]; a peer that has gone already is
+    /// only logged.
+    pub async fn close(mut self) {
+        let closed = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            self.writer.write_all(&self.out).await?;
+            self.writer.shutdown().await
+        })
+        .await;
+        match closed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "IMAP TLS close_notify not sent"),
+            Err(_) => tracing::debug!("IMAP TLS close_notify timed out"),
+        }
+    }
+}
+
+impl Transport for TlsWire {
+    async fn next(&mut self, server: &mut Server) -> Result<Event, StreamError<ServerError>> {
+        let mut input = [0u8; 16 * 1024];
+        loop {
+            match server.next() {
+                Ok(event) => return Ok(event),
+                Err(Interrupt::Error(e)) => return Err(StreamError::State(e)),
+                Err(Interrupt::Io(Io::Output(bytes))) => self.out.extend_from_slice(&bytes),
+                Err(Interrupt::Io(Io::NeedMoreInput)) => {}
+            }
+            // Both futures below are cancel-safe: the one that loses the race has read
+            // or written nothing.
+            let read = if self.out.is_empty() && !self.unflushed {
+                Some(self.reader.read(&mut input).await?)
+            } else if self.out.is_empty() {
+                tokio::select! {
+                    n = self.reader.read(&mut input) => Some(n?),
+                    flushed = self.writer.flush() => {
+                        flushed?;
+                        self.unflushed = false;
+                        None
+                    }
+                }
+            } else {
+                tokio::select! {
+                    n = self.reader.read(&mut input) => Some(n?),
+                    n = self.writer.write(&self.out) => {
+                        self.out.drain(..n?);
+                        self.unflushed = true;
+                        None
+                    }
+                }
+            };
+            match read {
+                Some(0) => return Err(StreamError::Closed),
+                Some(n) => server.enqueue_input(&input[..n]),
+                None => {}
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), StreamError<std::convert::Infallible>> {
+        self.writer.write_all(&self.out).await?;
+        self.out.clear();
+        self.writer.flush().await?;
+        self.unflushed = false;
+        Ok(())
     }
 }
 
@@ -539,17 +640,6 @@ async fn connection(tcp: TcpStream, state: &Imap, implicit_tls: bool) {
     let Some(greeting) = greeting() else {
         return;
     };
-    let mut stream = if implicit_tls {
-        let Some(acceptor) = state.tls.as_ref() else {
-            return;
-        };
-        match handshake(acceptor, tcp).await {
-            Some(stream) => stream,
-            None => return,
-        }
-    } else {
-        Stream::insecure(tcp)
-    };
     let mut conn = Conn {
         state,
         account: None,
@@ -561,27 +651,35 @@ async fn connection(tcp: TcpStream, state: &Imap, implicit_tls: bool) {
         local,
     };
     let mut server = Server::new(options.clone(), greeting.clone());
-    loop {
+    let Some(acceptor) = state.tls.as_ref() else {
+        if !implicit_tls {
+            session(&mut Stream::insecure(tcp), &mut server, &mut conn).await;
+        }
+        return;
+    };
+    let tcp = if implicit_tls {
+        tcp
+    } else {
+        let mut stream = Stream::insecure(tcp);
         match session(&mut stream, &mut server, &mut conn).await {
             Ended::Closed => return,
-            Ended::StartTls => {
-                let Some(acceptor) = state.tls.as_ref() else {
-                    return;
-                };
-                // The plain stream's buffers go with it: bytes the client sent after
-                // STARTTLS and before the handshake are never read as commands.
-                let tcp = TcpStream::from(stream);
-                stream = match handshake(acceptor, tcp).await {
-                    Some(stream) => stream,
-                    None => return,
-                };
-                conn.tls = true;
-                // A fresh protocol state: commands pipelined after STARTTLS and parsed
-                // or buffered by the old one are dropped with it.
-                server = server_without_greeting(options.clone(), greeting.clone());
-            }
+            // The plain stream's buffers go with it: bytes the client sent after
+            // STARTTLS and before the handshake are never read as commands.
+            Ended::StartTls => TcpStream::from(stream),
         }
+    };
+    let Some(mut wire) = handshake(acceptor, tcp).await else {
+        return;
+    };
+    if !conn.tls {
+        conn.tls = true;
+        // A fresh protocol state: commands pipelined after STARTTLS and parsed or
+        // buffered by the old one are dropped with it.
+        server = server_without_greeting(options, greeting);
     }
+    // Inside TLS, STARTTLS is refused: the session ends only by closing.
+    session(&mut wire, &mut server, &mut conn).await;
+    wire.close().await;
 }
 
 /// How a session on one stream ended.
