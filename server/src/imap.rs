@@ -1785,7 +1785,8 @@ impl Conn<'_> {
                 // \Noselect). IMAP4rev1 sessions list only mailboxes, as before.
                 let ends_in_percent: Vec<&String> =
                     patterns.iter().filter(|p| p.ends_with('%')).collect();
-                for hole in hierarchy_holes(&mailboxes) {
+                let existing: Vec<&str> = mailboxes.iter().map(|m| m.name.as_str()).collect();
+                for hole in hierarchy_holes(&existing) {
                     if !ends_in_percent.iter().any(|p| matches_pattern(p, &hole)) {
                         continue;
                     }
@@ -3511,15 +3512,15 @@ fn children_attribute(
     }
 }
 
-/// The levels of hierarchy above `mailboxes` that are no mailbox themselves (`a` and
-/// `a/b` of a lone `a/b/c`), sorted: the library creates no parents and a deleted
-/// parent leaves its children.
-fn hierarchy_holes(mailboxes: &[mailvault::mail::Mailbox]) -> Vec<String> {
-    let existing: BTreeSet<&str> = mailboxes.iter().map(|m| m.name.as_str()).collect();
+/// The levels of hierarchy above the mailboxes `names` that are no mailbox themselves
+/// (`a` and `a/b` of a lone `a/b/c`), sorted: the library creates no parents and a
+/// deleted parent leaves its children.
+fn hierarchy_holes(names: &[&str]) -> Vec<String> {
+    let existing: BTreeSet<&str> = names.iter().copied().collect();
     let mut holes = BTreeSet::new();
-    for m in mailboxes {
-        for (at, _) in m.name.match_indices('/') {
-            let parent = &m.name[..at];
+    for name in names {
+        for (at, _) in name.match_indices('/') {
+            let parent = &name[..at];
             if !parent.is_empty() && !existing.contains(parent) {
                 holes.insert(parent.to_owned());
             }
@@ -4016,6 +4017,76 @@ mod tests {
         assert!(!matches_pattern(&pattern, &name));
         assert!(matches_pattern(&"*a".repeat(20), &name));
         assert!(!matches_pattern(&format!("{}b", "%a".repeat(20)), &name));
+    }
+
+    #[test]
+    fn hierarchy_levels_without_a_mailbox() {
+        assert_eq!(
+            hierarchy_holes(&["INBOX", "a/b/c", "x", "x/y", "/lead", "t/"]),
+            ["a", "a/b", "t"]
+        );
+        assert!(hierarchy_holes(&["a", "a/b"]).is_empty());
+    }
+
+    #[test]
+    fn mailbox_names_by_version() {
+        // IMAP4rev1: modified UTF-7 both ways; UTF-8 is no modified UTF-7.
+        assert_eq!(Names::Mutf7.decode(b"Entw&APw-rfe"), Ok("Entwürfe".into()));
+        assert!(matches!(
+            Names::Mutf7.decode("Entwürfe".as_bytes()),
+            Err(BadName::Mutf7(_))
+        ));
+        // IMAP4rev2: UTF-8 as it is, `&` included; not UTF-8, controls, U+2028 refused.
+        assert_eq!(
+            Names::Utf8.decode("Entwürfe".as_bytes()),
+            Ok("Entwürfe".into())
+        );
+        assert_eq!(
+            Names::Utf8.decode(b"Entw&APw-rfe"),
+            Ok("Entw&APw-rfe".into())
+        );
+        assert_eq!(Names::Utf8.decode(b"a\xffb"), Err(BadName::NotUtf8));
+        assert_eq!(Names::Utf8.decode(b"a\tb"), Err(BadName::Forbidden(1)));
+        assert_eq!(Names::Utf8.decode(b"a\x7f"), Err(BadName::Forbidden(1)));
+        assert_eq!(
+            Names::Utf8.decode("é\u{85}".as_bytes()),
+            Err(BadName::Forbidden(2))
+        );
+        assert_eq!(
+            Names::Utf8.decode("x\u{2028}".as_bytes()),
+            Err(BadName::Forbidden(1))
+        );
+        // Written: an atom when possible, a UTF-8 quoted string under IMAP4rev2, the
+        // name quoted with its `"` escaped.
+        let encoded = |names: Names, name: &str| {
+            use imap_codec::encode::Encoder;
+            let mailbox = names.encode(name).expect("encodable");
+            let command = Command::new(
+                "a",
+                CommandBody::Select {
+                    mailbox,
+                    parameters: Vec::new(),
+                },
+            )
+            .expect("command");
+            let bytes = imap_codec::CommandCodec::default().encode(&command).dump();
+            String::from_utf8(bytes).expect("UTF-8")
+        };
+        assert_eq!(
+            encoded(Names::Mutf7, "Entwürfe"),
+            "a SELECT Entw&APw-rfe\r\n"
+        );
+        assert_eq!(
+            encoded(Names::Utf8, "Entwürfe"),
+            "a SELECT \"Entwürfe\"\r\n"
+        );
+        assert_eq!(encoded(Names::Utf8, "a&b"), "a SELECT a&b\r\n");
+        assert_eq!(encoded(Names::Mutf7, "a&b"), "a SELECT a&-b\r\n");
+        assert_eq!(
+            encoded(Names::Utf8, "é \"q\""),
+            "a SELECT \"é \\\"q\\\"\"\r\n"
+        );
+        assert_eq!(encoded(Names::Utf8, "inbox"), "a SELECT INBOX\r\n");
     }
 
     #[test]
