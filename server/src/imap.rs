@@ -1778,28 +1778,50 @@ impl Conn<'_> {
         if !patterns.is_empty() {
             let matches = |name: &str| patterns.iter().any(|p| matches_pattern(p, name));
             let mailboxes = self.account().read().await.mailboxes()?;
-            if self.rev2 && !request.lsub && request.selects_all() {
+            if self.rev2 && !request.lsub {
                 // RFC 9051 6.3.9: a `%` at the end of a pattern also matches levels of
                 // hierarchy; one that is no mailbox (`a` of `a/b` when `a` was never
                 // created, or deleted) is returned \NonExistent (7.3.1: implies
-                // \Noselect). IMAP4rev1 sessions list only mailboxes, as before.
+                // \Noselect). Under RECURSIVEMATCH (RFC 5258 3.1, RFC 9051 6.3.9) such a
+                // level is returned \NonExistent with CHILDINFO when a selected mailbox
+                // below it does not match the pattern. IMAP4rev1 sessions list only
+                // mailboxes, as before.
                 let ends_in_percent: Vec<&String> =
                     patterns.iter().filter(|p| p.ends_with('%')).collect();
                 let existing: Vec<&str> = mailboxes.iter().map(|m| m.name.as_str()).collect();
                 for hole in hierarchy_holes(&existing) {
-                    if !ends_in_percent.iter().any(|p| matches_pattern(p, &hole)) {
+                    let below = format!("{hole}/");
+                    let child_info = request.recursive_match
+                        && matches(&hole)
+                        && mailboxes.iter().any(|o| {
+                            o.name.starts_with(&below) && request.selects(o) && !matches(&o.name)
+                        });
+                    let level = request.selects_all()
+                        && ends_in_percent.iter().any(|p| matches_pattern(p, &hole));
+                    if !child_info && !level {
                         continue;
                     }
-                    if let Some(mailbox) = names.encode(&hole) {
-                        server.enqueue_data(Data::List {
-                            items: vec![
-                                FlagNameAttribute::from(Atom::unvalidated("NonExistent")),
-                                FlagNameAttribute::from(Atom::unvalidated("HasChildren")),
-                            ],
+                    let Some(mailbox) = names.encode(&hole) else {
+                        continue;
+                    };
+                    let items = vec![
+                        FlagNameAttribute::from(Atom::unvalidated("NonExistent")),
+                        FlagNameAttribute::from(Atom::unvalidated("HasChildren")),
+                    ];
+                    let data = match Vec1::try_from(request.base_options()) {
+                        Ok(options) if child_info => Data::ListExtended {
+                            items,
                             delimiter,
                             mailbox,
-                        });
-                    }
+                            extended_items: vec![MboxListExtendedItem::ChildInfo(options)],
+                        },
+                        _ => Data::List {
+                            items,
+                            delimiter,
+                            mailbox,
+                        },
+                    };
+                    server.enqueue_data(data);
                 }
             }
             for m in &mailboxes {

@@ -21,7 +21,8 @@ What RFC 9051 Appendix E changes, and what is checked here:
   gone.                                                                 checked
 - 6.3.11: STATUS DELETED and SIZE.                                      checked
 - 7.3.1 / 6.3.9: \\HasChildren / \\HasNoChildren; a level of hierarchy that is no
-  mailbox is \\NonExistent for a `%` pattern.                           checked
+  mailbox is \\NonExistent for a `%` pattern, and with CHILDINFO under
+  RECURSIVEMATCH (6.3.9, RFC 5258 3.1).                                checked
 - 6.4.4.1: SEARCH RETURN (SAVE) and `$` (SEARCHRES): not implemented (the codec parses
   neither); checked to be refused with BAD, the connection going on.
 An IMAP4rev1 session (no ENABLE) keeps RECENT, the UNSEEN code, SEARCH responses and
@@ -175,6 +176,18 @@ def main(port, user, password):
     lines = rev2.command(b'LIST () "" "%" RETURN ()')
     check(b'* LIST (\\NonExistent \\HasChildren) "/" Brouillons\r\n' in untagged(lines, b"LIST"),
           f"extended LIST % shows the hole with children: {lines!r}")
+    # RFC 5258 3.1 / RFC 9051 6.3.9, RECURSIVEMATCH: the hole above a subscribed
+    # mailbox that the pattern does not reach is returned \NonExistent with CHILDINFO.
+    lines = rev2.command('SUBSCRIBE "Brouillons/Été"'.encode())
+    check(rev2.status_of(lines) == b"OK", f"SUBSCRIBE: {lines!r}")
+    lines = rev2.command(b'LIST (SUBSCRIBED RECURSIVEMATCH) "" "%"')
+    want = b'* LIST (\\NonExistent \\HasChildren) "/" Brouillons (CHILDINFO (SUBSCRIBED))\r\n'
+    got = [l.replace(b'"CHILDINFO"', b"CHILDINFO").replace(b'"SUBSCRIBED"', b"SUBSCRIBED") for l in untagged(lines, b"LIST")]
+    check(want in got, f"RECURSIVEMATCH returns the hole with CHILDINFO: {lines!r}")
+    lines = rev2.command('UNSUBSCRIBE "Brouillons/Été"'.encode())
+    check(rev2.status_of(lines) == b"OK", f"UNSUBSCRIBE: {lines!r}")
+    lines = rev2.command(b'LIST (SUBSCRIBED RECURSIVEMATCH) "" "%"')
+    check(not any(b"Brouillons" in l for l in untagged(lines, b"LIST")), f"no CHILDINFO once unsubscribed: {lines!r}")
     lines = rev1.command(b'LIST "" "%"')
     check(not any(l.endswith(b" Brouillons\r\n") for l in untagged(lines, b"LIST")),
           f"rev1 LIST % as before (no holes): {lines!r}")
