@@ -33,7 +33,8 @@
 //!   response of the mailbox instead (6.3.2); the STATUS item RECENT and the SEARCH
 //!   keys NEW, OLD and RECENT, gone from the syntax, are answered BAD;
 //! - `\HasChildren`/`\HasNoChildren` on every LIST response (7.3.1), and a level of
-//!   hierarchy that is no mailbox returned `\NonExistent` for a `%` pattern (6.3.9).
+//!   hierarchy that is no mailbox returned `\NonExistent` for a `%` pattern (6.3.9)
+//!   and, with CHILDINFO, under RECURSIVEMATCH (RFC 5258 3.1).
 //!
 //! The same for both versions, since they are extensions of IMAP4rev1 that RFC 9051
 //! folded in: ENABLE, IDLE, NAMESPACE, UNSELECT, UIDPLUS, MOVE, ESEARCH, LIST-EXTENDED,
@@ -460,7 +461,7 @@ impl Transport for Stream {
 /// sends the alert.
 ///
 /// [`close`]: TlsWire::close
-pub struct TlsWire {
+struct TlsWire {
     reader: tokio::io::ReadHalf<tokio_rustls::server::TlsStream<TcpStream>>,
     writer: tokio::io::WriteHalf<tokio_rustls::server::TlsStream<TcpStream>>,
     /// Output imap-next produced and the TLS stream has not taken yet.
@@ -486,7 +487,7 @@ impl TlsWire {
     /// Writes out what is queued, then sends `close_notify` and closes the write side
     /// (`shutdown`), bounded by [`CLOSE_TIMEOUT`]; a peer that has gone already is
     /// only logged.
-    pub async fn close(mut self) {
+    async fn close(mut self) {
         let closed = tokio::time::timeout(CLOSE_TIMEOUT, async {
             self.writer.write_all(&self.out).await?;
             self.writer.shutdown().await
