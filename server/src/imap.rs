@@ -1,4 +1,4 @@
-//! IMAP4rev1 on TCP, with TLS (IMAPS and STARTTLS) when the config names a certificate:
+//! IMAP4rev1 and IMAP4rev2 on TCP, with TLS (IMAPS and STARTTLS) when the config names a certificate:
 //! `imap-next` frames commands (literals, continuation requests, size limits) and
 //! `imap-codec` parses and writes them; each command maps onto the library's
 //! `SharedAccount` (reads) and its `Mailstore` (writes).
@@ -19,6 +19,34 @@
 //! client only at NOOP, CHECK, IDLE and after commands that may announce them
 //! (EXPUNGE, MOVE, COPY, APPEND), as EXPUNGE (highest number first), EXISTS and FETCH
 //! FLAGS: never during FETCH, STORE or SEARCH (RFC 9051 7.5.1).
+//!
+//! # IMAP4rev1 and IMAP4rev2
+//!
+//! Both are advertised; a session speaks IMAP4rev1 (RFC 3501) until the client sends
+//! `ENABLE IMAP4rev2` (RFC 9051 6.3.1), and then follows RFC 9051 where it differs
+//! (its Appendix E; `tests/rev2.py` checks each point):
+//! - mailbox names in UTF-8 both ways, `quoted` strings with UTF-8 (5.1, 4.3), instead
+//!   of modified UTF-7 (an IMAP4rev1 session keeps modified UTF-7);
+//! - SEARCH and UID SEARCH answered with ESEARCH and the TAG correlator, as
+//!   `RETURN (ALL)` (6.4.4);
+//! - no RECENT response and no UNSEEN code in SELECT/EXAMINE, which return a LIST
+//!   response of the mailbox instead (6.3.2); the STATUS item RECENT and the SEARCH
+//!   keys NEW, OLD and RECENT, gone from the syntax, are answered BAD;
+//! - `\HasChildren`/`\HasNoChildren` on every LIST response (7.3.1), and a level of
+//!   hierarchy that is no mailbox returned `\NonExistent` for a `%` pattern (6.3.9)
+//!   and, with CHILDINFO, under RECURSIVEMATCH (RFC 5258 3.1).
+//!
+//! The same for both versions, since they are extensions of IMAP4rev1 that RFC 9051
+//! folded in: ENABLE, IDLE, NAMESPACE, UNSELECT, UIDPLUS, MOVE, ESEARCH, LIST-EXTENDED,
+//! LIST-STATUS, SPECIAL-USE attributes, BINARY, SASL-IR, LITERAL+ (more than RFC 9051's
+//! LITERAL-), STATUS SIZE and DELETED, the `[CLOSED]` code, never `\Recent` in FLAGS.
+//!
+//! Not done: `SEARCH RETURN (SAVE)` and the `$` result variable (SEARCHRES, RFC 9051
+//! 6.4.4.1) are answered BAD: imap-codec parses neither, and `$` would be a new
+//! element of every sequence set (`vendor/PATCHES.md`). Messages are served as stored:
+//! RFC 9051 lets UTF-8 headers reach an IMAP4rev2 client, and an IMAP4rev1 client gets
+//! them too, as before. `UTF8=ACCEPT` (RFC 6855) is not advertised: it also needs the
+//! `UTF8 (...)` APPEND data extension (RFC 6855 4), which imap-codec does not parse.
 
 use std::collections::{BTreeSet, HashMap};
 use std::num::{NonZeroU32, NonZeroU64};
@@ -51,12 +79,13 @@ use imap_next::imap_types::extensions::list_extended::{
 use imap_next::imap_types::extensions::namespace::Namespace;
 use imap_next::imap_types::extensions::objectid::ObjectId;
 use imap_next::imap_types::extensions::uidplus::{UidElement, UidSet};
+use imap_next::imap_types::extensions::utf8::QuotedUtf8;
 use imap_next::imap_types::fetch::{
     MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Section,
 };
 use imap_next::imap_types::flag::FlagNameAttribute;
 use imap_next::imap_types::flag::{Flag, FlagFetch, FlagPerm, StoreResponse, StoreType};
-use imap_next::imap_types::mailbox::{ListMailbox, Mailbox as ImapMailbox};
+use imap_next::imap_types::mailbox::{ListMailbox, Mailbox as ImapMailbox, MailboxOther};
 use imap_next::imap_types::response::{
     Capability, Code, CommandContinuationRequest, Data, Greeting, Status,
 };
@@ -73,12 +102,17 @@ use mailvault::mail::{
     AppendOptions, EmailRecord, FlagChange, Flags, HeaderField, MailboxView, Mailstore,
     MessageSummary, MimePart, PartSection, SearchKey, Transaction,
 };
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio_rustls::{TlsAcceptor, TlsStream};
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::Accounts;
 
+/// The answer to RECENT (STATUS item, SEARCH key) once IMAP4rev2 is enabled: RFC 9051
+/// dropped `\Recent` (Appendix E), and its syntax (section 9: `status-att`,
+/// `search-key`) has no RECENT, NEW or OLD.
+const REV2_NO_RECENT: &str = "RECENT, NEW and OLD are not IMAP4rev2 syntax (RFC 9051 9)";
 /// A connection silent this long is closed (RFC 9051 5.4: at least 30 minutes).
 const AUTOLOGOUT: Duration = Duration::from_secs(30 * 60);
 /// The text of a refused literal above `max_message_size` (APPENDLIMIT).
@@ -282,6 +316,11 @@ impl ListRequest {
         }
     }
 
+    /// Whether no selection option narrows the listing.
+    fn selects_all(&self) -> bool {
+        !self.select_subscribed && !self.select_special_use
+    }
+
     /// Whether the selection options select mailbox `m` (RFC 5258 3.1: every option
     /// given must hold).
     fn selects(&self, m: &mailvault::mail::Mailbox) -> bool {
@@ -339,9 +378,9 @@ enum Outcome {
 
 /// The TLS handshake on `tcp` as the server, bounded by [`HANDSHAKE_TIMEOUT`]; `None`
 /// (logged) when it fails.
-async fn handshake(acceptor: &TlsAcceptor, tcp: TcpStream) -> Option<Stream> {
+async fn handshake(acceptor: &TlsAcceptor, tcp: TcpStream) -> Option<TlsWire> {
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => Some(Stream::tls(TlsStream::Server(tls))),
+        Ok(Ok(tls)) => Some(TlsWire::new(tls)),
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "IMAP TLS handshake failed");
             None
@@ -411,6 +450,106 @@ impl Transport for Stream {
 
     async fn flush(&mut self) -> Result<(), StreamError<std::convert::Infallible>> {
         Stream::flush(self).await
+    }
+}
+
+/// A TLS connection as [`session`] reads and writes it: imap-next's [`Stream`] does TLS
+/// too, but keeps the rustls state to itself, so that nothing can send the TLS
+/// `close_notify` alert (RFC 8446 6.1: "Each party MUST send a close_notify alert before
+/// closing its write side of the connection"); without it, a client cannot tell the end
+/// of the session from a truncation (OpenSSL 3 reports "unexpected eof while reading").
+/// The same I/O as imap-next's stream (read while writing, so that a client that
+/// pipelines while the server writes cannot deadlock either), on tokio-rustls; [`close`]
+/// sends the alert.
+///
+/// [`close`]: TlsWire::close
+struct TlsWire {
+    reader: tokio::io::ReadHalf<tokio_rustls::server::TlsStream<TcpStream>>,
+    writer: tokio::io::WriteHalf<tokio_rustls::server::TlsStream<TcpStream>>,
+    /// Output imap-next produced and the TLS stream has not taken yet.
+    out: Vec<u8>,
+    /// Output taken by the TLS stream that may still sit in its buffers (unflushed).
+    unflushed: bool,
+}
+
+/// How long [`TlsWire::close`] waits for the peer to take the last bytes and the alert.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl TlsWire {
+    fn new(tls: tokio_rustls::server::TlsStream<TcpStream>) -> Self {
+        let (reader, writer) = tokio::io::split(tls);
+        Self {
+            reader,
+            writer,
+            out: Vec::new(),
+            unflushed: false,
+        }
+    }
+
+    /// Writes out what is queued, then sends `close_notify` and closes the write side
+    /// (`shutdown`), bounded by [`CLOSE_TIMEOUT`]; a peer that has gone already is
+    /// only logged.
+    async fn close(mut self) {
+        let closed = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            self.writer.write_all(&self.out).await?;
+            self.writer.shutdown().await
+        })
+        .await;
+        match closed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "IMAP TLS close_notify not sent"),
+            Err(_) => tracing::debug!("IMAP TLS close_notify timed out"),
+        }
+    }
+}
+
+impl Transport for TlsWire {
+    async fn next(&mut self, server: &mut Server) -> Result<Event, StreamError<ServerError>> {
+        let mut input = [0u8; 16 * 1024];
+        loop {
+            match server.next() {
+                Ok(event) => return Ok(event),
+                Err(Interrupt::Error(e)) => return Err(StreamError::State(e)),
+                Err(Interrupt::Io(Io::Output(bytes))) => self.out.extend_from_slice(&bytes),
+                Err(Interrupt::Io(Io::NeedMoreInput)) => {}
+            }
+            // Both futures below are cancel-safe: the one that loses the race has read
+            // or written nothing.
+            let read = if self.out.is_empty() && !self.unflushed {
+                Some(self.reader.read(&mut input).await?)
+            } else if self.out.is_empty() {
+                tokio::select! {
+                    n = self.reader.read(&mut input) => Some(n?),
+                    flushed = self.writer.flush() => {
+                        flushed?;
+                        self.unflushed = false;
+                        None
+                    }
+                }
+            } else {
+                tokio::select! {
+                    n = self.reader.read(&mut input) => Some(n?),
+                    n = self.writer.write(&self.out) => {
+                        self.out.drain(..n?);
+                        self.unflushed = true;
+                        None
+                    }
+                }
+            };
+            match read {
+                Some(0) => return Err(StreamError::Closed),
+                Some(n) => server.enqueue_input(&input[..n]),
+                None => {}
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), StreamError<std::convert::Infallible>> {
+        self.writer.write_all(&self.out).await?;
+        self.out.clear();
+        self.writer.flush().await?;
+        self.unflushed = false;
+        Ok(())
     }
 }
 
@@ -486,6 +625,7 @@ pub async fn scripted_session(state: &Imap, client: &mut ScriptedClient, local: 
         selected: None,
         condstore: false,
         qresync: false,
+        rev2: false,
         tls: false,
         local,
     };
@@ -503,48 +643,46 @@ async fn connection(tcp: TcpStream, state: &Imap, implicit_tls: bool) {
     let Some(greeting) = greeting() else {
         return;
     };
-    let mut stream = if implicit_tls {
-        let Some(acceptor) = state.tls.as_ref() else {
-            return;
-        };
-        match handshake(acceptor, tcp).await {
-            Some(stream) => stream,
-            None => return,
-        }
-    } else {
-        Stream::insecure(tcp)
-    };
     let mut conn = Conn {
         state,
         account: None,
         selected: None,
         condstore: false,
         qresync: false,
+        rev2: false,
         tls: implicit_tls,
         local,
     };
     let mut server = Server::new(options.clone(), greeting.clone());
-    loop {
+    let Some(acceptor) = state.tls.as_ref() else {
+        if !implicit_tls {
+            session(&mut Stream::insecure(tcp), &mut server, &mut conn).await;
+        }
+        return;
+    };
+    let tcp = if implicit_tls {
+        tcp
+    } else {
+        let mut stream = Stream::insecure(tcp);
         match session(&mut stream, &mut server, &mut conn).await {
             Ended::Closed => return,
-            Ended::StartTls => {
-                let Some(acceptor) = state.tls.as_ref() else {
-                    return;
-                };
-                // The plain stream's buffers go with it: bytes the client sent after
-                // STARTTLS and before the handshake are never read as commands.
-                let tcp = TcpStream::from(stream);
-                stream = match handshake(acceptor, tcp).await {
-                    Some(stream) => stream,
-                    None => return,
-                };
-                conn.tls = true;
-                // A fresh protocol state: commands pipelined after STARTTLS and parsed
-                // or buffered by the old one are dropped with it.
-                server = server_without_greeting(options.clone(), greeting.clone());
-            }
+            // The plain stream's buffers go with it: bytes the client sent after
+            // STARTTLS and before the handshake are never read as commands.
+            Ended::StartTls => TcpStream::from(stream),
         }
+    };
+    let Some(mut wire) = handshake(acceptor, tcp).await else {
+        return;
+    };
+    if !conn.tls {
+        conn.tls = true;
+        // A fresh protocol state: commands pipelined after STARTTLS and parsed or
+        // buffered by the old one are dropped with it.
+        server = server_without_greeting(options, greeting);
     }
+    // Inside TLS, STARTTLS is refused: the session ends only by closing.
+    session(&mut wire, &mut server, &mut conn).await;
+    wire.close().await;
 }
 
 /// How a session on one stream ended.
@@ -813,6 +951,9 @@ struct Conn<'a> {
     condstore: bool,
     /// QRESYNC enabled (ENABLE QRESYNC): expunges are announced with VANISHED.
     qresync: bool,
+    /// IMAP4rev2 enabled (ENABLE IMAP4rev2, RFC 9051 6.3.1): the session follows RFC 9051
+    /// where it differs from RFC 3501 (the module documentation lists how).
+    rev2: bool,
     /// The connection runs in TLS (IMAPS, or after STARTTLS).
     tls: bool,
     /// The peer's address is the server's own (the connection never leaves the machine).
@@ -873,12 +1014,16 @@ impl Conn<'_> {
                 server.enqueue_status(bad(Some(tag), format!("{}: log in first", body.name())));
             }
             CommandBody::Enable { capabilities } => {
-                // RFC 5161: CONDSTORE and QRESYNC (which implies CONDSTORE, RFC 7162
-                // 3.2.3); the ENABLED response lists those newly enabled.
+                // RFC 5161: CONDSTORE, QRESYNC (which implies CONDSTORE, RFC 7162
+                // 3.2.3) and IMAP4rev2 (RFC 9051 6.3.1); the ENABLED response lists
+                // those newly enabled.
                 let mut enabled = Vec::new();
                 for capability in capabilities.into_inner() {
                     let name = capability.to_string().to_ascii_uppercase();
-                    if name == "CONDSTORE" && !self.condstore {
+                    if name == "IMAP4REV2" && !self.rev2 {
+                        self.rev2 = true;
+                        enabled.push(capability);
+                    } else if name == "CONDSTORE" && !self.condstore {
                         self.condstore = true;
                         enabled.push(capability);
                     } else if name == "QRESYNC" && !self.qresync {
@@ -946,7 +1091,7 @@ impl Conn<'_> {
                 item_names,
             } => self.status(server, tag, &mailbox, &item_names).await?,
             CommandBody::Create { mailbox } => {
-                let name = match mailbox_name(&mailbox) {
+                let name = match self.names().mailbox(&mailbox) {
                     Ok(name) => name,
                     Err(e) => {
                         server.enqueue_status(bad_name(tag, e));
@@ -977,7 +1122,7 @@ impl Conn<'_> {
             },
             CommandBody::Rename { from, to } => match self.mailbox_id(&from).await {
                 Some(id) => {
-                    let to = match mailbox_name(&to) {
+                    let to = match self.names().mailbox(&to) {
                         Ok(to) => to,
                         Err(e) => {
                             server.enqueue_status(bad_name(tag, e));
@@ -1190,10 +1335,19 @@ impl Conn<'_> {
         self.selected.as_ref().expect("selected").id
     }
 
+    /// How this connection's mailbox names travel.
+    fn names(&self) -> Names {
+        if self.rev2 {
+            Names::Utf8
+        } else {
+            Names::Mutf7
+        }
+    }
+
     /// The mailbox a client names; `None` (answered NO [NONEXISTENT]) also for a name
-    /// that is not modified UTF-7, which no mailbox can have.
+    /// that [`Names::decode`] refuses, which no mailbox can have.
     async fn mailbox_id(&self, mailbox: &ImapMailbox<'_>) -> Option<MailboxId> {
-        let name = mailbox_name(mailbox).ok()?;
+        let name = self.names().mailbox(mailbox).ok()?;
         self.account()
             .read()
             .await
@@ -1472,14 +1626,31 @@ impl Conn<'_> {
         let flags = mailbox_flags(&view);
         server.enqueue_data(Data::Flags(flags.clone()));
         server.enqueue_data(Data::Exists(view.messages.len() as u32));
-        server.enqueue_data(Data::Recent(0));
-        // RFC 3501 6.3.1: the sequence number of the first message without \Seen.
-        if let Some(i) = view
-            .messages
-            .iter()
-            .position(|m| !m.flags.contains(Flags::SEEN))
-        {
-            server.enqueue_status(untagged_ok(Code::Unseen(seq(i)), "first unseen"));
+        if self.rev2 {
+            // RFC 9051 6.3.2: a LIST response with the mailbox's name and accurate
+            // attributes; no RECENT, no UNSEEN code (both gone from IMAP4rev2).
+            let mailboxes = self.account().read().await.mailboxes()?;
+            if let Some(m) = mailboxes.iter().find(|m| m.id == id) {
+                if let Some(name) = self.names().encode(&m.name) {
+                    let mut items = special_use_attributes(m.special_use);
+                    items.push(children_attribute(&m.name, &mailboxes));
+                    server.enqueue_data(Data::List {
+                        items,
+                        delimiter: QuotedChar::try_from('/').ok(),
+                        mailbox: name,
+                    });
+                }
+            }
+        } else {
+            server.enqueue_data(Data::Recent(0));
+            // RFC 3501 6.3.1: the sequence number of the first message without \Seen.
+            if let Some(i) = view
+                .messages
+                .iter()
+                .position(|m| !m.flags.contains(Flags::SEEN))
+            {
+                server.enqueue_status(untagged_ok(Code::Unseen(seq(i)), "first unseen"));
+            }
         }
         if let Some(v) = NonZeroU32::new(view.status.uid_validity) {
             server.enqueue_status(untagged_ok(Code::UidValidity(v), "UIDs valid"));
@@ -1567,6 +1738,16 @@ impl Conn<'_> {
         request: ListRequest,
     ) -> Result<(), mailvault::Error> {
         let delimiter = QuotedChar::try_from('/').ok();
+        let names = self.names();
+        if self.rev2
+            && request
+                .status
+                .as_ref()
+                .is_some_and(|s| s.contains(&StatusDataItemName::Recent))
+        {
+            server.enqueue_status(bad(Some(tag), REV2_NO_RECENT));
+            return Ok(());
+        }
         let mut patterns = Vec::new();
         for wildcard in &request.patterns {
             let pattern: &[u8] = match wildcard {
@@ -1586,11 +1767,11 @@ impl Conn<'_> {
             }
             let reference = match reference {
                 ImapMailbox::Inbox => Ok("INBOX".to_string()),
-                other => mailbox_name(other),
+                other => names.mailbox(other),
             };
             // The pattern's wildcards are ASCII: it decodes like a name, and is matched
             // against the stored (UTF-8) names.
-            match (reference, mutf7::decode(pattern)) {
+            match (reference, names.decode(pattern)) {
                 (Ok(reference), Ok(pattern)) => patterns.push(format!("{reference}{pattern}")),
                 (Err(e), _) | (_, Err(e)) => {
                     server.enqueue_status(bad_name(tag, e));
@@ -1601,6 +1782,52 @@ impl Conn<'_> {
         if !patterns.is_empty() {
             let matches = |name: &str| patterns.iter().any(|p| matches_pattern(p, name));
             let mailboxes = self.account().read().await.mailboxes()?;
+            if self.rev2 && !request.lsub {
+                // RFC 9051 6.3.9: a `%` at the end of a pattern also matches levels of
+                // hierarchy; one that is no mailbox (`a` of `a/b` when `a` was never
+                // created, or deleted) is returned \NonExistent (7.3.1: implies
+                // \Noselect). Under RECURSIVEMATCH (RFC 5258 3.1, RFC 9051 6.3.9) such a
+                // level is returned \NonExistent with CHILDINFO when a selected mailbox
+                // below it does not match the pattern. IMAP4rev1 sessions list only
+                // mailboxes, as before.
+                let ends_in_percent: Vec<&String> =
+                    patterns.iter().filter(|p| p.ends_with('%')).collect();
+                let existing: Vec<&str> = mailboxes.iter().map(|m| m.name.as_str()).collect();
+                for hole in hierarchy_holes(&existing) {
+                    let below = format!("{hole}/");
+                    let child_info = request.recursive_match
+                        && matches(&hole)
+                        && mailboxes.iter().any(|o| {
+                            o.name.starts_with(&below) && request.selects(o) && !matches(&o.name)
+                        });
+                    let level = request.selects_all()
+                        && ends_in_percent.iter().any(|p| matches_pattern(p, &hole));
+                    if !child_info && !level {
+                        continue;
+                    }
+                    let Some(mailbox) = names.encode(&hole) else {
+                        continue;
+                    };
+                    let items = vec![
+                        FlagNameAttribute::from(Atom::unvalidated("NonExistent")),
+                        FlagNameAttribute::from(Atom::unvalidated("HasChildren")),
+                    ];
+                    let data = match Vec1::try_from(request.base_options()) {
+                        Ok(options) if child_info => Data::ListExtended {
+                            items,
+                            delimiter,
+                            mailbox,
+                            extended_items: vec![MboxListExtendedItem::ChildInfo(options)],
+                        },
+                        _ => Data::List {
+                            items,
+                            delimiter,
+                            mailbox,
+                        },
+                    };
+                    server.enqueue_data(data);
+                }
+            }
             for m in &mailboxes {
                 if !matches(&m.name) {
                     continue;
@@ -1621,21 +1848,19 @@ impl Conn<'_> {
                 if !selected && selected_below.iter().all(|name| matches(name)) {
                     continue;
                 }
-                let Ok(mailbox) = ImapMailbox::try_from(mutf7::encode(&m.name)) else {
+                let Some(mailbox) = names.encode(&m.name) else {
                     continue;
                 };
                 let mut items = special_use_attributes(m.special_use);
                 if request.return_subscribed && m.subscribed {
                     items.push(FlagNameAttribute::from(Atom::unvalidated("Subscribed")));
                 }
-                // RFC 9051 7.3.1 (RFC 3348): whether the mailbox has child mailboxes.
-                let has_children = mailboxes.iter().any(|o| o.name.starts_with(&below));
-                if request.children {
-                    items.push(if has_children {
-                        FlagNameAttribute::from(Atom::unvalidated("HasChildren"))
-                    } else {
-                        FlagNameAttribute::from(Atom::unvalidated("HasNoChildren"))
-                    });
+                // RFC 9051 7.3.1 (RFC 3348): whether the mailbox has child mailboxes;
+                // to an IMAP4rev2 client on every LIST (RFC 5258 4 lets the server send
+                // them unasked), so that they agree with the LIST of SELECT (RFC 9051
+                // 6.3.2: "the list of mailbox attributes MUST be accurate").
+                if request.children || (self.rev2 && !request.lsub) {
+                    items.push(children_attribute(&m.name, &mailboxes));
                 }
                 let data = if request.lsub {
                     Data::Lsub {
@@ -1690,6 +1915,10 @@ impl Conn<'_> {
         mailbox: &ImapMailbox<'static>,
         names: &[StatusDataItemName],
     ) -> Result<(), mailvault::Error> {
+        if self.rev2 && names.contains(&StatusDataItemName::Recent) {
+            server.enqueue_status(bad(Some(tag), REV2_NO_RECENT));
+            return Ok(());
+        }
         let Some(id) = self.mailbox_id(mailbox).await else {
             server.enqueue_status(no(tag, Some(nonexistent()), "no such mailbox"));
             return Ok(());
@@ -1697,9 +1926,11 @@ impl Conn<'_> {
         let items = self.status_items(id, names).await?;
         // The name as LIST gives it (an atom when it can be one, as Dovecot answers), not
         // in the client's quoting.
-        let echoed = mailbox_name(mailbox)
+        let names = self.names();
+        let echoed = names
+            .mailbox(mailbox)
             .ok()
-            .and_then(|name| ImapMailbox::try_from(mutf7::encode(&name)).ok())
+            .and_then(|name| names.encode(&name))
             .unwrap_or_else(|| mailbox.clone());
         server.enqueue_data(Data::Status {
             mailbox: echoed,
@@ -1724,6 +1955,20 @@ impl Conn<'_> {
                 }
                 StatusDataItemName::Recent => items.push(StatusDataItem::Recent(0)),
                 StatusDataItemName::Unseen => items.push(StatusDataItem::Unseen(status.unseen)),
+                // RFC 9051 6.3.11: messages with \Deleted.
+                StatusDataItemName::Deleted => {
+                    let view = self.account().view(id).await?;
+                    let deleted = view
+                        .messages
+                        .iter()
+                        .filter(|m| m.flags.contains(Flags::DELETED))
+                        .count();
+                    items.push(StatusDataItem::Deleted(
+                        u32::try_from(deleted).unwrap_or(u32::MAX),
+                    ));
+                }
+                // RFC 9051 6.3.11 (RFC 8438): the mailbox's size in octets.
+                StatusDataItemName::Size => items.push(StatusDataItem::Size(status.size)),
                 StatusDataItemName::UidNext => {
                     if let Some(n) = NonZeroU32::new(status.uid_next) {
                         items.push(StatusDataItem::UidNext(n));
@@ -2237,6 +2482,17 @@ impl Conn<'_> {
                 return Ok(());
             }
         }
+        let criteria = ImapSearchKey::And(criteria);
+        if self.rev2 && has_recent_key(&criteria) {
+            server.enqueue_status(bad(Some(tag), REV2_NO_RECENT));
+            return Ok(());
+        }
+        // RFC 9051 6.4.4: an IMAP4rev2 server answers SEARCH with ESEARCH, as if
+        // `RETURN (ALL)` (the empty list) had been given.
+        let return_options = match return_options {
+            None if self.rev2 => Some(Vec::new()),
+            options => options,
+        };
         let id = self.selected_id();
         let current = self.current().await?;
         // The client's numbering, today's flags: what SEARCH compares.
@@ -2252,7 +2508,6 @@ impl Conn<'_> {
                     .collect(),
             }
         };
-        let criteria = ImapSearchKey::And(criteria);
         let mut texts = Vec::new();
         text_keys(&criteria, &mut texts);
         let matched = self.scan_texts(id, &view, &texts).await?;
@@ -3095,13 +3350,29 @@ fn search_key(
 
 /// Whether `key` holds a MODSEQ key.
 fn has_modseq_key(key: &ImapSearchKey<'_>) -> bool {
-    match key {
-        ImapSearchKey::ModSequence { .. } => true,
-        ImapSearchKey::And(keys) => keys.as_ref().iter().any(has_modseq_key),
-        ImapSearchKey::Not(k) => has_modseq_key(k),
-        ImapSearchKey::Or(a, b) => has_modseq_key(a) || has_modseq_key(b),
-        _ => false,
-    }
+    has_key(key, &|k| matches!(k, ImapSearchKey::ModSequence { .. }))
+}
+
+/// Whether `key` has a key about `\Recent` (NEW, OLD, RECENT: not in RFC 9051's
+/// `search-key`).
+fn has_recent_key(key: &ImapSearchKey<'_>) -> bool {
+    has_key(key, &|k| {
+        matches!(
+            k,
+            ImapSearchKey::New | ImapSearchKey::Old | ImapSearchKey::Recent
+        )
+    })
+}
+
+/// Whether `key` or a key in it (AND, OR, NOT) is one `wanted` says.
+fn has_key(key: &ImapSearchKey<'_>, wanted: &dyn Fn(&ImapSearchKey<'_>) -> bool) -> bool {
+    wanted(key)
+        || match key {
+            ImapSearchKey::And(keys) => keys.as_ref().iter().any(|k| has_key(k, wanted)),
+            ImapSearchKey::Not(k) => has_key(k, wanted),
+            ImapSearchKey::Or(a, b) => has_key(a, wanted) || has_key(b, wanted),
+            _ => false,
+        }
 }
 
 /// The inclusive ranges of a sequence set, `*` being `last`.
@@ -3216,6 +3487,8 @@ fn announces_literal(command: &[u8]) -> bool {
 fn capabilities(max_message_size: u32) -> Vec1<Capability<'static>> {
     let mut caps = vec![
         Capability::Imap4Rev1,
+        // RFC 9051 (the session switches on ENABLE IMAP4rev2).
+        Capability::from(Atom::unvalidated("IMAP4rev2")),
         Capability::Idle,
         Capability::LiteralPlus,
         Capability::UidPlus,
@@ -3227,6 +3500,8 @@ fn capabilities(max_message_size: u32) -> Vec1<Capability<'static>> {
         Capability::Enable,
         Capability::CondStore,
         Capability::QResync,
+        // RFC 8438 (STATUS SIZE, part of RFC 9051).
+        Capability::StatusSize,
     ];
     // RFC 6154: LIST shows each mailbox's special use. RFC 4731 (SEARCH RETURN),
     // RFC 8474 (EMAILID, THREADID, MAILBOXID), RFC 5258 and RFC 5819 (extended LIST,
@@ -3247,6 +3522,37 @@ fn capabilities(max_message_size: u32) -> Vec1<Capability<'static>> {
         caps.push(Capability::from(atom));
     }
     Vec1::try_from(caps).unwrap_or_else(|_| Vec1::from(Capability::Imap4Rev1))
+}
+
+/// `\HasChildren` or `\HasNoChildren` (RFC 9051 7.3.1, RFC 3348): whether a mailbox
+/// of `mailboxes` is below the one named `name`.
+fn children_attribute(
+    name: &str,
+    mailboxes: &[mailvault::mail::Mailbox],
+) -> FlagNameAttribute<'static> {
+    let below = format!("{name}/");
+    if mailboxes.iter().any(|o| o.name.starts_with(&below)) {
+        FlagNameAttribute::from(Atom::unvalidated("HasChildren"))
+    } else {
+        FlagNameAttribute::from(Atom::unvalidated("HasNoChildren"))
+    }
+}
+
+/// The levels of hierarchy above the mailboxes `names` that are no mailbox themselves
+/// (`a` and `a/b` of a lone `a/b/c`), sorted: the library creates no parents and a
+/// deleted parent leaves its children.
+fn hierarchy_holes(names: &[&str]) -> Vec<String> {
+    let existing: BTreeSet<&str> = names.iter().copied().collect();
+    let mut holes = BTreeSet::new();
+    for name in names {
+        for (at, _) in name.match_indices('/') {
+            let parent = &name[..at];
+            if !parent.is_empty() && !existing.contains(parent) {
+                holes.insert(parent.to_owned());
+            }
+        }
+    }
+    holes.into_iter().collect()
 }
 
 /// The LIST attributes of a mailbox's special use (RFC 6154: `\Sent`...).
@@ -3478,17 +3784,86 @@ fn nstring(bytes: &[u8]) -> NString<'static> {
     NString(Some(IString::Literal(Literal::unvalidated(bytes.to_vec()))))
 }
 
-/// The name of an IMAP mailbox as the library stores it (UTF-8, `/` as separator),
-/// decoded from the modified UTF-7 (RFC 3501 5.1.3) the client sends.
-fn mailbox_name(mailbox: &ImapMailbox<'_>) -> Result<String, mutf7::Error> {
-    match mailbox {
-        ImapMailbox::Inbox => Ok(mailvault::mail::INBOX.to_string()),
-        ImapMailbox::Other(other) => mutf7::decode(other.as_ref()),
+/// How mailbox names travel on a connection. The library stores them as UTF-8 with `/`
+/// as separator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Names {
+    /// Modified UTF-7 (RFC 3501 5.1.3): an IMAP4rev1 client.
+    Mutf7,
+    /// UTF-8 (RFC 9051 5.1): a client that enabled IMAP4rev2. `&` is a character like
+    /// any other: nothing is decoded.
+    Utf8,
+}
+
+/// Why a mailbox name (or LIST pattern) a client sent cannot name a mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BadName {
+    /// Not modified UTF-7 (IMAP4rev1).
+    Mutf7(mutf7::Error),
+    /// Not UTF-8 (IMAP4rev2; a literal can carry any byte).
+    NotUtf8,
+    /// A character RFC 9051 5.1 forbids in names (control characters, U+2028, U+2029),
+    /// at this byte offset.
+    Forbidden(usize),
+}
+
+impl std::fmt::Display for BadName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BadName::Mutf7(e) => e.fmt(f),
+            BadName::NotUtf8 => f.write_str("not UTF-8"),
+            BadName::Forbidden(at) => write!(f, "the character at byte {at} is not allowed"),
+        }
     }
 }
 
-/// The answer to a mailbox name that is not modified UTF-7.
-fn bad_name(tag: Tag<'static>, error: mutf7::Error) -> Status<'static> {
+impl Names {
+    /// The stored name of what the client sent (a name, or a LIST pattern: its
+    /// wildcards are ASCII and decode as themselves).
+    fn decode(self, bytes: &[u8]) -> Result<String, BadName> {
+        match self {
+            Names::Mutf7 => mutf7::decode(bytes).map_err(BadName::Mutf7),
+            Names::Utf8 => {
+                let name = std::str::from_utf8(bytes).map_err(|_| BadName::NotUtf8)?;
+                // RFC 9051 5.1: Net-Unicode (RFC 5198), without control characters
+                // (U+0000-U+001F, U+007F-U+009F), U+2028 or U+2029.
+                match name
+                    .char_indices()
+                    .find(|(_, c)| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
+                {
+                    Some((at, _)) => Err(BadName::Forbidden(at)),
+                    None => Ok(name.to_owned()),
+                }
+            }
+        }
+    }
+
+    /// The stored name of `mailbox`.
+    fn mailbox(self, mailbox: &ImapMailbox<'_>) -> Result<String, BadName> {
+        match mailbox {
+            ImapMailbox::Inbox => Ok(mailvault::mail::INBOX.to_string()),
+            ImapMailbox::Other(other) => self.decode(other.as_ref()),
+        }
+    }
+
+    /// Stored name `name` as the client reads it: an atom when it can be one (as
+    /// Dovecot answers), else a quoted string (UTF-8 ones under IMAP4rev2, RFC 9051
+    /// `quoted`), else a literal. `None` only for a name no IMAP string can carry.
+    fn encode(self, name: &str) -> Option<ImapMailbox<'static>> {
+        match self {
+            Names::Mutf7 => ImapMailbox::try_from(mutf7::encode(name)).ok(),
+            Names::Utf8 if name.is_ascii() => ImapMailbox::try_from(name.to_owned()).ok(),
+            Names::Utf8 => QuotedUtf8::try_from(name.to_owned())
+                .ok()
+                .and_then(|q| MailboxOther::try_from(AString::String(IString::QuotedUtf8(q))).ok())
+                .map(ImapMailbox::Other)
+                .or_else(|| ImapMailbox::try_from(name.to_owned()).ok()),
+        }
+    }
+}
+
+/// The answer to a mailbox name that [`Names::decode`] refuses.
+fn bad_name(tag: Tag<'static>, error: BadName) -> Status<'static> {
     bad(Some(tag), format!("mailbox name: {error}"))
 }
 
@@ -3668,6 +4043,76 @@ mod tests {
         assert!(!matches_pattern(&pattern, &name));
         assert!(matches_pattern(&"*a".repeat(20), &name));
         assert!(!matches_pattern(&format!("{}b", "%a".repeat(20)), &name));
+    }
+
+    #[test]
+    fn hierarchy_levels_without_a_mailbox() {
+        assert_eq!(
+            hierarchy_holes(&["INBOX", "a/b/c", "x", "x/y", "/lead", "t/"]),
+            ["a", "a/b", "t"]
+        );
+        assert!(hierarchy_holes(&["a", "a/b"]).is_empty());
+    }
+
+    #[test]
+    fn mailbox_names_by_version() {
+        // IMAP4rev1: modified UTF-7 both ways; UTF-8 is no modified UTF-7.
+        assert_eq!(Names::Mutf7.decode(b"Entw&APw-rfe"), Ok("Entwürfe".into()));
+        assert!(matches!(
+            Names::Mutf7.decode("Entwürfe".as_bytes()),
+            Err(BadName::Mutf7(_))
+        ));
+        // IMAP4rev2: UTF-8 as it is, `&` included; not UTF-8, controls, U+2028 refused.
+        assert_eq!(
+            Names::Utf8.decode("Entwürfe".as_bytes()),
+            Ok("Entwürfe".into())
+        );
+        assert_eq!(
+            Names::Utf8.decode(b"Entw&APw-rfe"),
+            Ok("Entw&APw-rfe".into())
+        );
+        assert_eq!(Names::Utf8.decode(b"a\xffb"), Err(BadName::NotUtf8));
+        assert_eq!(Names::Utf8.decode(b"a\tb"), Err(BadName::Forbidden(1)));
+        assert_eq!(Names::Utf8.decode(b"a\x7f"), Err(BadName::Forbidden(1)));
+        assert_eq!(
+            Names::Utf8.decode("é\u{85}".as_bytes()),
+            Err(BadName::Forbidden(2))
+        );
+        assert_eq!(
+            Names::Utf8.decode("x\u{2028}".as_bytes()),
+            Err(BadName::Forbidden(1))
+        );
+        // Written: an atom when possible, a UTF-8 quoted string under IMAP4rev2, the
+        // name quoted with its `"` escaped.
+        let encoded = |names: Names, name: &str| {
+            use imap_codec::encode::Encoder;
+            let mailbox = names.encode(name).expect("encodable");
+            let command = Command::new(
+                "a",
+                CommandBody::Select {
+                    mailbox,
+                    parameters: Vec::new(),
+                },
+            )
+            .expect("command");
+            let bytes = imap_codec::CommandCodec::default().encode(&command).dump();
+            String::from_utf8(bytes).expect("UTF-8")
+        };
+        assert_eq!(
+            encoded(Names::Mutf7, "Entwürfe"),
+            "a SELECT Entw&APw-rfe\r\n"
+        );
+        assert_eq!(
+            encoded(Names::Utf8, "Entwürfe"),
+            "a SELECT \"Entwürfe\"\r\n"
+        );
+        assert_eq!(encoded(Names::Utf8, "a&b"), "a SELECT a&b\r\n");
+        assert_eq!(encoded(Names::Mutf7, "a&b"), "a SELECT a&-b\r\n");
+        assert_eq!(
+            encoded(Names::Utf8, "é \"q\""),
+            "a SELECT \"é \\\"q\\\"\"\r\n"
+        );
+        assert_eq!(encoded(Names::Utf8, "inbox"), "a SELECT INBOX\r\n");
     }
 
     #[test]

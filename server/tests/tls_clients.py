@@ -185,3 +185,46 @@ line = tf.readline()
 assert line.startswith(b"b OK"), line
 t.close()
 print("AUTHENTICATE: a response that is not base64 is BAD, the connection goes on")
+
+# --- The end of a session: after LOGOUT the server sends TLS close_notify before it
+# closes (RFC 8446 6.1: "Each party MUST send a close_notify alert before closing its
+# write side of the connection"; RFC 9051 6.1.3 ends the session with BYE and OK). With
+# suppress_ragged_eofs=False, recv() returns b"" only on close_notify: a bare TCP close
+# raises ("unexpected eof while reading"). Then unwrap() (TLS
+# shutdown from this side) completes, which it does only once the peer's alert is in.
+# Python sets OP_IGNORE_UNEXPECTED_EOF on its contexts (OpenSSL 3 then takes a bare
+# close for close_notify): cleared here.
+strict = ssl.create_default_context(cafile=cafile)
+strict.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+
+
+def logout_closes_tls(t, how):
+    tf = t.makefile("rb")
+    t.sendall(f'a LOGIN "{user}" "{password}"\r\n'.encode())
+    line = tf.readline()
+    assert line.startswith(b"a OK"), line
+    t.sendall(b"b LOGOUT\r\n")
+    lines = [tf.readline(), tf.readline()]
+    assert lines[0].startswith(b"* BYE") and lines[1].startswith(b"b OK"), lines
+    try:
+        rest = t.recv(1)
+    except ssl.SSLError as e:
+        raise AssertionError(f"{how}: the server closed TCP without close_notify ({e})")
+    assert rest == b"", f"{how}: bytes after LOGOUT: {rest!r}"
+    tf.close()
+    t.unwrap().close()
+    print(f"{how}: LOGOUT ends with TLS close_notify")
+
+
+t = strict.wrap_socket(socket.create_connection((host, imaps_port)), server_hostname=host,
+                       suppress_ragged_eofs=False)
+assert t.makefile("rb").readline().startswith(b"* OK"), "greeting"
+logout_closes_tls(t, "IMAPS")
+
+s = socket.create_connection((host, imap_port))
+f = s.makefile("rb")
+assert f.readline().startswith(b"* OK"), "greeting"
+s.sendall(b"a STARTTLS\r\n")
+assert f.readline().startswith(b"a OK"), "STARTTLS"
+t = strict.wrap_socket(s, server_hostname=host, suppress_ragged_eofs=False)
+logout_closes_tls(t, "STARTTLS")

@@ -1,0 +1,49 @@
+//! IMAP4rev2 (RFC 9051; issue 13, "IMAP4rev2 and what clients still send of IMAP4rev1"):
+//! `rev2.py` opens an IMAP4rev1 session and one that sends `ENABLE IMAP4rev2` on the same
+//! account of `mailvault serve`, and checks each RFC 9051 change the server makes on the
+//! second (UTF-8 mailbox names both ways, ESEARCH for SEARCH, no RECENT, the LIST of
+//! SELECT, STATUS DELETED and SIZE, `\NonExistent` and children attributes, RECENT/NEW/OLD
+//! refused) while the first keeps RFC 3501's answers and modified UTF-7 (imapclient's
+//! `imap_utf7`). Dovecot 2.3 speaks no IMAP4rev2: the checks cite the RFC text instead of a
+//! peer; the script's docstring lists what is and is not implemented.
+//!
+//! Skipped (with a printed reason) when the peers' Python (with imapclient) is missing,
+//! failed instead when `MAILVAULT_REQUIRE_PEERS=1`.
+
+mod peers;
+
+use std::path::Path;
+use std::process::Command;
+
+use peers::{tools, Backend, MailServer, PASSWORD};
+
+const USER: &str = "rev2@example.org";
+
+#[test]
+fn imap4rev2_sessions() {
+    let test = "imap4rev2_sessions";
+    let Some(paths) = tools(test, &["python"]) else {
+        return;
+    };
+    let Some(mut server) = MailServer::create(test, Backend::Local, &[USER]) else {
+        return;
+    };
+    server.start();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rev2.py");
+    let out = peers::output(
+        Command::new(&paths[0])
+            .arg(&script)
+            .arg(server.imap.to_string())
+            .args([USER, PASSWORD]),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "IMAP4rev2 checks failed ({}):\n{stdout}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        server.logs()
+    );
+    assert!(server.alive(), "the server survives:\n{}", server.logs());
+}
