@@ -121,6 +121,7 @@ pub mod format;
 pub mod ids;
 pub mod index;
 pub mod keys;
+mod localfs;
 pub mod mail;
 pub mod storage;
 #[cfg(feature = "testkit")]

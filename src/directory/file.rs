@@ -1,6 +1,4 @@
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use tokio::sync::Mutex;
@@ -119,35 +117,13 @@ fn write_mark(path: &Path, mark: Mark) -> Result<()> {
     write_atomic(path, text.as_bytes())
 }
 
-/// Writes `bytes` to a temporary file of a name no other write uses (process id and a
-/// counter), fsyncs it, renames it over `path` and fsyncs the folder.
+/// Writes `bytes` as `path` whole (see [`crate::localfs`]), over the file it replaces.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    static WRITES: AtomicU64 = AtomicU64::new(0);
-    let dir = path.parent().expect("directory files live in a folder");
-    std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .expect("directory file names are ASCII");
-    // A leading dot: no record, account or directory file name starts with one.
-    let tmp = dir.join(format!(
-        ".tmp-{}-{}-{name}",
-        std::process::id(),
-        WRITES.fetch_add(1, Ordering::Relaxed)
-    ));
-    let written = (|| {
-        let mut file = std::fs::File::create(&tmp).map_err(|e| io_error(&tmp, e))?;
-        file.write_all(bytes).map_err(|e| io_error(&tmp, e))?;
-        file.sync_all().map_err(|e| io_error(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_error(dir, e))
+    let how = crate::localfs::Placement {
+        private: false,
+        replace: true,
+    };
+    crate::localfs::write_file(path, bytes, how).map_err(|(at, e)| io_error(&at, e))
 }
 
 fn corrupt(path: &Path) -> Error {

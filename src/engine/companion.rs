@@ -540,35 +540,13 @@ fn session(
     )
 }
 
-/// Writes `text` to `path` readable by its owner only: a temporary file, fsynced, then
-/// linked into place (never over an existing file, unless `replace`: then renamed over
-/// it, atomically), the folder fsynced.
+/// Writes `text` to `path` readable by its owner only, never over an existing file
+/// unless `replace` (see [`crate::localfs`]).
 fn write_private(path: &Path, text: &str, replace: bool) -> Result<()> {
-    use std::io::Write;
-    let io = |e: std::io::Error| Error::Config(format!("{}: {e}", path.display()));
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(&tmp).map_err(io)?;
-    file.write_all(text.as_bytes()).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    drop(file);
-    if replace {
-        std::fs::rename(&tmp, path).map_err(io)?;
-    } else {
-        std::fs::hard_link(&tmp, path).map_err(io)?;
-        let _ = std::fs::remove_file(&tmp);
-    }
-    if let Some(parent) = path.parent() {
-        std::fs::File::open(parent)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
-    }
-    Ok(())
+    let how = crate::localfs::Placement {
+        private: true,
+        replace,
+    };
+    crate::localfs::write_file(path, text.as_bytes(), how)
+        .map_err(|(at, e)| Error::Config(format!("{}: {e}", at.display())))
 }
