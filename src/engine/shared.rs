@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{watch, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::Session;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ids::{AccountId, MailboxId};
 use crate::mail::{Committed, ImportReport, MailGcReport, MailboxView, Mailstore, Transaction};
 
@@ -234,16 +234,14 @@ impl SharedAccount {
         device_key: &crate::keys::DeviceKey,
     ) -> Result<(Vec<(u32, [u8; 32])>, String)> {
         let mut state = self.inner.state.write().await;
-        let State { session, mail } = &mut *state;
-        session.rotate_root(&[], |_| {}).await?;
-        *mail = session.mailstore().await?;
-        publish(&self.inner.changes, mail.modseq());
-        self.inner
-            .views
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
-        let keyring = session.keyring();
+        let rotated = state.session.rotate_root(&[], |_| {}).await;
+        // Part way, the rotation may have closed the mail collection this handle has
+        // open (moved under the new root): the handle follows the keyring as it stands
+        // either way (every message stays readable at any point of a rotation).
+        let reopened = reopen(&self.inner, &mut state, rotated.is_err()).await;
+        rotated?;
+        reopened?;
+        let keyring = state.session.keyring();
         Ok((
             keyring.epoch_public_keys(),
             keyring.device_key_file(device_key).await?,
@@ -370,8 +368,14 @@ impl SharedAccount {
 /// One poll: refresh and import when something changed, then tell subscribers.
 async fn sync(inner: &Inner, import: bool) -> Result<ImportReport> {
     let mut state = inner.state.write().await;
+    match state.mail.refresh().await {
+        // A root rotation (of another session, or one of this handle that failed part
+        // way) moved the mail collection under a new index key.
+        Err(Error::Moved) => reopen(inner, &mut state, true).await?,
+        Err(e) => return Err(e),
+        Ok(_) => {}
+    }
     let State { session, mail } = &mut *state;
-    mail.refresh().await?;
     let report = if import {
         session.import_deliveries(mail).await?
     } else {
@@ -379,6 +383,22 @@ async fn sync(inner: &Inner, import: bool) -> Result<ImportReport> {
     };
     publish(&inner.changes, mail.modseq());
     Ok(report)
+}
+
+/// Opens the mail again from the session (after reloading its keyring when `reload`),
+/// and tells the subscribers; the shared views go.
+async fn reopen(inner: &Inner, state: &mut State, reload: bool) -> Result<()> {
+    if reload {
+        state.session.reload_keyring().await?;
+    }
+    state.mail = state.session.mailstore().await?;
+    publish(&inner.changes, state.mail.modseq());
+    inner
+        .views
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clear();
+    Ok(())
 }
 
 /// The poller of one handle: holds it only while it polls, so that the handle goes

@@ -743,3 +743,100 @@ async fn item_10_a_companion_account_has_a_storage_quota() {
     provider.accept_usage(account, usage).await.unwrap();
     assert!(matches!(deliver().await, Err(Error::OverQuota { .. })));
 }
+
+/// A root rotation that fails part way (one store operation refused, at each point of
+/// the rotation in turn) leaves the companion's handle working: its mail reads and syncs,
+/// and the rotation run again finishes, after which a delivery to the new epoch arrives.
+/// (The handle used to stay on the mail collection the failed rotation had closed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_10_a_root_rotation_failing_part_way_leaves_the_handle_working() {
+    use mailvault::keys::SlotLock;
+    use mailvault::storage::{Fault, FaultMode, FaultyStore};
+    let quiet = || {
+        let mut config = config();
+        // No poll during the rotation: every operation counted is the rotation's.
+        config.share.poll_interval = Duration::from_secs(3600);
+        config
+    };
+    let mut failures = 0;
+    for k in 0.. {
+        let dir = tempfile::tempdir().unwrap();
+        let store = mailvault::storage::open_store(dir.path().to_str().unwrap()).unwrap();
+        let provider_root = tempfile::tempdir().unwrap();
+        let local = tempfile::tempdir().unwrap();
+        let (provider, signing) = provider(store.clone(), provider_root.path()).await;
+        let deliverer = provider.deliverer(signing);
+        let (account, device_key) = enroll_with_slots(
+            &provider,
+            KeyModel::DevicePassword,
+            store.clone(),
+            local.path(),
+            vec![SlotLock::Password("pw", CHEAP_KDF)],
+        )
+        .await
+        .unwrap();
+        deliverer
+            .deliver_bytes(account, message(1).as_bytes(), DeliveryOptions::default())
+            .await
+            .unwrap();
+        // The operations of the open, learnt on a store that only counts.
+        let counting = FaultyStore::new(store.clone(), None);
+        drop(
+            Companion::open(
+                Arc::new(counting.clone()),
+                local.path(),
+                &device_key,
+                quiet(),
+            )
+            .await
+            .unwrap(),
+        );
+        let faulty = FaultyStore::new(
+            store.clone(),
+            Some(Fault {
+                at: counting.ops() + k,
+                mode: FaultMode::Fail,
+            }),
+        );
+        let companion =
+            Companion::open(Arc::new(faulty.clone()), local.path(), &device_key, quiet())
+                .await
+                .unwrap();
+        let rotated = companion.rotate_root(&device_key).await;
+        if !faulty.fired() {
+            rotated.unwrap();
+            break;
+        }
+        let public_keys = match rotated {
+            Ok(keys) => keys,
+            Err(e) => {
+                failures += 1;
+                assert_eq!(inbox(&companion).await, [message(1)], "fault at {k}: {e}");
+                companion
+                    .rotate_root(&device_key)
+                    .await
+                    .unwrap_or_else(|e2| panic!("fault at {k} ({e}), run again: {e2}"))
+            }
+        };
+        // A new epoch (two when the failed run had begun its rotation: the run again
+        // finishes that one and makes its own).
+        assert!(
+            (2..=3).contains(&public_keys.len()),
+            "fault at {k}: {public_keys:?}"
+        );
+        provider.accept_keyring(account, public_keys).await.unwrap();
+        deliverer
+            .deliver_bytes(account, message(2).as_bytes(), DeliveryOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            inbox(&companion).await,
+            [message(1), message(2)],
+            "fault at {k}"
+        );
+    }
+    assert!(
+        failures > 5,
+        "the rotation failed at {failures} points only"
+    );
+}
