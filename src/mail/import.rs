@@ -605,14 +605,18 @@ impl Mailstore {
         let keys: Vec<AccountKey> = keys.iter().map(AccountKey::duplicate).collect();
         let work = envelopes.len().saturating_mul(KEY_WORK_BYTES);
         let opened = crate::cpu::offload(work, move || {
-            use rayon::prelude::*;
-            envelopes
-                .into_par_iter()
-                .map(|(delivery, path, bytes)| {
+            let open =
+                |(delivery, path, bytes): (DeliveryId, object_store::path::Path, bytes::Bytes)| {
                     let opened = open_delivery(&bytes, &delivery, &blobs, &keys, &verifying_keys);
                     (delivery, path, opened)
-                })
-                .collect::<Vec<_>>()
+                };
+            // Spread over rayon's pool only off the executor (`cpu::parallel`).
+            if crate::cpu::parallel(work) {
+                use rayon::prelude::*;
+                envelopes.into_par_iter().map(open).collect::<Vec<_>>()
+            } else {
+                envelopes.into_iter().map(open).collect()
+            }
         })
         .await?;
         futures::stream::iter(opened)
