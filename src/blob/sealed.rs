@@ -260,8 +260,9 @@ impl AccountBlobs {
                 epoch: blob.header.epoch,
             });
         }
-        sealing::unwrap(
+        sealing::unwrap_for(
             &key.x25519_secret(),
+            &key.public_key(),
             &blob.header.account,
             b"",
             &[&wrap_context(&self.deployment, &self.account, &blob.id, 0)],

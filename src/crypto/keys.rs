@@ -37,6 +37,8 @@ pub struct AccountKey {
     master: Key32,
     /// The epoch's X25519 secret key: deliveries are sealed to its public half.
     x25519: Key32,
+    /// That public half, computed once (an import unwraps every delivery with it).
+    public: [u8; 32],
 }
 
 impl AccountKey {
@@ -46,17 +48,13 @@ impl AccountKey {
         // Derived, so that a generated key draws 32 bytes as it always did (the test
         // vectors depend on it); keyrings store a random X25519 secret of their own.
         let x25519 = super::kdf::derive_key(&master, super::kdf::LABEL_EPOCH_X25519, &[]);
-        Self {
-            epoch,
-            master,
-            x25519,
-        }
+        Self::from_parts(epoch, master, x25519)
     }
 
     /// The epoch's X25519 public key: what a deliverer seals incoming mail to (published
     /// in the trusted directory).
     pub fn public_key(&self) -> [u8; 32] {
-        x25519_dalek::PublicKey::from(&self.x25519_secret()).to_bytes()
+        self.public
     }
 
     pub(crate) fn x25519_secret(&self) -> x25519_dalek::StaticSecret {
@@ -70,14 +68,30 @@ impl AccountKey {
 
     /// The key of `epoch` from its stored master key (the keyring's body).
     pub(crate) fn from_parts(epoch: u32, master: Key32, x25519: Key32) -> Self {
+        let public =
+            x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(*x25519.expose()))
+                .to_bytes();
         Self {
             epoch,
             master,
             x25519,
+            public,
         }
     }
 
     pub(crate) fn master(&self) -> &Key32 {
         &self.master
+    }
+
+    /// A second copy (zeroized on drop as well), for work that must own its keys (an
+    /// import opening envelopes on the blocking pool). Not `Clone`: every copy is made
+    /// on purpose.
+    pub(crate) fn duplicate(&self) -> Self {
+        Self {
+            epoch: self.epoch,
+            master: Key32::from_bytes(*self.master.expose()),
+            x25519: Key32::from_bytes(*self.x25519.expose()),
+            public: self.public,
+        }
     }
 }

@@ -84,9 +84,22 @@ pub(crate) fn unwrap(
     ad: &[u8],
 ) -> Result<Key32> {
     let recipient = PublicKey::from(secret).to_bytes();
+    unwrap_for(secret, &recipient, stanza, binding, context, ad)
+}
+
+/// As [`unwrap`], with the public key of `secret` known (`recipient`): no base-point
+/// multiplication, for a caller that unwraps many stanzas with one key (an import).
+pub(crate) fn unwrap_for(
+    secret: &StaticSecret,
+    recipient: &[u8; 32],
+    stanza: &Stanza,
+    binding: &[u8],
+    context: &[&[u8]],
+    ad: &[u8],
+) -> Result<Key32> {
     let shared = agree(secret, &stanza.ephemeral).ok_or(Error::Tampered)?;
     let plain = Zeroizing::new(
-        wrap_cipher(&shared, binding, &stanza.ephemeral, &recipient, context)
+        wrap_cipher(&shared, binding, &stanza.ephemeral, recipient, context)
             .decrypt(
                 Nonce::from_slice(&[0; 12]),
                 Payload {

@@ -65,6 +65,10 @@ use crate::format::delivery::{DeliveryEnvelope, EnvelopeObject, SIGNATURE_DOMAIN
 use crate::ids::{AccountId, BlobId, DeliveryId, DeploymentId};
 use crate::storage::{naming, DynStore};
 
+mod group;
+
+use group::CounterBatches;
+
 /// The provider's delivery signing key (Ed25519). Its public half goes in the trusted
 /// directory ([`Directory::set_delivery_key`]). It signs deliveries; it opens nothing.
 /// Zeroized on drop; no `Debug`.
@@ -155,11 +159,43 @@ no_mail_secret!(
 
 /// The trusted directory seen through what a deliverer may read: public keys, key
 /// models, officer public keys. (The per-account secrets it also holds are not reachable
-/// through this type.)
+/// through this type.) Its writes (delivery numbers, delivered bytes) are group commits:
+/// the deliveries to one account in flight at once share one durable write.
 #[derive(Debug, Clone)]
-pub struct PublicDirectory(Arc<dyn Directory>);
+pub struct PublicDirectory {
+    directory: Arc<dyn Directory>,
+    /// The delivery counters, raised by [`Directory::issue_delivery_numbers`].
+    numbers: Arc<CounterBatches>,
+    /// The bytes delivered, raised by [`add_delivered_bytes`](crate::directory::add_delivered_bytes).
+    delivered: Arc<CounterBatches>,
+}
 
 impl PublicDirectory {
+    /// The public view of `directory`, with no write under way.
+    fn new(directory: Arc<dyn Directory>) -> Self {
+        let numbers = {
+            let directory = Arc::clone(&directory);
+            CounterBatches::new(Arc::new(move |account, count| {
+                let directory = Arc::clone(&directory);
+                Box::pin(async move { directory.issue_delivery_numbers(&account, count).await })
+            }))
+        };
+        let delivered = {
+            let directory = Arc::clone(&directory);
+            CounterBatches::new(Arc::new(move |account, bytes| {
+                let directory = Arc::clone(&directory);
+                Box::pin(async move {
+                    crate::directory::add_delivered_bytes(directory.as_ref(), &account, bytes).await
+                })
+            }))
+        };
+        Self {
+            directory,
+            numbers,
+            delivered,
+        }
+    }
+
     /// Where mail for `account` of `deployment` is sealed to: its newest epoch's public
     /// key, and the current officer key with the account's officer binding (derived from
     /// its directory secret) when its key model requires officer sealing.
@@ -183,7 +219,7 @@ impl PublicDirectory {
         account: AccountId,
     ) -> Result<(SealedRecipients, AccountLimits)> {
         let record = self
-            .0
+            .directory
             .account_record(&account)
             .await?
             .ok_or_else(|| Error::invalid(format!("unknown account {account}")))?;
@@ -195,7 +231,7 @@ impl PublicDirectory {
             .ok_or_else(|| Error::Config(format!("account {account} has no public key")))?;
         let officer = if record.model.requires_officer() {
             let current = self
-                .0
+                .directory
                 .officer_keys()
                 .await?
                 .into_iter()
@@ -226,9 +262,9 @@ impl PublicDirectory {
     /// # Errors
     /// Directory failures.
     pub async fn estimated_usage(&self, account: &AccountId) -> Result<u64> {
-        let published = crate::directory::published_usage(self.0.as_ref(), account).await?;
+        let published = crate::directory::published_usage(self.directory.as_ref(), account).await?;
         let delivered = self
-            .0
+            .directory
             .mark(account, crate::directory::DELIVERED_BYTES_RECORD)
             .await?
             .generation;
@@ -257,12 +293,21 @@ impl PublicDirectory {
 
 impl PublicDirectory {
     /// The number of a new delivery to `account`: its delivery counter in the directory,
-    /// raised by one atomically ([`Directory::issue_delivery_number`]).
+    /// raised atomically. The calls for one account that overlap share one write
+    /// ([`Directory::issue_delivery_numbers`] of as many), and each returns once that
+    /// write is durable.
     ///
     /// # Errors
     /// Directory failures.
     pub async fn issue_delivery_number(&self, account: &AccountId) -> Result<u64> {
-        self.0.issue_delivery_number(account).await
+        self.numbers.raise(*account, 1).await
+    }
+
+    /// Adds `bytes` to the bytes delivered to `account` (counted for its quota until an
+    /// import accounts for them); returns once durable. The calls for one account that
+    /// overlap share one write.
+    async fn add_delivered_bytes(&self, account: &AccountId, bytes: u64) -> Result<u64> {
+        self.delivered.raise(*account, bytes).await
     }
 }
 
@@ -440,7 +485,7 @@ impl Deliverer {
     ) -> Self {
         Self {
             blobs: BlobStore::new(store, deployment),
-            directory: PublicDirectory(directory),
+            directory: PublicDirectory::new(directory),
             signing,
             rng: RandomSource::os(),
             max_parse_len: crate::mail::MailConfig::default().max_parse_len,
@@ -833,12 +878,10 @@ impl Deliverer {
                 // Counted for quotas until an import accounts for it. A failure here
                 // leaves the delivery acknowledged and uncounted (the estimate is low
                 // until the import).
-                if let Err(e) = crate::directory::add_delivered_bytes(
-                    self.directory.0.as_ref(),
-                    &account,
-                    blob.len(),
-                )
-                .await
+                if let Err(e) = self
+                    .directory
+                    .add_delivered_bytes(&account, blob.len())
+                    .await
                 {
                     tracing::warn!(error = %e, "could not count delivered bytes");
                 }

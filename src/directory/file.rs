@@ -307,11 +307,11 @@ impl Directory for FileDirectory {
         .await
     }
 
-    async fn issue_delivery_number(&self, account: &AccountId) -> Result<u64> {
+    async fn issue_delivery_numbers(&self, account: &AccountId, count: u64) -> Result<u64> {
         // One read-and-raise under the lock (no compare-and-set retries under contention).
         let path = self.path(account, super::DELIVERY_COUNTER_RECORD)?;
         self.exclusive(move || {
-            let next = read_mark(&path)?.generation + 1;
+            let next = read_mark(&path)?.generation.saturating_add(count);
             write_mark(&path, Mark::generation_only(next))?;
             Ok(next)
         })

@@ -81,12 +81,12 @@ impl Directory for MemoryDirectory {
         Ok(true)
     }
 
-    async fn issue_delivery_number(&self, account: &AccountId) -> Result<u64> {
+    async fn issue_delivery_numbers(&self, account: &AccountId, count: u64) -> Result<u64> {
         let mut marks = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
         let mark = marks
             .entry((*account, super::DELIVERY_COUNTER_RECORD.to_string()))
             .or_insert(Mark::NONE);
-        *mark = Mark::generation_only(mark.generation + 1);
+        *mark = Mark::generation_only(mark.generation.saturating_add(count));
         Ok(mark.generation)
     }
 

@@ -472,17 +472,30 @@ pub trait Directory: Send + Sync + std::fmt::Debug {
 
     /// Raises the delivery counter of `account` by one and returns the new value: the
     /// number of one delivery, signed into its envelope. Atomic: concurrent callers (other
-    /// processes included) never get the same number. The default is a compare-and-set
-    /// loop over the mark [`DELIVERY_COUNTER_RECORD`]; a database may override it with
-    /// one `UPDATE … SET n = n + 1 … RETURNING n`.
+    /// processes included) never get the same number. The default raises by one with
+    /// [`issue_delivery_numbers`](Self::issue_delivery_numbers).
     ///
     /// # Errors
     /// The directory's own storage failed; the number must then be treated as not issued
     /// (it may have been: an import then reports it missing).
     async fn issue_delivery_number(&self, account: &AccountId) -> Result<u64> {
+        self.issue_delivery_numbers(account, 1).await
+    }
+
+    /// Raises the delivery counter of `account` by `count` in one durable write and
+    /// returns the new value `last`: the numbers `last - count + 1 ..= last` are this
+    /// caller's (a deliverer issues the numbers of the deliveries in flight at once with
+    /// one write: group commit). Atomic as
+    /// [`issue_delivery_number`](Self::issue_delivery_number). The default is a
+    /// compare-and-set loop over the mark [`DELIVERY_COUNTER_RECORD`]; a database may
+    /// override it with one `UPDATE … SET n = n + count … RETURNING n`.
+    ///
+    /// # Errors
+    /// As [`issue_delivery_number`](Self::issue_delivery_number).
+    async fn issue_delivery_numbers(&self, account: &AccountId, count: u64) -> Result<u64> {
         loop {
             let current = self.mark(account, DELIVERY_COUNTER_RECORD).await?;
-            let next = Mark::generation_only(current.generation + 1);
+            let next = Mark::generation_only(current.generation.saturating_add(count));
             if self
                 .compare_and_set_mark(account, DELIVERY_COUNTER_RECORD, current, next)
                 .await?

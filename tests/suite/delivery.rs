@@ -1218,6 +1218,47 @@ async fn import_of_many_deliveries_takes_few_commits_and_keeps_their_order() {
     }
 }
 
+/// Deliveries to one account in flight at once through one deliverer share the
+/// directory's writes (group commit): each still gets a number of its own, the counter
+/// ends at the number of deliveries, and the import finds every number (none missing,
+/// none twice) and imports every message in number order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deliveries_get_every_number_once() {
+    const DELIVERIES: usize = 64;
+    let w = World::new(KeyModel::DeviceOnly).await;
+    let deliverer = Arc::new(w.deliverer());
+    let tasks = (0..DELIVERIES).map(|i| {
+        let (deliverer, account) = (Arc::clone(&deliverer), w.account);
+        tokio::spawn(async move {
+            let message = threaded(&format!("c{i}@x"), "");
+            deliverer
+                .deliver_bytes(account, &message, DeliveryOptions::default())
+                .await
+        })
+    });
+    let receipts: Vec<_> = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(|joined| joined.unwrap().unwrap())
+        .collect();
+    assert_eq!(
+        w.directory.delivery_counter(&w.account).await.unwrap(),
+        DELIVERIES as u64
+    );
+    let mut mail = w.mail().await;
+    let report = mail
+        .import_deliveries(std::slice::from_ref(&w.key), &w.verifying_key().await)
+        .await
+        .unwrap();
+    assert!(report.missing.is_empty(), "{:?}", report.missing);
+    assert!(report.quarantined.is_empty(), "{:?}", report.quarantined);
+    assert_eq!(report.imported.len(), DELIVERIES);
+    let delivered: BTreeSet<_> = receipts.iter().map(|r| r.delivery).collect();
+    let imported: BTreeSet<_> = report.imported.iter().map(|(d, _, _)| *d).collect();
+    assert_eq!(imported, delivered);
+    assert!(mail.missing_deliveries().is_empty());
+}
+
 /// A message of `parts` MIME parts with long parameters: its analysis (sealed in the
 /// envelope, then an email record) is large.
 fn many_parts(parts: usize, tag: usize) -> Vec<u8> {
