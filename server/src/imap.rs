@@ -2113,7 +2113,7 @@ impl Conn<'_> {
     fn uid_ranges(&self, set: &SequenceSet, last: u32) -> Vec<(u32, u32)> {
         if is_last_command(set) {
             let saved = self.selected.as_ref().map_or(&[][..], |s| &s.saved[..]);
-            return saved.iter().map(|&u| (u, u)).collect();
+            return runs(saved);
         }
         ranges(set, last)
     }
@@ -3392,9 +3392,7 @@ fn search_key(
                 .map(|k| search_key(k, view, saved, texts))
                 .collect(),
         ),
-        K::SequenceSet(set) | K::Uid(set) if is_last_command(set) => {
-            SearchKey::Uid(saved.iter().map(|&u| (u, u)).collect())
-        }
+        K::SequenceSet(set) | K::Uid(set) if is_last_command(set) => SearchKey::Uid(runs(saved)),
         K::SequenceSet(set) => SearchKey::Sequence(ranges(set, last_seq)),
         K::Uid(set) => SearchKey::Uid(ranges(set, last_uid)),
         K::All => SearchKey::All,
@@ -3484,6 +3482,18 @@ fn ranges(set: &SequenceSet, last: u32) -> Vec<(u32, u32)> {
             Sequence::LastCommand => None,
         })
         .collect()
+}
+
+/// `numbers` (ascending) as inclusive ranges of consecutive numbers.
+fn runs(numbers: &[u32]) -> Vec<(u32, u32)> {
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    for &n in numbers {
+        match out.last_mut() {
+            Some((_, b)) if n == b.saturating_add(1) => *b = n,
+            _ => out.push((n, n)),
+        }
+    }
+    out
 }
 
 /// Whether `set` is `$` (RFC 5182 `seq-last-command`), which the parser gives only as

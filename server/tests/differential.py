@@ -1230,7 +1230,7 @@ KNOWN = [
     Known(
         "BADCHARSET: mailvault lists the charsets it supports, Dovecot none (RFC 9051 7.1: "
         "\"Optionally followed by a parenthesized list of charsets\")",
-        label="SEARCH CHARSET unknown", item=None,
+        label="SEARCH (CHARSET unknown|RETURN \\(SAVE\\) with an unknown charset)", item=None,
     ),
     Known(
         "STORE +FLAGS of a message that had the flag already: mailvault sends its FETCH FLAGS "
