@@ -37,13 +37,22 @@
 //!   and, with CHILDINFO, under RECURSIVEMATCH (RFC 5258 3.1).
 //!
 //! The same for both versions, since they are extensions of IMAP4rev1 that RFC 9051
-//! folded in: ENABLE, IDLE, NAMESPACE, UNSELECT, UIDPLUS, MOVE, ESEARCH, LIST-EXTENDED,
-//! LIST-STATUS, SPECIAL-USE attributes, BINARY, SASL-IR, LITERAL+ (more than RFC 9051's
-//! LITERAL-), STATUS SIZE and DELETED, the `[CLOSED]` code, never `\Recent` in FLAGS.
+//! folded in: ENABLE, IDLE, NAMESPACE, UNSELECT, UIDPLUS, MOVE, ESEARCH, SEARCHRES,
+//! LIST-EXTENDED, LIST-STATUS, SPECIAL-USE attributes, BINARY, SASL-IR, LITERAL+ (more
+//! than RFC 9051's LITERAL-), STATUS SIZE and DELETED, the `[CLOSED]` code, never
+//! `\Recent` in FLAGS.
 //!
-//! Not done: `SEARCH RETURN (SAVE)` and the `$` result variable (SEARCHRES, RFC 9051
-//! 6.4.4.1) are answered BAD: imap-codec parses neither, and `$` would be a new
-//! element of every sequence set (`vendor/PATCHES.md`). Messages are served as stored:
+//! SEARCHRES (RFC 5182, RFC 9051 6.4.4.1): `[UID] SEARCH RETURN (SAVE ...)` sets the
+//! selected mailbox's search result variable (`Selected::saved`, UIDs), and `$` stands
+//! for it wherever a sequence set goes (FETCH, STORE, COPY, MOVE, UID EXPUNGE, the
+//! search keys `$` and `UID $`), in a UID command and a sequence number command alike.
+//! SAVE alone returns no ESEARCH; with MIN and/or MAX (no ALL, no COUNT) only those
+//! messages are saved (RFC 5182 2.4); a NO to a SAVE search empties it (a BAD, a
+//! command not carried out, keeps it); SELECT and EXAMINE start empty; expunged
+//! messages drop out. `$` is a whole sequence set (`$,1`, `1:$`: BAD), parsed by the
+//! patched imap-codec (`vendor/PATCHES.md`, `ext_searchres`).
+//!
+//! Not done: messages are served as stored:
 //! RFC 9051 lets UTF-8 headers reach an IMAP4rev2 client, and an IMAP4rev1 client gets
 //! them too, as before. `UTF8=ACCEPT` (RFC 6855) is not advertised: it also needs the
 //! `UTF8 (...)` APPEND data extension (RFC 6855 4), which imap-codec does not parse.
@@ -366,6 +375,12 @@ struct Selected {
     /// The flags last announced in a FLAGS response (system flags and keywords): a
     /// keyword that appears later is announced (FLAGS, PERMANENTFLAGS) at `sync`.
     flags: Vec<Flag<'static>>,
+    /// The search result variable of SEARCHRES (RFC 5182 2.1), `$`: the UIDs (ascending)
+    /// the last `SEARCH RETURN (SAVE ...)` saved. Empty at SELECT and EXAMINE (a new
+    /// `Selected`), gone with the mailbox at UNSELECT and CLOSE. Expunged messages leave
+    /// it (RFC 5182 2.1) by its use: `$` names only those of its UIDs still in `view`,
+    /// and a UID is never reused.
+    saved: Vec<u32>,
 }
 
 /// What a command handler tells the loop.
@@ -1720,6 +1735,7 @@ impl Conn<'_> {
             view,
             read_only,
             flags,
+            saved: Vec::new(),
         });
         let (code, done) = if read_only {
             (Code::ReadOnly, "EXAMINE completed")
@@ -2060,16 +2076,46 @@ impl Conn<'_> {
             match sequence {
                 Sequence::Single(s) => over(s),
                 Sequence::Range(a, b) => over(a) || over(b),
+                // The saved messages (RFC 5182 2.1): only those still there.
+                Sequence::LastCommand => false,
             }
         })
     }
 
-    /// Indices into the client's snapshot of the messages `set` names.
+    /// Sets the search result variable (`$`, RFC 5182 2.1) of the selected mailbox to
+    /// `uids` (ascending).
+    fn save_result(&mut self, uids: Vec<u32>) {
+        if let Some(selected) = self.selected.as_mut() {
+            selected.saved = uids;
+        }
+    }
+
+    /// Indices into the client's snapshot of the messages `set` names; `$` (RFC 5182
+    /// 2.1) names the saved messages, in a UID command as in a sequence number one.
     fn resolve_indices(&self, set: &SequenceSet, uid: bool) -> Vec<usize> {
         let Some(selected) = self.selected.as_ref() else {
             return Vec::new();
         };
+        if is_last_command(set) {
+            return selected
+                .view
+                .messages
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| selected.saved.binary_search(&m.uid).is_ok())
+                .map(|(i, _)| i)
+                .collect();
+        }
         sequence_indices(&selected.view.messages, set, uid)
+    }
+
+    /// The inclusive UID ranges a UID set names: `$` gives the saved UIDs.
+    fn uid_ranges(&self, set: &SequenceSet, last: u32) -> Vec<(u32, u32)> {
+        if is_last_command(set) {
+            let saved = self.selected.as_ref().map_or(&[][..], |s| &s.saved[..]);
+            return runs(saved);
+        }
+        ranges(set, last)
     }
 
     /// The UIDs `set` names.
@@ -2178,7 +2224,7 @@ impl Conn<'_> {
         if let Some(since) = changed_since {
             if vanished {
                 let changes = self.account().read().await.changes_since(id, since)?;
-                let asked = ranges(set, u32::MAX);
+                let asked = self.uid_ranges(set, u32::MAX);
                 let gone: Vec<u32> = changes
                     .vanished
                     .into_iter()
@@ -2464,6 +2510,19 @@ impl Conn<'_> {
         uid: bool,
         return_options: Option<Vec<SearchReturnOption>>,
     ) -> Result<(), mailvault::Error> {
+        // SEARCHRES (RFC 5182 2.1, RFC 9051 6.4.4.1): `RETURN (SAVE ...)` sets the
+        // search result variable; "A SEARCH command with the SAVE result option that
+        // caused the server to return the NO tagged response sets the value of the
+        // search result variable to the empty sequence". A BAD leaves it: the command
+        // was not carried out. `$` in this search is the value before it.
+        let save = return_options
+            .as_ref()
+            .is_some_and(|o| o.contains(&SearchReturnOption::Save));
+        let previous = self
+            .selected
+            .as_ref()
+            .map(|s| s.saved.clone())
+            .unwrap_or_default();
         if let Some(charset) = charset {
             let name = match &charset {
                 Charset::Atom(a) => a.as_ref().to_string(),
@@ -2474,6 +2533,9 @@ impl Conn<'_> {
                     .into_iter()
                     .filter_map(|c| Atom::try_from(c).ok().map(Charset::from))
                     .collect();
+                if save {
+                    self.save_result(Vec::new());
+                }
                 server.enqueue_status(no(
                     tag,
                     Some(Code::BadCharset { allowed }),
@@ -2493,6 +2555,10 @@ impl Conn<'_> {
             None if self.rev2 => Some(Vec::new()),
             options => options,
         };
+        if save {
+            // Empty until the search succeeds: an error below is a NO.
+            self.save_result(Vec::new());
+        }
         let id = self.selected_id();
         let current = self.current().await?;
         // The client's numbering, today's flags: what SEARCH compares.
@@ -2512,7 +2578,7 @@ impl Conn<'_> {
         text_keys(&criteria, &mut texts);
         let matched = self.scan_texts(id, &view, &texts).await?;
         let mut matched = matched.into_iter();
-        let key = search_key(&criteria, &view, &mut matched);
+        let key = search_key(&criteria, &view, &previous, &mut matched);
         if key.needs_envelope() {
             // Deliveries imported without an analysis have no envelope yet.
             let unanalyzed = self.account().read().await.unanalyzed(&view)?;
@@ -2521,38 +2587,58 @@ impl Conn<'_> {
             }
         }
         let uids = self.account().read().await.search_view(&view, &key)?;
-        let numbers: Vec<NonZeroU32> = uids
+        // Each message found, as the client numbers it, with its UID and mod-sequence.
+        let found: Vec<(NonZeroU32, u32, u64)> = uids
             .iter()
             .filter_map(|&u| {
-                if uid {
+                let number = if uid {
                     NonZeroU32::new(u)
                 } else {
                     view.sequence_of(u).and_then(NonZeroU32::new)
-                }
+                }?;
+                Some((number, u, now_of(&view, u).map_or(0, |m| m.modseq)))
             })
             .collect();
-        // RFC 7162 3.1.5: a SEARCH with MODSEQ (a CONDSTORE-enabling command) gives the
-        // highest modseq of the messages found.
-        let modseq = if has_modseq_key(&criteria) {
+        let numbers: Vec<NonZeroU32> = found.iter().map(|&(n, _, _)| n).collect();
+        // RFC 7162 3.1.5: a SEARCH with MODSEQ is a CONDSTORE-enabling command, and its
+        // answer carries a mod-sequence of the messages found.
+        let modseqs = has_modseq_key(&criteria).then(|| {
             self.condstore = true;
-            uids.iter()
-                .filter_map(|&u| now_of(&view, u).map(|m| m.modseq))
-                .max()
-                .and_then(NonZeroU64::new)
-        } else {
-            None
-        };
+            found.iter().map(|&(_, _, m)| m).collect::<Vec<u64>>()
+        });
         match return_options {
             None => {
+                // RFC 7162 3.1.5: the highest mod-sequence of all the messages found.
+                let modseq = modseqs
+                    .as_deref()
+                    .and_then(|m| m.iter().copied().max())
+                    .and_then(NonZeroU64::new);
                 server.enqueue_data(Data::Search(numbers, modseq));
             }
             Some(options) => {
-                let items = esearch_items(&options, &numbers, modseq);
-                server.enqueue_data(Data::ESearch {
-                    tag: Some(tag.clone()),
-                    uid,
-                    items,
-                });
+                let others: Vec<SearchReturnOption> = options
+                    .iter()
+                    .copied()
+                    .filter(|o| *o != SearchReturnOption::Save)
+                    .collect();
+                if save {
+                    let kept = saved_indices(&others, &numbers);
+                    let mut uids: Vec<u32> = kept.into_iter().map(|i| found[i].1).collect();
+                    uids.sort_unstable();
+                    uids.dedup();
+                    self.save_result(uids);
+                }
+                // RFC 5182 2.1 (RFC 9051 6.4.4): "In absence of any other SEARCH result
+                // option, the SAVE result option also suppresses any SEARCH response
+                // that would have been otherwise returned".
+                if !(save && others.is_empty()) {
+                    let items = esearch_items(&others, &numbers, modseqs.as_deref());
+                    server.enqueue_data(Data::ESearch {
+                        tag: Some(tag.clone()),
+                        uid,
+                        items,
+                    });
+                }
             }
         }
         let done = if uid {
@@ -2889,6 +2975,8 @@ fn sequence_indices(messages: &[MessageSummary], set: &SequenceSet, uid: bool) -
         let (a, b) = match sequence {
             Sequence::Single(s) => (value(s), value(s)),
             Sequence::Range(a, b) => (value(a), value(b)),
+            // Resolved by `Conn::resolve_indices`, which has the saved result.
+            Sequence::LastCommand => continue,
         };
         let (lo, hi) = (a.min(b), a.max(b));
         if uid {
@@ -3278,10 +3366,12 @@ fn text_keys(key: &ImapSearchKey<'_>, out: &mut Vec<TextKey>) {
 }
 
 /// The library's key for an IMAP SEARCH key: sequence numbers and `*` resolved against
-/// `view`, text keys replaced by the UID sets `texts` yields (in `text_keys` order).
+/// `view`, text keys replaced by the UID sets `texts` yields (in `text_keys` order), `$`
+/// (as a sequence set or after UID) by the UIDs `saved` (RFC 5182 2.1).
 fn search_key(
     key: &ImapSearchKey<'_>,
     view: &MailboxView,
+    saved: &[u32],
     texts: &mut impl Iterator<Item = Vec<(u32, u32)>>,
 ) -> SearchKey {
     use ImapSearchKey as K;
@@ -3299,9 +3389,10 @@ fn search_key(
         K::And(keys) => SearchKey::And(
             keys.as_ref()
                 .iter()
-                .map(|k| search_key(k, view, texts))
+                .map(|k| search_key(k, view, saved, texts))
                 .collect(),
         ),
+        K::SequenceSet(set) | K::Uid(set) if is_last_command(set) => SearchKey::Uid(runs(saved)),
         K::SequenceSet(set) => SearchKey::Sequence(ranges(set, last_seq)),
         K::Uid(set) => SearchKey::Uid(ranges(set, last_uid)),
         K::All => SearchKey::All,
@@ -3338,11 +3429,11 @@ fn search_key(
             None => SearchKey::Uid(texts.next().unwrap_or_default()),
         },
         K::Body(_) | K::Text(_) => SearchKey::Uid(texts.next().unwrap_or_default()),
-        K::Not(k) => SearchKey::Not(Box::new(search_key(k, view, texts))),
+        K::Not(k) => SearchKey::Not(Box::new(search_key(k, view, saved, texts))),
         K::ModSequence { modseq, .. } => SearchKey::ModSeq(*modseq),
         K::Or(a, b) => {
-            let a = search_key(a, view, texts);
-            let b = search_key(b, view, texts);
+            let a = search_key(a, view, saved, texts);
+            let b = search_key(b, view, saved, texts);
             SearchKey::Or(Box::new(a), Box::new(b))
         }
     }
@@ -3384,11 +3475,34 @@ fn ranges(set: &SequenceSet, last: u32) -> Vec<(u32, u32)> {
     set.0
         .as_ref()
         .iter()
-        .map(|sequence| match sequence {
-            Sequence::Single(s) => (value(s), value(s)),
-            Sequence::Range(a, b) => (value(a), value(b)),
+        .filter_map(|sequence| match sequence {
+            Sequence::Single(s) => Some((value(s), value(s))),
+            Sequence::Range(a, b) => Some((value(a), value(b))),
+            // No number: `Conn::uid_ranges` and `search_key` give the saved result.
+            Sequence::LastCommand => None,
         })
         .collect()
+}
+
+/// `numbers` (ascending) as inclusive ranges of consecutive numbers.
+fn runs(numbers: &[u32]) -> Vec<(u32, u32)> {
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    for &n in numbers {
+        match out.last_mut() {
+            Some((_, b)) if n == b.saturating_add(1) => *b = n,
+            _ => out.push((n, n)),
+        }
+    }
+    out
+}
+
+/// Whether `set` is `$` (RFC 5182 `seq-last-command`), which the parser gives only as
+/// a whole set.
+fn is_last_command(set: &SequenceSet) -> bool {
+    set.0
+        .as_ref()
+        .iter()
+        .any(|s| matches!(s, Sequence::LastCommand))
 }
 
 /// Whether `n` is in one of the inclusive `ranges` (either bound first).
@@ -3489,6 +3603,8 @@ fn capabilities(max_message_size: u32) -> Vec1<Capability<'static>> {
         Capability::Imap4Rev1,
         // RFC 9051 (the session switches on ENABLE IMAP4rev2).
         Capability::from(Atom::unvalidated("IMAP4rev2")),
+        // RFC 5182 (part of IMAP4rev2, RFC 9051 6.4.4.1): SEARCH RETURN (SAVE) and `$`.
+        Capability::from(Atom::unvalidated("SEARCHRES")),
         Capability::Idle,
         Capability::LiteralPlus,
         Capability::UidPlus,
@@ -3570,12 +3686,13 @@ fn special_use_attributes(
 
 /// The `* ESEARCH` return data (RFC 4731 3.1) of the message numbers or UIDs `numbers`
 /// (ascending) for the return options `options` (none: `ALL`): `MIN`, `MAX` and `ALL`
-/// only when something matched, `COUNT` always; `MODSEQ` (RFC 7162 3.1.5) when the
-/// search had a MODSEQ key.
+/// only when something matched, `COUNT` always; `MODSEQ` (RFC 4731 3.2, RFC 7162
+/// 3.1.5) when the search had a MODSEQ key, `modseqs` then giving the mod-sequence of
+/// each of `numbers`.
 fn esearch_items(
     options: &[SearchReturnOption],
     numbers: &[NonZeroU32],
-    modseq: Option<NonZeroU64>,
+    modseqs: Option<&[u64]>,
 ) -> Vec<SearchReturnData> {
     let all = [SearchReturnOption::All];
     let options = if options.is_empty() {
@@ -3614,12 +3731,69 @@ fn esearch_items(
             SearchReturnOption::Count => items.push(SearchReturnData::Count(
                 u32::try_from(numbers.len()).unwrap_or(u32::MAX),
             )),
+            // Not in the list looped over: `SAVE` returns nothing (`Conn::search`).
+            SearchReturnOption::Save => {}
         }
     }
-    if let Some(modseq) = modseq {
-        items.push(SearchReturnData::ModSeq(modseq));
+    if let Some(modseqs) = modseqs {
+        if let Some(modseq) = returned_modseq(options, numbers, modseqs) {
+            items.push(SearchReturnData::ModSeq(modseq));
+        }
     }
     items
+}
+
+/// Which of the messages found (indices into `numbers`) `SAVE` saves, `options` being
+/// the other return options (RFC 5182 2.4): with `MIN` and/or `MAX` but neither `ALL`
+/// nor `COUNT`, the messages they return; otherwise (`SAVE` alone too) all.
+fn saved_indices(options: &[SearchReturnOption], numbers: &[NonZeroU32]) -> Vec<usize> {
+    let has = |o: SearchReturnOption| options.contains(&o);
+    if has(SearchReturnOption::All)
+        || has(SearchReturnOption::Count)
+        || !(has(SearchReturnOption::Min) || has(SearchReturnOption::Max))
+    {
+        return (0..numbers.len()).collect();
+    }
+    let index_of = |n: Option<&NonZeroU32>| n.and_then(|n| numbers.iter().position(|m| m == n));
+    let mut kept = Vec::new();
+    if has(SearchReturnOption::Min) {
+        kept.extend(index_of(numbers.iter().min()));
+    }
+    if has(SearchReturnOption::Max) {
+        kept.extend(index_of(numbers.iter().max()));
+    }
+    kept
+}
+
+/// The mod-sequence the `MODSEQ` return data reports (RFC 4731 3.2): with `MIN` and/or
+/// `MAX` but neither `ALL` nor `COUNT`, that of the message `MIN` or `MAX` returns (the
+/// higher of the two when both are asked); otherwise the highest over all the messages
+/// found. `None` when nothing was found.
+fn returned_modseq(
+    options: &[SearchReturnOption],
+    numbers: &[NonZeroU32],
+    modseqs: &[u64],
+) -> Option<NonZeroU64> {
+    let only_min_max = !options.contains(&SearchReturnOption::All)
+        && !options.contains(&SearchReturnOption::Count);
+    let modseq = if only_min_max {
+        let of = |n: Option<&NonZeroU32>| {
+            n.and_then(|n| numbers.iter().position(|m| m == n))
+                .and_then(|i| modseqs.get(i).copied())
+        };
+        let min = options
+            .contains(&SearchReturnOption::Min)
+            .then(|| of(numbers.iter().min()))
+            .flatten();
+        let max = options
+            .contains(&SearchReturnOption::Max)
+            .then(|| of(numbers.iter().max()))
+            .flatten();
+        min.max(max)
+    } else {
+        modseqs.iter().copied().max()
+    };
+    modseq.and_then(NonZeroU64::new)
 }
 
 /// Message sequence number of index `i`.

@@ -119,12 +119,14 @@ const CASES: &[(&str, &[&str])] = &[
     // a command), and the IDLE goes on until DONE (RFC 9051 6.3.13).
     ("idle-garbage", &["+", "* BAD", "I OK", "Z OK"]),
     // The syntax of the extensions parsed by the patched imap-codec (vendor/PATCHES.md):
-    // SEARCH RETURN (RFC 4731: an unterminated or unknown option, SAVE which is not
-    // supported, options without parentheses, no criteria, RETURN after CHARSET)...
+    // SEARCH RETURN (RFC 4731: an unterminated or unknown option, options without
+    // parentheses, no criteria, RETURN after CHARSET; RFC 5182 4: `$` is a whole
+    // sequence set, not a member of a list or a range end, and SAVED is no option)...
     (
         "esearch-return",
         &[
-            "A BAD", "B BAD", "C BAD", "D BAD", "E BAD", "F BAD", "G BAD", "H BAD", "Z OK",
+            "A BAD", "B BAD", "C BAD", "D BAD", "E BAD", "F BAD", "G BAD", "H BAD", "I BAD",
+            "J BAD", "Z OK",
         ],
     ),
     // ... the extended LIST (RFC 5258 3.1: RECURSIVEMATCH alone, unknown options, an

@@ -10,7 +10,7 @@ failed checks on stdout.
 
 What RFC 9051 Appendix E changes, and what is checked here:
 - 6.3.1: ENABLE IMAP4rev2 switches the session; CAPABILITY lists IMAP4rev1 and
-  IMAP4rev2 (both are supported).                                       checked
+  IMAP4rev2 (both are supported), and SEARCHRES.                        checked
 - 5.1: mailbox names are UTF-8 (no modified UTF-7) in commands and responses; UTF-8
   in quoted strings (9: `quoted`).                                      checked
 - 6.4.4: SEARCH answered with ESEARCH (with the TAG correlator) even without RETURN,
@@ -23,8 +23,14 @@ What RFC 9051 Appendix E changes, and what is checked here:
 - 7.3.1 / 6.3.9: \\HasChildren / \\HasNoChildren; a level of hierarchy that is no
   mailbox is \\NonExistent for a `%` pattern, and with CHILDINFO under
   RECURSIVEMATCH (6.3.9, RFC 5258 3.1).                                checked
-- 6.4.4.1: SEARCH RETURN (SAVE) and `$` (SEARCHRES): not implemented (the codec parses
-  neither); checked to be refused with BAD, the connection going on.
+- 6.4.4.1 and 9 `seq-last-command` (SEARCHRES, RFC 5182): SAVE alone returns no
+  ESEARCH; `$` in FETCH, STORE, COPY, MOVE, UID EXPUNGE (and their UID forms) and as
+  a search key (`$`, `UID $`, inside NOT) names the saved messages; SAVE with MIN
+  and/or MAX saves only those; a NO to a SAVE search empties it, a SEARCH without
+  SAVE (and a BAD) keeps it; expunged messages leave it; SELECT, EXAMINE, UNSELECT,
+  CLOSE reset it; `$` combined with other members or in a range is BAD.  checked
+- RFC 4731 3.2 (with CONDSTORE, RFC 7162 3.1.5): which message's mod-sequence the
+  ESEARCH MODSEQ return data reports for MIN, MAX, MIN MAX, COUNT, ALL.   checked
 An IMAP4rev1 session (no ENABLE) keeps RECENT, the UNSEEN code, SEARCH responses and
 modified UTF-7, and sees the rev2 session's UTF-8 names in modified UTF-7.
 """
@@ -94,6 +100,189 @@ def untagged(lines, name):
     return [l for l in lines if l.startswith(b"* " + name)]
 
 
+def check_esearch_modseq(s):
+    """RFC 4731 3.2 (restated by RFC 7162 3.1.5): with a MODSEQ search key, the MODSEQ
+    return data is the mod-sequence of the message MIN (or MAX) returns when only one of
+    them is asked, the higher of those two messages' when MIN and MAX are asked without
+    ALL or COUNT, and the highest over all the messages found otherwise. Message 2 is
+    changed after message 1 so that the two differ."""
+    for n in (1, 2):
+        lines = s.command(b"STORE %d +FLAGS (\\Flagged)" % n)
+        check(s.status_of(lines) == b"OK", f"STORE {n} \\Flagged: {lines!r}")
+    lines = s.command(b"FETCH 1:2 (MODSEQ)")
+    modseq = {int(n): int(m) for n, m in re.findall(rb"\* (\d+) FETCH \(.*MODSEQ \((\d+)\)", b"".join(lines))}
+    check(len(modseq) == 2 and modseq[1] < modseq[2], f"two mod-sequences, message 2's higher: {lines!r}")
+    if len(modseq) != 2:
+        return
+    for options, want in [
+        (b"MIN", b"MIN 1 MODSEQ %d" % modseq[1]),
+        (b"MAX", b"MAX 2 MODSEQ %d" % modseq[2]),
+        (b"MIN MAX", b"MIN 1 MAX 2 MODSEQ %d" % modseq[2]),
+        (b"MIN COUNT", b"MIN 1 COUNT 2 MODSEQ %d" % modseq[2]),
+        (b"ALL", b"ALL 1:2 MODSEQ %d" % modseq[2]),
+    ]:
+        lines = s.command(b"SEARCH RETURN (%s) MODSEQ 1" % options)
+        check(untagged(lines, b"ESEARCH") == [b'* ESEARCH (TAG "%s") %s\r\n' % (s.tag, want)],
+              f"SEARCH RETURN ({options.decode()}) MODSEQ: {lines!r}")
+    # Only message 2 found: MIN and MAX are the same message.
+    lines = s.command(b"SEARCH RETURN (MIN) MODSEQ %d" % modseq[2])
+    check(untagged(lines, b"ESEARCH") == [b'* ESEARCH (TAG "%s") MIN 2 MODSEQ %d\r\n' % (s.tag, modseq[2])],
+          f"SEARCH RETURN (MIN) MODSEQ of message 2 only: {lines!r}")
+
+
+def fetched(lines):
+    """{sequence number: UID} of the FETCH responses in `lines`."""
+    return {int(n): int(u) for n, u in re.findall(rb"\* (\d+) FETCH \([^\r\n]*?\bUID (\d+)", b"".join(lines))}
+
+
+def check_searchres(s):
+    """SEARCHRES (RFC 5182; RFC 9051 6.4.4.1 and `seq-last-command` in 9) on the mailbox
+    `sres`: four messages, 2 and 4 with "keep" in the subject."""
+    subjects = [b"drop one", b"keep two", b"drop three", b"keep four"]
+    lines = s.command(b"CREATE sres")
+    check(s.status_of(lines) == b"OK", f"CREATE sres: {lines!r}")
+    s.command(b"CREATE sres-copy")
+    for subject in subjects:
+        lines = s.command(b"APPEND sres ()", b"From: a@example.org\r\nSubject: " + subject + b"\r\n\r\nbody\r\n")
+        check(s.status_of(lines) == b"OK", f"APPEND to sres: {lines!r}")
+    s.command(b"SELECT sres")
+    uid = fetched(s.command(b"FETCH 1:* (UID)"))
+    check(len(uid) == 4, f"four messages in sres: {uid!r}")
+    if len(uid) != 4:
+        return
+
+    def saved(what, want):
+        """`FETCH $` and `UID FETCH $` name the messages `want` (sequence numbers)."""
+        for cmd in (b"FETCH $ (UID)", b"UID FETCH $ (UID)"):
+            lines = s.command(cmd)
+            check(s.status_of(lines) == b"OK" and fetched(lines) == {n: uid[n] for n in want},
+                  f"{what}: {cmd.decode()} names {want}: {lines!r}")
+
+    def esearch(lines):
+        return untagged(lines, b"ESEARCH")
+
+    # 2.1: "even if the "$" marker contains the empty list of messages, it must be treated
+    # [...] as a valid, but non-matching list of messages. For example, the "FETCH $"
+    # command would return a tagged OK response and no FETCH responses."
+    saved("nothing saved yet", [])
+    # 1 / 9051 6.4.4: "In absence of any other SEARCH result option, the SAVE result option
+    # also suppresses any SEARCH response that would have been otherwise returned".
+    lines = s.command(b'SEARCH RETURN (SAVE) SUBJECT "keep"')
+    check(s.status_of(lines) == b"OK" and not esearch(lines) and not untagged(lines, b"SEARCH"),
+          f"SAVE alone: OK and no ESEARCH: {lines!r}")
+    saved("SAVE", [2, 4])
+    # `$` as a search key, as a sequence set and after UID (9: search-key = sequence-set /
+    # "UID" SP sequence-set), in a SEARCH and a UID SEARCH.
+    lines = s.command(b"SEARCH $")
+    check(esearch(lines) == [b'* ESEARCH (TAG "%s") ALL 2,4\r\n' % s.tag], f"SEARCH $: {lines!r}")
+    lines = s.command(b"UID SEARCH UID $")
+    check(esearch(lines) == [b'* ESEARCH (TAG "%s") UID ALL %d,%d\r\n' % (s.tag, uid[2], uid[4])],
+          f"UID SEARCH UID $: {lines!r}")
+    lines = s.command(b"SEARCH NOT $")
+    check(esearch(lines) == [b'* ESEARCH (TAG "%s") ALL 1,3\r\n' % s.tag], f"SEARCH NOT $: {lines!r}")
+    # 2.1: a SEARCH without SAVE does not change the variable.
+    saved("SEARCH without SAVE", [2, 4])
+    # STORE $ and UID STORE $ change the saved messages only.
+    lines = s.command(b"STORE $ +FLAGS.SILENT (\\Flagged)")
+    check(s.status_of(lines) == b"OK", f"STORE $: {lines!r}")
+    lines = s.command(b"SEARCH FLAGGED")
+    check(esearch(lines) == [b'* ESEARCH (TAG "%s") ALL 2,4\r\n' % s.tag], f"STORE $ flagged 2 and 4: {lines!r}")
+    lines = s.command(b"UID STORE $ -FLAGS.SILENT (\\Flagged)")
+    lines = s.command(b"SEARCH FLAGGED")
+    check(esearch(lines) == [b'* ESEARCH (TAG "%s")\r\n' % s.tag], f"UID STORE $ unflagged them: {lines!r}")
+    # COPY $ copies the saved messages.
+    lines = s.command(b"COPY $ sres-copy")
+    check(s.status_of(lines) == b"OK" and b"[COPYUID " in lines[-1], f"COPY $: {lines!r}")
+    lines = s.command(b"STATUS sres-copy (MESSAGES)")
+    check(untagged(lines, b"STATUS") == [b"* STATUS sres-copy (MESSAGES 2)\r\n"], f"COPY $ copied two: {lines!r}")
+    # `$` in the SEARCH that saves is the value before it (2.1, the example "SEARCH
+    # RETURN (SAVE) ... $" of 2.2): NOT $ saves 1 and 3.
+    lines = s.command(b"SEARCH RETURN (SAVE) NOT $")
+    check(s.status_of(lines) == b"OK", f"SEARCH RETURN (SAVE) NOT $: {lines!r}")
+    saved("SAVE of NOT $", [1, 3])
+    # 2.4: "If the SAVE result option is combined with both MIN and MAX result options,
+    # and none of the other ESEARCH result options are present, both MIN and MAX are
+    # saved"; with MIN (or MAX) alone only it; with ALL or COUNT the whole result.
+    for options, want_items, want in [
+        (b"SAVE MIN", b"MIN 2", [2]),
+        (b"MAX SAVE", b"MAX 4", [4]),
+        (b"SAVE MIN MAX", b"MIN 2 MAX 4", [2, 4]),
+        (b"SAVE MIN COUNT", b"MIN 2 COUNT 2", [2, 4]),
+        (b"SAVE ALL", b"ALL 2,4", [2, 4]),
+    ]:
+        lines = s.command(b'SEARCH RETURN (%s) SUBJECT "keep"' % options)
+        check(esearch(lines) == [b'* ESEARCH (TAG "%s") %s\r\n' % (s.tag, want_items)],
+              f"SEARCH RETURN ({options.decode()}) answers the other options: {lines!r}")
+        saved(f"SAVE with {options.decode()}", want)
+    lines = s.command(b'UID SEARCH RETURN (SAVE MIN MAX) SUBJECT "drop"')
+    check(esearch(lines) == [b'* ESEARCH (TAG "%s") UID MIN %d MAX %d\r\n' % (s.tag, uid[1], uid[3])],
+          f"UID SEARCH RETURN (SAVE MIN MAX): {lines!r}")
+    saved("UID SEARCH SAVE MIN MAX", [1, 3])
+    # 2.1: "A SEARCH command with the SAVE result option that caused the server to return
+    # the NO tagged response sets the value of the search result variable to the empty
+    # sequence." (here a charset the server does not support, RFC 9051 6.4.4: NO)
+    lines = s.command(b"SEARCH RETURN (SAVE) CHARSET KOI8-R ALL")
+    check(s.status_of(lines) == b"NO", f"SEARCH RETURN (SAVE) CHARSET KOI8-R is NO: {lines!r}")
+    saved("after a NO to a SAVE search", [])
+    # A BAD is a command not carried out (RFC 9051 7.1.3): the variable is kept (RFC 5182
+    # names NO only). RECENT is no IMAP4rev2 search key.
+    s.command(b'SEARCH RETURN (SAVE) SUBJECT "keep"')
+    lines = s.command(b"SEARCH RETURN (SAVE) RECENT")
+    check(s.status_of(lines) == b"BAD", f"SEARCH RETURN (SAVE) RECENT is BAD: {lines!r}")
+    saved("after a BAD", [2, 4])
+    # 9: `sequence-set =/ seq-last-command`: "$" is a whole sequence set, never a member
+    # of a list or the end of a range; anything else is a syntax error (BAD).
+    for cmd in (b"FETCH $,1 (UID)", b"FETCH 1,$ (UID)", b"FETCH 1:$ (UID)", b"UID FETCH $:* (UID)",
+                b"SEARCH RETURN (SAVED) ALL"):
+        lines = s.command(cmd)
+        check(s.status_of(lines) == b"BAD", f"{cmd!r} is BAD: {lines!r}")
+    saved("after the BADs", [2, 4])
+    # 2.1: "When a message listed in the search result variable is EXPUNGEd, it is
+    # automatically removed from the list." Message 2 goes; 4 becomes message 3.
+    lines = s.command(b"STORE 2 +FLAGS.SILENT (\\Deleted)")
+    lines = s.command(b"EXPUNGE")
+    check(b"* 2 EXPUNGE\r\n" in lines, f"EXPUNGE of message 2: {lines!r}")
+    lines = s.command(b"FETCH $ (UID)")
+    check(fetched(lines) == {3: uid[4]}, f"$ lost the expunged message: {lines!r}")
+    lines = s.command(b"UID SEARCH UID $")
+    check(esearch(lines) == [b'* ESEARCH (TAG "%s") UID ALL %d\r\n' % (s.tag, uid[4])],
+          f"UID SEARCH UID $ after EXPUNGE: {lines!r}")
+    # UID EXPUNGE $ and MOVE $: the saved messages only.
+    lines = s.command(b'SEARCH RETURN (SAVE) SUBJECT "three"')
+    s.command(b"STORE 1:* +FLAGS.SILENT (\\Deleted)")
+    lines = s.command(b"UID EXPUNGE $")
+    check(untagged(lines, b"2 EXPUNGE") and len([l for l in lines if l.endswith(b" EXPUNGE\r\n")]) == 1,
+          f"UID EXPUNGE $ expunged message 2 (\"drop three\") only: {lines!r}")
+    s.command(b"STORE 1:* -FLAGS.SILENT (\\Deleted)")
+    lines = s.command(b'SEARCH RETURN (SAVE) SUBJECT "four"')
+    lines = s.command(b"MOVE $ sres-copy")
+    check(s.status_of(lines) == b"OK" and b"* 2 EXPUNGE\r\n" in lines, f"MOVE $: {lines!r}")
+    lines = s.command(b"FETCH 1:* (UID)")
+    check(fetched(lines) == {1: uid[1]}, f"only message 1 is left: {lines!r}")
+    saved("after MOVE $ (the moved message is expunged here)", [])
+    # 2.1: "Upon successful completion of a SELECT or an EXAMINE command (after the
+    # tagged OK response), the current search result variable is reset to the empty
+    # sequence"; after UNSELECT or CLOSE no mailbox is selected, and the next SELECT
+    # starts empty.
+    for reset in (b"SELECT sres", b"EXAMINE sres", b"UNSELECT", b"CLOSE"):
+        s.command(b"SELECT sres")
+        s.command(b"SEARCH RETURN (SAVE) ALL")
+        lines = s.command(b"FETCH $ (UID)")
+        check(fetched(lines) == {1: uid[1]}, f"saved before {reset!r}: {lines!r}")
+        lines = s.command(reset)
+        check(s.status_of(lines) == b"OK", f"{reset!r}: {lines!r}")
+        if reset in (b"UNSELECT", b"CLOSE"):
+            lines = s.command(b"FETCH $ (UID)")
+            check(s.status_of(lines) == b"BAD", f"no mailbox, no $ after {reset!r}: {lines!r}")
+            s.command(b"SELECT sres")
+        lines = s.command(b"FETCH $ (UID)")
+        check(s.status_of(lines) == b"OK" and not fetched(lines), f"$ is empty after {reset!r}: {lines!r}")
+    s.command(b"UNSELECT")
+    for name in (b"sres", b"sres-copy"):
+        lines = s.command(b"DELETE " + name)
+        check(s.status_of(lines) == b"OK", f"DELETE {name!r}: {lines!r}")
+
+
 def main(port, user, password):
     rev1 = Session(port, user, password)
     rev2 = Session(port, user, password)
@@ -101,6 +290,8 @@ def main(port, user, password):
     # 6.3.1: both versions advertised; ENABLE IMAP4rev2 answers ENABLED.
     caps = b" ".join(untagged(rev1.command(b"CAPABILITY"), b"CAPABILITY")).upper().split()
     check(b"IMAP4REV1" in caps and b"IMAP4REV2" in caps, f"CAPABILITY lists both versions: {caps!r}")
+    # RFC 9051 6.4.4.1 is SEARCHRES (RFC 5182), advertised for IMAP4rev1 sessions.
+    check(b"SEARCHRES" in caps and b"ESEARCH" in caps, f"CAPABILITY lists SEARCHRES and ESEARCH: {caps!r}")
     check(b"STATUS=SIZE" in caps, f"CAPABILITY lists STATUS=SIZE: {caps!r}")
     lines = rev2.command(b"ENABLE IMAP4rev2")
     check(untagged(lines, b"ENABLED") == [b"* ENABLED IMAP4rev2\r\n"], f"ENABLE IMAP4rev2: {lines!r}")
@@ -231,9 +422,7 @@ def main(port, user, password):
         check(rev2.status_of(lines) == b"BAD", f"rev2 SEARCH {key!r} is BAD: {lines!r}")
     lines = rev2.command(b"STATUS INBOX (MESSAGES RECENT)")
     check(rev2.status_of(lines) == b"BAD", f"rev2 STATUS RECENT is BAD: {lines!r}")
-    # 6.4.4.1 (SEARCHRES) is not implemented: refused, the session goes on.
-    lines = rev2.command(b"SEARCH RETURN (SAVE) ALL")
-    check(rev2.status_of(lines) == b"BAD", f"SEARCH RETURN (SAVE) is refused: {lines!r}")
+    check_esearch_modseq(rev2)
     # rev1 keeps RFC 3501's SEARCH response and its keys.
     lines = rev1.command(b"SEARCH ALL")
     check(untagged(lines, b"SEARCH") == [b"* SEARCH 1 2\r\n"], f"rev1 SEARCH: {lines!r}")
@@ -252,6 +441,14 @@ def main(port, user, password):
     check(untagged(lines, b"STATUS") == [b"* STATUS INBOX (RECENT 0)\r\n"], f"rev1 STATUS RECENT: {lines!r}")
     lines = rev2.command(b"FETCH 1:* (FLAGS)")
     check(not any(b"\\Recent" in l for l in lines), f"no \\Recent flag: {lines!r}")
+
+    check_searchres(rev2)
+    # A rev1 session has SEARCHRES too (it is advertised for both).
+    rev1.command(b"SELECT INBOX")
+    lines = rev1.command(b"SEARCH RETURN (SAVE) 2")
+    check(rev1.status_of(lines) == b"OK" and not untagged(lines, b"ESEARCH"), f"rev1 SAVE: {lines!r}")
+    lines = rev1.command(b"FETCH $ (UID)")
+    check(list(fetched(lines)) == [2], f"rev1 FETCH $: {lines!r}")
 
     for name in ["Entwürfe", "日本語2", "Brouillons/Été", "a&b"]:
         lines = rev2.command(b'DELETE "%s"' % name.encode())

@@ -32,6 +32,22 @@ use crate::{core::nz_number, decode::IMAPResult};
 ///
 /// `sequence-set = (seq-number / seq-range) *("," (seq-number / seq-range))`
 pub(crate) fn sequence_set(input: &[u8]) -> IMAPResult<&[u8], SequenceSet> {
+    // mailvault patch (`ext_searchres`): RFC 5182, section 4:
+    // `sequence-set =/ seq-last-command`, `seq-last-command = "$"`. `$` is a whole
+    // sequence set: `$,1` leaves `,1` unparsed (a syntax error where a set must end).
+    #[cfg(feature = "ext_searchres")]
+    {
+        alt((
+            value(SequenceSet(Vec1::from(Sequence::LastCommand)), tag(b"$")),
+            sequence_set_of_numbers,
+        ))(input)
+    }
+    #[cfg(not(feature = "ext_searchres"))]
+    sequence_set_of_numbers(input)
+}
+
+/// The `sequence-set` of RFC 3501 (without `$`).
+fn sequence_set_of_numbers(input: &[u8]) -> IMAPResult<&[u8], SequenceSet> {
     map(
         separated_list1(
             tag(b","),

@@ -41,6 +41,12 @@ pub struct SequenceSet(pub Vec1<Sequence>);
 
 impl SequenceSet {
     pub fn normalize(&mut self) -> &mut Self {
+        // mailvault patch (`ext_searchres`): `$` stands for no number here.
+        #[cfg(feature = "ext_searchres")]
+        if self.0.0.iter().any(|seq| matches!(seq, Sequence::LastCommand)) {
+            return self;
+        }
+
         let mut singles = BTreeSet::new();
         let mut ranges = Vec::with_capacity(self.0.0.len());
 
@@ -56,6 +62,9 @@ impl SequenceSet {
                 Sequence::Range(a, b) => {
                     ranges.push(a.to_non_zero_u32()..b.to_non_zero_u32().saturating_add(1));
                 }
+                // mailvault patch (`ext_searchres`): returned above.
+                #[cfg(feature = "ext_searchres")]
+                Sequence::LastCommand => {}
             }
         }
 
@@ -104,6 +113,9 @@ impl SequenceSet {
         self.0.0.sort_by_key(|seq| match seq {
             Sequence::Single(a) => a.to_non_zero_u32(),
             Sequence::Range(a, _) => a.to_non_zero_u32(),
+            // mailvault patch (`ext_searchres`): not in a normalized set.
+            #[cfg(feature = "ext_searchres")]
+            Sequence::LastCommand => MIN,
         });
 
         self
@@ -214,6 +226,16 @@ impl FromStr for SequenceSet {
 pub enum Sequence {
     Single(SeqOrUid),
     Range(SeqOrUid, SeqOrUid),
+    /// `seq-last-command = "$"` (RFC 5182, section 4: `sequence-set =/ seq-last-command`):
+    /// the result the last `SEARCH RETURN (SAVE ...)` saved.
+    ///
+    /// The grammar makes `$` a whole sequence set (`$,1` is no sequence set), so the
+    /// parser produces it only alone; it stands for no number, so [`SequenceSet::iter`]
+    /// and [`SequenceSet::iter_naive`] skip it, and a set holding it is not normalized.
+    ///
+    /// mailvault patch (`ext_searchres`).
+    #[cfg(feature = "ext_searchres")]
+    LastCommand,
 }
 
 impl Sequence {
@@ -272,6 +294,11 @@ impl PartialOrd for Sequence {
 
                 None
             }
+            // mailvault patch (`ext_searchres`): `$` is no number.
+            #[cfg(feature = "ext_searchres")]
+            (Sequence::LastCommand, Sequence::LastCommand) => Some(Ordering::Equal),
+            #[cfg(feature = "ext_searchres")]
+            (Sequence::LastCommand, _) | (_, Sequence::LastCommand) => None,
         }
     }
 }
@@ -742,18 +769,21 @@ fn simplify(sequence_set: SequenceSet, largest: NonZeroU32, sort: bool) -> VecDe
         .0
         .0
         .into_iter()
-        .map(|seq| match seq {
-            Sequence::Single(a) => (u32::from(a.expand(largest)), u32::from(a.expand(largest))),
+        .filter_map(|seq| match seq {
+            Sequence::Single(a) => Some((u32::from(a.expand(largest)), u32::from(a.expand(largest)))),
             Sequence::Range(a, b) => {
                 let a = u32::from(a.expand(largest));
                 let b = u32::from(b.expand(largest));
 
                 if sort {
-                    if a <= b { (a, b) } else { (b, a) }
+                    if a <= b { Some((a, b)) } else { Some((b, a)) }
                 } else {
-                    (a, b)
+                    Some((a, b))
                 }
             }
+            // mailvault patch (`ext_searchres`): `$` stands for no number.
+            #[cfg(feature = "ext_searchres")]
+            Sequence::LastCommand => None,
         })
         .collect()
 }
@@ -766,7 +796,11 @@ fn cleanup(remaining: VecDeque<(u32, u32)>) -> VecDeque<(u32, u32)> {
     };
 
     let mut stack = VecDeque::new();
-    stack.push_back(remaining.pop_front().unwrap());
+    // mailvault patch (`ext_searchres`): a set of `$` alone leaves nothing.
+    let Some(first) = remaining.pop_front() else {
+        return stack;
+    };
+    stack.push_back(first);
 
     for (x, y) in remaining.into_iter() {
         let last = stack.back_mut().unwrap();

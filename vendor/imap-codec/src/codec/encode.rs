@@ -1103,6 +1103,9 @@ impl EncodeIntoContext for Sequence {
                 ctx.write_all(b":")?;
                 to.encode_ctx(ctx)
             }
+            // mailvault patch (`ext_searchres`): RFC 5182 `seq-last-command`.
+            #[cfg(feature = "ext_searchres")]
+            Sequence::LastCommand => ctx.write_all(b"$"),
         }
     }
 }

@@ -42,8 +42,22 @@ pub(crate) fn search_return_opts(
 
 /// ```abnf
 /// search-return-opt = "MIN" / "MAX" / "ALL" / "COUNT"
+/// search-return-opt =/ "SAVE"   ; RFC 5182, with the `ext_searchres` feature
 /// ```
 pub(crate) fn search_return_opt(input: &[u8]) -> IMAPResult<&[u8], SearchReturnOption> {
+    #[cfg(feature = "ext_searchres")]
+    {
+        alt((
+            value(SearchReturnOption::Save, tag_no_case(b"SAVE")),
+            search_return_opt_esearch,
+        ))(input)
+    }
+    #[cfg(not(feature = "ext_searchres"))]
+    search_return_opt_esearch(input)
+}
+
+/// The `search-return-opt` of RFC 4731.
+fn search_return_opt_esearch(input: &[u8]) -> IMAPResult<&[u8], SearchReturnOption> {
     alt((
         value(SearchReturnOption::Min, tag_no_case(b"MIN")),
         value(SearchReturnOption::Max, tag_no_case(b"MAX")),
@@ -148,6 +162,8 @@ impl EncodeIntoContext for SearchReturnOption {
             Self::Max => b"MAX",
             Self::All => b"ALL",
             Self::Count => b"COUNT",
+            #[cfg(feature = "ext_searchres")]
+            Self::Save => b"SAVE",
         })
     }
 }
@@ -260,10 +276,108 @@ mod tests {
         for line in [
             b"A SEARCH RETURN (MIN\r\n".as_ref(),
             b"A SEARCH RETURN (MINIMUM) ALL\r\n",
+            #[cfg(not(feature = "ext_searchres"))]
             b"A SEARCH RETURN (SAVE) ALL\r\n",
             b"A SEARCH RETURN MIN ALL\r\n",
             b"A SEARCH RETURN (MIN)\r\n",
             b"A SEARCH RETURN (MIN  MAX) ALL\r\n",
+        ] {
+            assert!(
+                CommandCodec::default().decode(line).is_err(),
+                "{}",
+                alloc::string::String::from_utf8_lossy(line)
+            );
+        }
+    }
+
+    /// mailvault patch (`ext_searchres`): RFC 5182 `SAVE` and `$`.
+    #[cfg(feature = "ext_searchres")]
+    #[test]
+    fn test_kat_inverse_command_searchres() {
+        use imap_types::{
+            fetch::{MacroOrMessageDataItemNames, MessageDataItemName},
+            sequence::{Sequence, SequenceSet},
+        };
+
+        let last = || SequenceSet(Vec1::from(Sequence::LastCommand));
+        kat_inverse_command(&[
+            (
+                b"A SEARCH RETURN (SAVE MIN) UNSEEN\r\n?".as_ref(),
+                b"?".as_ref(),
+                Command::new(
+                    "A",
+                    CommandBody::ESearch {
+                        return_options: vec![SearchReturnOption::Save, SearchReturnOption::Min],
+                        charset: None,
+                        criteria: Vec1::from(SearchKey::Unseen),
+                        uid: false,
+                    },
+                )
+                .unwrap(),
+            ),
+            (
+                b"A UID SEARCH RETURN (SAVE) UID $\r\n?".as_ref(),
+                b"?".as_ref(),
+                Command::new(
+                    "A",
+                    CommandBody::ESearch {
+                        return_options: vec![SearchReturnOption::Save],
+                        charset: None,
+                        criteria: Vec1::from(SearchKey::Uid(last())),
+                        uid: true,
+                    },
+                )
+                .unwrap(),
+            ),
+            (
+                b"A SEARCH $\r\n?".as_ref(),
+                b"?".as_ref(),
+                Command::new(
+                    "A",
+                    CommandBody::Search {
+                        charset: None,
+                        criteria: Vec1::from(SearchKey::SequenceSet(last())),
+                        uid: false,
+                    },
+                )
+                .unwrap(),
+            ),
+            (
+                b"A UID FETCH $ (UID)\r\n?".as_ref(),
+                b"?".as_ref(),
+                Command::new(
+                    "A",
+                    CommandBody::fetch(
+                        last(),
+                        MacroOrMessageDataItemNames::MessageDataItemNames(vec![
+                            MessageDataItemName::Uid,
+                        ]),
+                        true,
+                    )
+                    .unwrap(),
+                )
+                .unwrap(),
+            ),
+            (
+                b"A COPY $ Trash\r\n?".as_ref(),
+                b"?".as_ref(),
+                Command::new("A", CommandBody::copy(last(), "Trash", false).unwrap()).unwrap(),
+            ),
+        ]);
+    }
+
+    /// mailvault patch (`ext_searchres`): `$` is a whole sequence set (RFC 5182,
+    /// section 4: `sequence-set =/ seq-last-command`), never a member or a range end.
+    #[cfg(feature = "ext_searchres")]
+    #[test]
+    fn test_parse_searchres_malformed() {
+        for line in [
+            b"A FETCH $,1 (UID)\r\n".as_ref(),
+            b"A FETCH 1,$ (UID)\r\n",
+            b"A FETCH $:3 (UID)\r\n",
+            b"A FETCH 1:$ (UID)\r\n",
+            b"A FETCH $$ (UID)\r\n",
+            b"A SEARCH RETURN (SAVE SAVED) ALL\r\n",
         ] {
             assert!(
                 CommandCodec::default().decode(line).is_err(),

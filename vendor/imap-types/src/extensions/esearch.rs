@@ -13,7 +13,10 @@
 //!                        "MODSEQ" SP mod-sequence-value   ; RFC 7162
 //! ```
 //!
-//! `SAVE` (RFC 5182, SEARCHRES) is not supported: it needs `$` in every sequence set.
+//! mailvault patch: with the `ext_searchres` feature, `search-return-opt =/ "SAVE"`
+//! (RFC 5182 SEARCHRES, section 4), and `$` ([`Sequence::LastCommand`]) in sequence sets.
+//!
+//! [`Sequence::LastCommand`]: crate::sequence::Sequence
 
 use core::num::{NonZeroU32, NonZeroU64};
 
@@ -40,6 +43,11 @@ pub enum SearchReturnOption {
     All,
     /// `COUNT`: the number of messages satisfying the criteria.
     Count,
+    /// `SAVE` (RFC 5182, section 2.1): the server saves the result for `$`.
+    ///
+    /// mailvault patch (`ext_searchres`).
+    #[cfg(feature = "ext_searchres")]
+    Save,
 }
 
 /// A search return data item (`search-return-data`) of an `ESEARCH` response.
