@@ -1053,6 +1053,20 @@ impl Session {
         self.finish_rotations(collections, progress).await
     }
 
+    /// Finishes the root rotation under way, if any: what a [`rotate_root`](Self::rotate_root)
+    /// that failed or was killed part way left (the collections it had begun to copy
+    /// under the new root are copied again from the previous one, closed, and the
+    /// keyring forgets the previous root). Nothing when no rotation is under way. Open
+    /// the mail only after this: during a rotation the copy under the new key may lack
+    /// the writes made since it was begun, and what is written to it is replaced by the
+    /// rotation's next copy. Returns the collections re-keyed.
+    ///
+    /// # Errors
+    /// As [`rotate_root`](Self::rotate_root).
+    pub async fn finish_rotation(&mut self) -> Result<usize> {
+        self.finish_rotations(&[], |_| {}).await
+    }
+
     /// Re-keys the index for the rotation under way (see [`rekey_index`](Self::rekey_index))
     /// until none is. Another session may finish that rotation meanwhile and begin a
     /// newer one, which moves the collections on from under this run: the copy then

@@ -385,11 +385,16 @@ async fn sync(inner: &Inner, import: bool) -> Result<ImportReport> {
     Ok(report)
 }
 
-/// Opens the mail again from the session (after reloading its keyring when `reload`),
-/// and tells the subscribers; the shared views go.
+/// Opens the mail again from the session (after reloading its keyring when `reload`, and
+/// finishing a root rotation under way), and tells the subscribers; the shared views go.
 async fn reopen(inner: &Inner, state: &mut State, reload: bool) -> Result<()> {
     if reload {
         state.session.reload_keyring().await?;
+    }
+    // Never the copy of a rotation under way: it may lack recent writes, and what is
+    // written to it the rotation's next copy replaces. The rotation is finished first.
+    if state.session.keyring().rotating() {
+        state.session.finish_rotation().await?;
     }
     state.mail = state.session.mailstore().await?;
     publish(&inner.changes, state.mail.modseq());
