@@ -88,6 +88,14 @@ impl CounterBatches {
     /// The writer task of `account`: writes `batch`, then whatever arrived meanwhile,
     /// until nothing waits.
     async fn write_all(&self, account: AccountId, mut batch: Waiting) {
+        // A task that ends otherwise than below (the write panicked, the runtime shut
+        // down) drops its queue: the requests in it fail instead of waiting forever, and
+        // the next request starts a new writer.
+        let mut release = Release {
+            waiting: &self.waiting,
+            account,
+            armed: true,
+        };
         loop {
             let total = batch.iter().map(|(amount, _)| *amount).sum::<u64>();
             let written = (self.raise)(account, total).await;
@@ -112,9 +120,29 @@ impl CounterBatches {
                 Some(next) if !next.is_empty() => batch = next,
                 _ => {
                     waiting.remove(&account);
+                    release.armed = false;
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Removes an account's queue when its writer task ends abnormally (see
+/// [`CounterBatches::write_all`]).
+struct Release<'a> {
+    waiting: &'a Mutex<HashMap<AccountId, Waiting>>,
+    account: AccountId,
+    armed: bool,
+}
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.waiting
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&self.account);
         }
     }
 }
@@ -155,6 +183,42 @@ mod tests {
                 Ok(value.fetch_add(amount, Ordering::SeqCst) + amount)
             })
         })
+    }
+
+    /// A write that panics (a directory's bug) fails the requests it carried and those
+    /// queued behind it, and a later request starts a new writer: none waits forever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_that_panics_leaves_no_one_waiting() {
+        let calls = Arc::new(AtomicU64::new(0));
+        let raise: Raise = {
+            let calls = Arc::clone(&calls);
+            Arc::new(move |_account, amount| {
+                let first = calls.fetch_add(1, Ordering::SeqCst) == 0;
+                Box::pin(async move {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    assert!(!first, "the directory's bug");
+                    Ok(amount)
+                })
+            })
+        };
+        let batches = CounterBatches::new(raise);
+        let account = AccountId::from_bytes([3; 16]);
+        let first = tokio::spawn({
+            let batches = Arc::clone(&batches);
+            async move { batches.raise(account, 1).await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let queued = tokio::spawn({
+            let batches = Arc::clone(&batches);
+            async move { batches.raise(account, 1).await }
+        });
+        let limit = Duration::from_secs(5);
+        for task in [first, queued] {
+            let answer = tokio::time::timeout(limit, task).await.expect("answered");
+            assert!(answer.expect("task").is_err());
+        }
+        let later = tokio::time::timeout(limit, batches.raise(account, 2)).await;
+        assert_eq!(later.expect("answered").expect("raise"), 2);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
