@@ -1395,7 +1395,7 @@ impl Collection {
             // directory's mark naming the accepted manifest).
             let purge = full && self.linear();
             let records = Arc::new(if full {
-                self.view_records(purge).await?
+                self.view_records(purge).await
             } else {
                 self.merge_inputs(&inputs).await?
             });
@@ -1475,42 +1475,27 @@ impl Collection {
         covers
     }
 
-    /// Every version in the view, with its stamp, as records of a compacted segment: off
-    /// the executor thread for a large view (which goes along and comes back, as in
-    /// [`Self::merge_records`]).
-    async fn view_records(&mut self, drop_deletions: bool) -> Result<Vec<Record>> {
-        let records_of = move |view: &BTreeSet<Version>, writers: &[WriterId]| -> Vec<Record> {
-            view.iter()
-                .filter(|v| !drop_deletions || !v.deleted)
-                .map(|v| Record {
-                    key: v.bytes.slice(..v.key_len as usize),
-                    stamp: Some(Stamp {
-                        generation: v.generation(),
-                        writer: writers[v.writer() as usize],
-                    }),
-                    value: (!v.deleted).then(|| v.bytes.slice(v.key_len as usize..)),
-                })
-                .collect()
-        };
-        let bytes = self.view.len() * std::mem::size_of::<Version>();
-        if bytes < crate::cpu::IN_PLACE_BYTES {
-            return Ok(records_of(&self.view, &self.writers));
+    /// Every version in the view, with its stamp, as records of a compacted segment. A
+    /// large view is walked in steps with a yield between them, so the executor thread
+    /// is never held for long and the view never leaves the handle.
+    async fn view_records(&self, drop_deletions: bool) -> Vec<Record> {
+        const STEP: usize = 4096;
+        let mut records = Vec::with_capacity(self.view.len());
+        let versions = self.view.iter().filter(|v| !drop_deletions || !v.deleted);
+        for (i, v) in versions.enumerate() {
+            if i % STEP == STEP - 1 {
+                tokio::task::yield_now().await;
+            }
+            records.push(Record {
+                key: v.bytes.slice(..v.key_len as usize),
+                stamp: Some(Stamp {
+                    generation: v.generation(),
+                    writer: self.writers[v.writer() as usize],
+                }),
+                value: (!v.deleted).then(|| v.bytes.slice(v.key_len as usize..)),
+            });
         }
-        self.view_away = true;
-        let loaded = std::mem::take(&mut self.loaded);
-        let view = std::mem::take(&mut self.view);
-        let present = std::mem::take(&mut self.present);
-        let writers = self.writers.clone();
-        let (view, records) = crate::cpu::offload(bytes, move || {
-            let records = records_of(&view, &writers);
-            (view, records)
-        })
-        .await?;
-        self.view = view;
-        self.present = present;
-        self.loaded = loaded;
-        self.view_away = false;
-        Ok(records)
+        records
     }
 
     /// The newest version of each key among `inputs` only, re-read from the store.

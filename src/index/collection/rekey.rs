@@ -82,12 +82,12 @@ impl Collection {
         loop {
             attempts += 1;
             source.load_newer().await?;
-            let mut records = source.view_records(false).await?;
+            let mut records = source.view_records(false).await;
             records.retain(|r| r.key.as_ref() != MOVED);
             let records = Arc::new(records);
             let purged_through = source.purged_through;
             self.refresh().await?;
-            if self.generation >= source.generation && self.view_records(false).await? == *records {
+            if self.generation >= source.generation && self.view_records(false).await == *records {
                 return Ok(CommitInfo {
                     generation: self.generation,
                     committed,
