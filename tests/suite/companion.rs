@@ -520,39 +520,77 @@ async fn item_10_key_models_3_and_4_are_made_on_the_device() {
     }
 }
 
+/// A device-password account (key model 3) on a local directory, enrolled and with
+/// message 1 delivered: what the root rotation tests start from.
+struct PasswordDevice {
+    store: DynStore,
+    provider: Provider,
+    deliverer: mailvault::delivery::Deliverer,
+    account: AccountId,
+    device_key: DeviceKey,
+    local: tempfile::TempDir,
+    _dirs: [tempfile::TempDir; 2],
+}
+
+impl PasswordDevice {
+    async fn new() -> Self {
+        use mailvault::keys::SlotLock;
+        let dir = tempfile::tempdir().unwrap();
+        let store = mailvault::storage::open_store(dir.path().to_str().unwrap()).unwrap();
+        let provider_root = tempfile::tempdir().unwrap();
+        let local = tempfile::tempdir().unwrap();
+        let (provider, signing) = provider(store.clone(), provider_root.path()).await;
+        let deliverer = provider.deliverer(signing);
+        let (account, device_key) = enroll_with_slots(
+            &provider,
+            KeyModel::DevicePassword,
+            store.clone(),
+            local.path(),
+            vec![SlotLock::Password("pw", CHEAP_KDF)],
+        )
+        .await
+        .unwrap();
+        let device = Self {
+            store,
+            provider,
+            deliverer,
+            account,
+            device_key,
+            local,
+            _dirs: [dir, provider_root],
+        };
+        device.deliver(1).await;
+        device
+    }
+
+    async fn deliver(&self, n: usize) {
+        self.deliverer
+            .deliver_bytes(
+                self.account,
+                message(n).as_bytes(),
+                DeliveryOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+}
+
 /// A root rotation on the device rewrites its key file; a key file made before the
 /// rotation (a crash before the rewrite, a copy restored) still opens, from the device's
 /// own slot, and is rewritten, so the old root is needed no more. The provider accepts
 /// the new epoch, and what it delivers then is imported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item_10_a_key_file_older_than_a_root_rotation_is_rewritten() {
-    use mailvault::keys::SlotLock;
-    let dir = tempfile::tempdir().unwrap();
-    let store = mailvault::storage::open_store(dir.path().to_str().unwrap()).unwrap();
-    let provider_root = tempfile::tempdir().unwrap();
-    let local = tempfile::tempdir().unwrap();
-    let (provider, signing) = provider(store.clone(), provider_root.path()).await;
-    let deliverer = provider.deliverer(signing);
-    let (account, device_key) = enroll_with_slots(
-        &provider,
-        KeyModel::DevicePassword,
-        store.clone(),
-        local.path(),
-        vec![SlotLock::Password("pw", CHEAP_KDF)],
-    )
-    .await
-    .unwrap();
+    let device = PasswordDevice::new().await;
+    let (store, provider, deliverer) = (&device.store, &device.provider, &device.deliverer);
+    let (account, device_key, local) = (device.account, &device.device_key, &device.local);
     let key_path = Companion::key_file_path(local.path());
     let before = std::fs::read_to_string(&key_path).unwrap();
-    deliverer
-        .deliver_bytes(account, message(1).as_bytes(), DeliveryOptions::default())
-        .await
-        .unwrap();
-    let companion = Companion::open(store.clone(), local.path(), &device_key, config())
+    let companion = Companion::open(store.clone(), local.path(), device_key, config())
         .await
         .unwrap();
     assert_eq!(inbox(&companion).await, [message(1)]);
-    let public_keys = companion.rotate_root(&device_key).await.unwrap();
+    let public_keys = companion.rotate_root(device_key).await.unwrap();
     assert_eq!(public_keys.len(), 2, "a new epoch: {public_keys:?}");
     let rotated = std::fs::read_to_string(&key_path).unwrap();
     assert_ne!(
@@ -570,7 +608,7 @@ async fn item_10_a_key_file_older_than_a_root_rotation_is_rewritten() {
 
     // The file as it was before the rotation: it opens, and is rewritten.
     std::fs::write(&key_path, &before).unwrap();
-    let companion = Companion::open(store.clone(), local.path(), &device_key, config())
+    let companion = Companion::open(store.clone(), local.path(), device_key, config())
         .await
         .unwrap();
     let rewritten = std::fs::read_to_string(&key_path).unwrap();
@@ -586,7 +624,7 @@ async fn item_10_a_key_file_older_than_a_root_rotation_is_rewritten() {
     drop(companion);
     // The rewritten file opens with its own root: it is not rewritten again.
     drop(
-        Companion::open(store.clone(), local.path(), &device_key, config())
+        Companion::open(store.clone(), local.path(), device_key, config())
             .await
             .unwrap(),
     );
@@ -750,7 +788,6 @@ async fn item_10_a_companion_account_has_a_storage_quota() {
 /// (The handle used to stay on the mail collection the failed rotation had closed.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item_10_a_root_rotation_failing_part_way_leaves_the_handle_working() {
-    use mailvault::keys::SlotLock;
     use mailvault::storage::{Fault, FaultMode, FaultyStore};
     let quiet = || {
         let mut config = config();
@@ -760,32 +797,16 @@ async fn item_10_a_root_rotation_failing_part_way_leaves_the_handle_working() {
     };
     let mut failures = 0;
     for k in 0.. {
-        let dir = tempfile::tempdir().unwrap();
-        let store = mailvault::storage::open_store(dir.path().to_str().unwrap()).unwrap();
-        let provider_root = tempfile::tempdir().unwrap();
-        let local = tempfile::tempdir().unwrap();
-        let (provider, signing) = provider(store.clone(), provider_root.path()).await;
-        let deliverer = provider.deliverer(signing);
-        let (account, device_key) = enroll_with_slots(
-            &provider,
-            KeyModel::DevicePassword,
-            store.clone(),
-            local.path(),
-            vec![SlotLock::Password("pw", CHEAP_KDF)],
-        )
-        .await
-        .unwrap();
-        deliverer
-            .deliver_bytes(account, message(1).as_bytes(), DeliveryOptions::default())
-            .await
-            .unwrap();
+        let device = PasswordDevice::new().await;
+        let (store, provider, deliverer) = (&device.store, &device.provider, &device.deliverer);
+        let (account, device_key, local) = (device.account, &device.device_key, &device.local);
         // The operations of the open, learnt on a store that only counts.
         let counting = FaultyStore::new(store.clone(), None);
         drop(
             Companion::open(
                 Arc::new(counting.clone()),
                 local.path(),
-                &device_key,
+                device_key,
                 quiet(),
             )
             .await
@@ -799,10 +820,10 @@ async fn item_10_a_root_rotation_failing_part_way_leaves_the_handle_working() {
             }),
         );
         let companion =
-            Companion::open(Arc::new(faulty.clone()), local.path(), &device_key, quiet())
+            Companion::open(Arc::new(faulty.clone()), local.path(), device_key, quiet())
                 .await
                 .unwrap();
-        let rotated = companion.rotate_root(&device_key).await;
+        let rotated = companion.rotate_root(device_key).await;
         let mut expected = vec![message(1)];
         if !faulty.fired() {
             rotated.unwrap();
@@ -826,7 +847,7 @@ async fn item_10_a_root_rotation_failing_part_way_leaves_the_handle_working() {
                 );
                 expected.push(message(2));
                 let keys = companion
-                    .rotate_root(&device_key)
+                    .rotate_root(device_key)
                     .await
                     .unwrap_or_else(|e2| panic!("fault at {k} ({e}), run again: {e2}"));
                 assert_eq!(
