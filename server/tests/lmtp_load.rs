@@ -279,26 +279,23 @@ fn bdat_chunks_and_streamed_data() {
         return;
     };
     server.start();
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/lmtp_chunking.py");
     for endpoint in [
         format!("unix:{}", server.lmtp_socket.display()),
         format!("tcp:{}", server.lmtp),
     ] {
-        let out = peers::output(
-            Command::new(&paths[0])
-                .arg(&script)
-                .arg(&endpoint)
-                .arg(server.imap.to_string())
-                .args([users[0], PASSWORD, users[1], PASSWORD]),
-        );
-        assert!(
-            out.status.success(),
-            "lmtp_chunking.py on {endpoint} failed: {}\n{}\n{}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
+        let imap = server.imap.to_string();
+        let args = [
+            endpoint.as_str(),
+            &imap,
+            users[0],
+            PASSWORD,
+            users[1],
+            PASSWORD,
+        ];
+        let what = format!("BDAT and streamed DATA on {endpoint}");
+        peers::run_script(&paths[0], "lmtp_chunking.py", &args, &what, || {
             server.logs()
-        );
+        });
     }
     assert!(server.alive(), "the server survives:\n{}", server.logs());
 }

@@ -11,46 +11,9 @@
 
 mod peers;
 
-use std::net::TcpStream;
-use std::path::Path;
-use std::process::Command;
-
-use peers::{tools, Backend, MailServer, PASSWORD};
+use peers::{tools, Backend, DovecotPick, MailServer, PASSWORD};
 
 const USER: &str = "names@example.org";
-
-/// Dovecot's IMAP port and the second user of scripts/peers.sh's instance (the
-/// differential test uses the last one; this test leaves the user's mailboxes as it found
-/// them), or `None` (skip, printed) when it is not running.
-fn dovecot(test: &str) -> Option<(u16, String, String)> {
-    let require = std::env::var("MAILVAULT_REQUIRE_PEERS").as_deref() == Ok("1");
-    let port = std::env::var("MAILVAULT_DOVECOT_IMAP_PORT")
-        .ok()
-        .and_then(|p| p.parse::<u16>().ok());
-    let users = std::env::var("MAILVAULT_DOVECOT_USERS").ok();
-    let (Some(port), Some(users)) = (port, users) else {
-        let why = format!(
-            "{test}: MAILVAULT_DOVECOT_IMAP_PORT / _USERS are not set (run `bash \
-             scripts/peers.sh start` and source the file `bash scripts/peers.sh env` prints)"
-        );
-        assert!(!require, "MAILVAULT_REQUIRE_PEERS=1 but {why}");
-        eprintln!("SKIPPED {why}");
-        return None;
-    };
-    if TcpStream::connect(("127.0.0.1", port)).is_err() {
-        let why = format!("{test}: nothing listens on Dovecot's port {port}");
-        assert!(!require, "MAILVAULT_REQUIRE_PEERS=1 but {why}");
-        eprintln!("SKIPPED {why}");
-        return None;
-    }
-    let (user, password) = users
-        .split_whitespace()
-        .nth(1)
-        .and_then(|u| u.split_once(':'))
-        .map(|(u, p)| (u.to_string(), p.to_string()))
-        .expect("MAILVAULT_DOVECOT_USERS holds user:password pairs");
-    Some((port, user, password))
-}
 
 #[test]
 fn mutf7_names_against_dovecot() {
@@ -58,30 +21,28 @@ fn mutf7_names_against_dovecot() {
     let Some(paths) = tools(test, &["python"]) else {
         return;
     };
-    let Some((port, user, password)) = dovecot(test) else {
+    let Some(dovecot) = peers::dovecot(test, DovecotPick::Second) else {
         return;
     };
     let Some(mut server) = MailServer::create(test, Backend::Local, &[USER]) else {
         return;
     };
     server.start();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mutf7_names.py");
-    let out = peers::output(
-        Command::new(&paths[0])
-            .arg(&script)
-            .arg(port.to_string())
-            .args([&user, &password])
-            .arg(server.imap.to_string())
-            .args([USER, PASSWORD]),
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "the servers differ ({}):\n{stdout}\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        server.logs()
+    let (port, imap) = (dovecot.port.to_string(), server.imap.to_string());
+    let args = [
+        port.as_str(),
+        &dovecot.user,
+        &dovecot.password,
+        &imap,
+        USER,
+        PASSWORD,
+    ];
+    peers::run_script(
+        &paths[0],
+        "mutf7_names.py",
+        &args,
+        "the servers differ",
+        || server.logs(),
     );
     assert!(server.alive(), "the server survives:\n{}", server.logs());
 }

@@ -12,9 +12,6 @@
 
 mod peers;
 
-use std::path::Path;
-use std::process::Command;
-
 use peers::{tools, Backend, MailServer, PASSWORD};
 
 const USER: &str = "rev2@example.org";
@@ -29,21 +26,13 @@ fn imap4rev2_sessions() {
         return;
     };
     server.start();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rev2.py");
-    let out = peers::output(
-        Command::new(&paths[0])
-            .arg(&script)
-            .arg(server.imap.to_string())
-            .args([USER, PASSWORD]),
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "IMAP4rev2 checks failed ({}):\n{stdout}\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        server.logs()
+    let imap = server.imap.to_string();
+    peers::run_script(
+        &paths[0],
+        "rev2.py",
+        &[imap.as_str(), USER, PASSWORD],
+        "IMAP4rev2 checks failed",
+        || server.logs(),
     );
     assert!(server.alive(), "the server survives:\n{}", server.logs());
 }

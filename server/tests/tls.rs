@@ -87,26 +87,27 @@ fn tls_python_imaplib() {
     let (server, message) = server_with_message("tls_python_imaplib", &tools[0]);
     let expected = server.dir.path().join("expected.eml");
     std::fs::write(&expected, &message).expect("write the expected message");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls_clients.py");
-    let out = output(
-        Command::new(&tools[1])
-            .arg(&script)
-            .arg(server.host)
-            .arg(server.imap.to_string())
-            .arg(server.imaps.expect("IMAPS").to_string())
-            .arg(server.cert.as_ref().expect("certificate"))
-            .args([ALICE, PASSWORD])
-            .arg(&expected),
+    let (imap, imaps) = (
+        server.imap.to_string(),
+        server.imaps.expect("IMAPS").to_string(),
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "tls_clients.py failed: {}\n{stdout}\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        server.logs()
+    let cert = server.cert.as_ref().expect("certificate");
+    let args: [&std::ffi::OsStr; 7] = [
+        server.host.as_ref(),
+        imap.as_ref(),
+        imaps.as_ref(),
+        cert.as_os_str(),
+        ALICE.as_ref(),
+        PASSWORD.as_ref(),
+        expected.as_os_str(),
+    ];
+    let stdout = peers::run_script(
+        &tools[1],
+        "tls_clients.py",
+        &args,
+        "TLS clients failed",
+        || server.logs(),
     );
-    eprint!("{stdout}");
     // Each part of the script reported (it stops at the first failure).
     assert_eq!(stdout.lines().count(), 10, "{stdout}");
 }

@@ -61,6 +61,71 @@ pub fn tools(test: &str, names: &[&str]) -> Option<Vec<PathBuf>> {
     None
 }
 
+/// A user of the Dovecot instance that scripts/peers.sh starts.
+pub struct DovecotUser {
+    /// Dovecot's IMAP port on 127.0.0.1.
+    pub port: u16,
+    /// The login name.
+    pub user: String,
+    /// The password.
+    pub password: String,
+    /// The user's mail folder.
+    pub home: String,
+}
+
+/// Which user of the Dovecot instance a test takes: each test that changes a user's
+/// mailboxes has its own, so that tests running at once do not meet.
+#[derive(Clone, Copy, Debug)]
+pub enum DovecotPick {
+    /// The second user (the modified UTF-7 test).
+    Second,
+    /// The last user (the differential test).
+    Last,
+}
+
+/// The Dovecot user `pick`, or `None` after printing why the test skips (the instance
+/// is not configured or not listening); panics instead when `MAILVAULT_REQUIRE_PEERS=1`.
+pub fn dovecot(test: &str, pick: DovecotPick) -> Option<DovecotUser> {
+    let skip = |why: String| {
+        assert!(
+            std::env::var("MAILVAULT_REQUIRE_PEERS").as_deref() != Ok("1"),
+            "MAILVAULT_REQUIRE_PEERS=1 but {why}"
+        );
+        eprintln!("SKIPPED {why}");
+        None
+    };
+    let port = std::env::var("MAILVAULT_DOVECOT_IMAP_PORT")
+        .ok()
+        .and_then(|p| p.parse::<u16>().ok());
+    let users = std::env::var("MAILVAULT_DOVECOT_USERS").ok();
+    let dir = std::env::var("MAILVAULT_DOVECOT_DIR").ok();
+    let (Some(port), Some(users), Some(dir)) = (port, users, dir) else {
+        return skip(format!(
+            "{test}: MAILVAULT_DOVECOT_IMAP_PORT / _USERS / _DIR are not set (run `bash \
+             scripts/peers.sh start` and source the file `bash scripts/peers.sh env` prints)"
+        ));
+    };
+    if TcpStream::connect(("127.0.0.1", port)).is_err() {
+        return skip(format!("{test}: nothing listens on Dovecot's port {port}"));
+    }
+    let mut pairs = users.split_whitespace();
+    let pair = match pick {
+        DovecotPick::Second => pairs.nth(1),
+        DovecotPick::Last => pairs.last(),
+    };
+    let (user, password) = pair
+        .and_then(|u| u.split_once(':'))
+        .map(|(u, p)| (u.to_string(), p.to_string()))
+        .expect("MAILVAULT_DOVECOT_USERS holds user:password pairs");
+    let home = format!("{dir}/mail/{user}");
+    Some(DovecotUser {
+        port,
+        user,
+        password,
+        home,
+    })
+}
+
 /// Where a server stores mail.
 #[derive(Clone, Copy, Debug)]
 pub enum Backend {
@@ -126,6 +191,33 @@ pub fn run_ok(cmd: &mut Command) -> Vec<u8> {
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
+}
+
+/// Runs the Python script `tests/<script>` of this crate with `python` and `args`
+/// (stdin closed), prints its standard output, and fails unless it succeeded, with
+/// `what`, the script's output and `logs` (the servers' logs, read only on failure).
+/// Returns the script's standard output.
+pub fn run_script<S: AsRef<std::ffi::OsStr>>(
+    python: &Path,
+    script: &str,
+    args: &[S],
+    what: &str,
+    logs: impl FnOnce() -> String,
+) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(script);
+    let out = output(Command::new(python).arg(&path).args(args));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "{what} ({script}: {}):\n{stdout}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        logs()
+    );
+    stdout
 }
 
 /// Runs `cmd` (stdin closed) and collects its output.
