@@ -5,9 +5,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use mailvault::engine::DeviceEnrollment;
 use mailvault::format::keyring::{write_bound, KeyringBody, KeyringObject};
 use mailvault::format::slot::KeySlot;
-use mailvault::engine::DeviceEnrollment;
 use mailvault::keys::{DeviceKeyFile, KeyExport};
 
 fuzz_target!(|data: &[u8]| {
