@@ -290,7 +290,13 @@ impl Transaction {
     }
 }
 
-async fn connection<S>(stream: S, state: Arc<Lmtp>) -> std::io::Result<()>
+/// Serves one LMTP connection on `stream` (a TCP or unix socket; the fuzz target
+/// `lmtp_session` gives it an in-memory pipe) until the client quits or the stream ends.
+/// A message not complete when the stream ends is not stored.
+///
+/// # Errors
+/// The stream's I/O errors.
+pub async fn connection<S>(stream: S, state: Arc<Lmtp>) -> std::io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
