@@ -9,9 +9,16 @@
 //! (`VmRSS` of `/proc/self/status`) after each step, so the figures are deltas over the
 //! account already loaded.
 //!
+//! `--realistic` appends the messages of the test corpus (`tests/corpus/mail-parser`:
+//! real mail with its header blocks of a few KiB, attachments, several charsets) in turn,
+//! each with a `Received:` line and a Message-ID of its own, instead of the small
+//! synthetic messages: the email records then carry realistic header blocks, which is what
+//! the account state's size depends on.
+//!
 //! ```sh
 //! cargo run --release --example shared_account                    # 100 000 messages
 //! cargo run --release --example shared_account -- --messages 10000 --separate 10
+//! cargo run --release --example shared_account -- --realistic     # corpus messages
 //! ```
 
 use std::sync::Arc;
@@ -45,16 +52,56 @@ fn message(n: usize) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The messages of the test corpus (`.eml` files, sorted by path).
+fn corpus() -> Vec<Vec<u8>> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("the corpus folder").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "eml") {
+                out.push(path);
+            }
+        }
+    }
+    let mut paths = Vec::new();
+    walk(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/mail-parser"),
+        &mut paths,
+    );
+    paths.sort();
+    paths
+        .iter()
+        .map(|p| std::fs::read(p).expect("a corpus message"))
+        .collect()
+}
+
+/// Corpus message `n` (in turn) as delivered: a `Received:` line and a Message-ID of its
+/// own before its header.
+fn realistic(corpus: &[Vec<u8>], n: usize) -> Vec<u8> {
+    let mut message = format!(
+        "Received: from mx{m}.example.net (mx{m}.example.net [192.0.2.{m}])\r\n\
+         \tby mail.example.org with LMTP id {n:08x}; Fri, 4 Dec 2026 10:00:00 +0000\r\n\
+         Message-ID: <{n}.realistic@example.org>\r\n",
+        m = n % 250
+    )
+    .into_bytes();
+    message.extend_from_slice(&corpus[n % corpus.len()]);
+    message
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> mailvault::Result<()> {
     let mut messages = 100_000usize;
     let mut separate = 10usize;
+    let mut realistic_messages = false;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--messages" => messages = it.next().and_then(|v| v.parse().ok()).unwrap_or(messages),
             "--separate" => separate = it.next().and_then(|v| v.parse().ok()).unwrap_or(separate),
+            "--realistic" => realistic_messages = true,
             other => panic!("unknown argument {other:?}"),
         }
     }
@@ -93,18 +140,53 @@ async fn main() -> mailvault::Result<()> {
         .mailbox_by_name(INBOX)
         .expect("INBOX")
         .id;
+    let corpus = if realistic_messages {
+        corpus()
+    } else {
+        Vec::new()
+    };
     let started = Instant::now();
+    let mut bytes = 0usize;
     for n in 0..messages {
+        let message = if realistic_messages {
+            realistic(&corpus, n)
+        } else {
+            message(n)
+        };
+        bytes += message.len();
         handle
             .write()
             .await
-            .append(inbox, &message(n), AppendOptions::default())
+            .append(inbox, &message, AppendOptions::default())
             .await?;
     }
     handle.write().await.compact().await?;
+    let index: Vec<String> = handle
+        .read()
+        .await
+        .index_usage()
+        .iter()
+        .map(|u| {
+            format!(
+                "{} {} records {} KiB",
+                u.kind as char,
+                u.records,
+                (u.key_bytes + u.value_bytes) / 1024
+            )
+        })
+        .collect();
     println!(
-        "account of {messages} messages built in {:.1} s",
-        started.elapsed().as_secs_f64()
+        "account of {messages} {} messages ({} KiB, {} B each on average) built in {:.1} s; \
+         index records: {}",
+        if realistic_messages {
+            "corpus"
+        } else {
+            "small"
+        },
+        bytes / 1024,
+        bytes / messages.max(1),
+        started.elapsed().as_secs_f64(),
+        index.join(", ")
     );
 
     // One connection: the handle, and its SELECT's view kept.
