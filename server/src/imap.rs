@@ -124,6 +124,14 @@ use crate::config::Accounts;
 const REV2_NO_RECENT: &str = "RECENT, NEW and OLD are not IMAP4rev2 syntax (RFC 9051 9)";
 /// A connection silent this long is closed (RFC 9051 5.4: at least 30 minutes).
 const AUTOLOGOUT: Duration = Duration::from_secs(30 * 60);
+/// A connection not authenticated yet and silent this long is closed (RFC 9051 5.4's 30
+/// minutes are for authenticated clients).
+const PRE_AUTH_TIMEOUT: Duration = Duration::from_secs(3 * 60);
+/// The largest literal accepted before authentication (a LOGIN's name and password).
+const PRE_AUTH_LITERAL: u32 = 8 * 1024;
+/// The longest command accepted before authentication, its literals included (and each
+/// line of an AUTHENTICATE exchange): Dovecot's 64 KiB command line.
+const PRE_AUTH_COMMAND: u32 = 64 * 1024;
 /// The text of a refused literal above `max_message_size` (APPENDLIMIT).
 const TOOBIG_TEXT: &str = "message larger than APPENDLIMIT";
 /// A TLS handshake (IMAPS, or after STARTTLS) not done in this time closes the connection.
@@ -424,12 +432,15 @@ fn server_without_greeting(options: Options, greeting: Greeting<'static>) -> Ser
     }
 }
 
-/// The protocol settings of every connection: literals and commands bounded by
-/// `max_message_size` (APPENDLIMIT).
+/// The protocol settings of every connection: before authentication, literals and
+/// commands bounded by [`PRE_AUTH_LITERAL`] and [`PRE_AUTH_COMMAND`] (an unauthenticated
+/// client must not make the server hold an APPEND-sized literal); [`authenticated_limits`]
+/// raises them once the client is logged in.
 fn protocol_options(state: &Imap) -> Options {
     let mut options = Options::default();
-    options.max_literal_size = state.max_message_size;
-    options.max_command_size = state.max_message_size.saturating_add(64 * 1024);
+    let (literal, command) = authenticated_limits(state);
+    options.max_literal_size = literal.min(PRE_AUTH_LITERAL);
+    options.max_command_size = command.min(PRE_AUTH_COMMAND);
     // A synchronizing literal above the limit is refused by imap-next, before the client
     // sends it, with a tagged BAD and this text (imap-next puts no response code there).
     if let Err(e) = options.set_literal_reject_text(TOOBIG_TEXT.to_owned()) {
@@ -708,6 +719,13 @@ enum Ended {
     StartTls,
 }
 
+/// The literal and command limits of an authenticated client: literals up to
+/// `max_message_size` (APPENDLIMIT), commands 64 KiB more.
+fn authenticated_limits(state: &Imap) -> (u32, u32) {
+    let literal = state.max_message_size.min(u32::MAX - 64 * 1024);
+    (literal, literal + 64 * 1024)
+}
+
 /// The commands of one connection on `stream` until it closes or STARTTLS.
 async fn session<T: Transport>(stream: &mut T, server: &mut Server, conn: &mut Conn<'_>) -> Ended {
     let mut closing = None;
@@ -715,12 +733,26 @@ async fn session<T: Transport>(stream: &mut T, server: &mut Server, conn: &mut C
     let mut idle: Option<(Tag<'static>, watch::Receiver<u64>)> = None;
     // An AUTHENTICATE waiting for the client's response: its tag.
     let mut authenticating: Option<Tag<'static>> = None;
+    // Whether the limits of an authenticated client are in force.
+    let mut raised = false;
     loop {
+        if !raised && conn.account.is_some() {
+            raised = true;
+            let (literal, command) = authenticated_limits(conn.state);
+            if server.set_limits(literal, command).is_err() {
+                tracing::warn!(
+                    literal,
+                    command,
+                    "IMAP: limits of an authenticated client refused"
+                );
+            }
+        }
+        let autologout = if raised { AUTOLOGOUT } else { PRE_AUTH_TIMEOUT };
         let next = match idle.as_mut() {
-            None => tokio::time::timeout(AUTOLOGOUT, stream.next(&mut *server)).await,
+            None => tokio::time::timeout(autologout, stream.next(&mut *server)).await,
             Some((_, changes)) => {
                 tokio::select! {
-                    next = tokio::time::timeout(AUTOLOGOUT, stream.next(&mut *server)) => next,
+                    next = tokio::time::timeout(autologout, stream.next(&mut *server)) => next,
                     changed = changes.changed() => {
                         if changed.is_err() {
                             // The handle is gone (it cannot be while this connection

@@ -40,6 +40,12 @@ const CASES: &[(&str, &[&str])] = &[
     ("huge-literal-2p32", &["A BAD", "Z OK"]),
     ("huge-literal-u32-max", &["A BAD", "Z OK"]),
     ("huge-literal-20-digits", &["A BAD", "Z OK"]),
+    // Before authentication a literal may hold a login name or password, not a message:
+    // one above 8 KiB is refused without a continuation request (an unauthenticated
+    // client must not make the server hold an APPEND-sized literal); after LOGIN the same
+    // size is an APPEND like any other.
+    ("pre-auth-literal", &["A BAD", "Z OK"]),
+    ("post-auth-literal", &["+", "A OK", "Z OK"]),
     // A non-synchronizing literal of 4 GiB: the client does not wait for an answer
     // (RFC 7888), so the server reads and discards what comes, keeping none of it
     // (`huge_literal_plus_memory_is_bounded`); this client stops sending and closes.

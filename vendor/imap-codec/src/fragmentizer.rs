@@ -112,6 +112,16 @@ impl Fragmentizer {
         }
     }
 
+    /// Changes the maximum message size (`None`: no maximum) for the bytes parsed from now
+    /// on; a message whose parsed bytes are already above the new maximum is cut there, as
+    /// when the maximum is exceeded.
+    // mailvault patch (feature `runtime_limits`): a server raises the limit once a client
+    // is authenticated (vendor/PATCHES.md).
+    #[cfg(feature = "runtime_limits")]
+    pub fn set_max_message_size(&mut self, max_message_size: Option<u32>) {
+        self.max_message_size = max_message_size;
+    }
+
     /// Continue parsing the current message until the next fragment is detected.
     ///
     /// Returns `None` if more bytes need to be enqueued via [`Fragmentizer::enqueue_bytes`].
@@ -288,7 +298,9 @@ impl Fragmentizer {
         // How many bytes can we add to the message buffer?
         let remaining_size = self
             .max_message_size
-            .map(|size| size as usize - self.message_buffer.len());
+            // mailvault patch: saturating, since `set_max_message_size` may lower the
+            // maximum below what the current message holds already.
+            .map(|size| (size as usize).saturating_sub(self.message_buffer.len()));
 
         // Add bytes to the message buffer
         match remaining_size {

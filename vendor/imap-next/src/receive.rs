@@ -32,6 +32,13 @@ impl ReceiveState {
         }
     }
 
+    /// Changes the maximum message size for the bytes received from now on.
+    // mailvault patch (feature `runtime_limits`, vendor/PATCHES.md).
+    #[cfg(feature = "runtime_limits")]
+    pub fn set_max_message_size(&mut self, max_message_size: Option<u32>) {
+        self.fragmentizer.set_max_message_size(max_message_size);
+    }
+
     pub fn enqueue_input(&mut self, bytes: &[u8]) {
         self.fragmentizer.enqueue_bytes(bytes);
     }

@@ -134,6 +134,24 @@ impl Server {
         }
     }
 
+    /// Changes [`Options::max_literal_size`] and [`Options::max_command_size`] for what
+    /// the client sends from now on, e.g. raised once the client is authenticated, so that
+    /// an unauthenticated client cannot make the server hold an APPEND-sized literal.
+    /// `max_literal_size < max_command_size` must hold: otherwise nothing changes and
+    /// `Err` is returned.
+    // mailvault patch (feature `runtime_limits`, vendor/PATCHES.md).
+    #[cfg(feature = "runtime_limits")]
+    pub fn set_limits(&mut self, max_literal_size: u32, max_command_size: u32) -> Result<(), ()> {
+        if max_literal_size >= max_command_size {
+            return Err(());
+        }
+        self.options.max_literal_size = max_literal_size;
+        self.options.max_command_size = max_command_size;
+        self.receive_state
+            .set_max_message_size(Some(max_command_size));
+        Ok(())
+    }
+
     /// Enqueues the [`Data`] response for being sent to the client.
     ///
     /// The response is not sent immediately but during one of the next calls of
