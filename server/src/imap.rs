@@ -1367,7 +1367,8 @@ impl Conn<'_> {
     /// The code of EXPUNGE's completion: the mailbox's HIGHESTMODSEQ once QRESYNC is on
     /// (RFC 7162 3.2.7: the client's new resynchronization point).
     async fn expunge_code(&self) -> Result<Option<Code<'static>>, mailvault::Error> {
-        if !self.qresync {
+        // No mailbox any more: another connection deleted it (`sync` said so).
+        if !self.qresync || self.selected.is_none() {
             return Ok(None);
         }
         let current = self.current().await?;
@@ -1583,11 +1584,27 @@ impl Conn<'_> {
         };
         let current = match self.account().view(selected.id).await {
             Ok(view) => view,
-            // Deleted by another connection: every message is gone.
+            // Deleted by another connection: every message is gone (VANISHED once
+            // QRESYNC is on, RFC 7162 3.2.10), and no mailbox is selected any more (the
+            // CLOSED code, RFC 9051 7.1: later commands of the selected state get BAD).
             Err(mailvault::Error::NoSuchMailbox { .. }) => {
-                for i in (0..selected.view.messages.len()).rev() {
-                    server.enqueue_data(Data::Expunge(seq(i)));
+                if self.qresync {
+                    let uids: Vec<u32> = selected.view.messages.iter().map(|m| m.uid).collect();
+                    if let Some(set) = uid_sequence_set(&uids) {
+                        server.enqueue_data(Data::Vanished {
+                            earlier: false,
+                            known_uids: set,
+                        });
+                    }
+                } else {
+                    for i in (0..selected.view.messages.len()).rev() {
+                        server.enqueue_data(Data::Expunge(seq(i)));
+                    }
                 }
+                server.enqueue_status(untagged_ok(
+                    Code::Closed,
+                    "the selected mailbox was deleted by another session",
+                ));
                 self.selected = None;
                 return Ok(());
             }
@@ -2510,10 +2527,16 @@ impl Conn<'_> {
                 if !names.contains(&MessageDataItemName::Flags) {
                     items.push(MessageDataItem::Flags(fetch_flags(&summary.flags)));
                 }
-                // RFC 7162 3.2.4: a flag change reported with its MODSEQ.
+                // RFC 7162 3.2.4: a FETCH that set \Seen reports the change with both
+                // UID and MODSEQ once CONDSTORE is enabled.
                 if self.condstore && !names.contains(&MessageDataItemName::ModSeq) {
                     if let Some(m) = NonZeroU64::new(summary.modseq) {
                         items.push(MessageDataItem::ModSeq(m));
+                    }
+                }
+                if self.condstore && !items.iter().any(|i| matches!(i, MessageDataItem::Uid(_))) {
+                    if let Some(u) = NonZeroU32::new(summary.uid) {
+                        items.insert(0, MessageDataItem::Uid(u));
                     }
                 }
             }
@@ -2847,7 +2870,9 @@ impl Conn<'_> {
             if items.is_empty() {
                 continue;
             }
-            if uid || self.qresync {
+            // RFC 7162 3.2.4: once CONDSTORE is enabled, the FETCH responses a STORE
+            // causes carry the UID (and the MODSEQ, above).
+            if uid || self.condstore || self.qresync {
                 if let Some(u) = NonZeroU32::new(m.uid) {
                     items.insert(0, MessageDataItem::Uid(u));
                 }
@@ -2967,14 +2992,14 @@ fn announce_changes(
         if let Ok(j) = old.messages.binary_search_by_key(&m.uid, |o| o.uid) {
             if old.messages[j].flags != m.flags {
                 let mut items = vec![MessageDataItem::Flags(fetch_flags(&m.flags))];
-                // RFC 7162 3.2.4 (MODSEQ once CONDSTORE is on), 3.2.10 (UID once QRESYNC
-                // is on).
+                // RFC 7162 3.2.4: once CONDSTORE is enabled, every FETCH response of a
+                // change (by this session or another) carries both UID and MODSEQ.
                 if condstore {
                     if let Some(modseq) = NonZeroU64::new(m.modseq) {
                         items.push(MessageDataItem::ModSeq(modseq));
                     }
                 }
-                if qresync {
+                if condstore || qresync {
                     if let Some(u) = NonZeroU32::new(m.uid) {
                         items.insert(0, MessageDataItem::Uid(u));
                     }

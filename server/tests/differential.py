@@ -1239,6 +1239,14 @@ KNOWN = [
         label=r"STORE 1:(4 \+FLAGS \(\\Flagged|3 \+FLAGS \(\\Answered)\)",
     ),
     Known(
+        "STORE .SILENT once CONDSTORE is on: Dovecot's FETCH response carries MODSEQ without "
+        "the UID, mailvault both (RFC 7162 3.2.4: \"Once a CONDSTORE enabling command is "
+        "issued by the client, the server MUST automatically include both UID and "
+        "mod-sequence data in all subsequent untagged FETCH responses\")",
+        label=r"STORE (5 \(UNCHANGEDSINCE m1\) \+FLAGS\.SILENT \(\$Resync\)|6 \+FLAGS\.SILENT \(\\Deleted\))",
+        item="UID",
+    ),
+    Known(
         "Dovecot defines a keyword named in SEARCH KEYWORD and announces it (FLAGS, "
         "PERMANENTFLAGS); mailvault announces the keywords messages carry (RFC 9051 7.3.5: "
         "\"Flags other than the system flags can also exist, depending on server "

@@ -5,7 +5,8 @@
 //! SELECT, STATUS DELETED and SIZE, `\NonExistent` and children attributes, RECENT/NEW/OLD
 //! refused) while the first keeps RFC 3501's answers and modified UTF-7 (imapclient's
 //! `imap_utf7`). Dovecot 2.3 speaks no IMAP4rev2: the checks cite the RFC text instead of a
-//! peer; the script's docstring lists what is and is not implemented.
+//! peer; the script's docstring lists what is and is not implemented. `session_rules`
+//! (`sessions.py`) holds the server to RFC rules across commands and sessions.
 //!
 //! Skipped (with a printed reason) when the peers' Python (with imapclient) is missing,
 //! failed instead when `MAILVAULT_REQUIRE_PEERS=1`.
@@ -32,6 +33,31 @@ fn imap4rev2_sessions() {
         "rev2.py",
         &[imap.as_str(), USER, PASSWORD],
         "IMAP4rev2 checks failed",
+        || server.logs(),
+    );
+    assert!(server.alive(), "the server survives:\n{}", server.logs());
+}
+
+/// Session rules across commands and sessions that a review of the server against the
+/// RFCs found broken (`tests/sessions.py`, which cites them): UID and MODSEQ in every
+/// FETCH response of a change once CONDSTORE is enabled (RFC 7162 3.2.4), and a session
+/// whose selected mailbox another session deletes (it panicked at EXPUNGE under QRESYNC).
+#[test]
+fn session_rules() {
+    let test = "session_rules";
+    let Some(paths) = tools(test, &["python"]) else {
+        return;
+    };
+    let Some(mut server) = MailServer::create(test, Backend::Local, &[USER]) else {
+        return;
+    };
+    server.start();
+    let imap = server.imap.to_string();
+    peers::run_script(
+        &paths[0],
+        "sessions.py",
+        &[imap.as_str(), USER, PASSWORD],
+        "session rules failed",
         || server.logs(),
     );
     assert!(server.alive(), "the server survives:\n{}", server.logs());

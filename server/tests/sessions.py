@@ -1,0 +1,111 @@
+"""Session rules that hold across commands and sessions, on a running `mailvault serve`
+(each found by a review of the server against the RFCs; Dovecot's answers are in the
+differential test, these are the RFC's).
+
+Usage: sessions.py IMAP_PORT USER PASSWORD
+
+- RFC 7162 3.2.4: "Once a CONDSTORE enabling command is issued by the client, the server
+  MUST automatically include both UID and mod-sequence data in all subsequent untagged
+  FETCH responses (until the connection is closed), whether they were caused by a regular
+  STORE/UID STORE, a STORE/UID STORE with an UNCHANGEDSINCE modifier, a FETCH/UID FETCH
+  that implicitly set the \\Seen flag, or an external agent."
+- The selected mailbox deleted by another session: the session keeps running (a tagged
+  answer to every command), reports the messages gone (VANISHED once QRESYNC is on, RFC
+  7162 3.2.10: "the server MUST NOT send EXPUNGE responses ... it MUST send VANISHED
+  responses instead"), says no mailbox is selected any more (CLOSED), and answers the
+  selected state's commands with BAD afterwards.
+
+Raw sockets through `rev2.Session`. Exit status 1 with the failed checks on stdout.
+"""
+
+import sys
+
+from rev2 import Session, check, failures, untagged
+
+MESSAGE = b"From: a@example.org\r\nSubject: %d\r\n\r\nbody %d\r\n"
+
+
+def fetches(lines):
+    return [l for l in lines if l.startswith(b"* ") and b" FETCH (" in l]
+
+
+def check_uid_and_modseq(lines, what, uid):
+    got = fetches(lines)
+    check(len(got) == 1, f"{what}: one FETCH response: {lines!r}")
+    for line in got:
+        check(b"UID %d " % uid in line or b"UID %d)" % uid in line, f"{what}: UID {uid} in {line!r}")
+        check(b"MODSEQ (" in line, f"{what}: MODSEQ in {line!r}")
+
+
+def condstore_fetches(a, b):
+    a.command(b"ENABLE CONDSTORE")
+    a.command(b"CREATE cs")
+    for n in (1, 2):
+        lines = a.command(b"APPEND cs", literal=MESSAGE % (n, n))
+        check(a.status_of(lines) == b"OK", f"APPEND: {lines!r}")
+    lines = a.command(b"SELECT cs")
+    check(a.status_of(lines) == b"OK", f"SELECT cs: {lines!r}")
+    # A regular STORE, by sequence number.
+    check_uid_and_modseq(a.command(b"STORE 1 +FLAGS (\\Flagged)"), "STORE", 1)
+    # A FETCH that sets \Seen, asking for neither UID nor MODSEQ.
+    check_uid_and_modseq(a.command(b"FETCH 2 (BODY[TEXT])"), "FETCH setting \\Seen", 2)
+    # A change by an external agent, seen at NOOP.
+    b.command(b"SELECT cs")
+    lines = b.command(b"STORE 1 -FLAGS.SILENT (\\Flagged)")
+    check(b.status_of(lines) == b"OK", f"the other session's STORE: {lines!r}")
+    b.command(b"UNSELECT")
+    check_uid_and_modseq(a.command(b"NOOP"), "a change by another session", 1)
+    a.command(b"UNSELECT")
+
+
+def selected_mailbox_deleted(port, user, password, b):
+    for qresync in (True, False):
+        c = Session(port, user, password)
+        name = b"gone-q" if qresync else b"gone"
+        c.command(b"CREATE " + name)
+        for n in (1, 2, 3):
+            c.command(b"APPEND " + name, literal=MESSAGE % (n, n))
+        if qresync:
+            c.command(b"ENABLE QRESYNC")
+        lines = c.command(b"EXAMINE " + name)
+        check(c.status_of(lines) == b"OK", f"EXAMINE: {lines!r}")
+        lines = b.command(b"DELETE " + name)
+        check(b.status_of(lines) == b"OK", f"the other session's DELETE: {lines!r}")
+        what = "QRESYNC" if qresync else "no QRESYNC"
+        try:
+            lines = c.command(b"EXPUNGE")
+        except AssertionError as e:
+            check(False, f"{what}: EXPUNGE after the mailbox was deleted: {e}")
+            continue
+        check(c.status_of(lines) in (b"OK", b"NO"), f"{what}: EXPUNGE answered: {lines!r}")
+        expunges = [l for l in lines if l.startswith(b"* ") and l.rstrip().endswith(b" EXPUNGE")]
+        vanished = untagged(lines, b"VANISHED")
+        if qresync:
+            check(expunges == [], f"{what}: no EXPUNGE responses: {lines!r}")
+            check(vanished == [b"* VANISHED 1:3\r\n"], f"{what}: VANISHED 1:3: {lines!r}")
+        else:
+            check(len(expunges) == 3, f"{what}: three EXPUNGE responses: {lines!r}")
+            check(vanished == [], f"{what}: no VANISHED: {lines!r}")
+        check(any(b"[CLOSED]" in l for l in lines), f"{what}: CLOSED: {lines!r}")
+        lines = c.command(b"FETCH 1 (FLAGS)")
+        check(c.status_of(lines) == b"BAD", f"{what}: FETCH with no mailbox selected: {lines!r}")
+        lines = c.command(b"NOOP")
+        check(c.status_of(lines) == b"OK", f"{what}: NOOP after: {lines!r}")
+        c.close()
+
+
+def main(port, user, password):
+    a = Session(port, user, password)
+    b = Session(port, user, password)
+    condstore_fetches(a, b)
+    selected_mailbox_deleted(port, user, password, b)
+    a.close()
+    b.close()
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), sys.argv[2], sys.argv[3])
+    for f in failures:
+        print("FAILED", f)
+    print("%d failed checks" % len(failures))
+    sys.exit(1 if failures else 0)
