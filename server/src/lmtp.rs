@@ -431,20 +431,42 @@ where
                     .await?;
                 return Ok(());
             }
-            // A chunk larger than any message accepted: its bytes are not worth reading,
-            // and the connection cannot go on without reading them.
-            Request::Bdat { chunk_size, .. } if chunk_size > state.max_message_size => {
-                write
-                    .write_all(
-                        format!(
-                            "552 5.3.4 a chunk above the limit of {} bytes, closing the \
-                             connection\r\n",
-                            state.max_message_size
-                        )
-                        .as_bytes(),
+            // A chunk larger than any message accepted: the message is refused, its bytes
+            // read and dropped (RFC 3030 2: the chunk follows whatever the reply, and only
+            // then comes the next command; RFC 5321 3.8: a server closes only after QUIT
+            // or with 421). After the last chunk one reply per recipient (RFC 2033 4.2),
+            // otherwise one, and the chunks that follow are refused.
+            Request::Bdat {
+                chunk_size,
+                is_last,
+            } if chunk_size > state.max_message_size => {
+                let mut nowhere = Pieces(None);
+                if !input.chunk(chunk_size, &mut nowhere).await? {
+                    return Ok(());
+                }
+                let refusal = |address: &str| {
+                    format!(
+                        "552 5.3.4 {address}message above the limit of {} bytes\r\n",
+                        state.max_message_size
                     )
-                    .await?;
-                return Ok(());
+                };
+                let recipients: Vec<String> = if tx.from.is_some() {
+                    tx.recipients.iter().map(|(a, _)| a.clone()).collect()
+                } else {
+                    Vec::new()
+                };
+                tx.reset().await;
+                if is_last && !recipients.is_empty() {
+                    recipients
+                        .iter()
+                        .map(|a| refusal(&format!("<{a}> ")))
+                        .collect()
+                } else {
+                    if !is_last {
+                        tx.chunks_refused = true;
+                    }
+                    refusal("")
+                }
             }
             Request::Bdat {
                 chunk_size,

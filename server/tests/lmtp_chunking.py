@@ -8,7 +8,9 @@ speaks BDAT): LHLO announces CHUNKING; a message in BDAT chunks cut inside lines
 inside a CRLF, with lines that start with a dot (BDAT carries no dot-stuffing), to two
 accounts: one 250 per chunk, then one reply per recipient, and the bytes read back by
 IMAP equal to what was sent; the same message sent again is stored once; BDAT without a
-recipient is refused (503) and its chunk skipped; DATA after BDAT is refused; RSET in the
+recipient is refused (503) and its chunk skipped; a chunk above the size limit is refused
+(552 per recipient after the last chunk) with the connection going on; DATA after BDAT is
+refused; RSET in the
 middle of a chunked message and a connection closed inside a BDAT chunk or inside DATA
 store nothing. Standard library only. Exit status 0 when every check holds.
 """
@@ -208,22 +210,44 @@ def main():
     check(lmtp.command(b"QUIT")[-1].startswith(b"221"), "QUIT 221")
     lmtp.close()
 
-    # A BDAT chunk above the size limit, one too large for any integer (which smtp-proto
-    # 0.2.5 reads as a small number), and one whose size is not a number: the chunk's
-    # bytes are not read as commands; the server answers and closes the connection.
-    for command, code in [
-        (b"BDAT 99999999999999999999999 LAST", b"421"),
-        (b"BDAT 2000000000", b"552"),
-        (b"BDAT x LAST", b"421"),
-    ]:
+    # A BDAT chunk too large for any integer (which smtp-proto 0.2.5 reads as a small
+    # number) and one whose size is not a number: the chunk's end cannot be found, so
+    # the server answers 421 and closes (RFC 5321 3.8) rather than read its bytes as
+    # commands.
+    for command in [b"BDAT 99999999999999999999999 LAST", b"BDAT x LAST"]:
         lmtp = Lmtp(endpoint)
         lmtp.command(b"LHLO client.example.org")
         envelope(lmtp, [user])
         lmtp.send(command + b"\r\nRSET\r\n")
         r = lmtp.reply()[-1]
-        check(r.startswith(code), f"{command!r} answered {code!r}: {r!r}")
+        check(r.startswith(b"421"), f"{command!r} answered 421: {r!r}")
         check(lmtp.reader.readline() == b"", "and the connection closed")
         lmtp.close()
+
+    # A chunk above the size limit (the server's default, 64 MiB): refused, its bytes
+    # read and dropped, and the connection goes on (RFC 5321 3.8 closes only with 421).
+    # As the last chunk, one 552 per recipient (RFC 2033 4.2); before the last, one
+    # 552, and the next chunk is refused too. Nothing is stored.
+    over = 64 * 1024 * 1024 + 1
+    big = b"Subject: " + b"over " + tag.encode() + b"\r\n\r\n"
+    big += b"x" * (over - len(big))
+    lmtp = Lmtp(endpoint)
+    lmtp.command(b"LHLO client.example.org")
+    envelope(lmtp, [user, user2])
+    lmtp.send(b"BDAT %d LAST\r\n" % over + big)
+    replies = [lmtp.reply()[-1] for _ in (user, user2)]
+    check(all(r.startswith(b"552") for r in replies), f"a last chunk above the limit: 552 per recipient: {replies!r}")
+    check(lmtp.command(b"NOOP")[-1].startswith(b"250"), "the connection goes on after it (NOOP 250)")
+    envelope(lmtp, [user])
+    lmtp.send(b"BDAT %d\r\n" % over + big)
+    r = lmtp.reply()[-1]
+    check(r.startswith(b"552"), f"a chunk above the limit before the last: one 552: {r!r}")
+    lmtp.send(b"BDAT 5 LAST\r\nxxxxx")
+    r = lmtp.reply()[-1]
+    check(r.startswith(b"503"), f"and the chunk after it is refused: {r!r}")
+    check(lmtp.command(b"QUIT")[-1].startswith(b"221"), "QUIT 221")
+    lmtp.close()
+    over_subject = b"over " + tag.encode()
 
     # A connection that ends inside a BDAT chunk, one inside DATA, and one reset (RST)
     # inside DATA (the read fails instead of ending): nothing stored.
@@ -254,7 +278,7 @@ def main():
     bdat(lmtp, message_with(barrier, [b"after the cuts"]), [], [user])
     lmtp.close()
     check(len(wait_for(imap_port, user, password, barrier.decode(), 1)) == 1, "the second barrier arrived")
-    for subject in (reset, cut, cut_data, cut_rst):
+    for subject in (reset, cut, cut_data, cut_rst, over_subject):
         found = search_subject(imap_port, user, password, subject.decode())
         check(not found, f"nothing stored of {subject.decode()!r}")
     print("all LMTP chunking checks passed on", endpoint)
