@@ -1028,8 +1028,9 @@ fn read_str<'a>(r: &mut Reader<'a>) -> Result<&'a str> {
     std::str::from_utf8(r.bytes()?).map_err(|_| Error::Tampered)
 }
 
-/// Skips a stored list of `u32`-length-prefixed strings (`per_item` of them per item,
-/// each optional when `optional_first`: an address is an optional name and an address).
+/// Skips a stored list whose items are a `u32`-length-prefixed string, preceded by an
+/// optional one when `optional_first` (an address: an optional name, then the address);
+/// each item takes at least `min_item_len` bytes.
 fn skip_strings(r: &mut Reader<'_>, min_item_len: usize, optional_first: bool) -> Result<()> {
     let count = r.u32()? as usize;
     if count.saturating_mul(min_item_len) > r.remaining().len() {

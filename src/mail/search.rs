@@ -851,3 +851,42 @@ impl Mailstore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::contains_ignore_case;
+
+    /// The in-place ASCII comparison answers as lowercasing both sides does, and text
+    /// that is not ASCII (whose lowercase may be ASCII: the Kelvin sign's is `k`) takes
+    /// the lowercasing path.
+    #[test]
+    fn contains_ignore_case_answers_as_lowercasing() {
+        let texts = [
+            "",
+            "a",
+            "Re: Project Update #42 (budget)",
+            "needle 42",
+            "NEEDLE",
+            "nee dle",
+            "\u{212A}elvin scale",
+            "Stra\u{df}e",
+            "\u{130}stanbul",
+            "\u{dc}N\u{cf}CODE",
+            "[x] needle",
+        ];
+        for haystack in texts {
+            for needle in texts {
+                let expected =
+                    needle.is_empty() || haystack.to_lowercase().contains(&needle.to_lowercase());
+                assert_eq!(
+                    contains_ignore_case(haystack, needle),
+                    expected,
+                    "{haystack:?} contains {needle:?}"
+                );
+            }
+        }
+        assert!(contains_ignore_case("\u{212A}elvin scale", "KELVIN"));
+        assert!(contains_ignore_case("Re: Project Update", "pROJECT uP"));
+        assert!(!contains_ignore_case("needle", "needles"));
+    }
+}
