@@ -26,6 +26,14 @@
 //!   [`REMOVE_EVERY`] appends, so the mailbox stays within N..N + 50 messages;
 //! - `changes_since/N`: [`Mailstore::changes_since`]`(INBOX, modseq − 10)` after 10 flag
 //!   updates on 10 messages, from memory;
+//! - `search/{subject,from,unseen,since,unanalyzed}/N`: [`Mailstore::search_view`] over
+//!   the mailbox's view (what an IMAP server passes: its own snapshot, computed once) for
+//!   `HEADER Subject "#<n> ("` (five messages: one thread), `FROM "sender7@"`, `UNSEEN`
+//!   and `SINCE` the day of the middle message; `unanalyzed` is
+//!   [`Mailstore::unanalyzed`], the check a server makes before a header key;
+//!   `search/reference_subject/N`: the floor, the same subject search as a plain linear
+//!   scan over the subjects held in memory as a `Vec<String>` (lowercased each time, as
+//!   a case-insensitive match does);
 //! - `mime_part/{read_part,read}/10MiB`: a 10 MiB `multipart/mixed` message (2 KiB of text,
 //!   a ~10 MiB base64 attachment, 1 KiB of text at the end): [`Mailstore::read_part`] of
 //!   the last text part's body (`BODY[3]`) against [`Mailstore::read`] of the whole
@@ -61,7 +69,8 @@ use mailvault::directory::{Directory, MemoryDirectory};
 use mailvault::ids::{AccountId, DeploymentId, MailboxId};
 use mailvault::index::IndexStore;
 use mailvault::mail::{
-    AppendOptions, EmailRecord, FlagChange, Flags, Mailstore, PartSection, INBOX,
+    AppendOptions, EmailRecord, FlagChange, Flags, HeaderField, Mailstore, PartSection, SearchDay,
+    SearchKey, INBOX,
 };
 use mailvault::storage::{naming, open_store, CountingStore, DynStore, RequestKind};
 use tokio::runtime::Runtime;
@@ -970,6 +979,106 @@ fn append_group(c: &mut Criterion, b: &mut Bench) {
     group.finish();
 }
 
+/// Case-insensitive substring search as the reference does it: both sides lowercased.
+fn reference_contains(haystack: &str, needle_lower: &str) -> bool {
+    haystack.to_lowercase().contains(needle_lower)
+}
+
+fn search_group(c: &mut Criterion, b: &Bench) {
+    let mut group = c.benchmark_group("search");
+    for fixture in &b.fixtures {
+        let messages = fixture.messages;
+        configure(&mut group, messages);
+        group.throughput(Throughput::Elements(messages as u64));
+        let mail = &fixture.mail;
+        let view = mail.view(fixture.inbox).expect("view");
+        assert_eq!(view.messages.len(), messages);
+        // The floor: the subjects in memory, scanned.
+        let subjects: Vec<String> = view
+            .messages
+            .iter()
+            .map(|m| {
+                mail.email(fixture.inbox, m.uid)
+                    .expect("email")
+                    .envelope
+                    .subject
+                    .unwrap_or_default()
+            })
+            .collect();
+        let thread = messages as u64 / 10;
+        let needle = format!("#{thread} (");
+        let middle = BASE_DATE + (messages as i64 / 2) * 397;
+        let keys = [
+            (
+                "subject",
+                SearchKey::Header(HeaderField::Subject, needle.to_uppercase()),
+                5,
+            ),
+            (
+                "from",
+                SearchKey::Header(HeaderField::From, "SENDER7@".to_owned()),
+                (0..messages).filter(|i| i % 211 == 7).count(),
+            ),
+            (
+                "unseen",
+                SearchKey::NoFlag(Flags::SEEN.to_owned()),
+                view.messages
+                    .iter()
+                    .filter(|m| !m.flags.contains(Flags::SEEN))
+                    .count(),
+            ),
+            (
+                "since",
+                SearchKey::Since(SearchDay::of_timestamp(middle)),
+                0,
+            ),
+        ];
+        for (name, key, expected) in &keys {
+            let found = mail.search_view(&view, key).expect("search");
+            if *name != "since" {
+                assert_eq!(found.len(), *expected, "{name}: {found:?}");
+            } else {
+                assert!(
+                    found.len() > messages / 2 - 500 && found.len() < messages / 2 + 500,
+                    "since: {} found",
+                    found.len()
+                );
+            }
+            group.bench_function(BenchmarkId::new(*name, label(messages)), |bench| {
+                bench.iter_with_large_drop(|| mail.search_view(&view, black_box(key)))
+            });
+        }
+        assert!(mail.unanalyzed(&view).expect("unanalyzed").is_empty());
+        group.bench_function(BenchmarkId::new("unanalyzed", label(messages)), |bench| {
+            bench.iter_with_large_drop(|| mail.unanalyzed(black_box(&view)))
+        });
+        let needle_lower = needle.to_lowercase();
+        let uids: Vec<u32> = view.messages.iter().map(|m| m.uid).collect();
+        let found: Vec<u32> = subjects
+            .iter()
+            .zip(&uids)
+            .filter(|(s, _)| reference_contains(s, &needle_lower))
+            .map(|(_, &u)| u)
+            .collect();
+        assert_eq!(found.len(), 5);
+        group.bench_function(
+            BenchmarkId::new("reference_subject", label(messages)),
+            |bench| {
+                bench.iter_with_large_drop(|| {
+                    let needle = black_box(&needle).to_lowercase();
+                    subjects
+                        .iter()
+                        .zip(&uids)
+                        .filter(|(s, _)| reference_contains(s, &needle))
+                        .map(|(_, &u)| u)
+                        .collect::<Vec<u32>>()
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
 fn mime_group(c: &mut Criterion, b: &Bench) {
     let mut group = c.benchmark_group("mime_part");
     configure(&mut group, 0);
@@ -1174,6 +1283,7 @@ fn main() {
     flag_update_group(&mut c, &mut bench);
     changes_group(&mut c, &mut bench);
     append_group(&mut c, &mut bench);
+    search_group(&mut c, &bench);
     mime_group(&mut c, &bench);
     c.final_summary();
     open_report("right after the setup", &steady);

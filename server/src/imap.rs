@@ -182,6 +182,13 @@ pub async fn accept_loop(listener: TcpListener, state: Arc<Imap>, implicit_tls: 
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                // A response is often several writes (untagged data, then the tagged
+                // status): with Nagle's algorithm, each write after the first waited for
+                // the client's delayed acknowledgement (40 ms on Linux) of the one
+                // before. Without it (TCP_NODELAY), each write goes out at once.
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(%peer, error = %e, "IMAP: TCP_NODELAY not set");
+                }
                 let state = state.clone();
                 tokio::spawn(async move {
                     tracing::debug!(%peer, implicit_tls, "IMAP connection");
@@ -2616,17 +2623,22 @@ impl Conn<'_> {
         }
         let id = self.selected_id();
         let current = self.current().await?;
-        // The client's numbering, today's flags: what SEARCH compares.
+        // The client's numbering, today's flags: what SEARCH compares. Nothing changed
+        // since the client's snapshot (the usual case): the snapshot itself.
         let view = {
             let snapshot = &self.selected.as_ref().expect("selected").view;
-            MailboxView {
-                mailbox: current.mailbox.clone(),
-                status: current.status,
-                messages: snapshot
-                    .messages
-                    .iter()
-                    .map(|m| now_of(&current, m.uid).unwrap_or(m).clone())
-                    .collect(),
+            if Arc::ptr_eq(snapshot, &current) {
+                current.clone()
+            } else {
+                Arc::new(MailboxView {
+                    mailbox: current.mailbox.clone(),
+                    status: current.status,
+                    messages: snapshot
+                        .messages
+                        .iter()
+                        .map(|m| now_of(&current, m.uid).unwrap_or(m).clone())
+                        .collect(),
+                })
             }
         };
         let mut texts = Vec::new();

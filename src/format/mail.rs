@@ -973,6 +973,224 @@ impl EmailRecord {
     }
 }
 
+/// What a search compares of a stored email record (or analysis record), read in place
+/// and only as far as a key needs: the internal date, and the envelope's items, each
+/// found by walking the envelope from its start when a key asks for it. Nothing is copied
+/// and the MIME parts, the header block and the preview are never read: a search reads
+/// this for every message of a mailbox, where a whole parse copied up to 16 KiB of header
+/// block per message, and even a walk over the whole envelope waited for several cache
+/// misses per record (each item's length says where the next one is). Each item a key
+/// reads is checked as [`Envelope::read`] checks it; a record malformed in items no key
+/// reads is reported by the reads that parse it whole.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SearchFields<'a> {
+    /// Internal date (Unix seconds).
+    pub(crate) internal_date: i64,
+    /// Whether the envelope was computed from the body (an email record imported from a
+    /// sealed delivery and not analyzed has an empty one).
+    pub(crate) analyzed: bool,
+    /// The record's version (the envelope's items depend on it).
+    version: u8,
+    /// The record from the envelope's first byte on.
+    envelope: &'a [u8],
+}
+
+/// The envelope's items in stored order, up to the last one a search compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum EnvelopeItem {
+    Date,
+    Subject,
+    /// The address list of [`AddressField::ALL`]`[n]`.
+    Addresses(u8),
+    MessageId,
+    InReplyTo,
+    References,
+    DateZone,
+}
+
+impl EnvelopeItem {
+    /// The item stored after this one.
+    fn next(self) -> Self {
+        match self {
+            Self::Date => Self::Subject,
+            Self::Subject => Self::Addresses(0),
+            Self::Addresses(n) if n < 5 => Self::Addresses(n + 1),
+            Self::Addresses(_) => Self::MessageId,
+            Self::MessageId => Self::InReplyTo,
+            Self::InReplyTo => Self::References,
+            Self::References | Self::DateZone => Self::DateZone,
+        }
+    }
+}
+
+/// Reads a string in place.
+fn read_str<'a>(r: &mut Reader<'a>) -> Result<&'a str> {
+    std::str::from_utf8(r.bytes()?).map_err(|_| Error::Tampered)
+}
+
+/// Skips a stored list whose items are a `u32`-length-prefixed string, preceded by an
+/// optional one when `optional_first` (an address: an optional name, then the address);
+/// each item takes at least `min_item_len` bytes.
+fn skip_strings(r: &mut Reader<'_>, min_item_len: usize, optional_first: bool) -> Result<()> {
+    let count = r.u32()? as usize;
+    if count.saturating_mul(min_item_len) > r.remaining().len() {
+        return Err(Error::Tampered);
+    }
+    for _ in 0..count {
+        if optional_first {
+            r.option(Reader::bytes)?;
+        }
+        r.bytes()?;
+    }
+    Ok(())
+}
+
+impl<'a> SearchFields<'a> {
+    /// Reads the fixed-size prefix of a stored email record.
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedVersion`] or [`Error::Tampered`].
+    pub(crate) fn of_email(bytes: &'a [u8]) -> Result<Self> {
+        let (mut r, version) = start_versioned("email record", bytes, EMAIL_RECORD_VERSION)?;
+        let pin_len = BlobPin::serialized_len(r.remaining())?;
+        // The pin (not compared), the internal date, the size (the message record's is
+        // compared), the thread id.
+        r.take(pin_len)?;
+        let internal_date = r.u64()? as i64;
+        r.take(8 + 16)?;
+        if !matches!(r.u8()?, 1 | 2) {
+            return Err(Error::Tampered);
+        }
+        let analyzed = match r.u8()? {
+            0 => false,
+            1 => true,
+            _ => return Err(Error::Tampered),
+        };
+        Ok(Self {
+            internal_date,
+            analyzed,
+            version,
+            envelope: r.remaining(),
+        })
+    }
+
+    /// The search fields of a stored analysis record, for the email record `email`
+    /// (whose internal date they keep).
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedVersion`] or [`Error::Tampered`].
+    pub(crate) fn of_analysis(bytes: &'a [u8], email: &SearchFields<'_>) -> Result<Self> {
+        let (mut r, version) = start_versioned("analysis record", bytes, ANALYSIS_RECORD_VERSION)?;
+        r.take(16)?;
+        Ok(Self {
+            internal_date: email.internal_date,
+            analyzed: true,
+            version,
+            envelope: r.remaining(),
+        })
+    }
+
+    /// A reader at `item`, the items before it skipped.
+    fn at(&self, item: EnvelopeItem) -> Result<Reader<'a>> {
+        let mut r = Reader::new(self.envelope);
+        let mut at = EnvelopeItem::Date;
+        while at < item {
+            match at {
+                EnvelopeItem::Date => {
+                    r.option(Reader::u64)?;
+                }
+                EnvelopeItem::Subject | EnvelopeItem::MessageId => {
+                    r.option(Reader::bytes)?;
+                }
+                EnvelopeItem::Addresses(_) => skip_strings(&mut r, 5, true)?,
+                EnvelopeItem::InReplyTo | EnvelopeItem::References => {
+                    skip_strings(&mut r, 4, false)?
+                }
+                EnvelopeItem::DateZone => break,
+            }
+            at = at.next();
+        }
+        Ok(r)
+    }
+
+    /// `Date:` as Unix seconds, and its zone (minutes east of UTC) when the record has
+    /// one.
+    ///
+    /// # Errors
+    /// [`Error::Tampered`].
+    pub(crate) fn sent(&self) -> Result<Option<(i64, Option<i16>)>> {
+        let Some(date) = self.at(EnvelopeItem::Date)?.option(Reader::u64)? else {
+            return Ok(None);
+        };
+        let zone = if self.version >= 2 {
+            self.at(EnvelopeItem::DateZone)?
+                .option(|r| r.u16().map(|z| z as i16))?
+        } else {
+            None
+        };
+        Ok(Some((date as i64, zone)))
+    }
+
+    /// `Subject:`, decoded.
+    ///
+    /// # Errors
+    /// [`Error::Tampered`].
+    pub(crate) fn subject(&self) -> Result<Option<&'a str>> {
+        self.at(EnvelopeItem::Subject)?.option(read_str)
+    }
+
+    /// `Message-ID:` without angle brackets.
+    ///
+    /// # Errors
+    /// [`Error::Tampered`].
+    pub(crate) fn message_id(&self) -> Result<Option<&'a str>> {
+        self.at(EnvelopeItem::MessageId)?.option(read_str)
+    }
+
+    /// Calls `each` with the addresses of `field`, in order: (display name, address).
+    ///
+    /// # Errors
+    /// [`Error::Tampered`].
+    pub(crate) fn addresses(
+        &self,
+        field: AddressField,
+        each: &mut dyn FnMut(Option<&str>, &str),
+    ) -> Result<()> {
+        let mut r = self.at(EnvelopeItem::Addresses(field as u8))?;
+        let count = r.u32()? as usize;
+        if count.saturating_mul(5) > r.remaining().len() {
+            return Err(Error::Tampered);
+        }
+        for _ in 0..count {
+            let name = r.option(read_str)?;
+            each(name, read_str(&mut r)?);
+        }
+        Ok(())
+    }
+
+    /// Calls `each` with the `In-Reply-To:` (`references` false) or `References:` ids,
+    /// in order.
+    ///
+    /// # Errors
+    /// [`Error::Tampered`].
+    pub(crate) fn ids(&self, references: bool, each: &mut dyn FnMut(&str)) -> Result<()> {
+        let item = if references {
+            EnvelopeItem::References
+        } else {
+            EnvelopeItem::InReplyTo
+        };
+        let mut r = self.at(item)?;
+        let count = r.u32()? as usize;
+        if count.saturating_mul(4) > r.remaining().len() {
+            return Err(Error::Tampered);
+        }
+        for _ in 0..count {
+            each(read_str(&mut r)?);
+        }
+        Ok(())
+    }
+}
+
 fn put_parts(out: &mut Vec<u8>, parts: &[MimePart]) {
     put_list(out, parts, |out, p| p.put(out));
 }

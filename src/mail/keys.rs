@@ -123,6 +123,13 @@ pub(crate) fn email(id: &EmailId) -> Vec<u8> {
     [&[EMAIL][..], id.as_bytes()].concat()
 }
 
+/// [`email`] without an allocation: a loop over many emails builds its keys in place.
+pub(crate) fn email_array(id: &EmailId) -> [u8; 17] {
+    let mut key = [EMAIL; 17];
+    key[1..].copy_from_slice(id.as_bytes());
+    key
+}
+
 pub(crate) fn analysis(id: &EmailId) -> Vec<u8> {
     [&[ANALYSIS][..], id.as_bytes()].concat()
 }

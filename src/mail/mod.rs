@@ -483,6 +483,10 @@ fn email_record(c: &Collection, id: &EmailId) -> Result<Option<EmailRecord>> {
         return Ok(None);
     };
     let record = EmailRecord::parse(bytes)?;
+    if record.analyzed {
+        // Analyzed at its append or import: no analysis record is ever written for it.
+        return Ok(Some(record));
+    }
     match c.get(&keys::analysis(id)) {
         Some(analysis) => record
             .with_analysis(EmailAnalysis::parse(analysis)?)

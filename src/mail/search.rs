@@ -17,6 +17,7 @@
 //!   joined by `, `, group syntax and comments dropped.
 
 use super::*;
+use crate::format::mail::SearchFields;
 
 /// A day (no time, no zone) for the date keys: days since 1970-01-01.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -86,33 +87,144 @@ impl HeaderField {
         })
     }
 
-    /// The field's text in `envelope`, as [`SearchKey::Header`] matches it; `None` when
-    /// the message has no such field.
-    fn text(self, envelope: &Envelope) -> Option<String> {
-        let addresses = |list: &[Address]| {
-            (!list.is_empty()).then(|| {
-                list.iter()
-                    .map(|a| match &a.name {
-                        Some(name) => format!("{name} <{}>", a.email),
-                        None => a.email.clone(),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
+    /// The field's text in `email`, as [`SearchKey::Header`] matches it (addresses as
+    /// `Name <address>` joined by `, `, ids joined by a space), written into `buf` unless
+    /// it is stored as one string; `None` when the message has no such field.
+    fn text<'s, E: SearchSource + ?Sized>(
+        self,
+        email: &'s E,
+        buf: &'s mut String,
+    ) -> Result<Option<&'s str>> {
+        let address = match self {
+            Self::Subject => return email.subject(),
+            Self::MessageId => return email.message_id(),
+            Self::InReplyTo | Self::References => {
+                buf.clear();
+                email.ids(self == Self::References, &mut |id| {
+                    if !buf.is_empty() {
+                        buf.push(' ');
+                    }
+                    buf.push_str(id);
+                })?;
+                return Ok((!buf.is_empty()).then_some(buf.as_str()));
+            }
+            Self::From => AddressField::From,
+            Self::Sender => AddressField::Sender,
+            Self::ReplyTo => AddressField::ReplyTo,
+            Self::To => AddressField::To,
+            Self::Cc => AddressField::Cc,
+            Self::Bcc => AddressField::Bcc,
         };
-        let ids = |list: &[String]| (!list.is_empty()).then(|| list.join(" "));
-        match self {
-            Self::From => addresses(&envelope.from),
-            Self::Sender => addresses(&envelope.sender),
-            Self::ReplyTo => addresses(&envelope.reply_to),
-            Self::To => addresses(&envelope.to),
-            Self::Cc => addresses(&envelope.cc),
-            Self::Bcc => addresses(&envelope.bcc),
-            Self::Subject => envelope.subject.clone(),
-            Self::MessageId => envelope.message_id.clone(),
-            Self::InReplyTo => ids(&envelope.in_reply_to),
-            Self::References => ids(&envelope.references),
+        buf.clear();
+        let mut any = false;
+        email.addresses(address, &mut |name, address| {
+            if any {
+                buf.push_str(", ");
+            }
+            any = true;
+            match name {
+                Some(name) => {
+                    buf.push_str(name);
+                    buf.push_str(" <");
+                    buf.push_str(address);
+                    buf.push('>');
+                }
+                None => buf.push_str(address),
+            }
+        })?;
+        Ok(any.then_some(buf.as_str()))
+    }
+}
+
+/// What a [`SearchKey`] compares of an email: a whole [`EmailRecord`] (JMAP's query,
+/// which sorts on more), or the fields read in place from the stored record
+/// ([`SearchFields`]: what a mailbox search reads for every message, its strings checked
+/// when compared, hence the errors).
+trait SearchSource {
+    /// Internal date, Unix seconds.
+    fn internal_date(&self) -> i64;
+    /// `Date:` as Unix seconds, and its zone in minutes east of UTC.
+    fn sent(&self) -> Result<Option<(i64, Option<i16>)>>;
+    /// `Subject:`, decoded.
+    fn subject(&self) -> Result<Option<&str>>;
+    /// `Message-ID:`.
+    fn message_id(&self) -> Result<Option<&str>>;
+    /// Calls `each` with every address of `field` in order (name, address).
+    fn addresses(
+        &self,
+        field: AddressField,
+        each: &mut dyn FnMut(Option<&str>, &str),
+    ) -> Result<()>;
+    /// Calls `each` with every `In-Reply-To:` id, or `References:` id.
+    fn ids(&self, references: bool, each: &mut dyn FnMut(&str)) -> Result<()>;
+}
+
+impl SearchSource for EmailRecord {
+    fn internal_date(&self) -> i64 {
+        self.internal_date
+    }
+
+    fn sent(&self) -> Result<Option<(i64, Option<i16>)>> {
+        Ok(self.envelope.date.map(|d| (d, self.envelope.date_zone)))
+    }
+
+    fn subject(&self) -> Result<Option<&str>> {
+        Ok(self.envelope.subject.as_deref())
+    }
+
+    fn message_id(&self) -> Result<Option<&str>> {
+        Ok(self.envelope.message_id.as_deref())
+    }
+
+    fn addresses(
+        &self,
+        field: AddressField,
+        each: &mut dyn FnMut(Option<&str>, &str),
+    ) -> Result<()> {
+        for a in self.envelope.addresses(field) {
+            each(a.name.as_deref(), &a.email);
         }
+        Ok(())
+    }
+
+    fn ids(&self, references: bool, each: &mut dyn FnMut(&str)) -> Result<()> {
+        let list = if references {
+            &self.envelope.references
+        } else {
+            &self.envelope.in_reply_to
+        };
+        list.iter().for_each(|id| each(id));
+        Ok(())
+    }
+}
+
+impl SearchSource for SearchFields<'_> {
+    fn internal_date(&self) -> i64 {
+        self.internal_date
+    }
+
+    fn sent(&self) -> Result<Option<(i64, Option<i16>)>> {
+        SearchFields::sent(self)
+    }
+
+    fn subject(&self) -> Result<Option<&str>> {
+        SearchFields::subject(self)
+    }
+
+    fn message_id(&self) -> Result<Option<&str>> {
+        SearchFields::message_id(self)
+    }
+
+    fn addresses(
+        &self,
+        field: AddressField,
+        each: &mut dyn FnMut(Option<&str>, &str),
+    ) -> Result<()> {
+        SearchFields::addresses(self, field, each)
+    }
+
+    fn ids(&self, references: bool, each: &mut dyn FnMut(&str)) -> Result<()> {
+        SearchFields::ids(self, references, each)
     }
 }
 
@@ -197,22 +309,30 @@ impl SearchKey {
     }
 
     /// Whether message `m`, at sequence number `seq`, with its email `email` (when the
-    /// key needs it and the email is still there) matches.
-    fn matches(&self, seq: u32, m: &MessageSummary, email: Option<&EmailRecord>) -> bool {
+    /// key needs it and the email is still there) matches; `buf` is room for a header
+    /// field's text.
+    fn matches<E: SearchSource + ?Sized>(
+        &self,
+        seq: u32,
+        m: &MessageSummary,
+        email: Option<&E>,
+        buf: &mut String,
+    ) -> Result<bool> {
         let in_ranges = |ranges: &[(u32, u32)], n: u32| {
             ranges.iter().any(|&(a, b)| a.min(b) <= n && n <= a.max(b))
         };
         let has_flag = |name: &str| {
             m.flags.contains(name) || m.flags.names().any(|n| n.eq_ignore_ascii_case(name))
         };
-        let internal = || email.map(|e| SearchDay::of_timestamp(e.internal_date));
-        let sent = || {
-            let e = &email?.envelope;
-            let zone = i64::from(e.date_zone.unwrap_or(0)) * 60;
-            e.date
-                .map(|d| SearchDay::of_timestamp(d.saturating_add(zone)))
+        let internal = || email.map(|e| SearchDay::of_timestamp(e.internal_date()));
+        let sent = || -> Result<Option<SearchDay>> {
+            let Some((date, zone)) = email.map(|e| e.sent()).transpose()?.flatten() else {
+                return Ok(None);
+            };
+            let zone = i64::from(zone.unwrap_or(0)) * 60;
+            Ok(Some(SearchDay::of_timestamp(date.saturating_add(zone))))
         };
-        match self {
+        Ok(match self {
             Self::All | Self::Old => true,
             Self::New | Self::Recent => false,
             Self::Flag(name) => has_flag(name),
@@ -220,27 +340,49 @@ impl SearchKey {
             Self::Before(day) => internal().is_some_and(|d| d < *day),
             Self::On(day) => internal().is_some_and(|d| d == *day),
             Self::Since(day) => internal().is_some_and(|d| d >= *day),
-            Self::SentBefore(day) => sent().is_some_and(|d| d < *day),
-            Self::SentOn(day) => sent().is_some_and(|d| d == *day),
-            Self::SentSince(day) => sent().is_some_and(|d| d >= *day),
+            Self::SentBefore(day) => sent()?.is_some_and(|d| d < *day),
+            Self::SentOn(day) => sent()?.is_some_and(|d| d == *day),
+            Self::SentSince(day) => sent()?.is_some_and(|d| d >= *day),
             Self::Larger(n) => m.size > *n,
             Self::Smaller(n) => m.size < *n,
             Self::Uid(ranges) => in_ranges(ranges, m.uid),
             Self::Sequence(ranges) => in_ranges(ranges, seq),
-            Self::Header(field, text) => email
-                .and_then(|e| field.text(&e.envelope))
-                .is_some_and(|value| contains_ignore_case(&value, text)),
+            Self::Header(field, text) => match email {
+                Some(e) => field
+                    .text(e, buf)?
+                    .is_some_and(|value| contains_ignore_case(value, text)),
+                None => false,
+            },
             Self::ModSeq(n) => m.modseq >= *n,
-            Self::Not(k) => !k.matches(seq, m, email),
-            Self::Or(a, b) => a.matches(seq, m, email) || b.matches(seq, m, email),
-            Self::And(keys) => keys.iter().all(|k| k.matches(seq, m, email)),
-        }
+            Self::Not(k) => !k.matches(seq, m, email, buf)?,
+            Self::Or(a, b) => a.matches(seq, m, email, buf)? || b.matches(seq, m, email, buf)?,
+            Self::And(keys) => {
+                for k in keys {
+                    if !k.matches(seq, m, email, buf)? {
+                        return Ok(false);
+                    }
+                }
+                true
+            }
+        })
     }
 }
 
-/// Whether `haystack` contains `needle`, ignoring case (Unicode simple lowercase).
+/// Whether `haystack` contains `needle`, ignoring case (both lowercased as
+/// [`str::to_lowercase`] does). When both are ASCII (where that lowercase is ASCII's), they
+/// are compared in place, without lowercased copies.
 fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
-    needle.is_empty() || haystack.to_lowercase().contains(&needle.to_lowercase())
+    if needle.is_empty() {
+        return true;
+    }
+    if haystack.is_ascii() && needle.is_ascii() {
+        let (haystack, needle) = (haystack.as_bytes(), needle.as_bytes());
+        let first = needle[0];
+        return haystack
+            .windows(needle.len())
+            .any(|w| w[0].eq_ignore_ascii_case(&first) && w.eq_ignore_ascii_case(needle));
+    }
+    haystack.to_lowercase().contains(&needle.to_lowercase())
 }
 
 impl Mailstore {
@@ -266,11 +408,12 @@ impl Mailstore {
     /// [`Error::Tampered`] for a record that does not parse.
     pub fn unanalyzed(&self, view: &MailboxView) -> Result<Vec<u32>> {
         let mut found = Vec::new();
-        for m in &view.messages {
-            if let Some(bytes) = self.index.get(&super::keys::email(&m.email)) {
+        for (m, record) in view.messages.iter().zip(self.email_records(view)) {
+            if let Some(bytes) = record {
                 // Analyzed after its import: the analysis is a record of its own.
-                let analyzed_later = self.index.get(&super::keys::analysis(&m.email)).is_some();
-                if !analyzed_later && !crate::format::mail::EmailRecord::is_analyzed(bytes)? {
+                if !crate::format::mail::EmailRecord::is_analyzed(bytes)?
+                    && self.index.get(&super::keys::analysis(&m.email)).is_none()
+                {
                     found.push(m.uid);
                 }
             }
@@ -288,19 +431,59 @@ impl Mailstore {
     /// [`Error::Tampered`] for a record that does not parse.
     pub fn search_view(&self, view: &MailboxView, criteria: &SearchKey) -> Result<Vec<u32>> {
         let needs_email = criteria.needs_email();
+        let records = if needs_email {
+            self.email_records(view)
+        } else {
+            Vec::new()
+        };
         let mut found = Vec::new();
+        let mut buf = String::new();
         for (i, m) in view.messages.iter().enumerate() {
-            let email = if needs_email {
-                email_record(&self.index, &m.email)?
-            } else {
-                None
+            // The fields a key compares, read in place: no copy of the record.
+            let email = match records.get(i).copied().flatten() {
+                Some(bytes) => Some(search_fields(&self.index, &m.email, bytes)?),
+                None => None,
             };
             let seq = u32::try_from(i + 1).unwrap_or(u32::MAX);
-            if criteria.matches(seq, m, email.as_ref()) {
+            if criteria.matches(seq, m, email.as_ref(), &mut buf)? {
                 found.push(m.uid);
             }
         }
         Ok(found)
+    }
+
+    /// The stored email record of each message of `view` (`None` when its email is
+    /// gone), in the view's order, read in the index's key order
+    /// ([`Collection::get_ascending`]): for a whole mailbox, a walk along the index
+    /// instead of one lookup per message.
+    fn email_records(&self, view: &MailboxView) -> Vec<Option<&[u8]>> {
+        let mut order: Vec<(EmailId, usize)> = view
+            .messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.email, i))
+            .collect();
+        order.sort_unstable();
+        let keys: Vec<[u8; 17]> = order.iter().map(|(id, _)| keys::email_array(id)).collect();
+        let mut records = vec![None; view.messages.len()];
+        for ((_, i), record) in order.iter().zip(self.index.get_ascending(&keys)) {
+            records[*i] = record;
+        }
+        records
+    }
+}
+
+/// The search fields of the email `id`, whose stored record is `bytes`: its own, or
+/// those of its analysis record when it was analyzed after its import (as
+/// [`email_record`] reads it).
+fn search_fields<'a>(c: &'a Collection, id: &EmailId, bytes: &'a [u8]) -> Result<SearchFields<'a>> {
+    let fields = SearchFields::of_email(bytes)?;
+    if fields.analyzed {
+        return Ok(fields);
+    }
+    match c.get(&keys::analysis(id)) {
+        Some(analysis) => SearchFields::of_analysis(analysis, &fields),
+        None => Ok(fields),
     }
 }
 
@@ -436,17 +619,21 @@ impl SearchKey {
 type Threads<'a> = HashMap<ThreadId, Vec<&'a Flags>>;
 
 fn has_keyword(flags: &Flags, keyword: &str) -> bool {
-    SearchKey::Flag(keyword.to_owned()).matches(
-        0,
-        &MessageSummary {
-            uid: 0,
-            email: EmailId::from_bytes([0; 16]),
-            flags: flags.clone(),
-            modseq: 0,
-            size: 0,
-        },
-        None,
-    )
+    SearchKey::Flag(keyword.to_owned())
+        .matches(
+            0,
+            &MessageSummary {
+                uid: 0,
+                email: EmailId::from_bytes([0; 16]),
+                flags: flags.clone(),
+                modseq: 0,
+                size: 0,
+            },
+            None::<&EmailRecord>,
+            &mut String::new(),
+        )
+        // A whole record's fields are checked: comparing them does not fail.
+        .unwrap_or(false)
 }
 
 fn in_thread(threads: &Threads<'_>, entry: &Entry, keyword: &str) -> (bool, bool) {
@@ -473,18 +660,23 @@ impl EmailFilter {
     }
 
     fn matches(&self, entry: &Entry, threads: &Threads<'_>) -> bool {
-        let key = |k: SearchKey| k.matches(0, &entry.summary, Some(&entry.email));
+        let mut buf = String::new();
+        // A whole record's fields are checked: comparing them does not fail.
+        let mut key = |k: &SearchKey| {
+            k.matches(0, &entry.summary, Some(&entry.email), &mut buf)
+                .unwrap_or(false)
+        };
         match self {
             Self::InMailbox(m) => entry.mailboxes.contains(m),
             Self::InMailboxOtherThan(list) => entry.mailboxes.iter().any(|m| !list.contains(m)),
             Self::ReceivedBefore(t) => entry.email.internal_date < *t,
             Self::ReceivedAfter(t) => entry.email.internal_date >= *t,
-            Self::MinSize(n) => *n == 0 || key(SearchKey::Larger(n - 1)),
-            Self::MaxSize(n) => key(SearchKey::Smaller(*n)),
+            Self::MinSize(n) => *n == 0 || key(&SearchKey::Larger(n - 1)),
+            Self::MaxSize(n) => key(&SearchKey::Smaller(*n)),
             Self::AllInThreadHaveKeyword(k) => in_thread(threads, entry, k).0,
             Self::SomeInThreadHaveKeyword(k) => in_thread(threads, entry, k).1,
             Self::NoneInThreadHaveKeyword(k) => !in_thread(threads, entry, k).1,
-            Self::Key(k) => k.matches(0, &entry.summary, Some(&entry.email)),
+            Self::Key(k) => key(k),
             Self::And(list) => list.iter().all(|f| f.matches(entry, threads)),
             Self::Or(list) => list.iter().any(|f| f.matches(entry, threads)),
             Self::Not(list) => !list.iter().any(|f| f.matches(entry, threads)),
@@ -657,5 +849,44 @@ impl Mailstore {
             total,
             modseq: c.generation(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contains_ignore_case;
+
+    /// The in-place ASCII comparison answers as lowercasing both sides does, and text
+    /// that is not ASCII (whose lowercase may be ASCII: the Kelvin sign's is `k`) takes
+    /// the lowercasing path.
+    #[test]
+    fn contains_ignore_case_answers_as_lowercasing() {
+        let texts = [
+            "",
+            "a",
+            "Re: Project Update #42 (budget)",
+            "needle 42",
+            "NEEDLE",
+            "nee dle",
+            "\u{212A}elvin scale",
+            "Stra\u{df}e",
+            "\u{130}stanbul",
+            "\u{dc}N\u{cf}CODE",
+            "[x] needle",
+        ];
+        for haystack in texts {
+            for needle in texts {
+                let expected =
+                    needle.is_empty() || haystack.to_lowercase().contains(&needle.to_lowercase());
+                assert_eq!(
+                    contains_ignore_case(haystack, needle),
+                    expected,
+                    "{haystack:?} contains {needle:?}"
+                );
+            }
+        }
+        assert!(contains_ignore_case("\u{212A}elvin scale", "KELVIN"));
+        assert!(contains_ignore_case("Re: Project Update", "pROJECT uP"));
+        assert!(!contains_ignore_case("needle", "needles"));
     }
 }

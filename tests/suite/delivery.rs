@@ -1874,7 +1874,20 @@ async fn unanalyzed_lists_a_delivery_until_it_is_analyzed() {
     let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
     let view = mail.view(inbox).unwrap();
     assert_eq!(mail.unanalyzed(&view).unwrap(), vec![1]);
+    // Its envelope is empty until then: a header key does not find it.
+    let from_bob = mailvault::mail::SearchKey::Header(
+        mailvault::mail::HeaderField::From,
+        "BOB <bob@".to_owned(),
+    );
+    assert!(mail.search_view(&view, &from_bob).unwrap().is_empty());
     mail.analyze(inbox, 1).await.unwrap();
     let view = mail.view(inbox).unwrap();
     assert!(mail.unanalyzed(&view).unwrap().is_empty());
+    // A search reads the analysis record in place of the email record's empty envelope.
+    assert_eq!(mail.search_view(&view, &from_bob).unwrap(), vec![1]);
+    let subject = mailvault::mail::SearchKey::Header(
+        mailvault::mail::HeaderField::Subject,
+        "delivered".to_owned(),
+    );
+    assert_eq!(mail.search_view(&view, &subject).unwrap(), vec![1]);
 }

@@ -814,3 +814,57 @@ async fn a_commit_is_acknowledged_when_the_compaction_after_it_fails() {
         "a fault hit a compaction after a commit"
     );
 }
+
+/// `Collection::get_ascending` answers as `get` does, key by key, whatever the keys asked:
+/// present, deleted, absent, before the first and after the last record, repeated, close
+/// together (the walk) and far apart (a seek), and out of order (looked up on their own).
+#[tokio::test]
+async fn get_ascending_answers_as_get() {
+    let setup = Setup::new(memory(), CommitMode::CompareAndSwap);
+    let mut c = setup.open(b"walk").await.unwrap();
+    let mut batch = Batch::new();
+    // Every third key of 0..600 present; every 30th of those deleted by a later commit
+    // (so that the view holds deletions as well).
+    for i in (0..600).step_by(3) {
+        batch.put(
+            format!("k-{i:04}").into_bytes(),
+            format!("v{i}").into_bytes(),
+        );
+    }
+    c.commit(batch).await.unwrap();
+    let mut batch = Batch::new();
+    for i in (0..600).step_by(30) {
+        batch.delete(format!("k-{i:04}").into_bytes());
+    }
+    c.commit(batch).await.unwrap();
+    let key = |i: usize| format!("k-{i:04}").into_bytes();
+    let lists: Vec<Vec<Vec<u8>>> = vec![
+        (0..620).map(key).collect(),
+        (0..620).step_by(2).map(key).collect(),
+        (0..620).step_by(97).map(key).collect(),
+        vec![key(3), key(3), key(3), key(4), key(6), key(6)],
+        vec![b"a".to_vec(), key(3), b"z".to_vec(), b"z".to_vec()],
+        vec![key(300), key(3), key(599), key(6), key(9), b"a".to_vec()],
+        (0..620).rev().step_by(7).map(key).collect(),
+        Vec::new(),
+    ];
+    for keys in lists {
+        let walked = c.get_ascending(&keys);
+        let looked_up: Vec<Option<&[u8]>> = keys.iter().map(|k| c.get(k)).collect();
+        assert_eq!(
+            walked,
+            looked_up,
+            "keys {:?}",
+            keys.iter()
+                .map(|k| String::from_utf8_lossy(k))
+                .collect::<Vec<_>>()
+        );
+    }
+    // The test sees what it means to: some present, some deleted, some absent.
+    let all: Vec<Vec<u8>> = (0..620).map(key).collect();
+    let walked = c.get_ascending(&all);
+    assert_eq!(walked[3], Some(&b"v3"[..]));
+    assert_eq!(walked[30], None);
+    assert_eq!(walked[4], None);
+    assert_eq!(walked.iter().flatten().count(), 200 - 20);
+}
