@@ -1878,3 +1878,88 @@ async fn unanalyzed_lists_a_delivery_until_it_is_analyzed() {
     let view = mail.view(inbox).unwrap();
     assert!(mail.unanalyzed(&view).unwrap().is_empty());
 }
+/// Review finding 5: an importer that read a delivery's envelope and commits after
+/// another importer imported it deletes the envelope's path after its commit. A retry of
+/// the same delivery id written there meanwhile (the first envelope already deleted by
+/// the winner, so the retry is written again) must survive that delete: the next import
+/// finds it, drops its body and accounts for its number and bytes. Deleting it blindly
+/// left an orphan body, a number reported missing and bytes counted as pending forever.
+async fn a_losing_importer_keeps_a_retry_written_meanwhile(w: &World, label: &str) {
+    use mailvault::storage::{GateStore, Hold};
+    let deliverer = w.deliverer();
+    let options = DeliveryOptions {
+        id: Some(deliverer.delivery_id_for(&w.account, b"queue id 5")),
+        ..DeliveryOptions::default()
+    };
+    let first = deliverer
+        .deliver_bytes(w.account, MESSAGE, options.clone())
+        .await
+        .unwrap();
+    // The loser: it reads the envelope, then stalls before its index commit.
+    let gated = GateStore::new(w.store.clone());
+    let gate = gated.gate();
+    let mut loser = w.mail_on(Arc::new(gated)).await.unwrap();
+    gate.arm(Hold::Put, format!("a/{}/i/", w.account.to_hex()));
+    let verifying = w.verifying_key().await;
+    let losing = loser.import_deliveries(std::slice::from_ref(&w.key), &verifying);
+    let meanwhile = async {
+        gate.reached().await;
+        // The winner imports and deletes the envelope; the retry finds none and writes
+        // again, under the same name.
+        assert_eq!(w.import().await.imported.len(), 1, "{label}");
+        let retry = deliverer
+            .deliver_bytes(w.account, MESSAGE, options)
+            .await
+            .unwrap();
+        assert!(!retry.duplicate, "{label}");
+        assert_eq!(retry.delivery, first.delivery, "{label}");
+        gate.open();
+    };
+    let (lost, ()) = tokio::join!(losing, meanwhile);
+    lost.unwrap();
+    // The retry's envelope is still there for the next import, which drops its body.
+    assert_eq!(
+        w.envelopes().await.len(),
+        1,
+        "{label}: the retry's envelope was deleted"
+    );
+    let report = w.import().await;
+    assert!(report.imported.is_empty(), "{label}: {report:?}");
+    assert!(report.missing.is_empty(), "{label}: {report:?}");
+    assert!(w.mail().await.missing_deliveries().is_empty(), "{label}");
+    assert!(w.envelopes().await.is_empty(), "{label}");
+    assert_eq!(objects_of(&w.store, &w.account, "/b/").await, 1, "{label}");
+    assert_eq!(w.inbox_count().await, 1, "{label}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_losing_importer_does_not_delete_a_retry_written_meanwhile() {
+    a_losing_importer_keeps_a_retry_written_meanwhile(
+        &World::new(KeyModel::DeviceOnly).await,
+        "memory",
+    )
+    .await;
+    a_losing_importer_keeps_a_retry_written_meanwhile(
+        &World::on(
+            KeyModel::DeviceOnly,
+            Arc::new(NoCasStore::new(super::memory())),
+            CommitMode::WriterUnique,
+        )
+        .await,
+        "no compare-and-swap",
+    )
+    .await;
+    for (name, mode) in [
+        ("GARAGE", CommitMode::WriterUnique),
+        ("MOTO", CommitMode::CompareAndSwap),
+    ] {
+        if let Some(store) = mailvault::testkit::s3_from_env(name) {
+            a_losing_importer_keeps_a_retry_written_meanwhile(
+                &World::on(KeyModel::DeviceOnly, store, mode).await,
+                name,
+            )
+            .await;
+        }
+    }
+}
+
