@@ -901,10 +901,12 @@ impl Mailstore {
                 if current.analyzed {
                     return Ok((plan, current));
                 }
-                // A delivery joins the thread of the messages it answers or that answer it,
-                // now that its references are known.
-                let thread =
-                    super::join_thread(c, &analysis.envelope, current.thread, &mut plan.batch);
+                // The thread given at import stays (RFC 8474 §5.2, RFC 8621 §4.1.1: a
+                // message's THREADID never changes), even when the message answers one of
+                // another thread; its ids, now known, name that thread, so that a message
+                // answering it later joins it.
+                let thread = current.thread;
+                super::name_thread(c, &analysis.envelope, thread, &mut plan.batch);
                 let analysis = EmailAnalysis {
                     thread,
                     ..analysis.clone()

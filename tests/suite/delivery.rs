@@ -1963,3 +1963,58 @@ async fn a_losing_importer_does_not_delete_a_retry_written_meanwhile() {
     }
 }
 
+/// Review finding 10: a delivery imported unanalyzed (the deliverer did not analyze it,
+/// or its analysis was larger than an envelope carries) has a THREADID from its import
+/// on, and RFC 8474 §5.2 (and JMAP's `threadId`, RFC 8621 §4.1.1) wants it immutable:
+/// its first analysis must not move it into the thread of the message it answers. Its
+/// own ids then name its thread, so a later answer to it joins it.
+#[tokio::test]
+async fn a_thread_id_given_at_import_stays_at_the_first_analysis() {
+    let w = World::new(KeyModel::DeviceOnly).await;
+    w.deliverer()
+        .deliver_bytes(
+            w.account,
+            &threaded("parent@x", ""),
+            DeliveryOptions::default(),
+        )
+        .await
+        .unwrap();
+    w.deliverer()
+        .with_analysis(false)
+        .deliver_bytes(
+            w.account,
+            &threaded("reply@x", "parent@x"),
+            DeliveryOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.import().await.imported.len(), 2);
+    let mut mail = w.mail().await;
+    let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
+    let parent = mail.email(inbox, 1).unwrap();
+    let imported = mail.email(inbox, 2).unwrap();
+    assert!(parent.analyzed && !imported.analyzed);
+    let analyzed = mail.analyze(inbox, 2).await.unwrap();
+    assert!(analyzed.analyzed);
+    assert_eq!(
+        analyzed.thread, imported.thread,
+        "the THREADID given at import changed at the first analysis"
+    );
+    assert_eq!(
+        w.mail().await.email(inbox, 2).unwrap().thread,
+        imported.thread
+    );
+    // An answer to the analyzed delivery joins its thread.
+    w.deliverer()
+        .deliver_bytes(
+            w.account,
+            &threaded("answer@x", "reply@x"),
+            DeliveryOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.import().await.imported.len(), 1);
+    let answer = w.mail().await.email(inbox, 3).unwrap();
+    assert_eq!(answer.thread, imported.thread);
+}
+
