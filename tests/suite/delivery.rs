@@ -1608,8 +1608,7 @@ async fn item_08_an_id_from_the_content_stores_a_resend_once() {
         .await
         .unwrap();
     assert!(!first.duplicate);
-    // The digest of the plaintext and the retry window it arrived in.
-    let window = mailvault::delivery::DEFAULT_RETRY_WINDOW.as_secs();
+    // The digest of the plaintext and the retry window it arrived in (this account's).
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -1617,7 +1616,7 @@ async fn item_08_an_id_from_the_content_stores_a_resend_once() {
     let key = |at: u64| {
         [
             &sha2::Sha256::digest(MESSAGE)[..],
-            &(at / window).to_be_bytes(),
+            &deliverer.retry_window_at(&w.account, at).to_be_bytes(),
         ]
         .concat()
     };
@@ -1878,6 +1877,7 @@ async fn unanalyzed_lists_a_delivery_until_it_is_analyzed() {
     let view = mail.view(inbox).unwrap();
     assert!(mail.unanalyzed(&view).unwrap().is_empty());
 }
+
 /// Review finding 5: an importer that read a delivery's envelope and commits after
 /// another importer imported it deletes the envelope's path after its commit. A retry of
 /// the same delivery id written there meanwhile (the first envelope already deleted by
@@ -2018,3 +2018,98 @@ async fn a_thread_id_given_at_import_stays_at_the_first_analysis() {
     assert_eq!(answer.thread, imported.thread);
 }
 
+/// The first second after `from` at which `account`'s retry window changes.
+fn next_window_boundary(deliverer: &Deliverer, account: &AccountId, from: u64) -> u64 {
+    let window = deliverer.retry_window_at(account, from);
+    // The window number only grows: the first second in a later window, by bisection.
+    let (mut low, mut high) = (from, from + 1);
+    while deliverer.retry_window_at(account, high) == window {
+        high = from + (high - from) * 2;
+    }
+    while high - low > 1 {
+        let mid = low + (high - low) / 2;
+        if deliverer.retry_window_at(account, mid) == window {
+            low = mid;
+        } else {
+            high = mid;
+        }
+    }
+    high
+}
+
+/// Review finding 11: the retry windows of content ids were aligned on the Unix epoch,
+/// so every account's window ended at the same instant (a resend straddling it stored
+/// twice for every account at once). Each account's windows are offset by a keyed amount
+/// (from the signing key: the store cannot tell when an account's window ends).
+#[tokio::test]
+async fn retry_windows_end_at_a_different_instant_for_each_account() {
+    let w = World::new(KeyModel::DeviceOnly).await;
+    let deliverer = w.deliverer();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut ends = BTreeSet::new();
+    ends.insert(next_window_boundary(&deliverer, &w.account, now));
+    for _ in 0..4 {
+        let (account, _) = w.another_account().await;
+        ends.insert(next_window_boundary(&deliverer, &account, now));
+    }
+    assert!(
+        ends.len() >= 4,
+        "the retry windows of 5 accounts end at {ends:?}"
+    );
+    // The same deliverer key gives the same windows (other deliverers of the deployment
+    // agree), another signing key other ones.
+    assert_eq!(
+        next_window_boundary(&w.deliverer(), &w.account, now),
+        next_window_boundary(&deliverer, &w.account, now)
+    );
+}
+
+/// Review finding 11: a resend just after the end of the retry window its first copy
+/// arrived in is still a retry while that copy waits for import: the deliverer probes the
+/// previous window's id too.
+#[tokio::test]
+async fn a_resend_just_after_a_retry_window_ends_is_stored_once() {
+    let w = World::new(KeyModel::DeviceOnly).await;
+    let deliverer = w
+        .deliverer()
+        .with_retry_window(std::time::Duration::from_secs(4));
+    let options = DeliveryOptions {
+        id_from_content: true,
+        ..DeliveryOptions::default()
+    };
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+    };
+    let boundary = next_window_boundary(&deliverer, &w.account, now().as_secs() + 1);
+    let until = |secs: u64| {
+        let at = std::time::Duration::from_secs(secs) + std::time::Duration::from_millis(100);
+        tokio::time::sleep(at.saturating_sub(now()))
+    };
+    // The first copy in the last second of a window, the resend in the next window.
+    until(boundary - 1).await;
+    let first = deliverer
+        .deliver_bytes(w.account, MESSAGE, options.clone())
+        .await
+        .unwrap();
+    assert!(now().as_secs() < boundary, "the first copy took too long");
+    until(boundary).await;
+    let resend = deliverer
+        .deliver_bytes(w.account, MESSAGE, options.clone())
+        .await
+        .unwrap();
+    assert!(
+        resend.duplicate,
+        "a resend across the window's end was stored again"
+    );
+    assert_eq!(resend.delivery, first.delivery);
+    assert_eq!(objects_of(&w.store, &w.account, "/b/").await, 1);
+    let report = w.import().await;
+    assert_eq!(report.imported.len(), 1, "{report:?}");
+    assert!(report.missing.is_empty(), "{report:?}");
+    assert_eq!(w.inbox_count().await, 1);
+}
