@@ -33,6 +33,9 @@ pub(crate) const LABEL_SEALED_KEYS: &[u8] = b"mailvault/v1/sealed/keys";
 pub(crate) const LABEL_DELIVERY_ENVELOPE: &[u8] = b"mailvault/v1/delivery/envelope";
 /// A delivery id chosen for an idempotency key, from the provider's signing key.
 pub(crate) const LABEL_DELIVERY_ID: &[u8] = b"mailvault/v1/delivery/id";
+/// The offset of an account's retry windows for content ids, from the provider's signing
+/// key.
+pub(crate) const LABEL_DELIVERY_WINDOW: &[u8] = b"mailvault/v1/delivery/window";
 /// Key that re-wraps sealed blobs' file keys into pins, from an epoch's master key.
 pub(crate) const LABEL_PIN_WRAP: &[u8] = b"mailvault/v1/pin/wrap";
 

@@ -562,6 +562,26 @@ impl Deliverer {
         DeliveryId::from_bytes(id)
     }
 
+    /// The number of the retry window (see [`with_retry_window`](Self::with_retry_window))
+    /// that a delivery to `account` made at `unix_secs` (seconds since the Unix epoch)
+    /// falls in: what [`DeliveryOptions::id_from_content`] derives the id from.
+    ///
+    /// Each account's windows are offset by its own amount, keyed by the signing key
+    /// (as [`delivery_id_for`](Self::delivery_id_for)): the windows of all accounts do not
+    /// end at one instant (a resend straddling that instant would be stored twice for
+    /// every account at once), and the store cannot tell when an account's window ends.
+    pub fn retry_window_at(&self, account: &AccountId, unix_secs: u64) -> u64 {
+        let offset = kdf::derive_key(
+            &Key32::from_bytes(*self.signing.to_bytes()),
+            kdf::LABEL_DELIVERY_WINDOW,
+            &[self.blobs.deployment().as_bytes(), account.as_bytes()],
+        );
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&offset.expose()[..8]);
+        let offset = u64::from_be_bytes(first) % self.retry_window;
+        unix_secs.saturating_add(offset) / self.retry_window
+    }
+
     /// Delivers one message to several accounts, sealed once per recipient (each with its
     /// own file key), from the message held in memory. See
     /// [`deliver_each`](Self::deliver_each).
@@ -829,24 +849,29 @@ impl Deliverer {
             return Err(e);
         }
         // Chosen by the caller, or from the content: a retry of it is stored once.
-        let chosen = options.id.or_else(|| {
+        let window = self.retry_window_at(&account, crate::unix_now());
+        let content_id = |window: u64| {
             content.filter(|_| options.id_from_content).map(|digest| {
-                let window = crate::unix_now() / self.retry_window;
                 self.delivery_id_for(&account, &[&digest[..], &window.to_be_bytes()].concat())
             })
-        });
+        };
+        let chosen = options.id.or_else(|| content_id(window));
         let delivery = chosen.unwrap_or_else(|| DeliveryId::random(&self.rng));
         // An id known only now (from the content): a delivery of it waiting for import
         // makes this one a duplicate before it takes a number (a number taken and never
-        // carried by an envelope is reported missing at import).
+        // carried by an envelope is reported missing at import). So does one of the
+        // previous window's id: a resend just after the window of its first copy ended.
         if chosen.is_some() && options.id.is_none() {
-            if let Some(receipt) = self.delivered_before(&account, &delivery).await? {
-                let _ = self
-                    .blobs
-                    .store()
-                    .delete(&naming::blob_path(&account, &blob.id))
-                    .await;
-                return Ok(receipt);
+            let previous = window.checked_sub(1).and_then(content_id);
+            for id in std::iter::once(delivery).chain(previous) {
+                if let Some(receipt) = self.delivered_before(&account, &id).await? {
+                    let _ = self
+                        .blobs
+                        .store()
+                        .delete(&naming::blob_path(&account, &blob.id))
+                        .await;
+                    return Ok(receipt);
+                }
             }
         }
         // Taken once the body is durable, just before the envelope: a number is lost (and

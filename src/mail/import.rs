@@ -76,12 +76,67 @@ const IMPORT_BATCH_BYTES: usize = 8 << 20;
 /// Deliveries of a batch checked at once (each one or two ranged GETs of its body).
 const CHECK_CONCURRENCY: usize = 16;
 
+/// Which envelope object was read at a delivery's path: its length and its first bytes
+/// (up to the envelope prefix: the delivery id, the body's blob id and the delivery
+/// number). A deliverer writes each attempt of a delivery under the same name, and each
+/// attempt has a body and a number of its own, so these tell one attempt from a later one
+/// written at the same path once the earlier was deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct EnvelopeMark {
+    len: u64,
+    head: Vec<u8>,
+}
+
+impl EnvelopeMark {
+    fn of(bytes: &[u8]) -> Self {
+        let head = &bytes[..bytes
+            .len()
+            .min(crate::format::delivery::ENVELOPE_PREFIX_LEN)];
+        Self {
+            len: bytes.len() as u64,
+            head: head.to_vec(),
+        }
+    }
+}
+
+/// Deletes the envelope at `path` if it is still the object read (`mark`): one ranged GET
+/// of its prefix first. object_store has no conditional delete; without the check, an
+/// importer deleting the envelope it imported (or found imported) after another importer
+/// already deleted it removes a retry of the same delivery written there meanwhile (its
+/// body left behind, its number reported missing, its bytes counted as pending forever).
+/// What the check leaves: a retry written whole between this GET and the DELETE reaching
+/// the store (docs/design.md §12.4). An empty `mark` (nothing a deliverer writes: an
+/// empty object, or one larger than any envelope) is deleted without the check. A failed
+/// delete leaves the object for the next import.
+///
+/// # Errors
+/// A backend failure of the check (the object is left, as by a failed delete).
+async fn delete_envelope(
+    store: &crate::storage::DynStore,
+    path: &object_store::path::Path,
+    mark: &EnvelopeMark,
+) -> Result<()> {
+    if mark.len > 0 {
+        let head = mark.head.len() as u64;
+        match crate::storage::get_range_of(store.as_ref(), path, 0..head, mark.len).await {
+            Ok(bytes) if bytes[..] == mark.head[..] => {}
+            // Gone, or another object (a later attempt): left.
+            Ok(_) | Err(Error::NotFound { .. } | Error::Tampered) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    let _ = store.delete(path).await;
+    Ok(())
+}
+
 /// A delivery checked for import: what its records need.
 struct Deliverable {
     delivery: DeliveryId,
     number: u64,
     /// Its envelope, deleted once it is imported.
     path: object_store::path::Path,
+    /// The envelope read, so that the delete removes it and nothing written after it.
+    mark: EnvelopeMark,
     pin: BlobPin,
     internal_date: i64,
     flags: Flags,
@@ -320,10 +375,12 @@ impl Mailstore {
                         found.insert(object.number);
                         self.retried_body(&delivery, &object, keys)
                     });
-                    match retry {
-                        Some(retry) => retries.push((retry, path)),
-                        None => {
-                            let _ = store.delete(&path).await;
+                    // Read as found: a retry written after it is not deleted with it.
+                    if let Some(bytes) = &bytes {
+                        let mark = EnvelopeMark::of(bytes);
+                        match retry {
+                            Some(retry) => retries.push((retry, path, mark)),
+                            None => delete_envelope(&store, &path, &mark).await?,
                         }
                     }
                     report.already_imported += 1;
@@ -394,14 +451,18 @@ impl Mailstore {
                 }
                 // The envelopes go once their deliveries are imported (a failed delete leaves
                 // one that the next import removes unread).
-                futures::stream::iter(&ready)
-                    .for_each_concurrent(CHECK_CONCURRENCY, |delivery| {
+                let envelopes: Vec<_> = ready
+                    .into_iter()
+                    .map(|delivery| (delivery.path, delivery.mark))
+                    .collect();
+                futures::stream::iter(envelopes)
+                    .map(|(path, mark)| {
                         let store = &store;
-                        async move {
-                            let _ = store.delete(&delivery.path).await;
-                        }
+                        async move { delete_envelope(store, &path, &mark).await }
                     })
-                    .await;
+                    .buffer_unordered(CHECK_CONCURRENCY)
+                    .try_collect::<Vec<()>>()
+                    .await?;
             }
             report.missing = self.record_missing(issued, &found).await?;
             Ok(report)
@@ -444,12 +505,12 @@ impl Mailstore {
     /// envelopes: the next pass finds the numbers accounted for and deletes them.
     async fn drop_retries(
         &mut self,
-        retries: Vec<(Retry, object_store::path::Path)>,
+        retries: Vec<(Retry, object_store::path::Path, EnvelopeMark)>,
     ) -> Result<()> {
         if retries.is_empty() {
             return Ok(());
         }
-        let accounted: Vec<Retry> = retries.iter().map(|(r, _)| r.clone()).collect();
+        let accounted: Vec<Retry> = retries.iter().map(|(r, ..)| r.clone()).collect();
         self.write(move |c, _| {
             let mut plan = Plan::new();
             for retry in &accounted {
@@ -468,15 +529,18 @@ impl Mailstore {
         .await?;
         let (store, blobs) = (self.blobs.store().clone(), &self.blobs);
         futures::stream::iter(retries)
-            .for_each_concurrent(CHECK_CONCURRENCY, |(retry, path)| {
+            .map(|(retry, path, mark)| {
                 let store = &store;
                 async move {
                     if blobs.delete(&retry.blob).await.is_ok() {
-                        let _ = store.delete(&path).await;
+                        delete_envelope(store, &path, &mark).await?;
                     }
+                    Ok::<_, Error>(())
                 }
             })
-            .await;
+            .buffer_unordered(CHECK_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
         Ok(())
     }
 
@@ -608,7 +672,7 @@ impl Mailstore {
             let open =
                 |(delivery, path, bytes): (DeliveryId, object_store::path::Path, bytes::Bytes)| {
                     let opened = open_delivery(&bytes, &delivery, &blobs, &keys, &verifying_keys);
-                    (delivery, path, opened)
+                    (delivery, path, EnvelopeMark::of(&bytes), opened)
                 };
             // Spread over rayon's pool only off the executor (`cpu::parallel`).
             if crate::cpu::parallel(work) {
@@ -620,7 +684,7 @@ impl Mailstore {
         })
         .await?;
         futures::stream::iter(opened)
-            .map(|(delivery, path, opened)| async move {
+            .map(|(delivery, path, mark, opened)| async move {
                 let (number, pin, envelope) = match opened {
                     Ok(opened) => opened,
                     Err((number, rejection)) => return Ok((delivery, number, Err(rejection))),
@@ -639,6 +703,7 @@ impl Mailstore {
                         delivery,
                         number,
                         path,
+                        mark,
                         pin,
                         internal_date: envelope.internal_date,
                         flags: Flags::from_names(envelope.flags.iter().map(String::as_str))
@@ -836,10 +901,12 @@ impl Mailstore {
                 if current.analyzed {
                     return Ok((plan, current));
                 }
-                // A delivery joins the thread of the messages it answers or that answer it,
-                // now that its references are known.
-                let thread =
-                    super::join_thread(c, &analysis.envelope, current.thread, &mut plan.batch);
+                // The thread given at import stays (RFC 8474 §5.2, RFC 8621 §4.1.1: a
+                // message's THREADID never changes), even when the message answers one of
+                // another thread; its ids, now known, name that thread, so that a message
+                // answering it later joins it.
+                let thread = current.thread;
+                super::name_thread(c, &analysis.envelope, thread, &mut plan.batch);
                 let analysis = EmailAnalysis {
                     thread,
                     ..analysis.clone()

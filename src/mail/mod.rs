@@ -517,15 +517,28 @@ fn join_thread(c: &Collection, envelope: &Envelope, own: ThreadId, batch: &mut B
         .filter_map(|id| known(&keys::thread(id)))
         .find_map(|v| parse_thread(&v).ok())
         .unwrap_or(own);
-    let unknown: Vec<Vec<u8>> = related
-        .into_iter()
+    name_thread(c, envelope, thread, batch);
+    thread
+}
+
+/// Makes every id of `envelope` (Message-ID, In-Reply-To, References) that names no
+/// thread yet in the state `c` (or earlier in `batch`) name `thread`.
+fn name_thread(c: &Collection, envelope: &Envelope, thread: ThreadId, batch: &mut Batch) {
+    let known = |key: &[u8]| match batch.get(key) {
+        Some(written) => written.is_some(),
+        None => c.get(key).is_some(),
+    };
+    let unknown: Vec<Vec<u8>> = envelope
+        .in_reply_to
+        .iter()
+        .chain(envelope.references.iter())
+        .chain(envelope.message_id.iter())
         .map(|id| keys::thread(id))
-        .filter(|key| known(key).is_none())
+        .filter(|key| !known(key))
         .collect();
     for key in unknown {
         batch.put(key, thread_to_bytes(&thread).to_vec());
     }
-    thread
 }
 
 fn mailbox_record(c: &Collection, id: &MailboxId) -> Result<Option<MailboxRecord>> {

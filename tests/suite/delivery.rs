@@ -1608,8 +1608,7 @@ async fn item_08_an_id_from_the_content_stores_a_resend_once() {
         .await
         .unwrap();
     assert!(!first.duplicate);
-    // The digest of the plaintext and the retry window it arrived in.
-    let window = mailvault::delivery::DEFAULT_RETRY_WINDOW.as_secs();
+    // The digest of the plaintext and the retry window it arrived in (this account's).
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -1617,7 +1616,7 @@ async fn item_08_an_id_from_the_content_stores_a_resend_once() {
     let key = |at: u64| {
         [
             &sha2::Sha256::digest(MESSAGE)[..],
-            &(at / window).to_be_bytes(),
+            &deliverer.retry_window_at(&w.account, at).to_be_bytes(),
         ]
         .concat()
     };
@@ -1890,4 +1889,240 @@ async fn unanalyzed_lists_a_delivery_until_it_is_analyzed() {
         "delivered".to_owned(),
     );
     assert_eq!(mail.search_view(&view, &subject).unwrap(), vec![1]);
+}
+
+/// Review finding 5: an importer that read a delivery's envelope and commits after
+/// another importer imported it deletes the envelope's path after its commit. A retry of
+/// the same delivery id written there meanwhile (the first envelope already deleted by
+/// the winner, so the retry is written again) must survive that delete: the next import
+/// finds it, drops its body and accounts for its number and bytes. Deleting it blindly
+/// left an orphan body, a number reported missing and bytes counted as pending forever.
+async fn a_losing_importer_keeps_a_retry_written_meanwhile(w: &World, label: &str) {
+    use mailvault::storage::{GateStore, Hold};
+    let deliverer = w.deliverer();
+    let options = DeliveryOptions {
+        id: Some(deliverer.delivery_id_for(&w.account, b"queue id 5")),
+        ..DeliveryOptions::default()
+    };
+    let first = deliverer
+        .deliver_bytes(w.account, MESSAGE, options.clone())
+        .await
+        .unwrap();
+    // The loser: it reads the envelope, then stalls before its index commit.
+    let gated = GateStore::new(w.store.clone());
+    let gate = gated.gate();
+    let mut loser = w.mail_on(Arc::new(gated)).await.unwrap();
+    gate.arm(Hold::Put, format!("a/{}/i/", w.account.to_hex()));
+    let verifying = w.verifying_key().await;
+    let losing = loser.import_deliveries(std::slice::from_ref(&w.key), &verifying);
+    let meanwhile = async {
+        gate.reached().await;
+        // The winner imports and deletes the envelope; the retry finds none and writes
+        // again, under the same name.
+        assert_eq!(w.import().await.imported.len(), 1, "{label}");
+        let retry = deliverer
+            .deliver_bytes(w.account, MESSAGE, options)
+            .await
+            .unwrap();
+        assert!(!retry.duplicate, "{label}");
+        assert_eq!(retry.delivery, first.delivery, "{label}");
+        gate.open();
+    };
+    let (lost, ()) = tokio::join!(losing, meanwhile);
+    lost.unwrap();
+    // The retry's envelope is still there for the next import, which drops its body.
+    assert_eq!(
+        w.envelopes().await.len(),
+        1,
+        "{label}: the retry's envelope was deleted"
+    );
+    let report = w.import().await;
+    assert!(report.imported.is_empty(), "{label}: {report:?}");
+    assert!(report.missing.is_empty(), "{label}: {report:?}");
+    assert!(w.mail().await.missing_deliveries().is_empty(), "{label}");
+    assert!(w.envelopes().await.is_empty(), "{label}");
+    assert_eq!(objects_of(&w.store, &w.account, "/b/").await, 1, "{label}");
+    assert_eq!(w.inbox_count().await, 1, "{label}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_losing_importer_does_not_delete_a_retry_written_meanwhile() {
+    a_losing_importer_keeps_a_retry_written_meanwhile(
+        &World::new(KeyModel::DeviceOnly).await,
+        "memory",
+    )
+    .await;
+    a_losing_importer_keeps_a_retry_written_meanwhile(
+        &World::on(
+            KeyModel::DeviceOnly,
+            Arc::new(NoCasStore::new(super::memory())),
+            CommitMode::WriterUnique,
+        )
+        .await,
+        "no compare-and-swap",
+    )
+    .await;
+    for (name, mode) in [
+        ("GARAGE", CommitMode::WriterUnique),
+        ("MOTO", CommitMode::CompareAndSwap),
+    ] {
+        if let Some(store) = mailvault::testkit::s3_from_env(name) {
+            a_losing_importer_keeps_a_retry_written_meanwhile(
+                &World::on(KeyModel::DeviceOnly, store, mode).await,
+                name,
+            )
+            .await;
+        }
+    }
+}
+
+/// Review finding 10: a delivery imported unanalyzed (the deliverer did not analyze it,
+/// or its analysis was larger than an envelope carries) has a THREADID from its import
+/// on, and RFC 8474 §5.2 (and JMAP's `threadId`, RFC 8621 §4.1.1) wants it immutable:
+/// its first analysis must not move it into the thread of the message it answers. Its
+/// own ids then name its thread, so a later answer to it joins it.
+#[tokio::test]
+async fn a_thread_id_given_at_import_stays_at_the_first_analysis() {
+    let w = World::new(KeyModel::DeviceOnly).await;
+    w.deliverer()
+        .deliver_bytes(
+            w.account,
+            &threaded("parent@x", ""),
+            DeliveryOptions::default(),
+        )
+        .await
+        .unwrap();
+    w.deliverer()
+        .with_analysis(false)
+        .deliver_bytes(
+            w.account,
+            &threaded("reply@x", "parent@x"),
+            DeliveryOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.import().await.imported.len(), 2);
+    let mut mail = w.mail().await;
+    let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
+    let parent = mail.email(inbox, 1).unwrap();
+    let imported = mail.email(inbox, 2).unwrap();
+    assert!(parent.analyzed && !imported.analyzed);
+    let analyzed = mail.analyze(inbox, 2).await.unwrap();
+    assert!(analyzed.analyzed);
+    assert_eq!(
+        analyzed.thread, imported.thread,
+        "the THREADID given at import changed at the first analysis"
+    );
+    assert_eq!(
+        w.mail().await.email(inbox, 2).unwrap().thread,
+        imported.thread
+    );
+    // An answer to the analyzed delivery joins its thread.
+    w.deliverer()
+        .deliver_bytes(
+            w.account,
+            &threaded("answer@x", "reply@x"),
+            DeliveryOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.import().await.imported.len(), 1);
+    let answer = w.mail().await.email(inbox, 3).unwrap();
+    assert_eq!(answer.thread, imported.thread);
+}
+
+/// The first second after `from` at which `account`'s retry window changes.
+fn next_window_boundary(deliverer: &Deliverer, account: &AccountId, from: u64) -> u64 {
+    let window = deliverer.retry_window_at(account, from);
+    // The window number only grows: the first second in a later window, by bisection.
+    let (mut low, mut high) = (from, from + 1);
+    while deliverer.retry_window_at(account, high) == window {
+        high = from + (high - from) * 2;
+    }
+    while high - low > 1 {
+        let mid = low + (high - low) / 2;
+        if deliverer.retry_window_at(account, mid) == window {
+            low = mid;
+        } else {
+            high = mid;
+        }
+    }
+    high
+}
+
+/// Review finding 11: the retry windows of content ids were aligned on the Unix epoch,
+/// so every account's window ended at the same instant (a resend straddling it stored
+/// twice for every account at once). Each account's windows are offset by a keyed amount
+/// (from the signing key: the store cannot tell when an account's window ends).
+#[tokio::test]
+async fn retry_windows_end_at_a_different_instant_for_each_account() {
+    let w = World::new(KeyModel::DeviceOnly).await;
+    let deliverer = w.deliverer();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut ends = BTreeSet::new();
+    ends.insert(next_window_boundary(&deliverer, &w.account, now));
+    for _ in 0..4 {
+        let (account, _) = w.another_account().await;
+        ends.insert(next_window_boundary(&deliverer, &account, now));
+    }
+    assert!(
+        ends.len() >= 4,
+        "the retry windows of 5 accounts end at {ends:?}"
+    );
+    // The same deliverer key gives the same windows (other deliverers of the deployment
+    // agree), another signing key other ones.
+    assert_eq!(
+        next_window_boundary(&w.deliverer(), &w.account, now),
+        next_window_boundary(&deliverer, &w.account, now)
+    );
+}
+
+/// Review finding 11: a resend just after the end of the retry window its first copy
+/// arrived in is still a retry while that copy waits for import: the deliverer probes the
+/// previous window's id too.
+#[tokio::test]
+async fn a_resend_just_after_a_retry_window_ends_is_stored_once() {
+    let w = World::new(KeyModel::DeviceOnly).await;
+    let deliverer = w
+        .deliverer()
+        .with_retry_window(std::time::Duration::from_secs(4));
+    let options = DeliveryOptions {
+        id_from_content: true,
+        ..DeliveryOptions::default()
+    };
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+    };
+    let boundary = next_window_boundary(&deliverer, &w.account, now().as_secs() + 1);
+    let until = |secs: u64| {
+        let at = std::time::Duration::from_secs(secs) + std::time::Duration::from_millis(100);
+        tokio::time::sleep(at.saturating_sub(now()))
+    };
+    // The first copy in the last second of a window, the resend in the next window.
+    until(boundary - 1).await;
+    let first = deliverer
+        .deliver_bytes(w.account, MESSAGE, options.clone())
+        .await
+        .unwrap();
+    assert!(now().as_secs() < boundary, "the first copy took too long");
+    until(boundary).await;
+    let resend = deliverer
+        .deliver_bytes(w.account, MESSAGE, options.clone())
+        .await
+        .unwrap();
+    assert!(
+        resend.duplicate,
+        "a resend across the window's end was stored again"
+    );
+    assert_eq!(resend.delivery, first.delivery);
+    assert_eq!(objects_of(&w.store, &w.account, "/b/").await, 1);
+    let report = w.import().await;
+    assert_eq!(report.imported.len(), 1, "{report:?}");
+    assert!(report.missing.is_empty(), "{report:?}");
+    assert_eq!(w.inbox_count().await, 1);
 }

@@ -386,7 +386,8 @@ const FOLLOW_UP: &[u8] = b"From: a@example.org\r\nMessage-ID: <follow@example.or
 In-Reply-To: <parent@example.org>\r\nSubject: Re: plan\r\n\r\nWhen?\r\n";
 
 /// A reply arrives before the message it answers: the parent joins the reply's thread
-/// (appended, and delivered then analyzed), and so does a later answer to the parent.
+/// (appended, or delivered with its analysis), and so does a later answer to the parent;
+/// a parent delivered unanalyzed keeps the thread its import gave it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item_15c_a_parent_arriving_after_its_reply_joins_its_thread() {
     for (store, mode) in both_modes() {
@@ -411,7 +412,11 @@ async fn item_15c_a_parent_arriving_after_its_reply_joins_its_thread() {
             .unwrap();
         assert_eq!(follow.thread, reply.thread, "{mode:?}");
     }
-    // The parent is a delivery, imported unread and analyzed after the reply came.
+    // The parent is a delivery imported unread (no analysis at delivery) and analyzed
+    // after the reply came: its THREADID is the one given at import, and stays (RFC 8474
+    // §5.2: immutable; review finding 10), so it is not merged into the reply's thread
+    // then; a message answering the parent afterwards joins the reply's thread (the
+    // parent's Message-ID names it since the reply).
     let w = World::new(CommitMode::CompareAndSwap).await;
     let store = memory();
     let mut mail = w.mail(&store, w.epoch_1(), MailConfig::default()).await;
@@ -421,13 +426,19 @@ async fn item_15c_a_parent_arriving_after_its_reply_joins_its_thread() {
         .unwrap();
     let (mailbox, uid) = w.deliver_and_import(&store, PARENT).await;
     mail.refresh().await.unwrap();
+    let imported = mail.email(mailbox, uid).unwrap();
     let parent = mail.analyze(mailbox, uid).await.unwrap();
     assert_eq!(
-        parent.thread, reply.thread,
-        "the delivered parent, analyzed after its reply, is in another thread"
+        parent.thread, imported.thread,
+        "the THREADID changed at analysis"
     );
     let fresh = w.mail(&store, w.epoch_1(), MailConfig::default()).await;
-    assert_eq!(fresh.email(mailbox, uid).unwrap().thread, reply.thread);
+    assert_eq!(fresh.email(mailbox, uid).unwrap().thread, imported.thread);
+    let follow = mail
+        .append(inbox(&mail), FOLLOW_UP, AppendOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(follow.thread, reply.thread);
     // Analysed at delivery (issue 12 item 3): in the reply's thread from its import on.
     let w = World::new(CommitMode::CompareAndSwap).await;
     let store = memory();
