@@ -1031,14 +1031,15 @@ async fn epoch_reencryption_killed_and_resumed() {
     let mut points: Vec<u64> = vec![span / 10, span / 3, span / 2, 3 * span / 4, span - 2];
     points.extend((0..15).map(|_| rng.gen_range(0..span)));
     let modes = [FaultMode::Crash, FaultMode::ApplyAndFail, FaultMode::Fail];
-    let (mut scenarios, mut kills, mut resumed_with_work) = (0, 0, 0);
+    let (mut scenarios, mut kills, mut first_kills, mut resumed_with_work) = (0, 0, 0, 0);
     for (i, &first) in points.iter().enumerate() {
         for (j, first_mode) in modes.into_iter().enumerate() {
             // Killed, then the run resuming it killed too (another point and mode).
             let second = (rng.gen_range(0..span), modes[(i + j + 1) % modes.len()]);
             let w = EpochWorld::new(APPENDED).await;
             let (mut context, mut to_import) = (String::new(), false);
-            for (offset, mode) in [(first, first_mode), second] {
+            for (run_index, (offset, mode)) in [(first, first_mode), second].into_iter().enumerate()
+            {
                 context.push_str(&format!("{mode:?} at {offset} of {span}; "));
                 let fault = Fault {
                     at: started + offset,
@@ -1051,6 +1052,7 @@ async fn epoch_reencryption_killed_and_resumed() {
                     Err(e) => Err(e),
                 };
                 kills += usize::from(run.is_err());
+                first_kills += usize::from(run_index == 0 && run.is_err());
                 to_import = w
                     .check_after_kill(&format!("seed {seed:#x}: {context}"))
                     .await;
@@ -1063,10 +1065,19 @@ async fn epoch_reencryption_killed_and_resumed() {
             scenarios += 1;
         }
     }
-    eprintln!("{scenarios} scenarios, {kills} killed runs, {resumed_with_work} resumed with 3 bodies or more left");
+    eprintln!(
+        "{scenarios} scenarios, {kills} killed runs ({first_kills} of the first runs), \
+         {resumed_with_work} resumed with 3 bodies or more left"
+    );
+    // A first run does the whole job, so its kill point (below the job's operation
+    // count) stops it, unless the fault hits an operation whose failure the job absorbs
+    // (a retried request, a best-effort delete answered with an error). A second run
+    // resumes with less left to do: its random point may lie beyond its last operation,
+    // and how often depends on how many operations each step takes, so only the first
+    // runs are held to a bound: at least half of them killed (37 of 60 on 2026-12-06).
     assert!(
-        kills >= scenarios,
-        "the job was killed part-way ({kills} of {} runs)",
+        2 * first_kills >= scenarios,
+        "the job was killed part-way in {first_kills} of {scenarios} first runs ({kills} of {} runs)",
         2 * scenarios
     );
     assert!(
