@@ -102,7 +102,7 @@ async fn main() -> mailvault::Result<()> {
                         .deliver_bytes(account, &message(n), DeliveryOptions::default())
                         .await?;
                 }
-                mailvault::Result::Ok(())
+                Ok::<(), mailvault::Error>(())
             }));
         }
         for task in tasks {

@@ -78,15 +78,24 @@ noops = len(seen)
 # IDLE (RFC 2177) by hand: imaplib has no IDLE before Python 3.14.
 tag = imap._new_tag()
 imap.send(tag + b" IDLE\r\n")
-line = imap.readline()
-check(line.startswith(b"+"), "IDLE continuation: %r" % line)
 imap.sock.settimeout(TIMEOUT)
-while seen[-1] < n and time.monotonic() < deadline:
+
+
+def read_exists():
+    """One line in IDLE: an untagged EXISTS noted (the server may send them before its
+    continuation request too)."""
     line = imap.readline()
     check(line != b"", "connection open in IDLE")
     parts = line.split()
     if len(parts) == 3 and parts[0] == b"*" and parts[2].upper() == b"EXISTS":
         seen.append(int(parts[1]))
+    return line
+
+
+while not read_exists().startswith(b"+"):
+    pass
+while seen[-1] < n and time.monotonic() < deadline:
+    read_exists()
 imap.send(b"DONE\r\n")
 while True:
     line = imap.readline()

@@ -20,7 +20,7 @@ const USER: &str = "alice@example.org";
 #[test]
 fn login_after_many_deliveries_is_answered_before_their_import() {
     const TEST: &str = "login_after_many_deliveries_is_answered_before_their_import";
-    const N: usize = 2000;
+    const N: usize = 1000;
     let Some(python) = tools(TEST, &["python"]).map(|mut t| t.remove(0)) else {
         return;
     };
