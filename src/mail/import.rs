@@ -5,7 +5,7 @@ use object_store::ObjectStoreExt;
 
 use super::{keys, mailbox_of, same_name, uid_next, Mailstore, Plan, INBOX_ID};
 use crate::crypto::AccountKey;
-use crate::delivery::{open_envelope, verify_envelope, Rejection};
+use crate::delivery::{open_envelope, verify_envelope, verify_envelopes, Rejection};
 use crate::error::{Error, Result};
 use crate::format::mail::{
     number_to_bytes, EmailAnalysis, EmailRecord, Envelope, Flags, MessageRecord, Provenance,
@@ -102,25 +102,45 @@ pub(crate) type Checked = (
 /// long as ChaCha20-Poly1305 over 64 KiB.
 const KEY_WORK_BYTES: usize = 64 * 1024;
 
-/// The key work of checking a delivery, no I/O: the envelope `bytes` found under the
-/// name `delivery` verified against `verifying_keys` and opened with `keys`: its number,
-/// the pin of its body (re-wrapped, not yet checked in the store) and its envelope; or
-/// why it is refused, with its number once its signature verified.
-fn open_delivery(
-    bytes: &[u8],
-    delivery: &DeliveryId,
-    blobs: &crate::blob::AccountBlobs,
-    keys: &[AccountKey],
-    verifying_keys: &[[u8; 32]],
-) -> std::result::Result<
+/// Envelopes whose signatures are verified together (Ed25519 batch verification): a
+/// batch of the import is split into chunks of this many, spread over the cores.
+const VERIFY_CHUNK: usize = 32;
+
+/// What the key work of checking a delivery gives: its number, the pin of its body
+/// (re-wrapped, not yet checked in the store) and its envelope; or why it is refused,
+/// with its number once its signature verified.
+type Opened = std::result::Result<
     (u64, BlobPin, crate::format::delivery::DeliveryEnvelope),
     (Option<u64>, Rejection),
-> {
-    let object = verify_envelope(bytes, delivery, blobs, verifying_keys)
-        .map_err(|rejection| (None, rejection))?;
+>;
+
+/// The key work of checking deliveries, no I/O: the envelopes, each `(bytes, delivery)`
+/// (the name it was found under), verified against `verifying_keys` (their signatures
+/// together: [`verify_envelopes`]) and opened with `keys`.
+fn open_deliveries(
+    envelopes: &[(&[u8], DeliveryId)],
+    blobs: &crate::blob::AccountBlobs,
+    keys: &[AccountKey],
+    verifying_keys: &[ed25519_dalek::VerifyingKey],
+) -> Vec<Opened> {
+    verify_envelopes(envelopes, blobs, verifying_keys)
+        .into_iter()
+        .map(|verified| {
+            let object = verified.map_err(|rejection| (None, rejection))?;
+            open_verified(&object, blobs, keys)
+        })
+        .collect()
+}
+
+/// Opens a verified envelope `object` with `keys` (see [`open_deliveries`]).
+fn open_verified(
+    object: &crate::format::delivery::EnvelopeObject<'_>,
+    blobs: &crate::blob::AccountBlobs,
+    keys: &[AccountKey],
+) -> Opened {
     let number = object.number;
     let opened =
-        open_envelope(&object, blobs, keys).map_err(|rejection| (Some(number), rejection))?;
+        open_envelope(object, blobs, keys).map_err(|rejection| (Some(number), rejection))?;
     let pin = blobs
         .pin_sealed_with(&opened.blob, &opened.file_key)
         .map_err(|_| (Some(number), Rejection::BadBody))?;
@@ -295,6 +315,7 @@ impl Mailstore {
             pass,
             keys: keys.iter().map(AccountKey::duplicate).collect(),
             verifying_keys: verifying_keys.to_vec(),
+            verifying: crate::delivery::parse_verifying_keys(verifying_keys),
             blobs: self.blobs.clone(),
             directory: self.directory.clone(),
             account: self.account(),
@@ -773,6 +794,8 @@ pub(crate) struct ImportRun {
     pass: Pass,
     keys: Vec<AccountKey>,
     verifying_keys: Vec<[u8; 32]>,
+    /// The same, parsed once for the run.
+    verifying: Vec<ed25519_dalek::VerifyingKey>,
     blobs: crate::blob::AccountBlobs,
     directory: std::sync::Arc<dyn crate::directory::Directory>,
     account: crate::ids::AccountId,
@@ -971,22 +994,28 @@ impl ImportRun {
             .collect();
         self.times.reread += started.elapsed();
         let started = std::time::Instant::now();
-        let (blobs, verifying_keys) = (self.blobs.clone(), self.verifying_keys.clone());
+        let (blobs, verifying) = (self.blobs.clone(), self.verifying.clone());
         let keys: Vec<AccountKey> = self.keys.iter().map(AccountKey::duplicate).collect();
         let work = envelopes.len().saturating_mul(KEY_WORK_BYTES);
         let opened = crate::cpu::offload(work, move || {
+            let named: Vec<(&[u8], DeliveryId)> = envelopes
+                .iter()
+                .map(|(delivery, _, bytes)| (bytes.as_ref(), *delivery))
+                .collect();
             let open =
-                |(delivery, path, bytes): (DeliveryId, object_store::path::Path, bytes::Bytes)| {
-                    let opened = open_delivery(&bytes, &delivery, &blobs, &keys, &verifying_keys);
-                    (delivery, path, opened)
-                };
+                |chunk: &[(&[u8], DeliveryId)]| open_deliveries(chunk, &blobs, &keys, &verifying);
             // Spread over rayon's pool only off the executor (`cpu::parallel`).
-            if crate::cpu::parallel(work) {
+            let opened: Vec<Opened> = if crate::cpu::parallel(work) {
                 use rayon::prelude::*;
-                envelopes.into_par_iter().map(open).collect::<Vec<_>>()
+                named.par_chunks(VERIFY_CHUNK).flat_map_iter(open).collect()
             } else {
-                envelopes.into_iter().map(open).collect()
-            }
+                named.chunks(VERIFY_CHUNK).flat_map(open).collect()
+            };
+            envelopes
+                .into_iter()
+                .zip(opened)
+                .map(|((delivery, path, _), opened)| (delivery, path, opened))
+                .collect::<Vec<_>>()
         })
         .await?;
         self.times.open += started.elapsed();
