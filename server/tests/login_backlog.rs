@@ -10,8 +10,6 @@
 mod peers;
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::process::{Command, Stdio};
 
 use peers::{tools, Backend, MailServer, PASSWORD};
 
@@ -28,22 +26,17 @@ fn login_after_many_deliveries_is_answered_before_their_import() {
         return;
     };
     server.start();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/login_backlog.py");
-    let out = Command::new(&python)
-        .arg(&script)
-        .arg(server.imap.to_string())
-        .arg(server.lmtp.to_string())
-        .args([USER, PASSWORD])
-        .arg(N.to_string())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run login_backlog.py");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "login_backlog.py failed:\n{stdout}\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        server.logs()
+    let (imap, lmtp, n) = (
+        server.imap.to_string(),
+        server.lmtp.to_string(),
+        N.to_string(),
+    );
+    let stdout = peers::run_script(
+        &python,
+        "login_backlog.py",
+        &[imap.as_str(), lmtp.as_str(), USER, PASSWORD, n.as_str()],
+        "login after many deliveries",
+        || server.logs(),
     );
     let report: HashMap<&str, &str> = stdout.lines().filter_map(|l| l.split_once(' ')).collect();
     eprintln!("{TEST}: {report:?}");
