@@ -74,7 +74,7 @@ async fn main() -> mailvault::Result<()> {
     let folder = tempfile::tempdir().expect("a temporary folder");
     let store = mailvault::storage::open_store(&folder.path().join("store").display().to_string())?;
     let rng = mailvault::crypto::RandomSource::os();
-    let directory = Arc::new(FileDirectory::open(&folder.path().join("directory"))?);
+    let directory = Arc::new(FileDirectory::open(folder.path().join("directory"))?);
     directory
         .set_officer_keys(vec![OfficerKeyEntry {
             key: OfficerSecret::generate(&rng).public(),
