@@ -815,14 +815,38 @@ impl Session {
             .import_pending(&self.keyring.epoch_keys(), &verifying, true)
             .await?;
         if !report.deferred.is_empty() {
-            self.reload_keyring().await?;
-            mail.use_blobs(self.blobs.clone())?;
+            self.reload_for_import(mail).await?;
             let again = mail
                 .import_pending(&self.keyring.epoch_keys(), &verifying, false)
                 .await?;
             report.absorb(again);
         }
         Ok(report)
+    }
+
+    /// An import of the pending deliveries into `mail` in steps, as
+    /// [`import_deliveries`](Self::import_deliveries) does it in one go: with every epoch
+    /// key of the keyring and the directory's delivery key set; with `defer`, a delivery
+    /// sealed to an epoch the keyring lacks is left pending (then
+    /// [`reload_for_import`](Self::reload_for_import) and a run without `defer`).
+    pub(crate) async fn import_run(
+        &self,
+        mail: &Mailstore,
+        defer: bool,
+    ) -> Result<crate::mail::ImportRun> {
+        let verifying = self.delivery_verifying_keys().await?;
+        Ok(mail.import_run(
+            &self.keyring.epoch_keys(),
+            &verifying,
+            crate::mail::ImportPass::Pending { defer },
+        ))
+    }
+
+    /// Reloads the keyring (an import deferred deliveries sealed to an epoch it lacked)
+    /// and gives `mail` its blobs.
+    pub(crate) async fn reload_for_import(&mut self, mail: &mut Mailstore) -> Result<()> {
+        self.reload_keyring().await?;
+        mail.use_blobs(self.blobs.clone())
     }
 
     /// Tries the quarantined deliveries of the account again (and imports the pending

@@ -5,7 +5,7 @@ use object_store::ObjectStoreExt;
 
 use super::{keys, mailbox_of, same_name, uid_next, Mailstore, Plan, INBOX_ID};
 use crate::crypto::AccountKey;
-use crate::delivery::{open_envelope, verify_envelope, Rejection};
+use crate::delivery::{open_envelope, verify_envelope, verify_envelopes, Rejection};
 use crate::error::{Error, Result};
 use crate::format::mail::{
     number_to_bytes, EmailAnalysis, EmailRecord, Envelope, Flags, MessageRecord, Provenance,
@@ -52,7 +52,7 @@ impl ImportReport {
 
 /// Which deliveries an import pass tries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pass {
+pub(crate) enum Pass {
     /// Pending ones, skipping quarantined ones; with `defer`, a retryable rejection
     /// leaves the delivery pending instead of quarantining it.
     Pending { defer: bool },
@@ -82,7 +82,7 @@ const CHECK_CONCURRENCY: usize = 16;
 /// attempt has a body and a number of its own, so these tell one attempt from a later one
 /// written at the same path once the earlier was deleted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct EnvelopeMark {
+pub(crate) struct EnvelopeMark {
     len: u64,
     head: Vec<u8>,
 }
@@ -130,7 +130,7 @@ async fn delete_envelope(
 }
 
 /// A delivery checked for import: what its records need.
-struct Deliverable {
+pub(crate) struct Deliverable {
     delivery: DeliveryId,
     number: u64,
     /// Its envelope, deleted once it is imported.
@@ -146,7 +146,7 @@ struct Deliverable {
 
 /// One delivery checked for import: its id, its number once its signature verified, and
 /// what its import needs or why it is refused.
-type Checked = (
+pub(crate) type Checked = (
     DeliveryId,
     Option<u64>,
     std::result::Result<Deliverable, Rejection>,
@@ -157,25 +157,45 @@ type Checked = (
 /// long as ChaCha20-Poly1305 over 64 KiB.
 const KEY_WORK_BYTES: usize = 64 * 1024;
 
-/// The key work of checking a delivery, no I/O: the envelope `bytes` found under the
-/// name `delivery` verified against `verifying_keys` and opened with `keys`: its number,
-/// the pin of its body (re-wrapped, not yet checked in the store) and its envelope; or
-/// why it is refused, with its number once its signature verified.
-fn open_delivery(
-    bytes: &[u8],
-    delivery: &DeliveryId,
-    blobs: &crate::blob::AccountBlobs,
-    keys: &[AccountKey],
-    verifying_keys: &[[u8; 32]],
-) -> std::result::Result<
+/// Envelopes whose signatures are verified together (Ed25519 batch verification): a
+/// batch of the import is split into chunks of this many, spread over the cores.
+const VERIFY_CHUNK: usize = 32;
+
+/// What the key work of checking a delivery gives: its number, the pin of its body
+/// (re-wrapped, not yet checked in the store) and its envelope; or why it is refused,
+/// with its number once its signature verified.
+type Opened = std::result::Result<
     (u64, BlobPin, crate::format::delivery::DeliveryEnvelope),
     (Option<u64>, Rejection),
-> {
-    let object = verify_envelope(bytes, delivery, blobs, verifying_keys)
-        .map_err(|rejection| (None, rejection))?;
+>;
+
+/// The key work of checking deliveries, no I/O: the envelopes, each `(bytes, delivery)`
+/// (the name it was found under), verified against `verifying_keys` (their signatures
+/// together: [`verify_envelopes`]) and opened with `keys`.
+fn open_deliveries(
+    envelopes: &[(&[u8], DeliveryId)],
+    blobs: &crate::blob::AccountBlobs,
+    keys: &[AccountKey],
+    verifying_keys: &[ed25519_dalek::VerifyingKey],
+) -> Vec<Opened> {
+    verify_envelopes(envelopes, blobs, verifying_keys)
+        .into_iter()
+        .map(|verified| {
+            let object = verified.map_err(|rejection| (None, rejection))?;
+            open_verified(&object, blobs, keys)
+        })
+        .collect()
+}
+
+/// Opens a verified envelope `object` with `keys` (see [`open_deliveries`]).
+fn open_verified(
+    object: &crate::format::delivery::EnvelopeObject<'_>,
+    blobs: &crate::blob::AccountBlobs,
+    keys: &[AccountKey],
+) -> Opened {
     let number = object.number;
     let opened =
-        open_envelope(&object, blobs, keys).map_err(|rejection| (Some(number), rejection))?;
+        open_envelope(object, blobs, keys).map_err(|rejection| (Some(number), rejection))?;
     let pin = blobs
         .pin_sealed_with(&opened.blob, &opened.file_key)
         .map_err(|_| (Some(number), Rejection::BadBody))?;
@@ -230,7 +250,7 @@ pub(super) fn number_record_size(value: &[u8]) -> u64 {
 
 /// A retry of a delivery imported before: its own number, body and size.
 #[derive(Clone)]
-struct Retry {
+pub(crate) struct Retry {
     delivery: DeliveryId,
     number: u64,
     blob: crate::ids::BlobId,
@@ -311,7 +331,9 @@ impl Mailstore {
     /// [`recheck_quarantined`](Self::recheck_quarantined): envelopes are read (those of
     /// deliveries imported before are deleted unread), imported in the order of their
     /// delivery numbers, then the numbers the directory issued and no envelope accounts
-    /// for are recorded and reported missing.
+    /// for are recorded and reported missing. The steps of an [`ImportRun`], in turn;
+    /// [`SharedAccount`](crate::engine::SharedAccount) takes the same steps with its
+    /// write access held only for the commits.
     #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account(), requests = tracing::field::Empty, bytes_read = tracing::field::Empty, bytes_written = tracing::field::Empty))]
     async fn import_pass(
         &mut self,
@@ -321,189 +343,135 @@ impl Mailstore {
     ) -> Result<ImportReport> {
         super::metered(async move {
             self.refresh().await?;
-            let account = self.account();
-            // Read before listing: every number up to it was issued before the listing, so
-            // its envelope is listed unless withheld (or still being written).
-            let issued = self.directory.delivery_counter(&account).await?;
-            let store = self.blobs.store().clone();
-            let listed: Vec<(DeliveryId, object_store::path::Path)> = store
-                .list(Some(&naming::delivery_prefix(&account)))
-                .map_ok(|meta| meta.location)
-                .try_collect::<Vec<_>>()
-                .await?
-                .into_iter()
-                .filter_map(|path| {
-                    let id = DeliveryId::from_hex(path.filename()?).ok()?;
-                    Some((id, path))
-                })
-                .collect();
-            let mut report = ImportReport::default();
-            let mut pending = Vec::new();
-            let mut held = 0usize;
-            // Verified numbers of the envelopes found (imported, quarantined or deferred, or
-            // a second envelope of a delivery imported before).
-            let mut found = std::collections::BTreeSet::new();
-            // Envelopes are read a few at a time (a login after many deliveries reads them
-            // all), and taken in the order listed.
-            let pass_skips = |delivery: &DeliveryId| {
-                pass != Pass::Recheck && self.index.get(&keys::quarantined(delivery)).is_some()
-            };
-            let mut reads = futures::stream::iter(listed)
-                .map(|(delivery, path)| {
-                    let store = &store;
-                    let imported = self.index.get(&keys::imported(&delivery)).is_some();
-                    let skip = !imported && pass_skips(&delivery);
-                    async move {
-                        let bytes = if skip {
-                            None
-                        } else {
-                            read_envelope(store, &path).await?
-                        };
-                        Ok::<_, Error>((delivery, path, imported, skip, bytes))
-                    }
-                })
-                .buffered(CHECK_CONCURRENCY);
-            // Retries of deliveries imported before, whose own bodies are to go.
-            let mut retries = Vec::new();
-            while let Some((delivery, path, imported, skip, bytes)) = reads.try_next().await? {
-                if imported {
-                    // A retry of a delivery imported before (same delivery id): it took a
-                    // number of its own, which its envelope accounts for (not missing).
-                    let retry = bytes.as_deref().and_then(|bytes| {
-                        let object =
-                            verify_envelope(bytes, &delivery, &self.blobs, verifying_keys).ok()?;
-                        found.insert(object.number);
-                        self.retried_body(&delivery, &object, keys)
-                    });
-                    // Read as found: a retry written after it is not deleted with it.
-                    if let Some(bytes) = &bytes {
-                        let mark = EnvelopeMark::of(bytes);
-                        match retry {
-                            Some(retry) => retries.push((retry, path, mark)),
-                            None => delete_envelope(&store, &path, &mark).await?,
-                        }
-                    }
-                    report.already_imported += 1;
-                    continue;
-                }
-                let Some(bytes) = bytes.filter(|_| !skip) else {
-                    continue;
-                };
-                // Unverified: only the order. Envelopes that do not parse go last.
-                let number = crate::delivery::claimed_number(&bytes).unwrap_or(u64::MAX);
-                // Held in memory up to a bound, read again in turn above it.
-                let len = bytes.len();
-                held += len;
-                let bytes = (held <= MAX_HELD_ENVELOPES).then_some(bytes);
-                pending.push((number, delivery, path, len, bytes));
+            let mut run = self.import_run(keys, verifying_keys, pass);
+            run.list().await?;
+            self.look_up(&mut run);
+            run.read().await?;
+            self.drop_retries(run.take_retries()).await?;
+            while let Some(batch) = run.next_batch(IMPORT_BATCH) {
+                let checked = run.check(batch).await?;
+                let imported = self.import_batch(&mut run, checked).await?;
+                run.delete_envelopes(&imported).await?;
             }
-            drop(reads);
-            self.drop_retries(retries).await?;
-            pending.sort_by_key(|(number, delivery, ..)| (*number, *delivery));
-            let mut pending = pending.into_iter().peekable();
-            while pending.peek().is_some() {
-                // One batch: checked concurrently (a few ranged GETs each), imported in one
-                // commit, in the order of the delivery numbers. Bounded in count and in
-                // envelope bytes (what it holds in memory and roughly what its segment
-                // carries), with at least one delivery.
-                let mut batch = Vec::new();
-                let mut batch_bytes = 0usize;
-                while let Some((.., len, _)) = pending.peek() {
-                    if batch.len() == IMPORT_BATCH
-                        || (!batch.is_empty() && batch_bytes + len > IMPORT_BATCH_BYTES)
-                    {
-                        break;
-                    }
-                    batch_bytes += len;
-                    batch.extend(pending.next());
-                }
-                let batch = batch
-                    .into_iter()
-                    .map(|(_, delivery, path, _, bytes)| (delivery, path, bytes))
-                    .collect();
-                let checked = self.check_batch(batch, keys, verifying_keys).await?;
-                let mut ready = Vec::new();
-                for (delivery, number, outcome) in checked {
-                    found.extend(number);
-                    match outcome {
-                        Ok(delivery) => ready.push(delivery),
-                        Err(rejection)
-                            if rejection.is_retryable()
-                                && pass == (Pass::Pending { defer: true }) =>
-                        {
-                            report.deferred.push(delivery);
-                        }
-                        Err(rejection) => {
-                            self.quarantine(&delivery, number, &rejection).await?;
-                            report.quarantined.push((delivery, rejection));
-                        }
-                    }
-                }
-                let placed = self.import_checked(&ready).await?;
-                for (delivery, placed) in ready.iter().zip(placed) {
-                    match placed {
-                        Some((mailbox, uid)) => {
-                            report.imported.push((delivery.delivery, mailbox, uid))
-                        }
-                        // Imported by another importer meanwhile.
-                        None => report.already_imported += 1,
-                    }
-                }
-                // The envelopes go once their deliveries are imported (a failed delete leaves
-                // one that the next import removes unread).
-                let envelopes: Vec<_> = ready
-                    .into_iter()
-                    .map(|delivery| (delivery.path, delivery.mark))
-                    .collect();
-                futures::stream::iter(envelopes)
-                    .map(|(path, mark)| {
-                        let store = &store;
-                        async move { delete_envelope(store, &path, &mark).await }
-                    })
-                    .buffer_unordered(CHECK_CONCURRENCY)
-                    .try_collect::<Vec<()>>()
-                    .await?;
-            }
-            report.missing = self.record_missing(issued, &found).await?;
-            Ok(report)
+            self.finish_import(run).await
         })
         .await
     }
 
-    /// The body a retry of the imported `delivery` stored on its own (a verified envelope
-    /// `object` naming another body than the imported message's), with its number and
-    /// size; `None` for the imported delivery's own envelope (its delete failed after the
-    /// import) or a body this handle cannot size (its epoch is not among `keys`: left for
-    /// a later pass, the envelope deleted as before).
-    fn retried_body(
+    /// A pass of the import over the account's pending deliveries (see [`ImportRun`]),
+    /// with `keys` and `verifying_keys`, not started.
+    pub(crate) fn import_run(
         &self,
-        delivery: &DeliveryId,
-        object: &crate::format::delivery::EnvelopeObject<'_>,
         keys: &[AccountKey],
-    ) -> Option<Retry> {
-        let email = EmailId::from_bytes(*delivery.as_bytes());
-        // A record this handle cannot read (a newer version, damage) might name this very
-        // body: not a retry then, the body stays.
-        let imported_body = super::email_record(&self.index, &email)
-            .ok()?
-            .map(|record| record.pin.id);
-        if imported_body == Some(object.blob) {
-            return None;
+        verifying_keys: &[[u8; 32]],
+        pass: Pass,
+    ) -> ImportRun {
+        ImportRun {
+            pass,
+            keys: keys.iter().map(AccountKey::duplicate).collect(),
+            verifying_keys: verifying_keys.to_vec(),
+            verifying: crate::delivery::parse_verifying_keys(verifying_keys),
+            blobs: self.blobs.clone(),
+            directory: self.directory.clone(),
+            account: self.account(),
+            issued: 0,
+            listed: Vec::new(),
+            pending: std::collections::VecDeque::new(),
+            retries: Vec::new(),
+            found: std::collections::BTreeSet::new(),
+            report: ImportReport::default(),
+            times: ImportTimes::default(),
         }
-        let opened = open_envelope(object, &self.blobs, keys).ok()?;
-        Some(Retry {
-            delivery: *delivery,
-            number: object.number,
-            blob: object.blob,
-            size: opened.blob.len(),
-        })
+    }
+
+    /// Step 2 of an import: what the index knows of each listed delivery (imported
+    /// before, quarantined), so that the envelopes are read without the index.
+    pub(crate) fn look_up(&self, run: &mut ImportRun) {
+        for (delivery, _, known) in &mut run.listed {
+            *known = if self.index.get(&keys::imported(delivery)).is_some() {
+                // A record this handle cannot read (a newer version, damage) might name
+                // the retry's very body: not a retry then, the body stays.
+                let email = EmailId::from_bytes(*delivery.as_bytes());
+                Known::Imported(
+                    super::email_record(&self.index, &email)
+                        .ok()
+                        .map(|record| record.map(|r| r.pin.id)),
+                )
+            } else if run.pass != Pass::Recheck
+                && self.index.get(&keys::quarantined(delivery)).is_some()
+            {
+                Known::Skipped
+            } else {
+                Known::New
+            };
+        }
+    }
+
+    /// Step 6 of an import, for each batch: quarantines what `checked` refuses and
+    /// imports the rest in one commit, in their order. Returns the envelopes of the
+    /// deliveries imported, to delete ([`ImportRun::delete_envelopes`]).
+    pub(crate) async fn import_batch(
+        &mut self,
+        run: &mut ImportRun,
+        checked: Vec<Checked>,
+    ) -> Result<Vec<(object_store::path::Path, EnvelopeMark)>> {
+        let started = std::time::Instant::now();
+        let mut ready = Vec::new();
+        for (delivery, number, outcome) in checked {
+            run.found.extend(number);
+            match outcome {
+                Ok(delivery) => ready.push(delivery),
+                Err(rejection)
+                    if rejection.is_retryable() && run.pass == (Pass::Pending { defer: true }) =>
+                {
+                    run.report.deferred.push(delivery);
+                }
+                Err(rejection) => {
+                    self.quarantine(&delivery, number, &rejection).await?;
+                    run.report.quarantined.push((delivery, rejection));
+                }
+            }
+        }
+        let placed = self.import_checked(&ready).await?;
+        for (delivery, placed) in ready.iter().zip(placed) {
+            match placed {
+                Some((mailbox, uid)) => run.report.imported.push((delivery.delivery, mailbox, uid)),
+                // Imported by another importer meanwhile.
+                None => run.report.already_imported += 1,
+            }
+        }
+        run.times.commit += started.elapsed();
+        Ok(ready.into_iter().map(|d| (d.path, d.mark)).collect())
+    }
+
+    /// The last step of an import: records the numbers the directory issued that no
+    /// envelope accounted for (missing), and returns the run's report.
+    pub(crate) async fn finish_import(&mut self, mut run: ImportRun) -> Result<ImportReport> {
+        run.report.missing = self.record_missing(run.issued, &run.found).await?;
+        let t = &run.times;
+        if t.batches > 0 {
+            tracing::debug!(
+                account = %run.account,
+                imported = run.report.imported.len(),
+                batches = t.batches,
+                list = ?t.list,
+                read = ?t.read,
+                reread = ?t.reread,
+                open = ?t.open,
+                bodies = ?t.bodies,
+                commit = ?t.commit,
+                delete = ?t.delete,
+                "import pass"
+            );
+        }
+        Ok(run.report)
     }
 
     /// Accounts for retries of imported deliveries (their numbers, with the bytes the
     /// deliverer counted as delivered: so they no longer count as waiting for import),
     /// then deletes their bodies and envelopes. A crash between the two leaves the
     /// envelopes: the next pass finds the numbers accounted for and deletes them.
-    async fn drop_retries(
+    pub(crate) async fn drop_retries(
         &mut self,
         retries: Vec<(Retry, object_store::path::Path, EnvelopeMark)>,
     ) -> Result<()> {
@@ -593,8 +561,22 @@ impl Mailstore {
     /// # Errors
     /// A directory failure.
     pub async fn deliveries_pending(&self) -> Result<bool> {
+        Ok(self.deliveries_waiting().await? > 0)
+    }
+
+    /// How many deliveries may be waiting for import: the delivery numbers the directory
+    /// issued above the highest an import has checked, and those checked before that are
+    /// still missing. One read of the trusted directory and no store request. An
+    /// estimate from above: a retry of a delivery imported before takes a number too.
+    ///
+    /// # Errors
+    /// A directory failure.
+    pub async fn deliveries_waiting(&self) -> Result<u64> {
         let issued = self.directory.delivery_counter(&self.account()).await?;
-        Ok(issued > checked_through(&self.index) || !self.missing_deliveries().is_empty())
+        let missing = self.missing_deliveries().len() as u64;
+        Ok(issued
+            .saturating_sub(checked_through(&self.index))
+            .saturating_add(missing))
     }
 
     /// Whether the store lists a pending envelope whose delivery is not quarantined: one
@@ -635,93 +617,6 @@ impl Mailstore {
             .filter_map(|(k, _)| keys::parse_number_key(k))
             .filter(|n| self.index.get(&keys::delivery_number(*n)).is_none())
             .collect()
-    }
-
-    /// Checks a batch of pending deliveries for import, in its order: the envelopes not
-    /// held are read again (those gone are left out), every envelope is verified and
-    /// opened on all cores at once (an Ed25519 verification and an X25519 agreement
-    /// each, off the async executor), then the bodies are checked in the store a few at
-    /// a time. For each delivery: its id, its number once its signature verified, and
-    /// either what its import needs or why it is refused. The error is a backend
-    /// failure.
-    async fn check_batch(
-        &self,
-        batch: Vec<(DeliveryId, object_store::path::Path, Option<bytes::Bytes>)>,
-        keys: &[AccountKey],
-        verifying_keys: &[[u8; 32]],
-    ) -> Result<Vec<Checked>> {
-        let store = self.blobs.store();
-        let envelopes: Vec<_> = futures::stream::iter(batch)
-            .map(|(delivery, path, bytes)| async move {
-                let bytes = match bytes {
-                    Some(bytes) => Some(bytes),
-                    None => read_envelope(store, &path).await?,
-                };
-                Ok::<_, Error>(bytes.map(|bytes| (delivery, path, bytes)))
-            })
-            .buffered(CHECK_CONCURRENCY)
-            .try_collect::<Vec<_>>()
-            .await?
-            .into_iter()
-            .flatten()
-            .collect();
-        let (blobs, verifying_keys) = (self.blobs.clone(), verifying_keys.to_vec());
-        let keys: Vec<AccountKey> = keys.iter().map(AccountKey::duplicate).collect();
-        let work = envelopes.len().saturating_mul(KEY_WORK_BYTES);
-        let opened = crate::cpu::offload(work, move || {
-            let open =
-                |(delivery, path, bytes): (DeliveryId, object_store::path::Path, bytes::Bytes)| {
-                    let opened = open_delivery(&bytes, &delivery, &blobs, &keys, &verifying_keys);
-                    (delivery, path, EnvelopeMark::of(&bytes), opened)
-                };
-            // Spread over rayon's pool only off the executor (`cpu::parallel`).
-            if crate::cpu::parallel(work) {
-                use rayon::prelude::*;
-                envelopes.into_par_iter().map(open).collect::<Vec<_>>()
-            } else {
-                envelopes.into_iter().map(open).collect()
-            }
-        })
-        .await?;
-        futures::stream::iter(opened)
-            .map(|(delivery, path, mark, opened)| async move {
-                let (number, pin, envelope) = match opened {
-                    Ok(opened) => opened,
-                    Err((number, rejection)) => return Ok((delivery, number, Err(rejection))),
-                };
-                match self.blobs.verify_stored(&pin).await {
-                    Ok(()) => {}
-                    Err(Error::Tampered | Error::NotFound { .. }) => {
-                        return Ok((delivery, Some(number), Err(Rejection::BadBody)))
-                    }
-                    Err(e) => return Err(e),
-                }
-                Ok((
-                    delivery,
-                    Some(number),
-                    Ok(Deliverable {
-                        delivery,
-                        number,
-                        path,
-                        mark,
-                        pin,
-                        internal_date: envelope.internal_date,
-                        flags: Flags::from_names(envelope.flags.iter().map(String::as_str))
-                            .unwrap_or_default(),
-                        // The analysis the deliverer computed from the plaintext: the
-                        // message is imported analyzed, with no body read. One that does
-                        // not parse is left out (computed at the first read instead).
-                        analysis: envelope
-                            .analysis
-                            .as_deref()
-                            .and_then(|bytes| EmailAnalysis::parse(bytes).ok()),
-                        mailbox: envelope.mailbox,
-                    }),
-                ))
-            })
-            .buffered(CHECK_CONCURRENCY)
-            .try_collect()
-            .await
     }
 
     /// Imports checked deliveries in one commit, in their order: each gets the next UID
@@ -927,5 +822,332 @@ impl Mailstore {
             .ok_or_else(|| Error::NoSuchMessage {
                 what: format!("UID {uid}"),
             })
+    }
+}
+
+/// What the index knows of a listed delivery, looked up before its envelope is read.
+enum Known {
+    /// Not imported: its envelope is read and imported.
+    New,
+    /// Quarantined, and the pass skips those: not read.
+    Skipped,
+    /// Imported before: its envelope is a retry's (with a body of its own) or the
+    /// imported one's (its delete failed). The body of the imported message; `None` if
+    /// its record does not read.
+    Imported(Option<Option<crate::ids::BlobId>>),
+}
+
+/// One pass of the import, in steps, so that a caller that shares the [`Mailstore`]
+/// (the [`SharedAccount`](crate::engine::SharedAccount)) holds it only for the steps
+/// that need it: the listing, the reading of the envelopes, their key work and the
+/// checks of the bodies take none of it; [`Mailstore::look_up`] reads the index;
+/// [`Mailstore::drop_retries`], [`Mailstore::import_batch`] and
+/// [`Mailstore::finish_import`] commit. In order: [`Mailstore::import_run`],
+/// [`list`](Self::list), [`Mailstore::look_up`], [`read`](Self::read),
+/// [`Mailstore::drop_retries`] of [`take_retries`](Self::take_retries), then for each
+/// [`next_batch`](Self::next_batch): [`check`](Self::check), [`Mailstore::import_batch`],
+/// [`delete_envelopes`](Self::delete_envelopes); then [`Mailstore::finish_import`].
+/// Each commit checks again what it writes against the index as it is then (another
+/// importer may have imported a delivery meanwhile): a run interleaved with other
+/// writers or importers imports each delivery once.
+pub(crate) struct ImportRun {
+    pass: Pass,
+    keys: Vec<AccountKey>,
+    verifying_keys: Vec<[u8; 32]>,
+    /// The same, parsed once for the run.
+    verifying: Vec<ed25519_dalek::VerifyingKey>,
+    blobs: crate::blob::AccountBlobs,
+    directory: std::sync::Arc<dyn crate::directory::Directory>,
+    account: crate::ids::AccountId,
+    /// The directory's delivery counter, read before the listing.
+    issued: u64,
+    listed: Vec<(DeliveryId, object_store::path::Path, Known)>,
+    /// Envelopes to import, by claimed number: (number, delivery, path, length, bytes if
+    /// held).
+    pending: std::collections::VecDeque<(
+        u64,
+        DeliveryId,
+        object_store::path::Path,
+        usize,
+        Option<bytes::Bytes>,
+    )>,
+    retries: Vec<(Retry, object_store::path::Path, EnvelopeMark)>,
+    /// Verified numbers of the envelopes found (imported, quarantined or deferred, or a
+    /// second envelope of a delivery imported before).
+    found: std::collections::BTreeSet<u64>,
+    report: ImportReport,
+    /// Where the run's time went, logged at its end (at debug level).
+    times: ImportTimes,
+}
+
+/// The wall time of an import's steps, summed over its batches.
+#[derive(Debug, Default)]
+struct ImportTimes {
+    /// The counter read and the listing.
+    list: std::time::Duration,
+    /// The envelopes read (and held) before the batches.
+    read: std::time::Duration,
+    /// Envelopes not held, read again in their batch.
+    reread: std::time::Duration,
+    /// The key work: Ed25519 verifications and X25519 openings.
+    open: std::time::Duration,
+    /// The bodies checked in the store.
+    bodies: std::time::Duration,
+    /// The quarantines and import commits.
+    commit: std::time::Duration,
+    /// The envelopes' deletes.
+    delete: std::time::Duration,
+    batches: usize,
+}
+
+impl ImportRun {
+    /// Step 1: reads the directory's delivery counter, then lists the pending envelopes.
+    pub(crate) async fn list(&mut self) -> Result<()> {
+        let started = std::time::Instant::now();
+        // Read before listing: every number up to it was issued before the listing, so
+        // its envelope is listed unless withheld (or still being written).
+        self.issued = self.directory.delivery_counter(&self.account).await?;
+        self.listed = self
+            .blobs
+            .store()
+            .list(Some(&naming::delivery_prefix(&self.account)))
+            .map_ok(|meta| meta.location)
+            .try_collect::<Vec<_>>()
+            .await?
+            .into_iter()
+            .filter_map(|path| {
+                let id = DeliveryId::from_hex(path.filename()?).ok()?;
+                Some((id, path, Known::New))
+            })
+            .collect();
+        self.times.list += started.elapsed();
+        Ok(())
+    }
+
+    /// Step 3: reads the envelopes listed (a few at a time, in the order listed), holds
+    /// up to [`MAX_HELD_ENVELOPES`] bytes of them (the others are read again in turn),
+    /// orders them by their claimed numbers; sets aside the retries of deliveries
+    /// imported before ([`take_retries`](Self::take_retries)) and deletes the imported
+    /// deliveries' own envelopes.
+    pub(crate) async fn read(&mut self) -> Result<()> {
+        let started = std::time::Instant::now();
+        let store = self.blobs.store().clone();
+        let mut reads = futures::stream::iter(std::mem::take(&mut self.listed))
+            .map(|(delivery, path, known)| {
+                let store = &store;
+                async move {
+                    let bytes = match known {
+                        Known::Skipped => None,
+                        _ => read_envelope(store, &path).await?,
+                    };
+                    Ok::<_, Error>((delivery, path, known, bytes))
+                }
+            })
+            .buffered(CHECK_CONCURRENCY);
+        let mut pending = Vec::new();
+        let mut held = 0usize;
+        while let Some((delivery, path, known, bytes)) = reads.try_next().await? {
+            let Some(bytes) = bytes else {
+                continue;
+            };
+            if let Known::Imported(imported_body) = known {
+                // A retry of a delivery imported before (same delivery id): it took a
+                // number of its own, which its envelope accounts for (not missing).
+                let retry = verify_envelope(&bytes, &delivery, &self.blobs, &self.verifying_keys)
+                    .ok()
+                    .and_then(|object| {
+                        self.found.insert(object.number);
+                        let imported_body = imported_body?;
+                        if imported_body == Some(object.blob) {
+                            return None;
+                        }
+                        // A body this run cannot size (its epoch is not among the keys):
+                        // left for a later pass, the envelope deleted as before.
+                        let opened = open_envelope(&object, &self.blobs, &self.keys).ok()?;
+                        Some(Retry {
+                            delivery,
+                            number: object.number,
+                            blob: object.blob,
+                            size: opened.blob.len(),
+                        })
+                    });
+                // Read as found: a retry written after it is not deleted with it.
+                let mark = EnvelopeMark::of(&bytes);
+                match retry {
+                    Some(retry) => self.retries.push((retry, path, mark)),
+                    None => delete_envelope(&store, &path, &mark).await?,
+                }
+                self.report.already_imported += 1;
+                continue;
+            }
+            // Unverified: only the order. Envelopes that do not parse go last.
+            let number = crate::delivery::claimed_number(&bytes).unwrap_or(u64::MAX);
+            // Held in memory up to a bound, read again in turn above it.
+            let len = bytes.len();
+            held += len;
+            let bytes = (held <= MAX_HELD_ENVELOPES).then_some(bytes);
+            pending.push((number, delivery, path, len, bytes));
+        }
+        drop(reads);
+        pending.sort_by_key(|(number, delivery, ..)| (*number, *delivery));
+        self.pending = pending.into();
+        self.times.read += started.elapsed();
+        Ok(())
+    }
+
+    /// Step 4: the retries found by [`read`](Self::read), for [`Mailstore::drop_retries`].
+    pub(crate) fn take_retries(&mut self) -> Vec<(Retry, object_store::path::Path, EnvelopeMark)> {
+        std::mem::take(&mut self.retries)
+    }
+
+    /// Step 5: the next batch to import, the oldest pending deliveries: at most `max` of
+    /// them and [`IMPORT_BATCH_BYTES`] of envelopes (what it holds in memory and roughly
+    /// what its segment carries), with at least one; `None` when none are left.
+    pub(crate) fn next_batch(
+        &mut self,
+        max: usize,
+    ) -> Option<Vec<(DeliveryId, object_store::path::Path, Option<bytes::Bytes>)>> {
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0usize;
+        while let Some((.., len, _)) = self.pending.front() {
+            if batch.len() >= max.max(1)
+                || (!batch.is_empty() && batch_bytes + len > IMPORT_BATCH_BYTES)
+            {
+                break;
+            }
+            batch_bytes += len;
+            batch.extend(
+                self.pending
+                    .pop_front()
+                    .map(|(_, delivery, path, _, bytes)| (delivery, path, bytes)),
+            );
+        }
+        (!batch.is_empty()).then_some(batch)
+    }
+
+    /// Step 6: checks a batch for import, in its order: the envelopes not held are read
+    /// again (those gone are left out), every envelope is verified and opened on all
+    /// cores at once (an Ed25519 verification and an X25519 agreement each, off the async
+    /// executor), then the bodies are checked in the store a few at a time. For each
+    /// delivery: its id, its number once its signature verified, and either what its
+    /// import needs or why it is refused. The error is a backend failure.
+    pub(crate) async fn check(
+        &mut self,
+        batch: Vec<(DeliveryId, object_store::path::Path, Option<bytes::Bytes>)>,
+    ) -> Result<Vec<Checked>> {
+        let started = std::time::Instant::now();
+        self.times.batches += 1;
+        let store = self.blobs.store();
+        let envelopes: Vec<_> = futures::stream::iter(batch)
+            .map(|(delivery, path, bytes)| async move {
+                let bytes = match bytes {
+                    Some(bytes) => Some(bytes),
+                    None => read_envelope(store, &path).await?,
+                };
+                Ok::<_, Error>(bytes.map(|bytes| (delivery, path, bytes)))
+            })
+            .buffered(CHECK_CONCURRENCY)
+            .try_collect::<Vec<_>>()
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        self.times.reread += started.elapsed();
+        let started = std::time::Instant::now();
+        let (blobs, verifying) = (self.blobs.clone(), self.verifying.clone());
+        let keys: Vec<AccountKey> = self.keys.iter().map(AccountKey::duplicate).collect();
+        let work = envelopes.len().saturating_mul(KEY_WORK_BYTES);
+        let opened = crate::cpu::offload(work, move || {
+            let named: Vec<(&[u8], DeliveryId)> = envelopes
+                .iter()
+                .map(|(delivery, _, bytes)| (bytes.as_ref(), *delivery))
+                .collect();
+            let open =
+                |chunk: &[(&[u8], DeliveryId)]| open_deliveries(chunk, &blobs, &keys, &verifying);
+            // Spread over rayon's pool only off the executor (`cpu::parallel`).
+            let opened: Vec<Opened> = if crate::cpu::parallel(work) {
+                use rayon::prelude::*;
+                named.par_chunks(VERIFY_CHUNK).flat_map_iter(open).collect()
+            } else {
+                named.chunks(VERIFY_CHUNK).flat_map(open).collect()
+            };
+            envelopes
+                .into_iter()
+                .zip(opened)
+                .map(|((delivery, path, bytes), opened)| {
+                    (delivery, path, EnvelopeMark::of(&bytes), opened)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await?;
+        self.times.open += started.elapsed();
+        let started = std::time::Instant::now();
+        let blobs = &self.blobs;
+        let checked = futures::stream::iter(opened)
+            .map(|(delivery, path, mark, opened)| async move {
+                let (number, pin, envelope) = match opened {
+                    Ok(opened) => opened,
+                    Err((number, rejection)) => return Ok((delivery, number, Err(rejection))),
+                };
+                match blobs.verify_stored(&pin).await {
+                    Ok(()) => {}
+                    Err(Error::Tampered | Error::NotFound { .. }) => {
+                        return Ok((delivery, Some(number), Err(Rejection::BadBody)))
+                    }
+                    Err(e) => return Err(e),
+                }
+                Ok((
+                    delivery,
+                    Some(number),
+                    Ok(Deliverable {
+                        delivery,
+                        number,
+                        path,
+                        mark,
+                        pin,
+                        internal_date: envelope.internal_date,
+                        flags: Flags::from_names(envelope.flags.iter().map(String::as_str))
+                            .unwrap_or_default(),
+                        // The analysis the deliverer computed from the plaintext: the
+                        // message is imported analyzed, with no body read. One that does
+                        // not parse is left out (computed at the first read instead).
+                        analysis: envelope
+                            .analysis
+                            .as_deref()
+                            .and_then(|bytes| EmailAnalysis::parse(bytes).ok()),
+                        mailbox: envelope.mailbox,
+                    }),
+                ))
+            })
+            .buffered(CHECK_CONCURRENCY)
+            .try_collect()
+            .await;
+        self.times.bodies += started.elapsed();
+        checked
+    }
+
+    /// Step 7: deletes the envelopes of imported deliveries, each only if it is still
+    /// the one read ([`delete_envelope`]; a failed delete leaves one that the next import
+    /// removes unread).
+    ///
+    /// # Errors
+    /// A backend failure of a check (the envelope is left).
+    pub(crate) async fn delete_envelopes(
+        &mut self,
+        envelopes: &[(object_store::path::Path, EnvelopeMark)],
+    ) -> Result<()> {
+        let started = std::time::Instant::now();
+        let store = self.blobs.store().clone();
+        // Owned, so that the future is `Send` for any lifetime (a spawned poller runs it).
+        let deleted = futures::stream::iter(envelopes.to_vec())
+            .map(|(path, mark)| {
+                let store = store.clone();
+                async move { delete_envelope(&store, &path, &mark).await }
+            })
+            .buffer_unordered(CHECK_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await;
+        self.times.delete += started.elapsed();
+        deleted.map(|_| ())
     }
 }

@@ -67,6 +67,7 @@ mod search;
 mod transaction;
 
 pub use import::ImportReport;
+pub(crate) use import::{ImportRun, Pass as ImportPass};
 pub(crate) use mime::analyze;
 pub(crate) use parse_buffer::ParseBuffer;
 pub use reencrypt::EpochProgress;

@@ -347,6 +347,94 @@ mod shared {
         crate::on_shared_backends(delivery_wakes_subscribers).await;
     }
 
+    /// Item 2, a login after many deliveries (issue 13's first LOGIN): a handle opened
+    /// over more pending deliveries than `import_at_open` is open at once and answers a
+    /// read before they are imported; its poller imports them in the background (not
+    /// waiting for its interval), a batch per commit: a subscriber hears of batches as
+    /// they land and ends with every delivery once, UIDs in delivery order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn item_02_a_handle_over_many_pending_deliveries_opens_before_importing_them() {
+        const N: usize = 300;
+        let root = tempfile::tempdir().unwrap();
+        let (provider, account, signing) = world(super::super::memory(), root.path()).await;
+        let deliverer = provider.deliverer(DeliverySigningKey::from_bytes(signing));
+        for n in 0..N {
+            let body = format!(
+                "From: bob@example.org\r\nTo: alice@example.org\r\nSubject: delivery {n}\r\n\r\nhello {n}\r\n"
+            );
+            deliverer
+                .deliver_bytes(account, body.as_bytes(), DeliveryOptions::default())
+                .await
+                .unwrap();
+        }
+        let share = ShareConfig {
+            // Only the poll the open starts at once imports.
+            poll_interval: Duration::from_secs(3600),
+            gc_interval: None,
+            import_at_open: 10,
+            import_batch: 25,
+            ..ShareConfig::default()
+        };
+        let handle = mailvault::engine::SharedAccount::open(
+            provider.unlock(account, "pw").await.unwrap(),
+            share,
+        )
+        .await
+        .unwrap();
+        let mut listener = handle.subscribe();
+        let count = |mail: &mailvault::mail::Mailstore| {
+            let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
+            mail.view(inbox).unwrap().messages.len()
+        };
+        let first = count(&*handle.read().await);
+        assert!(first < N, "the open waited for the import ({first} of {N})");
+        let mut seen = vec![first];
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while *seen.last().unwrap() < N {
+            tokio::time::timeout_at(deadline.into(), listener.changed())
+                .await
+                .unwrap_or_else(|_| panic!("not all imported: {seen:?}"))
+                .unwrap();
+            let now = count(&*handle.read().await);
+            if now != *seen.last().unwrap() {
+                seen.push(now);
+            }
+        }
+        eprintln!("messages seen by a subscriber: {seen:?}");
+        assert!(
+            seen.windows(2).all(|w| w[0] < w[1]) && seen.iter().any(|&n| n > first && n < N),
+            "imported in batches, each heard of: {seen:?}"
+        );
+        let mail = handle.read().await;
+        let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
+        let view = mail.view(inbox).unwrap();
+        let mut bodies = Vec::new();
+        for m in &view.messages {
+            let email = mail.email(inbox, m.uid).unwrap();
+            bodies.push(mail.read(&email).await.unwrap());
+        }
+        let expected: Vec<Vec<u8>> = (0..N)
+            .map(|n| {
+                format!(
+                    "From: bob@example.org\r\nTo: alice@example.org\r\nSubject: delivery {n}\r\n\r\nhello {n}\r\n"
+                )
+                .into_bytes()
+            })
+            .collect();
+        assert!(
+            bodies == expected,
+            "every delivery once, UIDs in delivery order"
+        );
+        let uids: Vec<u32> = view.messages.iter().map(|m| m.uid).collect();
+        assert_eq!(uids, (1..=N as u32).collect::<Vec<_>>());
+        drop(mail);
+        // (A sync waits for the poller's pass to end.)
+        let again = handle.sync().await.unwrap();
+        assert!(again.imported.is_empty(), "{again:?}");
+        assert_eq!(handle.read().await.deliveries_waiting().await.unwrap(), 0);
+        assert!(handle.last_poll_error().is_none());
+    }
+
     /// The live index records of `messages` delivered and imported into one account:
     /// (kind, records, key bytes, value bytes) per kind, printed, and the bytes per
     /// message.
@@ -363,6 +451,7 @@ mod shared {
         let share = ShareConfig {
             poll_interval: Duration::from_secs(3600),
             gc_interval: None,
+            import_at_open: u64::MAX,
             ..ShareConfig::default()
         };
         let handle = mailvault::engine::SharedAccount::open(
