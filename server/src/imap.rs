@@ -87,6 +87,7 @@ use imap_next::imap_types::extensions::list_extended::{
 };
 use imap_next::imap_types::extensions::namespace::Namespace;
 use imap_next::imap_types::extensions::objectid::ObjectId;
+use imap_next::imap_types::extensions::quota::{QuotaGet, Resource};
 use imap_next::imap_types::extensions::uidplus::{UidElement, UidSet};
 use imap_next::imap_types::extensions::utf8::QuotedUtf8;
 use imap_next::imap_types::fetch::{
@@ -102,6 +103,7 @@ use imap_next::imap_types::search::SearchKey as ImapSearchKey;
 use imap_next::imap_types::secret::Secret;
 use imap_next::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 use imap_next::imap_types::status::{StatusDataItem, StatusDataItemName};
+use imap_next::imap_types::IntoStatic;
 use imap_next::server::{Error as ServerError, Event, Options, Server};
 use imap_next::stream::{Error as StreamError, Stream};
 use imap_next::{Interrupt, Io, State};
@@ -122,6 +124,11 @@ use crate::config::Accounts;
 /// dropped `\Recent` (Appendix E), and its syntax (section 9: `status-att`,
 /// `search-key`) has no RECENT, NEW or OLD.
 const REV2_NO_RECENT: &str = "RECENT, NEW and OLD are not IMAP4rev2 syntax (RFC 9051 9)";
+/// The account's one quota root (RFC 9208): the empty name, as Dovecot's `User quota`
+/// root is named by a string too.
+static QUOTA_ROOT: std::sync::LazyLock<AString<'static>> = std::sync::LazyLock::new(|| {
+    AString::try_from("").unwrap_or_else(|_| AString::from(Atom::unvalidated("quota")))
+});
 /// A connection silent this long is closed (RFC 9051 5.4: at least 30 minutes).
 const AUTOLOGOUT: Duration = Duration::from_secs(30 * 60);
 /// A connection not authenticated yet and silent this long is closed (RFC 9051 5.4's 30
@@ -1091,6 +1098,47 @@ impl Conn<'_> {
                 });
                 server.enqueue_status(ok(tag, None, "ENABLE completed"));
             }
+            // RFC 9208: one quota root, "", for the account's storage quota (STORAGE, in
+            // units of 1 024 octets), with the deliveries not imported yet counted as the
+            // library counts them; an account without a quota has no quota root.
+            CommandBody::GetQuotaRoot { mailbox } => {
+                if self.mailbox_id(&mailbox).await.is_none() {
+                    server.enqueue_status(no(
+                        tag,
+                        Some(other_code("NONEXISTENT")),
+                        "no such mailbox",
+                    ));
+                    return Ok(Outcome::Continue);
+                }
+                let quota = self.quota().await?;
+                let roots = quota.iter().map(|_| QUOTA_ROOT.clone()).collect();
+                server.enqueue_data(Data::QuotaRoot {
+                    mailbox: IntoStatic::into_static(mailbox),
+                    roots,
+                });
+                if let Some(quota) = quota {
+                    server.enqueue_data(quota);
+                }
+                server.enqueue_status(ok(tag, None, "GETQUOTAROOT completed"));
+            }
+            CommandBody::GetQuota { root } => match self.quota().await? {
+                Some(quota) if root == *QUOTA_ROOT => {
+                    server.enqueue_data(quota);
+                    server.enqueue_status(ok(tag, None, "GETQUOTA completed"));
+                }
+                _ => {
+                    server.enqueue_status(no(tag, None, "no such quota root"));
+                }
+            },
+            // RFC 9208 4.1.3: SETQUOTA is for servers that advertise QUOTASET; limits are
+            // the operator's (`mailvault account create --storage-limit`).
+            CommandBody::SetQuota { .. } => {
+                server.enqueue_status(no(
+                    tag,
+                    Some(other_code("NOPERM")),
+                    "quotas are set by the administrator",
+                ));
+            }
             CommandBody::Namespace => {
                 // RFC 2342: one personal namespace, no prefix, `/` as delimiter.
                 let personal = IString::try_from(String::new())
@@ -1384,6 +1432,24 @@ impl Conn<'_> {
 
     fn account(&self) -> &SharedAccount {
         self.account.as_ref().expect("logged in")
+    }
+
+    /// The QUOTA response of the account's one quota root (RFC 9208 5.1: `STORAGE` in
+    /// units of 1 024 octets, usage rounded up), or `None` when it has no storage quota.
+    async fn quota(&self) -> Result<Option<Data<'static>>, mailvault::Error> {
+        let quota = self.account().read().await.storage_quota().await?;
+        let Some(limit) = quota.limit else {
+            return Ok(None);
+        };
+        let quotas = Vec1::from(QuotaGet::new(
+            Resource::Storage,
+            quota.used.div_ceil(1024),
+            limit / 1024,
+        ));
+        Ok(Some(Data::Quota {
+            root: QUOTA_ROOT.clone(),
+            quotas,
+        }))
     }
 
     fn selected_id(&self) -> MailboxId {
@@ -2041,6 +2107,18 @@ impl Conn<'_> {
                 }
                 // RFC 9051 6.3.11 (RFC 8438): the mailbox's size in octets.
                 StatusDataItemName::Size => items.push(StatusDataItem::Size(status.size)),
+                // RFC 9208 4.2: the storage an EXPUNGE would free, in units of 1 024
+                // octets (a message's size, as the quota counts it).
+                StatusDataItemName::DeletedStorage => {
+                    let view = self.account().view(id).await?;
+                    let bytes: u64 = view
+                        .messages
+                        .iter()
+                        .filter(|m| m.flags.contains(Flags::DELETED))
+                        .map(|m| m.size)
+                        .sum();
+                    items.push(StatusDataItem::DeletedStorage(bytes.div_ceil(1024)));
+                }
                 StatusDataItemName::UidNext => {
                     if let Some(n) = NonZeroU32::new(status.uid_next) {
                         items.push(StatusDataItem::UidNext(n));
@@ -3691,6 +3769,10 @@ fn capabilities(max_message_size: u32) -> Vec1<Capability<'static>> {
     // RFC 6154: LIST shows each mailbox's special use. RFC 4731 (SEARCH RETURN),
     // RFC 8474 (EMAILID, THREADID, MAILBOXID), RFC 5258 and RFC 5819 (extended LIST,
     // with STATUS): through the patched imap-codec (vendor/PATCHES.md).
+    // RFC 9208: the account's storage quota (GETQUOTA, GETQUOTAROOT, STATUS
+    // DELETED-STORAGE); SETQUOTA is refused (no QUOTASET).
+    caps.push(Capability::Quota);
+    caps.push(Capability::QuotaRes(Resource::Storage));
     for name in [
         "SPECIAL-USE",
         "ESEARCH",

@@ -16,6 +16,8 @@ mod peers;
 use peers::{tools, Backend, MailServer, PASSWORD};
 
 const USER: &str = "rev2@example.org";
+/// An account with a storage quota (`session_rules`).
+const QUOTA_USER: &str = "quota@example.org";
 
 #[test]
 fn imap4rev2_sessions() {
@@ -41,7 +43,8 @@ fn imap4rev2_sessions() {
 /// Session rules across commands and sessions that a review of the server against the
 /// RFCs found broken (`tests/sessions.py`, which cites them): UID and MODSEQ in every
 /// FETCH response of a change once CONDSTORE is enabled (RFC 7162 3.2.4), and a session
-/// whose selected mailbox another session deletes (it panicked at EXPUNGE under QRESYNC).
+/// whose selected mailbox another session deletes (it panicked at EXPUNGE under QRESYNC);
+/// QUOTA (RFC 9208) through Python imaplib's own `getquotaroot` / `getquota`.
 #[test]
 fn session_rules() {
     let test = "session_rules";
@@ -51,12 +54,25 @@ fn session_rules() {
     let Some(mut server) = MailServer::create(test, Backend::Local, &[USER]) else {
         return;
     };
+    // An account with a storage quota of 64 KiB, for the QUOTA checks (RFC 9208).
+    let password = server.dir.path().join("password");
+    server.run(
+        &[
+            "account",
+            "create",
+            "--name",
+            QUOTA_USER,
+            "--storage-limit",
+            "65536",
+        ],
+        &["--password-file".as_ref(), password.as_os_str()],
+    );
     server.start();
     let imap = server.imap.to_string();
     peers::run_script(
         &paths[0],
         "sessions.py",
-        &[imap.as_str(), USER, PASSWORD],
+        &[imap.as_str(), USER, PASSWORD, QUOTA_USER],
         "session rules failed",
         || server.logs(),
     );

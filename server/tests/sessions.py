@@ -2,7 +2,8 @@
 (each found by a review of the server against the RFCs; Dovecot's answers are in the
 differential test, these are the RFC's).
 
-Usage: sessions.py IMAP_PORT USER PASSWORD
+Usage: sessions.py IMAP_PORT USER PASSWORD QUOTA_USER (QUOTA_USER: the same password,
+a storage quota of 64 KiB)
 
 - RFC 7162 3.2.4: "Once a CONDSTORE enabling command is issued by the client, the server
   MUST automatically include both UID and mod-sequence data in all subsequent untagged
@@ -15,9 +16,16 @@ Usage: sessions.py IMAP_PORT USER PASSWORD
   responses instead"), says no mailbox is selected any more (CLOSED), and answers the
   selected state's commands with BAD afterwards.
 
+- RFC 9208 (QUOTA, resource STORAGE in units of 1 024 octets), through imaplib's
+  `getquotaroot` and `getquota` (a client nobody here wrote): an account without a
+  quota has no quota root; one with a quota has the root "" with its usage and limit,
+  usage grows with APPEND, STATUS DELETED-STORAGE counts the \\Deleted messages, an APPEND
+  beyond the limit is NO [OVERQUOTA], SETQUOTA is refused (no QUOTASET).
+
 Raw sockets through `rev2.Session`. Exit status 1 with the failed checks on stdout.
 """
 
+import imaplib
 import sys
 
 from rev2 import Session, check, failures, untagged
@@ -94,17 +102,62 @@ def selected_mailbox_deleted(port, user, password, b):
         c.close()
 
 
-def main(port, user, password):
+def quota(port, user, password, quota_user):
+    caps = b" ".join(untagged(Session(port, user, password).command(b"CAPABILITY"), b"CAPABILITY")).upper().split()
+    check(b"QUOTA" in caps and b"QUOTA=RES-STORAGE" in caps, f"CAPABILITY lists QUOTA, QUOTA=RES-STORAGE: {caps!r}")
+    check(b"QUOTASET" not in caps, f"no QUOTASET: {caps!r}")
+    # No quota: no quota root, GETQUOTA of "" refused.
+    c = imaplib.IMAP4("127.0.0.1", port, timeout=60)
+    c.login(user, password)
+    typ, data = c.getquotaroot("INBOX")
+    check(typ == "OK" and data[0] == [b"INBOX"] and data[1] in ([], [None]), f"no quota: GETQUOTAROOT INBOX {typ} {data!r}")
+    typ, data = c._simple_command("GETQUOTA", '""')
+    check(typ == "NO", f"no quota: GETQUOTA \"\" is NO: {typ} {data!r}")
+    c.logout()
+    # A quota of 64 KiB.
+    c = imaplib.IMAP4("127.0.0.1", port, timeout=60)
+    c.login(quota_user, password)
+    typ, data = c.getquotaroot("INBOX")
+    check(typ == "OK" and data[0] == [b'INBOX ""'], f"GETQUOTAROOT INBOX names the root \"\": {typ} {data!r}")
+    check(data[1] == [b'"" (STORAGE 0 64)'], f"and its QUOTA: nothing used of 64: {data!r}")
+    body = b"Subject: quota\r\n\r\n" + b"q" * (10 * 1024 - 20)
+    typ, data = c.append("INBOX", None, None, body)
+    check(typ == "OK", f"APPEND of 10 KiB: {typ} {data!r}")
+    typ, data = c.getquota('""')
+    check(typ == "OK" and data == [b'"" (STORAGE 10 64)'], f"GETQUOTA \"\" after 10 KiB: {typ} {data!r}")
+    typ, data = c.getquotaroot("nosuchbox")
+    check(typ == "NO", f"GETQUOTAROOT of no mailbox is NO: {typ} {data!r}")
+    typ, data = c._simple_command("SETQUOTA", '""', "(STORAGE 1000)")
+    check(typ == "NO", f"SETQUOTA refused: {typ} {data!r}")
+    c.select("INBOX")
+    typ, data = c.status("INBOX", "(DELETED-STORAGE)")
+    check(typ == "OK" and b"DELETED-STORAGE 0" in data[0], f"STATUS DELETED-STORAGE 0: {typ} {data!r}")
+    c.store("1", "+FLAGS", "(\\Deleted)")
+    typ, data = c.status("INBOX", "(DELETED-STORAGE)")
+    check(typ == "OK" and b"DELETED-STORAGE 10" in data[0], f"STATUS DELETED-STORAGE 10 after \\Deleted: {typ} {data!r}")
+    big = b"Subject: too much\r\n\r\n" + b"q" * (60 * 1024)
+    try:
+        typ, data = c.append("INBOX", None, None, big)
+    except imaplib.IMAP4.error as e:
+        typ, data = "NO", [str(e).encode()]
+    check(typ == "NO" and b"OVERQUOTA" in b" ".join(data).upper(), f"APPEND beyond the quota: NO [OVERQUOTA]: {typ} {data!r}")
+    typ, data = c.getquota('""')
+    check(data == [b'"" (STORAGE 10 64)'], f"the refused APPEND counts nothing: {data!r}")
+    c.logout()
+
+
+def main(port, user, password, quota_user):
     a = Session(port, user, password)
     b = Session(port, user, password)
     condstore_fetches(a, b)
     selected_mailbox_deleted(port, user, password, b)
+    quota(port, user, password, quota_user)
     a.close()
     b.close()
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), sys.argv[2], sys.argv[3])
+    main(int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4])
     for f in failures:
         print("FAILED", f)
     print("%d failed checks" % len(failures))

@@ -224,6 +224,22 @@ impl Mailstore {
         Ok(usage)
     }
 
+    /// The account's storage quota and what counts against it: the bytes of every message
+    /// in every mailbox (copies count) and of the deliveries not imported yet (from the
+    /// directory's delivered bytes), the figure appends and copies are checked against
+    /// inside their commit; the limit as of [`limits`](Self::limits).
+    ///
+    /// # Errors
+    /// [`Error::Tampered`] for a record that does not parse; a directory failure.
+    pub async fn storage_quota(&self) -> Result<StorageQuota> {
+        let check = self.quota_check().await?;
+        let (stored, imported) = usage_of(&self.index, &self.usage_memo)?;
+        Ok(StorageQuota {
+            used: stored.saturating_add(check.delivered.saturating_sub(imported)),
+            limit: check.limit,
+        })
+    }
+
     /// The account's limits (quota, message size), as the directory's account record had
     /// them when this handle opened or last [`reload_limits`](Self::reload_limits).
     pub fn limits(&self) -> crate::directory::AccountLimits {

@@ -171,6 +171,17 @@ pub struct QuotaUsage {
     pub messages: u64,
 }
 
+/// The account's storage quota as a server reports it (IMAP QUOTA, RFC 9208 resource
+/// `STORAGE`; JMAP Quotas, RFC 9425): see [`Mailstore::storage_quota`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StorageQuota {
+    /// Bytes counted against the quota: every message in every mailbox (copies count) and
+    /// the deliveries not imported yet, what an append or a copy is checked against.
+    pub used: u64,
+    /// The quota, bytes; `None`: the account has no storage quota.
+    pub limit: Option<u64>,
+}
+
 /// One message of a mailbox, as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageSummary {
