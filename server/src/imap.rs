@@ -2146,7 +2146,6 @@ impl Conn<'_> {
                         self.state.max_message_size,
                     )));
                 }
-                _ => {}
             }
         }
         Ok(items)
