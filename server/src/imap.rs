@@ -39,7 +39,7 @@
 //! The same for both versions, since they are extensions of IMAP4rev1 that RFC 9051
 //! folded in: ENABLE, IDLE, NAMESPACE, UNSELECT, UIDPLUS, MOVE, ESEARCH, SEARCHRES,
 //! LIST-EXTENDED, LIST-STATUS, SPECIAL-USE attributes, BINARY, SASL-IR, LITERAL+ (more
-//! than RFC 9051's LITERAL-), STATUS SIZE and DELETED, the `[CLOSED]` code, never
+//! than RFC 9051's LITERAL-), STATUS SIZE and DELETED, QUOTA (RFC 9208), the `[CLOSED]` code, never
 //! `\Recent` in FLAGS.
 //!
 //! SEARCHRES (RFC 5182, RFC 9051 6.4.4.1): `[UID] SEARCH RETURN (SAVE ...)` sets the
