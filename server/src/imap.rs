@@ -124,6 +124,14 @@ use crate::config::Accounts;
 /// dropped `\Recent` (Appendix E), and its syntax (section 9: `status-att`,
 /// `search-key`) has no RECENT, NEW or OLD.
 const REV2_NO_RECENT: &str = "RECENT, NEW and OLD are not IMAP4rev2 syntax (RFC 9051 9)";
+/// Whether `part` is a MESSAGE/RFC822 or MESSAGE/GLOBAL part (RFC 9051 6.4.5: the
+/// parts whose number HEADER and TEXT may follow).
+fn carries_message(part: &mailvault::mail::MimePart) -> bool {
+    part.content_type.eq_ignore_ascii_case("message")
+        && (part.subtype.eq_ignore_ascii_case("rfc822")
+            || part.subtype.eq_ignore_ascii_case("global"))
+}
+
 /// The account's one quota root (RFC 9208): the empty name, as Dovecot's `User quota`
 /// root is named by a string too.
 static QUOTA_ROOT: std::sync::LazyLock<AString<'static>> = std::sync::LazyLock::new(|| {
@@ -2320,8 +2328,12 @@ impl Conn<'_> {
                     | Some(Section::HeaderFields(None, _))
                     | Some(Section::HeaderFieldsNot(None, _))
                     | Some(Section::Part(_))
-                    | Some(Section::Mime(_)) => true,
-                    Some(_) => false,
+                    | Some(Section::Mime(_))
+                    // Of the message a MESSAGE/RFC822 part carries (RFC 9051 6.4.5).
+                    | Some(Section::Header(Some(_)))
+                    | Some(Section::Text(Some(_)))
+                    | Some(Section::HeaderFields(Some(_), _))
+                    | Some(Section::HeaderFieldsNot(Some(_), _)) => true,
                 },
                 MessageDataItemName::Uid
                 | MessageDataItemName::Flags
@@ -2536,6 +2548,45 @@ impl Conn<'_> {
                                         mail.read_part(&email, p, which).await?.to_vec()
                                     }
                                     None => Vec::new(),
+                                }
+                            }
+                            // RFC 9051 6.4.5: HEADER, HEADER.FIELDS[.NOT] and TEXT after a
+                            // part number name those of the message a MESSAGE/RFC822 or
+                            // MESSAGE/GLOBAL part carries; of any other part, nothing.
+                            Some(
+                                Section::Header(Some(part))
+                                | Section::Text(Some(part))
+                                | Section::HeaderFields(Some(part), _)
+                                | Section::HeaderFieldsNot(Some(part), _),
+                            ) => {
+                                if !email.analyzed {
+                                    email = self
+                                        .account()
+                                        .write()
+                                        .await
+                                        .analyze(id, summary.uid)
+                                        .await?;
+                                }
+                                let path: Vec<u32> =
+                                    part.0.as_ref().iter().map(|n| n.get()).collect();
+                                let carried = match Mailstore::imap_section(&email, &path) {
+                                    Some(p) if carries_message(&email.parts[p]) => {
+                                        let mail = self.account().read().await;
+                                        mail.read_part(&email, p, PartSection::Body).await?.to_vec()
+                                    }
+                                    _ => Vec::new(),
+                                };
+                                let (header, text) = split_header(&carried);
+                                match section {
+                                    Some(Section::Header(_)) => header.to_vec(),
+                                    Some(Section::Text(_)) => text.to_vec(),
+                                    Some(Section::HeaderFields(_, fields)) => {
+                                        header_fields(header, fields.as_ref(), true)
+                                    }
+                                    Some(Section::HeaderFieldsNot(_, fields)) => {
+                                        header_fields(header, fields.as_ref(), false)
+                                    }
+                                    _ => Vec::new(),
                                 }
                             }
                             Some(_) => Vec::new(),

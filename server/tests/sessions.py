@@ -16,6 +16,11 @@ a storage quota of 64 KiB)
   responses instead"), says no mailbox is selected any more (CLOSED), and answers the
   selected state's commands with BAD afterwards.
 
+- RFC 9051 6.4.5: "The HEADER, HEADER.FIELDS, HEADER.FIELDS.NOT, and TEXT part
+  specifiers can be the sole part specifier or can be prefixed by one or more numeric
+  part specifiers, provided that the numeric part specifier refers to a part of type
+  MESSAGE/RFC822 or MESSAGE/GLOBAL": BODY[2.HEADER] and the like of a forwarded message,
+  compared with the bytes of the message it carries as Python's `email` splits it.
 - RFC 9208 (QUOTA, resource STORAGE in units of 1 024 octets), through imaplib's
   `getquotaroot` and `getquota` (a client nobody here wrote): an account without a
   quota has no quota root; one with a quota has the root "" with its usage and limit,
@@ -102,6 +107,63 @@ def selected_mailbox_deleted(port, user, password, b):
         c.close()
 
 
+INNER = (
+    b"From: Carol <carol@example.net>\r\n"
+    b"To: bob@example.org\r\n"
+    b"Subject: the original\r\n"
+    b"Message-ID: <inner@example.net>\r\n"
+    b"\r\n"
+    b"The forwarded text.\r\n"
+)
+FORWARD = (
+    b"From: Bob <bob@example.org>\r\n"
+    b"To: alice@example.org\r\n"
+    b"Subject: Fwd: the original\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="b1"\r\n'
+    b"\r\n"
+    b"--b1\r\n"
+    b"Content-Type: text/plain\r\n"
+    b"\r\n"
+    b"See below.\r\n"
+    b"--b1\r\n"
+    b"Content-Type: message/rfc822\r\n"
+    b"\r\n" + INNER + b"--b1--\r\n"
+)
+
+
+def nested_sections(port, user, password):
+    import email
+    import email.policy
+
+    inner = email.message_from_bytes(FORWARD, policy=email.policy.compat32).get_payload(1).get_payload(0)
+    header = INNER.partition(b"\r\n\r\n")[0]
+    header += b"\r\n\r\n"
+    check(inner["Subject"] == "the original", f"Python's email sees the carried message: {inner['Subject']!r}")
+    check(inner.get_payload() == "The forwarded text.", f"and its text: {inner.get_payload()!r}")
+    c = imaplib.IMAP4("127.0.0.1", port, timeout=60)
+    c.login(user, password)
+    c.create("nested")
+    typ, data = c.append("nested", None, None, FORWARD)
+    check(typ == "OK", f"APPEND the forward: {typ} {data!r}")
+    c.select("nested")
+    for item, want in [
+        ("BODY.PEEK[2.HEADER]", header),
+        # RFC 2046 5.1.1: the CRLF before a boundary belongs to the boundary, so the part
+        # (and the message it carries) ends before it, as Python's email has it too.
+        ("BODY.PEEK[2.TEXT]", inner.get_payload().encode()),
+        ("BODY.PEEK[2.HEADER.FIELDS (SUBJECT)]", b"Subject: the original\r\n\r\n"),
+        ("BODY.PEEK[2.HEADER.FIELDS.NOT (SUBJECT MESSAGE-ID)]",
+         b"From: Carol <carol@example.net>\r\nTo: bob@example.org\r\n\r\n"),
+        # A part that carries no message: nothing.
+        ("BODY.PEEK[1.HEADER]", b""),
+    ]:
+        typ, data = c.fetch("1", "(" + item + ")")
+        got = data[0][1] if data and isinstance(data[0], tuple) else b""
+        check(typ == "OK" and got == want, f"FETCH {item}: {typ} {got!r}, want {want!r}")
+    c.logout()
+
+
 def quota(port, user, password, quota_user):
     caps = b" ".join(untagged(Session(port, user, password).command(b"CAPABILITY"), b"CAPABILITY")).upper().split()
     check(b"QUOTA" in caps and b"QUOTA=RES-STORAGE" in caps, f"CAPABILITY lists QUOTA, QUOTA=RES-STORAGE: {caps!r}")
@@ -152,6 +214,7 @@ def main(port, user, password, quota_user):
     condstore_fetches(a, b)
     selected_mailbox_deleted(port, user, password, b)
     quota(port, user, password, quota_user)
+    nested_sections(port, user, password)
     a.close()
     b.close()
 
