@@ -2589,7 +2589,6 @@ impl Conn<'_> {
                                     _ => Vec::new(),
                                 }
                             }
-                            Some(_) => Vec::new(),
                         };
                         let (origin, data) = match partial {
                             None => (None, whole),
