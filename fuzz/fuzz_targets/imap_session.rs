@@ -12,107 +12,25 @@
 
 #![no_main]
 
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
 use imap_codec::decode::{Decoder, ResponseDecodeError};
 use imap_codec::{GreetingCodec, ResponseCodec};
 use libfuzzer_sys::fuzz_target;
-use mailvault::crypto::RandomSource;
-use mailvault::directory::{Directory, MemoryDirectory, OfficerKeyEntry};
-use mailvault::engine::{Provider, ProviderConfig, ShareConfig};
-use mailvault::format::slot::KdfParams;
-use mailvault::ids::DeploymentId;
-use mailvault::keys::OfficerSecret;
-use mailvault_server::config::Config;
+use mailvault::engine::{Provider, ShareConfig};
 use mailvault_server::imap::{scripted_session, Imap, Login, ScriptedClient};
-use object_store::memory::InMemory;
 
-const NAME: &str = "alice@example.org";
-const PASSWORD: &str = "correct horse battery staple";
+#[path = "common/server_fixture.rs"]
+mod server_fixture;
+use server_fixture::{provider_config, runtime, Fixture, FIXTURE};
 /// APPENDLIMIT: small, so that inputs reach the limits.
 const MAX_MESSAGE: u32 = 64 * 1024;
 
-struct Fixture {
-    /// The server's config (its accounts file names the account).
-    config: Config,
-    deployment: DeploymentId,
-    /// The deployment right after the account's creation: each input starts from a copy.
-    store: Arc<InMemory>,
-    directory: MemoryDirectory,
-}
-
-fn provider_config() -> ProviderConfig {
-    ProviderConfig {
-        kdf: KdfParams {
-            m_kib: 8,
-            t: 1,
-            p: 1,
-        },
-        ..ProviderConfig::default()
-    }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime")
-}
-
-static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
-    let dir = std::env::temp_dir().join(format!("mailvault-fuzz-imap-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a temporary folder");
-    let config_path = dir.join("mailvault.toml");
-    std::fs::write(
-        &config_path,
-        format!("store = \"memory://\"\ndirectory = \"{}\"\n", dir.display()),
-    )
-    .expect("write the config");
-    let config = Config::load(&config_path).expect("the config loads");
-    let rng = RandomSource::os();
-    let deployment = DeploymentId::random(&rng);
-    let store = Arc::new(InMemory::new());
-    let directory = Arc::new(MemoryDirectory::new());
-    let account = runtime().block_on(async {
-        directory
-            .set_officer_keys(vec![OfficerKeyEntry {
-                key: OfficerSecret::generate(&rng).public(),
-                current: true,
-            }])
-            .await
-            .expect("officer keys");
-        let provider = Provider::new(
-            store.clone(),
-            deployment,
-            directory.clone(),
-            provider_config(),
-        )
-        .await
-        .expect("a provider");
-        provider.create_account(PASSWORD).await.expect("an account")
-    });
-    config
-        .accounts()
-        .insert(NAME, account)
-        .expect("the accounts file");
-    Fixture {
-        config,
-        deployment,
-        store,
-        directory: (*directory).clone(),
-    }
-});
-
 /// The IMAP state of a deployment copied from the fixture's.
 async fn fresh_state(f: &Fixture) -> Imap {
-    let provider = Provider::new(
-        Arc::new(f.store.fork()),
-        f.deployment,
-        Arc::new(f.directory.clone()),
-        provider_config(),
-    )
-    .await
-    .expect("a provider");
+    let provider = Provider::new(f.store(), f.deployment, f.directory(), provider_config())
+        .await
+        .expect("a provider");
     Imap {
         login: Login::Provider {
             provider: Box::new(provider),

@@ -14,93 +14,16 @@
 use std::sync::{Arc, LazyLock};
 
 use libfuzzer_sys::fuzz_target;
-use mailvault::crypto::RandomSource;
 use mailvault::delivery::{Deliverer, DeliverySigningKey};
-use mailvault::directory::{Directory, MemoryDirectory, OfficerKeyEntry};
-use mailvault::engine::{Provider, ProviderConfig};
-use mailvault::format::slot::KdfParams;
-use mailvault::ids::DeploymentId;
-use mailvault::keys::OfficerSecret;
-use mailvault_server::config::{Accounts, Config};
 use mailvault_server::lmtp::{self, Lmtp};
-use object_store::memory::InMemory;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[path = "common/server_fixture.rs"]
+mod server_fixture;
+use server_fixture::{runtime, FIXTURE};
 
 /// The largest message: small, so that inputs reach the limit.
 const MAX_MESSAGE: usize = 64 * 1024;
-
-struct Fixture {
-    accounts: Accounts,
-    deployment: DeploymentId,
-    /// The deployment right after the account's creation: each input starts from a copy.
-    store: Arc<InMemory>,
-    directory: MemoryDirectory,
-    /// The delivery signing key (fixed: the fuzzer needs no secret).
-    signing: [u8; 32],
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime")
-}
-
-static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
-    let dir = std::env::temp_dir().join(format!("mailvault-fuzz-lmtp-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a temporary folder");
-    let config_path = dir.join("mailvault.toml");
-    std::fs::write(
-        &config_path,
-        format!("store = \"memory://\"\ndirectory = \"{}\"\n", dir.display()),
-    )
-    .expect("write the config");
-    let config = Config::load(&config_path).expect("the config loads");
-    let rng = RandomSource::os();
-    let deployment = DeploymentId::random(&rng);
-    let store = Arc::new(InMemory::new());
-    let directory = Arc::new(MemoryDirectory::new());
-    let account = runtime().block_on(async {
-        // Key model 5 (the default) needs a current officer key.
-        directory
-            .set_officer_keys(vec![OfficerKeyEntry {
-                key: OfficerSecret::generate(&rng).public(),
-                current: true,
-            }])
-            .await
-            .expect("officer keys");
-        let provider = Provider::new(
-            store.clone(),
-            deployment,
-            directory.clone(),
-            ProviderConfig {
-                kdf: KdfParams {
-                    m_kib: 8,
-                    t: 1,
-                    p: 1,
-                },
-                ..ProviderConfig::default()
-            },
-        )
-        .await
-        .expect("a provider");
-        provider
-            .create_account("correct horse battery staple")
-            .await
-            .expect("an account")
-    });
-    let accounts = config.accounts();
-    accounts
-        .insert("alice@example.org", account)
-        .expect("the accounts file");
-    Fixture {
-        accounts,
-        deployment,
-        store,
-        directory: (*directory).clone(),
-        signing: [7; 32],
-    }
-});
 
 /// `output` is the greeting and then reply lines.
 fn check_output(output: &[u8]) {
@@ -141,14 +64,15 @@ fuzz_target!(
         let chunk = 1 + (data.len().wrapping_mul(7919)) % 97;
         let output = runtime().block_on(async {
             let deliverer = Deliverer::new(
-                Arc::new(f.store.fork()),
+                f.store(),
                 f.deployment,
-                Arc::new(f.directory.clone()),
-                DeliverySigningKey::from_bytes(f.signing),
+                f.directory(),
+                // Fixed: the fuzzer needs no secret.
+                DeliverySigningKey::from_bytes([7; 32]),
             );
             let state = Arc::new(Lmtp {
                 deliverer: Arc::new(deliverer),
-                accounts: f.accounts.clone(),
+                accounts: f.config.accounts(),
                 max_message_size: MAX_MESSAGE,
             });
             let (client, server) = tokio::io::duplex(16 * 1024);

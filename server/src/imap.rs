@@ -2527,22 +2527,15 @@ impl Conn<'_> {
                                 header_fields(split_header(body_bytes).0, fields.as_ref(), false)
                             }
                             Some(Section::Part(part)) | Some(Section::Mime(part)) => {
-                                if !email.analyzed {
-                                    email = self
-                                        .account()
-                                        .write()
-                                        .await
-                                        .analyze(id, summary.uid)
-                                        .await?;
-                                }
-                                let path: Vec<u32> =
-                                    part.0.as_ref().iter().map(|n| n.get()).collect();
                                 let which = if matches!(section, Some(Section::Mime(_))) {
                                     PartSection::Header
                                 } else {
                                     PartSection::Body
                                 };
-                                match Mailstore::imap_section(&email, &path) {
+                                match self
+                                    .section_part(&mut email, id, summary.uid, part.0.as_ref())
+                                    .await?
+                                {
                                     Some(p) => {
                                         let mail = self.account().read().await;
                                         mail.read_part(&email, p, which).await?.to_vec()
@@ -2559,17 +2552,10 @@ impl Conn<'_> {
                                 | Section::HeaderFields(Some(part), _)
                                 | Section::HeaderFieldsNot(Some(part), _),
                             ) => {
-                                if !email.analyzed {
-                                    email = self
-                                        .account()
-                                        .write()
-                                        .await
-                                        .analyze(id, summary.uid)
-                                        .await?;
-                                }
-                                let path: Vec<u32> =
-                                    part.0.as_ref().iter().map(|n| n.get()).collect();
-                                let carried = match Mailstore::imap_section(&email, &path) {
+                                let carried = match self
+                                    .section_part(&mut email, id, summary.uid, part.0.as_ref())
+                                    .await?
+                                {
                                     Some(p) if carries_message(&email.parts[p]) => {
                                         let mail = self.account().read().await;
                                         mail.read_part(&email, p, PartSection::Body).await?.to_vec()
@@ -2917,11 +2903,7 @@ impl Conn<'_> {
         if section.is_empty() {
             return Ok(Some((whole.to_vec(), None)));
         }
-        if !email.analyzed {
-            *email = self.account().write().await.analyze(id, uid).await?;
-        }
-        let path: Vec<u32> = section.iter().map(|n| n.get()).collect();
-        let Some(p) = Mailstore::imap_section(email, &path) else {
+        let Some(p) = self.section_part(email, id, uid, section).await? else {
             return Ok(Some((Vec::new(), None)));
         };
         let body = {
@@ -2934,6 +2916,23 @@ impl Conn<'_> {
         }
         Ok(decode_transfer(part.transfer_encoding.as_deref(), &body)
             .map(|decoded| (decoded, part.decoded_size)))
+    }
+
+    /// The part of `email` that the section numbers `section` name (RFC 9051 6.4.5), as
+    /// an index into its parts, once it is analyzed (a delivery imported unanalyzed is
+    /// analyzed at the first read of one of its parts).
+    async fn section_part(
+        &self,
+        email: &mut EmailRecord,
+        id: MailboxId,
+        uid: u32,
+        section: &[NonZeroU32],
+    ) -> Result<Option<usize>, mailvault::Error> {
+        if !email.analyzed {
+            *email = self.account().write().await.analyze(id, uid).await?;
+        }
+        let path: Vec<u32> = section.iter().map(|n| n.get()).collect();
+        Ok(Mailstore::imap_section(email, &path))
     }
 
     /// The UID of the client's message at index `i` of its snapshot.
