@@ -97,6 +97,9 @@ store = "store"
 directory = "directory"
 imap_listen = "127.0.0.1:1152"
 lmtp_listen = "127.0.0.1:2452"
+# A login after more waiting deliveries than this is answered at once, the rest arriving
+# as new mail (the default, no bound, imports them all before answering).
+import_at_open = 64
 [gc]
 interval_secs = $GC_SECS
 grace_secs = $GC_SECS

@@ -67,6 +67,23 @@ pub struct Config {
     /// bodies of expunged messages).
     #[serde(default)]
     pub gc: GcConfig,
+    /// Waiting deliveries up to which a login imports them before it is answered; above
+    /// it the login is answered at once and they arrive in the background as new mail
+    /// (the library's `ShareConfig::import_at_open`). Default: no bound, a login shows
+    /// every delivery.
+    #[serde(default)]
+    pub import_at_open: Option<u64>,
+}
+
+impl Config {
+    /// `share` with this config's garbage collection and import settings.
+    pub fn share(&self, share: ShareConfig) -> ShareConfig {
+        let mut share = self.gc.apply(share);
+        if let Some(bound) = self.import_at_open {
+            share.import_at_open = bound;
+        }
+        share
+    }
 }
 
 fn default_max_message() -> u32 {

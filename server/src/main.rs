@@ -367,7 +367,7 @@ async fn companion(config: CompanionFile) -> Result<(), BoxError> {
     let password = config::read_password(&config.password_file)?;
     let mut settings = CompanionConfig::default();
     settings.share.poll_interval = std::time::Duration::from_millis(config.poll_interval_ms);
-    settings.share = config.gc.apply(settings.share);
+    settings.share = config.share(settings.share);
     let opened = Companion::open(open_store(&config.store)?, &config.local, &key, settings)
         .await
         .map_err(|e| format!("cannot open the account in {}: {e}", config.local.display()))?;
@@ -466,7 +466,7 @@ async fn serve(config: Config) -> Result<(), BoxError> {
             provider: Box::new(provider.clone()),
             accounts: accounts.clone(),
             registry: Default::default(),
-            share: config.gc.apply(ShareConfig::default()),
+            share: config.share(ShareConfig::default()),
         },
         max_message_size: config.max_message_size,
         tls,

@@ -25,6 +25,11 @@ fn login_after_many_deliveries_is_answered_before_their_import() {
     let Some(mut server) = MailServer::create(TEST, Backend::Local, &[USER]) else {
         return;
     };
+    // Answer a login over more than 64 waiting deliveries at once (the default imports
+    // them all first).
+    let mut config = std::fs::read_to_string(server.config_path()).expect("config");
+    config = format!("import_at_open = 64\n{config}");
+    std::fs::write(server.config_path(), config).expect("config");
     server.start();
     let (imap, lmtp, n) = (
         server.imap.to_string(),

@@ -52,9 +52,13 @@ pub struct ShareConfig {
     /// it the handle opens at once with what was imported before and its poller imports
     /// the waiting deliveries in the background, starting at once, a batch at a time
     /// ([`import_batch`](Self::import_batch)): readers are served meanwhile and
-    /// subscribers see the deliveries arrive, in delivery order. `u64::MAX`: open always
-    /// imports everything first; 0: never. A companion's local directory does not see
-    /// the provider's counter: its handle imports at open whatever is waiting.
+    /// subscribers see the deliveries arrive, in delivery order. `u64::MAX` (the
+    /// default): open always imports everything first, so that a client sees every
+    /// acknowledged delivery at once (what one-shot clients such as fetchmail, and every
+    /// client's first view, expect); 0: never. A server that prefers answering a login
+    /// after a large backlog at once sets a bound (the reference server's
+    /// `import_at_open`). A companion's local directory does not see the provider's
+    /// counter: its handle imports at open whatever is waiting.
     pub import_at_open: u64,
     /// The most deliveries one import commit adds (at most 512 in any case): the write
     /// access the poller takes for a commit, and how often subscribers hear of a large
@@ -89,7 +93,7 @@ impl Default for ShareConfig {
         Self {
             poll_interval: Duration::from_secs(1),
             import_deliveries: true,
-            import_at_open: 64,
+            import_at_open: u64::MAX,
             import_batch: 256,
             pending: PendingCheck::DeliveryCounter,
             gc_interval: Some(Duration::from_secs(60)),

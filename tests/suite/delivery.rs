@@ -1080,8 +1080,12 @@ async fn epoch_reencryption_killed_and_resumed() {
         "the job was killed part-way in {first_kills} of {scenarios} first runs ({kills} of {} runs)",
         2 * scenarios
     );
+    // Some resumed runs must have real work (at least 3 bodies left): 10 of 60 on
+    // 2026-12-06, since the import before the rewrite checks each envelope before
+    // deleting it (one more request per delivery, so more of the kill points fall in
+    // the import, before any body is rewritten).
     assert!(
-        resumed_with_work >= scenarios / 4,
+        resumed_with_work >= scenarios / 8,
         "{resumed_with_work} of {scenarios} resumed runs had real work"
     );
 }
