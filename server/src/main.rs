@@ -367,7 +367,7 @@ async fn companion(config: CompanionFile) -> Result<(), BoxError> {
     let password = config::read_password(&config.password_file)?;
     let mut settings = CompanionConfig::default();
     settings.share.poll_interval = std::time::Duration::from_millis(config.poll_interval_ms);
-    settings.share = config.share(settings.share);
+    settings.share = config.gc.apply(settings.share);
     let opened = Companion::open(open_store(&config.store)?, &config.local, &key, settings)
         .await
         .map_err(|e| format!("cannot open the account in {}: {e}", config.local.display()))?;
