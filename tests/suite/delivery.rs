@@ -43,6 +43,33 @@ struct World {
 }
 
 impl World {
+    /// A key model 1 account on each shared backend, with its label: memory with
+    /// compare-and-swap, memory without (`NoCasStore`), and Garage and moto when they
+    /// are configured.
+    async fn device_only_on_every_backend() -> Vec<(World, &'static str)> {
+        let mut worlds = vec![
+            (World::new(KeyModel::DeviceOnly).await, "memory"),
+            (
+                World::on(
+                    KeyModel::DeviceOnly,
+                    Arc::new(NoCasStore::new(super::memory())),
+                    CommitMode::WriterUnique,
+                )
+                .await,
+                "no compare-and-swap",
+            ),
+        ];
+        for (name, mode) in [
+            ("GARAGE", CommitMode::WriterUnique),
+            ("MOTO", CommitMode::CompareAndSwap),
+        ] {
+            if let Some(store) = mailvault::testkit::s3_from_env(name) {
+                worlds.push((World::on(KeyModel::DeviceOnly, store, mode).await, name));
+            }
+        }
+        worlds
+    }
+
     async fn new(model: KeyModel) -> Self {
         Self::on(model, super::memory(), CommitMode::CompareAndSwap).await
     }
@@ -1576,24 +1603,8 @@ async fn retries_store_once(w: &World, label: &str) {
 
 #[tokio::test]
 async fn item_08_a_retry_after_a_complete_delivery_stores_the_message_once() {
-    retries_store_once(&World::new(KeyModel::DeviceOnly).await, "memory").await;
-    retries_store_once(
-        &World::on(
-            KeyModel::DeviceOnly,
-            Arc::new(NoCasStore::new(super::memory())),
-            CommitMode::WriterUnique,
-        )
-        .await,
-        "no compare-and-swap",
-    )
-    .await;
-    for (name, mode) in [
-        ("GARAGE", CommitMode::WriterUnique),
-        ("MOTO", CommitMode::CompareAndSwap),
-    ] {
-        if let Some(store) = mailvault::testkit::s3_from_env(name) {
-            retries_store_once(&World::on(KeyModel::DeviceOnly, store, mode).await, name).await;
-        }
+    for (w, label) in World::device_only_on_every_backend().await {
+        retries_store_once(&w, label).await;
     }
 }
 
@@ -1962,32 +1973,8 @@ async fn a_losing_importer_keeps_a_retry_written_meanwhile(w: &World, label: &st
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_losing_importer_does_not_delete_a_retry_written_meanwhile() {
-    a_losing_importer_keeps_a_retry_written_meanwhile(
-        &World::new(KeyModel::DeviceOnly).await,
-        "memory",
-    )
-    .await;
-    a_losing_importer_keeps_a_retry_written_meanwhile(
-        &World::on(
-            KeyModel::DeviceOnly,
-            Arc::new(NoCasStore::new(super::memory())),
-            CommitMode::WriterUnique,
-        )
-        .await,
-        "no compare-and-swap",
-    )
-    .await;
-    for (name, mode) in [
-        ("GARAGE", CommitMode::WriterUnique),
-        ("MOTO", CommitMode::CompareAndSwap),
-    ] {
-        if let Some(store) = mailvault::testkit::s3_from_env(name) {
-            a_losing_importer_keeps_a_retry_written_meanwhile(
-                &World::on(KeyModel::DeviceOnly, store, mode).await,
-                name,
-            )
-            .await;
-        }
+    for (w, label) in World::device_only_on_every_backend().await {
+        a_losing_importer_keeps_a_retry_written_meanwhile(&w, label).await;
     }
 }
 
