@@ -766,19 +766,38 @@ impl Session {
     }
 
     /// While a root rotation is under way, the previous root's index key when the
-    /// collection `name` is still under it (not copied under the new key yet); `None`
-    /// when the collection is under the current key.
+    /// collection `name` is still under it (not copied whole under the new key yet);
+    /// `None` when the collection is under the current key.
+    ///
+    /// The rotation copies a collection twice (`Collection::copy_from`): a first copy
+    /// while the old collection stays open, then, once it is closed, the final one. Only
+    /// the final copy is complete: the first lacks what was written since, and what is
+    /// written to it the final copy replaces. So the copy under the new key is used only
+    /// once the old collection is closed and the copy's generation reached the closed
+    /// one's (the final copy publishes at the source's generation or above; the first
+    /// copy's is below the close), or once the old collection is deleted; while the old
+    /// one is open, it is used (what is written there the final copy carries over).
+    ///
+    /// # Errors
+    /// [`Error::Moved`] when the old collection is closed and not copied again yet: the
+    /// caller finishes the rotation ([`finish_rotation`](Self::finish_rotation)) or
+    /// reloads the keyring once it is finished, and opens again.
     async fn retiring_key_for(&self, name: &[u8]) -> Result<Option<AccountKey>> {
         let Some(old) = self.keyring.retiring_index_key() else {
             return Ok(None);
         };
-        let copied = self
-            .index
-            .open(self.account(), &self.key, name)
-            .await?
-            .generation()
-            > 0;
-        Ok((!copied).then_some(old))
+        let copy = self.index.open(self.account(), &self.key, name).await?;
+        if copy.generation() == 0 {
+            return Ok(Some(old));
+        }
+        match self.index.open_to_move(self.account(), &old, name).await {
+            Ok(source) if !source.moved() => Ok(Some(old)),
+            Ok(source) if copy.generation() >= source.generation() => Ok(None),
+            Ok(_) => Err(Error::Moved),
+            // Deleted after its final copy (its tombstone left).
+            Err(Error::NotFound { .. } | Error::Rollback { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Opens the account's mail: mailboxes, messages, flags, bodies.

@@ -944,3 +944,99 @@ async fn check_removal(
     );
     session
 }
+
+/// A login in the middle of another session's root rotation (review note of stop 23): the
+/// rotation is held after its first copy of the mail collection under the new key (at
+/// its first write to the old collection, the close), a session opened before the
+/// rotation appends (acknowledged: the old collection is not closed yet), then a fresh
+/// `Provider::unlock` opens the mail and appends, and the rotation finishes. The fresh
+/// session must see every message when it opens the mail, and its append must survive
+/// the rotation. It used to open the first copy as soon as it existed (missing what was
+/// written since) and write to it, and the rotation's final copy replaced that write.
+async fn a_login_during_a_rotation(name: &str, store: DynStore, mode: CommitMode) {
+    use futures::TryStreamExt;
+    use mailvault::storage::{GateStore, Hold};
+    let w = World::on(store.clone(), mode).await;
+    let gated = GateStore::new(store.clone());
+    let gate = gated.gate();
+    let rotator_provider =
+        Provider::new(Arc::new(gated), w.deployment, w.directory.clone(), config())
+            .await
+            .unwrap();
+    let mut rotator = rotator_provider.unlock(w.alice, "pw").await.unwrap();
+    append(&rotator, "Subject: one\r\n\r\nbefore the rotation").await;
+    let stale = w.provider.unlock(w.alice, "pw").await.unwrap();
+    let mut stale_mail = stale.mailstore().await.unwrap();
+    // The collections under the old key: the rotation's first write to one is its close.
+    let prefix = object_store::path::Path::from(format!("a/{}/i", w.alice.to_hex()));
+    let tags: std::collections::BTreeSet<String> = store
+        .list(Some(&prefix))
+        .map_ok(|m| m.location.parts().nth(3).unwrap().as_ref().to_string())
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(tags.len(), 1, "{name}: {tags:?}");
+    let old_tag = tags.into_iter().next().unwrap();
+    gate.arm(Hold::Put, format!("/i/{old_tag}/"));
+    let rotation = async {
+        rotator.rotate_root(&[], |_| {}).await.unwrap();
+    };
+    let meanwhile = async {
+        gate.reached().await;
+        let inbox_id = stale_mail.mailbox_by_name(INBOX).unwrap().id;
+        stale_mail
+            .append(
+                inbox_id,
+                b"Subject: two\r\n\r\nafter the first copy",
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        let fresh = w.provider.unlock(w.alice, "pw").await.unwrap();
+        let mut fresh_mail = fresh.mailstore().await.unwrap();
+        let seen = inbox(&mut fresh_mail).await;
+        assert_eq!(
+            seen.len(),
+            2,
+            "{name}: the fresh session misses messages during the rotation: {seen:?}"
+        );
+        let inbox_id = fresh_mail.mailbox_by_name(INBOX).unwrap().id;
+        fresh_mail
+            .append(
+                inbox_id,
+                b"Subject: three\r\n\r\nby the fresh login",
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        gate.open();
+    };
+    tokio::join!(rotation, meanwhile);
+    let mut mail = rotator.mailstore().await.unwrap();
+    let after: Vec<String> = inbox(&mut mail).await.into_iter().map(|(t, _)| t).collect();
+    for text in [
+        "before the rotation",
+        "after the first copy",
+        "by the fresh login",
+    ] {
+        assert!(
+            after.iter().any(|t| t.contains(text)),
+            "{name}: {text:?} lost by the rotation: {after:?}"
+        );
+    }
+    assert_eq!(after.len(), 3, "{name}: {after:?}");
+    // A login after the rotation sees the same.
+    let later = w.provider.unlock(w.alice, "pw").await.unwrap();
+    assert_eq!(
+        inbox(&mut later.mailstore().await.unwrap()).await.len(),
+        3,
+        "{name}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_04_a_login_during_a_rotation_sees_everything_and_loses_nothing() {
+    for (name, store, mode) in backends() {
+        a_login_during_a_rotation(name, store, mode).await;
+    }
+}

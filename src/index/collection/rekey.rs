@@ -29,7 +29,7 @@ pub(super) const MOVED: &[u8] = b"\x00mailvault/v1/moved";
 impl Collection {
     /// Whether a root rotation closed this collection (the loaded state holds the moved
     /// marker).
-    pub(super) fn moved(&self) -> bool {
+    pub(crate) fn moved(&self) -> bool {
         self.get(MOVED).is_some()
     }
 
