@@ -777,23 +777,31 @@ impl Session {
     /// one's (the final copy publishes at the source's generation or above; the first
     /// copy's is below the close), or once the old collection is deleted; while the old
     /// one is open, it is used (what is written there the final copy carries over).
+    /// When the old collection is closed and its final copy not made yet (the rotation
+    /// killed between the two, or still running), this session makes the final copy, as
+    /// a resumed run of the rotation would, and uses it.
     ///
     /// # Errors
-    /// [`Error::Moved`] when the old collection is closed and not copied again yet: the
-    /// caller finishes the rotation ([`finish_rotation`](Self::finish_rotation)) or
-    /// reloads the keyring once it is finished, and opens again.
+    /// As [`Collection::copy_from`](crate::index::Collection::copy_from) when making the
+    /// final copy; a concurrent run of the rotation making it first is not an error.
     async fn retiring_key_for(&self, name: &[u8]) -> Result<Option<AccountKey>> {
         let Some(old) = self.keyring.retiring_index_key() else {
             return Ok(None);
         };
-        let copy = self.index.open(self.account(), &self.key, name).await?;
+        let mut copy = self.index.open(self.account(), &self.key, name).await?;
         if copy.generation() == 0 {
             return Ok(Some(old));
         }
         match self.index.open_to_move(self.account(), &old, name).await {
             Ok(source) if !source.moved() => Ok(Some(old)),
             Ok(source) if copy.generation() >= source.generation() => Ok(None),
-            Ok(_) => Err(Error::Moved),
+            // Closed by a rotation that has not made its final copy (killed, or still
+            // running): the final copy is made here, as any run of the rotation makes
+            // it (idempotent), so that this session can open the collection at once.
+            Ok(mut source) => {
+                copy.copy_from(&mut source).await?;
+                Ok(None)
+            }
             // Deleted after its final copy (its tombstone left).
             Err(Error::NotFound { .. } | Error::Rollback { .. }) => Ok(None),
             Err(e) => Err(e),

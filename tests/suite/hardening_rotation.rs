@@ -1040,3 +1040,73 @@ async fn item_04_a_login_during_a_rotation_sees_everything_and_loses_nothing() {
         a_login_during_a_rotation(name, store, mode).await;
     }
 }
+
+/// A login after a rotation's final copy, before the rotation deleted the old collection
+/// (the rotation held at that delete, as if killed there): the fresh session writes to the
+/// copy under the new key, then another session finishes the rotation (a resumed run,
+/// which copies again). The fresh session's acknowledged append must survive: a resumed
+/// run used to make the copy hold the closed source's view again, replacing every write
+/// made to the copy since its final copy.
+async fn a_write_after_the_final_copy(name: &str, store: DynStore, mode: CommitMode) {
+    use futures::TryStreamExt;
+    use mailvault::storage::{GateStore, Hold};
+    let w = World::on(store.clone(), mode).await;
+    let gated = GateStore::new(store.clone());
+    let gate = gated.gate();
+    let rotator_provider =
+        Provider::new(Arc::new(gated), w.deployment, w.directory.clone(), config())
+            .await
+            .unwrap();
+    let mut rotator = rotator_provider.unlock(w.alice, "pw").await.unwrap();
+    append(&rotator, "Subject: one\r\n\r\nbefore the rotation").await;
+    let prefix = object_store::path::Path::from(format!("a/{}/i", w.alice.to_hex()));
+    let tags: std::collections::BTreeSet<String> = store
+        .list(Some(&prefix))
+        .map_ok(|m| m.location.parts().nth(3).unwrap().as_ref().to_string())
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(tags.len(), 1, "{name}: {tags:?}");
+    let old_tag = tags.into_iter().next().unwrap();
+    // The rotation's first delete under the old collection comes after its final copy.
+    gate.arm(Hold::Delete, format!("/i/{old_tag}/"));
+    let rotation = async { rotator.rotate_root(&[], |_| {}).await };
+    let meanwhile = async {
+        gate.reached().await;
+        let fresh = w.provider.unlock(w.alice, "pw").await.unwrap();
+        let mut fresh_mail = fresh.mailstore().await.unwrap();
+        assert_eq!(inbox(&mut fresh_mail).await.len(), 1, "{name}");
+        let inbox_id = fresh_mail.mailbox_by_name(INBOX).unwrap().id;
+        fresh_mail
+            .append(
+                inbox_id,
+                b"Subject: two\r\n\r\nby the fresh login",
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        let mut finisher = w.provider.unlock(w.alice, "pw").await.unwrap();
+        finisher.finish_rotation().await.unwrap();
+        gate.open();
+    };
+    let (rotated, ()) = tokio::join!(rotation, meanwhile);
+    rotated.unwrap();
+    let later = w.provider.unlock(w.alice, "pw").await.unwrap();
+    let after: Vec<String> = inbox(&mut later.mailstore().await.unwrap())
+        .await
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    assert!(
+        after.iter().any(|t| t.contains("by the fresh login")),
+        "{name}: the fresh login's append lost by the resumed rotation: {after:?}"
+    );
+    assert_eq!(after.len(), 2, "{name}: {after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_04_a_write_after_the_final_copy_survives_a_resumed_rotation() {
+    for (name, store, mode) in backends() {
+        a_write_after_the_final_copy(name, store, mode).await;
+    }
+}

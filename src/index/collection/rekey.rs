@@ -59,8 +59,10 @@ impl Collection {
     /// readers get [`Error::Moved`]); then its final state (every commit acknowledged
     /// before the marker) is copied again. Deleting the source afterwards loses no
     /// acknowledged write. Idempotent: a collection that already holds the source's view
-    /// at its generation or above commits nothing, and a closed source is not closed
-    /// again, so a killed re-keying run can simply run again.
+    /// at its generation or above commits nothing, a closed source is not closed again,
+    /// and once the final copy is made (the source closed, this collection at its
+    /// generation or above) nothing is copied again, so a killed re-keying run can simply
+    /// run again without replacing what was written here since the final copy.
     ///
     /// # Errors
     /// As [`commit`](Self::commit) and [`refresh`](Self::refresh) of either collection.
@@ -87,7 +89,14 @@ impl Collection {
             let records = Arc::new(records);
             let purged_through = source.purged_through;
             self.refresh().await?;
-            if self.generation >= source.generation && self.view_records(false).await == *records {
+            // A closed source's final copy is published at its generation or above (the
+            // first copy lies below the close): this collection holds it already, and
+            // whatever differs was written here since and is kept.
+            let final_copy_made = source.moved() && self.generation >= source.generation;
+            if final_copy_made
+                || self.generation >= source.generation
+                    && self.view_records(false).await == *records
+            {
                 return Ok(CommitInfo {
                     generation: self.generation,
                     committed,
