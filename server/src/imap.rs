@@ -4153,8 +4153,21 @@ fn decode_transfer(encoding: Option<&str>, body: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// A message's bytes as a literal. A literal carries no NUL (RFC 9051 4.3: `CHAR8` is
+/// %x01-ff), yet a message delivered over LMTP or appended as a literal8 may hold one:
+/// each NUL is sent as 0x80 (the size stays the same), as Dovecot does for delivered
+/// mail (a part of transfer encoding `binary` appended as a literal8 it re-encodes in
+/// base64 instead); BINARY sends the bytes as they are, in a literal8 ([`nstring8`]).
 fn nstring(bytes: &[u8]) -> NString<'static> {
-    NString(Some(IString::Literal(Literal::unvalidated(bytes.to_vec()))))
+    let data = if bytes.contains(&0) {
+        bytes
+            .iter()
+            .map(|&b| if b == 0 { 0x80 } else { b })
+            .collect()
+    } else {
+        bytes.to_vec()
+    };
+    NString(Some(IString::Literal(Literal::unvalidated(data))))
 }
 
 /// How mailbox names travel on a connection. The library stores them as UTF-8 with `/`

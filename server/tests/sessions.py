@@ -27,6 +27,12 @@ a storage quota of 64 KiB)
   usage grows with APPEND, STATUS DELETED-STORAGE counts the \\Deleted messages, an APPEND
   beyond the limit is NO [OVERQUOTA], SETQUOTA is refused (no QUOTASET).
 
+- RFC 9051 4.3: a literal is `*CHAR8` (%x01-ff), no NUL: a message holding a NUL
+  (appended as a literal8, RFC 3516 4.4) is sent by BODY[] and RFC822 with the NUL
+  replaced (by 0x80, the size unchanged: what Dovecot does for delivered mail; such an
+  appended part it re-encodes in base64), and by BINARY[] as it is in a literal8 (RFC
+  3516 4.2).
+
 Raw sockets through `rev2.Session`. Exit status 1 with the failed checks on stdout.
 """
 
@@ -208,6 +214,37 @@ def quota(port, user, password, quota_user):
     c.logout()
 
 
+def nul_bytes(port, user, password):
+    s = Session(port, user, password)
+    s.command(b"CREATE nul")
+    message = (b"From: a@example.org\r\nSubject: nul\r\nContent-Transfer-Encoding: binary\r\n"
+               b"\r\nbefore\x00after\r\n")
+    s.n += 1
+    tag = b"t%d" % s.n
+    s.tag = tag
+    s.sock.sendall(tag + b" APPEND nul ~{%d}\r\n" % len(message))
+    go = s.reader.readline()
+    check(go.startswith(b"+"), f"APPEND literal8: continuation: {go!r}")
+    s.sock.sendall(message + b"\r\n")
+    done = s.reader.readline()
+    while not done.startswith(tag + b" "):
+        done = s.reader.readline()
+    check(done.split()[1] == b"OK", f"APPEND literal8 with a NUL: {done!r}")
+    s.command(b"SELECT nul")
+    sent = message.replace(b"\x00", b"\x80")
+    for item in (b"BODY.PEEK[]", b"RFC822"):
+        lines = s.command(b"FETCH 1 " + item)
+        joined = b"".join(lines)
+        check(b"\x00" not in joined, f"FETCH {item!r}: a NUL in a literal: {lines!r}")
+        check(sent in joined and b"{%d}\r\n" % len(message) in joined,
+              f"FETCH {item!r}: the message with its NUL as 0x80, same size: {lines!r}")
+    lines = s.command(b"FETCH 1 BINARY.PEEK[]")
+    joined = b"".join(lines)
+    check(b"~{%d}\r\n" % len(message) in joined and message in joined,
+          f"FETCH BINARY[]: the bytes as they are in a literal8: {lines!r}")
+    s.close()
+
+
 def main(port, user, password, quota_user):
     a = Session(port, user, password)
     b = Session(port, user, password)
@@ -215,6 +252,7 @@ def main(port, user, password, quota_user):
     selected_mailbox_deleted(port, user, password, b)
     quota(port, user, password, quota_user)
     nested_sections(port, user, password)
+    nul_bytes(port, user, password)
     a.close()
     b.close()
 
