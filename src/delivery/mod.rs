@@ -314,7 +314,9 @@ impl PublicDirectory {
 /// How a delivery lands.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeliveryOptions {
-    /// Target mailbox name (`INBOX` when empty or missing at import).
+    /// Target mailbox name: `INBOX` when empty or not a valid name; a mailbox of this
+    /// name that the account lacks is created at import, with the special-use role its
+    /// name is known by (`SpecialUse::for_mailbox_name`) unless another mailbox holds it.
     pub mailbox: String,
     /// Internal date (Unix seconds); the time of delivery when `None`.
     pub internal_date: Option<i64>,

@@ -122,6 +122,32 @@ pub enum SpecialUse {
 }
 
 impl SpecialUse {
+    /// The role a mailbox is commonly known by from its name alone (case-insensitive, a
+    /// top-level name): `Sent`, `Sent Messages`, `Sent Items` → `\Sent`; `Drafts` →
+    /// `\Drafts`; `Trash`, `Deleted Items`, `Deleted Messages` → `\Trash`; `Junk`,
+    /// `Spam` → `\Junk`; `Archive` → `\Archive` (the names of Dovecot's default
+    /// configuration and of the clients that create them). What an import gives a mailbox
+    /// it creates for a delivery that names it, such as a migrated folder tree.
+    pub fn for_mailbox_name(name: &str) -> Option<SpecialUse> {
+        const KNOWN: [(&str, SpecialUse); 11] = [
+            ("Sent", SpecialUse::Sent),
+            ("Sent Messages", SpecialUse::Sent),
+            ("Sent Items", SpecialUse::Sent),
+            ("Drafts", SpecialUse::Drafts),
+            ("Trash", SpecialUse::Trash),
+            ("Deleted Items", SpecialUse::Trash),
+            ("Deleted Messages", SpecialUse::Trash),
+            ("Junk", SpecialUse::Junk),
+            ("Spam", SpecialUse::Junk),
+            ("Archive", SpecialUse::Archive),
+            ("Archives", SpecialUse::Archive),
+        ];
+        KNOWN
+            .iter()
+            .find(|(known, _)| known.eq_ignore_ascii_case(name))
+            .map(|(_, role)| *role)
+    }
+
     const ALL: [SpecialUse; 8] = [
         SpecialUse::All,
         SpecialUse::Archive,

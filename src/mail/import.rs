@@ -8,7 +8,8 @@ use crate::crypto::AccountKey;
 use crate::delivery::{open_envelope, verify_envelope, verify_envelopes, Rejection};
 use crate::error::{Error, Result};
 use crate::format::mail::{
-    number_to_bytes, EmailAnalysis, EmailRecord, Envelope, Flags, MessageRecord, Provenance,
+    number_to_bytes, EmailAnalysis, EmailRecord, Envelope, Flags, MailboxRecord, MessageRecord,
+    Provenance, SpecialUse,
 };
 use crate::format::BlobPin;
 use crate::ids::{DeliveryId, EmailId, MailboxId, ThreadId};
@@ -629,9 +630,14 @@ impl Mailstore {
         if ready.is_empty() {
             return Ok(Vec::new());
         }
+        // Ids for the mailboxes a delivery names that may have to be created.
+        let created_ids: std::collections::HashMap<&str, MailboxId> = ready
+            .iter()
+            .map(|d| (d.mailbox.as_str(), MailboxId::random(&self.rng)))
+            .collect();
         self.write(|c, modseq| {
             let mut plan = Plan::new();
-            let mailboxes: Vec<_> = super::all_mailboxes(c)?
+            let mut mailboxes: Vec<_> = super::all_mailboxes(c)?
                 .into_iter()
                 .map(|(id, r)| mailbox_of(id, r))
                 .collect();
@@ -644,10 +650,21 @@ impl Mailstore {
                     placed.push(None);
                     continue;
                 }
-                let mailbox = mailboxes
+                let mailbox = match mailboxes
                     .iter()
-                    .find(|m| !d.mailbox.is_empty() && same_name(&m.name, &d.mailbox))
-                    .map_or(INBOX_ID, |m| m.id);
+                    .find(|m| same_name(&m.name, &d.mailbox))
+                {
+                    Some(m) => m.id,
+                    None if super::check_name(&d.mailbox).is_ok() => {
+                        let id = created_ids[d.mailbox.as_str()];
+                        let created = created_mailbox(&d.mailbox, &mailboxes, modseq);
+                        plan.batch.put(keys::mailbox(&id), created.to_bytes());
+                        mailboxes.push(mailbox_of(id, created));
+                        id
+                    }
+                    // No name, or one no mailbox may have.
+                    None => INBOX_ID,
+                };
                 let uid = match next.get(&mailbox) {
                     Some(&uid) => uid,
                     None => uid_next(c, &mailbox)?,
@@ -1149,5 +1166,22 @@ impl ImportRun {
             .await;
         self.times.delete += started.elapsed();
         deleted.map(|_| ())
+    }
+}
+
+/// The record of a mailbox that an import creates because a delivery names it (an
+/// operator's migration of a folder tree, a delivery to a folder): unsubscribed, with the
+/// special-use role its name is known by ([`SpecialUse::for_mailbox_name`]) unless a
+/// mailbox of `existing` holds that role.
+fn created_mailbox(name: &str, existing: &[super::Mailbox], modseq: u64) -> MailboxRecord {
+    let special_use = SpecialUse::for_mailbox_name(name)
+        .filter(|role| !existing.iter().any(|m| m.special_use == Some(*role)));
+    MailboxRecord {
+        name: name.to_owned(),
+        subscribed: false,
+        special_use,
+        // Above any UIDVALIDITY an earlier mailbox of this name had.
+        uid_validity: u32::try_from(modseq).unwrap_or(u32::MAX),
+        modseq,
     }
 }

@@ -20,7 +20,7 @@ use mailvault::format::slot::{KdfParams, SlotKind};
 use mailvault::ids::{AccountId, DeploymentId};
 use mailvault::index::IndexStore;
 use mailvault::keys::{Credential, KdfGate, OfficerSecret, SlotBinding, SlotLock};
-use mailvault::mail::{EpochProgress, Mailstore, Provenance, INBOX};
+use mailvault::mail::{EpochProgress, Mailstore, Provenance, SpecialUse, INBOX};
 use mailvault::storage::{naming, CommitMode, DynStore, Fault, FaultMode, FaultyStore, NoCasStore};
 use object_store::ObjectStoreExt;
 use sha2::Digest;
@@ -2127,4 +2127,53 @@ async fn a_resend_just_after_a_retry_window_ends_is_stored_once() {
     assert_eq!(report.imported.len(), 1, "{report:?}");
     assert!(report.missing.is_empty(), "{report:?}");
     assert_eq!(w.inbox_count().await, 1);
+}
+
+/// A delivery naming a mailbox the account does not have (an operator's migration of a
+/// Maildir tree, a delivery to a folder): the import creates it instead of filing the
+/// message in INBOX, and a mailbox created so under a well-known name gets its
+/// special-use role unless another mailbox holds that role (RFC 6154; the names
+/// Dovecot's default configuration maps). `inbox` in any case is INBOX.
+#[tokio::test]
+async fn a_delivery_to_a_missing_mailbox_creates_it_at_import() {
+    let w = World::new(KeyModel::DeviceOnly).await;
+    let deliverer = w.deliverer();
+    for (n, mailbox) in ["Archive/2023", "Sent", "Sent", "inbox", "Trash", "Junk"]
+        .iter()
+        .enumerate()
+    {
+        let body = format!("Subject: {n}\r\n\r\nto {mailbox}\r\n");
+        deliverer
+            .deliver_bytes(
+                w.account,
+                body.as_bytes(),
+                DeliveryOptions {
+                    mailbox: (*mailbox).into(),
+                    ..DeliveryOptions::default()
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let mut mail = w.mail().await;
+    // Another mailbox holds the \Trash role already: the created "Trash" gets none.
+    mail.create_mailbox("Bin", Some(SpecialUse::Trash))
+        .await
+        .unwrap();
+    let report = mail
+        .import_deliveries(std::slice::from_ref(&w.key), &w.verifying_key().await)
+        .await
+        .unwrap();
+    assert_eq!(report.imported.len(), 6, "{report:?}");
+    let count = |name: &str| {
+        let mailbox = mail.mailbox_by_name(name).unwrap_or_else(|| panic!("{name} missing"));
+        (mail.view(mailbox.id).unwrap().messages.len(), mailbox.special_use)
+    };
+    assert_eq!(count("Archive/2023"), (1, None));
+    assert_eq!(count("Sent"), (2, Some(SpecialUse::Sent)));
+    assert_eq!(count("INBOX"), (1, None));
+    assert_eq!(count("Trash"), (1, None));
+    assert_eq!(count("Junk"), (1, Some(SpecialUse::Junk)));
+    assert_eq!(count("Bin"), (0, Some(SpecialUse::Trash)));
+    assert_eq!(mail.mailboxes().unwrap().len(), 6, "no other mailbox made");
 }
