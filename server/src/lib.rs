@@ -7,5 +7,6 @@
 pub mod config;
 pub mod imap;
 pub mod lmtp;
+pub mod migrate;
 pub mod mutf7;
 pub mod tls;

@@ -68,6 +68,19 @@ enum Command {
         #[command(subcommand)]
         command: DeviceCommand,
     },
+    /// Imports existing mail into an account: every message of a Maildir tree (folders
+    /// and flags kept) or of an mbox file, sealed to the account's public key (no secret
+    /// needed: any key model). Resumable: run again after a kill, each message is stored
+    /// once. Progress on a terminal, plain lines otherwise; exit status 2 when messages
+    /// were refused (listed).
+    ///
+    /// Examples:
+    ///   mailvault import maildir ~alice/Maildir --config mailvault.toml --name alice@example.org
+    ///   mailvault import mbox old.mbox --mailbox Archive/old --config mailvault.toml --name alice@example.org --json
+    Import {
+        #[command(subcommand)]
+        source: ImportSource,
+    },
     /// Runs a companion on the user's device: the account opened with the device key,
     /// IMAP on a loopback address for the device's mail client, the shared bucket read and
     /// written directly, deliveries imported as they arrive. Until SIGINT or SIGTERM.
@@ -76,6 +89,51 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum ImportSource {
+    /// A Maildir++ tree: `cur/` and `new/` are INBOX, `.Sent/` is Sent, `.Archive.2023/`
+    /// is Archive/2023 (a mailbox the account lacks is created, special-use roles by
+    /// name); flags from the file names' info and `dovecot-keywords`; the internal date
+    /// is the file's modification time.
+    Maildir {
+        /// The Maildir's root folder.
+        path: PathBuf,
+        #[command(flatten)]
+        args: ImportArgs,
+    },
+    /// An mbox file: flags from `Status`, `X-Status` and `X-Keywords` (left out of the
+    /// stored message), the internal date from each `From ` line.
+    Mbox {
+        /// The mbox file.
+        path: PathBuf,
+        /// The mailbox its messages land in.
+        #[arg(long, default_value = "INBOX")]
+        mailbox: String,
+        #[command(flatten)]
+        args: ImportArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct ImportArgs {
+    /// The configuration file.
+    #[arg(long)]
+    config: PathBuf,
+    /// The account's name.
+    #[arg(long)]
+    name: String,
+    /// With the account's password (a transparent account): also file the delivered
+    /// messages into the mailboxes now, instead of at the account's next login.
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+    /// Print the summary as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+    /// No progress output.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 #[derive(Subcommand)]
@@ -191,7 +249,11 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mailvault: {e}");
-            std::process::ExitCode::FAILURE
+            if e.is::<PartlyDone>() {
+                std::process::ExitCode::from(2)
+            } else {
+                std::process::ExitCode::FAILURE
+            }
         }
     }
 }
@@ -312,10 +374,98 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             print!("{}", config::format_public_keys(&record.public_keys));
             Ok(())
         }
+        Command::Import { source } => import(source).await,
         Command::Serve { config } => serve(Config::load(&config)?).await,
         Command::Companion { config } => companion(CompanionFile::load(&config)?).await,
     }
 }
+
+/// `mailvault import`.
+async fn import(source: ImportSource) -> Result<(), BoxError> {
+    use mailvault_server::migrate::{self, Progress};
+    let args = match &source {
+        ImportSource::Maildir { args, .. } | ImportSource::Mbox { args, .. } => args,
+    };
+    let config = Config::load(&args.config)?;
+    let account = config
+        .accounts()
+        .lookup(&args.name)?
+        .ok_or_else(|| format!("no account named {}", args.name))?;
+    let provider = config.provider().await?;
+    let deliverer = Arc::new(provider.deliverer(config.signing_key()?));
+    let mut summary = match &source {
+        ImportSource::Maildir { path, .. } => {
+            let entries = migrate::scan_maildir(path)?;
+            let progress = Progress::new("import", Some(entries.len() as u64), false, args.quiet);
+            let messages = entries.iter().map(migrate::read_maildir_message);
+            migrate::deliver_all(deliverer, account, messages, &progress, |_| 1).await
+        }
+        ImportSource::Mbox { path, mailbox, .. } => {
+            let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let total = file.metadata().map(|m| m.len()).ok();
+            let progress = Progress::new("import", total, true, args.quiet);
+            let source = path.canonicalize().unwrap_or_else(|_| path.clone());
+            let mut reader = migrate::MboxReader::new(
+                std::io::BufReader::new(file),
+                mailbox,
+                &source.to_string_lossy(),
+            );
+            let messages = std::iter::from_fn(move || reader.next_message().transpose());
+            migrate::deliver_all(deliverer, account, messages, &progress, |m| m.span).await
+        }
+    };
+    if let Some(password_file) = &args.password_file {
+        let password = config::read_password(password_file)?;
+        let mut session = provider.unlock(account, &password).await?;
+        let mut mail = session.mailstore().await?;
+        loop {
+            let report = session.import_deliveries(&mut mail).await?;
+            // Sent again by this run but imported before (a rerun after an earlier run's
+            // import): the import dropped them.
+            let again = report.already_imported as u64;
+            summary.already += again.min(summary.delivered);
+            summary.delivered = summary.delivered.saturating_sub(again);
+            if report.imported.is_empty() {
+                break;
+            }
+        }
+    }
+    if args.json {
+        println!("{}", summary.to_json());
+    } else {
+        println!(
+            "{} messages delivered, {} delivered before, {} refused; {:.1} MiB in {:.1} s",
+            summary.delivered,
+            summary.already,
+            summary.failed.len(),
+            summary.bytes as f64 / (1 << 20) as f64,
+            summary.seconds
+        );
+    }
+    for (what, why) in &summary.failed {
+        eprintln!("refused: {what}: {why}");
+    }
+    if summary.failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Box::new(PartlyDone(format!(
+            "{} messages refused",
+            summary.failed.len()
+        ))))
+    }
+}
+
+/// A job that did part of its work (exit status 2): messages refused by an import.
+#[derive(Debug)]
+struct PartlyDone(String);
+
+impl std::fmt::Display for PartlyDone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PartlyDone {}
 
 /// `mailvault device init`.
 async fn device_init(

@@ -268,7 +268,8 @@ impl Mailstore {
     /// opened with the account's keys, the stored body checked against the envelope
     /// without reading it (its size, its header bytes, its final chunk: one or two ranged
     /// GETs, [`AccountBlobs::verify_stored`](crate::blob::AccountBlobs::verify_stored)),
-    /// and the message added to its mailbox (INBOX if the mailbox does not exist)
+    /// and the message added to its mailbox (created when the account lacks it; INBOX
+    /// when the delivery names none)
     /// with a pin that needs no X25519 to read, together with the delivery id, so that a
     /// replay is refused. The body is neither downloaded nor re-uploaded; its envelope
     /// fields and MIME structure are computed on first read ([`Mailstore::analyze`]).
@@ -650,10 +651,7 @@ impl Mailstore {
                     placed.push(None);
                     continue;
                 }
-                let mailbox = match mailboxes
-                    .iter()
-                    .find(|m| same_name(&m.name, &d.mailbox))
-                {
+                let mailbox = match mailboxes.iter().find(|m| same_name(&m.name, &d.mailbox)) {
                     Some(m) => m.id,
                     None if super::check_name(&d.mailbox).is_ok() => {
                         let id = created_ids[d.mailbox.as_str()];

@@ -2166,8 +2166,13 @@ async fn a_delivery_to_a_missing_mailbox_creates_it_at_import() {
         .unwrap();
     assert_eq!(report.imported.len(), 6, "{report:?}");
     let count = |name: &str| {
-        let mailbox = mail.mailbox_by_name(name).unwrap_or_else(|| panic!("{name} missing"));
-        (mail.view(mailbox.id).unwrap().messages.len(), mailbox.special_use)
+        let mailbox = mail
+            .mailbox_by_name(name)
+            .unwrap_or_else(|| panic!("{name} missing"));
+        (
+            mail.view(mailbox.id).unwrap().messages.len(),
+            mailbox.special_use,
+        )
     };
     assert_eq!(count("Archive/2023"), (1, None));
     assert_eq!(count("Sent"), (2, Some(SpecialUse::Sent)));

@@ -1,0 +1,175 @@
+//! `mailvault import` (issue 15): existing mail brought into an account.
+//!
+//! - A Maildir++ tree and an mbox written by Python's `mailbox` module from the real-mail
+//!   corpus are imported; over IMAP (Python `imaplib`) every message is there once,
+//!   byte-exact, with its flags, internal date and folder (Sent with its `\Sent` role).
+//! - An import of a large Maildir killed with SIGKILL at three points and run again
+//!   ends with every message present exactly once.
+
+mod peers;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use peers::{tools, Backend, MailServer, BIN, PASSWORD};
+
+const USER: &str = "alice@example.org";
+
+fn import(server: &MailServer, args: &[&str]) -> std::process::Output {
+    let password = server.dir.path().join("password");
+    let mut cmd = Command::new(BIN);
+    cmd.arg("import")
+        .args(args)
+        .arg("--config")
+        .arg(server.config_path())
+        .args(["--name", USER, "--password-file"])
+        .arg(&password)
+        .envs(server.env().iter().cloned())
+        .stdin(Stdio::null());
+    cmd.output().expect("run mailvault import")
+}
+
+#[test]
+fn a_maildir_tree_and_an_mbox_import_with_their_flags_dates_and_folders() {
+    const TEST: &str = "a_maildir_tree_and_an_mbox_import_with_their_flags_dates_and_folders";
+    let Some(python) = tools(TEST, &["python"]).map(|mut t| t.remove(0)) else {
+        return;
+    };
+    let Some(mut server) = MailServer::create(TEST, Backend::Local, &[USER]) else {
+        return;
+    };
+    let sources = tempfile::tempdir().expect("a folder");
+    let root = sources.path().to_string_lossy().into_owned();
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/corpus/mail-parser");
+    peers::run_script(
+        &python,
+        "import_check.py",
+        &["write", root.as_str(), &corpus.to_string_lossy()],
+        "write the sources",
+        String::new,
+    );
+    for args in [
+        vec!["maildir", &format!("{root}/Maildir")[..], "--json"],
+        vec![
+            "mbox",
+            &format!("{root}/mail.mbox")[..],
+            "--mailbox",
+            "Old/mbox",
+            "--json",
+        ],
+    ] {
+        let out = import(&server, &args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("\"failed\":[]"), "{stdout}");
+        // Output to a file (not a terminal): plain progress lines, no bar.
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("import: "),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Run again: nothing is delivered twice.
+    let again = import(&server, &["maildir", &format!("{root}/Maildir"), "--json"]);
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(stdout.contains("\"delivered\":0,"), "{stdout}");
+    server.start();
+    let imap = server.imap.to_string();
+    peers::run_script(
+        &python,
+        "import_check.py",
+        &[
+            "check",
+            imap.as_str(),
+            USER,
+            PASSWORD,
+            root.as_str(),
+            "Old/mbox",
+        ],
+        "the imported mail over IMAP",
+        || server.logs(),
+    );
+}
+
+#[test]
+fn an_import_killed_three_times_and_run_again_stores_each_message_once() {
+    const TEST: &str = "an_import_killed_three_times_and_run_again_stores_each_message_once";
+    const N: usize = 3000;
+    let Some(python) = tools(TEST, &["python"]).map(|mut t| t.remove(0)) else {
+        return;
+    };
+    let Some(mut server) = MailServer::create(TEST, Backend::Local, &[USER]) else {
+        return;
+    };
+    let sources = tempfile::tempdir().expect("a folder");
+    let maildir = sources.path().join("Maildir");
+    for sub in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(maildir.join(sub)).expect("a Maildir");
+    }
+    for i in 0..N {
+        let body = format!(
+            "From: a@example.org\nSubject: message {i}\n\n{}\n",
+            "text of the message\n".repeat(20)
+        );
+        std::fs::write(
+            maildir.join("cur").join(format!("{i}.M{i}P1.host:2,S")),
+            body,
+        )
+        .expect("a message file");
+    }
+    let mut killed = 0;
+    for (n, wait_ms) in [300u64, 900, 1500].into_iter().enumerate() {
+        let mut child = Command::new(BIN)
+            .args(["import", "maildir"])
+            .arg(&maildir)
+            .arg("--config")
+            .arg(server.config_path())
+            .args(["--name", USER, "--quiet"])
+            .envs(server.env().iter().cloned())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mailvault import");
+        let started = Instant::now();
+        std::thread::sleep(Duration::from_millis(wait_ms));
+        let done = child.try_wait().expect("the import's status");
+        let _ = child.kill();
+        let status = child.wait().expect("the import's status");
+        eprintln!(
+            "{TEST}: run {n} {} after {:?} ({status})",
+            if done.is_none() {
+                "killed"
+            } else {
+                "had ended"
+            },
+            started.elapsed()
+        );
+        killed += usize::from(done.is_none());
+    }
+    assert!(killed >= 2, "the kills must land mid-import: {killed} of 3");
+    let out = import(&server, &["maildir", &maildir.to_string_lossy(), "--json"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{TEST}: the last run: {stdout}");
+    assert!(!stdout.contains("\"already_delivered\":0,"), "{stdout}");
+    server.start();
+    let (imap, n) = (server.imap.to_string(), N.to_string());
+    peers::run_script(
+        &python,
+        "import_check.py",
+        &["count", imap.as_str(), USER, PASSWORD, n.as_str()],
+        "every message once",
+        || server.logs(),
+    );
+}
