@@ -42,7 +42,7 @@ TIMEOUT="${MAILVAULT_PEERS_START_TIMEOUT:-30}"
 CRYPT="${MAILVAULT_DOVECOT_CRYPT:-1}"
 IMAPCLIENT_VERSION=4.1.0
 VENV="$CACHE/peers-venv-imapclient-$IMAPCLIENT_VERSION"
-PACKAGES=(dovecot-imapd dovecot-lmtpd isync swaks postfix curl openssl getmail6 fetchmail)
+PACKAGES=(dovecot-imapd dovecot-lmtpd isync swaks postfix curl openssl getmail6 fetchmail tmux)
 USERS=(alice:alicepw bob:bobpw carol:carolpw)
 D="$STATE/dovecot"
 
@@ -59,7 +59,7 @@ tools_present() {
         && command -v mbsync >/dev/null 2>&1 && command -v swaks >/dev/null 2>&1 \
         && [[ -x /usr/sbin/smtp-source ]] && command -v curl >/dev/null 2>&1 \
         && command -v openssl >/dev/null 2>&1 && command -v getmail >/dev/null 2>&1 \
-        && command -v fetchmail >/dev/null 2>&1
+        && command -v fetchmail >/dev/null 2>&1 && command -v tmux >/dev/null 2>&1
 }
 
 # Postfix and the system Dovecot come with init scripts; nothing of them may run.

@@ -5,6 +5,8 @@
 //!   byte-exact, with its flags, internal date and folder (Sent with its `\Sent` role).
 //! - An import of a large Maildir killed with SIGKILL at three points and run again
 //!   ends with every message present exactly once.
+//! - On a terminal (`tmux`, its screen read with `capture-pane`) the import draws a
+//!   progress bar; with its output to a file it prints plain lines (the first test).
 
 mod peers;
 
@@ -97,6 +99,26 @@ fn a_maildir_tree_and_an_mbox_import_with_their_flags_dates_and_folders() {
     );
 }
 
+/// A Maildir of `n` small messages (distinct subjects, seen) under `dir`.
+fn many_messages(dir: &Path, n: usize) -> std::path::PathBuf {
+    let maildir = dir.join("Maildir");
+    for sub in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(maildir.join(sub)).expect("a Maildir");
+    }
+    for i in 0..n {
+        let body = format!(
+            "From: a@example.org\nSubject: message {i}\n\n{}\n",
+            "text of the message\n".repeat(20)
+        );
+        std::fs::write(
+            maildir.join("cur").join(format!("{i}.M{i}P1.host:2,S")),
+            body,
+        )
+        .expect("a message file");
+    }
+    maildir
+}
+
 #[test]
 fn an_import_killed_three_times_and_run_again_stores_each_message_once() {
     const TEST: &str = "an_import_killed_three_times_and_run_again_stores_each_message_once";
@@ -108,21 +130,7 @@ fn an_import_killed_three_times_and_run_again_stores_each_message_once() {
         return;
     };
     let sources = tempfile::tempdir().expect("a folder");
-    let maildir = sources.path().join("Maildir");
-    for sub in ["cur", "new", "tmp"] {
-        std::fs::create_dir_all(maildir.join(sub)).expect("a Maildir");
-    }
-    for i in 0..N {
-        let body = format!(
-            "From: a@example.org\nSubject: message {i}\n\n{}\n",
-            "text of the message\n".repeat(20)
-        );
-        std::fs::write(
-            maildir.join("cur").join(format!("{i}.M{i}P1.host:2,S")),
-            body,
-        )
-        .expect("a message file");
-    }
+    let maildir = many_messages(sources.path(), N);
     let mut killed = 0;
     for (n, wait_ms) in [300u64, 900, 1500].into_iter().enumerate() {
         let mut child = Command::new(BIN)
@@ -172,4 +180,78 @@ fn an_import_killed_three_times_and_run_again_stores_each_message_once() {
         "every message once",
         || server.logs(),
     );
+}
+
+#[test]
+fn an_import_on_a_terminal_draws_a_progress_bar() {
+    const TEST: &str = "an_import_on_a_terminal_draws_a_progress_bar";
+    const N: usize = 3000;
+    let Some(tmux) = tools(TEST, &["tmux"]).map(|mut t| t.remove(0)) else {
+        return;
+    };
+    let Some(server) = MailServer::create(TEST, Backend::Local, &[USER]) else {
+        return;
+    };
+    let sources = tempfile::tempdir().expect("a folder");
+    let maildir = many_messages(sources.path(), N);
+    let socket = format!("mailvault-import-{}", std::process::id());
+    let tmux_cmd = |args: &[&str]| {
+        let mut cmd = Command::new(&tmux);
+        cmd.args(["-L", &socket])
+            .args(args)
+            .envs(server.env().iter().cloned());
+        cmd
+    };
+    let job = format!(
+        "{BIN} import maildir {} --config {} --name {USER}; sleep 60",
+        maildir.display(),
+        server.config_path().display()
+    );
+    let started = tmux_cmd(&[
+        "new-session",
+        "-d",
+        "-x",
+        "150",
+        "-y",
+        "10",
+        "-s",
+        "import",
+        &job,
+    ])
+    .status()
+    .expect("tmux");
+    assert!(started.success(), "tmux new-session: {started}");
+    // The bar's line: `import [00:00:01] ████░░ 1234/3000 messages 850/s ETA 2s`.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut screens = Vec::new();
+    let mut saw_bar = false;
+    while Instant::now() < deadline {
+        let screen = tmux_cmd(&["capture-pane", "-p", "-t", "import"])
+            .output()
+            .expect("tmux capture-pane");
+        let text = String::from_utf8_lossy(&screen.stdout).into_owned();
+        if text.lines().any(|l| {
+            l.starts_with("import [") && l.contains(&format!("/{N} messages")) && l.contains("ETA")
+        }) {
+            saw_bar = true;
+        }
+        let done = text.contains("messages delivered");
+        screens.push(text);
+        if done {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = tmux_cmd(&["kill-server"]).status();
+    let last = screens.last().cloned().unwrap_or_default();
+    assert!(
+        saw_bar,
+        "no progress bar on the screen; last screen:\n{last}"
+    );
+    assert!(
+        last.contains(&format!("{N} messages delivered")),
+        "the import did not finish on the terminal:\n{last}"
+    );
+    // A bar, not plain lines, on a terminal.
+    assert!(!last.contains("messages/s"), "{last}");
 }
