@@ -492,10 +492,13 @@ pub trait Transport {
         server: &mut Server,
     ) -> impl std::future::Future<Output = Result<Event, StreamError<ServerError>>> + Send;
 
-    /// Progresses `server` until the response `handle` and those queued before it are
-    /// written out (their bytes gone from this process), reading input meanwhile (kept in
-    /// `server` for the commands after). For a command that writes as it goes: a FETCH
-    /// reads the messages well past one only once the client has taken its response.
+    /// Takes the response `handle` and those queued before it from `server`, and writes
+    /// out what the transport holds once that is [`SEND_BATCH`] or more (its bytes gone
+    /// from this process), reading input meanwhile (kept in `server` for the commands
+    /// after). For a command that writes as it goes: a FETCH holds at most a batch and
+    /// one response of output, and reads the messages well past one only once the client
+    /// has taken its response; small responses go out a batch per write. What stays
+    /// held goes out with the next turn of [`Transport::next`].
     fn send(
         &mut self,
         server: &mut Server,
@@ -508,21 +511,22 @@ pub trait Transport {
     ) -> impl std::future::Future<Output = Result<(), StreamError<std::convert::Infallible>>> + Send;
 }
 
-/// Drives `stream` until `server` reports the response `handle` sent (handed to the
-/// transport): the part of [`Transport::send`] every transport shares.
-async fn until_sent<T: Transport>(
-    stream: &mut T,
+/// Takes from `server` the bytes of the responses queued up to and including `handle`,
+/// each handed to `output`: the part of [`Transport::send`] every transport shares.
+/// imap-next serializes what is queued before it reads the next command
+/// (`Server::next`): while `handle` waits, no other event can come.
+fn take_until(
     server: &mut Server,
     handle: ResponseHandle,
+    mut output: impl FnMut(Vec<u8>),
 ) -> Result<(), StreamError<ServerError>> {
     loop {
-        match stream.next(&mut *server).await? {
-            Event::ResponseSent { handle: sent, .. } if sent == handle => return Ok(()),
+        match server.next() {
+            Ok(Event::ResponseSent { handle: sent, .. }) if sent == handle => return Ok(()),
             // Queued before it (an untagged response of the same command).
-            Event::ResponseSent { .. } => {}
-            // imap-next writes what is queued before it reads the next command
-            // (`Server::next`): while `handle` waits, no other event can come.
-            _ => {
+            Ok(Event::ResponseSent { .. }) => {}
+            Err(Interrupt::Io(Io::Output(bytes))) => output(bytes),
+            Ok(_) | Err(_) => {
                 tracing::error!("IMAP: an event while a response was sent");
                 return Err(StreamError::Io(std::io::Error::other(
                     "an event while a response was sent",
@@ -536,9 +540,9 @@ async fn until_sent<T: Transport>(
 /// imap-next's `Stream` (read while writing, so that a client that pipelines while the
 /// server writes cannot deadlock either), on tokio and tokio-rustls, with two things that
 /// stream does not give:
-/// - [`Transport::send`] returns once a response's bytes have left the process:
-///   imap-next's stream reports a response sent once it is in its own buffer, so a
-///   command could not know how much output it holds;
+/// - [`Transport::send`] knows what output it holds, and writes it out: imap-next's
+///   stream reports a response sent once it is in its own buffer, so a command could
+///   not know how much output waits there;
 /// - [`close`] sends TLS's `close_notify` alert (RFC 8446 6.1: "Each party MUST send a
 ///   close_notify alert before closing its write side of the connection"): imap-next's
 ///   stream keeps the rustls state to itself, and without the alert a client cannot
@@ -560,6 +564,8 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The bytes [`Wire`] reads at once.
 const READ_PIECE: usize = 16 * 1024;
+/// The output from which [`Transport::send`] writes out what a [`Wire`] holds.
+const SEND_BATCH: usize = 64 * 1024;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
     fn new(io: S) -> Self {
@@ -658,7 +664,10 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Transport for Wire<S> {
         server: &mut Server,
         handle: ResponseHandle,
     ) -> Result<(), StreamError<ServerError>> {
-        until_sent(self, server, handle).await?;
+        take_until(server, handle, |bytes| self.out.extend_from_slice(&bytes))?;
+        if self.out.len() < SEND_BATCH {
+            return Ok(());
+        }
         let mut input = [0u8; READ_PIECE];
         while !self.out.is_empty() || self.unflushed {
             self.turn(server, &mut input).await?;
@@ -703,6 +712,14 @@ impl ScriptedClient {
             written: 0,
         }
     }
+
+    /// Counts what the server wrote, and keeps it up to [`ScriptedClient::KEPT`] bytes.
+    fn keep(&mut self, bytes: &[u8]) {
+        self.written += bytes.len();
+        let room = Self::KEPT.saturating_sub(self.output.len());
+        self.output
+            .extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
 }
 
 impl Transport for ScriptedClient {
@@ -711,12 +728,7 @@ impl Transport for ScriptedClient {
             match server.next() {
                 Ok(event) => return Ok(event),
                 Err(Interrupt::Error(e)) => return Err(StreamError::State(e)),
-                Err(Interrupt::Io(Io::Output(bytes))) => {
-                    self.written += bytes.len();
-                    let room = Self::KEPT.saturating_sub(self.output.len());
-                    self.output
-                        .extend_from_slice(&bytes[..bytes.len().min(room)]);
-                }
+                Err(Interrupt::Io(Io::Output(bytes))) => self.keep(&bytes),
                 Err(Interrupt::Io(Io::NeedMoreInput)) => {
                     let end = self.at.saturating_add(self.chunk).min(self.input.len());
                     let Some(bytes) = self.input.get(self.at..end).filter(|b| !b.is_empty()) else {
@@ -735,7 +747,7 @@ impl Transport for ScriptedClient {
         handle: ResponseHandle,
     ) -> Result<(), StreamError<ServerError>> {
         // Kept (or counted) as soon as the server hands it over.
-        until_sent(self, server, handle).await
+        take_until(server, handle, |bytes| self.keep(&bytes))
     }
 
     async fn flush(&mut self) -> Result<(), StreamError<std::convert::Infallible>> {

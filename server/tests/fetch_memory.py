@@ -10,6 +10,9 @@ after the first FETCH response it stops reading for a while (the server cannot w
 ahead of the client), then reads the rest. Checked:
 - every FETCH response arrives, in sequence order, each with its UID and the message's
   bytes exactly as appended, then the tagged OK;
+- while the client stalls, another connection changes the same messages (STORE) and
+  appends one: a FETCH must not hold up the account's writers while it waits for its
+  client;
 - the server process's peak resident memory (VmHWM of /proc/SERVER_PID/status, reset
   through /proc/SERVER_PID/clear_refs just before the FETCH) grows by less than
   BOUND_MIB MiB over its resident memory before the FETCH, while the answer carries
@@ -101,6 +104,23 @@ class Reader:
         return out
 
 
+def writer_meanwhile(port, user, password, count):
+    """Another session STOREs a flag on every message of `big` and APPENDs to INBOX;
+    checked to finish within 30 s."""
+    started = time.monotonic()
+    other = imaplib.IMAP4(HOST, port, timeout=30)
+    other.login(user, password)
+    other.select("big")
+    typ, data = other.store("1:*", "+FLAGS.SILENT", r"(\Flagged)")
+    check(typ == "OK", f"STORE during the FETCH: {typ} {data!r}")
+    typ, data = other.append("INBOX", None, None, message(count, 1024))
+    check(typ == "OK", f"APPEND during the FETCH: {typ} {data!r}")
+    other.logout()
+    elapsed = time.monotonic() - started
+    check(elapsed < 30, f"STORE and APPEND during the FETCH took {elapsed:.1f} s")
+    print(f"STORE and APPEND of another session while the FETCH waits: {elapsed:.2f} s")
+
+
 def main():
     port, user, password, pid, count, size_kib, bound_mib = sys.argv[1:8]
     port, pid, count = int(port), int(pid), int(count)
@@ -156,6 +176,7 @@ def main():
             # A slow client: the server must wait for it, not read ahead of it.
             time.sleep(STALL)
             stalled = memory_kib(pid, "VmRSS") - before
+            writer_meanwhile(port, user, password, count)
     elapsed = time.monotonic() - started
     peak = memory_kib(pid, "VmHWM") - before
     sock.sendall(b"d LOGOUT\r\n")
