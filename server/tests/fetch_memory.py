@@ -1,7 +1,10 @@
 """The memory a FETCH of whole messages makes `mailvault serve` hold (issue 13, review:
 "FETCH must not hold a whole command's responses in memory").
 
-Usage: fetch_memory.py IMAP_PORT USER PASSWORD SERVER_PID MESSAGES SIZE_KIB BOUND_MIB
+Usage: fetch_memory.py HOST IMAP_PORT USER PASSWORD SERVER_PID MESSAGES SIZE_KIB BOUND_MIB [CA_FILE]
+
+With CA_FILE, IMAP_PORT is the IMAPS port and every connection is TLS (the certificate
+checked against CA_FILE).
 
 APPENDs MESSAGES messages of SIZE_KIB KiB each (Python imaplib, a client nobody here
 wrote), each different (pseudo-random base64 lines, seeded by its number), then sends
@@ -27,10 +30,10 @@ import base64
 import imaplib
 import random
 import socket
+import ssl
 import sys
 import time
 
-HOST = "127.0.0.1"
 TIMEOUT = 300
 # How long the client stops reading after the first FETCH response.
 STALL = 2.0
@@ -104,11 +107,18 @@ class Reader:
         return out
 
 
-def writer_meanwhile(port, user, password, count):
+def connect(host, port, tls, timeout):
+    """An imaplib session: IMAP4, or IMAP4_SSL with the `tls` context."""
+    if tls is None:
+        return imaplib.IMAP4(host, port, timeout=timeout)
+    return imaplib.IMAP4_SSL(host, port, ssl_context=tls, timeout=timeout)
+
+
+def writer_meanwhile(host, port, tls, user, password, count):
     """Another session STOREs a flag on every message of `big` and APPENDs to INBOX;
     checked to finish within 30 s."""
     started = time.monotonic()
-    other = imaplib.IMAP4(HOST, port, timeout=30)
+    other = connect(host, port, tls, 30)
     other.login(user, password)
     other.select("big")
     typ, data = other.store("1:*", "+FLAGS.SILENT", r"(\Flagged)")
@@ -122,11 +132,14 @@ def writer_meanwhile(port, user, password, count):
 
 
 def main():
-    port, user, password, pid, count, size_kib, bound_mib = sys.argv[1:8]
+    host, port, user, password, pid, count, size_kib, bound_mib = sys.argv[1:9]
     port, pid, count = int(port), int(pid), int(count)
     size, bound = int(size_kib) * 1024, int(bound_mib) * 1024
+    tls = None
+    if len(sys.argv) > 9:
+        tls = ssl.create_default_context(cafile=sys.argv[9])
 
-    imap = imaplib.IMAP4(HOST, port, timeout=TIMEOUT)
+    imap = connect(host, port, tls, TIMEOUT)
     imap.login(user, password)
     imap.create("big")
     started = time.monotonic()
@@ -138,7 +151,9 @@ def main():
     print(f"{count} APPENDs of {size_kib} KiB: {time.monotonic() - started:.1f} s")
     imap.logout()
 
-    sock = socket.create_connection((HOST, port), timeout=TIMEOUT)
+    sock = socket.create_connection((host, port), timeout=TIMEOUT)
+    if tls is not None:
+        sock = tls.wrap_socket(sock, server_hostname=host)
     reader = Reader(sock)
     check(reader.line().startswith(b"* OK"), "greeting")
     sock.sendall(b'a LOGIN "%s" "%s"\r\n' % (user.encode(), password.encode()))
@@ -176,7 +191,7 @@ def main():
             # A slow client: the server must wait for it, not read ahead of it.
             time.sleep(STALL)
             stalled = memory_kib(pid, "VmRSS") - before
-            writer_meanwhile(port, user, password, count)
+            writer_meanwhile(host, port, tls, user, password, count)
     elapsed = time.monotonic() - started
     peak = memory_kib(pid, "VmHWM") - before
     sock.sendall(b"d LOGOUT\r\n")
@@ -184,7 +199,8 @@ def main():
 
     check(seen == count, f"{seen} FETCH responses of {count}")
     print(
-        f"UID FETCH 1:* BODY.PEEK[] of {count} x {size_kib} KiB: {elapsed:.1f} s; "
+        f"UID FETCH 1:* BODY.PEEK[] of {count} x {size_kib} KiB"
+        f"{' over TLS' if tls else ''}: {elapsed:.1f} s; "
         f"server memory growth: peak {peak // 1024} MiB, "
         f"while the client stalled {(stalled or 0) // 1024} MiB (bound {bound // 1024} MiB)"
     )
