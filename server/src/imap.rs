@@ -62,6 +62,7 @@ use std::num::{NonZeroU32, NonZeroU64};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::{Buf, Bytes, BytesMut};
 use chrono::Datelike;
 
 use crate::mutf7;
@@ -104,8 +105,8 @@ use imap_next::imap_types::secret::Secret;
 use imap_next::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 use imap_next::imap_types::status::{StatusDataItem, StatusDataItemName};
 use imap_next::imap_types::IntoStatic;
-use imap_next::server::{Error as ServerError, Event, Options, Server};
-use imap_next::stream::{Error as StreamError, Stream};
+use imap_next::server::{Error as ServerError, Event, Options, ResponseHandle, Server};
+use imap_next::stream::Error as StreamError;
 use imap_next::{Interrupt, Io, State};
 use mailvault::engine::{AccountRegistry, Provider, ShareConfig, SharedAccount};
 use mailvault::ids::MailboxId;
@@ -113,7 +114,7 @@ use mailvault::mail::{
     AppendOptions, EmailRecord, FlagChange, Flags, HeaderField, MailboxView, Mailstore,
     MessageSummary, MimePart, PartSection, SearchKey, Transaction,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -419,13 +420,19 @@ enum Outcome {
     Continue,
     /// LOGOUT: send what is queued, then close.
     Close,
+    /// The connection failed (or the runtime stops) while the command wrote its
+    /// responses: the session ends.
+    Gone,
 }
+
+/// A connection inside TLS.
+type TlsStream = tokio_rustls::server::TlsStream<TcpStream>;
 
 /// The TLS handshake on `tcp` as the server, bounded by [`HANDSHAKE_TIMEOUT`]; `None`
 /// (logged) when it fails.
-async fn handshake(acceptor: &TlsAcceptor, tcp: TcpStream) -> Option<TlsWire> {
+async fn handshake(acceptor: &TlsAcceptor, tcp: TcpStream) -> Option<Wire<TlsStream>> {
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => Some(TlsWire::new(tls)),
+        Ok(Ok(tls)) => Some(Wire::new(tls)),
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "IMAP TLS handshake failed");
             None
@@ -475,15 +482,28 @@ fn greeting() -> Option<Greeting<'static>> {
     Greeting::ok(None, "mailvault IMAP4rev1 ready").ok()
 }
 
-/// The bytes of one connection as [`session`] reads and writes them: imap-next's
-/// [`Stream`] over TCP or TLS, or a [`ScriptedClient`] in memory.
+/// The bytes of one connection as [`session`] reads and writes them: a [`Wire`] over TCP
+/// or TLS, or a [`ScriptedClient`] in memory.
 pub trait Transport {
     /// Progresses `server` until its next event, reading input and writing output as
-    /// it needs ([`Stream::next`]).
+    /// it needs (as imap-next's [`Stream::next`](imap_next::stream::Stream::next)).
     fn next(
         &mut self,
         server: &mut Server,
     ) -> impl std::future::Future<Output = Result<Event, StreamError<ServerError>>> + Send;
+
+    /// Takes the response `handle` and those queued before it from `server`, and writes
+    /// out what the transport holds once that is [`SEND_BATCH`] or more (its bytes gone
+    /// from this process), reading input meanwhile (kept in `server` for the commands
+    /// after). For a command that writes as it goes: a FETCH holds at most a batch and
+    /// one response of output, and reads the messages well past one only once the client
+    /// has taken its response; small responses go out a batch per write. What stays
+    /// held goes out with the next turn of [`Transport::next`].
+    fn send(
+        &mut self,
+        server: &mut Server,
+        handle: ResponseHandle,
+    ) -> impl std::future::Future<Output = Result<(), StreamError<ServerError>>> + Send;
 
     /// Writes out what is buffered.
     fn flush(
@@ -491,52 +511,83 @@ pub trait Transport {
     ) -> impl std::future::Future<Output = Result<(), StreamError<std::convert::Infallible>>> + Send;
 }
 
-impl Transport for Stream {
-    async fn next(&mut self, server: &mut Server) -> Result<Event, StreamError<ServerError>> {
-        Stream::next(self, server).await
-    }
-
-    async fn flush(&mut self) -> Result<(), StreamError<std::convert::Infallible>> {
-        Stream::flush(self).await
+/// Takes from `server` the bytes of the responses queued up to and including `handle`,
+/// each handed to `output`: the part of [`Transport::send`] every transport shares.
+/// imap-next serializes what is queued before it reads the next command
+/// (`Server::next`): while `handle` waits, no other event can come.
+fn take_until(
+    server: &mut Server,
+    handle: ResponseHandle,
+    mut output: impl FnMut(Vec<u8>),
+) -> Result<(), StreamError<ServerError>> {
+    loop {
+        match server.next() {
+            Ok(Event::ResponseSent { handle: sent, .. }) if sent == handle => return Ok(()),
+            // Queued before it (an untagged response of the same command).
+            Ok(Event::ResponseSent { .. }) => {}
+            Err(Interrupt::Io(Io::Output(bytes))) => output(bytes),
+            Ok(_) | Err(_) => {
+                tracing::error!("IMAP: an event while a response was sent");
+                return Err(StreamError::Io(std::io::Error::other(
+                    "an event while a response was sent",
+                )));
+            }
+        }
     }
 }
 
-/// A TLS connection as [`session`] reads and writes it: imap-next's [`Stream`] does TLS
-/// too, but keeps the rustls state to itself, so that nothing can send the TLS
-/// `close_notify` alert (RFC 8446 6.1: "Each party MUST send a close_notify alert before
-/// closing its write side of the connection"); without it, a client cannot tell the end
-/// of the session from a truncation (OpenSSL 3 reports "unexpected eof while reading").
-/// The same I/O as imap-next's stream (read while writing, so that a client that
-/// pipelines while the server writes cannot deadlock either), on tokio-rustls; [`close`]
-/// sends the alert.
+/// A connection as [`session`] reads and writes it, over TCP or TLS: the I/O of
+/// imap-next's `Stream` (read while writing, so that a client that pipelines while the
+/// server writes cannot deadlock either), on tokio and tokio-rustls, with two things that
+/// stream does not give:
+/// - [`Transport::send`] knows what output it holds, and writes it out: imap-next's
+///   stream reports a response sent once it is in its own buffer, so a command could
+///   not know how much output waits there;
+/// - [`close`] sends TLS's `close_notify` alert (RFC 8446 6.1: "Each party MUST send a
+///   close_notify alert before closing its write side of the connection"): imap-next's
+///   stream keeps the rustls state to itself, and without the alert a client cannot
+///   tell the end of the session from a truncation (OpenSSL 3 reports "unexpected eof
+///   while reading").
 ///
-/// [`close`]: TlsWire::close
-struct TlsWire {
-    reader: tokio::io::ReadHalf<tokio_rustls::server::TlsStream<TcpStream>>,
-    writer: tokio::io::WriteHalf<tokio_rustls::server::TlsStream<TcpStream>>,
-    /// Output imap-next produced and the TLS stream has not taken yet.
-    out: Vec<u8>,
-    /// Output taken by the TLS stream that may still sit in its buffers (unflushed).
+/// [`close`]: Wire::close
+struct Wire<S> {
+    reader: tokio::io::ReadHalf<S>,
+    writer: tokio::io::WriteHalf<S>,
+    /// Output imap-next produced and the stream has not taken yet.
+    out: BytesMut,
+    /// Output taken by the stream that may still sit in its buffers (TLS: unflushed).
     unflushed: bool,
 }
 
-/// How long [`TlsWire::close`] waits for the peer to take the last bytes and the alert.
+/// How long [`Wire::close`] waits for the peer to take the last bytes and the alert.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-impl TlsWire {
-    fn new(tls: tokio_rustls::server::TlsStream<TcpStream>) -> Self {
-        let (reader, writer) = tokio::io::split(tls);
+/// The bytes [`Wire`] reads at once.
+const READ_PIECE: usize = 16 * 1024;
+/// The output from which [`Transport::send`] writes out what a [`Wire`] holds.
+const SEND_BATCH: usize = 64 * 1024;
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
+    fn new(io: S) -> Self {
+        let (reader, writer) = tokio::io::split(io);
         Self {
             reader,
             writer,
-            out: Vec::new(),
+            out: BytesMut::new(),
             unflushed: false,
         }
     }
 
-    /// Writes out what is queued, then sends `close_notify` and closes the write side
-    /// (`shutdown`), bounded by [`CLOSE_TIMEOUT`]; a peer that has gone already is
-    /// only logged.
+    /// The connection back, for the TLS handshake after STARTTLS: whatever the client
+    /// sent that `server` has not parsed yet is dropped with `server`, never read as a
+    /// command (CVE-2011-0411).
+    fn into_inner(self) -> S {
+        self.reader.unsplit(self.writer)
+    }
+
+    /// Writes out what is queued, then closes the write side (`shutdown`: TLS sends
+    /// `close_notify` first), bounded by [`CLOSE_TIMEOUT`]; a peer that has gone
+    /// already is only logged.
     async fn close(mut self) {
         let closed = tokio::time::timeout(CLOSE_TIMEOUT, async {
             self.writer.write_all(&self.out).await?;
@@ -545,15 +596,58 @@ impl TlsWire {
         .await;
         match closed {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::debug!(error = %e, "IMAP TLS close_notify not sent"),
-            Err(_) => tracing::debug!("IMAP TLS close_notify timed out"),
+            Ok(Err(e)) => tracing::debug!(error = %e, "IMAP close not sent"),
+            Err(_) => tracing::debug!("IMAP close timed out"),
+        }
+    }
+
+    /// One turn of I/O: reads what the client sent (handed to `server`), or writes (or
+    /// flushes) some of the output, whichever the connection allows first.
+    async fn turn(
+        &mut self,
+        server: &mut Server,
+        input: &mut [u8],
+    ) -> Result<(), StreamError<ServerError>> {
+        // Both futures of each `select!` are cancel-safe: the one that loses the race
+        // has read or written nothing.
+        let read = if self.out.is_empty() && !self.unflushed {
+            Some(self.reader.read(input).await?)
+        } else if self.out.is_empty() {
+            tokio::select! {
+                n = self.reader.read(input) => Some(n?),
+                flushed = self.writer.flush() => {
+                    flushed?;
+                    self.unflushed = false;
+                    None
+                }
+            }
+        } else {
+            tokio::select! {
+                n = self.reader.read(input) => Some(n?),
+                n = self.writer.write(&self.out) => {
+                    match n? {
+                        0 => return Err(StreamError::Closed),
+                        n => self.out.advance(n),
+                    }
+                    self.unflushed = true;
+                    None
+                }
+            }
+        };
+        match read {
+            Some(0) => Err(StreamError::Closed),
+            Some(n) => {
+                server.enqueue_input(&input[..n]);
+                Ok(())
+            }
+            None => Ok(()),
         }
     }
 }
 
-impl Transport for TlsWire {
+impl<S: AsyncRead + AsyncWrite + Send + Unpin> Transport for Wire<S> {
     async fn next(&mut self, server: &mut Server) -> Result<Event, StreamError<ServerError>> {
-        let mut input = [0u8; 16 * 1024];
+        let mut input = [0u8; READ_PIECE];
         loop {
             match server.next() {
                 Ok(event) => return Ok(event),
@@ -561,35 +655,24 @@ impl Transport for TlsWire {
                 Err(Interrupt::Io(Io::Output(bytes))) => self.out.extend_from_slice(&bytes),
                 Err(Interrupt::Io(Io::NeedMoreInput)) => {}
             }
-            // Both futures below are cancel-safe: the one that loses the race has read
-            // or written nothing.
-            let read = if self.out.is_empty() && !self.unflushed {
-                Some(self.reader.read(&mut input).await?)
-            } else if self.out.is_empty() {
-                tokio::select! {
-                    n = self.reader.read(&mut input) => Some(n?),
-                    flushed = self.writer.flush() => {
-                        flushed?;
-                        self.unflushed = false;
-                        None
-                    }
-                }
-            } else {
-                tokio::select! {
-                    n = self.reader.read(&mut input) => Some(n?),
-                    n = self.writer.write(&self.out) => {
-                        self.out.drain(..n?);
-                        self.unflushed = true;
-                        None
-                    }
-                }
-            };
-            match read {
-                Some(0) => return Err(StreamError::Closed),
-                Some(n) => server.enqueue_input(&input[..n]),
-                None => {}
-            }
+            self.turn(server, &mut input).await?;
         }
+    }
+
+    async fn send(
+        &mut self,
+        server: &mut Server,
+        handle: ResponseHandle,
+    ) -> Result<(), StreamError<ServerError>> {
+        take_until(server, handle, |bytes| self.out.extend_from_slice(&bytes))?;
+        if self.out.len() < SEND_BATCH {
+            return Ok(());
+        }
+        let mut input = [0u8; READ_PIECE];
+        while !self.out.is_empty() || self.unflushed {
+            self.turn(server, &mut input).await?;
+        }
+        Ok(())
     }
 
     async fn flush(&mut self) -> Result<(), StreamError<std::convert::Infallible>> {
@@ -629,6 +712,14 @@ impl ScriptedClient {
             written: 0,
         }
     }
+
+    /// Counts what the server wrote, and keeps it up to [`ScriptedClient::KEPT`] bytes.
+    fn keep(&mut self, bytes: &[u8]) {
+        self.written += bytes.len();
+        let room = Self::KEPT.saturating_sub(self.output.len());
+        self.output
+            .extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
 }
 
 impl Transport for ScriptedClient {
@@ -637,12 +728,7 @@ impl Transport for ScriptedClient {
             match server.next() {
                 Ok(event) => return Ok(event),
                 Err(Interrupt::Error(e)) => return Err(StreamError::State(e)),
-                Err(Interrupt::Io(Io::Output(bytes))) => {
-                    self.written += bytes.len();
-                    let room = Self::KEPT.saturating_sub(self.output.len());
-                    self.output
-                        .extend_from_slice(&bytes[..bytes.len().min(room)]);
-                }
+                Err(Interrupt::Io(Io::Output(bytes))) => self.keep(&bytes),
                 Err(Interrupt::Io(Io::NeedMoreInput)) => {
                     let end = self.at.saturating_add(self.chunk).min(self.input.len());
                     let Some(bytes) = self.input.get(self.at..end).filter(|b| !b.is_empty()) else {
@@ -653,6 +739,15 @@ impl Transport for ScriptedClient {
                 }
             }
         }
+    }
+
+    async fn send(
+        &mut self,
+        server: &mut Server,
+        handle: ResponseHandle,
+    ) -> Result<(), StreamError<ServerError>> {
+        // Kept (or counted) as soon as the server hands it over.
+        take_until(server, handle, |bytes| self.keep(&bytes))
     }
 
     async fn flush(&mut self) -> Result<(), StreamError<std::convert::Infallible>> {
@@ -704,19 +799,22 @@ async fn connection(tcp: TcpStream, state: &Imap, implicit_tls: bool) {
     let mut server = Server::new(options.clone(), greeting.clone());
     let Some(acceptor) = state.tls.as_ref() else {
         if !implicit_tls {
-            session(&mut Stream::insecure(tcp), &mut server, &mut conn).await;
+            let mut wire = Wire::new(tcp);
+            session(&mut wire, &mut server, &mut conn).await;
+            wire.close().await;
         }
         return;
     };
     let tcp = if implicit_tls {
         tcp
     } else {
-        let mut stream = Stream::insecure(tcp);
-        match session(&mut stream, &mut server, &mut conn).await {
-            Ended::Closed => return,
-            // The plain stream's buffers go with it: bytes the client sent after
-            // STARTTLS and before the handshake are never read as commands.
-            Ended::StartTls => TcpStream::from(stream),
+        let mut wire = Wire::new(tcp);
+        match session(&mut wire, &mut server, &mut conn).await {
+            Ended::Closed => {
+                wire.close().await;
+                return;
+            }
+            Ended::StartTls => wire.into_inner(),
         }
     };
     let Some(mut wire) = handshake(acceptor, tcp).await else {
@@ -871,11 +969,12 @@ async fn session<T: Transport>(stream: &mut T, server: &mut Server, conn: &mut C
             Event::CommandReceived { command } => {
                 let tag = command.tag.clone();
                 let name = command.body.name();
-                match conn.command(server, command).await {
+                match conn.command(stream, server, command).await {
                     Ok(Outcome::Continue) => {}
                     Ok(Outcome::Close) => {
                         closing = Some(server.enqueue_status(ok(tag, None, "LOGOUT completed")));
                     }
+                    Ok(Outcome::Gone) => return Ended::Closed,
                     Err(e) => {
                         tracing::warn!(command = name, error = %e, "IMAP command failed");
                         let code = response_code(&e);
@@ -972,7 +1071,7 @@ async fn session<T: Transport>(stream: &mut T, server: &mut Server, conn: &mut C
 async fn starttls_ok_sent<T: Transport>(
     stream: &mut T,
     server: &mut Server,
-    handle: imap_next::server::ResponseHandle,
+    handle: ResponseHandle,
 ) -> Ended {
     loop {
         let next = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.next(&mut *server)).await;
@@ -1033,7 +1132,14 @@ struct Conn<'a> {
 type CmdResult = Result<Outcome, mailvault::Error>;
 
 impl Conn<'_> {
-    async fn command(&mut self, server: &mut Server, command: Command<'static>) -> CmdResult {
+    /// Carries out `command`, its responses queued on `server`; a command that writes as
+    /// it goes (FETCH) writes them through `stream`.
+    async fn command<T: Transport>(
+        &mut self,
+        stream: &mut T,
+        server: &mut Server,
+        command: Command<'static>,
+    ) -> CmdResult {
         let tag = command.tag;
         match command.body {
             CommandBody::Capability => {
@@ -1295,15 +1401,17 @@ impl Conn<'_> {
                 uid,
                 modifiers,
             } => {
-                self.fetch(
-                    server,
-                    tag,
-                    &sequence_set,
-                    macro_or_item_names,
-                    uid,
-                    &modifiers,
-                )
-                .await?
+                return self
+                    .fetch(
+                        stream,
+                        server,
+                        tag,
+                        &sequence_set,
+                        macro_or_item_names,
+                        uid,
+                        &modifiers,
+                    )
+                    .await;
             }
             CommandBody::Store {
                 sequence_set,
@@ -2276,15 +2384,20 @@ impl Conn<'_> {
         self.account().view(self.selected_id()).await
     }
 
-    async fn fetch(
+    /// FETCH and UID FETCH: each message's response written out (`stream`) before the
+    /// messages well past it are read ([`ReadAhead`]), so that the memory one command
+    /// holds is a few messages', whatever it asks for.
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch<T: Transport>(
         &mut self,
+        stream: &mut T,
         server: &mut Server,
         tag: Tag<'static>,
         set: &SequenceSet,
         names: MacroOrMessageDataItemNames<'static>,
         uid: bool,
         modifiers: &[FetchModifier],
-    ) -> Result<(), mailvault::Error> {
+    ) -> CmdResult {
         let mut changed_since = None;
         let mut vanished = false;
         for modifier in modifiers {
@@ -2299,7 +2412,7 @@ impl Conn<'_> {
                 Some(tag),
                 "VANISHED needs UID FETCH, CHANGEDSINCE and QRESYNC enabled",
             ));
-            return Ok(());
+            return Ok(Outcome::Continue);
         }
         let mut names: Vec<MessageDataItemName<'static>> = match names {
             MacroOrMessageDataItemNames::Macro(m) => m
@@ -2357,7 +2470,7 @@ impl Conn<'_> {
                     None,
                     format!("FETCH {name:?} is not supported yet"),
                 ));
-                return Ok(());
+                return Ok(Outcome::Continue);
             }
         }
         let mut indices = self.resolve_indices(set, uid);
@@ -2436,23 +2549,22 @@ impl Conn<'_> {
                     | MessageDataItemName::BodyStructure
             )
         });
-        for i in indices {
-            // A message expunged by someone else is still numbered for this client until
-            // the EXPUNGE is announced; there is nothing left to send of it.
-            let Some(summary) = now_of(&current, self.snapshot_uid(i)).cloned() else {
-                continue;
-            };
-            let email = self.account().read().await.email(id, summary.uid);
-            let mut email = match email {
-                Ok(email) => email,
-                Err(mailvault::Error::NoSuchMessage { .. }) => continue,
-                Err(e) => return Err(e),
-            };
-            let body = if needs_body {
-                let mail = self.account().read().await;
-                Some(mail.read(&email).await?)
-            } else {
-                None
+        let snapshot = self.selected.as_ref().expect("selected").view.clone();
+        let mut messages = ReadAhead {
+            account: self.account().clone(),
+            mailbox: id,
+            with_body: needs_body,
+            rest: indices.into_iter(),
+            snapshot,
+            current: current.clone(),
+            running: Default::default(),
+            running_bytes: 0,
+        };
+        while let Some((i, summary, read)) = messages.next().await {
+            let (mut email, body) = match read? {
+                Read::Message(email, body) => (*email, body),
+                Read::Expunged => continue,
+                Read::Cancelled => return Ok(Outcome::Gone),
             };
             if needs_analysis && !email.analyzed {
                 email = self
@@ -2606,7 +2718,7 @@ impl Conn<'_> {
                                 Some(other_code("UNKNOWN-CTE")),
                                 "BINARY: unknown content transfer encoding",
                             ));
-                            return Ok(());
+                            return Ok(Outcome::Continue);
                         };
                         // RFC 3516 4.2: a partial fetch is of the decoded bytes.
                         let data = match partial {
@@ -2632,7 +2744,7 @@ impl Conn<'_> {
                                 Some(other_code("UNKNOWN-CTE")),
                                 "BINARY.SIZE: unknown content transfer encoding",
                             ));
-                            return Ok(());
+                            return Ok(Outcome::Continue);
                         };
                         let size = size.unwrap_or(whole.len() as u64);
                         MessageDataItem::BinarySize {
@@ -2661,14 +2773,19 @@ impl Conn<'_> {
                 }
             }
             if let Ok(items) = Vec1::try_from(items) {
-                server.enqueue_data(Data::Fetch { seq: seq(i), items });
+                let handle = server.enqueue_data(Data::Fetch { seq: seq(i), items });
+                // Out before the next message is taken from the read-ahead.
+                if let Err(e) = stream.send(server, handle).await {
+                    tracing::debug!(error = %e, "IMAP connection ends during FETCH");
+                    return Ok(Outcome::Gone);
+                }
             }
         }
         // The FETCH responses above carried the \Seen they set.
         let told: Vec<u32> = seen_set.into_iter().collect();
         self.told_flags(&told, &current);
         server.enqueue_status(ok(tag, None, "FETCH completed"));
-        Ok(())
+        Ok(Outcome::Continue)
     }
 
     /// SEARCH and UID SEARCH: the library evaluates every key over metadata, against the
@@ -3054,6 +3171,132 @@ impl Conn<'_> {
             .expunge(id, uids.as_deref())
             .await?;
         Ok(())
+    }
+}
+
+/// The whole messages one FETCH reads ahead of the response it writes: at most this many
+/// ([`ReadAhead`]).
+const FETCH_AHEAD: usize = 8;
+/// ... and at most this many bytes of them (the first one whatever its size).
+const FETCH_AHEAD_BYTES: u64 = 16 * 1024 * 1024;
+
+/// One message of a FETCH as [`ReadAhead`] hands it out.
+enum Read {
+    /// Its record, and its whole body when the FETCH needs it.
+    Message(Box<EmailRecord>, Option<Bytes>),
+    /// Expunged since the client's snapshot: nothing to send of it.
+    Expunged,
+    /// The task reading it was cancelled: the runtime is shutting down.
+    Cancelled,
+}
+
+/// Message `uid` of `mailbox`: its record, and its body if `with_body`.
+async fn read_message(
+    account: SharedAccount,
+    mailbox: MailboxId,
+    uid: u32,
+    with_body: bool,
+) -> Result<Read, mailvault::Error> {
+    let mail = account.read().await;
+    let email = match mail.email(mailbox, uid) {
+        Ok(email) => email,
+        Err(mailvault::Error::NoSuchMessage { .. }) => return Ok(Read::Expunged),
+        Err(e) => return Err(e),
+    };
+    let body = match with_body {
+        true => Some(mail.read(&email).await?),
+        false => None,
+    };
+    Ok(Read::Message(Box::new(email), body))
+}
+
+/// The messages of one FETCH, in the order asked, each with its summary as it is now (a
+/// message expunged by someone else is still numbered for the client until the EXPUNGE
+/// is announced; there is nothing left to send of it: skipped).
+/// Whole bodies are read ahead, a few at once ([`FETCH_AHEAD`], [`FETCH_AHEAD_BYTES`]):
+/// the reads overlap one another (the store's round trips, the decryption on the
+/// runtime's threads) and the writing of the responses before them, and a message is
+/// read only once the response of the one [`FETCH_AHEAD`] before it is out
+/// ([`Transport::send`]), so that one FETCH holds a few messages, not the command's.
+///
+/// Each read is a task of its own, which takes the account's read access while it reads:
+/// it finishes whatever the connection does meanwhile (a read access held by a future
+/// no one polls would block every writer of the account, and the connection itself when
+/// it analyzes a message). Without bodies, records are read as they are asked for.
+/// Dropping it aborts the reads still running.
+struct ReadAhead {
+    account: SharedAccount,
+    mailbox: MailboxId,
+    with_body: bool,
+    /// The messages not started yet, by index in `snapshot`.
+    rest: std::vec::IntoIter<usize>,
+    /// The client's snapshot of the mailbox (its sequence numbers).
+    snapshot: Arc<MailboxView>,
+    /// The mailbox as it is now.
+    current: Arc<MailboxView>,
+    /// The reads started, in order.
+    running: std::collections::VecDeque<Reading>,
+    /// The sizes of the messages of `running`, summed.
+    running_bytes: u64,
+}
+
+/// A read [`ReadAhead`] started.
+struct Reading {
+    /// The message's index in the client's snapshot.
+    index: usize,
+    summary: MessageSummary,
+    task: tokio::task::JoinHandle<Result<Read, mailvault::Error>>,
+}
+
+impl ReadAhead {
+    /// The next message of `rest` still in the mailbox: its index, its summary now.
+    fn next_wanted(&mut self) -> Option<(usize, MessageSummary)> {
+        self.rest.find_map(|i| {
+            let uid = self.snapshot.messages.get(i)?.uid;
+            Some((i, now_of(&self.current, uid)?.clone()))
+        })
+    }
+
+    /// The next message: its index in the client's snapshot, its summary, and what was
+    /// read of it. A panic of a read is resumed here.
+    async fn next(&mut self) -> Option<(usize, MessageSummary, Result<Read, mailvault::Error>)> {
+        if !self.with_body {
+            let (i, summary) = self.next_wanted()?;
+            let read = read_message(self.account.clone(), self.mailbox, summary.uid, false).await;
+            return Some((i, summary, read));
+        }
+        while self.running.len() < FETCH_AHEAD
+            && (self.running.is_empty() || self.running_bytes < FETCH_AHEAD_BYTES)
+        {
+            let Some((index, summary)) = self.next_wanted() else {
+                break;
+            };
+            let read = read_message(self.account.clone(), self.mailbox, summary.uid, true);
+            self.running_bytes += summary.size;
+            self.running.push_back(Reading {
+                index,
+                summary,
+                task: tokio::spawn(read),
+            });
+        }
+        let read = match (&mut self.running.front_mut()?.task).await {
+            Ok(read) => read,
+            Err(e) => match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(_) => Ok(Read::Cancelled),
+            },
+        };
+        let Reading { index, summary, .. } = self.running.pop_front()?;
+        self.running_bytes -= summary.size;
+        Some((index, summary, read))
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        for reading in &self.running {
+            reading.task.abort();
+        }
     }
 }
 
