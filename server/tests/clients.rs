@@ -167,7 +167,7 @@ fn swaks_and_curl(backend: Backend, groups: Option<&[&str]>) {
         "one message per delivery: {listing:?}"
     );
     for ((uid, size), (name, message)) in listing.iter().zip(&corpus) {
-        let expected = crlf(message);
+        let expected = peers::as_served(message);
         assert_eq!(*size, expected.len(), "RFC822.SIZE of {name} (UID {uid})");
         let fetched = curl(curl_bin, &server, &format!("INBOX;UID={uid}"), &[]);
         assert!(
@@ -297,7 +297,7 @@ fn fetchmail(backend: Backend) {
         "one download per message:\n{transcript}"
     );
     for (i, (name, message)) in corpus.iter().enumerate() {
-        let expected = crlf(message);
+        let expected = peers::as_served(message);
         let got = std::fs::read(out.join((i + 1).to_string())).expect("read a download");
         assert!(
             got == expected,

@@ -659,6 +659,16 @@ pub fn crlf(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A message as IMAP's BODY[] serves it: [`crlf`], and each NUL byte as 0x80 (a literal
+/// carries no NUL, RFC 9051 4.3 `CHAR8`; Dovecot does the same for delivered mail). The
+/// size is that of [`crlf`].
+pub fn as_served(bytes: &[u8]) -> Vec<u8> {
+    crlf(bytes)
+        .into_iter()
+        .map(|b| if b == 0 { 0x80 } else { b })
+        .collect()
+}
+
 /// `bytes` with CRLF line endings turned into LF (how a Maildir holds a message).
 pub fn lf(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
