@@ -57,6 +57,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 pub use collection::{Change, Collection, CommitInfo, GcReport};
+pub(crate) use collection::SearchPages;
 
 use crate::crypto::{AccountKey, RandomSource};
 use crate::directory::Directory;
