@@ -630,7 +630,9 @@ impl Dictionary {
         let mut start = 1usize;
         for end in memchr::memchr_iter(0, &bytes[1..]).map(|i| i + 1) {
             let word = &bytes[start..end];
-            if word.is_empty() || previous.is_some_and(|p| p >= word) || starts.len() == words as usize
+            if word.is_empty()
+                || previous.is_some_and(|p| p >= word)
+                || starts.len() == words as usize
             {
                 return Err(SegmentError::Dictionary);
             }
@@ -735,8 +737,7 @@ impl WordEntry {
     /// # Errors
     /// [`SegmentError::WordTable`] for an empty or unknown field mask.
     pub fn parse(bytes: &[u8]) -> Result<Self> {
-        let bytes: &[u8; WORD_ENTRY_LEN] =
-            bytes.try_into().map_err(|_| SegmentError::WordTable)?;
+        let bytes: &[u8; WORD_ENTRY_LEN] = bytes.try_into().map_err(|_| SegmentError::WordTable)?;
         let mask = bytes[4];
         if mask == 0 || mask & !ALL_FIELDS != 0 {
             return Err(SegmentError::WordTable);
@@ -850,9 +851,7 @@ pub fn read_postings(
         }
         TAG_BITMAP => {
             let len = (total as usize).div_ceil(8);
-            let bits = block
-                .get(*at..*at + len)
-                .ok_or(SegmentError::Postings)?;
+            let bits = block.get(*at..*at + len).ok_or(SegmentError::Postings)?;
             *at += len;
             if total % 8 != 0 && bits[len - 1] >> (total % 8) != 0 {
                 return Err(SegmentError::Postings);
@@ -934,5 +933,144 @@ impl PlainSegment {
             pages,
             trailer,
         }
+    }
+}
+
+/// Every region of a segment, parsed and checked: what a merge reads, and what the fuzz
+/// target drives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentContents {
+    /// The trailer.
+    pub trailer: Trailer,
+    /// The doc table.
+    pub docs: Vec<DocEntry>,
+    /// The frame table.
+    pub frames: Vec<FrameEntry>,
+    /// The dictionary.
+    pub dictionary: Dictionary,
+    /// The word table.
+    pub words: Vec<WordEntry>,
+    /// The postings region.
+    pub postings: Vec<u8>,
+    /// The text region (compressed frames).
+    pub text: Vec<u8>,
+}
+
+/// The bytes of `region` from the page payloads of a segment.
+///
+/// # Errors
+/// [`SegmentError::Region`] when a page of the region is not full but the last, or the
+/// bytes do not add up to its length.
+pub fn region_bytes(
+    trailer: &Trailer,
+    region: Region,
+    pages: &[&[u8]],
+    capacity: usize,
+) -> Result<Vec<u8>> {
+    let span = trailer.region(region);
+    let first = span.first_page as usize;
+    let list = pages
+        .get(first..first + span.pages as usize)
+        .ok_or(SegmentError::Region(region))?;
+    let mut out = Vec::with_capacity(span.len.min(1 << 24) as usize);
+    for (i, page) in list.iter().enumerate() {
+        if i + 1 < list.len() && page.len() != capacity {
+            return Err(SegmentError::Region(region));
+        }
+        out.extend_from_slice(page);
+    }
+    if out.len() as u64 != span.len {
+        return Err(SegmentError::Region(region));
+    }
+    Ok(out)
+}
+
+impl SegmentContents {
+    /// Parses the page payloads of a whole segment (every page opened, in order) of page
+    /// `capacity`: trailer, tables, dictionary, word table and every posting list.
+    /// Filler pages must be empty.
+    ///
+    /// # Errors
+    /// The [`SegmentError`] of the first malformed field.
+    pub fn parse(pages: &[&[u8]], capacity: usize) -> Result<Self> {
+        let count = u32::try_from(pages.len()).map_err(|_| SegmentError::Length)?;
+        let last = pages.last().ok_or(SegmentError::Length)?;
+        let trailer = Trailer::parse(last, count, capacity)?;
+        let regions_end = trailer.region(Region::Text);
+        let filler = (regions_end.first_page + regions_end.pages) as usize;
+        if pages[filler..pages.len() - 1].iter().any(|p| !p.is_empty()) {
+            return Err(SegmentError::Trailer);
+        }
+        let bytes = |region| region_bytes(&trailer, region, pages, capacity);
+        let text = bytes(Region::Text)?;
+        let frames = parse_frames(&bytes(Region::Frames)?, text.len() as u64)?;
+        let docs = parse_docs(&bytes(Region::Docs)?, &frames)?;
+        if docs.len() != trailer.docs as usize {
+            return Err(SegmentError::Trailer);
+        }
+        let dictionary = if trailer.words == 0 {
+            if trailer.region(Region::Dictionary).len != 0 {
+                return Err(SegmentError::Dictionary);
+            }
+            Dictionary::parse(Vec::new(), 0)?
+        } else {
+            Dictionary::parse(
+                decompress(&bytes(Region::Dictionary)?, trailer.dictionary_len)?,
+                trailer.words,
+            )?
+        };
+        let table = bytes(Region::Words)?;
+        let words = table
+            .chunks_exact(WORD_ENTRY_LEN)
+            .map(WordEntry::parse)
+            .collect::<Result<Vec<_>>>()?;
+        let postings = bytes(Region::Postings)?;
+        if words.first().is_some_and(|w| w.postings != 0) {
+            return Err(SegmentError::WordTable);
+        }
+        for (i, entry) in words.iter().enumerate() {
+            let range = block_range(entry, words.get(i + 1), postings.len() as u64)?;
+            read_block(
+                &postings[range.start as usize..range.end as usize],
+                entry.mask,
+                trailer.docs,
+                &mut |_, _| {},
+            )?;
+        }
+        if words.is_empty() && !postings.is_empty() {
+            return Err(SegmentError::Postings);
+        }
+        Ok(Self {
+            trailer,
+            docs,
+            frames,
+            dictionary,
+            words,
+            postings,
+            text,
+        })
+    }
+
+    /// The postings block of word `ordinal` (checked at parse).
+    pub fn block(&self, ordinal: usize) -> &[u8] {
+        let start = self.words[ordinal].postings as usize;
+        let end = self
+            .words
+            .get(ordinal + 1)
+            .map_or(self.postings.len(), |w| w.postings as usize);
+        &self.postings[start..end]
+    }
+
+    /// The decompressed frame `index`.
+    ///
+    /// # Errors
+    /// [`SegmentError::Compression`].
+    pub fn frame(&self, index: usize) -> Result<Vec<u8>> {
+        let frame = self.frames.get(index).ok_or(SegmentError::FrameTable)?;
+        let start = frame.offset as usize;
+        decompress(
+            &self.text[start..start + frame.len as usize],
+            u64::from(frame.raw_len),
+        )
     }
 }

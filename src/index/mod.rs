@@ -56,8 +56,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-pub use collection::{Change, Collection, CommitInfo, GcReport};
 pub(crate) use collection::SearchPages;
+pub use collection::{Change, Collection, CommitInfo, GcReport};
 
 use crate::crypto::{AccountKey, RandomSource};
 use crate::directory::Directory;

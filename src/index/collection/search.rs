@@ -93,13 +93,14 @@ impl SearchPages {
                 &encode_page(payload, capacity),
             )
         };
-        let sealed: Vec<Vec<u8>> =
-            if crate::cpu::parallel(plain.pages.len() * header.sealed_len()) {
-                plain.pages.par_iter().enumerate().map(seal).collect()
-            } else {
-                plain.pages.iter().enumerate().map(seal).collect()
-            };
-        let mut stored = Vec::with_capacity(header_bytes.len() + sealed.len() * header.sealed_len());
+        let sealed: Vec<Vec<u8>> = if crate::cpu::parallel(plain.pages.len() * header.sealed_len())
+        {
+            plain.pages.par_iter().enumerate().map(seal).collect()
+        } else {
+            plain.pages.iter().enumerate().map(seal).collect()
+        };
+        let mut stored =
+            Vec::with_capacity(header_bytes.len() + sealed.len() * header.sealed_len());
         stored.extend_from_slice(&header_bytes);
         for page in sealed {
             debug_assert_eq!(page.len(), header.sealed_len());
@@ -117,12 +118,21 @@ impl SearchPages {
     ///
     /// # Errors
     /// [`Error::Tampered`] for another length; [`Error::NotFound`]; backend failures.
-    pub(crate) async fn read_range(&self, entry: &SegmentEntry, range: Range<u64>) -> Result<Bytes> {
+    pub(crate) async fn read_range(
+        &self,
+        entry: &SegmentEntry,
+        range: Range<u64>,
+    ) -> Result<Bytes> {
         if range.end > entry.stored_len || range.start > range.end {
             return Err(Error::Tampered);
         }
-        storage::get_range_of(self.store.as_ref(), &self.path(&entry.id), range, entry.stored_len)
-            .await
+        storage::get_range_of(
+            self.store.as_ref(),
+            &self.path(&entry.id),
+            range,
+            entry.stored_len,
+        )
+        .await
     }
 
     /// The whole segment `entry` pins, checked against its length and SHA-256 (what a
@@ -145,7 +155,12 @@ impl SearchPages {
     /// # Errors
     /// [`Error::Tampered`] unless it authenticates as that page of that segment of this
     /// collection and account.
-    pub(crate) fn open_page(&self, header: &SearchHeader, index: u32, sealed: &[u8]) -> Result<Vec<u8>> {
+    pub(crate) fn open_page(
+        &self,
+        header: &SearchHeader,
+        index: u32,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>> {
         self.keys
             .open_search_page(&header.to_bytes(), index, sealed)
     }
@@ -225,7 +240,10 @@ impl Collection {
             let live: HashSet<SegmentId> = self.search_segments().map(|e| e.id).collect();
             if !covered.iter().all(|id| live.contains(id)) {
                 return Err(Error::Conflict {
-                    path: format!("search segments of collection {} merged meanwhile", self.tag),
+                    path: format!(
+                        "search segments of collection {} merged meanwhile",
+                        self.tag
+                    ),
                 });
             }
             super::check_batch(&batch)?;
@@ -255,7 +273,10 @@ impl Collection {
                 .await?
             {
                 Some(stamp) => {
-                    let entry = segments.last().cloned().expect("the record segment is listed");
+                    let entry = segments
+                        .last()
+                        .cloned()
+                        .expect("the record segment is listed");
                     let merged_heads = self.heads.len().saturating_sub(1);
                     self.merge_records(records, entry.stamp).await?;
                     self.after_publish(stamp, segments, purged_through);
