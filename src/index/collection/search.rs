@@ -109,7 +109,8 @@ impl SearchPages {
         stored
     }
 
-    fn path(&self, id: &SegmentId) -> object_store::path::Path {
+    /// Where segment `id` is stored.
+    pub(crate) fn path(&self, id: &SegmentId) -> object_store::path::Path {
         naming::segment_path(&self.account, &self.tag, id)
     }
 

@@ -905,3 +905,643 @@ fn runs(pages: impl Iterator<Item = u32>) -> Vec<Range<u32>> {
     }
     out
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::collections::BTreeSet;
+
+    use object_store::memory::InMemory;
+    use object_store::ObjectStoreExt;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::crypto::{AccountKey, RandomSource};
+    use crate::directory::MemoryDirectory;
+    use crate::format::search::{DEFAULT_PAGE_CLASS, MIN_PAGE_CLASS};
+    use crate::ids::{AccountId, DeploymentId};
+    use crate::index::{Batch, Collection, IndexStore};
+    use crate::storage::{CountingStore, DynStore, RequestKind};
+
+    /// One document of a test: its email and folded fields.
+    #[derive(Debug, Clone)]
+    pub(crate) struct Doc {
+        pub(crate) email: EmailId,
+        pub(crate) header: String,
+        pub(crate) body: String,
+        pub(crate) mime: String,
+    }
+
+    impl Doc {
+        pub(crate) fn text(&self) -> DocText<'_> {
+            DocText {
+                header: &self.header,
+                body: &self.body,
+                mime: &self.mime,
+                complete: true,
+            }
+        }
+
+        fn field(&self, field: Field) -> &str {
+            match field {
+                Field::Header => &self.header,
+                Field::Body => &self.body,
+                Field::Mime => &self.mime,
+            }
+        }
+    }
+
+    /// An account's `search` collection on a counted memory store.
+    pub(crate) struct World {
+        pub(crate) counting: CountingStore,
+        pub(crate) index: IndexStore,
+        pub(crate) account: AccountId,
+        pub(crate) key: Arc<AccountKey>,
+    }
+
+    impl World {
+        pub(crate) async fn new() -> Self {
+            let rng = RandomSource::os();
+            let memory: DynStore = Arc::new(InMemory::new());
+            let counting = CountingStore::new(memory);
+            let store: DynStore = Arc::new(counting.clone());
+            let index = IndexStore::new(
+                store,
+                DeploymentId::random(&rng),
+                Arc::new(MemoryDirectory::new()),
+            )
+            .await
+            .expect("index");
+            Self {
+                counting,
+                index,
+                account: AccountId::random(&rng),
+                key: Arc::new(AccountKey::generate(1, &rng)),
+            }
+        }
+
+        pub(crate) async fn collection(&self) -> Collection {
+            self.index
+                .open(self.account, &*self.key, b"search")
+                .await
+                .expect("collection")
+        }
+    }
+
+    pub(crate) fn build(docs: &[Doc], page_class: u8) -> PlainSegment {
+        let mut builder = SegmentBuilder::new(page_class, 1);
+        for d in docs {
+            builder.add(d.email, &d.text()).expect("add");
+        }
+        builder.finish()
+    }
+
+    /// Builds, stores and commits a segment of `docs`.
+    pub(crate) async fn store(c: &mut Collection, docs: &[Doc], page_class: u8) -> SegmentEntry {
+        let entry = c
+            .search_pages()
+            .put(&build(docs, page_class))
+            .await
+            .expect("put");
+        c.commit_segments(vec![entry.clone()], Vec::new(), Batch::new())
+            .await
+            .expect("commit");
+        c.search_segments()
+            .find(|e| e.id == entry.id)
+            .cloned()
+            .expect("listed")
+    }
+
+    /// Docs of random words over a small alphabet (so that words share substrings), with
+    /// separators and non-ASCII letters.
+    pub(crate) fn doc_strategy() -> impl Strategy<Value = (String, String, String)> {
+        let text = "([abcé1ß]{1,6}[ ,.@-]{1,2}){0,12}";
+        (text, text, text)
+    }
+
+    fn naive(docs: &[Doc], field: Field, needle: &str) -> BTreeSet<u32> {
+        (0..docs.len() as u32)
+            .filter(|&d| docs[d as usize].field(field).contains(needle))
+            .collect()
+    }
+
+    fn set(docs: &DocSet) -> BTreeSet<u32> {
+        docs.iter().collect()
+    }
+
+    fn docs_of(texts: Vec<(String, String, String)>) -> Vec<Doc> {
+        let rng = RandomSource::os();
+        texts
+            .into_iter()
+            .map(|(header, body, mime)| Doc {
+                email: EmailId::random(&rng),
+                header,
+                body,
+                mime,
+            })
+            .collect()
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    /// Checks every needle against a naive scan of `docs` through `reader`.
+    async fn check(reader: &SegmentReader, cache: &PageCache, docs: &[Doc], needles: &[String]) {
+        for needle in needles {
+            let one_word = words(needle).next() == Some(needle.as_str());
+            if one_word {
+                let found = reader.find(cache, needle.as_bytes()).await.expect("find");
+                for field in Field::ALL {
+                    assert_eq!(
+                        set(found.field(field)),
+                        naive(docs, field, needle),
+                        "word {needle:?} in {field:?}"
+                    );
+                }
+            }
+            if needle.is_empty() {
+                continue;
+            }
+            let phrase = reader.find_phrase(cache, needle).await.expect("phrase");
+            assert_eq!(
+                set(&phrase.body),
+                naive(docs, Field::Body, needle),
+                "{needle:?} in body"
+            );
+            assert_eq!(
+                set(&phrase.mime),
+                naive(docs, Field::Mime, needle),
+                "{needle:?} in mime"
+            );
+            let header = naive(docs, Field::Header, needle);
+            assert!(
+                header.is_subset(&set(&phrase.header_candidates)),
+                "{needle:?}: header candidates miss a match"
+            );
+        }
+    }
+
+    /// Needles: substrings of the docs' texts (inside words, across separators) and
+    /// random strings.
+    fn needles(docs: &[Doc], picks: &[(usize, usize, usize)], random: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = random.to_vec();
+        for &(d, a, b) in picks {
+            let Some(doc) = docs.get(d % docs.len().max(1)) else {
+                continue;
+            };
+            for text in [&doc.header, &doc.body, &doc.mime] {
+                let chars: Vec<char> = text.chars().collect();
+                if chars.is_empty() {
+                    continue;
+                }
+                let (a, b) = (a % chars.len(), b % chars.len());
+                let (a, b) = (a.min(b), a.max(b) + 1);
+                out.push(chars[a..b.min(chars.len())].iter().collect());
+                // The word around position a, and a piece of it.
+                if let Some(w) = words(text).find(|w| w.len() > 1) {
+                    out.push(w.to_owned());
+                    out.push(w.chars().skip(1).collect());
+                }
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// Build → store on the memory backend → query: equal to a naive scan of the same
+        /// input, for words, infixes, phrases, random strings; both read policies, a
+        /// cache large enough and one that holds almost nothing.
+        #[test]
+        fn queries_equal_a_naive_scan(
+            texts in prop::collection::vec(doc_strategy(), 0..40),
+            picks in prop::collection::vec((0usize..100, 0usize..200, 0usize..200), 1..12),
+            random in prop::collection::vec("[abcé1ß ,.@-]{1,4}", 1..8),
+        ) {
+            let docs = docs_of(texts);
+            let needles = needles(&docs, &picks, &random);
+            runtime().block_on(async {
+                let world = World::new().await;
+                let mut c = world.collection().await;
+                let entry = store(&mut c, &docs, MIN_PAGE_CLASS).await;
+                for (policy, budget) in [
+                    (ReadPolicy::Oblivious, 1 << 20),
+                    (ReadPolicy::Pages, 1 << 20),
+                    (ReadPolicy::Oblivious, 600),
+                    (ReadPolicy::Pages, 600),
+                ] {
+                    let reader = SegmentReader::open(c.search_pages(), &entry, policy).await.expect("open");
+                    let emails: Vec<EmailId> = reader.docs().iter().map(|d| d.email).collect();
+                    assert_eq!(emails, docs.iter().map(|d| d.email).collect::<Vec<_>>());
+                    let cache = PageCache::new(budget);
+                    check(&reader, &cache, &docs, &needles).await;
+                    // Warm: the same answers again.
+                    check(&reader, &cache, &docs, &needles).await;
+                }
+            });
+        }
+    }
+
+    fn sample_docs(n: usize, seed: u64, word_len: usize) -> Vec<Doc> {
+        // Deterministic words per seed: doc i uses words (i·7 + j) mod 50 of a vocabulary
+        // of 50 words of `word_len` letters drawn from the seed.
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut letter = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (b'a' + (state % 26) as u8) as char
+        };
+        let vocabulary: Vec<String> = (0..50)
+            .map(|_| (0..word_len).map(|_| letter()).collect())
+            .collect();
+        let rng = RandomSource::os();
+        (0..n)
+            .map(|i| {
+                let pick = |k: usize| vocabulary[(i * 7 + k * 3) % 50].clone();
+                Doc {
+                    email: EmailId::random(&rng),
+                    header: format!("subject: {} {}\n", pick(0), pick(1)),
+                    body: (0..30).map(pick).collect::<Vec<_>>().join(" "),
+                    mime: format!("filename: {}.pdf\n", pick(2)),
+                }
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn phrase_and_anchors() {
+        let world = World::new().await;
+        let mut c = world.collection().await;
+        let docs = docs_of(vec![
+            (
+                "from: bob@example.org".into(),
+                "the meeting is at noon".into(),
+                String::new(),
+            ),
+            (
+                "from: alice".into(),
+                "meetings moved; bob@example.net".into(),
+                "filename: report.pdf".into(),
+            ),
+        ]);
+        let entry = store(&mut c, &docs, MIN_PAGE_CLASS).await;
+        let reader = SegmentReader::open(c.search_pages(), &entry, ReadPolicy::Oblivious)
+            .await
+            .unwrap();
+        let cache = PageCache::new(1 << 20);
+        let found = reader.find(&cache, b"eting").await.unwrap();
+        assert_eq!(set(found.field(Field::Body)), BTreeSet::from([0, 1]));
+        let found = reader.find(&cache, b"\0meeting\0").await.unwrap();
+        assert_eq!(set(found.field(Field::Body)), BTreeSet::from([0]));
+        let phrase = reader.find_phrase(&cache, "bob@example.").await.unwrap();
+        assert_eq!(set(&phrase.body), BTreeSet::from([1]));
+        assert_eq!(set(&phrase.header_candidates), BTreeSet::from([0]));
+        let phrase = reader.find_phrase(&cache, "t.pdf").await.unwrap();
+        assert_eq!(set(&phrase.mime), BTreeSet::from([1]));
+        assert_eq!(phrase.verified, 1);
+        let phrase = reader.find_phrase(&cache, "the meeting").await.unwrap();
+        assert_eq!(set(&phrase.body), BTreeSet::from([0]));
+        // Separators only: every doc is a candidate, verified.
+        let phrase = reader.find_phrase(&cache, "; ").await.unwrap();
+        assert_eq!(set(&phrase.body), BTreeSet::from([1]));
+        assert_eq!(phrase.verified, 2);
+    }
+
+    /// The store learns nothing from which word a cold query asks for: with the
+    /// oblivious policy, queries for a common, a rare and an absent word make the same
+    /// requests (objects and byte ranges).
+    #[tokio::test]
+    async fn cold_oblivious_reads_do_not_depend_on_the_query() {
+        let world = World::new().await;
+        let mut c = world.collection().await;
+        let docs = sample_docs(300, 1, 7);
+        let entry = store(&mut c, &docs, MIN_PAGE_CLASS).await;
+        let common = words(&docs[0].body).next().unwrap().to_owned();
+        let rare = docs[299].mime.clone();
+        let mut seen = Vec::new();
+        for needle in [common.as_str(), &rare[10..14], "zzzzzz", "q"] {
+            let reader = SegmentReader::open(c.search_pages(), &entry, ReadPolicy::Oblivious)
+                .await
+                .unwrap();
+            world.counting.reset();
+            let cache = PageCache::new(1 << 20);
+            reader.find(&cache, needle.as_bytes()).await.unwrap();
+            let requests: Vec<(String, Option<Range<u64>>)> = world
+                .counting
+                .requests()
+                .into_iter()
+                .map(|r| (r.path, r.range))
+                .collect();
+            assert_eq!(requests.len(), 1, "one ranged GET of the index regions");
+            seen.push(requests);
+            // Warm: nothing read.
+            world.counting.reset();
+            reader.find(&cache, needle.as_bytes()).await.unwrap();
+            assert_eq!(
+                world.counting.count(RequestKind::Get),
+                0,
+                "warm query {needle:?}"
+            );
+        }
+        assert!(seen.windows(2).all(|w| w[0] == w[1]), "{seen:?}");
+        // The page policy reads less, and depends on the query.
+        let reader = SegmentReader::open(c.search_pages(), &entry, ReadPolicy::Pages)
+            .await
+            .unwrap();
+        world.counting.reset();
+        reader
+            .find(&PageCache::new(1 << 20), b"zzzzzz")
+            .await
+            .unwrap();
+        let pages_bytes: u64 = world.counting.requests().iter().map(|r| r.bytes).sum();
+        let oblivious = seen[0][0].1.clone().unwrap();
+        assert!(pages_bytes < oblivious.end - oblivious.start);
+    }
+
+    async fn stored_bytes(world: &World, c: &Collection, entry: &SegmentEntry) -> Bytes {
+        let store: DynStore = Arc::new(world.counting.clone());
+        store
+            .get(&c.search_pages().path(&entry.id))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+    }
+
+    async fn overwrite(world: &World, c: &Collection, entry: &SegmentEntry, bytes: Vec<u8>) {
+        let store: DynStore = Arc::new(world.counting.clone());
+        store
+            .put(&c.search_pages().path(&entry.id), bytes.into())
+            .await
+            .unwrap();
+    }
+
+    /// Opens `entry` and reads everything a reader can: every word's postings and every
+    /// doc's text.
+    async fn read_everything(c: &Collection, entry: &SegmentEntry) -> Result<()> {
+        let reader = SegmentReader::open(c.search_pages(), entry, ReadPolicy::Oblivious).await?;
+        let cache = PageCache::new(1 << 24);
+        reader.find(&cache, b"").await?;
+        for doc in 0..reader.docs().len() as u32 {
+            reader.text_of(&cache, doc).await?;
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn tampering_is_refused_with_a_typed_error() {
+        let world = World::new().await;
+        let mut c = world.collection().await;
+        let docs = sample_docs(40, 2, 6);
+        let a = store(&mut c, &docs, MIN_PAGE_CLASS).await;
+        let b = store(&mut c, &sample_docs(40, 3, 6), MIN_PAGE_CLASS).await;
+        read_everything(&c, &a).await.unwrap();
+        let original = stored_bytes(&world, &c, &a).await.to_vec();
+        let header = SearchHeader::parse(&original).unwrap();
+        let pages = header.pages(a.stored_len).unwrap();
+        assert!(pages > 8, "{pages} pages");
+        let trailer = SegmentReader::open(c.search_pages(), &a, ReadPolicy::Oblivious)
+            .await
+            .unwrap()
+            .trailer()
+            .to_owned();
+        let text = trailer.region(Region::Text);
+        let filler = text.first_page + text.pages..pages - 1;
+        let page = |i: u32| header.page_range(i).start as usize..header.page_range(i).end as usize;
+        // A flipped byte in any page (or the header).
+        for i in 0..pages {
+            for at in [page(i).start, page(i).start + 30, page(i).end - 1] {
+                let mut bytes = original.clone();
+                bytes[at] ^= 0x40;
+                overwrite(&world, &c, &a, bytes).await;
+                // A merge reads the whole object: always refused.
+                let whole = super::super::merge::read_contents(&c.search_pages(), &a).await;
+                assert!(matches!(whole, Err(Error::Tampered)), "page {i}: {whole:?}");
+                // A reader refuses it when it reads that page (never the filler).
+                let lazy = read_everything(&c, &a).await;
+                if filler.contains(&i) {
+                    assert!(lazy.is_ok(), "filler page {i} is never read");
+                } else {
+                    assert!(matches!(lazy, Err(Error::Tampered)), "page {i}: {lazy:?}");
+                }
+            }
+        }
+        let mut bytes = original.clone();
+        bytes[2] ^= 1; // the magic
+        overwrite(&world, &c, &a, bytes).await;
+        assert!(matches!(
+            read_everything(&c, &a).await,
+            Err(Error::Tampered)
+        ));
+        // Two pages swapped within the segment: the trailer with the first doc page, and
+        // two postings pages.
+        for (x, y) in [
+            (0, pages - 1),
+            (
+                trailer.region(Region::Postings).first_page,
+                trailer.region(Region::Words).first_page,
+            ),
+        ] {
+            let mut bytes = original.clone();
+            let (px, py) = (original[page(x)].to_vec(), original[page(y)].to_vec());
+            bytes[page(x)].copy_from_slice(&py);
+            bytes[page(y)].copy_from_slice(&px);
+            overwrite(&world, &c, &a, bytes).await;
+            let lazy = read_everything(&c, &a).await;
+            assert!(
+                matches!(lazy, Err(Error::Tampered)),
+                "pages {x}, {y}: {lazy:?}"
+            );
+        }
+        // A page of another segment at the same position.
+        let other = stored_bytes(&world, &c, &b).await.to_vec();
+        for i in [0, 2, pages - 1] {
+            let mut bytes = original.clone();
+            bytes[page(i)].copy_from_slice(&other[page(i)]);
+            overwrite(&world, &c, &a, bytes).await;
+            let lazy = read_everything(&c, &a).await;
+            assert!(
+                matches!(lazy, Err(Error::Tampered)),
+                "page {i} of b: {lazy:?}"
+            );
+        }
+        // Truncated (the last page, or one byte).
+        for cut in [header.sealed_len(), 1] {
+            overwrite(&world, &c, &a, original[..original.len() - cut].to_vec()).await;
+            let lazy = SegmentReader::open(c.search_pages(), &a, ReadPolicy::Oblivious).await;
+            assert!(matches!(lazy, Err(Error::Tampered)), "cut {cut}: {lazy:?}");
+        }
+        overwrite(&world, &c, &a, original.clone()).await;
+        read_everything(&c, &a).await.unwrap();
+        // The segment moved to another account (same store, same deployment, same
+        // collection name), under the same entry.
+        let other_account = World {
+            counting: world.counting.clone(),
+            index: world.index.clone(),
+            account: AccountId::random(&RandomSource::os()),
+            key: world.key.clone(),
+        };
+        let mut moved = other_account.collection().await;
+        let entry = store(&mut moved, &docs, MIN_PAGE_CLASS).await;
+        let mut copy = original.clone();
+        copy[8..24].copy_from_slice(entry.id.as_bytes());
+        let copied_entry = SegmentEntry {
+            stored_len: copy.len() as u64,
+            ..entry.clone()
+        };
+        overwrite(&other_account, &moved, &copied_entry, copy).await;
+        let lazy = read_everything(&moved, &copied_entry).await;
+        assert!(matches!(lazy, Err(Error::Tampered)), "moved: {lazy:?}");
+    }
+
+    /// Two segments of same-size documents with different words are stored in objects of
+    /// the same size, and no word appears in the stored bytes.
+    #[tokio::test]
+    async fn sizes_do_not_depend_on_words_and_words_do_not_appear() {
+        let world = World::new().await;
+        let mut c = world.collection().await;
+        for n in [1usize, 30, 400] {
+            let a = sample_docs(n, 10 + n as u64, 9);
+            let b = sample_docs(n, 20 + n as u64, 9);
+            let (ea, eb) = (
+                store(&mut c, &a, DEFAULT_PAGE_CLASS).await,
+                store(&mut c, &b, DEFAULT_PAGE_CLASS).await,
+            );
+            assert_eq!(ea.stored_len, eb.stored_len, "{n} docs");
+            let pages = SearchHeader::parse(&stored_bytes(&world, &c, &ea).await)
+                .unwrap()
+                .pages(ea.stored_len)
+                .unwrap();
+            assert_eq!(
+                u64::from(pages),
+                crate::format::search::padme(u64::from(pages))
+            );
+            for (entry, docs) in [(&ea, &a), (&eb, &b)] {
+                let stored = stored_bytes(&world, &c, entry).await;
+                for doc in docs {
+                    for w in words(&doc.body).chain(words(&doc.header)) {
+                        assert!(
+                            memchr::memmem::find(&stored, w.as_bytes()).is_none(),
+                            "{w:?} in the stored segment"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_view_never_loads_search_segments() {
+        let world = World::new().await;
+        let mut c = world.collection().await;
+        let mut batch = Batch::new();
+        batch.put(&b"v"[..], &b"1"[..]);
+        c.commit(batch).await.unwrap();
+        let entry = store(&mut c, &sample_docs(20, 5, 5), MIN_PAGE_CLASS).await;
+        for _ in 0..6 {
+            let mut batch = Batch::new();
+            batch.put(&b"w"[..], &b"2"[..]);
+            c.commit(batch).await.unwrap();
+        }
+        c.compact().await.unwrap();
+        // A fresh handle: the record kept, the search segment listed and not loaded.
+        world.counting.reset();
+        let fresh = world.collection().await;
+        assert_eq!(fresh.len(), 2);
+        assert_eq!(fresh.get(b"v"), Some(&b"1"[..]));
+        assert_eq!(
+            fresh.search_segments().cloned().collect::<Vec<_>>(),
+            vec![entry.clone()]
+        );
+        let path = fresh.search_pages().path(&entry.id).to_string();
+        assert!(
+            world.counting.requests().iter().all(|r| r.path != path),
+            "the open read the search segment"
+        );
+    }
+
+    /// Merge of two segments into one: the docs the live set excludes are gone, an email
+    /// in both is kept once (from the later), the answers equal a naive scan of what is
+    /// left; a merge whose inputs another writer merged first is lost and leaves nothing.
+    #[tokio::test]
+    async fn merge_drops_dead_docs_and_replaces_its_inputs() {
+        use super::super::merge::{merge_segments, MergeOutcome};
+        let world = World::new().await;
+        let mut c = world.collection().await;
+        let first = sample_docs(60, 7, 6);
+        let mut second = sample_docs(50, 8, 6);
+        second[0].email = first[5].email; // re-indexed in the later segment
+        let a = store(&mut c, &first, MIN_PAGE_CLASS).await;
+        let b = store(&mut c, &second, MIN_PAGE_CLASS).await;
+        let dead: BTreeSet<EmailId> = first.iter().step_by(3).map(|d| d.email).collect();
+        let live = |e: &EmailId| !dead.contains(e);
+        let mut other = world.collection().await;
+        let outcome = merge_segments(&mut c, &[a.clone(), b.clone()], &live, MIN_PAGE_CLASS)
+            .await
+            .unwrap();
+        let MergeOutcome::Merged(Some(merged)) = outcome else {
+            panic!("{outcome:?}");
+        };
+        assert_eq!(
+            c.search_segments().cloned().collect::<Vec<_>>(),
+            vec![merged.clone()]
+        );
+        let expected: Vec<Doc> = first
+            .iter()
+            .filter(|d| live(&d.email) && d.email != second[0].email)
+            .chain(second.iter())
+            .cloned()
+            .collect();
+        assert_eq!(merged.records as usize, expected.len());
+        let reader = SegmentReader::open(c.search_pages(), &merged, ReadPolicy::Oblivious)
+            .await
+            .unwrap();
+        let emails: Vec<EmailId> = reader.docs().iter().map(|d| d.email).collect();
+        assert_eq!(emails, expected.iter().map(|d| d.email).collect::<Vec<_>>());
+        let cache = PageCache::new(1 << 20);
+        let mut needles: Vec<String> = expected
+            .iter()
+            .flat_map(|d| words(&d.body).take(2).map(str::to_owned))
+            .collect();
+        needles.extend(["ab", "pdf", "ject: "].map(str::to_owned));
+        check(&reader, &cache, &expected, &needles).await;
+        // The other handle still sees a and b: its merge loses.
+        other.refresh().await.unwrap();
+        let stale = [a.clone(), b.clone()];
+        let objects = |w: &World| {
+            let counting = w.counting.clone();
+            async move {
+                let store: DynStore = Arc::new(counting);
+                use futures::TryStreamExt;
+                store
+                    .list(None)
+                    .try_collect::<Vec<_>>()
+                    .await
+                    .unwrap()
+                    .len()
+            }
+        };
+        let before = objects(&world).await;
+        let outcome = merge_segments(&mut other, &stale, &live, MIN_PAGE_CLASS)
+            .await
+            .unwrap();
+        assert_eq!(outcome, MergeOutcome::Lost);
+        assert_eq!(
+            objects(&world).await,
+            before,
+            "the lost merge's segment is deleted"
+        );
+        // Everything dead: the inputs are dropped.
+        let outcome = merge_segments(&mut c, &[merged], &|_| false, MIN_PAGE_CLASS)
+            .await
+            .unwrap();
+        assert_eq!(outcome, MergeOutcome::Merged(None));
+        assert_eq!(c.search_segments().count(), 0);
+    }
+}
