@@ -220,6 +220,14 @@ impl Collection {
         if add.iter().any(|e| e.kind != SegmentKind::Search) {
             return Err(Error::invalid("only search segments are added by entry"));
         }
+        if add.is_empty() && covers.is_empty() && batch.is_empty() {
+            return Ok(CommitInfo {
+                generation: self.generation,
+                committed: false,
+                attempts: 0,
+                merged_heads: 0,
+            });
+        }
         let covered: HashSet<SegmentId> = covers.iter().copied().collect();
         let records: Arc<Vec<Record>> = Arc::new(
             batch

@@ -209,7 +209,12 @@ impl SegmentBuilder {
 
     /// The segment's plaintext.
     pub(crate) fn finish(mut self) -> PlainSegment {
-        if !self.frame.is_empty() || (self.frames.is_empty() && !self.docs.is_empty()) {
+        // The open frame, if a doc refers to it (even one of empty texts).
+        if self
+            .docs
+            .last()
+            .is_some_and(|d| d.frame as usize == self.frames.len())
+        {
             self.close_frame();
         }
         let mut words: Vec<(Box<str>, [Vec<u32>; 3])> = self.postings.into_iter().collect();
@@ -1173,6 +1178,35 @@ pub(crate) mod tests {
             .collect()
     }
 
+    /// A doc of empty texts after a full frame refers to a frame of its own, which the
+    /// builder must write.
+    #[tokio::test]
+    async fn empty_texts_after_a_full_frame() {
+        let world = World::new().await;
+        let mut c = world.collection().await;
+        let mut docs = docs_of(vec![
+            (
+                String::new(),
+                "word ".repeat(FRAME_TARGET / 4),
+                String::new(),
+            ),
+            ("subject: x".into(), String::new(), String::new()),
+        ]);
+        docs.push(docs_of(vec![(String::new(), String::new(), String::new())]).remove(0));
+        let entry = store(&mut c, &docs, MIN_PAGE_CLASS).await;
+        read_everything(&c, &entry).await.unwrap();
+        let reader = SegmentReader::open(c.search_pages(), &entry, ReadPolicy::Pages)
+            .await
+            .unwrap();
+        let cache = PageCache::new(1 << 20);
+        assert_eq!(
+            reader.text_of(&cache, 2).await.unwrap(),
+            (String::new(), String::new())
+        );
+        let found = reader.find(&cache, b"x").await.unwrap();
+        assert_eq!(set(found.field(Field::Header)), BTreeSet::from([1]));
+    }
+
     #[tokio::test]
     async fn phrase_and_anchors() {
         let world = World::new().await;
@@ -1543,5 +1577,190 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!(outcome, MergeOutcome::Merged(None));
         assert_eq!(c.search_segments().count(), 0);
+    }
+
+    /// Writes the seeds of the `search_segment` fuzz target (segments of 512-byte pages
+    /// as `u16 length ‖ payload` runs): `cargo test --release --all-features --lib
+    /// write_fuzz_seeds -- --ignored`.
+    #[test]
+    #[ignore]
+    fn write_fuzz_seeds() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/search_segment");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut sets = vec![
+            Vec::new(),
+            sample_docs(1, 1, 4),
+            sample_docs(12, 2, 6),
+            sample_docs(200, 3, 3),
+        ];
+        sets.push(docs_of(vec![(
+            "from: bob@example.org".into(),
+            "café ß 1 2 3 naïve".into(),
+            "filename: r.pdf".into(),
+        )]));
+        for (i, docs) in sets.iter_mut().enumerate() {
+            for d in docs.iter_mut() {
+                d.email = EmailId::from_bytes([i as u8; 16]);
+            }
+            let plain = build(docs, MIN_PAGE_CLASS);
+            let mut out = Vec::new();
+            for page in &plain.pages {
+                out.extend_from_slice(&(page.len() as u16).to_be_bytes());
+                out.extend_from_slice(page);
+            }
+            std::fs::write(dir.join(format!("seed-{i}")), out).unwrap();
+        }
+    }
+
+    /// Size and latency on 100 000 synthetic documents (Zipf-distributed words of a 40 000
+    /// word vocabulary, seven unique ids per document, ≈ 2.4 KiB of folded text each) in
+    /// 8 segments of 12 500, as merges leave them: `cargo test --release --all-features
+    /// --lib measure_hundred_thousand -- --ignored --nocapture`. Prints the stored size
+    /// over the text and the query latencies; asserts nothing but the answers' sanity.
+    #[test]
+    #[ignore]
+    fn measure_hundred_thousand() {
+        use std::time::Instant;
+        let docs_total = 100_000usize;
+        let per_segment = 12_500usize;
+        struct Gen {
+            state: u64,
+            cumulative: Vec<f64>,
+        }
+        impl Gen {
+            fn next(&mut self) -> u64 {
+                self.state ^= self.state << 13;
+                self.state ^= self.state >> 7;
+                self.state ^= self.state << 17;
+                self.state
+            }
+            /// A word ordinal, Zipf(1)-distributed.
+            fn zipf(&mut self) -> usize {
+                let total = *self.cumulative.last().unwrap();
+                let u = (self.next() % 1_000_000_007) as f64 / 1_000_000_007.0 * total;
+                self.cumulative
+                    .partition_point(|&c| c < u)
+                    .min(self.cumulative.len() - 1)
+            }
+            fn text(&mut self, vocabulary: &[String], words: usize) -> String {
+                let mut out = String::new();
+                for i in 0..words {
+                    out.push_str(&vocabulary[self.zipf()]);
+                    out.push(if i % 12 == 11 { '\n' } else { ' ' });
+                }
+                out
+            }
+        }
+        let mut g = Gen {
+            state: 0x2545_F491_4F6C_DD1D,
+            cumulative: Vec::new(),
+        };
+        let vocabulary: Vec<String> = (0..40_000)
+            .map(|_| {
+                let len = 2 + (g.next() % 6 + g.next() % 6) as usize;
+                (0..len)
+                    .map(|_| (b'a' + (g.next() % 26) as u8) as char)
+                    .collect()
+            })
+            .collect();
+        g.cumulative = (1..=vocabulary.len())
+            .scan(0.0, |acc, k| {
+                *acc += 1.0 / k as f64;
+                Some(*acc)
+            })
+            .collect();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let world = World::new().await;
+            let mut c = world.collection().await;
+            let rng = RandomSource::os();
+            let (mut stored, mut input) = (0u64, 0u64);
+            let started = Instant::now();
+            let mut entries = Vec::new();
+            for s in 0..docs_total / per_segment {
+                let mut builder = SegmentBuilder::new(DEFAULT_PAGE_CLASS, 1);
+                for d in 0..per_segment {
+                    let n = s * per_segment + d;
+                    let v = &vocabulary;
+                    let header = format!(
+                        "from: {} <{}@{}.example>\nto: {}\nsubject: {}\nmessage-id: <{:016x}@mx{}.example>\nreferences: <{:016x}@mx.example>\nreceived: from mx{} id {:012x}\n",
+                        g.text(v, 2).trim(), v[g.zipf()], v[g.zipf()], g.text(v, 2).trim(), g.text(v, 6).trim(),
+                        g.next(), n % 97, g.next(), n % 13, g.next()
+                    );
+                    let body = g.text(v, 330);
+                    let mime = format!("content-type: application/pdf\nfilename: {}-{:08x}.pdf\n", v[g.zipf()], g.next());
+                    builder
+                        .add(EmailId::random(&rng), &DocText { header: &header, body: &body, mime: &mime, complete: true })
+                        .unwrap();
+                }
+                input += builder.text_len();
+                let plain = builder.finish();
+                let entry = c.search_pages().put(&plain).await.unwrap();
+                stored += entry.stored_len;
+                entries.push(entry);
+            }
+            c.commit_segments(entries, Vec::new(), Batch::new()).await.unwrap();
+            let entries: Vec<SegmentEntry> = c.search_segments().cloned().collect();
+            println!(
+                "{docs_total} docs in {} segments built and stored in {:.1} s: text {} KiB, stored {} KiB = {:.1}% of the text",
+                entries.len(),
+                started.elapsed().as_secs_f64(),
+                input / 1024,
+                stored / 1024,
+                100.0 * stored as f64 / input as f64
+            );
+            let cache = PageCache::new(64 << 20);
+            let started = Instant::now();
+            let mut readers = Vec::new();
+            for e in &entries {
+                readers.push(SegmentReader::open(c.search_pages(), e, ReadPolicy::Oblivious).await.unwrap());
+            }
+            println!("open (trailers, doc and frame tables): {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
+            let query = |needle: &'static str| {
+                let readers = &readers;
+                let cache = &cache;
+                async move {
+                    let started = Instant::now();
+                    let mut hits = 0;
+                    for r in readers {
+                        hits += r.find(cache, needle.as_bytes()).await.unwrap().0.iter().map(DocSet::count).sum::<usize>();
+                    }
+                    (started.elapsed().as_secs_f64() * 1e3, hits)
+                }
+            };
+            let common: &'static str = Box::leak(vocabulary[3].clone().into_boxed_str());
+            let rare: &'static str = Box::leak(vocabulary[39_000].clone().into_boxed_str());
+            let infix: &'static str = Box::leak(vocabulary[500][1..3].to_owned().into_boxed_str());
+            let (cold, hits) = query(rare).await;
+            println!("cold first query (oblivious: every segment's index regions read): {cold:.1} ms, {hits} hits");
+            let mut warm = Vec::new();
+            for needle in [common, rare, infix, "zzzzq"] {
+                for _ in 0..5 {
+                    let (ms, hits) = query(needle).await;
+                    warm.push(ms);
+                    if needle == "zzzzq" {
+                        assert_eq!(hits, 0);
+                    }
+                }
+                println!("warm {needle:?}: {:.2} ms, {} hits", query(needle).await.0, query(needle).await.1);
+            }
+            warm.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            println!("warm one-word queries: median {:.2} ms; cache {:?}", warm[warm.len() / 2], cache.stats());
+            let phrase: &'static str = Box::leak(format!("{} {}", vocabulary[10], vocabulary[11]).into_boxed_str());
+            let started = Instant::now();
+            let mut verified = 0;
+            let mut found = 0;
+            for r in &readers {
+                let m = r.find_phrase(&cache, phrase).await.unwrap();
+                verified += m.verified;
+                found += m.body.count();
+            }
+            println!("phrase {phrase:?}: {:.1} ms, {verified} docs verified, {found} found", started.elapsed().as_secs_f64() * 1e3);
+        });
     }
 }
