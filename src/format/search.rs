@@ -482,7 +482,7 @@ impl DocEntry {
 /// # Errors
 /// [`SegmentError::DocTable`].
 pub fn parse_docs(bytes: &[u8], frames: &[FrameEntry]) -> Result<Vec<DocEntry>> {
-    if bytes.len() % DOC_ENTRY_LEN != 0 {
+    if !bytes.len().is_multiple_of(DOC_ENTRY_LEN) {
         return Err(SegmentError::DocTable);
     }
     let mut docs = Vec::with_capacity(bytes.len() / DOC_ENTRY_LEN);
@@ -538,7 +538,7 @@ impl FrameEntry {
 /// # Errors
 /// [`SegmentError::FrameTable`].
 pub fn parse_frames(bytes: &[u8], text_len: u64) -> Result<Vec<FrameEntry>> {
-    if bytes.len() % FRAME_ENTRY_LEN != 0 {
+    if !bytes.len().is_multiple_of(FRAME_ENTRY_LEN) {
         return Err(SegmentError::FrameTable);
     }
     let mut frames = Vec::with_capacity(bytes.len() / FRAME_ENTRY_LEN);
@@ -853,7 +853,7 @@ pub fn read_postings(
             let len = (total as usize).div_ceil(8);
             let bits = block.get(*at..*at + len).ok_or(SegmentError::Postings)?;
             *at += len;
-            if total % 8 != 0 && bits[len - 1] >> (total % 8) != 0 {
+            if !total.is_multiple_of(8) && bits[len - 1] >> (total % 8) != 0 {
                 return Err(SegmentError::Postings);
             }
             let mut any = false;

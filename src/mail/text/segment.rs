@@ -986,7 +986,7 @@ pub(crate) mod tests {
 
         pub(crate) async fn collection(&self) -> Collection {
             self.index
-                .open(self.account, &*self.key, b"search")
+                .open(self.account, &self.key, b"search")
                 .await
                 .expect("collection")
         }
@@ -1721,6 +1721,25 @@ pub(crate) mod tests {
                 readers.push(SegmentReader::open(c.search_pages(), e, ReadPolicy::Oblivious).await.unwrap());
             }
             println!("open (trailers, doc and frame tables): {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
+            let mut by_region = [0u64; 6];
+            let mut dictionary_raw = 0u64;
+            for r in &readers {
+                for (i, region) in crate::format::search::REGIONS.iter().enumerate() {
+                    by_region[i] += r.trailer().region(*region).len;
+                }
+                dictionary_raw += r.trailer().dictionary_len;
+            }
+            println!(
+                "stored by region, % of the text: docs {:.1}, frames {:.2}, dictionary {:.1} (raw {:.1}), words {:.1}, postings {:.1}, text store {:.1}; pages and padding {:.1}",
+                100.0 * by_region[0] as f64 / input as f64,
+                100.0 * by_region[1] as f64 / input as f64,
+                100.0 * by_region[2] as f64 / input as f64,
+                100.0 * dictionary_raw as f64 / input as f64,
+                100.0 * by_region[3] as f64 / input as f64,
+                100.0 * by_region[4] as f64 / input as f64,
+                100.0 * by_region[5] as f64 / input as f64,
+                100.0 * (stored - by_region.iter().sum::<u64>()) as f64 / input as f64,
+            );
             let query = |needle: &'static str| {
                 let readers = &readers;
                 let cache = &cache;
