@@ -1614,7 +1614,7 @@ pub(crate) mod tests {
     }
 
     /// Size and latency on 100 000 synthetic documents (Zipf-distributed words of a 40 000
-    /// word vocabulary, seven unique ids per document, ≈ 2.4 KiB of folded text each) in
+    /// word vocabulary, seven unique ids per document, ≈ 2.85 KB of folded text each) in
     /// 8 segments of 12 500, as merges leave them: `cargo test --release --all-features
     /// --lib measure_hundred_thousand -- --ignored --nocapture`. Prints the stored size
     /// over the text and the query latencies; asserts nothing but the answers' sanity.
