@@ -19,7 +19,13 @@
 //! cargo run --release --example shared_account                    # 100 000 messages
 //! cargo run --release --example shared_account -- --messages 10000 --separate 10
 //! cargo run --release --example shared_account -- --realistic     # corpus messages
+//! cargo run --release --example shared_account -- --realistic --breakdown
 //! ```
+//!
+//! `--breakdown` also prints what the stored email records are made of (their pin,
+//! fixed fields, envelope, MIME parts, header block and preview, in bytes per record),
+//! measured on every email of the account: what the always-loaded state would lose if
+//! one of them were read lazily.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -95,6 +101,7 @@ async fn main() -> mailvault::Result<()> {
     let mut messages = 100_000usize;
     let mut separate = 10usize;
     let mut realistic_messages = false;
+    let mut breakdown = false;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -102,6 +109,7 @@ async fn main() -> mailvault::Result<()> {
             "--messages" => messages = it.next().and_then(|v| v.parse().ok()).unwrap_or(messages),
             "--separate" => separate = it.next().and_then(|v| v.parse().ok()).unwrap_or(separate),
             "--realistic" => realistic_messages = true,
+            "--breakdown" => breakdown = true,
             other => panic!("unknown argument {other:?}"),
         }
     }
@@ -189,6 +197,10 @@ async fn main() -> mailvault::Result<()> {
         index.join(", ")
     );
 
+    if breakdown {
+        print_breakdown(&handle, inbox, messages).await?;
+    }
+
     // One connection: the handle, and its SELECT's view kept.
     let base = rss_kib();
     let started = Instant::now();
@@ -243,5 +255,63 @@ async fn main() -> mailvault::Result<()> {
         100 * state
     );
     drop(connections);
+    Ok(())
+}
+
+/// What the stored email records of the account are made of: each part's serialized
+/// size, from the record's own `to_bytes` with the part emptied (so the figures are the
+/// stored bytes, length prefixes included).
+async fn print_breakdown(
+    handle: &SharedAccount,
+    inbox: mailvault::ids::MailboxId,
+    messages: usize,
+) -> mailvault::Result<()> {
+    let mail = handle.read().await;
+    let (mut total, mut pin, mut envelope, mut parts, mut header, mut preview) =
+        (0usize, 0usize, 0usize, 0usize, 0usize, 0usize);
+    let (mut part_count, mut with_header, mut references) = (0usize, 0usize, 0usize);
+    for uid in 1..=messages as u32 {
+        let email = mail.email(inbox, uid)?;
+        let full = email.to_bytes().len();
+        total += full;
+        pin += email.pin.to_bytes().len();
+        part_count += email.parts.len();
+        references += email
+            .envelope
+            .references
+            .iter()
+            .map(String::len)
+            .sum::<usize>();
+        with_header += usize::from(email.header_block.is_some());
+        let mut e = email.clone();
+        e.header_block = None;
+        header += full - e.to_bytes().len();
+        let mut e = email.clone();
+        e.preview = None;
+        preview += full - e.to_bytes().len();
+        let mut e = email.clone();
+        e.parts.clear();
+        parts += full - e.to_bytes().len();
+        let mut e = email;
+        e.envelope = Default::default();
+        envelope += full - e.to_bytes().len();
+    }
+    let n = messages.max(1);
+    let fixed = total - pin - envelope - parts - header - preview;
+    println!(
+        "email records ({messages}): {} B each on average = pin {} + fixed fields {} + envelope {} \
+         (of which References ids {}) + MIME parts {} ({:.1} parts each) + header block {} \
+         ({:.0}% of emails keep one) + preview {}",
+        total / n,
+        pin / n,
+        fixed / n,
+        envelope / n,
+        references / n,
+        parts / n,
+        part_count as f64 / n as f64,
+        header / n,
+        100.0 * with_header as f64 / n as f64,
+        preview / n,
+    );
     Ok(())
 }

@@ -7,6 +7,7 @@
 //!      4   1  version (1)
 //!      5   1  kind: 1 batch (records take the stamp of their manifest entry),
 //!                   2 compacted (every record carries its own stamp)
+//!                   (3 is a search segment, a layout of its own: `format::search`)
 //!      6   2  reserved, zero
 //!      8  16  segment id
 //!     24   4  page count (u32)
@@ -81,6 +82,10 @@ pub enum SegmentKind {
     Batch,
     /// The result of a compaction: every record carries its own stamp.
     Compacted,
+    /// A search segment (`format::search`): listed by the manifest of the `search`
+    /// collection, never loaded into a collection's view but read by pages
+    /// (`mail::text::segment`); its record count is its number of documents.
+    Search,
 }
 
 impl SegmentKind {
@@ -88,6 +93,7 @@ impl SegmentKind {
         match self {
             SegmentKind::Batch => 1,
             SegmentKind::Compacted => 2,
+            SegmentKind::Search => 3,
         }
     }
 
@@ -95,6 +101,7 @@ impl SegmentKind {
         match byte {
             1 => Ok(SegmentKind::Batch),
             2 => Ok(SegmentKind::Compacted),
+            3 => Ok(SegmentKind::Search),
             _ => Err(Error::Tampered),
         }
     }
@@ -165,7 +172,7 @@ impl SegmentHeader {
         }
         check_version(r.u8()?, "index segment")?;
         let kind = SegmentKind::from_byte(r.u8()?)?;
-        if r.take(2)? != [0, 0] {
+        if kind == SegmentKind::Search || r.take(2)? != [0, 0] {
             return Err(Error::Tampered);
         }
         let id = SegmentId::from_bytes(r.array()?);
@@ -232,7 +239,7 @@ pub fn parse_page(
         let key = page.slice_ref(key_bytes);
         let stamp = match kind {
             SegmentKind::Compacted => Some(read_stamp(&mut r)?),
-            SegmentKind::Batch => None,
+            SegmentKind::Batch | SegmentKind::Search => None,
         };
         let value = if flags == 1 {
             None

@@ -12,6 +12,7 @@ pub mod keyring;
 pub mod mail;
 pub mod pin;
 mod reader;
+pub mod search;
 pub mod slot;
 
 pub use blob::{BlobHeader, BlobKind, BlobLayout};

@@ -12,6 +12,9 @@ use object_store::ObjectStoreExt;
 use sha2::{Digest, Sha256};
 
 mod rekey;
+mod search;
+
+pub(crate) use search::SearchPages;
 
 use super::sealed::{CollectionKeys, Loaded, NewSegment};
 use super::{Batch, IndexConfig, IndexStore};
@@ -742,9 +745,10 @@ impl Collection {
             self.loaded.clear();
             self.present = 0;
         }
+        // Search segments are read by pages (`mail::text`), never into the view.
         let missing: Vec<SegmentEntry> = live
             .iter()
-            .filter(|e| !self.loaded.contains(&e.id))
+            .filter(|e| e.kind != SegmentKind::Search && !self.loaded.contains(&e.id))
             .cloned()
             .collect();
         let fetched = self.fetch_segments(missing).await?;
@@ -1200,11 +1204,30 @@ impl Collection {
         segments: &mut Vec<SegmentEntry>,
         purged_through: u64,
     ) -> Result<Option<Stamp>> {
+        let added = segments.len();
+        self.publish_adding(kind, records, covers, segments, added, purged_through)
+            .await
+    }
+
+    /// [`publish`](Self::publish), where the entries of `segments` from `added` on were
+    /// stored beforehand by the caller (search segments) and take the new stamp.
+    async fn publish_adding(
+        &mut self,
+        kind: SegmentKind,
+        records: Arc<Vec<Record>>,
+        covers: Vec<SegmentId>,
+        segments: &mut Vec<SegmentEntry>,
+        added: usize,
+        purged_through: u64,
+    ) -> Result<Option<Stamp>> {
         let generation = self.generation + 1;
         let stamp = Stamp {
             generation,
             writer: self.writer,
         };
+        for entry in &mut segments[added..] {
+            entry.stamp = stamp;
+        }
         let id = SegmentId::random(&self.rng);
         let spec = NewSegment {
             id,
@@ -1410,15 +1433,14 @@ impl Collection {
     /// bytes rewritten per update amortised.
     async fn compact_tiers(&mut self) -> Result<()> {
         let mut per_tier: BTreeMap<u32, usize> = BTreeMap::new();
-        for entry in &self.live {
+        for entry in self.record_segments() {
             *per_tier.entry(tier(entry.records)).or_default() += 1;
         }
         let Some((&full_tier, _)) = per_tier.iter().find(|(_, &n)| n >= self.config.fanout) else {
             return Ok(());
         };
         let inputs: Vec<SegmentEntry> = self
-            .live
-            .iter()
+            .record_segments()
             .filter(|e| tier(e.records) <= full_tier)
             .cloned()
             .collect();
@@ -1432,7 +1454,7 @@ impl Collection {
     /// As [`commit`](Self::commit).
     pub async fn compact(&mut self) -> Result<CommitInfo> {
         self.refresh().await?;
-        let inputs = self.live.clone();
+        let inputs = self.record_segments().cloned().collect();
         self.compact_segments(inputs).await
     }
 
@@ -1450,7 +1472,7 @@ impl Collection {
                 });
             }
             let input_ids: HashSet<SegmentId> = inputs.iter().map(|e| e.id).collect();
-            let full = self.live.iter().all(|e| input_ids.contains(&e.id));
+            let full = self.record_segments().all(|e| input_ids.contains(&e.id));
             // Deletions can be forgotten only when nothing older can reappear: a full
             // compaction of a single chain of accepted manifests (compare-and-swap, or the
             // directory's mark naming the accepted manifest).
@@ -1504,7 +1526,8 @@ impl Collection {
                 None => {
                     backoff.wait(&self.rng, &self.next_manifest_path()).await?;
                     self.refresh().await?;
-                    let live_ids: HashSet<SegmentId> = self.live.iter().map(|e| e.id).collect();
+                    let live_ids: HashSet<SegmentId> =
+                        self.record_segments().map(|e| e.id).collect();
                     inputs.retain(|e| live_ids.contains(&e.id));
                 }
             }

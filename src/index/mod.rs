@@ -56,6 +56,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+pub(crate) use collection::SearchPages;
 pub use collection::{Change, Collection, CommitInfo, GcReport};
 
 use crate::crypto::{AccountKey, RandomSource};

@@ -16,6 +16,7 @@ use crate::ids::{AccountId, DeploymentId, SegmentId};
 
 const AD_PAGE: &[u8] = b"mailvault/v1/index/page";
 const AD_MANIFEST: &[u8] = b"mailvault/v1/index/manifest";
+const AD_SEARCH_PAGE: &[u8] = b"mailvault/v1/search/page";
 
 /// What identifies a segment about to be sealed.
 pub(crate) struct NewSegment {
@@ -209,6 +210,41 @@ impl CollectionKeys {
             return Err(Error::Tampered);
         }
         Ok(records)
+    }
+
+    /// Seals page `index` of the search segment whose clear header is `header`
+    /// (`format::search`): `nonce ‖ ciphertext ‖ tag`, bound to the deployment, account,
+    /// collection, segment and position.
+    pub(crate) fn seal_search_page(
+        &self,
+        rng: &RandomSource,
+        header: &[u8],
+        index: u32,
+        plain: &[u8],
+    ) -> Vec<u8> {
+        let mut out = Vec::with_capacity(plain.len() + 40);
+        self.cipher.seal(
+            rng,
+            &self.ad(AD_SEARCH_PAGE, header, Some(index)),
+            plain,
+            &mut out,
+        );
+        out
+    }
+
+    /// Opens page `index` of the search segment whose clear header is `header`.
+    ///
+    /// # Errors
+    /// [`Error::Tampered`] unless it authenticates at this position of this segment.
+    pub(crate) fn open_search_page(
+        &self,
+        header: &[u8],
+        index: u32,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>> {
+        self.cipher
+            .open(&self.ad(AD_SEARCH_PAGE, header, Some(index)), sealed)
+            .ok_or(Error::Tampered)
     }
 
     pub(crate) fn seal_manifest(

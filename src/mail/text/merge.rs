@@ -1,0 +1,178 @@
+//! Merging search segments (`docs/proposals/search.md` §3.5): several segments become one,
+//! without the docs the caller's live set excludes (expunged emails) and with one doc per
+//! email (the one of the latest segment), committed in place of its inputs.
+
+use std::collections::HashMap;
+
+use super::segment::SegmentBuilder;
+use crate::error::{Error, Result};
+use crate::format::index::SegmentEntry;
+use crate::format::search::{
+    page_payload, read_block, PlainSegment, SearchHeader, SegmentContents,
+};
+use crate::ids::{EmailId, SegmentId};
+use crate::index::{Batch, Collection, SearchPages};
+
+/// Reads the segment `entry` pins whole (length and SHA-256 checked), opens every page
+/// and parses every region.
+///
+/// # Errors
+/// [`Error::Tampered`] for any byte that does not authenticate or parse;
+/// [`Error::UnsupportedVersion`]; backend failures.
+pub(crate) async fn read_contents(
+    pages: &SearchPages,
+    entry: &SegmentEntry,
+) -> Result<SegmentContents> {
+    let stored = pages.read_whole(entry).await?;
+    let header = SearchHeader::parse(&stored)?;
+    if header.id != entry.id {
+        return Err(Error::Tampered);
+    }
+    let count = header.pages(entry.stored_len)?;
+    let (pages, records) = (pages.clone(), entry.records);
+    crate::cpu::offload(stored.len(), move || {
+        let capacity = header.capacity();
+        let payloads = (0..count)
+            .map(|i| {
+                let range = header.page_range(i);
+                let plain = pages.open_page(
+                    &header,
+                    i,
+                    &stored[range.start as usize..range.end as usize],
+                )?;
+                Ok(page_payload(&plain, capacity)?.to_vec())
+            })
+            .collect::<Result<Vec<Vec<u8>>>>()?;
+        let views: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+        let contents = SegmentContents::parse(&views, capacity)?;
+        if contents.trailer.docs != records {
+            return Err(Error::Tampered);
+        }
+        Ok(contents)
+    })
+    .await?
+}
+
+/// One segment from `inputs` (in stamp order): the docs whose email `live` accepts, each
+/// email once (from the last input that has it), texts recompressed, posting lists
+/// renumbered. `None` when no doc is left.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for inputs of different text versions; [`Error::Tampered`]
+/// for a frame that does not decompress.
+pub(crate) fn merge_contents(
+    inputs: &[SegmentContents],
+    live: &dyn Fn(&EmailId) -> bool,
+    page_class: u8,
+) -> Result<Option<PlainSegment>> {
+    let Some(first) = inputs.first() else {
+        return Ok(None);
+    };
+    let text_version = first.trailer.text_version;
+    if inputs
+        .iter()
+        .any(|c| c.trailer.text_version != text_version)
+    {
+        return Err(Error::invalid("search segments of different text versions"));
+    }
+    // The input and local doc that keeps each email: the last one.
+    let mut keeper: HashMap<EmailId, (usize, u32)> = HashMap::new();
+    for (k, contents) in inputs.iter().enumerate() {
+        for (d, doc) in contents.docs.iter().enumerate() {
+            if live(&doc.email) {
+                keeper.insert(doc.email, (k, d as u32));
+            }
+        }
+    }
+    if keeper.is_empty() {
+        return Ok(None);
+    }
+    let mut builder = SegmentBuilder::new(page_class, text_version);
+    for (k, contents) in inputs.iter().enumerate() {
+        // Old local doc → new one, for the docs this input keeps.
+        let mut renumber: Vec<Option<u32>> = vec![None; contents.docs.len()];
+        let mut frame: Option<(u32, Vec<u8>)> = None;
+        for (d, doc) in contents.docs.iter().enumerate() {
+            if keeper.get(&doc.email) != Some(&(k, d as u32)) {
+                continue;
+            }
+            if frame.as_ref().map(|f| f.0) != Some(doc.frame) {
+                frame = Some((doc.frame, contents.frame(doc.frame as usize)?));
+            }
+            let raw = &frame.as_ref().expect("just set").1;
+            let start = doc.offset as usize;
+            let mid = start + doc.body_len as usize;
+            let end = mid + doc.mime_len as usize;
+            let text = |range: std::ops::Range<usize>| {
+                raw.get(range)
+                    .and_then(|b| std::str::from_utf8(b).ok())
+                    .ok_or(Error::Tampered)
+            };
+            renumber[d] = Some(builder.add_merged(doc, text(start..mid)?, text(mid..end)?));
+        }
+        for ordinal in 0..contents.words.len() {
+            let word = contents.dictionary.word(ordinal);
+            read_block(
+                contents.block(ordinal),
+                contents.words[ordinal].mask,
+                contents.trailer.docs,
+                &mut |field, doc| {
+                    if let Some(new) = renumber[doc as usize] {
+                        builder.add_posting(word, field, new);
+                    }
+                },
+            )?;
+        }
+    }
+    Ok(Some(builder.finish()))
+}
+
+/// What a merge did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum MergeOutcome {
+    /// The inputs are replaced by this segment (`None`: every doc was dead, the inputs
+    /// are dropped).
+    Merged(Option<SegmentEntry>),
+    /// Another writer merged or dropped one of the inputs first: nothing was committed
+    /// (the merged segment was deleted).
+    Lost,
+}
+
+/// Merges the live search segments `inputs` of `collection` into one and commits it in
+/// their place (§3.5).
+///
+/// # Errors
+/// As [`read_contents`], [`merge_contents`] and [`Collection::commit_segments`] (but
+/// `Conflict`, which is [`MergeOutcome::Lost`]).
+pub(crate) async fn merge_segments(
+    collection: &mut Collection,
+    inputs: &[SegmentEntry],
+    live: &dyn Fn(&EmailId) -> bool,
+    page_class: u8,
+) -> Result<MergeOutcome> {
+    let pages = collection.search_pages();
+    let mut contents = Vec::with_capacity(inputs.len());
+    for entry in inputs {
+        contents.push(read_contents(&pages, entry).await?);
+    }
+    let merged = merge_contents(&contents, live, page_class)?;
+    drop(contents);
+    let entry = match &merged {
+        Some(plain) => Some(pages.put(plain).await?),
+        None => None,
+    };
+    let covers: Vec<SegmentId> = inputs.iter().map(|e| e.id).collect();
+    let add: Vec<SegmentEntry> = entry.iter().cloned().collect();
+    match collection.commit_segments(add, covers, Batch::new()).await {
+        Ok(_) => Ok(MergeOutcome::Merged(entry.and_then(|e| {
+            collection.search_segments().find(|l| l.id == e.id).cloned()
+        }))),
+        Err(Error::Conflict { .. }) => {
+            if let Some(e) = &entry {
+                pages.delete(&e.id).await?;
+            }
+            Ok(MergeOutcome::Lost)
+        }
+        Err(e) => Err(e),
+    }
+}
