@@ -199,11 +199,15 @@ fn open_file(
         }
     };
     loop {
-        let more = left > 0;
-        let (next, plain) = rayon::join(
-            || more.then(|| read_piece(&mut left)),
-            || state.feed(&current),
-        );
+        // The next piece is read beside the opening of this one, on the thread pool; the
+        // last piece (all of a small message) is opened here: a hop to the pool and back
+        // cost more than opening it (thread switches were most of a FETCH of small
+        // messages' time).
+        let (next, plain) = if left > 0 {
+            rayon::join(|| Some(read_piece(&mut left)), || state.feed(&current))
+        } else {
+            (None, state.feed(&current))
+        };
         let sent = match plain {
             Ok(plain) if plain.is_empty() => true,
             Ok(plain) => tx.blocking_send(Ok(Bytes::from(plain))).is_ok(),
