@@ -11,7 +11,7 @@
 //!   `html_to_text`, the converter of the JMAP preview); a nested `message/*` part adds its
 //!   header (by the `header` rules) then its parts. Parts are separated by `\n`.
 //! - **`mime`**: the header lines of every part but the root (by the same rules), and one
-//!   `Filename: name\n` line per named part with the name decoded (RFC 2231 continuations
+//!   `Filename: name\n` line per named part (the root included) with the name decoded (RFC 2231 continuations
 //!   and charsets, RFC 2047): where attachment names are searched (`TEXT`, not `BODY`).
 //!
 //! Every piece is folded, then any word run (§2.1) of a spaced script longer than
@@ -239,9 +239,11 @@ impl Streams {
                     .get(part.offset_header as usize..part.offset_body as usize)
                     .unwrap_or_default();
                 self.header_block(Stream::Mime, header);
-                if let Some(name) = part.attachment_name() {
-                    self.push(Stream::Mime, &format!("Filename: {name}\n"));
-                }
+            }
+            // The root's name too: a message that is one attachment (its header lines are
+            // in `header` already, its decoded name only here).
+            if let Some(name) = part.attachment_name() {
+                self.push(Stream::Mime, &format!("Filename: {name}\n"));
             }
             match &part.body {
                 PartType::Text(text) => {
