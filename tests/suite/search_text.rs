@@ -15,7 +15,10 @@ const LIMIT: usize = 64 << 20;
 
 /// `key -> values` per name, from the script's `== name` / `key<TAB>hex` lines.
 fn python(args: &[&str]) -> BTreeMap<String, Vec<(String, Vec<u8>)>> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/oracle/python_search_text.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/oracle/python_search_text.py"
+    );
     let output = std::process::Command::new("python3")
         .arg(script)
         .args(args)
@@ -56,14 +59,24 @@ fn corpus_streams_are_folded_and_the_header_stream_comes_from_the_header_block()
     for (path, raw) in &corpus {
         let text = extract_message(raw, LIMIT);
         assert!(text.complete, "{path}");
-        for (name, stream) in [("header", &text.header), ("body", &text.body), ("mime", &text.mime)] {
+        for (name, stream) in [
+            ("header", &text.header),
+            ("body", &text.body),
+            ("mime", &text.mime),
+        ] {
             assert_eq!(&fold(stream), stream, "{path}: {name} is folded");
         }
-        let block = Mailstore::parse_message(raw).header_block.expect("a header block");
+        let block = Mailstore::parse_message(raw)
+            .header_block
+            .expect("a header block");
         assert_eq!(extract_header(&block), text.header, "{path}");
         with_body += usize::from(!text.body.trim().is_empty());
     }
-    assert!(with_body * 10 >= corpus.len() * 9, "{with_body} of {} have body text", corpus.len());
+    assert!(
+        with_body * 10 >= corpus.len() * 9,
+        "{with_body} of {} have body text",
+        corpus.len()
+    );
 }
 
 /// Every text/plain part Python decodes (transfer encoding and charset) is in the `body`
@@ -101,14 +114,20 @@ fn corpus_text_parts_and_names_match_python_email() {
                     for word in value.split_whitespace().filter(|w| !w.contains('\u{FFFD}')) {
                         words_checked += 1;
                         if !ours.body.contains(&fold(word)) {
-                            missing.entry(path).or_default().push(format!("body word {word:?}"));
+                            missing
+                                .entry(path)
+                                .or_default()
+                                .push(format!("body word {word:?}"));
                         }
                     }
                 }
                 "filename" => {
                     names_checked += 1;
                     if !ours.mime.contains(&format!("FILENAME: {}\n", fold(&value))) {
-                        missing.entry(path).or_default().push(format!("filename {value:?}"));
+                        missing
+                            .entry(path)
+                            .or_default()
+                            .push(format!("filename {value:?}"));
                     }
                 }
                 other => panic!("unknown key {other}"),
@@ -116,7 +135,10 @@ fn corpus_text_parts_and_names_match_python_email() {
         }
     }
     println!("{words_checked} words and {names_checked} names checked; missing: {missing:#?}");
-    assert!(words_checked > 5_000 && names_checked > 20, "{words_checked} {names_checked}");
+    assert!(
+        words_checked > 5_000 && names_checked > 20,
+        "{words_checked} {names_checked}"
+    );
     for path in missing.keys() {
         assert!(
             DIFFERENT.iter().any(|(known, _)| path.ends_with(known)),
@@ -142,25 +164,59 @@ fn charsets_encoded_words_names_and_html_from_python() {
         let raw = get("raw");
         let text: ExtractedText = extract_message(&raw, LIMIT);
         let utf8 = |key: &str| String::from_utf8(get(key)).unwrap();
-        assert!(text.header.contains(&format!("SUBJECT: {}\n", fold(&utf8("subject")))), "{name}: {:?}", text.header);
-        assert!(text.body.contains(&fold(&utf8("body"))), "{name}: {:?}", text.body);
+        assert!(
+            text.header
+                .contains(&format!("SUBJECT: {}\n", fold(&utf8("subject")))),
+            "{name}: {:?}",
+            text.header
+        );
+        assert!(
+            text.body.contains(&fold(&utf8("body"))),
+            "{name}: {:?}",
+            text.body
+        );
         let filename = utf8("filename");
         if !filename.is_empty() {
-            assert!(text.mime.contains(&format!("FILENAME: {}\n", fold(&filename))), "{name}: {:?}", text.mime);
+            assert!(
+                text.mime
+                    .contains(&format!("FILENAME: {}\n", fold(&filename))),
+                "{name}: {:?}",
+                text.mime
+            );
         }
         // And the oracle finds them by key, through the same streams.
         let word = words(&fold(&utf8("body"))).last().unwrap().to_owned();
-        assert!(matches(&raw, &TextKey::Body(word.clone()), LIMIT), "{name}: {word}");
-        assert!(!matches(&raw, &TextKey::Body(format!("{word} absent")), LIMIT));
+        assert!(
+            matches(&raw, &TextKey::Body(word.clone()), LIMIT),
+            "{name}: {word}"
+        );
+        assert!(!matches(
+            &raw,
+            &TextKey::Body(format!("{word} absent")),
+            LIMIT
+        ));
     }
     let html = extract_message(&get_raw(&generated, "html-only"), LIMIT);
-    assert!(!html.body.contains("COLOR"), "style is not text: {:?}", html.body);
-    assert!(!html.body.contains("<B>"), "tags are not text: {:?}", html.body);
+    assert!(
+        !html.body.contains("COLOR"),
+        "style is not text: {:?}",
+        html.body
+    );
+    assert!(
+        !html.body.contains("<B>"),
+        "tags are not text: {:?}",
+        html.body
+    );
     assert!(html.body.contains("ZWEITE"), "{:?}", html.body);
 }
 
 fn get_raw(generated: &BTreeMap<String, Vec<(String, Vec<u8>)>>, name: &str) -> Vec<u8> {
-    generated[name].iter().find(|(k, _)| k == "raw").unwrap().1.clone()
+    generated[name]
+        .iter()
+        .find(|(k, _)| k == "raw")
+        .unwrap()
+        .1
+        .clone()
 }
 
 /// The one-pass oracle answers as per-message evaluation, over the corpus and a query set
@@ -183,7 +239,9 @@ fn corpus_oracle_in_one_pass_equals_per_message_evaluation() {
     ];
     for (_, raw) in corpus.iter().step_by(7) {
         let text = extract_message(raw, LIMIT);
-        let word = words(&text.body).find(|w| w.chars().count() >= 6).map(str::to_owned);
+        let word = words(&text.body)
+            .find(|w| w.chars().count() >= 6)
+            .map(str::to_owned);
         if let Some(word) = word {
             let infix: String = word.chars().skip(1).take(4).collect();
             keys.push(TextKey::Body(word.to_lowercase()));
@@ -201,7 +259,16 @@ fn corpus_oracle_in_one_pass_equals_per_message_evaluation() {
             .collect();
         assert_eq!(hits, &expected, "{key:?}");
     }
-    assert_eq!(all[0].len(), corpus.len(), "the empty needle matches everything");
+    assert_eq!(
+        all[0].len(),
+        corpus.len(),
+        "the empty needle matches everything"
+    );
     assert!(all[10].is_empty());
-    assert!(all.iter().filter(|h| !h.is_empty() && h.len() < corpus.len()).count() > 10);
+    assert!(
+        all.iter()
+            .filter(|h| !h.is_empty() && h.len() < corpus.len())
+            .count()
+            > 10
+    );
 }

@@ -150,12 +150,14 @@ pub fn header_fields(header_block: &[u8]) -> Vec<(String, String)> {
 
 /// Whether `name` is one of [`EXCLUDED_FIELDS`].
 pub fn is_excluded(name: &str) -> bool {
-    EXCLUDED_FIELDS.iter().any(|pattern| match pattern.strip_suffix('*') {
-        Some(prefix) => name
-            .get(..prefix.len())
-            .is_some_and(|p| p.eq_ignore_ascii_case(prefix)),
-        None => name.eq_ignore_ascii_case(pattern),
-    })
+    EXCLUDED_FIELDS
+        .iter()
+        .any(|pattern| match pattern.strip_suffix('*') {
+            Some(prefix) => name
+                .get(..prefix.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(prefix)),
+            None => name.eq_ignore_ascii_case(pattern),
+        })
 }
 
 /// The header block of `message` (its root part's header range; the raw bytes of a nested
@@ -331,7 +333,10 @@ mod tests {
         );
         let fields = header_fields(block);
         assert_eq!(fields.len(), 6);
-        assert_eq!(fields[2], ("DKIM-Signature".to_owned(), "v=1; b=abc".to_owned()));
+        assert_eq!(
+            fields[2],
+            ("DKIM-Signature".to_owned(), "v=1; b=abc".to_owned())
+        );
         assert!(is_excluded("x-ms-exchange-organization-id"));
         assert!(is_excluded("ARC-Seal"));
         assert!(!is_excluded("ARC-Sealed"));
@@ -354,20 +359,34 @@ mod tests {
         );
         let text = extract_message(raw.as_bytes(), LIMIT);
         assert!(text.complete);
-        assert_eq!(text.header, "FROM: A@B\nSUBJECT: S\nCONTENT-TYPE: MULTIPART/MIXED; BOUNDARY=XX\n");
+        assert_eq!(
+            text.header,
+            "FROM: A@B\nSUBJECT: S\nCONTENT-TYPE: MULTIPART/MIXED; BOUNDARY=XX\n"
+        );
         assert_eq!(
             text.body,
             "GRU\u{308}ßE AUS KO\u{308}LN\nHELLO WORLD\n\nSUBJECT: INNER U\u{308}BER\nNESTED BODY\n"
         );
-        assert!(text.mime.contains("FILENAME: € REPORT.PDF\n"), "{:?}", text.mime);
-        assert!(text.mime.contains("CONTENT-TYPE: MESSAGE/RFC822\n"), "{:?}", text.mime);
+        assert!(
+            text.mime.contains("FILENAME: € REPORT.PDF\n"),
+            "{:?}",
+            text.mime
+        );
+        assert!(
+            text.mime.contains("CONTENT-TYPE: MESSAGE/RFC822\n"),
+            "{:?}",
+            text.mime
+        );
         assert!(!text.mime.contains("JVBER"));
     }
 
     #[test]
     fn long_words_keep_their_ends() {
         let word: String = ('a'..='z').cycle().take(100).collect();
-        let raw = format!("Subject: x\r\n\r\nsee {word} and a{} too\r\n", "b".repeat(63));
+        let raw = format!(
+            "Subject: x\r\n\r\nsee {word} and a{} too\r\n",
+            "b".repeat(63)
+        );
         let text = extract_message(raw.as_bytes(), LIMIT);
         let expected = format!(
             "SEE {}\u{FFFC}{} AND A{} TOO\r\n\n",

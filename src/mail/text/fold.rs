@@ -167,7 +167,11 @@ mod tests {
         ];
         for (input, expected) in cases {
             assert_eq!(fold(input), expected, "fold({input:?})");
-            assert_eq!(fold(expected), expected, "fold({expected:?}) is a fixed point");
+            assert_eq!(
+                fold(expected),
+                expected,
+                "fold({expected:?}) is a fixed point"
+            );
         }
     }
 

@@ -175,7 +175,9 @@ pub fn classify(folded: &str) -> Shape {
             let rest: Vec<Class> = classes.collect();
             let within = match lead {
                 Some(Class::Spaced(_)) => true,
-                Some(Class::Neutral) => rest.iter().all(|c| matches!(c, Class::Neutral | Class::Mark)),
+                Some(Class::Neutral) => rest
+                    .iter()
+                    .all(|c| matches!(c, Class::Neutral | Class::Mark)),
                 Some(Class::Mark) => rest.iter().all(|c| matches!(c, Class::Mark)),
                 _ => false,
             };
