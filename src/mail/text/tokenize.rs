@@ -28,15 +28,39 @@ pub enum Token<'a> {
 }
 
 /// The tokens of `folded` (text already [folded](super::fold::fold)), in order.
-pub fn tokens(folded: &str) -> impl Iterator<Item = Token<'_>> {
-    runs(folded).flat_map(|run| {
-        let pieces: Box<dyn Iterator<Item = Token<'_>>> = match run {
-            Run::Separator(c) => Box::new(std::iter::once(Token::Sep(c))),
-            Run::Word(word) => Box::new(std::iter::once(Token::Word(word))),
-            Run::NoSpace(text) => Box::new(bigrams(text).map(Token::Word)),
-        };
-        pieces
-    })
+pub fn tokens(folded: &str) -> Tokens<'_> {
+    Tokens {
+        runs: runs(folded),
+        bigrams: None,
+    }
+}
+
+/// Iterator of [`tokens`] (allocates nothing).
+#[derive(Debug, Clone)]
+pub struct Tokens<'a> {
+    runs: Runs<'a>,
+    bigrams: Option<Bigrams<'a>>,
+}
+
+impl<'a> Iterator for Tokens<'a> {
+    type Item = Token<'a>;
+
+    fn next(&mut self) -> Option<Token<'a>> {
+        loop {
+            if let Some(bigram) = self.bigrams.as_mut().and_then(Iterator::next) {
+                return Some(Token::Word(bigram));
+            }
+            self.bigrams = None;
+            return Some(match self.runs.next()? {
+                Run::Separator(c) => Token::Sep(c),
+                Run::Word(word) => Token::Word(word),
+                Run::NoSpace(text) => {
+                    self.bigrams = Some(bigrams(text));
+                    continue;
+                }
+            });
+        }
+    }
 }
 
 /// The words of `folded`: [`tokens`] without the separators.
@@ -78,8 +102,7 @@ impl<'a> Iterator for Runs<'a> {
 
     fn next(&mut self) -> Option<Run<'a>> {
         let rest = &self.text[self.at..];
-        let mut chars = rest.char_indices();
-        let (_, first) = chars.next()?;
+        let first = rest.chars().next()?;
         let first_class = class(first);
         let mut state = match first_class {
             Class::Separator => {
@@ -90,8 +113,21 @@ impl<'a> Iterator for Runs<'a> {
             Class::Spaced(s) => State::Spaced(Some(s)),
             Class::Neutral | Class::Mark => State::Spaced(None),
         };
+        // ASCII fast path: letters and digits continue a run that starts with one (its
+        // script is Latin or not yet known, so both always join it).
+        let mut ascii_end = first.len_utf8();
+        if first.is_ascii() {
+            let bytes = rest.as_bytes();
+            while let Some(b) = bytes.get(ascii_end).filter(|b| b.is_ascii_alphanumeric()) {
+                if b.is_ascii_alphabetic() {
+                    state = State::Spaced(Some(Script::Latin));
+                }
+                ascii_end += 1;
+            }
+        }
+        let chars = rest[ascii_end..].char_indices();
         let mut end = rest.len();
-        for (at, c) in chars {
+        for (at, c) in chars.map(|(at, c)| (at + ascii_end, c)) {
             let next = match (class(c), state) {
                 (Class::Separator, _) => None,
                 (Class::Mark, state) => Some(state),
@@ -122,15 +158,39 @@ impl<'a> Iterator for Runs<'a> {
 
 /// The overlapping bigrams of code points of `run` (the run itself if it has one code
 /// point).
-pub fn bigrams(run: &str) -> impl Iterator<Item = &str> {
-    let starts: Vec<usize> = run.char_indices().map(|(i, _)| i).collect();
-    let n = starts.len();
-    let single = (n == 1).then_some(run);
-    let pairs = (0..n.saturating_sub(1)).map(move |i| {
-        let end = starts.get(i + 2).copied().unwrap_or(run.len());
-        &run[starts[i]..end]
-    });
-    single.into_iter().chain(pairs)
+pub fn bigrams(run: &str) -> Bigrams<'_> {
+    Bigrams {
+        run,
+        at: 0,
+        first: true,
+    }
+}
+
+/// Iterator of [`bigrams`] (allocates nothing).
+#[derive(Debug, Clone)]
+pub struct Bigrams<'a> {
+    run: &'a str,
+    at: usize,
+    first: bool,
+}
+
+impl<'a> Iterator for Bigrams<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let rest = self.run.get(self.at..)?;
+        let mut chars = rest.chars();
+        let first = chars.next()?;
+        let Some(second) = chars.next() else {
+            // One code point left: a word only if it is the whole run.
+            self.at = self.run.len();
+            return std::mem::take(&mut self.first).then_some(rest);
+        };
+        self.first = false;
+        let end = first.len_utf8() + second.len_utf8();
+        self.at += first.len_utf8();
+        Some(&rest[..end])
+    }
 }
 
 /// How a (folded) query string can be answered from the words of documents (§2.2).
