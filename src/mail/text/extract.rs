@@ -266,33 +266,66 @@ impl Streams {
     }
 
     /// `piece` folded, long words shortened, appended to `stream` within the budget.
+    ///
+    /// The piece is folded in chunks of at most [`CHUNK`] bytes cut after a space or line
+    /// break where there is one (words never span a separator, so the result is the
+    /// piece's): folding can multiply a text's size (U+FDFA is 18 characters in NFKD), and
+    /// a chunk bounds what is held before the budget cuts it.
     fn push(&mut self, stream: Stream, piece: &str) {
-        if self.left == 0 {
-            self.text.complete &= piece.is_empty();
-            return;
-        }
-        self.scratch.clear();
-        fold_into(piece, &mut self.scratch);
-        let target = match stream {
-            Stream::Header => &mut self.text.header,
-            Stream::Body => &mut self.text.body,
-            Stream::Mime => &mut self.text.mime,
-        };
-        let before = target.len();
-        shorten_long_words(&self.scratch, target);
-        let added = target.len() - before;
-        if added > self.left {
-            let mut end = before + self.left;
-            while !target.is_char_boundary(end) {
-                end -= 1;
+        let mut rest = piece;
+        while !rest.is_empty() {
+            if self.left == 0 {
+                self.text.complete = false;
+                return;
             }
-            target.truncate(end);
-            self.left = 0;
-            self.text.complete = false;
-        } else {
+            let chunk = chunk(rest);
+            rest = &rest[chunk.len()..];
+            self.scratch.clear();
+            fold_into(chunk, &mut self.scratch);
+            let target = match stream {
+                Stream::Header => &mut self.text.header,
+                Stream::Body => &mut self.text.body,
+                Stream::Mime => &mut self.text.mime,
+            };
+            let before = target.len();
+            shorten_long_words(&self.scratch, target);
+            let added = target.len() - before;
+            if added > self.left {
+                let mut end = before + self.left;
+                while !target.is_char_boundary(end) {
+                    end -= 1;
+                }
+                target.truncate(end);
+                self.left = 0;
+                self.text.complete = false;
+                return;
+            }
             self.left -= added;
         }
     }
+}
+
+/// The most input bytes folded at once.
+const CHUNK: usize = 64 << 10;
+
+/// The first chunk of `text`: all of it up to [`CHUNK`] bytes, else up to its last space
+/// or line break within the first [`CHUNK`] bytes, else up to a character boundary.
+fn chunk(text: &str) -> &str {
+    if text.len() <= CHUNK {
+        return text;
+    }
+    let window = &text.as_bytes()[..CHUNK];
+    let end = match memchr::memrchr2(b' ', b'\n', window) {
+        Some(at) => at + 1,
+        None => {
+            let mut end = CHUNK;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            end
+        }
+    };
+    &text[..end]
 }
 
 /// `folded` appended to `out`, each word run of a spaced script longer than
@@ -407,6 +440,17 @@ mod tests {
         assert!(!small.complete);
         assert_eq!(small.header, "SUBJECT: BIG\n");
         assert!(small.body.is_empty());
+        // A text whose folded form is 18 times larger (U+FDFA): cut at the budget, and
+        // folded chunk by chunk (the same text as in one piece, below the budget).
+        let bomb = format!("Subject: x\r\n\r\n{}", "\u{FDFA} ".repeat(MAX_TEXT_LEN / 8));
+        let text = extract_message(bomb.as_bytes(), LIMIT);
+        assert!(!text.complete);
+        assert!(text.len() <= MAX_TEXT_LEN && text.len() > MAX_TEXT_LEN - 64);
+        let small = format!("Subject: x\r\n\r\n{}", "\u{FDFA} ".repeat(20_000));
+        let text = extract_message(small.as_bytes(), LIMIT);
+        assert!(text.complete);
+        let folded = crate::mail::text::fold::fold(&"\u{FDFA} ".repeat(20_000));
+        assert_eq!(text.body, format!("{folded}\n"));
         // Headerless input: the whole of it is body text.
         let text = extract_message(b"just text, no header", LIMIT);
         assert!(text.body.contains("JUST TEXT") || text.header.contains("JUST TEXT"));
