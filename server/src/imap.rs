@@ -4771,10 +4771,12 @@ mod tests {
         assert!(!key(TextKey::Header("X-Tag".into(), "body".into())));
         // i;unicode-casemap, as Dovecot compares: the sigmas fold to one capital, the
         // full-width letters to ASCII (lowercasing matched neither).
-        let greek = "Subject: x\r\n\r\nΟΔΟΣ Ｍａｉｌ\r\n".as_bytes();
+        // `ß` has no simple titlecase: `strasse` does not find it (nor in Dovecot).
+        let greek = "Subject: x\r\n\r\nΟΔΟΣ Ｍａｉｌ Straße\r\n".as_bytes();
         assert!(TextKey::Body("οδοσ".into()).matches(greek));
         assert!(TextKey::Body("mail".into()).matches(greek));
-        assert!(!TextKey::Body("οδοσ mail".into()).matches(greek));
+        assert!(TextKey::Body("οδοσ mail straße".into()).matches(greek));
+        assert!(!TextKey::Body("strasse".into()).matches(greek));
     }
 
     #[test]
