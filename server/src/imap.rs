@@ -3724,11 +3724,9 @@ impl TextKey {
     /// Whether `message` matches: a case-insensitive substring of the raw text (no MIME
     /// decoding: a word inside base64 or quoted-printable is not found).
     fn matches(&self, message: &[u8]) -> bool {
+        // i;unicode-casemap (RFC 5051), the library's one definition of IMAP's comparator.
         let contains = |hay: &[u8], needle: &str| {
-            needle.is_empty()
-                || String::from_utf8_lossy(hay)
-                    .to_lowercase()
-                    .contains(&needle.to_lowercase())
+            mailvault::mail::text::fold::contains(&String::from_utf8_lossy(hay), needle)
         };
         let (header, body) = split_header(message);
         match self {
@@ -4771,6 +4769,14 @@ mod tests {
             "absent"
         );
         assert!(!key(TextKey::Header("X-Tag".into(), "body".into())));
+        // i;unicode-casemap, as Dovecot compares: the sigmas fold to one capital, the
+        // full-width letters to ASCII (lowercasing matched neither).
+        // `ß` has no simple titlecase: `strasse` does not find it (nor in Dovecot).
+        let greek = "Subject: x\r\n\r\nΟΔΟΣ Ｍａｉｌ Straße\r\n".as_bytes();
+        assert!(TextKey::Body("οδοσ".into()).matches(greek));
+        assert!(TextKey::Body("mail".into()).matches(greek));
+        assert!(TextKey::Body("οδοσ mail straße".into()).matches(greek));
+        assert!(!TextKey::Body("strasse".into()).matches(greek));
     }
 
     #[test]

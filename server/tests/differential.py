@@ -665,6 +665,11 @@ class Script:
         ]
         for key in searches:
             self.run("SEARCH " + key, "SEARCH", key)
+        # Non-ASCII needles (as literals): both servers compare with i;unicode-casemap
+        # (RFC 5051): `fro` finds "Frösche" (the umlaut is a combining mark after the o),
+        # full-width letters find ASCII ones, and a case change finds the subject.
+        for needle in ["FRÖSCHE", "frösche", "fro", "ｆｒöｓｃｈｅ", "frosche", "こんにちは", "コンニチハ"]:
+            self.run("SEARCH CHARSET UTF-8 SUBJECT " + needle, "SEARCH", "CHARSET", "UTF-8", "SUBJECT", Lit(needle.encode()))
         self.run("UID SEARCH ALL", "UID", "SEARCH", "ALL")
         self.run("UID SEARCH FLAGGED UID 1:20", "UID", "SEARCH", "FLAGGED UID 1:20")
         self.run("SEARCH CHARSET unknown", "SEARCH", "CHARSET X-UNKNOWN ALL")

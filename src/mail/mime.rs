@@ -46,7 +46,7 @@ pub(crate) fn analyze(raw: &[u8], header_only: bool) -> EmailAnalysis {
 /// `raw` parsed by mail-parser, `None` if it cannot be. mail-parser asserts (in builds
 /// with debug assertions) on some malformed multiparts (fuzz target `mail_analysis`):
 /// a panic in the parser of untrusted mail is taken as "cannot parse", never passed on.
-fn parse(raw: &[u8]) -> Option<Message<'_>> {
+pub(crate) fn parse(raw: &[u8]) -> Option<Message<'_>> {
     std::panic::catch_unwind(|| MessageParser::default().parse(raw))
         .ok()
         .flatten()
@@ -78,7 +78,7 @@ pub(crate) fn analyze_header(prefix: &[u8]) -> Envelope {
 
 /// The end of the header block of `raw`: after its first blank line (CRLF or LF), or
 /// the whole of `raw` without one.
-fn header_end(raw: &[u8]) -> usize {
+pub(crate) fn header_end(raw: &[u8]) -> usize {
     raw.windows(4)
         .position(|w| w == b"\r\n\r\n")
         .map(|p| p + 4)

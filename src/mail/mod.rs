@@ -64,7 +64,7 @@ mod mime;
 mod parse_buffer;
 mod reencrypt;
 mod search;
-pub(crate) mod text;
+pub mod text;
 mod transaction;
 
 pub use import::ImportReport;

@@ -368,21 +368,11 @@ impl SearchKey {
     }
 }
 
-/// Whether `haystack` contains `needle`, ignoring case (both lowercased as
-/// [`str::to_lowercase`] does). When both are ASCII (where that lowercase is ASCII's), they
-/// are compared in place, without lowercased copies.
+/// Whether `haystack` contains `needle` under `i;unicode-casemap` (RFC 5051, IMAP's
+/// default comparator): the one definition of the crate,
+/// [`crate::mail::text::fold::contains`].
 fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
-    if needle.is_empty() {
-        return true;
-    }
-    if haystack.is_ascii() && needle.is_ascii() {
-        let (haystack, needle) = (haystack.as_bytes(), needle.as_bytes());
-        let first = needle[0];
-        return haystack
-            .windows(needle.len())
-            .any(|w| w[0].eq_ignore_ascii_case(&first) && w.eq_ignore_ascii_case(needle));
-    }
-    haystack.to_lowercase().contains(&needle.to_lowercase())
+    crate::mail::text::fold::contains(haystack, needle)
 }
 
 impl Mailstore {
@@ -856,11 +846,11 @@ impl Mailstore {
 mod tests {
     use super::contains_ignore_case;
 
-    /// The in-place ASCII comparison answers as lowercasing both sides does, and text
-    /// that is not ASCII (whose lowercase may be ASCII: the Kelvin sign's is `k`) takes
-    /// the lowercasing path.
+    /// The in-place ASCII comparison answers as folding both sides does, and text that is
+    /// not ASCII (whose folded form may be ASCII: the Kelvin sign's is `K`) is folded.
     #[test]
-    fn contains_ignore_case_answers_as_lowercasing() {
+    fn contains_ignore_case_answers_as_folding() {
+        use crate::mail::text::fold::fold;
         let texts = [
             "",
             "a",
@@ -870,14 +860,14 @@ mod tests {
             "nee dle",
             "\u{212A}elvin scale",
             "Stra\u{df}e",
+            "STRASSE",
             "\u{130}stanbul",
             "\u{dc}N\u{cf}CODE",
             "[x] needle",
         ];
         for haystack in texts {
             for needle in texts {
-                let expected =
-                    needle.is_empty() || haystack.to_lowercase().contains(&needle.to_lowercase());
+                let expected = fold(haystack).contains(&fold(needle));
                 assert_eq!(
                     contains_ignore_case(haystack, needle),
                     expected,
@@ -888,5 +878,7 @@ mod tests {
         assert!(contains_ignore_case("\u{212A}elvin scale", "KELVIN"));
         assert!(contains_ignore_case("Re: Project Update", "pROJECT uP"));
         assert!(!contains_ignore_case("needle", "needles"));
+        assert!(!contains_ignore_case("Strasse", "straße"));
+        assert!(contains_ignore_case("ΟΔΟΣ", "οδος"));
     }
 }

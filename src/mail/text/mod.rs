@@ -1,4 +1,19 @@
-//! Encrypted full-text search (issue 14, `docs/proposals/search.md`).
+//! Search (issue 14, `docs/proposals/search.md`): what the searchable text of a message is,
+//! how it is folded for case-insensitive comparison and cut into words, the brute-force
+//! scan that every index answer is checked against, and the encrypted segments of the
+//! index.
+//!
+//! - [`fold`]: the `i;unicode-casemap` comparator of RFC 5051 (IMAP's default, Dovecot's);
+//! - [`extract`]: the three folded streams of a message (`header`, `body`, `mime`);
+//! - [`tokenize`]: the words of folded text, and which needles one word can answer;
+//! - [`oracle`]: the exact answer of text search keys over messages' bytes;
+//! - `segment`, `cache`, `merge` (crate-private): the index's segments, their page cache
+//!   and merges.
+
+pub mod extract;
+pub mod fold;
+pub mod oracle;
+pub mod tokenize;
 
 // The query engine (slice C of the proposal) is what calls the segment layer; until it
 // lands, only tests do.
