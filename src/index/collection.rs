@@ -1131,17 +1131,7 @@ impl Collection {
             if !closing {
                 check_batch(&batch)?;
             }
-            let records: Arc<Vec<Record>> = Arc::new(
-                batch
-                    .ops
-                    .iter()
-                    .map(|(key, value)| Record {
-                        key: key.clone(),
-                        stamp: None,
-                        value: value.clone(),
-                    })
-                    .collect(),
-            );
+            let records = batch.to_records();
             let mut segments: Vec<SegmentEntry> = self.live.clone();
             match self
                 .publish(

@@ -189,6 +189,21 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// The batch's operations as records to publish (no stamp yet; a deletion is a
+    /// record without a value).
+    pub(crate) fn to_records(&self) -> std::sync::Arc<Vec<crate::format::index::Record>> {
+        std::sync::Arc::new(
+            self.ops
+                .iter()
+                .map(|(key, value)| crate::format::index::Record {
+                    key: key.clone(),
+                    stamp: None,
+                    value: value.clone(),
+                })
+                .collect(),
+        )
+    }
+
     /// An empty batch.
     pub fn new() -> Self {
         Self::default()

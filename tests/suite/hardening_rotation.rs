@@ -945,6 +945,37 @@ async fn check_removal(
     session
 }
 
+/// A world on `store`, alice's session on it through a `GateStore` (the rotator, one
+/// message appended "before the rotation"), the gate, and the tag of alice's one
+/// collection under the current key (a rotation's first write there is its close; its
+/// first delete there comes after its final copy).
+async fn gated_rotator(
+    store: &DynStore,
+    mode: CommitMode,
+) -> (World, Session, Arc<mailvault::storage::Gate>, String) {
+    use futures::TryStreamExt;
+    use mailvault::storage::GateStore;
+    let w = World::on(store.clone(), mode).await;
+    let gated = GateStore::new(store.clone());
+    let gate = gated.gate();
+    let rotator_provider =
+        Provider::new(Arc::new(gated), w.deployment, w.directory.clone(), config())
+            .await
+            .unwrap();
+    let rotator = rotator_provider.unlock(w.alice, "pw").await.unwrap();
+    append(&rotator, "Subject: one\r\n\r\nbefore the rotation").await;
+    let prefix = object_store::path::Path::from(format!("a/{}/i", w.alice.to_hex()));
+    let tags: std::collections::BTreeSet<String> = store
+        .list(Some(&prefix))
+        .map_ok(|m| m.location.parts().nth(3).unwrap().as_ref().to_string())
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(tags.len(), 1, "{tags:?}");
+    let old_tag = tags.into_iter().next().unwrap();
+    (w, rotator, gate, old_tag)
+}
+
 /// A login in the middle of another session's root rotation (review note of stop 23): the
 /// rotation is held after its first copy of the mail collection under the new key (at
 /// its first write to the old collection, the close), a session opened before the
@@ -954,29 +985,11 @@ async fn check_removal(
 /// the rotation. It used to open the first copy as soon as it existed (missing what was
 /// written since) and write to it, and the rotation's final copy replaced that write.
 async fn a_login_during_a_rotation(name: &str, store: DynStore, mode: CommitMode) {
-    use futures::TryStreamExt;
-    use mailvault::storage::{GateStore, Hold};
-    let w = World::on(store.clone(), mode).await;
-    let gated = GateStore::new(store.clone());
-    let gate = gated.gate();
-    let rotator_provider =
-        Provider::new(Arc::new(gated), w.deployment, w.directory.clone(), config())
-            .await
-            .unwrap();
-    let mut rotator = rotator_provider.unlock(w.alice, "pw").await.unwrap();
-    append(&rotator, "Subject: one\r\n\r\nbefore the rotation").await;
+    use mailvault::storage::Hold;
+    let (w, mut rotator, gate, old_tag) = gated_rotator(&store, mode).await;
     let stale = w.provider.unlock(w.alice, "pw").await.unwrap();
     let mut stale_mail = stale.mailstore().await.unwrap();
-    // The collections under the old key: the rotation's first write to one is its close.
-    let prefix = object_store::path::Path::from(format!("a/{}/i", w.alice.to_hex()));
-    let tags: std::collections::BTreeSet<String> = store
-        .list(Some(&prefix))
-        .map_ok(|m| m.location.parts().nth(3).unwrap().as_ref().to_string())
-        .try_collect()
-        .await
-        .unwrap();
-    assert_eq!(tags.len(), 1, "{name}: {tags:?}");
-    let old_tag = tags.into_iter().next().unwrap();
+    // The rotation's first write to the old collection is its close.
     gate.arm(Hold::Put, format!("/i/{old_tag}/"));
     let rotation = async {
         rotator.rotate_root(&[], |_| {}).await.unwrap();
@@ -1048,26 +1061,8 @@ async fn item_04_a_login_during_a_rotation_sees_everything_and_loses_nothing() {
 /// run used to make the copy hold the closed source's view again, replacing every write
 /// made to the copy since its final copy.
 async fn a_write_after_the_final_copy(name: &str, store: DynStore, mode: CommitMode) {
-    use futures::TryStreamExt;
-    use mailvault::storage::{GateStore, Hold};
-    let w = World::on(store.clone(), mode).await;
-    let gated = GateStore::new(store.clone());
-    let gate = gated.gate();
-    let rotator_provider =
-        Provider::new(Arc::new(gated), w.deployment, w.directory.clone(), config())
-            .await
-            .unwrap();
-    let mut rotator = rotator_provider.unlock(w.alice, "pw").await.unwrap();
-    append(&rotator, "Subject: one\r\n\r\nbefore the rotation").await;
-    let prefix = object_store::path::Path::from(format!("a/{}/i", w.alice.to_hex()));
-    let tags: std::collections::BTreeSet<String> = store
-        .list(Some(&prefix))
-        .map_ok(|m| m.location.parts().nth(3).unwrap().as_ref().to_string())
-        .try_collect()
-        .await
-        .unwrap();
-    assert_eq!(tags.len(), 1, "{name}: {tags:?}");
-    let old_tag = tags.into_iter().next().unwrap();
+    use mailvault::storage::Hold;
+    let (w, mut rotator, gate, old_tag) = gated_rotator(&store, mode).await;
     // The rotation's first delete under the old collection comes after its final copy.
     gate.arm(Hold::Delete, format!("/i/{old_tag}/"));
     let rotation = async { rotator.rotate_root(&[], |_| {}).await };

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use super::Collection;
 use crate::crypto::RandomSource;
 use crate::error::{Error, Result};
-use crate::format::index::{Record, SegmentEntry, SegmentKind, Stamp};
+use crate::format::index::{SegmentEntry, SegmentKind, Stamp};
 use crate::format::search::{encode_page, PlainSegment, SearchHeader};
 use crate::ids::{AccountId, SegmentId, WriterId};
 use crate::index::sealed::CollectionKeys;
@@ -229,17 +229,7 @@ impl Collection {
             });
         }
         let covered: HashSet<SegmentId> = covers.iter().copied().collect();
-        let records: Arc<Vec<Record>> = Arc::new(
-            batch
-                .ops
-                .iter()
-                .map(|(key, value)| Record {
-                    key: key.clone(),
-                    stamp: None,
-                    value: value.clone(),
-                })
-                .collect(),
-        );
+        let records = batch.to_records();
         let mut backoff = Backoff::new(self.config.max_attempts);
         let mut attempts = 0;
         loop {
