@@ -119,20 +119,10 @@ fn rendered(email: &EmailRecord) -> BTreeMap<String, String> {
 
 /// Python's view of each file: `path → key → value` (`?` values left out).
 fn python_analysis(paths: &[String]) -> BTreeMap<String, BTreeMap<String, String>> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/oracle/python_email.py");
-    let output = std::process::Command::new("python3")
-        .arg(script)
-        .args(paths)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = super::python_oracle("python_email.py", paths);
     let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut current = None;
-    for line in String::from_utf8(output.stdout).unwrap().lines() {
+    for line in stdout.lines() {
         if let Some(path) = line.strip_prefix("== ") {
             current = Some(path.to_owned());
             out.entry(path.to_owned()).or_default();

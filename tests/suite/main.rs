@@ -105,6 +105,26 @@ where
     }
 }
 
+/// The standard output of the Python oracle `tests/oracle/<script>` run with `args`
+/// (a decoder no one here wrote, for the analysis and search-text tests); panics with
+/// its standard error unless it succeeds.
+pub fn python_oracle<S: AsRef<std::ffi::OsStr>>(script: &str, args: &[S]) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/oracle")
+        .join(script);
+    let output = std::process::Command::new("python3")
+        .arg(path)
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("the oracle writes UTF-8")
+}
+
 pub fn memory() -> DynStore {
     mailvault::storage::open_store("memory://").unwrap()
 }

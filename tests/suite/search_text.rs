@@ -15,23 +15,10 @@ const LIMIT: usize = 64 << 20;
 
 /// `key -> values` per name, from the script's `== name` / `key<TAB>hex` lines.
 fn python(args: &[&str]) -> BTreeMap<String, Vec<(String, Vec<u8>)>> {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/oracle/python_search_text.py"
-    );
-    let output = std::process::Command::new("python3")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = super::python_oracle("python_search_text.py", args);
     let mut out: BTreeMap<String, Vec<(String, Vec<u8>)>> = BTreeMap::new();
     let mut current = None;
-    for line in String::from_utf8(output.stdout).unwrap().lines() {
+    for line in stdout.lines() {
         if let Some(name) = line.strip_prefix("== ") {
             current = Some(name.to_owned());
             out.entry(name.to_owned()).or_default();
