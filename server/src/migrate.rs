@@ -399,35 +399,20 @@ pub struct ImportSummary {
 impl ImportSummary {
     /// One JSON object (for `--json`).
     pub fn to_json(&self) -> String {
-        let failed: Vec<String> = self
+        let failed: Vec<serde_json::Value> = self
             .failed
             .iter()
-            .map(|(what, why)| format!("{{\"message\":{},\"error\":{}}}", json(what), json(why)))
+            .map(|(what, why)| serde_json::json!({ "message": what, "error": why }))
             .collect();
-        format!(
-            "{{\"delivered\":{},\"already_delivered\":{},\"failed\":[{}],\"bytes\":{},\"seconds\":{:.3}}}",
-            self.delivered,
-            self.already,
-            failed.join(","),
-            self.bytes,
-            self.seconds
-        )
+        serde_json::json!({
+            "delivered": self.delivered,
+            "already_delivered": self.already,
+            "failed": failed,
+            "bytes": self.bytes,
+            "seconds": (self.seconds * 1000.0).round() / 1000.0,
+        })
+        .to_string()
     }
-}
-
-/// A JSON string.
-fn json(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// Progress of a long job: an `indicatif` bar when stderr is a terminal, a plain line

@@ -158,6 +158,14 @@ impl World {
 
     async fn import_on(&self, store: DynStore) -> mailvault::Result<mailvault::mail::ImportReport> {
         let mut mail = self.mail_on(store).await?;
+        self.import_into(&mut mail).await
+    }
+
+    /// Imports the account's pending deliveries into `mail` with its key.
+    async fn import_into(
+        &self,
+        mail: &mut Mailstore,
+    ) -> mailvault::Result<mailvault::mail::ImportReport> {
         mail.import_deliveries(std::slice::from_ref(&self.key), &self.verifying_key().await)
             .await
     }
@@ -704,9 +712,7 @@ async fn two_importers_at_once() {
                 tokio::spawn(async move {
                     let mut mail = w.mail().await;
                     barrier.wait().await;
-                    mail.import_deliveries(std::slice::from_ref(&w.key), &w.verifying_key().await)
-                        .await
-                        .unwrap()
+                    w.import_into(&mut mail).await.unwrap()
                 })
             };
             let (a, b) = (importer(), importer());
@@ -1214,10 +1220,7 @@ async fn import_counting_index_writes(
     let counting = mailvault::storage::CountingStore::new(w.store.clone());
     let mut mail = w.mail_on(Arc::new(counting.clone())).await.unwrap();
     counting.reset();
-    let report = mail
-        .import_deliveries(std::slice::from_ref(&w.key), &w.verifying_key().await)
-        .await
-        .unwrap();
+    let report = w.import_into(&mut mail).await.unwrap();
     let imported: Vec<_> = report.imported.iter().map(|(d, _, _)| *d).collect();
     assert_eq!(imported, ids, "imported in delivery order");
     let writes = counting
@@ -1288,10 +1291,7 @@ async fn concurrent_deliveries_get_every_number_once() {
         DELIVERIES as u64
     );
     let mut mail = w.mail().await;
-    let report = mail
-        .import_deliveries(std::slice::from_ref(&w.key), &w.verifying_key().await)
-        .await
-        .unwrap();
+    let report = w.import_into(&mut mail).await.unwrap();
     assert!(report.missing.is_empty(), "{:?}", report.missing);
     assert!(report.quarantined.is_empty(), "{:?}", report.quarantined);
     assert_eq!(report.imported.len(), DELIVERIES);
@@ -1371,10 +1371,7 @@ async fn import_threads_a_reply_and_its_parent_imported_together() {
                 .unwrap();
         }
         let mut mail = w.mail().await;
-        let report = mail
-            .import_deliveries(std::slice::from_ref(&w.key), &w.verifying_key().await)
-            .await
-            .unwrap();
+        let report = w.import_into(&mut mail).await.unwrap();
         assert_eq!(report.imported.len(), 3);
         let threads: Vec<_> = report
             .imported
@@ -1788,10 +1785,7 @@ async fn item_03_the_analysis_made_at_delivery_equals_a_full_read_on_the_corpus(
     // header and final chunk.
     let counting = mailvault::storage::CountingStore::new(w.store.clone());
     let mut mail = w.mail_on(Arc::new(counting.clone())).await.unwrap();
-    let report = mail
-        .import_deliveries(std::slice::from_ref(&w.key), &w.verifying_key().await)
-        .await
-        .unwrap();
+    let report = w.import_into(&mut mail).await.unwrap();
     assert_eq!(report.imported.len(), corpus.len());
     let whole_body_reads: Vec<_> = counting
         .requests()
@@ -1830,10 +1824,7 @@ async fn item_03_the_analysis_made_at_delivery_equals_a_full_read_on_the_corpus(
             .await
             .unwrap();
     }
-    let report = mail
-        .import_deliveries(std::slice::from_ref(&w.key), &w.verifying_key().await)
-        .await
-        .unwrap();
+    let report = w.import_into(&mut mail).await.unwrap();
     assert_eq!(report.imported.len(), corpus.len());
     let mut analysed = 0;
     for (((path, message), (_, mailbox, uid)), delivered) in
@@ -2160,10 +2151,7 @@ async fn a_delivery_to_a_missing_mailbox_creates_it_at_import() {
     mail.create_mailbox("Bin", Some(SpecialUse::Trash))
         .await
         .unwrap();
-    let report = mail
-        .import_deliveries(std::slice::from_ref(&w.key), &w.verifying_key().await)
-        .await
-        .unwrap();
+    let report = w.import_into(&mut mail).await.unwrap();
     assert_eq!(report.imported.len(), 6, "{report:?}");
     let count = |name: &str| {
         let mailbox = mail
