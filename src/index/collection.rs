@@ -358,7 +358,17 @@ impl Collection {
         key: &AccountKey,
         name: &[u8],
     ) -> Result<Self> {
-        let keys = CollectionKeys::new(index.deployment, account, key, name);
+        let keys = Arc::new(CollectionKeys::new(index.deployment, account, key, name));
+        Self::open_keyed(index, account, keys).await
+    }
+
+    /// As [`open`](Self::open), with the collection's keys derived beforehand (a caller
+    /// that opens the collection later, without the account key at hand).
+    pub(super) async fn open_keyed(
+        index: &IndexStore,
+        account: AccountId,
+        keys: Arc<CollectionKeys>,
+    ) -> Result<Self> {
         let tag = keys.tag_hex();
         let writer = WriterId::random(&index.rng);
         let objects = VersionedObjects::new(
@@ -374,7 +384,7 @@ impl Collection {
             rng: index.rng.clone(),
             config: index.config,
             account,
-            keys: Arc::new(keys),
+            keys,
             record: format!("i-{tag}"),
             tag,
             objects,

@@ -58,6 +58,7 @@ use bytes::Bytes;
 
 pub(crate) use collection::SearchPages;
 pub use collection::{Change, Collection, CommitInfo, GcReport};
+pub(crate) use sealed::CollectionKeys;
 
 use crate::crypto::{AccountKey, RandomSource};
 use crate::directory::Directory;
@@ -176,6 +177,32 @@ impl IndexStore {
         name: &[u8],
     ) -> Result<Collection> {
         let collection = Collection::open(self, account, key, name).await?;
+        collection.refuse_moved()?;
+        Ok(collection)
+    }
+
+    /// The keys of the collection `name` of `account` (no request): what
+    /// [`open_keyed`](Self::open_keyed) takes, for a caller that opens a collection
+    /// later, when the account key is no longer at hand.
+    pub(crate) fn collection_keys(
+        &self,
+        account: AccountId,
+        key: &AccountKey,
+        name: &[u8],
+    ) -> Arc<CollectionKeys> {
+        Arc::new(CollectionKeys::new(self.deployment, account, key, name))
+    }
+
+    /// As [`open`](Self::open), with keys from [`collection_keys`](Self::collection_keys).
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub(crate) async fn open_keyed(
+        &self,
+        account: AccountId,
+        keys: Arc<CollectionKeys>,
+    ) -> Result<Collection> {
+        let collection = Collection::open_keyed(self, account, keys).await?;
         collection.refuse_moved()?;
         Ok(collection)
     }

@@ -381,6 +381,8 @@ pub struct Mailstore {
     limits: crate::directory::AccountLimits,
     /// Usage as of an index generation (the last one counted).
     usage_memo: std::sync::Arc<UsageMemo>,
+    /// The text index, opened at the first text search.
+    text: tokio::sync::Mutex<text::index::TextSlot>,
 }
 
 impl std::fmt::Debug for Mailstore {
@@ -731,6 +733,11 @@ impl Mailstore {
         config: MailConfig,
     ) -> Result<Self> {
         let collection = index.open(blobs.account(), key, COLLECTION).await?;
+        let text = text::index::TextSlot::new(
+            index.clone(),
+            blobs.account(),
+            index.collection_keys(blobs.account(), key, text::index::COLLECTION),
+        );
         let mut mail = Self {
             index: collection,
             blobs,
@@ -740,6 +747,7 @@ impl Mailstore {
             uid_validity_changes: 0,
             limits: crate::directory::AccountLimits::default(),
             usage_memo: Default::default(),
+            text: tokio::sync::Mutex::new(text),
         };
         if let Some(record) = mail.directory.account_record(&mail.account()).await? {
             mail.limits = record.limits;

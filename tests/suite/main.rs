@@ -27,6 +27,7 @@ mod mail_search;
 mod requests;
 mod roundtrip;
 mod sealed;
+mod search;
 mod search_text;
 mod storage;
 mod vectors;

@@ -152,6 +152,7 @@ impl PageCache {
     }
 
     /// Forgets every entry.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn clear(&self) {
         let mut inner = self.lock();
         inner.map.clear();

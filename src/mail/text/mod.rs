@@ -7,19 +7,18 @@
 //! - [`extract`]: the three folded streams of a message (`header`, `body`, `mime`);
 //! - [`tokenize`]: the words of folded text, and which needles one word can answer;
 //! - [`oracle`]: the exact answer of text search keys over messages' bytes;
-//! - `segment`, `cache`, `merge` (crate-private): the index's segments, their page cache
-//!   and merges.
+//! - `segment`, `cache`, `merge`, `index` (crate-private): the index's segments, their
+//!   page cache, merges, and the account's index that answers text keys exactly;
+//!   [`Mailstore::search_texts`](crate::mail::Mailstore::search_texts) and
+//!   [`Mailstore::index_texts`](crate::mail::Mailstore::index_texts) are its API.
 
 pub mod extract;
 pub mod fold;
 pub mod oracle;
 pub mod tokenize;
 
-// The query engine (slice C of the proposal) is what calls the segment layer; until it
-// lands, only tests do.
-#[allow(dead_code)]
+mod account;
 pub(crate) mod cache;
-#[allow(dead_code)]
+pub(crate) mod index;
 pub(crate) mod merge;
-#[allow(dead_code)]
 pub(crate) mod segment;

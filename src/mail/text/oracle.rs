@@ -114,22 +114,32 @@ impl Oracle {
     /// For each key (in order), whether the message `raw` matches it.
     pub fn matches(&self, raw: &[u8]) -> Vec<bool> {
         let text = extract_message(raw, self.max_parse_len);
+        let end = crate::mail::mime::header_end(raw);
+        self.matches_extracted(&text, &raw[..end])
+    }
+
+    /// [`matches`](Self::matches) for a message already extracted: its text and its
+    /// header block (for `HEADER` keys).
+    pub(crate) fn matches_extracted(&self, text: &ExtractedText, header_block: &[u8]) -> Vec<bool> {
         let fields = if self.headers {
-            let end = crate::mail::mime::header_end(raw);
-            header_fields(&raw[..end])
-                .into_iter()
-                .map(|(name, value)| {
-                    let mut folded = String::with_capacity(value.len());
-                    fold_into(&value, &mut folded);
-                    (name, folded)
-                })
-                .collect()
+            folded_fields(header_block)
         } else {
             Vec::new()
         };
         self.keys
             .iter()
-            .map(|key| key.matches(&text, &fields))
+            .map(|key| key.matches(text, &fields))
+            .collect()
+    }
+
+    /// For each key, whether the message with this header block matches it, for keys
+    /// that `HEADER` keys only (`None` for the others: they need the body).
+    pub(crate) fn matches_header_block(&self, header_block: &[u8]) -> Vec<Option<bool>> {
+        let fields = folded_fields(header_block);
+        let empty = ExtractedText::default();
+        self.keys
+            .iter()
+            .map(|key| matches!(key.field, Field::Header(_)).then(|| key.matches(&empty, &fields)))
             .collect()
     }
 
@@ -146,6 +156,18 @@ impl Oracle {
         }
         out
     }
+}
+
+/// The fields of a header block with their values folded (what `HEADER` compares).
+fn folded_fields(header_block: &[u8]) -> Vec<(String, String)> {
+    header_fields(header_block)
+        .into_iter()
+        .map(|(name, value)| {
+            let mut folded = String::with_capacity(value.len());
+            fold_into(&value, &mut folded);
+            (name, folded)
+        })
+        .collect()
 }
 
 impl Prepared {

@@ -62,6 +62,7 @@ pub(crate) enum ReadPolicy {
     Oblivious,
     /// Read only the pages needed: fewer bytes, but the store learns roughly where in the
     /// dictionary the matched words are.
+    #[cfg_attr(not(test), allow(dead_code))]
     Pages,
 }
 
@@ -94,16 +95,19 @@ impl SegmentBuilder {
     }
 
     /// Number of documents added.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn len(&self) -> usize {
         self.docs.len()
     }
 
     /// Whether no document was added.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn is_empty(&self) -> bool {
         self.docs.is_empty()
     }
 
     /// Bytes of folded text added (all three fields).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn text_len(&self) -> u64 {
         self.text_len
     }
@@ -577,6 +581,7 @@ impl SegmentReader {
     ///
     /// # Errors
     /// As [`open`](Self::open).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) async fn find(&self, cache: &PageCache, pattern: &[u8]) -> Result<FieldDocs> {
         Ok(self
             .find_all(cache, &[pattern.to_vec()])
@@ -833,14 +838,34 @@ impl SegmentReader {
     ///
     /// # Errors
     /// As [`open`](Self::open).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) async fn find_phrase(
         &self,
         cache: &PageCache,
         needle: &str,
     ) -> Result<PhraseMatches> {
+        self.find_phrase_within(cache, needle, &DocSet::full(self.trailer.docs))
+            .await
+    }
+
+    /// [`find_phrase`](Self::find_phrase) for the docs of `within` only: no other doc is
+    /// read from the text store or answered (a search in one mailbox of a large account).
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub(crate) async fn find_phrase_within(
+        &self,
+        cache: &PageCache,
+        needle: &str,
+        within: &DocSet,
+    ) -> Result<PhraseMatches> {
         let total = self.trailer.docs;
         let patterns = anchored_words(needle);
-        let mut candidates = FieldDocs(std::array::from_fn(|_| DocSet::full(total)));
+        let mut candidates = FieldDocs(std::array::from_fn(|_| {
+            let mut all = DocSet::full(total);
+            all.intersect(within);
+            all
+        }));
         if !patterns.is_empty() {
             for found in self.find_all(cache, &patterns).await? {
                 for (c, f) in candidates.0.iter_mut().zip(found.0.iter()) {

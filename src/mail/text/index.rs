@@ -1,0 +1,463 @@
+//! The account's text index (issue 14, `docs/proposals/search.md` §2–§4): the search
+//! segments of its `search` collection, which emails they cover, the exact answer of text
+//! keys from them, new segments for the texts of emails they lack, and merges.
+//!
+//! Answers are exact: a key is answered from the segments only where that is the oracle's
+//! answer ([`oracle`](super::oracle)); the rest is verified on the text store or the
+//! header block, and an email the segments do not cover is read and scanned (and its text
+//! indexed on the way). So a search gives the same result before, during and after
+//! indexing; only its speed changes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use super::cache::PageCache;
+use super::extract::{extract_header, ExtractedText, EXTRACTION_VERSION};
+use super::fold::{fold, UNICODE_VERSION};
+use super::merge::{merge_segments, MergeOutcome};
+use super::oracle::{Oracle, TextKey};
+use super::segment::{words, DocSet, DocText, ReadPolicy, SegmentBuilder, SegmentReader};
+use crate::error::Result;
+use crate::format::index::SegmentEntry;
+use crate::format::search::{Field, DEFAULT_PAGE_CLASS};
+use crate::ids::{AccountId, EmailId, SegmentId};
+use crate::index::{Batch, Collection, CollectionKeys, IndexStore};
+
+/// Name of the index collection that holds the search segments.
+pub(crate) const COLLECTION: &[u8] = b"search";
+
+/// Bytes of decrypted pages, dictionaries and text frames an account keeps (§3.3).
+const CACHE_BYTES: usize = 32 << 20;
+
+/// Documents per segment written at once (a catch-up writes segments of this size).
+pub(crate) const SEGMENT_DOCS: usize = 512;
+
+/// Folded text per segment written at once.
+pub(crate) const SEGMENT_TEXT: u64 = 8 << 20;
+
+/// Segments of one size tier merged into one (§3.5).
+const FANOUT: usize = 8;
+
+/// Version of how words are cut for the dictionary (`segment::words`: maximal runs of
+/// alphanumeric characters).
+const WORDS_VERSION: u32 = 1;
+
+/// What a segment's text depends on: the extraction, the word cutting and the Unicode
+/// data of the folding. A segment of another version is ignored (its emails are read
+/// and indexed again).
+pub(crate) fn text_version() -> u32 {
+    u32::from(EXTRACTION_VERSION) | WORDS_VERSION << 8 | u32::from(UNICODE_VERSION.0) << 16
+}
+
+/// A needle's plan: answered from the dictionary alone, or candidates to verify.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Plan {
+    /// The empty needle: every message.
+    Everything,
+    /// One word without separators: the docs whose words contain it (exact).
+    Word(Vec<u8>),
+    /// Anything else (words and separators): candidates verified on the text.
+    Phrase(String),
+}
+
+impl Plan {
+    fn of(folded: &str) -> Self {
+        if folded.is_empty() {
+            return Plan::Everything;
+        }
+        let mut w = words(folded);
+        match (w.next(), w.next()) {
+            (Some(word), None) if word.len() == folded.len() => {
+                Plan::Word(word.as_bytes().to_vec())
+            }
+            _ => Plan::Phrase(folded.to_owned()),
+        }
+    }
+}
+
+/// What [`TextIndex::find`] answered.
+#[derive(Debug, Default)]
+pub(crate) struct Found {
+    /// Per key, the emails that match it.
+    pub(crate) matches: Vec<HashSet<EmailId>>,
+    /// Emails whose answer the index cannot give (a header to verify and no header
+    /// block kept in the email record): the caller scans them.
+    pub(crate) unverified: HashSet<EmailId>,
+}
+
+/// The open text index of one account.
+pub(crate) struct TextIndex {
+    collection: Collection,
+    /// The live segments of the current text version, in stamp order.
+    readers: Vec<Arc<SegmentReader>>,
+    /// Emails some live segment has a document for.
+    covered: HashSet<EmailId>,
+    cache: PageCache,
+    policy: ReadPolicy,
+    page_class: u8,
+}
+
+impl std::fmt::Debug for TextIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextIndex")
+            .field("segments", &self.readers.len())
+            .field("covered", &self.covered.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TextIndex {
+    /// Opens the index of `account` (its manifest, then every live segment's trailer and
+    /// doc table).
+    ///
+    /// # Errors
+    /// As [`IndexStore::open`] and [`SegmentReader::open`].
+    pub(crate) async fn open(
+        index: &IndexStore,
+        account: AccountId,
+        keys: Arc<CollectionKeys>,
+    ) -> Result<Self> {
+        let collection = index.open_keyed(account, keys).await?;
+        let mut me = Self {
+            collection,
+            readers: Vec::new(),
+            covered: HashSet::new(),
+            cache: PageCache::new(CACHE_BYTES),
+            policy: ReadPolicy::default(),
+            page_class: DEFAULT_PAGE_CLASS,
+        };
+        me.sync().await?;
+        Ok(me)
+    }
+
+    /// Loads what other writers committed (one manifest request when nothing changed).
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub(crate) async fn refresh(&mut self) -> Result<()> {
+        if self.collection.refresh().await? {
+            self.sync().await?;
+        }
+        Ok(())
+    }
+
+    /// Opens the readers of the live segments not open yet, drops those of segments no
+    /// longer live.
+    async fn sync(&mut self) -> Result<()> {
+        let live: Vec<SegmentEntry> = self.collection.search_segments().cloned().collect();
+        let mut open: HashMap<SegmentId, Arc<SegmentReader>> =
+            self.readers.drain(..).map(|r| (r.entry().id, r)).collect();
+        let pages = self.collection.search_pages();
+        let new = futures::future::try_join_all(
+            live.iter()
+                .filter(|e| !open.contains_key(&e.id))
+                .map(|e| SegmentReader::open(pages.clone(), e, self.policy)),
+        )
+        .await?;
+        for reader in new {
+            open.insert(reader.entry().id, Arc::new(reader));
+        }
+        let version = text_version();
+        self.readers = live
+            .iter()
+            .filter_map(|e| open.remove(&e.id))
+            .filter(|r| r.trailer().text_version == version)
+            .collect();
+        self.covered = self
+            .readers
+            .iter()
+            .flat_map(|r| r.docs().iter().map(|d| d.email))
+            .collect();
+        Ok(())
+    }
+
+    /// Whether a live segment has the text of `email`.
+    pub(crate) fn covers(&self, email: &EmailId) -> bool {
+        self.covered.contains(email)
+    }
+
+    /// Stores the texts `docs` as one segment and commits it.
+    ///
+    /// # Errors
+    /// Backend failures; [`crate::Error::Moved`] after a root rotation.
+    pub(crate) async fn add(&mut self, docs: &[(EmailId, ExtractedText)]) -> Result<()> {
+        if docs.is_empty() {
+            return Ok(());
+        }
+        let mut builder = SegmentBuilder::new(self.page_class, text_version());
+        for (email, text) in docs {
+            builder.add(
+                *email,
+                &DocText {
+                    header: &text.header,
+                    body: &text.body,
+                    mime: &text.mime,
+                    complete: text.complete,
+                },
+            )?;
+        }
+        let plain = builder.finish();
+        let entry = self.collection.search_pages().put(&plain).await?;
+        drop(plain);
+        self.collection
+            .commit_segments(vec![entry], Vec::new(), Batch::new())
+            .await?;
+        self.sync().await
+    }
+
+    /// Merges segments of one size tier when there are [`FANOUT`] of them, dropping the
+    /// docs of emails `live` says are gone. Another writer's merge of the same segments
+    /// wins (nothing is lost: its merge has the same docs).
+    ///
+    /// # Errors
+    /// As [`merge_segments`].
+    pub(crate) async fn maintain(
+        &mut self,
+        live: &(dyn Fn(&EmailId) -> bool + Sync),
+    ) -> Result<()> {
+        loop {
+            let mut tiers: HashMap<u32, Vec<SegmentEntry>> = HashMap::new();
+            for reader in &self.readers {
+                tiers
+                    .entry(tier(reader.trailer().docs))
+                    .or_default()
+                    .push(reader.entry().clone());
+            }
+            let Some(inputs) = tiers
+                .into_values()
+                .filter(|t| t.len() >= FANOUT)
+                .min_by_key(|t| t.first().map(|e| e.stamp))
+            else {
+                return Ok(());
+            };
+            let inputs = &inputs[..FANOUT];
+            let outcome =
+                merge_segments(&mut self.collection, inputs, live, self.page_class).await?;
+            if outcome == MergeOutcome::Lost {
+                self.collection.refresh().await?;
+            }
+            // The merged segments' pages leave the cache as it evicts.
+            self.sync().await?;
+        }
+    }
+
+    /// For each key, the emails of `scope` (all covered) that match it.
+    ///
+    /// `header_block` gives an email's header block from its record (for `HEADER` keys
+    /// and for header candidates of phrases); an email without one is returned in
+    /// [`Found::unverified`] when its answer depends on it.
+    ///
+    /// # Errors
+    /// [`crate::Error::Tampered`] for a segment page that does not authenticate or
+    /// parse; backend failures.
+    pub(crate) async fn find(
+        &self,
+        keys: &[TextKey],
+        scope: &HashSet<EmailId>,
+        header_block: &(dyn Fn(&EmailId) -> Option<Vec<u8>> + Sync),
+    ) -> Result<Found> {
+        let mut found = Found {
+            matches: vec![HashSet::new(); keys.len()],
+            unverified: HashSet::new(),
+        };
+        if scope.is_empty() || keys.is_empty() {
+            return Ok(found);
+        }
+        // HEADER keys: on the header blocks the records keep (every field, unshortened,
+        // excluded ones too: what the segments' header postings do not hold).
+        if keys.iter().any(|k| matches!(k, TextKey::Header(..))) {
+            let oracle = Oracle::new(keys, usize::MAX);
+            let names: Vec<Option<Vec<u8>>> = keys
+                .iter()
+                .map(|k| match k {
+                    TextKey::Header(name, _) => Some(name.as_bytes().to_ascii_lowercase()),
+                    _ => None,
+                })
+                .collect();
+            for email in scope {
+                let Some(block) = header_block(email) else {
+                    found.unverified.insert(*email);
+                    continue;
+                };
+                // Most blocks lack a rare field's name: skip parsing them.
+                let lower = block.to_ascii_lowercase();
+                let named: Vec<bool> = names
+                    .iter()
+                    .map(|n| {
+                        n.as_ref()
+                            .is_some_and(|n| memchr::memmem::find(&lower, n).is_some())
+                    })
+                    .collect();
+                if !named.iter().any(|&n| n) {
+                    continue;
+                }
+                for (i, m) in oracle.matches_header_block(&block).into_iter().enumerate() {
+                    if m == Some(true) && named[i] {
+                        found.matches[i].insert(*email);
+                    }
+                }
+            }
+        }
+        let plans: Vec<Option<(Plan, bool)>> = keys
+            .iter()
+            .map(|k| match k {
+                TextKey::Body(s) => Some((Plan::of(&fold(s)), false)),
+                TextKey::Text(s) => Some((Plan::of(&fold(s)), true)),
+                TextKey::Header(..) => None,
+            })
+            .collect();
+        let words: Vec<(usize, Vec<u8>)> = plans
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| match p {
+                Some((Plan::Word(w), _)) => Some((i, w.clone())),
+                _ => None,
+            })
+            .collect();
+        let patterns: Vec<Vec<u8>> = words.iter().map(|(_, w)| w.clone()).collect();
+        for reader in &self.readers {
+            let docs = reader.docs();
+            let total = reader.trailer().docs;
+            let mut within = DocSet::empty(total);
+            for (d, doc) in docs.iter().enumerate() {
+                if scope.contains(&doc.email) {
+                    within.insert(d as u32);
+                }
+            }
+            if within.count() == 0 {
+                continue;
+            }
+            let email = |d: u32| docs[d as usize].email;
+            if !patterns.is_empty() {
+                let answers = reader.find_all(&self.cache, &patterns).await?;
+                for ((i, _), fields) in words.iter().zip(answers) {
+                    let text = plans[*i].as_ref().is_some_and(|(_, text)| *text);
+                    let mut set = fields.field(Field::Body).clone();
+                    if text {
+                        set.union(fields.field(Field::Header));
+                        set.union(fields.field(Field::Mime));
+                    }
+                    set.intersect(&within);
+                    found.matches[*i].extend(set.iter().map(email));
+                }
+            }
+            for (i, plan) in plans.iter().enumerate() {
+                match plan {
+                    Some((Plan::Everything, _)) => {
+                        found.matches[i].extend(within.iter().map(email));
+                    }
+                    Some((Plan::Phrase(needle), text)) => {
+                        let m = reader
+                            .find_phrase_within(&self.cache, needle, &within)
+                            .await?;
+                        found.matches[i].extend(m.body.iter().map(email));
+                        if *text {
+                            found.matches[i].extend(m.mime.iter().map(email));
+                            let finder = memchr::memmem::Finder::new(needle.as_bytes());
+                            for d in m.header_candidates.iter() {
+                                let e = email(d);
+                                if found.matches[i].contains(&e) {
+                                    continue;
+                                }
+                                match header_block(&e) {
+                                    Some(block) => {
+                                        let header = extract_header(&block);
+                                        if finder.find(header.as_bytes()).is_some() {
+                                            found.matches[i].insert(e);
+                                        }
+                                    }
+                                    None => {
+                                        found.unverified.insert(e);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// The account's text index, opened at its first use (a session that never searches
+/// text reads nothing of it).
+pub(crate) struct TextSlot {
+    index: IndexStore,
+    account: AccountId,
+    keys: Arc<CollectionKeys>,
+    open: Option<TextIndex>,
+}
+
+impl std::fmt::Debug for TextSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextSlot")
+            .field("open", &self.open)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TextSlot {
+    /// The slot of `account`'s index, with the keys of its collection.
+    pub(crate) fn new(index: IndexStore, account: AccountId, keys: Arc<CollectionKeys>) -> Self {
+        Self {
+            index,
+            account,
+            keys,
+            open: None,
+        }
+    }
+
+    /// The index, opened or refreshed.
+    ///
+    /// # Errors
+    /// As [`TextIndex::open`].
+    pub(crate) async fn get(&mut self) -> Result<&mut TextIndex> {
+        // An index whose refresh fails is opened again next time.
+        let index = match self.open.take() {
+            Some(mut index) => {
+                index.refresh().await?;
+                index
+            }
+            None => TextIndex::open(&self.index, self.account, self.keys.clone()).await?,
+        };
+        Ok(self.open.insert(index))
+    }
+}
+
+/// The size tier of a segment of `docs` documents: 0 below [`FANOUT`] full segments of
+/// [`SEGMENT_DOCS`], one more for each factor of [`FANOUT`].
+fn tier(docs: u32) -> u32 {
+    let mut n = docs as usize / SEGMENT_DOCS;
+    let mut t = 0;
+    while n >= FANOUT {
+        n /= FANOUT;
+        t += 1;
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{tier, Plan, FANOUT, SEGMENT_DOCS};
+
+    #[test]
+    fn plans() {
+        assert_eq!(Plan::of(""), Plan::Everything);
+        assert_eq!(Plan::of("meet"), Plan::Word(b"meet".to_vec()));
+        assert_eq!(Plan::of("οδοσ"), Plan::Word("οδοσ".as_bytes().to_vec()));
+        assert_eq!(Plan::of("a b"), Plan::Phrase("a b".into()));
+        assert_eq!(Plan::of(" a"), Plan::Phrase(" a".into()));
+        assert_eq!(Plan::of("@"), Plan::Phrase("@".into()));
+        assert_eq!(Plan::of("x.org"), Plan::Phrase("x.org".into()));
+    }
+
+    #[test]
+    fn tiers() {
+        assert_eq!(tier(1), 0);
+        assert_eq!(tier((SEGMENT_DOCS * FANOUT - 1) as u32), 0);
+        assert_eq!(tier((SEGMENT_DOCS * FANOUT) as u32), 1);
+        assert_eq!(tier((SEGMENT_DOCS * FANOUT * FANOUT) as u32), 2);
+    }
+}

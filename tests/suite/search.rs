@@ -1,0 +1,375 @@
+//! Issue 14, the text index answering search keys (`Mailstore::search_texts`): over the
+//! real-mail corpus, every answer equals the brute-force oracle (`mail::text::oracle`:
+//! each body decrypted, decoded, folded and scanned), whether the index covers nothing,
+//! part, or all of the mail, in one segment or many, after merges, from another handle,
+//! and after expunges.
+
+use std::collections::{BTreeSet, HashSet};
+
+use mailvault::ids::EmailId;
+use mailvault::mail::text::extract::extract_message;
+use mailvault::mail::text::oracle::{Oracle, TextKey};
+use mailvault::mail::{AppendOptions, Mailstore, INBOX};
+use mailvault::storage::CommitMode;
+
+use super::mail::{corpus, MailSetup};
+
+const LIMIT: usize = 64 << 20;
+
+/// Messages beside the corpus for what it lacks: HTML, quoted-printable and base64 text,
+/// a long word, a non-ASCII subject and name, a custom header.
+fn extra() -> Vec<(String, Vec<u8>)> {
+    let long = "x".repeat(40) + "MIDDLEWORD" + &"y".repeat(40);
+    vec![
+        (
+            "html".into(),
+            b"From: Ann <ann@x.org>\r\nSubject: =?utf-8?q?R=C3=A9union_=C3=A0_midi?=\r\n\
+              X-Tracker: Alpha-Beta 42\r\nContent-Type: text/html; charset=utf-8\r\n\r\n\
+              <html><head><style>.hidden{}</style></head><body><p>Caf&eacute; <b>at</b> noon, \
+              bring the <a href=\"https://x.org/agenda\">agenda</a></p></body></html>\r\n"
+                .to_vec(),
+        ),
+        (
+            "qp and base64".into(),
+            b"From: bob@y.org\r\nTo: ann@x.org\r\nSubject: parts\r\nMIME-Version: 1.0\r\n\
+              Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n\
+              Content-Type: text/plain; charset=iso-8859-1\r\n\
+              Content-Transfer-Encoding: quoted-printable\r\n\r\nStra=DFe und M=FCnchen, \
+              Gr=FC=DFe\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\n\
+              Content-Transfer-Encoding: base64\r\n\r\nzrHOu8+GzrEgYmV0YSDOs86xzrzOvM6x\r\n\
+              --b\r\nContent-Type: application/pdf; name=\"report-2026.pdf\"\r\n\
+              Content-Disposition: attachment; filename*=utf-8''r%C3%A9sum%C3%A9.pdf\r\n\
+              Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b--\r\n"
+                .to_vec(),
+        ),
+        (
+            "long word".into(),
+            format!("From: c@z.org\r\nSubject: long\r\nX-Long: {long}\r\n\r\nbody {long} tail\r\n")
+                .into_bytes(),
+        ),
+    ]
+}
+
+/// The needles: from each message's folded streams, whole words, prefixes, infixes,
+/// suffixes, two-word phrases, spans with punctuation, single characters, non-ASCII
+/// words; plus separators only, absent strings, the empty string and case variants.
+fn needles(messages: &[(String, Vec<u8>)]) -> Vec<String> {
+    let mut out = BTreeSet::new();
+    for (i, (_, raw)) in messages.iter().enumerate() {
+        let text = extract_message(raw, LIMIT);
+        for (n, stream) in [&text.header, &text.body, &text.mime]
+            .into_iter()
+            .enumerate()
+        {
+            let words: Vec<&str> = stream
+                .split(|c: char| !c.is_alphanumeric())
+                .filter(|w| w.chars().count() >= 2)
+                .collect();
+            if words.is_empty() {
+                continue;
+            }
+            let pick = |k: usize| words[(i * 7 + n * 3 + k * 11) % words.len()];
+            let chars = |w: &str| w.chars().collect::<Vec<char>>();
+            let w = pick(0);
+            out.insert(w.to_owned());
+            let c = chars(pick(1));
+            out.insert(c[..c.len().min(3)].iter().collect());
+            if c.len() >= 4 {
+                out.insert(c[1..c.len() - 1].iter().collect());
+                out.insert(c[c.len() - 2..].iter().collect());
+            }
+            if let Some(w) = words.iter().find(|w| !w.is_ascii()) {
+                out.insert((*w).to_owned());
+                let c = chars(w);
+                out.insert(c[c.len() / 2..].iter().collect());
+            }
+            // A span of the stream across a separator: a phrase, an address, a date.
+            let s: Vec<char> = stream.chars().collect();
+            for start in [s.len() / 3, s.len() / 2] {
+                if let Some(p) = (start..s.len()).find(|&p| !s[p].is_alphanumeric()) {
+                    let from = p.saturating_sub(4);
+                    let to = (p + 5).min(s.len());
+                    let span: String = s[from..to].iter().collect();
+                    if !span.contains(['\r', '\n']) {
+                        out.insert(span);
+                    }
+                }
+            }
+        }
+    }
+    let mut out: Vec<String> = out.into_iter().collect();
+    out.retain(|n| !n.is_empty());
+    out.truncate(400);
+    let upper: Vec<String> = out.iter().step_by(9).map(|n| n.to_uppercase()).collect();
+    out.extend(upper);
+    for n in [
+        "",
+        "@",
+        " - ",
+        ", ",
+        "a",
+        "é",
+        "the ",
+        " the",
+        "zzqqxxnotthere",
+        "midi",
+        "münchen",
+        "STRASSE",
+        "straße",
+        "αλφα",
+        "résumé.pdf",
+        "report-2026",
+        "middleword",
+        "agenda",
+        "https",
+        "café at",
+        "café",
+        "ff",
+        "\u{3042}",
+    ] {
+        out.push(n.to_owned());
+    }
+    out
+}
+
+/// The keys: `BODY` and `TEXT` of every needle, `HEADER` of a few fields with some.
+fn keys(needles: &[String]) -> Vec<TextKey> {
+    let mut keys = Vec::new();
+    for (i, n) in needles.iter().enumerate() {
+        keys.push(TextKey::Body(n.clone()));
+        keys.push(TextKey::Text(n.clone()));
+        if i % 5 == 0 {
+            let field = [
+                "Subject",
+                "From",
+                "Received",
+                "X-Tracker",
+                "Message-ID",
+                "X-Long",
+            ][i / 5 % 6];
+            keys.push(TextKey::Header(field.into(), n.clone()));
+        }
+    }
+    for field in ["X-Tracker", "DKIM-Signature", "Content-Type", "X-Long"] {
+        keys.push(TextKey::Header(field.into(), String::new()));
+    }
+    keys.push(TextKey::Header("X-Long".into(), "middleword".into()));
+    keys.push(TextKey::Header("x-tracker".into(), "beta 4".into()));
+    keys
+}
+
+struct Account {
+    setup: MailSetup,
+    emails: Vec<EmailId>,
+    raws: Vec<Vec<u8>>,
+}
+
+async fn account(messages: &[(String, Vec<u8>)]) -> (Account, Mailstore) {
+    let setup = MailSetup::new(super::memory(), CommitMode::CompareAndSwap);
+    let mut mail = setup.open().await;
+    let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
+    for (name, raw) in messages {
+        mail.append(inbox, raw, AppendOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    // In UID order: the order of the appends.
+    let emails: Vec<EmailId> = mail
+        .select(inbox)
+        .await
+        .unwrap()
+        .messages
+        .iter()
+        .map(|m| m.email)
+        .collect();
+    assert_eq!(emails.len(), messages.len());
+    let raws = messages.iter().map(|(_, r)| r.clone()).collect();
+    (
+        Account {
+            setup,
+            emails,
+            raws,
+        },
+        mail,
+    )
+}
+
+/// The oracle's answer per key, as sets of emails (of those in `alive`).
+fn expected(
+    account: &Account,
+    keys: &[TextKey],
+    alive: &HashSet<EmailId>,
+) -> Vec<HashSet<EmailId>> {
+    let oracle = Oracle::new(keys, LIMIT);
+    oracle
+        .scan(account.raws.iter().map(Vec::as_slice))
+        .into_iter()
+        .map(|hits| {
+            hits.into_iter()
+                .map(|i| account.emails[i])
+                .filter(|e| alive.contains(e))
+                .collect()
+        })
+        .collect()
+}
+
+fn compare(what: &str, keys: &[TextKey], got: &[HashSet<EmailId>], want: &[HashSet<EmailId>]) {
+    assert_eq!(got.len(), keys.len());
+    let wrong: Vec<String> = keys
+        .iter()
+        .zip(got.iter().zip(want))
+        .filter(|(_, (g, w))| g != w)
+        .map(|(k, (g, w))| {
+            format!(
+                "{k:?}: {} extra, {} missing",
+                g.difference(w).count(),
+                w.difference(g).count()
+            )
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{what}: {} keys differ: {wrong:#?}",
+        wrong.len()
+    );
+}
+
+/// The corpus and the extra messages: every key's answer equals the oracle's when the
+/// index covers nothing (the first search scans and indexes), everything (one segment),
+/// from a fresh handle with a cold cache, and after expunging a third of the mail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_14_01_corpus_answers_equal_the_oracle() {
+    let mut messages = corpus();
+    assert!(messages.len() >= 100, "corpus present: {}", messages.len());
+    messages.extend(extra());
+    let (account, mut mail) = account(&messages).await;
+    let needles = needles(&messages);
+    let keys = keys(&needles);
+    assert!(keys.len() > 800, "{} keys", keys.len());
+    let all: HashSet<EmailId> = account.emails.iter().copied().collect();
+    let want = expected(&account, &keys, &all);
+    // The keys are not trivial: most match something, some match nothing.
+    let matching = want.iter().filter(|w| !w.is_empty()).count();
+    assert!(
+        matching * 10 >= keys.len() * 7,
+        "{matching} of {} keys match",
+        keys.len()
+    );
+    assert!(want.iter().any(HashSet::is_empty));
+
+    let first = mail.search_texts(&account.emails, &keys).await.unwrap();
+    compare("nothing indexed", &keys, &first, &want);
+    let second = mail.search_texts(&account.emails, &keys).await.unwrap();
+    compare("all indexed", &keys, &second, &want);
+    // Indexed now: a search reads no body.
+    assert_eq!(
+        mail.index_texts(&account.emails, usize::MAX).await.unwrap(),
+        0
+    );
+
+    let fresh = account.setup.open().await;
+    let cold = fresh.search_texts(&account.emails, &keys).await.unwrap();
+    compare("fresh handle", &keys, &cold, &want);
+
+    // Expunge a third: a search of the rest answers for the rest.
+    let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
+    let view = mail.select(inbox).await.unwrap();
+    let gone: Vec<u32> = view.messages.iter().step_by(3).map(|m| m.uid).collect();
+    let deleted = mailvault::mail::Flags::from_names(["\\Deleted"]).unwrap();
+    mail.store_flags(
+        inbox,
+        &gone,
+        mailvault::mail::FlagChange::Add(deleted),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        mail.expunge(inbox, Some(&gone)).await.unwrap().len(),
+        gone.len()
+    );
+    let alive: HashSet<EmailId> = mail
+        .select(inbox)
+        .await
+        .unwrap()
+        .messages
+        .iter()
+        .map(|m| m.email)
+        .collect();
+    let scope: Vec<EmailId> = alive.iter().copied().collect();
+    let after = mail.search_texts(&scope, &keys).await.unwrap();
+    compare(
+        "after expunge",
+        &keys,
+        &after,
+        &expected(&account, &keys, &alive),
+    );
+}
+
+/// A third of the mail indexed in small steps (many segments, merged by tiers): a search
+/// from another handle answers exactly (and indexes the rest on the way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_14_03_exact_during_catch_up() {
+    let mut messages = corpus();
+    messages.extend(extra());
+    let (account, mail) = account(&messages).await;
+    let needles = needles(&messages);
+    let keys: Vec<TextKey> = keys(&needles).into_iter().step_by(3).collect();
+    let all: HashSet<EmailId> = account.emails.iter().copied().collect();
+    let want = expected(&account, &keys, &all);
+
+    // A third indexed, in steps of 4 emails (a segment each).
+    let mut indexed = 0;
+    while indexed < account.emails.len() / 3 {
+        let n = mail.index_texts(&account.emails, 4).await.unwrap();
+        assert!(n > 0);
+        indexed += n;
+    }
+    let other = account.setup.open().await;
+    let partly = other.search_texts(&account.emails, &keys).await.unwrap();
+    compare("a third indexed", &keys, &partly, &want);
+}
+
+/// Two handles index one account at once, from nothing, a few emails per segment (so
+/// segments merge meanwhile): nothing is lost, duplicates do no harm, and every handle's
+/// answers equal the oracle's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_14_04_two_handles_index_at_once() {
+    let mut messages = corpus();
+    messages.extend(extra());
+    let (account, mail) = account(&messages).await;
+    let needles = needles(&messages);
+    let keys: Vec<TextKey> = keys(&needles).into_iter().skip(1).step_by(3).collect();
+    let all: HashSet<EmailId> = account.emails.iter().copied().collect();
+    let want = expected(&account, &keys, &all);
+    let other = account.setup.open().await;
+    let (a, b) = tokio::join!(
+        index_all(&mail, &account.emails),
+        index_all(&other, &account.emails)
+    );
+    assert!(a + b >= account.emails.len(), "{a} + {b}");
+    for handle in [&mail, &other, &account.setup.open().await] {
+        assert_eq!(
+            handle
+                .index_texts(&account.emails, usize::MAX)
+                .await
+                .unwrap(),
+            0
+        );
+        let got = handle.search_texts(&account.emails, &keys).await.unwrap();
+        compare("indexed by two handles", &keys, &got, &want);
+    }
+}
+
+/// Indexes `emails` five at a time until every one is covered; returns how many this
+/// handle indexed.
+async fn index_all(mail: &Mailstore, emails: &[EmailId]) -> usize {
+    let mut total = 0;
+    loop {
+        let n = mail.index_texts(emails, 5).await.unwrap();
+        if n == 0 {
+            return total;
+        }
+        total += n;
+    }
+}
