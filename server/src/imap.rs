@@ -109,7 +109,8 @@ use imap_next::server::{Error as ServerError, Event, Options, ResponseHandle, Se
 use imap_next::stream::Error as StreamError;
 use imap_next::{Interrupt, Io, State};
 use mailvault::engine::{AccountRegistry, Provider, ShareConfig, SharedAccount};
-use mailvault::ids::MailboxId;
+use mailvault::ids::{EmailId, MailboxId};
+use mailvault::mail::text::oracle::TextKey;
 use mailvault::mail::{
     AppendOptions, EmailRecord, FlagChange, Flags, HeaderField, MailboxView, Mailstore,
     MessageSummary, MimePart, PartSection, SearchKey, Transaction,
@@ -120,6 +121,10 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Accounts;
+
+/// Emails a text search indexes per step (reading their bodies) before it answers, with
+/// the account's lock held for one step at once.
+const INDEX_STEP: usize = 256;
 
 /// The answer to RECENT (STATUS item, SEARCH key) once IMAP4rev2 is enabled: RFC 9051
 /// dropped `\Recent` (Appendix E), and its syntax (section 9: `status-att`,
@@ -2873,7 +2878,7 @@ impl Conn<'_> {
         };
         let mut texts = Vec::new();
         text_keys(&criteria, &mut texts);
-        let matched = self.scan_texts(id, &view, &texts).await?;
+        let matched = self.scan_texts(&view, &texts).await?;
         let mut matched = matched.into_iter();
         let key = search_key(&criteria, &view, &previous, &mut matched);
         if key.needs_envelope() {
@@ -2948,34 +2953,42 @@ impl Conn<'_> {
     }
 
     /// For each text key (in `text_keys` order), the UIDs of the messages of `view` that
-    /// match it, by reading each message once.
+    /// match it: the account's text index answers (exactly, as a scan of every body
+    /// would); what it lacks is indexed first, a step at a time, so that a first search
+    /// over a large mailbox holds the account's lock for one step at once.
     async fn scan_texts(
         &self,
-        id: MailboxId,
         view: &MailboxView,
         texts: &[TextKey],
     ) -> Result<Vec<Vec<(u32, u32)>>, mailvault::Error> {
-        let mut matched = vec![Vec::new(); texts.len()];
         if texts.is_empty() {
-            return Ok(matched);
+            return Ok(Vec::new());
         }
-        for m in &view.messages {
-            let body = {
-                let mail = self.account().read().await;
-                match mail.email(id, m.uid) {
-                    Ok(email) => mail.read(&email).await?,
-                    // Expunged meanwhile: nothing to read, nothing matches.
-                    Err(mailvault::Error::NoSuchMessage { .. }) => continue,
-                    Err(e) => return Err(e),
-                }
-            };
-            for (key, uids) in texts.iter().zip(matched.iter_mut()) {
-                if key.matches(&body) {
-                    uids.push((m.uid, m.uid));
-                }
-            }
-        }
-        Ok(matched)
+        let emails: Vec<EmailId> = view.messages.iter().map(|m| m.email).collect();
+        while self
+            .account()
+            .read()
+            .await
+            .index_texts(&emails, INDEX_STEP)
+            .await?
+            > 0
+        {}
+        let found = self
+            .account()
+            .read()
+            .await
+            .search_texts(&emails, texts)
+            .await?;
+        Ok(found
+            .iter()
+            .map(|set| {
+                view.messages
+                    .iter()
+                    .filter(|m| set.contains(&m.email))
+                    .map(|m| (m.uid, m.uid))
+                    .collect()
+            })
+            .collect())
     }
 
     /// The envelopes of the messages nested in `message/rfc822` parts of `email`, by the
@@ -3707,63 +3720,6 @@ fn plain_text(size: u64, lines: u32, extended: bool) -> BodyStructure<'static> {
             }),
         }),
     }
-}
-
-/// A SEARCH key that needs the message text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum TextKey {
-    /// `BODY s`: the text after the header.
-    Body(String),
-    /// `TEXT s`: header and body.
-    Text(String),
-    /// `HEADER field s` of a field the envelope does not keep.
-    Header(String, String),
-}
-
-impl TextKey {
-    /// Whether `message` matches: a case-insensitive substring of the raw text (no MIME
-    /// decoding: a word inside base64 or quoted-printable is not found).
-    fn matches(&self, message: &[u8]) -> bool {
-        // i;unicode-casemap (RFC 5051), the library's one definition of IMAP's comparator.
-        let contains = |hay: &[u8], needle: &str| {
-            mailvault::mail::text::fold::contains(&String::from_utf8_lossy(hay), needle)
-        };
-        let (header, body) = split_header(message);
-        match self {
-            TextKey::Body(s) => contains(body, s),
-            TextKey::Text(s) => contains(message, s),
-            TextKey::Header(field, s) => header_values(header, field)
-                .iter()
-                .any(|value| contains(value.as_bytes(), s)),
-        }
-    }
-}
-
-/// The unfolded values of the fields named `name` in a header block.
-fn header_values(header: &[u8], name: &str) -> Vec<String> {
-    let mut values: Vec<String> = Vec::new();
-    let mut current: Option<String> = None;
-    for line in header.split_inclusive(|&b| b == b'\n') {
-        let text = String::from_utf8_lossy(line);
-        let text = text.trim_end_matches(['\r', '\n']);
-        if text.is_empty() {
-            break;
-        }
-        if text.starts_with([' ', '\t']) {
-            if let Some(value) = current.as_mut() {
-                value.push_str(text);
-            }
-            continue;
-        }
-        values.extend(current.take());
-        if let Some((field, value)) = text.split_once(':') {
-            if field.trim().eq_ignore_ascii_case(name) {
-                current = Some(value.trim_start().to_string());
-            }
-        }
-    }
-    values.extend(current);
-    values
 }
 
 fn astring(s: &AString<'_>) -> String {
@@ -4745,7 +4701,8 @@ mod tests {
     #[test]
     fn text_search_keys() {
         let message = b"Subject: hi\r\nX-Tag: one\r\n two\r\nX-Tag: three\r\n\r\nBody Text\r\n";
-        let key = |k: TextKey| k.matches(message);
+        let matches = |k: &TextKey, m: &[u8]| mailvault::mail::text::oracle::matches(m, k, 1 << 20);
+        let key = |k: TextKey| matches(&k, message);
         assert!(key(TextKey::Body("body text".into())));
         assert!(
             !key(TextKey::Body("subject".into())),
@@ -4773,10 +4730,10 @@ mod tests {
         // full-width letters to ASCII (lowercasing matched neither).
         // `ß` has no simple titlecase: `strasse` does not find it (nor in Dovecot).
         let greek = "Subject: x\r\n\r\nΟΔΟΣ Ｍａｉｌ Straße\r\n".as_bytes();
-        assert!(TextKey::Body("οδοσ".into()).matches(greek));
-        assert!(TextKey::Body("mail".into()).matches(greek));
-        assert!(TextKey::Body("οδοσ mail straße".into()).matches(greek));
-        assert!(!TextKey::Body("strasse".into()).matches(greek));
+        assert!(matches(&TextKey::Body("οδοσ".into()), greek));
+        assert!(matches(&TextKey::Body("mail".into()), greek));
+        assert!(matches(&TextKey::Body("οδοσ mail straße".into()), greek));
+        assert!(!matches(&TextKey::Body("strasse".into()), greek));
     }
 
     #[test]

@@ -82,6 +82,7 @@ fn corpus_text_parts_and_names_match_python_email() {
         ("rfc/008.eml", "a base64 message/rfc822: mail-parser decodes it, Python's get_content leaves base64"),
         ("thirdparty/001.eml", "a base64 part Python leaves encoded"),
         ("thirdparty/003.eml", "quoted-printable Python leaves encoded (=E2=99=9A), mail-parser decodes (♚)"),
+        ("thirdparty/004.eml", "transfer encodings `6bit`, `7bits`, `8 bit`, `7-bit`, `8-bit` are none of RFC 2045's: such a part is application/octet-stream (RFC 2045 6.4) and holds no text (Dovecot skips it too); Python reads it as 7bit"),
         ("thirdparty/005.eml", "a part after a broken boundary: Python keeps the boundary line as text"),
         ("thirdparty/009.eml", "message/partial: a fragment, not a message for mail-parser (RFC 2046 §5.2.2); Python parses it"),
         ("thirdparty/015.eml", "a nested message whose header runs into the outer boundary line with no blank line: Python ends it there and reads the next part's name, mail-parser reads on"),

@@ -8,9 +8,12 @@
 //!   the signature and anti-spam fields of [`EXCLUDED_FIELDS`].
 //! - **`body`**: the text of every `text/*` part, depth first, transfer encoding removed
 //!   and charset converted to UTF-8 (`text/html` reduced to text by mail-parser's
-//!   `html_to_text`, the converter of the JMAP preview); a nested `message/*` part adds its
-//!   header (by the `header` rules) then its parts. Parts are separated by `\n`.
-//! - **`mime`**: the header lines of every part but the root (by the same rules), and one
+//!   `html_to_text`, the converter of the JMAP preview); a nested message adds its parts
+//!   (its header goes to `mime`: `BODY` skips headers, as Dovecot's body search does); a
+//!   `message/*` part that is not read as a message (`message/partial`,
+//!   `message/delivery-status`) adds its bytes as they are. Parts are separated by `\n`.
+//! - **`mime`**: the header lines of every part but the root (by the same rules, a nested
+//!   message's header included), and one
 //!   `Filename: name\n` line per named part (the root included) with the name decoded (RFC 2231 continuations
 //!   and charsets, RFC 2047): where attachment names are searched (`TEXT`, not `BODY`).
 //!
@@ -30,7 +33,9 @@ use super::fold::fold_into;
 use super::tokenize::{runs, Run};
 
 /// The version of these rules: a text extracted under another version is extracted again.
-pub const EXTRACTION_VERSION: u8 = 1;
+/// 2: a nested message's header in `mime` (was `body`); `message/*` parts not read as
+/// messages are text; parts of other types or of unknown transfer encodings are not.
+pub const EXTRACTION_VERSION: u8 = 2;
 
 /// Header fields left out of the `header` stream (compared ASCII case-insensitively; a
 /// trailing `*` matches any rest): signatures and anti-spam reports, random data that is
@@ -248,6 +253,11 @@ impl Streams {
                 self.push(Stream::Mime, &format!("Filename: {name}\n"));
             }
             match &part.body {
+                // Only a text part's text: mail-parser gives a part whose base64 does
+                // not decode as text whatever its type, and the bytes of a part whose
+                // encoding it does not know (RFC 2045 6.4: such a part is
+                // application/octet-stream). Dovecot skips both too.
+                PartType::Text(_) | PartType::Html(_) if !is_text(part) => {}
                 PartType::Text(text) => {
                     self.push(Stream::Body, text);
                     self.push(Stream::Body, "\n");
@@ -257,8 +267,21 @@ impl Streams {
                     self.push(Stream::Body, "\n");
                 }
                 PartType::Message(nested) => {
-                    self.header_block(Stream::Body, root_header(nested));
+                    // A nested message's header is a part's header: `TEXT` finds it,
+                    // `BODY` does not (as Dovecot, whose body search skips headers).
+                    self.header_block(Stream::Mime, root_header(nested));
                     self.parts(nested);
+                }
+                // A `message/*` part mail-parser does not read as a message
+                // (`message/partial`, `message/delivery-status`...) is text, as a part
+                // without a type is: its bytes as they are.
+                PartType::Binary(bytes) | PartType::InlineBinary(bytes)
+                    if part
+                        .content_type()
+                        .is_some_and(|t| t.c_type.eq_ignore_ascii_case("message")) =>
+                {
+                    self.push(Stream::Body, &String::from_utf8_lossy(bytes));
+                    self.push(Stream::Body, "\n");
                 }
                 PartType::Binary(_) | PartType::InlineBinary(_) | PartType::Multipart(_) => {}
             }
@@ -303,6 +326,20 @@ impl Streams {
             self.left -= added;
         }
     }
+}
+
+/// Whether `part` holds text: its type is `text/*` or `message/*` (or none: text/plain),
+/// and its transfer encoding one of RFC 2045's (or none or empty: 7bit).
+fn is_text(part: &mail_parser::MessagePart<'_>) -> bool {
+    let typed = part.content_type().is_none_or(|t| {
+        t.c_type.eq_ignore_ascii_case("text") || t.c_type.eq_ignore_ascii_case("message")
+    });
+    let encoded = part.content_transfer_encoding().is_none_or(|e| {
+        ["", "7bit", "8bit", "binary", "quoted-printable", "base64"]
+            .iter()
+            .any(|known| e.trim().eq_ignore_ascii_case(known))
+    });
+    typed && encoded
 }
 
 /// The most input bytes folded at once.
@@ -398,7 +435,12 @@ mod tests {
         );
         assert_eq!(
             text.body,
-            "GRU\u{308}ßE AUS KO\u{308}LN\nHELLO WORLD\n\nSUBJECT: INNER U\u{308}BER\nNESTED BODY\n"
+            "GRU\u{308}ßE AUS KO\u{308}LN\nHELLO WORLD\n\nNESTED BODY\n"
+        );
+        assert!(
+            text.mime.contains("SUBJECT: INNER U\u{308}BER\n"),
+            "a nested message's header is a part header: {:?}",
+            text.mime
         );
         assert!(
             text.mime.contains("FILENAME: € REPORT.PDF\n"),
@@ -411,6 +453,35 @@ mod tests {
             text.mime
         );
         assert!(!text.mime.contains("JVBER"));
+    }
+
+    #[test]
+    fn message_parts_that_are_not_messages_are_text() {
+        let raw = concat!(
+            "Subject: In parts\r\nContent-Type: multipart/mixed; boundary=1\r\n\r\n",
+            "--1\r\nContent-Type: text/plain\r\n\r\nfirst\r\n",
+            "--1\r\nContent-Type: message/partial; number=1; total=2; id=\"x@y\"\r\n\r\n",
+            "X-Weird: Hello\r\n\r\nrest\r\n",
+            "--1--\r\n"
+        );
+        let text = extract_message(raw.as_bytes(), LIMIT);
+        assert!(text.body.contains("X-WEIRD: HELLO"), "{:?}", text.body);
+    }
+
+    #[test]
+    fn parts_that_are_not_text_add_nothing() {
+        let raw = concat!(
+            "Subject: s\r\nContent-Type: multipart/mixed; boundary=1\r\n\r\n",
+            "--1\r\nContent-Type: audio/basic\r\nContent-Transfer-Encoding: base64\r\n\r\n",
+            "... not base64 at all ...\r\n",
+            "--1\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\n",
+            "begin 600 f.txt\r\nM1&EE($AA<V5N\r\nend\r\n",
+            "--1\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: 8BIT\r\n\r\n",
+            "kept\r\n",
+            "--1--\r\n"
+        );
+        let text = extract_message(raw.as_bytes(), LIMIT);
+        assert_eq!(text.body, "KEPT\n");
     }
 
     #[test]

@@ -147,7 +147,7 @@ pub(crate) enum MergeOutcome {
 pub(crate) async fn merge_segments(
     collection: &mut Collection,
     inputs: &[SegmentEntry],
-    live: &dyn Fn(&EmailId) -> bool,
+    live: &(dyn Fn(&EmailId) -> bool + Sync),
     page_class: u8,
 ) -> Result<MergeOutcome> {
     let pages = collection.search_pages();

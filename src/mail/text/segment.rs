@@ -94,18 +94,6 @@ impl SegmentBuilder {
         }
     }
 
-    /// Number of documents added.
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub(crate) fn len(&self) -> usize {
-        self.docs.len()
-    }
-
-    /// Whether no document was added.
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub(crate) fn is_empty(&self) -> bool {
-        self.docs.is_empty()
-    }
-
     /// Bytes of folded text added (all three fields).
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn text_len(&self) -> u64 {
