@@ -13,6 +13,8 @@
 //!   with SIGKILL part way and run again: every message still reads the same.
 //! - `account export-key|import-key`: a lost password, access restored from the export;
 //!   an export older than a root rotation opens nothing (exit status 4).
+//! - On a terminal (`tmux`, `capture-pane`) the re-encryption draws a progress bar; with
+//!   its output to a file it prints plain lines.
 //! - `--help` of every command has an example; `-v` shows debug logs.
 
 mod peers;
@@ -837,4 +839,79 @@ fn every_command_has_help_with_an_example_and_v_shows_debug_logs() {
         "{}",
         text(&verbose.stderr)
     );
+}
+
+#[test]
+fn a_reencryption_on_a_terminal_draws_a_progress_bar() {
+    const TEST: &str = "a_reencryption_on_a_terminal_draws_a_progress_bar";
+    const N: usize = 150;
+    let Some(tmux) = tools(TEST, &["tmux"]).map(|mut t| t.remove(0)) else {
+        return;
+    };
+    let Some(server) = MailServer::create(TEST, Backend::Local, &[ALICE]) else {
+        return;
+    };
+    import_messages(&server, ALICE, N);
+    let password = password_file(&server);
+    mv_ok(
+        &server,
+        &["account", "add-epoch", ALICE, "--password-file", &password],
+        None,
+    );
+    let socket = format!("mailvault-reencrypt-{}", std::process::id());
+    let tmux_cmd = |args: &[&str]| {
+        let mut cmd = Command::new(&tmux);
+        cmd.args(["-L", &socket])
+            .args(args)
+            .envs(server.env().iter().cloned());
+        cmd
+    };
+    let job = format!(
+        "{BIN} account reencrypt {ALICE} --config {} --password-file {password}; sleep 60",
+        server.config_path().display()
+    );
+    let started = tmux_cmd(&[
+        "new-session",
+        "-d",
+        "-x",
+        "150",
+        "-y",
+        "10",
+        "-s",
+        "reencrypt",
+        &job,
+    ])
+    .status()
+    .expect("tmux");
+    assert!(started.success(), "tmux new-session: {started}");
+    // The bar's line: `reencrypt [00:00:01] ████░░ 42/150 messages 20/s ETA 5s`.
+    let deadline = Instant::now() + std::time::Duration::from_secs(120);
+    let mut saw_bar = false;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let screen = tmux_cmd(&["capture-pane", "-p", "-t", "reencrypt"])
+            .output()
+            .expect("tmux capture-pane");
+        last = text(&screen.stdout);
+        saw_bar |= last.lines().any(|l| {
+            l.starts_with("reencrypt [")
+                && l.contains(&format!("/{N} messages"))
+                && l.contains("ETA")
+        });
+        if last.contains("bodies re-encrypted") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = tmux_cmd(&["kill-server"]).status();
+    assert!(
+        saw_bar,
+        "no progress bar on the screen; last screen:\n{last}"
+    );
+    assert!(
+        last.contains(&format!("{N} bodies re-encrypted under epoch 2")),
+        "the re-encryption did not finish on the terminal:\n{last}"
+    );
+    // A bar, not plain lines, on a terminal.
+    assert!(!last.contains("messages/s"), "{last}");
 }
