@@ -273,9 +273,11 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The accounts table: `[accounts]` with `"name" = "account id in hex"`. Names are
-/// login names and recipient addresses, compared case-insensitively (stored lower-case).
-/// Read on every lookup, so accounts created while the server runs are served at once.
+/// The accounts table: `[accounts]` with `"name" = "account id in hex"`, and `[created]`
+/// with `"name" = <seconds since the Unix epoch>` (accounts made before that table have
+/// no entry there). Names are login names and recipient addresses, compared
+/// case-insensitively (stored lower-case). Read on every lookup, so accounts created
+/// while the server runs are served at once.
 #[derive(Debug, Clone)]
 pub struct Accounts {
     path: PathBuf,
@@ -285,6 +287,20 @@ pub struct Accounts {
 struct AccountsFile {
     #[serde(default)]
     accounts: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    created: BTreeMap<String, u64>,
+}
+
+/// One row of the accounts table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountEntry {
+    /// The login name / recipient address (lower-case).
+    pub name: String,
+    /// The account.
+    pub account: AccountId,
+    /// When `mailvault account create` or `enroll` made it, seconds since the Unix epoch
+    /// (`None` for an account made before this was recorded).
+    pub created: Option<u64>,
 }
 
 impl Accounts {
@@ -307,16 +323,72 @@ impl Accounts {
         }
     }
 
-    /// Adds `name` → `account` (refuses a name already taken). Written to a temporary
-    /// file, fsynced and renamed into place.
+    /// Every account of the table, by name.
+    ///
+    /// # Errors
+    /// The table cannot be read, or holds an entry that is not an account id.
+    pub fn list(&self) -> Result<Vec<AccountEntry>, BoxError> {
+        let file = self.read()?;
+        file.accounts
+            .iter()
+            .map(|(name, hex)| {
+                Ok(AccountEntry {
+                    name: name.clone(),
+                    account: AccountId::from_hex(hex)
+                        .map_err(|e| format!("{}: {name}: {e}", self.path.display()))?,
+                    created: file.created.get(name).copied(),
+                })
+            })
+            .collect()
+    }
+
+    /// The name `account` is listed under, if any.
+    ///
+    /// # Errors
+    /// As [`list`](Self::list).
+    pub fn name_of(&self, account: &AccountId) -> Result<Option<String>, BoxError> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .find(|e| e.account == *account)
+            .map(|e| e.name))
+    }
+
+    /// Adds `name` → `account` (refuses a name already taken), created now. Written to a
+    /// temporary file, fsynced and renamed into place.
     pub fn insert(&self, name: &str, account: AccountId) -> Result<(), BoxError> {
         let mut file = self.read()?;
         let name = name.to_lowercase();
         if file.accounts.contains_key(&name) {
             return Err(format!("account name {name} is taken").into());
         }
-        file.accounts.insert(name, account.to_hex());
-        let text = toml::to_string(&file)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        file.accounts.insert(name.clone(), account.to_hex());
+        file.created.insert(name, now);
+        self.write(&file)
+    }
+
+    /// Removes `name` from the table; returns whether it was there.
+    ///
+    /// # Errors
+    /// The table cannot be read or written.
+    pub fn remove(&self, name: &str) -> Result<bool, BoxError> {
+        let mut file = self.read()?;
+        let name = name.to_lowercase();
+        let removed = file.accounts.remove(&name).is_some();
+        file.created.remove(&name);
+        if removed {
+            self.write(&file)?;
+        }
+        Ok(removed)
+    }
+
+    /// Writes the table to a temporary file, fsyncs it and renames it into place.
+    fn write(&self, file: &AccountsFile) -> Result<(), BoxError> {
+        let text = toml::to_string(file)?;
         let tmp = self
             .path
             .with_extension(format!("tmp-{}", std::process::id()));
@@ -403,11 +475,19 @@ impl CompanionFile {
 }
 
 /// A password file's content, one trailing newline (LF or CRLF) dropped; empty refused.
+/// The path `-` is the standard input (read to its end): a secret never goes on the
+/// command line.
 pub fn read_password(path: &Path) -> Result<zeroize::Zeroizing<String>, BoxError> {
-    let text = zeroize::Zeroizing::new(
-        std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
-    );
+    let text = zeroize::Zeroizing::new(if path == Path::new("-") {
+        use std::io::Read;
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| format!("cannot read the standard input: {e}"))?;
+        text
+    } else {
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?
+    });
     let password = text
         .strip_suffix('\n')
         .map(|p| p.strip_suffix('\r').unwrap_or(p))

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod imap;
+pub mod keyops;
 pub mod lmtp;
 pub mod migrate;
 pub mod mutf7;

@@ -11,11 +11,16 @@
 //!     --device-key device.key > bob.public-keys                       # on the device
 //! mailvault account accept --config mailvault.toml --name bob@example.org --public-keys bob.public-keys
 //! mailvault companion --config companion.toml                         # on the device
+//!
+//! # operators and officers (keys: docs in `mailvault account --help`, `mailvault officer --help`)
+//! mailvault account list --config mailvault.toml
+//! mailvault officer audit --all --config mailvault.toml --officer-key /media/officer/server-officer.key
 //! ```
 //!
 //! See `server/README.md` for the configuration file and what each command writes.
 #![forbid(unsafe_code)]
 
+use mailvault_server::keyops::{self, Target, Unlocker};
 use mailvault_server::{config, imap, lmtp};
 
 use std::path::PathBuf;
@@ -36,9 +41,20 @@ use mailvault_server::config::{hex, write_new_private, BoxError, CompanionFile, 
 #[command(
     name = "mailvault",
     version,
-    about = "IMAP and LMTP server on mailvault"
+    about = "IMAP and LMTP server on mailvault, and the operator's tool",
+    after_help = "Exit status: 0 done; 1 failed (configuration, input, unknown account, store or \
+directory error); 2 partly done (an import refused messages; also a command line clap \
+could not parse); 3 an officer audit found an account the officer should recover and \
+cannot; 4 a wrong credential (password, passphrase, officer key); 5 an erase not \
+confirmed.\n\nSecrets (passwords, passphrases, officer keys) are read from files, or \
+from the standard input with `-`, never from the command line. Logs: -v (debug), -vv \
+(trace), or RUST_LOG."
 )]
 struct Cli {
+    /// More log output on stderr (tracing): -v debug, -vv trace. RUST_LOG, when set,
+    /// decides instead.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -52,10 +68,18 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Account commands.
+    /// Account commands: create, list, show, erase; keys (epochs, re-encryption, root
+    /// rotation, key export files).
     Account {
         #[command(subcommand)]
         command: AccountCommand,
+    },
+    /// The security officer's commands: password reset, audit, the officer log. The
+    /// officer's secret key (`server-officer.key`, written by `init`) is kept offline and
+    /// given as a file (or `-`, the standard input) for the command's run only.
+    Officer {
+        #[command(subcommand)]
+        command: OfficerCommand,
     },
     /// Serves IMAP and LMTP on the configured listeners until SIGINT or SIGTERM.
     Serve {
@@ -165,7 +189,197 @@ enum DeviceCommand {
 }
 
 #[derive(Subcommand)]
+enum OfficerCommand {
+    /// Replaces an account's password (key model 5) with the officer key: the user forgot
+    /// it. Recorded in the directory's officer log before anything is opened, and in the
+    /// account, where its user sees it. The old password stops working at once.
+    ///
+    /// Example:
+    ///   mailvault officer reset-password alice@example.org --config mailvault.toml \
+    ///       --officer-key /media/officer/server-officer.key --password-file new-password
+    ResetPassword {
+        #[command(flatten)]
+        target: Target,
+        /// The officer's secret key file (`-`: the standard input).
+        #[arg(long)]
+        officer_key: PathBuf,
+        /// A file holding the new password (`-`: the standard input).
+        #[arg(long)]
+        password_file: PathBuf,
+    },
+    /// Checks that the officer can recover accounts: for each (one, or every account of
+    /// the table with --all) the key model, whether the officer slot opens with this
+    /// officer key, and whether the root key it yields reproduces every epoch the
+    /// directory lists and opens the mail index. Each audit is an officer action
+    /// (logged). Exit status 3 when an account of key model 4 or 5 is not recoverable.
+    ///
+    /// Examples:
+    ///   mailvault officer audit --all --config mailvault.toml --officer-key server-officer.key
+    ///   mailvault officer audit alice@example.org --config mailvault.toml --officer-key - --json < server-officer.key
+    Audit {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The account's name (or id in hex).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        name: Option<String>,
+        /// Every account of the accounts table.
+        #[arg(long)]
+        all: bool,
+        /// The officer's secret key file (`-`: the standard input).
+        #[arg(long)]
+        officer_key: PathBuf,
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prints the officer actions on an account (open, reset-password, audit) as the
+    /// directory's append-only officer log holds them: position, time, action, officer
+    /// key. No secret needed; an erased account's log stays (give its id in hex).
+    ///
+    /// Example:
+    ///   mailvault officer log alice@example.org --config mailvault.toml --json
+    Log {
+        #[command(flatten)]
+        target: Target,
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum AccountCommand {
+    /// Lists the accounts of the accounts table: name, id, key model, flavor
+    /// (transparent: model 5; hardened: keys on the user's device), creation time, and
+    /// the bytes stored when the account published its usage.
+    ///
+    /// Example:
+    ///   mailvault account list --config mailvault.toml --json
+    List {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// A JSON array on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shows one account as the directory and its stored keyring say, with no secret:
+    /// key model, keyring generation, whether the keyring follows the model, slots
+    /// (kind, id, creation time, costs, officer key), epochs and their public keys, the
+    /// number of officer log entries, limits and usage.
+    ///
+    /// Example:
+    ///   mailvault account show alice@example.org --config mailvault.toml
+    Show {
+        #[command(flatten)]
+        target: Target,
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Erases an account for good: its directory secret first (from then on no copy of
+    /// its slots, backups included, opens), then every object it has in the store
+    /// (keyring, index, bodies, deliveries), then its name in the accounts table. The
+    /// officer log keeps its entries. Asks for the account name on the standard input
+    /// unless --yes (exit status 5 when not confirmed). Run it again if it fails part way.
+    ///
+    /// Examples:
+    ///   mailvault account erase bob@example.org --config mailvault.toml
+    ///   mailvault account erase bob@example.org --config mailvault.toml --yes
+    Erase {
+        #[command(flatten)]
+        target: Target,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Adds a key epoch: deliveries and new bodies are sealed under it from now on, older
+    /// bodies stay readable under theirs (`reencrypt` moves them).
+    ///
+    /// Example:
+    ///   mailvault account add-epoch alice@example.org --config mailvault.toml --password-file pw
+    AddEpoch {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        unlocker: Unlocker,
+    },
+    /// Re-encrypts every body under the newest key epoch and drops the older epochs from
+    /// the keyring and the directory (pending deliveries imported first). Resumable: run
+    /// it again after a kill; every message stays readable throughout. Progress on a
+    /// terminal, plain lines otherwise.
+    ///
+    /// Example:
+    ///   mailvault account reencrypt alice@example.org --config mailvault.toml --officer-key server-officer.key --json
+    Reencrypt {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        unlocker: Unlocker,
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+        /// No progress output.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Rotates the account's root key: a new root sealed to every slot, a new epoch, the
+    /// index re-keyed; a former holder of the old root (an export file, a copied keyring)
+    /// reads nothing new. Resumable: a run killed part way leaves every message readable,
+    /// and running it again finishes the rotation. Then `reencrypt` moves the bodies off
+    /// the older epochs.
+    ///
+    /// Example:
+    ///   mailvault account rotate-root alice@example.org --config mailvault.toml --password-file pw
+    RotateRoot {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        unlocker: Unlocker,
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Writes a key export file: the account's root key under a passphrase (Argon2id,
+    /// 64 MiB, 3 passes), mode 0600, for `import-key` when every other credential is
+    /// lost. It opens the account until the next root rotation: keep it offline.
+    ///
+    /// Example:
+    ///   mailvault account export-key alice@example.org --config mailvault.toml \
+    ///       --password-file pw --passphrase-file export-passphrase --out alice.key-export
+    ExportKey {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        unlocker: Unlocker,
+        /// A file holding the export's passphrase (`-`: the standard input).
+        #[arg(long)]
+        passphrase_file: PathBuf,
+        /// The export file to write (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restores access to an account (key model 5) from a key export file: opens it with
+    /// the file's passphrase and sets a new password. Exit status 4 for a wrong
+    /// passphrase or an export older than the account's last root rotation.
+    ///
+    /// Example:
+    ///   mailvault account import-key alice.key-export --config mailvault.toml \
+    ///       --passphrase-file export-passphrase --password-file new-password
+    ImportKey {
+        /// The key export file.
+        file: PathBuf,
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// A file holding the export's passphrase (`-`: the standard input).
+        #[arg(long)]
+        passphrase_file: PathBuf,
+        /// A file holding the account's new password (`-`: the standard input).
+        #[arg(long)]
+        password_file: PathBuf,
+    },
     /// Creates an account (key model 5: password and officer slots) under a login name,
     /// which is also its recipient address; prints the account id.
     Create {
@@ -227,14 +441,25 @@ enum AccountCommand {
 }
 
 fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // The servers log what they serve; the one-shot commands only warnings, unless -v.
+    let long_running = matches!(
+        cli.command,
+        Command::Serve { .. } | Command::Companion { .. }
+    );
+    let level = match (cli.verbose, long_running) {
+        (0, true) => "info",
+        (0, false) => "warn",
+        (1, _) => "info,mailvault=debug,mailvault_server=debug",
+        _ => "trace",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -250,9 +475,9 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             eprintln!("mailvault: {e}");
             if e.is::<PartlyDone>() {
-                std::process::ExitCode::from(2)
+                std::process::ExitCode::from(keyops::EXIT_PARTLY_DONE)
             } else {
-                std::process::ExitCode::FAILURE
+                std::process::ExitCode::from(keyops::exit_status(&e))
             }
         }
     }
@@ -352,6 +577,9 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             print!("{}", config::format_public_keys(&record.public_keys));
             Ok(())
         }
+        // The setup commands above; the others in `keyops`.
+        Command::Account { command } => account_keys(command).await,
+        Command::Officer { command } => officer(command).await,
         Command::Device {
             command:
                 DeviceCommand::Init {
@@ -377,6 +605,64 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         Command::Import { source } => import(source).await,
         Command::Serve { config } => serve(Config::load(&config)?).await,
         Command::Companion { config } => companion(CompanionFile::load(&config)?).await,
+    }
+}
+
+/// The account commands of `keyops`: list, show, erase and the key operations.
+async fn account_keys(command: AccountCommand) -> Result<(), BoxError> {
+    match command {
+        AccountCommand::List { config, json } => keyops::list(&Config::load(&config)?, json).await,
+        AccountCommand::Show { target, json } => keyops::show(&target, json).await,
+        AccountCommand::Erase { target, yes } => keyops::erase(&target, yes).await,
+        AccountCommand::AddEpoch { target, unlocker } => {
+            keyops::add_epoch(&target, &unlocker).await
+        }
+        AccountCommand::Reencrypt {
+            target,
+            unlocker,
+            json,
+            quiet,
+        } => keyops::reencrypt(&target, &unlocker, json, quiet).await,
+        AccountCommand::RotateRoot {
+            target,
+            unlocker,
+            json,
+        } => keyops::rotate_root(&target, &unlocker, json).await,
+        AccountCommand::ExportKey {
+            target,
+            unlocker,
+            passphrase_file,
+            out,
+        } => keyops::export_key(&target, &unlocker, &passphrase_file, &out).await,
+        AccountCommand::ImportKey {
+            file,
+            config,
+            passphrase_file,
+            password_file,
+        } => keyops::import_key(&config, &file, &passphrase_file, &password_file).await,
+        AccountCommand::Create { .. }
+        | AccountCommand::Enroll { .. }
+        | AccountCommand::Accept { .. }
+        | AccountCommand::ShowKey { .. } => Err("a setup command is run by `run`".into()),
+    }
+}
+
+/// `mailvault officer`.
+async fn officer(command: OfficerCommand) -> Result<(), BoxError> {
+    match command {
+        OfficerCommand::ResetPassword {
+            target,
+            officer_key,
+            password_file,
+        } => keyops::reset_password(&target, &officer_key, &password_file).await,
+        OfficerCommand::Audit {
+            config,
+            name,
+            all: _,
+            officer_key,
+            json,
+        } => keyops::audit(&config, name.as_deref(), &officer_key, json).await,
+        OfficerCommand::Log { target, json } => keyops::officer_log(&target, json).await,
     }
 }
 

@@ -474,10 +474,15 @@ impl Progress {
     fn line(&self, done: u64, messages: u64, bytes: u64) -> String {
         let secs = self.started.elapsed().as_secs_f64().max(1e-3);
         let of = self.total.map(|t| format!(" of {t}")).unwrap_or_default();
+        // A job that does not count bytes (a re-encryption) reports none.
+        let size = if bytes > 0 {
+            format!(" {:.1} MiB,", bytes as f64 / (1 << 20) as f64)
+        } else {
+            String::new()
+        };
         format!(
-            "{}: {done}{of}; {messages} messages, {:.1} MiB, {:.0} messages/s, {:.1} s",
+            "{}: {done}{of}; {messages} messages,{size} {:.0} messages/s, {:.1} s",
             self.what,
-            bytes as f64 / (1 << 20) as f64,
             messages as f64 / secs,
             secs
         )

@@ -44,8 +44,9 @@ use crate::format::slot::KdfParams;
 use crate::ids::{AccountId, DeploymentId};
 use crate::index::{Collection, IndexConfig, IndexStore};
 use crate::keys::{
-    check_slot_policy, Credential, DeviceKey, KdfGate, KdfLimits, KeyringStore, OfficerSecret,
-    RecoveryCode, SlotBinding, SlotInfo, SlotLock, SlotPolicy, UnlockedKeyring, DEFAULT_KDF,
+    check_slot_policy, Credential, DeviceKey, KdfGate, KdfLimits, KeyExport, KeyringStore,
+    OfficerSecret, RecoveryCode, SlotBinding, SlotInfo, SlotLock, SlotPolicy, UnlockedKeyring,
+    DEFAULT_KDF,
 };
 use crate::mail::{ImportReport, MailConfig, Mailstore};
 use crate::storage::{naming, probe_capabilities, CommitMode, DynStore};
@@ -483,6 +484,30 @@ impl Provider {
         let keyring = self
             .keyrings
             .unlock(account, self.binding(account, &record), credential)
+            .await?;
+        self.check_policy(&record, &keyring).await?;
+        self.session(keyring)
+    }
+
+    /// Opens an account with a key export file ([`KeyExport`], made by
+    /// [`Session::export_key`]) and its passphrase: how access is restored once every
+    /// credential the server holds a slot for is lost (then
+    /// [`Session::change_password`] gives the account a new password slot). The file
+    /// must belong to this deployment and to a live account (not erased), and hold the
+    /// account's current root key: an export made before a root rotation opens nothing.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a file of another deployment;
+    /// [`Error::WrongCredential`] for a wrong passphrase; [`Error::NotFound`] for an
+    /// unknown or erased account; [`Error::Tampered`] for a root key that does not open
+    /// the account's keyring (an export older than a root rotation); as
+    /// [`KeyringStore::import`].
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %export.account))]
+    pub async fn import_key(&self, export: &KeyExport, passphrase: &str) -> Result<Session> {
+        let record = self.record(export.account).await?;
+        let keyring = self
+            .keyrings
+            .import(export, passphrase, self.binding(export.account, &record))
             .await?;
         self.check_policy(&record, &keyring).await?;
         self.session(keyring)
@@ -1044,10 +1069,17 @@ impl Session {
         Ok(())
     }
 
-    /// Begins a root rotation unless one is under way, reloading the keyring after a
-    /// concurrent change committed first (the rotation then begins on top of it, so
-    /// that change holds).
-    async fn begin_rotation(&mut self) -> Result<()> {
+    /// Begins a root rotation unless one is under way (see [`rotate_root`](Self::rotate_root),
+    /// its first step: one keyring commit with the new root and the new epoch),
+    /// reloading the keyring after a concurrent change committed first (the rotation
+    /// then begins on top of it, so that change holds). The index is still under the
+    /// previous root afterwards: [`rotate_root`](Self::rotate_root) or
+    /// [`finish_rotation`](Self::finish_rotation) re-keys it. What an operator's tool
+    /// calls to report the beginning before the long part.
+    ///
+    /// # Errors
+    /// As [`rotate_root`](Self::rotate_root).
+    pub async fn begin_rotation(&mut self) -> Result<()> {
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -1296,6 +1328,38 @@ impl Session {
         self.keyring.remove_epoch(old).await?;
         self.publish_epochs().await?;
         Ok(done)
+    }
+
+    /// Whether a root rotation is under way on the keyring this session holds: begun
+    /// (by this session, another, or a run that was killed) and not finished; then
+    /// [`finish_rotation`](Self::finish_rotation) finishes it.
+    pub fn rotating(&self) -> bool {
+        self.keyring.rotating()
+    }
+
+    /// The key epochs of the keyring this session holds, oldest first (the last is the
+    /// current one, under which new bodies are written).
+    pub fn epochs(&self) -> Vec<u32> {
+        let mut epochs: Vec<u32> = self
+            .keyring
+            .epoch_keys()
+            .iter()
+            .map(|k| k.epoch())
+            .collect();
+        epochs.sort_unstable();
+        epochs
+    }
+
+    /// Exports the account's root key as an armored key export file protected by
+    /// `passphrase` (Argon2id at [`EXPORT_KDF`](crate::keys::EXPORT_KDF), stronger than
+    /// server slots): what [`Provider::import_key`] opens, or a second device imports
+    /// (key model 2). Whoever holds the file and its passphrase opens the account until
+    /// the next root rotation; keep it offline.
+    ///
+    /// # Errors
+    /// Only if the key derivation itself fails.
+    pub async fn export_key(&self, passphrase: &str) -> Result<String> {
+        self.keyring.export(passphrase).await
     }
 
     /// The keyring this session holds.

@@ -568,6 +568,16 @@ impl KeyringStore {
         }
     }
 
+    /// The generation of the account's keyring that the trusted directory accepted (0:
+    /// none yet, or the account was erased). Reads the directory only: no object, no
+    /// secret.
+    ///
+    /// # Errors
+    /// The directory's own storage failed.
+    pub async fn accepted_generation(&self, account: &AccountId) -> Result<u64> {
+        Ok(self.directory.mark(account, RECORD).await?.generation)
+    }
+
     /// The slots of the newest keyring as stored (public: a server checks them against
     /// policy without any secret).
     ///

@@ -111,8 +111,10 @@ pub const INBOX: &str = "INBOX";
 /// create one mailbox.
 pub const INBOX_ID: MailboxId = MailboxId::from_bytes([0; 16]);
 
-/// Name of the index collection that holds the mail records.
-pub(crate) const COLLECTION: &[u8] = b"mail";
+/// Name of the index collection that holds the mail records: what an officer's audit
+/// opens to check that the recovered keys read the account's mail
+/// (`Provider::officer_audit`).
+pub const COLLECTION: &[u8] = b"mail";
 
 /// Tuning of the mailbox model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -920,3 +920,75 @@ async fn item_09_operation_spans_record_requests_and_bytes() {
     assert_eq!(commit["requests"], counting.requests().len() as u64);
     assert_eq!(commit["bytes_written"], counting.bytes_written());
 }
+
+/// The key operations of the operator's tool (`mailvault account export-key|import-key|
+/// rotate-root`, issue 15): an export restores access once the password is lost, a wrong
+/// passphrase opens nothing, a rotation begun and not finished is seen as such and
+/// finished, an export older than the rotation opens nothing, and the directory's
+/// accepted keyring generation follows every change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_export_restores_access_until_the_next_root_rotation() {
+    use mailvault::keys::KeyExport;
+    let d = Deployment::new().await;
+    let provider = d.provider(CHEAP).await;
+    let alice = provider.create_account("forgotten").await.unwrap();
+    let generation = |p: &Provider| {
+        let p = p.clone();
+        async move { p.keyrings().accepted_generation(&alice).await.unwrap() }
+    };
+    let created = generation(&provider).await;
+    assert!(created >= 1, "{created}");
+    let session = provider.unlock(alice, "forgotten").await.unwrap();
+    let pin = session
+        .blobs()
+        .put(BlobKind::Message, b"kept mail")
+        .await
+        .unwrap();
+    let export = KeyExport::parse(&session.export_key("export passphrase").await.unwrap()).unwrap();
+    assert_eq!(export.account, alice);
+    drop(session);
+
+    assert!(matches!(
+        provider.import_key(&export, "wrong passphrase").await,
+        Err(Error::WrongCredential)
+    ));
+    let mut restored = provider
+        .import_key(&export, "export passphrase")
+        .await
+        .unwrap();
+    assert_eq!(
+        &restored.blobs().read(&pin).await.unwrap()[..],
+        b"kept mail"
+    );
+    restored.change_password("new password").await.unwrap();
+    assert!(generation(&provider).await > created);
+    assert!(matches!(
+        provider.unlock(alice, "forgotten").await,
+        Err(Error::WrongCredential)
+    ));
+    let mut session = provider.unlock(alice, "new password").await.unwrap();
+    assert_eq!(session.epochs(), vec![1]);
+
+    // A rotation begun (the long part not run): seen by a fresh session, finished there.
+    assert!(!session.rotating());
+    session.begin_rotation().await.unwrap();
+    assert!(session.rotating());
+    let mut fresh = provider.unlock(alice, "new password").await.unwrap();
+    assert!(fresh.rotating());
+    assert_eq!(fresh.epochs(), vec![1, 2]);
+    fresh.finish_rotation().await.unwrap();
+    assert!(!fresh.rotating());
+    assert_eq!(&fresh.blobs().read(&pin).await.unwrap()[..], b"kept mail");
+    // The export holds the previous root: it opens nothing now.
+    assert!(matches!(
+        provider.import_key(&export, "export passphrase").await,
+        Err(Error::Tampered)
+    ));
+    // Erased: nothing to import into.
+    provider.erase_account(alice).await.unwrap();
+    assert_eq!(generation(&provider).await, 0);
+    assert!(matches!(
+        provider.import_key(&export, "export passphrase").await,
+        Err(Error::NotFound { .. })
+    ));
+}
