@@ -307,6 +307,15 @@ impl Accounts {
         }
     }
 
+    /// Every account, by name.
+    pub fn list(&self) -> Result<Vec<(String, AccountId)>, BoxError> {
+        self.read()?
+            .accounts
+            .into_iter()
+            .map(|(name, hex)| Ok((name, AccountId::from_hex(&hex)?)))
+            .collect()
+    }
+
     /// Adds `name` → `account` (refuses a name already taken). Written to a temporary
     /// file, fsynced and renamed into place.
     pub fn insert(&self, name: &str, account: AccountId) -> Result<(), BoxError> {

@@ -52,8 +52,10 @@ use crate::storage::{naming, probe_capabilities, CommitMode, DynStore};
 
 mod companion;
 mod shared;
+mod verify;
 pub use companion::{Companion, CompanionConfig, DeviceEnrollment};
 pub use shared::{AccountRegistry, MailRead, MailWrite, PendingCheck, ShareConfig, SharedAccount};
+pub use verify::{Damage, Finding, ObjectKind, Tally, VerifyOptions, VerifyReport};
 
 /// Officer action kinds recorded in the keyring.
 pub mod officer_action {
