@@ -26,10 +26,10 @@ use mailvault::crypto::RandomSource;
 use mailvault::delivery::DeliverySigningKey;
 use mailvault::directory::{Directory, FileDirectory, KeyModel, OfficerKeyEntry};
 use mailvault::engine::{
-    Companion, CompanionConfig, Damage, DeviceEnrollment, ObjectKind, ShareConfig, Tally,
-    VerifyOptions, VerifyReport,
+    Companion, CompanionConfig, Damage, DeviceEnrollment, GcOptions, ObjectKind, ShareConfig,
+    Tally, VerifyOptions, VerifyReport,
 };
-use mailvault::ids::DeploymentId;
+use mailvault::ids::{AccountId, DeploymentId};
 use mailvault::keys::{DeviceKey, DeviceKeyFile, OfficerSecret};
 use mailvault::storage::open_store;
 
@@ -122,6 +122,39 @@ enum Command {
         /// No progress output.
         #[arg(long, short)]
         quiet: bool,
+    },
+    /// Removes what nothing references, older than --grace: bodies of failed or killed
+    /// appends and deliveries, index objects no head needs, keyring versions the
+    /// directory did not accept, and a local store's staging files left by a process
+    /// killed mid-upload. Needs the account's password for bodies and index objects
+    /// (without it: keyring versions and staging files only). Removes nothing by
+    /// reference from an account where verify finds damage.
+    ///
+    /// Examples:
+    ///   mailvault gc --config mailvault.toml --account alice@example.org --password-file pw --dry-run
+    ///   mailvault gc --config mailvault.toml --all --json
+    Gc {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The account's name.
+        #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+        account: Option<String>,
+        /// Every account of the accounts table.
+        #[arg(long)]
+        all: bool,
+        /// The account's password (with --account).
+        #[arg(long, requires = "account")]
+        password_file: Option<PathBuf>,
+        /// Report what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only what is older than this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        grace: u64,
+        /// Print the summary as one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
     },
     /// Runs a companion on the user's device: the account opened with the device key,
     /// IMAP on a loopback address for the device's mail client, the shared bucket read and
@@ -419,6 +452,30 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             Ok(())
         }
         Command::Import { source } => import(source).await,
+        Command::Gc {
+            config,
+            account,
+            all: _,
+            password_file,
+            dry_run,
+            grace,
+            json,
+        } => {
+            let config = Config::load(&config)?;
+            let options = GcOptions {
+                grace: std::time::Duration::from_secs(grace),
+                dry_run,
+                local_root: (!config.store.contains("://")).then(|| PathBuf::from(&config.store)),
+            };
+            gc(
+                &config,
+                account.as_deref(),
+                password_file.as_deref(),
+                &options,
+                json,
+            )
+            .await
+        }
         Command::Verify {
             config,
             account,
@@ -534,16 +591,7 @@ async fn verify(
     quiet: bool,
 ) -> Result<(), BoxError> {
     use mailvault_server::migrate::Progress;
-    let accounts = config.accounts();
-    let targets = match name {
-        Some(name) => vec![(
-            name.to_lowercase(),
-            accounts
-                .lookup(name)?
-                .ok_or_else(|| format!("no account named {name}"))?,
-        )],
-        None => accounts.list()?,
-    };
+    let targets = targets(config, name)?;
     let provider = config.provider().await?;
     let progress = Progress::counting("verify", "objects", quiet);
     let counted = std::sync::atomic::AtomicU64::new(0);
@@ -645,6 +693,106 @@ async fn verify(
     } else {
         Err(Box::new(Damaged("damage found".to_owned())))
     }
+}
+
+/// The accounts a command names: one by `--account`, or all.
+fn targets(config: &Config, name: Option<&str>) -> Result<Vec<(String, AccountId)>, BoxError> {
+    let accounts = config.accounts();
+    Ok(match name {
+        Some(name) => vec![(
+            name.to_lowercase(),
+            accounts
+                .lookup(name)?
+                .ok_or_else(|| format!("no account named {name}"))?,
+        )],
+        None => accounts.list()?,
+    })
+}
+
+/// `mailvault gc`.
+async fn gc(
+    config: &Config,
+    name: Option<&str>,
+    password_file: Option<&std::path::Path>,
+    options: &GcOptions,
+    json: bool,
+) -> Result<(), BoxError> {
+    let provider = config.provider().await?;
+    let mut out = Vec::new();
+    for (name, account) in targets(config, name)? {
+        let session = match password_file {
+            Some(path) => {
+                let password = config::read_password(path)?;
+                Some(
+                    provider
+                        .unlock(account, &password)
+                        .await
+                        .map_err(|e| format!("{name}: cannot open the account: {e}"))?,
+                )
+            }
+            None => None,
+        };
+        let summary = provider
+            .collect_account_garbage(account, session.as_ref(), options)
+            .await
+            .map_err(|e| format!("{name}: {e}"))?;
+        out.push((name, account, summary));
+    }
+    if json {
+        let accounts: Vec<serde_json::Value> = out
+            .iter()
+            .map(|(name, account, s)| {
+                let orphans: Vec<serde_json::Value> = s
+                    .orphans
+                    .iter()
+                    .map(|f| serde_json::json!({ "kind": f.kind.name(), "path": f.path, "size": f.size }))
+                    .collect();
+                let staging: Vec<serde_json::Value> = s
+                    .staging_files
+                    .iter()
+                    .map(|(path, size)| serde_json::json!({ "path": path, "size": size }))
+                    .collect();
+                serde_json::json!({
+                    "name": name,
+                    "account": account.to_hex(),
+                    "dry_run": options.dry_run,
+                    "released_bodies": s.released_bodies,
+                    "index_objects": s.index_objects,
+                    "orphans": orphans,
+                    "staging_files": staging,
+                    "skipped": s.skipped,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::json!({ "accounts": accounts }));
+    } else {
+        let verb = if options.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        };
+        for (name, _, s) in &out {
+            let bytes: u64 = s.orphans.iter().filter_map(|f| f.size).sum::<u64>()
+                + s.staging_files.iter().map(|(_, n)| n).sum::<u64>();
+            println!(
+                "{name}: {verb} {} orphans and {} staging files ({bytes} bytes); the index's collection removed {} released bodies and {} index objects",
+                s.orphans.len(),
+                s.staging_files.len(),
+                s.released_bodies,
+                s.index_objects
+            );
+            for f in &s.orphans {
+                println!("  {} {}", f.kind.name(), f.path);
+            }
+            for (path, _) in &s.staging_files {
+                println!("  staging file {path}");
+            }
+            for why in &s.skipped {
+                println!("  skipped: {why}");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One account's verification as JSON.
