@@ -336,3 +336,153 @@ fn verify_finds_each_damage_of_a_copied_store_and_nothing_on_the_intact_one() {
         "{report:#}"
     );
 }
+
+/// The same damages on Garage (no compare-and-swap: index heads named by the directory's
+/// marks), made in place after the intact run (no copy of a bucket): a deleted body, a
+/// flipped byte in the newest segment, a stray object and a rolled-back keyring.
+#[test]
+fn verify_finds_each_damage_on_garage() {
+    const TEST: &str = "verify_finds_each_damage_on_garage";
+    let Some(server) = MailServer::create(TEST, Backend::Garage, &[ALICE, BOB]) else {
+        return;
+    };
+    let config = server.config_path().to_path_buf();
+    let env = server.env().clone();
+    let password = server.dir.path().join("password");
+    let pw = password.to_str().expect("UTF-8 path");
+    let sources = tempfile::tempdir().expect("a folder");
+    let file = mbox(sources.path(), 4, "alice");
+    let out = mailvault(
+        &config,
+        &env,
+        &[
+            "import",
+            "mbox",
+            file.to_str().unwrap(),
+            "--name",
+            ALICE,
+            "--password-file",
+            pw,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (alice, bob) = (account_id(&config, ALICE), account_id(&config, BOB));
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let loaded = mailvault_server::config::Config::load(&config).expect("config");
+    // The S3 settings of the store, as the server's commands get them.
+    for (k, v) in &env {
+        std::env::set_var(k, v);
+    }
+    let store = mailvault::storage::open_store(&loaded.store).expect("the bucket");
+    let list = |prefix: String| {
+        runtime.block_on(async {
+            use futures::TryStreamExt;
+            let mut metas: Vec<object_store::ObjectMeta> = store
+                .list(Some(&object_store::path::Path::from(prefix)))
+                .try_collect()
+                .await
+                .expect("list");
+            metas.sort_by(|a, b| a.location.cmp(&b.location));
+            metas
+        })
+    };
+    let get = |path: &object_store::path::Path| {
+        runtime.block_on(async {
+            use object_store::ObjectStoreExt;
+            store
+                .get(path)
+                .await
+                .expect("get")
+                .bytes()
+                .await
+                .expect("bytes")
+        })
+    };
+    let before: Vec<_> = list(format!("a/{bob}/k"))
+        .into_iter()
+        .map(|m| {
+            let bytes = get(&m.location);
+            (m.location, bytes)
+        })
+        .collect();
+    assert_eq!(before.len(), 1);
+    runtime.block_on(async {
+        let provider = loaded.provider().await.expect("provider");
+        let id = mailvault::ids::AccountId::from_hex(&bob).expect("id");
+        let mut session = provider.unlock(id, PASSWORD).await.expect("bob's login");
+        session
+            .change_password("a new password")
+            .await
+            .expect("change");
+    });
+
+    let (code, report) = verify(
+        &config,
+        &env,
+        &["--account", ALICE, "--password-file", pw, "--deep"],
+    );
+    assert_eq!(code, 0, "{report:#}");
+    let (code, report) = verify(&config, &env, &["--all"]);
+    assert_eq!(code, 0, "{report:#}");
+
+    let bodies = list(format!("a/{alice}/b"));
+    let deleted = bodies[1].location.clone();
+    let segments: Vec<_> = list(format!("a/{alice}/i"))
+        .into_iter()
+        .filter(|m| m.location.as_ref().contains("/s/"))
+        .collect();
+    let newest = segments
+        .iter()
+        .max_by_key(|m| m.last_modified)
+        .expect("a segment")
+        .location
+        .clone();
+    let mut flipped = get(&newest).to_vec();
+    let at = flipped.len() / 2;
+    flipped[at] ^= 1;
+    let stray = object_store::path::Path::from(format!("a/{alice}/README.txt"));
+    let bob_now = list(format!("a/{bob}/k"));
+    runtime.block_on(async {
+        use object_store::ObjectStoreExt;
+        store.delete(&deleted).await.expect("delete");
+        store.put(&newest, flipped.into()).await.expect("flip");
+        store
+            .put(&stray, b"stray".to_vec().into())
+            .await
+            .expect("stray");
+        for m in &bob_now {
+            store.delete(&m.location).await.expect("delete a keyring");
+        }
+        for (path, bytes) in &before {
+            store
+                .put(path, bytes.clone().into())
+                .await
+                .expect("old keyring");
+        }
+    });
+
+    let (code, report) = verify(&config, &env, &["--account", ALICE, "--password-file", pw]);
+    assert_eq!(code, 3, "{report:#}");
+    let a = account(&report, ALICE);
+    assert!(found(a, "missing", "blob", deleted.as_ref()), "{report:#}");
+    assert!(
+        found(a, "tampered", "segment", newest.as_ref()),
+        "{report:#}"
+    );
+    assert!(
+        found(a, "orphaned", "unknown", stray.as_ref()),
+        "{report:#}"
+    );
+    assert_eq!(a["findings"].as_array().unwrap().len(), 3, "{report:#}");
+    let (code, report) = verify(&config, &env, &["--all"]);
+    assert_eq!(code, 3, "{report:#}");
+    let b = account(&report, BOB);
+    assert!(
+        found(b, "rolled_back", "keyring", &format!("a/{bob}/k")),
+        "{report:#}"
+    );
+}

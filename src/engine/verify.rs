@@ -931,7 +931,7 @@ impl Provider {
             run.find(
                 Damage::Tampered,
                 ObjectKind::Segment,
-                &naming::collection_prefix(account, tag),
+                naming::collection_prefix(account, tag),
                 None,
                 format!("{bad} email record(s) of the index do not parse"),
             );
