@@ -178,6 +178,18 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
+    fn empty(account: AccountId, with_keys: bool, deep: bool) -> Self {
+        Self {
+            account,
+            with_keys,
+            deep,
+            listed: BTreeMap::new(),
+            checked: BTreeMap::new(),
+            findings: Vec::new(),
+            skipped: Vec::new(),
+        }
+    }
+
     /// Whether nothing was found wrong.
     pub fn is_intact(&self) -> bool {
         self.findings.is_empty()
@@ -375,15 +387,7 @@ impl Provider {
             .await?;
         let grace = chrono::Duration::from_std(options.grace).unwrap_or(chrono::Duration::MAX);
         let mut run = Run {
-            report: VerifyReport {
-                account,
-                with_keys: session.is_some(),
-                deep: options.deep,
-                listed: BTreeMap::new(),
-                checked: BTreeMap::new(),
-                findings: Vec::new(),
-                skipped: Vec::new(),
-            },
+            report: VerifyReport::empty(account, session.is_some(), options.deep),
             cutoff: chrono::Utc::now()
                 .checked_sub_signed(grace)
                 .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC),
@@ -422,8 +426,37 @@ impl Provider {
             );
         }
 
-        self.verify_keyring(&mut run, &account, &listing.keyrings, progress)
-            .await?;
+        // The keyring's versions listed again beside its mark, and looked at again while
+        // the mark moves: a keyring commit between the two (it deletes the version it
+        // supersedes) is no rollback.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mark = self.directory.mark(&account, "keyring").await?;
+            let versions = self
+                .list_versions(&naming::keyring_prefix(&account))
+                .await?;
+            let mut trial = Run {
+                report: VerifyReport::empty(account, session.is_some(), options.deep),
+                cutoff: run.cutoff,
+            };
+            self.verify_keyring(&mut trial, &account, mark, &versions, progress)
+                .await?;
+            if !trial.report.is_intact()
+                && attempts < 4
+                && self.directory.mark(&account, "keyring").await? != mark
+            {
+                continue;
+            }
+            run.report.findings.extend(trial.report.findings);
+            run.report.skipped.extend(trial.report.skipped);
+            for (kind, tally) in trial.report.checked {
+                let total = run.report.checked.entry(kind).or_default();
+                total.objects += tally.objects;
+                total.bytes += tally.bytes;
+            }
+            break;
+        }
         let keys = session.map(|session| Keys {
             retiring: session.keyring.retiring_index_key(),
             session,
@@ -513,16 +546,36 @@ impl Provider {
         Ok(run.report)
     }
 
+    /// The versioned objects under `prefix` (§9), in name order.
+    async fn list_versions(
+        &self,
+        prefix: &object_store::path::Path,
+    ) -> Result<Vec<(VersionName, ObjectMeta)>> {
+        let mut found: Vec<(VersionName, ObjectMeta)> = self
+            .store
+            .list(Some(prefix))
+            .try_collect::<Vec<ObjectMeta>>()
+            .await?
+            .into_iter()
+            .filter_map(|meta| {
+                let name = VersionName::parse(meta.location.filename()?)?;
+                Some((name, meta))
+            })
+            .collect();
+        found.sort_by_key(|(n, _)| *n);
+        Ok(found)
+    }
+
     /// The keyring: each version's shape, and the accepted one against the directory's
     /// mark (§9 "Through the directory").
     async fn verify_keyring(
         &self,
         run: &mut Run,
         account: &AccountId,
+        mark: crate::directory::Mark,
         versions: &[(VersionName, ObjectMeta)],
         progress: &(dyn Fn(u64, u64) + Send + Sync),
     ) -> Result<()> {
-        let mark = self.directory.mark(account, "keyring").await?;
         let mut accepted = None;
         let mut at_mark = Vec::new();
         for (name, meta) in versions {
@@ -667,18 +720,9 @@ impl Provider {
         // Every manifest: fetched, its header parsed and matched with its name.
         // Listed again, after the envelopes were read: the head read here is at least as
         // new as the imports that deleted envelopes since the account's listing.
-        let mut fresh: Vec<(VersionName, ObjectMeta)> = self
-            .store
-            .list(Some(&naming::manifest_prefix(account, tag)))
-            .try_collect::<Vec<ObjectMeta>>()
-            .await?
-            .into_iter()
-            .filter_map(|meta| {
-                let name = VersionName::parse(meta.location.filename()?)?;
-                Some((name, meta))
-            })
-            .collect();
-        fresh.sort_by_key(|(n, _)| *n);
+        let fresh = self
+            .list_versions(&naming::manifest_prefix(account, tag))
+            .await?;
         let mut manifests: Vec<(VersionName, &ObjectMeta, bytes::Bytes)> = Vec::new();
         for (name, meta) in &fresh {
             let stored = match storage::get_bounded(
