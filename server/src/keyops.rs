@@ -29,6 +29,8 @@ pub const EXIT_PARTLY_DONE: u8 = 2;
 /// Exit status of an officer audit that found an account the officer should be able to
 /// recover and cannot.
 pub const EXIT_NOT_RECOVERABLE: u8 = 3;
+/// Exit status of a `verify` that found damage (a check's finding, as an audit's).
+pub const EXIT_DAMAGED: u8 = 3;
 /// Exit status of a wrong credential: password, passphrase or officer key.
 pub const EXIT_WRONG_CREDENTIAL: u8 = 4;
 /// Exit status of an erase that was not confirmed (nothing erased).

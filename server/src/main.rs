@@ -30,8 +30,11 @@ use clap::{Parser, Subcommand};
 use mailvault::crypto::RandomSource;
 use mailvault::delivery::DeliverySigningKey;
 use mailvault::directory::{Directory, FileDirectory, KeyModel, OfficerKeyEntry};
-use mailvault::engine::{Companion, CompanionConfig, DeviceEnrollment, ShareConfig};
-use mailvault::ids::DeploymentId;
+use mailvault::engine::{
+    Companion, CompanionConfig, Damage, DeviceEnrollment, GcOptions, ObjectKind, ShareConfig,
+    Tally, VerifyOptions, VerifyReport,
+};
+use mailvault::ids::{AccountId, DeploymentId};
 use mailvault::keys::{DeviceKey, DeviceKeyFile, OfficerSecret};
 use mailvault::storage::open_store;
 
@@ -104,6 +107,78 @@ enum Command {
     Import {
         #[command(subcommand)]
         source: ImportSource,
+    },
+    /// Verifies the stored objects of one account or all: the keyring against the
+    /// directory's mark, the index manifests and segments, every pinned body (its header
+    /// and final chunk by ranged GETs; every byte with --deep), the pending deliveries.
+    /// Reports what is missing, tampered with, rolled back, orphaned (unreferenced and
+    /// older than --grace) or unreadable. Reads only. Without the account's password
+    /// (and always for a hardened account) only what needs no key is checked; what was
+    /// skipped is listed. Exit status 0 when intact, 3 when damage was found.
+    ///
+    /// Examples:
+    ///   mailvault verify --config mailvault.toml --all
+    ///   mailvault verify --config mailvault.toml --account alice@example.org --password-file pw --deep --json
+    Verify {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The account's name.
+        #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+        account: Option<String>,
+        /// Every account of the accounts table.
+        #[arg(long)]
+        all: bool,
+        /// The account's password: open it with its keys and check everything (with
+        /// --account).
+        #[arg(long, requires = "account")]
+        password_file: Option<PathBuf>,
+        /// Read and authenticate every byte of every body.
+        #[arg(long)]
+        deep: bool,
+        /// Unreferenced objects younger than this many seconds are writes in flight, not
+        /// orphans.
+        #[arg(long, default_value_t = 3600)]
+        grace: u64,
+        /// Print the report as one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+        /// No progress output.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Removes what nothing references, older than --grace: bodies of failed or killed
+    /// appends and deliveries, index objects no head needs, keyring versions the
+    /// directory did not accept, and a local store's staging files left by a process
+    /// killed mid-upload. Needs the account's password for bodies and index objects
+    /// (without it: keyring versions and staging files only). Removes nothing by
+    /// reference from an account where verify finds damage.
+    ///
+    /// Examples:
+    ///   mailvault gc --config mailvault.toml --account alice@example.org --password-file pw --dry-run
+    ///   mailvault gc --config mailvault.toml --all --json
+    Gc {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The account's name.
+        #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+        account: Option<String>,
+        /// Every account of the accounts table.
+        #[arg(long)]
+        all: bool,
+        /// The account's password (with --account).
+        #[arg(long, requires = "account")]
+        password_file: Option<PathBuf>,
+        /// Report what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only what is older than this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        grace: u64,
+        /// Print the summary as one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
     },
     /// Runs a companion on the user's device: the account opened with the device key,
     /// IMAP on a loopback address for the device's mail client, the shared bucket read and
@@ -476,6 +551,8 @@ fn main() -> std::process::ExitCode {
             eprintln!("mailvault: {e}");
             if e.is::<PartlyDone>() {
                 std::process::ExitCode::from(keyops::EXIT_PARTLY_DONE)
+            } else if e.is::<Damaged>() {
+                std::process::ExitCode::from(keyops::EXIT_DAMAGED)
             } else {
                 std::process::ExitCode::from(keyops::exit_status(&e))
             }
@@ -603,6 +680,55 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             Ok(())
         }
         Command::Import { source } => import(source).await,
+        Command::Gc {
+            config,
+            account,
+            all: _,
+            password_file,
+            dry_run,
+            grace,
+            json,
+        } => {
+            let config = Config::load(&config)?;
+            let options = GcOptions {
+                grace: std::time::Duration::from_secs(grace),
+                dry_run,
+                local_root: (!config.store.contains("://")).then(|| PathBuf::from(&config.store)),
+            };
+            gc(
+                &config,
+                account.as_deref(),
+                password_file.as_deref(),
+                &options,
+                json,
+            )
+            .await
+        }
+        Command::Verify {
+            config,
+            account,
+            all: _,
+            password_file,
+            deep,
+            grace,
+            json,
+            quiet,
+        } => {
+            let options = VerifyOptions {
+                deep,
+                grace: std::time::Duration::from_secs(grace),
+                ..VerifyOptions::default()
+            };
+            verify(
+                &Config::load(&config)?,
+                account.as_deref(),
+                password_file.as_deref(),
+                &options,
+                json,
+                quiet,
+            )
+            .await
+        }
         Command::Serve { config } => serve(Config::load(&config)?).await,
         Command::Companion { config } => companion(CompanionFile::load(&config)?).await,
     }
@@ -740,6 +866,287 @@ async fn import(source: ImportSource) -> Result<(), BoxError> {
         ))))
     }
 }
+
+/// `mailvault verify`.
+async fn verify(
+    config: &Config,
+    name: Option<&str>,
+    password_file: Option<&std::path::Path>,
+    options: &VerifyOptions,
+    json: bool,
+    quiet: bool,
+) -> Result<(), BoxError> {
+    use mailvault_server::migrate::Progress;
+    let targets = targets(config, name)?;
+    let provider = config.provider().await?;
+    let progress = Progress::counting("verify", "objects", quiet);
+    let counted = std::sync::atomic::AtomicU64::new(0);
+    let bytes = std::sync::atomic::AtomicU64::new(0);
+    let tick = |objects: u64, b: u64| {
+        use std::sync::atomic::Ordering::Relaxed;
+        let done = counted.fetch_add(objects, Relaxed) + objects;
+        let b = bytes.fetch_add(b, Relaxed) + b;
+        progress.set(done, done, b);
+    };
+    let mut reports = Vec::new();
+    for (name, account) in targets {
+        // A keyring that does not open (rolled back, tampered with, gone) is damage to
+        // report: the account is then verified without its keys. A wrong password is
+        // the operator's mistake: stop.
+        let (session, not_opened) = match password_file {
+            Some(path) => {
+                let password = config::read_password(path)?;
+                match provider.unlock(account, &password).await {
+                    Ok(session) => (Some(session), None),
+                    Err(e @ mailvault::Error::WrongCredential) => {
+                        return Err(format!("{name}: cannot open the account: {e}").into())
+                    }
+                    Err(e) => (None, Some(e)),
+                }
+            }
+            None => (None, None),
+        };
+        let mut report = provider
+            .verify_account(account, session.as_ref(), options, &tick)
+            .await
+            .map_err(|e| format!("{name}: {e}"))?;
+        if let Some(e) = not_opened {
+            report.skipped.insert(
+                0,
+                format!(
+                    "the account did not open with its password ({e}): verified without its keys"
+                ),
+            );
+        }
+        reports.push((name, report));
+    }
+    {
+        use std::sync::atomic::Ordering::Relaxed;
+        let done = counted.load(Relaxed);
+        progress.finish(done, done, bytes.load(Relaxed));
+    }
+    let intact = reports.iter().all(|(_, r)| r.is_intact());
+    if json {
+        let accounts: Vec<serde_json::Value> = reports
+            .iter()
+            .map(|(name, r)| verify_json(name, r))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({ "intact": intact, "accounts": accounts })
+        );
+    } else {
+        for (name, r) in &reports {
+            let checked: u64 = r.checked.values().map(|t| t.objects).sum();
+            let checked_bytes: u64 = r.checked.values().map(|t| t.bytes).sum();
+            let keys = if r.with_keys {
+                "with keys"
+            } else {
+                "without keys"
+            };
+            let state = if r.is_intact() {
+                "intact".to_owned()
+            } else {
+                let counts: Vec<String> = Damage::ALL
+                    .iter()
+                    .map(|d| (d, r.count(*d)))
+                    .filter(|(_, t)| t.objects > 0)
+                    .map(|(d, t)| format!("{} {} ({} bytes)", t.objects, d.name(), t.bytes))
+                    .collect();
+                counts.join(", ")
+            };
+            println!(
+                "{name} ({}): {state}; {checked} objects checked, {:.1} MiB, {keys}",
+                r.account,
+                checked_bytes as f64 / (1 << 20) as f64
+            );
+            for f in &r.findings {
+                println!(
+                    "  {} {} {}: {}",
+                    f.damage.name(),
+                    f.kind.name(),
+                    f.path,
+                    f.detail
+                );
+            }
+            for why in &r.skipped {
+                println!("  skipped: {why}");
+            }
+        }
+    }
+    if intact {
+        Ok(())
+    } else {
+        Err(Box::new(Damaged("damage found".to_owned())))
+    }
+}
+
+/// The accounts a command names: one by `--account`, or all.
+fn targets(config: &Config, name: Option<&str>) -> Result<Vec<(String, AccountId)>, BoxError> {
+    let accounts = config.accounts();
+    Ok(match name {
+        Some(name) => vec![(
+            name.to_lowercase(),
+            accounts
+                .lookup(name)?
+                .ok_or_else(|| format!("no account named {name}"))?,
+        )],
+        None => accounts
+            .list()?
+            .into_iter()
+            .map(|e| (e.name, e.account))
+            .collect(),
+    })
+}
+
+/// `mailvault gc`.
+async fn gc(
+    config: &Config,
+    name: Option<&str>,
+    password_file: Option<&std::path::Path>,
+    options: &GcOptions,
+    json: bool,
+) -> Result<(), BoxError> {
+    let provider = config.provider().await?;
+    let mut out = Vec::new();
+    for (name, account) in targets(config, name)? {
+        let session = match password_file {
+            Some(path) => {
+                let password = config::read_password(path)?;
+                Some(
+                    provider
+                        .unlock(account, &password)
+                        .await
+                        .map_err(|e| format!("{name}: cannot open the account: {e}"))?,
+                )
+            }
+            None => None,
+        };
+        let summary = provider
+            .collect_account_garbage(account, session.as_ref(), options)
+            .await
+            .map_err(|e| format!("{name}: {e}"))?;
+        out.push((name, account, summary));
+    }
+    if json {
+        let accounts: Vec<serde_json::Value> = out
+            .iter()
+            .map(|(name, account, s)| {
+                let orphans: Vec<serde_json::Value> = s
+                    .orphans
+                    .iter()
+                    .map(|f| serde_json::json!({ "kind": f.kind.name(), "path": f.path, "size": f.size }))
+                    .collect();
+                let staging: Vec<serde_json::Value> = s
+                    .staging_files
+                    .iter()
+                    .map(|(path, size)| serde_json::json!({ "path": path, "size": size }))
+                    .collect();
+                serde_json::json!({
+                    "name": name,
+                    "account": account.to_hex(),
+                    "dry_run": options.dry_run,
+                    "released_bodies": s.released_bodies,
+                    "index_objects": s.index_objects,
+                    "orphans": orphans,
+                    "staging_files": staging,
+                    "skipped": s.skipped,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::json!({ "accounts": accounts }));
+    } else {
+        let verb = if options.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        };
+        for (name, _, s) in &out {
+            let bytes: u64 = s.orphans.iter().filter_map(|f| f.size).sum::<u64>()
+                + s.staging_files.iter().map(|(_, n)| n).sum::<u64>();
+            println!(
+                "{name}: {verb} {} orphans and {} staging files ({bytes} bytes); the index's collection removed {} released bodies and {} index objects",
+                s.orphans.len(),
+                s.staging_files.len(),
+                s.released_bodies,
+                s.index_objects
+            );
+            for f in &s.orphans {
+                println!("  {} {}", f.kind.name(), f.path);
+            }
+            for (path, _) in &s.staging_files {
+                println!("  staging file {path}");
+            }
+            for why in &s.skipped {
+                println!("  skipped: {why}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One account's verification as JSON.
+fn verify_json(name: &str, r: &VerifyReport) -> serde_json::Value {
+    let tallies = |m: &std::collections::BTreeMap<ObjectKind, Tally>| {
+        let map: serde_json::Map<String, serde_json::Value> = m
+            .iter()
+            .map(|(k, t)| {
+                (
+                    k.name().to_owned(),
+                    serde_json::json!({ "objects": t.objects, "bytes": t.bytes }),
+                )
+            })
+            .collect();
+        serde_json::Value::Object(map)
+    };
+    let summary: serde_json::Map<String, serde_json::Value> = Damage::ALL
+        .iter()
+        .map(|d| {
+            let t = r.count(*d);
+            (
+                d.name().to_owned(),
+                serde_json::json!({ "objects": t.objects, "bytes": t.bytes }),
+            )
+        })
+        .collect();
+    let findings: Vec<serde_json::Value> = r
+        .findings
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "damage": f.damage.name(),
+                "kind": f.kind.name(),
+                "path": f.path,
+                "size": f.size,
+                "detail": f.detail,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "name": name,
+        "account": r.account.to_hex(),
+        "intact": r.is_intact(),
+        "with_keys": r.with_keys,
+        "deep": r.deep,
+        "listed": tallies(&r.listed),
+        "checked": tallies(&r.checked),
+        "summary": summary,
+        "findings": findings,
+        "skipped": r.skipped,
+    })
+}
+
+/// Damage found by `mailvault verify` (exit status 3).
+#[derive(Debug)]
+struct Damaged(String);
+
+impl std::fmt::Display for Damaged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Damaged {}
 
 /// A job that did part of its work (exit status 2): messages refused by an import.
 #[derive(Debug)]

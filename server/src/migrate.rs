@@ -423,10 +423,38 @@ pub struct Progress {
     last_line: std::sync::Mutex<Instant>,
     total: Option<u64>,
     what: &'static str,
+    /// What is counted (`messages`, `objects`).
+    unit: &'static str,
     quiet: bool,
 }
 
 impl Progress {
+    /// Progress of a job counting `unit`s whose total is not known beforehand (objects
+    /// verified, collected): a spinner with the count, the rate and the bytes on a
+    /// terminal, a plain line every few seconds otherwise.
+    pub fn counting(what: &'static str, unit: &'static str, quiet: bool) -> Self {
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            let template =
+                format!("{{msg}} [{{elapsed_precise}}] {{spinner}} {{pos}} {unit} {{per_sec}}");
+            if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
+                bar.set_style(style);
+            }
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar.set_message(what);
+            bar
+        });
+        Self {
+            bar,
+            started: Instant::now(),
+            last_line: std::sync::Mutex::new(Instant::now()),
+            total: None,
+            what,
+            unit,
+            quiet,
+        }
+    }
+
     /// Progress of `total` units (messages, or bytes when `bytes`), if known.
     pub fn new(what: &'static str, total: Option<u64>, bytes: bool, quiet: bool) -> Self {
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
@@ -451,6 +479,7 @@ impl Progress {
             last_line: std::sync::Mutex::new(Instant::now()),
             total,
             what,
+            unit: "messages",
             quiet,
         }
     }
@@ -459,6 +488,13 @@ impl Progress {
     pub fn set(&self, done: u64, messages: u64, bytes: u64) {
         if let Some(bar) = &self.bar {
             bar.set_position(done);
+            if self.unit != "messages" {
+                bar.set_message(format!(
+                    "{} {:.1} MiB",
+                    self.what,
+                    bytes as f64 / (1 << 20) as f64
+                ));
+            }
             return;
         }
         if self.quiet {
@@ -480,8 +516,9 @@ impl Progress {
         } else {
             String::new()
         };
+        let unit = self.unit;
         format!(
-            "{}: {done}{of}; {messages} messages,{size} {:.0} messages/s, {:.1} s",
+            "{}: {done}{of}; {messages} {unit},{size} {:.0} {unit}/s, {:.1} s",
             self.what,
             messages as f64 / secs,
             secs

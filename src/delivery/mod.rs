@@ -1037,7 +1037,7 @@ pub(crate) fn verify_envelope<'a>(
 
 /// Whether the envelope `object` of `account` in `deployment` is signed by one of
 /// `verifying_keys`.
-fn signed_by_any(
+pub(crate) fn signed_by_any(
     object: &EnvelopeObject<'_>,
     deployment: &DeploymentId,
     account: &AccountId,

@@ -52,9 +52,13 @@ use crate::mail::{ImportReport, MailConfig, Mailstore};
 use crate::storage::{naming, probe_capabilities, CommitMode, DynStore};
 
 mod companion;
+mod gc;
 mod shared;
+mod verify;
 pub use companion::{Companion, CompanionConfig, DeviceEnrollment};
+pub use gc::{GcOptions, GcSummary};
 pub use shared::{AccountRegistry, MailRead, MailWrite, PendingCheck, ShareConfig, SharedAccount};
+pub use verify::{Damage, Finding, ObjectKind, Tally, VerifyOptions, VerifyReport};
 
 /// Officer action kinds recorded in the keyring.
 pub mod officer_action {

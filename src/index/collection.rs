@@ -334,7 +334,7 @@ fn tier(records: u32) -> u32 {
 
 /// The segments that are live given every listed entry: one entry per id, minus those a
 /// live compaction replaced, in stamp order.
-fn merge_live(entries: impl IntoIterator<Item = SegmentEntry>) -> Vec<SegmentEntry> {
+pub(crate) fn merge_live(entries: impl IntoIterator<Item = SegmentEntry>) -> Vec<SegmentEntry> {
     let mut by_id: HashMap<SegmentId, SegmentEntry> = HashMap::new();
     for entry in entries {
         by_id.entry(entry.id).or_insert(entry);

@@ -50,7 +50,33 @@ impl CollectionKeys {
         );
         let mut tag = [0u8; 16];
         kdf::expand(&input, LABEL_INDEX_NAME, &[name], &mut tag);
-        let collection = kdf::derive_key(&input, LABEL_INDEX_COLLECTION, &[&tag]);
+        Self::with_input(deployment, account, &input, tag)
+    }
+
+    /// The keys of the collection whose tag is `tag` (as its object names show it),
+    /// under `key`: what opens a collection found by listing, whose name is not known.
+    /// Under another key than the collection's, nothing opens (`Tampered`).
+    pub(crate) fn for_tag(
+        deployment: DeploymentId,
+        account: AccountId,
+        key: &AccountKey,
+        tag: [u8; 16],
+    ) -> Self {
+        let input = kdf::derive_key(
+            key.master(),
+            LABEL_INDEX_INPUT,
+            &[deployment.as_bytes(), account.as_bytes()],
+        );
+        Self::with_input(deployment, account, &input, tag)
+    }
+
+    fn with_input(
+        deployment: DeploymentId,
+        account: AccountId,
+        input: &crate::crypto::Key32,
+        tag: [u8; 16],
+    ) -> Self {
+        let collection = kdf::derive_key(input, LABEL_INDEX_COLLECTION, &[&tag]);
         Self {
             deployment,
             account,

@@ -66,6 +66,7 @@ mod reencrypt;
 mod search;
 pub mod text;
 mod transaction;
+pub(crate) mod verify;
 
 pub use import::ImportReport;
 pub(crate) use import::{ImportRun, Pass as ImportPass};

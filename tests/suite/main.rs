@@ -31,6 +31,7 @@ mod search;
 mod search_text;
 mod storage;
 mod vectors;
+mod verify;
 
 use mailvault::blob::{AccountBlobs, BlobCipher, BlobConfig, BlobStore};
 use mailvault::crypto::{AccountKey, RandomSource};
