@@ -5,7 +5,9 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod export;
 pub mod imap;
+pub mod imap_source;
 pub mod lmtp;
 pub mod migrate;
 pub mod mutf7;

@@ -5,6 +5,11 @@
 //!   byte-exact, with its flags, internal date and folder (Sent with its `\Sent` role).
 //! - An import of a large Maildir killed with SIGKILL at three points and run again
 //!   ends with every message present exactly once.
+//! - `import imap` of an account of the shared Dovecot instance (its first user, which no
+//!   other test uses: emptied over IMAP, the corpus APPENDed into folders with flags,
+//!   keywords and internal dates): over IMAP the mailvault server then serves every
+//!   mailbox with the same messages as Dovecot, byte for byte, with the same flags and
+//!   internal dates; run again, nothing is stored twice.
 //! - On a terminal (`tmux`, its screen read with `capture-pane`) the import draws a
 //!   progress bar; with its output to a file it prints plain lines (the first test).
 
@@ -14,7 +19,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use peers::{tools, Backend, MailServer, BIN, PASSWORD};
+use peers::{tools, Backend, DovecotPick, MailServer, BIN, PASSWORD};
 
 const USER: &str = "alice@example.org";
 
@@ -254,4 +259,75 @@ fn an_import_on_a_terminal_draws_a_progress_bar() {
     );
     // A bar, not plain lines, on a terminal.
     assert!(!last.contains("messages/s"), "{last}");
+}
+
+#[test]
+fn an_account_on_dovecot_imports_over_imap_with_its_flags_dates_and_folders() {
+    const TEST: &str = "an_account_on_dovecot_imports_over_imap_with_its_flags_dates_and_folders";
+    let Some(python) = tools(TEST, &["python"]).map(|mut t| t.remove(0)) else {
+        return;
+    };
+    let Some(dovecot) = peers::dovecot(TEST, DovecotPick::First) else {
+        return;
+    };
+    let Some(mut server) = MailServer::create(TEST, Backend::Local, &[USER]) else {
+        return;
+    };
+    let port = dovecot.port.to_string();
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/corpus/mail-parser");
+    peers::run_script(
+        &python,
+        "export_check.py",
+        &[
+            "dovecot-append",
+            port.as_str(),
+            &dovecot.user,
+            &dovecot.password,
+            &corpus.to_string_lossy(),
+        ],
+        "the corpus into Dovecot over IMAP",
+        String::new,
+    );
+    let source_password = server.dir.path().join("source-password");
+    std::fs::write(&source_password, format!("{}\n", dovecot.password)).expect("a file");
+    let url = format!("imap://{}@127.0.0.1:{port}", dovecot.user);
+    let source_password = source_password.to_string_lossy();
+    let args = [
+        "imap",
+        &url,
+        "--source-password-file",
+        &source_password,
+        "--json",
+    ];
+    let out = import(&server, &args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("\"failed\":[]"), "{stdout}");
+    assert!(stdout.contains("\"already_delivered\":0,"), "{stdout}");
+    // Run again: every message is found stored.
+    let again = import(&server, &args);
+    let again = String::from_utf8_lossy(&again.stdout);
+    assert!(again.contains("\"delivered\":0,"), "{again}");
+    server.start();
+    let imap = server.imap.to_string();
+    peers::run_script(
+        &python,
+        "export_check.py",
+        &[
+            "compare-imap",
+            port.as_str(),
+            &dovecot.user,
+            &dovecot.password,
+            imap.as_str(),
+            USER,
+            PASSWORD,
+        ],
+        "Dovecot's mailboxes against the imported ones",
+        || server.logs(),
+    );
 }

@@ -77,6 +77,8 @@ pub struct DovecotUser {
 /// mailboxes has its own, so that tests running at once do not meet.
 #[derive(Clone, Copy, Debug)]
 pub enum DovecotPick {
+    /// The first user (`import imap`).
+    First,
     /// The second user (the modified UTF-7 test).
     Second,
     /// The last user (the differential test).
@@ -110,6 +112,7 @@ pub fn dovecot(test: &str, pick: DovecotPick) -> Option<DovecotUser> {
     }
     let mut pairs = users.split_whitespace();
     let pair = match pick {
+        DovecotPick::First => pairs.next(),
         DovecotPick::Second => pairs.nth(1),
         DovecotPick::Last => pairs.last(),
     };
