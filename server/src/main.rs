@@ -568,16 +568,19 @@ async fn import(source: ImportSource) -> Result<(), BoxError> {
             summary.seconds
         );
     }
-    for (what, why) in &summary.failed {
-        eprintln!("refused: {what}: {why}");
+    job_outcome(&summary.failed, "refused")
+}
+
+/// The end of an operator job: each of `failed` listed on stderr (`<verb>: what: why`),
+/// and an error of exit status 2 when there is any.
+fn job_outcome(failed: &[(String, String)], verb: &str) -> Result<(), BoxError> {
+    for (what, why) in failed {
+        eprintln!("{verb}: {what}: {why}");
     }
-    if summary.failed.is_empty() {
+    if failed.is_empty() {
         Ok(())
     } else {
-        Err(Box::new(PartlyDone(format!(
-            "{} messages refused",
-            summary.failed.len()
-        ))))
+        Err(Box::new(PartlyDone(format!("{} {verb}", failed.len()))))
     }
 }
 
@@ -623,20 +626,11 @@ async fn export(target: ExportTarget) -> Result<(), BoxError> {
             summary.seconds
         );
     }
-    for (what, why) in &summary.failed {
-        eprintln!("not written: {what}: {why}");
-    }
-    if summary.failed.is_empty() {
-        Ok(())
-    } else {
-        Err(Box::new(PartlyDone(format!(
-            "{} items not written",
-            summary.failed.len()
-        ))))
-    }
+    job_outcome(&summary.failed, "not written")
 }
 
-/// A job that did part of its work (exit status 2): messages refused by an import.
+/// A job that did part of its work (exit status 2): messages refused by an import, not
+/// written by an export.
 #[derive(Debug)]
 struct PartlyDone(String);
 

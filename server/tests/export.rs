@@ -15,7 +15,7 @@ mod peers;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use peers::{free_port, tools, Backend, MailServer, BIN};
+use peers::{free_port, tools, Backend, MailServer};
 
 const USER: &str = "alice@example.org";
 
@@ -25,17 +25,7 @@ fn corpus_dir() -> PathBuf {
 
 /// `mailvault import|export <args> --config .. --name USER --password-file ..`.
 fn mailvault(server: &MailServer, args: &[&str]) -> (String, String) {
-    let password = server.dir.path().join("password");
-    let out = Command::new(BIN)
-        .args(args)
-        .arg("--config")
-        .arg(server.config_path())
-        .args(["--name", USER, "--password-file"])
-        .arg(&password)
-        .envs(server.env().iter().cloned())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run mailvault");
+    let out = server.account_job(args, USER);
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -217,14 +207,7 @@ fn an_mbox_python_wrote_imports_and_exports_with_its_messages_and_flags() {
         String::new,
     );
     // An existing file is not overwritten.
-    let refused = Command::new(BIN)
-        .args(["export", "mbox", &one, "--mailbox", "Old/mbox", "--config"])
-        .arg(server.config_path())
-        .args(["--name", USER, "--password-file"])
-        .arg(server.dir.path().join("password"))
-        .envs(server.env().iter().cloned())
-        .output()
-        .expect("run mailvault");
+    let refused = server.account_job(&["export", "mbox", &one, "--mailbox", "Old/mbox"], USER);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("exists"));
     // Every mailbox, one file each.

@@ -24,17 +24,10 @@ use peers::{tools, Backend, DovecotPick, MailServer, BIN, PASSWORD};
 const USER: &str = "alice@example.org";
 
 fn import(server: &MailServer, args: &[&str]) -> std::process::Output {
-    let password = server.dir.path().join("password");
-    let mut cmd = Command::new(BIN);
-    cmd.arg("import")
-        .args(args)
-        .arg("--config")
-        .arg(server.config_path())
-        .args(["--name", USER, "--password-file"])
-        .arg(&password)
-        .envs(server.env().iter().cloned())
-        .stdin(Stdio::null());
-    cmd.output().expect("run mailvault import")
+    let args: Vec<&str> = std::iter::once("import")
+        .chain(args.iter().copied())
+        .collect();
+    server.account_job(&args, USER)
 }
 
 #[test]

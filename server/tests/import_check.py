@@ -99,9 +99,13 @@ def expected(root, mbox_mailbox):
 
 
 def fetch_all(c, name):
+    """Every message of mailbox `name` as (BODY[], flags without \\Recent, internal
+    date), sorted; None when it cannot be selected."""
     typ, data = c.select('"%s"' % name, readonly=True)
     if typ != "OK":
         return None
+    if int(data[0]) == 0:
+        return []
     typ, data = c.uid("FETCH", "1:*", "(BODY.PEEK[] FLAGS INTERNALDATE)")
     # Each message: (text before the literal, literal), then the text after it (FLAGS and
     # INTERNALDATE may come on either side).
@@ -116,7 +120,7 @@ def fetch_all(c, name):
         flags = sorted(f.decode() for f in imaplib.ParseFlags(meta) if f != b"\\Recent")
         date = int(time.mktime(imaplib.Internaldate2tuple(meta)))
         got.append((body, flags, date))
-    return got
+    return sorted(got)
 
 
 def check(port, user, password, root, mbox_mailbox):

@@ -374,6 +374,20 @@ impl MailServer {
         run_ok(&mut cmd)
     }
 
+    /// Runs `mailvault <args> --config <config> --name <name> --password-file <a file
+    /// holding PASSWORD>` (an operator job: import, export) with the server's environment
+    /// and stdin closed; its output, whatever its exit status.
+    pub fn account_job(&self, args: &[&str], name: &str) -> Output {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .args(["--name", name, "--password-file"])
+            .arg(self.dir.path().join("password"))
+            .envs(self.env.iter().cloned());
+        output(&mut cmd)
+    }
+
     /// The environment of the server's commands (the S3 settings).
     pub fn env(&self) -> &Env {
         &self.env
