@@ -10,7 +10,8 @@
 #   dovecot    `doveadm import maildir:<src> "" all` into a Dovecot 2.3 user with
 #              mail_crypt (global keys; scripts/peers.sh), the same Maildir
 # Rounds alternate; each starts empty (a new mailvault deployment, a Dovecot user whose
-# mail folder was removed). Prints messages/s and MiB/s (of the source's bytes) per round
+# mail folder was removed, reading its own copy of the source: doveadm writes its
+# uidlist and index into the source Maildir). Prints messages/s and MiB/s (of the source's bytes) per round
 # and the medians, and checks the message counts.
 #
 # Usage: scripts/bench-import.sh
@@ -94,13 +95,17 @@ for ((r = 1; r <= ROUNDS; r++)); do
     printf 'mailvault %s %s %s\n' "$r" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" "$summary" >>"$RESULTS"
     du -sb "$MV/store" | awk -v r="$r" '{ printf "mailvault-store %s %s\n", r, $1 }' >>"$RESULTS"
 
-    # Dovecot + mail_crypt: a user whose mail folder is gone.
+    # Dovecot + mail_crypt: a user whose mail folder is gone, reading a fresh copy of the
+    # source owned by the mail user (doveadm writes its dovecot-uidlist and index into
+    # the source Maildir: a copy per round, so that no round reuses them).
     u="${USERS[$(((r - 1) % 3))]}"
-    rm -rf -- "$D/mail/$u"
+    rm -rf -- "$D/mail/$u" "$STATE/dovecot-source"
+    cp -a "$STATE/source" "$STATE/dovecot-source"
+    chown -R vmail:vmail "$STATE/dovecot-source"
     t0="$(now)"
-    doveadm -c "$D/dovecot.conf" import -u "$u" "maildir:$SRC" "" all
+    doveadm -c "$D/dovecot.conf" import -u "$u" "maildir:$STATE/dovecot-source/Maildir" "" all
     t1="$(now)"
-    count="$(doveadm -c "$D/dovecot.conf" mailbox status -u "$u" -t messages '*')"
+    count="$(doveadm -c "$D/dovecot.conf" mailbox status -u "$u" -t messages '*' | sed 's/.*=//')"
     printf 'dovecot %s %s %s\n' "$r" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" "$count" >>"$RESULTS"
     du -sb "$D/mail/$u" | awk -v r="$r" '{ printf "dovecot-store %s %s\n", r, $1 }' >>"$RESULTS"
     log "round $r done"
