@@ -132,8 +132,8 @@ enum ImportSource {
         /// A file holding the source account's password (one trailing newline is ignored).
         #[arg(long)]
         source_password_file: PathBuf,
-        /// PEM certificates to trust for `imaps` besides the system's roots (a
-        /// self-signed server).
+        /// PEM certificates to trust for `imaps` besides the system's roots: CAs, or the
+        /// server's own (self-signed) certificate, then trusted as it is.
         #[arg(long)]
         source_ca_file: Option<PathBuf>,
         #[command(flatten)]

@@ -5,11 +5,13 @@
       Delivers every .eml of the corpus to USER over Dovecot's LMTP, then over Dovecot's
       IMAP moves them into folders (INBOX, Sent, Archive<sep>2023, Entwürfe) and sets
       flags and keywords (system flags, $Forwarded, Work, $Label1) on them.
-  export_check.py compare-maildirs WANT GOT
+  export_check.py compare-maildirs WANT GOT [over-imap]
       Both Maildir++ trees read by `mailbox.Maildir`: every folder of WANT is in GOT with
       the same messages, byte for byte, with the same flags (keywords through each
       folder's dovecot-keywords) and the same modification time (the internal date);
-      a folder only GOT has is empty.
+      a folder only GOT has is empty. With `over-imap`, GOT's mail came over IMAP, which
+      carries no NUL byte (RFC 9051 4.3): WANT's NULs are compared as the 0x80 the
+      source served in their place.
   export_check.py compare-mboxes WANT GOT
       Both mbox files read by `mailbox.mbox`: the same messages (their Status, X-Status
       and X-Keywords fields aside), with the same flags and From-line dates.
@@ -116,9 +118,12 @@ def maildir_messages(root):
     return out
 
 
-def compare_maildirs(want_root, got_root):
+def compare_maildirs(want_root, got_root, over_imap=False):
     failures = []
     want, got = maildir_messages(want_root), maildir_messages(got_root)
+    if over_imap:
+        want = {name: sorted((b.replace(b"\x00", b"\x80"), f, t) for b, f, t in messages)
+                for name, messages in want.items()}
     total, flagged, keyworded = 0, 0, 0
     for name, messages in sorted(want.items()):
         total += len(messages)
@@ -248,7 +253,7 @@ if __name__ == "__main__":
     if mode == "compare-imap":
         failures = compare_imap(sys.argv[2:5], sys.argv[5:8])
     elif mode == "compare-maildirs":
-        failures = compare_maildirs(sys.argv[2], sys.argv[3])
+        failures = compare_maildirs(sys.argv[2], sys.argv[3], sys.argv[4:] == ["over-imap"])
     else:
         failures = compare_mboxes(sys.argv[2], sys.argv[3])
     for f in failures:

@@ -324,3 +324,103 @@ fn an_account_on_dovecot_imports_over_imap_with_its_flags_dates_and_folders() {
         || server.logs(),
     );
 }
+
+/// `import imap` over implicit TLS from another mailvault server with a self-signed
+/// certificate: refused without `--source-ca-file` (the certificate is checked), done
+/// with it; the two accounts' exports are then the same Maildir, byte for byte, with the
+/// same flags, folders and dates.
+#[test]
+fn an_account_on_an_imaps_server_imports_once_its_certificate_is_trusted() {
+    const TEST: &str = "an_account_on_an_imaps_server_imports_once_its_certificate_is_trusted";
+    let Some(tools) = tools(TEST, &["python", "openssl"]) else {
+        return;
+    };
+    let (python, openssl) = (&tools[0], &tools[1]);
+    let Some(mut source) = MailServer::create_tls(TEST, Backend::Local, &[USER], openssl) else {
+        return;
+    };
+    let Some(target) = MailServer::create(TEST, Backend::Local, &[USER]) else {
+        return;
+    };
+    let files = tempfile::tempdir().expect("a folder");
+    let root = files.path().to_string_lossy().into_owned();
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/corpus/mail-parser");
+    peers::run_script(
+        python,
+        "import_check.py",
+        &["write", root.as_str(), &corpus.to_string_lossy()],
+        "write the sources",
+        String::new,
+    );
+    for args in [
+        vec!["import", "maildir", &format!("{root}/Maildir")[..]],
+        vec![
+            "import",
+            "mbox",
+            &format!("{root}/mail.mbox")[..],
+            "--mailbox",
+            "Old/mbox",
+        ],
+    ] {
+        let out = source.account_job(&args, USER);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    }
+    source.start();
+    let url = format!(
+        "imaps://{}@{}:{}",
+        USER.replace('@', "%40"),
+        source.host,
+        source.imaps.expect("an IMAPS port")
+    );
+    let password = source
+        .dir
+        .path()
+        .join("password")
+        .to_string_lossy()
+        .into_owned();
+    let cert = source.cert.clone().expect("a certificate");
+    let cert = cert.to_string_lossy();
+    let untrusted = import(
+        &target,
+        &["imap", &url, "--source-password-file", &password, "--json"],
+    );
+    let stderr = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(!untrusted.status.success(), "{stderr}");
+    assert!(stderr.contains("certificate"), "{stderr}");
+    let out = import(
+        &target,
+        &[
+            "imap",
+            &url,
+            "--source-password-file",
+            &password,
+            "--source-ca-file",
+            &cert,
+            "--json",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        source.logs()
+    );
+    assert!(stdout.contains("\"failed\":[]"), "{stdout}");
+    assert!(!stdout.contains("\"delivered\":0,"), "{stdout}");
+    let exports = tempfile::tempdir().expect("a folder");
+    let mut trees = Vec::new();
+    for (server, name) in [(&source, "source"), (&target, "target")] {
+        let tree = exports.path().join(name).to_string_lossy().into_owned();
+        let out = server.account_job(&["export", "maildir", &tree], USER);
+        assert!(out.status.success(), "{out:?}");
+        trees.push(tree);
+    }
+    peers::run_script(
+        python,
+        "export_check.py",
+        &["compare-maildirs", &trees[0], &trees[1], "over-imap"],
+        "the source account's export against the imported one's",
+        || source.logs(),
+    );
+}
