@@ -5,7 +5,9 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod export;
 pub mod imap;
+pub mod imap_source;
 pub mod keyops;
 pub mod lmtp;
 pub mod migrate;

@@ -4,6 +4,8 @@
 //! mailvault init --config mailvault.toml
 //! mailvault account create --config mailvault.toml --name alice@example.org --password-file pw
 //! mailvault serve --config mailvault.toml
+//! mailvault import maildir ~alice/Maildir --config mailvault.toml --name alice@example.org
+//! mailvault export mbox backup/ --config mailvault.toml --name alice@example.org --password-file pw
 //!
 //! # the hardened flavor: keys on the user's device (key model 1)
 //! mailvault account enroll --config mailvault.toml --name bob@example.org --out bob.enrollment
@@ -96,7 +98,7 @@ enum Command {
         command: DeviceCommand,
     },
     /// Imports existing mail into an account: every message of a Maildir tree (folders
-    /// and flags kept) or of an mbox file, sealed to the account's public key (no secret
+    /// and flags kept), of an mbox file or of an account on another IMAP server, sealed to the account's public key (no secret
     /// needed: any key model). Resumable: run again after a kill, each message is stored
     /// once. Progress on a terminal, plain lines otherwise; exit status 2 when messages
     /// were refused (listed).
@@ -104,6 +106,7 @@ enum Command {
     /// Examples:
     ///   mailvault import maildir ~alice/Maildir --config mailvault.toml --name alice@example.org
     ///   mailvault import mbox old.mbox --mailbox Archive/old --config mailvault.toml --name alice@example.org --json
+    ///   mailvault import imap imaps://alice@old.example.org --source-password-file old-pw --config mailvault.toml --name alice@example.org
     Import {
         #[command(subcommand)]
         source: ImportSource,
@@ -180,6 +183,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Exports an account's mail: every mailbox as a Maildir++ folder (flags in the file
+    /// names, keywords through `dovecot-keywords`, the internal date as the file's
+    /// modification time) or as an mbox file (mboxrd; flags in `Status`, `X-Status`,
+    /// `X-Keywords`). Reading mail needs the account's password (a transparent account).
+    /// A Maildir export run again into the same folder writes only what is missing.
+    /// Progress on a terminal, plain lines otherwise; exit status 2 when something could
+    /// not be written (listed).
+    ///
+    /// Examples:
+    ///   mailvault export maildir backup/alice --config mailvault.toml --name alice@example.org --password-file pw
+    ///   mailvault export mbox sent.mbox --mailbox Sent --config mailvault.toml --name alice@example.org --password-file pw --json
+    Export {
+        #[command(subcommand)]
+        target: ExportTarget,
+    },
     /// Runs a companion on the user's device: the account opened with the device key,
     /// IMAP on a loopback address for the device's mail client, the shared bucket read and
     /// written directly, deliveries imported as they arrive. Until SIGINT or SIGTERM.
@@ -202,6 +220,24 @@ enum ImportSource {
         #[command(flatten)]
         args: ImportArgs,
     },
+    /// Every mailbox of an account on another IMAP server (Dovecot, Aerogramme...), read
+    /// over IMAP: messages as the server serves them, flags, internal dates, folders.
+    /// Read-only on the source (EXAMINE, BODY.PEEK). Resumable: each message is stored
+    /// once (its delivery id comes from the server, login, mailbox, UIDVALIDITY and UID).
+    Imap {
+        /// `imap://user@host[:port]` or `imaps://user@host[:port]` (the user
+        /// percent-encoded: `alice%40example.org`).
+        url: String,
+        /// A file holding the source account's password (one trailing newline is ignored).
+        #[arg(long)]
+        source_password_file: PathBuf,
+        /// PEM certificates to trust for `imaps` besides the system's roots: CAs, or the
+        /// server's own (self-signed) certificate, then trusted as it is.
+        #[arg(long)]
+        source_ca_file: Option<PathBuf>,
+        #[command(flatten)]
+        args: ImportArgs,
+    },
     /// An mbox file: flags from `Status`, `X-Status` and `X-Keywords` (left out of the
     /// stored message), the internal date from each `From ` line.
     Mbox {
@@ -213,6 +249,47 @@ enum ImportSource {
         #[command(flatten)]
         args: ImportArgs,
     },
+}
+
+#[derive(Subcommand)]
+enum ExportTarget {
+    /// A Maildir++ tree (created): INBOX at the root, `Archive/2023` as `.Archive.2023/`.
+    Maildir {
+        /// The Maildir's root folder.
+        path: PathBuf,
+        #[command(flatten)]
+        args: ExportArgs,
+    },
+    /// mbox files: with `--mailbox`, that mailbox as the file PATH; without, every
+    /// mailbox as `PATH/<name>.mbox`. An existing file is not overwritten.
+    Mbox {
+        /// The mbox file (with `--mailbox`), else the folder of mbox files.
+        path: PathBuf,
+        /// The one mailbox to export.
+        #[arg(long)]
+        mailbox: Option<String>,
+        #[command(flatten)]
+        args: ExportArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct ExportArgs {
+    /// The configuration file.
+    #[arg(long)]
+    config: PathBuf,
+    /// The account's name.
+    #[arg(long)]
+    name: String,
+    /// A file holding the account's password (one trailing newline is ignored).
+    #[arg(long)]
+    password_file: PathBuf,
+    /// Print the summary as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+    /// No progress output.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 #[derive(clap::Args)]
@@ -729,6 +806,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             )
             .await
         }
+        Command::Export { target } => export(target).await,
         Command::Serve { config } => serve(Config::load(&config)?).await,
         Command::Companion { config } => companion(CompanionFile::load(&config)?).await,
     }
@@ -796,7 +874,9 @@ async fn officer(command: OfficerCommand) -> Result<(), BoxError> {
 async fn import(source: ImportSource) -> Result<(), BoxError> {
     use mailvault_server::migrate::{self, Progress};
     let args = match &source {
-        ImportSource::Maildir { args, .. } | ImportSource::Mbox { args, .. } => args,
+        ImportSource::Maildir { args, .. }
+        | ImportSource::Mbox { args, .. }
+        | ImportSource::Imap { args, .. } => args,
     };
     let config = Config::load(&args.config)?;
     let account = config
@@ -824,6 +904,52 @@ async fn import(source: ImportSource) -> Result<(), BoxError> {
             );
             let messages = std::iter::from_fn(move || reader.next_message().transpose());
             migrate::deliver_all(deliverer, account, messages, &progress, |m| m.span).await
+        }
+        ImportSource::Imap {
+            url,
+            source_password_file,
+            source_ca_file,
+            ..
+        } => {
+            use mailvault_server::imap_source::{ImapSource, SourceUrl};
+            let url = SourceUrl::parse(url)?;
+            let password = config::read_password(source_password_file)?;
+            let ca_file = source_ca_file.clone();
+            let (mut source, mailboxes) = tokio::task::spawn_blocking(move || {
+                let mut source = ImapSource::connect(&url, &password, ca_file.as_deref())?;
+                let mailboxes = source.mailboxes()?;
+                Ok::<_, BoxError>((source, mailboxes))
+            })
+            .await??;
+            let total = mailboxes.iter().map(|m| m.messages).sum();
+            let progress = Progress::new("import", Some(total), false, args.quiet);
+            // The source is read on a thread of its own, a few messages ahead of the
+            // deliveries (bounded: the account's mail is not held in memory).
+            let (sender, receiver) = std::sync::mpsc::sync_channel(16);
+            let reader = std::thread::spawn(move || {
+                for mailbox in &mailboxes {
+                    let read = source.messages(mailbox, |message| {
+                        sender
+                            .send(Ok(message))
+                            .map_err(|_| BoxError::from("the import stopped"))
+                    });
+                    if let Err(e) = read {
+                        let _ = sender.send(Err(BoxError::from(format!(
+                            "reading {} from the source: {e}",
+                            mailbox.name
+                        ))));
+                        return;
+                    }
+                }
+                source.logout();
+            });
+            let messages = std::iter::from_fn(move || receiver.recv().ok());
+            let summary =
+                migrate::deliver_all(deliverer, account, messages, &progress, |_| 1).await;
+            reader
+                .join()
+                .map_err(|_| "the thread reading the source failed")?;
+            summary
         }
     };
     if let Some(password_file) = &args.password_file {
@@ -854,16 +980,19 @@ async fn import(source: ImportSource) -> Result<(), BoxError> {
             summary.seconds
         );
     }
-    for (what, why) in &summary.failed {
-        eprintln!("refused: {what}: {why}");
+    job_outcome(&summary.failed, "refused")
+}
+
+/// The end of an operator job: each of `failed` listed on stderr (`<verb>: what: why`),
+/// and an error of exit status 2 when there is any.
+fn job_outcome(failed: &[(String, String)], verb: &str) -> Result<(), BoxError> {
+    for (what, why) in failed {
+        eprintln!("{verb}: {what}: {why}");
     }
-    if summary.failed.is_empty() {
+    if failed.is_empty() {
         Ok(())
     } else {
-        Err(Box::new(PartlyDone(format!(
-            "{} messages refused",
-            summary.failed.len()
-        ))))
+        Err(Box::new(PartlyDone(format!("{} {verb}", failed.len()))))
     }
 }
 
@@ -1148,7 +1277,53 @@ impl std::fmt::Display for Damaged {
 
 impl std::error::Error for Damaged {}
 
-/// A job that did part of its work (exit status 2): messages refused by an import.
+/// `mailvault export`.
+async fn export(target: ExportTarget) -> Result<(), BoxError> {
+    use mailvault_server::export;
+    let args = match &target {
+        ExportTarget::Maildir { args, .. } | ExportTarget::Mbox { args, .. } => args,
+    };
+    let config = Config::load(&args.config)?;
+    let account = config
+        .accounts()
+        .lookup(&args.name)?
+        .ok_or_else(|| format!("no account named {}", args.name))?;
+    let password = config::read_password(&args.password_file)?;
+    let mut session = config.provider().await?.unlock(account, &password).await?;
+    let mut mail = session.mailstore().await?;
+    // Deliveries not filed yet are part of the account's mail: filed first.
+    while !session
+        .import_deliveries(&mut mail)
+        .await?
+        .imported
+        .is_empty()
+    {}
+    let summary = match &target {
+        ExportTarget::Maildir { path, .. } => {
+            export::export_maildir(&mut mail, path, args.quiet).await?
+        }
+        ExportTarget::Mbox { path, mailbox, .. } => {
+            export::export_mbox(&mut mail, path, mailbox.as_deref(), args.quiet).await?
+        }
+    };
+    if args.json {
+        println!("{}", summary.to_json());
+    } else {
+        println!(
+            "{} messages exported from {} mailboxes, {} exported before, {} not written; {:.1} MiB in {:.1} s",
+            summary.exported,
+            summary.mailboxes,
+            summary.already,
+            summary.failed.len(),
+            summary.bytes as f64 / (1 << 20) as f64,
+            summary.seconds
+        );
+    }
+    job_outcome(&summary.failed, "not written")
+}
+
+/// A job that did part of its work (exit status 2): messages refused by an import, not
+/// written by an export.
 #[derive(Debug)]
 struct PartlyDone(String);
 

@@ -9,10 +9,14 @@
 //! delivered before is stored once (`DeliveryOptions::id`).
 //!
 //! Messages are stored as IMAP serves them: lines end in CRLF (a Maildir or an mbox
-//! holds them with LF endings, which Dovecot turns into CRLF on the way out too). An mbox
+//! holds them with LF endings: each LF is made CRLF, see [`crlf`]). An mbox
 //! message's `Status`, `X-Status`, `X-Keywords`, `X-UID`, `X-IMAP`, `X-IMAPbase` and
 //! `Content-Length` header fields are the mbox's bookkeeping and are left out (their flags
-//! are kept as flags), as Dovecot hides them from IMAP clients.
+//! are kept as flags), as Dovecot hides them from IMAP clients. An mbox is read as mboxrd
+//! (what `mailvault export mbox` writes): a body line `>From ` is a quoted `From `, one
+//! `>` is taken off each line matching `>+From ` (an mboxo file such as Python's
+//! `mailbox` writes quotes only `From `, so a `>From ` line of its message loses its `>`:
+//! the two formats cannot be told apart).
 
 use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
@@ -197,16 +201,25 @@ pub fn read_maildir_message(entry: &MaildirEntry) -> Result<SourceMessage, BoxEr
     })
 }
 
-/// `bytes` with every bare LF made CRLF.
+/// A file's message (LF line endings, as Maildir and mbox hold it) with CRLF line
+/// endings, as IMAP serves it: every LF made CRLF, a CR before an LF kept as the
+/// message's own byte (so that `mailvault export`, which makes each CRLF an LF, gives the
+/// file back byte for byte). A message whose every LF already follows a CR (a file
+/// written with CRLF endings) is taken as it is.
 pub fn crlf(bytes: &[u8]) -> Vec<u8> {
+    let bare_lf = bytes
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || bytes[i - 1] != b'\r'));
+    if !bare_lf {
+        return bytes.to_vec();
+    }
     let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 32);
-    let mut previous = 0u8;
     for &b in bytes {
-        if b == b'\n' && previous != b'\r' {
+        if b == b'\n' {
             out.push(b'\r');
         }
         out.push(b);
-        previous = b;
     }
     out
 }
@@ -277,7 +290,13 @@ impl<R: BufRead> MboxReader<R> {
                 self.pending = Some(line);
                 break;
             }
-            raw.extend_from_slice(&line);
+            // mboxrd: `>From ` is a quoted `From `, `>>From ` a quoted `>From `...
+            let quotes = line.iter().take_while(|&&b| b == b'>').count();
+            if quotes > 0 && line[quotes..].starts_with(b"From ") {
+                raw.extend_from_slice(&line[1..]);
+            } else {
+                raw.extend_from_slice(&line);
+            }
         }
         // The blank line that separates messages belongs to the mbox.
         if raw.ends_with(b"\n\n") {
@@ -632,10 +651,14 @@ mod tests {
 
     #[test]
     fn mbox_messages_flags_and_dates() {
-        let mbox = b"From a@example.org Sat Dec  5 10:00:00 2026\nSubject: one\nStatus: RO\nX-Status: AF\n\nbody\n>From here\n\nFrom b@example.org Sun Dec  6 11:30:00 2026\nSubject: two\n\nsecond\n";
+        let mbox = b"From a@example.org Sat Dec  5 10:00:00 2026\nSubject: one\nStatus: RO\nX-Status: AF\n\nbody\n>From here\n>>From there\n\nFrom b@example.org Sun Dec  6 11:30:00 2026\nSubject: two\n\nsecond\n";
         let mut reader = MboxReader::new(&mbox[..], "INBOX", "m");
         let one = reader.next_message().unwrap().unwrap();
-        assert_eq!(one.bytes, b"Subject: one\r\n\r\nbody\r\n>From here\r\n");
+        // mboxrd: one level of `>` quoting taken off.
+        assert_eq!(
+            one.bytes,
+            b"Subject: one\r\n\r\nbody\r\nFrom here\r\n>From there\r\n"
+        );
         assert_eq!(one.flags, ["\\Seen", "\\Answered", "\\Flagged"]);
         assert_eq!(one.internal_date, Some(1_796_464_800));
         let two = reader.next_message().unwrap().unwrap();
@@ -649,7 +672,10 @@ mod tests {
     }
 
     #[test]
-    fn bare_lf_becomes_crlf_and_crlf_stays() {
-        assert_eq!(crlf(b"a\nb\r\nc\n"), b"a\r\nb\r\nc\r\n");
+    fn lf_becomes_crlf_and_a_crlf_file_stays() {
+        // An LF file: a CR before an LF is the message's own byte.
+        assert_eq!(crlf(b"a\nb\r\nc\n"), b"a\r\nb\r\r\nc\r\n");
+        assert_eq!(crlf(b"a\r\nb\rc\r\n"), b"a\r\nb\rc\r\n");
+        assert_eq!(crlf(b"no newline"), b"no newline");
     }
 }

@@ -5,6 +5,11 @@
 //!   byte-exact, with its flags, internal date and folder (Sent with its `\Sent` role).
 //! - An import of a large Maildir killed with SIGKILL at three points and run again
 //!   ends with every message present exactly once.
+//! - `import imap` of an account of the shared Dovecot instance (its first user, which no
+//!   other test uses: emptied over IMAP, the corpus APPENDed into folders with flags,
+//!   keywords and internal dates): over IMAP the mailvault server then serves every
+//!   mailbox with the same messages as Dovecot, byte for byte, with the same flags and
+//!   internal dates; run again, nothing is stored twice.
 //! - On a terminal (`tmux`, its screen read with `capture-pane`) the import draws a
 //!   progress bar; with its output to a file it prints plain lines (the first test).
 
@@ -14,22 +19,15 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use peers::{tools, Backend, MailServer, BIN, PASSWORD};
+use peers::{tools, Backend, DovecotPick, MailServer, BIN, PASSWORD};
 
 const USER: &str = "alice@example.org";
 
 fn import(server: &MailServer, args: &[&str]) -> std::process::Output {
-    let password = server.dir.path().join("password");
-    let mut cmd = Command::new(BIN);
-    cmd.arg("import")
-        .args(args)
-        .arg("--config")
-        .arg(server.config_path())
-        .args(["--name", USER, "--password-file"])
-        .arg(&password)
-        .envs(server.env().iter().cloned())
-        .stdin(Stdio::null());
-    cmd.output().expect("run mailvault import")
+    let args: Vec<&str> = std::iter::once("import")
+        .chain(args.iter().copied())
+        .collect();
+    server.account_job(&args, USER)
 }
 
 #[test]
@@ -254,4 +252,175 @@ fn an_import_on_a_terminal_draws_a_progress_bar() {
     );
     // A bar, not plain lines, on a terminal.
     assert!(!last.contains("messages/s"), "{last}");
+}
+
+#[test]
+fn an_account_on_dovecot_imports_over_imap_with_its_flags_dates_and_folders() {
+    const TEST: &str = "an_account_on_dovecot_imports_over_imap_with_its_flags_dates_and_folders";
+    let Some(python) = tools(TEST, &["python"]).map(|mut t| t.remove(0)) else {
+        return;
+    };
+    let Some(dovecot) = peers::dovecot(TEST, DovecotPick::First) else {
+        return;
+    };
+    let Some(mut server) = MailServer::create(TEST, Backend::Local, &[USER]) else {
+        return;
+    };
+    let port = dovecot.port.to_string();
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/corpus/mail-parser");
+    peers::run_script(
+        &python,
+        "export_check.py",
+        &[
+            "dovecot-append",
+            port.as_str(),
+            &dovecot.user,
+            &dovecot.password,
+            &corpus.to_string_lossy(),
+        ],
+        "the corpus into Dovecot over IMAP",
+        String::new,
+    );
+    let source_password = server.dir.path().join("source-password");
+    std::fs::write(&source_password, format!("{}\n", dovecot.password)).expect("a file");
+    let url = format!("imap://{}@127.0.0.1:{port}", dovecot.user);
+    let source_password = source_password.to_string_lossy();
+    let args = [
+        "imap",
+        &url,
+        "--source-password-file",
+        &source_password,
+        "--json",
+    ];
+    let out = import(&server, &args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("\"failed\":[]"), "{stdout}");
+    assert!(stdout.contains("\"already_delivered\":0,"), "{stdout}");
+    // Run again: every message is found stored.
+    let again = import(&server, &args);
+    let again = String::from_utf8_lossy(&again.stdout);
+    assert!(again.contains("\"delivered\":0,"), "{again}");
+    server.start();
+    let imap = server.imap.to_string();
+    peers::run_script(
+        &python,
+        "export_check.py",
+        &[
+            "compare-imap",
+            port.as_str(),
+            &dovecot.user,
+            &dovecot.password,
+            imap.as_str(),
+            USER,
+            PASSWORD,
+        ],
+        "Dovecot's mailboxes against the imported ones",
+        || server.logs(),
+    );
+}
+
+/// `import imap` over implicit TLS from another mailvault server with a self-signed
+/// certificate: refused without `--source-ca-file` (the certificate is checked), done
+/// with it; the two accounts' exports are then the same Maildir, byte for byte, with the
+/// same flags, folders and dates.
+#[test]
+fn an_account_on_an_imaps_server_imports_once_its_certificate_is_trusted() {
+    const TEST: &str = "an_account_on_an_imaps_server_imports_once_its_certificate_is_trusted";
+    let Some(tools) = tools(TEST, &["python", "openssl"]) else {
+        return;
+    };
+    let (python, openssl) = (&tools[0], &tools[1]);
+    let Some(mut source) = MailServer::create_tls(TEST, Backend::Local, &[USER], openssl) else {
+        return;
+    };
+    let Some(target) = MailServer::create(TEST, Backend::Local, &[USER]) else {
+        return;
+    };
+    let files = tempfile::tempdir().expect("a folder");
+    let root = files.path().to_string_lossy().into_owned();
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/corpus/mail-parser");
+    peers::run_script(
+        python,
+        "import_check.py",
+        &["write", root.as_str(), &corpus.to_string_lossy()],
+        "write the sources",
+        String::new,
+    );
+    for args in [
+        vec!["import", "maildir", &format!("{root}/Maildir")[..]],
+        vec![
+            "import",
+            "mbox",
+            &format!("{root}/mail.mbox")[..],
+            "--mailbox",
+            "Old/mbox",
+        ],
+    ] {
+        let out = source.account_job(&args, USER);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    }
+    source.start();
+    let url = format!(
+        "imaps://{}@{}:{}",
+        USER.replace('@', "%40"),
+        source.host,
+        source.imaps.expect("an IMAPS port")
+    );
+    let password = source
+        .dir
+        .path()
+        .join("password")
+        .to_string_lossy()
+        .into_owned();
+    let cert = source.cert.clone().expect("a certificate");
+    let cert = cert.to_string_lossy();
+    let untrusted = import(
+        &target,
+        &["imap", &url, "--source-password-file", &password, "--json"],
+    );
+    let stderr = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(!untrusted.status.success(), "{stderr}");
+    assert!(stderr.contains("certificate"), "{stderr}");
+    let out = import(
+        &target,
+        &[
+            "imap",
+            &url,
+            "--source-password-file",
+            &password,
+            "--source-ca-file",
+            &cert,
+            "--json",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        source.logs()
+    );
+    assert!(stdout.contains("\"failed\":[]"), "{stdout}");
+    assert!(!stdout.contains("\"delivered\":0,"), "{stdout}");
+    let exports = tempfile::tempdir().expect("a folder");
+    let mut trees = Vec::new();
+    for (server, name) in [(&source, "source"), (&target, "target")] {
+        let tree = exports.path().join(name).to_string_lossy().into_owned();
+        let out = server.account_job(&["export", "maildir", &tree], USER);
+        assert!(out.status.success(), "{out:?}");
+        trees.push(tree);
+    }
+    peers::run_script(
+        python,
+        "export_check.py",
+        &["compare-maildirs", &trees[0], &trees[1], "over-imap"],
+        "the source account's export against the imported one's",
+        || source.logs(),
+    );
 }

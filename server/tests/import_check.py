@@ -8,7 +8,8 @@
       from the corpus's .eml files.
   import_check.py check PORT USER PASSWORD DIR MBOX_MAILBOX
       Reads both sources back with `mailbox`, and every mailbox over IMAP: each message
-      byte-exact (line endings CRLF, the mbox's Status/X-Status fields left out), with its
+      byte-exact (line endings CRLF, the mbox's Status/X-Status fields left out, one `>`
+      off each body line `>+From `: mboxrd), with its
       flags and internal date, once. Exit status 1 with the differences on stdout.
   import_check.py count PORT USER PASSWORD N
       INBOX holds exactly N messages, with N distinct Subjects.
@@ -32,9 +33,13 @@ MBOX_LETTERS = ["", "RO", "RA", "RF", "OD", "T"]
 
 
 def crlf(b):
-    """The message as BODY[] serves it: CRLF line endings, a NUL byte as 0x80 (a literal
-    carries none, RFC 9051 4.3)."""
-    return re.sub(rb"(?<!\r)\n", b"\r\n", b).replace(b"\x00", b"\x80")
+    """The message as BODY[] serves it: CRLF line endings (a file with LF endings has
+    each LF made CRLF, a CR before it being the message's own byte; a file whose every LF
+    follows a CR is taken as it is), a NUL byte as 0x80 (a literal carries none, RFC
+    9051 4.3)."""
+    if re.search(rb"(?<!\r)\n", b):
+        b = b.replace(b"\n", b"\r\n")
+    return b.replace(b"\x00", b"\x80")
 
 
 def write(root, corpus):
@@ -58,6 +63,11 @@ def write(root, corpus):
             mm.set_from("sender@example.org", time.gmtime(base + 7200 * i))
             mm.set_flags(MBOX_LETTERS[i % len(MBOX_LETTERS)])
             mb.add(mm)
+    # Lines that look like mbox separators: Python quotes `From ` as `>From ` (mboxo);
+    # the import reads mboxrd, one `>` off each `>+From ` line.
+    mm = mailbox.mboxMessage(b"Subject: quoting\n\nFrom the start\n>From quoted\nFromage\n")
+    mm.set_from("sender@example.org", time.gmtime(base))
+    mb.add(mm)
     mb.flush()
     mb.close()
     print("written", len(files))
@@ -81,7 +91,7 @@ def expected(root, mbox_mailbox):
         header, sep, body = mb.get_bytes(key).partition(b"\n\n")
         kept = [l for l in header.split(b"\n")
                 if not re.match(rb"(?i)(status|x-status):", l)]
-        raw = b"\n".join(kept) + sep + body
+        raw = b"\n".join(kept) + sep + re.sub(rb"(?m)^>(>*From )", rb"\1", body)
         date = calendar.timegm(time.strptime(m.get_from().split(" ", 1)[1].strip(),
                                              "%a %b %d %H:%M:%S %Y"))
         out.setdefault(mbox_mailbox, []).append((crlf(raw), flags, date))
@@ -89,9 +99,13 @@ def expected(root, mbox_mailbox):
 
 
 def fetch_all(c, name):
+    """Every message of mailbox `name` as (BODY[], flags without \\Recent, internal
+    date), sorted; None when it cannot be selected."""
     typ, data = c.select('"%s"' % name, readonly=True)
     if typ != "OK":
         return None
+    if int(data[0]) == 0:
+        return []
     typ, data = c.uid("FETCH", "1:*", "(BODY.PEEK[] FLAGS INTERNALDATE)")
     # Each message: (text before the literal, literal), then the text after it (FLAGS and
     # INTERNALDATE may come on either side).
@@ -106,7 +120,7 @@ def fetch_all(c, name):
         flags = sorted(f.decode() for f in imaplib.ParseFlags(meta) if f != b"\\Recent")
         date = int(time.mktime(imaplib.Internaldate2tuple(meta)))
         got.append((body, flags, date))
-    return got
+    return sorted(got)
 
 
 def check(port, user, password, root, mbox_mailbox):

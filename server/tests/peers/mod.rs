@@ -77,6 +77,8 @@ pub struct DovecotUser {
 /// mailboxes has its own, so that tests running at once do not meet.
 #[derive(Clone, Copy, Debug)]
 pub enum DovecotPick {
+    /// The first user (`import imap`).
+    First,
     /// The second user (the modified UTF-7 test).
     Second,
     /// The last user (the differential test).
@@ -110,6 +112,7 @@ pub fn dovecot(test: &str, pick: DovecotPick) -> Option<DovecotUser> {
     }
     let mut pairs = users.split_whitespace();
     let pair = match pick {
+        DovecotPick::First => pairs.next(),
         DovecotPick::Second => pairs.nth(1),
         DovecotPick::Last => pairs.last(),
     };
@@ -369,6 +372,20 @@ impl MailServer {
             .args(more)
             .envs(self.env.iter().cloned());
         run_ok(&mut cmd)
+    }
+
+    /// Runs `mailvault <args> --config <config> --name <name> --password-file <a file
+    /// holding PASSWORD>` (an operator job: import, export) with the server's environment
+    /// and stdin closed; its output, whatever its exit status.
+    pub fn account_job(&self, args: &[&str], name: &str) -> Output {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .args(["--name", name, "--password-file"])
+            .arg(self.dir.path().join("password"))
+            .envs(self.env.iter().cloned());
+        output(&mut cmd)
     }
 
     /// The environment of the server's commands (the S3 settings).
