@@ -28,6 +28,7 @@ mod requests;
 mod roundtrip;
 mod sealed;
 mod search;
+mod search_leakage;
 mod search_text;
 mod storage;
 mod vectors;
