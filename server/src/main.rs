@@ -107,6 +107,7 @@ enum Command {
     ///   mailvault import maildir ~alice/Maildir --config mailvault.toml --name alice@example.org
     ///   mailvault import mbox old.mbox --mailbox Archive/old --config mailvault.toml --name alice@example.org --json
     ///   mailvault import imap imaps://alice@old.example.org --source-password-file old-pw --config mailvault.toml --name alice@example.org
+    ///   mailvault import maildirs /var/vmail/example.org --domain example.org --config mailvault.toml --json
     Import {
         #[command(subcommand)]
         source: ImportSource,
@@ -219,6 +220,30 @@ enum ImportSource {
         path: PathBuf,
         #[command(flatten)]
         args: ImportArgs,
+    },
+    /// A tree of Maildirs, one account per user directory: `ROOT/<user>/Maildir/` (homes
+    /// with Dovecot's `mail_location = maildir:~/Maildir`) or `ROOT/<user>/` itself a
+    /// Maildir++ tree (`/var/vmail/<domain>/<user>`), imported as `maildir` does, one
+    /// account after the other. The account is the directory's name (with `--domain`,
+    /// `<user>@<domain>` when the name has no `@`) and must exist: a user without an
+    /// account or without a Maildir is refused (listed; exit status 2), the others
+    /// imported. Resumable as `maildir`.
+    Maildirs {
+        /// The folder holding one directory per user.
+        root: PathBuf,
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The domain appended (`<user>@<domain>`) to a directory name without `@`.
+        #[arg(long)]
+        domain: Option<String>,
+        /// Print the summary as one JSON object on stdout: `accounts` (one import
+        /// summary each, with its `account` and `maildir`), `refused` (`user`, `error`).
+        #[arg(long)]
+        json: bool,
+        /// No progress output.
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Every mailbox of an account on another IMAP server (Dovecot, Aerogramme...), read
     /// over IMAP: messages as the server serves them, flags, internal dates, folders.
@@ -756,6 +781,16 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             print!("{}", config::format_public_keys(&record.public_keys));
             Ok(())
         }
+        Command::Import {
+            source:
+                ImportSource::Maildirs {
+                    root,
+                    config,
+                    domain,
+                    json,
+                    quiet,
+                },
+        } => import_maildirs(&root, &config, domain.as_deref(), json, quiet).await,
         Command::Import { source } => import(source).await,
         Command::Gc {
             config,
@@ -877,6 +912,7 @@ async fn import(source: ImportSource) -> Result<(), BoxError> {
         ImportSource::Maildir { args, .. }
         | ImportSource::Mbox { args, .. }
         | ImportSource::Imap { args, .. } => args,
+        ImportSource::Maildirs { .. } => return Err("import maildirs: not a single import".into()),
     };
     let config = Config::load(&args.config)?;
     let account = config
@@ -951,6 +987,7 @@ async fn import(source: ImportSource) -> Result<(), BoxError> {
                 .map_err(|_| "the thread reading the source failed")?;
             summary
         }
+        ImportSource::Maildirs { .. } => return Err("import maildirs: not a single import".into()),
     };
     if let Some(password_file) = &args.password_file {
         let password = config::read_password(password_file)?;
@@ -981,6 +1018,123 @@ async fn import(source: ImportSource) -> Result<(), BoxError> {
         );
     }
     job_outcome(&summary.failed, "refused")
+}
+
+/// `mailvault import maildirs`: each user directory under `root` imported into its
+/// account, one after the other.
+async fn import_maildirs(
+    root: &std::path::Path,
+    config: &std::path::Path,
+    domain: Option<&str>,
+    json: bool,
+    quiet: bool,
+) -> Result<(), BoxError> {
+    use mailvault_server::migrate::{self, Progress};
+    let config = Config::load(config)?;
+    let provider = config.provider().await?;
+    let deliverer = Arc::new(provider.deliverer(config.signing_key()?));
+    let mut users = Vec::new();
+    for entry in std::fs::read_dir(root).map_err(|e| format!("{}: {e}", root.display()))? {
+        let entry = entry.map_err(|e| format!("{}: {e}", root.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !entry.path().is_dir() {
+            continue;
+        }
+        users.push((name, entry.path()));
+    }
+    users.sort();
+    // (user directory, why) for each user not imported; (account, Maildir, summary).
+    let mut refused: Vec<(String, String)> = Vec::new();
+    let mut imported = Vec::new();
+    for (user, dir) in users {
+        let account_name = match domain {
+            Some(domain) if !user.contains('@') => format!("{user}@{domain}"),
+            _ => user.clone(),
+        };
+        let account = match config.accounts().lookup(&account_name) {
+            Ok(Some(account)) => account,
+            Ok(None) => {
+                refused.push((user, format!("no account named {account_name}")));
+                continue;
+            }
+            Err(e) => {
+                refused.push((user, format!("{account_name}: {e}")));
+                continue;
+            }
+        };
+        let maildir = if dir.join("Maildir").is_dir() {
+            dir.join("Maildir")
+        } else {
+            dir
+        };
+        let entries = match migrate::scan_maildir(&maildir) {
+            Ok(entries) => entries,
+            Err(e) => {
+                refused.push((user, e.to_string()));
+                continue;
+            }
+        };
+        if !quiet {
+            eprintln!(
+                "import: {account_name} from {} ({} messages)",
+                maildir.display(),
+                entries.len()
+            );
+        }
+        let progress = Progress::new("import", Some(entries.len() as u64), false, quiet);
+        let messages = entries.iter().map(migrate::read_maildir_message);
+        let summary =
+            migrate::deliver_all(deliverer.clone(), account, messages, &progress, |_| 1).await;
+        if !json {
+            println!(
+                "{account_name}: {} messages delivered, {} delivered before, {} refused; {:.1} MiB in {:.1} s",
+                summary.delivered,
+                summary.already,
+                summary.failed.len(),
+                summary.bytes as f64 / (1 << 20) as f64,
+                summary.seconds
+            );
+        }
+        imported.push((account_name, maildir, summary));
+    }
+    if json {
+        let accounts: Vec<serde_json::Value> = imported
+            .iter()
+            .map(|(account, maildir, summary)| {
+                let mut value: serde_json::Value =
+                    serde_json::from_str(&summary.to_json()).unwrap_or_default();
+                if let Some(object) = value.as_object_mut() {
+                    object.insert("account".into(), account.clone().into());
+                    object.insert("maildir".into(), maildir.to_string_lossy().into());
+                }
+                value
+            })
+            .collect();
+        let refused_json: Vec<serde_json::Value> = refused
+            .iter()
+            .map(|(user, why)| serde_json::json!({ "user": user, "error": why }))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({ "accounts": accounts, "refused": refused_json })
+        );
+    } else {
+        println!(
+            "{} accounts imported, {} refused",
+            imported.len(),
+            refused.len()
+        );
+    }
+    let mut failed: Vec<(String, String)> = refused;
+    for (account, _, summary) in &imported {
+        failed.extend(
+            summary
+                .failed
+                .iter()
+                .map(|(what, why)| (format!("{account}: {what}"), why.clone())),
+        );
+    }
+    job_outcome(&failed, "refused")
 }
 
 /// The end of an operator job: each of `failed` listed on stderr (`<verb>: what: why`),

@@ -10,6 +10,10 @@
 //!   keywords and internal dates): over IMAP the mailvault server then serves every
 //!   mailbox with the same messages as Dovecot, byte for byte, with the same flags and
 //!   internal dates; run again, nothing is stored twice.
+//! - `import maildirs` of a tree of user directories (`alice/Maildir/`, `bob/` itself a
+//!   Maildir, `carol/` without an account): alice's and bob's mail over IMAP, each in
+//!   its own account once; carol refused (exit status 2, listed in the JSON); run again,
+//!   nothing is stored twice.
 //! - On a terminal (`tmux`, its screen read with `capture-pane`) the import draws a
 //!   progress bar; with its output to a file it prints plain lines (the first test).
 
@@ -117,39 +121,90 @@ fn many_messages(dir: &Path, n: usize) -> std::path::PathBuf {
     maildir
 }
 
+/// A seed for the kill points, printed by the test that uses it (a failure is then
+/// replayed with `MAILVAULT_TEST_SEED`).
+fn seed() -> u64 {
+    std::env::var("MAILVAULT_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos() as u64 ^ d.as_secs())
+                .unwrap_or(1)
+        })
+}
+
+/// The next of a xorshift sequence, as a fraction in [0, 1).
+fn fraction(state: &mut u64) -> f64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    (*state >> 11) as f64 / (1u64 << 53) as f64
+}
+
 #[test]
 fn an_import_killed_three_times_and_run_again_stores_each_message_once() {
     const TEST: &str = "an_import_killed_three_times_and_run_again_stores_each_message_once";
-    const N: usize = 3000;
+    const N: usize = 20_000;
     let Some(python) = tools(TEST, &["python"]).map(|mut t| t.remove(0)) else {
         return;
     };
     let Some(mut server) = MailServer::create(TEST, Backend::Local, &[USER]) else {
         return;
     };
+    let test_started = Instant::now();
     let sources = tempfile::tempdir().expect("a folder");
     let maildir = many_messages(sources.path(), N);
+    eprintln!(
+        "{TEST}: {N} messages written in {:?}",
+        test_started.elapsed()
+    );
+    // Three kill points at random fractions of the messages, one in each third: run k is
+    // killed once its progress lines report that many messages done (those of the
+    // earlier runs, found delivered, count too).
+    let seed = seed();
+    let mut state = seed | 1;
+    let points: Vec<u64> = (0..3)
+        .map(|k| ((k as f64 + 0.1 + 0.8 * fraction(&mut state)) / 3.0 * N as f64) as u64)
+        .collect();
+    eprintln!("{TEST}: seed {seed}, kill points {points:?}");
     let mut killed = 0;
-    for (n, wait_ms) in [300u64, 900, 1500].into_iter().enumerate() {
+    for (n, point) in points.iter().enumerate() {
         let mut child = Command::new(BIN)
             .args(["import", "maildir"])
             .arg(&maildir)
             .arg("--config")
             .arg(server.config_path())
-            .args(["--name", USER, "--quiet"])
+            .args(["--name", USER])
             .envs(server.env().iter().cloned())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start mailvault import");
         let started = Instant::now();
-        std::thread::sleep(Duration::from_millis(wait_ms));
+        // Plain progress lines (not a terminal): `import: 1234 of 20000; ...`.
+        let stderr = child.stderr.take().expect("the import's stderr");
+        let mut seen = 0;
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+            let Ok(line) = line else { break };
+            if let Some(done) = line
+                .strip_prefix("import: ")
+                .and_then(|l| l.split(' ').next())
+                .and_then(|d| d.parse::<u64>().ok())
+            {
+                seen = done;
+                if done >= *point {
+                    break;
+                }
+            }
+        }
         let done = child.try_wait().expect("the import's status");
         let _ = child.kill();
         let status = child.wait().expect("the import's status");
         eprintln!(
-            "{TEST}: run {n} {} after {:?} ({status})",
+            "{TEST}: run {n} {} after {:?} at {seen} messages done ({status})",
             if done.is_none() {
                 "killed"
             } else {
@@ -159,7 +214,8 @@ fn an_import_killed_three_times_and_run_again_stores_each_message_once() {
         );
         killed += usize::from(done.is_none());
     }
-    assert!(killed >= 2, "the kills must land mid-import: {killed} of 3");
+    assert_eq!(killed, 3, "the kills must land mid-import");
+    let last_started = Instant::now();
     let out = import(&server, &["maildir", &maildir.to_string_lossy(), "--json"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -167,10 +223,14 @@ fn an_import_killed_three_times_and_run_again_stores_each_message_once() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    eprintln!("{TEST}: the last run: {stdout}");
+    eprintln!(
+        "{TEST}: the last run ({:?}): {stdout}",
+        last_started.elapsed()
+    );
     assert!(!stdout.contains("\"already_delivered\":0,"), "{stdout}");
     server.start();
     let (imap, n) = (server.imap.to_string(), N.to_string());
+    let check_started = Instant::now();
     peers::run_script(
         &python,
         "import_check.py",
@@ -178,6 +238,92 @@ fn an_import_killed_three_times_and_run_again_stores_each_message_once() {
         "every message once",
         || server.logs(),
     );
+    eprintln!(
+        "{TEST}: checked over IMAP in {:?}; the whole test {:?}",
+        check_started.elapsed(),
+        test_started.elapsed()
+    );
+}
+
+/// `import maildirs`: one account per user directory, an unknown user refused.
+#[test]
+fn a_tree_of_user_maildirs_imports_each_into_its_account() {
+    const TEST: &str = "a_tree_of_user_maildirs_imports_each_into_its_account";
+    const BOB: &str = "bob@example.org";
+    let Some(python) = tools(TEST, &["python"]).map(|mut t| t.remove(0)) else {
+        return;
+    };
+    let Some(mut server) = MailServer::create(TEST, Backend::Local, &[USER, BOB]) else {
+        return;
+    };
+    let sources = tempfile::tempdir().expect("a folder");
+    let root = sources.path().join("vmail");
+    // alice: a home with `Maildir/` in it; bob: the directory itself a Maildir; carol:
+    // no account.
+    many_messages(&root.join("alice"), 30);
+    let bob = many_messages(&sources.path().join("bob-home"), 20);
+    std::fs::rename(bob, root.join("bob")).expect("a move");
+    many_messages(&root.join("carol"), 5);
+    let run = || {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["import", "maildirs"])
+            .arg(&root)
+            .arg("--config")
+            .arg(server.config_path())
+            .args(["--domain", "example.org", "--json"])
+            .envs(server.env().iter().cloned());
+        cmd.output().expect("mailvault import maildirs")
+    };
+    let out = run();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("refused: carol: no account named carol@example.org"),
+        "{stderr}"
+    );
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON");
+    let accounts = summary["accounts"].as_array().expect("accounts");
+    let by_account: Vec<(&str, u64, u64)> = accounts
+        .iter()
+        .map(|a| {
+            (
+                a["account"].as_str().unwrap_or(""),
+                a["delivered"].as_u64().unwrap_or(u64::MAX),
+                a["failed"].as_array().map_or(u64::MAX, |f| f.len() as u64),
+            )
+        })
+        .collect();
+    assert_eq!(by_account, [(USER, 30, 0), (BOB, 20, 0)], "{stdout}");
+    assert_eq!(
+        summary["accounts"][1]["maildir"].as_str(),
+        Some(&*root.join("bob").to_string_lossy()),
+        "{stdout}"
+    );
+    assert_eq!(
+        summary["refused"],
+        serde_json::json!([{ "user": "carol", "error": "no account named carol@example.org" }]),
+        "{stdout}"
+    );
+    // Run again: nothing is delivered twice.
+    let again = run();
+    let again = String::from_utf8_lossy(&again.stdout).into_owned();
+    let again: serde_json::Value = serde_json::from_str(again.trim()).expect("JSON");
+    for (i, n) in [30, 20].into_iter().enumerate() {
+        assert_eq!(again["accounts"][i]["delivered"], 0, "{again}");
+        assert_eq!(again["accounts"][i]["already_delivered"], n, "{again}");
+    }
+    server.start();
+    let imap = server.imap.to_string();
+    for (user, n) in [(USER, "30"), (BOB, "20")] {
+        peers::run_script(
+            &python,
+            "import_check.py",
+            &["count", imap.as_str(), user, PASSWORD, n],
+            "each user's mail in its account, once",
+            || server.logs(),
+        );
+    }
 }
 
 #[test]
