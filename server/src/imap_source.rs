@@ -186,6 +186,66 @@ fn tokenize(parts: Vec<Part>) -> Result<Vec<Token>, BoxError> {
     Ok(tokens)
 }
 
+fn read_line(io: &mut impl BufRead) -> Result<Vec<u8>, BoxError> {
+    let mut line = Vec::new();
+    let n = io.take(MAX_LINE as u64).read_until(b'\n', &mut line)?;
+    if n == 0 {
+        return Err("the server closed the connection".into());
+    }
+    if !line.ends_with(b"\n") {
+        return Err(format!("a response line longer than {MAX_LINE} bytes").into());
+    }
+    Ok(line)
+}
+
+/// One response: its lines and literals. A literal's bytes are read as they come (its
+/// announced length is not allocated up front: a server cannot make the client reserve
+/// what it does not send).
+fn read_response(io: &mut impl BufRead) -> Result<Vec<Part>, BoxError> {
+    let mut parts = Vec::new();
+    loop {
+        let mut line = read_line(io)?;
+        while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            line.pop();
+        }
+        let literal = line
+            .strip_suffix(b"}")
+            .and_then(|l| l.iter().rposition(|&b| b == b'{').map(|at| (at, l)))
+            .and_then(|(at, l)| {
+                let digits = l[at + 1..].strip_suffix(b"+").unwrap_or(&l[at + 1..]);
+                let n = std::str::from_utf8(digits).ok()?.parse::<usize>().ok()?;
+                Some((at, n))
+            });
+        let Some((at, n)) = literal else {
+            parts.push(Part::Text(line));
+            return Ok(parts);
+        };
+        if n > MAX_LITERAL {
+            return Err(format!("a literal of {n} bytes (at most {MAX_LITERAL})").into());
+        }
+        line.truncate(at);
+        parts.push(Part::Text(line));
+        let mut bytes = Vec::new();
+        io.take(n as u64).read_to_end(&mut bytes)?;
+        if bytes.len() < n {
+            return Err("the server closed the connection inside a literal".into());
+        }
+        parts.push(Part::Literal(bytes));
+    }
+}
+
+/// Reads `input` as a server's responses, the way the IMAP source reads them, until it
+/// ends or a response does not parse; returns how many responses were read. What the
+/// `import_sources` fuzz target drives: no input may panic or allocate beyond its size.
+pub fn read_responses(input: &[u8]) -> usize {
+    let mut io = std::io::BufReader::new(input);
+    let mut count = 0;
+    while read_response(&mut io).and_then(tokenize).is_ok() {
+        count += 1;
+    }
+    count
+}
+
 /// The largest line of a response and the largest literal accepted.
 const MAX_LINE: usize = 1 << 20;
 const MAX_LITERAL: usize = 1 << 30;
@@ -370,51 +430,6 @@ impl ImapSource {
         let _ = self.command("LOGOUT");
     }
 
-    fn read_line(&mut self) -> Result<Vec<u8>, BoxError> {
-        let mut line = Vec::new();
-        let n = (&mut self.io)
-            .take(MAX_LINE as u64)
-            .read_until(b'\n', &mut line)?;
-        if n == 0 {
-            return Err("the server closed the connection".into());
-        }
-        if !line.ends_with(b"\n") {
-            return Err(format!("a response line longer than {MAX_LINE} bytes").into());
-        }
-        Ok(line)
-    }
-
-    /// One response: its lines and literals.
-    fn read_response(&mut self) -> Result<Vec<Part>, BoxError> {
-        let mut parts = Vec::new();
-        loop {
-            let mut line = self.read_line()?;
-            while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                line.pop();
-            }
-            let literal = line
-                .strip_suffix(b"}")
-                .and_then(|l| l.iter().rposition(|&b| b == b'{').map(|at| (at, l)))
-                .and_then(|(at, l)| {
-                    let digits = l[at + 1..].strip_suffix(b"+").unwrap_or(&l[at + 1..]);
-                    let n = std::str::from_utf8(digits).ok()?.parse::<usize>().ok()?;
-                    Some((at, n))
-                });
-            let Some((at, n)) = literal else {
-                parts.push(Part::Text(line));
-                return Ok(parts);
-            };
-            if n > MAX_LITERAL {
-                return Err(format!("a literal of {n} bytes (at most {MAX_LITERAL})").into());
-            }
-            line.truncate(at);
-            parts.push(Part::Text(line));
-            let mut bytes = vec![0; n];
-            self.io.read_exact(&mut bytes)?;
-            parts.push(Part::Literal(bytes));
-        }
-    }
-
     /// Sends `command`; each untagged response goes to `each` until the tagged one,
     /// which must be OK.
     fn command_each(
@@ -428,7 +443,7 @@ impl ImapSource {
         stream.write_all(format!("{tag} {command}\r\n").as_bytes())?;
         stream.flush()?;
         loop {
-            let response = tokenize(self.read_response()?)?;
+            let response = tokenize(read_response(&mut self.io)?)?;
             match response.first() {
                 Some(Token::Atom(t)) if *t == tag.as_bytes() => {
                     if response.get(1).is_some_and(|t| t.is_atom("OK")) {
@@ -666,6 +681,22 @@ fn fetch_items(response: Vec<Token>) -> Result<Fetched, BoxError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn responses_and_hostile_literals() {
+        let ok = b"* 1 FETCH (UID 7 FLAGS (\\Seen) BODY[] {5}\r\nhello)\r\nm1 OK done\r\n";
+        assert_eq!(read_responses(ok), 2);
+        let mut io = std::io::BufReader::new(&ok[..]);
+        let tokens = tokenize(read_response(&mut io).unwrap()).unwrap();
+        assert!(tokens.contains(&Token::Str(b"hello".to_vec())));
+        // A literal announced at 1 GiB and cut short: an error, nothing reserved.
+        let short = b"* 1 FETCH (BODY[] {1073741823}\r\nabc";
+        let mut io = std::io::BufReader::new(&short[..]);
+        assert!(read_response(&mut io).is_err());
+        // Beyond the limit, and an unterminated quoted string.
+        assert_eq!(read_responses(b"* 1 FETCH (BODY[] {1073741825}\r\n"), 0);
+        assert_eq!(read_responses(b"* OK \"open\r\n"), 0);
+    }
 
     #[test]
     fn urls() {
