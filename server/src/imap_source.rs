@@ -296,7 +296,7 @@ impl ImapSource {
             tag: 0,
             origin: format!("{address}\0{}", url.user),
         };
-        let greeting = tokenize(source.read_response()?)?;
+        let greeting = tokenize(read_response(&mut source.io)?)?;
         if !greeting.get(1).is_some_and(|t| t.is_atom("OK")) {
             return Err(format!("{address}: no IMAP greeting: {greeting:?}").into());
         }

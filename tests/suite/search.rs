@@ -167,11 +167,30 @@ struct Account {
 async fn account(messages: &[(String, Vec<u8>)]) -> (Account, Mailstore) {
     let setup = MailSetup::new(super::memory(), CommitMode::CompareAndSwap);
     let mut mail = setup.open().await;
+    let emails = append_all(&mut mail, messages.iter().map(|(_, r)| r.as_slice())).await;
+    let raws = messages.iter().map(|(_, r)| r.clone()).collect();
+    (
+        Account {
+            setup,
+            emails,
+            raws,
+        },
+        mail,
+    )
+}
+
+/// Appends `messages` to the inbox of `mail`; returns their emails in the order given.
+pub(super) async fn append_all<'a>(
+    mail: &mut Mailstore,
+    messages: impl IntoIterator<Item = &'a [u8]>,
+) -> Vec<EmailId> {
     let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
-    for (name, raw) in messages {
+    let mut appended = 0;
+    for (i, raw) in messages.into_iter().enumerate() {
         mail.append(inbox, raw, AppendOptions::default())
             .await
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+            .unwrap_or_else(|e| panic!("message {i}: {e}"));
+        appended += 1;
     }
     // In UID order: the order of the appends.
     let emails: Vec<EmailId> = mail
@@ -182,16 +201,8 @@ async fn account(messages: &[(String, Vec<u8>)]) -> (Account, Mailstore) {
         .iter()
         .map(|m| m.email)
         .collect();
-    assert_eq!(emails.len(), messages.len());
-    let raws = messages.iter().map(|(_, r)| r.clone()).collect();
-    (
-        Account {
-            setup,
-            emails,
-            raws,
-        },
-        mail,
-    )
+    assert_eq!(emails.len(), appended);
+    emails
 }
 
 /// The oracle's answer per key, as sets of emails (of those in `alive`).

@@ -11,7 +11,7 @@ use futures::TryStreamExt;
 use mailvault::format::search::{HEADER_LEN, SEARCH_MAGIC};
 use mailvault::ids::EmailId;
 use mailvault::mail::text::oracle::TextKey;
-use mailvault::mail::{AppendOptions, Mailstore, INBOX};
+use mailvault::mail::Mailstore;
 use mailvault::storage::{get_bounded, naming, CommitMode, DynStore};
 use object_store::ObjectStore;
 use rand::{Rng, SeedableRng};
@@ -24,21 +24,7 @@ const MESSAGES: usize = 50;
 async fn account(store: &DynStore, messages: &[Vec<u8>]) -> (MailSetup, Mailstore, Vec<EmailId>) {
     let setup = MailSetup::new(store.clone(), CommitMode::CompareAndSwap);
     let mut mail = setup.open().await;
-    let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
-    for raw in messages {
-        mail.append(inbox, raw, AppendOptions::default())
-            .await
-            .unwrap();
-    }
-    let emails: Vec<EmailId> = mail
-        .select(inbox)
-        .await
-        .unwrap()
-        .messages
-        .iter()
-        .map(|m| m.email)
-        .collect();
-    assert_eq!(emails.len(), messages.len());
+    let emails = super::search::append_all(&mut mail, messages.iter().map(|m| m.as_slice())).await;
     (setup, mail, emails)
 }
 
