@@ -45,7 +45,8 @@ impl Mailstore {
 
     /// Deletes bodies released after a grace period (backends without compare-and-swap
     /// mark them instead of deleting them at once, since a concurrent copy may still
-    /// refer to them), then collects the index's garbage.
+    /// refer to them), then collects the index's garbage (the text index's too, when
+    /// this handle searched text).
     ///
     /// # Errors
     /// As [`Collection::collect_garbage`].
@@ -85,7 +86,12 @@ impl Mailstore {
                 .await?;
             let bodies = released.len();
             self.delete_bodies(released).await;
-            let index = self.index.collect_garbage(grace).await?;
+            let mut index = self.index.collect_garbage(grace).await?;
+            // The text index's collection: its merges leave segments behind too.
+            if let Some(text) = self.text.get_mut().collect_garbage(grace).await? {
+                index.manifests += text.manifests;
+                index.segments += text.segments;
+            }
             Ok(MailGcReport { bodies, index })
         })
         .await

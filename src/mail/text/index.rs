@@ -426,6 +426,23 @@ impl TextSlot {
     }
 }
 
+impl TextSlot {
+    /// Collects the garbage of the index's collection (segments a merge replaced,
+    /// superseded manifests) when this handle opened it: the handle that merges.
+    ///
+    /// # Errors
+    /// As [`Collection::collect_garbage`].
+    pub(crate) async fn collect_garbage(
+        &mut self,
+        grace: std::time::Duration,
+    ) -> Result<Option<crate::index::GcReport>> {
+        match &mut self.open {
+            Some(index) => Ok(Some(index.collection.collect_garbage(grace).await?)),
+            None => Ok(None),
+        }
+    }
+}
+
 /// The size tier of a segment of `docs` documents: 0 below [`FANOUT`] full segments of
 /// [`SEGMENT_DOCS`], one more for each factor of [`FANOUT`].
 fn tier(docs: u32) -> u32 {
