@@ -357,6 +357,30 @@ impl Keys<'_> {
 }
 
 impl Provider {
+    /// Reads a listed object of at most `max` bytes and counts it as checked; `None`
+    /// when it is gone meanwhile (replaced, collected, imported) or unreadable (then a
+    /// finding).
+    async fn read_listed(
+        &self,
+        run: &mut Run,
+        kind: ObjectKind,
+        meta: &ObjectMeta,
+        max: usize,
+        progress: &(dyn Fn(u64, u64) + Send + Sync),
+    ) -> Option<bytes::Bytes> {
+        match storage::get_bounded(self.store.as_ref(), &meta.location, max as u64).await {
+            Ok(stored) => {
+                run.checked(kind, stored.len() as u64);
+                progress(1, stored.len() as u64);
+                Some(stored)
+            }
+            Err(Error::NotFound { .. }) => None,
+            Err(e) => {
+                run.find_error(kind, &meta.location, Some(meta.size), &e);
+                None
+            }
+        }
+    }
     /// Verifies the stored objects of `account` (see the module documentation of
     /// `engine::verify` and §17 of docs/design.md): with `session` (the account opened
     /// with its keys) everything it references, without it what needs no key.
@@ -579,22 +603,13 @@ impl Provider {
         let mut accepted = None;
         let mut at_mark = Vec::new();
         for (name, meta) in versions {
-            let stored = match storage::get_bounded(
-                self.store.as_ref(),
-                &meta.location,
-                MAX_KEYRING_LEN as u64,
-            )
-            .await
-            {
-                Ok(stored) => stored,
-                Err(Error::NotFound { .. }) => continue, // replaced meanwhile
-                Err(e) => {
-                    run.find_error(ObjectKind::Keyring, &meta.location, Some(meta.size), &e);
-                    continue;
-                }
+            // Gone meanwhile: replaced meanwhile.
+            let Some(stored) = self
+                .read_listed(run, ObjectKind::Keyring, meta, MAX_KEYRING_LEN, progress)
+                .await
+            else {
+                continue;
             };
-            run.checked(ObjectKind::Keyring, stored.len() as u64);
-            progress(1, stored.len() as u64);
             match KeyringObject::parse(&stored) {
                 Ok(parsed)
                     if parsed.generation == name.generation
@@ -725,22 +740,13 @@ impl Provider {
             .await?;
         let mut manifests: Vec<(VersionName, &ObjectMeta, bytes::Bytes)> = Vec::new();
         for (name, meta) in &fresh {
-            let stored = match storage::get_bounded(
-                self.store.as_ref(),
-                &meta.location,
-                MAX_MANIFEST_LEN as u64,
-            )
-            .await
-            {
-                Ok(stored) => stored,
-                Err(Error::NotFound { .. }) => continue, // collected meanwhile
-                Err(e) => {
-                    run.find_error(ObjectKind::Manifest, &meta.location, Some(meta.size), &e);
-                    continue;
-                }
+            // Gone meanwhile: collected meanwhile.
+            let Some(stored) = self
+                .read_listed(run, ObjectKind::Manifest, meta, MAX_MANIFEST_LEN, progress)
+                .await
+            else {
+                continue;
             };
-            run.checked(ObjectKind::Manifest, stored.len() as u64);
-            progress(1, stored.len() as u64);
             match ManifestHeader::parse(&stored) {
                 Ok((header, _))
                     if header.generation == name.generation
@@ -1044,22 +1050,13 @@ impl Provider {
             .map(|k| k.key)
             .collect();
         for (id, meta) in &listing.deliveries {
-            let stored = match storage::get_bounded(
-                self.store.as_ref(),
-                &meta.location,
-                MAX_ENVELOPE_LEN as u64,
-            )
-            .await
-            {
-                Ok(stored) => stored,
-                Err(Error::NotFound { .. }) => continue, // imported meanwhile
-                Err(e) => {
-                    run.find_error(ObjectKind::Delivery, &meta.location, Some(meta.size), &e);
-                    continue;
-                }
+            // Gone meanwhile: imported meanwhile.
+            let Some(stored) = self
+                .read_listed(run, ObjectKind::Delivery, meta, MAX_ENVELOPE_LEN, progress)
+                .await
+            else {
+                continue;
             };
-            run.checked(ObjectKind::Delivery, stored.len() as u64);
-            progress(1, stored.len() as u64);
             let object = match EnvelopeObject::parse(&stored) {
                 Ok(object) => object,
                 Err(e) => {
