@@ -8,6 +8,7 @@
 
 pub mod churn;
 pub mod conformance;
+pub mod mailgen;
 
 use crate::storage::DynStore;
 

@@ -1,0 +1,540 @@
+//! Text search (issue 14): speed and size of the encrypted text index over a large
+//! mailbox of realistic generated mail, against the brute-force scan, in one run.
+//!
+//! The account: one account under [`KeyModel::DeviceOnly`] known to a
+//! [`MemoryDirectory`], its store a **local directory** (`LocalFileSystem` with fsync, in
+//! a temporary folder removed at the end; nothing is cached across runs). N messages of
+//! [`MailGen`] (seed 1: multipart/alternative with HTML, quoted-printable and base64,
+//! RFC 2047/2231, ten charsets, threads with quotes, trace and DKIM fields; ≈ 6.4 KiB raw,
+//! ≈ 3.4 KiB of text each) are built in rounds of [`ROUND`]: each round's messages are
+//! delivered ([`Deliverer::deliver_bytes`], 16 at once), imported
+//! ([`Mailstore::import_deliveries`]) and then indexed ([`Mailstore::index_texts`]: the
+//! bodies read back, decrypted, extracted, a segment per 512 emails, merges by tiers),
+//! each step timed apart. (Indexing does not run inside the import yet: the index step
+//! reads the bodies again, which a delivery-time extraction would not need.)
+//!
+//! Then, on the handle that built the account:
+//! - **warm `SEARCH TEXT` of one word**: [`Mailstore::search_texts`] of one
+//!   [`TextKey::Text`] over every email, for English words of frequency ranks from 2 to
+//!   38 000 (common to rare; the number of messages each matches is printed), each
+//!   searched once before the timed rounds; median over all words and rounds, and per
+//!   word. Also a criterion group (`search/warm_text/rank`);
+//! - **brute force**: the same kind of query answered by reading every body (ranged GET,
+//!   decrypt), extracting its text and scanning it ([`Oracle`], both cores): the scan
+//!   the index replaces; its answer is checked equal to the index's; median of
+//!   `MAILVAULT_SEARCH_BENCH_SCANS` (3) rounds; the ratio brute force ÷ warm median;
+//! - **first search after login**: a fresh [`Mailstore`] (its own cold page cache; the
+//!   operating system's file cache is warm) opened (timed apart), then one word searched;
+//! - **size**: the objects of the account's `search` collection (segments and manifests,
+//!   after a garbage collection with no grace) ÷ the decoded text of the messages (the
+//!   three folded streams of `extract_message`: header, body, MIME headers).
+//!
+//! Environment: `MAILVAULT_SEARCH_BENCH_MESSAGES` (default 100 000),
+//! `MAILVAULT_SEARCH_BENCH_SCANS` (3), `MAILVAULT_SEARCH_BENCH_DIR` (the temporary
+//! folder's parent; default the system's).
+//!
+//! Run with `cargo bench --bench search --features testkit`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use futures::{StreamExt, TryStreamExt};
+use mailvault::blob::BlobStore;
+use mailvault::crypto::{AccountKey, RandomSource};
+use mailvault::delivery::{Deliverer, DeliveryOptions, DeliverySigningKey};
+use mailvault::directory::{AccountRecord, Directory, KeyModel, MemoryDirectory};
+use mailvault::ids::{AccountId, DeploymentId, EmailId, MailboxId};
+use mailvault::index::IndexStore;
+use mailvault::mail::text::extract::extract_message;
+use mailvault::mail::text::oracle::{Oracle, TextKey};
+use mailvault::mail::{Mailstore, INBOX};
+use mailvault::storage::{naming, open_store, DynStore};
+use mailvault::testkit::mailgen::MailGen;
+use rayon::prelude::*;
+use tokio::runtime::Runtime;
+
+const DEFAULT_MESSAGES: usize = 100_000;
+/// Messages delivered, imported and indexed per round of the build.
+const ROUND: usize = 1_000;
+/// Deliveries in flight at once.
+const DELIVERIES_AT_ONCE: usize = 16;
+/// The generator's seed.
+const SEED: u64 = 1;
+/// `MailConfig::max_parse_len`'s default.
+const MAX_PARSE: usize = 64 << 20;
+/// Frequency ranks of the English words searched: common to rare.
+const RANKS: [usize; 8] = [2, 12, 60, 300, 1_500, 6_000, 20_000, 38_000];
+/// The rank of the word of the brute-force scan and the first search after login.
+const SCAN_RANK: usize = 1_500;
+/// Timed rounds over the word list.
+const WARM_ROUNDS: usize = 15;
+/// Fresh handles opened for the first search after login.
+const LOGINS: usize = 3;
+/// Bodies read at once by the brute force (as the library's scan).
+const READ_AHEAD: usize = 8;
+
+fn env_number(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&n: &usize| n > 0)
+            .unwrap_or_else(|| panic!("{name}: not a positive number: {v:?}")),
+        Err(_) => default,
+    }
+}
+
+// ---------------------------------------------------------------------------- fixtures
+
+/// A deployment whose directory knows one account by its public key (as
+/// `benches/delivery.rs`).
+struct World {
+    deployment: DeploymentId,
+    directory: Arc<MemoryDirectory>,
+    signing: [u8; 32],
+    verifying: [u8; 32],
+    account: AccountId,
+    key: AccountKey,
+}
+
+impl World {
+    async fn new() -> Self {
+        let rng = RandomSource::os();
+        let directory = Arc::new(MemoryDirectory::new());
+        let signing = DeliverySigningKey::generate(&rng);
+        directory
+            .set_delivery_key(signing.verifying_key())
+            .await
+            .expect("delivery key");
+        let account = AccountId::random(&rng);
+        let key = AccountKey::generate(1, &rng);
+        directory
+            .set_account_record(
+                &account,
+                AccountRecord::new(KeyModel::DeviceOnly, vec![(1, key.public_key())], [9; 32]),
+            )
+            .await
+            .expect("account record");
+        Self {
+            deployment: DeploymentId::random(&rng),
+            directory,
+            signing: *signing.to_bytes(),
+            verifying: signing.verifying_key(),
+            account,
+            key,
+        }
+    }
+
+    fn deliverer(&self, store: DynStore) -> Deliverer {
+        Deliverer::new(
+            store,
+            self.deployment,
+            self.directory.clone(),
+            DeliverySigningKey::from_bytes(self.signing),
+        )
+    }
+
+    /// A handle on the account's mail on `store`: what a login opens.
+    async fn mail(&self, store: DynStore) -> Mailstore {
+        let directory: Arc<dyn Directory> = self.directory.clone();
+        let index = IndexStore::new(store.clone(), self.deployment, directory)
+            .await
+            .expect("index store");
+        let blobs = BlobStore::new(store, self.deployment).account(self.account, &self.key);
+        Mailstore::open(&index, blobs, &self.key)
+            .await
+            .expect("open mail")
+    }
+}
+
+/// Times of one round of the build.
+#[derive(Debug, Clone, Copy, Default)]
+struct RoundTimes {
+    deliver: Duration,
+    import: Duration,
+    index: Duration,
+}
+
+impl RoundTimes {
+    fn add(&mut self, o: &RoundTimes) {
+        self.deliver += o.deliver;
+        self.import += o.import;
+        self.index += o.index;
+    }
+}
+
+struct Bench {
+    rt: Runtime,
+    _dir: tempfile::TempDir,
+    store: DynStore,
+    world: World,
+    mail: Mailstore,
+    emails: Vec<EmailId>,
+    rounds: Vec<RoundTimes>,
+    raw_bytes: u64,
+    text_bytes: u64,
+    header_bytes: u64,
+    /// Tags of the collections that existed before the first indexing.
+    mail_tags: HashSet<String>,
+}
+
+/// Runs `f` on a thread of its own (see `benches/mail.rs`: the build's allocations
+/// would otherwise fragment the main thread's malloc arena, which the timed parts use).
+fn off_main_arena<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| scope.spawn(f).join().expect("setup thread"))
+}
+
+/// The collection tags under the account's index prefix, with their objects' total size
+/// and count.
+async fn collections(store: &DynStore, account: &AccountId) -> BTreeMap<String, (u64, usize)> {
+    let prefix = naming::account_prefix(account).clone().join("i");
+    let objects: Vec<object_store::ObjectMeta> = store
+        .list(Some(&prefix))
+        .try_collect()
+        .await
+        .expect("list the index");
+    let mut out: BTreeMap<String, (u64, usize)> = BTreeMap::new();
+    for meta in objects {
+        let parts: Vec<String> = meta
+            .location
+            .parts()
+            .map(|p| p.as_ref().to_owned())
+            .collect();
+        let tag = parts.get(3).cloned().unwrap_or_default();
+        let entry = out.entry(tag).or_default();
+        entry.0 += meta.size;
+        entry.1 += 1;
+    }
+    out
+}
+
+fn build(messages: usize) -> Bench {
+    let rt = Runtime::new().expect("tokio runtime");
+    let parent = std::env::var_os("MAILVAULT_SEARCH_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = tempfile::Builder::new()
+        .prefix("mailvault-search-bench-")
+        .tempdir_in(parent)
+        .expect("temporary folder");
+    let store = open_store(dir.path().to_str().expect("a UTF-8 path")).expect("local store");
+    let started = Instant::now();
+    let (world, mail, emails, rounds, sizes, mail_tags) = off_main_arena(|| {
+        rt.block_on(async {
+            let world = World::new().await;
+            let deliverer = world.deliverer(store.clone());
+            let mut mail = world.mail(store.clone()).await;
+            let inbox: MailboxId = mail.mailbox_by_name(INBOX).expect("inbox").id;
+            let mut gen = MailGen::new(SEED);
+            let mut emails: Vec<EmailId> = Vec::with_capacity(messages);
+            let mut rounds = Vec::new();
+            let (mut raw_bytes, mut text_bytes, mut header_bytes) = (0u64, 0u64, 0u64);
+            let mut mail_tags = HashSet::new();
+            while emails.len() < messages {
+                let n = ROUND.min(messages - emails.len());
+                let batch: Vec<Vec<u8>> = (&mut gen).take(n).collect();
+                let (raw, text, header) = batch
+                    .par_iter()
+                    .map(|m| {
+                        let t = extract_message(m, MAX_PARSE);
+                        (m.len() as u64, t.len() as u64, t.header.len() as u64)
+                    })
+                    .reduce(|| (0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2));
+                raw_bytes += raw;
+                text_bytes += text;
+                header_bytes += header;
+
+                let mut times = RoundTimes::default();
+                let t = Instant::now();
+                let delivered: Vec<_> = futures::stream::iter(batch.iter())
+                    .map(|body| {
+                        deliverer.deliver_bytes(world.account, body, DeliveryOptions::default())
+                    })
+                    .buffer_unordered(DELIVERIES_AT_ONCE)
+                    .try_collect()
+                    .await
+                    .expect("deliver");
+                times.deliver = t.elapsed();
+                assert_eq!(delivered.len(), n);
+                drop(batch);
+
+                let t = Instant::now();
+                let report = mail
+                    .import_deliveries(std::slice::from_ref(&world.key), &world.verifying)
+                    .await
+                    .expect("import");
+                times.import = t.elapsed();
+                assert_eq!(report.imported.len(), n, "{:?}", report.quarantined);
+
+                if mail_tags.is_empty() {
+                    mail_tags = collections(&store, &world.account)
+                        .await
+                        .into_keys()
+                        .collect();
+                }
+                let view = mail.view(inbox).expect("view");
+                let new: Vec<EmailId> = view.messages[emails.len()..]
+                    .iter()
+                    .map(|m| m.email)
+                    .collect();
+                assert_eq!(new.len(), n);
+                let t = Instant::now();
+                let indexed = mail.index_texts(&new, usize::MAX).await.expect("index");
+                times.index = t.elapsed();
+                assert_eq!(indexed, n);
+                emails.extend(new);
+                rounds.push(times);
+                if rounds.len() % 10 == 0 || emails.len() == messages {
+                    eprintln!(
+                        "built {} messages in {:.0} s (round: deliver {:.2} s, import {:.2} s, index {:.2} s)",
+                        emails.len(),
+                        started.elapsed().as_secs_f64(),
+                        times.deliver.as_secs_f64(),
+                        times.import.as_secs_f64(),
+                        times.index.as_secs_f64()
+                    );
+                }
+            }
+            // Segments that merges replaced go; what remains is the index.
+            mail.collect_garbage(Duration::ZERO).await.expect("gc");
+            (
+                world,
+                mail,
+                emails,
+                rounds,
+                (raw_bytes, text_bytes, header_bytes),
+                mail_tags,
+            )
+        })
+    });
+    eprintln!(
+        "build of {messages} messages: {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Bench {
+        rt,
+        _dir: dir,
+        store,
+        world,
+        mail,
+        emails,
+        rounds,
+        raw_bytes: sizes.0,
+        text_bytes: sizes.1,
+        header_bytes: sizes.2,
+        mail_tags,
+    }
+}
+
+// ---------------------------------------------------------------------------- measures
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+async fn search(mail: &Mailstore, emails: &[EmailId], word: &str) -> HashSet<EmailId> {
+    mail.search_texts(emails, &[TextKey::Text(word.to_owned())])
+        .await
+        .expect("search")
+        .pop()
+        .expect("one answer")
+}
+
+/// The brute force: every body read (decrypted), extracted and scanned for `key`.
+async fn scan(mail: &Mailstore, emails: &[EmailId], key: &TextKey) -> HashSet<EmailId> {
+    let oracle = Arc::new(Oracle::new(std::slice::from_ref(key), MAX_PARSE));
+    let mut found = HashSet::new();
+    for chunk in emails.chunks(512) {
+        let bodies: Vec<(EmailId, bytes::Bytes)> = futures::stream::iter(chunk.iter().copied())
+            .map(|email| async move {
+                let record = mail.email_by_id(email).expect("email");
+                (email, mail.read(&record).await.expect("read"))
+            })
+            .buffered(READ_AHEAD)
+            .collect()
+            .await;
+        let oracle = oracle.clone();
+        let hits: Vec<EmailId> = tokio::task::spawn_blocking(move || {
+            bodies
+                .par_iter()
+                .filter(|(_, raw)| oracle.matches(raw)[0])
+                .map(|(email, _)| *email)
+                .collect()
+        })
+        .await
+        .expect("scan");
+        found.extend(hits);
+    }
+    found
+}
+
+fn report(b: &Bench, c: &mut Criterion) {
+    let n = b.emails.len();
+    let gen = MailGen::new(SEED);
+    let words: Vec<(usize, String)> = RANKS.iter().map(|&r| (r, gen.word(r).to_owned())).collect();
+    let scan_word = gen.word(SCAN_RANK).to_owned();
+    let machine = "2 cores shared with other builds and tests: read the ratios";
+
+    // Warm queries: each word once, then timed rounds.
+    let mut hits = Vec::new();
+    for (_, w) in &words {
+        hits.push(b.rt.block_on(search(&b.mail, &b.emails, w)).len());
+    }
+    let mut all = Vec::new();
+    let mut per_word: Vec<Vec<Duration>> = vec![Vec::new(); words.len()];
+    for _ in 0..WARM_ROUNDS {
+        for (i, (_, w)) in words.iter().enumerate() {
+            let t = Instant::now();
+            let found = b.rt.block_on(search(&b.mail, &b.emails, w));
+            let d = t.elapsed();
+            assert_eq!(found.len(), hits[i]);
+            per_word[i].push(d);
+            all.push(d);
+        }
+    }
+    let warm = median(all);
+
+    let mut group = c.benchmark_group("search/warm_text");
+    group.sample_size(20);
+    group.warm_up_time(Duration::from_millis(500));
+    group.measurement_time(Duration::from_secs(3));
+    for (rank, w) in &words {
+        group.bench_function(format!("rank_{rank}"), |bencher| {
+            bencher
+                .to_async(&b.rt)
+                .iter(|| search(&b.mail, &b.emails, w));
+        });
+    }
+    group.finish();
+
+    // Brute force.
+    let rounds = env_number("MAILVAULT_SEARCH_BENCH_SCANS", 3);
+    let key = TextKey::Text(scan_word.clone());
+    let indexed = b.rt.block_on(search(&b.mail, &b.emails, &scan_word));
+    let mut brute = Vec::new();
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let found = b.rt.block_on(scan(&b.mail, &b.emails, &key));
+        brute.push(t.elapsed());
+        assert!(found == indexed, "the index's answer is the scan's");
+    }
+    let brute = median(brute);
+    let scan_warm =
+        median(per_word[RANKS.iter().position(|&r| r == SCAN_RANK).expect("rank")].clone());
+
+    // First search after login.
+    let mut opens = Vec::new();
+    let mut firsts = Vec::new();
+    for _ in 0..LOGINS {
+        let t = Instant::now();
+        let fresh = b.rt.block_on(b.world.mail(b.store.clone()));
+        opens.push(t.elapsed());
+        let t = Instant::now();
+        let found = b.rt.block_on(search(&fresh, &b.emails, &scan_word));
+        firsts.push(t.elapsed());
+        assert!(found == indexed);
+    }
+    let first = median(firsts.clone());
+
+    // Size.
+    let collections = b.rt.block_on(collections(&b.store, &b.world.account));
+    let (mut index_bytes, mut index_objects) = (0u64, 0usize);
+    for (tag, (bytes, objects)) in &collections {
+        if !b.mail_tags.contains(tag) {
+            index_bytes += bytes;
+            index_objects += objects;
+        }
+    }
+
+    // Build costs.
+    let per_msg = |d: Duration, n: usize| d.as_secs_f64() * 1e6 / n as f64;
+    let mut total = RoundTimes::default();
+    b.rounds.iter().for_each(|r| total.add(r));
+    let first_round = b.rounds[0];
+    let tail_rounds = (b.rounds.len() / 10).max(1);
+    let mut tail = RoundTimes::default();
+    b.rounds[b.rounds.len() - tail_rounds..]
+        .iter()
+        .for_each(|r| tail.add(r));
+    let first_n = ROUND.min(n);
+    let tail_n = n - ROUND * (b.rounds.len() - tail_rounds);
+
+    println!();
+    println!("== search over {n} generated messages on a local directory ({machine})");
+    println!(
+        "messages: {:.1} KiB raw, {:.2} KiB of decoded text ({:.0}% header) per message on average",
+        b.raw_bytes as f64 / n as f64 / 1024.0,
+        b.text_bytes as f64 / n as f64 / 1024.0,
+        b.header_bytes as f64 * 100.0 / b.text_bytes as f64
+    );
+    println!("warm SEARCH TEXT, one word (median of {WARM_ROUNDS} rounds per word):");
+    for (i, (rank, w)) in words.iter().enumerate() {
+        println!(
+            "  rank {rank:>6} {w:<16} {:>6} matches  {:>8.2} ms",
+            hits[i],
+            ms(median(per_word[i].clone()))
+        );
+    }
+    println!(
+        "  median over all words and rounds: {:.2} ms (target <= 20 ms)",
+        ms(warm)
+    );
+    println!(
+        "brute force (read, decrypt, extract, scan every body; median of {rounds}): {:.0} ms for {scan_word:?}",
+        ms(brute)
+    );
+    println!(
+        "  ratio brute force / warm: {:.0}x against the median over all words, {:.0}x against the same word ({:.2} ms) (target >= 1000x)",
+        brute.as_secs_f64() / warm.as_secs_f64(),
+        brute.as_secs_f64() / scan_warm.as_secs_f64(),
+        ms(scan_warm)
+    );
+    println!(
+        "first search after login (fresh handle; median of {LOGINS}): {:.0} ms (target <= 500 ms); open of the handle before it {:.0} ms; all: {:?} ms",
+        ms(first),
+        ms(median(opens)),
+        firsts.iter().map(|d| ms(*d).round()).collect::<Vec<_>>()
+    );
+    println!(
+        "index size: {index_bytes} bytes in {index_objects} objects = {:.1}% of {} bytes of decoded text (target <= 50%)",
+        index_bytes as f64 * 100.0 / b.text_bytes as f64,
+        b.text_bytes
+    );
+    println!("build cost per message (us): deliver / import / index, index share of deliver+import and of import");
+    for (what, t, count) in [
+        ("first round (1k)", first_round, first_n),
+        ("all rounds", total, n),
+        ("last tenth", tail, tail_n),
+    ] {
+        println!(
+            "  {what:<18} {:>7.0} / {:>7.0} / {:>7.0}   index +{:.0}% of deliver+import, +{:.0}% of import",
+            per_msg(t.deliver, count),
+            per_msg(t.import, count),
+            per_msg(t.index, count),
+            t.index.as_secs_f64() * 100.0 / (t.deliver + t.import).as_secs_f64(),
+            t.index.as_secs_f64() * 100.0 / t.import.as_secs_f64()
+        );
+    }
+    let cost = |t: RoundTimes, count: usize| per_msg(t.deliver + t.import + t.index, count);
+    println!(
+        "  per message at {n} / at 1k (deliver+import+index): {:.2} over all rounds, {:.2} for the last tenth (target <= 1.3)",
+        cost(total, n) / cost(first_round, first_n),
+        cost(tail, tail_n) / cost(first_round, first_n)
+    );
+}
+
+fn main() {
+    let messages = env_number("MAILVAULT_SEARCH_BENCH_MESSAGES", DEFAULT_MESSAGES);
+    let bench = build(messages);
+    let mut c = Criterion::default().configure_from_args();
+    report(&bench, &mut c);
+    c.final_summary();
+}
