@@ -5,8 +5,8 @@
 //! [`MemoryDirectory`], its store a **local directory** (`LocalFileSystem` with fsync, in
 //! a temporary folder removed at the end; nothing is cached across runs). N messages of
 //! [`MailGen`] (seed 1: multipart/alternative with HTML, quoted-printable and base64,
-//! RFC 2047/2231, ten charsets, threads with quotes, trace and DKIM fields; ≈ 6.4 KiB raw,
-//! ≈ 3.4 KiB of text each) are built in rounds of [`ROUND`]: each round's messages are
+//! RFC 2047/2231, eleven charsets, threads with quotes, trace and DKIM fields; ≈ 8.6 KiB raw,
+//! ≈ 3.7 KiB of text each) are built in rounds of [`ROUND`]: each round's messages are
 //! delivered ([`Deliverer::deliver_bytes`], 16 at once), imported
 //! ([`Mailstore::import_deliveries`]) and then indexed ([`Mailstore::index_texts`]: the
 //! bodies read back, decrypted, extracted, a segment per 512 emails, merges by tiers),
@@ -524,6 +524,15 @@ fn report(b: &Bench, c: &mut Criterion) {
         );
     }
     let cost = |t: RoundTimes, count: usize| per_msg(t.deliver + t.import + t.index, count);
+    let steps = |t: RoundTimes, count: usize| per_msg(t.import + t.index, count);
+    let index = |t: RoundTimes, count: usize| per_msg(t.index, count);
+    println!(
+        "  per message at {n} / at 1k, index alone: {:.2} over all rounds, {:.2} for the last tenth; import+index: {:.2}, {:.2}",
+        index(total, n) / index(first_round, first_n),
+        index(tail, tail_n) / index(first_round, first_n),
+        steps(total, n) / steps(first_round, first_n),
+        steps(tail, tail_n) / steps(first_round, first_n)
+    );
     println!(
         "  per message at {n} / at 1k (deliver+import+index): {:.2} over all rounds, {:.2} for the last tenth (target <= 1.3)",
         cost(total, n) / cost(first_round, first_n),

@@ -400,7 +400,7 @@ async fn index_all(mail: &Mailstore, emails: &[EmailId]) -> usize {
 }
 
 /// Issue 14's correctness over a generated mailbox (`testkit::mailgen`: multipart
-/// alternatives with HTML, quoted-printable and base64 text, ten charsets, RFC 2047 and
+/// alternatives with HTML, quoted-printable and base64 text, eleven charsets, RFC 2047 and
 /// 2231 names, threads with quotes): `MAILVAULT_SEARCH_TEST_MESSAGES` messages (default
 /// 2 000; the acceptance run is 100 000) appended and indexed; the keys are built from
 /// 60 of them as in `item_14_01` (words, prefixes, infixes, suffixes, phrases, spans with
