@@ -1742,7 +1742,7 @@ fn encode(text: &str, charset: &str) -> Option<Vec<u8>> {
             }
             "shift_jis" => {
                 let (j1, j2) = jis_x0208(c)?;
-                let s1 = (j1 + 1) / 2 + if j1 <= 0x5E { 0x70 } else { 0xB0 };
+                let s1 = j1.div_ceil(2) + if j1 <= 0x5E { 0x70 } else { 0xB0 };
                 let s2 = if j1 % 2 == 1 {
                     j2 + if j2 >= 0x60 { 0x20 } else { 0x1F }
                 } else {
