@@ -2554,11 +2554,20 @@ impl Conn<'_> {
                     | MessageDataItemName::BodyStructure
             )
         });
+        // The MIME structure (kept apart from the record once the index compacted it).
+        let needs_details = needs_body
+            || names.iter().any(|n| {
+                matches!(
+                    n,
+                    MessageDataItemName::Body | MessageDataItemName::BodyStructure
+                )
+            });
         let snapshot = self.selected.as_ref().expect("selected").view.clone();
         let mut messages = ReadAhead {
             account: self.account().clone(),
             mailbox: id,
             with_body: needs_body,
+            with_details: needs_details,
             rest: indices.into_iter(),
             snapshot,
             current: current.clone(),
@@ -3203,18 +3212,24 @@ enum Read {
     Cancelled,
 }
 
-/// Message `uid` of `mailbox`: its record, and its body if `with_body`.
+/// Message `uid` of `mailbox`: its record (with its details if `with_details`), and its
+/// body if `with_body`.
 async fn read_message(
     account: SharedAccount,
     mailbox: MailboxId,
     uid: u32,
     with_body: bool,
+    with_details: bool,
 ) -> Result<Read, mailvault::Error> {
     let mail = account.read().await;
     let email = match mail.email(mailbox, uid) {
         Ok(email) => email,
         Err(mailvault::Error::NoSuchMessage { .. }) => return Ok(Read::Expunged),
         Err(e) => return Err(e),
+    };
+    let email = match with_details {
+        true => mail.with_details(email).await?,
+        false => email,
     };
     let body = match with_body {
         true => Some(mail.read(&email).await?),
@@ -3241,6 +3256,8 @@ struct ReadAhead {
     account: SharedAccount,
     mailbox: MailboxId,
     with_body: bool,
+    /// Whether the records are read with their details ([`Mailstore::with_details`]).
+    with_details: bool,
     /// The messages not started yet, by index in `snapshot`.
     rest: std::vec::IntoIter<usize>,
     /// The client's snapshot of the mailbox (its sequence numbers).
@@ -3275,7 +3292,14 @@ impl ReadAhead {
     async fn next(&mut self) -> Option<(usize, MessageSummary, Result<Read, mailvault::Error>)> {
         if !self.with_body {
             let (i, summary) = self.next_wanted()?;
-            let read = read_message(self.account.clone(), self.mailbox, summary.uid, false).await;
+            let read = read_message(
+                self.account.clone(),
+                self.mailbox,
+                summary.uid,
+                false,
+                self.with_details,
+            )
+            .await;
             return Some((i, summary, read));
         }
         while self.running.len() < FETCH_AHEAD
@@ -3284,7 +3308,13 @@ impl ReadAhead {
             let Some((index, summary)) = self.next_wanted() else {
                 break;
             };
-            let read = read_message(self.account.clone(), self.mailbox, summary.uid, true);
+            let read = read_message(
+                self.account.clone(),
+                self.mailbox,
+                summary.uid,
+                true,
+                self.with_details,
+            );
             self.running_bytes += summary.size;
             self.running.push_back(Reading {
                 index,

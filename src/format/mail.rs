@@ -11,12 +11,18 @@
 //!           ‖ modseq of the last change to the record (u64)
 //! message   version ‖ email id (16) ‖ modseq (u64) ‖ size (u64) ‖ system flags (u8)
 //!           ‖ keywords (list of strings)
-//! email     version (2) ‖ pin (101, or 337 for a sealed blob) ‖ internal date (i64, Unix
+//! email     version (4) ‖ pin (101, or 337 for a sealed blob) ‖ internal date (i64, Unix
 //!           seconds) ‖ size (u64) ‖ thread id (16) ‖ provenance (u8) ‖ analyzed (u8)
-//!           ‖ envelope ‖ MIME parts (list) ‖ header block (option bytes) ‖ preview (option
-//!           string) ‖ creation modseq (u64); version 2 ends after the preview (its creation
-//!           modseq reads as 0: unknown), version 1 after the parts, its envelope and parts
-//!           without the version-2 items
+//!           ‖ envelope ‖ creation modseq (u64) ‖ details: 0 (u8) ‖ MIME parts (list)
+//!           ‖ header block (option bytes) ‖ preview (option string), kept in the record;
+//!           or 1 (u8) ‖ details segment id (16) ‖ page class (u8) ‖ offset (u64) ‖ length
+//!           (u32), stored apart (a details record at those bytes of that segment's pages)
+//!           version 3 has the details in the record, after the envelope, and the creation
+//!           modseq last; version 2 ends after the preview (its creation modseq reads as
+//!           0: unknown), version 1 after the parts, its envelope and parts without the
+//!           version-2 items
+//! details   version (1) ‖ MIME parts (list) ‖ header block (option bytes) ‖ preview
+//!           (option string): what an email record of version 4 stores apart
 //! analysis  version (2) ‖ thread id (16) ‖ envelope ‖ MIME parts (list) ‖ header block
 //!           (option bytes) ‖ preview (option string): what `analyze` computed from the
 //!           body of an email imported unread, kept apart from its email record
@@ -43,7 +49,8 @@
 use crate::error::{Error, Result};
 use crate::format::pin::BlobPin;
 use crate::format::reader::{put_bytes, put_list, put_option, Reader};
-use crate::ids::{EmailId, ThreadId};
+use crate::format::search::{MAX_PAGE_CLASS, MIN_PAGE_CLASS};
+use crate::ids::{EmailId, SegmentId, ThreadId};
 
 /// Version byte of every mail record but the email and analysis records.
 pub const MAIL_RECORD_VERSION: u8 = 1;
@@ -51,9 +58,18 @@ pub const MAIL_RECORD_VERSION: u8 = 1;
 /// Version byte of the email records written today: 2 added the faithful analysis
 /// (address groups, header fields as written, the header block, the preview, the full
 /// IMAP `BODYSTRUCTURE` data of every part), 3 the creation modseq
-/// ([`EmailRecord::created_modseq`]). Versions 1 and 2 are still read: the items they
-/// lack read as absent (a creation modseq of 0).
-pub const EMAIL_RECORD_VERSION: u8 = 3;
+/// ([`EmailRecord::created_modseq`]), 4 the details (MIME parts, header block, preview)
+/// either in the record or stored apart ([`EmailRecord::stored_details`]). Versions 1 to 3
+/// are still read: the items they lack read as absent (a creation modseq of 0).
+pub const EMAIL_RECORD_VERSION: u8 = 4;
+
+/// Version byte of the details records ([`EmailDetails`]).
+pub const DETAILS_RECORD_VERSION: u8 = 1;
+
+/// The largest details record a [`DetailsLocation`] may name: MIME parts are bounded by
+/// the parse limit, the header block by [`MAX_HEADER_BLOCK_LEN`]; a larger length was not
+/// written by this crate.
+pub const MAX_DETAILS_LEN: u32 = 16 << 20;
 
 /// Version byte of the analysis records written today: 2, as the email record of version
 /// 2 (the analysis has no creation modseq). Version 1 is still read.
@@ -861,7 +877,8 @@ pub struct EmailRecord {
     pub analyzed: bool,
     /// Header fields for listing and sorting.
     pub envelope: Envelope,
-    /// MIME parts in depth-first order (empty when the structure was not computed).
+    /// MIME parts in depth-first order (empty when the structure was not computed, or
+    /// while the details are [stored apart](Self::stored_details)).
     pub parts: Vec<MimePart>,
     /// The header block as stored (`BODY[HEADER]`: from the first byte to the blank line
     /// that ends it, included), when it is at most [`MAX_HEADER_BLOCK_LEN`] bytes; see
@@ -875,6 +892,108 @@ pub struct EmailRecord {
     /// `n`, as updated otherwise. 0 for a record written before version 3: unknown, such
     /// an email is reported as updated.
     pub created_modseq: u64,
+    /// Where the details ([`parts`](Self::parts), [`header_block`](Self::header_block),
+    /// [`preview`](Self::preview)) are when they are stored apart from the record, so
+    /// that the always-loaded index stays small (`docs/design.md` §11.2): those three are
+    /// then empty, until [`Mailstore::with_details`](crate::mail::Mailstore::with_details)
+    /// reads them. `None` when the record holds them.
+    pub stored_details: Option<DetailsLocation>,
+}
+
+/// Where an email's details record ([`EmailDetails`]) is stored: bytes
+/// `offset..offset + len` of the concatenated page payloads of a details segment of the
+/// account's mail collection (a paged segment, as the search segments of
+/// `docs/design.md` §15: every page sealed and bound to the segment id and its index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DetailsLocation {
+    /// The details segment.
+    pub segment: SegmentId,
+    /// Its page class (a sealed page is `2^class` bytes).
+    pub page_class: u8,
+    /// Offset of the details record in the segment's payload.
+    pub offset: u64,
+    /// Its length (at most [`MAX_DETAILS_LEN`]).
+    pub len: u32,
+}
+
+impl DetailsLocation {
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.segment.as_bytes());
+        out.push(self.page_class);
+        out.extend_from_slice(&self.offset.to_be_bytes());
+        out.extend_from_slice(&self.len.to_be_bytes());
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self> {
+        let location = Self {
+            segment: SegmentId::from_bytes(r.array()?),
+            page_class: r.u8()?,
+            offset: r.u64()?,
+            len: r.u32()?,
+        };
+        if !(MIN_PAGE_CLASS..=MAX_PAGE_CLASS).contains(&location.page_class)
+            || location.len == 0
+            || location.len > MAX_DETAILS_LEN
+            || location
+                .offset
+                .checked_add(u64::from(location.len))
+                .is_none()
+        {
+            return Err(Error::Tampered);
+        }
+        Ok(location)
+    }
+}
+
+/// What an email record of version 4 may keep apart: the analysis items a listing, a
+/// sort and a metadata search never read (`BODYSTRUCTURE`, `BODY[HEADER]`, part fetches,
+/// JMAP `bodyStructure` and `preview`, text search's header verification read them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EmailDetails {
+    /// As [`EmailRecord::parts`].
+    pub parts: Vec<MimePart>,
+    /// As [`EmailRecord::header_block`].
+    pub header_block: Option<Vec<u8>>,
+    /// As [`EmailRecord::preview`].
+    pub preview: Option<String>,
+}
+
+impl EmailDetails {
+    /// Whether there is nothing in them (an email not analyzed yet).
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty() && self.header_block.is_none() && self.preview.is_none()
+    }
+
+    /// Serialized form (a details record).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + 128 * self.parts.len());
+        out.push(DETAILS_RECORD_VERSION);
+        put_parts(&mut out, &self.parts);
+        put_extras(&mut out, &self.header_block, &self.preview);
+        out
+    }
+
+    /// Parses a stored details record of the email of `size` bytes.
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedVersion`] or [`Error::Tampered`] (a part beyond the body, a
+    /// header block longer than the body).
+    pub fn parse(bytes: &[u8], size: u64) -> Result<Self> {
+        let (mut r, _) = start_versioned("details record", bytes, DETAILS_RECORD_VERSION)?;
+        // Parts and extras as an email record of version 2 and later writes them.
+        let parts = read_parts(&mut r, 2)?;
+        check_parts(&parts, size)?;
+        let (header_block, preview) = read_extras(&mut r, 2)?;
+        if header_block.as_ref().is_some_and(|h| h.len() as u64 > size) {
+            return Err(Error::Tampered);
+        }
+        r.finish()?;
+        Ok(Self {
+            parts,
+            header_block,
+            preview,
+        })
+    }
 }
 
 impl EmailRecord {
@@ -884,7 +1003,9 @@ impl EmailRecord {
     /// the body. `None` when the header is larger than [`MAX_HEADER_BLOCK_LEN`], the
     /// email is not analyzed yet, or its analysis predates the header block: it is then
     /// the range `parts[0].header_offset..parts[0].body_offset` of the body (or, without
-    /// parts, the body up to its first blank line).
+    /// parts, the body up to its first blank line). Also `None` while the details are
+    /// [stored apart](Self::stored_details): read them first
+    /// ([`Mailstore::with_details`](crate::mail::Mailstore::with_details)).
     pub fn header(&self) -> Option<&[u8]> {
         self.header_block.as_deref()
     }
@@ -903,10 +1024,52 @@ impl EmailRecord {
         });
         out.push(u8::from(self.analyzed));
         self.envelope.put(&mut out);
-        put_parts(&mut out, &self.parts);
-        put_extras(&mut out, &self.header_block, &self.preview);
         out.extend_from_slice(&self.created_modseq.to_be_bytes());
+        match &self.stored_details {
+            Some(location) => {
+                out.push(1);
+                location.put(&mut out);
+            }
+            None => {
+                out.push(0);
+                put_parts(&mut out, &self.parts);
+                put_extras(&mut out, &self.header_block, &self.preview);
+            }
+        }
         out
+    }
+
+    /// The details the record holds (empty when they are stored apart:
+    /// [`stored_details`](Self::stored_details)).
+    pub fn details(&self) -> EmailDetails {
+        EmailDetails {
+            parts: self.parts.clone(),
+            header_block: self.header_block.clone(),
+            preview: self.preview.clone(),
+        }
+    }
+
+    /// This record holding `details` (read from where
+    /// [`stored_details`](Self::stored_details) says), no longer stored apart.
+    ///
+    /// # Errors
+    /// [`Error::Tampered`] if a part ends beyond the body or the header block is longer.
+    pub fn with_details(self, details: EmailDetails) -> Result<Self> {
+        check_parts(&details.parts, self.size)?;
+        if details
+            .header_block
+            .as_ref()
+            .is_some_and(|h| h.len() as u64 > self.size)
+        {
+            return Err(Error::Tampered);
+        }
+        Ok(Self {
+            parts: details.parts,
+            header_block: details.header_block,
+            preview: details.preview,
+            stored_details: None,
+            ..self
+        })
     }
 
     /// Whether the stored email record `bytes` is analyzed, read from its fixed-size
@@ -928,7 +1091,7 @@ impl EmailRecord {
         }
     }
 
-    /// Parses a stored email record (version 1, 2 or 3).
+    /// Parses a stored email record (version 1 to 4).
     ///
     /// # Errors
     /// [`Error::UnsupportedVersion`] or [`Error::Tampered`].
@@ -953,13 +1116,29 @@ impl EmailRecord {
             _ => return Err(Error::Tampered),
         };
         let envelope = Envelope::read(&mut r, version)?;
-        let parts = read_parts(&mut r, version)?;
-        check_parts(&parts, size)?;
-        let (header_block, preview) = read_extras(&mut r, version)?;
-        let created_modseq = if version >= 3 { r.u64()? } else { 0 };
+        let mut created_modseq = 0;
+        let mut stored_details = None;
+        let (mut parts, mut header_block, mut preview) = (Vec::new(), None, None);
+        if version >= 4 {
+            created_modseq = r.u64()?;
+            match r.u8()? {
+                0 => {}
+                1 => stored_details = Some(DetailsLocation::read(&mut r)?),
+                _ => return Err(Error::Tampered),
+            }
+        }
+        if stored_details.is_none() {
+            parts = read_parts(&mut r, version)?;
+            check_parts(&parts, size)?;
+            (header_block, preview) = read_extras(&mut r, version)?;
+        }
+        if version == 3 {
+            created_modseq = r.u64()?;
+        }
         r.finish()?;
         Ok(Self {
             created_modseq,
+            stored_details,
             pin,
             internal_date,
             size,
@@ -994,6 +1173,7 @@ impl EmailRecord {
             parts: analysis.parts,
             header_block: analysis.header_block,
             preview: analysis.preview,
+            stored_details: None,
             ..self
         })
     }
@@ -1479,6 +1659,7 @@ mod tests {
             header_block: None,
             preview: None,
             created_modseq: 0,
+            stored_details: None,
         };
         let analyzed = email(100).with_analysis(analysis.clone()).unwrap();
         assert!(analyzed.analyzed && analyzed.parts == analysis.parts);
@@ -1522,7 +1703,7 @@ mod tests {
         assert_eq!(seed[0], 3);
         let record = EmailRecord::parse(&seed).unwrap();
         assert_eq!(record.created_modseq, 42);
-        assert_strict(&seed, &record, EmailRecord::parse, 4);
+        assert_strict(&seed, &record, EmailRecord::parse, 5);
         let mut v2 = seed[..seed.len() - 8].to_vec();
         v2[0] = 2;
         let old = EmailRecord::parse(&v2).unwrap();
@@ -1538,6 +1719,89 @@ mod tests {
         let mut v2_long = seed.clone();
         v2_long[0] = 2;
         assert!(EmailRecord::parse(&v2_long).is_err());
+    }
+
+    /// Version 4: the version-3 seed rewritten keeps its details in the record (and
+    /// round-trips strictly); the same email with its details stored apart keeps only
+    /// their location, and reads back with them empty; the details record round-trips on
+    /// its own and is checked against the body's size.
+    #[test]
+    fn version_4_email_record_keeps_or_locates_its_details() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/mail_records");
+        let v3 = EmailRecord::parse(&std::fs::read(format!("{dir}/email_v3")).unwrap()).unwrap();
+        let analysis = faithful_analysis();
+        let size = v3.size;
+        assert!(size >= 400, "the seed's body holds the analysis's parts");
+        let inline = v3.with_analysis(analysis.clone()).unwrap();
+        let bytes = inline.to_bytes();
+        assert_eq!(bytes[0], 4);
+        assert_strict(&bytes, &inline, EmailRecord::parse, 5);
+        let seed = std::fs::read(format!("{dir}/email_v4")).unwrap();
+        assert_eq!(seed, bytes, "the fuzz seed email_v4 is this record");
+
+        let details = inline.details();
+        assert_eq!(details.parts, analysis.parts);
+        let details_bytes = details.to_bytes();
+        assert_strict(
+            &details_bytes,
+            &details,
+            |b| EmailDetails::parse(b, size),
+            2,
+        );
+        // A part beyond a shorter body is refused.
+        assert!(matches!(
+            EmailDetails::parse(&details_bytes, 399),
+            Err(Error::Tampered)
+        ));
+
+        let location = DetailsLocation {
+            segment: SegmentId::from_bytes([7; 16]),
+            page_class: 14,
+            offset: 1 << 20,
+            len: details_bytes.len() as u32,
+        };
+        let stored = EmailRecord {
+            parts: Vec::new(),
+            header_block: None,
+            preview: None,
+            stored_details: Some(location),
+            ..inline.clone()
+        };
+        let stored_bytes = stored.to_bytes();
+        assert_strict(&stored_bytes, &stored, EmailRecord::parse, 5);
+        assert_eq!(
+            std::fs::read(format!("{dir}/email_v4_stored")).unwrap(),
+            stored_bytes,
+            "the fuzz seed email_v4_stored is this record"
+        );
+        assert!(stored_bytes.len() + details_bytes.len() < bytes.len() + 40);
+        // The fields a search reads are where they were.
+        let fields = SearchFields::of_email(&stored_bytes).unwrap();
+        assert_eq!(
+            fields.subject().unwrap(),
+            inline.envelope.subject.as_deref()
+        );
+        assert!(EmailRecord::is_analyzed(&stored_bytes).unwrap());
+        // Read back and joined with its details, it is the record that held them.
+        let joined = EmailRecord::parse(&stored_bytes)
+            .unwrap()
+            .with_details(EmailDetails::parse(&details_bytes, size).unwrap())
+            .unwrap();
+        assert_eq!(joined, inline);
+        // Locations that were not written by this crate are refused.
+        let at = stored_bytes.len() - 29;
+        for (offset, byte) in [(16, 8u8), (16, 17), (25, 0)] {
+            let mut bad = stored_bytes.clone();
+            if offset == 25 {
+                bad[at + 25..].fill(byte);
+            } else {
+                bad[at + offset] = byte;
+            }
+            assert!(matches!(EmailRecord::parse(&bad), Err(Error::Tampered)));
+        }
+        let mut bad = stored_bytes.clone();
+        bad[at - 1] = 2;
+        assert!(matches!(EmailRecord::parse(&bad), Err(Error::Tampered)));
     }
 
     fn faithful_analysis() -> EmailAnalysis {

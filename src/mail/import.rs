@@ -688,6 +688,7 @@ impl Mailstore {
                     header_block: None,
                     preview: None,
                     created_modseq: modseq,
+                    stored_details: None,
                 };
                 let record = match d
                     .analysis

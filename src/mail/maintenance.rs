@@ -3,13 +3,19 @@
 use super::*;
 
 impl Mailstore {
-    /// Merges the index's segments into one (see [`Collection::compact`]): maintenance
-    /// for a quiet moment; the index also compacts by itself, in size tiers.
+    /// Moves the details of the email records that hold them to details segments
+    /// ([`store_details`](Self::store_details), unless
+    /// [`MailConfig::details_apart`] is off), then merges the index's segments into
+    /// one (see [`Collection::compact`]): maintenance for a quiet moment; the index also
+    /// compacts by itself, in size tiers.
     ///
     /// # Errors
-    /// As [`Collection::compact`].
+    /// As [`store_details`](Self::store_details) and [`Collection::compact`].
     #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account(), requests = tracing::field::Empty, bytes_read = tracing::field::Empty, bytes_written = tracing::field::Empty))]
     pub async fn compact(&mut self) -> Result<()> {
+        if self.config.details_apart {
+            self.store_details().await?;
+        }
         metered(async move { self.index.compact().await.map(|_| ()) }).await
     }
 

@@ -3,7 +3,9 @@
 use super::*;
 
 impl Mailstore {
-    /// The email (body pin, envelope, MIME structure) of message `uid`.
+    /// The email (body pin, envelope, MIME structure) of message `uid`, as the index
+    /// keeps it: its details (MIME parts, header block, preview) may be stored apart
+    /// ([`EmailRecord::stored_details`]); [`with_details`](Self::with_details) reads them.
     ///
     /// # Errors
     /// [`Error::NoSuchMailbox`] for an unknown mailbox, [`Error::NoSuchMessage`] for an unknown UID; [`Error::Tampered`] for
@@ -18,7 +20,8 @@ impl Mailstore {
         self.email_by_id(message.email)
     }
 
-    /// An email by its EMAILID.
+    /// An email by its EMAILID (its details may be stored apart, as for
+    /// [`email`](Self::email)).
     ///
     /// # Errors
     /// [`Error::NoSuchMessage`] for an unknown email; [`Error::Tampered`] for a record
@@ -69,6 +72,14 @@ impl Mailstore {
         section: PartSection,
     ) -> Result<Bytes> {
         metered(async move {
+            let loaded;
+            let email = match email.stored_details {
+                Some(_) => {
+                    loaded = self.with_details(email.clone()).await?;
+                    &loaded
+                }
+                None => email,
+            };
             let p = email.parts.get(part).ok_or_else(|| Error::NoSuchMessage {
                 what: format!("MIME part {part}"),
             })?;
@@ -101,7 +112,8 @@ impl Mailstore {
     }
 
     /// The part an IMAP section number names (`[1, 2]` for `BODY[1.2]`), as an index
-    /// into [`EmailRecord::parts`].
+    /// into [`EmailRecord::parts`] (of a record with its details:
+    /// [`with_details`](Self::with_details)).
     pub fn imap_section(email: &EmailRecord, path: &[u32]) -> Option<usize> {
         mime::imap_section(&email.parts, path)
     }
@@ -198,6 +210,7 @@ impl Mailstore {
                         header_block: analysis.header_block.clone(),
                         preview: analysis.preview.clone(),
                         created_modseq: modseq,
+                        stored_details: None,
                     };
                     let message = MessageRecord {
                         email: email_id,

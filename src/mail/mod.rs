@@ -55,6 +55,7 @@
 //! ```
 
 mod changes;
+mod details;
 mod import;
 mod keys;
 mod mailboxes;
@@ -87,9 +88,9 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
 pub use crate::format::mail::{
-    Address, AddressField, AddressGroup, AddressItem, EmailAnalysis, EmailRecord, Envelope, Flags,
-    MailboxRecord, MessageRecord, MimePart, Provenance, SpecialUse, MAX_HEADER_BLOCK_LEN,
-    MAX_PREVIEW_CHARS,
+    Address, AddressField, AddressGroup, AddressItem, DetailsLocation, EmailAnalysis, EmailDetails,
+    EmailRecord, Envelope, Flags, MailboxRecord, MessageRecord, MimePart, Provenance, SpecialUse,
+    MAX_HEADER_BLOCK_LEN, MAX_PREVIEW_CHARS,
 };
 
 use self::keys::Instance;
@@ -124,12 +125,19 @@ pub struct MailConfig {
     /// larger ones are parsed for their header only and read whole. mail-parser needs the
     /// whole message in memory, so this bounds the memory of an append.
     pub max_parse_len: usize,
+    /// Whether [`Mailstore::compact`] moves the details of the email records (MIME parts,
+    /// header block, preview) to details segments ([`Mailstore::store_details`]), so that
+    /// the index a session keeps in memory holds what listing, sorting and metadata
+    /// search read, and a `BODYSTRUCTURE` or a part fetch reads the details' pages (one
+    /// ranged GET unless cached). On by default; off keeps every record whole in memory.
+    pub details_apart: bool,
 }
 
 impl Default for MailConfig {
     fn default() -> Self {
         Self {
             max_parse_len: 64 << 20,
+            details_apart: true,
         }
     }
 }
@@ -386,6 +394,8 @@ pub struct Mailstore {
     usage_memo: std::sync::Arc<UsageMemo>,
     /// The text index, opened at the first text search.
     text: tokio::sync::Mutex<text::index::TextSlot>,
+    /// Pages of the details segments read lately ([`details`]).
+    details_cache: text::cache::PageCache,
 }
 
 impl std::fmt::Debug for Mailstore {
@@ -751,6 +761,7 @@ impl Mailstore {
             limits: crate::directory::AccountLimits::default(),
             usage_memo: Default::default(),
             text: tokio::sync::Mutex::new(text),
+            details_cache: details::details_cache(),
         };
         if let Some(record) = mail.directory.account_record(&mail.account()).await? {
             mail.limits = record.limits;

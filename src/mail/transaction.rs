@@ -579,6 +579,7 @@ fn plan_transaction(
                     header_block: u.analysis.header_block.clone(),
                     preview: u.analysis.preview.clone(),
                     created_modseq: modseq,
+                    stored_details: None,
                 };
                 plan.batch.put(keys::email(&u.email), email.to_bytes());
                 let mut messages = Vec::new();

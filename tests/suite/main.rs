@@ -21,6 +21,7 @@ mod keys;
 mod mail;
 mod mail_analysis;
 mod mail_api;
+mod mail_details;
 mod mail_fetch;
 mod mail_jmap;
 mod mail_search;

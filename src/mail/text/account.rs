@@ -8,7 +8,8 @@ use futures::StreamExt;
 use rayon::prelude::*;
 
 use super::extract::{extract_message, ExtractedText};
-use super::index::{TextIndex, SEGMENT_DOCS, SEGMENT_TEXT};
+use super::fold::fold;
+use super::index::{Plan, TextIndex, SEGMENT_DOCS, SEGMENT_TEXT};
 use super::oracle::{Oracle, TextKey};
 use crate::error::{Error, Result};
 use crate::ids::EmailId;
@@ -69,8 +70,40 @@ impl Mailstore {
         for (set, found) in out.iter_mut().zip(found.matches) {
             set.extend(found);
         }
+        // Emails whose header blocks are stored apart (email records of version 4): read
+        // in chunks, in the order stored (so that each chunk reads its own pages once),
+        // and verified by the index again on the keys that read header blocks (the
+        // others' answers for them are final).
+        let mut apart = Vec::new();
+        let mut unverified = Vec::new();
+        for email in found.unverified {
+            match self.email_by_id(email).ok().and_then(|r| r.stored_details) {
+                Some(at) => apart.push(((at.segment, at.offset), email)),
+                None => unverified.push(email),
+            }
+        }
+        apart.sort_unstable();
+        let header_keys: Vec<usize> = (0..keys.len())
+            .filter(|&i| match &keys[i] {
+                TextKey::Header(..) => true,
+                TextKey::Text(s) => !matches!(Plan::of(&fold(s)), Plan::Word(_)),
+                TextKey::Body(_) => false,
+            })
+            .collect();
+        let again_keys: Vec<TextKey> = header_keys.iter().map(|&i| keys[i].clone()).collect();
+        for chunk in apart.chunks(crate::mail::details::HEADER_CHUNK) {
+            let chunk: Vec<EmailId> = chunk.iter().map(|(_, e)| *e).collect();
+            let blocks = self.header_blocks(&chunk).await?;
+            let scope: HashSet<EmailId> = chunk.into_iter().collect();
+            let again = index
+                .find(&again_keys, &scope, &|e| blocks.get(e).cloned())
+                .await?;
+            for (&i, found) in header_keys.iter().zip(again.matches) {
+                out[i].extend(found);
+            }
+            unverified.extend(again.unverified);
+        }
         // What the index could not verify: scanned, and the scan decides.
-        let unverified: Vec<EmailId> = found.unverified.into_iter().collect();
         for chunk in self.chunks(&unverified) {
             for read in self.read_texts(&chunk).await? {
                 for set in out.iter_mut() {

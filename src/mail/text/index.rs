@@ -51,7 +51,7 @@ pub(crate) fn text_version() -> u32 {
 
 /// A needle's plan: answered from the dictionary alone, or candidates to verify.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Plan {
+pub(super) enum Plan {
     /// The empty needle: every message.
     Everything,
     /// One word without separators: the docs whose words contain it (exact).
@@ -61,7 +61,7 @@ enum Plan {
 }
 
 impl Plan {
-    fn of(folded: &str) -> Self {
+    pub(super) fn of(folded: &str) -> Self {
         if folded.is_empty() {
             return Plan::Everything;
         }
