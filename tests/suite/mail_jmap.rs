@@ -923,6 +923,11 @@ fn filters(needles: &[String], work: MailboxId, median_size: u64) -> Vec<EmailFi
         if i % 3 == 0 {
             let field = ["Subject", "From", "Content-Type", "X-Mailer"][i / 3 % 4];
             out.push(F::Header(field.into(), n.clone()));
+            // Two fields, one value: one must not answer for the other.
+            out.push(F::Or(vec![
+                F::Header("From".into(), n.clone()),
+                F::Not(vec![F::Header("Subject".into(), n.clone())]),
+            ]));
         }
         match i % 5 {
             0 => out.push(F::And(vec![F::Text(n.clone()), F::MinSize(median_size)])),
