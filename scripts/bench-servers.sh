@@ -457,11 +457,11 @@ for name, imap_port, lmtp_port, user, pw, rcpt, folder in (servers if body_n els
     c.logout()
     results[name]["body_size_after"].append(stored_kib(folder))
     expunge_all(imap_port, user, pw)
-    print("body %-14s lmtp %6.0f/s  all in %6.2f s  first SEARCH BODY %7.3f s  rare %s  medium %s"
+    print("body %-14s lmtp %6.0f/s  all in %6.2f s  first SEARCH BODY %7.4f s  rare %s  medium %s"
           "  common %s  absent %s  stored %d KiB, after the searches %d KiB"
           % (name, results[name]["body_lmtp"][-1], results[name]["body_all"][-1],
              results[name]["body_first"][-1],
-             *(" ".join("%.3f" % x for x in results[name]["body_" + cls])
+             *(" ".join("%.4f" % x for x in results[name]["body_" + cls])
                for cls in ("rare", "medium", "common", "absent")),
              results[name]["body_size_before"][-1], results[name]["body_size_after"][-1]),
           file=sys.stderr)
@@ -492,12 +492,12 @@ if body_n:
     rows += [("LMTP deliveries/s, %d generated messages (10 sessions)" % body_n, "body_lmtp", "/s", 0, True),
              ("login until all %d are in the mailbox (NOOP)" % body_n, "body_all", "s", 2, False),
              ("stored size of %d messages (du)" % body_n, "body_size_before", "KiB", 0, False),
-             ("**first SEARCH BODY (rare word) over %d**" % body_n, "body_first", "s", 3, False),
-             ("**SEARCH BODY over %d, warm (median of %d searches)**" % (body_n, len(results[servers[0][0]]["body_warm"]) if servers else 0), "body_warm", "s", 3, False),
-             ("... rare words (1-20 matches)", "body_rare", "s", 3, False),
-             ("... medium words (1-10 %)", "body_medium", "s", 3, False),
-             ("... common words (more than half)", "body_common", "s", 3, False),
-             ("... absent word", "body_absent", "s", 3, False),
+             ("**first SEARCH BODY (rare word) over %d**" % body_n, "body_first", "s", 4, False),
+             ("**SEARCH BODY over %d, warm (median of %d searches)**" % (body_n, len(results[servers[0][0]]["body_warm"]) if servers else 0), "body_warm", "s", 4, False),
+             ("... rare words (1-20 matches)", "body_rare", "s", 4, False),
+             ("... medium words (1-10 %)", "body_medium", "s", 4, False),
+             ("... common words (more than half)", "body_common", "s", 4, False),
+             ("... absent word", "body_absent", "s", 4, False),
              ("stored size after the searches (du; mailvault: with its text index)", "body_size_after", "KiB", 0, False)]
 print()
 print("| %s | mailvault (local dir) | Dovecot + mail_crypt | Dovecot plain | mailvault vs crypt | mailvault vs plain |" % "figure (median, range)")
