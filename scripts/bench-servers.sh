@@ -8,7 +8,15 @@
 # Maildir (`FSync no`: the client's fsyncs are not the server's cost), and, once after
 # the rounds, a header SEARCH over a mailbox of BENCH_SEARCH_MESSAGES messages (one of
 # them the match: `SEARCH HEADER Subject needle`; the first search, then the median of
-# BENCH_SEARCHES more) with the stored size of that mailbox, for
+# BENCH_SEARCHES more) with the stored size of that mailbox, and then a SEARCH BODY phase
+# (issue 14): BENCH_BODY_MESSAGES generated messages of realistic text (words of the
+# test corpus and made-up ones drawn with a Zipf law, 2-4 KB of text/plain each) delivered
+# over LMTP, a login, the first `SEARCH BODY word` (mailvault builds its text index then,
+# if delivery and import have not), then BENCH_BODY_PASSES passes of `SEARCH BODY` over
+# words chosen by how many messages hold them (rare: 1-20, medium: 100-1000, common: more
+# than half, absent), every answer checked against the generator's count. Dovecot has no
+# FTS plugin here (none is configured by scripts/peers.sh): it answers BODY by reading,
+# decrypting (mail_crypt) and scanning every message, each time. For
 #   mailvault      reference server, local-directory store (server/, release build)
 #   dovecot-crypt  Dovecot + mail_crypt (global keys) on a Maildir  (scripts/peers.sh)
 #   dovecot-plain  Dovecot on a Maildir, no encryption at all       (scripts/peers.sh)
@@ -25,6 +33,8 @@
 #   BENCH_SIZE       smtp-source payload bytes (default 10240)
 #   BENCH_SEARCH_MESSAGES  messages of the SEARCH mailbox (default 10000; 0: no SEARCH phase)
 #   BENCH_SEARCHES   timed searches after the first (default 5)
+#   BENCH_BODY_MESSAGES  messages of the SEARCH BODY mailbox (default 10000; 0: no such phase)
+#   BENCH_BODY_PASSES    passes over the words of the SEARCH BODY phase (default 2)
 #   BENCH_SERVERS    which servers, comma-separated (default mailvault,dovecot-crypt,dovecot-plain;
 #                    e.g. BENCH_SERVERS=mailvault BENCH_ROUNDS=1 BENCH_MESSAGES=100 for the
 #                    stored size of the search phase only: about 2 minutes)
@@ -46,6 +56,8 @@ ROUNDS="${BENCH_ROUNDS:-3}"
 SIZE="${BENCH_SIZE:-10240}"
 SEARCH_MESSAGES="${BENCH_SEARCH_MESSAGES:-10000}"
 SEARCHES="${BENCH_SEARCHES:-5}"
+BODY_MESSAGES="${BENCH_BODY_MESSAGES:-10000}"
+BODY_PASSES="${BENCH_BODY_PASSES:-2}"
 SERVERS="${BENCH_SERVERS:-mailvault,dovecot-crypt,dovecot-plain}"
 GC_SECS="${BENCH_GC_SECS:-5}"
 TARGET="${CARGO_TARGET_DIR:-$REPO/target}"
@@ -119,8 +131,9 @@ log "load before: $(uptime)"
 BENCH_SERVERS="$SERVERS" BENCH_GC_SECS="$GC_SECS" \
     BENCH_STATE_DIR="$STATE" BENCH_MESSAGES="$MESSAGES" BENCH_ROUNDS="$ROUNDS" BENCH_SIZE="$SIZE" \
     BENCH_SEARCH_MESSAGES="$SEARCH_MESSAGES" BENCH_SEARCHES="$SEARCHES" \
+    BENCH_BODY_MESSAGES="$BODY_MESSAGES" BENCH_BODY_PASSES="$BODY_PASSES" BENCH_REPO="$REPO" \
     "$MAILVAULT_PEER_PYTHON" - <<'PYEOF'
-import imaplib, os, smtplib, statistics, subprocess, sys, time
+import concurrent.futures, glob, imaplib, os, random, re, smtplib, statistics, subprocess, sys, time
 
 state = os.environ["BENCH_STATE_DIR"]
 n = int(os.environ["BENCH_MESSAGES"])
@@ -142,7 +155,12 @@ gc_secs = int(os.environ["BENCH_GC_SECS"])
 results = {s[0]: {"lmtp": [], "login": [], "fetch": [], "bodystructure": [], "size": [],
                   "pull": [], "search_lmtp": [], "search_login": [], "login_all": [], "search_login_all": [], "search_first": [],
                   "search": [], "search_size": [], "search_settled": [],
-                  "search_expunge": []} for s in servers}
+                  "search_expunge": [], "body_lmtp": [], "body_all": [], "body_first": [],
+                  "body_rare": [], "body_medium": [], "body_common": [], "body_absent": [],
+                  "body_warm": [], "body_size_before": [], "body_size_after": []}
+           for s in servers}
+body_n = int(os.environ["BENCH_BODY_MESSAGES"])
+body_passes = int(os.environ["BENCH_BODY_PASSES"])
 
 def run(cmd):
     subprocess.run(cmd, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
@@ -314,6 +332,142 @@ for name, imap_port, lmtp_port, user, pw, rcpt, folder in (servers if search_n e
              " ".join("%.3f" % x for x in results[name]["search"]),
              results[name]["search_size"][-1], results[name]["search_expunge"][-1]), file=sys.stderr)
 
+# The SEARCH BODY phase: body_n generated messages of realistic text, the same for every
+# server (seeded), then SEARCH BODY of words whose counts the generator knows.
+def vocabulary():
+    """The words in the order of their rank in the Zipf law: those of the test corpus
+    (lowercase or capitalized words of 2-12 letters, so that base64 and hex are left out)
+    most frequent first, then made-up ones to 20 000."""
+    counts = {}
+    for path in sorted(glob.glob(os.path.join(os.environ["BENCH_REPO"],
+                                              "tests/corpus/mail-parser/*/*.eml"))):
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8", "replace")
+        for w in re.findall(r"\b[A-Za-z][a-z]{1,11}\b", text):
+            counts[w.lower()] = counts.get(w.lower(), 0) + 1
+    words = sorted(counts, key=lambda w: (-counts[w], w))
+    known = set(words)
+    rng = random.Random(14)
+    consonants, vowels = "bcdfghjklmnprstvwz", "aeiou"
+    while len(words) < 20000:
+        w = "".join(rng.choice(consonants) + rng.choice(vowels) for _ in range(rng.randint(2, 4)))
+        if w not in known:
+            known.add(w)
+            words.append(w)
+    return words
+
+def generate(n):
+    """n messages (bytes, CRLF) and their bodies lowercased (what BODY is matched on)."""
+    words = vocabulary()
+    cum, total = [], 0.0
+    for rank in range(len(words)):
+        total += 1.0 / (rank + 1)
+        cum.append(total)
+    rng = random.Random(1414)
+    names = words[:200]
+    messages, bodies = [], []
+    for i in range(n):
+        first, last = rng.choice(names), rng.choice(names)
+        subject = " ".join(rng.choices(words, cum_weights=cum, k=rng.randint(3, 8)))
+        lines, line = [], []
+        for _ in range(rng.randint(300, 600)):
+            w = rng.choices(words, cum_weights=cum)[0]
+            if not line or rng.random() < 0.1:
+                w = w.capitalize()
+            line.append(w)
+            if sum(len(x) + 1 for x in line) > 68:
+                lines.append(" ".join(line) + ("." if rng.random() < 0.3 else ""))
+                line = []
+            if rng.random() < 0.02:
+                lines.append("")
+        lines.append(" ".join(line))
+        body = "\r\n".join(lines)
+        messages.append(("From: %s %s <%s.%s@example.org>\r\nTo: alice@localhost\r\n"
+                         "Subject: %s\r\nDate: Mon, 7 Dec 2026 %02d:%02d:00 +0100\r\n"
+                         "Message-ID: <body-%d@bench>\r\nMIME-Version: 1.0\r\n"
+                         "Content-Type: text/plain; charset=us-ascii\r\n\r\n%s\r\n"
+                         % (first.capitalize(), last.capitalize(), first, last, subject,
+                            i // 60 % 24, i % 60, i, body)).encode())
+        bodies.append(body.lower())
+    return words, messages, bodies
+
+def search_words(words, bodies):
+    """Words by class, each with the number of bodies that hold it (as a substring, as
+    SEARCH BODY matches): 3 rare ones (1-20 messages), 2 medium (100-1000), 2 common
+    (more than half), one absent; and one more rare one for the first search."""
+    rng = random.Random(7)
+    def count(w):
+        return sum(w in b for b in bodies)
+    n = len(bodies)
+    classes = {"rare": (range(len(words) - 3000, len(words)), 1, 20, 4),
+               "medium": (range(100, 1000), n // 100, n // 10, 2),
+               "common": (range(0, 40), n // 2 + 1, n, 2)}
+    out = {}
+    for name, (ranks, low, high, want) in classes.items():
+        found = []
+        for rank in rng.sample(list(ranks), len(ranks)):
+            if len(found) == want:
+                break
+            c = count(words[rank])
+            if max(1, low) <= c <= high:
+                found.append((words[rank], c))
+        out[name] = found
+    out["absent"] = [("zqxvjwbody", 0)]
+    return out
+
+body_notes = []
+if body_n and servers:
+    t = time.monotonic()
+    vocab, body_messages, body_texts = generate(body_n)
+    body_words = search_words(vocab, body_texts)
+    first_word = body_words["rare"].pop()
+    print("body phase: %d messages generated (%.0f KiB) in %.1f s; words %s, first %s"
+          % (body_n, sum(map(len, body_messages)) / 1024, time.monotonic() - t,
+             body_words, first_word), file=sys.stderr)
+    del body_texts
+for name, imap_port, lmtp_port, user, pw, rcpt, folder in (servers if body_n else []):
+    def deliver(chunk):
+        with smtplib.LMTP("127.0.0.1", lmtp_port) as lmtp:
+            for raw in chunk:
+                lmtp.sendmail("sender@localhost", [rcpt], raw)
+    t = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        list(pool.map(deliver, [body_messages[k::10] for k in range(10)]))
+    results[name]["body_lmtp"].append(body_n / (time.monotonic() - t))
+    t = time.monotonic()
+    c = imaplib.IMAP4("127.0.0.1", imap_port, timeout=3600)
+    c.login(user, pw)
+    typ, data = c.select("INBOX")
+    results[name]["body_all"].append(wait_all(c, body_n, data, t))
+    results[name]["body_size_before"].append(stored_kib(folder))
+    def body_search(word, expected, key):
+        t = time.monotonic()
+        typ, data = c.search(None, "BODY", word)
+        results[name][key].append(time.monotonic() - t)
+        got = len(data[0].split()) if typ == "OK" else -1
+        if got != expected:
+            body_notes.append("%s: SEARCH BODY %s found %d, the generator says %d"
+                              % (name, word, got, expected))
+    body_search(first_word[0], first_word[1], "body_first")
+    for _ in range(body_passes):
+        for cls in ("rare", "medium", "common", "absent"):
+            for word, expected in body_words[cls]:
+                body_search(word, expected, "body_" + cls)
+                results[name]["body_warm"].append(results[name]["body_" + cls][-1])
+    c.logout()
+    results[name]["body_size_after"].append(stored_kib(folder))
+    expunge_all(imap_port, user, pw)
+    print("body %-14s lmtp %6.0f/s  all in %6.2f s  first SEARCH BODY %7.4f s  rare %s  medium %s"
+          "  common %s  absent %s  stored %d KiB, after the searches %d KiB"
+          % (name, results[name]["body_lmtp"][-1], results[name]["body_all"][-1],
+             results[name]["body_first"][-1],
+             *(" ".join("%.4f" % x for x in results[name]["body_" + cls])
+               for cls in ("rare", "medium", "common", "absent")),
+             results[name]["body_size_before"][-1], results[name]["body_size_after"][-1]),
+          file=sys.stderr)
+for note in body_notes:
+    print("body phase: WRONG ANSWER: " + note, file=sys.stderr)
+
 def fmt(values, unit, digits):
     med = statistics.median(values)
     return "%.*f %s (%.*f-%.*f)" % (digits, med, unit, digits, min(values), digits, max(values))
@@ -334,10 +488,23 @@ if search_n:
              ("stored size of %d messages (du)" % search_n, "search_size", "KiB", 0, False),
              ("stored size of %d messages once collected (du)" % search_n, "search_settled", "KiB", 0, False),
              ("STORE \\Deleted + EXPUNGE of %d (login included)" % search_n, "search_expunge", "s", 2, False)]
+if body_n:
+    rows += [("LMTP deliveries/s, %d generated messages (10 sessions)" % body_n, "body_lmtp", "/s", 0, True),
+             ("login until all %d are in the mailbox (NOOP)" % body_n, "body_all", "s", 2, False),
+             ("stored size of %d messages (du)" % body_n, "body_size_before", "KiB", 0, False),
+             ("**first SEARCH BODY (rare word) over %d**" % body_n, "body_first", "s", 4, False),
+             ("**SEARCH BODY over %d, warm (median of %d searches)**" % (body_n, len(results[servers[0][0]]["body_warm"]) if servers else 0), "body_warm", "s", 4, False),
+             ("... rare words (1-20 matches)", "body_rare", "s", 4, False),
+             ("... medium words (1-10 %)", "body_medium", "s", 4, False),
+             ("... common words (more than half)", "body_common", "s", 4, False),
+             ("... absent word", "body_absent", "s", 4, False),
+             ("stored size after the searches (du; mailvault: with its text index)", "body_size_after", "KiB", 0, False)]
 print()
 print("| %s | mailvault (local dir) | Dovecot + mail_crypt | Dovecot plain | mailvault vs crypt | mailvault vs plain |" % "figure (median, range)")
 print("|---|---|---|---|---|---|")
 for label, key, unit, digits, higher in rows:
+    if not all(results[s][key] for s in results):
+        continue
     med = {s: statistics.median(results[s][key]) for s in results}
     def ratio(other):
         # > 1: mailvault better.

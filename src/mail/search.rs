@@ -3,8 +3,10 @@
 //! and the envelope computed at append or analysis), without reading a body.
 //!
 //! Not here, on purpose: `BODY`, `TEXT` and `HEADER` of a field the envelope does not
-//! keep need the message text (the text-search issue); a server evaluates those itself
-//! and passes their result in as a [`SearchKey::Uid`] set.
+//! keep need the message text; an IMAP server asks the text index for them
+//! ([`Mailstore::search_texts`]) and passes their result in as a [`SearchKey::Uid`] set.
+//! JMAP's `Email/query` ([`Mailstore::query_emails`]) does the same itself for its
+//! `text`, `body` and `header` conditions ([`EmailFilter::Text`]).
 //!
 //! What the metadata cannot say exactly, documented where it applies:
 //! - `\Recent` is not tracked (RFC 9051 removed it): [`SearchKey::Recent`] and
@@ -18,6 +20,7 @@
 
 use super::*;
 use crate::format::mail::SearchFields;
+use crate::mail::text::oracle::TextKey;
 
 /// A day (no time, no zone) for the date keys: days since 1970-01-01.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -483,6 +486,16 @@ fn search_fields<'a>(c: &'a Collection, id: &EmailId, bytes: &'a [u8]) -> Result
 /// metadata conditions are evaluated by [`SearchKey`] on each email as JMAP sees it: its
 /// keywords ([`Mailstore::keywords`]), its size, its envelope, its internal date
 /// (`receivedAt`).
+///
+/// The text conditions ([`Text`](Self::Text), [`Body`](Self::Body),
+/// [`Header`](Self::Header)) have IMAP's semantics, which RFC 8621 leaves to the server:
+/// the string, as given (not cut into words), is a *substring* of the decoded text under
+/// the `i;unicode-casemap` comparator (RFC 5051, IMAP's default), exactly as IMAP
+/// `TEXT`, `BODY` and `HEADER` ([`TextKey`], whose [`oracle`](crate::mail::text::oracle)
+/// defines them over the text model of [`extract`](crate::mail::text::extract)). They are
+/// answered by the account's encrypted text index ([`Mailstore::search_texts`]), which
+/// indexes on the way what it lacks; an empty string matches every email (`text`,
+/// `body`) or every email with the field (`header`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EmailFilter {
     /// In this mailbox (`inMailbox`).
@@ -503,6 +516,21 @@ pub enum EmailFilter {
     SomeInThreadHaveKeyword(String),
     /// No email of its thread has it (`noneInThreadHaveKeyword`).
     NoneInThreadHaveKeyword(String),
+    /// The text is in the email (`text`): IMAP `TEXT`, every field of the top-level
+    /// header (RFC 8621 requires `From`, `To`, `Cc`, `Bcc` and `Subject`; the others, but
+    /// the signature fields of [`EXCLUDED_FIELDS`](crate::mail::text::extract::EXCLUDED_FIELDS),
+    /// as RFC 8621 allows), the text of every text part (HTML reduced to text) and the
+    /// parts' headers and attachment names.
+    Text(String),
+    /// The text is in the text of a text part (`body`): IMAP `BODY`, no header, no
+    /// attachment name.
+    Body(String),
+    /// A top-level header field named `.0` (ASCII case-insensitively) whose decoded
+    /// value contains `.1` (`header`: `[name, value]`; `[name]` is an empty value, which
+    /// matches every email that has the field): IMAP `HEADER`, over every field of the
+    /// header as stored, not only those the envelope keeps (`from`, `to`, `cc`, `bcc` and
+    /// `subject` are [`SearchKey::Header`] on the envelope instead).
+    Header(String, String),
     /// A metadata key: `hasKeyword` is [`SearchKey::Flag`], `notKeyword`
     /// [`SearchKey::NoFlag`], `from`/`to`/`cc`/`bcc`/`subject` [`SearchKey::Header`],
     /// and any other key but [`SearchKey::Uid`] and [`SearchKey::Sequence`] (which name
@@ -649,7 +677,42 @@ impl EmailFilter {
         }
     }
 
-    fn matches(&self, entry: &Entry, threads: &Threads<'_>) -> bool {
+    /// This condition as a [`TextKey`], when it is a text condition.
+    fn text_key(&self) -> Option<TextKey> {
+        Some(match self {
+            Self::Text(s) => TextKey::Text(s.clone()),
+            Self::Body(s) => TextKey::Body(s.clone()),
+            Self::Header(name, s) => TextKey::Header(name.clone(), s.clone()),
+            _ => return None,
+        })
+    }
+
+    /// Whether this condition is the text condition `key` (without building its key).
+    fn is_text_key(&self, key: &TextKey) -> bool {
+        match (self, key) {
+            (Self::Text(a), TextKey::Text(b)) | (Self::Body(a), TextKey::Body(b)) => a == b,
+            (Self::Header(n, a), TextKey::Header(m, b)) => n == m && a == b,
+            _ => false,
+        }
+    }
+
+    /// Adds to `out` the text conditions of this filter not in it yet, depth first.
+    fn text_keys(&self, out: &mut Vec<TextKey>) {
+        match self {
+            Self::And(list) | Self::Or(list) | Self::Not(list) => {
+                list.iter().for_each(|f| f.text_keys(out));
+            }
+            leaf => {
+                if let Some(key) = leaf.text_key() {
+                    if !out.iter().any(|k| leaf.is_text_key(k)) {
+                        out.push(key);
+                    }
+                }
+            }
+        }
+    }
+
+    fn matches(&self, entry: &Entry, threads: &Threads<'_>, texts: &TextMatches) -> bool {
         let mut buf = String::new();
         // A whole record's fields are checked: comparing them does not fail.
         let mut key = |k: &SearchKey| {
@@ -667,10 +730,39 @@ impl EmailFilter {
             Self::SomeInThreadHaveKeyword(k) => in_thread(threads, entry, k).1,
             Self::NoneInThreadHaveKeyword(k) => !in_thread(threads, entry, k).1,
             Self::Key(k) => key(k),
-            Self::And(list) => list.iter().all(|f| f.matches(entry, threads)),
-            Self::Or(list) => list.iter().any(|f| f.matches(entry, threads)),
-            Self::Not(list) => !list.iter().any(|f| f.matches(entry, threads)),
+            Self::Text(_) | Self::Body(_) | Self::Header(..) => texts.contains(self, &entry.id),
+            Self::And(list) => list.iter().all(|f| f.matches(entry, threads, texts)),
+            Self::Or(list) => list.iter().any(|f| f.matches(entry, threads, texts)),
+            Self::Not(list) => !list.iter().any(|f| f.matches(entry, threads, texts)),
         }
+    }
+}
+
+/// The emails each text condition of a filter matches: resolved through the text index
+/// before the filter is evaluated, so that the evaluation stays synchronous and the
+/// boolean structure is the evaluator's (the sets are exact).
+#[derive(Default)]
+struct TextMatches(Vec<(TextKey, HashSet<EmailId>)>);
+
+impl TextMatches {
+    /// The text conditions of `filter` answered over `emails`: one
+    /// [`Mailstore::search_texts`] for all of them.
+    async fn resolve(mail: &Mailstore, filter: &EmailFilter, emails: &[EmailId]) -> Result<Self> {
+        let mut keys = Vec::new();
+        filter.text_keys(&mut keys);
+        if keys.is_empty() {
+            return Ok(Self::default());
+        }
+        let sets = mail.search_texts(emails, &keys).await?;
+        Ok(Self(keys.into_iter().zip(sets).collect()))
+    }
+
+    /// Whether the text condition `condition` matches `email`.
+    fn contains(&self, condition: &EmailFilter, email: &EmailId) -> bool {
+        self.0
+            .iter()
+            .find(|(key, _)| condition.is_text_key(key))
+            .is_some_and(|(_, set)| set.contains(email))
     }
 }
 
@@ -732,16 +824,23 @@ fn compare(
 impl Mailstore {
     /// JMAP `Email/query` over the whole account: the emails `query.filter` selects,
     /// sorted, one per thread with `collapse_threads`, the window `position`/`anchor` and
-    /// `limit` asks for. Reads every message and email record of the account (no body,
-    /// no request). An email imported and not yet analyzed has an empty envelope (see
-    /// [`SearchKey::needs_envelope`]).
+    /// `limit` asks for. Reads every message and email record of the account; without a
+    /// text condition, no body and no request. The text conditions
+    /// ([`EmailFilter::Text`], [`Body`](EmailFilter::Body), [`Header`](EmailFilter::Header))
+    /// are answered first, all at once, by the account's text index
+    /// ([`search_texts`](Self::search_texts), over every email of the account): its
+    /// segments are read, and the emails it does not cover yet are read, scanned and
+    /// indexed. An email imported and not yet analyzed has an empty envelope (see
+    /// [`SearchKey::needs_envelope`]); the text conditions do not depend on it.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a UID or sequence key; [`Error::NoSuchMessage`] for
     /// an anchor not in the result (JMAP `anchorNotFound`); [`Error::Tampered`] for a
-    /// record that does not parse.
+    /// record or an index segment that does not parse or authenticate; with a text
+    /// condition, what reading a body or the index fails with
+    /// ([`search_texts`](Self::search_texts)).
     #[tracing::instrument(level = "debug", skip_all, fields(account = %self.account()))]
-    pub fn query_emails(&self, query: &EmailQuery) -> Result<EmailQueryResult> {
+    pub async fn query_emails(&self, query: &EmailQuery) -> Result<EmailQueryResult> {
         if let Some(filter) = &query.filter {
             filter.check()?;
         }
@@ -774,6 +873,13 @@ impl Mailstore {
                 email,
             });
         }
+        let texts = match &query.filter {
+            Some(filter) => {
+                let ids: Vec<EmailId> = entries.iter().map(|e| e.id).collect();
+                TextMatches::resolve(self, filter, &ids).await?
+            }
+            None => TextMatches::default(),
+        };
         let mut threads: Threads<'_> = HashMap::new();
         for entry in &entries {
             threads
@@ -783,7 +889,12 @@ impl Mailstore {
         }
         let mut found: Vec<&Entry> = entries
             .iter()
-            .filter(|e| query.filter.as_ref().is_none_or(|f| f.matches(e, &threads)))
+            .filter(|e| {
+                query
+                    .filter
+                    .as_ref()
+                    .is_none_or(|f| f.matches(e, &threads, &texts))
+            })
             .collect();
         found.sort_by(|a, b| {
             query

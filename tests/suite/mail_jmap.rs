@@ -550,16 +550,17 @@ async fn item_04_email_query_filters_sorts_collapses_and_windows() {
         sizes,
     } = corpus().await;
     let [a, b, c, d] = ids;
-    let query = |filter: Option<EmailFilter>, sort: Vec<EmailSort>| {
+    let query = async |filter: Option<EmailFilter>, sort: Vec<EmailSort>| {
         mail.query_emails(&EmailQuery {
             filter,
             sort,
             ..EmailQuery::default()
         })
+        .await
         .unwrap()
         .ids
     };
-    let only = |f: EmailFilter| query(Some(f), Vec::new());
+    let only = async |f: EmailFilter| query(Some(f), Vec::new()).await;
     let by = |property: EmailSortProperty, ascending: bool| EmailSort {
         property,
         ascending,
@@ -568,71 +569,84 @@ async fn item_04_email_query_filters_sorts_collapses_and_windows() {
     use EmailSortProperty as P;
 
     // Filters (results newest first: the default order).
-    assert_eq!(query(None, Vec::new()), [d, c, b, a]);
-    assert_eq!(only(F::InMailbox(inbox)), [b, a]);
-    assert_eq!(only(F::InMailboxOtherThan(vec![inbox])), [d, c, b]);
-    assert_eq!(only(F::InMailboxOtherThan(vec![inbox, work])), [d]);
-    assert_eq!(only(F::ReceivedBefore(3 * DAY)), [b, a]);
-    assert_eq!(only(F::ReceivedAfter(3 * DAY)), [d, c]);
-    assert_eq!(only(F::MinSize(sizes[1])), [b]);
-    assert_eq!(only(F::MaxSize(sizes[1])), [d, c, a]);
-    assert_eq!(only(F::MinSize(0)).len(), 4);
-    assert_eq!(only(F::Key(SearchKey::Flag("\\Seen".into()))), [c, a]);
-    assert_eq!(only(F::Key(SearchKey::NoFlag("\\seen".into()))), [d, b]);
-    assert_eq!(only(F::Key(SearchKey::Flag("$work".into()))), [b]);
+    assert_eq!(query(None, Vec::new()).await, [d, c, b, a]);
+    assert_eq!(only(F::InMailbox(inbox)).await, [b, a]);
+    assert_eq!(only(F::InMailboxOtherThan(vec![inbox])).await, [d, c, b]);
+    assert_eq!(only(F::InMailboxOtherThan(vec![inbox, work])).await, [d]);
+    assert_eq!(only(F::ReceivedBefore(3 * DAY)).await, [b, a]);
+    assert_eq!(only(F::ReceivedAfter(3 * DAY)).await, [d, c]);
+    assert_eq!(only(F::MinSize(sizes[1])).await, [b]);
+    assert_eq!(only(F::MaxSize(sizes[1])).await, [d, c, a]);
+    assert_eq!(only(F::MinSize(0)).await.len(), 4);
+    assert_eq!(only(F::Key(SearchKey::Flag("\\Seen".into()))).await, [c, a]);
     assert_eq!(
-        only(F::Key(SearchKey::Header(HeaderField::From, "BOB".into()))),
+        only(F::Key(SearchKey::NoFlag("\\seen".into()))).await,
+        [d, b]
+    );
+    assert_eq!(only(F::Key(SearchKey::Flag("$work".into()))).await, [b]);
+    assert_eq!(
+        only(F::Key(SearchKey::Header(HeaderField::From, "BOB".into()))).await,
         [b]
     );
     assert_eq!(
-        only(F::Key(SearchKey::Header(HeaderField::To, "alice".into()))),
+        only(F::Key(SearchKey::Header(HeaderField::To, "alice".into()))).await,
         [d, b]
     );
     assert_eq!(
         only(F::Key(SearchKey::Header(
             HeaderField::Subject,
             "budget".into()
-        ))),
+        )))
+        .await,
         [d, c]
     );
-    assert_eq!(only(F::AllInThreadHaveKeyword("\\Seen".into())), [c]);
-    assert_eq!(only(F::SomeInThreadHaveKeyword("\\Seen".into())), [c, b, a]);
-    assert_eq!(only(F::NoneInThreadHaveKeyword("\\Seen".into())), [d]);
-    assert_eq!(only(F::Not(vec![F::InMailbox(inbox)])), [d, c]);
+    assert_eq!(only(F::AllInThreadHaveKeyword("\\Seen".into())).await, [c]);
+    assert_eq!(
+        only(F::SomeInThreadHaveKeyword("\\Seen".into())).await,
+        [c, b, a]
+    );
+    assert_eq!(only(F::NoneInThreadHaveKeyword("\\Seen".into())).await, [d]);
+    assert_eq!(only(F::Not(vec![F::InMailbox(inbox)])).await, [d, c]);
     assert_eq!(
         only(F::Or(vec![
             F::Key(SearchKey::Header(HeaderField::Subject, "budget".into())),
             F::Key(SearchKey::Flag("$Work".into())),
-        ])),
+        ]))
+        .await,
         [d, c, b]
     );
     assert_eq!(
         only(F::And(vec![
             F::InMailbox(work),
             F::Key(SearchKey::Flag("\\Flagged".into())),
-        ])),
+        ]))
+        .await,
         [c]
     );
 
     // Sorts, ties broken by the default order.
-    assert_eq!(query(None, vec![by(P::ReceivedAt, true)]), [a, b, c, d]);
-    assert_eq!(query(None, vec![by(P::Size, false)])[0], b);
-    assert_eq!(query(None, vec![by(P::From, true)]), [a, b, c, d]);
-    assert_eq!(query(None, vec![by(P::From, false)]), [d, c, b, a]);
-    assert_eq!(query(None, vec![by(P::To, true)]), [d, b, a, c]);
     assert_eq!(
-        query(None, vec![by(P::Subject, true), by(P::ReceivedAt, true)]),
+        query(None, vec![by(P::ReceivedAt, true)]).await,
+        [a, b, c, d]
+    );
+    assert_eq!(query(None, vec![by(P::Size, false)]).await[0], b);
+    assert_eq!(query(None, vec![by(P::From, true)]).await, [a, b, c, d]);
+    assert_eq!(query(None, vec![by(P::From, false)]).await, [d, c, b, a]);
+    assert_eq!(query(None, vec![by(P::To, true)]).await, [d, b, a, c]);
+    assert_eq!(
+        query(None, vec![by(P::Subject, true), by(P::ReceivedAt, true)]).await,
         [c, d, a, b]
     );
     assert_eq!(
-        query(None, vec![by(P::HasKeyword("\\Seen".into()), false)]),
+        query(None, vec![by(P::HasKeyword("\\Seen".into()), false)]).await,
         [c, a, d, b]
     );
     assert_eq!(
         query(
             None,
             vec![by(P::SomeInThreadHaveKeyword("\\Seen".into()), true)]
-        ),
+        )
+        .await,
         [d, c, b, a]
     );
 
@@ -642,6 +656,7 @@ async fn item_04_email_query_filters_sorts_collapses_and_windows() {
             collapse_threads: true,
             ..EmailQuery::default()
         })
+        .await
         .unwrap();
     assert_eq!((collapsed.ids, collapsed.total), (vec![d, c, b], 3));
     assert_eq!(
@@ -656,28 +671,30 @@ async fn item_04_email_query_filters_sorts_collapses_and_windows() {
     );
 
     // Windows: position, negative position, beyond the end, anchor.
-    let window = |position: i64, anchor: Option<EmailId>, offset: i64, limit: Option<usize>| {
-        mail.query_emails(&EmailQuery {
-            position,
-            anchor,
-            anchor_offset: offset,
-            limit,
-            ..EmailQuery::default()
-        })
-    };
-    let w = window(1, None, 0, Some(2)).unwrap();
+    let window =
+        async |position: i64, anchor: Option<EmailId>, offset: i64, limit: Option<usize>| {
+            mail.query_emails(&EmailQuery {
+                position,
+                anchor,
+                anchor_offset: offset,
+                limit,
+                ..EmailQuery::default()
+            })
+            .await
+        };
+    let w = window(1, None, 0, Some(2)).await.unwrap();
     assert_eq!((w.ids, w.position, w.total), (vec![c, b], 1, 4));
     assert_eq!(w.modseq, mail.modseq());
-    let w = window(-1, None, 0, None).unwrap();
+    let w = window(-1, None, 0, None).await.unwrap();
     assert_eq!((w.ids, w.position), (vec![a], 3));
-    let w = window(-10, None, 0, Some(1)).unwrap();
+    let w = window(-10, None, 0, Some(1)).await.unwrap();
     assert_eq!((w.ids, w.position), (vec![d], 0));
-    let w = window(10, None, 0, None).unwrap();
+    let w = window(10, None, 0, None).await.unwrap();
     assert_eq!((w.ids.len(), w.position, w.total), (0, 4, 4));
-    let w = window(0, Some(b), -1, None).unwrap();
+    let w = window(0, Some(b), -1, None).await.unwrap();
     assert_eq!((w.ids, w.position), (vec![c, b, a], 1));
     assert!(matches!(
-        window(0, Some(EmailId::from_bytes([1; 16])), 0, None),
+        window(0, Some(EmailId::from_bytes([1; 16])), 0, None).await,
         Err(Error::NoSuchMessage { .. })
     ));
     // UIDs and sequence numbers name messages of a mailbox, not emails.
@@ -685,10 +702,12 @@ async fn item_04_email_query_filters_sorts_collapses_and_windows() {
         SearchKey::Uid(vec![(1, 2)]),
         SearchKey::Not(Box::new(SearchKey::Sequence(vec![(1, 1)]))),
     ] {
-        let refused = mail.query_emails(&EmailQuery {
-            filter: Some(F::Or(vec![F::Key(key)])),
-            ..EmailQuery::default()
-        });
+        let refused = mail
+            .query_emails(&EmailQuery {
+                filter: Some(F::Or(vec![F::Key(key)])),
+                ..EmailQuery::default()
+            })
+            .await;
         assert!(
             matches!(refused, Err(Error::InvalidArgument(_))),
             "{refused:?}"
@@ -724,20 +743,372 @@ async fn item_04_email_query_sees_keywords_per_email() {
     )
     .await
     .unwrap();
-    let found = |key: SearchKey| {
+    let found = async |key: SearchKey| {
         mail.query_emails(&EmailQuery {
             filter: Some(EmailFilter::Key(key)),
             ..EmailQuery::default()
         })
+        .await
         .unwrap()
         .ids
     };
-    assert_eq!(found(SearchKey::Flag("\\Answered".into())), [b]);
-    assert!(found(SearchKey::Flag("\\Deleted".into())).is_empty());
+    assert_eq!(found(SearchKey::Flag("\\Answered".into())).await, [b]);
+    assert!(found(SearchKey::Flag("\\Deleted".into())).await.is_empty());
     assert!(mail
         .view(inbox)
         .unwrap()
         .messages
         .iter()
         .all(|m| !m.flags.contains(Flags::ANSWERED)));
+}
+
+// ------------------------------------------------ text conditions (issue 14)
+
+/// `text`, `body` and `header` on the four emails: `text` sees the header (a subject
+/// word, an address), `body` does not; `header` with an empty value is the presence of
+/// the field, any field (`In-Reply-To` is no `Key(Header)` field of JMAP's).
+#[tokio::test]
+async fn item_14_email_query_text_conditions() {
+    let Corpus {
+        mail, inbox, ids, ..
+    } = corpus().await;
+    let [a, b, c, d] = ids;
+    use EmailFilter as F;
+    let only = async |f: EmailFilter| {
+        mail.query_emails(&EmailQuery {
+            filter: Some(f),
+            ..EmailQuery::default()
+        })
+        .await
+        .unwrap()
+        .ids
+    };
+    assert_eq!(only(F::Text("NOON".into())).await, [a]);
+    assert_eq!(only(F::Body("noon".into())).await, [a]);
+    assert_eq!(only(F::Text("lunch".into())).await, [b, a]);
+    assert!(only(F::Body("lunch".into())).await.is_empty());
+    assert_eq!(only(F::Text("zed@example".into())).await, [c]);
+    assert_eq!(only(F::Body("yes yes".into())).await, [b]);
+    assert_eq!(
+        only(F::Header("in-reply-to".into(), String::new())).await,
+        [b]
+    );
+    assert_eq!(
+        only(F::Header("Message-ID".into(), "LUNCH@".into())).await,
+        [a]
+    );
+    assert!(only(F::Header("Subject".into(), "noon".into()))
+        .await
+        .is_empty());
+    assert_eq!(only(F::Body(String::new())).await, [d, c, b, a]);
+    // Inside AND/OR/NOT, beside metadata, the same condition twice.
+    assert_eq!(
+        only(F::And(vec![
+            F::Text("lunch".into()),
+            F::Not(vec![F::InMailbox(inbox), F::Body("x".into())]),
+        ]))
+        .await,
+        Vec::<EmailId>::new()
+    );
+    assert_eq!(
+        only(F::Or(vec![
+            F::Body("see".into()),
+            F::And(vec![F::Text("lunch".into()), F::Text("noon".into())]),
+            F::Not(vec![F::Text("example".into())]),
+        ]))
+        .await,
+        [c, a]
+    );
+    assert_eq!(
+        only(F::Or(vec![F::Body("x".into()), F::Text("x".into())])).await,
+        [d, c, b, a]
+    );
+    assert_eq!(
+        only(F::And(vec![
+            F::Not(vec![F::Body("x".into())]),
+            F::Text("x".into())
+        ]))
+        .await,
+        [c, b, a]
+    );
+}
+
+/// A message of `text` plain words in its body, for the oracle test's extra mail.
+fn plain(from: &str, subject: &str, body: &str) -> Vec<u8> {
+    format!("From: {from}\r\nTo: team@example.org\r\nSubject: {subject}\r\n\r\n{body}\r\n")
+        .into_bytes()
+}
+
+/// The needles of the oracle test: from the folded streams of some of `raws`, a word of
+/// the header, of the body and of the part headers, a word's middle, a non-ASCII word;
+/// plus the empty string, an absent string and case variants.
+fn needles(raws: &[Vec<u8>]) -> Vec<String> {
+    use mailvault::mail::text::extract::extract_message;
+    let mut out = BTreeSet::new();
+    for (i, raw) in raws.iter().enumerate().step_by(5) {
+        let text = extract_message(raw, 64 << 20);
+        for (n, stream) in [&text.header, &text.body, &text.mime]
+            .into_iter()
+            .enumerate()
+        {
+            let words: Vec<&str> = stream
+                .split(|c: char| !c.is_alphanumeric())
+                .filter(|w| w.chars().count() >= 3)
+                .collect();
+            if words.is_empty() {
+                continue;
+            }
+            let w = words[(i * 7 + n * 5) % words.len()];
+            out.insert(w.to_owned());
+            let chars: Vec<char> = w.chars().collect();
+            if chars.len() >= 5 {
+                out.insert(chars[1..chars.len() - 1].iter().collect());
+            }
+            if let Some(w) = words.iter().find(|w| !w.is_ascii()) {
+                out.insert((*w).to_owned());
+            }
+        }
+    }
+    let mut out: Vec<String> = out.into_iter().collect();
+    let upper: Vec<String> = out.iter().step_by(7).map(|n| n.to_uppercase()).collect();
+    out.extend(upper);
+    out.extend(
+        ["", "zzqqxxnotthere", "quarterly", "ünïcode", "the "]
+            .into_iter()
+            .map(str::to_owned),
+    );
+    out
+}
+
+/// The brute-force answer of `filter` for one email: its decrypted body scanned by the
+/// text oracle, its metadata compared directly (what the test set, not what the index
+/// holds).
+struct Known {
+    raw: Vec<u8>,
+    size: u64,
+    seen: bool,
+    work: bool,
+}
+
+fn oracle(filter: &EmailFilter, email: &Known, work: MailboxId) -> bool {
+    use mailvault::mail::text::oracle::{matches, TextKey};
+    use EmailFilter as F;
+    let text = |key: TextKey| matches(&email.raw, &key, 64 << 20);
+    match filter {
+        F::Text(s) => text(TextKey::Text(s.clone())),
+        F::Body(s) => text(TextKey::Body(s.clone())),
+        F::Header(name, s) => text(TextKey::Header(name.clone(), s.clone())),
+        F::MinSize(n) => email.size >= *n,
+        F::MaxSize(n) => email.size < *n,
+        F::InMailbox(m) => *m != work || email.work,
+        F::Key(SearchKey::Flag(f)) if f == "\\Seen" => email.seen,
+        F::And(list) => list.iter().all(|f| oracle(f, email, work)),
+        F::Or(list) => list.iter().any(|f| oracle(f, email, work)),
+        F::Not(list) => !list.iter().any(|f| oracle(f, email, work)),
+        other => unreachable!("not in the test: {other:?}"),
+    }
+}
+
+/// The filters of the oracle test: each needle as `text`, `body` and (some) `header`,
+/// alone and combined by AND/OR/NOT with each other and with metadata conditions
+/// (mailbox, keyword, size), `text` and `body` of one needle in one filter.
+fn filters(needles: &[String], work: MailboxId, median_size: u64) -> Vec<EmailFilter> {
+    use EmailFilter as F;
+    let seen = || F::Key(SearchKey::Flag("\\Seen".into()));
+    let mut out = Vec::new();
+    for (i, n) in needles.iter().enumerate() {
+        let m = &needles[(i * 13 + 5) % needles.len()];
+        out.push(F::Text(n.clone()));
+        out.push(F::Body(n.clone()));
+        if i % 3 == 0 {
+            let field = ["Subject", "From", "Content-Type", "X-Mailer"][i / 3 % 4];
+            out.push(F::Header(field.into(), n.clone()));
+            // Two fields, one value: one must not answer for the other.
+            out.push(F::Or(vec![
+                F::Header("From".into(), n.clone()),
+                F::Not(vec![F::Header("Subject".into(), n.clone())]),
+            ]));
+        }
+        match i % 5 {
+            0 => out.push(F::And(vec![F::Text(n.clone()), F::MinSize(median_size)])),
+            1 => out.push(F::Or(vec![F::Body(n.clone()), seen()])),
+            2 => out.push(F::Not(vec![F::Body(n.clone())])),
+            3 => out.push(F::And(vec![
+                F::Not(vec![F::Text(n.clone())]),
+                F::InMailbox(work),
+            ])),
+            _ => out.push(F::Or(vec![
+                F::And(vec![F::Body(n.clone()), F::Body(m.clone())]),
+                F::Not(vec![F::Text(m.clone()), seen()]),
+            ])),
+        }
+        // `text` and `body` of one needle in one filter: one must not answer for the
+        // other.
+        out.push(F::And(vec![
+            F::Text(n.clone()),
+            F::Not(vec![F::Body(n.clone())]),
+        ]));
+        out.push(F::Or(vec![
+            F::And(vec![F::Body(n.clone()), F::MaxSize(median_size)]),
+            F::And(vec![
+                F::Text(n.clone()),
+                F::InMailbox(work),
+                F::Text(m.clone()),
+            ]),
+        ]));
+    }
+    for field in ["X-Mailer", "Content-Type", "In-Reply-To", "X-Absent-Field"] {
+        out.push(F::Header(field.into(), String::new()));
+    }
+    out
+}
+
+/// Over the real-mail corpus (and a few plain messages), every text filter, alone and
+/// inside AND/OR/NOT with metadata conditions, answers what a brute-force oracle does
+/// (each body decrypted and scanned by `mail::text::oracle`, the metadata compared
+/// directly): on the first queries (the index built by the first), on a fresh handle
+/// with the index complete and its cache cold, and with the index covering half the mail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_14_email_query_text_filters_equal_the_oracle() {
+    let mut raws: Vec<Vec<u8>> = super::mail::corpus().into_iter().map(|(_, r)| r).collect();
+    assert!(raws.len() >= 100, "corpus present: {}", raws.len());
+    raws.push(plain(
+        "Quarterly Bot <bot@example.org>",
+        "Quarterly numbers",
+        "nothing to see",
+    ));
+    raws.push(plain(
+        "ann@example.org",
+        "lunch",
+        "the quarterly ünïcode report",
+    ));
+    let setup = MailSetup::new(super::memory(), CommitMode::CompareAndSwap);
+    let mut mail = setup.open().await;
+    let emails = super::search::append_all(&mut mail, raws.iter().map(Vec::as_slice)).await;
+    // Metadata: every third email also in Work, every other one \Seen.
+    let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
+    let work = mail.create_mailbox("Work", None).await.unwrap().id;
+    let uids: Vec<u32> = mail
+        .view(inbox)
+        .unwrap()
+        .messages
+        .iter()
+        .map(|m| m.uid)
+        .collect();
+    let in_work: Vec<u32> = uids.iter().copied().step_by(3).collect();
+    let seen: Vec<u32> = uids.iter().copied().step_by(2).collect();
+    mail.copy(inbox, &in_work, work).await.unwrap();
+    mail.store_flags(inbox, &seen, FlagChange::Add(flags(&["\\Seen"])), None)
+        .await
+        .unwrap();
+    // What the oracle knows, each body decrypted.
+    let mut known = Vec::new();
+    for (i, email) in emails.iter().enumerate() {
+        let record = mail.email_by_id(*email).unwrap();
+        let raw = mail.read(&record).await.unwrap().to_vec();
+        assert_eq!(raw, raws[i]);
+        known.push(Known {
+            raw,
+            size: record.size,
+            seen: i % 2 == 0,
+            work: i % 3 == 0,
+        });
+    }
+    let mut sizes: Vec<u64> = known.iter().map(|k| k.size).collect();
+    sizes.sort_unstable();
+    let filters = filters(&needles(&raws), work, sizes[sizes.len() / 2]);
+    assert!(filters.len() > 300, "{} filters", filters.len());
+    let want: Vec<BTreeSet<EmailId>> = filters
+        .iter()
+        .map(|f| {
+            emails
+                .iter()
+                .zip(&known)
+                .filter(|(_, k)| oracle(f, k, work))
+                .map(|(e, _)| *e)
+                .collect()
+        })
+        .collect();
+    // The filters are not trivial: many match some but not all, and `text` answers
+    // differently from `body` for some needles.
+    let partial = want
+        .iter()
+        .filter(|w| !w.is_empty() && w.len() < emails.len())
+        .count();
+    assert!(
+        partial * 2 >= filters.len(),
+        "{partial} of {} partial",
+        filters.len()
+    );
+    let differ = filters
+        .iter()
+        .zip(&want)
+        .zip(filters.iter().zip(&want).skip(1))
+        .filter(|((f, w), (g, v))| {
+            matches!((f, g), (EmailFilter::Text(a), EmailFilter::Body(b)) if a == b) && w != v
+        })
+        .count();
+    assert!(differ >= 10, "text and body differ for {differ} needles");
+
+    let check = async |what: &str, mail: &Mailstore| {
+        let mut wrong = Vec::new();
+        for (filter, want) in filters.iter().zip(&want) {
+            let got = mail
+                .query_emails(&EmailQuery {
+                    filter: Some(filter.clone()),
+                    ..EmailQuery::default()
+                })
+                .await
+                .unwrap();
+            let ids: BTreeSet<EmailId> = got.ids.iter().copied().collect();
+            assert_eq!(got.total, got.ids.len());
+            if ids != *want {
+                wrong.push(format!(
+                    "{filter:?}: {} extra, {} missing",
+                    ids.difference(want).count(),
+                    want.difference(&ids).count()
+                ));
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "{what}: {} differ: {wrong:#?}",
+            wrong.len()
+        );
+    };
+    check("first queries", &mail).await;
+    // The first query indexed every email: nothing is left to index.
+    assert_eq!(mail.index_texts(&emails, usize::MAX).await.unwrap(), 0);
+    check("all indexed, cold cache", &setup.open().await).await;
+
+    // Another account with the same mail, half of it indexed before the queries.
+    let half = MailSetup::new(super::memory(), CommitMode::CompareAndSwap);
+    let mut other = half.open().await;
+    let other_emails = super::search::append_all(&mut other, raws.iter().map(Vec::as_slice)).await;
+    let n = other
+        .index_texts(&other_emails, other_emails.len() / 2)
+        .await
+        .unwrap();
+    assert!(n <= other_emails.len() / 2);
+    let first = |f: &EmailFilter| EmailQuery {
+        filter: Some(f.clone()),
+        ..EmailQuery::default()
+    };
+    for (filter, want) in filters
+        .iter()
+        .zip(&want)
+        .filter(|(f, _)| matches!(f, EmailFilter::Text(_) | EmailFilter::Body(_)))
+    {
+        // Email ids differ between the accounts: compare positions in append order.
+        let got = other.query_emails(&first(filter)).await.unwrap().ids;
+        let got: BTreeSet<usize> = got
+            .iter()
+            .map(|e| other_emails.iter().position(|o| o == e).unwrap())
+            .collect();
+        let want: BTreeSet<usize> = want
+            .iter()
+            .map(|e| emails.iter().position(|o| o == e).unwrap())
+            .collect();
+        assert_eq!(got, want, "half indexed: {filter:?}");
+    }
 }
