@@ -1431,7 +1431,7 @@ impl Collection {
     /// tier (a power of four of their record count), they and every smaller segment are
     /// merged into one. Keeps the number of objects an open reads logarithmic, and the
     /// bytes rewritten per update amortised.
-    async fn compact_tiers(&mut self) -> Result<()> {
+    pub(super) async fn compact_tiers(&mut self) -> Result<()> {
         let mut per_tier: BTreeMap<u32, usize> = BTreeMap::new();
         for entry in self.record_segments() {
             *per_tier.entry(tier(entry.records)).or_default() += 1;

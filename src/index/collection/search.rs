@@ -285,6 +285,13 @@ impl Collection {
                         self.load_newer().await?;
                         self.refuse_moved()?;
                     }
+                    // Each publish adds a record segment (the batch's, often empty): keep
+                    // them tiered as `commit` does, or an index fed in small steps leaves
+                    // one per step for every open to read. A failed compaction is left
+                    // for a later commit, never reported as this commit's failure.
+                    if let Err(e) = self.compact_tiers().await {
+                        tracing::debug!(error = %e, "tier compaction after a search commit failed");
+                    }
                     return Ok(CommitInfo {
                         generation: self.generation,
                         committed: true,
