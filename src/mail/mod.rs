@@ -70,7 +70,7 @@ pub(crate) mod verify;
 
 pub use import::ImportReport;
 pub(crate) use import::{ImportRun, Pass as ImportPass};
-pub(crate) use mime::analyze;
+pub(crate) use mime::{analyze, analyze_with_text};
 pub(crate) use parse_buffer::ParseBuffer;
 pub use reencrypt::EpochProgress;
 pub use search::{
@@ -124,12 +124,18 @@ pub struct MailConfig {
     /// larger ones are parsed for their header only and read whole. mail-parser needs the
     /// whole message in memory, so this bounds the memory of an append.
     pub max_parse_len: usize,
+    /// Whether an append extracts the searchable text of its message (from the same
+    /// parse) and hands it to the account's text index (the default), so that a text
+    /// search finds it without reading its body; without, the first search that needs
+    /// it reads the body.
+    pub index_appends: bool,
 }
 
 impl Default for MailConfig {
     fn default() -> Self {
         Self {
             max_parse_len: 64 << 20,
+            index_appends: true,
         }
     }
 }

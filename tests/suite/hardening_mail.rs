@@ -470,6 +470,7 @@ async fn item_15d_analyze_reads_at_most_max_parse_len() {
             w.epoch_1(),
             MailConfig {
                 max_parse_len: LIMIT,
+                ..MailConfig::default()
             },
         )
         .await;
