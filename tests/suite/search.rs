@@ -531,7 +531,6 @@ async fn item_14_02_generated_mailbox_answers_equal_the_oracle() {
     compare("generated mailbox", &keys, &got, &want);
 }
 
-
 /// Whole or ranged reads of message bodies (blob objects) that `store` saw.
 fn body_reads(store: &CountingStore) -> usize {
     store
