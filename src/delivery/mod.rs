@@ -61,7 +61,9 @@ use crate::crypto::{AccountKey, Key32, RandomSource};
 use crate::directory::{AccountLimits, Directory};
 use crate::error::{Error, Result};
 use crate::format::blob::{BlobKind, BlobLayout, SEALED_HEADER_LEN};
-use crate::format::delivery::{DeliveryEnvelope, EnvelopeObject, SIGNATURE_DOMAIN, SIGNATURE_LEN};
+use crate::format::delivery::{
+    DeliveryEnvelope, EnvelopeObject, EnvelopeText, SIGNATURE_DOMAIN, SIGNATURE_LEN,
+};
 use crate::ids::{AccountId, BlobId, DeliveryId, DeploymentId};
 use crate::storage::{naming, DynStore};
 
@@ -375,20 +377,50 @@ pub struct DeliveryReceipt {
     pub duplicate: bool,
 }
 
-/// The analysis sealed into the envelopes of a message (`plaintext` whole, or its start
-/// when `header_only`), off the async executor's threads: an
-/// [`EmailAnalysis`](crate::format::mail::EmailAnalysis) record with a zero thread (the
-/// import chooses it), or `None` when it is larger than an envelope carries.
-async fn analyze(plaintext: Vec<u8>, header_only: bool) -> Option<Vec<u8>> {
-    let work = move || crate::mail::analyze(&plaintext, header_only).to_bytes();
-    let bytes = match tokio::task::spawn_blocking(work).await {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            tracing::warn!(error = %e, "message analysis failed");
-            return None;
+/// What a deliverer seals into the envelopes of a message beside its options.
+#[derive(Default)]
+struct Sealed {
+    /// An [`EmailAnalysis`](crate::format::mail::EmailAnalysis) record with a zero thread
+    /// (the import chooses it).
+    analysis: Option<Vec<u8>>,
+    /// Its searchable text.
+    text: Option<EnvelopeText>,
+}
+
+/// The analysis (with `analysis`) and the searchable text (with `text`) sealed into the
+/// envelopes of a message (`plaintext` whole, or its start when `header_only`), from one
+/// parse, off the async executor's threads; each `None` when it is larger than an
+/// envelope carries.
+async fn analyze(plaintext: Vec<u8>, header_only: bool, analysis: bool, text: bool) -> Sealed {
+    let work = move || {
+        let (analyzed, extracted) = if text {
+            let (a, t) = crate::mail::analyze_with_text(&plaintext, header_only);
+            (a, Some(t))
+        } else {
+            (crate::mail::analyze(&plaintext, header_only), None)
+        };
+        Sealed {
+            analysis: analysis
+                .then(|| analyzed.to_bytes())
+                .filter(|a| a.len() <= crate::format::delivery::MAX_ENVELOPE_ANALYSIS_LEN),
+            text: extracted
+                .filter(|t| t.len() <= crate::format::delivery::MAX_ENVELOPE_TEXT_LEN)
+                .map(|t| EnvelopeText {
+                    version: crate::mail::text::index::text_version(),
+                    complete: t.complete,
+                    header: t.header,
+                    body: t.body,
+                    mime: t.mime,
+                }),
         }
     };
-    (bytes.len() <= crate::format::delivery::MAX_ENVELOPE_ANALYSIS_LEN).then_some(bytes)
+    match tokio::task::spawn_blocking(work).await {
+        Ok(sealed) => sealed,
+        Err(e) => {
+            tracing::warn!(error = %e, "message analysis failed");
+            Sealed::default()
+        }
+    }
 }
 
 /// A recipient's delivery once checked: its sealed body begun, or done before.
@@ -405,6 +437,7 @@ pub struct Deliverer {
     rng: RandomSource,
     max_parse_len: usize,
     analyze: bool,
+    index_text: bool,
     retry_window: u64,
 }
 
@@ -427,6 +460,7 @@ impl Deliverer {
             rng,
             max_parse_len,
             analyze,
+            index_text,
             retry_window,
         } = self;
         part(blobs);
@@ -435,6 +469,7 @@ impl Deliverer {
         part(rng);
         part(max_parse_len);
         part(analyze);
+        part(index_text);
         part(retry_window);
     }
 }
@@ -492,6 +527,7 @@ impl Deliverer {
             rng: RandomSource::os(),
             max_parse_len: crate::mail::MailConfig::default().max_parse_len,
             analyze: true,
+            index_text: true,
             retry_window: DEFAULT_RETRY_WINDOW.as_secs(),
         }
     }
@@ -511,6 +547,16 @@ impl Deliverer {
     /// ([`Mailstore::analyze`](crate::mail::Mailstore::analyze)).
     pub fn with_analysis(mut self, analyze: bool) -> Self {
         self.analyze = analyze;
+        self
+    }
+
+    /// Whether to extract the searchable text of messages at delivery (the default), from
+    /// the parse of the analysis: it is sealed into the envelope (up to
+    /// [`MAX_ENVELOPE_TEXT_LEN`](crate::format::delivery::MAX_ENVELOPE_TEXT_LEN) bytes)
+    /// and the import adds it to the account's text index, so a text search needs no
+    /// body read. Without, the message is indexed by reading its body.
+    pub fn with_text(mut self, text: bool) -> Self {
+        self.index_text = text;
         self
     }
 
@@ -684,7 +730,7 @@ impl Deliverer {
             if let Some(hasher) = content.as_mut() {
                 hasher.update(&piece);
             }
-            if self.analyze {
+            if self.analyze || self.index_text {
                 parse.push(&piece);
             }
             if let Some(limit) = max_size.filter(|limit| size > *limit) {
@@ -728,13 +774,13 @@ impl Deliverer {
             }
             return Err(e);
         }
-        let analysis = if self.analyze && writers.iter().any(Option::is_some) {
+        let sealed = if (self.analyze || self.index_text) && writers.iter().any(Option::is_some) {
             let (parse_buffer, too_large) = parse.finish();
-            analyze(parse_buffer, too_large).await
+            analyze(parse_buffer, too_large, self.analyze, self.index_text).await
         } else {
-            None
+            Sealed::default()
         };
-        let analysis = analysis.as_deref();
+        let sealed = &sealed;
         let content: Option<[u8; 32]> = content.map(|hasher| hasher.finalize().into());
         let content = content.as_ref();
         let finishing = writers
@@ -743,7 +789,7 @@ impl Deliverer {
             .map(|(slot, recipient)| async move {
                 match slot {
                     Some((to, limits, writer)) => {
-                        let finish = self.finish(recipient, &to, limits, writer, analysis, content);
+                        let finish = self.finish(recipient, &to, limits, writer, sealed, content);
                         Some(finish.await)
                     }
                     None => None,
@@ -831,7 +877,7 @@ impl Deliverer {
         to: &SealedRecipients,
         limits: AccountLimits,
         writer: SealedBlobWriter,
-        analysis: Option<&[u8]>,
+        sealed: &Sealed,
         content: Option<&[u8; 32]>,
     ) -> Result<DeliveryReceipt> {
         let account = recipient.account;
@@ -887,7 +933,8 @@ impl Deliverer {
             internal_date: options.internal_date.unwrap_or(crate::unix_now() as i64),
             flags: options.flags,
             delivered_at: crate::unix_now(),
-            analysis: analysis.map(<[u8]>::to_vec),
+            analysis: sealed.analysis.clone(),
+            text: sealed.text.clone(),
         };
         let object =
             self.seal_envelope(&to.account, &delivery, number, &blob, &file_key, &envelope);

@@ -19,9 +19,12 @@
 //!             "mailvault/v1/delivery" ‖ deployment id ‖ account id ‖ bytes 0..292+n
 //!
 //! envelope body (plaintext)
-//!     version (3) ‖ stored blob length (u64) ‖ SHA-256 of the stored blob (32)
+//!     version (5) ‖ stored blob length (u64) ‖ SHA-256 of the stored blob (32)
 //!     ‖ target mailbox name (string)
 //!     ‖ internal date (i64) ‖ flags (list of strings) ‖ delivered at (u64, Unix seconds)
+//!     ‖ analysis present (u8) [‖ analysis (bytes)]                      from version 4
+//!     ‖ text present (u8) [‖ text version (u32) ‖ flags (u8: bit 0 complete)
+//!        ‖ header (string) ‖ body (string) ‖ mime (string)]            from version 5
 //! ```
 //!
 //! One key agreement per delivery: the envelope is sealed under a key derived from the
@@ -40,9 +43,14 @@ use crate::ids::{BlobId, DeliveryId};
 pub const ENVELOPE_MAGIC: [u8; 4] = *b"MVE1";
 /// Envelope format version.
 pub const ENVELOPE_VERSION: u8 = 3;
-/// Version of an envelope's sealed body: 4 adds the message's analysis. Bodies of
-/// version 3 (without it) are still read.
-pub const ENVELOPE_BODY_VERSION: u8 = 4;
+/// Version of an envelope's sealed body: 4 adds the message's analysis, 5 its
+/// searchable text. Bodies of versions 3 and 4 (without them) are still read.
+pub const ENVELOPE_BODY_VERSION: u8 = 5;
+/// The most bytes of searchable text (its three streams together) a deliverer seals into
+/// an envelope; a message with more is left out and indexed by reading its body. With
+/// the options and the analysis at their bounds, an envelope stays below
+/// [`MAX_ENVELOPE_LEN`].
+pub const MAX_ENVELOPE_TEXT_LEN: usize = 240 << 10;
 /// The largest analysis a deliverer seals into an envelope; a larger one (a message of
 /// thousands of parts) is left out and computed at the first read instead.
 pub const MAX_ENVELOPE_ANALYSIS_LEN: usize = 256 << 10;
@@ -163,6 +171,39 @@ pub struct DeliveryEnvelope {
     /// [`EmailAnalysis`](crate::format::mail::EmailAnalysis) record (its thread is
     /// chosen at import); `None` from a version-3 body or when it was too large.
     pub analysis: Option<Vec<u8>>,
+    /// The message's searchable text as the deliverer extracted it from the plaintext;
+    /// `None` from a body of version 3 or 4, or when it was too large.
+    pub text: Option<EnvelopeText>,
+}
+
+/// The searchable text of a delivered message (docs/design.md §16): three folded UTF-8
+/// streams, and the version of the rules that made them (an importer that does not
+/// know it drops the text, and the message is indexed by reading its body).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvelopeText {
+    /// The text version (`mail::text`: extraction rules, word cutting, Unicode data).
+    pub version: u32,
+    /// Whether the text is whole (false: the message was above the parse limit, or its
+    /// text above the extraction's bound).
+    pub complete: bool,
+    /// Top-level header fields.
+    pub header: String,
+    /// Text of the body parts.
+    pub body: String,
+    /// MIME header lines of the parts and attachment names.
+    pub mime: String,
+}
+
+impl EnvelopeText {
+    /// The bytes of the three streams together.
+    pub fn len(&self) -> usize {
+        self.header.len() + self.body.len() + self.mime.len()
+    }
+
+    /// Whether the three streams are empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl DeliveryEnvelope {
@@ -182,6 +223,17 @@ impl DeliveryEnvelope {
             }
             None => out.push(0),
         }
+        match &self.text {
+            Some(text) => {
+                out.push(1);
+                out.extend_from_slice(&text.version.to_be_bytes());
+                out.push(u8::from(text.complete));
+                put_bytes(&mut out, text.header.as_bytes());
+                put_bytes(&mut out, text.body.as_bytes());
+                put_bytes(&mut out, text.mime.as_bytes());
+            }
+            None => out.push(0),
+        }
         out
     }
 
@@ -192,7 +244,7 @@ impl DeliveryEnvelope {
     pub fn parse(bytes: &[u8]) -> Result<Self> {
         let mut r = Reader::new(bytes);
         let version = r.u8()?;
-        if version != ENVELOPE_VERSION && version != ENVELOPE_BODY_VERSION {
+        if !(ENVELOPE_VERSION..=ENVELOPE_BODY_VERSION).contains(&version) {
             return Err(Error::UnsupportedVersion {
                 object: "delivery envelope body",
                 version,
@@ -206,8 +258,9 @@ impl DeliveryEnvelope {
             flags: r.list(4, Reader::string)?,
             delivered_at: r.u64()?,
             analysis: None,
+            text: None,
         };
-        if version == ENVELOPE_BODY_VERSION {
+        if version >= 4 {
             envelope.analysis = match r.u8()? {
                 0 => None,
                 1 => {
@@ -220,7 +273,149 @@ impl DeliveryEnvelope {
                 _ => return Err(Error::Tampered),
             };
         }
+        if version >= 5 {
+            envelope.text = match r.u8()? {
+                0 => None,
+                1 => {
+                    let version = r.u32()?;
+                    let complete = match r.u8()? {
+                        0 => false,
+                        1 => true,
+                        _ => return Err(Error::Tampered),
+                    };
+                    let text = EnvelopeText {
+                        version,
+                        complete,
+                        header: r.string()?,
+                        body: r.string()?,
+                        mime: r.string()?,
+                    };
+                    if text.len() > MAX_ENVELOPE_TEXT_LEN {
+                        return Err(Error::Tampered);
+                    }
+                    Some(text)
+                }
+                _ => return Err(Error::Tampered),
+            };
+        }
         r.finish()?;
         Ok(envelope)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(text: Option<EnvelopeText>) -> DeliveryEnvelope {
+        DeliveryEnvelope {
+            stored_len: 1234,
+            body_digest: [7; 32],
+            mailbox: "INBOX".into(),
+            internal_date: 1_700_000_000,
+            flags: vec!["\\Seen".into()],
+            delivered_at: 1_700_000_001,
+            analysis: Some(vec![1, 2, 3]),
+            text,
+        }
+    }
+
+    fn text() -> EnvelopeText {
+        EnvelopeText {
+            version: 0x0011_0102,
+            complete: true,
+            header: "subject: réunion\n".into(),
+            body: "café at noon\n".into(),
+            mime: "filename: a.pdf\n".into(),
+        }
+    }
+
+    #[test]
+    fn a_body_with_text_reads_back() {
+        for e in [envelope(Some(text())), envelope(None)] {
+            let bytes = e.to_bytes();
+            assert_eq!(bytes[0], 5);
+            assert_eq!(DeliveryEnvelope::parse(&bytes).unwrap(), e);
+        }
+        let incomplete = EnvelopeText {
+            complete: false,
+            ..text()
+        };
+        let e = envelope(Some(incomplete));
+        assert_eq!(DeliveryEnvelope::parse(&e.to_bytes()).unwrap(), e);
+    }
+
+    #[test]
+    fn bodies_of_versions_3_and_4_read_without_text() {
+        let mut v4 = envelope(None).to_bytes();
+        v4.pop();
+        v4[0] = 4;
+        let read = DeliveryEnvelope::parse(&v4).unwrap();
+        assert_eq!(read, envelope(None));
+        let mut v3 = v4.clone();
+        v3.truncate(v3.len() - 4 - 3 - 1);
+        v3[0] = 3;
+        let read = DeliveryEnvelope::parse(&v3).unwrap();
+        assert_eq!((read.analysis, read.text), (None, None));
+        // A version-4 body with a text item after it has trailing bytes.
+        let mut v4_with_text = envelope(Some(text())).to_bytes();
+        v4_with_text[0] = 4;
+        assert!(matches!(
+            DeliveryEnvelope::parse(&v4_with_text),
+            Err(Error::Tampered)
+        ));
+        let mut v6 = envelope(None).to_bytes();
+        v6[0] = 6;
+        assert!(matches!(
+            DeliveryEnvelope::parse(&v6),
+            Err(Error::UnsupportedVersion { .. })
+        ));
+    }
+
+    #[test]
+    fn invalid_utf8_an_oversized_text_and_bad_flags_are_refused() {
+        let good = envelope(Some(text())).to_bytes();
+        // The body stream's first byte (`c` of `café`) made a lone continuation byte.
+        let at = good
+            .windows(4)
+            .position(|w| w == b"caf\xc3")
+            .expect("body stream");
+        let mut bad = good.clone();
+        bad[at + 4] = 0xff;
+        assert!(matches!(
+            DeliveryEnvelope::parse(&bad),
+            Err(Error::Tampered)
+        ));
+        // Complete flag other than 0 or 1.
+        let t = text();
+        let flag_at = good.len() - (3 * 4 + t.len()) - 1;
+        assert_eq!(good[flag_at], 1);
+        let mut bad = good.clone();
+        bad[flag_at] = 2;
+        assert!(matches!(
+            DeliveryEnvelope::parse(&bad),
+            Err(Error::Tampered)
+        ));
+        // Presence byte other than 0 or 1.
+        let mut bad = envelope(None).to_bytes();
+        *bad.last_mut().unwrap() = 2;
+        assert!(matches!(
+            DeliveryEnvelope::parse(&bad),
+            Err(Error::Tampered)
+        ));
+        // Above the bound, by one byte.
+        let big = EnvelopeText {
+            body: "x".repeat(MAX_ENVELOPE_TEXT_LEN - text().header.len() - text().mime.len() + 1),
+            ..text()
+        };
+        assert!(matches!(
+            DeliveryEnvelope::parse(&envelope(Some(big.clone())).to_bytes()),
+            Err(Error::Tampered)
+        ));
+        let fits = EnvelopeText {
+            body: big.body[1..].to_owned(),
+            ..big
+        };
+        assert!(DeliveryEnvelope::parse(&envelope(Some(fits)).to_bytes()).is_ok());
     }
 }

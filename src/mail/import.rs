@@ -13,6 +13,7 @@ use crate::format::mail::{
 };
 use crate::format::BlobPin;
 use crate::ids::{DeliveryId, EmailId, MailboxId, ThreadId};
+use crate::mail::text::extract::ExtractedText;
 use crate::storage::naming;
 
 /// What [`Mailstore::import_deliveries`] did.
@@ -143,6 +144,8 @@ pub(crate) struct Deliverable {
     flags: Flags,
     mailbox: String,
     analysis: Option<EmailAnalysis>,
+    /// Its searchable text, as the deliverer extracted it (of this crate's text version).
+    text: Option<ExtractedText>,
 }
 
 /// One delivery checked for import: its id, its number once its signature verified, and
@@ -434,6 +437,18 @@ impl Mailstore {
                 }
             }
         }
+        // The texts first, as one segment: a crash before the mail commit leaves texts of
+        // emails that do not exist (never answered, dropped by merges); the other order
+        // would lose the texts of deliveries whose envelopes are gone.
+        let texts: Vec<(EmailId, ExtractedText)> = ready
+            .iter_mut()
+            .filter(|d| self.index.get(&keys::imported(&d.delivery)).is_none())
+            .filter_map(|d| {
+                let email = EmailId::from_bytes(*d.delivery.as_bytes());
+                d.text.take().map(|text| (email, text))
+            })
+            .collect();
+        self.store_texts(&texts).await;
         let placed = self.import_checked(&ready).await?;
         for (delivery, placed) in ready.iter().zip(placed) {
             match placed {
@@ -1131,6 +1146,17 @@ impl ImportRun {
                             .analysis
                             .as_deref()
                             .and_then(|bytes| EmailAnalysis::parse(bytes).ok()),
+                        // Its text, for the text index; one extracted under other rules
+                        // is left out (the message is indexed by reading its body).
+                        text: envelope
+                            .text
+                            .filter(|t| t.version == crate::mail::text::index::text_version())
+                            .map(|t| ExtractedText {
+                                header: t.header,
+                                body: t.body,
+                                mime: t.mime,
+                                complete: t.complete,
+                            }),
                         mailbox: envelope.mailbox,
                     }),
                 ))

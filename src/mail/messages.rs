@@ -177,13 +177,15 @@ impl Mailstore {
             }
             let (parse_buffer, too_large) = parse.finish();
             let pin = writer.finish().await?;
-            let analysis = match mime::analyze_blocking(parse_buffer, too_large).await {
-                Ok(analysis) => analysis,
-                Err(e) => {
-                    let _ = self.blobs.delete(&pin.id).await;
-                    return Err(e);
-                }
-            };
+            let with_text = self.config.index_appends;
+            let (analysis, text) =
+                match mime::analyze_blocking(parse_buffer, too_large, with_text).await {
+                    Ok(analyzed) => analyzed,
+                    Err(e) => {
+                        let _ = self.blobs.delete(&pin.id).await;
+                        return Err(e);
+                    }
+                };
             let email_id = EmailId::random(&self.rng);
             let new_thread = ThreadId::random(&self.rng);
             let instance: Instance = self.rng.array();
@@ -242,6 +244,9 @@ impl Mailstore {
                 // Refused before anything was committed (the mailbox went away, its UIDs ran
                 // out, the quota is used up): the body is nobody's.
                 let _ = self.blobs.delete(&pin.id).await;
+            }
+            if let (Ok(appended), Some(text)) = (&outcome, text) {
+                self.buffer_texts(vec![(appended.email, text)]).await;
             }
             outcome
         })

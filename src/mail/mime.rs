@@ -13,12 +13,33 @@ use crate::format::mail::{
     MAX_PREVIEW_CHARS,
 };
 use crate::ids::ThreadId;
+use crate::mail::text::extract::{extract, extract_unparsed, ExtractedText};
 
 /// The analysis of `raw` (an RFC 5322 message), with a zero thread (the caller chooses
 /// it): of its header only when `header_only` (the start of a message above the parse
 /// limit: no parts, no preview). Never fails: a message the parser cannot make sense of
 /// gets an empty envelope and no parts (it is then read whole).
 pub(crate) fn analyze(raw: &[u8], header_only: bool) -> EmailAnalysis {
+    let message = if header_only { None } else { parse(raw) };
+    analysis_of(raw, message.as_ref())
+}
+
+/// [`analyze`], and the searchable text of the message
+/// ([`extract_message`](crate::mail::text::extract::extract_message)'s, for a message
+/// within the parse limit; its header only when `header_only`) from the same parse: what
+/// an append and the deliverer compute where they hold the plaintext, so that no body is
+/// read again to index it.
+pub(crate) fn analyze_with_text(raw: &[u8], header_only: bool) -> (EmailAnalysis, ExtractedText) {
+    let message = if header_only { None } else { parse(raw) };
+    let text = match &message {
+        Some(message) => extract(message),
+        None => extract_unparsed(raw, header_only),
+    };
+    (analysis_of(raw, message.as_ref()), text)
+}
+
+/// The analysis of `raw`, parsed as `message` (`None`: not parsed, its header only).
+fn analysis_of(raw: &[u8], message: Option<&Message<'_>>) -> EmailAnalysis {
     let mut analysis = EmailAnalysis {
         thread: ThreadId::from_bytes([0; 16]),
         envelope: Envelope::default(),
@@ -26,20 +47,19 @@ pub(crate) fn analyze(raw: &[u8], header_only: bool) -> EmailAnalysis {
         header_block: None,
         preview: None,
     };
-    let message = if header_only { None } else { parse(raw) };
     let Some(message) = message else {
         let end = header_end(raw);
         analysis.envelope = analyze_header(&raw[..end]);
         analysis.header_block = bounded(&raw[..end]);
         return analysis;
     };
-    walk(&message, 0, None, 0, raw, &mut analysis.parts);
-    analysis.envelope = envelope(&message);
+    walk(message, 0, None, 0, raw, &mut analysis.parts);
+    analysis.envelope = envelope(message);
     analysis.header_block = match analysis.parts.first() {
         Some(root) => bounded(&raw[..root.body_offset as usize]),
         None => bounded(&raw[..header_end(raw)]),
     };
-    analysis.preview = preview(&message);
+    analysis.preview = preview(message);
     analysis
 }
 
@@ -52,10 +72,9 @@ pub(crate) fn parse(raw: &[u8]) -> Option<Message<'_>> {
         .flatten()
 }
 
-/// Parses only the header block of `prefix` (the start of a message too large to parse
-/// whole): the envelope, no parts.
 /// [`analyze`], on a thread of the blocking pool: parsing a large message is CPU work
-/// that must not hold an executor thread (issue 12, item 9).
+/// that must not hold an executor thread (issue 12, item 9). With `with_text`, the
+/// searchable text too ([`analyze_with_text`]).
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] if the analysis task was cancelled (the runtime shutting
@@ -63,12 +82,22 @@ pub(crate) fn parse(raw: &[u8]) -> Option<Message<'_>> {
 pub(crate) async fn analyze_blocking(
     raw: Vec<u8>,
     header_only: bool,
-) -> crate::Result<EmailAnalysis> {
-    tokio::task::spawn_blocking(move || analyze(&raw, header_only))
-        .await
-        .map_err(|e| crate::Error::InvalidArgument(format!("message analysis did not finish: {e}")))
+    with_text: bool,
+) -> crate::Result<(EmailAnalysis, Option<ExtractedText>)> {
+    tokio::task::spawn_blocking(move || {
+        if with_text {
+            let (analysis, text) = analyze_with_text(&raw, header_only);
+            (analysis, Some(text))
+        } else {
+            (analyze(&raw, header_only), None)
+        }
+    })
+    .await
+    .map_err(|e| crate::Error::InvalidArgument(format!("message analysis did not finish: {e}")))
 }
 
+/// Parses only the header block of `prefix` (the start of a message too large to parse
+/// whole): the envelope, no parts.
 pub(crate) fn analyze_header(prefix: &[u8]) -> Envelope {
     MessageParser::default()
         .parse_headers(&prefix[..header_end(prefix)])

@@ -71,7 +71,7 @@ pub(crate) mod verify;
 
 pub use import::ImportReport;
 pub(crate) use import::{ImportRun, Pass as ImportPass};
-pub(crate) use mime::analyze;
+pub(crate) use mime::{analyze, analyze_with_text};
 pub(crate) use parse_buffer::ParseBuffer;
 pub use reencrypt::EpochProgress;
 pub use search::{
@@ -131,6 +131,11 @@ pub struct MailConfig {
     /// search read, and a `BODYSTRUCTURE` or a part fetch reads the details' pages (one
     /// ranged GET unless cached). On by default; off keeps every record whole in memory.
     pub details_apart: bool,
+    /// Whether an append extracts the searchable text of its message (from the same
+    /// parse) and hands it to the account's text index (the default), so that a text
+    /// search finds it without reading its body; without, the first search that needs
+    /// it reads the body.
+    pub index_appends: bool,
 }
 
 impl Default for MailConfig {
@@ -138,6 +143,7 @@ impl Default for MailConfig {
         Self {
             max_parse_len: 64 << 20,
             details_apart: true,
+            index_appends: true,
         }
     }
 }

@@ -35,6 +35,7 @@
 //! makes the commit reload and fail the check. Only a collection of the older
 //! writer-unique scheme, whose concurrent heads merge, cannot refuse a concurrent write.
 
+use super::text::extract::ExtractedText;
 use super::*;
 
 /// One operation of a [`Transaction`].
@@ -192,6 +193,8 @@ struct Upload {
     internal_date: i64,
     provenance: Provenance,
     flags: Flags,
+    /// The searchable text of the message, for the text index (`MailConfig::index_appends`).
+    text: Option<ExtractedText>,
 }
 
 /// Uploads and analyses the bodies of a transaction's appends.
@@ -199,6 +202,7 @@ pub(crate) struct Uploader {
     blobs: AccountBlobs,
     rng: RandomSource,
     max_parse_len: usize,
+    index_appends: bool,
 }
 
 impl Uploader {
@@ -207,7 +211,8 @@ impl Uploader {
         let mut uploads: Vec<Upload> = Vec::with_capacity(tx.appends.len());
         for append in tx.appends {
             match self.upload(&append.body).await {
-                Ok((pin, analysis)) => uploads.push(Upload {
+                Ok((pin, analysis, text)) => uploads.push(Upload {
+                    text,
                     instances: append.mailboxes.iter().map(|_| self.rng.array()).collect(),
                     mailboxes: append.mailboxes,
                     pin,
@@ -239,8 +244,16 @@ impl Uploader {
         })
     }
 
-    /// Uploads one body and analyses it (off the executor thread).
-    async fn upload(&self, body: &Bytes) -> Result<(crate::format::pin::BlobPin, EmailAnalysis)> {
+    /// Uploads one body and analyses it (off the executor thread), extracting its text
+    /// from the same parse when appends are indexed.
+    async fn upload(
+        &self,
+        body: &Bytes,
+    ) -> Result<(
+        crate::format::pin::BlobPin,
+        EmailAnalysis,
+        Option<ExtractedText>,
+    )> {
         let mut writer = self.blobs.writer(BlobKind::Message);
         let mut parse = super::ParseBuffer::new(self.max_parse_len);
         if let Err(e) = writer.write_bytes(body.clone()).await {
@@ -250,8 +263,8 @@ impl Uploader {
         parse.push(body);
         let pin = writer.finish().await?;
         let (buffer, too_large) = parse.finish();
-        match mime::analyze_blocking(buffer, too_large).await {
-            Ok(analysis) => Ok((pin, analysis)),
+        match mime::analyze_blocking(buffer, too_large, self.index_appends).await {
+            Ok((analysis, text)) => Ok((pin, analysis, text)),
             Err(e) => {
                 let _ = self.blobs.delete(&pin.id).await;
                 Err(e)
@@ -477,6 +490,7 @@ impl Mailstore {
                 blobs: self.blobs.clone(),
                 rng: self.rng.clone(),
                 max_parse_len: self.config.max_parse_len,
+                index_appends: self.config.index_appends,
             },
         ))
     }
@@ -490,7 +504,7 @@ impl Mailstore {
     /// The second half of [`commit`](Self::commit): plans and commits the records (again
     /// on a newer state after a compare-and-swap conflict); deletes the uploaded bodies
     /// when nothing was committed because of an error.
-    pub(crate) async fn commit_prepared(&mut self, prepared: Prepared) -> Result<Committed> {
+    pub(crate) async fn commit_prepared(&mut self, mut prepared: Prepared) -> Result<Committed> {
         let mode = self.index.mode();
         let memo = self.usage_memo.clone();
         let outcome = self
@@ -500,6 +514,13 @@ impl Mailstore {
             Ok(((mut committed, released), info)) => {
                 committed.modseq = reported_modseq(&info, committed.modseq);
                 self.delete_bodies(released).await;
+                // Every upload is an append of the commit.
+                let texts = prepared
+                    .uploads
+                    .iter_mut()
+                    .filter_map(|u| u.text.take().map(|text| (u.email, text)))
+                    .collect();
+                self.buffer_texts(texts).await;
                 Ok(committed)
             }
             Err(e) => {

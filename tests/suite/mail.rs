@@ -32,6 +32,7 @@ pub struct MailSetup {
     key: Arc<AccountKey>,
     pub directory: Arc<MemoryDirectory>,
     blob_config: mailvault::blob::BlobConfig,
+    mail_config: mailvault::mail::MailConfig,
 }
 
 impl MailSetup {
@@ -45,7 +46,14 @@ impl MailSetup {
             key: Arc::new(AccountKey::generate(1, &rng)),
             directory: Arc::new(MemoryDirectory::new()),
             blob_config: mailvault::blob::BlobConfig::default(),
+            mail_config: mailvault::mail::MailConfig::default(),
         }
+    }
+
+    /// Handles opened with `config`.
+    pub fn with_mail_config(mut self, config: mailvault::mail::MailConfig) -> Self {
+        self.mail_config = config;
+        self
     }
 
     /// Bodies above 512 stored bytes go up as multipart uploads of 256-byte parts, so
@@ -72,7 +80,7 @@ impl MailSetup {
         let blobs = BlobStore::new(store, self.deployment)
             .with_config(self.blob_config)
             .account(self.account, &self.key);
-        Mailstore::open(&index, blobs, &self.key).await
+        Mailstore::open_with(&index, blobs, &self.key, self.mail_config).await
     }
 
     pub async fn open(&self) -> Mailstore {

@@ -49,9 +49,30 @@ impl Mailstore {
         }
         let oracle = Oracle::new(keys, self.config.max_parse_len);
         let mut slot = self.text.lock().await;
-        let index = slot.get().await?;
-        let missing = uncovered(index, emails);
+        let (index, buffer) = slot.get_with_buffer().await?;
+        // Texts extracted at append, not in a segment yet: scanned (no body read) when
+        // the record keeps the header block that `HEADER` keys need.
         let mut scanned = HashSet::new();
+        for email in emails {
+            let Some(text) = buffer.get(email) else {
+                continue;
+            };
+            let Some(header) = self.email_by_id(*email).ok().and_then(|r| r.header_block) else {
+                continue;
+            };
+            if scanned.insert(*email) {
+                let read = Read {
+                    email: *email,
+                    text: text.clone(),
+                    header,
+                };
+                answer(&oracle, &read, &mut out);
+            }
+        }
+        let missing: Vec<EmailId> = uncovered(index, emails)
+            .into_iter()
+            .filter(|e| !scanned.contains(e))
+            .collect();
         self.index_missing(index, &missing, |read| {
             scanned.insert(read.email);
             answer(&oracle, read, &mut out);
@@ -123,11 +144,73 @@ impl Mailstore {
     /// As [`search_texts`](Self::search_texts).
     pub async fn index_texts(&self, emails: &[EmailId], max: usize) -> Result<usize> {
         let mut slot = self.text.lock().await;
-        let index = slot.get().await?;
-        let mut missing = uncovered(index, emails);
+        let (index, buffer) = slot.get_with_buffer().await?;
+        let mut missing: Vec<EmailId> = uncovered(index, emails)
+            .into_iter()
+            .filter(|e| !buffer.contains_key(e))
+            .collect();
         missing.truncate(max);
         self.index_missing(index, &missing, |_| {}).await?;
         Ok(missing.len())
+    }
+
+    /// How many emails of `emails` the account's text index covers (a segment or this
+    /// handle's buffer holds their text): the progress of indexing, whose state is
+    /// what the index covers (so an indexing stopped at any point resumes where it was).
+    ///
+    /// # Errors
+    /// As [`search_texts`](Self::search_texts) (the index is opened).
+    pub async fn texts_covered(&self, emails: &[EmailId]) -> Result<usize> {
+        let mut slot = self.text.lock().await;
+        let (index, buffer) = slot.get_with_buffer().await?;
+        let unique: HashSet<&EmailId> = emails.iter().collect();
+        Ok(unique
+            .into_iter()
+            .filter(|e| index.covers(e) || buffer.contains_key(*e))
+            .count())
+    }
+
+    /// Writes the texts this handle extracted at append and holds in memory as a
+    /// segment of the text index (what it does by itself every 512 appends and when
+    /// the handle is dropped). A crash before loses only them: their emails are then
+    /// indexed by reading their bodies.
+    ///
+    /// # Errors
+    /// Backend failures; [`Error::Moved`] after a root rotation.
+    pub async fn flush_texts(&self) -> Result<()> {
+        let mut slot = self.text.lock().await;
+        slot.flush(&|e| self.index.get(&crate::mail::keys::email(e)).is_some())
+            .await
+    }
+
+    /// Hands the texts extracted by appends just committed to the buffer, and writes
+    /// it when full. Never fails (the appends are committed): a failure to write is
+    /// logged and those emails are indexed later by reading their bodies.
+    pub(crate) async fn buffer_texts(&mut self, docs: Vec<(EmailId, ExtractedText)>) {
+        if docs.is_empty() {
+            return;
+        }
+        let live = |e: &EmailId| self.index.get(&crate::mail::keys::email(e)).is_some();
+        let slot = self.text.get_mut();
+        if slot.buffer(docs) {
+            if let Err(e) = slot.flush(&live).await {
+                tracing::warn!(account = %self.blobs.account(), error = %e, "texts of appended mail not indexed");
+            }
+        }
+    }
+
+    /// Stores the texts of deliveries about to be imported as one segment of the text
+    /// index, before their mail commit (a crash between leaves texts of emails that do
+    /// not exist yet: they are never answered, and merges drop them). Never fails: a
+    /// failure is logged and those emails are indexed later by reading their bodies.
+    pub(crate) async fn store_texts(&mut self, docs: &[(EmailId, ExtractedText)]) {
+        if docs.is_empty() {
+            return;
+        }
+        let account = self.blobs.account();
+        if let Err(e) = self.text.get_mut().store(docs).await {
+            tracing::warn!(%account, error = %e, "texts of imported mail not indexed");
+        }
     }
 
     /// Reads, extracts and indexes `missing` in segments of bounded size, handing each

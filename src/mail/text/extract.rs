@@ -95,22 +95,28 @@ impl ExtractedText {
 /// is not parsed: only its header is read and the text is incomplete. Never fails:
 /// a message the parser cannot read gets its header block and the rest as plain text.
 pub fn extract_message(raw: &[u8], max_parse_len: usize) -> ExtractedText {
-    let end = crate::mail::mime::header_end(raw);
     if raw.len() > max_parse_len {
-        let mut text = Streams::new();
-        text.header_block(Stream::Header, &raw[..end]);
-        text.text.complete = false;
-        return text.finish();
+        return extract_unparsed(raw, true);
     }
     match crate::mail::mime::parse(raw) {
         Some(message) => extract(&message),
-        None => {
-            let mut text = Streams::new();
-            text.header_block(Stream::Header, &raw[..end]);
-            text.push(Stream::Body, &String::from_utf8_lossy(&raw[end..]));
-            text.finish()
-        }
+        None => extract_unparsed(raw, false),
     }
+}
+
+/// The text of a message that is not parsed: its header block as `header`, and the rest
+/// as plain `body` text (a message the parser cannot read) or nothing, incomplete
+/// (`header_only`: a message above the parse limit, of which `raw` may be the start).
+pub(crate) fn extract_unparsed(raw: &[u8], header_only: bool) -> ExtractedText {
+    let end = crate::mail::mime::header_end(raw);
+    let mut text = Streams::new();
+    text.header_block(Stream::Header, &raw[..end]);
+    if header_only {
+        text.text.complete = false;
+    } else {
+        text.push(Stream::Body, &String::from_utf8_lossy(&raw[end..]));
+    }
+    text.finish()
 }
 
 /// The searchable text of a message already parsed by mail-parser (the analysis's parse).

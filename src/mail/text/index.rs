@@ -117,7 +117,15 @@ impl TextIndex {
         account: AccountId,
         keys: Arc<CollectionKeys>,
     ) -> Result<Self> {
-        let collection = index.open_keyed(account, keys).await?;
+        Self::with_collection(index.open_keyed(account, keys).await?).await
+    }
+
+    /// The index of an open `collection` (refreshed here): its live segments opened.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    async fn with_collection(mut collection: Collection) -> Result<Self> {
+        collection.refresh().await?;
         let mut me = Self {
             collection,
             readers: Vec::new(),
@@ -184,24 +192,7 @@ impl TextIndex {
         if docs.is_empty() {
             return Ok(());
         }
-        let mut builder = SegmentBuilder::new(self.page_class, text_version());
-        for (email, text) in docs {
-            builder.add(
-                *email,
-                &DocText {
-                    header: &text.header,
-                    body: &text.body,
-                    mime: &text.mime,
-                    complete: text.complete,
-                },
-            )?;
-        }
-        let plain = builder.finish();
-        let entry = self.collection.search_pages().put(&plain).await?;
-        drop(plain);
-        self.collection
-            .commit_segments(vec![entry], Vec::new(), Batch::new())
-            .await?;
+        store_segment(&mut self.collection, docs, self.page_class).await?;
         self.sync().await
     }
 
@@ -381,19 +372,70 @@ impl TextIndex {
     }
 }
 
+/// Stores the texts `docs` as one search segment of `collection` and commits it (a
+/// lost compare-and-swap only republishes the manifest: appending a segment never
+/// conflicts with another writer's content).
+///
+/// # Errors
+/// Backend failures; [`crate::Error::Moved`] after a root rotation.
+async fn store_segment(
+    collection: &mut Collection,
+    docs: &[(EmailId, ExtractedText)],
+    page_class: u8,
+) -> Result<()> {
+    let mut builder = SegmentBuilder::new(page_class, text_version());
+    for (email, text) in docs {
+        builder.add(
+            *email,
+            &DocText {
+                header: &text.header,
+                body: &text.body,
+                mime: &text.mime,
+                complete: text.complete,
+            },
+        )?;
+    }
+    let plain = builder.finish();
+    let entry = collection.search_pages().put(&plain).await?;
+    drop(plain);
+    collection
+        .commit_segments(vec![entry], Vec::new(), Batch::new())
+        .await?;
+    Ok(())
+}
+
 /// The account's text index, opened at its first use (a session that never searches
-/// text reads nothing of it).
+/// text reads nothing of it), and the texts this handle extracted at append that no
+/// segment holds yet (proposal §3.6).
+///
+/// **The buffer.** An append (or a transaction's appends) hands the texts of its
+/// messages here after its mail commit: no request, so an append stays one mail commit.
+/// The buffer is written as one segment when it holds [`SEGMENT_DOCS`] texts or
+/// [`SEGMENT_TEXT`] bytes, when [`flush`](Self::flush) is called, and when the slot is
+/// dropped (the handle closes: a task on the current runtime writes it). Writing it does
+/// not open the index: a handle that never searches opens only the collection (one
+/// manifest read), never the segments' readers. A search answers buffered emails from
+/// the buffer (a scan of their texts, no body read). A crash loses the buffer and
+/// nothing else: those emails are not covered, so the next search (or the re-index)
+/// reads their bodies.
 pub(crate) struct TextSlot {
     index: IndexStore,
     account: AccountId,
     keys: Arc<CollectionKeys>,
     open: Option<TextIndex>,
+    /// The collection alone, opened to store segments by a handle that has not searched.
+    writer: Option<Collection>,
+    /// Texts extracted at append, not in a segment yet.
+    buffer: HashMap<EmailId, ExtractedText>,
+    /// Their bytes.
+    buffered: usize,
 }
 
 impl std::fmt::Debug for TextSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TextSlot")
             .field("open", &self.open)
+            .field("buffered", &self.buffer.len())
             .finish_non_exhaustive()
     }
 }
@@ -406,6 +448,9 @@ impl TextSlot {
             account,
             keys,
             open: None,
+            writer: None,
+            buffer: HashMap::new(),
+            buffered: 0,
         }
     }
 
@@ -415,14 +460,111 @@ impl TextSlot {
     /// As [`TextIndex::open`].
     pub(crate) async fn get(&mut self) -> Result<&mut TextIndex> {
         // An index whose refresh fails is opened again next time.
-        let index = match self.open.take() {
-            Some(mut index) => {
+        let index = match (self.open.take(), self.writer.take()) {
+            (Some(mut index), _) => {
                 index.refresh().await?;
                 index
             }
-            None => TextIndex::open(&self.index, self.account, self.keys.clone()).await?,
+            (None, Some(collection)) => TextIndex::with_collection(collection).await?,
+            (None, None) => TextIndex::open(&self.index, self.account, self.keys.clone()).await?,
         };
         Ok(self.open.insert(index))
+    }
+
+    /// The index, opened or refreshed (as [`get`](Self::get)), and the buffer.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub(crate) async fn get_with_buffer(
+        &mut self,
+    ) -> Result<(&mut TextIndex, &HashMap<EmailId, ExtractedText>)> {
+        self.get().await?;
+        let index = self.open.as_mut().expect("opened by get");
+        Ok((index, &self.buffer))
+    }
+
+    /// Adds texts to the buffer; returns whether it is full (time to
+    /// [`flush`](Self::flush)).
+    pub(crate) fn buffer(
+        &mut self,
+        docs: impl IntoIterator<Item = (EmailId, ExtractedText)>,
+    ) -> bool {
+        for (email, text) in docs {
+            self.buffered += text.len();
+            if let Some(old) = self.buffer.insert(email, text) {
+                self.buffered -= old.len();
+            }
+        }
+        self.buffer.len() >= SEGMENT_DOCS || self.buffered as u64 >= SEGMENT_TEXT
+    }
+
+    /// Writes the buffer's texts of the emails `live` keeps as one segment (nothing when
+    /// there are none) and empties it. On a failure the buffer is emptied too: its emails
+    /// are then indexed by reading their bodies, as after a crash.
+    ///
+    /// # Errors
+    /// As [`store`](Self::store).
+    pub(crate) async fn flush(&mut self, live: &(dyn Fn(&EmailId) -> bool + Sync)) -> Result<()> {
+        let docs: Vec<(EmailId, ExtractedText)> = std::mem::take(&mut self.buffer)
+            .into_iter()
+            .filter(|(email, _)| live(email))
+            .collect();
+        self.buffered = 0;
+        self.store(&docs).await
+    }
+
+    /// Stores the texts `docs` as one segment (through the open index, or through the
+    /// collection alone when the index is not open: its segments are not read).
+    ///
+    /// # Errors
+    /// As [`TextIndex::add`].
+    pub(crate) async fn store(&mut self, docs: &[(EmailId, ExtractedText)]) -> Result<()> {
+        if docs.is_empty() {
+            return Ok(());
+        }
+        if let Some(index) = self.open.as_mut() {
+            return index.add(docs).await;
+        }
+        if self.writer.is_none() {
+            let collection = self
+                .index
+                .open_keyed(self.account, self.keys.clone())
+                .await?;
+            self.writer = Some(collection);
+        }
+        let collection = self.writer.as_mut().expect("opened above");
+        store_segment(collection, docs, DEFAULT_PAGE_CLASS).await
+    }
+}
+
+impl Drop for TextSlot {
+    /// A buffer left is written by a task on the current runtime (none: it is lost, as
+    /// in a crash, and its emails are indexed by reading their bodies).
+    fn drop(&mut self) {
+        if self.buffer.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let docs: Vec<(EmailId, ExtractedText)> = self.buffer.drain().collect();
+        let collection = match self.open.take() {
+            Some(index) => Some(index.collection),
+            None => self.writer.take(),
+        };
+        let (index, account, keys) = (self.index.clone(), self.account, self.keys.clone());
+        runtime.spawn(async move {
+            let stored = async {
+                let mut collection = match collection {
+                    Some(collection) => collection,
+                    None => index.open_keyed(account, keys).await?,
+                };
+                store_segment(&mut collection, &docs, DEFAULT_PAGE_CLASS).await
+            };
+            if let Err(e) = stored.await {
+                tracing::warn!(%account, error = %e, "texts of appended mail not indexed");
+            }
+        });
     }
 }
 
