@@ -93,9 +93,13 @@ impl Mailstore {
                 let limit = self.config.max_parse_len;
                 let analysis = if email.size > limit as u64 {
                     let prefix = self.read_range(email, 0..limit as u64).await?;
-                    mime::analyze_blocking(prefix.to_vec(), true).await?
+                    mime::analyze_blocking(prefix.to_vec(), true, false)
+                        .await?
+                        .0
                 } else {
-                    mime::analyze_blocking(self.read(email).await?.to_vec(), false).await?
+                    mime::analyze_blocking(self.read(email).await?.to_vec(), false, false)
+                        .await?
+                        .0
                 };
                 Ok(EmailDetails {
                     parts: analysis.parts,
