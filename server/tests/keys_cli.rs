@@ -553,8 +553,12 @@ fn a_reencryption_and_a_root_rotation_killed_and_run_again_keep_every_message() 
     assert_eq!(epochs(&server, BOB), [2]);
     eprintln!("{TEST}: a whole re-encryption of {N} bodies: {took:?}");
 
+    // The kill point adapts: bob's run only estimates alice's (the machine's load moves
+    // it), so a kill that came after the end halves the wait, one that came before the
+    // first rewrite lengthens it.
     let mut landed = false;
-    for attempt in 0..3 {
+    let mut wait = took / 2;
+    for attempt in 0..8 {
         let added = mv_ok(
             &server,
             &[&["account", "add-epoch", ALICE][..], &unlock].concat(),
@@ -567,7 +571,7 @@ fn a_reencryption_and_a_root_rotation_killed_and_run_again_keep_every_message() 
             &server,
             &[&["account", "reencrypt", ALICE][..], &unlock].concat(),
         );
-        std::thread::sleep(took / 2);
+        std::thread::sleep(wait);
         let ended = child.try_wait().expect("status").is_some();
         let _ = child.kill();
         let _ = child.wait();
@@ -576,12 +580,18 @@ fn a_reencryption_and_a_root_rotation_killed_and_run_again_keep_every_message() 
             &[&["account", "reencrypt", ALICE, "--json"][..], &unlock].concat(),
         );
         let rewritten = rerun["rewritten"].as_u64().expect("a count");
-        eprintln!("{TEST}: attempt {attempt}: killed after {:?} (had ended: {ended}); the rerun rewrote {rewritten}", took / 2);
+        eprintln!("{TEST}: attempt {attempt}: killed after {wait:?} (had ended: {ended}); the rerun rewrote {rewritten}");
         assert_eq!(epochs(&server, ALICE), [*before.last().expect("an epoch")]);
         if !ended && rewritten > 0 && rewritten < N as u64 {
             landed = true;
             break;
         }
+        // Killed before its first rewrite (the rerun did all): later; else earlier.
+        wait = if !ended && rewritten >= N as u64 {
+            wait * 3 / 2
+        } else {
+            wait / 2
+        };
     }
     assert!(landed, "no kill landed in the middle of a re-encryption");
     server.start();

@@ -279,6 +279,15 @@ fn classify(account: &AccountId, objects: Vec<ObjectMeta>) -> Listing {
 }
 
 /// The 16 bytes of a collection tag written as 32 lowercase hex digits.
+/// Whether the first 8 bytes of a segment object are those of a format this version
+/// writes: a record segment (`MVS1`, version 1) or a paged segment (`MVX1`, version 1).
+fn known_segment_shape(head: &[u8]) -> bool {
+    use crate::format::index::SEGMENT_MAGIC;
+    use crate::format::search::{SEARCH_MAGIC, SEARCH_VERSION};
+    (head[..4] == SEGMENT_MAGIC && head[4] == 1)
+        || (head[..4] == SEARCH_MAGIC && head[4] == SEARCH_VERSION)
+}
+
 fn tag_bytes(tag: &str) -> Option<[u8; 16]> {
     if tag.bytes().any(|b| b.is_ascii_uppercase()) {
         return None;
@@ -1013,7 +1022,9 @@ impl Provider {
             .await;
         for (meta, head) in results {
             match head {
-                Ok(head) if head.len() == 8 && head[..4] == *b"MVS1" && head[4] == 1 => {
+                // Record segments (`MVS1`) and paged segments (`MVX1`: the text index's
+                // search segments, the mail collection's details segments).
+                Ok(head) if head.len() == 8 && known_segment_shape(&head) => {
                     run.checked(ObjectKind::Segment, meta.size);
                     progress(1, meta.size);
                 }
