@@ -47,14 +47,10 @@ use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use criterion::measurement::WallTime;
 use criterion::{black_box, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use ed25519_dalek::Signer;
-use mailvault::blob::BlobStore;
-use mailvault::crypto::{AccountKey, RandomSource};
-use mailvault::delivery::{Deliverer, DeliveryOptions, DeliverySigningKey};
-use mailvault::directory::{AccountRecord, Directory, KeyModel, MemoryDirectory};
-use mailvault::ids::{AccountId, DeploymentId, MailboxId};
-use mailvault::index::IndexStore;
+use mailvault::delivery::{Deliverer, DeliveryOptions};
+use mailvault::ids::MailboxId;
 use mailvault::mail::{Mailstore, INBOX};
-use mailvault::storage::{open_store, CountingStore, DynStore, RequestKind};
+use mailvault::storage::{open_store, CountingStore, RequestKind};
 use rand::rngs::OsRng;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -225,65 +221,8 @@ fn message(seed: u64, len: usize) -> Vec<u8> {
 
 // ---------------------------------------------------------------------------- fixtures
 
-/// A deployment whose directory knows one account by its public key (no Provider).
-struct World {
-    deployment: DeploymentId,
-    directory: Arc<MemoryDirectory>,
-    signing: [u8; 32],
-    verifying: [u8; 32],
-    account: AccountId,
-    key: AccountKey,
-}
-
-impl World {
-    async fn new() -> Self {
-        let rng = RandomSource::os();
-        let directory = Arc::new(MemoryDirectory::new());
-        let signing = DeliverySigningKey::generate(&rng);
-        directory
-            .set_delivery_key(signing.verifying_key())
-            .await
-            .expect("delivery key");
-        let account = AccountId::random(&rng);
-        let key = AccountKey::generate(1, &rng);
-        directory
-            .set_account_record(
-                &account,
-                AccountRecord::new(KeyModel::DeviceOnly, vec![(1, key.public_key())], [9; 32]),
-            )
-            .await
-            .expect("account record");
-        Self {
-            deployment: DeploymentId::random(&rng),
-            directory,
-            signing: *signing.to_bytes(),
-            verifying: signing.verifying_key(),
-            account,
-            key,
-        }
-    }
-
-    fn deliverer(&self, store: DynStore) -> Deliverer {
-        Deliverer::new(
-            store,
-            self.deployment,
-            self.directory.clone(),
-            DeliverySigningKey::from_bytes(self.signing),
-        )
-    }
-
-    /// A handle on the account's mail on `store`.
-    async fn mail(&self, store: DynStore) -> Mailstore {
-        let directory: Arc<dyn Directory> = self.directory.clone();
-        let index = IndexStore::new(store.clone(), self.deployment, directory)
-            .await
-            .expect("index store");
-        let blobs = BlobStore::new(store, self.deployment).account(self.account, &self.key);
-        Mailstore::open(&index, blobs, &self.key)
-            .await
-            .expect("open mail")
-    }
-}
+/// The account the benchmark delivers to (one home: `testkit::DeliveryWorld`).
+use mailvault::testkit::DeliveryWorld as World;
 
 /// A deliverer that moves to a fresh in-memory store every [`FRESH_STORE_EVERY`]
 /// deliveries.

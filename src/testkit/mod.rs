@@ -9,6 +9,8 @@
 pub mod churn;
 pub mod conformance;
 pub mod mailgen;
+mod world;
+pub use world::DeliveryWorld;
 
 use crate::storage::DynStore;
 
