@@ -115,11 +115,28 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
             CommitMode::CompareAndSwap,
         );
         let blobs = BlobStore::new(store, deployment).account(account, &key);
-        let mut mail = Mailstore::open(&index, blobs, &key)
+        // The first half is indexed as it is appended (the default), the second half by
+        // `index_texts` reading the bodies back: both ways of feeding the index are fuzzed.
+        let half = messages.len() / 2;
+        let mut fed = Mailstore::open(&index, blobs.clone(), &key)
             .await
             .expect("opening the account");
-        let inbox = mail.mailbox_by_name(INBOX).expect("an inbox").id;
-        for raw in &messages {
+        let inbox = fed.mailbox_by_name(INBOX).expect("an inbox").id;
+        for raw in &messages[..half] {
+            fed.append(inbox, raw, AppendOptions::default())
+                .await
+                .expect("appending a message");
+        }
+        fed.flush_texts().await.expect("flushing the appended texts");
+        drop(fed);
+        let config = MailConfig {
+            index_appends: false,
+            ..MailConfig::default()
+        };
+        let mut mail = Mailstore::open_with(&index, blobs, &key, config)
+            .await
+            .expect("reopening the account");
+        for raw in &messages[half..] {
             mail.append(inbox, raw, AppendOptions::default())
                 .await
                 .expect("appending a message");
@@ -137,7 +154,9 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
             .index_texts(&emails, usize::MAX)
             .await
             .expect("indexing the texts");
-        assert_eq!(indexed, emails.len());
+        assert_eq!(indexed, messages.len() - half, "only the unfed half is read back");
+        let covered = mail.texts_covered(&emails).await.expect("the coverage");
+        assert_eq!(covered, emails.len());
         (mail, emails)
     });
     Fixture {
