@@ -7,11 +7,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mailvault::mail::Mailstore;
 use mailvault::mail::text::extract::{extract_header, extract_message, MAX_TEXT_LEN};
 use mailvault::mail::text::fold::fold;
 use mailvault::mail::text::oracle::{matches, TextKey};
 use mailvault::mail::text::tokenize::{classify, words, Shape};
+use mailvault::mail::Mailstore;
 
 fuzz_target!(
     init: {

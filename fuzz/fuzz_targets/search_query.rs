@@ -127,7 +127,9 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
                 .await
                 .expect("appending a message");
         }
-        fed.flush_texts().await.expect("flushing the appended texts");
+        fed.flush_texts()
+            .await
+            .expect("flushing the appended texts");
         drop(fed);
         let config = MailConfig {
             index_appends: false,
@@ -154,7 +156,11 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
             .index_texts(&emails, usize::MAX)
             .await
             .expect("indexing the texts");
-        assert_eq!(indexed, messages.len() - half, "only the unfed half is read back");
+        assert_eq!(
+            indexed,
+            messages.len() - half,
+            "only the unfed half is read back"
+        );
         let covered = mail.texts_covered(&emails).await.expect("the coverage");
         assert_eq!(covered, emails.len());
         (mail, emails)

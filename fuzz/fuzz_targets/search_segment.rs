@@ -25,7 +25,12 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(encode_page(payload, data.len() - 2), data);
     }
     let mut at = 0;
-    let _ = read_postings(data, &mut at, (data.len() as u32).wrapping_mul(3) % 5000, &mut |_| {});
+    let _ = read_postings(
+        data,
+        &mut at,
+        (data.len() as u32).wrapping_mul(3) % 5000,
+        &mut |_| {},
+    );
 
     // Pages as length-prefixed runs.
     let mut pages: Vec<&[u8]> = Vec::new();
@@ -39,7 +44,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(contents) = SegmentContents::parse(&pages, CAPACITY) else {
         return;
     };
-    assert_eq!(contents.trailer.to_bytes(), *pages.last().expect("a trailer page"));
+    assert_eq!(
+        contents.trailer.to_bytes(),
+        *pages.last().expect("a trailer page")
+    );
     let mut docs = Vec::new();
     for d in &contents.docs {
         d.put(&mut docs);
@@ -52,15 +60,23 @@ fuzz_target!(|data: &[u8]| {
     for w in &contents.words {
         w.put(&mut words);
     }
-    let region = |r| mailvault::format::search::region_bytes(&contents.trailer, r, &pages, CAPACITY).expect("parsed");
+    let region = |r| {
+        mailvault::format::search::region_bytes(&contents.trailer, r, &pages, CAPACITY)
+            .expect("parsed")
+    };
     use mailvault::format::search::Region;
     assert_eq!(docs, region(Region::Docs));
     assert_eq!(frames, region(Region::Frames));
     assert_eq!(words, region(Region::Words));
     // The dictionary's words, re-encoded, give the same dictionary.
-    let list: Vec<&str> = (0..contents.dictionary.len()).map(|i| contents.dictionary.word(i)).collect();
+    let list: Vec<&str> = (0..contents.dictionary.len())
+        .map(|i| contents.dictionary.word(i))
+        .collect();
     if !list.is_empty() {
-        assert_eq!(Dictionary::encode(list.iter().copied()), contents.dictionary.as_bytes());
+        assert_eq!(
+            Dictionary::encode(list.iter().copied()),
+            contents.dictionary.as_bytes()
+        );
         for w in &list {
             assert!(contents.dictionary.ordinal(w).is_some());
             let found = contents.dictionary.find(w.as_bytes());
