@@ -585,11 +585,19 @@ pub fn decompress(compressed: &[u8], len: u64) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// The decompressed dictionary: `"\0w₁\0…\0wₙ\0"` and where each word starts.
+/// Words between two sampled starts of a [`Dictionary`]: [`Dictionary::word`] and
+/// [`Dictionary::ordinal`] walk at most this many words from a sample.
+const DICTIONARY_SAMPLE: usize = 32;
+
+/// The decompressed dictionary: `"\0w₁\0…\0wₙ\0"` and where every
+/// [`DICTIONARY_SAMPLE`]th word starts (kept in memory while a segment is open: the
+/// starts of every word would add four bytes per word, a third of a dictionary of
+/// identifiers and short words).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dictionary {
     bytes: Vec<u8>,
-    starts: Vec<u32>,
+    samples: Vec<u32>,
+    len: usize,
 }
 
 impl Dictionary {
@@ -612,7 +620,8 @@ impl Dictionary {
             return if bytes.is_empty() {
                 Ok(Self {
                     bytes,
-                    starts: Vec::new(),
+                    samples: Vec::new(),
+                    len: 0,
                 })
             } else {
                 Err(SegmentError::Dictionary)
@@ -625,46 +634,71 @@ impl Dictionary {
         {
             return Err(SegmentError::Dictionary);
         }
-        let mut starts = Vec::with_capacity(words as usize);
+        let mut samples = Vec::with_capacity((words as usize).div_ceil(DICTIONARY_SAMPLE));
+        let mut len = 0usize;
         let mut previous: Option<&[u8]> = None;
         let mut start = 1usize;
         for end in memchr::memchr_iter(0, &bytes[1..]).map(|i| i + 1) {
             let word = &bytes[start..end];
-            if word.is_empty()
-                || previous.is_some_and(|p| p >= word)
-                || starts.len() == words as usize
-            {
+            if word.is_empty() || previous.is_some_and(|p| p >= word) || len == words as usize {
                 return Err(SegmentError::Dictionary);
             }
-            starts.push(start as u32);
+            if len.is_multiple_of(DICTIONARY_SAMPLE) {
+                samples.push(start as u32);
+            }
+            len += 1;
             previous = Some(word);
             start = end + 1;
         }
-        if starts.len() != words as usize {
+        if len != words as usize {
             return Err(SegmentError::Dictionary);
         }
-        Ok(Self { bytes, starts })
+        Ok(Self {
+            bytes,
+            samples,
+            len,
+        })
     }
 
     /// Number of words.
     pub fn len(&self) -> usize {
-        self.starts.len()
+        self.len
     }
 
     /// Whether it has no word.
     pub fn is_empty(&self) -> bool {
-        self.starts.is_empty()
+        self.len == 0
     }
 
-    /// Word `ordinal`.
-    pub fn word(&self, ordinal: usize) -> &str {
-        let start = self.starts[ordinal] as usize;
-        let end = self
-            .starts
-            .get(ordinal + 1)
-            .map_or(self.bytes.len(), |&s| s as usize)
-            - 1;
+    /// The word starting at byte `start`.
+    fn word_at(&self, start: usize) -> &str {
+        let end = start + memchr::memchr(0, &self.bytes[start..]).expect("checked at parse");
         std::str::from_utf8(&self.bytes[start..end]).expect("checked at parse")
+    }
+
+    /// Word `ordinal` (walks from the nearest sample; [`words`](Self::words) for all).
+    ///
+    /// # Panics
+    /// If `ordinal` is not below [`len`](Self::len).
+    pub fn word(&self, ordinal: usize) -> &str {
+        assert!(ordinal < self.len, "word {ordinal} of {}", self.len);
+        let mut start = self.samples[ordinal / DICTIONARY_SAMPLE] as usize;
+        for _ in 0..ordinal % DICTIONARY_SAMPLE {
+            start += memchr::memchr(0, &self.bytes[start..]).expect("checked at parse") + 1;
+        }
+        self.word_at(start)
+    }
+
+    /// Every word, in order.
+    pub fn words(&self) -> impl Iterator<Item = &str> + '_ {
+        let inner = match self.bytes.len() {
+            0 => &[][..],
+            n => &self.bytes[1..n - 1],
+        };
+        inner
+            .split(|b| *b == 0)
+            .filter(|_| self.len > 0)
+            .map(|w| std::str::from_utf8(w).expect("checked at parse"))
     }
 
     /// The raw `"\0w₁\0…\0"` bytes.
@@ -674,25 +708,32 @@ impl Dictionary {
 
     /// Bytes held in memory (for a cache's budget).
     pub fn heap_len(&self) -> usize {
-        self.bytes.len() + 4 * self.starts.len()
+        self.bytes.len() + 4 * self.samples.len()
     }
 
     /// Ordinals (increasing, each once) of the words in which `pattern` occurs, where
     /// `pattern` may begin and end with a NUL to anchor it at a word's start or end. A
-    /// `pattern` of word bytes never spans two words (words hold no NUL).
+    /// `pattern` of word bytes never spans two words (words hold no NUL). One pass over
+    /// the dictionary: the ordinal of each match counts the NULs since the previous one.
     pub fn find(&self, pattern: &[u8]) -> Vec<u32> {
         let mut out: Vec<u32> = Vec::new();
-        if self.starts.is_empty() {
+        if self.len == 0 {
             return out;
         }
+        if pattern.is_empty() {
+            return (0..self.len as u32).collect();
+        }
         let leading = usize::from(pattern.first() == Some(&0));
-        for at in memchr::memmem::find_iter(&self.bytes, pattern) {
-            // The word holding the match's first word byte.
-            let pos = (at + leading) as u32;
-            let ordinal = match self.starts.binary_search(&pos) {
-                Ok(i) => i,
-                Err(i) => i.saturating_sub(1),
-            } as u32;
+        // `(at, ordinal)`: a byte of word `ordinal` (the first word starts at 1).
+        let (mut at, mut ordinal) = (1usize, 0u32);
+        for found in memchr::memmem::find_iter(&self.bytes, pattern) {
+            // The match's first word byte; later matches start later.
+            let pos = found + leading;
+            if pos >= self.bytes.len() {
+                break; // `pattern` is one NUL, found at the end
+            }
+            ordinal += memchr::memchr_iter(0, &self.bytes[at..pos]).count() as u32;
+            at = pos;
             if out.last() != Some(&ordinal) {
                 out.push(ordinal);
             }
@@ -702,14 +743,22 @@ impl Dictionary {
 
     /// The ordinal of exactly `word`.
     pub fn ordinal(&self, word: &str) -> Option<u32> {
-        let mut lo = 0usize;
-        let mut hi = self.starts.len();
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            match self.word(mid).as_bytes().cmp(word.as_bytes()) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Some(mid as u32),
+        if self.len == 0 {
+            return None;
+        }
+        // The last sample not after `word`, then at most a sample's words.
+        let block = self
+            .samples
+            .partition_point(|&s| self.word_at(s as usize).as_bytes() <= word.as_bytes());
+        let block = block.checked_sub(1)?;
+        let mut start = self.samples[block] as usize;
+        let last = (self.len - block * DICTIONARY_SAMPLE).min(DICTIONARY_SAMPLE);
+        for i in 0..last {
+            let here = self.word_at(start);
+            match here.as_bytes().cmp(word.as_bytes()) {
+                std::cmp::Ordering::Less => start += here.len() + 1,
+                std::cmp::Ordering::Equal => return Some((block * DICTIONARY_SAMPLE + i) as u32),
+                std::cmp::Ordering::Greater => return None,
             }
         }
         None
@@ -1072,5 +1121,67 @@ impl SegmentContents {
             &self.text[start..start + frame.len as usize],
             u64::from(frame.raw_len),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
+    use super::Dictionary;
+
+    proptest! {
+        /// Sampled starts answer as a list of the words would: `find` (anchored or not),
+        /// `word`, `ordinal`, `words`, across many samples.
+        #[test]
+        fn dictionary_equals_a_word_list(
+            words in prop::collection::btree_set("[a-d]{1,5}", 0..300),
+            patterns in prop::collection::vec(("[a-d]{1,3}", any::<bool>(), any::<bool>()), 1..8),
+        ) {
+            let words: Vec<String> = words.into_iter().collect::<BTreeSet<_>>().into_iter().collect();
+            let dictionary = if words.is_empty() {
+                Dictionary::parse(Vec::new(), 0).unwrap()
+            } else {
+                Dictionary::parse(
+                    Dictionary::encode(words.iter().map(String::as_str)),
+                    words.len() as u32,
+                )
+                .unwrap()
+            };
+            prop_assert_eq!(dictionary.len(), words.len());
+            prop_assert!(dictionary.words().eq(words.iter().map(String::as_str)));
+            for (i, w) in words.iter().enumerate() {
+                prop_assert_eq!(dictionary.word(i), w.as_str());
+                prop_assert_eq!(dictionary.ordinal(w), Some(i as u32));
+            }
+            for (pattern, start, end) in patterns {
+                let want: Vec<u32> = (0..words.len() as u32)
+                    .filter(|&i| {
+                        let w = &words[i as usize];
+                        match (start, end) {
+                            (true, true) => *w == pattern,
+                            (true, false) => w.starts_with(&pattern),
+                            (false, true) => w.ends_with(&pattern),
+                            (false, false) => w.contains(&pattern),
+                        }
+                    })
+                    .collect();
+                let mut anchored = Vec::new();
+                if start {
+                    anchored.push(0);
+                }
+                anchored.extend_from_slice(pattern.as_bytes());
+                if end {
+                    anchored.push(0);
+                }
+                prop_assert_eq!(dictionary.find(&anchored), want, "{:?}", anchored);
+                prop_assert_eq!(
+                    dictionary.ordinal(&pattern),
+                    words.binary_search(&pattern).ok().map(|i| i as u32)
+                );
+            }
+        }
     }
 }

@@ -1,13 +1,13 @@
 //! One byte-budgeted LRU cache per account for what search segment readers read lazily:
-//! opened pages of the word table and postings, decompressed dictionaries and
-//! decompressed text-store frames (`docs/proposals/search.md` §3.3).
+//! opened pages of the word table and postings and decompressed text-store frames
+//! (`docs/proposals/search.md` §3.3). Dictionaries are not in it: each open segment
+//! keeps its own once read (`SegmentReader`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use crate::format::search::Dictionary;
 use crate::ids::SegmentId;
 
 /// What is cached, per segment.
@@ -15,8 +15,6 @@ use crate::ids::SegmentId;
 pub(crate) enum CacheKey {
     /// The payload of an opened page.
     Page(SegmentId, u32),
-    /// The decompressed dictionary.
-    Dictionary(SegmentId),
     /// A decompressed text-store frame.
     Frame(SegmentId, u32),
 }
@@ -26,8 +24,6 @@ pub(crate) enum CacheKey {
 pub(crate) enum Cached {
     /// Page payloads and frames.
     Bytes(Bytes),
-    /// A dictionary with its word offsets.
-    Dictionary(Arc<Dictionary>),
 }
 
 impl Cached {
@@ -35,7 +31,6 @@ impl Cached {
     fn weight(&self) -> usize {
         64 + match self {
             Cached::Bytes(b) => b.len(),
-            Cached::Dictionary(d) => d.heap_len(),
         }
     }
 }
@@ -53,12 +48,28 @@ pub(crate) struct CacheStats {
     pub(crate) entries: usize,
 }
 
-#[derive(Default)]
+/// First tick of entries used or inserted as used; ticks of entries inserted "only if
+/// room" count down from just below it, so that they are the first evicted.
+const HOT_START: u64 = 1 << 63;
+
 struct Inner {
     map: HashMap<CacheKey, (Cached, u64)>,
     order: BTreeMap<u64, CacheKey>,
     tick: u64,
+    cold: u64,
     stats: CacheStats,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self {
+            map: HashMap::new(),
+            order: BTreeMap::new(),
+            tick: HOT_START,
+            cold: HOT_START,
+            stats: CacheStats::default(),
+        }
+    }
 }
 
 /// A least-recently-used cache holding at most `budget` bytes, shared by the readers of
@@ -114,7 +125,8 @@ impl PageCache {
     /// Caches `value` under `key`, evicting the least recently used entries to stay
     /// within the budget. A value larger than the whole budget is not cached. With
     /// `only_if_room`, nothing is evicted: the value is cached only if it fits beside
-    /// what is there (pages read along with the needed ones, §3.4).
+    /// what is there (pages read along with the needed ones, §3.4), and as the least
+    /// recently used, so that it goes before anything a query used.
     pub(crate) fn insert(&self, key: CacheKey, value: Cached, only_if_room: bool) {
         let weight = value.weight();
         let mut inner = self.lock();
@@ -134,12 +146,27 @@ impl PageCache {
                 inner.stats.used -= old.weight();
             }
         }
-        inner.tick += 1;
-        let tick = inner.tick;
+        let tick = if only_if_room {
+            inner.cold -= 1;
+            inner.cold
+        } else {
+            inner.tick += 1;
+            inner.tick
+        };
         inner.order.insert(tick, key);
         inner.map.insert(key, (value, tick));
         inner.stats.used += weight;
         inner.stats.entries = inner.map.len();
+    }
+
+    /// Bytes that can be cached without evicting anything.
+    pub(crate) fn room(&self) -> usize {
+        self.budget.saturating_sub(self.lock().stats.used)
+    }
+
+    /// Whether `key` is cached (without counting a lookup or making it recent).
+    pub(crate) fn contains(&self, key: &CacheKey) -> bool {
+        self.lock().map.contains_key(key)
     }
 
     /// Its counters.
@@ -200,5 +227,32 @@ mod tests {
         assert_eq!(cache.stats().used, 2 * 164 + 114);
         cache.clear();
         assert_eq!(cache.stats().used, 0);
+    }
+
+    #[test]
+    fn entries_cached_only_if_room_are_evicted_first() {
+        let cache = PageCache::new(3 * (64 + 100));
+        cache.insert(page(0), bytes(100), false);
+        cache.insert(page(1), bytes(100), true); // read along: cold
+        cache.insert(page(2), bytes(100), true);
+        // A used entry evicts the cold ones before the older used one.
+        cache.insert(page(3), bytes(100), false);
+        assert!(cache.get(&page(0)).is_some(), "the used entry stays");
+        assert_eq!(
+            [1, 2]
+                .iter()
+                .filter(|&&n| cache.get(&page(n)).is_some())
+                .count(),
+            1,
+            "one cold entry went"
+        );
+        // A cold entry that a query then uses is kept like any other.
+        let cache = PageCache::new(2 * (64 + 100));
+        cache.insert(page(0), bytes(100), false);
+        cache.insert(page(1), bytes(100), true);
+        assert!(cache.get(&page(1)).is_some());
+        cache.insert(page(2), bytes(100), false);
+        assert!(cache.get(&page(0)).is_none(), "now the least recently used");
+        assert!(cache.get(&page(1)).is_some());
     }
 }

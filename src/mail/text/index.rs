@@ -102,6 +102,11 @@ impl std::fmt::Debug for TextIndex {
         f.debug_struct("TextIndex")
             .field("segments", &self.readers.len())
             .field("covered", &self.covered.len())
+            .field(
+                "dictionaries",
+                &self.readers.iter().map(|r| r.pinned_len()).sum::<usize>(),
+            )
+            .field("cache", &self.cache)
             .finish_non_exhaustive()
     }
 }
@@ -618,5 +623,162 @@ mod tests {
         assert_eq!(tier((SEGMENT_DOCS * FANOUT - 1) as u32), 0);
         assert_eq!(tier((SEGMENT_DOCS * FANOUT) as u32), 1);
         assert_eq!(tier((SEGMENT_DOCS * FANOUT * FANOUT) as u32), 2);
+    }
+}
+
+/// Measurements on generated mail, run by hand (ignored).
+#[cfg(all(test, feature = "testkit"))]
+mod measure {
+    use std::collections::HashSet;
+    use std::time::{Duration, Instant};
+
+    use super::super::extract::{extract_message, ExtractedText};
+    use super::super::oracle::TextKey;
+    use super::super::segment::tests::World;
+    use super::{TextIndex, SEGMENT_DOCS};
+    use crate::crypto::RandomSource;
+    use crate::format::search::REGIONS;
+    use crate::ids::EmailId;
+    use crate::testkit::mailgen::MailGen;
+
+    /// Frequency ranks of the English words searched (as `benches/search.rs`).
+    const RANKS: [usize; 8] = [2, 12, 60, 300, 1_500, 6_000, 20_000, 38_000];
+
+    fn median(mut v: Vec<Duration>) -> Duration {
+        v.sort();
+        v[v.len() / 2]
+    }
+
+    /// Rounds of one-word `TEXT` queries for `words`: one, then `MEASURE_ROUNDS` (5) timed.
+    async fn warm(
+        index: &TextIndex,
+        words: &[String],
+        scope: &HashSet<EmailId>,
+    ) -> (Vec<Duration>, Vec<Vec<Duration>>, Vec<usize>) {
+        let mut all = Vec::new();
+        let mut per_word = vec![Vec::new(); words.len()];
+        let mut hits = vec![0; words.len()];
+        let rounds: usize = std::env::var("MEASURE_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5);
+        for round in 0..=rounds {
+            for (i, w) in words.iter().enumerate() {
+                let keys = [TextKey::Text(w.clone())];
+                let t = Instant::now();
+                let found = index.find(&keys, scope, &|_| None).await.unwrap();
+                let e = t.elapsed();
+                hits[i] = found.matches[0].len();
+                if round > 0 {
+                    all.push(e);
+                    per_word[i].push(e);
+                }
+            }
+        }
+        (all, per_word, hits)
+    }
+
+    /// The text index alone over `MEASURE_DOCS` (100 000) messages of `MailGen` (seed 1),
+    /// built as imports build it (segments of 512, merged by tiers) on a memory store:
+    /// its segments, warm one-word `TEXT` queries over every email and the first query of
+    /// a fresh index. `cargo test --release --all-features --lib measure_mailgen --
+    /// --ignored --nocapture`. Asserts nothing but that queries find something.
+    #[test]
+    #[ignore]
+    fn measure_mailgen() {
+        let n: usize = std::env::var("MEASURE_DOCS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100_000);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let world = World::new().await;
+            let mut index = TextIndex::with_collection(world.collection().await)
+                .await
+                .unwrap();
+            if let Some(mib) = std::env::var("MEASURE_CACHE_MIB").ok().and_then(|v| v.parse::<usize>().ok()) {
+                index.cache = super::PageCache::new(mib << 20);
+            }
+            let mut gen = MailGen::new(1);
+            let rng = RandomSource::os();
+            let started = Instant::now();
+            let (mut emails, mut text_len) = (Vec::with_capacity(n), 0usize);
+            let mut indexing = Duration::ZERO;
+            while emails.len() < n {
+                let batch: Vec<(EmailId, ExtractedText)> = (0..SEGMENT_DOCS.min(n - emails.len()))
+                    .map(|_| {
+                        let t = extract_message(&gen.next_message(), usize::MAX);
+                        text_len += t.header.len() + t.body.len() + t.mime.len();
+                        (EmailId::random(&rng), t)
+                    })
+                    .collect();
+                emails.extend(batch.iter().map(|(e, _)| *e));
+                let t = Instant::now();
+                index.add(&batch).await.unwrap();
+                index.maintain(&|_| true).await.unwrap();
+                indexing += t.elapsed();
+            }
+            println!(
+                "{n} messages, {} MiB of text, built in {:.1} s ({:.1} s indexing)",
+                text_len >> 20,
+                started.elapsed().as_secs_f64(),
+                indexing.as_secs_f64()
+            );
+            let mut totals = [0u64; 6];
+            for r in &index.readers {
+                let t = r.trailer();
+                let lens: Vec<u64> = REGIONS.iter().map(|g| t.region(*g).len).collect();
+                for (a, b) in totals.iter_mut().zip(&lens) {
+                    *a += b;
+                }
+                println!(
+                    "segment of {:>6} docs: {:>7} words, dictionary {:>6} KiB raw; regions (KiB) {:?}",
+                    t.docs,
+                    t.words,
+                    t.dictionary_len >> 10,
+                    lens.iter().map(|l| l >> 10).collect::<Vec<_>>()
+                );
+            }
+            println!(
+                "all segments: regions (KiB) {:?}",
+                totals.iter().map(|l| l >> 10).collect::<Vec<_>>()
+            );
+            let scope: HashSet<EmailId> = emails.iter().copied().collect();
+            let words: Vec<String> = RANKS.iter().map(|&r| gen.word(r).to_owned()).collect();
+            let (all, per_word, hits) = warm(&index, &words, &scope).await;
+            assert!(hits[0] > 0, "{hits:?}");
+            println!(
+                "warm one-word TEXT, median over {} words × 5 rounds: {:.2} ms; dictionaries {} KiB; cache {:?}",
+                words.len(),
+                median(all).as_secs_f64() * 1e3,
+                index.readers.iter().map(|r| r.pinned_len()).sum::<usize>() >> 10,
+                index.cache.stats()
+            );
+            for ((w, times), h) in words.iter().zip(per_word).zip(&hits) {
+                println!(
+                    "  {w:>20} ({h:>6} matches): {:.2} ms",
+                    median(times).as_secs_f64() * 1e3
+                );
+            }
+            for _ in 0..3 {
+                let t = Instant::now();
+                let fresh = TextIndex::with_collection(world.collection().await)
+                    .await
+                    .unwrap();
+                let opened = t.elapsed();
+                let keys = [TextKey::Text(words[4].clone())];
+                let t = Instant::now();
+                fresh.find(&keys, &scope, &|_| None).await.unwrap();
+                println!(
+                    "fresh index: open {:.1} ms, first search {:.1} ms",
+                    opened.as_secs_f64() * 1e3,
+                    t.elapsed().as_secs_f64() * 1e3
+                );
+            }
+        });
     }
 }

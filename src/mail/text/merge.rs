@@ -110,8 +110,7 @@ pub(crate) fn merge_contents(
             };
             renumber[d] = Some(builder.add_merged(doc, text(start..mid)?, text(mid..end)?));
         }
-        for ordinal in 0..contents.words.len() {
-            let word = contents.dictionary.word(ordinal);
+        for (ordinal, word) in contents.dictionary.words().enumerate() {
             read_block(
                 contents.block(ordinal),
                 contents.words[ordinal].mask,

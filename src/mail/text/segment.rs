@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
@@ -412,13 +412,7 @@ struct Lookup<'a> {
 
 impl Lookup<'_> {
     fn dictionary(&mut self) -> Option<Arc<Dictionary>> {
-        if let Some(d) = self.dictionary {
-            return Some(d.clone());
-        }
-        match self.cache.get(&CacheKey::Dictionary(self.id)) {
-            Some(Cached::Dictionary(d)) => Some(d),
-            _ => None,
-        }
+        self.dictionary.cloned()
     }
 
     fn page(&mut self, page: u32) -> Option<Bytes> {
@@ -448,6 +442,10 @@ pub(crate) struct SegmentReader {
     frames: Vec<FrameEntry>,
     source: SearchPages,
     policy: ReadPolicy,
+    /// The dictionary, once a query has read it: kept while the segment is open, outside
+    /// the page cache (every query scans it whole, so an evicted dictionary would make
+    /// the next query read the segment's index regions again).
+    dictionary: OnceLock<Arc<Dictionary>>,
 }
 
 impl SegmentReader {
@@ -483,6 +481,7 @@ impl SegmentReader {
             frames: Vec::new(),
             source,
             policy,
+            dictionary: OnceLock::new(),
         };
         let last = reader.read_pages(pages - 1..pages).await?;
         reader.trailer = Trailer::parse(&last[0], pages, header.capacity())?;
@@ -517,6 +516,11 @@ impl SegmentReader {
         &self.trailer
     }
 
+    /// Bytes of the dictionary it keeps in memory (0 before a query read it).
+    pub(crate) fn pinned_len(&self) -> usize {
+        self.dictionary.get().map_or(0, |d| d.heap_len())
+    }
+
     /// Its doc table: local doc `d` is `docs()[d]`.
     pub(crate) fn docs(&self) -> &[DocEntry] {
         &self.docs
@@ -527,6 +531,17 @@ impl SegmentReader {
         if range.is_empty() {
             return Ok(Vec::new());
         }
+        let sealed = self.fetch(range.clone()).await?;
+        Ok(self
+            .open_pages(&sealed, range.start, range.collect())
+            .await?
+            .into_iter()
+            .map(|(_, payload)| payload)
+            .collect())
+    }
+
+    /// The sealed pages `range` (not empty): one ranged GET.
+    async fn fetch(&self, range: Range<u32>) -> Result<Bytes> {
         if range.end > self.pages {
             return Err(Error::Tampered);
         }
@@ -538,20 +553,33 @@ impl SegmentReader {
                     ..self.header.page_range(range.end - 1).end,
             )
             .await?;
-        let sealed = self.header.sealed_len();
-        if bytes.len() != sealed * range.len() {
+        if bytes.len() != self.header.sealed_len() * range.len() {
             return Err(Error::Tampered);
         }
+        Ok(bytes)
+    }
+
+    /// Opens `pages` of `sealed`, the sealed pages from `first` on ([`fetch`](Self::fetch)).
+    /// Returns their payloads, in the order given.
+    async fn open_pages(
+        &self,
+        sealed: &Bytes,
+        first: u32,
+        pages: Vec<u32>,
+    ) -> Result<Vec<(u32, Bytes)>> {
+        let len = self.header.sealed_len();
         let capacity = self.header.capacity();
-        let (header, source) = (self.header, self.source.clone());
-        crate::cpu::offload(bytes.len(), move || {
-            range
-                .zip(bytes.chunks(sealed))
-                .map(|(i, page)| {
+        let (header, source, sealed) = (self.header, self.source.clone(), sealed.clone());
+        crate::cpu::offload(len * pages.len(), move || {
+            pages
+                .into_iter()
+                .map(|i| {
+                    let at = (i.checked_sub(first).ok_or(Error::Tampered)? as usize) * len;
+                    let page = sealed.get(at..at + len).ok_or(Error::Tampered)?;
                     let plain = source.open_page(&header, i, page)?;
-                    Ok(Bytes::copy_from_slice(page_payload(&plain, capacity)?))
+                    Ok((i, Bytes::copy_from_slice(page_payload(&plain, capacity)?)))
                 })
-                .collect::<Result<Vec<Bytes>>>()
+                .collect::<Result<Vec<(u32, Bytes)>>>()
         })
         .await?
     }
@@ -589,9 +617,11 @@ impl SegmentReader {
     ) -> Result<Vec<FieldDocs>> {
         let id = self.entry.id;
         let mut read: HashMap<u32, Bytes> = HashMap::new();
-        let mut dictionary: Option<Arc<Dictionary>> = None;
-        // At most: dictionary, then word table, then postings (page by page policy); the
-        // oblivious policy reads all three at the first miss.
+        let mut dictionary: Option<Arc<Dictionary>> = self.dictionary.get().cloned();
+        let mut sealed: Option<Bytes> = None;
+        // At most: dictionary, then word table, then postings (a read for each under the
+        // page by page policy; one GET of all three at the first miss under the
+        // oblivious policy, whose later attempts open more of what it read).
         for _ in 0..4 {
             let mut lookup = Lookup {
                 cache,
@@ -628,31 +658,51 @@ impl SegmentReader {
                     return Ok(found);
                 }
                 Err(miss) => {
-                    let wanted: Vec<u32> = match self.policy {
-                        ReadPolicy::Oblivious => self.index_pages().collect(),
-                        ReadPolicy::Pages => {
-                            let mut pages = miss.pages;
-                            if miss.dictionary {
-                                let span = self.trailer.region(Region::Dictionary);
-                                pages.extend(span.first_page..span.first_page + span.pages);
+                    let mut wanted = miss.pages;
+                    if miss.dictionary {
+                        let span = self.trailer.region(Region::Dictionary);
+                        wanted.extend(span.first_page..span.first_page + span.pages);
+                    }
+                    wanted.retain(|p| !read.contains_key(p));
+                    match self.policy {
+                        ReadPolicy::Oblivious => {
+                            // One GET of the three regions whatever the query needs (at
+                            // most one per call: later attempts open more of the same
+                            // bytes); only what it needs is opened, and of the rest
+                            // what the cache has room for.
+                            let all = self.index_pages();
+                            if sealed.is_none() {
+                                sealed = Some(self.fetch(all.clone()).await?);
                             }
-                            pages
+                            let room = cache.room() / (self.header.capacity() + 64);
+                            let along: Vec<u32> = all
+                                .clone()
+                                .filter(|p| !read.contains_key(p) && !wanted.contains(p))
+                                .filter(|p| !cache.contains(&CacheKey::Page(id, *p)))
+                                .take(room)
+                                .collect();
+                            wanted.extend(along);
+                            let bytes = sealed.as_ref().expect("fetched above");
+                            for (page, payload) in self.open_pages(bytes, all.start, wanted).await?
+                            {
+                                read.insert(page, payload);
+                            }
                         }
-                    };
-                    for run in runs(wanted.into_iter().filter(|p| !read.contains_key(p))) {
-                        let start = run.start;
-                        for (i, payload) in self.read_pages(run).await?.into_iter().enumerate() {
-                            read.insert(start + i as u32, payload);
+                        ReadPolicy::Pages => {
+                            for run in runs(wanted.into_iter()) {
+                                let start = run.start;
+                                for (i, payload) in
+                                    self.read_pages(run).await?.into_iter().enumerate()
+                                {
+                                    read.insert(start + i as u32, payload);
+                                }
+                            }
                         }
                     }
                     if miss.dictionary {
                         let d = Arc::new(self.dictionary_from(&read)?);
-                        cache.insert(
-                            CacheKey::Dictionary(id),
-                            Cached::Dictionary(d.clone()),
-                            false,
-                        );
-                        dictionary = Some(d);
+                        // Another query may have pinned it meanwhile: the same words.
+                        dictionary = Some(self.dictionary.get_or_init(|| d).clone());
                     }
                 }
             }
@@ -926,7 +976,7 @@ fn runs(pages: impl Iterator<Item = u32>) -> Vec<Range<u32>> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::collections::BTreeSet;
+    use std::collections::{BTreeSet, HashSet};
 
     use object_store::memory::InMemory;
     use object_store::ObjectStoreExt;
@@ -1334,6 +1384,52 @@ pub(crate) mod tests {
         let pages_bytes: u64 = world.counting.requests().iter().map(|r| r.bytes).sum();
         let oblivious = seen[0][0].1.clone().unwrap();
         assert!(pages_bytes < oblivious.end - oblivious.start);
+    }
+
+    /// A cache too small for what queries need: warm queries miss, and each miss is one
+    /// GET of the same range whatever the query (only the pages needed are opened), with
+    /// the same answers as a scan; the dictionary, kept by the reader, is not read again.
+    #[tokio::test]
+    async fn warm_misses_read_the_regions_whole_once() {
+        let world = World::new().await;
+        let mut c = world.collection().await;
+        let docs = sample_docs(300, 2, 7);
+        let entry = store(&mut c, &docs, MIN_PAGE_CLASS).await;
+        let reader = SegmentReader::open(c.search_pages(), &entry, ReadPolicy::Oblivious)
+            .await
+            .unwrap();
+        let capacity = reader.header.capacity();
+        let cache = PageCache::new(3 * (capacity + 64));
+        let common = words(&docs[0].body).next().unwrap().to_owned();
+        let rare = docs[299].mime[10..14].to_owned();
+        let needles = [common.as_str(), rare.as_str(), "zzzzzz", "q", "e"];
+        let mut ranges = HashSet::new();
+        let mut warm_reads = 0;
+        for round in 0..3 {
+            for needle in needles {
+                world.counting.reset();
+                let found = reader.find(&cache, needle.as_bytes()).await.unwrap();
+                for field in Field::ALL {
+                    assert_eq!(
+                        set(found.field(field)),
+                        naive(&docs, field, needle),
+                        "{needle:?}"
+                    );
+                }
+                let requests = world.counting.requests();
+                assert!(requests.len() <= 1, "{needle:?}: {requests:?}");
+                if round > 0 {
+                    warm_reads += requests.len();
+                }
+                ranges.extend(requests.into_iter().map(|r| r.range));
+            }
+        }
+        assert!(
+            warm_reads > 0,
+            "the cache is small enough for warm queries to miss"
+        );
+        assert_eq!(ranges.len(), 1, "every read is the same range: {ranges:?}");
+        assert!(reader.pinned_len() > 0);
     }
 
     async fn stored_bytes(world: &World, c: &Collection, entry: &SegmentEntry) -> Bytes {
