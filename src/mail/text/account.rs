@@ -53,7 +53,7 @@ impl Mailstore {
         // Texts extracted at append, not in a segment yet: scanned (no body read) when
         // the record keeps the header block that `HEADER` keys need.
         let mut scanned = HashSet::new();
-        for email in emails {
+        for email in emails.iter().filter(|_| !buffer.is_empty()) {
             let Some(text) = buffer.get(email) else {
                 continue;
             };
@@ -69,27 +69,38 @@ impl Mailstore {
                 answer(&oracle, &read, &mut out);
             }
         }
-        let missing: Vec<EmailId> = uncovered(index, emails)
-            .into_iter()
-            .filter(|e| !scanned.contains(e))
-            .collect();
+        // One pass: what the index answers, and what it lacks (read, scanned and
+        // indexed below; not in `covered` then either).
+        let mut covered: HashSet<EmailId> = HashSet::with_capacity(emails.len());
+        let mut missing = Vec::new();
+        for email in emails {
+            if scanned.contains(email) {
+                continue;
+            }
+            if index.covers(email) {
+                covered.insert(*email);
+            } else {
+                missing.push(*email);
+            }
+        }
+        let mut seen = HashSet::new();
+        missing.retain(|e| seen.insert(*e));
         self.index_missing(index, &missing, |read| {
             scanned.insert(read.email);
             answer(&oracle, read, &mut out);
         })
         .await?;
-        let covered: HashSet<EmailId> = emails
-            .iter()
-            .filter(|e| index.covers(e) && !scanned.contains(*e))
-            .copied()
-            .collect();
         let found = index
             .find(keys, &covered, &|e| {
                 self.email_by_id(*e).ok().and_then(|r| r.header_block)
             })
             .await?;
         for (set, found) in out.iter_mut().zip(found.matches) {
-            set.extend(found);
+            if set.is_empty() {
+                *set = found;
+            } else {
+                set.extend(found);
+            }
         }
         // Emails whose header blocks are stored apart (email records of version 4): read
         // in chunks, in the order stored (so that each chunk reads its own pages once),
