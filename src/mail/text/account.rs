@@ -69,22 +69,16 @@ impl Mailstore {
                 answer(&oracle, &read, &mut out);
             }
         }
-        // One pass: what the index answers, and what it lacks (read, scanned and
-        // indexed below; not in `covered` then either).
-        let mut covered: HashSet<EmailId> = HashSet::with_capacity(emails.len());
-        let mut missing = Vec::new();
-        for email in emails {
-            if scanned.contains(email) {
-                continue;
-            }
-            if index.covers(email) {
-                covered.insert(*email);
-            } else {
-                missing.push(*email);
-            }
-        }
-        let mut seen = HashSet::new();
-        missing.retain(|e| seen.insert(*e));
+        // What the index answers, and what it lacks (read, scanned and indexed below;
+        // not in `covered` then either). Buffered emails are not covered.
+        let partition = index.partition(emails);
+        let covered = partition.covered;
+        let missing: Vec<EmailId> = partition
+            .uncovered
+            .iter()
+            .filter(|e| !scanned.contains(*e))
+            .copied()
+            .collect();
         self.index_missing(index, &missing, |read| {
             scanned.insert(read.email);
             answer(&oracle, read, &mut out);

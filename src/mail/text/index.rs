@@ -85,6 +85,16 @@ pub(crate) struct Found {
     pub(crate) unverified: HashSet<EmailId>,
 }
 
+/// Emails sorted by [`TextIndex::partition`] (cheap to clone).
+#[derive(Debug, Clone)]
+pub(crate) struct Partition {
+    emails: Arc<[EmailId]>,
+    /// Those a live segment covers.
+    pub(crate) covered: Arc<HashSet<EmailId>>,
+    /// The others, each once, in the order given.
+    pub(crate) uncovered: Arc<[EmailId]>,
+}
+
 /// The open text index of one account.
 pub(crate) struct TextIndex {
     collection: Collection,
@@ -92,6 +102,11 @@ pub(crate) struct TextIndex {
     readers: Vec<Arc<SegmentReader>>,
     /// Emails some live segment has a document for.
     covered: HashSet<EmailId>,
+    /// The last list of emails [`partition`](Self::partition)ed and its answer, until
+    /// the segments change: a server searches the same mailbox again and again, and
+    /// comparing the list is a scan of it where looking each email up is a random
+    /// access into a set of them all.
+    memo: Option<Partition>,
     cache: PageCache,
     policy: ReadPolicy,
     page_class: u8,
@@ -135,6 +150,7 @@ impl TextIndex {
             collection,
             readers: Vec::new(),
             covered: HashSet::new(),
+            memo: None,
             cache: PageCache::new(CACHE_BYTES),
             policy: ReadPolicy::default(),
             page_class: DEFAULT_PAGE_CLASS,
@@ -176,6 +192,7 @@ impl TextIndex {
             .filter_map(|e| open.remove(&e.id))
             .filter(|r| r.trailer().text_version == version)
             .collect();
+        self.memo = None;
         self.covered = self
             .readers
             .iter()
@@ -187,6 +204,34 @@ impl TextIndex {
     /// Whether a live segment has the text of `email`.
     pub(crate) fn covers(&self, email: &EmailId) -> bool {
         self.covered.contains(email)
+    }
+
+    /// The emails of `emails` a live segment covers, and the others (each once, in the
+    /// order given). Remembered for the same list until the segments change.
+    pub(crate) fn partition(&mut self, emails: &[EmailId]) -> Partition {
+        if let Some(memo) = &self.memo {
+            if memo.emails[..] == *emails {
+                return memo.clone();
+            }
+        }
+        let mut covered = HashSet::with_capacity(emails.len().min(self.covered.len()));
+        let mut uncovered = Vec::new();
+        for email in emails {
+            if self.covered.contains(email) {
+                covered.insert(*email);
+            } else {
+                uncovered.push(*email);
+            }
+        }
+        let mut seen = HashSet::new();
+        uncovered.retain(|e| seen.insert(*e));
+        let partition = Partition {
+            emails: emails.into(),
+            covered: Arc::new(covered),
+            uncovered: uncovered.into(),
+        };
+        self.memo = Some(partition.clone());
+        partition
     }
 
     /// Stores the texts `docs` as one segment and commits it.
@@ -342,6 +387,7 @@ impl TextIndex {
                         set.union(fields.field(Field::Mime));
                     }
                     set.intersect(&within);
+                    found.matches[*i].reserve(set.count());
                     found.matches[*i].extend(set.iter().map(email));
                 }
             }
