@@ -1110,10 +1110,22 @@ impl SegmentContents {
         &self.postings[start..end]
     }
 
-    /// The decompressed frame `index`.
+    /// The compressed bytes of text-store frame `index`, as stored.
     ///
     /// # Errors
-    /// [`SegmentError::Compression`].
+    /// [`SegmentError::FrameTable`] for no such frame.
+    pub fn compressed_frame(&self, index: usize) -> Result<&[u8]> {
+        let frame = self.frames.get(index).ok_or(SegmentError::FrameTable)?;
+        let start = usize::try_from(frame.offset).map_err(|_| SegmentError::FrameTable)?;
+        self.text
+            .get(start..start + frame.len as usize)
+            .ok_or(SegmentError::FrameTable)
+    }
+
+    /// The decompressed text-store frame `index`.
+    ///
+    /// # Errors
+    /// [`SegmentError::FrameTable`] for no such frame; [`SegmentError::Compression`].
     pub fn frame(&self, index: usize) -> Result<Vec<u8>> {
         let frame = self.frames.get(index).ok_or(SegmentError::FrameTable)?;
         let start = frame.offset as usize;

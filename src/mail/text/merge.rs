@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::segment::SegmentBuilder;
+use super::segment::{push_posting, SegmentBuilder};
 use crate::error::{Error, Result};
 use crate::format::index::SegmentEntry;
 use crate::format::search::{
@@ -91,33 +91,49 @@ pub(crate) fn merge_contents(
     for (k, contents) in inputs.iter().enumerate() {
         // Old local doc → new one, for the docs this input keeps.
         let mut renumber: Vec<Option<u32>> = vec![None; contents.docs.len()];
-        let mut frame: Option<(u32, Vec<u8>)> = None;
-        for (d, doc) in contents.docs.iter().enumerate() {
-            if keeper.get(&doc.email) != Some(&(k, d as u32)) {
-                continue;
+        let docs = &contents.docs;
+        let kept = |d: usize| keeper.get(&docs[d].email) == Some(&(k, d as u32));
+        let mut d = 0;
+        while d < docs.len() {
+            // The run of docs in one frame (a builder writes a frame's docs together).
+            let frame = docs[d].frame;
+            let end = d + docs[d..].iter().take_while(|x| x.frame == frame).count();
+            if (d..end).all(kept) {
+                // Every doc of the frame kept: its compressed bytes are copied as is.
+                let raw_len = contents.frames[frame as usize].raw_len;
+                let compressed = contents.compressed_frame(frame as usize)?;
+                let first = builder.add_merged_frame(compressed, raw_len, &docs[d..end]);
+                for (j, slot) in renumber[d..end].iter_mut().enumerate() {
+                    *slot = Some(first + j as u32);
+                }
+            } else if (d..end).any(kept) {
+                // Some gone: the kept texts are compressed again without the others.
+                let raw = contents.frame(frame as usize)?;
+                for i in (d..end).filter(|&i| kept(i)) {
+                    let doc = &docs[i];
+                    let start = doc.offset as usize;
+                    let mid = start + doc.body_len as usize;
+                    let end = mid + doc.mime_len as usize;
+                    let text = |range: std::ops::Range<usize>| {
+                        raw.get(range)
+                            .and_then(|b| std::str::from_utf8(b).ok())
+                            .ok_or(Error::Tampered)
+                    };
+                    renumber[i] = Some(builder.add_merged(doc, text(start..mid)?, text(mid..end)?));
+                }
             }
-            if frame.as_ref().map(|f| f.0) != Some(doc.frame) {
-                frame = Some((doc.frame, contents.frame(doc.frame as usize)?));
-            }
-            let raw = &frame.as_ref().expect("just set").1;
-            let start = doc.offset as usize;
-            let mid = start + doc.body_len as usize;
-            let end = mid + doc.mime_len as usize;
-            let text = |range: std::ops::Range<usize>| {
-                raw.get(range)
-                    .and_then(|b| std::str::from_utf8(b).ok())
-                    .ok_or(Error::Tampered)
-            };
-            renumber[d] = Some(builder.add_merged(doc, text(start..mid)?, text(mid..end)?));
+            d = end;
         }
         for (ordinal, word) in contents.dictionary.words().enumerate() {
+            // One lookup per word, not per posting.
+            let lists = builder.postings_of(word);
             read_block(
                 contents.block(ordinal),
                 contents.words[ordinal].mask,
                 contents.trailer.docs,
                 &mut |field, doc| {
                     if let Some(new) = renumber[doc as usize] {
-                        builder.add_posting(word, field, new);
+                        push_posting(lists, field, new);
                     }
                 },
             )?;
