@@ -10,8 +10,10 @@
 //! delivered ([`Deliverer::deliver_bytes`], 16 at once), imported
 //! ([`Mailstore::import_deliveries`]) and then indexed ([`Mailstore::index_texts`]: the
 //! bodies read back, decrypted, extracted, a segment per 512 emails, merges by tiers),
-//! each step timed apart. (Indexing does not run inside the import yet: the index step
-//! reads the bodies again, which a delivery-time extraction would not need.)
+//! each step timed apart. The deliveries are made without their text
+//! ([`Deliverer::with_text`]`(false)`), so that the index step reads the bodies back: the
+//! cost of indexing mail stored before; with the text in the envelope (the default) the
+//! import indexes it, which `examples/index_cost.rs` measures.
 //!
 //! Then, on the handle that built the account:
 //! - **warm `SEARCH TEXT` of one word**: [`Mailstore::search_texts`] of one

@@ -788,3 +788,68 @@ async fn item_14_07_delivered_mail_is_searched_without_reading_a_body() {
     compare("ten without text", &keys, &got, &want);
     assert!(body_reads(&world.counting) >= 10, "their bodies read");
 }
+
+/// The answer of a search holds only emails it was asked about, also when indexing the
+/// emails it lacks merges segments and drops expunged ones on the way (so that what the
+/// index covers changes during the search; review of the partition memo): seven
+/// one-email segments (A, B, C, Y and three fillers), B, C and the fillers expunged,
+/// then a search of [A, B, C, X] with X not indexed yet: indexing X makes the eighth
+/// segment, the merge drops the expunged, and the index covers {A, Y, X}, as many emails
+/// as the search's covered part {A, B, C} had. Y matches and was not asked about.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_14_08_answers_stay_within_the_emails_asked_when_a_merge_runs() {
+    let message = |n: usize| {
+        format!(
+            "From: a@example.org\r\nTo: b@example.org\r\nSubject: note {n}\r\n\r\nthe quarterly figures {n}\r\n"
+        )
+        .into_bytes()
+    };
+    let (account, mut mail) = account(
+        &(0..8)
+            .map(|n| (format!("m{n}"), message(n)))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    // Emails 0..7 (A, B, C, Y, fillers) one segment each; 7 is X, not indexed.
+    let e = &account.emails;
+    for email in &e[..7] {
+        assert_eq!(
+            mail.index_texts(std::slice::from_ref(email), 1)
+                .await
+                .unwrap(),
+            1
+        );
+    }
+    let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
+    let view = mail.select(inbox).await.unwrap();
+    let gone: Vec<u32> = view
+        .messages
+        .iter()
+        .filter(|m| [e[1], e[2], e[4], e[5], e[6]].contains(&m.email))
+        .map(|m| m.uid)
+        .collect();
+    assert_eq!(gone.len(), 5);
+    let deleted = mailvault::mail::Flags::from_names(["\\Deleted"]).unwrap();
+    mail.store_flags(
+        inbox,
+        &gone,
+        mailvault::mail::FlagChange::Add(deleted),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(mail.expunge(inbox, Some(&gone)).await.unwrap().len(), 5);
+    let asked = [e[0], e[1], e[2], e[7]];
+    let found = mail
+        .search_texts(&asked, &[TextKey::Body("quarterly".into())])
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert!(
+        found.iter().all(|f| asked.contains(f)),
+        "an email not asked about: {found:?} (Y is {:?})",
+        e[3]
+    );
+    assert!(found.contains(&e[0]) && found.contains(&e[7]), "{found:?}");
+}

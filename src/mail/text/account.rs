@@ -72,7 +72,6 @@ impl Mailstore {
         // What the index answers, and what it lacks (read, scanned and indexed below;
         // not in `covered` then either). Buffered emails are not covered.
         let partition = index.partition(emails);
-        let covered = partition.covered;
         let missing: Vec<EmailId> = partition
             .uncovered
             .iter()
@@ -84,6 +83,14 @@ impl Mailstore {
             answer(&oracle, read, &mut out);
         })
         .await?;
+        // Indexing them may have merged segments and dropped expunged emails: what the
+        // index covers is partitioned again (the scanned ones, now covered, get the same
+        // answer from the index).
+        let covered = if missing.is_empty() {
+            partition.covered
+        } else {
+            index.partition(emails).covered
+        };
         let found = index
             .find(keys, &covered, &|e| {
                 self.email_by_id(*e).ok().and_then(|r| r.header_block)

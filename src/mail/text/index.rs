@@ -282,7 +282,9 @@ impl TextIndex {
         }
     }
 
-    /// For each key, the emails of `scope` (all covered) that match it.
+    /// For each key, the emails of `scope` that match it (an email of `scope` that no
+    /// segment covers matches nothing: the caller scans those). Fastest with the covered
+    /// set of a [`partition`](Self::partition) made since the segments last changed.
     ///
     /// `header_block` gives an email's header block from its record (for `HEADER` keys
     /// and for header candidates of phrases); an email without one is returned in
@@ -356,9 +358,14 @@ impl TextIndex {
             })
             .collect();
         let patterns: Vec<Vec<u8>> = words.iter().map(|(_, w)| w.clone()).collect();
-        // `scope` is within `covered`: of the same size, it is all of it, and every doc
-        // is in scope without looking each up.
-        let everything = scope.len() == self.covered.len();
+        // The covered part of the last partition, made since the segments last changed,
+        // is within `covered`: of the same size, it is all of it, and every doc is in
+        // scope without looking each up. Any other set is looked up doc by doc.
+        let everything = self
+            .memo
+            .as_ref()
+            .is_some_and(|m| std::ptr::eq(&*m.covered, scope))
+            && scope.len() == self.covered.len();
         for reader in &self.readers {
             let docs = reader.docs();
             let total = reader.trailer().docs;
@@ -377,8 +384,10 @@ impl TextIndex {
                 continue;
             }
             let email = |d: u32| docs[d as usize].email;
+            // What a miss reads of this segment, shared by the query's keys.
+            let mut sealed = None;
             if !patterns.is_empty() {
-                let answers = reader.find_all(&self.cache, &patterns).await?;
+                let answers = reader.find_all(&self.cache, &patterns, &mut sealed).await?;
                 for ((i, _), fields) in words.iter().zip(answers) {
                     let text = plans[*i].as_ref().is_some_and(|(_, text)| *text);
                     let mut set = fields.field(Field::Body).clone();
@@ -398,7 +407,7 @@ impl TextIndex {
                     }
                     Some((Plan::Phrase(needle), text)) => {
                         let m = reader
-                            .find_phrase_within(&self.cache, needle, &within)
+                            .find_phrase_within(&self.cache, needle, &within, &mut sealed)
                             .await?;
                         found.matches[i].extend(m.body.iter().map(email));
                         if *text {

@@ -98,9 +98,21 @@ pub(crate) fn merge_contents(
             // The run of docs in one frame (a builder writes a frame's docs together).
             let frame = docs[d].frame;
             let end = d + docs[d..].iter().take_while(|x| x.frame == frame).count();
-            if (d..end).all(kept) {
+            let raw_len = contents
+                .frames
+                .get(frame as usize)
+                .ok_or(Error::Tampered)?
+                .raw_len;
+            // The run's texts tile the frame (as a builder writes them): nothing else is
+            // in it, so copying it keeps no text of another doc.
+            let mut at = 0u64;
+            let tiles = docs[d..end].iter().all(|x| {
+                let here = u64::from(x.offset) == at;
+                at += u64::from(x.body_len) + u64::from(x.mime_len);
+                here
+            }) && at == u64::from(raw_len);
+            if tiles && (d..end).all(kept) {
                 // Every doc of the frame kept: its compressed bytes are copied as is.
-                let raw_len = contents.frames[frame as usize].raw_len;
                 let compressed = contents.compressed_frame(frame as usize)?;
                 let first = builder.add_merged_frame(compressed, raw_len, &docs[d..end]);
                 for (j, slot) in renumber[d..end].iter_mut().enumerate() {

@@ -647,13 +647,15 @@ impl SegmentReader {
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) async fn find(&self, cache: &PageCache, pattern: &[u8]) -> Result<FieldDocs> {
         Ok(self
-            .find_all(cache, &[pattern.to_vec()])
+            .find_all(cache, &[pattern.to_vec()], &mut None)
             .await?
             .pop()
             .expect("one answer per pattern"))
     }
 
-    /// [`find`](Self::find) for several patterns at once (one read on a miss).
+    /// [`find`](Self::find) for several patterns at once (one read on a miss). `sealed`
+    /// holds the regions a miss read under the oblivious policy: the calls of one query
+    /// share it, so that a query reads them at most once per segment whatever its keys.
     ///
     /// # Errors
     /// As [`open`](Self::open).
@@ -661,11 +663,11 @@ impl SegmentReader {
         &self,
         cache: &PageCache,
         patterns: &[Vec<u8>],
+        sealed: &mut Option<Bytes>,
     ) -> Result<Vec<FieldDocs>> {
         let id = self.entry.id;
         let mut read: HashMap<u32, Bytes> = HashMap::new();
         let mut dictionary: Option<Arc<Dictionary>> = self.dictionary.get().cloned();
-        let mut sealed: Option<Bytes> = None;
         // At most: dictionary, then word table, then postings (a read for each under the
         // page by page policy; one GET of all three at the first miss under the
         // oblivious policy, whose later attempts open more of what it read).
@@ -714,16 +716,18 @@ impl SegmentReader {
                     match self.policy {
                         ReadPolicy::Oblivious => {
                             // One GET of the three regions whatever the query needs (at
-                            // most one per call: later attempts open more of the same
-                            // bytes); only what it needs is opened, and of the rest
-                            // what the cache has room for.
+                            // most one per query: later attempts and keys open more of
+                            // the same bytes); only what it needs is opened, and of the
+                            // word table and postings what the cache has room for
+                            // besides (the dictionary is kept by the reader).
                             let all = self.index_pages();
                             if sealed.is_none() {
-                                sealed = Some(self.fetch(all.clone()).await?);
+                                *sealed = Some(self.fetch(all.clone()).await?);
                             }
-                            let room = cache.room() / (self.header.capacity() + 64);
-                            let along: Vec<u32> = all
-                                .clone()
+                            let page = self.header.capacity() + 64;
+                            let room = (cache.room() / page).saturating_sub(wanted.len());
+                            let words = self.trailer.region(Region::Words).first_page;
+                            let along: Vec<u32> = (words..all.end)
                                 .filter(|p| !read.contains_key(p) && !wanted.contains(p))
                                 .filter(|p| !cache.contains(&CacheKey::Page(id, *p)))
                                 .take(room)
@@ -929,12 +933,13 @@ impl SegmentReader {
         cache: &PageCache,
         needle: &str,
     ) -> Result<PhraseMatches> {
-        self.find_phrase_within(cache, needle, &DocSet::full(self.trailer.docs))
+        self.find_phrase_within(cache, needle, &DocSet::full(self.trailer.docs), &mut None)
             .await
     }
 
     /// [`find_phrase`](Self::find_phrase) for the docs of `within` only: no other doc is
     /// read from the text store or answered (a search in one mailbox of a large account).
+    /// `sealed` as [`find_all`](Self::find_all)'s.
     ///
     /// # Errors
     /// As [`open`](Self::open).
@@ -943,6 +948,7 @@ impl SegmentReader {
         cache: &PageCache,
         needle: &str,
         within: &DocSet,
+        sealed: &mut Option<Bytes>,
     ) -> Result<PhraseMatches> {
         let total = self.trailer.docs;
         let patterns = anchored_words(needle);
@@ -952,7 +958,7 @@ impl SegmentReader {
             all
         }));
         if !patterns.is_empty() {
-            for found in self.find_all(cache, &patterns).await? {
+            for found in self.find_all(cache, &patterns, sealed).await? {
                 for (c, f) in candidates.0.iter_mut().zip(found.0.iter()) {
                     c.intersect(f);
                 }
@@ -1477,6 +1483,34 @@ pub(crate) mod tests {
         );
         assert_eq!(ranges.len(), 1, "every read is the same range: {ranges:?}");
         assert!(reader.pinned_len() > 0);
+        // A query of several keys (words, then phrases) reads the regions once at most.
+        let index_range = ranges.into_iter().next().unwrap();
+        let mut query_reads = 0;
+        for round in 0..3 {
+            world.counting.reset();
+            let mut sealed = None;
+            for needle in needles {
+                reader
+                    .find_all(&cache, &[needle.as_bytes().to_vec()], &mut sealed)
+                    .await
+                    .unwrap();
+            }
+            for phrase in [format!("{common} {common}"), "e q".into()] {
+                reader
+                    .find_phrase_within(&cache, &phrase, &DocSet::full(300), &mut sealed)
+                    .await
+                    .unwrap();
+            }
+            let index_reads = world
+                .counting
+                .requests()
+                .into_iter()
+                .filter(|r| r.range == index_range)
+                .count();
+            assert!(index_reads <= 1, "round {round}: {index_reads} reads");
+            query_reads += index_reads;
+        }
+        assert!(query_reads > 0, "the keys together miss");
     }
 
     async fn stored_bytes(world: &World, c: &Collection, entry: &SegmentEntry) -> Bytes {
