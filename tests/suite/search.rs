@@ -307,19 +307,7 @@ async fn item_14_01_corpus_answers_equal_the_oracle() {
     let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
     let view = mail.select(inbox).await.unwrap();
     let gone: Vec<u32> = view.messages.iter().step_by(3).map(|m| m.uid).collect();
-    let deleted = mailvault::mail::Flags::from_names(["\\Deleted"]).unwrap();
-    mail.store_flags(
-        inbox,
-        &gone,
-        mailvault::mail::FlagChange::Add(deleted),
-        None,
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        mail.expunge(inbox, Some(&gone)).await.unwrap().len(),
-        gone.len()
-    );
+    expunge(&mut mail, inbox, &gone).await;
     let alive: HashSet<EmailId> = mail
         .select(inbox)
         .await
@@ -534,6 +522,18 @@ async fn item_14_02_generated_mailbox_answers_equal_the_oracle() {
         keys.len()
     );
     compare("generated mailbox", &keys, &got, &want);
+}
+
+/// Flags `uids` of `inbox` `\\Deleted` and expunges them.
+async fn expunge(mail: &mut Mailstore, inbox: mailvault::ids::MailboxId, uids: &[u32]) {
+    let deleted = mailvault::mail::Flags::from_names(["\\Deleted"]).unwrap();
+    mail.store_flags(inbox, uids, mailvault::mail::FlagChange::Add(deleted), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        mail.expunge(inbox, Some(uids)).await.unwrap().len(),
+        uids.len()
+    );
 }
 
 /// Whole or ranged reads of message bodies (blob objects) that `store` saw.
@@ -829,16 +829,7 @@ async fn item_14_08_answers_stay_within_the_emails_asked_when_a_merge_runs() {
         .map(|m| m.uid)
         .collect();
     assert_eq!(gone.len(), 5);
-    let deleted = mailvault::mail::Flags::from_names(["\\Deleted"]).unwrap();
-    mail.store_flags(
-        inbox,
-        &gone,
-        mailvault::mail::FlagChange::Add(deleted),
-        None,
-    )
-    .await
-    .unwrap();
-    assert_eq!(mail.expunge(inbox, Some(&gone)).await.unwrap().len(), 5);
+    expunge(&mut mail, inbox, &gone).await;
     let asked = [e[0], e[1], e[2], e[7]];
     let found = mail
         .search_texts(&asked, &[TextKey::Body("quarterly".into())])
