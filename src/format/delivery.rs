@@ -25,7 +25,13 @@
 //!     ‖ analysis present (u8) [‖ analysis (bytes)]                      from version 4
 //!     ‖ text present (u8) [‖ text version (u32) ‖ flags (u8: bit 0 complete)
 //!        ‖ header (string) ‖ body (string) ‖ mime (string)]            from version 5
+//!     ‖ zero bytes up to a Padmé length                                 from version 6
 //! ```
+//!
+//! The padding (version 6) rounds the sealed body up to a Padmé length (at most 12%
+//! more, `format::search::padme`), so that an envelope's size tells the store the length
+//! of the text and analysis it carries only to that precision, as search segments' sizes
+//! do; never beyond [`MAX_ENVELOPE_LEN`].
 //!
 //! One key agreement per delivery: the envelope is sealed under a key derived from the
 //! body's file key, which the body header already wraps for the account. The signature
@@ -44,8 +50,8 @@ pub const ENVELOPE_MAGIC: [u8; 4] = *b"MVE1";
 /// Envelope format version.
 pub const ENVELOPE_VERSION: u8 = 3;
 /// Version of an envelope's sealed body: 4 adds the message's analysis, 5 its
-/// searchable text. Bodies of versions 3 and 4 (without them) are still read.
-pub const ENVELOPE_BODY_VERSION: u8 = 5;
+/// searchable text, 6 the padding. Bodies of versions 3 to 5 are still read.
+pub const ENVELOPE_BODY_VERSION: u8 = 6;
 /// The most bytes of searchable text (its three streams together) a deliverer seals into
 /// an envelope; a message with more is left out and indexed by reading its body. With
 /// the options and the analysis at their bounds, an envelope stays below
@@ -207,8 +213,18 @@ impl EnvelopeText {
 }
 
 impl DeliveryEnvelope {
-    /// Serialized body.
+    /// Serialized body, padded (version 6).
     pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = self.fields();
+        // The sealed body adds a nonce and a tag; the envelope, its prefix and signature.
+        let most = MAX_ENVELOPE_LEN - ENVELOPE_PREFIX_LEN - SIGNATURE_LEN - 40;
+        let padded = crate::format::search::padme(out.len() as u64 + 40) as usize - 40;
+        out.resize(padded.min(most).max(out.len()), 0);
+        out
+    }
+
+    /// The body's fields, without the padding.
+    fn fields(&self) -> Vec<u8> {
         let mut out = vec![ENVELOPE_BODY_VERSION];
         out.extend_from_slice(&self.stored_len.to_be_bytes());
         out.extend_from_slice(&self.body_digest);
@@ -298,6 +314,13 @@ impl DeliveryEnvelope {
                 _ => return Err(Error::Tampered),
             };
         }
+        if version >= 6 {
+            let padding = r.remaining();
+            if padding.iter().any(|&b| b != 0) {
+                return Err(Error::Tampered);
+            }
+            r.take(padding.len())?;
+        }
         r.finish()?;
         Ok(envelope)
     }
@@ -334,7 +357,7 @@ mod tests {
     fn a_body_with_text_reads_back() {
         for e in [envelope(Some(text())), envelope(None)] {
             let bytes = e.to_bytes();
-            assert_eq!(bytes[0], 5);
+            assert_eq!(bytes[0], 6);
             assert_eq!(DeliveryEnvelope::parse(&bytes).unwrap(), e);
         }
         let incomplete = EnvelopeText {
@@ -347,7 +370,7 @@ mod tests {
 
     #[test]
     fn bodies_of_versions_3_and_4_read_without_text() {
-        let mut v4 = envelope(None).to_bytes();
+        let mut v4 = envelope(None).fields();
         v4.pop();
         v4[0] = 4;
         let read = DeliveryEnvelope::parse(&v4).unwrap();
@@ -358,23 +381,32 @@ mod tests {
         let read = DeliveryEnvelope::parse(&v3).unwrap();
         assert_eq!((read.analysis, read.text), (None, None));
         // A version-4 body with a text item after it has trailing bytes.
-        let mut v4_with_text = envelope(Some(text())).to_bytes();
+        let mut v4_with_text = envelope(Some(text())).fields();
         v4_with_text[0] = 4;
         assert!(matches!(
             DeliveryEnvelope::parse(&v4_with_text),
             Err(Error::Tampered)
         ));
-        let mut v6 = envelope(None).to_bytes();
-        v6[0] = 6;
+        // Version 5: the fields of 6 without padding; padding is not read there.
+        let mut v5 = envelope(Some(text())).fields();
+        v5[0] = 5;
+        assert_eq!(
+            DeliveryEnvelope::parse(&v5).unwrap(),
+            envelope(Some(text()))
+        );
+        v5.push(0);
+        assert!(matches!(DeliveryEnvelope::parse(&v5), Err(Error::Tampered)));
+        let mut v7 = envelope(None).to_bytes();
+        v7[0] = 7;
         assert!(matches!(
-            DeliveryEnvelope::parse(&v6),
+            DeliveryEnvelope::parse(&v7),
             Err(Error::UnsupportedVersion { .. })
         ));
     }
 
     #[test]
     fn invalid_utf8_an_oversized_text_and_bad_flags_are_refused() {
-        let good = envelope(Some(text())).to_bytes();
+        let good = envelope(Some(text())).fields();
         // The body stream's first byte (`c` of `café`) made a lone continuation byte.
         let at = good
             .windows(4)
@@ -397,7 +429,7 @@ mod tests {
             Err(Error::Tampered)
         ));
         // Presence byte other than 0 or 1.
-        let mut bad = envelope(None).to_bytes();
+        let mut bad = envelope(None).fields();
         *bad.last_mut().unwrap() = 2;
         assert!(matches!(
             DeliveryEnvelope::parse(&bad),
@@ -417,5 +449,44 @@ mod tests {
             ..big
         };
         assert!(DeliveryEnvelope::parse(&envelope(Some(fits)).to_bytes()).is_ok());
+    }
+
+    /// Bodies are padded to Padmé lengths (sealed: with nonce and tag): texts a few bytes
+    /// apart give bodies of one size; the padding is zeros, a non-zero byte in it is
+    /// refused; a body at the bounds is not padded past the envelope's limit.
+    #[test]
+    fn bodies_are_padded_to_padme_lengths() {
+        let with_body = |len: usize| {
+            envelope(Some(EnvelopeText {
+                body: "b".repeat(len),
+                ..text()
+            }))
+        };
+        let (a, b) = (with_body(1000).to_bytes(), with_body(1010).to_bytes());
+        assert_eq!(a.len(), b.len(), "within one Padmé step");
+        let sealed = a.len() as u64 + 40;
+        assert_eq!(crate::format::search::padme(sealed), sealed);
+        assert!(a.len() > with_body(1000).fields().len());
+        assert_eq!(DeliveryEnvelope::parse(&a).unwrap(), with_body(1000));
+        let mut bad = a.clone();
+        *bad.last_mut().unwrap() = 1;
+        assert!(matches!(
+            DeliveryEnvelope::parse(&bad),
+            Err(Error::Tampered)
+        ));
+        // At the bounds: padded up to the limit at most.
+        let most = MAX_ENVELOPE_LEN - ENVELOPE_PREFIX_LEN - SIGNATURE_LEN - 40;
+        let e = DeliveryEnvelope {
+            mailbox: "m".repeat(MAX_ENVELOPE_OPTIONS_LEN - 8),
+            analysis: Some(vec![0; MAX_ENVELOPE_ANALYSIS_LEN]),
+            text: Some(EnvelopeText {
+                body: "x".repeat(MAX_ENVELOPE_TEXT_LEN - text().header.len() - text().mime.len()),
+                ..text()
+            }),
+            ..envelope(None)
+        };
+        let bytes = e.to_bytes();
+        assert!(bytes.len() <= most, "{} > {most}", bytes.len());
+        assert_eq!(DeliveryEnvelope::parse(&bytes).unwrap(), e);
     }
 }
