@@ -705,7 +705,7 @@ mod measure {
 
     use super::super::extract::{extract_message, ExtractedText};
     use super::super::oracle::TextKey;
-    use super::super::segment::tests::World;
+    use super::super::segment::tests::{measuring_runtime, World};
     use super::{TextIndex, SEGMENT_DOCS};
     use crate::crypto::RandomSource;
     use crate::format::search::REGIONS;
@@ -761,11 +761,7 @@ mod measure {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(100_000);
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = measuring_runtime();
         rt.block_on(async {
             let world = World::new().await;
             let mut index = TextIndex::with_collection(world.collection().await)

@@ -1162,6 +1162,15 @@ pub(crate) mod tests {
             .collect()
     }
 
+    /// The runtime of the measurements run by hand: two workers, as the machine's cores.
+    pub(crate) fn measuring_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -1946,11 +1955,7 @@ pub(crate) mod tests {
                 Some(*acc)
             })
             .collect();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = measuring_runtime();
         rt.block_on(async {
             let world = World::new().await;
             let mut c = world.collection().await;
