@@ -114,6 +114,8 @@ struct Bench {
     mail: Mailstore,
     emails: Vec<EmailId>,
     rounds: Vec<RoundTimes>,
+    /// A fresh account's first round, measured after each tenth of the rounds.
+    references: Vec<RoundTimes>,
     raw_bytes: u64,
     text_bytes: u64,
     header_bytes: u64,
@@ -151,6 +153,76 @@ async fn collections(store: &DynStore, account: &AccountId) -> BTreeMap<String, 
     out
 }
 
+/// One round of the build: `batch` delivered (without text), imported and indexed by
+/// reading the bodies back; the emails it added to `inbox`, in order, and its times.
+/// `tags`, when empty, receives the store's collection tags before the indexing.
+async fn round(
+    world: &World,
+    deliverer: &mailvault::delivery::Deliverer,
+    mail: &mut Mailstore,
+    inbox: MailboxId,
+    batch: Vec<Vec<u8>>,
+    tags: Option<(&DynStore, &mut HashSet<String>)>,
+) -> (Vec<EmailId>, RoundTimes) {
+    let n = batch.len();
+    let before = mail.view(inbox).expect("view").messages.len();
+    let mut times = RoundTimes::default();
+    let t = Instant::now();
+    let delivered: Vec<_> = futures::stream::iter(batch.iter())
+        .map(|body| deliverer.deliver_bytes(world.account, body, DeliveryOptions::default()))
+        .buffer_unordered(DELIVERIES_AT_ONCE)
+        .try_collect()
+        .await
+        .expect("deliver");
+    times.deliver = t.elapsed();
+    assert_eq!(delivered.len(), n);
+    drop(batch);
+
+    let t = Instant::now();
+    let report = mail
+        .import_deliveries(std::slice::from_ref(&world.key), &world.verifying)
+        .await
+        .expect("import");
+    times.import = t.elapsed();
+    assert_eq!(report.imported.len(), n, "{:?}", report.quarantined);
+
+    let view = mail.view(inbox).expect("view");
+    let new: Vec<EmailId> = view.messages[before..].iter().map(|m| m.email).collect();
+    assert_eq!(new.len(), n);
+    if let Some((store, tags)) = tags {
+        // The collections before the first indexing: what is not the text index.
+        if tags.is_empty() {
+            *tags = collections(store, &world.account)
+                .await
+                .into_keys()
+                .collect();
+        }
+    }
+    let t = Instant::now();
+    let indexed = mail.index_texts(&new, usize::MAX).await.expect("index");
+    times.index = t.elapsed();
+    assert_eq!(indexed, n);
+    (new, times)
+}
+
+/// The reference "at 1k", measured beside the build (the machine's load drifts over a
+/// build of many minutes): the first round of a fresh account on a fresh directory,
+/// with the same first messages as the benchmark's own first round.
+async fn reference_round(parent: &std::path::Path) -> RoundTimes {
+    let dir = tempfile::Builder::new()
+        .prefix("mailvault-search-reference-")
+        .tempdir_in(parent)
+        .expect("temporary folder");
+    let store = open_store(dir.path().to_str().expect("a UTF-8 path")).expect("local store");
+    let world = World::new().await;
+    let deliverer = world.deliverer(store.clone()).with_text(false);
+    let mut mail = world.mail(store.clone()).await;
+    let inbox: MailboxId = mail.mailbox_by_name(INBOX).expect("inbox").id;
+    let batch: Vec<Vec<u8>> = MailGen::new(SEED).take(ROUND).collect();
+    let (_, times) = round(&world, &deliverer, &mut mail, inbox, batch, None).await;
+    times
+}
+
 fn build(messages: usize) -> Bench {
     let rt = Runtime::new().expect("tokio runtime");
     let parent = std::env::var_os("MAILVAULT_SEARCH_BENCH_DIR")
@@ -158,11 +230,13 @@ fn build(messages: usize) -> Bench {
         .unwrap_or_else(std::env::temp_dir);
     let dir = tempfile::Builder::new()
         .prefix("mailvault-search-bench-")
-        .tempdir_in(parent)
+        .tempdir_in(&parent)
         .expect("temporary folder");
     let store = open_store(dir.path().to_str().expect("a UTF-8 path")).expect("local store");
     let started = Instant::now();
-    let (world, mail, emails, rounds, sizes, mail_tags) = off_main_arena(|| {
+    let total_rounds = messages.div_ceil(ROUND);
+    let tenth = (total_rounds / 10).max(1);
+    let (world, mail, emails, rounds, references, sizes, mail_tags) = off_main_arena(|| {
         rt.block_on(async {
             let world = World::new().await;
             // Deliveries without their text: the index step then reads the bodies back,
@@ -175,6 +249,7 @@ fn build(messages: usize) -> Bench {
             let mut gen = MailGen::new(SEED);
             let mut emails: Vec<EmailId> = Vec::with_capacity(messages);
             let mut rounds = Vec::new();
+            let mut references = Vec::new();
             let (mut raw_bytes, mut text_bytes, mut header_bytes) = (0u64, 0u64, 0u64);
             let mut mail_tags = HashSet::new();
             while emails.len() < messages {
@@ -191,54 +266,21 @@ fn build(messages: usize) -> Bench {
                 text_bytes += text;
                 header_bytes += header;
 
-                let mut times = RoundTimes::default();
-                let t = Instant::now();
-                let delivered: Vec<_> = futures::stream::iter(batch.iter())
-                    .map(|body| {
-                        deliverer.deliver_bytes(world.account, body, DeliveryOptions::default())
-                    })
-                    .buffer_unordered(DELIVERIES_AT_ONCE)
-                    .try_collect()
-                    .await
-                    .expect("deliver");
-                times.deliver = t.elapsed();
-                assert_eq!(delivered.len(), n);
-                drop(batch);
-
-                let t = Instant::now();
-                let report = mail
-                    .import_deliveries(std::slice::from_ref(&world.key), &world.verifying)
-                    .await
-                    .expect("import");
-                times.import = t.elapsed();
-                assert_eq!(report.imported.len(), n, "{:?}", report.quarantined);
-
-                if mail_tags.is_empty() {
-                    mail_tags = collections(&store, &world.account)
-                        .await
-                        .into_keys()
-                        .collect();
-                }
-                let view = mail.view(inbox).expect("view");
-                let new: Vec<EmailId> = view.messages[emails.len()..]
-                    .iter()
-                    .map(|m| m.email)
-                    .collect();
-                assert_eq!(new.len(), n);
-                let t = Instant::now();
-                let indexed = mail.index_texts(&new, usize::MAX).await.expect("index");
-                times.index = t.elapsed();
-                assert_eq!(indexed, n);
+                let tags = Some((&store, &mut mail_tags));
+                let (new, times) = round(&world, &deliverer, &mut mail, inbox, batch, tags).await;
                 emails.extend(new);
                 rounds.push(times);
-                if rounds.len() % 10 == 0 || emails.len() == messages {
+                if rounds.len() % tenth == 0 || emails.len() == messages {
+                    // A fresh account's first round, beside this tenth's rounds.
+                    references.push(reference_round(&parent).await);
                     eprintln!(
-                        "built {} messages in {:.0} s (round: deliver {:.2} s, import {:.2} s, index {:.2} s)",
+                        "built {} messages in {:.0} s (round: deliver {:.2} s, import {:.2} s, index {:.2} s; a fresh account's first round: index {:.2} s)",
                         emails.len(),
                         started.elapsed().as_secs_f64(),
                         times.deliver.as_secs_f64(),
                         times.import.as_secs_f64(),
-                        times.index.as_secs_f64()
+                        times.index.as_secs_f64(),
+                        references.last().map_or(0.0, |r: &RoundTimes| r.index.as_secs_f64()),
                     );
                 }
             }
@@ -249,6 +291,7 @@ fn build(messages: usize) -> Bench {
                 mail,
                 emails,
                 rounds,
+                references,
                 (raw_bytes, text_bytes, header_bytes),
                 mail_tags,
             )
@@ -266,6 +309,7 @@ fn build(messages: usize) -> Bench {
         mail,
         emails,
         rounds,
+        references,
         raw_bytes: sizes.0,
         text_bytes: sizes.1,
         header_bytes: sizes.2,
@@ -482,6 +526,52 @@ fn report(b: &Bench, c: &mut Criterion) {
         cost(total, n) / cost(first_round, first_n),
         cost(tail, tail_n) / cost(first_round, first_n)
     );
+    // Against the reference measured beside each tenth (a fresh account's first round
+    // of the same messages, right after that tenth): the load of the machine cancels.
+    let tenth = (b.rounds.len() / 10).max(1);
+    let mut ratios: Vec<[f64; 3]> = Vec::new();
+    for (i, reference) in b.references.iter().enumerate() {
+        let rounds =
+            &b.rounds[(i * tenth).min(b.rounds.len())..((i + 1) * tenth).min(b.rounds.len())];
+        if rounds.is_empty() {
+            continue;
+        }
+        let mut sum = RoundTimes::default();
+        rounds.iter().for_each(|r| sum.add(r));
+        let count = rounds.len() * ROUND;
+        ratios.push([
+            index(sum, count) / index(*reference, first_n),
+            steps(sum, count) / steps(*reference, first_n),
+            cost(sum, count) / cost(*reference, first_n),
+        ]);
+    }
+    if let Some(last) = ratios.last() {
+        let column = |k: usize| {
+            ratios
+                .iter()
+                .map(|r| format!("{:.2}", r[k]))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        println!(
+            "  per message in each tenth / a fresh account's first 1k measured right after it, index alone: {}",
+            column(0)
+        );
+        println!(
+            "    (the fresh accounts' first 1k, index per message, us: {})",
+            b.references
+                .iter()
+                .map(|r| format!("{:.0}", index(*r, first_n)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        println!("    import+index: {}", column(1));
+        println!("    deliver+import+index: {}", column(2));
+        println!(
+            "  last tenth (at {n}) / 1k beside it: index alone {:.2}, import+index {:.2}, deliver+import+index {:.2} (target <= 1.3)",
+            last[0], last[1], last[2]
+        );
+    }
 }
 
 fn main() {

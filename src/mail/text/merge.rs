@@ -88,8 +88,10 @@ pub(crate) fn merge_contents(
         return Ok(None);
     }
     let mut builder = SegmentBuilder::new(page_class, text_version);
+    // Per input, old local doc → new one (`None`: not kept), assigned in input order and
+    // in doc order within one, so that postings stay increasing when streamed.
+    let mut renumbers: Vec<Vec<Option<u32>>> = Vec::with_capacity(inputs.len());
     for (k, contents) in inputs.iter().enumerate() {
-        // Old local doc → new one, for the docs this input keeps.
         let mut renumber: Vec<Option<u32>> = vec![None; contents.docs.len()];
         let docs = &contents.docs;
         let kept = |d: usize| keeper.get(&docs[d].email) == Some(&(k, d as u32));
@@ -136,22 +138,47 @@ pub(crate) fn merge_contents(
             }
             d = end;
         }
-        for (ordinal, word) in contents.dictionary.words().enumerate() {
-            // One lookup per word, not per posting.
-            let lists = builder.postings_of(word);
-            read_block(
-                contents.block(ordinal),
-                contents.words[ordinal].mask,
-                contents.trailer.docs,
-                &mut |field, doc| {
-                    if let Some(new) = renumber[doc as usize] {
-                        push_posting(lists, field, new);
-                    }
-                },
-            )?;
-        }
+        renumbers.push(renumber);
     }
-    Ok(Some(builder.finish()))
+    let merged = builder.finish_with(|sink| {
+        // The inputs' dictionaries are sorted: merged as they stream, each word once with
+        // the postings of every input that has it (no map of all the words).
+        let mut cursors: Vec<_> = inputs
+            .iter()
+            .map(|c| c.dictionary.words().enumerate().peekable())
+            .collect();
+        let mut lists: [Vec<u32>; 3] = Default::default();
+        loop {
+            let Some(word) = cursors
+                .iter_mut()
+                .filter_map(|c| c.peek().map(|(_, w)| *w))
+                .min()
+            else {
+                return Ok(());
+            };
+            for list in &mut lists {
+                list.clear();
+            }
+            for ((contents, renumber), cursor) in inputs.iter().zip(&renumbers).zip(&mut cursors) {
+                let Some(&(ordinal, _)) = cursor.peek().filter(|(_, w)| *w == word) else {
+                    continue;
+                };
+                cursor.next();
+                read_block(
+                    contents.block(ordinal),
+                    contents.words[ordinal].mask,
+                    contents.trailer.docs,
+                    &mut |field, doc| {
+                        if let Some(new) = renumber[doc as usize] {
+                            push_posting(&mut lists, field, new);
+                        }
+                    },
+                )?;
+            }
+            sink.push(word, &lists);
+        }
+    })?;
+    Ok(Some(merged))
 }
 
 /// What a merge did.

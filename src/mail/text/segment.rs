@@ -244,6 +244,28 @@ impl SegmentBuilder {
 
     /// The segment's plaintext.
     pub(crate) fn finish(mut self) -> PlainSegment {
+        let postings = std::mem::take(&mut self.postings);
+        let mut words: Vec<(Box<str>, [Vec<u32>; 3])> = postings.into_iter().collect();
+        words.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        self.finish_with(|sink| {
+            for (word, lists) in &words {
+                sink.push(word, lists);
+            }
+            Ok(())
+        })
+        .expect("the builder's words cannot fail")
+    }
+
+    /// The segment's plaintext with the words `fill` pushes (in increasing byte order)
+    /// in place of the builder's own: a merge streams its inputs' sorted dictionaries
+    /// into the sink instead of gathering every word in a map.
+    ///
+    /// # Errors
+    /// `fill`'s.
+    pub(crate) fn finish_with(
+        mut self,
+        fill: impl FnOnce(&mut WordSink) -> Result<()>,
+    ) -> Result<PlainSegment> {
         // The open frame, if a doc refers to it (even one of empty texts).
         if self
             .docs
@@ -252,56 +274,91 @@ impl SegmentBuilder {
         {
             self.close_frame();
         }
-        let mut words: Vec<(Box<str>, [Vec<u32>; 3])> = self.postings.into_iter().collect();
-        words.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        assemble(
+        let mut sink = WordSink::new(self.docs.len() as u32);
+        fill(&mut sink)?;
+        Ok(assemble(
             self.page_class,
             self.text_version,
             &self.docs,
             &self.frames,
             &self.text,
-            words.iter().map(|(w, lists)| (&**w, lists)),
-        )
+            sink,
+        ))
     }
 }
 
-/// Lays out a segment from its tables, its compressed text region and its words in
-/// increasing byte order with their per-field posting lists (the builder's and a
-/// merge's common last step).
-pub(crate) fn assemble<'a>(
+/// The dictionary, word table and postings of a segment being laid out, filled word by
+/// word in increasing byte order (a builder's sorted words or a merge's stream).
+pub(crate) struct WordSink {
+    total: u32,
+    dictionary: Vec<u8>,
+    table: Vec<u8>,
+    postings: Vec<u8>,
+    count: u32,
+}
+
+impl WordSink {
+    /// An empty sink for a segment of `total` docs.
+    fn new(total: u32) -> Self {
+        Self {
+            total,
+            dictionary: vec![0u8],
+            table: Vec::new(),
+            postings: Vec::new(),
+            count: 0,
+        }
+    }
+
+    /// Adds `word` (greater than every word before it) with its per-field posting lists
+    /// (docs increasing); a word without any doc is left out.
+    pub(crate) fn push(&mut self, word: &str, lists: &[Vec<u32>; 3]) {
+        debug_assert!(self.count == 0 || word.as_bytes() > self.last_word());
+        let mut mask = 0u8;
+        let start = self.postings.len() as u32;
+        for (field, list) in Field::ALL.iter().zip(lists.iter()) {
+            if !list.is_empty() {
+                mask |= field.bit();
+                put_postings(&mut self.postings, list, self.total);
+            }
+        }
+        if mask == 0 {
+            return;
+        }
+        self.dictionary.extend_from_slice(word.as_bytes());
+        self.dictionary.push(0);
+        WordEntry {
+            postings: start,
+            mask,
+        }
+        .put(&mut self.table);
+        self.count += 1;
+    }
+
+    /// The last word pushed (for the order's debug check).
+    fn last_word(&self) -> &[u8] {
+        let inner = &self.dictionary[..self.dictionary.len() - 1];
+        let start = inner.iter().rposition(|b| *b == 0).map_or(0, |i| i + 1);
+        &inner[start..]
+    }
+}
+
+/// Lays out a segment from its tables, its compressed text region and its words (the
+/// builder's and a merge's common last step).
+fn assemble(
     page_class: u8,
     text_version: u32,
     docs: &[DocEntry],
     frames: &[FrameEntry],
     text: &[u8],
-    words: impl Iterator<Item = (&'a str, &'a [Vec<u32>; 3])>,
+    words: WordSink,
 ) -> PlainSegment {
-    let total = docs.len() as u32;
-    let mut dictionary = vec![0u8];
-    let mut table = Vec::new();
-    let mut postings = Vec::new();
-    let mut count = 0u32;
-    for (word, lists) in words {
-        let mut mask = 0u8;
-        let start = postings.len() as u32;
-        for (field, list) in Field::ALL.iter().zip(lists.iter()) {
-            if !list.is_empty() {
-                mask |= field.bit();
-                put_postings(&mut postings, list, total);
-            }
-        }
-        if mask == 0 {
-            continue;
-        }
-        dictionary.extend_from_slice(word.as_bytes());
-        dictionary.push(0);
-        WordEntry {
-            postings: start,
-            mask,
-        }
-        .put(&mut table);
-        count += 1;
-    }
+    let WordSink {
+        total,
+        dictionary,
+        table,
+        postings,
+        count,
+    } = words;
     let (dictionary_len, compressed) = if count == 0 {
         (0, Vec::new())
     } else {
