@@ -205,10 +205,10 @@ pub(crate) async fn merge_segments(
     page_class: u8,
 ) -> Result<MergeOutcome> {
     let pages = collection.search_pages();
-    let mut contents = Vec::with_capacity(inputs.len());
-    for entry in inputs {
-        contents.push(read_contents(&pages, entry).await?);
-    }
+    // Read and opened at once (each off the executor): the cores share the decryption.
+    let contents =
+        futures::future::try_join_all(inputs.iter().map(|entry| read_contents(&pages, entry)))
+            .await?;
     let merged = merge_contents(&contents, live, page_class)?;
     drop(contents);
     let entry = match &merged {
