@@ -9,6 +9,8 @@
 //!   scripts/peers.sh on ports and a folder of its own.
 //! - An mbox written by Python's `mailbox` module, imported and exported as mbox, reads
 //!   back in Python with the same messages, flags and From-line dates.
+//! - An account's Maildir export and mbox export, each imported into a fresh account,
+//!   give over IMAP the same mailboxes, messages, flags and internal dates.
 
 mod peers;
 

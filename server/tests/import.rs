@@ -16,6 +16,10 @@
 //!   nothing is stored twice.
 //! - On a terminal (`tmux`, its screen read with `capture-pane`) the import draws a
 //!   progress bar; with its output to a file it prints plain lines (the first test).
+//! - A hardened account (its secret on a device): the Maildir tree and the mbox import
+//!   with no secret given; the device's companion serves them as the first test checks.
+//! - `import imap` of an account of a plain Dovecot (its Maildir readable), then `export
+//!   maildir`: Dovecot's own Maildir tree back, byte for byte, with flags and folders.
 
 mod peers;
 
