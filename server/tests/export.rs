@@ -9,13 +9,13 @@
 //!   scripts/peers.sh on ports and a folder of its own.
 //! - An mbox written by Python's `mailbox` module, imported and exported as mbox, reads
 //!   back in Python with the same messages, flags and From-line dates.
+//! - An account's Maildir export and mbox export, each imported into a fresh account,
+//!   give over IMAP the same mailboxes, messages, flags and internal dates.
 
 mod peers;
 
+use peers::{tools, Backend, MailServer, PlainDovecot, PASSWORD};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-
-use peers::{free_port, tools, Backend, MailServer};
 
 const USER: &str = "alice@example.org";
 
@@ -37,68 +37,6 @@ fn mailvault(server: &MailServer, args: &[&str]) -> (String, String) {
     );
     assert!(stdout.contains("\"failed\":[]"), "{args:?}: {stdout}");
     (stdout, stderr)
-}
-
-/// A Dovecot instance of scripts/peers.sh without mail_crypt, in a folder and on ports
-/// of its own; stopped on drop.
-struct PlainDovecot {
-    state: tempfile::TempDir,
-    imap: u16,
-    lmtp: u16,
-}
-
-impl PlainDovecot {
-    fn script(&self, command: &str) -> std::process::Output {
-        Command::new("bash")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/peers.sh"))
-            .arg(command)
-            .env("MAILVAULT_PEERS_STATE", self.state.path())
-            .env("MAILVAULT_DOVECOT_IMAP_PORT", self.imap.to_string())
-            .env("MAILVAULT_DOVECOT_LMTP_PORT", self.lmtp.to_string())
-            .env("MAILVAULT_DOVECOT_CRYPT", "0")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run scripts/peers.sh")
-    }
-
-    /// Started, or `None` (skip, printed) when scripts/peers.sh cannot start it; panics
-    /// instead when `MAILVAULT_REQUIRE_PEERS=1`.
-    fn start(test: &str) -> Option<Self> {
-        let dovecot = PlainDovecot {
-            state: tempfile::tempdir().expect("a folder"),
-            imap: free_port(),
-            lmtp: free_port(),
-        };
-        let out = dovecot.script("start");
-        if out.status.success() {
-            return Some(dovecot);
-        }
-        let why = format!(
-            "{test}: scripts/peers.sh cannot start a plain Dovecot ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            std::env::var("MAILVAULT_REQUIRE_PEERS").as_deref() != Ok("1"),
-            "MAILVAULT_REQUIRE_PEERS=1 but {why}"
-        );
-        eprintln!("SKIPPED {why}");
-        None
-    }
-
-    fn maildir(&self, user: &str) -> PathBuf {
-        self.state
-            .path()
-            .join("dovecot/mail")
-            .join(user)
-            .join("Maildir")
-    }
-}
-
-impl Drop for PlainDovecot {
-    fn drop(&mut self) {
-        let _ = self.script("stop");
-    }
 }
 
 #[test]
@@ -225,4 +163,114 @@ fn an_mbox_python_wrote_imports_and_exports_with_its_messages_and_flags() {
         String::new,
     );
     assert!(Path::new(&format!("{all}/INBOX.mbox")).is_file());
+}
+
+/// Issue 15, "an import of that export gives the same mailboxes": an account filled over
+/// IMAP (Python's `imaplib`: the corpus APPENDed into INBOX, Sent, Archive/2023 and
+/// Entwürfe with flags, keywords and internal dates) is exported as a Maildir tree and
+/// as mbox files; the Maildir imported into a fresh account, and each mbox file into its
+/// mailbox of another, give over IMAP the same mailboxes with the same messages (BODY[]
+/// byte for byte), flags and internal dates.
+#[test]
+fn an_export_imported_into_a_fresh_account_gives_the_same_mailboxes() {
+    const TEST: &str = "an_export_imported_into_a_fresh_account_gives_the_same_mailboxes";
+    const FROM_MAILDIR: &str = "bob@example.org";
+    const FROM_MBOX: &str = "carol@example.org";
+    let Some(python) = tools(TEST, &["python"]).map(|mut t| t.remove(0)) else {
+        return;
+    };
+    let Some(mut server) =
+        MailServer::create(TEST, Backend::Local, &[USER, FROM_MAILDIR, FROM_MBOX])
+    else {
+        return;
+    };
+    server.start();
+    let imap = server.imap.to_string();
+    peers::run_script(
+        &python,
+        "export_check.py",
+        &[
+            "dovecot-append",
+            imap.as_str(),
+            USER,
+            PASSWORD,
+            &corpus_dir().to_string_lossy(),
+            "nul-as-0x80",
+        ],
+        "the corpus into the account over IMAP",
+        || server.logs(),
+    );
+    let exports = tempfile::tempdir().expect("a folder");
+    let maildir = exports
+        .path()
+        .join("Maildir")
+        .to_string_lossy()
+        .into_owned();
+    let mboxes = exports.path().join("mbox");
+    mailvault(&server, &["export", "maildir", &maildir, "--json"]);
+    mailvault(
+        &server,
+        &["export", "mbox", &mboxes.to_string_lossy(), "--json"],
+    );
+    let job = |args: &[&str], name: &str| {
+        let out = server.account_job(args, name);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success() && stdout.contains("\"failed\":[]"),
+            "{args:?}: {}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    job(&["import", "maildir", &maildir, "--json"], FROM_MAILDIR);
+    // `<folder>/<name>.mbox` holds mailbox `<folder>/<name>`.
+    let mut files = Vec::new();
+    let mut dirs = vec![mboxes.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("the mbox folder") {
+            let path = entry.expect("an entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    assert!(files.len() >= 4, "{files:?}");
+    for file in &files {
+        let name = file
+            .strip_prefix(&mboxes)
+            .expect("under the folder")
+            .with_extension("")
+            .to_string_lossy()
+            .into_owned();
+        let path = file.to_string_lossy();
+        job(
+            &["import", "mbox", &path, "--mailbox", &name, "--json"],
+            FROM_MBOX,
+        );
+    }
+    for (copy, what) in [
+        (
+            FROM_MAILDIR,
+            "the account against its Maildir export imported",
+        ),
+        (FROM_MBOX, "the account against its mbox export imported"),
+    ] {
+        peers::run_script(
+            &python,
+            "export_check.py",
+            &[
+                "compare-imap",
+                imap.as_str(),
+                USER,
+                PASSWORD,
+                imap.as_str(),
+                copy,
+                PASSWORD,
+            ],
+            what,
+            || server.logs(),
+        );
+    }
 }

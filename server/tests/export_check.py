@@ -15,13 +15,15 @@
   export_check.py compare-mboxes WANT GOT
       Both mbox files read by `mailbox.mbox`: the same messages (their Status, X-Status
       and X-Keywords fields aside), with the same flags and From-line dates.
-  export_check.py dovecot-append IMAP_PORT USER PASSWORD CORPUS_DIR
+  export_check.py dovecot-append IMAP_PORT USER PASSWORD CORPUS_DIR [nul-as-0x80]
       Empties USER's mailboxes over IMAP, then APPENDs every .eml of the corpus into
       folders (INBOX, Sent, Archive<sep>2023, Entwürfe) with flags, keywords and
-      internal dates.
+      internal dates. With `nul-as-0x80`, a NUL byte is sent as 0x80 (what Dovecot
+      makes of it; a server that holds to RFC 9051 4.3 refuses a literal with a NUL).
   export_check.py compare-imap PORT USER PASSWORD PORT2 USER2 PASSWORD2
       Every mailbox of the first server (its separator made `/`) holds on the second
-      the same messages (BODY[] byte for byte) with the same flags and internal dates.
+      the same messages (BODY[] byte for byte) with the same flags and internal dates;
+      a mailbox only the second has is empty.
 Exit status 1 with the differences on stdout.
 """
 
@@ -179,7 +181,7 @@ def mailbox_name(list_line):
     return re.search(rb'("[^"]*"|[^ ]+)$', list_line).group(1).strip(b'"').decode()
 
 
-def dovecot_append(port, user, password, corpus):
+def dovecot_append(port, user, password, corpus, nul_as_0x80=False):
     files = sorted(glob.glob(os.path.join(corpus, "*", "*.eml")))
     c = imaplib.IMAP4("127.0.0.1", port)
     c.login(user, password)
@@ -205,8 +207,10 @@ def dovecot_append(port, user, password, corpus):
     for i, path in enumerate(files):
         flags = FLAG_SETS[i % len(FLAG_SETS)]
         date = imaplib.Time2Internaldate(base + 5000 * i)
-        typ, data = c.append('"%s"' % folders[i % 4], "(%s)" % flags, date,
-                             crlf(open(path, "rb").read()))
+        raw = crlf(open(path, "rb").read())
+        if nul_as_0x80:
+            raw = raw.replace(b"\x00", b"\x80")
+        typ, data = c.append('"%s"' % folders[i % 4], "(%s)" % flags, date, raw)
         assert typ == "OK", (path, typ, data)
     c.logout()
     print("appended", len(files))
@@ -234,6 +238,13 @@ def compare_imap(a, b):
             failures.append(f"{name}: no such mailbox on the second server")
         elif got != want:
             failures.append(difference(name, want, got))
+    typ, data = cb.list()
+    for line in data:
+        name = mailbox_name(line)
+        if b"\\Noselect" not in line and name not in [n.replace(sep, "/") for n in names]:
+            theirs = fetch_all(cb, name)
+            if theirs:
+                failures.append(f"{name}: only on the second server, with {len(theirs)} messages")
     if len(names) < 4 or total < 100:
         failures.append(f"the source is too thin: {names}, {total} messages")
     print("mailboxes", sorted(names), "messages", total)
@@ -248,7 +259,8 @@ if __name__ == "__main__":
         dovecot_fill(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6])
         sys.exit(0)
     if mode == "dovecot-append":
-        dovecot_append(int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5])
+        dovecot_append(int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5],
+                       sys.argv[6:] == ["nul-as-0x80"])
         sys.exit(0)
     if mode == "compare-imap":
         failures = compare_imap(sys.argv[2:5], sys.argv[5:8])

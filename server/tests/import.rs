@@ -16,6 +16,10 @@
 //!   nothing is stored twice.
 //! - On a terminal (`tmux`, its screen read with `capture-pane`) the import draws a
 //!   progress bar; with its output to a file it prints plain lines (the first test).
+//! - A hardened account (its secret on a device): the Maildir tree and the mbox import
+//!   with no secret given; the device's companion serves them as the first test checks.
+//! - `import imap` of an account of a plain Dovecot (its Maildir readable), then `export
+//!   maildir`: Dovecot's own Maildir tree back, byte for byte, with flags and folders.
 
 mod peers;
 
@@ -23,7 +27,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use peers::{tools, Backend, DovecotPick, MailServer, BIN, PASSWORD};
+use peers::{
+    tools, Backend, CompanionProcess, DovecotPick, MailServer, PlainDovecot, BIN, PASSWORD,
+};
 
 const USER: &str = "alice@example.org";
 
@@ -568,5 +574,177 @@ fn an_account_on_an_imaps_server_imports_once_its_certificate_is_trusted() {
         &["compare-maildirs", &trees[0], &trees[1], "over-imap"],
         "the source account's export against the imported one's",
         || source.logs(),
+    );
+}
+
+/// Issue 15, "works for accounts of every key model": `import maildir` and `import mbox`
+/// into a hardened account (key model 1: the server holds only its public keys, the
+/// secret is on the device) with no secret given; the device's companion then serves
+/// every message byte-exact with its flags, internal date and folder (Sent with its
+/// `\Sent` role). Run again, before and after the companion has filed the mail, each
+/// message is there once.
+#[test]
+fn a_hardened_account_imports_with_no_secret_and_its_device_reads_the_mail() {
+    const TEST: &str = "a_hardened_account_imports_with_no_secret_and_its_device_reads_the_mail";
+    const CAROL: &str = "carol@example.org";
+    let Some(python) = tools(TEST, &["python"]).map(|mut t| t.remove(0)) else {
+        return;
+    };
+    let Some(server) = MailServer::create(TEST, Backend::Local, &[]) else {
+        return;
+    };
+    let mut companion = CompanionProcess::enroll(&server, CAROL);
+    let sources = tempfile::tempdir().expect("a folder");
+    let root = sources.path().to_string_lossy().into_owned();
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/corpus/mail-parser");
+    peers::run_script(
+        &python,
+        "import_check.py",
+        &["write", root.as_str(), &corpus.to_string_lossy()],
+        "write the sources",
+        String::new,
+    );
+    let maildir = format!("{root}/Maildir");
+    let mbox = format!("{root}/mail.mbox");
+    let runs: [Vec<&str>; 2] = [
+        vec!["import", "maildir", &maildir, "--json"],
+        vec!["import", "mbox", &mbox, "--mailbox", "Old/mbox", "--json"],
+    ];
+    let run = |args: &[&str]| {
+        let out = server.keyless_job(args, CAROL);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("\"failed\":[]"), "{args:?}: {stdout}");
+        stdout
+    };
+    for args in &runs {
+        let stdout = run(args);
+        assert!(stdout.contains("\"already_delivered\":0,"), "{stdout}");
+        assert!(!stdout.contains("\"delivered\":0,"), "{stdout}");
+    }
+    // Run again before the device has the mail: every message found delivered.
+    let again = run(&runs[0]);
+    assert!(again.contains("\"delivered\":0,"), "{again}");
+    // The provider cannot open the account (to file the mail): the secret is on the
+    // device only.
+    let refused = server.account_job(&["import", "maildir", &maildir], CAROL);
+    assert!(!refused.status.success(), "{refused:?}");
+    companion.start();
+    let imap = companion.imap.to_string();
+    let check = [
+        "check",
+        imap.as_str(),
+        CAROL,
+        PASSWORD,
+        root.as_str(),
+        "Old/mbox",
+    ];
+    peers::run_script(
+        &python,
+        "import_check.py",
+        &check,
+        "the imported mail through the device's companion",
+        || companion.logs(),
+    );
+    // Run again once the companion has filed the mail: the provider, which cannot read
+    // the account's mailboxes, delivers the messages again and the companion drops them
+    // as replays (opened again, it imports what waits before its first login is
+    // answered): still each message once.
+    companion.stop();
+    for args in &runs {
+        run(args);
+    }
+    companion.start();
+    peers::run_script(
+        &python,
+        "import_check.py",
+        &check,
+        "the mail through the companion after the imports ran again",
+        || companion.logs(),
+    );
+}
+
+/// The acceptance's "the same from Dovecot over IMAP": an account of a plain Dovecot
+/// (its Maildir files readable; the corpus APPENDed into folders with flags, keywords
+/// and internal dates) imported with `import imap`, then exported with `export
+/// maildir`, gives Dovecot's own Maildir tree: the same folders with the same messages
+/// byte for byte, the same flags and keywords, the same modification times (Python's
+/// `mailbox` reads both; a NUL byte, which IMAP cannot carry, compared as the 0x80
+/// Dovecot serves in its place).
+#[test]
+fn an_account_on_dovecot_imported_over_imap_exports_as_dovecots_own_maildir() {
+    const TEST: &str = "an_account_on_dovecot_imported_over_imap_exports_as_dovecots_own_maildir";
+    let Some(tools) = tools(TEST, &["python", "dovecot"]) else {
+        return;
+    };
+    let python = &tools[0];
+    let Some(dovecot) = PlainDovecot::start(TEST) else {
+        return;
+    };
+    let Some(server) = MailServer::create(TEST, Backend::Local, &[USER]) else {
+        return;
+    };
+    let port = dovecot.imap.to_string();
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/corpus/mail-parser");
+    peers::run_script(
+        python,
+        "export_check.py",
+        &[
+            "dovecot-append",
+            port.as_str(),
+            "alice",
+            "alicepw",
+            &corpus.to_string_lossy(),
+        ],
+        "the corpus into Dovecot over IMAP",
+        String::new,
+    );
+    let source_password = server.dir.path().join("source-password");
+    std::fs::write(&source_password, "alicepw\n").expect("a file");
+    let url = format!("imap://alice@127.0.0.1:{port}");
+    let out = import(
+        &server,
+        &[
+            "imap",
+            &url,
+            "--source-password-file",
+            &source_password.to_string_lossy(),
+            "--json",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("\"failed\":[]"), "{stdout}");
+    let exported = tempfile::tempdir().expect("a folder");
+    let target = exported
+        .path()
+        .join("Maildir")
+        .to_string_lossy()
+        .into_owned();
+    let out = server.account_job(&["export", "maildir", &target, "--json"], USER);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("\"failed\":[]"),
+        "{}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let source = dovecot.maildir("alice").to_string_lossy().into_owned();
+    peers::run_script(
+        python,
+        "export_check.py",
+        &["compare-maildirs", &source, &target, "over-imap"],
+        "Dovecot's Maildir against the export of the account imported over IMAP",
+        String::new,
     );
 }

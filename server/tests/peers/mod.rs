@@ -129,6 +129,72 @@ pub fn dovecot(test: &str, pick: DovecotPick) -> Option<DovecotUser> {
     })
 }
 
+/// A Dovecot instance of scripts/peers.sh without mail_crypt (its Maildir files are
+/// readable: `export.rs`, `import.rs` compare them with an export), in a folder and on ports
+/// of its own; stopped on drop.
+pub struct PlainDovecot {
+    state: tempfile::TempDir,
+    /// IMAP port on 127.0.0.1.
+    pub imap: u16,
+    /// LMTP port on 127.0.0.1.
+    pub lmtp: u16,
+}
+
+impl PlainDovecot {
+    fn script(&self, command: &str) -> std::process::Output {
+        Command::new("bash")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/peers.sh"))
+            .arg(command)
+            .env("MAILVAULT_PEERS_STATE", self.state.path())
+            .env("MAILVAULT_DOVECOT_IMAP_PORT", self.imap.to_string())
+            .env("MAILVAULT_DOVECOT_LMTP_PORT", self.lmtp.to_string())
+            .env("MAILVAULT_DOVECOT_CRYPT", "0")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run scripts/peers.sh")
+    }
+
+    /// Started, or `None` (skip, printed) when scripts/peers.sh cannot start it; panics
+    /// instead when `MAILVAULT_REQUIRE_PEERS=1`.
+    pub fn start(test: &str) -> Option<Self> {
+        let dovecot = PlainDovecot {
+            state: tempfile::tempdir().expect("a folder"),
+            imap: free_port(),
+            lmtp: free_port(),
+        };
+        let out = dovecot.script("start");
+        if out.status.success() {
+            return Some(dovecot);
+        }
+        let why = format!(
+            "{test}: scripts/peers.sh cannot start a plain Dovecot ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            std::env::var("MAILVAULT_REQUIRE_PEERS").as_deref() != Ok("1"),
+            "MAILVAULT_REQUIRE_PEERS=1 but {why}"
+        );
+        eprintln!("SKIPPED {why}");
+        None
+    }
+
+    /// The Maildir (Maildir++ tree) Dovecot keeps for `user`.
+    pub fn maildir(&self, user: &str) -> PathBuf {
+        self.state
+            .path()
+            .join("dovecot/mail")
+            .join(user)
+            .join("Maildir")
+    }
+}
+
+impl Drop for PlainDovecot {
+    fn drop(&mut self) {
+        let _ = self.script("stop");
+    }
+}
+
 /// Where a server stores mail.
 #[derive(Clone, Copy, Debug)]
 pub enum Backend {
@@ -378,12 +444,28 @@ impl MailServer {
     /// holding PASSWORD>` (an operator job: import, export) with the server's environment
     /// and stdin closed; its output, whatever its exit status.
     pub fn account_job(&self, args: &[&str], name: &str) -> Output {
+        let password = self.dir.path().join("password");
+        self.job(
+            args,
+            name,
+            &["--password-file".as_ref(), password.as_os_str()],
+        )
+    }
+
+    /// Runs `mailvault <args> --config <config> --name <name>` given no secret (an
+    /// import into a hardened account) with the server's environment and stdin closed;
+    /// its output, whatever its exit status.
+    pub fn keyless_job(&self, args: &[&str], name: &str) -> Output {
+        self.job(args, name, &[])
+    }
+
+    fn job(&self, args: &[&str], name: &str, more: &[&std::ffi::OsStr]) -> Output {
         let mut cmd = Command::new(BIN);
         cmd.args(args)
             .arg("--config")
             .arg(&self.config)
-            .args(["--name", name, "--password-file"])
-            .arg(self.dir.path().join("password"))
+            .args(["--name", name])
+            .args(more)
             .envs(self.env.iter().cloned());
         output(&mut cmd)
     }
@@ -569,6 +651,7 @@ impl CompanionProcess {
 
     /// Starts `mailvault companion` and waits until its IMAP port accepts connections.
     pub fn start(&mut self) {
+        assert!(self.child.is_none(), "already started");
         let child = Command::new(BIN)
             .args(["companion", "--config"])
             .arg(&self.config)
@@ -599,14 +682,19 @@ impl CompanionProcess {
             .as_mut()
             .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
-}
 
-impl Drop for CompanionProcess {
-    fn drop(&mut self) {
+    /// Kills the process (SIGKILL) and waits for it to be gone.
+    pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+impl Drop for CompanionProcess {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
