@@ -576,12 +576,14 @@ where
     let unit = &unit;
     let deliveries = futures::stream::iter(messages).map(|message| {
         let deliverer = deliverer.clone();
-        async move {
+        let units = message.as_ref().map_or(0, unit);
+        // Each delivery a task of its own, so that parsing and sealing run on every core
+        // (results still come back in the source's order).
+        let delivery = tokio::spawn(async move {
             let message = match message {
                 Ok(message) => message,
                 Err(e) => return (String::new(), 0, 0, Err(e.to_string())),
             };
-            let units = unit(&message);
             let size = message.bytes.len() as u64;
             let options = DeliveryOptions {
                 mailbox: message.mailbox.clone(),
@@ -597,6 +599,11 @@ where
                 .map(|receipt| receipt.duplicate)
                 .map_err(|e| e.to_string());
             (what, units, size, result)
+        });
+        async move {
+            delivery
+                .await
+                .unwrap_or_else(|e| (String::new(), units, 0, Err(format!("delivery task: {e}"))))
         }
     });
     let mut deliveries = deliveries.buffered(IN_FLIGHT);
