@@ -191,9 +191,11 @@ async fn measure(dir: &Path) -> mailvault::Result<()> {
             .search_texts(&emails, std::slice::from_ref(key))
             .await?;
         println!(
-            "  {key:?}: {} matches in {:.1} ms",
+            "  {key:?}: {} matches in {:.1} ms (VmRSS {} KiB, VmHWM {} KiB)",
             found[0].len(),
-            started.elapsed().as_secs_f64() * 1e3
+            started.elapsed().as_secs_f64() * 1e3,
+            corpus::status_kib("VmRSS"),
+            corpus::status_kib("VmHWM")
         );
     }
     let started = Instant::now();
