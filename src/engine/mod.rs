@@ -788,10 +788,40 @@ impl Session {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(name.to_vec());
-        match self.retiring_key_for(name).await? {
-            Some(old) => self.index.open(self.account(), &old, name).await,
-            None => self.index.open(self.account(), &self.key, name).await,
+        self.open_following(name, |old| async move {
+            let key = old.as_ref().unwrap_or(&self.key);
+            self.index.open(self.account(), key, name).await
+        })
+        .await
+    }
+
+    /// Opens the collection `name` with `open` under the key it is under now: the
+    /// previous root's while a rotation has not copied it ([`retiring_key_for`]; `open`
+    /// gets it), the session's own otherwise (`open` gets `None`). A rotation that
+    /// another session finishes between the look and the open (the old collection
+    /// closed, or deleted after its final copy) makes the open under the old key fail:
+    /// the collection is then looked for again, and found under the new key.
+    ///
+    /// [`retiring_key_for`]: Self::retiring_key_for
+    async fn open_following<T, F, Fut>(&self, name: &[u8], open: F) -> Result<T>
+    where
+        F: Fn(Option<AccountKey>) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        // Each rotation overtaking this open is a rotation finished meanwhile: a few
+        // looks are enough, the next rotation needs a new keyring.
+        const LOOKS: usize = 3;
+        for _ in 1..LOOKS {
+            let Some(old) = self.retiring_key_for(name).await? else {
+                return open(None).await;
+            };
+            match open(Some(old)).await {
+                Err(Error::Moved | Error::NotFound { .. } | Error::Rollback { .. }) => {}
+                other => return other,
+            }
         }
+        let old = self.retiring_key_for(name).await?;
+        open(old).await
     }
 
     /// While a root rotation is under way, the previous root's index key when the
@@ -842,16 +872,11 @@ impl Session {
     /// # Errors
     /// As [`Mailstore::open`].
     pub async fn mailstore(&self) -> Result<Mailstore> {
-        let name = crate::mail::COLLECTION;
-        match self.retiring_key_for(name).await? {
-            Some(old) => {
-                Mailstore::open_with(&self.index, self.blobs.clone(), &old, self.mail_config).await
-            }
-            None => {
-                Mailstore::open_with(&self.index, self.blobs.clone(), &self.key, self.mail_config)
-                    .await
-            }
-        }
+        self.open_following(crate::mail::COLLECTION, |old| async move {
+            let key = old.as_ref().unwrap_or(&self.key);
+            Mailstore::open_with(&self.index, self.blobs.clone(), key, self.mail_config).await
+        })
+        .await
     }
 
     /// Imports the account's pending sealed deliveries into `mail` (see

@@ -1063,6 +1063,65 @@ async fn item_04_a_login_during_a_rotation_sees_everything_and_loses_nothing() {
     }
 }
 
+/// A login that looked where the mail is while a rotation was under way (not copied yet:
+/// under the previous key) and that another session's rotation overtook before it opened
+/// it: the old collection closed, copied and deleted in between. The login must follow
+/// the mail to the new key, not fail (noticed at stop 28: `Session::mailstore` decided
+/// on the key, then opened under it, and got the deleted collection's error).
+async fn a_login_overtaken_by_the_rotation(name: &str, store: DynStore, mode: CommitMode) {
+    use futures::TryStreamExt;
+    use mailvault::storage::{GateStore, Hold};
+    let w = World::on(store.clone(), mode).await;
+    let mut rotator = w.provider.unlock(w.alice, "pw").await.unwrap();
+    append(&rotator, "Subject: one\r\n\r\nbefore the rotation").await;
+    let prefix = object_store::path::Path::from(format!("a/{}/i", w.alice.to_hex()));
+    let tags: std::collections::BTreeSet<String> = store
+        .list(Some(&prefix))
+        .map_ok(|m| m.location.parts().nth(3).unwrap().as_ref().to_string())
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(tags.len(), 1, "{name}: {tags:?}");
+    let old_tag = tags.into_iter().next().unwrap();
+    // The rotation begun: a login's keyring holds the new root and the retiring one.
+    rotator.begin_rotation().await.unwrap();
+    let gated = GateStore::new(store.clone());
+    let gate = gated.gate();
+    let provider = Provider::new(Arc::new(gated), w.deployment, w.directory.clone(), config())
+        .await
+        .unwrap();
+    let login = provider.unlock(w.alice, "pw").await.unwrap();
+    // Nothing is copied yet, so the login opens the old collection: held at its first read.
+    gate.arm(Hold::Get, format!("/i/{old_tag}/"));
+    let finishing = async {
+        gate.reached().await;
+        rotator.rotate_root(&[], |_| {}).await.unwrap();
+        gate.open();
+    };
+    let (opened, ()) = tokio::join!(login.mailstore(), finishing);
+    let mut mail = opened.unwrap_or_else(|e| panic!("{name}: the overtaken login failed: {e:?}"));
+    let seen = inbox(&mut mail).await;
+    assert_eq!(seen.len(), 1, "{name}: {seen:?}");
+    let inbox_id = mail.mailbox_by_name(INBOX).unwrap().id;
+    mail.append(inbox_id, b"Subject: two\r\n\r\nafter", Default::default())
+        .await
+        .unwrap();
+    let later = w.provider.unlock(w.alice, "pw").await.unwrap();
+    assert_eq!(
+        inbox(&mut later.mailstore().await.unwrap()).await.len(),
+        2,
+        "{name}"
+    );
+    assert!(login.collection(b"notes").await.is_ok(), "{name}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_04_a_login_overtaken_by_the_rotation_follows_the_mail() {
+    for (name, store, mode) in backends() {
+        a_login_overtaken_by_the_rotation(name, store, mode).await;
+    }
+}
+
 /// A login after a rotation's final copy, before the rotation deleted the old collection
 /// (the rotation held at that delete, as if killed there): the fresh session writes to the
 /// copy under the new key, then another session finishes the rotation (a resumed run,
