@@ -240,7 +240,7 @@ pub async fn export_maildir(
     let started = Instant::now();
     mail.refresh().await?;
     let (mailboxes, total) = planned(mail, None)?;
-    let progress = Progress::new("export", Some(total), false, quiet);
+    let progress = Progress::new("export", "messages", Some(total), None, quiet);
     let mut summary = ExportSummary::default();
     let mut done = 0u64;
     for mailbox in mailboxes {
@@ -309,11 +309,11 @@ pub async fn export_maildir(
                 Ok(None) => summary.already += 1,
                 Err(why) => summary.failed.push((what, why)),
             }
-            progress.set(done, summary.exported + summary.already, summary.bytes);
+            progress.set(done, summary.bytes);
         }
     }
     summary.seconds = started.elapsed().as_secs_f64();
-    progress.finish(done, summary.exported + summary.already, summary.bytes);
+    progress.finish(done, summary.bytes);
     Ok(summary)
 }
 
@@ -465,7 +465,7 @@ pub async fn export_mbox(
     let started = Instant::now();
     mail.refresh().await?;
     let (mailboxes, total) = planned(mail, only)?;
-    let progress = Progress::new("export", Some(total), false, quiet);
+    let progress = Progress::new("export", "messages", Some(total), None, quiet);
     let mut summary = ExportSummary::default();
     let mut done = 0u64;
     for mailbox in mailboxes {
@@ -520,7 +520,7 @@ pub async fn export_mbox(
                 }
                 Err(why) => summary.failed.push((what, why)),
             }
-            progress.set(done, summary.exported, summary.bytes);
+            progress.set(done, summary.bytes);
         }
         file.flush().map_err(io_error(&part))?;
         file.get_ref().sync_all().map_err(io_error(&part))?;
@@ -529,7 +529,7 @@ pub async fn export_mbox(
         summary.mailboxes += 1;
     }
     summary.seconds = started.elapsed().as_secs_f64();
-    progress.finish(done, summary.exported, summary.bytes);
+    progress.finish(done, summary.bytes);
     Ok(summary)
 }
 

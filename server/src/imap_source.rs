@@ -418,7 +418,7 @@ impl ImapSource {
                     flags: fetched.flags,
                     internal_date: fetched.internal_date,
                     key: format!("imap\0{origin}\0{}\0{uid_validity}\0{uid}", mailbox.name),
-                    span: 1,
+                    span: bytes.len() as u64,
                     bytes,
                 })
             },

@@ -686,14 +686,14 @@ pub async fn reencrypt(
         let done = session
             .reencrypt_epoch(epoch, |p| {
                 let bar = progress.get_or_insert_with(|| {
-                    Progress::new("reencrypt", Some(p.total as u64), false, quiet)
+                    Progress::new("reencrypt", "messages", Some(p.total as u64), None, quiet)
                 });
                 last = p.done as u64;
-                bar.set(last, last, 0);
+                bar.set(last, 0);
             })
             .await?;
         if let Some(bar) = &progress {
-            bar.finish(last, last, 0);
+            bar.finish(last, 0);
         }
         tracing::debug!(epoch, done, "epoch dropped");
         rewritten += done;
@@ -752,7 +752,7 @@ pub async fn reindex(
     let total = emails.len();
     let before = mail.texts_covered(&emails).await?;
     let bar = (!quiet && std::io::stderr().is_terminal())
-        .then(|| Progress::new("reindex", Some(total as u64), false, quiet));
+        .then(|| Progress::new("reindex", "messages", Some(total as u64), None, quiet));
     let line = |covered: usize, indexed: usize| {
         if bar.is_none() && !quiet {
             eprintln!(
@@ -772,12 +772,12 @@ pub async fn reindex(
         indexed += n;
         covered = (covered + n).min(total);
         if let Some(bar) = &bar {
-            bar.set(covered as u64, indexed as u64, 0);
+            bar.set(covered as u64, 0);
         }
         line(covered, indexed);
     }
     if let Some(bar) = &bar {
-        bar.finish(covered as u64, indexed as u64, 0);
+        bar.finish(covered as u64, 0);
     }
     let seconds = started.elapsed().as_secs_f64();
     if json {
@@ -802,34 +802,58 @@ pub async fn reindex(
 
 /// `mailvault account rotate-root NAME`: begins (unless a killed run began it) and
 /// finishes a root rotation.
-pub async fn rotate_root(target: &Target, unlocker: &Unlocker, json: bool) -> Result<(), BoxError> {
+pub async fn rotate_root(
+    target: &Target,
+    unlocker: &Unlocker,
+    json: bool,
+    quiet: bool,
+) -> Result<(), BoxError> {
     let started = Instant::now();
     let config = Config::load(&target.config)?;
     let (name, account) = resolve(&config, &target.name)?;
     let provider = config.provider().await?;
     let mut session = open(&provider, &config, account, unlocker).await?;
     let resumed = session.rotating();
-    if resumed {
-        eprintln!(
-            "rotate-root: a rotation an earlier run began is under way: finishing it (keyring generation {})",
-            session.keyring_generation()
-        );
-    } else {
+    if !resumed {
         session.begin_rotation().await?;
-        eprintln!(
-            "rotate-root: begun: a new root key and epoch {} (keyring generation {}); re-keying the index",
+    }
+    // What the run does, before its progress (`--quiet`: nothing).
+    let started_how = if resumed {
+        format!(
+            "a rotation an earlier run began is under way: finishing it (keyring generation {})",
+            session.keyring_generation()
+        )
+    } else {
+        format!(
+            "begun: a new root key and epoch {} (keyring generation {}); re-keying the index",
             session.epochs().last().copied().unwrap_or(0),
             session.keyring_generation()
-        );
+        )
+    };
+    if !quiet {
+        eprintln!("rotate-root: {started_how}");
     }
+    // The index collections re-keyed: a bar on a terminal, else plain lines.
+    let mut progress: Option<Progress> = None;
+    let mut last = 0u64;
     let collections = session
         .rotate_root(&[], |p| {
-            eprintln!(
-                "rotate-root: {}/{} index collections re-keyed",
-                p.done, p.total
-            );
+            let bar = progress.get_or_insert_with(|| {
+                Progress::new(
+                    "rotate-root",
+                    "collections",
+                    Some(p.total as u64),
+                    None,
+                    quiet,
+                )
+            });
+            last = p.done as u64;
+            bar.set(last, 0);
         })
         .await?;
+    if let Some(bar) = &progress {
+        bar.finish(last, 0);
+    }
     let seconds = started.elapsed().as_secs_f64();
     let epochs = session.epochs();
     if json {

@@ -104,9 +104,13 @@ enum Command {
     /// were refused (listed).
     ///
     /// Examples:
+    ///
     ///   mailvault import maildir ~alice/Maildir --config mailvault.toml --name alice@example.org
+    ///
     ///   mailvault import mbox old.mbox --mailbox Archive/old --config mailvault.toml --name alice@example.org --json
+    ///
     ///   mailvault import imap imaps://alice@old.example.org --source-password-file old-pw --config mailvault.toml --name alice@example.org
+    ///
     ///   mailvault import maildirs /var/vmail/example.org --domain example.org --config mailvault.toml --json
     Import {
         #[command(subcommand)]
@@ -121,7 +125,9 @@ enum Command {
     /// skipped is listed. Exit status 0 when intact, 3 when damage was found.
     ///
     /// Examples:
+    ///
     ///   mailvault verify --config mailvault.toml --all
+    ///
     ///   mailvault verify --config mailvault.toml --account alice@example.org --password-file pw --deep --json
     Verify {
         /// The configuration file.
@@ -160,7 +166,9 @@ enum Command {
     /// Progress on a terminal, a line per step otherwise.
     ///
     /// Examples:
+    ///
     ///   mailvault reindex --config mailvault.toml --account alice@example.org --password-file pw
+    ///
     ///   mailvault reindex --config mailvault.toml --account bob@example.org --officer-key server-officer.key --json
     Reindex {
         /// The configuration file.
@@ -183,10 +191,13 @@ enum Command {
     /// directory did not accept, and a local store's staging files left by a process
     /// killed mid-upload. Needs the account's password for bodies and index objects
     /// (without it: keyring versions and staging files only). Removes nothing by
-    /// reference from an account where verify finds damage.
+    /// reference from an account where verify finds damage. Progress (the objects the
+    /// verification checks) on a terminal, plain lines otherwise.
     ///
     /// Examples:
+    ///
     ///   mailvault gc --config mailvault.toml --account alice@example.org --password-file pw --dry-run
+    ///
     ///   mailvault gc --config mailvault.toml --all --json
     Gc {
         /// The configuration file.
@@ -210,6 +221,9 @@ enum Command {
         /// Print the summary as one JSON object on stdout.
         #[arg(long)]
         json: bool,
+        /// No progress output.
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Exports an account's mail: every mailbox as a Maildir++ folder (flags in the file
     /// names, keywords through `dovecot-keywords`, the internal date as the file's
@@ -220,7 +234,9 @@ enum Command {
     /// not be written (listed).
     ///
     /// Examples:
+    ///
     ///   mailvault export maildir backup/alice --config mailvault.toml --name alice@example.org --password-file pw
+    ///
     ///   mailvault export mbox sent.mbox --mailbox Sent --config mailvault.toml --name alice@example.org --password-file pw --json
     Export {
         #[command(subcommand)]
@@ -241,7 +257,11 @@ enum ImportSource {
     /// A Maildir++ tree: `cur/` and `new/` are INBOX, `.Sent/` is Sent, `.Archive.2023/`
     /// is Archive/2023 (a mailbox the account lacks is created, special-use roles by
     /// name); flags from the file names' info and `dovecot-keywords`; the internal date
-    /// is the file's modification time.
+    /// is the file's modification time. Progress: messages and bytes of the tree.
+    ///
+    /// Example:
+    ///
+    ///   mailvault import maildir ~alice/Maildir --config mailvault.toml --name alice@example.org
     Maildir {
         /// The Maildir's root folder.
         path: PathBuf,
@@ -255,6 +275,10 @@ enum ImportSource {
     /// `<user>@<domain>` when the name has no `@`) and must exist: a user without an
     /// account or without a Maildir is refused (listed; exit status 2), the others
     /// imported. Resumable as `maildir`.
+    ///
+    /// Example:
+    ///
+    ///   mailvault import maildirs /var/vmail/example.org --domain example.org --config mailvault.toml --json
     Maildirs {
         /// The folder holding one directory per user.
         root: PathBuf,
@@ -276,6 +300,11 @@ enum ImportSource {
     /// over IMAP: messages as the server serves them, flags, internal dates, folders.
     /// Read-only on the source (EXAMINE, BODY.PEEK). Resumable: each message is stored
     /// once (its delivery id comes from the server, login, mailbox, UIDVALIDITY and UID).
+    /// Progress: messages (of the mailboxes' total) and bytes read.
+    ///
+    /// Example:
+    ///
+    ///   mailvault import imap imaps://alice@old.example.org --source-password-file old-pw --config mailvault.toml --name alice@example.org
     Imap {
         /// `imap://user@host[:port]` or `imaps://user@host[:port]` (the user
         /// percent-encoded: `alice%40example.org`).
@@ -291,7 +320,12 @@ enum ImportSource {
         args: ImportArgs,
     },
     /// An mbox file: flags from `Status`, `X-Status` and `X-Keywords` (left out of the
-    /// stored message), the internal date from each `From ` line.
+    /// stored message), the internal date from each `From ` line. Progress: bytes of the
+    /// file (and the time left) and messages read.
+    ///
+    /// Example:
+    ///
+    ///   mailvault import mbox old.mbox --mailbox Archive/old --config mailvault.toml --name alice@example.org --json
     Mbox {
         /// The mbox file.
         path: PathBuf,
@@ -306,6 +340,11 @@ enum ImportSource {
 #[derive(Subcommand)]
 enum ExportTarget {
     /// A Maildir++ tree (created): INBOX at the root, `Archive/2023` as `.Archive.2023/`.
+    /// Run again into the same folder, writes only what is missing.
+    ///
+    /// Example:
+    ///
+    ///   mailvault export maildir backup/alice --config mailvault.toml --name alice@example.org --password-file pw
     Maildir {
         /// The Maildir's root folder.
         path: PathBuf,
@@ -314,6 +353,12 @@ enum ExportTarget {
     },
     /// mbox files: with `--mailbox`, that mailbox as the file PATH; without, every
     /// mailbox as `PATH/<name>.mbox`. An existing file is not overwritten.
+    ///
+    /// Examples:
+    ///
+    ///   mailvault export mbox sent.mbox --mailbox Sent --config mailvault.toml --name alice@example.org --password-file pw --json
+    ///
+    ///   mailvault export mbox backup/ --config mailvault.toml --name alice@example.org --password-file pw
     Mbox {
         /// The mbox file (with `--mailbox`), else the folder of mbox files.
         path: PathBuf,
@@ -404,8 +449,8 @@ enum OfficerCommand {
     /// account, where its user sees it. The old password stops working at once.
     ///
     /// Example:
-    ///   mailvault officer reset-password alice@example.org --config mailvault.toml \
-    ///       --officer-key /media/officer/server-officer.key --password-file new-password
+    ///
+    ///   mailvault officer reset-password alice@example.org --config mailvault.toml --officer-key /media/officer/server-officer.key --password-file new-password
     ResetPassword {
         #[command(flatten)]
         target: Target,
@@ -423,7 +468,9 @@ enum OfficerCommand {
     /// (logged). Exit status 3 when an account of key model 4 or 5 is not recoverable.
     ///
     /// Examples:
+    ///
     ///   mailvault officer audit --all --config mailvault.toml --officer-key server-officer.key
+    ///
     ///   mailvault officer audit alice@example.org --config mailvault.toml --officer-key - --json < server-officer.key
     Audit {
         /// The configuration file.
@@ -447,6 +494,7 @@ enum OfficerCommand {
     /// key. No secret needed; an erased account's log stays (give its id in hex).
     ///
     /// Example:
+    ///
     ///   mailvault officer log alice@example.org --config mailvault.toml --json
     Log {
         #[command(flatten)]
@@ -464,6 +512,7 @@ enum AccountCommand {
     /// the bytes stored when the account published its usage.
     ///
     /// Example:
+    ///
     ///   mailvault account list --config mailvault.toml --json
     List {
         /// The configuration file.
@@ -479,6 +528,7 @@ enum AccountCommand {
     /// number of officer log entries, limits and usage.
     ///
     /// Example:
+    ///
     ///   mailvault account show alice@example.org --config mailvault.toml
     Show {
         #[command(flatten)]
@@ -494,7 +544,9 @@ enum AccountCommand {
     /// unless --yes (exit status 5 when not confirmed). Run it again if it fails part way.
     ///
     /// Examples:
+    ///
     ///   mailvault account erase bob@example.org --config mailvault.toml
+    ///
     ///   mailvault account erase bob@example.org --config mailvault.toml --yes
     Erase {
         #[command(flatten)]
@@ -507,6 +559,7 @@ enum AccountCommand {
     /// bodies stay readable under theirs (`reencrypt` moves them).
     ///
     /// Example:
+    ///
     ///   mailvault account add-epoch alice@example.org --config mailvault.toml --password-file pw
     AddEpoch {
         #[command(flatten)]
@@ -520,6 +573,7 @@ enum AccountCommand {
     /// terminal, plain lines otherwise.
     ///
     /// Example:
+    ///
     ///   mailvault account reencrypt alice@example.org --config mailvault.toml --officer-key server-officer.key --json
     Reencrypt {
         #[command(flatten)]
@@ -537,9 +591,11 @@ enum AccountCommand {
     /// index re-keyed; a former holder of the old root (an export file, a copied keyring)
     /// reads nothing new. Resumable: a run killed part way leaves every message readable,
     /// and running it again finishes the rotation. Then `reencrypt` moves the bodies off
-    /// the older epochs.
+    /// the older epochs. Progress (index collections re-keyed) on a terminal, plain lines
+    /// otherwise.
     ///
     /// Example:
+    ///
     ///   mailvault account rotate-root alice@example.org --config mailvault.toml --password-file pw
     RotateRoot {
         #[command(flatten)]
@@ -549,14 +605,17 @@ enum AccountCommand {
         /// One JSON object on stdout.
         #[arg(long)]
         json: bool,
+        /// No progress output.
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Writes a key export file: the account's root key under a passphrase (Argon2id,
     /// 64 MiB, 3 passes), mode 0600, for `import-key` when every other credential is
     /// lost. It opens the account until the next root rotation: keep it offline.
     ///
     /// Example:
-    ///   mailvault account export-key alice@example.org --config mailvault.toml \
-    ///       --password-file pw --passphrase-file export-passphrase --out alice.key-export
+    ///
+    ///   mailvault account export-key alice@example.org --config mailvault.toml --password-file pw --passphrase-file export-passphrase --out alice.key-export
     ExportKey {
         #[command(flatten)]
         target: Target,
@@ -574,8 +633,8 @@ enum AccountCommand {
     /// passphrase or an export older than the account's last root rotation.
     ///
     /// Example:
-    ///   mailvault account import-key alice.key-export --config mailvault.toml \
-    ///       --passphrase-file export-passphrase --password-file new-password
+    ///
+    ///   mailvault account import-key alice.key-export --config mailvault.toml --passphrase-file export-passphrase --password-file new-password
     ImportKey {
         /// The key export file.
         file: PathBuf,
@@ -832,6 +891,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             dry_run,
             grace,
             json,
+            quiet,
         } => {
             let config = Config::load(&config)?;
             let options = GcOptions {
@@ -845,6 +905,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                 password_file.as_deref(),
                 &options,
                 json,
+                quiet,
             )
             .await
         }
@@ -911,7 +972,8 @@ async fn account_keys(command: AccountCommand) -> Result<(), BoxError> {
             target,
             unlocker,
             json,
-        } => keyops::rotate_root(&target, &unlocker, json).await,
+            quiet,
+        } => keyops::rotate_root(&target, &unlocker, json, quiet).await,
         AccountCommand::ExportKey {
             target,
             unlocker,
@@ -973,14 +1035,14 @@ async fn import(source: ImportSource) -> Result<(), BoxError> {
     let mut summary = match &source {
         ImportSource::Maildir { path, .. } => {
             let entries = migrate::scan_maildir(path)?;
-            let progress = Progress::new("import", Some(entries.len() as u64), false, args.quiet);
+            let progress = Progress::maildir_import(&entries, args.quiet);
             let messages = entries.iter().map(migrate::read_maildir_message);
-            migrate::deliver_all(deliverer, account, messages, &progress, |_| 1).await
+            migrate::deliver_all(deliverer, account, messages, &progress).await
         }
         ImportSource::Mbox { path, mailbox, .. } => {
             let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
             let total = file.metadata().map(|m| m.len()).ok();
-            let progress = Progress::new("import", total, true, args.quiet);
+            let progress = Progress::new("import", "messages", None, total, args.quiet);
             let source = path.canonicalize().unwrap_or_else(|_| path.clone());
             let mut reader = migrate::MboxReader::new(
                 std::io::BufReader::new(file),
@@ -988,7 +1050,7 @@ async fn import(source: ImportSource) -> Result<(), BoxError> {
                 &source.to_string_lossy(),
             );
             let messages = std::iter::from_fn(move || reader.next_message().transpose());
-            migrate::deliver_all(deliverer, account, messages, &progress, |m| m.span).await
+            migrate::deliver_all(deliverer, account, messages, &progress).await
         }
         ImportSource::Imap {
             url,
@@ -1007,7 +1069,7 @@ async fn import(source: ImportSource) -> Result<(), BoxError> {
             })
             .await??;
             let total = mailboxes.iter().map(|m| m.messages).sum();
-            let progress = Progress::new("import", Some(total), false, args.quiet);
+            let progress = Progress::new("import", "messages", Some(total), None, args.quiet);
             // The source is read on a thread of its own, a few messages ahead of the
             // deliveries (bounded: the account's mail is not held in memory).
             let (sender, receiver) = std::sync::mpsc::sync_channel(16);
@@ -1029,8 +1091,7 @@ async fn import(source: ImportSource) -> Result<(), BoxError> {
                 source.logout();
             });
             let messages = std::iter::from_fn(move || receiver.recv().ok());
-            let summary =
-                migrate::deliver_all(deliverer, account, messages, &progress, |_| 1).await;
+            let summary = migrate::deliver_all(deliverer, account, messages, &progress).await;
             reader
                 .join()
                 .map_err(|_| "the thread reading the source failed")?;
@@ -1130,10 +1191,9 @@ async fn import_maildirs(
                 entries.len()
             );
         }
-        let progress = Progress::new("import", Some(entries.len() as u64), false, quiet);
+        let progress = Progress::maildir_import(&entries, quiet);
         let messages = entries.iter().map(migrate::read_maildir_message);
-        let summary =
-            migrate::deliver_all(deliverer.clone(), account, messages, &progress, |_| 1).await;
+        let summary = migrate::deliver_all(deliverer.clone(), account, messages, &progress).await;
         if !json {
             println!(
                 "{account_name}: {} messages delivered, {} delivered before, {} refused; {:.1} MiB in {:.1} s",
@@ -1212,14 +1272,7 @@ async fn verify(
     let targets = targets(config, name)?;
     let provider = config.provider().await?;
     let progress = Progress::counting("verify", "objects", quiet);
-    let counted = std::sync::atomic::AtomicU64::new(0);
-    let bytes = std::sync::atomic::AtomicU64::new(0);
-    let tick = |objects: u64, b: u64| {
-        use std::sync::atomic::Ordering::Relaxed;
-        let done = counted.fetch_add(objects, Relaxed) + objects;
-        let b = bytes.fetch_add(b, Relaxed) + b;
-        progress.set(done, done, b);
-    };
+    let tick = |objects: u64, bytes: u64| progress.add(objects, bytes);
     let mut reports = Vec::new();
     for (name, account) in targets {
         // A keyring that does not open (rolled back, tampered with, gone) is damage to
@@ -1252,11 +1305,7 @@ async fn verify(
         }
         reports.push((name, report));
     }
-    {
-        use std::sync::atomic::Ordering::Relaxed;
-        let done = counted.load(Relaxed);
-        progress.finish(done, done, bytes.load(Relaxed));
-    }
+    progress.finish_added();
     let intact = reports.iter().all(|(_, r)| r.is_intact());
     if json {
         let accounts: Vec<serde_json::Value> = reports
@@ -1338,8 +1387,13 @@ async fn gc(
     password_file: Option<&std::path::Path>,
     options: &GcOptions,
     json: bool,
+    quiet: bool,
 ) -> Result<(), BoxError> {
+    use mailvault_server::migrate::Progress;
     let provider = config.provider().await?;
+    // The objects the verification of each account checks (what takes the time).
+    let progress = Progress::counting("gc", "objects", quiet);
+    let tick = |objects: u64, bytes: u64| progress.add(objects, bytes);
     let mut out = Vec::new();
     for (name, account) in targets(config, name)? {
         let session = match password_file {
@@ -1355,11 +1409,12 @@ async fn gc(
             None => None,
         };
         let summary = provider
-            .collect_account_garbage(account, session.as_ref(), options)
+            .collect_account_garbage(account, session.as_ref(), options, &tick)
             .await
             .map_err(|e| format!("{name}: {e}"))?;
         out.push((name, account, summary));
     }
+    progress.finish_added();
     if json {
         let accounts: Vec<serde_json::Value> = out
             .iter()

@@ -20,6 +20,7 @@
 
 use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,7 +43,8 @@ pub struct SourceMessage {
     pub key: String,
     /// The message as stored (CRLF line endings).
     pub bytes: Vec<u8>,
-    /// Bytes of the source it took (the file; its part of the mbox), for progress.
+    /// Bytes of the source it took (the file; its part of the mbox; the message as an
+    /// IMAP server served it), for progress.
     pub span: u64,
 }
 
@@ -58,6 +60,8 @@ pub struct MaildirEntry {
     pub flags: Vec<String>,
     /// The file's unique name (the part before the info).
     pub unique: String,
+    /// The file's size when scanned (the import's total bytes, for progress).
+    pub size: u64,
 }
 
 /// Every message file of a Maildir++ tree rooted at `root` (its `cur` and `new` are
@@ -118,6 +122,8 @@ pub fn scan_maildir(root: &Path) -> Result<Vec<MaildirEntry>, BoxError> {
                     path: entry.path(),
                     flags: maildir_flags(info, &keywords),
                     unique,
+                    // (A file gone since the listing is refused when it is read.)
+                    size: entry.metadata().map(|m| m.len()).unwrap_or(0),
                 });
             }
         }
@@ -435,16 +441,25 @@ impl ImportSummary {
 }
 
 /// Progress of a long job: an `indicatif` bar when stderr is a terminal, a plain line
-/// every few seconds otherwise, nothing with `quiet`.
+/// every few seconds otherwise, nothing with `quiet`. It counts two things: `unit`s
+/// (messages, objects, collections) and the bytes they took. The bar follows the count
+/// when its total is known, else the bytes when theirs is (an mbox file: its length),
+/// else it is a spinner; it shows the other one beside, so a bar has the count, the
+/// bytes, the rate and the time left as far as the totals are known.
 pub struct Progress {
     bar: Option<indicatif::ProgressBar>,
     started: Instant,
     last_line: std::sync::Mutex<Instant>,
-    total: Option<u64>,
+    /// The total count of `unit`s, if known.
+    count_total: Option<u64>,
+    /// The total bytes, if known.
+    bytes_total: Option<u64>,
     what: &'static str,
     /// What is counted (`messages`, `objects`).
     unit: &'static str,
     quiet: bool,
+    /// The units and bytes [`add`](Self::add)ed so far.
+    added: (AtomicU64, AtomicU64),
 }
 
 impl Progress {
@@ -452,68 +467,80 @@ impl Progress {
     /// verified, collected): a spinner with the count, the rate and the bytes on a
     /// terminal, a plain line every few seconds otherwise.
     pub fn counting(what: &'static str, unit: &'static str, quiet: bool) -> Self {
+        Self::new(what, unit, None, None, quiet)
+    }
+
+    /// Progress of `count_total` `unit`s taking `bytes_total` bytes, each if known.
+    pub fn new(
+        what: &'static str,
+        unit: &'static str,
+        count_total: Option<u64>,
+        bytes_total: Option<u64>,
+        quiet: bool,
+    ) -> Self {
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
-            let bar = indicatif::ProgressBar::new_spinner();
-            let template =
-                format!("{{msg}} [{{elapsed_precise}}] {{spinner}} {{pos}} {unit} {{per_sec}}");
+            // The bar's own position and rate are the count's, or the bytes' for a job
+            // whose count is not known beforehand; `{msg}` is the other one.
+            let (bar, template) = match (count_total, bytes_total) {
+                (Some(total), _) => (
+                    indicatif::ProgressBar::new(total),
+                    format!("{{prefix}} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} {unit} {{msg}}{{rate}} ETA {{eta}}"),
+                ),
+                (None, Some(total)) => (
+                    indicatif::ProgressBar::new(total),
+                    "{prefix} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}{bytes_per_sec} ETA {eta}".to_owned(),
+                ),
+                (None, None) => {
+                    let bar = indicatif::ProgressBar::new_spinner();
+                    bar.enable_steady_tick(Duration::from_millis(200));
+                    (
+                        bar,
+                        format!("{{prefix}} [{{elapsed_precise}}] {{spinner}} {{pos}} {unit} {{msg}}{{rate}}"),
+                    )
+                }
+            };
             if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
-                bar.set_style(style);
+                // Whole units a second (`{per_sec}` has four decimals).
+                bar.set_style(style.with_key(
+                    "rate",
+                    |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(w, "{:.0}/s", state.per_sec());
+                    },
+                ));
             }
-            bar.enable_steady_tick(Duration::from_millis(200));
-            bar.set_message(what);
+            bar.set_prefix(what);
             bar
         });
         Self {
             bar,
             started: Instant::now(),
             last_line: std::sync::Mutex::new(Instant::now()),
-            total: None,
+            count_total,
+            bytes_total,
             what,
             unit,
             quiet,
+            added: Default::default(),
         }
     }
 
-    /// Progress of `total` units (messages, or bytes when `bytes`), if known.
-    pub fn new(what: &'static str, total: Option<u64>, bytes: bool, quiet: bool) -> Self {
-        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
-            let bar = match total {
-                Some(total) => indicatif::ProgressBar::new(total),
-                None => indicatif::ProgressBar::new_spinner(),
-            };
-            let template = if bytes {
-                "{msg} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}"
-            } else {
-                "{msg} [{elapsed_precise}] {wide_bar} {pos}/{len} messages {per_sec} ETA {eta}"
-            };
-            if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
-                bar.set_style(style);
-            }
-            bar.set_message(what);
-            bar
-        });
-        Self {
-            bar,
-            started: Instant::now(),
-            last_line: std::sync::Mutex::new(Instant::now()),
-            total,
-            what,
-            unit: "messages",
+    /// Progress of the import of a Maildir's `entries` (as [`scan_maildir`] found them):
+    /// their count and bytes known.
+    pub fn maildir_import(entries: &[MaildirEntry], quiet: bool) -> Self {
+        let bytes = entries.iter().map(|e| e.size).sum();
+        Self::new(
+            "import",
+            "messages",
+            Some(entries.len() as u64),
+            Some(bytes),
             quiet,
-        }
+        )
     }
 
-    /// `done` units done so far, `messages` and `bytes` of them for the plain line.
-    pub fn set(&self, done: u64, messages: u64, bytes: u64) {
+    /// `count` units and `bytes` bytes done so far.
+    pub fn set(&self, count: u64, bytes: u64) {
         if let Some(bar) = &self.bar {
-            bar.set_position(done);
-            if self.unit != "messages" {
-                bar.set_message(format!(
-                    "{} {:.1} MiB",
-                    self.what,
-                    bytes as f64 / (1 << 20) as f64
-                ));
-            }
+            self.draw(bar, count, bytes);
             return;
         }
         if self.quiet {
@@ -522,35 +549,82 @@ impl Progress {
         let mut last = self.last_line.lock().unwrap_or_else(|e| e.into_inner());
         if last.elapsed() >= Duration::from_secs(2) {
             *last = Instant::now();
-            eprintln!("{}", self.line(done, messages, bytes));
+            eprintln!("{}", self.line(count, bytes));
         }
     }
 
-    fn line(&self, done: u64, messages: u64, bytes: u64) -> String {
+    /// The bar at `count` units and `bytes` bytes: its position, and the other quantity
+    /// as its message.
+    fn draw(&self, bar: &indicatif::ProgressBar, count: u64, bytes: u64) {
+        if self.count_total.is_none() && self.bytes_total.is_some() {
+            bar.set_position(bytes);
+            bar.set_message(format!("{count} {}, ", self.unit));
+        } else {
+            bar.set_position(count);
+            // A job that does not count bytes (a re-encryption) shows none.
+            if bytes > 0 {
+                let of = self
+                    .bytes_total
+                    .map(|t| format!("/{}", indicatif::HumanBytes(t)))
+                    .unwrap_or_default();
+                bar.set_message(format!("{}{of}, ", indicatif::HumanBytes(bytes)));
+            }
+        }
+    }
+
+    /// The plain line: `import: 1234 of 3000; 1234 messages, 1.2 of 3.0 MiB, 850
+    /// messages/s, 1.5 s` (the first number is the bytes for a job whose count has no
+    /// known total but whose bytes have).
+    fn line(&self, count: u64, bytes: u64) -> String {
         let secs = self.started.elapsed().as_secs_f64().max(1e-3);
-        let of = self.total.map(|t| format!(" of {t}")).unwrap_or_default();
+        let (done, total) = if self.count_total.is_none() && self.bytes_total.is_some() {
+            (bytes, self.bytes_total)
+        } else {
+            (count, self.count_total)
+        };
+        let of = total.map(|t| format!(" of {t}")).unwrap_or_default();
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
         // A job that does not count bytes (a re-encryption) reports none.
         let size = if bytes > 0 {
-            format!(" {:.1} MiB,", bytes as f64 / (1 << 20) as f64)
+            let of = self
+                .bytes_total
+                .map(|t| format!(" of {:.1}", mib(t)))
+                .unwrap_or_default();
+            format!(" {:.1}{of} MiB,", mib(bytes))
         } else {
             String::new()
         };
         let unit = self.unit;
         format!(
-            "{}: {done}{of}; {messages} {unit},{size} {:.0} {unit}/s, {:.1} s",
+            "{}: {done}{of}; {count} {unit},{size} {:.0} {unit}/s, {secs:.1} s",
             self.what,
-            messages as f64 / secs,
-            secs
+            count as f64 / secs,
         )
     }
 
+    /// Adds `count` units and `bytes` bytes to those added so far, for a job told of
+    /// its work in steps (`verify_account`'s `progress`), from any task.
+    pub fn add(&self, count: u64, bytes: u64) {
+        let count = self.added.0.fetch_add(count, Ordering::Relaxed) + count;
+        let bytes = self.added.1.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.set(count, bytes);
+    }
+
+    /// The end of a job told of its work by [`add`](Self::add).
+    pub fn finish_added(&self) {
+        self.finish(
+            self.added.0.load(Ordering::Relaxed),
+            self.added.1.load(Ordering::Relaxed),
+        );
+    }
+
     /// The end: the bar finished, or a last plain line.
-    pub fn finish(&self, done: u64, messages: u64, bytes: u64) {
+    pub fn finish(&self, count: u64, bytes: u64) {
         if let Some(bar) = &self.bar {
-            bar.set_position(done);
+            self.draw(bar, count, bytes);
             bar.finish();
         } else if !self.quiet {
-            eprintln!("{}", self.line(done, messages, bytes));
+            eprintln!("{}", self.line(count, bytes));
         }
     }
 }
@@ -559,13 +633,13 @@ impl Progress {
 const IN_FLIGHT: usize = 8;
 
 /// Delivers `messages` to `account`, `IN_FLIGHT` at once, each with the id its key
-/// gives; `progress` is told after each (units: messages, or the value `unit` gives).
+/// gives; `progress` is told after each: the messages done (refused ones too) and the
+/// bytes of the source they took (their `span`).
 pub async fn deliver_all<I>(
     deliverer: Arc<Deliverer>,
     account: AccountId,
     messages: I,
     progress: &Progress,
-    unit: impl Fn(&SourceMessage) -> u64,
 ) -> ImportSummary
 where
     I: Iterator<Item = Result<SourceMessage, BoxError>>,
@@ -573,10 +647,10 @@ where
     let started = Instant::now();
     let mut summary = ImportSummary::default();
     let mut done = 0u64;
-    let unit = &unit;
+    let mut read = 0u64;
     let deliveries = futures::stream::iter(messages).map(|message| {
         let deliverer = deliverer.clone();
-        let units = message.as_ref().map_or(0, unit);
+        let span = message.as_ref().map_or(0, |m| m.span);
         // Each delivery a task of its own, so that parsing and sealing run on every core
         // (results still come back in the source's order).
         let delivery = tokio::spawn(async move {
@@ -598,17 +672,18 @@ where
                 .await
                 .map(|receipt| receipt.duplicate)
                 .map_err(|e| e.to_string());
-            (what, units, size, result)
+            (what, span, size, result)
         });
         async move {
             delivery
                 .await
-                .unwrap_or_else(|e| (String::new(), units, 0, Err(format!("delivery task: {e}"))))
+                .unwrap_or_else(|e| (String::new(), span, 0, Err(format!("delivery task: {e}"))))
         }
     });
     let mut deliveries = deliveries.buffered(IN_FLIGHT);
-    while let Some((what, units, size, result)) = deliveries.next().await {
-        done += units;
+    while let Some((what, span, size, result)) = deliveries.next().await {
+        done += 1;
+        read += span;
         match result {
             Ok(duplicate) => {
                 if duplicate {
@@ -620,10 +695,10 @@ where
             }
             Err(e) => summary.failed.push((what, e)),
         }
-        progress.set(done, summary.delivered + summary.already, summary.bytes);
+        progress.set(done, read);
     }
     summary.seconds = started.elapsed().as_secs_f64();
-    progress.finish(done, summary.delivered + summary.already, summary.bytes);
+    progress.finish(done, read);
     summary
 }
 

@@ -13,9 +13,11 @@
 //!   with SIGKILL part way and run again: every message still reads the same.
 //! - `account export-key|import-key`: a lost password, access restored from the export;
 //!   an export older than a root rotation opens nothing (exit status 4).
-//! - On a terminal (`tmux`, `capture-pane`) the re-encryption draws a progress bar; with
-//!   its output to a file it prints plain lines.
-//! - `--help` of every command has an example; `-v` shows debug logs.
+//! - On a terminal (`tmux`, `capture-pane`) the re-encryption, the imports (a Maildir:
+//!   count and bytes; an mbox: bytes and count), `gc` and `rotate-root` draw progress
+//!   bars; with their output to a file they print plain lines, none with `--quiet`.
+//! - `--help` of every command, and of every long job's subcommand (import, export,
+//!   verify, gc, reindex), has an example of itself; `-v` shows debug logs.
 
 mod peers;
 
@@ -112,8 +114,8 @@ fn officer_key(server: &MailServer) -> String {
         .into_owned()
 }
 
-/// Imports `n` distinct messages into `name`'s INBOX (filed at once with the password).
-fn import_messages(server: &MailServer, name: &str, n: usize) {
+/// A Maildir of `n` distinct messages for `name` in the server's folder.
+fn write_maildir(server: &MailServer, name: &str, n: usize) -> PathBuf {
     let sources = server.dir.path().join(format!("maildir-{name}"));
     for sub in ["cur", "new", "tmp"] {
         std::fs::create_dir_all(sources.join(sub)).expect("a Maildir");
@@ -128,6 +130,12 @@ fn import_messages(server: &MailServer, name: &str, n: usize) {
         )
         .expect("a message file");
     }
+    sources
+}
+
+/// Imports `n` distinct messages into `name`'s INBOX (filed at once with the password).
+fn import_messages(server: &MailServer, name: &str, n: usize) {
+    let sources = write_maildir(server, name, n);
     let sources = sources.to_string_lossy().into_owned();
     let password = password_file(server);
     mv_ok(
@@ -805,6 +813,15 @@ fn every_command_has_help_with_an_example_and_v_shows_debug_logs() {
         &["officer", "reset-password"],
         &["officer", "audit"],
         &["officer", "log"],
+        &["import", "maildir"],
+        &["import", "mbox"],
+        &["import", "maildirs"],
+        &["import", "imap"],
+        &["export", "maildir"],
+        &["export", "mbox"],
+        &["verify"],
+        &["gc"],
+        &["reindex"],
     ] {
         let out = Command::new(BIN)
             .args(command)
@@ -821,6 +838,31 @@ fn every_command_has_help_with_an_example_and_v_shows_debug_logs() {
             help.contains("--verbose"),
             "{command:?} --help lacks -v:\n{help}"
         );
+        // The example is of this command (not of its parent's other subcommands), each
+        // on a line of its own (clap joins the lines of a paragraph).
+        let example = format!("mailvault {}", command.join(" "));
+        assert!(
+            help.lines().any(|l| l.trim_start().starts_with(&example)),
+            "{command:?} --help has no example of `{example}` on a line of its own:\n{help}"
+        );
+        assert!(
+            help.lines().all(|l| l.matches(&example).count() <= 1),
+            "{command:?} --help joins two examples on a line:\n{help}"
+        );
+        // The long jobs: progress that --quiet turns off, a JSON summary.
+        let long_job = !matches!(command[0], "officer")
+            && !matches!(
+                command.last().copied(),
+                Some("list" | "show" | "erase" | "add-epoch" | "export-key" | "import-key")
+            );
+        if long_job {
+            for flag in ["--quiet", "--json"] {
+                assert!(
+                    help.contains(flag),
+                    "{command:?} --help lacks {flag}:\n{help}"
+                );
+            }
+        }
     }
     let top = Command::new(BIN)
         .arg("--help")
@@ -851,6 +893,58 @@ fn every_command_has_help_with_an_example_and_v_shows_debug_logs() {
     );
 }
 
+/// Runs the shell command `job` on a terminal (a detached `tmux` session `name` of 150
+/// columns and `rows` rows, its own server socket) until the screen shows `done` (or two
+/// minutes); every screen seen (`capture-pane`), the last one last.
+fn on_a_terminal(
+    tmux: &Path,
+    server: &MailServer,
+    name: &str,
+    rows: u16,
+    job: &str,
+    done: &str,
+) -> Vec<String> {
+    let socket = format!("mailvault-{name}-{}", std::process::id());
+    let tmux_cmd = |args: &[&str]| {
+        let mut cmd = Command::new(tmux);
+        cmd.args(["-L", &socket])
+            .args(args)
+            .envs(server.env().iter().cloned());
+        cmd
+    };
+    // The job's shell waits at the end: the pane (and its screen) stays.
+    let started = tmux_cmd(&[
+        "new-session",
+        "-d",
+        "-x",
+        "150",
+        "-y",
+        &rows.to_string(),
+        "-s",
+        name,
+        &format!("{job}; sleep 60"),
+    ])
+    .status()
+    .expect("tmux");
+    assert!(started.success(), "tmux new-session: {started}");
+    let deadline = Instant::now() + std::time::Duration::from_secs(120);
+    let mut screens = Vec::new();
+    while Instant::now() < deadline {
+        let screen = tmux_cmd(&["capture-pane", "-p", "-t", name])
+            .output()
+            .expect("tmux capture-pane");
+        let screen = text(&screen.stdout);
+        let finished = screen.contains(done);
+        screens.push(screen);
+        if finished {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = tmux_cmd(&["kill-server"]).status();
+    screens
+}
+
 #[test]
 fn a_reencryption_on_a_terminal_draws_a_progress_bar() {
     const TEST: &str = "a_reencryption_on_a_terminal_draws_a_progress_bar";
@@ -868,52 +962,16 @@ fn a_reencryption_on_a_terminal_draws_a_progress_bar() {
         &["account", "add-epoch", ALICE, "--password-file", &password],
         None,
     );
-    let socket = format!("mailvault-reencrypt-{}", std::process::id());
-    let tmux_cmd = |args: &[&str]| {
-        let mut cmd = Command::new(&tmux);
-        cmd.args(["-L", &socket])
-            .args(args)
-            .envs(server.env().iter().cloned());
-        cmd
-    };
     let job = format!(
-        "{BIN} account reencrypt {ALICE} --config {} --password-file {password}; sleep 60",
+        "{BIN} account reencrypt {ALICE} --config {} --password-file {password}",
         server.config_path().display()
     );
-    let started = tmux_cmd(&[
-        "new-session",
-        "-d",
-        "-x",
-        "150",
-        "-y",
-        "10",
-        "-s",
-        "reencrypt",
-        &job,
-    ])
-    .status()
-    .expect("tmux");
-    assert!(started.success(), "tmux new-session: {started}");
+    let screens = on_a_terminal(&tmux, &server, "reencrypt", 10, &job, "bodies re-encrypted");
     // The bar's line: `reencrypt [00:00:01] ████░░ 42/150 messages 20/s ETA 5s`.
-    let deadline = Instant::now() + std::time::Duration::from_secs(120);
-    let mut saw_bar = false;
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        let screen = tmux_cmd(&["capture-pane", "-p", "-t", "reencrypt"])
-            .output()
-            .expect("tmux capture-pane");
-        last = text(&screen.stdout);
-        saw_bar |= last.lines().any(|l| {
-            l.starts_with("reencrypt [")
-                && l.contains(&format!("/{N} messages"))
-                && l.contains("ETA")
-        });
-        if last.contains("bodies re-encrypted") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let _ = tmux_cmd(&["kill-server"]).status();
+    let saw_bar = screens.iter().flat_map(|s| s.lines()).any(|l| {
+        l.starts_with("reencrypt [") && l.contains(&format!("/{N} messages")) && l.contains("ETA")
+    });
+    let last = screens.last().cloned().unwrap_or_default();
     assert!(
         saw_bar,
         "no progress bar on the screen; last screen:\n{last}"
@@ -924,4 +982,185 @@ fn a_reencryption_on_a_terminal_draws_a_progress_bar() {
     );
     // A bar, not plain lines, on a terminal.
     assert!(!last.contains("messages/s"), "{last}");
+}
+
+/// The line of `screen` that starts with `prefix` (a finished bar stays on the screen).
+fn bar_line<'a>(screen: &'a str, prefix: &str) -> &'a str {
+    screen
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line `{prefix}...` on the screen:\n{screen}"))
+}
+
+/// The number before ` {unit}` in `line` (`... 312 objects ...`).
+fn count_before(line: &str, unit: &str) -> u64 {
+    let before = &line[..line
+        .find(&format!(" {unit}"))
+        .unwrap_or_else(|| panic!("no {unit} in {line:?}"))];
+    let word = before.rsplit([' ', '/']).next().unwrap_or_default();
+    word.parse()
+        .unwrap_or_else(|e| panic!("{word:?} before {unit} in {line:?}: {e}"))
+}
+
+#[test]
+fn imports_a_gc_and_a_root_rotation_draw_bars_on_a_terminal_and_plain_lines_to_a_file() {
+    const TEST: &str =
+        "imports_a_gc_and_a_root_rotation_draw_bars_on_a_terminal_and_plain_lines_to_a_file";
+    const N: usize = 150;
+    let Some(tmux) = tools(TEST, &["tmux"]).map(|mut t| t.remove(0)) else {
+        return;
+    };
+    let Some(server) = MailServer::create(TEST, Backend::Local, &[ALICE]) else {
+        return;
+    };
+    let maildir = write_maildir(&server, ALICE, N);
+    let maildir_bytes: u64 = std::fs::read_dir(maildir.join("cur"))
+        .expect("the Maildir")
+        .map(|e| e.expect("a file").metadata().expect("its size").len())
+        .sum();
+    // An mbox of 40 other messages.
+    let mbox = server.dir.path().join("old.mbox");
+    let mut text_of_mbox = String::new();
+    for i in 0..40 {
+        text_of_mbox += &format!(
+            "From a@example.org Sat Dec  5 10:00:{:02} 2026\nSubject: old {i}\n\n{}\n",
+            i % 60,
+            format!("old line {i}\n").repeat(20)
+        );
+    }
+    std::fs::write(&mbox, &text_of_mbox).expect("the mbox");
+    let password = password_file(&server);
+    let config = server.config_path().display().to_string();
+    let job = [
+        format!(
+            "{BIN} import maildir {} --config {config} --name {ALICE} --password-file {password}",
+            maildir.display()
+        ),
+        format!(
+            "{BIN} import mbox {} --mailbox Old --config {config} --name {ALICE}",
+            mbox.display()
+        ),
+        format!("{BIN} gc --config {config} --account {ALICE} --password-file {password}"),
+        format!("{BIN} account rotate-root {ALICE} --config {config} --password-file {password}"),
+    ]
+    .join("; ");
+    let screens = on_a_terminal(&tmux, &server, "jobs", 40, &job, "root key rotated");
+    let last = screens.last().cloned().unwrap_or_default();
+    eprintln!("{TEST}: the last screen:\n{last}");
+    assert!(
+        last.contains("root key rotated"),
+        "the jobs did not finish on the terminal:\n{last}"
+    );
+    // Each finished bar stays: `import [00:00:00] ████ 150/150 messages 91.23 KiB/91.23
+    // KiB, 1234/s ETA 0s` (count and bytes of the Maildir).
+    let kib = |b: u64| format!("{:.2} KiB", b as f64 / 1024.0);
+    let maildir_bar = bar_line(&last, "import [");
+    assert!(
+        maildir_bar.contains(&format!(
+            "{N}/{N} messages {}/{},",
+            kib(maildir_bytes),
+            kib(maildir_bytes)
+        )) && maildir_bar.contains("ETA"),
+        "{last}"
+    );
+    // The mbox's bar follows its bytes (the file's length) and counts the messages.
+    let mbox_bytes = text_of_mbox.len() as u64;
+    let mbox_bar = last
+        .lines()
+        .filter(|l| l.starts_with("import ["))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no mbox bar:\n{last}"));
+    assert!(
+        mbox_bar.contains(&format!(
+            "{}/{} 40 messages,",
+            kib(mbox_bytes),
+            kib(mbox_bytes)
+        )) && mbox_bar.contains("ETA"),
+        "{last}"
+    );
+    // gc: a spinner counting the objects its verification checked (every body at least)
+    // and their bytes; rotate-root: the index collections re-keyed, all of them.
+    let gc_bar = bar_line(&last, "gc [");
+    assert!(count_before(gc_bar, "objects") >= (N + 40) as u64, "{last}");
+    assert!(gc_bar.contains("iB, "), "no bytes in the gc bar: {last}");
+    let rotate_bar = bar_line(&last, "rotate-root [");
+    let rekeyed = count_before(rotate_bar, "collections");
+    assert!(
+        rekeyed >= 1 && rotate_bar.contains(&format!("{rekeyed}/{rekeyed} collections")),
+        "{last}"
+    );
+    assert!(rotate_bar.contains("ETA"), "{last}");
+    // Bars, not plain lines, on a terminal.
+    for unit in ["messages/s", "objects/s", "collections/s"] {
+        assert!(!last.contains(unit), "{unit}: {last}");
+    }
+
+    // With the output to a file: plain lines (the last at the end), none with --quiet.
+    let gc = mv(
+        &server,
+        &["gc", "--account", ALICE, "--password-file", &password],
+        None,
+    );
+    assert!(gc.status.success(), "{}", text(&gc.stderr));
+    eprintln!("{TEST}: gc to a file: {}", text(&gc.stderr));
+    let line = text(&gc.stderr)
+        .lines()
+        .find(|l| l.starts_with("gc: "))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no plain gc line: {}", text(&gc.stderr)));
+    assert!(
+        count_before(&line, "objects") >= (N + 40) as u64
+            && line.contains(" MiB,")
+            && line.contains("objects/s"),
+        "{line}"
+    );
+    let rotate = mv(
+        &server,
+        &[
+            "account",
+            "rotate-root",
+            ALICE,
+            "--password-file",
+            &password,
+        ],
+        None,
+    );
+    assert!(rotate.status.success(), "{}", text(&rotate.stderr));
+    let stderr = text(&rotate.stderr);
+    assert!(stderr.contains("rotate-root: begun"), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("rotate-root: ") && l.contains(" collections, "))
+        .unwrap_or_else(|| panic!("no plain rotate-root line: {stderr}"));
+    let rekeyed = count_before(line, "collections");
+    assert!(
+        line.starts_with(&format!("rotate-root: {rekeyed} of {rekeyed}; ")),
+        "{line}"
+    );
+    for args in [
+        &[
+            "gc",
+            "--account",
+            ALICE,
+            "--password-file",
+            &password,
+            "--quiet",
+        ][..],
+        &[
+            "account",
+            "rotate-root",
+            ALICE,
+            "--password-file",
+            &password,
+            "-q",
+        ],
+    ] {
+        let out = mv(&server, args, None);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        let stderr = text(&out.stderr);
+        assert!(
+            !stderr.contains("gc: ") && !stderr.contains("rotate-root: "),
+            "{args:?} --quiet: {stderr}"
+        );
+    }
 }

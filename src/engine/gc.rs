@@ -62,6 +62,8 @@ impl Provider {
     /// (which bodies and index objects are referenced needs the keys). Nothing is removed
     /// by reference when the verification finds damage (missing, tampered, rolled back
     /// or unreadable objects): a damaged index would make live bodies look orphaned.
+    /// `progress(objects, bytes)` is called as the verification checks objects (as in
+    /// [`verify_account`](Self::verify_account)).
     ///
     /// # Errors
     /// As [`Mailstore::collect_garbage`](crate::mail::Mailstore::collect_garbage) and
@@ -71,6 +73,7 @@ impl Provider {
         account: AccountId,
         session: Option<&Session>,
         options: &GcOptions,
+        progress: &(dyn Fn(u64, u64) + Send + Sync),
     ) -> Result<GcSummary> {
         let mut summary = GcSummary::default();
         let mut grace = options.grace;
@@ -98,7 +101,7 @@ impl Provider {
             ..VerifyOptions::default()
         };
         let report = self
-            .verify_account(account, session, &verify, &|_, _| {})
+            .verify_account(account, session, &verify, progress)
             .await?;
         let damaged = report
             .findings
