@@ -96,6 +96,8 @@ struct RoundTimes {
     deliver: Duration,
     import: Duration,
     index: Duration,
+    /// Messages of the round(s).
+    messages: usize,
 }
 
 impl RoundTimes {
@@ -103,6 +105,7 @@ impl RoundTimes {
         self.deliver += o.deliver;
         self.import += o.import;
         self.index += o.index;
+        self.messages += o.messages;
     }
 }
 
@@ -114,8 +117,9 @@ struct Bench {
     mail: Mailstore,
     emails: Vec<EmailId>,
     rounds: Vec<RoundTimes>,
-    /// A fresh account's first round, measured after each tenth of the rounds.
-    references: Vec<RoundTimes>,
+    /// A fresh account's first round, measured after each tenth of the rounds (and after
+    /// the last round), with the number of rounds done then.
+    references: Vec<(usize, RoundTimes)>,
     raw_bytes: u64,
     text_bytes: u64,
     header_bytes: u64,
@@ -166,7 +170,10 @@ async fn round(
 ) -> (Vec<EmailId>, RoundTimes) {
     let n = batch.len();
     let before = mail.view(inbox).expect("view").messages.len();
-    let mut times = RoundTimes::default();
+    let mut times = RoundTimes {
+        messages: n,
+        ..RoundTimes::default()
+    };
     let t = Instant::now();
     let delivered: Vec<_> = futures::stream::iter(batch.iter())
         .map(|body| deliverer.deliver_bytes(world.account, body, DeliveryOptions::default()))
@@ -272,7 +279,7 @@ fn build(messages: usize) -> Bench {
                 rounds.push(times);
                 if rounds.len() % tenth == 0 || emails.len() == messages {
                     // A fresh account's first round, beside this tenth's rounds.
-                    references.push(reference_round(&parent).await);
+                    references.push((rounds.len(), reference_round(&parent).await));
                     eprintln!(
                         "built {} messages in {:.0} s (round: deliver {:.2} s, import {:.2} s, index {:.2} s; a fresh account's first round: index {:.2} s)",
                         emails.len(),
@@ -280,7 +287,7 @@ fn build(messages: usize) -> Bench {
                         times.deliver.as_secs_f64(),
                         times.import.as_secs_f64(),
                         times.index.as_secs_f64(),
-                        references.last().map_or(0.0, |r: &RoundTimes| r.index.as_secs_f64()),
+                        references.last().map_or(0.0, |(_, r)| r.index.as_secs_f64()),
                     );
                 }
             }
@@ -452,8 +459,7 @@ fn report(b: &Bench, c: &mut Criterion) {
     b.rounds[b.rounds.len() - tail_rounds..]
         .iter()
         .for_each(|r| tail.add(r));
-    let first_n = ROUND.min(n);
-    let tail_n = n - ROUND * (b.rounds.len() - tail_rounds);
+    let (first_n, tail_n) = (first_round.messages, tail.messages);
 
     println!();
     println!("== search over {n} generated messages on a local directory ({machine})");
@@ -527,22 +533,21 @@ fn report(b: &Bench, c: &mut Criterion) {
         cost(tail, tail_n) / cost(first_round, first_n)
     );
     // Against the reference measured beside each tenth (a fresh account's first round
-    // of the same messages, right after that tenth): the load of the machine cancels.
-    let tenth = (b.rounds.len() / 10).max(1);
+    // of the same messages, right after that tenth's last round): the load of the
+    // machine cancels. Each reference is compared with the `tail_rounds` rounds that
+    // ended where it was taken.
     let mut ratios: Vec<[f64; 3]> = Vec::new();
-    for (i, reference) in b.references.iter().enumerate() {
-        let rounds =
-            &b.rounds[(i * tenth).min(b.rounds.len())..((i + 1) * tenth).min(b.rounds.len())];
-        if rounds.is_empty() {
-            continue;
-        }
+    for (done, reference) in &b.references {
+        let rounds = &b.rounds[done.saturating_sub(tail_rounds)..*done];
         let mut sum = RoundTimes::default();
         rounds.iter().for_each(|r| sum.add(r));
-        let count = rounds.len() * ROUND;
+        if sum.messages == 0 || reference.messages == 0 {
+            continue;
+        }
         ratios.push([
-            index(sum, count) / index(*reference, first_n),
-            steps(sum, count) / steps(*reference, first_n),
-            cost(sum, count) / cost(*reference, first_n),
+            index(sum, sum.messages) / index(*reference, reference.messages),
+            steps(sum, sum.messages) / steps(*reference, reference.messages),
+            cost(sum, sum.messages) / cost(*reference, reference.messages),
         ]);
     }
     if let Some(last) = ratios.last() {
@@ -561,7 +566,7 @@ fn report(b: &Bench, c: &mut Criterion) {
             "    (the fresh accounts' first 1k, index per message, us: {})",
             b.references
                 .iter()
-                .map(|r| format!("{:.0}", index(*r, first_n)))
+                .map(|(_, r)| format!("{:.0}", index(*r, r.messages)))
                 .collect::<Vec<_>>()
                 .join(" ")
         );

@@ -651,6 +651,10 @@ where
     let deliveries = futures::stream::iter(messages).map(|message| {
         let deliverer = deliverer.clone();
         let span = message.as_ref().map_or(0, |m| m.span);
+        let what = message
+            .as_ref()
+            .map_or_else(|_| String::new(), |m| m.key.replace('\0', "/"));
+        let name = what.clone();
         // Each delivery a task of its own, so that parsing and sealing run on every core
         // (results still come back in the source's order).
         let delivery = tokio::spawn(async move {
@@ -666,7 +670,6 @@ where
                 id: Some(deliverer.delivery_id_for(&account, message.key.as_bytes())),
                 id_from_content: false,
             };
-            let what = message.key.replace('\0', "/");
             let result = deliverer
                 .deliver_bytes(account, &message.bytes, options)
                 .await
@@ -677,7 +680,7 @@ where
         async move {
             delivery
                 .await
-                .unwrap_or_else(|e| (String::new(), span, 0, Err(format!("delivery task: {e}"))))
+                .unwrap_or_else(|e| (name, span, 0, Err(format!("delivery task: {e}"))))
         }
     });
     let mut deliveries = deliveries.buffered(IN_FLIGHT);

@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+use futures::{StreamExt, TryStreamExt};
+
 use super::segment::{push_posting, SegmentBuilder};
 use crate::error::{Error, Result};
 use crate::format::index::SegmentEntry;
@@ -205,10 +207,16 @@ pub(crate) async fn merge_segments(
     page_class: u8,
 ) -> Result<MergeOutcome> {
     let pages = collection.search_pages();
-    // Read and opened at once (each off the executor): the cores share the decryption.
-    let contents =
-        futures::future::try_join_all(inputs.iter().map(|entry| read_contents(&pages, entry)))
-            .await?;
+    // Two read and opened at once (each off the executor), in order: the cores share the
+    // decryption, and only two inputs' sealed bytes are held beside the parsed ones.
+    let reads = inputs.iter().cloned().map(|entry| {
+        let pages = pages.clone();
+        async move { read_contents(&pages, &entry).await }
+    });
+    let contents: Vec<SegmentContents> = futures::stream::iter(reads)
+        .buffered(2)
+        .try_collect()
+        .await?;
     let merged = merge_contents(&contents, live, page_class)?;
     drop(contents);
     let entry = match &merged {
