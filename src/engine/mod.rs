@@ -811,17 +811,19 @@ impl Session {
         // Each rotation overtaking this open is a rotation finished meanwhile: a few
         // looks are enough, the next rotation needs a new keyring.
         const LOOKS: usize = 3;
-        for _ in 1..LOOKS {
-            let Some(old) = self.retiring_key_for(name).await? else {
-                return open(None).await;
-            };
-            match open(Some(old)).await {
-                Err(Error::Moved | Error::NotFound { .. } | Error::Rollback { .. }) => {}
+        let mut looks = 1;
+        loop {
+            let old = self.retiring_key_for(name).await?;
+            let retiring = old.is_some();
+            match open(old).await {
+                Err(Error::Moved | Error::NotFound { .. } | Error::Rollback { .. })
+                    if retiring && looks < LOOKS =>
+                {
+                    looks += 1;
+                }
                 other => return other,
             }
         }
-        let old = self.retiring_key_for(name).await?;
-        open(old).await
     }
 
     /// While a root rotation is under way, the previous root's index key when the

@@ -168,8 +168,9 @@ impl SegmentBuilder {
         self.text_len += (body.len() + mime.len()) as u64;
     }
 
-    /// Adds a doc of a merge (its doc table entry and texts; its words go through
-    /// [`add_posting`](Self::add_posting)) under the next local doc number, returned.
+    /// Adds a doc of a merge (its doc table entry and texts; its words go to the
+    /// [`WordSink`] of [`finish_with`](Self::finish_with)) under the next local doc
+    /// number, returned.
     pub(crate) fn add_merged(&mut self, doc: &DocEntry, body: &str, mime: &str) -> u32 {
         let local = self.docs.len() as u32;
         self.push_text(
@@ -218,17 +219,12 @@ impl SegmentBuilder {
 
     /// Records that local doc `doc` has `word` in `field` (docs in increasing order per
     /// word and field).
-    pub(crate) fn add_posting(&mut self, word: &str, field: Field, doc: u32) {
-        push_posting(self.postings_of(word), field, doc);
-    }
-
-    /// The posting lists (per field) of `word`, to add many docs with one lookup (a
-    /// merge adds a word's docs together); push with [`push_posting`].
-    pub(crate) fn postings_of(&mut self, word: &str) -> &mut [Vec<u32>; 3] {
+    fn add_posting(&mut self, word: &str, field: Field, doc: u32) {
         if !self.postings.contains_key(word) {
             self.postings.insert(word.into(), Default::default());
         }
-        self.postings.get_mut(word).expect("just inserted")
+        let lists = self.postings.get_mut(word).expect("just inserted");
+        push_posting(lists, field, doc);
     }
 
     fn close_frame(&mut self) {
