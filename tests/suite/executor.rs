@@ -272,60 +272,56 @@ async fn item_09_a_large_blob_write_leaves_the_executor_free() {
 /// executor (the view is away on the blocking pool): the commit is in the store, and the
 /// handle's next refresh shows it with everything before it — on both commit modes
 /// (without compare-and-swap, the directory's mark already named the new state, so a
-/// refresh that trusted it would keep the emptied view for good). The drop is tried
-/// after a growing delay (1 ms steps) until one lands while the view is away.
+/// refresh that trusted it would keep the emptied view for good).
+///
+/// The drop lands there by construction, not by timing: the in-memory store finishes a
+/// put within the poll that issues it, so the first poll that has issued the commit's
+/// second put (its segment, then its manifest) went on into the merge and left the
+/// future waiting for the blocking pool with the view away. (A drop after a delay was
+/// flaky on a loaded machine: the merge's window could fall between two delays.)
 #[tokio::test]
 async fn item_09_a_commit_dropped_while_its_view_is_away_loses_nothing() {
+    use mailvault::storage::{CountingStore, RequestKind};
     use std::task::Poll;
     for mode in [CommitMode::WriterUnique, CommitMode::CompareAndSwap] {
-        let mut hit = false;
-        for delay_ms in 0..300u64 {
-            let rng = RandomSource::os();
-            let store: mailvault::storage::DynStore = match mode {
-                CommitMode::WriterUnique => Arc::new(mailvault::storage::NoCasStore::new(memory())),
-                _ => memory(),
-            };
-            let index = IndexStore::with_mode(
-                store,
-                DeploymentId::random(&rng),
-                Arc::new(MemoryDirectory::new()),
-                mode,
-            );
-            let (account, key) = (AccountId::random(&rng), AccountKey::generate(1, &rng));
-            let mut c = index.open(account, &key, b"away").await.unwrap();
-            c.commit(batch(0, 10)).await.unwrap();
-            let mut commit = Box::pin(c.commit(batch(10, 20_000)));
-            let mut finished = false;
-            let deadline = Instant::now() + Duration::from_millis(delay_ms);
-            loop {
-                if let Poll::Ready(done) = futures::poll!(commit.as_mut()) {
-                    done.unwrap();
-                    finished = true;
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    break;
-                }
-                tokio::task::yield_now().await;
+        let rng = RandomSource::os();
+        let counting = CountingStore::new(memory());
+        let store: mailvault::storage::DynStore = match mode {
+            CommitMode::WriterUnique => Arc::new(mailvault::storage::NoCasStore::new(Arc::new(
+                counting.clone(),
+            ))),
+            _ => Arc::new(counting.clone()),
+        };
+        let index = IndexStore::with_mode(
+            store,
+            DeploymentId::random(&rng),
+            Arc::new(MemoryDirectory::new()),
+            mode,
+        );
+        let (account, key) = (AccountId::random(&rng), AccountKey::generate(1, &rng));
+        let mut c = index.open(account, &key, b"away").await.unwrap();
+        c.commit(batch(0, 10)).await.unwrap();
+        let puts_before = counting.count(RequestKind::Put);
+        let mut commit = Box::pin(c.commit(batch(10, 20_000)));
+        loop {
+            if let Poll::Ready(done) = futures::poll!(commit.as_mut()) {
+                panic!("{mode:?}: the commit finished before its view went away: {done:?}");
             }
-            drop(commit);
-            if finished {
-                // Too late: the whole commit ran; later tries cannot land either.
+            if counting.count(RequestKind::Put) >= puts_before + 2 {
                 break;
             }
-            if !c.is_empty() {
-                continue;
-            }
-            // Dropped while the view was away.
-            hit = true;
-            c.refresh().await.unwrap();
-            assert_eq!(c.len(), 20_010, "{mode:?}: the refreshed view");
-            c.commit(batch(30_000, 5)).await.unwrap();
-            let reopened = index.open(account, &key, b"away").await.unwrap();
-            assert_eq!(reopened.len(), 20_015, "{mode:?}: reopened");
-            assert_eq!(c.len(), 20_015, "{mode:?}: after another commit");
-            break;
+            tokio::task::yield_now().await;
         }
-        assert!(hit, "{mode:?}: no drop landed while the view was away");
+        drop(commit);
+        assert!(
+            c.is_empty(),
+            "{mode:?}: the drop did not land while the view was away"
+        );
+        c.refresh().await.unwrap();
+        assert_eq!(c.len(), 20_010, "{mode:?}: the refreshed view");
+        c.commit(batch(30_000, 5)).await.unwrap();
+        let reopened = index.open(account, &key, b"away").await.unwrap();
+        assert_eq!(reopened.len(), 20_015, "{mode:?}: reopened");
+        assert_eq!(c.len(), 20_015, "{mode:?}: after another commit");
     }
 }
