@@ -691,14 +691,17 @@ impl Dictionary {
 
     /// Every word, in order.
     pub fn words(&self) -> impl Iterator<Item = &str> + '_ {
+        self.word_bytes()
+            .map(|w| std::str::from_utf8(w).expect("checked at parse"))
+    }
+
+    /// Every word's bytes, in order (UTF-8, checked at parse; what a merge compares).
+    pub fn word_bytes(&self) -> impl Iterator<Item = &[u8]> + '_ {
         let inner = match self.bytes.len() {
             0 => &[][..],
             n => &self.bytes[1..n - 1],
         };
-        inner
-            .split(|b| *b == 0)
-            .filter(|_| self.len > 0)
-            .map(|w| std::str::from_utf8(w).expect("checked at parse"))
+        inner.split(|b| *b == 0).filter(|_| self.len > 0)
     }
 
     /// The raw `"\0w₁\0…\0"` bytes.
@@ -841,24 +844,28 @@ fn read_varint(bytes: &[u8], at: &mut usize) -> Result<u32> {
 /// `total`): a delta list or a bitmap, whichever is smaller.
 pub fn put_postings(out: &mut Vec<u8>, docs: &[u32], total: u32) {
     debug_assert!(!docs.is_empty() && docs.windows(2).all(|w| w[0] < w[1]));
-    let mut delta = Vec::with_capacity(docs.len() + 4);
-    put_varint(&mut delta, docs.len() as u32);
-    let mut previous = None;
-    for &d in docs {
-        put_varint(&mut delta, previous.map_or(d, |p| d - p));
-        previous = Some(d);
-    }
     let bitmap_len = (total as usize).div_ceil(8);
-    if bitmap_len < delta.len() {
-        out.push(TAG_BITMAP);
-        let start = out.len();
-        out.resize(start + bitmap_len, 0);
-        for &d in docs {
-            out[start + d as usize / 8] |= 1 << (d % 8);
-        }
-    } else {
+    let start = out.len();
+    // A delta list takes at least a byte per doc and one for the count: a list longer
+    // than the bitmap is a bitmap without encoding it first.
+    if docs.len() < bitmap_len {
         out.push(TAG_DELTA);
-        out.extend_from_slice(&delta);
+        put_varint(out, docs.len() as u32);
+        let mut previous = None;
+        for &d in docs {
+            put_varint(out, previous.map_or(d, |p| d - p));
+            previous = Some(d);
+        }
+        if out.len() - start - 1 <= bitmap_len {
+            return;
+        }
+        out.truncate(start);
+    }
+    out.push(TAG_BITMAP);
+    let bits = out.len();
+    out.resize(bits + bitmap_len, 0);
+    for &d in docs {
+        out[bits + d as usize / 8] |= 1 << (d % 8);
     }
 }
 
@@ -1042,6 +1049,26 @@ impl SegmentContents {
     /// # Errors
     /// The [`SegmentError`] of the first malformed field.
     pub fn parse(pages: &[&[u8]], capacity: usize) -> Result<Self> {
+        let contents = Self::parse_deferring_postings(pages, capacity)?;
+        for ordinal in 0..contents.words.len() {
+            read_block(
+                contents.block(ordinal),
+                contents.words[ordinal].mask,
+                contents.trailer.docs,
+                &mut |_, _| {},
+            )?;
+        }
+        Ok(contents)
+    }
+
+    /// [`parse`](Self::parse) but for the posting lists' contents: every block's bounds
+    /// are checked, not what is in it. For a reader that reads every block through
+    /// [`read_block`] (which checks each list as it goes) and stops at its first error: a
+    /// merge, which would otherwise decode every list twice.
+    ///
+    /// # Errors
+    /// As [`parse`](Self::parse), but for malformed lists.
+    pub fn parse_deferring_postings(pages: &[&[u8]], capacity: usize) -> Result<Self> {
         let count = u32::try_from(pages.len()).map_err(|_| SegmentError::Length)?;
         let last = pages.last().ok_or(SegmentError::Length)?;
         let trailer = Trailer::parse(last, count, capacity)?;
@@ -1078,13 +1105,7 @@ impl SegmentContents {
             return Err(SegmentError::WordTable);
         }
         for (i, entry) in words.iter().enumerate() {
-            let range = block_range(entry, words.get(i + 1), postings.len() as u64)?;
-            read_block(
-                &postings[range.start as usize..range.end as usize],
-                entry.mask,
-                trailer.docs,
-                &mut |_, _| {},
-            )?;
+            block_range(entry, words.get(i + 1), postings.len() as u64)?;
         }
         if words.is_empty() && !postings.is_empty() {
             return Err(SegmentError::Postings);

@@ -2,7 +2,8 @@
 //! without the docs the caller's live set excludes (expunged emails) and with one doc per
 //! email (the one of the latest segment), committed in place of its inputs.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 
 use futures::{StreamExt, TryStreamExt};
 
@@ -46,7 +47,8 @@ pub(crate) async fn read_contents(
             })
             .collect::<Result<Vec<Vec<u8>>>>()?;
         let views: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
-        let contents = SegmentContents::parse(&views, capacity)?;
+        // Postings are checked as the merge reads them (each block once).
+        let contents = SegmentContents::parse_deferring_postings(&views, capacity)?;
         if contents.trailer.docs != records {
             return Err(Error::Tampered);
         }
@@ -143,29 +145,32 @@ pub(crate) fn merge_contents(
         renumbers.push(renumber);
     }
     let merged = builder.finish_with(|sink| {
-        // The inputs' dictionaries are sorted: merged as they stream, each word once with
-        // the postings of every input that has it (no map of all the words).
+        // The inputs' dictionaries are sorted: merged as they stream (a heap of each
+        // input's next word), each word once with the postings of every input that has
+        // it (no map of all the words).
         let mut cursors: Vec<_> = inputs
             .iter()
-            .map(|c| c.dictionary.words().enumerate().peekable())
+            .map(|c| c.dictionary.word_bytes().enumerate())
             .collect();
+        let mut heads: BinaryHeap<Reverse<(&[u8], usize, usize)>> = BinaryHeap::new();
+        for (k, cursor) in cursors.iter_mut().enumerate() {
+            if let Some((ordinal, word)) = cursor.next() {
+                heads.push(Reverse((word, k, ordinal)));
+            }
+        }
         let mut lists: [Vec<u32>; 3] = Default::default();
-        loop {
-            let Some(word) = cursors
-                .iter_mut()
-                .filter_map(|c| c.peek().map(|(_, w)| *w))
-                .min()
-            else {
-                return Ok(());
-            };
+        while let Some(Reverse((word, _, _))) = heads.peek().copied() {
             for list in &mut lists {
                 list.clear();
             }
-            for ((contents, renumber), cursor) in inputs.iter().zip(&renumbers).zip(&mut cursors) {
-                let Some(&(ordinal, _)) = cursor.peek().filter(|(_, w)| *w == word) else {
-                    continue;
-                };
-                cursor.next();
+            // Every input whose next word this is, in input order (the heap orders equal
+            // words by input): their docs were renumbered in that order.
+            while let Some(Reverse((_, k, ordinal))) =
+                heads.peek().copied().filter(|Reverse((w, ..))| *w == word)
+            {
+                heads.pop();
+                let contents = &inputs[k];
+                let renumber = &renumbers[k];
                 read_block(
                     contents.block(ordinal),
                     contents.words[ordinal].mask,
@@ -176,9 +181,13 @@ pub(crate) fn merge_contents(
                         }
                     },
                 )?;
+                if let Some((ordinal, next)) = cursors[k].next() {
+                    heads.push(Reverse((next, k, ordinal)));
+                }
             }
             sink.push(word, &lists);
         }
+        Ok(())
     })?;
     Ok(Some(merged))
 }

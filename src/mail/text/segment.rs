@@ -245,7 +245,7 @@ impl SegmentBuilder {
         words.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         self.finish_with(|sink| {
             for (word, lists) in &words {
-                sink.push(word, lists);
+                sink.push(word.as_bytes(), lists);
             }
             Ok(())
         })
@@ -305,10 +305,10 @@ impl WordSink {
         }
     }
 
-    /// Adds `word` (greater than every word before it) with its per-field posting lists
+    /// Adds `word` (UTF-8, greater than every word before it) with its per-field posting lists
     /// (docs increasing); a word without any doc is left out.
-    pub(crate) fn push(&mut self, word: &str, lists: &[Vec<u32>; 3]) {
-        debug_assert!(self.count == 0 || word.as_bytes() > self.last_word());
+    pub(crate) fn push(&mut self, word: &[u8], lists: &[Vec<u32>; 3]) {
+        debug_assert!(self.count == 0 || word > self.last_word());
         let mut mask = 0u8;
         let start = self.postings.len() as u32;
         for (field, list) in Field::ALL.iter().zip(lists.iter()) {
@@ -320,7 +320,7 @@ impl WordSink {
         if mask == 0 {
             return;
         }
-        self.dictionary.extend_from_slice(word.as_bytes());
+        self.dictionary.extend_from_slice(word);
         self.dictionary.push(0);
         WordEntry {
             postings: start,
