@@ -9,8 +9,10 @@
 //!    keys strictly increasing (and above `after`), stamps exactly on compacted records;
 //!    a bound only removes pages from the accepted set, never changes their records.
 //! 3. The input replaces the stored segment of a real collection (one committed batch,
-//!    fresh in-memory store), which is then opened: the manifest pins the segment's
-//!    length and SHA-256, so anything but the real segment must fail as tampered.
+//!    fresh in-memory store), which is then opened, reading the segment whole and by
+//!    ranges of a few bytes (`IndexConfig::fetch_piece`): the manifest pins the
+//!    segment's length and SHA-256, so anything but the real segment must fail as
+//!    tampered.
 //!
 //! Nothing may panic.
 #![no_main]
@@ -24,6 +26,7 @@ use libfuzzer_sys::fuzz_target;
 use mailvault::format::index::{
     encode_record, parse_page, Record, SegmentHeader, SegmentKind, SEGMENT_HEADER_LEN,
 };
+use mailvault::index::IndexConfig;
 use mailvault::Error;
 
 fn check_header(data: &[u8]) {
@@ -108,15 +111,27 @@ fuzz_target!(|data: &[u8]| {
     check_page(SegmentKind::Batch, &page);
     check_page(SegmentKind::Compacted, &page);
 
-    // 3. The real open path.
+    // 3. The real open path: the segment read whole, and read by ranges of a size taken
+    //    from the input (split anywhere: in the header, a length prefix, a page).
     let fixture = &*FIXTURE;
     let real = fixture.segment_bytes();
-    match fixture.open_replaced(fixture.segment, data) {
-        Ok(collection) => {
-            assert_eq!(data, &real[..], "a forged segment opened");
-            fixture.check_opened(&collection);
+    let piece = 1 + data.first().map_or(0, |&b| u64::from(b) % 97);
+    for config in [
+        IndexConfig::default(),
+        IndexConfig {
+            fetch_piece: piece,
+            ..IndexConfig::default()
+        },
+    ] {
+        match fixture.open_replaced_with(fixture.segment, data, config) {
+            Ok(collection) => {
+                assert_eq!(data, &real[..], "a forged segment opened");
+                fixture.check_opened(&collection);
+            }
+            Err(Error::Tampered) => {
+                assert_ne!(data, &real[..], "the real segment failed to open")
+            }
+            Err(e) => panic!("unexpected error opening a forged segment: {e:?}"),
         }
-        Err(Error::Tampered) => assert_ne!(data, &real[..], "the real segment failed to open"),
-        Err(e) => panic!("unexpected error opening a forged segment: {e:?}"),
     }
 });

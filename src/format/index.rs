@@ -166,17 +166,9 @@ impl SegmentHeader {
     /// [`Error::UnsupportedVersion`] for another version; [`Error::Tampered`] for any
     /// malformed byte or length.
     pub fn parse(bytes: &[u8]) -> Result<(Self, Vec<&[u8]>)> {
-        let mut r = Reader::new(bytes);
-        if r.take(4)? != SEGMENT_MAGIC {
-            return Err(Error::Tampered);
-        }
-        check_version(r.u8()?, "index segment")?;
-        let kind = SegmentKind::from_byte(r.u8()?)?;
-        if kind == SegmentKind::Search || r.take(2)? != [0, 0] {
-            return Err(Error::Tampered);
-        }
-        let id = SegmentId::from_bytes(r.array()?);
-        let pages = r.u32()?;
+        let header = Self::parse_header(bytes)?;
+        let mut r = Reader::new(&bytes[SEGMENT_HEADER_LEN..]);
+        let pages = header.pages;
         // Each page needs at least its length prefix: bound the count before allocating.
         if pages as usize > r.remaining().len() / 4 {
             return Err(Error::Tampered);
@@ -189,7 +181,27 @@ impl SegmentHeader {
         if !r.is_empty() {
             return Err(Error::Tampered);
         }
-        Ok((Self { kind, id, pages }, sealed))
+        Ok((header, sealed))
+    }
+
+    /// Parses the header alone, from the first [`SEGMENT_HEADER_LEN`] bytes of a segment
+    /// object (what a reader of a segment arriving in pieces parses first).
+    ///
+    /// # Errors
+    /// As [`parse`](Self::parse).
+    pub fn parse_header(bytes: &[u8]) -> Result<Self> {
+        let mut r = Reader::new(bytes);
+        if r.take(4)? != SEGMENT_MAGIC {
+            return Err(Error::Tampered);
+        }
+        check_version(r.u8()?, "index segment")?;
+        let kind = SegmentKind::from_byte(r.u8()?)?;
+        if kind == SegmentKind::Search || r.take(2)? != [0, 0] {
+            return Err(Error::Tampered);
+        }
+        let id = SegmentId::from_bytes(r.array()?);
+        let pages = r.u32()?;
+        Ok(Self { kind, id, pages })
     }
 }
 

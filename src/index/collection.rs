@@ -16,7 +16,7 @@ mod search;
 
 pub(crate) use search::SearchPages;
 
-use super::sealed::{CollectionKeys, Loaded, NewSegment};
+use super::sealed::{CollectionKeys, Loaded, NewSegment, SegmentOpener};
 use super::{Batch, IndexConfig, IndexStore};
 use crate::crypto::{AccountKey, RandomSource};
 use crate::directory::{Directory, Mark};
@@ -717,11 +717,48 @@ impl Collection {
     }
 
     /// Fetches a segment and opens it (off the executor thread when it is large).
+    ///
+    /// A segment larger than [`IndexConfig::fetch_piece`] (a compacted one) is read by
+    /// ranges of that size, the next one fetched while the last is opened: its sealed bytes are never
+    /// all in memory beside the records they give (a session's open of a large account
+    /// would otherwise hold both at its peak).
     async fn fetch_segment(&self, entry: &SegmentEntry) -> Result<Vec<Loaded>> {
         let path = naming::segment_path(&self.account, &self.tag, &entry.id);
-        let stored = storage::get_exact(self.store.as_ref(), &path, entry.stored_len).await?;
-        let (keys, entry) = (self.keys.clone(), entry.clone());
-        crate::cpu::offload(stored.len(), move || keys.open_segment(&entry, &stored)).await?
+        let step = self.config.fetch_piece.max(1);
+        if entry.stored_len <= step {
+            let stored = storage::get_exact(self.store.as_ref(), &path, entry.stored_len).await?;
+            let (keys, entry) = (self.keys.clone(), entry.clone());
+            return crate::cpu::offload(stored.len(), move || keys.open_segment(&entry, &stored))
+                .await?;
+        }
+        let size = entry.stored_len;
+        let piece = |at: u64| {
+            let path = &path;
+            async move {
+                storage::get_range_of(self.store.as_ref(), path, at..(at + step).min(size), size)
+                    .await
+            }
+        };
+        let mut opener = SegmentOpener::new(self.keys.clone(), entry.clone());
+        let mut next = piece(0).await?;
+        let mut at = next.len() as u64;
+        while !next.is_empty() {
+            let bytes = std::mem::take(&mut next);
+            let open =
+                crate::cpu::offload(bytes.len(), move || opener.feed(&bytes).map(|()| opener));
+            let fetch = async {
+                if at < size {
+                    piece(at).await
+                } else {
+                    Ok(Bytes::new())
+                }
+            };
+            let (opened, fetched) = futures::join!(open, fetch);
+            opener = opened??;
+            next = fetched?;
+            at += next.len() as u64;
+        }
+        opener.finish()
     }
 
     /// Fetches and opens segments, several at once, in the given order.

@@ -1,5 +1,7 @@
 //! Keys of one collection, and sealing/opening of its segments and manifests.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
@@ -172,70 +174,19 @@ impl CollectionKeys {
         (stored, entry)
     }
 
-    /// Opens a stored segment that `entry` pins: its length, its SHA-256 and every page.
-    /// The digest is computed while the pages are opened, parsed and compacted on the
-    /// other cores; nothing is returned unless both hold. Records keep slices of buffers
-    /// that hold only record bytes.
-    pub(crate) fn open_segment(&self, entry: &SegmentEntry, stored: &[u8]) -> Result<Vec<Loaded>> {
+    /// Opens a stored segment that `entry` pins, whole: its length, its SHA-256 and every
+    /// page (see [`SegmentOpener`], fed once).
+    pub(crate) fn open_segment(
+        self: &Arc<Self>,
+        entry: &SegmentEntry,
+        stored: &[u8],
+    ) -> Result<Vec<Loaded>> {
         if stored.len() as u64 != entry.stored_len {
             return Err(Error::Tampered);
         }
-        let digest_ok = || Sha256::digest(stored).as_slice() == entry.digest;
-        let (header, pages) = match SegmentHeader::parse(stored) {
-            Ok(parsed) => parsed,
-            // Bytes other than the pinned ones are tampered with, whatever version they
-            // claim; only the pinned bytes themselves can be of an unknown version.
-            Err(e) => return Err(if digest_ok() { e } else { Error::Tampered }),
-        };
-        if header.id != entry.id || header.kind != entry.kind {
-            return Err(Error::Tampered);
-        }
-        let header_bytes = header.to_bytes();
-        let open_page = |(i, sealed): (usize, &&[u8])| {
-            let page = self
-                .cipher
-                .open(&self.ad(AD_PAGE, &header_bytes, Some(i as u32)), sealed)
-                .map(Bytes::from)
-                .ok_or(Error::Tampered)?;
-            let mut records = Vec::new();
-            parse_page(header.kind, &page, None, &mut records)?;
-            let mut loaded = Vec::with_capacity(records.len());
-            compact(&mut records, &mut loaded);
-            Ok(loaded)
-        };
-        let (digest_ok, opened) = if crate::cpu::parallel(stored.len()) {
-            rayon::join(digest_ok, || {
-                pages
-                    .par_iter()
-                    .enumerate()
-                    .map(open_page)
-                    .collect::<Result<Vec<Vec<Loaded>>>>()
-            })
-        } else {
-            let opened = pages
-                .iter()
-                .enumerate()
-                .map(open_page)
-                .collect::<Result<Vec<Vec<Loaded>>>>();
-            (digest_ok(), opened)
-        };
-        if !digest_ok {
-            return Err(Error::Tampered);
-        }
-        let mut records: Vec<Loaded> = Vec::with_capacity(entry.records as usize);
-        for page in opened? {
-            // Keys grow strictly within a page (checked by the parser) and across pages.
-            if let (Some(last), Some(first)) = (records.last(), page.first()) {
-                if last.key() >= first.key() {
-                    return Err(Error::Tampered);
-                }
-            }
-            records.extend(page);
-        }
-        if records.len() != entry.records as usize {
-            return Err(Error::Tampered);
-        }
-        Ok(records)
+        let mut opener = SegmentOpener::new(Arc::clone(self), entry.clone());
+        opener.feed(stored)?;
+        opener.finish()
     }
 
     /// Seals page `index` of the search segment whose clear header is `header`
@@ -299,6 +250,187 @@ impl CollectionKeys {
             .open(&self.ad(AD_MANIFEST, &header.to_bytes(), None), sealed)
             .ok_or(Error::Tampered)?;
         Ok((header, ManifestBody::parse(&plain)?))
+    }
+}
+
+/// Opens a segment that `entry` pins from its stored bytes fed in order, in pieces of
+/// any size (a large segment read by ranges, so that its sealed bytes are never all in
+/// memory at once): the header first, then each page as soon as it is whole, opened,
+/// parsed and compacted (on the other cores when the piece is large) while the piece is
+/// hashed. [`finish`](Self::finish) returns the records only once every byte arrived
+/// and the SHA-256 of all of them is the pinned one.
+///
+/// Bytes other than the pinned ones are tampered with, whatever version they claim: a
+/// header that does not parse makes the rest of the bytes only hashed, and its error
+/// (an unknown version) is reported only if the digest holds; anything else malformed
+/// fails at once with [`Error::Tampered`].
+pub(crate) struct SegmentOpener {
+    keys: Arc<CollectionKeys>,
+    entry: SegmentEntry,
+    hasher: Sha256,
+    /// Bytes received beyond the last whole page.
+    pending: Vec<u8>,
+    received: u64,
+    /// The header and its bytes, once parsed.
+    header: Option<(SegmentHeader, [u8; SEGMENT_HEADER_LEN])>,
+    header_error: Option<Error>,
+    /// Pages opened so far.
+    pages: u32,
+    records: Vec<Loaded>,
+}
+
+impl SegmentOpener {
+    pub(crate) fn new(keys: Arc<CollectionKeys>, entry: SegmentEntry) -> Self {
+        // The record count is authenticated (the manifest's), but bounded by what the
+        // stored bytes could hold before it sizes an allocation.
+        let capacity = (entry.records as u64).min(entry.stored_len / 4) as usize;
+        Self {
+            keys,
+            entry,
+            hasher: Sha256::new(),
+            pending: Vec::new(),
+            received: 0,
+            header: None,
+            header_error: None,
+            pages: 0,
+            records: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// Takes the next `piece` of the stored bytes.
+    ///
+    /// # Errors
+    /// [`Error::Tampered`] for more bytes than pinned, a header of another segment, a
+    /// page that does not open or parse, or keys out of order.
+    pub(crate) fn feed(&mut self, piece: &[u8]) -> Result<()> {
+        self.received += piece.len() as u64;
+        if self.received > self.entry.stored_len {
+            return Err(Error::Tampered);
+        }
+        if self.header_error.is_some() {
+            self.hasher.update(piece);
+            return Ok(());
+        }
+        let bytes: &[u8] = if self.pending.is_empty() {
+            piece
+        } else {
+            self.pending.extend_from_slice(piece);
+            &self.pending
+        };
+        let mut at = 0usize;
+        if self.header.is_none() {
+            if bytes.len() < SEGMENT_HEADER_LEN {
+                if self.pending.is_empty() {
+                    self.pending.extend_from_slice(piece);
+                }
+                self.hasher.update(piece);
+                return Ok(());
+            }
+            match SegmentHeader::parse_header(&bytes[..SEGMENT_HEADER_LEN]) {
+                Ok(header) => {
+                    if header.id != self.entry.id || header.kind != self.entry.kind {
+                        return Err(Error::Tampered);
+                    }
+                    self.header = Some((header, header.to_bytes()));
+                    at = SEGMENT_HEADER_LEN;
+                }
+                Err(e) => {
+                    self.header_error = Some(e);
+                    self.hasher.update(piece);
+                    self.pending = Vec::new();
+                    return Ok(());
+                }
+            }
+        }
+        // The whole pages in `bytes` from `at`.
+        let mut sealed: Vec<&[u8]> = Vec::new();
+        while let Some(len) = bytes.get(at..at + 4) {
+            let len = u32::from_be_bytes(len.try_into().expect("four bytes")) as usize;
+            let Some(page) = bytes.get(at + 4..at + 4 + len) else {
+                break;
+            };
+            sealed.push(page);
+            at += 4 + len;
+        }
+        let (header, header_bytes) = self.header.as_ref().expect("parsed above");
+        if self.pages as u64 + sealed.len() as u64 > u64::from(header.pages) {
+            return Err(Error::Tampered);
+        }
+        let (kind, first) = (header.kind, self.pages);
+        let keys = &self.keys;
+        let open_page = |(i, page): (usize, &&[u8])| {
+            let index = first + i as u32;
+            let plain = keys
+                .cipher
+                .open(&keys.ad(AD_PAGE, header_bytes, Some(index)), page)
+                .map(Bytes::from)
+                .ok_or(Error::Tampered)?;
+            let mut records = Vec::new();
+            parse_page(kind, &plain, None, &mut records)?;
+            let mut loaded = Vec::with_capacity(records.len());
+            compact(&mut records, &mut loaded);
+            Ok(loaded)
+        };
+        let hasher = &mut self.hasher;
+        let opened = if crate::cpu::parallel(piece.len()) {
+            rayon::join(
+                || hasher.update(piece),
+                || {
+                    sealed
+                        .par_iter()
+                        .enumerate()
+                        .map(open_page)
+                        .collect::<Result<Vec<Vec<Loaded>>>>()
+                },
+            )
+            .1
+        } else {
+            hasher.update(piece);
+            sealed
+                .iter()
+                .enumerate()
+                .map(open_page)
+                .collect::<Result<Vec<Vec<Loaded>>>>()
+        }?;
+        self.pages += sealed.len() as u32;
+        for page in opened {
+            // Keys grow strictly within a page (checked by the parser) and across pages.
+            if let (Some(last), Some(first)) = (self.records.last(), page.first()) {
+                if last.key() >= first.key() {
+                    return Err(Error::Tampered);
+                }
+            }
+            self.records.extend(page);
+        }
+        // What is left of `bytes` waits for the next piece.
+        if self.pending.is_empty() {
+            self.pending.extend_from_slice(&piece[at..]);
+        } else {
+            self.pending.drain(..at);
+        }
+        Ok(())
+    }
+
+    /// The records, once every pinned byte arrived and their SHA-256 is the pinned one.
+    ///
+    /// # Errors
+    /// [`Error::Tampered`] for missing bytes or pages, a wrong digest or record count;
+    /// the header's error (an unknown version) when the bytes are the pinned ones.
+    pub(crate) fn finish(self) -> Result<Vec<Loaded>> {
+        let digest_ok = self.received == self.entry.stored_len
+            && self.hasher.finalize().as_slice() == self.entry.digest;
+        if let Some(e) = self.header_error {
+            return Err(if digest_ok { e } else { Error::Tampered });
+        }
+        let complete = self.pending.is_empty()
+            && self
+                .header
+                .as_ref()
+                .is_some_and(|(header, _)| header.pages == self.pages);
+        if !digest_ok || !complete || self.records.len() != self.entry.records as usize {
+            return Err(Error::Tampered);
+        }
+        Ok(self.records)
     }
 }
 

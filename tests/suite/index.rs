@@ -11,7 +11,7 @@ use futures::TryStreamExt;
 use mailvault::crypto::{AccountKey, RandomSource};
 use mailvault::directory::{Directory, MemoryDirectory};
 use mailvault::ids::{AccountId, DeploymentId};
-use mailvault::index::{Batch, Collection, IndexStore};
+use mailvault::index::{Batch, Collection, IndexConfig, IndexStore};
 use mailvault::storage::{
     CommitMode, CountingStore, DynStore, Fault, FaultMode, FaultyStore, NoCasStore, RequestKind,
 };
@@ -496,6 +496,129 @@ fn assert_err<T: std::fmt::Debug>(
         Err(e) if expected(&e) => {}
         other => panic!("{what}: unexpected {other:?}"),
     }
+}
+
+/// A segment larger than `IndexConfig::fetch_piece` is read by ranges, each opened as it
+/// arrives (so that a large account's compacted segment is never in memory whole beside
+/// its records): every GET of it asks for at most a piece, the collection opens the same
+/// whether pieces split pages or hold several, and a flipped byte in a later piece, a
+/// truncation, another segment put in its place or a relabelled version are refused.
+#[tokio::test]
+async fn a_segment_read_by_ranges_opens_the_same_and_refuses_what_was_changed() {
+    let counting = CountingStore::new(memory());
+    let store: DynStore = Arc::new(counting.clone());
+    let setup = Setup::new(store.clone(), CommitMode::CompareAndSwap);
+    let mut c = setup.open(b"x").await.unwrap();
+    // Values that do not compress (xorshift), so that the segment is large.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut noise = |len: usize| {
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect::<Vec<u8>>()
+    };
+    for round in 0..3u32 {
+        let mut batch = Batch::new();
+        for i in 0..1_000u32 {
+            let key = format!("k{:06}", round * 1_000 + i);
+            batch.put(key.into_bytes(), noise(100 + (i % 7) as usize));
+        }
+        c.commit(batch).await.unwrap();
+    }
+    c.compact().await.unwrap();
+    assert_eq!(c.live_segments(), 1);
+    let expected: Vec<(Vec<u8>, Vec<u8>)> =
+        c.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
+    assert_eq!(expected.len(), 3_000);
+    let segment = objects_under(&store, "/s/").await.pop().unwrap();
+    let original = bytes_of(&store, &segment).await;
+    assert!(original.len() > 300_000, "{} bytes", original.len());
+
+    let open_with = |piece: u64| {
+        let index = setup.index_on(store.clone()).with_config(IndexConfig {
+            fetch_piece: piece,
+            ..IndexConfig::default()
+        });
+        let (account, key) = (setup.account, setup.key.clone());
+        async move { index.open(account, &key, b"x").await }
+    };
+    // Pieces smaller than a page (32 KiB), of several pages, and the whole segment.
+    for piece in [4_093, 100_000, u64::MAX] {
+        counting.reset();
+        let opened = open_with(piece).await.unwrap();
+        let got: Vec<(Vec<u8>, Vec<u8>)> = opened
+            .iter()
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect();
+        assert!(got == expected, "piece {piece}: other records");
+        let gets: Vec<_> = counting
+            .requests()
+            .into_iter()
+            .filter(|r| r.kind == RequestKind::Get && r.path == segment.as_ref())
+            .collect();
+        let pieces = (original.len() as u64).div_ceil(piece.min(original.len() as u64));
+        assert_eq!(gets.len() as u64, pieces, "piece {piece}: {gets:?}");
+        assert!(
+            gets.iter().all(|g| g.bytes <= piece),
+            "piece {piece}: {gets:?}"
+        );
+        assert_eq!(
+            gets.iter().map(|g| g.bytes).sum::<u64>(),
+            original.len() as u64
+        );
+    }
+
+    let replace = |bytes: Vec<u8>| {
+        let (store, segment) = (store.clone(), segment.clone());
+        async move { store.put(&segment, PutPayload::from(bytes)).await.unwrap() }
+    };
+    let tampered = |e: &Error| matches!(e, Error::Tampered);
+    // A flipped byte in the third piece, in a length prefix's place and in a page.
+    for at in [2 * 4_093 + 5, original.len() / 2, original.len() - 1] {
+        let mut flipped = original.to_vec();
+        flipped[at] ^= 0x10;
+        replace(flipped).await;
+        assert_err(
+            open_with(4_093).await,
+            &format!("flipped byte {at}"),
+            tampered,
+        );
+    }
+    // Truncated, and one byte too many.
+    replace(original[..original.len() - 1].to_vec()).await;
+    assert_err(open_with(4_093).await, "truncated", tampered);
+    let mut longer = original.to_vec();
+    longer.push(0);
+    replace(longer).await;
+    assert_err(open_with(4_093).await, "one byte more", tampered);
+    // A relabelled version: not the pinned bytes, so tampering, not an unknown version.
+    let mut relabelled = original.to_vec();
+    relabelled[4] ^= 0x20;
+    replace(relabelled).await;
+    assert_err(open_with(4_093).await, "segment version byte", tampered);
+    // Another segment of the same collection (an earlier, smaller one) in its place.
+    let mut older = Setup::new(store.clone(), CommitMode::CompareAndSwap);
+    older.account = AccountId::random(&RandomSource::os());
+    let mut other = older.open(b"x").await.unwrap();
+    other.commit(batch_of(&[(1, Some(1))])).await.unwrap();
+    let foreign = objects_under(&store, "/s/")
+        .await
+        .into_iter()
+        .find(|p| *p != segment)
+        .unwrap();
+    replace(bytes_of(&store, &foreign).await.to_vec()).await;
+    assert_err(
+        open_with(4_093).await,
+        "another account's segment",
+        tampered,
+    );
+    // Restored: opens again.
+    replace(original.to_vec()).await;
+    assert_eq!(open_with(4_093).await.unwrap().len(), 3_000);
 }
 
 #[tokio::test]

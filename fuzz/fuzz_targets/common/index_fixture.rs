@@ -14,7 +14,7 @@ use futures::TryStreamExt;
 use mailvault::crypto::{AccountKey, RandomSource};
 use mailvault::directory::MemoryDirectory;
 use mailvault::ids::{AccountId, DeploymentId};
-use mailvault::index::{Batch, Collection, IndexStore};
+use mailvault::index::{Batch, Collection, IndexConfig, IndexStore};
 use mailvault::storage::{open_store, CommitMode, DynStore};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -124,6 +124,17 @@ impl IndexFixture {
     /// Opens the collection from a fresh in-memory store (and a fresh directory) holding
     /// the committed objects, object `replaced` having `data` instead.
     pub fn open_replaced(&self, replaced: usize, data: &[u8]) -> mailvault::Result<Collection> {
+        self.open_replaced_with(replaced, data, IndexConfig::default())
+    }
+
+    /// [`open_replaced`](Self::open_replaced) with the index tuned by `config` (a small
+    /// `fetch_piece` reads every segment by ranges).
+    pub fn open_replaced_with(
+        &self,
+        replaced: usize,
+        data: &[u8],
+        config: IndexConfig,
+    ) -> mailvault::Result<Collection> {
         self.runtime.block_on(async {
             let store: DynStore = open_store("memory://")?;
             for (i, (path, bytes)) in self.objects.iter().enumerate() {
@@ -140,7 +151,8 @@ impl IndexFixture {
                 Arc::new(MemoryDirectory::new()),
                 CommitMode::CompareAndSwap,
             )
-            .with_rng(RandomSource::seeded(9));
+            .with_rng(RandomSource::seeded(9))
+            .with_config(config);
             index.open(self.account, &self.key, COLLECTION).await
         })
     }
