@@ -1255,6 +1255,8 @@ impl Session {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         names.insert(crate::mail::COLLECTION.to_vec());
+        // The text index: the mail's text, sealed under the root being retired.
+        names.insert(crate::mail::text::index::COLLECTION.to_vec());
         names.extend(collections.iter().map(|n| n.to_vec()));
         let total = names.len();
         for (done, name) in names.iter().enumerate() {

@@ -420,10 +420,10 @@ async fn item_04_rotation_on_demand_killed_and_resumed() {
         .rotate_root(&[b"notes"], |p| seen.push(p))
         .await
         .unwrap();
-    assert_eq!(done, 2, "mail and notes");
+    assert_eq!(done, 3, "mail, notes and the text index");
     assert_eq!(
         seen.iter().map(|p| (p.done, p.total)).collect::<Vec<_>>(),
-        [(1, 2), (2, 2)],
+        [(1, 3), (2, 3), (3, 3)],
         "progress after each collection"
     );
     let span = counting.ops() - started;
@@ -1168,5 +1168,129 @@ async fn a_write_after_the_final_copy(name: &str, store: DynStore, mode: CommitM
 async fn item_04_a_write_after_the_final_copy_survives_a_resumed_rotation() {
     for (name, store, mode) in backends() {
         a_write_after_the_final_copy(name, store, mode).await;
+    }
+}
+
+/// A root rotation carries the account's text index and its email details stored apart
+/// over to the new root (review of stop 30): the rotation used to copy the mail
+/// collection's records only, so the details segments they name were left behind (every
+/// `BODYSTRUCTURE` read the body again, for good), and it never copied the `search`
+/// collection at all (the first search after it re-indexed every body, and the old
+/// collection, the mail's text sealed under the revoked root, stayed in the bucket).
+/// After the rotation: no text is missing from the index, a search finds the same
+/// messages, details and searches read no body, and every collection under the old root
+/// is down to its tombstone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_04_a_rotation_carries_the_text_index_and_the_details_over() {
+    use mailvault::mail::text::oracle::TextKey;
+    use mailvault::storage::{CountingStore, RequestKind};
+    use std::collections::{BTreeMap, HashSet};
+    for (name, store, mode) in backends() {
+        let counting = CountingStore::new(store);
+        let w = World::on(Arc::new(counting.clone()), mode).await;
+        let mut session = w.provider.unlock(w.alice, "pw").await.unwrap();
+        let mut mail = session.mailstore().await.unwrap();
+        let inbox_id = mail.mailbox_by_name(INBOX).unwrap().id;
+        let mut emails = Vec::new();
+        let mut odd = HashSet::new();
+        for i in 0..24u32 {
+            let word = if i % 2 == 1 {
+                "quixotically"
+            } else {
+                "plainly"
+            };
+            let text = format!(
+                "Subject: note {i}\r\nFrom: a@example.org\r\nContent-Type: text/plain\r\n\r\nbody {i} {word}\r\n"
+            );
+            let appended = mail
+                .append(inbox_id, text.as_bytes(), Default::default())
+                .await
+                .unwrap();
+            emails.push(appended.email);
+            if i % 2 == 1 {
+                odd.insert(appended.email);
+            }
+        }
+        assert_eq!(
+            mail.index_texts(&emails, usize::MAX).await.unwrap(),
+            24,
+            "{name}"
+        );
+        mail.compact().await.unwrap();
+        for e in &emails {
+            assert!(
+                mail.email_by_id(*e).unwrap().stored_details.is_some(),
+                "{name}"
+            );
+        }
+        let key = [TextKey::Body("quixotic".into())];
+        assert_eq!(
+            mail.search_texts(&emails, &key).await.unwrap()[0],
+            odd,
+            "{name}"
+        );
+        drop(mail);
+
+        let tags = |store: CountingStore, account: AccountId| async move {
+            use futures::TryStreamExt;
+            let prefix = object_store::path::Path::from(format!("a/{}/i", account.to_hex()));
+            let mut objects: BTreeMap<String, usize> = BTreeMap::new();
+            let listed: Vec<_> = object_store::ObjectStore::list(&store, Some(&prefix))
+                .try_collect()
+                .await
+                .unwrap();
+            for meta in listed {
+                let tag = meta.location.parts().nth(3).unwrap().as_ref().to_string();
+                *objects.entry(tag).or_default() += 1;
+            }
+            objects
+        };
+        let before = tags(counting.clone(), w.alice).await;
+        session.rotate_root(&[], |_| {}).await.unwrap();
+        let after = tags(counting.clone(), w.alice).await;
+        for (tag, count) in &after {
+            if before.contains_key(tag) {
+                assert!(
+                    *count <= 2,
+                    "{name}: collection {tag} under the old root still holds {count} objects: {after:?}"
+                );
+            }
+        }
+        assert_eq!(
+            after.keys().filter(|t| !before.contains_key(*t)).count(),
+            before.len(),
+            "{name}: every collection under the new root: {before:?} {after:?}"
+        );
+
+        let session = w.provider.unlock(w.alice, "pw").await.unwrap();
+        let mail = session.mailstore().await.unwrap();
+        counting.reset();
+        assert_eq!(
+            mail.search_texts(&emails, &key).await.unwrap()[0],
+            odd,
+            "{name}: the search after the rotation"
+        );
+        for e in &emails {
+            let email = mail
+                .with_details(mail.email_by_id(*e).unwrap())
+                .await
+                .unwrap();
+            assert!(email.header_block.is_some(), "{name}");
+        }
+        assert_eq!(
+            mail.index_texts(&emails, usize::MAX).await.unwrap(),
+            0,
+            "{name}: texts to index again"
+        );
+        let bodies: Vec<_> = counting
+            .requests()
+            .into_iter()
+            .filter(|r| r.kind == RequestKind::Get && r.path.contains("/b/"))
+            .collect();
+        assert!(
+            bodies.is_empty(),
+            "{name}: bodies read after the rotation: {}",
+            bodies.len()
+        );
     }
 }

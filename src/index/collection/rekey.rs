@@ -11,7 +11,7 @@ use super::Collection;
 use crate::crypto::AccountKey;
 use crate::error::{Error, Result};
 use crate::format::index::{SegmentEntry, SegmentKind, Stamp};
-use crate::ids::AccountId;
+use crate::ids::{AccountId, SegmentId};
 use crate::index::sealed::CollectionKeys;
 use crate::index::Batch;
 use crate::index::CommitInfo;
@@ -88,13 +88,24 @@ impl Collection {
             records.retain(|r| r.key.as_ref() != MOVED);
             let records = Arc::new(records);
             let purged_through = source.purged_through;
+            let searched: Vec<SegmentEntry> = source.search_segments().cloned().collect();
             self.refresh().await?;
             // A closed source's final copy is published at its generation or above (the
             // first copy lies below the close): this collection holds it already, and
             // whatever differs was written here since and is kept.
             let final_copy_made = source.moved() && self.generation >= source.generation;
+            // The same search segments, in any order: a copy lists those an earlier copy
+            // brought before those it brings (by stamp), whatever the source's order (no
+            // reader depends on it: an email's text is the same in every segment).
+            let ids = |entries: &mut dyn Iterator<Item = &SegmentEntry>| {
+                let mut ids: Vec<SegmentId> = entries.map(|e| e.id).collect();
+                ids.sort_unstable();
+                ids
+            };
+            let same_search = ids(&mut self.search_segments()) == ids(&mut searched.iter());
             if final_copy_made
                 || self.generation >= source.generation
+                    && same_search
                     && self.view_records(false).await == *records
             {
                 return Ok(CommitInfo {
@@ -104,17 +115,36 @@ impl Collection {
                     merged_heads: 0,
                 });
             }
-            let covers = self.live.iter().map(|e| e.id).collect();
+            // The source's search segments (its text index, or its email details) come
+            // along, sealed again under this collection's keys with their ids; those an
+            // earlier copy brought (same id, same contents) stay as they are.
+            let mut segments: Vec<SegmentEntry> = Vec::new();
+            let mut carried: Vec<SegmentEntry> = Vec::new();
+            let (pages, from) = (self.search_pages(), source.search_pages());
+            for entry in &searched {
+                match self.search_segments().find(|e| e.id == entry.id) {
+                    Some(copied) => segments.push(copied.clone()),
+                    None => carried.push(pages.copy_from(&from, entry).await?),
+                }
+            }
+            let kept = segments.len();
+            segments.extend(carried);
+            let covers = self
+                .live
+                .iter()
+                .filter(|e| !segments[..kept].iter().any(|k| k.id == e.id))
+                .map(|e| e.id)
+                .collect();
             let current = self.generation;
             // The copy's generation: at least the source's, above this collection's.
             self.generation = source.generation.max(current + 1) - 1;
-            let mut segments: Vec<SegmentEntry> = Vec::new();
             let published = self
-                .publish(
+                .publish_adding(
                     SegmentKind::Compacted,
                     records,
                     covers,
                     &mut segments,
+                    kept,
                     purged_through,
                 )
                 .await;

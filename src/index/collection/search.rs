@@ -109,6 +109,99 @@ impl SearchPages {
         stored
     }
 
+    /// Stores the search segment `entry` of the collection `from` (the same collection
+    /// under another root: a root rotation's copy) in this collection under the same id:
+    /// every page opened under `from`'s keys and sealed again under this collection's, at
+    /// the same position of a segment with the same header, so that whatever names the
+    /// segment by id (email records naming their details) names the copy. Returns the
+    /// copy's manifest entry (to publish; its stamp is set by that commit). A copy that
+    /// an earlier or concurrent run stored already is kept if every page of it opens
+    /// under this collection's keys.
+    ///
+    /// # Errors
+    /// [`Error::Tampered`] for a source that is not the pinned bytes, or a copy already
+    /// stored that does not open; [`Error::NotFound`]; backend failures.
+    pub(crate) async fn copy_from(
+        &self,
+        from: &SearchPages,
+        entry: &SegmentEntry,
+    ) -> Result<SegmentEntry> {
+        let stored = from.read_whole(entry).await?;
+        let header = SearchHeader::parse(&stored)?;
+        let pages = header.pages(entry.stored_len)?;
+        if header.id != entry.id || entry.kind != SegmentKind::Search {
+            return Err(Error::Tampered);
+        }
+        let (from, to) = (from.clone(), self.clone());
+        let copy = crate::cpu::offload(stored.len(), move || {
+            let header_bytes = header.to_bytes();
+            let reseal = |i: u32| {
+                let range = header.page_range(i);
+                let sealed = &stored[range.start as usize..range.end as usize];
+                let plain = from.keys.open_search_page(&header_bytes, i, sealed)?;
+                Ok(to.keys.seal_search_page(&to.rng, &header_bytes, i, &plain))
+            };
+            let sealed: Vec<Vec<u8>> = if crate::cpu::parallel(stored.len()) {
+                (0..pages)
+                    .into_par_iter()
+                    .map(reseal)
+                    .collect::<Result<_>>()?
+            } else {
+                (0..pages).map(reseal).collect::<Result<_>>()?
+            };
+            let mut copy = Vec::with_capacity(stored.len());
+            copy.extend_from_slice(&header_bytes);
+            for page in sealed {
+                copy.extend_from_slice(&page);
+            }
+            Ok::<_, Error>(copy)
+        })
+        .await??;
+        let path = self.path(&entry.id);
+        let copy = Bytes::from(copy);
+        let copy = match self
+            .store
+            .put_opts(
+                &path,
+                copy.clone().into(),
+                object_store::PutMode::Create.into(),
+            )
+            .await
+        {
+            Ok(_) => copy,
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                let there =
+                    storage::get_exact(self.store.as_ref(), &path, copy.len() as u64).await?;
+                let header_bytes = header.to_bytes();
+                for i in 0..pages {
+                    let range = header.page_range(i);
+                    self.keys.open_search_page(
+                        &header_bytes,
+                        i,
+                        &there[range.start as usize..range.end as usize],
+                    )?;
+                }
+                if there.get(..header_bytes.len()) != Some(&header_bytes[..]) {
+                    return Err(Error::Tampered);
+                }
+                there
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(SegmentEntry {
+            id: entry.id,
+            stamp: Stamp {
+                generation: 0,
+                writer: WriterId::from_bytes([0; 16]),
+            },
+            kind: SegmentKind::Search,
+            stored_len: copy.len() as u64,
+            digest: Sha256::digest(&copy).into(),
+            records: entry.records,
+            covers: Vec::new(),
+        })
+    }
+
     /// Where segment `id` is stored.
     pub(crate) fn path(&self, id: &SegmentId) -> object_store::path::Path {
         naming::segment_path(&self.account, &self.tag, id)
