@@ -19,8 +19,9 @@
 //! segments of at most [`SEGMENT_PAYLOAD`] bytes; each segment is committed first, then
 //! the records that did not change meanwhile are rewritten to name it. Records of
 //! version 1 to 3 and records written since hold their details: both forms are read.
-//! A record naming a segment the manifest no longer lists (a root rotation moves records,
-//! not segments) has its details computed from the body again, as an analysis would.
+//! A record naming a segment the manifest no longer lists (a copy made by a root rotation
+//! before it carried details segments along, or a damaged store) has its details
+//! computed from the body again, as an analysis would.
 
 use sha2::{Digest, Sha256};
 
