@@ -342,15 +342,21 @@ impl SegmentOpener {
                 }
             }
         }
-        // The whole pages in `bytes` from `at`.
+        // The whole pages in `bytes` from `at`. A length that would run past the pinned
+        // bytes is refused at once (not waited for: the pieces would pile up).
+        let offset = self.received - bytes.len() as u64;
         let mut sealed: Vec<&[u8]> = Vec::new();
         while let Some(len) = bytes.get(at..at + 4) {
-            let len = u32::from_be_bytes(len.try_into().expect("four bytes")) as usize;
-            let Some(page) = bytes.get(at + 4..at + 4 + len) else {
+            let len = u32::from_be_bytes(len.try_into().expect("four bytes"));
+            let end = offset + at as u64 + 4 + u64::from(len);
+            if end > self.entry.stored_len {
+                return Err(Error::Tampered);
+            }
+            let Some(page) = bytes.get(at + 4..at + 4 + len as usize) else {
                 break;
             };
             sealed.push(page);
-            at += 4 + len;
+            at += 4 + len as usize;
         }
         let (header, header_bytes) = self.header.as_ref().expect("parsed above");
         if self.pages as u64 + sealed.len() as u64 > u64::from(header.pages) {

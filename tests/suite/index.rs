@@ -498,17 +498,21 @@ fn assert_err<T: std::fmt::Debug>(
     }
 }
 
-/// A segment larger than `IndexConfig::fetch_piece` is read by ranges, each opened as it
-/// arrives (so that a large account's compacted segment is never in memory whole beside
-/// its records): every GET of it asks for at most a piece, the collection opens the same
-/// whether pieces split pages or hold several, and a flipped byte in a later piece, a
-/// truncation, another segment put in its place or a relabelled version are refused.
-#[tokio::test]
-async fn a_segment_read_by_ranges_opens_the_same_and_refuses_what_was_changed() {
-    let counting = CountingStore::new(memory());
-    let store: DynStore = Arc::new(counting.clone());
-    let setup = Setup::new(store.clone(), CommitMode::CompareAndSwap);
-    let mut c = setup.open(b"x").await.unwrap();
+/// Commits 3 000 records of incompressible values (the same for every call) to the
+/// collection `x` of `setup`'s account in three batches, compacts them into one segment
+/// and returns the records and that segment's path (the largest segment stored: the
+/// batches' stay until a garbage collection).
+async fn compacted_collection(
+    setup: &Setup,
+    page_size: usize,
+) -> (Vec<(Vec<u8>, Vec<u8>)>, object_store::path::Path) {
+    let index = setup
+        .index_on(setup.store.clone())
+        .with_config(IndexConfig {
+            page_size,
+            ..IndexConfig::default()
+        });
+    let mut c = index.open(setup.account, &setup.key, b"x").await.unwrap();
     // Values that do not compress (xorshift), so that the segment is large.
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let mut noise = |len: usize| {
@@ -531,25 +535,51 @@ async fn a_segment_read_by_ranges_opens_the_same_and_refuses_what_was_changed() 
     }
     c.compact().await.unwrap();
     assert_eq!(c.live_segments(), 1);
-    let expected: Vec<(Vec<u8>, Vec<u8>)> =
+    let records: Vec<(Vec<u8>, Vec<u8>)> =
         c.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
-    assert_eq!(expected.len(), 3_000);
-    let segment = objects_under(&store, "/s/").await.pop().unwrap();
-    let original = bytes_of(&store, &segment).await;
-    assert!(original.len() > 300_000, "{} bytes", original.len());
+    assert_eq!(records.len(), 3_000);
+    let prefix = format!("a/{}/", setup.account.to_hex());
+    let mut largest = None;
+    for path in objects_under(&setup.store, "/s/").await {
+        if path.as_ref().starts_with(&prefix) {
+            let len = bytes_of(&setup.store, &path).await.len();
+            if largest.as_ref().is_none_or(|(l, _)| len > *l) {
+                largest = Some((len, path));
+            }
+        }
+    }
+    (records, largest.unwrap().1)
+}
 
-    let open_with = |piece: u64| {
-        let index = setup.index_on(store.clone()).with_config(IndexConfig {
+/// Opens the collection `x` of `setup`'s account reading segments by ranges of `piece`.
+async fn open_by_pieces(setup: &Setup, piece: u64) -> mailvault::Result<Collection> {
+    let index = setup
+        .index_on(setup.store.clone())
+        .with_config(IndexConfig {
             fetch_piece: piece,
             ..IndexConfig::default()
         });
-        let (account, key) = (setup.account, setup.key.clone());
-        async move { index.open(account, &key, b"x").await }
-    };
+    index.open(setup.account, &setup.key, b"x").await
+}
+
+/// A segment larger than `IndexConfig::fetch_piece` is read by ranges, each opened as it
+/// arrives (so that a large account's compacted segment is never in memory whole beside
+/// its records): every GET of it asks for at most a piece, the collection opens the same
+/// whether pieces split pages or hold several, and a flipped byte in a later piece, a
+/// truncation, a byte more, another account's segment of the same length put in its
+/// place or a relabelled version are refused.
+#[tokio::test]
+async fn a_segment_read_by_ranges_opens_the_same_and_refuses_what_was_changed() {
+    let counting = CountingStore::new(memory());
+    let store: DynStore = Arc::new(counting.clone());
+    let setup = Setup::new(store.clone(), CommitMode::CompareAndSwap);
+    let (expected, segment) = compacted_collection(&setup, 32 * 1024).await;
+    let original = bytes_of(&store, &segment).await;
+    assert!(original.len() > 300_000, "{} bytes", original.len());
     // Pieces smaller than a page (32 KiB), of several pages, and the whole segment.
     for piece in [4_093, 100_000, u64::MAX] {
         counting.reset();
-        let opened = open_with(piece).await.unwrap();
+        let opened = open_by_pieces(&setup, piece).await.unwrap();
         let got: Vec<(Vec<u8>, Vec<u8>)> = opened
             .iter()
             .map(|(k, v)| (k.to_vec(), v.to_vec()))
@@ -577,48 +607,101 @@ async fn a_segment_read_by_ranges_opens_the_same_and_refuses_what_was_changed() 
         async move { store.put(&segment, PutPayload::from(bytes)).await.unwrap() }
     };
     let tampered = |e: &Error| matches!(e, Error::Tampered);
-    // A flipped byte in the third piece, in a length prefix's place and in a page.
+    // A flipped byte in the third piece, in the middle, at the end.
     for at in [2 * 4_093 + 5, original.len() / 2, original.len() - 1] {
         let mut flipped = original.to_vec();
         flipped[at] ^= 0x10;
         replace(flipped).await;
         assert_err(
-            open_with(4_093).await,
+            open_by_pieces(&setup, 4_093).await,
             &format!("flipped byte {at}"),
             tampered,
         );
     }
     // Truncated, and one byte too many.
     replace(original[..original.len() - 1].to_vec()).await;
-    assert_err(open_with(4_093).await, "truncated", tampered);
+    assert_err(open_by_pieces(&setup, 4_093).await, "truncated", tampered);
     let mut longer = original.to_vec();
     longer.push(0);
     replace(longer).await;
-    assert_err(open_with(4_093).await, "one byte more", tampered);
+    assert_err(
+        open_by_pieces(&setup, 4_093).await,
+        "one byte more",
+        tampered,
+    );
     // A relabelled version: not the pinned bytes, so tampering, not an unknown version.
     let mut relabelled = original.to_vec();
     relabelled[4] ^= 0x20;
     replace(relabelled).await;
-    assert_err(open_with(4_093).await, "segment version byte", tampered);
-    // Another segment of the same collection (an earlier, smaller one) in its place.
-    let mut older = Setup::new(store.clone(), CommitMode::CompareAndSwap);
-    older.account = AccountId::random(&RandomSource::os());
-    let mut other = older.open(b"x").await.unwrap();
-    other.commit(batch_of(&[(1, Some(1))])).await.unwrap();
-    let foreign = objects_under(&store, "/s/")
-        .await
-        .into_iter()
-        .find(|p| *p != segment)
-        .unwrap();
-    replace(bytes_of(&store, &foreign).await.to_vec()).await;
     assert_err(
-        open_with(4_093).await,
+        open_by_pieces(&setup, 4_093).await,
+        "segment version byte",
+        tampered,
+    );
+    // Another account's compacted segment of the same records: the same length, so it
+    // is read and refused piece by piece (another segment id, other keys).
+    let other = Setup {
+        account: AccountId::random(&RandomSource::os()),
+        directory: Arc::new(MemoryDirectory::new()),
+        ..setup.clone()
+    };
+    let (_, foreign) = compacted_collection(&other, 32 * 1024).await;
+    let foreign = bytes_of(&store, &foreign).await;
+    assert_eq!(foreign.len(), original.len());
+    replace(foreign.to_vec()).await;
+    assert_err(
+        open_by_pieces(&setup, 4_093).await,
         "another account's segment",
         tampered,
     );
     // Restored: opens again.
     replace(original.to_vec()).await;
-    assert_eq!(open_with(4_093).await.unwrap().len(), 3_000);
+    assert_eq!(open_by_pieces(&setup, 4_093).await.unwrap().len(), 3_000);
+}
+
+/// The pieces of a segment of many small pages split it everywhere (in its header, in
+/// the length before a page, in a page): pieces of every size from 1 to 40 bytes open the
+/// same records; a page length claiming more than the bytes pinned is refused in the first piece.
+#[tokio::test]
+async fn a_segment_split_anywhere_opens_the_same() {
+    let counting = CountingStore::new(memory());
+    let setup = Setup::new(Arc::new(counting.clone()), CommitMode::CompareAndSwap);
+    // Pages of about 1 KiB: a segment of about 400 pages.
+    let (expected, segment) = compacted_collection(&setup, 1024).await;
+    let original = bytes_of(&setup.store, &segment).await;
+    for piece in (1..=40).chain([1_000, 4_096]) {
+        let opened = open_by_pieces(&setup, piece).await.unwrap();
+        assert_eq!(opened.len(), expected.len(), "piece {piece}");
+        assert!(
+            opened
+                .iter()
+                .zip(&expected)
+                .all(|((k, v), (ek, ev))| k == &ek[..] && v == &ev[..]),
+            "piece {piece}: other records"
+        );
+    }
+    // The first page's length raised past the end of the segment (header: 28 bytes).
+    let mut claimed = original.to_vec();
+    claimed[28..32].copy_from_slice(&u32::MAX.to_be_bytes());
+    setup
+        .store
+        .put(&segment, PutPayload::from(claimed))
+        .await
+        .unwrap();
+    counting.reset();
+    assert_err(
+        open_by_pieces(&setup, 4_096).await,
+        "a page longer than the segment",
+        |e| matches!(e, Error::Tampered),
+    );
+    let gets = counting
+        .requests()
+        .into_iter()
+        .filter(|r| r.kind == RequestKind::Get && r.path == segment.as_ref())
+        .count();
+    // Refused in the first piece (the second was being fetched meanwhile), not after
+    // reading the rest of the segment while waiting for that page.
+    assert!(gets <= 2, "{gets} GETs of the segment");
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use super::Collection;
 use crate::crypto::AccountKey;
 use crate::error::{Error, Result};
 use crate::format::index::{SegmentEntry, SegmentKind, Stamp};
-use crate::ids::{AccountId, SegmentId};
+use crate::ids::AccountId;
 use crate::index::sealed::CollectionKeys;
 use crate::index::Batch;
 use crate::index::CommitInfo;
@@ -94,15 +94,22 @@ impl Collection {
             // first copy lies below the close): this collection holds it already, and
             // whatever differs was written here since and is kept.
             let final_copy_made = source.moved() && self.generation >= source.generation;
-            // The same search segments, in any order: a copy lists those an earlier copy
-            // brought before those it brings (by stamp), whatever the source's order (no
-            // reader depends on it: an email's text is the same in every segment).
-            let ids = |entries: &mut dyn Iterator<Item = &SegmentEntry>| {
-                let mut ids: Vec<SegmentId> = entries.map(|e| e.id).collect();
-                ids.sort_unstable();
-                ids
-            };
-            let same_search = ids(&mut self.search_segments()) == ids(&mut searched.iter());
+            // The source's search segments (its text index, or its email details) are
+            // here when this collection lists each (in any order: a copy lists those an
+            // earlier copy brought before those it brings, by stamp, whatever the
+            // source's order; no reader depends on it, an email's text being the same in
+            // every segment) and each is still stored (garbage collection removes an
+            // unlisted segment older than its grace period: a copy whose manifest was
+            // published longer than that after the copy was stored may be gone).
+            let pages = self.search_pages();
+            let mut here: Vec<SegmentEntry> = Vec::new();
+            for entry in self.search_segments() {
+                if searched.iter().any(|e| e.id == entry.id) && pages.exists(&entry.id).await? {
+                    here.push(entry.clone());
+                }
+            }
+            let same_search =
+                here.len() == searched.len() && self.search_segments().count() == here.len();
             if final_copy_made
                 || self.generation >= source.generation
                     && same_search
@@ -115,24 +122,21 @@ impl Collection {
                     merged_heads: 0,
                 });
             }
-            // The source's search segments (its text index, or its email details) come
-            // along, sealed again under this collection's keys with their ids; those an
-            // earlier copy brought (same id, same contents) stay as they are.
-            let mut segments: Vec<SegmentEntry> = Vec::new();
-            let mut carried: Vec<SegmentEntry> = Vec::new();
-            let (pages, from) = (self.search_pages(), source.search_pages());
+            // Those not here come along, sealed again under this collection's keys with
+            // their ids (one lost since it was listed is stored again under its id: the
+            // same texts, pages that authenticate for any reader of it).
+            let from = source.search_pages();
+            let mut segments = here;
+            let kept = segments.len();
             for entry in &searched {
-                match self.search_segments().find(|e| e.id == entry.id) {
-                    Some(copied) => segments.push(copied.clone()),
-                    None => carried.push(pages.copy_from(&from, entry).await?),
+                if !segments[..kept].iter().any(|e| e.id == entry.id) {
+                    segments.push(pages.copy_from(&from, entry, entry.id).await?);
                 }
             }
-            let kept = segments.len();
-            segments.extend(carried);
             let covers = self
                 .live
                 .iter()
-                .filter(|e| !segments[..kept].iter().any(|k| k.id == e.id))
+                .filter(|e| !segments.iter().any(|k| k.id == e.id))
                 .map(|e| e.id)
                 .collect();
             let current = self.generation;

@@ -110,13 +110,16 @@ impl SearchPages {
     }
 
     /// Stores the search segment `entry` of the collection `from` (the same collection
-    /// under another root: a root rotation's copy) in this collection under the same id:
-    /// every page opened under `from`'s keys and sealed again under this collection's, at
-    /// the same position of a segment with the same header, so that whatever names the
-    /// segment by id (email records naming their details) names the copy. Returns the
-    /// copy's manifest entry (to publish; its stamp is set by that commit). A copy that
-    /// an earlier or concurrent run stored already is kept if every page of it opens
-    /// under this collection's keys.
+    /// under another root: a root rotation's copy) in this collection as segment `id`
+    /// (the same id, so that whatever names the segment by id, email records naming
+    /// their details, names the copy; another one only to replace a copy that was lost):
+    /// every page opened under `from`'s keys and sealed again under this collection's,
+    /// at the same position. Returns the copy's manifest entry (to publish; its stamp is
+    /// set by that commit). A copy that an earlier or concurrent run stored already is
+    /// kept if every page of it opens under this collection's keys, and written again
+    /// with the same bytes, so that it counts as new for garbage collection (which
+    /// removes unlisted segments older than its grace period) and a concurrent run that
+    /// listed it still finds the bytes it pinned.
     ///
     /// # Errors
     /// [`Error::Tampered`] for a source that is not the pinned bytes, or a copy already
@@ -125,6 +128,7 @@ impl SearchPages {
         &self,
         from: &SearchPages,
         entry: &SegmentEntry,
+        id: SegmentId,
     ) -> Result<SegmentEntry> {
         let stored = from.read_whole(entry).await?;
         let header = SearchHeader::parse(&stored)?;
@@ -132,64 +136,70 @@ impl SearchPages {
         if header.id != entry.id || entry.kind != SegmentKind::Search {
             return Err(Error::Tampered);
         }
+        let target = SearchHeader { id, ..header };
         let (from, to) = (from.clone(), self.clone());
         let copy = crate::cpu::offload(stored.len(), move || {
-            let header_bytes = header.to_bytes();
-            let reseal = |i: u32| {
-                let range = header.page_range(i);
+            let (old, new) = (header.to_bytes(), target.to_bytes());
+            let sealed_len = header.sealed_len();
+            // Each page sealed again straight into its place in the copy.
+            let mut copy = vec![0u8; stored.len()];
+            copy[..new.len()].copy_from_slice(&new);
+            let reseal = |(i, out): (usize, &mut [u8])| {
+                let range = header.page_range(i as u32);
                 let sealed = &stored[range.start as usize..range.end as usize];
-                let plain = from.keys.open_search_page(&header_bytes, i, sealed)?;
-                Ok(to.keys.seal_search_page(&to.rng, &header_bytes, i, &plain))
+                let plain = from.keys.open_search_page(&old, i as u32, sealed)?;
+                let again = to.keys.seal_search_page(&to.rng, &new, i as u32, &plain);
+                if again.len() != out.len() {
+                    return Err(Error::Tampered);
+                }
+                out.copy_from_slice(&again);
+                Ok(())
             };
-            let sealed: Vec<Vec<u8>> = if crate::cpu::parallel(stored.len()) {
-                (0..pages)
-                    .into_par_iter()
-                    .map(reseal)
-                    .collect::<Result<_>>()?
+            let body = &mut copy[new.len()..];
+            if crate::cpu::parallel(stored.len()) {
+                body.par_chunks_mut(sealed_len)
+                    .enumerate()
+                    .try_for_each(reseal)?;
             } else {
-                (0..pages).map(reseal).collect::<Result<_>>()?
-            };
-            let mut copy = Vec::with_capacity(stored.len());
-            copy.extend_from_slice(&header_bytes);
-            for page in sealed {
-                copy.extend_from_slice(&page);
+                body.chunks_mut(sealed_len)
+                    .enumerate()
+                    .try_for_each(reseal)?;
             }
+            debug_assert_eq!(body.len(), pages as usize * sealed_len);
             Ok::<_, Error>(copy)
         })
         .await??;
-        let path = self.path(&entry.id);
-        let copy = Bytes::from(copy);
-        let copy = match self
+        let path = self.path(&id);
+        let mut copy = Bytes::from(copy);
+        let create = object_store::PutMode::Create.into();
+        match self
             .store
-            .put_opts(
-                &path,
-                copy.clone().into(),
-                object_store::PutMode::Create.into(),
-            )
+            .put_opts(&path, copy.clone().into(), create)
             .await
         {
-            Ok(_) => copy,
+            Ok(_) => {}
             Err(object_store::Error::AlreadyExists { .. }) => {
                 let there =
                     storage::get_exact(self.store.as_ref(), &path, copy.len() as u64).await?;
-                let header_bytes = header.to_bytes();
+                let header_bytes = target.to_bytes();
+                if there.get(..header_bytes.len()) != Some(&header_bytes[..]) {
+                    return Err(Error::Tampered);
+                }
                 for i in 0..pages {
-                    let range = header.page_range(i);
+                    let range = target.page_range(i);
                     self.keys.open_search_page(
                         &header_bytes,
                         i,
                         &there[range.start as usize..range.end as usize],
                     )?;
                 }
-                if there.get(..header_bytes.len()) != Some(&header_bytes[..]) {
-                    return Err(Error::Tampered);
-                }
-                there
+                self.store.put(&path, there.clone().into()).await?;
+                copy = there;
             }
             Err(e) => return Err(e.into()),
-        };
+        }
         Ok(SegmentEntry {
-            id: entry.id,
+            id,
             stamp: Stamp {
                 generation: 0,
                 writer: WriterId::from_bytes([0; 16]),
@@ -200,6 +210,18 @@ impl SearchPages {
             records: entry.records,
             covers: Vec::new(),
         })
+    }
+
+    /// Whether segment `id` is stored (one HEAD).
+    ///
+    /// # Errors
+    /// Backend failures.
+    pub(crate) async fn exists(&self, id: &SegmentId) -> Result<bool> {
+        match self.store.head(&self.path(id)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Where segment `id` is stored.
