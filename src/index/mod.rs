@@ -81,7 +81,7 @@ pub struct IndexConfig {
     /// it arrives while the next is fetched, so that a large (compacted) segment's
     /// sealed bytes are never all in memory beside the records they give. At least 1.
     /// 2 MiB by default: the open of a 100 000-message account (a 66 MB segment) peaks
-    /// at 126 MiB instead of 187 (whole) or 137 (8 MiB pieces, whose buffers the
+    /// at 123–128 MiB instead of 182 (whole) or 137 (8 MiB pieces, whose buffers the
     /// allocator keeps); see BENCHMARKS.md.
     pub fetch_piece: u64,
     /// A commit that takes longer than this, from the load of the state it builds on to
