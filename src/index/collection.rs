@@ -1433,11 +1433,7 @@ impl Collection {
 
     /// Whether an object exists (one HEAD).
     async fn stored(&self, path: &object_store::path::Path) -> Result<bool> {
-        match self.store.head(path).await {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        storage::exists(self.store.as_ref(), path).await
     }
 
     /// Where the next generation's manifest of this writer goes.

@@ -145,6 +145,18 @@ async fn collect(result: GetResult, path: &Path, limit: u64) -> Result<Bytes> {
     Ok(first.unwrap_or_else(|| Bytes::from(buffer)))
 }
 
+/// Whether an object is stored at `path` (one HEAD).
+///
+/// # Errors
+/// Backend failures other than "not found".
+pub(crate) async fn exists(store: &dyn ObjectStore, path: &Path) -> Result<bool> {
+    match store.head(path).await {
+        Ok(_) => Ok(true),
+        Err(object_store::Error::NotFound { .. }) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,6 +40,7 @@ mod open;
 mod probe;
 mod scoped;
 
+pub(crate) use bounded::exists;
 pub use bounded::{get_bounded, get_exact, get_range, get_range_of};
 pub use commit::{CommitMode, VersionName, VersionedObjects};
 pub use counting::{CountingStore, Request, RequestKind};

@@ -44,6 +44,23 @@ impl std::fmt::Debug for SearchPages {
     }
 }
 
+/// The manifest entry of search segment `id` stored as `stored` with `docs` documents,
+/// before the commit that lists it sets its stamp.
+fn unstamped(id: SegmentId, stored: &[u8], docs: u32) -> SegmentEntry {
+    SegmentEntry {
+        id,
+        stamp: Stamp {
+            generation: 0,
+            writer: WriterId::from_bytes([0; 16]),
+        },
+        kind: SegmentKind::Search,
+        stored_len: stored.len() as u64,
+        digest: Sha256::digest(stored).into(),
+        records: docs,
+        covers: Vec::new(),
+    }
+}
+
 impl SearchPages {
     /// Seals `plain` under a new random segment id and stores it (never overwriting).
     /// Returns its manifest entry, to commit with [`Collection::commit_segments`] (its stamp
@@ -54,18 +71,7 @@ impl SearchPages {
     pub(crate) async fn put(&self, plain: &PlainSegment) -> Result<SegmentEntry> {
         let id = SegmentId::random(&self.rng);
         let stored = self.seal(id, plain);
-        let entry = SegmentEntry {
-            id,
-            stamp: Stamp {
-                generation: 0,
-                writer: WriterId::from_bytes([0; 16]),
-            },
-            kind: SegmentKind::Search,
-            stored_len: stored.len() as u64,
-            digest: Sha256::digest(&stored).into(),
-            records: plain.trailer.docs,
-            covers: Vec::new(),
-        };
+        let entry = unstamped(id, &stored, plain.trailer.docs);
         self.store
             .put_opts(
                 &self.path(&id),
@@ -198,18 +204,7 @@ impl SearchPages {
             }
             Err(e) => return Err(e.into()),
         }
-        Ok(SegmentEntry {
-            id,
-            stamp: Stamp {
-                generation: 0,
-                writer: WriterId::from_bytes([0; 16]),
-            },
-            kind: SegmentKind::Search,
-            stored_len: copy.len() as u64,
-            digest: Sha256::digest(&copy).into(),
-            records: entry.records,
-            covers: Vec::new(),
-        })
+        Ok(unstamped(id, &copy, entry.records))
     }
 
     /// Whether segment `id` is stored (one HEAD).
@@ -217,11 +212,7 @@ impl SearchPages {
     /// # Errors
     /// Backend failures.
     pub(crate) async fn exists(&self, id: &SegmentId) -> Result<bool> {
-        match self.store.head(&self.path(id)).await {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        storage::exists(self.store.as_ref(), &self.path(id)).await
     }
 
     /// Where segment `id` is stored.
