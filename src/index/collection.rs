@@ -719,9 +719,9 @@ impl Collection {
     /// Fetches a segment and opens it (off the executor thread when it is large).
     ///
     /// A segment larger than [`IndexConfig::fetch_piece`] (a compacted one) is read by
-    /// ranges of that size, the next one fetched while the last is opened: its sealed bytes are never
-    /// all in memory beside the records they give (a session's open of a large account
-    /// would otherwise hold both at its peak).
+    /// ranges of that size, the next one fetched while the last is opened: its sealed
+    /// bytes are never all in memory beside the records they give (a session's open of a
+    /// large account would otherwise hold both at its peak).
     async fn fetch_segment(&self, entry: &SegmentEntry) -> Result<Vec<Loaded>> {
         let path = naming::segment_path(&self.account, &self.tag, &entry.id);
         let step = self.config.fetch_piece.max(1);
