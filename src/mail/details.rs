@@ -44,7 +44,7 @@ pub(crate) const DETAILS_CACHE_BYTES: usize = 4 << 20;
 const READ_AHEAD_PAGES: u32 = 7;
 
 /// Emails whose details a text search reads at once (sorted by where they are stored).
-pub(crate) const HEADER_CHUNK: usize = 4096;
+pub(crate) const HEADER_CHUNK: usize = 2048;
 
 /// The page cache of a mailstore's details segments.
 pub(crate) fn details_cache() -> PageCache {
@@ -184,17 +184,22 @@ impl Mailstore {
         &self,
         emails: &[EmailId],
     ) -> Result<HashMap<EmailId, Vec<u8>>> {
-        let mut records: Vec<(EmailId, EmailRecord)> = Vec::with_capacity(emails.len());
+        // Where each is, then each record decoded again when its turn comes: the decoded
+        // records of a whole chunk held at once weighed as much as the blocks read.
+        let mut order = Vec::with_capacity(emails.len());
         for email in emails {
             match self.email_by_id(*email) {
-                Ok(record) => records.push((*email, record)),
+                Ok(record) => {
+                    order.push((record.stored_details.map(|l| (l.segment, l.offset)), *email))
+                }
                 Err(Error::NoSuchMessage { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
-        records.sort_by_key(|(_, r)| r.stored_details.map(|l| (l.segment, l.offset)));
-        let mut out = HashMap::with_capacity(records.len());
-        for (email, record) in records {
+        order.sort_unstable();
+        let mut out = HashMap::with_capacity(order.len());
+        for (_, email) in order {
+            let record = self.email_by_id(email)?;
             if let Some(block) = self.with_details(record).await?.header_block {
                 out.insert(email, block);
             }

@@ -72,26 +72,15 @@ impl Default for Inner {
     }
 }
 
-/// A least-recently-used cache holding at most `budget` bytes, shared by the readers of
-/// an account's segments (clone it: clones share the entries).
+/// A least-recently-used cache holding at most `budget` bytes.
 #[derive(Clone)]
-pub(crate) struct PageCache {
+struct Lru {
     inner: Arc<Mutex<Inner>>,
     budget: usize,
 }
 
-impl std::fmt::Debug for PageCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PageCache")
-            .field("budget", &self.budget)
-            .field("stats", &self.stats())
-            .finish()
-    }
-}
-
-impl PageCache {
-    /// An empty cache of `budget` bytes.
-    pub(crate) fn new(budget: usize) -> Self {
+impl Lru {
+    fn new(budget: usize) -> Self {
         Self {
             inner: Arc::new(Mutex::new(Inner::default())),
             budget,
@@ -107,7 +96,7 @@ impl PageCache {
     }
 
     /// The entry of `key`, now the most recently used.
-    pub(crate) fn get(&self, key: &CacheKey) -> Option<Cached> {
+    fn get(&self, key: &CacheKey) -> Option<Cached> {
         let mut inner = self.lock();
         inner.tick += 1;
         let tick = inner.tick;
@@ -127,7 +116,7 @@ impl PageCache {
     /// `only_if_room`, nothing is evicted: the value is cached only if it fits beside
     /// what is there (pages read along with the needed ones, §3.4), and as the least
     /// recently used, so that it goes before anything a query used.
-    pub(crate) fn insert(&self, key: CacheKey, value: Cached, only_if_room: bool) {
+    fn insert(&self, key: CacheKey, value: Cached, only_if_room: bool) {
         let weight = value.weight();
         let mut inner = self.lock();
         if let Some((old, tick)) = inner.map.remove(&key) {
@@ -160,17 +149,17 @@ impl PageCache {
     }
 
     /// Bytes that can be cached without evicting anything.
-    pub(crate) fn room(&self) -> usize {
+    fn room(&self) -> usize {
         self.budget.saturating_sub(self.lock().stats.used)
     }
 
     /// Whether `key` is cached (without counting a lookup or making it recent).
-    pub(crate) fn contains(&self, key: &CacheKey) -> bool {
+    fn contains(&self, key: &CacheKey) -> bool {
         self.lock().map.contains_key(key)
     }
 
     /// Its counters.
-    pub(crate) fn stats(&self) -> CacheStats {
+    fn stats(&self) -> CacheStats {
         let inner = self.lock();
         CacheStats {
             entries: inner.map.len(),
@@ -179,13 +168,101 @@ impl PageCache {
     }
 
     /// Forgets every entry.
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub(crate) fn clear(&self) {
+    fn clear(&self) {
         let mut inner = self.lock();
         inner.map.clear();
         inner.order.clear();
         inner.stats.used = 0;
         inner.stats.entries = 0;
+    }
+}
+
+/// Budget of decompressed text frames, as a share of a [`PageCache`]'s budget of pages
+/// (an eighth more): what phrase verification reads (every candidate's text, in doc
+/// order, so that a frame serves a run of docs and is seldom used after) is kept apart
+/// and must not push out the pages that word queries use again.
+const FRAME_SHARE: usize = 8;
+
+/// The cache of an account's search segments (or of its details segments), shared by
+/// their readers (clone it: clones share the entries): opened pages, least recently used
+/// first out, within a budget, and decompressed text frames within a budget of their own.
+#[derive(Clone)]
+pub(crate) struct PageCache {
+    pages: Lru,
+    frames: Lru,
+}
+
+impl std::fmt::Debug for PageCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PageCache")
+            .field("budget", &(self.pages.budget + self.frames.budget))
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl PageCache {
+    /// An empty cache of `budget` bytes of pages, and an eighth of that for frames.
+    pub(crate) fn new(budget: usize) -> Self {
+        Self::with_budgets(budget, budget / FRAME_SHARE)
+    }
+
+    /// An empty cache of `pages` bytes of pages and `frames` bytes of frames.
+    pub(crate) fn with_budgets(pages: usize, frames: usize) -> Self {
+        Self {
+            pages: Lru::new(pages),
+            frames: Lru::new(frames),
+        }
+    }
+
+    fn part(&self, key: &CacheKey) -> &Lru {
+        match key {
+            CacheKey::Page(..) => &self.pages,
+            CacheKey::Frame(..) => &self.frames,
+        }
+    }
+
+    /// The entry of `key`, now the most recently used of its kind.
+    pub(crate) fn get(&self, key: &CacheKey) -> Option<Cached> {
+        self.part(key).get(key)
+    }
+
+    /// Caches `value` under `key`, evicting the least recently used entries of its kind
+    /// (page or frame) to stay within that kind's budget. A value larger than that
+    /// budget is not cached. With `only_if_room`, nothing is evicted: the value is cached
+    /// only if it fits beside what is there (pages read along with the needed ones,
+    /// §3.4), and as the least recently used, so that it goes before anything a query
+    /// used.
+    pub(crate) fn insert(&self, key: CacheKey, value: Cached, only_if_room: bool) {
+        self.part(&key).insert(key, value, only_if_room);
+    }
+
+    /// Bytes of pages that can be cached without evicting anything.
+    pub(crate) fn room(&self) -> usize {
+        self.pages.room()
+    }
+
+    /// Whether `key` is cached (without counting a lookup or making it recent).
+    pub(crate) fn contains(&self, key: &CacheKey) -> bool {
+        self.part(key).contains(key)
+    }
+
+    /// Its counters (pages and frames together).
+    pub(crate) fn stats(&self) -> CacheStats {
+        let (p, f) = (self.pages.stats(), self.frames.stats());
+        CacheStats {
+            hits: p.hits + f.hits,
+            misses: p.misses + f.misses,
+            used: p.used + f.used,
+            entries: p.entries + f.entries,
+        }
+    }
+
+    /// Forgets every entry.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn clear(&self) {
+        self.pages.clear();
+        self.frames.clear();
     }
 }
 
@@ -203,7 +280,7 @@ mod tests {
 
     #[test]
     fn evicts_least_recently_used_within_budget() {
-        let cache = PageCache::new(3 * (64 + 100));
+        let cache = PageCache::with_budgets(3 * (64 + 100), 0);
         for n in 0..3 {
             cache.insert(page(n), bytes(100), false);
         }
@@ -231,7 +308,7 @@ mod tests {
 
     #[test]
     fn entries_cached_only_if_room_are_evicted_first() {
-        let cache = PageCache::new(3 * (64 + 100));
+        let cache = PageCache::with_budgets(3 * (64 + 100), 0);
         cache.insert(page(0), bytes(100), false);
         cache.insert(page(1), bytes(100), true); // read along: cold
         cache.insert(page(2), bytes(100), true);
@@ -247,12 +324,50 @@ mod tests {
             "one cold entry went"
         );
         // A cold entry that a query then uses is kept like any other.
-        let cache = PageCache::new(2 * (64 + 100));
+        let cache = PageCache::with_budgets(2 * (64 + 100), 0);
         cache.insert(page(0), bytes(100), false);
         cache.insert(page(1), bytes(100), true);
         assert!(cache.get(&page(1)).is_some());
         cache.insert(page(2), bytes(100), false);
         assert!(cache.get(&page(0)).is_none(), "now the least recently used");
         assert!(cache.get(&page(1)).is_some());
+    }
+
+    fn frame(n: u32) -> CacheKey {
+        CacheKey::Frame(SegmentId::from_bytes([1; 16]), n)
+    }
+
+    /// Text frames (what phrase verification reads, doc after doc) take at most an eighth
+    /// of the pages' budget and never push pages out; pages never push frames out either.
+    #[test]
+    fn frames_and_pages_are_budgeted_apart() {
+        let cache = PageCache::new(8 * 164);
+        for n in 0..8 {
+            cache.insert(page(n), bytes(100), false);
+        }
+        assert_eq!(cache.stats().used, 8 * 164, "pages fill their budget");
+        for n in 0..20 {
+            cache.insert(frame(n), bytes(100), false);
+        }
+        for n in 0..8 {
+            assert!(
+                cache.get(&page(n)).is_some(),
+                "page {n} pushed out by frames"
+            );
+        }
+        assert!(cache.get(&frame(19)).is_some(), "the last frame is cached");
+        assert!(
+            cache.get(&frame(18)).is_none(),
+            "one frame fits in an eighth"
+        );
+        assert_eq!(
+            cache.stats().used,
+            9 * 164,
+            "pages and frames within their budgets"
+        );
+        cache.insert(page(8), bytes(100), false);
+        assert!(cache.get(&frame(19)).is_some(), "a page pushed a frame out");
+        assert!(cache.get(&page(0)).is_none(), "the oldest page went");
+        assert_eq!(cache.room(), 0);
     }
 }

@@ -26,7 +26,8 @@ use crate::index::{Batch, Collection, CollectionKeys, IndexStore};
 /// Name of the index collection that holds the search segments.
 pub(crate) const COLLECTION: &[u8] = b"search";
 
-/// Bytes of decrypted pages, dictionaries and text frames an account keeps (§3.3).
+/// Bytes of decrypted pages an account keeps (§3.3), and an eighth of that for
+/// decompressed text frames (dictionaries are kept by their segments' readers).
 const CACHE_BYTES: usize = 32 << 20;
 
 /// Documents per segment written at once (a catch-up writes segments of this size).

@@ -1514,7 +1514,7 @@ pub(crate) mod tests {
             .await
             .unwrap();
         let capacity = reader.header.capacity();
-        let cache = PageCache::new(3 * (capacity + 64));
+        let cache = PageCache::with_budgets(3 * (capacity + 64), 0);
         let common = words(&docs[0].body).next().unwrap().to_owned();
         let rare = docs[299].mime[10..14].to_owned();
         let needles = [common.as_str(), rare.as_str(), "zzzzzz", "q", "e"];
