@@ -48,7 +48,7 @@ pub(crate) const HEADER_CHUNK: usize = 2048;
 
 /// The page cache of a mailstore's details segments.
 pub(crate) fn details_cache() -> PageCache {
-    PageCache::new(DETAILS_CACHE_BYTES)
+    PageCache::with_budgets(DETAILS_CACHE_BYTES, 0)
 }
 
 impl Mailstore {
@@ -175,8 +175,9 @@ impl Mailstore {
     }
 
     /// The header blocks of `emails` (those that have one), read from their records or
-    /// details segments in the order the segments hold them (for text search's header
-    /// verification, which reads many).
+    /// details segments in the order given (for text search's header verification,
+    /// which reads many and gives them in the order their segments hold them, so that
+    /// each page is read once).
     ///
     /// # Errors
     /// As [`with_details`](Self::with_details).
@@ -184,24 +185,15 @@ impl Mailstore {
         &self,
         emails: &[EmailId],
     ) -> Result<HashMap<EmailId, Vec<u8>>> {
-        // Where each is, then each record decoded again when its turn comes: the decoded
-        // records of a whole chunk held at once weighed as much as the blocks read.
-        let mut order = Vec::with_capacity(emails.len());
+        let mut out = HashMap::with_capacity(emails.len());
         for email in emails {
-            match self.email_by_id(*email) {
-                Ok(record) => {
-                    order.push((record.stored_details.map(|l| (l.segment, l.offset)), *email))
-                }
-                Err(Error::NoSuchMessage { .. }) => {}
+            let record = match self.email_by_id(*email) {
+                Ok(record) => record,
+                Err(Error::NoSuchMessage { .. }) => continue,
                 Err(e) => return Err(e),
-            }
-        }
-        order.sort_unstable();
-        let mut out = HashMap::with_capacity(order.len());
-        for (_, email) in order {
-            let record = self.email_by_id(email)?;
+            };
             if let Some(block) = self.with_details(record).await?.header_block {
-                out.insert(email, block);
+                out.insert(*email, block);
             }
         }
         Ok(out)

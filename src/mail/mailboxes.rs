@@ -322,17 +322,20 @@ impl Mailstore {
         let record = require_mailbox(&self.index, &id)?;
         let list = messages(&self.index, &id)?;
         let status = self.status_of(&id, &record, &list);
-        // Into a vector of its own size: collected in place, the summaries would keep the
-        // larger allocation of `list` (a third more at 100 000 messages) as long as the
-        // view is held.
-        let mut messages = Vec::with_capacity(list.len());
-        messages.extend(list.into_iter().map(|(uid, _, m)| MessageSummary {
-            uid,
-            email: m.email,
-            flags: m.flags,
-            modseq: m.modseq,
-            size: m.size,
-        }));
+        // Collected in place, the summaries keep the larger allocation of `list` (10.5 MB
+        // for 7.2 MB at 100 000 messages) as long as the view is held: shrunk to their
+        // size (in place: a large allocation is remapped, not copied).
+        let mut messages: Vec<MessageSummary> = list
+            .into_iter()
+            .map(|(uid, _, m)| MessageSummary {
+                uid,
+                email: m.email,
+                flags: m.flags,
+                modseq: m.modseq,
+                size: m.size,
+            })
+            .collect();
+        messages.shrink_to_fit();
         Ok(MailboxView {
             mailbox: mailbox_of(id, record),
             status,

@@ -1,7 +1,8 @@
-//! One byte-budgeted LRU cache per account for what search segment readers read lazily:
-//! opened pages of the word table and postings and decompressed text-store frames
-//! (`docs/proposals/search.md` §3.3). Dictionaries are not in it: each open segment
-//! keeps its own once read (`SegmentReader`).
+//! The byte-budgeted cache of what search segment readers read lazily, one per account
+//! (`docs/proposals/search.md` §3.3): opened pages of the word table and postings in one
+//! LRU, decompressed text-store frames in another with a budget of their own (an eighth
+//! of the pages'). Dictionaries are not in it: each open segment keeps its own once read
+//! (`SegmentReader`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
