@@ -42,7 +42,7 @@ use crate::error::{Error, Result};
 use crate::format::keyring::OfficerRecord;
 use crate::format::slot::KdfParams;
 use crate::ids::{AccountId, DeploymentId};
-use crate::index::{Collection, IndexConfig, IndexStore};
+use crate::index::{Collection, IndexConfig, IndexStore, Side};
 use crate::keys::{
     check_slot_policy, Credential, DeviceKey, KdfGate, KdfLimits, KeyExport, KeyringStore,
     OfficerSecret, RecoveryCode, SlotBinding, SlotInfo, SlotLock, SlotPolicy, UnlockedKeyring,
@@ -827,20 +827,10 @@ impl Session {
     }
 
     /// While a root rotation is under way, the previous root's index key when the
-    /// collection `name` is still under it (not copied whole under the new key yet);
-    /// `None` when the collection is under the current key.
-    ///
-    /// The rotation copies a collection twice (`Collection::copy_from`): a first copy
-    /// while the old collection stays open, then, once it is closed, the final one. Only
-    /// the final copy is complete: the first lacks what was written since, and what is
-    /// written to it the final copy replaces. So the copy under the new key is used only
-    /// once the old collection is closed and the copy's generation reached the closed
-    /// one's (the final copy publishes at the source's generation or above; the first
-    /// copy's is below the close), or once the old collection is deleted; while the old
-    /// one is open, it is used (what is written there the final copy carries over).
-    /// When the old collection is closed and its final copy not made yet (the rotation
-    /// killed between the two, or still running), this session makes the final copy, as
-    /// a resumed run of the rotation would, and uses it.
+    /// collection `name` is still under it (not copied whole under the new key yet, as
+    /// `IndexStore::rotating_side` decides, making the final
+    /// copy if the old collection is closed and the copy not made yet); `None` when the
+    /// collection is under the current key.
     ///
     /// # Errors
     /// As [`Collection::copy_from`](crate::index::Collection::copy_from) when making the
@@ -849,23 +839,14 @@ impl Session {
         let Some(old) = self.keyring.retiring_index_key() else {
             return Ok(None);
         };
-        let mut copy = self.index.open(self.account(), &self.key, name).await?;
-        if copy.generation() == 0 {
-            return Ok(Some(old));
-        }
-        match self.index.open_to_move(self.account(), &old, name).await {
-            Ok(source) if !source.moved() => Ok(Some(old)),
-            Ok(source) if copy.generation() >= source.generation() => Ok(None),
-            // Closed by a rotation that has not made its final copy (killed, or still
-            // running): the final copy is made here, as any run of the rotation makes
-            // it (idempotent), so that this session can open the collection at once.
-            Ok(mut source) => {
-                copy.copy_from(&mut source).await?;
-                Ok(None)
-            }
-            // Deleted after its final copy (its tombstone left).
-            Err(Error::NotFound { .. } | Error::Rollback { .. }) => Ok(None),
-            Err(e) => Err(e),
+        let keys = |key: &AccountKey| self.index.collection_keys(self.account(), key, name);
+        match self
+            .index
+            .rotating_side(self.account(), keys(&old), keys(&self.key))
+            .await?
+        {
+            Side::Old => Ok(Some(old)),
+            Side::New => Ok(None),
         }
     }
 
@@ -874,11 +855,20 @@ impl Session {
     /// # Errors
     /// As [`Mailstore::open`].
     pub async fn mailstore(&self) -> Result<Mailstore> {
-        self.open_following(crate::mail::COLLECTION, |old| async move {
-            let key = old.as_ref().unwrap_or(&self.key);
-            Mailstore::open_with(&self.index, self.blobs.clone(), key, self.mail_config).await
-        })
-        .await
+        let mut mail = self
+            .open_following(crate::mail::COLLECTION, |old| async move {
+                let key = old.as_ref().unwrap_or(&self.key);
+                Mailstore::open_with(&self.index, self.blobs.clone(), key, self.mail_config).await
+            })
+            .await?;
+        // The rotation moves the text index apart from the mail: it is looked for where
+        // it is at each open.
+        if let Some(old) = self.keyring.retiring_index_key() {
+            let text = crate::mail::text::index::COLLECTION;
+            let keys = |key: &AccountKey| self.index.collection_keys(self.account(), key, text);
+            mail.follow_text_rotation(keys(&old), keys(&self.key));
+        }
+        Ok(mail)
     }
 
     /// Imports the account's pending sealed deliveries into `mail` (see

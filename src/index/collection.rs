@@ -12,6 +12,7 @@ use object_store::ObjectStoreExt;
 use sha2::{Digest, Sha256};
 
 mod rekey;
+pub(crate) use rekey::Side;
 mod search;
 
 pub(crate) use search::SearchPages;

@@ -56,7 +56,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-pub(crate) use collection::{merge_live, SearchPages};
+pub(crate) use collection::{merge_live, SearchPages, Side};
 pub use collection::{Change, Collection, CommitInfo, GcReport};
 pub(crate) use sealed::CollectionKeys;
 

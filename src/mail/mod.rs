@@ -741,6 +741,20 @@ impl Mailstore {
         Self::open_with(index, blobs, key, MailConfig::default()).await
     }
 
+    /// Makes the text index follow a root rotation under way (the session opening this
+    /// handle knows of it): `old` and `new` are the text index collection's keys under
+    /// the previous root and under the new one. The rotation moves the text index apart
+    /// from the mail (after it): the text index is opened where it is at each open, not
+    /// where the mail is, and opened again where it went when the rotation moves it from
+    /// under this handle.
+    pub(crate) fn follow_text_rotation(
+        &mut self,
+        old: std::sync::Arc<crate::index::CollectionKeys>,
+        new: std::sync::Arc<crate::index::CollectionKeys>,
+    ) {
+        self.text.get_mut().follow_rotation(old, new);
+    }
+
     /// As [`open`](Self::open), with a configuration.
     ///
     /// # Errors

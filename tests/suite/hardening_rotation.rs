@@ -1294,3 +1294,107 @@ async fn item_04_a_rotation_carries_the_text_index_and_the_details_over() {
         );
     }
 }
+
+/// A login while a root rotation has moved the mail but not yet the text index (the
+/// rotation held at its first delete: the old mail collection's, after its final copy,
+/// before the `search` collection is copied) finds the mail's text indexed: its search
+/// reads no body, and, once the rotation moved the text index too, still none (its text
+/// index follows the rotation instead of failing with `Moved`). It used to open the text
+/// index under the new key, where nothing was copied yet: the search read every body and
+/// indexed it again into a collection the rotation's copy then replaced.
+async fn a_login_before_the_text_index_is_moved(name: &str, store: DynStore, mode: CommitMode) {
+    use mailvault::mail::text::oracle::TextKey;
+    use mailvault::storage::{CountingStore, Hold, RequestKind};
+    use std::collections::HashSet;
+    let counting = CountingStore::new(store);
+    let (w, mut rotator, gate, _) =
+        gated_rotator(&(Arc::new(counting.clone()) as DynStore), mode).await;
+    let mut emails = Vec::new();
+    let mut odd = HashSet::new();
+    {
+        let mut mail = rotator.mailstore().await.unwrap();
+        let inbox_id = mail.mailbox_by_name(INBOX).unwrap().id;
+        for i in 0..12u32 {
+            let word = if i % 2 == 1 {
+                "quixotically"
+            } else {
+                "plainly"
+            };
+            let text = format!("Subject: note {i}\r\n\r\nbody {i} {word}\r\n");
+            let appended = mail
+                .append(inbox_id, text.as_bytes(), Default::default())
+                .await
+                .unwrap();
+            emails.push(appended.email);
+            if i % 2 == 1 {
+                odd.insert(appended.email);
+            }
+        }
+        assert_eq!(
+            mail.index_texts(&emails, usize::MAX).await.unwrap(),
+            12,
+            "{name}"
+        );
+    }
+    let key = [TextKey::Body("quixotic".into())];
+    let bodies_read = |counting: &CountingStore| {
+        counting
+            .requests()
+            .into_iter()
+            .filter(|r| r.kind == RequestKind::Get && r.path.contains("/b/"))
+            .count()
+    };
+    gate.arm(Hold::Delete, "/i/");
+    let rotation = async {
+        rotator.rotate_root(&[], |_| {}).await.unwrap();
+    };
+    let meanwhile = async {
+        gate.reached().await;
+        let fresh = w.provider.unlock(w.alice, "pw").await.unwrap();
+        let mail = fresh.mailstore().await.unwrap();
+        counting.reset();
+        assert_eq!(
+            mail.search_texts(&emails, &key).await.unwrap()[0],
+            odd,
+            "{name}: the search between the two copies"
+        );
+        assert_eq!(
+            bodies_read(&counting),
+            0,
+            "{name}: bodies read by a search between the mail's copy and the text index's"
+        );
+        gate.open();
+        mail
+    };
+    let ((), mail) = tokio::join!(rotation, meanwhile);
+    counting.reset();
+    assert_eq!(
+        mail.search_texts(&emails, &key).await.unwrap()[0],
+        odd,
+        "{name}: the same session's search once the text index moved"
+    );
+    assert_eq!(
+        bodies_read(&counting),
+        0,
+        "{name}: bodies read once the text index moved"
+    );
+    let later = w.provider.unlock(w.alice, "pw").await.unwrap();
+    let later = later.mailstore().await.unwrap();
+    assert_eq!(
+        later.search_texts(&emails, &key).await.unwrap()[0],
+        odd,
+        "{name}"
+    );
+    assert_eq!(
+        later.index_texts(&emails, usize::MAX).await.unwrap(),
+        0,
+        "{name}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_04_a_login_before_the_text_index_is_moved_searches_it() {
+    for (name, store, mode) in backends() {
+        a_login_before_the_text_index_is_moved(name, store, mode).await;
+    }
+}

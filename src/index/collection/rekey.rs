@@ -241,7 +241,60 @@ fn closing_batch() -> Batch {
     batch
 }
 
+/// Which of a collection's two places to use while a root rotation moves it
+/// ([`IndexStore::rotating_side`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    /// Under the previous root's key: not copied whole under the new key yet.
+    Old,
+    /// Under the new root's key.
+    New,
+}
+
 impl IndexStore {
+    /// While a root rotation is under way, where the collection of `old` (its keys under
+    /// the previous root) and `new` (under the new root) is to be used.
+    ///
+    /// The rotation copies a collection twice ([`Collection::copy_from`]): a first copy
+    /// while the old collection stays open, then, once it is closed, the final one. Only
+    /// the final copy is complete: the first lacks what was written since, and what is
+    /// written to it the final copy replaces. So the copy is used only once the old
+    /// collection is closed and the copy's generation reached the closed one's (the
+    /// final copy publishes at the source's generation or above; the first copy's is
+    /// below the close), or once the old collection is deleted; while the old one is
+    /// open, it is used (what is written there the final copy carries over). When the
+    /// old collection is closed and its final copy not made yet (the rotation killed
+    /// between the two, or still running), the final copy is made here, as a resumed run
+    /// of the rotation would make it, and the copy is used.
+    ///
+    /// # Errors
+    /// As [`Collection::copy_from`] when making the final copy; a concurrent run of the
+    /// rotation making it first is not an error.
+    pub(crate) async fn rotating_side(
+        &self,
+        account: AccountId,
+        old: Arc<CollectionKeys>,
+        new: Arc<CollectionKeys>,
+    ) -> Result<Side> {
+        let mut copy = self.open_keyed(account, new).await?;
+        if copy.generation() == 0 {
+            return Ok(Side::Old);
+        }
+        match Collection::open_keyed(self, account, old).await {
+            Ok(source) if !source.moved() => Ok(Side::Old),
+            Ok(source) if copy.generation() >= source.generation() => Ok(Side::New),
+            // Closed by a rotation that has not made its final copy (killed, or still
+            // running): made here, as any run of the rotation makes it (idempotent).
+            Ok(mut source) => {
+                copy.copy_from(&mut source).await?;
+                Ok(Side::New)
+            }
+            // Deleted after its final copy (its tombstone left).
+            Err(Error::NotFound { .. } | Error::Rollback { .. }) => Ok(Side::New),
+            Err(e) => Err(e),
+        }
+    }
+
     /// [`open`](Self::open), a collection closed by a root rotation included: what the
     /// rotation moving it (and a run resuming it) reads.
     ///

@@ -17,11 +17,11 @@ use super::fold::{fold, UNICODE_VERSION};
 use super::merge::{merge_segments, MergeOutcome};
 use super::oracle::{Oracle, TextKey};
 use super::segment::{words, DocSet, DocText, ReadPolicy, SegmentBuilder, SegmentReader};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format::index::SegmentEntry;
 use crate::format::search::{Field, DEFAULT_PAGE_CLASS};
 use crate::ids::{AccountId, EmailId, SegmentId};
-use crate::index::{Batch, Collection, CollectionKeys, IndexStore};
+use crate::index::{Batch, Collection, CollectionKeys, IndexStore, Side};
 
 /// Name of the index collection that holds the search segments.
 pub(crate) const COLLECTION: &[u8] = b"search";
@@ -490,7 +490,13 @@ async fn store_segment(
 pub(crate) struct TextSlot {
     index: IndexStore,
     account: AccountId,
+    /// The keys of the collection this slot opens (or has open).
     keys: Arc<CollectionKeys>,
+    /// While a root rotation is under way: the collection's keys under the previous root
+    /// and under the new one. Each open looks where the collection is then
+    /// ([`IndexStore::rotating_side`]), and an open index or writer that meets the
+    /// rotation's close (`Moved`) is opened again where the collection went.
+    following: Option<(Arc<CollectionKeys>, Arc<CollectionKeys>)>,
     open: Option<TextIndex>,
     /// The collection alone, opened to store segments by a handle that has not searched.
     writer: Option<Collection>,
@@ -516,10 +522,76 @@ impl TextSlot {
             index,
             account,
             keys,
+            following: None,
             open: None,
             writer: None,
             buffer: HashMap::new(),
             buffered: 0,
+        }
+    }
+
+    /// Makes the slot follow a root rotation under way: `old` and `new` are the keys of
+    /// the collection under the previous root and under the new one. Nothing is opened
+    /// yet.
+    pub(crate) fn follow_rotation(&mut self, old: Arc<CollectionKeys>, new: Arc<CollectionKeys>) {
+        self.open = None;
+        self.writer = None;
+        self.following = Some((old, new));
+    }
+
+    /// The keys to open the collection with now: where a rotation being followed has
+    /// the collection (the final copy made here when it is due); the slot's keys
+    /// otherwise. Once the collection is under the new keys, the rotation is no longer
+    /// followed.
+    ///
+    /// # Errors
+    /// As [`IndexStore::rotating_side`].
+    async fn current_keys(&mut self) -> Result<Arc<CollectionKeys>> {
+        if let Some((old, new)) = &self.following {
+            match self
+                .index
+                .rotating_side(self.account, old.clone(), new.clone())
+                .await?
+            {
+                Side::Old => self.keys = old.clone(),
+                Side::New => {
+                    self.keys = new.clone();
+                    self.following = None;
+                }
+            }
+        }
+        Ok(self.keys.clone())
+    }
+
+    /// Whether `result` failed because the rotation being followed moved the collection
+    /// from under the slot (its close, or its deletion after the final copy): the slot
+    /// then opens it again where it went.
+    fn overtaken<T>(&self, result: &Result<T>) -> bool {
+        self.following.is_some()
+            && matches!(
+                result,
+                Err(Error::Moved | Error::NotFound { .. } | Error::Rollback { .. })
+            )
+    }
+
+    /// Opens the index where the collection is (following a rotation: a rotation that
+    /// moves it between the look and the open makes the open look again).
+    ///
+    /// # Errors
+    /// As [`TextIndex::open`] and [`IndexStore::rotating_side`].
+    async fn open_index(&mut self) -> Result<TextIndex> {
+        // Each rotation overtaking the open moves the collection once: a few looks are
+        // enough (the next rotation needs a new keyring).
+        const LOOKS: usize = 3;
+        let mut looks = 1;
+        loop {
+            let keys = self.current_keys().await?;
+            let opened = TextIndex::open(&self.index, self.account, keys).await;
+            if looks < LOOKS && self.overtaken(&opened) {
+                looks += 1;
+                continue;
+            }
+            return opened;
         }
     }
 
@@ -531,11 +603,23 @@ impl TextSlot {
         // An index whose refresh fails is opened again next time.
         let index = match (self.open.take(), self.writer.take()) {
             (Some(mut index), _) => {
-                index.refresh().await?;
-                index
+                let refreshed = index.refresh().await;
+                if self.overtaken(&refreshed) {
+                    self.open_index().await?
+                } else {
+                    refreshed?;
+                    index
+                }
             }
-            (None, Some(collection)) => TextIndex::with_collection(collection).await?,
-            (None, None) => TextIndex::open(&self.index, self.account, self.keys.clone()).await?,
+            (None, Some(collection)) => {
+                let opened = TextIndex::with_collection(collection).await;
+                if self.overtaken(&opened) {
+                    self.open_index().await?
+                } else {
+                    opened?
+                }
+            }
+            (None, None) => self.open_index().await?,
         };
         Ok(self.open.insert(index))
     }
@@ -592,17 +676,35 @@ impl TextSlot {
             return Ok(());
         }
         if let Some(index) = self.open.as_mut() {
-            return index.add(docs).await;
+            let added = index.add(docs).await;
+            if !self.overtaken(&added) {
+                return added;
+            }
+            // Moved by the rotation followed: stored where the collection went.
+            self.open = None;
         }
-        if self.writer.is_none() {
-            let collection = self
-                .index
-                .open_keyed(self.account, self.keys.clone())
-                .await?;
-            self.writer = Some(collection);
+        let mut looks = 1;
+        loop {
+            let stored = match self.writer.as_mut() {
+                Some(collection) => store_segment(collection, docs, DEFAULT_PAGE_CLASS).await,
+                None => {
+                    let keys = self.current_keys().await?;
+                    match self.index.open_keyed(self.account, keys).await {
+                        Ok(collection) => {
+                            let collection = self.writer.insert(collection);
+                            store_segment(collection, docs, DEFAULT_PAGE_CLASS).await
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            if looks < 3 && self.overtaken(&stored) {
+                looks += 1;
+                self.writer = None;
+                continue;
+            }
+            return stored;
         }
-        let collection = self.writer.as_mut().expect("opened above");
-        store_segment(collection, docs, DEFAULT_PAGE_CLASS).await
     }
 }
 
