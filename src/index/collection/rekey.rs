@@ -277,14 +277,18 @@ impl IndexStore {
         new: Arc<CollectionKeys>,
     ) -> Result<Side> {
         let mut copy = self.open_keyed(account, new).await?;
-        if copy.generation() == 0 {
-            return Ok(Side::Old);
-        }
+        let fresh = copy.generation() == 0;
         match Collection::open_keyed(self, account, old).await {
+            // Open: used until it is closed.
             Ok(source) if !source.moved() => Ok(Side::Old),
+            // Nothing under the new key, and the old collection unreadable: its open
+            // reports why.
+            Err(Error::NotFound { .. } | Error::Rollback { .. }) if fresh => Ok(Side::Old),
             Ok(source) if copy.generation() >= source.generation() => Ok(Side::New),
             // Closed by a rotation that has not made its final copy (killed, or still
             // running): made here, as any run of the rotation makes it (idempotent).
+            // Also when nothing is under the new key yet: the first copy of a collection
+            // that held nothing commits nothing, and a closed one is not opened again.
             Ok(mut source) => {
                 copy.copy_from(&mut source).await?;
                 Ok(Side::New)

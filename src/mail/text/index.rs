@@ -536,6 +536,10 @@ impl TextSlot {
     pub(crate) fn follow_rotation(&mut self, old: Arc<CollectionKeys>, new: Arc<CollectionKeys>) {
         self.open = None;
         self.writer = None;
+        // Until a look says otherwise: what is written under the old keys after the
+        // close is refused (`Moved`), what is written under the new ones before the
+        // final copy would be replaced by it.
+        self.keys = old.clone();
         self.following = Some((old, new));
     }
 
@@ -676,7 +680,17 @@ impl TextSlot {
             return Ok(());
         }
         if let Some(index) = self.open.as_mut() {
-            let added = index.add(docs).await;
+            // While a rotation is followed, the collection is looked at first: pages
+            // sealed under the old keys after its close would stay in the store (the
+            // commit is refused, the pages are written before it).
+            let added = if self.following.is_some() {
+                match index.refresh().await {
+                    Ok(()) => index.add(docs).await,
+                    Err(e) => Err(e),
+                }
+            } else {
+                index.add(docs).await
+            };
             if !self.overtaken(&added) {
                 return added;
             }
@@ -685,7 +699,12 @@ impl TextSlot {
         }
         let mut looks = 1;
         loop {
+            let following = self.following.is_some();
             let stored = match self.writer.as_mut() {
+                Some(collection) if following => match collection.refresh().await {
+                    Ok(_) => store_segment(collection, docs, DEFAULT_PAGE_CLASS).await,
+                    Err(e) => Err(e),
+                },
                 Some(collection) => store_segment(collection, docs, DEFAULT_PAGE_CLASS).await,
                 None => {
                     let keys = self.current_keys().await?;
@@ -724,11 +743,23 @@ impl Drop for TextSlot {
             None => self.writer.take(),
         };
         let (index, account, keys) = (self.index.clone(), self.account, self.keys.clone());
+        let following = self.following.take();
         runtime.spawn(async move {
             let stored = async {
-                let mut collection = match collection {
-                    Some(collection) => collection,
-                    None => index.open_keyed(account, keys).await?,
+                let mut collection = match (collection, following) {
+                    (Some(collection), None) => collection,
+                    (None, None) => index.open_keyed(account, keys).await?,
+                    // Following a rotation: stored where the collection is now.
+                    (_, Some((old, new))) => {
+                        let keys = match index
+                            .rotating_side(account, old.clone(), new.clone())
+                            .await?
+                        {
+                            Side::Old => old,
+                            Side::New => new,
+                        };
+                        index.open_keyed(account, keys).await?
+                    }
                 };
                 store_segment(&mut collection, &docs, DEFAULT_PAGE_CLASS).await
             };
