@@ -66,6 +66,31 @@ struct World {
 }
 
 impl World {
+    /// A world in memory, with compare-and-swap or without (as Garage).
+    async fn in_memory(cas: bool) -> Self {
+        if cas {
+            World::on(super::memory(), CommitMode::CompareAndSwap).await
+        } else {
+            World::on(
+                Arc::new(NoCasStore::new(super::memory())),
+                CommitMode::WriterUnique,
+            )
+            .await
+        }
+    }
+
+    /// A provider of this world's account on `store` (a faulty view of its store).
+    async fn provider_on(&self, store: mailvault::storage::FaultyStore) -> Provider {
+        Provider::new(
+            Arc::new(store),
+            self.deployment,
+            self.directory.clone(),
+            config(),
+        )
+        .await
+        .unwrap()
+    }
+
     async fn on(store: DynStore, mode: CommitMode) -> Self {
         let rng = RandomSource::os();
         let (directory, officer, signing) = super::directory_with_officer_and_signer(&rng).await;
@@ -380,15 +405,7 @@ async fn item_04_rotation_on_demand_killed_and_resumed() {
 
     type Before = (Vec<String>, Option<Vec<u8>>);
     async fn prepared(cas: bool) -> (World, DynStore, Before, u64) {
-        let w = if cas {
-            World::on(super::memory(), CommitMode::CompareAndSwap).await
-        } else {
-            World::on(
-                Arc::new(NoCasStore::new(super::memory())),
-                CommitMode::WriterUnique,
-            )
-            .await
-        };
+        let w = World::in_memory(cas).await;
         let mut session = w.provider.unlock(w.alice, "pw").await.unwrap();
         append(&session, "Subject: one\r\n\r\nbefore").await;
         append(&session, "Subject: two\r\n\r\nbefore").await;
@@ -403,16 +420,10 @@ async fn item_04_rotation_on_demand_killed_and_resumed() {
         (w, backup, before, modseq)
     }
 
-    async fn provider_on(w: &World, store: FaultyStore) -> Provider {
-        Provider::new(Arc::new(store), w.deployment, w.directory.clone(), config())
-            .await
-            .unwrap()
-    }
-
     // Uninterrupted, counting the backend operations of a rotation.
     let (w, backup, before, modseq) = prepared(true).await;
     let counting = FaultyStore::new(w.store.clone(), None);
-    let provider = provider_on(&w, counting.clone()).await;
+    let provider = w.provider_on(counting.clone()).await;
     let started = counting.ops();
     let mut session = provider.unlock(w.alice, "pw2").await.unwrap();
     let mut seen = Vec::new();
@@ -446,7 +457,9 @@ async fn item_04_rotation_on_demand_killed_and_resumed() {
                 at: started + at,
                 mode,
             };
-            let provider = provider_on(&w, FaultyStore::new(w.store.clone(), Some(fault))).await;
+            let provider = w
+                .provider_on(FaultyStore::new(w.store.clone(), Some(fault)))
+                .await;
             let run = match provider.unlock(w.alice, "pw2").await {
                 Ok(mut killed) => killed.rotate_root(&[b"notes"], |_| {}).await.map(|_| ()),
                 Err(e) => Err(e),
@@ -1171,6 +1184,38 @@ async fn item_04_a_write_after_the_final_copy_survives_a_resumed_rotation() {
     }
 }
 
+/// Appends `n` short text messages to the inbox of `mail`, every odd one with the word
+/// "quixotically" in its body (the others "plainly"): their emails, and the odd ones.
+async fn append_odd_and_even(
+    mail: &mut Mailstore,
+    n: u32,
+) -> (
+    Vec<mailvault::ids::EmailId>,
+    std::collections::HashSet<mailvault::ids::EmailId>,
+) {
+    let inbox_id = mail.mailbox_by_name(INBOX).unwrap().id;
+    let (mut emails, mut odd) = (Vec::new(), std::collections::HashSet::new());
+    for i in 0..n {
+        let word = if i % 2 == 1 {
+            "quixotically"
+        } else {
+            "plainly"
+        };
+        let text = format!(
+            "Subject: note {i}\r\nFrom: a@example.org\r\nContent-Type: text/plain\r\n\r\nbody {i} {word}\r\n"
+        );
+        let appended = mail
+            .append(inbox_id, text.as_bytes(), Default::default())
+            .await
+            .unwrap();
+        emails.push(appended.email);
+        if i % 2 == 1 {
+            odd.insert(appended.email);
+        }
+    }
+    (emails, odd)
+}
+
 /// A root rotation carries the account's text index and its email details stored apart
 /// over to the new root (review of stop 30): the rotation used to copy the mail
 /// collection's records only, so the details segments they name were left behind (every
@@ -1184,33 +1229,13 @@ async fn item_04_a_write_after_the_final_copy_survives_a_resumed_rotation() {
 async fn item_04_a_rotation_carries_the_text_index_and_the_details_over() {
     use mailvault::mail::text::oracle::TextKey;
     use mailvault::storage::{CountingStore, RequestKind};
-    use std::collections::{BTreeMap, HashSet};
+    use std::collections::BTreeMap;
     for (name, store, mode) in backends() {
         let counting = CountingStore::new(store);
         let w = World::on(Arc::new(counting.clone()), mode).await;
         let mut session = w.provider.unlock(w.alice, "pw").await.unwrap();
         let mut mail = session.mailstore().await.unwrap();
-        let inbox_id = mail.mailbox_by_name(INBOX).unwrap().id;
-        let mut emails = Vec::new();
-        let mut odd = HashSet::new();
-        for i in 0..24u32 {
-            let word = if i % 2 == 1 {
-                "quixotically"
-            } else {
-                "plainly"
-            };
-            let text = format!(
-                "Subject: note {i}\r\nFrom: a@example.org\r\nContent-Type: text/plain\r\n\r\nbody {i} {word}\r\n"
-            );
-            let appended = mail
-                .append(inbox_id, text.as_bytes(), Default::default())
-                .await
-                .unwrap();
-            emails.push(appended.email);
-            if i % 2 == 1 {
-                odd.insert(appended.email);
-            }
-        }
+        let (emails, odd) = append_odd_and_even(&mut mail, 24).await;
         assert_eq!(
             mail.index_texts(&emails, usize::MAX).await.unwrap(),
             24,
@@ -1305,37 +1330,19 @@ async fn item_04_a_rotation_carries_the_text_index_and_the_details_over() {
 async fn a_login_before_the_text_index_is_moved(name: &str, store: DynStore, mode: CommitMode) {
     use mailvault::mail::text::oracle::TextKey;
     use mailvault::storage::{CountingStore, Hold, RequestKind};
-    use std::collections::HashSet;
     let counting = CountingStore::new(store);
     let (w, mut rotator, gate, _) =
         gated_rotator(&(Arc::new(counting.clone()) as DynStore), mode).await;
-    let mut emails = Vec::new();
-    let mut odd = HashSet::new();
-    {
+    let (emails, odd) = {
         let mut mail = rotator.mailstore().await.unwrap();
-        let inbox_id = mail.mailbox_by_name(INBOX).unwrap().id;
-        for i in 0..12u32 {
-            let word = if i % 2 == 1 {
-                "quixotically"
-            } else {
-                "plainly"
-            };
-            let text = format!("Subject: note {i}\r\n\r\nbody {i} {word}\r\n");
-            let appended = mail
-                .append(inbox_id, text.as_bytes(), Default::default())
-                .await
-                .unwrap();
-            emails.push(appended.email);
-            if i % 2 == 1 {
-                odd.insert(appended.email);
-            }
-        }
+        let (emails, odd) = append_odd_and_even(&mut mail, 12).await;
         assert_eq!(
             mail.index_texts(&emails, usize::MAX).await.unwrap(),
             12,
             "{name}"
         );
-    }
+        (emails, odd)
+    };
     let key = [TextKey::Body("quixotic".into())];
     let bodies_read = |counting: &CountingStore| {
         counting
@@ -1413,15 +1420,7 @@ async fn item_04_a_rotation_killed_anywhere_leaves_text_search_working() {
     use mailvault::storage::{Fault, FaultMode, FaultyStore};
 
     async fn prepared(cas: bool) -> (World, Vec<EmailId>) {
-        let w = if cas {
-            World::on(super::memory(), CommitMode::CompareAndSwap).await
-        } else {
-            World::on(
-                Arc::new(NoCasStore::new(super::memory())),
-                CommitMode::WriterUnique,
-            )
-            .await
-        };
+        let w = World::in_memory(cas).await;
         let session = w.provider.unlock(w.alice, "pw").await.unwrap();
         let mut mail = session.mailstore().await.unwrap();
         let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
@@ -1437,18 +1436,12 @@ async fn item_04_a_rotation_killed_anywhere_leaves_text_search_working() {
         (w, emails)
     }
 
-    async fn provider_on(w: &World, store: FaultyStore) -> Provider {
-        Provider::new(Arc::new(store), w.deployment, w.directory.clone(), config())
-            .await
-            .unwrap()
-    }
-
     let key = [TextKey::Body("before the rotation".into())];
     for cas in [true, false] {
         // Uninterrupted, counting the backend operations of a rotation.
         let (w, _) = prepared(cas).await;
         let counting = FaultyStore::new(w.store.clone(), None);
-        let provider = provider_on(&w, counting.clone()).await;
+        let provider = w.provider_on(counting.clone()).await;
         let started = counting.ops();
         let mut session = provider.unlock(w.alice, "pw").await.unwrap();
         session.rotate_root(&[], |_| {}).await.unwrap();
@@ -1460,7 +1453,9 @@ async fn item_04_a_rotation_killed_anywhere_leaves_text_search_working() {
                 at: started + at,
                 mode: FaultMode::Crash,
             };
-            let provider = provider_on(&w, FaultyStore::new(w.store.clone(), Some(fault))).await;
+            let provider = w
+                .provider_on(FaultyStore::new(w.store.clone(), Some(fault)))
+                .await;
             if let Ok(mut killed) = provider.unlock(w.alice, "pw").await {
                 let _ = killed.rotate_root(&[], |_| {}).await;
             }
