@@ -828,9 +828,9 @@ impl Session {
 
     /// While a root rotation is under way, the previous root's index key when the
     /// collection `name` is still under it (not copied whole under the new key yet, as
-    /// `IndexStore::rotating_side` decides, making the final
-    /// copy if the old collection is closed and the copy not made yet); `None` when the
-    /// collection is under the current key.
+    /// `IndexStore::rotating_side` decides, making the final copy if the old collection
+    /// is closed and the copy not made yet); `None` when the collection is under the
+    /// current key.
     ///
     /// # Errors
     /// As [`Collection::copy_from`](crate::index::Collection::copy_from) when making the
