@@ -473,6 +473,30 @@ async fn store_segment(
     Ok(())
 }
 
+/// Looks a followed rotation is given per open or store: each rotation overtaking one
+/// moves the collection once, and the next rotation needs a new keyring.
+const LOOKS: usize = 3;
+
+/// Where the collection of a followed rotation (its `(old, new)` keys) is now, and its
+/// keys there ([`IndexStore::rotating_side`]: the final copy made when it is due).
+///
+/// # Errors
+/// As [`IndexStore::rotating_side`].
+async fn located(
+    index: &IndexStore,
+    account: AccountId,
+    (old, new): &(Arc<CollectionKeys>, Arc<CollectionKeys>),
+) -> Result<(Side, Arc<CollectionKeys>)> {
+    let side = index
+        .rotating_side(account, old.clone(), new.clone())
+        .await?;
+    let keys = match side {
+        Side::Old => old.clone(),
+        Side::New => new.clone(),
+    };
+    Ok((side, keys))
+}
+
 /// The account's text index, opened at its first use (a session that never searches
 /// text reads nothing of it), and the texts this handle extracted at append that no
 /// segment holds yet (proposal §3.6).
@@ -551,17 +575,11 @@ impl TextSlot {
     /// # Errors
     /// As [`IndexStore::rotating_side`].
     async fn current_keys(&mut self) -> Result<Arc<CollectionKeys>> {
-        if let Some((old, new)) = &self.following {
-            match self
-                .index
-                .rotating_side(self.account, old.clone(), new.clone())
-                .await?
-            {
-                Side::Old => self.keys = old.clone(),
-                Side::New => {
-                    self.keys = new.clone();
-                    self.following = None;
-                }
+        if let Some(following) = &self.following {
+            let (side, keys) = located(&self.index, self.account, following).await?;
+            self.keys = keys;
+            if side == Side::New {
+                self.following = None;
             }
         }
         Ok(self.keys.clone())
@@ -584,9 +602,6 @@ impl TextSlot {
     /// # Errors
     /// As [`TextIndex::open`] and [`IndexStore::rotating_side`].
     async fn open_index(&mut self) -> Result<TextIndex> {
-        // Each rotation overtaking the open moves the collection once: a few looks are
-        // enough (the next rotation needs a new keyring).
-        const LOOKS: usize = 3;
         let mut looks = 1;
         loop {
             let keys = self.current_keys().await?;
@@ -717,7 +732,7 @@ impl TextSlot {
                     }
                 }
             };
-            if looks < 3 && self.overtaken(&stored) {
+            if looks < LOOKS && self.overtaken(&stored) {
                 looks += 1;
                 self.writer = None;
                 continue;
@@ -750,14 +765,8 @@ impl Drop for TextSlot {
                     (Some(collection), None) => collection,
                     (None, None) => index.open_keyed(account, keys).await?,
                     // Following a rotation: stored where the collection is now.
-                    (_, Some((old, new))) => {
-                        let keys = match index
-                            .rotating_side(account, old.clone(), new.clone())
-                            .await?
-                        {
-                            Side::Old => old,
-                            Side::New => new,
-                        };
+                    (_, Some(following)) => {
+                        let (_, keys) = located(&index, account, &following).await?;
                         index.open_keyed(account, keys).await?
                     }
                 };
