@@ -1,7 +1,7 @@
 //! Parsers of the mail records kept in the encrypted index (mailbox, message, email with
 //! its envelope and MIME parts or the location of its details, details, analysis,
 //! vanished, thread, number). Each must refuse or round-trip exactly, never panic. Email
-//! records of versions 1 to 3 are rewritten as version 4 (versions 1 and 2 with a
+//! records of versions 1 to 4 are rewritten as version 5 (versions 1 and 2 with a
 //! creation modseq of 0), analysis records of version 1 as version 2: those round-trip
 //! through their rewritten form.
 

@@ -4,19 +4,23 @@
 //!
 //! Every record starts with a version byte (1). Integers are big-endian; strings and
 //! byte strings are `u32`-length-prefixed; optional items have a presence byte (0/1);
-//! lists have a `u32` count.
+//! lists have a `u32` count; where a record says varint, seven bits a byte, least
+//! significant first, in the shortest form (`format::reader::put_varint`).
 //!
 //! ```text
 //! mailbox   version ‖ name ‖ subscribed (u8) ‖ special use (u8, 0 none) ‖ UIDVALIDITY (u32)
 //!           ‖ modseq of the last change to the record (u64)
 //! message   version ‖ email id (16) ‖ modseq (u64) ‖ size (u64) ‖ system flags (u8)
 //!           ‖ keywords (list of strings)
-//! email     version (4) ‖ pin (101, or 337 for a sealed blob) ‖ internal date (i64, Unix
+//! email     version (5) ‖ pin (101, or 337 for a sealed blob) ‖ internal date (i64, Unix
 //!           seconds) ‖ size (u64) ‖ thread id (16) ‖ provenance (u8) ‖ analyzed (u8)
-//!           ‖ envelope ‖ creation modseq (u64) ‖ details: 0 (u8) ‖ MIME parts (list)
-//!           ‖ header block (option bytes) ‖ preview (option string), kept in the record;
-//!           or 1 (u8) ‖ details segment id (16) ‖ page class (u8) ‖ offset (u64) ‖ length
-//!           (u32), stored apart (a details record at those bytes of that segment's pages)
+//!           ‖ compact envelope ‖ creation modseq (varint) ‖ details: 0 (u8) ‖ MIME parts
+//!           (list, as version 4) ‖ header block (option bytes) ‖ preview (option string),
+//!           kept in the record; or 1 (u8) ‖ details segment id (16) ‖ page class (u8)
+//!           ‖ offset (varint) ‖ length (varint), stored apart (a details record at those
+//!           bytes of that segment's pages)
+//!           version 4 has the envelope as every other record, the creation modseq as a
+//!           u64, the offset as a u64 and the length as a u32
 //!           version 3 has the details in the record, after the envelope, and the creation
 //!           modseq last; version 2 ends after the preview (its creation modseq reads as
 //!           0: unknown), version 1 after the parts, its envelope and parts without the
@@ -32,6 +36,11 @@
 //!           version 2 adds: date zone (option i16, minutes east of UTC) ‖ Date, Subject,
 //!           Message-ID, In-Reply-To as written (4 option strings) ‖ groups (list of:
 //!           field (u8, 0 From .. 5 Bcc) ‖ name ‖ first member (u32) ‖ members (u32))
+//!           compact (email record version 5): the same items, every length and count a
+//!           varint; a field as written is 2 (u8) in place of its presence byte and
+//!           string when the decoded field gives it (Subject: the decoded subject;
+//!           Message-ID: `<id>`; In-Reply-To: `<id>` of its one id), and is refused
+//!           written in full then
 //! part      parent (u32, u32::MAX for the root) ‖ type ‖ subtype ‖ parameters (list of
 //!           name ‖ value) ‖ transfer encoding (option string) ‖ disposition (option)
 //!           ‖ filename (option) ‖ content id (option) ‖ header, body, end offsets (u64)
@@ -48,7 +57,7 @@
 
 use crate::error::{Error, Result};
 use crate::format::pin::BlobPin;
-use crate::format::reader::{put_bytes, put_list, put_option, Reader};
+use crate::format::reader::{put_bytes, put_list, put_option, put_varint, Lengths, Reader};
 use crate::format::search::{MAX_PAGE_CLASS, MIN_PAGE_CLASS};
 use crate::ids::{EmailId, SegmentId, ThreadId};
 
@@ -59,9 +68,12 @@ pub const MAIL_RECORD_VERSION: u8 = 1;
 /// (address groups, header fields as written, the header block, the preview, the full
 /// IMAP `BODYSTRUCTURE` data of every part), 3 the creation modseq
 /// ([`EmailRecord::created_modseq`]), 4 the details (MIME parts, header block, preview)
-/// either in the record or stored apart ([`EmailRecord::stored_details`]). Versions 1 to 3
-/// are still read: the items they lack read as absent (a creation modseq of 0).
-pub const EMAIL_RECORD_VERSION: u8 = 4;
+/// either in the record or stored apart ([`EmailRecord::stored_details`]), 5 the compact
+/// form of the same items (the envelope's lengths and counts, the creation modseq and the
+/// details' location as varints; a field as written that the decoded one gives is a tag,
+/// not a copy: a third smaller record in the always-loaded index). Versions 1 to 4 are
+/// still read: the items they lack read as absent (a creation modseq of 0).
+pub const EMAIL_RECORD_VERSION: u8 = 5;
 
 /// Version byte of the details records ([`EmailDetails`]).
 pub const DETAILS_RECORD_VERSION: u8 = 1;
@@ -575,11 +587,18 @@ pub struct Envelope {
     pub groups: Vec<AddressGroup>,
 }
 
-fn put_addresses(out: &mut Vec<u8>, list: &[Address]) {
-    put_list(out, list, |out, a| {
-        put_option(out, a.name.as_ref(), put_str);
-        put_str(out, &a.email);
-    });
+/// The tag of a field as written that a compact envelope derives from the decoded one
+/// ([`Envelope::derived_raws`]), where an option's presence byte would be.
+const DERIVED: u8 = 2;
+
+/// How the envelope of a record of `version` writes its lengths: email records of
+/// version 5 in varints, every other record (and version) in `u32`s.
+fn envelope_lengths(version: u8) -> Lengths {
+    if version >= 5 {
+        Lengths::Varint
+    } else {
+        Lengths::Fixed
+    }
 }
 
 fn read_addresses(r: &mut Reader<'_>) -> Result<Vec<Address>> {
@@ -655,13 +674,45 @@ impl Envelope {
         out
     }
 
+    /// Serialized as every record but an email record of version 5 stores it (`u32`
+    /// lengths and counts, the fields as written in full).
     fn put(&self, out: &mut Vec<u8>) {
+        self.put_with(out, Lengths::Fixed);
+    }
+
+    /// The fields as written that a [compact](Lengths::Varint) envelope does not store
+    /// when they are what the decoded fields give (`Subject:` without encoded words,
+    /// `Message-ID:` and a single `In-Reply-To:` id in angle brackets): the Date,
+    /// Subject, Message-ID and In-Reply-To fields in stored order.
+    fn derived_raws(&self) -> [Option<String>; 4] {
+        let bracketed = |id: &str| format!("<{id}>");
+        [
+            None,
+            self.subject.clone(),
+            self.message_id.as_deref().map(bracketed),
+            match &self.in_reply_to[..] {
+                [id] => Some(bracketed(id)),
+                _ => None,
+            },
+        ]
+    }
+
+    /// Serialized with `lengths`: with [`Lengths::Varint`] (an email record of version 5)
+    /// each field as written is also stored as a tag, 2, when it is the one
+    /// [`derived_raws`](Self::derived_raws) gives.
+    fn put_with(&self, out: &mut Vec<u8>, lengths: Lengths) {
+        let put_str = |out: &mut Vec<u8>, s: &String| lengths.put_bytes(out, s.as_bytes());
+        let put_strings =
+            |out: &mut Vec<u8>, items: &[String]| lengths.put_list(out, items, put_str);
         put_option(out, self.date.as_ref(), |out, d| {
             out.extend_from_slice(&d.to_be_bytes())
         });
         put_option(out, self.subject.as_ref(), put_str);
         for field in AddressField::ALL {
-            put_addresses(out, self.addresses(field));
+            lengths.put_list(out, self.addresses(field), |out, a| {
+                put_option(out, a.name.as_ref(), put_str);
+                put_str(out, &a.email);
+            });
         }
         put_option(out, self.message_id.as_ref(), put_str);
         put_strings(out, &self.in_reply_to);
@@ -670,15 +721,22 @@ impl Envelope {
         put_option(out, self.date_zone.as_ref(), |out, z| {
             out.extend_from_slice(&z.to_be_bytes())
         });
-        for raw in [
+        let derived = self.derived_raws();
+        for (raw, derived) in [
             &self.date_raw,
             &self.subject_raw,
             &self.message_id_raw,
             &self.in_reply_to_raw,
-        ] {
-            put_option(out, raw.as_ref(), put_str);
+        ]
+        .into_iter()
+        .zip(derived)
+        {
+            match raw {
+                Some(_) if lengths == Lengths::Varint && *raw == derived => out.push(DERIVED),
+                raw => put_option(out, raw.as_ref(), put_str),
+            }
         }
-        put_list(out, &self.groups, |out, g| {
+        lengths.put_list(out, &self.groups, |out, g| {
             out.push(g.field.to_byte());
             put_str(out, &g.name);
             out.extend_from_slice(&g.first.to_be_bytes());
@@ -686,7 +744,17 @@ impl Envelope {
         });
     }
 
+    /// Reads an envelope of a record of `version` (5: an email record's compact
+    /// envelope, [`put_with`](Self::put_with) with [`Lengths::Varint`]).
     fn read(r: &mut Reader<'_>, version: u8) -> Result<Self> {
+        let lengths = envelope_lengths(version);
+        r.set_lengths(lengths);
+        let envelope = Self::read_items(r, version, lengths);
+        r.set_lengths(Lengths::Fixed);
+        envelope
+    }
+
+    fn read_items(r: &mut Reader<'_>, version: u8, lengths: Lengths) -> Result<Self> {
         let mut envelope = Self {
             date: r.option(|r| r.u64().map(|d| d as i64))?,
             subject: r.option(Reader::string)?,
@@ -705,10 +773,29 @@ impl Envelope {
             return Ok(envelope);
         }
         envelope.date_zone = r.option(|r| r.u16().map(|z| z as i16))?;
-        envelope.date_raw = r.option(Reader::string)?;
-        envelope.subject_raw = r.option(Reader::string)?;
-        envelope.message_id_raw = r.option(Reader::string)?;
-        envelope.in_reply_to_raw = r.option(Reader::string)?;
+        let mut raws = [None, None, None, None];
+        for (raw, derived) in raws.iter_mut().zip(envelope.derived_raws()) {
+            *raw = match r.remaining().first() {
+                Some(&DERIVED) if lengths == Lengths::Varint => {
+                    r.u8()?;
+                    Some(derived.ok_or(Error::Tampered)?)
+                }
+                _ => {
+                    let raw = r.option(Reader::string)?;
+                    // Stored in full where the tag would do: not written by this crate.
+                    if lengths == Lengths::Varint && raw.is_some() && raw == derived {
+                        return Err(Error::Tampered);
+                    }
+                    raw
+                }
+            };
+        }
+        [
+            envelope.date_raw,
+            envelope.subject_raw,
+            envelope.message_id_raw,
+            envelope.in_reply_to_raw,
+        ] = raws;
         envelope.groups = r.list(13, |r| {
             Ok(AddressGroup {
                 field: AddressField::from_byte(r.u8()?)?,
@@ -917,19 +1004,35 @@ pub struct DetailsLocation {
 }
 
 impl DetailsLocation {
-    fn put(&self, out: &mut Vec<u8>) {
+    /// Appends the location; `compact` (an email record of version 5) writes the offset
+    /// and length as varints.
+    fn put(&self, out: &mut Vec<u8>, compact: bool) {
         out.extend_from_slice(self.segment.as_bytes());
         out.push(self.page_class);
-        out.extend_from_slice(&self.offset.to_be_bytes());
-        out.extend_from_slice(&self.len.to_be_bytes());
+        if compact {
+            put_varint(out, self.offset);
+            put_varint(out, u64::from(self.len));
+        } else {
+            out.extend_from_slice(&self.offset.to_be_bytes());
+            out.extend_from_slice(&self.len.to_be_bytes());
+        }
     }
 
-    fn read(r: &mut Reader<'_>) -> Result<Self> {
+    fn read(r: &mut Reader<'_>, compact: bool) -> Result<Self> {
+        let segment = SegmentId::from_bytes(r.array()?);
+        let page_class = r.u8()?;
+        let (offset, len) = if compact {
+            let offset = r.varint()?;
+            let len = u32::try_from(r.varint()?).map_err(|_| Error::Tampered)?;
+            (offset, len)
+        } else {
+            (r.u64()?, r.u32()?)
+        };
         let location = Self {
-            segment: SegmentId::from_bytes(r.array()?),
-            page_class: r.u8()?,
-            offset: r.u64()?,
-            len: r.u32()?,
+            segment,
+            page_class,
+            offset,
+            len,
         };
         if !(MIN_PAGE_CLASS..=MAX_PAGE_CLASS).contains(&location.page_class)
             || location.len == 0
@@ -1023,12 +1126,12 @@ impl EmailRecord {
             Provenance::SealedDelivery => 2,
         });
         out.push(u8::from(self.analyzed));
-        self.envelope.put(&mut out);
-        out.extend_from_slice(&self.created_modseq.to_be_bytes());
+        self.envelope.put_with(&mut out, Lengths::Varint);
+        put_varint(&mut out, self.created_modseq);
         match &self.stored_details {
             Some(location) => {
                 out.push(1);
-                location.put(&mut out);
+                location.put(&mut out, true);
             }
             None => {
                 out.push(0);
@@ -1091,7 +1194,7 @@ impl EmailRecord {
         }
     }
 
-    /// Parses a stored email record (version 1 to 4).
+    /// Parses a stored email record (version 1 to 5).
     ///
     /// # Errors
     /// [`Error::UnsupportedVersion`] or [`Error::Tampered`].
@@ -1119,16 +1222,18 @@ impl EmailRecord {
         let mut created_modseq = 0;
         let mut stored_details = None;
         let (mut parts, mut header_block, mut preview) = (Vec::new(), None, None);
+        let compact = version >= 5;
         if version >= 4 {
-            created_modseq = r.u64()?;
+            created_modseq = if compact { r.varint()? } else { r.u64()? };
             match r.u8()? {
                 0 => {}
-                1 => stored_details = Some(DetailsLocation::read(&mut r)?),
+                1 => stored_details = Some(DetailsLocation::read(&mut r, compact)?),
                 _ => return Err(Error::Tampered),
             }
         }
         if stored_details.is_none() {
-            parts = read_parts(&mut r, version)?;
+            // The parts of version 5 are those of version 4.
+            parts = read_parts(&mut r, version.min(4))?;
             check_parts(&parts, size)?;
             (header_block, preview) = read_extras(&mut r, version)?;
         }
@@ -1238,17 +1343,13 @@ fn read_str<'a>(r: &mut Reader<'a>) -> Result<&'a str> {
 /// optional one when `optional_first` (an address: an optional name, then the address);
 /// each item takes at least `min_item_len` bytes.
 fn skip_strings(r: &mut Reader<'_>, min_item_len: usize, optional_first: bool) -> Result<()> {
-    let count = r.u32()? as usize;
-    if count.saturating_mul(min_item_len) > r.remaining().len() {
-        return Err(Error::Tampered);
-    }
-    for _ in 0..count {
+    r.list(min_item_len, |r| {
         if optional_first {
             r.option(Reader::bytes)?;
         }
-        r.bytes()?;
-    }
-    Ok(())
+        r.bytes().map(drop)
+    })
+    .map(drop)
 }
 
 impl<'a> SearchFields<'a> {
@@ -1299,6 +1400,7 @@ impl<'a> SearchFields<'a> {
     /// A reader at `item`, the items before it skipped.
     fn at(&self, item: EnvelopeItem) -> Result<Reader<'a>> {
         let mut r = Reader::new(self.envelope);
+        r.set_lengths(envelope_lengths(self.version));
         let mut at = EnvelopeItem::Date;
         while at < item {
             match at {
@@ -1363,15 +1465,12 @@ impl<'a> SearchFields<'a> {
         each: &mut dyn FnMut(Option<&str>, &str),
     ) -> Result<()> {
         let mut r = self.at(EnvelopeItem::Addresses(field as u8))?;
-        let count = r.u32()? as usize;
-        if count.saturating_mul(5) > r.remaining().len() {
-            return Err(Error::Tampered);
-        }
-        for _ in 0..count {
+        r.list(5, |r| {
             let name = r.option(read_str)?;
-            each(name, read_str(&mut r)?);
-        }
-        Ok(())
+            each(name, read_str(r)?);
+            Ok(())
+        })
+        .map(drop)
     }
 
     /// Calls `each` with the `In-Reply-To:` (`references` false) or `References:` ids,
@@ -1386,14 +1485,7 @@ impl<'a> SearchFields<'a> {
             EnvelopeItem::InReplyTo
         };
         let mut r = self.at(item)?;
-        let count = r.u32()? as usize;
-        if count.saturating_mul(4) > r.remaining().len() {
-            return Err(Error::Tampered);
-        }
-        for _ in 0..count {
-            each(read_str(&mut r)?);
-        }
-        Ok(())
+        r.list(4, |r| read_str(r).map(|id| each(id))).map(drop)
     }
 }
 
@@ -1703,7 +1795,7 @@ mod tests {
         assert_eq!(seed[0], 3);
         let record = EmailRecord::parse(&seed).unwrap();
         assert_eq!(record.created_modseq, 42);
-        assert_strict(&seed, &record, EmailRecord::parse, 5);
+        assert_strict(&seed, &record, EmailRecord::parse, 6);
         let mut v2 = seed[..seed.len() - 8].to_vec();
         v2[0] = 2;
         let old = EmailRecord::parse(&v2).unwrap();
@@ -1721,26 +1813,59 @@ mod tests {
         assert!(EmailRecord::parse(&v2_long).is_err());
     }
 
-    /// Version 4: the version-3 seed rewritten keeps its details in the record (and
-    /// round-trips strictly); the same email with its details stored apart keeps only
-    /// their location, and reads back with them empty; the details record round-trips on
-    /// its own and is checked against the body's size.
+    /// The email records of version 4 that the fuzz seeds `email_v4` (details in the
+    /// record) and `email_v4_stored` (details stored apart) hold: the version-3 seed with
+    /// the faithful analysis, and the same with its details at `location`.
+    fn version_4_records() -> (EmailRecord, EmailRecord, DetailsLocation) {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/mail_records");
+        let v3 = EmailRecord::parse(&std::fs::read(format!("{dir}/email_v3")).unwrap()).unwrap();
+        assert!(v3.size >= 400, "the seed's body holds the analysis's parts");
+        let inline = v3.with_analysis(faithful_analysis()).unwrap();
+        let location = DetailsLocation {
+            segment: SegmentId::from_bytes([7; 16]),
+            page_class: 14,
+            offset: 1 << 20,
+            len: inline.details().to_bytes().len() as u32,
+        };
+        let stored = EmailRecord {
+            parts: Vec::new(),
+            header_block: None,
+            preview: None,
+            stored_details: Some(location),
+            ..inline.clone()
+        };
+        (inline, stored, location)
+    }
+
+    /// Version 4 (the seeds `email_v4` and `email_v4_stored`, written before version 5):
+    /// the record keeps its details or their location; each still reads, is rewritten as
+    /// version 5 with the same content, and a search reads its fields in place; the
+    /// details record round-trips on its own and is checked against the body's size.
     #[test]
     fn version_4_email_record_keeps_or_locates_its_details() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/mail_records");
-        let v3 = EmailRecord::parse(&std::fs::read(format!("{dir}/email_v3")).unwrap()).unwrap();
-        let analysis = faithful_analysis();
-        let size = v3.size;
-        assert!(size >= 400, "the seed's body holds the analysis's parts");
-        let inline = v3.with_analysis(analysis.clone()).unwrap();
-        let bytes = inline.to_bytes();
-        assert_eq!(bytes[0], 4);
-        assert_strict(&bytes, &inline, EmailRecord::parse, 5);
-        let seed = std::fs::read(format!("{dir}/email_v4")).unwrap();
-        assert_eq!(seed, bytes, "the fuzz seed email_v4 is this record");
+        let (inline, stored, _) = version_4_records();
+        let size = inline.size;
+        for (name, record) in [("email_v4", &inline), ("email_v4_stored", &stored)] {
+            let seed = std::fs::read(format!("{dir}/{name}")).unwrap();
+            assert_eq!(seed[0], 4, "{name}");
+            assert_eq!(&EmailRecord::parse(&seed).unwrap(), record, "{name}");
+            let rewritten = record.to_bytes();
+            assert_eq!(rewritten[0], 5, "{name}");
+            assert_eq!(&EmailRecord::parse(&rewritten).unwrap(), record, "{name}");
+            let fields = SearchFields::of_email(&seed).unwrap();
+            assert_eq!(
+                fields.subject().unwrap(),
+                record.envelope.subject.as_deref()
+            );
+            assert!(EmailRecord::is_analyzed(&seed).unwrap());
+            for cut in 0..seed.len() {
+                assert!(EmailRecord::parse(&seed[..cut]).is_err(), "{name} {cut}");
+            }
+        }
 
         let details = inline.details();
-        assert_eq!(details.parts, analysis.parts);
+        assert_eq!(details.parts, faithful_analysis().parts);
         let details_bytes = details.to_bytes();
         assert_strict(
             &details_bytes,
@@ -1753,45 +1878,19 @@ mod tests {
             EmailDetails::parse(&details_bytes, 399),
             Err(Error::Tampered)
         ));
-
-        let location = DetailsLocation {
-            segment: SegmentId::from_bytes([7; 16]),
-            page_class: 14,
-            offset: 1 << 20,
-            len: details_bytes.len() as u32,
-        };
-        let stored = EmailRecord {
-            parts: Vec::new(),
-            header_block: None,
-            preview: None,
-            stored_details: Some(location),
-            ..inline.clone()
-        };
-        let stored_bytes = stored.to_bytes();
-        assert_strict(&stored_bytes, &stored, EmailRecord::parse, 5);
-        assert_eq!(
-            std::fs::read(format!("{dir}/email_v4_stored")).unwrap(),
-            stored_bytes,
-            "the fuzz seed email_v4_stored is this record"
-        );
-        assert!(stored_bytes.len() + details_bytes.len() < bytes.len() + 40);
-        // The fields a search reads are where they were.
-        let fields = SearchFields::of_email(&stored_bytes).unwrap();
-        assert_eq!(
-            fields.subject().unwrap(),
-            inline.envelope.subject.as_deref()
-        );
-        assert!(EmailRecord::is_analyzed(&stored_bytes).unwrap());
-        // Read back and joined with its details, it is the record that held them.
-        let joined = EmailRecord::parse(&stored_bytes)
+        // Read back and joined with its details, the record that stored them apart is
+        // the record that held them.
+        let seed = std::fs::read(format!("{dir}/email_v4_stored")).unwrap();
+        let joined = EmailRecord::parse(&seed)
             .unwrap()
             .with_details(EmailDetails::parse(&details_bytes, size).unwrap())
             .unwrap();
         assert_eq!(joined, inline);
-        // Locations that were not written by this crate are refused.
-        let at = stored_bytes.len() - 29;
+        // Locations that were not written by this crate are refused (the fixed-size
+        // location of version 4 ends the record: segment, class, offset, length).
+        let at = seed.len() - 29;
         for (offset, byte) in [(16, 8u8), (16, 17), (25, 0)] {
-            let mut bad = stored_bytes.clone();
+            let mut bad = seed.clone();
             if offset == 25 {
                 bad[at + 25..].fill(byte);
             } else {
@@ -1799,9 +1898,125 @@ mod tests {
             }
             assert!(matches!(EmailRecord::parse(&bad), Err(Error::Tampered)));
         }
-        let mut bad = stored_bytes.clone();
+        let mut bad = seed.clone();
         bad[at - 1] = 2;
         assert!(matches!(EmailRecord::parse(&bad), Err(Error::Tampered)));
+    }
+
+    /// Version 5, the compact form: both records round-trip strictly (the seeds
+    /// `email_v5` and `email_v5_stored` are them) and are smaller than version 4; a
+    /// search reads every field in place; the fields as written that the decoded ones
+    /// give are tags (here the Message-ID), and a tag where nothing derives, a copy where
+    /// the tag would do, a longer varint and a location past the limits are refused.
+    #[test]
+    fn version_5_email_record_is_compact_and_strict() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/mail_records");
+        let (inline, stored, location) = version_4_records();
+        for (name, record) in [("email_v5", &inline), ("email_v5_stored", &stored)] {
+            let bytes = record.to_bytes();
+            assert_eq!(bytes[0], 5);
+            assert_strict(&bytes, record, EmailRecord::parse, 6);
+            let v4 = std::fs::read(format!("{dir}/{}", name.replace("v5", "v4"))).unwrap();
+            assert!(
+                bytes.len() + 40 < v4.len(),
+                "{name}: {} {}",
+                bytes.len(),
+                v4.len()
+            );
+            if std::env::var_os("MAILVAULT_WRITE_SEEDS").is_some() {
+                std::fs::write(format!("{dir}/{name}"), &bytes).unwrap();
+            }
+            assert_eq!(
+                std::fs::read(format!("{dir}/{name}")).unwrap(),
+                bytes,
+                "the fuzz seed {name} is this record"
+            );
+            let fields = SearchFields::of_email(&bytes).unwrap();
+            let envelope = &record.envelope;
+            assert_eq!(fields.subject().unwrap(), envelope.subject.as_deref());
+            assert_eq!(fields.message_id().unwrap(), envelope.message_id.as_deref());
+            assert_eq!(
+                fields.sent().unwrap(),
+                envelope.date.map(|d| (d, envelope.date_zone))
+            );
+            for field in AddressField::ALL {
+                let mut seen = Vec::new();
+                fields
+                    .addresses(field, &mut |name, email| {
+                        seen.push((name.map(str::to_owned), email.to_owned()))
+                    })
+                    .unwrap();
+                let expected: Vec<_> = envelope
+                    .addresses(field)
+                    .iter()
+                    .map(|a| (a.name.clone(), a.email.clone()))
+                    .collect();
+                assert_eq!(seen, expected, "{field:?}");
+            }
+            for (references, expected) in
+                [(false, &envelope.in_reply_to), (true, &envelope.references)]
+            {
+                let mut ids = Vec::new();
+                fields
+                    .ids(references, &mut |id| ids.push(id.to_owned()))
+                    .unwrap();
+                assert_eq!(&ids, expected);
+            }
+        }
+
+        // The Message-ID as written is a tag: a copy of it instead is refused, and so is
+        // a tag for the Date as written (no derivation gives it).
+        let bytes = stored.to_bytes();
+        let raw = b"<id@example.org>";
+        assert!(!bytes.windows(raw.len()).any(|w| w == raw));
+        let irt = b"\x18<p@example.org> (parent)";
+        let at = bytes.windows(irt.len()).position(|w| w == irt).unwrap();
+        assert_eq!(bytes[at - 2..at], [DERIVED, 1]);
+        let mut copied = bytes[..at - 2].to_vec();
+        copied.push(1);
+        Lengths::Varint.put_bytes(&mut copied, raw);
+        copied.extend_from_slice(&bytes[at - 1..]);
+        assert!(matches!(EmailRecord::parse(&copied), Err(Error::Tampered)));
+        let date = b"\x1fTue, 14 Nov 2023 17:13:20 -0500";
+        let at = bytes.windows(date.len()).position(|w| w == date).unwrap();
+        assert_eq!(bytes[at - 1], 1);
+        let mut tagged = bytes[..at - 1].to_vec();
+        tagged.push(DERIVED);
+        tagged.extend_from_slice(&bytes[at + date.len()..]);
+        assert!(matches!(EmailRecord::parse(&tagged), Err(Error::Tampered)));
+
+        // The location ends the record: class, then offset and length as varints.
+        let mut tail = Vec::new();
+        location.put(&mut tail, true);
+        assert!(bytes.ends_with(&tail));
+        let prefix = &bytes[..bytes.len() - tail.len()];
+        let with = |offset: &[u8], len: &[u8]| {
+            let mut out = prefix.to_vec();
+            out.extend_from_slice(location.segment.as_bytes());
+            out.push(location.page_class);
+            out.extend_from_slice(offset);
+            out.extend_from_slice(len);
+            EmailRecord::parse(&out)
+        };
+        let mut offset = Vec::new();
+        put_varint(&mut offset, location.offset);
+        let mut len = Vec::new();
+        put_varint(&mut len, u64::from(location.len));
+        assert_eq!(with(&offset, &len).unwrap(), stored);
+        // A longer form of the same length.
+        let mut longer = len.clone();
+        *longer.last_mut().unwrap() |= 0x80;
+        longer.push(0);
+        assert!(matches!(with(&offset, &longer), Err(Error::Tampered)));
+        // A length of zero, past the limit, past u32; an offset that overflows with it.
+        for bad in [0, u64::from(MAX_DETAILS_LEN) + 1, 1 << 32] {
+            let mut big = Vec::new();
+            put_varint(&mut big, bad);
+            assert!(matches!(with(&offset, &big), Err(Error::Tampered)), "{bad}");
+        }
+        let mut far = Vec::new();
+        put_varint(&mut far, u64::MAX);
+        assert!(matches!(with(&far, &len), Err(Error::Tampered)));
     }
 
     fn faithful_analysis() -> EmailAnalysis {
