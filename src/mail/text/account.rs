@@ -103,11 +103,13 @@ impl Mailstore {
                 set.extend(found);
             }
         }
-        // Emails whose header blocks are stored apart (email records of version 4): read
-        // in chunks, in the order stored (so that each chunk reads its own pages once),
-        // and verified by the index again on the keys that read header blocks (the
-        // others' answers for them are final).
-        let mut apart = Vec::new();
+        // Emails whose header blocks are stored apart (with the rest of their details):
+        // read in chunks, in the order stored (so that each chunk reads its own pages
+        // once), and verified by the index again on the keys that read header blocks (the
+        // others' answers for them are final). Sized at once: a HEADER key leaves every
+        // email of the mailbox unverified, and grown by doubling this held 5.2 MB where
+        // 4.0 do for 100 000 emails, at the peak of a session's search.
+        let mut apart = Vec::with_capacity(found.unverified.len());
         let mut unverified = Vec::new();
         for email in found.unverified {
             match self.email_by_id(email).ok().and_then(|r| r.stored_details) {
