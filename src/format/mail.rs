@@ -26,7 +26,7 @@
 //!           0: unknown), version 1 after the parts, its envelope and parts without the
 //!           version-2 items
 //! details   version (1) ‖ MIME parts (list) ‖ header block (option bytes) ‖ preview
-//!           (option string): what an email record of version 4 stores apart
+//!           (option string): what an email record (version 4 on) stores apart
 //! analysis  version (2) ‖ thread id (16) ‖ envelope ‖ MIME parts (list) ‖ header block
 //!           (option bytes) ‖ preview (option string): what `analyze` computed from the
 //!           body of an email imported unread, kept apart from its email record
@@ -36,8 +36,9 @@
 //!           version 2 adds: date zone (option i16, minutes east of UTC) ‖ Date, Subject,
 //!           Message-ID, In-Reply-To as written (4 option strings) ‖ groups (list of:
 //!           field (u8, 0 From .. 5 Bcc) ‖ name ‖ first member (u32) ‖ members (u32))
-//!           compact (email record version 5): the same items, every length and count a
-//!           varint; a field as written is 2 (u8) in place of its presence byte and
+//!           compact (email record version 5): the same items, every string's length
+//!           and every list's count a varint (a group's first member and members stay
+//!           u32s); a field as written is 2 (u8) in place of its presence byte and
 //!           string when the decoded field gives it (Subject: the decoded subject;
 //!           Message-ID: `<id>`; In-Reply-To: `<id>` of its one id), and is refused
 //!           written in full then
@@ -588,16 +589,37 @@ pub struct Envelope {
 }
 
 /// The tag of a field as written that a compact envelope derives from the decoded one
-/// ([`Envelope::derived_raws`]), where an option's presence byte would be.
+/// ([`Envelope::derivation`]), where an option's presence byte would be.
 const DERIVED: u8 = 2;
 
-/// How the envelope of a record of `version` writes its lengths: email records of
-/// version 5 in varints, every other record (and version) in `u32`s.
-fn envelope_lengths(version: u8) -> Lengths {
-    if version >= 5 {
-        Lengths::Varint
-    } else {
-        Lengths::Fixed
+/// How a field as written derives from the decoded ones ([`Envelope::derivation`]).
+#[derive(Debug, Clone, Copy)]
+enum Derivation<'a> {
+    /// The decoded field as it is.
+    Same(&'a str),
+    /// The decoded id in angle brackets.
+    Bracketed(&'a str),
+}
+
+impl Derivation<'_> {
+    /// Whether the field as written is the derived one (compared in place).
+    fn gives(self, raw: &str) -> bool {
+        match self {
+            Self::Same(s) => raw == s,
+            Self::Bracketed(id) => raw
+                .strip_prefix('<')
+                .and_then(|r| r.strip_suffix('>'))
+                .is_some_and(|r| r == id),
+        }
+    }
+}
+
+impl std::fmt::Display for Derivation<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Same(s) => f.write_str(s),
+            Self::Bracketed(id) => write!(f, "<{id}>"),
+        }
     }
 }
 
@@ -680,26 +702,24 @@ impl Envelope {
         self.put_with(out, Lengths::Fixed);
     }
 
-    /// The fields as written that a [compact](Lengths::Varint) envelope does not store
-    /// when they are what the decoded fields give (`Subject:` without encoded words,
-    /// `Message-ID:` and a single `In-Reply-To:` id in angle brackets): the Date,
-    /// Subject, Message-ID and In-Reply-To fields in stored order.
-    fn derived_raws(&self) -> [Option<String>; 4] {
-        let bracketed = |id: &str| format!("<{id}>");
-        [
-            None,
-            self.subject.clone(),
-            self.message_id.as_deref().map(bracketed),
-            match &self.in_reply_to[..] {
-                [id] => Some(bracketed(id)),
-                _ => None,
-            },
-        ]
+    /// The field as written `raw` (0 Date, 1 Subject, 2 Message-ID, 3 In-Reply-To, in
+    /// stored order) that a [compact](Lengths::Varint) envelope does not store when it is
+    /// what the decoded fields give: `Subject:` without encoded words (the decoded
+    /// subject), `Message-ID:` and a single `In-Reply-To:` id in angle brackets. `None`
+    /// where nothing derives (the Date, a Subject or Message-ID that is absent, none or
+    /// several In-Reply-To ids).
+    fn derivation(&self, raw: usize) -> Option<Derivation<'_>> {
+        match (raw, &self.in_reply_to[..]) {
+            (1, _) => self.subject.as_deref().map(Derivation::Same),
+            (2, _) => self.message_id.as_deref().map(Derivation::Bracketed),
+            (3, [id]) => Some(Derivation::Bracketed(id)),
+            _ => None,
+        }
     }
 
     /// Serialized with `lengths`: with [`Lengths::Varint`] (an email record of version 5)
     /// each field as written is also stored as a tag, 2, when it is the one
-    /// [`derived_raws`](Self::derived_raws) gives.
+    /// [`derivation`](Self::derivation) gives.
     fn put_with(&self, out: &mut Vec<u8>, lengths: Lengths) {
         let put_str = |out: &mut Vec<u8>, s: &String| lengths.put_bytes(out, s.as_bytes());
         let put_strings =
@@ -721,18 +741,18 @@ impl Envelope {
         put_option(out, self.date_zone.as_ref(), |out, z| {
             out.extend_from_slice(&z.to_be_bytes())
         });
-        let derived = self.derived_raws();
-        for (raw, derived) in [
+        for (i, raw) in [
             &self.date_raw,
             &self.subject_raw,
             &self.message_id_raw,
             &self.in_reply_to_raw,
         ]
         .into_iter()
-        .zip(derived)
+        .enumerate()
         {
+            let derives = |raw: &String| self.derivation(i).is_some_and(|d| d.gives(raw));
             match raw {
-                Some(_) if lengths == Lengths::Varint && *raw == derived => out.push(DERIVED),
+                Some(raw) if lengths == Lengths::Varint && derives(raw) => out.push(DERIVED),
                 raw => put_option(out, raw.as_ref(), put_str),
             }
         }
@@ -744,13 +764,19 @@ impl Envelope {
         });
     }
 
-    /// Reads an envelope of a record of `version` (5: an email record's compact
-    /// envelope, [`put_with`](Self::put_with) with [`Lengths::Varint`]).
+    /// Reads an envelope of a record of `version` (1 or 2 as the envelope goes: every
+    /// record but an email record of version 5, whose envelope is
+    /// [`read_compact`](Self::read_compact)).
     fn read(r: &mut Reader<'_>, version: u8) -> Result<Self> {
-        let lengths = envelope_lengths(version);
-        r.set_lengths(lengths);
-        let envelope = Self::read_items(r, version, lengths);
-        r.set_lengths(Lengths::Fixed);
+        Self::read_items(r, version.min(2), Lengths::Fixed)
+    }
+
+    /// Reads the compact envelope of an email record of version 5
+    /// ([`put_with`](Self::put_with) with [`Lengths::Varint`]).
+    fn read_compact(r: &mut Reader<'_>) -> Result<Self> {
+        let before = r.set_lengths(Lengths::Varint);
+        let envelope = Self::read_items(r, 2, Lengths::Varint);
+        r.set_lengths(before);
         envelope
     }
 
@@ -774,16 +800,21 @@ impl Envelope {
         }
         envelope.date_zone = r.option(|r| r.u16().map(|z| z as i16))?;
         let mut raws = [None, None, None, None];
-        for (raw, derived) in raws.iter_mut().zip(envelope.derived_raws()) {
+        for (i, raw) in raws.iter_mut().enumerate() {
+            let derivation = envelope.derivation(i);
             *raw = match r.remaining().first() {
                 Some(&DERIVED) if lengths == Lengths::Varint => {
                     r.u8()?;
-                    Some(derived.ok_or(Error::Tampered)?)
+                    Some(derivation.ok_or(Error::Tampered)?.to_string())
                 }
                 _ => {
                     let raw = r.option(Reader::string)?;
                     // Stored in full where the tag would do: not written by this crate.
-                    if lengths == Lengths::Varint && raw.is_some() && raw == derived {
+                    if lengths == Lengths::Varint
+                        && raw
+                            .as_ref()
+                            .is_some_and(|raw| derivation.is_some_and(|d| d.gives(raw)))
+                    {
                         return Err(Error::Tampered);
                     }
                     raw
@@ -1048,7 +1079,7 @@ impl DetailsLocation {
     }
 }
 
-/// What an email record of version 4 may keep apart: the analysis items a listing, a
+/// What an email record (version 4 on) may keep apart: the analysis items a listing, a
 /// sort and a metadata search never read (`BODYSTRUCTURE`, `BODY[HEADER]`, part fetches,
 /// JMAP `bodyStructure` and `preview`, text search's header verification read them).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -1218,7 +1249,11 @@ impl EmailRecord {
             1 => true,
             _ => return Err(Error::Tampered),
         };
-        let envelope = Envelope::read(&mut r, version)?;
+        let envelope = if version >= 5 {
+            Envelope::read_compact(&mut r)?
+        } else {
+            Envelope::read(&mut r, version)?
+        };
         let mut created_modseq = 0;
         let mut stored_details = None;
         let (mut parts, mut header_block, mut preview) = (Vec::new(), None, None);
@@ -1302,6 +1337,9 @@ pub(crate) struct SearchFields<'a> {
     pub(crate) analyzed: bool,
     /// The record's version (the envelope's items depend on it).
     version: u8,
+    /// How its envelope writes lengths and counts (an email record of version 5: as
+    /// varints).
+    lengths: Lengths,
     /// The record from the envelope's first byte on.
     envelope: &'a [u8],
 }
@@ -1339,7 +1377,7 @@ fn read_str<'a>(r: &mut Reader<'a>) -> Result<&'a str> {
     std::str::from_utf8(r.bytes()?).map_err(|_| Error::Tampered)
 }
 
-/// Skips a stored list whose items are a `u32`-length-prefixed string, preceded by an
+/// Skips a stored list whose items are a length-prefixed string, preceded by an
 /// optional one when `optional_first` (an address: an optional name, then the address);
 /// each item takes at least `min_item_len` bytes.
 fn skip_strings(r: &mut Reader<'_>, min_item_len: usize, optional_first: bool) -> Result<()> {
@@ -1377,6 +1415,11 @@ impl<'a> SearchFields<'a> {
             internal_date,
             analyzed,
             version,
+            lengths: if version >= 5 {
+                Lengths::Varint
+            } else {
+                Lengths::Fixed
+            },
             envelope: r.remaining(),
         })
     }
@@ -1393,6 +1436,7 @@ impl<'a> SearchFields<'a> {
             internal_date: email.internal_date,
             analyzed: true,
             version,
+            lengths: Lengths::Fixed,
             envelope: r.remaining(),
         })
     }
@@ -1400,7 +1444,7 @@ impl<'a> SearchFields<'a> {
     /// A reader at `item`, the items before it skipped.
     fn at(&self, item: EnvelopeItem) -> Result<Reader<'a>> {
         let mut r = Reader::new(self.envelope);
-        r.set_lengths(envelope_lengths(self.version));
+        r.set_lengths(self.lengths);
         let mut at = EnvelopeItem::Date;
         while at < item {
             match at {
@@ -2009,7 +2053,8 @@ mod tests {
         longer.push(0);
         assert!(matches!(with(&offset, &longer), Err(Error::Tampered)));
         // A length of zero, past the limit, past u32; an offset that overflows with it.
-        for bad in [0, u64::from(MAX_DETAILS_LEN) + 1, 1 << 32] {
+        // (2^32 + 1 would be 1 if cut to 32 bits.)
+        for bad in [0, u64::from(MAX_DETAILS_LEN) + 1, (1 << 32) + 1] {
             let mut big = Vec::new();
             put_varint(&mut big, bad);
             assert!(matches!(with(&offset, &big), Err(Error::Tampered)), "{bad}");
@@ -2017,6 +2062,169 @@ mod tests {
         let mut far = Vec::new();
         put_varint(&mut far, u64::MAX);
         assert!(matches!(with(&far, &len), Err(Error::Tampered)));
+    }
+
+    /// Version 5 tags exactly the fields as written that the decoded ones give (an empty
+    /// subject, an id with `>` in it too) and copies every other one, and each envelope
+    /// round-trips; a tag for an In-Reply-To that has no or several ids is refused, the
+    /// tag for a single one reads as that id in angle brackets.
+    #[test]
+    fn version_5_tags_exactly_the_fields_as_written_that_derive() {
+        let (_, stored, location) = version_4_records();
+        let base = Envelope {
+            groups: Vec::new(),
+            date_raw: None,
+            subject_raw: None,
+            message_id_raw: None,
+            in_reply_to_raw: None,
+            ..stored.envelope.clone()
+        };
+        let s = |v: &str| Some(v.to_owned());
+        let ids = |v: &[&str]| v.iter().map(|&i| i.to_owned()).collect::<Vec<_>>();
+        // (envelope, the field as written, whether it is a tag)
+        let cases = [
+            (
+                Envelope {
+                    subject: s("Hello there"),
+                    subject_raw: s("Hello there"),
+                    ..base.clone()
+                },
+                "Hello there",
+                true,
+            ),
+            (
+                Envelope {
+                    subject: s(""),
+                    subject_raw: s(""),
+                    ..base.clone()
+                },
+                "",
+                true,
+            ),
+            (
+                Envelope {
+                    subject: None,
+                    subject_raw: s("=?x?q?y?="),
+                    ..base.clone()
+                },
+                "=?x?q?y?=",
+                false,
+            ),
+            (
+                Envelope {
+                    subject: s("Gr\u{fc}\u{df}e"),
+                    subject_raw: s("=?utf-8?q?Gr=C3=BC=C3=9Fe?="),
+                    ..base.clone()
+                },
+                "=?utf-8?q?Gr=C3=BC=C3=9Fe?=",
+                false,
+            ),
+            (
+                Envelope {
+                    message_id: s("a>b@x"),
+                    message_id_raw: s("<a>b@x>"),
+                    ..base.clone()
+                },
+                "<a>b@x>",
+                true,
+            ),
+            (
+                Envelope {
+                    message_id: None,
+                    message_id_raw: s("<m@x>"),
+                    ..base.clone()
+                },
+                "<m@x>",
+                false,
+            ),
+            (
+                Envelope {
+                    message_id: s("m@x"),
+                    message_id_raw: s("<m@x> (c)"),
+                    ..base.clone()
+                },
+                "<m@x> (c)",
+                false,
+            ),
+            (
+                Envelope {
+                    in_reply_to: ids(&["p@x"]),
+                    in_reply_to_raw: s("<p@x>"),
+                    ..base.clone()
+                },
+                "<p@x>",
+                true,
+            ),
+            (
+                Envelope {
+                    in_reply_to: ids(&["p@x", "q@x"]),
+                    in_reply_to_raw: s("<p@x> <q@x>"),
+                    ..base.clone()
+                },
+                "<p@x> <q@x>",
+                false,
+            ),
+            (
+                Envelope {
+                    in_reply_to: Vec::new(),
+                    in_reply_to_raw: s("<p@x>"),
+                    ..base.clone()
+                },
+                "<p@x>",
+                false,
+            ),
+        ];
+        for (envelope, raw, tagged) in cases {
+            let record = EmailRecord {
+                envelope,
+                ..stored.clone()
+            };
+            let bytes = record.to_bytes();
+            assert_eq!(EmailRecord::parse(&bytes).unwrap(), record, "{raw:?}");
+            let untagged = EmailRecord {
+                envelope: Envelope {
+                    date_raw: None,
+                    subject_raw: None,
+                    message_id_raw: None,
+                    in_reply_to_raw: None,
+                    ..record.envelope.clone()
+                },
+                ..record.clone()
+            }
+            .to_bytes();
+            // A tag takes the presence byte's place; a copy adds its length and bytes.
+            let grown = if tagged { 0 } else { 1 + raw.len() };
+            assert_eq!(bytes.len(), untagged.len() + grown, "{raw:?}");
+        }
+
+        // The last field as written is the byte before the groups' count, the creation
+        // modseq, the details' flag and location.
+        let mut tail = Vec::new();
+        put_varint(&mut tail, stored.created_modseq);
+        tail.push(1);
+        location.put(&mut tail, true);
+        let in_reply_to = |list: &[&str]| {
+            let record = EmailRecord {
+                envelope: Envelope {
+                    in_reply_to: ids(list),
+                    ..base.clone()
+                },
+                ..stored.clone()
+            };
+            let mut bytes = record.to_bytes();
+            let at = bytes.len() - tail.len() - 2;
+            assert_eq!(bytes[at..at + 2], [0, 0]);
+            bytes[at] = DERIVED;
+            EmailRecord::parse(&bytes)
+        };
+        for list in [&[][..], &["p@x", "q@x"]] {
+            assert!(
+                matches!(in_reply_to(list), Err(Error::Tampered)),
+                "{list:?}"
+            );
+        }
+        let one = in_reply_to(&["p@x"]).unwrap();
+        assert_eq!(one.envelope.in_reply_to_raw.as_deref(), Some("<p@x>"));
     }
 
     fn faithful_analysis() -> EmailAnalysis {

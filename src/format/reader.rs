@@ -59,9 +59,9 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// How the lengths and counts read from now on are written.
-    pub(crate) fn set_lengths(&mut self, lengths: Lengths) {
-        self.lengths = lengths;
+    /// How the lengths and counts read from now on are written; returns how they were.
+    pub(crate) fn set_lengths(&mut self, lengths: Lengths) -> Lengths {
+        std::mem::replace(&mut self.lengths, lengths)
     }
 
     /// A varint ([`put_varint`]): at most ten bytes, in its shortest form (any other
@@ -135,7 +135,7 @@ impl<'a> Reader<'a> {
         self.take(len)
     }
 
-    /// A `u32`-length-prefixed UTF-8 string.
+    /// A length-prefixed ([`len`](Self::len)) UTF-8 string.
     pub(crate) fn string(&mut self) -> Result<String> {
         std::str::from_utf8(self.bytes()?)
             .map(str::to_owned)
@@ -154,8 +154,9 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A count ([`len`](Self::len)), then that many items. The count is checked against the bytes left
-    /// (each item takes at least `min_item_len` bytes) before anything is allocated.
+    /// A count ([`len`](Self::len)), then that many items. The count is checked against
+    /// the bytes left before anything is allocated: each item takes at least
+    /// `min_item_len` bytes with `u32` lengths, at least one with varint lengths.
     pub(crate) fn list<T>(
         &mut self,
         min_item_len: usize,
@@ -263,6 +264,13 @@ mod tests {
             &[0xff, 0x80, 0x00],
             &[0xff; 11],
             &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02],
+            // Past ten bytes: the tenth carries bit 63 and says more follow.
+            &[
+                0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x81, 0x01,
+            ],
+            &[
+                0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01,
+            ],
         ] {
             assert!(
                 matches!(Reader::new(bad).varint(), Err(Error::Tampered)),

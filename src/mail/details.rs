@@ -1,5 +1,5 @@
 //! Email details stored apart (`docs/design.md` §11.2): the MIME parts, header block and
-//! preview of an email record of version 4 can live in a **details segment** of the mail
+//! preview of an email record (version 4 on) can live in a **details segment** of the mail
 //! collection instead of in the record, so that the index a session keeps in memory
 //! holds what listing, sorting and metadata search read (pin, fixed fields, envelope) and
 //! not what `BODYSTRUCTURE`, part fetches, `BODY[HEADER]`, JMAP `bodyStructure`/`preview`

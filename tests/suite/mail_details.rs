@@ -1,4 +1,4 @@
-//! Email details stored apart (email records of version 4, `docs/design.md` §11.2): after
+//! Email details stored apart (email records of version 4 on, `docs/design.md` §11.2): after
 //! `Mailstore::compact` the records a session keeps in memory no longer hold the MIME
 //! parts, header blocks and previews; `Mailstore::with_details` reads them back equal,
 //! with the request count the design states, and every reader of them (part fetches,
