@@ -1529,7 +1529,7 @@ impl<'a> SearchFields<'a> {
             EnvelopeItem::InReplyTo
         };
         let mut r = self.at(item)?;
-        r.list(4, |r| read_str(r).map(|id| each(id))).map(drop)
+        r.list(4, |r| read_str(r).map(&mut *each)).map(drop)
     }
 }
 
