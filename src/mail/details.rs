@@ -275,8 +275,7 @@ impl Mailstore {
         };
         drop(payload);
         let pages = self.index.search_pages();
-        let entry = pages.put(&plain).await?;
-        drop(plain);
+        let entry = pages.put(plain).await?;
         let segment = entry.id;
         self.index
             .commit_segments(vec![entry], Vec::new(), crate::index::Batch::new())

@@ -3,7 +3,7 @@
 //! email (the one of the latest segment), committed in place of its inputs.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 
 use futures::{StreamExt, TryStreamExt};
 
@@ -226,9 +226,19 @@ pub(crate) async fn merge_segments(
         .buffered(2)
         .try_collect()
         .await?;
-    let merged = merge_contents(&contents, live, page_class)?;
-    drop(contents);
-    let entry = match &merged {
+    // The merge takes up to hundreds of milliseconds (32 768 docs): off the executor,
+    // with the emails gone looked up here (the caller's `live` reads its index).
+    let dead: HashSet<EmailId> = contents
+        .iter()
+        .flat_map(|c| c.docs.iter().map(|d| d.email))
+        .filter(|e| !live(e))
+        .collect();
+    let bytes = inputs.iter().map(|e| e.stored_len as usize).sum();
+    let merged = crate::cpu::offload(bytes, move || {
+        merge_contents(&contents, &|e| !dead.contains(e), page_class)
+    })
+    .await??;
+    let entry = match merged {
         Some(plain) => Some(pages.put(plain).await?),
         None => None,
     };

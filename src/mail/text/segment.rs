@@ -804,7 +804,7 @@ impl SegmentReader {
                         }
                     }
                     if miss.dictionary {
-                        let d = Arc::new(self.dictionary_from(&read)?);
+                        let d = Arc::new(self.dictionary_from(&read).await?);
                         // Another query may have pinned it meanwhile: the same words.
                         dictionary = Some(self.dictionary.get_or_init(|| d).clone());
                     }
@@ -814,8 +814,9 @@ impl SegmentReader {
         Err(Error::Tampered)
     }
 
-    /// The dictionary from its pages in `read`.
-    fn dictionary_from(&self, read: &HashMap<u32, Bytes>) -> Result<Dictionary> {
+    /// The dictionary from its pages in `read`: decompressed and parsed off the executor
+    /// (megabytes for a segment of 32 768 docs).
+    async fn dictionary_from(&self, read: &HashMap<u32, Bytes>) -> Result<Dictionary> {
         let span = self.trailer.region(Region::Dictionary);
         let mut compressed = Vec::with_capacity(span.len as usize);
         for page in span.first_page..span.first_page + span.pages {
@@ -824,12 +825,16 @@ impl SegmentReader {
         if compressed.len() as u64 != span.len {
             return Err(Error::Tampered);
         }
-        let raw = if self.trailer.words == 0 {
-            Vec::new()
-        } else {
-            decompress(&compressed, self.trailer.dictionary_len)?
-        };
-        Ok(Dictionary::parse(raw, self.trailer.words)?)
+        let (words, raw_len) = (self.trailer.words, self.trailer.dictionary_len);
+        crate::cpu::offload(raw_len as usize, move || {
+            let raw = if words == 0 {
+                Vec::new()
+            } else {
+                decompress(&compressed, raw_len)?
+            };
+            Ok(Dictionary::parse(raw, words)?)
+        })
+        .await?
     }
 
     /// Bytes `range` of `region` from pages found by `lookup`, or `None` (the missing
@@ -1173,7 +1178,7 @@ pub(crate) mod tests {
     pub(crate) async fn store(c: &mut Collection, docs: &[Doc], page_class: u8) -> SegmentEntry {
         let entry = c
             .search_pages()
-            .put(&build(docs, page_class))
+            .put(build(docs, page_class))
             .await
             .expect("put");
         c.commit_segments(vec![entry.clone()], Vec::new(), Batch::new())
@@ -2034,7 +2039,7 @@ pub(crate) mod tests {
                 }
                 input += builder.text_len();
                 let plain = builder.finish();
-                let entry = c.search_pages().put(&plain).await.unwrap();
+                let entry = c.search_pages().put(plain).await.unwrap();
                 stored += entry.stored_len;
                 entries.push(entry);
             }
