@@ -192,6 +192,10 @@ pub(crate) fn merge_contents(
     Ok(Some(merged))
 }
 
+/// Liveness lookups a merge makes between two yields to the executor (about a
+/// millisecond's worth).
+const LOOKUPS_PER_TURN: usize = 1024;
+
 /// What a merge did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum MergeOutcome {
@@ -227,12 +231,21 @@ pub(crate) async fn merge_segments(
         .try_collect()
         .await?;
     // The merge takes up to hundreds of milliseconds (32 768 docs): off the executor,
-    // with the emails gone looked up here (the caller's `live` reads its index).
-    let dead: HashSet<EmailId> = contents
-        .iter()
-        .flat_map(|c| c.docs.iter().map(|d| d.email))
-        .filter(|e| !live(e))
-        .collect();
+    // with the emails gone looked up here (the caller's `live` reads its index), letting
+    // other tasks run every `LOOKUPS_PER_TURN` lookups.
+    let mut dead: HashSet<EmailId> = HashSet::new();
+    let mut looked = 0;
+    for c in &contents {
+        for doc in &c.docs {
+            if !live(&doc.email) {
+                dead.insert(doc.email);
+            }
+            looked += 1;
+            if looked % LOOKUPS_PER_TURN == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+    }
     let bytes = inputs.iter().map(|e| e.stored_len as usize).sum();
     let merged = crate::cpu::offload(bytes, move || {
         merge_contents(&contents, &|e| !dead.contains(e), page_class)
