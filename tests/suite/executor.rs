@@ -349,7 +349,6 @@ async fn item_09_a_commit_dropped_while_its_view_is_away_loses_nothing() {
 /// 4 096 docs.
 #[tokio::test]
 async fn item_09_text_indexing_and_its_merge_leave_the_executor_free() {
-    use mailvault::ids::EmailId;
     use mailvault::mail::{AppendOptions, MailConfig, Transaction, INBOX};
     use mailvault::testkit::mailgen::MailGen;
 
@@ -369,14 +368,7 @@ async fn item_09_text_indexing_and_its_merge_leave_the_executor_free() {
         }
         mail.commit(tx).await.unwrap();
     }
-    let emails: Vec<EmailId> = mail
-        .select(inbox)
-        .await
-        .unwrap()
-        .messages
-        .iter()
-        .map(|m| m.email)
-        .collect();
+    let emails = super::search::inbox_emails(&mut mail).await;
     assert_eq!(emails.len(), 8 * 512);
     assert_eq!(mail.index_texts(&emails, 7 * 512).await.unwrap(), 7 * 512);
     let (indexed, stall) = measure(mail.index_texts(&emails, usize::MAX)).await;

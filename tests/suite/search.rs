@@ -189,6 +189,13 @@ async fn account(messages: &[(String, Vec<u8>)]) -> (Account, Mailstore) {
     )
 }
 
+/// The emails of the inbox of `mail`, in UID order.
+pub(super) async fn inbox_emails(mail: &mut Mailstore) -> Vec<EmailId> {
+    let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
+    let view = mail.select(inbox).await.unwrap();
+    view.messages.iter().map(|m| m.email).collect()
+}
+
 /// Appends `messages` to the inbox of `mail`; returns their emails in the order given.
 pub(super) async fn append_all<'a>(
     mail: &mut Mailstore,
@@ -203,14 +210,7 @@ pub(super) async fn append_all<'a>(
         appended += 1;
     }
     // In UID order: the order of the appends.
-    let emails: Vec<EmailId> = mail
-        .select(inbox)
-        .await
-        .unwrap()
-        .messages
-        .iter()
-        .map(|m| m.email)
-        .collect();
+    let emails = inbox_emails(mail).await;
     assert_eq!(emails.len(), appended);
     emails
 }
@@ -308,14 +308,7 @@ async fn item_14_01_corpus_answers_equal_the_oracle() {
     let view = mail.select(inbox).await.unwrap();
     let gone: Vec<u32> = view.messages.iter().step_by(3).map(|m| m.uid).collect();
     expunge(&mut mail, inbox, &gone).await;
-    let alive: HashSet<EmailId> = mail
-        .select(inbox)
-        .await
-        .unwrap()
-        .messages
-        .iter()
-        .map(|m| m.email)
-        .collect();
+    let alive: HashSet<EmailId> = inbox_emails(&mut mail).await.into_iter().collect();
     let scope: Vec<EmailId> = alive.iter().copied().collect();
     let after = mail.search_texts(&scope, &keys).await.unwrap();
     compare(
@@ -446,14 +439,7 @@ async fn item_14_02_generated_mailbox_answers_equal_the_oracle() {
             .await
             .unwrap_or_else(|e| panic!("message {i}: {e}"));
     }
-    let emails: Vec<EmailId> = mail
-        .select(inbox)
-        .await
-        .unwrap()
-        .messages
-        .iter()
-        .map(|m| m.email)
-        .collect();
+    let emails = inbox_emails(&mut mail).await;
     assert_eq!(emails.len(), n);
     let appended = started.elapsed();
 
@@ -575,14 +561,7 @@ async fn item_14_06_appended_mail_is_searched_without_reading_a_body() {
         }
         mail.commit(tx).await.unwrap();
     }
-    let emails: Vec<EmailId> = mail
-        .select(inbox)
-        .await
-        .unwrap()
-        .messages
-        .iter()
-        .map(|m| m.email)
-        .collect();
+    let emails = inbox_emails(&mut mail).await;
     let account = Account {
         setup,
         emails,
@@ -739,14 +718,7 @@ async fn item_14_07_delivered_mail_is_searched_without_reading_a_body() {
     let report = world.import(&mut mail).await;
     assert_eq!(report.imported.len(), messages.len());
     let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
-    let emails: Vec<EmailId> = mail
-        .select(inbox)
-        .await
-        .unwrap()
-        .messages
-        .iter()
-        .map(|m| m.email)
-        .collect();
+    let emails = inbox_emails(&mut mail).await;
     let raws: Vec<Vec<u8>> = messages.iter().map(|(_, r)| r.clone()).collect();
     let needles = needles(&messages);
     let keys: Vec<TextKey> = keys(&needles).into_iter().step_by(2).collect();
