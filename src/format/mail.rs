@@ -1035,20 +1035,16 @@ pub struct DetailsLocation {
 }
 
 impl DetailsLocation {
-    /// Appends the location; `compact` (an email record of version 5) writes the offset
-    /// and length as varints.
-    fn put(&self, out: &mut Vec<u8>, compact: bool) {
+    /// Appends the location as an email record of version 5 stores it (offset and length
+    /// as varints; version 4's fixed-size form is only read).
+    fn put(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.segment.as_bytes());
         out.push(self.page_class);
-        if compact {
-            put_varint(out, self.offset);
-            put_varint(out, u64::from(self.len));
-        } else {
-            out.extend_from_slice(&self.offset.to_be_bytes());
-            out.extend_from_slice(&self.len.to_be_bytes());
-        }
+        put_varint(out, self.offset);
+        put_varint(out, u64::from(self.len));
     }
 
+    /// Reads a location: `compact` for an email record of version 5, fixed-size for 4.
     fn read(r: &mut Reader<'_>, compact: bool) -> Result<Self> {
         let segment = SegmentId::from_bytes(r.array()?);
         let page_class = r.u8()?;
@@ -1162,7 +1158,7 @@ impl EmailRecord {
         match &self.stored_details {
             Some(location) => {
                 out.push(1);
-                location.put(&mut out, true);
+                location.put(&mut out);
             }
             None => {
                 out.push(0);
@@ -2031,7 +2027,7 @@ mod tests {
 
         // The location ends the record: class, then offset and length as varints.
         let mut tail = Vec::new();
-        location.put(&mut tail, true);
+        location.put(&mut tail);
         assert!(bytes.ends_with(&tail));
         let prefix = &bytes[..bytes.len() - tail.len()];
         let with = |offset: &[u8], len: &[u8]| {
@@ -2202,7 +2198,7 @@ mod tests {
         let mut tail = Vec::new();
         put_varint(&mut tail, stored.created_modseq);
         tail.push(1);
-        location.put(&mut tail, true);
+        location.put(&mut tail);
         let in_reply_to = |list: &[&str]| {
             let record = EmailRecord {
                 envelope: Envelope {
