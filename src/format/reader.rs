@@ -205,8 +205,7 @@ pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 
 /// Appends a `u32`-length-prefixed byte string.
 pub(crate) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-    out.extend_from_slice(bytes);
+    Lengths::Fixed.put_bytes(out, bytes);
 }
 
 /// Appends a presence byte, then the item when present.
@@ -225,11 +224,8 @@ pub(crate) fn put_option<T>(
 }
 
 /// Appends a `u32` count, then each item.
-pub(crate) fn put_list<T>(out: &mut Vec<u8>, items: &[T], mut put: impl FnMut(&mut Vec<u8>, &T)) {
-    out.extend_from_slice(&(items.len() as u32).to_be_bytes());
-    for item in items {
-        put(out, item);
-    }
+pub(crate) fn put_list<T>(out: &mut Vec<u8>, items: &[T], put: impl FnMut(&mut Vec<u8>, &T)) {
+    Lengths::Fixed.put_list(out, items, put);
 }
 
 #[cfg(test)]
