@@ -944,7 +944,7 @@ mod measure {
                 indexing += t.elapsed();
             }
             println!(
-                "{n} messages, {} MiB of text, built in {:.1} s ({:.1} s indexing, of which {:.1} s merging)",
+                "{n} messages, {} MiB of text, built in {:.1} s ({:.1} s indexing, of which {:.3} s merging)",
                 text_len >> 20,
                 started.elapsed().as_secs_f64(),
                 indexing.as_secs_f64(),
@@ -1002,5 +1002,58 @@ mod measure {
                 );
             }
         });
+    }
+
+    /// The merge of `FANOUT` segments of `SEGMENT_DOCS` generated messages (seed 1) into
+    /// one, on the plaintext (no store, no sealing): median of `MEASURE_ROUNDS` (9)
+    /// rounds. `cargo test --release --all-features --lib measure_merge -- --ignored
+    /// --nocapture`. Asserts the merge keeps every doc.
+    #[test]
+    #[ignore]
+    fn measure_merge() {
+        use super::super::merge::merge_contents;
+        use super::super::segment::{DocText, SegmentBuilder};
+        use super::{text_version, DEFAULT_PAGE_CLASS, FANOUT};
+        use crate::format::search::{SegmentContents, PAGE_SEAL_OVERHEAD};
+
+        let mut gen = MailGen::new(1);
+        let rng = RandomSource::os();
+        let inputs: Vec<SegmentContents> = (0..FANOUT)
+            .map(|_| {
+                let mut builder = SegmentBuilder::new(DEFAULT_PAGE_CLASS, text_version());
+                for _ in 0..SEGMENT_DOCS {
+                    let t = extract_message(&gen.next_message(), usize::MAX);
+                    let text = DocText {
+                        header: &t.header,
+                        body: &t.body,
+                        mime: &t.mime,
+                        complete: t.complete,
+                    };
+                    builder.add(EmailId::random(&rng), &text).unwrap();
+                }
+                let plain = builder.finish();
+                let capacity = (1usize << plain.page_class) - PAGE_SEAL_OVERHEAD - 2;
+                let views: Vec<&[u8]> = plain.pages.iter().map(Vec::as_slice).collect();
+                SegmentContents::parse(&views, capacity).unwrap()
+            })
+            .collect();
+        let rounds: usize = std::env::var("MEASURE_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(9);
+        let mut times = Vec::new();
+        for _ in 0..rounds {
+            let t = Instant::now();
+            let merged = merge_contents(&inputs, &|_| true, DEFAULT_PAGE_CLASS)
+                .unwrap()
+                .unwrap();
+            times.push(t.elapsed());
+            assert_eq!(merged.trailer.docs as usize, FANOUT * SEGMENT_DOCS);
+        }
+        println!(
+            "merge of {FANOUT} × {SEGMENT_DOCS} docs ({} words in): median {:.2} ms over {rounds}",
+            inputs.iter().map(|c| c.words.len()).sum::<usize>(),
+            median(times).as_secs_f64() * 1e3
+        );
     }
 }

@@ -2,8 +2,7 @@
 //! without the docs the caller's live set excludes (expunged emails) and with one doc per
 //! email (the one of the latest segment), committed in place of its inputs.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use futures::{StreamExt, TryStreamExt};
 
@@ -92,6 +91,7 @@ pub(crate) fn merge_contents(
         return Ok(None);
     }
     let mut builder = SegmentBuilder::new(page_class, text_version);
+    builder.reserve(keeper.len(), inputs.iter().map(|c| c.text.len()).sum());
     // Per input, old local doc → new one (`None`: not kept), assigned in input order and
     // in doc order within one, so that postings stay increasing when streamed.
     let mut renumbers: Vec<Vec<Option<u32>>> = Vec::with_capacity(inputs.len());
@@ -145,30 +145,28 @@ pub(crate) fn merge_contents(
         renumbers.push(renumber);
     }
     let merged = builder.finish_with(|sink| {
-        // The inputs' dictionaries are sorted: merged as they stream (a heap of each
-        // input's next word), each word once with the postings of every input that has
-        // it (no map of all the words).
-        let mut cursors: Vec<_> = inputs
-            .iter()
-            .map(|c| c.dictionary.word_bytes().enumerate())
-            .collect();
-        let mut heads: BinaryHeap<Reverse<(&[u8], usize, usize)>> = BinaryHeap::new();
-        for (k, cursor) in cursors.iter_mut().enumerate() {
-            if let Some((ordinal, word)) = cursor.next() {
-                heads.push(Reverse((word, k, ordinal)));
-            }
-        }
+        // The inputs' dictionaries are sorted: merged as they stream (a tournament of
+        // each input's next word), each word once with the postings of every input that
+        // has it (no map of all the words).
+        sink.reserve(
+            inputs.iter().map(|c| c.dictionary.as_bytes().len()).sum(),
+            inputs.iter().map(|c| c.words.len()).sum(),
+            inputs.iter().map(|c| c.postings.len()).sum(),
+        );
+        let mut words = Tournament::new(
+            inputs
+                .iter()
+                .map(|c| c.dictionary.word_bytes().enumerate())
+                .collect(),
+        );
         let mut lists: [Vec<u32>; 3] = Default::default();
-        while let Some(Reverse((word, _, _))) = heads.peek().copied() {
+        while let Some(head) = words.peek() {
             for list in &mut lists {
                 list.clear();
             }
-            // Every input whose next word this is, in input order (the heap orders equal
-            // words by input): their docs were renumbered in that order.
-            while let Some(Reverse((_, k, ordinal))) =
-                heads.peek().copied().filter(|Reverse((w, ..))| *w == word)
-            {
-                heads.pop();
+            // Every input whose next word this is, in input order (the tournament orders
+            // equal words by input): their docs were renumbered in that order.
+            while let Some((k, ordinal)) = words.take_if(&head) {
                 let contents = &inputs[k];
                 let renumber = &renumbers[k];
                 read_block(
@@ -181,15 +179,133 @@ pub(crate) fn merge_contents(
                         }
                     },
                 )?;
-                if let Some((ordinal, next)) = cursors[k].next() {
-                    heads.push(Reverse((next, k, ordinal)));
-                }
             }
-            sink.push(word, &lists);
+            sink.push(head.word, &lists);
         }
         Ok(())
     })?;
     Ok(Some(merged))
+}
+
+/// A word of an input's dictionary as a merge orders it: by its bytes. Most comparisons
+/// are of the first eight bytes as one big-endian number (zero-padded: words hold no zero
+/// byte, so a shorter word that is a prefix of another orders first, as bytes do); only
+/// words longer than eight bytes that share those go on to compare the rest.
+#[derive(Debug, Clone, Copy)]
+struct Word<'a> {
+    prefix: u64,
+    word: &'a [u8],
+    ordinal: usize,
+}
+
+impl<'a> Word<'a> {
+    /// What an exhausted input's head is: after every word (words are UTF-8, which has
+    /// no byte `0xFF`, so no word's prefix is all ones).
+    const END: Word<'static> = Word {
+        prefix: u64::MAX,
+        word: &[],
+        ordinal: 0,
+    };
+
+    fn new(next: Option<(usize, &'a [u8])>) -> Self {
+        let Some((ordinal, word)) = next else {
+            return Word::END;
+        };
+        let split = word.len().min(8);
+        let mut prefix = [0u8; 8];
+        prefix[..split].copy_from_slice(&word[..split]);
+        Self {
+            prefix: u64::from_be_bytes(prefix),
+            word,
+            ordinal,
+        }
+    }
+
+    fn is_end(&self) -> bool {
+        self.prefix == u64::MAX
+    }
+
+    fn cmp_word(&self, other: &Self) -> std::cmp::Ordering {
+        match self.prefix.cmp(&other.prefix) {
+            // Equal prefixes: the same first bytes, and if one word is shorter than
+            // eight, the same word (the other's next byte would be zero).
+            std::cmp::Ordering::Equal if self.word.len() >= 8 => {
+                self.word[8..].cmp(&other.word[8.min(other.word.len())..])
+            }
+            order => order,
+        }
+    }
+}
+
+/// The k-way merge of sorted word streams: a tree of losers over each input's next word
+/// (log₂ k comparisons per word read; equal words come out in input order).
+struct Tournament<'a, I> {
+    inputs: Vec<I>,
+    heads: Vec<Word<'a>>,
+    /// `[0]`: the input whose head is least; `[1..k]`: the loser of each inner node
+    /// (node `n`'s children are `2n` and `2n + 1`, input `i` is leaf `k + i`).
+    tree: Vec<usize>,
+}
+
+impl<'a, I: Iterator<Item = (usize, &'a [u8])>> Tournament<'a, I> {
+    fn new(mut inputs: Vec<I>) -> Self {
+        let heads = inputs.iter_mut().map(|i| Word::new(i.next())).collect();
+        let mut tournament = Self {
+            tree: vec![0; inputs.len().max(1)],
+            inputs,
+            heads,
+        };
+        if !tournament.inputs.is_empty() {
+            tournament.tree[0] = tournament.play(1);
+        }
+        tournament
+    }
+
+    /// Whether input `a`'s head goes before input `b`'s.
+    fn before(&self, a: usize, b: usize) -> bool {
+        self.heads[a]
+            .cmp_word(&self.heads[b])
+            .then(a.cmp(&b))
+            .is_lt()
+    }
+
+    /// The winner of the subtree at `node`, recording its inner nodes' losers.
+    fn play(&mut self, node: usize) -> usize {
+        let k = self.inputs.len();
+        if node >= k {
+            return node - k;
+        }
+        let (a, b) = (self.play(2 * node), self.play(2 * node + 1));
+        let (winner, loser) = if self.before(a, b) { (a, b) } else { (b, a) };
+        self.tree[node] = loser;
+        winner
+    }
+
+    /// The least head.
+    fn peek(&self) -> Option<Word<'a>> {
+        self.heads
+            .get(self.tree[0])
+            .copied()
+            .filter(|h| !h.is_end())
+    }
+
+    /// The input and ordinal of the least head if it is `word`'s word, advancing that
+    /// input.
+    fn take_if(&mut self, word: &Word<'a>) -> Option<(usize, usize)> {
+        let k = self.tree[0];
+        let head = self.peek().filter(|h| h.cmp_word(word).is_eq())?;
+        self.heads[k] = Word::new(self.inputs[k].next());
+        let mut winner = k;
+        let mut node = (k + self.inputs.len()) / 2;
+        while node > 0 {
+            if self.before(self.tree[node], winner) {
+                std::mem::swap(&mut self.tree[node], &mut winner);
+            }
+            node /= 2;
+        }
+        self.tree[0] = winner;
+        Some((k, head.ordinal))
+    }
 }
 
 /// Liveness lookups a merge makes between two yields to the executor (about a
@@ -268,5 +384,67 @@ pub(crate) async fn merge_segments(
             Ok(MergeOutcome::Lost)
         }
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::{Tournament, Word};
+
+    /// Words of a small alphabet around the eight-byte prefix, so that many share it.
+    fn word() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(prop_oneof![Just(b'a'), Just(b'b'), Just(0xC3u8)], 0..12)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        /// Words compare as their bytes do, whatever their lengths around the prefix (`b`
+        /// shares a start with `a`, so that the rest decides).
+        #[test]
+        fn words_compare_as_bytes(a in word(), cut in 0usize..12, tail in word()) {
+            let b = [&a[..cut.min(a.len())], &tail[..]].concat();
+            let (x, y) = (Word::new(Some((0, &a))), Word::new(Some((0, &b))));
+            prop_assert_eq!(x.cmp_word(&y), a.cmp(&b));
+            prop_assert!(Word::END.cmp_word(&x).is_gt());
+        }
+
+        /// The tournament yields every input's words in byte order, equal words in
+        /// input order.
+        #[test]
+        fn tournament_merges_in_order(
+            mut inputs in proptest::collection::vec(
+                proptest::collection::vec(word().prop_filter("non-empty", |w| !w.is_empty()), 0..20),
+                0..10,
+            ),
+        ) {
+            for input in &mut inputs {
+                input.sort();
+                input.dedup();
+            }
+            let mut expected: Vec<(Vec<u8>, usize, usize)> = inputs
+                .iter()
+                .enumerate()
+                .flat_map(|(k, words)| {
+                    words.iter().enumerate().map(move |(o, w)| (w.clone(), k, o))
+                })
+                .collect();
+            expected.sort();
+            let mut tournament = Tournament::new(
+                inputs
+                    .iter()
+                    .map(|words| words.iter().map(Vec::as_slice).enumerate())
+                    .collect(),
+            );
+            let mut got = Vec::new();
+            while let Some(head) = tournament.peek() {
+                while let Some((k, o)) = tournament.take_if(&head) {
+                    got.push((head.word.to_vec(), k, o));
+                }
+            }
+            prop_assert_eq!(got, expected);
+        }
     }
 }

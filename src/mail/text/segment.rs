@@ -102,6 +102,13 @@ impl SegmentBuilder {
         }
     }
 
+    /// Room for `docs` more docs and `text` more bytes of compressed text (a merge's
+    /// inputs' sums).
+    pub(crate) fn reserve(&mut self, docs: usize, text: usize) {
+        self.docs.reserve(docs);
+        self.text.reserve(text);
+    }
+
     /// Bytes of folded text added (all three fields).
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn text_len(&self) -> u64 {
@@ -303,6 +310,15 @@ impl WordSink {
             postings: Vec::new(),
             count: 0,
         }
+    }
+
+    /// Room for `dictionary` bytes of words, `words` words and `postings` bytes of
+    /// posting lists (a merge's inputs' sums: an upper bound but for posting lists that
+    /// grow when renumbered).
+    pub(crate) fn reserve(&mut self, dictionary: usize, words: usize, postings: usize) {
+        self.dictionary.reserve(dictionary);
+        self.table.reserve(words * search::WORD_ENTRY_LEN);
+        self.postings.reserve(postings);
     }
 
     /// Adds `word` (UTF-8, greater than every word before it) with its per-field posting lists
