@@ -2988,12 +2988,12 @@ impl Conn<'_> {
             .await
             .search_texts(&emails, texts)
             .await?;
+        // Positions in `emails`, which is the view's messages in order.
         Ok(found
             .iter()
             .map(|set| {
-                view.messages
-                    .iter()
-                    .filter(|m| set.contains(&m.email))
+                set.positions()
+                    .filter_map(|p| view.messages.get(p))
                     .map(|m| (m.uid, m.uid))
                     .collect()
             })

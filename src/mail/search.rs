@@ -21,6 +21,7 @@
 use super::*;
 use crate::format::mail::SearchFields;
 use crate::mail::text::oracle::TextKey;
+use crate::mail::text::Matches;
 
 /// A day (no time, no zone) for the date keys: days since 1970-01-01.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -712,7 +713,14 @@ impl EmailFilter {
         }
     }
 
-    fn matches(&self, entry: &Entry, threads: &Threads<'_>, texts: &TextMatches) -> bool {
+    /// Whether `entry`, the `at`-th of the entries whose texts `texts` resolved, matches.
+    fn matches(
+        &self,
+        entry: &Entry,
+        at: usize,
+        threads: &Threads<'_>,
+        texts: &TextMatches,
+    ) -> bool {
         let mut buf = String::new();
         // A whole record's fields are checked: comparing them does not fail.
         let mut key = |k: &SearchKey| {
@@ -730,10 +738,10 @@ impl EmailFilter {
             Self::SomeInThreadHaveKeyword(k) => in_thread(threads, entry, k).1,
             Self::NoneInThreadHaveKeyword(k) => !in_thread(threads, entry, k).1,
             Self::Key(k) => key(k),
-            Self::Text(_) | Self::Body(_) | Self::Header(..) => texts.contains(self, &entry.id),
-            Self::And(list) => list.iter().all(|f| f.matches(entry, threads, texts)),
-            Self::Or(list) => list.iter().any(|f| f.matches(entry, threads, texts)),
-            Self::Not(list) => !list.iter().any(|f| f.matches(entry, threads, texts)),
+            Self::Text(_) | Self::Body(_) | Self::Header(..) => texts.contains(self, at),
+            Self::And(list) => list.iter().all(|f| f.matches(entry, at, threads, texts)),
+            Self::Or(list) => list.iter().any(|f| f.matches(entry, at, threads, texts)),
+            Self::Not(list) => !list.iter().any(|f| f.matches(entry, at, threads, texts)),
         }
     }
 }
@@ -742,7 +750,7 @@ impl EmailFilter {
 /// before the filter is evaluated, so that the evaluation stays synchronous and the
 /// boolean structure is the evaluator's (the sets are exact).
 #[derive(Default)]
-struct TextMatches(Vec<(TextKey, HashSet<EmailId>)>);
+struct TextMatches(Vec<(TextKey, Matches)>);
 
 impl TextMatches {
     /// The text conditions of `filter` answered over `emails`: one
@@ -757,12 +765,13 @@ impl TextMatches {
         Ok(Self(keys.into_iter().zip(sets).collect()))
     }
 
-    /// Whether the text condition `condition` matches `email`.
-    fn contains(&self, condition: &EmailFilter, email: &EmailId) -> bool {
+    /// Whether the text condition `condition` matches the `at`-th email of those
+    /// resolved.
+    fn contains(&self, condition: &EmailFilter, at: usize) -> bool {
         self.0
             .iter()
             .find(|(key, _)| condition.is_text_key(key))
-            .is_some_and(|(_, set)| set.contains(email))
+            .is_some_and(|(_, set)| set.contains(at))
     }
 }
 
@@ -889,12 +898,14 @@ impl Mailstore {
         }
         let mut found: Vec<&Entry> = entries
             .iter()
-            .filter(|e| {
+            .enumerate()
+            .filter(|(at, e)| {
                 query
                     .filter
                     .as_ref()
-                    .is_none_or(|f| f.matches(e, &threads, &texts))
+                    .is_none_or(|f| f.matches(e, *at, &threads, &texts))
             })
+            .map(|(_, e)| e)
             .collect();
         found.sort_by(|a, b| {
             query

@@ -1250,7 +1250,7 @@ async fn item_04_a_rotation_carries_the_text_index_and_the_details_over() {
         }
         let key = [TextKey::Body("quixotic".into())];
         assert_eq!(
-            mail.search_texts(&emails, &key).await.unwrap()[0],
+            super::search::search_sets(&mail, &emails, &key).await[0],
             odd,
             "{name}"
         );
@@ -1291,7 +1291,7 @@ async fn item_04_a_rotation_carries_the_text_index_and_the_details_over() {
         let mail = session.mailstore().await.unwrap();
         counting.reset();
         assert_eq!(
-            mail.search_texts(&emails, &key).await.unwrap()[0],
+            super::search::search_sets(&mail, &emails, &key).await[0],
             odd,
             "{name}: the search after the rotation"
         );
@@ -1361,7 +1361,7 @@ async fn a_login_before_the_text_index_is_moved(name: &str, store: DynStore, mod
         let mail = fresh.mailstore().await.unwrap();
         counting.reset();
         assert_eq!(
-            mail.search_texts(&emails, &key).await.unwrap()[0],
+            super::search::search_sets(&mail, &emails, &key).await[0],
             odd,
             "{name}: the search between the two copies"
         );
@@ -1376,7 +1376,7 @@ async fn a_login_before_the_text_index_is_moved(name: &str, store: DynStore, mod
     let ((), mail) = tokio::join!(rotation, meanwhile);
     counting.reset();
     assert_eq!(
-        mail.search_texts(&emails, &key).await.unwrap()[0],
+        super::search::search_sets(&mail, &emails, &key).await[0],
         odd,
         "{name}: the same session's search once the text index moved"
     );
@@ -1388,7 +1388,7 @@ async fn a_login_before_the_text_index_is_moved(name: &str, store: DynStore, mod
     let later = w.provider.unlock(w.alice, "pw").await.unwrap();
     let later = later.mailstore().await.unwrap();
     assert_eq!(
-        later.search_texts(&emails, &key).await.unwrap()[0],
+        super::search::search_sets(&later, &emails, &key).await[0],
         odd,
         "{name}"
     );

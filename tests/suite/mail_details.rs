@@ -116,7 +116,7 @@ async fn text_search_with_details_apart_answers_as_with_details_inline() {
         TextKey::Text("the".into()),
         TextKey::Body("of the".into()),
     ];
-    let inline = mail.search_texts(&emails, &keys).await.unwrap();
+    let inline = super::search::search_sets(&mail, &emails, &keys).await;
     // A header key and a phrase key with header candidates match something: the
     // comparison below is not one of empty sets.
     assert!(
@@ -131,7 +131,7 @@ async fn text_search_with_details_apart_answers_as_with_details_inline() {
         .unwrap()
         .stored_details
         .is_some());
-    let apart = mail.search_texts(&emails, &keys).await.unwrap();
+    let apart = super::search::search_sets(&mail, &emails, &keys).await;
     for (i, key) in keys.iter().enumerate() {
         assert_eq!(apart[i], inline[i], "{key:?}");
     }

@@ -189,6 +189,21 @@ async fn account(messages: &[(String, Vec<u8>)]) -> (Account, Mailstore) {
     )
 }
 
+/// What [`Mailstore::search_texts`] answers over `emails`, as the sets of the emails at
+/// the matching positions.
+pub(super) async fn search_sets(
+    mail: &Mailstore,
+    emails: &[EmailId],
+    keys: &[TextKey],
+) -> Vec<HashSet<EmailId>> {
+    mail.search_texts(emails, keys)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.emails(emails).collect())
+        .collect()
+}
+
 /// The emails of the inbox of `mail`, in UID order.
 pub(super) async fn inbox_emails(mail: &mut Mailstore) -> Vec<EmailId> {
     let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
@@ -289,9 +304,9 @@ async fn item_14_01_corpus_answers_equal_the_oracle() {
     );
     assert!(want.iter().any(HashSet::is_empty));
 
-    let first = mail.search_texts(&account.emails, &keys).await.unwrap();
+    let first = search_sets(&mail, &account.emails, &keys).await;
     compare("nothing indexed", &keys, &first, &want);
-    let second = mail.search_texts(&account.emails, &keys).await.unwrap();
+    let second = search_sets(&mail, &account.emails, &keys).await;
     compare("all indexed", &keys, &second, &want);
     // Indexed now: a search reads no body.
     assert_eq!(
@@ -300,7 +315,7 @@ async fn item_14_01_corpus_answers_equal_the_oracle() {
     );
 
     let fresh = account.setup.open().await;
-    let cold = fresh.search_texts(&account.emails, &keys).await.unwrap();
+    let cold = search_sets(&fresh, &account.emails, &keys).await;
     compare("fresh handle", &keys, &cold, &want);
 
     // Expunge a third: a search of the rest answers for the rest.
@@ -310,7 +325,7 @@ async fn item_14_01_corpus_answers_equal_the_oracle() {
     expunge(&mut mail, inbox, &gone).await;
     let alive: HashSet<EmailId> = inbox_emails(&mut mail).await.into_iter().collect();
     let scope: Vec<EmailId> = alive.iter().copied().collect();
-    let after = mail.search_texts(&scope, &keys).await.unwrap();
+    let after = search_sets(&mail, &scope, &keys).await;
     compare(
         "after expunge",
         &keys,
@@ -342,14 +357,14 @@ async fn item_14_03_exact_during_catch_up() {
         indexed += n;
     }
     let other = account.setup.open().await;
-    let partly = other.search_texts(&account.emails, &keys).await.unwrap();
+    let partly = search_sets(&other, &account.emails, &keys).await;
     compare("a third indexed", &keys, &partly, &want);
     // The merges left segments behind: the handle that merged collects them, and the
     // index still answers.
     let report = mail.collect_garbage(Duration::ZERO).await.unwrap();
     assert!(report.index.segments >= FANOUT, "{report:?}");
     let fresh = account.setup.open().await;
-    let after = fresh.search_texts(&account.emails, &keys).await.unwrap();
+    let after = search_sets(&fresh, &account.emails, &keys).await;
     compare("after the garbage collection", &keys, &after, &want);
 }
 
@@ -379,7 +394,7 @@ async fn item_14_04_two_handles_index_at_once() {
                 .unwrap(),
             0
         );
-        let got = handle.search_texts(&account.emails, &keys).await.unwrap();
+        let got = search_sets(handle, &account.emails, &keys).await;
         compare("indexed by two handles", &keys, &got, &want);
     }
 }
@@ -456,7 +471,7 @@ async fn item_14_02_generated_mailbox_answers_equal_the_oracle() {
     assert_eq!(mail.index_texts(&emails, usize::MAX).await.unwrap(), n);
     let indexed = started.elapsed();
     let started = Instant::now();
-    let got = mail.search_texts(&emails, &keys).await.unwrap();
+    let got = search_sets(&mail, &emails, &keys).await;
     let searched = started.elapsed();
 
     // The oracle: one pass, every body read and decrypted, all keys at once.
@@ -574,7 +589,7 @@ async fn item_14_06_appended_mail_is_searched_without_reading_a_body() {
 
     // From the buffer of the handle that appended.
     counting.reset();
-    let got = mail.search_texts(&account.emails, &keys).await.unwrap();
+    let got = search_sets(&mail, &account.emails, &keys).await;
     compare("buffered", &keys, &got, &want);
     assert_eq!(body_reads(&counting), 0, "no body read from the buffer");
     assert_eq!(
@@ -586,7 +601,7 @@ async fn item_14_06_appended_mail_is_searched_without_reading_a_body() {
     mail.flush_texts().await.unwrap();
     let fresh = account.setup.open().await;
     counting.reset();
-    let got = fresh.search_texts(&account.emails, &keys).await.unwrap();
+    let got = search_sets(&fresh, &account.emails, &keys).await;
     compare("flushed", &keys, &got, &want);
     assert_eq!(body_reads(&counting), 0, "no body read after the flush");
 
@@ -616,7 +631,7 @@ async fn item_14_06_appended_mail_is_searched_without_reading_a_body() {
     let last = account.setup.open().await;
     counting.reset();
     let one = [TextKey::Body(needles[0].clone())];
-    let got = last.search_texts(&scope, &one).await.unwrap();
+    let got = search_sets(&last, &scope, &one).await;
     assert_eq!(body_reads(&counting), 0, "no body read after the drop");
     let mut want_one = expected(&account, &one, &all).remove(0);
     if Oracle::new(&one, LIMIT).scan([raw.as_slice()])[0].contains(&0) {
@@ -726,12 +741,12 @@ async fn item_14_07_delivered_mail_is_searched_without_reading_a_body() {
     let want = expected_of(&raws, &emails, &keys, &all);
 
     world.counting.reset();
-    let got = mail.search_texts(&emails, &keys).await.unwrap();
+    let got = search_sets(&mail, &emails, &keys).await;
     compare("imported", &keys, &got, &want);
     assert_eq!(body_reads(&world.counting), 0, "no body read after import");
     let fresh = world.mail().await;
     world.counting.reset();
-    let got = fresh.search_texts(&emails, &keys).await.unwrap();
+    let got = search_sets(&fresh, &emails, &keys).await;
     compare("fresh handle", &keys, &got, &want);
     assert_eq!(body_reads(&world.counting), 0, "no body read, fresh handle");
 
@@ -756,7 +771,7 @@ async fn item_14_07_delivered_mail_is_searched_without_reading_a_body() {
     let all: HashSet<EmailId> = emails.iter().copied().collect();
     let want = expected_of(&raws, &emails, &keys, &all);
     world.counting.reset();
-    let got = mail.search_texts(&emails, &keys).await.unwrap();
+    let got = search_sets(&mail, &emails, &keys).await;
     compare("ten without text", &keys, &got, &want);
     assert!(body_reads(&world.counting) >= 10, "their bodies read");
 }
@@ -803,10 +818,8 @@ async fn item_14_08_answers_stay_within_the_emails_asked_when_a_merge_runs() {
     assert_eq!(gone.len(), 5);
     expunge(&mut mail, inbox, &gone).await;
     let asked = [e[0], e[1], e[2], e[7]];
-    let found = mail
-        .search_texts(&asked, &[TextKey::Body("quarterly".into())])
+    let found = search_sets(&mail, &asked, &[TextKey::Body("quarterly".into())])
         .await
-        .unwrap()
         .pop()
         .unwrap();
     assert!(
@@ -815,4 +828,34 @@ async fn item_14_08_answers_stay_within_the_emails_asked_when_a_merge_runs() {
         e[3]
     );
     assert!(found.contains(&e[0]) && found.contains(&e[7]), "{found:?}");
+}
+
+/// The answer is per place in the list asked about: an email listed twice matches at
+/// each of its places, in a list of any order, before its text is indexed (read and
+/// scanned) and after (from the index).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_14_09_an_email_listed_twice_matches_at_each_place() {
+    let messages: Vec<(String, Vec<u8>)> = corpus().into_iter().take(24).chain(extra()).collect();
+    let (account, mail) = account(&messages).await;
+    let keys = keys(&needles(&messages));
+    let all: HashSet<EmailId> = account.emails.iter().copied().collect();
+    let want = expected(&account, &keys, &all);
+    assert!(want.iter().any(|w| !w.is_empty()) && want.iter().any(HashSet::is_empty));
+    // Reversed, then every third email again.
+    let mut list: Vec<EmailId> = account.emails.iter().rev().copied().collect();
+    list.extend(account.emails.iter().step_by(3).copied());
+    for round in ["nothing indexed", "all indexed"] {
+        let got = mail.search_texts(&list, &keys).await.unwrap();
+        for ((key, got), want) in keys.iter().zip(&got).zip(&want) {
+            let places: Vec<usize> = (0..list.len())
+                .filter(|&p| want.contains(&list[p]))
+                .collect();
+            assert_eq!(
+                got.positions().collect::<Vec<_>>(),
+                places,
+                "{round}: {key:?}"
+            );
+            assert_eq!(got.len(), places.len());
+        }
+    }
 }

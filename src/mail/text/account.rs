@@ -1,7 +1,7 @@
 //! Text search of an account's mail ([`Mailstore::search_texts`]) and the indexing of
 //! what its text index lacks ([`Mailstore::index_texts`]).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -10,6 +10,7 @@ use rayon::prelude::*;
 use super::extract::{extract_message, ExtractedText};
 use super::fold::fold;
 use super::index::{Plan, TextIndex, SEGMENT_DOCS, SEGMENT_TEXT};
+use super::matches::Matches;
 use super::oracle::{Oracle, TextKey};
 use crate::error::{Error, Result};
 use crate::ids::EmailId;
@@ -26,9 +27,11 @@ struct Read {
 }
 
 impl Mailstore {
-    /// For each text key, the emails of `emails` that match it (RFC 9051 `BODY`, `TEXT`
+    /// For each text key, which emails of `emails` match it (RFC 9051 `BODY`, `TEXT`
     /// and `HEADER`, with the semantics of [`oracle`](super::oracle): the decoded text,
-    /// folded with `i;unicode-casemap`): exactly the answer of a scan of every body.
+    /// folded with `i;unicode-casemap`): exactly the answer of a scan of every body, as
+    /// their positions in `emails` ([`Matches`]: a bit per email of the list, so that a
+    /// key matching all of a 100 000-email mailbox takes 12.5 KB).
     ///
     /// The account's text index answers for the emails it covers; an email it lacks is
     /// read and scanned, and its text added to the index on the way, so the next search
@@ -37,84 +40,87 @@ impl Mailstore {
     ///
     /// # Errors
     /// Reading a body fails (as [`read`](Self::read)); [`Error::Tampered`] for an
-    /// index segment that does not authenticate; backend failures.
-    pub async fn search_texts(
-        &self,
-        emails: &[EmailId],
-        keys: &[TextKey],
-    ) -> Result<Vec<HashSet<EmailId>>> {
-        let mut out = vec![HashSet::new(); keys.len()];
+    /// index segment that does not authenticate; [`Error::InvalidArgument`] for a list
+    /// of 2³² − 1 emails or more; backend failures.
+    pub async fn search_texts(&self, emails: &[EmailId], keys: &[TextKey]) -> Result<Vec<Matches>> {
+        let len = u32::try_from(emails.len())
+            .ok()
+            .filter(|&n| n < u32::MAX)
+            .ok_or_else(|| Error::invalid("a search over 2^32 - 1 emails or more"))?;
+        let mut out = vec![Matches::none(len); keys.len()];
         if keys.is_empty() || emails.is_empty() {
             return Ok(out);
         }
         let oracle = Oracle::new(keys, self.config.max_parse_len);
         let mut slot = self.text.lock().await;
         let (index, buffer) = slot.get_with_buffer().await?;
+        // What the index answers, and what it lacks (each email at its first position).
+        let partition = index.partition(emails)?;
         // Texts extracted at append, not in a segment yet: scanned (no body read) when
         // the record keeps the header block that `HEADER` keys need.
         let mut scanned = HashSet::new();
-        for email in emails.iter().filter(|_| !buffer.is_empty()) {
-            let Some(text) = buffer.get(email) else {
+        for &(p, email) in partition.uncovered.iter().filter(|_| !buffer.is_empty()) {
+            let Some(text) = buffer.get(&email) else {
                 continue;
             };
-            let Some(header) = self.email_by_id(*email).ok().and_then(|r| r.header_block) else {
+            let Some(header) = self.email_by_id(email).ok().and_then(|r| r.header_block) else {
                 continue;
             };
-            if scanned.insert(*email) {
-                let read = Read {
-                    email: *email,
-                    text: text.clone(),
-                    header,
-                };
-                answer(&oracle, &read, &mut out);
-            }
+            scanned.insert(email);
+            let read = Read {
+                email,
+                text: text.clone(),
+                header,
+            };
+            answer(&oracle, &read, p, &mut out);
         }
-        // What the index answers, and what it lacks (read, scanned and indexed below;
-        // not in `covered` then either). Buffered emails are not covered.
-        let partition = index.partition(emails);
-        let missing: Vec<EmailId> = partition
+        // The rest is read, scanned and indexed.
+        let missing: HashMap<EmailId, u32> = partition
             .uncovered
             .iter()
-            .filter(|e| !scanned.contains(*e))
-            .copied()
+            .filter(|(_, e)| !scanned.contains(e))
+            .map(|&(p, e)| (e, p))
             .collect();
-        self.index_missing(index, &missing, |read| {
-            scanned.insert(read.email);
-            answer(&oracle, read, &mut out);
+        let order: Vec<EmailId> = partition
+            .uncovered
+            .iter()
+            .map(|(_, e)| *e)
+            .filter(|e| missing.contains_key(e))
+            .collect();
+        self.index_missing(index, &order, |read| {
+            if let Some(&p) = missing.get(&read.email) {
+                answer(&oracle, read, p, &mut out);
+            }
         })
         .await?;
-        // Indexing them may have merged segments and dropped expunged emails: what the
-        // index covers is partitioned again (the scanned ones, now covered, get the same
-        // answer from the index).
+        // Indexing them may have merged segments and dropped expunged emails: where the
+        // covered emails are is looked up again (the scanned ones, now covered, get the
+        // same answer from the index).
+        let repeats = partition.repeats.clone();
         let covered = if missing.is_empty() {
             partition.covered
         } else {
-            index.partition(emails).covered
+            index.partition(emails)?.covered
         };
         let found = index
             .find(keys, &covered, &|e| {
                 self.email_by_id(*e).ok().and_then(|r| r.header_block)
             })
             .await?;
-        for (set, found) in out.iter_mut().zip(found.matches) {
-            if set.is_empty() {
-                *set = found;
-            } else {
-                set.extend(found);
-            }
+        for (set, found) in out.iter_mut().zip(&found.matches) {
+            set.union(found);
         }
         // Emails whose header blocks are stored apart (with the rest of their details):
         // read in chunks, in the order stored (so that each chunk reads its own pages
         // once), and verified by the index again on the keys that read header blocks (the
         // others' answers for them are final). Sized at once: a HEADER key leaves every
-        // email of the mailbox unverified, and grown by doubling this held 5.2 MB where
-        // 4.0 do for 100 000 emails, at the peak of a session's search.
+        // email of the mailbox unverified.
         let mut apart = Vec::with_capacity(found.unverified.len());
         let mut unverified = Vec::new();
-        for email in found.unverified {
+        for (p, email) in found.unverified {
             match self.email_by_id(email).ok().and_then(|r| r.stored_details) {
-                Some(at) => apart.push(((at.segment, at.offset), email)),
-                None => unverified.push(email),
+                Some(at) => apart.push(((at.segment, at.offset), p)),
+                None => unverified.push((p, email)),
             }
         }
         apart.sort_unstable();
@@ -127,24 +133,38 @@ impl Mailstore {
             .collect();
         let again_keys: Vec<TextKey> = header_keys.iter().map(|&i| keys[i].clone()).collect();
         for chunk in apart.chunks(crate::mail::details::HEADER_CHUNK) {
-            let chunk: Vec<EmailId> = chunk.iter().map(|(_, e)| *e).collect();
-            let blocks = self.header_blocks(&chunk).await?;
-            let scope: HashSet<EmailId> = chunk.into_iter().collect();
+            let ids: Vec<EmailId> = chunk.iter().map(|&(_, p)| emails[p as usize]).collect();
+            let blocks = self.header_blocks(&ids).await?;
+            let mut places = Matches::none(len);
+            chunk.iter().for_each(|&(_, p)| places.insert(p));
             let again = index
-                .find(&again_keys, &scope, &|e| blocks.get(e).cloned())
+                .find(&again_keys, &covered.within(&places), &|e| {
+                    blocks.get(e).cloned()
+                })
                 .await?;
-            for (&i, found) in header_keys.iter().zip(again.matches) {
-                out[i].extend(found);
+            for (&i, found) in header_keys.iter().zip(&again.matches) {
+                out[i].union(found);
             }
             unverified.extend(again.unverified);
         }
         // What the index could not verify: scanned, and the scan decides.
-        for chunk in self.chunks(&unverified) {
+        let at: HashMap<EmailId, u32> = unverified.iter().map(|&(p, e)| (e, p)).collect();
+        let order: Vec<EmailId> = unverified.iter().map(|(_, e)| *e).collect();
+        for chunk in self.chunks(&order) {
             for read in self.read_texts(&chunk).await? {
+                let Some(&p) = at.get(&read.email) else {
+                    continue;
+                };
                 for set in out.iter_mut() {
-                    set.remove(&read.email);
+                    set.remove(p);
                 }
-                answer(&oracle, &read, &mut out);
+                answer(&oracle, &read, p, &mut out);
+            }
+        }
+        // An email listed twice matches at each of its positions.
+        for &(first, again) in repeats.iter() {
+            for set in out.iter_mut().filter(|s| s.contains(first as usize)) {
+                set.insert(again);
             }
         }
         Ok(out)
@@ -159,8 +179,11 @@ impl Mailstore {
     pub async fn index_texts(&self, emails: &[EmailId], max: usize) -> Result<usize> {
         let mut slot = self.text.lock().await;
         let (index, buffer) = slot.get_with_buffer().await?;
-        let mut missing: Vec<EmailId> = uncovered(index, emails)
-            .into_iter()
+        let mut missing: Vec<EmailId> = index
+            .partition(emails)?
+            .uncovered
+            .iter()
+            .map(|(_, e)| *e)
             .filter(|e| !buffer.contains_key(e))
             .collect();
         missing.truncate(max);
@@ -177,11 +200,14 @@ impl Mailstore {
     pub async fn texts_covered(&self, emails: &[EmailId]) -> Result<usize> {
         let mut slot = self.text.lock().await;
         let (index, buffer) = slot.get_with_buffer().await?;
-        let unique: HashSet<&EmailId> = emails.iter().collect();
-        Ok(unique
-            .into_iter()
-            .filter(|e| index.covers(e) || buffer.contains_key(*e))
-            .count())
+        let partition = index.partition(emails)?;
+        let unique = emails.len() - partition.repeats.len();
+        let lacking = partition
+            .uncovered
+            .iter()
+            .filter(|(_, e)| !buffer.contains_key(e))
+            .count();
+        Ok(unique - lacking)
     }
 
     /// Writes the texts this handle extracted at append and holds in memory as a
@@ -309,24 +335,14 @@ impl Mailstore {
     }
 }
 
-/// The emails of `emails` the index lacks, each once, in the order given.
-fn uncovered(index: &TextIndex, emails: &[EmailId]) -> Vec<EmailId> {
-    let mut seen = HashSet::new();
-    emails
-        .iter()
-        .filter(|e| !index.covers(e) && seen.insert(**e))
-        .copied()
-        .collect()
-}
-
-/// Adds `read`'s email to the keys it matches.
-fn answer(oracle: &Oracle, read: &Read, out: &mut [HashSet<EmailId>]) {
+/// Adds `read`'s email, at `position`, to the keys it matches.
+fn answer(oracle: &Oracle, read: &Read, position: u32, out: &mut [Matches]) {
     for (set, matched) in out
         .iter_mut()
         .zip(oracle.matches_extracted(&read.text, &read.header))
     {
         if matched {
-            set.insert(read.email);
+            set.insert(position);
         }
     }
 }

@@ -8,12 +8,14 @@
 //! indexed on the way). So a search gives the same result before, during and after
 //! indexing; only its speed changes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::cache::PageCache;
 use super::extract::{extract_header, ExtractedText, EXTRACTION_VERSION};
 use super::fold::{fold, UNICODE_VERSION};
+use super::matches::Matches;
 use super::merge::{merge_segments, MergeOutcome};
 use super::oracle::{Oracle, TextKey};
 use super::segment::{words, DocSet, DocText, ReadPolicy, SegmentBuilder, SegmentReader};
@@ -76,24 +78,58 @@ impl Plan {
     }
 }
 
-/// What [`TextIndex::find`] answered.
-#[derive(Debug, Default)]
+/// What [`TextIndex::find`] answered, over the positions of the list searched.
+#[derive(Debug)]
 pub(crate) struct Found {
-    /// Per key, the emails that match it.
-    pub(crate) matches: Vec<HashSet<EmailId>>,
-    /// Emails whose answer the index cannot give (a header to verify and no header
-    /// block kept in the email record): the caller scans them.
-    pub(crate) unverified: HashSet<EmailId>,
+    /// Per key, the positions that match it.
+    pub(crate) matches: Vec<Matches>,
+    /// Emails (with their positions) whose answer the index cannot give (a header to
+    /// verify and no header block kept in the email record): the caller scans them.
+    pub(crate) unverified: Vec<(u32, EmailId)>,
+}
+
+/// Where a list of emails is in the live segments: per segment (in the index's order),
+/// each doc's position in the list, [`Scope::OUT`] for a doc whose email is not in it
+/// (4 bytes a doc: what a search looks up instead of a set of the emails).
+#[derive(Debug, Clone)]
+pub(crate) struct Scope {
+    positions: Arc<[Box<[u32]>]>,
+    len: u32,
+}
+
+impl Scope {
+    /// The position of a doc whose email is out of scope.
+    const OUT: u32 = u32::MAX;
+
+    /// This scope narrowed to the positions of `within`.
+    pub(crate) fn within(&self, within: &Matches) -> Scope {
+        let keep = |p: u32| p != Scope::OUT && within.contains(p as usize);
+        Scope {
+            positions: self
+                .positions
+                .iter()
+                .map(|positions| {
+                    positions
+                        .iter()
+                        .map(|&p| if keep(p) { p } else { Scope::OUT })
+                        .collect()
+                })
+                .collect(),
+            len: self.len,
+        }
+    }
 }
 
 /// Emails sorted by [`TextIndex::partition`] (cheap to clone).
 #[derive(Debug, Clone)]
 pub(crate) struct Partition {
     emails: Arc<[EmailId]>,
-    /// Those a live segment covers.
-    pub(crate) covered: Arc<HashSet<EmailId>>,
-    /// The others, each once, in the order given.
-    pub(crate) uncovered: Arc<[EmailId]>,
+    /// Where the emails a live segment covers are (the first position of each).
+    pub(crate) covered: Scope,
+    /// Positions of an email that is in the list before: (its first, this one).
+    pub(crate) repeats: Arc<[(u32, u32)]>,
+    /// The others, each once (at its first position), in the order given.
+    pub(crate) uncovered: Arc<[(u32, EmailId)]>,
 }
 
 /// The open text index of one account.
@@ -101,12 +137,10 @@ pub(crate) struct TextIndex {
     collection: Collection,
     /// The live segments of the current text version, in stamp order.
     readers: Vec<Arc<SegmentReader>>,
-    /// Emails some live segment has a document for.
-    covered: HashSet<EmailId>,
     /// The last list of emails [`partition`](Self::partition)ed and its answer, until
     /// the segments change: a server searches the same mailbox again and again, and
-    /// comparing the list is a scan of it where looking each email up is a random
-    /// access into a set of them all.
+    /// comparing the list is a scan of it where placing each email is a random access
+    /// into a map of them all.
     memo: Option<Partition>,
     cache: PageCache,
     policy: ReadPolicy,
@@ -117,7 +151,10 @@ impl std::fmt::Debug for TextIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TextIndex")
             .field("segments", &self.readers.len())
-            .field("covered", &self.covered.len())
+            .field(
+                "docs",
+                &self.readers.iter().map(|r| r.docs().len()).sum::<usize>(),
+            )
             .field(
                 "dictionaries",
                 &self.readers.iter().map(|r| r.pinned_len()).sum::<usize>(),
@@ -150,7 +187,6 @@ impl TextIndex {
         let mut me = Self {
             collection,
             readers: Vec::new(),
-            covered: HashSet::new(),
             memo: None,
             cache: PageCache::new(CACHE_BYTES),
             policy: ReadPolicy::default(),
@@ -194,45 +230,71 @@ impl TextIndex {
             .filter(|r| r.trailer().text_version == version)
             .collect();
         self.memo = None;
-        self.covered = self
-            .readers
-            .iter()
-            .flat_map(|r| r.docs().iter().map(|d| d.email))
-            .collect();
         Ok(())
     }
 
-    /// Whether a live segment has the text of `email`.
-    pub(crate) fn covers(&self, email: &EmailId) -> bool {
-        self.covered.contains(email)
-    }
-
-    /// The emails of `emails` a live segment covers, and the others (each once, in the
-    /// order given). Remembered for the same list until the segments change.
-    pub(crate) fn partition(&mut self, emails: &[EmailId]) -> Partition {
+    /// Where the emails of `emails` a live segment covers are, and the others (each once,
+    /// in the order given). Remembered for the same list until the segments change.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidArgument`] for a list of `u32::MAX` emails or more.
+    pub(crate) fn partition(&mut self, emails: &[EmailId]) -> crate::Result<Partition> {
         if let Some(memo) = &self.memo {
             if memo.emails[..] == *emails {
-                return memo.clone();
+                return Ok(memo.clone());
             }
         }
-        let mut covered = HashSet::with_capacity(emails.len().min(self.covered.len()));
-        let mut uncovered = Vec::new();
-        for email in emails {
-            if self.covered.contains(email) {
-                covered.insert(*email);
-            } else {
-                uncovered.push(*email);
+        let len = u32::try_from(emails.len())
+            .ok()
+            .filter(|&n| n < Scope::OUT)
+            .ok_or_else(|| crate::Error::invalid("a search over 2^32 - 1 emails or more"))?;
+        let mut first: HashMap<EmailId, u32> = HashMap::with_capacity(emails.len());
+        let mut repeats = Vec::new();
+        for (p, email) in (0..len).zip(emails) {
+            match first.entry(*email) {
+                Entry::Occupied(at) => repeats.push((*at.get(), p)),
+                Entry::Vacant(slot) => {
+                    slot.insert(p);
+                }
             }
         }
-        let mut seen = HashSet::new();
-        uncovered.retain(|e| seen.insert(*e));
+        let covered = self.scope(len, &|e| first.get(e).copied());
+        let mut placed = Matches::none(len);
+        for positions in covered.positions.iter() {
+            for &p in positions.iter().filter(|&&p| p != Scope::OUT) {
+                placed.insert(p);
+            }
+        }
+        let uncovered: Vec<(u32, EmailId)> = (0..len)
+            .zip(emails)
+            .filter(|(p, e)| !placed.contains(*p as usize) && first.get(*e) == Some(p))
+            .map(|(p, e)| (p, *e))
+            .collect();
         let partition = Partition {
             emails: emails.into(),
-            covered: Arc::new(covered),
+            covered,
+            repeats: repeats.into(),
             uncovered: uncovered.into(),
         };
         self.memo = Some(partition.clone());
-        partition
+        Ok(partition)
+    }
+
+    /// The scope of a list of `len` emails, `position` giving where an email is in it.
+    fn scope(&self, len: u32, position: &dyn Fn(&EmailId) -> Option<u32>) -> Scope {
+        Scope {
+            positions: self
+                .readers
+                .iter()
+                .map(|r| {
+                    r.docs()
+                        .iter()
+                        .map(|d| position(&d.email).unwrap_or(Scope::OUT))
+                        .collect()
+                })
+                .collect(),
+            len,
+        }
     }
 
     /// Stores the texts `docs` as one segment and commits it.
@@ -297,16 +359,21 @@ impl TextIndex {
     pub(crate) async fn find(
         &self,
         keys: &[TextKey],
-        scope: &HashSet<EmailId>,
+        scope: &Scope,
         header_block: &(dyn Fn(&EmailId) -> Option<Vec<u8>> + Sync),
     ) -> Result<Found> {
         let mut found = Found {
-            matches: vec![HashSet::new(); keys.len()],
-            unverified: HashSet::new(),
+            matches: vec![Matches::none(scope.len); keys.len()],
+            unverified: Vec::new(),
         };
-        if scope.is_empty() || keys.is_empty() {
+        if scope.positions.len() != self.readers.len() {
+            return Err(Error::invalid("a search scope of other segments"));
+        }
+        if keys.is_empty() {
             return Ok(found);
         }
+        // Each position once (an email may have a doc in two segments).
+        let mut unverified = Matches::none(scope.len);
         // HEADER keys: on the header blocks the records keep (every field, unshortened,
         // excluded ones too: what the segments' header postings do not hold).
         if keys.iter().any(|k| matches!(k, TextKey::Header(..))) {
@@ -318,26 +385,35 @@ impl TextIndex {
                     _ => None,
                 })
                 .collect();
-            for email in scope {
-                let Some(block) = header_block(email) else {
-                    found.unverified.insert(*email);
-                    continue;
-                };
-                // Most blocks lack a rare field's name: skip parsing them.
-                let lower = block.to_ascii_lowercase();
-                let named: Vec<bool> = names
-                    .iter()
-                    .map(|n| {
-                        n.as_ref()
-                            .is_some_and(|n| memchr::memmem::find(&lower, n).is_some())
-                    })
-                    .collect();
-                if !named.iter().any(|&n| n) {
-                    continue;
-                }
-                for (i, m) in oracle.matches_header_block(&block).into_iter().enumerate() {
-                    if m == Some(true) && named[i] {
-                        found.matches[i].insert(*email);
+            let mut seen = Matches::none(scope.len);
+            for (reader, positions) in self.readers.iter().zip(scope.positions.iter()) {
+                for (doc, &p) in reader.docs().iter().zip(positions.iter()) {
+                    if p == Scope::OUT || seen.contains(p as usize) {
+                        continue;
+                    }
+                    seen.insert(p);
+                    let email = doc.email;
+                    let Some(block) = header_block(&email) else {
+                        unverified.insert(p);
+                        found.unverified.push((p, email));
+                        continue;
+                    };
+                    // Most blocks lack a rare field's name: skip parsing them.
+                    let lower = block.to_ascii_lowercase();
+                    let named: Vec<bool> = names
+                        .iter()
+                        .map(|n| {
+                            n.as_ref()
+                                .is_some_and(|n| memchr::memmem::find(&lower, n).is_some())
+                        })
+                        .collect();
+                    if !named.iter().any(|&n| n) {
+                        continue;
+                    }
+                    for (i, m) in oracle.matches_header_block(&block).into_iter().enumerate() {
+                        if m == Some(true) && named[i] {
+                            found.matches[i].insert(p);
+                        }
                     }
                 }
             }
@@ -359,32 +435,18 @@ impl TextIndex {
             })
             .collect();
         let patterns: Vec<Vec<u8>> = words.iter().map(|(_, w)| w.clone()).collect();
-        // The covered part of the last partition, made since the segments last changed,
-        // is within `covered`: of the same size, it is all of it, and every doc is in
-        // scope without looking each up. Any other set is looked up doc by doc.
-        let everything = self
-            .memo
-            .as_ref()
-            .is_some_and(|m| std::ptr::eq(&*m.covered, scope))
-            && scope.len() == self.covered.len();
-        for reader in &self.readers {
+        for (reader, positions) in self.readers.iter().zip(scope.positions.iter()) {
             let docs = reader.docs();
-            let total = reader.trailer().docs;
-            let within = if everything {
-                DocSet::full(total)
-            } else {
-                let mut within = DocSet::empty(total);
-                for (d, doc) in docs.iter().enumerate() {
-                    if scope.contains(&doc.email) {
-                        within.insert(d as u32);
-                    }
+            let mut within = DocSet::empty(reader.trailer().docs);
+            for (d, &p) in positions.iter().enumerate() {
+                if p != Scope::OUT {
+                    within.insert(d as u32);
                 }
-                within
-            };
-            if within.count() == 0 {
+            }
+            if within.is_empty() {
                 continue;
             }
-            let email = |d: u32| docs[d as usize].email;
+            let position = |d: u32| positions[d as usize];
             // What a miss reads of this segment, shared by the query's keys.
             let mut sealed = None;
             if !patterns.is_empty() {
@@ -397,38 +459,47 @@ impl TextIndex {
                         set.union(fields.field(Field::Mime));
                     }
                     set.intersect(&within);
-                    found.matches[*i].reserve(set.count());
-                    found.matches[*i].extend(set.iter().map(email));
+                    set.iter()
+                        .for_each(|d| found.matches[*i].insert(position(d)));
                 }
             }
             for (i, plan) in plans.iter().enumerate() {
                 match plan {
                     Some((Plan::Everything, _)) => {
-                        found.matches[i].extend(within.iter().map(email));
+                        within
+                            .iter()
+                            .for_each(|d| found.matches[i].insert(position(d)));
                     }
                     Some((Plan::Phrase(needle), text)) => {
                         let m = reader
                             .find_phrase_within(&self.cache, needle, &within, &mut sealed)
                             .await?;
-                        found.matches[i].extend(m.body.iter().map(email));
+                        m.body
+                            .iter()
+                            .for_each(|d| found.matches[i].insert(position(d)));
                         if *text {
-                            found.matches[i].extend(m.mime.iter().map(email));
+                            m.mime
+                                .iter()
+                                .for_each(|d| found.matches[i].insert(position(d)));
                             let finder = memchr::memmem::Finder::new(needle.as_bytes());
                             for d in m.header_candidates.iter() {
-                                let e = email(d);
-                                if found.matches[i].contains(&e) {
+                                let p = position(d);
+                                if found.matches[i].contains(p as usize) {
                                     continue;
                                 }
-                                match header_block(&e) {
+                                let email = docs[d as usize].email;
+                                match header_block(&email) {
                                     Some(block) => {
                                         let header = extract_header(&block);
                                         if finder.find(header.as_bytes()).is_some() {
-                                            found.matches[i].insert(e);
+                                            found.matches[i].insert(p);
                                         }
                                     }
-                                    None => {
-                                        found.unverified.insert(e);
+                                    None if !unverified.contains(p as usize) => {
+                                        unverified.insert(p);
+                                        found.unverified.push((p, email));
                                     }
+                                    None => {}
                                 }
                             }
                         }
@@ -852,7 +923,6 @@ mod tests {
 /// Measurements on generated mail, run by hand (ignored).
 #[cfg(all(test, feature = "testkit"))]
 mod measure {
-    use std::collections::HashSet;
     use std::time::{Duration, Instant};
 
     use super::super::extract::{extract_message, ExtractedText};
@@ -876,7 +946,7 @@ mod measure {
     async fn warm(
         index: &TextIndex,
         words: &[String],
-        scope: &HashSet<EmailId>,
+        scope: &super::Scope,
     ) -> (Vec<Duration>, Vec<Vec<Duration>>, Vec<usize>) {
         let mut all = Vec::new();
         let mut per_word = vec![Vec::new(); words.len()];
@@ -969,7 +1039,7 @@ mod measure {
                 "all segments: regions (KiB) {:?}",
                 totals.iter().map(|l| l >> 10).collect::<Vec<_>>()
             );
-            let scope: HashSet<EmailId> = emails.iter().copied().collect();
+            let scope = index.partition(&emails).unwrap().covered;
             let words: Vec<String> = RANKS.iter().map(|&r| gen.word(r).to_owned()).collect();
             let (all, per_word, hits) = warm(&index, &words, &scope).await;
             assert!(hits[0] > 0, "{hits:?}");
@@ -988,12 +1058,13 @@ mod measure {
             }
             for _ in 0..3 {
                 let t = Instant::now();
-                let fresh = TextIndex::with_collection(world.collection().await)
+                let mut fresh = TextIndex::with_collection(world.collection().await)
                     .await
                     .unwrap();
                 let opened = t.elapsed();
                 let keys = [TextKey::Text(words[4].clone())];
                 let t = Instant::now();
+                let scope = fresh.partition(&emails).unwrap().covered;
                 fresh.find(&keys, &scope, &|_| None).await.unwrap();
                 println!(
                     "fresh index: open {:.1} ms, first search {:.1} ms",

@@ -7,6 +7,7 @@
 //! - [`extract`]: the three folded streams of a message (`header`, `body`, `mime`);
 //! - [`tokenize`]: the words of folded text, and which needles one word can answer;
 //! - [`oracle`]: the exact answer of text search keys over messages' bytes;
+//! - [`Matches`]: what a search answers for a key (positions in the list searched);
 //! - `segment`, `cache`, `merge`, `index` (crate-private): the index's segments, their
 //!   page cache, merges, and the account's index that answers text keys exactly;
 //!   [`Mailstore::search_texts`](crate::mail::Mailstore::search_texts) and
@@ -14,8 +15,11 @@
 
 pub mod extract;
 pub mod fold;
+mod matches;
 pub mod oracle;
 pub mod tokenize;
+
+pub use matches::Matches;
 
 mod account;
 pub(crate) mod cache;

@@ -436,6 +436,18 @@ impl DocSet {
         self.bits[doc as usize / 64] |= 1 << (doc % 64);
     }
 
+    /// Takes `doc` out.
+    pub(crate) fn remove(&mut self, doc: u32) {
+        if let Some(w) = self.bits.get_mut(doc as usize / 64) {
+            *w &= !(1 << (doc % 64));
+        }
+    }
+
+    /// Whether no doc is in.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.bits.iter().all(|w| *w == 0)
+    }
+
     /// Whether `doc` is in.
     pub(crate) fn contains(&self, doc: u32) -> bool {
         self.bits
