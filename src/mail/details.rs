@@ -36,8 +36,10 @@ use crate::mail::text::cache::{CacheKey, Cached, PageCache};
 /// Bytes of details records per details segment (a segment is built in memory).
 pub(crate) const SEGMENT_PAYLOAD: usize = 16 << 20;
 
-/// Budget of a mailstore's details page cache (256 pages of 16 KiB).
-pub(crate) const DETAILS_CACHE_BYTES: usize = 4 << 20;
+/// Budget of a mailstore's details page cache (128 pages of 16 KiB: what reads in the
+/// order stored, a chunk of header blocks or a run of fetches, use again is the pages
+/// just read and read ahead).
+pub(crate) const DETAILS_CACHE_BYTES: usize = 2 << 20;
 
 /// Pages read past the last one a read needs (a FETCH over a mailbox reads details in
 /// about the order they were stored: creation order).

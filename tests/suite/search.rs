@@ -859,3 +859,22 @@ async fn item_14_09_an_email_listed_twice_matches_at_each_place() {
         }
     }
 }
+
+/// An email of the list that is gone (expunged after the list was made, as a server's
+/// view of a mailbox can be) cannot be indexed: `index_texts` counts what it indexed, so
+/// a caller that steps until it returns 0 (the server's SEARCH) ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_14_10_indexing_steps_end_when_an_email_of_the_list_is_gone() {
+    let messages: Vec<(String, Vec<u8>)> = corpus().into_iter().take(6).collect();
+    let (account, mut mail) = account(&messages).await;
+    let inbox = mail.mailbox_by_name(INBOX).unwrap().id;
+    let gone = mail.select(inbox).await.unwrap().messages[1].uid;
+    expunge(&mut mail, inbox, &[gone]).await;
+    let list = account.emails.clone();
+    let mut steps = 0;
+    while mail.index_texts(&list, 2).await.unwrap() > 0 {
+        steps += 1;
+        assert!(steps <= list.len(), "indexing steps do not end");
+    }
+    assert_eq!(mail.texts_covered(&list).await.unwrap(), list.len() - 1);
+}

@@ -13,7 +13,7 @@ use super::index::{Plan, TextIndex, SEGMENT_DOCS, SEGMENT_TEXT};
 use super::matches::Matches;
 use super::oracle::{Oracle, TextKey};
 use crate::error::{Error, Result};
-use crate::ids::EmailId;
+use crate::ids::{EmailId, SegmentId};
 use crate::mail::Mailstore;
 
 /// Bodies read at once while indexing.
@@ -114,15 +114,27 @@ impl Mailstore {
         // read in chunks, in the order stored (so that each chunk reads its own pages
         // once), and verified by the index again on the keys that read header blocks (the
         // others' answers for them are final). Sized at once: a HEADER key leaves every
-        // email of the mailbox unverified.
-        let mut apart = Vec::with_capacity(found.unverified.len());
+        // email of the mailbox unverified. Each as (where its details are, its
+        // position), where in one word: the segment's rank among the details segments
+        // met, and the offset in it (16 bytes an email, where the segment's id and the
+        // offset took 32).
+        let mut apart: Vec<(u64, u32)> = Vec::with_capacity(found.unverified.len());
+        let mut segments: HashMap<SegmentId, u64> = HashMap::new();
         let mut unverified = Vec::new();
-        for (p, email) in found.unverified {
-            match self.email_by_id(email).ok().and_then(|r| r.stored_details) {
-                Some(at) => apart.push(((at.segment, at.offset), p)),
+        for p in found.unverified.positions() {
+            let email = emails[p];
+            let p = p as u32;
+            let at = self.email_by_id(email).ok().and_then(|r| r.stored_details);
+            match at.filter(|at| at.offset <= u64::from(u32::MAX)) {
+                Some(at) => {
+                    let met = segments.len() as u64;
+                    let rank = *segments.entry(at.segment).or_insert(met);
+                    apart.push((rank << 32 | at.offset, p));
+                }
                 None => unverified.push((p, email)),
             }
         }
+        // In the order stored: each segment's together, by offset.
         apart.sort_unstable();
         let header_keys: Vec<usize> = (0..keys.len())
             .filter(|&i| match &keys[i] {
@@ -145,7 +157,7 @@ impl Mailstore {
             for (&i, found) in header_keys.iter().zip(&again.matches) {
                 out[i].union(found);
             }
-            unverified.extend(again.unverified);
+            unverified.extend(again.unverified.positions().map(|p| (p as u32, emails[p])));
         }
         // What the index could not verify: scanned, and the scan decides.
         let at: HashMap<EmailId, u32> = unverified.iter().map(|&(p, e)| (e, p)).collect();
@@ -172,23 +184,24 @@ impl Mailstore {
 
     /// Adds to the account's text index the texts of at most `max` emails of `emails`
     /// it lacks (reading their bodies), then merges its segments as needed. Returns how
-    /// many were indexed: 0 when every email of `emails` is covered.
+    /// many were indexed: 0 when every email of `emails` that still exists is covered
+    /// (an email gone since the list was made, expunged by another session, is not
+    /// counted: a caller stepping until 0 ends).
     ///
     /// # Errors
     /// As [`search_texts`](Self::search_texts).
     pub async fn index_texts(&self, emails: &[EmailId], max: usize) -> Result<usize> {
         let mut slot = self.text.lock().await;
         let (index, buffer) = slot.get_with_buffer().await?;
-        let mut missing: Vec<EmailId> = index
+        let missing: Vec<EmailId> = index
             .partition(emails)?
             .uncovered
             .iter()
             .map(|(_, e)| *e)
-            .filter(|e| !buffer.contains_key(e))
+            .filter(|e| !buffer.contains_key(e) && self.email_by_id(*e).is_ok())
+            .take(max)
             .collect();
-        missing.truncate(max);
-        self.index_missing(index, &missing, |_| {}).await?;
-        Ok(missing.len())
+        self.index_missing(index, &missing, |_| {}).await
     }
 
     /// How many emails of `emails` the account's text index covers (a segment or this
@@ -254,18 +267,21 @@ impl Mailstore {
     }
 
     /// Reads, extracts and indexes `missing` in segments of bounded size, handing each
-    /// email read to `each`; then merges.
+    /// email read to `each`; then merges. Returns how many were read (those gone
+    /// meanwhile are not).
     async fn index_missing(
         &self,
         index: &mut TextIndex,
         missing: &[EmailId],
         mut each: impl FnMut(&Read),
-    ) -> Result<()> {
+    ) -> Result<usize> {
         if missing.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
+        let mut read = 0;
         for chunk in self.chunks(missing) {
             let reads = self.read_texts(&chunk).await?;
+            read += reads.len();
             reads.iter().for_each(&mut each);
             let docs: Vec<(EmailId, ExtractedText)> =
                 reads.into_iter().map(|r| (r.email, r.text)).collect();
@@ -273,7 +289,8 @@ impl Mailstore {
         }
         index
             .maintain(&|e| self.index.get(&crate::mail::keys::email(e)).is_some())
-            .await
+            .await?;
+        Ok(read)
     }
 
     /// `emails` cut in chunks of at most [`SEGMENT_DOCS`] emails and about

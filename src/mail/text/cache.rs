@@ -179,10 +179,11 @@ impl Lru {
 }
 
 /// Budget of decompressed text frames, as a share of a [`PageCache`]'s budget of pages
-/// (an eighth more): what phrase verification reads (every candidate's text, in doc
-/// order, so that a frame serves a run of docs and is seldom used after) is kept apart
-/// and must not push out the pages that word queries use again.
-const FRAME_SHARE: usize = 8;
+/// (a thirty-second more): what phrase verification reads (every candidate's text, in
+/// doc order, so that a frame serves a run of docs and is seldom used after) is kept
+/// apart and must not push out the pages that word queries use again. An eighth (4 MiB)
+/// held frames no query used again at the peak of a session's search.
+const FRAME_SHARE: usize = 32;
 
 /// The cache of an account's search segments (or of its details segments), shared by
 /// their readers (clone it: clones share the entries): opened pages, least recently used
@@ -203,7 +204,7 @@ impl std::fmt::Debug for PageCache {
 }
 
 impl PageCache {
-    /// An empty cache of `budget` bytes of pages, and an eighth of that for frames.
+    /// An empty cache of `budget` bytes of pages, and a thirty-second of that for frames.
     pub(crate) fn new(budget: usize) -> Self {
         Self::with_budgets(budget, budget / FRAME_SHARE)
     }

@@ -28,7 +28,7 @@ use crate::index::{Batch, Collection, CollectionKeys, IndexStore, Side};
 /// Name of the index collection that holds the search segments.
 pub(crate) const COLLECTION: &[u8] = b"search";
 
-/// Bytes of decrypted pages an account keeps (§3.3), and an eighth of that for
+/// Bytes of decrypted pages an account keeps (§3.3), and a thirty-second of that for
 /// decompressed text frames (dictionaries are kept by their segments' readers).
 const CACHE_BYTES: usize = 32 << 20;
 
@@ -83,9 +83,9 @@ impl Plan {
 pub(crate) struct Found {
     /// Per key, the positions that match it.
     pub(crate) matches: Vec<Matches>,
-    /// Emails (with their positions) whose answer the index cannot give (a header to
-    /// verify and no header block kept in the email record): the caller scans them.
-    pub(crate) unverified: Vec<(u32, EmailId)>,
+    /// Positions of the emails whose answer the index cannot give (a header to verify
+    /// and no header block kept in the email record): the caller scans them.
+    pub(crate) unverified: Matches,
 }
 
 /// Where a list of emails is in the live segments: per segment (in the index's order),
@@ -95,6 +95,8 @@ pub(crate) struct Found {
 pub(crate) struct Scope {
     positions: Arc<[Box<[u32]>]>,
     len: u32,
+    /// The [`TextIndex::generation`] it was placed in.
+    readers: u64,
 }
 
 impl Scope {
@@ -116,6 +118,7 @@ impl Scope {
                 })
                 .collect(),
             len: self.len,
+            readers: self.readers,
         }
     }
 }
@@ -142,6 +145,8 @@ pub(crate) struct TextIndex {
     /// comparing the list is a scan of it where placing each email is a random access
     /// into a map of them all.
     memo: Option<Partition>,
+    /// Counts the changes of `readers` (what a [`Scope`] was placed in).
+    generation: u64,
     cache: PageCache,
     policy: ReadPolicy,
     page_class: u8,
@@ -188,6 +193,7 @@ impl TextIndex {
             collection,
             readers: Vec::new(),
             memo: None,
+            generation: 0,
             cache: PageCache::new(CACHE_BYTES),
             policy: ReadPolicy::default(),
             page_class: DEFAULT_PAGE_CLASS,
@@ -230,6 +236,7 @@ impl TextIndex {
             .filter(|r| r.trailer().text_version == version)
             .collect();
         self.memo = None;
+        self.generation += 1;
         Ok(())
     }
 
@@ -294,6 +301,7 @@ impl TextIndex {
                 })
                 .collect(),
             len,
+            readers: self.generation,
         }
     }
 
@@ -345,9 +353,8 @@ impl TextIndex {
         }
     }
 
-    /// For each key, the emails of `scope` that match it (an email of `scope` that no
-    /// segment covers matches nothing: the caller scans those). Fastest with the covered
-    /// set of a [`partition`](Self::partition) made since the segments last changed.
+    /// For each key, the positions of `scope` (a [`partition`](Self::partition)'s covered
+    /// emails, or part of them: [`Scope::within`]) whose emails match it.
     ///
     /// `header_block` gives an email's header block from its record (for `HEADER` keys
     /// and for header candidates of phrases); an email without one is returned in
@@ -355,7 +362,8 @@ impl TextIndex {
     ///
     /// # Errors
     /// [`crate::Error::Tampered`] for a segment page that does not authenticate or
-    /// parse; backend failures.
+    /// parse; [`crate::Error::InvalidArgument`] for a scope placed before the segments
+    /// last changed; backend failures.
     pub(crate) async fn find(
         &self,
         keys: &[TextKey],
@@ -364,16 +372,14 @@ impl TextIndex {
     ) -> Result<Found> {
         let mut found = Found {
             matches: vec![Matches::none(scope.len); keys.len()],
-            unverified: Vec::new(),
+            unverified: Matches::none(scope.len),
         };
-        if scope.positions.len() != self.readers.len() {
+        if scope.readers != self.generation {
             return Err(Error::invalid("a search scope of other segments"));
         }
         if keys.is_empty() {
             return Ok(found);
         }
-        // Each position once (an email may have a doc in two segments).
-        let mut unverified = Matches::none(scope.len);
         // HEADER keys: on the header blocks the records keep (every field, unshortened,
         // excluded ones too: what the segments' header postings do not hold).
         if keys.iter().any(|k| matches!(k, TextKey::Header(..))) {
@@ -394,8 +400,7 @@ impl TextIndex {
                     seen.insert(p);
                     let email = doc.email;
                     let Some(block) = header_block(&email) else {
-                        unverified.insert(p);
-                        found.unverified.push((p, email));
+                        found.unverified.insert(p);
                         continue;
                     };
                     // Most blocks lack a rare field's name: skip parsing them.
@@ -495,11 +500,7 @@ impl TextIndex {
                                             found.matches[i].insert(p);
                                         }
                                     }
-                                    None if !unverified.contains(p as usize) => {
-                                        unverified.insert(p);
-                                        found.unverified.push((p, email));
-                                    }
-                                    None => {}
+                                    None => found.unverified.insert(p),
                                 }
                             }
                         }

@@ -148,11 +148,6 @@ pub(crate) fn merge_contents(
         // The inputs' dictionaries are sorted: merged as they stream (a tournament of
         // each input's next word), each word once with the postings of every input that
         // has it (no map of all the words).
-        sink.reserve(
-            inputs.iter().map(|c| c.dictionary.as_bytes().len()).sum(),
-            inputs.iter().map(|c| c.words.len()).sum(),
-            inputs.iter().map(|c| c.postings.len()).sum(),
-        );
         let mut words = Tournament::new(
             inputs
                 .iter()

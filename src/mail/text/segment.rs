@@ -312,15 +312,6 @@ impl WordSink {
         }
     }
 
-    /// Room for `dictionary` bytes of words, `words` words and `postings` bytes of
-    /// posting lists (a merge's inputs' sums: an upper bound but for posting lists that
-    /// grow when renumbered).
-    pub(crate) fn reserve(&mut self, dictionary: usize, words: usize, postings: usize) {
-        self.dictionary.reserve(dictionary);
-        self.table.reserve(words * search::WORD_ENTRY_LEN);
-        self.postings.reserve(postings);
-    }
-
     /// Adds `word` (UTF-8, greater than every word before it) with its per-field posting lists
     /// (docs increasing); a word without any doc is left out.
     pub(crate) fn push(&mut self, word: &[u8], lists: &[Vec<u32>; 3]) {
