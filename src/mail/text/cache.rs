@@ -339,35 +339,41 @@ mod tests {
         CacheKey::Frame(SegmentId::from_bytes([1; 16]), n)
     }
 
-    /// Text frames (what phrase verification reads, doc after doc) take at most an eighth
-    /// of the pages' budget and never push pages out; pages never push frames out either.
+    /// Text frames (what phrase verification reads, doc after doc) take at most a
+    /// [`FRAME_SHARE`]th of the pages' budget and never push pages out; pages never push
+    /// frames out either.
     #[test]
     fn frames_and_pages_are_budgeted_apart() {
-        let cache = PageCache::new(8 * 164);
-        for n in 0..8 {
-            cache.insert(page(n), bytes(100), false);
+        let n = FRAME_SHARE as u32;
+        let cache = PageCache::new(FRAME_SHARE * 164);
+        for i in 0..n {
+            cache.insert(page(i), bytes(100), false);
         }
-        assert_eq!(cache.stats().used, 8 * 164, "pages fill their budget");
-        for n in 0..20 {
-            cache.insert(frame(n), bytes(100), false);
+        assert_eq!(
+            cache.stats().used,
+            FRAME_SHARE * 164,
+            "pages fill their budget"
+        );
+        for i in 0..20 {
+            cache.insert(frame(i), bytes(100), false);
         }
-        for n in 0..8 {
+        for i in 0..n {
             assert!(
-                cache.get(&page(n)).is_some(),
-                "page {n} pushed out by frames"
+                cache.get(&page(i)).is_some(),
+                "page {i} pushed out by frames"
             );
         }
         assert!(cache.get(&frame(19)).is_some(), "the last frame is cached");
         assert!(
             cache.get(&frame(18)).is_none(),
-            "one frame fits in an eighth"
+            "one frame fits in the frames' share"
         );
         assert_eq!(
             cache.stats().used,
-            9 * 164,
+            (FRAME_SHARE + 1) * 164,
             "pages and frames within their budgets"
         );
-        cache.insert(page(8), bytes(100), false);
+        cache.insert(page(n), bytes(100), false);
         assert!(cache.get(&frame(19)).is_some(), "a page pushed a frame out");
         assert!(cache.get(&page(0)).is_none(), "the oldest page went");
         assert_eq!(cache.room(), 0);
