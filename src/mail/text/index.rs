@@ -1101,7 +1101,8 @@ mod measure {
         use super::super::merge::merge_contents;
         use super::super::segment::{DocText, SegmentBuilder};
         use super::{text_version, DEFAULT_PAGE_CLASS, FANOUT};
-        use crate::format::search::{SegmentContents, PAGE_SEAL_OVERHEAD};
+        use crate::format::search::{SearchHeader, SegmentContents};
+        use crate::ids::SegmentId;
 
         let mut gen = MailGen::new(1);
         let rng = RandomSource::os();
@@ -1119,7 +1120,11 @@ mod measure {
                     builder.add(EmailId::random(&rng), &text).unwrap();
                 }
                 let plain = builder.finish();
-                let capacity = (1usize << plain.page_class) - PAGE_SEAL_OVERHEAD - 2;
+                let capacity = SearchHeader {
+                    id: SegmentId::from_bytes([0; 16]),
+                    page_class: plain.page_class,
+                }
+                .capacity();
                 let views: Vec<&[u8]> = plain.pages.iter().map(Vec::as_slice).collect();
                 SegmentContents::parse(&views, capacity).unwrap()
             })
