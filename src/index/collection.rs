@@ -899,6 +899,12 @@ impl Collection {
     }
 
     async fn refresh_cas(&mut self) -> Result<bool> {
+        self.refresh_cas_jumping(4).await
+    }
+
+    /// [`refresh_cas`](Self::refresh_cas), jumping forward by listing at most `jumps`
+    /// times (a store that lists a manifest it then does not serve withholds it).
+    async fn refresh_cas_jumping(&mut self, jumps: u32) -> Result<bool> {
         let mut newest = None;
         loop {
             let name = self.objects.own_name(self.generation + 1);
@@ -908,6 +914,22 @@ impl Collection {
                     self.generation += 1;
                 }
                 None => break,
+            }
+        }
+        if newest.is_none() {
+            // Nothing at the next generation. A root rotation's copy is published at its
+            // source's generation (modseqs carry on), above generations no manifest
+            // holds: the directory's high-water mark, raised after every commit, is then
+            // above this handle. Jump forward to what the listing shows.
+            let mark = self
+                .directory
+                .high_water_mark(&self.account, &self.record)
+                .await?;
+            if mark > self.generation {
+                let listed = self.objects.newest_listed().await?;
+                if listed > self.generation {
+                    return self.jump_to(listed, jumps).await;
+                }
             }
         }
         if newest.is_none() && !self.heads.is_empty() {
@@ -923,8 +945,7 @@ impl Collection {
                         found: listed,
                     });
                 }
-                self.generation = listed - 1;
-                return Box::pin(self.refresh_cas()).await;
+                return self.jump_to(listed, jumps).await;
             }
         }
         let Some((header, body)) = newest else {
@@ -938,6 +959,19 @@ impl Collection {
         self.install(vec![stamp], live, body.purged_through).await?;
         self.raise_mark().await?;
         Ok(true)
+    }
+
+    /// Goes on refreshing from generation `listed`, which the listing shows above this
+    /// handle's.
+    async fn jump_to(&mut self, listed: u64, jumps: u32) -> Result<bool> {
+        if jumps == 0 {
+            return Err(Error::Rollback {
+                seen: listed,
+                found: self.generation,
+            });
+        }
+        self.generation = listed - 1;
+        Box::pin(self.refresh_cas_jumping(jumps - 1)).await
     }
 
     /// Refresh without compare-and-swap: the directory's mark is the commit point. With a

@@ -345,3 +345,73 @@ impl IndexStore {
         Ok(paths.len())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use object_store::memory::InMemory;
+
+    use crate::crypto::{AccountKey, RandomSource};
+    use crate::directory::MemoryDirectory;
+    use crate::ids::{AccountId, DeploymentId};
+    use crate::index::{Batch, IndexConfig, IndexStore};
+    use crate::storage::{CommitMode, DynStore};
+
+    /// A copy is published at its source's generation, above the collection's own (so
+    /// that modseqs carry on): with compare-and-swap that leaves generations no manifest
+    /// holds. A handle opened on the collection before the copy (here empty, as another
+    /// session re-keying the same rotation holds it) sees the copy on its next refresh,
+    /// and its own run of the same copy ends at once: before, it probed the generation
+    /// above its own, found nothing, and lost every publish to the copy until its
+    /// attempts ran out (500, ~50 s of backoff: a slot removal racing another session's
+    /// re-keying took that long with compare-and-swap).
+    #[tokio::test]
+    async fn a_handle_opened_before_a_copy_sees_it() {
+        for mode in [CommitMode::CompareAndSwap, CommitMode::WriterUnique] {
+            let rng = RandomSource::os();
+            let store: DynStore = Arc::new(InMemory::new());
+            let index = IndexStore::with_mode(
+                store,
+                DeploymentId::random(&rng),
+                Arc::new(MemoryDirectory::new()),
+                mode,
+            )
+            // Without the fix the racer's copy lost every attempt: fail in a second.
+            .with_config(IndexConfig {
+                max_attempts: 20,
+                ..IndexConfig::default()
+            });
+            let account = AccountId::random(&rng);
+            let (old, new) = (AccountKey::generate(1, &rng), AccountKey::generate(2, &rng));
+            let mut writer = index.open(account, &old, b"mail").await.unwrap();
+            for i in 0..3u8 {
+                let mut batch = Batch::new();
+                batch.put(vec![b'k', i], vec![i]);
+                writer.commit(batch).await.unwrap();
+            }
+            let mut early = index.open(account, &new, b"mail").await.unwrap();
+            let mut racer = index.open(account, &new, b"mail").await.unwrap();
+            assert_eq!((early.generation(), racer.generation()), (0, 0));
+            let mut target = index.open(account, &new, b"mail").await.unwrap();
+            let mut source = index.open_to_move(account, &old, b"mail").await.unwrap();
+            target.copy_from(&mut source).await.unwrap();
+            assert!(
+                target.generation() >= 3,
+                "{mode:?}: {}",
+                target.generation()
+            );
+
+            early.refresh().await.unwrap();
+            assert_eq!(early.generation(), target.generation(), "{mode:?}");
+            assert_eq!(early.get(b"k\x02"), Some(&[2u8][..]), "{mode:?}");
+            // The same copy run again from a handle opened before it: nothing to do.
+            let mut again = index.open_to_move(account, &old, b"mail").await.unwrap();
+            let info = racer.copy_from(&mut again).await.unwrap();
+            assert!(
+                !info.committed && info.attempts <= 2,
+                "{mode:?}: the finished copy was made again: {info:?}"
+            );
+        }
+    }
+}
