@@ -1038,8 +1038,9 @@ impl Session {
     /// [`rotate_root`](Self::rotate_root) with their names instead. Under a model that
     /// requires an officer slot, the last slot for a current officer key cannot be
     /// removed. A keyring change or rotation by another session meanwhile is not an
-    /// error: the removal goes on top of it, and once committed it is acknowledged even
-    /// when another session finished its re-keying.
+    /// error: the removal goes on top of it, and once committed it is acknowledged as soon
+    /// as its rotation is finished, by this session or another (rotations other sessions
+    /// begin after it are left to their own runs).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for an unknown slot, the last slot, or the required
@@ -1049,8 +1050,10 @@ impl Session {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            // An interrupted rotation is finished first: its index is half re-keyed.
-            self.finish_rotations(&[], |_| {}).await?;
+            // An interrupted rotation is finished first: its index is half re-keyed (and
+            // one begins only where none is under way).
+            self.finish_rotations(&[], |_| {}, Until::NoneUnderWay)
+                .await?;
             self.check_removable(id).await?;
             match self.keyring.begin_rotation(Some(id)).await {
                 Ok(()) => break,
@@ -1061,7 +1064,9 @@ impl Session {
         }
         // The removal holds from here on, whatever happens to the re-keying: finished
         // here, or by any session that rotates after.
-        self.finish_rotations(&[], |_| {}).await.map(|_| ())
+        self.finish_rotations(&[], |_| {}, Until::Finished)
+            .await
+            .map(|_| ())
     }
 
     /// Whether the keyring as this session holds it lets slot `id` go.
@@ -1154,43 +1159,57 @@ impl Session {
         progress: impl FnMut(RotationProgress),
     ) -> Result<usize> {
         self.begin_rotation().await?;
-        self.finish_rotations(collections, progress).await
+        self.finish_rotations(collections, progress, Until::Finished)
+            .await
     }
 
     /// Finishes the root rotation under way, if any: what a [`rotate_root`](Self::rotate_root)
     /// that failed or was killed part way left (the collections it had begun to copy
     /// under the new root are copied again from the previous one, closed, and the
-    /// keyring forgets the previous root). Nothing when no rotation is under way. Open
-    /// the mail only after this: during a rotation the copy under the new key may lack
+    /// keyring forgets the previous root), and those other sessions began meanwhile.
+    /// Nothing when no rotation is under way. Open the mail only after this: during a rotation the copy under the new key may lack
     /// the writes made since it was begun, and what is written to it is replaced by the
     /// rotation's next copy. Returns the collections re-keyed.
     ///
     /// # Errors
     /// As [`rotate_root`](Self::rotate_root).
     pub async fn finish_rotation(&mut self) -> Result<usize> {
-        self.finish_rotations(&[], |_| {}).await
+        self.finish_rotations(&[], |_| {}, Until::NoneUnderWay)
+            .await
     }
 
     /// Re-keys the index for the rotation under way (see [`rekey_index`](Self::rekey_index))
-    /// until none is. Another session may finish that rotation meanwhile and begin a
-    /// newer one, which moves the collections on from under this run: the copy then
-    /// fails (`Error::Moved`, `Error::Conflict`, or a collection gone under it:
-    /// `Error::NotFound`, `Error::Rollback`). When the keyring has moved on since, it is
-    /// reloaded (following the new root) and the rotation under way finished from there;
-    /// otherwise the error stands. Returns the collections re-keyed.
+    /// until it is finished, by this run or by another session; rotations begun after it
+    /// are left to their own runs (under churn, a run that took them on could chase them
+    /// indefinitely and report its own, finished, as failed), unless `until` asks for
+    /// none to be under way (before the mail is opened). Another session may finish
+    /// the rotation meanwhile and begin a newer one, which moves the collections on from
+    /// under this run: the copy then fails (`Error::Moved`, `Error::Conflict`, or a
+    /// collection gone under it: `Error::NotFound`, `Error::Rollback`), and the keyring is
+    /// reloaded. When nothing committed to it meanwhile, another session is re-keying the
+    /// same collections: this run waits and runs again. Returns the collections re-keyed.
     async fn finish_rotations(
         &mut self,
         collections: &[&[u8]],
         mut progress: impl FnMut(RotationProgress),
+        until: Until,
     ) -> Result<usize> {
+        // The rotation under way, by the root it retires.
+        let Some(under_way) = self.retiring() else {
+            return Ok(0);
+        };
+        let finished = |session: &Self| match until {
+            Until::Finished => session.retiring() != Some(under_way),
+            Until::NoneUnderWay => !session.keyring.rotating(),
+        };
         let mut total = 0;
-        let mut backoff = crate::storage::commit::Backoff::new(16);
+        let mut backoff = crate::storage::commit::Backoff::new(32);
         for _ in 0..32 {
             let generation = self.keyring.generation();
             match self.rekey_index(collections, &mut progress).await {
                 Ok(done) => {
                     total += done;
-                    if !self.keyring.rotating() {
+                    if finished(self) {
                         return Ok(total);
                     }
                 }
@@ -1200,8 +1219,16 @@ impl Session {
                     | Error::NotFound { .. }
                     | Error::Rollback { .. }),
                 ) => {
-                    self.reload_keyring().await?;
-                    if self.keyring.generation() == generation {
+                    // A keyring changing faster than it is read is no reason to stop.
+                    let reloaded = match self.reload_keyring().await {
+                        Ok(()) => true,
+                        Err(Error::Conflict { .. }) => false,
+                        Err(other) => return Err(other),
+                    };
+                    if finished(self) {
+                        return Ok(total);
+                    }
+                    if !reloaded || self.keyring.generation() == generation {
                         // Nothing committed to the keyring meanwhile: another session
                         // is re-keying the same collections (its copy or its close
                         // landed first) and has not finished yet. Wait and run again:
@@ -1219,6 +1246,12 @@ impl Session {
         Err(Error::Conflict {
             path: "the root rotation: other sessions keep rotating".into(),
         })
+    }
+
+    /// The root the rotation under way retires, by its index key's public half (no
+    /// secret): what tells one rotation from the next.
+    fn retiring(&self) -> Option<[u8; 32]> {
+        self.keyring.retiring_index_key().map(|k| k.public_key())
     }
 
     /// The index side of a root rotation under way (nothing when none is): the
@@ -1423,4 +1456,13 @@ impl Session {
     pub async fn officer_log(&self) -> Result<Vec<(u64, OfficerLogEntry)>> {
         self.directory.officer_log(Some(&self.account())).await
     }
+}
+
+/// How far [`Session::finish_rotations`] goes.
+#[derive(Debug, Clone, Copy)]
+enum Until {
+    /// The rotation under way when it starts is finished (by whichever session).
+    Finished,
+    /// No rotation is under way (newer ones, begun meanwhile, finished too).
+    NoneUnderWay,
 }

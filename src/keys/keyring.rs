@@ -283,7 +283,8 @@ impl KeyringStore {
     /// [`Error::NotFound`] without a keyring; [`Error::Rollback`] if the store offers an
     /// older generation than the directory recorded; [`Error::WrongCredential`] if no
     /// slot opens; [`Error::ExcessiveWork`] for hostile stored costs; [`Error::Tampered`]
-    /// for altered data (several password slots included).
+    /// for altered data (several password slots included); [`Error::Conflict`] when other
+    /// sessions changed the keyring faster than it could be read (try again).
     pub async fn unlock(
         &self,
         account: AccountId,
@@ -500,7 +501,9 @@ impl KeyringStore {
     /// is the digest is accepted: objects of higher generations are uncommitted (a writer
     /// in flight, or one that lost or crashed before its compare-and-set), others of the
     /// same generation are losers. Without the accepted object: [`Error::Tampered`] if
-    /// something else stands at its generation, [`Error::Rollback`] if nothing does.
+    /// something else stands at its generation, [`Error::Rollback`] if nothing does,
+    /// [`Error::Conflict`] if the mark kept moving while it was read (a keyring changed
+    /// faster than read: try again).
     /// A mark without a digest (written by an older version) accepts the newest object
     /// at or above its generation, as that version did.
     async fn fetch_accepted(&self, account: &AccountId) -> Result<(bytes::Bytes, Mark)> {
@@ -544,10 +547,16 @@ impl KeyringStore {
                 return Ok((stored, mark));
             }
             // Not found: a concurrent commit may have moved the mark and deleted what the
-            // old one named. Look again while the mark moves.
+            // old one named. Look again while the mark moves; a keyring that keeps changing
+            // faster than it is read is a conflict (try again), not a rollback.
             let moved = self.directory.mark(account, RECORD).await? != mark;
-            if moved && attempts < 8 {
-                continue;
+            if moved {
+                if attempts < 16 {
+                    continue;
+                }
+                return Err(Error::Conflict {
+                    path: naming::keyring_prefix(account).to_string(),
+                });
             }
             if let Some(other) = other {
                 // Something else stands at the accepted generation (an altered object, or

@@ -177,9 +177,21 @@ pub async fn work(
             .get(worker)
             .ok_or_else(|| Error::invalid("no device key for this worker"))?,
     )?;
-    let mut session = provider
-        .unlock_with(plan.account, Credential::DeviceKey(&device))
-        .await?;
+    // The others may be churning already: a keyring changing faster than it is read is
+    // a conflict, which calls for another try.
+    let mut tries = 0;
+    let mut session = loop {
+        tries += 1;
+        match provider
+            .unlock_with(plan.account, Credential::DeviceKey(&device))
+            .await
+        {
+            Err(Error::Conflict { .. }) if tries < 20 => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            opened => break opened?,
+        }
+    };
     let mut stats = WorkerStats::default();
     let mut mine: Vec<[u8; 16]> = Vec::new();
     let mut failures_in_a_row = 0;
@@ -465,7 +477,7 @@ pub async fn drive(
     }
     let mut stats = Vec::with_capacity(workers);
     let mut failures = String::new();
-    for child in children {
+    for (worker, child) in children.into_iter().enumerate() {
         let out = tokio::task::spawn_blocking(move || child.wait_with_output())
             .await
             .map_err(|e| Error::Config(format!("churn: {e}")))?
@@ -481,10 +493,11 @@ pub async fn drive(
                 failures.push_str(&String::from_utf8_lossy(&out.stderr));
             }
             _ => {
-                return Err(Error::Config(format!(
-                    "a churn worker failed ({}):\n{stdout}\n{}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr)
+                return Err(Error::Config(worker_failure(
+                    worker,
+                    &out.status.to_string(),
+                    &stdout,
+                    &String::from_utf8_lossy(&out.stderr),
                 )))
             }
         }
@@ -509,6 +522,33 @@ pub async fn drive(
         elapsed,
         failures,
     })
+}
+
+/// What a failed worker said, the reason first: its own error (the line after its
+/// panic), its last failed changes, then the end of its output without the backtrace.
+fn worker_failure(worker: usize, status: &str, stdout: &str, stderr: &str) -> String {
+    let lines: Vec<&str> = stdout.lines().chain(stderr.lines()).collect();
+    let reason: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("churn worker:"))
+        .copied()
+        .collect();
+    let changes: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("churn worker "))
+        .copied()
+        .collect();
+    let rest: Vec<&str> = lines
+        .iter()
+        .filter(|l| !l.starts_with("churn worker") && !l.starts_with(' '))
+        .copied()
+        .collect();
+    format!(
+        "churn worker {worker} failed ({status}): {}\nits last failed changes:\n{}\nthe end of its output:\n{}",
+        reason.join("\n"),
+        changes[changes.len().saturating_sub(6)..].join("\n"),
+        rest[rest.len().saturating_sub(12)..].join("\n"),
+    )
 }
 
 fn parse_stats(line: &str) -> Option<WorkerStats> {

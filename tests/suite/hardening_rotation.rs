@@ -922,6 +922,63 @@ async fn item_04_a_removal_racing_another_rekeying_of_its_rotation_is_acknowledg
     }
 }
 
+/// Item 4 under churn (the third CI churn failure): a slot removal commits its keyring
+/// change and stops before its first index write; another session finishes that rotation
+/// and begins one of its own. The removal is acknowledged as soon as its own rotation is
+/// finished, by whichever session: it does not take on the rotations begun after it
+/// (under churn, one after another, its run chased them until its rounds ran out and
+/// reported the committed removal as failed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_04_a_removal_is_acknowledged_once_its_own_rotation_is_finished() {
+    use mailvault::storage::{GateStore, Hold};
+    for (name, store, mode) in backends() {
+        let w = World::on(store.clone(), mode).await;
+        let remover_store = GateStore::new(store.clone());
+        let remover_gate = remover_store.gate();
+        let remover_provider = Provider::new(
+            Arc::new(remover_store.clone()),
+            w.deployment,
+            w.directory.clone(),
+            config(),
+        )
+        .await
+        .unwrap();
+        let (mut remover, removed_key, removed, others_key) =
+            removal_setup(&w, &remover_provider).await;
+        let mut other = w
+            .provider
+            .unlock_with(w.alice, Credential::DeviceKey(&others_key))
+            .await
+            .unwrap();
+
+        remover_gate.arm(Hold::Put, "/i/");
+        let removal = tokio::spawn(async move {
+            let result = remover.remove_slot(removed).await;
+            (remover, result)
+        });
+        remover_gate.reached().await;
+        // The other session finishes the removal's rotation and begins another.
+        other.reload_keyring().await.unwrap();
+        assert!(other.rotating(), "{name}");
+        other.finish_rotation().await.unwrap();
+        other.begin_rotation().await.unwrap();
+        assert!(other.rotating(), "{name}");
+        remover_gate.open();
+        let (mut remover, result) = removal.await.unwrap();
+        result.unwrap_or_else(|e| {
+            panic!("{name}: the committed removal was reported as failed: {e}")
+        });
+        other.reload_keyring().await.unwrap();
+        assert!(
+            other.rotating(),
+            "{name}: the removal took on the rotation begun after its own"
+        );
+        other.finish_rotation().await.unwrap();
+        remover.reload_keyring().await.unwrap();
+        check_removal(&w, name, &remover, &removed_key).await;
+    }
+}
+
 /// The remover's session of a removal race, with a message in the inbox and two device
 /// slots: the one it removes (its key and id) and another (its key).
 async fn removal_setup(
