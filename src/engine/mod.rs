@@ -974,7 +974,9 @@ impl Session {
     ///
     /// # Errors
     /// As [`UnlockedKeyring::reload`]: [`Error::WrongCredential`] once the slot this
-    /// session was unlocked with was removed and the root rotated (revoked).
+    /// session was unlocked with was removed and the root rotated (revoked);
+    /// [`Error::Conflict`] when other sessions changed the keyring faster than it could
+    /// be read (try again).
     pub async fn reload_keyring(&mut self) -> Result<()> {
         self.keyring.reload().await?;
         self.follow_keyring()
@@ -1045,7 +1047,7 @@ impl Session {
     /// # Errors
     /// [`Error::InvalidArgument`] for an unknown slot, the last slot, or the required
     /// officer slot; as [`rotate_root`](Self::rotate_root): the slot is gone once the
-    /// rotation has begun, and calling `rotate_root` finishes it.
+    /// rotation has begun, and [`finish_rotation`](Self::finish_rotation) finishes it.
     pub async fn remove_slot(&mut self, id: [u8; 16]) -> Result<()> {
         let mut attempts = 0;
         loop {
@@ -1167,9 +1169,10 @@ impl Session {
     /// that failed or was killed part way left (the collections it had begun to copy
     /// under the new root are copied again from the previous one, closed, and the
     /// keyring forgets the previous root), and those other sessions began meanwhile.
-    /// Nothing when no rotation is under way. Open the mail only after this: during a rotation the copy under the new key may lack
-    /// the writes made since it was begun, and what is written to it is replaced by the
-    /// rotation's next copy. Returns the collections re-keyed.
+    /// Nothing when no rotation is under way. Open the mail only after this: during a
+    /// rotation the copy under the new key may lack the writes made since it was begun,
+    /// and what is written to it is replaced by the rotation's next copy. Returns the
+    /// collections re-keyed.
     ///
     /// # Errors
     /// As [`rotate_root`](Self::rotate_root).
@@ -1244,7 +1247,7 @@ impl Session {
             }
         }
         Err(Error::Conflict {
-            path: "the root rotation: other sessions keep rotating".into(),
+            path: "the root rotation: not finished after 32 rounds of concurrent changes".into(),
         })
     }
 

@@ -916,20 +916,18 @@ impl Collection {
                 None => break,
             }
         }
-        if newest.is_none() {
-            // Nothing at the next generation. A root rotation's copy is published at its
-            // source's generation (modseqs carry on), above generations no manifest
-            // holds: the directory's high-water mark, raised after every commit, is then
-            // above this handle. Jump forward to what the listing shows.
-            let mark = self
-                .directory
-                .high_water_mark(&self.account, &self.record)
-                .await?;
-            if mark > self.generation {
-                let listed = self.objects.newest_listed().await?;
-                if listed > self.generation {
-                    return self.jump_to(listed, jumps).await;
-                }
+        // Nothing more at the next generation. A root rotation's copy is published at its
+        // source's generation (modseqs carry on), above generations no manifest holds:
+        // the directory's high-water mark, raised after every commit, is then above this
+        // handle. Jump forward to what the listing shows.
+        let mark = self
+            .directory
+            .high_water_mark(&self.account, &self.record)
+            .await?;
+        if mark > self.generation {
+            let listed = self.objects.newest_listed().await?;
+            if listed > self.generation {
+                return self.jump_to(listed, jumps).await;
             }
         }
         if newest.is_none() && !self.heads.is_empty() {
@@ -970,8 +968,15 @@ impl Collection {
                 found: self.generation,
             });
         }
+        let before = self.generation;
         self.generation = listed - 1;
-        Box::pin(self.refresh_cas_jumping(jumps - 1)).await
+        let refreshed = Box::pin(self.refresh_cas_jumping(jumps - 1)).await;
+        if refreshed.is_err() && !self.heads.iter().any(|h| h.generation == self.generation) {
+            // Failed before the state it jumped to was installed: the handle stays at the
+            // generation of the state it holds.
+            self.generation = before;
+        }
+        refreshed
     }
 
     /// Refresh without compare-and-swap: the directory's mark is the commit point. With a
