@@ -817,34 +817,15 @@ async fn item_04_a_stale_session_never_loses_an_acknowledged_write_to_a_rotation
 /// goes on working, and the removed key opens nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item_04_a_removal_overtaken_by_another_rotation_is_acknowledged() {
-    use mailvault::storage::{GateStore, Hold};
     for (name, store, mode) in backends() {
         let w = World::on(store.clone(), mode).await;
-        let gated = GateStore::new(store.clone());
-        let gate = gated.gate();
-        let remover_provider = Provider::new(
-            Arc::new(gated.clone()),
-            w.deployment,
-            w.directory.clone(),
-            config(),
-        )
-        .await
-        .unwrap();
-        let (mut remover, removed_key, removed, others_key) =
-            removal_setup(&w, &remover_provider).await;
-        let mut other = w
-            .provider
-            .unlock_with(w.alice, Credential::DeviceKey(&others_key))
-            .await
-            .unwrap();
-
-        // The remover stops at its first index write, after its keyring commit.
-        gate.arm(Hold::Put, "/i/");
-        let removal = tokio::spawn(async move {
-            let result = remover.remove_slot(removed).await;
-            (remover, result)
-        });
-        gate.reached().await;
+        let HeldRemoval {
+            gate,
+            removal,
+            removed_key,
+            removed,
+            mut other,
+        } = held_removal(&w, &store).await;
         other.reload_keyring().await.unwrap();
         assert!(
             !other.slots().iter().any(|s| s.id == removed),
@@ -930,33 +911,15 @@ async fn item_04_a_removal_racing_another_rekeying_of_its_rotation_is_acknowledg
 /// reported the committed removal as failed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item_04_a_removal_is_acknowledged_once_its_own_rotation_is_finished() {
-    use mailvault::storage::{GateStore, Hold};
     for (name, store, mode) in backends() {
         let w = World::on(store.clone(), mode).await;
-        let remover_store = GateStore::new(store.clone());
-        let remover_gate = remover_store.gate();
-        let remover_provider = Provider::new(
-            Arc::new(remover_store.clone()),
-            w.deployment,
-            w.directory.clone(),
-            config(),
-        )
-        .await
-        .unwrap();
-        let (mut remover, removed_key, removed, others_key) =
-            removal_setup(&w, &remover_provider).await;
-        let mut other = w
-            .provider
-            .unlock_with(w.alice, Credential::DeviceKey(&others_key))
-            .await
-            .unwrap();
-
-        remover_gate.arm(Hold::Put, "/i/");
-        let removal = tokio::spawn(async move {
-            let result = remover.remove_slot(removed).await;
-            (remover, result)
-        });
-        remover_gate.reached().await;
+        let HeldRemoval {
+            gate: remover_gate,
+            removal,
+            removed_key,
+            removed: _,
+            mut other,
+        } = held_removal(&w, &store).await;
         // The other session finishes the removal's rotation and begins another.
         other.reload_keyring().await.unwrap();
         assert!(other.rotating(), "{name}");
@@ -976,6 +939,46 @@ async fn item_04_a_removal_is_acknowledged_once_its_own_rotation_is_finished() {
         other.finish_rotation().await.unwrap();
         remover.reload_keyring().await.unwrap();
         check_removal(&w, name, &remover, &removed_key).await;
+    }
+}
+
+/// A slot removal held at its first index write, after its keyring commit (through a
+/// gated store), and another session of the account, unlocked with a device key that
+/// stays.
+struct HeldRemoval {
+    gate: Arc<mailvault::storage::Gate>,
+    removal: tokio::task::JoinHandle<(Session, mailvault::Result<()>)>,
+    removed_key: mailvault::keys::DeviceKey,
+    removed: [u8; 16],
+    other: Session,
+}
+
+async fn held_removal(w: &World, store: &DynStore) -> HeldRemoval {
+    use mailvault::storage::{GateStore, Hold};
+    let gated = GateStore::new(store.clone());
+    let gate = gated.gate();
+    let remover_provider =
+        Provider::new(Arc::new(gated), w.deployment, w.directory.clone(), config())
+            .await
+            .unwrap();
+    let (mut remover, removed_key, removed, others_key) = removal_setup(w, &remover_provider).await;
+    let other = w
+        .provider
+        .unlock_with(w.alice, Credential::DeviceKey(&others_key))
+        .await
+        .unwrap();
+    gate.arm(Hold::Put, "/i/");
+    let removal = tokio::spawn(async move {
+        let result = remover.remove_slot(removed).await;
+        (remover, result)
+    });
+    gate.reached().await;
+    HeldRemoval {
+        gate,
+        removal,
+        removed_key,
+        removed,
+        other,
     }
 }
 
